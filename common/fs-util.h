@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* File helpers that never follow a symlink they did not expect. Paths given
+ * relative to a directory fd are resolved one component at a time with
+ * O_NOFOLLOW, so a symlink planted anywhere below that directory is refused
+ * rather than followed. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* Writes or reads all of buf, retrying on EINTR and short counts. */
+int loop_write(int fd, const void *buf, size_t len);
+ssize_t loop_read(int fd, void *buf, size_t len);
+
+/* Opens the directory at path; the last component must not be a symlink. */
+int open_dir_nofollow(const char *path);
+
+/* Opens a directory below dirfd, refusing a symlink at every component of
+ * relpath ("a/b/c"). */
+int openat_dir_beneath(int dirfd, const char *relpath);
+
+/* Creates directory name below dirfd with the given mode, or accepts an
+ * existing one: it must be a directory (not a symlink), and its mode is reset
+ * to mode. Returns an O_DIRECTORY fd. */
+int mkdirat_secure(int dirfd, const char *name, mode_t mode);
+
+/* mkdir -p with mode for each created component; existing components must be
+ * directories. The final component is checked as in mkdirat_secure. */
+int mkdir_p_secure(const char *path, mode_t mode);
+
+/* Replaces name below dirfd atomically: writes name.tmp (O_EXCL|O_NOFOLLOW,
+ * mode), fsyncs it, renames it over name and fsyncs the directory. */
+int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+
+/* Reads a regular file below dirfd (O_NOFOLLOW), at most max bytes; the
+ * result is NUL-terminated. Fails with -EFBIG when the file is larger. */
+int read_file_at(int dirfd, const char *name, size_t max, char **ret_data, size_t *ret_len);
+
+/* Removes name below dirfd and everything under it without following
+ * symlinks (a symlink is removed, never its target). Missing is success. */
+int rm_rf_at(int dirfd, const char *name);
+
+/* rm_rf_at for an absolute or relative path. */
+int rm_rf_path(const char *path);
+
+int fsync_path_dir(const char *path);

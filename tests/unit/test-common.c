@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "error.h"
+#include "fs-util.h"
+#include "macro.h"
+
+static char *make_tmpdir(void) {
+        char *t = strdup("/tmp/nm-test-common-XXXXXX");
+        assert_non_null(mkdtemp(t));
+        return t;
+}
+
+static void test_error_keeps_first_cause(void **state) {
+        (void)state;
+        nm_error err = {};
+        assert_int_equal(nm_error_set(&err, -EINVAL, "bad %s", "frame"), -EINVAL);
+        nm_error_set(&err, -EIO, "later");
+        assert_string_equal(err.msg, "bad frame");
+        nm_error_prefix(&err, "peer %d", 2);
+        assert_string_equal(err.msg, "peer 2: bad frame");
+        assert_int_equal(err.code, -EINVAL);
+        nm_error_clear(&err);
+        nm_error_errno(&err, -ENOENT, "open x");
+        assert_string_equal(err.msg, "open x: No such file or directory");
+        /* A NULL error is allowed and only returns the code. */
+        assert_int_equal(nm_error_set(NULL, -E2BIG, "x"), -E2BIG);
+}
+
+static void test_atomic_write_and_read(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        _cleanup_free_ char *data = NULL;
+        size_t len = 0;
+        struct stat st;
+
+        assert_true(dfd >= 0);
+        assert_int_equal(write_file_atomic_at(dfd, "f.json", "hello", 5, 0600), 0);
+        assert_int_equal(fstatat(dfd, "f.json", &st, 0), 0);
+        assert_int_equal(st.st_mode & 0777, 0600);
+        assert_int_equal(faccessat(dfd, "f.json.tmp", F_OK, 0), -1);
+        assert_int_equal(read_file_at(dfd, "f.json", 100, &data, &len), 0);
+        assert_int_equal(len, 5);
+        assert_string_equal(data, "hello");
+        assert_int_equal(read_file_at(dfd, "f.json", 3, &data, &len), -EFBIG);
+        assert_int_equal(rm_rf_path(dir), 0);
+}
+
+static void test_symlinks_refused(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        _cleanup_free_ char *data = NULL;
+        char victim[256];
+
+        assert_true(dfd >= 0);
+        snprintf(victim, sizeof(victim), "%s/victim", dir);
+        assert_int_equal(write_file_atomic_at(dfd, "victim", "v", 1, 0600), 0);
+        assert_int_equal(symlinkat(victim, dfd, "link"), 0);
+        assert_int_equal(read_file_at(dfd, "link", 100, &data, NULL), -ELOOP);
+        /* A symlink planted where the temp file goes is removed, not followed. */
+        assert_int_equal(symlinkat(victim, dfd, "g.tmp"), 0);
+        assert_int_equal(write_file_atomic_at(dfd, "g", "new", 3, 0600), 0);
+        assert_int_equal(read_file_at(dfd, "victim", 100, &data, NULL), 0);
+        assert_string_equal(data, "v");
+        /* Directories: a symlinked component is refused at every step. */
+        assert_int_equal(mkdirat(dfd, "real", 0700), 0);
+        assert_int_equal(symlinkat("real", dfd, "sub"), 0);
+        assert_int_equal(mkdirat_secure(dfd, "sub", 0700), -ELOOP);
+        assert_int_equal(openat_dir_beneath(dfd, "sub"), -ELOOP);
+        assert_int_equal(openat_dir_beneath(dfd, "real/../real"), -EPERM);
+        int fd = openat_dir_beneath(dfd, "real");
+        assert_true(fd >= 0);
+        close(fd);
+        /* rm -rf removes the link, never what it points at. */
+        assert_int_equal(rm_rf_at(dfd, "sub"), 0);
+        assert_int_equal(faccessat(dfd, "real", F_OK, 0), 0);
+        assert_int_equal(rm_rf_path(dir), 0);
+        assert_int_equal(access(dir, F_OK), -1);
+}
+
+static void test_mkdir_p_secure(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        char path[512];
+        struct stat st;
+
+        snprintf(path, sizeof(path), "%s/a/b/c", dir);
+        int fd = mkdir_p_secure(path, 0700);
+        assert_true(fd >= 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_true(S_ISDIR(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0700);
+        close(fd);
+        assert_int_equal(chmod(path, 0755), 0);
+        fd = mkdir_p_secure(path, 0700);
+        assert_true(fd >= 0);
+        assert_int_equal(fstat(fd, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+        close(fd);
+        assert_int_equal(rm_rf_path(dir), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_error_keeps_first_cause),
+                cmocka_unit_test(test_atomic_write_and_read),
+                cmocka_unit_test(test_symlinks_refused),
+                cmocka_unit_test(test_mkdir_p_secure),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
