@@ -167,8 +167,8 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
 int read_file_at(int dirfd, const char *name, size_t max, char **ret_data, size_t *ret_len) {
         _cleanup_close_ int fd = -EBADF;
         _cleanup_free_ char *buf = NULL;
+        size_t len = 0, cap = 0;
         struct stat st;
-        ssize_t n;
 
         fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
@@ -177,17 +177,33 @@ int read_file_at(int dirfd, const char *name, size_t max, char **ret_data, size_
                 return negative_errno();
         if (!S_ISREG(st.st_mode))
                 return -EBADFD;
-        if ((uint64_t)st.st_size > max)
+        /* Read to EOF rather than trusting st_size: /proc files report 0. */
+        for (;;) {
+                if (len == cap) {
+                        size_t ncap = cap ? cap * 2 : 4096;
+                        if (cap > max)
+                                return -EFBIG;
+                        char *n = realloc(buf, ncap + 1);
+                        if (!n)
+                                return -ENOMEM;
+                        buf = n;
+                        cap = ncap;
+                }
+                ssize_t n = read(fd, buf + len, cap - len);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return negative_errno();
+                }
+                if (n == 0)
+                        break;
+                len += (size_t)n;
+        }
+        if (len > max)
                 return -EFBIG;
-        buf = malloc((size_t)st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        n = loop_read(fd, buf, (size_t)st.st_size);
-        if (n < 0)
-                return (int)n;
-        buf[n] = '\0';
+        buf[len] = '\0';
         if (ret_len)
-                *ret_len = (size_t)n;
+                *ret_len = len;
         *ret_data = TAKE_PTR(buf);
         return 0;
 }

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The two-node fixture works: nodes come up, ssh either way with strict host
+# keys, a wrong host key is refused, link and sshd can be cut and restored, a
+# container runs, and teardown leaves nothing behind, even after a failure.
+set -euo pipefail
+. "$(dirname "$0")/../lib/fixture.sh"
+
+# Runs a fixture in a child shell that ends with $1 (an exit code) and reports
+# what it created, so that we can check that teardown removed it all.
+run_child_fixture() {
+	local rc=$1 report=$2
+	NM_BUILD_DIR=$FX_BUILD bash -c '
+		set -euo pipefail
+		. "$1/tests/lib/fixture.sh"
+		fx_nodes_up
+		ctr=$(fx_ctr_start n1 child)
+		{
+			echo "ns $(fx_ns n1) $(fx_ns n2)"
+			echo "root $FX_ROOT"
+			echo "pids ${ctr#* } $(fx_sshd_pid n1) $(fx_sshd_pid n2)"
+		} >"$2"
+		exit "$3"' child "$FX_SRC" "$report" "$rc"
+}
+
+check_nothing_left() {
+	local report=$1 ns pid root
+	root=$(sed -n 's/^root //p' "$report")
+	for ns in $(sed -n 's/^ns //p' "$report"); do
+		ip netns list | grep -qw "$ns" && t_fail "namespace $ns left behind"
+	done
+	for pid in $(sed -n 's/^pids //p' "$report"); do
+		t_wait_until 5 "pid $pid gone" bash -c "! kill -0 $pid 2>/dev/null || grep -q '^State:.*Z' /proc/$pid/status" ||
+			t_fail "process $pid left behind"
+	done
+	[ ! -e "$root" ] || t_fail "$root left behind"
+}
+
+report=$(mktemp)
+trap 'rm -f "$report"' EXIT
+
+t_log "teardown after success"
+run_child_fixture 0 "$report" || t_fail "child fixture failed"
+check_nothing_left "$report"
+
+t_log "teardown after a failing test"
+if run_child_fixture 3 "$report"; then t_fail "child fixture should have failed"; fi
+check_nothing_left "$report"
+rm -f "$report"
+
+fx_nodes_up
+
+t_log "ssh both ways with strict host-key checking"
+t_assert_eq "$(fx_ssh n1 n2 echo ok)" ok "ssh n1 -> n2"
+t_assert_eq "$(fx_ssh n2 n1 echo ok)" ok "ssh n2 -> n1"
+t_expect_fail "the fixture's addresses exist only in its namespaces" \
+	bash -c "ip -o addr show | grep -q ' $FX_NET\.'"
+
+t_log "a wrong host key is refused"
+kh=$(fx_dir n1)/ssh/known_hosts
+cp "$kh" "$kh.good"
+ssh-keygen -q -t ed25519 -N '' -f "$FX_ROOT/other_host_key"
+printf '%s %s\n' "$(fx_addr n2)" "$(cut -d' ' -f1,2 "$FX_ROOT/other_host_key.pub")" >"$kh"
+out=$(fx_ssh n1 n2 true 2>&1) && t_fail "ssh accepted a wrong host key"
+grep -q "Host key verification failed" <<<"$out" || t_fail "unexpected error for a wrong host key: $out"
+: >"$kh"
+t_expect_fail "an unknown host key is refused" fx_ssh n1 n2 true
+mv "$kh.good" "$kh"
+
+t_log "link cut and restored"
+fx_link_down
+t_expect_fail "ssh over a cut link" fx_ssh n1 n2 -o ConnectTimeout=2 true
+fx_link_up
+t_assert_eq "$(fx_ssh n1 n2 echo back)" back "ssh after link restored"
+
+t_log "sshd killed and restarted"
+fx_sshd_kill n2
+t_expect_fail "ssh to a dead sshd" fx_ssh n1 n2 true
+fx_sshd_start n2
+t_assert_eq "$(fx_ssh n1 n2 echo again)" again "ssh after sshd restart"
+
+t_log "a container runs in its own namespaces"
+read -r id pid < <(fx_ctr_start n1 selftest)
+[[ $id =~ ^[0-9a-f]{32}$ ]] || t_fail "container id '$id' is not 32 hex digits"
+state=$(fx_dir n1)/nucleus/$id.json
+t_assert_eq "$(stat -c %a "$state")" 600 "state file mode"
+t_assert_eq "$(stat -c %a "$(fx_dir n1)/nucleus")" 700 "state dir mode"
+grep -q "\"start_ticks\": $(fx_start_ticks "$pid")," "$state" || t_fail "start_ticks in $state do not match pid $pid"
+for ns in pid uts ipc net; do
+	[ "$(readlink "/proc/$pid/ns/$ns")" != "$(readlink "/proc/self/ns/$ns")" ] || t_fail "container shares the $ns namespace"
+done
+t_assert_eq "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f4)" "$pid" "container init leads its session"
+work=$(fx_dir n1)/work/selftest
+c1=$(fx_ctr_field "$work" count)
+t_wait_until 5 "counter advances" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $c1 ]" ||
+	t_fail "counter does not advance"
+t_log "ok"

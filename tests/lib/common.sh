@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# Helpers shared by every shell test: assertions that say what failed, waits
+# with a timeout multiplier, and TAP-free plain output (meson reads the exit
+# code: 0 pass, 77 skip, anything else fail).
+
+T_NAME=${T_NAME:-$(basename "$0" .sh)}
+T_TIMEOUT_MULT=${NM_TIMEOUT_MULT:-1}
+
+t_log() { printf '[%s] %s\n' "$T_NAME" "$*" >&2; }
+
+t_fail() {
+	printf '[%s] FAIL: %s\n' "$T_NAME" "$*" >&2
+	exit 1
+}
+
+# t_require_root: integration tests need root; in CI they fail, never skip.
+t_require_root() {
+	[ "$(id -u)" -eq 0 ] || t_fail "needs root (CRIU, network namespaces, sshd)"
+}
+
+t_assert() {
+	local msg=$1
+	shift
+	"$@" || t_fail "$msg (command: $*)"
+}
+
+t_assert_eq() {
+	[ "$1" = "$2" ] || t_fail "$3: expected '$2', got '$1'"
+}
+
+# t_wait_until SECONDS DESCRIPTION CMD...: polls CMD every 0.1 s.
+t_wait_until() {
+	local secs=$1 what=$2 deadline
+	shift 2
+	deadline=$(($(date +%s%N) / 1000000 + secs * 1000 * T_TIMEOUT_MULT))
+	until "$@"; do
+		[ $(($(date +%s%N) / 1000000)) -lt "$deadline" ] || {
+			t_log "timed out after ${secs}s waiting for: $what"
+			return 1
+		}
+		sleep 0.1
+	done
+}
+
+# t_expect_fail DESCRIPTION CMD...: CMD must exit non-zero.
+t_expect_fail() {
+	local what=$1
+	shift
+	if "$@"; then t_fail "expected failure: $what"; fi
+	return 0
+}
+
+# t_criu: the criu binary the project uses: the first of the trusted paths
+# that is >= 4.2 (deploy/install-deps puts one there).
+t_criu() {
+	local b v
+	for b in /usr/local/sbin/criu /usr/sbin/criu; do
+		[ -x "$b" ] || continue
+		v=$("$b" --version 2>/dev/null | sed -n 's/^Version: *//p')
+		[ -n "$v" ] && dpkg --compare-versions "$v" ge 4.2 && { echo "$b"; return 0; }
+	done
+	t_fail "no criu >= 4.2 in /usr/local/sbin or /usr/sbin (run deploy/install-deps)"
+}

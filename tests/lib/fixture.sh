@@ -1,0 +1,245 @@
+# shellcheck shell=bash
+# The two-node fixture every integration test stands on.
+#
+# Two nodes on one machine: each a network namespace of its own, joined by a
+# veth pair (198.18.0.1 and 198.18.0.2, from the benchmarking range, which
+# exists only inside these namespaces). Each node runs its own OpenSSH sshd
+# (own config, host key, authorized_keys, pid) and has its own directories:
+#
+#   $FX_ROOT/nN/ssh/       host key, sshd config and log, authorized_keys,
+#                          known_hosts (pinning the other node's host key),
+#                          the node's client key (id_ed25519)
+#   $FX_ROOT/nN/nucleus/   the nucleus runtime's state directory (NUCLEUS_STATE_DIR)
+#   $FX_ROOT/nN/work/      workload files
+#
+# Processes enter a node with nsenter --net only: `ip netns exec` would also
+# give each process a mount namespace of its own, and CRIU would then find
+# the agent and its containers in different mount namespaces.
+#
+# Teardown always runs (trap on EXIT, INT, TERM): it kills, by pid, only what
+# the fixture started (sshd, agents, containers registered in the nodes'
+# state directories, anything left in the nodes' network namespaces) and
+# deletes the namespaces and $FX_ROOT.
+
+# shellcheck source=tests/lib/common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+FX_SRC=${NM_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+FX_BUILD=${NM_BUILD_DIR:-$FX_SRC/build}
+FX_BASE=${NM_FX_BASE:-/var/lib/nucleus-fx}
+FX_NET=198.18.0
+FX_TAG=""
+FX_ROOT=""
+
+fx_ns() { echo "nmfx-$FX_TAG-$1"; }
+fx_addr() { echo "$FX_NET.${1#n}"; }
+fx_dir() { echo "$FX_ROOT/$1"; }
+fx_other() { [ "$1" = n1 ] && echo n2 || echo n1; }
+
+# fx_in NODE CMD...: runs CMD inside NODE's network namespace.
+fx_in() {
+	local node=$1
+	shift
+	nsenter --net="/run/netns/$(fx_ns "$node")" -- "$@"
+}
+
+# Start time (field 22 of /proc/PID/stat) of a live process, to tell it from a
+# later process that reuses its pid.
+fx_start_ticks() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20; }
+
+# fx_track_pid PID...: teardown kills these, if they are still the same
+# processes. Kept in a file so that subshells can add to it.
+fx_track_pid() {
+	local pid
+	for pid in "$@"; do
+		echo "$pid $(fx_start_ticks "$pid")" >>"$FX_ROOT/tracked-pids"
+	done
+}
+
+fx_tracked_pids() {
+	local pid ticks
+	[ -f "$FX_ROOT/tracked-pids" ] || return 0
+	while read -r pid ticks; do
+		[ -n "$ticks" ] && [ "$(fx_start_ticks "$pid")" = "$ticks" ] && echo "$pid"
+	done <"$FX_ROOT/tracked-pids"
+	return 0
+}
+
+fx_init() {
+	t_require_root
+	[ -z "$FX_ROOT" ] || return 0
+	# The base is root-owned and 0755 so that sshd's StrictModes accepts the
+	# paths of authorized_keys (/tmp is world-writable and would not pass).
+	mkdir -p "$FX_BASE"
+	chmod 0755 "$FX_BASE"
+	FX_ROOT=$(mktemp -d "$FX_BASE/fx.XXXXXX")
+	chmod 0755 "$FX_ROOT"
+	FX_TAG=$(basename "$FX_ROOT" | cut -c4-)
+	trap 'fx_teardown' EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+fx_make_namespaces() {
+	local n
+	for n in n1 n2; do
+		ip netns add "$(fx_ns $n)"
+		ip -n "$(fx_ns $n)" link set lo up
+	done
+	ip link add name eth0 netns "$(fx_ns n1)" type veth peer name eth0 netns "$(fx_ns n2)"
+	for n in n1 n2; do
+		ip -n "$(fx_ns $n)" addr add "$(fx_addr $n)/24" dev eth0
+		ip -n "$(fx_ns $n)" link set eth0 up
+	done
+}
+
+fx_make_node_dirs() {
+	local n=$1 d
+	d=$(fx_dir "$n")
+	mkdir -p "$d/ssh" "$d/work"
+	install -d -m 0700 "$d/nucleus"
+	chmod 0755 "$d" "$d/ssh"
+	ssh-keygen -q -t ed25519 -N '' -C "nucleus-fx host $n" -f "$d/ssh/ssh_host_ed25519_key"
+	ssh-keygen -q -t ed25519 -N '' -C "nucleus-fx client $n" -f "$d/ssh/id_ed25519"
+	cat >"$d/ssh/sshd_config" <<CFG
+ListenAddress $(fx_addr "$n")
+Port 22
+HostKey $d/ssh/ssh_host_ed25519_key
+PidFile $d/ssh/sshd.pid
+AuthorizedKeysFile $d/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes yes
+LogLevel VERBOSE
+CFG
+}
+
+# Each node's client key may log in to the other; each node pins the other's
+# host key, and nothing else, in its known_hosts.
+fx_exchange_keys() {
+	local n o
+	for n in n1 n2; do
+		o=$(fx_other $n)
+		install -m 0600 "$(fx_dir "$o")/ssh/id_ed25519.pub" "$(fx_dir "$n")/ssh/authorized_keys"
+		printf '%s %s\n' "$(fx_addr "$o")" "$(cut -d' ' -f1,2 "$(fx_dir "$o")/ssh/ssh_host_ed25519_key.pub")" \
+			>"$(fx_dir "$n")/ssh/known_hosts"
+	done
+}
+
+fx_port_open() { fx_in "$1" bash -c "exec 3<>/dev/tcp/$(fx_addr "$1")/22" 2>/dev/null; }
+
+fx_sshd_start() {
+	local n=$1 d pid
+	d=$(fx_dir "$n")
+	# sshd's privilege separation directory; the Debian service would create it.
+	install -d -m 0755 /run/sshd
+	/usr/sbin/sshd -t -f "$d/ssh/sshd_config" || t_fail "sshd config of $n is invalid"
+	# nsenter execs sshd, so $! is sshd's own pid.
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/ssh/sshd.log" &
+	pid=$!
+	echo "$pid" >"$d/ssh/sshd.fxpid"
+	fx_track_pid "$pid"
+	t_wait_until 10 "sshd on $n" fx_port_open "$n" || t_fail "sshd on $n did not come up (log: $d/ssh/sshd.log)"
+}
+
+fx_sshd_pid() { cat "$(fx_dir "$1")/ssh/sshd.fxpid"; }
+
+fx_sshd_kill() {
+	local pid
+	pid=$(fx_sshd_pid "$1")
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+# fx_ssh FROM TO [SSH ARGS...]: OpenSSH client from node FROM to node TO with
+# strict host-key checking against FROM's known_hosts.
+fx_ssh() {
+	local from=$1 to=$2 d
+	shift 2
+	d=$(fx_dir "$from")
+	fx_in "$from" ssh -F none -i "$d/ssh/id_ed25519" -o IdentitiesOnly=yes \
+		-o UserKnownHostsFile="$d/ssh/known_hosts" -o GlobalKnownHostsFile=/dev/null \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5 \
+		"root@$(fx_addr "$to")" "$@"
+}
+
+fx_link_down() { ip -n "$(fx_ns n1)" link set eth0 down; }
+fx_link_up() {
+	ip -n "$(fx_ns n1)" link set eth0 up
+	t_wait_until 10 "link up" fx_port_open n2
+}
+
+# fx_nodes_up: both nodes with sshd, ready for ssh either way.
+fx_nodes_up() {
+	fx_init
+	fx_make_namespaces
+	fx_make_node_dirs n1
+	fx_make_node_dirs n2
+	fx_exchange_keys
+	fx_sshd_start n1
+	fx_sshd_start n2
+	t_log "nodes up under $FX_ROOT (namespaces $(fx_ns n1), $(fx_ns n2))"
+}
+
+# fx_ctr_start NODE NAME [nm-counter period ms]: starts the counter workload as
+# a nucleus container on NODE; prints "<id> <pid>".
+fx_ctr_start() {
+	local n=$1 name=$2 period=${3:-100} d out
+	d=$(fx_dir "$n")
+	mkdir -p "$d/work/$name"
+	out=$(fx_in "$n" "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$d/nucleus" --name "$name" \
+		--console "$d/work/$name/console" -- "$FX_BUILD/tests/workloads/nm-counter" "$d/work/$name" "$period") ||
+		t_fail "could not start container $name on $n"
+	t_wait_until 5 "workload $name writes state" test -s "$d/work/$name/state" || t_fail "workload $name did not start"
+	echo "$out"
+}
+
+# fx_ctr_field DIR KEY: a field of the workload's state record (count, pid, ...).
+fx_ctr_field() { sed -n "s/.*\b$2=\([0-9-]*\).*/\1/p" "$1/state"; }
+
+# The pids of live containers registered in a node's state directory (pid and
+# start_ticks must still match).
+fx_state_pids() {
+	local f pid ticks
+	for f in "$(fx_dir "$1")"/nucleus/*.json; do
+		[ -f "$f" ] || continue
+		pid=$(sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' "$f")
+		ticks=$(sed -n 's/^ *"start_ticks": *\([0-9]*\).*/\1/p' "$f")
+		[ -n "$pid" ] && [ "$(fx_start_ticks "$pid")" = "$ticks" ] && echo "$pid"
+	done
+	return 0
+}
+
+fx_kill_pids() {
+	local pid
+	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+	sleep 0.2
+	for pid in "$@"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+fx_teardown() {
+	local rc=$? n pids
+	trap - EXIT INT TERM
+	# Teardown must run to the end whatever fails on the way.
+	set +e
+	[ -n "$FX_ROOT" ] || return "$rc"
+	if [ "$rc" -ne 0 ] && [ -n "${FX_KEEP_ON_FAIL:-}" ]; then
+		t_log "kept $FX_ROOT for inspection"
+		return "$rc"
+	fi
+	pids=($(fx_tracked_pids))
+	for n in n1 n2; do
+		pids+=($(fx_state_pids "$n"))
+		[ -e "/run/netns/$(fx_ns $n)" ] && pids+=($(ip netns pids "$(fx_ns $n)" 2>/dev/null))
+	done
+	[ "${#pids[@]}" -eq 0 ] || fx_kill_pids "${pids[@]}"
+	for n in n1 n2; do
+		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
+	done
+	rm -rf "$FX_ROOT"
+	FX_ROOT=""
+	return "$rc"
+}
