@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The agent's configuration: an INI file (default /etc/nucleus/agent.conf),
+ * then command-line overrides, each a (section, key, value) triple so that
+ * the file and the flags share one parser and one set of checks. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define AGENT_CONFIG_DEFAULT "/etc/nucleus/agent.conf"
+
+typedef struct agent_peer {
+        char *name;
+        char *host;
+        uint16_t port;
+        char *user; /* NULL: [ssh] user */
+} agent_peer;
+
+typedef struct agent_config {
+        /* [agent] */
+        char *node;
+        char *socket;
+        char *socket_group; /* NULL: 0600, root only */
+        char *state_dir;    /* the nucleus runtime's state directory */
+        char *work_dir;     /* checkpoints/, staging/, journal/ live below it */
+        char *hmac_key;
+        char *criu; /* NULL: resolved from trusted system paths */
+        char *log_level;
+        /* [ssh] */
+        char *ssh_key;
+        char *known_hosts;
+        char *ssh_user;
+        char *remote_command;
+        unsigned connect_timeout_s;
+        unsigned idle_timeout_s;
+        bool accept_new;
+        /* [limits] */
+        unsigned parallel;
+        uint64_t staging_max; /* bytes; 0: free space is the only bound */
+        uint64_t bandwidth;   /* bytes/s; 0: unlimited */
+        /* [peer NAME] */
+        agent_peer *peers;
+        size_t n_peers;
+} agent_config;
+
+int agent_config_init(agent_config *c);
+void agent_config_done(agent_config *c);
+
+/* Reads path into c. A missing file is an error only when must_exist. */
+int agent_config_load(agent_config *c, const char *path, bool must_exist, nm_error *err);
+
+/* Sets one value as the file would: section is "agent", "ssh", "limits" or
+ * "peer NAME". */
+int agent_config_set(agent_config *c, const char *section, const char *key, const char *value,
+                     nm_error *err);
+
+/* Parses "section.key=value" (peers: "peer.NAME.key=value"). */
+int agent_config_set_assignment(agent_config *c, const char *assignment, nm_error *err);
+
+/* Checks that the result is usable (node named, paths absolute, ...). */
+int agent_config_check(const agent_config *c, nm_error *err);
+
+/* A peer by name, or by host address. */
+const agent_peer *agent_config_peer(const agent_config *c, const char *name_or_host);
+
+/* Derived paths below work_dir; caller frees. */
+char *agent_config_path(const agent_config *c, const char *sub);
+
+/* "10G", "512M", "4096" -> bytes. */
+int parse_size(const char *s, uint64_t *ret);

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The handoff journal: one JSON record per migration, replaced atomically
+ * (write to a temp file, fsync, rename, fsync the directory) at every step,
+ * so that after a crash the record says exactly which step was reached.
+ * Finished migrations move to done/ and are kept (the newest
+ * JOURNAL_KEEP_DONE) for `status`. */
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "error.h"
+
+#define JOURNAL_KEEP_DONE 200
+
+typedef struct journal journal;
+
+int journal_open(const char *dir, journal **ret, nm_error *err);
+journal *journal_free(journal *j);
+
+/* Writes rec as the current record of migration mig (durable on return). */
+int journal_put(journal *j, const char *mig, json_t *rec, nm_error *err);
+
+/* Every record in flight (not done), in no particular order; a JSON array. */
+int journal_load_active(journal *j, json_t **ret, nm_error *err);
+
+/* Recent finished records, newest first, at most max. */
+int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err);
+
+/* Moves a finished migration's record to done/ (durable), pruning old ones. */
+int journal_finish(journal *j, const char *mig, nm_error *err);
+
+/* A migration id usable as a file name: [A-Za-z0-9_-], 1..64. */
+bool journal_valid_id(const char *mig);

@@ -1,0 +1,197 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "fs-util.h"
+#include "journal.h"
+#include "macro.h"
+
+static char *make_tmpdir(void) {
+        char *t = strdup("/tmp/nm-test-agent-XXXXXX");
+        assert_non_null(mkdtemp(t));
+        return t;
+}
+
+static char *write_conf(const char *dir, const char *text) {
+        char *path = NULL;
+        assert_true(asprintf(&path, "%s/agent.conf", dir) > 0);
+        FILE *f = fopen(path, "we");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        return path;
+}
+
+static void test_config_file_and_overrides(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_free_ char *path = write_conf(dir, "[agent]\n"
+                                                    "node = node1\n"
+                                                    "work_dir = /srv/nm\n"
+                                                    "[ssh]\n"
+                                                    "idle_timeout = 7\n"
+                                                    "accept_new = yes\n"
+                                                    "[limits]\n"
+                                                    "parallel = 3\n"
+                                                    "staging_max = 2G\n"
+                                                    "[peer node2]\n"
+                                                    "host = 198.18.0.2\n"
+                                                    "port = 2222\n");
+        agent_config c;
+        nm_error err = {};
+
+        assert_int_equal(agent_config_init(&c), 0);
+        assert_int_equal(agent_config_load(&c, path, true, &err), 0);
+        assert_string_equal(c.node, "node1");
+        assert_string_equal(c.work_dir, "/srv/nm");
+        assert_int_equal(c.idle_timeout_s, 7);
+        assert_true(c.accept_new);
+        assert_int_equal(c.parallel, 3);
+        assert_int_equal(c.staging_max, 2ULL << 30);
+        assert_int_equal(c.n_peers, 1);
+        const agent_peer *p = agent_config_peer(&c, "node2");
+        assert_non_null(p);
+        assert_string_equal(p->host, "198.18.0.2");
+        assert_int_equal(p->port, 2222);
+        assert_ptr_equal(agent_config_peer(&c, "198.18.0.2"), p);
+        assert_null(agent_config_peer(&c, "node3"));
+
+        /* Flags override the file through the same setter. */
+        assert_int_equal(agent_config_set_assignment(&c, "limits.parallel=5", &err), 0);
+        assert_int_equal(c.parallel, 5);
+        assert_int_equal(agent_config_set_assignment(&c, "peer.node3.host=198.18.0.3", &err), 0);
+        assert_int_equal(c.n_peers, 2);
+        assert_int_equal(agent_config_check(&c, &err), 0);
+        _cleanup_free_ char *staging = agent_config_path(&c, "staging");
+        assert_string_equal(staging, "/srv/nm/staging");
+        agent_config_done(&c);
+        rm_rf_path(dir);
+}
+
+static void test_config_errors_name_the_line(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_free_ char *path = write_conf(dir, "[agent]\nnode = n1\n[limits]\nparallel = many\n");
+        agent_config c;
+        nm_error err = {};
+
+        assert_int_equal(agent_config_init(&c), 0);
+        assert_int_equal(agent_config_load(&c, path, true, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "agent.conf:4"));
+        assert_non_null(strstr(err.msg, "parallel"));
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_set_assignment(&c, "agent.nosuch=1", &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "unknown key \"nosuch\""));
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_set_assignment(&c, "parallel", &err), -EINVAL);
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_set(&c, "agent", "work_dir", "relative/path", &err), 0);
+        assert_int_equal(agent_config_check(&c, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "work_dir must be an absolute path"));
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_load(&c, "/nonexistent/agent.conf", false, &err), 0);
+        assert_true(agent_config_load(&c, "/nonexistent/agent.conf", true, &err) < 0);
+        agent_config_done(&c);
+        rm_rf_path(dir);
+}
+
+static void test_parse_size(void **state) {
+        (void)state;
+        uint64_t v;
+        assert_int_equal(parse_size("4096", &v), 0);
+        assert_int_equal(v, 4096);
+        assert_int_equal(parse_size("512M", &v), 0);
+        assert_int_equal(v, 512ULL << 20);
+        assert_int_equal(parse_size("1GiB", &v), 0);
+        assert_int_equal(v, 1ULL << 30);
+        assert_int_equal(parse_size("-1", &v), -EINVAL);
+        assert_int_equal(parse_size("12X", &v), -EINVAL);
+        assert_int_equal(parse_size("99999999999T", &v), -ERANGE);
+}
+
+static void test_journal_lifecycle(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        char jdir[512];
+        journal *j = NULL;
+        json_t *all = NULL, *rec;
+        nm_error err = {};
+        struct stat st;
+
+        snprintf(jdir, sizeof(jdir), "%s/journal", dir);
+        assert_int_equal(journal_open(jdir, &j, &err), 0);
+        assert_int_equal(stat(jdir, &st), 0);
+        assert_int_equal(st.st_mode & 0777, 0700);
+
+        rec = json_pack("{s:s, s:s}", "mig", "m1", "step", "DUMPED");
+        assert_int_equal(journal_put(j, "m1", rec, &err), 0);
+        json_object_set_new(rec, "step", json_string("COMMITTED"));
+        assert_int_equal(journal_put(j, "m1", rec, &err), 0);
+        json_decref(rec);
+        rec = json_pack("{s:s, s:s}", "mig", "m2", "step", "RECEIVING");
+        assert_int_equal(journal_put(j, "m2", rec, &err), 0);
+        json_decref(rec);
+        json_t *empty = json_object();
+        assert_int_equal(journal_put(j, "../evil", empty, &err), -EINVAL);
+        json_decref(empty);
+        nm_error_clear(&err);
+
+        /* A crash between temp write and rename leaves a .tmp that is not a record. */
+        char tmp[600];
+        snprintf(tmp, sizeof(tmp), "%s/m3.json.tmp", jdir);
+        FILE *f = fopen(tmp, "we");
+        fputs("{\"mig\":", f);
+        fclose(f);
+
+        assert_int_equal(journal_load_active(j, &all, &err), 0);
+        assert_int_equal(json_array_size(all), 2);
+        size_t i;
+        json_t *v;
+        bool saw_commit = false;
+        json_array_foreach(all, i, v) {
+                if (strcmp(json_string_value(json_object_get(v, "mig")), "m1") == 0)
+                        saw_commit = strcmp(json_string_value(json_object_get(v, "step")), "COMMITTED") == 0;
+        }
+        assert_true(saw_commit);
+        json_decref(all);
+
+        assert_int_equal(journal_finish(j, "m1", &err), 0);
+        assert_int_equal(journal_load_active(j, &all, &err), 0);
+        assert_int_equal(json_array_size(all), 1);
+        json_decref(all);
+        assert_int_equal(journal_load_done(j, 10, &all, &err), 0);
+        assert_int_equal(json_array_size(all), 1);
+        assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "mig")), "m1");
+        json_decref(all);
+
+        /* A corrupt active record is reported, not skipped silently. */
+        snprintf(tmp, sizeof(tmp), "%s/m4.json", jdir);
+        f = fopen(tmp, "we");
+        fputs("{\"mig\":", f);
+        fclose(f);
+        assert_int_equal(journal_load_active(j, &all, &err), -EBADMSG);
+        assert_non_null(strstr(err.msg, "m4.json is corrupt"));
+
+        j = journal_free(j);
+        rm_rf_path(dir);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_config_file_and_overrides),
+                cmocka_unit_test(test_config_errors_name_the_line),
+                cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_journal_lifecycle),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
