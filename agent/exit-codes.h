@@ -13,4 +13,5 @@ typedef enum nm_exit {
         NM_EXIT_NOT_FOUND = 6,   /* no such container, or the reference is ambiguous */
         NM_EXIT_INTEGRITY = 7,   /* a checkpoint failed HMAC verification */
         NM_EXIT_UNAVAILABLE = 8, /* the local agent is not reachable */
+        NM_EXIT_LOST = 9,        /* no copy could be brought back: an operator must look (status) */
 } nm_exit;
