@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "cli-output.h"
 #include "config.h"
 #include "fs-util.h"
 #include "journal.h"
@@ -239,6 +240,57 @@ static void test_exit_codes(void **state) {
         assert_int_equal(mig_phase_exit_code(MIG_FAILED), NM_EXIT_FAILURE);
 }
 
+static void test_formatting(void **state) {
+        (void)state;
+        char b[64];
+        format_bytes(b, sizeof(b), 512);
+        assert_string_equal(b, "512 B");
+        format_bytes(b, sizeof(b), 3ULL << 29);
+        assert_string_equal(b, "1.5 GiB");
+        format_rate(b, sizeof(b), 250000000);
+        assert_string_equal(b, "250 MB/s");
+        format_rate(b, sizeof(b), 0);
+        assert_string_equal(b, "-");
+        format_duration_ms(b, sizeof(b), 340);
+        assert_string_equal(b, "340 ms");
+        format_duration_ms(b, sizeof(b), 1250);
+        assert_string_equal(b, "1.25 s");
+        format_duration_ms(b, sizeof(b), 125000);
+        assert_string_equal(b, "2m05s");
+}
+
+static void test_progress_json_lines(void **state) {
+        (void)state;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        cli_out o;
+        json_error_t jerr;
+
+        cli_out_init(&o, f, true);
+        cli_progress p = {
+                .mig = "m1", .phase = "streaming", .bytes_done = 10, .bytes_total = 100, .rate = 5};
+        cli_out_progress(&o, &p);
+        json_t *doc = json_pack("{s:s, s:i}", "outcome", "done", "new_pid", 42);
+        cli_out_result(&o, doc, NULL);
+        json_decref(doc);
+        fclose(f);
+
+        /* Two lines, each a JSON object a machine can parse. */
+        char *nl = strchr(buf, '\n');
+        assert_non_null(nl);
+        *nl = '\0';
+        json_t *e1 = json_loads(buf, 0, &jerr), *e2 = json_loads(nl + 1, 0, &jerr);
+        assert_non_null(e1);
+        assert_non_null(e2);
+        assert_string_equal(json_string_value(json_object_get(e1, "phase")), "streaming");
+        assert_int_equal(json_integer_value(json_object_get(e1, "bytes_total")), 100);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(e2, "result"), "new_pid")), 42);
+        json_decref(e1);
+        json_decref(e2);
+        free(buf);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_config_file_and_overrides),
@@ -248,6 +300,8 @@ int main(void) {
                 cmocka_unit_test(test_phase_names_round_trip),
                 cmocka_unit_test(test_recovery_rules),
                 cmocka_unit_test(test_exit_codes),
+                cmocka_unit_test(test_formatting),
+                cmocka_unit_test(test_progress_json_lines),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
