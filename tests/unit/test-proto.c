@@ -367,7 +367,7 @@ static void test_data_header_matches_encoder(void **state) {
                 for (size_t li = 0; li < ARRAY_SIZE(lens); li++) {
                         proto_msg m = {.type = PROTO_MSG_DATA,
                                        .data = {.mig = migs[mi], .data = {payload, lens[li]}}};
-                        _cleanup_free_ uint8_t *buf = NULL, *joined = NULL;
+                        _cleanup_free_ uint8_t *buf = NULL;
                         _cleanup_proto_msg_ proto_msg d = {};
                         uint8_t hdr[PROTO_DATA_HDR_MAX];
                         size_t len;
