@@ -151,7 +151,7 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
         case PROTO_MSG_CORDON: assert_int_equal(a->cordon.on, b->cordon.on); break;
         case PROTO_MSG_STATUS: assert_str_eq_or_null(a->status.ref, b->status.ref); break;
         case PROTO_MSG_EVENT:
-                assert_string_equal(a->event.mig, b->event.mig);
+                assert_str_eq_or_null(a->event.mig, b->event.mig);
                 assert_string_equal(a->event.phase, b->event.phase);
                 assert_int_equal(a->event.bytes_done, b->event.bytes_done);
                 assert_int_equal(a->event.bytes_total, b->event.bytes_total);
@@ -299,6 +299,7 @@ static void test_roundtrip_optional_absent(void **state) {
                 {.type = PROTO_MSG_MIGRATE, .migrate = {.has_pid = true, .pid = 1, .target = "t"}},
                 {.type = PROTO_MSG_STATUS},
                 {.type = PROTO_MSG_EVENT, .event = {.mig = "m", .phase = "dump"}},
+                {.type = PROTO_MSG_EVENT, .event = {.phase = "drain", .files_total = 5}},
                 {.type = PROTO_MSG_RESULT, .result = {.doc = "[]"}},
                 {.type = PROTO_MSG_OFFER,
                  .offer = {.mig = "m",
@@ -746,6 +747,10 @@ static void test_integer_ranges(void **state) {
         raw_str(&r, "mig", "m");
         raw_uint(&r, "pid", UINT32_MAX + UINT64_C(1));
         expect_decode_error(&r, -EBADMSG, "RUNNING: field 'pid' 4294967296 is outside");
+
+        assert_int_equal(proto_file_mode(0100666), 0644);
+        assert_int_equal(proto_file_mode(0400), 0600);
+        assert_int_equal(proto_file_mode(04755), 0644);
 
         proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = UINT64_MAX}};
         expect_encode_error(&m, -EBADMSG, "PING: field 'seq' 18446744073709551615 is above INT64_MAX");
