@@ -1,0 +1,480 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The wire protocol spoken between agents (peer sessions) and between the
+ * CLI and its agent (control sessions). Pure functions: no I/O, no event
+ * loop. PROTOCOL.md in this folder is the reference for the message table,
+ * the limits and how to add a message type.
+ *
+ * A frame is a 4-byte big-endian payload length followed by exactly one
+ * msgpack map. Every map has the key "t" (message type); migration messages
+ * carry "mig" (the migration id). Unknown keys are ignored, unknown message
+ * types are rejected.
+ *
+ * Errors: functions return >= 0 on success and a negative errno on failure,
+ * and fill the nm_error with a sentence naming the message and the field:
+ *   -E2BIG            a frame length above the cap (or a message too big
+ *                     to encode),
+ *   -EPROTO           an unknown message type,
+ *   -EPROTONOSUPPORT  no protocol version in common with the peer,
+ *   -EBADMSG          anything else malformed: truncated frame, bad msgpack,
+ *                     missing field, wrong type, value out of range, hostile
+ *                     path,
+ *   -ENOMEM           out of memory. */
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "error.h"
+
+#define PROTO_VERSION 1u     /* the version this build speaks best */
+#define PROTO_MIN_VERSION 1u /* the oldest version this build still speaks */
+
+#define PROTO_FRAME_HDR 4u                   /* big-endian payload length */
+#define PROTO_FRAME_MAX (4u * 1024u * 1024u) /* payload bytes, header excluded */
+#define PROTO_DATA_MAX (1024u * 1024u)       /* DATA payload bytes per frame */
+/* Room for the frame header, the map and the bin header that
+ * proto_data_header() writes in front of a DATA payload. */
+#define PROTO_DATA_HDR_MAX 96u
+
+#define PROTO_ID_MAX 64u                          /* mig, container_id, phase: [A-Za-z0-9_-]{1,64} */
+#define PROTO_NAME_MAX 255u                       /* node names, versions, targets, container refs */
+#define PROTO_TEXT_MAX 4096u                      /* reason, message */
+#define PROTO_FILE_NAME_MAX 255u                  /* a name under images/ */
+#define PROTO_PATH_MAX (7u + PROTO_FILE_NAME_MAX) /* "images/" + name */
+#define PROTO_METADATA_MAX PROTO_DATA_MAX
+#define PROTO_SHA256_LEN 32u
+#define PROTO_HMAC_HEX_LEN 64u
+#define PROTO_FEATURES_MAX 32u
+#define PROTO_FEATURE_MAX 32u /* length of one feature name */
+#define PROTO_TARGETS_MAX 256u
+#define PROTO_OPTS_MAX 64u
+#define PROTO_OPT_KEY_MAX 64u
+/* Bounds on the msgpack structure of one frame, enforced before msgpack-c
+ * sees the bytes: msgpack-c allocates for a container's announced element
+ * count before it checks that the elements are there. */
+#define PROTO_OBJECTS_MAX 4096u
+#define PROTO_DEPTH_MAX 16u
+
+/* Wire values: never renumber, only append. Gaps group the sessions. */
+typedef enum proto_msg_type {
+        /* any session */
+        PROTO_MSG_HELLO = 1,
+        PROTO_MSG_ERROR = 2,
+        PROTO_MSG_PING = 3,
+        PROTO_MSG_PONG = 4,
+        /* peer session: node selection */
+        PROTO_MSG_NODE_INFO_REQ = 10,
+        PROTO_MSG_NODE_INFO = 11,
+        /* peer session: one migration */
+        PROTO_MSG_OFFER = 20,
+        PROTO_MSG_ACCEPT = 21,
+        PROTO_MSG_REJECT = 22,
+        PROTO_MSG_FILE = 23,
+        PROTO_MSG_DATA = 24,
+        PROTO_MSG_FILE_END = 25,
+        PROTO_MSG_IMAGES_DONE = 26,
+        PROTO_MSG_VERIFIED = 27,
+        PROTO_MSG_RESTORE = 28,
+        PROTO_MSG_RESTORED = 29,
+        PROTO_MSG_COMMIT = 30,
+        PROTO_MSG_RUNNING = 31,
+        PROTO_MSG_ABORT = 32,
+        PROTO_MSG_QUERY = 33,
+        PROTO_MSG_OUTCOME = 34,
+        /* control session (CLI -> local agent) */
+        PROTO_MSG_MIGRATE = 64,
+        PROTO_MSG_DRAIN = 65,
+        PROTO_MSG_CORDON = 66,
+        PROTO_MSG_STATUS = 67,
+        PROTO_MSG_LIST = 68,
+        PROTO_MSG_EVENT = 69,
+        PROTO_MSG_RESULT = 70,
+        _PROTO_MSG_TYPE_MAX,
+        _PROTO_MSG_TYPE_INVALID = -EINVAL,
+} proto_msg_type;
+
+typedef enum proto_role {
+        PROTO_ROLE_PEER, /* "peer": another agent */
+        PROTO_ROLE_CLI,  /* "cli": nucleus-migrate on this node */
+        _PROTO_ROLE_MAX,
+        _PROTO_ROLE_INVALID = -EINVAL,
+} proto_role;
+
+typedef enum proto_reject_code {
+        PROTO_REJECT_CORDONED,     /* "cordoned" */
+        PROTO_REJECT_NO_SPACE,     /* "no_space" */
+        PROTO_REJECT_EXISTS,       /* "exists" */
+        PROTO_REJECT_INCOMPATIBLE, /* "incompatible" */
+        PROTO_REJECT_BUSY,         /* "busy" */
+        PROTO_REJECT_INVALID,      /* "invalid" */
+        _PROTO_REJECT_CODE_MAX,
+        _PROTO_REJECT_CODE_INVALID = -EINVAL,
+} proto_reject_code;
+
+typedef enum proto_outcome {
+        PROTO_OUTCOME_COMMITTED, /* "committed" */
+        PROTO_OUTCOME_ABORTED,   /* "aborted" */
+        PROTO_OUTCOME_UNKNOWN,   /* "unknown" */
+        _PROTO_OUTCOME_MAX,
+        _PROTO_OUTCOME_INVALID = -EINVAL,
+} proto_outcome;
+
+typedef enum proto_opt_kind {
+        PROTO_OPT_BOOL,
+        PROTO_OPT_UINT,
+        PROTO_OPT_STR,
+        _PROTO_OPT_KIND_MAX,
+        _PROTO_OPT_KIND_INVALID = -EINVAL,
+} proto_opt_kind;
+
+/* Bytes that are not a string. In a decoded message they point into the
+ * frame payload that was decoded (zero-copy). */
+typedef struct proto_bin {
+        const uint8_t *ptr;
+        size_t len;
+} proto_bin;
+
+/* An array of NUL-terminated strings. */
+typedef struct proto_strv {
+        const char *const *v;
+        size_t n;
+} proto_strv;
+
+/* One entry of a flat option map (MIGRATE opts). */
+typedef struct proto_opt {
+        const char *key;
+        proto_opt_kind kind;
+        union {
+                bool b;        /* PROTO_OPT_BOOL */
+                uint64_t u;    /* PROTO_OPT_UINT */
+                const char *s; /* PROTO_OPT_STR */
+        };
+} proto_opt;
+
+typedef struct proto_opts {
+        const proto_opt *v;
+        size_t n;
+} proto_opts;
+
+/* One struct per message type. Strings are NUL-terminated; an optional
+ * string that is absent is NULL; an optional number that is absent has its
+ * has_* flag false. All "u64" values are at most INT64_MAX (so they fit an
+ * off_t and a JSON integer). Field meanings and bounds: PROTOCOL.md. */
+typedef struct proto_hello {
+        uint32_t version;     /* highest version spoken, >= 1 */
+        uint32_t min_version; /* lowest version spoken, 1..version */
+        const char *node;
+        proto_role role;
+        proto_strv features; /* optional */
+} proto_hello;
+
+typedef struct proto_error {
+        const char *mig; /* optional */
+        int32_t code;    /* a negative errno, -4095..-1 */
+        const char *reason;
+} proto_error;
+
+typedef struct proto_ping {
+        uint64_t seq;
+} proto_ping; /* PING and PONG */
+
+typedef struct proto_node_info {
+        const char *node;
+        bool cordoned;
+        uint64_t staging_free; /* bytes */
+        uint32_t running;      /* containers */
+        uint32_t migrations;   /* in flight */
+        const char *criu_version;
+        const char *kernel;
+} proto_node_info;
+
+typedef struct proto_offer {
+        const char *mig;
+        const char *container_id;   /* [A-Za-z0-9_-]{1,64}: it names a state file */
+        const char *container_name; /* may be empty */
+        proto_bin metadata;         /* metadata.json bytes, 1..PROTO_METADATA_MAX */
+        uint64_t image_bytes;       /* estimate */
+        const char *criu_version;
+        const char *kernel;
+        bool lazy;
+} proto_offer;
+
+/* ACCEPT, VERIFIED, RESTORE, COMMIT, QUERY: the migration id only. */
+typedef struct proto_mig_only {
+        const char *mig;
+} proto_mig_only;
+
+typedef struct proto_reject {
+        const char *mig;
+        proto_reject_code code;
+        const char *reason;
+} proto_reject;
+
+typedef struct proto_file {
+        const char *mig;
+        const char *path; /* passes proto_path_check() */
+        uint64_t size;
+        uint32_t mode; /* permission bits within 0644, owner rw set */
+} proto_file;
+
+typedef struct proto_data {
+        const char *mig;
+        proto_bin data; /* 1..PROTO_DATA_MAX bytes */
+} proto_data;
+
+typedef struct proto_file_end {
+        const char *mig;
+        uint8_t sha256[PROTO_SHA256_LEN];
+} proto_file_end;
+
+typedef struct proto_images_done {
+        const char *mig;
+        const char *hmac; /* 64 lowercase hex digits */
+        uint64_t files;
+        uint64_t bytes;
+} proto_images_done;
+
+typedef struct proto_pid_reply {
+        const char *mig;
+        uint32_t pid; /* >= 1 */
+} proto_pid_reply;    /* RESTORED and RUNNING */
+
+typedef struct proto_abort {
+        const char *mig;
+        const char *reason;
+} proto_abort;
+
+typedef struct proto_outcome_msg {
+        const char *mig;
+        proto_outcome outcome;
+} proto_outcome_msg;
+
+typedef struct proto_migrate {
+        const char *container; /* a container reference, or NULL with has_pid */
+        bool has_pid;
+        uint32_t pid;
+        const char *target;
+        proto_opts opts; /* optional */
+} proto_migrate;
+
+typedef struct proto_drain {
+        proto_strv targets; /* 1..PROTO_TARGETS_MAX */
+        uint32_t parallel;  /* >= 1 */
+} proto_drain;
+
+typedef struct proto_cordon {
+        bool on;
+} proto_cordon;
+
+typedef struct proto_status {
+        const char *ref; /* optional */
+} proto_status;
+
+typedef struct proto_event {
+        const char *mig;   /* optional: absent for events about a whole drain */
+        const char *phase; /* [A-Za-z0-9_-]{1,64} */
+        uint64_t bytes_done;
+        uint64_t bytes_total;
+        uint64_t files_done;
+        uint64_t files_total;
+        uint64_t rate; /* bytes/s */
+        uint64_t eta_ms;
+        const char *message; /* optional */
+} proto_event;
+
+typedef struct proto_result {
+        const char *mig; /* optional */
+        const char *doc; /* a JSON document; proto only checks it is text */
+} proto_result;
+
+struct msgpack_zone;
+
+/* The tagged union. Build one for proto_encode() with designated
+ * initializers; proto_decode() fills one that must be released with
+ * proto_msg_done(). Messages without fields (NODE_INFO_REQ, LIST) use no
+ * member. */
+typedef struct proto_msg {
+        proto_msg_type type;
+        union {
+                proto_hello hello;
+                proto_error error;
+                proto_ping ping; /* PING */
+                proto_ping pong; /* PONG */
+                proto_node_info node_info;
+                proto_offer offer;
+                proto_mig_only accept;
+                proto_reject reject;
+                proto_file file;
+                proto_data data;
+                proto_file_end file_end;
+                proto_images_done images_done;
+                proto_mig_only verified;
+                proto_mig_only restore;
+                proto_pid_reply restored;
+                proto_mig_only commit;
+                proto_pid_reply running;
+                proto_abort abort;
+                proto_mig_only query;
+                proto_outcome_msg outcome;
+                proto_migrate migrate;
+                proto_drain drain;
+                proto_cordon cordon;
+                proto_status status;
+                proto_event event;
+                proto_result result;
+        };
+        /* private: owns what decoding allocated (strings, arrays). */
+        struct msgpack_zone *_zone;
+} proto_msg;
+
+/* Releases what proto_decode() allocated and zeroes the message. Safe on a
+ * zeroed message and on one built by hand for encoding (it frees nothing
+ * the caller owns). */
+void proto_msg_done(proto_msg *m);
+
+static inline void proto_msg_donep(proto_msg *m) {
+        proto_msg_done(m);
+}
+#define _cleanup_proto_msg_ _cleanup_(proto_msg_donep)
+
+/* "HELLO", "FILE_END", ...; NULL for a value that is not a message type. */
+const char *proto_msg_type_to_string(proto_msg_type t);
+proto_msg_type proto_msg_type_from_string(const char *s);
+
+/* The migration id of a message, or NULL if its type has none or the
+ * optional one is absent. */
+const char *proto_msg_mig(const proto_msg *m);
+
+const char *proto_role_to_string(proto_role r);
+proto_role proto_role_from_string(const char *s);
+const char *proto_reject_code_to_string(proto_reject_code c);
+proto_reject_code proto_reject_code_from_string(const char *s);
+const char *proto_outcome_to_string(proto_outcome o);
+proto_outcome proto_outcome_from_string(const char *s);
+
+/* The option named key in opts, or NULL. */
+const proto_opt *proto_opts_get(const proto_opts *opts, const char *key);
+
+/* True if the HELLO lists the feature. */
+bool proto_hello_has_feature(const proto_hello *h, const char *feature);
+
+/* ---- Encoding ---- */
+
+/* A growable byte buffer that frames can be appended to. Zero-initialize
+ * it; release with proto_buf_done(). */
+typedef struct proto_buf {
+        uint8_t *data;
+        size_t len;
+        size_t cap;
+} proto_buf;
+
+void proto_buf_done(proto_buf *b);
+
+/* Validates m exactly as the decoder would and appends one whole frame
+ * (length prefix included) to b. On failure b is unchanged. */
+int proto_encode_append(proto_buf *b, const proto_msg *m, nm_error *err);
+
+/* Like proto_encode_append() into a fresh buffer; *ret_buf is the caller's
+ * to free(). */
+int proto_encode(const proto_msg *m, uint8_t **ret_buf, size_t *ret_len, nm_error *err);
+
+/* Writes the frame header, the map and the bin header of a DATA frame
+ * whose payload_len bytes the caller sends right after it (scatter write:
+ * no copy of the payload). The bytes are identical to what proto_encode()
+ * produces for the same DATA message. Returns the number of bytes written
+ * (<= PROTO_DATA_HDR_MAX). */
+int proto_data_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, size_t payload_len,
+                      nm_error *err);
+
+/* ---- Decoding ---- */
+
+/* Checks the 4 header bytes of a frame against max_payload (0 means
+ * PROTO_FRAME_MAX) and returns the payload length (> 0), before anything
+ * is allocated for it. -E2BIG above the cap, -EBADMSG for 0. */
+int proto_frame_check_header(const uint8_t hdr[static PROTO_FRAME_HDR], size_t max_payload,
+                             uint32_t *ret_len, nm_error *err);
+
+/* Decodes one frame payload (the map, without the length prefix).
+ *
+ * Lifetime: strings and arrays of *ret live in memory owned by *ret until
+ * proto_msg_done(). proto_bin fields (OFFER.metadata, DATA.data) point
+ * into payload itself and are valid only while payload is. *ret is
+ * written only on success. */
+int proto_decode(const uint8_t *payload, size_t n, proto_msg *ret, nm_error *err);
+
+/* Decodes a whole frame, header included: the header must announce exactly
+ * n - 4 bytes (truncated frames and trailing bytes are rejected). */
+int proto_decode_frame(const uint8_t *frame, size_t n, proto_msg *ret, nm_error *err);
+
+/* ---- Streaming frame reader ---- */
+
+/* Accumulates bytes from a stream and yields complete frame payloads.
+ * Every frame length is checked as soon as its 4 header bytes arrive, so
+ * an oversize frame is refused before its bytes are buffered. Memory stays
+ * below the largest allowed frame plus what is fed between calls to
+ * proto_reader_next(). An error is sticky: the stream cannot be resynced. */
+typedef struct proto_reader proto_reader;
+
+/* max_payload: 0 for PROTO_FRAME_MAX, else a smaller cap. */
+int proto_reader_new(size_t max_payload, proto_reader **ret);
+proto_reader *proto_reader_free(proto_reader *r);
+static inline void proto_reader_freep(proto_reader **r) {
+        if (*r)
+                proto_reader_free(*r);
+}
+
+/* Appends n bytes (copied). */
+int proto_reader_feed(proto_reader *r, const void *data, size_t n, nm_error *err);
+
+/* For reading straight into the reader (no copy): returns a pointer to
+ * free space and its size (>= 1); after reading k bytes into it, call
+ * proto_reader_advance(r, k). The space is large enough for the rest of
+ * the frame being received. -ENOBUFS if complete frames must be taken
+ * with proto_reader_next() first. */
+int proto_reader_get_buffer(proto_reader *r, uint8_t **ret_ptr, size_t *ret_len, nm_error *err);
+int proto_reader_advance(proto_reader *r, size_t n, nm_error *err);
+
+/* Returns 1 and the next complete frame payload (header stripped), 0 if
+ * more bytes are needed, or a negative errno. The payload stays valid until
+ * the next call to proto_reader_feed(), proto_reader_get_buffer() or
+ * proto_reader_free() (further calls to proto_reader_next() keep it). */
+int proto_reader_next(proto_reader *r, const uint8_t **ret_payload, size_t *ret_len, nm_error *err);
+
+/* Bytes buffered that do not form a complete frame yet, plus complete
+ * frames not taken. */
+size_t proto_reader_buffered(const proto_reader *r);
+
+/* Call at end of stream: -EBADMSG if it ended inside a frame. */
+int proto_reader_finish(proto_reader *r, nm_error *err);
+
+/* ---- Checks shared with the transport and the agent ---- */
+
+typedef enum proto_path_kind {
+        PROTO_PATH_METADATA, /* "metadata.json" */
+        PROTO_PATH_IMAGE,    /* "images/<name>" */
+        _PROTO_PATH_KIND_MAX,
+        _PROTO_PATH_KIND_INVALID = -EINVAL,
+} proto_path_kind;
+
+/* Accepts exactly "metadata.json" or "images/<name>" where name is 1..255
+ * bytes of printable ASCII without '/', not starting with '.'. Returns the
+ * proto_path_kind, or -EBADMSG with the reason. path need not be
+ * NUL-terminated; a NUL within len is refused. */
+int proto_path_check(const char *path, size_t len, nm_error *err);
+
+/* The FILE mode to send for a file whose st_mode is given: its read bits
+ * within 0644, owner read-write always (CRIU's images follow the umask). */
+static inline uint32_t proto_file_mode(uint32_t st_mode) {
+        return (st_mode & 0644u) | 0600u;
+}
+
+/* Checks a migration id (or container id): 1..64 of [A-Za-z0-9_-]. */
+int proto_id_check(const char *id, size_t len, nm_error *err);
+
+/* Picks the highest version both sides speak. -EPROTONOSUPPORT, naming both
+ * version ranges, when there is none. */
+int proto_version_negotiate(const proto_hello *ours, const proto_hello *peer, uint32_t *ret_version,
+                            nm_error *err);
