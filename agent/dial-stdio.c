@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* nucleus-agent dial-stdio: relays the SSH session's stdin/stdout to the
+ * local agent's control socket. It carries no logic of its own, so that
+ * authorized_keys can pin it as the only command a peer key may run. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "dial-stdio.h"
+#include "exit-codes.h"
+#include "log.h"
+#include "transfer.h"
+
+static void help(FILE *f) {
+        fprintf(f,
+                "Usage: %s dial-stdio [--socket PATH]\n"
+                "\n"
+                "Relays stdin and stdout to the local agent's socket, for a peer's SSH session.\n"
+                "\n"
+                "  --socket PATH   agent socket (default %s)\n"
+                "  -h, --help      show this help\n",
+                cli_program, XFER_DEFAULT_SOCKET);
+}
+
+typedef struct dial_result {
+        bool done;
+        int status;
+        nm_error err;
+} dial_result;
+
+static void done_cb(int status, const nm_error *err, void *userdata) {
+        dial_result *res = userdata;
+        res->done = true;
+        res->status = status;
+        if (err)
+                res->err = *err;
+}
+
+int verb_dial_stdio(int argc, char **argv) {
+        static const struct option options[] = {
+                {"socket", required_argument, NULL, 's'},
+                {"help", no_argument, NULL, 'h'},
+                {},
+        };
+        const char *socket_path = XFER_DEFAULT_SOCKET;
+        dial_result res = {};
+        uv_loop_t loop;
+        nm_error err = {};
+        int c, r;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                switch (c) {
+                case 's': socket_path = optarg; break;
+                case 'h': help(stdout); return NM_EXIT_OK;
+                default: help(stderr); return NM_EXIT_USAGE;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "%s dial-stdio: unexpected argument '%s'\n", cli_program, argv[optind]);
+                return NM_EXIT_USAGE;
+        }
+        /* A peer that goes away must show up as EPIPE, not kill us. */
+        signal(SIGPIPE, SIG_IGN);
+
+        r = uv_loop_init(&loop);
+        if (r < 0) {
+                log_error("cannot create the event loop: %s", uv_strerror(r));
+                return NM_EXIT_FAILURE;
+        }
+        r = xfer_dial_stdio(&loop, socket_path, STDIN_FILENO, STDOUT_FILENO, done_cb, &res, &err);
+        if (r < 0) {
+                log_error("%s", nm_error_msg(&err));
+                (void)uv_run(&loop, UV_RUN_DEFAULT);
+                (void)uv_loop_close(&loop);
+                return NM_EXIT_FAILURE;
+        }
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        r = uv_loop_close(&loop);
+        if (r < 0)
+                log_debug("event loop not empty at exit: %s", uv_strerror(r));
+        if (!res.done || res.status < 0) {
+                log_error("%s", res.done ? nm_error_msg(&res.err) : "relay ended without a result");
+                return res.status == -ECONNREFUSED ? NM_EXIT_UNAVAILABLE : NM_EXIT_FAILURE;
+        }
+        return NM_EXIT_OK;
+}

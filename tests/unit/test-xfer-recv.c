@@ -1,0 +1,445 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The receiving sink fed hostile sequences directly, without a network:
+ * every refusal removes the staging directory, reports once, and nothing
+ * lands outside staging. */
+#include "test-xfer-util.h"
+
+#define MIG "mig-1"
+
+typedef struct fixture {
+        uv_loop_t loop;
+        char *parent;
+        int parent_fd;
+        xfer_hmac_hooks *hooks;     /* the receiver's */
+        xfer_hmac_hooks *reference; /* computes what an honest sender sends */
+        xfer_recv *r;
+        int calls, status;
+        nm_error err;
+        xfer_recv_result res;
+} fixture;
+
+static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
+                    void *userdata) {
+        fixture *f = userdata;
+        assert_ptr_equal(r, f->r);
+        f->calls++;
+        f->status = status;
+        if (err)
+                f->err = *err;
+        if (res)
+                f->res = *res;
+}
+
+static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
+        fixture *f = calloc(1, sizeof(*f));
+        nm_error err = {};
+
+        assert_non_null(f);
+        assert_int_equal(uv_loop_init(&f->loop), 0);
+        f->parent = t_mkdtemp();
+        f->parent_fd = open_dir_nofollow(f->parent);
+        assert_true(f->parent_fd >= 0);
+        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &f->hooks), 0);
+        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &f->reference), 0);
+        xfer_recv_options o = {
+                .hooks = xfer_hmac_hooks_get(f->hooks),
+                .mig = MIG,
+                .idle_timeout_ms = idle_ms,
+                .max_bytes = max_bytes,
+        };
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &f->r), 0);
+        *state = f;
+        return 0;
+}
+
+static int setup(void **state) {
+        return setup_opts(state, 0, 0);
+}
+
+static int teardown(void **state) {
+        fixture *f = *state;
+        f->r = xfer_recv_free(f->r);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&f->loop), 0);
+        /* Whatever happened, nothing was left beside staging. */
+        assert_true(t_count_entries(f->parent) <= 1);
+        close(f->parent_fd);
+        assert_int_equal(rm_rf_path(f->parent), 0);
+        xfer_hmac_hooks_free(f->hooks);
+        xfer_hmac_hooks_free(f->reference);
+        free(f->parent);
+        free(f);
+        return 0;
+}
+
+static int feed(fixture *f, proto_msg m) {
+        nm_error err = {};
+        int r = xfer_recv_feed(f->r, &m, &err);
+        if (r < 0)
+                assert_true(err.msg[0] != '\0');
+        return r;
+}
+
+static int feed_file_hdr(fixture *f, const char *path, uint64_t size) {
+        return feed(f, (proto_msg){.type = PROTO_MSG_FILE,
+                                   .file = {.mig = MIG, .path = path, .size = size, .mode = 0600}});
+}
+
+static int feed_data(fixture *f, const void *p, size_t n) {
+        return feed(f, (proto_msg){.type = PROTO_MSG_DATA, .data = {.mig = MIG, .data = {p, n}}});
+}
+
+static int feed_end(fixture *f, const uint8_t sha[32]) {
+        proto_msg m = {.type = PROTO_MSG_FILE_END, .file_end = {.mig = MIG}};
+        memcpy(m.file_end.sha256, sha, 32);
+        return feed(f, m);
+}
+
+static bool reference_dir_done;
+
+/* An honest file: FILE, DATA, FILE_END with the right digest; the
+ * reference hooks follow along. */
+static int feed_file(fixture *f, const char *path, const void *data, size_t n) {
+        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+        uint8_t sha[32];
+        int r;
+
+        if (!reference_dir_done) {
+                h->dir(h->userdata, "images");
+                reference_dir_done = true;
+        }
+        h->file_begin(h->userdata, path, n);
+        if (n)
+                h->data(h->userdata, data, n);
+        t_sha256(data, n, sha);
+        r = feed_file_hdr(f, path, n);
+        if (r < 0)
+                return r;
+        if (n) {
+                r = feed_data(f, data, n);
+                if (r < 0)
+                        return r;
+        }
+        return feed_end(f, sha);
+}
+
+static int feed_done(fixture *f, uint64_t files, uint64_t bytes, const char *hmac) {
+        char hex[XFER_HMAC_HEX_MAX];
+        if (!hmac) {
+                const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+                assert_int_equal(h->finish(h->userdata, hex), 0);
+                hmac = hex;
+        }
+        return feed(f,
+                    (proto_msg){.type = PROTO_MSG_IMAGES_DONE,
+                                .images_done = {.mig = MIG, .hmac = hmac, .files = files, .bytes = bytes}});
+}
+
+/* The failure was reported once, from the loop, and staging is gone. */
+static void assert_refused(fixture *f, int code) {
+        assert_int_equal(f->calls, 0); /* never from inside feed */
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, code);
+        assert_true(f->err.msg[0] != '\0');
+        /* Further input is refused and reports nothing more. */
+        assert_int_equal(feed_file_hdr(f, "images/zzz", 0), -ESTALE);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+}
+
+static void test_good_stream(void **state) {
+        fixture *f = *state;
+        uint8_t big[300000], small[10] = "0123456789", meta[] = "{\"container_id\":\"x\"}";
+        char *data = NULL;
+        size_t len = 0;
+        int sfd;
+
+        reference_dir_done = false;
+        t_fill(big, sizeof(big), 7);
+        assert_int_equal(feed_file(f, "images/a.img", small, sizeof(small)), 0);
+        assert_int_equal(feed_file(f, "images/b.img", NULL, 0), 0);
+        /* A big file in several DATA frames. */
+        {
+                const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+                uint8_t sha[32];
+                h->file_begin(h->userdata, "images/pages-1.img", sizeof(big));
+                h->data(h->userdata, big, sizeof(big));
+                t_sha256(big, sizeof(big), sha);
+                assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
+                for (size_t off = 0; off < sizeof(big); off += 65536)
+                        assert_int_equal(feed_data(f, big + off, MIN(65536, sizeof(big) - off)), 0);
+                assert_int_equal(feed_end(f, sha), 0);
+        }
+        assert_int_equal(feed_file(f, "metadata.json", meta, sizeof(meta) - 1), 0);
+        assert_int_equal(feed_done(f, 4, sizeof(small) + sizeof(big) + sizeof(meta) - 1, NULL), 0);
+        assert_int_equal(f->calls, 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, 0);
+        assert_int_equal(f->res.files, 4);
+
+        sfd = openat_dir_beneath(f->parent_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_int_equal(read_file_at(sfd, "checkpoint.hmac", 200, &data, &len), 0);
+        assert_int_equal(len, 65);
+        assert_memory_equal(data, f->res.hmac, 64);
+        free(data);
+        assert_int_equal(read_file_at(sfd, "images/pages-1.img", sizeof(big), &data, &len), 0);
+        assert_int_equal(len, sizeof(big));
+        assert_memory_equal(data, big, sizeof(big));
+        free(data);
+        struct stat st;
+        assert_int_equal(fstat(sfd, &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0700);
+        close(sfd);
+        /* Success hands staging to the caller: free keeps it. */
+        f->r = xfer_recv_free(f->r);
+        assert_true(t_exists_at(f->parent_fd, "staging"));
+        assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
+}
+
+static void test_out_of_order(void **state) {
+        fixture *f = *state;
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "images/b", "x", 1), 0);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_duplicate_name(void **state) {
+        fixture *f = *state;
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "images/a", "x", 1), 0);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_metadata_not_last(void **state) {
+        fixture *f = *state;
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "metadata.json", "{}", 2), 0);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_path_attacks(void **state) {
+        static const char *const bad[] = {
+                "../escape",       "images/../../escape", "images/.hidden",  "images/a/b",
+                "/etc/passwd",     "checkpoint.hmac",     "images/",         "images",
+                "metadata.json/x", "images/..",           "./metadata.json", "images//a",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+                fixture *f;
+                setup(state);
+                f = *state;
+                assert_int_equal(feed_file_hdr(f, bad[i], 1), -EBADMSG);
+                assert_refused(f, -EBADMSG);
+                /* Nothing beside the (removed) staging directory. */
+                assert_int_equal(t_count_entries(f->parent), 0);
+                teardown(state);
+        }
+        setup(state); /* for the registered teardown */
+}
+
+static void test_data_overrun(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 4), 0);
+        assert_int_equal(feed_data(f, "abc", 3), 0);
+        assert_int_equal(feed_data(f, "de", 2), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_file_end_early(void **state) {
+        fixture *f = *state;
+        uint8_t sha[32];
+        t_sha256("abc", 3, sha);
+        assert_int_equal(feed_file_hdr(f, "images/a", 4), 0);
+        assert_int_equal(feed_data(f, "abc", 3), 0);
+        assert_int_equal(feed_end(f, sha), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_data_outside_file(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_data(f, "abc", 3), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_wrong_sha256(void **state) {
+        fixture *f = *state;
+        uint8_t sha[32];
+        t_sha256("abcd", 4, sha);
+        sha[31] ^= 0x80;
+        assert_int_equal(feed_file_hdr(f, "images/a", 4), 0);
+        assert_int_equal(feed_data(f, "abcd", 4), 0);
+        assert_int_equal(feed_end(f, sha), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_wrong_hmac(void **state) {
+        fixture *f = *state;
+        char hex[XFER_HMAC_HEX_MAX];
+        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "images/a", "abcd", 4), 0);
+        assert_int_equal(feed_file(f, "metadata.json", "{}", 2), 0);
+        assert_int_equal(h->finish(h->userdata, hex), 0);
+        hex[10] = hex[10] == '0' ? '1' : '0';
+        assert_int_equal(feed_done(f, 2, 6, hex), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_hmac_other_key(void **state) {
+        fixture *f = *state;
+        xfer_hmac_hooks *other;
+        const xfer_tree_hooks *h;
+        char hex[XFER_HMAC_HEX_MAX];
+        uint8_t sha[32];
+
+        /* A sender with another key sends honest files; only the HMAC
+         * differs. */
+        assert_int_equal(xfer_hmac_hooks_new("another key of 32 bytes or more..", 33, &other), 0);
+        h = xfer_hmac_hooks_get(other);
+        h->dir(h->userdata, "images");
+        h->file_begin(h->userdata, "metadata.json", 2);
+        h->data(h->userdata, "{}", 2);
+        assert_int_equal(h->finish(h->userdata, hex), 0);
+        xfer_hmac_hooks_free(other);
+        t_sha256("{}", 2, sha);
+        assert_int_equal(feed_file_hdr(f, "metadata.json", 2), 0);
+        assert_int_equal(feed_data(f, "{}", 2), 0);
+        assert_int_equal(feed_end(f, sha), 0);
+        assert_int_equal(feed_done(f, 1, 2, hex), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_counts_mismatch(void **state) {
+        fixture *f = *state;
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "metadata.json", "{}", 2), 0);
+        assert_int_equal(feed_done(f, 2, 2, NULL), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_no_metadata(void **state) {
+        fixture *f = *state;
+        reference_dir_done = false;
+        assert_int_equal(feed_file(f, "images/a", "x", 1), 0);
+        assert_int_equal(feed_done(f, 1, 1, NULL), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_wrong_mig(void **state) {
+        fixture *f = *state;
+        assert_int_equal(
+                feed(f, (proto_msg){.type = PROTO_MSG_FILE,
+                                    .file = {.mig = "other", .path = "images/a", .size = 1, .mode = 0600}}),
+                -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_unexpected_message(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed(f, (proto_msg){.type = PROTO_MSG_COMMIT, .commit = {.mig = MIG}}), -EPROTO);
+        assert_refused(f, -EPROTO);
+}
+
+static void test_staging_exists(void **state) {
+        fixture *f = *state;
+        xfer_recv_options o = {.hooks = xfer_hmac_hooks_get(f->hooks)};
+        xfer_recv *r2 = NULL;
+        nm_error err = {};
+
+        /* "staging" exists (the fixture's own receiver made it). */
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &r2),
+                         -EEXIST);
+        assert_null(r2);
+        assert_non_null(strstr(err.msg, "staging"));
+        /* A symlink planted as the staging name is refused too, and kept. */
+        assert_int_equal(symlinkat("/tmp", f->parent_fd, "planted"), 0);
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "planted", &o, done_cb, f, NULL, &r2),
+                         -EEXIST);
+        assert_int_equal(unlinkat(f->parent_fd, "planted", 0), 0);
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "../x", &o, done_cb, f, NULL, &r2), -EINVAL);
+        assert_true(t_exists_at(f->parent_fd, "staging"));
+}
+
+static int setup_idle(void **state) {
+        return setup_opts(state, 50, 0);
+}
+
+static void test_idle_timeout(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
+        assert_int_equal(feed_data(f, "abc", 3), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        assert_non_null(strstr(f->err.msg, "silent"));
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+}
+
+static int setup_limit(void **state) {
+        return setup_opts(state, 0, 100);
+}
+
+static void test_size_limit(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 60), 0);
+        assert_int_equal(feed_data(f, "x", 1), 0);
+        /* A file that would take the total past the limit. */
+        assert_int_equal(feed(f, (proto_msg){.type = PROTO_MSG_FILE_END, .file_end = {.mig = MIG}}),
+                         -EBADMSG);
+        assert_refused(f, -EBADMSG);
+        teardown(state);
+        setup_limit(state);
+        f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 101), -EFBIG);
+        assert_refused(f, -EFBIG);
+}
+
+static void test_abort(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
+        assert_int_equal(feed_data(f, "abc", 3), 0);
+        xfer_recv_abort(f->r, -ECONNRESET, NULL);
+        assert_refused(f, -ECONNRESET);
+}
+
+static void test_free_midway(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
+        f->r = xfer_recv_free(f->r);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_good_stream, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_out_of_order, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_duplicate_name, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_metadata_not_last, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_path_attacks, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_data_overrun, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_file_end_early, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_data_outside_file, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_wrong_sha256, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_wrong_hmac, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hmac_other_key, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_counts_mismatch, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_no_metadata, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_wrong_mig, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unexpected_message, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_staging_exists, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
+                cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
+                cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

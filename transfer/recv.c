@@ -1,0 +1,574 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The receiving half of the image stream: a sink fed with decoded FILE,
+ * DATA, FILE_END and IMAGES_DONE messages by whoever owns the connection(s).
+ *
+ * Everything the peer says is checked before a byte lands: paths again with
+ * proto_path_check(), the canonical order (names under images/ strictly
+ * increasing, metadata.json last), the announced sizes, each file's SHA-256
+ * and the tree HMAC. Files are created O_EXCL|O_NOFOLLOW in a staging
+ * directory we create ourselves, so nothing can be written outside it. Data
+ * is written with plain write() on the loop thread: it lands in the page
+ * cache, and the slow part, fsync, runs on the threadpool, per file as soon
+ * as the file is complete, overlapping with the next one. Any failure
+ * removes the staging directory. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "fs-util.h"
+#include "macro.h"
+#include "transfer-internal.h"
+
+typedef enum xfer_recv_state {
+        XFER_RECV_EXPECT_FILE,
+        XFER_RECV_IN_FILE,
+        XFER_RECV_SYNCING,
+        XFER_RECV_SUCCEEDED,
+        XFER_RECV_FAILED,
+        _XFER_RECV_STATE_MAX,
+        _XFER_RECV_STATE_INVALID = -EINVAL,
+} xfer_recv_state;
+
+typedef struct xfer_sync_job {
+        uv_work_t work;
+        xfer_recv *r;
+        int fds[3];
+        size_t n_fds;
+        int result;
+        bool final;
+} xfer_sync_job;
+
+struct xfer_recv {
+        uv_loop_t *loop;
+        xfer_recv_state state;
+        xfer_tree_hooks hooks;
+        char *mig;
+        uint64_t max_bytes, expected_bytes, idle_ms, progress_ms;
+        xfer_progress_cb progress;
+        void *userdata;
+        xfer_recv_done_cb cb;
+
+        int parent_fd, dir_fd, images_fd;
+        char *name;
+        bool staging_removed;
+
+        char last_image[PROTO_FILE_NAME_MAX + 1];
+        bool have_image, images_hooked, metadata_done;
+
+        int fd;
+        char path[PROTO_PATH_MAX + 1];
+        uint64_t size, got;
+        EVP_MD_CTX *sha;
+
+        unsigned jobs_pending;
+        uv_timer_t timer; /* idle deadline, then the deferred callback */
+        bool timer_open, freed, ended, cb_pending;
+        int status;
+        uint64_t start_ms, last_activity_ms, last_progress_ms;
+        xfer_recv_result res;
+        nm_error err;
+};
+
+static void recv_maybe_free(xfer_recv *r);
+static void timer_cb(uv_timer_t *t);
+
+static void report_progress(xfer_recv *r, bool force) {
+        uint64_t now = uv_now(r->loop);
+        xfer_progress p;
+
+        if (!r->progress || (!force && now - r->last_progress_ms < r->progress_ms))
+                return;
+        r->last_progress_ms = now;
+        p = (xfer_progress){
+                .bytes = r->res.bytes,
+                .files = r->res.files,
+                .total_bytes = r->expected_bytes,
+                .elapsed_ms = now - r->start_ms,
+        };
+        p.rate = p.elapsed_ms ? (double)p.bytes * 1000.0 / (double)p.elapsed_ms : 0.0;
+        r->progress(&p, r->userdata);
+}
+
+static void close_cur(xfer_recv *r) {
+        if (r->fd >= 0)
+                close(TAKE_FD(r->fd));
+}
+
+static void remove_staging(xfer_recv *r) {
+        if (r->staging_removed)
+                return;
+        close_cur(r);
+        if (r->images_fd >= 0)
+                close(TAKE_FD(r->images_fd));
+        if (r->dir_fd >= 0)
+                close(TAKE_FD(r->dir_fd));
+        (void)rm_rf_at(r->parent_fd, r->name);
+        r->staging_removed = true;
+}
+
+/* Ends the transfer. The callback runs from the timer, so never inside
+ * xfer_recv_feed() or xfer_recv_abort(). */
+static int recv_fail(xfer_recv *r, int code, const nm_error *err) {
+        if (r->ended)
+                return code;
+        if (err && err->msg[0])
+                nm_error_set(&r->err, code, "%s", err->msg);
+        else
+                nm_error_errno(&r->err, code, "receiving the images failed");
+        r->ended = true;
+        r->status = code;
+        r->state = XFER_RECV_FAILED;
+        remove_staging(r);
+        r->cb_pending = true;
+        (void)uv_timer_stop(&r->timer);
+        (void)uv_timer_start(&r->timer, timer_cb, 0, 0);
+        return code;
+}
+
+static void recv_succeed(xfer_recv *r) {
+        r->ended = true;
+        r->status = 0;
+        r->state = XFER_RECV_SUCCEEDED;
+        (void)uv_timer_stop(&r->timer);
+        report_progress(r, true);
+        if (r->cb && !r->freed)
+                r->cb(r, 0, NULL, &r->res, r->userdata);
+}
+
+static void timer_cb(uv_timer_t *t) {
+        xfer_recv *r = container_of(t, xfer_recv, timer);
+        nm_error e = {};
+
+        if (r->cb_pending) {
+                r->cb_pending = false;
+                if (r->cb && !r->freed)
+                        r->cb(r, r->status, &r->err, NULL, r->userdata);
+                return;
+        }
+        if (r->ended || r->idle_ms == 0)
+                return;
+        if (uv_now(r->loop) - r->last_activity_ms < r->idle_ms) {
+                (void)uv_timer_start(&r->timer, timer_cb, r->last_activity_ms + r->idle_ms - uv_now(r->loop),
+                                     0);
+                return;
+        }
+        nm_error_set(&e, -ETIMEDOUT,
+                     "the sender went silent: nothing received for %llu ms (after %llu files, %llu bytes)",
+                     (unsigned long long)r->idle_ms, (unsigned long long)r->res.files,
+                     (unsigned long long)r->res.bytes);
+        recv_fail(r, -ETIMEDOUT, &e);
+}
+
+/* ---- fsync on the threadpool ------------------------------------------------ */
+
+static void sync_work(uv_work_t *w) {
+        xfer_sync_job *j = container_of(w, xfer_sync_job, work);
+
+        j->result = 0;
+        for (size_t i = 0; i < j->n_fds; i++) {
+                if (fsync(j->fds[i]) < 0 && j->result == 0)
+                        j->result = -errno;
+                close(j->fds[i]);
+        }
+}
+
+static int start_final_sync(xfer_recv *r);
+
+static void sync_done(uv_work_t *w, int status) {
+        xfer_sync_job *j = container_of(w, xfer_sync_job, work);
+        xfer_recv *r = j->r;
+        nm_error e = {};
+        int result = status < 0 ? status : j->result;
+        bool final = j->final;
+
+        free(j);
+        r->jobs_pending--;
+        if (r->freed) {
+                recv_maybe_free(r);
+                return;
+        }
+        if (r->ended)
+                return;
+        if (result < 0) {
+                nm_error_errno(&e, result, "cannot flush the received images to disk");
+                recv_fail(r, result, &e);
+                return;
+        }
+        if (r->state != XFER_RECV_SYNCING)
+                return;
+        if (final) {
+                recv_succeed(r);
+                return;
+        }
+        if (r->jobs_pending == 0 && start_final_sync(r) < 0) {
+                nm_error_errno(&e, -ENOMEM, "cannot flush the received images to disk");
+                recv_fail(r, -ENOMEM, &e);
+        }
+}
+
+/* Queues fsync+close of fds (taken over, also on failure). */
+static int queue_sync(xfer_recv *r, const int *fds, size_t n, bool final) {
+        xfer_sync_job *j = calloc(1, sizeof(*j));
+        int q;
+
+        if (!j) {
+                for (size_t i = 0; i < n; i++)
+                        close(fds[i]);
+                return -ENOMEM;
+        }
+        j->r = r;
+        j->final = final;
+        j->n_fds = n;
+        memcpy(j->fds, fds, n * sizeof(int));
+        q = uv_queue_work(r->loop, &j->work, sync_work, sync_done);
+        if (q < 0) {
+                for (size_t i = 0; i < n; i++)
+                        close(fds[i]);
+                free(j);
+                return -EIO;
+        }
+        r->jobs_pending++;
+        return 0;
+}
+
+/* The directories last: their entries must be durable after the files. */
+static int start_final_sync(xfer_recv *r) {
+        int fds[3] = {-1, -1, -1};
+        size_t n = 0;
+
+        fds[n] = fcntl(r->images_fd, F_DUPFD_CLOEXEC, 3);
+        if (fds[n] >= 0)
+                n++;
+        fds[n] = fcntl(r->dir_fd, F_DUPFD_CLOEXEC, 3);
+        if (fds[n] >= 0)
+                n++;
+        fds[n] = fcntl(r->parent_fd, F_DUPFD_CLOEXEC, 3);
+        if (fds[n] >= 0)
+                n++;
+        if (n != 3) {
+                for (size_t i = 0; i < n; i++)
+                        close(fds[i]);
+                return -EMFILE;
+        }
+        return queue_sync(r, fds, n, true);
+}
+
+/* ---- the messages ------------------------------------------------------------- */
+
+static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
+        const char *name;
+        int kind, q;
+
+        if (r->state != XFER_RECV_EXPECT_FILE)
+                return nm_error_set(err, -EBADMSG, "FILE %s arrived before FILE_END of %s", f->path,
+                                    r->path);
+        kind = proto_path_check(f->path, strlen(f->path), err);
+        if (kind < 0)
+                return nm_error_prefix(err, "refusing file from the peer");
+        if (r->metadata_done)
+                return nm_error_set(err, -EBADMSG, "FILE %s after metadata.json, which must come last",
+                                    f->path);
+        if (r->max_bytes && (f->size > r->max_bytes || r->res.bytes + f->size > r->max_bytes))
+                return nm_error_set(err, -EFBIG, "FILE %s of %llu bytes exceeds the limit of %llu bytes",
+                                    f->path, (unsigned long long)f->size, (unsigned long long)r->max_bytes);
+        if (kind == PROTO_PATH_IMAGE) {
+                name = f->path + strlen("images/");
+                if (r->have_image && strcmp(name, r->last_image) <= 0)
+                        return nm_error_set(
+                                err, -EBADMSG,
+                                "FILE %s out of order: names under images/ must arrive sorted and "
+                                "once (previous: images/%s)",
+                                f->path, r->last_image);
+        } else
+                name = "metadata.json";
+        if (!r->images_hooked) {
+                q = r->hooks.dir(r->hooks.userdata, "images");
+                if (q < 0)
+                        return nm_error_errno(err, q, "hashing images/ failed");
+                r->images_hooked = true;
+        }
+        r->fd = openat(kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd, name,
+                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (r->fd < 0)
+                return nm_error_errno(err, negative_errno(), "cannot create %s in the staging directory",
+                                      f->path);
+        q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size);
+        if (q < 0)
+                return nm_error_errno(err, q, "hashing %s failed", f->path);
+        if (EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
+                return nm_error_set(err, -EIO, "cannot start SHA-256");
+        if (kind == PROTO_PATH_IMAGE) {
+                snprintf(r->last_image, sizeof(r->last_image), "%s", name);
+                r->have_image = true;
+        } else
+                r->metadata_done = true;
+        snprintf(r->path, sizeof(r->path), "%s", f->path);
+        r->size = f->size;
+        r->got = 0;
+        r->state = XFER_RECV_IN_FILE;
+        return 0;
+}
+
+static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
+        int q;
+
+        if (r->state != XFER_RECV_IN_FILE)
+                return nm_error_set(err, -EBADMSG, "DATA outside a file");
+        if (d->data.len > r->size - r->got)
+                return nm_error_set(err, -EBADMSG, "more DATA for %s than the %llu bytes announced", r->path,
+                                    (unsigned long long)r->size);
+        q = loop_write(r->fd, d->data.ptr, d->data.len);
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
+        if (EVP_DigestUpdate(r->sha, d->data.ptr, d->data.len) != 1)
+                return nm_error_set(err, -EIO, "SHA-256 failed");
+        q = r->hooks.data(r->hooks.userdata, d->data.ptr, d->data.len);
+        if (q < 0)
+                return nm_error_errno(err, q, "hashing %s failed", r->path);
+        r->got += d->data.len;
+        r->res.bytes += d->data.len;
+        return 0;
+}
+
+static int on_file_end(xfer_recv *r, const proto_file_end *fe, nm_error *err) {
+        uint8_t md[EVP_MAX_MD_SIZE];
+        unsigned len = 0;
+        int q;
+
+        if (r->state != XFER_RECV_IN_FILE)
+                return nm_error_set(err, -EBADMSG, "FILE_END outside a file");
+        if (r->got != r->size)
+                return nm_error_set(err, -EBADMSG, "FILE_END for %s after %llu of the %llu bytes announced",
+                                    r->path, (unsigned long long)r->got, (unsigned long long)r->size);
+        if (EVP_DigestFinal_ex(r->sha, md, &len) != 1 || len != PROTO_SHA256_LEN)
+                return nm_error_set(err, -EIO, "SHA-256 failed");
+        if (CRYPTO_memcmp(md, fe->sha256, PROTO_SHA256_LEN) != 0)
+                return nm_error_set(err, -EBADMSG,
+                                    "SHA-256 of %s does not match what the sender computed: the bytes were "
+                                    "damaged on the way",
+                                    r->path);
+        q = queue_sync(r, &r->fd, 1, false);
+        r->fd = -EBADF;
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot flush %s", r->path);
+        r->res.files++;
+        r->state = XFER_RECV_EXPECT_FILE;
+        return 0;
+}
+
+static int write_hmac_file(xfer_recv *r, nm_error *err) {
+        char line[XFER_HMAC_HEX_MAX + 1];
+        _cleanup_close_ int fd = -EBADF;
+        int n, q;
+
+        n = snprintf(line, sizeof(line), "%s\n", r->res.hmac);
+        fd = openat(r->dir_fd, "checkpoint.hmac", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+        if (fd < 0)
+                return nm_error_errno(err, negative_errno(), "cannot create checkpoint.hmac in staging");
+        q = loop_write(fd, line, (size_t)n);
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot write checkpoint.hmac in staging");
+        q = queue_sync(r, (int[]){TAKE_FD(fd)}, 1, false);
+        return q < 0 ? nm_error_errno(err, q, "cannot flush checkpoint.hmac") : 0;
+}
+
+static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *err) {
+        char hex[XFER_HMAC_HEX_MAX] = {};
+        size_t len;
+        int q;
+
+        if (r->state != XFER_RECV_EXPECT_FILE)
+                return nm_error_set(err, -EBADMSG, "IMAGES_DONE before FILE_END of %s", r->path);
+        if (!r->metadata_done)
+                return nm_error_set(err, -EBADMSG, "IMAGES_DONE without metadata.json");
+        if (d->files != r->res.files || d->bytes != r->res.bytes)
+                return nm_error_set(
+                        err, -EBADMSG,
+                        "IMAGES_DONE announces %llu files and %llu bytes, but %llu files and %llu "
+                        "bytes arrived",
+                        (unsigned long long)d->files, (unsigned long long)d->bytes,
+                        (unsigned long long)r->res.files, (unsigned long long)r->res.bytes);
+        q = r->hooks.finish(r->hooks.userdata, hex);
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot finish the tree HMAC");
+        len = strnlen(hex, sizeof(hex));
+        if (strlen(d->hmac) != len || CRYPTO_memcmp(hex, d->hmac, len) != 0)
+                return nm_error_set(
+                        err, -EBADMSG,
+                        "the checkpoint HMAC does not verify: the images were altered, or the two "
+                        "nodes do not share the same checkpoint key");
+        memcpy(r->res.hmac, hex, len + 1);
+        q = write_hmac_file(r, err);
+        if (q < 0)
+                return q;
+        r->state = XFER_RECV_SYNCING;
+        (void)uv_timer_stop(&r->timer);
+        if (r->jobs_pending == 0) {
+                q = start_final_sync(r);
+                if (q < 0)
+                        return nm_error_errno(err, q, "cannot flush the staging directory");
+        }
+        return 0;
+}
+
+int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
+        nm_error e = {};
+        const char *mig;
+        int q;
+
+        if (!r || !m)
+                return -EINVAL;
+        if (r->ended || r->state == XFER_RECV_SYNCING)
+                return nm_error_set(err, -ESTALE, "the image transfer has already ended");
+        mig = proto_msg_mig(m);
+        if (r->mig && (!mig || strcmp(mig, r->mig) != 0))
+                q = nm_error_set(&e, -EBADMSG, "%s for migration '%s' in the stream of migration '%s'",
+                                 strna(proto_msg_type_to_string(m->type)), strna(mig), r->mig);
+        else {
+                /* Not a switch: -Wswitch-enum would want every message type. */
+                if (m->type == PROTO_MSG_FILE)
+                        q = on_file(r, &m->file, &e);
+                else if (m->type == PROTO_MSG_DATA)
+                        q = on_data(r, &m->data, &e);
+                else if (m->type == PROTO_MSG_FILE_END)
+                        q = on_file_end(r, &m->file_end, &e);
+                else if (m->type == PROTO_MSG_IMAGES_DONE)
+                        q = on_images_done(r, &m->images_done, &e);
+                else
+                        q = nm_error_set(&e, -EPROTO, "unexpected %s during the image transfer",
+                                         strna(proto_msg_type_to_string(m->type)));
+        }
+        if (q < 0) {
+                recv_fail(r, q, &e);
+                if (err)
+                        nm_error_set(err, q, "%s", r->err.msg);
+                return q;
+        }
+        r->last_activity_ms = uv_now(r->loop);
+        report_progress(r, false);
+        return 0;
+}
+
+void xfer_recv_abort(xfer_recv *r, int status, const nm_error *err) {
+        nm_error e = {};
+
+        if (!r || r->ended)
+                return;
+        if (!err || !err->msg[0]) {
+                nm_error_errno(&e, status < 0 ? status : -ECANCELED, "the image transfer was aborted");
+                err = &e;
+        }
+        recv_fail(r, status < 0 ? status : -ECANCELED, err);
+}
+
+/* ---- lifetime ----------------------------------------------------------------- */
+
+static void recv_release(xfer_recv *r) {
+        close_cur(r);
+        if (r->images_fd >= 0)
+                close(r->images_fd);
+        if (r->dir_fd >= 0)
+                close(r->dir_fd);
+        if (r->parent_fd >= 0)
+                close(r->parent_fd);
+        EVP_MD_CTX_free(r->sha);
+        free(r->mig);
+        free(r->name);
+        free(r);
+}
+
+static void timer_closed_cb(uv_handle_t *h) {
+        xfer_recv *r = container_of((uv_timer_t *)h, xfer_recv, timer);
+        r->timer_open = false;
+        recv_maybe_free(r);
+}
+
+static void recv_maybe_free(xfer_recv *r) {
+        if (!r->freed || r->jobs_pending > 0)
+                return;
+        if (r->timer_open) {
+                if (!uv_is_closing((uv_handle_t *)&r->timer))
+                        uv_close((uv_handle_t *)&r->timer, timer_closed_cb);
+                return;
+        }
+        recv_release(r);
+}
+
+xfer_recv *xfer_recv_free(xfer_recv *r) {
+        if (!r)
+                return NULL;
+        if (r->state != XFER_RECV_SUCCEEDED) {
+                r->ended = true;
+                r->state = XFER_RECV_FAILED;
+                remove_staging(r);
+        }
+        r->freed = true;
+        recv_maybe_free(r);
+        return NULL;
+}
+
+int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_recv_options *o,
+                  xfer_recv_done_cb cb, void *userdata, nm_error *err, xfer_recv **ret) {
+        xfer_recv *r;
+        int q;
+
+        if (!loop || parent_fd < 0 || !name || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
+            !o->hooks->data || !o->hooks->finish || !cb || !ret)
+                return -EINVAL;
+        if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+                return nm_error_set(err, -EINVAL, "staging directory name '%s' is not a single component",
+                                    name);
+        r = calloc(1, sizeof(*r));
+        if (!r)
+                return -ENOMEM;
+        r->loop = loop;
+        r->fd = r->dir_fd = r->images_fd = -EBADF;
+        r->hooks = *o->hooks;
+        r->max_bytes = o->max_bytes;
+        r->expected_bytes = o->expected_bytes;
+        r->idle_ms = o->idle_timeout_ms;
+        r->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
+        r->progress = o->progress;
+        r->userdata = userdata;
+        r->cb = cb;
+        r->name = strdup(name);
+        r->mig = o->mig ? strdup(o->mig) : NULL;
+        r->sha = EVP_MD_CTX_new();
+        r->parent_fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
+        r->staging_removed = true; /* nothing of ours exists yet */
+        if (!r->name || (o->mig && !r->mig) || !r->sha || r->parent_fd < 0) {
+                q = r->parent_fd < 0 ? negative_errno() : -ENOMEM;
+                recv_release(r);
+                return nm_error_errno(err, q, "cannot set up the image receiver");
+        }
+        /* A fresh directory only: one that exists may hold anything. */
+        if (mkdirat(r->parent_fd, name, 0700) < 0) {
+                q = negative_errno();
+                recv_release(r);
+                return nm_error_errno(err, q, "cannot create staging directory '%s'", name);
+        }
+        r->staging_removed = false;
+        r->dir_fd = openat(r->parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (r->dir_fd >= 0 && mkdirat(r->dir_fd, "images", 0700) == 0)
+                r->images_fd = openat(r->dir_fd, "images", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (r->images_fd < 0) {
+                q = negative_errno();
+                remove_staging(r);
+                recv_release(r);
+                return nm_error_errno(err, q, "cannot set up staging directory '%s'", name);
+        }
+        (void)uv_timer_init(loop, &r->timer);
+        r->timer_open = true;
+        r->start_ms = r->last_activity_ms = r->last_progress_ms = xfer__now_ms(loop);
+        if (r->idle_ms)
+                (void)uv_timer_start(&r->timer, timer_cb, r->idle_ms, 0);
+        *ret = r;
+        return 0;
+}

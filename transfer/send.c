@@ -1,0 +1,673 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The sending half of the image stream.
+ *
+ * One read is in flight at a time, on the libuv threadpool: the worker reads
+ * a chunk and hashes it (the file's SHA-256 and the tree hooks) next to the
+ * read, so the loop thread keeps its time for the SSH encryption. While the
+ * connection sends chunk k the worker reads chunk k+1; more would not help,
+ * since one SSH channel is slower than reading and hashing. A chunk goes to
+ * the connection without a copy and comes back to a small pool once sent;
+ * no chunk is read while the connection has max_queued bytes waiting. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "fs-util.h"
+#include "macro.h"
+#include "transfer-internal.h"
+
+#define XFER_POOL_MAX 8
+
+typedef enum xfer_send_state {
+        XFER_SEND_START,
+        XFER_SEND_NEXT_FILE,
+        XFER_SEND_READ,
+        XFER_SEND_DONE,
+        XFER_SEND_FAILED,
+        _XFER_SEND_STATE_MAX,
+        _XFER_SEND_STATE_INVALID = -EINVAL,
+} xfer_send_state;
+
+typedef struct xfer_chunk xfer_chunk;
+struct xfer_chunk {
+        xfer_chunk *next;     /* pool list */
+        xfer_chunk *out_next; /* outstanding list (in the conn) */
+        xfer_chunk *out_prev;
+        xfer_send *owner; /* NULL once the sender is gone: free on release */
+        size_t cap;
+        uint8_t data[];
+};
+
+typedef struct xfer_file_entry {
+        char *relpath; /* "images/<name>" or "metadata.json" */
+        int dirfd;     /* borrowed: images_fd or the top dir */
+        const char *name;
+        uint64_t size;
+} xfer_file_entry;
+
+struct xfer_send {
+        uv_loop_t *loop;
+        xfer_conn *c;
+        xfer_send_state state;
+        xfer_tree_hooks hooks;
+        char *mig;
+        char *bad_digest;
+        size_t chunk_size, max_queued;
+        uint64_t overall_ms, progress_ms;
+        xfer_progress_cb progress;
+        void *userdata;
+        xfer_send_done_cb cb;
+
+        int top_fd, images_fd;
+        xfer_file_entry *files;
+        size_t n_files, idx;
+        uint64_t total_bytes;
+
+        /* the current file */
+        int fd;
+        uint64_t off;
+        EVP_MD_CTX *sha;
+
+        /* the read in flight */
+        uv_work_t work;
+        bool work_pending;
+        xfer_chunk *rchunk;
+        size_t rlen;
+        ssize_t rgot;
+        int rerr;
+
+        xfer_chunk *pool;
+        size_t pool_n;
+        xfer_chunk *outstanding;
+
+        uv_timer_t timer; /* start, then the overall deadline */
+        bool timer_open;
+        bool freed, ended, abort_pending;
+        uint64_t start_ms, last_progress_ms;
+        xfer_send_result res;
+        nm_error err;
+};
+
+static void send_step(xfer_send *x);
+static void send_maybe_free(xfer_send *x);
+static void timer_cb(uv_timer_t *t);
+
+/* ---- chunks -------------------------------------------------------------- */
+
+static xfer_chunk *chunk_get(xfer_send *x) {
+        xfer_chunk *k = x->pool;
+        if (k) {
+                x->pool = k->next;
+                x->pool_n--;
+                return k;
+        }
+        k = malloc(sizeof(*k) + x->chunk_size);
+        if (!k)
+                return NULL;
+        k->cap = x->chunk_size;
+        k->owner = x;
+        return k;
+}
+
+static void chunk_put(xfer_send *x, xfer_chunk *k) {
+        if (x->pool_n >= XFER_POOL_MAX) {
+                free(k);
+                return;
+        }
+        k->next = x->pool;
+        x->pool = k;
+        x->pool_n++;
+}
+
+static void chunk_released(void *ud) {
+        xfer_chunk *k = ud;
+        xfer_send *x = k->owner;
+
+        if (!x) {
+                free(k);
+                return;
+        }
+        if (k->out_prev)
+                k->out_prev->out_next = k->out_next;
+        else
+                x->outstanding = k->out_next;
+        if (k->out_next)
+                k->out_next->out_prev = k->out_prev;
+        chunk_put(x, k);
+}
+
+static void chunk_track(xfer_send *x, xfer_chunk *k) {
+        k->out_prev = NULL;
+        k->out_next = x->outstanding;
+        if (x->outstanding)
+                x->outstanding->out_prev = k;
+        x->outstanding = k;
+}
+
+/* ---- ending ---------------------------------------------------------------- */
+
+static void report_progress(xfer_send *x, bool force) {
+        uint64_t now = xfer__now_ms(x->loop);
+        xfer_progress p;
+
+        if (!x->progress || (!force && now - x->last_progress_ms < x->progress_ms))
+                return;
+        x->last_progress_ms = now;
+        p = (xfer_progress){
+                .bytes = x->res.bytes,
+                .files = x->res.files,
+                .total_bytes = x->total_bytes,
+                .total_files = x->n_files,
+                .elapsed_ms = now - x->start_ms,
+        };
+        p.rate = p.elapsed_ms ? (double)p.bytes * 1000.0 / (double)p.elapsed_ms : 0.0;
+        x->progress(&p, x->userdata);
+}
+
+static void close_file(xfer_send *x) {
+        if (x->fd >= 0)
+                close(TAKE_FD(x->fd));
+}
+
+static void send_end(xfer_send *x, int status) {
+        xfer_send_done_cb cb = x->cb;
+
+        if (x->ended)
+                return;
+        x->ended = true;
+        x->abort_pending = false;
+        x->state = status < 0 ? XFER_SEND_FAILED : XFER_SEND_DONE;
+        close_file(x);
+        if (x->timer_open)
+                (void)uv_timer_stop(&x->timer);
+        if (x->c)
+                xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        if (status >= 0)
+                report_progress(x, true);
+        if (cb && !x->freed)
+                cb(x, status, status < 0 ? &x->err : NULL, status < 0 ? NULL : &x->res, x->userdata);
+}
+
+static void send_fail(xfer_send *x, int code) {
+        if (code >= 0)
+                code = -EIO;
+        if (x->err.code == 0)
+                nm_error_errno(&x->err, code, "sending the images failed");
+        send_end(x, code);
+}
+
+void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
+        if (!x || x->ended || x->abort_pending)
+                return;
+        if (err && err->msg[0])
+                nm_error_set(&x->err, status < 0 ? status : -ECANCELED, "%s", err->msg);
+        else
+                nm_error_set(&x->err, status < 0 ? status : -ECANCELED, "sending the images was aborted");
+        /* The callback runs from the loop, not from inside this call. */
+        x->state = XFER_SEND_FAILED;
+        x->abort_pending = true;
+        close_file(x);
+        if (x->c)
+                xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        (void)uv_timer_stop(&x->timer);
+        (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
+}
+
+/* ---- scanning ---------------------------------------------------------------- */
+
+static int cmp_entry(const void *a, const void *b) {
+        const xfer_file_entry *ea = a, *eb = b;
+        /* Bytewise, as the HMAC walk sorts. */
+        return strcmp(ea->name, eb->name);
+}
+
+static int add_file(xfer_send *x, int dirfd, const char *prefix, const char *name, size_t *cap) {
+        struct stat st;
+        char *rel;
+
+        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+                return nm_error_errno(&x->err, negative_errno(), "cannot stat %s%s", prefix, name);
+        if (!S_ISREG(st.st_mode))
+                return nm_error_set(&x->err, -EBADFD,
+                                    "%s%s is a %s, not a regular file: refusing to send it", prefix, name,
+                                    S_ISLNK(st.st_mode)   ? "symlink"
+                                    : S_ISDIR(st.st_mode) ? "directory"
+                                                          : "special file");
+        if (asprintf(&rel, "%s%s", prefix, name) < 0)
+                return -ENOMEM;
+        if (proto_path_check(rel, strlen(rel), &x->err) < 0) {
+                free(rel);
+                return nm_error_prefix(&x->err, "cannot send %s%s", prefix, name);
+        }
+        if (x->n_files == *cap) {
+                size_t ncap = *cap ? *cap * 2 : 64;
+                xfer_file_entry *n = realloc(x->files, ncap * sizeof(*n));
+                if (!n) {
+                        free(rel);
+                        return -ENOMEM;
+                }
+                x->files = n;
+                *cap = ncap;
+        }
+        x->files[x->n_files++] = (xfer_file_entry){
+                .relpath = rel,
+                .dirfd = dirfd,
+                .name = rel + strlen(prefix),
+                .size = (uint64_t)st.st_size,
+        };
+        x->total_bytes += (uint64_t)st.st_size;
+        return 0;
+}
+
+/* Lists images/ (flat regular files only) and checks the top level holds
+ * nothing but images/, metadata.json and checkpoint.hmac. */
+static int scan(xfer_send *x) {
+        size_t cap = 0;
+        DIR *d;
+        struct dirent *de;
+        int fd, r = 0;
+        bool have_meta = false, have_images = false;
+
+        fd = openat(x->top_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return nm_error_errno(&x->err, negative_errno(), "cannot read the checkpoint directory");
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return -ENOMEM;
+        }
+        while ((de = readdir(d))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
+                    strcmp(de->d_name, "checkpoint.hmac") == 0)
+                        continue;
+                if (strcmp(de->d_name, "images") == 0)
+                        have_images = true;
+                else if (strcmp(de->d_name, "metadata.json") == 0)
+                        have_meta = true;
+                else {
+                        r = nm_error_set(&x->err, -EBADMSG,
+                                         "unexpected entry '%s' in the checkpoint directory: only images/, "
+                                         "metadata.json and checkpoint.hmac belong there",
+                                         de->d_name);
+                        break;
+                }
+        }
+        closedir(d);
+        if (r < 0)
+                return r;
+        if (!have_images || !have_meta)
+                return nm_error_set(&x->err, -ENOENT, "the checkpoint directory has no %s",
+                                    have_images ? "metadata.json" : "images/ directory");
+
+        x->images_fd = openat_dir_beneath(x->top_fd, "images");
+        if (x->images_fd < 0)
+                return nm_error_errno(&x->err, x->images_fd,
+                                      "cannot open images/ in the checkpoint directory");
+        fd = openat(x->images_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return nm_error_errno(&x->err, negative_errno(), "cannot read images/");
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return -ENOMEM;
+        }
+        while ((de = readdir(d))) {
+                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                        continue;
+                r = add_file(x, x->images_fd, "images/", de->d_name, &cap);
+                if (r < 0)
+                        break;
+        }
+        closedir(d);
+        if (r < 0)
+                return r;
+        qsort(x->files, x->n_files, sizeof(*x->files), cmp_entry);
+        return add_file(x, x->top_fd, "", "metadata.json", &cap);
+}
+
+/* ---- the stream -------------------------------------------------------------- */
+
+static int send_msg(xfer_send *x, const proto_msg *m) {
+        int r = xfer_conn_send(x->c, m, &x->err);
+        return r < 0 ? r : 0;
+}
+
+static int begin_file(xfer_send *x) {
+        const xfer_file_entry *f = &x->files[x->idx];
+        struct stat st;
+        int r;
+
+        x->fd = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+        if (x->fd < 0)
+                return nm_error_errno(&x->err, negative_errno(), "cannot open %s", f->relpath);
+        if (fstat(x->fd, &st) < 0)
+                return nm_error_errno(&x->err, negative_errno(), "cannot stat %s", f->relpath);
+        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)
+                return nm_error_set(&x->err, -ESTALE, "%s changed while being sent", f->relpath);
+        if (EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1)
+                return nm_error_set(&x->err, -EIO, "cannot start SHA-256");
+        r = send_msg(x, &(proto_msg){.type = PROTO_MSG_FILE,
+                                     .file = {.mig = x->mig,
+                                              .path = f->relpath,
+                                              .size = f->size,
+                                              .mode = (st.st_mode & 0644) | 0600}});
+        if (r < 0)
+                return r;
+        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size);
+        if (r < 0)
+                return nm_error_errno(&x->err, r, "hashing %s failed", f->relpath);
+        x->off = 0;
+        return 0;
+}
+
+static int end_file(xfer_send *x) {
+        const xfer_file_entry *f = &x->files[x->idx];
+        proto_msg m = {.type = PROTO_MSG_FILE_END, .file_end = {.mig = x->mig}};
+        unsigned len = 0;
+        int r;
+
+        if (EVP_DigestFinal_ex(x->sha, m.file_end.sha256, &len) != 1 || len != PROTO_SHA256_LEN)
+                return nm_error_set(&x->err, -EIO, "cannot finish SHA-256 of %s", f->relpath);
+        if (x->bad_digest && strcmp(x->bad_digest, f->relpath) == 0)
+                m.file_end.sha256[0] ^= 0x01;
+        r = send_msg(x, &m);
+        if (r < 0)
+                return r;
+        close_file(x);
+        x->res.files++;
+        x->idx++;
+        return 0;
+}
+
+static int finish_stream(xfer_send *x) {
+        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac);
+        if (r < 0)
+                return nm_error_errno(&x->err, r, "cannot finish the tree HMAC");
+        return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
+                                        .images_done = {.mig = x->mig,
+                                                        .hmac = x->res.hmac,
+                                                        .files = x->res.files,
+                                                        .bytes = x->res.bytes}});
+}
+
+static void read_work(uv_work_t *w) {
+        xfer_send *x = container_of(w, xfer_send, work);
+        size_t done = 0;
+
+        x->rerr = 0;
+        while (done < x->rlen) {
+                ssize_t n = pread(x->fd, x->rchunk->data + done, x->rlen - done, (off_t)(x->off + done));
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        x->rerr = -errno;
+                        break;
+                }
+                if (n == 0)
+                        break;
+                done += (size_t)n;
+        }
+        x->rgot = (ssize_t)done;
+        if (x->rerr == 0 && done > 0) {
+                if (EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
+                        x->rerr = -EIO;
+                else {
+                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done);
+                        if (r < 0)
+                                x->rerr = r;
+                }
+        }
+}
+
+static void read_done(uv_work_t *w, int status) {
+        xfer_send *x = container_of(w, xfer_send, work);
+        xfer_chunk *k = TAKE_PTR(x->rchunk);
+        const xfer_file_entry *f;
+        int r;
+
+        x->work_pending = false;
+        if (x->freed || x->state != XFER_SEND_READ) {
+                free(k);
+                if (x->freed)
+                        send_maybe_free(x);
+                return;
+        }
+        f = &x->files[x->idx];
+        if (status < 0 || x->rerr < 0) {
+                free(k);
+                nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed", f->relpath);
+                send_fail(x, x->err.code);
+                return;
+        }
+        if ((size_t)x->rgot != x->rlen) {
+                free(k);
+                nm_error_set(&x->err, -ESTALE, "%s shrank while being sent", f->relpath);
+                send_fail(x, -ESTALE);
+                return;
+        }
+        r = xfer_conn_send_data(x->c, x->mig, k->data, x->rlen, chunk_released, k, &x->err);
+        if (r < 0) {
+                free(k);
+                send_fail(x, r);
+                return;
+        }
+        chunk_track(x, k);
+        x->off += x->rlen;
+        x->res.bytes += x->rlen;
+        report_progress(x, false);
+        send_step(x);
+}
+
+static int start_read(xfer_send *x) {
+        const xfer_file_entry *f = &x->files[x->idx];
+        uint64_t left = f->size - x->off;
+        int r;
+
+        x->rchunk = chunk_get(x);
+        if (!x->rchunk)
+                return -ENOMEM;
+        x->rchunk->owner = x;
+        x->rlen = left < x->chunk_size ? (size_t)left : x->chunk_size;
+        r = uv_queue_work(x->loop, &x->work, read_work, read_done);
+        if (r < 0) {
+                free(TAKE_PTR(x->rchunk));
+                return nm_error_set(&x->err, -EIO, "cannot queue a read: %s", uv_strerror(r));
+        }
+        x->work_pending = true;
+        return 0;
+}
+
+/* Advances as far as possible: opens files, sends FILE/FILE_END, and starts
+ * the next read unless one is in flight or the connection is full. */
+static void send_step(xfer_send *x) {
+        int r = 0;
+
+        while (r >= 0) {
+                switch (x->state) {
+                case XFER_SEND_START:
+                        r = x->hooks.dir(x->hooks.userdata, "images");
+                        if (r < 0) {
+                                nm_error_errno(&x->err, r, "hashing images/ failed");
+                                break;
+                        }
+                        x->state = XFER_SEND_NEXT_FILE;
+                        continue;
+                case XFER_SEND_NEXT_FILE:
+                        if (x->idx == x->n_files) {
+                                r = finish_stream(x);
+                                if (r >= 0)
+                                        send_end(x, 0);
+                                break;
+                        }
+                        r = begin_file(x);
+                        if (r >= 0)
+                                x->state = XFER_SEND_READ;
+                        continue;
+                case XFER_SEND_READ:
+                        if (x->work_pending)
+                                return;
+                        if (x->off == x->files[x->idx].size) {
+                                r = end_file(x);
+                                if (r >= 0)
+                                        x->state = XFER_SEND_NEXT_FILE;
+                                continue;
+                        }
+                        if (xfer_conn_queued(x->c) >= x->max_queued)
+                                return; /* the drain callback continues */
+                        r = start_read(x);
+                        if (r >= 0)
+                                return;
+                        break;
+                case XFER_SEND_DONE:
+                case XFER_SEND_FAILED:
+                case _XFER_SEND_STATE_MAX:
+                case _XFER_SEND_STATE_INVALID: return;
+                }
+                break;
+        }
+        if (r < 0)
+                send_fail(x, r);
+}
+
+static void drain_cb(xfer_conn *c, void *userdata) {
+        (void)c;
+        send_step(userdata);
+}
+
+static void timer_cb(uv_timer_t *t) {
+        xfer_send *x = container_of(t, xfer_send, timer);
+
+        if (x->abort_pending) {
+                /* xfer_send_abort() deferred its callback to here. */
+                send_end(x, x->err.code < 0 ? x->err.code : -ECANCELED);
+                return;
+        }
+        switch (x->state) {
+        case XFER_SEND_START:
+                send_step(x);
+                if (x->state != XFER_SEND_DONE && x->state != XFER_SEND_FAILED && x->overall_ms)
+                        (void)uv_timer_start(&x->timer, timer_cb, x->overall_ms, 0);
+                return;
+        case XFER_SEND_NEXT_FILE:
+        case XFER_SEND_READ:
+                nm_error_set(&x->err, -ETIMEDOUT, "sending the images took longer than %llu ms",
+                             (unsigned long long)x->overall_ms);
+                send_fail(x, -ETIMEDOUT);
+                return;
+        case XFER_SEND_DONE:
+        case XFER_SEND_FAILED:
+        case _XFER_SEND_STATE_MAX:
+        case _XFER_SEND_STATE_INVALID: return;
+        }
+}
+
+/* ---- lifetime ---------------------------------------------------------------- */
+
+static void send_release_memory(xfer_send *x) {
+        for (xfer_chunk *k = x->outstanding; k; k = k->out_next)
+                k->owner = NULL; /* the connection frees them when done */
+        while (x->pool) {
+                xfer_chunk *k = x->pool;
+                x->pool = k->next;
+                free(k);
+        }
+        for (size_t i = 0; i < x->n_files; i++)
+                free(x->files[i].relpath);
+        free(x->files);
+        if (x->images_fd >= 0)
+                close(x->images_fd);
+        if (x->top_fd >= 0)
+                close(x->top_fd);
+        close_file(x);
+        EVP_MD_CTX_free(x->sha);
+        free(x->mig);
+        free(x->bad_digest);
+        free(x);
+}
+
+static void timer_closed_cb(uv_handle_t *h) {
+        xfer_send *x = container_of((uv_timer_t *)h, xfer_send, timer);
+        x->timer_open = false;
+        send_maybe_free(x);
+}
+
+static void send_maybe_free(xfer_send *x) {
+        if (!x->freed || x->work_pending)
+                return;
+        if (x->timer_open) {
+                if (!uv_is_closing((uv_handle_t *)&x->timer))
+                        uv_close((uv_handle_t *)&x->timer, timer_closed_cb);
+                return;
+        }
+        send_release_memory(x);
+}
+
+xfer_send *xfer_send_free(xfer_send *x) {
+        if (!x)
+                return NULL;
+        if (x->c)
+                xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        x->c = NULL;
+        x->freed = true;
+        close_file(x);
+        if (x->state != XFER_SEND_DONE)
+                x->state = XFER_SEND_FAILED;
+        send_maybe_free(x);
+        return NULL;
+}
+
+int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_send_done_cb cb, void *userdata,
+                  nm_error *err, xfer_send **ret) {
+        xfer_send *x;
+        int r;
+
+        if (!c || dir_fd < 0 || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
+            !o->hooks->data || !o->hooks->finish || !o->mig || !cb || !ret)
+                return -EINVAL;
+        x = calloc(1, sizeof(*x));
+        if (!x)
+                return -ENOMEM;
+        x->loop = xfer__conn_loop(c);
+        x->c = c;
+        x->hooks = *o->hooks;
+        x->fd = x->images_fd = -EBADF;
+        x->chunk_size = o->chunk_size ? o->chunk_size : XFER_CHUNK_SIZE;
+        if (x->chunk_size > PROTO_DATA_MAX)
+                x->chunk_size = PROTO_DATA_MAX;
+        x->max_queued = o->max_queued ? o->max_queued : 4 * x->chunk_size;
+        x->overall_ms = o->overall_timeout_ms;
+        x->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
+        x->progress = o->progress;
+        x->userdata = userdata;
+        x->cb = cb;
+        x->mig = strdup(o->mig);
+        x->bad_digest = o->test_bad_digest ? strdup(o->test_bad_digest) : NULL;
+        x->sha = EVP_MD_CTX_new();
+        x->top_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
+        if (!x->mig || !x->sha || (o->test_bad_digest && !x->bad_digest) || x->top_fd < 0) {
+                r = x->top_fd < 0 ? negative_errno() : -ENOMEM;
+                send_release_memory(x);
+                return nm_error_errno(err, r, "cannot start sending the images");
+        }
+        r = scan(x);
+        if (r < 0) {
+                if (err)
+                        nm_error_set(err, r, "%s", x->err.msg[0] ? x->err.msg : strerror(-r));
+                send_release_memory(x);
+                return r;
+        }
+        x->start_ms = x->last_progress_ms = xfer__now_ms(x->loop);
+        (void)uv_timer_init(x->loop, &x->timer);
+        x->timer_open = true;
+        /* Start from the loop: the callback never runs inside this call. */
+        (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
+        xfer_conn_set_drain(c, x->max_queued / 2, drain_cb, x);
+        *ret = x;
+        return 0;
+}

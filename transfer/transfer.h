@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* transfer/: moves bytes between agents. An SSH client session driven by the
+ * caller's libuv loop (libssh2 in non-blocking mode, one uv_poll_t per
+ * session, no I/O threads), a framed message connection (xfer_conn) over an
+ * SSH exec channel or a uv stream, the image stream (xfer_send_dir on the
+ * source, the xfer_recv sink on the destination) and the dial-stdio relay.
+ *
+ * transfer/ does not know what a container is: the checkpoint tree HMAC is
+ * fed through caller-provided hooks (xfer_tree_hooks).
+ *
+ * Callbacks follow one rule: a function that returns 0 after being given a
+ * callback runs that callback exactly once, later, from the loop, never from
+ * inside the call itself; a function that fails synchronously (< 0) never
+ * runs it. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "error.h"
+#include "proto.h"
+
+#define XFER_DEFAULT_COMMAND "nucleus-agent dial-stdio"
+#define XFER_DEFAULT_SOCKET "/run/nucleus/agent.sock"
+/* Largest DATA payload the sender produces; reads of this size keep the
+ * number of frames (and syscalls) per GiB low. */
+#define XFER_CHUNK_SIZE (256u * 1024u)
+/* Receive window offered for SSH channels: large enough that the peer can
+ * keep sending while we are busy hashing. */
+#define XFER_CHANNEL_WINDOW (16u * 1024u * 1024u)
+/* Hex HMAC-SHA256 (64) plus room for a longer digest from the hooks. */
+#define XFER_HMAC_HEX_MAX 129
+
+/* ------------------------------------------------------------------------ */
+/* Progress */
+
+typedef struct xfer_progress {
+        uint64_t bytes;       /* file payload bytes so far */
+        uint64_t files;       /* files completed so far */
+        uint64_t total_bytes; /* announced or known total; 0 when unknown */
+        uint64_t total_files; /* 0 when unknown */
+        double rate;          /* bytes per second since the start */
+        uint64_t elapsed_ms;
+} xfer_progress;
+
+typedef void (*xfer_progress_cb)(const xfer_progress *p, void *userdata);
+
+/* ------------------------------------------------------------------------ */
+/* Tree hashing hooks: the agent wires these to ckpt's incremental HMAC over
+ * the canonical record stream (DESIGN.md "Checkpoint directory"). Both ends
+ * call them in the same canonical order: dir("images"), then for each file
+ * file_begin(relpath, size), data(...)*, and finally finish(). Any hook
+ * returning < 0 ends the transfer with that error. */
+
+typedef struct xfer_tree_hooks {
+        void *userdata;
+        int (*dir)(void *userdata, const char *relpath);
+        int (*file_begin)(void *userdata, const char *relpath, uint64_t size);
+        /* On the sender this may run on a libuv threadpool thread (the hashing
+         * happens next to the read); calls never overlap and are ordered. */
+        int (*data)(void *userdata, const void *buf, size_t n);
+        /* Writes the lowercase hex digest of the whole tree, NUL-terminated. */
+        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX]);
+} xfer_tree_hooks;
+
+/* A simple HMAC-SHA256 implementation of the hooks over DESIGN.md's record
+ * format, for tools and tests (the agent uses ckpt's). */
+typedef struct xfer_hmac_hooks xfer_hmac_hooks;
+int xfer_hmac_hooks_new(const void *key, size_t key_len, xfer_hmac_hooks **ret);
+xfer_hmac_hooks *xfer_hmac_hooks_free(xfer_hmac_hooks *h);
+const xfer_tree_hooks *xfer_hmac_hooks_get(xfer_hmac_hooks *h);
+
+/* ------------------------------------------------------------------------ */
+/* SSH client session */
+
+typedef struct xfer_session xfer_session;
+typedef struct xfer_conn xfer_conn;
+
+typedef struct xfer_ssh_options {
+        const char *host;            /* name or address */
+        uint16_t port;               /* 0: 22 */
+        const char *user;            /* NULL: "root" */
+        const char *key_file;        /* private key (ed25519); "<key_file>.pub" is used when present */
+        const char *known_hosts;     /* required */
+        bool accept_new;             /* unknown hosts: append their key instead of refusing */
+        uint64_t connect_timeout_ms; /* resolve + TCP + handshake + auth; 0: 30 s */
+} xfer_ssh_options;
+
+typedef void (*xfer_session_connect_cb)(xfer_session *s, int status, const nm_error *err, void *userdata);
+typedef void (*xfer_session_close_cb)(xfer_session *s, void *userdata);
+
+/* Allocates a session; copies the options. Nothing happens on the network
+ * until xfer_session_connect(). */
+int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *opts, nm_error *err, xfer_session **ret);
+
+/* Resolves, connects, checks the host key, authenticates. cb runs once:
+ * status 0 when the session is ready, -ETIMEDOUT, -ECONNREFUSED,
+ * -EHOSTUNREACH, -EACCES (auth refused), -EPERM (host key unknown or
+ * changed), -ECANCELED (closed), ... with a sentence in err. */
+int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *userdata);
+
+/* The exec channel's framed connection: cbs as in xfer_conn_new_stream. */
+typedef struct xfer_conn_callbacks xfer_conn_callbacks;
+typedef void (*xfer_session_exec_cb)(xfer_session *s, int status, const nm_error *err, xfer_conn *conn,
+                                     void *userdata);
+
+/* Opens a session channel with a large window and runs command on it (NULL:
+ * XFER_DEFAULT_COMMAND; a forced command in authorized_keys overrides it).
+ * cb gets the connection (owned by the session until its closed callback
+ * has run) or an error. One exec may be pending at a time (-EBUSY). */
+int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_callbacks *cbs,
+                      void *conn_userdata, xfer_session_exec_cb cb, void *userdata);
+
+/* Ends everything: a pending connect or exec gets -ECANCELED, open
+ * connections close with -ECANCELED, the SSH session is disconnected (best
+ * effort, bounded in time), handles are closed, then cb (may be NULL) runs
+ * and the session is freed. */
+void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdata);
+
+/* "SHA256:<base64>" of the server's host key once the handshake is done. */
+const char *xfer_session_fingerprint(const xfer_session *s);
+
+/* ------------------------------------------------------------------------ */
+/* Framed message connection */
+
+struct xfer_conn_callbacks {
+        /* A decoded message. msg belongs to the connection and is valid during
+         * the call only. Not called after xfer_conn_close(). */
+        void (*message)(xfer_conn *c, const proto_msg *msg, void *userdata);
+        /* Runs exactly once; the connection is freed after it returns.
+         * status is 0 when closed with status 0 or when the peer ended the
+         * stream at a frame boundary; < 0 otherwise (err says why). */
+        void (*closed)(xfer_conn *c, int status, const nm_error *err, void *userdata);
+};
+
+/* Wraps a connected stream (uv_pipe_t, uv_tcp_t; allocated with malloc()).
+ * The stream is transferred: the connection closes and frees it. Starts
+ * reading at once. */
+int xfer_conn_new_stream(uv_stream_t *stream, const xfer_conn_callbacks *cbs, void *userdata, nm_error *err,
+                         xfer_conn **ret);
+
+/* Same, for an fd (a pipe or a socket). The fd is transferred, also when
+ * this fails. */
+int xfer_conn_new_fd(uv_loop_t *loop, int fd, const xfer_conn_callbacks *cbs, void *userdata, nm_error *err,
+                     xfer_conn **ret);
+
+/* Encodes msg and queues it. Fails with -EPIPE once the connection is
+ * closing; err says why. */
+int xfer_conn_send(xfer_conn *c, const proto_msg *msg, nm_error *err);
+
+/* Queues a DATA frame without copying its payload: the header is encoded
+ * separately and payload is written from where it is. release(release_ud)
+ * runs exactly once when the bytes have left or the connection is gone;
+ * when this call fails, it does not run and the caller keeps payload. */
+int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
+                        void (*release)(void *ud), void *release_ud, nm_error *err);
+
+/* Bytes queued and not yet handed to the kernel (or to libssh2). */
+size_t xfer_conn_queued(const xfer_conn *c);
+
+/* Back-pressure for one producer at a time (xfer_send_dir uses it): cb runs
+ * whenever the queue shrinks from above low_water to at most low_water,
+ * from the loop, never from inside a send. cb NULL removes it. */
+typedef void (*xfer_conn_drain_cb)(xfer_conn *c, void *userdata);
+void xfer_conn_set_drain(xfer_conn *c, size_t low_water, xfer_conn_drain_cb cb, void *userdata);
+
+/* Closes the connection with ms of neither bytes received nor queued bytes
+ * leaving (-ETIMEDOUT). 0 turns it off (the default). */
+void xfer_conn_set_idle_timeout(xfer_conn *c, uint64_t ms);
+
+/* Stops delivering messages and ends the connection. With status 0 the
+ * queued bytes are written first (an SSH channel gets EOF); with status < 0
+ * the queue is dropped. err (may be NULL) is copied and handed to the closed
+ * callback. Calling it again is harmless. */
+void xfer_conn_close(xfer_conn *c, int status, const nm_error *err);
+
+void xfer_conn_set_userdata(xfer_conn *c, void *userdata);
+/* The remote command's exit status for an SSH channel (-1 when unknown). */
+int xfer_conn_exit_status(const xfer_conn *c);
+
+/* ------------------------------------------------------------------------ */
+/* Image stream: sender */
+
+typedef struct xfer_send xfer_send;
+
+typedef struct xfer_send_result {
+        uint64_t files;
+        uint64_t bytes;
+        char hmac[XFER_HMAC_HEX_MAX]; /* the tree digest sent in IMAGES_DONE */
+} xfer_send_result;
+
+typedef void (*xfer_send_done_cb)(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res,
+                                  void *userdata);
+
+typedef struct xfer_send_options {
+        const xfer_tree_hooks *hooks;  /* required */
+        const char *mig;               /* migration id carried in every frame */
+        size_t chunk_size;             /* 0: XFER_CHUNK_SIZE */
+        size_t max_queued;             /* stop reading above this many queued bytes; 0: 4 chunks */
+        uint64_t overall_timeout_ms;   /* 0: none */
+        uint64_t progress_interval_ms; /* 0: 1000 */
+        xfer_progress_cb progress;     /* optional */
+        /* Test hook: corrupt the SHA-256 of this file (relpath), to check
+         * that the receiver refuses it. NULL in production. */
+        const char *test_bad_digest;
+} xfer_send_options;
+
+/* Streams the checkpoint directory dir_fd (<dir>/images/ flat files, then
+ * <dir>/metadata.json; checkpoint.hmac is not sent) over c as FILE, DATA...,
+ * FILE_END per file in canonical order, then IMAGES_DONE. Memory stays
+ * bounded: the next chunk is read only while c's queue is below max_queued.
+ * Files are read on the libuv threadpool. dir_fd stays the caller's. cb runs
+ * once when IMAGES_DONE has been queued (0) or on error; the connection is
+ * not closed by the sender, and a closing connection is reported by the
+ * owner calling xfer_send_abort(). */
+int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *opts, xfer_send_done_cb cb,
+                  void *userdata, nm_error *err, xfer_send **ret);
+
+/* Ends a running send: cb runs with status (< 0). Harmless after the end. */
+void xfer_send_abort(xfer_send *x, int status, const nm_error *err);
+
+/* Frees a send whose callback has run, or cancels one whose callback has
+ * not (cb then never runs). Returns NULL. */
+xfer_send *xfer_send_free(xfer_send *x);
+
+/* ------------------------------------------------------------------------ */
+/* Image stream: receiver sink */
+
+typedef struct xfer_recv xfer_recv;
+
+typedef struct xfer_recv_result {
+        uint64_t files;
+        uint64_t bytes;
+        char hmac[XFER_HMAC_HEX_MAX];
+} xfer_recv_result;
+
+typedef void (*xfer_recv_done_cb)(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
+                                  void *userdata);
+
+typedef struct xfer_recv_options {
+        const xfer_tree_hooks *hooks;  /* required */
+        const char *mig;               /* when set, every message must carry this migration id */
+        uint64_t expected_bytes;       /* for progress only (e.g. OFFER's estimate); 0: unknown */
+        uint64_t max_bytes;            /* refuse a stream larger than this; 0: no limit */
+        uint64_t idle_timeout_ms;      /* no frame fed for this long ends the transfer; 0: none */
+        uint64_t progress_interval_ms; /* 0: 1000 */
+        xfer_progress_cb progress;     /* optional */
+} xfer_recv_options;
+
+/* Creates the staging directory name (one component) below parent_fd, mode
+ * 0700; fails with -EEXIST when it exists. parent_fd stays the caller's. */
+int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_recv_options *opts,
+                  xfer_recv_done_cb cb, void *userdata, nm_error *err, xfer_recv **ret);
+
+/* Feeds one FILE, DATA, FILE_END or IMAGES_DONE message (others: -EPROTO).
+ * Returns < 0 when the stream is refused: the staging directory is then
+ * already removed, err says why, and cb runs later with the same error.
+ * After IMAGES_DONE has been verified the files and directories are fsynced
+ * on the threadpool and cb runs with 0: the staging directory is then a
+ * complete checkpoint directory with checkpoint.hmac, and it is the
+ * caller's. */
+int xfer_recv_feed(xfer_recv *r, const proto_msg *msg, nm_error *err);
+
+/* Ends the transfer (dropped connection, ABORT from the peer, ...): removes
+ * staging; cb runs with status. Harmless after the end. */
+void xfer_recv_abort(xfer_recv *r, int status, const nm_error *err);
+
+/* Frees the sink; a transfer that has not succeeded is aborted first and its
+ * staging removed; cb does not run after this. Returns NULL. */
+xfer_recv *xfer_recv_free(xfer_recv *r);
+
+/* ------------------------------------------------------------------------ */
+/* dial-stdio */
+
+typedef void (*xfer_dial_done_cb)(int status, const nm_error *err, void *userdata);
+
+/* Connects to the unix socket socket_path and relays stdin to it and its
+ * replies to stdout until both directions have ended (EOF is passed on as a
+ * shutdown). stdin and stdout may be pipes, sockets, ttys or files. cb runs
+ * once, after every handle is closed. */
+int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, xfer_dial_done_cb cb,
+                    void *userdata, nm_error *err);
