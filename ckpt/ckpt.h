@@ -1,0 +1,290 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* ckpt/: checkpoint and restore of nucleus containers with CRIU.
+ *
+ * libckpt (meson `ckpt_dep`) drives libcriu on the libuv thread pool, finds
+ * containers in the nucleus state directory and manages restored process
+ * trees. It links libckpt_format (ckpt-format.h: HMAC, tree walk, key,
+ * metadata and state JSON), whose declarations this header includes.
+ *
+ * One dump or restore runs at a time per process: libcriu's notification
+ * callback carries no user data, so the operation in flight is found through
+ * a static pointer. A second ckpt_dump/ckpt_restore meanwhile is -EBUSY. */
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#include "ckpt-format.h"
+#include "error.h"
+
+/* ------------------------------------------------------------------------
+ * Containers in the state directory ($NUCLEUS_STATE_DIR, else
+ * /var/run/nucleus for root) */
+
+int ckpt_state_dir(char **ret);
+
+/* Every parsable <id>.json (symlinks and unparsable files are skipped, as
+ * nucleus skips them; ret_skipped, if not NULL, counts them). A missing
+ * directory is an empty list. */
+int ckpt_container_list(const char *state_dir, ckpt_container ***ret, size_t *ret_n, size_t *ret_skipped,
+                        nm_error *err);
+void ckpt_container_list_free(ckpt_container **l, size_t n);
+
+/* Exact id, then exact name (must be unique), then unique id prefix.
+ * Missing: -ENOENT; ambiguous: -ENOTUNIQ; both with the candidates named. */
+int ckpt_container_find(const char *state_dir, const char *ref, ckpt_container **ret, nm_error *err);
+
+/* A bare process tree: id and name "pid-<pid>", bare = true, no state file,
+ * so that the same dump path serves `--pid`. */
+int ckpt_container_from_pid(pid_t pid, ckpt_container **ret, nm_error *err);
+
+/* Status is not "stopped", start_ticks is known, and /proc/<pid>/stat field
+ * 22 equals it (a reused pid is not the container). A zombie is not running. */
+bool ckpt_container_is_running(const ckpt_container *c);
+
+/* Refuses gVisor containers and containers not running, saying why. */
+int ckpt_container_check_movable(const ckpt_container *c, nm_error *err);
+
+/* Writes <state_dir>/<id>.json for a restored container: its state (unknown
+ * fields kept) with the new pid and start_ticks (0: read from /proc) and
+ * status "running". The directory is created 0700 (a symlink is refused);
+ * the file is 0600, written to <id>.json.tmp, fsynced and renamed. */
+int ckpt_state_write_restored(const char *state_dir, const ckpt_container *c, pid_t new_pid,
+                              uint64_t new_start_ticks, nm_error *err);
+
+/* Removes <state_dir>/<id>.json; a missing file is success. */
+int ckpt_state_remove(const char *state_dir, const char *id, nm_error *err);
+
+/* -EEXIST when a container with this id runs on this node already: a second
+ * copy must never be restored beside it. */
+int ckpt_state_check_not_running(const char *state_dir, const char *id, nm_error *err);
+
+/* ------------------------------------------------------------------------
+ * Restored process trees */
+
+/* The pids of root and all its descendants (walking
+ * /proc/<pid>/task/<tid>/children), root first. */
+int ckpt_tree_pids(pid_t root, pid_t **ret, size_t *ret_n);
+
+/* SIGCONT to every process of the tree: CRIU's --leave-stopped stops every
+ * task, and continuing only the root would leave it blocked on its stopped
+ * children. root_start_ticks (0: unchecked) guards against a reused pid. */
+int ckpt_resume(pid_t root, uint64_t root_start_ticks, nm_error *err);
+
+/* SIGKILL to every process of a (stopped) restored tree, then waits up to
+ * two seconds until each is gone (exited, or a zombie left for its parent to
+ * reap); -ETIMEDOUT if one is still there. For aborting a restore. */
+int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err);
+
+/* ------------------------------------------------------------------------
+ * The criu binary */
+
+#define CKPT_CRIU_MIN_VERSION 40200 /* 4.2: see DESIGN.md "CRIU" */
+
+typedef struct ckpt_criu {
+        char *path;           /* absolute */
+        char *version;        /* "4.2.1" */
+        unsigned version_num; /* 40201: major*10000 + minor*100 + sublevel */
+} ckpt_criu;
+
+/* configured != NULL: that binary. Otherwise, for root, the first of
+ * /usr/local/sbin/criu, /usr/sbin/criu, /usr/local/bin/criu, /usr/bin/criu
+ * that passes the checks and is >= 4.2 (a broken Debian 3.17 in /usr/sbin
+ * is passed over for a good one in /usr/local/sbin), never $PATH; other
+ * users also search $PATH afterwards. Checks: a regular executable file,
+ * owned by root or the caller, not group/other-writable, in directories
+ * that are not group/other-writable (sticky ones aside); its version comes
+ * from `criu --version`. The error lists every candidate and why it was
+ * passed over. Runs `criu --version` synchronously (milliseconds): resolve
+ * once at start-up. */
+int ckpt_criu_resolve(const char *configured, ckpt_criu **ret, nm_error *err);
+ckpt_criu *ckpt_criu_free(ckpt_criu *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ckpt_criu *, ckpt_criu_free);
+
+/* ------------------------------------------------------------------------
+ * Dump and restore */
+
+typedef enum ckpt_cgroup_mode {
+        CKPT_CGROUP_DEFAULT, /* CRIU's own default ("soft") */
+        CKPT_CGROUP_IGNORE,
+        CKPT_CGROUP_NONE,
+        CKPT_CGROUP_PROPS,
+        CKPT_CGROUP_SOFT,
+        CKPT_CGROUP_FULL,
+        CKPT_CGROUP_STRICT,
+        _CKPT_CGROUP_MODE_MAX,
+        _CKPT_CGROUP_MODE_INVALID = -EINVAL,
+} ckpt_cgroup_mode;
+
+const char *ckpt_cgroup_mode_to_string(ckpt_cgroup_mode m);
+ckpt_cgroup_mode ckpt_cgroup_mode_from_string(const char *s);
+
+typedef struct ckpt_ext_mount {
+        const char *key; /* dump: mount point; restore: the key */
+        const char *val; /* dump: the key; restore: the host path */
+} ckpt_ext_mount;
+
+/* CRIU options for both directions. Zeroed is the safe default: everything
+ * off, CRIU's default cgroup mode, log level 4, network locked with nftables. */
+typedef struct ckpt_criu_opts {
+        const ckpt_criu *criu; /* NULL: ckpt_criu_resolve(NULL) */
+        const char *work_dir;  /* CRIU's work dir and logs; NULL: "<dir>.work". Never inside <dir>. */
+        bool tcp_established;
+        bool ext_unix_sk;
+        bool file_locks;
+        bool shell_job;
+        ckpt_cgroup_mode manage_cgroups;
+        const ckpt_ext_mount *ext_mounts;
+        size_t n_ext_mounts;
+        int log_level; /* 0: 4 (debug) */
+} ckpt_criu_opts;
+
+typedef struct ckpt_dump_opts {
+        ckpt_criu_opts criu;
+        bool sign;          /* write checkpoint.hmac after the dump */
+        const uint8_t *key; /* NULL: ckpt_key_load(NULL), before the dump */
+        size_t key_len;
+        const char *node_name; /* nm_source_node; NULL: the host name */
+} ckpt_dump_opts;
+
+typedef struct ckpt_restore_opts {
+        ckpt_criu_opts criu;
+        bool verify;        /* check checkpoint.hmac first; refuse on mismatch */
+        const uint8_t *key; /* NULL: ckpt_key_load(NULL) */
+        size_t key_len;
+        bool leave_stopped; /* every task left stopped: see ckpt_resume */
+} ckpt_restore_opts;
+
+typedef enum ckpt_op_state {
+        CKPT_OP_IDLE,
+        CKPT_OP_RUNNING,
+        CKPT_OP_DONE,
+        _CKPT_OP_STATE_MAX,
+        _CKPT_OP_STATE_INVALID = -EINVAL,
+} ckpt_op_state;
+
+/* CRIU's notifications ("pre-dump", "network-lock", "post-dump",
+ * "pre-restore", "post-restore", "pre-resume", "post-resume", ...), called
+ * on the loop in the order CRIU sent them, at_usec on CLOCK_MONOTONIC. */
+typedef void (*ckpt_event_cb)(void *data, const char *event, uint64_t at_usec);
+
+#define CKPT__EVENTS_MAX 16
+
+/* Private: the state one libcriu call shares between loop and worker. */
+typedef struct ckpt__call {
+        void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
+        void (*finish)(struct ckpt__call *call);
+        uv_loop_t *loop;
+        uv_work_t work;
+        uv_async_t async;
+        pthread_mutex_t lock;
+        struct {
+                char name[32];
+                uint64_t at_usec;
+        } events[CKPT__EVENTS_MAX];
+        unsigned n_events, n_delivered;
+        uint64_t pre_usec, post_usec; /* pre-dump/post-dump or pre-/post-restore */
+        struct criu_opts *copts;
+        int dfd, imgfd, workfd;
+        char *dir;
+        char *work_dir;
+        uint8_t *key;
+        size_t key_len;
+        int rc;
+} ckpt__call;
+
+typedef struct ckpt_dump_stats {
+        uint64_t total_usec;    /* ckpt_dump() to the callback */
+        uint64_t criu_usec;     /* the libcriu call */
+        uint64_t frozen_usec;   /* tasks frozen: CRIU's stats-dump, else pre-dump..post-dump */
+        uint64_t freezing_usec; /* from stats-dump (0 when unknown) */
+        uint64_t memdump_usec;  /* from stats-dump */
+        uint64_t memwrite_usec; /* from stats-dump */
+        uint64_t pages_written; /* from stats-dump */
+        uint64_t sign_usec;     /* hashing and writing checkpoint.hmac */
+        uint64_t image_bytes;   /* bytes under images/ */
+        bool from_criu_stats;   /* frozen_usec came from stats-dump */
+} ckpt_dump_stats;
+
+typedef struct ckpt_dump_req ckpt_dump_req;
+typedef void (*ckpt_dump_cb)(ckpt_dump_req *req, int status); /* 0 or -errno */
+
+struct ckpt_dump_req {
+        void *data;             /* public: caller context */
+        ckpt_event_cb event_cb; /* public, optional; set before ckpt_dump() */
+        ckpt_op_state state;    /* read-only */
+        /* Results, valid in the callback until ckpt_dump_req_done(): */
+        bool dumped;                      /* CRIU wrote the images: the source copy is gone */
+        bool source_running;              /* on failure: the container still runs */
+        char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
+        ckpt_dump_stats stats;
+        ckpt_metadata *metadata; /* as written to metadata.json */
+        char *criu_path, *criu_version;
+        char *work_dir;    /* CRIU's log: <work_dir>/dump.log */
+        char warning[512]; /* a non-fatal problem, or "" */
+        nm_error error;    /* when status < 0 (also for synchronous errors) */
+        /* private */
+        ckpt__call call;
+        ckpt_dump_cb cb;
+        pid_t pid;
+        uint64_t start_ticks;
+        uint64_t t0;
+};
+
+/* Dumps c into dir (created 0700 and required empty: <dir>/metadata.json,
+ * <dir>/images/ 0700, <dir>/checkpoint.hmac when opts->sign), leave-running
+ * off, network locked with nftables. Everything that can be checked or
+ * captured is done before CRIU starts (container running, criu binary, key,
+ * directories, metadata): a failure there is returned synchronously, in
+ * req->error too, and the container has not been touched. Once it returns 0,
+ * cb runs exactly once on the loop. A failure after CRIU's dump succeeded
+ * (signing) leaves req->dumped true: the images are complete and restorable. */
+int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
+              const ckpt_dump_opts *opts, ckpt_dump_cb cb);
+/* Frees what the results hold; the req itself stays the caller's. */
+void ckpt_dump_req_done(ckpt_dump_req *req);
+
+typedef struct ckpt_restore_stats {
+        uint64_t total_usec;   /* ckpt_restore() to the callback */
+        uint64_t verify_usec;  /* HMAC check */
+        uint64_t criu_usec;    /* the libcriu call */
+        uint64_t restore_usec; /* CRIU's stats-restore restore_time (0 when unknown) */
+        uint64_t forking_usec; /* CRIU's stats-restore forking_time */
+} ckpt_restore_stats;
+
+typedef struct ckpt_restore_req ckpt_restore_req;
+typedef void (*ckpt_restore_cb)(ckpt_restore_req *req, int status);
+
+struct ckpt_restore_req {
+        void *data;
+        ckpt_event_cb event_cb;
+        ckpt_op_state state;
+        /* Results: */
+        pid_t pid;            /* the restored root (host pid) */
+        uint64_t start_ticks; /* its start time, for the state file */
+        bool stopped;         /* tasks left stopped: ckpt_resume() or ckpt_kill_tree() */
+        bool verified;        /* the HMAC matched */
+        char hmac[CKPT_HMAC_HEX_LEN + 1];
+        ckpt_restore_stats stats;
+        ckpt_metadata *metadata; /* the checkpoint's metadata.json */
+        char *criu_path, *criu_version;
+        char *work_dir; /* <work_dir>/restore.log */
+        nm_error error;
+        /* private */
+        ckpt__call call;
+        ckpt_restore_cb cb;
+        uint64_t t0;
+};
+
+/* Restores the checkpoint in dir, detached. With opts->verify the HMAC is
+ * checked first, on the thread pool, and a mismatch (-EBADMSG) ends it before
+ * CRIU runs. Nothing is written inside dir (CRIU's work dir is elsewhere), so
+ * a failed restore can be retried from the same images. Synchronous errors
+ * as for ckpt_dump. */
+int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts,
+                 ckpt_restore_cb cb);
+void ckpt_restore_req_done(ckpt_restore_req *req);

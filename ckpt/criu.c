@@ -1,0 +1,739 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Dump and restore with libcriu on the libuv thread pool. The only file of
+ * the project that includes criu.h.
+ *
+ * libcriu's calls block: they fork `criu swrk`, talk RPC over a socketpair
+ * and waitpid() that one child (never -1). They run under uv_queue_work.
+ * CRIU's notifications arrive on the worker thread inside the call; they are
+ * queued and forwarded to the loop with uv_async_send. */
+#include <criu.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt-internal.h"
+#include "ckpt.h"
+#include "fs-util.h"
+
+#define DEFAULT_LOG_LEVEL 4
+#define DUMP_LOG "dump.log"
+#define RESTORE_LOG "restore.log"
+#define RESTORE_CONF "restore.conf"
+#define STATS_MAX (64 * 1024)
+
+/* libcriu's notify callback has no user-data pointer (criu.h:
+ * criu_local_set_notify_cb), so the one operation in flight is found here.
+ * One dump or restore at a time per process: ckpt_dump/ckpt_restore refuse a
+ * second one with -EBUSY. Set and cleared on the loop thread; the worker reads
+ * it only between uv_queue_work() and the after-work callback, ordered by the
+ * thread pool's own locking. */
+static ckpt__call *active;
+
+static const enum criu_cg_mode cg_modes[_CKPT_CGROUP_MODE_MAX] = {
+        [CKPT_CGROUP_DEFAULT] = CRIU_CG_MODE_DEFAULT, [CKPT_CGROUP_IGNORE] = CRIU_CG_MODE_IGNORE,
+        [CKPT_CGROUP_NONE] = CRIU_CG_MODE_NONE,       [CKPT_CGROUP_PROPS] = CRIU_CG_MODE_PROPS,
+        [CKPT_CGROUP_SOFT] = CRIU_CG_MODE_SOFT,       [CKPT_CGROUP_FULL] = CRIU_CG_MODE_FULL,
+        [CKPT_CGROUP_STRICT] = CRIU_CG_MODE_STRICT,
+};
+
+static const char *const cg_names[_CKPT_CGROUP_MODE_MAX] = {
+        [CKPT_CGROUP_DEFAULT] = "default", [CKPT_CGROUP_IGNORE] = "ignore", [CKPT_CGROUP_NONE] = "none",
+        [CKPT_CGROUP_PROPS] = "props",     [CKPT_CGROUP_SOFT] = "soft",     [CKPT_CGROUP_FULL] = "full",
+        [CKPT_CGROUP_STRICT] = "strict",
+};
+
+const char *ckpt_cgroup_mode_to_string(ckpt_cgroup_mode m) {
+        if (m < 0 || m >= _CKPT_CGROUP_MODE_MAX)
+                return NULL;
+        return cg_names[m];
+}
+
+ckpt_cgroup_mode ckpt_cgroup_mode_from_string(const char *s) {
+        for (int i = 0; s && i < _CKPT_CGROUP_MODE_MAX; i++)
+                if (strcmp(s, cg_names[i]) == 0)
+                        return (ckpt_cgroup_mode)i;
+        return _CKPT_CGROUP_MODE_INVALID;
+}
+
+/* ---- notifications ------------------------------------------------------ */
+
+static int notify_cb(char *action, criu_notify_arg_t na) {
+        ckpt__call *call = active;
+        uint64_t now = ckpt__now_usec();
+        (void)na;
+
+        if (!call || !action)
+                return 0;
+        pthread_mutex_lock(&call->lock);
+        if (call->n_events < CKPT__EVENTS_MAX) {
+                snprintf(call->events[call->n_events].name, sizeof(call->events[0].name), "%s", action);
+                call->events[call->n_events].at_usec = now;
+                call->n_events++;
+        }
+        if (strcmp(action, "pre-dump") == 0 || strcmp(action, "pre-restore") == 0)
+                call->pre_usec = now;
+        else if (strcmp(action, "post-dump") == 0 || strcmp(action, "post-restore") == 0)
+                call->post_usec = now;
+        pthread_mutex_unlock(&call->lock);
+        (void)uv_async_send(&call->async);
+        /* 0 lets CRIU go on; the events are only observed. */
+        return 0;
+}
+
+static void deliver_events(ckpt__call *call) {
+        for (;;) {
+                char name[sizeof(call->events[0].name)];
+                uint64_t at;
+
+                pthread_mutex_lock(&call->lock);
+                if (call->n_delivered >= call->n_events) {
+                        pthread_mutex_unlock(&call->lock);
+                        return;
+                }
+                memcpy(name, call->events[call->n_delivered].name, sizeof(name));
+                at = call->events[call->n_delivered].at_usec;
+                call->n_delivered++;
+                pthread_mutex_unlock(&call->lock);
+                if (call->event)
+                        call->event(call, name, at);
+        }
+}
+
+static void on_async(uv_async_t *a) {
+        deliver_events(container_of(a, ckpt__call, async));
+}
+
+/* ---- the call's life: begin on the loop, work, finish on the loop ------- */
+
+static void call_init(ckpt__call *call) {
+        *call = (ckpt__call){.dfd = -EBADF, .imgfd = -EBADF, .workfd = -EBADF};
+}
+
+/* Frees what the call holds; the results stay in the request. */
+static void call_release(ckpt__call *call) {
+        if (call->copts)
+                criu_local_free_opts(call->copts);
+        call->copts = NULL;
+        int *fds[] = {&call->dfd, &call->imgfd, &call->workfd};
+        for (size_t i = 0; i < ARRAY_SIZE(fds); i++)
+                if (*fds[i] >= 0) {
+                        close(*fds[i]);
+                        *fds[i] = -EBADF;
+                }
+        free(call->dir);
+        call->dir = NULL;
+        free(call->work_dir);
+        call->work_dir = NULL;
+        ckpt_key_free(call->key, call->key_len);
+        call->key = NULL;
+}
+
+static void on_closed(uv_handle_t *h) {
+        ckpt__call *call = container_of((uv_async_t *)h, ckpt__call, async);
+        active = NULL;
+        pthread_mutex_destroy(&call->lock);
+        call->finish(call);
+}
+
+static void after_work(uv_work_t *w, int status) {
+        ckpt__call *call = container_of(w, ckpt__call, work);
+        if (status == UV_ECANCELED && call->rc >= 0)
+                call->rc = -ECANCELED;
+        deliver_events(call);
+        /* The handle belongs to the request, which the callback may free:
+         * call back only once the handle is closed. */
+        uv_close((uv_handle_t *)&call->async, on_closed);
+}
+
+/* Runs the prepared call. From here on the callback runs exactly once. */
+static int call_start(ckpt__call *call, uv_loop_t *loop, uv_work_cb work, nm_error *err) {
+        int r;
+
+        call->loop = loop;
+        r = pthread_mutex_init(&call->lock, NULL);
+        if (r != 0)
+                return nm_error_errno(err, -r, "pthread_mutex_init");
+        r = uv_async_init(loop, &call->async, on_async);
+        if (r < 0) {
+                pthread_mutex_destroy(&call->lock);
+                return nm_error_set(err, r, "uv_async_init: %s", uv_strerror(r));
+        }
+        active = call;
+        r = uv_queue_work(loop, &call->work, work, after_work);
+        if (r < 0) {
+                /* Cannot happen with a work callback given; if it does, the
+                 * error still travels the one way out: the callback. */
+                call->rc = nm_error_set(err, r, "uv_queue_work: %s", uv_strerror(r));
+                uv_close((uv_handle_t *)&call->async, on_closed);
+        }
+        return 0;
+}
+
+/* ---- preparation shared by dump and restore ---------------------------- */
+
+static int resolve_criu(const ckpt_criu_opts *o, char **ret_path, char **ret_version, nm_error *err) {
+        _cleanup_(ckpt_criu_freep) ckpt_criu *own = NULL;
+        const ckpt_criu *criu = o->criu;
+        int r;
+
+        if (!criu) {
+                r = ckpt_criu_resolve(NULL, &own, err);
+                if (r < 0)
+                        return r;
+                criu = own;
+        }
+        *ret_path = strdup(criu->path);
+        *ret_version = strdup(criu->version);
+        if (!*ret_path || !*ret_version)
+                return -ENOMEM;
+        return 0;
+}
+
+static int copy_key(ckpt__call *call, const uint8_t *key, size_t key_len, nm_error *err) {
+        if (!key)
+                return ckpt_key_load(NULL, &call->key, &call->key_len, err);
+        call->key = malloc(key_len);
+        if (!call->key)
+                return -ENOMEM;
+        memcpy(call->key, key, key_len);
+        call->key_len = key_len;
+        return 0;
+}
+
+/* "<dir>.work" beside the checkpoint directory. */
+static int default_work_dir(const char *dir, char **ret) {
+        size_t n = strlen(dir);
+        while (n > 1 && dir[n - 1] == '/')
+                n--;
+        if (n == 0 || (n == 1 && dir[0] == '/'))
+                return -EINVAL;
+        return asprintf(ret, "%.*s.work", (int)n, dir) < 0 ? -ENOMEM : 0;
+}
+
+/* Creates the work directory 0700 and checks that it is not the checkpoint
+ * directory or inside it: CRIU writes its log and stats-* files there, and a
+ * signed tree must not change. */
+static int open_work_dir(ckpt__call *call, const char *configured, const char *dir, nm_error *err) {
+        _cleanup_free_ char *path = NULL, *real_dir = NULL;
+        size_t n;
+        int r;
+
+        if (configured) {
+                path = strdup(configured);
+                if (!path)
+                        return -ENOMEM;
+        } else {
+                r = default_work_dir(dir, &path);
+                if (r < 0)
+                        return nm_error_set(err, r, "cannot derive a work directory from '%s'", dir);
+        }
+        call->workfd = mkdir_p_secure(path, 0700);
+        if (call->workfd < 0)
+                return nm_error_errno(err, call->workfd, "cannot create CRIU work directory %s", path);
+        call->work_dir = realpath(path, NULL);
+        real_dir = realpath(dir, NULL);
+        if (!call->work_dir || !real_dir)
+                return nm_error_errno(err, negative_errno(), "cannot resolve %s",
+                                      call->work_dir ? dir : path);
+        n = strlen(real_dir);
+        if (strncmp(call->work_dir, real_dir, n) == 0 &&
+            (call->work_dir[n] == '\0' || call->work_dir[n] == '/' || strcmp(real_dir, "/") == 0))
+                return nm_error_set(err, -EINVAL,
+                                    "CRIU work directory %s must be outside the checkpoint directory %s",
+                                    path, dir);
+        return 0;
+}
+
+static void unlink_stale(int dfd, const char *const *names) {
+        for (; *names; names++)
+                (void)unlinkat(dfd, *names, 0);
+}
+
+static int build_copts(ckpt__call *call, const ckpt_criu_opts *o, const char *criu_path, const char *log,
+                       nm_error *err) {
+        struct criu_opts *c = NULL;
+        int r = 0;
+
+        if (criu_local_init_opts(&c) < 0)
+                return nm_error_set(err, -ENOMEM, "cannot set up libcriu options");
+        call->copts = c;
+        if (criu_local_set_service_binary(c, criu_path) < 0 || criu_local_set_log_file(c, log) < 0)
+                return -ENOMEM;
+        criu_local_set_images_dir_fd(c, call->imgfd);
+        criu_local_set_work_dir_fd(c, call->workfd);
+        criu_local_set_log_level(c, o->log_level > 0 ? o->log_level : DEFAULT_LOG_LEVEL);
+        criu_local_set_tcp_established(c, o->tcp_established);
+        criu_local_set_ext_unix_sk(c, o->ext_unix_sk);
+        criu_local_set_file_locks(c, o->file_locks);
+        criu_local_set_shell_job(c, o->shell_job);
+        if (o->manage_cgroups < 0 || o->manage_cgroups >= _CKPT_CGROUP_MODE_MAX)
+                return nm_error_set(err, -EINVAL, "bad cgroup mode");
+        if (o->manage_cgroups != CKPT_CGROUP_DEFAULT) {
+                criu_local_set_manage_cgroups(c, true);
+                criu_local_set_manage_cgroups_mode(c, cg_modes[o->manage_cgroups]);
+        }
+        for (size_t i = 0; i < o->n_ext_mounts && r >= 0; i++) {
+                if (!o->ext_mounts[i].key || !o->ext_mounts[i].val)
+                        return nm_error_set(err, -EINVAL, "external mount without key or value");
+                r = criu_local_add_ext_mount(c, o->ext_mounts[i].key, o->ext_mounts[i].val);
+        }
+        if (r < 0)
+                return nm_error_set(err, -ENOMEM, "cannot add external mounts");
+        /* Containers have their own network namespace; nftables needs no
+         * iptables binaries. On restore CRIU uses the dump's method. */
+        if (criu_local_set_network_lock(c, CRIU_NETWORK_LOCK_NFTABLES) < 0)
+                return nm_error_set(err, -EINVAL, "cannot select nftables network locking");
+        criu_local_set_notify_cb(c, notify_cb);
+        return 0;
+}
+
+/* Worker threads of the pool may run with signals blocked, and criu swrk
+ * inherits the mask through fork and exec: CRIU would then never see its
+ * own SIGALRM timeout or SIGCHLD. Unblock everything around the call. A
+ * process-directed signal may land on this thread meanwhile; libuv's
+ * handlers are fine with that. */
+static void unblock_signals(sigset_t *old) {
+        sigset_t none;
+        sigemptyset(&none);
+        pthread_sigmask(SIG_SETMASK, &none, old);
+}
+
+static void restore_signals(const sigset_t *old) {
+        pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* libcriu returns -EBADE when CRIU answered "failed", with CRIU's errno in
+ * errno; other codes mean it could not talk to CRIU at all. */
+static int criu_failure_code(int ret, int saved_errno) {
+        if (ret == -EBADE)
+                return saved_errno > 0 ? -saved_errno : -EIO;
+        return ret < 0 ? ret : -EIO;
+}
+
+static void read_stats(int workfd, const char *name, ckpt__stats *ret) {
+        _cleanup_free_ char *buf = NULL;
+        size_t len = 0;
+        *ret = (ckpt__stats){};
+        if (read_file_at(workfd, name, STATS_MAX, &buf, &len) >= 0)
+                (void)ckpt__stats_parse((const uint8_t *)buf, len, ret);
+}
+
+static bool pid_still(pid_t pid, uint64_t ticks) {
+        ckpt_container c = {.pid = pid, .start_ticks = ticks, .status = CKPT_STATUS_RUNNING};
+        return ckpt_container_is_running(&c);
+}
+
+/* ---- dump ----------------------------------------------------------------- */
+
+static void dump_event(ckpt__call *call, const char *name, uint64_t at) {
+        ckpt_dump_req *req = container_of(call, ckpt_dump_req, call);
+        if (req->event_cb)
+                req->event_cb(req->data, name, at);
+}
+
+static void dump_finish(ckpt__call *call) {
+        ckpt_dump_req *req = container_of(call, ckpt_dump_req, call);
+        int rc = call->rc;
+
+        call_release(call);
+        req->stats.total_usec = ckpt__now_usec() - req->t0;
+        req->state = CKPT_OP_DONE;
+        if (rc < 0 && req->error.code == 0)
+                nm_error_errno(&req->error, rc, "checkpoint failed");
+        req->cb(req, rc); /* last: it may free req */
+}
+
+static void dump_fill_stats(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        ckpt__stats st;
+
+        read_stats(call->workfd, "stats-dump", &st);
+        if (st.dump) {
+                req->stats.from_criu_stats = true;
+                req->stats.frozen_usec = st.frozen_us;
+                req->stats.freezing_usec = st.freezing_us;
+                req->stats.memdump_usec = st.memdump_us;
+                req->stats.memwrite_usec = st.memwrite_us;
+                req->stats.pages_written = st.pages_written;
+        } else if (call->post_usec > call->pre_usec && call->pre_usec) {
+                req->stats.frozen_usec = call->post_usec - call->pre_usec;
+        }
+}
+
+/* Everything after CRIU's successful dump: the images are complete, the
+ * source is gone. Nothing here may make them unusable. */
+static int dump_after(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        ckpt_tree_entry *e = NULL;
+        size_t n = 0;
+        nm_error werr = {};
+        uint64_t t;
+        int r;
+
+        dump_fill_stats(req);
+        r = ckpt_tree_walk(call->imgfd, &e, &n, &werr);
+        if (r >= 0) {
+                req->stats.image_bytes = ckpt_tree_bytes(e, n);
+                ckpt_tree_entries_free(e, n);
+                ckpt_metadata_set_image_bytes(req->metadata, req->stats.image_bytes);
+                /* metadata.json from before the dump is complete but for this
+                 * number; failing to rewrite it leaves that file in place. */
+                r = ckpt_metadata_write(call->dfd, req->metadata, &werr);
+        }
+        if (r < 0)
+                snprintf(req->warning, sizeof(req->warning), "image byte count not recorded in %s: %s",
+                         CKPT_METADATA_FILE, nm_error_msg(&werr));
+        if (!call->key)
+                return 0;
+        t = ckpt__now_usec();
+        r = ckpt_sign_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
+        req->stats.sign_usec = ckpt__now_usec() - t;
+        if (r < 0)
+                return nm_error_prefix(
+                        &req->error,
+                        "the dump succeeded (the container is no longer running; its images in %s "
+                        "are complete) but signing failed",
+                        call->dir);
+        return 0;
+}
+
+static void dump_work(uv_work_t *w) {
+        ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
+        ckpt__call *call = &req->call;
+        char excerpt[1024];
+        sigset_t old;
+        uint64_t t;
+        int ret, e;
+
+        /* Written before CRIU runs: a failure here leaves the container as
+         * it was. */
+        call->rc = ckpt_metadata_write(call->dfd, req->metadata, &req->error);
+        if (call->rc < 0)
+                return;
+        /* The pid was checked on the loop; check again right before the dump
+         * so that a container that exited meanwhile is never confused with a
+         * process that took over its pid. */
+        if (!pid_still(req->pid, req->start_ticks)) {
+                call->rc = nm_error_set(&req->error, -ESRCH, "pid %d exited before the dump started",
+                                        (int)req->pid);
+                return;
+        }
+        unblock_signals(&old);
+        t = ckpt__now_usec();
+        ret = criu_local_dump(call->copts);
+        e = errno;
+        req->stats.criu_usec = ckpt__now_usec() - t;
+        restore_signals(&old);
+        if (ret < 0) {
+                (void)ckpt__log_excerpt(call->workfd, DUMP_LOG, excerpt, sizeof(excerpt));
+                call->rc = nm_error_set(&req->error, criu_failure_code(ret, e),
+                                        "criu dump of pid %d failed: %s (log: %s/%s)", (int)req->pid,
+                                        excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
+                                        call->work_dir, DUMP_LOG);
+                req->source_running = pid_still(req->pid, req->start_ticks);
+                return;
+        }
+        req->dumped = true;
+        call->rc = dump_after(req);
+}
+
+static int dir_is_empty(int dfd) {
+        int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+        int r = 1;
+
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return negative_errno();
+        }
+        while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) {
+                        r = 0;
+                        break;
+                }
+        closedir(d);
+        return r;
+}
+
+static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char *dir,
+                        const ckpt_dump_opts *opts) {
+        static const char *const stale[] = {DUMP_LOG, "stats-dump", NULL};
+        ckpt__call *call = &req->call;
+        nm_error *err = &req->error;
+        int r;
+
+        r = ckpt_container_check_movable(c, err);
+        if (r < 0)
+                return r;
+        req->pid = c->pid;
+        req->start_ticks = c->start_ticks;
+        r = resolve_criu(&opts->criu, &req->criu_path, &req->criu_version, err);
+        if (r < 0)
+                return r;
+        if (opts->sign) {
+                r = copy_key(call, opts->key, opts->key_len, err);
+                if (r < 0)
+                        return r;
+        }
+        call->dir = strdup(dir);
+        if (!call->dir)
+                return -ENOMEM;
+        call->dfd = mkdir_p_secure(dir, 0700);
+        if (call->dfd == -ELOOP)
+                return nm_error_set(err, -ELOOP, "refusing symlink checkpoint directory %s", dir);
+        if (call->dfd < 0)
+                return nm_error_errno(err, call->dfd, "cannot create checkpoint directory %s", dir);
+        r = dir_is_empty(call->dfd);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot read %s", dir);
+        if (r == 0)
+                return nm_error_set(
+                        err, -EEXIST,
+                        "checkpoint directory %s is not empty; give a new one (old images must never "
+                        "mix with new ones)",
+                        dir);
+        call->imgfd = mkdirat_secure(call->dfd, CKPT_IMAGES_DIR, 0700);
+        if (call->imgfd < 0)
+                return nm_error_errno(err, call->imgfd, "cannot create %s/%s", dir, CKPT_IMAGES_DIR);
+        r = open_work_dir(call, opts->criu.work_dir, dir, err);
+        if (r < 0)
+                return r;
+        unlink_stale(call->workfd, stale);
+        req->work_dir = strdup(call->work_dir);
+        if (!req->work_dir)
+                return -ENOMEM;
+        r = ckpt_metadata_capture(
+                c, &(ckpt_capture_info){.criu_version = req->criu_version, .node_name = opts->node_name},
+                &req->metadata, err);
+        if (r < 0)
+                return nm_error_prefix(err, "capturing metadata of %s (nothing was dumped)", c->id);
+        r = build_copts(call, &opts->criu, req->criu_path, DUMP_LOG, err);
+        if (r < 0)
+                return r;
+        criu_local_set_pid(call->copts, (int)c->pid);
+        criu_local_set_leave_running(call->copts, false);
+        return 0;
+}
+
+static void req_reset(void *req, size_t size, void **data, ckpt_event_cb *event_cb) {
+        void *d = *data;
+        ckpt_event_cb cb = *event_cb;
+        memset(req, 0, size);
+        *data = d;
+        *event_cb = cb;
+}
+
+int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
+              const ckpt_dump_opts *opts, ckpt_dump_cb cb) {
+        static const ckpt_dump_opts defaults = {.sign = true};
+        int r;
+
+        if (!loop || !req || !c || !dir || !cb)
+                return -EINVAL;
+        req_reset(req, sizeof(*req), &req->data, &req->event_cb);
+        call_init(&req->call);
+        req->t0 = ckpt__now_usec();
+        req->cb = cb;
+        req->call.event = dump_event;
+        req->call.finish = dump_finish;
+        if (active)
+                return nm_error_set(&req->error, -EBUSY, "another checkpoint or restore is in progress");
+        r = dump_prepare(req, c, dir, opts ? opts : &defaults);
+        if (r >= 0)
+                r = call_start(&req->call, loop, dump_work, &req->error);
+        if (r < 0) {
+                call_release(&req->call);
+                ckpt_dump_req_done(req);
+                if (req->error.code == 0)
+                        nm_error_errno(&req->error, r, "cannot checkpoint %s", c->id);
+                return r;
+        }
+        req->state = CKPT_OP_RUNNING;
+        return 0;
+}
+
+void ckpt_dump_req_done(ckpt_dump_req *req) {
+        if (!req)
+                return;
+        req->metadata = ckpt_metadata_free(req->metadata);
+        free(req->criu_path);
+        free(req->criu_version);
+        free(req->work_dir);
+        req->criu_path = req->criu_version = req->work_dir = NULL;
+}
+
+/* ---- restore --------------------------------------------------------------- */
+
+static void restore_event(ckpt__call *call, const char *name, uint64_t at) {
+        ckpt_restore_req *req = container_of(call, ckpt_restore_req, call);
+        if (req->event_cb)
+                req->event_cb(req->data, name, at);
+}
+
+static void restore_finish(ckpt__call *call) {
+        ckpt_restore_req *req = container_of(call, ckpt_restore_req, call);
+        int rc = call->rc;
+
+        call_release(call);
+        req->stats.total_usec = ckpt__now_usec() - req->t0;
+        req->state = CKPT_OP_DONE;
+        if (rc < 0 && req->error.code == 0)
+                nm_error_errno(&req->error, rc, "restore failed");
+        req->cb(req, rc);
+}
+
+static void restore_work(uv_work_t *w) {
+        ckpt_restore_req *req = container_of(w, ckpt_restore_req, call.work);
+        ckpt__call *call = &req->call;
+        char excerpt[1024];
+        ckpt__stats st;
+        sigset_t old;
+        uint64_t t;
+        int ret, e;
+
+        if (call->key) {
+                t = ckpt__now_usec();
+                call->rc = ckpt_verify_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
+                req->stats.verify_usec = ckpt__now_usec() - t;
+                if (call->rc < 0) {
+                        nm_error_prefix(&req->error,
+                                        "checkpoint %s failed verification; nothing was restored",
+                                        call->dir);
+                        return;
+                }
+                req->verified = true;
+        }
+        unblock_signals(&old);
+        t = ckpt__now_usec();
+        ret = criu_local_restore(call->copts);
+        e = errno;
+        req->stats.criu_usec = ckpt__now_usec() - t;
+        restore_signals(&old);
+        if (ret <= 0) {
+                int code = ret == 0 ? -EIO : criu_failure_code(ret, e);
+                (void)ckpt__log_excerpt(call->workfd, RESTORE_LOG, excerpt, sizeof(excerpt));
+                call->rc = nm_error_set(
+                        &req->error, code,
+                        "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
+                        excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
+                req->stopped = false;
+                return;
+        }
+        req->pid = ret;
+        (void)ckpt_proc_start_ticks(req->pid, &req->start_ticks);
+        read_stats(call->workfd, "stats-restore", &st);
+        if (st.restore) {
+                req->stats.restore_usec = st.restore_us;
+                req->stats.forking_usec = st.forking_us;
+        }
+        call->rc = 0;
+}
+
+static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts) {
+        static const char *const stale[] = {RESTORE_LOG, "stats-restore", RESTORE_CONF, NULL};
+        ckpt__call *call = &req->call;
+        nm_error *err = &req->error;
+        _cleanup_free_ char *conf = NULL;
+        int r;
+
+        r = resolve_criu(&opts->criu, &req->criu_path, &req->criu_version, err);
+        if (r < 0)
+                return r;
+        call->dir = strdup(dir);
+        if (!call->dir)
+                return -ENOMEM;
+        call->dfd = open_dir_nofollow(dir);
+        if (call->dfd == -ELOOP)
+                return nm_error_set(err, -ELOOP, "refusing symlink checkpoint directory %s", dir);
+        if (call->dfd < 0)
+                return nm_error_errno(err, call->dfd, "cannot open checkpoint directory %s", dir);
+        call->imgfd = openat_dir_beneath(call->dfd, CKPT_IMAGES_DIR);
+        if (call->imgfd < 0)
+                return nm_error_errno(err, call->imgfd, "cannot open %s/%s", dir, CKPT_IMAGES_DIR);
+        r = ckpt_metadata_load(call->dfd, &req->metadata, err);
+        if (r < 0)
+                return nm_error_prefix(err, "checkpoint %s", dir);
+        if (req->metadata->using_gvisor)
+                return nm_error_set(err, -EOPNOTSUPP,
+                                    "checkpoint %s is of a gVisor container; CRIU cannot restore it", dir);
+        if (opts->verify) {
+                r = copy_key(call, opts->key, opts->key_len, err);
+                if (r < 0)
+                        return r;
+        }
+        r = open_work_dir(call, opts->criu.work_dir, dir, err);
+        if (r < 0)
+                return r;
+        unlink_stale(call->workfd, stale);
+        req->work_dir = strdup(call->work_dir);
+        if (!req->work_dir)
+                return -ENOMEM;
+        r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
+        if (r < 0)
+                return r;
+        if (opts->leave_stopped) {
+                /* libcriu has no setter for RPC's leave_stopped; CRIU applies
+                 * an RPC configuration file over the request's options. */
+                static const char text[] = "leave-stopped\n";
+                r = write_file_atomic_at(call->workfd, RESTORE_CONF, text, sizeof(text) - 1, 0600);
+                if (r < 0)
+                        return nm_error_errno(err, r, "cannot write %s/%s", call->work_dir, RESTORE_CONF);
+                if (asprintf(&conf, "%s/%s", call->work_dir, RESTORE_CONF) < 0) {
+                        conf = NULL;
+                        return -ENOMEM;
+                }
+                if (criu_local_set_config_file(call->copts, conf) < 0)
+                        return -ENOMEM;
+                req->stopped = true;
+        }
+        return 0;
+}
+
+int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts,
+                 ckpt_restore_cb cb) {
+        static const ckpt_restore_opts defaults = {.verify = true, .leave_stopped = true};
+        int r;
+
+        if (!loop || !req || !dir || !cb)
+                return -EINVAL;
+        req_reset(req, sizeof(*req), &req->data, &req->event_cb);
+        call_init(&req->call);
+        req->t0 = ckpt__now_usec();
+        req->cb = cb;
+        req->call.event = restore_event;
+        req->call.finish = restore_finish;
+        if (active)
+                return nm_error_set(&req->error, -EBUSY, "another checkpoint or restore is in progress");
+        r = restore_prepare(req, dir, opts ? opts : &defaults);
+        if (r >= 0)
+                r = call_start(&req->call, loop, restore_work, &req->error);
+        if (r < 0) {
+                call_release(&req->call);
+                ckpt_restore_req_done(req);
+                if (req->error.code == 0)
+                        nm_error_errno(&req->error, r, "cannot restore %s", dir);
+                return r;
+        }
+        req->state = CKPT_OP_RUNNING;
+        return 0;
+}
+
+void ckpt_restore_req_done(ckpt_restore_req *req) {
+        if (!req)
+                return;
+        req->metadata = ckpt_metadata_free(req->metadata);
+        free(req->criu_path);
+        free(req->criu_version);
+        free(req->work_dir);
+        req->criu_path = req->criu_version = req->work_dir = NULL;
+}

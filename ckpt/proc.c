@@ -1,0 +1,191 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Restored process trees: listing, resuming and killing them. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ckpt-internal.h"
+#include "ckpt.h"
+
+#define TREE_MAX 65536
+#define KILL_WAIT_USEC (2 * 1000 * 1000)
+
+typedef struct pid_set {
+        pid_t *p;
+        size_t n, cap;
+} pid_set;
+
+static bool pid_set_has(const pid_set *s, pid_t pid) {
+        for (size_t i = 0; i < s->n; i++)
+                if (s->p[i] == pid)
+                        return true;
+        return false;
+}
+
+static int pid_set_add(pid_set *s, pid_t pid) {
+        if (pid_set_has(s, pid))
+                return 0;
+        if (s->n >= TREE_MAX)
+                return -E2BIG;
+        if (s->n == s->cap) {
+                size_t ncap = s->cap ? s->cap * 2 : 16;
+                pid_t *np = realloc(s->p, ncap * sizeof(pid_t));
+                if (!np)
+                        return -ENOMEM;
+                s->p = np;
+                s->cap = ncap;
+        }
+        s->p[s->n++] = pid;
+        return 0;
+}
+
+/* Adds the children of every thread of pid. A process that is gone by now
+ * simply has no children. */
+static int add_children(pid_set *s, pid_t pid) {
+        char path[64];
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+        d = opendir(path);
+        if (!d)
+                return 0;
+        while (r >= 0 && (de = readdir(d))) {
+                _cleanup_free_ char *text = NULL;
+                char what[96];
+                if (de->d_name[0] == '.')
+                        continue;
+                snprintf(what, sizeof(what), "task/%s/children", de->d_name);
+                if (ckpt__proc_read(pid, what, &text, NULL) < 0)
+                        continue;
+                char *save = NULL;
+                for (char *t = strtok_r(text, " \n", &save); t && r >= 0; t = strtok_r(NULL, " \n", &save)) {
+                        long c = strtol(t, NULL, 10);
+                        if (c > 0)
+                                r = pid_set_add(s, (pid_t)c);
+                }
+        }
+        closedir(d);
+        return r;
+}
+
+int ckpt_tree_pids(pid_t root, pid_t **ret, size_t *ret_n) {
+        pid_set s = {};
+        uint64_t ticks;
+        int r;
+
+        if (root <= 1)
+                return -EINVAL;
+        r = ckpt_proc_start_ticks(root, &ticks);
+        if (r < 0)
+                return r;
+        r = pid_set_add(&s, root);
+        /* Breadth first: s grows while it is walked. */
+        for (size_t i = 0; r >= 0 && i < s.n; i++)
+                r = add_children(&s, s.p[i]);
+        if (r < 0) {
+                free(s.p);
+                return r;
+        }
+        *ret = s.p;
+        *ret_n = s.n;
+        return 0;
+}
+
+static int check_root(pid_t root, uint64_t root_start_ticks, nm_error *err) {
+        uint64_t ticks;
+        int r = ckpt_proc_start_ticks(root, &ticks);
+        if (r == -ESRCH)
+                return nm_error_set(err, -ESRCH, "process %d is gone", (int)root);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot read /proc/%d/stat", (int)root);
+        if (root_start_ticks && ticks != root_start_ticks)
+                return nm_error_set(
+                        err, -ESRCH, "pid %d is another process now (start time %llu, expected %llu)",
+                        (int)root, (unsigned long long)ticks, (unsigned long long)root_start_ticks);
+        return 0;
+}
+
+int ckpt_resume(pid_t root, uint64_t root_start_ticks, nm_error *err) {
+        _cleanup_free_ pid_t *pids = NULL;
+        size_t n = 0;
+        int r;
+
+        r = check_root(root, root_start_ticks, err);
+        if (r < 0)
+                return r;
+        r = ckpt_tree_pids(root, &pids, &n);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot list the process tree of %d", (int)root);
+        /* kill(), not tgkill(): SIGCONT ends the group stop of every
+         * thread of a process. */
+        for (size_t i = 0; i < n; i++)
+                if (kill(pids[i], SIGCONT) < 0 && errno != ESRCH)
+                        return nm_error_errno(err, negative_errno(), "cannot continue pid %d", (int)pids[i]);
+        return 0;
+}
+
+/* Gone: no such pid, another process under it, or a zombie. */
+static bool pid_gone(pid_t pid, uint64_t ticks) {
+        _cleanup_free_ char *stat = NULL;
+        uint64_t now;
+        const char *p;
+
+        if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
+                return true;
+        if (ckpt__parse_start_ticks(stat, &now) < 0 || now != ticks)
+                return true;
+        p = strrchr(stat, ')');
+        return p && (p[2] == 'Z' || p[2] == 'X');
+}
+
+int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
+        _cleanup_free_ pid_t *pids = NULL;
+        _cleanup_free_ uint64_t *ticks = NULL;
+        size_t n = 0;
+        uint64_t deadline;
+        int r;
+
+        r = check_root(root, root_start_ticks, err);
+        if (r == -ESRCH)
+                return 0; /* already gone */
+        if (r < 0)
+                return r;
+        r = ckpt_tree_pids(root, &pids, &n);
+        if (r == -ESRCH)
+                return 0;
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot list the process tree of %d", (int)root);
+        ticks = calloc(n, sizeof(uint64_t));
+        if (!ticks)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                if (ckpt_proc_start_ticks(pids[i], &ticks[i]) < 0)
+                        ticks[i] = 0;
+        for (size_t i = 0; i < n; i++)
+                if (ticks[i] && kill(pids[i], SIGKILL) < 0 && errno != ESRCH)
+                        return nm_error_errno(err, negative_errno(), "cannot kill pid %d", (int)pids[i]);
+        deadline = ckpt__now_usec() + KILL_WAIT_USEC;
+        for (;;) {
+                size_t left = 0;
+                pid_t one = 0;
+                for (size_t i = 0; i < n; i++)
+                        if (ticks[i] && !pid_gone(pids[i], ticks[i])) {
+                                left++;
+                                one = pids[i];
+                        }
+                if (left == 0)
+                        return 0;
+                if (ckpt__now_usec() > deadline)
+                        return nm_error_set(err, -ETIMEDOUT,
+                                            "%zu process(es) of the tree of %d survived SIGKILL (e.g. %d)",
+                                            left, (int)root, (int)one);
+                (void)nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+        }
+}
