@@ -3,47 +3,48 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli-verbs.h"
 #include "cli.h"
 #include "exit-codes.h"
-#include "log.h"
-#include "nm-config.h"
 
 const char *cli_program = "nucleus-migrate";
 
 static const cli_verb verbs[] = {
+        {"migrate", verb_migrate, "move a container to another node (also: CONTAINER TARGET)"},
+        {"drain", verb_drain, "move every running container off this node"},
+        {"cordon", verb_cordon, "refuse incoming migrations on this node"},
+        {"uncordon", verb_uncordon, "accept incoming migrations again"},
+        {"status", verb_status, "this node, its containers, migrations in flight or recent"},
+        {"list", verb_list, "containers and migrations, briefly"},
         {},
 };
 
-static void usage(FILE *f) {
-        fprintf(f,
-                "Usage: %s COMMAND [OPTIONS...]\n"
-                "\n"
-                "Live migration of nucleus containers between nodes.\n"
-                "\n"
-                "Commands:\n",
-                cli_program);
-        for (const cli_verb *v = verbs; v->name; v++)
-                fprintf(f, "  %-12s %s\n", v->name, v->summary);
-        fprintf(f, "\nRun '%s COMMAND --help' for a command's options.\n", cli_program);
+/* `nucleus-migrate CONTAINER TARGET` is `migrate CONTAINER TARGET`. */
+static int shorthand(int argc, char **argv) {
+        if (argc >= 3 && argv[1][0] != '-')
+                return verb_migrate(argc, argv);
+        fprintf(stderr, "%s: unknown command or missing TARGET: '%s'; see '%s --help'\n", cli_program,
+                argc >= 2 ? argv[1] : "", cli_program);
+        return NM_EXIT_USAGE;
 }
 
+static const cli_program_info info = {
+        .usage = "nucleus-migrate CONTAINER TARGET [OPTIONS...]\n"
+                 "       nucleus-migrate COMMAND [OPTIONS...]",
+        .description = "Live migration of nucleus containers between nodes. The local nucleus-agent\n"
+                       "does the work; this command asks it and shows the progress.",
+        .verbs = verbs,
+        .fallback = shorthand,
+        .epilogue = "Exit status: 0 moved; 1 failed, nothing changed; 2 usage; 3 refused; 4 rolled\n"
+                    "back (runs here); 5 in doubt; 6 no such container; 7 integrity (HMAC);\n"
+                    "8 agent not running; 9 lost. See nucleus-migrate(8).\n",
+};
+
 int main(int argc, char **argv) {
-        log_set_ident("nucleus-migrate");
         if (argc < 2) {
-                usage(stderr);
+                char *help[] = {argv[0], (char *)"help", NULL};
+                cli_main(&info, 2, help);
                 return NM_EXIT_USAGE;
         }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
-                usage(stdout);
-                return NM_EXIT_OK;
-        }
-        if (strcmp(argv[1], "--version") == 0) {
-                printf("nucleus-migrate %s\n", NM_VERSION);
-                return NM_EXIT_OK;
-        }
-        for (const cli_verb *v = verbs; v->name; v++)
-                if (strcmp(argv[1], v->name) == 0)
-                        return v->run(argc - 1, argv + 1);
-        fprintf(stderr, "%s: unknown command '%s'; see '%s --help'\n", cli_program, argv[1], cli_program);
-        return NM_EXIT_USAGE;
+        return cli_main(&info, argc, argv);
 }

@@ -1,0 +1,106 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* The node daemon: one libuv loop that owns the control socket, every
+ * migration in flight on this node (as source or destination), the journal,
+ * and the one CRIU operation that may run at a time. */
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "ckpt.h"
+#include "config.h"
+#include "error.h"
+#include "journal.h"
+#include "list.h"
+#include "phase.h"
+#include "proto.h"
+#include "transfer.h"
+
+typedef struct agent agent;
+typedef struct ctl_conn ctl_conn;
+typedef struct mig mig;
+typedef struct drain drain;
+
+/* A connection on the control socket: the local CLI, or a peer agent
+ * arriving through `nucleus-agent dial-stdio` over SSH. */
+struct ctl_conn {
+        agent *a;
+        xfer_conn *conn;
+        struct ucred cred;
+        bool hello_done;
+        proto_role role;
+        char peer_node[PROTO_NAME_MAX + 1];
+        mig *dest; /* the destination migration this peer session carries */
+        mig *watch; /* CLI: the migration whose events it receives */
+        drain *drain; /* CLI: the drain it runs */
+        LIST_FIELDS(ctl_conn, conns);
+};
+
+/* One CRIU operation (libcriu allows one per process: see ckpt.h). */
+typedef struct criu_job criu_job;
+struct criu_job {
+        void (*start)(criu_job *job); /* runs when the job's turn comes */
+        LIST_FIELDS(criu_job, queue);
+};
+
+struct agent {
+        uv_loop_t *loop;
+        agent_config cfg;
+        journal *journal;
+        ckpt_criu *criu;
+        uint8_t *key;
+        size_t key_len;
+        char kernel[65];
+        char *checkpoints_dir; /* <work_dir>/checkpoints: source images */
+        char *staging_dir;     /* <work_dir>/staging: incoming images */
+        char *criu_work_dir;   /* <work_dir>/criu: CRIU's logs, outside signed trees */
+        int staging_fd;
+        bool cordoned;
+        bool stopping;
+        uid_t peer_uid; /* the migration user that dial-stdio runs as */
+        uv_pipe_t listener;
+        uv_signal_t sig_term, sig_int;
+        ctl_conn *conns;
+        mig *migs;
+        criu_job *criu_queue; /* head runs; appended at the tail */
+        bool criu_busy;
+        unsigned n_src, n_dst; /* active migrations per role */
+};
+
+/* daemon.c */
+int agent_run(agent_config *cfg);
+void agent_maybe_exit(agent *a);
+
+/* ctl.c: the control socket */
+int ctl_listen(agent *a, nm_error *err);
+void ctl_close_all(agent *a);
+int ctl_send(ctl_conn *cc, const proto_msg *m);
+void ctl_send_result(ctl_conn *cc, const char *mig_id, json_t *doc);
+void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reason);
+
+/* criu-queue.c: CRIU operations one at a time */
+void criu_queue_push(agent *a, criu_job *job);
+void criu_queue_done(agent *a, criu_job *job);
+
+/* status.c */
+json_t *status_doc(agent *a, const char *ref);
+json_t *list_doc(agent *a);
+void status_node_info(agent *a, proto_node_info *ret);
+uint64_t status_staging_free(agent *a);
+int cordon_set(agent *a, bool on, nm_error *err);
+int cordon_load(agent *a);
+
+/* recover.c: what the journal says must be finished */
+int recover_all(agent *a, nm_error *err);
+
+/* drain.c */
+int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err);
+void drain_cli_gone(drain *d);
+
+/* A short random id (hex) for migrations. */
+void agent_new_id(char out[33]);
+uint64_t now_usec(void);

@@ -1,0 +1,319 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control socket: the local CLI and, through `nucleus-agent dial-stdio`
+ * over SSH, peer agents. Each connection says who it is with HELLO first;
+ * the kernel says who it really is (SO_PEERCRED): root may do anything, the
+ * migration user only speak as a peer, anyone else is turned away. */
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "drain.h"
+#include "fs-util.h"
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+
+#define CTL_MAX_CONNS 256
+#define CTL_HELLO_TIMEOUT_MS 10000
+
+static unsigned n_conns;
+
+int ctl_send(ctl_conn *cc, const proto_msg *m) {
+        nm_error err = {};
+        int r = xfer_conn_send(cc->conn, m, &err);
+        if (r < 0)
+                log_debug("cannot send %s: %s", strna(proto_msg_type_to_string(m->type)), err.msg);
+        return r;
+}
+
+void ctl_send_result(ctl_conn *cc, const char *mig_id, json_t *doc) {
+        _cleanup_free_ char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        proto_msg r = {.type = PROTO_MSG_RESULT, .result = {.mig = mig_id, .doc = text ? text : "{}"}};
+        (void)ctl_send(cc, &r);
+}
+
+void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reason) {
+        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.mig = mig_id, .code = code < 0 ? code : -EIO, .reason = reason}};
+        (void)ctl_send(cc, &e);
+}
+
+/* ---- requests from the CLI ---- */
+
+static bool cli_may_change(ctl_conn *cc) {
+        if (cc->cred.uid == 0)
+                return true;
+        ctl_send_error(cc, NULL, -EPERM, "only root may move, drain or cordon");
+        return false;
+}
+
+static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
+        char id[PROTO_ID_MAX + 1] = "";
+        nm_error err = {};
+        mig *m;
+
+        if (!cli_may_change(cc))
+                return;
+        if (mig_src_start(cc->a, cc, NULL, req, id, &err) < 0) {
+                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "refused", "container", req->container,
+                                        "target", req->target, "errno", -err.code, "error", err.msg);
+                ctl_send_result(cc, NULL, doc);
+                json_decref(doc);
+                return;
+        }
+        m = mig_find(cc->a, id);
+        if (m)
+                cc->watch = m;
+}
+
+static void cli_request(ctl_conn *cc, const proto_msg *msg) {
+        agent *a = cc->a;
+        nm_error err = {};
+        json_t *doc;
+
+        switch ((int)msg->type) { /* most types are invalid here: default handles them */
+        case PROTO_MSG_MIGRATE:
+                cli_migrate(cc, &msg->migrate);
+                return;
+        case PROTO_MSG_DRAIN:
+                if (cli_may_change(cc) && drain_start(a, cc, &msg->drain, &err) < 0)
+                        ctl_send_error(cc, NULL, err.code, err.msg);
+                return;
+        case PROTO_MSG_CORDON:
+                if (!cli_may_change(cc))
+                        return;
+                if (cordon_set(a, msg->cordon.on, &err) < 0) {
+                        ctl_send_error(cc, NULL, err.code, err.msg);
+                        return;
+                }
+                doc = json_pack("{s:s, s:b}", "node", a->cfg.node, "cordoned", a->cordoned);
+                ctl_send_result(cc, NULL, doc);
+                json_decref(doc);
+                return;
+        case PROTO_MSG_STATUS:
+                doc = status_doc(a, msg->status.ref);
+                ctl_send_result(cc, NULL, doc);
+                json_decref(doc);
+                return;
+        case PROTO_MSG_LIST:
+                doc = list_doc(a);
+                ctl_send_result(cc, NULL, doc);
+                json_decref(doc);
+                return;
+        default:
+                break;
+        }
+        ctl_send_error(cc, NULL, -EPROTO, "not a request a CLI can make");
+}
+
+/* ---- HELLO ---- */
+
+static void on_hello(ctl_conn *cc, const proto_hello *h) {
+        agent *a = cc->a;
+        proto_hello ours = {.version = PROTO_VERSION, .min_version = PROTO_MIN_VERSION};
+        uint32_t version;
+        nm_error err = {};
+
+        if (proto_version_negotiate(&ours, h, &version, &err) < 0) {
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return;
+        }
+        if (h->role == PROTO_ROLE_PEER && cc->cred.uid != 0 && cc->cred.uid != a->peer_uid) {
+                nm_error_set(&err, -EPERM, "uid %u may not speak as a peer", (unsigned)cc->cred.uid);
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return;
+        }
+        cc->hello_done = true;
+        cc->role = h->role;
+        snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
+        xfer_conn_set_idle_timeout(cc->conn,
+                                   h->role == PROTO_ROLE_PEER ? (uint64_t)a->cfg.idle_timeout_s * 1000 : 0);
+        proto_msg reply = {.type = PROTO_MSG_HELLO,
+                           .hello = {.version = PROTO_VERSION,
+                                     .min_version = PROTO_MIN_VERSION,
+                                     .node = a->cfg.node,
+                                     .role = PROTO_ROLE_PEER}};
+        (void)ctl_send(cc, &reply);
+        log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node, (unsigned)cc->cred.uid);
+}
+
+static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
+        ctl_conn *cc = ud;
+        nm_error err = {};
+        (void)c;
+
+        if (!cc)
+                return;
+        if (!cc->hello_done) {
+                if (msg->type != PROTO_MSG_HELLO) {
+                        nm_error_set(&err, -EPROTO, "expected HELLO, got %s", strna(proto_msg_type_to_string(msg->type)));
+                        ctl_send_error(cc, NULL, err.code, err.msg);
+                        xfer_conn_close(cc->conn, 0, &err);
+                        return;
+                }
+                on_hello(cc, &msg->hello);
+                return;
+        }
+        if (msg->type == PROTO_MSG_PING) {
+                proto_msg pong = {.type = PROTO_MSG_PONG, .pong = msg->ping};
+                (void)ctl_send(cc, &pong);
+                return;
+        }
+        if (msg->type == PROTO_MSG_PONG || msg->type == PROTO_MSG_HELLO)
+                return;
+        if (cc->role == PROTO_ROLE_CLI)
+                cli_request(cc, msg);
+        else
+                mig_dst_on_message(cc, msg);
+}
+
+static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        ctl_conn *cc = ud;
+        (void)c;
+        if (!cc)
+                return;
+        if (status < 0 && err && err->code)
+                log_debug("%s session from %s ended: %s", proto_role_to_string(cc->role), cc->peer_node, err->msg);
+        if (cc->dest)
+                mig_dst_conn_closed(cc, status, err);
+        if (cc->watch)
+                mig_src_cli_gone(cc->watch);
+        if (cc->drain)
+                drain_cli_gone(cc->drain);
+        LIST_REMOVE(conns, cc->a->conns, cc);
+        n_conns--;
+        free(cc);
+}
+
+static const xfer_conn_callbacks conn_cbs = {.message = conn_message, .closed = conn_closed};
+
+static void on_connection(uv_stream_t *server, int status) {
+        agent *a = server->data;
+        uv_pipe_t *client;
+        ctl_conn *cc;
+        socklen_t len = sizeof(struct ucred);
+        nm_error err = {};
+        uv_os_fd_t fd;
+
+        if (status < 0) {
+                log_warning("control socket: accept failed: %s", uv_strerror(status));
+                return;
+        }
+        client = malloc(sizeof(*client));
+        cc = calloc(1, sizeof(*cc));
+        if (!client || !cc) {
+                free(client);
+                free(cc);
+                return;
+        }
+        uv_pipe_init(a->loop, client, 0);
+        if (uv_accept(server, (uv_stream_t *)client) < 0 || uv_fileno((uv_handle_t *)client, &fd) < 0 ||
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || n_conns >= CTL_MAX_CONNS ||
+            (cc->cred.uid != 0 && cc->cred.uid != a->peer_uid && cc->cred.uid != getuid())) {
+                if (n_conns >= CTL_MAX_CONNS)
+                        log_warning("control socket: %u connections open, refusing more", n_conns);
+                else if (cc->cred.uid)
+                        log_warning("control socket: refusing uid %u (pid %d)", (unsigned)cc->cred.uid, (int)cc->cred.pid);
+                free(cc);
+                uv_close((uv_handle_t *)client, (uv_close_cb)free);
+                return;
+        }
+        cc->a = a;
+        if (xfer_conn_new_stream((uv_stream_t *)client, &conn_cbs, cc, &err, &cc->conn) < 0) {
+                log_warning("control socket: %s", err.msg);
+                free(cc);
+                return;
+        }
+        /* A connection must say HELLO promptly; idle ones are cut. */
+        xfer_conn_set_idle_timeout(cc->conn, CTL_HELLO_TIMEOUT_MS);
+        LIST_PREPEND(conns, a->conns, cc);
+        n_conns++;
+}
+
+/* A socket file left by a previous agent is removed; one that still answers
+ * belongs to a running agent, and we refuse to steal it. */
+static int remove_stale_socket(const char *path, nm_error *err) {
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        struct stat st;
+        int fd, r;
+
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : nm_error_errno(err, negative_errno(), "cannot stat %s", path);
+        if (!S_ISSOCK(st.st_mode))
+                return nm_error_set(err, -EEXIST, "%s exists and is not a socket", path);
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+                return nm_error_errno(err, negative_errno(), "socket");
+        r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+        close(fd);
+        if (r == 0)
+                return nm_error_set(err, -EADDRINUSE, "another agent is listening on %s", path);
+        if (unlink(path) < 0)
+                return nm_error_errno(err, negative_errno(), "cannot remove stale %s", path);
+        return 0;
+}
+
+static int socket_permissions(agent *a, nm_error *err) {
+        gid_t gid = 0;
+        if (a->cfg.socket_group) {
+                struct group *g = getgrnam(a->cfg.socket_group);
+                if (!g)
+                        return nm_error_set(err, -ENOENT, "socket group \"%s\" does not exist", a->cfg.socket_group);
+                gid = g->gr_gid;
+        }
+        if (chown(a->cfg.socket, 0, gid) < 0 && getuid() == 0)
+                return nm_error_errno(err, negative_errno(), "cannot chown %s", a->cfg.socket);
+        if (chmod(a->cfg.socket, a->cfg.socket_group ? 0660 : 0600) < 0)
+                return nm_error_errno(err, negative_errno(), "cannot chmod %s", a->cfg.socket);
+        return 0;
+}
+
+int ctl_listen(agent *a, nm_error *err) {
+        _cleanup_free_ char *dir = strdup(a->cfg.socket);
+        struct passwd *pw = getpwnam(a->cfg.ssh_user);
+        char *slash;
+        int r;
+
+        a->peer_uid = pw ? pw->pw_uid : (uid_t)-1;
+        if (!dir)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        slash = strrchr(dir, '/');
+        if (slash && slash != dir) {
+                *slash = '\0';
+                _cleanup_close_ int dfd = mkdir_p_secure(dir, 0755);
+                if (dfd < 0)
+                        return nm_error_errno(err, dfd, "cannot create %s", dir);
+        }
+        r = remove_stale_socket(a->cfg.socket, err);
+        if (r < 0)
+                return r;
+        uv_pipe_init(a->loop, &a->listener, 0);
+        a->listener.data = a;
+        r = uv_pipe_bind(&a->listener, a->cfg.socket);
+        if (r < 0)
+                return nm_error_set(err, r, "cannot bind %s: %s", a->cfg.socket, uv_strerror(r));
+        r = socket_permissions(a, err);
+        if (r < 0)
+                return r;
+        r = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
+        if (r < 0)
+                return nm_error_set(err, r, "cannot listen on %s: %s", a->cfg.socket, uv_strerror(r));
+        return 0;
+}
+
+void ctl_close_all(agent *a) {
+        ctl_conn *cc, *n;
+        if (uv_is_active((uv_handle_t *)&a->listener) || !uv_is_closing((uv_handle_t *)&a->listener)) {
+                uv_close((uv_handle_t *)&a->listener, NULL);
+                (void)unlink(a->cfg.socket);
+        }
+        LIST_FOREACH_SAFE(conns, cc, n, a->conns)
+        xfer_conn_close(cc->conn, 0, NULL);
+}

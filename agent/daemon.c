@@ -1,0 +1,286 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* nucleus-agent: set-up, the loop, and a shutdown that never abandons a
+ * container in the middle of a handoff. */
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "daemon.h"
+#include "exit-codes.h"
+#include "fs-util.h"
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+#include "nm-config.h"
+
+uint64_t now_usec(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+void agent_new_id(char out[33]) {
+        uint8_t raw[8];
+        struct timespec ts;
+        /* Time first, so that ids sort by age in listings. */
+        clock_gettime(CLOCK_REALTIME, &ts);
+        if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
+                memset(raw, 0, sizeof(raw));
+        snprintf(out, 33, "%08lx%02x%02x%02x%02x", (unsigned long)ts.tv_sec & 0xffffffffUL, raw[0], raw[1], raw[2],
+                 raw[3]);
+}
+
+/* A migration waiting on the other node for as long as it takes (the
+ * source committed and retrying, or a destination asking) is safe to leave:
+ * the journal carries it across a restart and no container is running
+ * half-moved. Anything else must finish before we exit. */
+static bool mig_parkable(const mig *m) {
+        return m->phase == MIG_COMMITTED || m->phase == MIG_IN_DOUBT;
+}
+
+static void close_walk(uv_handle_t *h, void *arg) {
+        (void)arg;
+        if (!uv_is_closing(h))
+                uv_close(h, NULL);
+}
+
+void agent_maybe_exit(agent *a) {
+        mig *m;
+        if (!a->stopping)
+                return;
+        LIST_FOREACH(migs, m, a->migs)
+        if (!m->finished && !mig_parkable(m))
+                return;
+        log_info("no handoff in progress: exiting");
+        uv_stop(a->loop);
+}
+
+static void on_signal(uv_signal_t *s, int signum) {
+        agent *a = s->data;
+        if (a->stopping) {
+                /* No tidy teardown: CRIU may be working for us on a thread.
+                 * Every step is journaled; the next start picks it up. */
+                log_warning("second %s: exiting now; the journal finishes the rest at the next start",
+                            strsignal(signum));
+                _exit(NM_EXIT_FAILURE);
+        }
+        a->stopping = true;
+        log_info("%s: refusing new work, waiting for %u handoff(s) to reach a safe point", strsignal(signum),
+                 a->n_src + a->n_dst);
+        agent_maybe_exit(a);
+}
+
+static int make_dirs(agent *a, nm_error *err) {
+        struct {
+                char **path;
+                const char *sub;
+        } dirs[] = {
+                {&a->checkpoints_dir, "checkpoints"},
+                {&a->staging_dir, "staging"},
+                {&a->criu_work_dir, "criu"},
+        };
+        _cleanup_close_ int wfd = mkdir_p_secure(a->cfg.work_dir, 0700);
+        if (wfd < 0)
+                return nm_error_errno(err, wfd, "cannot create %s", a->cfg.work_dir);
+        for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+                int fd;
+                *dirs[i].path = agent_config_path(&a->cfg, dirs[i].sub);
+                if (!*dirs[i].path)
+                        return nm_error_set(err, -ENOMEM, "out of memory");
+                fd = mkdirat_secure(wfd, dirs[i].sub, 0700);
+                if (fd < 0)
+                        return nm_error_errno(err, fd, "cannot create %s", *dirs[i].path);
+                if (dirs[i].path == &a->staging_dir)
+                        a->staging_fd = fd;
+                else
+                        close(fd);
+        }
+        return 0;
+}
+
+static int agent_setup(agent *a, nm_error *err) {
+        _cleanup_free_ char *jdir = agent_config_path(&a->cfg, "journal");
+        struct utsname u;
+        int r;
+
+        r = ckpt_criu_resolve(a->cfg.criu, &a->criu, err);
+        if (r < 0)
+                return r;
+        log_info("using %s (CRIU %s)", a->criu->path, a->criu->version);
+        r = ckpt_key_load(a->cfg.hmac_key, &a->key, &a->key_len, err);
+        if (r < 0)
+                return r;
+        uname(&u);
+        snprintf(a->kernel, sizeof(a->kernel), "%s", u.release);
+        r = make_dirs(a, err);
+        if (r < 0)
+                return r;
+        r = journal_open(jdir, &a->journal, err);
+        if (r < 0)
+                return r;
+        cordon_load(a);
+        r = ctl_listen(a, err);
+        if (r < 0)
+                return r;
+        return recover_all(a, err);
+}
+
+static void agent_teardown(agent *a) {
+        mig *m, *n;
+        LIST_FOREACH_SAFE(migs, m, n, a->migs)
+        mig_park(m);
+        ctl_close_all(a);
+        uv_close((uv_handle_t *)&a->sig_term, NULL);
+        uv_close((uv_handle_t *)&a->sig_int, NULL);
+        uv_run(a->loop, UV_RUN_DEFAULT);
+        /* Anything still open is a leak: close it, but say so. */
+        if (uv_loop_close(a->loop) == UV_EBUSY) {
+                log_warning("handles left open at exit; closing them");
+                uv_walk(a->loop, close_walk, NULL);
+                uv_run(a->loop, UV_RUN_DEFAULT);
+                (void)uv_loop_close(a->loop);
+        }
+        journal_free(a->journal);
+        ckpt_criu_free(a->criu);
+        ckpt_key_free(a->key, a->key_len);
+        if (a->staging_fd >= 0)
+                close(a->staging_fd);
+        free(a->checkpoints_dir);
+        free(a->staging_dir);
+        free(a->criu_work_dir);
+}
+
+int agent_run(agent_config *cfg) {
+        static uv_loop_t loop;
+        agent a = {.loop = &loop, .cfg = *cfg, .staging_fd = -EBADF};
+        nm_error err = {};
+        int r;
+
+        uv_loop_init(&loop);
+        signal(SIGPIPE, SIG_IGN);
+        uv_signal_init(&loop, &a.sig_term);
+        uv_signal_init(&loop, &a.sig_int);
+        a.sig_term.data = a.sig_int.data = &a;
+        uv_signal_start(&a.sig_term, on_signal, SIGTERM);
+        uv_signal_start(&a.sig_int, on_signal, SIGINT);
+        r = agent_setup(&a, &err);
+        if (r < 0) {
+                log_error("cannot start: %s", err.msg);
+                agent_teardown(&a);
+                return r;
+        }
+        log_info("node %s ready on %s (%u peer(s), work dir %s%s)", a.cfg.node, a.cfg.socket, (unsigned)a.cfg.n_peers,
+                 a.cfg.work_dir, a.cordoned ? ", cordoned" : "");
+        uv_run(&loop, UV_RUN_DEFAULT);
+        agent_teardown(&a);
+        *cfg = a.cfg;
+        return 0;
+}
+
+/* ---- command line ---- */
+
+static void help(FILE *f) {
+        fprintf(f,
+                "Usage: %s [OPTIONS...]\n"
+                "       %s dial-stdio [--config FILE | --socket PATH]\n"
+                "\n"
+                "The nucleus-migrate node agent. It moves containers to other nodes when\n"
+                "nucleus-migrate asks, takes containers from peer agents that arrive over SSH,\n"
+                "and finishes or rolls back every handoff its journal holds after a restart.\n"
+                "\n"
+                "Options (each overrides the configuration file):\n"
+                "  -c, --config FILE      configuration (default %s)\n"
+                "      --node NAME        this node's name              [agent] node\n"
+                "      --socket PATH      control socket                [agent] socket\n"
+                "      --state-dir DIR    nucleus state directory       [agent] state_dir\n"
+                "      --work-dir DIR     checkpoints, staging, journal [agent] work_dir\n"
+                "      --hmac-key FILE    cluster checkpoint HMAC key   [agent] hmac_key\n"
+                "      --criu PATH        criu binary                   [agent] criu\n"
+                "      --log-level LEVEL  error, warning, info, debug   [agent] log_level\n"
+                "      --set SECTION.KEY=VALUE\n"
+                "                         any other setting, e.g. --set limits.parallel=4,\n"
+                "                         --set peer.node2.host=10.0.0.2\n"
+                "  -h, --help             show this help\n"
+                "      --version          show the version\n"
+                "\n"
+                "Signals: SIGTERM or SIGINT stops taking new work and exits once no container\n"
+                "is in the middle of a handoff; a second one exits at once (the journal\n"
+                "finishes the rest at the next start).\n"
+                "\n"
+                "See nucleus-agent(8) for the configuration file and the handoff.\n",
+                cli_program, cli_program, AGENT_CONFIG_DEFAULT);
+}
+
+int verb_daemon(int argc, char **argv) {
+        enum { OPT_NODE = 256, OPT_SOCKET, OPT_STATE, OPT_WORK, OPT_KEY, OPT_CRIU, OPT_LEVEL, OPT_SET, OPT_VERSION };
+        static const struct option options[] = {
+                {"config", required_argument, NULL, 'c'},   {"node", required_argument, NULL, OPT_NODE},
+                {"socket", required_argument, NULL, OPT_SOCKET}, {"state-dir", required_argument, NULL, OPT_STATE},
+                {"work-dir", required_argument, NULL, OPT_WORK}, {"hmac-key", required_argument, NULL, OPT_KEY},
+                {"criu", required_argument, NULL, OPT_CRIU},  {"log-level", required_argument, NULL, OPT_LEVEL},
+                {"set", required_argument, NULL, OPT_SET},    {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, OPT_VERSION},  {},
+        };
+        static const struct {
+                int opt;
+                const char *key;
+        } keys[] = {{OPT_NODE, "node"},      {OPT_SOCKET, "socket"}, {OPT_STATE, "state_dir"}, {OPT_WORK, "work_dir"},
+                    {OPT_KEY, "hmac_key"},   {OPT_CRIU, "criu"},     {OPT_LEVEL, "log_level"}};
+        const char *config = AGENT_CONFIG_DEFAULT;
+        bool config_given = false;
+        agent_config cfg;
+        nm_error err = {};
+        int c, r;
+
+        /* The file first, then the flags over it: read the options twice. */
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                if (c == 'c') {
+                        config = optarg;
+                        config_given = true;
+                } else if (c == 'h') {
+                        help(stdout);
+                        return NM_EXIT_OK;
+                } else if (c == OPT_VERSION) {
+                        printf("nucleus-agent %s\n", NM_VERSION);
+                        return NM_EXIT_OK;
+                } else if (c == '?') {
+                        help(stderr);
+                        return NM_EXIT_USAGE;
+                }
+        }
+        if (optind < argc) {
+                fprintf(stderr, "%s: unexpected argument '%s'\n", cli_program, argv[optind]);
+                return NM_EXIT_USAGE;
+        }
+        if (agent_config_init(&cfg) < 0 || agent_config_load(&cfg, config, config_given, &err) < 0)
+                goto fail;
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
+                for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+                        if (keys[i].opt == c && agent_config_set(&cfg, "agent", keys[i].key, optarg, &err) < 0)
+                                goto fail;
+                if (c == OPT_SET && agent_config_set_assignment(&cfg, optarg, &err) < 0)
+                        goto fail;
+        }
+        if (agent_config_check(&cfg, &err) < 0)
+                goto fail;
+        log_set_level(log_level_from_string(cfg.log_level));
+        if (getenv("JOURNAL_STREAM"))
+                log_set_timestamps(false);
+        r = agent_run(&cfg);
+        agent_config_done(&cfg);
+        return r < 0 ? NM_EXIT_FAILURE : NM_EXIT_OK;
+fail:
+        fprintf(stderr, "%s: %s\n", cli_program, nm_error_msg(&err));
+        agent_config_done(&cfg);
+        return NM_EXIT_USAGE;
+}

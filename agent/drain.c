@@ -1,0 +1,289 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "drain.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+#include "peer.h"
+
+typedef struct drain_target {
+        drain *d;
+        char *name;
+        peer_link *link;
+        bool answered, usable;
+        uint64_t staging_free;
+        unsigned running;   /* as reported, plus what we sent since */
+        uint64_t assigned;  /* bytes we sent it */
+        char why[256];      /* why it is not usable */
+} drain_target;
+
+typedef struct drain_item {
+        char *id, *name;
+        uint64_t bytes_est;
+        char *target;
+        char mig[PROTO_ID_MAX + 1];
+        json_t *result; /* NULL while pending */
+        bool started;
+} drain_item;
+
+struct drain {
+        agent *a;
+        ctl_conn *cli;
+        drain_target *targets;
+        size_t n_targets, n_answered;
+        drain_item *items;
+        size_t n_items, next, in_flight, n_done;
+        unsigned parallel;
+        uint64_t t_start;
+        bool pumping; /* a move that ends inside its own start re-enters */
+};
+
+static void drain_free(drain *d) {
+        for (size_t i = 0; i < d->n_targets; i++)
+                free(d->targets[i].name);
+        for (size_t i = 0; i < d->n_items; i++) {
+                free(d->items[i].id);
+                free(d->items[i].name);
+                free(d->items[i].target);
+                json_decref(d->items[i].result);
+        }
+        free(d->targets);
+        free(d->items);
+        free(d);
+}
+
+static void drain_event(drain *d, const char *mig_id, const char *phase, const char *message) {
+        proto_msg ev = {.type = PROTO_MSG_EVENT, .event = {.mig = mig_id, .phase = phase, .message = message}};
+        if (d->cli)
+                (void)ctl_send(d->cli, &ev);
+}
+
+static void drain_finish(drain *d) {
+        json_t *items = json_array();
+        unsigned moved = 0, failed = 0;
+
+        for (size_t i = 0; i < d->n_items; i++) {
+                json_t *r = d->items[i].result;
+                const char *outcome = json_string_value(json_object_get(r, "outcome"));
+                if (outcome && strcmp(outcome, "done") == 0)
+                        moved++;
+                else
+                        failed++;
+                json_array_append(items, r);
+        }
+        json_t *targets = json_array();
+        for (size_t i = 0; i < d->n_targets; i++)
+                json_array_append_new(targets, json_pack("{s:s, s:b, s:s?}", "target", d->targets[i].name, "usable",
+                                                         d->targets[i].usable, "reason",
+                                                         d->targets[i].why[0] ? d->targets[i].why : NULL));
+        json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o}", "drain", d->a->cfg.node, "outcome",
+                                failed ? "partial" : "done", "moved", moved, "failed", failed, "duration_ms",
+                                (json_int_t)((now_usec() - d->t_start) / 1000), "targets", targets, "items", items);
+        log_info("drain of %s: %u moved, %u not moved", d->a->cfg.node, moved, failed);
+        if (d->cli) {
+                ctl_send_result(d->cli, NULL, doc);
+                d->cli->drain = NULL;
+        }
+        json_decref(doc);
+        drain_free(d);
+}
+
+/* The target with the fewest containers (counting ours), then the most free
+ * staging space, that has room for this one. */
+static drain_target *pick_target(drain *d, uint64_t bytes) {
+        drain_target *best = NULL;
+        for (size_t i = 0; i < d->n_targets; i++) {
+                drain_target *t = &d->targets[i];
+                if (!t->usable || t->staging_free < t->assigned + bytes)
+                        continue;
+                if (!best || t->running < best->running ||
+                    (t->running == best->running && t->staging_free - t->assigned > best->staging_free - best->assigned))
+                        best = t;
+        }
+        return best;
+}
+
+static void item_result(drain *d, drain_item *it, const char *outcome, const char *error) {
+        it->result = json_pack("{s:s, s:s?, s:s?, s:s, s:s?}", "container", it->id, "name", it->name, "target",
+                               it->target, "outcome", outcome, "error", error);
+        d->n_done++;
+}
+
+static void drain_pump(drain *d) {
+        if (d->pumping)
+                return;
+        d->pumping = true;
+        while (d->in_flight < d->parallel && d->next < d->n_items) {
+                drain_item *it = &d->items[d->next++];
+                drain_target *t = pick_target(d, it->bytes_est);
+                nm_error err = {};
+                if (!t) {
+                        item_result(d, it, "refused", "no target has room for it (or none is usable)");
+                        continue;
+                }
+                it->target = strdup(t->name);
+                proto_msg req = {.type = PROTO_MSG_MIGRATE, .migrate = {.container = it->id, .target = t->name}};
+                /* Counted before the start: a move can end inside it. */
+                it->started = true;
+                d->in_flight++;
+                t->running++;
+                t->assigned += it->bytes_est;
+                if (mig_src_start(d->a, NULL, d, &req.migrate, it->mig, &err) < 0) {
+                        it->started = false;
+                        d->in_flight--;
+                        t->running--;
+                        t->assigned -= it->bytes_est;
+                        item_result(d, it, err.code == -EBUSY ? "busy" : "refused", err.msg);
+                }
+        }
+        d->pumping = false;
+        if (d->n_done == d->n_items && d->in_flight == 0)
+                drain_finish(d);
+}
+
+void drain_on_progress(drain *d, mig *m, const proto_event *ev) {
+        (void)m;
+        if (d->cli)
+                (void)ctl_send(d->cli, &(proto_msg){.type = PROTO_MSG_EVENT, .event = *ev});
+}
+
+void drain_on_finished(drain *d, mig *m) {
+        for (size_t i = 0; i < d->n_items; i++) {
+                drain_item *it = &d->items[i];
+                if (!it->started || it->result || strcmp(it->mig, m->id) != 0)
+                        continue;
+                json_t *doc = mig_result_doc(m);
+                json_object_set_new(doc, "container", json_string(it->id));
+                it->result = doc;
+                d->n_done++;
+                d->in_flight--;
+                break;
+        }
+        m->drain = NULL;
+        drain_pump(d);
+}
+
+void drain_cli_gone(drain *d) {
+        d->cli = NULL;
+}
+
+/* ---- asking the targets ---- */
+
+static void target_ready(peer_link *l, void *ud) {
+        proto_msg q = {.type = PROTO_MSG_NODE_INFO_REQ};
+        (void)ud;
+        (void)peer_link_send(l, &q, NULL);
+}
+
+static void target_answered(drain_target *t) {
+        drain *d = t->d;
+        if (t->answered)
+                return;
+        t->answered = true;
+        if (++d->n_answered == d->n_targets) {
+                for (size_t i = 0; i < d->n_targets; i++)
+                        log_info("drain target %s: %s%s", d->targets[i].name, d->targets[i].usable ? "usable" : "not usable: ",
+                                 d->targets[i].why);
+                drain_pump(d);
+        }
+}
+
+static void target_message(peer_link *l, const proto_msg *msg, void *ud) {
+        drain_target *t = ud;
+        if (msg->type != PROTO_MSG_NODE_INFO)
+                return;
+        t->staging_free = msg->node_info.staging_free;
+        t->running = msg->node_info.running;
+        t->usable = !msg->node_info.cordoned;
+        if (msg->node_info.cordoned)
+                snprintf(t->why, sizeof(t->why), "cordoned");
+        peer_link_close(l, 0, NULL);
+}
+
+static void target_closed(peer_link *l, int status, const nm_error *err, void *ud) {
+        drain_target *t = ud;
+        (void)l;
+        (void)status;
+        t->link = NULL;
+        if (!t->usable && !t->why[0])
+                snprintf(t->why, sizeof(t->why), "%s", err && err->code ? err->msg : "no answer");
+        target_answered(t);
+}
+
+static const peer_link_ops target_ops = {.ready = target_ready, .message = target_message, .closed = target_closed};
+
+static int collect_items(drain *d, nm_error *err) {
+        ckpt_container **l = NULL;
+        size_t n = 0;
+        int r = ckpt_container_list(d->a->cfg.state_dir, &l, &n, NULL, err);
+        if (r < 0)
+                return r;
+        d->items = calloc(n ? n : 1, sizeof(*d->items));
+        if (!d->items) {
+                ckpt_container_list_free(l, n);
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++) {
+                nm_error why = {};
+                if (!ckpt_container_is_running(l[i]))
+                        continue; /* stopped containers stay where they are */
+                drain_item *it = &d->items[d->n_items++];
+                it->id = strdup(l[i]->id);
+                it->name = l[i]->name ? strdup(l[i]->name) : NULL;
+                it->bytes_est = 64u << 20;
+                if (ckpt_container_check_movable(l[i], &why) < 0)
+                        item_result(d, it, "refused", why.msg);
+        }
+        ckpt_container_list_free(l, n);
+        return 0;
+}
+
+int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) {
+        drain *d;
+        int r;
+
+        if (cli->drain)
+                return nm_error_set(err, -EBUSY, "this session runs a drain already");
+        d = calloc(1, sizeof(*d));
+        if (!d)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        d->a = a;
+        d->t_start = now_usec();
+        d->parallel = req->parallel < a->cfg.parallel ? req->parallel : a->cfg.parallel;
+        size_t nt = req->targets.n ? req->targets.n : a->cfg.n_peers;
+        d->targets = calloc(nt ? nt : 1, sizeof(*d->targets));
+        if (!d->targets || (r = collect_items(d, err)) < 0) {
+                drain_free(d);
+                return d->targets ? err->code : nm_error_set(err, -ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < nt; i++) {
+                const char *name = req->targets.n ? req->targets.v[i] : a->cfg.peers[i].name;
+                if (strcmp(name, a->cfg.node) == 0)
+                        continue;
+                drain_target *t = &d->targets[d->n_targets++];
+                t->d = d;
+                t->name = strdup(name);
+        }
+        if (d->n_targets == 0) {
+                drain_free(d);
+                return nm_error_set(err, -EINVAL, "no drain targets: give --to or configure [peer] sections");
+        }
+        d->cli = cli;
+        cli->drain = d;
+        log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items, d->n_targets,
+                 d->parallel);
+        drain_event(d, NULL, "drain", "asking the targets for room");
+        for (size_t i = 0; i < d->n_targets; i++) {
+                drain_target *t = &d->targets[i];
+                nm_error e = {};
+                if (peer_link_open(a, t->name, NULL, &target_ops, t, &e, &t->link) < 0) {
+                        snprintf(t->why, sizeof(t->why), "%s", e.msg);
+                        target_answered(t);
+                }
+        }
+        return 0;
+}

@@ -1,0 +1,262 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "peer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "macro.h"
+
+typedef enum link_state {
+        LINK_CONNECTING,
+        LINK_HELLO,
+        LINK_READY,
+        LINK_CLOSING,
+        _LINK_STATE_MAX,
+        _LINK_STATE_INVALID = -EINVAL,
+} link_state;
+
+struct peer_link {
+        agent *a;
+        link_state state;
+        const peer_link_ops *ops; /* NULL once detached */
+        void *ud;
+        char peer[PROTO_NAME_MAX + 1];
+        char ctx[PROTO_ID_MAX + 1];
+        xfer_session *session;
+        xfer_conn *conn;
+        uv_timer_t ping;
+        uint64_t ping_seq;
+        int status;
+        nm_error err;
+        bool closed_reported;
+};
+
+static void link_report_closed(peer_link *l) {
+        const peer_link_ops *ops = l->ops;
+        if (l->closed_reported)
+                return;
+        l->closed_reported = true;
+        l->ops = NULL;
+        if (ops && ops->closed)
+                ops->closed(l, l->status, l->err.code ? &l->err : NULL, l->ud);
+}
+
+static void ping_closed(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void session_closed(xfer_session *s, void *ud) {
+        peer_link *l = ud;
+        (void)s;
+        link_report_closed(l);
+        uv_close((uv_handle_t *)&l->ping, ping_closed);
+}
+
+/* Everything ends here: the connection (if any) closes, then the session,
+ * then the owner hears about it. */
+static void link_shutdown(peer_link *l, int status, const nm_error *err) {
+        if (l->state == LINK_CLOSING)
+                return;
+        l->state = LINK_CLOSING;
+        if (!l->status)
+                l->status = status;
+        if (err && err->code && !l->err.code)
+                l->err = *err;
+        uv_timer_stop(&l->ping);
+        if (l->conn) {
+                xfer_conn_close(l->conn, status, err);
+                return; /* conn_closed continues */
+        }
+        xfer_session_close(l->session, session_closed, l);
+}
+
+static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        peer_link *l = ud;
+        (void)c;
+        l->conn = NULL;
+        if (l->state != LINK_CLOSING) {
+                l->state = LINK_CLOSING;
+                uv_timer_stop(&l->ping);
+                l->status = status ? status : -ECONNRESET;
+                if (err && err->code)
+                        l->err = *err;
+                else
+                        nm_error_set(&l->err, l->status, "peer %s closed the connection", l->peer);
+        }
+        xfer_session_close(l->session, session_closed, l);
+}
+
+static void send_hello(peer_link *l) {
+        nm_error err = {};
+        proto_msg m = {.type = PROTO_MSG_HELLO,
+                       .hello = {.version = PROTO_VERSION,
+                                 .min_version = PROTO_MIN_VERSION,
+                                 .node = l->a->cfg.node,
+                                 .role = PROTO_ROLE_PEER}};
+        if (xfer_conn_send(l->conn, &m, &err) < 0)
+                link_shutdown(l, err.code, &err);
+}
+
+static void on_ping_timer(uv_timer_t *t) {
+        peer_link *l = t->data;
+        proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = ++l->ping_seq}};
+        if (l->state == LINK_READY && l->conn)
+                (void)xfer_conn_send(l->conn, &m, NULL);
+}
+
+static void on_hello(peer_link *l, const proto_msg *msg) {
+        proto_hello ours = {.version = PROTO_VERSION, .min_version = PROTO_MIN_VERSION};
+        uint32_t version;
+        nm_error err = {};
+
+        if (proto_version_negotiate(&ours, &msg->hello, &version, &err) < 0) {
+                nm_error_prefix(&err, "peer %s", l->peer);
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        if (strcmp(msg->hello.node, l->peer) != 0)
+                log_ctx_warning(l->ctx, "peer %s calls itself \"%s\"", l->peer, msg->hello.node);
+        l->state = LINK_READY;
+        uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
+        uv_timer_start(&l->ping, on_ping_timer, every ? every : 1000, every ? every : 1000);
+        if (l->ops && l->ops->ready)
+                l->ops->ready(l, l->ud);
+}
+
+static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
+        peer_link *l = ud;
+        nm_error err = {};
+
+        if (l->state == LINK_CLOSING)
+                return;
+        switch ((int)msg->type) { /* most types are invalid here: default handles them */
+        case PROTO_MSG_HELLO:
+                if (l->state != LINK_HELLO) {
+                        nm_error_set(&err, -EPROTO, "peer %s sent HELLO twice", l->peer);
+                        link_shutdown(l, err.code, &err);
+                        return;
+                }
+                on_hello(l, msg);
+                return;
+        case PROTO_MSG_PING: {
+                proto_msg pong = {.type = PROTO_MSG_PONG, .pong = msg->ping};
+                (void)xfer_conn_send(c, &pong, NULL);
+                return;
+        }
+        case PROTO_MSG_PONG:
+                return;
+        default:
+                break;
+        }
+        if (l->state != LINK_READY) {
+                nm_error_set(&err, -EPROTO, "peer %s sent %s before HELLO", l->peer,
+                             strna(proto_msg_type_to_string(msg->type)));
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        if (l->ops && l->ops->message)
+                l->ops->message(l, msg, l->ud);
+}
+
+static const xfer_conn_callbacks conn_cbs = {
+        .message = conn_message,
+        .closed = conn_closed,
+};
+
+static void on_exec(xfer_session *s, int status, const nm_error *err, xfer_conn *conn, void *ud) {
+        peer_link *l = ud;
+        (void)s;
+        if (status < 0) {
+                link_shutdown(l, status, err); /* a no-op when already closing */
+                return;
+        }
+        l->conn = conn;
+        if (l->state == LINK_CLOSING) {
+                xfer_conn_close(conn, -ECANCELED, NULL);
+                return;
+        }
+        l->state = LINK_HELLO;
+        xfer_conn_set_idle_timeout(conn, (uint64_t)l->a->cfg.idle_timeout_s * 1000);
+        send_hello(l);
+}
+
+static void on_connected(xfer_session *s, int status, const nm_error *err, void *ud) {
+        peer_link *l = ud;
+        nm_error e = {};
+        if (status < 0) {
+                link_shutdown(l, status, err);
+                return;
+        }
+        log_ctx_debug(l->ctx, "connected to %s (host key %s)", l->peer, xfer_session_fingerprint(s));
+        if (xfer_session_exec(s, l->a->cfg.remote_command, &conn_cbs, l, on_exec, l) < 0) {
+                nm_error_set(&e, -EIO, "cannot start \"%s\" on %s", l->a->cfg.remote_command, l->peer);
+                link_shutdown(l, e.code, &e);
+        }
+}
+
+int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops, void *ud,
+                   nm_error *err, peer_link **ret) {
+        const agent_peer *p = agent_config_peer(&a->cfg, peer_name);
+        peer_link *l;
+        int r;
+
+        if (!p)
+                return nm_error_set(err, -ENXIO, "unknown peer \"%s\": no [peer %s] section in the configuration",
+                                    peer_name, peer_name);
+        l = calloc(1, sizeof(*l));
+        if (!l)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        *l = (peer_link){.a = a, .ops = ops, .ud = ud, .state = LINK_CONNECTING};
+        snprintf(l->peer, sizeof(l->peer), "%s", p->name);
+        snprintf(l->ctx, sizeof(l->ctx), "%s", log_ctx ? log_ctx : p->name);
+        xfer_ssh_options o = {
+                .host = p->host,
+                .port = p->port,
+                .user = p->user ? p->user : a->cfg.ssh_user,
+                .key_file = a->cfg.ssh_key,
+                .known_hosts = a->cfg.known_hosts,
+                .accept_new = a->cfg.accept_new,
+                .connect_timeout_ms = (uint64_t)a->cfg.connect_timeout_s * 1000,
+        };
+        r = xfer_session_new(a->loop, &o, err, &l->session);
+        if (r < 0) {
+                free(l);
+                return r;
+        }
+        uv_timer_init(a->loop, &l->ping);
+        l->ping.data = l;
+        r = xfer_session_connect(l->session, on_connected, l);
+        if (r < 0) {
+                nm_error_set(err, r, "cannot connect to %s (%s)", p->name, p->host);
+                l->closed_reported = true;
+                l->state = LINK_CLOSING;
+                xfer_session_close(l->session, session_closed, l);
+                return r;
+        }
+        *ret = l;
+        return 0;
+}
+
+int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err) {
+        if (l->state != LINK_READY || !l->conn)
+                return nm_error_set(err, -ENOTCONN, "the link to %s is not open", l->peer);
+        return xfer_conn_send(l->conn, m, err);
+}
+
+xfer_conn *peer_link_conn(peer_link *l) {
+        return l->state == LINK_READY ? l->conn : NULL;
+}
+
+const char *peer_link_fingerprint(peer_link *l) {
+        return xfer_session_fingerprint(l->session);
+}
+
+void peer_link_close(peer_link *l, int status, const nm_error *err) {
+        link_shutdown(l, status, err);
+}
+
+void peer_link_detach(peer_link *l) {
+        l->ops = NULL;
+        link_shutdown(l, -ECANCELED, NULL);
+}

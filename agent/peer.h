@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* An outgoing session to a peer agent: SSH to the peer, an exec channel
+ * running `nucleus-agent dial-stdio` there, HELLO both ways, then messages.
+ * Keep-alive PINGs flow while it is open, and a link that hears nothing for
+ * the idle timeout is closed, so that a cut cable is noticed. */
+
+#include "agent.h"
+
+typedef struct peer_link peer_link;
+
+typedef struct peer_link_ops {
+        /* HELLO exchanged; messages can be sent. */
+        void (*ready)(peer_link *l, void *ud);
+        /* A message other than HELLO, PING and PONG. */
+        void (*message)(peer_link *l, const proto_msg *msg, void *ud);
+        /* Runs exactly once when the link is gone (also for a failed connect);
+         * the link is freed after it returns. */
+        void (*closed)(peer_link *l, int status, const nm_error *err, void *ud);
+} peer_link_ops;
+
+int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops, void *ud,
+                   nm_error *err, peer_link **ret);
+int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
+xfer_conn *peer_link_conn(peer_link *l);
+const char *peer_link_fingerprint(peer_link *l);
+
+/* Ends the link; closed still runs (with status). */
+void peer_link_close(peer_link *l, int status, const nm_error *err);
+
+/* Ends the link without any further callback. */
+void peer_link_detach(peer_link *l);

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Start-up: every migration the journal holds is finished or rolled back
+ * (phase.c decides which), and staging directories that no migration owns
+ * are removed. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "fs-util.h"
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+
+static bool source_still_runs(json_t *rec) {
+        pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
+        uint64_t want = (uint64_t)json_integer_value(json_object_get(rec, "start_ticks")), ticks = 0;
+        return pid > 0 && want && ckpt_proc_start_ticks(pid, &ticks) >= 0 && ticks == want;
+}
+
+static int recover_one(agent *a, json_t *rec, nm_error *err) {
+        const char *id = json_string_value(json_object_get(rec, "mig"));
+        mig_role role = mig_role_from_string(json_string_value(json_object_get(rec, "role")));
+        mig_phase phase = mig_phase_from_string(json_string_value(json_object_get(rec, "phase")));
+        mig_recovery action;
+
+        if (!id || !journal_valid_id(id) || role < 0 || phase < 0)
+                return nm_error_set(err, -EBADMSG, "journal record %s is incomplete", strna(id));
+        action = mig_recovery_for(role, phase, role == MIG_ROLE_SOURCE && source_still_runs(rec));
+        if (action < 0)
+                return nm_error_set(err, -EBADMSG, "journal record %s: phase %s makes no sense for a %s", id,
+                                    mig_phase_to_string(phase), mig_role_to_string(role));
+        return role == MIG_ROLE_SOURCE ? mig_src_recover(a, rec, action, err) : mig_dst_recover(a, rec, action, err);
+}
+
+/* Staging directories are named after their migration; one without an
+ * active destination record is a leftover. */
+static void sweep_staging(agent *a) {
+        DIR *d = fdopendir(dup(a->staging_fd));
+        struct dirent *de;
+        if (!d)
+                return;
+        rewinddir(d);
+        while ((de = readdir(d))) {
+                mig *m;
+                if (de->d_name[0] == '.')
+                        continue;
+                m = mig_find(a, de->d_name);
+                if (m && m->role == MIG_ROLE_DEST)
+                        continue;
+                log_info("removing leftover staging directory %s/%s", a->staging_dir, de->d_name);
+                (void)rm_rf_at(a->staging_fd, de->d_name);
+        }
+        closedir(d);
+}
+
+int recover_all(agent *a, nm_error *err) {
+        json_t *active = NULL, *rec;
+        size_t i;
+        int r;
+
+        r = journal_load_active(a->journal, &active, err);
+        if (r < 0)
+                return r;
+        if (json_array_size(active))
+                log_info("recovering %zu migration(s) from the journal", json_array_size(active));
+        json_array_foreach(active, i, rec) {
+                nm_error e = {};
+                if (recover_one(a, rec, &e) < 0)
+                        log_error("cannot recover: %s", e.msg);
+        }
+        json_decref(active);
+        sweep_staging(a);
+        return 0;
+}
