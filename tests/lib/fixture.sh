@@ -58,7 +58,20 @@ fx_agent_key() { echo "$FX_ROOT/$1/etc/ssh/id_ed25519"; }
 fx_agent_known_hosts() { echo "$FX_ROOT/$1/etc/ssh/known_hosts"; }
 fx_socket() { echo "$FX_ROOT/$1/run/agent.sock"; }
 fx_hmac_key() { echo "$FX_ROOT/$1/lib/checkpoint-hmac.key"; }
-fx_agent_bin() { echo "$FX_BUILD/agent/nucleus-agent"; }
+# The nucleus-agent that peers' pinned command runs, as the migration user:
+# the build's when any user can reach it, else (a checkout in a private home
+# directory) a copy under $FX_ROOT made by fx_nodes_up.
+fx_agent_bin() {
+	if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$FX_BUILD/agent"; then
+		echo "$FX_BUILD/agent/nucleus-agent"
+	else
+		echo "$FX_ROOT/bin/nucleus-agent"
+	fi
+}
+fx_copy_agent_bin() {
+	[ "$(fx_agent_bin)" = "$FX_ROOT/bin/nucleus-agent" ] && [ -x "$FX_BUILD/agent/nucleus-agent" ] || return 0
+	install -D -m 0755 "$FX_BUILD/agent/nucleus-agent" "$FX_ROOT/bin/nucleus-agent"
+}
 
 # fx_in NODE CMD...: runs CMD inside NODE's network namespace.
 fx_in() {
@@ -300,6 +313,7 @@ fx_nodes_up() {
 	fx_make_node_dirs n1
 	fx_make_node_dirs n2
 	fx_exchange_keys
+	fx_copy_agent_bin
 	case $FX_PROVISION_MODE in
 	steps)
 		fx_provision
