@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The two-node fixture works: nodes come up, ssh either way with strict host
-# keys, a wrong host key is refused, link and sshd can be cut and restored, a
+# The two-node fixture works: nodes come up provisioned, ssh either way with
+# strict host keys, the agents' keys can run nothing but the pinned
+# dial-stdio command (no pty, no forwarding), a wrong host key is refused, link and sshd can be cut and restored, a
 # container runs, and teardown leaves nothing behind, even after a failure.
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
@@ -54,6 +55,44 @@ t_assert_eq "$(fx_ssh n1 n2 echo ok)" ok "ssh n1 -> n2"
 t_assert_eq "$(fx_ssh n2 n1 echo ok)" ok "ssh n2 -> n1"
 t_expect_fail "the fixture's addresses exist only in its namespaces" \
 	bash -c "ip -o addr show | grep -q ' $FX_NET\.'"
+
+t_log "the agents' keys are pinned to dial-stdio (peer host keys from provisioning)"
+for pair in "n1 n2" "n2 n1"; do
+	read -r from to <<<"$pair"
+	log=$(fx_dir "$to")/ssh/sshd.log
+	out=$(fx_agent_ssh "$from" "$to" cat /etc/passwd </dev/null 2>&1) || true
+	grep -q '^root:' <<<"$out" && t_fail "$from's agent key ran 'cat /etc/passwd' on $to"
+	grep -qF "Accepted publickey for $FX_USER from $(fx_addr "$from")" "$log" ||
+		t_fail "$to did not accept $from's agent key for $FX_USER (log: $log)"
+	forced="Starting session: forced-command (key-option) '$(fx_agent_bin) dial-stdio --config $(fx_conf "$to")' for $FX_USER"
+	grep -qF "$forced" "$log" || t_fail "$to did not run the pinned command for $from's key (log: $log)"
+	grep -E "Starting session: (command|shell)" "$log" | grep -q " for $FX_USER " &&
+		t_fail "$to ran a session command other than the pinned one for $FX_USER"
+done
+out=$(fx_agent_ssh n1 n2 -tt true </dev/null 2>&1) || true
+grep -q "PTY allocation request failed" <<<"$out" || t_fail "the agent key got a pty: $out"
+out=$(FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -W 127.0.0.1:22 </dev/null 2>&1) && t_fail "stdio forwarding (-W) was granted"
+grep -q "SSH-2.0" <<<"$out" && t_fail "stdio forwarding (-W) reached the peer's sshd"
+grep -q "administratively prohibited" <<<"$out" || t_fail "unexpected answer to -W: $out"
+out=$(FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -R 127.0.0.1:2222:127.0.0.1:22 </dev/null 2>&1) &&
+	t_fail "remote forwarding (-R) was granted"
+grep -q "remote port forwarding failed" <<<"$out" || t_fail "unexpected answer to -R: $out"
+# -L: the listener is local; what fails is each forwarded connection.
+FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -L 127.0.0.1:2223:127.0.0.1:22 </dev/null 2>"$FX_ROOT/fwd.err" &
+fwd=$!
+t_wait_until 10 "local forward listener" fx_in n1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null ||
+	t_fail "ssh -L did not listen: $(cat "$FX_ROOT/fwd.err")"
+banner=$(fx_in n1 timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223; head -c 7 <&3' 2>/dev/null) || true
+kill "$fwd" 2>/dev/null || true
+wait "$fwd" 2>/dev/null || true
+[ -z "$banner" ] || t_fail "local forwarding (-L) reached $banner"
+grep -q "administratively prohibited" "$FX_ROOT/fwd.err" || t_fail "unexpected answer to -L: $(cat "$FX_ROOT/fwd.err")"
+t_expect_fail "an agent key logs in as root" \
+	fx_in n1 ssh -F none -i "$(fx_agent_key n1)" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes \
+	-o UserKnownHostsFile="$(fx_agent_known_hosts n1)" -o GlobalKnownHostsFile=/dev/null "root@$(fx_addr n2)" true
+t_expect_fail "the fixture's root test key logs in as $FX_USER" \
+	fx_in n1 ssh -F none -i "$(fx_dir n1)/ssh/id_ed25519" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes \
+	-o UserKnownHostsFile="$(fx_agent_known_hosts n1)" -o GlobalKnownHostsFile=/dev/null "$FX_USER@$(fx_addr n2)" true
 
 t_log "a wrong host key is refused"
 kh=$(fx_dir n1)/ssh/known_hosts

@@ -6,11 +6,25 @@
 # exists only inside these namespaces). Each node runs its own OpenSSH sshd
 # (own config, host key, authorized_keys, pid) and has its own directories:
 #
-#   $FX_ROOT/nN/ssh/       host key, sshd config and log, authorized_keys,
-#                          known_hosts (pinning the other node's host key),
-#                          the node's client key (id_ed25519)
+#   $FX_ROOT/nN/ssh/       the node's sshd: host key, sshd_config (+ sshd_config.d/
+#                          with provisioning's drop-in), log, authorized_keys.%u
+#                          (root: the other node's test key; nucleus: the pinned
+#                          agent keys); the fixture's own root access: a test
+#                          client key (id_ed25519) and known_hosts
+#   $FX_ROOT/nN/etc/       agent.conf (fx_conf), agent.provision, ssh/ (the
+#                          agent's key pair, fx_agent_key, and known_hosts)
+#   $FX_ROOT/nN/run/       the agent's control socket directory (0750 root:nucleus)
+#   $FX_ROOT/nN/migrate/   the agent's work directory
+#   $FX_ROOT/nN/lib/       the cluster HMAC key (identical on both nodes)
 #   $FX_ROOT/nN/nucleus/   the nucleus runtime's state directory (NUCLEUS_STATE_DIR)
 #   $FX_ROOT/nN/work/      workload files
+#
+# Nodes are provisioned with deploy/nucleus-provision, as a real cluster is:
+# init on each node, export/import of the bundles, one HMAC key generated on
+# n1 and installed on n2. With FX_PROVISION_MODE=cluster the same happens in
+# one `nucleus-provision cluster` run over the fixture's root SSH access.
+# The nodes are named node1 and node2 (fx_node_name); the migration user is
+# the system user "nucleus" (created once, kept).
 #
 # Processes enter a node with nsenter --net only: `ip netns exec` would also
 # give each process a mount namespace of its own, and CRIU would then find
@@ -28,6 +42,9 @@ FX_SRC=${NM_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 FX_BUILD=${NM_BUILD_DIR:-$FX_SRC/build}
 FX_BASE=${NM_FX_BASE:-/var/lib/nucleus-fx}
 FX_NET=198.18.0
+FX_PROVISION=${NM_PROVISION:-$FX_SRC/deploy/nucleus-provision}
+FX_PROVISION_MODE=${FX_PROVISION_MODE:-steps}
+FX_USER=nucleus
 FX_TAG=""
 FX_ROOT=""
 
@@ -35,6 +52,26 @@ fx_ns() { echo "nmfx-$FX_TAG-$1"; }
 fx_addr() { echo "$FX_NET.${1#n}"; }
 fx_dir() { echo "$FX_ROOT/$1"; }
 fx_other() { [ "$1" = n1 ] && echo n2 || echo n1; }
+fx_node_name() { echo "node${1#n}"; }
+fx_conf() { echo "$FX_ROOT/$1/etc/agent.conf"; }
+fx_agent_key() { echo "$FX_ROOT/$1/etc/ssh/id_ed25519"; }
+fx_agent_known_hosts() { echo "$FX_ROOT/$1/etc/ssh/known_hosts"; }
+fx_socket() { echo "$FX_ROOT/$1/run/agent.sock"; }
+fx_hmac_key() { echo "$FX_ROOT/$1/lib/checkpoint-hmac.key"; }
+# The nucleus-agent that peers' pinned command runs, as the migration user:
+# the build's when any user can reach it, else (a checkout in a private home
+# directory) a copy under $FX_ROOT made by fx_nodes_up.
+fx_agent_bin() {
+	if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$FX_BUILD/agent"; then
+		echo "$FX_BUILD/agent/nucleus-agent"
+	else
+		echo "$FX_ROOT/bin/nucleus-agent"
+	fi
+}
+fx_copy_agent_bin() {
+	[ "$(fx_agent_bin)" = "$FX_ROOT/bin/nucleus-agent" ] && [ -x "$FX_BUILD/agent/nucleus-agent" ] || return 0
+	install -D -m 0755 "$FX_BUILD/agent/nucleus-agent" "$FX_ROOT/bin/nucleus-agent"
+}
 
 # fx_in NODE CMD...: runs CMD inside NODE's network namespace.
 fx_in() {
@@ -96,17 +133,20 @@ fx_make_namespaces() {
 fx_make_node_dirs() {
 	local n=$1 d
 	d=$(fx_dir "$n")
-	mkdir -p "$d/ssh" "$d/work"
+	mkdir -p "$d/ssh/sshd_config.d" "$d/work"
 	install -d -m 0700 "$d/nucleus"
-	chmod 0755 "$d" "$d/ssh"
+	chmod 0755 "$d" "$d/ssh" "$d/ssh/sshd_config.d"
 	ssh-keygen -q -t ed25519 -N '' -C "nucleus-fx host $n" -f "$d/ssh/ssh_host_ed25519_key"
 	ssh-keygen -q -t ed25519 -N '' -C "nucleus-fx client $n" -f "$d/ssh/id_ed25519"
+	# The drop-in comes first, as in Debian's sshd_config: its Match block
+	# ends with its file.
 	cat >"$d/ssh/sshd_config" <<CFG
+Include $d/ssh/sshd_config.d/*.conf
 ListenAddress $(fx_addr "$n")
 Port 22
 HostKey $d/ssh/ssh_host_ed25519_key
 PidFile $d/ssh/sshd.pid
-AuthorizedKeysFile $d/ssh/authorized_keys
+AuthorizedKeysFile $d/ssh/authorized_keys.%u
 PermitRootLogin prohibit-password
 PubkeyAuthentication yes
 PasswordAuthentication no
@@ -117,13 +157,14 @@ LogLevel VERBOSE
 CFG
 }
 
-# Each node's client key may log in to the other; each node pins the other's
-# host key, and nothing else, in its known_hosts.
+# The fixture's own root access: each node's test client key may log in to
+# the other as root; each node pins the other's host key, and nothing else,
+# in its known_hosts. (The agents' trust is provisioning's job.)
 fx_exchange_keys() {
 	local n o
 	for n in n1 n2; do
 		o=$(fx_other $n)
-		install -m 0600 "$(fx_dir "$o")/ssh/id_ed25519.pub" "$(fx_dir "$n")/ssh/authorized_keys"
+		install -m 0600 "$(fx_dir "$o")/ssh/id_ed25519.pub" "$(fx_dir "$n")/ssh/authorized_keys.root"
 		printf '%s %s\n' "$(fx_addr "$o")" "$(cut -d' ' -f1,2 "$(fx_dir "$o")/ssh/ssh_host_ed25519_key.pub")" \
 			>"$(fx_dir "$n")/ssh/known_hosts"
 	done
@@ -166,22 +207,127 @@ fx_ssh() {
 		"root@$(fx_addr "$to")" "$@"
 }
 
+# fx_agent_ssh FROM TO [SSH ARGS...]: what FROM's agent does: OpenSSH as the
+# migration user with FROM's agent key, strict host keys from the agent's
+# own known_hosts. FX_SSH_TIMEOUT=SECONDS bounds the whole session.
+fx_agent_ssh() {
+	local from=$1 to=$2
+	shift 2
+	fx_in "$from" ${FX_SSH_TIMEOUT:+timeout "$FX_SSH_TIMEOUT"} ssh -F none -i "$(fx_agent_key "$from")" -o IdentitiesOnly=yes \
+		-o UserKnownHostsFile="$(fx_agent_known_hosts "$from")" -o GlobalKnownHostsFile=/dev/null \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5 \
+		"$FX_USER@$(fx_addr "$to")" "$@"
+}
+
+# fx_provision_args NODE: the node's nucleus-provision init options, one
+# "--option=value" per line (without --node).
+fx_provision_args() {
+	local n=$1 d
+	d=$(fx_dir "$n")
+	printf '%s\n' \
+		"--config=$(fx_conf "$n")" \
+		"--work-dir=$d/migrate" \
+		"--ssh-dir=$d/etc/ssh" \
+		"--user=$FX_USER" \
+		"--socket=$(fx_socket "$n")" \
+		"--state-dir=$d/nucleus" \
+		"--hmac-key=$(fx_hmac_key "$n")" \
+		"--authorized-keys=$d/ssh/authorized_keys.$FX_USER" \
+		"--host-key=$d/ssh/ssh_host_ed25519_key.pub" \
+		"--address=$(fx_addr "$n")" \
+		"--agent-bin=$(fx_agent_bin)" \
+		"--sshd-config=$d/ssh/sshd_config" \
+		"--sshd-dropin=$d/ssh/sshd_config.d/nucleus-migrate.conf" \
+		"--sshd-pid-file=$d/ssh/sshd.pid"
+}
+
+# fx_provision_init NODE [MORE OPTIONS]: nucleus-provision init for NODE
+# (again: it is idempotent).
+fx_provision_init() {
+	local n=$1 args
+	shift
+	mapfile -t args < <(fx_provision_args "$n")
+	"$FX_PROVISION" init -q --node "$(fx_node_name "$n")" "${args[@]}" "$@"
+}
+
+# The step-by-step path of a real cluster: init on each node, each node's
+# bundle imported on the other, one HMAC key made on n1 and streamed to n2.
+fx_provision() {
+	local n
+	for n in n1 n2; do
+		fx_provision_init "$n" || t_fail "nucleus-provision init failed on $n"
+	done
+	for n in n1 n2; do
+		"$FX_PROVISION" export --config "$(fx_conf "$n")" |
+			"$FX_PROVISION" import -q --config "$(fx_conf "$(fx_other "$n")")" ||
+			t_fail "importing $n's bundle on $(fx_other "$n") failed"
+	done
+	"$FX_PROVISION" hmac-key -q --config "$(fx_conf n1)" --generate || t_fail "hmac-key --generate failed"
+	"$FX_PROVISION" hmac-key --config "$(fx_conf n1)" --print |
+		"$FX_PROVISION" hmac-key -q --config "$(fx_conf n2)" --install - || t_fail "hmac-key --install failed"
+}
+
+# fx_cluster_ssh NODE: the ssh command that reaches NODE as root: from the
+# other node's namespace with that node's test key (the fixture's root access).
+fx_cluster_ssh() {
+	local o d
+	o=$(fx_other "$1")
+	d=$(fx_dir "$o")
+	echo "nsenter --net=/run/netns/$(fx_ns "$o") ssh -F none -i $d/ssh/id_ed25519 -o IdentitiesOnly=yes" \
+		"-o UserKnownHostsFile=$d/ssh/known_hosts -o GlobalKnownHostsFile=/dev/null" \
+		"-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5"
+}
+
+# fx_cluster_args: `nucleus-provision cluster` arguments for both nodes.
+fx_cluster_args() {
+	local n
+	for n in n1 n2; do
+		echo "$(fx_node_name "$n")=root@$(fx_addr "$n")"
+		echo "--ssh=$(fx_cluster_ssh "$n")"
+		echo "--remote=$FX_PROVISION"
+		fx_provision_args "$n"
+	done
+}
+
+# The operator's path: one `nucleus-provision cluster` over root SSH (sshd
+# must run; each init reloads its node's sshd for the drop-in).
+# shellcheck disable=SC2120 # tests pass extra cluster options
+fx_provision_cluster() {
+	local args
+	mapfile -t args < <(fx_cluster_args)
+	"$FX_PROVISION" cluster -q "${args[@]}" "$@" >"$FX_ROOT/cluster.out" ||
+		{ cat "$FX_ROOT/cluster.out" >&2; t_fail "nucleus-provision cluster failed"; }
+}
+
 fx_link_down() { ip -n "$(fx_ns n1)" link set eth0 down; }
 fx_link_up() {
 	ip -n "$(fx_ns n1)" link set eth0 up
 	t_wait_until 10 "link up" fx_port_open n2
 }
 
-# fx_nodes_up: both nodes with sshd, ready for ssh either way.
+# fx_nodes_up: both nodes provisioned for nucleus-migrate, with sshd, ready
+# for ssh either way (root with the test keys, nucleus with the agent keys).
 fx_nodes_up() {
 	fx_init
 	fx_make_namespaces
 	fx_make_node_dirs n1
 	fx_make_node_dirs n2
 	fx_exchange_keys
-	fx_sshd_start n1
-	fx_sshd_start n2
-	t_log "nodes up under $FX_ROOT (namespaces $(fx_ns n1), $(fx_ns n2))"
+	fx_copy_agent_bin
+	case $FX_PROVISION_MODE in
+	steps)
+		fx_provision
+		fx_sshd_start n1
+		fx_sshd_start n2
+		;;
+	cluster)
+		fx_sshd_start n1
+		fx_sshd_start n2
+		fx_provision_cluster
+		;;
+	*) t_fail "FX_PROVISION_MODE must be steps or cluster, not '$FX_PROVISION_MODE'" ;;
+	esac
+	t_log "nodes up under $FX_ROOT (namespaces $(fx_ns n1), $(fx_ns n2); provisioned: $FX_PROVISION_MODE)"
 }
 
 # fx_ctr_start NODE NAME [nm-counter period ms]: starts the counter workload as
