@@ -25,7 +25,7 @@ enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OP
 #define COMMON_HELP                                                                                                \
         "      --json            machine-readable output: one JSON object per line\n"                             \
         "      --socket PATH     the agent's control socket (default: from the configuration,\n"                   \
-        "                        else /run/nucleus/agent.sock)\n"                                                    \
+        "                        else /run/nucleus-migrate/agent.sock)\n"                                                    \
         "      --config FILE     the agent's configuration (default /etc/nucleus/agent.conf)\n"                    \
         "  -h, --help            show this help\n"
 

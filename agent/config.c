@@ -34,7 +34,7 @@ int agent_config_init(agent_config *c) {
                 .parallel = 2,
         };
         (void)gethostname(host, sizeof(host) - 1);
-        if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus/agent.sock") < 0 ||
+        if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
             set_str(&c->state_dir, getenv("NUCLEUS_STATE_DIR") && *getenv("NUCLEUS_STATE_DIR")
                                            ? getenv("NUCLEUS_STATE_DIR")
                                            : "/var/run/nucleus") < 0 ||

@@ -287,9 +287,13 @@ int ctl_listen(agent *a, nm_error *err) {
         slash = strrchr(dir, '/');
         if (slash && slash != dir) {
                 *slash = '\0';
-                _cleanup_close_ int dfd = mkdir_p_secure(dir, 0755);
-                if (dfd < 0)
-                        return nm_error_errno(err, dfd, "cannot create %s", dir);
+                /* An existing directory keeps the mode provisioning gave it
+                 * (0750 root:nucleus, so that dial-stdio can reach us). */
+                if (access(dir, F_OK) < 0) {
+                        _cleanup_close_ int dfd = mkdir_p_secure(dir, 0755);
+                        if (dfd < 0)
+                                return nm_error_errno(err, dfd, "cannot create %s", dir);
+                }
         }
         r = remove_stale_socket(a->cfg.socket, err);
         if (r < 0)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli-client.h"
 #include "cli.h"
 #include "dial-stdio.h"
 #include "exit-codes.h"
@@ -16,11 +17,13 @@
 
 static void help(FILE *f) {
         fprintf(f,
-                "Usage: %s dial-stdio [--socket PATH]\n"
+                "Usage: %s dial-stdio [--config FILE | --socket PATH]\n"
                 "\n"
                 "Relays stdin and stdout to the local agent's socket, for a peer's SSH session.\n"
+                "It is the forced command of peer keys in authorized_keys: it does nothing else.\n"
                 "\n"
-                "  --socket PATH   agent socket (default %s)\n"
+                "  --config FILE   read the socket path from the agent's configuration\n"
+                "  --socket PATH   agent socket (default: from the configuration, else %s)\n"
                 "  -h, --help      show this help\n",
                 cli_program, XFER_DEFAULT_SOCKET);
 }
@@ -42,10 +45,12 @@ static void done_cb(int status, const nm_error *err, void *userdata) {
 int verb_dial_stdio(int argc, char **argv) {
         static const struct option options[] = {
                 {"socket", required_argument, NULL, 's'},
+                {"config", required_argument, NULL, 'c'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        const char *socket_path = XFER_DEFAULT_SOCKET;
+        const char *socket_path = NULL, *config = NULL;
+        char buf[4096];
         dial_result res = {};
         uv_loop_t loop;
         nm_error err = {};
@@ -55,6 +60,7 @@ int verb_dial_stdio(int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
                 case 's': socket_path = optarg; break;
+                case 'c': config = optarg; break;
                 case 'h': help(stdout); return NM_EXIT_OK;
                 default: help(stderr); return NM_EXIT_USAGE;
                 }
@@ -63,6 +69,7 @@ int verb_dial_stdio(int argc, char **argv) {
                 fprintf(stderr, "%s dial-stdio: unexpected argument '%s'\n", cli_program, argv[optind]);
                 return NM_EXIT_USAGE;
         }
+        socket_path = cli_socket_path(socket_path, config, buf, sizeof(buf));
         /* A peer that goes away must show up as EPIPE, not kill us. */
         signal(SIGPIPE, SIG_IGN);
 

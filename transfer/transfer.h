@@ -25,7 +25,7 @@
 #include "proto.h"
 
 #define XFER_DEFAULT_COMMAND "nucleus-agent dial-stdio"
-#define XFER_DEFAULT_SOCKET "/run/nucleus/agent.sock"
+#define XFER_DEFAULT_SOCKET "/run/nucleus-migrate/agent.sock"
 /* Largest DATA payload the sender produces; reads of this size keep the
  * number of frames (and syscalls) per GiB low. */
 #define XFER_CHUNK_SIZE (256u * 1024u)

@@ -1,0 +1,117 @@
+# shellcheck shell=bash
+# Agents on the two-node fixture: start, stop, kill and ask them, as an
+# operator would (nucleus-agent with the provisioned configuration,
+# nucleus-migrate against its socket).
+
+# shellcheck source=tests/lib/fixture.sh
+. "$(dirname "${BASH_SOURCE[0]}")/fixture.sh"
+
+# Short timeouts, so that a cut link is noticed within seconds in tests.
+FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-4}
+FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-4}
+
+fx_agent_log() { echo "$(fx_dir "$1")/agent.log"; }
+fx_agent_pid() { cat "$(fx_dir "$1")/agent.fxpid" 2>/dev/null; }
+
+# fx_nm NODE VERB [ARGS...]: nucleus-migrate on NODE against its agent.
+fx_nm() {
+	local n=$1
+	shift
+	fx_in "$n" "$FX_BUILD/agent/nucleus-migrate" "$@" --config "$(fx_conf "$n")"
+}
+
+fx_agent_up() { fx_nm "$1" status --json >/dev/null 2>&1; }
+
+# fx_agent_start NODE [ENV=VALUE...]: starts NODE's agent (environment
+# such as NM_FAULT=crash-after=committed goes before the binary) and waits
+# until it answers on its socket.
+fx_agent_start() {
+	local n=$1 pid
+	shift
+	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- env "$@" "$FX_BUILD/agent/nucleus-agent" --config "$(fx_conf "$n")" \
+		--log-level debug --set "ssh.idle_timeout=$FX_IDLE_TIMEOUT" \
+		--set "ssh.connect_timeout=$FX_CONNECT_TIMEOUT" >>"$(fx_agent_log "$n")" 2>&1 &
+	pid=$!
+	echo "$pid" >"$(fx_dir "$n")/agent.fxpid"
+	fx_track_pid "$pid"
+	t_wait_until 10 "agent on $n" fx_agent_up "$n" || {
+		tail -n 20 "$(fx_agent_log "$n")" >&2
+		t_fail "the agent on $n did not come up"
+	}
+}
+
+# fx_agent_stop NODE [SIGNAL]: signals the agent and waits until it is gone.
+fx_agent_stop() {
+	local n=$1 sig=${2:-TERM} pid
+	pid=$(fx_agent_pid "$n")
+	[ -n "$pid" ] || return 0
+	kill "-$sig" "$pid" 2>/dev/null || true
+	t_wait_until 30 "agent on $n exits" bash -c "! kill -0 $pid 2>/dev/null" || t_fail "agent on $n did not exit on SIG$sig"
+	wait "$pid" 2>/dev/null || true
+}
+
+fx_agent_kill() { fx_agent_stop "$1" KILL; }
+
+fx_agents_up() {
+	fx_nodes_up
+	fx_agent_start n1
+	fx_agent_start n2
+}
+
+# fx_ctr_where ID: prints the node(s) whose state directory says ID runs
+# there and whose process really runs (start ticks match).
+fx_ctr_where() {
+	local n f pid ticks
+	for n in n1 n2; do
+		f=$(fx_dir "$n")/nucleus/$1.json
+		[ -f "$f" ] || continue
+		pid=$(sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' "$f")
+		ticks=$(sed -n 's/^ *"start_ticks": *\([0-9]*\).*/\1/p' "$f")
+		[ -n "$pid" ] && [ "$(fx_start_ticks "$pid")" = "$ticks" ] && ! grep -q '^State:.*[TtZ]' "/proc/$pid/status" &&
+			echo "$n"
+	done
+	return 0
+}
+
+# The host pids of the workload NAME's container inits (pid 1 in their own
+# pid namespace), wherever they run.
+fx_ctr_inits() {
+	local pid
+	for pid in $(pgrep -f "nm-counter .*/work/$1 " || true); do
+		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
+	done
+	return 0
+}
+
+# How many copies of NAME run (state R/S/D), and how many are held stopped.
+fx_ctr_running_copies() {
+	local pid n=0
+	for pid in $(fx_ctr_inits "$1"); do
+		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
+	done
+	echo "$n"
+}
+
+fx_ctr_stopped_copies() {
+	local pid n=0
+	for pid in $(fx_ctr_inits "$1"); do
+		grep -q '^State:.*[Tt]' "/proc/$pid/status" 2>/dev/null && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# fx_log_ok DIR: the workload's log counts 1..N with no gap or repeat (the
+# last line may be half-written: it is left out).
+fx_log_ok() {
+	awk 'NR > 1 && prev != "" { if (prev + 0 != NR - 1) bad = 1 } { prev = $0 } END { exit bad }' "$1/log"
+}
+
+fx_count() { fx_ctr_field "$1" count; }
+
+# fx_counter_advances DIR: the counter moves within a few seconds.
+fx_counter_advances() {
+	local dir=$1 c
+	c=$(fx_count "$dir")
+	t_wait_until 5 "counter of $dir advances" bash -c "[ \"\$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $dir/state)\" -gt $c ]"
+}
