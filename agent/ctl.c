@@ -59,7 +59,7 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
         if (!cli_may_change(cc))
                 return;
         if (mig_src_start(cc->a, cc, NULL, req, id, &err) < 0) {
-                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "refused", "container", req->container,
+                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container", req->container,
                                         "target", req->target, "errno", -err.code, "error", err.msg);
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A container moves node 1 -> node 2 and back through the agents: its
+# counter, open files and pipe continue, exactly one copy runs at every
+# check, and the state files say where it is on both nodes.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+
+fx_agents_up
+read -r id pid < <(fx_ctr_start n1 mover)
+work=$(fx_dir n1)/work/mover
+fx_counter_advances "$work" || t_fail "workload does not tick"
+
+# move FROM TO: one move, checked from every side.
+move() {
+	local from=$1 to=$2 out c_before c_after new_pid
+	c_before=$(fx_count "$work")
+	out=$(fx_nm "$from" migrate "$id" "$(fx_node_name "$to")" --json) || t_fail "migrate $from -> $to failed: $out"
+	new_pid=$(tail -n1 <<<"$out" | sed -n 's/.*"new_pid":\([0-9]*\).*/\1/p')
+	grep -q '"outcome":"done"' <<<"$out" || t_fail "result is not done: $out"
+	grep -q '"event":"progress".*"phase":"streaming"' <<<"$out" || t_fail "no streaming progress event: $out"
+	t_assert_eq "$(fx_ctr_where "$id")" "$to" "where the container runs after $from -> $to"
+	[ ! -e "$(fx_dir "$from")/nucleus/$id.json" ] || t_fail "$from still has a state file for $id"
+	local state=$(fx_dir "$to")/nucleus/$id.json
+	grep -q "\"pid\": $new_pid," "$state" || t_fail "$to's state file does not name pid $new_pid"
+	grep -q '"status": "running"' "$state" || t_fail "$to's state file is not running"
+	grep -q '"name": "mover"' "$state" || t_fail "$to's state file lost the name"
+	t_assert_eq "$(stat -c %a "$state")" 600 "state file mode on $to"
+	t_assert_eq "$(fx_ctr_running_copies mover)" 1 "running copies after $from -> $to"
+	t_assert_eq "$(fx_ctr_stopped_copies mover)" 0 "stopped copies after $from -> $to"
+	fx_counter_advances "$work" || t_fail "counter stopped after $from -> $to"
+	c_after=$(fx_count "$work")
+	[ "$c_after" -ge "$c_before" ] || t_fail "counter went back: $c_before -> $c_after"
+	fx_log_ok "$work" || t_fail "the log (fed through the pipe) has a gap or a repeat"
+	[ -z "$(ls -A "$(fx_dir "$to")/migrate/staging")" ] || t_fail "staging left on $to"
+	[ -z "$(ls -A "$(fx_dir "$from")/migrate/checkpoints")" ] || t_fail "images left on $from"
+	t_log "moved $from -> $to: pid $new_pid, counter $c_before -> $c_after"
+}
+
+move n1 n2
+move n2 n1
+
+t_log "status on both nodes tells the same story"
+s1=$(fx_nm n1 status --json)
+s2=$(fx_nm n2 status --json)
+grep -q "\"id\":\"$id\"" <<<"$s1" || t_fail "node1's status does not list the container: $s1"
+! grep -q "\"id\":\"$id\"" <<<"$s2" || t_fail "node2's status still lists the container: $s2"
+[ "$(grep -o '"phase":"done"' <<<"$s1" | wc -l)" -ge 1 ] || t_fail "node1 shows no finished source migration"
+[ "$(grep -o '"phase":"running"' <<<"$s2" | wc -l)" -ge 1 ] || t_fail "node2 shows no finished destination migration"
+fx_nm n1 status >/dev/null || t_fail "status (text) fails"
+fx_nm n2 list >/dev/null || t_fail "list fails"
+t_log "ok"
