@@ -46,6 +46,10 @@ static int exit_for_errno(int code) {
         case ECONNREFUSED:
         case EACCES:
                 return NM_EXIT_UNAVAILABLE;
+        case ECONNRESET:
+        case EPIPE:
+                /* The request reached the agent, the answer did not. */
+                return NM_EXIT_IN_DOUBT;
         default:
                 return NM_EXIT_FAILURE;
         }
@@ -66,6 +70,10 @@ static int call_agent(const common_opts *o, const proto_msg *msg, cli_out *out, 
                         if (r == -ECONNREFUSED || r == -ENOENT)
                                 fprintf(stderr, "%s: is nucleus-agent running? (systemctl status nucleus-agent)\n",
                                         cli_program);
+                        if (r == -ECONNRESET || r == -EPIPE)
+                                fprintf(stderr, "%s: the agent went away before answering; its journal finishes "
+                                                "the work when it restarts: see '%s status'\n",
+                                        cli_program, cli_program);
                 }
                 return r == -ECONNREFUSED || (r == -ENOENT && !req.result) ? NM_EXIT_UNAVAILABLE : exit_for_errno(r);
         }

@@ -25,7 +25,7 @@
 #include "mig.h"
 
 #define ASK_RETRY_MIN_MS 500
-#define ASK_RETRY_MAX_MS 15000
+#define ASK_RETRY_MAX_MS 10000
 
 static void dst_ask_source(mig *m);
 

@@ -28,7 +28,7 @@
 #define ROLLBACK_ATTEMPTS 3
 #define ROLLBACK_RETRY_MS 1000
 #define FORWARD_RETRY_MIN_MS 500
-#define FORWARD_RETRY_MAX_MS 30000
+#define FORWARD_RETRY_MAX_MS 10000
 
 static void src_fail(mig *m, int code, const nm_error *err);
 static void src_rollback(mig *m);
