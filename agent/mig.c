@@ -258,7 +258,9 @@ void mig_finish(mig *m) {
                 json_decref(doc);
                 m->result_sent = true;
         }
-        if (journal_finish(a->journal, m->id, &err) < 0)
+        /* The result goes into the archived record, for `status` later. */
+        mig_rec_set(m, "result", mig_result_doc(m));
+        if (journal_put(a->journal, m->id, m->rec, &err) < 0 || journal_finish(a->journal, m->id, &err) < 0)
                 log_ctx_error(m->id, "cannot archive journal record: %s", err.msg);
         log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role), mig_phase_to_string(m->phase),
                      m->err.code ? ": " : "", m->err.code ? m->err.msg : "");

@@ -102,13 +102,17 @@ static json_t *migrations_json(agent *a, const char *ref) {
         json_array_foreach(done, i, rec) {
                 if (!rec_matches(rec, ref))
                         continue;
-                json_t *r = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:b}", "mig", json_object_get(rec, "mig"),
-                                      "role", json_object_get(rec, "role"), "container", json_object_get(rec, "container_id"),
-                                      "name", json_object_get(rec, "container_name"), "peer", json_object_get(rec, "peer"),
-                                      "phase", json_object_get(rec, "phase"), "error", json_object_get(rec, "error"),
-                                      "active", 0);
-                if (r)
+                json_t *r = json_deep_copy(json_object_get(rec, "result"));
+                if (!r) /* a record archived by recovery before it had a result */
+                        r = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "mig", json_object_get(rec, "mig"),
+                                      "role", json_object_get(rec, "role"), "container",
+                                      json_object_get(rec, "container_id"), "name", json_object_get(rec, "container_name"),
+                                      "peer", json_object_get(rec, "peer"), "phase", json_object_get(rec, "phase"),
+                                      "error", json_object_get(rec, "error"));
+                if (r) {
+                        json_object_set_new(r, "active", json_false());
                         json_array_append_new(arr, r);
+                }
         }
         json_decref(done);
         return arr;

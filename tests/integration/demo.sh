@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The README's main job, deploy/demo, runs green and shows what it promises:
+# progress, the container continuing on node2 from the same count, the
+# downtime and bytes; and it leaves nothing behind.
+set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+t_require_root
+
+src=${NM_SOURCE_DIR:?}
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+before=$(ip netns list | wc -l)
+NM_BUILD_DIR=${NM_BUILD_DIR:?} "$src/deploy/demo" >"$out" 2>&1 || { cat "$out" >&2; t_fail "deploy/demo failed"; }
+grep -q "^moved counter .* from node1 to node2: pid [0-9]* there" "$out" || t_fail "no move reported"
+grep -q "streaming" "$out" || t_fail "no progress shown"
+grep -q "^  node2: count=" "$out" || t_fail "the counter is not shown on node2"
+b=$(sed -n 's/.*before the move: \([0-9]*\);.*/\1/p' "$out")
+a=$(sed -n 's/.*right after: \([0-9]*\) .*/\1/p' "$out")
+[ -n "$b" ] && [ -n "$a" ] && [ "$a" -ge "$b" ] || t_fail "counter did not continue: before '$b', after '$a'"
+grep -q "downtime measured by the agents: [0-9]* ms" "$out" || t_fail "no downtime reported"
+grep -q "image bytes moved and verified: [0-9]*$" "$out" || t_fail "no byte count reported"
+t_assert_eq "$(ip netns list | wc -l)" "$before" "network namespaces after the demo"
+t_log "ok: counter $b -> $a"
