@@ -119,6 +119,8 @@ static void drain_pump(drain *d) {
         d->pumping = true;
         while (d->in_flight < d->parallel && d->next < d->n_items) {
                 drain_item *it = &d->items[d->next++];
+                if (it->result) /* refused up front (gVisor, ...) */
+                        continue;
                 drain_target *t = pick_target(d, it->bytes_est);
                 nm_error err = {};
                 if (!t) {

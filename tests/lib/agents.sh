@@ -54,16 +54,16 @@ fx_agent_stop() {
 fx_agent_kill() { fx_agent_stop "$1" KILL; }
 
 fx_agents_up() {
+	local n
 	fx_nodes_up
-	fx_agent_start n1
-	fx_agent_start n2
+	for n in $FX_NODES; do fx_agent_start "$n"; done
 }
 
 # fx_ctr_where ID: prints the node(s) whose state directory says ID runs
 # there and whose process really runs (start ticks match).
 fx_ctr_where() {
 	local n f pid ticks
-	for n in n1 n2; do
+	for n in $FX_NODES; do
 		f=$(fx_dir "$n")/nucleus/$1.json
 		[ -f "$f" ] || continue
 		pid=$(sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' "$f")

@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# The two-node fixture every integration test stands on.
+# The two-node fixture every integration test stands on (more nodes on request).
 #
 # Two nodes on one machine: each a network namespace of its own, joined by a
 # veth pair (198.18.0.1 and 198.18.0.2, from the benchmarking range, which
@@ -45,6 +45,10 @@ FX_NET=198.18.0
 FX_PROVISION=${NM_PROVISION:-$FX_SRC/deploy/nucleus-provision}
 FX_PROVISION_MODE=${FX_PROVISION_MODE:-steps}
 FX_USER=nucleus
+# The nodes; a test may ask for more before fx_nodes_up (FX_NODES="n1 n2 n3").
+# Two nodes share a veth pair; more are joined through a bridge that lives in
+# a namespace of its own.
+FX_NODES=${FX_NODES:-n1 n2}
 FX_TAG=""
 FX_ROOT=""
 
@@ -117,14 +121,29 @@ fx_init() {
 	trap 'exit 143' TERM
 }
 
+fx_nodes() { echo "$FX_NODES"; }
+fx_peers() { local n; for n in $FX_NODES; do [ "$n" = "$1" ] || echo "$n"; done; }
+
 fx_make_namespaces() {
-	local n
-	for n in n1 n2; do
+	local n sw
+	for n in $FX_NODES; do
 		ip netns add "$(fx_ns $n)"
 		ip -n "$(fx_ns $n)" link set lo up
 	done
-	ip link add name eth0 netns "$(fx_ns n1)" type veth peer name eth0 netns "$(fx_ns n2)"
-	for n in n1 n2; do
+	if [ "$FX_NODES" = "n1 n2" ]; then
+		ip link add name eth0 netns "$(fx_ns n1)" type veth peer name eth0 netns "$(fx_ns n2)"
+	else
+		sw=$(fx_ns sw)
+		ip netns add "$sw"
+		ip -n "$sw" link add br0 type bridge
+		ip -n "$sw" link set br0 up
+		for n in $FX_NODES; do
+			ip link add name eth0 netns "$(fx_ns $n)" type veth peer name "p$n" netns "$sw"
+			ip -n "$sw" link set "p$n" master br0
+			ip -n "$sw" link set "p$n" up
+		done
+	fi
+	for n in $FX_NODES; do
 		ip -n "$(fx_ns $n)" addr add "$(fx_addr $n)/24" dev eth0
 		ip -n "$(fx_ns $n)" link set eth0 up
 	done
@@ -162,11 +181,15 @@ CFG
 # in its known_hosts. (The agents' trust is provisioning's job.)
 fx_exchange_keys() {
 	local n o
-	for n in n1 n2; do
-		o=$(fx_other $n)
-		install -m 0600 "$(fx_dir "$o")/ssh/id_ed25519.pub" "$(fx_dir "$n")/ssh/authorized_keys.root"
-		printf '%s %s\n' "$(fx_addr "$o")" "$(cut -d' ' -f1,2 "$(fx_dir "$o")/ssh/ssh_host_ed25519_key.pub")" \
-			>"$(fx_dir "$n")/ssh/known_hosts"
+	for n in $FX_NODES; do
+		: >"$(fx_dir "$n")/ssh/authorized_keys.root"
+		: >"$(fx_dir "$n")/ssh/known_hosts"
+		chmod 0600 "$(fx_dir "$n")/ssh/authorized_keys.root"
+		for o in $(fx_peers "$n"); do
+			cat "$(fx_dir "$o")/ssh/id_ed25519.pub" >>"$(fx_dir "$n")/ssh/authorized_keys.root"
+			printf '%s %s\n' "$(fx_addr "$o")" "$(cut -d' ' -f1,2 "$(fx_dir "$o")/ssh/ssh_host_ed25519_key.pub")" \
+				>>"$(fx_dir "$n")/ssh/known_hosts"
+		done
 	done
 }
 
@@ -253,18 +276,22 @@ fx_provision_init() {
 # The step-by-step path of a real cluster: init on each node, each node's
 # bundle imported on the other, one HMAC key made on n1 and streamed to n2.
 fx_provision() {
-	local n
-	for n in n1 n2; do
+	local n o
+	for n in $FX_NODES; do
 		fx_provision_init "$n" || t_fail "nucleus-provision init failed on $n"
 	done
-	for n in n1 n2; do
-		"$FX_PROVISION" export --config "$(fx_conf "$n")" |
-			"$FX_PROVISION" import -q --config "$(fx_conf "$(fx_other "$n")")" ||
-			t_fail "importing $n's bundle on $(fx_other "$n") failed"
+	for n in $FX_NODES; do
+		for o in $(fx_peers "$n"); do
+			"$FX_PROVISION" export --config "$(fx_conf "$n")" |
+				"$FX_PROVISION" import -q --config "$(fx_conf "$o")" ||
+				t_fail "importing $n's bundle on $o failed"
+		done
 	done
 	"$FX_PROVISION" hmac-key -q --config "$(fx_conf n1)" --generate || t_fail "hmac-key --generate failed"
-	"$FX_PROVISION" hmac-key --config "$(fx_conf n1)" --print |
-		"$FX_PROVISION" hmac-key -q --config "$(fx_conf n2)" --install - || t_fail "hmac-key --install failed"
+	for o in $(fx_peers n1); do
+		"$FX_PROVISION" hmac-key --config "$(fx_conf n1)" --print |
+			"$FX_PROVISION" hmac-key -q --config "$(fx_conf "$o")" --install - || t_fail "hmac-key --install failed"
+	done
 }
 
 # fx_cluster_ssh NODE: the ssh command that reaches NODE as root: from the
@@ -308,26 +335,26 @@ fx_link_up() {
 # fx_nodes_up: both nodes provisioned for nucleus-migrate, with sshd, ready
 # for ssh either way (root with the test keys, nucleus with the agent keys).
 fx_nodes_up() {
+	local n
 	fx_init
 	fx_make_namespaces
-	fx_make_node_dirs n1
-	fx_make_node_dirs n2
+	for n in $FX_NODES; do fx_make_node_dirs "$n"; done
 	fx_exchange_keys
 	fx_copy_agent_bin
 	case $FX_PROVISION_MODE in
 	steps)
 		fx_provision
-		fx_sshd_start n1
-		fx_sshd_start n2
+		for n in $FX_NODES; do fx_sshd_start "$n"; done
 		;;
 	cluster)
+		[ "$FX_NODES" = "n1 n2" ] || t_fail "FX_PROVISION_MODE=cluster supports the two-node fixture only"
 		fx_sshd_start n1
 		fx_sshd_start n2
 		fx_provision_cluster
 		;;
 	*) t_fail "FX_PROVISION_MODE must be steps or cluster, not '$FX_PROVISION_MODE'" ;;
 	esac
-	t_log "nodes up under $FX_ROOT (namespaces $(fx_ns n1), $(fx_ns n2); provisioned: $FX_PROVISION_MODE)"
+	t_log "nodes $FX_NODES up under $FX_ROOT (namespaces nmfx-$FX_TAG-*; provisioned: $FX_PROVISION_MODE)"
 }
 
 # fx_ctr_start NODE NAME [nm-counter period ms]: starts the counter workload as
@@ -377,12 +404,12 @@ fx_teardown() {
 		return "$rc"
 	fi
 	pids=($(fx_tracked_pids))
-	for n in n1 n2; do
+	for n in $FX_NODES; do
 		pids+=($(fx_state_pids "$n"))
 		[ -e "/run/netns/$(fx_ns $n)" ] && pids+=($(ip netns pids "$(fx_ns $n)" 2>/dev/null))
 	done
 	[ "${#pids[@]}" -eq 0 ] || fx_kill_pids "${pids[@]}"
-	for n in n1 n2; do
+	for n in $FX_NODES sw; do
 		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
 	done
 	rm -rf "$FX_ROOT"

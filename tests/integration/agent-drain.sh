@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Draining node 1 onto two targets, two at a time: three containers, one of
+# them unmovable (a gVisor-marked state file). The two others move, spread
+# over the targets; the unmovable one is reported and keeps running at home.
+set -euo pipefail
+FX_NODES="n1 n2 n3"
+. "$(dirname "$0")/../lib/agents.sh"
+
+fx_agents_up
+declare -A ids
+for name in d1 d2 gv; do
+	read -r id _ < <(fx_ctr_start n1 "$name")
+	ids[$name]=$id
+done
+sed -i 's/"using_gvisor": false/"using_gvisor": true/' "$(fx_dir n1)/nucleus/${ids[gv]}.json"
+for name in d1 d2 gv; do fx_counter_advances "$(fx_dir n1)/work/$name" || t_fail "$name does not tick"; done
+
+rc=0
+out=$(fx_nm n1 drain --to node2,node3 --parallel 2 --json) || rc=$?
+t_assert_eq "$rc" 4 "drain exit code with one unmovable container ($out)"
+result=$(tail -n1 <<<"$out")
+grep -q '"moved":2' <<<"$result" || t_fail "two containers should have moved: $result"
+grep -q '"failed":1' <<<"$result" || t_fail "one container should not have moved: $result"
+grep -q "\"container\":\"${ids[gv]}\"[^}]*\"outcome\":\"refused\"" <<<"$result" ||
+	grep -q "\"outcome\":\"refused\"[^}]*\"container\":\"${ids[gv]}\"" <<<"$result" ||
+	t_fail "the gVisor container is not reported as refused: $result"
+
+t_assert_eq "$(fx_ctr_where "${ids[gv]}")" n1 "the gVisor container stays on node1"
+w1=$(fx_ctr_where "${ids[d1]}")
+w2=$(fx_ctr_where "${ids[d2]}")
+[ "$w1" != n1 ] && [ "$w2" != n1 ] || t_fail "a movable container stayed: d1 on $w1, d2 on $w2"
+[ "$w1" != "$w2" ] || t_fail "both went to $w1: the drain did not spread them"
+for name in d1 d2 gv; do
+	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+	fx_counter_advances "$(fx_dir n1)/work/$name" || t_fail "$name stopped ticking"
+	fx_log_ok "$(fx_dir n1)/work/$name" || t_fail "log of $name has a gap"
+done
+
+t_log "the text table"
+fx_nm n1 drain --to node2,node3 >"$FX_ROOT/table" || true
+grep -q "CONTAINER" "$FX_ROOT/table" && grep -q "gVisor\|gvisor" "$FX_ROOT/table" ||
+	{ cat "$FX_ROOT/table" >&2; t_fail "the drain table does not show the refusal"; }
+t_log "ok: d1 -> $w1, d2 -> $w2, gv stays on n1"
