@@ -101,12 +101,6 @@ fx_ctr_stopped_copies() {
 	echo "$n"
 }
 
-# fx_log_ok DIR: the workload's log counts 1..N with no gap or repeat (the
-# last line may be half-written: it is left out).
-fx_log_ok() {
-	awk 'NR > 1 && prev != "" { if (prev + 0 != NR - 1) bad = 1 } { prev = $0 } END { exit bad }' "$1/log"
-}
-
 fx_count() { fx_ctr_field "$1" count; }
 
 # fx_counter_advances DIR: the counter moves within a few seconds.

@@ -370,6 +370,14 @@ fx_ctr_start() {
 	echo "$out"
 }
 
+# fx_log_ok DIR: the workload's log counts 1..N with no gap or repeat. The
+# last line may be half-written while we read: it is left out. On failure it
+# says where the sequence breaks.
+fx_log_ok() {
+	awk 'NR > 1 && prev != "" && prev + 0 != NR - 1 { printf "log line %d is \"%s\"\n", NR - 1, prev > "/dev/stderr"; bad = 1; exit }
+	     { prev = $0 } END { exit bad }' "$1/log"
+}
+
 # fx_ctr_field DIR KEY: a field of the workload's state record (count, pid, ...).
 fx_ctr_field() { sed -n "s/.*\b$2=\([0-9-]*\).*/\1/p" "$1/state"; }
 
