@@ -657,6 +657,7 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
         touch(c);
         r = proto_reader_advance(c->reader, (size_t)nread, &e);
         if (r < 0) {
+                nm_error_prefix(&e, "refusing a frame from the peer");
                 conn_fail(c, r, &e);
                 return;
         }
@@ -755,6 +756,7 @@ static int chan_read(xfer_conn *c, bool discard) {
                 if (discard)
                         continue;
                 if (proto_reader_advance(c->reader, (size_t)rc, &e) < 0) {
+                        nm_error_prefix(&e, "refusing a frame from the peer");
                         conn_fail(c, e.code ? e.code : -EBADMSG, &e);
                         return -EBADMSG;
                 }

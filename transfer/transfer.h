@@ -13,7 +13,10 @@
  * Callbacks follow one rule: a function that returns 0 after being given a
  * callback runs that callback exactly once, later, from the loop, never from
  * inside the call itself; a function that fails synchronously (< 0) never
- * runs it. */
+ * runs it.
+ *
+ * The process must ignore SIGPIPE: a peer that hangs up must show up as an
+ * EPIPE error, not kill the agent. */
 
 #include <stdbool.h>
 #include <stddef.h>
