@@ -186,8 +186,11 @@ static void send_end(xfer_send *x, int status) {
         close_file(x);
         if (x->timer_open)
                 (void)uv_timer_stop(&x->timer);
+        /* Once ended the sender never touches the connection again: it may
+         * be gone by the time the owner frees us. */
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        x->c = NULL;
         if (status >= 0)
                 report_progress(x, true);
         if (cb && !x->freed)
@@ -215,6 +218,7 @@ void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
         close_file(x);
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        x->c = NULL;
         (void)uv_timer_stop(&x->timer);
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
 }

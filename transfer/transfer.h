@@ -218,8 +218,10 @@ typedef struct xfer_send_options {
  * bounded: the next chunk is read only while c's queue is below max_queued.
  * Files are read on the libuv threadpool. dir_fd stays the caller's. cb runs
  * once when IMAGES_DONE has been queued (0) or on error; the connection is
- * not closed by the sender, and a closing connection is reported by the
- * owner calling xfer_send_abort(). */
+ * not closed by the sender. The owner of the connection calls
+ * xfer_send_abort() (or xfer_send_free()) from the connection's closed
+ * callback at the latest: after its callback the sender no longer touches
+ * the connection. */
 int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *opts, xfer_send_done_cb cb,
                   void *userdata, nm_error *err, xfer_send **ret);
 

@@ -230,6 +230,7 @@ static void test_path_attacks(void **state) {
                 "/etc/passwd",     "checkpoint.hmac",     "images/",         "images",
                 "metadata.json/x", "images/..",           "./metadata.json", "images//a",
         };
+        teardown(state); /* one fresh fixture per path */
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 fixture *f;
                 setup(state);
