@@ -645,13 +645,16 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
         xfer_session *s = container_of(p, xfer_session, poll);
         (void)events;
 
+        /* libuv reports POLLERR as UV_EBADF and stops the handle. */
+        if (status < 0)
+                s->poll_events = 0;
         if (s->state == XFER_SESSION_TCP_CONNECT) {
                 int soerr = 0;
                 socklen_t len = sizeof(soerr);
-                if (status < 0)
-                        soerr = -status;
-                else if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+                if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
                         soerr = errno;
+                if (soerr == 0 && status < 0)
+                        soerr = -status;
                 if (soerr != 0) {
                         attempt_failed(s, -soerr);
                         return;
