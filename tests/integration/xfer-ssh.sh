@@ -55,6 +55,12 @@ send_n1() {
 		--command "$AGENT dial-stdio --socket $SOCK" --hmac-key "$KEY" --connect-timeout 5000 "$@"
 }
 
+# A failing run must fail for the reason the test expects, not because a
+# sanitizer (in an ASan build) stopped it.
+clean() {
+	! grep -q "Sanitizer" <<<"$1" || t_fail "sanitizer report: $1"
+}
+
 host_fp=$(ssh-keygen -lf "$N2/ssh/ssh_host_ed25519_key.pub" | awk '{print $2}')
 
 # ---------------------------------------------------------------------------
@@ -103,12 +109,14 @@ cp "$kh" "$kh.good"
 ssh-keygen -q -t ed25519 -N '' -f "$FX_ROOT/other_host_key"
 printf '%s %s\n' "$(fx_addr n2)" "$(cut -d' ' -f1,2 "$FX_ROOT/other_host_key.pub")" >"$kh"
 if out=$(send_n1 --mig hk-1 "$SRC" 2>&1); then t_fail "a wrong host key was accepted"; fi
+clean "$out"
 grep -q "does not match" <<<"$out" || t_fail "unexpected message for a changed host key: $out"
 grep -qF "$host_fp" <<<"$out" || t_fail "message lacks the fingerprint $host_fp: $out"
 
 t_log "an unknown host is refused unless accept-new is asked for"
 : >"$kh"
 if out=$(send_n1 --mig hk-2 "$SRC" 2>&1); then t_fail "an unknown host key was accepted"; fi
+clean "$out"
 grep -q "is not in" <<<"$out" || t_fail "unexpected message for an unknown host: $out"
 grep -qF "$host_fp" <<<"$out" || t_fail "message lacks the fingerprint $host_fp: $out"
 [ ! -s "$kh" ] || t_fail "known_hosts was written without accept-new"
@@ -132,11 +140,13 @@ if out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --key "$FX_ROOT/stranger" --kno
 	--command "$AGENT dial-stdio --socket $SOCK" --hmac-key "$KEY" --mig auth-1 "$small" 2>&1); then
 	t_fail "an unauthorized key was accepted"
 fi
+clean "$out"
 grep -q "refused public key authentication" <<<"$out" || t_fail "unexpected message for a refused key: $out"
 
 t_log "nothing listening is a clear error"
 if out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --port 2222 --key "$N1/ssh/id_ed25519" --known-hosts "$kh" \
 	--hmac-key "$KEY" "$small" 2>&1); then t_fail "connected to a closed port"; fi
+clean "$out"
 grep -q "refused" <<<"$out" || t_fail "unexpected message for a closed port: $out"
 
 # ---------------------------------------------------------------------------
@@ -145,6 +155,7 @@ serve_start "$FX_ROOT/serve3.log"
 if out=$(send_n1 --mig bad-1 --bad-digest images/small-7.img "$SRC" 2>&1); then
 	t_fail "a wrong digest was accepted"
 fi
+clean "$out"
 wait "$SERVE_PID" && t_fail "receiver accepted a wrong digest"
 grep -q "SHA-256 of images/small-7.img does not match" <<<"$out" || t_fail "sender's message: $out"
 grep -q "^FAILED bad-1 .*SHA-256" "$FX_ROOT/serve3.log" || t_fail "receiver: $(cat "$FX_ROOT/serve3.log")"
@@ -170,6 +181,7 @@ wait "$SERVE_PID" || rc=$?
 elapsed=$(($(date +%s) - start))
 t_log "both sides gave up after ${elapsed}s: sender: $(tail -1 "$FX_ROOT/send4.out"); receiver: $(tail -1 "$FX_ROOT/serve4.log")"
 [ "$elapsed" -le 20 ] || t_fail "giving up took ${elapsed}s"
+clean "$(cat "$FX_ROOT/send4.out" "$FX_ROOT/serve4.log" "$FX_ROOT/serve3.log")"
 grep -q "idle" "$FX_ROOT/send4.out" || t_fail "sender's message: $(cat "$FX_ROOT/send4.out")"
 grep -q "^FAILED cut-1 .*silent" "$FX_ROOT/serve4.log" || t_fail "receiver: $(cat "$FX_ROOT/serve4.log")"
 [ ! -e "$STAGE/cut-1" ] || t_fail "staging left behind after a cut link"
@@ -177,6 +189,7 @@ grep -q "^FAILED cut-1 .*silent" "$FX_ROOT/serve4.log" || t_fail "receiver: $(ca
 t_log "with the link down the peer is unreachable"
 if out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --key "$N1/ssh/id_ed25519" --known-hosts "$kh" \
 	--connect-timeout 1500 --hmac-key "$KEY" "$small" 2>&1); then t_fail "connected over a cut link"; fi
+clean "$out"
 grep -q "unreachable" <<<"$out" || t_fail "unexpected message for an unreachable peer: $out"
 fx_link_up
 
@@ -184,6 +197,7 @@ t_log "a peer that drops every packet: the connect times out with a clear error"
 ip -n "$(fx_ns n2)" link set eth0 down
 if out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --key "$N1/ssh/id_ed25519" --known-hosts "$kh" \
 	--connect-timeout 1500 --hmac-key "$KEY" "$small" 2>&1); then t_fail "connected to a silent peer"; fi
+clean "$out"
 grep -q "timed out after 1500 ms" <<<"$out" || t_fail "unexpected message for a connect timeout: $out"
 ip -n "$(fx_ns n2)" link set eth0 up
 t_wait_until 10 "link up" fx_port_open n2
