@@ -268,45 +268,35 @@ static int scan_object(scan *s, unsigned depth) {
         if (b >= 0xa0 && b <= 0xbf)
                 return scan_skip(s, b & 0x1f, "str");
 
-        switch (b) {
-        case 0xc4:
-        case 0xc5:
-        case 0xc6: /* bin 8/16/32 */
-        case 0xd9:
-        case 0xda:
-        case 0xdb: /* str 8/16/32 */
-                r = scan_len(s, (size_t)1 << ((b >= 0xd9 ? b - 0xd9 : b - 0xc4)), &len);
-                return r < 0 ? r : scan_skip(s, len, b >= 0xd9 ? "str" : "bin");
-        case 0xc7:
-        case 0xc8:
-        case 0xc9: /* ext 8/16/32: length, type byte, data */
+        if (b >= 0xc4 && b <= 0xc6) { /* bin 8/16/32 */
+                r = scan_len(s, (size_t)1 << (b - 0xc4), &len);
+                return r < 0 ? r : scan_skip(s, len, "bin");
+        }
+        if (b >= 0xd9 && b <= 0xdb) { /* str 8/16/32 */
+                r = scan_len(s, (size_t)1 << (b - 0xd9), &len);
+                return r < 0 ? r : scan_skip(s, len, "str");
+        }
+        if (b >= 0xc7 && b <= 0xc9) { /* ext 8/16/32: length, type byte, data */
                 r = scan_len(s, (size_t)1 << (b - 0xc7), &len);
                 return r < 0 ? r : scan_skip(s, len + 1, "ext");
-        case 0xca: return scan_skip(s, 4, "float32");
-        case 0xcb: return scan_skip(s, 8, "float64");
-        case 0xcc:
-        case 0xcd:
-        case 0xce:
-        case 0xcf: /* uint 8..64 */ return scan_skip(s, (size_t)1 << (b - 0xcc), "uint");
-        case 0xd0:
-        case 0xd1:
-        case 0xd2:
-        case 0xd3: /* int 8..64 */ return scan_skip(s, (size_t)1 << (b - 0xd0), "int");
-        case 0xd4:
-        case 0xd5:
-        case 0xd6:
-        case 0xd7:
-        case 0xd8: /* fixext 1..16 */ return scan_skip(s, 1 + ((size_t)1 << (b - 0xd4)), "fixext");
-        case 0xdc:
-        case 0xdd: /* array 16/32 */
+        }
+        if (b == 0xca || b == 0xcb) /* float 32/64 */
+                return scan_skip(s, b == 0xca ? 4 : 8, "float");
+        if (b >= 0xcc && b <= 0xcf) /* uint 8..64 */
+                return scan_skip(s, (size_t)1 << (b - 0xcc), "uint");
+        if (b >= 0xd0 && b <= 0xd3) /* int 8..64 */
+                return scan_skip(s, (size_t)1 << (b - 0xd0), "int");
+        if (b >= 0xd4 && b <= 0xd8) /* fixext 1..16: type byte, data */
+                return scan_skip(s, 1 + ((size_t)1 << (b - 0xd4)), "fixext");
+        if (b == 0xdc || b == 0xdd) { /* array 16/32 */
                 r = scan_len(s, b == 0xdc ? 2 : 4, &len);
                 return r < 0 ? r : scan_container(s, len, false, depth);
-        case 0xde:
-        case 0xdf: /* map 16/32 */
+        }
+        if (b == 0xde || b == 0xdf) { /* map 16/32 */
                 r = scan_len(s, b == 0xde ? 2 : 4, &len);
                 return r < 0 ? r : scan_container(s, len, true, depth);
-        default: break;
         }
+        /* Only 0xc1 is left: never used by msgpack. */
         return nm_error_set(s->err, -EBADMSG, "frame: invalid msgpack byte 0x%02x at offset %zu", b,
                             s->pos - 1);
 }

@@ -25,6 +25,16 @@ static const proto__field opt_str_field = {.key = "opts value",
                                            .max = PROTO_NAME_MAX,
                                            .check = PROTO__CHECK_TEXT};
 
+/* Checks an option's string value, naming the option in the error. */
+static int check_opt_str(const char *msg, const char *key, const char *s, size_t len, nm_error *err) {
+        char name[16 + PROTO_OPT_KEY_MAX];
+        proto__field f = opt_str_field;
+
+        snprintf(name, sizeof(name), "opts.%s", key);
+        f.key = name;
+        return proto__check_str(msg, &f, s, len, err);
+}
+
 static void *field_ptr(proto_msg *m, const proto__field *f) {
         return (uint8_t *)m + f->offset;
 }
@@ -152,9 +162,9 @@ static int validate_opts(const char *msg, const proto_opts *o, nm_error *err) {
                 case PROTO_OPT_STR:
                         if (!opt->s)
                                 return nm_error_set(err, -EINVAL, "%s: option '%s' is NULL", msg, opt->key);
-                        r = proto__check_str(msg, &opt_str_field, opt->s, strlen(opt->s), err);
+                        r = check_opt_str(msg, opt->key, opt->s, strlen(opt->s), err);
                         if (r < 0)
-                                return nm_error_prefix(err, "option '%s'", opt->key);
+                                return r;
                         break;
                 case _PROTO_OPT_KIND_MAX:
                 case _PROTO_OPT_KIND_INVALID:
@@ -474,9 +484,12 @@ static int decode_opt_value(const char *msg, const char *key, const msgpack_obje
                 opt->u = o->via.u64;
         } else if (o->type == MSGPACK_OBJECT_STR) {
                 opt->kind = PROTO_OPT_STR;
+                r = check_opt_str(msg, key, o->via.str.ptr, o->via.str.size, err);
+                if (r < 0)
+                        return r;
                 r = decode_str(msg, &opt_str_field, o, z, &opt->s, err);
                 if (r < 0)
-                        return nm_error_prefix(err, "option '%s'", key);
+                        return r;
         } else
                 return nm_error_set(err, -EBADMSG,
                                     "%s: option '%s' is %s, not a boolean, unsigned integer or string", msg,
@@ -626,6 +639,7 @@ static int decode_map(const msgpack_object *map, msgpack_zone *z, proto_msg *m, 
         if (r < 0)
                 return r;
         m->type = (proto_msg_type)(s - proto__schemas);
+        assert(s->n_fields <= 64); /* "seen" is a 64-bit mask */
 
         for (uint32_t i = 0; i < map->via.map.size; i++) {
                 const msgpack_object_kv *kv = &map->via.map.ptr[i];

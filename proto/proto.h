@@ -274,7 +274,7 @@ typedef struct proto_status {
 } proto_status;
 
 typedef struct proto_event {
-        const char *mig;
+        const char *mig;   /* optional: absent for events about a whole drain */
         const char *phase; /* [A-Za-z0-9_-]{1,64} */
         uint64_t bytes_done;
         uint64_t bytes_total;
@@ -464,6 +464,12 @@ typedef enum proto_path_kind {
  * proto_path_kind, or -EBADMSG with the reason. path need not be
  * NUL-terminated; a NUL within len is refused. */
 int proto_path_check(const char *path, size_t len, nm_error *err);
+
+/* The FILE mode to send for a file whose st_mode is given: its read bits
+ * within 0644, owner read-write always (CRIU's images follow the umask). */
+static inline uint32_t proto_file_mode(uint32_t st_mode) {
+        return (st_mode & 0644u) | 0600u;
+}
 
 /* Checks a migration id (or container id): 1..64 of [A-Za-z0-9_-]. */
 int proto_id_check(const char *id, size_t len, nm_error *err);

@@ -185,7 +185,7 @@ static const proto__field status_fields[] = {
 };
 
 static const proto__field event_fields[] = {
-        MIG(event.mig),
+        OPT_MIG(event.mig),
         STR("phase", event.phase, PROTO__CHECK_ID, 1, PROTO_ID_MAX),
         U64("bytes_done", event.bytes_done),
         U64("bytes_total", event.bytes_total),

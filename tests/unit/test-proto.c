@@ -151,7 +151,7 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
         case PROTO_MSG_CORDON: assert_int_equal(a->cordon.on, b->cordon.on); break;
         case PROTO_MSG_STATUS: assert_str_eq_or_null(a->status.ref, b->status.ref); break;
         case PROTO_MSG_EVENT:
-                assert_string_equal(a->event.mig, b->event.mig);
+                assert_str_eq_or_null(a->event.mig, b->event.mig);
                 assert_string_equal(a->event.phase, b->event.phase);
                 assert_int_equal(a->event.bytes_done, b->event.bytes_done);
                 assert_int_equal(a->event.bytes_total, b->event.bytes_total);
@@ -299,6 +299,7 @@ static void test_roundtrip_optional_absent(void **state) {
                 {.type = PROTO_MSG_MIGRATE, .migrate = {.has_pid = true, .pid = 1, .target = "t"}},
                 {.type = PROTO_MSG_STATUS},
                 {.type = PROTO_MSG_EVENT, .event = {.mig = "m", .phase = "dump"}},
+                {.type = PROTO_MSG_EVENT, .event = {.phase = "drain", .files_total = 5}},
                 {.type = PROTO_MSG_RESULT, .result = {.doc = "[]"}},
                 {.type = PROTO_MSG_OFFER,
                  .offer = {.mig = "m",
@@ -367,7 +368,7 @@ static void test_data_header_matches_encoder(void **state) {
                 for (size_t li = 0; li < ARRAY_SIZE(lens); li++) {
                         proto_msg m = {.type = PROTO_MSG_DATA,
                                        .data = {.mig = migs[mi], .data = {payload, lens[li]}}};
-                        _cleanup_free_ uint8_t *buf = NULL, *joined = NULL;
+                        _cleanup_free_ uint8_t *buf = NULL;
                         _cleanup_proto_msg_ proto_msg d = {};
                         uint8_t hdr[PROTO_DATA_HDR_MAX];
                         size_t len;
@@ -747,6 +748,10 @@ static void test_integer_ranges(void **state) {
         raw_uint(&r, "pid", UINT32_MAX + UINT64_C(1));
         expect_decode_error(&r, -EBADMSG, "RUNNING: field 'pid' 4294967296 is outside");
 
+        assert_int_equal(proto_file_mode(0100666), 0644);
+        assert_int_equal(proto_file_mode(0400), 0600);
+        assert_int_equal(proto_file_mode(04755), 0644);
+
         proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = UINT64_MAX}};
         expect_encode_error(&m, -EBADMSG, "PING: field 'seq' 18446744073709551615 is above INT64_MAX");
         m = (proto_msg){.type = PROTO_MSG_FILE, .file = {.mig = "m", .path = "metadata.json", .mode = 0755}};
@@ -971,6 +976,25 @@ static void test_migrate_and_opts(void **state) {
         raw_uint(&r, "lazy", 1);
         raw_uint(&r, "lazy", 2);
         expect_decode_error(&r, -EBADMSG, "MIGRATE: option 'lazy' appears twice");
+
+        /* A bad option string fails with or without an nm_error. */
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 4);
+        raw_uint(&r, "t", PROTO_MSG_MIGRATE);
+        raw_str(&r, "container", "web");
+        raw_str(&r, "target", "host2");
+        raw_key(&r, "opts");
+        msgpack_pack_map(&r.pk, 1);
+        raw_str(&r, "compress", "z\033std");
+        proto_msg d = {};
+        assert_int_equal(proto_decode((const uint8_t *)r.sb.data, r.sb.size, &d, NULL), -EBADMSG);
+        expect_decode_error(&r, -EBADMSG,
+                            "MIGRATE: field 'opts.compress' has a forbidden byte 0x1b at offset 1");
+        proto_opt bad = {.key = "compress", .kind = PROTO_OPT_STR, .s = "z\033std"};
+        m = (proto_msg){.type = PROTO_MSG_MIGRATE,
+                        .migrate = {.container = "web", .target = "host2", .opts = {.v = &bad, .n = 1}}};
+        expect_encode_error(&m, -EBADMSG, "MIGRATE: field 'opts.compress' has a forbidden byte 0x1b");
+        assert_int_equal(proto_encode(&m, &(uint8_t *){NULL}, &(size_t){0}, NULL), -EBADMSG);
 
         raw_init(&r);
         msgpack_pack_map(&r.pk, 4);
@@ -1376,6 +1400,32 @@ static void test_reader_big_frame_and_limits(void **state) {
         assert_int_equal(proto_reader_new(PROTO_FRAME_MAX + 1, &small), -EINVAL);
 }
 
+static void test_reader_full_until_frames_taken(void **state) {
+        _cleanup_(proto_reader_freep) proto_reader *r = NULL;
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
+        proto_buf b = {};
+        const uint8_t *p;
+        uint8_t *w;
+        size_t len, avail, frames = 0;
+        nm_error err = {};
+        (void)state;
+
+        /* More complete frames than one frame of the cap plus slack. */
+        while (b.len < 100000)
+                assert_int_equal(proto_encode_append(&b, &ping, NULL), 0);
+        assert_int_equal(proto_reader_new(16, &r), 0);
+        assert_int_equal(proto_reader_feed(r, b.data, b.len, NULL), 0);
+        assert_int_equal(proto_reader_get_buffer(r, &w, &avail, &err), -ENOBUFS);
+        assert_non_null(strstr(err.msg, "proto_reader_next"));
+        while (proto_reader_next(r, &p, &len, NULL) == 1)
+                frames++;
+        assert_int_equal(frames * len + frames * PROTO_FRAME_HDR, b.len);
+        assert_int_equal(proto_reader_get_buffer(r, &w, &avail, NULL), 0);
+        /* Capped at one frame of 16 bytes plus the slack. */
+        assert_true(avail >= 1 && avail <= PROTO_FRAME_HDR + 16 + 64 * 1024);
+        proto_buf_done(&b);
+}
+
 static void test_reader_truncated_stream(void **state) {
         _cleanup_(proto_reader_freep) proto_reader *r = NULL;
         proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
@@ -1443,6 +1493,7 @@ int main(void) {
                 cmocka_unit_test(test_reader_one_byte_at_a_time),
                 cmocka_unit_test(test_reader_all_at_once_and_direct),
                 cmocka_unit_test(test_reader_big_frame_and_limits),
+                cmocka_unit_test(test_reader_full_until_frames_taken),
                 cmocka_unit_test(test_reader_truncated_stream),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

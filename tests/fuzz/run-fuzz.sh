@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs a libFuzzer target for a bounded time on a copy of the committed seed
+# corpus, so that the committed files never change. Fails on any crash,
+# leak, timeout or sanitizer report; the input that caused it is kept in
+# WORKDIR/artifacts/.
+#
+#   run-fuzz.sh FUZZER CORPUS WORKDIR SECONDS
+set -euo pipefail
+
+fuzzer=$1 corpus=$2 work=$3 seconds=$4
+
+rm -rf "$work"
+mkdir -p "$work/corpus" "$work/artifacts"
+cp "$corpus"/* "$work/corpus/"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# Every committed seed first, one by one, so that a regression names its file.
+"$fuzzer" -runs=0 "$corpus"/*
+
+"$fuzzer" \
+	-max_total_time="$seconds" \
+	-timeout=10 \
+	-rss_limit_mb=2048 \
+	-max_len=65536 \
+	-print_final_stats=1 \
+	-artifact_prefix="$work/artifacts/" \
+	"$work/corpus"
