@@ -360,7 +360,7 @@ static int begin_file(xfer_send *x) {
                                      .file = {.mig = x->mig,
                                               .path = f->relpath,
                                               .size = f->size,
-                                              .mode = (st.st_mode & 0644) | 0600}});
+                                              .mode = proto_file_mode(st.st_mode)}});
         if (r < 0)
                 return r;
         r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size);
