@@ -367,7 +367,8 @@ static int write_hmac_file(xfer_recv *r, nm_error *err) {
         _cleanup_close_ int fd = -EBADF;
         int n, q;
 
-        n = snprintf(line, sizeof(line), "%s\n", r->res.hmac);
+        /* As ckpt_sign_at() writes it: the hex digits, no newline. */
+        n = snprintf(line, sizeof(line), "%s", r->res.hmac);
         fd = openat(r->dir_fd, "checkpoint.hmac", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
         if (fd < 0)

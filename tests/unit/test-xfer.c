@@ -271,7 +271,7 @@ static void test_stream_directory(void **state) {
         }
         assert_same_file(p.src_fd, sfd, "metadata.json");
         assert_int_equal(read_file_at(sfd, "checkpoint.hmac", 200, &hmac, &len), 0);
-        assert_int_equal(len, 65);
+        assert_int_equal(len, 64);
         assert_memory_equal(hmac, p.send_res.hmac, 64);
         free(hmac);
         close(sfd);
