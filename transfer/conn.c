@@ -95,6 +95,10 @@ struct xfer_conn {
         xfer_conn *next, *prev;
         xfer_chan_close chan_close;
         int exit_status;
+        char *remote;          /* "'<command>' on <host>", for messages */
+        char stderr_tail[512]; /* the last words of the remote command */
+        size_t stderr_len;
+        bool exit_noted;
 };
 
 static void conn_fail(xfer_conn *c, int status, const nm_error *err);
@@ -325,12 +329,13 @@ int xfer_conn_new_fd(uv_loop_t *loop, int fd, const xfer_conn_callbacks *cbs, vo
         return 0;
 }
 
-int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const xfer_conn_callbacks *cbs,
-                           void *userdata, xfer_conn **ret) {
+int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const char *remote,
+                           const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret) {
         xfer_conn *c = NULL;
         int r = conn_alloc(xfer__session_loop(s), cbs, userdata, &c);
         if (r < 0)
                 return r;
+        c->remote = strdup(remote);
         c->kind = XFER_CONN_CHANNEL;
         c->s = s;
         c->ch = ch;
@@ -356,6 +361,7 @@ static void conn_finish_cb(uv_handle_t *h) {
                 xfer__session_detach(c->s, c);
         proto_reader_free(c->reader);
         free(c->stream);
+        free(c->remote);
         free(c);
 }
 
@@ -677,6 +683,59 @@ static int chan_error(xfer_conn *c, int rc, const char *what) {
         return r;
 }
 
+/* The remote command's stderr is read as it comes (unread, it would eat
+ * the channel window) and its tail kept for error messages. */
+static void chan_read_stderr(xfer_conn *c) {
+        char buf[1024];
+
+        for (;;) {
+                ssize_t n = libssh2_channel_read_stderr(c->ch, buf, sizeof(buf));
+                if (n <= 0)
+                        return; /* EAGAIN, EOF or an error the stdout read reports */
+                size_t k = (size_t)n, cap = sizeof(c->stderr_tail) - 1;
+                if (k >= cap) {
+                        memcpy(c->stderr_tail, buf + k - cap, cap);
+                        c->stderr_len = cap;
+                } else {
+                        if (c->stderr_len + k > cap) {
+                                size_t drop = c->stderr_len + k - cap;
+                                memmove(c->stderr_tail, c->stderr_tail + drop, c->stderr_len - drop);
+                                c->stderr_len -= drop;
+                        }
+                        memcpy(c->stderr_tail + c->stderr_len, buf, k);
+                        c->stderr_len += k;
+                }
+                c->stderr_tail[c->stderr_len] = '\0';
+        }
+}
+
+/* A remote command that failed makes the end of its connection an error,
+ * with what it said on stderr. */
+static void chan_note_exit(xfer_conn *c) {
+        char said[sizeof(c->stderr_tail)];
+        size_t len;
+
+        chan_read_stderr(c);
+        if (c->exit_status < 0 && libssh2_channel_eof(c->ch) == 1)
+                c->exit_status = libssh2_channel_get_exit_status(c->ch);
+        snprintf(said, sizeof(said), "%s", c->stderr_tail);
+        for (len = strlen(said); len > 0 && (said[len - 1] == '\n' || said[len - 1] == ' '); len--)
+                said[len - 1] = '\0';
+        if (c->exit_status > 0 && c->status == 0) {
+                c->status = -ECONNABORTED;
+                nm_error_set(&c->err, -ECONNABORTED, "%s exited with status %d%s%s", strna(c->remote),
+                             c->exit_status, said[0] ? ": " : "", said);
+        } else if (c->status < 0 && c->exit_status > 0) {
+                len = strlen(c->err.msg);
+                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s exited with status %d%s%s)",
+                         strna(c->remote), c->exit_status, said[0] ? ": " : "", said);
+        } else if (c->status < 0 && said[0]) {
+                len = strlen(c->err.msg);
+                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s said: %s)", strna(c->remote),
+                         said);
+        }
+}
+
 /* Returns 1 on progress, 0 when blocked, < 0 after failing the conn. */
 static int chan_write(xfer_conn *c) {
         int progress = 0;
@@ -719,7 +778,7 @@ static int chan_write(xfer_conn *c) {
 static int chan_read(xfer_conn *c, bool discard) {
         size_t budget = XFER_READ_BUDGET;
         int progress = 0;
-
+        chan_read_stderr(c);
         while (budget > 0 && c->state != XFER_CONN_FINISHING) {
                 uint8_t sink[16384];
                 uint8_t *p;
@@ -819,6 +878,10 @@ static int chan_close_step(xfer_conn *c) {
                 c->chan_close = XFER_CHAN_FREE;
                 return 1;
         case XFER_CHAN_FREE:
+                if (!c->exit_noted) {
+                        chan_note_exit(c);
+                        c->exit_noted = true;
+                }
                 rc = libssh2_channel_free(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
                         xfer__session_blocked(c->s);

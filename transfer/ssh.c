@@ -510,6 +510,7 @@ static void exec_done(xfer_session *s, int status, nm_error *e, xfer_conn *conn)
 }
 
 static void step_exec(xfer_session *s) {
+        char remote[512];
         nm_error e = {};
         xfer_conn *conn = NULL;
         int rc;
@@ -543,7 +544,8 @@ static void step_exec(xfer_session *s) {
                 exec_done(s, e.code, &e, NULL);
                 return;
         }
-        rc = xfer__conn_new_channel(s, s->exec_ch, &s->exec_cbs, s->exec_conn_ud, &conn);
+        snprintf(remote, sizeof(remote), "'%s' on %s", s->exec_cmd, s->host);
+        rc = xfer__conn_new_channel(s, s->exec_ch, remote, &s->exec_cbs, s->exec_conn_ud, &conn);
         if (rc < 0) {
                 nm_error_errno(&e, rc, "cannot set up the channel to %s", s->host);
                 exec_done(s, rc, &e, NULL);
@@ -637,6 +639,12 @@ static void start_ssh(xfer_session *s) {
                 return;
         }
         libssh2_session_set_blocking(s->ssh, 0);
+        /* Nodes have ed25519 host keys (deploy/ provisions them); asking for
+         * that type first keeps a server with several keys from offering one
+         * that known_hosts does not list. */
+        (void)libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_HOSTKEY,
+                                          "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
+                                          "ecdsa-sha2-nistp521,ssh-rsa");
         s->state = XFER_SESSION_HANDSHAKE;
         session_step(s);
 }

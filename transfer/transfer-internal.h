@@ -23,8 +23,8 @@ void xfer__session_detach(xfer_session *s, xfer_conn *c);
 int xfer__session_error(xfer_session *s, int rc, nm_error *err, const char *what);
 
 /* conn.c: a connection over an SSH channel, stepped by its session. */
-int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const xfer_conn_callbacks *cbs,
-                           void *userdata, xfer_conn **ret);
+int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const char *remote,
+                           const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret);
 /* Reads, writes and closes as far as possible without blocking. Returns 1
  * when it made progress, 0 when blocked or idle, XFER__CONN_GONE when the
  * connection finished and was freed (its closed callback has run). */

@@ -149,6 +149,12 @@ if out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --port 2222 --key "$N1/ssh/id_e
 clean "$out"
 grep -q "refused" <<<"$out" || t_fail "unexpected message for a closed port: $out"
 
+t_log "no agent behind dial-stdio: the remote command's failure is reported with its words"
+if out=$(send_n1 --mig noagent-1 "$small" 2>&1); then t_fail "sent without a receiver"; fi
+clean "$out"
+grep -q "exited with status 8" <<<"$out" || t_fail "unexpected message without an agent: $out"
+grep -q "cannot connect to the agent at $SOCK" <<<"$out" || t_fail "dial-stdio's reason is missing: $out"
+
 # ---------------------------------------------------------------------------
 t_log "a corrupted byte (wrong SHA-256) is refused and staging removed"
 serve_start "$FX_ROOT/serve3.log"
