@@ -88,6 +88,9 @@ struct xfer_send {
 
         uv_timer_t timer; /* start, then the overall deadline */
         bool timer_open;
+        uv_timer_t pace; /* waits out the bandwidth limit */
+        bool pace_open;
+        uint64_t rate_limit;
         bool freed, ended, abort_pending;
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
@@ -96,6 +99,7 @@ struct xfer_send {
 
 static void send_step(xfer_send *x);
 static void send_maybe_free(xfer_send *x);
+static bool pace_wait(xfer_send *x);
 static void timer_cb(uv_timer_t *t);
 
 /* ---- chunks -------------------------------------------------------------- */
@@ -186,6 +190,8 @@ static void send_end(xfer_send *x, int status) {
         close_file(x);
         if (x->timer_open)
                 (void)uv_timer_stop(&x->timer);
+        if (x->pace_open)
+                (void)uv_timer_stop(&x->pace);
         /* Once ended the sender never touches the connection again: it may
          * be gone by the time the owner frees us. */
         if (x->c)
@@ -524,6 +530,8 @@ static void send_step(xfer_send *x) {
                         }
                         if (xfer_conn_queued(x->c) >= x->max_queued)
                                 return; /* the drain callback continues */
+                        if (pace_wait(x))
+                                return; /* the pace timer continues */
                         r = start_read(x);
                         if (r >= 0)
                                 return;
@@ -537,6 +545,27 @@ static void send_step(xfer_send *x) {
         }
         if (r < 0)
                 send_fail(x, r);
+}
+
+static void pace_cb(uv_timer_t *t) {
+        send_step(container_of(t, xfer_send, pace));
+}
+
+/* With a bandwidth limit, the next chunk may be read only once the bytes
+ * sent so far fit the limit since the start. */
+static bool pace_wait(xfer_send *x) {
+        uint64_t now, due;
+
+        if (!x->rate_limit)
+                return false;
+        if (uv_is_active((uv_handle_t *)&x->pace))
+                return true;
+        now = xfer__now_ms(x->loop);
+        due = x->start_ms + x->res.bytes * 1000 / x->rate_limit;
+        if (due <= now)
+                return false;
+        (void)uv_timer_start(&x->pace, pace_cb, due - now, 0);
+        return true;
 }
 
 static void drain_cb(xfer_conn *c, void *userdata) {
@@ -596,17 +625,23 @@ static void send_release_memory(xfer_send *x) {
 }
 
 static void timer_closed_cb(uv_handle_t *h) {
-        xfer_send *x = container_of((uv_timer_t *)h, xfer_send, timer);
-        x->timer_open = false;
+        xfer_send *x = h->data;
+        if (h == (uv_handle_t *)&x->timer)
+                x->timer_open = false;
+        else
+                x->pace_open = false;
         send_maybe_free(x);
 }
 
 static void send_maybe_free(xfer_send *x) {
         if (!x->freed || x->work_pending)
                 return;
-        if (x->timer_open) {
-                if (!uv_is_closing((uv_handle_t *)&x->timer))
+        if (x->timer_open || x->pace_open) {
+                x->timer.data = x->pace.data = x;
+                if (x->timer_open && !uv_is_closing((uv_handle_t *)&x->timer))
                         uv_close((uv_handle_t *)&x->timer, timer_closed_cb);
+                if (x->pace_open && !uv_is_closing((uv_handle_t *)&x->pace))
+                        uv_close((uv_handle_t *)&x->pace, timer_closed_cb);
                 return;
         }
         send_release_memory(x);
@@ -669,6 +704,9 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->start_ms = x->last_progress_ms = xfer__now_ms(x->loop);
         (void)uv_timer_init(x->loop, &x->timer);
         x->timer_open = true;
+        (void)uv_timer_init(x->loop, &x->pace);
+        x->pace_open = true;
+        x->rate_limit = o->rate_limit;
         /* Start from the loop: the callback never runs inside this call. */
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
         xfer_conn_set_drain(c, x->max_queued / 2, drain_cb, x);

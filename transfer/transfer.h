@@ -205,6 +205,7 @@ typedef struct xfer_send_options {
         size_t chunk_size;             /* 0: XFER_CHUNK_SIZE */
         size_t max_queued;             /* stop reading above this many queued bytes; 0: 4 chunks */
         uint64_t overall_timeout_ms;   /* 0: none */
+        uint64_t rate_limit;           /* bytes per second, averaged from the start; 0: none */
         uint64_t progress_interval_ms; /* 0: 1000 */
         xfer_progress_cb progress;     /* optional */
         /* Test hook: corrupt the SHA-256 of this file (relpath), to check

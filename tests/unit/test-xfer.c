@@ -154,6 +154,8 @@ static void pair_init(pair *p) {
         uv_unref((uv_handle_t *)&p->check); /* a probe, not a reason to keep running */
 }
 
+static uint64_t rate_limit; /* for the next pair_start() */
+
 static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
         xfer_recv_options ro = {
                 .hooks = xfer_hmac_hooks_get(p->recv_hooks), .mig = MIG, .idle_timeout_ms = 10000};
@@ -163,6 +165,7 @@ static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
                 .progress = progress_cb,
                 .progress_interval_ms = 1,
                 .test_bad_digest = bad_digest,
+                .rate_limit = rate_limit,
         };
         int r;
 
@@ -359,6 +362,32 @@ static void test_receiver_hangs_up(void **state) {
         pair_done(&p);
 }
 
+static void test_rate_limit(void **state) {
+        pair p;
+        uint8_t *buf = malloc(2 * 1024 * 1024);
+        uint64_t t0, ms;
+        (void)state;
+
+        assert_non_null(buf);
+        pair_init(&p);
+        t_fill(buf, 2 * 1024 * 1024, 9);
+        t_write_file(p.src_fd, "images/pages-1.img", buf, 2 * 1024 * 1024);
+        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+        free(buf);
+        rate_limit = 8 * 1024 * 1024;
+        t0 = uv_hrtime();
+        assert_int_equal(pair_start(&p, NULL, NULL), 0);
+        rate_limit = 0;
+        pair_run_and_close(&p);
+        ms = (uv_hrtime() - t0) / 1000000;
+        assert_int_equal(p.recv_status, 0);
+        assert_true(p.got_verified);
+        /* The last chunk may start only after 1.75 MiB at 8 MiB/s. */
+        assert_true(ms >= 200);
+        assert_true(ms < 3000);
+        pair_done(&p);
+}
+
 static void idle_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
         int *res = ud;
         (void)c;
@@ -426,6 +455,7 @@ int main(void) {
                 cmocka_unit_test(test_bad_digest_refused),
                 cmocka_unit_test(test_sender_refuses_bad_trees),
                 cmocka_unit_test(test_receiver_hangs_up),
+                cmocka_unit_test(test_rate_limit),
                 cmocka_unit_test(test_idle_timeout_and_malformed),
                 cmocka_unit_test(test_oversize_frame_refused),
         };
