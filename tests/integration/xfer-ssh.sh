@@ -100,7 +100,24 @@ t0=$(date +%s%N)
 fx_ssh n1 n2 'cat >/dev/null' <"$SRC/images/pages-1.img"
 t1=$(date +%s%N)
 t_log "openssh: $(awk -v b=$((256 * 1024 * 1024)) -v ns=$((t1 - t0)) 'BEGIN { printf "%.1f MB/s", b / (ns / 1e9) / 1e6 }')"
+out=$(send_n1 --mig cat-1 --no-verify --command 'cat >/dev/null' "$SRC") || t_fail "stream to cat failed: $out"
+t_log "ours into 'cat >/dev/null' (framing and hashing, no receiver): $(awk '{print $6}' <<<"$out") MB/s"
 rm -rf "$DST"
+
+t_log "a forced command in authorized_keys wins over the command asked for"
+ak=$N2/ssh/authorized_keys
+cp "$ak" "$ak.open"
+printf 'command="%s dial-stdio --socket %s",restrict %s\n' "$AGENT" "$SOCK" "$(cat "$N1/ssh/id_ed25519.pub")" >"$ak"
+small=$FX_ROOT/small
+mkdir -p "$small/images"
+echo one >"$small/images/a.img"
+echo '{}' >"$small/metadata.json"
+serve_start "$FX_ROOT/serve0.log"
+out=$(send_n1 --mig forced-1 --command "false" "$small") || t_fail "transfer with a forced command failed: $out"
+wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve0.log")"
+cmp "$small/images/a.img" "$STAGE/forced-1/images/a.img" || t_fail "a.img differs"
+mv "$ak.open" "$ak"
+rm -rf "$STAGE/forced-1"
 
 # ---------------------------------------------------------------------------
 t_log "a wrong host key is refused, and the message shows the offered key's fingerprint"
@@ -120,10 +137,6 @@ clean "$out"
 grep -q "is not in" <<<"$out" || t_fail "unexpected message for an unknown host: $out"
 grep -qF "$host_fp" <<<"$out" || t_fail "message lacks the fingerprint $host_fp: $out"
 [ ! -s "$kh" ] || t_fail "known_hosts was written without accept-new"
-small=$FX_ROOT/small
-mkdir -p "$small/images"
-echo one >"$small/images/a.img"
-echo '{}' >"$small/metadata.json"
 serve_start "$FX_ROOT/serve2.log"
 out=$(send_n1 --mig hk-3 --accept-new "$small") || t_fail "accept-new failed: $out"
 wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve2.log")"
