@@ -254,6 +254,7 @@ static void connect_timeout_cb(uv_timer_t *t) {
                 /* Stop watching the socket: a failed session only waits for close. */
                 if (s->poll_inited)
                         (void)uv_poll_stop(&s->poll);
+                s->poll_events = 0;
                 connect_done(s, -ETIMEDOUT);
         } else if (s->exec_state != XFER_EXEC_NONE && s->exec_cb) {
                 xfer_session_exec_cb cb = s->exec_cb;
@@ -614,7 +615,13 @@ static void session_step(xfer_session *s) {
                         step_conns(s);
                         break;
                 case XFER_SESSION_FAILED:
-                        /* Connections still see the error and finish. */
+                        /* Connections still see the error and finish; a
+                         * pending exec learns it now. */
+                        if (s->exec_cb) {
+                                nm_error e = {};
+                                nm_error_set(&e, -ECONNRESET, "the SSH connection to %s was lost", s->host);
+                                exec_done(s, -ECONNRESET, &e, NULL);
+                        }
                         step_conns(s);
                         break;
                 case XFER_SESSION_CLOSING: step_conns(s); break;
@@ -854,8 +861,10 @@ void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdat
         s->state = XFER_SESSION_CLOSING;
         /* A poll still waiting for a TCP connect has no SSH session behind
          * it; stop it so that only the close path runs. */
-        if (s->poll_inited && !s->ssh)
+        if (s->poll_inited && !s->ssh) {
                 (void)uv_poll_stop(&s->poll);
+                s->poll_events = 0;
+        }
         (void)uv_timer_stop(&s->timer);
         (void)uv_timer_start(&s->timer, close_timeout_cb, XFER_CLOSE_TIMEOUT_MS, 0);
         /* Callbacks run from the loop, never from inside this call. */
