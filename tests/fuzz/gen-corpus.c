@@ -31,9 +31,11 @@ static seed seeds[128];
 static size_t n_seeds;
 
 static void add(const char *prefix, const char *name, const void *data, size_t len) {
-        seed *s = &seeds[n_seeds++];
-        if (n_seeds > ARRAY_SIZE(seeds))
+        seed *s;
+
+        if (n_seeds >= ARRAY_SIZE(seeds))
                 abort();
+        s = &seeds[n_seeds++];
         snprintf(s->name, sizeof(s->name), "%s%s", prefix, name);
         for (char *c = s->name; *c; c++)
                 *c = (*c >= 'A' && *c <= 'Z') ? (char)(*c - 'A' + 'a') : *c;

@@ -4,10 +4,12 @@
 # leak, timeout or sanitizer report; the input that caused it is kept in
 # WORKDIR/artifacts/.
 #
-#   run-fuzz.sh FUZZER CORPUS WORKDIR SECONDS
+#   run-fuzz.sh FUZZER CORPUS WORKDIR SECONDS [DICT]
 set -euo pipefail
 
 fuzzer=$1 corpus=$2 work=$3 seconds=$4
+dict=()
+[ $# -ge 5 ] && dict=(-dict="$5")
 
 rm -rf "$work"
 mkdir -p "$work/corpus" "$work/artifacts"
@@ -25,5 +27,6 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 	-rss_limit_mb=2048 \
 	-max_len=65536 \
 	-print_final_stats=1 \
+	"${dict[@]}" \
 	-artifact_prefix="$work/artifacts/" \
 	"$work/corpus"
