@@ -81,6 +81,7 @@ struct xfer_send {
         size_t rlen;
         ssize_t rgot;
         int rerr;
+        nm_error rhook_err;
 
         xfer_chunk *pool;
         size_t pool_n;
@@ -348,7 +349,14 @@ static int send_msg(xfer_send *x, const proto_msg *m) {
         return r < 0 ? r : 0;
 }
 
+static int hook_error(xfer_send *x, int code, const nm_error *he, const char *what) {
+        if (he->msg[0])
+                return nm_error_set(&x->err, code, "hashing %s failed: %s", what, he->msg);
+        return nm_error_errno(&x->err, code, "hashing %s failed", what);
+}
+
 static int begin_file(xfer_send *x) {
+        nm_error he = {};
         const xfer_file_entry *f = &x->files[x->idx];
         struct stat st;
         int r;
@@ -369,9 +377,9 @@ static int begin_file(xfer_send *x) {
                                               .mode = proto_file_mode(st.st_mode)}});
         if (r < 0)
                 return r;
-        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size);
+        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size, &he);
         if (r < 0)
-                return nm_error_errno(&x->err, r, "hashing %s failed", f->relpath);
+                return hook_error(x, r, &he, f->relpath);
         x->off = 0;
         return 0;
 }
@@ -396,9 +404,10 @@ static int end_file(xfer_send *x) {
 }
 
 static int finish_stream(xfer_send *x) {
-        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac);
+        nm_error he = {};
+        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac, &he);
         if (r < 0)
-                return nm_error_errno(&x->err, r, "cannot finish the tree HMAC");
+                return hook_error(x, r, &he, "the tree");
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
                                         .images_done = {.mig = x->mig,
                                                         .hmac = x->res.hmac,
@@ -411,6 +420,7 @@ static void read_work(uv_work_t *w) {
         size_t done = 0;
 
         x->rerr = 0;
+        nm_error_clear(&x->rhook_err);
         while (done < x->rlen) {
                 ssize_t n = pread(x->fd, x->rchunk->data + done, x->rlen - done, (off_t)(x->off + done));
                 if (n < 0) {
@@ -428,7 +438,9 @@ static void read_work(uv_work_t *w) {
                 if (EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
                         x->rerr = -EIO;
                 else {
-                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done);
+                        /* rhook_err is the worker's own: the loop thread
+                         * may write x->err meanwhile (an abort). */
+                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done, &x->rhook_err);
                         if (r < 0)
                                 x->rerr = r;
                 }
@@ -451,7 +463,11 @@ static void read_done(uv_work_t *w, int status) {
         f = &x->files[x->idx];
         if (status < 0 || x->rerr < 0) {
                 free(k);
-                nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed", f->relpath);
+                if (status >= 0 && x->rhook_err.msg[0])
+                        hook_error(x, x->rerr, &x->rhook_err, f->relpath);
+                else
+                        nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed",
+                                       f->relpath);
                 send_fail(x, x->err.code);
                 return;
         }
@@ -496,14 +512,15 @@ static int start_read(xfer_send *x) {
 /* Advances as far as possible: opens files, sends FILE/FILE_END, and starts
  * the next read unless one is in flight or the connection is full. */
 static void send_step(xfer_send *x) {
+        nm_error he = {};
         int r = 0;
 
         while (r >= 0) {
                 switch (x->state) {
                 case XFER_SEND_START:
-                        r = x->hooks.dir(x->hooks.userdata, "images");
+                        r = x->hooks.dir(x->hooks.userdata, "images", &he);
                         if (r < 0) {
-                                nm_error_errno(&x->err, r, "hashing images/ failed");
+                                hook_error(x, r, &he, "images/");
                                 break;
                         }
                         x->state = XFER_SEND_NEXT_FILE;

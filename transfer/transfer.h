@@ -54,20 +54,21 @@ typedef void (*xfer_progress_cb)(const xfer_progress *p, void *userdata);
 
 /* ------------------------------------------------------------------------ */
 /* Tree hashing hooks: the agent wires these to ckpt's incremental HMAC over
- * the canonical record stream (DESIGN.md "Checkpoint directory"). Both ends
+ * the canonical record stream (DESIGN.md "Checkpoint directory"; the
+ * signatures follow ckpt_hmac_dir/_file_begin/_update/_final). Both ends
  * call them in the same canonical order: dir("images"), then for each file
  * file_begin(relpath, size), data(...)*, and finally finish(). Any hook
- * returning < 0 ends the transfer with that error. */
+ * returning < 0 ends the transfer with that error and err's sentence. */
 
 typedef struct xfer_tree_hooks {
         void *userdata;
-        int (*dir)(void *userdata, const char *relpath);
-        int (*file_begin)(void *userdata, const char *relpath, uint64_t size);
+        int (*dir)(void *userdata, const char *relpath, nm_error *err);
+        int (*file_begin)(void *userdata, const char *relpath, uint64_t size, nm_error *err);
         /* On the sender this may run on a libuv threadpool thread (the hashing
          * happens next to the read); calls never overlap and are ordered. */
-        int (*data)(void *userdata, const void *buf, size_t n);
+        int (*data)(void *userdata, const void *buf, size_t n, nm_error *err);
         /* Writes the lowercase hex digest of the whole tree, NUL-terminated. */
-        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX]);
+        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err);
 } xfer_tree_hooks;
 
 /* A simple HMAC-SHA256 implementation of the hooks over DESIGN.md's record
