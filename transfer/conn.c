@@ -50,6 +50,15 @@ typedef enum xfer_chan_close {
         _XFER_CHAN_CLOSE_INVALID = -EINVAL,
 } xfer_chan_close;
 
+/* The libssh2 calls of a channel that may leave a packet half sent. */
+typedef enum xfer_chan_op {
+        XFER_CHAN_OP_WRITE,
+        XFER_CHAN_OP_READ, /* a read may send a window adjust */
+        XFER_CHAN_OP_CLOSE,
+        _XFER_CHAN_OP_MAX,
+        _XFER_CHAN_OP_INVALID = -EINVAL,
+} xfer_chan_op;
+
 typedef struct xfer_seg xfer_seg;
 struct xfer_seg {
         xfer_seg *next;
@@ -99,6 +108,7 @@ struct xfer_conn {
         char stderr_tail[512]; /* the last words of the remote command */
         size_t stderr_len;
         bool exit_noted;
+        xfer_chan_op pending_op; /* the call to repeat while holding the send token */
 };
 
 static void conn_fail(xfer_conn *c, int status, const nm_error *err);
@@ -418,7 +428,16 @@ static void conn_fail(xfer_conn *c, int status, const nm_error *err) {
                  * the session) and then finishes the connection. */
                 c->state = XFER_CONN_CLOSING;
                 c->chan_close = XFER_CHAN_CLOSE;
-                drop_queue(c);
+                if (xfer__session_holds(c->s, c) && c->pending_op == XFER_CHAN_OP_WRITE && c->head) {
+                        /* libssh2 must finish the packet it started before
+                         * it sends our close: keep that segment alone. */
+                        xfer_seg *g = c->head;
+                        c->head = g->next;
+                        drop_queue(c);
+                        g->next = NULL;
+                        c->head = c->tail = g;
+                } else
+                        drop_queue(c);
                 (void)uv_timer_start(&c->timer, timer_cb, XFER_CONN_ABORT_TIMEOUT_MS, 0);
                 xfer__session_kick(c->s);
                 return;
@@ -683,15 +702,27 @@ static int chan_error(xfer_conn *c, int rc, const char *what) {
         return r;
 }
 
+static void chan_blocked(xfer_conn *c, xfer_chan_op op) {
+        xfer__session_blocked_by(c->s, c);
+        if (xfer__session_holds(c->s, c))
+                c->pending_op = op;
+}
+
 /* The remote command's stderr is read as it comes (unread, it would eat
  * the channel window) and its tail kept for error messages. */
-static void chan_read_stderr(xfer_conn *c) {
+static int chan_read_stderr(xfer_conn *c) {
         char buf[1024];
 
         for (;;) {
                 ssize_t n = libssh2_channel_read_stderr(c->ch, buf, sizeof(buf));
+                if (n == LIBSSH2_ERROR_EAGAIN) {
+                        chan_blocked(c, XFER_CHAN_OP_READ);
+                        /* A window adjust half sent must be finished first. */
+                        return xfer__session_holds(c->s, c) ? 0 : 1;
+                }
+                xfer__session_unblocked(c->s, c);
                 if (n <= 0)
-                        return; /* EAGAIN, EOF or an error the stdout read reports */
+                        return 1; /* EOF, or an error the stdout read reports */
                 size_t k = (size_t)n, cap = sizeof(c->stderr_tail) - 1;
                 if (k >= cap) {
                         memcpy(c->stderr_tail, buf + k - cap, cap);
@@ -715,7 +746,7 @@ static void chan_note_exit(xfer_conn *c) {
         char said[sizeof(c->stderr_tail)];
         size_t len;
 
-        chan_read_stderr(c);
+        (void)chan_read_stderr(c);
         if (c->exit_status < 0 && libssh2_channel_eof(c->ch) == 1)
                 c->exit_status = libssh2_channel_get_exit_status(c->ch);
         snprintf(said, sizeof(said), "%s", c->stderr_tail);
@@ -755,9 +786,10 @@ static int chan_write(xfer_conn *c) {
                 }
                 n = libssh2_channel_write(c->ch, (const char *)p, left);
                 if (n == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_WRITE);
                         return progress;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (n < 0)
                         return chan_error(c, (int)n, "sending to the peer");
                 g->off += (size_t)n;
@@ -778,7 +810,8 @@ static int chan_write(xfer_conn *c) {
 static int chan_read(xfer_conn *c, bool discard) {
         size_t budget = XFER_READ_BUDGET;
         int progress = 0;
-        chan_read_stderr(c);
+        if (chan_read_stderr(c) == 0)
+                return 0;
         while (budget > 0 && c->state != XFER_CONN_FINISHING) {
                 uint8_t sink[16384];
                 uint8_t *p;
@@ -795,9 +828,10 @@ static int chan_read(xfer_conn *c, bool discard) {
                 }
                 rc = libssh2_channel_read(c->ch, (char *)p, n);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_READ);
                         return progress;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc < 0)
                         return chan_error(c, (int)rc, "receiving from the peer");
                 if (rc == 0) {
@@ -837,9 +871,10 @@ static int chan_close_step(xfer_conn *c) {
                         return chan_write(c);
                 rc = libssh2_channel_send_eof(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc < 0)
                         return chan_error(c, rc, "closing the channel");
                 c->chan_close = XFER_CHAN_WAIT_EOF;
@@ -857,9 +892,10 @@ static int chan_close_step(xfer_conn *c) {
         case XFER_CHAN_CLOSE:
                 rc = libssh2_channel_close(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 c->chan_close = rc < 0 ? XFER_CHAN_FREE : XFER_CHAN_WAIT_CLOSED;
                 return 1;
         case XFER_CHAN_WAIT_CLOSED:
@@ -870,9 +906,10 @@ static int chan_close_step(xfer_conn *c) {
                 }
                 rc = libssh2_channel_wait_closed(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc == 0)
                         c->exit_status = libssh2_channel_get_exit_status(c->ch);
                 c->chan_close = XFER_CHAN_FREE;
@@ -884,9 +921,10 @@ static int chan_close_step(xfer_conn *c) {
                 }
                 rc = libssh2_channel_free(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 /* On another error libssh2_session_free() frees it. */
                 c->ch = NULL;
                 c->chan_close = XFER_CHAN_FREED;
@@ -899,22 +937,40 @@ static int chan_close_step(xfer_conn *c) {
         return 0;
 }
 
+/* Repeats the call that left a packet half sent. */
+static int chan_retry(xfer_conn *c) {
+        switch (c->pending_op) {
+        case XFER_CHAN_OP_WRITE: return chan_write(c);
+        case XFER_CHAN_OP_READ: return chan_read(c, c->state != XFER_CONN_OPEN);
+        case XFER_CHAN_OP_CLOSE: return chan_close_step(c);
+        case _XFER_CHAN_OP_MAX:
+        case _XFER_CHAN_OP_INVALID: break;
+        }
+        return 0;
+}
+
 int xfer__conn_channel_step(xfer_conn *c) {
         int progress = 0, r;
 
         if (c->state == XFER_CONN_FINISHING)
                 return 0;
-        if (c->state == XFER_CONN_OPEN) {
+        if (!xfer__session_may_send(c->s, c))
+                return 0; /* another channel's half-sent packet goes first */
+        if (xfer__session_holds(c->s, c)) {
+                if (chan_retry(c) != 0)
+                        progress = 1;
+        }
+        if (c->state == XFER_CONN_OPEN && !xfer__session_holds(c->s, c)) {
                 r = chan_write(c);
                 if (r != 0)
                         progress = 1;
-                if (c->state == XFER_CONN_OPEN) {
+                if (c->state == XFER_CONN_OPEN && !xfer__session_holds(c->s, c)) {
                         r = chan_read(c, false);
                         if (r != 0)
                                 progress = 1;
                 }
         }
-        if (c->state == XFER_CONN_CLOSING) {
+        if (c->state == XFER_CONN_CLOSING && !xfer__session_holds(c->s, c)) {
                 r = chan_close_step(c);
                 if (r != 0)
                         progress = 1;

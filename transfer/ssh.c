@@ -94,8 +94,9 @@ struct xfer_session {
         void *exec_ud;
 
         xfer_conn *conns;
-        unsigned conns_alive; /* linked, or unlinked but not yet freed */
-        int blocked;          /* LIBSSH2_SESSION_BLOCK_* seen during this step */
+        unsigned conns_alive;   /* linked, or unlinked but not yet freed */
+        int blocked;            /* LIBSSH2_SESSION_BLOCK_* seen during this step */
+        const void *send_owner; /* see xfer__session_blocked_by() */
         bool in_step;
 
         bool closing;
@@ -137,6 +138,29 @@ const char *xfer_session_fingerprint(const xfer_session *s) {
 
 void xfer__session_blocked(xfer_session *s) {
         s->blocked |= libssh2_session_block_directions(s->ssh);
+}
+
+void xfer__session_blocked_by(xfer_session *s, const void *who) {
+        int dirs = libssh2_session_block_directions(s->ssh);
+
+        s->blocked |= dirs;
+        if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+                s->send_owner = who;
+        else if (s->send_owner == who)
+                s->send_owner = NULL; /* waiting to read only: nothing half sent */
+}
+
+void xfer__session_unblocked(xfer_session *s, const void *who) {
+        if (s->send_owner == who)
+                s->send_owner = NULL;
+}
+
+bool xfer__session_may_send(const xfer_session *s, const void *who) {
+        return !s->send_owner || s->send_owner == who;
+}
+
+bool xfer__session_holds(const xfer_session *s, const void *who) {
+        return s->send_owner == who;
 }
 
 static void kick_cb(uv_timer_t *t) {
@@ -516,6 +540,8 @@ static void step_exec(xfer_session *s) {
         xfer_conn *conn = NULL;
         int rc;
 
+        if (!xfer__session_may_send(s, s))
+                return; /* a channel's half-sent packet goes first */
         if (s->exec_state == XFER_EXEC_OPEN) {
                 s->exec_ch = libssh2_channel_open_ex(s->ssh, "session", sizeof("session") - 1,
                                                      XFER_CHANNEL_WINDOW, LIBSSH2_CHANNEL_PACKET_DEFAULT,
@@ -523,21 +549,24 @@ static void step_exec(xfer_session *s) {
                 if (!s->exec_ch) {
                         rc = libssh2_session_last_errno(s->ssh);
                         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                                xfer__session_blocked(s);
+                                xfer__session_blocked_by(s, s);
                                 return;
                         }
+                        xfer__session_unblocked(s, s);
                         rc = xfer__session_error(s, rc, &e, "opening an SSH channel");
                         exec_done(s, rc, &e, NULL);
                         return;
                 }
+                xfer__session_unblocked(s, s);
                 s->exec_state = XFER_EXEC_START;
         }
         rc = libssh2_channel_process_startup(s->exec_ch, "exec", sizeof("exec") - 1, s->exec_cmd,
                                              (unsigned)strlen(s->exec_cmd));
         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                xfer__session_blocked(s);
+                xfer__session_blocked_by(s, s);
                 return;
         }
+        xfer__session_unblocked(s, s);
         if (rc != 0) {
                 xfer__session_error(s, rc, &e, "starting the remote command");
                 nm_error_prefix(&e, "%s refused to run '%s'", s->host, s->exec_cmd);
@@ -717,7 +746,10 @@ void xfer__session_unlink(xfer_session *s, xfer_conn *c) {
 }
 
 void xfer__session_detach(xfer_session *s, xfer_conn *c) {
-        (void)c;
+        /* A connection that ended with a half-sent packet (its link is
+         * gone) no longer blocks the others; a later call may then fail with
+         * BAD_USE, which ends that call like any other error. */
+        xfer__session_unblocked(s, c);
         assert(s->conns_alive > 0);
         s->conns_alive--;
         if (s->closing)

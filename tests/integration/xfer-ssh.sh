@@ -104,6 +104,23 @@ out=$(send_n1 --mig cat-1 --no-verify --command 'cat >/dev/null' "$SRC") || t_fa
 t_log "ours into 'cat >/dev/null' (framing and hashing, no receiver): $(awk '{print $6}' <<<"$out") MB/s"
 rm -rf "$DST"
 
+t_log "three streams at once on three channels of one SSH session"
+mid=$FX_ROOT/mid
+mkdir -p "$mid/images"
+head -c $((24 * 1024 * 1024 + 7)) /dev/urandom >"$mid/images/pages-1.img"
+for i in 1 2 3 4 5; do head -c $((i * 4099)) /dev/urandom >"$mid/images/core-$i.img"; done
+echo '{"container_id":"mid"}' >"$mid/metadata.json"
+want_mid=$(hmac_tree "$mid")
+serve_start "$FX_ROOT/serve-par.log" --count 3
+out=$(send_n1 --mig par --parallel 3 "$mid") || t_fail "parallel transfer failed: $out"
+wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve-par.log")"
+t_log "3 x $(du -sm "$mid" | cut -f1) MiB on one session: $(awk '{print $6}' <<<"$out") MB/s in total"
+for i in 1 2 3; do
+	grep -q "^RECEIVED par-$i 7 .* $want_mid\$" "$FX_ROOT/serve-par.log" || t_fail "par-$i: $(cat "$FX_ROOT/serve-par.log")"
+	cmp "$mid/images/pages-1.img" "$STAGE/par-$i/images/pages-1.img" || t_fail "par-$i: pages-1.img differs"
+	rm -rf "$STAGE/par-$i"
+done
+
 t_log "a forced command in authorized_keys wins over the command asked for"
 ak=$N2/ssh/authorized_keys
 cp "$ak" "$ak.open"

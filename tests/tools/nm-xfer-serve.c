@@ -5,7 +5,8 @@
  * --hmac-key. Answers VERIFIED or ERROR. Prints one line per transfer:
  *   RECEIVED <mig> <files> <bytes> <hmac>
  *   FAILED <mig> <reason>
- * With --once it exits after the first transfer ends: 0 if it verified. */
+ * With --once (--count N) it exits after the first (N) transfers ended: 0
+ * if all verified. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,7 +24,8 @@ typedef struct server {
         const char *key;
         size_t key_len;
         uint64_t idle_ms;
-        bool once, stopping;
+        unsigned count, reported; /* stop after count transfers (0: never) */
+        bool stopping;
         int result; /* -1: nothing yet, 0 ok, 1 failed */
 } server;
 
@@ -50,7 +52,7 @@ static void report(session *s, int status, const char *msg, const xfer_recv_resu
         fflush(stdout);
         if (s->srv->result != 1)
                 s->srv->result = status == 0 ? 0 : 1;
-        if (s->srv->once)
+        if (s->srv->count && ++s->srv->reported == s->srv->count)
                 server_stop(s->srv);
 }
 
@@ -174,9 +176,13 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},   {"staging-dir", required_argument, NULL, 'd'},
-                {"hmac-key", required_argument, NULL, 'k'}, {"idle-timeout", required_argument, NULL, 'i'},
-                {"once", no_argument, NULL, 'o'},           {},
+                {"socket", required_argument, NULL, 's'},
+                {"staging-dir", required_argument, NULL, 'd'},
+                {"hmac-key", required_argument, NULL, 'k'},
+                {"idle-timeout", required_argument, NULL, 'i'},
+                {"once", no_argument, NULL, 'o'},
+                {"count", required_argument, NULL, 'n'},
+                {},
         };
         const char *sock = NULL, *dir = NULL, *keyfile = NULL;
         server srv = {.result = -1};
@@ -191,13 +197,14 @@ int main(int argc, char **argv) {
                 case 'd': dir = optarg; break;
                 case 'k': keyfile = optarg; break;
                 case 'i': srv.idle_ms = strtoull(optarg, NULL, 10); break;
-                case 'o': srv.once = true; break;
+                case 'o': srv.count = 1; break;
+                case 'n': srv.count = (unsigned)atoi(optarg); break;
                 default: return 2;
                 }
         }
         if (!sock || !dir || !keyfile) {
                 fprintf(stderr, "usage: nm-xfer-serve --socket PATH --staging-dir DIR --hmac-key FILE "
-                                "[--idle-timeout MS] [--once]\n");
+                                "[--idle-timeout MS] [--once | --count N]\n");
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
