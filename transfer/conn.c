@@ -14,8 +14,10 @@
 #include "macro.h"
 #include "transfer-internal.h"
 
-/* Bytes read from one channel per step before writes get their turn. */
+/* Bytes read from one channel per step before writes get their turn, and
+ * written per step before the session's other channels get theirs. */
 #define XFER_READ_BUDGET (1024u * 1024u)
+#define XFER_WRITE_BUDGET (256u * 1024u)
 /* A graceful close (flush, EOF, wait for the peer's close) may take this
  * long before it turns into an abort. */
 #define XFER_CONN_CLOSE_TIMEOUT_MS 5000
@@ -769,9 +771,10 @@ static void chan_note_exit(xfer_conn *c) {
 
 /* Returns 1 on progress, 0 when blocked, < 0 after failing the conn. */
 static int chan_write(xfer_conn *c) {
+        size_t budget = XFER_WRITE_BUDGET;
         int progress = 0;
 
-        while (c->head) {
+        while (c->head && budget > 0) {
                 xfer_seg *g = c->head;
                 const uint8_t *p;
                 size_t left;
@@ -793,6 +796,7 @@ static int chan_write(xfer_conn *c) {
                 if (n < 0)
                         return chan_error(c, (int)n, "sending to the peer");
                 g->off += (size_t)n;
+                budget -= (size_t)n < budget ? (size_t)n : budget;
                 progress = 1;
                 if (g->off == g->hdr_len + g->payload_len) {
                         c->head = g->next;
