@@ -14,8 +14,10 @@
 #include "macro.h"
 #include "transfer-internal.h"
 
-/* Bytes read from one channel per step before writes get their turn. */
+/* Bytes read from one channel per step before writes get their turn, and
+ * written per step before the session's other channels get theirs. */
 #define XFER_READ_BUDGET (1024u * 1024u)
+#define XFER_WRITE_BUDGET (256u * 1024u)
 /* A graceful close (flush, EOF, wait for the peer's close) may take this
  * long before it turns into an abort. */
 #define XFER_CONN_CLOSE_TIMEOUT_MS 5000
@@ -49,6 +51,15 @@ typedef enum xfer_chan_close {
         _XFER_CHAN_CLOSE_MAX,
         _XFER_CHAN_CLOSE_INVALID = -EINVAL,
 } xfer_chan_close;
+
+/* The libssh2 calls of a channel that may leave a packet half sent. */
+typedef enum xfer_chan_op {
+        XFER_CHAN_OP_WRITE,
+        XFER_CHAN_OP_READ, /* a read may send a window adjust */
+        XFER_CHAN_OP_CLOSE,
+        _XFER_CHAN_OP_MAX,
+        _XFER_CHAN_OP_INVALID = -EINVAL,
+} xfer_chan_op;
 
 typedef struct xfer_seg xfer_seg;
 struct xfer_seg {
@@ -95,6 +106,11 @@ struct xfer_conn {
         xfer_conn *next, *prev;
         xfer_chan_close chan_close;
         int exit_status;
+        char *remote;          /* "'<command>' on <host>", for messages */
+        char stderr_tail[512]; /* the last words of the remote command */
+        size_t stderr_len;
+        bool exit_noted;
+        xfer_chan_op pending_op; /* the call to repeat while holding the send token */
 };
 
 static void conn_fail(xfer_conn *c, int status, const nm_error *err);
@@ -325,12 +341,13 @@ int xfer_conn_new_fd(uv_loop_t *loop, int fd, const xfer_conn_callbacks *cbs, vo
         return 0;
 }
 
-int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const xfer_conn_callbacks *cbs,
-                           void *userdata, xfer_conn **ret) {
+int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const char *remote,
+                           const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret) {
         xfer_conn *c = NULL;
         int r = conn_alloc(xfer__session_loop(s), cbs, userdata, &c);
         if (r < 0)
                 return r;
+        c->remote = strdup(remote);
         c->kind = XFER_CONN_CHANNEL;
         c->s = s;
         c->ch = ch;
@@ -356,6 +373,7 @@ static void conn_finish_cb(uv_handle_t *h) {
                 xfer__session_detach(c->s, c);
         proto_reader_free(c->reader);
         free(c->stream);
+        free(c->remote);
         free(c);
 }
 
@@ -412,7 +430,16 @@ static void conn_fail(xfer_conn *c, int status, const nm_error *err) {
                  * the session) and then finishes the connection. */
                 c->state = XFER_CONN_CLOSING;
                 c->chan_close = XFER_CHAN_CLOSE;
-                drop_queue(c);
+                if (xfer__session_holds(c->s, c) && c->pending_op == XFER_CHAN_OP_WRITE && c->head) {
+                        /* libssh2 must finish the packet it started before
+                         * it sends our close: keep that segment alone. */
+                        xfer_seg *g = c->head;
+                        c->head = g->next;
+                        drop_queue(c);
+                        g->next = NULL;
+                        c->head = c->tail = g;
+                } else
+                        drop_queue(c);
                 (void)uv_timer_start(&c->timer, timer_cb, XFER_CONN_ABORT_TIMEOUT_MS, 0);
                 xfer__session_kick(c->s);
                 return;
@@ -657,6 +684,7 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
         touch(c);
         r = proto_reader_advance(c->reader, (size_t)nread, &e);
         if (r < 0) {
+                nm_error_prefix(&e, "refusing a frame from the peer");
                 conn_fail(c, r, &e);
                 return;
         }
@@ -676,11 +704,77 @@ static int chan_error(xfer_conn *c, int rc, const char *what) {
         return r;
 }
 
+static void chan_blocked(xfer_conn *c, xfer_chan_op op) {
+        xfer__session_blocked_by(c->s, c);
+        if (xfer__session_holds(c->s, c))
+                c->pending_op = op;
+}
+
+/* The remote command's stderr is read as it comes (unread, it would eat
+ * the channel window) and its tail kept for error messages. */
+static int chan_read_stderr(xfer_conn *c) {
+        char buf[1024];
+
+        for (;;) {
+                ssize_t n = libssh2_channel_read_stderr(c->ch, buf, sizeof(buf));
+                if (n == LIBSSH2_ERROR_EAGAIN) {
+                        chan_blocked(c, XFER_CHAN_OP_READ);
+                        /* A window adjust half sent must be finished first. */
+                        return xfer__session_holds(c->s, c) ? 0 : 1;
+                }
+                xfer__session_unblocked(c->s, c);
+                if (n <= 0)
+                        return 1; /* EOF, or an error the stdout read reports */
+                size_t k = (size_t)n, cap = sizeof(c->stderr_tail) - 1;
+                if (k >= cap) {
+                        memcpy(c->stderr_tail, buf + k - cap, cap);
+                        c->stderr_len = cap;
+                } else {
+                        if (c->stderr_len + k > cap) {
+                                size_t drop = c->stderr_len + k - cap;
+                                memmove(c->stderr_tail, c->stderr_tail + drop, c->stderr_len - drop);
+                                c->stderr_len -= drop;
+                        }
+                        memcpy(c->stderr_tail + c->stderr_len, buf, k);
+                        c->stderr_len += k;
+                }
+                c->stderr_tail[c->stderr_len] = '\0';
+        }
+}
+
+/* A remote command that failed makes the end of its connection an error,
+ * with what it said on stderr. */
+static void chan_note_exit(xfer_conn *c) {
+        char said[sizeof(c->stderr_tail)];
+        size_t len;
+
+        (void)chan_read_stderr(c);
+        if (c->exit_status < 0 && libssh2_channel_eof(c->ch) == 1)
+                c->exit_status = libssh2_channel_get_exit_status(c->ch);
+        snprintf(said, sizeof(said), "%s", c->stderr_tail);
+        for (len = strlen(said); len > 0 && (said[len - 1] == '\n' || said[len - 1] == ' '); len--)
+                said[len - 1] = '\0';
+        if (c->exit_status > 0 && c->status == 0) {
+                c->status = -ECONNABORTED;
+                nm_error_set(&c->err, -ECONNABORTED, "%s exited with status %d%s%s", strna(c->remote),
+                             c->exit_status, said[0] ? ": " : "", said);
+        } else if (c->status < 0 && c->exit_status > 0) {
+                len = strlen(c->err.msg);
+                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s exited with status %d%s%s)",
+                         strna(c->remote), c->exit_status, said[0] ? ": " : "", said);
+        } else if (c->status < 0 && said[0]) {
+                len = strlen(c->err.msg);
+                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s said: %s)", strna(c->remote),
+                         said);
+        }
+}
+
 /* Returns 1 on progress, 0 when blocked, < 0 after failing the conn. */
 static int chan_write(xfer_conn *c) {
+        size_t budget = XFER_WRITE_BUDGET;
         int progress = 0;
 
-        while (c->head) {
+        while (c->head && budget > 0) {
                 xfer_seg *g = c->head;
                 const uint8_t *p;
                 size_t left;
@@ -695,12 +789,14 @@ static int chan_write(xfer_conn *c) {
                 }
                 n = libssh2_channel_write(c->ch, (const char *)p, left);
                 if (n == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_WRITE);
                         return progress;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (n < 0)
                         return chan_error(c, (int)n, "sending to the peer");
                 g->off += (size_t)n;
+                budget -= (size_t)n < budget ? (size_t)n : budget;
                 progress = 1;
                 if (g->off == g->hdr_len + g->payload_len) {
                         c->head = g->next;
@@ -718,7 +814,8 @@ static int chan_write(xfer_conn *c) {
 static int chan_read(xfer_conn *c, bool discard) {
         size_t budget = XFER_READ_BUDGET;
         int progress = 0;
-
+        if (chan_read_stderr(c) == 0)
+                return 0;
         while (budget > 0 && c->state != XFER_CONN_FINISHING) {
                 uint8_t sink[16384];
                 uint8_t *p;
@@ -735,9 +832,10 @@ static int chan_read(xfer_conn *c, bool discard) {
                 }
                 rc = libssh2_channel_read(c->ch, (char *)p, n);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_READ);
                         return progress;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc < 0)
                         return chan_error(c, (int)rc, "receiving from the peer");
                 if (rc == 0) {
@@ -755,6 +853,7 @@ static int chan_read(xfer_conn *c, bool discard) {
                 if (discard)
                         continue;
                 if (proto_reader_advance(c->reader, (size_t)rc, &e) < 0) {
+                        nm_error_prefix(&e, "refusing a frame from the peer");
                         conn_fail(c, e.code ? e.code : -EBADMSG, &e);
                         return -EBADMSG;
                 }
@@ -776,9 +875,10 @@ static int chan_close_step(xfer_conn *c) {
                         return chan_write(c);
                 rc = libssh2_channel_send_eof(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc < 0)
                         return chan_error(c, rc, "closing the channel");
                 c->chan_close = XFER_CHAN_WAIT_EOF;
@@ -796,9 +896,10 @@ static int chan_close_step(xfer_conn *c) {
         case XFER_CHAN_CLOSE:
                 rc = libssh2_channel_close(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 c->chan_close = rc < 0 ? XFER_CHAN_FREE : XFER_CHAN_WAIT_CLOSED;
                 return 1;
         case XFER_CHAN_WAIT_CLOSED:
@@ -809,19 +910,25 @@ static int chan_close_step(xfer_conn *c) {
                 }
                 rc = libssh2_channel_wait_closed(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 if (rc == 0)
                         c->exit_status = libssh2_channel_get_exit_status(c->ch);
                 c->chan_close = XFER_CHAN_FREE;
                 return 1;
         case XFER_CHAN_FREE:
+                if (!c->exit_noted) {
+                        chan_note_exit(c);
+                        c->exit_noted = true;
+                }
                 rc = libssh2_channel_free(c->ch);
                 if (rc == LIBSSH2_ERROR_EAGAIN) {
-                        xfer__session_blocked(c->s);
+                        chan_blocked(c, XFER_CHAN_OP_CLOSE);
                         return 0;
                 }
+                xfer__session_unblocked(c->s, c);
                 /* On another error libssh2_session_free() frees it. */
                 c->ch = NULL;
                 c->chan_close = XFER_CHAN_FREED;
@@ -834,22 +941,40 @@ static int chan_close_step(xfer_conn *c) {
         return 0;
 }
 
+/* Repeats the call that left a packet half sent. */
+static int chan_retry(xfer_conn *c) {
+        switch (c->pending_op) {
+        case XFER_CHAN_OP_WRITE: return chan_write(c);
+        case XFER_CHAN_OP_READ: return chan_read(c, c->state != XFER_CONN_OPEN);
+        case XFER_CHAN_OP_CLOSE: return chan_close_step(c);
+        case _XFER_CHAN_OP_MAX:
+        case _XFER_CHAN_OP_INVALID: break;
+        }
+        return 0;
+}
+
 int xfer__conn_channel_step(xfer_conn *c) {
         int progress = 0, r;
 
         if (c->state == XFER_CONN_FINISHING)
                 return 0;
-        if (c->state == XFER_CONN_OPEN) {
+        if (!xfer__session_may_send(c->s, c))
+                return 0; /* another channel's half-sent packet goes first */
+        if (xfer__session_holds(c->s, c)) {
+                if (chan_retry(c) != 0)
+                        progress = 1;
+        }
+        if (c->state == XFER_CONN_OPEN && !xfer__session_holds(c->s, c)) {
                 r = chan_write(c);
                 if (r != 0)
                         progress = 1;
-                if (c->state == XFER_CONN_OPEN) {
+                if (c->state == XFER_CONN_OPEN && !xfer__session_holds(c->s, c)) {
                         r = chan_read(c, false);
                         if (r != 0)
                                 progress = 1;
                 }
         }
-        if (c->state == XFER_CONN_CLOSING) {
+        if (c->state == XFER_CONN_CLOSING && !xfer__session_holds(c->s, c)) {
                 r = chan_close_step(c);
                 if (r != 0)
                         progress = 1;

@@ -19,45 +19,45 @@ struct xfer_hmac_hooks {
         bool failed;
 };
 
-static int upd(xfer_hmac_hooks *h, const void *p, size_t n) {
+static int upd(xfer_hmac_hooks *h, const void *p, size_t n, nm_error *err) {
         if (EVP_MAC_update(h->ctx, p, n) != 1) {
                 h->failed = true;
-                return -EIO;
+                return nm_error_set(err, -EIO, "HMAC-SHA256 update failed");
         }
         return 0;
 }
 
-static int record(xfer_hmac_hooks *h, char kind, const char *relpath) {
+static int record(xfer_hmac_hooks *h, char kind, const char *relpath, nm_error *err) {
         char head[2] = {kind, '\0'};
-        int r = upd(h, head, 2);
+        int r = upd(h, head, 2, err);
         if (r >= 0)
-                r = upd(h, relpath, strlen(relpath) + 1);
+                r = upd(h, relpath, strlen(relpath) + 1, err);
         return r;
 }
 
-static int hook_dir(void *ud, const char *relpath) {
-        return record(ud, 'D', relpath);
+static int hook_dir(void *ud, const char *relpath, nm_error *err) {
+        return record(ud, 'D', relpath, err);
 }
 
-static int hook_file_begin(void *ud, const char *relpath, uint64_t size) {
+static int hook_file_begin(void *ud, const char *relpath, uint64_t size, nm_error *err) {
         uint8_t le[8];
-        int r = record(ud, 'F', relpath);
+        int r = record(ud, 'F', relpath, err);
         for (int i = 0; i < 8; i++)
                 le[i] = (uint8_t)(size >> (8 * i));
-        return r < 0 ? r : upd(ud, le, sizeof(le));
+        return r < 0 ? r : upd(ud, le, sizeof(le), err);
 }
 
-static int hook_data(void *ud, const void *buf, size_t n) {
-        return upd(ud, buf, n);
+static int hook_data(void *ud, const void *buf, size_t n, nm_error *err) {
+        return upd(ud, buf, n, err);
 }
 
-static int hook_finish(void *ud, char ret_hex[XFER_HMAC_HEX_MAX]) {
+static int hook_finish(void *ud, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err) {
         xfer_hmac_hooks *h = ud;
         unsigned char md[32];
         size_t len = 0;
 
         if (h->failed || EVP_MAC_final(h->ctx, md, &len, sizeof(md)) != 1 || len != sizeof(md))
-                return -EIO;
+                return nm_error_set(err, -EIO, "HMAC-SHA256 failed");
         for (size_t i = 0; i < len; i++)
                 snprintf(ret_hex + 2 * i, 3, "%02x", md[i]);
         return 0;

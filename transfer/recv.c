@@ -261,7 +261,14 @@ static int start_final_sync(xfer_recv *r) {
 
 /* ---- the messages ------------------------------------------------------------- */
 
+static int hook_error(nm_error *err, int code, const nm_error *he, const char *what) {
+        if (he->msg[0])
+                return nm_error_set(err, code, "hashing %s failed: %s", what, he->msg);
+        return nm_error_errno(err, code, "hashing %s failed", what);
+}
+
 static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
+        nm_error he = {};
         const char *name;
         int kind, q;
 
@@ -288,9 +295,9 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         } else
                 name = "metadata.json";
         if (!r->images_hooked) {
-                q = r->hooks.dir(r->hooks.userdata, "images");
+                q = r->hooks.dir(r->hooks.userdata, "images", &he);
                 if (q < 0)
-                        return nm_error_errno(err, q, "hashing images/ failed");
+                        return hook_error(err, q, &he, "images/");
                 r->images_hooked = true;
         }
         r->fd = openat(kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd, name,
@@ -298,9 +305,9 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         if (r->fd < 0)
                 return nm_error_errno(err, negative_errno(), "cannot create %s in the staging directory",
                                       f->path);
-        q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size);
+        q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size, &he);
         if (q < 0)
-                return nm_error_errno(err, q, "hashing %s failed", f->path);
+                return hook_error(err, q, &he, f->path);
         if (EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
                 return nm_error_set(err, -EIO, "cannot start SHA-256");
         if (kind == PROTO_PATH_IMAGE) {
@@ -316,6 +323,7 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
 }
 
 static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
+        nm_error he = {};
         int q;
 
         if (r->state != XFER_RECV_IN_FILE)
@@ -328,9 +336,9 @@ static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
                 return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
         if (EVP_DigestUpdate(r->sha, d->data.ptr, d->data.len) != 1)
                 return nm_error_set(err, -EIO, "SHA-256 failed");
-        q = r->hooks.data(r->hooks.userdata, d->data.ptr, d->data.len);
+        q = r->hooks.data(r->hooks.userdata, d->data.ptr, d->data.len, &he);
         if (q < 0)
-                return nm_error_errno(err, q, "hashing %s failed", r->path);
+                return hook_error(err, q, &he, r->path);
         r->got += d->data.len;
         r->res.bytes += d->data.len;
         return 0;
@@ -367,7 +375,8 @@ static int write_hmac_file(xfer_recv *r, nm_error *err) {
         _cleanup_close_ int fd = -EBADF;
         int n, q;
 
-        n = snprintf(line, sizeof(line), "%s\n", r->res.hmac);
+        /* As ckpt_sign_at() writes it: the hex digits, no newline. */
+        n = snprintf(line, sizeof(line), "%s", r->res.hmac);
         fd = openat(r->dir_fd, "checkpoint.hmac", O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
         if (fd < 0)
@@ -380,6 +389,7 @@ static int write_hmac_file(xfer_recv *r, nm_error *err) {
 }
 
 static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *err) {
+        nm_error he = {};
         char hex[XFER_HMAC_HEX_MAX] = {};
         size_t len;
         int q;
@@ -395,9 +405,9 @@ static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *er
                         "bytes arrived",
                         (unsigned long long)d->files, (unsigned long long)d->bytes,
                         (unsigned long long)r->res.files, (unsigned long long)r->res.bytes);
-        q = r->hooks.finish(r->hooks.userdata, hex);
+        q = r->hooks.finish(r->hooks.userdata, hex, &he);
         if (q < 0)
-                return nm_error_errno(err, q, "cannot finish the tree HMAC");
+                return hook_error(err, q, &he, "the tree");
         len = strnlen(hex, sizeof(hex));
         if (strlen(d->hmac) != len || CRYPTO_memcmp(hex, d->hmac, len) != 0)
                 return nm_error_set(

@@ -81,6 +81,7 @@ struct xfer_send {
         size_t rlen;
         ssize_t rgot;
         int rerr;
+        nm_error rhook_err;
 
         xfer_chunk *pool;
         size_t pool_n;
@@ -88,6 +89,9 @@ struct xfer_send {
 
         uv_timer_t timer; /* start, then the overall deadline */
         bool timer_open;
+        uv_timer_t pace; /* waits out the bandwidth limit */
+        bool pace_open;
+        uint64_t rate_limit;
         bool freed, ended, abort_pending;
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
@@ -96,6 +100,7 @@ struct xfer_send {
 
 static void send_step(xfer_send *x);
 static void send_maybe_free(xfer_send *x);
+static bool pace_wait(xfer_send *x);
 static void timer_cb(uv_timer_t *t);
 
 /* ---- chunks -------------------------------------------------------------- */
@@ -186,8 +191,13 @@ static void send_end(xfer_send *x, int status) {
         close_file(x);
         if (x->timer_open)
                 (void)uv_timer_stop(&x->timer);
+        if (x->pace_open)
+                (void)uv_timer_stop(&x->pace);
+        /* Once ended the sender never touches the connection again: it may
+         * be gone by the time the owner frees us. */
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        x->c = NULL;
         if (status >= 0)
                 report_progress(x, true);
         if (cb && !x->freed)
@@ -215,6 +225,7 @@ void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
         close_file(x);
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
+        x->c = NULL;
         (void)uv_timer_stop(&x->timer);
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
 }
@@ -338,7 +349,14 @@ static int send_msg(xfer_send *x, const proto_msg *m) {
         return r < 0 ? r : 0;
 }
 
+static int hook_error(xfer_send *x, int code, const nm_error *he, const char *what) {
+        if (he->msg[0])
+                return nm_error_set(&x->err, code, "hashing %s failed: %s", what, he->msg);
+        return nm_error_errno(&x->err, code, "hashing %s failed", what);
+}
+
 static int begin_file(xfer_send *x) {
+        nm_error he = {};
         const xfer_file_entry *f = &x->files[x->idx];
         struct stat st;
         int r;
@@ -356,12 +374,12 @@ static int begin_file(xfer_send *x) {
                                      .file = {.mig = x->mig,
                                               .path = f->relpath,
                                               .size = f->size,
-                                              .mode = (st.st_mode & 0644) | 0600}});
+                                              .mode = proto_file_mode(st.st_mode)}});
         if (r < 0)
                 return r;
-        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size);
+        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size, &he);
         if (r < 0)
-                return nm_error_errno(&x->err, r, "hashing %s failed", f->relpath);
+                return hook_error(x, r, &he, f->relpath);
         x->off = 0;
         return 0;
 }
@@ -386,9 +404,10 @@ static int end_file(xfer_send *x) {
 }
 
 static int finish_stream(xfer_send *x) {
-        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac);
+        nm_error he = {};
+        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac, &he);
         if (r < 0)
-                return nm_error_errno(&x->err, r, "cannot finish the tree HMAC");
+                return hook_error(x, r, &he, "the tree");
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
                                         .images_done = {.mig = x->mig,
                                                         .hmac = x->res.hmac,
@@ -401,6 +420,7 @@ static void read_work(uv_work_t *w) {
         size_t done = 0;
 
         x->rerr = 0;
+        nm_error_clear(&x->rhook_err);
         while (done < x->rlen) {
                 ssize_t n = pread(x->fd, x->rchunk->data + done, x->rlen - done, (off_t)(x->off + done));
                 if (n < 0) {
@@ -418,7 +438,9 @@ static void read_work(uv_work_t *w) {
                 if (EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
                         x->rerr = -EIO;
                 else {
-                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done);
+                        /* rhook_err is the worker's own: the loop thread
+                         * may write x->err meanwhile (an abort). */
+                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done, &x->rhook_err);
                         if (r < 0)
                                 x->rerr = r;
                 }
@@ -441,7 +463,11 @@ static void read_done(uv_work_t *w, int status) {
         f = &x->files[x->idx];
         if (status < 0 || x->rerr < 0) {
                 free(k);
-                nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed", f->relpath);
+                if (status >= 0 && x->rhook_err.msg[0])
+                        hook_error(x, x->rerr, &x->rhook_err, f->relpath);
+                else
+                        nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed",
+                                       f->relpath);
                 send_fail(x, x->err.code);
                 return;
         }
@@ -486,14 +512,15 @@ static int start_read(xfer_send *x) {
 /* Advances as far as possible: opens files, sends FILE/FILE_END, and starts
  * the next read unless one is in flight or the connection is full. */
 static void send_step(xfer_send *x) {
+        nm_error he = {};
         int r = 0;
 
         while (r >= 0) {
                 switch (x->state) {
                 case XFER_SEND_START:
-                        r = x->hooks.dir(x->hooks.userdata, "images");
+                        r = x->hooks.dir(x->hooks.userdata, "images", &he);
                         if (r < 0) {
-                                nm_error_errno(&x->err, r, "hashing images/ failed");
+                                hook_error(x, r, &he, "images/");
                                 break;
                         }
                         x->state = XFER_SEND_NEXT_FILE;
@@ -520,6 +547,8 @@ static void send_step(xfer_send *x) {
                         }
                         if (xfer_conn_queued(x->c) >= x->max_queued)
                                 return; /* the drain callback continues */
+                        if (pace_wait(x))
+                                return; /* the pace timer continues */
                         r = start_read(x);
                         if (r >= 0)
                                 return;
@@ -533,6 +562,27 @@ static void send_step(xfer_send *x) {
         }
         if (r < 0)
                 send_fail(x, r);
+}
+
+static void pace_cb(uv_timer_t *t) {
+        send_step(container_of(t, xfer_send, pace));
+}
+
+/* With a bandwidth limit, the next chunk may be read only once the bytes
+ * sent so far fit the limit since the start. */
+static bool pace_wait(xfer_send *x) {
+        uint64_t now, due;
+
+        if (!x->rate_limit)
+                return false;
+        if (uv_is_active((uv_handle_t *)&x->pace))
+                return true;
+        now = xfer__now_ms(x->loop);
+        due = x->start_ms + x->res.bytes * 1000 / x->rate_limit;
+        if (due <= now)
+                return false;
+        (void)uv_timer_start(&x->pace, pace_cb, due - now, 0);
+        return true;
 }
 
 static void drain_cb(xfer_conn *c, void *userdata) {
@@ -592,17 +642,23 @@ static void send_release_memory(xfer_send *x) {
 }
 
 static void timer_closed_cb(uv_handle_t *h) {
-        xfer_send *x = container_of((uv_timer_t *)h, xfer_send, timer);
-        x->timer_open = false;
+        xfer_send *x = h->data;
+        if (h == (uv_handle_t *)&x->timer)
+                x->timer_open = false;
+        else
+                x->pace_open = false;
         send_maybe_free(x);
 }
 
 static void send_maybe_free(xfer_send *x) {
         if (!x->freed || x->work_pending)
                 return;
-        if (x->timer_open) {
-                if (!uv_is_closing((uv_handle_t *)&x->timer))
+        if (x->timer_open || x->pace_open) {
+                x->timer.data = x->pace.data = x;
+                if (x->timer_open && !uv_is_closing((uv_handle_t *)&x->timer))
                         uv_close((uv_handle_t *)&x->timer, timer_closed_cb);
+                if (x->pace_open && !uv_is_closing((uv_handle_t *)&x->pace))
+                        uv_close((uv_handle_t *)&x->pace, timer_closed_cb);
                 return;
         }
         send_release_memory(x);
@@ -665,6 +721,9 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->start_ms = x->last_progress_ms = xfer__now_ms(x->loop);
         (void)uv_timer_init(x->loop, &x->timer);
         x->timer_open = true;
+        (void)uv_timer_init(x->loop, &x->pace);
+        x->pace_open = true;
+        x->rate_limit = o->rate_limit;
         /* Start from the loop: the callback never runs inside this call. */
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
         xfer_conn_set_drain(c, x->max_queued / 2, drain_cb, x);

@@ -94,8 +94,9 @@ struct xfer_session {
         void *exec_ud;
 
         xfer_conn *conns;
-        unsigned conns_alive; /* linked, or unlinked but not yet freed */
-        int blocked;          /* LIBSSH2_SESSION_BLOCK_* seen during this step */
+        unsigned conns_alive;   /* linked, or unlinked but not yet freed */
+        int blocked;            /* LIBSSH2_SESSION_BLOCK_* seen during this step */
+        const void *send_owner; /* see xfer__session_blocked_by() */
         bool in_step;
 
         bool closing;
@@ -137,6 +138,29 @@ const char *xfer_session_fingerprint(const xfer_session *s) {
 
 void xfer__session_blocked(xfer_session *s) {
         s->blocked |= libssh2_session_block_directions(s->ssh);
+}
+
+void xfer__session_blocked_by(xfer_session *s, const void *who) {
+        int dirs = libssh2_session_block_directions(s->ssh);
+
+        s->blocked |= dirs;
+        if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+                s->send_owner = who;
+        else if (s->send_owner == who)
+                s->send_owner = NULL; /* waiting to read only: nothing half sent */
+}
+
+void xfer__session_unblocked(xfer_session *s, const void *who) {
+        if (s->send_owner == who)
+                s->send_owner = NULL;
+}
+
+bool xfer__session_may_send(const xfer_session *s, const void *who) {
+        return !s->send_owner || s->send_owner == who;
+}
+
+bool xfer__session_holds(const xfer_session *s, const void *who) {
+        return s->send_owner == who;
 }
 
 static void kick_cb(uv_timer_t *t) {
@@ -254,6 +278,7 @@ static void connect_timeout_cb(uv_timer_t *t) {
                 /* Stop watching the socket: a failed session only waits for close. */
                 if (s->poll_inited)
                         (void)uv_poll_stop(&s->poll);
+                s->poll_events = 0;
                 connect_done(s, -ETIMEDOUT);
         } else if (s->exec_state != XFER_EXEC_NONE && s->exec_cb) {
                 xfer_session_exec_cb cb = s->exec_cb;
@@ -510,10 +535,13 @@ static void exec_done(xfer_session *s, int status, nm_error *e, xfer_conn *conn)
 }
 
 static void step_exec(xfer_session *s) {
+        char remote[512];
         nm_error e = {};
         xfer_conn *conn = NULL;
         int rc;
 
+        if (!xfer__session_may_send(s, s))
+                return; /* a channel's half-sent packet goes first */
         if (s->exec_state == XFER_EXEC_OPEN) {
                 s->exec_ch = libssh2_channel_open_ex(s->ssh, "session", sizeof("session") - 1,
                                                      XFER_CHANNEL_WINDOW, LIBSSH2_CHANNEL_PACKET_DEFAULT,
@@ -521,21 +549,24 @@ static void step_exec(xfer_session *s) {
                 if (!s->exec_ch) {
                         rc = libssh2_session_last_errno(s->ssh);
                         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                                xfer__session_blocked(s);
+                                xfer__session_blocked_by(s, s);
                                 return;
                         }
+                        xfer__session_unblocked(s, s);
                         rc = xfer__session_error(s, rc, &e, "opening an SSH channel");
                         exec_done(s, rc, &e, NULL);
                         return;
                 }
+                xfer__session_unblocked(s, s);
                 s->exec_state = XFER_EXEC_START;
         }
         rc = libssh2_channel_process_startup(s->exec_ch, "exec", sizeof("exec") - 1, s->exec_cmd,
                                              (unsigned)strlen(s->exec_cmd));
         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                xfer__session_blocked(s);
+                xfer__session_blocked_by(s, s);
                 return;
         }
+        xfer__session_unblocked(s, s);
         if (rc != 0) {
                 xfer__session_error(s, rc, &e, "starting the remote command");
                 nm_error_prefix(&e, "%s refused to run '%s'", s->host, s->exec_cmd);
@@ -543,7 +574,8 @@ static void step_exec(xfer_session *s) {
                 exec_done(s, e.code, &e, NULL);
                 return;
         }
-        rc = xfer__conn_new_channel(s, s->exec_ch, &s->exec_cbs, s->exec_conn_ud, &conn);
+        snprintf(remote, sizeof(remote), "'%s' on %s", s->exec_cmd, s->host);
+        rc = xfer__conn_new_channel(s, s->exec_ch, remote, &s->exec_cbs, s->exec_conn_ud, &conn);
         if (rc < 0) {
                 nm_error_errno(&e, rc, "cannot set up the channel to %s", s->host);
                 exec_done(s, rc, &e, NULL);
@@ -612,7 +644,13 @@ static void session_step(xfer_session *s) {
                         step_conns(s);
                         break;
                 case XFER_SESSION_FAILED:
-                        /* Connections still see the error and finish. */
+                        /* Connections still see the error and finish; a
+                         * pending exec learns it now. */
+                        if (s->exec_cb) {
+                                nm_error e = {};
+                                nm_error_set(&e, -ECONNRESET, "the SSH connection to %s was lost", s->host);
+                                exec_done(s, -ECONNRESET, &e, NULL);
+                        }
                         step_conns(s);
                         break;
                 case XFER_SESSION_CLOSING: step_conns(s); break;
@@ -637,6 +675,12 @@ static void start_ssh(xfer_session *s) {
                 return;
         }
         libssh2_session_set_blocking(s->ssh, 0);
+        /* Nodes have ed25519 host keys (deploy/ provisions them); asking for
+         * that type first keeps a server with several keys from offering one
+         * that known_hosts does not list. */
+        (void)libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_HOSTKEY,
+                                          "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
+                                          "ecdsa-sha2-nistp521,ssh-rsa");
         s->state = XFER_SESSION_HANDSHAKE;
         session_step(s);
 }
@@ -645,13 +689,16 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
         xfer_session *s = container_of(p, xfer_session, poll);
         (void)events;
 
+        /* libuv reports POLLERR as UV_EBADF and stops the handle. */
+        if (status < 0)
+                s->poll_events = 0;
         if (s->state == XFER_SESSION_TCP_CONNECT) {
                 int soerr = 0;
                 socklen_t len = sizeof(soerr);
-                if (status < 0)
-                        soerr = -status;
-                else if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+                if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
                         soerr = errno;
+                if (soerr == 0 && status < 0)
+                        soerr = -status;
                 if (soerr != 0) {
                         attempt_failed(s, -soerr);
                         return;
@@ -699,7 +746,10 @@ void xfer__session_unlink(xfer_session *s, xfer_conn *c) {
 }
 
 void xfer__session_detach(xfer_session *s, xfer_conn *c) {
-        (void)c;
+        /* A connection that ended with a half-sent packet (its link is
+         * gone) no longer blocks the others; a later call may then fail with
+         * BAD_USE, which ends that call like any other error. */
+        xfer__session_unblocked(s, c);
         assert(s->conns_alive > 0);
         s->conns_alive--;
         if (s->closing)
@@ -843,8 +893,10 @@ void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdat
         s->state = XFER_SESSION_CLOSING;
         /* A poll still waiting for a TCP connect has no SSH session behind
          * it; stop it so that only the close path runs. */
-        if (s->poll_inited && !s->ssh)
+        if (s->poll_inited && !s->ssh) {
                 (void)uv_poll_stop(&s->poll);
+                s->poll_events = 0;
+        }
         (void)uv_timer_stop(&s->timer);
         (void)uv_timer_start(&s->timer, close_timeout_cb, XFER_CLOSE_TIMEOUT_MS, 0);
         /* Callbacks run from the loop, never from inside this call. */

@@ -13,6 +13,16 @@ uv_loop_t *xfer__session_loop(xfer_session *s);
 /* Records the directions libssh2 blocked on after an EAGAIN, so that the
  * session's poll is re-armed for them. */
 void xfer__session_blocked(xfer_session *s);
+
+/* libssh2 keeps one partly sent packet per session, and the call that left
+ * it must be repeated before any other call sends anything: otherwise
+ * LIBSSH2_ERROR_BAD_USE. Whoever (a connection, or the session itself) got
+ * EAGAIN while sending holds the session's send token until that same call
+ * returns something else; nobody else may call into libssh2 meanwhile. */
+void xfer__session_blocked_by(xfer_session *s, const void *who);
+void xfer__session_unblocked(xfer_session *s, const void *who);
+bool xfer__session_may_send(const xfer_session *s, const void *who);
+bool xfer__session_holds(const xfer_session *s, const void *who);
 /* Asks for a step of the session soon (new bytes queued, close requested). */
 void xfer__session_kick(xfer_session *s);
 /* Takes a finishing channel connection off the session's step list. */
@@ -23,8 +33,8 @@ void xfer__session_detach(xfer_session *s, xfer_conn *c);
 int xfer__session_error(xfer_session *s, int rc, nm_error *err, const char *what);
 
 /* conn.c: a connection over an SSH channel, stepped by its session. */
-int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const xfer_conn_callbacks *cbs,
-                           void *userdata, xfer_conn **ret);
+int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const char *remote,
+                           const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret);
 /* Reads, writes and closes as far as possible without blocking. Returns 1
  * when it made progress, 0 when blocked or idle, XFER__CONN_GONE when the
  * connection finished and was freed (its closed callback has run). */

@@ -13,7 +13,10 @@
  * Callbacks follow one rule: a function that returns 0 after being given a
  * callback runs that callback exactly once, later, from the loop, never from
  * inside the call itself; a function that fails synchronously (< 0) never
- * runs it. */
+ * runs it.
+ *
+ * The process must ignore SIGPIPE: a peer that hangs up must show up as an
+ * EPIPE error, not kill the agent. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -51,20 +54,21 @@ typedef void (*xfer_progress_cb)(const xfer_progress *p, void *userdata);
 
 /* ------------------------------------------------------------------------ */
 /* Tree hashing hooks: the agent wires these to ckpt's incremental HMAC over
- * the canonical record stream (DESIGN.md "Checkpoint directory"). Both ends
+ * the canonical record stream (DESIGN.md "Checkpoint directory"; the
+ * signatures follow ckpt_hmac_dir/_file_begin/_update/_final). Both ends
  * call them in the same canonical order: dir("images"), then for each file
  * file_begin(relpath, size), data(...)*, and finally finish(). Any hook
- * returning < 0 ends the transfer with that error. */
+ * returning < 0 ends the transfer with that error and err's sentence. */
 
 typedef struct xfer_tree_hooks {
         void *userdata;
-        int (*dir)(void *userdata, const char *relpath);
-        int (*file_begin)(void *userdata, const char *relpath, uint64_t size);
+        int (*dir)(void *userdata, const char *relpath, nm_error *err);
+        int (*file_begin)(void *userdata, const char *relpath, uint64_t size, nm_error *err);
         /* On the sender this may run on a libuv threadpool thread (the hashing
          * happens next to the read); calls never overlap and are ordered. */
-        int (*data)(void *userdata, const void *buf, size_t n);
+        int (*data)(void *userdata, const void *buf, size_t n, nm_error *err);
         /* Writes the lowercase hex digest of the whole tree, NUL-terminated. */
-        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX]);
+        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err);
 } xfer_tree_hooks;
 
 /* A simple HMAC-SHA256 implementation of the hooks over DESIGN.md's record
@@ -202,6 +206,7 @@ typedef struct xfer_send_options {
         size_t chunk_size;             /* 0: XFER_CHUNK_SIZE */
         size_t max_queued;             /* stop reading above this many queued bytes; 0: 4 chunks */
         uint64_t overall_timeout_ms;   /* 0: none */
+        uint64_t rate_limit;           /* bytes per second, averaged from the start; 0: none */
         uint64_t progress_interval_ms; /* 0: 1000 */
         xfer_progress_cb progress;     /* optional */
         /* Test hook: corrupt the SHA-256 of this file (relpath), to check
@@ -215,8 +220,10 @@ typedef struct xfer_send_options {
  * bounded: the next chunk is read only while c's queue is below max_queued.
  * Files are read on the libuv threadpool. dir_fd stays the caller's. cb runs
  * once when IMAGES_DONE has been queued (0) or on error; the connection is
- * not closed by the sender, and a closing connection is reported by the
- * owner calling xfer_send_abort(). */
+ * not closed by the sender. The owner of the connection calls
+ * xfer_send_abort() (or xfer_send_free()) from the connection's closed
+ * callback at the latest: after its callback the sender no longer touches
+ * the connection. */
 int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *opts, xfer_send_done_cb cb,
                   void *userdata, nm_error *err, xfer_send **ret);
 

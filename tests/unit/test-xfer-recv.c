@@ -105,12 +105,12 @@ static int feed_file(fixture *f, const char *path, const void *data, size_t n) {
         int r;
 
         if (!reference_dir_done) {
-                h->dir(h->userdata, "images");
+                h->dir(h->userdata, "images", NULL);
                 reference_dir_done = true;
         }
-        h->file_begin(h->userdata, path, n);
+        h->file_begin(h->userdata, path, n, NULL);
         if (n)
-                h->data(h->userdata, data, n);
+                h->data(h->userdata, data, n, NULL);
         t_sha256(data, n, sha);
         r = feed_file_hdr(f, path, n);
         if (r < 0)
@@ -127,7 +127,7 @@ static int feed_done(fixture *f, uint64_t files, uint64_t bytes, const char *hma
         char hex[XFER_HMAC_HEX_MAX];
         if (!hmac) {
                 const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
-                assert_int_equal(h->finish(h->userdata, hex), 0);
+                assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
                 hmac = hex;
         }
         return feed(f,
@@ -164,8 +164,8 @@ static void test_good_stream(void **state) {
         {
                 const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
                 uint8_t sha[32];
-                h->file_begin(h->userdata, "images/pages-1.img", sizeof(big));
-                h->data(h->userdata, big, sizeof(big));
+                h->file_begin(h->userdata, "images/pages-1.img", sizeof(big), NULL);
+                h->data(h->userdata, big, sizeof(big), NULL);
                 t_sha256(big, sizeof(big), sha);
                 assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
                 for (size_t off = 0; off < sizeof(big); off += 65536)
@@ -183,7 +183,7 @@ static void test_good_stream(void **state) {
         sfd = openat_dir_beneath(f->parent_fd, "staging");
         assert_true(sfd >= 0);
         assert_int_equal(read_file_at(sfd, "checkpoint.hmac", 200, &data, &len), 0);
-        assert_int_equal(len, 65);
+        assert_int_equal(len, 64);
         assert_memory_equal(data, f->res.hmac, 64);
         free(data);
         assert_int_equal(read_file_at(sfd, "images/pages-1.img", sizeof(big), &data, &len), 0);
@@ -230,6 +230,7 @@ static void test_path_attacks(void **state) {
                 "/etc/passwd",     "checkpoint.hmac",     "images/",         "images",
                 "metadata.json/x", "images/..",           "./metadata.json", "images//a",
         };
+        teardown(state); /* one fresh fixture per path */
         for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
                 fixture *f;
                 setup(state);
@@ -286,7 +287,7 @@ static void test_wrong_hmac(void **state) {
         reference_dir_done = false;
         assert_int_equal(feed_file(f, "images/a", "abcd", 4), 0);
         assert_int_equal(feed_file(f, "metadata.json", "{}", 2), 0);
-        assert_int_equal(h->finish(h->userdata, hex), 0);
+        assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
         hex[10] = hex[10] == '0' ? '1' : '0';
         assert_int_equal(feed_done(f, 2, 6, hex), -EBADMSG);
         assert_refused(f, -EBADMSG);
@@ -303,10 +304,10 @@ static void test_hmac_other_key(void **state) {
          * differs. */
         assert_int_equal(xfer_hmac_hooks_new("another key of 32 bytes or more..", 33, &other), 0);
         h = xfer_hmac_hooks_get(other);
-        h->dir(h->userdata, "images");
-        h->file_begin(h->userdata, "metadata.json", 2);
-        h->data(h->userdata, "{}", 2);
-        assert_int_equal(h->finish(h->userdata, hex), 0);
+        h->dir(h->userdata, "images", NULL);
+        h->file_begin(h->userdata, "metadata.json", 2, NULL);
+        h->data(h->userdata, "{}", 2, NULL);
+        assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
         xfer_hmac_hooks_free(other);
         t_sha256("{}", 2, sha);
         assert_int_equal(feed_file_hdr(f, "metadata.json", 2), 0);
@@ -418,6 +419,46 @@ static void test_free_midway(void **state) {
         assert_int_equal(f->calls, 0);
 }
 
+static int ok_dir(void *ud, const char *relpath, nm_error *err) {
+        (void)ud, (void)relpath, (void)err;
+        return 0;
+}
+
+static int ok_file_begin(void *ud, const char *relpath, uint64_t size, nm_error *err) {
+        (void)ud, (void)relpath, (void)size, (void)err;
+        return 0;
+}
+
+static int failing_data(void *ud, const void *buf, size_t n, nm_error *err) {
+        (void)ud, (void)buf, (void)n;
+        return nm_error_set(err, -EFBIG, "more bytes than the record announced");
+}
+
+static int ok_finish(void *ud, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err) {
+        (void)ud, (void)err;
+        ret_hex[0] = '\0';
+        return 0;
+}
+
+static void test_hook_error_message(void **state) {
+        fixture *f = *state;
+        static const xfer_tree_hooks failing = {
+                .dir = ok_dir, .file_begin = ok_file_begin, .data = failing_data, .finish = ok_finish};
+        xfer_recv_options o = {.hooks = &failing};
+        xfer_recv *r2 = NULL;
+        nm_error err = {};
+        proto_msg file = {.type = PROTO_MSG_FILE,
+                          .file = {.mig = MIG, .path = "images/a", .size = 3, .mode = 0600}};
+        proto_msg data = {.type = PROTO_MSG_DATA, .data = {.mig = MIG, .data = {(const uint8_t *)"abc", 3}}};
+
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "other", &o, done_cb, f, NULL, &r2), 0);
+        assert_int_equal(xfer_recv_feed(r2, &file, NULL), 0);
+        assert_int_equal(xfer_recv_feed(r2, &data, &err), -EFBIG);
+        assert_string_equal(err.msg, "hashing images/a failed: more bytes than the record announced");
+        assert_false(t_exists_at(f->parent_fd, "other"));
+        xfer_recv_free(r2);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_good_stream, setup, teardown),
@@ -440,6 +481,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_hook_error_message, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,463 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Sender and receiver on one loop, connected through a socketpair (xfer_conn
+ * over uv streams): a checkpoint directory moves byte for byte, memory stays
+ * bounded, failures end both sides, and the loop closes cleanly. */
+#include <signal.h>
+#include <sys/socket.h>
+
+#include "test-xfer-util.h"
+
+#define MIG "m-42"
+
+typedef struct pair {
+        uv_loop_t loop;
+        char *tmp;
+        int tmp_fd, src_fd;
+        xfer_hmac_hooks *send_hooks, *recv_hooks;
+        xfer_conn *a, *b; /* a: sender side, b: receiver side */
+        xfer_send *x;
+        xfer_recv *r;
+        uv_check_t check;
+        size_t max_seen_queued;
+        size_t max_queued;
+
+        int send_calls, send_status, recv_calls, recv_status;
+        int a_closed, a_status, b_closed, b_status;
+        bool got_verified;
+        xfer_send_result send_res;
+        xfer_recv_result recv_res;
+        nm_error send_err, recv_err, a_err;
+        unsigned progress_calls;
+} pair;
+
+static void check_cb(uv_check_t *h) {
+        pair *p = h->data;
+        if (p->a) {
+                size_t q = xfer_conn_queued(p->a);
+                if (q > p->max_seen_queued)
+                        p->max_seen_queued = q;
+        }
+}
+
+/* ---- the receiving side ---- */
+
+static void recv_done(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res, void *ud) {
+        pair *p = ud;
+        nm_error e = {};
+        (void)r;
+        p->recv_calls++;
+        p->recv_status = status;
+        if (err)
+                p->recv_err = *err;
+        if (res)
+                p->recv_res = *res;
+        if (status == 0) {
+                assert_int_equal(
+                        xfer_conn_send(p->b,
+                                       &(proto_msg){.type = PROTO_MSG_VERIFIED, .verified = {.mig = MIG}},
+                                       &e),
+                        0);
+                xfer_conn_close(p->b, 0, NULL);
+        } else
+                xfer_conn_close(p->b, status, err);
+}
+
+static void b_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        pair *p = ud;
+        nm_error e = {};
+        if (xfer_recv_feed(p->r, m, &e) < 0) {
+                /* Tell the sender, then hang up. */
+                (void)xfer_conn_send(c,
+                                     &(proto_msg){.type = PROTO_MSG_ERROR,
+                                                  .error = {.mig = MIG, .code = e.code, .reason = e.msg}},
+                                     NULL);
+                xfer_conn_close(c, 0, NULL);
+        }
+}
+
+static void b_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        pair *p = ud;
+        (void)c;
+        (void)err;
+        p->b_closed++;
+        p->b_status = status;
+        p->b = NULL;
+        /* A receiver whose connection went away before the end aborts. */
+        xfer_recv_abort(p->r, -ECONNRESET, NULL);
+}
+
+/* ---- the sending side ---- */
+
+static void send_done(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res, void *ud) {
+        pair *p = ud;
+        (void)x;
+        p->send_calls++;
+        p->send_status = status;
+        if (err)
+                p->send_err = *err;
+        if (res)
+                p->send_res = *res;
+        if (status < 0 && p->a)
+                xfer_conn_close(p->a, status, err);
+}
+
+static void a_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        pair *p = ud;
+        if (m->type == PROTO_MSG_VERIFIED) {
+                p->got_verified = true;
+                xfer_conn_close(c, 0, NULL);
+        } else if (m->type == PROTO_MSG_ERROR) {
+                nm_error e = {};
+                nm_error_set(&e, m->error.code, "peer: %s", m->error.reason);
+                xfer_conn_close(c, m->error.code, &e);
+        }
+}
+
+static void a_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        pair *p = ud;
+        (void)c;
+        p->a_closed++;
+        p->a_status = status;
+        if (err)
+                p->a_err = *err;
+        p->a = NULL;
+        xfer_send_abort(p->x, status < 0 ? status : -EPIPE, err);
+}
+
+static void progress_cb(const xfer_progress *pr, void *ud) {
+        pair *p = ud;
+        assert_true(pr->bytes <= pr->total_bytes);
+        p->progress_calls++;
+}
+
+static void pair_init(pair *p) {
+        xfer_conn_callbacks acb = {.message = a_message, .closed = a_closed};
+        xfer_conn_callbacks bcb = {.message = b_message, .closed = b_closed};
+        int sv[2];
+
+        memset(p, 0, sizeof(*p));
+        assert_int_equal(uv_loop_init(&p->loop), 0);
+        p->tmp = t_mkdtemp();
+        p->tmp_fd = open_dir_nofollow(p->tmp);
+        assert_true(p->tmp_fd >= 0);
+        p->src_fd = mkdirat_secure(p->tmp_fd, "src", 0700);
+        assert_true(p->src_fd >= 0);
+        assert_int_equal(mkdirat(p->src_fd, "images", 0700), 0);
+        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &p->send_hooks), 0);
+        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &p->recv_hooks), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(xfer_conn_new_fd(&p->loop, sv[0], &acb, p, NULL, &p->a), 0);
+        assert_int_equal(xfer_conn_new_fd(&p->loop, sv[1], &bcb, p, NULL, &p->b), 0);
+        assert_int_equal(uv_check_init(&p->loop, &p->check), 0);
+        p->check.data = p;
+        assert_int_equal(uv_check_start(&p->check, check_cb), 0);
+        uv_unref((uv_handle_t *)&p->check); /* a probe, not a reason to keep running */
+}
+
+static uint64_t rate_limit; /* for the next pair_start() */
+
+static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
+        xfer_recv_options ro = {
+                .hooks = xfer_hmac_hooks_get(p->recv_hooks), .mig = MIG, .idle_timeout_ms = 10000};
+        xfer_send_options so = {
+                .hooks = xfer_hmac_hooks_get(p->send_hooks),
+                .mig = MIG,
+                .progress = progress_cb,
+                .progress_interval_ms = 1,
+                .test_bad_digest = bad_digest,
+                .rate_limit = rate_limit,
+        };
+        int r;
+
+        assert_int_equal(xfer_recv_new(&p->loop, p->tmp_fd, "staging", &ro, recv_done, p, NULL, &p->r), 0);
+        r = xfer_send_dir(p->a, p->src_fd, &so, send_done, p, err, &p->x);
+        if (r >= 0)
+                p->max_queued = 4 * XFER_CHUNK_SIZE;
+        return r;
+}
+
+static void pair_run_and_close(pair *p) {
+        (void)uv_run(&p->loop, UV_RUN_DEFAULT);
+        p->x = xfer_send_free(p->x);
+        p->r = xfer_recv_free(p->r);
+        if (p->a)
+                xfer_conn_close(p->a, -ECANCELED, NULL);
+        if (p->b)
+                xfer_conn_close(p->b, -ECANCELED, NULL);
+        uv_close((uv_handle_t *)&p->check, NULL);
+        (void)uv_run(&p->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&p->loop), 0);
+}
+
+static void pair_done(pair *p) {
+        close(p->src_fd);
+        close(p->tmp_fd);
+        assert_int_equal(rm_rf_path(p->tmp), 0);
+        free(p->tmp);
+        xfer_hmac_hooks_free(p->send_hooks);
+        xfer_hmac_hooks_free(p->recv_hooks);
+}
+
+static void assert_same_file(int a_dir, int b_dir, const char *path) {
+        char *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        assert_int_equal(read_file_at(a_dir, path, 64 << 20, &a, &na), 0);
+        assert_int_equal(read_file_at(b_dir, path, 64 << 20, &b, &nb), 0);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, na);
+        free(a);
+        free(b);
+}
+
+static void test_stream_directory(void **state) {
+        static const struct {
+                const char *name;
+                size_t size;
+        } files[] = {
+                {"core-1.img", 0},
+                {"files.img", 100},
+                {"inventory.img", 1},
+                {"mm-1.img", 4097},
+                {"pages-1.img", 5 * 1024 * 1024 + 123},
+                {"pages-2.img", XFER_CHUNK_SIZE},
+                {"pstree.img", 0},
+        };
+        pair p;
+        uint8_t *buf = malloc(6 * 1024 * 1024);
+        int sfd;
+        char *hmac = NULL;
+        size_t len = 0;
+        uint64_t total = 0;
+        (void)state;
+
+        assert_non_null(buf);
+        pair_init(&p);
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+                char path[64];
+                t_fill(buf, files[i].size, (uint32_t)i + 1);
+                snprintf(path, sizeof(path), "images/%s", files[i].name);
+                t_write_file(p.src_fd, path, buf, files[i].size);
+                total += files[i].size;
+        }
+        t_write_file(p.src_fd, "metadata.json", "{\"container_id\":\"abc\"}", 22);
+        total += 22;
+        /* checkpoint.hmac in the source is not sent. */
+        t_write_file(p.src_fd, "checkpoint.hmac", "00\n", 3);
+        free(buf);
+
+        assert_int_equal(pair_start(&p, NULL, NULL), 0);
+        pair_run_and_close(&p);
+
+        assert_int_equal(p.send_calls, 1);
+        assert_int_equal(p.send_status, 0);
+        assert_int_equal(p.recv_calls, 1);
+        assert_int_equal(p.recv_status, 0);
+        assert_true(p.got_verified);
+        assert_int_equal(p.a_closed, 1);
+        assert_int_equal(p.b_closed, 1);
+        assert_int_equal(p.a_status, 0);
+        assert_int_equal(p.b_status, 0);
+        assert_int_equal(p.send_res.files, ARRAY_SIZE(files) + 1);
+        assert_int_equal(p.send_res.bytes, total);
+        assert_int_equal(p.recv_res.bytes, total);
+        assert_string_equal(p.send_res.hmac, p.recv_res.hmac);
+        assert_true(p.progress_calls > 0);
+        /* Memory bounded: never much more than max_queued waiting. */
+        assert_true(p.max_seen_queued <= p.max_queued + XFER_CHUNK_SIZE + 4096);
+
+        sfd = openat_dir_beneath(p.tmp_fd, "staging");
+        assert_true(sfd >= 0);
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++) {
+                char path[64];
+                snprintf(path, sizeof(path), "images/%s", files[i].name);
+                assert_same_file(p.src_fd, sfd, path);
+        }
+        assert_same_file(p.src_fd, sfd, "metadata.json");
+        assert_int_equal(read_file_at(sfd, "checkpoint.hmac", 200, &hmac, &len), 0);
+        assert_int_equal(len, 64);
+        assert_memory_equal(hmac, p.send_res.hmac, 64);
+        free(hmac);
+        close(sfd);
+        pair_done(&p);
+}
+
+static void test_bad_digest_refused(void **state) {
+        pair p;
+        (void)state;
+
+        pair_init(&p);
+        t_write_file(p.src_fd, "images/a.img", "hello", 5);
+        t_write_file(p.src_fd, "images/b.img", "world", 5);
+        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+        assert_int_equal(pair_start(&p, "images/b.img", NULL), 0);
+        pair_run_and_close(&p);
+
+        assert_int_equal(p.recv_calls, 1);
+        assert_int_equal(p.recv_status, -EBADMSG);
+        assert_non_null(strstr(p.recv_err.msg, "images/b.img"));
+        assert_false(t_exists_at(p.tmp_fd, "staging"));
+        /* The sender learnt why. */
+        assert_int_equal(p.a_closed, 1);
+        assert_int_equal(p.a_status, -EBADMSG);
+        assert_non_null(strstr(p.a_err.msg, "SHA-256"));
+        assert_false(p.got_verified);
+        pair_done(&p);
+}
+
+static void test_sender_refuses_bad_trees(void **state) {
+        static const char *const cases[] = {"symlink", "subdir", "fifo", "extra", "no-metadata", "dotfile"};
+        (void)state;
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                pair p;
+                nm_error err = {};
+                pair_init(&p);
+                t_write_file(p.src_fd, "images/a.img", "x", 1);
+                if (strcmp(cases[i], "no-metadata") != 0)
+                        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+                if (strcmp(cases[i], "symlink") == 0)
+                        assert_int_equal(symlinkat("/etc/passwd", p.src_fd, "images/b.img"), 0);
+                else if (strcmp(cases[i], "subdir") == 0)
+                        assert_int_equal(mkdirat(p.src_fd, "images/sub", 0700), 0);
+                else if (strcmp(cases[i], "fifo") == 0)
+                        assert_int_equal(mkfifoat(p.src_fd, "images/fifo", 0600), 0);
+                else if (strcmp(cases[i], "extra") == 0)
+                        t_write_file(p.src_fd, "stats-restore", "x", 1);
+                else if (strcmp(cases[i], "dotfile") == 0)
+                        t_write_file(p.src_fd, "images/.hidden", "x", 1);
+                assert_true(pair_start(&p, NULL, &err) < 0);
+                assert_true(err.msg[0] != '\0');
+                /* The receiver never got a byte; the owner aborts it. */
+                xfer_recv_abort(p.r, -ECANCELED, NULL);
+                pair_run_and_close(&p);
+                assert_int_equal(p.send_calls, 0);
+                assert_false(t_exists_at(p.tmp_fd, "staging"));
+                pair_done(&p);
+        }
+}
+
+static void test_receiver_hangs_up(void **state) {
+        pair p;
+        uint8_t *buf = malloc(4 * 1024 * 1024);
+        (void)state;
+
+        assert_non_null(buf);
+        pair_init(&p);
+        t_fill(buf, 4 * 1024 * 1024, 3);
+        t_write_file(p.src_fd, "images/pages-1.img", buf, 4 * 1024 * 1024);
+        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+        free(buf);
+        assert_int_equal(pair_start(&p, NULL, NULL), 0);
+        /* The receiving side dies right away: the sender ends with an error,
+         * not a hang, and staging goes. */
+        xfer_conn_close(p.b, -ECONNRESET, NULL);
+        pair_run_and_close(&p);
+        assert_int_equal(p.send_calls, 1);
+        assert_true(p.send_status < 0);
+        assert_int_equal(p.a_closed, 1);
+        assert_int_equal(p.b_closed, 1);
+        assert_int_equal(p.recv_calls, 1);
+        assert_int_equal(p.recv_status, -ECONNRESET);
+        assert_false(t_exists_at(p.tmp_fd, "staging"));
+        pair_done(&p);
+}
+
+static void test_rate_limit(void **state) {
+        pair p;
+        uint8_t *buf = malloc(2 * 1024 * 1024);
+        uint64_t t0, ms;
+        (void)state;
+
+        assert_non_null(buf);
+        pair_init(&p);
+        t_fill(buf, 2 * 1024 * 1024, 9);
+        t_write_file(p.src_fd, "images/pages-1.img", buf, 2 * 1024 * 1024);
+        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+        free(buf);
+        rate_limit = 8 * 1024 * 1024;
+        t0 = uv_hrtime();
+        assert_int_equal(pair_start(&p, NULL, NULL), 0);
+        rate_limit = 0;
+        pair_run_and_close(&p);
+        ms = (uv_hrtime() - t0) / 1000000;
+        assert_int_equal(p.recv_status, 0);
+        assert_true(p.got_verified);
+        /* The last chunk may start only after 1.75 MiB at 8 MiB/s. */
+        assert_true(ms >= 200);
+        assert_true(ms < 3000);
+        pair_done(&p);
+}
+
+static void idle_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        int *res = ud;
+        (void)c;
+        assert_non_null(err);
+        assert_non_null(strstr(err->msg, "idle"));
+        *res = status;
+}
+
+static void no_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        (void)c;
+        (void)m;
+        (void)ud;
+        fail();
+}
+
+static void test_idle_timeout_and_malformed(void **state) {
+        xfer_conn_callbacks cb = {.message = no_message, .closed = idle_closed};
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2], res = 1;
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &res, NULL, &c), 0);
+        xfer_conn_set_idle_timeout(c, 30);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(res, -ETIMEDOUT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        close(sv[1]);
+}
+
+static void bad_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        int *res = ud;
+        (void)c;
+        assert_non_null(err);
+        assert_non_null(strstr(err->msg, "refusing a frame"));
+        printf("# %s\n", err->msg);
+        *res = status;
+}
+
+static void test_oversize_frame_refused(void **state) {
+        xfer_conn_callbacks cb = {.message = no_message, .closed = bad_closed};
+        static const uint8_t huge[4] = {0x7f, 0xff, 0xff, 0xff};
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2], res = 1;
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(write(sv[1], huge, sizeof(huge)), 4);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &res, NULL, &c), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(res, -E2BIG);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        close(sv[1]);
+}
+
+int main(void) {
+        /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
+        signal(SIGPIPE, SIG_IGN);
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_stream_directory),
+                cmocka_unit_test(test_bad_digest_refused),
+                cmocka_unit_test(test_sender_refuses_bad_trees),
+                cmocka_unit_test(test_receiver_hangs_up),
+                cmocka_unit_test(test_rate_limit),
+                cmocka_unit_test(test_idle_timeout_and_malformed),
+                cmocka_unit_test(test_oversize_frame_refused),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
