@@ -213,6 +213,8 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         }
         xfer_recv_options ro = {
                 .hooks = &m->hooks,
+                .mig = m->id,
+                .expected_bytes = 0,
                 .max_bytes = o->image_bytes * 4 + (256u << 20),
                 .idle_timeout_ms = (uint64_t)a->cfg.idle_timeout_s * 1000,
                 .progress = dst_on_progress,

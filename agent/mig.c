@@ -293,20 +293,20 @@ void mig_park(mig *m) {
 
 /* ---- the tree HMAC, fed as bytes pass ---- */
 
-static int hook_dir(void *ud, const char *relpath) {
-        return ckpt_hmac_dir(ud, relpath, NULL);
+static int hook_dir(void *ud, const char *relpath, nm_error *err) {
+        return ckpt_hmac_dir(ud, relpath, err);
 }
 
-static int hook_file(void *ud, const char *relpath, uint64_t size) {
-        return ckpt_hmac_file_begin(ud, relpath, size, NULL);
+static int hook_file(void *ud, const char *relpath, uint64_t size, nm_error *err) {
+        return ckpt_hmac_file_begin(ud, relpath, size, err);
 }
 
-static int hook_data(void *ud, const void *buf, size_t n) {
-        return ckpt_hmac_update(ud, buf, n, NULL);
+static int hook_data(void *ud, const void *buf, size_t n, nm_error *err) {
+        return ckpt_hmac_update(ud, buf, n, err);
 }
 
-static int hook_finish(void *ud, char hex[XFER_HMAC_HEX_MAX]) {
-        return ckpt_hmac_final(ud, hex, NULL);
+static int hook_finish(void *ud, char hex[XFER_HMAC_HEX_MAX], nm_error *err) {
+        return ckpt_hmac_final(ud, hex, err);
 }
 
 int mig_hooks_init(mig *m, nm_error *err) {

@@ -122,7 +122,7 @@ for i in 1 2 3; do
 done
 
 t_log "a forced command in authorized_keys wins over the command asked for"
-ak=$N2/ssh/authorized_keys
+ak=$N2/ssh/authorized_keys.root
 cp "$ak" "$ak.open"
 printf 'command="%s dial-stdio --socket %s",restrict %s\n' "$AGENT" "$SOCK" "$(cat "$N1/ssh/id_ed25519.pub")" >"$ak"
 small=$FX_ROOT/small
