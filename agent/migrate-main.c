@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cmd-ckpt.h"
 #include "exit-codes.h"
 #include "log.h"
 #include "nm-config.h"
@@ -11,6 +12,12 @@
 const char *cli_program = "nucleus-migrate";
 
 static const cli_verb verbs[] = {
+        {"checkpoint", cmd_checkpoint, "checkpoint a container on this node into a directory"},
+        {"restore", cmd_restore, "restore a checkpoint directory on this node"},
+        {"resume", cmd_resume, "continue a process tree restored with --leave-stopped"},
+        {"kill-tree", cmd_kill_tree, "kill a restored process tree"},
+        {"sign", cmd_sign, "write checkpoint.hmac for a checkpoint directory"},
+        {"verify", cmd_verify, "verify a checkpoint directory against its checkpoint.hmac"},
         {},
 };
 
@@ -33,8 +40,7 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return NM_EXIT_USAGE;
         }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-            strcmp(argv[1], "help") == 0) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
                 usage(stdout);
                 return NM_EXIT_OK;
         }
@@ -45,7 +51,6 @@ int main(int argc, char **argv) {
         for (const cli_verb *v = verbs; v->name; v++)
                 if (strcmp(argv[1], v->name) == 0)
                         return v->run(argc - 1, argv + 1);
-        fprintf(stderr, "%s: unknown command '%s'; see '%s --help'\n", cli_program, argv[1],
-                cli_program);
+        fprintf(stderr, "%s: unknown command '%s'; see '%s --help'\n", cli_program, argv[1], cli_program);
         return NM_EXIT_USAGE;
 }
