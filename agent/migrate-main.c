@@ -40,7 +40,8 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return NM_EXIT_USAGE;
         }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+            strcmp(argv[1], "help") == 0) {
                 usage(stdout);
                 return NM_EXIT_OK;
         }
@@ -51,6 +52,7 @@ int main(int argc, char **argv) {
         for (const cli_verb *v = verbs; v->name; v++)
                 if (strcmp(argv[1], v->name) == 0)
                         return v->run(argc - 1, argv + 1);
-        fprintf(stderr, "%s: unknown command '%s'; see '%s --help'\n", cli_program, argv[1], cli_program);
+        fprintf(stderr, "%s: unknown command '%s'; see '%s --help'\n", cli_program, argv[1],
+                cli_program);
         return NM_EXIT_USAGE;
 }
