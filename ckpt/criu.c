@@ -295,16 +295,26 @@ static int build_copts(ckpt__call *call, const ckpt_criu_opts *o, const char *cr
 
 /* Worker threads of the pool may run with signals blocked, and criu swrk
  * inherits the mask through fork and exec: CRIU would then never see its
- * own SIGALRM timeout or SIGCHLD. Unblock everything around the call. A
- * process-directed signal may land on this thread meanwhile; libuv's
- * handlers are fine with that. */
+ * own SIGALRM timeout or SIGCHLD. Unblock everything around the call but
+ * SIGPIPE: should criu swrk die, libcriu's write() to it must fail with
+ * EPIPE rather than kill this process, and a thread-directed SIGPIPE stays
+ * pending on this thread, to be drained afterwards. A process-directed
+ * signal may land on this thread meanwhile; libuv's handlers are fine with
+ * that. */
 static void unblock_signals(sigset_t *old) {
-        sigset_t none;
-        sigemptyset(&none);
-        pthread_sigmask(SIG_SETMASK, &none, old);
+        sigset_t mask;
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGPIPE);
+        pthread_sigmask(SIG_SETMASK, &mask, old);
 }
 
 static void restore_signals(const sigset_t *old) {
+        static const struct timespec zero = {0, 0};
+        sigset_t pipe_only;
+        sigemptyset(&pipe_only);
+        sigaddset(&pipe_only, SIGPIPE);
+        while (sigtimedwait(&pipe_only, NULL, &zero) == SIGPIPE)
+                ;
         pthread_sigmask(SIG_SETMASK, old, NULL);
 }
 
