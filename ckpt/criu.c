@@ -404,12 +404,13 @@ static int dump_after(ckpt_dump_req *req) {
         t = ckpt__now_usec();
         r = ckpt_sign_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
         req->stats.sign_usec = ckpt__now_usec() - t;
-        if (r < 0)
-                return nm_error_prefix(
-                        &req->error,
-                        "the dump succeeded (the container is no longer running; its images in %s "
-                        "are complete) but signing failed",
-                        call->dir);
+        if (r < 0) {
+                nm_error_prefix(&req->error,
+                                "the dump succeeded (the container is no longer running; its images in %s "
+                                "are complete) but signing failed",
+                                call->dir);
+                return r;
+        }
         return 0;
 }
 
@@ -525,8 +526,10 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         r = ckpt_metadata_capture(
                 c, &(ckpt_capture_info){.criu_version = req->criu_version, .node_name = opts->node_name},
                 &req->metadata, err);
-        if (r < 0)
-                return nm_error_prefix(err, "capturing metadata of %s (nothing was dumped)", c->id);
+        if (r < 0) {
+                nm_error_prefix(err, "capturing metadata of %s (nothing was dumped)", c->id);
+                return r;
+        }
         r = build_copts(call, &opts->criu, req->criu_path, DUMP_LOG, err);
         if (r < 0)
                 return r;
@@ -671,8 +674,10 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         if (call->imgfd < 0)
                 return nm_error_errno(err, call->imgfd, "cannot open %s/%s", dir, CKPT_IMAGES_DIR);
         r = ckpt_metadata_load(call->dfd, &req->metadata, err);
-        if (r < 0)
-                return nm_error_prefix(err, "checkpoint %s", dir);
+        if (r < 0) {
+                nm_error_prefix(err, "checkpoint %s", dir);
+                return r;
+        }
         if (req->metadata->using_gvisor)
                 return nm_error_set(err, -EOPNOTSUPP,
                                     "checkpoint %s is of a gVisor container; CRIU cannot restore it", dir);

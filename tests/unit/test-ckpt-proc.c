@@ -1,0 +1,4 @@
+#include "test-ckpt-util.h"
+int main(void) {
+        return 0;
+}
