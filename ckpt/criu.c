@@ -698,7 +698,9 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 return r;
         if (opts->leave_stopped) {
                 /* libcriu has no setter for RPC's leave_stopped; CRIU applies
-                 * an RPC configuration file over the request's options. */
+                 * an RPC configuration file over the request's options.
+                 * (libcriu 4.2.1 leaks this path's copy, a few bytes per
+                 * restore: criu_local_free_opts() does not free it.) */
                 static const char text[] = "leave-stopped\n";
                 r = write_file_atomic_at(call->workfd, RESTORE_CONF, text, sizeof(text) - 1, 0600);
                 if (r < 0)
