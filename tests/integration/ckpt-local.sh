@@ -8,7 +8,8 @@
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
 
-NM=$FX_BUILD/agent/nucleus-migrate
+# NM_MIGRATE: another build of the CLI (e.g. with sanitizers) against this fixture.
+NM=${NM_MIGRATE:-$FX_BUILD/agent/nucleus-migrate}
 [ -x "$NM" ] || t_fail "$NM is not built"
 criu=$(t_criu)
 fx_nodes_up
