@@ -5,6 +5,7 @@
 
 #include "cli-verbs.h"
 #include "cli.h"
+#include "cmd-ckpt.h"
 #include "exit-codes.h"
 
 const char *cli_program = "nucleus-migrate";
@@ -16,6 +17,12 @@ static const cli_verb verbs[] = {
         {"uncordon", verb_uncordon, "accept incoming migrations again"},
         {"status", verb_status, "this node, its containers, migrations in flight or recent"},
         {"list", verb_list, "containers and migrations, briefly"},
+        {"checkpoint", cmd_checkpoint, "checkpoint a container on this node into a directory"},
+        {"restore", cmd_restore, "restore a checkpoint directory on this node"},
+        {"resume", cmd_resume, "continue a process tree restored with --leave-stopped"},
+        {"kill-tree", cmd_kill_tree, "kill a restored process tree"},
+        {"sign", cmd_sign, "write checkpoint.hmac for a checkpoint directory"},
+        {"verify", cmd_verify, "verify a checkpoint directory against its checkpoint.hmac"},
         {},
 };
 

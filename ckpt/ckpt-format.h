@@ -136,8 +136,11 @@ int ckpt_hmac_tree(int dirfd, const void *key, size_t key_len, char ret_hex[stat
  * A stale checkpoint.hmac.tmp is removed before hashing. ret_hex may be NULL. */
 int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err);
 
-/* Recomputes and compares; -EBADMSG on mismatch. ret_hex (may be NULL) gets
- * the computed digest. */
+/* Recomputes and compares. -EBADMSG means the checkpoint failed
+ * verification: a mismatch, a missing or malformed checkpoint.hmac, or a tree
+ * that cannot be a signed checkpoint (symlink, special file, bad name).
+ * Other codes are errors of this node (memory, I/O). ret_hex (may be NULL)
+ * gets the computed digest. */
 int ckpt_verify_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err);
 
 /* The same with the key from ckpt_key_load(NULL). */

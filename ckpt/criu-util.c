@@ -25,8 +25,10 @@ static const char *skip_stamp(const char *line) {
         if (line[0] == '(') {
                 const char *e = strchr(line, ')');
                 if (e && e[1] == ' ')
-                        return e + 2;
+                        line = e + 2;
         }
+        while (*line == ' ')
+                line++;
         return line;
 }
 

@@ -314,8 +314,10 @@ static int capture_limits(const char *cgroup_path, json_t **ret, nm_error *err) 
         if (dfd < 0)
                 return nm_error_errno(err, dfd, "cannot open the container's cgroup %s", cgroup_path);
         r = ckpt_resource_limits_read(dfd, ret, err);
-        if (r < 0)
-                return nm_error_prefix(err, "cgroup %s", cgroup_path);
+        if (r < 0) {
+                nm_error_prefix(err, "cgroup %s", cgroup_path);
+                return r;
+        }
         return 0;
 }
 
@@ -412,8 +414,10 @@ int ckpt_metadata_parse(const char *text, size_t len, ckpt_metadata **ret, nm_er
                 return nm_error_set(err, -EBADMSG, "bad JSON in %s at line %d column %d: %s",
                                     CKPT_METADATA_FILE, jerr.line, jerr.column, jerr.text);
         r = metadata_views(md, err);
-        if (r < 0)
-                return nm_error_prefix(err, "%s", CKPT_METADATA_FILE);
+        if (r < 0) {
+                nm_error_prefix(err, "%s", CKPT_METADATA_FILE);
+                return r;
+        }
         *ret = TAKE_PTR(md);
         return 0;
 }
@@ -489,8 +493,10 @@ int ckpt_container_from_metadata(const ckpt_metadata *md, ckpt_container **ret, 
         if (!text)
                 return -ENOMEM;
         r = ckpt_container_from_json(text, strlen(text), &c, err);
-        if (r < 0)
-                return nm_error_prefix(err, "container state in %s", CKPT_METADATA_FILE);
+        if (r < 0) {
+                nm_error_prefix(err, "container state in %s", CKPT_METADATA_FILE);
+                return r;
+        }
         if (strcmp(c->id, md->container_id) != 0)
                 return nm_error_set(err, -EBADMSG, "%s: container_id '%s' differs from its state's id '%s'",
                                     CKPT_METADATA_FILE, md->container_id, c->id);

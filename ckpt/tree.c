@@ -314,6 +314,20 @@ int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_e
         return 0;
 }
 
+/* A tree the walk refuses (symlink, special file, bad name, a file changing
+ * under us) cannot be a signed checkpoint: for the verifier that is an
+ * integrity failure like a mismatch. */
+static bool tree_refusal_is_integrity(int r) {
+        return r == -ELOOP || r == -EBADFD || r == -EILSEQ || r == -ENAMETOOLONG || r == -EBUSY ||
+               r == -EBADMSG;
+}
+
+static int integrity_error(nm_error *err) {
+        if (err)
+                err->code = -EBADMSG;
+        return -EBADMSG;
+}
+
 int ckpt_verify_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err) {
         _cleanup_free_ char *text = NULL;
         char hex[CKPT_HMAC_HEX_LEN + 1];
@@ -328,7 +342,7 @@ int ckpt_verify_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm
                 return nm_error_errno(err, r == -ELOOP ? -EBADMSG : r, "cannot read %s", CKPT_HMAC_FILE);
         r = ckpt_hmac_tree(dirfd, key, key_len, hex, err);
         if (r < 0)
-                return r;
+                return tree_refusal_is_integrity(r) ? integrity_error(err) : r;
         if (ret_hex)
                 memcpy(ret_hex, hex, sizeof(hex));
         return ckpt_hmac_compare(text, len, hex, err);

@@ -1,0 +1,467 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The CRIU side without root and without CRIU: which binary is trusted,
+ * reading CRIU's logs and stats, and the asynchronous dump/restore paths
+ * driven against a stand-in criu that fails (the real thing runs in the
+ * integration tests). */
+#include <signal.h>
+#include <sys/wait.h>
+
+#include "ckpt-internal.h"
+#include "ckpt.h"
+#include "test-ckpt-util.h"
+
+static const uint8_t key32[32] = "0123456789abcdef0123456789abcdef";
+
+/* A stand-in criu: answers --version with the given version; anything else
+ * (libcriu's `criu swrk N`) leaves a mark and fails. */
+static char *fake_criu(const char *dir, const char *name, const char *version, mode_t mode) {
+        char text[512];
+        _cleanup_free_ char *mark = tu_join(dir, "criu-ran");
+        snprintf(text, sizeof(text),
+                 "#!/bin/sh\n"
+                 "if [ \"$1\" = --version ]; then echo 'Version: %s'; echo 'GitID: v%s'; exit 0; fi\n"
+                 "echo \"$@\" >> '%s'\n"
+                 "exit 1\n",
+                 version, version, mark);
+        tu_write(dir, name, text, strlen(text), mode);
+        return tu_join(dir, name);
+}
+
+static bool criu_ran(const char *dir) {
+        _cleanup_free_ char *mark = tu_join(dir, "criu-ran");
+        return access(mark, F_OK) == 0;
+}
+
+/* ---- resolution ------------------------------------------------------------ */
+
+static void test_parse_version(void **state) {
+        (void)state;
+        _cleanup_free_ char *v = NULL, *v2 = NULL, *v3 = NULL;
+        unsigned n = 0;
+        assert_int_equal(ckpt__criu_parse_version("Version: 4.2.1\nGitID: x\n", &v, &n), 0);
+        assert_string_equal(v, "4.2.1");
+        assert_int_equal(n, 40201);
+        assert_int_equal(ckpt__criu_parse_version("GitID: y\nVersion: 3.17\n", &v2, &n), 0);
+        assert_string_equal(v2, "3.17");
+        assert_int_equal(n, 31700);
+        assert_int_equal(ckpt__criu_parse_version("Version:   4.10.2-rc1\n", &v3, &n), 0);
+        assert_int_equal(n, 41002);
+        assert_int_equal(ckpt__criu_parse_version("criu 4.2\n", &v, &n), -EBADMSG);
+        assert_int_equal(ckpt__criu_parse_version("Version: four\n", &v, &n), -EBADMSG);
+}
+
+static void test_resolve_configured(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *good = fake_criu(dir, "good", "4.2.1", 0755);
+        _cleanup_free_ char *old = fake_criu(dir, "old", "3.17", 0755);
+        _cleanup_free_ char *gw = fake_criu(dir, "gw", "4.2.1", 0775);
+        _cleanup_free_ char *ow = fake_criu(dir, "ow", "4.2.1", 0757);
+        _cleanup_free_ char *noexec = fake_criu(dir, "noexec", "4.2.1", 0644);
+        _cleanup_(ckpt_criu_freep) ckpt_criu *c = NULL;
+        nm_error err = {};
+
+        assert_int_equal(ckpt_criu_resolve(good, &c, &err), 0);
+        assert_string_equal(c->path, good);
+        assert_string_equal(c->version, "4.2.1");
+        assert_int_equal(c->version_num, 40201);
+
+        ckpt_criu *x = NULL;
+        assert_int_equal(ckpt_criu_resolve(old, &x, &err), -EPROTONOSUPPORT);
+        assert_msg_contains(&err, "3.17 is older than 4.2");
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_criu_resolve(gw, &x, &err), -EPERM);
+        assert_msg_contains(&err, "writable by group/others");
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_criu_resolve(ow, &x, &err), -EPERM);
+        assert_msg_contains(&err, "writable by group/others");
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_criu_resolve(noexec, &x, &err), -EACCES);
+        assert_msg_contains(&err, "not executable");
+        assert_int_equal(ckpt_criu_resolve("relative/criu", &x, NULL), -EINVAL);
+        assert_null(x);
+
+        /* A binary in a directory others may write to could be swapped. */
+        tu_mkdir(dir, "loose", 0777);
+        _cleanup_free_ char *loose = tu_join(dir, "loose");
+        _cleanup_free_ char *in_loose = fake_criu(loose, "criu", "4.2.1", 0755);
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_criu_resolve(in_loose, &x, &err), -EPERM);
+        assert_msg_contains(&err, "its directory");
+
+        if (geteuid() == 0) {
+                /* Owned by neither root nor the caller. */
+                assert_int_equal(chown(good, 65534, 65534), 0);
+                nm_error_clear(&err);
+                assert_int_equal(ckpt_criu_resolve(good, &x, &err), -EPERM);
+                assert_msg_contains(&err, "owned by uid 65534");
+        } else {
+                print_message("not root: the wrong-owner case is checked in CI\n");
+        }
+        tu_rm(dir);
+}
+
+/* The first good candidate wins: a broken 3.17 first in the list is passed
+ * over for a 4.2 later, and the error names every refusal. */
+static void test_resolve_candidates(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *old = fake_criu(dir, "old", "3.17", 0755);
+        _cleanup_free_ char *gw = fake_criu(dir, "gw", "4.2.1", 0775);
+        _cleanup_free_ char *good = fake_criu(dir, "good", "4.2.1", 0755);
+        _cleanup_free_ char *newer = fake_criu(dir, "newer", "4.3", 0755);
+        _cleanup_free_ char *missing = tu_join(dir, "missing");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *c = NULL;
+        nm_error err = {};
+
+        const char *const list1[] = {missing, old, gw, good, newer, NULL};
+        assert_int_equal(ckpt__criu_resolve_from(list1, NULL, &c, &err), 0);
+        assert_string_equal(c->path, good);
+
+        const char *const list2[] = {missing, old, gw, NULL};
+        ckpt_criu *x = NULL;
+        /* As root $PATH is never searched; as a user it may be, so put
+         * nothing useful there. */
+        const char *saved = getenv("PATH");
+        _cleanup_free_ char *path_copy = saved ? strdup(saved) : NULL;
+        setenv("PATH", dir, 1);
+        unlink(good);
+        unlink(newer);
+        assert_int_equal(ckpt__criu_resolve_from(list2, NULL, &x, &err), -ENOENT);
+        assert_null(x);
+        assert_msg_contains(&err, "no usable criu");
+        assert_msg_contains(&err, "3.17 is older");
+        assert_msg_contains(&err, "writable by group/others");
+        if (path_copy)
+                setenv("PATH", path_copy, 1);
+        tu_rm(dir);
+}
+
+/* ---- CRIU's log and stats ---------------------------------------------------- */
+
+static void test_log_excerpt(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_close_ int dfd = tu_open_dir(dir);
+        char buf[512];
+
+        tu_write_str(dir, "dump.log",
+                     "(00.000010) Version: 4.2.1\n"
+                     "(00.000020) Error (criu/util.c:1): rlimit: Can't setup RLIMIT_NOFILE for self: "
+                     "Operation not "
+                     "permitted\n"
+                     "(00.100000) Error (criu/seize.c:10): first problem\n"
+                     "(00.200000)      2: Error (criu/files.c:20): second problem\n"
+                     "(00.300000) Dumping finished with errors\n");
+        assert_int_equal(ckpt__log_excerpt(dfd, "dump.log", buf, sizeof(buf)), 0);
+        assert_non_null(strstr(buf, "Error (criu/seize.c:10): first problem"));
+        assert_non_null(strstr(buf, "2: Error (criu/files.c:20): second problem"));
+        assert_null(strstr(buf, "RLIMIT"));
+        assert_null(strstr(buf, "(00."));
+
+        /* Only the harmless line: the last lines instead. */
+        tu_write_str(dir, "restore.log",
+                     "(00.000020) Error (criu/util.c:1): rlimit: Can't setup RLIMIT_NOFILE for self\n"
+                     "(00.1) a\n(00.2) b\n(00.3) c\n(00.4) d\n(00.5) e\n");
+        assert_int_equal(ckpt__log_excerpt(dfd, "restore.log", buf, sizeof(buf)), 0);
+        assert_string_equal(buf, "b | c | d | e");
+        assert_int_equal(ckpt__log_excerpt(dfd, "missing.log", buf, sizeof(buf)), -ENOENT);
+        tu_rm(dir);
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+        size_t n = 0;
+        do {
+                p[n] = (uint8_t)(v & 0x7f) | (v > 0x7f ? 0x80 : 0);
+                v >>= 7;
+                n++;
+        } while (v);
+        return n;
+}
+
+static void test_stats_parse(void **state) {
+        (void)state;
+        uint8_t inner[64], buf[128];
+        size_t n = 0, m = 0;
+        ckpt__stats st;
+
+        /* dump_stats_entry: freezing 100, frozen 300000, memdump 5,
+         * memwrite 6, pages_scanned 7, pages_written 9, and a fixed32 field
+         * from a future CRIU. */
+        const uint64_t fields[][2] = {{1, 100}, {2, 300000}, {3, 5}, {4, 6}, {5, 7}, {7, 9}};
+        for (size_t i = 0; i < ARRAY_SIZE(fields); i++) {
+                n += put_varint(inner + n, fields[i][0] << 3);
+                n += put_varint(inner + n, fields[i][1]);
+        }
+        inner[n++] = (15 << 3) | 5;
+        memset(inner + n, 0xee, 4);
+        n += 4;
+        uint32_t magic1 = 0x55105940, magic2 = 0x57093306, size;
+        m = 12;
+        buf[m++] = (1 << 3) | 2;
+        m += put_varint(buf + m, n);
+        memcpy(buf + m, inner, n);
+        m += n;
+        size = (uint32_t)(m - 12);
+        memcpy(buf, &magic1, 4);
+        memcpy(buf + 4, &magic2, 4);
+        memcpy(buf + 8, &size, 4);
+        assert_int_equal(ckpt__stats_parse(buf, m, &st), 0);
+        assert_true(st.dump);
+        assert_false(st.restore);
+        assert_int_equal(st.freezing_us, 100);
+        assert_int_equal(st.frozen_us, 300000);
+        assert_int_equal(st.memdump_us, 5);
+        assert_int_equal(st.memwrite_us, 6);
+        assert_int_equal(st.pages_written, 9);
+
+        /* Truncated, or another image type. */
+        assert_int_equal(ckpt__stats_parse(buf, m - 3, &st), -EBADMSG);
+        size = (uint32_t)(m - 12 - 3);
+        memcpy(buf + 8, &size, 4);
+        assert_int_equal(ckpt__stats_parse(buf, m, &st), -EBADMSG);
+        magic2 ^= 1;
+        memcpy(buf + 4, &magic2, 4);
+        assert_int_equal(ckpt__stats_parse(buf, m, &st), -EBADMSG);
+
+        /* restore_stats_entry: forking 11, restore 12. */
+        magic2 ^= 1;
+        m = 12;
+        buf[m++] = (2 << 3) | 2;
+        buf[m++] = 4;
+        buf[m++] = 3 << 3;
+        buf[m++] = 11;
+        buf[m++] = 4 << 3;
+        buf[m++] = 12;
+        size = (uint32_t)(m - 12);
+        memcpy(buf + 4, &magic2, 4);
+        memcpy(buf + 8, &size, 4);
+        assert_int_equal(ckpt__stats_parse(buf, m, &st), 0);
+        assert_true(st.restore);
+        assert_int_equal(st.forking_us, 11);
+        assert_int_equal(st.restore_us, 12);
+}
+
+/* ---- the asynchronous paths ----------------------------------------------------- */
+
+typedef struct run {
+        int calls, status;
+} run;
+
+static void on_restored(ckpt_restore_req *req, int status) {
+        run *r = req->data;
+        r->calls++;
+        r->status = status;
+        assert_int_equal(req->state, CKPT_OP_DONE);
+}
+
+static void on_dumped(ckpt_dump_req *req, int status) {
+        run *r = req->data;
+        r->calls++;
+        r->status = status;
+}
+
+static void make_checkpoint(const char *dir) {
+        tu_mkdir(dir, "ckpt", 0700);
+        tu_write_str(dir, "ckpt/metadata.json",
+                     "{\"container_id\":\"abc\",\"container_name\":\"n\",\"original_pid\":1,\"command\":[],"
+                     "\"checkpoint_at\":0,\"version\":\"v\",\"using_gvisor\":false,\"rootless\":false,"
+                     "\"cgroup_path\":null,\"resource_limits\":null}");
+        tu_mkdir(dir, "ckpt/images", 0700);
+        tu_write_str(dir, "ckpt/images/pages-1.img", "snapshot");
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_close_ int dfd = tu_open_dir(ck);
+        assert_int_equal(ckpt_sign_at(dfd, key32, sizeof(key32), NULL, NULL), 0);
+}
+
+static int run_restore(const char *dir, const ckpt_criu *criu, ckpt_restore_req *req, run *r) {
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        uv_loop_t loop;
+        ckpt_restore_opts opts = {.criu = {.criu = criu},
+                                  .verify = true,
+                                  .key = key32,
+                                  .key_len = sizeof(key32),
+                                  .leave_stopped = true};
+        int ret;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        *req = (ckpt_restore_req){.data = r};
+        ret = ckpt_restore(&loop, req, ck, &opts, on_restored);
+        if (ret == 0) {
+                /* One at a time per process. */
+                ckpt_restore_req second = {};
+                assert_int_equal(ckpt_restore(&loop, &second, ck, &opts, on_restored), -EBUSY);
+                assert_msg_contains(&second.error, "in progress");
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        return ret;
+}
+
+static void test_restore_refuses_tampered(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        ckpt_restore_req req;
+        run r = {};
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        make_checkpoint(dir);
+        tu_write_str(dir, "ckpt/images/pages-1.img", "snapshou");
+        assert_int_equal(run_restore(dir, criu, &req, &r), 0);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.status, -EBADMSG);
+        assert_false(req.verified);
+        assert_msg_contains(&req.error, "HMAC mismatch");
+        assert_msg_contains(&req.error, "nothing was restored");
+        assert_false(criu_ran(dir));
+        /* CRIU's work dir is beside the checkpoint, not in it. */
+        _cleanup_free_ char *work = tu_join(dir, "ckpt.work");
+        assert_int_equal(access(work, F_OK), 0);
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
+static void test_restore_criu_failure_keeps_images(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        ckpt_restore_req req;
+        run r = {};
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        make_checkpoint(dir);
+        assert_int_equal(run_restore(dir, criu, &req, &r), 0);
+        assert_int_equal(r.calls, 1);
+        assert_true(r.status < 0);
+        assert_true(req.verified);
+        assert_false(req.stopped);
+        assert_int_equal(req.pid, 0);
+        assert_msg_contains(&req.error, "criu restore of");
+        assert_msg_contains(&req.error, "images are untouched");
+        assert_true(criu_ran(dir));
+        /* libcriu ran our stand-in as `criu swrk FD`. */
+        _cleanup_free_ char *args = tu_read(dir, "criu-ran", NULL);
+        assert_non_null(strstr(args, "swrk"));
+        _cleanup_close_ int dfd = tu_open_dir(ck);
+        assert_int_equal(ckpt_verify_at(dfd, key32, sizeof(key32), NULL, NULL), 0);
+        /* leave-stopped went to CRIU as an RPC configuration file. */
+        _cleanup_free_ char *conf = tu_read(dir, "ckpt.work/restore.conf", NULL);
+        assert_string_equal(conf, "leave-stopped\n");
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
+static void test_restore_sync_refusals(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        ckpt_restore_req req;
+        run r = {};
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        make_checkpoint(dir);
+        /* A work dir inside the signed tree. */
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt"), *inside = tu_join(dir, "ckpt/images/w");
+        uv_loop_t loop;
+        assert_int_equal(uv_loop_init(&loop), 0);
+        ckpt_restore_opts opts = {.criu = {.criu = criu, .work_dir = inside}, .key = key32, .key_len = 32};
+        req = (ckpt_restore_req){.data = &r};
+        assert_int_equal(ckpt_restore(&loop, &req, ck, &opts, on_restored), -EINVAL);
+        assert_msg_contains(&req.error, "outside the checkpoint directory");
+        /* Bad metadata. */
+        opts.criu.work_dir = NULL;
+        tu_write_str(dir, "ckpt/metadata.json", "{\"container_id\": \"../etc\"}");
+        assert_int_equal(ckpt_restore(&loop, &req, ck, &opts, on_restored), -EBADMSG);
+        assert_msg_contains(&req.error, "metadata.json");
+        /* No images. */
+        _cleanup_free_ char *imgs = tu_join(dir, "ckpt/images");
+        assert_int_equal(rm_rf_path(imgs), 0);
+        assert_int_equal(ckpt_restore(&loop, &req, ck, &opts, on_restored), -ENOENT);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(r.calls, 0); /* synchronous errors: no callback */
+        assert_false(criu_ran(dir));
+        tu_rm(dir);
+}
+
+static pid_t spawn_sleeper(void) {
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0)
+                for (;;)
+                        pause();
+        return pid;
+}
+
+static void test_dump_paths(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt"), *full = tu_join(dir, "full");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        pid_t pid = spawn_sleeper();
+        ckpt_dump_req req;
+        uv_loop_t loop;
+        run r = {};
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        assert_int_equal(ckpt_container_from_pid(pid, &c, NULL), 0);
+        assert_int_equal(uv_loop_init(&loop), 0);
+        ckpt_dump_opts opts = {.criu = {.criu = criu}, .sign = true, .key = key32, .key_len = 32};
+
+        /* Refused before CRIU: a non-empty directory, a stale container. */
+        tu_mkdir(dir, "full", 0700);
+        tu_write_str(dir, "full/old.img", "x");
+        req = (ckpt_dump_req){.data = &r};
+        assert_int_equal(ckpt_dump(&loop, &req, c, full, &opts, on_dumped), -EEXIST);
+        assert_msg_contains(&req.error, "not empty");
+        c->start_ticks++;
+        assert_int_equal(ckpt_dump(&loop, &req, c, ck, &opts, on_dumped), -ESRCH);
+        c->start_ticks--;
+        assert_false(criu_ran(dir));
+
+        /* Through the thread pool to a CRIU that fails: the container is
+         * left running, and metadata.json was written before CRIU ran. */
+        assert_int_equal(ckpt_dump(&loop, &req, c, ck, &opts, on_dumped), 0);
+        assert_int_equal(req.state, CKPT_OP_RUNNING);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(r.calls, 1);
+        assert_true(r.status < 0);
+        assert_false(req.dumped);
+        assert_true(req.source_running);
+        assert_true(criu_ran(dir));
+        assert_msg_contains(&req.error, "criu dump of pid");
+        _cleanup_free_ char *md = tu_read(dir, "ckpt/metadata.json", NULL);
+        assert_non_null(strstr(md, "\"nm_bare_pid\": true"));
+        assert_non_null(strstr(md, "\"nm_criu_version\": \"4.2.1\""));
+        _cleanup_free_ char *hmac = tu_join(dir, "ckpt/checkpoint.hmac");
+        assert_int_equal(access(hmac, F_OK), -1);
+        ckpt_dump_req_done(&req);
+        assert_int_equal(kill(pid, SIGKILL), 0);
+        waitpid(pid, NULL, 0);
+        tu_rm(dir);
+}
+
+int main(void) {
+        /* libcriu writes to criu swrk's socket; the library blocks SIGPIPE
+         * for that itself. Keep the default here to prove it. */
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_version),
+                cmocka_unit_test(test_resolve_configured),
+                cmocka_unit_test(test_resolve_candidates),
+                cmocka_unit_test(test_log_excerpt),
+                cmocka_unit_test(test_stats_parse),
+                cmocka_unit_test(test_restore_refuses_tampered),
+                cmocka_unit_test(test_restore_criu_failure_keeps_images),
+                cmocka_unit_test(test_restore_sync_refusals),
+                cmocka_unit_test(test_dump_paths),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
