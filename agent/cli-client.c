@@ -27,7 +27,8 @@ const char *cli_socket_path(const char *socket, const char *config, char *buf, s
         snprintf(buf, n, "%s", XFER_DEFAULT_SOCKET);
         if (agent_config_init(&cfg) < 0)
                 return buf;
-        if (agent_config_load(&cfg, config ? config : AGENT_CONFIG_DEFAULT, config != NULL, &err) >= 0 && cfg.socket)
+        if (agent_config_load(&cfg, config ? config : AGENT_CONFIG_DEFAULT, config != NULL, &err) >= 0 &&
+            cfg.socket)
                 snprintf(buf, n, "%s", cfg.socket);
         agent_config_done(&cfg);
         return buf;
@@ -74,7 +75,8 @@ static void on_message(xfer_conn *conn, const proto_msg *msg, void *ud) {
         case PROTO_MSG_RESULT:
                 req->result = json_loads(msg->result.doc, 0, &jerr);
                 if (!req->result) {
-                        finish(c, nm_error_set(&req->err, -EBADMSG, "the agent's answer is not JSON: %s", jerr.text));
+                        finish(c, nm_error_set(&req->err, -EBADMSG, "the agent's answer is not JSON: %s",
+                                               jerr.text));
                         return;
                 }
                 finish(c, 0);
@@ -87,8 +89,7 @@ static void on_message(xfer_conn *conn, const proto_msg *msg, void *ud) {
                 (void)xfer_conn_send(conn, &pong, NULL);
                 return;
         }
-        default:
-                return;
+        default: return;
         }
 }
 
@@ -113,7 +114,9 @@ static void on_connect(uv_connect_t *cr, int status) {
         call *c = cr->data;
         cli_request *req = c->req;
         proto_msg hello = {.type = PROTO_MSG_HELLO,
-                           .hello = {.version = PROTO_VERSION, .min_version = PROTO_MIN_VERSION, .node = "cli",
+                           .hello = {.version = PROTO_VERSION,
+                                     .min_version = PROTO_MIN_VERSION,
+                                     .node = "cli",
                                      .role = PROTO_ROLE_CLI}};
         if (status < 0) {
                 nm_error_set(&req->err, status, "cannot reach the agent: %s", uv_strerror(status));

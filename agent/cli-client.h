@@ -12,12 +12,12 @@
 #include "proto.h"
 
 typedef struct cli_request {
-        const char *socket;              /* NULL: from the configuration */
-        const char *config;              /* NULL: the default file */
-        const proto_msg *msg;            /* the request */
-        cli_out *out;                    /* progress goes here */
-        json_t *result;                  /* out: the RESULT document (owned) */
-        nm_error err;                    /* out: an ERROR or a transport failure */
+        const char *socket;   /* NULL: from the configuration */
+        const char *config;   /* NULL: the default file */
+        const proto_msg *msg; /* the request */
+        cli_out *out;         /* progress goes here */
+        json_t *result;       /* out: the RESULT document (owned) */
+        nm_error err;         /* out: an ERROR or a transport failure */
 } cli_request;
 
 /* Returns 0 with req->result set, or < 0 with req->err. -ECONNREFUSED and

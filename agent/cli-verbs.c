@@ -18,15 +18,17 @@ typedef struct common_opts {
 
 enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY };
 
-#define COMMON_OPTIONS                                                                                             \
-        {"socket", required_argument, NULL, OPT_SOCKET}, {"config", required_argument, NULL, OPT_CONFIG},            \
-                {"json", no_argument, NULL, OPT_JSON}, {"help", no_argument, NULL, 'h'}
+#define COMMON_OPTIONS                                                                                    \
+        {"socket", required_argument, NULL, OPT_SOCKET}, {"config", required_argument, NULL, OPT_CONFIG}, \
+                {"json", no_argument, NULL, OPT_JSON}, {                                                  \
+                "help", no_argument, NULL, 'h'                                                            \
+        }
 
-#define COMMON_HELP                                                                                                \
-        "      --json            machine-readable output: one JSON object per line\n"                             \
-        "      --socket PATH     the agent's control socket (default: from the configuration,\n"                   \
-        "                        else /run/nucleus-migrate/agent.sock)\n"                                                    \
-        "      --config FILE     the agent's configuration (default /etc/nucleus/agent.conf)\n"                    \
+#define COMMON_HELP                                                                              \
+        "      --json            machine-readable output: one JSON object per line\n"            \
+        "      --socket PATH     the agent's control socket (default: from the configuration,\n" \
+        "                        else /run/nucleus-migrate/agent.sock)\n"                        \
+        "      --config FILE     the agent's configuration (default /etc/nucleus/agent.conf)\n"  \
         "  -h, --help            show this help\n"
 
 static bool common_opt(common_opts *o, int c) {
@@ -41,17 +43,14 @@ static bool common_opt(common_opts *o, int c) {
 static int exit_for_errno(int code) {
         switch (-code) {
         case ENOENT:
-        case ENOTUNIQ:
-                return NM_EXIT_NOT_FOUND;
+        case ENOTUNIQ: return NM_EXIT_NOT_FOUND;
         case ECONNREFUSED:
-        case EACCES:
-                return NM_EXIT_UNAVAILABLE;
+        case EACCES: return NM_EXIT_UNAVAILABLE;
         case ECONNRESET:
         case EPIPE:
                 /* The request reached the agent, the answer did not. */
                 return NM_EXIT_IN_DOUBT;
-        default:
-                return NM_EXIT_FAILURE;
+        default: return NM_EXIT_FAILURE;
         }
 }
 
@@ -62,20 +61,24 @@ static int call_agent(const common_opts *o, const proto_msg *msg, cli_out *out, 
         int r = cli_call(&req);
         if (r < 0) {
                 if (o->json) {
-                        json_t *doc = json_pack("{s:s, s:s, s:i}", "outcome", "error", "error", req.err.msg, "errno", -r);
+                        json_t *doc = json_pack("{s:s, s:s, s:i}", "outcome", "error", "error", req.err.msg,
+                                                "errno", -r);
                         cli_out_result(out, doc, NULL);
                         json_decref(doc);
                 } else {
                         fprintf(stderr, "%s: %s\n", cli_program, nm_error_msg(&req.err));
                         if (r == -ECONNREFUSED || r == -ENOENT)
-                                fprintf(stderr, "%s: is nucleus-agent running? (systemctl status nucleus-agent)\n",
+                                fprintf(stderr,
+                                        "%s: is nucleus-agent running? (systemctl status nucleus-agent)\n",
                                         cli_program);
                         if (r == -ECONNRESET || r == -EPIPE)
-                                fprintf(stderr, "%s: the agent went away before answering; its journal finishes "
-                                                "the work when it restarts: see '%s status'\n",
+                                fprintf(stderr,
+                                        "%s: the agent went away before answering; its journal finishes "
+                                        "the work when it restarts: see '%s status'\n",
                                         cli_program, cli_program);
                 }
-                return r == -ECONNREFUSED || (r == -ENOENT && !req.result) ? NM_EXIT_UNAVAILABLE : exit_for_errno(r);
+                return r == -ECONNREFUSED || (r == -ENOENT && !req.result) ? NM_EXIT_UNAVAILABLE
+                                                                           : exit_for_errno(r);
         }
         *ret = req.result;
         return -1;
@@ -92,11 +95,14 @@ static void migrate_text(FILE *f, json_t *doc) {
         const char *outcome = jstr(doc, "outcome");
         char bytes[32], dur[32], down[32];
         format_bytes(bytes, sizeof(bytes), (uint64_t)json_integer_value(json_object_get(doc, "bytes")));
-        format_duration_ms(dur, sizeof(dur), (uint64_t)json_integer_value(json_object_get(doc, "duration_ms")));
-        format_duration_ms(down, sizeof(down), (uint64_t)json_integer_value(json_object_get(doc, "downtime_ms")));
+        format_duration_ms(dur, sizeof(dur),
+                           (uint64_t)json_integer_value(json_object_get(doc, "duration_ms")));
+        format_duration_ms(down, sizeof(down),
+                           (uint64_t)json_integer_value(json_object_get(doc, "downtime_ms")));
         if (strcmp(outcome, "done") == 0) {
-                fprintf(f, "moved %s (%s) from %s to %s: pid %lld there\n", jstr(doc, "name"), jstr(doc, "container"),
-                        jstr(doc, "source"), jstr(doc, "target"), json_integer_value(json_object_get(doc, "new_pid")));
+                fprintf(f, "moved %s (%s) from %s to %s: pid %lld there\n", jstr(doc, "name"),
+                        jstr(doc, "container"), jstr(doc, "source"), jstr(doc, "target"),
+                        json_integer_value(json_object_get(doc, "new_pid")));
                 fprintf(f, "downtime %s, %s of images, %s in all\n", down, bytes, dur);
                 return;
         }
@@ -104,14 +110,16 @@ static void migrate_text(FILE *f, json_t *doc) {
                 fprintf(f, "NOT moved: %s\nthe container was restored and still runs here (pid %lld)\n",
                         jstr(doc, "error"), json_integer_value(json_object_get(doc, "new_pid")));
         else if (strcmp(outcome, "in-doubt") == 0)
-                fprintf(f, "IN DOUBT: %s\nthe handoff is committed; the agent keeps going until %s confirms.\n"
-                           "see: %s status %s\n",
+                fprintf(f,
+                        "IN DOUBT: %s\nthe handoff is committed; the agent keeps going until %s confirms.\n"
+                        "see: %s status %s\n",
                         jstr(doc, "error"), jstr(doc, "target"), cli_program, jstr(doc, "mig"));
         else if (strcmp(outcome, "lost") == 0)
                 fprintf(f, "LOST: %s\nno copy could be brought back; images are kept. see: %s status %s\n",
                         jstr(doc, "error"), cli_program, jstr(doc, "mig"));
         else
-                fprintf(f, "NOT moved (%s): %s\nthe container was not touched\n", outcome, jstr(doc, "error"));
+                fprintf(f, "NOT moved (%s): %s\nthe container was not touched\n", outcome,
+                        jstr(doc, "error"));
 }
 
 static int migrate_exit(json_t *doc) {
@@ -139,9 +147,8 @@ static void migrate_help(FILE *f) {
                 "CONTAINER is a nucleus container id, a unique name, or a unique id prefix.\n"
                 "\n"
                 "Options:\n"
-                "      --pid PID         move the process tree rooted at PID instead of a container\n"
-                COMMON_HELP
-                "\n"
+                "      --pid PID         move the process tree rooted at PID instead of a "
+                "container\n" COMMON_HELP "\n"
                 "On a terminal a live progress line shows the phase, bytes, rate and ETA.\n"
                 "\n"
                 "Exit status:\n"
@@ -186,12 +193,16 @@ int verb_migrate(int argc, char **argv) {
         if (optind < argc)
                 target = argv[optind++];
         if ((!ref && !pid) || !target || optind < argc) {
-                fprintf(stderr, "%s: usage: %s migrate CONTAINER TARGET (see --help)\n", cli_program, cli_program);
+                fprintf(stderr, "%s: usage: %s migrate CONTAINER TARGET (see --help)\n", cli_program,
+                        cli_program);
                 return NM_EXIT_USAGE;
         }
         proto_opt opts[] = {{.key = "lazy", .kind = PROTO_OPT_BOOL, .b = lazy}};
         proto_msg req = {.type = PROTO_MSG_MIGRATE,
-                         .migrate = {.container = ref, .has_pid = pid > 0, .pid = (uint32_t)pid, .target = target,
+                         .migrate = {.container = ref,
+                                     .has_pid = pid > 0,
+                                     .pid = (uint32_t)pid,
+                                     .target = target,
                                      .opts = {opts, lazy ? 1 : 0}}};
         cli_out_init(&out, stdout, o.json);
         r = call_agent(&o, &req, &out, &doc);
@@ -212,10 +223,13 @@ static void drain_text(FILE *f, json_t *doc) {
         json_array_foreach(items, i, it) {
                 char down[32] = "";
                 if (json_is_integer(json_object_get(it, "downtime_ms")))
-                        format_duration_ms(down, sizeof(down), (uint64_t)json_integer_value(json_object_get(it, "downtime_ms")));
-                fprintf(f, "%-34s %-16s %-10s %-12s %s%s\n", jstr(it, "container"), jstr(it, "name"), jstr(it, "target"),
-                        jstr(it, "outcome"), down[0] ? "downtime " : "",
-                        down[0] ? down : json_is_string(json_object_get(it, "error")) ? jstr(it, "error") : "");
+                        format_duration_ms(down, sizeof(down),
+                                           (uint64_t)json_integer_value(json_object_get(it, "downtime_ms")));
+                fprintf(f, "%-34s %-16s %-10s %-12s %s%s\n", jstr(it, "container"), jstr(it, "name"),
+                        jstr(it, "target"), jstr(it, "outcome"), down[0] ? "downtime " : "",
+                        down[0]                                        ? down
+                        : json_is_string(json_object_get(it, "error")) ? jstr(it, "error")
+                                                                       : "");
         }
         fprintf(f, "%lld moved, %lld not moved\n", json_integer_value(json_object_get(doc, "moved")),
                 json_integer_value(json_object_get(doc, "failed")));
@@ -232,9 +246,8 @@ static void drain_help(FILE *f) {
                 "\n"
                 "Options:\n"
                 "      --to NODES        comma-separated targets (default: every configured peer)\n"
-                "      --parallel N      moves at a time (default 2; capped by limits.parallel)\n"
-                COMMON_HELP
-                "\n"
+                "      --parallel N      moves at a time (default 2; capped by "
+                "limits.parallel)\n" COMMON_HELP "\n"
                 "Exit status: 0 when every container moved, 4 when some did not (see the table),\n"
                 "8 when the local agent is not running.\n",
                 cli_program);
@@ -259,7 +272,10 @@ int verb_drain(int argc, char **argv) {
                 if (common_opt(&o, c))
                         continue;
                 switch (c) {
-                case OPT_TO: free(to); to = strdup(optarg); break;
+                case OPT_TO:
+                        free(to);
+                        to = strdup(optarg);
+                        break;
                 case OPT_PARALLEL:
                         parallel = strtoul(optarg, NULL, 10);
                         if (parallel < 1 || parallel > 64) {
@@ -278,7 +294,8 @@ int verb_drain(int argc, char **argv) {
         for (char *save = NULL, *t = to ? strtok_r(to, ",", &save) : NULL; t && n < ARRAY_SIZE(targets);
              t = strtok_r(NULL, ",", &save))
                 targets[n++] = t;
-        proto_msg req = {.type = PROTO_MSG_DRAIN, .drain = {.targets = {targets, n}, .parallel = (uint32_t)parallel}};
+        proto_msg req = {.type = PROTO_MSG_DRAIN,
+                         .drain = {.targets = {targets, n}, .parallel = (uint32_t)parallel}};
         cli_out_init(&out, stdout, o.json);
         r = call_agent(&o, &req, &out, &doc);
         if (r >= 0)
@@ -293,8 +310,9 @@ int verb_drain(int argc, char **argv) {
 
 static void cordon_text(FILE *f, json_t *doc) {
         fprintf(f, "%s is %s\n", jstr(doc, "node"),
-                json_is_true(json_object_get(doc, "cordoned")) ? "cordoned: incoming migrations are refused"
-                                                               : "uncordoned: incoming migrations are accepted");
+                json_is_true(json_object_get(doc, "cordoned"))
+                        ? "cordoned: incoming migrations are refused"
+                        : "uncordoned: incoming migrations are accepted");
 }
 
 static int cordon_common(int argc, char **argv, bool on) {
@@ -356,25 +374,27 @@ static void migrations_text(FILE *f, json_t *doc) {
                 fprintf(f, "no migrations in flight or recent\n");
                 return;
         }
-        fprintf(f, "%-18s %-12s %-34s %-10s %-14s %s\n", "MIGRATION", "ROLE", "CONTAINER", "PEER", "PHASE", "DETAIL");
+        fprintf(f, "%-18s %-12s %-34s %-10s %-14s %s\n", "MIGRATION", "ROLE", "CONTAINER", "PEER", "PHASE",
+                "DETAIL");
         json_array_foreach(json_object_get(doc, "migrations"), i, it) {
-                const char *peer = json_is_string(json_object_get(it, "peer"))     ? jstr(it, "peer")
-                                   : strcmp(jstr(it, "role"), "source") == 0 ? jstr(it, "target")
-                                                                             : jstr(it, "source");
-                fprintf(f, "%-18s %-12s %-34s %-10s %-14s %s\n", jstr(it, "mig"), jstr(it, "role"), jstr(it, "container"),
-                        peer, jstr(it, "phase"),
-                        json_is_string(json_object_get(it, "error")) ? jstr(it, "error")
+                const char *peer = json_is_string(json_object_get(it, "peer")) ? jstr(it, "peer")
+                                   : strcmp(jstr(it, "role"), "source") == 0   ? jstr(it, "target")
+                                                                               : jstr(it, "source");
+                fprintf(f, "%-18s %-12s %-34s %-10s %-14s %s\n", jstr(it, "mig"), jstr(it, "role"),
+                        jstr(it, "container"), peer, jstr(it, "phase"),
+                        json_is_string(json_object_get(it, "error"))  ? jstr(it, "error")
                         : json_is_true(json_object_get(it, "active")) ? "in flight"
-                                                                     : "");
+                                                                      : "");
         }
 }
 
 static void status_text(FILE *f, json_t *doc) {
         char free_b[32];
-        format_bytes(free_b, sizeof(free_b), (uint64_t)json_integer_value(json_object_get(doc, "staging_free")));
+        format_bytes(free_b, sizeof(free_b),
+                     (uint64_t)json_integer_value(json_object_get(doc, "staging_free")));
         fprintf(f, "node %s%s, CRIU %s (%s), staging %s free\n\n", jstr(doc, "node"),
-                json_is_true(json_object_get(doc, "cordoned")) ? " (cordoned)" : "", jstr(doc, "criu_version"),
-                jstr(doc, "criu"), free_b);
+                json_is_true(json_object_get(doc, "cordoned")) ? " (cordoned)" : "",
+                jstr(doc, "criu_version"), jstr(doc, "criu"), free_b);
         containers_text(f, doc);
         fputc('\n', f);
         migrations_text(f, doc);
@@ -400,13 +420,16 @@ static int show(int argc, char **argv, bool is_status) {
                 if (c == 'h') {
                         if (is_status)
                                 printf("Usage: %s status [MIGRATION|CONTAINER] [OPTIONS...]\n\n"
-                                       "Shows this node (cordon, CRIU, free staging), the containers it runs, and\n"
-                                       "every migration in flight or recent with its phase and error. With an\n"
+                                       "Shows this node (cordon, CRIU, free staging), the containers it "
+                                       "runs, and\n"
+                                       "every migration in flight or recent with its phase and error. With "
+                                       "an\n"
                                        "argument, only the migrations of that migration id or container.\n\n"
                                        "Options:\n" COMMON_HELP,
                                        cli_program);
                         else
-                                printf("Usage: %s list [OPTIONS...]\n\nLists the containers on this node and the "
+                                printf("Usage: %s list [OPTIONS...]\n\nLists the containers on this node "
+                                       "and the "
                                        "migrations in flight or recent.\n\nOptions:\n" COMMON_HELP,
                                        cli_program);
                         return NM_EXIT_OK;

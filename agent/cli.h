@@ -23,7 +23,7 @@ typedef struct cli_program_info {
         /* Runs when argv[1] is no verb (or an option); NULL: unknown command. */
         cli_verb_fn fallback;
         bool fallback_has_help; /* --help goes to the fallback, not the overview */
-        const char *epilogue; /* printed after the verb list, or NULL */
+        const char *epilogue;   /* printed after the verb list, or NULL */
 } cli_program_info;
 
 /* --help, --version, the verb table, the fallback: the shared main(). */

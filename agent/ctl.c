@@ -38,7 +38,8 @@ void ctl_send_result(ctl_conn *cc, const char *mig_id, json_t *doc) {
 }
 
 void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reason) {
-        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.mig = mig_id, .code = code < 0 ? code : -EIO, .reason = reason}};
+        proto_msg e = {.type = PROTO_MSG_ERROR,
+                       .error = {.mig = mig_id, .code = code < 0 ? code : -EIO, .reason = reason}};
         (void)ctl_send(cc, &e);
 }
 
@@ -59,8 +60,9 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
         if (!cli_may_change(cc))
                 return;
         if (mig_src_start(cc->a, cc, NULL, req, id, &err) < 0) {
-                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container", req->container,
-                                        "target", req->target, "errno", -err.code, "error", err.msg);
+                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container",
+                                        req->container, "target", req->target, "errno", -err.code, "error",
+                                        err.msg);
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);
                 return;
@@ -76,9 +78,7 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
         json_t *doc;
 
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
-        case PROTO_MSG_MIGRATE:
-                cli_migrate(cc, &msg->migrate);
-                return;
+        case PROTO_MSG_MIGRATE: cli_migrate(cc, &msg->migrate); return;
         case PROTO_MSG_DRAIN:
                 if (cli_may_change(cc) && drain_start(a, cc, &msg->drain, &err) < 0)
                         ctl_send_error(cc, NULL, err.code, err.msg);
@@ -104,8 +104,7 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);
                 return;
-        default:
-                break;
+        default: break;
         }
         ctl_send_error(cc, NULL, -EPROTO, "not a request a CLI can make");
 }
@@ -140,7 +139,8 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                                      .node = a->cfg.node,
                                      .role = PROTO_ROLE_PEER}};
         (void)ctl_send(cc, &reply);
-        log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node, (unsigned)cc->cred.uid);
+        log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node,
+                  (unsigned)cc->cred.uid);
 }
 
 static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
@@ -152,7 +152,8 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
                 return;
         if (!cc->hello_done) {
                 if (msg->type != PROTO_MSG_HELLO) {
-                        nm_error_set(&err, -EPROTO, "expected HELLO, got %s", strna(proto_msg_type_to_string(msg->type)));
+                        nm_error_set(&err, -EPROTO, "expected HELLO, got %s",
+                                     strna(proto_msg_type_to_string(msg->type)));
                         ctl_send_error(cc, NULL, err.code, err.msg);
                         xfer_conn_close(cc->conn, 0, &err);
                         return;
@@ -179,7 +180,8 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
         if (!cc)
                 return;
         if (status < 0 && err && err->code)
-                log_debug("%s session from %s ended: %s", proto_role_to_string(cc->role), cc->peer_node, err->msg);
+                log_debug("%s session from %s ended: %s", proto_role_to_string(cc->role), cc->peer_node,
+                          err->msg);
         if (cc->dest)
                 mig_dst_conn_closed(cc, status, err);
         if (cc->watch)
@@ -219,7 +221,8 @@ static void on_connection(uv_stream_t *server, int status) {
                 if (n_conns >= CTL_MAX_CONNS)
                         log_warning("control socket: %u connections open, refusing more", n_conns);
                 else if (cc->cred.uid)
-                        log_warning("control socket: refusing uid %u (pid %d)", (unsigned)cc->cred.uid, (int)cc->cred.pid);
+                        log_warning("control socket: refusing uid %u (pid %d)", (unsigned)cc->cred.uid,
+                                    (int)cc->cred.pid);
                 free(cc);
                 uv_close((uv_handle_t *)client, (uv_close_cb)free);
                 return;
@@ -265,7 +268,8 @@ static int socket_permissions(agent *a, nm_error *err) {
         if (a->cfg.socket_group) {
                 struct group *g = getgrnam(a->cfg.socket_group);
                 if (!g)
-                        return nm_error_set(err, -ENOENT, "socket group \"%s\" does not exist", a->cfg.socket_group);
+                        return nm_error_set(err, -ENOENT, "socket group \"%s\" does not exist",
+                                            a->cfg.socket_group);
                 gid = g->gr_gid;
         }
         if (chown(a->cfg.socket, 0, gid) < 0 && getuid() == 0)

@@ -34,8 +34,8 @@ void agent_new_id(char out[33]) {
         clock_gettime(CLOCK_REALTIME, &ts);
         if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
                 memset(raw, 0, sizeof(raw));
-        snprintf(out, 33, "%08lx%02x%02x%02x%02x", (unsigned long)ts.tv_sec & 0xffffffffUL, raw[0], raw[1], raw[2],
-                 raw[3]);
+        snprintf(out, 33, "%08lx%02x%02x%02x%02x", (unsigned long)ts.tv_sec & 0xffffffffUL, raw[0], raw[1],
+                 raw[2], raw[3]);
 }
 
 /* A migration waiting on the other node for as long as it takes (the
@@ -177,8 +177,8 @@ int agent_run(agent_config *cfg) {
                 agent_teardown(&a);
                 return r;
         }
-        log_info("node %s ready on %s (%u peer(s), work dir %s%s)", a.cfg.node, a.cfg.socket, (unsigned)a.cfg.n_peers,
-                 a.cfg.work_dir, a.cordoned ? ", cordoned" : "");
+        log_info("node %s ready on %s (%u peer(s), work dir %s%s)", a.cfg.node, a.cfg.socket,
+                 (unsigned)a.cfg.n_peers, a.cfg.work_dir, a.cordoned ? ", cordoned" : "");
         uv_run(&loop, UV_RUN_DEFAULT);
         agent_teardown(&a);
         *cfg = a.cfg;
@@ -220,20 +220,37 @@ static void help(FILE *f) {
 }
 
 int verb_daemon(int argc, char **argv) {
-        enum { OPT_NODE = 256, OPT_SOCKET, OPT_STATE, OPT_WORK, OPT_KEY, OPT_CRIU, OPT_LEVEL, OPT_SET, OPT_VERSION };
+        enum {
+                OPT_NODE = 256,
+                OPT_SOCKET,
+                OPT_STATE,
+                OPT_WORK,
+                OPT_KEY,
+                OPT_CRIU,
+                OPT_LEVEL,
+                OPT_SET,
+                OPT_VERSION
+        };
         static const struct option options[] = {
-                {"config", required_argument, NULL, 'c'},   {"node", required_argument, NULL, OPT_NODE},
-                {"socket", required_argument, NULL, OPT_SOCKET}, {"state-dir", required_argument, NULL, OPT_STATE},
-                {"work-dir", required_argument, NULL, OPT_WORK}, {"hmac-key", required_argument, NULL, OPT_KEY},
-                {"criu", required_argument, NULL, OPT_CRIU},  {"log-level", required_argument, NULL, OPT_LEVEL},
-                {"set", required_argument, NULL, OPT_SET},    {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, OPT_VERSION},  {},
+                {"config", required_argument, NULL, 'c'},
+                {"node", required_argument, NULL, OPT_NODE},
+                {"socket", required_argument, NULL, OPT_SOCKET},
+                {"state-dir", required_argument, NULL, OPT_STATE},
+                {"work-dir", required_argument, NULL, OPT_WORK},
+                {"hmac-key", required_argument, NULL, OPT_KEY},
+                {"criu", required_argument, NULL, OPT_CRIU},
+                {"log-level", required_argument, NULL, OPT_LEVEL},
+                {"set", required_argument, NULL, OPT_SET},
+                {"help", no_argument, NULL, 'h'},
+                {"version", no_argument, NULL, OPT_VERSION},
+                {},
         };
         static const struct {
                 int opt;
                 const char *key;
-        } keys[] = {{OPT_NODE, "node"},      {OPT_SOCKET, "socket"}, {OPT_STATE, "state_dir"}, {OPT_WORK, "work_dir"},
-                    {OPT_KEY, "hmac_key"},   {OPT_CRIU, "criu"},     {OPT_LEVEL, "log_level"}};
+        } keys[] = {{OPT_NODE, "node"},      {OPT_SOCKET, "socket"}, {OPT_STATE, "state_dir"},
+                    {OPT_WORK, "work_dir"},  {OPT_KEY, "hmac_key"},  {OPT_CRIU, "criu"},
+                    {OPT_LEVEL, "log_level"}};
         const char *config = AGENT_CONFIG_DEFAULT;
         bool config_given = false;
         agent_config cfg;
@@ -266,7 +283,8 @@ int verb_daemon(int argc, char **argv) {
         optind = 1;
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
                 for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-                        if (keys[i].opt == c && agent_config_set(&cfg, "agent", keys[i].key, optarg, &err) < 0)
+                        if (keys[i].opt == c &&
+                            agent_config_set(&cfg, "agent", keys[i].key, optarg, &err) < 0)
                                 goto fail;
                 if (c == OPT_SET && agent_config_set_assignment(&cfg, optarg, &err) < 0)
                         goto fail;

@@ -16,9 +16,9 @@ typedef struct drain_target {
         peer_link *link;
         bool answered, usable;
         uint64_t staging_free;
-        unsigned running;   /* as reported, plus what we sent since */
-        uint64_t assigned;  /* bytes we sent it */
-        char why[256];      /* why it is not usable */
+        unsigned running;  /* as reported, plus what we sent since */
+        uint64_t assigned; /* bytes we sent it */
+        char why[256];     /* why it is not usable */
 } drain_target;
 
 typedef struct drain_item {
@@ -57,7 +57,8 @@ static void drain_free(drain *d) {
 }
 
 static void drain_event(drain *d, const char *mig_id, const char *phase, const char *message) {
-        proto_msg ev = {.type = PROTO_MSG_EVENT, .event = {.mig = mig_id, .phase = phase, .message = message}};
+        proto_msg ev = {.type = PROTO_MSG_EVENT,
+                        .event = {.mig = mig_id, .phase = phase, .message = message}};
         if (d->cli)
                 (void)ctl_send(d->cli, &ev);
 }
@@ -77,12 +78,13 @@ static void drain_finish(drain *d) {
         }
         json_t *targets = json_array();
         for (size_t i = 0; i < d->n_targets; i++)
-                json_array_append_new(targets, json_pack("{s:s, s:b, s:s?}", "target", d->targets[i].name, "usable",
-                                                         d->targets[i].usable, "reason",
+                json_array_append_new(targets, json_pack("{s:s, s:b, s:s?}", "target", d->targets[i].name,
+                                                         "usable", d->targets[i].usable, "reason",
                                                          d->targets[i].why[0] ? d->targets[i].why : NULL));
         json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o}", "drain", d->a->cfg.node, "outcome",
                                 failed ? "partial" : "done", "moved", moved, "failed", failed, "duration_ms",
-                                (json_int_t)((now_usec() - d->t_start) / 1000), "targets", targets, "items", items);
+                                (json_int_t)((now_usec() - d->t_start) / 1000), "targets", targets, "items",
+                                items);
         log_info("drain of %s: %u moved, %u not moved", d->a->cfg.node, moved, failed);
         if (d->cli) {
                 ctl_send_result(d->cli, NULL, doc);
@@ -101,15 +103,16 @@ static drain_target *pick_target(drain *d, uint64_t bytes) {
                 if (!t->usable || t->staging_free < t->assigned + bytes)
                         continue;
                 if (!best || t->running < best->running ||
-                    (t->running == best->running && t->staging_free - t->assigned > best->staging_free - best->assigned))
+                    (t->running == best->running &&
+                     t->staging_free - t->assigned > best->staging_free - best->assigned))
                         best = t;
         }
         return best;
 }
 
 static void item_result(drain *d, drain_item *it, const char *outcome, const char *error) {
-        it->result = json_pack("{s:s, s:s?, s:s?, s:s, s:s?}", "container", it->id, "name", it->name, "target",
-                               it->target, "outcome", outcome, "error", error);
+        it->result = json_pack("{s:s, s:s?, s:s?, s:s, s:s?}", "container", it->id, "name", it->name,
+                               "target", it->target, "outcome", outcome, "error", error);
         d->n_done++;
 }
 
@@ -128,7 +131,8 @@ static void drain_pump(drain *d) {
                         continue;
                 }
                 it->target = strdup(t->name);
-                proto_msg req = {.type = PROTO_MSG_MIGRATE, .migrate = {.container = it->id, .target = t->name}};
+                proto_msg req = {.type = PROTO_MSG_MIGRATE,
+                                 .migrate = {.container = it->id, .target = t->name}};
                 /* Counted before the start: a move can end inside it. */
                 it->started = true;
                 d->in_flight++;
@@ -188,8 +192,8 @@ static void target_answered(drain_target *t) {
         t->answered = true;
         if (++d->n_answered == d->n_targets) {
                 for (size_t i = 0; i < d->n_targets; i++)
-                        log_info("drain target %s: %s%s", d->targets[i].name, d->targets[i].usable ? "usable" : "not usable: ",
-                                 d->targets[i].why);
+                        log_info("drain target %s: %s%s", d->targets[i].name,
+                                 d->targets[i].usable ? "usable" : "not usable: ", d->targets[i].why);
                 drain_pump(d);
         }
 }
@@ -216,7 +220,8 @@ static void target_closed(peer_link *l, int status, const nm_error *err, void *u
         target_answered(t);
 }
 
-static const peer_link_ops target_ops = {.ready = target_ready, .message = target_message, .closed = target_closed};
+static const peer_link_ops target_ops = {
+        .ready = target_ready, .message = target_message, .closed = target_closed};
 
 static int collect_items(drain *d, nm_error *err) {
         ckpt_container **l = NULL;
@@ -272,12 +277,13 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
         }
         if (d->n_targets == 0) {
                 drain_free(d);
-                return nm_error_set(err, -EINVAL, "no drain targets: give --to or configure [peer] sections");
+                return nm_error_set(err, -EINVAL,
+                                    "no drain targets: give --to or configure [peer] sections");
         }
         d->cli = cli;
         cli->drain = d;
-        log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items, d->n_targets,
-                 d->parallel);
+        log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items,
+                 d->n_targets, d->parallel);
         drain_event(d, NULL, "drain", "asking the targets for room");
         for (size_t i = 0; i < d->n_targets; i++) {
                 drain_target *t = &d->targets[i];

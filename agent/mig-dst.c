@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -35,7 +36,8 @@ static void dst_send(mig *m, const proto_msg *msg) {
 }
 
 static void dst_send_error(mig *m, int code, const char *reason) {
-        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.mig = m->id, .code = code < 0 ? code : -EIO, .reason = reason}};
+        proto_msg e = {.type = PROTO_MSG_ERROR,
+                       .error = {.mig = m->id, .code = code < 0 ? code : -EIO, .reason = reason}};
         dst_send(m, &e);
 }
 
@@ -67,7 +69,8 @@ static void dst_discard(mig *m, const char *why) {
         if (m->recv)
                 m->recv = xfer_recv_free(m->recv);
         if (m->restored_pid > 0 && ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
-                log_ctx_error(m->id, "cannot kill the stopped copy (pid %d): %s", (int)m->restored_pid, err.msg);
+                log_ctx_error(m->id, "cannot kill the stopped copy (pid %d): %s", (int)m->restored_pid,
+                              err.msg);
         if (m->staging)
                 (void)rm_rf_path(m->staging);
         dst_end(m, MIG_ABORTED);
@@ -82,17 +85,19 @@ static int version_num(const char *v) {
         return (int)(a * 10000 + b * 100 + c);
 }
 
-static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_reject_code *ret_code, char *why,
-                           size_t n) {
+static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_reject_code *ret_code,
+                           char *why, size_t n) {
         nm_error err = {};
         uint64_t need = o->image_bytes + o->image_bytes / 8 + (16u << 20);
         mig *m;
 
         if (a->cordoned)
-                return *ret_code = PROTO_REJECT_CORDONED, snprintf(why, n, "%s is cordoned", a->cfg.node), -1;
+                return *ret_code = PROTO_REJECT_CORDONED, snprintf(why, n, "%s is cordoned", a->cfg.node),
+                       -1;
         if (a->stopping || a->n_dst >= a->cfg.parallel)
                 return *ret_code = PROTO_REJECT_BUSY,
-                       snprintf(why, n, "%s is %s", a->cfg.node, a->stopping ? "shutting down" : "at its limit of parallel migrations"),
+                       snprintf(why, n, "%s is %s", a->cfg.node,
+                                a->stopping ? "shutting down" : "at its limit of parallel migrations"),
                        -1;
         if (!ckpt_container_id_valid(o->container_id))
                 return *ret_code = PROTO_REJECT_INVALID, snprintf(why, n, "invalid container id"), -1;
@@ -101,23 +106,29 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
         LIST_FOREACH(migs, m, a->migs)
         if (!m->finished && m->container_id && strcmp(m->container_id, o->container_id) == 0)
                 return *ret_code = PROTO_REJECT_EXISTS,
-                       snprintf(why, n, "container %s is already being moved here (migration %s)", o->container_id, m->id),
+                       snprintf(why, n, "container %s is already being moved here (migration %s)",
+                                o->container_id, m->id),
                        -1;
         if (version_num(o->criu_version) > (int)a->criu->version_num)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
-                       snprintf(why, n, "images from CRIU %s cannot be restored by CRIU %s here", o->criu_version,
-                                a->criu->version),
+                       snprintf(why, n, "images from CRIU %s cannot be restored by CRIU %s here",
+                                o->criu_version, a->criu->version),
                        -1;
-        if (version_num(o->kernel) > version_num(a->kernel) && version_num(o->kernel) / 100 != version_num(a->kernel) / 100)
+        if (version_num(o->kernel) > version_num(a->kernel) &&
+            version_num(o->kernel) / 100 != version_num(a->kernel) / 100)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
-                       snprintf(why, n, "the source runs kernel %s, newer than %s here", o->kernel, a->kernel), -1;
+                       snprintf(why, n, "the source runs kernel %s, newer than %s here", o->kernel,
+                                a->kernel),
+                       -1;
         if (o->lazy)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
-                       snprintf(why, n, "lazy (post-copy) migration is not supported by %s", a->cfg.node), -1;
+                       snprintf(why, n, "lazy (post-copy) migration is not supported by %s", a->cfg.node),
+                       -1;
         if (status_staging_free(a) < need)
                 return *ret_code = PROTO_REJECT_NO_SPACE,
                        snprintf(why, n, "staging has %llu MiB free, the images need about %llu MiB",
-                                (unsigned long long)(status_staging_free(a) >> 20), (unsigned long long)(need >> 20)),
+                                (unsigned long long)(status_staging_free(a) >> 20),
+                                (unsigned long long)(need >> 20)),
                        -1;
         (void)cc;
         return 0;
@@ -130,12 +141,43 @@ static void dst_on_progress(const xfer_progress *p, void *ud) {
         m->rate = (uint64_t)p->rate;
 }
 
-static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res, void *ud) {
+/* Once verified, the images are sealed (immutable): nothing, not even a
+ * stray root process, can change a byte between the check and CRIU reading
+ * them. Where the file system has no such flag, the check as bytes arrived
+ * is all there is (logged). */
+static void dst_seal(mig *m, int dfd) {
+        ckpt_tree_entry *e = NULL;
+        size_t n = 0;
+        nm_error err = {};
+        int r = 0;
+
+        if (ckpt_tree_walk(dfd, &e, &n, &err) < 0) {
+                log_ctx_warning(m->id, "cannot seal the images: %s", err.msg);
+                return;
+        }
+        for (size_t i = 0; i < n && r >= 0; i++) {
+                if (e[i].type != CKPT_ENTRY_FILE)
+                        continue;
+                int fd = ckpt_tree_open_file(dfd, e[i].relpath, UINT64_MAX, NULL);
+                r = fd < 0 ? fd : fs_set_immutable(fd, true);
+                if (fd >= 0)
+                        close(fd);
+        }
+        ckpt_tree_entries_free(e, n);
+        if (r < 0)
+                log_ctx_warning(
+                        m->id, "images verified but not sealed (%s): the file system has no immutable flag?",
+                        strerror(-r));
+}
+
+static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
+                            void *ud) {
         mig *m = ud;
         nm_error e = {};
         (void)r;
         if (status < 0) {
-                mig_fail_reason(m, status, "receiving images failed: %s", err ? err->msg : strerror(-status));
+                mig_fail_reason(m, status, "receiving images failed: %s",
+                                err ? err->msg : strerror(-status));
                 dst_send_error(m, status, m->err.msg);
                 m->recv = xfer_recv_free(m->recv);
                 dst_end(m, MIG_ABORTED);
@@ -145,6 +187,8 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         m->bytes_done = res->bytes;
         m->files_done = res->files;
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
+        if (dfd >= 0)
+                dst_seal(m, dfd);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
                 mig_fail_reason(m, -EBADMSG, "received images without a usable metadata.json: %s", e.msg);
                 dst_send_error(m, -EBADMSG, m->err.msg);
@@ -152,8 +196,8 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                 dst_end(m, MIG_ABORTED);
                 return;
         }
-        log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)", (unsigned long long)res->files,
-                     (unsigned long long)res->bytes, res->hmac);
+        log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
+                     (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
         if (mig_set_phase(m, MIG_VERIFIED) < 0) {
                 dst_send_error(m, m->err.code, m->err.msg);
                 dst_discard(m, "cannot journal");
@@ -171,19 +215,25 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         mig *m;
 
         if (cc->dest) {
-                proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
+                proto_msg e = {
+                        .type = PROTO_MSG_ERROR,
+                        .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
                 (void)ctl_send(cc, &e);
                 return;
         }
         if (mig_find(a, o->mig)) {
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig, .code = PROTO_REJECT_EXISTS, .reason = "migration id in use"}};
+                                .reject = {.mig = o->mig,
+                                           .code = PROTO_REJECT_EXISTS,
+                                           .reason = "migration id in use"}};
                 (void)ctl_send(cc, &rj);
                 return;
         }
         if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0) {
-                log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node, why);
-                proto_msg rj = {.type = PROTO_MSG_REJECT, .reject = {.mig = o->mig, .code = code, .reason = why}};
+                log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node,
+                             why);
+                proto_msg rj = {.type = PROTO_MSG_REJECT,
+                                .reject = {.mig = o->mig, .code = code, .reason = why}};
                 (void)ctl_send(cc, &rj);
                 return;
         }
@@ -203,10 +253,13 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         mig_rec_set_str(m, "container_name", m->container_name);
         mig_rec_set_str(m, "peer", m->peer);
         mig_rec_set_str(m, "staging", m->staging);
-        log_ctx_info(m->id, "accepting container %s (%s) from %s", m->container_id, m->container_name, m->peer);
+        log_ctx_info(m->id, "accepting container %s (%s) from %s", m->container_id, m->container_name,
+                     m->peer);
         if (mig_set_phase(m, MIG_RECEIVING) < 0 || mig_hooks_init(m, &err) < 0) {
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig, .code = PROTO_REJECT_BUSY, .reason = m->err.code ? m->err.msg : err.msg}};
+                                .reject = {.mig = o->mig,
+                                           .code = PROTO_REJECT_BUSY,
+                                           .reason = m->err.code ? m->err.msg : err.msg}};
                 (void)ctl_send(cc, &rj);
                 dst_end(m, MIG_ABORTED);
                 return;
@@ -255,8 +308,9 @@ static void dst_restore_start(criu_job *job) {
                                .key_len = a->key_len,
                                .leave_stopped = true};
         m->restore.data = m;
-        r = fault_fail("dest-restore") ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
-                                       : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
+        r = fault_fail("dest-restore")
+                    ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
+                    : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
         if (r < 0) {
                 criu_queue_done(a, job);
                 dst_restored(m, r);
@@ -291,7 +345,8 @@ static void dst_restored(mig *m, int status) {
                 dst_ask_source(m);
                 return;
         }
-        proto_msg r = {.type = PROTO_MSG_RESTORED, .restored = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
+        proto_msg r = {.type = PROTO_MSG_RESTORED,
+                       .restored = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
         dst_send(m, &r);
 }
 
@@ -307,9 +362,11 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
                 peer_link_detach(l);
         }
         if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
-                mig_fail_reason(m, -ESRCH, "the stopped copy (pid %d) is gone: %s", (int)m->restored_pid, err.msg);
+                mig_fail_reason(m, -ESRCH, "the stopped copy (pid %d) is gone: %s", (int)m->restored_pid,
+                                err.msg);
                 if (reply_to) {
-                        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.mig = m->id, .code = -ESRCH, .reason = m->err.msg}};
+                        proto_msg e = {.type = PROTO_MSG_ERROR,
+                                       .error = {.mig = m->id, .code = -ESRCH, .reason = m->err.msg}};
                         (void)ctl_send(reply_to, &e);
                 }
                 m->restored_pid = 0;
@@ -324,12 +381,14 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
         }
         if (!m->md || ckpt_container_from_metadata(m->md, &c, &err) < 0 ||
             ckpt_state_write_restored(m->a->cfg.state_dir, c, m->restored_pid, m->restored_ticks, &err) < 0)
-                log_ctx_error(m->id, "container %s runs as pid %d, but its state file could not be written: %s",
+                log_ctx_error(m->id,
+                              "container %s runs as pid %d, but its state file could not be written: %s",
                               m->container_id, (int)m->restored_pid, err.msg);
         (void)mig_set_phase(m, MIG_RUNNING);
         log_ctx_info(m->id, "container %s resumed as pid %d", m->container_id, (int)m->restored_pid);
         if (reply_to) {
-                proto_msg r = {.type = PROTO_MSG_RUNNING, .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
+                proto_msg r = {.type = PROTO_MSG_RUNNING,
+                               .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
                 (void)ctl_send(reply_to, &r);
         }
         (void)rm_rf_path(m->staging);
@@ -347,12 +406,15 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
                 json_array_foreach(done, i, rec) {
                         const char *rid = json_string_value(json_object_get(rec, "mig"));
                         if (!rid || strcmp(rid, id) != 0 ||
-                            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) != MIG_ROLE_DEST)
+                            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) !=
+                                    MIG_ROLE_DEST)
                                 continue;
-                        if (mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))) == MIG_RUNNING) {
+                        if (mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))) ==
+                            MIG_RUNNING) {
                                 proto_msg r = {.type = PROTO_MSG_RUNNING,
                                                .running = {.mig = id,
-                                                           .pid = (uint32_t)json_integer_value(json_object_get(rec, "restored_pid"))}};
+                                                           .pid = (uint32_t)json_integer_value(
+                                                                   json_object_get(rec, "restored_pid"))}};
                                 (void)ctl_send(cc, &r);
                                 json_decref(done);
                                 return;
@@ -361,7 +423,9 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
                 }
         json_decref(done);
         proto_msg e = {.type = PROTO_MSG_ERROR,
-                       .error = {.mig = id, .code = -ESRCH, .reason = "no copy of this migration is held or running here"}};
+                       .error = {.mig = id,
+                                 .code = -ESRCH,
+                                 .reason = "no copy of this migration is held or running here"}};
         (void)ctl_send(cc, &e);
 }
 
@@ -392,16 +456,11 @@ static void ask_message(peer_link *l, const proto_msg *msg, void *ud) {
                 return;
         log_ctx_info(m->id, "the source says: %s", proto_outcome_to_string(msg->outcome.outcome));
         switch (msg->outcome.outcome) {
-        case PROTO_OUTCOME_COMMITTED:
-                dst_commit(m, NULL);
-                return;
-        case PROTO_OUTCOME_ABORTED:
-                dst_discard(m, "the source aborted");
-                return;
+        case PROTO_OUTCOME_COMMITTED: dst_commit(m, NULL); return;
+        case PROTO_OUTCOME_ABORTED: dst_discard(m, "the source aborted"); return;
         case PROTO_OUTCOME_UNKNOWN:
         case _PROTO_OUTCOME_MAX:
-        case _PROTO_OUTCOME_INVALID:
-                break;
+        case _PROTO_OUTCOME_INVALID: break;
         }
         /* Never guess: keep the copy stopped and ask again. */
         peer_link_close(m->link, 0, NULL);
@@ -444,7 +503,9 @@ static void dst_on_stream_msg(ctl_conn *cc, const proto_msg *msg) {
 
         if (!m || !m->recv || !id || strcmp(id, m->id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
-                               .error = {.mig = id, .code = -EPROTO, .reason = "image data without an accepted offer"}};
+                               .error = {.mig = id,
+                                         .code = -EPROTO,
+                                         .reason = "image data without an accepted offer"}};
                 (void)ctl_send(cc, &e);
                 return;
         }
@@ -458,7 +519,9 @@ static void dst_on_restore_msg(ctl_conn *cc, const char *id) {
         mig *m = cc->dest;
         if (!m || strcmp(m->id, id) != 0 || m->phase != MIG_VERIFIED) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
-                               .error = {.mig = id, .code = -EPROTO, .reason = "RESTORE before the images were verified"}};
+                               .error = {.mig = id,
+                                         .code = -EPROTO,
+                                         .reason = "RESTORE before the images were verified"}};
                 (void)ctl_send(cc, &e);
                 return;
         }
@@ -498,21 +561,13 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
                 (void)ctl_send(cc, &r);
                 return;
         }
-        case PROTO_MSG_OFFER:
-                dst_on_offer(cc, &msg->offer);
-                return;
+        case PROTO_MSG_OFFER: dst_on_offer(cc, &msg->offer); return;
         case PROTO_MSG_FILE:
         case PROTO_MSG_DATA:
         case PROTO_MSG_FILE_END:
-        case PROTO_MSG_IMAGES_DONE:
-                dst_on_stream_msg(cc, msg);
-                return;
-        case PROTO_MSG_RESTORE:
-                dst_on_restore_msg(cc, id);
-                return;
-        case PROTO_MSG_COMMIT:
-                dst_on_commit_msg(cc, id);
-                return;
+        case PROTO_MSG_IMAGES_DONE: dst_on_stream_msg(cc, msg); return;
+        case PROTO_MSG_RESTORE: dst_on_restore_msg(cc, id); return;
+        case PROTO_MSG_COMMIT: dst_on_commit_msg(cc, id); return;
         case PROTO_MSG_ABORT:
                 m = mig_find(cc->a, id);
                 if (m && m->role == MIG_ROLE_DEST && m->phase != MIG_RUNNING) {
@@ -530,11 +585,11 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
                 (void)ctl_send(cc, &r);
                 return;
         }
-        default:
-                break;
+        default: break;
         }
-        proto_msg e = {.type = PROTO_MSG_ERROR,
-                       .error = {.mig = id, .code = -EPROTO, .reason = "unexpected message on a peer session"}};
+        proto_msg e = {
+                .type = PROTO_MSG_ERROR,
+                .error = {.mig = id, .code = -EPROTO, .reason = "unexpected message on a peer session"}};
         (void)ctl_send(cc, &e);
 }
 
@@ -544,7 +599,9 @@ void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
                 return;
         dst_detach_conn(m);
         log_ctx_warning(m->id, "the source's session ended in phase %s: %s", mig_phase_to_string(m->phase),
-                        err && err->code ? err->msg : status ? strerror(-status) : "closed");
+                        err && err->code ? err->msg
+                        : status         ? strerror(-status)
+                                         : "closed");
         if (m->phase == MIG_RECEIVING || m->phase == MIG_VERIFIED) {
                 mig_fail_reason(m, status ? status : -ECONNRESET, "the source left before RESTORE");
                 dst_discard(m, "the source left");
@@ -569,20 +626,18 @@ int mig_dst_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
         m->rec = json_incref(rec);
         m->phase = mig_phase_from_string(mig_rec_str(m, "phase"));
         m->container_id = mig_rec_str(m, "container_id") ? strdup(mig_rec_str(m, "container_id")) : NULL;
-        m->container_name = mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
+        m->container_name =
+                mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
         m->peer = mig_rec_str(m, "peer") ? strdup(mig_rec_str(m, "peer")) : NULL;
         m->staging = mig_rec_str(m, "staging") ? strdup(mig_rec_str(m, "staging")) : NULL;
         m->restored_pid = (pid_t)mig_rec_int(m, "restored_pid");
         m->restored_ticks = (uint64_t)mig_rec_int(m, "restored_ticks");
-        log_ctx_info(id, "recovering destination migration of %s from %s, phase %s: %s", strna(m->container_id),
-                     strna(m->peer), mig_phase_to_string(m->phase), mig_recovery_to_string(action));
+        log_ctx_info(id, "recovering destination migration of %s from %s, phase %s: %s",
+                     strna(m->container_id), strna(m->peer), mig_phase_to_string(m->phase),
+                     mig_recovery_to_string(action));
         switch (action) {
-        case MIG_RECOVER_FINISH:
-                mig_finish(m);
-                return 0;
-        case MIG_RECOVER_DISCARD:
-                dst_discard(m, "the agent stopped before RESTORED");
-                return 0;
+        case MIG_RECOVER_FINISH: mig_finish(m); return 0;
+        case MIG_RECOVER_DISCARD: dst_discard(m, "the agent stopped before RESTORED"); return 0;
         case MIG_RECOVER_ASK_SOURCE:
                 if (m->restored_pid <= 0 || ckpt_proc_start_ticks(m->restored_pid, &ticks) < 0 ||
                     ticks != m->restored_ticks) {
@@ -604,8 +659,7 @@ int mig_dst_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
         case MIG_RECOVER_ROLLBACK:
         case MIG_RECOVER_FORWARD:
         case _MIG_RECOVER_MAX:
-        case _MIG_RECOVER_INVALID:
-                break;
+        case _MIG_RECOVER_INVALID: break;
         }
         nm_error_set(err, -EINVAL, "migration %s: no destination recovery for phase %s", id,
                      strna(mig_phase_to_string(m->phase)));

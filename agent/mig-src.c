@@ -90,7 +90,8 @@ static void src_send_offer(mig *m) {
         nm_error err = {};
         ckpt_capture_info info = {.criu_version = a->criu->version, .node_name = a->cfg.node};
 
-        if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0 || ckpt_metadata_format(md, &text, &err) < 0) {
+        if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0 ||
+            ckpt_metadata_format(md, &text, &err) < 0) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 src_fail(m, err.code, &err);
                 return;
@@ -122,7 +123,8 @@ static void src_on_progress(const xfer_progress *p, void *ud) {
         mig_progress(m, NULL);
 }
 
-static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res, void *ud) {
+static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res,
+                        void *ud) {
         mig *m = ud;
         (void)x;
         if (status < 0) {
@@ -132,7 +134,8 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
-        log_ctx_info(m->id, "sent %llu files, %llu bytes, tree HMAC %.16s...; waiting for the target to verify",
+        log_ctx_info(m->id,
+                     "sent %llu files, %llu bytes, tree HMAC %.16s...; waiting for the target to verify",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
 }
 
@@ -157,6 +160,7 @@ static void src_start_stream(mig *m) {
                         .mig = m->id,
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,
+                        .rate_limit = m->a->cfg.bandwidth,
                 };
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
@@ -179,7 +183,8 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                 /* CRIU failed and resumed the tasks: nothing moved. */
                 mig_fail_reason(m, status, "dump failed: %s", req->error.msg);
                 if (m->link && peer_link_conn(m->link)) {
-                        proto_msg ab = {.type = PROTO_MSG_ABORT, .abort = {.mig = m->id, .reason = m->err.msg}};
+                        proto_msg ab = {.type = PROTO_MSG_ABORT,
+                                        .abort = {.mig = m->id, .reason = m->err.msg}};
                         (void)peer_link_send(m->link, &ab, NULL);
                 }
                 src_done(m, req->source_running ? MIG_FAILED : MIG_LOST);
@@ -188,8 +193,8 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         if (status < 0)
                 log_ctx_warning(m->id, "CRIU dumped the images but then failed: %s", req->error.msg);
         log_ctx_info(m->id, "dumped %llu bytes of images; frozen for %llu ms (%s)",
-                     (unsigned long long)req->stats.image_bytes, (unsigned long long)req->stats.frozen_usec / 1000,
-                     req->criu_path);
+                     (unsigned long long)req->stats.image_bytes,
+                     (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
         m->bytes_total = req->stats.image_bytes;
         if (mig_set_phase(m, MIG_DUMPED) < 0) {
                 src_rollback(m);
@@ -233,7 +238,8 @@ static void src_dump_start(criu_job *job) {
                 criu_queue_done(a, job);
                 mig_fail_reason(m, r, "cannot dump: %s", m->dump.error.msg);
                 if (m->link && peer_link_conn(m->link)) {
-                        proto_msg ab = {.type = PROTO_MSG_ABORT, .abort = {.mig = m->id, .reason = m->err.msg}};
+                        proto_msg ab = {.type = PROTO_MSG_ABORT,
+                                        .abort = {.mig = m->id, .reason = m->err.msg}};
                         (void)peer_link_send(m->link, &ab, NULL);
                 }
                 src_done(m, MIG_FAILED);
@@ -261,7 +267,8 @@ static void src_rollback_start(criu_job *job) {
         int r;
 
         snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, m->retries);
-        ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
+        ckpt_restore_opts o = {
+                .criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
         ckpt_restore_req_done(&m->rollback);
         memset(&m->rollback, 0, sizeof(m->rollback));
         m->rollback.data = m;
@@ -304,8 +311,8 @@ static void src_rolled_back(mig *m, int status) {
         m->t_resumed = now_usec();
         if (m->ctr && !m->ctr->bare &&
             ckpt_state_write_restored(a->cfg.state_dir, m->ctr, req->pid, req->start_ticks, &err) < 0)
-                log_ctx_error(m->id, "restored as pid %d but cannot rewrite its state file: %s", (int)req->pid,
-                              err.msg);
+                log_ctx_error(m->id, "restored as pid %d but cannot rewrite its state file: %s",
+                              (int)req->pid, err.msg);
         log_ctx_info(m->id, "rolled back: container %s runs here again as pid %d", m->container_id,
                      (int)req->pid);
         (void)rm_rf_path(m->images_dir);
@@ -316,8 +323,9 @@ static void src_rollback(mig *m) {
         if (m->phase == MIG_ROLLING_BACK)
                 return;
         if (m->link && peer_link_conn(m->link)) {
-                proto_msg ab = {.type = PROTO_MSG_ABORT,
-                                .abort = {.mig = m->id, .reason = m->err.code ? m->err.msg : "source rolls back"}};
+                proto_msg ab = {
+                        .type = PROTO_MSG_ABORT,
+                        .abort = {.mig = m->id, .reason = m->err.code ? m->err.msg : "source rolls back"}};
                 (void)peer_link_send(m->link, &ab, NULL);
         }
         src_close_link(m);
@@ -336,18 +344,14 @@ static void src_fail(mig *m, int code, const nm_error *err) {
         else
                 mig_fail_reason(m, code, "migration to %s failed (%s)", strna(m->peer), strerror(-code));
         switch (m->phase) {
-        case MIG_PRECHECK:
-                src_done(m, MIG_FAILED);
-                return;
+        case MIG_PRECHECK: src_done(m, MIG_FAILED); return;
         case MIG_DUMPING:
                 /* CRIU is running: src_on_dumped decides, seeing m->err. */
                 src_close_link(m);
                 return;
         case MIG_DUMPED:
         case MIG_STREAMING:
-        case MIG_RESTORING:
-                src_rollback(m);
-                return;
+        case MIG_RESTORING: src_rollback(m); return;
         case MIG_COMMITTED:
                 src_close_link(m);
                 src_forward(m);
@@ -366,8 +370,7 @@ static void src_fail(mig *m, int code, const nm_error *err) {
         case MIG_RUNNING:
         case MIG_ABORTED:
         case _MIG_PHASE_MAX:
-        case _MIG_PHASE_INVALID:
-                break;
+        case _MIG_PHASE_INVALID: break;
         }
 }
 
@@ -388,6 +391,7 @@ static void src_on_running(mig *m, pid_t pid) {
 }
 
 static void src_on_restored(mig *m, pid_t pid) {
+        fault_point(m, "got-restored");
         m->t_restored = now_usec();
         m->new_pid = pid;
         mig_rec_set_int(m, "dest_pid", pid);
@@ -414,10 +418,12 @@ static void src_forward(mig *m) {
                 m->result_sent = true;
         }
         if (m->retries > 0) {
-                log_ctx_warning(m->id, "committed, but %s has not confirmed RUNNING yet: retrying in %llu ms",
-                                m->peer, (unsigned long long)(delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay));
-                uv_timer_start(&m->timer, src_forward_retry, delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay,
-                               0);
+                log_ctx_warning(
+                        m->id, "committed, but %s has not confirmed RUNNING yet: retrying in %llu ms",
+                        m->peer,
+                        (unsigned long long)(delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay));
+                uv_timer_start(&m->timer, src_forward_retry,
+                               delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay, 0);
                 m->retries++;
                 return;
         }
@@ -506,14 +512,11 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
                 if (m->phase == MIG_COMMITTED)
                         src_on_running(m, (pid_t)msg->running.pid);
                 return;
-        case PROTO_MSG_ABORT:
-                src_on_peer_error(m, "aborted", -ECONNABORTED, msg->abort.reason);
-                return;
+        case PROTO_MSG_ABORT: src_on_peer_error(m, "aborted", -ECONNABORTED, msg->abort.reason); return;
         case PROTO_MSG_ERROR:
                 src_on_peer_error(m, "reported an error", msg->error.code, msg->error.reason);
                 return;
-        default:
-                break;
+        default: break;
         }
         src_on_peer_error(m, "sent", -EPROTO, proto_msg_type_to_string(msg->type));
 }
@@ -524,7 +527,8 @@ static void src_link_closed(peer_link *l, int status, const nm_error *err, void 
         (void)l;
         m->link = NULL;
         if (m->send) {
-                nm_error_set(&e, status ? status : -ECONNRESET, "the link to %s was lost while streaming", m->peer);
+                nm_error_set(&e, status ? status : -ECONNRESET, "the link to %s was lost while streaming",
+                             m->peer);
                 xfer_send_abort(m->send, e.code, err && err->code ? err : &e);
         }
         if (mig_phase_is_final(m->phase) || m->phase == MIG_ROLLING_BACK)
@@ -568,8 +572,8 @@ static int src_prepare(agent *a, const proto_migrate *req, ckpt_container **ret,
                 return r;
         p = agent_config_peer(&a->cfg, req->target);
         if (!p)
-                return nm_error_set(err, -ENXIO, "unknown target \"%s\": no [peer %s] section in %s", req->target,
-                                    req->target, "the agent's configuration");
+                return nm_error_set(err, -ENXIO, "unknown target \"%s\": no [peer %s] section in %s",
+                                    req->target, req->target, "the agent's configuration");
         if (strcmp(p->name, a->cfg.node) == 0)
                 return nm_error_set(err, -EINVAL, "\"%s\" is this node", req->target);
         LIST_FOREACH(migs, other, a->migs)
@@ -620,7 +624,8 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         mig_rec_set(m, "bare", json_boolean(c->bare));
         mig_rec_set_str(m, "peer", p->name);
         mig_rec_set_str(m, "images_dir", m->images_dir);
-        log_ctx_info(id, "moving container %s (%s, pid %d) to %s", c->id, strna(c->name), (int)c->pid, p->name);
+        log_ctx_info(id, "moving container %s (%s, pid %d) to %s", c->id, strna(c->name), (int)c->pid,
+                     p->name);
         if (mig_set_phase(m, MIG_PRECHECK) < 0) {
                 *err = m->err;
                 mig_finish(m);
@@ -655,8 +660,7 @@ static proto_outcome outcome_of_phase(mig_phase p) {
         case MIG_ROLLING_BACK:
         case MIG_ROLLED_BACK:
         case MIG_FAILED:
-        case MIG_REFUSED:
-                return PROTO_OUTCOME_ABORTED;
+        case MIG_REFUSED: return PROTO_OUTCOME_ABORTED;
         case MIG_RECEIVING:
         case MIG_VERIFIED:
         case MIG_DEST_RESTORING:
@@ -665,8 +669,7 @@ static proto_outcome outcome_of_phase(mig_phase p) {
         case MIG_RUNNING:
         case MIG_ABORTED:
         case _MIG_PHASE_MAX:
-        case _MIG_PHASE_INVALID:
-                break;
+        case _MIG_PHASE_INVALID: break;
         }
         return PROTO_OUTCOME_UNKNOWN;
 }
@@ -695,8 +698,10 @@ proto_outcome mig_src_outcome(agent *a, const char *id) {
         json_array_foreach(done, i, rec) {
                 const char *rid = json_string_value(json_object_get(rec, "mig"));
                 if (rid && strcmp(rid, id) == 0 &&
-                    mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_SOURCE) {
-                        o = outcome_of_phase(mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
+                    mig_role_from_string(json_string_value(json_object_get(rec, "role"))) ==
+                            MIG_ROLE_SOURCE) {
+                        o = outcome_of_phase(
+                                mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
                         break;
                 }
         }
@@ -728,17 +733,17 @@ int mig_src_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
         m->container_id = json_string_value(json_object_get(rec, "container_id"))
                                   ? strdup(json_string_value(json_object_get(rec, "container_id")))
                                   : NULL;
-        m->container_name = mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
+        m->container_name =
+                mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
         m->peer = mig_rec_str(m, "peer") ? strdup(mig_rec_str(m, "peer")) : NULL;
         m->images_dir = mig_rec_str(m, "images_dir") ? strdup(mig_rec_str(m, "images_dir")) : NULL;
         log_ctx_info(id, "recovering source migration of %s to %s from phase %s: %s", strna(m->container_id),
                      strna(m->peer), mig_phase_to_string(m->phase), mig_recovery_to_string(action));
         switch (action) {
-        case MIG_RECOVER_FINISH:
-                mig_finish(m);
-                return 0;
+        case MIG_RECOVER_FINISH: mig_finish(m); return 0;
         case MIG_RECOVER_MARK_FAILED:
-                mig_fail_reason(m, -EINTR, "the agent stopped before the dump; the container was not touched");
+                mig_fail_reason(m, -EINTR,
+                                "the agent stopped before the dump; the container was not touched");
                 if (m->images_dir)
                         (void)rm_rf_path(m->images_dir);
                 src_done(m, MIG_FAILED);
@@ -762,8 +767,7 @@ int mig_src_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
         case MIG_RECOVER_ASK_SOURCE:
         case MIG_RECOVER_COMPLETE:
         case _MIG_RECOVER_MAX:
-        case _MIG_RECOVER_INVALID:
-                break;
+        case _MIG_RECOVER_INVALID: break;
         }
         nm_error_set(err, -EINVAL, "migration %s: no source recovery for phase %s", id,
                      strna(mig_phase_to_string(m->phase)));

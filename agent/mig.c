@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "drain.h"
 #include "log.h"
@@ -28,8 +29,8 @@ mig *mig_new(agent *a, mig_role role, const char *id) {
         snprintf(m->id, sizeof(m->id), "%s", id);
         m->t_start = now_usec();
         m->rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:[]}", "version", 1, "mig", m->id, "role",
-                           mig_role_to_string(role), "node", a->cfg.node, "created_at", (json_int_t)unix_ms(),
-                           "history");
+                           mig_role_to_string(role), "node", a->cfg.node, "created_at",
+                           (json_int_t)unix_ms(), "history");
         if (!m->rec) {
                 free(m);
                 return NULL;
@@ -95,17 +96,26 @@ bool fault_fail(const char *point) {
         return true;
 }
 
-static void fault_after_phase(mig *m) {
-        const char *p = mig_phase_to_string(m->phase);
-        if (fault_has("crash-after", p)) {
-                log_ctx_warning(m->id, "fault injection: killing this agent after journaling %s", p);
+void fault_point(mig *m, const char *point) {
+        const char *gate = getenv("NM_FAULT_GATE");
+        if (fault_has("crash-after", point)) {
+                log_ctx_warning(m->id, "fault injection: killing this agent at %s", point);
                 raise(SIGKILL);
         }
-        if (fault_has("hang-after", p)) {
-                log_ctx_warning(m->id, "fault injection: this agent stops after journaling %s", p);
+        if (fault_has("hang-after", point)) {
+                log_ctx_warning(m->id, "fault injection: this agent stops at %s", point);
                 /* Stop everything, as a wedged agent would, until killed. */
                 for (;;)
                         pause();
+        }
+        if (fault_has("pause-after", point) && gate) {
+                /* The whole agent stands still at this exact point (as a slow
+                 * or stuck node would) until the test removes the gate file:
+                 * that is when it injects its fault. */
+                log_ctx_warning(m->id, "fault injection: paused at %s until %s is removed", point, gate);
+                while (access(gate, F_OK) == 0)
+                        usleep(20000);
+                log_ctx_warning(m->id, "fault injection: going on from %s", point);
         }
 }
 
@@ -130,7 +140,7 @@ int mig_set_phase(mig *m, mig_phase phase) {
                 mig_fail_reason(m, r, "cannot journal phase %s: %s", mig_phase_to_string(phase), err.msg);
                 return r;
         }
-        fault_after_phase(m);
+        fault_point(m, mig_phase_to_string(phase));
         mig_progress(m, NULL);
         return 0;
 }
@@ -179,27 +189,31 @@ json_t *mig_result_doc(const mig *m) {
         json_object_set_new(doc, "role", json_string(mig_role_to_string(m->role)));
         json_object_set_new(doc, "container", m->container_id ? json_string(m->container_id) : json_null());
         json_object_set_new(doc, "name", m->container_name ? json_string(m->container_name) : json_null());
-        json_object_set_new(doc, m->role == MIG_ROLE_SOURCE ? "source" : "target", json_string(m->a->cfg.node));
+        json_object_set_new(doc, m->role == MIG_ROLE_SOURCE ? "source" : "target",
+                            json_string(m->a->cfg.node));
         json_object_set_new(doc, m->role == MIG_ROLE_SOURCE ? "target" : "source",
                             m->peer ? json_string(m->peer) : json_null());
         json_object_set_new(doc, "phase", json_string(mig_phase_to_string(m->phase)));
         json_object_set_new(doc, "outcome", json_string(outcome_of(m)));
         json_object_set_new(doc, "exit_code", json_integer(mig_phase_exit_code(m->phase)));
         json_object_set_new(doc, "new_pid",
-                            m->new_pid > 0 ? json_integer(m->new_pid)
+                            m->new_pid > 0        ? json_integer(m->new_pid)
                             : m->restored_pid > 0 ? json_integer(m->restored_pid)
                                                   : json_null());
         json_object_set_new(doc, "downtime_ms",
-                            m->t_frozen && m->t_resumed ? json_integer((json_int_t)((m->t_resumed - m->t_frozen) / 1000))
-                                                        : json_null());
+                            m->t_frozen && m->t_resumed
+                                    ? json_integer((json_int_t)((m->t_resumed - m->t_frozen) / 1000))
+                                    : json_null());
         json_object_set_new(doc, "bytes", json_integer((json_int_t)m->bytes_done));
         json_object_set_new(doc, "files", json_integer((json_int_t)m->files_done));
         json_object_set_new(doc, "duration_ms", json_integer((json_int_t)((end - m->t_start) / 1000)));
         json_t *stages = json_object();
         if (m->t_frozen && m->t_dumped)
-                json_object_set_new(stages, "dump_ms", json_integer((json_int_t)((m->t_dumped - m->t_frozen) / 1000)));
+                json_object_set_new(stages, "dump_ms",
+                                    json_integer((json_int_t)((m->t_dumped - m->t_frozen) / 1000)));
         if (m->t_dumped && m->t_streamed)
-                json_object_set_new(stages, "stream_ms", json_integer((json_int_t)((m->t_streamed - m->t_dumped) / 1000)));
+                json_object_set_new(stages, "stream_ms",
+                                    json_integer((json_int_t)((m->t_streamed - m->t_dumped) / 1000)));
         if (m->t_streamed && m->t_restored)
                 json_object_set_new(stages, "restore_ms",
                                     json_integer((json_int_t)((m->t_restored - m->t_streamed) / 1000)));
@@ -262,8 +276,8 @@ void mig_finish(mig *m) {
         mig_rec_set(m, "result", mig_result_doc(m));
         if (journal_put(a->journal, m->id, m->rec, &err) < 0 || journal_finish(a->journal, m->id, &err) < 0)
                 log_ctx_error(m->id, "cannot archive journal record: %s", err.msg);
-        log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role), mig_phase_to_string(m->phase),
-                     m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
+        log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role),
+                     mig_phase_to_string(m->phase), m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
         LIST_REMOVE(migs, a->migs, m);
         if (m->role == MIG_ROLE_SOURCE)
                 a->n_src--;

@@ -13,7 +13,7 @@ struct mig {
         char id[PROTO_ID_MAX + 1];
         mig_role role;
         mig_phase phase;
-        json_t *rec; /* the journal record */
+        json_t *rec;  /* the journal record */
         nm_error err; /* the first failure: what the operator is told */
         char *container_id, *container_name;
         char *peer; /* the other node's name */
@@ -89,10 +89,16 @@ void mig_park(mig *m);
 int mig_hooks_init(mig *m, nm_error *err);
 
 /* Fault injection for the fault-matrix tests: NM_FAULT holds a comma list
- * of "crash-after=<phase>" (SIGKILL self right after journaling that phase),
- * "fail=<point>" (make a step fail: dest-restore, dump) and
- * "hang-after=<phase>" (stop progressing after journaling that phase). */
+ * of "crash-after=<point>" (SIGKILL self), "hang-after=<point>" (stop for
+ * good), "pause-after=<point>" (see fault_point) and "fail=<step>" (make a
+ * step fail: dest-restore, dump). Inert unless NM_FAULT is set. */
 bool fault_fail(const char *point);
+
+/* A named point of the handoff (after journaling a phase: the phase's
+ * name; "got-restored": the source heard RESTORED, before COMMITTED). With
+ * NM_FAULT "pause-after=<point>" and NM_FAULT_GATE=<file>, the agent stands
+ * still there while the file exists. */
+void fault_point(mig *m, const char *point);
 
 /* source (mig-src.c) */
 int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, char ret_id[PROTO_ID_MAX + 1],

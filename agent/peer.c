@@ -144,10 +144,8 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
                 (void)xfer_conn_send(c, &pong, NULL);
                 return;
         }
-        case PROTO_MSG_PONG:
-                return;
-        default:
-                break;
+        case PROTO_MSG_PONG: return;
+        default: break;
         }
         if (l->state != LINK_READY) {
                 nm_error_set(&err, -EPROTO, "peer %s sent %s before HELLO", l->peer,
@@ -202,7 +200,8 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
         int r;
 
         if (!p)
-                return nm_error_set(err, -ENXIO, "unknown peer \"%s\": no [peer %s] section in the configuration",
+                return nm_error_set(err, -ENXIO,
+                                    "unknown peer \"%s\": no [peer %s] section in the configuration",
                                     peer_name, peer_name);
         l = calloc(1, sizeof(*l));
         if (!l)

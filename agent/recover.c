@@ -30,7 +30,8 @@ static int recover_one(agent *a, json_t *rec, nm_error *err) {
         if (action < 0)
                 return nm_error_set(err, -EBADMSG, "journal record %s: phase %s makes no sense for a %s", id,
                                     mig_phase_to_string(phase), mig_role_to_string(role));
-        return role == MIG_ROLE_SOURCE ? mig_src_recover(a, rec, action, err) : mig_dst_recover(a, rec, action, err);
+        return role == MIG_ROLE_SOURCE ? mig_src_recover(a, rec, action, err)
+                                       : mig_dst_recover(a, rec, action, err);
 }
 
 /* Staging directories are named after their migration; one without an

@@ -47,9 +47,10 @@ static json_t *containers_json(agent *a, unsigned *ret_running) {
         for (size_t i = 0; i < n; i++) {
                 bool up = ckpt_container_is_running(l[i]);
                 running += up;
-                json_array_append_new(arr, json_pack("{s:s, s:s?, s:i, s:s, s:b}", "id", l[i]->id, "name", l[i]->name,
-                                                     "pid", (int)l[i]->pid, "state", up ? "running" : "not running",
-                                                     "gvisor", l[i]->using_gvisor));
+                json_array_append_new(arr, json_pack("{s:s, s:s?, s:i, s:s, s:b}", "id", l[i]->id, "name",
+                                                     l[i]->name, "pid", (int)l[i]->pid, "state",
+                                                     up ? "running" : "not running", "gvisor",
+                                                     l[i]->using_gvisor));
         }
         ckpt_container_list_free(l, n);
         if (ret_running)
@@ -104,10 +105,11 @@ static json_t *migrations_json(agent *a, const char *ref) {
                         continue;
                 json_t *r = json_deep_copy(json_object_get(rec, "result"));
                 if (!r) /* a record archived by recovery before it had a result */
-                        r = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "mig", json_object_get(rec, "mig"),
-                                      "role", json_object_get(rec, "role"), "container",
-                                      json_object_get(rec, "container_id"), "name", json_object_get(rec, "container_name"),
-                                      "peer", json_object_get(rec, "peer"), "phase", json_object_get(rec, "phase"),
+                        r = json_pack("{s:O?, s:O?, s:O?, s:O?, s:O?, s:O?, s:O?}", "mig",
+                                      json_object_get(rec, "mig"), "role", json_object_get(rec, "role"),
+                                      "container", json_object_get(rec, "container_id"), "name",
+                                      json_object_get(rec, "container_name"), "peer",
+                                      json_object_get(rec, "peer"), "phase", json_object_get(rec, "phase"),
                                       "error", json_object_get(rec, "error"));
                 if (r) {
                         json_object_set_new(r, "active", json_false());
@@ -121,15 +123,15 @@ static json_t *migrations_json(agent *a, const char *ref) {
 json_t *status_doc(agent *a, const char *ref) {
         unsigned running = 0;
         json_t *ctrs = containers_json(a, &running);
-        return json_pack("{s:s, s:b, s:s, s:s, s:I, s:i, s:o, s:o}", "node", a->cfg.node, "cordoned", a->cordoned,
-                         "criu", a->criu->path, "criu_version", a->criu->version, "staging_free",
-                         (json_int_t)status_staging_free(a), "running", running, "containers", ctrs, "migrations",
-                         migrations_json(a, ref));
+        return json_pack("{s:s, s:b, s:s, s:s, s:I, s:i, s:o, s:o}", "node", a->cfg.node, "cordoned",
+                         a->cordoned, "criu", a->criu->path, "criu_version", a->criu->version,
+                         "staging_free", (json_int_t)status_staging_free(a), "running", running,
+                         "containers", ctrs, "migrations", migrations_json(a, ref));
 }
 
 json_t *list_doc(agent *a) {
-        return json_pack("{s:s, s:o, s:o}", "node", a->cfg.node, "containers", containers_json(a, NULL), "migrations",
-                         migrations_json(a, NULL));
+        return json_pack("{s:s, s:o, s:o}", "node", a->cfg.node, "containers", containers_json(a, NULL),
+                         "migrations", migrations_json(a, NULL));
 }
 
 /* The cordon survives restarts: a file in the work directory. */
@@ -145,8 +147,8 @@ int cordon_set(agent *a, bool on, nm_error *err) {
         if (r < 0)
                 return nm_error_errno(err, r, "cannot %s this node", on ? "cordon" : "uncordon");
         if (a->cordoned != on)
-                log_info("node %s %s: incoming migrations are %s", a->cfg.node, on ? "cordoned" : "uncordoned",
-                         on ? "refused" : "accepted");
+                log_info("node %s %s: incoming migrations are %s", a->cfg.node,
+                         on ? "cordoned" : "uncordoned", on ? "refused" : "accepted");
         a->cordoned = on;
         return 0;
 }

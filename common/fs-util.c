@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -228,12 +230,37 @@ static int rm_rf_children(int fd) {
         return r;
 }
 
+int fs_set_immutable(int fd, bool on) {
+        int flags;
+        if (ioctl(fd, FS_IOC_GETFLAGS, &flags) < 0)
+                return negative_errno();
+        flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+        return ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0 ? negative_errno() : 0;
+}
+
+/* A sealed (immutable) regular file cannot be unlinked: unseal, then retry. */
+static int unlink_file_at(int dirfd, const char *name) {
+        int fd;
+        if (unlinkat(dirfd, name, 0) == 0 || errno == ENOENT)
+                return 0;
+        if (errno != EPERM)
+                return negative_errno();
+        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+                return -EPERM;
+        (void)fs_set_immutable(fd, false);
+        close(fd);
+        return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? negative_errno() : 0;
+}
+
 int rm_rf_at(int dirfd, const char *name) {
         struct stat st;
         int fd, r;
 
         if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
                 return errno == ENOENT ? 0 : negative_errno();
+        if (S_ISREG(st.st_mode))
+                return unlink_file_at(dirfd, name);
         if (!S_ISDIR(st.st_mode))
                 return unlinkat(dirfd, name, 0) < 0 && errno != ENOENT ? negative_errno() : 0;
         fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

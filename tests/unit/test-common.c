@@ -113,12 +113,39 @@ static void test_mkdir_p_secure(void **state) {
         assert_int_equal(rm_rf_path(dir), 0);
 }
 
+static void test_sealed_files_are_removed(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        int fd, r;
+
+        assert_int_equal(mkdirat(dfd, "sub", 0700), 0);
+        _cleanup_close_ int sub = openat_dir_beneath(dfd, "sub");
+        assert_int_equal(write_file_atomic_at(sub, "f", "x", 1, 0600), 0);
+        fd = openat(sub, "f", O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        r = fs_set_immutable(fd, true);
+        close(fd);
+        if (r == -ENOTTY || r == -EOPNOTSUPP)
+                skip(); /* this file system has no immutable flag */
+        assert_int_equal(r, 0);
+        /* Sealed: not even root may write to or remove it... */
+        assert_int_equal(openat(sub, "f", O_WRONLY | O_APPEND | O_CLOEXEC), -1);
+        assert_int_equal(errno, EPERM);
+        assert_int_equal(unlinkat(sub, "f", 0), -1);
+        /* ...but rm_rf_at unseals what it removes. */
+        assert_int_equal(rm_rf_at(dfd, "sub"), 0);
+        assert_int_equal(faccessat(dfd, "sub", F_OK, 0), -1);
+        assert_int_equal(rm_rf_path(dir), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_keeps_first_cause),
                 cmocka_unit_test(test_atomic_write_and_read),
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),
+                cmocka_unit_test(test_sealed_files_are_removed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
