@@ -31,7 +31,7 @@ b_elapsed() { awk -v a="$1" -v b="${2:-$EPOCHREALTIME}" 'BEGIN { printf "%.3f", 
 
 # b_wire_bytes NODE: bytes received plus bytes sent on NODE's link so far.
 # /proc/net/dev shows the network namespace of the reader.
-b_wire_bytes() { fx_in "$1" awk -F'[: ]+' '$2 == "eth0" { print $3 + $11 }' /proc/net/dev; }
+b_wire_bytes() { fx_in "$1" awk -F'[: ]+' '$2 == "eth0" { printf "%.0f\n", $3 + $11 }' /proc/net/dev; }
 
 b_img_dir() { echo "$(fx_dir "$1")/img"; }
 

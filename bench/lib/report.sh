@@ -45,7 +45,9 @@ b_cell() {
 b_method_label() {
 	case $1 in
 	baseline) echo "baseline (criu + tar \\| ssh)" ;;
+	stream-baseline) echo "OpenSSH (tar \\| ssh 'cat >/dev/null')" ;;
 	ours) echo "nucleus-migrate" ;;
+	stream-ours) echo "nucleus-migrate image stream" ;;
 	ours-lazy) echo "nucleus-migrate --lazy" ;;
 	*) echo "$1" ;;
 	esac
@@ -198,6 +200,7 @@ EOF
 			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 2)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 2)")"
 	done
 	b_report_failures "$f"
+	b_report_warmup "$B_RESULTS/migrate-warmup.tsv"
 	echo "Summary: \`$(b_migrate_summary)\`"
 	echo
 }
@@ -206,6 +209,15 @@ EOF
 b_cell_m() {
 	local f=$((6 + $2 * 3))
 	b_cell "$(cut -f$f <<<"$1")" "$(cut -f$((f + 1)) <<<"$1")" "$(cut -f$((f + 2)) <<<"$1")" "$3" "$4"
+}
+
+# b_report_warmup FILE: the unrecorded warm-up moves, for the record.
+b_report_warmup() {
+	[ -f "$1" ] && [ "$(wc -l <"$1")" -gt 1 ] || return 0
+	echo "Warm-up moves (baseline, not in the medians; the first touch of memory is slow on this VM):"
+	echo
+	awk -F'\t' 'NR > 1 { printf "- %s MiB %s: %s, downtime %s s, dump %s s, transfer %s s, restore %s s\n", $2, $3, $5, $6, $10, $11, $12 }' "$1"
+	echo
 }
 
 # b_report_failures FILE: runs that failed or look wrong, with their note.
@@ -245,10 +257,10 @@ EOF
 			row=$(awk -F'\t' -v a="$kind" -v b="$method" '$1 == a && $2 == b' <<<"$stats")
 			if [ -z "$row" ]; then
 				[ "$method" = baseline ] || grep -q "^$kind	baseline" <<<"$stats" &&
-					echo "| $kind | $(b_method_label "$method") | not run (missing) | | | |"
+					echo "| $kind | $(b_method_label "stream-$method") | not run (missing) | | | |"
 				continue
 			fi
-			printf '| %s | %s | %s/%s | %s | %s | %s |\n' "$kind" "$(b_method_label "$method")" \
+			printf '| %s | %s | %s/%s | %s | %s | %s |\n' "$kind" "$(b_method_label "stream-$method")" \
 				"$(cut -f3 <<<"$row")" "$(cut -f4 <<<"$row")" \
 				"$(b_cell "$(cut -f5 <<<"$row")" "$(cut -f6 <<<"$row")" "$(cut -f7 <<<"$row")" 1 1)" \
 				"$(b_cell "$(cut -f8 <<<"$row")" "$(cut -f9 <<<"$row")" "$(cut -f10 <<<"$row")" 1 3)" \
