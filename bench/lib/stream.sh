@@ -11,7 +11,8 @@ b_stream_dir() { echo "$(b_img_dir n1)/stream-$1"; }
 # b_stream_prepare KIND MIB: dumps a MIB MiB hog of KIND into
 # $(b_stream_dir KIND); prints the payload size in bytes.
 b_stream_prepare() {
-	local kind=$1 mib=$2 name="stream-src-$kind" dir id pid
+	local kind=$1 mib=$2 name dir id pid
+	name="stream-src-$kind"
 	dir=$(b_stream_dir "$kind")
 	read -r id pid < <(b_hog_start n1 "$name" "$mib" "$kind") || b_die "stream source workload did not start"
 	mkdir -m 0700 "$dir"
