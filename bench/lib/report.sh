@@ -90,6 +90,7 @@ b_report_machine() {
 | OpenSSL | $(b_meta "$m" openssl) |
 | fs.pipe-max-size | $(b_meta "$m" pipe_max) |
 | transparent hugepages | $(b_meta "$m" thp) |
+| free page reporting | $(b_meta "$m" page_reporting) |
 | link | veth pair between two network namespaces (tests/lib/fixture.sh), MTU $(b_meta "$m" mtu) |
 | images | tmpfs on both nodes |
 
@@ -122,55 +123,132 @@ workload re-checks its heap checksum; a mismatch marks the run suspect.
 EOF
 }
 
-# b_report_split STATS: what the baseline's stage times say (the analysis).
-b_report_split() {
-	local stats=$1 mib kind
-	echo "## Analysis: where the baseline spends its time"
+# b_split_lines STATS METHOD: one line per size and kind with the medians
+# of METHOD's stages and their shares.
+b_split_lines() {
+	local stats=$1 method=$2 mib kind d x r dt img
+	awk -F'\t' -v m="$method" '$3 == m { print $1 "\t" $2 }' <<<"$stats" | sort -n -k1,1 -s |
+		while IFS=$'\t' read -r mib kind; do
+			dt=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 0)
+			img=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 3)
+			d=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 4)
+			x=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 5)
+			r=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 6)
+			if [ -z "$d" ] || [ "$d" = "-" ] || [ "$x" = "-" ] || [ "$r" = "-" ]; then
+				echo "- $mib MiB $kind: downtime ${dt:--} s (no stage times reported)"
+				continue
+			fi
+			awk -v mib="$mib" -v kind="$kind" -v dt="$dt" -v img="$img" -v d="$d" -v x="$x" -v r="$r" 'BEGIN {
+				s = d + x + r
+				big = (x >= d && x >= r) ? "transfer" : (r >= d ? "restore" : "dump")
+				rate = (img != "-" && img != "") ? sprintf(", %.0f MB/s of images", img / x / 1e6) : ""
+				printf "- %s MiB %s: downtime %.2f s; dump %.2f s (%d%%), transfer %.2f s (%d%%%s), restore %.2f s (%d%%); largest: %s.\n",
+					mib, kind, dt, d, 100 * d / s + 0.5, x, 100 * x / s + 0.5, rate, r, 100 * r / s + 0.5, big
+			}'
+		done
+}
+
+# b_setup_share STATS SETUP_S: how much of the baseline's transfer at the
+# smallest size is only ssh's connection set-up (a persistent session saves it).
+b_setup_share() {
+	local mib x
+	[ -n "$2" ] || return 0
+	mib=$(awk -F'\t' '$3 == "baseline" { print $1 }' <<<"$1" | sort -n | head -n1)
+	x=$(awk -F'\t' -v a="$mib" '$1 == a && $3 == "baseline" && $21 != "-" { print $21; exit }' <<<"$1")
+	[ -n "$x" ] || return 0
+	awk -v mib="$mib" -v s="$2" -v x="$x" 'BEGIN {
+		printf "- At %s MiB the ssh connection set-up alone (%.2f s) is %d%% of the transfer.\n", mib, s, 100 * s / x + 0.5 }'
+}
+
+# b_spread_lines FILE: min-max of the baseline's stages at the largest size.
+b_spread_lines() {
+	awk -F'\t' 'NR > 1 && $4 == "baseline" && $5 == "ok" { if ($2 + 0 > max) max = $2 + 0; rows[NR] = $0 }
+		END {
+			for (i in rows) {
+				split(rows[i], f, "\t")
+				if (f[2] + 0 != max) continue
+				k = f[3]
+				if (!(k in n)) { n[k] = 0; dlo[k] = xlo[k] = rlo[k] = 1e9 }
+				n[k]++
+				if (f[10] < dlo[k]) dlo[k] = f[10]; if (f[10] > dhi[k]) dhi[k] = f[10]
+				if (f[11] < xlo[k]) xlo[k] = f[11]; if (f[11] > xhi[k]) xhi[k] = f[11]
+				if (f[12] < rlo[k]) rlo[k] = f[12]; if (f[12] > rhi[k]) rhi[k] = f[12]
+			}
+			for (k in n)
+				printf "- %d MiB %s, %d runs: dump %.2f-%.2f s, transfer %.2f-%.2f s, restore %.2f-%.2f s.\n",
+					max, k, n[k], dlo[k], dhi[k], xlo[k], xhi[k], rlo[k], rhi[k]
+		}' "$1" | sort
+}
+
+# b_report_analysis: what the numbers teach; first the baseline's split,
+# which guides the optimisation, then where ours stands.
+b_report_analysis() {
+	local f=$B_RESULTS/migrate.tsv m=$B_RESULTS/migrate.meta sf=$B_RESULTS/stream.tsv stats sstats method
+	echo "## Analysis"
 	echo
-	echo "Medians of the baseline's stages (share of dump + transfer + restore);"
-	echo "an ssh connection set-up alone (\`ssh n2 true\`) took $(b_meta "$B_RESULTS/migrate.meta" ssh_setup_s) s:"
-	echo
-	awk -F'\t' '$3 == "baseline" { print $1 "\t" $2 }' <<<"$stats" | sort -n -k1,1 -s | while IFS=$'\t' read -r mib kind; do
-		local d x r dt img
-		dt=$(b_stat_migrate "$stats" "$mib" "$kind" baseline 0)
-		img=$(b_stat_migrate "$stats" "$mib" "$kind" baseline 3)
-		d=$(b_stat_migrate "$stats" "$mib" "$kind" baseline 4)
-		x=$(b_stat_migrate "$stats" "$mib" "$kind" baseline 5)
-		r=$(b_stat_migrate "$stats" "$mib" "$kind" baseline 6)
-		[ "$d" != "-" ] && [ -n "$d" ] || continue
-		awk -v mib="$mib" -v kind="$kind" -v dt="$dt" -v img="$img" -v d="$d" -v x="$x" -v r="$r" 'BEGIN {
-			s = d + x + r
-			big = (x >= d && x >= r) ? "transfer" : (r >= d ? "restore" : "dump")
-			printf "- %s MiB %s: downtime %.2f s; dump %.2f s (%d%%), transfer %.2f s (%d%%, %.0f MB/s of images), restore %.2f s (%d%%); largest: %s.\n",
-				mib, kind, dt, d, 100 * d / s + 0.5, x, 100 * x / s + 0.5, img / x / 1e6, r, 100 * r / s + 0.5, big
-		}'
-	done
-	echo
+	if [ -f "$f" ]; then
+		stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+		echo "### What the baseline teaches"
+		echo
+		echo "Medians of the baseline's stages (share of dump + transfer + restore); an ssh"
+		echo "connection set-up alone (\`ssh n2 true\`) took $(b_meta "$m" ssh_setup_s) s and is part of every transfer:"
+		echo
+		b_split_lines "$stats" baseline
+		b_setup_share "$stats" "$(b_meta "$m" ssh_setup_s)"
+		echo
+		echo "Run-to-run spread of the stages at the largest size:"
+		echo
+		b_spread_lines "$f"
+		echo
+	fi
+	if [ -f "$sf" ]; then
+		sstats=$(b_stats "$sf" kind,method "$B_METRICS_STREAM")
+		echo "OpenSSH alone, default cipher ($(b_meta "$B_RESULTS/stream.meta" cipher)), streams a"
+		echo "$(b_meta "$B_RESULTS/stream.meta" stream_mib) MiB checkpoint at $(b_cell "$(b_stat_stream "$sstats" random baseline 0)" - - 1 0) MB/s (incompressible) and" \
+			"$(b_cell "$(b_stat_stream "$sstats" mixed baseline 0)" - - 1 0) MB/s (mixed heap), medians (\`bench/run stream\`)."
+		echo
+	fi
 	cat <<'EOF'
 How to read it: with leave-running off the container is frozen from the
 moment CRIU freezes it until the restored tree resumes, so the baseline's
-downtime is about the sum of the three stages (the transfer includes ssh's
-connection set-up, measured alone below).
-Whatever stage dominates above is where our default path must win: the
+downtime is about the sum of its three stages. Each stage is a lever: the
 transfer can overlap the dump (CRIU's page server through our channel),
-shrink (zstd on pages that compress) and use several cores (parallel
-sessions); the restore can start on the first images instead of after the
-last. Only post-copy (`--lazy`) takes the memory transfer out of the
-downtime altogether.
-
+shrink (zstd on pages that compress: the mixed heap) and use several cores
+(parallel sessions); the restore can start on the first images instead of
+after the last; dump and restore are CRIU's own work on fresh memory, which
+only post-copy (`--lazy`) takes out of the downtime altogether.
 EOF
+	if [ -f "$m" ] && grep -q '^page_reporting=on' "$m"; then
+		cat <<'EOF'
+
+This VM hands free memory back to its host (free page reporting, see
+Machine): memory that was freed and is touched again faults in slowly, so
+the dump (writing fresh tmpfs pages) and the restore (filling a fresh
+process) swing from run to run at large sizes, whichever tool runs. Runs
+alternate between the tools for that reason; compare the spreads as well as
+the medians.
+EOF
+	fi
+	echo
+	[ -f "$f" ] || return 0
+	for method in ours ours-lazy; do
+		grep -q "	$method	ok	" "$f" || continue
+		echo "### Where $(b_method_label "$method") stands"
+		echo
+		b_split_lines "$stats" "$method"
+		echo
+	done
 }
 
 b_report_migrate() {
 	local f=$B_RESULTS/migrate.tsv m=$B_RESULTS/migrate.meta stats mib kind method
 	[ -f "$f" ] || return 0
 	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
-	b_report_split "$stats"
 	cat <<EOF
 ## Migrate: \`bench/run migrate\`
 
 Command: \`$(b_meta "$m" command)\`
-Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after).
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
 Runs alternate the methods (order flipped every other run). Cells: median (min–max) over successful runs.
 
@@ -239,7 +317,7 @@ b_report_stream() {
 ## Stream: \`bench/run stream\`
 
 Command: \`$(b_meta "$m" command)\`
-Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after).
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
 Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-memhog of each kind
 (random: $(b_meta "$m" payload_random) bytes, zstd -1 ratio $(b_meta "$m" zstd_random);
@@ -288,6 +366,7 @@ b_report() {
 			echo "**BASELINE ONLY: nucleus-migrate was not available when these ran; no ratios yet.**"
 			echo
 		fi
+		b_report_analysis
 		b_report_machine "$m"
 		b_report_recipe
 		b_report_migrate
