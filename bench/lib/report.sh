@@ -351,8 +351,12 @@ EOF
 }
 
 # b_report: writes bench/RESULTS.md from whatever results exist.
+# The report sits next to the raw results: bench/RESULTS.md for the default
+# bench/results/, inside the directory given by NM_BENCH_RESULTS otherwise.
 b_report() {
-	local out=$BENCH_DIR/RESULTS.md m=$B_RESULTS/migrate.meta baseline_only=1
+	local out m=$B_RESULTS/migrate.meta baseline_only=1
+	out=$B_RESULTS/RESULTS.md
+	[ "$B_RESULTS" = "$BENCH_DIR/results" ] && out=$BENCH_DIR/RESULTS.md
 	[ -f "$m" ] || m=$B_RESULTS/stream.meta
 	[ -f "$m" ] || b_die "no results in $B_RESULTS yet: run bench/run migrate or bench/run stream"
 	cat "$B_RESULTS"/*.tsv 2>/dev/null | awk -F'\t' '$0 ~ /\tours/ && $0 ~ /\tok\t/ { found = 1 } END { exit !found }' &&
