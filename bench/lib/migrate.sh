@@ -4,7 +4,8 @@
 #   downtime  the workload's own largest tick gap after the move (it was
 #             told to forget older gaps just before)
 #   total     wall clock around the whole move (dump start to the container
-#             running on n2), as an operator waits for it
+#             running on n2; for post-copy, until the last page arrived), as
+#             an operator waits for it
 #   wire      bytes through n1's link, both ways, during the move
 #   stages    dump / transfer / restore times, as the mover reports them
 #   check     the heap's checksum still matches after the move
@@ -29,7 +30,9 @@ b_move() {
 	case $1 in
 	baseline) baseline_migrate n1 n2 "$3" "$4" ;;
 	ours) ours_migrate n1 n2 "$2" default ;;
-	ours-lazy) ours_migrate n1 n2 "$2" lazy ;;
+	# A post-copy move is over when the last page has left the source: its
+	# stalls until then are downtime too, and the source's memory is held.
+	ours-lazy) ours_migrate n1 n2 "$2" lazy && ours_lazy_wait n1 n2 "$2" ;;
 	*) b_die "unknown method $1" ;;
 	esac
 }

@@ -31,6 +31,12 @@
 #       Returns non-zero on failure (the run is reported as failed, never
 #       dropped).
 #
+#   ours_lazy_wait FROM TO ID
+#       After ours_migrate ... lazy: blocks until post-copy is over (every
+#       page reached TO, the source released the container's memory).
+#       Returns non-zero if it failed. The driver counts the workload's
+#       stalls until then as downtime and this time in the total.
+#
 #   ours_stream FROM TO DIR
 #       Sends every file of the checkpoint directory DIR (on FROM) through our
 #       image stream to TO, where the bytes are received (and verified, as in
@@ -54,6 +60,11 @@ ours_setup() {
 
 ours_migrate() {
 	b_log "ours_migrate: $OURS_MISSING"
+	return 1
+}
+
+ours_lazy_wait() {
+	b_log "ours_lazy_wait: $OURS_MISSING"
 	return 1
 }
 

@@ -116,7 +116,8 @@ its 10 ms ticks, counted from a reset made just before the move, and only
 accepted when that gap ended inside the move's window (else the run is
 "suspect" and left out of the medians). It includes up to one tick period.
 Total time is the wall clock from the start of the dump to the end of the
-restore command (container running on node 2). Bytes on the wire are node
+restore command (container running on node 2); for post-copy, until the
+last page has arrived, and stalls until then count as downtime. Bytes on the wire are node
 1's link counters (sent + received) over the move. After every move the
 workload re-checks its heap checksum; a mismatch marks the run suspect.
 
