@@ -248,7 +248,7 @@ b_report_migrate() {
 	cat <<EOF
 ## Migrate: \`bench/run migrate\`
 
-Command: \`$(b_meta "$m" command)\`
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
 Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
 Runs alternate the methods (order flipped every other run). Cells: median (min–max) over successful runs.
@@ -317,7 +317,7 @@ b_report_stream() {
 	cat <<EOF
 ## Stream: \`bench/run stream\`
 
-Command: \`$(b_meta "$m" command)\`
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
 Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
 Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-memhog of each kind
