@@ -161,6 +161,23 @@ b_setup_share() {
 		printf "- At %s MiB the ssh connection set-up alone (%.2f s) is %d%% of the transfer.\n", mib, s, 100 * s / x + 0.5 }'
 }
 
+# b_budget_line STATS: what issue 8's target (our median downtime <= 0.5 x
+# the baseline's, mixed heap, largest size) leaves for each stage.
+b_budget_line() {
+	local mib dt d r
+	mib=$(awk -F'\t' '$2 == "mixed" && $3 == "baseline" { print $1 }' <<<"$1" | sort -n | tail -n1)
+	[ -n "$mib" ] || return 0
+	dt=$(b_stat_migrate "$1" "$mib" mixed baseline 0)
+	d=$(b_stat_migrate "$1" "$mib" mixed baseline 4)
+	r=$(b_stat_migrate "$1" "$mib" mixed baseline 6)
+	awk -v mib="$mib" -v dt="$dt" -v d="$d" -v r="$r" 'BEGIN {
+		t = dt / 2
+		printf "- Budget: the target for our default path at %s MiB mixed (<= 0.5 x the baseline'"'"'s median downtime) is %.2f s. ", mib, t
+		printf "CRIU'"'"'s own dump (%.2f s) and restore (%.2f s) as the baseline runs them already take %.2f s of it, ", d, r, d + r
+		printf "leaving %.2f s for everything else if they stay serial: the transfer must overlap them (page server during the dump, restore starting on early images) or leave the downtime (--lazy).\n", t - d - r
+	}'
+}
+
 # b_spread_lines FILE: min-max of the baseline's stages at the largest size.
 b_spread_lines() {
 	awk -F'\t' 'NR > 1 && $4 == "baseline" && $5 == "ok" { if ($2 + 0 > max) max = $2 + 0; rows[NR] = $0 }
@@ -200,6 +217,7 @@ b_report_analysis() {
 		echo "Run-to-run spread of the stages at the largest size:"
 		echo
 		b_spread_lines "$f"
+		b_budget_line "$stats"
 		echo
 	fi
 	if [ -f "$sf" ]; then
