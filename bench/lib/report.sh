@@ -1,0 +1,401 @@
+# shellcheck shell=bash
+# bench/RESULTS.md, generated from the raw results in $B_RESULTS (one row
+# per run: migrate.tsv, stream.tsv; what ran where: migrate.meta,
+# stream.meta). Numbers are never typed by hand: rerun bench/run.
+
+B_METRICS_MIGRATE=downtime_s,total_s,wire_bytes,img_bytes,dump_s,xfer_s,restore_s
+B_METRICS_STREAM=mb_per_s,seconds,wire_bytes,payload_bytes
+
+# b_meta FILE KEY: a value from a .meta file (key=value lines).
+b_meta() { [ -f "$1" ] && sed -n "s/^$2=//p" "$1" | head -n1; }
+
+b_stats() {
+	awk -F'\t' -v keys="$2" -v metrics="$3" -f "$BENCH_DIR/lib/stats.awk" "$1"
+}
+
+# b_stat STATS KEYS... METRIC_INDEX PART: one number from b_stats output
+# (PART: 0 median, 1 min, 2 max; metrics counted from 0). Keys must all match.
+b_stat_migrate() {
+	local stats=$1 mib=$2 kind=$3 method=$4 m=$5 part=${6:-0}
+	awk -F'\t' -v a="$mib" -v b="$kind" -v c="$method" -v f=$((6 + m * 3 + part)) \
+		'$1 == a && $2 == b && $3 == c { print $f; exit }' <<<"$stats"
+}
+
+b_stat_stream() {
+	local stats=$1 kind=$2 method=$3 m=$4 part=${5:-0}
+	awk -F'\t' -v a="$kind" -v b="$method" -v f=$((5 + m * 3 + part)) \
+		'$1 == a && $2 == b { print $f; exit }' <<<"$stats"
+}
+
+# b_ratio A B [PREC]: A/B, or n/a when either is missing.
+b_ratio() {
+	awk -v a="$1" -v b="$2" -v p="${3:-2}" 'BEGIN {
+		if (a == "" || b == "" || a == "-" || b == "-" || b + 0 == 0) { print "n/a"; exit }
+		printf "%.*f\n", p, a / b }'
+}
+
+# b_cell MED MIN MAX SCALE PREC: "med (min-max)" with values divided by SCALE.
+b_cell() {
+	awk -v m="$1" -v lo="$2" -v hi="$3" -v s="$4" -v p="$5" 'BEGIN {
+		if (m == "" || m == "-") { print "-"; exit }
+		if (lo == hi) { printf "%.*f\n", p, m / s; exit }
+		printf "%.*f (%.*f–%.*f)\n", p, m / s, p, lo / s, p, hi / s }'
+}
+
+b_method_label() {
+	case $1 in
+	baseline) echo "baseline (criu + tar \\| ssh)" ;;
+	stream-baseline) echo "OpenSSH (tar \\| ssh 'cat >/dev/null')" ;;
+	ours) echo "nucleus-migrate" ;;
+	stream-ours) echo "nucleus-migrate image stream" ;;
+	ours-lazy) echo "nucleus-migrate --lazy" ;;
+	*) echo "$1" ;;
+	esac
+}
+
+# b_migrate_summary: the final line of `bench/run migrate` (mixed heap).
+b_migrate_summary() {
+	local f=$B_RESULTS/migrate.tsv stats
+	[ -f "$f" ] || { echo "downtime_ratio_1024=n/a lazy_downtime_1024_s=n/a lazy_growth=n/a"; return; }
+	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+	echo "downtime_ratio_1024=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours 0)" \
+		"$(b_stat_migrate "$stats" 1024 mixed baseline 0)")" \
+		"lazy_downtime_1024_s=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours-lazy 0)" 1 3)" \
+		"lazy_growth=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours-lazy 0)" \
+			"$(b_stat_migrate "$stats" 64 mixed ours-lazy 0)")"
+}
+
+# b_stream_summary: the final line of `bench/run stream`.
+b_stream_summary() {
+	local f=$B_RESULTS/stream.tsv stats
+	[ -f "$f" ] || { echo "stream_ratio=n/a stream_ratio_mixed=n/a"; return; }
+	stats=$(b_stats "$f" kind,method "$B_METRICS_STREAM")
+	echo "stream_ratio=$(b_ratio "$(b_stat_stream "$stats" random ours 0)" "$(b_stat_stream "$stats" random baseline 0)")" \
+		"stream_ratio_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours 0)" "$(b_stat_stream "$stats" mixed baseline 0)")"
+}
+
+b_report_machine() {
+	local m=$1
+	cat <<EOF
+## Machine
+
+| | |
+| --- | --- |
+| CPU | $(b_meta "$m" cpu), $(b_meta "$m" cores) cores |
+| RAM | $(b_meta "$m" ram) |
+| kernel | $(b_meta "$m" kernel) |
+| CRIU | $(b_meta "$m" criu) |
+| OpenSSH | $(b_meta "$m" openssh); negotiated between the nodes with its defaults: kex $(b_meta "$m" kex), cipher $(b_meta "$m" cipher) |
+| libssh2 | $(b_meta "$m" libssh2) |
+| OpenSSL | $(b_meta "$m" openssl) |
+| fs.pipe-max-size | $(b_meta "$m" pipe_max) |
+| transparent hugepages | $(b_meta "$m" thp) |
+| free page reporting | $(b_meta "$m" page_reporting) |
+| link | veth pair between two network namespaces (tests/lib/fixture.sh), MTU $(b_meta "$m" mtu) |
+| images | tmpfs on both nodes |
+
+EOF
+}
+
+b_report_recipe() {
+	cat <<'EOF'
+## Workload
+
+`nm-memhog` (bench/workloads/memhog.c), started by `nm-ctr-start` as a
+nucleus container (own pid, uts, ipc and net namespaces, session leader,
+stdio not inherited). Its recipe, from `nm-memhog --help`:
+
+```
+EOF
+	"$NM_BUILD_DIR/bench/workloads/nm-memhog" --help
+	cat <<'EOF'
+```
+
+Downtime is what the workload itself saw: the largest gap between two of
+its 10 ms ticks, counted from a reset made just before the move, and only
+accepted when that gap ended inside the move's window (else the run is
+"suspect" and left out of the medians). It includes up to one tick period.
+Total time is the wall clock from the start of the dump to the end of the
+restore command (container running on node 2); for post-copy, until the
+last page has arrived, and stalls until then count as downtime. Bytes on the wire are node
+1's link counters (sent + received) over the move. After every move the
+workload re-checks its heap checksum; a mismatch marks the run suspect.
+
+EOF
+}
+
+# b_split_lines STATS METHOD: one line per size and kind with the medians
+# of METHOD's stages and their shares.
+b_split_lines() {
+	local stats=$1 method=$2 mib kind d x r dt img
+	awk -F'\t' -v m="$method" '$3 == m { print $1 "\t" $2 }' <<<"$stats" | sort -n -k1,1 -s |
+		while IFS=$'\t' read -r mib kind; do
+			dt=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 0)
+			img=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 3)
+			d=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 4)
+			x=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 5)
+			r=$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 6)
+			if [ -z "$d" ] || [ "$d" = "-" ] || [ "$x" = "-" ] || [ "$r" = "-" ]; then
+				echo "- $mib MiB $kind: downtime ${dt:--} s (no stage times reported)"
+				continue
+			fi
+			awk -v mib="$mib" -v kind="$kind" -v dt="$dt" -v img="$img" -v d="$d" -v x="$x" -v r="$r" 'BEGIN {
+				s = d + x + r
+				big = (x >= d && x >= r) ? "transfer" : (r >= d ? "restore" : "dump")
+				rate = (img != "-" && img != "") ? sprintf(", %.0f MB/s of images", img / x / 1e6) : ""
+				printf "- %s MiB %s: downtime %.2f s; dump %.2f s (%d%%), transfer %.2f s (%d%%%s), restore %.2f s (%d%%); largest: %s.\n",
+					mib, kind, dt, d, 100 * d / s + 0.5, x, 100 * x / s + 0.5, rate, r, 100 * r / s + 0.5, big
+			}'
+		done
+}
+
+# b_setup_share STATS SETUP_S: how much of the baseline's transfer at the
+# smallest size is only ssh's connection set-up (a persistent session saves it).
+b_setup_share() {
+	local mib x
+	[ -n "$2" ] || return 0
+	mib=$(awk -F'\t' '$3 == "baseline" { print $1 }' <<<"$1" | sort -n | head -n1)
+	x=$(awk -F'\t' -v a="$mib" '$1 == a && $3 == "baseline" && $21 != "-" { print $21; exit }' <<<"$1")
+	[ -n "$x" ] || return 0
+	awk -v mib="$mib" -v s="$2" -v x="$x" 'BEGIN {
+		printf "- At %s MiB the ssh connection set-up alone (%.2f s) is %d%% of the transfer.\n", mib, s, 100 * s / x + 0.5 }'
+}
+
+# b_budget_line STATS: what issue 8's target (our median downtime <= 0.5 x
+# the baseline's, mixed heap, largest size) leaves for each stage.
+b_budget_line() {
+	local mib dt d r
+	mib=$(awk -F'\t' '$2 == "mixed" && $3 == "baseline" { print $1 }' <<<"$1" | sort -n | tail -n1)
+	[ -n "$mib" ] || return 0
+	dt=$(b_stat_migrate "$1" "$mib" mixed baseline 0)
+	d=$(b_stat_migrate "$1" "$mib" mixed baseline 4)
+	r=$(b_stat_migrate "$1" "$mib" mixed baseline 6)
+	awk -v mib="$mib" -v dt="$dt" -v d="$d" -v r="$r" 'BEGIN {
+		t = dt / 2
+		printf "- Budget: the target for our default path at %s MiB mixed (<= 0.5 x the baseline'"'"'s median downtime) is %.2f s. ", mib, t
+		printf "CRIU'"'"'s own dump (%.2f s) and restore (%.2f s) as the baseline runs them already take %.2f s of it, ", d, r, d + r
+		printf "leaving %.2f s for everything else if they stay serial: the transfer must overlap them (page server during the dump, restore starting on early images) or leave the downtime (--lazy).\n", t - d - r
+	}'
+}
+
+# b_spread_lines FILE: min-max of the baseline's stages at the largest size.
+b_spread_lines() {
+	awk -F'\t' 'NR > 1 && $4 == "baseline" && $5 == "ok" { if ($2 + 0 > max) max = $2 + 0; rows[NR] = $0 }
+		END {
+			for (i in rows) {
+				split(rows[i], f, "\t")
+				if (f[2] + 0 != max) continue
+				k = f[3]
+				if (!(k in n)) { n[k] = 0; dlo[k] = xlo[k] = rlo[k] = 1e9 }
+				n[k]++
+				if (f[10] < dlo[k]) dlo[k] = f[10]; if (f[10] > dhi[k]) dhi[k] = f[10]
+				if (f[11] < xlo[k]) xlo[k] = f[11]; if (f[11] > xhi[k]) xhi[k] = f[11]
+				if (f[12] < rlo[k]) rlo[k] = f[12]; if (f[12] > rhi[k]) rhi[k] = f[12]
+			}
+			for (k in n)
+				printf "- %d MiB %s, %d runs: dump %.2f-%.2f s, transfer %.2f-%.2f s, restore %.2f-%.2f s.\n",
+					max, k, n[k], dlo[k], dhi[k], xlo[k], xhi[k], rlo[k], rhi[k]
+		}' "$1" | sort
+}
+
+# b_report_analysis: what the numbers teach; first the baseline's split,
+# which guides the optimisation, then where ours stands.
+b_report_analysis() {
+	local f=$B_RESULTS/migrate.tsv m=$B_RESULTS/migrate.meta sf=$B_RESULTS/stream.tsv stats sstats method
+	echo "## Analysis"
+	echo
+	if [ -f "$f" ]; then
+		stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+		echo "### What the baseline teaches"
+		echo
+		echo "Medians of the baseline's stages (share of dump + transfer + restore); an ssh"
+		echo "connection set-up alone (\`ssh n2 true\`) took $(b_meta "$m" ssh_setup_s) s and is part of every transfer:"
+		echo
+		b_split_lines "$stats" baseline
+		b_setup_share "$stats" "$(b_meta "$m" ssh_setup_s)"
+		echo
+		echo "Run-to-run spread of the stages at the largest size:"
+		echo
+		b_spread_lines "$f"
+		b_budget_line "$stats"
+		echo
+	fi
+	if [ -f "$sf" ]; then
+		sstats=$(b_stats "$sf" kind,method "$B_METRICS_STREAM")
+		echo "OpenSSH alone, default cipher ($(b_meta "$B_RESULTS/stream.meta" cipher)), streams a"
+		echo "$(b_meta "$B_RESULTS/stream.meta" stream_mib) MiB checkpoint at $(b_cell "$(b_stat_stream "$sstats" random baseline 0)" "$(b_stat_stream "$sstats" random baseline 0 1)" "$(b_stat_stream "$sstats" random baseline 0 2)" 1 0) MB/s" \
+			"(incompressible) and $(b_cell "$(b_stat_stream "$sstats" mixed baseline 0)" "$(b_stat_stream "$sstats" mixed baseline 0 1)" "$(b_stat_stream "$sstats" mixed baseline 0 2)" 1 0) MB/s"
+		echo "(mixed heap): median (min–max), \`bench/run stream\`. OpenSSH does not compress by default, so both"
+		echo "kinds cost it the same; a difference between them is run-to-run noise."
+		echo
+	fi
+	cat <<'EOF'
+How to read it: with leave-running off the container is frozen from the
+moment CRIU freezes it until the restored tree resumes, so the baseline's
+downtime is about the sum of its three stages. Each stage is a lever: the
+transfer can overlap the dump (CRIU's page server through our channel),
+shrink (zstd on pages that compress: the mixed heap) and use several cores
+(parallel sessions); the restore can start on the first images instead of
+after the last; dump and restore are CRIU's own work on fresh memory, which
+only post-copy (`--lazy`) takes out of the downtime altogether.
+EOF
+	if [ -f "$m" ] && grep -q '^page_reporting=on' "$m"; then
+		cat <<'EOF'
+
+This VM hands free memory back to its host (free page reporting, see
+Machine): memory that was freed and is touched again faults in slowly, so
+the dump (writing fresh tmpfs pages) and the restore (filling a fresh
+process) swing from run to run at large sizes, whichever tool runs. Runs
+alternate between the tools for that reason; compare the spreads as well as
+the medians.
+EOF
+	fi
+	echo
+	[ -f "$f" ] || return 0
+	for method in ours ours-lazy; do
+		grep -q "	$method	ok	" "$f" || continue
+		echo "### Where $(b_method_label "$method") stands"
+		echo
+		b_split_lines "$stats" "$method"
+		echo
+	done
+}
+
+b_report_migrate() {
+	local f=$B_RESULTS/migrate.tsv m=$B_RESULTS/migrate.meta stats mib kind method
+	[ -f "$f" ] || return 0
+	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+	cat <<EOF
+## Migrate: \`bench/run migrate\`
+
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
+Our tool: $(b_meta "$m" ours).
+Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.
+
+EOF
+	awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s | while IFS=$'\t' read -r mib kind; do
+		echo "### $mib MiB, $kind heap"
+		echo
+		echo "| method | runs ok | downtime s | total s | wire MB | images MB | dump s | transfer s | restore s |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		for method in baseline ours ours-lazy; do
+			local row n all
+			row=$(awk -F'\t' -v a="$mib" -v b="$kind" -v c="$method" '$1 == a && $2 == b && $3 == c' <<<"$stats")
+			if [ -z "$row" ]; then
+				[ "$method" = baseline ] || echo "| $(b_method_label "$method") | not run (missing) | | | | | | | |"
+				continue
+			fi
+			n=$(cut -f4 <<<"$row")
+			all=$(cut -f5 <<<"$row")
+			printf '| %s | %s/%s | %s | %s | %s | %s | %s | %s | %s |\n' "$(b_method_label "$method")" "$n" "$all" \
+				"$(b_cell_m "$row" 0 1 3)" "$(b_cell_m "$row" 1 1 3)" "$(b_cell_m "$row" 2 1e6 1)" \
+				"$(b_cell_m "$row" 3 1e6 1)" "$(b_cell_m "$row" 4 1 3)" "$(b_cell_m "$row" 5 1 3)" \
+				"$(b_cell_m "$row" 6 1 3)"
+		done
+		printf '| ours/baseline | | %s | %s | %s | | | | |\n\n' \
+			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 0)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 0)")" \
+			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 1)")" \
+			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 2)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 2)")"
+	done
+	b_report_failures "$f"
+	b_report_warmup "$B_RESULTS/migrate-warmup.tsv"
+	echo "Summary: \`$(b_migrate_summary)\`"
+	echo
+}
+
+# b_cell_m ROW METRIC SCALE PREC: a table cell from one b_stats row (3 keys).
+b_cell_m() {
+	local f=$((6 + $2 * 3))
+	b_cell "$(cut -f$f <<<"$1")" "$(cut -f$((f + 1)) <<<"$1")" "$(cut -f$((f + 2)) <<<"$1")" "$3" "$4"
+}
+
+# b_report_warmup FILE: the unrecorded warm-up moves, for the record.
+b_report_warmup() {
+	[ -f "$1" ] && [ "$(wc -l <"$1")" -gt 1 ] || return 0
+	echo "Warm-up moves (baseline, not in the medians; the first touch of memory is slow on this VM):"
+	echo
+	awk -F'\t' 'NR > 1 { printf "- %s MiB %s: %s, downtime %s s, dump %s s, transfer %s s, restore %s s\n", $2, $3, $5, $6, $10, $11, $12 }' "$1"
+	echo
+}
+
+# b_report_failures FILE: runs that failed or look wrong, with their note.
+b_report_failures() {
+	local bad
+	bad=$(awk -F'\t' 'NR > 1 && $5 != "ok"' "$1")
+	[ -n "$bad" ] || return 0
+	echo "Runs left out of the medians:"
+	echo
+	awk -F'\t' '{ printf "- run %s, %s: %s (%s)\n", $1, $2 " " $3 " " $4, $5, $NF }' <<<"$bad"
+	echo
+}
+
+b_report_stream() {
+	local f=$B_RESULTS/stream.tsv m=$B_RESULTS/stream.meta stats kind method
+	[ -f "$f" ] || return 0
+	stats=$(b_stats "$f" kind,method "$B_METRICS_STREAM")
+	cat <<EOF
+## Stream: \`bench/run stream\`
+
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
+Our tool: $(b_meta "$m" ours).
+Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-memhog of each kind
+(random: $(b_meta "$m" payload_random) bytes, zstd -1 ratio $(b_meta "$m" zstd_random);
+mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixed)).
+Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
+connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
+MB/s = payload bytes / 10^6 / wall seconds.
+
+| heap | method | runs ok | MB/s | seconds | wire MB |
+| --- | --- | --- | --- | --- | --- |
+EOF
+	for kind in random mixed; do
+		for method in baseline ours; do
+			local row
+			row=$(awk -F'\t' -v a="$kind" -v b="$method" '$1 == a && $2 == b' <<<"$stats")
+			if [ -z "$row" ]; then
+				[ "$method" = baseline ] || grep -q "^$kind	baseline" <<<"$stats" &&
+					echo "| $kind | $(b_method_label "stream-$method") | not run (missing) | | | |"
+				continue
+			fi
+			printf '| %s | %s | %s/%s | %s | %s | %s |\n' "$kind" "$(b_method_label "stream-$method")" \
+				"$(cut -f3 <<<"$row")" "$(cut -f4 <<<"$row")" \
+				"$(b_cell "$(cut -f5 <<<"$row")" "$(cut -f6 <<<"$row")" "$(cut -f7 <<<"$row")" 1 1)" \
+				"$(b_cell "$(cut -f8 <<<"$row")" "$(cut -f9 <<<"$row")" "$(cut -f10 <<<"$row")" 1 3)" \
+				"$(b_cell "$(cut -f11 <<<"$row")" "$(cut -f12 <<<"$row")" "$(cut -f13 <<<"$row")" 1e6 1)"
+		done
+	done
+	echo
+	echo "Summary: \`$(b_stream_summary)\`"
+	echo
+}
+
+# b_report: writes bench/RESULTS.md from whatever results exist.
+# The report sits next to the raw results: bench/RESULTS.md for the default
+# bench/results/, inside the directory given by NM_BENCH_RESULTS otherwise.
+b_report() {
+	local out m=$B_RESULTS/migrate.meta baseline_only=1
+	out=$B_RESULTS/RESULTS.md
+	[ "$B_RESULTS" = "$BENCH_DIR/results" ] && out=$BENCH_DIR/RESULTS.md
+	[ -f "$m" ] || m=$B_RESULTS/stream.meta
+	[ -f "$m" ] || b_die "no results in $B_RESULTS yet: run bench/run migrate or bench/run stream"
+	cat "$B_RESULTS"/*.tsv 2>/dev/null | awk -F'\t' '$0 ~ /\tours/ && $0 ~ /\tok\t/ { found = 1 } END { exit !found }' &&
+		baseline_only=0
+	{
+		echo "# Benchmark results"
+		echo
+		echo "Generated by \`bench/run\` from the raw rows in \`bench/results/\`; do not edit the numbers by hand, rerun."
+		echo
+		if [ "$baseline_only" = 1 ]; then
+			echo "**BASELINE ONLY: nucleus-migrate was not available when these ran; no ratios yet.**"
+			echo
+		fi
+		b_report_analysis
+		b_report_machine "$m"
+		b_report_recipe
+		b_report_migrate
+		b_report_stream
+	} >"$out.tmp" && mv "$out.tmp" "$out"
+	b_log "wrote $out"
+}
