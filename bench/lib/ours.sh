@@ -47,32 +47,141 @@
 #       Removes whatever a run left (staging directories, journals) so that
 #       the next run starts clean. Must not fail when there is nothing.
 
-OURS_MISSING="nucleus-migrate is not available yet (bench/lib/ours.sh is not wired to it)"
+# Our tool, as an operator runs it: one nucleus-agent per node, provisioned
+# by deploy/nucleus-provision (the fixture does that), started with its
+# work directory (journal, checkpoints, staging, CRIU's logs) on the node's
+# bench tmpfs, as the baseline's images are; `nucleus-migrate migrate ID
+# node2 --json` against the local agent. The image stream alone is
+# tests/tools/nm-xfer-send (libssh2, the agent's sender) over the fixture's
+# sshd into `nucleus-agent dial-stdio`, relaying to tests/tools/nm-xfer-serve
+# (the agent's receiver: checks and stages every byte on n2's tmpfs).
+
+# shellcheck source=tests/lib/agents.sh
+. "$NM_SOURCE_DIR/tests/lib/agents.sh"
+
+OURS_BIN=(agent/nucleus-agent agent/nucleus-migrate tests/tools/nm-xfer-send tests/tools/nm-xfer-serve)
+# The agents' peer sessions: a busy 2-core machine must not look like a cut link.
+OURS_IDLE_TIMEOUT=${OURS_IDLE_TIMEOUT:-30}
+# Extra agent settings for experiments (each a section.key=value).
+OURS_AGENT_SET=${OURS_AGENT_SET:-}
 
 ours_available() {
-	echo "$OURS_MISSING"
-	return 1
-}
-
-ours_setup() {
+	local f
+	for f in "${OURS_BIN[@]}"; do
+		[ -x "$NM_BUILD_DIR/$f" ] || { echo "$NM_BUILD_DIR/$f is not built"; return 1; }
+	done
+	[ -x "$NM_SOURCE_DIR/deploy/nucleus-provision" ] || { echo "deploy/nucleus-provision is missing"; return 1; }
 	return 0
 }
 
+ours__work_dir() { echo "$(b_img_dir "$1")/agent"; }
+
+# ours__agent_start NODE: the provisioned agent, its work directory on the
+# node's tmpfs; waits until it answers on its socket.
+ours__agent_start() {
+	local n=$1 pid s sets=()
+	for s in $OURS_AGENT_SET; do sets+=(--set "$s"); done
+	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- "$NM_BUILD_DIR/agent/nucleus-agent" --config "$(fx_conf "$n")" \
+		--log-level info --set "agent.work_dir=$(ours__work_dir "$n")" \
+		--set "ssh.idle_timeout=$OURS_IDLE_TIMEOUT" "${sets[@]}" >>"$(fx_agent_log "$n")" 2>&1 &
+	pid=$!
+	echo "$pid" >"$(fx_dir "$n")/agent.fxpid"
+	fx_track_pid "$pid"
+	t_wait_until 10 "agent on $n" fx_agent_up "$n" || {
+		tail -n 20 "$(fx_agent_log "$n")" >&2
+		b_log "the agent on $n did not come up"
+		return 1
+	}
+}
+
+ours_setup() {
+	ours__agent_start n1 && ours__agent_start n2
+}
+
+# ours_migrate FROM TO ID MODE: prints pid=, the stage times and img_bytes
+# from the agent's result document. restore_s is RESTORE to RUNNING: CRIU's
+# restore with every task stopped, then COMMIT and the resume.
 ours_migrate() {
-	b_log "ours_migrate: $OURS_MISSING"
-	return 1
+	local from=$1 to=$2 id=$3 mode=$4 out res lazy=()
+	[ "$mode" = lazy ] && lazy=(--lazy)
+	out=$(fx_nm "$from" migrate "$id" "$(fx_node_name "$to")" --json "${lazy[@]}")
+	res=$(grep '"event": *"result"' <<<"$out" | tail -n1)
+	if [ -z "$res" ] || [ "$(jq -r '.result.outcome' <<<"$res")" != done ]; then
+		b_log "ours: migration failed: $(jq -r '.result.error // .result.outcome' <<<"$res" 2>/dev/null)"
+		tail -n 5 "$(fx_agent_log "$from")" "$(fx_agent_log "$to")" >&2
+		return 1
+	fi
+	jq -r '.result as $r | $r.stages as $s |
+		"pid=\($r.new_pid)",
+		"img_bytes=\($r.bytes)",
+		"downtime_agent_s=\(($r.downtime_ms // 0) / 1000)",
+		(if $s.dump_ms then "dump_s=\($s.dump_ms / 1000)" else empty end),
+		(if $s.stream_ms then "xfer_s=\($s.stream_ms / 1000)" else empty end),
+		(if $s.restore_ms then "restore_s=\(($s.restore_ms + ($s.commit_ms // 0)) / 1000)" else empty end)' <<<"$res"
 }
 
+# ours_lazy_wait FROM TO ID: post-copy is over when the source's migration
+# has finished (the last page left it; it released the memory).
 ours_lazy_wait() {
-	b_log "ours_lazy_wait: $OURS_MISSING"
+	b_log "ours_lazy_wait: post-copy is not implemented yet"
 	return 1
 }
 
+# ours__stream_tree DIR: the checkpoint directory layout our stream sends
+# (images/ and metadata.json) over the same bytes: hard links to every file
+# of DIR (a bare CRIU image directory), made once.
+ours__stream_tree() {
+	local dir=$1 t=$1.nm f
+	if [ ! -d "$t" ]; then
+		mkdir -m 0700 "$t" "$t/images"
+		for f in "$dir"/*; do ln "$f" "$t/images/$(basename "$f")"; done
+		printf '{"container_id":"bench","container_name":"bench-stream"}' >"$t/metadata.json"
+	fi
+	echo "$t"
+}
+
+OURS_STREAM_SERVE_PID=
+OURS_STREAM_N=0
+
+ours__stream_serve() {
+	local d sock log
+	[ -n "$OURS_STREAM_SERVE_PID" ] && kill -0 "$OURS_STREAM_SERVE_PID" 2>/dev/null && return 0
+	d=$(b_img_dir n2)
+	sock=$d/stream.sock log=$d/stream-serve.log
+	install -d -m 0700 "$d/stream-staging"
+	fx_in n2 "$NM_BUILD_DIR/tests/tools/nm-xfer-serve" --socket "$sock" --staging-dir "$d/stream-staging" \
+		--hmac-key "$(fx_hmac_key n2)" >"$log" 2>&1 &
+	OURS_STREAM_SERVE_PID=$!
+	fx_track_pid "$OURS_STREAM_SERVE_PID"
+	t_wait_until 10 "stream receiver on n2" grep -q LISTENING "$log"
+}
+
+# ours_stream FROM TO DIR: DIR's files through our image stream into a
+# receiver on TO that checks every byte (per-file SHA-256, tree HMAC) and
+# stages it on TO's tmpfs; VERIFIED ends it. Staging is removed afterwards.
 ours_stream() {
-	b_log "ours_stream: $OURS_MISSING"
-	return 1
+	local from=$1 to=$2 dir tree out rc mig
+	tree=$(ours__stream_tree "$3") && ours__stream_serve || return 1
+	OURS_STREAM_N=$((OURS_STREAM_N + 1))
+	mig=bench-$OURS_STREAM_N-$$
+	out=$(fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
+		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
+		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock" \
+		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" "$tree")
+	rc=$?
+	rm -rf "$(b_img_dir "$to")/stream-staging/$mig"
+	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
+	b_log "ours_stream: $out"
 }
 
+# ours_cleanup FROM TO ID: what a run leaves: the container's state file on
+# TO (its process was killed by the driver), the agents' CRIU logs.
 ours_cleanup() {
+	local from=$1 to=$2 id=$3 n
+	rm -f "$(fx_dir "$to")/nucleus/$id.json" "$(fx_dir "$from")/nucleus/$id.json"
+	for n in "$from" "$to"; do
+		rm -rf "$(ours__work_dir "$n")"/criu/* 2>/dev/null
+	done
 	return 0
 }
