@@ -30,6 +30,7 @@ typedef struct agent_config {
         char *hmac_key;
         char *criu; /* NULL: resolved from trusted system paths */
         char *log_level;
+        bool prewarm; /* warm memory for incoming restores (prewarm.h) */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

@@ -27,8 +27,14 @@
 
 #define ASK_RETRY_MIN_MS 500
 #define ASK_RETRY_MAX_MS 10000
+/* Longest the source waits for ACCEPT while we warm memory. */
+#define DST_PREWARM_MAX_MS 10000
+/* Warm memory handed to the staged images ahead of the bytes. */
+#define DST_WARM_AHEAD (64u << 20)
 
 static void dst_ask_source(mig *m);
+static void dst_accept(mig *m);
+static void dst_on_warm(prewarm *p, uint64_t warmed, void *ud);
 
 static void dst_send(mig *m, const proto_msg *msg) {
         if (m->peer_cc)
@@ -136,6 +142,15 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
 
 static void dst_on_progress(const xfer_progress *p, void *ud) {
         mig *m = ud;
+        /* Staged bytes take fresh pages: give them warm ones, a little ahead
+         * (pages left free for long go cold again). */
+        while (m->warm_for_staging && m->warm_given < m->offered_bytes &&
+               m->warm_given < p->bytes + DST_WARM_AHEAD) {
+                uint64_t n = prewarm_give(m->warm, DST_WARM_AHEAD);
+                if (n == 0)
+                        break;
+                m->warm_given += n;
+        }
         m->bytes_done = p->bytes;
         m->files_done = p->files;
         m->rate = (uint64_t)p->rate;
@@ -212,6 +227,7 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         proto_reject_code code;
         char why[512], path[PATH_MAX];
         nm_error err = {};
+        uint64_t warm;
         mig *m;
 
         if (cc->dest) {
@@ -264,24 +280,63 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
                 dst_end(m, MIG_ABORTED);
                 return;
         }
+        /* One copy for the staged images as they arrive, one for the
+         * restore; when there is room for only one, the restore has it. */
+        warm = 0;
+        if (a->cfg.prewarm) {
+                warm = prewarm_bytes_for(o->image_bytes, 2);
+                m->warm_for_staging = warm > 0;
+                if (!warm)
+                        warm = prewarm_bytes_for(o->image_bytes, 1);
+        }
+        if (warm > 0 && prewarm_start(a->loop, warm, DST_PREWARM_MAX_MS, dst_on_warm, m, &m->warm) >= 0) {
+                /* The source dumps only after ACCEPT: warming before it keeps
+                 * the cold faults out of the container's downtime. */
+                m->t_warm = now_usec();
+                m->warming = true;
+                mig_progress(m, "warming memory for the restore");
+                return;
+        }
+        dst_accept(m);
+}
+
+/* Starts the sink and says ACCEPT: the source may dump from now on. */
+static void dst_accept(mig *m) {
+        agent *a = m->a;
+        nm_error err = {};
         xfer_recv_options ro = {
                 .hooks = &m->hooks,
                 .mig = m->id,
                 .expected_bytes = 0,
-                .max_bytes = o->image_bytes * 4 + (256u << 20),
+                .max_bytes = m->offered_bytes * 4 + (256u << 20),
                 .idle_timeout_ms = (uint64_t)a->cfg.idle_timeout_s * 1000,
                 .progress = dst_on_progress,
+                .progress_interval_ms = m->warm_for_staging ? 20 : 0,
         };
+        if (!m->peer_cc) {
+                dst_discard(m, "the source left before ACCEPT");
+                return;
+        }
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0) {
                 mig_fail_reason(m, err.code, "%s", err.msg);
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig, .code = PROTO_REJECT_BUSY, .reason = err.msg}};
-                (void)ctl_send(cc, &rj);
+                                .reject = {.mig = m->id, .code = PROTO_REJECT_BUSY, .reason = err.msg}};
+                dst_send(m, &rj);
                 dst_end(m, MIG_ABORTED);
                 return;
         }
         proto_msg ac = {.type = PROTO_MSG_ACCEPT, .accept = {.mig = m->id}};
-        (void)ctl_send(cc, &ac);
+        dst_send(m, &ac);
+}
+
+static void dst_on_warm(prewarm *p, uint64_t warmed, void *ud) {
+        mig *m = ud;
+        (void)p;
+        m->warming = false;
+        log_ctx_info(m->id, "warmed %llu MiB of memory for the restore in %llu ms",
+                     (unsigned long long)(warmed >> 20),
+                     (unsigned long long)((now_usec() - m->t_warm) / 1000));
+        dst_accept(m);
 }
 
 /* ---- restore, stopped ---- */
@@ -308,6 +363,9 @@ static void dst_restore_start(criu_job *job) {
                                .key_len = a->key_len,
                                .leave_stopped = true};
         m->restore.data = m;
+        /* Hand the warm pages back to the allocator: CRIU's restore takes
+         * them before they go cold. */
+        m->warm = prewarm_free(m->warm);
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);

@@ -29,6 +29,7 @@
 #define ROLLBACK_RETRY_MS 1000
 #define FORWARD_RETRY_MIN_MS 500
 #define FORWARD_RETRY_MAX_MS 10000
+#define SRC_PREWARM_MAX_MS 10000
 
 static void src_fail(mig *m, int code, const nm_error *err);
 static void src_rollback(mig *m);
@@ -229,6 +230,8 @@ static void src_dump_start(criu_job *job) {
                 .node_name = a->cfg.node,
         };
         m->dump.data = m;
+        /* CRIU writes the images into pages freed a moment ago. */
+        m->warm = prewarm_free(m->warm);
         m->t_frozen = now_usec();
         mig_progress(m, "dumping with CRIU");
         r = fault_fail("dump") ? nm_error_set(&m->dump.error, -EIO, "dump failed (fault injection)")
@@ -247,12 +250,37 @@ static void src_dump_start(criu_job *job) {
 }
 
 static void src_on_accept(mig *m) {
+        if (m->warming) {
+                m->accepted = true; /* src_on_warm goes on */
+                return;
+        }
         if (mig_set_phase(m, MIG_DUMPING) < 0) {
                 src_done(m, MIG_FAILED);
                 return;
         }
         m->job.start = src_dump_start;
         criu_queue_push(m->a, &m->job);
+}
+
+static void src_on_warm(prewarm *p, uint64_t warmed, void *ud) {
+        mig *m = ud;
+        (void)p;
+        m->warming = false;
+        log_ctx_info(m->id, "warmed %llu MiB of memory for the dump in %llu ms",
+                     (unsigned long long)(warmed >> 20),
+                     (unsigned long long)((now_usec() - m->t_warm) / 1000));
+        if (m->accepted)
+                src_on_accept(m);
+}
+
+/* The images land in fresh memory (a tmpfs, the page cache): fault it in
+ * while the container still runs, as the target does for its restore. */
+static void src_prewarm(mig *m) {
+        uint64_t warm = m->a->cfg.prewarm ? prewarm_bytes_for(estimate_image_bytes(m->ctr), 1) : 0;
+        if (warm > 0 && prewarm_start(m->a->loop, warm, SRC_PREWARM_MAX_MS, src_on_warm, m, &m->warm) >= 0) {
+                m->warming = true;
+                m->t_warm = now_usec();
+        }
 }
 
 /* ---- rollback ---- */
@@ -632,6 +660,7 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
                 return err->code;
         }
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
+        src_prewarm(m);
         if (peer_link_open(a, m->peer, m->id, &src_link_ops, m, err, &m->link) < 0) {
                 mig_fail_reason(m, err->code, "%s", err->msg);
                 src_done(m, MIG_FAILED);

@@ -244,6 +244,7 @@ static void mig_release(mig *m) {
                 m->peer_cc->dest = NULL;
         if (m->cli && m->cli->watch == m)
                 m->cli->watch = NULL;
+        m->warm = prewarm_free(m->warm);
         m->hmac = ckpt_hmac_free(m->hmac);
         m->ctr = ckpt_container_free(m->ctr);
         m->md = ckpt_metadata_free(m->md);

@@ -7,6 +7,7 @@
 
 #include "agent.h"
 #include "peer.h"
+#include "prewarm.h"
 
 struct mig {
         agent *a;
@@ -41,6 +42,14 @@ struct mig {
         ckpt_hmac *hmac;
         xfer_tree_hooks hooks;
         pid_t new_pid; /* on the destination */
+        bool accepted; /* ACCEPT heard while memory was still warming */
+
+        /* both: memory held warm for CRIU (prewarm.h) */
+        prewarm *warm;
+        bool warming;
+        bool warm_for_staging; /* destination: part of it is for the staged images */
+        uint64_t warm_given;
+        uint64_t t_warm;
 
         /* destination */
         ctl_conn *peer_cc;
