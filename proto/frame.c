@@ -78,41 +78,64 @@ static int fixed_write(void *data, const char *buf, size_t len) {
         return 0;
 }
 
-int proto_data_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, size_t payload_len,
-                      nm_error *err) {
-        const proto__schema *s = proto__schema_get(PROTO_MSG_DATA);
+/* The header of a DATA or ZDATA frame: the map up to and including the bin
+ * header of the payload, which the caller sends right after it. The same
+ * sequence proto_encode_append() produces, minus the payload bytes; the
+ * unit tests compare both. */
+static int bin_frame_header(uint8_t out[static PROTO_DATA_HDR_MAX], proto_msg_type type, const char *mig,
+                            const uint32_t *size, size_t payload_len, nm_error *err) {
+        const proto__schema *s = proto__schema_get(type);
         fixed_buf b = {.p = out, .len = PROTO_FRAME_HDR, .cap = PROTO_DATA_HDR_MAX};
-        const proto__field *fmig = &s->fields[0], *fdata = &s->fields[1];
+        const proto__field *fmig = &s->fields[0], *fdata = &s->fields[s->n_fields - 1];
         msgpack_packer pk;
         int r;
 
-        assert(s->n_fields == 2 && strcmp(fmig->key, "mig") == 0 && strcmp(fdata->key, "data") == 0);
+        assert(s->n_fields == (size ? 3u : 2u) && strcmp(fmig->key, "mig") == 0 &&
+               strcmp(fdata->key, "data") == 0);
 
         if (!mig)
-                return nm_error_set(err, -EBADMSG, "DATA: field 'mig' missing");
-        r = proto__check_str("DATA", fmig, mig, strlen(mig), err);
+                return nm_error_set(err, -EBADMSG, "%s: field 'mig' missing", s->name);
+        r = proto__check_str(s->name, fmig, mig, strlen(mig), err);
         if (r < 0)
                 return r;
+        if (size) {
+                r = proto__check_int(s->name, &s->fields[1], *size, err);
+                if (r < 0)
+                        return r;
+        }
         if ((int64_t)payload_len < fdata->min || (int64_t)payload_len > fdata->max)
                 return nm_error_set(err, -EBADMSG,
-                                    "DATA: field 'data' is %zu bytes long, outside %" PRIi64 "..%" PRIi64,
-                                    payload_len, fdata->min, fdata->max);
+                                    "%s: field 'data' is %zu bytes long, outside %" PRIi64 "..%" PRIi64,
+                                    s->name, payload_len, fdata->min, fdata->max);
 
-        /* The same sequence proto_encode_append() produces for DATA, minus
-         * the payload bytes; the unit tests compare both. */
         msgpack_packer_init(&pk, &b, fixed_write);
-        r = msgpack_pack_map(&pk, 3);
+        r = msgpack_pack_map(&pk, size ? 4 : 3);
         r = r ?: msgpack_pack_str_with_body(&pk, "t", 1);
-        r = r ?: msgpack_pack_uint32(&pk, PROTO_MSG_DATA);
+        r = r ?: msgpack_pack_uint32(&pk, (uint32_t)type);
         r = r ?: msgpack_pack_str_with_body(&pk, "mig", 3);
         r = r ?: msgpack_pack_str_with_body(&pk, mig, strlen(mig));
+        if (size) {
+                r = r ?: msgpack_pack_str_with_body(&pk, s->fields[1].key, strlen(s->fields[1].key));
+                r = r ?: msgpack_pack_uint32(&pk, *size);
+        }
         r = r ?: msgpack_pack_str_with_body(&pk, "data", 4);
         r = r ?: msgpack_pack_bin(&pk, payload_len);
         assert(r == 0); /* PROTO_DATA_HDR_MAX covers the longest mig */
         if (r != 0)
-                return nm_error_set(err, -E2BIG, "DATA: header does not fit %u bytes", PROTO_DATA_HDR_MAX);
+                return nm_error_set(err, -E2BIG, "%s: header does not fit %u bytes", s->name,
+                                    PROTO_DATA_HDR_MAX);
         be32_write(out, (uint32_t)(b.len - PROTO_FRAME_HDR + payload_len));
         return (int)b.len;
+}
+
+int proto_data_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, size_t payload_len,
+                      nm_error *err) {
+        return bin_frame_header(out, PROTO_MSG_DATA, mig, NULL, payload_len, err);
+}
+
+int proto_zdata_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, uint32_t size,
+                       size_t payload_len, nm_error *err) {
+        return bin_frame_header(out, PROTO_MSG_ZDATA, mig, &size, payload_len, err);
 }
 
 /* ---- Streaming reader ---- */

@@ -36,8 +36,8 @@
 #define PROTO_FRAME_MAX (4u * 1024u * 1024u) /* payload bytes, header excluded */
 #define PROTO_DATA_MAX (1024u * 1024u)       /* DATA payload bytes per frame */
 /* Room for the frame header, the map and the bin header that
- * proto_data_header() writes in front of a DATA payload. */
-#define PROTO_DATA_HDR_MAX 96u
+ * proto_data_header() and proto_zdata_header() write in front of a payload. */
+#define PROTO_DATA_HDR_MAX 112u
 
 #define PROTO_ID_MAX 64u                          /* mig, container_id, phase: [A-Za-z0-9_-]{1,64} */
 #define PROTO_NAME_MAX 255u                       /* node names, versions, targets, container refs */
@@ -84,6 +84,8 @@ typedef enum proto_msg_type {
         PROTO_MSG_ABORT = 32,
         PROTO_MSG_QUERY = 33,
         PROTO_MSG_OUTCOME = 34,
+        PROTO_MSG_ZDATA = 35,    /* feature "zstd" */
+        PROTO_MSG_FILE_MAC = 36, /* feature "file-mac" */
         /* control session (CLI -> local agent) */
         PROTO_MSG_MIGRATE = 64,
         PROTO_MSG_DRAIN = 65,
@@ -230,6 +232,21 @@ typedef struct proto_file_end {
         uint8_t sha256[PROTO_SHA256_LEN];
 } proto_file_end;
 
+/* DATA compressed with zstd: one zstd frame whose content is size bytes. */
+typedef struct proto_zdata {
+        const char *mig;
+        uint32_t size;  /* decompressed bytes, 1..PROTO_DATA_MAX */
+        proto_bin data; /* the frame, 1..PROTO_DATA_MAX bytes */
+} proto_zdata;
+
+/* Ends a file like FILE_END, with the tree HMAC so far instead of the
+ * file's SHA-256: HMAC-SHA256 of the record stream (DESIGN.md) from its
+ * start through the last byte of this file, as if the tree ended there. */
+typedef struct proto_file_mac {
+        const char *mig;
+        uint8_t mac[PROTO_SHA256_LEN];
+} proto_file_mac;
+
 typedef struct proto_images_done {
         const char *mig;
         const char *hmac; /* 64 lowercase hex digits */
@@ -319,6 +336,8 @@ typedef struct proto_msg {
                 proto_abort abort;
                 proto_mig_only query;
                 proto_outcome_msg outcome;
+                proto_zdata zdata;
+                proto_file_mac file_mac;
                 proto_migrate migrate;
                 proto_drain drain;
                 proto_cordon cordon;
@@ -388,6 +407,36 @@ int proto_encode(const proto_msg *m, uint8_t **ret_buf, size_t *ret_len, nm_erro
  * (<= PROTO_DATA_HDR_MAX). */
 int proto_data_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, size_t payload_len,
                       nm_error *err);
+
+/* The same for a ZDATA frame of a compressed payload_len bytes that
+ * decompress to size bytes. */
+int proto_zdata_header(uint8_t out[static PROTO_DATA_HDR_MAX], const char *mig, uint32_t size,
+                       size_t payload_len, nm_error *err);
+
+/* ---- zstd for DATA (feature "zstd") ---- */
+
+/* Compression contexts for one stream; ZDATA payloads are independent
+ * frames, so a lost context costs nothing but speed. */
+typedef struct proto_zctx proto_zctx;
+
+/* level: zstd's, negative values are its fast levels. */
+int proto_zctx_new(int level, proto_zctx **ret);
+proto_zctx *proto_zctx_free(proto_zctx *z);
+
+/* The smallest saving worth a ZDATA: payloads that shrink less go as DATA. */
+#define PROTO_ZDATA_MIN_SAVING(n) ((n) / 16)
+
+/* Compresses n (1..PROTO_DATA_MAX) bytes of src into dst as one frame.
+ * Returns its length when it saves at least PROTO_ZDATA_MIN_SAVING(n)
+ * bytes, 0 when it does not (send DATA), < 0 on error. dst needs
+ * n - PROTO_ZDATA_MIN_SAVING(n) bytes. */
+int proto_zdata_compress(proto_zctx *z, const void *src, size_t n, void *dst, size_t *ret_len);
+
+/* Decompresses a ZDATA payload into dst (cap bytes, at least zd->size).
+ * Refuses (-EBADMSG, with the reason) anything but frames that decode to
+ * exactly zd->size bytes: memory stays bounded by PROTO_DATA_MAX whatever
+ * the frame claims. */
+int proto_zdata_decompress(proto_zctx *z, const proto_zdata *zd, void *dst, size_t cap, nm_error *err);
 
 /* ---- Decoding ---- */
 

@@ -142,6 +142,18 @@ static const proto__field file_end_fields[] = {
         SHA256("sha256", file_end.sha256),
 };
 
+/* proto_zdata_header() writes this layout by hand: "data" must stay last. */
+static const proto__field zdata_fields[] = {
+        MIG(zdata.mig),
+        U32("size", zdata.size, 1, PROTO_DATA_MAX),
+        BIN("data", zdata.data, 1, PROTO_DATA_MAX),
+};
+
+static const proto__field file_mac_fields[] = {
+        MIG(file_mac.mig),
+        SHA256("mac", file_mac.mac),
+};
+
 static const proto__field images_done_fields[] = {
         MIG(images_done.mig),
         STR("hmac", images_done.hmac, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
@@ -230,6 +242,8 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_ABORT] = SCHEMA("ABORT", abort_fields, NULL),
         [PROTO_MSG_QUERY] = SCHEMA("QUERY", mig_only_fields, NULL),
         [PROTO_MSG_OUTCOME] = SCHEMA("OUTCOME", outcome_fields, NULL),
+        [PROTO_MSG_ZDATA] = SCHEMA("ZDATA", zdata_fields, NULL),
+        [PROTO_MSG_FILE_MAC] = SCHEMA("FILE_MAC", file_mac_fields, NULL),
         [PROTO_MSG_MIGRATE] = SCHEMA("MIGRATE", migrate_fields, migrate_check),
         [PROTO_MSG_DRAIN] = SCHEMA("DRAIN", drain_fields, NULL),
         [PROTO_MSG_CORDON] = SCHEMA("CORDON", cordon_fields, NULL),

@@ -87,6 +87,13 @@ size_t proto_samples(proto_msg *out, size_t max) {
                            .eta_ms = 40,
                            .message = "streaming images/pages-1.img"}},
                 {.type = PROTO_MSG_RESULT, .result = {.mig = MIG, .doc = "{\"ok\":true,\"pid\":4242}"}},
+                {.type = PROTO_MSG_ZDATA,
+                 .zdata = {.mig = MIG, .size = PROTO_DATA_MAX, .data = {chunk, sizeof(chunk)}}},
+                {.type = PROTO_MSG_FILE_MAC,
+                 .file_mac = {.mig = MIG,
+                              .mac = {0x5b, 0x00, 0xff, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
+                                      0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
+                                      0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x01}}},
         };
         size_t n = sizeof(all) / sizeof(all[0]);
 

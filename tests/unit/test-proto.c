@@ -165,6 +165,15 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_str_eq_or_null(a->result.mig, b->result.mig);
                 assert_string_equal(a->result.doc, b->result.doc);
                 break;
+        case PROTO_MSG_ZDATA:
+                assert_string_equal(a->zdata.mig, b->zdata.mig);
+                assert_int_equal(a->zdata.size, b->zdata.size);
+                assert_bin_eq(a->zdata.data, b->zdata.data);
+                break;
+        case PROTO_MSG_FILE_MAC:
+                assert_string_equal(a->file_mac.mig, b->file_mac.mig);
+                assert_memory_equal(a->file_mac.mac, b->file_mac.mac, PROTO_SHA256_LEN);
+                break;
         case _PROTO_MSG_TYPE_MAX:
         case _PROTO_MSG_TYPE_INVALID: fail();
         }
