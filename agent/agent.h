@@ -34,9 +34,10 @@ struct ctl_conn {
         bool hello_done;
         proto_role role;
         char peer_node[PROTO_NAME_MAX + 1];
-        mig *dest;    /* the destination migration this peer session carries */
-        mig *watch;   /* CLI: the migration whose events it receives */
-        drain *drain; /* CLI: the drain it runs */
+        unsigned features; /* the peer's HELLO: peer_feature bits */
+        mig *dest;         /* the destination migration this peer session carries */
+        mig *watch;        /* CLI: the migration whose events it receives */
+        drain *drain;      /* CLI: the drain it runs */
         LIST_FIELDS(ctl_conn, conns);
 };
 

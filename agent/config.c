@@ -33,6 +33,7 @@ int agent_config_init(agent_config *c) {
                 .idle_timeout_s = 30,
                 .parallel = 2,
                 .prewarm = true,
+                .compress = true,
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
@@ -190,6 +191,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
         int r = -ENOENT;
         if (strcmp(section, "agent") == 0 && strcmp(key, "prewarm") == 0)
                 r = parse_bool(value, &c->prewarm);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "compress") == 0)
+                r = parse_bool(value, &c->compress);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "connect_timeout") == 0)
                 r = parse_uint(value, 1, 3600, &c->connect_timeout_s);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "idle_timeout") == 0)

@@ -30,7 +30,8 @@ typedef struct agent_config {
         char *hmac_key;
         char *criu; /* NULL: resolved from trusted system paths */
         char *log_level;
-        bool prewarm; /* warm memory for incoming restores (prewarm.h) */
+        bool prewarm;  /* warm memory for incoming restores (prewarm.h) */
+        bool compress; /* zstd on the image stream when the peer takes it */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

@@ -131,13 +131,15 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
         cc->hello_done = true;
         cc->role = h->role;
         snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
+        cc->features = peer_features_of(h);
         xfer_conn_set_idle_timeout(cc->conn,
                                    h->role == PROTO_ROLE_PEER ? (uint64_t)a->cfg.idle_timeout_s * 1000 : 0);
         proto_msg reply = {.type = PROTO_MSG_HELLO,
                            .hello = {.version = PROTO_VERSION,
                                      .min_version = PROTO_MIN_VERSION,
                                      .node = a->cfg.node,
-                                     .role = PROTO_ROLE_PEER}};
+                                     .role = PROTO_ROLE_PEER,
+                                     .features = peer_features_offered()}};
         (void)ctl_send(cc, &reply);
         log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node,
                   (unsigned)cc->cred.uid);

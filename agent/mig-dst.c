@@ -312,6 +312,8 @@ static void dst_accept(mig *m) {
                 .idle_timeout_ms = (uint64_t)a->cfg.idle_timeout_s * 1000,
                 .progress = dst_on_progress,
                 .progress_interval_ms = m->warm_for_staging ? 20 : 0,
+                /* The source ends files with FILE_MAC when we both offer it. */
+                .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
         };
         if (!m->peer_cc) {
                 dst_discard(m, "the source left before ACCEPT");
@@ -622,7 +624,9 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_OFFER: dst_on_offer(cc, &msg->offer); return;
         case PROTO_MSG_FILE:
         case PROTO_MSG_DATA:
+        case PROTO_MSG_ZDATA:
         case PROTO_MSG_FILE_END:
+        case PROTO_MSG_FILE_MAC:
         case PROTO_MSG_IMAGES_DONE: dst_on_stream_msg(cc, msg); return;
         case PROTO_MSG_RESTORE: dst_on_restore_msg(cc, id); return;
         case PROTO_MSG_COMMIT: dst_on_commit_msg(cc, id); return;

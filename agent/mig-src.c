@@ -135,9 +135,13 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
-        log_ctx_info(m->id,
-                     "sent %llu files, %llu bytes, tree HMAC %.16s...; waiting for the target to verify",
-                     (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
+        log_ctx_info(
+                m->id,
+                "sent %llu files, %llu bytes (%llu on the wire) in %llu ms, tree HMAC %.16s...; waiting "
+                "for the target to verify",
+                (unsigned long long)res->files, (unsigned long long)res->bytes,
+                (unsigned long long)res->wire_bytes,
+                (unsigned long long)((m->t_streamed - m->t_dumped) / 1000), res->hmac);
 }
 
 static void src_start_stream(mig *m) {
@@ -163,6 +167,9 @@ static void src_start_stream(mig *m) {
                         .progress_interval_ms = 500,
                         .rate_limit = m->a->cfg.bandwidth,
                 };
+                unsigned f = peer_link_features(m->link);
+                so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
+                so.file_mac = f & PEER_FEATURE_FILE_MAC;
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
         if (r < 0) {

@@ -324,6 +324,10 @@ static int hook_finish(void *ud, char hex[XFER_HMAC_HEX_MAX], nm_error *err) {
         return ckpt_hmac_final(ud, hex, err);
 }
 
+static int hook_mark(void *ud, uint8_t mac[PROTO_SHA256_LEN], nm_error *err) {
+        return ckpt_hmac_mark(ud, mac, err);
+}
+
 int mig_hooks_init(mig *m, nm_error *err) {
         int r = ckpt_hmac_new(m->a->key, m->a->key_len, &m->hmac);
         if (r < 0)
@@ -334,6 +338,7 @@ int mig_hooks_init(mig *m, nm_error *err) {
                 .file_begin = hook_file,
                 .data = hook_data,
                 .finish = hook_finish,
+                .mark = hook_mark,
         };
         return 0;
 }

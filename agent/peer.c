@@ -30,7 +30,26 @@ struct peer_link {
         int status;
         nm_error err;
         bool closed_reported;
+        unsigned features; /* the peer's HELLO */
 };
+
+static const char *const feature_names[] = {"zstd", "file-mac"};
+
+unsigned peer_features_of(const proto_hello *h) {
+        unsigned f = 0;
+        for (size_t i = 0; i < ARRAY_SIZE(feature_names); i++)
+                if (proto_hello_has_feature(h, feature_names[i]))
+                        f |= 1u << i;
+        return f;
+}
+
+proto_strv peer_features_offered(void) {
+        return (proto_strv){.v = feature_names, .n = ARRAY_SIZE(feature_names)};
+}
+
+unsigned peer_link_features(const peer_link *l) {
+        return l->features;
+}
 
 static void link_report_closed(peer_link *l) {
         const peer_link_ops *ops = l->ops;
@@ -93,7 +112,8 @@ static void send_hello(peer_link *l) {
                        .hello = {.version = PROTO_VERSION,
                                  .min_version = PROTO_MIN_VERSION,
                                  .node = l->a->cfg.node,
-                                 .role = PROTO_ROLE_PEER}};
+                                 .role = PROTO_ROLE_PEER,
+                                 .features = peer_features_offered()}};
         if (xfer_conn_send(l->conn, &m, &err) < 0)
                 link_shutdown(l, err.code, &err);
 }
@@ -118,6 +138,7 @@ static void on_hello(peer_link *l, const proto_msg *msg) {
         if (strcmp(msg->hello.node, l->peer) != 0)
                 log_ctx_warning(l->ctx, "peer %s calls itself \"%s\"", l->peer, msg->hello.node);
         l->state = LINK_READY;
+        l->features = peer_features_of(&msg->hello);
         uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
         uv_timer_start(&l->ping, on_ping_timer, every ? every : 1000, every ? every : 1000);
         if (l->ops && l->ops->ready)

@@ -10,6 +10,18 @@
 
 typedef struct peer_link peer_link;
 
+/* What this build offers in HELLO beyond the protocol version's baseline
+ * (proto/PROTOCOL.md "Features"), as a bit set. */
+typedef enum peer_feature {
+        PEER_FEATURE_ZSTD = 1u << 0,     /* "zstd": ZDATA */
+        PEER_FEATURE_FILE_MAC = 1u << 1, /* "file-mac": FILE_MAC ends files */
+} peer_feature;
+
+/* The features a HELLO lists that this build knows. */
+unsigned peer_features_of(const proto_hello *h);
+/* Our HELLO's feature list. */
+proto_strv peer_features_offered(void);
+
 typedef struct peer_link_ops {
         /* HELLO exchanged; messages can be sent. */
         void (*ready)(peer_link *l, void *ud);
@@ -25,6 +37,8 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
 int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
 xfer_conn *peer_link_conn(peer_link *l);
 const char *peer_link_fingerprint(peer_link *l);
+/* The peer's features (peer_feature bits) once the link is ready. */
+unsigned peer_link_features(const peer_link *l);
 
 /* Ends the link; closed still runs (with status). */
 void peer_link_close(peer_link *l, int status, const nm_error *err);

@@ -90,6 +90,10 @@ int ckpt_hmac_dir(ckpt_hmac *h, const char *relpath, nm_error *err);
 int ckpt_hmac_file_begin(ckpt_hmac *h, const char *relpath, uint64_t size, nm_error *err);
 /* Bytes of the current file; more than announced is -EFBIG. */
 int ckpt_hmac_update(ckpt_hmac *h, const void *buf, size_t n, nm_error *err);
+/* The HMAC of the records so far, as if the tree ended here, without ending
+ * the walk (32 bytes). Only between records: the current file must be
+ * complete. */
+int ckpt_hmac_mark(ckpt_hmac *h, uint8_t ret_mac[static CKPT_HMAC_HEX_LEN / 2], nm_error *err);
 /* Ends the walk: 64 lowercase hex digits and a NUL. */
 int ckpt_hmac_final(ckpt_hmac *h, char ret_hex[static CKPT_HMAC_HEX_LEN + 1], nm_error *err);
 

@@ -305,6 +305,25 @@ int ckpt_hmac_update(ckpt_hmac *h, const void *buf, size_t n, nm_error *err) {
         return hmac_feed(h, buf, n);
 }
 
+int ckpt_hmac_mark(ckpt_hmac *h, uint8_t ret_mac[static CKPT_HMAC_HEX_LEN / 2], nm_error *err) {
+        EVP_MAC_CTX *copy;
+        size_t len = 0;
+        int r;
+
+        r = hmac_ready(h, err);
+        if (r < 0)
+                return r;
+        /* A copy of the state finishes; the walk goes on from the original. */
+        copy = EVP_MAC_CTX_dup(h->ctx);
+        if (!copy)
+                return nm_error_set(err, -ENOMEM, "cannot copy the HMAC state");
+        r = EVP_MAC_final(copy, ret_mac, &len, CKPT_HMAC_HEX_LEN / 2) == 1 && len == CKPT_HMAC_HEX_LEN / 2
+                    ? 0
+                    : nm_error_set(err, -EIO, "HMAC-SHA256 computation failed");
+        EVP_MAC_CTX_free(copy);
+        return r;
+}
+
 int ckpt_hmac_final(ckpt_hmac *h, char ret_hex[static CKPT_HMAC_HEX_LEN + 1], nm_error *err) {
         static const char hex[] = "0123456789abcdef";
         unsigned char md[EVP_MAX_MD_SIZE];

@@ -537,20 +537,10 @@ int xfer_conn_send(xfer_conn *c, const proto_msg *msg, nm_error *err) {
         return r;
 }
 
-int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
+/* A frame whose header is hdr_len bytes of g->hdr, then the caller's
+ * payload, unless the header could not be made (r < 0). */
+static int send_payload(xfer_conn *c, xfer_seg *g, int r, const void *payload, size_t n,
                         void (*release)(void *ud), void *release_ud, nm_error *err) {
-        xfer_seg *g;
-        int r;
-
-        r = check_sendable(c, err);
-        if (r < 0)
-                return r;
-        if (n == 0 || n > PROTO_DATA_MAX)
-                return nm_error_set(err, -EINVAL, "DATA payload of %zu bytes is out of range", n);
-        g = calloc(1, sizeof(*g));
-        if (!g)
-                return -ENOMEM;
-        r = proto_data_header(g->hdr, mig, n, err);
         if (r < 0) {
                 free(g);
                 return r;
@@ -566,6 +556,40 @@ int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size
         g->release = release;
         g->release_ud = release_ud;
         return 0;
+}
+
+int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
+                        void (*release)(void *ud), void *release_ud, nm_error *err) {
+        xfer_seg *g;
+        int r;
+
+        r = check_sendable(c, err);
+        if (r < 0)
+                return r;
+        if (n == 0 || n > PROTO_DATA_MAX)
+                return nm_error_set(err, -EINVAL, "DATA payload of %zu bytes is out of range", n);
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        r = proto_data_header(g->hdr, mig, n, err);
+        return send_payload(c, g, r, payload, n, release, release_ud, err);
+}
+
+int xfer_conn_send_zdata(xfer_conn *c, const char *mig, uint32_t size, const void *payload, size_t n,
+                         void (*release)(void *ud), void *release_ud, nm_error *err) {
+        xfer_seg *g;
+        int r;
+
+        r = check_sendable(c, err);
+        if (r < 0)
+                return r;
+        if (n == 0 || n > PROTO_DATA_MAX)
+                return nm_error_set(err, -EINVAL, "ZDATA payload of %zu bytes is out of range", n);
+        g = calloc(1, sizeof(*g));
+        if (!g)
+                return -ENOMEM;
+        r = proto_zdata_header(g->hdr, mig, size, n, err);
+        return send_payload(c, g, r, payload, n, release, release_ud, err);
 }
 
 /* ---- stream I/O ------------------------------------------------------------- */

@@ -63,6 +63,21 @@ static int hook_finish(void *ud, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err)
         return 0;
 }
 
+static int hook_mark(void *ud, uint8_t ret_mac[PROTO_SHA256_LEN], nm_error *err) {
+        xfer_hmac_hooks *h = ud;
+        EVP_MAC_CTX *copy = h->failed ? NULL : EVP_MAC_CTX_dup(h->ctx);
+        size_t len = 0;
+        int r;
+
+        if (!copy)
+                return nm_error_set(err, -EIO, "HMAC-SHA256 failed");
+        r = EVP_MAC_final(copy, ret_mac, &len, PROTO_SHA256_LEN) == 1 && len == PROTO_SHA256_LEN
+                    ? 0
+                    : nm_error_set(err, -EIO, "HMAC-SHA256 failed");
+        EVP_MAC_CTX_free(copy);
+        return r;
+}
+
 int xfer_hmac_hooks_new(const void *key, size_t key_len, xfer_hmac_hooks **ret) {
         OSSL_PARAM params[2] = {
                 OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
@@ -87,6 +102,7 @@ int xfer_hmac_hooks_new(const void *key, size_t key_len, xfer_hmac_hooks **ret) 
                 .file_begin = hook_file_begin,
                 .data = hook_data,
                 .finish = hook_finish,
+                .mark = hook_mark,
         };
         *ret = h;
         return 0;

@@ -65,6 +65,9 @@ struct xfer_recv {
         char path[PROTO_PATH_MAX + 1];
         uint64_t size, got;
         EVP_MD_CTX *sha;
+        bool file_mac;
+        proto_zctx *zctx; /* ZDATA: made at the first one */
+        uint8_t *zbuf;    /* PROTO_DATA_MAX bytes */
 
         unsigned jobs_pending;
         uv_timer_t timer; /* idle deadline, then the deferred callback */
@@ -308,7 +311,7 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size, &he);
         if (q < 0)
                 return hook_error(err, q, &he, f->path);
-        if (EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
+        if (!r->file_mac && EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
                 return nm_error_set(err, -EIO, "cannot start SHA-256");
         if (kind == PROTO_PATH_IMAGE) {
                 snprintf(r->last_image, sizeof(r->last_image), "%s", name);
@@ -322,25 +325,74 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         return 0;
 }
 
-static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
+static int on_bytes(xfer_recv *r, const uint8_t *p, size_t n, nm_error *err) {
         nm_error he = {};
         int q;
 
-        if (r->state != XFER_RECV_IN_FILE)
-                return nm_error_set(err, -EBADMSG, "DATA outside a file");
-        if (d->data.len > r->size - r->got)
-                return nm_error_set(err, -EBADMSG, "more DATA for %s than the %llu bytes announced", r->path,
-                                    (unsigned long long)r->size);
-        q = loop_write(r->fd, d->data.ptr, d->data.len);
+        q = loop_write(r->fd, p, n);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
-        if (EVP_DigestUpdate(r->sha, d->data.ptr, d->data.len) != 1)
+        if (!r->file_mac && EVP_DigestUpdate(r->sha, p, n) != 1)
                 return nm_error_set(err, -EIO, "SHA-256 failed");
-        q = r->hooks.data(r->hooks.userdata, d->data.ptr, d->data.len, &he);
+        q = r->hooks.data(r->hooks.userdata, p, n, &he);
         if (q < 0)
                 return hook_error(err, q, &he, r->path);
-        r->got += d->data.len;
-        r->res.bytes += d->data.len;
+        r->got += n;
+        r->res.bytes += n;
+        return 0;
+}
+
+static int check_more(xfer_recv *r, const char *what, uint64_t n, nm_error *err) {
+        if (r->state != XFER_RECV_IN_FILE)
+                return nm_error_set(err, -EBADMSG, "%s outside a file", what);
+        if (n > r->size - r->got)
+                return nm_error_set(err, -EBADMSG, "more %s for %s than the %llu bytes announced", what,
+                                    r->path, (unsigned long long)r->size);
+        return 0;
+}
+
+static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
+        int q = check_more(r, "DATA", d->data.len, err);
+        return q < 0 ? q : on_bytes(r, d->data.ptr, d->data.len, err);
+}
+
+static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
+        int q;
+
+        /* The announced size is checked before anything is decoded. */
+        q = check_more(r, "ZDATA", d->size, err);
+        if (q < 0)
+                return q;
+        if (!r->zctx && proto_zctx_new(XFER_ZSTD_LEVEL, &r->zctx) < 0)
+                return nm_error_set(err, -ENOMEM, "cannot set up zstd");
+        if (!r->zbuf && !(r->zbuf = malloc(PROTO_DATA_MAX)))
+                return nm_error_set(err, -ENOMEM, "cannot set up zstd");
+        q = proto_zdata_decompress(r->zctx, d, r->zbuf, PROTO_DATA_MAX, err);
+        if (q < 0)
+                return nm_error_prefix(err, "refusing %s", r->path);
+        return on_bytes(r, r->zbuf, d->size, err);
+}
+
+/* The file is complete and checked: flush it in the background. */
+static int file_done(xfer_recv *r, nm_error *err) {
+        int q = queue_sync(r, &r->fd, 1, false);
+        r->fd = -EBADF;
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot flush %s", r->path);
+        r->res.files++;
+        r->state = XFER_RECV_EXPECT_FILE;
+        return 0;
+}
+
+static int check_file_end(xfer_recv *r, const char *what, nm_error *err) {
+        if (r->state != XFER_RECV_IN_FILE)
+                return nm_error_set(err, -EBADMSG, "%s outside a file", what);
+        if (r->got != r->size)
+                return nm_error_set(err, -EBADMSG, "%s for %s after %llu of the %llu bytes announced", what,
+                                    r->path, (unsigned long long)r->got, (unsigned long long)r->size);
+        if (r->file_mac != (strcmp(what, "FILE_MAC") == 0))
+                return nm_error_set(err, -EBADMSG, "%s for %s, but the peers agreed on %s", what, r->path,
+                                    r->file_mac ? "FILE_MAC" : "FILE_END");
         return 0;
 }
 
@@ -349,11 +401,9 @@ static int on_file_end(xfer_recv *r, const proto_file_end *fe, nm_error *err) {
         unsigned len = 0;
         int q;
 
-        if (r->state != XFER_RECV_IN_FILE)
-                return nm_error_set(err, -EBADMSG, "FILE_END outside a file");
-        if (r->got != r->size)
-                return nm_error_set(err, -EBADMSG, "FILE_END for %s after %llu of the %llu bytes announced",
-                                    r->path, (unsigned long long)r->got, (unsigned long long)r->size);
+        q = check_file_end(r, "FILE_END", err);
+        if (q < 0)
+                return q;
         if (EVP_DigestFinal_ex(r->sha, md, &len) != 1 || len != PROTO_SHA256_LEN)
                 return nm_error_set(err, -EIO, "SHA-256 failed");
         if (CRYPTO_memcmp(md, fe->sha256, PROTO_SHA256_LEN) != 0)
@@ -361,13 +411,28 @@ static int on_file_end(xfer_recv *r, const proto_file_end *fe, nm_error *err) {
                                     "SHA-256 of %s does not match what the sender computed: the bytes were "
                                     "damaged on the way",
                                     r->path);
-        q = queue_sync(r, &r->fd, 1, false);
-        r->fd = -EBADF;
+        return file_done(r, err);
+}
+
+static int on_file_mac(xfer_recv *r, const proto_file_mac *fm, nm_error *err) {
+        uint8_t mac[PROTO_SHA256_LEN];
+        nm_error he = {};
+        int q;
+
+        q = check_file_end(r, "FILE_MAC", err);
         if (q < 0)
-                return nm_error_errno(err, q, "cannot flush %s", r->path);
-        r->res.files++;
-        r->state = XFER_RECV_EXPECT_FILE;
-        return 0;
+                return q;
+        q = r->hooks.mark(r->hooks.userdata, mac, &he);
+        if (q < 0)
+                return hook_error(err, q, &he, r->path);
+        if (CRYPTO_memcmp(mac, fm->mac, PROTO_SHA256_LEN) != 0)
+                return nm_error_set(
+                        err, -EBADMSG,
+                        "the checkpoint HMAC up to %s does not match what the sender computed: the "
+                        "bytes were damaged on the way, or the two nodes do not share the same "
+                        "checkpoint key",
+                        r->path);
+        return file_done(r, err);
 }
 
 static int write_hmac_file(xfer_recv *r, nm_error *err) {
@@ -447,8 +512,12 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                         q = on_file(r, &m->file, &e);
                 else if (m->type == PROTO_MSG_DATA)
                         q = on_data(r, &m->data, &e);
+                else if (m->type == PROTO_MSG_ZDATA)
+                        q = on_zdata(r, &m->zdata, &e);
                 else if (m->type == PROTO_MSG_FILE_END)
                         q = on_file_end(r, &m->file_end, &e);
+                else if (m->type == PROTO_MSG_FILE_MAC)
+                        q = on_file_mac(r, &m->file_mac, &e);
                 else if (m->type == PROTO_MSG_IMAGES_DONE)
                         q = on_images_done(r, &m->images_done, &e);
                 else
@@ -489,6 +558,8 @@ static void recv_release(xfer_recv *r) {
         if (r->parent_fd >= 0)
                 close(r->parent_fd);
         EVP_MD_CTX_free(r->sha);
+        proto_zctx_free(r->zctx);
+        free(r->zbuf);
         free(r->mig);
         free(r->name);
         free(r);
@@ -530,7 +601,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         int q;
 
         if (!loop || parent_fd < 0 || !name || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
-            !o->hooks->data || !o->hooks->finish || !cb || !ret)
+            !o->hooks->data || !o->hooks->finish || (o->file_mac && !o->hooks->mark) || !cb || !ret)
                 return -EINVAL;
         if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
                 return nm_error_set(err, -EINVAL, "staging directory name '%s' is not a single component",
@@ -546,6 +617,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->idle_ms = o->idle_timeout_ms;
         r->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
         r->progress = o->progress;
+        r->file_mac = o->file_mac;
         r->userdata = userdata;
         r->cb = cb;
         r->name = strdup(name);

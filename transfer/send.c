@@ -41,7 +41,8 @@ struct xfer_chunk {
         xfer_chunk *out_prev;
         xfer_send *owner; /* NULL once the sender is gone: free on release */
         size_t cap;
-        uint8_t data[];
+        size_t zlen;    /* compressed bytes at data + cap, or 0 */
+        uint8_t data[]; /* cap bytes, then (with zstd) room for the compressed chunk */
 };
 
 typedef struct xfer_file_entry {
@@ -73,6 +74,8 @@ struct xfer_send {
         int fd;
         uint64_t off;
         EVP_MD_CTX *sha;
+        bool file_mac;
+        proto_zctx *zctx; /* with zstd */
 
         /* the read in flight */
         uv_work_t work;
@@ -112,7 +115,7 @@ static xfer_chunk *chunk_get(xfer_send *x) {
                 x->pool_n--;
                 return k;
         }
-        k = malloc(sizeof(*k) + x->chunk_size);
+        k = malloc(sizeof(*k) + x->chunk_size + (x->zctx ? x->chunk_size : 0));
         if (!k)
                 return NULL;
         k->cap = x->chunk_size;
@@ -368,7 +371,7 @@ static int begin_file(xfer_send *x) {
                 return nm_error_errno(&x->err, negative_errno(), "cannot stat %s", f->relpath);
         if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)
                 return nm_error_set(&x->err, -ESTALE, "%s changed while being sent", f->relpath);
-        if (EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1)
+        if (!x->file_mac && EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1)
                 return nm_error_set(&x->err, -EIO, "cannot start SHA-256");
         r = send_msg(x, &(proto_msg){.type = PROTO_MSG_FILE,
                                      .file = {.mig = x->mig,
@@ -384,17 +387,34 @@ static int begin_file(xfer_send *x) {
         return 0;
 }
 
-static int end_file(xfer_send *x) {
+static int end_file_mac(xfer_send *x) {
+        const xfer_file_entry *f = &x->files[x->idx];
+        proto_msg m = {.type = PROTO_MSG_FILE_MAC, .file_mac = {.mig = x->mig}};
+        nm_error he = {};
+        int r;
+
+        r = x->hooks.mark(x->hooks.userdata, m.file_mac.mac, &he);
+        if (r < 0)
+                return hook_error(x, r, &he, f->relpath);
+        if (x->bad_digest && strcmp(x->bad_digest, f->relpath) == 0)
+                m.file_mac.mac[0] ^= 0x01;
+        return send_msg(x, &m);
+}
+
+static int end_file_sha(xfer_send *x) {
         const xfer_file_entry *f = &x->files[x->idx];
         proto_msg m = {.type = PROTO_MSG_FILE_END, .file_end = {.mig = x->mig}};
         unsigned len = 0;
-        int r;
 
         if (EVP_DigestFinal_ex(x->sha, m.file_end.sha256, &len) != 1 || len != PROTO_SHA256_LEN)
                 return nm_error_set(&x->err, -EIO, "cannot finish SHA-256 of %s", f->relpath);
         if (x->bad_digest && strcmp(x->bad_digest, f->relpath) == 0)
                 m.file_end.sha256[0] ^= 0x01;
-        r = send_msg(x, &m);
+        return send_msg(x, &m);
+}
+
+static int end_file(xfer_send *x) {
+        int r = x->file_mac ? end_file_mac(x) : end_file_sha(x);
         if (r < 0)
                 return r;
         close_file(x);
@@ -434,8 +454,9 @@ static void read_work(uv_work_t *w) {
                 done += (size_t)n;
         }
         x->rgot = (ssize_t)done;
+        x->rchunk->zlen = 0;
         if (x->rerr == 0 && done > 0) {
-                if (EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
+                if (!x->file_mac && EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
                         x->rerr = -EIO;
                 else {
                         /* rhook_err is the worker's own: the loop thread
@@ -444,6 +465,12 @@ static void read_work(uv_work_t *w) {
                         if (r < 0)
                                 x->rerr = r;
                 }
+        }
+        if (x->rerr == 0 && done > 0 && x->zctx) {
+                int r = proto_zdata_compress(x->zctx, x->rchunk->data, done,
+                                             x->rchunk->data + x->rchunk->cap, &x->rchunk->zlen);
+                if (r < 0)
+                        x->rerr = r;
         }
 }
 
@@ -477,7 +504,12 @@ static void read_done(uv_work_t *w, int status) {
                 send_fail(x, -ESTALE);
                 return;
         }
-        r = xfer_conn_send_data(x->c, x->mig, k->data, x->rlen, chunk_released, k, &x->err);
+        if (k->zlen > 0)
+                r = xfer_conn_send_zdata(x->c, x->mig, (uint32_t)x->rlen, k->data + k->cap, k->zlen,
+                                         chunk_released, k, &x->err);
+        else
+                r = xfer_conn_send_data(x->c, x->mig, k->data, x->rlen, chunk_released, k, &x->err);
+        x->res.wire_bytes += k->zlen > 0 ? k->zlen : x->rlen;
         if (r < 0) {
                 free(k);
                 send_fail(x, r);
@@ -636,6 +668,7 @@ static void send_release_memory(xfer_send *x) {
                 close(x->top_fd);
         close_file(x);
         EVP_MD_CTX_free(x->sha);
+        proto_zctx_free(x->zctx);
         free(x->mig);
         free(x->bad_digest);
         free(x);
@@ -684,7 +717,8 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         int r;
 
         if (!c || dir_fd < 0 || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
-            !o->hooks->data || !o->hooks->finish || !o->mig || !cb || !ret)
+            !o->hooks->data || !o->hooks->finish || (o->file_mac && !o->hooks->mark) || !o->mig || !cb ||
+            !ret)
                 return -EINVAL;
         x = calloc(1, sizeof(*x));
         if (!x)
@@ -705,9 +739,11 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->mig = strdup(o->mig);
         x->bad_digest = o->test_bad_digest ? strdup(o->test_bad_digest) : NULL;
         x->sha = EVP_MD_CTX_new();
+        x->file_mac = o->file_mac;
         x->top_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-        if (!x->mig || !x->sha || (o->test_bad_digest && !x->bad_digest) || x->top_fd < 0) {
-                r = x->top_fd < 0 ? negative_errno() : -ENOMEM;
+        r = o->zstd ? proto_zctx_new(o->zstd_level ? o->zstd_level : XFER_ZSTD_LEVEL, &x->zctx) : 0;
+        if (!x->mig || !x->sha || (o->test_bad_digest && !x->bad_digest) || x->top_fd < 0 || r < 0) {
+                r = r < 0 ? r : x->top_fd < 0 ? negative_errno() : -ENOMEM;
                 send_release_memory(x);
                 return nm_error_errno(err, r, "cannot start sending the images");
         }

@@ -44,6 +44,8 @@ struct sender {
         const char *command, *mig, *bad_digest;
         uint64_t idle_ms;
         bool progress, no_verify;
+        bool zstd, file_mac;
+        int zstd_level;
         int status;
         nm_error err;
         uint64_t start_ns, end_ns;
@@ -139,6 +141,9 @@ static void start_send(stream *st) {
                 .mig = st->mig,
                 .progress = on_progress,
                 .test_bad_digest = t->bad_digest,
+                .zstd = t->zstd,
+                .zstd_level = t->zstd_level,
+                .file_mac = t->file_mac,
         };
         nm_error e = {};
 
@@ -239,6 +244,8 @@ int main(int argc, char **argv) {
                 {"parallel", required_argument, NULL, 'n'},
                 {"progress", no_argument, NULL, 'P'},
                 {"no-verify", no_argument, NULL, 'V'},
+                {"zstd", optional_argument, NULL, 'Z'},
+                {"file-mac", no_argument, NULL, 'M'},
                 {},
         };
         xfer_ssh_options so = {0};
@@ -246,7 +253,7 @@ int main(int argc, char **argv) {
         const char *keyfile = NULL, *local = NULL;
         char *key = NULL;
         size_t key_len = 0;
-        uint64_t files = 0, bytes = 0;
+        uint64_t files = 0, bytes = 0, wire = 0;
         nm_error e = {};
         int c, r;
 
@@ -268,13 +275,20 @@ int main(int argc, char **argv) {
                 case 'n': t.n_streams = (unsigned)atoi(optarg); break;
                 case 'P': t.progress = true; break;
                 case 'V': t.no_verify = true; break;
+                case 'Z':
+                        t.zstd = true;
+                        t.zstd_level = optarg ? atoi(optarg) : 0;
+                        break;
+                case 'M': t.file_mac = true; break;
                 default: return 2;
                 }
         }
         if (optind + 1 != argc || !keyfile || (!local && !so.host) || t.n_streams < 1 ||
             t.n_streams > MAX_STREAMS) {
-                fprintf(stderr, "usage: nm-xfer-send (--host H --key K --known-hosts F [--command CMD] | "
-                                "--local-socket PATH) --hmac-key FILE [--mig ID] [--parallel N] DIR\n");
+                fprintf(stderr,
+                        "usage: nm-xfer-send (--host H --key K --known-hosts F [--command CMD] | "
+                        "--local-socket PATH) --hmac-key FILE [--mig ID] [--parallel N] [--zstd[=LEVEL]] "
+                        "[--file-mac] DIR\n");
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
@@ -320,6 +334,7 @@ int main(int argc, char **argv) {
                 xfer_hmac_hooks_free(t.streams[i].hooks);
                 files += t.streams[i].res.files;
                 bytes += t.streams[i].res.bytes;
+                wire += t.streams[i].res.wire_bytes;
                 if (!t.streams[i].verified && t.status == 0)
                         fail(&t, -EIO, NULL, "not verified");
         }
@@ -330,6 +345,10 @@ int main(int argc, char **argv) {
                 return 1;
         }
         double secs = (double)(t.end_ns - t.start_ns) / 1e9;
+        if (t.zstd)
+                fprintf(stderr, "nm-xfer-send: %llu payload bytes on the wire for %llu bytes (%.2fx)\n",
+                        (unsigned long long)wire, (unsigned long long)bytes,
+                        wire ? (double)bytes / (double)wire : 0.0);
         printf("SENT %llu %llu %s %.3f %.1f\n", (unsigned long long)files, (unsigned long long)bytes,
                t.streams[0].res.hmac, secs, secs > 0 ? (double)bytes / secs / 1e6 : 0.0);
         return 0;

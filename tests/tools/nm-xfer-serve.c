@@ -26,7 +26,8 @@ typedef struct server {
         uint64_t idle_ms;
         unsigned count, reported; /* stop after count transfers (0: never) */
         bool stopping;
-        int result; /* -1: nothing yet, 0 ok, 1 failed */
+        bool file_mac; /* files end with FILE_MAC */
+        int result;    /* -1: nothing yet, 0 ok, 1 failed */
 } server;
 
 typedef struct session {
@@ -89,7 +90,8 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
         }
         if (!s->r) {
                 const char *mig = proto_msg_mig(m);
-                xfer_recv_options o = {.mig = mig, .idle_timeout_ms = s->srv->idle_ms};
+                xfer_recv_options o = {
+                        .mig = mig, .idle_timeout_ms = s->srv->idle_ms, .file_mac = s->srv->file_mac};
                 if (m->type != PROTO_MSG_FILE || !mig) {
                         report(s, -EPROTO, "the stream did not start with FILE", NULL);
                         xfer_conn_close(c, -EPROTO, NULL);
@@ -176,13 +178,10 @@ static void on_signal(uv_signal_t *h, int signum) {
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},
-                {"staging-dir", required_argument, NULL, 'd'},
-                {"hmac-key", required_argument, NULL, 'k'},
-                {"idle-timeout", required_argument, NULL, 'i'},
-                {"once", no_argument, NULL, 'o'},
-                {"count", required_argument, NULL, 'n'},
-                {},
+                {"socket", required_argument, NULL, 's'},   {"staging-dir", required_argument, NULL, 'd'},
+                {"hmac-key", required_argument, NULL, 'k'}, {"idle-timeout", required_argument, NULL, 'i'},
+                {"once", no_argument, NULL, 'o'},           {"count", required_argument, NULL, 'n'},
+                {"file-mac", no_argument, NULL, 'M'},       {},
         };
         const char *sock = NULL, *dir = NULL, *keyfile = NULL;
         server srv = {.result = -1};
@@ -199,12 +198,13 @@ int main(int argc, char **argv) {
                 case 'i': srv.idle_ms = strtoull(optarg, NULL, 10); break;
                 case 'o': srv.count = 1; break;
                 case 'n': srv.count = (unsigned)atoi(optarg); break;
+                case 'M': srv.file_mac = true; break;
                 default: return 2;
                 }
         }
         if (!sock || !dir || !keyfile) {
                 fprintf(stderr, "usage: nm-xfer-serve --socket PATH --staging-dir DIR --hmac-key FILE "
-                                "[--idle-timeout MS] [--once | --count N]\n");
+                                "[--idle-timeout MS] [--once | --count N] [--file-mac]\n");
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);

@@ -224,6 +224,49 @@ static ckpt_hmac *new_hmac(void) {
         return h;
 }
 
+/* A mark is the final HMAC of the records so far, and the walk goes on
+ * unchanged after it; in the middle of a file there is none. */
+static void test_mark(void **state) {
+        _cleanup_(ckpt_hmac_freep) ckpt_hmac *a = new_hmac(), *b = new_hmac(), *c = new_hmac();
+        uint8_t mac[32], mac2[32];
+        char hex_b[65], hex_a[65], expect[65];
+        nm_error err = {};
+        (void)state;
+
+        /* b: the tree that ends after images/a. */
+        assert_int_equal(ckpt_hmac_dir(b, "images", &err), 0);
+        assert_int_equal(ckpt_hmac_file_begin(b, "images/a", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_update(b, "abc", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_final(b, hex_b, &err), 0);
+        /* a: the same records, marked, then more. */
+        assert_int_equal(ckpt_hmac_dir(a, "images", &err), 0);
+        assert_int_equal(ckpt_hmac_file_begin(a, "images/a", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_update(a, "ab", 2, &err), 0);
+        assert_int_equal(ckpt_hmac_mark(a, mac, &err), -EBADMSG);
+        nm_error_clear(&err);
+        _cleanup_(ckpt_hmac_freep) ckpt_hmac *a2 = new_hmac();
+        assert_int_equal(ckpt_hmac_dir(a2, "images", &err), 0);
+        assert_int_equal(ckpt_hmac_file_begin(a2, "images/a", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_update(a2, "abc", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_mark(a2, mac, &err), 0);
+        assert_int_equal(ckpt_hmac_mark(a2, mac2, &err), 0);
+        assert_memory_equal(mac, mac2, 32);
+        for (size_t i = 0; i < 32; i++)
+                snprintf(expect + 2 * i, 3, "%02x", mac[i]);
+        assert_string_equal(expect, hex_b);
+        assert_int_equal(ckpt_hmac_file_begin(a2, "metadata.json", 2, &err), 0);
+        assert_int_equal(ckpt_hmac_update(a2, "{}", 2, &err), 0);
+        assert_int_equal(ckpt_hmac_final(a2, hex_a, &err), 0);
+        /* c: the whole tree without a mark. */
+        assert_int_equal(ckpt_hmac_dir(c, "images", &err), 0);
+        assert_int_equal(ckpt_hmac_file_begin(c, "images/a", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_update(c, "abc", 3, &err), 0);
+        assert_int_equal(ckpt_hmac_file_begin(c, "metadata.json", 2, &err), 0);
+        assert_int_equal(ckpt_hmac_update(c, "{}", 2, &err), 0);
+        assert_int_equal(ckpt_hmac_final(c, expect, &err), 0);
+        assert_string_equal(hex_a, expect);
+}
+
 static void test_incremental_refuses_disorder(void **state) {
         (void)state;
         nm_error err = {};
@@ -479,6 +522,7 @@ int main(void) {
                 cmocka_unit_test(test_vector_empty_tree),
                 cmocka_unit_test(test_long_key_is_hashed),
                 cmocka_unit_test(test_incremental_equals_tree),
+                cmocka_unit_test(test_mark),
                 cmocka_unit_test(test_incremental_refuses_disorder),
                 cmocka_unit_test(test_incremental_refuses_bad_paths_and_sizes),
                 cmocka_unit_test(test_order_checker_alone),

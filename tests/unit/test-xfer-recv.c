@@ -30,6 +30,8 @@ static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_re
                 f->res = *res;
 }
 
+static bool setup_file_mac;
+
 static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
         fixture *f = calloc(1, sizeof(*f));
         nm_error err = {};
@@ -46,6 +48,7 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
                 .mig = MIG,
                 .idle_timeout_ms = idle_ms,
                 .max_bytes = max_bytes,
+                .file_mac = setup_file_mac,
         };
         assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &f->r), 0);
         *state = f;
@@ -53,6 +56,13 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
 }
 
 static int setup(void **state) {
+        setup_file_mac = false;
+        return setup_opts(state, 0, 0);
+}
+
+/* Files end with FILE_MAC (feature "file-mac"). */
+static int setup_mac(void **state) {
+        setup_file_mac = true;
         return setup_opts(state, 0, 0);
 }
 
@@ -459,6 +469,150 @@ static void test_hook_error_message(void **state) {
         xfer_recv_free(r2);
 }
 
+/* ---- feature "file-mac" and "zstd" ---- */
+
+static int feed_mac(fixture *f, const uint8_t mac[32]) {
+        proto_msg m = {.type = PROTO_MSG_FILE_MAC, .file_mac = {.mig = MIG}};
+        memcpy(m.file_mac.mac, mac, 32);
+        return feed(f, m);
+}
+
+/* An honest file ended with FILE_MAC; its bytes go as DATA, or as ZDATA
+ * when zctx is given and they shrink. */
+static int feed_file_mac(fixture *f, const char *path, const void *data, size_t n, proto_zctx *zctx) {
+        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+        uint8_t mac[32], *z = NULL;
+        size_t zlen = 0;
+        int r;
+
+        if (!reference_dir_done) {
+                h->dir(h->userdata, "images", NULL);
+                reference_dir_done = true;
+        }
+        h->file_begin(h->userdata, path, n, NULL);
+        if (n)
+                h->data(h->userdata, data, n, NULL);
+        assert_int_equal(h->mark(h->userdata, mac, NULL), 0);
+        r = feed_file_hdr(f, path, n);
+        if (r < 0)
+                return r;
+        if (n && zctx) {
+                z = malloc(n);
+                assert_non_null(z);
+                assert_int_equal(proto_zdata_compress(zctx, data, n, z, &zlen), 0);
+        }
+        if (zlen)
+                r = feed(f, (proto_msg){.type = PROTO_MSG_ZDATA,
+                                        .zdata = {.mig = MIG, .size = (uint32_t)n, .data = {z, zlen}}});
+        else if (n)
+                r = feed_data(f, data, n);
+        free(z);
+        return r < 0 ? r : feed_mac(f, mac);
+}
+
+static void test_file_mac_and_zstd_stream(void **state) {
+        fixture *f = *state;
+        static uint8_t big[300000], zeros[200000];
+        uint8_t meta[] = "{\"container_id\":\"x\"}";
+        proto_zctx *z = NULL;
+        char *data = NULL;
+        size_t len = 0;
+        int sfd;
+
+        reference_dir_done = false;
+        t_fill(big, sizeof(big), 7);
+        assert_int_equal(proto_zctx_new(XFER_ZSTD_LEVEL, &z), 0);
+        assert_int_equal(feed_file_mac(f, "images/a.img", "0123456789", 10, NULL), 0);
+        assert_int_equal(feed_file_mac(f, "images/pages-1.img", big, sizeof(big), z), 0);
+        assert_int_equal(feed_file_mac(f, "images/zero.img", zeros, sizeof(zeros), z), 0);
+        assert_int_equal(feed_file_mac(f, "metadata.json", meta, sizeof(meta) - 1, z), 0);
+        assert_int_equal(feed_done(f, 4, 10 + sizeof(big) + sizeof(zeros) + sizeof(meta) - 1, NULL), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, 0);
+        sfd = openat_dir_beneath(f->parent_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_int_equal(read_file_at(sfd, "images/zero.img", sizeof(zeros), &data, &len), 0);
+        assert_int_equal(len, sizeof(zeros));
+        assert_memory_equal(data, zeros, sizeof(zeros));
+        free(data);
+        assert_int_equal(read_file_at(sfd, "images/pages-1.img", sizeof(big), &data, &len), 0);
+        assert_memory_equal(data, big, sizeof(big));
+        free(data);
+        close(sfd);
+        proto_zctx_free(z);
+        f->r = xfer_recv_free(f->r);
+        assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
+}
+
+/* A FILE_MAC over other bytes (or another key, or another order) fails at
+ * that file. */
+static void test_wrong_file_mac(void **state) {
+        fixture *f = *state;
+        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
+        uint8_t mac[32];
+
+        reference_dir_done = false;
+        assert_int_equal(feed_file_mac(f, "images/a", "abcd", 4, NULL), 0);
+        h->file_begin(h->userdata, "images/b", 4, NULL);
+        h->data(h->userdata, "abcd", 4, NULL);
+        assert_int_equal(h->mark(h->userdata, mac, NULL), 0);
+        assert_int_equal(feed_file_hdr(f, "images/b", 4), 0);
+        assert_int_equal(feed_data(f, "abce", 4), 0);
+        assert_int_equal(feed_mac(f, mac), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+/* The two ways of ending a file are not interchangeable once agreed. */
+static void test_file_end_when_mac_agreed(void **state) {
+        fixture *f = *state;
+        uint8_t sha[32];
+        t_sha256("abcd", 4, sha);
+        assert_int_equal(feed_file_hdr(f, "images/a", 4), 0);
+        assert_int_equal(feed_data(f, "abcd", 4), 0);
+        assert_int_equal(feed_end(f, sha), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+static void test_file_mac_when_not_agreed(void **state) {
+        fixture *f = *state;
+        uint8_t mac[32] = {};
+        assert_int_equal(feed_file_hdr(f, "images/a", 4), 0);
+        assert_int_equal(feed_data(f, "abcd", 4), 0);
+        assert_int_equal(feed_mac(f, mac), -EBADMSG);
+        assert_refused(f, -EBADMSG);
+}
+
+/* ZDATA may not announce more than the file has left, and must decode. */
+static void test_zdata_overrun_and_garbage(void **state) {
+        fixture *f = *state;
+        static uint8_t zeros[4096];
+        uint8_t zbuf[4096];
+        size_t zlen = 0;
+        proto_zctx *z = NULL;
+
+        assert_int_equal(proto_zctx_new(1, &z), 0);
+        assert_int_equal(proto_zdata_compress(z, zeros, sizeof(zeros), zbuf, &zlen), 0);
+        assert_true(zlen > 0);
+        assert_int_equal(feed_file_hdr(f, "images/a", sizeof(zeros) - 1), 0);
+        assert_int_equal(
+                feed(f, (proto_msg){.type = PROTO_MSG_ZDATA,
+                                    .zdata = {.mig = MIG, .size = sizeof(zeros), .data = {zbuf, zlen}}}),
+                -EBADMSG);
+        assert_refused(f, -EBADMSG);
+        teardown(state);
+        setup(state);
+        f = *state;
+        assert_int_equal(feed_file_hdr(f, "images/a", sizeof(zeros)), 0);
+        zbuf[zlen / 2] ^= 0xff;
+        assert_int_equal(
+                feed(f, (proto_msg){.type = PROTO_MSG_ZDATA,
+                                    .zdata = {.mig = MIG, .size = sizeof(zeros), .data = {zbuf, zlen}}}),
+                -EBADMSG);
+        assert_refused(f, -EBADMSG);
+        proto_zctx_free(z);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_good_stream, setup, teardown),
@@ -482,6 +636,11 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hook_error_message, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_file_mac_and_zstd_stream, setup_mac, teardown),
+                cmocka_unit_test_setup_teardown(test_wrong_file_mac, setup_mac, teardown),
+                cmocka_unit_test_setup_teardown(test_file_end_when_mac_agreed, setup_mac, teardown),
+                cmocka_unit_test_setup_teardown(test_file_mac_when_not_agreed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_zdata_overrun_and_garbage, setup, teardown),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
