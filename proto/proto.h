@@ -86,6 +86,7 @@ typedef enum proto_msg_type {
         PROTO_MSG_OUTCOME = 34,
         PROTO_MSG_ZDATA = 35,    /* feature "zstd" */
         PROTO_MSG_FILE_MAC = 36, /* feature "file-mac" */
+        PROTO_MSG_PS_DATA = 37,  /* feature "lazy" */
         /* control session (CLI -> local agent) */
         PROTO_MSG_MIGRATE = 64,
         PROTO_MSG_DRAIN = 65,
@@ -239,6 +240,14 @@ typedef struct proto_zdata {
         proto_bin data; /* the frame, 1..PROTO_DATA_MAX bytes */
 } proto_zdata;
 
+/* Post-copy (feature "lazy"): bytes of CRIU's page-server protocol
+ * between the source's lazy dump and the target's lazy-pages daemon,
+ * relayed as they are, either way. */
+typedef struct proto_ps_data {
+        const char *mig;
+        proto_bin data; /* 1..PROTO_DATA_MAX bytes */
+} proto_ps_data;
+
 /* Ends a file like FILE_END, with the tree HMAC so far instead of the
  * file's SHA-256: HMAC-SHA256 of the record stream (DESIGN.md) from its
  * start through the last byte of this file, as if the tree ended there. */
@@ -338,6 +347,7 @@ typedef struct proto_msg {
                 proto_outcome_msg outcome;
                 proto_zdata zdata;
                 proto_file_mac file_mac;
+                proto_ps_data ps_data;
                 proto_migrate migrate;
                 proto_drain drain;
                 proto_cordon cordon;

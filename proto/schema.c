@@ -154,6 +154,11 @@ static const proto__field file_mac_fields[] = {
         SHA256("mac", file_mac.mac),
 };
 
+static const proto__field ps_data_fields[] = {
+        MIG(ps_data.mig),
+        BIN("data", ps_data.data, 1, PROTO_DATA_MAX),
+};
+
 static const proto__field images_done_fields[] = {
         MIG(images_done.mig),
         STR("hmac", images_done.hmac, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
@@ -244,6 +249,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_OUTCOME] = SCHEMA("OUTCOME", outcome_fields, NULL),
         [PROTO_MSG_ZDATA] = SCHEMA("ZDATA", zdata_fields, NULL),
         [PROTO_MSG_FILE_MAC] = SCHEMA("FILE_MAC", file_mac_fields, NULL),
+        [PROTO_MSG_PS_DATA] = SCHEMA("PS_DATA", ps_data_fields, NULL),
         [PROTO_MSG_MIGRATE] = SCHEMA("MIGRATE", migrate_fields, migrate_check),
         [PROTO_MSG_DRAIN] = SCHEMA("DRAIN", drain_fields, NULL),
         [PROTO_MSG_CORDON] = SCHEMA("CORDON", cordon_fields, NULL),

@@ -170,6 +170,10 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_int_equal(a->zdata.size, b->zdata.size);
                 assert_bin_eq(a->zdata.data, b->zdata.data);
                 break;
+        case PROTO_MSG_PS_DATA:
+                assert_string_equal(a->ps_data.mig, b->ps_data.mig);
+                assert_bin_eq(a->ps_data.data, b->ps_data.data);
+                break;
         case PROTO_MSG_FILE_MAC:
                 assert_string_equal(a->file_mac.mig, b->file_mac.mig);
                 assert_memory_equal(a->file_mac.mac, b->file_mac.mac, PROTO_SHA256_LEN);
