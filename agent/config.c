@@ -34,6 +34,7 @@ int agent_config_init(agent_config *c) {
                 .parallel = 2,
                 .prewarm = true,
                 .compress = true,
+                .lazy = true,
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
@@ -193,6 +194,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->prewarm);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "compress") == 0)
                 r = parse_bool(value, &c->compress);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "lazy") == 0)
+                r = parse_bool(value, &c->lazy);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "connect_timeout") == 0)
                 r = parse_uint(value, 1, 3600, &c->connect_timeout_s);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "idle_timeout") == 0)

@@ -32,6 +32,7 @@ typedef struct agent_config {
         char *log_level;
         bool prewarm;  /* warm memory for incoming restores (prewarm.h) */
         bool compress; /* zstd on the image stream when the peer takes it */
+        bool lazy;     /* accept post-copy (--lazy) migrations */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

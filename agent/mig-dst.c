@@ -126,9 +126,10 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                        snprintf(why, n, "the source runs kernel %s, newer than %s here", o->kernel,
                                 a->kernel),
                        -1;
-        if (o->lazy)
+        if (o->lazy && !a->cfg.lazy)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
-                       snprintf(why, n, "lazy (post-copy) migration is not supported by %s", a->cfg.node),
+                       snprintf(why, n, "lazy (post-copy) migration is turned off on %s ([agent] lazy)",
+                                a->cfg.node),
                        -1;
         if (status_staging_free(a) < need)
                 return *ret_code = PROTO_REJECT_NO_SPACE,
@@ -265,6 +266,8 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         m->staging = strdup(path);
         m->offered_bytes = o->image_bytes;
         m->bytes_total = o->image_bytes;
+        m->lazy = o->lazy;
+        mig_rec_set(m, "lazy", json_boolean(m->lazy));
         mig_rec_set_str(m, "container_id", m->container_id);
         mig_rec_set_str(m, "container_name", m->container_name);
         mig_rec_set_str(m, "peer", m->peer);
@@ -283,7 +286,10 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         /* One copy for the staged images as they arrive, one for the
          * restore; when there is room for only one, the restore has it. */
         warm = 0;
-        if (a->cfg.prewarm) {
+        if (a->cfg.prewarm && m->lazy) {
+                /* Post-copy stages no memory pages, the daemon fills them. */
+                warm = prewarm_bytes_for(o->image_bytes, 1);
+        } else if (a->cfg.prewarm) {
                 warm = prewarm_bytes_for(o->image_bytes, 2);
                 m->warm_for_staging = warm > 0;
                 if (!warm)
@@ -351,8 +357,7 @@ static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         dst_restored(m, status);
 }
 
-static void dst_restore_start(criu_job *job) {
-        mig *m = container_of(job, mig, job);
+static void dst_restore_run(mig *m) {
         agent *a = m->a;
         char work[PATH_MAX];
         int r;
@@ -363,7 +368,8 @@ static void dst_restore_start(criu_job *job) {
         ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work},
                                .key = a->key,
                                .key_len = a->key_len,
-                               .leave_stopped = true};
+                               .leave_stopped = true,
+                               .lazy_pages = m->lazy};
         m->restore.data = m;
         /* Hand the warm pages back to the allocator: CRIU's restore takes
          * them before they go cold. */
@@ -372,6 +378,105 @@ static void dst_restore_start(criu_job *job) {
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
         if (r < 0) {
+                criu_queue_done(a, &m->job);
+                dst_restored(m, r);
+        }
+}
+
+/* ---- post-copy: the lazy-pages daemon and its relay ---- */
+
+static void dst_ps_data(ps_relay *r, const void *buf, size_t n, void *ud) {
+        mig *m = ud;
+        proto_msg d = {.type = PROTO_MSG_PS_DATA, .ps_data = {.mig = m->id, .data = {buf, n}}};
+        (void)r;
+        dst_send(m, &d);
+}
+
+static void dst_ps_closed(ps_relay *r, int status, void *ud) {
+        mig *m = ud;
+        (void)r;
+        log_ctx_debug(m->id, "the lazy-pages daemon closed its page-server socket (%d)", status);
+}
+
+static const ps_relay_ops dst_ps_ops = {.data = dst_ps_data, .closed = dst_ps_closed};
+
+static void dst_lazy_ready(ckpt_lazy_pages *lp, int status, void *ud) {
+        mig *m = ud;
+        (void)lp;
+        if (status < 0) {
+                nm_error_set(&m->restore.error, status,
+                             "the lazy-pages daemon did not start (log: %s/%s-restore)", m->a->criu_work_dir,
+                             m->id);
+                criu_queue_done(m->a, &m->job);
+                dst_restored(m, status);
+                return;
+        }
+        dst_restore_run(m);
+}
+
+static void dst_postcopy_over(mig *m);
+
+/* The daemon exited: 0 once every page is in the restored memory. */
+static void dst_lazy_done(ckpt_lazy_pages *lp, int status, void *ud) {
+        mig *m = ud;
+        nm_error err = {};
+        (void)lp;
+
+        m->lazy_status = status < 0 ? status : 1;
+        m->relay = ps_relay_free(m->relay);
+        if (status >= 0) {
+                log_ctx_info(m->id, "post-copy done: every page of %s is here", m->container_id);
+                if (m->postcopy)
+                        dst_postcopy_over(m);
+                return;
+        }
+        mig_fail_reason(m, -EIO,
+                        "post-copy failed: the lazy-pages daemon ended before every page arrived (log: "
+                        "%s/%s-restore)",
+                        m->a->criu_work_dir, m->id);
+        if (m->phase == MIG_RUNNING) {
+                /* It ran on memory that will never be complete: end it. */
+                if (ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
+                        log_ctx_error(m->id, "cannot end the incomplete copy (pid %d): %s",
+                                      (int)m->restored_pid, err.msg);
+                if (m->container_id && ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &err) < 0)
+                        log_ctx_warning(m->id, "cannot remove the state file: %s", err.msg);
+                m->restored_pid = 0;
+                dst_send_error(m, -EIO, m->err.msg);
+                mig_rec_set(m, "postcopy", json_false());
+                (void)rm_rf_path(m->staging);
+                dst_end(m, MIG_ABORTED);
+                return;
+        }
+        if (m->phase == MIG_RESTORED || m->phase == MIG_IN_DOUBT) {
+                dst_send_error(m, -EIO, m->err.msg);
+                dst_discard(m, "post-copy failed before COMMIT");
+        }
+        /* During the restore, dst_restored sees the failure. */
+}
+
+static void dst_restore_start(criu_job *job) {
+        mig *m = container_of(job, mig, job);
+        agent *a = m->a;
+        char work[PATH_MAX];
+        nm_error err = {};
+        int fd = -EBADF, r;
+
+        if (!m->lazy) {
+                dst_restore_run(m);
+                return;
+        }
+        /* The daemon listens in the restore's work directory, and talks to
+         * the source's dump through our relay. */
+        snprintf(work, sizeof(work), "%s/%s-restore", a->criu_work_dir, m->id);
+        r = ps_relay_new(a->loop, false, &dst_ps_ops, m, &fd, &m->relay);
+        if (r >= 0)
+                r = ckpt_lazy_pages_start(a->loop, a->criu, m->staging, work, fd, dst_lazy_ready,
+                                          dst_lazy_done, m, &err, &m->lazy_pages);
+        else
+                nm_error_errno(&err, r, "cannot set up the post-copy relay");
+        if (r < 0) {
+                m->restore.error = err;
                 criu_queue_done(a, job);
                 dst_restored(m, r);
         }
@@ -444,13 +549,36 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
                 log_ctx_error(m->id,
                               "container %s runs as pid %d, but its state file could not be written: %s",
                               m->container_id, (int)m->restored_pid, err.msg);
+        if (m->lazy && m->lazy_status == 0)
+                /* Running on memory that is still arriving: a restart must
+                 * not take it for complete (mig_dst_recover). */
+                mig_rec_set(m, "postcopy", json_true());
         (void)mig_set_phase(m, MIG_RUNNING);
         log_ctx_info(m->id, "container %s resumed as pid %d", m->container_id, (int)m->restored_pid);
+        if (m->lazy && m->lazy_status == 0) {
+                m->postcopy = true;
+                log_ctx_info(m->id, "post-copy: its pages keep arriving; RUNNING follows the last one");
+                return;
+        }
         if (reply_to) {
                 proto_msg r = {.type = PROTO_MSG_RUNNING,
                                .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
                 (void)ctl_send(reply_to, &r);
         }
+        (void)rm_rf_path(m->staging);
+        dst_end(m, MIG_RUNNING);
+}
+
+/* Every page arrived after the resume: now the move is over. */
+static void dst_postcopy_over(mig *m) {
+        m->postcopy = false;
+        mig_rec_set(m, "postcopy", json_false());
+        if (m->peer_cc) {
+                proto_msg r = {.type = PROTO_MSG_RUNNING,
+                               .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
+                dst_send(m, &r);
+        }
+        m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         (void)rm_rf_path(m->staging);
         dst_end(m, MIG_RUNNING);
 }
@@ -629,6 +757,11 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_FILE_MAC:
         case PROTO_MSG_IMAGES_DONE: dst_on_stream_msg(cc, msg); return;
         case PROTO_MSG_RESTORE: dst_on_restore_msg(cc, id); return;
+        case PROTO_MSG_PS_DATA:
+                m = cc->dest;
+                if (m && m->relay && strcmp(m->id, id) == 0)
+                        (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
+                return;
         case PROTO_MSG_COMMIT: dst_on_commit_msg(cc, id); return;
         case PROTO_MSG_ABORT:
                 m = mig_find(cc->a, id);
@@ -667,6 +800,10 @@ void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
         if (m->phase == MIG_RECEIVING || m->phase == MIG_VERIFIED) {
                 mig_fail_reason(m, status ? status : -ECONNRESET, "the source left before RESTORE");
                 dst_discard(m, "the source left");
+        } else if (m->phase == MIG_RUNNING && m->postcopy) {
+                /* The pages cannot come any more: the daemon fails, and its
+                 * end (dst_lazy_done) ends the incomplete copy. */
+                m->relay = ps_relay_free(m->relay);
         } else if (m->phase == MIG_RESTORED) {
                 /* Holding a stopped copy: ask, never guess. (During
                  * DEST_RESTORING, dst_restored sees no session and asks.) */
@@ -714,6 +851,23 @@ int mig_dst_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
                 dst_ask_source(m);
                 return 0;
         case MIG_RECOVER_COMPLETE:
+                if (json_is_true(json_object_get(rec, "postcopy"))) {
+                        /* Resumed while its pages were still arriving, and the
+                         * daemon that fetched them died with us: the copy's
+                         * memory will never be complete. */
+                        nm_error kerr = {};
+                        mig_fail_reason(m, -EIO, "the agent stopped during post-copy: container %s is lost",
+                                        strna(m->container_id));
+                        if (m->restored_pid > 0 &&
+                            ckpt_kill_tree(m->restored_pid, m->restored_ticks, &kerr) < 0)
+                                log_ctx_error(id, "cannot end the incomplete copy: %s", kerr.msg);
+                        if (m->container_id)
+                                (void)ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &kerr);
+                        mig_rec_set(m, "postcopy", json_false());
+                        (void)rm_rf_path(m->staging);
+                        dst_end(m, MIG_ABORTED);
+                        return 0;
+                }
                 (void)rm_rf_path(m->staging);
                 mig_finish(m);
                 return 0;

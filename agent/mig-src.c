@@ -30,6 +30,10 @@
 #define FORWARD_RETRY_MIN_MS 500
 #define FORWARD_RETRY_MAX_MS 10000
 #define SRC_PREWARM_MAX_MS 10000
+/* Post-copy: page-server bytes queued for the link before CRIU must wait,
+ * and the level at which it may go on. */
+#define SRC_PS_HIGH_WATER (8u << 20)
+#define SRC_PS_LOW_WATER (2u << 20)
 
 static void src_fail(mig *m, int code, const nm_error *err);
 static void src_rollback(mig *m);
@@ -97,6 +101,11 @@ static void src_send_offer(mig *m) {
                 src_fail(m, err.code, &err);
                 return;
         }
+        if (m->lazy && !(peer_link_features(m->link) & PEER_FEATURE_LAZY)) {
+                mig_fail_reason(m, -EOPNOTSUPP, "%s does not offer post-copy (--lazy) migration", m->peer);
+                src_done(m, MIG_REFUSED);
+                return;
+        }
         m->bytes_total = estimate_image_bytes(m->ctr);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
                            .offer = {.mig = m->id,
@@ -112,6 +121,8 @@ static void src_send_offer(mig *m) {
 }
 
 /* ---- streaming ---- */
+
+static void src_ps_drained(xfer_conn *c, void *ud);
 
 static void src_on_progress(const xfer_progress *p, void *ud) {
         mig *m = ud;
@@ -135,6 +146,9 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
+        if (m->lazy && m->link && peer_link_conn(m->link))
+                /* The connection's drain is free again: the relay takes it. */
+                xfer_conn_set_drain(peer_link_conn(m->link), SRC_PS_LOW_WATER, src_ps_drained, m);
         log_ctx_info(
                 m->id,
                 "sent %llu files, %llu bytes (%llu on the wire) in %llu ms, tree HMAC %.16s...; waiting "
@@ -183,12 +197,41 @@ static void src_start_stream(mig *m) {
 
 /* ---- dump ---- */
 
+/* The images are complete (and the container is gone, or for post-copy
+ * frozen until its last page has moved): stream them. */
+static void src_images_ready(mig *m, uint64_t image_bytes) {
+        m->t_dumped = now_usec();
+        m->images_ready = true;
+        m->bytes_total = image_bytes;
+        if (mig_set_phase(m, MIG_DUMPED) < 0) {
+                src_rollback(m);
+                return;
+        }
+        if (m->err.code || !m->link || !peer_link_conn(m->link)) {
+                /* The target went away (or aborted) while CRIU was busy. */
+                if (!m->err.code)
+                        mig_fail_reason(m, -ECONNRESET, "lost the target %s during the dump", m->peer);
+                src_rollback(m);
+                return;
+        }
+        src_start_stream(m);
+}
+
+static void src_lazy_dump_ended(mig *m, ckpt_dump_req *req, int status);
+static void src_on_running(mig *m, pid_t pid);
+
 static void src_on_dumped(ckpt_dump_req *req, int status) {
         mig *m = req->data;
         criu_queue_done(m->a, &m->job);
-        m->t_dumped = now_usec();
+        if (m->ps_fd >= 0)
+                close(TAKE_FD(m->ps_fd));
+        if (m->lazy && m->images_ready) {
+                src_lazy_dump_ended(m, req, status);
+                return;
+        }
         if (status < 0 && !req->dumped) {
                 /* CRIU failed and resumed the tasks: nothing moved. */
+                m->t_dumped = now_usec();
                 mig_fail_reason(m, status, "dump failed: %s", req->error.msg);
                 if (m->link && peer_link_conn(m->link)) {
                         proto_msg ab = {.type = PROTO_MSG_ABORT,
@@ -203,19 +246,105 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         log_ctx_info(m->id, "dumped %llu bytes of images; frozen for %llu ms (%s)",
                      (unsigned long long)req->stats.image_bytes,
                      (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
-        m->bytes_total = req->stats.image_bytes;
-        if (mig_set_phase(m, MIG_DUMPED) < 0) {
-                src_rollback(m);
+        src_images_ready(m, req->stats.image_bytes);
+}
+
+/* ---- post-copy ---- */
+
+/* Bytes from our lazy dump's page server, for the target's daemon. */
+static void src_ps_data(ps_relay *r, const void *buf, size_t n, void *ud) {
+        mig *m = ud;
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+        proto_msg d = {.type = PROTO_MSG_PS_DATA, .ps_data = {.mig = m->id, .data = {buf, n}}};
+
+        if (!c || xfer_conn_send(c, &d, NULL) < 0)
+                return; /* the link's end decides what happens to the dump */
+        /* Pages outpace one SSH channel: let CRIU wait rather than queue. */
+        if (!m->send && xfer_conn_queued(c) > SRC_PS_HIGH_WATER)
+                ps_relay_pause(r, true);
+}
+
+static void src_ps_drained(xfer_conn *c, void *ud) {
+        mig *m = ud;
+        (void)c;
+        ps_relay_pause(m->relay, false);
+}
+
+static void src_ps_closed(ps_relay *r, int status, void *ud) {
+        mig *m = ud;
+        (void)r;
+        log_ctx_debug(m->id, "the lazy dump's page server closed its socket (%d)", status);
+}
+
+static const ps_relay_ops src_ps_ops = {.data = src_ps_data, .closed = src_ps_closed};
+
+static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
+        mig *m = data;
+        (void)at_usec;
+        if (!m->lazy || m->images_ready || strcmp(event, "post-dump") != 0)
+                return;
+        /* CRIU flushed every image and now serves the lazy pages from the
+         * frozen tasks until the target has them all. */
+        log_ctx_info(m->id, "dumped everything but the lazy pages; frozen for %llu ms so far",
+                     (unsigned long long)((now_usec() - m->t_frozen) / 1000));
+        src_images_ready(m, 0);
+}
+
+/* Ends the page server so that CRIU lets the tasks run again here: before
+ * COMMITTED, that is the rollback of a post-copy move. */
+static void src_lazy_rollback(mig *m) {
+        log_ctx_info(m->id, "making the lazy dump fail so that the container resumes here");
+        ps_relay_poison(m->relay);
+        m->relay = ps_relay_free(m->relay);
+}
+
+/* CRIU's lazy dump returned: every page was served (0), or the transfer
+ * failed and CRIU let the tasks run again (< 0). */
+static void src_lazy_dump_ended(mig *m, ckpt_dump_req *req, int status) {
+        nm_error err = {};
+
+        m->lazy_served = true;
+        m->relay = ps_relay_free(m->relay);
+        if (status >= 0 && m->phase == MIG_COMMITTED) {
+                log_ctx_info(m->id, "the lazy dump served its last page");
+                if (m->running_heard)
+                        src_on_running(m, m->new_pid);
+                return; /* RUNNING (or the target's error) decides */
+        }
+        if (status >= 0 && !m->relay_dropped) {
+                /* The target's daemon fetched every page before COMMITTED (a
+                 * small container) and closed the session: CRIU ended the
+                 * tasks here. Only forward now: the target's copy is
+                 * complete, and src_rollback cannot undo this. */
+                log_ctx_info(m->id, "the lazy dump served its last page before the commit");
                 return;
         }
-        if (m->err.code || !m->link || !peer_link_conn(m->link)) {
-                /* The target went away (or aborted) while CRIU was busy. */
-                if (!m->err.code)
-                        mig_fail_reason(m, -ECONNRESET, "lost the target %s during the dump", m->peer);
-                src_rollback(m);
+        if (status >= 0) {
+                mig_fail_reason(m, -EIO, "the lazy dump ended before COMMITTED; the container is lost");
+                src_done(m, MIG_LOST);
                 return;
         }
-        src_start_stream(m);
+        if (m->phase == MIG_COMMITTED) {
+                /* CRIU resumed the tasks here, but the target's copy runs:
+                 * never two copies. */
+                mig_fail_reason(m, status, "post-copy failed after COMMITTED: %s", req->error.msg);
+                if (m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
+                        log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
+                return; /* the target's answer (RUNNING or ERROR) decides */
+        }
+        /* Before COMMITTED: CRIU let the frozen tasks run on; only the
+         * network lock is left to undo. */
+        if (m->ctr && ckpt_lazy_unlock_network(m->ctr->pid, &err) < 0)
+                log_ctx_warning(m->id, "%s", err.msg);
+        else
+                log_ctx_info(m->id, "removed CRIU's network lock of pid %d", m->ctr ? (int)m->ctr->pid : 0);
+        m->t_resumed = now_usec();
+        m->new_pid = m->ctr ? m->ctr->pid : 0;
+        log_ctx_info(m->id,
+                     "rolled back: the container runs here again as pid %d (it never stopped being it)",
+                     (int)m->new_pid);
+        (void)rm_rf_path(m->images_dir);
+        src_done(m, MIG_ROLLED_BACK);
 }
 
 static void src_dump_start(criu_job *job) {
@@ -237,6 +366,18 @@ static void src_dump_start(criu_job *job) {
                 .node_name = a->cfg.node,
         };
         m->dump.data = m;
+        if (m->lazy) {
+                r = ps_relay_new(a->loop, true, &src_ps_ops, m, &m->ps_fd, &m->relay);
+                if (r < 0) {
+                        criu_queue_done(a, job);
+                        mig_fail_reason(m, r, "cannot set up the post-copy relay: %s", strerror(-r));
+                        src_done(m, MIG_FAILED);
+                        return;
+                }
+                o.lazy = true;
+                o.lazy_ps_fd = m->ps_fd;
+                m->dump.event_cb = src_dump_event;
+        }
         /* CRIU writes the images into pages freed a moment ago. */
         m->warm = prewarm_free(m->warm);
         m->t_frozen = now_usec();
@@ -283,7 +424,9 @@ static void src_on_warm(prewarm *p, uint64_t warmed, void *ud) {
 /* The images land in fresh memory (a tmpfs, the page cache): fault it in
  * while the container still runs, as the target does for its restore. */
 static void src_prewarm(mig *m) {
-        uint64_t warm = m->a->cfg.prewarm ? prewarm_bytes_for(estimate_image_bytes(m->ctr), 1) : 0;
+        /* A lazy dump writes no memory pages here. */
+        uint64_t warm =
+                m->a->cfg.prewarm && !m->lazy ? prewarm_bytes_for(estimate_image_bytes(m->ctr), 1) : 0;
         if (warm > 0 && prewarm_start(m->a->loop, warm, SRC_PREWARM_MAX_MS, src_on_warm, m, &m->warm) >= 0) {
                 m->warming = true;
                 m->t_warm = now_usec();
@@ -357,6 +500,29 @@ static void src_rolled_back(mig *m, int status) {
 static void src_rollback(mig *m) {
         if (m->phase == MIG_ROLLING_BACK)
                 return;
+        if (m->lazy && m->lazy_served && m->phase < MIG_COMMITTED) {
+                /* Every page left with the tasks: nothing to restore here.
+                 * "lost" answers a target's QUERY with committed, so a
+                 * complete stopped copy there still resumes. */
+                mig_fail_reason(m, -EIO, "post-copy failed after the last page was served: %s",
+                                m->err.code ? m->err.msg : "no copy left here");
+                src_done(m, MIG_LOST);
+                return;
+        }
+        if (m->lazy && m->images_ready && !m->lazy_served) {
+                /* The memory is still in the frozen tasks, not in images. */
+                if (m->link && peer_link_conn(m->link)) {
+                        proto_msg ab = {.type = PROTO_MSG_ABORT,
+                                        .abort = {.mig = m->id,
+                                                  .reason = m->err.code ? m->err.msg : "source rolls back"}};
+                        (void)peer_link_send(m->link, &ab, NULL);
+                }
+                src_close_link(m);
+                (void)mig_set_phase(m, MIG_ROLLING_BACK);
+                mig_progress(m, "rolling back: the container resumes here");
+                src_lazy_rollback(m); /* src_lazy_dump_ended finishes */
+                return;
+        }
         if (m->link && peer_link_conn(m->link)) {
                 proto_msg ab = {
                         .type = PROTO_MSG_ABORT,
@@ -413,6 +579,12 @@ static void src_fail(mig *m, int code, const nm_error *err) {
 
 static void src_on_running(mig *m, pid_t pid) {
         nm_error err = {};
+        if (m->lazy && !m->lazy_served) {
+                /* RUNNING says every page arrived; CRIU returns right after. */
+                m->running_heard = true;
+                m->new_pid = pid;
+                return;
+        }
         m->new_pid = pid;
         m->t_resumed = now_usec();
         m->t_restored = m->t_restored ? m->t_restored : m->t_resumed;
@@ -436,6 +608,7 @@ static void src_on_restored(mig *m, pid_t pid) {
                 return;
         }
         proto_msg c = {.type = PROTO_MSG_COMMIT, .commit = {.mig = m->id}};
+        m->t_commit = now_usec();
         src_send(m, &c);
 }
 
@@ -500,6 +673,14 @@ static void src_on_reject(mig *m, const proto_reject *rj) {
 static void src_on_peer_error(mig *m, const char *what, int code, const char *reason) {
         nm_error err = {};
         nm_error_set(&err, code < 0 ? code : -EIO, "%s %s: %s", m->peer, what, reason);
+        if (m->phase == MIG_COMMITTED && m->lazy) {
+                /* The target lost its copy during post-copy; ours is gone
+                 * with the pages it served: nothing can run the container. */
+                mig_fail_reason(m, code, "%s; post-copy cannot be undone: the container is lost", err.msg);
+                m->relay = ps_relay_free(m->relay);
+                src_done(m, MIG_LOST);
+                return;
+        }
         if (m->phase == MIG_COMMITTED && code == -ESRCH) {
                 /* The target holds no copy and never resumed one: bringing
                  * ours back is the only way the container keeps running. */
@@ -547,6 +728,10 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
                 if (m->phase == MIG_COMMITTED)
                         src_on_running(m, (pid_t)msg->running.pid);
                 return;
+        case PROTO_MSG_PS_DATA:
+                if (m->relay)
+                        (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
+                return;
         case PROTO_MSG_ABORT: src_on_peer_error(m, "aborted", -ECONNABORTED, msg->abort.reason); return;
         case PROTO_MSG_ERROR:
                 src_on_peer_error(m, "reported an error", msg->error.code, msg->error.reason);
@@ -571,6 +756,13 @@ static void src_link_closed(peer_link *l, int status, const nm_error *err, void 
         if (m->phase == MIG_COMMITTED) {
                 log_ctx_warning(m->id, "link to %s lost after COMMITTED: %s", m->peer,
                                 err && err->code ? err->msg : "closed");
+                if (m->relay) {
+                        /* Post-copy cut short: CRIU ends the tasks here (the
+                         * target's copy is the container now, if it has its
+                         * pages; it says so when we reach it again). */
+                        m->relay_dropped = true;
+                        m->relay = ps_relay_free(m->relay);
+                }
                 src_forward(m);
                 return;
         }

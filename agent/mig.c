@@ -28,6 +28,7 @@ mig *mig_new(agent *a, mig_role role, const char *id) {
         m->phase = role == MIG_ROLE_SOURCE ? MIG_PRECHECK : MIG_RECEIVING;
         snprintf(m->id, sizeof(m->id), "%s", id);
         m->t_start = now_usec();
+        m->ps_fd = -EBADF;
         m->rec = json_pack("{s:i, s:s, s:s, s:s, s:I, s:[]}", "version", 1, "mig", m->id, "role",
                            mig_role_to_string(role), "node", a->cfg.node, "created_at",
                            (json_int_t)unix_ms(), "history");
@@ -200,9 +201,12 @@ json_t *mig_result_doc(const mig *m) {
                             m->new_pid > 0        ? json_integer(m->new_pid)
                             : m->restored_pid > 0 ? json_integer(m->restored_pid)
                                                   : json_null());
+        /* Post-copy: the container runs again from COMMIT on, while its
+         * pages still arrive until RUNNING. */
+        uint64_t resumed = m->lazy && m->t_commit ? m->t_commit : m->t_resumed;
         json_object_set_new(doc, "downtime_ms",
-                            m->t_frozen && m->t_resumed
-                                    ? json_integer((json_int_t)((m->t_resumed - m->t_frozen) / 1000))
+                            m->t_frozen && resumed
+                                    ? json_integer((json_int_t)((resumed - m->t_frozen) / 1000))
                                     : json_null());
         json_object_set_new(doc, "bytes", json_integer((json_int_t)m->bytes_done));
         json_object_set_new(doc, "files", json_integer((json_int_t)m->files_done));
@@ -217,9 +221,12 @@ json_t *mig_result_doc(const mig *m) {
         if (m->t_streamed && m->t_restored)
                 json_object_set_new(stages, "restore_ms",
                                     json_integer((json_int_t)((m->t_restored - m->t_streamed) / 1000)));
-        if (m->t_restored && m->t_resumed)
+        if (m->t_restored && resumed)
                 json_object_set_new(stages, "commit_ms",
-                                    json_integer((json_int_t)((m->t_resumed - m->t_restored) / 1000)));
+                                    json_integer((json_int_t)((resumed - m->t_restored) / 1000)));
+        if (m->lazy && m->t_commit && m->t_resumed && m->t_resumed > m->t_commit)
+                json_object_set_new(stages, "postcopy_ms",
+                                    json_integer((json_int_t)((m->t_resumed - m->t_commit) / 1000)));
         json_object_set_new(doc, "stages", stages);
         json_object_set_new(doc, "error", m->err.code ? json_string(m->err.msg) : json_null());
         return doc;
@@ -245,6 +252,11 @@ static void mig_release(mig *m) {
         if (m->cli && m->cli->watch == m)
                 m->cli->watch = NULL;
         m->warm = prewarm_free(m->warm);
+        m->relay = ps_relay_free(m->relay);
+        m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
+        if (m->ps_fd >= 0)
+                close(m->ps_fd);
+        m->ps_fd = -EBADF;
         m->hmac = ckpt_hmac_free(m->hmac);
         m->ctr = ckpt_container_free(m->ctr);
         m->md = ckpt_metadata_free(m->md);

@@ -8,6 +8,7 @@
 #include "agent.h"
 #include "peer.h"
 #include "prewarm.h"
+#include "ps-relay.h"
 
 struct mig {
         agent *a;
@@ -49,6 +50,18 @@ struct mig {
         bool warming;
         bool warm_for_staging; /* destination: part of it is for the staged images */
         uint64_t warm_given;
+
+        /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
+        ps_relay *relay;
+        int ps_fd;          /* source: the lazy dump's end, closed when CRIU returns */
+        bool images_ready;  /* source: post-dump: the images are complete */
+        bool lazy_served;   /* source: CRIU's lazy dump returned */
+        bool running_heard; /* source: RUNNING arrived (every page is there) */
+        bool relay_dropped; /* source: we ended the relay (link lost) */
+        uint64_t t_commit;
+        ckpt_lazy_pages *lazy_pages; /* destination: the daemon */
+        bool postcopy;               /* destination: resumed, pages still arriving */
+        int lazy_status;             /* destination: 0 while the daemon runs, 1 done, < 0 failed */
         uint64_t t_warm;
 
         /* destination */

@@ -33,7 +33,7 @@ struct peer_link {
         unsigned features; /* the peer's HELLO */
 };
 
-static const char *const feature_names[] = {"zstd", "file-mac"};
+static const char *const feature_names[] = {"zstd", "file-mac", "lazy"};
 
 unsigned peer_features_of(const proto_hello *h) {
         unsigned f = 0;

@@ -15,6 +15,7 @@ typedef struct peer_link peer_link;
 typedef enum peer_feature {
         PEER_FEATURE_ZSTD = 1u << 0,     /* "zstd": ZDATA */
         PEER_FEATURE_FILE_MAC = 1u << 1, /* "file-mac": FILE_MAC ends files */
+        PEER_FEATURE_LAZY = 1u << 2,     /* "lazy": post-copy, PS_DATA */
 } peer_feature;
 
 /* The features a HELLO lists that this build knows. */

@@ -149,6 +149,15 @@ typedef struct ckpt_dump_opts {
         const uint8_t *key; /* NULL: ckpt_key_load(NULL), before the dump */
         size_t key_len;
         const char *node_name; /* nm_source_node; NULL: the host name */
+        /* Post-copy: a lazy dump (--lazy-pages) whose page server talks on
+         * lazy_ps_fd (inherited by criu, so without O_CLOEXEC; the caller
+         * closes it after the callback). The images are complete at
+         * the "post-dump" event; the call (and the callback) ends only when
+         * the last page has been served, or the transfer failed, in which
+         * case CRIU lets the tasks run again (see ckpt_lazy_unlock_network).
+         * metadata.json is not rewritten after the dump. */
+        bool lazy;
+        int lazy_ps_fd;
 } ckpt_dump_opts;
 
 typedef struct ckpt_restore_opts {
@@ -157,6 +166,9 @@ typedef struct ckpt_restore_opts {
         const uint8_t *key; /* NULL: ckpt_key_load(NULL) */
         size_t key_len;
         bool leave_stopped; /* every task left stopped: see ckpt_resume */
+        /* Post-copy: memory is filled by the `criu lazy-pages` daemon that
+         * listens in the same work directory (ckpt_lazy_pages_start). */
+        bool lazy_pages;
 } ckpt_restore_opts;
 
 typedef enum ckpt_op_state {
@@ -224,6 +236,7 @@ struct ckpt_dump_req {
         ckpt_dump_stats stats;
         ckpt_metadata *metadata; /* as written to metadata.json */
         char *criu_path, *criu_version;
+        bool lazy;         /* a lazy dump (opts->lazy_ps_fd) */
         char *work_dir;    /* CRIU's log: <work_dir>/dump.log */
         char warning[512]; /* a non-fatal problem, or "" */
         nm_error error;    /* when status < 0 (also for synchronous errors) */
@@ -288,3 +301,26 @@ struct ckpt_restore_req {
 int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts,
                  ckpt_restore_cb cb);
 void ckpt_restore_req_done(ckpt_restore_req *req);
+
+/* ------------------------------------------------------------------------
+ * Post-copy (lazy migration) */
+
+typedef struct ckpt_lazy_pages ckpt_lazy_pages;
+typedef void (*ckpt_lazy_pages_cb)(ckpt_lazy_pages *lp, int status, void *userdata);
+
+/* Starts `criu lazy-pages --page-server --ps-socket` for the images in dir,
+ * its socket and log in work_dir (give ckpt_restore the same work_dir with
+ * lazy_pages), talking CRIU's page-server protocol on ps_fd (taken over).
+ * ready runs once its socket is there (status 0) or it could not start
+ * (< 0); done runs once it has exited: 0 when every page was delivered. */
+int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
+                          int ps_fd, ckpt_lazy_pages_cb ready, ckpt_lazy_pages_cb done, void *userdata,
+                          nm_error *err, ckpt_lazy_pages **ret);
+/* Kills the daemon if it still runs (done still runs); frees it once it
+ * has exited. Returns NULL. */
+ckpt_lazy_pages *ckpt_lazy_pages_free(ckpt_lazy_pages *lp);
+
+/* After a failed lazy dump CRIU lets the tasks run again but leaves their
+ * network locked (its nftables table "inet CRIU-<run id>" in the network
+ * namespace of pid): this removes it. Returns the number of tables removed. */
+int ckpt_lazy_unlock_network(pid_t pid, nm_error *err);

@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,31 @@ static int open_work_dir(ckpt__call *call, const char *configured, const char *d
         return 0;
 }
 
+/* Writes an RPC configuration file in the work directory and points
+ * libcriu at it: CRIU applies it over the request's options. (libcriu 4.2.1
+ * leaks its copy of the path, a few bytes per call.) */
+static int rpc_config(ckpt__call *call, const char *name, const char *fmt, ...) {
+        _cleanup_free_ char *text = NULL, *path = NULL;
+        va_list ap;
+        int r;
+
+        va_start(ap, fmt);
+        r = vasprintf(&text, fmt, ap);
+        va_end(ap);
+        if (r < 0) {
+                text = NULL;
+                return -ENOMEM;
+        }
+        r = write_file_atomic_at(call->workfd, name, text, strlen(text), 0600);
+        if (r < 0)
+                return r;
+        if (asprintf(&path, "%s/%s", call->work_dir, name) < 0) {
+                path = NULL;
+                return -ENOMEM;
+        }
+        return criu_local_set_config_file(call->copts, path) < 0 ? -ENOMEM : 0;
+}
+
 static void unlink_stale(int dfd, const char *const *names) {
         for (; *names; names++)
                 (void)unlinkat(dfd, *names, 0);
@@ -388,6 +414,13 @@ static int dump_after(ckpt_dump_req *req) {
 
         dump_fill_stats(req);
         r = ckpt_tree_walk(call->imgfd, &e, &n, &werr);
+        if (r >= 0 && req->lazy) {
+                /* A lazy dump's images were on their way at post-dump: they
+                 * must not change now. */
+                req->stats.image_bytes = ckpt_tree_bytes(e, n);
+                ckpt_tree_entries_free(e, n);
+                return 0;
+        }
         if (r >= 0) {
                 req->stats.image_bytes = ckpt_tree_bytes(e, n);
                 ckpt_tree_entries_free(e, n);
@@ -535,6 +568,16 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
                 return r;
         criu_local_set_pid(call->copts, (int)c->pid);
         criu_local_set_leave_running(call->copts, false);
+        if (opts->lazy) {
+                if (opts->lazy_ps_fd < 0)
+                        return nm_error_set(err, -EBADF, "a lazy dump needs a page-server socket");
+                /* libcriu has no setter for a lazy dump nor for the page
+                 * server's socket: the RPC configuration file has both. */
+                r = rpc_config(call, "dump.conf", "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
+                if (r < 0)
+                        return nm_error_errno(err, r, "cannot write %s/dump.conf", call->work_dir);
+                req->lazy = true;
+        }
         return 0;
 }
 
@@ -656,7 +699,6 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         static const char *const stale[] = {RESTORE_LOG, "stats-restore", RESTORE_CONF, NULL};
         ckpt__call *call = &req->call;
         nm_error *err = &req->error;
-        _cleanup_free_ char *conf = NULL;
         int r;
 
         r = resolve_criu(&opts->criu, &req->criu_path, &req->criu_version, err);
@@ -696,22 +738,14 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
-        if (opts->leave_stopped) {
-                /* libcriu has no setter for RPC's leave_stopped; CRIU applies
-                 * an RPC configuration file over the request's options.
-                 * (libcriu 4.2.1 leaks this path's copy, a few bytes per
-                 * restore: criu_local_free_opts() does not free it.) */
-                static const char text[] = "leave-stopped\n";
-                r = write_file_atomic_at(call->workfd, RESTORE_CONF, text, sizeof(text) - 1, 0600);
+        if (opts->leave_stopped || opts->lazy_pages) {
+                /* libcriu has no setter for RPC's leave_stopped nor for lazy
+                 * pages: the RPC configuration file has them. */
+                r = rpc_config(call, RESTORE_CONF, "%s%s", opts->leave_stopped ? "leave-stopped\n" : "",
+                               opts->lazy_pages ? "lazy-pages\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/%s", call->work_dir, RESTORE_CONF);
-                if (asprintf(&conf, "%s/%s", call->work_dir, RESTORE_CONF) < 0) {
-                        conf = NULL;
-                        return -ENOMEM;
-                }
-                if (criu_local_set_config_file(call->copts, conf) < 0)
-                        return -ENOMEM;
-                req->stopped = true;
+                req->stopped = opts->leave_stopped;
         }
         return 0;
 }

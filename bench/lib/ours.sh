@@ -54,7 +54,8 @@
 # node2 --json` against the local agent. The image stream alone is
 # tests/tools/nm-xfer-send (libssh2, the agent's sender) over the fixture's
 # sshd into `nucleus-agent dial-stdio`, relaying to tests/tools/nm-xfer-serve
-# (the agent's receiver: checks and stages every byte on n2's tmpfs).
+# (the agent's receiver: checks and stages every byte on n2's tmpfs), with
+# what two agents negotiate (OURS_STREAM_FLAGS: zstd, FILE_MAC).
 
 # shellcheck source=tests/lib/agents.sh
 . "$NM_SOURCE_DIR/tests/lib/agents.sh"
@@ -64,6 +65,8 @@ OURS_BIN=(agent/nucleus-agent agent/nucleus-migrate tests/tools/nm-xfer-send tes
 OURS_IDLE_TIMEOUT=${OURS_IDLE_TIMEOUT:-30}
 # Extra agent settings for experiments (each a section.key=value).
 OURS_AGENT_SET=${OURS_AGENT_SET:-}
+# What two agents of this build agree on in HELLO, for the bare stream.
+OURS_STREAM_FLAGS=${OURS_STREAM_FLAGS:---zstd --file-mac}
 
 ours_available() {
 	local f
@@ -121,11 +124,19 @@ ours_migrate() {
 		(if $s.restore_ms then "restore_s=\(($s.restore_ms + ($s.commit_ms // 0)) / 1000)" else empty end)' <<<"$res"
 }
 
-# ours_lazy_wait FROM TO ID: post-copy is over when the source's migration
-# has finished (the last page left it; it released the memory).
+# ours_lazy_wait FROM TO ID: post-copy is over when neither agent has the
+# move in flight any more: the source's migration ends (DONE) only after the
+# target said RUNNING, which it says after the last page arrived, and
+# ours_migrate waits for that result already. So this only checks it.
 ours_lazy_wait() {
-	b_log "ours_lazy_wait: post-copy is not implemented yet"
-	return 1
+	local from=$1 to=$2 n
+	for n in "$from" "$to"; do
+		t_wait_until 120 "post-copy over on $n" ours__no_migration "$n" || return 1
+	done
+}
+
+ours__no_migration() {
+	[ "$(fx_nm "$1" status --json | jq '[.. | objects | select(.active == true)] | length')" = 0 ]
 }
 
 # ours__stream_tree DIR: the checkpoint directory layout our stream sends
@@ -151,7 +162,7 @@ ours__stream_serve() {
 	sock=$d/stream.sock log=$d/stream-serve.log
 	install -d -m 0700 "$d/stream-staging"
 	fx_in n2 "$NM_BUILD_DIR/tests/tools/nm-xfer-serve" --socket "$sock" --staging-dir "$d/stream-staging" \
-		--hmac-key "$(fx_hmac_key n2)" >"$log" 2>&1 &
+		--hmac-key "$(fx_hmac_key n2)" $([[ $OURS_STREAM_FLAGS == *--file-mac* ]] && echo --file-mac) >"$log" 2>&1 &
 	OURS_STREAM_SERVE_PID=$!
 	fx_track_pid "$OURS_STREAM_SERVE_PID"
 	t_wait_until 10 "stream receiver on n2" grep -q LISTENING "$log"
@@ -168,19 +179,26 @@ ours_stream() {
 	out=$(fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
 		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
 		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock" \
-		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" "$tree")
+		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" $OURS_STREAM_FLAGS "$tree" 2>&1)
 	rc=$?
 	rm -rf "$(b_img_dir "$to")/stream-staging/$mig"
 	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
-	b_log "ours_stream: $out"
+	b_log "ours_stream: ${out//$'\n'/; }"
 }
 
-# ours_cleanup FROM TO ID: what a run leaves: the container's state file on
-# TO (its process was killed by the driver), the agents' CRIU logs.
+# ours_cleanup FROM TO ID: what a run leaves: the container's state file
+# (and, after a failed move that rolled back, the container it names, which
+# the driver does not know), the agents' CRIU logs.
 ours_cleanup() {
-	local from=$1 to=$2 id=$3 n
-	rm -f "$(fx_dir "$to")/nucleus/$id.json" "$(fx_dir "$from")/nucleus/$id.json"
+	local from=$1 to=$2 id=$3 n f pid ticks
 	for n in "$from" "$to"; do
+		f=$(fx_dir "$n")/nucleus/$id.json
+		if [ -f "$f" ]; then
+			pid=$(jq -r '.pid // empty' "$f" 2>/dev/null)
+			ticks=$(jq -r '.start_ticks // empty' "$f" 2>/dev/null)
+			[ -n "$pid" ] && [ "$(fx_start_ticks "$pid")" = "$ticks" ] && kill -KILL "$pid" 2>/dev/null
+			rm -f "$f"
+		fi
 		rm -rf "$(ours__work_dir "$n")"/criu/* 2>/dev/null
 	done
 	return 0

@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* One end of a socketpair whose other end a CRIU process (a lazy dump's
+ * page server, or the lazy-pages daemon) talks its page-server protocol
+ * on: the agent relays those bytes, unchanged, as PS_DATA over the peer
+ * session (post-copy without any other port between the nodes). */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+typedef struct ps_relay ps_relay;
+
+typedef struct ps_relay_ops {
+        /* Bytes CRIU wrote (valid during the call only). */
+        void (*data)(ps_relay *r, const void *buf, size_t n, void *ud);
+        /* CRIU closed its end (0) or the socket failed (< 0); runs once. */
+        void (*closed)(ps_relay *r, int status, void *ud);
+} ps_relay_ops;
+
+/* Makes the socketpair; *ret_criu_fd is CRIU's end, without O_CLOEXEC when
+ * inherit (a libcriu call forks and execs criu with it), the caller's to
+ * hand over and close. */
+int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *ud, int *ret_criu_fd,
+                 ps_relay **ret);
+
+/* Queues bytes for CRIU (copied). */
+int ps_relay_write(ps_relay *r, const void *buf, size_t n);
+
+/* Stops or resumes reading from CRIU (back-pressure). */
+void ps_relay_pause(ps_relay *r, bool pause);
+
+/* Makes CRIU's page server fail rather than see a clean end: a lazy dump
+ * whose transfer fails lets the tasks run again, while an orderly close
+ * (EOF) counts as success and ends them. Then closes. */
+void ps_relay_poison(ps_relay *r);
+
+/* Closes our end (CRIU sees EOF once queued bytes are out); ops no longer
+ * run. Returns NULL. */
+ps_relay *ps_relay_free(ps_relay *r);

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Post-copy (--lazy): the container resumes on node 2 while its pages
+# follow through the agents' SSH session; its counter, log and pipe go on,
+# exactly one copy runs. A restore that fails before the commit makes the
+# lazy dump fail, and the frozen container resumes where it was, its network
+# lock undone.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+
+fx_agents_up
+read -r id pid < <(fx_ctr_start n1 lazy)
+work=$(fx_dir n1)/work/lazy
+fx_counter_advances "$work" || t_fail "workload does not tick"
+
+t_log "a post-copy move node1 -> node2"
+c_before=$(fx_count "$work")
+out=$(fx_nm n1 migrate "$id" node2 --lazy --json) || t_fail "migrate --lazy failed: $out"
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the lazy move"
+new_pid=$(jq -r .result.new_pid <<<"$res")
+jq -e '.result.stages.postcopy_ms >= 0' <<<"$res" >/dev/null || t_fail "no post-copy stage in the result: $res"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the lazy move"
+t_assert_eq "$(fx_ctr_running_copies lazy)" 1 "running copies after the lazy move"
+t_assert_eq "$(fx_ctr_stopped_copies lazy)" 0 "stopped copies after the lazy move"
+grep -q "\"pid\": $new_pid," "$(fx_dir n2)/nucleus/$id.json" || t_fail "node2's state file does not name pid $new_pid"
+[ ! -e "$(fx_dir n1)/nucleus/$id.json" ] || t_fail "node1 still has a state file"
+fx_counter_advances "$work" || t_fail "counter stopped after the lazy move"
+[ "$(fx_count "$work")" -ge "$c_before" ] || t_fail "counter went back"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the lazy move"
+[ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on node2"
+[ -z "$(ls -A "$(fx_dir n1)/migrate/checkpoints")" ] || t_fail "images left on node1"
+grep -q "post-copy done" "$(fx_agent_log n2)" || t_fail "node2 did not log the end of post-copy"
+
+t_log "a lazy move whose restore fails before the commit: it resumes on node2"
+fx_agent_stop n1
+fx_agent_start n1 "NM_FAULT=fail=dest-restore"
+c_before=$(fx_count "$work")
+rc=0
+out=$(fx_nm n2 migrate "$id" node1 --lazy --json) || rc=$?
+t_assert_eq "$rc" 4 "exit code of a rolled-back lazy move ($out)"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the rollback"
+t_assert_eq "$(fx_ctr_running_copies lazy)" 1 "running copies after the rollback"
+t_assert_eq "$(fx_ctr_stopped_copies lazy)" 0 "stopped copies after the rollback"
+kill -0 "$new_pid" || t_fail "the container is not its old process any more"
+fx_counter_advances "$work" || t_fail "counter stopped after the rollback"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the rollback"
+! nsenter --net="/proc/$new_pid/ns/net" nft list tables 2>/dev/null | grep -q CRIU ||
+	t_fail "CRIU's network lock is still in the container's network namespace"
+t_log "ok"
