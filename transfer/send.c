@@ -8,6 +8,7 @@
  * since one SSH channel is slower than reading and hashing. A chunk goes to
  * the connection without a copy and comes back to a small pool once sent;
  * no chunk is read while the connection has max_queued bytes waiting. */
+#include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,12 +18,16 @@
 #include <unistd.h>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 #include "fs-util.h"
 #include "macro.h"
 #include "transfer-internal.h"
 
 #define XFER_POOL_MAX 8
+/* Reads in flight: with zstd, compression (the costly part) runs on as many
+ * workers while hashing stays in order; without, one read ahead is enough. */
+#define XFER_JOBS_MAX 3
 
 typedef enum xfer_send_state {
         XFER_SEND_START,
@@ -44,6 +49,20 @@ struct xfer_chunk {
         size_t zlen;    /* compressed bytes at data + cap, or 0 */
         uint8_t data[]; /* cap bytes, then (with zstd) room for the compressed chunk */
 };
+
+/* One read on the thread pool: read, hash (in order), compress. */
+typedef struct xfer_job {
+        uv_work_t work;
+        xfer_send *x;
+        xfer_chunk *k;
+        proto_zctx *zctx; /* each worker its own */
+        uint64_t seq, off;
+        size_t len;
+        ssize_t got;
+        int err;
+        nm_error hook_err; /* the worker's own: the loop may write x->err meanwhile */
+        bool busy, done;
+} xfer_job;
 
 typedef struct xfer_file_entry {
         char *relpath; /* "images/<name>" or "metadata.json" */
@@ -72,19 +91,20 @@ struct xfer_send {
 
         /* the current file */
         int fd;
-        uint64_t off;
+        uint64_t off;    /* bytes of it sent */
+        uint64_t off_rd; /* bytes of it read or being read */
         EVP_MD_CTX *sha;
         bool file_mac;
-        proto_zctx *zctx; /* with zstd */
+        bool zstd;
 
-        /* the read in flight */
-        uv_work_t work;
-        bool work_pending;
-        xfer_chunk *rchunk;
-        size_t rlen;
-        ssize_t rgot;
-        int rerr;
-        nm_error rhook_err;
+        /* the reads in flight, oldest first (jobs[(head + i) % n]) */
+        xfer_job jobs[XFER_JOBS_MAX];
+        unsigned n_jobs_max, head, n_jobs;
+        uint64_t seq_next;
+        /* chunks are hashed in file order, whichever worker reads first */
+        pthread_mutex_t hash_lock;
+        pthread_cond_t hash_cond;
+        uint64_t hash_next;
 
         xfer_chunk *pool;
         size_t pool_n;
@@ -115,7 +135,7 @@ static xfer_chunk *chunk_get(xfer_send *x) {
                 x->pool_n--;
                 return k;
         }
-        k = malloc(sizeof(*k) + x->chunk_size + (x->zctx ? x->chunk_size : 0));
+        k = malloc(sizeof(*k) + x->chunk_size + (x->zstd ? x->chunk_size : 0));
         if (!k)
                 return NULL;
         k->cap = x->chunk_size;
@@ -383,7 +403,7 @@ static int begin_file(xfer_send *x) {
         r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size, &he);
         if (r < 0)
                 return hook_error(x, r, &he, f->relpath);
-        x->off = 0;
+        x->off = x->off_rd = 0;
         return 0;
 }
 
@@ -436,108 +456,141 @@ static int finish_stream(xfer_send *x) {
 }
 
 static void read_work(uv_work_t *w) {
-        xfer_send *x = container_of(w, xfer_send, work);
+        xfer_job *j = container_of(w, xfer_job, work);
+        xfer_send *x = j->x;
         size_t done = 0;
 
-        x->rerr = 0;
-        nm_error_clear(&x->rhook_err);
-        while (done < x->rlen) {
-                ssize_t n = pread(x->fd, x->rchunk->data + done, x->rlen - done, (off_t)(x->off + done));
+        j->err = 0;
+        nm_error_clear(&j->hook_err);
+        while (done < j->len) {
+                ssize_t n = pread(x->fd, j->k->data + done, j->len - done, (off_t)(j->off + done));
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        x->rerr = -errno;
+                        j->err = -errno;
                         break;
                 }
                 if (n == 0)
                         break;
                 done += (size_t)n;
         }
-        x->rgot = (ssize_t)done;
-        x->rchunk->zlen = 0;
-        if (x->rerr == 0 && done > 0) {
-                if (!x->file_mac && EVP_DigestUpdate(x->sha, x->rchunk->data, done) != 1)
-                        x->rerr = -EIO;
+        j->got = (ssize_t)done;
+        j->k->zlen = 0;
+        /* The hashes see the chunks in file order: wait for our turn, and
+         * always take it (a failed read too), so that no later chunk waits
+         * forever. */
+        pthread_mutex_lock(&x->hash_lock);
+        while (x->hash_next != j->seq)
+                pthread_cond_wait(&x->hash_cond, &x->hash_lock);
+        if (j->err == 0 && done > 0) {
+                if (!x->file_mac && EVP_DigestUpdate(x->sha, j->k->data, done) != 1)
+                        j->err = -EIO;
                 else {
-                        /* rhook_err is the worker's own: the loop thread
-                         * may write x->err meanwhile (an abort). */
-                        int r = x->hooks.data(x->hooks.userdata, x->rchunk->data, done, &x->rhook_err);
+                        int r = x->hooks.data(x->hooks.userdata, j->k->data, done, &j->hook_err);
                         if (r < 0)
-                                x->rerr = r;
+                                j->err = r;
                 }
         }
-        if (x->rerr == 0 && done > 0 && x->zctx) {
-                int r = proto_zdata_compress(x->zctx, x->rchunk->data, done,
-                                             x->rchunk->data + x->rchunk->cap, &x->rchunk->zlen);
+        x->hash_next++;
+        pthread_cond_broadcast(&x->hash_cond);
+        pthread_mutex_unlock(&x->hash_lock);
+        if (j->err == 0 && done > 0 && j->zctx) {
+                int r = proto_zdata_compress(j->zctx, j->k->data, done, j->k->data + j->k->cap, &j->k->zlen);
                 if (r < 0)
-                        x->rerr = r;
+                        j->err = r;
         }
 }
 
-static void read_done(uv_work_t *w, int status) {
-        xfer_send *x = container_of(w, xfer_send, work);
-        xfer_chunk *k = TAKE_PTR(x->rchunk);
-        const xfer_file_entry *f;
+/* Sends the oldest read if it is done, and so on: DATA leaves in order. */
+static int flush_jobs(xfer_send *x) {
+        const xfer_file_entry *f = &x->files[x->idx];
         int r;
 
-        x->work_pending = false;
+        while (x->n_jobs > 0 && x->jobs[x->head].done) {
+                xfer_job *j = &x->jobs[x->head];
+                xfer_chunk *k = TAKE_PTR(j->k);
+
+                j->busy = j->done = false;
+                x->head = (x->head + 1) % x->n_jobs_max;
+                x->n_jobs--;
+                if (j->err < 0) {
+                        free(k);
+                        if (j->hook_err.msg[0])
+                                return hook_error(x, j->err, &j->hook_err, f->relpath);
+                        return nm_error_errno(&x->err, j->err, "reading %s failed", f->relpath);
+                }
+                if ((size_t)j->got != j->len) {
+                        free(k);
+                        return nm_error_set(&x->err, -ESTALE, "%s shrank while being sent", f->relpath);
+                }
+                if (k->zlen > 0)
+                        r = xfer_conn_send_zdata(x->c, x->mig, (uint32_t)j->len, k->data + k->cap, k->zlen,
+                                                 chunk_released, k, &x->err);
+                else
+                        r = xfer_conn_send_data(x->c, x->mig, k->data, j->len, chunk_released, k, &x->err);
+                if (r < 0) {
+                        free(k);
+                        return r;
+                }
+                x->res.wire_bytes += k->zlen > 0 ? k->zlen : j->len;
+                chunk_track(x, k);
+                x->off += j->len;
+                x->res.bytes += j->len;
+        }
+        return 0;
+}
+
+static void read_done(uv_work_t *w, int status) {
+        xfer_job *j = container_of(w, xfer_job, work);
+        xfer_send *x = j->x;
+        int r;
+
+        j->done = true;
+        if (status < 0 && j->err == 0)
+                j->err = status;
         if (x->freed || x->state != XFER_SEND_READ) {
-                free(k);
+                /* Ending: drop what comes back. */
+                free(TAKE_PTR(j->k));
+                j->busy = j->done = false;
+                x->n_jobs--;
                 if (x->freed)
                         send_maybe_free(x);
                 return;
         }
-        f = &x->files[x->idx];
-        if (status < 0 || x->rerr < 0) {
-                free(k);
-                if (status >= 0 && x->rhook_err.msg[0])
-                        hook_error(x, x->rerr, &x->rhook_err, f->relpath);
-                else
-                        nm_error_errno(&x->err, status < 0 ? status : x->rerr, "reading %s failed",
-                                       f->relpath);
-                send_fail(x, x->err.code);
-                return;
-        }
-        if ((size_t)x->rgot != x->rlen) {
-                free(k);
-                nm_error_set(&x->err, -ESTALE, "%s shrank while being sent", f->relpath);
-                send_fail(x, -ESTALE);
-                return;
-        }
-        if (k->zlen > 0)
-                r = xfer_conn_send_zdata(x->c, x->mig, (uint32_t)x->rlen, k->data + k->cap, k->zlen,
-                                         chunk_released, k, &x->err);
-        else
-                r = xfer_conn_send_data(x->c, x->mig, k->data, x->rlen, chunk_released, k, &x->err);
-        x->res.wire_bytes += k->zlen > 0 ? k->zlen : x->rlen;
+        r = flush_jobs(x);
         if (r < 0) {
-                free(k);
                 send_fail(x, r);
                 return;
         }
-        chunk_track(x, k);
-        x->off += x->rlen;
-        x->res.bytes += x->rlen;
         report_progress(x, false);
         send_step(x);
 }
 
 static int start_read(xfer_send *x) {
         const xfer_file_entry *f = &x->files[x->idx];
-        uint64_t left = f->size - x->off;
+        uint64_t left = f->size - x->off_rd;
+        xfer_job *j = &x->jobs[(x->head + x->n_jobs) % x->n_jobs_max];
         int r;
 
-        x->rchunk = chunk_get(x);
-        if (!x->rchunk)
+        assert(!j->busy);
+        j->k = chunk_get(x);
+        if (!j->k)
                 return -ENOMEM;
-        x->rchunk->owner = x;
-        x->rlen = left < x->chunk_size ? (size_t)left : x->chunk_size;
-        r = uv_queue_work(x->loop, &x->work, read_work, read_done);
+        j->k->owner = x;
+        j->x = x;
+        j->off = x->off_rd;
+        j->len = left < x->chunk_size ? (size_t)left : x->chunk_size;
+        j->seq = x->seq_next;
+        j->done = false;
+        r = uv_queue_work(x->loop, &j->work, read_work, read_done);
         if (r < 0) {
-                free(TAKE_PTR(x->rchunk));
+                free(TAKE_PTR(j->k));
                 return nm_error_set(&x->err, -EIO, "cannot queue a read: %s", uv_strerror(r));
         }
-        x->work_pending = true;
+        j->busy = true;
+        x->seq_next++;
+        x->n_jobs++;
+        x->off_rd += j->len;
         return 0;
 }
 
@@ -569,21 +622,23 @@ static void send_step(xfer_send *x) {
                                 x->state = XFER_SEND_READ;
                         continue;
                 case XFER_SEND_READ:
-                        if (x->work_pending)
-                                return;
-                        if (x->off == x->files[x->idx].size) {
+                        if (x->off == x->files[x->idx].size && x->n_jobs == 0) {
                                 r = end_file(x);
                                 if (r >= 0)
                                         x->state = XFER_SEND_NEXT_FILE;
                                 continue;
                         }
+                        /* More reads while the file has bytes left, a worker
+                         * is free, and the connection wants more. */
+                        if (x->off_rd == x->files[x->idx].size || x->n_jobs == x->n_jobs_max)
+                                return; /* read_done continues */
                         if (xfer_conn_queued(x->c) >= x->max_queued)
                                 return; /* the drain callback continues */
                         if (pace_wait(x))
                                 return; /* the pace timer continues */
                         r = start_read(x);
                         if (r >= 0)
-                                return;
+                                continue;
                         break;
                 case XFER_SEND_DONE:
                 case XFER_SEND_FAILED:
@@ -668,7 +723,10 @@ static void send_release_memory(xfer_send *x) {
                 close(x->top_fd);
         close_file(x);
         EVP_MD_CTX_free(x->sha);
-        proto_zctx_free(x->zctx);
+        for (unsigned i = 0; i < XFER_JOBS_MAX; i++)
+                proto_zctx_free(x->jobs[i].zctx);
+        pthread_cond_destroy(&x->hash_cond);
+        pthread_mutex_destroy(&x->hash_lock);
         free(x->mig);
         free(x->bad_digest);
         free(x);
@@ -684,7 +742,7 @@ static void timer_closed_cb(uv_handle_t *h) {
 }
 
 static void send_maybe_free(xfer_send *x) {
-        if (!x->freed || x->work_pending)
+        if (!x->freed || x->n_jobs > 0)
                 return;
         if (x->timer_open || x->pace_open) {
                 x->timer.data = x->pace.data = x;
@@ -740,8 +798,14 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->bad_digest = o->test_bad_digest ? strdup(o->test_bad_digest) : NULL;
         x->sha = EVP_MD_CTX_new();
         x->file_mac = o->file_mac;
+        x->zstd = o->zstd;
+        x->n_jobs_max = o->zstd ? XFER_JOBS_MAX : 2;
+        (void)pthread_mutex_init(&x->hash_lock, NULL);
+        (void)pthread_cond_init(&x->hash_cond, NULL);
         x->top_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-        r = o->zstd ? proto_zctx_new(o->zstd_level ? o->zstd_level : XFER_ZSTD_LEVEL, &x->zctx) : 0;
+        r = 0;
+        for (unsigned i = 0; o->zstd && i < x->n_jobs_max && r >= 0; i++)
+                r = proto_zctx_new(o->zstd_level ? o->zstd_level : XFER_ZSTD_LEVEL, &x->jobs[i].zctx);
         if (!x->mig || !x->sha || (o->test_bad_digest && !x->bad_digest) || x->top_fd < 0 || r < 0) {
                 r = r < 0 ? r : x->top_fd < 0 ? negative_errno() : -ENOMEM;
                 send_release_memory(x);
