@@ -28,6 +28,9 @@
 /* Reads in flight: with zstd, compression (the costly part) runs on as many
  * workers while hashing stays in order; without, one read ahead is enough. */
 #define XFER_JOBS_MAX 3
+/* After a chunk that did not shrink, this many go without trying: random
+ * pages cost zstd little, but not nothing, and they come in long runs. */
+#define XFER_ZSTD_BACKOFF 32
 
 typedef enum xfer_send_state {
         XFER_SEND_START,
@@ -62,6 +65,7 @@ typedef struct xfer_job {
         int err;
         nm_error hook_err; /* the worker's own: the loop may write x->err meanwhile */
         bool busy, done;
+        bool try_zstd; /* decided when the read starts (see z_skip) */
 } xfer_job;
 
 typedef struct xfer_file_entry {
@@ -96,6 +100,7 @@ struct xfer_send {
         EVP_MD_CTX *sha;
         bool file_mac;
         bool zstd;
+        unsigned z_skip; /* chunks to send without trying zstd */
 
         /* the reads in flight, oldest first (jobs[(head + i) % n]) */
         xfer_job jobs[XFER_JOBS_MAX];
@@ -404,6 +409,7 @@ static int begin_file(xfer_send *x) {
         if (r < 0)
                 return hook_error(x, r, &he, f->relpath);
         x->off = x->off_rd = 0;
+        x->z_skip = 0; /* every file gets a first try */
         return 0;
 }
 
@@ -494,7 +500,7 @@ static void read_work(uv_work_t *w) {
         x->hash_next++;
         pthread_cond_broadcast(&x->hash_cond);
         pthread_mutex_unlock(&x->hash_lock);
-        if (j->err == 0 && done > 0 && j->zctx) {
+        if (j->err == 0 && done > 0 && j->try_zstd) {
                 int r = proto_zdata_compress(j->zctx, j->k->data, done, j->k->data + j->k->cap, &j->k->zlen);
                 if (r < 0)
                         j->err = r;
@@ -523,6 +529,8 @@ static int flush_jobs(xfer_send *x) {
                         free(k);
                         return nm_error_set(&x->err, -ESTALE, "%s shrank while being sent", f->relpath);
                 }
+                if (j->try_zstd)
+                        x->z_skip = k->zlen > 0 ? 0 : XFER_ZSTD_BACKOFF;
                 if (k->zlen > 0)
                         r = xfer_conn_send_zdata(x->c, x->mig, (uint32_t)j->len, k->data + k->cap, k->zlen,
                                                  chunk_released, k, &x->err);
@@ -582,6 +590,9 @@ static int start_read(xfer_send *x) {
         j->len = left < x->chunk_size ? (size_t)left : x->chunk_size;
         j->seq = x->seq_next;
         j->done = false;
+        j->try_zstd = j->zctx && x->z_skip == 0;
+        if (j->zctx && x->z_skip > 0)
+                x->z_skip--;
         r = uv_queue_work(x->loop, &j->work, read_work, read_done);
         if (r < 0) {
                 free(TAKE_PTR(j->k));
