@@ -335,6 +335,12 @@ b_report_levers() {
 - **Post-copy** (`--lazy`): the container resumes on the target after the
   non-memory images; its pages follow through the same SSH session.
 
+Both nodes of the fixture are one VM: the memory our warming faults in and
+then frees stays warm for whatever runs next on either node, the baseline's
+runs in between included, so its restore stage benefits too (a baseline-only
+run is in the history of `bench/results/`). Between two machines the warm
+memory would be the target's alone.
+
 Not done: streaming pages while CRIU still dumps (its page server through
 our channel) would overlap the dump with the transfer (at most the dump's
 time), at the price of the source having no local pages to roll back from;
