@@ -43,6 +43,10 @@ void agent_new_id(char out[33]) {
  * the journal carries it across a restart and no container is running
  * half-moved. Anything else must finish before we exit. */
 static bool mig_parkable(const mig *m) {
+        /* A lazy dump still serving pages lives in this process's CRIU
+         * call: the journal cannot carry it. */
+        if (m->lazy && m->role == MIG_ROLE_SOURCE && m->images_ready && !m->lazy_served)
+                return false;
         return m->phase == MIG_COMMITTED || m->phase == MIG_IN_DOUBT;
 }
 

@@ -29,8 +29,6 @@
 #define ASK_RETRY_MAX_MS 10000
 /* Longest the source waits for ACCEPT while we warm memory. */
 #define DST_PREWARM_MAX_MS 10000
-/* Warm memory handed to the staged images ahead of the bytes. */
-#define DST_WARM_AHEAD (64u << 20)
 
 static void dst_ask_source(mig *m);
 static void dst_accept(mig *m);
@@ -143,15 +141,6 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
 
 static void dst_on_progress(const xfer_progress *p, void *ud) {
         mig *m = ud;
-        /* Staged bytes take fresh pages: give them warm ones, a little ahead
-         * (pages left free for long go cold again). */
-        while (m->warm_for_staging && m->warm_given < m->offered_bytes &&
-               m->warm_given < p->bytes + DST_WARM_AHEAD) {
-                uint64_t n = prewarm_give(m->warm, DST_WARM_AHEAD);
-                if (n == 0)
-                        break;
-                m->warm_given += n;
-        }
         m->bytes_done = p->bytes;
         m->files_done = p->files;
         m->rate = (uint64_t)p->rate;
@@ -283,18 +272,11 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
                 dst_end(m, MIG_ABORTED);
                 return;
         }
-        /* One copy for the staged images as they arrive, one for the
-         * restore; when there is room for only one, the restore has it. */
-        warm = 0;
-        if (a->cfg.prewarm && m->lazy) {
-                /* Post-copy stages no memory pages, the daemon fills them. */
-                warm = prewarm_bytes_for(o->image_bytes, 1);
-        } else if (a->cfg.prewarm) {
-                warm = prewarm_bytes_for(o->image_bytes, 2);
-                m->warm_for_staging = warm > 0;
-                if (!warm)
-                        warm = prewarm_bytes_for(o->image_bytes, 1);
-        }
+        /* Enough for the restored memory (for post-copy, what the daemon
+         * fills). Warming the staged images' pages too did not pay: the
+         * stream is CPU-bound, and holding more warm memory on a shared
+         * node made the source's dump colder. */
+        warm = a->cfg.prewarm ? prewarm_bytes_for(o->image_bytes, 1) : 0;
         if (warm > 0 && prewarm_start(a->loop, warm, DST_PREWARM_MAX_MS, dst_on_warm, m, &m->warm) >= 0) {
                 /* The source dumps only after ACCEPT: warming before it keeps
                  * the cold faults out of the container's downtime. */
@@ -317,7 +299,6 @@ static void dst_accept(mig *m) {
                 .max_bytes = m->offered_bytes * 4 + (256u << 20),
                 .idle_timeout_ms = (uint64_t)a->cfg.idle_timeout_s * 1000,
                 .progress = dst_on_progress,
-                .progress_interval_ms = m->warm_for_staging ? 20 : 0,
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
         };
@@ -491,6 +472,13 @@ static void dst_restored(mig *m, int status) {
         }
         m->restored_pid = m->restore.pid;
         m->restored_ticks = m->restore.start_ticks;
+        if (m->lazy && m->lazy_status < 0) {
+                /* Restored, but the daemon that was to fill its memory died:
+                 * this copy must never run. */
+                dst_send_error(m, -EIO, m->err.code ? m->err.msg : "post-copy failed during the restore");
+                dst_discard(m, "the lazy-pages daemon failed during the restore");
+                return;
+        }
         mig_rec_set_int(m, "restored_pid", m->restored_pid);
         mig_rec_set_int(m, "restored_ticks", (int64_t)m->restored_ticks);
         if (mig_set_phase(m, MIG_RESTORED) < 0) {
@@ -525,6 +513,16 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
                 peer_link *l = m->link;
                 m->link = NULL;
                 peer_link_detach(l);
+        }
+        if (m->lazy && m->lazy_status < 0) {
+                /* Its memory will never be complete: it must not run. */
+                if (reply_to) {
+                        proto_msg e = {.type = PROTO_MSG_ERROR,
+                                       .error = {.mig = m->id, .code = -EIO, .reason = m->err.msg}};
+                        (void)ctl_send(reply_to, &e);
+                }
+                dst_discard(m, "post-copy failed before the resume");
+                return;
         }
         if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
                 mig_fail_reason(m, -ESRCH, "the stopped copy (pid %d) is gone: %s", (int)m->restored_pid,

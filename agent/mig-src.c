@@ -29,7 +29,6 @@
 #define ROLLBACK_RETRY_MS 1000
 #define FORWARD_RETRY_MIN_MS 500
 #define FORWARD_RETRY_MAX_MS 10000
-#define SRC_PREWARM_MAX_MS 10000
 /* Post-copy: page-server bytes queued for the link before CRIU must wait,
  * and the level at which it may go on. */
 #define SRC_PS_HIGH_WATER (8u << 20)
@@ -305,6 +304,12 @@ static void src_lazy_dump_ended(mig *m, ckpt_dump_req *req, int status) {
 
         m->lazy_served = true;
         m->relay = ps_relay_free(m->relay);
+        if (m->postcopy_failed) {
+                if (status < 0 && m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
+                        log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
+                src_done(m, MIG_LOST);
+                return;
+        }
         if (status >= 0 && m->phase == MIG_COMMITTED) {
                 log_ctx_info(m->id, "the lazy dump served its last page");
                 if (m->running_heard)
@@ -378,8 +383,6 @@ static void src_dump_start(criu_job *job) {
                 o.lazy_ps_fd = m->ps_fd;
                 m->dump.event_cb = src_dump_event;
         }
-        /* CRIU writes the images into pages freed a moment ago. */
-        m->warm = prewarm_free(m->warm);
         m->t_frozen = now_usec();
         mig_progress(m, "dumping with CRIU");
         r = fault_fail("dump") ? nm_error_set(&m->dump.error, -EIO, "dump failed (fault injection)")
@@ -398,39 +401,12 @@ static void src_dump_start(criu_job *job) {
 }
 
 static void src_on_accept(mig *m) {
-        if (m->warming) {
-                m->accepted = true; /* src_on_warm goes on */
-                return;
-        }
         if (mig_set_phase(m, MIG_DUMPING) < 0) {
                 src_done(m, MIG_FAILED);
                 return;
         }
         m->job.start = src_dump_start;
         criu_queue_push(m->a, &m->job);
-}
-
-static void src_on_warm(prewarm *p, uint64_t warmed, void *ud) {
-        mig *m = ud;
-        (void)p;
-        m->warming = false;
-        log_ctx_info(m->id, "warmed %llu MiB of memory for the dump in %llu ms",
-                     (unsigned long long)(warmed >> 20),
-                     (unsigned long long)((now_usec() - m->t_warm) / 1000));
-        if (m->accepted)
-                src_on_accept(m);
-}
-
-/* The images land in fresh memory (a tmpfs, the page cache): fault it in
- * while the container still runs, as the target does for its restore. */
-static void src_prewarm(mig *m) {
-        /* A lazy dump writes no memory pages here. */
-        uint64_t warm =
-                m->a->cfg.prewarm && !m->lazy ? prewarm_bytes_for(estimate_image_bytes(m->ctr), 1) : 0;
-        if (warm > 0 && prewarm_start(m->a->loop, warm, SRC_PREWARM_MAX_MS, src_on_warm, m, &m->warm) >= 0) {
-                m->warming = true;
-                m->t_warm = now_usec();
-        }
 }
 
 /* ---- rollback ---- */
@@ -674,12 +650,14 @@ static void src_on_peer_error(mig *m, const char *what, int code, const char *re
         nm_error err = {};
         nm_error_set(&err, code < 0 ? code : -EIO, "%s %s: %s", m->peer, what, reason);
         if (m->phase == MIG_COMMITTED && m->lazy) {
-                /* The target lost its copy during post-copy; ours is gone
-                 * with the pages it served: nothing can run the container. */
+                /* The target lost its copy during post-copy; ours goes with
+                 * the pages it served: nothing can run the container. */
                 mig_fail_reason(m, code, "%s; post-copy cannot be undone: the container is lost", err.msg);
-                m->relay = ps_relay_free(m->relay);
-                src_done(m, MIG_LOST);
-                return;
+                m->postcopy_failed = m->relay_dropped = true;
+                m->relay = ps_relay_free(m->relay); /* CRIU ends its tasks */
+                if (m->lazy_served)
+                        src_done(m, MIG_LOST);
+                return; /* else once CRIU has returned (src_lazy_dump_ended) */
         }
         if (m->phase == MIG_COMMITTED && code == -ESRCH) {
                 /* The target holds no copy and never resumed one: bringing
@@ -859,7 +837,6 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
                 return err->code;
         }
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
-        src_prewarm(m);
         if (peer_link_open(a, m->peer, m->id, &src_link_ops, m, err, &m->link) < 0) {
                 mig_fail_reason(m, err->code, "%s", err->msg);
                 src_done(m, MIG_FAILED);

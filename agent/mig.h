@@ -43,26 +43,24 @@ struct mig {
         ckpt_hmac *hmac;
         xfer_tree_hooks hooks;
         pid_t new_pid; /* on the destination */
-        bool accepted; /* ACCEPT heard while memory was still warming */
 
-        /* both: memory held warm for CRIU (prewarm.h) */
+        /* destination: memory held warm for the restore (prewarm.h) */
         prewarm *warm;
         bool warming;
-        bool warm_for_staging; /* destination: part of it is for the staged images */
-        uint64_t warm_given;
+        uint64_t t_warm;
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;
-        int ps_fd;          /* source: the lazy dump's end, closed when CRIU returns */
-        bool images_ready;  /* source: post-dump: the images are complete */
-        bool lazy_served;   /* source: CRIU's lazy dump returned */
-        bool running_heard; /* source: RUNNING arrived (every page is there) */
-        bool relay_dropped; /* source: we ended the relay (link lost) */
+        int ps_fd;            /* source: the lazy dump's end, closed when CRIU returns */
+        bool images_ready;    /* source: post-dump: the images are complete */
+        bool lazy_served;     /* source: CRIU's lazy dump returned */
+        bool running_heard;   /* source: RUNNING arrived (every page is there) */
+        bool relay_dropped;   /* source: we ended the relay (link lost) */
+        bool postcopy_failed; /* source: the target lost its copy: lost once CRIU returns */
         uint64_t t_commit;
         ckpt_lazy_pages *lazy_pages; /* destination: the daemon */
         bool postcopy;               /* destination: resumed, pages still arriving */
         int lazy_status;             /* destination: 0 while the daemon runs, 1 done, < 0 failed */
-        uint64_t t_warm;
 
         /* destination */
         ctl_conn *peer_cc;

@@ -108,24 +108,6 @@ int prewarm_start(uv_loop_t *loop, uint64_t bytes, uint64_t max_ms, prewarm_cb c
         return 0;
 }
 
-uint64_t prewarm_give(prewarm *p, uint64_t bytes) {
-        uint64_t n;
-
-        if (!p || p->running || !p->mem || p->touched == 0)
-                return 0;
-        n = (bytes + PREWARM_STEP - 1) / PREWARM_STEP * PREWARM_STEP;
-        if (n > p->touched)
-                n = p->touched;
-        /* touched is a multiple of the step (or the whole mapping): the
-         * tail stays page-aligned. */
-        if (munmap(p->mem + p->touched - n, n) < 0)
-                return 0;
-        p->touched -= n;
-        if (p->touched == 0)
-                p->mem = NULL;
-        return n;
-}
-
 prewarm *prewarm_free(prewarm *p) {
         if (!p)
                 return NULL;

@@ -5,11 +5,11 @@
  * host (virtio-balloon free page reporting), memory touched for the first
  * time in a while faults in several times slower than memory freed a moment
  * ago: a 1 GiB restore took 2.5-2.9 s on cold memory and 0.35-0.5 s on warm
- * memory (bench/RESULTS.md). The destination therefore faults in about the
- * image size of anonymous memory while the source is still running, holds
- * it, and frees it right before CRIU restores, which then gets those pages
- * back from the allocator. On bare metal it costs a short delay before
- * ACCEPT and nothing else. */
+ * memory (measured by hand with criu dump/restore). The destination
+ * therefore faults in about the image size of anonymous memory while the
+ * source is still running, holds it, and frees it right before CRIU
+ * restores, which then gets those pages back from the allocator. On bare
+ * metal it costs a short delay before ACCEPT and nothing else. */
 
 #include <stdint.h>
 #include <uv.h>
@@ -24,11 +24,6 @@ typedef void (*prewarm_cb)(prewarm *p, uint64_t warmed, void *userdata);
  * max_ms, then runs cb. The memory is held until prewarm_free(). */
 int prewarm_start(uv_loop_t *loop, uint64_t bytes, uint64_t max_ms, prewarm_cb cb, void *userdata,
                   prewarm **ret);
-
-/* Hands up to bytes (rounded up to 2 MiB) of the warm memory back to the
- * allocator now, for whatever allocates next (images being written).
- * Returns how much was freed; 0 while the worker still runs. */
-uint64_t prewarm_give(prewarm *p, uint64_t bytes);
 
 /* Frees the warm memory now (or, while the worker still runs, as soon as it
  * stops) and the object; cb does not run after this. Returns NULL. */

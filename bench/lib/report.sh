@@ -319,13 +319,12 @@ b_report_levers() {
 ### The levers in our default path
 
 - **Warm memory (prewarm).** Before it says ACCEPT (so before the source
-  freezes anything), the target faults in twice the image size of anonymous
-  memory and holds it; it hands half to the staged images as they arrive
-  and the rest to CRIU's restore right before it starts. The source warms
-  the size of its dump's images and frees it right before the dump. On this
-  VM (free page reporting) that moves the slow first touch of fresh memory
-  out of the downtime; it costs the time to warm before the freeze (total
-  time, not downtime).
+  freezes anything), the target faults in the image size of anonymous
+  memory and holds it, then frees it right before CRIU's restore, which
+  gets those pages. On this VM (free page reporting) that keeps the slow
+  first touch of cold memory out of the restore (2.5-2.9 s cold against
+  0.35-0.5 s warm for 1 GiB, by hand); it costs the time to warm before the
+  freeze (total time, not downtime).
 - **zstd on the stream** (feature `zstd`, fast level -2): chunks that shrink
   by a sixteenth go compressed, incompressible pages as they are.
 - **Each byte hashed once** (feature `file-mac`): files end with the tree
