@@ -282,6 +282,7 @@ struct ckpt_restore_req {
         ckpt__call call;
         ckpt_restore_cb cb;
         uint64_t t0;
+        bool leave_stopped;
 };
 
 /* Restores the checkpoint in dir, detached. With opts->verify the HMAC is

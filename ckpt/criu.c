@@ -666,10 +666,10 @@ static void restore_work(uv_work_t *w) {
                         &req->error, code,
                         "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
                         excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
-                req->stopped = false;
                 return;
         }
         req->pid = ret;
+        req->stopped = req->leave_stopped;
         (void)ckpt_proc_start_ticks(req->pid, &req->start_ticks);
         read_stats(call->workfd, "stats-restore", &st);
         if (st.restore) {
@@ -738,7 +738,7 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 }
                 if (criu_local_set_config_file(call->copts, conf) < 0)
                         return -ENOMEM;
-                req->stopped = true;
+                req->leave_stopped = true;
         }
         return 0;
 }

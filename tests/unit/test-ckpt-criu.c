@@ -321,6 +321,8 @@ static void test_restore_refuses_tampered(void **state) {
         assert_int_equal(r.calls, 1);
         assert_int_equal(r.status, -EBADMSG);
         assert_false(req.verified);
+        assert_false(req.stopped);
+        assert_int_equal(req.pid, 0);
         assert_msg_contains(&req.error, "HMAC mismatch");
         assert_msg_contains(&req.error, "nothing was restored");
         assert_false(criu_ran(dir));
