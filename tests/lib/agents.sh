@@ -6,6 +6,11 @@
 # shellcheck source=tests/lib/fixture.sh
 . "$(dirname "${BASH_SOURCE[0]}")/fixture.sh"
 
+# Under a sanitizer build, a leak or a runtime error fails the process; the
+# one leak libcriu 4.2.1 itself has (its config path) is suppressed.
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$FX_SRC/tests/unit/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
 # Short timeouts, so that a cut link is noticed within seconds in tests.
 FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-4}
 FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-4}
@@ -78,7 +83,7 @@ fx_ctr_where() {
 # pid namespace), wherever they run.
 fx_ctr_inits() {
 	local pid
-	for pid in $(pgrep -f "nm-counter .*/work/$1 " || true); do
+	for pid in $(pgrep -f "nm-counter $FX_ROOT/.*/work/$1 " || true); do
 		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
 	done
 	return 0
