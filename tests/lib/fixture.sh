@@ -394,6 +394,13 @@ fx_state_pids() {
 	return 0
 }
 
+# fx_rm PATH...: rm -rf that also removes files the agents sealed
+# (received images are immutable once checked).
+fx_rm() {
+	chattr -R -i "$@" 2>/dev/null || true
+	rm -rf "$@"
+}
+
 fx_kill_pids() {
 	local pid
 	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -420,7 +427,7 @@ fx_teardown() {
 	for n in $FX_NODES sw; do
 		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
 	done
-	rm -rf "$FX_ROOT"
+	fx_rm "$FX_ROOT"
 	FX_ROOT=""
 	return "$rc"
 }

@@ -2,6 +2,9 @@
 /* The receiving sink fed hostile sequences directly, without a network:
  * every refusal removes the staging directory, reports once, and nothing
  * lands outside staging. */
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
 #include "test-xfer-util.h"
 
 #define MIG "mig-1"
@@ -170,7 +173,11 @@ static void test_good_stream(void **state) {
                 assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
                 for (size_t off = 0; off < sizeof(big); off += 65536)
                         assert_int_equal(feed_data(f, big + off, MIN(65536, sizeof(big) - off)), 0);
+                /* Before its digest is checked a file has no name: nothing
+                 * can change the bytes that are being hashed. */
+                assert_false(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
                 assert_int_equal(feed_end(f, sha), 0);
+                assert_true(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
         }
         assert_int_equal(feed_file(f, "metadata.json", meta, sizeof(meta) - 1), 0);
         assert_int_equal(feed_done(f, 4, sizeof(small) + sizeof(big) + sizeof(meta) - 1, NULL), 0);
@@ -190,6 +197,22 @@ static void test_good_stream(void **state) {
         assert_int_equal(len, sizeof(big));
         assert_memory_equal(data, big, sizeof(big));
         free(data);
+        /* Checked files are sealed where the file system can (tmpfs, ext4):
+         * a write after the check is refused, even for root. */
+        {
+                _cleanup_close_ int img = openat_dir_beneath(sfd, "images");
+                int w = openat(img, "pages-1.img", O_WRONLY | O_CLOEXEC);
+                int flags = 0, rfd = openat(img, "pages-1.img", O_RDONLY | O_CLOEXEC);
+                assert_true(rfd >= 0);
+                if (ioctl(rfd, FS_IOC_GETFLAGS, &flags) == 0) {
+                        assert_true(flags & FS_IMMUTABLE_FL);
+                        assert_int_equal(w, -1);
+                        assert_int_equal(errno, EPERM);
+                }
+                if (w >= 0)
+                        close(w);
+                close(rfd);
+        }
         struct stat st;
         assert_int_equal(fstat(sfd, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0700);
