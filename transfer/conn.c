@@ -616,6 +616,33 @@ static void stream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         *buf = uv_buf_init((char *)p, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n));
 }
 
+/* A frame we refuse ends the connection (the stream cannot be resynced),
+ * but the peer hears why first, as PROTOCOL.md says: ERROR with the
+ * sentence as its reason, then the queue flushes (bounded by the close
+ * timeout) and the connection closes with that error. */
+static void refuse_frame(xfer_conn *c, int code, nm_error *e) {
+        proto_msg m;
+
+        nm_error_prefix(e, "refusing a frame from the peer");
+        if (code >= 0 || code < -4095)
+                code = -EBADMSG;
+        if (c->state != XFER_CONN_OPEN) {
+                conn_fail(c, code, e);
+                return;
+        }
+        if (c->stream)
+                (void)uv_read_stop(c->stream);
+        m = (proto_msg){.type = PROTO_MSG_ERROR, .error = {.code = code, .reason = e->msg}};
+        set_status(c, code, e);
+        if (xfer_conn_send(c, &m, NULL) < 0) {
+                /* The reason cannot travel (e.g. a control byte from the
+                 * hostile input in it): just close. */
+                conn_fail(c, code, e);
+                return;
+        }
+        xfer_conn_close(c, 0, NULL); /* keeps the error set above */
+}
+
 /* Decodes and hands out every complete frame. Returns < 0 after failing the
  * connection. */
 static int deliver(xfer_conn *c) {
@@ -634,8 +661,7 @@ static int deliver(xfer_conn *c) {
                 if (r > 0)
                         r = proto_decode(payload, n, &m, &e);
                 if (r < 0) {
-                        nm_error_prefix(&e, "refusing a frame from the peer");
-                        conn_fail(c, r, &e);
+                        refuse_frame(c, r, &e);
                         return r;
                 }
                 c->cbs.message(c, &m, c->userdata);
@@ -684,8 +710,7 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
         touch(c);
         r = proto_reader_advance(c->reader, (size_t)nread, &e);
         if (r < 0) {
-                nm_error_prefix(&e, "refusing a frame from the peer");
-                conn_fail(c, r, &e);
+                refuse_frame(c, r, &e);
                 return;
         }
         if (deliver(c) < 0)
@@ -853,8 +878,7 @@ static int chan_read(xfer_conn *c, bool discard) {
                 if (discard)
                         continue;
                 if (proto_reader_advance(c->reader, (size_t)rc, &e) < 0) {
-                        nm_error_prefix(&e, "refusing a frame from the peer");
-                        conn_fail(c, e.code ? e.code : -EBADMSG, &e);
+                        refuse_frame(c, e.code ? e.code : -EBADMSG, &e);
                         return -EBADMSG;
                 }
                 if (deliver(c) < 0)

@@ -447,6 +447,72 @@ static void test_oversize_frame_refused(void **state) {
         close(sv[1]);
 }
 
+/* What the peer reads after its frame was refused: one ERROR frame whose
+ * reason says why, then the end of the stream. */
+static void assert_error_then_eof(int fd, int code, const char *why) {
+        _cleanup_proto_msg_ proto_msg m = {};
+        proto_reader *rd = NULL;
+        const uint8_t *payload;
+        uint8_t *w;
+        size_t room, len;
+        ssize_t n;
+
+        assert_int_equal(proto_reader_new(0, &rd), 0);
+        for (;;) {
+                assert_int_equal(proto_reader_get_buffer(rd, &w, &room, NULL), 0);
+                n = read(fd, w, room);
+                assert_true(n >= 0);
+                if (n == 0)
+                        break;
+                assert_int_equal(proto_reader_advance(rd, (size_t)n, NULL), 0);
+        }
+        assert_int_equal(proto_reader_next(rd, &payload, &len, NULL), 1);
+        assert_int_equal(proto_decode(payload, len, &m, NULL), 0);
+        assert_int_equal(m.type, PROTO_MSG_ERROR);
+        assert_int_equal(m.error.code, code);
+        printf("# ERROR %s\n", m.error.reason);
+        assert_non_null(strstr(m.error.reason, why));
+        assert_int_equal(proto_reader_next(rd, &payload, &len, NULL), 0);
+        assert_int_equal(proto_reader_finish(rd, NULL), 0);
+        proto_reader_free(rd);
+}
+
+/* PROTOCOL.md: a frame that cannot be decoded is answered with ERROR (the
+ * sentence as reason) before the session closes, from the header alone
+ * (oversize length) and from the payload (unknown type). */
+static void test_refused_frame_answered(void **state) {
+        xfer_conn_callbacks cb = {.message = no_message, .closed = bad_closed};
+        static const uint8_t huge[4] = {0x00, 0x40, 0x00, 0x01};
+        /* {"t": 200} */
+        static const uint8_t unknown[] = {0, 0, 0, 5, 0x81, 0xa1, 't', 0xcc, 200};
+        struct {
+                const uint8_t *bytes;
+                size_t n;
+                int code;
+                const char *why;
+        } cases[] = {
+                {huge, sizeof(huge), -E2BIG, "exceeds limit"},
+                {unknown, sizeof(unknown), -EPROTO, "unknown message type 200"},
+        };
+        (void)state;
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                uv_loop_t loop;
+                xfer_conn *c = NULL;
+                int sv[2], res = 1;
+
+                assert_int_equal(uv_loop_init(&loop), 0);
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+                assert_int_equal(write(sv[1], cases[i].bytes, cases[i].n), (ssize_t)cases[i].n);
+                assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &res, NULL, &c), 0);
+                (void)uv_run(&loop, UV_RUN_DEFAULT);
+                assert_int_equal(res, cases[i].code);
+                assert_int_equal(uv_loop_close(&loop), 0);
+                assert_error_then_eof(sv[1], cases[i].code, cases[i].why);
+                close(sv[1]);
+        }
+}
+
 int main(void) {
         /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
@@ -458,6 +524,7 @@ int main(void) {
                 cmocka_unit_test(test_rate_limit),
                 cmocka_unit_test(test_idle_timeout_and_malformed),
                 cmocka_unit_test(test_oversize_frame_refused),
+                cmocka_unit_test(test_refused_frame_answered),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
