@@ -677,8 +677,9 @@ static void peer_ended(xfer_conn *c) {
         c->peer_eof = true;
         r = proto_reader_finish(c->reader, &e);
         if (r < 0) {
+                /* It may still read: tell it why, as for any refused frame. */
                 nm_error_prefix(&e, "the peer closed the connection in the middle of a frame");
-                conn_fail(c, -EPIPE, &e);
+                refuse_frame(c, -EPIPE, &e);
                 return;
         }
         if (c->state == XFER_CONN_OPEN)

@@ -479,7 +479,8 @@ static void assert_error_then_eof(int fd, int code, const char *why) {
 
 /* PROTOCOL.md: a frame that cannot be decoded is answered with ERROR (the
  * sentence as reason) before the session closes, from the header alone
- * (oversize length) and from the payload (unknown type). */
+ * (oversize length), from the payload (unknown type), and when the peer
+ * ends its side in the middle of a frame. */
 static void test_refused_frame_answered(void **state) {
         xfer_conn_callbacks cb = {.message = no_message, .closed = bad_closed};
         static const uint8_t huge[4] = {0x00, 0x40, 0x00, 0x01};
@@ -488,11 +489,13 @@ static void test_refused_frame_answered(void **state) {
         struct {
                 const uint8_t *bytes;
                 size_t n;
+                bool eof; /* the peer ends its side after the bytes */
                 int code;
                 const char *why;
         } cases[] = {
-                {huge, sizeof(huge), -E2BIG, "exceeds limit"},
-                {unknown, sizeof(unknown), -EPROTO, "unknown message type 200"},
+                {huge, sizeof(huge), false, -E2BIG, "exceeds limit"},
+                {unknown, sizeof(unknown), false, -EPROTO, "unknown message type 200"},
+                {unknown, sizeof(unknown) - 2, true, -EPIPE, "in the middle of a frame"},
         };
         (void)state;
 
@@ -504,6 +507,8 @@ static void test_refused_frame_answered(void **state) {
                 assert_int_equal(uv_loop_init(&loop), 0);
                 assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
                 assert_int_equal(write(sv[1], cases[i].bytes, cases[i].n), (ssize_t)cases[i].n);
+                if (cases[i].eof)
+                        assert_int_equal(shutdown(sv[1], SHUT_WR), 0);
                 assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &res, NULL, &c), 0);
                 (void)uv_run(&loop, UV_RUN_DEFAULT);
                 assert_int_equal(res, cases[i].code);
