@@ -196,6 +196,19 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                 dst_end(m, MIG_ABORTED);
                 return;
         }
+        /* The OFFER's id is the one checked against the containers running
+         * here; the images must be of that container, or a restore would
+         * register a second copy of another one under its state file. */
+        if (strcmp(m->md->container_id, m->container_id) != 0) {
+                mig_fail_reason(
+                        m, -EBADMSG,
+                        "the images are of container %s, but the offer was for container %s: refusing "
+                        "them",
+                        m->md->container_id, m->container_id);
+                dst_send_error(m, -EBADMSG, m->err.msg);
+                dst_discard(m, "images of another container");
+                return;
+        }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
         if (mig_set_phase(m, MIG_VERIFIED) < 0) {
