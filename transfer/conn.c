@@ -24,6 +24,13 @@
 /* An aborted channel gets this long to send its close before it is left to
  * the session. */
 #define XFER_CONN_ABORT_TIMEOUT_MS 2000
+/* A peer that sends requests faster than it reads the answers (or never
+ * reads them) must not grow our queue without bound: above this many bytes
+ * or segments queued, no further frame is taken from it until the queue has
+ * drained to half (its idle timeout runs meanwhile). The image sender keeps
+ * its own queue far below this. */
+#define XFER_CONN_READ_PAUSE_BYTES (8u * 1024u * 1024u)
+#define XFER_CONN_READ_PAUSE_SEGS 1024u
 
 typedef enum xfer_conn_kind {
         XFER_CONN_STREAM,
@@ -83,6 +90,8 @@ struct xfer_conn {
 
         xfer_seg *head, *tail; /* channel: not yet written; stream: in libuv */
         size_t queued, low_water;
+        size_t n_segs;    /* segments queued (each one an allocation) */
+        bool read_paused; /* too much queued: no frames taken from the peer */
         xfer_conn_drain_cb drain_cb;
         void *drain_ud;
 
@@ -180,6 +189,14 @@ static void dequeued(xfer_conn *c, size_t n) {
         touch(c);
         if (c->state == XFER_CONN_OPEN && c->drain_cb && before > c->low_water && c->queued <= c->low_water)
                 c->drain_cb(c, c->drain_ud);
+}
+
+static bool queue_full(const xfer_conn *c) {
+        return c->queued > XFER_CONN_READ_PAUSE_BYTES || c->n_segs > XFER_CONN_READ_PAUSE_SEGS;
+}
+
+static bool queue_drained(const xfer_conn *c) {
+        return c->queued <= XFER_CONN_READ_PAUSE_BYTES / 2 && c->n_segs <= XFER_CONN_READ_PAUSE_SEGS / 2;
 }
 
 /* ---- timers ---------------------------------------------------------- */
@@ -382,6 +399,7 @@ static void drop_queue(xfer_conn *c) {
                 xfer_seg *g = c->head;
                 c->head = g->next;
                 c->queued -= g->hdr_len + g->payload_len - g->off;
+                c->n_segs--;
                 seg_free(g);
         }
         c->tail = NULL;
@@ -504,6 +522,7 @@ static int enqueue(xfer_conn *c, xfer_seg *g, nm_error *err) {
         if (c->queued == 0)
                 touch(c); /* idle time counts from when there is something to send */
         c->queued += n;
+        c->n_segs++;
         return 0;
 }
 
@@ -585,6 +604,28 @@ static void stream_try_shutdown(xfer_conn *c) {
                 conn_finish(c);
 }
 
+static int deliver(xfer_conn *c);
+static void stream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* The peer read enough of what we queued: first the frames that waited in
+ * the reader, then the stream again (unless they filled the queue anew). */
+static void stream_resume_reading(xfer_conn *c) {
+        nm_error e = {};
+        int r;
+
+        c->read_paused = false;
+        if (deliver(c) < 0 || c->read_paused || c->state != XFER_CONN_OPEN)
+                return;
+        if (c->peer_eof)
+                return;
+        r = uv_read_start(c->stream, stream_alloc_cb, stream_read_cb);
+        if (r < 0) {
+                nm_error_set(&e, -EIO, "cannot read from the connection: %s", uv_strerror(r));
+                conn_fail(c, e.code, &e);
+        }
+}
+
 static void stream_write_cb(uv_write_t *req, int status) {
         xfer_seg *g = container_of(req, xfer_seg, req);
         xfer_conn *c = g->conn;
@@ -592,6 +633,7 @@ static void stream_write_cb(uv_write_t *req, int status) {
         nm_error e = {};
 
         seg_free(g);
+        c->n_segs--;
         dequeued(c, n);
         if (status < 0 && status != UV_ECANCELED) {
                 nm_error_set(&e, status == UV_EPIPE ? -EPIPE : -ECONNRESET,
@@ -599,6 +641,8 @@ static void stream_write_cb(uv_write_t *req, int status) {
                 conn_fail(c, e.code, &e);
                 return;
         }
+        if (c->read_paused && c->state == XFER_CONN_OPEN && queue_drained(c))
+                stream_resume_reading(c);
         timer_arm(c);
         stream_try_shutdown(c);
 }
@@ -643,8 +687,8 @@ static void refuse_frame(xfer_conn *c, int code, nm_error *e) {
         xfer_conn_close(c, 0, NULL); /* keeps the error set above */
 }
 
-/* Decodes and hands out every complete frame. Returns < 0 after failing the
- * connection. */
+/* Decodes and hands out every complete frame, until the queue is full.
+ * Returns < 0 after failing the connection. */
 static int deliver(xfer_conn *c) {
         for (;;) {
                 _cleanup_proto_msg_ proto_msg m = {};
@@ -655,6 +699,13 @@ static int deliver(xfer_conn *c) {
 
                 if (c->state != XFER_CONN_OPEN)
                         return 0; /* no messages after close */
+                if (queue_full(c)) {
+                        /* The rest waits in the reader until the queue drains. */
+                        c->read_paused = true;
+                        if (c->stream)
+                                (void)uv_read_stop(c->stream);
+                        return 0;
+                }
                 r = proto_reader_next(c->reader, &payload, &n, &e);
                 if (r == 0)
                         return 0;
@@ -829,6 +880,7 @@ static int chan_write(xfer_conn *c) {
                         if (!c->head)
                                 c->tail = NULL;
                         seg_free(g);
+                        c->n_segs--;
                 }
                 dequeued(c, (size_t)n);
                 if (c->state == XFER_CONN_FINISHING)
@@ -842,6 +894,17 @@ static int chan_read(xfer_conn *c, bool discard) {
         int progress = 0;
         if (chan_read_stderr(c) == 0)
                 return 0;
+        if (!discard && c->read_paused) {
+                /* Not reading leaves the channel window shut: the peer waits. */
+                if (!queue_drained(c))
+                        return 0;
+                c->read_paused = false;
+                if (deliver(c) < 0)
+                        return -EBADMSG;
+                if (c->read_paused || c->state != XFER_CONN_OPEN)
+                        return 1;
+                progress = 1;
+        }
         while (budget > 0 && c->state != XFER_CONN_FINISHING) {
                 uint8_t sink[16384];
                 uint8_t *p;
@@ -884,7 +947,7 @@ static int chan_read(xfer_conn *c, bool discard) {
                 }
                 if (deliver(c) < 0)
                         return -EBADMSG;
-                if (c->state != XFER_CONN_OPEN)
+                if (c->state != XFER_CONN_OPEN || c->read_paused)
                         return 1;
         }
         return progress;

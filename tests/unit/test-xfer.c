@@ -2,6 +2,7 @@
 /* Sender and receiver on one loop, connected through a socketpair (xfer_conn
  * over uv streams): a checkpoint directory moves byte for byte, memory stays
  * bounded, failures end both sides, and the loop closes cleanly. */
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -518,6 +519,120 @@ static void test_refused_frame_answered(void **state) {
         }
 }
 
+/* ---- a peer that asks faster than it reads ---- */
+
+#define FLOOD_PINGS 200000
+
+typedef struct flood {
+        int fd;         /* the peer's end */
+        size_t answers; /* PONG frames the peer read */
+        unsigned pings; /* PINGs our side answered */
+        int status;
+        bool closed;
+} flood;
+
+static void *flood_writer(void *arg) {
+        flood *f = arg;
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 7}};
+        uint8_t *one = NULL, *buf;
+        size_t len, per = 4096;
+
+        assert_int_equal(proto_encode(&ping, &one, &len, NULL), 0);
+        buf = malloc(len * per);
+        assert_non_null(buf);
+        for (size_t i = 0; i < per; i++)
+                memcpy(buf + i * len, one, len);
+        for (size_t sent = 0; sent < FLOOD_PINGS; sent += per) {
+                size_t n = (FLOOD_PINGS - sent < per ? FLOOD_PINGS - sent : per) * len, off = 0;
+                while (off < n) {
+                        ssize_t k = write(f->fd, buf + off, n - off);
+                        if (k <= 0)
+                                goto out; /* our side closed on us */
+                        off += (size_t)k;
+                }
+        }
+        (void)shutdown(f->fd, SHUT_WR);
+out:
+        free(buf);
+        free(one);
+        return NULL;
+}
+
+static void *flood_reader(void *arg) {
+        flood *f = arg;
+        uint8_t buf[65536];
+        ssize_t k;
+        size_t total = 0;
+
+        while ((k = read(f->fd, buf, sizeof(buf))) > 0)
+                total += (size_t)k;
+        f->answers = total;
+        return NULL;
+}
+
+static void flood_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        flood *f = ud;
+        proto_msg pong = {.type = PROTO_MSG_PONG, .pong = m->ping};
+        assert_int_equal(m->type, PROTO_MSG_PING);
+        f->pings++;
+        assert_int_equal(xfer_conn_send(c, &pong, NULL), 0);
+}
+
+static void flood_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        flood *f = ud;
+        (void)c;
+        printf("# closed after %u PINGs: %d %s\n", f->pings, status, err ? err->msg : "");
+        f->status = status;
+        f->closed = true;
+}
+
+/* Every PING is answered; a peer that never reads the answers gets no more
+ * than a bounded queue (the rest of its PINGs wait in the socket) and is cut
+ * by the idle timeout; one that reads them gets every answer. */
+static void test_flood_bounded(void **state) {
+        xfer_conn_callbacks cb = {.message = flood_message, .closed = flood_closed};
+        proto_msg pong = {.type = PROTO_MSG_PONG, .pong = {.seq = 7}};
+        uint8_t *buf = NULL;
+        size_t pong_len;
+        (void)state;
+
+        assert_int_equal(proto_encode(&pong, &buf, &pong_len, NULL), 0);
+        free(buf);
+        for (int reads = 0; reads <= 1; reads++) {
+                flood f = {};
+                pthread_t w, r;
+                uv_loop_t loop;
+                xfer_conn *c = NULL;
+                int sv[2];
+
+                assert_int_equal(uv_loop_init(&loop), 0);
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+                f.fd = sv[1];
+                assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
+                xfer_conn_set_idle_timeout(c, 300);
+                assert_int_equal(pthread_create(&w, NULL, flood_writer, &f), 0);
+                if (reads)
+                        assert_int_equal(pthread_create(&r, NULL, flood_reader, &f), 0);
+                (void)uv_run(&loop, UV_RUN_DEFAULT);
+                assert_true(f.closed);
+                assert_int_equal(uv_loop_close(&loop), 0);
+                if (reads) {
+                        (void)shutdown(sv[1], SHUT_RD);
+                        assert_int_equal(pthread_join(r, NULL), 0);
+                }
+                assert_int_equal(pthread_join(w, NULL), 0);
+                if (reads) {
+                        assert_int_equal(f.status, 0);
+                        assert_int_equal(f.pings, FLOOD_PINGS);
+                        assert_int_equal(f.answers, (size_t)FLOOD_PINGS * pong_len);
+                } else {
+                        assert_int_equal(f.status, -ETIMEDOUT);
+                        assert_true(f.pings < FLOOD_PINGS / 10);
+                }
+                close(sv[1]);
+        }
+}
+
 int main(void) {
         /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
@@ -530,6 +645,7 @@ int main(void) {
                 cmocka_unit_test(test_idle_timeout_and_malformed),
                 cmocka_unit_test(test_oversize_frame_refused),
                 cmocka_unit_test(test_refused_frame_answered),
+                cmocka_unit_test(test_flood_bounded),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
