@@ -245,10 +245,11 @@ static void timer_cb(uv_timer_t *t) {
                 timer_arm(c);
                 return;
         }
-        nm_error_set(&e, -ETIMEDOUT,
-                     "connection idle for %llu ms: the peer neither sent anything nor read what was queued "
-                     "(%zu bytes waiting)",
-                     (unsigned long long)c->idle_ms, c->queued);
+        nm_error_set(
+                &e, -ETIMEDOUT,
+                "connection idle for %llu ms: the peer neither sent a whole frame nor read what was queued "
+                "(%zu bytes waiting)",
+                (unsigned long long)c->idle_ms, c->queued);
         conn_fail(c, -ETIMEDOUT, &e);
 }
 
@@ -715,6 +716,9 @@ static int deliver(xfer_conn *c) {
                         refuse_frame(c, r, &e);
                         return r;
                 }
+                /* Whole frames count as activity, bytes do not: a peer
+                 * that trickles one frame a byte at a time is idle. */
+                touch(c);
                 c->cbs.message(c, &m, c->userdata);
         }
 }
@@ -759,7 +763,6 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
                 conn_fail(c, e.code, &e);
                 return;
         }
-        touch(c);
         r = proto_reader_advance(c->reader, (size_t)nread, &e);
         if (r < 0) {
                 refuse_frame(c, r, &e);
@@ -936,7 +939,6 @@ static int chan_read(xfer_conn *c, bool discard) {
                         }
                         return progress;
                 }
-                touch(c);
                 progress = 1;
                 budget -= (size_t)rc < budget ? (size_t)rc : budget;
                 if (discard)

@@ -633,6 +633,52 @@ static void test_flood_bounded(void **state) {
         }
 }
 
+/* A peer that trickles its frames a byte at a time (slowloris) is idle:
+ * only whole frames count, so the idle timeout ends it. */
+static void *trickle_writer(void *arg) {
+        flood *f = arg;
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 7}};
+        uint8_t *one = NULL;
+        size_t len;
+
+        assert_int_equal(proto_encode(&ping, &one, &len, NULL), 0);
+        for (int k = 0; k < 3; k++)
+                for (size_t i = 0; i < len; i++) {
+                        if (write(f->fd, one + i, 1) != 1)
+                                goto out;
+                        usleep(50 * 1000);
+                }
+out:
+        free(one);
+        return NULL;
+}
+
+static void test_trickle_is_idle(void **state) {
+        xfer_conn_callbacks cb = {.message = flood_message, .closed = flood_closed};
+        flood f = {};
+        pthread_t w;
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2];
+        uint64_t t0 = uv_hrtime();
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        f.fd = sv[1];
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
+        xfer_conn_set_idle_timeout(c, 300);
+        assert_int_equal(pthread_create(&w, NULL, trickle_writer, &f), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(f.status, -ETIMEDOUT);
+        assert_int_equal(f.pings, 0);
+        /* 13-byte PINGs at 50 ms a byte would take 650 ms each. */
+        assert_true((uv_hrtime() - t0) / 1000000 < 600);
+        close(sv[1]);
+        assert_int_equal(pthread_join(w, NULL), 0);
+}
+
 int main(void) {
         /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
@@ -646,6 +692,7 @@ int main(void) {
                 cmocka_unit_test(test_oversize_frame_refused),
                 cmocka_unit_test(test_refused_frame_answered),
                 cmocka_unit_test(test_flood_bounded),
+                cmocka_unit_test(test_trickle_is_idle),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
