@@ -627,6 +627,28 @@ static void stream_resume_reading(xfer_conn *c) {
         }
 }
 
+/* A peer that closed on us may have said why first (an agent refusing a
+ * connection sends ERROR and closes): the write error reaches us before the
+ * read, so read what it left, and hand it out, before giving up. */
+static void stream_read_leftovers(xfer_conn *c) {
+        uv_os_fd_t fd;
+
+        if (c->peer_eof || uv_fileno((uv_handle_t *)c->stream, &fd) < 0)
+                return;
+        while (c->state == XFER_CONN_OPEN && !c->read_paused) {
+                nm_error e = {};
+                uint8_t *p;
+                size_t n;
+                ssize_t k;
+
+                if (proto_reader_get_buffer(c->reader, &p, &n, &e) < 0)
+                        return;
+                k = read(fd, p, n); /* libuv made the fd non-blocking */
+                if (k <= 0 || proto_reader_advance(c->reader, (size_t)k, &e) < 0 || deliver(c) < 0)
+                        return;
+        }
+}
+
 static void stream_write_cb(uv_write_t *req, int status) {
         xfer_seg *g = container_of(req, xfer_seg, req);
         xfer_conn *c = g->conn;
@@ -637,6 +659,8 @@ static void stream_write_cb(uv_write_t *req, int status) {
         c->n_segs--;
         dequeued(c, n);
         if (status < 0 && status != UV_ECANCELED) {
+                if (c->state == XFER_CONN_OPEN)
+                        stream_read_leftovers(c);
                 nm_error_set(&e, status == UV_EPIPE ? -EPIPE : -ECONNRESET,
                              "writing to the connection failed: %s", uv_strerror(status));
                 conn_fail(c, e.code, &e);

@@ -679,6 +679,55 @@ static void test_trickle_is_idle(void **state) {
         assert_int_equal(pthread_join(w, NULL), 0);
 }
 
+/* A peer that says why and hangs up (an agent refusing a connection):
+ * our first write fails, yet its ERROR is still delivered. */
+typedef struct last_words {
+        char reason[256];
+        int status;
+        bool closed;
+} last_words;
+
+static void lw_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        last_words *lw = ud;
+        assert_int_equal(m->type, PROTO_MSG_ERROR);
+        snprintf(lw->reason, sizeof(lw->reason), "%s", m->error.reason);
+        xfer_conn_close(c, 0, NULL);
+}
+
+static void lw_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        last_words *lw = ud;
+        (void)c;
+        (void)err;
+        lw->status = status;
+        lw->closed = true;
+}
+
+static void test_last_words_before_hangup(void **state) {
+        xfer_conn_callbacks cb = {.message = lw_message, .closed = lw_closed};
+        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.code = -EBUSY, .reason = "too many connections"}};
+        proto_msg hello = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
+        last_words lw = {};
+        uint8_t *buf = NULL;
+        size_t len;
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2];
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(proto_encode(&e, &buf, &len, NULL), 0);
+        assert_int_equal(write(sv[1], buf, len), (ssize_t)len);
+        free(buf);
+        close(sv[1]);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &lw, NULL, &c), 0);
+        assert_int_equal(xfer_conn_send(c, &hello, NULL), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_true(lw.closed);
+        assert_string_equal(lw.reason, "too many connections");
+}
+
 int main(void) {
         /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
@@ -693,6 +742,7 @@ int main(void) {
                 cmocka_unit_test(test_refused_frame_answered),
                 cmocka_unit_test(test_flood_bounded),
                 cmocka_unit_test(test_trickle_is_idle),
+                cmocka_unit_test(test_last_words_before_hangup),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
