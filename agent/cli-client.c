@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "cli-client.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -139,6 +140,9 @@ int cli_call(cli_request *req) {
         const char *path = cli_socket_path(req->socket, req->config, buf, sizeof(buf));
         call c = {.req = req};
 
+        /* An agent that closes on us (refusing us, or gone) must show up
+         * as an error with its reason, not kill us (transfer.h). */
+        signal(SIGPIPE, SIG_IGN);
         uv_loop_init(&c.loop);
         c.pipe = malloc(sizeof(*c.pipe));
         if (!c.pipe)
