@@ -128,6 +128,21 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                 xfer_conn_close(cc->conn, 0, &err);
                 return;
         }
+        /* The migration user is what a peer's SSH key runs as: it may only
+         * speak as a peer, never ask for what the operator asks. */
+        if (h->role == PROTO_ROLE_CLI && cc->cred.uid != 0 && cc->cred.uid != getuid()) {
+                log_warning("control socket: refusing a CLI session from uid %u (pid %d): %s",
+                            (unsigned)cc->cred.uid, (int)cc->cred.pid,
+                            cc->cred.uid == a->peer_uid ? "the migration user may only speak as a peer"
+                                                        : "not root");
+                nm_error_set(&err, -EPERM, "uid %u may not use nucleus-migrate on %s: only root may%s",
+                             (unsigned)cc->cred.uid, a->cfg.node,
+                             cc->cred.uid == a->peer_uid ? " (it is the migration user, a peer's identity)"
+                                                         : "");
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return;
+        }
         cc->hello_done = true;
         cc->role = h->role;
         snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
