@@ -19,7 +19,13 @@
 #include "mig.h"
 
 #define CTL_MAX_CONNS 256
+/* Beyond the cap, root (the operator's CLI) still gets this many: a flood
+ * through dial-stdio never locks the operator out. */
+#define CTL_ROOT_RESERVE 16
 #define CTL_HELLO_TIMEOUT_MS 10000
+/* Refusals are logged at most this often (with a count): a flood of
+ * connections must not become a flood of log lines. */
+#define CTL_REFUSE_LOG_INTERVAL_MS 1000
 
 static unsigned n_conns;
 
@@ -210,6 +216,61 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
 
 static const xfer_conn_callbacks conn_cbs = {.message = conn_message, .closed = conn_closed};
 
+/* Tells a connection we will not serve why, best effort (its socket buffer
+ * is empty: a small frame fits), before it is closed. */
+static void refuse_with(uv_os_fd_t fd, int code, const char *reason) {
+        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.code = code, .reason = reason}};
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t len;
+
+        if (proto_encode(&e, &buf, &len, NULL) >= 0)
+                (void)!send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+static void log_refusal(agent *a, const char *why) {
+        static uint64_t last_ms;
+        static unsigned suppressed;
+        uint64_t now = uv_now(a->loop);
+
+        if (last_ms && now - last_ms < CTL_REFUSE_LOG_INTERVAL_MS) {
+                suppressed++;
+                return;
+        }
+        if (suppressed)
+                log_warning("control socket: %s (and %u more refusals in the last %llu ms)", why, suppressed,
+                            (unsigned long long)(now - last_ms));
+        else
+                log_warning("control socket: %s", why);
+        last_ms = now;
+        suppressed = 0;
+}
+
+/* Who may connect at all: root, the migration user (dial-stdio), and the
+ * agent's own uid; the connection cap leaves room for root. */
+static bool conn_admit(agent *a, const struct ucred *cred, uv_os_fd_t fd) {
+        char why[256];
+
+        if (cred->uid != 0 && cred->uid != a->peer_uid && cred->uid != getuid()) {
+                snprintf(why, sizeof(why), "refusing uid %u (pid %d): not root or the migration user",
+                         (unsigned)cred->uid, (int)cred->pid);
+                log_refusal(a, why);
+                snprintf(why, sizeof(why), "uid %u may not use the nucleus-migrate agent on %s",
+                         (unsigned)cred->uid, a->cfg.node);
+                refuse_with(fd, -EPERM, why);
+                return false;
+        }
+        if (n_conns >= CTL_MAX_CONNS + (cred->uid == 0 ? CTL_ROOT_RESERVE : 0)) {
+                snprintf(why, sizeof(why), "%u connections open, refusing more (uid %u, pid %d)", n_conns,
+                         (unsigned)cred->uid, (int)cred->pid);
+                log_refusal(a, why);
+                snprintf(why, sizeof(why), "the agent on %s serves %u connections already; try again later",
+                         a->cfg.node, n_conns);
+                refuse_with(fd, -EBUSY, why);
+                return false;
+        }
+        return true;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
         agent *a = server->data;
         uv_pipe_t *client;
@@ -231,13 +292,7 @@ static void on_connection(uv_stream_t *server, int status) {
         }
         uv_pipe_init(a->loop, client, 0);
         if (uv_accept(server, (uv_stream_t *)client) < 0 || uv_fileno((uv_handle_t *)client, &fd) < 0 ||
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || n_conns >= CTL_MAX_CONNS ||
-            (cc->cred.uid != 0 && cc->cred.uid != a->peer_uid && cc->cred.uid != getuid())) {
-                if (n_conns >= CTL_MAX_CONNS)
-                        log_warning("control socket: %u connections open, refusing more", n_conns);
-                else if (cc->cred.uid)
-                        log_warning("control socket: refusing uid %u (pid %d)", (unsigned)cc->cred.uid,
-                                    (int)cc->cred.pid);
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || !conn_admit(a, &cc->cred, fd)) {
                 free(cc);
                 uv_close((uv_handle_t *)client, (uv_close_cb)free);
                 return;
