@@ -931,6 +931,7 @@ static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint6
                 if (proto_encode(&hello, &buf, &len, NULL) < 0 || write(f[i].fd, buf, len) != (ssize_t)len) {
                         /* Closed by the agent already: refused. */
                         f[i].state = 2;
+                        refused++;
                 }
         }
         deadline = now_ms() + timeout_ms;
