@@ -81,9 +81,9 @@ pc_clean() {
 }
 
 # pc_written_since NODE MARKER: files of NODE changed since MARKER, beyond
-# what the agent itself keeps (its log, journal, sockets).
+# what the agent itself keeps (its log, journal, CRIU's logs).
 pc_written_since() {
 	find "$(fx_dir "$1")" -newer "$2" \( -type f -o -type l \) \
-		! -path '*/migrate/journal/*' ! -name agent.log ! -name 'sshd.log' ! -name 'pc-*.out' \
+		! -path '*/migrate/journal/*' ! -path '*/migrate/criu/*' ! -name agent.log ! -name 'sshd.log' ! -name 'pc-*.out' \
 		! -path '*/work/*' ! -path '*/nucleus/*' 2>/dev/null
 }
