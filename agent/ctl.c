@@ -227,22 +227,37 @@ static void refuse_with(uv_os_fd_t fd, int code, const char *reason) {
                 (void)!send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
+/* Refusals in a burst: the first is logged at once, the rest are counted
+ * and summed up once the interval has passed. */
+static struct {
+        uv_timer_t timer;
+        bool timer_open;
+        uint64_t last_ms;
+        unsigned suppressed;
+        char last[256];
+} refusals;
+
+static void refusals_flush(uv_timer_t *t) {
+        (void)t;
+        if (refusals.suppressed)
+                log_warning("control socket: %u more refusals in the last %u ms; the last: %s",
+                            refusals.suppressed, CTL_REFUSE_LOG_INTERVAL_MS, refusals.last);
+        refusals.suppressed = 0;
+}
+
 static void log_refusal(agent *a, const char *why) {
-        static uint64_t last_ms;
-        static unsigned suppressed;
         uint64_t now = uv_now(a->loop);
 
-        if (last_ms && now - last_ms < CTL_REFUSE_LOG_INTERVAL_MS) {
-                suppressed++;
+        if (refusals.last_ms && now - refusals.last_ms < CTL_REFUSE_LOG_INTERVAL_MS) {
+                if (refusals.suppressed++ == 0 && refusals.timer_open)
+                        (void)uv_timer_start(&refusals.timer, refusals_flush,
+                                             refusals.last_ms + CTL_REFUSE_LOG_INTERVAL_MS - now, 0);
+                snprintf(refusals.last, sizeof(refusals.last), "%s", why);
                 return;
         }
-        if (suppressed)
-                log_warning("control socket: %s (and %u more refusals in the last %llu ms)", why, suppressed,
-                            (unsigned long long)(now - last_ms));
-        else
-                log_warning("control socket: %s", why);
-        last_ms = now;
-        suppressed = 0;
+        refusals_flush(NULL);
+        log_warning("control socket: %s", why);
+        refusals.last_ms = now;
 }
 
 /* Who may connect at all: root, the migration user (dial-stdio), and the
@@ -380,6 +395,8 @@ int ctl_listen(agent *a, nm_error *err) {
         r = socket_permissions(a, err);
         if (r < 0)
                 return r;
+        (void)uv_timer_init(a->loop, &refusals.timer);
+        refusals.timer_open = true;
         r = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
         if (r < 0)
                 return nm_error_set(err, r, "cannot listen on %s: %s", a->cfg.socket, uv_strerror(r));
@@ -388,6 +405,11 @@ int ctl_listen(agent *a, nm_error *err) {
 
 void ctl_close_all(agent *a) {
         ctl_conn *cc, *n;
+        if (refusals.timer_open) {
+                refusals_flush(NULL);
+                refusals.timer_open = false;
+                uv_close((uv_handle_t *)&refusals.timer, NULL);
+        }
         if (uv_is_active((uv_handle_t *)&a->listener) || !uv_is_closing((uv_handle_t *)&a->listener)) {
                 uv_close((uv_handle_t *)&a->listener, NULL);
                 (void)unlink(a->cfg.socket);
