@@ -686,6 +686,7 @@ static void cmd_expect(client *c, char **args, size_t n) {
 }
 
 static void cmd_expect_closed(client *c, char **args, size_t n) {
+        uint64_t start = now_ms();
         char text[1024] = "";
         bool seen = false;
 
@@ -708,7 +709,7 @@ static void cmd_expect_closed(client *c, char **args, size_t n) {
         }
         if (text[0] && !seen)
                 fail(c, "the session ended without an ERROR saying \"%s\"", text);
-        printf("< closed\n");
+        printf("< closed after %llu ms\n", (unsigned long long)(now_ms() - start));
         fflush(stdout);
 }
 
@@ -832,7 +833,10 @@ static void run_line(client *c, char *line) {
                 send_bytes(c, hdr, sizeof(hdr));
         } else if (strcmp(cmd, "trickle") == 0) {
                 NEED(2);
-                cmd_trickle(c, parse_u64(c, args[1]), args[2]);
+                char hex[4096] = "";
+                for (size_t i = 2; i < n; i++)
+                        snprintf(hex + strlen(hex), sizeof(hex) - strlen(hex), "%s", args[i]);
+                cmd_trickle(c, parse_u64(c, args[1]), hex);
         } else if (strcmp(cmd, "drip") == 0) {
                 NEED(2);
                 cmd_drip(c, args[1], parse_u64(c, args[2]));
