@@ -87,3 +87,26 @@ pc_written_since() {
 		! -path '*/migrate/journal/*' ! -path '*/migrate/criu/*' ! -name agent.log ! -name 'sshd.log' ! -name 'pc-*.out' \
 		! -path '*/work/*' ! -path '*/nucleus/*' 2>/dev/null
 }
+
+# pc_user_bin PATH: PATH, or a copy of it under $FX_ROOT/bin when other
+# users cannot reach the build (a checkout in a private home directory).
+pc_user_bin() {
+	if setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$1"; then
+		echo "$1"
+	else
+		install -D -m 0755 "$1" "$FX_ROOT/bin/$(basename "$1")"
+		echo "$FX_ROOT/bin/$(basename "$1")"
+	fi
+}
+
+# pc_as USER [GROUPS] -- CMD...: CMD in no namespace of its own, as USER
+# (a name or uid) with only GROUPS (comma-separated, may be empty).
+pc_as() {
+	local user=$1 groups=$2
+	shift 3
+	if [ -n "$groups" ]; then
+		setpriv --reuid="$user" --regid="$user" --groups="$groups" --inh-caps=-all "$@"
+	else
+		setpriv --reuid="$user" --regid="$user" --clear-groups --inh-caps=-all "$@"
+	fi
+}
