@@ -388,6 +388,7 @@ int ctl_listen(agent *a, nm_error *err) {
         if (r < 0)
                 return r;
         uv_pipe_init(a->loop, &a->listener, 0);
+        a->listener_open = true;
         a->listener.data = a;
         r = uv_pipe_bind(&a->listener, a->cfg.socket);
         if (r < 0)
@@ -410,7 +411,7 @@ void ctl_close_all(agent *a) {
                 refusals.timer_open = false;
                 uv_close((uv_handle_t *)&refusals.timer, NULL);
         }
-        if (uv_is_active((uv_handle_t *)&a->listener) || !uv_is_closing((uv_handle_t *)&a->listener)) {
+        if (a->listener_open && !uv_is_closing((uv_handle_t *)&a->listener)) {
                 uv_close((uv_handle_t *)&a->listener, NULL);
                 (void)unlink(a->cfg.socket);
         }
