@@ -28,6 +28,7 @@ static int set_str(char **field, const char *value) {
 }
 
 int agent_config_init(agent_config *c) {
+        const char *state_dir = getenv("NUCLEUS_STATE_DIR");
         char host[HOST_NAME_MAX + 1] = "";
         *c = (agent_config){
                 .connect_timeout_s = 10,
@@ -36,9 +37,7 @@ int agent_config_init(agent_config *c) {
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
-            set_str(&c->state_dir, getenv("NUCLEUS_STATE_DIR") && *getenv("NUCLEUS_STATE_DIR")
-                                           ? getenv("NUCLEUS_STATE_DIR")
-                                           : "/var/run/nucleus") < 0 ||
+            set_str(&c->state_dir, state_dir && *state_dir ? state_dir : "/var/run/nucleus") < 0 ||
             set_str(&c->work_dir, "/var/lib/nucleus-migrate") < 0 ||
             set_str(&c->hmac_key, "/var/lib/nucleus/checkpoint-hmac.key") < 0 ||
             set_str(&c->log_level, "info") < 0 || set_str(&c->ssh_key, "/etc/nucleus/ssh/id_ed25519") < 0 ||

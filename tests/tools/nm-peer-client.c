@@ -100,8 +100,8 @@ typedef struct client {
         uint64_t files, bytes;
 } client;
 
-static void fail(client *c, const char *fmt, ...) _printf_(2, 3);
-static void fail(client *c, const char *fmt, ...) {
+_Noreturn static void fail(client *c, const char *fmt, ...) _printf_(2, 3);
+_Noreturn static void fail(client *c, const char *fmt, ...) {
         va_list ap;
         fprintf(stderr, "FAIL line %u: ", c->line);
         va_start(ap, fmt);
@@ -113,8 +113,8 @@ static void fail(client *c, const char *fmt, ...) {
         exit(1);
 }
 
-static void usage_fail(client *c, const char *fmt, ...) _printf_(2, 3);
-static void usage_fail(client *c, const char *fmt, ...) {
+_Noreturn static void usage_fail(client *c, const char *fmt, ...) _printf_(2, 3);
+_Noreturn static void usage_fail(client *c, const char *fmt, ...) {
         va_list ap;
         fprintf(stderr, "nm-peer-client: line %u: ", c->line);
         va_start(ap, fmt);

@@ -249,13 +249,13 @@ static void raw_file(raw *r, const char *skip, size_t n_extra) {
         raw_init(r);
         msgpack_pack_map(&r->pk, n);
         raw_uint(r, "t", PROTO_MSG_FILE);
-        if (!skip || strcmp(skip, "mig"))
+        if (!skip || strcmp(skip, "mig") != 0)
                 raw_str(r, "mig", "m1");
-        if (!skip || strcmp(skip, "path"))
+        if (!skip || strcmp(skip, "path") != 0)
                 raw_str(r, "path", "images/core-1.img");
-        if (!skip || strcmp(skip, "size"))
+        if (!skip || strcmp(skip, "size") != 0)
                 raw_uint(r, "size", 10);
-        if (!skip || strcmp(skip, "mode"))
+        if (!skip || strcmp(skip, "mode") != 0)
                 raw_uint(r, "mode", 0600);
 }
 
