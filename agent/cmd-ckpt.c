@@ -248,9 +248,9 @@ static int parse_criu_option(criu_args *a, int c, const char *verb) {
                 a->opts.ext_mounts = a->mounts;
                 return 1;
         case OPT_LOG_LEVEL:
-                a->opts.log_level = atoi(optarg);
-                if (a->opts.log_level < 1 || a->opts.log_level > 4)
+                if (optarg[0] < '1' || optarg[0] > '4' || optarg[1])
                         return usage_error(verb, "--log-level must be 1..4"), -1;
+                a->opts.log_level = optarg[0] - '0';
                 return 1;
         default: return 0;
         }

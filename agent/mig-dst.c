@@ -78,11 +78,23 @@ static void dst_discard(mig *m, const char *why) {
 
 /* ---- OFFER ---- */
 
+/* "4.2.1", "6.18.44-fc" -> 40201, 61844; -1 unless it starts with at least
+ * two dot-separated numbers. The peer sends these: no sign, no overflow. */
 static int version_num(const char *v) {
-        unsigned a = 0, b = 0, c = 0;
-        if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) < 2)
+        unsigned long part[3] = {};
+        size_t n = 0;
+
+        while (v && n < 3 && *v >= '0' && *v <= '9') {
+                char *end;
+                errno = 0;
+                part[n++] = strtoul(v, &end, 10);
+                if (errno || part[n - 1] > 100000)
+                        return -1;
+                v = *end == '.' ? end + 1 : NULL;
+        }
+        if (n < 2)
                 return -1;
-        return (int)(a * 10000 + b * 100 + c);
+        return (int)(part[0] * 10000 + part[1] * 100 + part[2]);
 }
 
 static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_reject_code *ret_code,
@@ -163,6 +175,19 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                 dst_send_error(m, -EBADMSG, m->err.msg);
                 (void)rm_rf_path(m->staging);
                 dst_end(m, MIG_ABORTED);
+                return;
+        }
+        /* The OFFER's id is the one checked against the containers running
+         * here; the images must be of that container, or a restore would
+         * register a second copy of another one under its state file. */
+        if (strcmp(m->md->container_id, m->container_id) != 0) {
+                mig_fail_reason(
+                        m, -EBADMSG,
+                        "the images are of container %s, but the offer was for container %s: refusing "
+                        "them",
+                        m->md->container_id, m->container_id);
+                dst_send_error(m, -EBADMSG, m->err.msg);
+                dst_discard(m, "images of another container");
                 return;
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",

@@ -76,9 +76,8 @@ static uint64_t estimate_image_bytes(const ckpt_container *c) {
                 if (read_file_at(AT_FDCWD, path, 1 << 16, &text, NULL) < 0)
                         continue;
                 const char *rss = strstr(text, "\nVmRSS:");
-                unsigned long long kb;
-                if (rss && sscanf(rss + 7, "%llu", &kb) == 1)
-                        total += kb * 1024;
+                if (rss)
+                        total += strtoull(rss + 7, NULL, 10) * 1024; /* the kernel's own number */
         }
         return total;
 }

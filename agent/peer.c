@@ -203,6 +203,11 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
                 return nm_error_set(err, -ENXIO,
                                     "unknown peer \"%s\": no [peer %s] section in the configuration",
                                     peer_name, peer_name);
+        /* Checked again here: a key made readable since we started is one
+         * someone else may now hold. */
+        r = agent_check_file(a->cfg.ssh_key, "SSH key", AGENT_FILE_SECRET, err);
+        if (r < 0)
+                return r;
         l = calloc(1, sizeof(*l));
         if (!l)
                 return nm_error_set(err, -ENOMEM, "out of memory");

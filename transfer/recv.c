@@ -27,6 +27,12 @@
 #include "macro.h"
 #include "transfer-internal.h"
 
+/* The idle timeout measures progress, not chatter: it restarts only after
+ * this many bytes of file data, so that a stream of tiny DATA frames (a
+ * never-ending slow stream) ends like a silent one. Any real sender moves
+ * this much in a fraction of a second. */
+#define XFER_RECV_PROGRESS_BYTES (64u * 1024u)
+
 typedef enum xfer_recv_state {
         XFER_RECV_EXPECT_FILE,
         XFER_RECV_IN_FILE,
@@ -76,6 +82,7 @@ struct xfer_recv {
         bool timer_open, freed, ended, cb_pending;
         int status;
         uint64_t start_ms, last_activity_ms, last_progress_ms;
+        uint64_t last_msg_ms, window_bytes; /* since last_activity_ms */
         xfer_recv_result res;
         nm_error err;
 };
@@ -163,10 +170,20 @@ static void timer_cb(uv_timer_t *t) {
                                      0);
                 return;
         }
-        nm_error_set(&e, -ETIMEDOUT,
-                     "the sender went silent: nothing received for %llu ms (after %llu files, %llu bytes)",
-                     (unsigned long long)r->idle_ms, (unsigned long long)r->res.files,
-                     (unsigned long long)r->res.bytes);
+        if (uv_now(r->loop) - r->last_msg_ms >= r->idle_ms)
+                nm_error_set(&e, -ETIMEDOUT,
+                             "the sender went silent: nothing received for %llu ms (after %llu files, %llu "
+                             "bytes)",
+                             (unsigned long long)r->idle_ms, (unsigned long long)r->res.files,
+                             (unsigned long long)r->res.bytes);
+        else
+                nm_error_set(
+                        &e, -ETIMEDOUT,
+                        "the sender is too slow: %llu bytes in %llu ms, at least %u expected (after %llu "
+                        "files, %llu bytes)",
+                        (unsigned long long)r->window_bytes, (unsigned long long)r->idle_ms,
+                        XFER_RECV_PROGRESS_BYTES, (unsigned long long)r->res.files,
+                        (unsigned long long)r->res.bytes);
         recv_fail(r, -ETIMEDOUT, &e);
 }
 
@@ -503,7 +520,13 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                         nm_error_set(err, q, "%s", r->err.msg);
                 return q;
         }
-        r->last_activity_ms = uv_now(r->loop);
+        r->last_msg_ms = uv_now(r->loop);
+        if (m->type == PROTO_MSG_DATA)
+                r->window_bytes += m->data.data.len;
+        if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
+                r->last_activity_ms = r->last_msg_ms;
+                r->window_bytes = 0;
+        }
         report_progress(r, false);
         return 0;
 }
@@ -618,7 +641,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         }
         (void)uv_timer_init(loop, &r->timer);
         r->timer_open = true;
-        r->start_ms = r->last_activity_ms = r->last_progress_ms = xfer__now_ms(loop);
+        r->start_ms = r->last_activity_ms = r->last_progress_ms = r->last_msg_ms = xfer__now_ms(loop);
         if (r->idle_ms)
                 (void)uv_timer_start(&r->timer, timer_cb, r->idle_ms, 0);
         *ret = r;

@@ -40,7 +40,11 @@ static int read_start_ticks(pid_t pid, unsigned long long *ret) {
         p = strrchr(buf, ')');
         for (int field = 2; p && field < 22; field++)
                 p = strchr(p + 1, ' ');
-        r = p && sscanf(p + 1, "%llu", ret) == 1 ? 0 : -EBADMSG;
+        if (p && p[1] >= '0' && p[1] <= '9') {
+                *ret = strtoull(p + 1, NULL, 10);
+                r = 0;
+        } else
+                r = -EBADMSG;
         free(buf);
         return r;
 }
