@@ -301,9 +301,13 @@ static void dst_restore_start(criu_job *job) {
         int r;
 
         snprintf(work, sizeof(work), "%s/%s-restore", a->criu_work_dir, m->id);
-        /* Every byte was verified as it arrived (per file and the tree HMAC):
-         * no second read pass here. */
+        /* The bytes were hashed as they arrived, but that proves nothing
+         * about the files: a byte changed on disk after it was written and
+         * before the seal (a failing disk, a stray writer) slips past. Now
+         * that they are sealed, check the tree HMAC of exactly what CRIU is
+         * about to read. */
         ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work},
+                               .verify = true,
                                .key = a->key,
                                .key_len = a->key_len,
                                .leave_stopped = true};
