@@ -118,6 +118,14 @@ fm_umount() {
 	fi
 	return 0
 }
+# The check must be able to fail: a table named as CRIU names its lock is
+# seen.
+fm_criu_tables_selftest() {
+	fx_in n1 nft add table inet CRIU-fm-selftest
+	[ -n "$(fm_criu_tables n1 fx_in n1)" ] || t_fail "the nftables check does not see a CRIU table"
+	fx_in n1 nft delete table inet CRIU-fm-selftest
+}
+
 fm_on_exit() {
 	local rc=$?
 	fm_umount
@@ -222,9 +230,10 @@ fm_catch_criu() {
 # The CRIU network lock is an nftables table named CRIU (CRIU-<pid> in
 # newer versions); none may outlive a dump or a restore.
 fm_criu_tables() {
-	local where=$1
+	local where=$1 out
 	shift
-	"$@" nft list tables 2>/dev/null | grep -i 'criu' | sed "s/^/$where: /" || true
+	out=$("$@" nft list tables) || t_fail "cannot list the nftables tables of $where"
+	grep -i 'criu' <<<"$out" | sed "s/^/$where: /" || true
 }
 
 # The CLI's answer without its progress lines (a phase name, then padding).
@@ -370,7 +379,10 @@ fm_cell() {
 	[ -n "$src" ] || t_fail "n1 has no record of the migration"
 	outcome=$(jq -r '.outcome // .phase' <<<"$src")
 	dst=$(fm_mig_doc n2 "$id")
-	[ -z "$dst" ] || dphase=$(jq -r '.phase' <<<"$dst")
+	if [ -n "$dst" ]; then
+		dphase=$(jq -r '.phase' <<<"$dst")
+		t_assert_eq "$(jq -r '.mig' <<<"$dst")" "$(jq -r '.mig' <<<"$src")" "the migration n2 knows of"
+	fi
 	case $outcome in
 	done)
 		want_where=n2
@@ -424,6 +436,7 @@ fm_cell() {
 		;;
 	*) t_fail "CLI exit $rc: $msg" ;;
 	esac
+	! grep -qE '^(NOT moved[^:]*|IN DOUBT): *-?$' <<<"$out" || t_fail "the CLI gives no reason: $msg"
 	[ "$outcome" = "$expect_outcome" ] || t_fail "outcome $outcome, expected $expect_outcome (CLI exit $rc: $msg)"
 	[[ "|$expect_rc|" == *"|$rc|"* ]] || t_fail "CLI exit $rc, expected $expect_rc ($msg)"
 
@@ -444,6 +457,8 @@ fm_cell() {
 }
 
 # ---- the rows ----
+
+fm_criu_tables_selftest
 
 failed=0
 for row in "${SELECTED[@]}"; do
