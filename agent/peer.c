@@ -54,8 +54,8 @@ static void session_closed(xfer_session *s, void *ud) {
         uv_close((uv_handle_t *)&l->ping, ping_closed);
 }
 
-/* Everything ends here: the connection (if any) closes, then the session,
- * then the owner hears about it. */
+/* Everything ends here: the connection (if any) closes, and the owner hears
+ * about it, then the session closes. */
 static void link_shutdown(peer_link *l, int status, const nm_error *err) {
         if (l->state == LINK_CLOSING)
                 return;
@@ -85,6 +85,9 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
                 else
                         nm_error_set(&l->err, l->status, "peer %s closed the connection", l->peer);
         }
+        /* The owner hears it now, while c still exists: a sender streaming
+         * over c must be stopped before c is freed (after this callback). */
+        link_report_closed(l);
         xfer_session_close(l->session, session_closed, l);
 }
 
