@@ -128,8 +128,8 @@ fm_criu_tables_selftest() {
 
 fm_on_exit() {
 	local rc=$?
+	set +e
 	fm_umount
-	[ -n "$FX_ROOT" ] && chattr -R -i "$FX_ROOT" 2>/dev/null
 	(exit "$rc")
 	fx_teardown
 }
@@ -374,11 +374,20 @@ fm_cell() {
 		t_fail "migrations still active 60 s after the fault"
 	}
 
+	# ---- both agents alive, no sanitizer report ----
+	for n in n1 n2; do
+		local o=$off1
+		[ "$n" = n2 ] && o=$off2
+		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
+			t_fail "sanitizer report in $n's agent log: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
+		fm_agent_alive "$n" || t_fail "$n's agent died"
+	done
+
 	# ---- what the journals say ----
-	src=$(fm_mig_doc n1 "$id")
+	src=$(fm_mig_doc n1 "$id") || t_fail "cannot ask n1's agent for its status"
 	[ -n "$src" ] || t_fail "n1 has no record of the migration"
 	outcome=$(jq -r '.outcome // .phase' <<<"$src")
-	dst=$(fm_mig_doc n2 "$id")
+	dst=$(fm_mig_doc n2 "$id") || t_fail "cannot ask n2's agent for its status"
 	if [ -n "$dst" ]; then
 		dphase=$(jq -r '.phase' <<<"$dst")
 		t_assert_eq "$(jq -r '.mig' <<<"$dst")" "$(jq -r '.mig' <<<"$src")" "the migration n2 knows of"
@@ -440,15 +449,17 @@ fm_cell() {
 	[ "$outcome" = "$expect_outcome" ] || t_fail "outcome $outcome, expected $expect_outcome (CLI exit $rc: $msg)"
 	[[ "|$expect_rc|" == *"|$rc|"* ]] || t_fail "CLI exit $rc, expected $expect_rc ($msg)"
 
-	# ---- no sanitizer report in either agent ----
+	# ---- the agents stop cleanly: no leak report at exit ----
+	fm_kill_container "$name" "$id"
+	fx_agent_stop n1
+	fx_agent_stop n2
 	for n in n1 n2; do
 		local o=$off1
 		[ "$n" = n2 ] && o=$off2
 		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
-			t_fail "sanitizer report in $n's agent log"
+			t_fail "sanitizer report in $n's agent log at exit: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
 	done
 
-	fm_kill_container "$name" "$id"
 	# The agents are this subshell's children: stop them here, where they
 	# can be reaped at once.
 	fm_reset
@@ -475,14 +486,22 @@ for row in "${SELECTED[@]}"; do
 		rm -rf "$FM_CELL"
 		mkdir -p "$FM_CELL"
 		start=$(date +%s)
-		if (
+		# A subshell: a failed cell ends there, and the row goes on. Not as
+		# an if condition, which would turn errexit off inside.
+		set +e
+		(
+			set -eE
+			trap 'printf "line %s failed: %s\n" "$LINENO" "$BASH_COMMAND" >>"$FM_CELL/fail"' ERR
 			t_fail() {
 				printf '%s\n' "$*" >"$FM_CELL/fail"
 				printf '[%s] FAIL: %s\n' "$T_NAME" "$*" >&2
 				exit 1
 			}
 			fm_cell "$row" "$fault"
-		); then
+		)
+		cell_rc=$?
+		set -e
+		if [ "$cell_rc" -eq 0 ]; then
 			IFS=$'\t' read -r verdict detail <"$FM_CELL/result"
 			printf '%s\t%s\tok\t%s\t%s\n' "$row" "$fault" "$verdict" "$detail" >>"$results"
 			t_log "ok: $row / $fault: $verdict ($(($(date +%s) - start)) s)"

@@ -432,6 +432,9 @@ fx_teardown() {
 	for n in $FX_NODES sw; do
 		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
 	done
+	# The agents seal verified images (immutable): unseal what a failed
+	# test left, or rm cannot remove it.
+	chattr -R -i "$FX_ROOT" 2>/dev/null
 	rm -rf "$FX_ROOT"
 	FX_ROOT=""
 	return "$rc"
