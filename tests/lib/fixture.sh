@@ -218,6 +218,18 @@ fx_sshd_kill() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# fx_sshd_kill_all NODE: the node's sshd listener and every live session
+# process of it (what a crashed or OOM-killed sshd takes with it), found by
+# pid among the processes of the node's network namespace.
+fx_sshd_kill_all() {
+	local pid
+	fx_sshd_kill "$1"
+	for pid in $(ip netns pids "$(fx_ns "$1")" 2>/dev/null); do
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sshd ] && kill -KILL "$pid" 2>/dev/null
+	done
+	return 0
+}
+
 # fx_ssh FROM TO [SSH ARGS...]: OpenSSH client from node FROM to node TO with
 # strict host-key checking against FROM's known_hosts.
 fx_ssh() {
