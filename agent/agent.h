@@ -64,6 +64,7 @@ struct agent {
         bool stopping;
         uid_t peer_uid; /* the migration user that dial-stdio runs as */
         uv_pipe_t listener;
+        bool listener_open; /* initialized: set-up may fail before */
         uv_signal_t sig_term, sig_int;
         ctl_conn *conns;
         mig *migs;

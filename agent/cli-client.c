@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "cli-client.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <uv.h>
@@ -19,16 +20,20 @@ typedef struct call {
         int status;
 } call;
 
-const char *cli_socket_path(const char *socket, const char *config, char *buf, size_t n) {
+const char *cli_socket_path(const char *socket, const char *config, char *buf, size_t n, nm_error *err) {
         agent_config cfg;
-        nm_error err = {};
         if (socket)
                 return socket;
         snprintf(buf, n, "%s", XFER_DEFAULT_SOCKET);
         if (agent_config_init(&cfg) < 0)
                 return buf;
-        if (agent_config_load(&cfg, config ? config : AGENT_CONFIG_DEFAULT, config != NULL, &err) >= 0 &&
-            cfg.socket)
+        /* A configuration we refuse (unreadable, or others may change it)
+         * must not silently send us to the default socket. */
+        if (agent_config_load(&cfg, config ? config : AGENT_CONFIG_DEFAULT, config != NULL, err) < 0) {
+                agent_config_done(&cfg);
+                return NULL;
+        }
+        if (cfg.socket)
                 snprintf(buf, n, "%s", cfg.socket);
         agent_config_done(&cfg);
         return buf;
@@ -136,9 +141,14 @@ static void on_connect(uv_connect_t *cr, int status) {
 
 int cli_call(cli_request *req) {
         char buf[4096];
-        const char *path = cli_socket_path(req->socket, req->config, buf, sizeof(buf));
+        const char *path = cli_socket_path(req->socket, req->config, buf, sizeof(buf), &req->err);
         call c = {.req = req};
 
+        if (!path)
+                return req->err.code;
+        /* An agent that closes on us (refusing us, or gone) must show up
+         * as an error with its reason, not kill us (transfer.h). */
+        signal(SIGPIPE, SIG_IGN);
         uv_loop_init(&c.loop);
         c.pipe = malloc(sizeof(*c.pipe));
         if (!c.pipe)

@@ -24,5 +24,6 @@ typedef struct cli_request {
  * -ENOENT mean no agent listens. */
 int cli_call(cli_request *req);
 
-/* The socket path from --socket, else the configuration, else the default. */
-const char *cli_socket_path(const char *socket, const char *config, char *buf, size_t n);
+/* The socket path from --socket, else the configuration, else the default;
+ * NULL (err says why) when the configuration is refused. */
+const char *cli_socket_path(const char *socket, const char *config, char *buf, size_t n, nm_error *err);

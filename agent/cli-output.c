@@ -52,10 +52,11 @@ void cli_out_init(cli_out *o, FILE *f, bool json) {
         *o = (cli_out){.f = f};
         if (json)
                 o->mode = CLI_MODE_JSON;
-        else
-                o->mode = isatty(fileno(f)) && getenv("TERM") && strcmp(getenv("TERM"), "dumb") != 0
-                                  ? CLI_MODE_TTY
-                                  : CLI_MODE_PLAIN;
+        else {
+                const char *term = getenv("TERM");
+                o->mode = isatty(fileno(f)) && term && strcmp(term, "dumb") != 0 ? CLI_MODE_TTY
+                                                                                 : CLI_MODE_PLAIN;
+        }
 }
 
 static void end_line(cli_out *o) {

@@ -248,9 +248,9 @@ static int parse_criu_option(criu_args *a, int c, const char *verb) {
                 a->opts.ext_mounts = a->mounts;
                 return 1;
         case OPT_LOG_LEVEL:
-                a->opts.log_level = atoi(optarg);
-                if (a->opts.log_level < 1 || a->opts.log_level > 4)
+                if (optarg[0] < '1' || optarg[0] > '4' || optarg[1])
                         return usage_error(verb, "--log-level must be 1..4"), -1;
+                a->opts.log_level = optarg[0] - '0';
                 return 1;
         default: return 0;
         }
@@ -297,8 +297,8 @@ static void checkpoint_help(void) {
                "DIR must be new or empty. It receives metadata.json (nucleus's format plus nm_*\n"
                "fields), images/ (CRIU's images) and checkpoint.hmac. Networking is locked with\n"
                "nftables during the dump. Everything that can fail is checked before CRIU starts;\n"
-               "if the dump itself fails, CRIU leaves the container running and the message quotes\n"
-               "CRIU's log.\n"
+               "if the dump itself fails, CRIU leaves the container running, the message quotes\n"
+               "CRIU's log, and what the attempt wrote into DIR is removed again.\n"
                "\n"
                "OPTIONS\n"
                "  -o, --output DIR       the checkpoint directory (created 0700)\n"
@@ -452,7 +452,8 @@ static void restore_help(void) {
                "OPTIONS\n"
                "  -i, --input DIR        the checkpoint directory\n"
                "  --leave-stopped        leave every task stopped; continue them later with\n"
-               "                         '%s resume PID', or drop them with '%s kill-tree PID'\n"
+               "                         '%s resume PID', or drop them with\n"
+               "                         '%s kill-tree PID'\n"
                "%s"
                "\n%s\n%s"
                "\nEXAMPLE\n"

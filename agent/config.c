@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -27,6 +28,7 @@ static int set_str(char **field, const char *value) {
 }
 
 int agent_config_init(agent_config *c) {
+        const char *state_dir = getenv("NUCLEUS_STATE_DIR");
         char host[HOST_NAME_MAX + 1] = "";
         *c = (agent_config){
                 .connect_timeout_s = 10,
@@ -38,9 +40,7 @@ int agent_config_init(agent_config *c) {
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
-            set_str(&c->state_dir, getenv("NUCLEUS_STATE_DIR") && *getenv("NUCLEUS_STATE_DIR")
-                                           ? getenv("NUCLEUS_STATE_DIR")
-                                           : "/var/run/nucleus") < 0 ||
+            set_str(&c->state_dir, state_dir && *state_dir ? state_dir : "/var/run/nucleus") < 0 ||
             set_str(&c->work_dir, "/var/lib/nucleus-migrate") < 0 ||
             set_str(&c->hmac_key, "/var/lib/nucleus/checkpoint-hmac.key") < 0 ||
             set_str(&c->log_level, "info") < 0 || set_str(&c->ssh_key, "/etc/nucleus/ssh/id_ed25519") < 0 ||
@@ -264,13 +264,92 @@ static int ini_cb(void *user, const char *section, const char *key, const char *
         return ctx->failed < 0 ? 0 : 1;
 }
 
+static bool owner_ok(uid_t uid) {
+        return uid == 0 || uid == geteuid();
+}
+
+/* The file's directory: someone who may write there may replace the file. */
+static int check_parent(const char *path, const char *what, nm_error *err) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash;
+        struct stat st;
+
+        if (!dir)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        slash = strrchr(dir, '/');
+        if (!slash)
+                return 0;
+        if (slash == dir)
+                slash[1] = '\0';
+        else
+                *slash = '\0';
+        if (stat(dir, &st) < 0)
+                return nm_error_errno(err, negative_errno(), "cannot check the directory of %s %s", what,
+                                      path);
+        if (!owner_ok(st.st_uid))
+                return nm_error_set(
+                        err, -EPERM,
+                        "refusing %s %s: its directory %s is owned by uid %u, not root; fix with: "
+                        "chown root %s",
+                        what, path, dir, (unsigned)st.st_uid, dir);
+        if ((st.st_mode & 022) && !(st.st_mode & S_ISVTX))
+                return nm_error_set(err, -EPERM,
+                                    "refusing %s %s: its directory %s is writable by group or others (mode "
+                                    "%04o), so they could replace it; fix with: chmod go-w %s",
+                                    what, path, dir, (unsigned)(st.st_mode & 07777), dir);
+        return 0;
+}
+
+static int check_stat(const struct stat *stp, const char *path, const char *what, agent_file_rule rule,
+                      nm_error *err) {
+        const struct stat st = *stp;
+
+        if (!S_ISREG(st.st_mode))
+                return nm_error_set(err, -EINVAL, "refusing %s %s: not a regular file", what, path);
+        if (!owner_ok(st.st_uid))
+                return nm_error_set(
+                        err, -EPERM,
+                        "refusing %s %s: it is owned by uid %u, not root; fix with: chown root %s", what,
+                        path, (unsigned)st.st_uid, path);
+        if (rule == AGENT_FILE_SECRET && (st.st_mode & 077))
+                return nm_error_set(err, -EPERM,
+                                    "refusing %s %s: group or others may read it (mode %04o), and whoever "
+                                    "reads it can act as this node; fix with: chmod 600 %s",
+                                    what, path, (unsigned)(st.st_mode & 07777), path);
+        if (st.st_mode & 022)
+                return nm_error_set(err, -EPERM,
+                                    "refusing %s %s: group or others may change it (mode %04o); fix with: "
+                                    "chmod go-w %s",
+                                    what, path, (unsigned)(st.st_mode & 07777), path);
+        return check_parent(path, what, err);
+}
+
+int agent_check_file(const char *path, const char *what, agent_file_rule rule, nm_error *err) {
+        struct stat st;
+
+        if (stat(path, &st) < 0)
+                return nm_error_errno(err, negative_errno(), "cannot use %s %s", what, path);
+        return check_stat(&st, path, what, rule, err);
+}
+
 int agent_config_load(agent_config *c, const char *path, bool must_exist, nm_error *err) {
         load_ctx ctx = {c, err, 0};
         FILE *f = fopen(path, "re");
+        int r;
+
         if (!f) {
                 if (errno == ENOENT && !must_exist)
                         return 0;
                 return nm_error_errno(err, negative_errno(), "cannot read config %s", path);
+        }
+        /* Whoever may change the configuration decides which socket,
+         * keys and peers we use. */
+        struct stat st;
+        r = fstat(fileno(f), &st) < 0 ? nm_error_errno(err, negative_errno(), "cannot stat %s", path)
+                                      : check_stat(&st, path, "configuration", AGENT_FILE_TRUSTED, err);
+        if (r < 0) {
+                fclose(f);
+                return r;
         }
         /* inih returns the line of the first error (handler or syntax). */
         int line = ini_parse_file(f, ini_cb, &ctx);

@@ -70,6 +70,19 @@ int agent_config_check(const agent_config *c, nm_error *err);
 /* A peer by name, or by host address. */
 const agent_peer *agent_config_peer(const agent_config *c, const char *name_or_host);
 
+/* How much the agent must trust a file it reads. */
+typedef enum agent_file_rule {
+        AGENT_FILE_TRUSTED, /* configuration, known_hosts: nobody else may change it */
+        AGENT_FILE_SECRET,  /* a private key: nobody else may read it either */
+        _AGENT_FILE_RULE_MAX,
+        _AGENT_FILE_RULE_INVALID = -EINVAL,
+} agent_file_rule;
+
+/* Refuses a file owned by someone other than root or us, or with looser
+ * modes than rule allows, or in a directory others may write; err says how
+ * to fix it. A missing file is -ENOENT (with a sentence). */
+int agent_check_file(const char *path, const char *what, agent_file_rule rule, nm_error *err);
+
 /* Derived paths below work_dir; caller frees. */
 char *agent_config_path(const agent_config *c, const char *sub);
 

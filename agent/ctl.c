@@ -19,7 +19,13 @@
 #include "mig.h"
 
 #define CTL_MAX_CONNS 256
+/* Beyond the cap, root (the operator's CLI) still gets this many: a flood
+ * through dial-stdio never locks the operator out. */
+#define CTL_ROOT_RESERVE 16
 #define CTL_HELLO_TIMEOUT_MS 10000
+/* Refusals are logged at most this often (with a count): a flood of
+ * connections must not become a flood of log lines. */
+#define CTL_REFUSE_LOG_INTERVAL_MS 1000
 
 static unsigned n_conns;
 
@@ -128,6 +134,21 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                 xfer_conn_close(cc->conn, 0, &err);
                 return;
         }
+        /* The migration user is what a peer's SSH key runs as: it may only
+         * speak as a peer, never ask for what the operator asks. */
+        if (h->role == PROTO_ROLE_CLI && cc->cred.uid != 0 && cc->cred.uid != getuid()) {
+                log_warning("control socket: refusing a CLI session from uid %u (pid %d): %s",
+                            (unsigned)cc->cred.uid, (int)cc->cred.pid,
+                            cc->cred.uid == a->peer_uid ? "the migration user may only speak as a peer"
+                                                        : "not root");
+                nm_error_set(&err, -EPERM, "uid %u may not use nucleus-migrate on %s: only root may%s",
+                             (unsigned)cc->cred.uid, a->cfg.node,
+                             cc->cred.uid == a->peer_uid ? " (it is the migration user, a peer's identity)"
+                                                         : "");
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return;
+        }
         cc->hello_done = true;
         cc->role = h->role;
         snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
@@ -197,6 +218,76 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
 
 static const xfer_conn_callbacks conn_cbs = {.message = conn_message, .closed = conn_closed};
 
+/* Tells a connection we will not serve why, best effort (its socket buffer
+ * is empty: a small frame fits), before it is closed. */
+static void refuse_with(uv_os_fd_t fd, int code, const char *reason) {
+        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.code = code, .reason = reason}};
+        _cleanup_free_ uint8_t *buf = NULL;
+        size_t len;
+
+        if (proto_encode(&e, &buf, &len, NULL) >= 0)
+                (void)!send(fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+/* Refusals in a burst: the first is logged at once, the rest are counted
+ * and summed up once the interval has passed. */
+static struct {
+        uv_timer_t timer;
+        bool timer_open;
+        uint64_t last_ms;
+        unsigned suppressed;
+        char last[256];
+} refusals;
+
+static void refusals_flush(uv_timer_t *t) {
+        (void)t;
+        if (refusals.suppressed)
+                log_warning("control socket: %u more refusals in the last %u ms; the last: %s",
+                            refusals.suppressed, CTL_REFUSE_LOG_INTERVAL_MS, refusals.last);
+        refusals.suppressed = 0;
+}
+
+static void log_refusal(agent *a, const char *why) {
+        uint64_t now = uv_now(a->loop);
+
+        if (refusals.last_ms && now - refusals.last_ms < CTL_REFUSE_LOG_INTERVAL_MS) {
+                if (refusals.suppressed++ == 0 && refusals.timer_open)
+                        (void)uv_timer_start(&refusals.timer, refusals_flush,
+                                             refusals.last_ms + CTL_REFUSE_LOG_INTERVAL_MS - now, 0);
+                snprintf(refusals.last, sizeof(refusals.last), "%s", why);
+                return;
+        }
+        refusals_flush(NULL);
+        log_warning("control socket: %s", why);
+        refusals.last_ms = now;
+}
+
+/* Who may connect at all: root, the migration user (dial-stdio), and the
+ * agent's own uid; the connection cap leaves room for root. */
+static bool conn_admit(agent *a, const struct ucred *cred, uv_os_fd_t fd) {
+        char why[256];
+
+        if (cred->uid != 0 && cred->uid != a->peer_uid && cred->uid != getuid()) {
+                snprintf(why, sizeof(why), "refusing uid %u (pid %d): not root or the migration user",
+                         (unsigned)cred->uid, (int)cred->pid);
+                log_refusal(a, why);
+                snprintf(why, sizeof(why), "uid %u may not use the nucleus-migrate agent on %s",
+                         (unsigned)cred->uid, a->cfg.node);
+                refuse_with(fd, -EPERM, why);
+                return false;
+        }
+        if (n_conns >= CTL_MAX_CONNS + (cred->uid == 0 ? CTL_ROOT_RESERVE : 0)) {
+                snprintf(why, sizeof(why), "%u connections open, refusing more (uid %u, pid %d)", n_conns,
+                         (unsigned)cred->uid, (int)cred->pid);
+                log_refusal(a, why);
+                snprintf(why, sizeof(why), "the agent on %s serves %u connections already; try again later",
+                         a->cfg.node, n_conns);
+                refuse_with(fd, -EBUSY, why);
+                return false;
+        }
+        return true;
+}
+
 static void on_connection(uv_stream_t *server, int status) {
         agent *a = server->data;
         uv_pipe_t *client;
@@ -218,13 +309,7 @@ static void on_connection(uv_stream_t *server, int status) {
         }
         uv_pipe_init(a->loop, client, 0);
         if (uv_accept(server, (uv_stream_t *)client) < 0 || uv_fileno((uv_handle_t *)client, &fd) < 0 ||
-            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || n_conns >= CTL_MAX_CONNS ||
-            (cc->cred.uid != 0 && cc->cred.uid != a->peer_uid && cc->cred.uid != getuid())) {
-                if (n_conns >= CTL_MAX_CONNS)
-                        log_warning("control socket: %u connections open, refusing more", n_conns);
-                else if (cc->cred.uid)
-                        log_warning("control socket: refusing uid %u (pid %d)", (unsigned)cc->cred.uid,
-                                    (int)cc->cred.pid);
+            getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || !conn_admit(a, &cc->cred, fd)) {
                 free(cc);
                 uv_close((uv_handle_t *)client, (uv_close_cb)free);
                 return;
@@ -305,6 +390,7 @@ int ctl_listen(agent *a, nm_error *err) {
         if (r < 0)
                 return r;
         uv_pipe_init(a->loop, &a->listener, 0);
+        a->listener_open = true;
         a->listener.data = a;
         r = uv_pipe_bind(&a->listener, a->cfg.socket);
         if (r < 0)
@@ -312,6 +398,8 @@ int ctl_listen(agent *a, nm_error *err) {
         r = socket_permissions(a, err);
         if (r < 0)
                 return r;
+        (void)uv_timer_init(a->loop, &refusals.timer);
+        refusals.timer_open = true;
         r = uv_listen((uv_stream_t *)&a->listener, 128, on_connection);
         if (r < 0)
                 return nm_error_set(err, r, "cannot listen on %s: %s", a->cfg.socket, uv_strerror(r));
@@ -320,7 +408,12 @@ int ctl_listen(agent *a, nm_error *err) {
 
 void ctl_close_all(agent *a) {
         ctl_conn *cc, *n;
-        if (uv_is_active((uv_handle_t *)&a->listener) || !uv_is_closing((uv_handle_t *)&a->listener)) {
+        if (refusals.timer_open) {
+                refusals_flush(NULL);
+                refusals.timer_open = false;
+                uv_close((uv_handle_t *)&refusals.timer, NULL);
+        }
+        if (a->listener_open && !uv_is_closing((uv_handle_t *)&a->listener)) {
                 uv_close((uv_handle_t *)&a->listener, NULL);
                 (void)unlink(a->cfg.socket);
         }

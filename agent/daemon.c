@@ -110,6 +110,26 @@ static int make_dirs(agent *a, nm_error *err) {
         return 0;
 }
 
+/* libssh2 reads whatever key it is given: the checks are ours. A node
+ * without a key can still receive containers, not send them. */
+static int check_ssh_files(agent *a, nm_error *err) {
+        nm_error e = {};
+        int r;
+
+        r = agent_check_file(a->cfg.ssh_key, "SSH key", AGENT_FILE_SECRET, &e);
+        if (r == -ENOENT)
+                log_warning("%s: this node cannot move containers away until it has one", e.msg);
+        else if (r < 0)
+                return nm_error_set(err, r, "%s", e.msg);
+        nm_error_clear(&e);
+        r = agent_check_file(a->cfg.known_hosts, "known_hosts", AGENT_FILE_TRUSTED, &e);
+        if (r == -ENOENT)
+                log_warning("%s: no peer can be trusted until it has one", e.msg);
+        else if (r < 0)
+                return nm_error_set(err, r, "%s", e.msg);
+        return 0;
+}
+
 static int agent_setup(agent *a, nm_error *err) {
         _cleanup_free_ char *jdir = agent_config_path(&a->cfg, "journal");
         struct utsname u;
@@ -120,6 +140,9 @@ static int agent_setup(agent *a, nm_error *err) {
                 return r;
         log_info("using %s (CRIU %s)", a->criu->path, a->criu->version);
         r = ckpt_key_load(a->cfg.hmac_key, &a->key, &a->key_len, err);
+        if (r < 0)
+                return r;
+        r = check_ssh_files(a, err);
         if (r < 0)
                 return r;
         uname(&u);

@@ -69,7 +69,11 @@ int verb_dial_stdio(int argc, char **argv) {
                 fprintf(stderr, "%s dial-stdio: unexpected argument '%s'\n", cli_program, argv[optind]);
                 return NM_EXIT_USAGE;
         }
-        socket_path = cli_socket_path(socket_path, config, buf, sizeof(buf));
+        socket_path = cli_socket_path(socket_path, config, buf, sizeof(buf), &err);
+        if (!socket_path) {
+                log_error("%s", nm_error_msg(&err));
+                return NM_EXIT_FAILURE;
+        }
         /* A peer that goes away must show up as EPIPE, not kill us. */
         signal(SIGPIPE, SIG_IGN);
 

@@ -263,9 +263,10 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
         d->parallel = req->parallel < a->cfg.parallel ? req->parallel : a->cfg.parallel;
         size_t nt = req->targets.n ? req->targets.n : a->cfg.n_peers;
         d->targets = calloc(nt ? nt : 1, sizeof(*d->targets));
-        if (!d->targets || (r = collect_items(d, err)) < 0) {
+        r = d->targets ? collect_items(d, err) : nm_error_set(err, -ENOMEM, "out of memory");
+        if (r < 0) {
                 drain_free(d);
-                return d->targets ? err->code : nm_error_set(err, -ENOMEM, "out of memory");
+                return r;
         }
         for (size_t i = 0; i < nt; i++) {
                 const char *name = req->targets.n ? req->targets.v[i] : a->cfg.peers[i].name;

@@ -82,11 +82,23 @@ static void dst_discard(mig *m, const char *why) {
 
 /* ---- OFFER ---- */
 
+/* "4.2.1", "6.18.44-fc" -> 40201, 61844; -1 unless it starts with at least
+ * two dot-separated numbers. The peer sends these: no sign, no overflow. */
 static int version_num(const char *v) {
-        unsigned a = 0, b = 0, c = 0;
-        if (!v || sscanf(v, "%u.%u.%u", &a, &b, &c) < 2)
+        unsigned long part[3] = {};
+        size_t n = 0;
+
+        while (v && n < 3 && *v >= '0' && *v <= '9') {
+                char *end;
+                errno = 0;
+                part[n++] = strtoul(v, &end, 10);
+                if (errno || part[n - 1] > 100000)
+                        return -1;
+                v = *end == '.' ? end + 1 : NULL;
+        }
+        if (n < 2)
                 return -1;
-        return (int)(a * 10000 + b * 100 + c);
+        return (int)(part[0] * 10000 + part[1] * 100 + part[2]);
 }
 
 static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_reject_code *ret_code,
@@ -146,35 +158,6 @@ static void dst_on_progress(const xfer_progress *p, void *ud) {
         m->rate = (uint64_t)p->rate;
 }
 
-/* Once verified, the images are sealed (immutable): nothing, not even a
- * stray root process, can change a byte between the check and CRIU reading
- * them. Where the file system has no such flag, the check as bytes arrived
- * is all there is (logged). */
-static void dst_seal(mig *m, int dfd) {
-        ckpt_tree_entry *e = NULL;
-        size_t n = 0;
-        nm_error err = {};
-        int r = 0;
-
-        if (ckpt_tree_walk(dfd, &e, &n, &err) < 0) {
-                log_ctx_warning(m->id, "cannot seal the images: %s", err.msg);
-                return;
-        }
-        for (size_t i = 0; i < n && r >= 0; i++) {
-                if (e[i].type != CKPT_ENTRY_FILE)
-                        continue;
-                int fd = ckpt_tree_open_file(dfd, e[i].relpath, UINT64_MAX, NULL);
-                r = fd < 0 ? fd : fs_set_immutable(fd, true);
-                if (fd >= 0)
-                        close(fd);
-        }
-        ckpt_tree_entries_free(e, n);
-        if (r < 0)
-                log_ctx_warning(
-                        m->id, "images verified but not sealed (%s): the file system has no immutable flag?",
-                        strerror(-r));
-}
-
 static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
                             void *ud) {
         mig *m = ud;
@@ -192,13 +175,24 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         m->bytes_done = res->bytes;
         m->files_done = res->files;
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
-        if (dfd >= 0)
-                dst_seal(m, dfd);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
                 mig_fail_reason(m, -EBADMSG, "received images without a usable metadata.json: %s", e.msg);
                 dst_send_error(m, -EBADMSG, m->err.msg);
                 (void)rm_rf_path(m->staging);
                 dst_end(m, MIG_ABORTED);
+                return;
+        }
+        /* The OFFER's id is the one checked against the containers running
+         * here; the images must be of that container, or a restore would
+         * register a second copy of another one under its state file. */
+        if (strcmp(m->md->container_id, m->container_id) != 0) {
+                mig_fail_reason(
+                        m, -EBADMSG,
+                        "the images are of container %s, but the offer was for container %s: refusing "
+                        "them",
+                        m->md->container_id, m->container_id);
+                dst_send_error(m, -EBADMSG, m->err.msg);
+                dst_discard(m, "images of another container");
                 return;
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
@@ -344,8 +338,10 @@ static void dst_restore_run(mig *m) {
         int r;
 
         snprintf(work, sizeof(work), "%s/%s-restore", a->criu_work_dir, m->id);
-        /* Every byte was verified as it arrived (per file and the tree HMAC):
-         * no second read pass here. */
+        /* Every byte was verified as it arrived (per file and the tree HMAC),
+         * and the receiver named each file only after its check and sealed it
+         * (transfer/recv.c): what CRIU reads is what was hashed, with no
+         * second read pass in the downtime. */
         ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work},
                                .key = a->key,
                                .key_len = a->key_len,

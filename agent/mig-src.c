@@ -80,9 +80,8 @@ static uint64_t estimate_image_bytes(const ckpt_container *c) {
                 if (read_file_at(AT_FDCWD, path, 1 << 16, &text, NULL) < 0)
                         continue;
                 const char *rss = strstr(text, "\nVmRSS:");
-                unsigned long long kb;
-                if (rss && sscanf(rss + 7, "%llu", &kb) == 1)
-                        total += kb * 1024;
+                if (rss)
+                        total += strtoull(rss + 7, NULL, 10) * 1024; /* the kernel's own number */
         }
         return total;
 }
@@ -595,8 +594,14 @@ static void src_forward(mig *m) {
         uint64_t delay = FORWARD_RETRY_MIN_MS << (m->retries < 6 ? m->retries : 6);
 
         if (m->retries == 1 && m->cli && !m->result_sent) {
-                /* Tell the operator now; we keep trying in the background. */
+                /* Tell the operator now, and why; we keep trying in the
+                 * background. */
                 json_t *doc = mig_result_doc(m);
+                if (!m->err.code && m->doubt.code)
+                        json_object_set_new(
+                                doc, "error",
+                                json_sprintf("%s has not confirmed that the container runs there: %s",
+                                             m->peer, m->doubt.msg));
                 ctl_send_result(m->cli, m->id, doc);
                 json_decref(doc);
                 m->result_sent = true;
@@ -614,6 +619,7 @@ static void src_forward(mig *m) {
         m->retries++;
         if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) < 0) {
                 log_ctx_error(m->id, "%s", err.msg);
+                m->doubt = err;
                 src_forward(m);
         }
 }
@@ -623,6 +629,7 @@ static void src_forward_retry(uv_timer_t *t) {
         nm_error err = {};
         if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) < 0) {
                 log_ctx_error(m->id, "%s", err.msg);
+                m->doubt = err;
                 src_forward(m);
         }
 }
@@ -734,6 +741,10 @@ static void src_link_closed(peer_link *l, int status, const nm_error *err, void 
         if (m->phase == MIG_COMMITTED) {
                 log_ctx_warning(m->id, "link to %s lost after COMMITTED: %s", m->peer,
                                 err && err->code ? err->msg : "closed");
+                if (err && err->code)
+                        m->doubt = *err;
+                else
+                        nm_error_set(&m->doubt, -ECONNRESET, "the link to %s closed", m->peer);
                 if (m->relay) {
                         /* Post-copy cut short: CRIU ends the tasks here (the
                          * target's copy is the container now, if it has its

@@ -42,7 +42,8 @@ struct mig {
         xfer_send *send;
         ckpt_hmac *hmac;
         xfer_tree_hooks hooks;
-        pid_t new_pid; /* on the destination */
+        pid_t new_pid;  /* on the destination */
+        nm_error doubt; /* committed: why the target has not confirmed yet */
 
         /* destination: memory held warm for the restore (prewarm.h) */
         prewarm *warm;

@@ -27,6 +27,7 @@ struct peer_link {
         xfer_conn *conn;
         uv_timer_t ping;
         uint64_t ping_seq;
+        uint64_t last_heard, last_tick; /* uv_now() of the peer's last frame, of our last ping */
         int status;
         nm_error err;
         bool closed_reported;
@@ -72,8 +73,8 @@ static void session_closed(xfer_session *s, void *ud) {
         uv_close((uv_handle_t *)&l->ping, ping_closed);
 }
 
-/* Everything ends here: the connection (if any) closes, then the session,
- * then the owner hears about it. */
+/* Everything ends here: the connection (if any) closes, and the owner hears
+ * about it, then the session closes. */
 static void link_shutdown(peer_link *l, int status, const nm_error *err) {
         if (l->state == LINK_CLOSING)
                 return;
@@ -103,6 +104,9 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
                 else
                         nm_error_set(&l->err, l->status, "peer %s closed the connection", l->peer);
         }
+        /* The owner hears it now, while c still exists: a sender streaming
+         * over c must be stopped before c is freed (after this callback). */
+        link_report_closed(l);
         xfer_session_close(l->session, session_closed, l);
 }
 
@@ -121,8 +125,27 @@ static void send_hello(peer_link *l) {
 static void on_ping_timer(uv_timer_t *t) {
         peer_link *l = t->data;
         proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = ++l->ping_seq}};
-        if (l->state == LINK_READY && l->conn)
-                (void)xfer_conn_send(l->conn, &m, NULL);
+        uint64_t idle = (uint64_t)l->a->cfg.idle_timeout_s * 1000, now = uv_now(l->a->loop);
+        nm_error err = {};
+
+        if (l->state != LINK_READY || !l->conn)
+                return;
+        /* Our pings leave through the kernel's buffers whether or not anyone
+         * is there, so the connection's own idle timer never fires on a cut
+         * link while we only wait: the peer's answers are what prove it is
+         * there. A loop that stood still itself heard nothing either: then
+         * the peer gets a fresh period. */
+        if (now - l->last_tick > 2 * uv_timer_get_repeat(t))
+                l->last_heard = now;
+        l->last_tick = now;
+        if (idle && now - l->last_heard >= idle) {
+                nm_error_set(&err, -ETIMEDOUT,
+                             "heard nothing from %s for %llu ms: the link is down or the peer is stuck",
+                             l->peer, (unsigned long long)(now - l->last_heard));
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        (void)xfer_conn_send(l->conn, &m, NULL);
 }
 
 static void on_hello(peer_link *l, const proto_msg *msg) {
@@ -139,6 +162,7 @@ static void on_hello(peer_link *l, const proto_msg *msg) {
                 log_ctx_warning(l->ctx, "peer %s calls itself \"%s\"", l->peer, msg->hello.node);
         l->state = LINK_READY;
         l->features = peer_features_of(&msg->hello);
+        l->last_heard = l->last_tick = uv_now(l->a->loop);
         uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
         uv_timer_start(&l->ping, on_ping_timer, every ? every : 1000, every ? every : 1000);
         if (l->ops && l->ops->ready)
@@ -151,6 +175,7 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
 
         if (l->state == LINK_CLOSING)
                 return;
+        l->last_heard = uv_now(l->a->loop);
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_HELLO:
                 if (l->state != LINK_HELLO) {
@@ -224,6 +249,11 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
                 return nm_error_set(err, -ENXIO,
                                     "unknown peer \"%s\": no [peer %s] section in the configuration",
                                     peer_name, peer_name);
+        /* Checked again here: a key made readable since we started is one
+         * someone else may now hold. */
+        r = agent_check_file(a->cfg.ssh_key, "SSH key", AGENT_FILE_SECRET, err);
+        if (r < 0)
+                return r;
         l = calloc(1, sizeof(*l));
         if (!l)
                 return nm_error_set(err, -ENOMEM, "out of memory");

@@ -246,6 +246,7 @@ struct ckpt_dump_req {
         pid_t pid;
         uint64_t start_ticks;
         uint64_t t0;
+        bool created_dir;
 };
 
 /* Dumps c into dir (created 0700 and required empty: <dir>/metadata.json,
@@ -254,8 +255,11 @@ struct ckpt_dump_req {
  * captured is done before CRIU starts (container running, criu binary, key,
  * directories, metadata): a failure there is returned synchronously, in
  * req->error too, and the container has not been touched. Once it returns 0,
- * cb runs exactly once on the loop. A failure after CRIU's dump succeeded
- * (signing) leaves req->dumped true: the images are complete and restorable. */
+ * cb runs exactly once on the loop. A failure while the container still
+ * runs removes what was written into dir (and dir, if it was created), so
+ * the same dir can be used again; CRIU's log stays in the work dir. A failure
+ * after CRIU's dump succeeded (signing) leaves req->dumped true: the images
+ * are complete and restorable. */
 int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
               const ckpt_dump_opts *opts, ckpt_dump_cb cb);
 /* Frees what the results hold; the req itself stays the caller's. */
@@ -291,6 +295,7 @@ struct ckpt_restore_req {
         ckpt__call call;
         ckpt_restore_cb cb;
         uint64_t t0;
+        bool leave_stopped;
 };
 
 /* Restores the checkpoint in dir, detached. With opts->verify the HMAC is

@@ -91,6 +91,7 @@ int ckpt_container_list(const char *state_dir, ckpt_container ***ret, size_t *re
                         skipped++;
                         continue;
                 }
+                /* An array of pointers: NOLINTNEXTLINE(bugprone-sizeof-expression) */
                 ckpt_container **nl = realloc(l, (n + 1) * sizeof(*nl));
                 if (!nl) {
                         ckpt_container_free(c);

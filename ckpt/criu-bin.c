@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Which criu binary to run: trusted paths, ownership and mode checks, and a
  * version that works on current kernels. */
+#include <assert.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
@@ -117,10 +119,25 @@ static int check_binary(const char *path, char **ret_real, char *why, size_t siz
         return 0;
 }
 
+/* A decimal number at *p, at most max: no sign, no space, no overflow. */
+static int parse_num(const char **p, unsigned max, unsigned *ret) {
+        unsigned long v;
+        char *end;
+
+        if (**p < '0' || **p > '9')
+                return -EBADMSG;
+        errno = 0;
+        v = strtoul(*p, &end, 10);
+        if (errno || v > max)
+                return -EBADMSG;
+        *p = end;
+        *ret = (unsigned)v;
+        return 0;
+}
+
 int ckpt__criu_parse_version(const char *out, char **ret_version, unsigned *ret_num) {
-        const char *line = out;
+        const char *line = out, *q;
         unsigned major, minor, sub = 0;
-        int consumed = 0;
 
         while (line && strncmp(line, "Version:", 8) != 0) {
                 line = strchr(line, '\n');
@@ -132,12 +149,14 @@ int ckpt__criu_parse_version(const char *out, char **ret_version, unsigned *ret_
         line += 8;
         while (*line == ' ' || *line == '\t')
                 line++;
-        if (sscanf(line, "%u.%u%n", &major, &minor, &consumed) != 2)
+        q = line;
+        if (parse_num(&q, 1000, &major) < 0 || *q++ != '.' || parse_num(&q, 99, &minor) < 0)
                 return -EBADMSG;
-        if (line[consumed] == '.' && sscanf(line + consumed + 1, "%u", &sub) != 1)
-                return -EBADMSG;
-        if (major > 1000 || minor > 99 || sub > 99)
-                return -EBADMSG;
+        if (*q == '.') {
+                q++;
+                if (parse_num(&q, 99, &sub) < 0)
+                        return -EBADMSG;
+        }
         size_t len = strcspn(line, " \t\n");
         char *v = strndup(line, len);
         if (!v)
@@ -218,7 +237,7 @@ static int run_version(const char *path, char *out, size_t size, char *why, size
 /* Checks one candidate; on success fills ret, else explains in why. */
 static int try_candidate(const char *path, ckpt_criu **ret, char *why, size_t size) {
         _cleanup_(ckpt_criu_freep) ckpt_criu *c = NULL;
-        char out[4096];
+        char out[4096] = ""; /* a string on every path */
         int r;
 
         c = calloc(1, sizeof(*c));
@@ -227,6 +246,7 @@ static int try_candidate(const char *path, ckpt_criu **ret, char *why, size_t si
         r = check_binary(path, &c->path, why, size);
         if (r < 0)
                 return r;
+        assert(c->path); /* check_binary sets it on success */
         r = run_version(c->path, out, sizeof(out), why, size);
         if (r < 0)
                 return r;

@@ -402,6 +402,21 @@ static void dump_fill_stats(ckpt_dump_req *req) {
         }
 }
 
+/* Removes what a dump that did not happen left in the checkpoint directory,
+ * so that it can be used again. Only while the container still runs: should
+ * it be gone, whatever CRIU wrote is kept for a post-mortem. */
+static void dump_discard(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+
+        if (call->dfd < 0)
+                return;
+        (void)rm_rf_at(call->dfd, CKPT_IMAGES_DIR);
+        (void)unlinkat(call->dfd, CKPT_METADATA_FILE, 0);
+        (void)unlinkat(call->dfd, CKPT_METADATA_FILE ".tmp", 0);
+        if (req->created_dir)
+                (void)rmdir(call->dir);
+}
+
 /* Everything after CRIU's successful dump: the images are complete, the
  * source is gone. Nothing here may make them unusable. */
 static int dump_after(ckpt_dump_req *req) {
@@ -458,14 +473,18 @@ static void dump_work(uv_work_t *w) {
         /* Written before CRIU runs: a failure here leaves the container as
          * it was. */
         call->rc = ckpt_metadata_write(call->dfd, req->metadata, &req->error);
-        if (call->rc < 0)
+        if (call->rc < 0) {
+                req->source_running = true;
+                dump_discard(req);
                 return;
+        }
         /* The pid was checked on the loop; check again right before the dump
          * so that a container that exited meanwhile is never confused with a
          * process that took over its pid. */
         if (!pid_still(req->pid, req->start_ticks)) {
                 call->rc = nm_error_set(&req->error, -ESRCH, "pid %d exited before the dump started",
                                         (int)req->pid);
+                dump_discard(req);
                 return;
         }
         unblock_signals(&old);
@@ -481,6 +500,8 @@ static void dump_work(uv_work_t *w) {
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
                 req->source_running = pid_still(req->pid, req->start_ticks);
+                if (req->source_running)
+                        dump_discard(req);
                 return;
         }
         req->dumped = true;
@@ -532,6 +553,8 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         call->dir = strdup(dir);
         if (!call->dir)
                 return -ENOMEM;
+        struct stat st;
+        req->created_dir = lstat(dir, &st) < 0 && errno == ENOENT;
         call->dfd = mkdir_p_secure(dir, 0700);
         if (call->dfd == -ELOOP)
                 return nm_error_set(err, -ELOOP, "refusing symlink checkpoint directory %s", dir);
@@ -540,12 +563,15 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         r = dir_is_empty(call->dfd);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot read %s", dir);
-        if (r == 0)
-                return nm_error_set(
-                        err, -EEXIST,
-                        "checkpoint directory %s is not empty; give a new one (old images must never "
-                        "mix with new ones)",
-                        dir);
+        if (r == 0) {
+                /* Not ours: nothing in it may be removed on the way out. */
+                close(call->dfd);
+                call->dfd = -EBADF;
+                return nm_error_set(err, -EEXIST,
+                                    "checkpoint directory %s is not empty; give a new one (old images must "
+                                    "never mix with new ones)",
+                                    dir);
+        }
         call->imgfd = mkdirat_secure(call->dfd, CKPT_IMAGES_DIR, 0700);
         if (call->imgfd < 0)
                 return nm_error_errno(err, call->imgfd, "cannot create %s/%s", dir, CKPT_IMAGES_DIR);
@@ -608,6 +634,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
         if (r >= 0)
                 r = call_start(&req->call, loop, dump_work, &req->error);
         if (r < 0) {
+                dump_discard(req);
                 call_release(&req->call);
                 ckpt_dump_req_done(req);
                 if (req->error.code == 0)
@@ -682,10 +709,10 @@ static void restore_work(uv_work_t *w) {
                         &req->error, code,
                         "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
                         excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
-                req->stopped = false;
                 return;
         }
         req->pid = ret;
+        req->stopped = req->leave_stopped;
         (void)ckpt_proc_start_ticks(req->pid, &req->start_ticks);
         read_stats(call->workfd, "stats-restore", &st);
         if (st.restore) {
@@ -745,7 +772,7 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                                opts->lazy_pages ? "lazy-pages\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/%s", call->work_dir, RESTORE_CONF);
-                req->stopped = opts->leave_stopped;
+                req->leave_stopped = opts->leave_stopped;
         }
         return 0;
 }

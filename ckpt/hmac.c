@@ -146,6 +146,8 @@ int ckpt_tree_order_next(ckpt_tree_order *o, ckpt_entry_type type, const char *r
                         return nm_error_set(err, -EBADMSG, "'%s' is nested too deeply", relpath);
                 comp[n++] = c;
         }
+        if (n == 0)
+                return nm_error_set(err, -EBADMSG, "empty path in a checkpoint tree");
         size_t parent_depth = n - 1;
         if (parent_depth > o->depth)
                 return nm_error_set(err, -EBADMSG, "'%s' comes before its directory", relpath);

@@ -16,7 +16,7 @@ typedef struct buf {
 } buf;
 
 static int buf_add(buf *b, const char *s, size_t n) {
-        if (b->n + n + 1 > b->cap) {
+        if (!b->p || b->n + n + 1 > b->cap) {
                 size_t ncap = (b->cap ? b->cap * 2 : 256) + n;
                 char *np = realloc(b->p, ncap);
                 if (!np)

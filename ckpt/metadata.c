@@ -97,15 +97,22 @@ static int read_cpu_max(int dfd, json_t *o, nm_error *err) {
 /* One io.max line: "MAJ:MIN rbps=N wbps=max riops=N wiops=max". The kernel
  * prints every key, "max" included; nucleus's parser would reject "max" (it
  * wants u64), we record it as null, which nucleus reads as no limit. */
+/* "major:minor", decimal, nothing else. */
+static bool is_device(const char *s) {
+        size_t a = strspn(s, "0123456789"), b;
+        if (a == 0 || s[a] != ':')
+                return false;
+        b = strspn(s + a + 1, "0123456789");
+        return b > 0 && s[a + 1 + b] == '\0';
+}
+
 static int parse_io_line(char *line, json_t **ret, nm_error *err) {
         static const char *const keys[] = {"riops", "wiops", "rbps", "wbps"};
         json_t *vals[4] = {}, *o;
         char *save = NULL, *dev, *tok;
-        unsigned maj, min;
-        char extra;
 
         dev = strtok_r(line, " \t", &save);
-        if (!dev || sscanf(dev, "%u:%u%c", &maj, &min, &extra) != 2)
+        if (!dev || !is_device(dev))
                 return nm_error_set(err, -EBADMSG, "io.max: invalid device '%s', expected 'major:minor'",
                                     strna(dev));
         while ((tok = strtok_r(NULL, " \t", &save))) {

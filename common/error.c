@@ -5,6 +5,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* error.h's analyzer-only wrappers must not rename the definitions. */
+#undef nm_error_set
+#undef nm_error_errno
+
 static int error_vset(nm_error *err, int code, int with_errno, const char *fmt, va_list ap) {
         if (!err)
                 return code;

@@ -31,6 +31,14 @@ int nm_error_prefix(nm_error *err, const char *fmt, ...) _printf_(2, 3);
 
 void nm_error_clear(nm_error *err);
 
+#ifdef __clang_analyzer__
+/* The static analyzer sees no further than a call into another file: tell
+ * it that these return the code they were given, so that
+ * `return nm_error_set(err, -EINVAL, ...)` is a failure on every path. */
+#define nm_error_set(err, code, ...) (nm_error_set((err), (code), __VA_ARGS__), (code))
+#define nm_error_errno(err, code, ...) (nm_error_errno((err), (code), __VA_ARGS__), (code))
+#endif
+
 static inline const char *nm_error_msg(const nm_error *err) {
         return err && err->msg[0] ? err->msg : "unknown error";
 }

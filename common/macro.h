@@ -31,10 +31,10 @@
                 _fd_;            \
         })
 
-#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func) \
-        static inline void func##p(type *p) {   \
-                if (*p)                         \
-                        func(*p);               \
+#define DEFINE_TRIVIAL_CLEANUP_FUNC(type, func)                                                \
+        static inline void func##p(type *p) { /* NOLINT(bugprone-macro-parentheses): a type */ \
+                if (*p)                                                                        \
+                        func(*p);                                                              \
         }
 
 static inline void freep(void *p) {

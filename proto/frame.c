@@ -230,6 +230,8 @@ int proto_reader_feed(proto_reader *r, const void *data, size_t n, nm_error *err
 
         if (r->error)
                 return reader_failed(r, err);
+        if (n == 0)
+                return 0; /* nothing to copy, and data may be NULL (no pointer arithmetic on it) */
         reader_compact(r);
         if (n > SIZE_MAX - r->end || reader_grow(r, r->end + n) < 0)
                 return nm_error_errno(err, -ENOMEM, "cannot buffer %zu received bytes", n);

@@ -24,6 +24,13 @@
 /* An aborted channel gets this long to send its close before it is left to
  * the session. */
 #define XFER_CONN_ABORT_TIMEOUT_MS 2000
+/* A peer that sends requests faster than it reads the answers (or never
+ * reads them) must not grow our queue without bound: above this many bytes
+ * or segments queued, no further frame is taken from it until the queue has
+ * drained to half (its idle timeout runs meanwhile). The image sender keeps
+ * its own queue far below this. */
+#define XFER_CONN_READ_PAUSE_BYTES (8u * 1024u * 1024u)
+#define XFER_CONN_READ_PAUSE_SEGS 1024u
 
 typedef enum xfer_conn_kind {
         XFER_CONN_STREAM,
@@ -83,6 +90,8 @@ struct xfer_conn {
 
         xfer_seg *head, *tail; /* channel: not yet written; stream: in libuv */
         size_t queued, low_water;
+        size_t n_segs;    /* segments queued (each one an allocation) */
+        bool read_paused; /* too much queued: no frames taken from the peer */
         xfer_conn_drain_cb drain_cb;
         void *drain_ud;
 
@@ -182,6 +191,14 @@ static void dequeued(xfer_conn *c, size_t n) {
                 c->drain_cb(c, c->drain_ud);
 }
 
+static bool queue_full(const xfer_conn *c) {
+        return c->queued > XFER_CONN_READ_PAUSE_BYTES || c->n_segs > XFER_CONN_READ_PAUSE_SEGS;
+}
+
+static bool queue_drained(const xfer_conn *c) {
+        return c->queued <= XFER_CONN_READ_PAUSE_BYTES / 2 && c->n_segs <= XFER_CONN_READ_PAUSE_SEGS / 2;
+}
+
 /* ---- timers ---------------------------------------------------------- */
 
 static void timer_cb(uv_timer_t *t);
@@ -228,10 +245,11 @@ static void timer_cb(uv_timer_t *t) {
                 timer_arm(c);
                 return;
         }
-        nm_error_set(&e, -ETIMEDOUT,
-                     "connection idle for %llu ms: the peer neither sent anything nor read what was queued "
-                     "(%zu bytes waiting)",
-                     (unsigned long long)c->idle_ms, c->queued);
+        nm_error_set(
+                &e, -ETIMEDOUT,
+                "connection idle for %llu ms: the peer neither sent a whole frame nor read what was queued "
+                "(%zu bytes waiting)",
+                (unsigned long long)c->idle_ms, c->queued);
         conn_fail(c, -ETIMEDOUT, &e);
 }
 
@@ -382,6 +400,7 @@ static void drop_queue(xfer_conn *c) {
                 xfer_seg *g = c->head;
                 c->head = g->next;
                 c->queued -= g->hdr_len + g->payload_len - g->off;
+                c->n_segs--;
                 seg_free(g);
         }
         c->tail = NULL;
@@ -504,6 +523,7 @@ static int enqueue(xfer_conn *c, xfer_seg *g, nm_error *err) {
         if (c->queued == 0)
                 touch(c); /* idle time counts from when there is something to send */
         c->queued += n;
+        c->n_segs++;
         return 0;
 }
 
@@ -609,6 +629,50 @@ static void stream_try_shutdown(xfer_conn *c) {
                 conn_finish(c);
 }
 
+static int deliver(xfer_conn *c);
+static void stream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
+
+/* The peer read enough of what we queued: first the frames that waited in
+ * the reader, then the stream again (unless they filled the queue anew). */
+static void stream_resume_reading(xfer_conn *c) {
+        nm_error e = {};
+        int r;
+
+        c->read_paused = false;
+        if (deliver(c) < 0 || c->read_paused || c->state != XFER_CONN_OPEN)
+                return;
+        if (c->peer_eof)
+                return;
+        r = uv_read_start(c->stream, stream_alloc_cb, stream_read_cb);
+        if (r < 0) {
+                nm_error_set(&e, -EIO, "cannot read from the connection: %s", uv_strerror(r));
+                conn_fail(c, e.code, &e);
+        }
+}
+
+/* A peer that closed on us may have said why first (an agent refusing a
+ * connection sends ERROR and closes): the write error reaches us before the
+ * read, so read what it left, and hand it out, before giving up. */
+static void stream_read_leftovers(xfer_conn *c) {
+        uv_os_fd_t fd;
+
+        if (c->peer_eof || uv_fileno((uv_handle_t *)c->stream, &fd) < 0)
+                return;
+        while (c->state == XFER_CONN_OPEN && !c->read_paused) {
+                nm_error e = {};
+                uint8_t *p;
+                size_t n;
+                ssize_t k;
+
+                if (proto_reader_get_buffer(c->reader, &p, &n, &e) < 0)
+                        return;
+                k = read(fd, p, n); /* libuv made the fd non-blocking */
+                if (k <= 0 || proto_reader_advance(c->reader, (size_t)k, &e) < 0 || deliver(c) < 0)
+                        return;
+        }
+}
+
 static void stream_write_cb(uv_write_t *req, int status) {
         xfer_seg *g = container_of(req, xfer_seg, req);
         xfer_conn *c = g->conn;
@@ -616,13 +680,18 @@ static void stream_write_cb(uv_write_t *req, int status) {
         nm_error e = {};
 
         seg_free(g);
+        c->n_segs--;
         dequeued(c, n);
         if (status < 0 && status != UV_ECANCELED) {
+                if (c->state == XFER_CONN_OPEN)
+                        stream_read_leftovers(c);
                 nm_error_set(&e, status == UV_EPIPE ? -EPIPE : -ECONNRESET,
                              "writing to the connection failed: %s", uv_strerror(status));
                 conn_fail(c, e.code, &e);
                 return;
         }
+        if (c->read_paused && c->state == XFER_CONN_OPEN && queue_drained(c))
+                stream_resume_reading(c);
         timer_arm(c);
         stream_try_shutdown(c);
 }
@@ -640,8 +709,35 @@ static void stream_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         *buf = uv_buf_init((char *)p, (unsigned)(n > UINT32_MAX ? UINT32_MAX : n));
 }
 
-/* Decodes and hands out every complete frame. Returns < 0 after failing the
- * connection. */
+/* A frame we refuse ends the connection (the stream cannot be resynced),
+ * but the peer hears why first, as PROTOCOL.md says: ERROR with the
+ * sentence as its reason, then the queue flushes (bounded by the close
+ * timeout) and the connection closes with that error. */
+static void refuse_frame(xfer_conn *c, int code, nm_error *e) {
+        proto_msg m;
+
+        nm_error_prefix(e, "refusing a frame from the peer");
+        if (code >= 0 || code < -4095)
+                code = -EBADMSG;
+        if (c->state != XFER_CONN_OPEN) {
+                conn_fail(c, code, e);
+                return;
+        }
+        if (c->stream)
+                (void)uv_read_stop(c->stream);
+        m = (proto_msg){.type = PROTO_MSG_ERROR, .error = {.code = code, .reason = e->msg}};
+        set_status(c, code, e);
+        if (xfer_conn_send(c, &m, NULL) < 0) {
+                /* The reason cannot travel (e.g. a control byte from the
+                 * hostile input in it): just close. */
+                conn_fail(c, code, e);
+                return;
+        }
+        xfer_conn_close(c, 0, NULL); /* keeps the error set above */
+}
+
+/* Decodes and hands out every complete frame, until the queue is full.
+ * Returns < 0 after failing the connection. */
 static int deliver(xfer_conn *c) {
         for (;;) {
                 _cleanup_proto_msg_ proto_msg m = {};
@@ -652,16 +748,25 @@ static int deliver(xfer_conn *c) {
 
                 if (c->state != XFER_CONN_OPEN)
                         return 0; /* no messages after close */
+                if (queue_full(c)) {
+                        /* The rest waits in the reader until the queue drains. */
+                        c->read_paused = true;
+                        if (c->stream)
+                                (void)uv_read_stop(c->stream);
+                        return 0;
+                }
                 r = proto_reader_next(c->reader, &payload, &n, &e);
                 if (r == 0)
                         return 0;
                 if (r > 0)
                         r = proto_decode(payload, n, &m, &e);
                 if (r < 0) {
-                        nm_error_prefix(&e, "refusing a frame from the peer");
-                        conn_fail(c, r, &e);
+                        refuse_frame(c, r, &e);
                         return r;
                 }
+                /* Whole frames count as activity, bytes do not: a peer
+                 * that trickles one frame a byte at a time is idle. */
+                touch(c);
                 c->cbs.message(c, &m, c->userdata);
         }
 }
@@ -675,8 +780,9 @@ static void peer_ended(xfer_conn *c) {
         c->peer_eof = true;
         r = proto_reader_finish(c->reader, &e);
         if (r < 0) {
+                /* It may still read: tell it why, as for any refused frame. */
                 nm_error_prefix(&e, "the peer closed the connection in the middle of a frame");
-                conn_fail(c, -EPIPE, &e);
+                refuse_frame(c, -EPIPE, &e);
                 return;
         }
         if (c->state == XFER_CONN_OPEN)
@@ -705,11 +811,9 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
                 conn_fail(c, e.code, &e);
                 return;
         }
-        touch(c);
         r = proto_reader_advance(c->reader, (size_t)nread, &e);
         if (r < 0) {
-                nm_error_prefix(&e, "refusing a frame from the peer");
-                conn_fail(c, r, &e);
+                refuse_frame(c, r, &e);
                 return;
         }
         if (deliver(c) < 0)
@@ -827,6 +931,7 @@ static int chan_write(xfer_conn *c) {
                         if (!c->head)
                                 c->tail = NULL;
                         seg_free(g);
+                        c->n_segs--;
                 }
                 dequeued(c, (size_t)n);
                 if (c->state == XFER_CONN_FINISHING)
@@ -840,6 +945,17 @@ static int chan_read(xfer_conn *c, bool discard) {
         int progress = 0;
         if (chan_read_stderr(c) == 0)
                 return 0;
+        if (!discard && c->read_paused) {
+                /* Not reading leaves the channel window shut: the peer waits. */
+                if (!queue_drained(c))
+                        return 0;
+                c->read_paused = false;
+                if (deliver(c) < 0)
+                        return -EBADMSG;
+                if (c->read_paused || c->state != XFER_CONN_OPEN)
+                        return 1;
+                progress = 1;
+        }
         while (budget > 0 && c->state != XFER_CONN_FINISHING) {
                 uint8_t sink[16384];
                 uint8_t *p;
@@ -871,19 +987,17 @@ static int chan_read(xfer_conn *c, bool discard) {
                         }
                         return progress;
                 }
-                touch(c);
                 progress = 1;
                 budget -= (size_t)rc < budget ? (size_t)rc : budget;
                 if (discard)
                         continue;
                 if (proto_reader_advance(c->reader, (size_t)rc, &e) < 0) {
-                        nm_error_prefix(&e, "refusing a frame from the peer");
-                        conn_fail(c, e.code ? e.code : -EBADMSG, &e);
+                        refuse_frame(c, e.code ? e.code : -EBADMSG, &e);
                         return -EBADMSG;
                 }
                 if (deliver(c) < 0)
                         return -EBADMSG;
-                if (c->state != XFER_CONN_OPEN)
+                if (c->state != XFER_CONN_OPEN || c->read_paused)
                         return 1;
         }
         return progress;

@@ -5,8 +5,10 @@
  * Everything the peer says is checked before a byte lands: paths again with
  * proto_path_check(), the canonical order (names under images/ strictly
  * increasing, metadata.json last), the announced sizes, each file's SHA-256
- * and the tree HMAC. Files are created O_EXCL|O_NOFOLLOW in a staging
- * directory we create ourselves, so nothing can be written outside it. Data
+ * and the tree HMAC. Files are created without a name (O_TMPFILE) in a
+ * staging directory we create ourselves, named (never over an existing
+ * name) once their SHA-256 matched, and sealed immutable: nothing can be
+ * written outside staging, and no path ever leads to unchecked bytes. Data
  * is written with plain write() on the loop thread: it lands in the page
  * cache, and the slow part, fsync, runs on the threadpool, per file as soon
  * as the file is complete, overlapping with the next one. Any failure
@@ -24,6 +26,12 @@
 #include "fs-util.h"
 #include "macro.h"
 #include "transfer-internal.h"
+
+/* The idle timeout measures progress, not chatter: it restarts only after
+ * this many bytes of file data, so that a stream of tiny DATA frames (a
+ * never-ending slow stream) ends like a silent one. Any real sender moves
+ * this much in a fraction of a second. */
+#define XFER_RECV_PROGRESS_BYTES (64u * 1024u)
 
 typedef enum xfer_recv_state {
         XFER_RECV_EXPECT_FILE,
@@ -62,6 +70,9 @@ struct xfer_recv {
         bool have_image, images_hooked, metadata_done;
 
         int fd;
+        int fd_dir;        /* where the file being received gets its name */
+        bool fd_anonymous; /* O_TMPFILE: no name until FILE_END checked it */
+        char file_name[PROTO_FILE_NAME_MAX + 1];
         char path[PROTO_PATH_MAX + 1];
         uint64_t size, got;
         EVP_MD_CTX *sha;
@@ -74,6 +85,7 @@ struct xfer_recv {
         bool timer_open, freed, ended, cb_pending;
         int status;
         uint64_t start_ms, last_activity_ms, last_progress_ms;
+        uint64_t last_msg_ms, window_bytes; /* since last_activity_ms */
         xfer_recv_result res;
         nm_error err;
 };
@@ -161,10 +173,20 @@ static void timer_cb(uv_timer_t *t) {
                                      0);
                 return;
         }
-        nm_error_set(&e, -ETIMEDOUT,
-                     "the sender went silent: nothing received for %llu ms (after %llu files, %llu bytes)",
-                     (unsigned long long)r->idle_ms, (unsigned long long)r->res.files,
-                     (unsigned long long)r->res.bytes);
+        if (uv_now(r->loop) - r->last_msg_ms >= r->idle_ms)
+                nm_error_set(&e, -ETIMEDOUT,
+                             "the sender went silent: nothing received for %llu ms (after %llu files, %llu "
+                             "bytes)",
+                             (unsigned long long)r->idle_ms, (unsigned long long)r->res.files,
+                             (unsigned long long)r->res.bytes);
+        else
+                nm_error_set(
+                        &e, -ETIMEDOUT,
+                        "the sender is too slow: %llu bytes in %llu ms, at least %u expected (after %llu "
+                        "files, %llu bytes)",
+                        (unsigned long long)r->window_bytes, (unsigned long long)r->idle_ms,
+                        XFER_RECV_PROGRESS_BYTES, (unsigned long long)r->res.files,
+                        (unsigned long long)r->res.bytes);
         recv_fail(r, -ETIMEDOUT, &e);
 }
 
@@ -270,6 +292,40 @@ static int hook_error(nm_error *err, int code, const nm_error *he, const char *w
         return nm_error_errno(err, code, "hashing %s failed", what);
 }
 
+/* A file is written without a name (O_TMPFILE) and named only once its
+ * SHA-256 matched, then sealed (immutable): no path ever leads to bytes that
+ * were not checked, so what CRIU reads is what was hashed, without a second
+ * read pass. Where O_TMPFILE is missing, the name is made at once, O_EXCL. */
+static int open_anonymous(xfer_recv *r) {
+        r->fd = openat(r->fd_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+        r->fd_anonymous = r->fd >= 0;
+        if (r->fd >= 0)
+                return 0;
+        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+                return negative_errno();
+        r->fd = openat(r->fd_dir, r->file_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        return r->fd < 0 ? negative_errno() : 0;
+}
+
+static int publish_file(xfer_recv *r) {
+        char proc[64];
+        int q;
+
+        if (r->fd_anonymous) {
+                /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc works without. */
+                q = linkat(r->fd, "", r->fd_dir, r->file_name, AT_EMPTY_PATH);
+                if (q < 0 && (errno == ENOENT || errno == EPERM)) {
+                        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", r->fd);
+                        q = linkat(AT_FDCWD, proc, r->fd_dir, r->file_name, AT_SYMLINK_FOLLOW);
+                }
+                if (q < 0)
+                        return negative_errno();
+                r->fd_anonymous = false;
+        }
+        q = fs_set_immutable(r->fd, true);
+        return q == -ENOTTY || q == -EOPNOTSUPP || q == -EPERM ? 0 : q;
+}
+
 static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         nm_error he = {};
         const char *name;
@@ -303,11 +359,11 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
                         return hook_error(err, q, &he, "images/");
                 r->images_hooked = true;
         }
-        r->fd = openat(kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd, name,
-                       O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (r->fd < 0)
-                return nm_error_errno(err, negative_errno(), "cannot create %s in the staging directory",
-                                      f->path);
+        r->fd_dir = kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd;
+        snprintf(r->file_name, sizeof(r->file_name), "%s", name);
+        q = open_anonymous(r);
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot create %s in the staging directory", f->path);
         q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size, &he);
         if (q < 0)
                 return hook_error(err, q, &he, f->path);
@@ -373,9 +429,12 @@ static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
         return on_bytes(r, r->zbuf, d->size, err);
 }
 
-/* The file is complete and checked: flush it in the background. */
+/* The file is complete and checked: name it, flush it in the background. */
 static int file_done(xfer_recv *r, nm_error *err) {
-        int q = queue_sync(r, &r->fd, 1, false);
+        int q = publish_file(r);
+        if (q < 0)
+                return nm_error_errno(err, q, "cannot name %s in the staging directory", r->path);
+        q = queue_sync(r, &r->fd, 1, false);
         r->fd = -EBADF;
         if (q < 0)
                 return nm_error_errno(err, q, "cannot flush %s", r->path);
@@ -530,7 +589,13 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                         nm_error_set(err, q, "%s", r->err.msg);
                 return q;
         }
-        r->last_activity_ms = uv_now(r->loop);
+        r->last_msg_ms = uv_now(r->loop);
+        if (m->type == PROTO_MSG_DATA)
+                r->window_bytes += m->data.data.len;
+        if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
+                r->last_activity_ms = r->last_msg_ms;
+                r->window_bytes = 0;
+        }
         report_progress(r, false);
         return 0;
 }
@@ -648,7 +713,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         }
         (void)uv_timer_init(loop, &r->timer);
         r->timer_open = true;
-        r->start_ms = r->last_activity_ms = r->last_progress_ms = xfer__now_ms(loop);
+        r->start_ms = r->last_activity_ms = r->last_progress_ms = r->last_msg_ms = xfer__now_ms(loop);
         if (r->idle_ms)
                 (void)uv_timer_start(&r->timer, timer_cb, r->idle_ms, 0);
         *ret = r;

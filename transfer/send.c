@@ -366,7 +366,8 @@ static int scan(xfer_send *x) {
         closedir(d);
         if (r < 0)
                 return r;
-        qsort(x->files, x->n_files, sizeof(*x->files), cmp_entry);
+        if (x->n_files > 1)
+                qsort(x->files, x->n_files, sizeof(*x->files), cmp_entry);
         return add_file(x, x->top_fd, "", "metadata.json", &cap);
 }
 

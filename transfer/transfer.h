@@ -271,11 +271,13 @@ typedef void (*xfer_recv_done_cb)(xfer_recv *r, int status, const nm_error *err,
                                   void *userdata);
 
 typedef struct xfer_recv_options {
-        const xfer_tree_hooks *hooks;  /* required */
-        const char *mig;               /* when set, every message must carry this migration id */
-        uint64_t expected_bytes;       /* for progress only (e.g. OFFER's estimate); 0: unknown */
-        uint64_t max_bytes;            /* refuse a stream larger than this; 0: no limit */
-        uint64_t idle_timeout_ms;      /* no frame fed for this long ends the transfer; 0: none */
+        const xfer_tree_hooks *hooks; /* required */
+        const char *mig;              /* when set, every message must carry this migration id */
+        uint64_t expected_bytes;      /* for progress only (e.g. OFFER's estimate); 0: unknown */
+        uint64_t max_bytes;           /* refuse a stream larger than this; 0: no limit */
+        /* Ends the transfer when it makes no progress for this long: no frame,
+         * or less than 64 KiB of file data (a trickle); 0: none. */
+        uint64_t idle_timeout_ms;
         uint64_t progress_interval_ms; /* 0: 1000 */
         xfer_progress_cb progress;     /* optional */
         /* Files end with FILE_MAC (both sides listed "file-mac"; needs

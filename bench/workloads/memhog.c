@@ -265,6 +265,14 @@ static int hog_run(hog *h) {
         }
 }
 
+/* A positive decimal number, or 0 for anything else. */
+static unsigned long parse_num(const char *s) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        return errno || end == s || *end || *s == '-' ? 0 : v;
+}
+
 static int parse_args(int argc, char **argv, hog *h) {
         static const struct option opts[] = {
                 {"mib", required_argument, NULL, 'm'},
@@ -277,9 +285,9 @@ static int parse_args(int argc, char **argv, hog *h) {
         int c;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
                 switch (c) {
-                case 'm': h->mib = strtoul(optarg, NULL, 10); break;
-                case 'p': h->period_ms = atol(optarg); break;
-                case 'w': h->walk_pages = strtoul(optarg, NULL, 10); break;
+                case 'm': h->mib = parse_num(optarg); break;
+                case 'p': h->period_ms = (long)parse_num(optarg); break;
+                case 'w': h->walk_pages = parse_num(optarg); break;
                 case 'k':
                         if (strcmp(optarg, "random") == 0)
                                 h->kind = HEAP_RANDOM;

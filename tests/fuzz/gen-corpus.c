@@ -8,6 +8,7 @@
  *
  * "check" runs as a unit test. It fails when the wire encoding of a sample
  * changed: if that was deliberate, run "write" and commit the result. */
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <msgpack.h>
@@ -38,11 +39,14 @@ static void add(const char *prefix, const char *name, const void *data, size_t l
         s = &seeds[n_seeds++];
         snprintf(s->name, sizeof(s->name), "%s%s", prefix, name);
         for (char *c = s->name; *c; c++)
-                *c = (*c >= 'A' && *c <= 'Z') ? (char)(*c - 'A' + 'a') : *c;
+                *c = (char)tolower((unsigned char)*c);
         s->data = malloc(len ? len : 1);
         if (!s->data)
                 abort();
-        memcpy(s->data, data, len);
+        if (len && !data)
+                abort();
+        if (len)
+                memcpy(s->data, data, len);
         s->len = len;
 }
 
@@ -200,7 +204,7 @@ static int check_all(const char *dir) {
 }
 
 int main(int argc, char **argv) {
-        if (argc != 3 || (strcmp(argv[1], "write") && strcmp(argv[1], "check"))) {
+        if (argc != 3 || (strcmp(argv[1], "write") != 0 && strcmp(argv[1], "check") != 0)) {
                 fprintf(stderr, "usage: %s write|check DIR\n", argv[0]);
                 return EXIT_FAILURE;
         }

@@ -18,10 +18,14 @@ cp "$corpus"/* "$work/corpus/"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# Every committed seed first, one by one, so that a regression names its file.
-"$fuzzer" -runs=0 "$corpus"/*
+# libFuzzer exits 77 on a crash by default, which meson counts as a skip:
+# any finding must fail the test.
+codes=(-error_exitcode=1 -timeout_exitcode=1)
 
-"$fuzzer" \
+# Every committed seed first, one by one, so that a regression names its file.
+"$fuzzer" "${codes[@]}" -runs=0 "$corpus"/*
+
+"$fuzzer" "${codes[@]}" \
 	-max_total_time="$seconds" \
 	-timeout=10 \
 	-rss_limit_mb=2048 \

@@ -48,4 +48,16 @@ grep -q "\"id\":\"$id\"" <<<"$s1" || t_fail "node1's status does not list the co
 [ "$(grep -o '"phase":"running"' <<<"$s2" | wc -l)" -ge 1 ] || t_fail "node2 shows no finished destination migration"
 fx_nm n1 status >/dev/null || t_fail "status (text) fails"
 fx_nm n2 list >/dev/null || t_fail "list fails"
+
+t_log "SIGTERM: both agents exit cleanly, every handle closed"
+for n in n1 n2; do
+	pid=$(fx_agent_pid "$n")
+	kill -TERM "$pid"
+	rc=0
+	wait "$pid" || rc=$?
+	t_assert_eq "$rc" 0 "exit status of $n's agent after SIGTERM"
+	! grep -q "handles left open" "$(fx_agent_log "$n")" || t_fail "$n's agent left libuv handles open at exit"
+	grep -q "no handoff in progress: exiting" "$(fx_agent_log "$n")" || t_fail "$n's agent did not say why it exits"
+	[ ! -e "$(fx_socket "$n")" ] || t_fail "$n's agent left its socket behind"
+done
 t_log "ok"

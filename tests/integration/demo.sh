@@ -9,7 +9,6 @@ t_require_root
 src=${NM_SOURCE_DIR:?}
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
-before=$(ip netns list | wc -l)
 NM_BUILD_DIR=${NM_BUILD_DIR:?} "$src/deploy/demo" >"$out" 2>&1 || { cat "$out" >&2; t_fail "deploy/demo failed"; }
 grep -q "^moved counter .* from node1 to node2: pid [0-9]* there" "$out" || t_fail "no move reported"
 grep -q "streaming" "$out" || t_fail "no progress shown"
@@ -19,5 +18,9 @@ a=$(sed -n 's/.*right after: \([0-9]*\) .*/\1/p' "$out")
 [ -n "$b" ] && [ -n "$a" ] && [ "$a" -ge "$b" ] || t_fail "counter did not continue: before '$b', after '$a'"
 grep -q "downtime measured by the agents: [0-9]* ms" "$out" || t_fail "no downtime reported"
 grep -q "image bytes moved and verified: [0-9]*$" "$out" || t_fail "no byte count reported"
-t_assert_eq "$(ip netns list | wc -l)" "$before" "network namespaces after the demo"
+tag=$(sed -n 's/.*namespaces nmfx-\([A-Za-z0-9]*\)-.*/\1/p' "$out" | head -n1)
+[ -n "$tag" ] || t_fail "the demo did not name its namespaces"
+! ip netns list | grep -q "nmfx-$tag-" || t_fail "the demo left its namespaces nmfx-$tag-* behind"
+root=$(sed -n 's/.* up under \([^ ]*\) .*/\1/p' "$out" | head -n1)
+[ -n "$root" ] && [ ! -e "$root" ] || t_fail "the demo left $root behind"
 t_log "ok: counter $b -> $a"

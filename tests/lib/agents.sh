@@ -6,6 +6,11 @@
 # shellcheck source=tests/lib/fixture.sh
 . "$(dirname "${BASH_SOURCE[0]}")/fixture.sh"
 
+# Under a sanitizer build, a leak or a runtime error fails the process; the
+# one leak libcriu 4.2.1 itself has (its config path) is suppressed.
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$FX_SRC/tests/unit/lsan.supp:print_suppressions=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
 # Short timeouts, so that a cut link is noticed within seconds in tests.
 FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-4}
 FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-4}
@@ -24,14 +29,16 @@ fx_agent_up() { fx_nm "$1" status --json >/dev/null 2>&1; }
 
 # fx_agent_start NODE [ENV=VALUE...]: starts NODE's agent (environment
 # such as NM_FAULT=crash-after=committed goes before the binary) and waits
-# until it answers on its socket.
+# until it answers on its socket. FX_AGENT_ARGS adds agent options
+# (FX_AGENT_ARGS="--set limits.bandwidth=64K" fx_agent_start n1).
 fx_agent_start() {
 	local n=$1 pid
 	shift
 	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
+	# shellcheck disable=SC2086 # FX_AGENT_ARGS is a list of words
 	nsenter --net="/run/netns/$(fx_ns "$n")" -- env "$@" "$FX_BUILD/agent/nucleus-agent" --config "$(fx_conf "$n")" \
 		--log-level debug --set "ssh.idle_timeout=$FX_IDLE_TIMEOUT" \
-		--set "ssh.connect_timeout=$FX_CONNECT_TIMEOUT" >>"$(fx_agent_log "$n")" 2>&1 &
+		--set "ssh.connect_timeout=$FX_CONNECT_TIMEOUT" ${FX_AGENT_ARGS:-} >>"$(fx_agent_log "$n")" 2>&1 &
 	pid=$!
 	echo "$pid" >"$(fx_dir "$n")/agent.fxpid"
 	fx_track_pid "$pid"
@@ -75,10 +82,11 @@ fx_ctr_where() {
 }
 
 # The host pids of the workload NAME's container inits (pid 1 in their own
-# pid namespace), wherever they run.
+# pid namespace), on whichever node of this fixture they run (not another
+# test's fixture that uses the same name at the same time).
 fx_ctr_inits() {
 	local pid
-	for pid in $(pgrep -f "nm-counter .*/work/$1 " || true); do
+	for pid in $(pgrep -f "nm-counter $FX_ROOT/n[0-9]+/work/$1 " || true); do
 		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
 	done
 	return 0

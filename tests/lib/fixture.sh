@@ -218,6 +218,18 @@ fx_sshd_kill() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# fx_sshd_kill_all NODE: the node's sshd listener and every live session
+# process of it (what a crashed or OOM-killed sshd takes with it), found by
+# pid among the processes of the node's network namespace.
+fx_sshd_kill_all() {
+	local pid
+	fx_sshd_kill "$1"
+	for pid in $(ip netns pids "$(fx_ns "$1")" 2>/dev/null); do
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sshd ] && kill -KILL "$pid" 2>/dev/null
+	done
+	return 0
+}
+
 # fx_ssh FROM TO [SSH ARGS...]: OpenSSH client from node FROM to node TO with
 # strict host-key checking against FROM's known_hosts.
 fx_ssh() {
@@ -394,6 +406,13 @@ fx_state_pids() {
 	return 0
 }
 
+# fx_rm PATH...: rm -rf that also removes files the agents sealed
+# (received images are immutable once checked).
+fx_rm() {
+	chattr -R -i "$@" 2>/dev/null || true
+	rm -rf "$@"
+}
+
 fx_kill_pids() {
 	local pid
 	for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
@@ -420,7 +439,7 @@ fx_teardown() {
 	for n in $FX_NODES sw; do
 		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
 	done
-	rm -rf "$FX_ROOT"
+	fx_rm "$FX_ROOT"
 	FX_ROOT=""
 	return "$rc"
 }

@@ -260,7 +260,7 @@ int main(int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0) {
                 switch (c) {
                 case 'H': so.host = optarg; break;
-                case 'p': so.port = (uint16_t)atoi(optarg); break;
+                case 'p': so.port = (uint16_t)strtoul(optarg, NULL, 10); break;
                 case 'u': so.user = optarg; break;
                 case 'K': so.key_file = optarg; break;
                 case 'N': so.known_hosts = optarg; break;
@@ -272,7 +272,7 @@ int main(int argc, char **argv) {
                 case 'i': t.idle_ms = strtoull(optarg, NULL, 10); break;
                 case 't': so.connect_timeout_ms = strtoull(optarg, NULL, 10); break;
                 case 'b': t.bad_digest = optarg; break;
-                case 'n': t.n_streams = (unsigned)atoi(optarg); break;
+                case 'n': t.n_streams = (unsigned)strtoul(optarg, NULL, 10); break;
                 case 'P': t.progress = true; break;
                 case 'V': t.no_verify = true; break;
                 case 'Z':

@@ -45,7 +45,7 @@ static void report(session *s, int status, const char *msg, const xfer_recv_resu
         if (s->reported)
                 return;
         s->reported = true;
-        if (status == 0)
+        if (status == 0 && res)
                 printf("RECEIVED %s %llu %llu %s\n", s->mig, (unsigned long long)res->files,
                        (unsigned long long)res->bytes, res->hmac);
         else
@@ -197,7 +197,7 @@ int main(int argc, char **argv) {
                 case 'k': keyfile = optarg; break;
                 case 'i': srv.idle_ms = strtoull(optarg, NULL, 10); break;
                 case 'o': srv.count = 1; break;
-                case 'n': srv.count = (unsigned)atoi(optarg); break;
+                case 'n': srv.count = (unsigned)strtoul(optarg, NULL, 10); break;
                 case 'M': srv.file_mac = true; break;
                 default: return 2;
                 }

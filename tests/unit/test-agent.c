@@ -1,4 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -291,6 +293,61 @@ static void test_progress_json_lines(void **state) {
         free(buf);
 }
 
+/* Keys and configuration with loose modes are refused, with how to fix them
+ * (owners are checked by the safety-files integration test, as root). */
+static void test_check_file(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_free_ char *key = NULL, *sub = NULL;
+        agent_config c;
+        nm_error err = {};
+
+        assert_true(asprintf(&key, "%s/id_ed25519", dir) > 0);
+        assert_int_equal(agent_check_file(key, "SSH key", AGENT_FILE_SECRET, &err), -ENOENT);
+        assert_non_null(strstr(err.msg, key));
+        _cleanup_close_ int fd = open(key, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(fd >= 0);
+        assert_int_equal(fchmod(fd, 0600), 0); /* whatever the umask */
+        nm_error_clear(&err);
+        assert_int_equal(agent_check_file(key, "SSH key", AGENT_FILE_SECRET, &err), 0);
+        for (mode_t m = 0604; m <= 0640; m += 036) {
+                assert_int_equal(chmod(key, m), 0);
+                nm_error_clear(&err);
+                assert_int_equal(agent_check_file(key, "SSH key", AGENT_FILE_SECRET, &err), -EPERM);
+                assert_non_null(strstr(err.msg, "group or others may read it"));
+                assert_non_null(strstr(err.msg, "fix with: chmod 600"));
+        }
+        /* Readable is fine for a trusted file; writable is not. */
+        assert_int_equal(chmod(key, 0644), 0);
+        assert_int_equal(agent_check_file(key, "known_hosts", AGENT_FILE_TRUSTED, NULL), 0);
+        assert_int_equal(chmod(key, 0664), 0);
+        nm_error_clear(&err);
+        assert_int_equal(agent_check_file(key, "known_hosts", AGENT_FILE_TRUSTED, &err), -EPERM);
+        assert_non_null(strstr(err.msg, "fix with: chmod go-w"));
+        assert_int_equal(chmod(key, 0600), 0);
+        /* The directory: writable by others is refused, unless sticky. */
+        assert_int_equal(chmod(dir, 0777), 0);
+        nm_error_clear(&err);
+        assert_int_equal(agent_check_file(key, "SSH key", AGENT_FILE_SECRET, &err), -EPERM);
+        assert_non_null(strstr(err.msg, "its directory"));
+        assert_int_equal(chmod(dir, 01777), 0);
+        assert_int_equal(agent_check_file(key, "SSH key", AGENT_FILE_SECRET, NULL), 0);
+        assert_int_equal(chmod(dir, 0700), 0);
+        /* Not a regular file. */
+        assert_true(asprintf(&sub, "%s/sub", dir) > 0);
+        assert_int_equal(mkdir(sub, 0700), 0);
+        assert_int_equal(agent_check_file(sub, "SSH key", AGENT_FILE_SECRET, NULL), -EINVAL);
+        /* A configuration others may change is not read at all. */
+        _cleanup_free_ char *conf = write_conf(dir, "[agent]\nnode = n1\n");
+        assert_int_equal(chmod(conf, 0666), 0);
+        assert_int_equal(agent_config_init(&c), 0);
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_load(&c, conf, true, &err), -EPERM);
+        assert_non_null(strstr(err.msg, "refusing configuration"));
+        agent_config_done(&c);
+        assert_int_equal(rm_rf_path(dir), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_config_file_and_overrides),
@@ -302,6 +359,7 @@ int main(void) {
                 cmocka_unit_test(test_exit_codes),
                 cmocka_unit_test(test_formatting),
                 cmocka_unit_test(test_progress_json_lines),
+                cmocka_unit_test(test_check_file),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -4,6 +4,7 @@
  * driven against a stand-in criu that fails (the real thing runs in the
  * integration tests). */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "ckpt-internal.h"
@@ -13,18 +14,25 @@
 static const uint8_t key32[32] = "0123456789abcdef0123456789abcdef";
 
 /* A stand-in criu: answers --version with the given version; anything else
- * (libcriu's `criu swrk N`) leaves a mark and fails. */
-static char *fake_criu(const char *dir, const char *name, const char *version, mode_t mode) {
-        char text[512];
+ * (libcriu's `criu swrk N`) leaves a mark, notes whether probe exists then,
+ * and fails. */
+static char *fake_criu_probe(const char *dir, const char *name, const char *version, mode_t mode,
+                             const char *probe) {
+        char text[1024];
         _cleanup_free_ char *mark = tu_join(dir, "criu-ran");
         snprintf(text, sizeof(text),
                  "#!/bin/sh\n"
                  "if [ \"$1\" = --version ]; then echo 'Version: %s'; echo 'GitID: v%s'; exit 0; fi\n"
                  "echo \"$@\" >> '%s'\n"
+                 "if [ -n '%s' ] && [ -e '%s' ]; then echo probe-present >> '%s'; fi\n"
                  "exit 1\n",
-                 version, version, mark);
+                 version, version, mark, probe ? probe : "", probe ? probe : "", mark);
         tu_write(dir, name, text, strlen(text), mode);
         return tu_join(dir, name);
+}
+
+static char *fake_criu(const char *dir, const char *name, const char *version, mode_t mode) {
+        return fake_criu_probe(dir, name, version, mode, NULL);
 }
 
 static bool criu_ran(const char *dir) {
@@ -313,6 +321,8 @@ static void test_restore_refuses_tampered(void **state) {
         assert_int_equal(r.calls, 1);
         assert_int_equal(r.status, -EBADMSG);
         assert_false(req.verified);
+        assert_false(req.stopped);
+        assert_int_equal(req.pid, 0);
         assert_msg_contains(&req.error, "HMAC mismatch");
         assert_msg_contains(&req.error, "nothing was restored");
         assert_false(criu_ran(dir));
@@ -389,20 +399,37 @@ static void test_restore_sync_refusals(void **state) {
         tu_rm(dir);
 }
 
+static pid_t sleeper = 0;
+
+static int kill_sleeper(void **state) {
+        (void)state;
+        if (sleeper > 0) {
+                kill(sleeper, SIGKILL);
+                waitpid(sleeper, NULL, 0);
+        }
+        sleeper = 0;
+        return 0;
+}
+
 static pid_t spawn_sleeper(void) {
         pid_t pid = fork();
         assert_true(pid >= 0);
-        if (pid == 0)
+        if (pid == 0) {
+                /* Dies with the test, whatever happens to the test. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 for (;;)
                         pause();
+        }
+        sleeper = pid;
         return pid;
 }
 
 static void test_dump_paths(void **state) {
         (void)state;
         char *dir = tu_tmpdir();
-        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
         _cleanup_free_ char *ck = tu_join(dir, "ckpt"), *full = tu_join(dir, "full");
+        _cleanup_free_ char *md_path = tu_join(dir, "ckpt/metadata.json");
+        _cleanup_free_ char *bin = fake_criu_probe(dir, "criu", "4.2.1", 0755, md_path);
         _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
         pid_t pid = spawn_sleeper();
@@ -415,19 +442,24 @@ static void test_dump_paths(void **state) {
         assert_int_equal(uv_loop_init(&loop), 0);
         ckpt_dump_opts opts = {.criu = {.criu = criu}, .sign = true, .key = key32, .key_len = 32};
 
-        /* Refused before CRIU: a non-empty directory, a stale container. */
+        /* Refused before CRIU: a non-empty directory (left as it was), a
+         * stale container. */
         tu_mkdir(dir, "full", 0700);
         tu_write_str(dir, "full/old.img", "x");
         req = (ckpt_dump_req){.data = &r};
         assert_int_equal(ckpt_dump(&loop, &req, c, full, &opts, on_dumped), -EEXIST);
         assert_msg_contains(&req.error, "not empty");
+        _cleanup_free_ char *old = tu_read(dir, "full/old.img", NULL);
+        assert_string_equal(old, "x");
         c->start_ticks++;
         assert_int_equal(ckpt_dump(&loop, &req, c, ck, &opts, on_dumped), -ESRCH);
         c->start_ticks--;
+        assert_int_equal(access(ck, F_OK), -1);
         assert_false(criu_ran(dir));
 
         /* Through the thread pool to a CRIU that fails: the container is
-         * left running, and metadata.json was written before CRIU ran. */
+         * left running, metadata.json existed when CRIU ran, and what the
+         * attempt wrote is gone again so that the directory can be reused. */
         assert_int_equal(ckpt_dump(&loop, &req, c, ck, &opts, on_dumped), 0);
         assert_int_equal(req.state, CKPT_OP_RUNNING);
         uv_run(&loop, UV_RUN_DEFAULT);
@@ -438,14 +470,14 @@ static void test_dump_paths(void **state) {
         assert_true(req.source_running);
         assert_true(criu_ran(dir));
         assert_msg_contains(&req.error, "criu dump of pid");
-        _cleanup_free_ char *md = tu_read(dir, "ckpt/metadata.json", NULL);
-        assert_non_null(strstr(md, "\"nm_bare_pid\": true"));
-        assert_non_null(strstr(md, "\"nm_criu_version\": \"4.2.1\""));
-        _cleanup_free_ char *hmac = tu_join(dir, "ckpt/checkpoint.hmac");
-        assert_int_equal(access(hmac, F_OK), -1);
+        _cleanup_free_ char *mark = tu_read(dir, "criu-ran", NULL);
+        assert_non_null(strstr(mark, "probe-present"));
+        assert_string_equal(req.metadata->container_id, c->id);
+        assert_true(req.metadata->bare);
+        assert_int_equal(access(ck, F_OK), -1);
+        _cleanup_free_ char *work = tu_join(dir, "ckpt.work");
+        assert_int_equal(access(work, F_OK), 0);
         ckpt_dump_req_done(&req);
-        assert_int_equal(kill(pid, SIGKILL), 0);
-        waitpid(pid, NULL, 0);
         tu_rm(dir);
 }
 
@@ -461,7 +493,7 @@ int main(void) {
                 cmocka_unit_test(test_restore_refuses_tampered),
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),
                 cmocka_unit_test(test_restore_sync_refusals),
-                cmocka_unit_test(test_dump_paths),
+                cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -227,8 +227,10 @@ static void test_nucleus_metadata(void **state) {
         const char *p = text;
         for (size_t i = 0; i < ARRAY_SIZE(order); i++) {
                 const char *q = strstr(p, order[i]);
-                if (!q)
+                if (!q) {
                         fail_msg("'%s' missing or out of order in:\n%s", order[i], text);
+                        return;
+                }
                 p = q;
         }
 

@@ -45,7 +45,9 @@ static char state_of(pid_t pid) {
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
                 return '-';
         const char *p = strrchr(stat, ')');
-        return p ? p[2] : '?';
+        if (!p)
+                return '?';
+        return p[2];
 }
 
 static void wait_state(pid_t pid, const char *states) {

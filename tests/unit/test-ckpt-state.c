@@ -2,6 +2,7 @@
 /* The nucleus runtime's state files: parsing, byte-exact rewriting with
  * unknown fields kept, lookup, and the start-ticks liveness check. */
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include "ckpt.h"
@@ -261,6 +262,8 @@ static pid_t spawn_sleeper(void) {
         pid_t pid = fork();
         assert_true(pid >= 0);
         if (pid == 0) {
+                /* Dies with the test, whatever happens to the test. */
+                prctl(PR_SET_PDEATHSIG, SIGKILL);
                 for (;;)
                         pause();
         }

@@ -262,13 +262,13 @@ static void raw_file(raw *r, const char *skip, size_t n_extra) {
         raw_init(r);
         msgpack_pack_map(&r->pk, n);
         raw_uint(r, "t", PROTO_MSG_FILE);
-        if (!skip || strcmp(skip, "mig"))
+        if (!skip || strcmp(skip, "mig") != 0)
                 raw_str(r, "mig", "m1");
-        if (!skip || strcmp(skip, "path"))
+        if (!skip || strcmp(skip, "path") != 0)
                 raw_str(r, "path", "images/core-1.img");
-        if (!skip || strcmp(skip, "size"))
+        if (!skip || strcmp(skip, "size") != 0)
                 raw_uint(r, "size", 10);
-        if (!skip || strcmp(skip, "mode"))
+        if (!skip || strcmp(skip, "mode") != 0)
                 raw_uint(r, "mode", 0600);
 }
 
@@ -1439,6 +1439,23 @@ static void test_reader_full_until_frames_taken(void **state) {
         proto_buf_done(&b);
 }
 
+/* Regression (fuzz-recv under UBSan): an empty feed, with no buffer yet
+ * and data NULL as the API allows, did pointer arithmetic on NULL. */
+static void test_reader_empty_feed(void **state) {
+        _cleanup_(proto_reader_freep) proto_reader *r = NULL;
+        const uint8_t *p;
+        size_t len;
+        (void)state;
+
+        assert_int_equal(proto_reader_new(0, &r), 0);
+        assert_int_equal(proto_reader_feed(r, NULL, 0, NULL), 0);
+        assert_int_equal(proto_reader_next(r, &p, &len, NULL), 0);
+        assert_int_equal(proto_reader_finish(r, NULL), 0);
+        assert_int_equal(proto_reader_feed(r, "\0\0", 2, NULL), 0);
+        assert_int_equal(proto_reader_feed(r, NULL, 0, NULL), 0);
+        assert_int_equal(proto_reader_finish(r, NULL), -EBADMSG);
+}
+
 static void test_reader_truncated_stream(void **state) {
         _cleanup_(proto_reader_freep) proto_reader *r = NULL;
         proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
@@ -1508,6 +1525,7 @@ int main(void) {
                 cmocka_unit_test(test_reader_big_frame_and_limits),
                 cmocka_unit_test(test_reader_full_until_frames_taken),
                 cmocka_unit_test(test_reader_truncated_stream),
+                cmocka_unit_test(test_reader_empty_feed),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

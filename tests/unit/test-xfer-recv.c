@@ -2,6 +2,9 @@
 /* The receiving sink fed hostile sequences directly, without a network:
  * every refusal removes the staging directory, reports once, and nothing
  * lands outside staging. */
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
 #include "test-xfer-util.h"
 
 #define MIG "mig-1"
@@ -180,7 +183,11 @@ static void test_good_stream(void **state) {
                 assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
                 for (size_t off = 0; off < sizeof(big); off += 65536)
                         assert_int_equal(feed_data(f, big + off, MIN(65536, sizeof(big) - off)), 0);
+                /* Before its digest is checked a file has no name: nothing
+                 * can change the bytes that are being hashed. */
+                assert_false(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
                 assert_int_equal(feed_end(f, sha), 0);
+                assert_true(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
         }
         assert_int_equal(feed_file(f, "metadata.json", meta, sizeof(meta) - 1), 0);
         assert_int_equal(feed_done(f, 4, sizeof(small) + sizeof(big) + sizeof(meta) - 1, NULL), 0);
@@ -200,6 +207,22 @@ static void test_good_stream(void **state) {
         assert_int_equal(len, sizeof(big));
         assert_memory_equal(data, big, sizeof(big));
         free(data);
+        /* Checked files are sealed where the file system can (tmpfs, ext4):
+         * a write after the check is refused, even for root. */
+        {
+                _cleanup_close_ int img = openat_dir_beneath(sfd, "images");
+                int w = openat(img, "pages-1.img", O_WRONLY | O_CLOEXEC);
+                int flags = 0, rfd = openat(img, "pages-1.img", O_RDONLY | O_CLOEXEC);
+                assert_true(rfd >= 0);
+                if (ioctl(rfd, FS_IOC_GETFLAGS, &flags) == 0) {
+                        assert_true(flags & FS_IMMUTABLE_FL);
+                        assert_int_equal(w, -1);
+                        assert_int_equal(errno, EPERM);
+                }
+                if (w >= 0)
+                        close(w);
+                close(rfd);
+        }
         struct stat st;
         assert_int_equal(fstat(sfd, &st), 0);
         assert_int_equal(st.st_mode & 07777, 0700);
@@ -391,6 +414,65 @@ static void test_idle_timeout(void **state) {
         assert_int_equal(f->status, -ETIMEDOUT);
         assert_non_null(strstr(f->err.msg, "silent"));
         assert_false(t_exists_at(f->parent_fd, "staging"));
+}
+
+/* A sender that keeps talking but moves almost nothing: 1 byte of DATA
+ * every 10 ms never lets a frame-based idle timer fire, the progress-based
+ * one does. One that moves 64 KiB per 40 ms goes on (idle: 100 ms). */
+typedef struct drip {
+        fixture *f;
+        uv_timer_t t;
+        size_t chunk, fed, limit;
+        uint8_t *buf;
+        int calls_at_end; /* the sink's callbacks when the drip stopped */
+} drip;
+
+static void drip_cb(uv_timer_t *t) {
+        drip *d = container_of(t, drip, t);
+        if (d->f->calls || d->fed >= d->limit || feed_data(d->f, d->buf, d->chunk) < 0) {
+                d->calls_at_end = d->f->calls;
+                uv_close((uv_handle_t *)t, NULL);
+                return;
+        }
+        d->fed += d->chunk;
+}
+
+static int run_drip(fixture *f, size_t chunk, uint64_t every, size_t limit) {
+        drip d = {.f = f, .chunk = chunk, .limit = limit, .buf = calloc(1, chunk)};
+
+        assert_non_null(d.buf);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1u << 30), 0);
+        assert_int_equal(uv_timer_init(&f->loop, &d.t), 0);
+        assert_int_equal(uv_timer_start(&d.t, drip_cb, every, every), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        free(d.buf);
+        return d.calls_at_end;
+}
+
+static int setup_idle100(void **state) {
+        return setup_opts(state, 100, 0);
+}
+
+static void test_trickle_timeout(void **state) {
+        fixture *f = *state;
+        uint64_t t0 = uv_hrtime();
+
+        (void)run_drip(f, 1, 10, 200); /* 2 s at most */
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        printf("# after %llu ms: %s\n", (unsigned long long)((uv_hrtime() - t0) / 1000000), f->err.msg);
+        assert_non_null(strstr(f->err.msg, "too slow"));
+        assert_true((uv_hrtime() - t0) / 1000000 < 1000);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+}
+
+static void test_progress_keeps_alive(void **state) {
+        fixture *f = *state;
+
+        /* 12 x 40 ms: well past the 100 ms idle timeout; silence after. */
+        assert_int_equal(run_drip(f, 64 * 1024, 40, 12 * 64 * 1024), 0);
+        assert_int_equal(f->calls, 1);
+        assert_non_null(strstr(f->err.msg, "silent"));
 }
 
 static int setup_limit(void **state) {
@@ -632,6 +714,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_unexpected_message, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_staging_exists, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
+                cmocka_unit_test_setup_teardown(test_trickle_timeout, setup_idle100, teardown),
+                cmocka_unit_test_setup_teardown(test_progress_keeps_alive, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),

@@ -2,6 +2,7 @@
 /* Sender and receiver on one loop, connected through a socketpair (xfer_conn
  * over uv streams): a checkpoint directory moves byte for byte, memory stays
  * bounded, failures end both sides, and the loop closes cleanly. */
+#include <pthread.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -447,6 +448,286 @@ static void test_oversize_frame_refused(void **state) {
         close(sv[1]);
 }
 
+/* What the peer reads after its frame was refused: one ERROR frame whose
+ * reason says why, then the end of the stream. */
+static void assert_error_then_eof(int fd, int code, const char *why) {
+        _cleanup_proto_msg_ proto_msg m = {};
+        proto_reader *rd = NULL;
+        const uint8_t *payload;
+        uint8_t *w;
+        size_t room, len;
+        ssize_t n;
+
+        assert_int_equal(proto_reader_new(0, &rd), 0);
+        for (;;) {
+                assert_int_equal(proto_reader_get_buffer(rd, &w, &room, NULL), 0);
+                n = read(fd, w, room);
+                assert_true(n >= 0);
+                if (n == 0)
+                        break;
+                assert_int_equal(proto_reader_advance(rd, (size_t)n, NULL), 0);
+        }
+        assert_int_equal(proto_reader_next(rd, &payload, &len, NULL), 1);
+        assert_int_equal(proto_decode(payload, len, &m, NULL), 0);
+        assert_int_equal(m.type, PROTO_MSG_ERROR);
+        assert_int_equal(m.error.code, code);
+        printf("# ERROR %s\n", m.error.reason);
+        assert_non_null(strstr(m.error.reason, why));
+        assert_int_equal(proto_reader_next(rd, &payload, &len, NULL), 0);
+        assert_int_equal(proto_reader_finish(rd, NULL), 0);
+        proto_reader_free(rd);
+}
+
+/* PROTOCOL.md: a frame that cannot be decoded is answered with ERROR (the
+ * sentence as reason) before the session closes, from the header alone
+ * (oversize length), from the payload (unknown type), and when the peer
+ * ends its side in the middle of a frame. */
+static void test_refused_frame_answered(void **state) {
+        xfer_conn_callbacks cb = {.message = no_message, .closed = bad_closed};
+        static const uint8_t huge[4] = {0x00, 0x40, 0x00, 0x01};
+        /* {"t": 200} */
+        static const uint8_t unknown[] = {0, 0, 0, 5, 0x81, 0xa1, 't', 0xcc, 200};
+        struct {
+                const uint8_t *bytes;
+                size_t n;
+                bool eof; /* the peer ends its side after the bytes */
+                int code;
+                const char *why;
+        } cases[] = {
+                {huge, sizeof(huge), false, -E2BIG, "exceeds limit"},
+                {unknown, sizeof(unknown), false, -EPROTO, "unknown message type 200"},
+                {unknown, sizeof(unknown) - 2, true, -EPIPE, "in the middle of a frame"},
+        };
+        (void)state;
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                uv_loop_t loop;
+                xfer_conn *c = NULL;
+                int sv[2], res = 1;
+
+                assert_int_equal(uv_loop_init(&loop), 0);
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+                assert_int_equal(write(sv[1], cases[i].bytes, cases[i].n), (ssize_t)cases[i].n);
+                if (cases[i].eof)
+                        assert_int_equal(shutdown(sv[1], SHUT_WR), 0);
+                assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &res, NULL, &c), 0);
+                (void)uv_run(&loop, UV_RUN_DEFAULT);
+                assert_int_equal(res, cases[i].code);
+                assert_int_equal(uv_loop_close(&loop), 0);
+                assert_error_then_eof(sv[1], cases[i].code, cases[i].why);
+                close(sv[1]);
+        }
+}
+
+/* ---- a peer that asks faster than it reads ---- */
+
+#define FLOOD_PINGS 200000
+
+typedef struct flood {
+        int fd;         /* the peer's end */
+        size_t answers; /* PONG frames the peer read */
+        unsigned pings; /* PINGs our side answered */
+        int status;
+        bool closed;
+} flood;
+
+static void *flood_writer(void *arg) {
+        flood *f = arg;
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 7}};
+        uint8_t *one = NULL, *buf;
+        size_t len, per = 4096;
+
+        assert_int_equal(proto_encode(&ping, &one, &len, NULL), 0);
+        buf = malloc(len * per);
+        assert_non_null(buf);
+        for (size_t i = 0; i < per; i++)
+                memcpy(buf + i * len, one, len);
+        for (size_t sent = 0; sent < FLOOD_PINGS; sent += per) {
+                size_t n = (FLOOD_PINGS - sent < per ? FLOOD_PINGS - sent : per) * len, off = 0;
+                while (off < n) {
+                        ssize_t k = write(f->fd, buf + off, n - off);
+                        if (k <= 0)
+                                goto out; /* our side closed on us */
+                        off += (size_t)k;
+                }
+        }
+        (void)shutdown(f->fd, SHUT_WR);
+out:
+        free(buf);
+        free(one);
+        return NULL;
+}
+
+static void *flood_reader(void *arg) {
+        flood *f = arg;
+        uint8_t buf[65536];
+        ssize_t k;
+        size_t total = 0;
+
+        while ((k = read(f->fd, buf, sizeof(buf))) > 0)
+                total += (size_t)k;
+        f->answers = total;
+        return NULL;
+}
+
+static void flood_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        flood *f = ud;
+        proto_msg pong = {.type = PROTO_MSG_PONG, .pong = m->ping};
+        assert_int_equal(m->type, PROTO_MSG_PING);
+        f->pings++;
+        assert_int_equal(xfer_conn_send(c, &pong, NULL), 0);
+}
+
+static void flood_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        flood *f = ud;
+        (void)c;
+        printf("# closed after %u PINGs: %d %s\n", f->pings, status, err ? err->msg : "");
+        f->status = status;
+        f->closed = true;
+}
+
+/* Every PING is answered; a peer that never reads the answers gets no more
+ * than a bounded queue (the rest of its PINGs wait in the socket) and is cut
+ * by the idle timeout; one that reads them gets every answer. */
+static void test_flood_bounded(void **state) {
+        xfer_conn_callbacks cb = {.message = flood_message, .closed = flood_closed};
+        proto_msg pong = {.type = PROTO_MSG_PONG, .pong = {.seq = 7}};
+        uint8_t *buf = NULL;
+        size_t pong_len;
+        (void)state;
+
+        assert_int_equal(proto_encode(&pong, &buf, &pong_len, NULL), 0);
+        free(buf);
+        for (int reads = 0; reads <= 1; reads++) {
+                flood f = {};
+                pthread_t w, r;
+                uv_loop_t loop;
+                xfer_conn *c = NULL;
+                int sv[2];
+
+                assert_int_equal(uv_loop_init(&loop), 0);
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+                f.fd = sv[1];
+                assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
+                xfer_conn_set_idle_timeout(c, 300);
+                assert_int_equal(pthread_create(&w, NULL, flood_writer, &f), 0);
+                if (reads)
+                        assert_int_equal(pthread_create(&r, NULL, flood_reader, &f), 0);
+                (void)uv_run(&loop, UV_RUN_DEFAULT);
+                assert_true(f.closed);
+                assert_int_equal(uv_loop_close(&loop), 0);
+                if (reads) {
+                        (void)shutdown(sv[1], SHUT_RD);
+                        assert_int_equal(pthread_join(r, NULL), 0);
+                }
+                assert_int_equal(pthread_join(w, NULL), 0);
+                if (reads) {
+                        assert_int_equal(f.status, 0);
+                        assert_int_equal(f.pings, FLOOD_PINGS);
+                        assert_int_equal(f.answers, (size_t)FLOOD_PINGS * pong_len);
+                } else {
+                        assert_int_equal(f.status, -ETIMEDOUT);
+                        assert_true(f.pings < FLOOD_PINGS / 10);
+                }
+                close(sv[1]);
+        }
+}
+
+/* A peer that trickles its frames a byte at a time (slowloris) is idle:
+ * only whole frames count, so the idle timeout ends it. */
+static void *trickle_writer(void *arg) {
+        flood *f = arg;
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 7}};
+        uint8_t *one = NULL;
+        size_t len;
+
+        assert_int_equal(proto_encode(&ping, &one, &len, NULL), 0);
+        for (int k = 0; k < 3; k++)
+                for (size_t i = 0; i < len; i++) {
+                        if (write(f->fd, one + i, 1) != 1)
+                                goto out;
+                        usleep(50 * 1000);
+                }
+out:
+        free(one);
+        return NULL;
+}
+
+static void test_trickle_is_idle(void **state) {
+        xfer_conn_callbacks cb = {.message = flood_message, .closed = flood_closed};
+        flood f = {};
+        pthread_t w;
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2];
+        uint64_t t0 = uv_hrtime();
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        f.fd = sv[1];
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
+        xfer_conn_set_idle_timeout(c, 300);
+        assert_int_equal(pthread_create(&w, NULL, trickle_writer, &f), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(f.status, -ETIMEDOUT);
+        assert_int_equal(f.pings, 0);
+        /* 13-byte PINGs at 50 ms a byte would take 650 ms each. */
+        assert_true((uv_hrtime() - t0) / 1000000 < 600);
+        close(sv[1]);
+        assert_int_equal(pthread_join(w, NULL), 0);
+}
+
+/* A peer that says why and hangs up (an agent refusing a connection):
+ * our first write fails, yet its ERROR is still delivered. */
+typedef struct last_words {
+        char reason[256];
+        int status;
+        bool closed;
+} last_words;
+
+static void lw_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        last_words *lw = ud;
+        assert_int_equal(m->type, PROTO_MSG_ERROR);
+        snprintf(lw->reason, sizeof(lw->reason), "%s", m->error.reason);
+        xfer_conn_close(c, 0, NULL);
+}
+
+static void lw_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        last_words *lw = ud;
+        (void)c;
+        (void)err;
+        lw->status = status;
+        lw->closed = true;
+}
+
+static void test_last_words_before_hangup(void **state) {
+        xfer_conn_callbacks cb = {.message = lw_message, .closed = lw_closed};
+        proto_msg e = {.type = PROTO_MSG_ERROR, .error = {.code = -EBUSY, .reason = "too many connections"}};
+        proto_msg hello = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
+        last_words lw = {};
+        uint8_t *buf = NULL;
+        size_t len;
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2];
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(proto_encode(&e, &buf, &len, NULL), 0);
+        assert_int_equal(write(sv[1], buf, len), (ssize_t)len);
+        free(buf);
+        close(sv[1]);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &lw, NULL, &c), 0);
+        assert_int_equal(xfer_conn_send(c, &hello, NULL), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_true(lw.closed);
+        assert_string_equal(lw.reason, "too many connections");
+}
+
 int main(void) {
         /* As in the agent: a peer that hangs up is an EPIPE, not a signal. */
         signal(SIGPIPE, SIG_IGN);
@@ -458,6 +739,10 @@ int main(void) {
                 cmocka_unit_test(test_rate_limit),
                 cmocka_unit_test(test_idle_timeout_and_malformed),
                 cmocka_unit_test(test_oversize_frame_refused),
+                cmocka_unit_test(test_refused_frame_answered),
+                cmocka_unit_test(test_flood_bounded),
+                cmocka_unit_test(test_trickle_is_idle),
+                cmocka_unit_test(test_last_words_before_hangup),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -73,7 +73,7 @@ static void run_logger(int rfd, int logfd) {
 
 int main(int argc, char **argv) {
         int pfd[2], statefd, logfd;
-        long period = argc > 2 ? atol(argv[2]) : 100;
+        long period = argc > 2 ? strtol(argv[2], NULL, 10) : 100;
         unsigned long long counter = 0;
         long long last, max_gap = 0;
 

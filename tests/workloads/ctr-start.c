@@ -40,7 +40,11 @@ static int read_start_ticks(pid_t pid, unsigned long long *ret) {
         p = strrchr(buf, ')');
         for (int field = 2; p && field < 22; field++)
                 p = strchr(p + 1, ' ');
-        r = p && sscanf(p + 1, "%llu", ret) == 1 ? 0 : -EBADMSG;
+        if (p && p[1] >= '0' && p[1] <= '9') {
+                *ret = strtoull(p + 1, NULL, 10);
+                r = 0;
+        } else
+                r = -EBADMSG;
         free(buf);
         return r;
 }
@@ -99,6 +103,15 @@ static int write_state(const char *dir, const char *id, json_t *o) {
         return write_file_atomic_at(dfd, file, text, strlen(text), 0600);
 }
 
+/* Ends the process once it has left for new namespaces: _exit skips the
+ * atexit handlers, where LeakSanitizer (in a sanitizer build) would clone
+ * its tracer into the new pid namespace, unable to reach us, and spin. */
+__attribute__((noreturn)) static void finish(int rc) {
+        fflush(stdout);
+        fflush(stderr);
+        _exit(rc);
+}
+
 int main(int argc, char **argv) {
         static const struct option opts[] = {
                 {"state-dir", required_argument, NULL, 's'},
@@ -141,14 +154,14 @@ int main(int argc, char **argv) {
         }
         pid_t pid = fork();
         if (pid < 0)
-                return 1;
+                finish(1);
         if (pid == 0)
                 child_exec(sync[1], name, console, argv + optind);
         close(sync[1]);
         if (read(sync[0], &err, sizeof(err)) == sizeof(err)) {
                 fprintf(stderr, "nm-ctr-start: exec %s: %s\n", argv[optind], strerror(err));
                 waitpid(pid, NULL, 0);
-                return 1;
+                finish(1);
         }
         r = read_start_ticks(pid, &ticks);
         if (r >= 0) {
@@ -159,8 +172,8 @@ int main(int argc, char **argv) {
         if (r < 0) {
                 fprintf(stderr, "nm-ctr-start: state file in %s: %s\n", state_dir, strerror(-r));
                 kill(pid, SIGKILL);
-                return 1;
+                finish(1);
         }
         printf("%s %d\n", id, (int)pid);
-        return 0;
+        finish(0);
 }

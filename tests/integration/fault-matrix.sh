@@ -1,0 +1,526 @@
+#!/usr/bin/env bash
+# The fault matrix: for each phase of a handoff, each fault, injected at that
+# exact point on real agents, real CRIU and real sshd. Afterwards (once both
+# agents have settled) exactly one copy of the container runs, on the node
+# the source's journal says; its counter went on without a gap; nothing is
+# left behind (staging, images, stopped trees, CRIU's nftables lock); both
+# nodes' `status` agree; and the CLI's exit code and message say what
+# happened.
+#
+#   fault-matrix.sh [ROW...]     rows: the phases below (default: all)
+#   FM_FAULTS="link-cut flip"    only these columns (for debugging)
+#
+# Each row's results go to $FM_RESULTS/<row>.tsv (default
+# $NM_BUILD_DIR/fault-matrix); fault-report.sh prints them as one table.
+# One fixture serves a row; the agents are restarted for every cell.
+set -euo pipefail
+# shellcheck source=tests/lib/agents.sh
+. "$(dirname "$0")/../lib/agents.sh"
+
+ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored after-committed)
+FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full)
+
+# Where each row stops the handoff. "node point": that node's agent stands
+# still right after the point (NM_FAULT=pause-after) while the fault is
+# injected. mid-stream has no pause: the source's stream is slowed down
+# (limits.bandwidth) and the fault lands once the first images are on the
+# destination's disk.
+declare -A PAUSE=(
+	[precheck]="n1 precheck"             # journaled, before connecting and OFFER
+	[after-dump]="n1 dumped"             # the images are complete, the container is gone
+	[after-verify]="n2 verified"         # every byte checked, VERIFIED not sent yet
+	[during-restore]="n2 dest-restoring" # released at once: the fault lands while CRIU restores
+	[after-restored]="n1 got-restored"   # the source heard RESTORED, COMMITTED not journaled
+	[after-committed]="n1 committed"     # COMMITTED on disk, COMMIT not sent
+)
+MID_BANDWIDTH=${FM_MID_BANDWIDTH:-64K} # ~235 KiB of images: a ~3.5 s stream
+
+# What each cell must end with: the source's outcome (where the container
+# runs follows from it), then the CLI exit codes that tell it truthfully.
+# A cell that cannot apply says why. Exit 5: the CLI could not learn the
+# end (its agent was killed, or the target had not confirmed a committed
+# handoff when the CLI was answered).
+declare -A EXPECT=(
+	[precheck/link-cut]="failed 1"
+	[precheck/src-kill]="failed 5"
+	[precheck/dst-kill]="done 0"
+	[precheck/dst-sshd]="failed 1"
+	[precheck/flip]="n/a: nothing is staged before the offer"
+	[precheck/restore-fail]="n/a: no restore before the offer"
+	[precheck/disk-full]="refused 3"
+
+	[after-dump/link-cut]="rolled-back 4"
+	[after-dump/src-kill]="rolled-back 5"
+	[after-dump/dst-kill]="rolled-back 4"
+	[after-dump/dst-sshd]="rolled-back 4"
+	[after-dump/flip]="n/a: no image is on the destination before the stream"
+	[after-dump/restore-fail]="n/a: no restore before the images are verified"
+	[after-dump/disk-full]="rolled-back 4"
+
+	[mid-stream/link-cut]="rolled-back 4"
+	[mid-stream/src-kill]="rolled-back 5"
+	[mid-stream/dst-kill]="rolled-back 4"
+	[mid-stream/dst-sshd]="rolled-back 4"
+	[mid-stream/flip]="done 0"
+	[mid-stream/restore-fail]="n/a: no restore before the images are verified"
+	[mid-stream/disk-full]="rolled-back 4"
+
+	[after-verify/link-cut]="rolled-back 4"
+	[after-verify/src-kill]="rolled-back 5"
+	[after-verify/dst-kill]="rolled-back 4"
+	[after-verify/dst-sshd]="rolled-back 4"
+	[after-verify/flip]="done 0"
+	[after-verify/restore-fail]="n/a: the restore starts only at RESTORE (see during-restore)"
+	[after-verify/disk-full]="done 0"
+
+	[during-restore/link-cut]="rolled-back 4"
+	[during-restore/src-kill]="rolled-back 5"
+	[during-restore/dst-kill]="rolled-back 4"
+	[during-restore/dst-sshd]="rolled-back 4"
+	[during-restore/flip]="done 0"
+	[during-restore/restore-fail]="rolled-back 4"
+	[during-restore/disk-full]="done 0"
+
+	[after-restored/link-cut]="done 5"
+	[after-restored/src-kill]="rolled-back 5"
+	[after-restored/dst-kill]="done 0"
+	[after-restored/dst-sshd]="done 5"
+	[after-restored/flip]="done 0"
+	[after-restored/restore-fail]="n/a: the restore is over"
+	[after-restored/disk-full]="done 0"
+
+	[after-committed/link-cut]="done 5"
+	[after-committed/src-kill]="done 5"
+	[after-committed/dst-kill]="done 0"
+	[after-committed/dst-sshd]="done 5"
+	[after-committed/flip]="done 0"
+	[after-committed/restore-fail]="n/a: the restore is over"
+	[after-committed/disk-full]="done 0"
+)
+
+FM_RESULTS=${FM_RESULTS:-$FX_BUILD/fault-matrix}
+SELECTED=("$@")
+[ ${#SELECTED[@]} -gt 0 ] || SELECTED=("${ROWS[@]}")
+for r in "${SELECTED[@]}"; do
+	[[ " ${ROWS[*]} " == *" $r "* ]] || t_fail "unknown row '$r' (rows: ${ROWS[*]})"
+done
+mkdir -p "$FM_RESULTS"
+
+fx_nodes_up
+FM_GATE=$FX_ROOT/fault-gate
+FM_STAGING=$(fx_dir n2)/migrate/staging
+FM_CELL=$FX_ROOT/cell
+
+fm_umount() {
+	if mountpoint -q "$FM_STAGING" 2>/dev/null; then
+		chattr -R -i "$FM_STAGING" 2>/dev/null || true
+		umount "$FM_STAGING" 2>/dev/null || umount -l "$FM_STAGING"
+	fi
+	return 0
+}
+# The check must be able to fail: a table named as CRIU names its lock is
+# seen.
+fm_criu_tables_selftest() {
+	fx_in n1 nft add table inet CRIU-fm-selftest
+	[ -n "$(fm_criu_tables n1 fx_in n1)" ] || t_fail "the nftables check does not see a CRIU table"
+	fx_in n1 nft delete table inet CRIU-fm-selftest
+}
+
+fm_on_exit() {
+	local rc=$?
+	set +e
+	fm_umount
+	(exit "$rc")
+	fx_teardown
+}
+trap fm_on_exit EXIT
+
+# ---- helpers ----
+
+fm_log_size() { stat -c %s "$(fx_agent_log "$1")" 2>/dev/null || echo 0; }
+# fm_log_since NODE OFFSET: the node's agent log written since OFFSET.
+fm_log_since() { tail -c "+$(($2 + 1))" "$(fx_agent_log "$1")" 2>/dev/null; }
+
+fm_no_active() {
+	! fx_nm n1 status --json | grep -q '"active":true' && ! fx_nm n2 status --json | grep -q '"active":true'
+}
+
+# fm_mig_doc NODE CONTAINER-ID: the node's status record of the container's
+# migration (compact JSON), empty when it has none.
+fm_mig_doc() {
+	fx_nm "$1" status "$2" --json | jq -c '.result.migrations[0] // empty'
+}
+
+fm_staged_images() { find "$FM_STAGING" -mindepth 2 -maxdepth 2 -type d -name images 2>/dev/null | head -n 1; }
+
+# fm_left DIR: what DIR holds, but for the disk-full filler and done/.
+fm_left() { find "$1" -mindepth 1 -maxdepth 1 ! -name '.fill*' ! -name 'done' -printf '%f ' 2>/dev/null; }
+
+# The largest image on the destination (flip target), empty if none.
+fm_largest_image() {
+	local d
+	d=$(fm_staged_images)
+	[ -n "$d" ] || return 0
+	find "$d" -maxdepth 1 -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-
+}
+
+# Mid-stream: some image bytes are on the destination's disk, metadata.json
+# (the last file) is not.
+fm_midstream() {
+	local d f
+	d=$(fm_staged_images)
+	[ -n "$d" ] && [ ! -e "$(dirname "$d")/metadata.json" ] || return 1
+	f=$(fm_largest_image)
+	[ -n "$f" ] && [ "$(stat -c %s "$f")" -ge 4096 ]
+}
+
+# fm_flip: complements one byte in the middle of the largest staged image,
+# as a failing disk or a stray writer would. Prints what happened.
+fm_flip() {
+	local f off b nb after out
+	f=$(fm_largest_image)
+	[ -n "$f" ] || t_fail "no image staged on n2 to flip a byte of"
+	off=$(($(stat -c %s "$f") / 2))
+	b=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
+	nb=$((b ^ 255))
+	# shellcheck disable=SC2059 # the format is the byte
+	if out=$(printf "\\$(printf '%03o' "$nb")" | dd of="$f" bs=1 seek="$off" count=1 conv=notrunc status=none 2>&1); then
+		after=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
+		[ "$after" = "$nb" ] || t_fail "the flip of $(basename "$f") did not land"
+		echo "flipped"
+	else
+		after=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
+		[ "$after" = "$b" ] || t_fail "a refused write changed $(basename "$f")"
+		case $out in
+		*"Operation not permitted"*) echo "refused (immutable)" ;;
+		*) t_fail "flipping a byte of $(basename "$f") failed oddly: $out" ;;
+		esac
+	fi
+}
+
+# Disk full: the destination's staging is a tmpfs of its own; filling it at
+# the fault point leaves no byte for what comes next.
+fm_fill_staging() {
+	dd if=/dev/zero of="$FM_STAGING/.fill" bs=1M status=none 2>/dev/null || true
+	dd if=/dev/zero of="$FM_STAGING/.fill2" bs=4k status=none 2>/dev/null || true
+	[ "$(df --output=avail -B1 "$FM_STAGING" | tail -n 1 | tr -d ' ')" -lt 8192 ] ||
+		t_fail "could not fill the staging tmpfs"
+}
+
+fm_mount_staging() {
+	mkdir -p "$FM_STAGING"
+	mountpoint -q "$FM_STAGING" && t_fail "$FM_STAGING is mounted already"
+	mount -t tmpfs -o "size=$1,mode=0700,uid=0,gid=0" nucleus-fx-staging "$FM_STAGING"
+}
+
+# fm_catch_criu NODE: waits for the node's agent to run CRIU (its "criu
+# swrk" child), stops it (SIGSTOP) and prints its pid.
+fm_catch_criu() {
+	local agent p i
+	agent=$(fx_agent_pid "$1")
+	for ((i = 0; i < 3000; i++)); do
+		p=$(pgrep -P "$agent" -x criu) && break
+	done
+	[ -n "$p" ] || return 1
+	kill -STOP "$p" || return 1
+	t_wait_until 2 "CRIU $p stops" grep -q '^State:.*T' "/proc/$p/status" || return 1
+	echo "$p"
+}
+
+# The CRIU network lock is an nftables table named CRIU (CRIU-<pid> in
+# newer versions); none may outlive a dump or a restore.
+fm_criu_tables() {
+	local where=$1 out
+	shift
+	out=$("$@" nft list tables) || t_fail "cannot list the nftables tables of $where"
+	grep -i 'criu' <<<"$out" | sed "s/^/$where: /" || true
+}
+
+# The CLI's answer without its progress lines (a phase name, then padding).
+fm_cli_message() {
+	grep -vE '^(precheck|dumping|dumped|streaming|restoring|committed|done|rolling-back|rolled-back|failed|refused|lost)( |$)' <<<"$1" |
+		head -n 1 | cut -c1-160
+}
+
+fm_kill_container() {
+	local name=$1 id=$2 pid n
+	for pid in $(fx_ctr_inits "$name"); do kill -KILL "$pid" 2>/dev/null || true; done
+	for n in n1 n2; do rm -f "$(fx_dir "$n")/nucleus/$id.json"; done
+}
+
+fm_agent_alive() { local p; p=$(fx_agent_pid "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+
+# Back to a clean start for the next cell, whatever the last one did.
+fm_reset() {
+	local n
+	rm -f "$FM_GATE"
+	ip -n "$(fx_ns n1)" link show eth0 | grep -q 'state UP' || fx_link_up
+	fx_port_open n2 || fx_sshd_start n2
+	for n in n1 n2; do
+		if fm_agent_alive "$n"; then
+			fx_agent_stop "$n" TERM 2>/dev/null || fx_agent_kill "$n"
+		fi
+	done
+	fm_umount
+}
+
+# After a failed cell: nothing of it may poison the next one.
+fm_wipe() {
+	local n
+	for n in n1 n2; do
+		chattr -R -i "$(fx_dir "$n")/migrate" 2>/dev/null || true
+		rm -rf "$(fx_dir "$n")"/migrate/{journal,staging,checkpoints}/* 2>/dev/null || true
+	done
+}
+
+# ---- one cell ----
+
+# fm_cell ROW FAULT: runs in a subshell; its verdict goes to $FM_CELL/result
+# as "outcome<TAB>detail", a failure to $FM_CELL/fail.
+fm_cell() {
+	local row=$1 fault=$2 name id work c0 c1 rc out where want_where n
+	local pnode="" ppoint="" n1env=() n2env=() n1args="" note="" off1 off2 src dst outcome dphase=none cli msg
+	local expect_outcome expect_rc
+	read -r expect_outcome expect_rc <<<"${EXPECT[$row/$fault]}"
+	name=fm-$row-$fault
+	work=$(fx_dir n1)/work/$name
+
+	if [ -n "${PAUSE[$row]:-}" ]; then
+		read -r pnode ppoint <<<"${PAUSE[$row]}"
+		if [ "$pnode" = n1 ]; then n1env+=("NM_FAULT=pause-after=$ppoint" "NM_FAULT_GATE=$FM_GATE"); else n2env+=("NM_FAULT=pause-after=$ppoint" "NM_FAULT_GATE=$FM_GATE"); fi
+	fi
+	[ "$row" = mid-stream ] && n1args="--set limits.bandwidth=$MID_BANDWIDTH"
+	if [ "$fault" = restore-fail ]; then
+		if [ ${#n2env[@]} -gt 0 ]; then n2env[0]+=",fail=dest-restore"; else n2env+=("NM_FAULT=fail=dest-restore"); fi
+	fi
+	if [ "$fault" = disk-full ]; then
+		# Before the offer: too small for the images from the start (the
+		# target refuses). Later: room enough, filled at the fault point.
+		if [ "$row" = precheck ]; then fm_mount_staging 4M; else fm_mount_staging 64M; fi
+	fi
+	off1=$(fm_log_size n1)
+	off2=$(fm_log_size n2)
+	FX_AGENT_ARGS=$n1args fx_agent_start n1 "${n1env[@]}"
+	fx_agent_start n2 "${n2env[@]}"
+
+	read -r id _ < <(fx_ctr_start n1 "$name")
+	fx_counter_advances "$work" || t_fail "$name does not tick"
+	c0=$(fx_count "$work")
+	[ -n "$pnode" ] && : >"$FM_GATE"
+
+	rm -f "$FM_CELL/cli.out" "$FM_CELL/cli.rc"
+	(
+		rc=0
+		fx_nm n1 migrate "$id" node2 >"$FM_CELL/cli.out" 2>&1 || rc=$?
+		echo "$rc" >"$FM_CELL/cli.rc"
+	) &
+	cli=$!
+
+	# ---- reach the point ----
+	if [ -n "$pnode" ]; then
+		local off=$off1
+		[ "$pnode" = n2 ] && off=$off2
+		t_wait_until 30 "$pnode pauses at $ppoint" bash -c "tail -c +$((off + 1)) '$(fx_agent_log "$pnode")' | grep -q 'fault injection: paused at $ppoint '" ||
+			t_fail "$pnode never reached $ppoint (CLI: $(cat "$FM_CELL/cli.out" 2>/dev/null))"
+	else
+		t_wait_until 30 "the stream is under way" fm_midstream ||
+			t_fail "never saw the stream under way (CLI: $(cat "$FM_CELL/cli.out" 2>/dev/null))"
+	fi
+	local criu=""
+	if [ "$row" = during-restore ] && [ "$fault" != restore-fail ] && [ "$fault" != flip ]; then
+		# Let CRIU start, hold it (SIGSTOP) mid-restore while the fault
+		# lands, then let it go on: the fault really hits a running restore.
+		rm -f "$FM_GATE"
+		criu=$(fm_catch_criu n2) || t_fail "never saw CRIU restore on n2"
+		note="CRIU held mid-restore"
+	fi
+
+	# ---- inject ----
+	case $fault in
+	link-cut) fx_link_down ;;
+	src-kill)
+		fx_agent_kill n1
+		off1=$(fm_log_size n1)
+		fx_agent_start n1
+		;;
+	dst-kill)
+		fx_agent_kill n2
+		[ -z "$criu" ] || kill -CONT "$criu" 2>/dev/null || true
+		off2=$(fm_log_size n2)
+		fx_agent_start n2
+		;;
+	dst-sshd) fx_sshd_kill_all n2 ;;
+	flip) note=$(fm_flip) ;;
+	restore-fail) ;;
+	disk-full) [ "$row" = precheck ] || fm_fill_staging ;;
+	esac
+	[ -z "$criu" ] || kill -CONT "$criu" 2>/dev/null || true
+	rm -f "$FM_GATE"
+
+	# ---- the CLI's answer, then heal what stays broken ----
+	t_wait_until 90 "the CLI answers" test -s "$FM_CELL/cli.rc" || t_fail "the CLI did not answer within 90 s"
+	wait "$cli"
+	rc=$(cat "$FM_CELL/cli.rc")
+	out=$(cat "$FM_CELL/cli.out")
+	msg=$(fm_cli_message "$out")
+	case $fault in
+	link-cut) fx_link_up ;;
+	dst-sshd) fx_sshd_start n2 ;;
+	esac
+
+	t_wait_until 60 "both agents settle" fm_no_active || {
+		fx_nm n1 status >&2 || true
+		fx_nm n2 status >&2 || true
+		t_fail "migrations still active 60 s after the fault"
+	}
+
+	# ---- both agents alive, no sanitizer report ----
+	for n in n1 n2; do
+		local o=$off1
+		[ "$n" = n2 ] && o=$off2
+		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
+			t_fail "sanitizer report in $n's agent log: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
+		fm_agent_alive "$n" || t_fail "$n's agent died"
+	done
+
+	# ---- what the journals say ----
+	src=$(fm_mig_doc n1 "$id") || t_fail "cannot ask n1's agent for its status"
+	[ -n "$src" ] || t_fail "n1 has no record of the migration"
+	outcome=$(jq -r '.outcome // .phase' <<<"$src")
+	dst=$(fm_mig_doc n2 "$id") || t_fail "cannot ask n2's agent for its status"
+	if [ -n "$dst" ]; then
+		dphase=$(jq -r '.phase' <<<"$dst")
+		t_assert_eq "$(jq -r '.mig' <<<"$dst")" "$(jq -r '.mig' <<<"$src")" "the migration n2 knows of"
+	fi
+	case $outcome in
+	done)
+		want_where=n2
+		[ "$dphase" = running ] || t_fail "n1 says done, n2 says '$dphase'"
+		;;
+	rolled-back | failed | refused)
+		want_where=n1
+		[ "$dphase" = aborted ] || [ "$dphase" = none ] || t_fail "n1 says $outcome, n2 says '$dphase'"
+		;;
+	*) t_fail "the source ended '$outcome' ($src)" ;;
+	esac
+
+	# ---- exactly one copy, where the journal says, state continued ----
+	where=$(fx_ctr_where "$id")
+	t_assert_eq "$where" "$want_where" "where $name runs (source outcome $outcome)"
+	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+	t_assert_eq "$(fx_ctr_stopped_copies "$name")" 0 "stopped copies of $name"
+	fx_counter_advances "$work" || t_fail "$name stopped ticking"
+	c1=$(fx_count "$work")
+	[ "$c1" -ge "$c0" ] || t_fail "the counter of $name went back: $c0 -> $c1"
+	fx_log_ok "$work" || t_fail "the log of $name has a gap or a repeat"
+
+	# ---- nothing left behind ----
+	local left
+	for n in n1 n2; do
+		left=$(fm_left "$(fx_dir "$n")/migrate/staging")
+		[ -z "$left" ] || t_fail "staging left on $n: $left"
+		left=$(fm_left "$(fx_dir "$n")/migrate/checkpoints")
+		[ -z "$left" ] || t_fail "images left on $n: $left"
+		left=$(fm_left "$(fx_dir "$n")/migrate/journal")
+		[ -z "$left" ] || t_fail "active journal records left on $n: $left"
+		local tables
+		tables=$(fm_criu_tables "$n" fx_in "$n")
+		[ -z "$tables" ] || t_fail "CRIU's nftables lock left: $tables"
+	done
+	local pid tables
+	pid=$(fx_ctr_inits "$name")
+	tables=$(fm_criu_tables "container" nsenter -t "$pid" -n)
+	[ -z "$tables" ] || t_fail "CRIU's nftables lock left in the container's namespace: $tables"
+
+	# ---- the CLI told the truth ----
+	fm_says() { [ "$outcome" = "$1" ] && grep -q "$2" <<<"$out"; }
+	case $rc in
+	0) fm_says "done" '^moved ' || t_fail "exit 0 but outcome $outcome: $msg" ;;
+	4) fm_says rolled-back 'restored and still runs here' || t_fail "exit 4 but outcome $outcome: $msg" ;;
+	1) fm_says failed 'not touched' || t_fail "exit 1 but outcome $outcome: $msg" ;;
+	3) fm_says refused 'NOT moved (refused)' || t_fail "exit 3 but outcome $outcome: $msg" ;;
+	5)
+		grep -qE 'IN DOUBT|went away before answering' <<<"$out" || t_fail "exit 5 without saying so: $msg"
+		! grep -q '^IN DOUBT: -$' <<<"$out" || t_fail "exit 5 without a reason: $msg"
+		;;
+	*) t_fail "CLI exit $rc: $msg" ;;
+	esac
+	! grep -qE '^(NOT moved[^:]*|IN DOUBT): *-?$' <<<"$out" || t_fail "the CLI gives no reason: $msg"
+	[ "$outcome" = "$expect_outcome" ] || t_fail "outcome $outcome, expected $expect_outcome (CLI exit $rc: $msg)"
+	[[ "|$expect_rc|" == *"|$rc|"* ]] || t_fail "CLI exit $rc, expected $expect_rc ($msg)"
+
+	# ---- the agents stop cleanly: no leak report at exit ----
+	fm_kill_container "$name" "$id"
+	fx_agent_stop n1
+	fx_agent_stop n2
+	for n in n1 n2; do
+		local o=$off1
+		[ "$n" = n2 ] && o=$off2
+		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
+			t_fail "sanitizer report in $n's agent log at exit: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
+	done
+
+	# The agents are this subshell's children: stop them here, where they
+	# can be reaped at once.
+	fm_reset
+	printf '%s %s exit %s\t%s%s\n' "$outcome" "$where" "$rc" "$msg" \
+		"${note:+ [$note]}" >"$FM_CELL/result"
+}
+
+# ---- the rows ----
+
+fm_criu_tables_selftest
+
+failed=0
+for row in "${SELECTED[@]}"; do
+	results=$FM_RESULTS/$row.tsv
+	: >"$results"
+	for fault in ${FM_FAULTS:-${FAULTS[*]}}; do
+		want=${EXPECT[$row/$fault]}
+		if [[ $want == n/a* ]]; then
+			printf '%s\t%s\tn/a\t%s\n' "$row" "$fault" "${want#n/a: }" >>"$results"
+			t_log "-- $row / $fault: n/a (${want#n/a: })"
+			continue
+		fi
+		t_log "== $row / $fault (expect: $want)"
+		rm -rf "$FM_CELL"
+		mkdir -p "$FM_CELL"
+		start=$(date +%s)
+		# A subshell: a failed cell ends there, and the row goes on. Not as
+		# an if condition, which would turn errexit off inside.
+		set +e
+		(
+			set -eE
+			trap 'printf "line %s failed: %s\n" "$LINENO" "$BASH_COMMAND" >>"$FM_CELL/fail"' ERR
+			t_fail() {
+				printf '%s\n' "$*" >"$FM_CELL/fail"
+				printf '[%s] FAIL: %s\n' "$T_NAME" "$*" >&2
+				exit 1
+			}
+			fm_cell "$row" "$fault"
+		)
+		cell_rc=$?
+		set -e
+		if [ "$cell_rc" -eq 0 ]; then
+			IFS=$'\t' read -r verdict detail <"$FM_CELL/result"
+			printf '%s\t%s\tok\t%s\t%s\n' "$row" "$fault" "$verdict" "$detail" >>"$results"
+			t_log "ok: $row / $fault: $verdict ($(($(date +%s) - start)) s)"
+		else
+			failed=$((failed + 1))
+			printf '%s\t%s\tFAIL\t%s\n' "$row" "$fault" "$( (cat "$FM_CELL/fail" 2>/dev/null || echo "exited") | tr '\n\t' '  ' | cut -c1-300)" >>"$results"
+			t_log "FAILED: $row / $fault"
+			for n in n1 n2; do
+				t_log "--- $n agent log (tail)"
+				tail -n 40 "$(fx_agent_log "$n")" >&2 || true
+			done
+			fm_reset || true
+			fm_wipe
+			for pid in $(fx_ctr_inits "fm-$row-$fault"); do kill -KILL "$pid" 2>/dev/null || true; done
+			rm -f "$(fx_dir n1)"/nucleus/*.json "$(fx_dir n2)"/nucleus/*.json
+			continue
+		fi
+	done
+done
+
+"$(dirname "$0")/fault-report.sh" "${SELECTED[@]}"
+[ "$failed" -eq 0 ] || t_fail "$failed cell(s) failed"

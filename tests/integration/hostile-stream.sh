@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# A hostile peer streams images to node2's agent over SSH (through the pinned
+# dial-stdio), holding the cluster HMAC key where the case needs a stream
+# that verifies: paths that try to leave staging (.., /, NUL, absolute,
+# hidden, checkpoint.hmac), names that collide, files larger than offered,
+# more or less DATA than announced, wrong digests and HMACs, images of
+# another container than offered, and images CRIU cannot restore. Each is
+# refused with its reason; no canary appears where a traversal would land;
+# nothing is written outside staging, no staging directory or stopped
+# process is left; and the agent keeps serving.
+set -euo pipefail
+. "$(dirname "$0")/../tools/peer.sh"
+
+fx_agents_up
+pid2=$(fx_agent_pid n2)
+key=$(fx_hmac_key n1)
+cmp -s "$key" "$(fx_hmac_key n2)" || t_fail "the nodes do not share the HMAC key"
+
+# Real images: a checkpoint of a container on node1 (it stops there).
+read -r vid _ < <(fx_ctr_start n1 victim)
+ck=$FX_ROOT/ckpt
+NUCLEUS_STATE_DIR=$(fx_dir n1)/nucleus NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$key \
+	fx_in n1 "$FX_BUILD/agent/nucleus-migrate" checkpoint "$vid" -o "$ck" >/dev/null || t_fail "checkpoint failed"
+# The same images with pstree.img replaced by noise: signed by the peer, so
+# they verify, but CRIU cannot restore them.
+cp -a "$ck" "$FX_ROOT/ckpt-bad"
+head -c "$(stat -c %s "$ck/images/pstree.img")" /dev/urandom >"$FX_ROOT/ckpt-bad/images/pstree.img"
+# Another key of the right size: what a node outside the cluster would use.
+head -c 32 /dev/urandom >"$FX_ROOT/other.key"
+
+marker=$FX_ROOT/marker
+touch "$marker"
+sleep 1
+
+case_ssh() {
+	local name=$1
+	shift
+	printf '%s\n' "$@" | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key"
+	pc_clean n2 "$pid2"
+}
+O=(hello "expect HELLO" "offer s1 container=$vid" "expect ACCEPT")
+file_map() { echo "map t=u:23 mig=s:s1 path=s:$1 size=u:1 mode=u:384"; }
+
+t_log "paths that would leave staging"
+canary=$(fx_dir n2)/canary
+case_ssh path-absolute "${O[@]}" "$(file_map "$canary")" "expect-closed is neither metadata.json nor images/<name>"
+case_ssh path-dotdot "${O[@]}" "$(file_map ../canary)" "expect-closed is neither metadata.json nor images/<name>"
+case_ssh path-images-dotdot "${O[@]}" "$(file_map images/../../canary)" "expect-closed starts with '.'"
+case_ssh path-images-dotdot-only "${O[@]}" "$(file_map images/..)" "expect-closed starts with '.'"
+case_ssh path-subdir "${O[@]}" "$(file_map images/a/../../../canary)" "expect-closed has a subdirectory"
+case_ssh path-nul "${O[@]}" "$(file_map 'images/a\x00/../../../canary')" "expect-closed contains a NUL byte"
+case_ssh path-nul-metadata "${O[@]}" "$(file_map 'metadata.json\x00../canary')" "expect-closed contains a NUL byte"
+case_ssh path-hidden "${O[@]}" "$(file_map images/.canary)" "expect-closed starts with '.'"
+case_ssh path-hmac "${O[@]}" "$(file_map checkpoint.hmac)" "expect-closed is not sent as a file"
+case_ssh path-empty-name "${O[@]}" "$(file_map images/)" "expect-closed has an empty file name"
+case_ssh path-empty "${O[@]}" "map t=u:23 mig=s:s1 path=s: size=u:1 mode=u:384" "expect-closed field 'path'"
+case_ssh path-space "${O[@]}" "$(file_map 'images/a\x20b')" "expect-closed field 'path'"
+case_ssh path-overlong "${O[@]}" "$(file_map "images/$(printf 'a%.0s' {1..256})")" "expect-closed field 'path'"
+case_ssh mode-setuid "${O[@]}" "map t=u:23 mig=s:s1 path=s:images/a size=u:1 mode=u:2541" "expect-closed has bits outside 0644"
+found=$(find "$FX_ROOT" -name '*canary*' 2>/dev/null)
+[ -z "$found" ] || t_fail "a traversal created: $found"
+
+t_log "names that collide, and order"
+case_ssh image-twice "${O[@]}" "file s1 images/a 1" "data s1 1" "file-end s1" "file s1 images/a 1" \
+	"expect ERROR must arrive sorted and once (previous: images/a)"
+case_ssh image-unsorted "${O[@]}" "file s1 images/b 1" "data s1 1" "file-end s1" "file s1 images/a 1" \
+	"expect ERROR out of order"
+case_ssh metadata-twice "${O[@]}" "put s1 $ck/metadata.json metadata.json" "put s1 $ck/metadata.json metadata.json" \
+	"expect ERROR after metadata.json, which must come last"
+case_ssh image-after-metadata "${O[@]}" "put s1 $ck/metadata.json metadata.json" "file s1 images/z 1" \
+	"expect ERROR after metadata.json, which must come last"
+# A staging directory (or a symlink) already there under the offered id is
+# not ours: the offer is refused and it is left alone.
+staging=$(fx_dir n2)/migrate/staging
+mkdir "$staging/pre1"
+touch "$staging/pre1/keep"
+mkdir "$FX_ROOT/elsewhere"
+ln -s "$FX_ROOT/elsewhere" "$staging/pre2"
+for id in pre1 pre2; do
+	printf '%s\n' hello "expect HELLO" "offer $id container=$vid" "expect REJECT cannot create staging directory" |
+		pc_case "staging-exists-$id" pc_ssh n1 n2
+done
+[ -f "$staging/pre1/keep" ] || t_fail "the agent touched a staging directory it did not create"
+[ -L "$staging/pre2" ] && [ -z "$(ls -A "$FX_ROOT/elsewhere")" ] || t_fail "the agent followed a planted symlink"
+rm -rf "${staging:?}/pre1" "${staging:?}/pre2"
+pc_clean n2 "$pid2"
+
+t_log "sizes: larger than offered, more or less DATA than announced"
+case_ssh file-larger-than-offer hello "expect HELLO" "offer s2 container=$vid bytes=1048576" "expect ACCEPT" \
+	"file s2 images/a 300000000" "expect ERROR of 300000000 bytes exceeds the limit"
+case_ssh more-data "${O[@]}" "file s1 images/a 10" "data s1 11" "expect ERROR more DATA for images/a than the 10 bytes announced"
+case_ssh more-data-later "${O[@]}" "file s1 images/a 10" "data s1 6" "data s1 6" "expect ERROR more DATA for images/a"
+case_ssh less-data "${O[@]}" "file s1 images/a 10" "data s1 9" "file-end s1" "expect ERROR after 9 of the 10 bytes announced"
+case_ssh data-outside-file "${O[@]}" "data s1 1" "expect ERROR DATA outside a file"
+case_ssh file-in-file "${O[@]}" "file s1 images/a 2" "data s1 1" "file s1 images/b 1" "expect ERROR arrived before FILE_END"
+case_ssh done-in-file "${O[@]}" "file s1 images/a 2" "images-done s1" "expect ERROR IMAGES_DONE before FILE_END"
+
+t_log "digests and the tree HMAC"
+case_ssh bad-sha256 "${O[@]}" "file s1 images/a 10" "data s1 10" "file-end s1 sha=bad" \
+	"expect ERROR does not match what the sender computed"
+case_ssh bad-hmac "${O[@]}" "put-dir s1 $ck" "images-done s1 hmac=bad" "expect ERROR the checkpoint HMAC does not verify"
+printf '%s\n' "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR the checkpoint HMAC does not verify" |
+	pc_case other-key pc_ssh n1 n2 --hmac-key "$FX_ROOT/other.key"
+pc_clean n2 "$pid2"
+case_ssh bad-counts "${O[@]}" "put-dir s1 $ck" "images-done s1 files=3" "expect ERROR IMAGES_DONE announces 3 files"
+case_ssh no-metadata "${O[@]}" "file s1 images/a 1" "data s1 1" "file-end s1" "images-done s1" \
+	"expect ERROR IMAGES_DONE without metadata.json"
+
+t_log "verified images of another container than offered"
+case_ssh other-container hello "expect HELLO" "offer s3 container=0123456789abcdef0123456789abcdef" "expect ACCEPT" \
+	"put-dir s3 $ck" "images-done s3" "expect ERROR the images are of container $vid, but the offer was for"
+
+t_log "verified images CRIU cannot restore: CRIU's reason reaches the peer"
+case_ssh criu-fails "${O[@]}" "put-dir s1 $FX_ROOT/ckpt-bad" "images-done s1" "expect VERIFIED" \
+	"restore s1" "expect ERROR Head magic doesn't match for pstree.img"
+pc_said criu-fails "restore on node2 failed: criu restore"
+
+t_log "a peer that leaves after VERIFIED, and one that aborts a restored copy"
+case_ssh leave-verified "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect VERIFIED"
+case_ssh abort-restored "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect VERIFIED" "restore s1" "expect RESTORED" \
+	"abort s1 testing" "expect-silence 500"
+restored=$(sed -n 's/^< RESTORED pid=\([0-9]*\).*/\1/p' "$FX_ROOT/pc-abort-restored.out")
+[ -n "$restored" ] || t_fail "no RESTORED pid in the transcript"
+t_wait_until 10 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/null" ||
+	t_fail "the stopped copy (pid $restored) was left after ABORT"
+t_assert_eq "$(fx_ctr_where "$vid")" "" "where the victim runs (nowhere: it was only checkpointed)"
+
+t_log "nothing was written outside staging"
+written=$(pc_written_since n2 "$marker")
+[ -z "$written" ] || t_fail "files written on node2 outside staging: $written"
+
+t_log "the agent still moves containers"
+read -r id _ < <(fx_ctr_start n1 mover)
+fx_nm n1 migrate "$id" node2 >/dev/null || t_fail "a migration after the hostile streams failed"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "container after the move"
+t_assert_eq "$(fx_agent_pid n2)" "$pid2" "node2's agent pid"
+t_log "ok"
