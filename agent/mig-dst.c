@@ -136,6 +136,13 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                        snprintf(why, n, "the source runs kernel %s, newer than %s here", o->kernel,
                                 a->kernel),
                        -1;
+        /* Its pages come as PS_DATA, which only a source that listed "lazy"
+         * in its HELLO sends. */
+        if (o->lazy && !(cc->features & PEER_FEATURE_LAZY))
+                return *ret_code = PROTO_REJECT_INCOMPATIBLE,
+                       snprintf(why, n,
+                                "post-copy offered, but the source did not announce \"lazy\" in its HELLO"),
+                       -1;
         if (o->lazy && !a->cfg.lazy)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
                        snprintf(why, n, "lazy (post-copy) migration is turned off on %s ([agent] lazy)",
@@ -147,7 +154,6 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                                 (unsigned long long)(status_staging_free(a) >> 20),
                                 (unsigned long long)(need >> 20)),
                        -1;
-        (void)cc;
         return 0;
 }
 

@@ -226,6 +226,11 @@ static int connect_local(sender *t, const char *path) {
         return 0;
 }
 
+/* --zstd[=LEVEL]: the level, or 0 (zstd's default) when none is given. */
+static int zstd_level_arg(const char *arg) {
+        return arg ? (int)strtol(arg, NULL, 10) : 0;
+}
+
 int main(int argc, char **argv) {
         static const struct option options[] = {
                 {"host", required_argument, NULL, 'H'},
@@ -277,7 +282,7 @@ int main(int argc, char **argv) {
                 case 'V': t.no_verify = true; break;
                 case 'Z':
                         t.zstd = true;
-                        t.zstd_level = optarg ? atoi(optarg) : 0;
+                        t.zstd_level = zstd_level_arg(optarg);
                         break;
                 case 'M': t.file_mac = true; break;
                 default: return 2;
