@@ -34,8 +34,8 @@ int agent_config_init(agent_config *c) {
                 .connect_timeout_s = 10,
                 .idle_timeout_s = 30,
                 .parallel = 2,
-                .prewarm = true,
                 .compress = true,
+                .consume_staging = true,
                 .lazy = true,
         };
         (void)gethostname(host, sizeof(host) - 1);
@@ -190,10 +190,10 @@ static const str_key str_keys[] = {
 static int set_number(agent_config *c, const char *section, const char *key, const char *value,
                       nm_error *err) {
         int r = -ENOENT;
-        if (strcmp(section, "agent") == 0 && strcmp(key, "prewarm") == 0)
-                r = parse_bool(value, &c->prewarm);
-        else if (strcmp(section, "agent") == 0 && strcmp(key, "compress") == 0)
+        if (strcmp(section, "agent") == 0 && strcmp(key, "compress") == 0)
                 r = parse_bool(value, &c->compress);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "consume_staging") == 0)
+                r = parse_bool(value, &c->consume_staging);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "lazy") == 0)
                 r = parse_bool(value, &c->lazy);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "connect_timeout") == 0)

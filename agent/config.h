@@ -30,8 +30,8 @@ typedef struct agent_config {
         char *hmac_key;
         char *criu; /* NULL: resolved from trusted system paths */
         char *log_level;
-        bool prewarm;  /* warm memory for incoming restores (prewarm.h) */
         bool compress; /* zstd on the image stream when the peer takes it */
+        bool consume_staging; /* the restore punches out the staged pages it read */
         bool lazy;     /* accept post-copy (--lazy) migrations */
         /* [ssh] */
         char *ssh_key;

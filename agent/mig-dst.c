@@ -27,12 +27,9 @@
 
 #define ASK_RETRY_MIN_MS 500
 #define ASK_RETRY_MAX_MS 10000
-/* Longest the source waits for ACCEPT while we warm memory. */
-#define DST_PREWARM_MAX_MS 10000
 
 static void dst_ask_source(mig *m);
 static void dst_accept(mig *m);
-static void dst_on_warm(prewarm *p, uint64_t warmed, void *ud);
 
 static void dst_send(mig *m, const proto_msg *msg) {
         if (m->peer_cc)
@@ -217,7 +214,6 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         proto_reject_code code;
         char why[512], path[PATH_MAX];
         nm_error err = {};
-        uint64_t warm;
         mig *m;
 
         if (cc->dest) {
@@ -272,19 +268,6 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
                 dst_end(m, MIG_ABORTED);
                 return;
         }
-        /* Enough for the restored memory (for post-copy, what the daemon
-         * fills). Warming the staged images' pages too did not pay: the
-         * stream is CPU-bound, and holding more warm memory on a shared
-         * node made the source's dump colder. */
-        warm = a->cfg.prewarm ? prewarm_bytes_for(o->image_bytes, 1) : 0;
-        if (warm > 0 && prewarm_start(a->loop, warm, DST_PREWARM_MAX_MS, dst_on_warm, m, &m->warm) >= 0) {
-                /* The source dumps only after ACCEPT: warming before it keeps
-                 * the cold faults out of the container's downtime. */
-                m->t_warm = now_usec();
-                m->warming = true;
-                mig_progress(m, "warming memory for the restore");
-                return;
-        }
         dst_accept(m);
 }
 
@@ -318,16 +301,6 @@ static void dst_accept(mig *m) {
         dst_send(m, &ac);
 }
 
-static void dst_on_warm(prewarm *p, uint64_t warmed, void *ud) {
-        mig *m = ud;
-        (void)p;
-        m->warming = false;
-        log_ctx_info(m->id, "warmed %llu MiB of memory for the restore in %llu ms",
-                     (unsigned long long)(warmed >> 20),
-                     (unsigned long long)((now_usec() - m->t_warm) / 1000));
-        dst_accept(m);
-}
-
 /* ---- restore, stopped ---- */
 
 static void dst_restored(mig *m, int status);
@@ -352,11 +325,11 @@ static void dst_restore_run(mig *m) {
                                .key = a->key,
                                .key_len = a->key_len,
                                .leave_stopped = true,
-                               .lazy_pages = m->lazy};
+                               .lazy_pages = m->lazy,
+                               /* The staging is restored once: what CRIU has
+                                * read it frees, and the restore reuses. */
+                               .consume_pages = a->cfg.consume_staging};
         m->restore.data = m;
-        /* Hand the warm pages back to the allocator: CRIU's restore takes
-         * them before they go cold. */
-        m->warm = prewarm_free(m->warm);
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);

@@ -251,7 +251,6 @@ static void mig_release(mig *m) {
                 m->peer_cc->dest = NULL;
         if (m->cli && m->cli->watch == m)
                 m->cli->watch = NULL;
-        m->warm = prewarm_free(m->warm);
         m->relay = ps_relay_free(m->relay);
         m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         if (m->ps_fd >= 0)

@@ -7,7 +7,6 @@
 
 #include "agent.h"
 #include "peer.h"
-#include "prewarm.h"
 #include "ps-relay.h"
 
 struct mig {
@@ -44,11 +43,6 @@ struct mig {
         xfer_tree_hooks hooks;
         pid_t new_pid;  /* on the destination */
         nm_error doubt; /* committed: why the target has not confirmed yet */
-
-        /* destination: memory held warm for the restore (prewarm.h) */
-        prewarm *warm;
-        bool warming;
-        uint64_t t_warm;
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;

@@ -169,6 +169,12 @@ typedef struct ckpt_restore_opts {
         /* Post-copy: memory is filled by the `criu lazy-pages` daemon that
          * listens in the same work directory (ckpt_lazy_pages_start). */
         bool lazy_pages;
+        /* CRIU punches each page out of pages-*.img once it is restored
+         * (auto-dedup): the images are used up, and the memory they free is
+         * reused at once for the next pages. For a copy that exists only to
+         * be restored once (a migration's staging); any immutable flag on the
+         * page files is cleared first. */
+        bool consume_pages;
 } ckpt_restore_opts;
 
 typedef enum ckpt_op_state {

@@ -722,6 +722,44 @@ static void restore_work(uv_work_t *w) {
         call->rc = 0;
 }
 
+/* Clears the immutable flag of every pages-*.img in the images directory,
+ * so that CRIU may punch holes in them. */
+static bool is_pages_image(const char *name) {
+        size_t n = strlen(name);
+        return strncmp(name, "pages-", 6) == 0 && n > 10 && strcmp(name + n - 4, ".img") == 0;
+}
+
+static int unseal_pages(int imgfd) {
+        DIR *d;
+        struct dirent *de;
+        int fd, r = 0;
+
+        fd = openat(imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd);
+        if (!d) {
+                r = negative_errno();
+                close(fd);
+                return r;
+        }
+        while (r == 0 && (de = readdir(d))) {
+                if (!is_pages_image(de->d_name))
+                        continue;
+                fd = openat(imgfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+                if (fd < 0) {
+                        r = negative_errno();
+                        break;
+                }
+                r = fs_set_immutable(fd, false);
+                close(fd);
+                if (r == -ENOTTY || r == -EOPNOTSUPP)
+                        r = 0; /* no such flag on this file system: nothing to clear */
+        }
+        closedir(d);
+        return r;
+}
+
 static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts) {
         static const char *const stale[] = {RESTORE_LOG, "stats-restore", RESTORE_CONF, NULL};
         ckpt__call *call = &req->call;
@@ -765,6 +803,13 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
+        if (opts->consume_pages) {
+                r = unseal_pages(call->imgfd);
+                if (r < 0)
+                        return nm_error_errno(err, r, "cannot clear the immutable flag of %s/%s/pages-*.img",
+                                              dir, CKPT_IMAGES_DIR);
+                criu_local_set_auto_dedup(call->copts, true);
+        }
         if (opts->leave_stopped || opts->lazy_pages) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy
                  * pages: the RPC configuration file has them. */

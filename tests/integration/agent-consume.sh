@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The target's restore consumes its staged images ([agent] consume_staging):
+# once CRIU has restored the container, the pages it read are punched out of
+# the staged pages-*.img (the memory they held is free again), while the
+# other images stay whole and sealed. With consume_staging = no the staged
+# pages stay allocated. Either way the move completes and one copy runs.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+
+gate=$FX_ROOT/consume-gate
+
+# staged_pages: "<allocated bytes> <apparent bytes>" of node 2's staged pages-*.img.
+staged_pages() {
+	find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img' -printf '%b %s\n' |
+		awk '{ alloc += $1 * 512; size += $2 } END { print alloc + 0, size + 0 }'
+}
+
+# move_paused ID NAME: moves ID node1 -> node2 with node 1 held right after
+# node 2 said RESTORED; sets ALLOC and SIZE to the staged pages' numbers at
+# that moment, then lets the move finish and checks its outcome.
+move_paused() {
+	local id=$1 name=$2 off rc=0 cli
+	off=$(stat -c %s "$(fx_agent_log n1)")
+	: >"$gate"
+	fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/$name.out" 2>&1 &
+	cli=$!
+	t_wait_until 30 "node1 pauses after RESTORED" bash -c \
+		"tail -c +$((off + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
+		t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/$name.out"))"
+	read -r ALLOC SIZE < <(staged_pages)
+	find "$(fx_dir n2)/migrate/staging" -name '*.img' ! -name 'pages-*' -exec lsattr {} + |
+		awk '$1 !~ /i/ { print "not sealed: " $2; bad = 1 } END { exit bad }' >&2 ||
+		t_fail "an image other than pages-*.img lost its seal"
+	rm -f "$gate"
+	wait "$cli" || rc=$?
+	t_assert_eq "$rc" 0 "exit code of the move ($(cat "$FX_ROOT/$name.out"))"
+	t_assert_eq "$(fx_ctr_where "$id")" n2 "where $name runs"
+	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+}
+
+fx_nodes_up
+fx_agent_start n1 "NM_FAULT=pause-after=got-restored" "NM_FAULT_GATE=$gate"
+fx_agent_start n2
+
+t_log "consume_staging = yes (the default): the staged pages are gone once restored"
+read -r id _ < <(fx_ctr_start n1 consume)
+work=$(fx_dir n1)/work/consume
+fx_counter_advances "$work" || t_fail "workload does not tick"
+move_paused "$id" consume
+t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
+[ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
+[ "$ALLOC" -le $((SIZE / 8)) ] || t_fail "the restore left $ALLOC of $SIZE bytes of staged pages allocated"
+fx_counter_advances "$work" || t_fail "counter stopped after the move"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat"
+
+t_log "consume_staging = no: the staged pages stay"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.consume_staging=no" fx_agent_start n2
+read -r id2 _ < <(fx_ctr_start n1 keep)
+fx_counter_advances "$(fx_dir n1)/work/keep" || t_fail "workload keep does not tick"
+move_paused "$id2" keep
+t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
+[ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
+[ "$ALLOC" -ge "$SIZE" ] || t_fail "with consume_staging = no only $ALLOC of $SIZE bytes of staged pages are allocated"
+t_log "ok"
