@@ -30,9 +30,9 @@ typedef struct agent_config {
         char *hmac_key;
         char *criu; /* NULL: resolved from trusted system paths */
         char *log_level;
-        bool compress; /* zstd on the image stream when the peer takes it */
+        bool compress;        /* zstd on the image stream when the peer takes it */
         bool consume_staging; /* the restore punches out the staged pages it read */
-        bool lazy;     /* accept post-copy (--lazy) migrations */
+        bool lazy;            /* accept post-copy (--lazy) migrations */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;
