@@ -181,7 +181,7 @@ ours_stream() {
 		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock" \
 		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" $OURS_STREAM_FLAGS "$tree" 2>&1)
 	rc=$?
-	rm -rf "$(b_img_dir "$to")/stream-staging/$mig"
+	fx_rm "$(b_img_dir "$to")/stream-staging/$mig" # received files are sealed immutable
 	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
 	b_log "ours_stream: ${out//$'\n'/; }"
 }
