@@ -104,6 +104,11 @@ static void src_send_offer(mig *m) {
                 src_done(m, MIG_REFUSED);
                 return;
         }
+        if (m->lazy && ckpt_lazy_dump_check(&err) < 0) {
+                mig_fail_reason(m, err.code, "%s", err.msg);
+                src_done(m, MIG_REFUSED);
+                return;
+        }
         m->bytes_total = estimate_image_bytes(m->ctr);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
                            .offer = {.mig = m->id,

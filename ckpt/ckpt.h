@@ -319,6 +319,15 @@ void ckpt_restore_req_done(ckpt_restore_req *req);
 typedef struct ckpt_lazy_pages ckpt_lazy_pages;
 typedef void (*ckpt_lazy_pages_cb)(ckpt_lazy_pages *lp, int status, void *userdata);
 
+/* CRIU's page server (the serving side of a lazy dump) grows a pipe to
+ * about 3.2 MiB, which fs.pipe-max-size must allow: its default (1 MiB)
+ * makes CRIU fail mid-dump with "splice: Bad file descriptor". */
+#define CKPT_LAZY_PIPE_MAX (4u << 20)
+
+/* 0 when this node can serve a lazy dump; else an error that says what to
+ * raise. */
+int ckpt_lazy_dump_check(nm_error *err);
+
 /* Starts `criu lazy-pages --page-server --ps-socket` for the images in dir,
  * its socket and log in work_dir (give ckpt_restore the same work_dir with
  * lazy_pages), talking CRIU's page-server protocol on ps_fd (taken over).

@@ -2,6 +2,7 @@
 /* Post-copy helpers: the `criu lazy-pages` daemon that fills a lazily
  * restored tree's memory from a remote page server, and the network unlock
  * CRIU leaves undone when a lazy dump's transfer fails. */
+#include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
@@ -31,6 +32,25 @@ struct ckpt_lazy_pages {
         ckpt_lazy_pages_cb ready, done;
         void *userdata;
 };
+
+int ckpt_lazy_dump_check(nm_error *err) {
+        _cleanup_free_ char *text = NULL;
+        unsigned long long max = 0;
+        int r;
+
+        r = read_file_at(AT_FDCWD, "/proc/sys/fs/pipe-max-size", 64, &text, NULL);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot read /proc/sys/fs/pipe-max-size");
+        if (sscanf(text, "%llu", &max) != 1)
+                return nm_error_set(err, -EIO, "cannot parse /proc/sys/fs/pipe-max-size");
+        if (max < CKPT_LAZY_PIPE_MAX)
+                return nm_error_set(err, -EOPNOTSUPP,
+                                    "post-copy needs fs.pipe-max-size >= %u (it is %llu): CRIU's page "
+                                    "server cannot grow its pipe; raise it (sysctl, or the "
+                                    "nucleus-migrate sysctl.d file)",
+                                    CKPT_LAZY_PIPE_MAX, max);
+        return 0;
+}
 
 static void lp_release(ckpt_lazy_pages *lp) {
         if (lp->work_fd >= 0)
