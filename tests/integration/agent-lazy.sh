@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Post-copy (--lazy): the container resumes on node 2 while its pages
+# Post-copy (--lazy): refused up front where fs.pipe-max-size is too small;
+# otherwise the container resumes on node 2 while its pages
 # follow through the agents' SSH session; its counter, log and pipe go on,
 # exactly one copy runs. A restore that fails before the commit makes the
 # lazy dump fail, and the frozen container resumes where it was, its network
@@ -11,6 +12,20 @@ fx_agents_up
 read -r id pid < <(fx_ctr_start n1 lazy)
 work=$(fx_dir n1)/work/lazy
 fx_counter_advances "$work" || t_fail "workload does not tick"
+
+t_log "fs.pipe-max-size below 4 MiB: --lazy is refused before anything is frozen"
+pipe_max=$(cat /proc/sys/fs/pipe-max-size)
+restore_pipe_max() { sysctl -q -w fs.pipe-max-size="$pipe_max"; }
+trap 'restore_pipe_max; fx_teardown' EXIT
+sysctl -q -w fs.pipe-max-size=1048576
+rc=0
+out=$(fx_nm n1 migrate "$id" node2 --lazy 2>&1) || rc=$?
+restore_pipe_max
+t_assert_eq "$rc" 3 "exit code of --lazy with a small fs.pipe-max-size ($out)"
+grep -q "fs.pipe-max-size" <<<"$out" || t_fail "the refusal does not name fs.pipe-max-size: $out"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the refusal"
+kill -0 "$pid" || t_fail "the container is not its old process any more"
+fx_counter_advances "$work" || t_fail "counter stopped after the refusal"
 
 t_log "a post-copy move node1 -> node2"
 c_before=$(fx_count "$work")
