@@ -35,13 +35,16 @@ struct ckpt_lazy_pages {
 
 int ckpt_lazy_dump_check(nm_error *err) {
         _cleanup_free_ char *text = NULL;
-        unsigned long long max = 0;
+        unsigned long long max;
+        char *end;
         int r;
 
         r = read_file_at(AT_FDCWD, "/proc/sys/fs/pipe-max-size", 64, &text, NULL);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot read /proc/sys/fs/pipe-max-size");
-        if (sscanf(text, "%llu", &max) != 1)
+        errno = 0;
+        max = strtoull(text, &end, 10);
+        if (errno || end == text || (*end && *end != '\n'))
                 return nm_error_set(err, -EIO, "cannot parse /proc/sys/fs/pipe-max-size");
         if (max < CKPT_LAZY_PIPE_MAX)
                 return nm_error_set(err, -EOPNOTSUPP,
