@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The sending half of the image stream.
  *
- * One read is in flight at a time, on the libuv threadpool: the worker reads
- * a chunk and hashes it (the file's SHA-256 and the tree hooks) next to the
- * read, so the loop thread keeps its time for the SSH encryption. While the
- * connection sends chunk k the worker reads chunk k+1; more would not help,
- * since one SSH channel is slower than reading and hashing. A chunk goes to
- * the connection without a copy and comes back to a small pool once sent;
- * no chunk is read while the connection has max_queued bytes waiting. */
+ * Reads run on the libuv threadpool, up to XFER_JOBS_MAX chunks at once: a
+ * worker reads a chunk, hashes it (the file's SHA-256 or the tree hooks) in
+ * file order, taking its turn after the chunk before, and compresses it
+ * (zstd, when the peer takes it) in parallel with the others, so the loop
+ * thread keeps its time for the SSH encryption. A chunk goes to the
+ * connection without a copy and comes back to a small pool once sent; no
+ * chunk is read while the connection has max_queued bytes waiting. */
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
