@@ -308,6 +308,9 @@ static void dst_restored(mig *m, int status);
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
         criu_queue_done(m->a, &m->job);
+        if (m->a->cfg.consume_staging && !m->lazy && !req->consumed_pages)
+                log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
+                                    "flags): the restore read them as usual; they go when the move ends");
         dst_restored(m, status);
 }
 
@@ -327,8 +330,10 @@ static void dst_restore_run(mig *m) {
                                .leave_stopped = true,
                                .lazy_pages = m->lazy,
                                /* The staging is restored once: what CRIU has
-                                * read it frees, and the restore reuses. */
-                               .consume_pages = a->cfg.consume_staging};
+                                * read it frees, and the restore reuses. Not
+                                * under post-copy, whose daemon reads the same
+                                * images. */
+                               .consume_pages = a->cfg.consume_staging && !m->lazy};
         m->restore.data = m;
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")

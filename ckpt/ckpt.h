@@ -173,7 +173,8 @@ typedef struct ckpt_restore_opts {
          * (auto-dedup): the images are used up, and the memory they free is
          * reused at once for the next pages. For a copy that exists only to
          * be restored once (a migration's staging); any immutable flag on the
-         * page files is cleared first. */
+         * page files is cleared first. Where the file system cannot punch
+         * holes the pages are read as usual (see consumed_pages). */
         bool consume_pages;
 } ckpt_restore_opts;
 
@@ -291,6 +292,7 @@ struct ckpt_restore_req {
         uint64_t start_ticks; /* its start time, for the state file */
         bool stopped;         /* tasks left stopped: ckpt_resume() or ckpt_kill_tree() */
         bool verified;        /* the HMAC matched */
+        bool consumed_pages;  /* consume_pages was asked and the file system can punch holes */
         char hmac[CKPT_HMAC_HEX_LEN + 1];
         ckpt_restore_stats stats;
         ckpt_metadata *metadata; /* the checkpoint's metadata.json */

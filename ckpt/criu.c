@@ -729,10 +729,34 @@ static bool is_pages_image(const char *name) {
         return strncmp(name, "pages-", 6) == 0 && n > 10 && strcmp(name + n - 4, ".img") == 0;
 }
 
-static int unseal_pages(int imgfd) {
+/* Makes a page image ready for CRIU's punching: its immutable flag cleared
+ * (where the file system has one). True when CRIU can punch holes into it
+ * (probed past its end, which changes nothing). Any refusal (no support in
+ * the file system, an append-only flag, ...) only means the pages are read
+ * as usual. */
+static bool pages_punchable(int imgfd, const char *name) {
+        _cleanup_close_ int fd = -EBADF;
+        struct stat st;
+        int r;
+
+        fd = openat(imgfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return false;
+        r = fs_set_immutable(fd, false);
+        if (r < 0 && r != -ENOTTY && r != -EOPNOTSUPP)
+                return false;
+        close(fd);
+        fd = openat(imgfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0 || fstat(fd, &st) < 0)
+                return false;
+        return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, st.st_size + 4096, 4096) == 0;
+}
+
+/* Prepares every pages-*.img for consumption; 1 when all can be punched. */
+static int pages_consumable(int imgfd) {
         DIR *d;
         struct dirent *de;
-        int fd, r = 0;
+        int fd, r = 1;
 
         fd = openat(imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0)
@@ -743,19 +767,9 @@ static int unseal_pages(int imgfd) {
                 close(fd);
                 return r;
         }
-        while (r == 0 && (de = readdir(d))) {
-                if (!is_pages_image(de->d_name))
-                        continue;
-                fd = openat(imgfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-                if (fd < 0) {
-                        r = negative_errno();
-                        break;
-                }
-                r = fs_set_immutable(fd, false);
-                close(fd);
-                if (r == -ENOTTY || r == -EOPNOTSUPP)
-                        r = 0; /* no such flag on this file system: nothing to clear */
-        }
+        while (r == 1 && (de = readdir(d)))
+                if (is_pages_image(de->d_name) && !pages_punchable(imgfd, de->d_name))
+                        r = 0;
         closedir(d);
         return r;
 }
@@ -804,11 +818,13 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         if (r < 0)
                 return r;
         if (opts->consume_pages) {
-                r = unseal_pages(call->imgfd);
+                r = pages_consumable(call->imgfd);
                 if (r < 0)
-                        return nm_error_errno(err, r, "cannot clear the immutable flag of %s/%s/pages-*.img",
+                        return nm_error_errno(err, r, "cannot prepare %s/%s/pages-*.img for the restore",
                                               dir, CKPT_IMAGES_DIR);
-                criu_local_set_auto_dedup(call->copts, true);
+                req->consumed_pages = r > 0;
+                if (req->consumed_pages)
+                        criu_local_set_auto_dedup(call->copts, true);
         }
         if (opts->leave_stopped || opts->lazy_pages) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy

@@ -4,6 +4,8 @@
 # the staged pages-*.img (the memory they held is free again), while the
 # other images stay whole and sealed. With consume_staging = no the staged
 # pages stay allocated. Either way the move completes and one copy runs.
+# Where CRIU could not punch the staged pages (a file system without hole
+# punching; here: an append-only flag set on them), they are read as usual.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -62,4 +64,40 @@ move_paused "$id2" keep
 t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
 [ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
 [ "$ALLOC" -ge "$SIZE" ] || t_fail "with consume_staging = no only $ALLOC of $SIZE bytes of staged pages are allocated"
+t_log "staged pages CRIU cannot punch (append-only): the restore reads them as usual"
+gate2=$FX_ROOT/consume-gate-n2
+fx_agent_stop n2
+off=$(stat -c %s "$(fx_agent_log n2)")
+fx_agent_start n2 "NM_FAULT=pause-after=verified" "NM_FAULT_GATE=$gate2"
+read -r id3 _ < <(fx_ctr_start n1 append)
+fx_counter_advances "$(fx_dir n1)/work/append" || t_fail "workload append does not tick"
+: >"$gate2"
+: >"$gate"
+off1=$(stat -c %s "$(fx_agent_log n1)")
+fx_nm n1 migrate "$id3" node2 --json >"$FX_ROOT/append.out" 2>&1 &
+cli=$!
+t_wait_until 30 "node2 pauses after VERIFIED" bash -c \
+	"tail -c +$((off + 1)) '$(fx_agent_log n2)' | grep -q 'fault injection: paused at verified '" ||
+	t_fail "node2 never reached verified ($(cat "$FX_ROOT/append.out"))"
+pages=$(find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img')
+[ -n "$pages" ] || t_fail "no staged pages-*.img on node2"
+# shellcheck disable=SC2086 # one path per word
+chattr -i $pages && chattr +a $pages
+rm -f "$gate2"
+t_wait_until 30 "node1 pauses after RESTORED" bash -c \
+	"tail -c +$((off1 + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
+	t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/append.out"))"
+read -r ALLOC SIZE < <(staged_pages)
+# shellcheck disable=SC2086
+chattr -a $pages
+rm -f "$gate"
+rc=0
+wait "$cli" || rc=$?
+t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
+[ "$ALLOC" -ge "$SIZE" ] || t_fail "append-only staged pages were punched: $ALLOC of $SIZE bytes allocated"
+tail -c +$((off + 1)) "$(fx_agent_log n2)" | grep -q "cannot punch holes" ||
+	t_fail "node2 did not log that the restore kept the staged pages"
+t_assert_eq "$rc" 0 "exit code of the move ($(cat "$FX_ROOT/append.out"))"
+t_assert_eq "$(fx_ctr_where "$id3")" n2 "where append runs"
+t_assert_eq "$(fx_ctr_running_copies append)" 1 "running copies of append"
 t_log "ok"
