@@ -57,7 +57,7 @@ struct xfer_recv {
         xfer_recv_state state;
         xfer_tree_hooks hooks;
         char *mig;
-        uint64_t max_bytes, expected_bytes, idle_ms, progress_ms;
+        uint64_t max_bytes, max_files, expected_bytes, idle_ms, progress_ms;
         xfer_progress_cb progress;
         void *userdata;
         xfer_recv_done_cb cb;
@@ -340,6 +340,10 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         if (r->metadata_done)
                 return nm_error_set(err, -EBADMSG, "FILE %s after metadata.json, which must come last",
                                     f->path);
+        if (r->res.files >= r->max_files)
+                return nm_error_set(err, -EFBIG,
+                                    "FILE %s would be file %llu of an image set; the limit is %llu", f->path,
+                                    (unsigned long long)r->res.files + 1, (unsigned long long)r->max_files);
         if (r->max_bytes && (f->size > r->max_bytes || r->res.bytes + f->size > r->max_bytes))
                 return nm_error_set(err, -EFBIG, "FILE %s of %llu bytes exceeds the limit of %llu bytes",
                                     f->path, (unsigned long long)f->size, (unsigned long long)r->max_bytes);
@@ -678,6 +682,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->fd = r->dir_fd = r->images_fd = -EBADF;
         r->hooks = *o->hooks;
         r->max_bytes = o->max_bytes;
+        r->max_files = o->max_files ? o->max_files : XFER_RECV_MAX_FILES;
         r->expected_bytes = o->expected_bytes;
         r->idle_ms = o->idle_timeout_ms;
         r->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;

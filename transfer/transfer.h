@@ -41,6 +41,10 @@
 #define XFER_ZSTD_LEVEL (-2)
 /* Hex HMAC-SHA256 (64) plus room for a longer digest from the hooks. */
 #define XFER_HMAC_HEX_MAX 129
+/* Files in one image set, at most: CRIU writes a handful per task, so this
+ * is far above a real container, and it keeps a hostile peer from using up
+ * the staging file system's inodes with empty files. */
+#define XFER_RECV_MAX_FILES (256u * 1024u)
 
 /* ------------------------------------------------------------------------ */
 /* Progress */
@@ -275,6 +279,7 @@ typedef struct xfer_recv_options {
         const char *mig;              /* when set, every message must carry this migration id */
         uint64_t expected_bytes;      /* for progress only (e.g. OFFER's estimate); 0: unknown */
         uint64_t max_bytes;           /* refuse a stream larger than this; 0: no limit */
+        uint64_t max_files;           /* refuse a stream of more files; 0: XFER_RECV_MAX_FILES */
         /* Ends the transfer when it makes no progress for this long: no frame,
          * or less than 64 KiB of file data (a trickle); 0: none. */
         uint64_t idle_timeout_ms;

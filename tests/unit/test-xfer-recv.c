@@ -35,6 +35,8 @@ static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_re
 
 static bool setup_file_mac;
 
+static uint64_t setup_max_files;
+
 static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
         fixture *f = calloc(1, sizeof(*f));
         nm_error err = {};
@@ -51,8 +53,10 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
                 .mig = MIG,
                 .idle_timeout_ms = idle_ms,
                 .max_bytes = max_bytes,
+                .max_files = setup_max_files,
                 .file_mac = setup_file_mac,
         };
+        setup_max_files = 0; /* for this test only */
         assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &f->r), 0);
         *state = f;
         return 0;
@@ -60,6 +64,12 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
 
 static int setup(void **state) {
         setup_file_mac = false;
+        return setup_opts(state, 0, 0);
+}
+
+static int setup_two_files(void **state) {
+        setup_file_mac = false;
+        setup_max_files = 2;
         return setup_opts(state, 0, 0);
 }
 
@@ -494,6 +504,15 @@ static void test_size_limit(void **state) {
         assert_refused(f, -EFBIG);
 }
 
+static void test_file_limit(void **state) {
+        fixture *f = *state;
+        assert_int_equal(feed_file(f, "images/a", "1", 1), 0);
+        assert_int_equal(feed_file(f, "images/b", "", 0), 0);
+        assert_int_equal(feed_file_hdr(f, "images/c", 0), -EFBIG);
+        assert_refused(f, -EFBIG);
+        assert_non_null(strstr(f->err.msg, "limit is 2"));
+}
+
 static void test_abort(void **state) {
         fixture *f = *state;
         assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
@@ -717,6 +736,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_trickle_timeout, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_progress_keeps_alive, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
+                cmocka_unit_test_setup_teardown(test_file_limit, setup_two_files, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_hook_error_message, setup, teardown),
