@@ -98,6 +98,8 @@ int cordon_load(agent *a);
 
 /* recover.c: what the journal says must be finished */
 int recover_all(agent *a, nm_error *err);
+/* Removes CRIU's logs of migrations that ended more than 14 days ago. */
+void criu_logs_prune(agent *a);
 
 /* drain.c */
 int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err);

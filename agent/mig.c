@@ -295,6 +295,7 @@ void mig_finish(mig *m) {
                 a->n_src--;
         else
                 a->n_dst--;
+        criu_logs_prune(a);
         /* The drain may start the next move at once: after the counts. */
         if (m->drain)
                 drain_on_finished(m->drain, m);
