@@ -78,14 +78,19 @@ static bool criu_dir_active(agent *a, const char *name) {
 }
 
 void criu_logs_prune(agent *a) {
-        _cleanup_close_ int fd = open_dir_nofollow(a->criu_work_dir);
+        int fd = open_dir_nofollow(a->criu_work_dir);
         time_t now = time(NULL);
         struct dirent *de;
         struct stat st;
         DIR *d;
 
-        if (fd < 0 || !(d = fdopendir(fd)))
+        if (fd < 0)
                 return;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
         while ((de = readdir(d))) {
                 if (de->d_name[0] == '.' || criu_dir_active(a, de->d_name))
                         continue;
@@ -96,9 +101,7 @@ void criu_logs_prune(agent *a) {
                          CRIU_LOGS_KEEP_S / (24 * 3600));
                 (void)rm_rf_at(fd, de->d_name);
         }
-        /* closedir closes fd: the cleanup must not close it again. */
-        closedir(d);
-        fd = -EBADF;
+        closedir(d); /* and fd with it */
 }
 
 int recover_all(agent *a, nm_error *err) {
