@@ -578,19 +578,23 @@ static int send_payload(xfer_conn *c, xfer_seg *g, int r, const void *payload, s
         return 0;
 }
 
-int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
-                        void (*release)(void *ud), void *release_ud, nm_error *err) {
-        xfer_seg *g;
-        int r;
-
-        r = check_sendable(c, err);
+/* A segment for a payload of n bytes, once the connection can take it. */
+static int payload_seg_new(xfer_conn *c, const char *what, size_t n, xfer_seg **ret, nm_error *err) {
+        int r = check_sendable(c, err);
         if (r < 0)
                 return r;
         if (n == 0 || n > PROTO_DATA_MAX)
-                return nm_error_set(err, -EINVAL, "DATA payload of %zu bytes is out of range", n);
-        g = calloc(1, sizeof(*g));
-        if (!g)
-                return -ENOMEM;
+                return nm_error_set(err, -EINVAL, "%s payload of %zu bytes is out of range", what, n);
+        *ret = calloc(1, sizeof(**ret));
+        return *ret ? 0 : -ENOMEM;
+}
+
+int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
+                        void (*release)(void *ud), void *release_ud, nm_error *err) {
+        xfer_seg *g;
+        int r = payload_seg_new(c, "DATA", n, &g, err);
+        if (r < 0)
+                return r;
         r = proto_data_header(g->hdr, mig, n, err);
         return send_payload(c, g, r, payload, n, release, release_ud, err);
 }
@@ -598,16 +602,9 @@ int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size
 int xfer_conn_send_zdata(xfer_conn *c, const char *mig, uint32_t size, const void *payload, size_t n,
                          void (*release)(void *ud), void *release_ud, nm_error *err) {
         xfer_seg *g;
-        int r;
-
-        r = check_sendable(c, err);
+        int r = payload_seg_new(c, "ZDATA", n, &g, err);
         if (r < 0)
                 return r;
-        if (n == 0 || n > PROTO_DATA_MAX)
-                return nm_error_set(err, -EINVAL, "ZDATA payload of %zu bytes is out of range", n);
-        g = calloc(1, sizeof(*g));
-        if (!g)
-                return -ENOMEM;
         r = proto_zdata_header(g->hdr, mig, size, n, err);
         return send_payload(c, g, r, payload, n, release, release_ud, err);
 }
