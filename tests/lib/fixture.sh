@@ -407,9 +407,10 @@ fx_state_pids() {
 }
 
 # fx_rm PATH...: rm -rf that also removes files the agents sealed
-# (received images are immutable once checked).
+# (received images are immutable once checked) and files a test made
+# append-only (agent-consume).
 fx_rm() {
-	chattr -R -i "$@" 2>/dev/null || true
+	chattr -R -i -a "$@" 2>/dev/null || true
 	rm -rf "$@"
 }
 
