@@ -18,7 +18,7 @@ baseline_migrate() {
 	criu=$(t_criu)
 	img1=$(b_img_dir "$from")/$name
 	img2=$(b_img_dir "$to")/$name
-	pidfile=$(fx_dir "$to")/work/$name.restored.pid
+	pidfile=$(fx_ctr_dir "$to" "$name").restored.pid
 	mkdir -m 0700 "$img1" || return 1
 
 	t0=$(b_now)
@@ -52,5 +52,5 @@ baseline_stream() {
 
 # baseline_cleanup FROM TO NAME: removes both image directories of a run.
 baseline_cleanup() {
-	rm -rf "$(b_img_dir "$1")/${3:?}" "$(b_img_dir "$2")/${3:?}" "$(fx_dir "$2")/work/${3:?}.restored.pid"
+	rm -rf "$(b_img_dir "$1")/${3:?}" "$(b_img_dir "$2")/${3:?}" "$(fx_ctr_dir "$2" "${3:?}").restored.pid"
 }

@@ -2,11 +2,11 @@
 # The nm-memhog container on a node: start it, read its state record, ask it
 # to forget its largest gap or to verify its heap, stop it.
 #
-# A hog NAME on node NODE keeps its files in $(fx_dir NODE)/work/NAME. The
+# A hog NAME on node NODE keeps its files in $(fx_ctr_dir NODE NAME). The
 # nodes share one filesystem, so after a move the restored hog on the other
 # node goes on writing the same state file.
 
-b_hog_dir() { echo "$(fx_dir "$1")/work/$2"; }
+b_hog_dir() { fx_ctr_dir "$1" "$2"; }
 
 # b_hog_field DIR KEY: one field of the hog's state record.
 b_hog_field() { sed -n "s/.*\b$2=\([0-9a-z-]*\).*/\1/p" "$1/state" 2>/dev/null; }

@@ -46,7 +46,7 @@ fx_agent_start n2
 
 t_log "consume_staging = yes (the default): the staged pages are gone once restored"
 read -r id _ < <(fx_ctr_start n1 consume)
-work=$(fx_dir n1)/work/consume
+work=$(fx_ctr_dir n1 consume)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 move_paused "$id" consume
 t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
@@ -59,7 +59,7 @@ t_log "consume_staging = no: the staged pages stay"
 fx_agent_stop n2
 FX_AGENT_ARGS="--set agent.consume_staging=no" fx_agent_start n2
 read -r id2 _ < <(fx_ctr_start n1 keep)
-fx_counter_advances "$(fx_dir n1)/work/keep" || t_fail "workload keep does not tick"
+fx_counter_advances "$(fx_ctr_dir n1 keep)" || t_fail "workload keep does not tick"
 move_paused "$id2" keep
 t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
 [ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
@@ -70,7 +70,7 @@ fx_agent_stop n2
 off=$(stat -c %s "$(fx_agent_log n2)")
 fx_agent_start n2 "NM_FAULT=pause-after=verified" "NM_FAULT_GATE=$gate2"
 read -r id3 _ < <(fx_ctr_start n1 append)
-fx_counter_advances "$(fx_dir n1)/work/append" || t_fail "workload append does not tick"
+fx_counter_advances "$(fx_ctr_dir n1 append)" || t_fail "workload append does not tick"
 : >"$gate2"
 : >"$gate"
 off1=$(stat -c %s "$(fx_agent_log n1)")

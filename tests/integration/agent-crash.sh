@@ -45,7 +45,7 @@ run_case() {
 		fx_agent_start n2 "NM_FAULT=crash-after=$phase"
 	fi
 	read -r id _ < <(fx_ctr_start n1 "$name")
-	work=$(fx_dir n1)/work/$name
+	work=$(fx_ctr_dir n1 "$name")
 	fx_counter_advances "$work" || t_fail "$name does not tick"
 	c0=$(fx_count "$work")
 	out=$(fx_nm n1 migrate "$id" node2 2>&1) || rc=$?

@@ -13,7 +13,7 @@ for name in d1 d2 gv; do
 	ids[$name]=$id
 done
 sed -i 's/"using_gvisor": false/"using_gvisor": true/' "$(fx_dir n1)/nucleus/${ids[gv]}.json"
-for name in d1 d2 gv; do fx_counter_advances "$(fx_dir n1)/work/$name" || t_fail "$name does not tick"; done
+for name in d1 d2 gv; do fx_counter_advances "$(fx_ctr_dir n1 "$name")" || t_fail "$name does not tick"; done
 
 rc=0
 out=$(fx_nm n1 drain --to node2,node3 --parallel 2 --json) || rc=$?
@@ -32,8 +32,8 @@ w2=$(fx_ctr_where "${ids[d2]}")
 [ "$w1" != "$w2" ] || t_fail "both went to $w1: the drain did not spread them"
 for name in d1 d2 gv; do
 	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
-	fx_counter_advances "$(fx_dir n1)/work/$name" || t_fail "$name stopped ticking"
-	fx_log_ok "$(fx_dir n1)/work/$name" || t_fail "log of $name has a gap"
+	fx_counter_advances "$(fx_ctr_dir n1 "$name")" || t_fail "$name stopped ticking"
+	fx_log_ok "$(fx_ctr_dir n1 "$name")" || t_fail "log of $name has a gap"
 done
 
 t_log "the text table"

@@ -10,7 +10,7 @@ set -euo pipefail
 
 fx_agents_up
 read -r id pid < <(fx_ctr_start n1 lazy)
-work=$(fx_dir n1)/work/lazy
+work=$(fx_ctr_dir n1 lazy)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 
 t_log "fs.pipe-max-size below 4 MiB: --lazy is refused before anything is frozen"

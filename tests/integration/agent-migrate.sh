@@ -7,7 +7,7 @@ set -euo pipefail
 
 fx_agents_up
 read -r id pid < <(fx_ctr_start n1 mover)
-work=$(fx_dir n1)/work/mover
+work=$(fx_ctr_dir n1 mover)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 
 # move FROM TO: one move, checked from every side.

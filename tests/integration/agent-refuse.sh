@@ -7,7 +7,7 @@ set -euo pipefail
 
 fx_agents_up
 read -r id pid < <(fx_ctr_start n1 stay)
-work=$(fx_dir n1)/work/stay
+work=$(fx_ctr_dir n1 stay)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 
 expect_exit() {

@@ -51,7 +51,7 @@ EOF
 }
 
 read -r id pid < <(fx_ctr_start n1 db)
-work=$n1/work/db
+work=$(fx_ctr_dir n1 db)
 state=$NUCLEUS_STATE_DIR/$id.json
 t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"
 
@@ -65,9 +65,9 @@ expect_exit 6 "checkpoint of an ambiguous name" nm checkpoint dup -o "$FX_ROOT/x
 grep -q "ambiguous" <<<"$out" || t_fail "ambiguous name: unclear message"
 t_assert "containers named ambiguously still run" alive "$dup1"
 t_assert "containers named ambiguously still run" alive "$dup2"
-mkdir -p "$n1/work/gv"
+mkdir -p "$(fx_ctr_dir n1 gv)"
 gv=$(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$NUCLEUS_STATE_DIR" --name gv --gvisor \
-	-- "$FX_BUILD/tests/workloads/nm-counter" "$n1/work/gv")
+	-- "$FX_BUILD/tests/workloads/nm-counter" "$(fx_ctr_dir n1 gv)")
 expect_exit 1 "checkpoint of a gVisor container" nm checkpoint gv -o "$FX_ROOT/x3"
 grep -q "gVisor" <<<"$out" || t_fail "gVisor refusal does not say why"
 t_assert "the gVisor container still runs" alive "${gv#* }"

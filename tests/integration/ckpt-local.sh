@@ -30,7 +30,7 @@ gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status"; }
 json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 
 read -r id pid < <(fx_ctr_start n1 web)
-work=$n1/work/web
+work=$(fx_ctr_dir n1 web)
 state=$NUCLEUS_STATE_DIR/$id.json
 t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"
 

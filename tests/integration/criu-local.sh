@@ -10,7 +10,7 @@ t_log "using $criu ($("$criu" --version | head -n1))"
 fx_nodes_up
 
 read -r id pid < <(fx_ctr_start n1 local)
-work=$(fx_dir n1)/work/local
+work=$(fx_ctr_dir n1 local)
 img=$FX_ROOT/images
 mkdir -m 0700 "$img" "$FX_ROOT/criu-work"
 t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"

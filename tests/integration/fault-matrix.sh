@@ -283,7 +283,7 @@ fm_cell() {
 	local expect_outcome expect_rc
 	read -r expect_outcome expect_rc <<<"${EXPECT[$row/$fault]}"
 	name=fm-$row-$fault
-	work=$(fx_dir n1)/work/$name
+	work=$(fx_ctr_dir n1 "$name")
 
 	if [ -n "${PAUSE[$row]:-}" ]; then
 		read -r pnode ppoint <<<"${PAUSE[$row]}"

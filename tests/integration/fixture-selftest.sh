@@ -128,7 +128,7 @@ for ns in pid uts ipc net; do
 	[ "$(readlink "/proc/$pid/ns/$ns")" != "$(readlink "/proc/self/ns/$ns")" ] || t_fail "container shares the $ns namespace"
 done
 t_assert_eq "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f4)" "$pid" "container init leads its session"
-work=$(fx_dir n1)/work/selftest
+work=$(fx_ctr_dir n1 selftest)
 c1=$(fx_ctr_field "$work" count)
 t_wait_until 5 "counter advances" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $c1 ]" ||
 	t_fail "counter does not advance"

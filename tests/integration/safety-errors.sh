@@ -12,7 +12,7 @@ set -euo pipefail
 
 fx_agents_up
 read -r id _ < <(fx_ctr_start n1 worker)
-work=$(fx_dir n1)/work/worker
+work=$(fx_ctr_dir n1 worker)
 
 # fails WANT-EXIT WHAT TEXT...: nucleus-migrate moves the container to node2
 # and exits WANT-EXIT; its message holds each TEXT.
@@ -72,7 +72,7 @@ fx_agent_stop n1
 fx_agent_start n1
 
 t_log "CRIU: a container CRIU cannot dump (a unix socket connected outside it)"
-d=$(fx_dir n1)/work/ext
+d=$(fx_ctr_dir n1 ext)
 mkdir -p "$d"
 fx_in n1 "$FX_BUILD/tests/tools/nm-unix-holder" --listen "$d/outside.sock" >"$d/listener.out" 2>&1 &
 fx_track_pid $!

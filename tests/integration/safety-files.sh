@@ -103,7 +103,7 @@ fx_nm "$n" status >/dev/null || t_fail "status after the fixes"
 
 t_log "an SSH key made readable while the agent runs stops migrations, not the agent"
 read -r id _ < <(fx_ctr_start "$n" mover)
-work=$d/work/mover
+work=$(fx_ctr_dir "$n" mover)
 chmod 0644 "$sshkey"
 rc=0
 out=$(fx_nm "$n" migrate "$id" node2 2>&1) || rc=$?

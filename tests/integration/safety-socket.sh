@@ -17,7 +17,7 @@ gid=$(getent group "$FX_USER" | cut -d: -f3)
 nm=$(pc_user_bin "$FX_BUILD/agent/nucleus-migrate")
 pc=$(pc_user_bin "$PC_BIN")
 read -r id _ < <(fx_ctr_start "$n" resident)
-work=$(fx_dir "$n")/work/resident
+work=$(fx_ctr_dir "$n" resident)
 
 # run_as WHAT WANT-EXIT USER GROUPS CMD...: prints the output; the exit code
 # must be WANT-EXIT.

@@ -67,7 +67,7 @@ host_fp=$(ssh-keygen -lf "$N2/ssh/ssh_host_ed25519_key.pub" | awk '{print $2}')
 
 # ---------------------------------------------------------------------------
 t_log "a directory of many files, one of 256 MiB, node 1 -> node 2"
-SRC=$N1/work/ckpt
+SRC=$N1/scratch/ckpt
 mkdir -p "$SRC/images"
 : >"$SRC/images/core-1.img"
 : >"$SRC/images/pstree.img"

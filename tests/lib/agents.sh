@@ -86,7 +86,7 @@ fx_ctr_where() {
 # test's fixture that uses the same name at the same time).
 fx_ctr_inits() {
 	local pid
-	for pid in $(pgrep -f "nm-counter $FX_ROOT/n[0-9]+/work/$1 " || true); do
+	for pid in $(pgrep -f "nm-counter $FX_ROOT/n[0-9]+/ctrs/$1 " || true); do
 		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
 	done
 	return 0

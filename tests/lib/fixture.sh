@@ -17,7 +17,7 @@
 #   $FX_ROOT/nN/migrate/   the agent's work directory
 #   $FX_ROOT/nN/lib/       the cluster HMAC key (identical on both nodes)
 #   $FX_ROOT/nN/nucleus/   the nucleus runtime's state directory (NUCLEUS_STATE_DIR)
-#   $FX_ROOT/nN/work/      workload files
+#   $FX_ROOT/nN/ctrs/      workload files
 #
 # Nodes are provisioned with deploy/nucleus-provision, as a real cluster is:
 # init on each node, export/import of the bundles, one HMAC key generated on
@@ -152,7 +152,7 @@ fx_make_namespaces() {
 fx_make_node_dirs() {
 	local n=$1 d
 	d=$(fx_dir "$n")
-	mkdir -p "$d/ssh/sshd_config.d" "$d/work"
+	mkdir -p "$d/ssh/sshd_config.d" "$d/ctrs"
 	install -d -m 0700 "$d/nucleus"
 	chmod 0755 "$d" "$d/ssh" "$d/ssh/sshd_config.d"
 	ssh-keygen -q -t ed25519 -N '' -C "nucleus-fx host $n" -f "$d/ssh/ssh_host_ed25519_key"
@@ -369,16 +369,20 @@ fx_nodes_up() {
 	t_log "nodes $FX_NODES up under $FX_ROOT (namespaces nmfx-$FX_TAG-*; provisioned: $FX_PROVISION_MODE)"
 }
 
+# fx_ctr_dir NODE NAME: where workload NAME on NODE keeps its files.
+fx_ctr_dir() { echo "$(fx_dir "$1")/ctrs/$2"; }
+
 # fx_ctr_start NODE NAME [nm-counter period ms]: starts the counter workload as
 # a nucleus container on NODE; prints "<id> <pid>".
 fx_ctr_start() {
-	local n=$1 name=$2 period=${3:-100} d out
+	local n=$1 name=$2 period=${3:-100} d w out
 	d=$(fx_dir "$n")
-	mkdir -p "$d/work/$name"
+	w=$(fx_ctr_dir "$n" "$name")
+	mkdir -p "$w"
 	out=$(fx_in "$n" "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$d/nucleus" --name "$name" \
-		--console "$d/work/$name/console" -- "$FX_BUILD/tests/workloads/nm-counter" "$d/work/$name" "$period") ||
+		--console "$w/console" -- "$FX_BUILD/tests/workloads/nm-counter" "$w" "$period") ||
 		t_fail "could not start container $name on $n"
-	t_wait_until 5 "workload $name writes state" test -s "$d/work/$name/state" || t_fail "workload $name did not start"
+	t_wait_until 5 "workload $name writes state" test -s "$w/state" || t_fail "workload $name did not start"
 	echo "$out"
 }
 

@@ -85,7 +85,7 @@ pc_clean() {
 pc_written_since() {
 	find "$(fx_dir "$1")" -newer "$2" \( -type f -o -type l \) \
 		! -path '*/migrate/journal/*' ! -path '*/migrate/criu/*' ! -name agent.log ! -name 'sshd.log' ! -name 'pc-*.out' \
-		! -path '*/work/*' ! -path '*/nucleus/*' 2>/dev/null
+		! -path '*/ctrs/*' ! -path '*/nucleus/*' 2>/dev/null
 }
 
 # pc_user_bin PATH: PATH, or a copy of it under $FX_ROOT/bin when other
