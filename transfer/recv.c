@@ -399,6 +399,7 @@ static int on_bytes(xfer_recv *r, const uint8_t *p, size_t n, nm_error *err) {
                 return hook_error(err, q, &he, r->path);
         r->got += n;
         r->res.bytes += n;
+        r->window_bytes += n; /* file bytes, plain or decompressed: progress */
         return 0;
 }
 
@@ -594,8 +595,6 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                 return q;
         }
         r->last_msg_ms = uv_now(r->loop);
-        if (m->type == PROTO_MSG_DATA)
-                r->window_bytes += m->data.data.len;
         if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
                 r->last_activity_ms = r->last_msg_ms;
                 r->window_bytes = 0;

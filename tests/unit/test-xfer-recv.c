@@ -434,12 +434,26 @@ typedef struct drip {
         uv_timer_t t;
         size_t chunk, fed, limit;
         uint8_t *buf;
+        proto_zctx *z;    /* set: each chunk goes as ZDATA */
         int calls_at_end; /* the sink's callbacks when the drip stopped */
 } drip;
 
+static int drip_feed(drip *d) {
+        uint8_t zbuf[4096];
+        size_t zlen = 0;
+
+        if (!d->z)
+                return feed_data(d->f, d->buf, d->chunk);
+        assert_int_equal(proto_zdata_compress(d->z, d->buf, d->chunk, zbuf, &zlen), 0);
+        assert_true(zlen > 0 && zlen <= sizeof(zbuf));
+        return feed(d->f,
+                    (proto_msg){.type = PROTO_MSG_ZDATA,
+                                .zdata = {.mig = MIG, .size = (uint32_t)d->chunk, .data = {zbuf, zlen}}});
+}
+
 static void drip_cb(uv_timer_t *t) {
         drip *d = container_of(t, drip, t);
-        if (d->f->calls || d->fed >= d->limit || feed_data(d->f, d->buf, d->chunk) < 0) {
+        if (d->f->calls || d->fed >= d->limit || drip_feed(d) < 0) {
                 d->calls_at_end = d->f->calls;
                 uv_close((uv_handle_t *)t, NULL);
                 return;
@@ -447,16 +461,23 @@ static void drip_cb(uv_timer_t *t) {
         d->fed += d->chunk;
 }
 
-static int run_drip(fixture *f, size_t chunk, uint64_t every, size_t limit) {
+static int run_drip_z(fixture *f, size_t chunk, uint64_t every, size_t limit, bool zstd) {
         drip d = {.f = f, .chunk = chunk, .limit = limit, .buf = calloc(1, chunk)};
 
         assert_non_null(d.buf);
+        if (zstd)
+                assert_int_equal(proto_zctx_new(XFER_ZSTD_LEVEL, &d.z), 0);
         assert_int_equal(feed_file_hdr(f, "images/a", 1u << 30), 0);
         assert_int_equal(uv_timer_init(&f->loop, &d.t), 0);
         assert_int_equal(uv_timer_start(&d.t, drip_cb, every, every), 0);
         (void)uv_run(&f->loop, UV_RUN_DEFAULT);
         free(d.buf);
+        proto_zctx_free(d.z);
         return d.calls_at_end;
+}
+
+static int run_drip(fixture *f, size_t chunk, uint64_t every, size_t limit) {
+        return run_drip_z(f, chunk, every, limit, false);
 }
 
 static int setup_idle100(void **state) {
@@ -481,6 +502,15 @@ static void test_progress_keeps_alive(void **state) {
 
         /* 12 x 40 ms: well past the 100 ms idle timeout; silence after. */
         assert_int_equal(run_drip(f, 64 * 1024, 40, 12 * 64 * 1024), 0);
+        assert_int_equal(f->calls, 1);
+        assert_non_null(strstr(f->err.msg, "silent"));
+}
+
+/* Compressed file bytes count as progress as much as plain ones. */
+static void test_zdata_progress_keeps_alive(void **state) {
+        fixture *f = *state;
+
+        assert_int_equal(run_drip_z(f, 64 * 1024, 40, 12 * 64 * 1024, true), 0);
         assert_int_equal(f->calls, 1);
         assert_non_null(strstr(f->err.msg, "silent"));
 }
@@ -735,6 +765,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
                 cmocka_unit_test_setup_teardown(test_trickle_timeout, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_progress_keeps_alive, setup_idle100, teardown),
+                cmocka_unit_test_setup_teardown(test_zdata_progress_keeps_alive, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
                 cmocka_unit_test_setup_teardown(test_file_limit, setup_two_files, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
