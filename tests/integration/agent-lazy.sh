@@ -16,7 +16,7 @@ fx_counter_advances "$work" || t_fail "workload does not tick"
 t_log "fs.pipe-max-size below 4 MiB: --lazy is refused before anything is frozen"
 pipe_max=$(cat /proc/sys/fs/pipe-max-size)
 restore_pipe_max() { sysctl -q -w fs.pipe-max-size="$pipe_max"; }
-trap 'restore_pipe_max; fx_teardown' EXIT
+trap 'rc=$?; restore_pipe_max; (exit "$rc"); fx_teardown' EXIT
 sysctl -q -w fs.pipe-max-size=1048576
 rc=0
 out=$(fx_nm n1 migrate "$id" node2 --lazy 2>&1) || rc=$?
@@ -59,6 +59,6 @@ t_assert_eq "$(fx_ctr_stopped_copies lazy)" 0 "stopped copies after the rollback
 kill -0 "$new_pid" || t_fail "the container is not its old process any more"
 fx_counter_advances "$work" || t_fail "counter stopped after the rollback"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the rollback"
-! nsenter --net="/proc/$new_pid/ns/net" nft list tables 2>/dev/null | grep -q CRIU ||
-	t_fail "CRIU's network lock is still in the container's network namespace"
+tables=$(nsenter --net="/proc/$new_pid/ns/net" nft list tables) || t_fail "cannot list the container's nftables tables"
+! grep -q CRIU <<<"$tables" || t_fail "CRIU's network lock is still in the container's network namespace: $tables"
 t_log "ok"

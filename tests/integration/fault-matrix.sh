@@ -236,6 +236,15 @@ fm_criu_tables() {
 	grep -i 'criu' <<<"$out" | sed "s/^/$where: /" || true
 }
 
+# fm_no_sanitizer NODE OFFSET WHEN: no ASan/UBSan report in NODE's agent log
+# since OFFSET. (grep reads a file, not a pipe: under pipefail an early match
+# would kill the writer, and the pipeline's failure would read as "none".)
+fm_no_sanitizer() {
+	local pat='ERROR: (Address|Leak)Sanitizer|runtime error:'
+	! grep -qE "$pat" <(fm_log_since "$1" "$2") ||
+		t_fail "sanitizer report in $1's agent log$3: $(grep -m1 -E 'SUMMARY|runtime error:' <(fm_log_since "$1" "$2"))"
+}
+
 # The CLI's answer without its progress lines (a phase name, then padding).
 fm_cli_message() {
 	grep -vE '^(precheck|dumping|dumped|streaming|restoring|committed|done|rolling-back|rolled-back|failed|refused|lost)( |$)' <<<"$1" |
@@ -375,13 +384,9 @@ fm_cell() {
 	}
 
 	# ---- both agents alive, no sanitizer report ----
-	for n in n1 n2; do
-		local o=$off1
-		[ "$n" = n2 ] && o=$off2
-		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
-			t_fail "sanitizer report in $n's agent log: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
-		fm_agent_alive "$n" || t_fail "$n's agent died"
-	done
+	fm_no_sanitizer n1 "$off1" ""
+	fm_no_sanitizer n2 "$off2" ""
+	for n in n1 n2; do fm_agent_alive "$n" || t_fail "$n's agent died"; done
 
 	# ---- what the journals say ----
 	src=$(fm_mig_doc n1 "$id") || t_fail "cannot ask n1's agent for its status"
@@ -453,12 +458,8 @@ fm_cell() {
 	fm_kill_container "$name" "$id"
 	fx_agent_stop n1
 	fx_agent_stop n2
-	for n in n1 n2; do
-		local o=$off1
-		[ "$n" = n2 ] && o=$off2
-		! fm_log_since "$n" "$o" | grep -qE 'ERROR: (Address|Leak)Sanitizer|runtime error:' ||
-			t_fail "sanitizer report in $n's agent log at exit: $(fm_log_since "$n" "$o" | grep -m1 -E 'SUMMARY|runtime error:')"
-	done
+	fm_no_sanitizer n1 "$off1" " at exit"
+	fm_no_sanitizer n2 "$off2" " at exit"
 
 	# The agents are this subshell's children: stop them here, where they
 	# can be reaped at once.
