@@ -35,6 +35,7 @@ struct drain {
         ctl_conn *cli;
         drain_target *targets;
         size_t n_targets, n_answered;
+        bool opening; /* drain_start still opens links: it pumps once they are all open */
         drain_item *items;
         size_t n_items, next, in_flight, n_done;
         unsigned parallel;
@@ -185,17 +186,21 @@ static void target_ready(peer_link *l, void *ud) {
         (void)peer_link_send(l, &q, NULL);
 }
 
+/* Every target answered: the moves start. May free d. */
+static void targets_all_answered(drain *d) {
+        for (size_t i = 0; i < d->n_targets; i++)
+                log_info("drain target %s: %s%s", d->targets[i].name,
+                         d->targets[i].usable ? "usable" : "not usable: ", d->targets[i].why);
+        drain_pump(d);
+}
+
 static void target_answered(drain_target *t) {
         drain *d = t->d;
         if (t->answered)
                 return;
         t->answered = true;
-        if (++d->n_answered == d->n_targets) {
-                for (size_t i = 0; i < d->n_targets; i++)
-                        log_info("drain target %s: %s%s", d->targets[i].name,
-                                 d->targets[i].usable ? "usable" : "not usable: ", d->targets[i].why);
-                drain_pump(d);
-        }
+        if (++d->n_answered == d->n_targets && !d->opening)
+                targets_all_answered(d);
 }
 
 static void target_message(peer_link *l, const proto_msg *msg, void *ud) {
@@ -286,6 +291,7 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
         log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items,
                  d->n_targets, d->parallel);
         drain_event(d, NULL, "drain", "asking the targets for room");
+        d->opening = true;
         for (size_t i = 0; i < d->n_targets; i++) {
                 drain_target *t = &d->targets[i];
                 nm_error e = {};
@@ -294,5 +300,9 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
                         target_answered(t);
                 }
         }
+        d->opening = false;
+        /* Every link failed at once: the drain may end (and d go) here. */
+        if (d->n_answered == d->n_targets)
+                targets_all_answered(d);
         return 0;
 }

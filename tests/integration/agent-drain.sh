@@ -40,4 +40,11 @@ t_log "the text table"
 fx_nm n1 drain --to node2,node3 >"$FX_ROOT/table" || true
 grep -q "CONTAINER" "$FX_ROOT/table" && grep -q "gVisor\|gvisor" "$FX_ROOT/table" ||
 	{ cat "$FX_ROOT/table" >&2; t_fail "the drain table does not show the refusal"; }
+t_log "a drain whose every target fails at once (unknown names): an answer, and the agent lives on"
+rc=0
+out=$(fx_nm n1 drain --to nosuch1,nosuch2 --json 2>&1) || rc=$?
+[ "$rc" -ne 0 ] || t_fail "a drain to unknown targets succeeded: $out"
+grep -q '"event":"result"' <<<"$out" || t_fail "no result from a drain to unknown targets: $out"
+fx_agent_up n1 || t_fail "the agent on n1 died in a drain to unknown targets"
+t_assert_eq "$(fx_ctr_where "${ids[gv]}")" n1 "where gv runs after a drain to unknown targets"
 t_log "ok: d1 -> $w1, d2 -> $w2, gv stays on n1"
