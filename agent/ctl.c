@@ -65,6 +65,11 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
 
         if (!cli_may_change(cc))
                 return;
+        /* The session watches one migration: a second would outlive it. */
+        if (cc->watch) {
+                ctl_send_error(cc, NULL, -EBUSY, "this session watches a migration already");
+                return;
+        }
         if (mig_src_start(cc->a, cc, NULL, req, id, &err) < 0) {
                 json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container",
                                         req->container, "target", req->target, "errno", -err.code, "error",
