@@ -423,6 +423,11 @@ static void dst_restore_start(criu_job *job) {
         nm_error err = {};
         int fd = -EBADF, r;
 
+        if (m->err.code) { /* aborted while waiting for CRIU: nothing to restore for */
+                criu_queue_done(a, job);
+                dst_discard(m, "the source aborted before the restore");
+                return;
+        }
         if (!m->lazy) {
                 dst_restore_run(m);
                 return;
