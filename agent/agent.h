@@ -56,9 +56,10 @@ struct agent {
         uint8_t *key;
         size_t key_len;
         char kernel[65];
-        char *checkpoints_dir; /* <work_dir>/checkpoints: source images */
-        char *staging_dir;     /* <work_dir>/staging: incoming images */
-        char *criu_work_dir;   /* <work_dir>/criu: CRIU's logs, outside signed trees */
+        char *checkpoints_dir;  /* <work_dir>/checkpoints: source images */
+        char *staging_dir;      /* <work_dir>/staging: incoming images */
+        char *criu_work_dir;    /* <work_dir>/criu: CRIU's logs, outside signed trees */
+        uint64_t t_logs_pruned; /* now_usec() of the last criu_logs_prune */
         int staging_fd;
         bool cordoned;
         bool stopping;
@@ -98,7 +99,9 @@ int cordon_load(agent *a);
 
 /* recover.c: what the journal says must be finished */
 int recover_all(agent *a, nm_error *err);
-/* Removes CRIU's logs of migrations that ended more than 14 days ago. */
+/* Removes CRIU's logs of migrations that ended more than 14 days ago: at
+ * start, then when a migration ends, at most once an hour. */
+#define CRIU_LOGS_PRUNE_EVERY_US (3600ull * 1000000)
 void criu_logs_prune(agent *a);
 
 /* drain.c */

@@ -295,7 +295,9 @@ void mig_finish(mig *m) {
                 a->n_src--;
         else
                 a->n_dst--;
-        criu_logs_prune(a);
+        /* Not at every end: the scan would compete with a move's downtime. */
+        if (now_usec() - a->t_logs_pruned >= CRIU_LOGS_PRUNE_EVERY_US)
+                criu_logs_prune(a);
         /* The drain may start the next move at once: after the counts. */
         if (m->drain)
                 drain_on_finished(m->drain, m);

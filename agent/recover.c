@@ -84,6 +84,7 @@ void criu_logs_prune(agent *a) {
         struct stat st;
         DIR *d;
 
+        a->t_logs_pruned = now_usec();
         if (fd < 0)
                 return;
         d = fdopendir(fd);

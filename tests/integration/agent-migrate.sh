@@ -36,17 +36,19 @@ move() {
 	t_log "moved $from -> $to: pid $new_pid, counter $c_before -> $c_after"
 }
 
-# CRIU's logs of migrations that ended long ago go when a migration ends;
-# recent ones stay.
+# CRIU's logs of migrations that ended long ago go (at start, then at most
+# hourly when a migration ends); recent ones stay.
 criu_logs=$(fx_dir n1)/migrate/criu
 mkdir -p "$criu_logs/00000000000000aa-dump" "$criu_logs/00000000000000bb-restore"
 echo "an old log" >"$criu_logs/00000000000000aa-dump/dump.log"
 touch -d '15 days ago' "$criu_logs/00000000000000aa-dump"
 touch -d '13 days ago' "$criu_logs/00000000000000bb-restore"
-
-move n1 n2
+fx_agent_stop n1
+fx_agent_start n1
 [ ! -e "$criu_logs/00000000000000aa-dump" ] || t_fail "CRIU's logs of 15 days ago were not pruned"
 [ -d "$criu_logs/00000000000000bb-restore" ] || t_fail "CRIU's logs of 13 days ago were pruned"
+
+move n1 n2
 ls -d "$criu_logs"/*-dump >/dev/null 2>&1 || t_fail "the logs of the move that just ended are gone"
 move n2 n1
 
