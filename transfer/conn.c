@@ -332,15 +332,19 @@ int xfer_conn_new_fd(uv_loop_t *loop, int fd, const xfer_conn_callbacks *cbs, vo
 
         if (uv_guess_handle(fd) == UV_TCP) {
                 uv_tcp_t *t = malloc(sizeof(*t));
-                if (!t)
-                        return -ENOMEM;
+                if (!t) {
+                        close(fd); /* taken over, also on failure */
+                        return nm_error_set(err, -ENOMEM, "out of memory");
+                }
                 (void)uv_tcp_init(loop, t);
                 r = uv_tcp_open(t, fd);
                 st = (uv_stream_t *)t;
         } else {
                 uv_pipe_t *p = malloc(sizeof(*p));
-                if (!p)
-                        return -ENOMEM;
+                if (!p) {
+                        close(fd);
+                        return nm_error_set(err, -ENOMEM, "out of memory");
+                }
                 (void)uv_pipe_init(loop, p, 0);
                 r = uv_pipe_open(p, fd);
                 st = (uv_stream_t *)p;

@@ -231,9 +231,12 @@ static void sync_done(uv_work_t *w, int status) {
                 recv_succeed(r);
                 return;
         }
-        if (r->jobs_pending == 0 && start_final_sync(r) < 0) {
-                nm_error_errno(&e, -ENOMEM, "cannot flush the received images to disk");
-                recv_fail(r, -ENOMEM, &e);
+        if (r->jobs_pending == 0) {
+                int q = start_final_sync(r);
+                if (q < 0) {
+                        nm_error_errno(&e, q, "cannot flush the received images to disk");
+                        recv_fail(r, q, &e);
+                }
         }
 }
 
@@ -547,13 +550,10 @@ static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *er
         q = write_hmac_file(r, err);
         if (q < 0)
                 return q;
+        /* checkpoint.hmac's own sync is pending: the final sync starts
+         * when the last file's is done (sync_done). */
         r->state = XFER_RECV_SYNCING;
         (void)uv_timer_stop(&r->timer);
-        if (r->jobs_pending == 0) {
-                q = start_final_sync(r);
-                if (q < 0)
-                        return nm_error_errno(err, q, "cannot flush the staging directory");
-        }
         return 0;
 }
 

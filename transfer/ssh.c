@@ -782,9 +782,10 @@ static void session_finish(xfer_session *s) {
 
         if (s->fd >= 0)
                 close(TAKE_FD(s->fd));
-        session_free_memory(s);
+        /* As transfer.h promises: the callback first, then the memory. */
         if (cb)
                 cb(s, ud);
+        session_free_memory(s);
 }
 
 static void close_handles(xfer_session *s) {
