@@ -121,6 +121,7 @@ struct xfer_send {
         bool pace_open;
         uint64_t rate_limit;
         bool freed, ended, abort_pending;
+        bool hooks_off; /* under hash_lock: ended, workers leave the hooks alone */
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
         nm_error err;
@@ -203,9 +204,18 @@ static void report_progress(xfer_send *x, bool force) {
         x->progress(&p, x->userdata);
 }
 
+/* Reads in flight still use the file: it closes once the last is back. */
 static void close_file(xfer_send *x) {
-        if (x->fd >= 0)
+        if (x->fd >= 0 && x->n_jobs == 0)
                 close(TAKE_FD(x->fd));
+}
+
+/* Once the sender ends, no worker calls the hooks again: their owner may
+ * free them as soon as the done callback has run. */
+static void stop_hooks(xfer_send *x) {
+        pthread_mutex_lock(&x->hash_lock);
+        x->hooks_off = true;
+        pthread_mutex_unlock(&x->hash_lock);
 }
 
 static void send_end(xfer_send *x, int status) {
@@ -216,6 +226,7 @@ static void send_end(xfer_send *x, int status) {
         x->ended = true;
         x->abort_pending = false;
         x->state = status < 0 ? XFER_SEND_FAILED : XFER_SEND_DONE;
+        stop_hooks(x);
         close_file(x);
         if (x->timer_open)
                 (void)uv_timer_stop(&x->timer);
@@ -250,6 +261,7 @@ void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
         /* The callback runs from the loop, not from inside this call. */
         x->state = XFER_SEND_FAILED;
         x->abort_pending = true;
+        stop_hooks(x);
         close_file(x);
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
@@ -489,7 +501,7 @@ static void read_work(uv_work_t *w) {
         pthread_mutex_lock(&x->hash_lock);
         while (x->hash_next != j->seq)
                 pthread_cond_wait(&x->hash_cond, &x->hash_lock);
-        if (j->err == 0 && done > 0) {
+        if (j->err == 0 && done > 0 && !x->hooks_off) {
                 if (!x->file_mac && EVP_DigestUpdate(x->sha, j->k->data, done) != 1)
                         j->err = -EIO;
                 else {
@@ -562,6 +574,7 @@ static void read_done(uv_work_t *w, int status) {
                 free(TAKE_PTR(j->k));
                 j->busy = j->done = false;
                 x->n_jobs--;
+                close_file(x);
                 if (x->freed)
                         send_maybe_free(x);
                 return;
@@ -774,6 +787,7 @@ xfer_send *xfer_send_free(xfer_send *x) {
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
         x->c = NULL;
         x->freed = true;
+        stop_hooks(x);
         close_file(x);
         if (x->state != XFER_SEND_DONE)
                 x->state = XFER_SEND_FAILED;
