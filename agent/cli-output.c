@@ -125,21 +125,6 @@ void cli_out_progress(cli_out *o, const cli_progress *p) {
         fflush(o->f);
 }
 
-void cli_out_message(cli_out *o, const char *mig, const char *text) {
-        if (o->mode == CLI_MODE_JSON) {
-                json_t *e = json_pack("{s:s, s:s?, s:s}", "event", "message", "mig", mig, "text", text);
-                if (e) {
-                        json_dumpf(e, o->f, JSON_COMPACT | JSON_PRESERVE_ORDER);
-                        fputc('\n', o->f);
-                        json_decref(e);
-                }
-        } else {
-                end_line(o);
-                fprintf(o->f, "%s\n", text);
-        }
-        fflush(o->f);
-}
-
 void cli_out_result(cli_out *o, json_t *doc, void (*text)(FILE *f, json_t *doc)) {
         end_line(o);
         if (o->mode == CLI_MODE_JSON || !text) {

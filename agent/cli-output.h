@@ -39,8 +39,6 @@ typedef struct cli_out {
 
 void cli_out_init(cli_out *o, FILE *f, bool json);
 void cli_out_progress(cli_out *o, const cli_progress *p);
-/* A line of text (never in JSON mode: there it becomes a "message" event). */
-void cli_out_message(cli_out *o, const char *mig, const char *text);
 /* Ends any live line; prints doc as JSON, or calls text(doc) for humans. */
 void cli_out_result(cli_out *o, json_t *doc, void (*text)(FILE *f, json_t *doc));
 

@@ -298,10 +298,6 @@ xfer_conn *peer_link_conn(peer_link *l) {
         return l->state == LINK_READY ? l->conn : NULL;
 }
 
-const char *peer_link_fingerprint(peer_link *l) {
-        return xfer_session_fingerprint(l->session);
-}
-
 void peer_link_close(peer_link *l, int status, const nm_error *err) {
         link_shutdown(l, status, err);
 }

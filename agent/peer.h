@@ -37,7 +37,6 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
                    nm_error *err, peer_link **ret);
 int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
 xfer_conn *peer_link_conn(peer_link *l);
-const char *peer_link_fingerprint(peer_link *l);
 /* The peer's features (peer_feature bits) once the link is ready. */
 unsigned peer_link_features(const peer_link *l);
 

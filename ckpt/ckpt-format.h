@@ -50,8 +50,6 @@ typedef enum ckpt_entry_type {
         _CKPT_ENTRY_TYPE_INVALID = -EINVAL,
 } ckpt_entry_type;
 
-const char *ckpt_entry_type_to_string(ckpt_entry_type t);
-
 /* Checks a sequence of records against the canonical order, one record at a
  * time, so a receiver can refuse a file the moment it arrives out of order. */
 typedef struct ckpt_tree_order ckpt_tree_order;
@@ -147,9 +145,8 @@ int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_e
  * gets the computed digest. */
 int ckpt_verify_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err);
 
-/* The same with the key from ckpt_key_load(NULL). */
+/* ckpt_sign_at with the key from ckpt_key_load(NULL). */
 int ckpt_sign(const char *dir, char *ret_hex, nm_error *err);
-int ckpt_verify(const char *dir, char *ret_hex, nm_error *err);
 
 /* ------------------------------------------------------------------------
  * The HMAC key

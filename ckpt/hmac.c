@@ -11,16 +11,6 @@
 
 #include "ckpt-internal.h"
 
-const char *ckpt_entry_type_to_string(ckpt_entry_type t) {
-        switch (t) {
-        case CKPT_ENTRY_DIR: return "directory";
-        case CKPT_ENTRY_FILE: return "file";
-        case _CKPT_ENTRY_TYPE_MAX:
-        case _CKPT_ENTRY_TYPE_INVALID: break;
-        }
-        return NULL;
-}
-
 /* Strict UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF): nucleus
  * hashes names as Rust strings and refuses anything else. */
 static bool utf8_valid(const unsigned char *s, size_t n) {

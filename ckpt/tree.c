@@ -348,7 +348,7 @@ int ckpt_verify_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm
         return ckpt_hmac_compare(text, len, hex, err);
 }
 
-static int with_key_and_dir(const char *dir, bool sign, char *ret_hex, nm_error *err) {
+int ckpt_sign(const char *dir, char *ret_hex, nm_error *err) {
         _cleanup_close_ int dfd = -EBADF;
         uint8_t *key = NULL;
         size_t key_len = 0;
@@ -360,18 +360,9 @@ static int with_key_and_dir(const char *dir, bool sign, char *ret_hex, nm_error 
         dfd = open_dir_nofollow(dir);
         if (dfd < 0)
                 r = nm_error_errno(err, dfd, "cannot open checkpoint directory %s", dir);
-        else if (sign)
-                r = ckpt_sign_at(dfd, key, key_len, ret_hex, err);
         else
-                r = ckpt_verify_at(dfd, key, key_len, ret_hex, err);
+                r = ckpt_sign_at(dfd, key, key_len, ret_hex, err);
         ckpt_key_free(key, key_len);
         return r;
 }
 
-int ckpt_sign(const char *dir, char *ret_hex, nm_error *err) {
-        return with_key_and_dir(dir, true, ret_hex, err);
-}
-
-int ckpt_verify(const char *dir, char *ret_hex, nm_error *err) {
-        return with_key_and_dir(dir, false, ret_hex, err);
-}

@@ -276,9 +276,3 @@ int rm_rf_path(const char *path) {
         return rm_rf_at(AT_FDCWD, path);
 }
 
-int fsync_path_dir(const char *path) {
-        _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return negative_errno();
-        return fsync(fd) < 0 ? negative_errno() : 0;
-}

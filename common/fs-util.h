@@ -45,8 +45,6 @@ int rm_rf_at(int dirfd, const char *name);
 /* rm_rf_at for an absolute or relative path. */
 int rm_rf_path(const char *path);
 
-int fsync_path_dir(const char *path);
-
 /* Sets or clears FS_IMMUTABLE_FL (chattr +i): not even root can change a
  * sealed file without clearing the flag first. -ENOTTY/-EOPNOTSUPP where the
  * file system has no such flag. rm_rf_at clears it when it must. */

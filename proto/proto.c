@@ -748,10 +748,6 @@ const char *proto_role_to_string(proto_role r) {
         return name_to_string(proto__role_names, _PROTO_ROLE_MAX, r);
 }
 
-proto_role proto_role_from_string(const char *s) {
-        return name_from_string(proto__role_names, _PROTO_ROLE_MAX, s);
-}
-
 const char *proto_reject_code_to_string(proto_reject_code c) {
         return name_to_string(proto__reject_code_names, _PROTO_REJECT_CODE_MAX, c);
 }

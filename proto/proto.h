@@ -378,7 +378,6 @@ proto_msg_type proto_msg_type_from_string(const char *s);
 const char *proto_msg_mig(const proto_msg *m);
 
 const char *proto_role_to_string(proto_role r);
-proto_role proto_role_from_string(const char *s);
 const char *proto_reject_code_to_string(proto_reject_code c);
 proto_reject_code proto_reject_code_from_string(const char *s);
 const char *proto_outcome_to_string(proto_outcome o);

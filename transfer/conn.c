@@ -146,16 +146,8 @@ void xfer__conn_unlink(xfer_conn *c, xfer_conn **head) {
         c->next = c->prev = NULL;
 }
 
-void xfer_conn_set_userdata(xfer_conn *c, void *userdata) {
-        c->userdata = userdata;
-}
-
 uv_loop_t *xfer__conn_loop(xfer_conn *c) {
         return c->loop;
-}
-
-int xfer_conn_exit_status(const xfer_conn *c) {
-        return c->exit_status;
 }
 
 size_t xfer_conn_queued(const xfer_conn *c) {

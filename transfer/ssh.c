@@ -124,10 +124,6 @@ uint64_t xfer__now_ms(uv_loop_t *loop) {
         return uv_now(loop);
 }
 
-LIBSSH2_SESSION *xfer__session_ssh(xfer_session *s) {
-        return s->ssh;
-}
-
 uv_loop_t *xfer__session_loop(xfer_session *s) {
         return s->loop;
 }

@@ -8,7 +8,6 @@
 #include "transfer.h"
 
 /* ssh.c: what a channel connection needs from its session. */
-LIBSSH2_SESSION *xfer__session_ssh(xfer_session *s);
 uv_loop_t *xfer__session_loop(xfer_session *s);
 /* Records the directions libssh2 blocked on after an EAGAIN, so that the
  * session's poll is re-armed for them. */

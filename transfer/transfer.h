@@ -199,10 +199,6 @@ void xfer_conn_set_idle_timeout(xfer_conn *c, uint64_t ms);
  * callback. Calling it again is harmless. */
 void xfer_conn_close(xfer_conn *c, int status, const nm_error *err);
 
-void xfer_conn_set_userdata(xfer_conn *c, void *userdata);
-/* The remote command's exit status for an SSH channel (-1 when unknown). */
-int xfer_conn_exit_status(const xfer_conn *c);
-
 /* ------------------------------------------------------------------------ */
 /* Image stream: sender */
 
