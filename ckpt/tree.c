@@ -365,4 +365,3 @@ int ckpt_sign(const char *dir, char *ret_hex, nm_error *err) {
         ckpt_key_free(key, key_len);
         return r;
 }
-

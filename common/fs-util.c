@@ -275,4 +275,3 @@ int rm_rf_at(int dirfd, const char *name) {
 int rm_rf_path(const char *path) {
         return rm_rf_at(AT_FDCWD, path);
 }
-
