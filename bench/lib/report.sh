@@ -321,10 +321,10 @@ b_report_levers() {
 - **The restore consumes the staging** (`[agent] consume_staging`, on by
   default): CRIU's auto-dedup punches each page out of the staged
   `pages-*.img` once it has restored it, so the next restored pages land in
-  the tmpfs pages just freed, which are warm. On this VM (free page
-  reporting) a restore into cold memory takes 2-3 s for 1 GiB (the
-  baseline's restore stage above), into reused memory about 0.6 s; the node
-  never holds the images and the restored memory in full at once.
+  the tmpfs pages just freed, which are warm. On a VM with free page
+  reporting a restore into cold memory is several times slower: compare the
+  baseline's restore stage above with ours. The node never holds the images
+  and the restored memory in full at once.
 - **zstd on the stream** (feature `zstd`, fast level -2): chunks that shrink
   by a sixteenth go compressed, incompressible pages as they are.
 - **Each byte hashed once** (feature `file-mac`): files end with the tree
@@ -335,10 +335,9 @@ b_report_levers() {
   non-memory images; its pages follow through the same SSH session.
 
 What keeps the default path above 0.5 x here: every byte is hashed
-(HMAC-SHA256) on both nodes, about 0.8 s of one core per GiB each at the
-1.35 GB/s libcrypto reaches here; libssh2 encrypts at about 250 MB/s on one
-core; zstd and the receiver's writes add to that, and both nodes share the
-same 2 cores. The transfer is CPU-bound at the rate shown above, and it
+(HMAC-SHA256) on both nodes; libssh2 encrypts on one core, with a call into
+libcrypto per 16-byte block; zstd and the receiver's writes add to that, and
+both nodes share the same cores (Machine, above). The transfer is CPU-bound at the rate shown above, and it
 happens while the container is frozen: with dump and restore as they are,
 the target needs it in the time computed under "Issue 8's targets". Only
 work done before the freeze (iterative pre-copy, which needs the soft-dirty
