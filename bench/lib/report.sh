@@ -337,7 +337,8 @@ b_report_levers() {
 What keeps the default path above 0.5 x here: every byte is hashed
 (HMAC-SHA256) on both nodes; libssh2 encrypts on one core, with a call into
 libcrypto per 16-byte block; zstd and the receiver's writes add to that, and
-both nodes share the same cores (Machine, above). The transfer is CPU-bound at the rate shown above, and it
+both nodes share the same cores (Machine, above). The transfer is CPU-bound
+at the rate shown above, and it
 happens while the container is frozen: with dump and restore as they are,
 the target needs it in the time computed under "Issue 8's targets". Only
 work done before the freeze (iterative pre-copy, which needs the soft-dirty
