@@ -16,7 +16,7 @@
 #include "error.h"
 #include "journal.h"
 #include "list.h"
-#include "phase.h"
+#include "handoff.h"
 #include "proto.h"
 #include "transfer.h"
 
@@ -88,6 +88,8 @@ void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reas
 /* criu-queue.c: CRIU operations one at a time */
 void criu_queue_push(agent *a, criu_job *job);
 void criu_queue_done(agent *a, criu_job *job);
+/* Takes a job that has not started off the queue: true if it was waiting. */
+bool criu_queue_cancel(agent *a, criu_job *job);
 
 /* status.c */
 json_t *status_doc(agent *a, const char *ref);

@@ -35,3 +35,14 @@ void criu_queue_done(agent *a, criu_job *job) {
         LIST_REMOVE(queue, a->criu_queue, job);
         queue_kick(a);
 }
+
+bool criu_queue_cancel(agent *a, criu_job *job) {
+        criu_job *j;
+
+        for (j = a->criu_queue; j && j != job; j = j->queue_next)
+                ;
+        if (!j || (j == a->criu_queue && a->criu_busy))
+                return false;
+        LIST_REMOVE(queue, a->criu_queue, job);
+        return true;
+}

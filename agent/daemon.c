@@ -38,18 +38,6 @@ void agent_new_id(char out[33]) {
                  raw[2], raw[3]);
 }
 
-/* A migration waiting on the other node for as long as it takes (the
- * source committed and retrying, or a destination asking) is safe to leave:
- * the journal carries it across a restart and no container is running
- * half-moved. Anything else must finish before we exit. */
-static bool mig_parkable(const mig *m) {
-        /* A lazy dump still serving pages lives in this process's CRIU
-         * call: the journal cannot carry it. */
-        if (m->lazy && m->role == MIG_ROLE_SOURCE && m->images_ready && !m->lazy_served)
-                return false;
-        return m->phase == MIG_COMMITTED || m->phase == MIG_IN_DOUBT;
-}
-
 static void close_walk(uv_handle_t *h, void *arg) {
         (void)arg;
         if (!uv_is_closing(h))
@@ -60,6 +48,10 @@ void agent_maybe_exit(agent *a) {
         mig *m;
         if (!a->stopping)
                 return;
+        /* A migration waiting on the other node for as long as it takes (the
+         * source committed and retrying, or a destination asking) is safe to
+         * leave: the journal carries it across a restart and no container
+         * runs half-moved. Anything else must finish before we exit. */
         LIST_FOREACH(migs, m, a->migs)
         if (!m->finished && !mig_parkable(m))
                 return;

@@ -1,18 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The destination side of a migration.
- *
- *   RECEIVING       OFFER accepted; images arrive into a fresh staging
- *                   directory, hashed as they land
- *   VERIFIED        every byte checked (per-file SHA-256, tree HMAC)
- *   DEST_RESTORING  CRIU restores with every task left stopped
- *   RESTORED        a stopped copy is held here; RESTORED sent
- *   RUNNING         COMMIT heard: the copy resumed, its state file written
- *
- * Before RESTORED, losing the source means discarding everything. With a
- * stopped copy held, we never decide alone: the copy stays stopped
- * (IN_DOUBT) and we ask the source until it says committed (resume) or
- * aborted (kill the copy). */
+/* The destination side of a migration: the adapter between the
+ * destination's rules (core/handoff-dst.h) and the world. Messages from the
+ * source, the image sink, CRIU and the journal become events for the core;
+ * each action it returns becomes I/O here. Nothing here decides the
+ * handoff. */
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,15 +18,51 @@
 #include "macro.h"
 #include "mig.h"
 
-#define ASK_RETRY_MIN_MS 500
-#define ASK_RETRY_MAX_MS 10000
+static const mig_role_ops dst_ops;
+static const peer_link_ops ask_ops;
 
-static void dst_ask_source(mig *m);
-static void dst_accept(mig *m);
+/* ---- events ---- */
+
+static void dst_feed(mig *m, dst_event_kind kind, const nm_error *err) {
+        mig_event ev = {.dst = {.kind = kind}};
+        if (err)
+                ev.err = *err;
+        mig_feed(m, &ev);
+}
+
+static void dst_feed_error(mig *m, dst_event_kind kind, int code, const char *fmt, ...) _printf_(4, 5);
+static void dst_feed_error(mig *m, dst_event_kind kind, int code, const char *fmt, ...) {
+        mig_event ev = {.dst = {.kind = kind}};
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(ev.err.msg, sizeof(ev.err.msg), fmt, ap);
+        va_end(ap);
+        ev.err.code = code < 0 ? code : -EIO;
+        mig_feed(m, &ev);
+}
+
+static mig_act_result dst_failed(mig_event *ret, dst_event_kind kind, const nm_error *err) {
+        *ret = (mig_event){.dst = {.kind = kind}, .err = *err};
+        return MIG_ACT_FAILED;
+}
+
+static void dst_on_timer(uv_timer_t *t) {
+        dst_feed(t->data, DST_EV_TIMER, NULL);
+}
+
+/* ---- the source's session ---- */
+
+/* Answers go to the session that asked (COMMIT may come on a new one after
+ * a lost link), else to the one the migration came on. */
+static ctl_conn *dst_to(mig *m) {
+        return m->reply_cc ? m->reply_cc : m->peer_cc;
+}
 
 static void dst_send(mig *m, const proto_msg *msg) {
-        if (m->peer_cc)
-                (void)ctl_send(m->peer_cc, msg);
+        ctl_conn *cc = dst_to(m);
+        if (cc)
+                (void)ctl_send(cc, msg);
 }
 
 static void dst_send_error(mig *m, int code, const char *reason) {
@@ -46,35 +75,6 @@ static void dst_detach_conn(mig *m) {
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
         m->peer_cc = NULL;
-}
-
-static void dst_end(mig *m, mig_phase final) {
-        if (m->phase != final)
-                (void)mig_set_phase(m, final);
-        if (m->link) {
-                peer_link *l = m->link;
-                m->link = NULL;
-                peer_link_detach(l);
-        }
-        dst_detach_conn(m);
-        mig_finish(m);
-}
-
-/* Drops whatever this node holds of the migration: the stopped copy (if
- * restored) and the staging directory. */
-static void dst_discard(mig *m, const char *why) {
-        nm_error err = {};
-        log_ctx_info(m->id, "discarding: %s", why);
-        if (!m->err.code)
-                nm_error_set(&m->err, -ECONNABORTED, "%s", why);
-        if (m->recv)
-                m->recv = xfer_recv_free(m->recv);
-        if (m->restored_pid > 0 && ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
-                log_ctx_error(m->id, "cannot kill the stopped copy (pid %d): %s", (int)m->restored_pid,
-                              err.msg);
-        if (m->staging)
-                (void)rm_rf_path(m->staging);
-        dst_end(m, MIG_ABORTED);
 }
 
 /* ---- OFFER ---- */
@@ -166,113 +166,38 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         mig *m = ud;
         nm_error e = {};
         (void)r;
+
+        m->recv = xfer_recv_free(m->recv);
         if (status < 0) {
-                mig_fail_reason(m, status, "receiving images failed: %s",
-                                err ? err->msg : strerror(-status));
-                dst_send_error(m, status, m->err.msg);
-                m->recv = xfer_recv_free(m->recv);
-                dst_end(m, MIG_ABORTED);
+                dst_feed_error(m, DST_EV_RECEIVE_FAILED, status, "receiving images failed: %s",
+                               err ? err->msg : strerror(-status));
                 return;
         }
-        m->recv = xfer_recv_free(m->recv);
         m->bytes_done = res->bytes;
         m->files_done = res->files;
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
-                mig_fail_reason(m, -EBADMSG, "received images without a usable metadata.json: %s", e.msg);
-                dst_send_error(m, -EBADMSG, m->err.msg);
-                (void)rm_rf_path(m->staging);
-                dst_end(m, MIG_ABORTED);
+                dst_feed_error(m, DST_EV_RECEIVED_UNUSABLE, -EBADMSG,
+                               "received images without a usable metadata.json: %s", e.msg);
                 return;
         }
         /* The OFFER's id is the one checked against the containers running
          * here; the images must be of that container, or a restore would
          * register a second copy of another one under its state file. */
         if (strcmp(m->md->container_id, m->container_id) != 0) {
-                mig_fail_reason(
-                        m, -EBADMSG,
-                        "the images are of container %s, but the offer was for container %s: refusing "
-                        "them",
-                        m->md->container_id, m->container_id);
-                dst_send_error(m, -EBADMSG, m->err.msg);
-                dst_discard(m, "images of another container");
+                dst_feed_error(m, DST_EV_RECEIVED_UNUSABLE, -EBADMSG,
+                               "the images are of container %s, but the offer was for container %s: "
+                               "refusing them",
+                               m->md->container_id, m->container_id);
                 return;
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
-        if (mig_set_phase(m, MIG_VERIFIED) < 0) {
-                dst_send_error(m, m->err.code, m->err.msg);
-                dst_discard(m, "cannot journal");
-                return;
-        }
-        proto_msg v = {.type = PROTO_MSG_VERIFIED, .verified = {.mig = m->id}};
-        dst_send(m, &v);
+        dst_feed(m, DST_EV_RECEIVED, NULL);
 }
 
-static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
-        agent *a = cc->a;
-        proto_reject_code code;
-        char why[512], path[PATH_MAX];
-        nm_error err = {};
-        mig *m;
-
-        if (cc->dest) {
-                proto_msg e = {
-                        .type = PROTO_MSG_ERROR,
-                        .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
-                (void)ctl_send(cc, &e);
-                return;
-        }
-        if (mig_find(a, o->mig)) {
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig,
-                                           .code = PROTO_REJECT_EXISTS,
-                                           .reason = "migration id in use"}};
-                (void)ctl_send(cc, &rj);
-                return;
-        }
-        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0) {
-                log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node,
-                             why);
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig, .code = code, .reason = why}};
-                (void)ctl_send(cc, &rj);
-                return;
-        }
-        m = mig_new(a, MIG_ROLE_DEST, o->mig);
-        if (!m)
-                return;
-        m->peer_cc = cc;
-        cc->dest = m;
-        m->container_id = strdup(o->container_id);
-        m->container_name = strdup(o->container_name);
-        m->peer = strdup(cc->peer_node);
-        snprintf(path, sizeof(path), "%s/%s", a->staging_dir, m->id);
-        m->staging = strdup(path);
-        m->offered_bytes = o->image_bytes;
-        m->bytes_total = o->image_bytes;
-        m->lazy = o->lazy;
-        mig_rec_set(m, "lazy", json_boolean(m->lazy));
-        mig_rec_set_str(m, "container_id", m->container_id);
-        mig_rec_set_str(m, "container_name", m->container_name);
-        mig_rec_set_str(m, "peer", m->peer);
-        mig_rec_set_str(m, "staging", m->staging);
-        log_ctx_info(m->id, "accepting container %s (%s) from %s", m->container_id, m->container_name,
-                     m->peer);
-        if (mig_set_phase(m, MIG_RECEIVING) < 0 || mig_hooks_init(m, &err) < 0) {
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig,
-                                           .code = PROTO_REJECT_BUSY,
-                                           .reason = m->err.code ? m->err.msg : err.msg}};
-                (void)ctl_send(cc, &rj);
-                dst_end(m, MIG_ABORTED);
-                return;
-        }
-        dst_accept(m);
-}
-
-/* Starts the sink and says ACCEPT: the source may dump from now on. */
-static void dst_accept(mig *m) {
+/* Opens the images' way in: the tree HMAC and the sink. */
+static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
         agent *a = m->a;
         nm_error err = {};
         xfer_recv_options ro = {
@@ -285,37 +210,41 @@ static void dst_accept(mig *m) {
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
         };
-        if (!m->peer_cc) {
-                dst_discard(m, "the source left before ACCEPT");
-                return;
-        }
-        if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0) {
-                mig_fail_reason(m, err.code, "%s", err.msg);
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = m->id, .code = PROTO_REJECT_BUSY, .reason = err.msg}};
-                dst_send(m, &rj);
-                dst_end(m, MIG_ABORTED);
-                return;
-        }
-        proto_msg ac = {.type = PROTO_MSG_ACCEPT, .accept = {.mig = m->id}};
-        dst_send(m, &ac);
+        if (mig_hooks_init(m, &err) < 0 ||
+            xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
+                return dst_failed(ret, DST_EV_SINK_FAILED, &err);
+        return MIG_ACT_DONE;
 }
 
 /* ---- restore, stopped ---- */
 
-static void dst_restored(mig *m, int status);
+static void dst_restore_failed(mig *m, int status) {
+        dst_feed_error(m, DST_EV_RESTORE_FAILED, status, "restore on %s failed: %s", m->a->cfg.node,
+                       m->restore.error.msg);
+}
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
         criu_queue_done(m->a, &m->job);
-        if (m->a->cfg.consume_staging && !m->lazy && !req->consumed_pages)
+        if (m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && !req->consumed_pages)
                 log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
                                     "flags): the restore read them as usual; they go when the move ends");
-        dst_restored(m, status);
+        if (status < 0) {
+                dst_restore_failed(m, status);
+                return;
+        }
+        m->restored_pid = m->restore.pid;
+        m->restored_ticks = m->restore.start_ticks;
+        mig_rec_set_int(m, "restored_pid", m->restored_pid);
+        mig_rec_set_int(m, "restored_ticks", (int64_t)m->restored_ticks);
+        log_ctx_info(m->id, "restored container %s as pid %d, every task stopped", m->container_id,
+                     (int)m->restored_pid);
+        dst_feed(m, DST_EV_RESTORE_OK, NULL);
 }
 
 static void dst_restore_run(mig *m) {
         agent *a = m->a;
+        bool lazy = m->dst.postcopy != DST_PC_OFF;
         char work[PATH_MAX];
         int r;
 
@@ -328,19 +257,19 @@ static void dst_restore_run(mig *m) {
                                .key = a->key,
                                .key_len = a->key_len,
                                .leave_stopped = true,
-                               .lazy_pages = m->lazy,
+                               .lazy_pages = lazy,
                                /* The staging is restored once: what CRIU has
                                 * read it frees, and the restore reuses. Not
                                 * under post-copy, whose daemon reads the same
                                 * images. */
-                               .consume_pages = a->cfg.consume_staging && !m->lazy};
+                               .consume_pages = a->cfg.consume_staging && !lazy};
         m->restore.data = m;
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
         if (r < 0) {
                 criu_queue_done(a, &m->job);
-                dst_restored(m, r);
+                dst_restore_failed(m, r);
         }
 }
 
@@ -369,51 +298,27 @@ static void dst_lazy_ready(ckpt_lazy_pages *lp, int status, void *ud) {
                              "the lazy-pages daemon did not start (log: %s/%s-restore)", m->a->criu_work_dir,
                              m->id);
                 criu_queue_done(m->a, &m->job);
-                dst_restored(m, status);
+                dst_restore_failed(m, status);
                 return;
         }
         dst_restore_run(m);
 }
 
-static void dst_postcopy_over(mig *m);
-
 /* The daemon exited: 0 once every page is in the restored memory. */
 static void dst_lazy_done(ckpt_lazy_pages *lp, int status, void *ud) {
         mig *m = ud;
-        nm_error err = {};
         (void)lp;
 
-        m->lazy_status = status < 0 ? status : 1;
         m->relay = ps_relay_free(m->relay);
         if (status >= 0) {
                 log_ctx_info(m->id, "post-copy done: every page of %s is here", m->container_id);
-                if (m->postcopy)
-                        dst_postcopy_over(m);
+                dst_feed(m, DST_EV_PAGES_COMPLETE, NULL);
                 return;
         }
-        mig_fail_reason(m, -EIO,
-                        "post-copy failed: the lazy-pages daemon ended before every page arrived (log: "
-                        "%s/%s-restore)",
-                        m->a->criu_work_dir, m->id);
-        if (m->phase == MIG_RUNNING) {
-                /* It ran on memory that will never be complete: end it. */
-                if (ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
-                        log_ctx_error(m->id, "cannot end the incomplete copy (pid %d): %s",
-                                      (int)m->restored_pid, err.msg);
-                if (m->container_id && ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &err) < 0)
-                        log_ctx_warning(m->id, "cannot remove the state file: %s", err.msg);
-                m->restored_pid = 0;
-                dst_send_error(m, -EIO, m->err.msg);
-                mig_rec_set(m, "postcopy", json_false());
-                (void)rm_rf_path(m->staging);
-                dst_end(m, MIG_ABORTED);
-                return;
-        }
-        if (m->phase == MIG_RESTORED || m->phase == MIG_IN_DOUBT) {
-                dst_send_error(m, -EIO, m->err.msg);
-                dst_discard(m, "post-copy failed before COMMIT");
-        }
-        /* During the restore, dst_restored sees the failure. */
+        dst_feed_error(m, DST_EV_PAGES_FAILED, -EIO,
+                       "post-copy failed: the lazy-pages daemon ended before every page arrived (log: "
+                       "%s/%s-restore)",
+                       m->a->criu_work_dir, m->id);
 }
 
 static void dst_restore_start(criu_job *job) {
@@ -423,12 +328,7 @@ static void dst_restore_start(criu_job *job) {
         nm_error err = {};
         int fd = -EBADF, r;
 
-        if (m->err.code) { /* aborted while waiting for CRIU: nothing to restore for */
-                criu_queue_done(a, job);
-                dst_discard(m, "the source aborted before the restore");
-                return;
-        }
-        if (!m->lazy) {
+        if (m->dst.postcopy == DST_PC_OFF) {
                 dst_restore_run(m);
                 return;
         }
@@ -444,84 +344,38 @@ static void dst_restore_start(criu_job *job) {
         if (r < 0) {
                 m->restore.error = err;
                 criu_queue_done(a, job);
-                dst_restored(m, r);
+                dst_restore_failed(m, r);
         }
 }
 
-static void dst_restored(mig *m, int status) {
-        if (status < 0) {
-                mig_fail_reason(m, status, "restore on %s failed: %s", m->a->cfg.node, m->restore.error.msg);
-                dst_send_error(m, status, m->err.msg);
-                dst_discard(m, "restore failed");
-                return;
+static void dst_cancel_restore(mig *m) {
+        if (criu_queue_cancel(m->a, &m->job)) {
+                nm_error_set(&m->restore.error, -ECANCELED, "the source aborted before the restore");
+                dst_restore_failed(m, -ECANCELED);
         }
-        m->restored_pid = m->restore.pid;
-        m->restored_ticks = m->restore.start_ticks;
-        if (m->lazy && m->lazy_status < 0) {
-                /* Restored, but the daemon that was to fill its memory died:
-                 * this copy must never run. */
-                dst_send_error(m, -EIO, m->err.code ? m->err.msg : "post-copy failed during the restore");
-                dst_discard(m, "the lazy-pages daemon failed during the restore");
-                return;
-        }
-        mig_rec_set_int(m, "restored_pid", m->restored_pid);
-        mig_rec_set_int(m, "restored_ticks", (int64_t)m->restored_ticks);
-        if (mig_set_phase(m, MIG_RESTORED) < 0) {
-                dst_send_error(m, m->err.code, m->err.msg);
-                dst_discard(m, "cannot journal RESTORED");
-                return;
-        }
-        log_ctx_info(m->id, "restored container %s as pid %d, every task stopped; waiting for COMMIT",
-                     m->container_id, (int)m->restored_pid);
-        if (!m->peer_cc && m->err.code == -ECONNABORTED) {
-                dst_discard(m, "the source aborted during the restore");
-                return;
-        }
-        if (!m->peer_cc) {
-                /* The source left while CRIU was busy. */
-                (void)mig_set_phase(m, MIG_IN_DOUBT);
-                dst_ask_source(m);
-                return;
-        }
-        proto_msg r = {.type = PROTO_MSG_RESTORED,
-                       .restored = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
-        dst_send(m, &r);
 }
 
 /* ---- commit ---- */
 
-static void dst_commit(mig *m, ctl_conn *reply_to) {
+static mig_act_result dst_resume(mig *m, mig_event *ret) {
+        nm_error err = {};
+
+        if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
+                nm_error_set(&ret->err, -ESRCH, "the stopped copy (pid %d) is gone: %s",
+                             (int)m->restored_pid, err.msg);
+                m->restored_pid = 0;
+                ret->dst.kind = DST_EV_RESUME_FAILED;
+                return MIG_ACT_FAILED;
+        }
+        m->t_resumed = now_usec();
+        log_ctx_info(m->id, "container %s resumed as pid %d", m->container_id, (int)m->restored_pid);
+        return MIG_ACT_DONE;
+}
+
+static void dst_write_state(mig *m) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
         nm_error err = {};
 
-        if (m->link) {
-                peer_link *l = m->link;
-                m->link = NULL;
-                peer_link_detach(l);
-        }
-        if (m->lazy && m->lazy_status < 0) {
-                /* Its memory will never be complete: it must not run. */
-                if (reply_to) {
-                        proto_msg e = {.type = PROTO_MSG_ERROR,
-                                       .error = {.mig = m->id, .code = -EIO, .reason = m->err.msg}};
-                        (void)ctl_send(reply_to, &e);
-                }
-                dst_discard(m, "post-copy failed before the resume");
-                return;
-        }
-        if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
-                mig_fail_reason(m, -ESRCH, "the stopped copy (pid %d) is gone: %s", (int)m->restored_pid,
-                                err.msg);
-                if (reply_to) {
-                        proto_msg e = {.type = PROTO_MSG_ERROR,
-                                       .error = {.mig = m->id, .code = -ESRCH, .reason = m->err.msg}};
-                        (void)ctl_send(reply_to, &e);
-                }
-                m->restored_pid = 0;
-                dst_discard(m, "no copy to resume");
-                return;
-        }
-        m->t_resumed = now_usec();
         if (!m->md) {
                 _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
                 if (dfd >= 0)
@@ -532,38 +386,19 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
                 log_ctx_error(m->id,
                               "container %s runs as pid %d, but its state file could not be written: %s",
                               m->container_id, (int)m->restored_pid, err.msg);
-        if (m->lazy && m->lazy_status == 0)
-                /* Running on memory that is still arriving: a restart must
-                 * not take it for complete (mig_dst_recover). */
-                mig_rec_set(m, "postcopy", json_true());
-        (void)mig_set_phase(m, MIG_RUNNING);
-        log_ctx_info(m->id, "container %s resumed as pid %d", m->container_id, (int)m->restored_pid);
-        if (m->lazy && m->lazy_status == 0) {
-                m->postcopy = true;
-                log_ctx_info(m->id, "post-copy: its pages keep arriving; RUNNING follows the last one");
-                return;
-        }
-        if (reply_to) {
-                proto_msg r = {.type = PROTO_MSG_RUNNING,
-                               .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
-                (void)ctl_send(reply_to, &r);
-        }
-        (void)rm_rf_path(m->staging);
-        dst_end(m, MIG_RUNNING);
 }
 
-/* Every page arrived after the resume: now the move is over. */
-static void dst_postcopy_over(mig *m) {
-        m->postcopy = false;
-        mig_rec_set(m, "postcopy", json_false());
-        if (m->peer_cc) {
-                proto_msg r = {.type = PROTO_MSG_RUNNING,
-                               .running = {.mig = m->id, .pid = (uint32_t)m->restored_pid}};
-                dst_send(m, &r);
-        }
-        m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
-        (void)rm_rf_path(m->staging);
-        dst_end(m, MIG_RUNNING);
+static void dst_kill_copy(mig *m) {
+        nm_error err = {};
+        if (m->restored_pid > 0 && ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
+                log_ctx_error(m->id, "cannot kill our copy (pid %d): %s", (int)m->restored_pid, err.msg);
+        m->restored_pid = 0;
+}
+
+static void dst_remove_state(mig *m) {
+        nm_error err = {};
+        if (m->container_id && ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &err) < 0)
+                log_ctx_warning(m->id, "cannot remove the state file: %s", err.msg);
 }
 
 /* A COMMIT for a migration that is no longer active here: the source
@@ -580,8 +415,8 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
                             mig_role_from_string(json_string_value(json_object_get(rec, "role"))) !=
                                     MIG_ROLE_DEST)
                                 continue;
-                        if (mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))) ==
-                            MIG_RUNNING) {
+                        if (dst_commit_finds_copy(dst_phase_from_string(
+                                    json_string_value(json_object_get(rec, "phase"))))) {
                                 proto_msg r = {.type = PROTO_MSG_RUNNING,
                                                .running = {.mig = id,
                                                            .pid = (uint32_t)json_integer_value(
@@ -602,22 +437,9 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
 
 /* ---- in doubt: asking the source ---- */
 
-static void dst_ask_retry(uv_timer_t *t);
-
-static void dst_ask_later(mig *m) {
-        uint64_t delay = ASK_RETRY_MIN_MS << (m->retries < 5 ? m->retries : 5);
-        if (delay > ASK_RETRY_MAX_MS)
-                delay = ASK_RETRY_MAX_MS;
-        m->retries++;
-        log_ctx_warning(m->id, "holding the stopped copy of %s; asking %s again in %llu ms", m->container_id,
-                        m->peer, (unsigned long long)delay);
-        uv_timer_start(&m->timer, dst_ask_retry, delay, 0);
-}
-
 static void ask_ready(peer_link *l, void *ud) {
-        mig *m = ud;
-        proto_msg q = {.type = PROTO_MSG_QUERY, .query = {.mig = m->id}};
-        (void)peer_link_send(l, &q, NULL);
+        (void)l;
+        dst_feed(ud, DST_EV_ASK_READY, NULL);
 }
 
 static void ask_message(peer_link *l, const proto_msg *msg, void *ud) {
@@ -626,15 +448,10 @@ static void ask_message(peer_link *l, const proto_msg *msg, void *ud) {
         if (msg->type != PROTO_MSG_OUTCOME || strcmp(msg->outcome.mig, m->id) != 0)
                 return;
         log_ctx_info(m->id, "the source says: %s", proto_outcome_to_string(msg->outcome.outcome));
-        switch (msg->outcome.outcome) {
-        case PROTO_OUTCOME_COMMITTED: dst_commit(m, NULL); return;
-        case PROTO_OUTCOME_ABORTED: dst_discard(m, "the source aborted"); return;
-        case PROTO_OUTCOME_UNKNOWN:
-        case _PROTO_OUTCOME_MAX:
-        case _PROTO_OUTCOME_INVALID: break;
-        }
-        /* Never guess: keep the copy stopped and ask again. */
-        peer_link_close(m->link, 0, NULL);
+        handoff_outcome o = msg->outcome.outcome == PROTO_OUTCOME_COMMITTED ? HANDOFF_OUTCOME_COMMITTED
+                            : msg->outcome.outcome == PROTO_OUTCOME_ABORTED ? HANDOFF_OUTCOME_ABORTED
+                                                                            : HANDOFF_OUTCOME_UNKNOWN;
+        mig_feed(m, &(mig_event){.dst = {.kind = DST_EV_OUTCOME, .outcome = o}});
 }
 
 static void ask_closed(peer_link *l, int status, const nm_error *err, void *ud) {
@@ -642,30 +459,238 @@ static void ask_closed(peer_link *l, int status, const nm_error *err, void *ud) 
         (void)l;
         (void)status;
         m->link = NULL;
-        if (m->finished || m->phase != MIG_IN_DOUBT)
-                return;
         if (err && err->code)
                 log_ctx_warning(m->id, "cannot reach the source %s: %s", m->peer, err->msg);
-        dst_ask_later(m);
+        dst_feed(m, DST_EV_ASK_LOST, err);
 }
 
 static const peer_link_ops ask_ops = {.ready = ask_ready, .message = ask_message, .closed = ask_closed};
 
-static void dst_ask_source(mig *m) {
+static mig_act_result dst_open_ask(mig *m, mig_event *ret) {
         nm_error err = {};
-        if (m->link || m->finished)
-                return;
-        if (peer_link_open(m->a, m->peer, m->id, &ask_ops, m, &err, &m->link) < 0) {
-                log_ctx_error(m->id, "%s", err.msg);
-                dst_ask_later(m);
+        if (peer_link_open(m->a, m->peer, m->id, &ask_ops, m, &err, &m->link) >= 0)
+                return MIG_ACT_DONE;
+        log_ctx_error(m->id, "%s", err.msg);
+        return dst_failed(ret, DST_EV_ASK_LOST, &err);
+}
+
+static void dst_drop_ask(mig *m) {
+        uv_timer_stop(&m->timer);
+        if (m->link) {
+                peer_link *l = m->link;
+                m->link = NULL;
+                peer_link_detach(l);
         }
 }
 
-static void dst_ask_retry(uv_timer_t *t) {
-        dst_ask_source(t->data);
+/* ---- the runner's side ---- */
+
+static const char *why_text(dst_why w) {
+        switch (w) {
+        case DST_WHY_SOURCE_ABORTED: return "the source aborted";
+        case DST_WHY_SOURCE_LEFT: return "the source left";
+        case DST_WHY_RESTORE_FAILED: return "restore failed";
+        case DST_WHY_CANNOT_JOURNAL: return "cannot journal";
+        case DST_WHY_UNUSABLE_IMAGES: return "the images cannot be used";
+        case DST_WHY_NO_COPY: return "no copy to resume";
+        case DST_WHY_POSTCOPY_BEFORE_RESUME: return "post-copy failed before the resume";
+        case DST_WHY_POSTCOPY_BEFORE_COMMIT: return "post-copy failed before COMMIT";
+        case DST_WHY_POSTCOPY_IN_RESTORE: return "the lazy-pages daemon failed during the restore";
+        case DST_WHY_ABORTED_IN_RESTORE: return "the source aborted during the restore";
+        case DST_WHY_STOPPED_BEFORE_RESTORED: return "the agent stopped before RESTORED";
+        case DST_WHY_COPY_VANISHED: return "the stopped copy no longer exists";
+        case DST_WHY_EVENT:
+        case DST_WHY_STOPPED_IN_POSTCOPY:
+        case _DST_WHY_MAX:
+        case _DST_WHY_INVALID: break;
+        }
+        return "failed";
 }
 
+static void dst_note(mig *m, dst_why why) {
+        const nm_error *e = &m->cur.err;
+
+        if (why == DST_WHY_STOPPED_IN_POSTCOPY)
+                mig_fail_reason(m, -EIO, "the agent stopped during post-copy: container %s is lost",
+                                strna(m->container_id));
+        else if (why == DST_WHY_EVENT && e->code)
+                mig_fail_reason(m, e->code, "%s", e->msg);
+        else
+                mig_fail_reason(m, -EIO, "%s", why_text(why));
+}
+
+/* Drops whatever this node holds: says why, and makes it the failure
+ * unless one is known. */
+static void dst_note_discard(mig *m, dst_why why) {
+        log_ctx_info(m->id, "discarding: %s", why_text(why));
+        if (!m->err.code)
+                nm_error_set(&m->err, -ECONNABORTED, "%s", why_text(why));
+}
+
+static mig_act_result dst_journal(mig *m, dst_phase phase, mig_event *ret) {
+        nm_error err = {};
+
+        /* Resumed on memory that is still arriving: a restart must not take
+         * the copy for complete. */
+        if (m->dst.postcopy != DST_PC_OFF)
+                mig_rec_set(m, "postcopy", json_boolean(m->dst.postcopy == DST_PC_RESUMED));
+        if (mig_journal(m, dst_phase_to_string(phase), &err) >= 0)
+                return MIG_ACT_DONE;
+        *ret = (mig_event){.dst = {.kind = DST_EV_JOURNAL_FAILED, .phase = phase}, .err = err};
+        return MIG_ACT_FAILED;
+}
+
+static handoff_verdict dst_ops_step(mig *m, const mig_event *ev) {
+        dst_state next;
+        handoff_verdict v = dst_step(&m->dst, &ev->dst, &next, &m->dst_acts);
+
+        if (v == HANDOFF_REFUSED)
+                log_ctx_warning(m->id, "destination: %s cannot happen in phase %s; ignored",
+                                dst_event_to_string(ev->dst.kind), dst_phase_to_string(m->dst.phase));
+        else
+                log_ctx_debug(m->id, "destination: %s in phase %s: %s, %zu action(s), now %s",
+                              dst_event_to_string(ev->dst.kind), dst_phase_to_string(m->dst.phase),
+                              handoff_verdict_to_string(v), m->dst_acts.n, dst_phase_to_string(next.phase));
+        m->dst = next;
+        m->n_acts = m->dst_acts.n;
+        return v;
+}
+
+static void dst_send_simple(mig *m, proto_msg_type type) {
+        proto_msg msg = {.type = type};
+        switch ((int)type) {
+        case PROTO_MSG_ACCEPT: msg.accept.mig = m->id; break;
+        case PROTO_MSG_VERIFIED: msg.verified.mig = m->id; break;
+        case PROTO_MSG_RESTORED:
+                msg.restored = (proto_pid_reply){.mig = m->id, .pid = (uint32_t)m->restored_pid};
+                break;
+        case PROTO_MSG_RUNNING:
+                msg.running = (proto_pid_reply){.mig = m->id, .pid = (uint32_t)m->restored_pid};
+                break;
+        default: break;
+        }
+        dst_send(m, &msg);
+}
+
+static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
+        const dst_action *a = &m->dst_acts.v[i];
+
+        switch (a->kind) {
+        case DST_DO_NOTE_FAILURE: dst_note(m, a->why); return MIG_ACT_DONE;
+        case DST_DO_NOTE_DISCARD: dst_note_discard(m, a->why); return MIG_ACT_DONE;
+        case DST_DO_JOURNAL: return dst_journal(m, a->phase, ret);
+        case DST_DO_START_SINK: return dst_start_sink(m, ret);
+        case DST_DO_STOP_SINK: m->recv = xfer_recv_free(m->recv); return MIG_ACT_DONE;
+        case DST_DO_SEND_ACCEPT: dst_send_simple(m, PROTO_MSG_ACCEPT); return MIG_ACT_DONE;
+        case DST_DO_SEND_REJECT: {
+                proto_msg rj = {.type = PROTO_MSG_REJECT,
+                                .reject = {.mig = m->id, .code = PROTO_REJECT_BUSY, .reason = m->err.msg}};
+                dst_send(m, &rj);
+                return MIG_ACT_DONE;
+        }
+        case DST_DO_SEND_VERIFIED: dst_send_simple(m, PROTO_MSG_VERIFIED); return MIG_ACT_DONE;
+        case DST_DO_SEND_RESTORED: dst_send_simple(m, PROTO_MSG_RESTORED); return MIG_ACT_DONE;
+        case DST_DO_SEND_RUNNING: dst_send_simple(m, PROTO_MSG_RUNNING); return MIG_ACT_DONE;
+        case DST_DO_SEND_ERROR:
+                dst_send_error(m, a->code ? a->code : m->err.code, m->err.msg);
+                return MIG_ACT_DONE;
+        case DST_DO_REFUSE_RESTORE:
+                dst_send_error(m, -EPROTO, "RESTORE before the images were verified");
+                return MIG_ACT_DONE;
+        case DST_DO_REFUSE_COMMIT:
+                dst_send_error(m, -EPROTO, "COMMIT before RESTORED");
+                m->reply_cc = NULL; /* answered: later messages go to the migration's session */
+                return MIG_ACT_DONE;
+        case DST_DO_START_RESTORE:
+                m->job.start = dst_restore_start;
+                criu_queue_push(m->a, &m->job);
+                return MIG_ACT_DONE;
+        case DST_DO_CANCEL_RESTORE: dst_cancel_restore(m); return MIG_ACT_DONE;
+        case DST_DO_RESUME_COPY: return dst_resume(m, ret);
+        case DST_DO_KILL_COPY: dst_kill_copy(m); return MIG_ACT_DONE;
+        case DST_DO_WRITE_STATE: dst_write_state(m); return MIG_ACT_DONE;
+        case DST_DO_REMOVE_STATE: dst_remove_state(m); return MIG_ACT_DONE;
+        case DST_DO_REMOVE_STAGING:
+                if (m->staging)
+                        (void)rm_rf_path(m->staging);
+                return MIG_ACT_DONE;
+        case DST_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
+        case DST_DO_OPEN_ASK: return dst_open_ask(m, ret);
+        case DST_DO_SEND_QUERY:
+                if (m->link)
+                        (void)peer_link_send(m->link,
+                                             &(proto_msg){.type = PROTO_MSG_QUERY, .query = {.mig = m->id}},
+                                             NULL);
+                return MIG_ACT_DONE;
+        case DST_DO_DROP_ASK: dst_drop_ask(m); return MIG_ACT_DONE;
+        case DST_DO_ASK_LATER:
+                log_ctx_warning(m->id, "holding the stopped copy of %s; asking %s again in %u ms",
+                                m->container_id, m->peer, a->delay_ms);
+                uv_timer_start(&m->timer, dst_on_timer, a->delay_ms, 0);
+                return MIG_ACT_DONE;
+        case DST_DO_DETACH_SESSION: dst_detach_conn(m); return MIG_ACT_DONE;
+        case DST_DO_FINISH: mig_finish(m); return MIG_ACT_DONE;
+        case _DST_ACTION_MAX:
+        case _DST_ACTION_INVALID: break;
+        }
+        return MIG_ACT_DONE;
+}
+
+static const mig_role_ops dst_ops = {.step = dst_ops_step, .perform = dst_perform};
+
 /* ---- the peer session ---- */
+
+static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
+        agent *a = cc->a;
+        proto_reject_code code;
+        char why[512], path[PATH_MAX];
+        mig *m;
+
+        if (cc->dest) {
+                proto_msg e = {
+                        .type = PROTO_MSG_ERROR,
+                        .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
+                (void)ctl_send(cc, &e);
+                return;
+        }
+        if (mig_find(a, o->mig)) {
+                proto_msg rj = {.type = PROTO_MSG_REJECT,
+                                .reject = {.mig = o->mig,
+                                           .code = PROTO_REJECT_EXISTS,
+                                           .reason = "migration id in use"}};
+                (void)ctl_send(cc, &rj);
+                return;
+        }
+        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0) {
+                log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node,
+                             why);
+                proto_msg rj = {.type = PROTO_MSG_REJECT,
+                                .reject = {.mig = o->mig, .code = code, .reason = why}};
+                (void)ctl_send(cc, &rj);
+                return;
+        }
+        m = mig_new(a, MIG_ROLE_DEST, o->mig, &dst_ops);
+        if (!m)
+                return;
+        m->peer_cc = cc;
+        cc->dest = m;
+        m->container_id = strdup(o->container_id);
+        m->container_name = strdup(o->container_name);
+        m->peer = strdup(cc->peer_node);
+        snprintf(path, sizeof(path), "%s/%s", a->staging_dir, m->id);
+        m->staging = strdup(path);
+        m->offered_bytes = o->image_bytes;
+        m->bytes_total = o->image_bytes;
+        m->dst = dst_state_new(o->lazy);
+        mig_rec_set(m, "lazy", json_boolean(o->lazy));
+        mig_rec_set_str(m, "container_id", m->container_id);
+        mig_rec_set_str(m, "container_name", m->container_name);
+        mig_rec_set_str(m, "peer", m->peer);
+        mig_rec_set_str(m, "staging", m->staging);
+        log_ctx_info(m->id, "accepting container %s (%s) from %s", m->container_id, m->container_name,
+                     m->peer);
+        dst_feed(m, DST_EV_OFFER, NULL);
+}
 
 static void dst_on_stream_msg(ctl_conn *cc, const proto_msg *msg) {
         mig *m = cc->dest;
@@ -688,7 +713,7 @@ static void dst_on_stream_msg(ctl_conn *cc, const proto_msg *msg) {
 
 static void dst_on_restore_msg(ctl_conn *cc, const char *id) {
         mig *m = cc->dest;
-        if (!m || strcmp(m->id, id) != 0 || m->phase != MIG_VERIFIED) {
+        if (!m || strcmp(m->id, id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
                                .error = {.mig = id,
                                          .code = -EPROTO,
@@ -696,13 +721,7 @@ static void dst_on_restore_msg(ctl_conn *cc, const char *id) {
                 (void)ctl_send(cc, &e);
                 return;
         }
-        if (mig_set_phase(m, MIG_DEST_RESTORING) < 0) {
-                dst_send_error(m, m->err.code, m->err.msg);
-                dst_discard(m, "cannot journal");
-                return;
-        }
-        m->job.start = dst_restore_start;
-        criu_queue_push(m->a, &m->job);
+        dst_feed(m, DST_EV_RESTORE, NULL);
 }
 
 static void dst_on_commit_msg(ctl_conn *cc, const char *id) {
@@ -711,14 +730,9 @@ static void dst_on_commit_msg(ctl_conn *cc, const char *id) {
                 dst_commit_finished(cc, id);
                 return;
         }
-        if (m->phase != MIG_RESTORED && m->phase != MIG_IN_DOUBT) {
-                proto_msg e = {.type = PROTO_MSG_ERROR,
-                               .error = {.mig = id, .code = -EPROTO, .reason = "COMMIT before RESTORED"}};
-                (void)ctl_send(cc, &e);
-                return;
-        }
-        uv_timer_stop(&m->timer);
-        dst_commit(m, cc);
+        /* The answer goes where the question came from. */
+        m->reply_cc = cc;
+        dst_feed(m, DST_EV_COMMIT, NULL);
 }
 
 void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
@@ -748,14 +762,9 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_COMMIT: dst_on_commit_msg(cc, id); return;
         case PROTO_MSG_ABORT:
                 m = mig_find(cc->a, id);
-                if (m && m->role == MIG_ROLE_DEST && m->phase != MIG_RUNNING) {
-                        mig_fail_reason(m, -ECONNABORTED, "the source aborted: %s", msg->abort.reason);
-                        if (m->phase == MIG_DEST_RESTORING) {
-                                dst_detach_conn(m); /* dst_restored discards */
-                                return;
-                        }
-                        dst_discard(m, "the source aborted");
-                }
+                if (m && m->role == MIG_ROLE_DEST)
+                        dst_feed_error(m, DST_EV_PEER_ABORT, -ECONNABORTED, "the source aborted: %s",
+                                       msg->abort.reason);
                 return;
         case PROTO_MSG_QUERY: {
                 proto_msg r = {.type = PROTO_MSG_OUTCOME,
@@ -772,96 +781,61 @@ void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
-        mig *m = cc->dest;
+        mig *m;
+
+        /* A session that asked a question no longer hears the answer. */
+        LIST_FOREACH(migs, m, cc->a->migs)
+        if (m->reply_cc == cc)
+                m->reply_cc = NULL;
+        m = cc->dest;
         if (!m)
                 return;
         dst_detach_conn(m);
-        log_ctx_warning(m->id, "the source's session ended in phase %s: %s", mig_phase_to_string(m->phase),
+        log_ctx_warning(m->id, "the source's session ended in phase %s: %s",
+                        dst_phase_to_string(m->dst.phase),
                         err && err->code ? err->msg
                         : status         ? strerror(-status)
                                          : "closed");
-        if (m->phase == MIG_RECEIVING || m->phase == MIG_VERIFIED) {
-                mig_fail_reason(m, status ? status : -ECONNRESET, "the source left before RESTORE");
-                dst_discard(m, "the source left");
-        } else if (m->phase == MIG_RUNNING && m->postcopy) {
-                /* The pages cannot come any more: the daemon fails, and its
-                 * end (dst_lazy_done) ends the incomplete copy. */
-                m->relay = ps_relay_free(m->relay);
-        } else if (m->phase == MIG_RESTORED) {
-                /* Holding a stopped copy: ask, never guess. (During
-                 * DEST_RESTORING, dst_restored sees no session and asks.) */
-                if (mig_set_phase(m, MIG_IN_DOUBT) >= 0)
-                        dst_ask_source(m);
-        }
+        dst_feed_error(m, DST_EV_SESSION_LOST, status ? status : -ECONNRESET,
+                       "the source left before RESTORE");
 }
 
 /* ---- after a restart ---- */
 
-int mig_dst_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
-        const char *id = json_string_value(json_object_get(rec, "mig"));
-        mig *m = mig_new(a, MIG_ROLE_DEST, id);
-        uint64_t ticks = 0;
+static char *rec_strdup(const mig *m, const char *key) {
+        const char *v = mig_rec_str(m, key);
+        return v ? strdup(v) : NULL;
+}
 
+int mig_dst_recover(agent *a, json_t *rec, nm_error *err) {
+        const char *id = json_string_value(json_object_get(rec, "mig"));
+        dst_phase phase = dst_phase_from_string(json_string_value(json_object_get(rec, "phase")));
+        mig_recovery action = dst_recovery_for(phase);
+        uint64_t ticks = 0;
+        bool alive;
+        mig *m;
+
+        if (action < 0)
+                return nm_error_set(err, -EBADMSG, "migration %s: no destination recovery for phase %s",
+                                    strna(id), strna(dst_phase_to_string(phase)));
+        m = mig_new(a, MIG_ROLE_DEST, id, &dst_ops);
         if (!m)
                 return nm_error_set(err, -ENOMEM, "out of memory");
         json_decref(m->rec);
         m->rec = json_incref(rec);
-        m->phase = mig_phase_from_string(mig_rec_str(m, "phase"));
-        m->container_id = mig_rec_str(m, "container_id") ? strdup(mig_rec_str(m, "container_id")) : NULL;
-        m->container_name =
-                mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
-        m->peer = mig_rec_str(m, "peer") ? strdup(mig_rec_str(m, "peer")) : NULL;
-        m->staging = mig_rec_str(m, "staging") ? strdup(mig_rec_str(m, "staging")) : NULL;
+        m->dst = dst_state_from_journal(phase, json_is_true(json_object_get(rec, "postcopy")));
+        snprintf(m->journaled, sizeof(m->journaled), "%s", dst_phase_to_string(phase));
+        m->container_id = rec_strdup(m, "container_id");
+        m->container_name = rec_strdup(m, "container_name");
+        m->peer = rec_strdup(m, "peer");
+        m->staging = rec_strdup(m, "staging");
         m->restored_pid = (pid_t)mig_rec_int(m, "restored_pid");
         m->restored_ticks = (uint64_t)mig_rec_int(m, "restored_ticks");
+        alive = m->restored_pid > 0 && ckpt_proc_start_ticks(m->restored_pid, &ticks) >= 0 &&
+                ticks == m->restored_ticks;
         log_ctx_info(id, "recovering destination migration of %s from %s, phase %s: %s",
-                     strna(m->container_id), strna(m->peer), mig_phase_to_string(m->phase),
+                     strna(m->container_id), strna(m->peer), dst_phase_to_string(phase),
                      mig_recovery_to_string(action));
-        switch (action) {
-        case MIG_RECOVER_FINISH: mig_finish(m); return 0;
-        case MIG_RECOVER_DISCARD: dst_discard(m, "the agent stopped before RESTORED"); return 0;
-        case MIG_RECOVER_ASK_SOURCE:
-                if (m->restored_pid <= 0 || ckpt_proc_start_ticks(m->restored_pid, &ticks) < 0 ||
-                    ticks != m->restored_ticks) {
-                        /* The copy did not survive (a reboot?): nothing to hold;
-                         * a committed source hears "no copy" and restores its own. */
-                        m->restored_pid = 0;
-                        dst_discard(m, "the stopped copy no longer exists");
-                        return 0;
-                }
-                if (m->phase != MIG_IN_DOUBT)
-                        (void)mig_set_phase(m, MIG_IN_DOUBT);
-                dst_ask_source(m);
-                return 0;
-        case MIG_RECOVER_COMPLETE:
-                if (json_is_true(json_object_get(rec, "postcopy"))) {
-                        /* Resumed while its pages were still arriving, and the
-                         * daemon that fetched them died with us: the copy's
-                         * memory will never be complete. */
-                        nm_error kerr = {};
-                        mig_fail_reason(m, -EIO, "the agent stopped during post-copy: container %s is lost",
-                                        strna(m->container_id));
-                        if (m->restored_pid > 0 &&
-                            ckpt_kill_tree(m->restored_pid, m->restored_ticks, &kerr) < 0)
-                                log_ctx_error(id, "cannot end the incomplete copy: %s", kerr.msg);
-                        if (m->container_id)
-                                (void)ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &kerr);
-                        mig_rec_set(m, "postcopy", json_false());
-                        (void)rm_rf_path(m->staging);
-                        dst_end(m, MIG_ABORTED);
-                        return 0;
-                }
-                (void)rm_rf_path(m->staging);
-                mig_finish(m);
-                return 0;
-        case MIG_RECOVER_MARK_FAILED:
-        case MIG_RECOVER_ROLLBACK:
-        case MIG_RECOVER_FORWARD:
-        case _MIG_RECOVER_MAX:
-        case _MIG_RECOVER_INVALID: break;
-        }
-        nm_error_set(err, -EINVAL, "migration %s: no destination recovery for phase %s", id,
-                     strna(mig_phase_to_string(m->phase)));
-        mig_finish(m);
-        return err->code;
+        mig_feed(m, &(mig_event){.dst = {.kind = DST_EV_RECOVER, .copy_alive = alive}});
+        return 0;
 }

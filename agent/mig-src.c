@@ -1,19 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The source side of a migration.
- *
- *   PRECHECK   connect to the target, HELLO, OFFER; nothing touched yet
- *   DUMPING    journaled, then CRIU dumps (leave-running off)
- *   DUMPED     the images are complete here; the container is gone
- *   STREAMING  images on the wire, hashed as they pass; then VERIFIED
- *   RESTORING  RESTORE sent; the target restores with tasks stopped
- *   COMMITTED  journaled on RESTORED: from here on there is no way back
- *   DONE       RUNNING heard; images and our state file removed
- *
- * Any failure before COMMITTED rolls back: ABORT to the target, then CRIU
- * restores the container here from our own images (ROLLING_BACK ->
- * ROLLED_BACK). After COMMITTED we only go forward: if the link is lost we
- * reconnect until the target confirms RUNNING, however long it takes. */
+/* The source side of a migration: the adapter between the source's rules
+ * (core/handoff-src.h, which says what happens next) and the world. What
+ * the target, CRIU, the stream and the journal do becomes an event for the
+ * core; each action the core returns becomes I/O here. Nothing here
+ * decides the handoff. */
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,25 +17,46 @@
 #include "macro.h"
 #include "mig.h"
 
-#define ROLLBACK_ATTEMPTS 3
-#define ROLLBACK_RETRY_MS 1000
-#define FORWARD_RETRY_MIN_MS 500
-#define FORWARD_RETRY_MAX_MS 10000
 /* Post-copy: page-server bytes queued for the link before CRIU must wait,
  * and the level at which it may go on. */
 #define SRC_PS_HIGH_WATER (8u << 20)
 #define SRC_PS_LOW_WATER (2u << 20)
 
-static void src_fail(mig *m, int code, const nm_error *err);
-static void src_rollback(mig *m);
-static void src_forward(mig *m);
 static const peer_link_ops src_link_ops;
+static const mig_role_ops src_ops;
 
-static void src_send(mig *m, const proto_msg *msg) {
-        nm_error err = {};
-        if (!m->link || peer_link_send(m->link, msg, &err) < 0)
-                src_fail(m, err.code ? err.code : -ENOTCONN, err.code ? &err : NULL);
+/* ---- events ---- */
+
+static void src_feed(mig *m, src_event_kind kind, const nm_error *err) {
+        mig_event ev = {.src = {.kind = kind}};
+        if (err)
+                ev.err = *err;
+        mig_feed(m, &ev);
 }
+
+static void src_feed_error(mig *m, src_event_kind kind, int code, const char *fmt, ...) _printf_(4, 5);
+static void src_feed_error(mig *m, src_event_kind kind, int code, const char *fmt, ...) {
+        mig_event ev = {.src = {.kind = kind}};
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(ev.err.msg, sizeof(ev.err.msg), fmt, ap);
+        va_end(ap);
+        ev.err.code = code < 0 ? code : -EIO;
+        mig_feed(m, &ev);
+}
+
+/* An action that failed: the list ends, and this is the next event. */
+static mig_act_result src_failed(mig_event *ret, src_event_kind kind, const nm_error *err) {
+        *ret = (mig_event){.src = {.kind = kind}, .err = *err};
+        return MIG_ACT_FAILED;
+}
+
+static void src_on_timer(uv_timer_t *t) {
+        src_feed(t->data, SRC_EV_TIMER, NULL);
+}
+
+/* ---- the link to the target ---- */
 
 static void src_close_link(mig *m) {
         if (m->send)
@@ -55,11 +68,34 @@ static void src_close_link(mig *m) {
         }
 }
 
-static void src_done(mig *m, mig_phase final) {
-        if (m->phase != final)
-                (void)mig_set_phase(m, final);
+static mig_act_result src_open_link(mig *m, mig_event *ret) {
+        nm_error err = {};
+
+        if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) >= 0)
+                return MIG_ACT_DONE;
+        log_ctx_warning(m->id, "%s", err.msg);
+        m->doubt = err;
+        return src_failed(ret, SRC_EV_LINK_LOST, &err);
+}
+
+/* A message the link would not take: the link is gone for us. */
+static mig_act_result src_send(mig *m, const proto_msg *msg, mig_event *ret) {
+        nm_error err = {};
+
+        if (m->link && peer_link_send(m->link, msg, &err) >= 0)
+                return MIG_ACT_DONE;
+        if (!err.code)
+                nm_error_set(&err, -ENOTCONN, "the link to %s is not open", m->peer);
         src_close_link(m);
-        mig_finish(m);
+        m->doubt = err;
+        return src_failed(ret, SRC_EV_LINK_LOST, &err);
+}
+
+static void src_send_abort(mig *m) {
+        proto_msg ab = {.type = PROTO_MSG_ABORT,
+                        .abort = {.mig = m->id, .reason = m->err.code ? m->err.msg : "source rolls back"}};
+        if (m->link)
+                (void)peer_link_send(m->link, &ab, NULL);
 }
 
 /* ---- OFFER ---- */
@@ -86,7 +122,18 @@ static uint64_t estimate_image_bytes(const ckpt_container *c) {
         return total;
 }
 
-static void src_send_offer(mig *m) {
+/* Post-copy needs the target's "lazy" and room for CRIU's page-server pipe
+ * here: refused before anything is frozen otherwise. */
+static int src_check_lazy(mig *m, nm_error *err) {
+        if (m->src.postcopy == SRC_PC_OFF)
+                return 0;
+        if (!(peer_link_features(m->link) & PEER_FEATURE_LAZY))
+                return nm_error_set(err, -EOPNOTSUPP, "%s does not offer post-copy (--lazy) migration",
+                                    m->peer);
+        return ckpt_lazy_dump_check(err);
+}
+
+static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_free_ char *text = NULL;
         agent *a = m->a;
@@ -96,19 +143,10 @@ static void src_send_offer(mig *m) {
         if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0 ||
             ckpt_metadata_format(md, &text, &err) < 0) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
-                src_fail(m, err.code, &err);
-                return;
+                return src_failed(ret, SRC_EV_OFFER_FAILED, &err);
         }
-        if (m->lazy && !(peer_link_features(m->link) & PEER_FEATURE_LAZY)) {
-                mig_fail_reason(m, -EOPNOTSUPP, "%s does not offer post-copy (--lazy) migration", m->peer);
-                src_done(m, MIG_REFUSED);
-                return;
-        }
-        if (m->lazy && ckpt_lazy_dump_check(&err) < 0) {
-                mig_fail_reason(m, err.code, "%s", err.msg);
-                src_done(m, MIG_REFUSED);
-                return;
-        }
+        if (src_check_lazy(m, &err) < 0)
+                return src_failed(ret, SRC_EV_OFFER_REFUSED, &err);
         m->bytes_total = estimate_image_bytes(m->ctr);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
                            .offer = {.mig = m->id,
@@ -118,9 +156,9 @@ static void src_send_offer(mig *m) {
                                      .image_bytes = m->bytes_total,
                                      .criu_version = a->criu->version,
                                      .kernel = a->kernel,
-                                     .lazy = m->lazy}};
+                                     .lazy = m->src.postcopy != SRC_PC_OFF}};
         mig_progress(m, "offering to the target");
-        src_send(m, &offer);
+        return src_send(m, &offer, ret);
 }
 
 /* ---- streaming ---- */
@@ -141,15 +179,18 @@ static void src_on_progress(const xfer_progress *p, void *ud) {
 static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res,
                         void *ud) {
         mig *m = ud;
+        nm_error e = {};
         (void)x;
         if (status < 0) {
-                src_fail(m, status, err);
+                if (!err || !err->code)
+                        nm_error_set(&e, status, "sending the images failed");
+                src_feed(m, SRC_EV_STREAM_FAILED, err && err->code ? err : &e);
                 return;
         }
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
-        if (m->lazy && m->link && peer_link_conn(m->link))
+        if (m->src.postcopy != SRC_PC_OFF && m->link && peer_link_conn(m->link))
                 /* The connection's drain is free again: the relay takes it. */
                 xfer_conn_set_drain(peer_link_conn(m->link), SRC_PS_LOW_WATER, src_ps_drained, m);
         log_ctx_info(
@@ -159,9 +200,10 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
                 (unsigned long long)res->files, (unsigned long long)res->bytes,
                 (unsigned long long)res->wire_bytes,
                 (unsigned long long)((m->t_streamed - m->t_dumped) / 1000), res->hmac);
+        src_feed(m, SRC_EV_STREAM_SENT, NULL);
 }
 
-static void src_start_stream(mig *m) {
+static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         _cleanup_close_ int dfd = -EBADF;
         nm_error err = {};
         int r;
@@ -169,8 +211,7 @@ static void src_start_stream(mig *m) {
         dfd = open_dir_nofollow(m->images_dir);
         if (dfd < 0) {
                 nm_error_errno(&err, dfd, "cannot open %s", m->images_dir);
-                src_fail(m, dfd, &err);
-                return;
+                return src_failed(ret, SRC_EV_STREAM_FAILED, &err);
         }
         r = mig_hooks_init(m, &err);
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
@@ -189,70 +230,12 @@ static void src_start_stream(mig *m) {
                 so.file_mac = f & PEER_FEATURE_FILE_MAC;
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
-        if (r < 0) {
-                src_fail(m, r, &err);
-                return;
-        }
-        /* The sender reads through its own descriptors from here on. */
-        if (mig_set_phase(m, MIG_STREAMING) < 0)
-                src_fail(m, m->err.code, NULL);
+        if (r < 0)
+                return src_failed(ret, SRC_EV_STREAM_FAILED, &err);
+        return MIG_ACT_DONE;
 }
 
 /* ---- dump ---- */
-
-/* The images are complete (and the container is gone, or for post-copy
- * frozen until its last page has moved): stream them. */
-static void src_images_ready(mig *m, uint64_t image_bytes) {
-        m->t_dumped = now_usec();
-        m->images_ready = true;
-        m->bytes_total = image_bytes;
-        if (mig_set_phase(m, MIG_DUMPED) < 0) {
-                src_rollback(m);
-                return;
-        }
-        if (m->err.code || !m->link || !peer_link_conn(m->link)) {
-                /* The target went away (or aborted) while CRIU was busy. */
-                if (!m->err.code)
-                        mig_fail_reason(m, -ECONNRESET, "lost the target %s during the dump", m->peer);
-                src_rollback(m);
-                return;
-        }
-        src_start_stream(m);
-}
-
-static void src_lazy_dump_ended(mig *m, ckpt_dump_req *req, int status);
-static void src_on_running(mig *m, pid_t pid);
-
-static void src_on_dumped(ckpt_dump_req *req, int status) {
-        mig *m = req->data;
-        criu_queue_done(m->a, &m->job);
-        if (m->ps_fd >= 0)
-                close(TAKE_FD(m->ps_fd));
-        if (m->lazy && m->images_ready) {
-                src_lazy_dump_ended(m, req, status);
-                return;
-        }
-        if (status < 0 && !req->dumped) {
-                /* CRIU failed and resumed the tasks: nothing moved. */
-                m->t_dumped = now_usec();
-                mig_fail_reason(m, status, "dump failed: %s", req->error.msg);
-                if (m->link && peer_link_conn(m->link)) {
-                        proto_msg ab = {.type = PROTO_MSG_ABORT,
-                                        .abort = {.mig = m->id, .reason = m->err.msg}};
-                        (void)peer_link_send(m->link, &ab, NULL);
-                }
-                src_done(m, req->source_running ? MIG_FAILED : MIG_LOST);
-                return;
-        }
-        if (status < 0)
-                log_ctx_warning(m->id, "CRIU dumped the images but then failed: %s", req->error.msg);
-        log_ctx_info(m->id, "dumped %llu bytes of images; frozen for %llu ms (%s)",
-                     (unsigned long long)req->stats.image_bytes,
-                     (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
-        src_images_ready(m, req->stats.image_bytes);
-}
-
-/* ---- post-copy ---- */
 
 /* Bytes from our lazy dump's page server, for the target's daemon. */
 static void src_ps_data(ps_relay *r, const void *buf, size_t n, void *ud) {
@@ -284,76 +267,48 @@ static const ps_relay_ops src_ps_ops = {.data = src_ps_data, .closed = src_ps_cl
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         mig *m = data;
         (void)at_usec;
-        if (!m->lazy || m->images_ready || strcmp(event, "post-dump") != 0)
+        if (strcmp(event, "post-dump") != 0)
                 return;
         /* CRIU flushed every image and now serves the lazy pages from the
          * frozen tasks until the target has them all. */
         log_ctx_info(m->id, "dumped everything but the lazy pages; frozen for %llu ms so far",
                      (unsigned long long)((now_usec() - m->t_frozen) / 1000));
-        src_images_ready(m, 0);
+        m->t_dumped = now_usec();
+        m->bytes_total = 0;
+        src_feed(m, SRC_EV_IMAGES_READY, NULL);
 }
 
-/* Ends the page server so that CRIU lets the tasks run again here: before
- * COMMITTED, that is the rollback of a post-copy move. */
-static void src_lazy_rollback(mig *m) {
-        log_ctx_info(m->id, "making the lazy dump fail so that the container resumes here");
-        ps_relay_poison(m->relay);
-        m->relay = ps_relay_free(m->relay);
-}
+static void src_on_dumped(ckpt_dump_req *req, int status) {
+        mig *m = req->data;
+        bool lazy_ended = m->t_dumped && m->src.postcopy != SRC_PC_OFF;
 
-/* CRIU's lazy dump returned: every page was served (0), or the transfer
- * failed and CRIU let the tasks run again (< 0). */
-static void src_lazy_dump_ended(mig *m, ckpt_dump_req *req, int status) {
-        nm_error err = {};
-
-        m->lazy_served = true;
-        m->relay = ps_relay_free(m->relay);
-        if (m->postcopy_failed) {
-                if (status < 0 && m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
-                        log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
-                src_done(m, MIG_LOST);
+        criu_queue_done(m->a, &m->job);
+        if (m->ps_fd >= 0)
+                close(TAKE_FD(m->ps_fd));
+        if (lazy_ended)
+                m->relay = ps_relay_free(m->relay);
+        if (status < 0 && !req->dumped) {
+                if (!m->t_dumped)
+                        m->t_dumped = now_usec();
+                if (lazy_ended)
+                        log_ctx_warning(m->id, "the lazy dump failed: %s", req->error.msg);
+                src_feed_error(m, req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE,
+                               status, "%s%s", lazy_ended ? "" : "dump failed: ", req->error.msg);
                 return;
         }
-        if (status >= 0 && m->phase == MIG_COMMITTED) {
+        if (lazy_ended) {
                 log_ctx_info(m->id, "the lazy dump served its last page");
-                if (m->running_heard)
-                        src_on_running(m, m->new_pid);
-                return; /* RUNNING (or the target's error) decides */
-        }
-        if (status >= 0 && !m->relay_dropped) {
-                /* The target's daemon fetched every page before COMMITTED (a
-                 * small container) and closed the session: CRIU ended the
-                 * tasks here. Only forward now: the target's copy is
-                 * complete, and src_rollback cannot undo this. */
-                log_ctx_info(m->id, "the lazy dump served its last page before the commit");
+                src_feed(m, SRC_EV_DUMP_OK, NULL);
                 return;
         }
-        if (status >= 0) {
-                mig_fail_reason(m, -EIO, "the lazy dump ended before COMMITTED; the container is lost");
-                src_done(m, MIG_LOST);
-                return;
-        }
-        if (m->phase == MIG_COMMITTED) {
-                /* CRIU resumed the tasks here, but the target's copy runs:
-                 * never two copies. */
-                mig_fail_reason(m, status, "post-copy failed after COMMITTED: %s", req->error.msg);
-                if (m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
-                        log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
-                return; /* the target's answer (RUNNING or ERROR) decides */
-        }
-        /* Before COMMITTED: CRIU let the frozen tasks run on; only the
-         * network lock is left to undo. */
-        if (m->ctr && ckpt_lazy_unlock_network(m->ctr->pid, &err) < 0)
-                log_ctx_warning(m->id, "%s", err.msg);
-        else
-                log_ctx_info(m->id, "removed CRIU's network lock of pid %d", m->ctr ? (int)m->ctr->pid : 0);
-        m->t_resumed = now_usec();
-        m->new_pid = m->ctr ? m->ctr->pid : 0;
-        log_ctx_info(m->id,
-                     "rolled back: the container runs here again as pid %d (it never stopped being it)",
-                     (int)m->new_pid);
-        (void)rm_rf_path(m->images_dir);
-        src_done(m, MIG_ROLLED_BACK);
+        if (status < 0)
+                log_ctx_warning(m->id, "CRIU dumped the images but then failed: %s", req->error.msg);
+        log_ctx_info(m->id, "dumped %llu bytes of images; frozen for %llu ms (%s)",
+                     (unsigned long long)req->stats.image_bytes,
+                     (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
+        m->t_dumped = now_usec();
+        m->bytes_total = req->stats.image_bytes;
+        src_feed(m, SRC_EV_DUMP_OK, NULL);
 }
 
 static void src_dump_start(criu_job *job) {
@@ -362,11 +317,6 @@ static void src_dump_start(criu_job *job) {
         char work[PATH_MAX];
         int r;
 
-        if (m->err.code) { /* aborted while waiting for CRIU */
-                criu_queue_done(a, job);
-                src_done(m, MIG_FAILED);
-                return;
-        }
         snprintf(work, sizeof(work), "%s/%s-dump", a->criu_work_dir, m->id);
         ckpt_dump_opts o = {
                 .criu = {.criu = a->criu, .work_dir = work},
@@ -375,12 +325,12 @@ static void src_dump_start(criu_job *job) {
                 .node_name = a->cfg.node,
         };
         m->dump.data = m;
-        if (m->lazy) {
+        if (m->src.postcopy != SRC_PC_OFF) {
                 r = ps_relay_new(a->loop, true, &src_ps_ops, m, &m->ps_fd, &m->relay);
                 if (r < 0) {
                         criu_queue_done(a, job);
-                        mig_fail_reason(m, r, "cannot set up the post-copy relay: %s", strerror(-r));
-                        src_done(m, MIG_FAILED);
+                        src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r,
+                                       "cannot set up the post-copy relay: %s", strerror(-r));
                         return;
                 }
                 o.lazy = true;
@@ -394,29 +344,35 @@ static void src_dump_start(criu_job *job) {
         if (r < 0) {
                 /* Nothing was touched: checks and captures come before CRIU. */
                 criu_queue_done(a, job);
-                mig_fail_reason(m, r, "cannot dump: %s", m->dump.error.msg);
-                if (m->link && peer_link_conn(m->link)) {
-                        proto_msg ab = {.type = PROTO_MSG_ABORT,
-                                        .abort = {.mig = m->id, .reason = m->err.msg}};
-                        (void)peer_link_send(m->link, &ab, NULL);
-                }
-                src_done(m, MIG_FAILED);
+                src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r, "cannot dump: %s", m->dump.error.msg);
         }
 }
 
-static void src_on_accept(mig *m) {
-        if (mig_set_phase(m, MIG_DUMPING) < 0) {
-                src_done(m, MIG_FAILED);
-                return;
-        }
-        m->job.start = src_dump_start;
-        criu_queue_push(m->a, &m->job);
+static void src_cancel_dump(mig *m) {
+        if (criu_queue_cancel(m->a, &m->job))
+                src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, -ECANCELED,
+                               "the dump was called off before it started");
 }
 
 /* ---- rollback ---- */
 
-static void src_rolled_back(mig *m, int status);
-static void src_on_rolled_back(ckpt_restore_req *req, int status);
+static void src_on_rolled_back(ckpt_restore_req *req, int status) {
+        mig *m = req->data;
+        agent *a = m->a;
+
+        criu_queue_done(a, &m->job);
+        if (status < 0) {
+                log_ctx_error(m->id, "rollback attempt %u failed: %s", m->src.rollback_failures + 1,
+                              req->error.msg);
+                src_feed(m, SRC_EV_ROLLBACK_FAILED, &req->error);
+                return;
+        }
+        m->new_pid = req->pid;
+        m->t_resumed = now_usec();
+        log_ctx_info(m->id, "rolled back: container %s runs here again as pid %d", m->container_id,
+                     (int)req->pid);
+        src_feed(m, SRC_EV_ROLLBACK_OK, NULL);
+}
 
 static void src_rollback_start(criu_job *job) {
         mig *m = container_of(job, mig, job);
@@ -424,7 +380,7 @@ static void src_rollback_start(criu_job *job) {
         char work[PATH_MAX];
         int r;
 
-        snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, m->retries);
+        snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, m->src.rollback_failures);
         ckpt_restore_opts o = {
                 .criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
         ckpt_restore_req_done(&m->rollback);
@@ -433,254 +389,218 @@ static void src_rollback_start(criu_job *job) {
         r = ckpt_restore(a->loop, &m->rollback, m->images_dir, &o, src_on_rolled_back);
         if (r < 0) {
                 criu_queue_done(a, job);
-                src_rolled_back(m, r);
+                log_ctx_error(m->id, "rollback attempt %u failed: %s", m->src.rollback_failures + 1,
+                              m->rollback.error.msg);
+                src_feed(m, SRC_EV_ROLLBACK_FAILED, &m->rollback.error);
         }
 }
 
-static void src_retry_rollback(uv_timer_t *t) {
-        mig *m = t->data;
+static void src_start_rollback(mig *m, unsigned attempt) {
+        if (attempt == 0)
+                mig_progress(m, "rolling back: restoring the container here");
         m->job.start = src_rollback_start;
         criu_queue_push(m->a, &m->job);
 }
 
-static void src_on_rolled_back(ckpt_restore_req *req, int status) {
-        mig *m = req->data;
-        criu_queue_done(m->a, &m->job);
-        src_rolled_back(m, status);
+/* ---- post-copy ---- */
+
+/* Ends the page server so that CRIU lets the tasks run again here: before
+ * COMMITTED, that is the rollback of a post-copy move. */
+static void src_resume_in_place(mig *m) {
+        mig_progress(m, "rolling back: the container resumes here");
+        log_ctx_info(m->id, "making the lazy dump fail so that the container resumes here");
+        ps_relay_poison(m->relay);
+        m->relay = ps_relay_free(m->relay);
 }
 
-static void src_rolled_back(mig *m, int status) {
-        ckpt_restore_req *req = &m->rollback;
-        agent *a = m->a;
+/* CRIU let the frozen tasks run on; only the network lock is left. */
+static void src_unlock_network(mig *m) {
         nm_error err = {};
 
-        if (status < 0) {
-                log_ctx_error(m->id, "rollback attempt %u failed: %s", m->retries + 1, req->error.msg);
-                if (++m->retries < ROLLBACK_ATTEMPTS) {
-                        uv_timer_start(&m->timer, src_retry_rollback, ROLLBACK_RETRY_MS, 0);
-                        return;
-                }
-                mig_fail_reason(m, status, "rollback failed %u times (last: %s); images kept in %s",
-                                ROLLBACK_ATTEMPTS, req->error.msg, m->images_dir);
-                src_done(m, MIG_LOST);
-                return;
-        }
-        m->new_pid = req->pid;
-        m->t_resumed = now_usec();
-        if (m->ctr && !m->ctr->bare &&
-            ckpt_state_write_restored(a->cfg.state_dir, m->ctr, req->pid, req->start_ticks, &err) < 0)
-                log_ctx_error(m->id, "restored as pid %d but cannot rewrite its state file: %s",
-                              (int)req->pid, err.msg);
-        log_ctx_info(m->id, "rolled back: container %s runs here again as pid %d", m->container_id,
-                     (int)req->pid);
-        (void)rm_rf_path(m->images_dir);
-        src_done(m, MIG_ROLLED_BACK);
-}
-
-static void src_rollback(mig *m) {
-        if (m->phase == MIG_ROLLING_BACK)
-                return;
-        if (m->lazy && m->lazy_served && m->phase < MIG_COMMITTED) {
-                /* Every page left with the tasks: nothing to restore here.
-                 * "lost" answers a target's QUERY with committed, so a
-                 * complete stopped copy there still resumes. */
-                mig_fail_reason(m, -EIO, "post-copy failed after the last page was served: %s",
-                                m->err.code ? m->err.msg : "no copy left here");
-                src_done(m, MIG_LOST);
-                return;
-        }
-        if (m->lazy && m->images_ready && !m->lazy_served) {
-                /* The memory is still in the frozen tasks, not in images. */
-                if (m->link && peer_link_conn(m->link)) {
-                        proto_msg ab = {.type = PROTO_MSG_ABORT,
-                                        .abort = {.mig = m->id,
-                                                  .reason = m->err.code ? m->err.msg : "source rolls back"}};
-                        (void)peer_link_send(m->link, &ab, NULL);
-                }
-                src_close_link(m);
-                (void)mig_set_phase(m, MIG_ROLLING_BACK);
-                mig_progress(m, "rolling back: the container resumes here");
-                src_lazy_rollback(m); /* src_lazy_dump_ended finishes */
-                return;
-        }
-        if (m->link && peer_link_conn(m->link)) {
-                proto_msg ab = {
-                        .type = PROTO_MSG_ABORT,
-                        .abort = {.mig = m->id, .reason = m->err.code ? m->err.msg : "source rolls back"}};
-                (void)peer_link_send(m->link, &ab, NULL);
-        }
-        src_close_link(m);
-        (void)mig_set_phase(m, MIG_ROLLING_BACK);
-        mig_progress(m, "rolling back: restoring the container here");
-        m->retries = 0;
-        m->job.start = src_rollback_start;
-        criu_queue_push(m->a, &m->job);
-}
-
-/* ---- failures ---- */
-
-static void src_fail(mig *m, int code, const nm_error *err) {
-        if (err && err->code)
-                mig_fail_reason(m, code, "%s", err->msg);
+        if (m->ctr && ckpt_lazy_unlock_network(m->ctr->pid, &err) < 0)
+                log_ctx_warning(m->id, "%s", err.msg);
         else
-                mig_fail_reason(m, code, "migration to %s failed (%s)", strna(m->peer), strerror(-code));
-        switch (m->phase) {
-        case MIG_PRECHECK: src_done(m, MIG_FAILED); return;
-        case MIG_DUMPING:
-                /* CRIU is running: src_on_dumped decides, seeing m->err. */
-                src_close_link(m);
-                return;
-        case MIG_DUMPED:
-        case MIG_STREAMING:
-        case MIG_RESTORING: src_rollback(m); return;
-        case MIG_COMMITTED:
-                src_close_link(m);
-                src_forward(m);
-                return;
-        case MIG_ROLLING_BACK:
-        case MIG_DONE:
-        case MIG_ROLLED_BACK:
-        case MIG_FAILED:
-        case MIG_REFUSED:
-        case MIG_LOST:
-        case MIG_RECEIVING:
-        case MIG_VERIFIED:
-        case MIG_DEST_RESTORING:
-        case MIG_RESTORED:
-        case MIG_IN_DOUBT:
-        case MIG_RUNNING:
-        case MIG_ABORTED:
-        case _MIG_PHASE_MAX:
-        case _MIG_PHASE_INVALID: break;
-        }
+                log_ctx_info(m->id, "removed CRIU's network lock of pid %d", m->ctr ? (int)m->ctr->pid : 0);
+        m->t_resumed = now_usec();
+        m->new_pid = m->ctr ? m->ctr->pid : 0;
+        log_ctx_info(m->id,
+                     "rolled back: the container runs here again as pid %d (it never stopped being it)",
+                     (int)m->new_pid);
 }
 
-/* ---- commit and forward ---- */
-
-static void src_on_running(mig *m, pid_t pid) {
+static void src_kill_copy(mig *m) {
         nm_error err = {};
-        if (m->lazy && !m->lazy_served) {
-                /* RUNNING says every page arrived; CRIU returns right after. */
-                m->running_heard = true;
-                m->new_pid = pid;
-                return;
-        }
-        m->new_pid = pid;
+        if (m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
+                log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
+}
+
+/* ---- the end ---- */
+
+static void src_write_state(mig *m) {
+        nm_error err = {};
+        if (m->ctr && !m->ctr->bare &&
+            ckpt_state_write_restored(m->a->cfg.state_dir, m->ctr, m->rollback.pid, m->rollback.start_ticks,
+                                      &err) < 0)
+                log_ctx_error(m->id, "restored as pid %d but cannot rewrite its state file: %s",
+                              (int)m->rollback.pid, err.msg);
+}
+
+/* The container runs on the target: it is no longer ours. */
+static void src_remove_state(mig *m) {
+        nm_error err = {};
+
         m->t_resumed = now_usec();
         m->t_restored = m->t_restored ? m->t_restored : m->t_resumed;
-        if (m->images_dir)
-                (void)rm_rf_path(m->images_dir);
         if (m->container_id && !(m->ctr && m->ctr->bare) &&
             ckpt_state_remove(m->a->cfg.state_dir, m->container_id, &err) < 0)
                 log_ctx_warning(m->id, "cannot remove our state file: %s", err.msg);
-        log_ctx_info(m->id, "container %s runs on %s as pid %d", m->container_id, m->peer, (int)pid);
-        src_done(m, MIG_DONE);
+        log_ctx_info(m->id, "container %s runs on %s as pid %d", m->container_id, m->peer, (int)m->new_pid);
 }
 
-static void src_on_restored(mig *m, pid_t pid) {
-        fault_point(m, "got-restored");
-        m->t_restored = now_usec();
-        m->new_pid = pid;
-        mig_rec_set_int(m, "dest_pid", pid);
-        /* The point of no return: once this is on disk we never roll back. */
-        if (mig_set_phase(m, MIG_COMMITTED) < 0) {
-                src_rollback(m);
+/* Committed, not confirmed: tell the operator now, and why; we keep trying
+ * in the background. */
+static void src_report_in_doubt(mig *m) {
+        json_t *doc;
+
+        if (!m->cli || m->result_sent)
                 return;
-        }
-        proto_msg c = {.type = PROTO_MSG_COMMIT, .commit = {.mig = m->id}};
-        m->t_commit = now_usec();
-        src_send(m, &c);
+        doc = mig_result_doc(m);
+        if (!m->err.code && m->doubt.code)
+                json_object_set_new(doc, "error",
+                                    json_sprintf("%s has not confirmed that the container runs there: %s",
+                                                 m->peer, m->doubt.msg));
+        ctl_send_result(m->cli, m->id, doc);
+        json_decref(doc);
+        m->result_sent = true;
 }
 
-static void src_forward_retry(uv_timer_t *t);
+static void src_note(mig *m, src_why why) {
+        const nm_error *e = &m->cur.err;
 
-static void src_forward(mig *m) {
-        nm_error err = {};
-        uint64_t delay = FORWARD_RETRY_MIN_MS << (m->retries < 6 ? m->retries : 6);
-
-        if (m->retries == 1 && m->cli && !m->result_sent) {
-                /* Tell the operator now, and why; we keep trying in the
-                 * background. */
-                json_t *doc = mig_result_doc(m);
-                if (!m->err.code && m->doubt.code)
-                        json_object_set_new(
-                                doc, "error",
-                                json_sprintf("%s has not confirmed that the container runs there: %s",
-                                             m->peer, m->doubt.msg));
-                ctl_send_result(m->cli, m->id, doc);
-                json_decref(doc);
-                m->result_sent = true;
-        }
-        if (m->retries > 0) {
-                log_ctx_warning(
-                        m->id, "committed, but %s has not confirmed RUNNING yet: retrying in %llu ms",
-                        m->peer,
-                        (unsigned long long)(delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay));
-                uv_timer_start(&m->timer, src_forward_retry,
-                               delay > FORWARD_RETRY_MAX_MS ? FORWARD_RETRY_MAX_MS : delay, 0);
-                m->retries++;
+        switch (why) {
+        case SRC_WHY_EVENT:
+                if (e->code)
+                        mig_fail_reason(m, e->code, "%s", e->msg);
+                else
+                        mig_fail_reason(m, -EIO, "migration to %s failed", strna(m->peer));
                 return;
-        }
-        m->retries++;
-        if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) < 0) {
-                log_ctx_error(m->id, "%s", err.msg);
-                m->doubt = err;
-                src_forward(m);
+        case SRC_WHY_TARGET_GONE_IN_DUMP:
+                mig_fail_reason(m, -ECONNRESET, "lost the target %s during the dump", m->peer);
+                return;
+        case SRC_WHY_LAZY_ENDED_EARLY:
+                mig_fail_reason(m, -EIO, "the lazy dump ended before COMMITTED; the container is lost");
+                return;
+        case SRC_WHY_POSTCOPY_AFTER_COMMIT:
+                mig_fail_reason(m, e->code, "post-copy failed after COMMITTED: %s", e->msg);
+                return;
+        case SRC_WHY_POSTCOPY_SERVED:
+                mig_fail_reason(m, -EIO, "post-copy failed after the last page was served: %s",
+                                m->err.code ? m->err.msg : "no copy left here");
+                return;
+        case SRC_WHY_POSTCOPY_UNDOABLE:
+                mig_fail_reason(m, e->code, "%s; post-copy cannot be undone: the container is lost", e->msg);
+                return;
+        case SRC_WHY_ROLLBACK_EXHAUSTED:
+                mig_fail_reason(m, e->code, "rollback failed %u times (last: %s); images kept in %s",
+                                SRC_ROLLBACK_ATTEMPTS, e->msg, m->images_dir);
+                return;
+        case SRC_WHY_STOPPED_BEFORE_DUMP:
+                mig_fail_reason(m, -EINTR,
+                                "the agent stopped before the dump; the container was not touched");
+                return;
+        case SRC_WHY_STOPPED_DURING_MOVE:
+                mig_fail_reason(m, -EINTR, "the agent stopped during the move (phase %s); rolling back",
+                                m->journaled);
+                return;
+        case SRC_WHY_ANSWERED_ABORTED:
+                mig_fail_reason(m, -ECONNRESET, "migration to %s failed (%s)", strna(m->peer),
+                                strerror(ECONNRESET));
+                return;
+        case _SRC_WHY_MAX:
+        case _SRC_WHY_INVALID: break;
         }
 }
 
-static void src_forward_retry(uv_timer_t *t) {
-        mig *m = t->data;
-        nm_error err = {};
-        if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) < 0) {
-                log_ctx_error(m->id, "%s", err.msg);
-                m->doubt = err;
-                src_forward(m);
-        }
+/* ---- the runner's side ---- */
+
+static handoff_verdict src_ops_step(mig *m, const mig_event *ev) {
+        src_state next;
+        handoff_verdict v = src_step(&m->src, &ev->src, &next, &m->src_acts);
+
+        if (v == HANDOFF_REFUSED)
+                log_ctx_warning(m->id, "source: %s cannot happen in phase %s; ignored",
+                                src_event_to_string(ev->src.kind), src_phase_to_string(m->src.phase));
+        else
+                log_ctx_debug(m->id, "source: %s in phase %s: %s, %zu action(s), now %s",
+                              src_event_to_string(ev->src.kind), src_phase_to_string(m->src.phase),
+                              handoff_verdict_to_string(v), m->src_acts.n, src_phase_to_string(next.phase));
+        m->src = next;
+        m->n_acts = m->src_acts.n;
+        return v;
 }
+
+static mig_act_result src_perform(mig *m, size_t i, mig_event *ret) {
+        const src_action *a = &m->src_acts.v[i];
+        nm_error err = {};
+
+        switch (a->kind) {
+        case SRC_DO_NOTE_FAILURE: src_note(m, a->why); return MIG_ACT_DONE;
+        case SRC_DO_JOURNAL:
+                if (mig_journal(m, src_phase_to_string(a->phase), &err) < 0)
+                        return src_failed(ret, SRC_EV_JOURNAL_FAILED, &err);
+                return MIG_ACT_DONE;
+        case SRC_DO_OPEN_LINK: return src_open_link(m, ret);
+        case SRC_DO_CLOSE_LINK: src_close_link(m); return MIG_ACT_DONE;
+        case SRC_DO_SEND_OFFER: return src_send_offer(m, ret);
+        case SRC_DO_SEND_ABORT: src_send_abort(m); return MIG_ACT_DONE;
+        case SRC_DO_SEND_RESTORE:
+                mig_progress(m, "the target verified every byte; restoring there");
+                return src_send(m, &(proto_msg){.type = PROTO_MSG_RESTORE, .restore = {.mig = m->id}}, ret);
+        case SRC_DO_SEND_COMMIT:
+                if (!m->t_commit)
+                        m->t_commit = now_usec();
+                return src_send(m, &(proto_msg){.type = PROTO_MSG_COMMIT, .commit = {.mig = m->id}}, ret);
+        case SRC_DO_START_DUMP:
+                m->job.start = src_dump_start;
+                criu_queue_push(m->a, &m->job);
+                return MIG_ACT_DONE;
+        case SRC_DO_CANCEL_DUMP: src_cancel_dump(m); return MIG_ACT_DONE;
+        case SRC_DO_START_STREAM: return src_start_stream(m, ret);
+        case SRC_DO_START_ROLLBACK: src_start_rollback(m, a->attempt); return MIG_ACT_DONE;
+        case SRC_DO_ROLLBACK_LATER:
+                uv_timer_start(&m->timer, src_on_timer, a->delay_ms, 0);
+                return MIG_ACT_DONE;
+        case SRC_DO_RECONNECT_LATER:
+                log_ctx_warning(m->id, "committed, but %s has not confirmed RUNNING yet: retrying in %u ms",
+                                m->peer, a->delay_ms);
+                uv_timer_start(&m->timer, src_on_timer, a->delay_ms, 0);
+                return MIG_ACT_DONE;
+        case SRC_DO_REPORT_IN_DOUBT: src_report_in_doubt(m); return MIG_ACT_DONE;
+        case SRC_DO_RESUME_IN_PLACE: src_resume_in_place(m); return MIG_ACT_DONE;
+        case SRC_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
+        case SRC_DO_UNLOCK_NETWORK: src_unlock_network(m); return MIG_ACT_DONE;
+        case SRC_DO_KILL_COPY: src_kill_copy(m); return MIG_ACT_DONE;
+        case SRC_DO_WRITE_STATE: src_write_state(m); return MIG_ACT_DONE;
+        case SRC_DO_REMOVE_STATE: src_remove_state(m); return MIG_ACT_DONE;
+        case SRC_DO_REMOVE_IMAGES:
+                if (m->images_dir)
+                        (void)rm_rf_path(m->images_dir);
+                return MIG_ACT_DONE;
+        case SRC_DO_ANSWER: m->answer = a->outcome; return MIG_ACT_DONE;
+        case SRC_DO_FINISH: mig_finish(m); return MIG_ACT_DONE;
+        case _SRC_ACTION_MAX:
+        case _SRC_ACTION_INVALID: break;
+        }
+        return MIG_ACT_DONE;
+}
+
+static const mig_role_ops src_ops = {.step = src_ops_step, .perform = src_perform};
 
 /* ---- messages from the target ---- */
 
 static void src_link_ready(peer_link *l, void *ud) {
-        mig *m = ud;
         (void)l;
-        if (m->phase == MIG_PRECHECK) {
-                src_send_offer(m);
-        } else if (m->phase == MIG_COMMITTED) {
-                proto_msg c = {.type = PROTO_MSG_COMMIT, .commit = {.mig = m->id}};
-                src_send(m, &c);
-        }
-}
-
-static void src_on_reject(mig *m, const proto_reject *rj) {
-        mig_fail_reason(m, -EPERM, "%s refused: %s (%s)", m->peer, rj->reason,
-                        strna(proto_reject_code_to_string(rj->code)));
-        src_done(m, MIG_REFUSED);
-}
-
-static void src_on_peer_error(mig *m, const char *what, int code, const char *reason) {
-        nm_error err = {};
-        nm_error_set(&err, code < 0 ? code : -EIO, "%s %s: %s", m->peer, what, reason);
-        if (m->phase == MIG_COMMITTED && m->lazy) {
-                /* The target lost its copy during post-copy; ours goes with
-                 * the pages it served: nothing can run the container. */
-                mig_fail_reason(m, code, "%s; post-copy cannot be undone: the container is lost", err.msg);
-                m->postcopy_failed = m->relay_dropped = true;
-                m->relay = ps_relay_free(m->relay); /* CRIU ends its tasks */
-                if (m->lazy_served)
-                        src_done(m, MIG_LOST);
-                return; /* else once CRIU has returned (src_lazy_dump_ended) */
-        }
-        if (m->phase == MIG_COMMITTED && code == -ESRCH) {
-                /* The target holds no copy and never resumed one: bringing
-                 * ours back is the only way the container keeps running. */
-                mig_fail_reason(m, code, "%s", err.msg);
-                src_close_link(m);
-                m->phase = MIG_STREAMING; /* in memory only: allows the rollback */
-                src_rollback(m);
-                return;
-        }
-        src_fail(m, err.code, &err);
+        src_feed(ud, SRC_EV_LINK_READY, NULL);
 }
 
 static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
@@ -691,80 +611,64 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
         if (mig_id && strcmp(mig_id, m->id) != 0)
                 return;
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
-        case PROTO_MSG_ACCEPT:
-                if (m->phase == MIG_PRECHECK)
-                        src_on_accept(m);
-                return;
+        case PROTO_MSG_ACCEPT: src_feed(m, SRC_EV_ACCEPT, NULL); return;
         case PROTO_MSG_REJECT:
-                if (m->phase == MIG_PRECHECK)
-                        src_on_reject(m, &msg->reject);
+                src_feed_error(m, SRC_EV_REJECT, -EPERM, "%s refused: %s (%s)", m->peer, msg->reject.reason,
+                               strna(proto_reject_code_to_string(msg->reject.code)));
                 return;
         case PROTO_MSG_VERIFIED:
-                if (m->phase != MIG_STREAMING || !m->t_streamed)
-                        break;
-                if (mig_set_phase(m, MIG_RESTORING) < 0) {
-                        src_rollback(m);
-                        return;
-                }
-                proto_msg r = {.type = PROTO_MSG_RESTORE, .restore = {.mig = m->id}};
-                mig_progress(m, "the target verified every byte; restoring there");
-                src_send(m, &r);
+                /* Worded for the case it comes out of turn. */
+                src_feed_error(m, SRC_EV_VERIFIED, -EPROTO, "%s sent: VERIFIED", m->peer);
                 return;
         case PROTO_MSG_RESTORED:
-                if (m->phase == MIG_RESTORING)
-                        src_on_restored(m, (pid_t)msg->restored.pid);
+                fault_point(m, "got-restored");
+                m->t_restored = now_usec();
+                m->new_pid = (pid_t)msg->restored.pid;
+                mig_rec_set_int(m, "dest_pid", m->new_pid);
+                src_feed(m, SRC_EV_RESTORED, NULL);
                 return;
         case PROTO_MSG_RUNNING:
-                if (m->phase == MIG_COMMITTED)
-                        src_on_running(m, (pid_t)msg->running.pid);
+                m->new_pid = (pid_t)msg->running.pid;
+                src_feed(m, SRC_EV_RUNNING, NULL);
                 return;
         case PROTO_MSG_PS_DATA:
                 if (m->relay)
                         (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
                 return;
-        case PROTO_MSG_ABORT: src_on_peer_error(m, "aborted", -ECONNABORTED, msg->abort.reason); return;
-        case PROTO_MSG_ERROR:
-                src_on_peer_error(m, "reported an error", msg->error.code, msg->error.reason);
+        case PROTO_MSG_ABORT:
+                src_feed_error(m, SRC_EV_PEER_ABORT, -ECONNABORTED, "%s aborted: %s", m->peer,
+                               msg->abort.reason);
                 return;
+        case PROTO_MSG_ERROR: {
+                mig_event ev = {.src = {.kind = SRC_EV_PEER_ERROR, .code = msg->error.code}};
+                nm_error_set(&ev.err, msg->error.code < 0 ? msg->error.code : -EIO,
+                             "%s reported an error: %s", m->peer, msg->error.reason);
+                mig_feed(m, &ev);
+                return;
+        }
         default: break;
         }
-        src_on_peer_error(m, "sent", -EPROTO, proto_msg_type_to_string(msg->type));
+        src_feed_error(m, SRC_EV_PEER_UNEXPECTED, -EPROTO, "%s sent: %s", m->peer,
+                       strna(proto_msg_type_to_string(msg->type)));
 }
 
 static void src_link_closed(peer_link *l, int status, const nm_error *err, void *ud) {
         mig *m = ud;
         nm_error e = {};
         (void)l;
+
         m->link = NULL;
-        if (m->send) {
-                nm_error_set(&e, status ? status : -ECONNRESET, "the link to %s was lost while streaming",
-                             m->peer);
-                xfer_send_abort(m->send, e.code, err && err->code ? err : &e);
-        }
-        if (mig_phase_is_final(m->phase) || m->phase == MIG_ROLLING_BACK)
-                return;
-        if (m->phase == MIG_COMMITTED) {
-                log_ctx_warning(m->id, "link to %s lost after COMMITTED: %s", m->peer,
-                                err && err->code ? err->msg : "closed");
-                if (err && err->code)
-                        m->doubt = *err;
-                else
-                        nm_error_set(&m->doubt, -ECONNRESET, "the link to %s closed", m->peer);
-                if (m->relay) {
-                        /* Post-copy cut short: CRIU ends the tasks here (the
-                         * target's copy is the container now, if it has its
-                         * pages; it says so when we reach it again). */
-                        m->relay_dropped = true;
-                        m->relay = ps_relay_free(m->relay);
-                }
-                src_forward(m);
-                return;
-        }
         if (!err || !err->code) {
                 nm_error_set(&e, status ? status : -ECONNRESET, "the link to %s closed", m->peer);
                 err = &e;
         }
-        src_fail(m, err->code, err);
+        /* The sender must be stopped before the connection goes. */
+        if (m->send)
+                xfer_send_abort(m->send, err->code, err);
+        m->doubt = *err;
+        if (m->src.phase == SRC_COMMITTED)
+                log_ctx_warning(m->id, "link to %s lost after COMMITTED: %s", m->peer, err->msg);
+        src_feed(m, SRC_EV_LINK_LOST, err);
 }
 
 static const peer_link_ops src_link_ops = {
@@ -823,7 +727,7 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         if (r < 0)
                 return r;
         agent_new_id(id);
-        m = mig_new(a, MIG_ROLE_SOURCE, id);
+        m = mig_new(a, MIG_ROLE_SOURCE, id, &src_ops);
         if (!m) {
                 ckpt_container_free(c);
                 return nm_error_set(err, -ENOMEM, "out of memory");
@@ -835,7 +739,7 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         snprintf(path, sizeof(path), "%s/%s", a->checkpoints_dir, id);
         m->images_dir = strdup(path);
         lazy = proto_opts_get(&req->opts, "lazy");
-        m->lazy = lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b;
+        m->src = src_state_new(lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b);
         m->cli = cli;
         m->drain = d;
         mig_rec_set_str(m, "container_id", c->id);
@@ -847,17 +751,8 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         mig_rec_set_str(m, "images_dir", m->images_dir);
         log_ctx_info(id, "moving container %s (%s, pid %d) to %s", c->id, strna(c->name), (int)c->pid,
                      p->name);
-        if (mig_set_phase(m, MIG_PRECHECK) < 0) {
-                *err = m->err;
-                mig_finish(m);
-                return err->code;
-        }
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
-        if (peer_link_open(a, m->peer, m->id, &src_link_ops, m, err, &m->link) < 0) {
-                mig_fail_reason(m, err->code, "%s", err->msg);
-                src_done(m, MIG_FAILED);
-                return 0; /* the result went to the CLI already */
-        }
+        src_feed(m, SRC_EV_START, NULL);
         return 0;
 }
 
@@ -867,32 +762,33 @@ void mig_src_cli_gone(mig *m) {
 
 /* ---- the answer to a destination holding a stopped copy ---- */
 
-static proto_outcome outcome_of_phase(mig_phase p) {
-        switch (p) {
-        case MIG_COMMITTED:
-        case MIG_DONE:
-        case MIG_LOST: /* nothing runs here: the target's copy is the container now */
-                return PROTO_OUTCOME_COMMITTED;
-        case MIG_PRECHECK:
-        case MIG_DUMPING:
-        case MIG_DUMPED:
-        case MIG_STREAMING:
-        case MIG_RESTORING:
-        case MIG_ROLLING_BACK:
-        case MIG_ROLLED_BACK:
-        case MIG_FAILED:
-        case MIG_REFUSED: return PROTO_OUTCOME_ABORTED;
-        case MIG_RECEIVING:
-        case MIG_VERIFIED:
-        case MIG_DEST_RESTORING:
-        case MIG_RESTORED:
-        case MIG_IN_DOUBT:
-        case MIG_RUNNING:
-        case MIG_ABORTED:
-        case _MIG_PHASE_MAX:
-        case _MIG_PHASE_INVALID: break;
+static proto_outcome proto_outcome_of(handoff_outcome o) {
+        switch (o) {
+        case HANDOFF_OUTCOME_COMMITTED: return PROTO_OUTCOME_COMMITTED;
+        case HANDOFF_OUTCOME_ABORTED: return PROTO_OUTCOME_ABORTED;
+        case HANDOFF_OUTCOME_UNKNOWN:
+        case _HANDOFF_OUTCOME_MAX:
+        case _HANDOFF_OUTCOME_INVALID: break;
         }
         return PROTO_OUTCOME_UNKNOWN;
+}
+
+/* An active migration answers through its core (which may roll it back to
+ * make "aborted" true); busy carrying out a step, it cannot be stepped, and
+ * the core's answer for that ("ask again") changes nothing. */
+static handoff_outcome src_query(mig *m) {
+        mig_event ev = {.src = {.kind = SRC_EV_QUERY, .settled = m->run == MIG_RUN_IDLE}};
+        src_state ignored;
+        src_actions acts;
+
+        if (!ev.src.settled) {
+                (void)src_step(&m->src, &ev.src, &ignored, &acts);
+                return acts.n > 0 && acts.v[0].kind == SRC_DO_ANSWER ? acts.v[0].outcome
+                                                                     : HANDOFF_OUTCOME_UNKNOWN;
+        }
+        m->answer = HANDOFF_OUTCOME_UNKNOWN;
+        mig_feed(m, &ev);
+        return m->answer;
 }
 
 proto_outcome mig_src_outcome(agent *a, const char *id) {
@@ -900,20 +796,10 @@ proto_outcome mig_src_outcome(agent *a, const char *id) {
         json_t *done = NULL, *rec;
         nm_error err = {};
         size_t i;
-        proto_outcome o = PROTO_OUTCOME_UNKNOWN;
+        handoff_outcome o = HANDOFF_OUTCOME_UNKNOWN;
 
-        if (m && m->role == MIG_ROLE_SOURCE) {
-                o = outcome_of_phase(m->phase);
-                if (o == PROTO_OUTCOME_ABORTED && m->phase < MIG_COMMITTED && m->phase != MIG_ROLLING_BACK) {
-                        /* We answer "aborted": make it true before anything
-                         * else can happen to this migration. */
-                        src_fail(m, -ECONNRESET, NULL);
-                }
-                if (m->phase == MIG_LOST) {
-                        mig_fail_reason(m, -EIO, "handed over to %s after a failed rollback", m->peer);
-                }
-                return o;
-        }
+        if (m && m->role == MIG_ROLE_SOURCE)
+                return proto_outcome_of(src_query(m));
         if (journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
                 return PROTO_OUTCOME_UNKNOWN;
         json_array_foreach(done, i, rec) {
@@ -921,13 +807,13 @@ proto_outcome mig_src_outcome(agent *a, const char *id) {
                 if (rid && strcmp(rid, id) == 0 &&
                     mig_role_from_string(json_string_value(json_object_get(rec, "role"))) ==
                             MIG_ROLE_SOURCE) {
-                        o = outcome_of_phase(
-                                mig_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
+                        o = src_outcome_of(
+                                src_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
                         break;
                 }
         }
         json_decref(done);
-        return o;
+        return proto_outcome_of(o);
 }
 
 /* ---- after a restart ---- */
@@ -942,56 +828,40 @@ static int src_load_container(mig *m, nm_error *err) {
         return ckpt_container_from_metadata(md, &m->ctr, err);
 }
 
-int mig_src_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err) {
-        const char *id = json_string_value(json_object_get(rec, "mig"));
-        mig *m = mig_new(a, MIG_ROLE_SOURCE, id);
+static char *rec_strdup(const mig *m, const char *key) {
+        const char *v = mig_rec_str(m, key);
+        return v ? strdup(v) : NULL;
+}
 
+int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err) {
+        const char *id = json_string_value(json_object_get(rec, "mig"));
+        src_phase phase = src_phase_from_string(json_string_value(json_object_get(rec, "phase")));
+        mig_recovery action = src_recovery_for(phase, container_running);
+        mig *m;
+
+        if (action < 0)
+                return nm_error_set(err, -EBADMSG, "migration %s: no source recovery for phase %s",
+                                    strna(id), strna(src_phase_to_string(phase)));
+        m = mig_new(a, MIG_ROLE_SOURCE, id, &src_ops);
         if (!m)
                 return nm_error_set(err, -ENOMEM, "out of memory");
         json_decref(m->rec);
         m->rec = json_incref(rec);
-        m->phase = mig_phase_from_string(json_string_value(json_object_get(rec, "phase")));
-        m->container_id = json_string_value(json_object_get(rec, "container_id"))
-                                  ? strdup(json_string_value(json_object_get(rec, "container_id")))
-                                  : NULL;
-        m->container_name =
-                mig_rec_str(m, "container_name") ? strdup(mig_rec_str(m, "container_name")) : NULL;
-        m->peer = mig_rec_str(m, "peer") ? strdup(mig_rec_str(m, "peer")) : NULL;
-        m->images_dir = mig_rec_str(m, "images_dir") ? strdup(mig_rec_str(m, "images_dir")) : NULL;
+        m->src = src_state_from_journal(phase);
+        snprintf(m->journaled, sizeof(m->journaled), "%s", src_phase_to_string(phase));
+        m->container_id = rec_strdup(m, "container_id");
+        m->container_name = rec_strdup(m, "container_name");
+        m->peer = rec_strdup(m, "peer");
+        m->images_dir = rec_strdup(m, "images_dir");
         log_ctx_info(id, "recovering source migration of %s to %s from phase %s: %s", strna(m->container_id),
-                     strna(m->peer), mig_phase_to_string(m->phase), mig_recovery_to_string(action));
-        switch (action) {
-        case MIG_RECOVER_FINISH: mig_finish(m); return 0;
-        case MIG_RECOVER_MARK_FAILED:
-                mig_fail_reason(m, -EINTR,
-                                "the agent stopped before the dump; the container was not touched");
-                if (m->images_dir)
-                        (void)rm_rf_path(m->images_dir);
-                src_done(m, MIG_FAILED);
-                return 0;
-        case MIG_RECOVER_ROLLBACK:
-                mig_fail_reason(m, -EINTR, "the agent stopped during the move (phase %s); rolling back",
-                                mig_phase_to_string(m->phase));
-                if (src_load_container(m, err) < 0)
-                        log_ctx_warning(id, "no state to rewrite after rollback: %s", err->msg);
-                nm_error_clear(err);
-                m->phase = MIG_DUMPED; /* in memory: let the rollback start afresh */
-                src_rollback(m);
-                return 0;
-        case MIG_RECOVER_FORWARD:
-                (void)src_load_container(m, err);
-                nm_error_clear(err);
-                m->retries = 0;
-                src_forward(m);
-                return 0;
-        case MIG_RECOVER_DISCARD:
-        case MIG_RECOVER_ASK_SOURCE:
-        case MIG_RECOVER_COMPLETE:
-        case _MIG_RECOVER_MAX:
-        case _MIG_RECOVER_INVALID: break;
+                     strna(m->peer), src_phase_to_string(phase), mig_recovery_to_string(action));
+        if (action == MIG_RECOVER_ROLLBACK || action == MIG_RECOVER_FORWARD) {
+                /* The state file to rewrite after a rollback, or to remove
+                 * once the target runs it. */
+                nm_error e = {};
+                if (src_load_container(m, &e) < 0 && action == MIG_RECOVER_ROLLBACK)
+                        log_ctx_warning(id, "no state to rewrite after rollback: %s", e.msg);
         }
-        nm_error_set(err, -EINVAL, "migration %s: no source recovery for phase %s", id,
-                     strna(mig_phase_to_string(m->phase)));
-        mig_finish(m);
-        return err->code;
+        mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_RECOVER, .container_running = container_running}});
+        return 0;
 }

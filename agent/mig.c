@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "drain.h"
+#include "exit-codes.h"
 #include "log.h"
 #include "macro.h"
 
@@ -19,13 +20,15 @@ static int64_t unix_ms(void) {
         return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-mig *mig_new(agent *a, mig_role role, const char *id) {
+mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         mig *m = calloc(1, sizeof(*m));
         if (!m)
                 return NULL;
         m->a = a;
         m->role = role;
-        m->phase = role == MIG_ROLE_SOURCE ? MIG_PRECHECK : MIG_RECEIVING;
+        m->ops = ops;
+        m->src = src_state_new(false);
+        m->dst = dst_state_new(false);
         snprintf(m->id, sizeof(m->id), "%s", id);
         m->t_start = now_usec();
         m->ps_fd = -EBADF;
@@ -38,7 +41,6 @@ mig *mig_new(agent *a, mig_role role, const char *id) {
         }
         uv_timer_init(a->loop, &m->timer);
         m->timer.data = m;
-        m->timer_open = true;
         LIST_PREPEND(migs, a->migs, m);
         if (role == MIG_ROLE_SOURCE)
                 a->n_src++;
@@ -65,6 +67,15 @@ void mig_rec_set_str(mig *m, const char *key, const char *value) {
 
 void mig_rec_set_int(mig *m, const char *key, int64_t value) {
         mig_rec_set(m, key, json_integer(value));
+}
+
+const char *mig_phase_name(const mig *m) {
+        return m->role == MIG_ROLE_SOURCE ? src_phase_to_string(m->src.phase)
+                                          : dst_phase_to_string(m->dst.phase);
+}
+
+bool mig_parkable(const mig *m) {
+        return m->role == MIG_ROLE_SOURCE ? src_parkable(&m->src) : dst_parkable(&m->dst);
 }
 
 const char *mig_rec_str(const mig *m, const char *key) {
@@ -120,30 +131,112 @@ void fault_point(mig *m, const char *point) {
         }
 }
 
-int mig_set_phase(mig *m, mig_phase phase) {
-        nm_error err = {};
+int mig_journal(mig *m, const char *phase, nm_error *err) {
         json_t *h;
         int r;
 
-        log_ctx_info(m->id, "%s %s -> %s", mig_role_to_string(m->role), mig_phase_to_string(m->phase),
-                     mig_phase_to_string(phase));
-        m->phase = phase;
-        mig_rec_set_str(m, "phase", mig_phase_to_string(phase));
+        mig_rec_set_str(m, "phase", phase);
         mig_rec_set_int(m, "updated_at", unix_ms());
-        h = json_pack("{s:s, s:I}", "phase", mig_phase_to_string(phase), "at", (json_int_t)unix_ms());
+        h = json_pack("{s:s, s:I}", "phase", phase, "at", (json_int_t)unix_ms());
         if (h)
                 json_array_append_new(json_object_get(m->rec, "history"), h);
         if (m->err.code)
                 mig_rec_set_str(m, "error", m->err.msg);
-        r = journal_put(m->a->journal, m->id, m->rec, &err);
+        r = journal_put(m->a->journal, m->id, m->rec, err);
         if (r < 0) {
-                log_ctx_error(m->id, "cannot journal phase %s: %s", mig_phase_to_string(phase), err.msg);
-                mig_fail_reason(m, r, "cannot journal phase %s: %s", mig_phase_to_string(phase), err.msg);
+                nm_error_prefix(err, "cannot journal phase %s", phase);
+                log_ctx_error(m->id, "%s", err->msg);
                 return r;
         }
-        fault_point(m, mig_phase_to_string(phase));
+        log_ctx_info(m->id, "%s %s -> %s", mig_role_to_string(m->role),
+                     m->journaled[0] ? m->journaled : "new", phase);
+        snprintf(m->journaled, sizeof(m->journaled), "%s", phase);
+        fault_point(m, phase);
         mig_progress(m, NULL);
         return 0;
+}
+
+/* ---- the runner: one event at a time, its actions in order ---- */
+
+struct mig_deferred {
+        mig_event ev;
+        mig_deferred *next;
+};
+
+static void defer(mig *m, const mig_event *ev) {
+        mig_deferred *d = malloc(sizeof(*d)), **tail = &m->deferred;
+        if (!d) {
+                log_ctx_error(m->id, "out of memory: an event of this migration is lost");
+                return;
+        }
+        d->ev = *ev;
+        d->next = NULL;
+        while (*tail)
+                tail = &(*tail)->next;
+        *tail = d;
+}
+
+static void drop_deferred(mig *m) {
+        while (m->deferred) {
+                mig_deferred *d = m->deferred;
+                m->deferred = d->next;
+                free(d);
+        }
+}
+
+/* Steps the core with ev (kept while its list is carried out: NOTE_FAILURE
+ * words it). */
+static void load(mig *m, const mig_event *ev) {
+        m->cur = *ev;
+        m->n_acts = m->next_act = 0;
+        (void)m->ops->step(m, &m->cur);
+}
+
+/* Carries out the loaded list until its end or an action that waits. An
+ * action that fails ends its list; the failure is the next event. */
+static void run(mig *m) {
+        m->run = MIG_RUN_ACTING;
+        while (m->next_act < m->n_acts && !m->finished) {
+                mig_event failure = {};
+                switch (m->ops->perform(m, m->next_act++, &failure)) {
+                case MIG_ACT_DONE: break;
+                case MIG_ACT_WAIT: m->run = MIG_RUN_WAITING; return;
+                case MIG_ACT_FAILED: load(m, &failure); break;
+                }
+        }
+        m->run = MIG_RUN_IDLE;
+}
+
+/* Events that waited for a list, in their order. */
+static void run_deferred(mig *m) {
+        while (m->run == MIG_RUN_IDLE && !m->finished && m->deferred) {
+                mig_deferred *d = m->deferred;
+                m->deferred = d->next;
+                load(m, &d->ev);
+                free(d);
+                run(m);
+        }
+}
+
+void mig_feed(mig *m, const mig_event *ev) {
+        if (m->finished)
+                return;
+        if (m->run != MIG_RUN_IDLE) {
+                defer(m, ev);
+                return;
+        }
+        load(m, ev);
+        run(m);
+        run_deferred(m);
+}
+
+void mig_act_done(mig *m, const mig_event *failure) {
+        if (m->finished || m->run != MIG_RUN_WAITING)
+                return;
+        if (failure)
+                load(m, failure);
+        run(m);
+        run_deferred(m);
 }
 
 void mig_fail_reason(mig *m, int code, const char *fmt, ...) {
@@ -164,7 +257,7 @@ void mig_progress(mig *m, const char *message) {
                 eta = (m->bytes_total - m->bytes_done) * 1000 / m->rate;
         proto_msg ev = {.type = PROTO_MSG_EVENT,
                         .event = {.mig = m->id,
-                                  .phase = mig_phase_to_string(m->phase),
+                                  .phase = m->journaled[0] ? m->journaled : mig_phase_name(m),
                                   .bytes_done = m->bytes_done,
                                   .bytes_total = m->bytes_total,
                                   .files_done = m->files_done,
@@ -179,7 +272,13 @@ void mig_progress(mig *m, const char *message) {
 }
 
 static const char *outcome_of(const mig *m) {
-        return m->phase == MIG_COMMITTED ? "in-doubt" : mig_phase_to_string(m->phase);
+        return m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_COMMITTED ? "in-doubt" : mig_phase_name(m);
+}
+
+/* The exit code is the source's to tell: nucleus-migrate runs there. A
+ * destination's record says "not known here". */
+static int exit_code_of(const mig *m) {
+        return m->role == MIG_ROLE_SOURCE ? src_phase_exit_code(m->src.phase) : NM_EXIT_IN_DOUBT;
 }
 
 json_t *mig_result_doc(const mig *m) {
@@ -194,16 +293,18 @@ json_t *mig_result_doc(const mig *m) {
                             json_string(m->a->cfg.node));
         json_object_set_new(doc, m->role == MIG_ROLE_SOURCE ? "target" : "source",
                             m->peer ? json_string(m->peer) : json_null());
-        json_object_set_new(doc, "phase", json_string(mig_phase_to_string(m->phase)));
+        json_object_set_new(doc, "phase", json_string(mig_phase_name(m)));
         json_object_set_new(doc, "outcome", json_string(outcome_of(m)));
-        json_object_set_new(doc, "exit_code", json_integer(mig_phase_exit_code(m->phase)));
+        json_object_set_new(doc, "exit_code", json_integer(exit_code_of(m)));
         json_object_set_new(doc, "new_pid",
                             m->new_pid > 0        ? json_integer(m->new_pid)
                             : m->restored_pid > 0 ? json_integer(m->restored_pid)
                                                   : json_null());
         /* Post-copy: the container runs again from COMMIT on, while its
          * pages still arrive until RUNNING. */
-        uint64_t resumed = m->lazy && m->t_commit ? m->t_commit : m->t_resumed;
+        bool lazy =
+                m->role == MIG_ROLE_SOURCE ? m->src.postcopy != SRC_PC_OFF : m->dst.postcopy != DST_PC_OFF;
+        uint64_t resumed = lazy && m->t_commit ? m->t_commit : m->t_resumed;
         json_object_set_new(doc, "downtime_ms",
                             m->t_frozen && resumed
                                     ? json_integer((json_int_t)((resumed - m->t_frozen) / 1000))
@@ -224,7 +325,7 @@ json_t *mig_result_doc(const mig *m) {
         if (m->t_restored && resumed)
                 json_object_set_new(stages, "commit_ms",
                                     json_integer((json_int_t)((resumed - m->t_restored) / 1000)));
-        if (m->lazy && m->t_commit && m->t_resumed && m->t_resumed > m->t_commit)
+        if (lazy && m->t_commit && m->t_resumed && m->t_resumed > m->t_commit)
                 json_object_set_new(stages, "postcopy_ms",
                                     json_integer((json_int_t)((m->t_resumed - m->t_commit) / 1000)));
         json_object_set_new(doc, "stages", stages);
@@ -259,6 +360,7 @@ static void mig_release(mig *m) {
         m->hmac = ckpt_hmac_free(m->hmac);
         m->ctr = ckpt_container_free(m->ctr);
         m->md = ckpt_metadata_free(m->md);
+        drop_deferred(m);
         ckpt_dump_req_done(&m->dump);
         ckpt_restore_req_done(&m->rollback);
         ckpt_restore_req_done(&m->restore);
@@ -276,7 +378,8 @@ void mig_finish(mig *m) {
         if (m->finished)
                 return;
         m->finished = true;
-        if (!m->t_resumed && (m->phase == MIG_DONE || m->phase == MIG_RUNNING))
+        if (!m->t_resumed && ((m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_DONE) ||
+                              (m->role == MIG_ROLE_DEST && m->dst.phase == DST_RUNNING)))
                 m->t_resumed = now_usec();
         if (m->cli && !m->result_sent) {
                 json_t *doc = mig_result_doc(m);
@@ -288,8 +391,8 @@ void mig_finish(mig *m) {
         mig_rec_set(m, "result", mig_result_doc(m));
         if (journal_put(a->journal, m->id, m->rec, &err) < 0 || journal_finish(a->journal, m->id, &err) < 0)
                 log_ctx_error(m->id, "cannot archive journal record: %s", err.msg);
-        log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role),
-                     mig_phase_to_string(m->phase), m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
+        log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role), mig_phase_name(m),
+                     m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
         LIST_REMOVE(migs, a->migs, m);
         if (m->role == MIG_ROLE_SOURCE)
                 a->n_src--;
@@ -313,7 +416,7 @@ void mig_park(mig *m) {
                 return;
         m->finished = true;
         log_ctx_info(m->id, "leaving %s migration in phase %s to the journal", mig_role_to_string(m->role),
-                     mig_phase_to_string(m->phase));
+                     mig_phase_name(m));
         LIST_REMOVE(migs, a->migs, m);
         mig_release(m);
         uv_timer_stop(&m->timer);

@@ -1,29 +1,69 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
-/* One migration on this node, as source or destination. Its journal record
- * (rec) is the durable truth: every phase change is written and fsynced
- * before anything that depends on it happens. */
+/* One migration on this node, as source or destination. Its rules live in
+ * the role's core (core/handoff-src.h, core/handoff-dst.h); this is what
+ * carries them out. The role's adapter (mig-src.c, mig-dst.c) turns I/O
+ * into events and performs actions; the runner here feeds it one event at
+ * a time and carries out the actions in order. Its journal record (rec) is
+ * the durable truth: a JOURNAL action holds the rest of its list until the
+ * record is on disk. */
 
 #include "agent.h"
+#include "handoff-dst.h"
+#include "handoff-src.h"
 #include "peer.h"
 #include "ps-relay.h"
+
+/* An event for a migration's core, with what happened in words: the
+ * failure the core notes when it says NOTE_FAILURE(EVENT). */
+typedef struct mig_event {
+        union {
+                src_event src;
+                dst_event dst;
+        };
+        nm_error err;
+} mig_event;
+
+typedef enum mig_act_result {
+        MIG_ACT_DONE,   /* carried out: on to the next action */
+        MIG_ACT_WAIT,   /* under way: mig_act_done() continues the list */
+        MIG_ACT_FAILED, /* it could not be: the list ends, and the failure is the next event */
+} mig_act_result;
+
+/* What a role's adapter gives the runner. */
+typedef struct mig_role_ops {
+        /* Steps the core with ev and loads the actions; the verdict. */
+        handoff_verdict (*step)(mig *m, const mig_event *ev);
+        /* Carries out action i of the loaded list; on MIG_ACT_FAILED *ret is
+         * the event that says why. */
+        mig_act_result (*perform)(mig *m, size_t i, mig_event *ret);
+} mig_role_ops;
+
+/* Where the runner is. */
+typedef enum mig_run_state {
+        MIG_RUN_IDLE,    /* waiting for an event */
+        MIG_RUN_ACTING,  /* carrying out a list */
+        MIG_RUN_WAITING, /* an action of the list is under way */
+        _MIG_RUN_STATE_MAX,
+        _MIG_RUN_STATE_INVALID = -EINVAL,
+} mig_run_state;
+
+typedef struct mig_deferred mig_deferred;
 
 struct mig {
         agent *a;
         char id[PROTO_ID_MAX + 1];
         mig_role role;
-        mig_phase phase;
+        src_state src; /* the core's state, by role */
+        dst_state dst;
         json_t *rec;  /* the journal record */
         nm_error err; /* the first failure: what the operator is told */
         char *container_id, *container_name;
         char *peer; /* the other node's name */
         LIST_FIELDS(mig, migs);
-        criu_job job;
         uv_timer_t timer; /* retries, keep-alives, deadlines */
-        bool timer_open;
-        bool finished; /* record archived; freed once handles are closed */
-        unsigned retries;
+        bool finished;    /* record archived; freed once handles are closed */
         /* Progress and timing, microseconds on CLOCK_MONOTONIC. */
         uint64_t t_start, t_frozen, t_resumed, t_dumped, t_streamed, t_restored;
         uint64_t bytes_total, bytes_done, files_total, files_done, rate;
@@ -31,34 +71,39 @@ struct mig {
         drain *drain;  /* the drain this move belongs to, if any */
         bool result_sent;
 
+        /* the runner */
+        const mig_role_ops *ops;
+        mig_run_state run;
+        src_actions src_acts; /* the list being carried out, by role */
+        dst_actions dst_acts;
+        size_t n_acts, next_act;
+        mig_event cur;          /* the event the list answers */
+        mig_deferred *deferred; /* events that came while a list was carried out */
+        char journaled[32];     /* the phase last written, for the log */
+
         /* source */
         ckpt_container *ctr;
-        bool lazy;
         char *images_dir;
+        criu_job job;
         ckpt_dump_req dump;
         ckpt_restore_req rollback;
         struct peer_link *link;
         xfer_send *send;
         ckpt_hmac *hmac;
         xfer_tree_hooks hooks;
-        pid_t new_pid;  /* on the destination */
-        nm_error doubt; /* committed: why the target has not confirmed yet */
+        pid_t new_pid;          /* on the destination */
+        nm_error doubt;         /* committed: why the target has not confirmed yet */
+        handoff_outcome answer; /* QUERY: what the core said */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;
-        int ps_fd;            /* source: the lazy dump's end, closed when CRIU returns */
-        bool images_ready;    /* source: post-dump: the images are complete */
-        bool lazy_served;     /* source: CRIU's lazy dump returned */
-        bool running_heard;   /* source: RUNNING arrived (every page is there) */
-        bool relay_dropped;   /* source: we ended the relay (link lost) */
-        bool postcopy_failed; /* source: the target lost its copy: lost once CRIU returns */
+        int ps_fd; /* source: the lazy dump's end, closed when CRIU returns */
         uint64_t t_commit;
         ckpt_lazy_pages *lazy_pages; /* destination: the daemon */
-        bool postcopy;               /* destination: resumed, pages still arriving */
-        int lazy_status;             /* destination: 0 while the daemon runs, 1 done, < 0 failed */
 
         /* destination */
-        ctl_conn *peer_cc;
+        ctl_conn *peer_cc;  /* the session the migration came on */
+        ctl_conn *reply_cc; /* the session whose COMMIT we answer, if another */
         xfer_recv *recv;
         char *staging;
         ckpt_metadata *md;
@@ -68,13 +113,24 @@ struct mig {
         uint64_t offered_bytes;
 };
 
-mig *mig_new(agent *a, mig_role role, const char *id);
+mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops);
 mig *mig_find(agent *a, const char *id);
 
-/* Journals a new phase (durable on return) and tells the watching CLI. A
- * journal failure is fatal for the handoff's promises: the agent logs it
- * and the caller must treat it as an error. */
-int mig_set_phase(mig *m, mig_phase phase);
+/* The phase in memory, by role, as the journal names it. */
+const char *mig_phase_name(const mig *m);
+/* Whether the agent may exit leaving m to the journal (see the cores). */
+bool mig_parkable(const mig *m);
+
+/* Feeds one event to m's core now, or, while a list is being carried out,
+ * once it is: one step at a time. */
+void mig_feed(mig *m, const mig_event *ev);
+/* An action that said MIG_ACT_WAIT is over: failure is NULL, or the event
+ * that says why it failed (the rest of its list is dropped). */
+void mig_act_done(mig *m, const mig_event *failure);
+
+/* Writes the record with this phase (durable on return) and tells the
+ * watching CLI. < 0: err says why (the caller makes it JOURNAL_FAILED). */
+int mig_journal(mig *m, const char *phase, nm_error *err);
 
 /* Sets a fact in the journal record (written with the next phase). */
 void mig_rec_set(mig *m, const char *key, json_t *value);
@@ -119,11 +175,11 @@ void fault_point(mig *m, const char *point);
 int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, char ret_id[PROTO_ID_MAX + 1],
                   nm_error *err);
 void mig_src_cli_gone(mig *m);
-int mig_src_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err);
+int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err);
 /* The answer to a destination's QUERY about one of our migrations. */
 proto_outcome mig_src_outcome(agent *a, const char *id);
 
 /* destination (mig-dst.c) */
 void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg);
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err);
-int mig_dst_recover(agent *a, json_t *rec, mig_recovery action, nm_error *err);
+int mig_dst_recover(agent *a, json_t *rec, nm_error *err);

@@ -17,9 +17,7 @@
 #include "config.h"
 #include "fs-util.h"
 #include "journal.h"
-#include "exit-codes.h"
 #include "macro.h"
-#include "phase.h"
 
 static char *make_tmpdir(void) {
         char *t = strdup("/tmp/nm-test-agent-XXXXXX");
@@ -191,57 +189,6 @@ static void test_journal_lifecycle(void **state) {
         rm_rf_path(dir);
 }
 
-static void test_phase_names_round_trip(void **state) {
-        (void)state;
-        for (int p = 0; p < _MIG_PHASE_MAX; p++) {
-                const char *s = mig_phase_to_string((mig_phase)p);
-                assert_non_null(s);
-                assert_int_equal(mig_phase_from_string(s), p);
-        }
-        assert_int_equal(mig_phase_from_string("nonsense"), _MIG_PHASE_INVALID);
-        assert_null(mig_phase_to_string(_MIG_PHASE_MAX));
-        assert_int_equal(mig_role_from_string("destination"), MIG_ROLE_DEST);
-}
-
-/* The handoff's safety rules, phase by phase: before COMMITTED the source
- * rolls back; from COMMITTED on it only goes forward; a destination holding a
- * stopped copy asks, and never resumes or kills it on its own. */
-static void test_recovery_rules(void **state) {
-        (void)state;
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_PRECHECK, true), MIG_RECOVER_MARK_FAILED);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_DUMPING, true), MIG_RECOVER_MARK_FAILED);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_DUMPING, false), MIG_RECOVER_ROLLBACK);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_DUMPED, false), MIG_RECOVER_ROLLBACK);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_STREAMING, false), MIG_RECOVER_ROLLBACK);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_RESTORING, false), MIG_RECOVER_ROLLBACK);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_ROLLING_BACK, false), MIG_RECOVER_ROLLBACK);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_COMMITTED, false), MIG_RECOVER_FORWARD);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_DONE, false), MIG_RECOVER_FINISH);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_RECEIVING, false), MIG_RECOVER_DISCARD);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_VERIFIED, false), MIG_RECOVER_DISCARD);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_DEST_RESTORING, false), MIG_RECOVER_DISCARD);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_RESTORED, false), MIG_RECOVER_ASK_SOURCE);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_IN_DOUBT, false), MIG_RECOVER_ASK_SOURCE);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_RUNNING, false), MIG_RECOVER_COMPLETE);
-        /* A phase of the other side is a corrupt record, never guessed at. */
-        assert_int_equal(mig_recovery_for(MIG_ROLE_SOURCE, MIG_RESTORED, false), _MIG_RECOVER_INVALID);
-        assert_int_equal(mig_recovery_for(MIG_ROLE_DEST, MIG_COMMITTED, false), _MIG_RECOVER_INVALID);
-        /* No source phase before COMMITTED goes forward. */
-        for (int p = MIG_PRECHECK; p < MIG_COMMITTED; p++)
-                assert_int_not_equal(mig_recovery_for(MIG_ROLE_SOURCE, (mig_phase)p, false),
-                                     MIG_RECOVER_FORWARD);
-}
-
-static void test_exit_codes(void **state) {
-        (void)state;
-        assert_int_equal(mig_phase_exit_code(MIG_DONE), NM_EXIT_OK);
-        assert_int_equal(mig_phase_exit_code(MIG_REFUSED), NM_EXIT_REFUSED);
-        assert_int_equal(mig_phase_exit_code(MIG_ROLLED_BACK), NM_EXIT_ROLLED_BACK);
-        assert_int_equal(mig_phase_exit_code(MIG_COMMITTED), NM_EXIT_IN_DOUBT);
-        assert_int_equal(mig_phase_exit_code(MIG_LOST), NM_EXIT_LOST);
-        assert_int_equal(mig_phase_exit_code(MIG_FAILED), NM_EXIT_FAILURE);
-}
-
 static void test_formatting(void **state) {
         (void)state;
         char b[64];
@@ -354,9 +301,6 @@ int main(void) {
                 cmocka_unit_test(test_config_errors_name_the_line),
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_journal_lifecycle),
-                cmocka_unit_test(test_phase_names_round_trip),
-                cmocka_unit_test(test_recovery_rules),
-                cmocka_unit_test(test_exit_codes),
                 cmocka_unit_test(test_formatting),
                 cmocka_unit_test(test_progress_json_lines),
                 cmocka_unit_test(test_check_file),
