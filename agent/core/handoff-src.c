@@ -651,6 +651,13 @@ static handoff_verdict on_lazy_dump_ended(step *st, bool ok) {
                 act(st, SRC_DO_KILL_COPY);
                 return HANDOFF_TAKEN; /* the target's answer (RUNNING or ERROR) decides */
         }
+        if (ok && was == SRC_PC_RESUMING) {
+                /* The rollback came too late: every page had left with the
+                 * tasks, and the target was told to abort. */
+                note(st, SRC_WHY_POSTCOPY_SERVED);
+                end(st, SRC_LOST);
+                return HANDOFF_TAKEN;
+        }
         if (ok && was != SRC_PC_CUT)
                 /* The target's daemon fetched every page before COMMITTED (a
                  * small container) and closed the session: CRIU ended the

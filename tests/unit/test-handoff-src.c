@@ -106,7 +106,9 @@ static const row rows[] = {
         {ST(COMMITTED, READY, PC(RUNNING_HEARD)), EV(DUMP_OK), SRC_DONE,
          "remove-images remove-state " END("done")},
         {ST(COMMITTED, READY, PC(TARGET_LOST)), EV(DUMP_OK), SRC_LOST, END("lost")},
-        {ST(ROLLING_BACK, PC(RESUMING)), EV(DUMP_OK), SRC_ROLLING_BACK, ""},
+        /* The rollback came after every page had left: nothing runs here
+         * any more, and the target was told to abort. */
+        {ST(ROLLING_BACK, PC(RESUMING)), EV(DUMP_OK), SRC_LOST, "note(postcopy-served) " END("lost")},
         {ST(DUMPED, READY, PC(SERVING)), EV(DUMP_FAILED_RUNNING), SRC_ROLLED_BACK,
          "unlock-network remove-images " END("rolled-back")},
         {ST(STREAMING, READY, PC(SERVING)), EV(DUMP_FAILED_RUNNING), SRC_ROLLED_BACK,
