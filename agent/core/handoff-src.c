@@ -649,7 +649,11 @@ static handoff_verdict on_lazy_dump_ended(step *st, bool ok) {
                  * never two copies. */
                 note(st, SRC_WHY_POSTCOPY_AFTER_COMMIT);
                 act(st, SRC_DO_KILL_COPY);
-                return HANDOFF_TAKEN; /* the target's answer (RUNNING or ERROR) decides */
+                if (was == SRC_PC_RUNNING_HEARD)
+                        /* It said RUNNING (every page there) already: that
+                         * was the answer. */
+                        target_runs(st);
+                return HANDOFF_TAKEN; /* else the target's answer (RUNNING or ERROR) decides */
         }
         if (ok && was == SRC_PC_RESUMING) {
                 /* The rollback came too late: every page had left with the

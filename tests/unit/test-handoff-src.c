@@ -130,6 +130,9 @@ static const row rows[] = {
         {ST(COMMITTED, READY, PC(SERVING)), EV(DUMP_FAILED_RUNNING), SRC_COMMITTED,
          "note(postcopy-after-commit) kill-copy"},
         {ST(COMMITTED, READY, PC(TARGET_LOST)), EV(DUMP_FAILED_GONE), SRC_LOST, "kill-copy " END("lost")},
+        /* RUNNING came first: the target has every page and runs. */
+        {ST(COMMITTED, READY, PC(RUNNING_HEARD)), EV(DUMP_FAILED_RUNNING), SRC_DONE,
+         "note(postcopy-after-commit) kill-copy remove-images remove-state " END("done")},
 
         /* the stream */
         {ST(STREAMING, READY, .stream = SRC_STREAM_SENDING), EV(STREAM_SENT), SRC_STREAMING, ""},
