@@ -37,6 +37,7 @@ struct ctl_conn {
         unsigned features; /* the peer's HELLO: peer_feature bits */
         mig *dest;         /* the destination migration this peer session carries */
         mig *watch;        /* CLI: the migration whose events it receives */
+        bool answered;     /* CLI: it has its RESULT */
         drain *drain;      /* CLI: the drain it runs */
         LIST_FIELDS(ctl_conn, conns);
 };
@@ -72,18 +73,26 @@ struct agent {
         criu_job *criu_queue; /* head runs; appended at the tail */
         bool criu_busy;
         unsigned n_src, n_dst; /* active migrations per role */
+        /* A migration is over (its watchers heard): the daemon's policy
+         * (prune CRIU's logs, exit when stopping). */
+        void (*on_mig_end)(agent *a);
 };
 
 /* daemon.c */
 int agent_run(agent_config *cfg);
-void agent_maybe_exit(agent *a);
 
 /* ctl.c: the control socket */
 int ctl_listen(agent *a, nm_error *err);
 void ctl_close_all(agent *a);
+
+/* ctl-conn.c: answering on a control connection */
 int ctl_send(ctl_conn *cc, const proto_msg *m);
 void ctl_send_result(ctl_conn *cc, const char *mig_id, json_t *doc);
 void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reason);
+
+/* dispatch.c: a peer session's messages, each to the role that owns it */
+void peer_dispatch(ctl_conn *cc, const proto_msg *msg);
+void peer_session_closed(ctl_conn *cc, int status, const nm_error *err);
 
 /* criu-queue.c: CRIU operations one at a time */
 void criu_queue_push(agent *a, criu_job *job);
@@ -101,15 +110,12 @@ int cordon_load(agent *a);
 
 /* recover.c: what the journal says must be finished */
 int recover_all(agent *a, nm_error *err);
-/* Removes CRIU's logs of migrations that ended more than 14 days ago: at
- * start, then when a migration ends, at most once an hour. */
+
+/* criu-logs.c: removes CRIU's logs of migrations that ended more than 14
+ * days ago: at start, then when a migration ends, at most once an hour. */
 #define CRIU_LOGS_PRUNE_EVERY_US (3600ull * 1000000)
 void criu_logs_prune(agent *a);
 
-/* drain.c */
-int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err);
-void drain_cli_gone(drain *d);
-
-/* A short random id (hex) for migrations. */
+/* util.c: a short random id (hex) for migrations; CLOCK_MONOTONIC in us. */
 void agent_new_id(char out[33]);
 uint64_t now_usec(void);

@@ -29,26 +29,6 @@
 
 static unsigned n_conns;
 
-int ctl_send(ctl_conn *cc, const proto_msg *m) {
-        nm_error err = {};
-        int r = xfer_conn_send(cc->conn, m, &err);
-        if (r < 0)
-                log_debug("cannot send %s: %s", strna(proto_msg_type_to_string(m->type)), err.msg);
-        return r;
-}
-
-void ctl_send_result(ctl_conn *cc, const char *mig_id, json_t *doc) {
-        _cleanup_free_ char *text = json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        proto_msg r = {.type = PROTO_MSG_RESULT, .result = {.mig = mig_id, .doc = text ? text : "{}"}};
-        (void)ctl_send(cc, &r);
-}
-
-void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reason) {
-        proto_msg e = {.type = PROTO_MSG_ERROR,
-                       .error = {.mig = mig_id, .code = code < 0 ? code : -EIO, .reason = reason}};
-        (void)ctl_send(cc, &e);
-}
-
 /* ---- requests from the CLI ---- */
 
 static bool cli_may_change(ctl_conn *cc) {
@@ -58,10 +38,38 @@ static bool cli_may_change(ctl_conn *cc) {
         return false;
 }
 
+/* ---- a CLI watching its migration ---- */
+
+static void watch_progress(void *ud, const proto_event *ev) {
+        (void)ctl_send(ud, &(proto_msg){.type = PROTO_MSG_EVENT, .event = *ev});
+}
+
+/* The CLI gets one RESULT: the first answer (committed, in doubt) or the
+ * end. */
+static void watch_answer(void *ud, const char *mig_id, json_t *doc) {
+        ctl_conn *cc = ud;
+        if (cc->answered)
+                return;
+        cc->answered = true;
+        ctl_send_result(cc, mig_id, doc);
+}
+
+static void watch_finished(void *ud, const char *mig_id, json_t *doc) {
+        ctl_conn *cc = ud;
+        cc->watch = NULL;
+        if (doc)
+                watch_answer(cc, mig_id, doc);
+}
+
+static const mig_watch_ops cli_watch = {
+        .progress = watch_progress,
+        .answer = watch_answer,
+        .finished = watch_finished,
+};
+
 static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
         char id[PROTO_ID_MAX + 1] = "";
         nm_error err = {};
-        mig *m;
 
         if (!cli_may_change(cc))
                 return;
@@ -70,7 +78,7 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
                 ctl_send_error(cc, NULL, -EBUSY, "this session watches a migration already");
                 return;
         }
-        if (mig_src_start(cc->a, cc, NULL, req, id, &err) < 0) {
+        if (mig_src_start(cc->a, req, &cli_watch, cc, id, &err) < 0) {
                 json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container",
                                         req->container, "target", req->target, "errno", -err.code, "error",
                                         err.msg);
@@ -78,9 +86,8 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
                 json_decref(doc);
                 return;
         }
-        m = mig_find(cc->a, id);
-        if (m)
-                cc->watch = m;
+        /* It ends from the loop, later: never before this returns. */
+        cc->watch = mig_find(cc->a, id);
 }
 
 static void cli_request(ctl_conn *cc, const proto_msg *msg) {
@@ -199,7 +206,7 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
         if (cc->role == PROTO_ROLE_CLI)
                 cli_request(cc, msg);
         else
-                mig_dst_on_message(cc, msg);
+                peer_dispatch(cc, msg);
 }
 
 static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
@@ -210,10 +217,10 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
         if (status < 0 && err && err->code)
                 log_debug("%s session from %s ended: %s", proto_role_to_string(cc->role), cc->peer_node,
                           err->msg);
-        if (cc->dest)
-                mig_dst_conn_closed(cc, status, err);
+        if (cc->hello_done && cc->role == PROTO_ROLE_PEER)
+                peer_session_closed(cc, status, err);
         if (cc->watch)
-                mig_src_cli_gone(cc->watch);
+                mig_watch_remove(cc->watch, cc);
         if (cc->drain)
                 drain_cli_gone(cc->drain);
         LIST_REMOVE(conns, cc->a->conns, cc);

@@ -7,9 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/utsname.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -21,30 +19,13 @@
 #include "mig.h"
 #include "nm-config.h"
 
-uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
-void agent_new_id(char out[33]) {
-        uint8_t raw[8];
-        struct timespec ts;
-        /* Time first, so that ids sort by age in listings. */
-        clock_gettime(CLOCK_REALTIME, &ts);
-        if (getrandom(raw, sizeof(raw), 0) != sizeof(raw))
-                memset(raw, 0, sizeof(raw));
-        snprintf(out, 33, "%08lx%02x%02x%02x%02x", (unsigned long)ts.tv_sec & 0xffffffffUL, raw[0], raw[1],
-                 raw[2], raw[3]);
-}
-
 static void close_walk(uv_handle_t *h, void *arg) {
         (void)arg;
         if (!uv_is_closing(h))
                 uv_close(h, NULL);
 }
 
-void agent_maybe_exit(agent *a) {
+static void agent_maybe_exit(agent *a) {
         mig *m;
         if (!a->stopping)
                 return;
@@ -57,6 +38,14 @@ void agent_maybe_exit(agent *a) {
                 return;
         log_info("no handoff in progress: exiting");
         uv_stop(a->loop);
+}
+
+/* A migration is over. */
+static void on_mig_end(agent *a) {
+        /* Not at every end: the scan would compete with a move's downtime. */
+        if (now_usec() - a->t_logs_pruned >= CRIU_LOGS_PRUNE_EVERY_US)
+                criu_logs_prune(a);
+        agent_maybe_exit(a);
 }
 
 static void on_signal(uv_signal_t *s, int signum) {
@@ -179,7 +168,7 @@ static void agent_teardown(agent *a) {
 
 int agent_run(agent_config *cfg) {
         static uv_loop_t loop;
-        agent a = {.loop = &loop, .cfg = *cfg, .staging_fd = -EBADF};
+        agent a = {.loop = &loop, .cfg = *cfg, .staging_fd = -EBADF, .on_mig_end = on_mig_end};
         nm_error err = {};
         int r;
 

@@ -22,6 +22,7 @@ typedef struct drain_target {
 } drain_target;
 
 typedef struct drain_item {
+        drain *d;
         char *id, *name;
         uint64_t bytes_est;
         char *target;
@@ -35,12 +36,10 @@ struct drain {
         ctl_conn *cli;
         drain_target *targets;
         size_t n_targets, n_answered;
-        bool opening; /* drain_start still opens links: it pumps once they are all open */
         drain_item *items;
         size_t n_items, next, in_flight, n_done;
         unsigned parallel;
         uint64_t t_start;
-        bool pumping; /* a move that ends inside its own start re-enters */
 };
 
 static void drain_free(drain *d) {
@@ -117,10 +116,9 @@ static void item_result(drain *d, drain_item *it, const char *outcome, const cha
         d->n_done++;
 }
 
+static const mig_watch_ops item_watch;
+
 static void drain_pump(drain *d) {
-        if (d->pumping)
-                return;
-        d->pumping = true;
         while (d->in_flight < d->parallel && d->next < d->n_items) {
                 drain_item *it = &d->items[d->next++];
                 if (it->result) /* refused up front (gVisor, ...) */
@@ -134,45 +132,41 @@ static void drain_pump(drain *d) {
                 it->target = strdup(t->name);
                 proto_msg req = {.type = PROTO_MSG_MIGRATE,
                                  .migrate = {.container = it->id, .target = t->name}};
-                /* Counted before the start: a move can end inside it. */
+                /* Its end comes from the loop, after this returns. */
+                if (mig_src_start(d->a, &req.migrate, &item_watch, it, it->mig, &err) < 0) {
+                        item_result(d, it, err.code == -EBUSY ? "busy" : "refused", err.msg);
+                        continue;
+                }
                 it->started = true;
                 d->in_flight++;
                 t->running++;
                 t->assigned += it->bytes_est;
-                if (mig_src_start(d->a, NULL, d, &req.migrate, it->mig, &err) < 0) {
-                        it->started = false;
-                        d->in_flight--;
-                        t->running--;
-                        t->assigned -= it->bytes_est;
-                        item_result(d, it, err.code == -EBUSY ? "busy" : "refused", err.msg);
-                }
         }
-        d->pumping = false;
         if (d->n_done == d->n_items && d->in_flight == 0)
                 drain_finish(d);
 }
 
-void drain_on_progress(drain *d, mig *m, const proto_event *ev) {
-        (void)m;
-        if (d->cli)
-                (void)ctl_send(d->cli, &(proto_msg){.type = PROTO_MSG_EVENT, .event = *ev});
+/* ---- what a move tells its drain ---- */
+
+static void item_progress(void *ud, const proto_event *ev) {
+        drain_item *it = ud;
+        if (it->d->cli)
+                (void)ctl_send(it->d->cli, &(proto_msg){.type = PROTO_MSG_EVENT, .event = *ev});
 }
 
-void drain_on_finished(drain *d, mig *m) {
-        for (size_t i = 0; i < d->n_items; i++) {
-                drain_item *it = &d->items[i];
-                if (!it->started || it->result || strcmp(it->mig, m->id) != 0)
-                        continue;
-                json_t *doc = mig_result_doc(m);
-                json_object_set_new(doc, "container", json_string(it->id));
-                it->result = doc;
-                d->n_done++;
-                d->in_flight--;
-                break;
-        }
-        m->drain = NULL;
+static void item_finished(void *ud, const char *mig_id, json_t *doc) {
+        drain_item *it = ud;
+        drain *d = it->d;
+        (void)mig_id;
+
+        it->result = doc ? json_deep_copy(doc) : json_pack("{s:s}", "outcome", "in-doubt");
+        json_object_set_new(it->result, "container", json_string(it->id));
+        d->n_done++;
+        d->in_flight--;
         drain_pump(d);
 }
+
+static const mig_watch_ops item_watch = {.progress = item_progress, .finished = item_finished};
 
 void drain_cli_gone(drain *d) {
         d->cli = NULL;
@@ -194,13 +188,13 @@ static void targets_all_answered(drain *d) {
         drain_pump(d);
 }
 
-static void target_answered(drain_target *t) {
-        drain *d = t->d;
-        if (t->answered)
-                return;
-        t->answered = true;
-        if (++d->n_answered == d->n_targets && !d->opening)
-                targets_all_answered(d);
+/* True once every target has answered. */
+static bool target_answered(drain_target *t) {
+        if (!t->answered) {
+                t->answered = true;
+                t->d->n_answered++;
+        }
+        return t->d->n_answered == t->d->n_targets;
 }
 
 static void target_message(peer_link *l, const proto_msg *msg, void *ud) {
@@ -222,7 +216,8 @@ static void target_closed(peer_link *l, int status, const nm_error *err, void *u
         t->link = NULL;
         if (!t->usable && !t->why[0])
                 snprintf(t->why, sizeof(t->why), "%s", err && err->code ? err->msg : "no answer");
-        target_answered(t);
+        if (target_answered(t))
+                targets_all_answered(t->d);
 }
 
 static const peer_link_ops target_ops = {
@@ -244,6 +239,7 @@ static int collect_items(drain *d, nm_error *err) {
                 if (!ckpt_container_is_running(l[i]))
                         continue; /* stopped containers stay where they are */
                 drain_item *it = &d->items[d->n_items++];
+                it->d = d;
                 it->id = strdup(l[i]->id);
                 it->name = l[i]->name ? strdup(l[i]->name) : NULL;
                 it->bytes_est = 64u << 20;
@@ -291,16 +287,14 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
         log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items,
                  d->n_targets, d->parallel);
         drain_event(d, NULL, "drain", "asking the targets for room");
-        d->opening = true;
         for (size_t i = 0; i < d->n_targets; i++) {
                 drain_target *t = &d->targets[i];
                 nm_error e = {};
                 if (peer_link_open(a, t->name, NULL, &target_ops, t, &e, &t->link) < 0) {
                         snprintf(t->why, sizeof(t->why), "%s", e.msg);
-                        target_answered(t);
+                        (void)target_answered(t);
                 }
         }
-        d->opening = false;
         /* Every link failed at once: the drain may end (and d go) here. */
         if (d->n_answered == d->n_targets)
                 targets_all_answered(d);

@@ -7,5 +7,6 @@
 
 #include "agent.h"
 
-void drain_on_progress(drain *d, mig *m, const proto_event *ev);
-void drain_on_finished(drain *d, mig *m);
+int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err);
+/* The CLI that asked left: the drain goes on without telling anyone. */
+void drain_cli_gone(drain *d);

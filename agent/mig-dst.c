@@ -640,7 +640,7 @@ static const mig_role_ops dst_ops = {.step = dst_ops_step, .perform = dst_perfor
 
 /* ---- the peer session ---- */
 
-static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
+void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
         agent *a = cc->a;
         proto_reject_code code;
         char why[512], path[PATH_MAX];
@@ -692,7 +692,7 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         dst_feed(m, DST_EV_OFFER, NULL);
 }
 
-static void dst_on_stream_msg(ctl_conn *cc, const proto_msg *msg) {
+void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
         mig *m = cc->dest;
         nm_error err = {};
         const char *id = proto_msg_mig(msg);
@@ -711,7 +711,7 @@ static void dst_on_stream_msg(ctl_conn *cc, const proto_msg *msg) {
         }
 }
 
-static void dst_on_restore_msg(ctl_conn *cc, const char *id) {
+void mig_dst_restore(ctl_conn *cc, const char *id) {
         mig *m = cc->dest;
         if (!m || strcmp(m->id, id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
@@ -724,7 +724,7 @@ static void dst_on_restore_msg(ctl_conn *cc, const char *id) {
         dst_feed(m, DST_EV_RESTORE, NULL);
 }
 
-static void dst_on_commit_msg(ctl_conn *cc, const char *id) {
+void mig_dst_commit(ctl_conn *cc, const char *id) {
         mig *m = mig_find(cc->a, id);
         if (!m || m->role != MIG_ROLE_DEST) {
                 dst_commit_finished(cc, id);
@@ -735,49 +735,17 @@ static void dst_on_commit_msg(ctl_conn *cc, const char *id) {
         dst_feed(m, DST_EV_COMMIT, NULL);
 }
 
-void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg) {
-        const char *id = proto_msg_mig(msg);
-        mig *m;
+void mig_dst_abort(agent *a, const char *id, const char *reason) {
+        mig *m = mig_find(a, id);
+        if (m && m->role == MIG_ROLE_DEST)
+                dst_feed_error(m, DST_EV_PEER_ABORT, -ECONNABORTED, "the source aborted: %s", reason);
+}
 
-        switch ((int)msg->type) { /* most types are invalid here: default handles them */
-        case PROTO_MSG_NODE_INFO_REQ: {
-                proto_msg r = {.type = PROTO_MSG_NODE_INFO};
-                status_node_info(cc->a, &r.node_info);
-                (void)ctl_send(cc, &r);
-                return;
-        }
-        case PROTO_MSG_OFFER: dst_on_offer(cc, &msg->offer); return;
-        case PROTO_MSG_FILE:
-        case PROTO_MSG_DATA:
-        case PROTO_MSG_ZDATA:
-        case PROTO_MSG_FILE_END:
-        case PROTO_MSG_FILE_MAC:
-        case PROTO_MSG_IMAGES_DONE: dst_on_stream_msg(cc, msg); return;
-        case PROTO_MSG_RESTORE: dst_on_restore_msg(cc, id); return;
-        case PROTO_MSG_PS_DATA:
-                m = cc->dest;
-                if (m && m->relay && strcmp(m->id, id) == 0)
-                        (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
-                return;
-        case PROTO_MSG_COMMIT: dst_on_commit_msg(cc, id); return;
-        case PROTO_MSG_ABORT:
-                m = mig_find(cc->a, id);
-                if (m && m->role == MIG_ROLE_DEST)
-                        dst_feed_error(m, DST_EV_PEER_ABORT, -ECONNABORTED, "the source aborted: %s",
-                                       msg->abort.reason);
-                return;
-        case PROTO_MSG_QUERY: {
-                proto_msg r = {.type = PROTO_MSG_OUTCOME,
-                               .outcome = {.mig = id, .outcome = mig_src_outcome(cc->a, id)}};
-                (void)ctl_send(cc, &r);
-                return;
-        }
-        default: break;
-        }
-        proto_msg e = {
-                .type = PROTO_MSG_ERROR,
-                .error = {.mig = id, .code = -EPROTO, .reason = "unexpected message on a peer session"}};
-        (void)ctl_send(cc, &e);
+/* Post-copy: the source's page server, for our lazy-pages daemon. */
+void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
+        mig *m = cc->dest;
+        if (m && m->relay && strcmp(m->id, d->mig) == 0)
+                (void)ps_relay_write(m->relay, d->data.ptr, d->data.len);
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {

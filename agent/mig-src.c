@@ -11,7 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "drain.h"
 #include "fs-util.h"
 #include "log.h"
 #include "macro.h"
@@ -460,18 +459,14 @@ static void src_remove_state(mig *m) {
 /* Committed, not confirmed: tell the operator now, and why; we keep trying
  * in the background. */
 static void src_report_in_doubt(mig *m) {
-        json_t *doc;
+        json_t *doc = mig_result_doc(m);
 
-        if (!m->cli || m->result_sent)
-                return;
-        doc = mig_result_doc(m);
         if (!m->err.code && m->doubt.code)
                 json_object_set_new(doc, "error",
                                     json_sprintf("%s has not confirmed that the container runs there: %s",
                                                  m->peer, m->doubt.msg));
-        ctl_send_result(m->cli, m->id, doc);
+        mig_answer(m, doc);
         json_decref(doc);
-        m->result_sent = true;
 }
 
 static void src_note(mig *m, src_why why) {
@@ -714,8 +709,8 @@ static int src_prepare(agent *a, const proto_migrate *req, ckpt_container **ret,
         return 0;
 }
 
-int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, char ret_id[PROTO_ID_MAX + 1],
-                  nm_error *err) {
+int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch, void *ud,
+                  char ret_id[PROTO_ID_MAX + 1], nm_error *err) {
         ckpt_container *c = NULL;
         const agent_peer *p = NULL;
         const proto_opt *lazy;
@@ -740,8 +735,8 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         m->images_dir = strdup(path);
         lazy = proto_opts_get(&req->opts, "lazy");
         m->src = src_state_new(lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b);
-        m->cli = cli;
-        m->drain = d;
+        if (watch)
+                (void)mig_watch_add(m, watch, ud);
         mig_rec_set_str(m, "container_id", c->id);
         mig_rec_set_str(m, "container_name", c->name);
         mig_rec_set_int(m, "pid", c->pid);
@@ -754,10 +749,6 @@ int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, c
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
         src_feed(m, SRC_EV_START, NULL);
         return 0;
-}
-
-void mig_src_cli_gone(mig *m) {
-        m->cli = NULL;
 }
 
 /* ---- the answer to a destination holding a stopped copy ---- */

@@ -9,7 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "drain.h"
 #include "exit-codes.h"
 #include "log.h"
 #include "macro.h"
@@ -251,24 +250,43 @@ void mig_fail_reason(mig *m, int code, const char *fmt, ...) {
         log_ctx_error(m->id, "%s", buf);
 }
 
+int mig_watch_add(mig *m, const mig_watch_ops *ops, void *ud) {
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++)
+                if (!m->watches[i].ops) {
+                        m->watches[i] = (mig_watch){.ops = ops, .ud = ud};
+                        return 0;
+                }
+        return -ENOSPC;
+}
+
+void mig_watch_remove(mig *m, void *ud) {
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++)
+                if (m->watches[i].ud == ud)
+                        m->watches[i] = (mig_watch){};
+}
+
 void mig_progress(mig *m, const char *message) {
         uint64_t eta = 0;
         if (m->rate && m->bytes_total > m->bytes_done)
                 eta = (m->bytes_total - m->bytes_done) * 1000 / m->rate;
-        proto_msg ev = {.type = PROTO_MSG_EVENT,
-                        .event = {.mig = m->id,
-                                  .phase = m->journaled[0] ? m->journaled : mig_phase_name(m),
-                                  .bytes_done = m->bytes_done,
-                                  .bytes_total = m->bytes_total,
-                                  .files_done = m->files_done,
-                                  .files_total = m->files_total,
-                                  .rate = m->rate,
-                                  .eta_ms = eta,
-                                  .message = message}};
-        if (m->cli)
-                ctl_send(m->cli, &ev);
-        if (m->drain)
-                drain_on_progress(m->drain, m, &ev.event);
+        proto_event ev = {.mig = m->id,
+                          .phase = m->journaled[0] ? m->journaled : mig_phase_name(m),
+                          .bytes_done = m->bytes_done,
+                          .bytes_total = m->bytes_total,
+                          .files_done = m->files_done,
+                          .files_total = m->files_total,
+                          .rate = m->rate,
+                          .eta_ms = eta,
+                          .message = message};
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++)
+                if (m->watches[i].ops && m->watches[i].ops->progress)
+                        m->watches[i].ops->progress(m->watches[i].ud, &ev);
+}
+
+void mig_answer(mig *m, json_t *doc) {
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++)
+                if (m->watches[i].ops && m->watches[i].ops->answer)
+                        m->watches[i].ops->answer(m->watches[i].ud, m->id, doc);
 }
 
 static const char *outcome_of(const mig *m) {
@@ -336,6 +354,7 @@ json_t *mig_result_doc(const mig *m) {
 static void timer_closed(uv_handle_t *h) {
         mig *m = h->data;
         json_decref(m->rec);
+        json_decref(m->result);
         free(m);
 }
 
@@ -350,8 +369,6 @@ static void mig_release(mig *m) {
         }
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
-        if (m->cli && m->cli->watch == m)
-                m->cli->watch = NULL;
         m->relay = ps_relay_free(m->relay);
         m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         if (m->ps_fd >= 0)
@@ -371,6 +388,23 @@ static void mig_release(mig *m) {
         free(m->staging);
 }
 
+/* From the loop: the watchers hear of the end, then m goes. */
+static void mig_delivered(uv_timer_t *t) {
+        mig *m = t->data;
+        agent *a = m->a;
+
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++) {
+                mig_watch w = m->watches[i];
+                m->watches[i] = (mig_watch){};
+                if (w.ops && w.ops->finished)
+                        w.ops->finished(w.ud, m->id, m->result);
+        }
+        mig_release(m);
+        uv_close((uv_handle_t *)&m->timer, timer_closed);
+        if (a->on_mig_end)
+                a->on_mig_end(a);
+}
+
 void mig_finish(mig *m) {
         nm_error err = {};
         agent *a = m->a;
@@ -381,33 +415,21 @@ void mig_finish(mig *m) {
         if (!m->t_resumed && ((m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_DONE) ||
                               (m->role == MIG_ROLE_DEST && m->dst.phase == DST_RUNNING)))
                 m->t_resumed = now_usec();
-        if (m->cli && !m->result_sent) {
-                json_t *doc = mig_result_doc(m);
-                ctl_send_result(m->cli, m->id, doc);
-                json_decref(doc);
-                m->result_sent = true;
-        }
         /* The result goes into the archived record, for `status` later. */
-        mig_rec_set(m, "result", mig_result_doc(m));
+        m->result = mig_result_doc(m);
+        mig_rec_set(m, "result", json_incref(m->result));
         if (journal_put(a->journal, m->id, m->rec, &err) < 0 || journal_finish(a->journal, m->id, &err) < 0)
                 log_ctx_error(m->id, "cannot archive journal record: %s", err.msg);
         log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role), mig_phase_name(m),
                      m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
         LIST_REMOVE(migs, a->migs, m);
+        /* Counted out now: a drain may start the next move when it hears. */
         if (m->role == MIG_ROLE_SOURCE)
                 a->n_src--;
         else
                 a->n_dst--;
-        /* Not at every end: the scan would compete with a move's downtime. */
-        if (now_usec() - a->t_logs_pruned >= CRIU_LOGS_PRUNE_EVERY_US)
-                criu_logs_prune(a);
-        /* The drain may start the next move at once: after the counts. */
-        if (m->drain)
-                drain_on_finished(m->drain, m);
-        mig_release(m);
         uv_timer_stop(&m->timer);
-        uv_close((uv_handle_t *)&m->timer, timer_closed);
-        agent_maybe_exit(a);
+        uv_timer_start(&m->timer, mig_delivered, 0, 0);
 }
 
 void mig_park(mig *m) {
@@ -415,6 +437,13 @@ void mig_park(mig *m) {
         if (m->finished)
                 return;
         m->finished = true;
+        /* No result: the next start goes on from the journal. */
+        for (size_t i = 0; i < MIG_WATCHES_MAX; i++) {
+                mig_watch w = m->watches[i];
+                m->watches[i] = (mig_watch){};
+                if (w.ops && w.ops->finished)
+                        w.ops->finished(w.ud, m->id, NULL);
+        }
         log_ctx_info(m->id, "leaving %s migration in phase %s to the journal", mig_role_to_string(m->role),
                      mig_phase_name(m));
         LIST_REMOVE(migs, a->migs, m);

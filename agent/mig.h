@@ -51,6 +51,28 @@ typedef enum mig_run_state {
 
 typedef struct mig_deferred mig_deferred;
 
+/* Who hears of a migration (the CLI that asked, the drain it belongs to):
+ * the migration publishes, and calls none of them by name. */
+typedef struct mig_watch_ops {
+        /* A phase reached, bytes moved. */
+        void (*progress)(void *ud, const proto_event *ev);
+        /* The operator's answer before the end: committed, but the target
+         * has not confirmed yet (the source goes on in the background). */
+        void (*answer)(void *ud, const char *mig_id, json_t *doc);
+        /* The end, with the final result; always from the loop, never from
+         * inside the call that started the migration. The watch ends. doc
+         * is NULL when the agent exits and leaves the migration to the
+         * journal. */
+        void (*finished)(void *ud, const char *mig_id, json_t *doc);
+} mig_watch_ops;
+
+typedef struct mig_watch {
+        const mig_watch_ops *ops;
+        void *ud;
+} mig_watch;
+
+#define MIG_WATCHES_MAX 2
+
 struct mig {
         agent *a;
         char id[PROTO_ID_MAX + 1];
@@ -67,9 +89,8 @@ struct mig {
         /* Progress and timing, microseconds on CLOCK_MONOTONIC. */
         uint64_t t_start, t_frozen, t_resumed, t_dumped, t_streamed, t_restored;
         uint64_t bytes_total, bytes_done, files_total, files_done, rate;
-        ctl_conn *cli; /* the CLI that asked (source), NULL once it left */
-        drain *drain;  /* the drain this move belongs to, if any */
-        bool result_sent;
+        mig_watch watches[MIG_WATCHES_MAX];
+        json_t *result; /* finished: the final result, until it is delivered */
 
         /* the runner */
         const mig_role_ops *ops;
@@ -142,14 +163,20 @@ int64_t mig_rec_int(const mig *m, const char *key);
 /* Records the first failure (formatted) for the result and the log. */
 void mig_fail_reason(mig *m, int code, const char *fmt, ...) _printf_(3, 4);
 
-/* A progress event for the watching CLI. */
+/* Who hears of m (see mig_watch_ops); -ENOSPC with too many. */
+int mig_watch_add(mig *m, const mig_watch_ops *ops, void *ud);
+void mig_watch_remove(mig *m, void *ud);
+
+/* Publishes a progress event. */
 void mig_progress(mig *m, const char *message);
+/* Publishes the operator's answer before the end (see mig_watch_ops). */
+void mig_answer(mig *m, json_t *doc);
 
 /* The result document (status and the CLI's final answer). */
 json_t *mig_result_doc(const mig *m);
 
-/* Sends the result to the CLI (once), archives the record and frees m once
- * its handles are closed. */
+/* Archives the record with the result; the watchers hear of it from the
+ * loop, then m goes. */
 void mig_finish(mig *m);
 
 /* Closes m's handles at agent exit, leaving its journal record active: the
@@ -172,14 +199,22 @@ bool fault_fail(const char *point);
 void fault_point(mig *m, const char *point);
 
 /* source (mig-src.c) */
-int mig_src_start(agent *a, ctl_conn *cli, drain *d, const proto_migrate *req, char ret_id[PROTO_ID_MAX + 1],
-                  nm_error *err);
-void mig_src_cli_gone(mig *m);
+
+/* Starts moving a container; watch (may be NULL) hears of it. Checks that
+ * can fail before anything is touched fail here; after 0, the end comes
+ * through the watch, from the loop. */
+int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch, void *ud,
+                  char ret_id[PROTO_ID_MAX + 1], nm_error *err);
 int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err);
 /* The answer to a destination's QUERY about one of our migrations. */
 proto_outcome mig_src_outcome(agent *a, const char *id);
 
-/* destination (mig-dst.c) */
-void mig_dst_on_message(ctl_conn *cc, const proto_msg *msg);
+/* destination (mig-dst.c): what a source's peer session says */
+void mig_dst_offer(ctl_conn *cc, const proto_offer *o);
+void mig_dst_stream(ctl_conn *cc, const proto_msg *msg);
+void mig_dst_restore(ctl_conn *cc, const char *id);
+void mig_dst_commit(ctl_conn *cc, const char *id);
+void mig_dst_abort(agent *a, const char *id, const char *reason);
+void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d);
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err);
 int mig_dst_recover(agent *a, json_t *rec, nm_error *err);

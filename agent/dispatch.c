@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A peer session's messages (a peer agent arriving through dial-stdio),
+ * each to the role that owns it: what a source sends to us as its
+ * destination goes to mig-dst.c; a destination's QUERY about one of our
+ * moves goes to mig-src.c; NODE_INFO_REQ to status.c. Anything else is
+ * refused with a reason, and the session goes on. */
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+
+static void answer_query(ctl_conn *cc, const char *id) {
+        proto_msg r = {.type = PROTO_MSG_OUTCOME,
+                       .outcome = {.mig = id, .outcome = mig_src_outcome(cc->a, id)}};
+        (void)ctl_send(cc, &r);
+}
+
+static void answer_node_info(ctl_conn *cc) {
+        proto_msg r = {.type = PROTO_MSG_NODE_INFO};
+        status_node_info(cc->a, &r.node_info);
+        (void)ctl_send(cc, &r);
+}
+
+void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
+        const char *id = proto_msg_mig(msg);
+
+        switch ((int)msg->type) { /* most types are invalid here: default handles them */
+        case PROTO_MSG_NODE_INFO_REQ: answer_node_info(cc); return;
+        case PROTO_MSG_QUERY: answer_query(cc, id); return;
+        case PROTO_MSG_OFFER: mig_dst_offer(cc, &msg->offer); return;
+        case PROTO_MSG_FILE:
+        case PROTO_MSG_DATA:
+        case PROTO_MSG_ZDATA:
+        case PROTO_MSG_FILE_END:
+        case PROTO_MSG_FILE_MAC:
+        case PROTO_MSG_IMAGES_DONE: mig_dst_stream(cc, msg); return;
+        case PROTO_MSG_RESTORE: mig_dst_restore(cc, id); return;
+        case PROTO_MSG_PS_DATA: mig_dst_ps_data(cc, &msg->ps_data); return;
+        case PROTO_MSG_COMMIT: mig_dst_commit(cc, id); return;
+        case PROTO_MSG_ABORT: mig_dst_abort(cc->a, id, msg->abort.reason); return;
+        default: break;
+        }
+        ctl_send_error(cc, id, -EPROTO, "unexpected message on a peer session");
+}
+
+void peer_session_closed(ctl_conn *cc, int status, const nm_error *err) {
+        mig_dst_conn_closed(cc, status, err);
+}
