@@ -2,8 +2,8 @@
 #pragma once
 
 /* The node daemon: one libuv loop that owns the control socket, every
- * migration in flight on this node (as source or destination), the journal,
- * and the one CRIU operation that may run at a time. */
+ * migration in flight on this node (as source or destination) and the
+ * journal. (ckpt/ runs one CRIU operation at a time.) */
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -42,13 +42,6 @@ struct ctl_conn {
         LIST_FIELDS(ctl_conn, conns);
 };
 
-/* One CRIU operation (libcriu allows one per process: see ckpt.h). */
-typedef struct criu_job criu_job;
-struct criu_job {
-        void (*start)(criu_job *job); /* runs when the job's turn comes */
-        LIST_FIELDS(criu_job, queue);
-};
-
 struct agent {
         uv_loop_t *loop;
         agent_config cfg;
@@ -70,8 +63,6 @@ struct agent {
         uv_signal_t sig_term, sig_int;
         ctl_conn *conns;
         mig *migs;
-        criu_job *criu_queue; /* head runs; appended at the tail */
-        bool criu_busy;
         unsigned n_src, n_dst; /* active migrations per role */
         /* A migration is over (its watchers heard): the daemon's policy
          * (prune CRIU's logs, exit when stopping). */
@@ -93,12 +84,6 @@ void ctl_send_error(ctl_conn *cc, const char *mig_id, int code, const char *reas
 /* dispatch.c: a peer session's messages, each to the role that owns it */
 void peer_dispatch(ctl_conn *cc, const proto_msg *msg);
 void peer_session_closed(ctl_conn *cc, int status, const nm_error *err);
-
-/* criu-queue.c: CRIU operations one at a time */
-void criu_queue_push(agent *a, criu_job *job);
-void criu_queue_done(agent *a, criu_job *job);
-/* Takes a job that has not started off the queue: true if it was waiting. */
-bool criu_queue_cancel(agent *a, criu_job *job);
 
 /* status.c */
 json_t *status_doc(agent *a, const char *ref);

@@ -225,7 +225,6 @@ static void dst_restore_failed(mig *m, int status) {
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
-        criu_queue_done(m->a, &m->job);
         if (m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && !req->consumed_pages)
                 log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
                                     "flags): the restore read them as usual; they go when the move ends");
@@ -267,10 +266,8 @@ static void dst_restore_run(mig *m) {
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
-        if (r < 0) {
-                criu_queue_done(a, &m->job);
+        if (r < 0)
                 dst_restore_failed(m, r);
-        }
 }
 
 /* ---- post-copy: the lazy-pages daemon and its relay ---- */
@@ -297,7 +294,6 @@ static void dst_lazy_ready(ckpt_lazy_pages *lp, int status, void *ud) {
                 nm_error_set(&m->restore.error, status,
                              "the lazy-pages daemon did not start (log: %s/%s-restore)", m->a->criu_work_dir,
                              m->id);
-                criu_queue_done(m->a, &m->job);
                 dst_restore_failed(m, status);
                 return;
         }
@@ -321,8 +317,9 @@ static void dst_lazy_done(ckpt_lazy_pages *lp, int status, void *ud) {
                        m->a->criu_work_dir, m->id);
 }
 
-static void dst_restore_start(criu_job *job) {
-        mig *m = container_of(job, mig, job);
+/* ckpt/ runs the restore once the CRIU work before it has ended; under
+ * post-copy the lazy-pages daemon comes first. */
+static void dst_restore_start(mig *m) {
         agent *a = m->a;
         char work[PATH_MAX];
         nm_error err = {};
@@ -343,16 +340,14 @@ static void dst_restore_start(criu_job *job) {
                 nm_error_errno(&err, r, "cannot set up the post-copy relay");
         if (r < 0) {
                 m->restore.error = err;
-                criu_queue_done(a, job);
                 dst_restore_failed(m, r);
         }
 }
 
+/* A restore still waiting for its turn never starts; its callback says
+ * so. */
 static void dst_cancel_restore(mig *m) {
-        if (criu_queue_cancel(m->a, &m->job)) {
-                nm_error_set(&m->restore.error, -ECANCELED, "the source aborted before the restore");
-                dst_restore_failed(m, -ECANCELED);
-        }
+        (void)ckpt_restore_cancel(&m->restore);
 }
 
 /* ---- commit ---- */
@@ -601,10 +596,7 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
                 dst_send_error(m, -EPROTO, "COMMIT before RESTORED");
                 m->reply_cc = NULL; /* answered: later messages go to the migration's session */
                 return MIG_ACT_DONE;
-        case DST_DO_START_RESTORE:
-                m->job.start = dst_restore_start;
-                criu_queue_push(m->a, &m->job);
-                return MIG_ACT_DONE;
+        case DST_DO_START_RESTORE: dst_restore_start(m); return MIG_ACT_DONE;
         case DST_DO_CANCEL_RESTORE: dst_cancel_restore(m); return MIG_ACT_DONE;
         case DST_DO_RESUME_COPY: return dst_resume(m, ret);
         case DST_DO_KILL_COPY: dst_kill_copy(m); return MIG_ACT_DONE;

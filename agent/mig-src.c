@@ -281,7 +281,6 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         mig *m = req->data;
         bool lazy_ended = m->t_dumped && m->src.postcopy != SRC_PC_OFF;
 
-        criu_queue_done(m->a, &m->job);
         if (m->ps_fd >= 0)
                 close(TAKE_FD(m->ps_fd));
         if (lazy_ended)
@@ -310,8 +309,8 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         src_feed(m, SRC_EV_DUMP_OK, NULL);
 }
 
-static void src_dump_start(criu_job *job) {
-        mig *m = container_of(job, mig, job);
+/* ckpt/ runs it once the CRIU work before it has ended. */
+static void src_dump_start(mig *m) {
         agent *a = m->a;
         char work[PATH_MAX];
         int r;
@@ -327,7 +326,6 @@ static void src_dump_start(criu_job *job) {
         if (m->src.postcopy != SRC_PC_OFF) {
                 r = ps_relay_new(a->loop, true, &src_ps_ops, m, &m->ps_fd, &m->relay);
                 if (r < 0) {
-                        criu_queue_done(a, job);
                         src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r,
                                        "cannot set up the post-copy relay: %s", strerror(-r));
                         return;
@@ -342,24 +340,20 @@ static void src_dump_start(criu_job *job) {
                                : ckpt_dump(a->loop, &m->dump, m->ctr, m->images_dir, &o, src_on_dumped);
         if (r < 0) {
                 /* Nothing was touched: checks and captures come before CRIU. */
-                criu_queue_done(a, job);
                 src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r, "cannot dump: %s", m->dump.error.msg);
         }
 }
 
+/* A dump still waiting for its turn never starts; its callback says so. */
 static void src_cancel_dump(mig *m) {
-        if (criu_queue_cancel(m->a, &m->job))
-                src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, -ECANCELED,
-                               "the dump was called off before it started");
+        (void)ckpt_dump_cancel(&m->dump);
 }
 
 /* ---- rollback ---- */
 
 static void src_on_rolled_back(ckpt_restore_req *req, int status) {
         mig *m = req->data;
-        agent *a = m->a;
 
-        criu_queue_done(a, &m->job);
         if (status < 0) {
                 log_ctx_error(m->id, "rollback attempt %u failed: %s", m->src.rollback_failures + 1,
                               req->error.msg);
@@ -373,13 +367,14 @@ static void src_on_rolled_back(ckpt_restore_req *req, int status) {
         src_feed(m, SRC_EV_ROLLBACK_OK, NULL);
 }
 
-static void src_rollback_start(criu_job *job) {
-        mig *m = container_of(job, mig, job);
+static void src_start_rollback(mig *m, unsigned attempt) {
         agent *a = m->a;
         char work[PATH_MAX];
         int r;
 
-        snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, m->src.rollback_failures);
+        if (attempt == 0)
+                mig_progress(m, "rolling back: restoring the container here");
+        snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, attempt);
         ckpt_restore_opts o = {
                 .criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
         ckpt_restore_req_done(&m->rollback);
@@ -387,18 +382,10 @@ static void src_rollback_start(criu_job *job) {
         m->rollback.data = m;
         r = ckpt_restore(a->loop, &m->rollback, m->images_dir, &o, src_on_rolled_back);
         if (r < 0) {
-                criu_queue_done(a, job);
                 log_ctx_error(m->id, "rollback attempt %u failed: %s", m->src.rollback_failures + 1,
                               m->rollback.error.msg);
                 src_feed(m, SRC_EV_ROLLBACK_FAILED, &m->rollback.error);
         }
-}
-
-static void src_start_rollback(mig *m, unsigned attempt) {
-        if (attempt == 0)
-                mig_progress(m, "rolling back: restoring the container here");
-        m->job.start = src_rollback_start;
-        criu_queue_push(m->a, &m->job);
 }
 
 /* ---- post-copy ---- */
@@ -555,10 +542,7 @@ static mig_act_result src_perform(mig *m, size_t i, mig_event *ret) {
                 if (!m->t_commit)
                         m->t_commit = now_usec();
                 return src_send(m, &(proto_msg){.type = PROTO_MSG_COMMIT, .commit = {.mig = m->id}}, ret);
-        case SRC_DO_START_DUMP:
-                m->job.start = src_dump_start;
-                criu_queue_push(m->a, &m->job);
-                return MIG_ACT_DONE;
+        case SRC_DO_START_DUMP: src_dump_start(m); return MIG_ACT_DONE;
         case SRC_DO_CANCEL_DUMP: src_cancel_dump(m); return MIG_ACT_DONE;
         case SRC_DO_START_STREAM: return src_start_stream(m, ret);
         case SRC_DO_START_ROLLBACK: src_start_rollback(m, a->attempt); return MIG_ACT_DONE;

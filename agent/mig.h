@@ -105,7 +105,6 @@ struct mig {
         /* source */
         ckpt_container *ctr;
         char *images_dir;
-        criu_job job;
         ckpt_dump_req dump;
         ckpt_restore_req rollback;
         struct peer_link *link;

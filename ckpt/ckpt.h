@@ -10,7 +10,10 @@
  *
  * One dump or restore runs at a time per process: libcriu's notification
  * callback carries no user data, so the operation in flight is found through
- * a static pointer. A second ckpt_dump/ckpt_restore meanwhile is -EBUSY. */
+ * a static pointer. ckpt_dump/ckpt_restore check and prepare an operation at
+ * once; while another runs, it waits for its turn (first come, first
+ * served), and ckpt_dump_cancel/ckpt_restore_cancel end it before it
+ * starts. Callers never have to queue CRIU work themselves. */
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -180,6 +183,7 @@ typedef struct ckpt_restore_opts {
 
 typedef enum ckpt_op_state {
         CKPT_OP_IDLE,
+        CKPT_OP_QUEUED, /* prepared, waiting for the operation before it */
         CKPT_OP_RUNNING,
         CKPT_OP_DONE,
         _CKPT_OP_STATE_MAX,
@@ -198,6 +202,9 @@ typedef struct ckpt__call {
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
         uv_loop_t *loop;
+        uv_work_cb work_cb;
+        ckpt_op_state *state;          /* the request's */
+        struct ckpt__call *queue_next; /* waiting for its turn */
         uv_work_t work;
         uv_async_t async;
         pthread_mutex_t lock;
@@ -266,9 +273,14 @@ struct ckpt_dump_req {
  * runs removes what was written into dir (and dir, if it was created), so
  * the same dir can be used again; CRIU's log stays in the work dir. A failure
  * after CRIU's dump succeeded (signing) leaves req->dumped true: the images
- * are complete and restorable. */
+ * are complete and restorable. While another dump or restore runs, the
+ * prepared dump waits for its turn (req->state CKPT_OP_QUEUED). */
 int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
               const ckpt_dump_opts *opts, ckpt_dump_cb cb);
+/* Ends a dump that waits for its turn: nothing was touched (what it
+ * prepared in dir is removed), and cb runs from the loop with -ECANCELED,
+ * req->source_running true. -EBUSY once it has started (or ended). */
+int ckpt_dump_cancel(ckpt_dump_req *req);
 /* Frees what the results hold; the req itself stays the caller's. */
 void ckpt_dump_req_done(ckpt_dump_req *req);
 
@@ -310,9 +322,12 @@ struct ckpt_restore_req {
  * checked first, on the thread pool, and a mismatch (-EBADMSG) ends it before
  * CRIU runs. Nothing is written inside dir (CRIU's work dir is elsewhere), so
  * a failed restore can be retried from the same images. Synchronous errors
- * as for ckpt_dump. */
+ * and waiting for its turn as for ckpt_dump. */
 int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts,
                  ckpt_restore_cb cb);
+/* Ends a restore that waits for its turn (cb runs with -ECANCELED, nothing
+ * was restored); -EBUSY once it has started (or ended). */
+int ckpt_restore_cancel(ckpt_restore_req *req);
 void ckpt_restore_req_done(ckpt_restore_req *req);
 
 /* ------------------------------------------------------------------------

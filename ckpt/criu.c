@@ -30,11 +30,12 @@
 
 /* libcriu's notify callback has no user-data pointer (criu.h:
  * criu_local_set_notify_cb), so the one operation in flight is found here.
- * One dump or restore at a time per process: ckpt_dump/ckpt_restore refuse a
- * second one with -EBUSY. Set and cleared on the loop thread; the worker reads
- * it only between uv_queue_work() and the after-work callback, ordered by the
- * thread pool's own locking. */
+ * One dump or restore at a time per process: the others wait in order.
+ * Set and cleared on the loop thread; the worker reads it only between
+ * uv_queue_work() and the after-work callback, ordered by the thread pool's
+ * own locking. */
 static ckpt__call *active;
+static ckpt__call *waiting; /* first come, first served */
 
 static const enum criu_cg_mode cg_modes[_CKPT_CGROUP_MODE_MAX] = {
         [CKPT_CGROUP_DEFAULT] = CRIU_CG_MODE_DEFAULT, [CKPT_CGROUP_IGNORE] = CRIU_CG_MODE_IGNORE,
@@ -135,9 +136,20 @@ static void call_release(ckpt__call *call) {
         call->key = NULL;
 }
 
+static void call_run(ckpt__call *call);
+
 static void on_closed(uv_handle_t *h) {
         ckpt__call *call = container_of((uv_async_t *)h, ckpt__call, async);
-        active = NULL;
+        if (call == active) {
+                /* The next one's turn, before this one's callback can
+                 * queue yet another behind it. */
+                active = NULL;
+                if (waiting) {
+                        ckpt__call *next = waiting;
+                        waiting = next->queue_next;
+                        call_run(next);
+                }
+        }
         pthread_mutex_destroy(&call->lock);
         call->finish(call);
 }
@@ -152,11 +164,29 @@ static void after_work(uv_work_t *w, int status) {
         uv_close((uv_handle_t *)&call->async, on_closed);
 }
 
-/* Runs the prepared call. From here on the callback runs exactly once. */
+/* The call's turn: CRIU runs for it on the thread pool. */
+static void call_run(ckpt__call *call) {
+        int r;
+
+        active = call;
+        *call->state = CKPT_OP_RUNNING;
+        r = uv_queue_work(call->loop, &call->work, call->work_cb, after_work);
+        if (r < 0) {
+                /* Cannot happen with a work callback given; if it does, the
+                 * error still travels the one way out: the callback. */
+                call->rc = r;
+                uv_close((uv_handle_t *)&call->async, on_closed);
+        }
+}
+
+/* Runs the prepared call, now or when the one before it has ended. From
+ * here on the callback runs exactly once. */
 static int call_start(ckpt__call *call, uv_loop_t *loop, uv_work_cb work, nm_error *err) {
+        ckpt__call **tail = &waiting;
         int r;
 
         call->loop = loop;
+        call->work_cb = work;
         r = pthread_mutex_init(&call->lock, NULL);
         if (r != 0)
                 return nm_error_errno(err, -r, "pthread_mutex_init");
@@ -165,14 +195,30 @@ static int call_start(ckpt__call *call, uv_loop_t *loop, uv_work_cb work, nm_err
                 pthread_mutex_destroy(&call->lock);
                 return nm_error_set(err, r, "uv_async_init: %s", uv_strerror(r));
         }
-        active = call;
-        r = uv_queue_work(loop, &call->work, work, after_work);
-        if (r < 0) {
-                /* Cannot happen with a work callback given; if it does, the
-                 * error still travels the one way out: the callback. */
-                call->rc = nm_error_set(err, r, "uv_queue_work: %s", uv_strerror(r));
-                uv_close((uv_handle_t *)&call->async, on_closed);
+        if (!active) {
+                call_run(call);
+                return 0;
         }
+        while (*tail)
+                tail = &(*tail)->queue_next;
+        call->queue_next = NULL;
+        *tail = call;
+        *call->state = CKPT_OP_QUEUED;
+        return 0;
+}
+
+/* Takes a call that waits for its turn off the queue; its callback runs
+ * from the loop with -ECANCELED. */
+static int call_cancel(ckpt__call *call) {
+        ckpt__call **p = &waiting;
+
+        while (*p && *p != call)
+                p = &(*p)->queue_next;
+        if (!*p)
+                return -EBUSY;
+        *p = call->queue_next;
+        call->rc = -ECANCELED;
+        uv_close((uv_handle_t *)&call->async, on_closed);
         return 0;
 }
 
@@ -634,8 +680,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
         req->cb = cb;
         req->call.event = dump_event;
         req->call.finish = dump_finish;
-        if (active)
-                return nm_error_set(&req->error, -EBUSY, "another checkpoint or restore is in progress");
+        req->call.state = &req->state;
         r = dump_prepare(req, c, dir, opts ? opts : &defaults);
         if (r >= 0)
                 r = call_start(&req->call, loop, dump_work, &req->error);
@@ -647,8 +692,17 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
                         nm_error_errno(&req->error, r, "cannot checkpoint %s", c->id);
                 return r;
         }
-        req->state = CKPT_OP_RUNNING;
         return 0;
+}
+
+int ckpt_dump_cancel(ckpt_dump_req *req) {
+        if (!req || req->state != CKPT_OP_QUEUED)
+                return -EBUSY;
+        /* Nothing ran: the container was not touched. */
+        req->source_running = true;
+        dump_discard(req);
+        nm_error_set(&req->error, -ECANCELED, "the dump was called off before it started");
+        return call_cancel(&req->call);
 }
 
 void ckpt_dump_req_done(ckpt_dump_req *req) {
@@ -857,8 +911,7 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
         req->cb = cb;
         req->call.event = restore_event;
         req->call.finish = restore_finish;
-        if (active)
-                return nm_error_set(&req->error, -EBUSY, "another checkpoint or restore is in progress");
+        req->call.state = &req->state;
         r = restore_prepare(req, dir, opts ? opts : &defaults);
         if (r >= 0)
                 r = call_start(&req->call, loop, restore_work, &req->error);
@@ -869,8 +922,14 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
                         nm_error_errno(&req->error, r, "cannot restore %s", dir);
                 return r;
         }
-        req->state = CKPT_OP_RUNNING;
         return 0;
+}
+
+int ckpt_restore_cancel(ckpt_restore_req *req) {
+        if (!req || req->state != CKPT_OP_QUEUED)
+                return -EBUSY;
+        nm_error_set(&req->error, -ECANCELED, "the restore was called off before it started");
+        return call_cancel(&req->call);
 }
 
 void ckpt_restore_req_done(ckpt_restore_req *req) {

@@ -254,12 +254,16 @@ static void test_stats_parse(void **state) {
 
 typedef struct run {
         int calls, status;
+        int order; /* the n-th callback of the test */
 } run;
+
+static int callbacks;
 
 static void on_restored(ckpt_restore_req *req, int status) {
         run *r = req->data;
         r->calls++;
         r->status = status;
+        r->order = ++callbacks;
         assert_int_equal(req->state, CKPT_OP_DONE);
 }
 
@@ -295,14 +299,27 @@ static int run_restore(const char *dir, const ckpt_criu *criu, ckpt_restore_req 
         assert_int_equal(uv_loop_init(&loop), 0);
         *req = (ckpt_restore_req){.data = r};
         ret = ckpt_restore(&loop, req, ck, &opts, on_restored);
+        run r2 = {};
+        ckpt_restore_req second = {.data = &r2};
         if (ret == 0) {
-                /* One at a time per process. */
-                ckpt_restore_req second = {};
-                assert_int_equal(ckpt_restore(&loop, &second, ck, &opts, on_restored), -EBUSY);
-                assert_msg_contains(&second.error, "in progress");
+                /* One at a time per process: a second waits for its turn,
+                 * and may be called off before it starts. */
+                assert_int_equal(req->state, CKPT_OP_RUNNING);
+                assert_int_equal(ckpt_restore(&loop, &second, ck, &opts, on_restored), 0);
+                assert_int_equal(second.state, CKPT_OP_QUEUED);
+                assert_int_equal(ckpt_restore_cancel(req), -EBUSY);
+                assert_int_equal(ckpt_restore_cancel(&second), 0);
+                assert_int_equal(r2.calls, 0); /* from the loop, not from inside */
         }
         uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
+        if (ret == 0) {
+                assert_int_equal(r2.calls, 1);
+                assert_int_equal(r2.status, -ECANCELED);
+                assert_msg_contains(&second.error, "called off");
+                assert_int_equal(ckpt_restore_cancel(&second), -EBUSY);
+        }
+        ckpt_restore_req_done(&second);
         return ret;
 }
 
@@ -330,6 +347,42 @@ static void test_restore_refuses_tampered(void **state) {
         _cleanup_free_ char *work = tu_join(dir, "ckpt.work");
         assert_int_equal(access(work, F_OK), 0);
         ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
+/* CRIU work waits for its turn and runs in the order it came: no caller
+ * queues it. */
+static void test_restore_waits_its_turn(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        ckpt_restore_opts opts = {.verify = true, .key = key32, .key_len = sizeof(key32)};
+        ckpt_restore_req req[3] = {};
+        run r[3] = {};
+        uv_loop_t loop;
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        opts.criu.criu = criu;
+        make_checkpoint(dir);
+        tu_write_str(dir, "ckpt/images/pages-1.img", "snapshou"); /* each ends at its verification */
+        assert_int_equal(uv_loop_init(&loop), 0);
+        callbacks = 0;
+        for (size_t i = 0; i < 3; i++) {
+                req[i].data = &r[i];
+                assert_int_equal(ckpt_restore(&loop, &req[i], ck, &opts, on_restored), 0);
+                assert_int_equal(req[i].state, i == 0 ? CKPT_OP_RUNNING : CKPT_OP_QUEUED);
+        }
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        for (size_t i = 0; i < 3; i++) {
+                assert_int_equal(r[i].calls, 1);
+                assert_int_equal(r[i].status, -EBADMSG);
+                assert_int_equal(r[i].order, (int)i + 1);
+                ckpt_restore_req_done(&req[i]);
+        }
+        assert_false(criu_ran(dir));
         tu_rm(dir);
 }
 
@@ -491,6 +544,7 @@ int main(void) {
                 cmocka_unit_test(test_log_excerpt),
                 cmocka_unit_test(test_stats_parse),
                 cmocka_unit_test(test_restore_refuses_tampered),
+                cmocka_unit_test(test_restore_waits_its_turn),
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
