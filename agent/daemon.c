@@ -34,7 +34,7 @@ static void agent_maybe_exit(agent *a) {
          * leave: the journal carries it across a restart and no container
          * runs half-moved. Anything else must finish before we exit. */
         LIST_FOREACH(migs, m, a->migs)
-        if (!m->finished && !mig_parkable(m))
+        if (m->finished || !mig_parkable(m)) /* finished: its record is being archived */
                 return;
         log_info("no handoff in progress: exiting");
         uv_stop(a->loop);

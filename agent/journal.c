@@ -62,16 +62,24 @@ static void rec_name(char out[80], const char *mig) {
         snprintf(out, 80, "%s.json", mig);
 }
 
+char *journal_record_text(const json_t *rec) {
+        return json_dumps(rec, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+}
+
 int journal_put(journal *j, const char *mig, json_t *rec, nm_error *err) {
-        _cleanup_free_ char *text = NULL;
+        _cleanup_free_ char *text = journal_record_text(rec);
+
+        if (!text)
+                return nm_error_set(err, -ENOMEM, "cannot serialise journal record");
+        return journal_put_text(j, mig, text, err);
+}
+
+int journal_put_text(journal *j, const char *mig, const char *text, nm_error *err) {
         char name[80];
         int r;
 
         if (!journal_valid_id(mig))
                 return nm_error_set(err, -EINVAL, "invalid migration id \"%s\"", mig);
-        text = json_dumps(rec, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        if (!text)
-                return nm_error_set(err, -ENOMEM, "cannot serialise journal record");
         rec_name(name, mig);
         r = write_file_atomic_at(j->dfd, name, text, strlen(text), 0600);
         if (r < 0)

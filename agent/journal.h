@@ -22,13 +22,20 @@ journal *journal_free(journal *j);
 /* Writes rec as the current record of migration mig (durable on return). */
 int journal_put(journal *j, const char *mig, json_t *rec, nm_error *err);
 
+/* The same in two halves, so that the blocking half (write, fsync, rename,
+ * fsync the directory) can run on any thread while rec goes on changing:
+ * the text of rec (NULL: out of memory), then its write. */
+char *journal_record_text(const json_t *rec);
+int journal_put_text(journal *j, const char *mig, const char *text, nm_error *err);
+
 /* Every record in flight (not done), in no particular order; a JSON array. */
 int journal_load_active(journal *j, json_t **ret, nm_error *err);
 
 /* Recent finished records, newest first, at most max. */
 int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err);
 
-/* Moves a finished migration's record to done/ (durable), pruning old ones. */
+/* Moves a finished migration's record to done/ (durable), pruning old ones.
+ * Blocking, and safe on any thread, as journal_put_text. */
 int journal_finish(journal *j, const char *mig, nm_error *err);
 
 /* A migration id usable as a file name: [A-Za-z0-9_-], 1..64. */

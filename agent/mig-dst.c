@@ -383,11 +383,13 @@ static void dst_write_state(mig *m) {
                               m->container_id, (int)m->restored_pid, err.msg);
 }
 
-static void dst_kill_copy(mig *m) {
-        nm_error err = {};
-        if (m->restored_pid > 0 && ckpt_kill_tree(m->restored_pid, m->restored_ticks, &err) < 0)
-                log_ctx_error(m->id, "cannot kill our copy (pid %d): %s", (int)m->restored_pid, err.msg);
+static mig_act_result dst_kill_copy(mig *m) {
+        pid_t pid = m->restored_pid;
+
         m->restored_pid = 0;
+        if (pid <= 0)
+                return MIG_ACT_DONE;
+        return mig_kill_tree(m, pid, m->restored_ticks, "our copy");
 }
 
 static void dst_remove_state(mig *m) {
@@ -396,13 +398,30 @@ static void dst_remove_state(mig *m) {
                 log_ctx_warning(m->id, "cannot remove the state file: %s", err.msg);
 }
 
+static void dst_answer_commit(ctl_conn *cc, const char *id, bool runs, pid_t pid) {
+        proto_msg r = {.type = PROTO_MSG_RUNNING, .running = {.mig = id, .pid = (uint32_t)pid}};
+        proto_msg e = {.type = PROTO_MSG_ERROR,
+                       .error = {.mig = id,
+                                 .code = -ESRCH,
+                                 .reason = "no copy of this migration is held or running here"}};
+        (void)ctl_send(cc, runs ? &r : &e);
+}
+
 /* A COMMIT for a migration that is no longer active here: the source
- * repeating itself after a lost link. Answer from the journal. */
+ * repeating itself after a lost link. Answer from the journal, or from
+ * memory while the record is on its way to done/ (never "no copy" for a
+ * copy that runs: the source would restore its own). */
 static void dst_commit_finished(ctl_conn *cc, const char *id) {
+        mig *m = mig_find_archiving(cc->a, id);
         json_t *done = NULL, *rec;
         nm_error err = {};
         size_t i;
 
+        if (m && m->role == MIG_ROLE_DEST) {
+                dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
+                                  (pid_t)mig_rec_int(m, "restored_pid"));
+                return;
+        }
         if (journal_load_done(cc->a->journal, JOURNAL_KEEP_DONE, &done, &err) >= 0)
                 json_array_foreach(done, i, rec) {
                         const char *rid = json_string_value(json_object_get(rec, "mig"));
@@ -410,24 +429,15 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
                             mig_role_from_string(json_string_value(json_object_get(rec, "role"))) !=
                                     MIG_ROLE_DEST)
                                 continue;
-                        if (dst_commit_finds_copy(dst_phase_from_string(
-                                    json_string_value(json_object_get(rec, "phase"))))) {
-                                proto_msg r = {.type = PROTO_MSG_RUNNING,
-                                               .running = {.mig = id,
-                                                           .pid = (uint32_t)json_integer_value(
-                                                                   json_object_get(rec, "restored_pid"))}};
-                                (void)ctl_send(cc, &r);
-                                json_decref(done);
-                                return;
-                        }
-                        break;
+                        dst_answer_commit(cc, id,
+                                          dst_commit_finds_copy(dst_phase_from_string(
+                                                  json_string_value(json_object_get(rec, "phase")))),
+                                          (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
+                        json_decref(done);
+                        return;
                 }
         json_decref(done);
-        proto_msg e = {.type = PROTO_MSG_ERROR,
-                       .error = {.mig = id,
-                                 .code = -ESRCH,
-                                 .reason = "no copy of this migration is held or running here"}};
-        (void)ctl_send(cc, &e);
+        dst_answer_commit(cc, id, false, 0);
 }
 
 /* ---- in doubt: asking the source ---- */
@@ -523,16 +533,12 @@ static void dst_note_discard(mig *m, dst_why why) {
 }
 
 static mig_act_result dst_journal(mig *m, dst_phase phase, mig_event *ret) {
-        nm_error err = {};
-
         /* Resumed on memory that is still arriving: a restart must not take
          * the copy for complete. */
         if (m->dst.postcopy != DST_PC_OFF)
                 mig_rec_set(m, "postcopy", json_boolean(m->dst.postcopy == DST_PC_RESUMED));
-        if (mig_journal(m, dst_phase_to_string(phase), &err) >= 0)
-                return MIG_ACT_DONE;
-        *ret = (mig_event){.dst = {.kind = DST_EV_JOURNAL_FAILED, .phase = phase}, .err = err};
-        return MIG_ACT_FAILED;
+        return mig_journal(m, dst_phase_to_string(phase),
+                           &(mig_event){.dst = {.kind = DST_EV_JOURNAL_FAILED, .phase = phase}}, ret);
 }
 
 static handoff_verdict dst_ops_step(mig *m, const mig_event *ev) {
@@ -599,13 +605,10 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         case DST_DO_START_RESTORE: dst_restore_start(m); return MIG_ACT_DONE;
         case DST_DO_CANCEL_RESTORE: dst_cancel_restore(m); return MIG_ACT_DONE;
         case DST_DO_RESUME_COPY: return dst_resume(m, ret);
-        case DST_DO_KILL_COPY: dst_kill_copy(m); return MIG_ACT_DONE;
+        case DST_DO_KILL_COPY: return dst_kill_copy(m);
         case DST_DO_WRITE_STATE: dst_write_state(m); return MIG_ACT_DONE;
         case DST_DO_REMOVE_STATE: dst_remove_state(m); return MIG_ACT_DONE;
-        case DST_DO_REMOVE_STAGING:
-                if (m->staging)
-                        (void)rm_rf_path(m->staging);
-                return MIG_ACT_DONE;
+        case DST_DO_REMOVE_STAGING: return m->staging ? mig_remove_dir(m, m->staging) : MIG_ACT_DONE;
         case DST_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
         case DST_DO_OPEN_ASK: return dst_open_ask(m, ret);
         case DST_DO_SEND_QUERY:
@@ -645,7 +648,7 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
                 (void)ctl_send(cc, &e);
                 return;
         }
-        if (mig_find(a, o->mig)) {
+        if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig)) {
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
                                 .reject = {.mig = o->mig,
                                            .code = PROTO_REJECT_EXISTS,

@@ -414,12 +414,6 @@ static void src_unlock_network(mig *m) {
                      (int)m->new_pid);
 }
 
-static void src_kill_copy(mig *m) {
-        nm_error err = {};
-        if (m->ctr && ckpt_kill_tree(m->ctr->pid, m->ctr->start_ticks, &err) < 0)
-                log_ctx_error(m->id, "cannot end the copy CRIU resumed here: %s", err.msg);
-}
-
 /* ---- the end ---- */
 
 static void src_write_state(mig *m) {
@@ -523,14 +517,12 @@ static handoff_verdict src_ops_step(mig *m, const mig_event *ev) {
 
 static mig_act_result src_perform(mig *m, size_t i, mig_event *ret) {
         const src_action *a = &m->src_acts.v[i];
-        nm_error err = {};
 
         switch (a->kind) {
         case SRC_DO_NOTE_FAILURE: src_note(m, a->why); return MIG_ACT_DONE;
         case SRC_DO_JOURNAL:
-                if (mig_journal(m, src_phase_to_string(a->phase), &err) < 0)
-                        return src_failed(ret, SRC_EV_JOURNAL_FAILED, &err);
-                return MIG_ACT_DONE;
+                return mig_journal(m, src_phase_to_string(a->phase),
+                                   &(mig_event){.src = {.kind = SRC_EV_JOURNAL_FAILED}}, ret);
         case SRC_DO_OPEN_LINK: return src_open_link(m, ret);
         case SRC_DO_CLOSE_LINK: src_close_link(m); return MIG_ACT_DONE;
         case SRC_DO_SEND_OFFER: return src_send_offer(m, ret);
@@ -558,13 +550,13 @@ static mig_act_result src_perform(mig *m, size_t i, mig_event *ret) {
         case SRC_DO_RESUME_IN_PLACE: src_resume_in_place(m); return MIG_ACT_DONE;
         case SRC_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
         case SRC_DO_UNLOCK_NETWORK: src_unlock_network(m); return MIG_ACT_DONE;
-        case SRC_DO_KILL_COPY: src_kill_copy(m); return MIG_ACT_DONE;
+        case SRC_DO_KILL_COPY:
+                if (!m->ctr)
+                        return MIG_ACT_DONE;
+                return mig_kill_tree(m, m->ctr->pid, m->ctr->start_ticks, "the copy CRIU resumed here");
         case SRC_DO_WRITE_STATE: src_write_state(m); return MIG_ACT_DONE;
         case SRC_DO_REMOVE_STATE: src_remove_state(m); return MIG_ACT_DONE;
-        case SRC_DO_REMOVE_IMAGES:
-                if (m->images_dir)
-                        (void)rm_rf_path(m->images_dir);
-                return MIG_ACT_DONE;
+        case SRC_DO_REMOVE_IMAGES: return m->images_dir ? mig_remove_dir(m, m->images_dir) : MIG_ACT_DONE;
         case SRC_DO_ANSWER: m->answer = a->outcome; return MIG_ACT_DONE;
         case SRC_DO_FINISH: mig_finish(m); return MIG_ACT_DONE;
         case _SRC_ACTION_MAX:
@@ -775,6 +767,10 @@ proto_outcome mig_src_outcome(agent *a, const char *id) {
 
         if (m && m->role == MIG_ROLE_SOURCE)
                 return proto_outcome_of(src_query(m));
+        /* Over, its record not in done/ yet: its phase is final already. */
+        m = mig_find_archiving(a, id);
+        if (m && m->role == MIG_ROLE_SOURCE)
+                return proto_outcome_of(src_outcome_of(m->src.phase));
         if (journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
                 return PROTO_OUTCOME_UNKNOWN;
         json_array_foreach(done, i, rec) {

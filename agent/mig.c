@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "exit-codes.h"
+#include "fs-util.h"
 #include "log.h"
 #include "macro.h"
 
@@ -40,6 +41,7 @@ mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         }
         uv_timer_init(a->loop, &m->timer);
         m->timer.data = m;
+        m->refs = 1; /* the timer's, until it is closed */
         LIST_PREPEND(migs, a->migs, m);
         if (role == MIG_ROLE_SOURCE)
                 a->n_src++;
@@ -66,6 +68,14 @@ void mig_rec_set_str(mig *m, const char *key, const char *value) {
 
 void mig_rec_set_int(mig *m, const char *key, int64_t value) {
         mig_rec_set(m, key, json_integer(value));
+}
+
+mig *mig_find_archiving(agent *a, const char *id) {
+        mig *m;
+        LIST_FOREACH(migs, m, a->migs)
+        if (m->finished && strcmp(m->id, id) == 0)
+                return m;
+        return NULL;
 }
 
 const char *mig_phase_name(const mig *m) {
@@ -130,9 +140,109 @@ void fault_point(mig *m, const char *point) {
         }
 }
 
-int mig_journal(mig *m, const char *phase, nm_error *err) {
-        json_t *h;
+/* ---- blocking work, on the thread pool ---- */
+
+/* One piece of blocking work for a migration: its inputs are copies (the
+ * loop goes on changing the migration meanwhile), its end comes back on
+ * the loop. The migration stays allocated until every piece has ended. */
+typedef struct mig_io mig_io;
+struct mig_io {
+        uv_work_t work;
+        mig *m;
+        int (*run)(mig_io *io); /* on a pool thread */
+        void (*done)(mig_io *io, int r);
+        char id[PROTO_ID_MAX + 1];
+        char phase[32];
+        char *text, *path;
+        char what[128]; /* KILL: whose tree, for the log */
+        pid_t pid;
+        uint64_t ticks;
+        bool archive;
+        mig_event failure; /* JOURNAL: what a failed write becomes */
+        nm_error err;
         int r;
+};
+
+static void mig_unref(mig *m) {
+        if (--m->refs > 0)
+                return;
+        json_decref(m->rec);
+        json_decref(m->result);
+        free(m);
+}
+
+static void io_work(uv_work_t *w) {
+        mig_io *io = container_of(w, mig_io, work);
+        io->r = io->run(io);
+}
+
+static void io_after(uv_work_t *w, int status) {
+        mig_io *io = container_of(w, mig_io, work);
+        mig *m = io->m;
+
+        if (status < 0 && io->r >= 0)
+                io->r = nm_error_set(&io->err, status, "%s", uv_strerror(status));
+        io->done(io, io->r);
+        free(io->text);
+        free(io->path);
+        free(io);
+        mig_unref(m);
+}
+
+static mig_io *io_new(mig *m, int (*run)(mig_io *io), void (*done)(mig_io *io, int r)) {
+        mig_io *io = calloc(1, sizeof(*io));
+        if (!io)
+                return NULL;
+        io->m = m;
+        io->run = run;
+        io->done = done;
+        snprintf(io->id, sizeof(io->id), "%s", m->id);
+        return io;
+}
+
+/* Queues io; a failure to queue runs it here (it cannot happen with a work
+ * callback, but then the end still comes once). */
+static void io_start(mig_io *io) {
+        io->m->refs++;
+        if (uv_queue_work(io->m->a->loop, &io->work, io_work, io_after) < 0) {
+                io_work(&io->work);
+                io_after(&io->work, 0);
+        }
+}
+
+/* An action's blocking work ended: the list goes on (or ends, failed). */
+static void io_continue(mig_io *io, const mig_event *failure) {
+        if (!io->m->finished)
+                mig_act_done(io->m, failure);
+}
+
+static int run_journal(mig_io *io) {
+        return journal_put_text(io->m->a->journal, io->id, io->text, &io->err);
+}
+
+static void journal_done(mig_io *io, int r) {
+        mig *m = io->m;
+
+        if (r < 0) {
+                nm_error_prefix(&io->err, "cannot journal phase %s", io->phase);
+                log_ctx_error(m->id, "%s", io->err.msg);
+                io->failure.err = io->err;
+                io_continue(io, &io->failure);
+                return;
+        }
+        if (m->finished) /* parked meanwhile: the next start reads it */
+                return;
+        log_ctx_info(m->id, "%s %s -> %s", mig_role_to_string(m->role),
+                     m->journaled[0] ? m->journaled : "new", io->phase);
+        snprintf(m->journaled, sizeof(m->journaled), "%s", io->phase);
+        fault_point(m, io->phase);
+        mig_progress(m, NULL);
+        io_continue(io, NULL);
+}
+
+mig_act_result mig_journal(mig *m, const char *phase, const mig_event *on_failure, mig_event *ret) {
+        mig_io *io = io_new(m, run_journal, journal_done);
+        json_t *h;
 
         mig_rec_set_str(m, "phase", phase);
         mig_rec_set_int(m, "updated_at", unix_ms());
@@ -141,18 +251,69 @@ int mig_journal(mig *m, const char *phase, nm_error *err) {
                 json_array_append_new(json_object_get(m->rec, "history"), h);
         if (m->err.code)
                 mig_rec_set_str(m, "error", m->err.msg);
-        r = journal_put(m->a->journal, m->id, m->rec, err);
-        if (r < 0) {
-                nm_error_prefix(err, "cannot journal phase %s", phase);
-                log_ctx_error(m->id, "%s", err->msg);
-                return r;
+        if (io)
+                io->text = journal_record_text(m->rec);
+        if (!io || !io->text) {
+                if (io)
+                        free(io);
+                *ret = *on_failure;
+                nm_error_set(&ret->err, -ENOMEM, "cannot journal phase %s: out of memory", phase);
+                return MIG_ACT_FAILED;
         }
-        log_ctx_info(m->id, "%s %s -> %s", mig_role_to_string(m->role),
-                     m->journaled[0] ? m->journaled : "new", phase);
-        snprintf(m->journaled, sizeof(m->journaled), "%s", phase);
-        fault_point(m, phase);
-        mig_progress(m, NULL);
-        return 0;
+        snprintf(io->phase, sizeof(io->phase), "%s", phase);
+        io->failure = *on_failure;
+        io_start(io);
+        return MIG_ACT_WAIT;
+}
+
+static int run_kill(mig_io *io) {
+        return ckpt_kill_tree(io->pid, io->ticks, &io->err);
+}
+
+static void kill_done(mig_io *io, int r) {
+        if (r < 0)
+                log_ctx_error(io->id, "cannot end %s (pid %d): %s", io->what, (int)io->pid, io->err.msg);
+        io_continue(io, NULL);
+}
+
+mig_act_result mig_kill_tree(mig *m, pid_t pid, uint64_t ticks, const char *what) {
+        mig_io *io = io_new(m, run_kill, kill_done);
+        nm_error err = {};
+
+        if (!io) {
+                /* Killing must not wait for memory: do it here. */
+                if (ckpt_kill_tree(pid, ticks, &err) < 0)
+                        log_ctx_error(m->id, "cannot end %s (pid %d): %s", what, (int)pid, err.msg);
+                return MIG_ACT_DONE;
+        }
+        snprintf(io->what, sizeof(io->what), "%s", what);
+        io->pid = pid;
+        io->ticks = ticks;
+        io_start(io);
+        return MIG_ACT_WAIT;
+}
+
+static int run_remove(mig_io *io) {
+        return rm_rf_path(io->path);
+}
+
+static void remove_done(mig_io *io, int r) {
+        if (r < 0 && r != -ENOENT)
+                log_ctx_warning(io->id, "cannot remove %s: %s", io->path, strerror(-r));
+        io_continue(io, NULL);
+}
+
+mig_act_result mig_remove_dir(mig *m, const char *path) {
+        mig_io *io = io_new(m, run_remove, remove_done);
+
+        if (!io || !(io->path = strdup(path))) {
+                if (io)
+                        free(io);
+                (void)rm_rf_path(path);
+                return MIG_ACT_DONE;
+        }
+        io_start(io);
+        return MIG_ACT_WAIT;
 }
 
 /* ---- the runner: one event at a time, its actions in order ---- */
@@ -352,10 +513,7 @@ json_t *mig_result_doc(const mig *m) {
 }
 
 static void timer_closed(uv_handle_t *h) {
-        mig *m = h->data;
-        json_decref(m->rec);
-        json_decref(m->result);
-        free(m);
+        mig_unref(h->data);
 }
 
 static void mig_release(mig *m) {
@@ -388,11 +546,20 @@ static void mig_release(mig *m) {
         free(m->staging);
 }
 
-/* From the loop: the watchers hear of the end, then m goes. */
-static void mig_delivered(uv_timer_t *t) {
-        mig *m = t->data;
+static int run_archive(mig_io *io) {
+        int r = journal_put_text(io->m->a->journal, io->id, io->text, &io->err);
+        return r < 0 ? r : journal_finish(io->m->a->journal, io->id, &io->err);
+}
+
+/* The record is in done/ (status shows it from there): the watchers hear
+ * of the end, from the loop, then m goes. */
+static void archive_done(mig_io *io, int r) {
+        mig *m = io->m;
         agent *a = m->a;
 
+        if (r < 0)
+                log_ctx_error(m->id, "cannot archive journal record: %s", io->err.msg);
+        LIST_REMOVE(migs, a->migs, m);
         for (size_t i = 0; i < MIG_WATCHES_MAX; i++) {
                 mig_watch w = m->watches[i];
                 m->watches[i] = (mig_watch){};
@@ -406,30 +573,39 @@ static void mig_delivered(uv_timer_t *t) {
 }
 
 void mig_finish(mig *m) {
-        nm_error err = {};
         agent *a = m->a;
+        mig_io *io;
 
         if (m->finished)
                 return;
         m->finished = true;
+        uv_timer_stop(&m->timer);
         if (!m->t_resumed && ((m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_DONE) ||
                               (m->role == MIG_ROLE_DEST && m->dst.phase == DST_RUNNING)))
                 m->t_resumed = now_usec();
         /* The result goes into the archived record, for `status` later. */
         m->result = mig_result_doc(m);
         mig_rec_set(m, "result", json_incref(m->result));
-        if (journal_put(a->journal, m->id, m->rec, &err) < 0 || journal_finish(a->journal, m->id, &err) < 0)
-                log_ctx_error(m->id, "cannot archive journal record: %s", err.msg);
         log_ctx_info(m->id, "%s finished: %s%s%s", mig_role_to_string(m->role), mig_phase_name(m),
                      m->err.code ? ": " : "", m->err.code ? m->err.msg : "");
-        LIST_REMOVE(migs, a->migs, m);
         /* Counted out now: a drain may start the next move when it hears. */
         if (m->role == MIG_ROLE_SOURCE)
                 a->n_src--;
         else
                 a->n_dst--;
-        uv_timer_stop(&m->timer);
-        uv_timer_start(&m->timer, mig_delivered, 0, 0);
+        io = io_new(m, run_archive, archive_done);
+        if (io && !(io->text = journal_record_text(m->rec))) {
+                free(io);
+                io = NULL;
+        }
+        if (!io) {
+                mig_io fallback = {.m = m, .err = {.code = -ENOMEM, .msg = "out of memory"}};
+                m->refs++;
+                archive_done(&fallback, -ENOMEM);
+                mig_unref(m);
+                return;
+        }
+        io_start(io);
 }
 
 void mig_park(mig *m) {

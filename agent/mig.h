@@ -85,7 +85,8 @@ struct mig {
         char *peer; /* the other node's name */
         LIST_FIELDS(mig, migs);
         uv_timer_t timer; /* retries, keep-alives, deadlines */
-        bool finished;    /* record archived; freed once handles are closed */
+        bool finished;    /* over (or parked): its record being archived, then it goes */
+        unsigned refs;    /* the timer, and each piece of blocking work under way */
         /* Progress and timing, microseconds on CLOCK_MONOTONIC. */
         uint64_t t_start, t_frozen, t_resumed, t_dumped, t_streamed, t_restored;
         uint64_t bytes_total, bytes_done, files_total, files_done, rate;
@@ -135,6 +136,9 @@ struct mig {
 
 mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops);
 mig *mig_find(agent *a, const char *id);
+/* A migration that is over and whose record is on its way to done/: what
+ * journal_load_done cannot show yet. */
+mig *mig_find_archiving(agent *a, const char *id);
 
 /* The phase in memory, by role, as the journal names it. */
 const char *mig_phase_name(const mig *m);
@@ -148,9 +152,17 @@ void mig_feed(mig *m, const mig_event *ev);
  * that says why it failed (the rest of its list is dropped). */
 void mig_act_done(mig *m, const mig_event *failure);
 
-/* Writes the record with this phase (durable on return) and tells the
- * watching CLI. < 0: err says why (the caller makes it JOURNAL_FAILED). */
-int mig_journal(mig *m, const char *phase, nm_error *err);
+/* Blocking work of an action, on the thread pool (MIG_ACT_WAIT: the list
+ * goes on when it has ended). mig_journal writes the record with this
+ * phase (write, fsync, rename, fsync the directory); once it is on disk the
+ * watchers hear of the phase and the list goes on; if it failed, on_failure
+ * (its err filled in) is the next event. */
+mig_act_result mig_journal(mig *m, const char *phase, const mig_event *on_failure, mig_event *ret);
+/* Ends a process tree (SIGKILL, then up to 2 s until it is gone); what
+ * names it in the log. */
+mig_act_result mig_kill_tree(mig *m, pid_t pid, uint64_t ticks, const char *what);
+/* Removes a directory tree (images, a staging). */
+mig_act_result mig_remove_dir(mig *m, const char *path);
 
 /* Sets a fact in the journal record (written with the next phase). */
 void mig_rec_set(mig *m, const char *key, json_t *value);

@@ -91,8 +91,18 @@ static json_t *migrations_json(agent *a, const char *ref) {
         mig *m;
 
         LIST_FOREACH(migs, m, a->migs) {
-                if (m->finished || !rec_matches(m->rec, ref))
+                if (!rec_matches(m->rec, ref))
                         continue;
+                if (m->finished) {
+                        /* Over, its record on its way to done/: shown as it
+                         * will be read from there. */
+                        if (m->result) {
+                                json_t *doc = json_deep_copy(m->result);
+                                json_object_set_new(doc, "active", json_false());
+                                json_array_append_new(arr, doc);
+                        }
+                        continue;
+                }
                 json_t *doc = mig_result_doc(m);
                 json_object_set_new(doc, "active", json_true());
                 json_object_set_new(doc, "bytes_total", json_integer((json_int_t)m->bytes_total));
@@ -101,7 +111,9 @@ static json_t *migrations_json(agent *a, const char *ref) {
         if (journal_load_done(a->journal, ref ? JOURNAL_KEEP_DONE : 20, &done, &err) < 0)
                 return arr;
         json_array_foreach(done, i, rec) {
-                if (!rec_matches(rec, ref))
+                const char *id = json_string_value(json_object_get(rec, "mig"));
+                /* Shown from memory until archive_done. */
+                if (!rec_matches(rec, ref) || (id && mig_find_archiving(a, id)))
                         continue;
                 json_t *r = json_deep_copy(json_object_get(rec, "result"));
                 if (!r) /* a record archived by recovery before it had a result */
