@@ -3,7 +3,7 @@
 
 /* The destination's side of the handoff as a pure function (see
  * handoff.h): dst_step(state, event) -> (new state, actions).
- * agent/mig-dst.c turns I/O into events and carries the actions out.
+ * agent/daemon/mig-dst.c turns I/O into events and carries the actions out.
  * DESIGN.md has the rules as a table; tests/unit/test-handoff-dst.c checks
  * every one.
  *
