@@ -112,7 +112,7 @@ static const char *const action_names[_DST_ACTION_MAX] = {
         [DST_DO_FINISH] = "finish",
 };
 
-#define NAME(table, v) ((int)(v) >= 0 && (size_t)(v) < ARRAY_SIZE(table) ? table[v] : NULL)
+#define NAME(table, v) ((int)(v) >= 0 && (size_t)(v) < ARRAY_SIZE(table) ? (table)[v] : NULL)
 
 const char *dst_phase_to_string(dst_phase p) {
         return NAME(phase_names, p);

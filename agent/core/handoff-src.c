@@ -117,7 +117,7 @@ static const char *const action_names[_SRC_ACTION_MAX] = {
         [SRC_DO_FINISH] = "finish",
 };
 
-#define NAME(table, v) ((int)(v) >= 0 && (size_t)(v) < ARRAY_SIZE(table) ? table[v] : NULL)
+#define NAME(table, v) ((int)(v) >= 0 && (size_t)(v) < ARRAY_SIZE(table) ? (table)[v] : NULL)
 
 const char *src_phase_to_string(src_phase p) {
         return NAME(phase_names, p);
