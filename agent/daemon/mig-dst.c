@@ -5,7 +5,6 @@
  * each action it returns becomes I/O here. Nothing here decides the
  * handoff. */
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,28 +22,12 @@ static const peer_link_ops ask_ops;
 
 /* ---- events ---- */
 
+/* This role's event of this kind, for mig_feed_err, mig_feed_errorf and
+ * mig_act_failed. */
+#define DST_EV(k) (&(mig_event){.dst = {.kind = (k)}})
+
 static void dst_feed(mig *m, dst_event_kind kind, const nm_error *err) {
-        mig_event ev = {.dst = {.kind = kind}};
-        if (err)
-                ev.err = *err;
-        mig_feed(m, &ev);
-}
-
-static void dst_feed_error(mig *m, dst_event_kind kind, int code, const char *fmt, ...) _printf_(4, 5);
-static void dst_feed_error(mig *m, dst_event_kind kind, int code, const char *fmt, ...) {
-        mig_event ev = {.dst = {.kind = kind}};
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(ev.err.msg, sizeof(ev.err.msg), fmt, ap);
-        va_end(ap);
-        ev.err.code = code < 0 ? code : -EIO;
-        mig_feed(m, &ev);
-}
-
-static mig_act_result dst_failed(mig_event *ret, dst_event_kind kind, const nm_error *err) {
-        *ret = (mig_event){.dst = {.kind = kind}, .err = *err};
-        return MIG_ACT_FAILED;
+        mig_feed_err(m, DST_EV(kind), err);
 }
 
 static void dst_on_timer(uv_timer_t *t) {
@@ -169,26 +152,26 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
 
         m->recv = xfer_recv_free(m->recv);
         if (status < 0) {
-                dst_feed_error(m, DST_EV_RECEIVE_FAILED, status, "receiving images failed: %s",
-                               err ? err->msg : strerror(-status));
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVE_FAILED), status, "receiving images failed: %s",
+                                err ? err->msg : strerror(-status));
                 return;
         }
         m->bytes_done = res->bytes;
         m->files_done = res->files;
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
-                dst_feed_error(m, DST_EV_RECEIVED_UNUSABLE, -EBADMSG,
-                               "received images without a usable metadata.json: %s", e.msg);
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG,
+                                "received images without a usable metadata.json: %s", e.msg);
                 return;
         }
         /* The OFFER's id is the one checked against the containers running
          * here; the images must be of that container, or a restore would
          * register a second copy of another one under its state file. */
         if (strcmp(m->md->container_id, m->container_id) != 0) {
-                dst_feed_error(m, DST_EV_RECEIVED_UNUSABLE, -EBADMSG,
-                               "the images are of container %s, but the offer was for container %s: "
-                               "refusing them",
-                               m->md->container_id, m->container_id);
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG,
+                                "the images are of container %s, but the offer was for container %s: "
+                                "refusing them",
+                                m->md->container_id, m->container_id);
                 return;
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
@@ -212,15 +195,15 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
         };
         if (mig_hooks_init(m, &err) < 0 ||
             xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
-                return dst_failed(ret, DST_EV_SINK_FAILED, &err);
+                return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
         return MIG_ACT_DONE;
 }
 
 /* ---- restore, stopped ---- */
 
 static void dst_restore_failed(mig *m, int status) {
-        dst_feed_error(m, DST_EV_RESTORE_FAILED, status, "restore on %s failed: %s", m->a->cfg.node,
-                       m->restore.error.msg);
+        mig_feed_errorf(m, DST_EV(DST_EV_RESTORE_FAILED), status, "restore on %s failed: %s", m->a->cfg.node,
+                        m->restore.error.msg);
 }
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
@@ -311,10 +294,10 @@ static void dst_lazy_done(ckpt_lazy_pages *lp, int status, void *ud) {
                 dst_feed(m, DST_EV_PAGES_COMPLETE, NULL);
                 return;
         }
-        dst_feed_error(m, DST_EV_PAGES_FAILED, -EIO,
-                       "post-copy failed: the lazy-pages daemon ended before every page arrived (log: "
-                       "%s/%s-restore)",
-                       m->a->criu_work_dir, m->id);
+        mig_feed_errorf(m, DST_EV(DST_EV_PAGES_FAILED), -EIO,
+                        "post-copy failed: the lazy-pages daemon ended before every page arrived (log: "
+                        "%s/%s-restore)",
+                        m->a->criu_work_dir, m->id);
 }
 
 /* ckpt/ runs the restore once the CRIU work before it has ended; under
@@ -476,7 +459,7 @@ static mig_act_result dst_open_ask(mig *m, mig_event *ret) {
         if (peer_link_open(m->a, m->peer, m->id, &ask_ops, m, &err, &m->link) >= 0)
                 return MIG_ACT_DONE;
         log_ctx_error(m->id, "%s", err.msg);
-        return dst_failed(ret, DST_EV_ASK_LOST, &err);
+        return mig_act_failed(ret, DST_EV(DST_EV_ASK_LOST), &err);
 }
 
 static void dst_drop_ask(mig *m) {
@@ -733,7 +716,8 @@ void mig_dst_commit(ctl_conn *cc, const char *id) {
 void mig_dst_abort(agent *a, const char *id, const char *reason) {
         mig *m = mig_find(a, id);
         if (m && m->role == MIG_ROLE_DEST)
-                dst_feed_error(m, DST_EV_PEER_ABORT, -ECONNABORTED, "the source aborted: %s", reason);
+                mig_feed_errorf(m, DST_EV(DST_EV_PEER_ABORT), -ECONNABORTED, "the source aborted: %s",
+                                reason);
 }
 
 /* Post-copy: the source's page server, for our lazy-pages daemon. */
@@ -759,8 +743,8 @@ void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
                         err && err->code ? err->msg
                         : status         ? strerror(-status)
                                          : "closed");
-        dst_feed_error(m, DST_EV_SESSION_LOST, status ? status : -ECONNRESET,
-                       "the source left before RESTORE");
+        mig_feed_errorf(m, DST_EV(DST_EV_SESSION_LOST), status ? status : -ECONNRESET,
+                        "the source left before RESTORE");
 }
 
 /* ---- after a restart ---- */

@@ -5,7 +5,6 @@
  * core; each action the core returns becomes I/O here. Nothing here
  * decides the handoff. */
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,29 +25,12 @@ static const mig_role_ops src_ops;
 
 /* ---- events ---- */
 
+/* This role's event of this kind, for mig_feed_err, mig_feed_errorf and
+ * mig_act_failed. */
+#define SRC_EV(k) (&(mig_event){.src = {.kind = (k)}})
+
 static void src_feed(mig *m, src_event_kind kind, const nm_error *err) {
-        mig_event ev = {.src = {.kind = kind}};
-        if (err)
-                ev.err = *err;
-        mig_feed(m, &ev);
-}
-
-static void src_feed_error(mig *m, src_event_kind kind, int code, const char *fmt, ...) _printf_(4, 5);
-static void src_feed_error(mig *m, src_event_kind kind, int code, const char *fmt, ...) {
-        mig_event ev = {.src = {.kind = kind}};
-        va_list ap;
-
-        va_start(ap, fmt);
-        vsnprintf(ev.err.msg, sizeof(ev.err.msg), fmt, ap);
-        va_end(ap);
-        ev.err.code = code < 0 ? code : -EIO;
-        mig_feed(m, &ev);
-}
-
-/* An action that failed: the list ends, and this is the next event. */
-static mig_act_result src_failed(mig_event *ret, src_event_kind kind, const nm_error *err) {
-        *ret = (mig_event){.src = {.kind = kind}, .err = *err};
-        return MIG_ACT_FAILED;
+        mig_feed_err(m, SRC_EV(kind), err);
 }
 
 static void src_on_timer(uv_timer_t *t) {
@@ -74,7 +56,7 @@ static mig_act_result src_open_link(mig *m, mig_event *ret) {
                 return MIG_ACT_DONE;
         log_ctx_warning(m->id, "%s", err.msg);
         m->doubt = err;
-        return src_failed(ret, SRC_EV_LINK_LOST, &err);
+        return mig_act_failed(ret, SRC_EV(SRC_EV_LINK_LOST), &err);
 }
 
 /* A message the link would not take: the link is gone for us. */
@@ -87,7 +69,7 @@ static mig_act_result src_send(mig *m, const proto_msg *msg, mig_event *ret) {
                 nm_error_set(&err, -ENOTCONN, "the link to %s is not open", m->peer);
         src_close_link(m);
         m->doubt = err;
-        return src_failed(ret, SRC_EV_LINK_LOST, &err);
+        return mig_act_failed(ret, SRC_EV(SRC_EV_LINK_LOST), &err);
 }
 
 static void src_send_abort(mig *m) {
@@ -142,10 +124,10 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0 ||
             ckpt_metadata_format(md, &text, &err) < 0) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
-                return src_failed(ret, SRC_EV_OFFER_FAILED, &err);
+                return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
         }
         if (src_check_lazy(m, &err) < 0)
-                return src_failed(ret, SRC_EV_OFFER_REFUSED, &err);
+                return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_REFUSED), &err);
         m->bytes_total = estimate_image_bytes(m->ctr);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
                            .offer = {.mig = m->id,
@@ -210,7 +192,7 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         dfd = open_dir_nofollow(m->images_dir);
         if (dfd < 0) {
                 nm_error_errno(&err, dfd, "cannot open %s", m->images_dir);
-                return src_failed(ret, SRC_EV_STREAM_FAILED, &err);
+                return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
         }
         r = mig_hooks_init(m, &err);
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
@@ -230,7 +212,7 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
         if (r < 0)
-                return src_failed(ret, SRC_EV_STREAM_FAILED, &err);
+                return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
         return MIG_ACT_DONE;
 }
 
@@ -290,8 +272,10 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                         m->t_dumped = now_usec();
                 if (lazy_ended)
                         log_ctx_warning(m->id, "the lazy dump failed: %s", req->error.msg);
-                src_feed_error(m, req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE,
-                               status, "%s%s", lazy_ended ? "" : "dump failed: ", req->error.msg);
+                mig_feed_errorf(
+                        m,
+                        SRC_EV(req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE),
+                        status, "%s%s", lazy_ended ? "" : "dump failed: ", req->error.msg);
                 return;
         }
         if (lazy_ended) {
@@ -326,8 +310,8 @@ static void src_dump_start(mig *m) {
         if (m->src.postcopy != SRC_PC_OFF) {
                 r = ps_relay_new(a->loop, true, &src_ps_ops, m, &m->ps_fd, &m->relay);
                 if (r < 0) {
-                        src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r,
-                                       "cannot set up the post-copy relay: %s", strerror(-r));
+                        mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_RUNNING), r,
+                                        "cannot set up the post-copy relay: %s", strerror(-r));
                         return;
                 }
                 o.lazy = true;
@@ -340,7 +324,8 @@ static void src_dump_start(mig *m) {
                                : ckpt_dump(a->loop, &m->dump, m->ctr, m->images_dir, &o, src_on_dumped);
         if (r < 0) {
                 /* Nothing was touched: checks and captures come before CRIU. */
-                src_feed_error(m, SRC_EV_DUMP_FAILED_RUNNING, r, "cannot dump: %s", m->dump.error.msg);
+                mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_RUNNING), r, "cannot dump: %s",
+                                m->dump.error.msg);
         }
 }
 
@@ -584,12 +569,12 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_ACCEPT: src_feed(m, SRC_EV_ACCEPT, NULL); return;
         case PROTO_MSG_REJECT:
-                src_feed_error(m, SRC_EV_REJECT, -EPERM, "%s refused: %s (%s)", m->peer, msg->reject.reason,
-                               strna(proto_reject_code_to_string(msg->reject.code)));
+                mig_feed_errorf(m, SRC_EV(SRC_EV_REJECT), -EPERM, "%s refused: %s (%s)", m->peer,
+                                msg->reject.reason, strna(proto_reject_code_to_string(msg->reject.code)));
                 return;
         case PROTO_MSG_VERIFIED:
                 /* Worded for the case it comes out of turn. */
-                src_feed_error(m, SRC_EV_VERIFIED, -EPROTO, "%s sent: VERIFIED", m->peer);
+                mig_feed_errorf(m, SRC_EV(SRC_EV_VERIFIED), -EPROTO, "%s sent: VERIFIED", m->peer);
                 return;
         case PROTO_MSG_RESTORED:
                 fault_point(m, "got-restored");
@@ -607,8 +592,8 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
                         (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
                 return;
         case PROTO_MSG_ABORT:
-                src_feed_error(m, SRC_EV_PEER_ABORT, -ECONNABORTED, "%s aborted: %s", m->peer,
-                               msg->abort.reason);
+                mig_feed_errorf(m, SRC_EV(SRC_EV_PEER_ABORT), -ECONNABORTED, "%s aborted: %s", m->peer,
+                                msg->abort.reason);
                 return;
         case PROTO_MSG_ERROR: {
                 mig_event ev = {.src = {.kind = SRC_EV_PEER_ERROR, .code = msg->error.code}};
@@ -619,8 +604,8 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
         }
         default: break;
         }
-        src_feed_error(m, SRC_EV_PEER_UNEXPECTED, -EPROTO, "%s sent: %s", m->peer,
-                       strna(proto_msg_type_to_string(msg->type)));
+        mig_feed_errorf(m, SRC_EV(SRC_EV_PEER_UNEXPECTED), -EPROTO, "%s sent: %s", m->peer,
+                        strna(proto_msg_type_to_string(msg->type)));
 }
 
 static void src_link_closed(peer_link *l, int status, const nm_error *err, void *ud) {

@@ -390,6 +390,28 @@ void mig_feed(mig *m, const mig_event *ev) {
         run_deferred(m);
 }
 
+void mig_feed_err(mig *m, mig_event *ev, const nm_error *err) {
+        if (err)
+                ev->err = *err;
+        mig_feed(m, ev);
+}
+
+void mig_feed_errorf(mig *m, mig_event *ev, int code, const char *fmt, ...) {
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(ev->err.msg, sizeof(ev->err.msg), fmt, ap);
+        va_end(ap);
+        ev->err.code = code < 0 ? code : -EIO;
+        mig_feed(m, ev);
+}
+
+mig_act_result mig_act_failed(mig_event *ret, const mig_event *ev, const nm_error *err) {
+        *ret = *ev;
+        ret->err = *err;
+        return MIG_ACT_FAILED;
+}
+
 void mig_act_done(mig *m, const mig_event *failure) {
         if (m->finished || m->run != MIG_RUN_WAITING)
                 return;

@@ -148,6 +148,12 @@ bool mig_parkable(const mig *m);
 /* Feeds one event to m's core now, or, while a list is being carried out,
  * once it is: one step at a time. */
 void mig_feed(mig *m, const mig_event *ev);
+/* The same, with what happened in words (err may be NULL) or worded here
+ * (code < 0, else -EIO). */
+void mig_feed_err(mig *m, mig_event *ev, const nm_error *err);
+void mig_feed_errorf(mig *m, mig_event *ev, int code, const char *fmt, ...) _printf_(4, 5);
+/* An action that failed: *ret is ev with err; the list ends there. */
+mig_act_result mig_act_failed(mig_event *ret, const mig_event *ev, const nm_error *err);
 /* An action that said MIG_ACT_WAIT is over: failure is NULL, or the event
  * that says why it failed (the rest of its list is dropped). */
 void mig_act_done(mig *m, const mig_event *failure);

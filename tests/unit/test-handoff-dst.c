@@ -390,13 +390,6 @@ static void walk_one(const dst_state *s, const dst_event *ev) {
                 taken[s->phase][ev->kind] = true;
 }
 
-/* The next digit of a mixed-radix counter: one state or event per value. */
-static unsigned digit(size_t *k, size_t base) {
-        unsigned d = (unsigned)(*k % base);
-        *k /= base;
-        return d;
-}
-
 static void walk_events(const dst_state *s, size_t *steps) {
         size_t n = (size_t)_DST_EVENT_MAX * _DST_PHASE_MAX * 2 * _HANDOFF_OUTCOME_MAX;
 

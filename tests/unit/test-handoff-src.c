@@ -513,13 +513,6 @@ static void walk_one(const src_state *s, const src_event *ev) {
                 taken[s->phase][ev->kind] = true;
 }
 
-/* The next digit of a mixed-radix counter: one state or event per value. */
-static unsigned digit(size_t *k, size_t base) {
-        unsigned d = (unsigned)(*k % base);
-        *k /= base;
-        return d;
-}
-
 static void walk_events(const src_state *s, size_t *steps) {
         static const int codes[] = {0, -EIO, -ESRCH};
         size_t n = (size_t)_SRC_EVENT_MAX * ARRAY_SIZE(codes) * 4;

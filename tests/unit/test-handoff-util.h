@@ -76,3 +76,11 @@ static inline int dst_find(const dst_actions *a, dst_action_kind kind, int phase
                         return (int)i;
         return -1;
 }
+
+/* The next digit of a mixed-radix counter: walking every state and event,
+ * one value each. */
+static inline unsigned digit(size_t *k, size_t base) {
+        unsigned d = (unsigned)(*k % base);
+        *k /= base;
+        return d;
+}
