@@ -101,6 +101,8 @@ int recover_all(agent *a, nm_error *err);
 #define CRIU_LOGS_PRUNE_EVERY_US (3600ull * 1000000)
 void criu_logs_prune(agent *a);
 
-/* util.c: a short random id (hex) for migrations; CLOCK_MONOTONIC in us. */
+/* util.c: a short random id (hex) for migrations; CLOCK_MONOTONIC in us;
+ * the wall clock in ms (for records). */
 void agent_new_id(char out[33]);
 uint64_t now_usec(void);
+int64_t unix_ms(void);

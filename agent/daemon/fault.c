@@ -1,0 +1,54 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Fault injection for the fault tests (see mig.h): inert unless NM_FAULT
+ * is set. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "mig.h"
+
+static bool fault_has(const char *kind, const char *what) {
+        const char *spec = getenv("NM_FAULT");
+        char want[96];
+        size_t n;
+        if (!spec || !*spec)
+                return false;
+        n = (size_t)snprintf(want, sizeof(want), "%s=%s", kind, what);
+        for (const char *p = spec; (p = strstr(p, want)); p += n)
+                if ((p == spec || p[-1] == ',') && (p[n] == '\0' || p[n] == ','))
+                        return true;
+        return false;
+}
+
+bool fault_fail(const char *point) {
+        if (!fault_has("fail", point))
+                return false;
+        log_warning("fault injection: failing %s (NM_FAULT)", point);
+        return true;
+}
+
+void fault_point(mig *m, const char *point) {
+        const char *gate = getenv("NM_FAULT_GATE");
+        if (fault_has("crash-after", point)) {
+                log_ctx_warning(m->id, "fault injection: killing this agent at %s", point);
+                raise(SIGKILL);
+        }
+        if (fault_has("hang-after", point)) {
+                log_ctx_warning(m->id, "fault injection: this agent stops at %s", point);
+                /* Stop everything, as a wedged agent would, until killed. */
+                for (;;)
+                        pause();
+        }
+        if (fault_has("pause-after", point) && gate) {
+                /* The whole agent stands still at this exact point (as a slow
+                 * or stuck node would) until the test removes the gate file:
+                 * that is when it injects its fault. */
+                log_ctx_warning(m->id, "fault injection: paused at %s until %s is removed", point, gate);
+                while (access(gate, F_OK) == 0)
+                        usleep(20000);
+                log_ctx_warning(m->id, "fault injection: going on from %s", point);
+        }
+}
