@@ -4,10 +4,10 @@
 /* One migration on this node, as source or destination. Its rules live in
  * the role's core (core/handoff-src.h, core/handoff-dst.h); this is what
  * carries them out. The role's adapter (mig-src.c, mig-dst.c) turns I/O
- * into events and performs actions; the runner here feeds it one event at
- * a time and carries out the actions in order. Its journal record (rec) is
- * the durable truth: a JOURNAL action holds the rest of its list until the
- * record is on disk. */
+ * into events and performs actions; the runner (mig-run.c) feeds its core
+ * one event at a time and carries out the actions in order. Its journal
+ * record (rec) is the durable truth: a JOURNAL action holds the rest of its
+ * list until the record is on disk. */
 
 #include "agent.h"
 #include "handoff-dst.h"
