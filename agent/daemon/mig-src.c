@@ -59,11 +59,19 @@ static mig_act_result src_open_link(mig *m, mig_event *ret) {
         return mig_act_failed(ret, SRC_EV(SRC_EV_LINK_LOST), &err);
 }
 
-/* A message the link would not take: the link is gone for us. */
+/* A message the link would not take: the link is gone for us. With no
+ * link at all its loss has been told already (the link's end is an event
+ * of its own, which may still wait behind this list): the message is
+ * dropped, or the core would hear of one loss twice. */
 static mig_act_result src_send(mig *m, const proto_msg *msg, mig_event *ret) {
         nm_error err = {};
 
-        if (m->link && peer_link_send(m->link, msg, &err) >= 0)
+        if (!m->link) {
+                log_ctx_debug(m->id, "not sending %s: the link to %s is gone",
+                              strna(proto_msg_type_to_string(msg->type)), m->peer);
+                return MIG_ACT_DONE;
+        }
+        if (peer_link_send(m->link, msg, &err) >= 0)
                 return MIG_ACT_DONE;
         if (!err.code)
                 nm_error_set(&err, -ENOTCONN, "the link to %s is not open", m->peer);
