@@ -614,7 +614,19 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         return MIG_ACT_DONE;
 }
 
-static const mig_role_ops dst_ops = {.step = dst_ops_step, .perform = dst_perform};
+/* A COMMIT that waited while the list that ended us was carried out (the
+ * source repeating itself after a lost link, while we finished): answered
+ * as for a migration that is over. */
+static void dst_after_end(mig *m, const mig_event *ev) {
+        if (ev->dst.kind != DST_EV_COMMIT || !m->reply_cc)
+                return;
+        dst_answer_commit(m->reply_cc, m->id, dst_commit_finds_copy(m->dst.phase),
+                          (pid_t)mig_rec_int(m, "restored_pid"));
+        m->reply_cc = NULL;
+}
+
+static const mig_role_ops dst_ops = {
+        .step = dst_ops_step, .perform = dst_perform, .after_end = dst_after_end};
 
 /* ---- the peer session ---- */
 

@@ -242,6 +242,14 @@ static void run_deferred(mig *m) {
                 free(d);
                 run(m);
         }
+        /* The list they waited for ended the migration. */
+        while (m->finished && m->deferred) {
+                mig_deferred *d = m->deferred;
+                m->deferred = d->next;
+                if (m->ops->after_end)
+                        m->ops->after_end(m, &d->ev);
+                free(d);
+        }
 }
 
 void mig_feed(mig *m, const mig_event *ev) {

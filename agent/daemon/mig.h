@@ -38,6 +38,10 @@ typedef struct mig_role_ops {
         /* Carries out action i of the loaded list; on MIG_ACT_FAILED *ret is
          * the event that says why. */
         mig_act_result (*perform)(mig *m, size_t i, mig_event *ret);
+        /* An event that waited for a list, and the list ended the
+         * migration: what it still asks for (an answer) is given here.
+         * NULL: such events mean nothing any more. */
+        void (*after_end)(mig *m, const mig_event *ev);
 } mig_role_ops;
 
 /* Where the runner is. */
