@@ -259,7 +259,7 @@ static void dst_on_offer(ctl_conn *cc, const proto_offer *o) {
         mig_rec_set_str(m, "staging", m->staging);
         log_ctx_info(m->id, "accepting container %s (%s) from %s", m->container_id, m->container_name,
                      m->peer);
-        if (mig_set_phase(m, MIG_RECEIVING) < 0 || mig_hooks_init(m, &err) < 0) {
+        if (mig_set_phase(m, MIG_RECEIVING) < 0) {
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
                                 .reject = {.mig = o->mig,
                                            .code = PROTO_REJECT_BUSY,
@@ -276,7 +276,8 @@ static void dst_accept(mig *m) {
         agent *a = m->a;
         nm_error err = {};
         xfer_recv_options ro = {
-                .hooks = &m->hooks,
+                .key = a->key,
+                .key_len = a->key_len,
                 .mig = m->id,
                 .expected_bytes = 0,
                 .max_bytes = m->offered_bytes * 4 + (256u << 20),

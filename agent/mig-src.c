@@ -172,13 +172,12 @@ static void src_start_stream(mig *m) {
                 src_fail(m, dfd, &err);
                 return;
         }
-        r = mig_hooks_init(m, &err);
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
-        if (r >= 0 && !c)
-                r = nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
+        r = c ? 0 : nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
         if (r >= 0) {
                 xfer_send_options so = {
-                        .hooks = &m->hooks,
+                        .key = m->a->key,
+                        .key_len = m->a->key_len,
                         .mig = m->id,
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,
