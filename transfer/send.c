@@ -24,6 +24,7 @@
 
 #include "ckpt-format.h"
 #include "fs-util.h"
+#include "list.h"
 #include "macro.h"
 #include "transfer-internal.h"
 
@@ -47,10 +48,8 @@ typedef enum xfer_send_state {
 
 typedef struct xfer_chunk xfer_chunk;
 struct xfer_chunk {
-        xfer_chunk *next;     /* pool list */
-        xfer_chunk *out_next; /* outstanding list (in the conn) */
-        xfer_chunk *out_prev;
-        xfer_send *owner; /* NULL once the sender is gone: free on release */
+        LIST_FIELDS(xfer_chunk, chunks); /* in the pool, or outstanding (in the conn) */
+        xfer_send *owner;                /* NULL once the sender is gone: free on release */
         size_t cap;
         size_t zlen;    /* compressed bytes at data + cap, or 0 */
         uint8_t data[]; /* cap bytes, then (with zstd) room for the compressed chunk */
@@ -107,9 +106,9 @@ struct xfer_send {
         pthread_cond_t hash_cond;
         uint64_t hash_next;
 
-        xfer_chunk *pool;
+        xfer_chunk *pool; /* free chunks to read into */
         size_t pool_n;
-        xfer_chunk *outstanding;
+        xfer_chunk *outstanding; /* chunks the connection still holds */
 
         uv_timer_t timer; /* start, then the overall deadline */
         bool timer_open;
@@ -132,7 +131,7 @@ static void timer_cb(uv_timer_t *t);
 static xfer_chunk *chunk_get(xfer_send *x) {
         xfer_chunk *k = x->pool;
         if (k) {
-                x->pool = k->next;
+                LIST_REMOVE(chunks, x->pool, k);
                 x->pool_n--;
                 return k;
         }
@@ -149,8 +148,7 @@ static void chunk_put(xfer_send *x, xfer_chunk *k) {
                 free(k);
                 return;
         }
-        k->next = x->pool;
-        x->pool = k;
+        LIST_PREPEND(chunks, x->pool, k);
         x->pool_n++;
 }
 
@@ -162,21 +160,12 @@ static void chunk_released(void *ud) {
                 free(k);
                 return;
         }
-        if (k->out_prev)
-                k->out_prev->out_next = k->out_next;
-        else
-                x->outstanding = k->out_next;
-        if (k->out_next)
-                k->out_next->out_prev = k->out_prev;
+        LIST_REMOVE(chunks, x->outstanding, k);
         chunk_put(x, k);
 }
 
 static void chunk_track(xfer_send *x, xfer_chunk *k) {
-        k->out_prev = NULL;
-        k->out_next = x->outstanding;
-        if (x->outstanding)
-                x->outstanding->out_prev = k;
-        x->outstanding = k;
+        LIST_PREPEND(chunks, x->outstanding, k);
 }
 
 /* ---- ending ---------------------------------------------------------------- */
@@ -672,13 +661,12 @@ static void timer_cb(uv_timer_t *t) {
 /* ---- lifetime ---------------------------------------------------------------- */
 
 static void send_release_memory(xfer_send *x) {
-        for (xfer_chunk *k = x->outstanding; k; k = k->out_next)
-                k->owner = NULL; /* the connection frees them when done */
-        while (x->pool) {
-                xfer_chunk *k = x->pool;
-                x->pool = k->next;
-                free(k);
-        }
+        xfer_chunk *k, *next;
+
+        LIST_FOREACH(chunks, k, x->outstanding)
+        k->owner = NULL; /* the connection frees them when done */
+        LIST_FOREACH_SAFE(chunks, k, next, x->pool)
+        free(k);
         ckpt_tree_entries_free(x->tree, x->n_tree);
         ckpt_hmac_free(x->hmac);
         if (x->top_fd >= 0)
