@@ -173,6 +173,10 @@ proto_reader *proto_reader_free(proto_reader *r) {
         return NULL;
 }
 
+void proto_reader_freep(proto_reader **r) {
+        proto_reader_free(*r);
+}
+
 static int reader_fail(proto_reader *r, int code, nm_error *err, const nm_error *cause) {
         r->error = code;
         snprintf(r->error_msg, sizeof(r->error_msg), "%s", cause->msg);
