@@ -448,9 +448,10 @@ bool xfer__channels_step(xfer_ssh_io *io) {
         xfer_channel *h, *next;
         bool progress = false;
 
-        LIST_FOREACH_SAFE(channels, h, next, io->channels)
-        if (channel_step(h))
-                progress = true;
+        LIST_FOREACH_SAFE(channels, h, next, io->channels) {
+                if (channel_step(h))
+                        progress = true;
+        }
         return progress;
 }
 
@@ -458,10 +459,12 @@ void xfer__channels_cancel(xfer_ssh_io *io, int status) {
         xfer_channel *h;
 
         assert(status < 0);
-        LIST_FOREACH(channels, h, io->channels)
-        if (h->conn.state == XFER_CONN_OPEN ||
-            (h->conn.state == XFER_CONN_CLOSING && h->close_step < XFER_CHAN_CLOSE))
-                xfer__conn_fail(&h->conn, status, NULL);
+        LIST_FOREACH(channels, h, io->channels) {
+                /* Not one that is saying goodbye already. */
+                if (h->conn.state == XFER_CONN_OPEN ||
+                    (h->conn.state == XFER_CONN_CLOSING && h->close_step < XFER_CHAN_CLOSE))
+                        xfer__conn_fail(&h->conn, status, NULL);
+        }
 }
 
 /* ---- construction ------------------------------------------------------------ */

@@ -663,10 +663,12 @@ static void timer_cb(uv_timer_t *t) {
 static void send_release_memory(xfer_send *x) {
         xfer_chunk *k, *next;
 
-        LIST_FOREACH(chunks, k, x->outstanding)
-        k->owner = NULL; /* the connection frees them when done */
-        LIST_FOREACH_SAFE(chunks, k, next, x->pool)
-        free(k);
+        LIST_FOREACH(chunks, k, x->outstanding) {
+                k->owner = NULL; /* the connection frees them when done */
+        }
+        LIST_FOREACH_SAFE(chunks, k, next, x->pool) {
+                free(k);
+        }
         ckpt_tree_entries_free(x->tree, x->n_tree);
         ckpt_hmac_free(x->hmac);
         if (x->top_fd >= 0)
