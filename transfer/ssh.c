@@ -113,11 +113,6 @@ static void libssh2_init_once(void) {
         libssh2_init_result = libssh2_init(0);
 }
 
-uint64_t xfer__now_ms(uv_loop_t *loop) {
-        uv_update_time(loop);
-        return uv_now(loop);
-}
-
 const char *xfer_session_fingerprint(const xfer_session *s) {
         return s->fingerprint[0] ? s->fingerprint : NULL;
 }

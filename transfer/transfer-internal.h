@@ -81,5 +81,8 @@ int xfer__hostkey_check(LIBSSH2_SESSION *ssh, const char *host, uint16_t port, c
 
 #define _fallthrough_ __attribute__((fallthrough))
 
-/* util */
-uint64_t xfer__now_ms(uv_loop_t *loop);
+/* The loop's clock brought up to date, in ms. */
+static inline uint64_t xfer__now_ms(uv_loop_t *loop) {
+        uv_update_time(loop);
+        return uv_now(loop);
+}
