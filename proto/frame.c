@@ -173,6 +173,10 @@ proto_reader *proto_reader_free(proto_reader *r) {
         return NULL;
 }
 
+void proto_reader_freep(proto_reader **r) {
+        proto_reader_free(*r);
+}
+
 static int reader_fail(proto_reader *r, int code, nm_error *err, const nm_error *cause) {
         r->error = code;
         snprintf(r->error_msg, sizeof(r->error_msg), "%s", cause->msg);
@@ -208,6 +212,20 @@ static void reader_compact(proto_reader *r) {
         r->start = 0;
 }
 
+/* Makes room for want more bytes after the unread ones: for free when
+ * nothing is unread, else by moving the unread bytes to the front, but only
+ * when the space behind them is too short. Invalidates payloads handed
+ * out. */
+static void reader_make_room(proto_reader *r, size_t want) {
+        if (r->start == r->end) {
+                /* Every frame was taken: scan is at end too. */
+                r->start = r->end = r->scan = 0;
+                return;
+        }
+        if (r->cap - r->end < want)
+                reader_compact(r);
+}
+
 static int reader_grow(proto_reader *r, size_t need) {
         size_t cap = r->cap ? r->cap : READER_INITIAL;
         uint8_t *p;
@@ -232,7 +250,7 @@ int proto_reader_feed(proto_reader *r, const void *data, size_t n, nm_error *err
                 return reader_failed(r, err);
         if (n == 0)
                 return 0; /* nothing to copy, and data may be NULL (no pointer arithmetic on it) */
-        reader_compact(r);
+        reader_make_room(r, n);
         if (n > SIZE_MAX - r->end || reader_grow(r, r->end + n) < 0)
                 return nm_error_errno(err, -ENOMEM, "cannot buffer %zu received bytes", n);
         memcpy(r->buf + r->end, data, n);
@@ -249,7 +267,7 @@ static size_t reader_missing(const proto_reader *r) {
 }
 
 int proto_reader_get_buffer(proto_reader *r, uint8_t **ret_ptr, size_t *ret_len, nm_error *err) {
-        size_t want, limit;
+        size_t missing, want, limit, unread;
 
         assert(r);
         assert(ret_ptr);
@@ -257,21 +275,29 @@ int proto_reader_get_buffer(proto_reader *r, uint8_t **ret_ptr, size_t *ret_len,
 
         if (r->error)
                 return reader_failed(r, err);
-        reader_compact(r);
-        /* Room for the rest of the current frame plus some slack, but the
-         * buffer never exceeds one frame of the largest size plus slack: a
-         * peer cannot make us buffer more by sending faster than we parse. */
-        want = reader_missing(r) + READER_SLACK;
+        /* Room for the rest of the current frame, and some slack to catch
+         * the start of the next one only when that rest is short: a read
+         * into a large frame then ends at its boundary, the frame is taken,
+         * and the buffer starts over without moving a byte (small frames
+         * come many to a read, and what is left of them is moved only when
+         * the space behind it runs out). The unread bytes never exceed one
+         * frame of the largest size plus slack: a peer cannot make us buffer
+         * more by sending faster than we parse. */
+        missing = reader_missing(r);
+        want = missing >= READER_SLACK ? missing : missing + READER_SLACK;
         limit = PROTO_FRAME_HDR + r->max_payload + READER_SLACK;
-        if (r->end >= limit)
+        unread = r->end - r->start;
+        if (unread >= limit)
                 return nm_error_set(err, -ENOBUFS,
                                     "frame reader is full: take frames with proto_reader_next() first");
-        if (want > limit - r->end)
-                want = limit - r->end;
+        if (want > limit - unread)
+                want = limit - unread;
+        reader_make_room(r, want);
         if (reader_grow(r, r->end + want) < 0)
                 return nm_error_errno(err, -ENOMEM, "cannot buffer a frame");
+        assert(want > 0 && r->cap - r->end >= want);
         *ret_ptr = r->buf + r->end;
-        *ret_len = r->cap - r->end < limit - r->end ? r->cap - r->end : limit - r->end;
+        *ret_len = want;
         return 0;
 }
 

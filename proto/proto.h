@@ -479,10 +479,8 @@ typedef struct proto_reader proto_reader;
 /* max_payload: 0 for PROTO_FRAME_MAX, else a smaller cap. */
 int proto_reader_new(size_t max_payload, proto_reader **ret);
 proto_reader *proto_reader_free(proto_reader *r);
-static inline void proto_reader_freep(proto_reader **r) {
-        if (*r)
-                proto_reader_free(*r);
-}
+/* For _cleanup_(proto_reader_freep). */
+void proto_reader_freep(proto_reader **r);
 
 /* Appends n bytes (copied). */
 int proto_reader_feed(proto_reader *r, const void *data, size_t n, nm_error *err);

@@ -5,7 +5,8 @@
  * Everything the peer says is checked before a byte lands: paths again with
  * proto_path_check(), the canonical order (names under images/ strictly
  * increasing, metadata.json last), the announced sizes, each file's SHA-256
- * and the tree HMAC. Files are created without a name (O_TMPFILE) in a
+ * and the tree HMAC, recomputed with ckpt's (ckpt_hmac_*, which checks the
+ * canonical order once more). Files are created without a name (O_TMPFILE) in a
  * staging directory we create ourselves, named (never over an existing
  * name) once their SHA-256 matched, and sealed immutable: nothing can be
  * written outside staging, and no path ever leads to unchecked bytes. Data
@@ -13,6 +14,7 @@
  * cache, and the slow part, fsync, runs on the threadpool, per file as soon
  * as the file is complete, overlapping with the next one. Any failure
  * removes the staging directory. */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,9 +25,13 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "ckpt-format.h"
 #include "fs-util.h"
 #include "macro.h"
 #include "transfer-internal.h"
+
+static_assert(XFER_HMAC_HEX_MAX == CKPT_HMAC_HEX_LEN + 1, "the tree HMAC in hex, and a NUL");
+static_assert(PROTO_SHA256_LEN == CKPT_HMAC_HEX_LEN / 2, "FILE_MAC carries ckpt_hmac_mark()");
 
 /* The idle timeout measures progress, not chatter: it restarts only after
  * this many bytes of file data, so that a stream of tiny DATA frames (a
@@ -55,7 +61,7 @@ typedef struct xfer_sync_job {
 struct xfer_recv {
         uv_loop_t *loop;
         xfer_recv_state state;
-        xfer_tree_hooks hooks;
+        ckpt_hmac *hmac; /* the tree HMAC, recomputed as bytes arrive */
         char *mig;
         uint64_t max_bytes, max_files, expected_bytes, idle_ms, progress_ms;
         xfer_progress_cb progress;
@@ -67,7 +73,7 @@ struct xfer_recv {
         bool staging_removed;
 
         char last_image[PROTO_FILE_NAME_MAX + 1];
-        bool have_image, images_hooked, metadata_done;
+        bool have_image, images_hashed, metadata_done;
 
         int fd;
         int fd_dir;        /* where the file being received gets its name */
@@ -289,7 +295,7 @@ static int start_final_sync(xfer_recv *r) {
 
 /* ---- the messages ------------------------------------------------------------- */
 
-static int hook_error(nm_error *err, int code, const nm_error *he, const char *what) {
+static int hash_error(nm_error *err, int code, const nm_error *he, const char *what) {
         if (he->msg[0])
                 return nm_error_set(err, code, "hashing %s failed: %s", what, he->msg);
         return nm_error_errno(err, code, "hashing %s failed", what);
@@ -360,20 +366,21 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
                                 f->path, r->last_image);
         } else
                 name = "metadata.json";
-        if (!r->images_hooked) {
-                q = r->hooks.dir(r->hooks.userdata, "images", &he);
+        if (!r->images_hashed) {
+                /* The tree's one directory: its record comes first. */
+                q = ckpt_hmac_dir(r->hmac, CKPT_IMAGES_DIR, &he);
                 if (q < 0)
-                        return hook_error(err, q, &he, "images/");
-                r->images_hooked = true;
+                        return hash_error(err, q, &he, "images/");
+                r->images_hashed = true;
         }
         r->fd_dir = kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd;
         snprintf(r->file_name, sizeof(r->file_name), "%s", name);
         q = open_anonymous(r);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot create %s in the staging directory", f->path);
-        q = r->hooks.file_begin(r->hooks.userdata, f->path, f->size, &he);
+        q = ckpt_hmac_file_begin(r->hmac, f->path, f->size, &he);
         if (q < 0)
-                return hook_error(err, q, &he, f->path);
+                return hash_error(err, q, &he, f->path);
         if (!r->file_mac && EVP_DigestInit_ex(r->sha, EVP_sha256(), NULL) != 1)
                 return nm_error_set(err, -EIO, "cannot start SHA-256");
         if (kind == PROTO_PATH_IMAGE) {
@@ -397,9 +404,9 @@ static int on_bytes(xfer_recv *r, const uint8_t *p, size_t n, nm_error *err) {
                 return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
         if (!r->file_mac && EVP_DigestUpdate(r->sha, p, n) != 1)
                 return nm_error_set(err, -EIO, "SHA-256 failed");
-        q = r->hooks.data(r->hooks.userdata, p, n, &he);
+        q = ckpt_hmac_update(r->hmac, p, n, &he);
         if (q < 0)
-                return hook_error(err, q, &he, r->path);
+                return hash_error(err, q, &he, r->path);
         r->got += n;
         r->res.bytes += n;
         r->window_bytes += n; /* file bytes, plain or decompressed: progress */
@@ -489,9 +496,9 @@ static int on_file_mac(xfer_recv *r, const proto_file_mac *fm, nm_error *err) {
         q = check_file_end(r, "FILE_MAC", err);
         if (q < 0)
                 return q;
-        q = r->hooks.mark(r->hooks.userdata, mac, &he);
+        q = ckpt_hmac_mark(r->hmac, mac, &he);
         if (q < 0)
-                return hook_error(err, q, &he, r->path);
+                return hash_error(err, q, &he, r->path);
         if (CRYPTO_memcmp(mac, fm->mac, PROTO_SHA256_LEN) != 0)
                 return nm_error_set(
                         err, -EBADMSG,
@@ -537,9 +544,9 @@ static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *er
                         "bytes arrived",
                         (unsigned long long)d->files, (unsigned long long)d->bytes,
                         (unsigned long long)r->res.files, (unsigned long long)r->res.bytes);
-        q = r->hooks.finish(r->hooks.userdata, hex, &he);
+        q = ckpt_hmac_final(r->hmac, hex, &he);
         if (q < 0)
-                return hook_error(err, q, &he, "the tree");
+                return hash_error(err, q, &he, "the tree");
         len = strnlen(hex, sizeof(hex));
         if (strlen(d->hmac) != len || CRYPTO_memcmp(hex, d->hmac, len) != 0)
                 return nm_error_set(
@@ -626,6 +633,7 @@ static void recv_release(xfer_recv *r) {
         if (r->parent_fd >= 0)
                 close(r->parent_fd);
         EVP_MD_CTX_free(r->sha);
+        ckpt_hmac_free(r->hmac);
         proto_zctx_free(r->zctx);
         free(r->zbuf);
         free(r->mig);
@@ -668,8 +676,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         xfer_recv *r;
         int q;
 
-        if (!loop || parent_fd < 0 || !name || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
-            !o->hooks->data || !o->hooks->finish || (o->file_mac && !o->hooks->mark) || !cb || !ret)
+        if (!loop || parent_fd < 0 || !name || !o || !o->key || o->key_len == 0 || !cb || !ret)
                 return -EINVAL;
         if (!name[0] || strchr(name, '/') || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
                 return nm_error_set(err, -EINVAL, "staging directory name '%s' is not a single component",
@@ -679,7 +686,6 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
                 return -ENOMEM;
         r->loop = loop;
         r->fd = r->dir_fd = r->images_fd = -EBADF;
-        r->hooks = *o->hooks;
         r->max_bytes = o->max_bytes;
         r->max_files = o->max_files ? o->max_files : XFER_RECV_MAX_FILES;
         r->expected_bytes = o->expected_bytes;
@@ -693,9 +699,10 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->mig = o->mig ? strdup(o->mig) : NULL;
         r->sha = EVP_MD_CTX_new();
         r->parent_fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
+        q = r->parent_fd < 0 ? negative_errno() : ckpt_hmac_new(o->key, o->key_len, &r->hmac);
         r->staging_removed = true; /* nothing of ours exists yet */
-        if (!r->name || (o->mig && !r->mig) || !r->sha || r->parent_fd < 0) {
-                q = r->parent_fd < 0 ? negative_errno() : -ENOMEM;
+        if (!r->name || (o->mig && !r->mig) || !r->sha || q < 0) {
+                q = q < 0 ? q : -ENOMEM;
                 recv_release(r);
                 return nm_error_errno(err, q, "cannot set up the image receiver");
         }

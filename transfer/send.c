@@ -1,15 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The sending half of the image stream.
  *
+ * The tree is ckpt's: its canonical walk (ckpt_tree_walk(), with ckpt's path
+ * rules) gives the files and their order, and ckpt's tree HMAC hashes them.
+ *
  * Reads run on the libuv threadpool, up to XFER_JOBS_MAX chunks at once: a
- * worker reads a chunk, hashes it (the file's SHA-256 or the tree hooks) in
- * file order, taking its turn after the chunk before, and compresses it
- * (zstd, when the peer takes it) in parallel with the others, so the loop
- * thread keeps its time for the SSH encryption. A chunk goes to the
- * connection without a copy and comes back to a small pool once sent; no
- * chunk is read while the connection has max_queued bytes waiting. */
+ * worker reads a chunk, hashes it (the tree HMAC, and the file's SHA-256
+ * unless FILE_MAC) in file order, taking its turn after the chunk before,
+ * and compresses it (zstd, when the peer takes it) in parallel with the
+ * others, so the loop thread keeps its time for the SSH encryption. A chunk
+ * goes to the connection without a copy and comes back to a small pool once
+ * sent; no chunk is read while the connection has max_queued bytes waiting. */
 #include <assert.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -20,7 +22,9 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 
+#include "ckpt-format.h"
 #include "fs-util.h"
+#include "list.h"
 #include "macro.h"
 #include "transfer-internal.h"
 
@@ -34,7 +38,7 @@
 
 typedef enum xfer_send_state {
         XFER_SEND_START,
-        XFER_SEND_NEXT_FILE,
+        XFER_SEND_NEXT_ENTRY,
         XFER_SEND_READ,
         XFER_SEND_DONE,
         XFER_SEND_FAILED,
@@ -44,10 +48,8 @@ typedef enum xfer_send_state {
 
 typedef struct xfer_chunk xfer_chunk;
 struct xfer_chunk {
-        xfer_chunk *next;     /* pool list */
-        xfer_chunk *out_next; /* outstanding list (in the conn) */
-        xfer_chunk *out_prev;
-        xfer_send *owner; /* NULL once the sender is gone: free on release */
+        LIST_FIELDS(xfer_chunk, chunks); /* in the pool, or outstanding (in the conn) */
+        xfer_send *owner;                /* NULL once the sender is gone: free on release */
         size_t cap;
         size_t zlen;    /* compressed bytes at data + cap, or 0 */
         uint8_t data[]; /* cap bytes, then (with zstd) room for the compressed chunk */
@@ -63,23 +65,16 @@ typedef struct xfer_job {
         size_t len;
         ssize_t got;
         int err;
-        nm_error hook_err; /* the worker's own: the loop may write x->err meanwhile */
+        nm_error hash_err; /* the worker's own: the loop may write x->err meanwhile */
         bool busy, done;
         bool try_zstd; /* decided when the read starts (see z_skip) */
 } xfer_job;
-
-typedef struct xfer_file_entry {
-        char *relpath; /* "images/<name>" or "metadata.json" */
-        int dirfd;     /* borrowed: images_fd or the top dir */
-        const char *name;
-        uint64_t size;
-} xfer_file_entry;
 
 struct xfer_send {
         uv_loop_t *loop;
         xfer_conn *c;
         xfer_send_state state;
-        xfer_tree_hooks hooks;
+        ckpt_hmac *hmac; /* the tree HMAC, fed in canonical order */
         char *mig;
         char *bad_digest;
         size_t chunk_size, max_queued;
@@ -88,10 +83,10 @@ struct xfer_send {
         void *userdata;
         xfer_send_done_cb cb;
 
-        int top_fd, images_fd;
-        xfer_file_entry *files;
-        size_t n_files, idx;
-        uint64_t total_bytes;
+        int top_fd;
+        ckpt_tree_entry *tree; /* ckpt_tree_walk(): images/, its files, metadata.json */
+        size_t n_tree, idx;
+        uint64_t n_files, total_bytes;
 
         /* the current file */
         int fd;
@@ -111,9 +106,9 @@ struct xfer_send {
         pthread_cond_t hash_cond;
         uint64_t hash_next;
 
-        xfer_chunk *pool;
+        xfer_chunk *pool; /* free chunks to read into */
         size_t pool_n;
-        xfer_chunk *outstanding;
+        xfer_chunk *outstanding; /* chunks the connection still holds */
 
         uv_timer_t timer; /* start, then the overall deadline */
         bool timer_open;
@@ -121,7 +116,6 @@ struct xfer_send {
         bool pace_open;
         uint64_t rate_limit;
         bool freed, ended, abort_pending;
-        bool hooks_off; /* under hash_lock: ended, workers leave the hooks alone */
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
         nm_error err;
@@ -137,7 +131,7 @@ static void timer_cb(uv_timer_t *t);
 static xfer_chunk *chunk_get(xfer_send *x) {
         xfer_chunk *k = x->pool;
         if (k) {
-                x->pool = k->next;
+                LIST_REMOVE(chunks, x->pool, k);
                 x->pool_n--;
                 return k;
         }
@@ -154,8 +148,7 @@ static void chunk_put(xfer_send *x, xfer_chunk *k) {
                 free(k);
                 return;
         }
-        k->next = x->pool;
-        x->pool = k;
+        LIST_PREPEND(chunks, x->pool, k);
         x->pool_n++;
 }
 
@@ -167,21 +160,12 @@ static void chunk_released(void *ud) {
                 free(k);
                 return;
         }
-        if (k->out_prev)
-                k->out_prev->out_next = k->out_next;
-        else
-                x->outstanding = k->out_next;
-        if (k->out_next)
-                k->out_next->out_prev = k->out_prev;
+        LIST_REMOVE(chunks, x->outstanding, k);
         chunk_put(x, k);
 }
 
 static void chunk_track(xfer_send *x, xfer_chunk *k) {
-        k->out_prev = NULL;
-        k->out_next = x->outstanding;
-        if (x->outstanding)
-                x->outstanding->out_prev = k;
-        x->outstanding = k;
+        LIST_PREPEND(chunks, x->outstanding, k);
 }
 
 /* ---- ending ---------------------------------------------------------------- */
@@ -210,14 +194,6 @@ static void close_file(xfer_send *x) {
                 close(TAKE_FD(x->fd));
 }
 
-/* Once the sender ends, no worker calls the hooks again: their owner may
- * free them as soon as the done callback has run. */
-static void stop_hooks(xfer_send *x) {
-        pthread_mutex_lock(&x->hash_lock);
-        x->hooks_off = true;
-        pthread_mutex_unlock(&x->hash_lock);
-}
-
 static void send_end(xfer_send *x, int status) {
         xfer_send_done_cb cb = x->cb;
 
@@ -226,7 +202,6 @@ static void send_end(xfer_send *x, int status) {
         x->ended = true;
         x->abort_pending = false;
         x->state = status < 0 ? XFER_SEND_FAILED : XFER_SEND_DONE;
-        stop_hooks(x);
         close_file(x);
         if (x->timer_open)
                 (void)uv_timer_stop(&x->timer);
@@ -261,7 +236,6 @@ void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
         /* The callback runs from the loop, not from inside this call. */
         x->state = XFER_SEND_FAILED;
         x->abort_pending = true;
-        stop_hooks(x);
         close_file(x);
         if (x->c)
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
@@ -270,117 +244,55 @@ void xfer_send_abort(xfer_send *x, int status, const nm_error *err) {
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
 }
 
-/* ---- scanning ---------------------------------------------------------------- */
+/* ---- the tree ---------------------------------------------------------------- */
 
-static int cmp_entry(const void *a, const void *b) {
-        const xfer_file_entry *ea = a, *eb = b;
-        /* Bytewise, as the HMAC walk sorts. */
-        return strcmp(ea->name, eb->name);
-}
-
-static int add_file(xfer_send *x, int dirfd, const char *prefix, const char *name, size_t *cap) {
-        struct stat st;
-        char *rel;
-
-        if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return nm_error_errno(&x->err, negative_errno(), "cannot stat %s%s", prefix, name);
-        if (!S_ISREG(st.st_mode))
+/* What the protocol carries of a tree: images/, flat regular files in it,
+ * and metadata.json; checkpoint.hmac is outside the walk. */
+static int check_entry(xfer_send *x, const ckpt_tree_entry *e) {
+        if (!strchr(e->relpath, '/')) {
+                if (e->type == CKPT_ENTRY_DIR ? strcmp(e->relpath, CKPT_IMAGES_DIR) == 0
+                                              : strcmp(e->relpath, CKPT_METADATA_FILE) == 0)
+                        return 0;
+                return nm_error_set(&x->err, -EBADMSG,
+                                    "unexpected entry '%s' in the checkpoint directory: only images/, "
+                                    "metadata.json and checkpoint.hmac belong there",
+                                    e->relpath);
+        }
+        /* Below images/, the only directory accepted above. */
+        if (e->type == CKPT_ENTRY_DIR)
                 return nm_error_set(&x->err, -EBADFD,
-                                    "%s%s is a %s, not a regular file: refusing to send it", prefix, name,
-                                    S_ISLNK(st.st_mode)   ? "symlink"
-                                    : S_ISDIR(st.st_mode) ? "directory"
-                                                          : "special file");
-        if (asprintf(&rel, "%s%s", prefix, name) < 0)
-                return -ENOMEM;
-        if (proto_path_check(rel, strlen(rel), &x->err) < 0) {
-                free(rel);
-                return nm_error_prefix(&x->err, "cannot send %s%s", prefix, name);
-        }
-        if (x->n_files == *cap) {
-                size_t ncap = *cap ? *cap * 2 : 64;
-                xfer_file_entry *n = realloc(x->files, ncap * sizeof(*n));
-                if (!n) {
-                        free(rel);
-                        return -ENOMEM;
-                }
-                x->files = n;
-                *cap = ncap;
-        }
-        x->files[x->n_files++] = (xfer_file_entry){
-                .relpath = rel,
-                .dirfd = dirfd,
-                .name = rel + strlen(prefix),
-                .size = (uint64_t)st.st_size,
-        };
-        x->total_bytes += (uint64_t)st.st_size;
+                                    "%s is a directory, not a regular file: refusing to send it",
+                                    e->relpath);
+        if (proto_path_check(e->relpath, strlen(e->relpath), &x->err) < 0)
+                return nm_error_prefix(&x->err, "cannot send %s", e->relpath);
         return 0;
 }
 
-/* Lists images/ (flat regular files only) and checks the top level holds
- * nothing but images/, metadata.json and checkpoint.hmac. */
+/* The canonical walk of the directory (ckpt refuses symlinks, special files
+ * and bad names anywhere), checked against what the protocol carries. */
 static int scan(xfer_send *x) {
-        size_t cap = 0;
-        DIR *d;
-        struct dirent *de;
-        int fd, r = 0;
-        bool have_meta = false, have_images = false;
+        bool have_images = false, have_meta = false;
+        int r;
 
-        fd = openat(x->top_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return nm_error_errno(&x->err, negative_errno(), "cannot read the checkpoint directory");
-        d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
-        while ((de = readdir(d))) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0 ||
-                    strcmp(de->d_name, "checkpoint.hmac") == 0)
-                        continue;
-                if (strcmp(de->d_name, "images") == 0)
-                        have_images = true;
-                else if (strcmp(de->d_name, "metadata.json") == 0)
-                        have_meta = true;
-                else {
-                        r = nm_error_set(&x->err, -EBADMSG,
-                                         "unexpected entry '%s' in the checkpoint directory: only images/, "
-                                         "metadata.json and checkpoint.hmac belong there",
-                                         de->d_name);
-                        break;
-                }
-        }
-        closedir(d);
+        r = ckpt_tree_walk(x->top_fd, &x->tree, &x->n_tree, &x->err);
         if (r < 0)
-                return r;
+                return nm_error_prefix(&x->err, "cannot send the checkpoint directory");
+        for (size_t i = 0; i < x->n_tree; i++) {
+                const ckpt_tree_entry *e = &x->tree[i];
+
+                r = check_entry(x, e);
+                if (r < 0)
+                        return r;
+                if (e->type == CKPT_ENTRY_FILE)
+                        x->n_files++;
+                have_images = have_images || strcmp(e->relpath, CKPT_IMAGES_DIR) == 0;
+                have_meta = have_meta || strcmp(e->relpath, CKPT_METADATA_FILE) == 0;
+        }
         if (!have_images || !have_meta)
                 return nm_error_set(&x->err, -ENOENT, "the checkpoint directory has no %s",
                                     have_images ? "metadata.json" : "images/ directory");
-
-        x->images_fd = openat_dir_beneath(x->top_fd, "images");
-        if (x->images_fd < 0)
-                return nm_error_errno(&x->err, x->images_fd,
-                                      "cannot open images/ in the checkpoint directory");
-        fd = openat(x->images_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0)
-                return nm_error_errno(&x->err, negative_errno(), "cannot read images/");
-        d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return -ENOMEM;
-        }
-        while ((de = readdir(d))) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                        continue;
-                r = add_file(x, x->images_fd, "images/", de->d_name, &cap);
-                if (r < 0)
-                        break;
-        }
-        closedir(d);
-        if (r < 0)
-                return r;
-        if (x->n_files > 1)
-                qsort(x->files, x->n_files, sizeof(*x->files), cmp_entry);
-        return add_file(x, x->top_fd, "", "metadata.json", &cap);
+        x->total_bytes = ckpt_tree_bytes(x->tree, x->n_tree);
+        return 0;
 }
 
 /* ---- the stream -------------------------------------------------------------- */
@@ -390,25 +302,31 @@ static int send_msg(xfer_send *x, const proto_msg *m) {
         return r < 0 ? r : 0;
 }
 
-static int hook_error(xfer_send *x, int code, const nm_error *he, const char *what) {
+static int hash_error(xfer_send *x, int code, const nm_error *he, const char *what) {
         if (he->msg[0])
                 return nm_error_set(&x->err, code, "hashing %s failed: %s", what, he->msg);
         return nm_error_errno(&x->err, code, "hashing %s failed", what);
 }
 
+/* Opens the file as ckpt does (no symlink at any step, a regular file of
+ * the size the walk saw) and announces it. */
 static int begin_file(xfer_send *x) {
         nm_error he = {};
-        const xfer_file_entry *f = &x->files[x->idx];
+        const ckpt_tree_entry *f = &x->tree[x->idx];
         struct stat st;
         int r;
 
-        x->fd = openat(f->dirfd, f->name, O_RDONLY | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC);
+        assert(f->type == CKPT_ENTRY_FILE);
+        x->fd = ckpt_tree_open_file(x->top_fd, f->relpath, f->size, &x->err);
+        if (x->fd == -EBUSY) {
+                /* Changed since the walk: the sender's code for that. */
+                x->err.code = -ESTALE;
+                return -ESTALE;
+        }
         if (x->fd < 0)
-                return nm_error_errno(&x->err, negative_errno(), "cannot open %s", f->relpath);
+                return x->fd;
         if (fstat(x->fd, &st) < 0)
                 return nm_error_errno(&x->err, negative_errno(), "cannot stat %s", f->relpath);
-        if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != f->size)
-                return nm_error_set(&x->err, -ESTALE, "%s changed while being sent", f->relpath);
         if (!x->file_mac && EVP_DigestInit_ex(x->sha, EVP_sha256(), NULL) != 1)
                 return nm_error_set(&x->err, -EIO, "cannot start SHA-256");
         r = send_msg(x, &(proto_msg){.type = PROTO_MSG_FILE,
@@ -418,30 +336,30 @@ static int begin_file(xfer_send *x) {
                                               .mode = proto_file_mode(st.st_mode)}});
         if (r < 0)
                 return r;
-        r = x->hooks.file_begin(x->hooks.userdata, f->relpath, f->size, &he);
+        r = ckpt_hmac_file_begin(x->hmac, f->relpath, f->size, &he);
         if (r < 0)
-                return hook_error(x, r, &he, f->relpath);
+                return hash_error(x, r, &he, f->relpath);
         x->off = x->off_rd = 0;
         x->z_skip = 0; /* every file gets a first try */
         return 0;
 }
 
 static int end_file_mac(xfer_send *x) {
-        const xfer_file_entry *f = &x->files[x->idx];
+        const ckpt_tree_entry *f = &x->tree[x->idx];
         proto_msg m = {.type = PROTO_MSG_FILE_MAC, .file_mac = {.mig = x->mig}};
         nm_error he = {};
         int r;
 
-        r = x->hooks.mark(x->hooks.userdata, m.file_mac.mac, &he);
+        r = ckpt_hmac_mark(x->hmac, m.file_mac.mac, &he);
         if (r < 0)
-                return hook_error(x, r, &he, f->relpath);
+                return hash_error(x, r, &he, f->relpath);
         if (x->bad_digest && strcmp(x->bad_digest, f->relpath) == 0)
                 m.file_mac.mac[0] ^= 0x01;
         return send_msg(x, &m);
 }
 
 static int end_file_sha(xfer_send *x) {
-        const xfer_file_entry *f = &x->files[x->idx];
+        const ckpt_tree_entry *f = &x->tree[x->idx];
         proto_msg m = {.type = PROTO_MSG_FILE_END, .file_end = {.mig = x->mig}};
         unsigned len = 0;
 
@@ -464,9 +382,9 @@ static int end_file(xfer_send *x) {
 
 static int finish_stream(xfer_send *x) {
         nm_error he = {};
-        int r = x->hooks.finish(x->hooks.userdata, x->res.hmac, &he);
+        int r = ckpt_hmac_final(x->hmac, x->res.hmac, &he);
         if (r < 0)
-                return hook_error(x, r, &he, "the tree");
+                return hash_error(x, r, &he, "the tree");
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
                                         .images_done = {.mig = x->mig,
                                                         .hmac = x->res.hmac,
@@ -480,7 +398,7 @@ static void read_work(uv_work_t *w) {
         size_t done = 0;
 
         j->err = 0;
-        nm_error_clear(&j->hook_err);
+        nm_error_clear(&j->hash_err);
         while (done < j->len) {
                 ssize_t n = pread(x->fd, j->k->data + done, j->len - done, (off_t)(j->off + done));
                 if (n < 0) {
@@ -501,11 +419,11 @@ static void read_work(uv_work_t *w) {
         pthread_mutex_lock(&x->hash_lock);
         while (x->hash_next != j->seq)
                 pthread_cond_wait(&x->hash_cond, &x->hash_lock);
-        if (j->err == 0 && done > 0 && !x->hooks_off) {
+        if (j->err == 0 && done > 0) {
                 if (!x->file_mac && EVP_DigestUpdate(x->sha, j->k->data, done) != 1)
                         j->err = -EIO;
                 else {
-                        int r = x->hooks.data(x->hooks.userdata, j->k->data, done, &j->hook_err);
+                        int r = ckpt_hmac_update(x->hmac, j->k->data, done, &j->hash_err);
                         if (r < 0)
                                 j->err = r;
                 }
@@ -522,7 +440,7 @@ static void read_work(uv_work_t *w) {
 
 /* Sends the oldest read if it is done, and so on: DATA leaves in order. */
 static int flush_jobs(xfer_send *x) {
-        const xfer_file_entry *f = &x->files[x->idx];
+        const ckpt_tree_entry *f = &x->tree[x->idx];
         int r;
 
         while (x->n_jobs > 0 && x->jobs[x->head].done) {
@@ -534,8 +452,8 @@ static int flush_jobs(xfer_send *x) {
                 x->n_jobs--;
                 if (j->err < 0) {
                         free(k);
-                        if (j->hook_err.msg[0])
-                                return hook_error(x, j->err, &j->hook_err, f->relpath);
+                        if (j->hash_err.msg[0])
+                                return hash_error(x, j->err, &j->hash_err, f->relpath);
                         return nm_error_errno(&x->err, j->err, "reading %s failed", f->relpath);
                 }
                 if ((size_t)j->got != j->len) {
@@ -589,7 +507,7 @@ static void read_done(uv_work_t *w, int status) {
 }
 
 static int start_read(xfer_send *x) {
-        const xfer_file_entry *f = &x->files[x->idx];
+        const ckpt_tree_entry *f = &x->tree[x->idx];
         uint64_t left = f->size - x->off_rd;
         xfer_job *j = &x->jobs[(x->head + x->n_jobs) % x->n_jobs_max];
         int r;
@@ -619,43 +537,54 @@ static int start_read(xfer_send *x) {
         return 0;
 }
 
-/* Advances as far as possible: opens files, sends FILE/FILE_END, and starts
- * the next read unless one is in flight or the connection is full. */
-static void send_step(xfer_send *x) {
+/* A directory of the walk is hashed only: the receiver makes images/
+ * itself, and hashes it before the first file. */
+static int hash_dir(xfer_send *x) {
+        const ckpt_tree_entry *e = &x->tree[x->idx];
         nm_error he = {};
+        int r;
+
+        assert(e->type == CKPT_ENTRY_DIR);
+        r = ckpt_hmac_dir(x->hmac, e->relpath, &he);
+        if (r < 0)
+                return hash_error(x, r, &he, e->relpath);
+        x->idx++;
+        return 0;
+}
+
+/* Advances as far as possible: walks the tree, sends FILE/FILE_END, and
+ * starts the next read unless one is in flight or the connection is full. */
+static void send_step(xfer_send *x) {
         int r = 0;
 
         while (r >= 0) {
                 switch (x->state) {
-                case XFER_SEND_START:
-                        r = x->hooks.dir(x->hooks.userdata, "images", &he);
-                        if (r < 0) {
-                                hook_error(x, r, &he, "images/");
-                                break;
-                        }
-                        x->state = XFER_SEND_NEXT_FILE;
-                        continue;
-                case XFER_SEND_NEXT_FILE:
-                        if (x->idx == x->n_files) {
+                case XFER_SEND_START: x->state = XFER_SEND_NEXT_ENTRY; continue;
+                case XFER_SEND_NEXT_ENTRY:
+                        if (x->idx == x->n_tree) {
                                 r = finish_stream(x);
                                 if (r >= 0)
                                         send_end(x, 0);
                                 break;
+                        }
+                        if (x->tree[x->idx].type == CKPT_ENTRY_DIR) {
+                                r = hash_dir(x);
+                                continue;
                         }
                         r = begin_file(x);
                         if (r >= 0)
                                 x->state = XFER_SEND_READ;
                         continue;
                 case XFER_SEND_READ:
-                        if (x->off == x->files[x->idx].size && x->n_jobs == 0) {
+                        if (x->off == x->tree[x->idx].size && x->n_jobs == 0) {
                                 r = end_file(x);
                                 if (r >= 0)
-                                        x->state = XFER_SEND_NEXT_FILE;
+                                        x->state = XFER_SEND_NEXT_ENTRY;
                                 continue;
                         }
                         /* More reads while the file has bytes left, a worker
                          * is free, and the connection wants more. */
-                        if (x->off_rd == x->files[x->idx].size || x->n_jobs == x->n_jobs_max)
+                        if (x->off_rd == x->tree[x->idx].size || x->n_jobs == x->n_jobs_max)
                                 return; /* read_done continues */
                         if (xfer_conn_queued(x->c) >= x->max_queued)
                                 return; /* the drain callback continues */
@@ -716,7 +645,7 @@ static void timer_cb(uv_timer_t *t) {
                 if (x->state != XFER_SEND_DONE && x->state != XFER_SEND_FAILED && x->overall_ms)
                         (void)uv_timer_start(&x->timer, timer_cb, x->overall_ms, 0);
                 return;
-        case XFER_SEND_NEXT_FILE:
+        case XFER_SEND_NEXT_ENTRY:
         case XFER_SEND_READ:
                 nm_error_set(&x->err, -ETIMEDOUT, "sending the images took longer than %llu ms",
                              (unsigned long long)x->overall_ms);
@@ -732,18 +661,16 @@ static void timer_cb(uv_timer_t *t) {
 /* ---- lifetime ---------------------------------------------------------------- */
 
 static void send_release_memory(xfer_send *x) {
-        for (xfer_chunk *k = x->outstanding; k; k = k->out_next)
+        xfer_chunk *k, *next;
+
+        LIST_FOREACH(chunks, k, x->outstanding) {
                 k->owner = NULL; /* the connection frees them when done */
-        while (x->pool) {
-                xfer_chunk *k = x->pool;
-                x->pool = k->next;
+        }
+        LIST_FOREACH_SAFE(chunks, k, next, x->pool) {
                 free(k);
         }
-        for (size_t i = 0; i < x->n_files; i++)
-                free(x->files[i].relpath);
-        free(x->files);
-        if (x->images_fd >= 0)
-                close(x->images_fd);
+        ckpt_tree_entries_free(x->tree, x->n_tree);
+        ckpt_hmac_free(x->hmac);
         if (x->top_fd >= 0)
                 close(x->top_fd);
         close_file(x);
@@ -787,7 +714,6 @@ xfer_send *xfer_send_free(xfer_send *x) {
                 xfer_conn_set_drain(x->c, 0, NULL, NULL);
         x->c = NULL;
         x->freed = true;
-        stop_hooks(x);
         close_file(x);
         if (x->state != XFER_SEND_DONE)
                 x->state = XFER_SEND_FAILED;
@@ -800,17 +726,14 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         xfer_send *x;
         int r;
 
-        if (!c || dir_fd < 0 || !o || !o->hooks || !o->hooks->dir || !o->hooks->file_begin ||
-            !o->hooks->data || !o->hooks->finish || (o->file_mac && !o->hooks->mark) || !o->mig || !cb ||
-            !ret)
+        if (!c || dir_fd < 0 || !o || !o->key || o->key_len == 0 || !o->mig || !cb || !ret)
                 return -EINVAL;
         x = calloc(1, sizeof(*x));
         if (!x)
                 return -ENOMEM;
         x->loop = xfer__conn_loop(c);
         x->c = c;
-        x->hooks = *o->hooks;
-        x->fd = x->images_fd = -EBADF;
+        x->fd = x->top_fd = -EBADF;
         x->chunk_size = o->chunk_size ? o->chunk_size : XFER_CHUNK_SIZE;
         if (x->chunk_size > PROTO_DATA_MAX)
                 x->chunk_size = PROTO_DATA_MAX;
@@ -829,7 +752,7 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         (void)pthread_mutex_init(&x->hash_lock, NULL);
         (void)pthread_cond_init(&x->hash_cond, NULL);
         x->top_fd = fcntl(dir_fd, F_DUPFD_CLOEXEC, 3);
-        r = 0;
+        r = ckpt_hmac_new(o->key, o->key_len, &x->hmac);
         for (unsigned i = 0; o->zstd && i < x->n_jobs_max && r >= 0; i++)
                 r = proto_zctx_new(o->zstd_level ? o->zstd_level : XFER_ZSTD_LEVEL, &x->jobs[i].zctx);
         if (!x->mig || !x->sha || (o->test_bad_digest && !x->bad_digest) || x->top_fd < 0 || r < 0) {

@@ -67,7 +67,7 @@ struct xfer_session {
         uint64_t connect_timeout_ms;
 
         xfer_session_state state;
-        LIBSSH2_SESSION *ssh;
+        xfer_ssh_io io; /* what the channels share: libssh2 session, send token, kick */
         int fd;
         bool handshaken;
 
@@ -75,7 +75,6 @@ struct xfer_session {
         bool poll_inited;
         int poll_events;
         uv_timer_t timer; /* connect, exec and close deadlines */
-        uv_timer_t kick;  /* zero-delay "step soon" */
         uv_getaddrinfo_t gai;
         bool gai_pending;
         struct addrinfo *addrs, *next_addr;
@@ -93,14 +92,9 @@ struct xfer_session {
         xfer_session_exec_cb exec_cb;
         void *exec_ud;
 
-        xfer_conn *conns;
-        unsigned conns_alive;   /* linked, or unlinked but not yet freed */
-        int blocked;            /* LIBSSH2_SESSION_BLOCK_* seen during this step */
-        const void *send_owner; /* see xfer__session_blocked_by() */
         bool in_step;
 
-        bool closing;
-        xfer_close_phase close_phase;
+        xfer_close_phase close_phase; /* while CLOSING */
         bool close_forced;
         unsigned handles_open;
         xfer_session_close_cb close_cb;
@@ -119,53 +113,20 @@ static void libssh2_init_once(void) {
         libssh2_init_result = libssh2_init(0);
 }
 
-uint64_t xfer__now_ms(uv_loop_t *loop) {
-        uv_update_time(loop);
-        return uv_now(loop);
-}
-
-uv_loop_t *xfer__session_loop(xfer_session *s) {
-        return s->loop;
-}
-
 const char *xfer_session_fingerprint(const xfer_session *s) {
         return s->fingerprint[0] ? s->fingerprint : NULL;
 }
 
-void xfer__session_blocked(xfer_session *s) {
-        s->blocked |= libssh2_session_block_directions(s->ssh);
-}
-
-void xfer__session_blocked_by(xfer_session *s, const void *who) {
-        int dirs = libssh2_session_block_directions(s->ssh);
-
-        s->blocked |= dirs;
-        if (dirs & LIBSSH2_SESSION_BLOCK_OUTBOUND)
-                s->send_owner = who;
-        else if (s->send_owner == who)
-                s->send_owner = NULL; /* waiting to read only: nothing half sent */
-}
-
-void xfer__session_unblocked(xfer_session *s, const void *who) {
-        if (s->send_owner == who)
-                s->send_owner = NULL;
-}
-
-bool xfer__session_may_send(const xfer_session *s, const void *who) {
-        return !s->send_owner || s->send_owner == who;
-}
-
-bool xfer__session_holds(const xfer_session *s, const void *who) {
-        return s->send_owner == who;
-}
-
 static void kick_cb(uv_timer_t *t) {
-        session_step(container_of(t, xfer_session, kick));
+        session_step(container_of(t, xfer_session, io.kick));
 }
 
-void xfer__session_kick(xfer_session *s) {
-        if (!uv_is_active((uv_handle_t *)&s->kick))
-                (void)uv_timer_start(&s->kick, kick_cb, 0, 0);
+/* A channel (or the session itself) hit a socket error. */
+static void session_lost(xfer_ssh_io *io) {
+        xfer_session *s = container_of(io, xfer_session, io);
+
+        if (s->state != XFER_SESSION_CLOSING)
+                s->state = XFER_SESSION_FAILED;
 }
 
 static char *strdup_or_null(const char *p, bool *oom) {
@@ -228,8 +189,12 @@ int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err, 
                 o->connect_timeout_ms ? o->connect_timeout_ms : XFER_DEFAULT_CONNECT_TIMEOUT_MS;
         /* The timers live as long as the session; the poll is per socket. */
         (void)uv_timer_init(loop, &s->timer);
-        (void)uv_timer_init(loop, &s->kick);
+        (void)uv_timer_init(loop, &s->io.kick);
         s->handles_open = 2;
+        s->io.loop = loop;
+        s->io.host = s->host;
+        s->io.step = kick_cb;
+        s->io.lost = session_lost;
         *ret = s;
         return 0;
 }
@@ -326,7 +291,7 @@ static void attempt_closed_cb(uv_handle_t *h) {
         s->handles_open--;
         if (s->fd >= 0)
                 close(TAKE_FD(s->fd));
-        if (s->closing) {
+        if (s->state == XFER_SESSION_CLOSING) {
                 session_close_continue(s);
                 return;
         }
@@ -394,7 +359,7 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
 
         s->gai_pending = false;
         s->addrs = res;
-        if (s->closing) {
+        if (s->state == XFER_SESSION_CLOSING) {
                 session_close_continue(s);
                 return;
         }
@@ -416,7 +381,7 @@ int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *user
 
         if (!s || !cb)
                 return -EINVAL;
-        if (s->state != XFER_SESSION_NEW || s->closing)
+        if (s->state != XFER_SESSION_NEW)
                 return -EALREADY;
         snprintf(port, sizeof(port), "%u", s->port);
         r = uv_getaddrinfo(s->loop, &s->gai, gai_cb, s->host, port, &hints);
@@ -431,53 +396,25 @@ int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *user
         return 0;
 }
 
-/* ---- libssh2 error mapping ---------------------------------------------- */
-
-int xfer__session_error(xfer_session *s, int rc, nm_error *err, const char *what) {
-        char *msg = NULL;
-        int code;
-
-        (void)libssh2_session_last_error(s->ssh, &msg, NULL, 0);
-        switch (rc) {
-        case LIBSSH2_ERROR_SOCKET_SEND:
-        case LIBSSH2_ERROR_SOCKET_RECV:
-        case LIBSSH2_ERROR_SOCKET_DISCONNECT:
-        case LIBSSH2_ERROR_SOCKET_NONE:
-                code = -ECONNRESET;
-                if (!s->closing)
-                        s->state = XFER_SESSION_FAILED;
-                return nm_error_set(err, code, "%s: the SSH connection to %s was lost (%s)", what, s->host,
-                                    strna(msg));
-        case LIBSSH2_ERROR_SOCKET_TIMEOUT:
-        case LIBSSH2_ERROR_TIMEOUT: code = -ETIMEDOUT; break;
-        case LIBSSH2_ERROR_ALLOC: code = -ENOMEM; break;
-        case LIBSSH2_ERROR_CHANNEL_CLOSED:
-        case LIBSSH2_ERROR_CHANNEL_EOF_SENT: code = -EPIPE; break;
-        default: code = -EPROTO; break;
-        }
-        return nm_error_set(err, code, "%s: SSH error with %s: %s (libssh2 %d)", what, s->host, strna(msg),
-                            rc);
-}
-
 /* ---- steps ---------------------------------------------------------------- */
 
 static void step_handshake(xfer_session *s) {
-        int rc = libssh2_session_handshake(s->ssh, s->fd);
+        int rc = libssh2_session_handshake(s->io.ssh, s->fd);
         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                xfer__session_blocked(s);
+                xfer__ssh_blocked(&s->io);
                 return;
         }
         if (rc != 0) {
                 nm_error e = {};
-                int code = xfer__session_error(s, rc, &e, "SSH handshake");
+                int code = xfer__ssh_error(&s->io, rc, &e, "SSH handshake");
                 connect_fail(s, code == -ECONNRESET ? -ECONNRESET : -EPROTO,
                              "SSH handshake with %s (%s) port %u failed: %s", s->host, s->addr_str, s->port,
                              e.msg);
                 return;
         }
         s->handshaken = true;
-        (void)xfer__fingerprint(s->ssh, s->fingerprint, sizeof(s->fingerprint));
-        rc = xfer__hostkey_check(s->ssh, s->host, s->port, s->known_hosts, s->accept_new, &s->err);
+        (void)xfer__fingerprint(s->io.ssh, s->fingerprint, sizeof(s->fingerprint));
+        rc = xfer__hostkey_check(s->io.ssh, s->host, s->port, s->known_hosts, s->accept_new, &s->err);
         if (rc < 0) {
                 connect_done(s, rc);
                 return;
@@ -491,10 +428,10 @@ static void step_handshake(xfer_session *s) {
 
 static void step_auth(xfer_session *s) {
         const char *pub = access(s->pub_file, R_OK) == 0 ? s->pub_file : NULL;
-        int rc = libssh2_userauth_publickey_fromfile_ex(s->ssh, s->user, (unsigned)strlen(s->user), pub,
+        int rc = libssh2_userauth_publickey_fromfile_ex(s->io.ssh, s->user, (unsigned)strlen(s->user), pub,
                                                         s->key_file, NULL);
         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                xfer__session_blocked(s);
+                xfer__ssh_blocked(&s->io);
                 return;
         }
         if (rc == LIBSSH2_ERROR_AUTHENTICATION_FAILED || rc == LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED) {
@@ -511,7 +448,7 @@ static void step_auth(xfer_session *s) {
         }
         if (rc != 0) {
                 nm_error e = {};
-                int code = xfer__session_error(s, rc, &e, "authentication");
+                int code = xfer__ssh_error(&s->io, rc, &e, "authentication");
                 connect_fail(s, code, "authenticating to %s as %s failed: %s", s->host, s->user, e.msg);
                 return;
         }
@@ -536,49 +473,47 @@ static void step_exec(xfer_session *s) {
         xfer_conn *conn = NULL;
         int rc;
 
-        if (!xfer__session_may_send(s, s))
+        if (!xfer__ssh_may_send(&s->io, s))
                 return; /* a channel's half-sent packet goes first */
         if (s->exec_state == XFER_EXEC_OPEN) {
-                s->exec_ch = libssh2_channel_open_ex(s->ssh, "session", sizeof("session") - 1,
+                s->exec_ch = libssh2_channel_open_ex(s->io.ssh, "session", sizeof("session") - 1,
                                                      XFER_CHANNEL_WINDOW, LIBSSH2_CHANNEL_PACKET_DEFAULT,
                                                      NULL, 0);
                 if (!s->exec_ch) {
-                        rc = libssh2_session_last_errno(s->ssh);
+                        rc = libssh2_session_last_errno(s->io.ssh);
                         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                                xfer__session_blocked_by(s, s);
+                                xfer__ssh_blocked_by(&s->io, s);
                                 return;
                         }
-                        xfer__session_unblocked(s, s);
-                        rc = xfer__session_error(s, rc, &e, "opening an SSH channel");
+                        xfer__ssh_unblocked(&s->io, s);
+                        rc = xfer__ssh_error(&s->io, rc, &e, "opening an SSH channel");
                         exec_done(s, rc, &e, NULL);
                         return;
                 }
-                xfer__session_unblocked(s, s);
+                xfer__ssh_unblocked(&s->io, s);
                 s->exec_state = XFER_EXEC_START;
         }
         rc = libssh2_channel_process_startup(s->exec_ch, "exec", sizeof("exec") - 1, s->exec_cmd,
                                              (unsigned)strlen(s->exec_cmd));
         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                xfer__session_blocked_by(s, s);
+                xfer__ssh_blocked_by(&s->io, s);
                 return;
         }
-        xfer__session_unblocked(s, s);
+        xfer__ssh_unblocked(&s->io, s);
         if (rc != 0) {
-                xfer__session_error(s, rc, &e, "starting the remote command");
+                xfer__ssh_error(&s->io, rc, &e, "starting the remote command");
                 nm_error_prefix(&e, "%s refused to run '%s'", s->host, s->exec_cmd);
                 /* The channel is freed with the session. */
                 exec_done(s, e.code, &e, NULL);
                 return;
         }
         snprintf(remote, sizeof(remote), "'%s' on %s", s->exec_cmd, s->host);
-        rc = xfer__conn_new_channel(s, s->exec_ch, remote, &s->exec_cbs, s->exec_conn_ud, &conn);
+        rc = xfer__channel_new(&s->io, s->exec_ch, remote, &s->exec_cbs, s->exec_conn_ud, &conn);
         if (rc < 0) {
                 nm_error_errno(&e, rc, "cannot set up the channel to %s", s->host);
                 exec_done(s, rc, &e, NULL);
                 return;
         }
-        xfer__conn_link(conn, &s->conns);
-        s->conns_alive++;
         exec_done(s, 0, NULL, conn);
 }
 
@@ -588,20 +523,12 @@ static void step_exec(xfer_session *s) {
  * continues the work on the next iteration. */
 static void step_conns(xfer_session *s) {
         for (int round = 0; round < 64; round++) {
-                bool progress = false;
-                xfer_conn *c = s->conns, *next;
-                for (; c; c = next) {
-                        next = xfer__conn_next(c);
-                        int r = xfer__conn_channel_step(c);
-                        if (r == 1)
-                                progress = true;
-                }
-                if (!progress)
+                if (!xfer__channels_step(&s->io))
                         return;
-                if (s->closing && !s->conns)
+                if (s->state == XFER_SESSION_CLOSING && !s->io.channels)
                         return;
         }
-        xfer__session_kick(s);
+        xfer__ssh_kick(&s->io);
 }
 
 static void rearm(xfer_session *s) {
@@ -609,9 +536,9 @@ static void rearm(xfer_session *s) {
 
         if (!s->poll_inited || s->state == XFER_SESSION_TCP_CONNECT)
                 return;
-        if (s->blocked & LIBSSH2_SESSION_BLOCK_INBOUND)
+        if (s->io.blocked & LIBSSH2_SESSION_BLOCK_INBOUND)
                 events |= UV_READABLE;
-        if (s->blocked & LIBSSH2_SESSION_BLOCK_OUTBOUND)
+        if (s->io.blocked & LIBSSH2_SESSION_BLOCK_OUTBOUND)
                 events |= UV_WRITABLE;
         if (events == s->poll_events)
                 return;
@@ -628,7 +555,7 @@ static void session_step(xfer_session *s) {
         if (s->in_step)
                 return;
         s->in_step = true;
-        s->blocked = 0;
+        s->io.blocked = 0;
         do {
                 before = s->state;
                 switch (s->state) {
@@ -656,25 +583,25 @@ static void session_step(xfer_session *s) {
                 case _XFER_SESSION_STATE_MAX:
                 case _XFER_SESSION_STATE_INVALID: break;
                 }
-        } while (s->state != before && !s->closing);
+        } while (s->state != before && s->state != XFER_SESSION_CLOSING);
         s->in_step = false;
-        if (s->closing)
+        if (s->state == XFER_SESSION_CLOSING)
                 session_close_continue(s);
         else
                 rearm(s);
 }
 
 static void start_ssh(xfer_session *s) {
-        s->ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
-        if (!s->ssh) {
+        s->io.ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
+        if (!s->io.ssh) {
                 connect_fail(s, -ENOMEM, "cannot allocate an SSH session");
                 return;
         }
-        libssh2_session_set_blocking(s->ssh, 0);
+        libssh2_session_set_blocking(s->io.ssh, 0);
         /* Nodes have ed25519 host keys (deploy/ provisions them); asking for
          * that type first keeps a server with several keys from offering one
          * that known_hosts does not list. */
-        (void)libssh2_session_method_pref(s->ssh, LIBSSH2_METHOD_HOSTKEY,
+        (void)libssh2_session_method_pref(s->io.ssh, LIBSSH2_METHOD_HOSTKEY,
                                           "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,"
                                           "ecdsa-sha2-nistp521,ssh-rsa");
         s->state = XFER_SESSION_HANDSHAKE;
@@ -714,7 +641,7 @@ int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_call
 
         if (!s || !cbs || !cbs->closed || !cb)
                 return -EINVAL;
-        if (s->closing)
+        if (s->state == XFER_SESSION_CLOSING)
                 return -ECANCELED;
         if (s->state != XFER_SESSION_READY)
                 return s->state == XFER_SESSION_FAILED ? -ECONNRESET : -ENOTCONN;
@@ -731,26 +658,11 @@ int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_call
         s->exec_ud = userdata;
         s->exec_state = XFER_EXEC_OPEN;
         (void)uv_timer_start(&s->timer, connect_timeout_cb, s->connect_timeout_ms, 0);
-        xfer__session_kick(s);
+        xfer__ssh_kick(&s->io);
         return 0;
 }
 
 /* ---- close ---------------------------------------------------------------- */
-
-void xfer__session_unlink(xfer_session *s, xfer_conn *c) {
-        xfer__conn_unlink(c, &s->conns);
-}
-
-void xfer__session_detach(xfer_session *s, xfer_conn *c) {
-        /* A connection that ended with a half-sent packet (its link is
-         * gone) no longer blocks the others; a later call may then fail with
-         * BAD_USE, which ends that call like any other error. */
-        xfer__session_unblocked(s, c);
-        assert(s->conns_alive > 0);
-        s->conns_alive--;
-        if (s->closing)
-                xfer__session_kick(s);
-}
 
 static void close_timeout_cb(uv_timer_t *t) {
         xfer_session *s = container_of(t, xfer_session, timer);
@@ -760,7 +672,7 @@ static void close_timeout_cb(uv_timer_t *t) {
         s->close_forced = true;
         if (s->fd >= 0)
                 (void)shutdown(s->fd, SHUT_RDWR);
-        xfer__session_kick(s);
+        xfer__ssh_kick(&s->io);
 }
 
 static void handle_closed_cb(uv_handle_t *h) {
@@ -786,9 +698,9 @@ static void session_finish(xfer_session *s) {
 
 static void close_handles(xfer_session *s) {
         s->close_phase = XFER_CLOSE_HANDLES;
-        s->timer.data = s->kick.data = s;
+        s->timer.data = s->io.kick.data = s;
         uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
-        uv_close((uv_handle_t *)&s->kick, handle_closed_cb);
+        uv_close((uv_handle_t *)&s->io.kick, handle_closed_cb);
         if (s->poll_inited) {
                 s->poll.data = s;
                 uv_close((uv_handle_t *)&s->poll, handle_closed_cb);
@@ -802,14 +714,13 @@ static void session_close_continue(xfer_session *s) {
                 return; /* session_step() calls again at its end */
         switch (s->close_phase) {
         case XFER_CLOSE_CHANNELS:
-                if (s->conns_alive > 0) {
-                        for (xfer_conn *c = s->conns; c; c = xfer__conn_next(c))
-                                xfer__conn_channel_cancel(c, -ECANCELED, NULL);
-                        s->blocked = 0;
+                if (s->io.channels_alive > 0) {
+                        xfer__channels_cancel(&s->io, -ECANCELED);
+                        s->io.blocked = 0;
                         s->in_step = true;
                         step_conns(s);
                         s->in_step = false;
-                        if (s->conns_alive > 0) {
+                        if (s->io.channels_alive > 0) {
                                 rearm(s);
                                 return;
                         }
@@ -817,11 +728,11 @@ static void session_close_continue(xfer_session *s) {
                 s->close_phase = XFER_CLOSE_DISCONNECT;
                 _fallthrough_;
         case XFER_CLOSE_DISCONNECT:
-                if (s->ssh && s->handshaken && !s->close_forced && s->state != XFER_SESSION_FAILED) {
-                        s->blocked = 0;
-                        rc = libssh2_session_disconnect(s->ssh, "closing");
+                if (s->io.ssh && s->handshaken && !s->close_forced && s->state != XFER_SESSION_FAILED) {
+                        s->io.blocked = 0;
+                        rc = libssh2_session_disconnect(s->io.ssh, "closing");
                         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                                xfer__session_blocked(s);
+                                xfer__ssh_blocked(&s->io);
                                 rearm(s);
                                 return;
                         }
@@ -829,20 +740,20 @@ static void session_close_continue(xfer_session *s) {
                 s->close_phase = XFER_CLOSE_FREE;
                 _fallthrough_;
         case XFER_CLOSE_FREE:
-                if (s->ssh) {
+                if (s->io.ssh) {
                         if (s->state == XFER_SESSION_FAILED && s->fd >= 0 && !s->close_forced) {
                                 /* Nothing more can be said on a broken connection. */
                                 s->close_forced = true;
                                 (void)shutdown(s->fd, SHUT_RDWR);
                         }
-                        s->blocked = 0;
-                        rc = libssh2_session_free(s->ssh);
+                        s->io.blocked = 0;
+                        rc = libssh2_session_free(s->io.ssh);
                         if (rc == LIBSSH2_ERROR_EAGAIN) {
-                                xfer__session_blocked(s);
+                                xfer__ssh_blocked(&s->io);
                                 rearm(s);
                                 return;
                         }
-                        s->ssh = NULL;
+                        s->io.ssh = NULL;
                 }
                 if (s->gai_pending) {
                         (void)uv_cancel((uv_req_t *)&s->gai);
@@ -873,7 +784,7 @@ static void close_cancel_pending(xfer_session *s) {
 }
 
 static void close_kick_cb(uv_timer_t *t) {
-        xfer_session *s = container_of(t, xfer_session, kick);
+        xfer_session *s = container_of(t, xfer_session, io.kick);
 
         if (s->close_phase == XFER_CLOSE_CHANNELS && (s->connect_cb || s->exec_cb))
                 close_cancel_pending(s);
@@ -881,22 +792,21 @@ static void close_kick_cb(uv_timer_t *t) {
 }
 
 void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdata) {
-        if (!s || s->closing)
+        if (!s || s->state == XFER_SESSION_CLOSING)
                 return;
-        s->closing = true;
         s->close_cb = cb;
         s->close_ud = userdata;
         s->close_phase = XFER_CLOSE_CHANNELS;
         s->state = XFER_SESSION_CLOSING;
         /* A poll still waiting for a TCP connect has no SSH session behind
          * it; stop it so that only the close path runs. */
-        if (s->poll_inited && !s->ssh) {
+        if (s->poll_inited && !s->io.ssh) {
                 (void)uv_poll_stop(&s->poll);
                 s->poll_events = 0;
         }
         (void)uv_timer_stop(&s->timer);
         (void)uv_timer_start(&s->timer, close_timeout_cb, XFER_CLOSE_TIMEOUT_MS, 0);
         /* Callbacks run from the loop, never from inside this call. */
-        (void)uv_timer_stop(&s->kick);
-        (void)uv_timer_start(&s->kick, close_kick_cb, 0, 0);
+        (void)uv_timer_stop(&s->io.kick);
+        (void)uv_timer_start(&s->io.kick, close_kick_cb, 0, 0);
 }

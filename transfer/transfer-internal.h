@@ -7,48 +7,70 @@
 
 #include "transfer.h"
 
-/* ssh.c: what a channel connection needs from its session. */
-uv_loop_t *xfer__session_loop(xfer_session *s);
-/* Records the directions libssh2 blocked on after an EAGAIN, so that the
- * session's poll is re-armed for them. */
-void xfer__session_blocked(xfer_session *s);
-
-/* libssh2 keeps one partly sent packet per session, and the call that left
+/* ---- ssh-io.c: what an SSH session's channels share -------------------------
+ *
+ * The session (ssh.c) owns one and steps its channels; the channels
+ * (conn-channel.c) use it, and never call the session itself: the kick
+ * timer runs the session's step, and a lost connection is reported through
+ * the `lost` callback.
+ *
+ * libssh2 keeps one partly sent packet per session, and the call that left
  * it must be repeated before any other call sends anything: otherwise
- * LIBSSH2_ERROR_BAD_USE. Whoever (a connection, or the session itself) got
+ * LIBSSH2_ERROR_BAD_USE. Whoever (a channel, or the session itself) got
  * EAGAIN while sending holds the session's send token until that same call
  * returns something else; nobody else may call into libssh2 meanwhile. */
-void xfer__session_blocked_by(xfer_session *s, const void *who);
-void xfer__session_unblocked(xfer_session *s, const void *who);
-bool xfer__session_may_send(const xfer_session *s, const void *who);
-bool xfer__session_holds(const xfer_session *s, const void *who);
+
+typedef struct xfer_channel xfer_channel;
+typedef struct xfer_ssh_io xfer_ssh_io;
+
+struct xfer_ssh_io {
+        uv_loop_t *loop;
+        LIBSSH2_SESSION *ssh;
+        const char *host;       /* the session's, for messages */
+        int blocked;            /* LIBSSH2_SESSION_BLOCK_* seen during this step */
+        const void *send_owner; /* holds the send token, or NULL */
+        uv_timer_t kick;        /* zero-delay: the session's step, soon */
+        uv_timer_cb step;       /* what the kick runs */
+        /* A socket error: the SSH connection is gone. */
+        void (*lost)(xfer_ssh_io *io);
+        xfer_channel *channels;  /* the open channel connections (conn-channel.c) */
+        unsigned channels_alive; /* those, and the unlinked ones not yet freed */
+};
+
+/* Records the directions libssh2 blocked on after an EAGAIN, so that the
+ * session's poll is re-armed for them. */
+void xfer__ssh_blocked(xfer_ssh_io *io);
+/* The same, and who now holds the send token (if libssh2 waits to send). */
+void xfer__ssh_blocked_by(xfer_ssh_io *io, const void *who);
+void xfer__ssh_unblocked(xfer_ssh_io *io, const void *who);
+bool xfer__ssh_may_send(const xfer_ssh_io *io, const void *who);
+bool xfer__ssh_holds(const xfer_ssh_io *io, const void *who);
 /* Asks for a step of the session soon (new bytes queued, close requested). */
-void xfer__session_kick(xfer_session *s);
-/* Takes a finishing channel connection off the session's step list. */
-void xfer__session_unlink(xfer_session *s, xfer_conn *c);
-/* The connection is freed: a closing session may go on. */
-void xfer__session_detach(xfer_session *s, xfer_conn *c);
+void xfer__ssh_kick(xfer_ssh_io *io);
+/* A channel connection was freed: it holds nothing any more, and a closing
+ * session may go on. */
+void xfer__ssh_detach(xfer_ssh_io *io, const void *who);
 /* Maps the session's last libssh2 error to -errno with a sentence. */
-int xfer__session_error(xfer_session *s, int rc, nm_error *err, const char *what);
+int xfer__ssh_error(xfer_ssh_io *io, int rc, nm_error *err, const char *what);
 
-/* conn.c: a connection over an SSH channel, stepped by its session. */
-int xfer__conn_new_channel(xfer_session *s, LIBSSH2_CHANNEL *ch, const char *remote,
-                           const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret);
-/* Reads, writes and closes as far as possible without blocking. Returns 1
- * when it made progress, 0 when blocked or idle, XFER__CONN_GONE when the
- * connection finished and was freed (its closed callback has run). */
-#define XFER__CONN_GONE 2
-int xfer__conn_channel_step(xfer_conn *c);
-/* Asks a channel connection to end (status < 0), e.g. when its session
- * closes; the next step finishes it. */
-void xfer__conn_channel_cancel(xfer_conn *c, int status, const nm_error *err);
+/* ---- conn-channel.c: a connection over an SSH channel ---------------------- */
+
+/* Wraps a started exec channel and links it into io->channels. */
+int xfer__channel_new(xfer_ssh_io *io, LIBSSH2_CHANNEL *ch, const char *remote,
+                      const xfer_conn_callbacks *cbs, void *userdata, xfer_conn **ret);
+/* Steps every channel once: reads, writes and closes as far as possible
+ * without blocking. true when any made progress. */
+bool xfer__channels_step(xfer_ssh_io *io);
+/* Asks every channel to end (status < 0), e.g. when the session closes;
+ * the next step finishes them. */
+void xfer__channels_cancel(xfer_ssh_io *io, int status);
+
+/* ---- conn.c ---------------------------------------------------------------- */
+
 uv_loop_t *xfer__conn_loop(xfer_conn *c);
-/* The session's list of channel connections. */
-xfer_conn *xfer__conn_next(xfer_conn *c);
-void xfer__conn_link(xfer_conn *c, xfer_conn **head);
-void xfer__conn_unlink(xfer_conn *c, xfer_conn **head);
 
-/* hostkey.c */
+/* ---- hostkey.c ----------------------------------------------------------------- */
+
 /* "SHA256:<base64 without padding>" as OpenSSH prints it. */
 int xfer__fingerprint(LIBSSH2_SESSION *ssh, char *buf, size_t size);
 /* Checks the server's host key against known_hosts; with accept_new, an
@@ -59,5 +81,8 @@ int xfer__hostkey_check(LIBSSH2_SESSION *ssh, const char *host, uint16_t port, c
 
 #define _fallthrough_ __attribute__((fallthrough))
 
-/* util */
-uint64_t xfer__now_ms(uv_loop_t *loop);
+/* The loop's clock brought up to date, in ms. */
+static inline uint64_t xfer__now_ms(uv_loop_t *loop) {
+        uv_update_time(loop);
+        return uv_now(loop);
+}

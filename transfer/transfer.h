@@ -7,8 +7,10 @@
  * SSH exec channel or a uv stream, the image stream (xfer_send_dir on the
  * source, the xfer_recv sink on the destination) and the dial-stdio relay.
  *
- * transfer/ does not know what a container is: the checkpoint tree HMAC is
- * fed through caller-provided hooks (xfer_tree_hooks).
+ * transfer/ does not know what a container is. It knows the checkpoint tree
+ * format, from ckpt/'s libckpt_format (ckpt-format.h), the one home of the
+ * canonical walk, its path rules and the tree HMAC: the sender walks the
+ * directory with ckpt_tree_walk() and both ends hash with ckpt_hmac_*.
  *
  * Callbacks follow one rule: a function that returns 0 after being given a
  * callback runs that callback exactly once, later, from the loop, never from
@@ -39,8 +41,8 @@
  * mixed heap (zstd 1: 0.64 GB/s, 2.7x); one libssh2 channel moves only
  * ~250 MB/s, so bytes saved cost far less than bytes sent. */
 #define XFER_ZSTD_LEVEL (-2)
-/* Hex HMAC-SHA256 (64) plus room for a longer digest from the hooks. */
-#define XFER_HMAC_HEX_MAX 129
+/* The tree HMAC as hex digits and a NUL (CKPT_HMAC_HEX_LEN + 1). */
+#define XFER_HMAC_HEX_MAX 65
 /* Files in one image set, at most: CRIU writes a handful per task, so this
  * is far above a real container, and it keeps a hostile peer from using up
  * the staging file system's inodes with empty files. */
@@ -59,36 +61,6 @@ typedef struct xfer_progress {
 } xfer_progress;
 
 typedef void (*xfer_progress_cb)(const xfer_progress *p, void *userdata);
-
-/* ------------------------------------------------------------------------ */
-/* Tree hashing hooks: the agent wires these to ckpt's incremental HMAC over
- * the canonical record stream (DESIGN.md "Checkpoint directory"; the
- * signatures follow ckpt_hmac_dir/_file_begin/_update/_final). Both ends
- * call them in the same canonical order: dir("images"), then for each file
- * file_begin(relpath, size), data(...)*, and finally finish(). Any hook
- * returning < 0 ends the transfer with that error and err's sentence. */
-
-typedef struct xfer_tree_hooks {
-        void *userdata;
-        int (*dir)(void *userdata, const char *relpath, nm_error *err);
-        int (*file_begin)(void *userdata, const char *relpath, uint64_t size, nm_error *err);
-        /* On the sender this may run on a libuv threadpool thread (the hashing
-         * happens next to the read); calls never overlap and are ordered. */
-        int (*data)(void *userdata, const void *buf, size_t n, nm_error *err);
-        /* Writes the lowercase hex digest of the whole tree, NUL-terminated. */
-        int (*finish)(void *userdata, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err);
-        /* Optional: the digest of the records so far, as if the tree ended
-         * after the file just completed (32 bytes), without ending the walk.
-         * FILE_MAC needs it. */
-        int (*mark)(void *userdata, uint8_t ret_mac[PROTO_SHA256_LEN], nm_error *err);
-} xfer_tree_hooks;
-
-/* A simple HMAC-SHA256 implementation of the hooks over DESIGN.md's record
- * format, for tools and tests (the agent uses ckpt's). */
-typedef struct xfer_hmac_hooks xfer_hmac_hooks;
-int xfer_hmac_hooks_new(const void *key, size_t key_len, xfer_hmac_hooks **ret);
-xfer_hmac_hooks *xfer_hmac_hooks_free(xfer_hmac_hooks *h);
-const xfer_tree_hooks *xfer_hmac_hooks_get(xfer_hmac_hooks *h);
 
 /* ------------------------------------------------------------------------ */
 /* SSH client session */
@@ -215,7 +187,10 @@ typedef void (*xfer_send_done_cb)(xfer_send *x, int status, const nm_error *err,
                                   void *userdata);
 
 typedef struct xfer_send_options {
-        const xfer_tree_hooks *hooks;  /* required */
+        /* The checkpoint HMAC key (required; copied): the tree is hashed
+         * with ckpt's HMAC once per byte, as the bytes are read. */
+        const void *key;
+        size_t key_len;
         const char *mig;               /* migration id carried in every frame */
         size_t chunk_size;             /* 0: XFER_CHUNK_SIZE */
         size_t max_queued;             /* stop reading above this many queued bytes; 0: 4 chunks */
@@ -231,14 +206,17 @@ typedef struct xfer_send_options {
          * compressed at zstd_level (0: XFER_ZSTD_LEVEL). */
         bool zstd;
         int zstd_level;
-        /* The receiver listed "file-mac": FILE_MAC (hooks->mark) instead of
-         * FILE_END, and no SHA-256 per file: each byte is hashed once. */
+        /* The receiver listed "file-mac": FILE_MAC (the tree HMAC so far,
+         * ckpt_hmac_mark()) instead of FILE_END, and no SHA-256 per file:
+         * each byte is hashed once. */
         bool file_mac;
 } xfer_send_options;
 
 /* Streams the checkpoint directory dir_fd (<dir>/images/ flat files, then
  * <dir>/metadata.json; checkpoint.hmac is not sent) over c as FILE, DATA...,
- * FILE_END per file in canonical order, then IMAGES_DONE. Memory stays
+ * FILE_END per file in the canonical order of ckpt_tree_walk(), then
+ * IMAGES_DONE. A tree the walk refuses (symlink, special file, bad name) or
+ * that holds anything else is refused before a byte is sent. Memory stays
  * bounded: the next chunk is read only while c's queue is below max_queued.
  * Files are read on the libuv threadpool. dir_fd stays the caller's. cb runs
  * once when IMAGES_DONE has been queued (0) or on error; the connection is
@@ -271,19 +249,22 @@ typedef void (*xfer_recv_done_cb)(xfer_recv *r, int status, const nm_error *err,
                                   void *userdata);
 
 typedef struct xfer_recv_options {
-        const xfer_tree_hooks *hooks; /* required */
-        const char *mig;              /* when set, every message must carry this migration id */
-        uint64_t expected_bytes;      /* for progress only (e.g. OFFER's estimate); 0: unknown */
-        uint64_t max_bytes;           /* refuse a stream larger than this; 0: no limit */
-        uint64_t max_files;           /* refuse a stream of more files; 0: XFER_RECV_MAX_FILES */
+        /* The checkpoint HMAC key (required; copied): the tree HMAC is
+         * recomputed with ckpt's as bytes arrive and compared at IMAGES_DONE. */
+        const void *key;
+        size_t key_len;
+        const char *mig;         /* when set, every message must carry this migration id */
+        uint64_t expected_bytes; /* for progress only (e.g. OFFER's estimate); 0: unknown */
+        uint64_t max_bytes;      /* refuse a stream larger than this; 0: no limit */
+        uint64_t max_files;      /* refuse a stream of more files; 0: XFER_RECV_MAX_FILES */
         /* Ends the transfer when it makes no progress for this long: no frame,
          * or less than 64 KiB of file data (a trickle); 0: none. */
         uint64_t idle_timeout_ms;
         uint64_t progress_interval_ms; /* 0: 1000 */
         xfer_progress_cb progress;     /* optional */
-        /* Files end with FILE_MAC (both sides listed "file-mac"; needs
-         * hooks->mark) and FILE_END is refused; else the reverse. ZDATA is
-         * accepted either way. */
+        /* Files end with FILE_MAC (both sides listed "file-mac") and
+         * FILE_END is refused; else the reverse. ZDATA is accepted either
+         * way. */
         bool file_mac;
 } xfer_recv_options;
 

@@ -184,7 +184,8 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
         agent *a = m->a;
         nm_error err = {};
         xfer_recv_options ro = {
-                .hooks = &m->hooks,
+                .key = a->key,
+                .key_len = a->key_len,
                 .mig = m->id,
                 .expected_bytes = 0,
                 .max_bytes = m->offered_bytes * 4 + (256u << 20),
@@ -193,8 +194,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
         };
-        if (mig_hooks_init(m, &err) < 0 ||
-            xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
+        if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
         return MIG_ACT_DONE;
 }

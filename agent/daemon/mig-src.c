@@ -202,13 +202,12 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 nm_error_errno(&err, dfd, "cannot open %s", m->images_dir);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
         }
-        r = mig_hooks_init(m, &err);
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
-        if (r >= 0 && !c)
-                r = nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
+        r = c ? 0 : nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
         if (r >= 0) {
                 xfer_send_options so = {
-                        .hooks = &m->hooks,
+                        .key = m->a->key,
+                        .key_len = m->a->key_len,
                         .mig = m->id,
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,

@@ -232,7 +232,6 @@ void mig__release(mig *m) {
         if (m->ps_fd >= 0)
                 close(m->ps_fd);
         m->ps_fd = -EBADF;
-        m->hmac = ckpt_hmac_free(m->hmac);
         m->ctr = ckpt_container_free(m->ctr);
         m->md = ckpt_metadata_free(m->md);
         ckpt_dump_req_done(&m->dump);
@@ -243,41 +242,4 @@ void mig__release(mig *m) {
         free(m->peer);
         free(m->images_dir);
         free(m->staging);
-}
-
-/* ---- the tree HMAC, fed as bytes pass ---- */
-
-static int hook_dir(void *ud, const char *relpath, nm_error *err) {
-        return ckpt_hmac_dir(ud, relpath, err);
-}
-
-static int hook_file(void *ud, const char *relpath, uint64_t size, nm_error *err) {
-        return ckpt_hmac_file_begin(ud, relpath, size, err);
-}
-
-static int hook_data(void *ud, const void *buf, size_t n, nm_error *err) {
-        return ckpt_hmac_update(ud, buf, n, err);
-}
-
-static int hook_finish(void *ud, char hex[XFER_HMAC_HEX_MAX], nm_error *err) {
-        return ckpt_hmac_final(ud, hex, err);
-}
-
-static int hook_mark(void *ud, uint8_t mac[PROTO_SHA256_LEN], nm_error *err) {
-        return ckpt_hmac_mark(ud, mac, err);
-}
-
-int mig_hooks_init(mig *m, nm_error *err) {
-        int r = ckpt_hmac_new(m->a->key, m->a->key_len, &m->hmac);
-        if (r < 0)
-                return nm_error_errno(err, r, "cannot set up the tree HMAC");
-        m->hooks = (xfer_tree_hooks){
-                .userdata = m->hmac,
-                .dir = hook_dir,
-                .file_begin = hook_file,
-                .data = hook_data,
-                .finish = hook_finish,
-                .mark = hook_mark,
-        };
-        return 0;
 }

@@ -114,8 +114,6 @@ struct mig {
         ckpt_restore_req rollback;
         struct peer_link *link;
         xfer_send *send;
-        ckpt_hmac *hmac;
-        xfer_tree_hooks hooks;
         pid_t new_pid;          /* on the destination */
         nm_error doubt;         /* committed: why the target has not confirmed yet */
         handoff_outcome answer; /* QUERY: what the core said */
@@ -204,8 +202,6 @@ void mig_finish(mig *m);
  * next start continues from it. */
 void mig_park(mig *m);
 
-/* The tree HMAC hooks over ckpt's incremental HMAC (m->hmac). */
-int mig_hooks_init(mig *m, nm_error *err);
 
 /* Fault injection for the fault-matrix tests: NM_FAULT holds a comma list
  * of "crash-after=<point>" (SIGKILL self), "hang-after=<point>" (stop for

@@ -55,7 +55,6 @@
  * the served ones then ask NODE_INFO_REQ and must be answered. It prints
  * "served=S refused=R answered=A" and holds the connections for --hold ms. */
 #include <ctype.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <poll.h>
@@ -76,6 +75,7 @@
 #include <msgpack.h>
 #include <openssl/evp.h>
 
+#include "ckpt-format.h"
 #include "fs-util.h"
 #include "macro.h"
 #include "proto.h"
@@ -92,10 +92,10 @@ typedef struct client {
         uint64_t timeout_ms;
         unsigned line;
         /* the image stream being sent */
-        xfer_hmac_hooks *hmac;
+        ckpt_hmac *hmac; /* the tree HMAC an honest sender computes (ckpt's) */
         uint8_t *key;
         size_t key_len;
-        bool dir_hooked;
+        bool dir_hashed;
         EVP_MD_CTX *sha;
         uint64_t files, bytes;
 } client;
@@ -455,31 +455,26 @@ static void cmd_map(client *c, char **args, size_t n) {
 
 /* ---- the image stream ---- */
 
+/* A hostile script may break the format on purpose: ckpt's HMAC then
+ * refuses the record, and images-done has no tree HMAC to send (see there). */
 static void stream_begin_file(client *c, const char *path, uint64_t size) {
-        nm_error err = {};
-        const xfer_tree_hooks *h;
-
         if (!c->hmac) {
                 if (!c->key)
                         return; /* no key: images-done needs hmac= */
-                if (xfer_hmac_hooks_new(c->key, c->key_len, &c->hmac) < 0)
+                if (ckpt_hmac_new(c->key, c->key_len, &c->hmac) < 0)
                         usage_fail(c, "cannot set up HMAC-SHA256");
         }
-        h = xfer_hmac_hooks_get(c->hmac);
-        if (!c->dir_hooked) {
-                (void)h->dir(h->userdata, "images", &err);
-                c->dir_hooked = true;
+        if (!c->dir_hashed) {
+                (void)ckpt_hmac_dir(c->hmac, CKPT_IMAGES_DIR, NULL);
+                c->dir_hashed = true;
         }
-        (void)h->file_begin(h->userdata, path, size, &err);
+        (void)ckpt_hmac_file_begin(c->hmac, path, size, NULL);
 }
 
 static void stream_data(client *c, const void *p, size_t n) {
-        nm_error err = {};
         (void)EVP_DigestUpdate(c->sha, p, n);
-        if (c->hmac) {
-                const xfer_tree_hooks *h = xfer_hmac_hooks_get(c->hmac);
-                (void)h->data(h->userdata, p, n, &err);
-        }
+        if (c->hmac)
+                (void)ckpt_hmac_update(c->hmac, p, n, NULL);
         c->bytes += n;
 }
 
@@ -526,36 +521,22 @@ static void put_file(client *c, const char *mig, int dfd, const char *src, const
         send_file_end(c, mig, false);
 }
 
-static int cmp_str(const void *a, const void *b) {
-        return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The canonical order: images/ sorted bytewise, then metadata.json. */
+/* Every file of the tree in ckpt's canonical order (images/ sorted bytewise,
+ * then metadata.json), as the agent sends it. */
 static void put_dir(client *c, const char *mig, const char *dir) {
         _cleanup_close_ int dfd = open_dir_nofollow(dir);
-        char path[PATH_MAX], *names[4096];
+        ckpt_tree_entry *tree = NULL;
         size_t n = 0;
-        DIR *d;
-        struct dirent *de;
+        nm_error err = {};
 
         if (dfd < 0)
                 usage_fail(c, "cannot open %s", dir);
-        snprintf(path, sizeof(path), "%s/images", dir);
-        d = opendir(path);
-        if (!d)
-                usage_fail(c, "cannot open %s", path);
-        while ((de = readdir(d)) && n < ARRAY_SIZE(names))
-                if (de->d_name[0] != '.')
-                        names[n++] = strdup(de->d_name);
-        closedir(d);
-        qsort(names, n, sizeof(names[0]), cmp_str);
-        for (size_t i = 0; i < n; i++) {
-                char src[PATH_MAX];
-                snprintf(src, sizeof(src), "images/%s", names[i]);
-                put_file(c, mig, dfd, src, src);
-                free(names[i]);
-        }
-        put_file(c, mig, dfd, "metadata.json", "metadata.json");
+        if (ckpt_tree_walk(dfd, &tree, &n, &err) < 0)
+                usage_fail(c, "cannot walk %s: %s", dir, err.msg);
+        for (size_t i = 0; i < n; i++)
+                if (tree[i].type == CKPT_ENTRY_FILE)
+                        put_file(c, mig, dfd, tree[i].relpath, tree[i].relpath);
+        ckpt_tree_entries_free(tree, n);
 }
 
 static void cmd_images_done(client *c, char **args, size_t n) {
@@ -567,9 +548,11 @@ static void cmd_images_done(client *c, char **args, size_t n) {
         if (!hmac || strcmp(hmac, "auto") == 0 || strcmp(hmac, "bad") == 0) {
                 if (!c->hmac)
                         usage_fail(c, "images-done needs --hmac-key (or hmac=HEX)");
-                const xfer_tree_hooks *h = xfer_hmac_hooks_get(c->hmac);
-                if (h->finish(h->userdata, hex, &err) < 0)
-                        usage_fail(c, "HMAC: %s", err.msg);
+                /* A stream that broke the format (a file cut short, out of
+                 * order) has no tree HMAC: zeros stand in, as the receiver
+                 * refuses such a stream before it compares. */
+                if (ckpt_hmac_final(c->hmac, hex, &err) < 0)
+                        memset(hex, '0', CKPT_HMAC_HEX_LEN);
                 if (hmac && strcmp(hmac, "bad") == 0)
                         hex[0] = hex[0] == '0' ? '1' : '0';
         } else
@@ -580,8 +563,8 @@ static void cmd_images_done(client *c, char **args, size_t n) {
                                        .files = files ? parse_u64(c, files) : c->files,
                                        .bytes = bytes ? parse_u64(c, bytes) : c->bytes}};
         send_msg(c, &m);
-        c->hmac = xfer_hmac_hooks_free(c->hmac);
-        c->dir_hooked = false;
+        c->hmac = ckpt_hmac_free(c->hmac);
+        c->dir_hashed = false;
         c->files = c->bytes = 0;
 }
 
@@ -1083,7 +1066,7 @@ int main(int argc, char **argv) {
         finish_child(&c);
         proto_reader_free(c.rd);
         EVP_MD_CTX_free(c.sha);
-        xfer_hmac_hooks_free(c.hmac);
+        ckpt_hmac_free(c.hmac);
         free(c.key);
         return 0;
 }

@@ -27,7 +27,6 @@ typedef struct stream {
         sender *t;
         xfer_conn *c;
         xfer_send *x;
-        xfer_hmac_hooks *hooks;
         char mig[PROTO_ID_MAX + 1];
         bool verified, closed;
         xfer_send_result res;
@@ -138,6 +137,8 @@ static void on_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
 static void start_send(stream *st) {
         sender *t = st->t;
         xfer_send_options o = {
+                .key = t->key,
+                .key_len = t->key_len,
                 .mig = st->mig,
                 .progress = on_progress,
                 .test_bad_digest = t->bad_digest,
@@ -147,12 +148,6 @@ static void start_send(stream *st) {
         };
         nm_error e = {};
 
-        if (xfer_hmac_hooks_new(t->key, t->key_len, &st->hooks) < 0) {
-                fail(t, -ENOMEM, NULL, "out of memory");
-                end(t);
-                return;
-        }
-        o.hooks = xfer_hmac_hooks_get(st->hooks);
         if (t->idle_ms)
                 xfer_conn_set_idle_timeout(st->c, t->idle_ms);
         if (xfer_send_dir(st->c, t->dir_fd, &o, send_done, st, &e, &st->x) < 0) {
@@ -336,7 +331,6 @@ int main(int argc, char **argv) {
         if (uv_loop_close(&t.loop) < 0)
                 fprintf(stderr, "nm-xfer-send: loop not empty at exit\n");
         for (unsigned i = 0; i < t.n_streams; i++) {
-                xfer_hmac_hooks_free(t.streams[i].hooks);
                 files += t.streams[i].res.files;
                 bytes += t.streams[i].res.bytes;
                 wire += t.streams[i].res.wire_bytes;

@@ -34,7 +34,6 @@ typedef struct session {
         server *srv;
         xfer_conn *c;
         xfer_recv *r;
-        xfer_hmac_hooks *hooks;
         char mig[PROTO_ID_MAX + 1];
         bool reported;
 } session;
@@ -91,18 +90,18 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
         if (!s->r) {
                 const char *mig = proto_msg_mig(m);
                 xfer_recv_options o = {
-                        .mig = mig, .idle_timeout_ms = s->srv->idle_ms, .file_mac = s->srv->file_mac};
+                        .key = s->srv->key,
+                        .key_len = s->srv->key_len,
+                        .mig = mig,
+                        .idle_timeout_ms = s->srv->idle_ms,
+                        .file_mac = s->srv->file_mac,
+                };
                 if (m->type != PROTO_MSG_FILE || !mig) {
                         report(s, -EPROTO, "the stream did not start with FILE", NULL);
                         xfer_conn_close(c, -EPROTO, NULL);
                         return;
                 }
                 snprintf(s->mig, sizeof(s->mig), "%s", mig);
-                if (xfer_hmac_hooks_new(s->srv->key, s->srv->key_len, &s->hooks) < 0) {
-                        xfer_conn_close(c, -ENOMEM, NULL);
-                        return;
-                }
-                o.hooks = xfer_hmac_hooks_get(s->hooks);
                 if (xfer_recv_new(s->srv->loop, s->srv->staging_fd, s->mig, &o, recv_done, s, &e, &s->r) <
                     0) {
                         report(s, e.code, e.msg, NULL);
@@ -128,7 +127,6 @@ static void on_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
                 report(s, e.code, e.msg, NULL);
         }
         s->r = xfer_recv_free(s->r);
-        xfer_hmac_hooks_free(s->hooks);
         free(s);
 }
 

@@ -1413,6 +1413,39 @@ static void test_reader_big_frame_and_limits(void **state) {
         assert_int_equal(proto_reader_new(PROTO_FRAME_MAX + 1, &small), -EINVAL);
 }
 
+/* Large frames read straight into the reader, with every byte available at
+ * once (a fast peer): a read never runs past a large frame's end, so once
+ * the frame is taken nothing is left to move to the front. */
+static void test_reader_large_frames_end_reads(void **state) {
+        static uint8_t payload[256 * 1024];
+        _cleanup_(proto_reader_freep) proto_reader *r = NULL;
+        proto_msg m = {.type = PROTO_MSG_DATA, .data = {.mig = "m", .data = {payload, sizeof(payload)}}};
+        proto_buf b = {};
+        const uint8_t *p;
+        size_t len, pos = 0, frames = 0;
+        (void)state;
+
+        for (int i = 0; i < 5; i++)
+                assert_int_equal(proto_encode_append(&b, &m, NULL), 0);
+        assert_int_equal(proto_reader_new(0, &r), 0);
+        while (pos < b.len) {
+                uint8_t *w;
+                size_t avail, k;
+                assert_int_equal(proto_reader_get_buffer(r, &w, &avail, NULL), 0);
+                k = avail < b.len - pos ? avail : b.len - pos;
+                memcpy(w, b.data + pos, k);
+                pos += k;
+                assert_int_equal(proto_reader_advance(r, k, NULL), 0);
+                while (proto_reader_next(r, &p, &len, NULL) == 1) {
+                        frames++;
+                        assert_int_equal(len, b.len / 5 - PROTO_FRAME_HDR);
+                        assert_int_equal(proto_reader_buffered(r), 0);
+                }
+        }
+        assert_int_equal(frames, 5);
+        proto_buf_done(&b);
+}
+
 static void test_reader_full_until_frames_taken(void **state) {
         _cleanup_(proto_reader_freep) proto_reader *r = NULL;
         proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
@@ -1523,6 +1556,7 @@ int main(void) {
                 cmocka_unit_test(test_reader_one_byte_at_a_time),
                 cmocka_unit_test(test_reader_all_at_once_and_direct),
                 cmocka_unit_test(test_reader_big_frame_and_limits),
+                cmocka_unit_test(test_reader_large_frames_end_reads),
                 cmocka_unit_test(test_reader_full_until_frames_taken),
                 cmocka_unit_test(test_reader_truncated_stream),
                 cmocka_unit_test(test_reader_empty_feed),

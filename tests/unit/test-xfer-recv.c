@@ -13,8 +13,7 @@ typedef struct fixture {
         uv_loop_t loop;
         char *parent;
         int parent_fd;
-        xfer_hmac_hooks *hooks;     /* the receiver's */
-        xfer_hmac_hooks *reference; /* computes what an honest sender sends */
+        ckpt_hmac *reference; /* computes what an honest sender sends (ckpt's HMAC) */
         xfer_recv *r;
         int calls, status;
         nm_error err;
@@ -35,6 +34,9 @@ static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_re
 
 static bool setup_file_mac;
 
+/* The reference has hashed images/ (before the first file). */
+static bool reference_dir_done;
+
 static uint64_t setup_max_files;
 
 static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
@@ -46,10 +48,11 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
         f->parent = t_mkdtemp();
         f->parent_fd = open_dir_nofollow(f->parent);
         assert_true(f->parent_fd >= 0);
-        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &f->hooks), 0);
-        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &f->reference), 0);
+        assert_int_equal(ckpt_hmac_new(TEST_KEY, strlen(TEST_KEY), &f->reference), 0);
+        reference_dir_done = false;
         xfer_recv_options o = {
-                .hooks = xfer_hmac_hooks_get(f->hooks),
+                .key = TEST_KEY,
+                .key_len = strlen(TEST_KEY),
                 .mig = MIG,
                 .idle_timeout_ms = idle_ms,
                 .max_bytes = max_bytes,
@@ -88,8 +91,7 @@ static int teardown(void **state) {
         assert_true(t_count_entries(f->parent) <= 1);
         close(f->parent_fd);
         assert_int_equal(rm_rf_path(f->parent), 0);
-        xfer_hmac_hooks_free(f->hooks);
-        xfer_hmac_hooks_free(f->reference);
+        ckpt_hmac_free(f->reference);
         free(f->parent);
         free(f);
         return 0;
@@ -118,22 +120,19 @@ static int feed_end(fixture *f, const uint8_t sha[32]) {
         return feed(f, m);
 }
 
-static bool reference_dir_done;
-
 /* An honest file: FILE, DATA, FILE_END with the right digest; the
- * reference hooks follow along. */
+ * reference HMAC follows along. */
 static int feed_file(fixture *f, const char *path, const void *data, size_t n) {
-        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
         uint8_t sha[32];
         int r;
 
         if (!reference_dir_done) {
-                h->dir(h->userdata, "images", NULL);
+                ckpt_hmac_dir(f->reference, "images", NULL);
                 reference_dir_done = true;
         }
-        h->file_begin(h->userdata, path, n, NULL);
+        ckpt_hmac_file_begin(f->reference, path, n, NULL);
         if (n)
-                h->data(h->userdata, data, n, NULL);
+                ckpt_hmac_update(f->reference, data, n, NULL);
         t_sha256(data, n, sha);
         r = feed_file_hdr(f, path, n);
         if (r < 0)
@@ -149,8 +148,7 @@ static int feed_file(fixture *f, const char *path, const void *data, size_t n) {
 static int feed_done(fixture *f, uint64_t files, uint64_t bytes, const char *hmac) {
         char hex[XFER_HMAC_HEX_MAX];
         if (!hmac) {
-                const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
-                assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
+                assert_int_equal(ckpt_hmac_final(f->reference, hex, NULL), 0);
                 hmac = hex;
         }
         return feed(f,
@@ -185,10 +183,9 @@ static void test_good_stream(void **state) {
         assert_int_equal(feed_file(f, "images/b.img", NULL, 0), 0);
         /* A big file in several DATA frames. */
         {
-                const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
                 uint8_t sha[32];
-                h->file_begin(h->userdata, "images/pages-1.img", sizeof(big), NULL);
-                h->data(h->userdata, big, sizeof(big), NULL);
+                ckpt_hmac_file_begin(f->reference, "images/pages-1.img", sizeof(big), NULL);
+                ckpt_hmac_update(f->reference, big, sizeof(big), NULL);
                 t_sha256(big, sizeof(big), sha);
                 assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
                 for (size_t off = 0; off < sizeof(big); off += 65536)
@@ -326,12 +323,11 @@ static void test_wrong_sha256(void **state) {
 static void test_wrong_hmac(void **state) {
         fixture *f = *state;
         char hex[XFER_HMAC_HEX_MAX];
-        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
 
         reference_dir_done = false;
         assert_int_equal(feed_file(f, "images/a", "abcd", 4), 0);
         assert_int_equal(feed_file(f, "metadata.json", "{}", 2), 0);
-        assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
+        assert_int_equal(ckpt_hmac_final(f->reference, hex, NULL), 0);
         hex[10] = hex[10] == '0' ? '1' : '0';
         assert_int_equal(feed_done(f, 2, 6, hex), -EBADMSG);
         assert_refused(f, -EBADMSG);
@@ -339,20 +335,18 @@ static void test_wrong_hmac(void **state) {
 
 static void test_hmac_other_key(void **state) {
         fixture *f = *state;
-        xfer_hmac_hooks *other;
-        const xfer_tree_hooks *h;
+        ckpt_hmac *other;
         char hex[XFER_HMAC_HEX_MAX];
         uint8_t sha[32];
 
         /* A sender with another key sends honest files; only the HMAC
          * differs. */
-        assert_int_equal(xfer_hmac_hooks_new("another key of 32 bytes or more..", 33, &other), 0);
-        h = xfer_hmac_hooks_get(other);
-        h->dir(h->userdata, "images", NULL);
-        h->file_begin(h->userdata, "metadata.json", 2, NULL);
-        h->data(h->userdata, "{}", 2, NULL);
-        assert_int_equal(h->finish(h->userdata, hex, NULL), 0);
-        xfer_hmac_hooks_free(other);
+        assert_int_equal(ckpt_hmac_new("another key of 32 bytes or more..", 33, &other), 0);
+        assert_int_equal(ckpt_hmac_dir(other, "images", NULL), 0);
+        assert_int_equal(ckpt_hmac_file_begin(other, "metadata.json", 2, NULL), 0);
+        assert_int_equal(ckpt_hmac_update(other, "{}", 2, NULL), 0);
+        assert_int_equal(ckpt_hmac_final(other, hex, NULL), 0);
+        ckpt_hmac_free(other);
         t_sha256("{}", 2, sha);
         assert_int_equal(feed_file_hdr(f, "metadata.json", 2), 0);
         assert_int_equal(feed_data(f, "{}", 2), 0);
@@ -394,7 +388,7 @@ static void test_unexpected_message(void **state) {
 
 static void test_staging_exists(void **state) {
         fixture *f = *state;
-        xfer_recv_options o = {.hooks = xfer_hmac_hooks_get(f->hooks)};
+        xfer_recv_options o = {.key = TEST_KEY, .key_len = strlen(TEST_KEY)};
         xfer_recv *r2 = NULL;
         nm_error err = {};
 
@@ -561,44 +555,17 @@ static void test_free_midway(void **state) {
         assert_int_equal(f->calls, 0);
 }
 
-static int ok_dir(void *ud, const char *relpath, nm_error *err) {
-        (void)ud, (void)relpath, (void)err;
-        return 0;
-}
-
-static int ok_file_begin(void *ud, const char *relpath, uint64_t size, nm_error *err) {
-        (void)ud, (void)relpath, (void)size, (void)err;
-        return 0;
-}
-
-static int failing_data(void *ud, const void *buf, size_t n, nm_error *err) {
-        (void)ud, (void)buf, (void)n;
-        return nm_error_set(err, -EFBIG, "more bytes than the record announced");
-}
-
-static int ok_finish(void *ud, char ret_hex[XFER_HMAC_HEX_MAX], nm_error *err) {
-        (void)ud, (void)err;
-        ret_hex[0] = '\0';
-        return 0;
-}
-
-static void test_hook_error_message(void **state) {
+/* The key is what every check below rests on: no sink without one. */
+static void test_key_required(void **state) {
         fixture *f = *state;
-        static const xfer_tree_hooks failing = {
-                .dir = ok_dir, .file_begin = ok_file_begin, .data = failing_data, .finish = ok_finish};
-        xfer_recv_options o = {.hooks = &failing};
+        xfer_recv_options o = {.mig = MIG};
         xfer_recv *r2 = NULL;
-        nm_error err = {};
-        proto_msg file = {.type = PROTO_MSG_FILE,
-                          .file = {.mig = MIG, .path = "images/a", .size = 3, .mode = 0600}};
-        proto_msg data = {.type = PROTO_MSG_DATA, .data = {.mig = MIG, .data = {(const uint8_t *)"abc", 3}}};
 
-        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "other", &o, done_cb, f, NULL, &r2), 0);
-        assert_int_equal(xfer_recv_feed(r2, &file, NULL), 0);
-        assert_int_equal(xfer_recv_feed(r2, &data, &err), -EFBIG);
-        assert_string_equal(err.msg, "hashing images/a failed: more bytes than the record announced");
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "other", &o, done_cb, f, NULL, &r2), -EINVAL);
+        o.key = TEST_KEY;
+        assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "other", &o, done_cb, f, NULL, &r2), -EINVAL);
+        assert_null(r2);
         assert_false(t_exists_at(f->parent_fd, "other"));
-        xfer_recv_free(r2);
 }
 
 /* ---- feature "file-mac" and "zstd" ---- */
@@ -612,19 +579,18 @@ static int feed_mac(fixture *f, const uint8_t mac[32]) {
 /* An honest file ended with FILE_MAC; its bytes go as DATA, or as ZDATA
  * when zctx is given and they shrink. */
 static int feed_file_mac(fixture *f, const char *path, const void *data, size_t n, proto_zctx *zctx) {
-        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
         uint8_t mac[32], *z = NULL;
         size_t zlen = 0;
         int r;
 
         if (!reference_dir_done) {
-                h->dir(h->userdata, "images", NULL);
+                ckpt_hmac_dir(f->reference, "images", NULL);
                 reference_dir_done = true;
         }
-        h->file_begin(h->userdata, path, n, NULL);
+        ckpt_hmac_file_begin(f->reference, path, n, NULL);
         if (n)
-                h->data(h->userdata, data, n, NULL);
-        assert_int_equal(h->mark(h->userdata, mac, NULL), 0);
+                ckpt_hmac_update(f->reference, data, n, NULL);
+        assert_int_equal(ckpt_hmac_mark(f->reference, mac, NULL), 0);
         r = feed_file_hdr(f, path, n);
         if (r < 0)
                 return r;
@@ -681,14 +647,13 @@ static void test_file_mac_and_zstd_stream(void **state) {
  * that file. */
 static void test_wrong_file_mac(void **state) {
         fixture *f = *state;
-        const xfer_tree_hooks *h = xfer_hmac_hooks_get(f->reference);
         uint8_t mac[32];
 
         reference_dir_done = false;
         assert_int_equal(feed_file_mac(f, "images/a", "abcd", 4, NULL), 0);
-        h->file_begin(h->userdata, "images/b", 4, NULL);
-        h->data(h->userdata, "abcd", 4, NULL);
-        assert_int_equal(h->mark(h->userdata, mac, NULL), 0);
+        ckpt_hmac_file_begin(f->reference, "images/b", 4, NULL);
+        ckpt_hmac_update(f->reference, "abcd", 4, NULL);
+        assert_int_equal(ckpt_hmac_mark(f->reference, mac, NULL), 0);
         assert_int_equal(feed_file_hdr(f, "images/b", 4), 0);
         assert_int_equal(feed_data(f, "abce", 4), 0);
         assert_int_equal(feed_mac(f, mac), -EBADMSG);
@@ -771,7 +736,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_file_limit, setup_two_files, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
-                cmocka_unit_test_setup_teardown(test_hook_error_message, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_key_required, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_file_mac_and_zstd_stream, setup_mac, teardown),
                 cmocka_unit_test_setup_teardown(test_wrong_file_mac, setup_mac, teardown),
                 cmocka_unit_test_setup_teardown(test_file_end_when_mac_agreed, setup_mac, teardown),

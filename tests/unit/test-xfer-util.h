@@ -17,6 +17,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "ckpt-format.h"
 #include "fs-util.h"
 #include "macro.h"
 #include "transfer.h"

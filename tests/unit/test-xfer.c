@@ -14,7 +14,6 @@ typedef struct pair {
         uv_loop_t loop;
         char *tmp;
         int tmp_fd, src_fd;
-        xfer_hmac_hooks *send_hooks, *recv_hooks;
         xfer_conn *a, *b; /* a: sender side, b: receiver side */
         xfer_send *x;
         xfer_recv *r;
@@ -144,8 +143,6 @@ static void pair_init(pair *p) {
         p->src_fd = mkdirat_secure(p->tmp_fd, "src", 0700);
         assert_true(p->src_fd >= 0);
         assert_int_equal(mkdirat(p->src_fd, "images", 0700), 0);
-        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &p->send_hooks), 0);
-        assert_int_equal(xfer_hmac_hooks_new(TEST_KEY, strlen(TEST_KEY), &p->recv_hooks), 0);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         assert_int_equal(xfer_conn_new_fd(&p->loop, sv[0], &acb, p, NULL, &p->a), 0);
         assert_int_equal(xfer_conn_new_fd(&p->loop, sv[1], &bcb, p, NULL, &p->b), 0);
@@ -159,9 +156,10 @@ static uint64_t rate_limit; /* for the next pair_start() */
 
 static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
         xfer_recv_options ro = {
-                .hooks = xfer_hmac_hooks_get(p->recv_hooks), .mig = MIG, .idle_timeout_ms = 10000};
+                .key = TEST_KEY, .key_len = strlen(TEST_KEY), .mig = MIG, .idle_timeout_ms = 10000};
         xfer_send_options so = {
-                .hooks = xfer_hmac_hooks_get(p->send_hooks),
+                .key = TEST_KEY,
+                .key_len = strlen(TEST_KEY),
                 .mig = MIG,
                 .progress = progress_cb,
                 .progress_interval_ms = 1,
@@ -195,8 +193,6 @@ static void pair_done(pair *p) {
         close(p->tmp_fd);
         assert_int_equal(rm_rf_path(p->tmp), 0);
         free(p->tmp);
-        xfer_hmac_hooks_free(p->send_hooks);
-        xfer_hmac_hooks_free(p->recv_hooks);
 }
 
 static void assert_same_file(int a_dir, int b_dir, const char *path) {
@@ -262,6 +258,12 @@ static void test_stream_directory(void **state) {
         assert_int_equal(p.send_res.bytes, total);
         assert_int_equal(p.recv_res.bytes, total);
         assert_string_equal(p.send_res.hmac, p.recv_res.hmac);
+        /* The digest that streamed is the one ckpt signs the directory with. */
+        {
+                char signed_hex[CKPT_HMAC_HEX_LEN + 1];
+                assert_int_equal(ckpt_hmac_tree(p.src_fd, TEST_KEY, strlen(TEST_KEY), signed_hex, NULL), 0);
+                assert_string_equal(p.send_res.hmac, signed_hex);
+        }
         assert_true(p.progress_calls > 0);
         /* Memory bounded: never much more than max_queued waiting. */
         assert_true(p.max_seen_queued <= p.max_queued + XFER_CHUNK_SIZE + 4096);
