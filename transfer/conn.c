@@ -100,6 +100,7 @@ struct xfer_conn {
 
         uv_timer_t timer; /* idle, then close deadline */
         uint64_t idle_ms, last_activity;
+        xfer__idle_check idle_check;
         unsigned handles_open;
 
         int status;
@@ -169,8 +170,12 @@ static void seg_free(xfer_seg *g) {
         free(g);
 }
 
+/* Activity is stamped when it happens, not with the loop's time of the
+ * iteration that handles it: an iteration that takes frames for longer than
+ * the idle window must not make an active peer look idle. */
 static void touch(xfer_conn *c) {
-        c->last_activity = uv_now(c->loop);
+        c->last_activity = xfer__now_ms(c->loop);
+        c->idle_check = XFER__IDLE_WATCHING;
 }
 
 /* The queue shrank by n bytes: tell a waiting sender. */
@@ -211,6 +216,8 @@ static void timer_arm(xfer_conn *c) {
                 return;
         }
         due = c->last_activity + c->idle_ms;
+        if (c->idle_check == XFER__IDLE_LOOKING && due < now + XFER__IDLE_LOOK_MS)
+                due = now + XFER__IDLE_LOOK_MS; /* the look still comes before the verdict */
         (void)uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
 }
 
@@ -235,6 +242,11 @@ static void timer_cb(uv_timer_t *t) {
                 return;
         if (uv_now(c->loop) - c->last_activity < c->idle_ms) {
                 timer_arm(c);
+                return;
+        }
+        if (c->idle_check == XFER__IDLE_WATCHING) {
+                c->idle_check = XFER__IDLE_LOOKING;
+                (void)uv_timer_start(&c->timer, timer_cb, XFER__IDLE_LOOK_MS, 0);
                 return;
         }
         nm_error_set(

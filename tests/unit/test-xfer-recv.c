@@ -4,7 +4,9 @@
  * lands outside staging. */
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 
+#include "test-time.h"
 #include "test-xfer-util.h"
 
 #define MIG "mig-1"
@@ -516,6 +518,111 @@ static void test_zdata_progress_keeps_alive(void **state) {
         assert_non_null(strstr(f->err.msg, "silent"));
 }
 
+/* ---- idleness is the sender's, not the loop's ---- */
+
+typedef struct stall {
+        fixture *f;
+        uv_async_t async;
+        uv_pipe_t pipe;
+        int peer_fd;
+        uint8_t *chunk;
+        int fed;          /* what feeding after the stall returned */
+        int calls_at_fed; /* the sink's callbacks by then */
+        uint64_t stall_end_ms;
+} stall;
+
+#define STALL_CHUNK (64 * 1024)
+
+static void stall_alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+        static char b[16];
+        (void)h;
+        (void)suggested;
+        *buf = uv_buf_init(b, sizeof(b));
+}
+
+/* The sender's next 64 KiB, which arrived while the loop stood still: fed
+ * when the loop reads its socket again. */
+static void stall_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
+        stall *s = st->data;
+        (void)buf;
+        if (nread <= 0)
+                return;
+        s->calls_at_fed = s->f->calls;
+        s->fed = feed_data(s->f, s->chunk, STALL_CHUNK);
+        uv_close((uv_handle_t *)st, NULL);
+}
+
+/* The loop stands still for three idle windows in an I/O callback (after
+ * which libuv runs the timers before it polls again) while the sender's
+ * data arrives. */
+static void stall_async_cb(uv_async_t *a) {
+        stall *s = a->data;
+        assert_int_equal(write(s->peer_fd, "x", 1), 1);
+        t_stall_ms(300);
+        uv_close((uv_handle_t *)a, NULL);
+}
+
+static void test_idle_looks_after_a_stall(void **state) {
+        fixture *f = *state;
+        stall s = {.f = f, .fed = 1, .calls_at_fed = -1, .chunk = calloc(1, STALL_CHUNK)};
+        int sv[2];
+
+        assert_non_null(s.chunk);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1u << 30), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        s.peer_fd = sv[1];
+        assert_int_equal(uv_pipe_init(&f->loop, &s.pipe, 0), 0);
+        assert_int_equal(uv_pipe_open(&s.pipe, sv[0]), 0);
+        s.pipe.data = &s;
+        assert_int_equal(uv_read_start((uv_stream_t *)&s.pipe, stall_alloc_cb, stall_read_cb), 0);
+        assert_int_equal(uv_async_init(&f->loop, &s.async, stall_async_cb), 0);
+        s.async.data = &s;
+        assert_int_equal(uv_async_send(&s.async), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        close(sv[1]);
+        free(s.chunk);
+        /* The data that waited was taken; then real silence ended it. */
+        assert_int_equal(s.calls_at_fed, 0);
+        assert_int_equal(s.fed, 0);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        assert_non_null(strstr(f->err.msg, "silent"));
+}
+
+/* Data fed late in a long iteration of the loop: the window counts from
+ * then, not from the start of the iteration. A lower bound: load can only
+ * make the transfer live longer. */
+static void late_feed_cb(uv_timer_t *t) {
+        stall *s = t->data;
+        t_stall_ms(75);
+        s->stall_end_ms = t_now_ms();
+        s->fed = feed_data(s->f, s->chunk, STALL_CHUNK);
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_idle_from_last_data(void **state) {
+        fixture *f = *state;
+        stall s = {.f = f, .fed = 1, .chunk = calloc(1, STALL_CHUNK)};
+        uv_timer_t t;
+        uint64_t ended_ms;
+
+        assert_non_null(s.chunk);
+        assert_int_equal(feed_file_hdr(f, "images/a", 1u << 30), 0);
+        assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+        t.data = &s;
+        assert_int_equal(uv_timer_start(&t, late_feed_cb, 0, 0), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        ended_ms = t_now_ms();
+        free(s.chunk);
+        assert_int_equal(s.fed, 0);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        printf("# ended %llu ms after the last data (window 100 ms)\n",
+               (unsigned long long)(ended_ms - s.stall_end_ms));
+        /* The loop's clock is a coarse one: a few ms of slack. */
+        assert_true(ended_ms - s.stall_end_ms + 5 >= 100);
+}
+
 static int setup_limit(void **state) {
         return setup_opts(state, 0, 100);
 }
@@ -767,6 +874,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_trickle_timeout, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_progress_keeps_alive, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_zdata_progress_keeps_alive, setup_idle100, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_looks_after_a_stall, setup_idle100, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_from_last_data, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_size_limit, setup_limit, teardown),
                 cmocka_unit_test_setup_teardown(test_file_limit, setup_two_files, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include "test-time.h"
 #include "test-xfer-util.h"
 
 #define MIG "m-42"
@@ -679,6 +680,120 @@ static void test_trickle_is_idle(void **state) {
         assert_int_equal(pthread_join(w, NULL), 0);
 }
 
+/* ---- idleness is the peer's, not the loop's ---- */
+
+typedef struct stall {
+        int peer_fd;     /* the peer's end */
+        uint64_t window; /* the connection's idle window */
+        unsigned pings;
+        uint64_t stall_end_ms; /* when the stall in the first PING's callback ended */
+        int status;
+        bool closed;
+        uv_async_t async;
+} stall;
+
+static void stall_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        stall *s = ud;
+        (void)c;
+        printf("# closed after %u PINGs: %d %s\n", s->pings, status, err ? err->msg : "");
+        s->status = status;
+        s->closed = true;
+}
+
+static void write_ping(int fd) {
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
+        uint8_t *buf = NULL;
+        size_t len;
+
+        assert_int_equal(proto_encode(&ping, &buf, &len, NULL), 0);
+        assert_int_equal(write(fd, buf, len), (ssize_t)len);
+        free(buf);
+}
+
+/* The loop stands still (busy elsewhere, or the process not scheduled) for
+ * longer than the idle window while the peer's PING waits in the socket:
+ * the window elapsed by the clock, yet the peer was not idle. The stall is
+ * an I/O callback, after which libuv runs the timers before it polls again. */
+static void stall_async_cb(uv_async_t *a) {
+        stall *s = a->data;
+        write_ping(s->peer_fd);
+        t_stall_ms(3 * s->window);
+        uv_close((uv_handle_t *)a, NULL);
+}
+
+static void stall_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        stall *s = ud;
+        assert_int_equal(m->type, PROTO_MSG_PING);
+        s->pings++;
+        xfer_conn_close(c, 0, NULL);
+}
+
+static void test_idle_looks_after_a_stall(void **state) {
+        xfer_conn_callbacks cb = {.message = stall_message, .closed = stall_closed};
+        stall s = {.window = 100};
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        int sv[2];
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        s.peer_fd = sv[1];
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &s, NULL, &c), 0);
+        xfer_conn_set_idle_timeout(c, s.window);
+        assert_int_equal(uv_async_init(&loop, &s.async, stall_async_cb), 0);
+        s.async.data = &s;
+        assert_int_equal(uv_async_send(&s.async), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_true(s.closed);
+        assert_int_equal(s.pings, 1);
+        assert_int_equal(s.status, 0);
+        close(sv[1]);
+}
+
+/* Frames handled in one long iteration of the loop: the window counts from
+ * the last of them, not from the start of the iteration. The first PING's
+ * callback stands still for most of the window; the second PING, handled
+ * after it, is the last thing the peer sends. The assertion is a lower
+ * bound: load can only make the connection live longer. */
+static void slow_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        stall *s = ud;
+        (void)c;
+        assert_int_equal(m->type, PROTO_MSG_PING);
+        if (++s->pings == 1) {
+                t_stall_ms(s->window * 3 / 4);
+                s->stall_end_ms = t_now_ms();
+        }
+}
+
+static void test_idle_from_last_frame(void **state) {
+        xfer_conn_callbacks cb = {.message = slow_message, .closed = stall_closed};
+        stall s = {.window = 200};
+        uv_loop_t loop;
+        xfer_conn *c = NULL;
+        uint64_t closed_ms;
+        int sv[2];
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        write_ping(sv[1]);
+        write_ping(sv[1]);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &s, NULL, &c), 0);
+        xfer_conn_set_idle_timeout(c, s.window);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        closed_ms = t_now_ms();
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(s.pings, 2);
+        assert_int_equal(s.status, -ETIMEDOUT);
+        printf("# cut %llu ms after the last PING (window %llu ms)\n",
+               (unsigned long long)(closed_ms - s.stall_end_ms), (unsigned long long)s.window);
+        /* The loop's clock is a coarse one: a few ms of slack. */
+        assert_true(closed_ms - s.stall_end_ms + 5 >= s.window);
+        close(sv[1]);
+}
+
 /* A peer that says why and hangs up (an agent refusing a connection):
  * our first write fails, yet its ERROR is still delivered. */
 typedef struct last_words {
@@ -742,6 +857,8 @@ int main(void) {
                 cmocka_unit_test(test_refused_frame_answered),
                 cmocka_unit_test(test_flood_bounded),
                 cmocka_unit_test(test_trickle_is_idle),
+                cmocka_unit_test(test_idle_looks_after_a_stall),
+                cmocka_unit_test(test_idle_from_last_frame),
                 cmocka_unit_test(test_last_words_before_hangup),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
