@@ -160,7 +160,7 @@ static uint64_t rate_limit; /* for the next pair_start() */
 
 static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
         xfer_recv_options ro = {
-                .hooks = xfer_hmac_hooks_get(p->recv_hooks), .mig = MIG, .idle_timeout_ms = 10000};
+                .hooks = xfer_hmac_hooks_get(p->recv_hooks), .mig = MIG, .idle_timeout_ms = t_ms(10000)};
         xfer_send_options so = {
                 .hooks = xfer_hmac_hooks_get(p->send_hooks),
                 .mig = MIG,
@@ -384,9 +384,9 @@ static void test_rate_limit(void **state) {
         ms = (uv_hrtime() - t0) / 1000000;
         assert_int_equal(p.recv_status, 0);
         assert_true(p.got_verified);
-        /* The last chunk may start only after 1.75 MiB at 8 MiB/s. */
+        /* The last chunk may start only after 1.75 MiB at 8 MiB/s: a lower
+         * bound, which load cannot break (how fast it went is bench/'s). */
         assert_true(ms >= 200);
-        assert_true(ms < 3000);
         pair_done(&p);
 }
 
@@ -589,7 +589,10 @@ static void flood_closed(xfer_conn *c, int status, const nm_error *err, void *ud
 
 /* Every PING is answered; a peer that never reads the answers gets no more
  * than a bounded queue (the rest of its PINGs wait in the socket) and is cut
- * by the idle timeout; one that reads them gets every answer. */
+ * by the idle timeout; one that reads them gets every answer. The reading
+ * peer is a thread of this process: its window only guards against a hang
+ * (a loaded machine may leave the thread unscheduled for a while, which is
+ * idleness as the connection sees it). */
 static void test_flood_bounded(void **state) {
         xfer_conn_callbacks cb = {.message = flood_message, .closed = flood_closed};
         proto_msg pong = {.type = PROTO_MSG_PONG, .pong = {.seq = 7}};
@@ -610,7 +613,7 @@ static void test_flood_bounded(void **state) {
                 assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
                 f.fd = sv[1];
                 assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
-                xfer_conn_set_idle_timeout(c, 300);
+                xfer_conn_set_idle_timeout(c, reads ? t_ms(10000) : t_ms(300));
                 assert_int_equal(pthread_create(&w, NULL, flood_writer, &f), 0);
                 if (reads)
                         assert_int_equal(pthread_create(&r, NULL, flood_reader, &f), 0);
@@ -634,24 +637,33 @@ static void test_flood_bounded(void **state) {
         }
 }
 
-/* A peer that trickles its frames a byte at a time (slowloris) is idle:
- * only whole frames count, so the idle timeout ends it. */
+/* A peer that trickles a frame a byte at a time (slowloris) is idle: only
+ * whole frames count, so the idle timeout ends it. Its frame is one that
+ * would take minutes to complete, so no load can make it arrive first; a
+ * connection that took bytes for activity would never end (the guard says
+ * so, long after the window). */
+#define TRICKLE_FRAME_LEN 65536u
+
 static void *trickle_writer(void *arg) {
         flood *f = arg;
-        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 7}};
-        uint8_t *one = NULL;
-        size_t len;
+        const uint8_t hdr[4] = {TRICKLE_FRAME_LEN >> 24, (TRICKLE_FRAME_LEN >> 16) & 0xff,
+                                (TRICKLE_FRAME_LEN >> 8) & 0xff, TRICKLE_FRAME_LEN & 0xff};
 
-        assert_int_equal(proto_encode(&ping, &one, &len, NULL), 0);
-        for (int k = 0; k < 3; k++)
-                for (size_t i = 0; i < len; i++) {
-                        if (write(f->fd, one + i, 1) != 1)
-                                goto out;
-                        usleep(50 * 1000);
-                }
-out:
-        free(one);
+        /* Until our side hangs up (the write fails): the header, then the
+         * payload's first bytes, 20 ms apart. */
+        for (size_t i = 0; i < TRICKLE_FRAME_LEN; i++) {
+                uint8_t b = i < sizeof(hdr) ? hdr[i] : 0x80; /* an empty map, never decoded */
+                if (write(f->fd, &b, 1) != 1)
+                        break;
+                f->answers++; /* here: bytes trickled */
+                t_stall_ms(20);
+        }
         return NULL;
+}
+
+static void trickle_guard_cb(uv_timer_t *t) {
+        (void)t;
+        fail_msg("a trickled frame kept the connection open for %llu ms", (unsigned long long)t_ms(20000));
 }
 
 static void test_trickle_is_idle(void **state) {
@@ -659,25 +671,31 @@ static void test_trickle_is_idle(void **state) {
         flood f = {};
         pthread_t w;
         uv_loop_t loop;
+        uv_timer_t guard;
         xfer_conn *c = NULL;
         int sv[2];
-        uint64_t t0 = uv_hrtime();
         (void)state;
 
         assert_int_equal(uv_loop_init(&loop), 0);
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
         f.fd = sv[1];
         assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &f, NULL, &c), 0);
-        xfer_conn_set_idle_timeout(c, 300);
+        xfer_conn_set_idle_timeout(c, t_ms(300));
+        assert_int_equal(uv_timer_init(&loop, &guard), 0);
+        assert_int_equal(uv_timer_start(&guard, trickle_guard_cb, t_ms(20000), 0), 0);
+        uv_unref((uv_handle_t *)&guard);
         assert_int_equal(pthread_create(&w, NULL, trickle_writer, &f), 0);
         (void)uv_run(&loop, UV_RUN_DEFAULT);
+        uv_close((uv_handle_t *)&guard, NULL);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
+        assert_true(f.closed);
         assert_int_equal(f.status, -ETIMEDOUT);
         assert_int_equal(f.pings, 0);
-        /* 13-byte PINGs at 50 ms a byte would take 650 ms each. */
-        assert_true((uv_hrtime() - t0) / 1000000 < 600);
         close(sv[1]);
         assert_int_equal(pthread_join(w, NULL), 0);
+        printf("# cut after %zu bytes trickled\n", f.answers);
+        assert_true(f.answers > 0);
 }
 
 /* ---- idleness is the peer's, not the loop's ---- */
