@@ -11,7 +11,9 @@
 #   FM_FAULTS="link-cut flip"    only these columns (for debugging)
 #
 # Each row's results go to $FM_RESULTS/<row>.tsv (default
-# $NM_BUILD_DIR/fault-matrix); fault-report.sh prints them as one table.
+# $NM_BUILD_DIR/fault-matrix), headed by the run they belong to
+# (NM_TEST_RUN, else the parent process: one `meson test`);
+# fault-report.sh prints them as one table and refuses rows of another run.
 # One fixture serves a row; the agents are restarted for every cell.
 set -euo pipefail
 # shellcheck source=tests/lib/agents.sh
@@ -99,6 +101,7 @@ declare -A EXPECT=(
 )
 
 FM_RESULTS=${FM_RESULTS:-$FX_BUILD/fault-matrix}
+FM_RUN=$(t_run_id)
 SELECTED=("$@")
 [ ${#SELECTED[@]} -gt 0 ] || SELECTED=("${ROWS[@]}")
 for r in "${SELECTED[@]}"; do
@@ -475,7 +478,7 @@ fm_criu_tables_selftest
 failed=0
 for row in "${SELECTED[@]}"; do
 	results=$FM_RESULTS/$row.tsv
-	: >"$results"
+	printf '# run %s\n' "$FM_RUN" >"$results"
 	for fault in ${FM_FAULTS:-${FAULTS[*]}}; do
 		want=${EXPECT[$row/$fault]}
 		if [[ $want == n/a* ]]; then
@@ -523,5 +526,5 @@ for row in "${SELECTED[@]}"; do
 	done
 done
 
-"$(dirname "$0")/fault-report.sh" "${SELECTED[@]}"
+NM_TEST_RUN=$FM_RUN "$(dirname "$0")/fault-report.sh" "${SELECTED[@]}"
 [ "$failed" -eq 0 ] || t_fail "$failed cell(s) failed"

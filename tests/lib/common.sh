@@ -50,6 +50,18 @@ t_expect_fail() {
 	return 0
 }
 
+# t_run_id: the run this test belongs to (results one test leaves for
+# another, such as the fault matrix's rows, are of this run or stale):
+# NM_TEST_RUN if set (tests/run sets it), else the parent process (pid and
+# start time), which under `meson test` is the same for every test of a run.
+t_run_id() {
+	if [ -n "${NM_TEST_RUN:-}" ]; then
+		echo "$NM_TEST_RUN"
+	else
+		echo "meson-$PPID-$(sed 's/.*) //' "/proc/$PPID/stat" | cut -d' ' -f20)"
+	fi
+}
+
 # t_criu: the criu binary the project uses: the first of the trusted paths
 # that is >= 4.2 (deploy/install-deps puts one there).
 t_criu() {
