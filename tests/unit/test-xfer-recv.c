@@ -179,6 +179,7 @@ static void test_good_stream(void **state) {
         uint8_t big[300000], small[10] = "0123456789", meta[] = "{\"container_id\":\"x\"}";
         char *data = NULL;
         size_t len = 0;
+        const char *unsealed = NULL; /* why sealing could not be checked */
         int sfd;
 
         reference_dir_done = false;
@@ -226,12 +227,16 @@ static void test_good_stream(void **state) {
                 int w = openat(img, "pages-1.img", O_WRONLY | O_CLOEXEC);
                 int flags = 0, rfd = openat(img, "pages-1.img", O_RDONLY | O_CLOEXEC);
                 assert_true(rfd >= 0);
-                if (ioctl(rfd, FS_IOC_GETFLAGS, &flags) == 0) {
+                if (ioctl(rfd, FS_IOC_GETFLAGS, &flags) < 0) {
+                        assert_true(errno == ENOTTY || errno == EOPNOTSUPP);
+                        unsealed = "this file system has no immutable flag";
+                } else if (!(flags & FS_IMMUTABLE_FL) && geteuid() != 0)
+                        unsealed = "not root: the receiver cannot seal files";
+                else {
                         assert_true(flags & FS_IMMUTABLE_FL);
                         assert_int_equal(w, -1);
                         assert_int_equal(errno, EPERM);
-                } else /* only a file system without flags may skip this */
-                        assert_true(errno == ENOTTY || errno == EOPNOTSUPP);
+                }
                 if (w >= 0)
                         close(w);
                 close(rfd);
@@ -244,6 +249,11 @@ static void test_good_stream(void **state) {
         f->r = xfer_recv_free(f->r);
         assert_true(t_exists_at(f->parent_fd, "staging"));
         assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
+        if (unsealed) {
+                /* Skipped, not passed: tests/run fails a skip as root. */
+                print_message("sealing not checked: %s\n", unsealed);
+                skip();
+        }
 }
 
 static void test_out_of_order(void **state) {
@@ -464,6 +474,8 @@ static void drip_cb(uv_timer_t *t) {
         d->fed += d->chunk;
 }
 
+static size_t drip_fed; /* bytes the last run_drip_z() fed before it stopped */
+
 static int run_drip_z(fixture *f, size_t chunk, uint64_t every, size_t limit, bool zstd) {
         drip d = {.f = f, .chunk = chunk, .limit = limit, .buf = calloc(1, chunk)};
 
@@ -476,6 +488,7 @@ static int run_drip_z(fixture *f, size_t chunk, uint64_t every, size_t limit, bo
         (void)uv_run(&f->loop, UV_RUN_DEFAULT);
         free(d.buf);
         proto_zctx_free(d.z);
+        drip_fed = d.fed;
         return d.calls_at_end;
 }
 
@@ -491,8 +504,9 @@ static void test_trickle_timeout(void **state) {
         fixture *f = *state;
         uint64_t t0 = uv_hrtime();
 
-        /* Cut while it still drips (not after its 200 drops ran out). */
-        assert_int_equal(run_drip(f, 1, 10, 200), 1);
+        (void)run_drip(f, 1, 10, 200);
+        /* Cut while it still dripped, not after its 200 drops ran out. */
+        assert_true(drip_fed < 200);
         assert_int_equal(f->calls, 1);
         assert_int_equal(f->status, -ETIMEDOUT);
         printf("# after %llu ms: %s\n", (unsigned long long)((uv_hrtime() - t0) / 1000000), f->err.msg);
