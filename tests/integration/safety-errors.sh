@@ -17,14 +17,11 @@ work=$(fx_ctr_dir n1 worker)
 # fails WANT-EXIT WHAT TEXT...: nucleus-migrate moves the container to node2
 # and exits WANT-EXIT; its message holds each TEXT.
 fails() {
-	local want=$1 what=$2 out rc=0 t
+	local want=$1 what=$2
 	shift 2
-	out=$(fx_nm n1 migrate "${MIGRATE_ID:-$id}" node2 2>&1) || rc=$?
-	[ "$rc" -eq "$want" ] || t_fail "$what: exit $rc, expected $want: $out"
-	for t in "$@"; do
-		grep -qiF -- "$t" <<<"$out" || t_fail "$what: the message does not say '$t': $out"
-	done
-	t_log "$what: $(grep -i 'NOT moved\|rolled back' <<<"$out" | head -n1)"
+	t_expect_exit "$want" "$what" fx_nm n1 migrate "${MIGRATE_ID:-$id}" node2
+	t_says "$what" "$@"
+	t_log "$what: $(grep -i 'NOT moved\|rolled back' <<<"$T_OUT" | head -n1)"
 }
 untouched() {
 	t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after: $1"

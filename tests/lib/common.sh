@@ -42,6 +42,43 @@ t_wait_until() {
 	done
 }
 
+# t_expect_exit STATUS WHAT CMD...: CMD exits with STATUS (a number, or
+# several as "1|2"). Its output, standard output and error together, is left
+# in T_OUT for t_says, and shown when the status is not the expected one.
+t_expect_exit() {
+	local want=$1 what=$2 rc=0
+	shift 2
+	T_OUT=$("$@" 2>&1) || rc=$?
+	[[ "|$want|" == *"|$rc|"* ]] || t_fail "$what: exit $rc, expected $want: $T_OUT"
+}
+
+# t_expect_error STATUS ERE CMD...: CMD exits with STATUS and its standard
+# error (its standard output is not looked at) matches ERE.
+t_expect_error() {
+	local want=$1 pattern=$2
+	shift 2
+	t_expect_exit "$want" "$*" t__stderr_only "$@"
+	t_says_re "$*" "$pattern"
+}
+t__stderr_only() { "$@" >/dev/null; }
+
+# t_says WHAT TEXT...: the output of the last t_expect_exit holds each TEXT,
+# a fixed string; t_says_re: each extended regular expression.
+t_says() {
+	local what=$1 t
+	shift
+	for t in "$@"; do
+		grep -qF -- "$t" <<<"$T_OUT" || t_fail "$what: the output does not say '$t': $T_OUT"
+	done
+}
+t_says_re() {
+	local what=$1 t
+	shift
+	for t in "$@"; do
+		grep -qE -- "$t" <<<"$T_OUT" || t_fail "$what: the output does not match '$t': $T_OUT"
+	done
+}
+
 # t_expect_fail DESCRIPTION CMD...: CMD must exit non-zero.
 t_expect_fail() {
 	local what=$1
