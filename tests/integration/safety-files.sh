@@ -99,13 +99,12 @@ fx_nm "$n" status >/dev/null || t_fail "status after the fixes"
 
 t_log "an SSH key made readable while the agent runs stops migrations, not the agent"
 read -r id _ < <(fx_ctr_start "$n" mover)
-work=$(fx_ctr_dir "$n" mover)
+dumps=$(fx_criu_dumps "$n")
 chmod 0644 "$sshkey"
 t_expect_exit 1 "a migration with a readable SSH key" fx_nm "$n" migrate "$id" node2
 t_says "the operator is told how to fix the key" "fix with: chmod 600 $sshkey"
 t_assert_eq "$(fx_ctr_where "$id")" "$n" "the container after the refusal"
-gap=$(fx_ctr_field "$work" max_gap_ms)
-[ "$gap" -lt 150 ] || t_fail "the container paused for $gap ms although nothing was done"
+t_assert_eq "$(fx_criu_dumps "$n")" "$dumps" "CRIU dumps started although nothing was done"
 chmod 0600 "$sshkey"
 fx_nm "$n" migrate "$id" node2 >/dev/null || t_fail "the migration after fixing the key"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "the container after the migration"

@@ -111,6 +111,12 @@ fx_ctr_stopped_copies() {
 
 fx_count() { fx_ctr_field "$1" count; }
 
+# fx_criu_dumps NODE: how many CRIU dumps NODE's agent has started (each gets
+# its work directory <mig>-dump before CRIU runs). A container whose count
+# did not change was never frozen: CRIU's dump is the only thing that
+# freezes it.
+fx_criu_dumps() { find "$(fx_dir "$1")/migrate/criu" -mindepth 1 -maxdepth 1 -name '*-dump' 2>/dev/null | wc -l; }
+
 # fx_counter_advances DIR: the counter moves within a few seconds.
 fx_counter_advances() {
 	local dir=$1 c
