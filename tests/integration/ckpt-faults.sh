@@ -45,7 +45,7 @@ EOF
 read -r id pid < <(fx_ctr_start n1 db)
 work=$(fx_ctr_dir n1 db)
 state=$NUCLEUS_STATE_DIR/$id.json
-t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"
+fx_counter_reaches "$work" 2 || t_fail "workload does not tick"
 
 t_log "refusals before anything is touched"
 t_expect_exit 6 "checkpoint of a missing container" nm checkpoint no-such-thing -o "$FX_ROOT/x1"
@@ -116,7 +116,7 @@ p2=$(sed -n 's/.* as pid \([0-9]*\), running$/\1/p' <<<"$out")
 [ -n "$p2" ] || t_fail "no pid in: $out"
 fx_track_pid "$p2"
 t_assert_eq "$(json "$state" 'd["pid"]')" "$p2" "state pid"
-t_wait_until 5 "counter continues" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $((c1 + 3)) ]" ||
+fx_counter_reaches "$work" $((c1 + 3)) ||
 	t_fail "counter did not continue"
 log_continuous || t_fail "log has a gap or repeats"
 

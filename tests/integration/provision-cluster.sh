@@ -94,7 +94,7 @@ t_assert_eq "$(snapshot)" "$before" "files after refused node lists"
 
 t_log "an unreachable node stops the run with a clear error"
 mapfile -t args < <(fx_cluster_args)
-ssh3="$(fx_cluster_ssh n2) -o ConnectTimeout=2"
+ssh3=$(FX_SSH_CONNECT_TIMEOUT=2 fx_cluster_ssh n2)
 t_expect_error 1 "init failed on node3 \(root@198.18.0.9\)" \
 	"$NP" cluster -q "${args[@]}" node3=root@198.18.0.9 "--ssh=$ssh3" "--remote=$NP" "--config=$FX_ROOT/n3/agent.conf"
 t_assert_eq "$(snapshot)" "$before" "files after a run that failed on an unreachable node"

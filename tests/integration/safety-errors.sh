@@ -74,10 +74,10 @@ d=$(fx_ctr_dir n1 ext)
 mkdir -p "$d"
 fx_in n1 "$FX_BUILD/tests/tools/nm-unix-holder" --listen "$d/outside.sock" >"$d/listener.out" 2>&1 &
 fx_track_pid $!
-t_wait_until 5 "the listener" grep -q ready "$d/listener.out" || t_fail "the outside listener did not start"
+t_wait_until 30 "the listener" grep -q ready "$d/listener.out" || t_fail "the outside listener did not start"
 read -r eid epid < <(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$(fx_dir n1)/nucleus" --name ext \
 	--console "$d/console" -- "$FX_BUILD/tests/tools/nm-unix-holder" "$d/outside.sock")
-t_wait_until 5 "the holder connects" grep -q ready "$d/console" || t_fail "the holder did not connect: $(cat "$d/console")"
+t_wait_until 30 "the holder connects" grep -q ready "$d/console" || t_fail "the holder did not connect: $(cat "$d/console")"
 MIGRATE_ID=$eid fails 1 "CRIU refuses the dump" "criu dump of pid $epid failed" \
 	"External socket is used. Consider using --ext-unix-sk option" "dump.log" "not touched"
 kill -0 "$epid" || t_fail "the container CRIU could not dump is gone"

@@ -26,7 +26,7 @@ refuses() {
 	# A refusal is an orderly exit (1: set-up, 2: configuration), not a crash;
 	# an agent that starts anyway is ended by the timeout (exit 124).
 	t_expect_exit "1|2" "$what (124: the agent started anyway)" \
-		fx_in "$n" timeout 20 "$FX_BUILD/agent/nucleus-agent" --config "$conf"
+		fx_in "$n" timeout "$(t_secs 60)" "$FX_BUILD/agent/nucleus-agent" --config "$conf"
 	t_says "$what" "$@"
 	t_log "$what: $(grep -o 'cannot start: .*\|nucleus-agent: .*' <<<"$T_OUT" | tail -n1)"
 }

@@ -36,7 +36,7 @@ t_says "nobody, with the configuration" "cannot read config"
 t_log "uid 65534 in the socket's group: SO_PEERCRED refuses it, with a reason, and the agent logs it"
 run_as "nobody in group $FX_USER" 1 65534 "$gid" "$nm" status --socket "$sock"
 t_says "nobody in group $FX_USER" "uid 65534 may not use the nucleus-migrate agent on node1"
-t_wait_until 5 "the refusal is logged" grep -q "refusing uid 65534 (pid [0-9]*): not root or the migration user" "$log" ||
+t_wait_until 30 "the refusal is logged" grep -q "refusing uid 65534 (pid [0-9]*): not root or the migration user" "$log" ||
 	t_fail "the agent did not log the refusal of uid 65534"
 printf '%s\n' "hello role=cli" "expect-closed may not use the nucleus-migrate agent" |
 	pc_case nobody-raw pc_as 65534 "$gid" -- "$pc" --socket "$sock"

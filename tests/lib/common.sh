@@ -2,9 +2,15 @@
 # Helpers shared by every shell test: assertions that say what failed, waits
 # with a timeout multiplier, and TAP-free plain output (meson reads the exit
 # code: 0 pass, 77 skip, anything else fail).
+#
+# Time (tests/README.md): a test waits on an event (t_wait_until polls for
+# it); a time limit is a generous bound against a hang that scales with
+# NM_TIMEOUT_MULT (T_TIMEOUT_MULT, a whole number), never a claim about
+# speed.
 
 T_NAME=${T_NAME:-$(basename "$0" .sh)}
 T_TIMEOUT_MULT=${NM_TIMEOUT_MULT:-1}
+[[ $T_TIMEOUT_MULT =~ ^[1-9][0-9]*$ ]] || T_TIMEOUT_MULT=1
 
 t_log() { printf '[%s] %s\n' "$T_NAME" "$*" >&2; }
 
@@ -24,11 +30,17 @@ t_assert() {
 	"$@" || t_fail "$msg (command: $*)"
 }
 
+# t_secs N / t_ms N: N seconds or milliseconds, scaled by T_TIMEOUT_MULT
+# (for the time limits a test passes to a program).
+t_secs() { echo $(($1 * T_TIMEOUT_MULT)); }
+t_ms() { echo $(($1 * T_TIMEOUT_MULT)); }
+
 t_assert_eq() {
 	[ "$1" = "$2" ] || t_fail "$3: expected '$2', got '$1'"
 }
 
-# t_wait_until SECONDS DESCRIPTION CMD...: polls CMD every 0.1 s.
+# t_wait_until SECONDS DESCRIPTION CMD...: polls CMD every 0.1 s until it
+# succeeds, for at most SECONDS x T_TIMEOUT_MULT.
 t_wait_until() {
 	local secs=$1 what=$2 deadline
 	shift 2
