@@ -11,10 +11,14 @@
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$FX_SRC/tests/unit/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# Short timeouts, so that a cut link is noticed within seconds in tests
-# (scaled by NM_TIMEOUT_MULT).
-FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-$(t_secs 4)}
-FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-$(t_secs 4)}
+# Shorter timeouts than in production (30 s idle, 10 s connect), so that a
+# cut link is noticed sooner, yet long enough for a busy machine: the
+# destination's receiver waits for the source's first image frame within
+# the idle timeout, and before it the source may wait for CRIU (another
+# migration's dump) and dump (seconds under load); an SSH connect may take
+# seconds too. Scaled by NM_TIMEOUT_MULT.
+FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-$(t_secs 20)}
+FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-$(t_secs 15)}
 
 fx_agent_log() { echo "$(fx_dir "$1")/agent.log"; }
 fx_agent_pid() { cat "$(fx_dir "$1")/agent.fxpid" 2>/dev/null; }
