@@ -86,6 +86,7 @@ struct xfer_conn {
 
         uv_timer_t timer; /* idle, then close deadline */
         uint64_t idle_ms, last_activity;
+        xfer__idle_check idle_check;
         unsigned handles_open;
 
         int status;

@@ -51,8 +51,12 @@ static void seg_free(xfer_seg *g) {
         free(g);
 }
 
+/* Activity is stamped when it happens, not with the loop's time of the
+ * iteration that handles it: an iteration that takes frames for longer than
+ * the idle window must not make an active peer look idle. */
 static void touch(xfer_conn *c) {
-        c->last_activity = uv_now(c->loop);
+        c->last_activity = xfer__now_ms(c->loop);
+        c->idle_check = XFER__IDLE_WATCHING;
 }
 
 /* The queue shrank by n bytes: tell a waiting sender. */
@@ -111,6 +115,8 @@ void xfer__conn_timer_arm(xfer_conn *c) {
                 return;
         }
         due = c->last_activity + c->idle_ms;
+        if (c->idle_check == XFER__IDLE_LOOKING && due < now + XFER__IDLE_LOOK_MS)
+                due = now + XFER__IDLE_LOOK_MS; /* the look still comes before the verdict */
         (void)uv_timer_start(&c->timer, timer_cb, due > now ? due - now : 0, 0);
 }
 
@@ -138,6 +144,11 @@ static void timer_cb(uv_timer_t *t) {
                 return;
         if (uv_now(c->loop) - c->last_activity < c->idle_ms) {
                 xfer__conn_timer_arm(c);
+                return;
+        }
+        if (c->idle_check == XFER__IDLE_WATCHING) {
+                c->idle_check = XFER__IDLE_LOOKING;
+                (void)uv_timer_start(&c->timer, timer_cb, XFER__IDLE_LOOK_MS, 0);
                 return;
         }
         nm_error_set(

@@ -92,6 +92,7 @@ struct xfer_recv {
         int status;
         uint64_t start_ms, last_activity_ms, last_progress_ms;
         uint64_t last_msg_ms, window_bytes; /* since last_activity_ms */
+        xfer__idle_check idle_check;
         xfer_recv_result res;
         nm_error err;
 };
@@ -177,6 +178,12 @@ static void timer_cb(uv_timer_t *t) {
         if (uv_now(r->loop) - r->last_activity_ms < r->idle_ms) {
                 (void)uv_timer_start(&r->timer, timer_cb, r->last_activity_ms + r->idle_ms - uv_now(r->loop),
                                      0);
+                return;
+        }
+        if (r->idle_check == XFER__IDLE_WATCHING) {
+                /* Frames may wait unread in the connection: see them first. */
+                r->idle_check = XFER__IDLE_LOOKING;
+                (void)uv_timer_start(&r->timer, timer_cb, XFER__IDLE_LOOK_MS, 0);
                 return;
         }
         if (uv_now(r->loop) - r->last_msg_ms >= r->idle_ms)
@@ -601,10 +608,13 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                         nm_error_set(err, q, "%s", r->err.msg);
                 return q;
         }
-        r->last_msg_ms = uv_now(r->loop);
+        /* Stamped now, not at the start of the loop's iteration: a long
+         * iteration of frames must not look like silence. */
+        r->last_msg_ms = xfer__now_ms(r->loop);
         if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
                 r->last_activity_ms = r->last_msg_ms;
                 r->window_bytes = 0;
+                r->idle_check = XFER__IDLE_WATCHING;
         }
         report_progress(r, false);
         return 0;

@@ -86,3 +86,16 @@ static inline uint64_t xfer__now_ms(uv_loop_t *loop) {
         uv_update_time(loop);
         return uv_now(loop);
 }
+
+/* An idle timer that finds its window elapsed does not judge at once: the
+ * clock also runs while the loop is busy with other work or the process is
+ * not scheduled, and what the peer sent or read meanwhile is still waiting
+ * for the loop to look. The verdict waits for one more pass of the loop
+ * through its I/O (XFER__IDLE_LOOK_MS puts one poll in between). */
+typedef enum xfer__idle_check {
+        XFER__IDLE_WATCHING, /* the window has not elapsed since the last activity */
+        XFER__IDLE_LOOKING,  /* it has: idle only if the next look finds nothing */
+        _XFER__IDLE_CHECK_MAX,
+        _XFER__IDLE_CHECK_INVALID = -EINVAL,
+} xfer__idle_check;
+#define XFER__IDLE_LOOK_MS 1

@@ -27,7 +27,7 @@ codes=(-error_exitcode=1 -timeout_exitcode=1)
 
 "$fuzzer" "${codes[@]}" \
 	-max_total_time="$seconds" \
-	-timeout=10 \
+	-timeout=$((10 * ${NM_TIMEOUT_MULT:-1})) \
 	-rss_limit_mb=2048 \
 	-max_len=65536 \
 	-print_final_stats=1 \

@@ -26,7 +26,7 @@ move_paused() {
 	: >"$gate"
 	fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/$name.out" 2>&1 &
 	cli=$!
-	t_wait_until 30 "node1 pauses after RESTORED" bash -c \
+	t_wait_until 300 "node1 pauses after RESTORED" bash -c \
 		"tail -c +$((off + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
 		t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/$name.out"))"
 	read -r ALLOC SIZE < <(staged_pages)
@@ -76,7 +76,7 @@ fx_counter_advances "$(fx_ctr_dir n1 append)" || t_fail "workload append does no
 off1=$(stat -c %s "$(fx_agent_log n1)")
 fx_nm n1 migrate "$id3" node2 --json >"$FX_ROOT/append.out" 2>&1 &
 cli=$!
-t_wait_until 30 "node2 pauses after VERIFIED" bash -c \
+t_wait_until 300 "node2 pauses after VERIFIED" bash -c \
 	"tail -c +$((off + 1)) '$(fx_agent_log n2)' | grep -q 'fault injection: paused at verified '" ||
 	t_fail "node2 never reached verified ($(cat "$FX_ROOT/append.out"))"
 pages=$(find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img')
@@ -84,7 +84,7 @@ pages=$(find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img')
 # shellcheck disable=SC2086 # one path per word
 chattr -i $pages && chattr +a $pages
 rm -f "$gate2"
-t_wait_until 30 "node1 pauses after RESTORED" bash -c \
+t_wait_until 300 "node1 pauses after RESTORED" bash -c \
 	"tail -c +$((off1 + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
 	t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/append.out"))"
 read -r ALLOC SIZE < <(staged_pages)

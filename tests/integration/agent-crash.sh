@@ -50,14 +50,14 @@ run_case() {
 	c0=$(fx_count "$work")
 	out=$(fx_nm n1 migrate "$id" node2 2>&1) || rc=$?
 	t_assert_eq "$rc" "$want_rc" "CLI exit for a crash after $phase ($out)"
-	t_wait_until 10 "$crash's agent is dead" bash -c "! kill -0 $(fx_agent_pid "$crash") 2>/dev/null" ||
+	t_wait_until 60 "$crash's agent is dead" bash -c "! kill -0 $(fx_agent_pid "$crash") 2>/dev/null" ||
 		t_fail "the fault did not kill $crash's agent"
 	wait "$(fx_agent_pid "$crash")" 2>/dev/null || true
 	fx_agent_start "$crash"
-	t_wait_until 60 "both agents settle" no_active || {
+	t_wait_until 300 "both agents settle" no_active || {
 		fx_nm n1 status >&2 || true
 		fx_nm n2 status >&2 || true
-		t_fail "migrations still active 60 s after a crash after $phase"
+		t_fail "migrations still active long after a crash after $phase"
 	}
 	where=$(fx_ctr_where "$id")
 	t_assert_eq "$where" "$want" "where $name runs after a crash after $phase"

@@ -32,14 +32,6 @@ alive() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status"; 
 # Live processes of this workload (a dumped one is a zombie, or reaped).
 workload_pids() { pgrep -f "nm-counter $work" || true; }
 tree_sum() { (cd "$ckpt" && find . -type f -print0 | sort -z | xargs -0 sha256sum); }
-# expect_exit CODE DESCRIPTION CMD...: CMD must exit with CODE; its output is in $out.
-expect_exit() {
-	local want=$1 what=$2 rc=0
-	shift 2
-	out=$("$@" 2>&1) || rc=$?
-	printf '%s\n' "$out" >&2
-	[ "$rc" -eq "$want" ] || t_fail "$what: expected exit $want, got $rc"
-}
 flip_byte() {
 	python3 - "$1" <<'EOF'
 import sys
@@ -53,29 +45,28 @@ EOF
 read -r id pid < <(fx_ctr_start n1 db)
 work=$(fx_ctr_dir n1 db)
 state=$NUCLEUS_STATE_DIR/$id.json
-t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"
+fx_counter_reaches "$work" 2 || t_fail "workload does not tick"
 
 t_log "refusals before anything is touched"
-expect_exit 6 "checkpoint of a missing container" nm checkpoint no-such-thing -o "$FX_ROOT/x1"
-grep -q "no container 'no-such-thing'" <<<"$out" || t_fail "missing container: unclear message"
-grep -q "$id (db)" <<<"$out" || t_fail "missing container: the message does not name the candidates"
+t_expect_exit 6 "checkpoint of a missing container" nm checkpoint no-such-thing -o "$FX_ROOT/x1"
+t_says "missing container" "no container 'no-such-thing'" "$id (db)"
 read -r dup1id dup1 < <(fx_ctr_start n1 dup)
 read -r _ dup2 < <(fx_ctr_start n1 dup)
-expect_exit 6 "checkpoint of an ambiguous name" nm checkpoint dup -o "$FX_ROOT/x2"
-grep -q "ambiguous" <<<"$out" || t_fail "ambiguous name: unclear message"
+t_expect_exit 6 "checkpoint of an ambiguous name" nm checkpoint dup -o "$FX_ROOT/x2"
+t_says "ambiguous name" ambiguous
 t_assert "containers named ambiguously still run" alive "$dup1"
 t_assert "containers named ambiguously still run" alive "$dup2"
 mkdir -p "$(fx_ctr_dir n1 gv)"
 gv=$(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$NUCLEUS_STATE_DIR" --name gv --gvisor \
 	-- "$FX_BUILD/tests/workloads/nm-counter" "$(fx_ctr_dir n1 gv)")
-expect_exit 1 "checkpoint of a gVisor container" nm checkpoint gv -o "$FX_ROOT/x3"
-grep -q "gVisor" <<<"$out" || t_fail "gVisor refusal does not say why"
+t_expect_exit 1 "checkpoint of a gVisor container" nm checkpoint gv -o "$FX_ROOT/x3"
+t_says "gVisor refusal" gVisor
 t_assert "the gVisor container still runs" alive "${gv#* }"
 [ ! -e "$FX_ROOT/x1" ] && [ ! -e "$FX_ROOT/x3/images" ] || t_fail "a refused checkpoint created images"
 
 ckpt=$FX_ROOT/ckpt/db
 nm checkpoint db -o "$ckpt" || t_fail "checkpoint failed"
-expect_exit 1 "checkpoint into a non-empty directory" nm checkpoint "$dup1id" -o "$ckpt"
+t_expect_exit 1 "checkpoint into a non-empty directory" nm checkpoint "$dup1id" -o "$ckpt"
 t_assert "a refused checkpoint leaves its container running" alive "$dup1"
 nm verify "$ckpt" || t_fail "the checkpoint does not verify"
 c1=$(count)
@@ -84,9 +75,9 @@ sum=$(tree_sum)
 t_log "a tampered image is refused and nothing is restored"
 img=$(ls "$ckpt"/images/pages-*.img | head -n1)
 flip_byte "$img"
-expect_exit 7 "verify of a tampered checkpoint" nm verify "$ckpt"
-expect_exit 7 "restore of a tampered checkpoint" nm restore -i "$ckpt"
-grep -q "HMAC mismatch" <<<"$out" || t_fail "tampered restore: message does not say HMAC mismatch"
+t_expect_exit 7 "verify of a tampered checkpoint" nm verify "$ckpt"
+t_expect_exit 7 "restore of a tampered checkpoint" nm restore -i "$ckpt"
+t_says "tampered restore" "HMAC mismatch"
 [ ! -e "$ckpt.work/restore.log" ] || t_fail "CRIU ran on a tampered checkpoint"
 [ -z "$(workload_pids)" ] || t_fail "something was restored from a tampered checkpoint: $(workload_pids)"
 t_assert_eq "$(json "$state" 'd["pid"]')" "$pid" "state file after a refused restore"
@@ -97,9 +88,8 @@ nm verify "$ckpt" || t_fail "undoing the tamper does not verify"
 t_log "a failing restore leaves the images intact"
 # The workload's open log file is gone: CRIU cannot reopen it and fails.
 mv "$work/log" "$work/log.away"
-expect_exit 1 "restore with an open file missing" nm restore -i "$ckpt"
-grep -q "criu restore of .* failed" <<<"$out" || t_fail "failed restore does not say CRIU failed"
-grep -q "images are untouched" <<<"$out" || t_fail "failed restore does not say the images are intact"
+t_expect_exit 1 "restore with an open file missing" nm restore -i "$ckpt"
+t_says_re "failed restore" "criu restore of .* failed" "images are untouched"
 [ -s "$ckpt.work/restore.log" ] || t_fail "CRIU did not run"
 [ -z "$(workload_pids)" ] || t_fail "a failed restore left processes: $(workload_pids)"
 t_assert_eq "$(tree_sum)" "$sum" "images after a failed restore"
@@ -126,13 +116,13 @@ p2=$(sed -n 's/.* as pid \([0-9]*\), running$/\1/p' <<<"$out")
 [ -n "$p2" ] || t_fail "no pid in: $out"
 fx_track_pid "$p2"
 t_assert_eq "$(json "$state" 'd["pid"]')" "$p2" "state pid"
-t_wait_until 5 "counter continues" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $((c1 + 3)) ]" ||
+fx_counter_reaches "$work" $((c1 + 3)) ||
 	t_fail "counter did not continue"
 log_continuous || t_fail "log has a gap or repeats"
 
 t_log "a second copy is refused"
-expect_exit 1 "restore beside the running copy" nm restore -i "$ckpt"
-grep -q "already runs on this node as pid $p2" <<<"$out" || t_fail "second copy: unclear message"
+t_expect_exit 1 "restore beside the running copy" nm restore -i "$ckpt"
+t_says "second copy" "already runs on this node as pid $p2"
 t_assert "the running copy is untouched" alive "$p2"
 t_assert_eq "$(workload_pids | grep -c .)" 2 "workload processes (init and logger) after the refused second copy"
 t_log "ok"

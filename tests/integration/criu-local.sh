@@ -13,7 +13,7 @@ read -r id pid < <(fx_ctr_start n1 local)
 work=$(fx_ctr_dir n1 local)
 img=$FX_ROOT/images
 mkdir -m 0700 "$img" "$FX_ROOT/criu-work"
-t_wait_until 5 "a few ticks" bash -c "grep -q 'count=[3-9]' $work/state" || t_fail "workload does not tick"
+fx_counter_reaches "$work" 2 || t_fail "workload does not tick"
 
 t_log "dump pid $pid"
 fx_in n1 "$criu" dump -t "$pid" -D "$img" -W "$FX_ROOT/criu-work" -o dump.log \
@@ -31,8 +31,7 @@ fx_in n1 "$criu" restore -D "$img" -W "$FX_ROOT/criu-work" -o restore.log -d \
 newpid=$(cat "$FX_ROOT/restored.pid")
 fx_track_pid "$newpid"
 t_log "restored as pid $newpid"
-t_wait_until 5 "counter continues" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $((c1 + 3)) ]" ||
-	t_fail "counter did not continue after restore"
+fx_counter_reaches "$work" $((c1 + 3)) || t_fail "counter did not continue after restore"
 
 # Every value the init sent through the pipe reached the log, in order: the
 # pipe, its reader and the log's open file all came through.

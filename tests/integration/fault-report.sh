@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Prints the fault matrix (phase x fault -> outcome) from the rows that
 # fault-matrix.sh wrote, then each cell's detail (the CLI's first line).
-# Fails when a row is missing or a cell failed.
+# Fails when a row is missing, a cell failed, or a row is of another run
+# than this one (NM_TEST_RUN, else the parent process: under `meson test`
+# the rows and this report are children of the same run; the files of an
+# earlier run stay in the build directory and must not pass for this one).
 #
 #   fault-report.sh [ROW...]     default: every row
 set -uo pipefail
@@ -16,6 +19,7 @@ FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full)
 
 declare -A CELL DETAIL
 bad=0 ok=0 na=0
+run=$(t_run_id)
 for row in "${ROWS[@]}"; do
 	f=$FM_RESULTS/$row.tsv
 	if [ ! -s "$f" ]; then
@@ -23,7 +27,16 @@ for row in "${ROWS[@]}"; do
 		bad=$((bad + 1))
 		continue
 	fi
+	read -r head <"$f"
+	row_run=none
+	[[ $head != "# run "* ]] || row_run=${head#"# run "}
+	if [ "$row_run" != "$run" ]; then
+		t_log "row $row: the results in $f are of another run ($row_run; this run: $run): run the row again (meson test --suite fault)"
+		bad=$((bad + 1))
+		continue
+	fi
 	while IFS=$'\t' read -r r fault status verdict detail; do
+		[ "${r:0:1}" != "#" ] || continue
 		case $status in
 		ok) CELL[$r/$fault]=$verdict DETAIL[$r/$fault]=$detail ok=$((ok + 1)) ;;
 		n/a) CELL[$r/$fault]="n/a" DETAIL[$r/$fault]="n/a: $verdict" na=$((na + 1)) ;;

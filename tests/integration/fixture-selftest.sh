@@ -30,7 +30,7 @@ check_nothing_left() {
 		ip netns list | grep -qw "$ns" && t_fail "namespace $ns left behind"
 	done
 	for pid in $(sed -n 's/^pids //p' "$report"); do
-		t_wait_until 5 "pid $pid gone" bash -c "! kill -0 $pid 2>/dev/null || grep -q '^State:.*Z' /proc/$pid/status" ||
+		t_wait_until 30 "pid $pid gone" bash -c "! kill -0 $pid 2>/dev/null || grep -q '^State:.*Z' /proc/$pid/status" ||
 			t_fail "process $pid left behind"
 	done
 	[ ! -e "$root" ] || t_fail "$root left behind"
@@ -71,18 +71,20 @@ for pair in "n1 n2" "n2 n1"; do
 done
 out=$(fx_agent_ssh n1 n2 -tt true </dev/null 2>&1) || true
 grep -q "PTY allocation request failed" <<<"$out" || t_fail "the agent key got a pty: $out"
-out=$(FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -W 127.0.0.1:22 </dev/null 2>&1) && t_fail "stdio forwarding (-W) was granted"
+out=$(FX_SSH_TIMEOUT=$(t_secs 60) fx_agent_ssh n1 n2 -W 127.0.0.1:22 </dev/null 2>&1) && t_fail "stdio forwarding (-W) was granted"
 grep -q "SSH-2.0" <<<"$out" && t_fail "stdio forwarding (-W) reached the peer's sshd"
 grep -q "administratively prohibited" <<<"$out" || t_fail "unexpected answer to -W: $out"
-out=$(FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -R 127.0.0.1:2222:127.0.0.1:22 </dev/null 2>&1) &&
+out=$(FX_SSH_TIMEOUT=$(t_secs 60) fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -R 127.0.0.1:2222:127.0.0.1:22 </dev/null 2>&1) &&
 	t_fail "remote forwarding (-R) was granted"
 grep -q "remote port forwarding failed" <<<"$out" || t_fail "unexpected answer to -R: $out"
 # -L: the listener is local; what fails is each forwarded connection.
-FX_SSH_TIMEOUT=15 fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -L 127.0.0.1:2223:127.0.0.1:22 </dev/null 2>"$FX_ROOT/fwd.err" &
+FX_SSH_TIMEOUT=$(t_secs 60) fx_agent_ssh n1 n2 -N -o ExitOnForwardFailure=yes -L 127.0.0.1:2223:127.0.0.1:22 </dev/null 2>"$FX_ROOT/fwd.err" &
 fwd=$!
-t_wait_until 10 "local forward listener" fx_in n1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null ||
+t_wait_until 30 "local forward listener" fx_in n1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223' 2>/dev/null ||
 	t_fail "ssh -L did not listen: $(cat "$FX_ROOT/fwd.err")"
-banner=$(fx_in n1 timeout 5 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223; head -c 7 <&3' 2>/dev/null) || true
+# The refused forward closes the connection (head sees its end, after ssh
+# printed why); the timeout only guards against a hang.
+banner=$(fx_in n1 timeout "$(t_secs 60)" bash -c 'exec 3<>/dev/tcp/127.0.0.1/2223; head -c 7 <&3' 2>/dev/null) || true
 kill "$fwd" 2>/dev/null || true
 wait "$fwd" 2>/dev/null || true
 [ -z "$banner" ] || t_fail "local forwarding (-L) reached $banner"
@@ -107,7 +109,7 @@ mv "$kh.good" "$kh"
 
 t_log "link cut and restored"
 fx_link_down
-t_expect_fail "ssh over a cut link" fx_ssh n1 n2 -o ConnectTimeout=2 true
+FX_SSH_CONNECT_TIMEOUT=2 t_expect_fail "ssh over a cut link" fx_ssh n1 n2 true
 fx_link_up
 t_assert_eq "$(fx_ssh n1 n2 echo back)" back "ssh after link restored"
 
@@ -130,6 +132,6 @@ done
 t_assert_eq "$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f4)" "$pid" "container init leads its session"
 work=$(fx_ctr_dir n1 selftest)
 c1=$(fx_ctr_field "$work" count)
-t_wait_until 5 "counter advances" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $c1 ]" ||
+t_wait_until 30 "counter advances" bash -c "[ \$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $work/state) -gt $c1 ]" ||
 	t_fail "counter does not advance"
 t_log "ok"

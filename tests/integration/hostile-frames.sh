@@ -93,13 +93,25 @@ case_ssh offer-bad-id hello "expect HELLO" \
 case_ssh offer-bad-mig hello "expect HELLO" \
 	"map t=u:20 mig=s:../o9 container_id=s:abc container_name=s:x metadata=b:7b7d image_bytes=u:1 criu_version=s:4.2.1 kernel=s:6.1.0 lazy=bool:false" \
 	"expect-closed field 'mig'"
-# Two sessions offering the same migration id: the second is refused.
-{
-	printf '%s\n' hello "expect HELLO" "offer same1" "expect ACCEPT" "sleep 3000"
-} | pc_ssh n1 n2 >"$FX_ROOT/pc-same-a.out" 2>&1 &
+# Two sessions offering the same migration id: the second is refused. The
+# first holds same1 until the second has its answer, however long that
+# takes: its script comes through a FIFO, fed 64 KiB of data every half
+# second (the receiver wants progress, or it ends the migration), and ends
+# when the FIFO closes.
+fifo=$FX_ROOT/same-a.fifo
+mkfifo "$fifo"
+pc_ssh n1 n2 <"$fifo" >"$FX_ROOT/pc-same-a.out" 2>&1 &
 holder=$!
-t_wait_until 10 "first offer accepted" grep -q "^< ACCEPT" "$FX_ROOT/pc-same-a.out" || t_fail "the first offer was not accepted"
-case_ssh offer-id-in-use hello "expect HELLO" "offer same1" "expect REJECT migration id in use"
+exec 7>"$fifo"
+printf '%s\n' hello "expect HELLO" "offer same1" "expect ACCEPT" "file same1 images/a 100000000" >&7
+t_wait_until 30 "first offer accepted" grep -q "^< ACCEPT" "$FX_ROOT/pc-same-a.out" || t_fail "the first offer was not accepted"
+(while printf '%s\n' "data same1 65536"; do sleep 0.5; done) >&7 2>/dev/null &
+feeder=$!
+printf '%s\n' hello "expect HELLO" "offer same1" "expect REJECT migration id in use" |
+	pc_case offer-id-in-use pc_ssh n1 n2
+kill "$feeder"
+wait "$feeder" 2>/dev/null || true
+exec 7>&-
 wait "$holder" || t_fail "the session holding migration same1 failed: $(cat "$FX_ROOT/pc-same-a.out")"
 pc_clean n2 "$pid2"
 

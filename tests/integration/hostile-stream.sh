@@ -121,7 +121,7 @@ case_ssh abort-restored "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect VERI
 	"abort s1 testing" "expect-silence 500"
 restored=$(sed -n 's/^< RESTORED pid=\([0-9]*\).*/\1/p' "$FX_ROOT/pc-abort-restored.out")
 [ -n "$restored" ] || t_fail "no RESTORED pid in the transcript"
-t_wait_until 10 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/null" ||
+t_wait_until 60 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/null" ||
 	t_fail "the stopped copy (pid $restored) was left after ABORT"
 t_assert_eq "$(fx_ctr_where "$vid")" "" "where the victim runs (nowhere: it was only checkpointed)"
 

@@ -80,30 +80,22 @@ for n in n1 n2; do
 	t_assert_eq "$(grep -c 'Received SIGHUP; restarting' "$(fx_dir "$n")/ssh/sshd.log")" 1 "sshd reloads on $n after a run without changes"
 done
 
-expect_error() {
-	local want=$1 pattern=$2 rc=0 err
-	shift 2
-	err=$("$@" 2>&1 >/dev/null) || rc=$?
-	t_assert_eq "$rc" "$want" "exit status of: $*"
-	grep -qE -- "$pattern" <<<"$err" || t_fail "error of '$*' does not say '$pattern': $err"
-}
-
 t_log "bad node lists"
-expect_error 2 "list the nodes" "$NP" cluster
-expect_error 2 "expected NAME=\[USER@\]HOST|nodes are NAME=" "$NP" cluster node1
-expect_error 2 "'bad name' is not a valid node name" "$NP" cluster "bad name=root@192.0.2.1"
-expect_error 2 "'99999' .* is not a port number" "$NP" cluster "node1=root@192.0.2.1:99999"
-expect_error 2 "'Root' .* is not a valid user name" "$NP" cluster "node1=Root@192.0.2.1"
-expect_error 2 "'-oProxyCommand=x' .* is not a host name" "$NP" cluster "node1=-oProxyCommand=x"
-expect_error 2 "node node1 is listed twice" "$NP" cluster node1=192.0.2.1 node1=192.0.2.2
-expect_error 2 "node names come from NAME=HOST" "$NP" cluster --node x node1=192.0.2.1
-expect_error 2 "unknown option --frob" "$NP" cluster --frob 1 node1=192.0.2.1
+t_expect_error 2 "list the nodes" "$NP" cluster
+t_expect_error 2 "expected NAME=\[USER@\]HOST|nodes are NAME=" "$NP" cluster node1
+t_expect_error 2 "'bad name' is not a valid node name" "$NP" cluster "bad name=root@192.0.2.1"
+t_expect_error 2 "'99999' .* is not a port number" "$NP" cluster "node1=root@192.0.2.1:99999"
+t_expect_error 2 "'Root' .* is not a valid user name" "$NP" cluster "node1=Root@192.0.2.1"
+t_expect_error 2 "'-oProxyCommand=x' .* is not a host name" "$NP" cluster "node1=-oProxyCommand=x"
+t_expect_error 2 "node node1 is listed twice" "$NP" cluster node1=192.0.2.1 node1=192.0.2.2
+t_expect_error 2 "node names come from NAME=HOST" "$NP" cluster --node x node1=192.0.2.1
+t_expect_error 2 "unknown option --frob" "$NP" cluster --frob 1 node1=192.0.2.1
 t_assert_eq "$(snapshot)" "$before" "files after refused node lists"
 
 t_log "an unreachable node stops the run with a clear error"
 mapfile -t args < <(fx_cluster_args)
-ssh3="$(fx_cluster_ssh n2) -o ConnectTimeout=2"
-expect_error 1 "init failed on node3 \(root@198.18.0.9\)" \
+ssh3=$(FX_SSH_CONNECT_TIMEOUT=2 fx_cluster_ssh n2)
+t_expect_error 1 "init failed on node3 \(root@198.18.0.9\)" \
 	"$NP" cluster -q "${args[@]}" node3=root@198.18.0.9 "--ssh=$ssh3" "--remote=$NP" "--config=$FX_ROOT/n3/agent.conf"
 t_assert_eq "$(snapshot)" "$before" "files after a run that failed on an unreachable node"
 
@@ -111,7 +103,7 @@ t_log "a node with a different HMAC key"
 head -c 32 /dev/urandom >"$FX_ROOT/other.key"
 "$NP" hmac-key -q --config "$(fx_conf n2)" --install "$FX_ROOT/other.key" --force || t_fail "installing another key on n2 failed"
 before=$(snapshot)
-expect_error 4 "node2 holds a different cluster key .* than node1" "$NP" cluster -q "${args[@]}"
+t_expect_error 4 "node2 holds a different cluster key .* than node1" "$NP" cluster -q "${args[@]}"
 t_assert_eq "$(snapshot)" "$before" "files after the refused run"
 cmp -s "$(fx_hmac_key n2)" "$FX_ROOT/other.key" || t_fail "the refused run changed n2's key"
 fx_provision_cluster --replace-hmac

@@ -14,13 +14,6 @@ k2=$(fx_hmac_key n2)
 c1=$(fx_conf n1)
 c2=$(fx_conf n2)
 
-expect_error() {
-	local want=$1 pattern=$2 rc=0 err
-	shift 2
-	err=$("$@" 2>&1 >/dev/null) || rc=$?
-	t_assert_eq "$rc" "$want" "exit status of: $*"
-	grep -qE -- "$pattern" <<<"$err" || t_fail "error of '$*' does not say '$pattern': $err"
-}
 state() { stat -c '%n %s %a %U:%G %Y' "$k1" "$k2" && sha256sum "$k1" "$k2"; }
 no_leftovers() {
 	local left
@@ -51,21 +44,21 @@ t_assert_eq "$(state)" "$before" "keys after --generate and --install of the sam
 
 t_log "a different key is refused without --force"
 head -c 32 /dev/urandom >"$FX_ROOT/other.key"
-expect_error 4 "refusing to replace the cluster key" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/other.key"
-expect_error 4 "refusing to replace the cluster key" "$NP" hmac-key --config "$c2" --install - <"$FX_ROOT/other.key"
+t_expect_error 4 "refusing to replace the cluster key" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/other.key"
+t_expect_error 4 "refusing to replace the cluster key" "$NP" hmac-key --config "$c2" --install - <"$FX_ROOT/other.key"
 t_assert_eq "$(state)" "$before" "keys after a refused install"
 no_leftovers
 
 t_log "bad keys are refused"
 head -c 31 /dev/urandom >"$FX_ROOT/short.key"
-expect_error 3 "has 31 bytes" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/short.key" --force
-expect_error 3 "has 0 bytes" "$NP" hmac-key --config "$c2" --install - --force </dev/null
+t_expect_error 3 "has 31 bytes" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/short.key" --force
+t_expect_error 3 "has 0 bytes" "$NP" hmac-key --config "$c2" --install - --force </dev/null
 head -c 5000 /dev/urandom >"$FX_ROOT/long.key"
-expect_error 3 "has 4097 bytes" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/long.key" --force
-expect_error 3 "not found" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/missing.key"
-expect_error 2 "exactly one of" "$NP" hmac-key --config "$c2"
-expect_error 2 "exactly one of" "$NP" hmac-key --config "$c2" --generate --print
-expect_error 2 "unknown option --size" "$NP" hmac-key --config "$c2" --generate --size 64
+t_expect_error 3 "has 4097 bytes" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/long.key" --force
+t_expect_error 3 "not found" "$NP" hmac-key --config "$c2" --install "$FX_ROOT/missing.key"
+t_expect_error 2 "exactly one of" "$NP" hmac-key --config "$c2"
+t_expect_error 2 "exactly one of" "$NP" hmac-key --config "$c2" --generate --print
+t_expect_error 2 "unknown option --size" "$NP" hmac-key --config "$c2" --generate --size 64
 t_assert_eq "$(state)" "$before" "keys after bad keys"
 no_leftovers
 
@@ -76,11 +69,11 @@ grep -q "refusing to write the cluster key to a terminal" <<<"$out" || t_fail "u
 
 t_log "a key with unsafe modes is not used"
 chmod 0644 "$k2"
-expect_error 4 "must be 0600 root" "$NP" hmac-key --config "$c2" --fingerprint
-expect_error 4 "must be 0600 root" "$NP" hmac-key --config "$c2" --print
+t_expect_error 4 "must be 0600 root" "$NP" hmac-key --config "$c2" --fingerprint
+t_expect_error 4 "must be 0600 root" "$NP" hmac-key --config "$c2" --print
 chmod 0600 "$k2"
 chmod 0755 "$(dirname "$k2")"
-expect_error 4 "must be 0700 root" "$NP" hmac-key --config "$c2" --fingerprint
+t_expect_error 4 "must be 0700 root" "$NP" hmac-key --config "$c2" --fingerprint
 chmod 0700 "$(dirname "$k2")"
 
 t_log "--force replaces it, atomically and privately"
@@ -93,7 +86,7 @@ cmp -s "$k1" "$k2" || t_fail "n2's key differs from n1's after restoring"
 
 t_log "a missing key: --generate makes one, --fingerprint says it is missing"
 mv "$k2" "$FX_ROOT/k2.saved"
-expect_error 3 "cluster key .* not found" "$NP" hmac-key --config "$c2" --fingerprint
+t_expect_error 3 "cluster key .* not found" "$NP" hmac-key --config "$c2" --fingerprint
 rc=0
 out=$("$NP" status --config "$c2") || rc=$?
 t_assert_eq "$rc" 3 "status with the key missing"

@@ -18,14 +18,6 @@ files() { printf '%s\n' "$conf" "$kh" "$ak"; }
 snapshot() { files | xargs stat -c '%n %a %U:%G %s %Y.%y' && files | xargs sha256sum; }
 blob() { cut -d' ' -f2 "$1"; }
 
-expect_error() {
-	local want=$1 pattern=$2 rc=0 err
-	shift 2
-	err=$("$@" 2>&1 >/dev/null) || rc=$?
-	t_assert_eq "$rc" "$want" "exit status of: $*"
-	grep -qE -- "$pattern" <<<"$err" || t_fail "error of '$*' does not say '$pattern': $err"
-}
-
 t_log "the bundle"
 "$NP" export --config "$(fx_conf n2)" >"$FX_ROOT/b2" || t_fail "export failed"
 cat >"$FX_ROOT/b2.want" <<EOF
@@ -72,7 +64,7 @@ sleep 1.1 # mtimes have a resolution of one second in %Y
 "$NP" import -q --config "$conf" <"$FX_ROOT/b2" || t_fail "second import failed"
 t_assert_eq "$(snapshot)" "$before" "files after importing the same bundle again"
 cat "$FX_ROOT/b2" "$FX_ROOT/b2" >"$FX_ROOT/b2b2"
-expect_error 3 "node node2 appears in more than one bundle" "$NP" import --config "$conf" <"$FX_ROOT/b2b2"
+t_expect_error 3 "node node2 appears in more than one bundle" "$NP" import --config "$conf" <"$FX_ROOT/b2b2"
 
 t_log "a peer with a non-default port, and a second peer"
 ssh-keygen -q -t ed25519 -N '' -C x -f "$FX_ROOT/k3"
@@ -130,9 +122,9 @@ before=$(snapshot)
 b2=$FX_ROOT/b2
 bad() { # bad PATTERN SED-EXPRESSION: the bundle of n2, edited, is refused
 	sed -e "$2" "$b2" >"$FX_ROOT/bad"
-	expect_error 3 "$1" "$NP" import --config "$conf" <"$FX_ROOT/bad"
+	t_expect_error 3 "$1" "$NP" import --config "$conf" <"$FX_ROOT/bad"
 }
-expect_error 3 "no bundle on standard input" "$NP" import --config "$conf" </dev/null
+t_expect_error 3 "no bundle on standard input" "$NP" import --config "$conf" </dev/null
 bad "ends without 'end'" '/^end$/d'
 bad "expected 'nucleus-bundle 1'" '/^nucleus-bundle/d'
 bad "unsupported bundle version '2'" 's/^nucleus-bundle 1$/nucleus-bundle 2/'
@@ -153,22 +145,22 @@ bad "host-key is not a valid public key" 's/^host-key ssh-ed25519 .*/host-key ss
 bad "for node node1, which is this node itself" 's/^node .*/node node1/'
 bad "carries this node's own agent key" "s|^agent-key .*|agent-key $(cut -d' ' -f1,2 "$(fx_agent_key n1).pub")|"
 head -c 3000 /dev/urandom >"$FX_ROOT/bad"
-expect_error 3 "malformed bundle" "$NP" import --config "$conf" <"$FX_ROOT/bad"
+t_expect_error 3 "malformed bundle" "$NP" import --config "$conf" <"$FX_ROOT/bad"
 head -c 70000 /dev/zero | tr '\0' '#' >"$FX_ROOT/bad"
-expect_error 3 "larger than 65536 bytes" "$NP" import --config "$conf" <"$FX_ROOT/bad"
+t_expect_error 3 "larger than 65536 bytes" "$NP" import --config "$conf" <"$FX_ROOT/bad"
 # one good bundle and one bad one: neither is imported
 { cat "$FX_ROOT/b3"; sed 's/^node .*/node node4/; s/^port .*/port x/' "$FX_ROOT/b3"; } >"$FX_ROOT/bad"
-expect_error 3 "port 'x' is not a port" "$NP" import --config "$conf" <"$FX_ROOT/bad"
+t_expect_error 3 "port 'x' is not a port" "$NP" import --config "$conf" <"$FX_ROOT/bad"
 # an agent key already authorized for another peer (a cloned node)
 sed 's/^node .*/node node5/' "$b2" >"$FX_ROOT/bad"
-expect_error 4 "already authorized as 'nucleus-agent@node2'" "$NP" import --config "$conf" <"$FX_ROOT/bad"
-expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" import --config /nonexistent/agent.conf <"$b2"
-expect_error 2 "bundles come on standard input" "$NP" import --config "$conf" "$b2"
+t_expect_error 4 "already authorized as 'nucleus-agent@node2'" "$NP" import --config "$conf" <"$FX_ROOT/bad"
+t_expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" import --config /nonexistent/agent.conf <"$b2"
+t_expect_error 2 "bundles come on standard input" "$NP" import --config "$conf" "$b2"
 t_assert_eq "$(snapshot)" "$before" "files after refused bundles"
 
 t_log "forget"
-expect_error 3 "unknown node 'node9'" "$NP" forget --config "$conf" node9
-expect_error 2 "expected one node name" "$NP" forget --config "$conf"
+t_expect_error 3 "unknown node 'node9'" "$NP" forget --config "$conf" node9
+t_expect_error 2 "expected one node name" "$NP" forget --config "$conf"
 t_assert_eq "$(snapshot)" "$before" "files after forgetting an unknown node"
 "$NP" forget -q --config "$conf" node3 || t_fail "forget node3 failed"
 grep -q node3 "$kh" "$ak" "$conf" && t_fail "node3 is still trusted after forget"

@@ -134,38 +134,30 @@ t_assert_eq "$(mode_owner "$(fx_agent_key n1)")" "600 root:root" "agent key mode
 t_assert_eq "$(mode_owner "$d1/lib")" "700 root:root" "HMAC key dir mode restored"
 
 t_log "bad input is refused with a clear error, and changes nothing"
-# expect_error STATUS PATTERN CMD...: CMD exits STATUS and says PATTERN.
-expect_error() {
-	local want=$1 pattern=$2 rc=0 err
-	shift 2
-	err=$("$@" 2>&1 >/dev/null) || rc=$?
-	t_assert_eq "$rc" "$want" "exit status of: $*"
-	grep -qE "$pattern" <<<"$err" || t_fail "error of '$*' does not say '$pattern': $err"
-}
 before1=$(snapshot n1)
 fresh=$FX_ROOT/fresh/agent.conf
-expect_error 3 "give this node a name with --node" "$NP" init --config "$fresh"
+t_expect_error 3 "give this node a name with --node" "$NP" init --config "$fresh"
 [ ! -e "$FX_ROOT/fresh" ] || t_fail "init without --node created $FX_ROOT/fresh"
-expect_error 2 "not a valid node name" "$NP" init --config "$fresh" --node 'bad name'
-expect_error 2 "not a valid node name" "$NP" init --config "$fresh" --node '-x'
-expect_error 2 "not an absolute path" "$NP" init --config "$fresh" --node x --socket '/run/a b'
-expect_error 2 "not an absolute path" "$NP" init --config "$fresh" --node x --work-dir "/var/lib/\$(id)"
-expect_error 2 "unknown option --colour" "$NP" init --config "$fresh" --node x --colour red
-expect_error 2 "SECTION.KEY=VALUE" "$NP" init --config "$conf" --set log_level=debug
-expect_error 2 "without ' ;'" "$NP" init --config "$conf" --set 'agent.log_level=debug ; x'
-expect_error 2 "yes or no" "$NP" init --config "$conf" --hash-known-hosts maybe
-expect_error 2 "not a port number" "$NP" init --config "$conf" --port 70000
-expect_error 2 "unknown command 'frobnicate'" "$NP" frobnicate
+t_expect_error 2 "not a valid node name" "$NP" init --config "$fresh" --node 'bad name'
+t_expect_error 2 "not a valid node name" "$NP" init --config "$fresh" --node '-x'
+t_expect_error 2 "not an absolute path" "$NP" init --config "$fresh" --node x --socket '/run/a b'
+t_expect_error 2 "not an absolute path" "$NP" init --config "$fresh" --node x --work-dir "/var/lib/\$(id)"
+t_expect_error 2 "unknown option --colour" "$NP" init --config "$fresh" --node x --colour red
+t_expect_error 2 "SECTION.KEY=VALUE" "$NP" init --config "$conf" --set log_level=debug
+t_expect_error 2 "without ' ;'" "$NP" init --config "$conf" --set 'agent.log_level=debug ; x'
+t_expect_error 2 "yes or no" "$NP" init --config "$conf" --hash-known-hosts maybe
+t_expect_error 2 "not a port number" "$NP" init --config "$conf" --port 70000
+t_expect_error 2 "unknown command 'frobnicate'" "$NP" frobnicate
 [ ! -e "$FX_ROOT/fresh" ] || t_fail "rejected init calls created $FX_ROOT/fresh"
 mkdir -m 0755 "$FX_ROOT/bad"
 sed 's/^node = .*/node = bad node!/' "$conf" >"$FX_ROOT/bad/agent.conf"
 cp "$d1/etc/agent.provision" "$FX_ROOT/bad/agent.provision"
-expect_error 3 "node 'bad node!' is not a valid node name" "$NP" export --config "$FX_ROOT/bad/agent.conf"
-expect_error 3 "node 'bad node!' is not a valid node name" "$NP" init --config "$FX_ROOT/bad/agent.conf"
+t_expect_error 3 "node 'bad node!' is not a valid node name" "$NP" export --config "$FX_ROOT/bad/agent.conf"
+t_expect_error 3 "node 'bad node!' is not a valid node name" "$NP" init --config "$FX_ROOT/bad/agent.conf"
 sed -i 's/^node = .*/node = node1/; s/^user = .*/user = Bad User/' "$FX_ROOT/bad/agent.conf"
-expect_error 3 "user 'Bad User' is not a valid user name" "$NP" init --config "$FX_ROOT/bad/agent.conf"
-expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" export --config /nonexistent/agent.conf
-expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" status --config /nonexistent/agent.conf
+t_expect_error 3 "user 'Bad User' is not a valid user name" "$NP" init --config "$FX_ROOT/bad/agent.conf"
+t_expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" export --config /nonexistent/agent.conf
+t_expect_error 3 "configuration /nonexistent/agent.conf not found" "$NP" status --config /nonexistent/agent.conf
 t_assert_eq "$(snapshot n1)" "$before1" "n1 after refused input"
 
 t_log "help"

@@ -17,20 +17,18 @@ work=$(fx_ctr_dir n1 worker)
 # fails WANT-EXIT WHAT TEXT...: nucleus-migrate moves the container to node2
 # and exits WANT-EXIT; its message holds each TEXT.
 fails() {
-	local want=$1 what=$2 out rc=0 t
+	local want=$1 what=$2
 	shift 2
-	out=$(fx_nm n1 migrate "${MIGRATE_ID:-$id}" node2 2>&1) || rc=$?
-	[ "$rc" -eq "$want" ] || t_fail "$what: exit $rc, expected $want: $out"
-	for t in "$@"; do
-		grep -qiF -- "$t" <<<"$out" || t_fail "$what: the message does not say '$t': $out"
-	done
-	t_log "$what: $(grep -i 'NOT moved\|rolled back' <<<"$out" | head -n1)"
+	t_expect_exit "$want" "$what" fx_nm n1 migrate "${MIGRATE_ID:-$id}" node2
+	t_says "$what" "$@"
+	t_log "$what: $(grep -i 'NOT moved\|rolled back' <<<"$T_OUT" | head -n1)"
 }
+# untouched WHAT: the container runs at home and was never frozen (no CRIU
+# dump started on n1 since the last check).
+dumps=$(fx_criu_dumps n1)
 untouched() {
 	t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after: $1"
-	local gap
-	gap=$(fx_ctr_field "$work" max_gap_ms)
-	[ "$gap" -lt 150 ] || t_fail "$1: the container paused for $gap ms"
+	t_assert_eq "$(fx_criu_dumps n1)" "$dumps" "CRIU dumps started on n1 by: $1"
 }
 
 t_log "SSH"
@@ -76,10 +74,10 @@ d=$(fx_ctr_dir n1 ext)
 mkdir -p "$d"
 fx_in n1 "$FX_BUILD/tests/tools/nm-unix-holder" --listen "$d/outside.sock" >"$d/listener.out" 2>&1 &
 fx_track_pid $!
-t_wait_until 5 "the listener" grep -q ready "$d/listener.out" || t_fail "the outside listener did not start"
+t_wait_until 30 "the listener" grep -q ready "$d/listener.out" || t_fail "the outside listener did not start"
 read -r eid epid < <(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$(fx_dir n1)/nucleus" --name ext \
 	--console "$d/console" -- "$FX_BUILD/tests/tools/nm-unix-holder" "$d/outside.sock")
-t_wait_until 5 "the holder connects" grep -q ready "$d/console" || t_fail "the holder did not connect: $(cat "$d/console")"
+t_wait_until 30 "the holder connects" grep -q ready "$d/console" || t_fail "the holder did not connect: $(cat "$d/console")"
 MIGRATE_ID=$eid fails 1 "CRIU refuses the dump" "criu dump of pid $epid failed" \
 	"External socket is used. Consider using --ext-unix-sk option" "dump.log" "not touched"
 kill -0 "$epid" || t_fail "the container CRIU could not dump is gone"

@@ -206,7 +206,7 @@ fx_sshd_start() {
 	pid=$!
 	echo "$pid" >"$d/ssh/sshd.fxpid"
 	fx_track_pid "$pid"
-	t_wait_until 10 "sshd on $n" fx_port_open "$n" || t_fail "sshd on $n did not come up (log: $d/ssh/sshd.log)"
+	t_wait_until 30 "sshd on $n" fx_port_open "$n" || t_fail "sshd on $n did not come up (log: $d/ssh/sshd.log)"
 }
 
 fx_sshd_pid() { cat "$(fx_dir "$1")/ssh/sshd.fxpid"; }
@@ -230,6 +230,11 @@ fx_sshd_kill_all() {
 	return 0
 }
 
+# How long an ssh client of the fixture may take to connect: a bound against
+# a hang (a loaded machine may take seconds), unless a test that expects the
+# connect to fail asks for less (FX_SSH_CONNECT_TIMEOUT=2 fx_ssh ...).
+fx_ssh_connect_timeout() { echo "${FX_SSH_CONNECT_TIMEOUT:-$(t_secs 30)}"; }
+
 # fx_ssh FROM TO [SSH ARGS...]: OpenSSH client from node FROM to node TO with
 # strict host-key checking against FROM's known_hosts.
 fx_ssh() {
@@ -238,7 +243,7 @@ fx_ssh() {
 	d=$(fx_dir "$from")
 	fx_in "$from" ssh -F none -i "$d/ssh/id_ed25519" -o IdentitiesOnly=yes \
 		-o UserKnownHostsFile="$d/ssh/known_hosts" -o GlobalKnownHostsFile=/dev/null \
-		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5 \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout="$(fx_ssh_connect_timeout)" \
 		"root@$(fx_addr "$to")" "$@"
 }
 
@@ -250,7 +255,7 @@ fx_agent_ssh() {
 	shift 2
 	fx_in "$from" ${FX_SSH_TIMEOUT:+timeout "$FX_SSH_TIMEOUT"} ssh -F none -i "$(fx_agent_key "$from")" -o IdentitiesOnly=yes \
 		-o UserKnownHostsFile="$(fx_agent_known_hosts "$from")" -o GlobalKnownHostsFile=/dev/null \
-		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5 \
+		-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout="$(fx_ssh_connect_timeout)" \
 		"$FX_USER@$(fx_addr "$to")" "$@"
 }
 
@@ -314,7 +319,7 @@ fx_cluster_ssh() {
 	d=$(fx_dir "$o")
 	echo "nsenter --net=/run/netns/$(fx_ns "$o") ssh -F none -i $d/ssh/id_ed25519 -o IdentitiesOnly=yes" \
 		"-o UserKnownHostsFile=$d/ssh/known_hosts -o GlobalKnownHostsFile=/dev/null" \
-		"-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=5"
+		"-o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=$(fx_ssh_connect_timeout)"
 }
 
 # fx_cluster_args: `nucleus-provision cluster` arguments for both nodes.
@@ -341,7 +346,7 @@ fx_provision_cluster() {
 fx_link_down() { ip -n "$(fx_ns n1)" link set eth0 down; }
 fx_link_up() {
 	ip -n "$(fx_ns n1)" link set eth0 up
-	t_wait_until 10 "link up" fx_port_open n2
+	t_wait_until 30 "link up" fx_port_open n2
 }
 
 # fx_nodes_up: both nodes provisioned for nucleus-migrate, with sshd, ready
@@ -382,7 +387,7 @@ fx_ctr_start() {
 	out=$(fx_in "$n" "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$d/nucleus" --name "$name" \
 		--console "$w/console" -- "$FX_BUILD/tests/workloads/nm-counter" "$w" "$period") ||
 		t_fail "could not start container $name on $n"
-	t_wait_until 5 "workload $name writes state" test -s "$w/state" || t_fail "workload $name did not start"
+	t_wait_until 30 "workload $name writes state" test -s "$w/state" || t_fail "workload $name did not start"
 	echo "$out"
 }
 
@@ -396,6 +401,11 @@ fx_log_ok() {
 
 # fx_ctr_field DIR KEY: a field of the workload's state record (count, pid, ...).
 fx_ctr_field() { sed -n "s/.*\b$2=\([0-9-]*\).*/\1/p" "$1/state"; }
+
+# fx_counter_reaches DIR N: waits until the workload's counter is past N.
+fx_counter_reaches() {
+	t_wait_until 30 "counter of $1 past $2" bash -c "[ \"\$(sed -n 's/.*count=\([0-9]*\).*/\1/p' $1/state)\" -gt $2 ]"
+}
 
 # The pids of live containers registered in a node's state directory (pid and
 # start_ticks must still match).

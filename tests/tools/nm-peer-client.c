@@ -8,7 +8,7 @@
  *
  *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE]
  *                  [--script FILE] [-- COMMAND ARGS...]
- *   nm-peer-client --flood N --socket PATH [--hold MS] [--timeout MS]
+ *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS]
  *
  * The script (--script FILE, else stdin) has one command per line; # starts
  * a comment. Every frame received is printed on stdout as "< TYPE ...". The
@@ -53,7 +53,10 @@
  * --flood N opens N connections to --socket at once, sends HELLO on each and
  * counts those answered with HELLO ("served") and those closed ("refused");
  * the served ones then ask NODE_INFO_REQ and must be answered. It prints
- * "served=S refused=R answered=A" and holds the connections for --hold ms. */
+ * "served=S refused=R answered=A" and holds the connections for --hold ms,
+ * or while FILE exists (--hold @FILE, at most --timeout ms), with a PING on
+ * each answered one every 200 ms so that the agent's idle timeout does not
+ * end them meanwhile. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -880,7 +883,34 @@ static int flood_read(flood_conn *f) {
         }
 }
 
-static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint64_t hold_ms) {
+/* Holds the answered connections open and alive (see --flood above). */
+static void flood_hold(flood_conn *f, unsigned n, uint64_t hold_ms, const char *while_file,
+                       uint64_t timeout_ms) {
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = 1}};
+        _cleanup_free_ uint8_t *buf = NULL;
+        uint64_t start = now_ms();
+        uint8_t sink[4096];
+        size_t len;
+
+        if (proto_encode(&ping, &buf, &len, NULL) < 0)
+                return;
+        for (;;) {
+                uint64_t held = now_ms() - start;
+                if (while_file ? access(while_file, F_OK) != 0 || held >= timeout_ms : held >= hold_ms)
+                        return;
+                for (unsigned i = 0; i < n; i++) {
+                        if (f[i].state != 3)
+                                continue;
+                        (void)!write(f[i].fd, buf, len);
+                        while (read(f[i].fd, sink, sizeof(sink)) > 0) /* the PONGs */
+                                ;
+                }
+                sleep_ms(200);
+        }
+}
+
+static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint64_t hold_ms,
+                 const char *hold_file) {
         flood_conn *f = calloc(n, sizeof(*f));
         struct pollfd *pfd = calloc(n, sizeof(*pfd));
         unsigned served = 0, refused = 0, answered = 0, connect_failed = 0;
@@ -961,7 +991,7 @@ static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint6
         printf("served=%u refused=%u answered=%u connect_failed=%u pending=%u\n", served,
                refused + connect_failed, answered, connect_failed, n - served - refused - connect_failed);
         fflush(stdout);
-        sleep_ms(hold_ms);
+        flood_hold(f, n, hold_ms, hold_file, timeout_ms);
         for (unsigned i = 0; i < n; i++) {
                 if (f[i].fd >= 0)
                         close(f[i].fd);
@@ -998,7 +1028,7 @@ int main(int argc, char **argv) {
                 {},
         };
         client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000};
-        const char *sock = NULL, *script = NULL, *keyfile = NULL;
+        const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL;
         unsigned flood_n = 0;
         uint64_t hold = 0;
         char line[65536];
@@ -1012,7 +1042,12 @@ int main(int argc, char **argv) {
                 case 'k': keyfile = optarg; break;
                 case 'f': script = optarg; break;
                 case 'n': flood_n = (unsigned)parse_u64(&c, optarg); break;
-                case 'H': hold = parse_u64(&c, optarg); break;
+                case 'H':
+                        if (optarg[0] == '@')
+                                hold_file = optarg + 1;
+                        else
+                                hold = parse_u64(&c, optarg);
+                        break;
                 default: return 2;
                 }
         }
@@ -1022,7 +1057,7 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "nm-peer-client: --flood needs --socket\n");
                         return 2;
                 }
-                return flood(sock, flood_n, c.timeout_ms, hold);
+                return flood(sock, flood_n, c.timeout_ms, hold, hold_file);
         }
         if (!sock == !(optind < argc)) {
                 fprintf(stderr, "usage: nm-peer-client [--socket PATH | -- COMMAND...] [--timeout MS] "

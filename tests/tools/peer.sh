@@ -6,7 +6,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/agents.sh"
 
 PC_BIN=$FX_BUILD/tests/tools/nm-peer-client
-PC_TIMEOUT=${PC_TIMEOUT:-10000}
+# How long the client waits for each expected frame: a bound against a hang.
+PC_TIMEOUT=${PC_TIMEOUT:-$(t_ms 30000)}
 
 # pc_ssh FROM TO [CLIENT OPTIONS...] < SCRIPT: the client in FROM's namespace,
 # through ssh to TO as the migration user with FROM's agent key: TO's sshd
@@ -18,7 +19,7 @@ pc_ssh() {
 	fx_in "$from" "$PC_BIN" --timeout "$PC_TIMEOUT" "$@" -- ssh -T -F none -i "$(fx_agent_key "$from")" \
 		-o IdentitiesOnly=yes -o UserKnownHostsFile="$(fx_agent_known_hosts "$from")" \
 		-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes \
-		-o ConnectTimeout=5 "$FX_USER@$(fx_addr "$to")"
+		-o ConnectTimeout="$(fx_ssh_connect_timeout)" "$FX_USER@$(fx_addr "$to")"
 }
 
 # pc_local NODE [CLIENT OPTIONS...] < SCRIPT: through dial-stdio as root, on
@@ -73,9 +74,9 @@ pc_serving() {
 # migration in flight, and the agent serves others.
 pc_clean() {
 	local n=$1 pid=$2
-	t_wait_until 10 "staging on $n empty" pc_staging_empty "$n" ||
+	t_wait_until 30 "staging on $n empty" pc_staging_empty "$n" ||
 		t_fail "staging directories left on $n: $(ls -A "$(fx_dir "$n")/migrate/staging")"
-	t_wait_until 10 "no migration in flight on $n" pc_no_active "$n" ||
+	t_wait_until 30 "no migration in flight on $n" pc_no_active "$n" ||
 		t_fail "a migration is still active on $n: $(fx_nm "$n" status)"
 	pc_serving "$n" "$pid"
 }

@@ -184,8 +184,9 @@ static void test_wrong_owner_refused(void **state) {
         nm_error err = {};
 
         if (geteuid() != 0) {
-                print_message("not root: cannot make a file owned by someone else; checked in CI\n");
-                return;
+                /* Skipped, not passed: tests/run fails a skip as root. */
+                print_message("not root: cannot make a file owned by someone else\n");
+                skip();
         }
         write_key(k, 32, 0600);
         assert_int_equal(chown(k->keypath, 65534, 65534), 0);

@@ -9,6 +9,7 @@
 #include "ckpt-internal.h"
 #include "ckpt.h"
 #include "test-ckpt-util.h"
+#include "test-time.h"
 
 /* A parent that forks a child; both wait. The grandchild reports its pid
  * itself once it has asked to die with its parent, so that no test can kill
@@ -50,13 +51,17 @@ static char state_of(pid_t pid) {
         return p[2];
 }
 
+/* The grandchild is not ours to wait for: its state is polled, with a
+ * bound against hanging only (scaled, see test-time.h). */
 static void wait_state(pid_t pid, const char *states) {
-        for (int i = 0; i < 400; i++) {
-                if (strchr(states, state_of(pid)))
-                        return;
+        uint64_t deadline = t_now_ms() + t_ms(30000);
+
+        while (!strchr(states, state_of(pid))) {
+                if (t_now_ms() >= deadline)
+                        fail_msg("pid %d stays in state %c, expected one of %s", (int)pid, state_of(pid),
+                                 states);
                 usleep(5000);
         }
-        fail_msg("pid %d stays in state %c, expected one of %s", (int)pid, state_of(pid), states);
 }
 
 static void test_tree_pids(void **state) {

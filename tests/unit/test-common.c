@@ -126,8 +126,13 @@ static void test_sealed_files_are_removed(void **state) {
         assert_true(fd >= 0);
         r = fs_set_immutable(fd, true);
         close(fd);
-        if (r == -ENOTTY || r == -EOPNOTSUPP)
-                skip(); /* this file system has no immutable flag */
+        if (r == -ENOTTY || r == -EOPNOTSUPP || (r == -EPERM && geteuid() != 0)) {
+                /* Skipped, not passed: tests/run fails a skip as root. */
+                print_message("%s\n", r == -EPERM ? "not root: cannot set the immutable flag"
+                                                  : "this file system has no immutable flag");
+                assert_int_equal(rm_rf_path(dir), 0);
+                skip();
+        }
         assert_int_equal(r, 0);
         /* Sealed: not even root may write to or remove it... */
         assert_int_equal(openat(sub, "f", O_WRONLY | O_APPEND | O_CLOEXEC), -1);
