@@ -24,7 +24,7 @@ T=$(mktemp -d /var/tmp/nm-deb-package.XXXXXX)
 ROOT=$T/root
 cleanup() {
 	local rc=$?
-	mountpoint -q "$ROOT" && umount "$ROOT"
+	mountpoint -q "$ROOT" && umount -R "$ROOT"
 	if [ "$rc" -ne 0 ] && [ -n "${FX_KEEP_ON_FAIL:-}" ]; then
 		t_log "kept $T"
 	else
@@ -41,9 +41,9 @@ v=$(dpkg-query -W -f='${Status} ${Version}' criu 2>/dev/null) || t_fail "criu is
 [[ $v == "install ok installed "* ]] || t_fail "criu package state: $v"
 v=${v#install ok installed }
 dpkg --compare-versions "$v" ge 4.2 || t_fail "dpkg -s criu: version $v < 4.2"
-dpkg -s criu | grep -qx "Version: $v" || t_fail "dpkg -s criu does not show version $v"
+grep -qx "Version: $v" <<<"$(dpkg -s criu)" || t_fail "dpkg -s criu does not show version $v"
 t_assert_eq "$(dpkg-query -S /usr/sbin/criu | cut -d: -f1)" criu "owner of /usr/sbin/criu"
-dpkg-query -W -f='${Status}' libcriu-dev 2>/dev/null | grep -q 'install ok installed' || t_fail "libcriu-dev is not installed"
+[ "$(dpkg-query -W -f='${Status}' libcriu-dev 2>/dev/null)" = "install ok installed" ] || t_fail "libcriu-dev is not installed"
 out=$(/usr/sbin/criu check 2>&1) || t_fail "criu check fails: $(tail -n 3 <<<"$out")"
 # the project's own search finds the package's binary, no older copy first
 t_assert_eq "$(t_criu)" /usr/sbin/criu "the criu the tests use"
@@ -60,7 +60,8 @@ installed=$(meson introspect "$T/build-local" --installed)
 has_dest() { python3 -c 'import json,sys; sys.exit(0 if sys.argv[1] in json.load(sys.stdin).values() else 1)' "$1" <<<"$installed"; }
 for f in /etc/ssh/sshd_config.d/nucleus-migrate.conf /usr/local/lib/systemd/system/nucleus-agent.service \
 	/usr/local/lib/tmpfiles.d/nucleus-migrate.conf /usr/local/lib/sysctl.d/60-nucleus-migrate.conf \
-	/usr/local/sbin/nucleus-agent /usr/local/sbin/nucleus-provision /usr/local/bin/nucleus-migrate; do
+	/usr/local/sbin/nucleus-agent /usr/local/sbin/nucleus-provision /usr/local/bin/nucleus-migrate \
+	/usr/local/share/man/man8/nucleus-provision.8 /usr/local/share/doc/nucleus-migrate/examples/agent.conf.example; do
 	has_dest "$f" || t_fail "meson install with prefix /usr/local does not install $f"
 done
 has_dest /usr/local/etc/ssh/sshd_config.d/nucleus-migrate.conf && t_fail "the drop-in still goes below /usr/local/etc"
@@ -96,6 +97,7 @@ for f in /usr/sbin/nucleus-agent /usr/bin/nucleus-migrate /usr/sbin/nucleus-prov
 	/lib/systemd/system/nucleus-agent.service /etc/ssh/sshd_config.d/nucleus-migrate.conf \
 	/usr/lib/sysctl.d/60-nucleus-migrate.conf /usr/lib/tmpfiles.d/nucleus-migrate.conf \
 	/usr/share/man/man8/nucleus-agent.8.gz /usr/share/man/man8/nucleus-migrate.8.gz \
+	/usr/share/man/man8/nucleus-provision.8.gz \
 	/usr/share/doc/nucleus-migrate/examples/agent.conf.example /usr/share/doc/nucleus-migrate/copyright; do
 	grep -qxF "$f" <<<"$contents" || t_fail "the package lacks $f"
 done
@@ -156,16 +158,23 @@ flock -s 8
 
 mkdir "$ROOT" "$T/upper" "$T/work"
 mount -t overlay overlay -o "lowerdir=$BASE,upperdir=$T/upper,workdir=$T/work" "$ROOT"
+# /proc for systemd-tmpfiles and ldd; its sys/ read-only, so that nothing
+# run in the root changes this machine's kernel settings (the postinst's
+# sysctl then warns and goes on).
+mount -t proc proc "$ROOT/proc"
+mount --bind "$ROOT/proc/sys" "$ROOT/proc/sys"
+mount -o remount,bind,ro "$ROOT/proc/sys"
 mkdir "$ROOT/tmp/debs"
 cp "${criu_debs[@]}" "$deb" "$ROOT/tmp/debs/"
-in_root apt-get install -y -qq --no-install-recommends /tmp/debs/criu_*.deb /tmp/debs/libcriu2_*.deb >"$T/apt.log" 2>&1 ||
+in_root apt-get install -y -qq --no-install-recommends \
+	"/tmp/debs/$(basename "$CRIU_DEBS"/criu_*.deb)" "/tmp/debs/$(basename "$CRIU_DEBS"/libcriu2_*.deb)" >"$T/apt.log" 2>&1 ||
 	{ tail -n 20 "$T/apt.log" >&2; t_fail "installing the CRIU packages into the throwaway root failed"; }
 
 # listing: every path in the root (what dpkg and apt keep about themselves
 # aside), to compare before installing and after purging.
 listing() {
 	(cd "$ROOT" && find . -xdev \( -path ./var/lib/dpkg -o -path ./var/lib/apt -o -path ./var/cache -o -path ./var/log \
-		-o -path ./tmp -o -path ./.nucleus-recipe \) -prune -o -print) | sort
+		-o -path ./tmp -o -path ./proc -o -path ./.nucleus-recipe \) -prune -o -print) | sort
 }
 listing >"$T/before"
 
@@ -174,6 +183,8 @@ t_log "install into the throwaway root"
 in_root apt-get install -y --no-install-recommends "/tmp/debs/$(basename "$deb")" >"$T/install.log" 2>&1 ||
 	{ tail -n 20 "$T/install.log" >&2; t_fail "apt-get install of the package failed"; }
 grep -i 'error' "$T/install.log" && t_fail "installing printed errors (above)"
+grep -q 'warning: could not apply /usr/lib/sysctl.d/60-nucleus-migrate.conf now' "$T/install.log" ||
+	t_fail "the postinst did not try to apply the sysctl (read-only here): $(cat "$T/install.log")"
 
 t_log "files in place, programs run"
 for f in /usr/sbin/nucleus-agent /usr/bin/nucleus-migrate /usr/sbin/nucleus-provision \
@@ -184,13 +195,14 @@ for f in /usr/sbin/nucleus-agent /usr/bin/nucleus-migrate /usr/sbin/nucleus-prov
 done
 t_assert_eq "$(in_root nucleus-migrate --version)" "nucleus-migrate $version" "nucleus-migrate --version"
 t_assert_eq "$(in_root nucleus-agent --version)" "nucleus-agent $version" "nucleus-agent --version"
-in_root nucleus-provision --help | grep -q '^    nucleus-provision - set up nodes for nucleus-migrate' ||
+out=$(in_root nucleus-provision --help) || t_fail "nucleus-provision --help fails"
+grep -q '^    nucleus-provision - set up nodes for nucleus-migrate' <<<"$out" ||
 	t_fail "nucleus-provision --help does not print its manual"
-for m in nucleus-agent nucleus-migrate; do
-	zcat "$ROOT/usr/share/man/man8/$m.8.gz" | grep -q '^\.TH ' || t_fail "man page $m.8 is not a man page"
+for m in nucleus-agent nucleus-migrate nucleus-provision; do
+	grep -q '^\.TH ' <<<"$(zcat "$ROOT/usr/share/man/man8/$m.8.gz")" || t_fail "man page $m.8 is not a man page"
 done
-readelf -d "$ROOT/usr/sbin/nucleus-agent" | grep -qiE 'rpath|runpath' && t_fail "nucleus-agent carries an RPATH/RUNPATH"
-in_root ldd /usr/sbin/nucleus-agent | grep -q 'libcriu.so.2 => /lib/.*/libcriu.so.2\|libcriu.so.2 => /usr/lib/.*/libcriu.so.2' ||
+grep -qiE 'rpath|runpath' <<<"$(readelf -d "$ROOT/usr/sbin/nucleus-agent")" && t_fail "nucleus-agent carries an RPATH/RUNPATH"
+grep -q 'libcriu.so.2 => /lib/.*/libcriu.so.2\|libcriu.so.2 => /usr/lib/.*/libcriu.so.2' <<<"$(in_root ldd /usr/sbin/nucleus-agent)" ||
 	t_fail "nucleus-agent does not find libcriu.so.2 in the root: $(in_root ldd /usr/sbin/nucleus-agent | grep criu)"
 
 t_log "the migration user, the unit, the runtime directory"
@@ -201,7 +213,8 @@ t_assert_eq "$(in_root getent group nucleus | cut -d: -f3)" "$gid" "group nucleu
 t_assert_eq "$(in_root getent shadow nucleus | cut -d: -f2,8)" "*:" "password field and expiry of nucleus"
 wants=$ROOT/etc/systemd/system/multi-user.target.wants/nucleus-agent.service
 t_assert_eq "$(readlink "$wants")" /lib/systemd/system/nucleus-agent.service "the unit is enabled"
-t_assert_eq "$(stat -c '%a %U:%G' "$ROOT/run/nucleus-migrate")" "750 root:nucleus" "/run/nucleus-migrate (tmpfiles.d)"
+# numeric: this machine's names for the root's ids may differ
+t_assert_eq "$(stat -c '%a %u:%g' "$ROOT/run/nucleus-migrate")" "750 0:$gid" "/run/nucleus-migrate (tmpfiles.d, root:nucleus)"
 out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --root="$ROOT" /lib/systemd/system/nucleus-agent.service 2>&1) ||
 	t_fail "systemd-analyze verify: $out"
 [ -z "$out" ] || t_fail "systemd-analyze verify warns: $out"
@@ -209,14 +222,14 @@ out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --root="$ROOT" /lib/syste
 t_log "sshd reads the drop-in; nucleus-provision accepts what the package made"
 mkdir -p "$ROOT/run/sshd"
 in_root sshd -t || t_fail "sshd -t fails with the drop-in"
-in_root sshd -T -C user=nucleus,host=peer,addr=198.18.0.2 | grep -qx 'authorizedkeysfile /etc/nucleus/authorized_keys' ||
+grep -qx 'authorizedkeysfile /etc/nucleus/authorized_keys' <<<"$(in_root sshd -T -C user=nucleus,host=peer,addr=198.18.0.2)" ||
 	t_fail "sshd does not apply the drop-in to user nucleus"
-in_root sshd -T -C user=root,host=peer,addr=198.18.0.2 | grep -qx 'authorizedkeysfile /etc/nucleus/authorized_keys' &&
+grep -qx 'authorizedkeysfile /etc/nucleus/authorized_keys' <<<"$(in_root sshd -T -C user=root,host=peer,addr=198.18.0.2)" &&
 	t_fail "the drop-in applies to other users than nucleus"
 in_root nucleus-provision init --node n1 --address 198.18.0.1 >"$T/provision.log" 2>&1 ||
 	{ cat "$T/provision.log" >&2; t_fail "nucleus-provision init fails on the installed package"; }
 grep -q 'created system user\|created group' "$T/provision.log" && t_fail "nucleus-provision made its own user: $(cat "$T/provision.log")"
-in_root dpkg-query -W -f='${Conffiles}\n' nucleus-migrate | grep -q obsolete && t_fail "a conffile became obsolete"
+grep -q obsolete <<<"$(in_root dpkg-query -W -f='${Conffiles}\n' nucleus-migrate)" && t_fail "a conffile became obsolete"
 t_assert_eq "$(in_root md5sum /etc/ssh/sshd_config.d/nucleus-migrate.conf | cut -d' ' -f1)" \
 	"$(in_root dpkg-query -W -f='${Conffiles}\n' nucleus-migrate | awk '$1 == "/etc/ssh/sshd_config.d/nucleus-migrate.conf" {print $2}')" \
 	"the drop-in after nucleus-provision init (unchanged conffile)"
@@ -245,10 +258,11 @@ grep -q 'kept the operator.s data: /etc/nucleus /var/lib/nucleus' "$T/purge.log"
 [ ! -e "$wants" ] && [ ! -L "$wants" ] || t_fail "the unit's enablement is left after purge"
 t_assert_eq "$(in_root getent shadow nucleus | cut -d: -f2,8)" "!*:1" "nucleus after purge (locked, expired)"
 listing >"$T/after"
-# What may differ: the operator's data nucleus-provision wrote, its sshd
-# runtime directory, the account files' backups, and the now empty
-# directories debhelper's systemd helper keeps its state in.
-left=$(comm -13 "$T/before" "$T/after" | grep -vE '^\./(etc/nucleus|var/lib/nucleus|run/sshd)(/|$)' |
+# What may differ: the operator's data nucleus-provision wrote (with the
+# nucleus runtime's state directory), sshd's runtime directory, the account
+# files' backups, and the now empty directories debhelper's systemd helper
+# keeps its state in.
+left=$(comm -13 "$T/before" "$T/after" | grep -vE '^\./(etc/nucleus|var/lib/nucleus|var/lib/nucleus-migrate|run/nucleus|run/sshd)(/|$)' |
 	grep -vxE '\./etc/(passwd|group|shadow|gshadow)-|\./var/lib/systemd(/deb-systemd-helper-enabled.*|/deb-systemd-user-helper-enabled.*)?' || true)
 [ -z "$left" ] || t_fail "left after purge: $(echo $left)"
 gone=$(comm -23 "$T/before" "$T/after")
