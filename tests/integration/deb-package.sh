@@ -255,7 +255,7 @@ grep -q 'kept the operator.s data: /etc/nucleus /var/lib/nucleus' "$T/purge.log"
 	t_fail "the purge does not say what it kept: $(cat "$T/purge.log")"
 [ ! -e "$ROOT/etc/ssh/sshd_config.d/nucleus-migrate.conf" ] || t_fail "the drop-in is left after purge"
 [ ! -e "$ROOT/run/nucleus-migrate" ] || t_fail "/run/nucleus-migrate is left after purge"
-[ ! -e "$wants" ] && [ ! -L "$wants" ] || t_fail "the unit's enablement is left after purge"
+if [ -e "$wants" ] || [ -L "$wants" ]; then t_fail "the unit's enablement is left after purge"; fi
 t_assert_eq "$(in_root getent shadow nucleus | cut -d: -f2,8)" "!*:1" "nucleus after purge (locked, expired)"
 listing >"$T/after"
 # What may differ: the operator's data nucleus-provision wrote (with the
@@ -264,9 +264,9 @@ listing >"$T/after"
 # keeps its state in.
 left=$(comm -13 "$T/before" "$T/after" | grep -vE '^\./(etc/nucleus|var/lib/nucleus|var/lib/nucleus-migrate|run/nucleus|run/sshd)(/|$)' |
 	grep -vxE '\./etc/(passwd|group|shadow|gshadow)-|\./var/lib/systemd(/deb-systemd-helper-enabled.*|/deb-systemd-user-helper-enabled.*)?' || true)
-[ -z "$left" ] || t_fail "left after purge: $(echo $left)"
+[ -z "$left" ] || t_fail "left after purge: $(tr '\n' ' ' <<<"$left")"
 gone=$(comm -23 "$T/before" "$T/after")
-[ -z "$gone" ] || t_fail "removed by install and purge, though not the package's: $(echo $gone)"
+[ -z "$gone" ] || t_fail "removed by install and purge, though not the package's: $(tr '\n' ' ' <<<"$gone")"
 
 t_log "install after a purge unlocks the user"
 in_root apt-get install -y -qq --no-install-recommends "/tmp/debs/$(basename "$deb")" >"$T/install2.log" 2>&1 ||
