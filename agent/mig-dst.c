@@ -490,6 +490,27 @@ static void dst_restored(mig *m, int status) {
 
 /* ---- commit ---- */
 
+/* Continues the stopped copy, but leaves stopped what the dump found
+ * stopped. Those facts came with the restore, or, if this agent restarted
+ * since, are read again from the staged images. */
+static int dst_resume(mig *m, nm_error *err) {
+        ckpt_stopped_tasks loaded = {};
+        const ckpt_stopped_tasks *keep = &m->restore.stopped_tasks;
+        int r;
+
+        if (m->restore.pid != m->restored_pid) {
+                r = ckpt_stopped_tasks_load(m->staging, &loaded, err);
+                if (r < 0)
+                        return r;
+                keep = &loaded;
+        }
+        if (keep->n > 0)
+                log_ctx_info(m->id, "%zu task(s) were stopped before the move and stay stopped", keep->n);
+        r = ckpt_resume(m->restored_pid, m->restored_ticks, keep, err);
+        ckpt_stopped_tasks_done(&loaded);
+        return r;
+}
+
 static void dst_commit(mig *m, ctl_conn *reply_to) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
         nm_error err = {};
@@ -509,15 +530,19 @@ static void dst_commit(mig *m, ctl_conn *reply_to) {
                 dst_discard(m, "post-copy failed before the resume");
                 return;
         }
-        if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
-                mig_fail_reason(m, -ESRCH, "the stopped copy (pid %d) is gone: %s", (int)m->restored_pid,
-                                err.msg);
+        if (dst_resume(m, &err) < 0) {
+                /* ESRCH either way: the source then restores its own images.
+                 * A copy that is still here (its stopped tasks could not be
+                 * told) is killed with the staging. */
+                mig_fail_reason(m, -ESRCH, "cannot resume the stopped copy (pid %d): %s",
+                                (int)m->restored_pid, err.msg);
                 if (reply_to) {
                         proto_msg e = {.type = PROTO_MSG_ERROR,
                                        .error = {.mig = m->id, .code = -ESRCH, .reason = m->err.msg}};
                         (void)ctl_send(reply_to, &e);
                 }
-                m->restored_pid = 0;
+                if (err.code == -ESRCH)
+                        m->restored_pid = 0;
                 dst_discard(m, "no copy to resume");
                 return;
         }
