@@ -675,13 +675,29 @@ static int udp_verify(void) {
 
 /* ---- netlink, packet ------------------------------------------------------ */
 
-static int nl_fd = -1;
+static int nl_fd = -1, nlq_fd = -1;
 
-static int netlink_setup(void) {
-        struct sockaddr_nl a = {.nl_family = AF_NETLINK, .nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR};
-        nl_fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
-        if (nl_fd < 0 || bind(nl_fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+static void drain_fd(int fd) {
+        char buf[8192];
+        while (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) > 0)
+                ;
+}
+
+static int netlink_subscribe(unsigned groups, int *ret) {
+        struct sockaddr_nl a = {.nl_family = AF_NETLINK, .nl_groups = groups};
+        int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+        if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
                 return fail_errno("netlink");
+        *ret = fd;
+        return 0;
+}
+
+/* Set up late, once every other class has changed the interfaces it wants:
+ * CRIU cannot dump a netlink socket with unread messages (netlink-queued). */
+static int netlink_setup(void) {
+        if (netlink_subscribe(RTMGRP_LINK | RTMGRP_IPV4_IFADDR, &nl_fd) < 0)
+                return -1;
+        drain_fd(nl_fd);
         return 0;
 }
 
@@ -693,7 +709,28 @@ static int netlink_verify(void) {
         if (a.nl_groups != (RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
                 return fail("subscribed groups 0x%x, expected 0x%x", a.nl_groups,
                             RTMGRP_LINK | RTMGRP_IPV4_IFADDR);
+        drain_fd(nl_fd);
         return ok("NETLINK_ROUTE socket subscribed to groups 0x%x", a.nl_groups);
+}
+
+static int set_lo_alias(const char *label, const char *addr);
+
+/* A notification waiting to be read: an address added after subscribing. */
+static int netlink_queued_setup(void) {
+        if (lo_up() < 0 || netlink_subscribe(RTMGRP_IPV4_IFADDR, &nlq_fd) < 0)
+                return -1;
+        return set_lo_alias("lo:nq", "198.18.255.9");
+}
+
+static int netlink_queued_verify(void) {
+        char buf[8192];
+        ssize_t n = recv(nlq_fd, buf, sizeof(buf), MSG_PEEK | MSG_DONTWAIT);
+        struct nlmsghdr *h = (struct nlmsghdr *)buf;
+        if (n < (ssize_t)sizeof(*h))
+                return fail("the queued notification is gone: %s", n < 0 ? strerror(errno) : "short");
+        if (h->nlmsg_type != RTM_NEWADDR)
+                return fail("queued message type %u, expected RTM_NEWADDR", h->nlmsg_type);
+        return ok("an RTM_NEWADDR notification still waits to be read");
 }
 
 static int pk_fd = -1;
@@ -721,30 +758,90 @@ static int packet_verify(void) {
 
 /* ---- timers ------------------------------------------------------------- */
 
-#define TIMERFD_NS 50000000L
-static int tfd = -1;
+/* timerfd: a periodic timer with a 30 s period that a thread reads as it
+ * fires (as an event loop would), and a one-shot one due in an hour.
+ * timerfd-fast: the same with a 50 ms period. */
+#define TIMERFD_FAST_NS 50000000L
+#define TIMERFD_SLOW_S 30
+#define TIMERFD_ONCE_S 3600
+static int tfd_fast = -1, tfd_slow = -1, tfd_once = -1;
+static atomic_ulong tfd_fast_ticks;
 
-static int timerfd_setup_(void) {
-        struct itimerspec its = {.it_interval = {0, TIMERFD_NS}, .it_value = {0, TIMERFD_NS}};
-        tfd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
-        if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) < 0)
+static int make_timerfd(time_t value, time_t interval_s, long interval_ns, int *ret) {
+        struct itimerspec its = {.it_interval = {interval_s, interval_ns}, .it_value = {value, 0}};
+        int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC);
+        if (value == 0)
+                its.it_value = its.it_interval;
+        if (fd < 0 || timerfd_settime(fd, 0, &its, NULL) < 0)
                 return fail_errno("timerfd");
+        *ret = fd;
         return 0;
 }
 
-static int timerfd_verify(void) {
-        struct itimerspec its;
-        uint64_t ticks = 0;
-        struct pollfd p = {.fd = tfd, .events = POLLIN};
+static long long left_ms(const struct itimerspec *its) {
+        return (long long)its->it_value.tv_sec * 1000 + its->it_value.tv_nsec / 1000000;
+}
 
-        if (timerfd_gettime(tfd, &its) < 0)
+static int start_reader(int fd);
+
+static int timerfd_setup_(void) {
+        if (make_timerfd(0, TIMERFD_SLOW_S, 0, &tfd_slow) < 0 ||
+            make_timerfd(TIMERFD_ONCE_S, 0, 0, &tfd_once) < 0)
+                return -1;
+        return start_reader(tfd_slow);
+}
+
+static int timerfd_verify(void) {
+        struct itimerspec slow, once;
+
+        if (timerfd_gettime(tfd_slow, &slow) < 0 || timerfd_gettime(tfd_once, &once) < 0)
                 return fail_errno("timerfd_gettime");
-        if (its.it_interval.tv_sec != 0 || its.it_interval.tv_nsec != TIMERFD_NS)
-                return fail("interval %lld.%09ld s", (long long)its.it_interval.tv_sec,
-                            its.it_interval.tv_nsec);
-        if (poll(&p, 1, 2000) != 1 || read(tfd, &ticks, sizeof(ticks)) != sizeof(ticks) || ticks == 0)
-                return fail("the timer does not fire");
-        return ok("50 ms interval kept, fires (%llu expirations read)", (unsigned long long)ticks);
+        if (slow.it_interval.tv_sec != TIMERFD_SLOW_S || left_ms(&slow) <= 0 ||
+            left_ms(&slow) > TIMERFD_SLOW_S * 1000)
+                return fail("30 s periodic timer: interval %lld s, %lld ms left",
+                            (long long)slow.it_interval.tv_sec, left_ms(&slow));
+        if (once.it_interval.tv_sec != 0 || left_ms(&once) <= 0 || left_ms(&once) > TIMERFD_ONCE_S * 1000)
+                return fail("one-shot timer: %lld ms left", left_ms(&once));
+        return ok("a 30 s periodic timer (%lld s left) and a one-hour one-shot (%lld s left) armed",
+                  left_ms(&slow) / 1000, left_ms(&once) / 1000);
+}
+
+/* A thread that reads a timerfd as it fires; for the fast one it counts. */
+static void *timerfd_reader(void *arg) {
+        int fd = (int)(intptr_t)arg;
+        uint64_t n;
+        for (;;)
+                if (read(fd, &n, sizeof(n)) == sizeof(n) && fd == tfd_fast)
+                        atomic_fetch_add(&tfd_fast_ticks, n);
+        return NULL;
+}
+
+static int start_reader(int fd) {
+        pthread_t t;
+        sigset_t all, old;
+        int r;
+
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        r = pthread_create(&t, NULL, timerfd_reader, (void *)(intptr_t)fd);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        return r != 0 ? fail("pthread_create failed") : 0;
+}
+
+static int timerfd_fast_setup(void) {
+        if (make_timerfd(0, 0, TIMERFD_FAST_NS, &tfd_fast) < 0)
+                return -1;
+        return start_reader(tfd_fast);
+}
+
+/* It must go on firing: the reader's count grows. */
+static int timerfd_fast_verify(void) {
+        unsigned long before = atomic_load(&tfd_fast_ticks);
+        for (int i = 0; i < 200 && atomic_load(&tfd_fast_ticks) == before; i++)
+                sleep_ms(10);
+        if (atomic_load(&tfd_fast_ticks) == before)
+                return fail("no longer fires: the timer came back disarmed");
+        return ok("fires every 50 ms");
 }
 
 #define PTIMER_SIG (SIGRTMIN + 2)
@@ -927,23 +1024,35 @@ static int efd = -1, efd_sem = -1;
 
 static int eventfd_setup_(void) {
         efd = eventfd(7, EFD_CLOEXEC | EFD_NONBLOCK);
-        efd_sem = eventfd(3, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
-        return efd < 0 || efd_sem < 0 ? fail_errno("eventfd") : 0;
+        return efd < 0 ? fail_errno("eventfd") : 0;
 }
 
 static int eventfd_verify(void) {
-        uint64_t v = 0, s = 0, n = 0;
+        uint64_t v = 0;
         if (read(efd, &v, sizeof(v)) != sizeof(v) || v != 7)
                 return fail("counter %llu, expected 7", (unsigned long long)v);
-        for (; read(efd_sem, &s, sizeof(s)) == sizeof(s); n++)
-                ;
-        if (n != 3)
-                return fail("semaphore counted %llu, expected 3", (unsigned long long)n);
-        v = 7;
-        s = 3;
-        if (write(efd, &v, sizeof(v)) != sizeof(v) || write(efd_sem, &s, sizeof(s)) != sizeof(s))
+        if (write(efd, &v, sizeof(v)) != sizeof(v))
                 return fail_errno("write back");
-        return ok("counter 7 and semaphore 3 kept");
+        return ok("counter 7 kept");
+}
+
+static int eventfd_sem_setup(void) {
+        efd_sem = eventfd(3, EFD_CLOEXEC | EFD_NONBLOCK | EFD_SEMAPHORE);
+        return efd_sem < 0 ? fail_errno("eventfd") : 0;
+}
+
+/* A semaphore reads 1 at a time: 3 reads, then EAGAIN. */
+static int eventfd_sem_verify(void) {
+        uint64_t s = 0, n = 0;
+        for (; read(efd_sem, &s, sizeof(s)) == sizeof(s); n++)
+                if (s != 1)
+                        return fail("a read gave %llu: no longer a semaphore", (unsigned long long)s);
+        if (n != 3)
+                return fail("counted %llu, expected 3", (unsigned long long)n);
+        s = 3;
+        if (write(efd_sem, &s, sizeof(s)) != sizeof(s))
+                return fail_errno("write back");
+        return ok("semaphore of 3 kept");
 }
 
 static int ep_fd = -1, ep_ev = -1, ep_pipe[2], ep_idle[2];
@@ -1773,21 +1882,26 @@ static int uts_verify(void) {
 
 #define NET_ADDR "198.18.255.7"
 
-static int net_addr_setup(void) {
+static int set_lo_alias(const char *label, const char *addr) {
         struct ifreq ifr = {};
         struct sockaddr_in *a = (struct sockaddr_in *)&ifr.ifr_addr;
-        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (lo_up() < 0 || fd < 0)
-                return -1;
-        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo:nm");
+        int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), r;
+        if (fd < 0)
+                return fail_errno("socket");
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", label);
         a->sin_family = AF_INET;
-        inet_pton(AF_INET, NET_ADDR, &a->sin_addr);
-        if (ioctl(fd, SIOCSIFADDR, &ifr) < 0) {
-                close(fd);
-                return fail_errno("SIOCSIFADDR");
-        }
+        inet_pton(AF_INET, addr, &a->sin_addr);
+        r = ioctl(fd, SIOCSIFADDR, &ifr);
+        if (r < 0)
+                fail("SIOCSIFADDR %s %s: %s", label, addr, strerror(errno));
         close(fd);
-        return 0;
+        return r;
+}
+
+static int net_addr_setup(void) {
+        if (lo_up() < 0)
+                return -1;
+        return set_lo_alias("lo:nm", NET_ADDR);
 }
 
 static int net_addr_verify(void) {
@@ -1876,14 +1990,21 @@ static int pidfd_verify(void) {
 
 /* ---- the class table ------------------------------------------------------------- */
 
+typedef enum setup_order {
+        SETUP_EARLY,
+        /* After every other class: threads (a fork after threads exist is
+         * fine, threads before a fork are not), and what must see the
+         * others' changes done (the netlink subscription). */
+        SETUP_LATE,
+} setup_order;
+
 typedef struct klass {
         const char *name;
         const char *what;
         int (*setup)(void);
         int (*verify)(void);
+        setup_order order;
         bool selected;
-        bool after_threads; /* set up last: forks after threads exist are fine, threads before forks are not
-                             */
 } klass;
 
 static klass classes[] = {
@@ -1904,9 +2025,15 @@ static klass classes[] = {
         {"tcp-conn", "an established TCP connection inside the container, data in flight", tcp_conn_setup,
          tcp_conn_verify},
         {"udp", "a bound UDP socket and a connected one", udp_setup, udp_verify},
-        {"netlink", "a NETLINK_ROUTE socket with multicast groups", netlink_setup, netlink_verify},
+        {"netlink", "a NETLINK_ROUTE socket with multicast groups", netlink_setup, netlink_verify,
+         SETUP_LATE},
+        {"netlink-queued", "a NETLINK_ROUTE socket with an unread notification", netlink_queued_setup,
+         netlink_queued_verify},
         {"packet", "a raw packet socket bound to lo", packet_setup, packet_verify},
-        {"timerfd", "a periodic timerfd", timerfd_setup_, timerfd_verify},
+        {"timerfd", "a 30 s periodic timerfd read as it fires, a one-hour one-shot", timerfd_setup_,
+         timerfd_verify, SETUP_LATE},
+        {"timerfd-fast", "a 50 ms periodic timerfd read as it fires", timerfd_fast_setup,
+         timerfd_fast_verify, SETUP_LATE},
         {"posix-timer", "a periodic POSIX timer signalling with a value", posix_timer_setup,
          posix_timer_verify},
         {"itimer", "ITIMER_REAL and ITIMER_VIRTUAL", itimer_setup, itimer_verify},
@@ -1915,7 +2042,8 @@ static klass classes[] = {
         {"sigaction", "signal handlers, masks, SIG_IGN, an alternate signal stack", sigaction_setup,
          sigaction_verify},
         {"signalfd", "a signalfd with a pending signal", signalfd_setup_, signalfd_verify},
-        {"eventfd", "an eventfd counter and an eventfd semaphore", eventfd_setup_, eventfd_verify},
+        {"eventfd", "an eventfd counter", eventfd_setup_, eventfd_verify},
+        {"eventfd-sem", "an eventfd semaphore (EFD_SEMAPHORE)", eventfd_sem_setup, eventfd_sem_verify},
         {"epoll", "an epoll set over an eventfd and two pipes", epoll_setup_, epoll_verify},
         {"inotify", "an inotify watch on a directory", inotify_setup_, inotify_verify},
         {"memfd", "a sealed memfd, also mapped shared", memfd_setup, memfd_verify},
@@ -1927,8 +2055,7 @@ static klass classes[] = {
          mmap_file_verify},
         {"sysv-ipc", "System V shared memory, semaphores and a message queue", sysv_ipc_setup,
          sysv_ipc_verify},
-        {"threads", "threads with names and thread-local values", threads_setup, threads_verify, false,
-         true},
+        {"threads", "threads with names and thread-local values", threads_setup, threads_verify, SETUP_LATE},
         {"zombie", "a child that exited and was not reaped", zombie_setup, zombie_verify},
         {"stopped", "children stopped by SIGSTOP and SIGTSTP", stopped_setup, stopped_verify},
         {"flock", "an exclusive flock", flock_setup, flock_verify},
@@ -2038,7 +2165,7 @@ static int setup_all(char *ready, size_t n) {
         for (int pass = 0; pass < 2; pass++)
                 for (size_t i = 0; i < N_CLASSES; i++) {
                         klass *k = &classes[i];
-                        if (!k->selected || k->after_threads != (pass == 1))
+                        if (!k->selected || k->order != (pass == 0 ? SETUP_EARLY : SETUP_LATE))
                                 continue;
                         msgbuf[0] = '\0';
                         if (k->setup() < 0) {
