@@ -14,8 +14,8 @@
 # TCP connection and keeps everything else.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
+. "$(dirname "$0")/../lib/breadth.sh"
 
-BREADTH=$FX_BUILD/tests/workloads/nm-breadth
 criu=$(t_criu)
 
 # What CRIU cannot do on these machines, and why. A class listed here is
@@ -26,32 +26,6 @@ declare -A LIMITS=(
 	[netlink-queued]="CRIU cannot dump a netlink socket with unread messages and refuses the whole tree"
 	[timerfd-fast]="CRIU restores a periodic timerfd from its fdinfo, which shows 0 s left once the period has passed during the freeze: the timer comes back disarmed (no error from CRIU; CRIU issue 3162)"
 )
-
-# report_wait DIR ROUND: waits for the workload's report of that round.
-report_wait() {
-	t_wait_until 30 "report round $2 in $1" bash -c "head -n1 '$1/report' 2>/dev/null | grep -qx 'round $2' && grep -qx end '$1/report'"
-}
-
-# check_round PID DIR ROUND: asks for a round of checks; prints the report's
-# check lines.
-check_round() {
-	kill -USR1 "$1" || return 1
-	report_wait "$2" "$3" || return 1
-	sed -e '1d' -e '/^end$/d' "$2/report"
-}
-
-# start_breadth STATE_DIR DIR NAME CLASSES: a container running the workload;
-# prints "<id> <pid>" once it has built its objects.
-start_breadth() {
-	local state=$1 dir=$2 name=$3 classes=$4 out
-	mkdir -p "$dir"
-	out=$(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$state" --name "$name" \
-		--console "$dir/console" -- "$BREADTH" "$dir" --only "$classes") || return 1
-	fx_track_pid "${out#* }"
-	t_wait_until 10 "workload $name builds its objects" test -s "$dir/ready" || return 1
-	grep -q '^ready' "$dir/ready" || { cat "$dir/ready" >&2; return 1; }
-	echo "$out"
-}
 
 # The first errors in a CRIU log: the cause comes before the consequences.
 criu_errors() { grep 'Error (' "$1" 2>/dev/null | grep -v RLIMIT_NOFILE | head -n 2 | sed 's/^([0-9. ]*) //' | tr '\n' ' '; }
@@ -65,9 +39,9 @@ local_roundtrip() {
 	local name=$1 classes=$2 dir=$FX_ROOT/local/$1 id pid before round
 	local opts=(--network-lock nftables --file-locks --tcp-established)
 	REPORT="" LOCAL_MSG=""
-	read -r id pid < <(start_breadth "$FX_ROOT/local/state" "$dir" "$name" "$classes") ||
+	read -r id pid < <(breadth_start n1 "$FX_ROOT/local/state" "$dir" "$name" "$classes") ||
 		t_fail "workload with $classes did not start"
-	before=$(check_round "$pid" "$dir" 1) || t_fail "$name: no report before the dump"
+	before=$(breadth_check "$pid" "$dir" 1) || t_fail "$name: no report before the dump"
 	! grep -q '^FAIL' <<<"$before" || t_fail "$name fails before any dump (a workload bug): $before"
 	for round in 2 3; do
 		mkdir -p "$dir.img$round" "$dir.work$round"
@@ -84,7 +58,7 @@ local_roundtrip() {
 		fi
 		pid=$(cat "$dir.pid$round")
 		fx_track_pid "$pid"
-		REPORT+=$(check_round "$pid" "$dir" "$round") || t_fail "$name: no report after restore $((round - 1))"
+		REPORT+=$(breadth_check "$pid" "$dir" "$round") || t_fail "$name: no report after restore $((round - 1))"
 		REPORT+=$'\n'
 	done
 	kill -KILL "$pid" 2>/dev/null || true
@@ -167,7 +141,7 @@ verify() {
 	local pid=$1 report
 	shift
 	ROUND=$((ROUND + 1))
-	report=$(check_round "$pid" "$work" "$ROUND") ||
+	report=$(breadth_check "$pid" "$work" "$ROUND") ||
 		t_fail "$1: no report from the workload (round $ROUND; console: $(tail -n 3 "$work/console" 2>/dev/null))"
 	all_ok "$report" "$@"
 }
@@ -191,7 +165,7 @@ running_copies() {
 
 work=$(fx_ctr_dir n1 breadth)
 t_log "(b) one container with ${#movable[@]} classes moves with the agents' defaults"
-read -r id pid < <(start_breadth "$(fx_dir n1)/nucleus" "$work" breadth "$classes") || t_fail "the workload did not start"
+read -r id pid < <(breadth_start n1 "$(fx_dir n1)/nucleus" "$work" breadth "$classes") || t_fail "the workload did not start"
 verify "$pid" "before any move"
 
 # move FROM TO [OPTIONS]: prints the new pid of the container's init.
