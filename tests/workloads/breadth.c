@@ -557,7 +557,7 @@ static int tcp_listen_setup(void) {
 }
 
 static int tcp_listen_verify(void) {
-        struct sockaddr_in a = loopback(TCP_LISTEN_PORT), got;
+        struct sockaddr_in a = loopback(TCP_LISTEN_PORT), got = {};
         socklen_t len = sizeof(got);
         int c, s;
 
@@ -1268,7 +1268,7 @@ static int fmap_fd = -1;
 
 static int mmap_file_setup(void) {
         unsigned char buf[2 * PAGE];
-        int pfd;
+        int pfd = -1;
         fill(buf, sizeof(buf), 11);
         if (create_file("mapped-shared", buf, sizeof(buf), 0, &fmap_fd) < 0 ||
             create_file("mapped-private", buf, sizeof(buf), 0, &pfd) < 0)
@@ -1578,7 +1578,7 @@ static int ofd_lock_verify(void) {
 }
 
 static int lease_setup(void) {
-        int fd;
+        int fd = -1;
         if (create_file("lease", "lease", 5, 0, &fd) < 0)
                 return -1;
         close(fd);
@@ -1848,12 +1848,12 @@ static int prctl_verify(void) {
 
 static helper caps_h, creds_h, seccomp_h, nnp_h, cwd_h, chroot_h, session_h, prctl_h;
 
-#define HELPER_CLASS(fn, h)                                       \
-        static int fn##_start(void) {                             \
-                return helper_start(&h, fn##_setup, fn##_verify); \
-        }                                                         \
-        static int fn##_check(void) {                             \
-                return helper_check(&h);                          \
+#define HELPER_CLASS(fn, h)                                         \
+        static int fn##_start(void) {                               \
+                return helper_start(&(h), fn##_setup, fn##_verify); \
+        }                                                           \
+        static int fn##_check(void) {                               \
+                return helper_check(&(h));                          \
         }
 
 HELPER_CLASS(caps, caps_h)
@@ -1940,12 +1940,10 @@ static int pty_verify(void) {
         struct termios t;
         char buf[64] = {};
         struct pollfd p = {.fd = pty_slave, .events = POLLIN};
-        ssize_t n;
 
         if (tcgetattr(pty_slave, &t) < 0 || (t.c_lflag & ECHO) || !(t.c_lflag & ICANON))
                 return fail("terminal settings changed");
-        if (poll(&p, 1, 1000) != 1 ||
-            (n = read(pty_slave, buf, sizeof(buf) - 1)) != (ssize_t)strlen(pty_line) ||
+        if (poll(&p, 1, 1000) != 1 || read(pty_slave, buf, sizeof(buf) - 1) != (ssize_t)strlen(pty_line) ||
             strcmp(buf, pty_line) != 0)
                 return fail("the typed line did not arrive: '%s'", buf);
         if (write_all(pty_master, pty_line, strlen(pty_line)) < 0)
@@ -1983,8 +1981,9 @@ static int pidfd_verify(void) {
                         snprintf(nspid, sizeof(nspid), "%s",
                                  strrchr(line, '\t') ? strrchr(line, '\t') + 1 : "");
         fclose(f);
-        if (atoi(nspid) != pidfd_child)
-                return fail("the pidfd refers to pid %d, expected %d", atoi(nspid), (int)pidfd_child);
+        long refers = strtol(nspid, NULL, 10);
+        if (refers != pidfd_child)
+                return fail("the pidfd refers to pid %ld, expected %d", refers, (int)pidfd_child);
         return ok("pidfd of child %d still refers to it", (int)pidfd_child);
 }
 
