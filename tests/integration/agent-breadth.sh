@@ -146,23 +146,6 @@ verify() {
 	all_ok "$report" "$@"
 }
 
-# The inits of this test's workload copies (pid 1 in their namespaces), and
-# how many of them run (not stopped, not zombies).
-breadth_inits() {
-	local pid
-	for pid in $(pgrep -f "nm-breadth $FX_ROOT/n1/ctrs/breadth " || true); do
-		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
-	done
-	return 0
-}
-running_copies() {
-	local pid n=0
-	for pid in $(breadth_inits); do
-		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
-	done
-	echo "$n"
-}
-
 work=$(fx_ctr_dir n1 breadth)
 t_log "(b) one container with ${#movable[@]} classes moves with the agents' defaults"
 read -r id pid < <(breadth_start n1 "$(fx_dir n1)/nucleus" "$work" breadth "$classes") || t_fail "the workload did not start"
@@ -176,8 +159,8 @@ move() {
 	grep -q '"outcome":"done"' <<<"$out" || t_fail "$from -> $to did not finish: $out"
 	new_pid=$(tail -n1 <<<"$out" | sed -n 's/.*"new_pid":\([0-9]*\).*/\1/p')
 	t_assert_eq "$(fx_ctr_where "$id")" "$to" "where the container runs after $from -> $to"
-	t_assert_eq "$(running_copies)" 1 "running copies after $from -> $to"
-	t_assert_eq "$(breadth_inits | wc -l)" 1 "copies (running or not) after $from -> $to"
+	t_assert_eq "$(fx_ctr_running_copies breadth)" 1 "running copies after $from -> $to"
+	t_assert_eq "$(fx_ctr_inits breadth | wc -l)" 1 "copies (running or not) after $from -> $to"
 	echo "$new_pid"
 }
 
@@ -194,7 +177,7 @@ out=$(fx_nm n1 migrate "$id" "$(fx_node_name n2)" --json) || rc=$?
 t_assert_eq "$rc" 4 "exit status of a move whose restore fails on the target: $out"
 grep -q '"outcome":"rolled-back"' <<<"$out" || t_fail "not rolled back: $out"
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the rollback"
-t_assert_eq "$(running_copies)" 1 "running copies after the rollback"
+t_assert_eq "$(fx_ctr_running_copies breadth)" 1 "running copies after the rollback"
 pid=$(fx_state_pids n1)
 verify "$pid" "after a rollback on node1"
 fx_agent_stop n2
