@@ -27,6 +27,25 @@ static int set_str(char **field, const char *value) {
         return 0;
 }
 
+static const char *const tcp_policies[_AGENT_TCP_POLICY_MAX] = {
+        [AGENT_TCP_AUTO] = "auto",
+        [AGENT_TCP_MOVE] = "move",
+        [AGENT_TCP_CLOSE] = "close",
+};
+
+const char *agent_tcp_policy_to_string(agent_tcp_policy p) {
+        if (p < 0 || p >= _AGENT_TCP_POLICY_MAX)
+                return NULL;
+        return tcp_policies[p];
+}
+
+agent_tcp_policy agent_tcp_policy_from_string(const char *s) {
+        for (int i = 0; s && i < _AGENT_TCP_POLICY_MAX; i++)
+                if (strcmp(s, tcp_policies[i]) == 0)
+                        return (agent_tcp_policy)i;
+        return _AGENT_TCP_POLICY_INVALID;
+}
+
 int agent_config_init(agent_config *c) {
         const char *state_dir = getenv("NUCLEUS_STATE_DIR");
         char host[HOST_NAME_MAX + 1] = "";
@@ -187,6 +206,14 @@ static const str_key str_keys[] = {
         STR_KEY("ssh", "remote_command", remote_command),
 };
 
+static int parse_tcp_policy(const char *value, agent_tcp_policy *ret) {
+        agent_tcp_policy p = agent_tcp_policy_from_string(value);
+        if (p < 0)
+                return -EINVAL;
+        *ret = p;
+        return 0;
+}
+
 static int set_number(agent_config *c, const char *section, const char *key, const char *value,
                       nm_error *err) {
         int r = -ENOENT;
@@ -196,6 +223,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->consume_staging);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "lazy") == 0)
                 r = parse_bool(value, &c->lazy);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "tcp") == 0)
+                r = parse_tcp_policy(value, &c->tcp);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "connect_timeout") == 0)
                 r = parse_uint(value, 1, 3600, &c->connect_timeout_s);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "idle_timeout") == 0)

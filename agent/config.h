@@ -20,6 +20,19 @@ typedef struct agent_peer {
         char *user; /* NULL: [ssh] user */
 } agent_peer;
 
+/* What a move does with the established TCP connections of a container
+ * ([agent] tcp, `nucleus-migrate --tcp`). */
+typedef enum agent_tcp_policy {
+        AGENT_TCP_AUTO,  /* per container: what suits it (ckpt_tcp_mode_auto) */
+        AGENT_TCP_MOVE,  /* moved with their state, for both ends that stay reachable */
+        AGENT_TCP_CLOSE, /* closed on the target (and on a rollback) */
+        _AGENT_TCP_POLICY_MAX,
+        _AGENT_TCP_POLICY_INVALID = -EINVAL,
+} agent_tcp_policy;
+
+const char *agent_tcp_policy_to_string(agent_tcp_policy p);
+agent_tcp_policy agent_tcp_policy_from_string(const char *s);
+
 typedef struct agent_config {
         /* [agent] */
         char *node;
@@ -33,6 +46,7 @@ typedef struct agent_config {
         bool compress;        /* zstd on the image stream when the peer takes it */
         bool consume_staging; /* the restore punches out the staged pages it read */
         bool lazy;            /* accept post-copy (--lazy) migrations */
+        agent_tcp_policy tcp; /* established TCP connections of a moved container */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

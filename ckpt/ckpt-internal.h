@@ -67,3 +67,40 @@ typedef struct ckpt__stats {
         uint64_t forking_us, restore_us, pages_restored;
 } ckpt__stats;
 int ckpt__stats_parse(const uint8_t *buf, size_t len, ckpt__stats *ret);
+
+/* A minimal protobuf reader, enough for the few fields we read out of
+ * CRIU's images (criu-images.c). */
+enum {
+        CKPT__PB_VARINT = 0,
+        CKPT__PB_FIXED64 = 1,
+        CKPT__PB_BYTES = 2,
+        CKPT__PB_FIXED32 = 5,
+};
+typedef struct ckpt__pb {
+        const uint8_t *p, *end;
+} ckpt__pb;
+typedef struct ckpt__pb_field {
+        uint32_t number;
+        unsigned wire;
+        uint64_t v;          /* varint and fixed wire types */
+        const uint8_t *data; /* bytes: a string or a nested message */
+        size_t len;
+} ckpt__pb_field;
+/* The next field: 1, 0 at the end, -EBADMSG when malformed. */
+int ckpt__pb_next(ckpt__pb *pb, ckpt__pb_field *f);
+
+/* The entries of a CRIU image held in memory: its magic is checked (after
+ * the common or service magic, where there is one). */
+typedef struct ckpt__img {
+        const uint8_t *p, *end;
+} ckpt__img;
+int ckpt__img_init(ckpt__img *img, const uint8_t *buf, size_t len, uint32_t magic);
+/* The next entry's message: 1, 0 at the end, -EBADMSG. */
+int ckpt__img_next(ckpt__img *img, const uint8_t **ret_msg, size_t *ret_len);
+
+/* Whether the dump in imgfd was made with tcp-close (inventory.img):
+ * CRIU then requires it on restore too. */
+int ckpt__images_tcp_close(int imgfd, bool *ret);
+/* ckpt_stopped_tasks_load for an open images directory. */
+typedef struct ckpt_stopped_tasks ckpt_stopped_tasks;
+int ckpt__stopped_tasks_at(int imgfd, ckpt_stopped_tasks *ret, nm_error *err);

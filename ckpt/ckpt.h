@@ -73,10 +73,31 @@ int ckpt_state_check_not_running(const char *state_dir, const char *id, nm_error
  * /proc/<pid>/task/<tid>/children), root first. */
 int ckpt_tree_pids(pid_t root, pid_t **ret, size_t *ret_n);
 
-/* SIGCONT to every process of the tree: CRIU's --leave-stopped stops every
- * task, and continuing only the root would leave it blocked on its stopped
- * children. root_start_ticks (0: unchecked) guards against a reused pid. */
-int ckpt_resume(pid_t root, uint64_t root_start_ticks, nm_error *err);
+/* The tasks that were stopped (SIGSTOP, SIGTSTP, ...) when CRIU froze a
+ * tree, as CRIU recorded them in its images (pstree.img and the task state in
+ * each core-<pid>.img): their pids inside the tree's own pid namespace, which
+ * CRIU restores unchanged. Facts from the freeze itself, not from an earlier
+ * look at /proc, which would race with the tree. */
+typedef struct ckpt_stopped_tasks {
+        pid_t *ns_pids;
+        size_t n;
+} ckpt_stopped_tasks;
+
+/* Reads them from the checkpoint in dir (dir/images). Malformed images are
+ * -EBADMSG. */
+int ckpt_stopped_tasks_load(const char *dir, ckpt_stopped_tasks *ret, nm_error *err);
+void ckpt_stopped_tasks_done(ckpt_stopped_tasks *s);
+bool ckpt_stopped_tasks_has(const ckpt_stopped_tasks *s, pid_t ns_pid);
+
+/* SIGCONT to every process of the tree but those in keep_stopped (NULL:
+ * none): CRIU's --leave-stopped stops every task, and continuing only the
+ * root would leave it blocked on its stopped children, while a task that was
+ * stopped before the dump must stay stopped. Processes are matched by their
+ * pid in the root's pid namespace (/proc/<pid>/status NSpid). root_start_ticks
+ * (0: unchecked) guards against a reused pid. The same call resumes a tree
+ * restored elsewhere or one left stopped in place by its dump. */
+int ckpt_resume(pid_t root, uint64_t root_start_ticks, const ckpt_stopped_tasks *keep_stopped,
+                nm_error *err);
 
 /* SIGKILL to every process of a (stopped) restored tree, then waits up to
  * two seconds until each is gone (exited, or a zombie left for its parent to
@@ -131,14 +152,52 @@ typedef struct ckpt_ext_mount {
         const char *val; /* dump: the key; restore: the host path */
 } ckpt_ext_mount;
 
-/* CRIU options for both directions. Zeroed is the safe default: everything
- * off, CRIU's default cgroup mode, log level 4, network locked with nftables. */
+/* Established TCP connections of a dumped tree. */
+typedef enum ckpt_tcp_mode {
+        /* CRIU's own default: a tree with an established connection is not
+         * dumped. On restore: whatever the dump kept comes back. */
+        CKPT_TCP_REFUSE,
+        /* tcp-established: each connection is dumped with its state and
+         * restored as it was; only right where both ends stay reachable
+         * (inside the tree's own network namespace, the same bridge). On
+         * restore: the same as REFUSE. */
+        CKPT_TCP_MOVE,
+        /* tcp-close: the tree is dumped whatever it has connected, and every
+         * established connection is closed on restore (the application sees
+         * it fail and reconnects). A dump made so is always restored so, as
+         * CRIU requires; on restore it also closes connections that a dump
+         * with MOVE kept. */
+        CKPT_TCP_CLOSE,
+        _CKPT_TCP_MODE_MAX,
+        _CKPT_TCP_MODE_INVALID = -EINVAL,
+} ckpt_tcp_mode;
+
+const char *ckpt_tcp_mode_to_string(ckpt_tcp_mode m); /* "refuse", "move", "close" */
+ckpt_tcp_mode ckpt_tcp_mode_from_string(const char *s);
+
+/* What suits a tree when nobody said: MOVE when it has a network namespace of
+ * its own (its connections then have both ends inside it, and the namespace
+ * moves with it), CLOSE when it shares this node's, whose addresses stay
+ * here. A tree whose namespace cannot be read gets CLOSE. */
+ckpt_tcp_mode ckpt_tcp_mode_auto(const ckpt_container *c);
+
+/* File locks (flock, POSIX, open-file-description locks, leases). */
+typedef enum ckpt_file_locks {
+        CKPT_FILE_LOCKS_MOVE,   /* CRIU's file-locks: the locks move with the tree (the default) */
+        CKPT_FILE_LOCKS_REFUSE, /* CRIU's own default: a tree holding a lock is not dumped */
+        _CKPT_FILE_LOCKS_MAX,
+        _CKPT_FILE_LOCKS_INVALID = -EINVAL,
+} ckpt_file_locks;
+
+/* CRIU options for both directions. Zeroed is the safe default: file locks
+ * move, established TCP connections refused, everything else off, CRIU's
+ * default cgroup mode, log level 4, network locked with nftables. */
 typedef struct ckpt_criu_opts {
         const ckpt_criu *criu; /* NULL: ckpt_criu_resolve(NULL) */
         const char *work_dir;  /* CRIU's work dir and logs; NULL: "<dir>.work". Never inside <dir>. */
-        bool tcp_established;
+        ckpt_tcp_mode tcp;
         bool ext_unix_sk;
-        bool file_locks;
+        ckpt_file_locks locks;
         bool shell_job;
         ckpt_cgroup_mode manage_cgroups;
         const ckpt_ext_mount *ext_mounts;
@@ -249,6 +308,9 @@ struct ckpt_dump_req {
         char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
         ckpt_dump_stats stats;
         ckpt_metadata *metadata; /* as written to metadata.json */
+        /* Tasks CRIU found stopped (from the images, once dumped): what
+         * ckpt_resume must leave stopped when the tree is resumed in place. */
+        ckpt_stopped_tasks stopped_tasks;
         char *criu_path, *criu_version;
         bool lazy;         /* a lazy dump (opts->lazy_ps_fd) */
         char *work_dir;    /* CRIU's log: <work_dir>/dump.log */
@@ -308,6 +370,10 @@ struct ckpt_restore_req {
         char hmac[CKPT_HMAC_HEX_LEN + 1];
         ckpt_restore_stats stats;
         ckpt_metadata *metadata; /* the checkpoint's metadata.json */
+        /* Tasks stopped at the freeze (read before CRIU ran): pass to
+         * ckpt_resume, so that they stay stopped. */
+        ckpt_stopped_tasks stopped_tasks;
+        bool tcp_closed; /* established TCP connections were restored closed */
         char *criu_path, *criu_version;
         char *work_dir; /* <work_dir>/restore.log */
         nm_error error;

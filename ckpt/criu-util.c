@@ -91,96 +91,70 @@ int ckpt__log_excerpt(int dirfd, const char *name, char *buf, size_t size) {
         return 0;
 }
 
-/* ---- a minimal protobuf reader for stats.proto ------------------------ */
+/* ---- stats-dump / stats-restore (stats.proto) ------------------------ */
 
-#define STATS_SERVICE_MAGIC 0x55105940u
 #define STATS_MAGIC 0x57093306u
 
-static int varint(const uint8_t **p, const uint8_t *end, uint64_t *ret) {
-        uint64_t v = 0;
-        for (unsigned shift = 0; shift < 64; shift += 7) {
-                if (*p >= end)
-                        return -EBADMSG;
-                uint8_t b = *(*p)++;
-                v |= (uint64_t)(b & 0x7f) << shift;
-                if (!(b & 0x80)) {
-                        *ret = v;
-                        return 0;
-                }
-        }
-        return -EBADMSG;
-}
+/* stats_entry: 1 dump_stats_entry, 2 restore_stats_entry. */
+static int parse_entry(const uint8_t *msg, size_t len, bool dump, ckpt__stats *s) {
+        ckpt__pb pb = {msg, msg + len};
+        ckpt__pb_field f;
+        int r;
 
-/* Level 0 is stats_entry (1: dump, 2: restore); level 1 the entry itself. */
-static int parse_message(const uint8_t *p, const uint8_t *end, ckpt__stats *s, int level, bool dump) {
-        while (p < end) {
-                uint64_t key, v;
-                if (varint(&p, end, &key) < 0)
-                        return -EBADMSG;
-                unsigned field = (unsigned)(key >> 3), wire = (unsigned)(key & 7);
-                switch (wire) {
-                case 0:
-                        if (varint(&p, end, &v) < 0)
-                                return -EBADMSG;
-                        if (level == 1 && dump) {
-                                switch (field) {
-                                case 1: s->freezing_us = v; break;
-                                case 2: s->frozen_us = v; break;
-                                case 3: s->memdump_us = v; break;
-                                case 4: s->memwrite_us = v; break;
-                                case 7: s->pages_written = v; break;
-                                default: break;
-                                }
-                        } else if (level == 1) {
-                                switch (field) {
-                                case 3: s->forking_us = v; break;
-                                case 4: s->restore_us = v; break;
-                                case 5: s->pages_restored = v; break;
-                                default: break;
-                                }
+        while ((r = ckpt__pb_next(&pb, &f)) > 0) {
+                if (f.wire != CKPT__PB_VARINT)
+                        continue;
+                if (dump) {
+                        switch (f.number) {
+                        case 1: s->freezing_us = f.v; break;
+                        case 2: s->frozen_us = f.v; break;
+                        case 3: s->memdump_us = f.v; break;
+                        case 4: s->memwrite_us = f.v; break;
+                        case 7: s->pages_written = f.v; break;
+                        default: break;
                         }
-                        break;
-                case 1:
-                        if (end - p < 8)
-                                return -EBADMSG;
-                        p += 8;
-                        break;
-                case 2:
-                        if (varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
-                                return -EBADMSG;
-                        if (level == 0 && (field == 1 || field == 2)) {
-                                if (field == 1)
-                                        s->dump = true;
-                                else
-                                        s->restore = true;
-                                if (parse_message(p, p + v, s, 1, field == 1) < 0)
-                                        return -EBADMSG;
+                } else {
+                        switch (f.number) {
+                        case 3: s->forking_us = f.v; break;
+                        case 4: s->restore_us = f.v; break;
+                        case 5: s->pages_restored = f.v; break;
+                        default: break;
                         }
-                        p += v;
-                        break;
-                case 5:
-                        if (end - p < 4)
-                                return -EBADMSG;
-                        p += 4;
-                        break;
-                default: return -EBADMSG;
                 }
         }
-        return 0;
+        return r;
 }
 
 int ckpt__stats_parse(const uint8_t *buf, size_t len, ckpt__stats *ret) {
         ckpt__stats s = {};
-        uint32_t m1, m2, size;
+        const uint8_t *msg;
+        ckpt__img img;
+        ckpt__pb pb;
+        ckpt__pb_field f;
+        size_t mlen;
+        uint32_t m;
+        int r;
 
-        if (len < 12)
+        /* A stats image is a service image: both magics are required. */
+        if (len < 8 || (memcpy(&m, buf, 4), m) != 0x55105940u)
                 return -EBADMSG;
-        memcpy(&m1, buf, 4);
-        memcpy(&m2, buf + 4, 4);
-        memcpy(&size, buf + 8, 4);
-        if (m1 != STATS_SERVICE_MAGIC || m2 != STATS_MAGIC || size > len - 12)
+        r = ckpt__img_init(&img, buf, len, STATS_MAGIC);
+        if (r >= 0)
+                r = ckpt__img_next(&img, &msg, &mlen);
+        if (r <= 0)
                 return -EBADMSG;
-        if (parse_message(buf + 12, buf + 12 + size, &s, 0, false) < 0)
+        pb = (ckpt__pb){msg, msg + mlen};
+        while ((r = ckpt__pb_next(&pb, &f)) > 0) {
+                if (f.wire != CKPT__PB_BYTES || (f.number != 1 && f.number != 2))
+                        continue;
+                if (f.number == 1)
+                        s.dump = true;
+                else
+                        s.restore = true;
+                if (parse_entry(f.data, f.len, f.number == 1, &s) < 0)
+                        return -EBADMSG;
+        }
+        if (r < 0)
                 return -EBADMSG;
         *ret = s;
         return 0;

@@ -346,9 +346,12 @@ static int build_copts(ckpt__call *call, const ckpt_criu_opts *o, const char *cr
         criu_local_set_images_dir_fd(c, call->imgfd);
         criu_local_set_work_dir_fd(c, call->workfd);
         criu_local_set_log_level(c, o->log_level > 0 ? o->log_level : DEFAULT_LOG_LEVEL);
-        criu_local_set_tcp_established(c, o->tcp_established);
+        if (o->tcp < 0 || o->tcp >= _CKPT_TCP_MODE_MAX || o->locks < 0 || o->locks >= _CKPT_FILE_LOCKS_MAX)
+                return nm_error_set(err, -EINVAL, "bad TCP or file lock mode");
+        criu_local_set_tcp_established(c, o->tcp == CKPT_TCP_MOVE);
+        criu_local_set_tcp_close(c, o->tcp == CKPT_TCP_CLOSE);
         criu_local_set_ext_unix_sk(c, o->ext_unix_sk);
-        criu_local_set_file_locks(c, o->file_locks);
+        criu_local_set_file_locks(c, o->locks == CKPT_FILE_LOCKS_MOVE);
         criu_local_set_shell_job(c, o->shell_job);
         if (o->manage_cgroups < 0 || o->manage_cgroups >= _CKPT_CGROUP_MODE_MAX)
                 return nm_error_set(err, -EINVAL, "bad cgroup mode");
@@ -480,6 +483,10 @@ static int dump_after(ckpt_dump_req *req) {
         int r;
 
         dump_fill_stats(req);
+        if (ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &werr) < 0) {
+                snprintf(req->warning, sizeof(req->warning), "%s", nm_error_msg(&werr));
+                werr = (nm_error){};
+        }
         r = ckpt_tree_walk(call->imgfd, &e, &n, &werr);
         if (r >= 0 && req->lazy) {
                 /* A lazy dump's images were on their way at post-dump: they
@@ -709,6 +716,7 @@ void ckpt_dump_req_done(ckpt_dump_req *req) {
         if (!req)
                 return;
         req->metadata = ckpt_metadata_free(req->metadata);
+        ckpt_stopped_tasks_done(&req->stopped_tasks);
         free(req->criu_path);
         free(req->criu_version);
         free(req->work_dir);
@@ -735,6 +743,26 @@ static void restore_finish(ckpt__call *call) {
         req->cb(req, rc);
 }
 
+/* What CRIU recorded at the freeze, read once the images are verified and
+ * before CRIU runs: which tasks were stopped (so that nothing is restored
+ * that could later be woken wrongly), and whether the dump closed TCP
+ * connections, which CRIU then requires on restore too. */
+static int restore_facts(ckpt_restore_req *req) {
+        ckpt__call *call = &req->call;
+        bool dumped_closed = false;
+        int r;
+
+        r = ckpt__images_tcp_close(call->imgfd, &dumped_closed);
+        if (r < 0)
+                return nm_error_errno(&req->error, r, "cannot read %s/inventory.img", CKPT_IMAGES_DIR);
+        if (dumped_closed) {
+                criu_local_set_tcp_established(call->copts, false);
+                criu_local_set_tcp_close(call->copts, true);
+                req->tcp_closed = true;
+        }
+        return ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &req->error);
+}
+
 static void restore_work(uv_work_t *w) {
         ckpt_restore_req *req = container_of(w, ckpt_restore_req, call.work);
         ckpt__call *call = &req->call;
@@ -755,6 +783,11 @@ static void restore_work(uv_work_t *w) {
                         return;
                 }
                 req->verified = true;
+        }
+        call->rc = restore_facts(req);
+        if (call->rc < 0) {
+                nm_error_prefix(&req->error, "checkpoint %s: nothing was restored", call->dir);
+                return;
         }
         unblock_signals(&old);
         t = ckpt__now_usec();
@@ -837,6 +870,7 @@ static int pages_consumable(int imgfd) {
 static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts) {
         static const char *const stale[] = {RESTORE_LOG, "stats-restore", RESTORE_CONF, NULL};
         ckpt__call *call = &req->call;
+        ckpt_criu_opts copts = {};
         nm_error *err = &req->error;
         int r;
 
@@ -874,7 +908,12 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         req->work_dir = strdup(call->work_dir);
         if (!req->work_dir)
                 return -ENOMEM;
-        r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
+        /* What the dump kept comes back, unless CLOSE is asked; a dump made
+         * with tcp-close adds it on the worker (restore_facts). */
+        copts = opts->criu;
+        copts.tcp = opts->criu.tcp == CKPT_TCP_CLOSE ? CKPT_TCP_CLOSE : CKPT_TCP_MOVE;
+        req->tcp_closed = copts.tcp == CKPT_TCP_CLOSE;
+        r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
         if (opts->consume_pages) {
@@ -936,6 +975,7 @@ void ckpt_restore_req_done(ckpt_restore_req *req) {
         if (!req)
                 return;
         req->metadata = ckpt_metadata_free(req->metadata);
+        ckpt_stopped_tasks_done(&req->stopped_tasks);
         free(req->criu_path);
         free(req->criu_version);
         free(req->work_dir);

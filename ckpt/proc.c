@@ -112,22 +112,93 @@ static int check_root(pid_t root, uint64_t root_start_ticks, nm_error *err) {
         return 0;
 }
 
-int ckpt_resume(pid_t root, uint64_t root_start_ticks, nm_error *err) {
-        _cleanup_free_ pid_t *pids = NULL;
+/* The pids of a process in each pid namespace it is in, outermost first
+ * (the NSpid line of /proc/<pid>/status). */
+static int ns_pids_of(pid_t pid, pid_t *ret, size_t max, size_t *ret_n) {
+        _cleanup_free_ char *status = NULL;
+        const char *line;
         size_t n = 0;
+        int r;
+
+        r = ckpt__proc_read(pid, "status", &status, NULL);
+        if (r < 0)
+                return r;
+        line = strstr(status, "\nNSpid:");
+        if (!line)
+                return -EBADMSG;
+        line += strlen("\nNSpid:");
+        for (;;) {
+                char *end;
+                long v;
+                while (*line == ' ' || *line == '\t')
+                        line++;
+                if (*line == '\n' || *line == '\0')
+                        break;
+                errno = 0;
+                v = strtol(line, &end, 10);
+                if (errno || end == line || v <= 0 || n >= max)
+                        return -EBADMSG;
+                ret[n++] = (pid_t)v;
+                line = end;
+        }
+        if (n == 0)
+                return -EBADMSG;
+        *ret_n = n;
+        return 0;
+}
+
+#define NS_DEPTH_MAX 33 /* the kernel nests at most 32 pid namespaces */
+
+/* Whether pid must stay stopped: its pid at the depth of the root's
+ * innermost namespace (the tree's own, whose pids CRIU recorded) is in
+ * keep. */
+static int must_stay_stopped(pid_t pid, size_t depth, const ckpt_stopped_tasks *keep) {
+        pid_t ns[NS_DEPTH_MAX];
+        size_t n;
+        int r = ns_pids_of(pid, ns, NS_DEPTH_MAX, &n);
+        if (r < 0)
+                return r;
+        if (n < depth)
+                return -EBADMSG; /* not inside the root's namespace: not of this tree */
+        return ckpt_stopped_tasks_has(keep, ns[depth - 1]);
+}
+
+int ckpt_resume(pid_t root, uint64_t root_start_ticks, const ckpt_stopped_tasks *keep_stopped,
+                nm_error *err) {
+        _cleanup_free_ pid_t *pids = NULL;
+        pid_t ns[NS_DEPTH_MAX];
+        size_t n = 0, depth = 0;
         int r;
 
         r = check_root(root, root_start_ticks, err);
         if (r < 0)
                 return r;
+        if (keep_stopped && keep_stopped->n > 0) {
+                r = ns_pids_of(root, ns, NS_DEPTH_MAX, &depth);
+                if (r < 0)
+                        return nm_error_errno(err, r, "cannot read the pid namespaces of %d", (int)root);
+        }
         r = ckpt_tree_pids(root, &pids, &n);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot list the process tree of %d", (int)root);
-        /* kill(), not tgkill(): SIGCONT ends the group stop of every
-         * thread of a process. */
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n; i++) {
+                if (depth > 0) {
+                        r = must_stay_stopped(pids[i], depth, keep_stopped);
+                        if (r == -ESRCH || r == -ENOENT)
+                                continue; /* gone meanwhile */
+                        if (r < 0)
+                                return nm_error_errno(err, r,
+                                                      "cannot tell whether pid %d was stopped before the "
+                                                      "dump; the tree stays stopped",
+                                                      (int)pids[i]);
+                        if (r > 0)
+                                continue;
+                }
+                /* kill(), not tgkill(): SIGCONT ends the group stop of every
+                 * thread of a process. */
                 if (kill(pids[i], SIGCONT) < 0 && errno != ESRCH)
                         return nm_error_errno(err, negative_errno(), "cannot continue pid %d", (int)pids[i]);
+        }
         return 0;
 }
 

@@ -8,6 +8,7 @@
 
 #include "cli-client.h"
 #include "cli.h"
+#include "config.h"
 #include "exit-codes.h"
 #include "macro.h"
 
@@ -16,7 +17,7 @@ typedef struct common_opts {
         bool json;
 } common_opts;
 
-enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY };
+enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY, OPT_TCP };
 
 #define COMMON_OPTIONS                                                                                    \
         {"socket", required_argument, NULL, OPT_SOCKET}, {"config", required_argument, NULL, OPT_CONFIG}, \
@@ -161,7 +162,22 @@ static void migrate_help(FILE *f) {
                 "                        CRIU ends the one here, and the result is \"lost\"\n"
                 "                        (exit 9). Use it for containers that can be restarted.\n"
                 "                        Pages travel inside the SSH session (its integrity\n"
-                "                        check) and are not covered by the image HMAC.\n" COMMON_HELP "\n"
+                "                        check) and are not covered by the image HMAC.\n"
+                "      --tcp MODE        established TCP connections: auto, move or close\n"
+                "                        (default: [agent] tcp, auto unless configured). 'move'\n"
+                "                        takes each connection with its state: right only where\n"
+                "                        both ends stay reachable after the move (inside the\n"
+                "                        container's own network namespace, or a peer on the\n"
+                "                        same bridge). 'close' closes them on TARGET; the\n"
+                "                        application sees them fail and reconnects (a rollback\n"
+                "                        closes them too). 'auto' moves them when the container\n"
+                "                        has a network namespace of its own and closes them\n"
+                "                        when it shares this node's, whose addresses stay "
+                "here.\n" COMMON_HELP "\n"
+                "Everything else CRIU can checkpoint moves as it is: file locks (flock, POSIX,\n"
+                "open-file-description locks, leases) stay held, and tasks that were stopped\n"
+                "(SIGSTOP, SIGTSTP) before the move stay stopped on TARGET.\n"
+                "\n"
                 "On a terminal a live progress line shows the phase, bytes, rate and ETA.\n"
                 "\n"
                 "Exit status:\n"
@@ -180,12 +196,14 @@ static void migrate_help(FILE *f) {
 int verb_migrate(int argc, char **argv) {
         static const struct option options[] = {{"pid", required_argument, NULL, OPT_PID},
                                                 {"lazy", no_argument, NULL, OPT_LAZY},
+                                                {"tcp", required_argument, NULL, OPT_TCP},
                                                 COMMON_OPTIONS,
                                                 {}};
         common_opts o = {};
         const char *ref = NULL, *target = NULL;
         unsigned long pid = 0;
         bool lazy = false;
+        const char *tcp = NULL;
         json_t *doc = NULL;
         cli_out out;
         int c, r;
@@ -197,6 +215,14 @@ int verb_migrate(int argc, char **argv) {
                 switch (c) {
                 case OPT_PID: pid = strtoul(optarg, NULL, 10); break;
                 case OPT_LAZY: lazy = true; break;
+                case OPT_TCP:
+                        if (agent_tcp_policy_from_string(optarg) < 0) {
+                                fprintf(stderr, "%s: --tcp wants auto, move or close, not '%s'\n",
+                                        cli_program, optarg);
+                                return NM_EXIT_USAGE;
+                        }
+                        tcp = optarg;
+                        break;
                 case 'h': migrate_help(stdout); return NM_EXIT_OK;
                 default: migrate_help(stderr); return NM_EXIT_USAGE;
                 }
@@ -210,13 +236,18 @@ int verb_migrate(int argc, char **argv) {
                         cli_program);
                 return NM_EXIT_USAGE;
         }
-        proto_opt opts[] = {{.key = "lazy", .kind = PROTO_OPT_BOOL, .b = lazy}};
+        proto_opt opts[2];
+        size_t n_opts = 0;
+        if (lazy)
+                opts[n_opts++] = (proto_opt){.key = "lazy", .kind = PROTO_OPT_BOOL, .b = true};
+        if (tcp)
+                opts[n_opts++] = (proto_opt){.key = "tcp", .kind = PROTO_OPT_STR, .s = tcp};
         proto_msg req = {.type = PROTO_MSG_MIGRATE,
                          .migrate = {.container = ref,
                                      .has_pid = pid > 0,
                                      .pid = (uint32_t)pid,
                                      .target = target,
-                                     .opts = {opts, lazy ? 1 : 0}}};
+                                     .opts = {opts, n_opts}}};
         cli_out_init(&out, stdout, o.json);
         r = call_agent(&o, &req, &out, &doc);
         if (r >= 0)

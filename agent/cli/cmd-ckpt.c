@@ -171,9 +171,11 @@ int cmd_verify(int argc, char **argv) {
 enum {
         OPT_CRIU = 0x100,
         OPT_WORK_DIR,
+        OPT_TCP,
         OPT_TCP_ESTABLISHED,
         OPT_EXT_UNIX_SK,
         OPT_FILE_LOCKS,
+        OPT_NO_FILE_LOCKS,
         OPT_SHELL_JOB,
         OPT_MANAGE_CGROUPS,
         OPT_EXTERNAL_MOUNT,
@@ -185,9 +187,11 @@ enum {
 
 #define CRIU_LONG_OPTIONS                                                                                   \
         {"criu", required_argument, NULL, OPT_CRIU}, {"work-dir", required_argument, NULL, OPT_WORK_DIR},   \
+                {"tcp", required_argument, NULL, OPT_TCP},                                                  \
                 {"tcp-established", no_argument, NULL, OPT_TCP_ESTABLISHED},                                \
                 {"ext-unix-sk", no_argument, NULL, OPT_EXT_UNIX_SK},                                        \
                 {"file-locks", no_argument, NULL, OPT_FILE_LOCKS},                                          \
+                {"no-file-locks", no_argument, NULL, OPT_NO_FILE_LOCKS},                                    \
                 {"shell-job", no_argument, NULL, OPT_SHELL_JOB},                                            \
                 {"manage-cgroups", required_argument, NULL, OPT_MANAGE_CGROUPS},                            \
                 {"external-mount", required_argument, NULL, OPT_EXTERNAL_MOUNT},                            \
@@ -203,9 +207,12 @@ static const char *const criu_options_help =
         "                         group/other-writable.\n"
         "  --work-dir DIR         CRIU's work directory and log (default: DIR.work beside the\n"
         "                         checkpoint directory; never inside it, which is signed)\n"
-        "  --tcp-established      checkpoint/restore established TCP connections\n"
+        "  --tcp MODE             established TCP connections (see TCP below)\n"
+        "  --tcp-established      the same as --tcp move\n"
         "  --ext-unix-sk          allow unix sockets connected outside the tree\n"
-        "  --file-locks           checkpoint/restore file locks\n"
+        "  --no-file-locks        refuse a tree that holds file locks (by default flock, POSIX\n"
+        "                         and open-file-description locks and leases move with it;\n"
+        "                         --file-locks is accepted and changes nothing)\n"
         "  --shell-job            allow a session or tty outside the tree\n"
         "  --manage-cgroups MODE  CRIU cgroup mode: default, ignore, none, props, soft, full, strict\n"
         "  --external-mount K:V   an external bind mount (repeatable); checkpoint: MOUNTPOINT:NAME,\n"
@@ -216,6 +223,7 @@ static const char *const criu_options_help =
 
 typedef struct criu_args {
         ckpt_criu_opts opts;
+        bool tcp_auto; /* checkpoint: --tcp auto (the default) */
         const char *criu_path;
         ckpt_ext_mount mounts[EXT_MOUNTS_MAX];
         bool verbose;
@@ -227,9 +235,21 @@ static int parse_criu_option(criu_args *a, int c, const char *verb) {
         switch (c) {
         case OPT_CRIU: a->criu_path = optarg; return 1;
         case OPT_WORK_DIR: a->opts.work_dir = optarg; return 1;
-        case OPT_TCP_ESTABLISHED: a->opts.tcp_established = true; return 1;
+        case OPT_TCP:
+                a->tcp_auto = strcmp(optarg, "auto") == 0;
+                if (a->tcp_auto)
+                        return 1;
+                a->opts.tcp = ckpt_tcp_mode_from_string(optarg);
+                if (a->opts.tcp < 0)
+                        return usage_error(verb, "--tcp wants auto, move, close or refuse"), -1;
+                return 1;
+        case OPT_TCP_ESTABLISHED:
+                a->tcp_auto = false;
+                a->opts.tcp = CKPT_TCP_MOVE;
+                return 1;
         case OPT_EXT_UNIX_SK: a->opts.ext_unix_sk = true; return 1;
-        case OPT_FILE_LOCKS: a->opts.file_locks = true; return 1;
+        case OPT_FILE_LOCKS: a->opts.locks = CKPT_FILE_LOCKS_MOVE; return 1;
+        case OPT_NO_FILE_LOCKS: a->opts.locks = CKPT_FILE_LOCKS_REFUSE; return 1;
         case OPT_SHELL_JOB: a->opts.shell_job = true; return 1;
         case 'v': a->verbose = true; return 1;
         case OPT_MANAGE_CGROUPS:
@@ -307,6 +327,13 @@ static void checkpoint_help(void) {
                "                         pid namespace)\n"
                "  --no-sign              do not write checkpoint.hmac\n"
                "%s"
+               "\nTCP\n"
+               "  --tcp auto (the default) moves established connections when the tree has a network\n"
+               "  namespace of its own (both ends of each connection are inside it) and closes them\n"
+               "  otherwise (its addresses belong to this node). 'move' dumps each connection with\n"
+               "  its state (CRIU's tcp-established); use it only where both ends stay reachable.\n"
+               "  'close' dumps the tree whatever it has connected and every connection is closed on\n"
+               "  restore, here too (CRIU's tcp-close). 'refuse' fails on any connection.\n"
                "\n%s\n%s"
                "\nEXAMPLE\n"
                "  %s checkpoint web1 -o /var/lib/nucleus-migrate/web1.ckpt\n",
@@ -338,7 +365,8 @@ static int find_target(const char *ref, pid_t pid, ckpt_container **ret) {
         return NM_EXIT_OK;
 }
 
-static void print_dump(const ckpt_dump_req *req, const ckpt_container *c, const char *dir, bool signed_) {
+static void print_dump(const ckpt_dump_req *req, const ckpt_container *c, const char *dir, bool signed_,
+                       ckpt_tcp_mode tcp) {
         printf("checkpointed %s %s (%s), pid %d, into %s\n", c->bare ? "process tree" : "container", c->id,
                c->name, (int)c->pid, dir);
         printf("  criu:       %s (%s)\n", req->criu_path, req->criu_version);
@@ -346,6 +374,10 @@ static void print_dump(const ckpt_dump_req *req, const ckpt_container *c, const 
         printf("  frozen:     %.1f ms%s\n", ms(req->stats.frozen_usec),
                req->stats.from_criu_stats ? "" : " (between CRIU's pre-dump and post-dump notifications)");
         printf("  criu dump:  %.1f ms\n", ms(req->stats.criu_usec));
+        printf("  tcp:        %s\n", ckpt_tcp_mode_to_string(tcp));
+        if (req->stopped_tasks.n > 0)
+                printf("  stopped:    %zu task(s) were stopped and stay so when restored\n",
+                       req->stopped_tasks.n);
         if (signed_)
                 printf("  signed:     %s (%.1f ms)\n", req->hmac, ms(req->stats.sign_usec));
         printf("  total:      %.1f ms\n", ms(req->stats.total_usec));
@@ -366,7 +398,7 @@ int cmd_checkpoint(int argc, char **argv) {
         };
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
         _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
-        criu_args a = {};
+        criu_args a = {.tcp_auto = true};
         const char *dir = NULL;
         bool sign = true;
         pid_t pid = 0;
@@ -396,6 +428,8 @@ int cmd_checkpoint(int argc, char **argv) {
         r = find_target(pid > 0 ? NULL : argv[optind], pid, &c);
         if (r != NM_EXIT_OK)
                 return r;
+        if (a.tcp_auto)
+                a.opts.tcp = ckpt_tcp_mode_auto(c);
         if (resolve_criu(&a, "checkpoint", &criu) < 0)
                 return NM_EXIT_FAILURE;
         a.opts.criu = criu;
@@ -428,7 +462,7 @@ int cmd_checkpoint(int argc, char **argv) {
                 ckpt_dump_req_done(&req);
                 return NM_EXIT_FAILURE;
         }
-        print_dump(&req, c, dir, sign);
+        print_dump(&req, c, dir, sign, a.opts.tcp);
         ckpt_dump_req_done(&req);
         return NM_EXIT_OK;
 }
@@ -452,9 +486,13 @@ static void restore_help(void) {
                "OPTIONS\n"
                "  -i, --input DIR        the checkpoint directory\n"
                "  --leave-stopped        leave every task stopped; continue them later with\n"
-               "                         '%s resume PID', or drop them with\n"
+               "                         '%s resume -i DIR PID', or drop them with\n"
                "                         '%s kill-tree PID'\n"
                "%s"
+               "\nTasks that were stopped when the checkpoint was taken (SIGSTOP, SIGTSTP) stay\n"
+               "stopped. Established TCP connections come back as the checkpoint kept them; with\n"
+               "--tcp close they are restored closed, as they are anyway when the checkpoint was\n"
+               "taken with --tcp close.\n"
                "\n%s\n%s"
                "\nEXAMPLE\n"
                "  %s restore -i /var/lib/nucleus-migrate/web1.ckpt\n",
@@ -512,10 +550,11 @@ static int finish_restore(ckpt_restore_req *req, const char *dir, const char *st
                                 cli_program, (int)req->pid);
                 return NM_EXIT_FAILURE;
         }
-        if (!leave_stopped && ckpt_resume(req->pid, req->start_ticks, &err) < 0) {
+        if (!leave_stopped && ckpt_resume(req->pid, req->start_ticks, &req->stopped_tasks, &err) < 0) {
                 failf("restore", &err);
-                fprintf(stderr, "%s restore: pid %d is restored but stopped; retry with: %s resume %d\n",
-                        cli_program, (int)req->pid, cli_program, (int)req->pid);
+                fprintf(stderr,
+                        "%s restore: pid %d is restored but stopped; retry with: %s resume -i %s %d\n",
+                        cli_program, (int)req->pid, cli_program, dir, (int)req->pid);
                 return NM_EXIT_FAILURE;
         }
         printf("restored %s %s (%s) from %s as pid %d%s\n", c->bare ? "process tree" : "container", c->id,
@@ -523,14 +562,19 @@ static int finish_restore(ckpt_restore_req *req, const char *dir, const char *st
         printf("  criu:        %s (%s)\n", req->criu_path, req->criu_version);
         printf("  verified:    %s (%.1f ms)\n", req->hmac, ms(req->stats.verify_usec));
         printf("  criu restore: %.1f ms\n", ms(req->stats.criu_usec));
+        if (req->tcp_closed)
+                printf("  tcp:         established connections restored closed\n");
+        if (req->stopped_tasks.n > 0)
+                printf("  stopped:     %zu task(s) were stopped at the checkpoint and stay stopped\n",
+                       req->stopped_tasks.n);
         printf("  total:       %.1f ms\n", ms(req->stats.total_usec));
         printf("  criu log:    %s/restore.log\n", req->work_dir);
         if (!c->bare)
                 printf("  state file:  %s/%s.json\n", state_dir, c->id);
         if (leave_stopped)
-                printf("Every task is stopped: continue with '%s resume %d' or drop with '%s kill-tree "
-                       "%d'\n",
-                       cli_program, (int)req->pid, cli_program, (int)req->pid);
+                printf("Every task is stopped: continue with '%s resume -i %s %d' or drop with '%s "
+                       "kill-tree %d'\n",
+                       cli_program, dir, (int)req->pid, cli_program, (int)req->pid);
         return NM_EXIT_OK;
 }
 
@@ -601,22 +645,33 @@ int cmd_restore(int argc, char **argv) {
 
 /* ---- resume / kill-tree ------------------------------------------------- */
 
-static int pid_verb(int argc, char **argv, void (*help)(void), int (*fn)(pid_t, uint64_t, nm_error *),
-                    const char *done) {
-        static const struct option opts[] = {{"help", no_argument, NULL, 'h'}, {}};
+/* The verbs' fn: pid, start ticks (0: unchecked), the checkpoint DIR of
+ * -i (NULL when not given). */
+typedef int (*pid_fn)(pid_t pid, const char *dir, nm_error *err);
+
+static int pid_verb(int argc, char **argv, void (*help)(void), bool takes_dir, pid_fn fn, const char *done) {
+        static const struct option opts[] = {
+                {"input", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'}, {}};
+        const char *dir = NULL;
         nm_error err = {};
         pid_t pid;
         int c;
 
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) >= 0) {
+        while ((c = getopt_long(argc, argv, takes_dir ? "i:h" : "h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'h': help(); return NM_EXIT_OK;
+                case 'i':
+                        if (takes_dir) {
+                                dir = optarg;
+                                break;
+                        }
+                        return usage_error(argv[0], "bad option");
                 default: return usage_error(argv[0], "bad option");
                 }
         }
         if (optind + 1 != argc || parse_pid(argv[optind], &pid) < 0)
                 return usage_error(argv[0], "expects one PID (> 1)");
-        if (fn(pid, 0, &err) < 0) {
+        if (fn(pid, dir, &err) < 0) {
                 failf(argv[0], &err);
                 return err.code == -ESRCH ? NM_EXIT_NOT_FOUND : NM_EXIT_FAILURE;
         }
@@ -625,13 +680,16 @@ static int pid_verb(int argc, char **argv, void (*help)(void), int (*fn)(pid_t, 
 }
 
 static void resume_help(void) {
-        printf("Usage: %s resume PID\n"
+        printf("Usage: %s resume [-i DIR] PID\n"
                "\n"
                "Continues a process tree restored with --leave-stopped: sends SIGCONT to PID and\n"
-               "every descendant (CRIU leaves every task stopped, not only the root).\n"
+               "every descendant (CRIU leaves every task stopped, not only the root). With -i, the\n"
+               "tasks that the checkpoint DIR found stopped stay stopped, as they were before it\n"
+               "was taken; without it every task continues.\n"
                "\n"
                "OPTIONS\n"
-               "  -h, --help   this text\n"
+               "  -i, --input DIR   the checkpoint the tree was restored from\n"
+               "  -h, --help        this text\n"
                "\n%s",
                cli_program, exit_help);
 }
@@ -649,10 +707,29 @@ static void kill_tree_help(void) {
                cli_program, exit_help);
 }
 
+static int resume_tree(pid_t pid, const char *dir, nm_error *err) {
+        ckpt_stopped_tasks keep = {};
+        int r;
+
+        if (dir) {
+                r = ckpt_stopped_tasks_load(dir, &keep, err);
+                if (r < 0)
+                        return r;
+        }
+        r = ckpt_resume(pid, 0, &keep, err);
+        ckpt_stopped_tasks_done(&keep);
+        return r;
+}
+
+static int kill_tree(pid_t pid, const char *dir, nm_error *err) {
+        (void)dir;
+        return ckpt_kill_tree(pid, 0, err);
+}
+
 int cmd_resume(int argc, char **argv) {
-        return pid_verb(argc, argv, resume_help, ckpt_resume, "resumed");
+        return pid_verb(argc, argv, resume_help, true, resume_tree, "resumed");
 }
 
 int cmd_kill_tree(int argc, char **argv) {
-        return pid_verb(argc, argv, kill_tree_help, ckpt_kill_tree, "killed");
+        return pid_verb(argc, argv, kill_tree_help, false, kill_tree, "killed");
 }

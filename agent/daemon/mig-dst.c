@@ -335,13 +335,38 @@ static void dst_cancel_restore(mig *m) {
 
 /* ---- commit ---- */
 
+/* Continues the stopped copy, but leaves stopped what the dump found
+ * stopped. Those facts came with the restore, or, if this agent restarted
+ * since, are read again from the staged images. */
+static int dst_resume_tasks(mig *m, nm_error *err) {
+        ckpt_stopped_tasks loaded = {};
+        const ckpt_stopped_tasks *keep = &m->restore.stopped_tasks;
+        int r;
+
+        if (m->restore.pid != m->restored_pid) {
+                r = ckpt_stopped_tasks_load(m->staging, &loaded, err);
+                if (r < 0)
+                        return r;
+                keep = &loaded;
+        }
+        if (keep->n > 0)
+                log_ctx_info(m->id, "%zu task(s) were stopped before the move and stay stopped", keep->n);
+        r = ckpt_resume(m->restored_pid, m->restored_ticks, keep, err);
+        ckpt_stopped_tasks_done(&loaded);
+        return r;
+}
+
 static mig_act_result dst_resume(mig *m, mig_event *ret) {
         nm_error err = {};
 
-        if (ckpt_resume(m->restored_pid, m->restored_ticks, &err) < 0) {
-                nm_error_set(&ret->err, -ESRCH, "the stopped copy (pid %d) is gone: %s",
+        if (dst_resume_tasks(m, &err) < 0) {
+                /* ESRCH either way: the source then restores its own images.
+                 * A copy that is still here (its stopped tasks could not be
+                 * told) is killed with the staging. */
+                nm_error_set(&ret->err, -ESRCH, "cannot resume the stopped copy (pid %d): %s",
                              (int)m->restored_pid, err.msg);
-                m->restored_pid = 0;
+                if (err.code == -ESRCH)
+                        m->restored_pid = 0;
                 ret->dst.kind = DST_EV_RESUME_FAILED;
                 return MIG_ACT_FAILED;
         }

@@ -308,7 +308,7 @@ static void src_dump_start(mig *m) {
 
         snprintf(work, sizeof(work), "%s/%s-dump", a->criu_work_dir, m->id);
         ckpt_dump_opts o = {
-                .criu = {.criu = a->criu, .work_dir = work},
+                .criu = {.criu = a->criu, .work_dir = work, .tcp = m->tcp},
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
@@ -677,18 +677,46 @@ static int src_prepare(agent *a, const proto_migrate *req, ckpt_container **ret,
         return 0;
 }
 
+/* The move's --tcp, else [agent] tcp; auto: what suits the container. */
+static int src_tcp_mode(agent *a, const proto_migrate *req, const ckpt_container *c, ckpt_tcp_mode *ret,
+                        nm_error *err) {
+        const proto_opt *o = proto_opts_get(&req->opts, "tcp");
+        agent_tcp_policy p = a->cfg.tcp;
+
+        if (o) {
+                p = o->kind == PROTO_OPT_STR ? agent_tcp_policy_from_string(o->s)
+                                             : _AGENT_TCP_POLICY_INVALID;
+                if (p < 0)
+                        return nm_error_set(err, -EINVAL, "--tcp wants auto, move or close");
+        }
+        switch (p) {
+        case AGENT_TCP_MOVE: *ret = CKPT_TCP_MOVE; return 0;
+        case AGENT_TCP_CLOSE: *ret = CKPT_TCP_CLOSE; return 0;
+        case AGENT_TCP_AUTO:
+        case _AGENT_TCP_POLICY_MAX:
+        case _AGENT_TCP_POLICY_INVALID: break;
+        }
+        *ret = ckpt_tcp_mode_auto(c);
+        return 0;
+}
+
 int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch, void *ud,
                   char ret_id[PROTO_ID_MAX + 1], nm_error *err) {
         ckpt_container *c = NULL;
         const agent_peer *p = NULL;
         const proto_opt *lazy;
+        ckpt_tcp_mode tcp = CKPT_TCP_CLOSE;
         char id[33], path[PATH_MAX];
         mig *m;
         int r;
 
         r = src_prepare(a, req, &c, &p, err);
-        if (r < 0)
+        if (r >= 0)
+                r = src_tcp_mode(a, req, c, &tcp, err);
+        if (r < 0) {
+                ckpt_container_free(c);
                 return r;
+        }
         agent_new_id(id);
         m = mig_new(a, MIG_ROLE_SOURCE, id, &src_ops);
         if (!m) {
@@ -703,6 +731,7 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         m->images_dir = strdup(path);
         lazy = proto_opts_get(&req->opts, "lazy");
         m->src = src_state_new(lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b);
+        m->tcp = tcp;
         if (watch)
                 (void)mig_watch_add(m, watch, ud);
         mig_rec_set_str(m, "container_id", c->id);
@@ -712,8 +741,9 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         mig_rec_set(m, "bare", json_boolean(c->bare));
         mig_rec_set_str(m, "peer", p->name);
         mig_rec_set_str(m, "images_dir", m->images_dir);
-        log_ctx_info(id, "moving container %s (%s, pid %d) to %s", c->id, strna(c->name), (int)c->pid,
-                     p->name);
+        mig_rec_set_str(m, "tcp", ckpt_tcp_mode_to_string(tcp));
+        log_ctx_info(id, "moving container %s (%s, pid %d) to %s; established TCP connections: %s", c->id,
+                     strna(c->name), (int)c->pid, p->name, ckpt_tcp_mode_to_string(tcp));
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
         src_feed(m, SRC_EV_START, NULL);
         return 0;

@@ -109,6 +109,7 @@ struct mig {
 
         /* source */
         ckpt_container *ctr;
+        ckpt_tcp_mode tcp; /* established TCP connections: moved or closed */
         char *images_dir;
         ckpt_dump_req dump;
         ckpt_restore_req rollback;

@@ -4,9 +4,14 @@
 # source copy is gone afterwards), the directory verifies and has the
 # nucleus layout and metadata, `restore --leave-stopped` brings it back with
 # every task stopped and its state file rewritten (unknown fields kept),
-# `resume` continues it, and its counter, pipe and open files go on.
+# `resume` continues it, and its counter, pipe and open files go on. Then a
+# tree that holds file locks, has stopped children and a TCP connection goes
+# through checkpoint and restore with the default options: the locks stay
+# held, the stopped children stay stopped (also through --leave-stopped and
+# `resume -i`), and `restore --tcp close` closes the connection.
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
+. "$(dirname "$0")/../lib/breadth.sh"
 
 # NM_MIGRATE: another build of the CLI (e.g. with sanitizers) against this fixture.
 NM=${NM_MIGRATE:-$FX_BUILD/agent/nucleus-migrate}
@@ -116,3 +121,41 @@ c2=$(count)
 [ "$c2" -gt "$c1" ] || t_fail "counter went back: $c1 -> $c2"
 t_assert_eq "$(fx_ctr_field "$work" pid)" 1 "restored init is pid 1 of its namespace"
 t_log "ok: counter $c1 -> $c2 across checkpoint, restore and resume"
+
+classes=stopped,flock,posix-lock,ofd-lock,lease,tcp-conn
+bdir=$(fx_ctr_dir n1 locks)
+read -r _ bpid < <(breadth_start n1 "$NUCLEUS_STATE_DIR" "$bdir" locks "$classes") || t_fail "the locks workload did not start"
+round=1
+report=$(breadth_check "$bpid" "$bdir" $round) || t_fail "no report from the locks workload"
+bad=$(breadth_all_ok "$report" "$classes") || t_fail "before any checkpoint: $bad"
+
+# checkpoint_restore N [RESTORE OPTIONS]: checkpoint "locks" into a new
+# directory and restore it; sets bpid to the restored init.
+checkpoint_restore() {
+	local dir=$FX_ROOT/ckpt/locks$1 out
+	shift
+	out=$(nm checkpoint locks -o "$dir" 2>&1) || t_fail "checkpoint of a tree with locks and stopped tasks failed: $out"
+	grep -q "tcp:        move" <<<"$out" || t_fail "checkpoint of a container with its own network namespace does not move its connections: $out"
+	grep -q "stopped:    2 task(s)" <<<"$out" || t_fail "checkpoint does not report 2 stopped tasks: $out"
+	out=$(nm restore -i "$dir" "$@" 2>&1) || t_fail "restore $* failed: $out"
+	bpid=$(sed -n 's/.* as pid \([0-9]*\), [a-z]*$/\1/p' <<<"$out")
+	[ -n "$bpid" ] || t_fail "restore did not print the new pid: $out"
+	fx_track_pid "$bpid"
+	if [[ " $* " == *" --leave-stopped "* ]]; then
+		nm resume -i "$dir" "$bpid" >/dev/null || t_fail "resume -i $dir $bpid failed"
+	fi
+	round=$((round + 1))
+	report=$(breadth_check "$bpid" "$bdir" $round) || t_fail "no report after restore $*"
+}
+
+t_log "file locks, stopped children and a TCP connection, with the default options"
+checkpoint_restore 1
+bad=$(breadth_all_ok "$report" "$classes") || t_fail "after checkpoint and restore: $bad"
+t_log "the same through restore --leave-stopped and resume -i"
+checkpoint_restore 2 --leave-stopped
+bad=$(breadth_all_ok "$report" "$classes") || t_fail "after restore --leave-stopped and resume -i: $bad"
+t_log "restore --tcp close"
+checkpoint_restore 3 --tcp close
+grep -q "^FAIL tcp-conn: closed:" <<<"$report" || t_fail "restore --tcp close kept the connection: $report"
+bad=$(breadth_all_ok "$report" "${classes%,tcp-conn}") || t_fail "after restore --tcp close: $bad"
+t_log "ok: locks held, stopped tasks stopped, TCP moved or closed as asked"

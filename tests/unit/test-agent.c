@@ -41,6 +41,7 @@ static void test_config_file_and_overrides(void **state) {
         _cleanup_free_ char *path = write_conf(dir, "[agent]\n"
                                                     "node = node1\n"
                                                     "work_dir = /srv/nm\n"
+                                                    "tcp = close\n"
                                                     "[ssh]\n"
                                                     "idle_timeout = 7\n"
                                                     "accept_new = yes\n"
@@ -54,8 +55,10 @@ static void test_config_file_and_overrides(void **state) {
         nm_error err = {};
 
         assert_int_equal(agent_config_init(&c), 0);
+        assert_int_equal(c.tcp, AGENT_TCP_AUTO);
         assert_int_equal(agent_config_load(&c, path, true, &err), 0);
         assert_string_equal(c.node, "node1");
+        assert_int_equal(c.tcp, AGENT_TCP_CLOSE);
         assert_string_equal(c.work_dir, "/srv/nm");
         assert_int_equal(c.idle_timeout_s, 7);
         assert_true(c.accept_new);
@@ -97,6 +100,15 @@ static void test_config_errors_name_the_line(void **state) {
         assert_non_null(strstr(err.msg, "unknown key \"nosuch\""));
         nm_error_clear(&err);
         assert_int_equal(agent_config_set_assignment(&c, "parallel", &err), -EINVAL);
+        nm_error_clear(&err);
+        /* A TCP policy that does not exist is refused and changes nothing. */
+        assert_int_equal(agent_config_set_assignment(&c, "agent.tcp=move", &err), 0);
+        assert_int_equal(c.tcp, AGENT_TCP_MOVE);
+        assert_int_equal(agent_config_set_assignment(&c, "agent.tcp=refuse", &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "tcp"));
+        assert_int_equal(c.tcp, AGENT_TCP_MOVE);
+        assert_string_equal(agent_tcp_policy_to_string(AGENT_TCP_AUTO), "auto");
+        assert_null(agent_tcp_policy_to_string(_AGENT_TCP_POLICY_MAX));
         nm_error_clear(&err);
         assert_int_equal(agent_config_set(&c, "agent", "work_dir", "relative/path", &err), 0);
         assert_int_equal(agent_config_check(&c, &err), -EINVAL);

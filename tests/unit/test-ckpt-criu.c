@@ -189,6 +189,175 @@ static size_t put_varint(uint8_t *p, uint64_t v) {
         return n;
 }
 
+/* ---- CRIU images, written the way CRIU writes them ------------------------ */
+
+#define IMG_COMMON 0x54564319u
+#define MAGIC_INVENTORY 0x58313116u
+#define MAGIC_PSTREE 0x50273030u
+#define MAGIC_CORE 0x55053847u
+
+typedef struct imgbuf {
+        uint8_t b[1024];
+        size_t n;
+} imgbuf;
+
+static void img_begin(imgbuf *im, uint32_t magic) {
+        im->n = 0;
+        if (magic != MAGIC_INVENTORY) { /* the inventory has no common magic */
+                uint32_t c = IMG_COMMON;
+                memcpy(im->b, &c, 4);
+                im->n = 4;
+        }
+        memcpy(im->b + im->n, &magic, 4);
+        im->n += 4;
+}
+
+static void img_entry(imgbuf *im, const uint8_t *msg, size_t n) {
+        uint32_t size = (uint32_t)n;
+        memcpy(im->b + im->n, &size, 4);
+        memcpy(im->b + im->n + 4, msg, n);
+        im->n += 4 + n;
+}
+
+static size_t pb_uint(uint8_t *p, unsigned field, uint64_t v) {
+        size_t n = put_varint(p, field << 3);
+        return n + put_varint(p + n, v);
+}
+
+static size_t pb_msg(uint8_t *p, unsigned field, const uint8_t *m, size_t len) {
+        size_t n = put_varint(p, (field << 3) | 2);
+        n += put_varint(p + n, len);
+        memcpy(p + n, m, len);
+        return n + len;
+}
+
+typedef struct fake_task {
+        unsigned pid, state; /* CRIU's task states: 1 alive, 2 dead (zombie), 3 stopped */
+} fake_task;
+
+/* images/ below dir/rel: inventory.img, pstree.img and one core-<pid>.img
+ * per task, as far as the fields we read go. */
+static void write_images(const char *dir, const char *rel, const fake_task *t, size_t n, bool tcp_close) {
+        char name[256];
+        uint8_t m[128], tc[64];
+        size_t k;
+        imgbuf im;
+
+        img_begin(&im, MAGIC_INVENTORY);
+        k = pb_uint(m, 1, 2); /* img_version */
+        if (tcp_close)
+                k += pb_uint(m + k, 10, 1);
+        img_entry(&im, m, k);
+        snprintf(name, sizeof(name), "%s/inventory.img", rel);
+        tu_write(dir, name, im.b, im.n, 0600);
+
+        img_begin(&im, MAGIC_PSTREE);
+        for (size_t i = 0; i < n; i++) {
+                k = pb_uint(m, 1, t[i].pid);
+                k += pb_uint(m + k, 2, i ? 1 : 0); /* ppid */
+                k += pb_uint(m + k, 3, 1);
+                k += pb_uint(m + k, 4, 1);
+                k += pb_uint(m + k, 5, t[i].pid); /* threads */
+                img_entry(&im, m, k);
+        }
+        snprintf(name, sizeof(name), "%s/pstree.img", rel);
+        tu_write(dir, name, im.b, im.n, 0600);
+
+        for (size_t i = 0; i < n; i++) {
+                size_t tk = pb_uint(tc, 1, t[i].state);
+                tk += pb_uint(tc + tk, 2, 0);
+                img_begin(&im, MAGIC_CORE);
+                k = pb_uint(m, 1, 1); /* mtype x86_64 */
+                k += pb_msg(m + k, 3, tc, tk);
+                img_entry(&im, m, k);
+                snprintf(name, sizeof(name), "%s/core-%u.img", rel, t[i].pid);
+                tu_write(dir, name, im.b, im.n, 0600);
+        }
+}
+
+static void test_stopped_tasks_from_images(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        const fake_task tasks[] = {{1, 1}, {2, 3}, {5, 2}, {7, 3}};
+        ckpt_stopped_tasks s = {};
+        nm_error err = {};
+        imgbuf im;
+
+        tu_mkdir(dir, "ckpt", 0700);
+        tu_mkdir(dir, "ckpt/images", 0700);
+        write_images(dir, "ckpt/images", tasks, ARRAY_SIZE(tasks), false);
+        /* A thread's core image has no task core; it is not in pstree.img. */
+        img_begin(&im, MAGIC_CORE);
+        img_entry(&im, (const uint8_t[]){1 << 3, 1}, 2);
+        tu_write(dir, "ckpt/images/core-3.img", im.b, im.n, 0600);
+
+        assert_int_equal(ckpt_stopped_tasks_load(ck, &s, &err), 0);
+        assert_int_equal(s.n, 2);
+        assert_int_equal(s.ns_pids[0], 2);
+        assert_int_equal(s.ns_pids[1], 7);
+        assert_true(ckpt_stopped_tasks_has(&s, 7));
+        assert_false(ckpt_stopped_tasks_has(&s, 1));
+        assert_false(ckpt_stopped_tasks_has(&s, 5));
+        ckpt_stopped_tasks_done(&s);
+        assert_int_equal(s.n, 0);
+        assert_null(s.ns_pids);
+
+        /* A process without its core image, a task core without a state,
+         * a wrong magic, a truncated entry: errors, never an empty set. */
+        _cleanup_free_ char *core7 = tu_join(dir, "ckpt/images/core-7.img");
+        assert_int_equal(unlink(core7), 0);
+        assert_int_equal(ckpt_stopped_tasks_load(ck, &s, &err), -ENOENT);
+        assert_msg_contains(&err, "core-7.img");
+        img_begin(&im, MAGIC_CORE);
+        img_entry(&im, (const uint8_t[]){1 << 3, 1, (3 << 3) | 2, 2, 2 << 3, 0}, 6);
+        tu_write(dir, "ckpt/images/core-7.img", im.b, im.n, 0600);
+        err = (nm_error){};
+        assert_int_equal(ckpt_stopped_tasks_load(ck, &s, &err), -EBADMSG);
+        img_begin(&im, MAGIC_CORE ^ 1);
+        tu_write(dir, "ckpt/images/pstree.img", im.b, im.n, 0600);
+        assert_int_equal(ckpt_stopped_tasks_load(ck, &s, &err), -EBADMSG);
+        write_images(dir, "ckpt/images", tasks, ARRAY_SIZE(tasks), false);
+        _cleanup_free_ char *pst = tu_join(dir, "ckpt/images/pstree.img");
+        assert_int_equal(truncate(pst, 14), 0);
+        assert_int_equal(ckpt_stopped_tasks_load(ck, &s, &err), -EBADMSG);
+        assert_int_equal(s.n, 0);
+        tu_rm(dir);
+}
+
+static void test_images_tcp_close(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        const fake_task tasks[] = {{1, 1}};
+        bool closed = true;
+
+        write_images(dir, ".", tasks, 1, false);
+        _cleanup_close_ int dfd = tu_open_dir(dir);
+        assert_int_equal(ckpt__images_tcp_close(dfd, &closed), 0);
+        assert_false(closed);
+        write_images(dir, ".", tasks, 1, true);
+        assert_int_equal(ckpt__images_tcp_close(dfd, &closed), 0);
+        assert_true(closed);
+        tu_write_str(dir, "inventory.img", "xx");
+        assert_int_equal(ckpt__images_tcp_close(dfd, &closed), -EBADMSG);
+        tu_rm(dir);
+}
+
+static void test_tcp_modes(void **state) {
+        (void)state;
+        ckpt_container self = {.pid = getpid()};
+        assert_string_equal(ckpt_tcp_mode_to_string(CKPT_TCP_MOVE), "move");
+        assert_int_equal(ckpt_tcp_mode_from_string("close"), CKPT_TCP_CLOSE);
+        assert_int_equal(ckpt_tcp_mode_from_string("refuse"), CKPT_TCP_REFUSE);
+        assert_int_equal(ckpt_tcp_mode_from_string("auto"), _CKPT_TCP_MODE_INVALID);
+        assert_int_equal(ckpt_tcp_mode_from_string(NULL), _CKPT_TCP_MODE_INVALID);
+        assert_null(ckpt_tcp_mode_to_string(_CKPT_TCP_MODE_MAX));
+        /* This process shares our network namespace: its connections end at
+         * this node's addresses. */
+        assert_int_equal(ckpt_tcp_mode_auto(&self), CKPT_TCP_CLOSE);
+        assert_int_equal(ckpt_tcp_mode_auto(NULL), CKPT_TCP_CLOSE);
+}
+
 static void test_stats_parse(void **state) {
         (void)state;
         uint8_t inner[64], buf[128];
@@ -283,6 +452,7 @@ static void make_checkpoint(const char *dir) {
                      "\"cgroup_path\":null,\"resource_limits\":null}");
         tu_mkdir(dir, "ckpt/images", 0700);
         tu_write_str(dir, "ckpt/images/pages-1.img", "snapshot");
+        write_images(dir, "ckpt/images", (const fake_task[]){{1, 1}, {4, 3}}, 2, false);
         _cleanup_free_ char *ck = tu_join(dir, "ckpt");
         _cleanup_close_ int dfd = tu_open_dir(ck);
         assert_int_equal(ckpt_sign_at(dfd, key32, sizeof(key32), NULL, NULL), 0);
@@ -413,6 +583,10 @@ static void test_restore_criu_failure_keeps_images(void **state) {
         assert_non_null(strstr(args, "swrk"));
         _cleanup_close_ int dfd = tu_open_dir(ck);
         assert_int_equal(ckpt_verify_at(dfd, key32, sizeof(key32), NULL, NULL), 0);
+        /* What the images say was read before CRIU ran. */
+        assert_int_equal(req.stopped_tasks.n, 1);
+        assert_int_equal(req.stopped_tasks.ns_pids[0], 4);
+        assert_false(req.tcp_closed);
         /* leave-stopped went to CRIU as an RPC configuration file. */
         _cleanup_free_ char *conf = tu_read(dir, "ckpt.work/restore.conf", NULL);
         assert_string_equal(conf, "leave-stopped\n");
@@ -545,6 +719,9 @@ int main(void) {
                 cmocka_unit_test(test_resolve_candidates),
                 cmocka_unit_test(test_log_excerpt),
                 cmocka_unit_test(test_stats_parse),
+                cmocka_unit_test(test_stopped_tasks_from_images),
+                cmocka_unit_test(test_images_tcp_close),
+                cmocka_unit_test(test_tcp_modes),
                 cmocka_unit_test(test_restore_refuses_tampered),
                 cmocka_unit_test(test_restore_waits_its_turn),
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),

@@ -97,13 +97,55 @@ static void test_resume_every_task(void **state) {
         assert_int_equal(ckpt_proc_start_ticks(pid, &ticks), 0);
 
         /* The wrong start time: a reused pid is never touched. */
-        assert_int_equal(ckpt_resume(pid, ticks + 1, &err), -ESRCH);
+        assert_int_equal(ckpt_resume(pid, ticks + 1, NULL, &err), -ESRCH);
         assert_msg_contains(&err, "another process");
         usleep(20000);
         assert_int_equal(state_of(pid), 'T');
         assert_int_equal(state_of(gc), 'T');
 
-        assert_int_equal(ckpt_resume(pid, ticks, NULL), 0);
+        assert_int_equal(ckpt_resume(pid, ticks, NULL, NULL), 0);
+        wait_state(pid, "S");
+        wait_state(gc, "S");
+
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+}
+
+/* A task that was stopped before the dump stays stopped: CRIU's images name
+ * it by its pid in the tree's pid namespace (here our own), and resuming
+ * must pass it over while continuing the rest. Without the keep set, the
+ * same resume wakes it. */
+static void test_resume_keeps_stopped(void **state) {
+        (void)state;
+        pid_t gc, pid = spawn_tree(&gc);
+        pid_t stopped[] = {gc};
+        ckpt_stopped_tasks keep = {.ns_pids = stopped, .n = 1};
+        ckpt_stopped_tasks other = {.ns_pids = (pid_t[]){pid + 100000}, .n = 1};
+        uint64_t ticks;
+        nm_error err = {};
+
+        assert_true(ckpt_stopped_tasks_has(&keep, gc));
+        assert_false(ckpt_stopped_tasks_has(&keep, pid));
+        assert_false(ckpt_stopped_tasks_has(NULL, gc));
+        assert_int_equal(kill(pid, SIGSTOP), 0);
+        assert_int_equal(kill(gc, SIGSTOP), 0);
+        wait_state(pid, "T");
+        wait_state(gc, "T");
+        assert_int_equal(ckpt_proc_start_ticks(pid, &ticks), 0);
+
+        assert_int_equal(ckpt_resume(pid, ticks, &keep, &err), 0);
+        wait_state(pid, "S");
+        usleep(50000);
+        assert_int_equal(state_of(gc), 'T');
+        /* Again (a retried commit): still only the others. */
+        assert_int_equal(ckpt_resume(pid, ticks, &keep, &err), 0);
+        usleep(20000);
+        assert_int_equal(state_of(gc), 'T');
+
+        /* A set that names nobody in the tree continues everything. */
+        assert_int_equal(kill(pid, SIGSTOP), 0);
+        wait_state(pid, "T");
+        assert_int_equal(ckpt_resume(pid, ticks, &other, &err), 0);
         wait_state(pid, "S");
         wait_state(gc, "S");
 
@@ -138,6 +180,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_tree_pids),
                 cmocka_unit_test(test_resume_every_task),
+                cmocka_unit_test(test_resume_keeps_stopped),
                 cmocka_unit_test(test_kill_tree),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
