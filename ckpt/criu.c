@@ -384,6 +384,9 @@ static void dump_finish(ckpt__call *call) {
         int rc = call->rc;
 
         call_release(call);
+        if (req->root_fd >= 0)
+                close(req->root_fd);
+        req->root_fd = -EBADF;
         req->stats.total_usec = ckpt__now_usec() - req->t0;
         req->state = CKPT_OP_DONE;
         if (rc < 0 && req->error.code == 0)
@@ -468,18 +471,75 @@ static int dump_after(ckpt_dump_req *req) {
         return 0;
 }
 
+/* The root tmpfs into images/, while the tasks are stopped: CRIU never
+ * dumps the root mount. */
+static int capture_root(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return nm_error_errno(&req->error, negative_errno(), "cannot create %s/%s/%s", call->dir,
+                                      CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
+        r = ckpt__tar_write(req->root_fd, fd, &req->error);
+        if (r >= 0 && fsync(fd) < 0)
+                r = nm_error_errno(&req->error, negative_errno(), "cannot sync %s", CKPT_ROOTFS_IMAGE);
+        return r;
+}
+
+/* A dump that kept the tasks stopped but cannot be completed: they run on
+ * where they are, and nothing of the attempt stays. */
+static void dump_roll_back(ckpt_dump_req *req) {
+        nm_error rerr = {};
+        if (ckpt_source_resume(req->native, req->pid, req->start_ticks, &rerr) < 0) {
+                snprintf(req->warning, sizeof(req->warning),
+                         "resuming it in place failed too, its tasks are stopped: %s", nm_error_msg(&rerr));
+                req->stopped = true;
+                return;
+        }
+        req->dumped = false;
+        req->source_running = true;
+        dump_discard(req);
+}
+
+/* The native part before CRIU: the tasks into a cgroup CRIU accepts, and
+ * the description as it then is into the metadata. */
+static int dump_native_before(ckpt_dump_req *req) {
+        json_t *j = NULL;
+        int r = ckpt__cgroup_prepare_dump(req->native, req->metadata->container_id, req->pid, &req->error);
+        if (r < 0)
+                return r;
+        r = ckpt_native_to_json(req->native, &j);
+        if (r < 0 || json_object_set_new(req->metadata->json, "nm_native", j) < 0)
+                return nm_error_set(&req->error, -ENOMEM, "cannot describe the container in the metadata");
+        return 0;
+}
+
 static void dump_work(uv_work_t *w) {
         ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
         ckpt__call *call = &req->call;
+        bool native = req->root_fd >= 0;
         char excerpt[1024];
         sigset_t old;
         uint64_t t;
         int ret, e;
 
+        if (native) {
+                call->rc = dump_native_before(req);
+                if (call->rc < 0) {
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
+                        req->source_running = true;
+                        dump_discard(req);
+                        return;
+                }
+        }
         /* Written before CRIU runs: a failure here leaves the container as
          * it was. */
         call->rc = ckpt_metadata_write(call->dfd, req->metadata, &req->error);
         if (call->rc < 0) {
+                if (native)
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
                 req->source_running = true;
                 dump_discard(req);
                 return;
@@ -506,12 +566,38 @@ static void dump_work(uv_work_t *w) {
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
                 req->source_running = pid_still(req->pid, req->start_ticks);
-                if (req->source_running)
+                if (req->source_running) {
+                        if (native)
+                                (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
                         dump_discard(req);
+                }
                 return;
         }
         req->dumped = true;
+        req->stopped = req->keep_stopped;
+        if (native) {
+                call->rc = capture_root(req);
+                if (call->rc < 0) {
+                        nm_error_prefix(&req->error, "the root file system could not be saved");
+                        dump_roll_back(req);
+                        return;
+                }
+        }
         call->rc = dump_after(req);
+        if (call->rc < 0 && req->keep_stopped) {
+                /* Still stopped: the images are of no use unsigned, the copy
+                 * that is there is. */
+                dump_roll_back(req);
+                return;
+        }
+        if (call->rc >= 0 && req->end_after) {
+                nm_error kerr = {};
+                if (ckpt_source_end(req->native, req->pid, req->start_ticks, &kerr) < 0)
+                        snprintf(req->warning, sizeof(req->warning),
+                                 "the dumped tasks could not be ended and are stopped: %s", nm_error_msg(&kerr));
+                else
+                        req->stopped = false;
+        }
 }
 
 static int dir_is_empty(int dfd) {
@@ -536,6 +622,56 @@ static int dir_is_empty(int dfd) {
         return r;
 }
 
+/* What the container is, whether it can move, and for a native one a hold
+ * on its root: all before anything is frozen. */
+static int dump_describe(ckpt_dump_req *req, const ckpt_container *c, const ckpt_dump_opts *opts) {
+        nm_error *err = &req->error;
+        int r;
+
+        r = ckpt_native_describe(c, &req->native, err);
+        if (r < 0) {
+                nm_error_prefix(err, "describing %s (nothing was frozen)", c->id);
+                return r;
+        }
+        r = ckpt_native_check_source(req->native, &opts->policy, err);
+        if (r < 0) {
+                nm_error_prefix(err, "cannot move %s %s", c->bare ? "process tree" : "container", c->id);
+                return r;
+        }
+        if (req->native->landlock == CKPT_LANDLOCK_ASSUMED)
+                req->native->landlock = CKPT_LANDLOCK_ACCEPTED_LOSS;
+        req->native->tcp_established = opts->criu.tcp_established;
+        req->native->file_locks = opts->criu.file_locks;
+        if (!req->native->own_mount_ns)
+                return 0;
+        if (opts->lazy)
+                return nm_error_set(err, -EOPNOTSUPP,
+                                    "container %s has a root file system of its own, which a lazy dump cannot carry",
+                                    c->id);
+        return ckpt__root_clone(c->pid, &req->root_fd, err);
+}
+
+/* Host binds and stdio outside the container, declared external. */
+static int dump_native_copts(ckpt_dump_req *req) {
+        const ckpt_native *n = req->native;
+        struct criu_opts *c = req->call.copts;
+
+        for (size_t i = 0; i < n->n_mounts; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_HOST_BIND &&
+                    criu_local_add_ext_mount(c, n->mounts[i].target, n->mounts[i].target) < 0)
+                        return -ENOMEM;
+        for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++) {
+                bool seen = false;
+                if (n->stdio[i].kind != CKPT_STDIO_NULL && n->stdio[i].kind != CKPT_STDIO_FILE)
+                        continue;
+                for (size_t k = 0; k < i; k++)
+                        seen = seen || (n->stdio[k].key && strcmp(n->stdio[k].key, n->stdio[i].key) == 0);
+                if (!seen && criu_local_add_external(c, n->stdio[i].key) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char *dir,
                         const ckpt_dump_opts *opts) {
         static const char *const stale[] = {DUMP_LOG, "stats-dump", NULL};
@@ -548,6 +684,9 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
                 return r;
         req->pid = c->pid;
         req->start_ticks = c->start_ticks;
+        r = dump_describe(req, c, opts);
+        if (r < 0)
+                return r;
         r = resolve_criu(&opts->criu, &req->criu_path, &req->criu_version, err);
         if (r < 0)
                 return r;
@@ -595,20 +734,39 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
                 nm_error_prefix(err, "capturing metadata of %s (nothing was dumped)", c->id);
                 return r;
         }
+        if (req->root_fd >= 0) {
+                json_t *j = NULL;
+                if (ckpt_native_to_json(req->native, &j) < 0 || json_object_set_new(req->metadata->json, "nm_native", j) < 0)
+                        return -ENOMEM;
+        }
         r = build_copts(call, &opts->criu, req->criu_path, DUMP_LOG, err);
         if (r < 0)
                 return r;
         criu_local_set_pid(call->copts, (int)c->pid);
         criu_local_set_leave_running(call->copts, false);
-        if (opts->lazy) {
-                if (opts->lazy_ps_fd < 0)
-                        return nm_error_set(err, -EBADF, "a lazy dump needs a page-server socket");
-                /* libcriu has no setter for a lazy dump nor for the page
-                 * server's socket: the RPC configuration file has both. */
-                r = rpc_config(call, "dump.conf", "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
+        if (req->root_fd >= 0) {
+                r = dump_native_copts(req);
+                if (r < 0)
+                        return r;
+        }
+        if (opts->lazy && opts->lazy_ps_fd < 0)
+                return nm_error_set(err, -EBADF, "a lazy dump needs a page-server socket");
+        req->lazy = opts->lazy;
+        /* A native container is always dumped with its tasks kept stopped:
+         * its root is saved afterwards, and a failure until the images are
+         * complete then resumes it in place. */
+        req->keep_stopped = (opts->leave_stopped || req->root_fd >= 0) && !opts->lazy;
+        req->end_after = req->keep_stopped && !opts->leave_stopped;
+        if (opts->lazy || req->keep_stopped) {
+                /* libcriu has no setter for a lazy dump, the page server's
+                 * socket or leave-stopped: the RPC configuration file has
+                 * them. */
+                char lazy[64] = "";
+                if (opts->lazy)
+                        snprintf(lazy, sizeof(lazy), "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
+                r = rpc_config(call, "dump.conf", "%s%s", lazy, req->keep_stopped ? "leave-stopped\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/dump.conf", call->work_dir);
-                req->lazy = true;
         }
         return 0;
 }
@@ -630,6 +788,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
                 return -EINVAL;
         req_reset(req, sizeof(*req), &req->data, &req->event_cb);
         call_init(&req->call);
+        req->root_fd = -EBADF;
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = dump_event;
@@ -642,6 +801,9 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
         if (r < 0) {
                 dump_discard(req);
                 call_release(&req->call);
+                if (req->root_fd >= 0)
+                        close(req->root_fd);
+                req->root_fd = -EBADF;
                 ckpt_dump_req_done(req);
                 if (req->error.code == 0)
                         nm_error_errno(&req->error, r, "cannot checkpoint %s", c->id);
@@ -654,6 +816,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
 void ckpt_dump_req_done(ckpt_dump_req *req) {
         if (!req)
                 return;
+        req->native = ckpt_native_free(req->native);
         req->metadata = ckpt_metadata_free(req->metadata);
         free(req->criu_path);
         free(req->criu_version);
@@ -669,16 +832,209 @@ static void restore_event(ckpt__call *call, const char *name, uint64_t at) {
                 req->event_cb(req->data, name, at);
 }
 
+static void restore_release(ckpt_restore_req *req) {
+        if (req->root_tar_fd >= 0)
+                close(req->root_tar_fd);
+        req->root_tar_fd = -EBADF;
+        for (size_t i = 0; i < ARRAY_SIZE(req->inherit_fds); i++)
+                if (req->inherit_fds[i] >= 0) {
+                        close(req->inherit_fds[i]);
+                        req->inherit_fds[i] = -EBADF;
+                }
+        free(req->root_dir);
+        req->root_dir = NULL;
+        req->desc = ckpt_native_free(req->desc);
+}
+
 static void restore_finish(ckpt__call *call) {
         ckpt_restore_req *req = container_of(call, ckpt_restore_req, call);
         int rc = call->rc;
 
         call_release(call);
+        restore_release(req);
         req->stats.total_usec = ckpt__now_usec() - req->t0;
         req->state = CKPT_OP_DONE;
         if (rc < 0 && req->error.code == 0)
                 nm_error_errno(&req->error, rc, "restore failed");
         req->cb(req, rc);
+}
+
+/* ---- restore of a native container ----------------------------------------- */
+
+static const char *override_for(const ckpt_criu_opts *o, const char *key) {
+        for (size_t i = 0; i < o->n_ext_mounts; i++)
+                if (o->ext_mounts[i].key && strcmp(o->ext_mounts[i].key, key) == 0)
+                        return o->ext_mounts[i].val;
+        return NULL;
+}
+
+static bool is_host_bind_key(const ckpt_native *n, const char *key) {
+        for (size_t i = 0; i < n->n_mounts; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_HOST_BIND && strcmp(n->mounts[i].target, key) == 0)
+                        return true;
+        return false;
+}
+
+/* Host binds (key: the mount point) at their source path or the caller's
+ * override, and any other external mount the caller named. */
+static int restore_ext_mounts(ckpt_restore_req *req, const ckpt_criu_opts *o) {
+        const ckpt_native *n = req->desc;
+        struct criu_opts *c = req->call.copts;
+        for (size_t i = 0; i < n->n_mounts; i++) {
+                const char *path;
+                if (n->mounts[i].kind != CKPT_MOUNT_HOST_BIND)
+                        continue;
+                path = override_for(o, n->mounts[i].target);
+                if (criu_local_add_ext_mount(c, n->mounts[i].target, path ? path : n->mounts[i].source) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < o->n_ext_mounts; i++)
+                if (!is_host_bind_key(n, o->ext_mounts[i].key) &&
+                    criu_local_add_ext_mount(c, o->ext_mounts[i].key, o->ext_mounts[i].val) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+/* stdio the source had from outside, handed to CRIU as this node's
+ * equivalents: /dev/null again, and what went to a pipe or file outside
+ * into stdio_file. The fds must survive CRIU's exec: no O_CLOEXEC. */
+static int restore_stdio(ckpt_restore_req *req, const char *stdio_file) {
+        const ckpt_native *n = req->desc;
+        for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++) {
+                const ckpt_native_stdio *s = &n->stdio[i];
+                const char *path = "/dev/null";
+                bool seen = false;
+                int flags;
+                if (s->kind != CKPT_STDIO_NULL && s->kind != CKPT_STDIO_FILE && s->kind != CKPT_STDIO_PIPE)
+                        continue;
+                for (size_t k = 0; k < i; k++)
+                        seen = seen || (n->stdio[k].key && strcmp(n->stdio[k].key, s->key) == 0);
+                if (seen)
+                        continue;
+                if (s->kind != CKPT_STDIO_NULL && s->write && stdio_file)
+                        path = stdio_file;
+                flags = s->kind == CKPT_STDIO_NULL ? O_RDWR : s->write ? O_WRONLY | O_APPEND | O_CREAT : O_RDONLY;
+                req->inherit_fds[i] = open(path, flags | O_NOFOLLOW, 0640);
+                if (req->inherit_fds[i] < 0)
+                        return nm_error_errno(&req->error, negative_errno(), "cannot open %s for the container's fd %zu",
+                                              path, i);
+                if (criu_local_add_inherit_fd(req->call.copts, req->inherit_fds[i], s->key) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts *opts) {
+        ckpt__call *call = &req->call;
+        const ckpt_native *n = req->desc;
+        nm_error *err = &req->error;
+        int r;
+
+        req->native = true;
+        req->root_tar_fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (req->root_tar_fd < 0)
+                return nm_error_errno(err, negative_errno(), "checkpoint %s lacks %s/%s (the root file system)",
+                                      call->dir, CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
+        if (opts->root_dir)
+                req->root_dir = strdup(opts->root_dir);
+        else if (asprintf(&req->root_dir, "%s/root", call->work_dir) < 0)
+                req->root_dir = NULL;
+        if (!req->root_dir)
+                return -ENOMEM;
+        if (opts->cgroup_root && n->cgroup &&
+            asprintf(&req->cgroup_path, "%s/nucleus-%s", opts->cgroup_root, req->metadata->container_id) < 0) {
+                req->cgroup_path = NULL;
+                return -ENOMEM;
+        }
+        if (criu_local_set_root(call->copts, req->root_dir) < 0)
+                return -ENOMEM;
+        r = restore_ext_mounts(req, &opts->criu);
+        if (r < 0)
+                return nm_error_set(err, r, "cannot add the external mounts");
+        if (n->net == CKPT_NET_BRIDGE) {
+                _cleanup_free_ char *veth = NULL;
+                if (asprintf(&veth, "veth[%s]:%s@%s", n->vethc, n->veth, opts->bridge ? opts->bridge : n->bridge) < 0) {
+                        veth = NULL;
+                        return -ENOMEM;
+                }
+                if (criu_local_add_external(call->copts, veth) < 0)
+                        return -ENOMEM;
+        }
+        /* CRIU puts the tasks into no cgroup of its own (it could not bring
+         * back the namespace's view anyway): they are moved into the one
+         * made here once CRIU is done. */
+        if (opts->criu.manage_cgroups == CKPT_CGROUP_DEFAULT) {
+                criu_local_set_manage_cgroups(call->copts, true);
+                criu_local_set_manage_cgroups_mode(call->copts, CRIU_CG_MODE_IGNORE);
+        }
+        if (n->tcp_established)
+                criu_local_set_tcp_established(call->copts, true);
+        if (n->file_locks)
+                criu_local_set_file_locks(call->copts, true);
+        return restore_stdio(req, opts->stdio_file);
+}
+
+/* On the worker, once the images verified: the root and the cgroup. */
+static int restore_native_before(ckpt_restore_req *req) {
+        const ckpt_native *n = req->desc;
+        const ckpt_native_mount *root = NULL;
+        unsigned skipped = 0;
+        int r;
+
+        for (size_t i = 0; i < n->n_mounts && !root; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_ROOT)
+                        root = &n->mounts[i];
+        if (!root)
+                return nm_error_set(&req->error, -EBADMSG, "nm_native describes no root mount");
+        r = ckpt__root_make(root, req->root_tar_fd, req->root_dir, &req->error);
+        if (r < 0)
+                return r;
+        req->root_made = true;
+        if (!req->cgroup_path)
+                return 0;
+        r = ckpt__cgroup_create(req->cgroup_path, json_object_get(req->metadata->json, "resource_limits"), &skipped,
+                                &req->error);
+        if (r < 0)
+                return r;
+        req->cgroup_made = true;
+        return 0;
+}
+
+static void restore_native_undo(ckpt_restore_req *req) {
+        if (req->root_made)
+                ckpt__root_unmake(req->root_dir);
+        req->root_made = false;
+        if (req->cgroup_made)
+                (void)ckpt__cgroup_remove(req->cgroup_path, NULL);
+        req->cgroup_made = false;
+}
+
+/* The tasks are restored and stopped: the mount flags CRIU lost, the
+ * cgroup, then (unless asked not to) they run. A failure kills them again. */
+static int restore_native_after(ckpt_restore_req *req) {
+        nm_error kerr = {};
+        int r;
+
+        r = ckpt__mounts_fixup(req->pid, req->desc, &req->error);
+        if (r >= 0 && req->cgroup_path)
+                r = ckpt__cgroup_move_tree(req->pid, req->cgroup_path, &req->error);
+        if (req->root_made)
+                ckpt__root_unmake(req->root_dir);
+        req->root_made = false;
+        if (r < 0) {
+                nm_error_prefix(&req->error, "the restored copy (pid %d) was killed again", (int)req->pid);
+                (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
+                restore_native_undo(req);
+                req->stopped = false;
+                return r;
+        }
+        if (!req->leave_stopped) {
+                r = ckpt_resume(req->pid, req->start_ticks, &req->error);
+                if (r < 0)
+                        return r;
+                req->stopped = false;
+        }
+        return 0;
 }
 
 static void restore_work(uv_work_t *w) {
@@ -702,6 +1058,13 @@ static void restore_work(uv_work_t *w) {
                 }
                 req->verified = true;
         }
+        if (req->desc) {
+                call->rc = restore_native_before(req);
+                if (call->rc < 0) {
+                        restore_native_undo(req);
+                        return;
+                }
+        }
         unblock_signals(&old);
         t = ckpt__now_usec();
         ret = criu_local_restore(call->copts);
@@ -715,11 +1078,18 @@ static void restore_work(uv_work_t *w) {
                         &req->error, code,
                         "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
                         excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
+                if (req->desc)
+                        restore_native_undo(req);
                 return;
         }
         req->pid = ret;
         req->stopped = req->leave_stopped;
         (void)ckpt_proc_start_ticks(req->pid, &req->start_ticks);
+        if (req->desc) {
+                call->rc = restore_native_after(req);
+                if (call->rc < 0)
+                        return;
+        }
         read_stats(call->workfd, "stats-restore", &st);
         if (st.restore) {
                 req->stats.restore_usec = st.restore_us;
@@ -820,7 +1190,20 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         req->work_dir = strdup(call->work_dir);
         if (!req->work_dir)
                 return -ENOMEM;
-        r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
+        r = ckpt_native_from_metadata(req->metadata, &req->desc, err);
+        if (r < 0)
+                return r;
+        if (req->desc && !req->desc->own_mount_ns)
+                req->desc = ckpt_native_free(req->desc);
+        if (req->desc) {
+                /* Host binds are added with their sources (or overrides). */
+                ckpt_criu_opts o = opts->criu;
+                o.n_ext_mounts = 0;
+                r = build_copts(call, &o, req->criu_path, RESTORE_LOG, err);
+                if (r >= 0)
+                        r = restore_native_prepare(req, opts);
+        } else
+                r = build_copts(call, &opts->criu, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
         if (opts->consume_pages) {
@@ -832,14 +1215,17 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 if (req->consumed_pages)
                         criu_local_set_auto_dedup(call->copts, true);
         }
-        if (opts->leave_stopped || opts->lazy_pages) {
+        req->leave_stopped = opts->leave_stopped;
+        if (opts->leave_stopped || opts->lazy_pages || req->desc) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy
-                 * pages: the RPC configuration file has them. */
-                r = rpc_config(call, RESTORE_CONF, "%s%s", opts->leave_stopped ? "leave-stopped\n" : "",
+                 * pages: the RPC configuration file has them. A native
+                 * container is always restored stopped: its mounts and cgroup
+                 * are set right before it runs. */
+                r = rpc_config(call, RESTORE_CONF, "%s%s",
+                               opts->leave_stopped || req->desc ? "leave-stopped\n" : "",
                                opts->lazy_pages ? "lazy-pages\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/%s", call->work_dir, RESTORE_CONF);
-                req->leave_stopped = opts->leave_stopped;
         }
         return 0;
 }
@@ -853,6 +1239,9 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
                 return -EINVAL;
         req_reset(req, sizeof(*req), &req->data, &req->event_cb);
         call_init(&req->call);
+        req->root_tar_fd = -EBADF;
+        for (size_t i = 0; i < ARRAY_SIZE(req->inherit_fds); i++)
+                req->inherit_fds[i] = -EBADF;
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = restore_event;
@@ -864,6 +1253,7 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
                 r = call_start(&req->call, loop, restore_work, &req->error);
         if (r < 0) {
                 call_release(&req->call);
+                restore_release(req);
                 ckpt_restore_req_done(req);
                 if (req->error.code == 0)
                         nm_error_errno(&req->error, r, "cannot restore %s", dir);
@@ -877,6 +1267,8 @@ void ckpt_restore_req_done(ckpt_restore_req *req) {
         if (!req)
                 return;
         req->metadata = ckpt_metadata_free(req->metadata);
+        free(req->cgroup_path);
+        req->cgroup_path = NULL;
         free(req->criu_path);
         free(req->criu_version);
         free(req->work_dir);

@@ -14,7 +14,8 @@
  *   nm-probe    waits for SIGUSR2, then makes a forbidden system call
  *               (ptrace): under the seccomp filter it dies of SIGSYS;
  *   nm-tcp      keeps one TCP connection (server: echoes 8-byte sequence
- *               numbers; client: sends one per tick and checks the echo).
+ *               numbers, one connection after the other; client: sends one
+ *               per tick and checks the echo, never reconnecting).
  * Every tick PID 1 rewrites DIR/status (tmp + rename) with one line:
  *   count=N pid=1 tmp=ok shm=ok lock=ok stopped=T probe=waiting
  *   landlock=denied|allowed max_gap_ms=G
@@ -214,25 +215,25 @@ static int full_io(int fd, void *buf, size_t n, bool writing) {
         return 0;
 }
 
+/* Echoes one connection at a time; a connection that ends (a probe that
+ * only checks the port) is reported and the next one accepted. */
 static void tcp_server(const tcp_cfg *t) {
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port)};
         unsigned long long rounds = 0, seq;
-        int one = 1, ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd;
+        int one = 1, ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
         if (ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
             bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 4) < 0)
                 die("listen");
         tcp_report(0);
-        fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-        if (fd < 0)
-                die("accept");
         for (;;) {
-                if (full_io(fd, &seq, sizeof(seq), false) < 0 || full_io(fd, &seq, sizeof(seq), true) < 0) {
-                        tcp_report(rounds);
-                        for (;;)
-                                pause();
-                }
-                tcp_report(++rounds);
+                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                if (fd < 0)
+                        continue;
+                while (full_io(fd, &seq, sizeof(seq), false) == 0 && full_io(fd, &seq, sizeof(seq), true) == 0)
+                        tcp_report(++rounds);
+                tcp_report(rounds);
+                close(fd);
         }
 }
 
