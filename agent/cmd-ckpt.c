@@ -183,6 +183,7 @@ enum {
         OPT_NO_SIGN,
         OPT_LEAVE_STOPPED,
         OPT_ACCEPT_LANDLOCK,
+        OPT_TRY_ANYWAY,
         OPT_ROOT_DIR,
         OPT_CGROUP_ROOT,
         OPT_BRIDGE,
@@ -319,6 +320,8 @@ static void checkpoint_help(void) {
                "  --accept-landlock-loss move a nucleus container although the copy restored from DIR\n"
                "                         runs without the Landlock rules nucleus gives it (CRIU does not\n"
                "                         carry them; recorded in metadata.json)\n"
+               "  --try-anyway           skip the refusals below and let CRIU fail with its own\n"
+               "                         reason (to diagnose; the container runs on if it fails)\n"
                "%s"
                "\nNATIVE CONTAINERS\n"
                "  A container with a mount namespace of its own (nucleus's native runtime) is\n"
@@ -408,6 +411,7 @@ int cmd_checkpoint(int argc, char **argv) {
                 {"no-sign", no_argument, NULL, OPT_NO_SIGN},
                 {"leave-stopped", no_argument, NULL, OPT_LEAVE_STOPPED},
                 {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
+                {"try-anyway", no_argument, NULL, OPT_TRY_ANYWAY},
                 CRIU_LONG_OPTIONS,
                 {},
         };
@@ -415,7 +419,7 @@ int cmd_checkpoint(int argc, char **argv) {
         _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
         criu_args a = {};
         const char *dir = NULL;
-        bool sign = true, leave_stopped = false, accept_landlock = false;
+        bool sign = true, leave_stopped = false, accept_landlock = false, try_anyway = false;
         pid_t pid = 0;
         int opt, r;
 
@@ -431,6 +435,7 @@ int cmd_checkpoint(int argc, char **argv) {
                 case OPT_NO_SIGN: sign = false; break;
                 case OPT_LEAVE_STOPPED: leave_stopped = true; break;
                 case OPT_ACCEPT_LANDLOCK: accept_landlock = true; break;
+                case OPT_TRY_ANYWAY: try_anyway = true; break;
                 case OPT_PID:
                         if (parse_pid(optarg, &pid) < 0)
                                 return usage_error("checkpoint", "--pid wants a process id > 1");
@@ -455,7 +460,7 @@ int cmd_checkpoint(int argc, char **argv) {
         ckpt_dump_opts opts = {.criu = a.opts,
                                .sign = sign,
                                .leave_stopped = leave_stopped,
-                               .policy = {.accept_landlock_loss = accept_landlock}};
+                               .policy = {.accept_landlock_loss = accept_landlock, .try_anyway = try_anyway}};
         r = uv_loop_init(&loop);
         if (r < 0) {
                 fail("checkpoint", uv_strerror(r));
@@ -772,51 +777,84 @@ int cmd_restore(int argc, char **argv) {
 
 /* ---- resume / kill-tree ------------------------------------------------- */
 
-/* The source's tree of a checkpoint made with --leave-stopped: its
- * description and the pid and start time it had. */
-static int source_of(const char *dir, ckpt_native **ret_n, pid_t *ret_pid, uint64_t *ret_ticks, nm_error *err) {
+/* The source's tree of a checkpoint made with --leave-stopped. */
+typedef struct source_tree {
+        ckpt_native *n; /* NULL for a tree that is not native */
+        char *id;
+        pid_t pid;
+        uint64_t start_ticks;
+        bool bare;
+} source_tree;
+
+static int source_of(const char *dir, source_tree *s, nm_error *err) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_close_ int dfd = open_dir_nofollow(dir);
-        uint64_t ticks = 0;
         int r;
 
         if (dfd < 0)
                 return nm_error_errno(err, dfd, "cannot open checkpoint directory %s", dir);
         r = ckpt_metadata_load(dfd, &md, err);
         if (r >= 0)
-                r = ckpt_native_from_metadata(md, ret_n, err);
+                r = ckpt_native_from_metadata(md, &s->n, err);
         if (r < 0)
                 return r;
-        ckpt_metadata_source(md, ret_pid, &ticks);
-        *ret_ticks = ticks;
-        return 0;
+        ckpt_metadata_source(md, &s->pid, &s->start_ticks);
+        s->bare = md->bare;
+        s->id = strdup(md->container_id);
+        return s->id ? 0 : -ENOMEM;
+}
+
+typedef enum source_op {
+        SOURCE_RESUME,
+        SOURCE_END,
+        SOURCE_END_FORGET,
+} source_op;
+
+static int source_act(const char *dir, source_op op, pid_t *ret_pid, nm_error *err) {
+        _cleanup_free_ char *state_dir = NULL;
+        source_tree s = {};
+        int r = source_of(dir, &s, err);
+
+        if (r >= 0)
+                r = op == SOURCE_RESUME ? ckpt_source_resume(s.n, s.pid, s.start_ticks, err)
+                                        : ckpt_source_end(s.n, s.pid, s.start_ticks, err);
+        if (r >= 0 && op == SOURCE_END_FORGET && !s.bare) {
+                r = ckpt_state_dir(&state_dir);
+                if (r >= 0)
+                        r = ckpt_native_forget(state_dir, s.id, s.n, s.pid, err);
+        }
+        *ret_pid = s.pid;
+        ckpt_native_free(s.n);
+        free(s.id);
+        return r;
 }
 
 static int pid_verb(int argc, char **argv, void (*help)(void), int (*fn)(pid_t, uint64_t, nm_error *),
-                    int (*source_fn)(const ckpt_native *, pid_t, uint64_t, nm_error *), const char *done) {
-        static const struct option opts[] = {{"input", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'}, {}};
-        _cleanup_(ckpt_native_freep) ckpt_native *n = NULL;
+                    source_op op, const char *done) {
+        static const struct option opts[] = {{"input", required_argument, NULL, 'i'},
+                                             {"forget", no_argument, NULL, 'f'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {}};
         const char *dir = NULL;
+        bool forget = false;
         nm_error err = {};
-        uint64_t ticks = 0;
-        pid_t pid;
+        pid_t pid = 0;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "i:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'h': help(); return NM_EXIT_OK;
                 case 'i': dir = optarg; break;
+                case 'f': forget = true; break;
                 default: return usage_error(argv[0], "bad option");
                 }
         }
+        if (forget && (op != SOURCE_END || !dir))
+                return usage_error(argv[0], "--forget goes with kill-tree -i DIR");
         if (dir) {
                 if (optind != argc)
                         return usage_error(argv[0], "give either -i DIR or one PID");
-                if (source_of(dir, &n, &pid, &ticks, &err) < 0) {
-                        failf(argv[0], &err);
-                        return NM_EXIT_FAILURE;
-                }
-                r = source_fn(n, pid, ticks, &err);
+                r = source_act(dir, forget ? SOURCE_END_FORGET : op, &pid, &err);
         } else {
                 if (optind + 1 != argc || parse_pid(argv[optind], &pid) < 0)
                         return usage_error(argv[0], "expects one PID (> 1), or -i DIR");
@@ -863,15 +901,18 @@ static void kill_tree_help(void) {
                "\n"
                "OPTIONS\n"
                "  -i, --input DIR   the checkpoint made with --leave-stopped\n"
+               "  --forget          with -i: also do the supervisor's cleanup (address reservation,\n"
+               "                    cgroup, state file), for a copy that has no supervisor (one\n"
+               "                    restored on this node)\n"
                "  -h, --help        this text\n"
                "\n%s",
                cli_program, cli_program, exit_help);
 }
 
 int cmd_resume(int argc, char **argv) {
-        return pid_verb(argc, argv, resume_help, ckpt_resume, ckpt_source_resume, "resumed");
+        return pid_verb(argc, argv, resume_help, ckpt_resume, SOURCE_RESUME, "resumed");
 }
 
 int cmd_kill_tree(int argc, char **argv) {
-        return pid_verb(argc, argv, kill_tree_help, ckpt_kill_tree, ckpt_source_end, "killed");
+        return pid_verb(argc, argv, kill_tree_help, ckpt_kill_tree, SOURCE_END, "killed");
 }

@@ -227,6 +227,7 @@ int ckpt_native_from_metadata(const ckpt_metadata *md, ckpt_native **ret, nm_err
 
 typedef struct ckpt_native_policy {
         bool accept_landlock_loss; /* move a container that (presumably) runs under Landlock */
+        bool try_anyway;           /* skip the refusals and let CRIU fail with its own reason (diagnosis) */
 } ckpt_native_policy;
 
 /* What the source alone can judge, before anything is frozen: -EOPNOTSUPP
@@ -261,6 +262,12 @@ int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, 
  * and its removal (only while it still holds that address). */
 int ckpt_native_address_reserve(const char *state_dir, const char *id, const char *address, nm_error *err);
 int ckpt_native_address_release(const char *state_dir, const char *id, const char *address, nm_error *err);
+
+/* What nucleus's supervisor does when its container has exited, for a
+ * copy that has none (one restored on this node): the address reservation,
+ * the cgroup <cgroup_fs><cgroup> (once empty) and the state file (while it
+ * still names pid) are removed. The veth went with the network namespace. */
+int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid, nm_error *err);
 
 /* Rollback on the source after a dump that left the tasks stopped: the
  * tasks go back into their cgroup, TCP sockets leave repair mode, CRIU's

@@ -224,3 +224,25 @@ int ckpt_source_end(const ckpt_native *n, pid_t root, uint64_t root_start_ticks,
                 return ckpt__cgroup_remove(n->cgroup_dump, err);
         return 0;
 }
+
+int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid, nm_error *err) {
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        _cleanup_free_ char *text = NULL;
+        char path[4096];
+        int r = 0;
+
+        if (n && n->net == CKPT_NET_BRIDGE && n->address)
+                r = ckpt_native_address_release(state_dir, id, n->address, err);
+        if (r >= 0 && n && n->cgroup && n->cgroup_fs) {
+                snprintf(path, sizeof(path), "%s%s", n->cgroup_fs, n->cgroup);
+                r = ckpt__cgroup_remove(path, err);
+        }
+        if (r < 0)
+                return r;
+        snprintf(path, sizeof(path), "%s/%s.json", state_dir, id);
+        if (read_file_at(AT_FDCWD, path, 1 << 20, &text, NULL) < 0)
+                return 0;
+        if (ckpt_container_from_json(text, strlen(text), &c, NULL) < 0 || c->pid != pid)
+                return 0; /* another copy's by now */
+        return ckpt_state_remove(state_dir, id, err);
+}

@@ -336,6 +336,9 @@ int main(int argc, char **argv) {
                 }
         }
         signal(SIGPIPE, SIG_IGN);
+        /* One line on stdout: it shows where the container's output goes. */
+        printf("nm-native-work: started as pid %d\n", (int)getpid());
+        fflush(stdout);
         logfd = open("/tmp/nm-log", O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (logfd < 0)
                 die("/tmp/nm-log");
