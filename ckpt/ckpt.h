@@ -129,7 +129,7 @@ typedef struct ckpt_native_mount {
 typedef enum ckpt_stdio_kind {
         CKPT_STDIO_INSIDE,  /* something CRIU dumps by itself */
         CKPT_STDIO_NULL,    /* the host's /dev/null (not visible inside): external, /dev/null again */
-        CKPT_STDIO_FILE,    /* another file outside the container: external, replaced on restore */
+        CKPT_STDIO_FILE,    /* another file outside the container: CRIU would want it unchanged */
         CKPT_STDIO_PIPE,    /* a pipe whose other end is outside the tree: replaced on restore */
         CKPT_STDIO_FOREIGN, /* a socket of another network namespace (journald's stream): CRIU
                              * cannot dump it ("unix: Unix socket N not found") */

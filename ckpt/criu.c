@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ckpt-internal.h"
@@ -895,29 +897,91 @@ static int restore_ext_mounts(ckpt_restore_req *req, const ckpt_criu_opts *o) {
         return 0;
 }
 
+/* A process of its own (double-forked, so that nobody has to reap it) that
+ * copies a pipe into a file until every writer is gone: the restored
+ * container's output goes on through a pipe, as it did from the source's
+ * supervisor, and is kept. Only async-signal-safe calls after the fork. */
+static int drain_start(int rfd, const char *file) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return negative_errno();
+        if (pid == 0) {
+                if (fork() != 0)
+                        _exit(0);
+                (void)setsid();
+                /* Nothing but the pipe: a write end kept here (its own, or
+                 * another drain's) would never let it see the end, and the
+                 * caller's stdio (a pipe of its own caller) must not stay
+                 * open either. */
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                for (int k = 0; k < 3 && null >= 0; k++)
+                        (void)dup2(null, k);
+                if (rfd > 3)
+                        (void)syscall(SYS_close_range, 3U, (unsigned)rfd - 1, 0U);
+                (void)syscall(SYS_close_range, (unsigned)rfd + 1, ~0U, 0U);
+                int out = open(file ? file : "/dev/null", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+                char buf[4096];
+                for (;;) {
+                        ssize_t n = read(rfd, buf, sizeof(buf));
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                _exit(0);
+                        if (out >= 0 && write(out, buf, (size_t)n) < 0)
+                                out = -1; /* keep reading: the writer must not block */
+                }
+        }
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return 0;
+}
+
+/* One replacement for a stdio object the source had from outside. The fds
+ * handed to CRIU must survive its exec: no O_CLOEXEC. */
+static int stdio_replacement(const ckpt_native_stdio *s, const char *stdio_file, int *ret_fd) {
+        int p[2];
+        if (s->kind == CKPT_STDIO_NULL) {
+                *ret_fd = open("/dev/null", O_RDWR);
+                return *ret_fd < 0 ? negative_errno() : 0;
+        }
+        if (!s->write) {
+                *ret_fd = open("/dev/null", O_RDONLY);
+                return *ret_fd < 0 ? negative_errno() : 0;
+        }
+        /* Output to a pipe stays a pipe (a file would be reopened by CRIU,
+         * which then insists on its size), drained into stdio_file. */
+        if (pipe2(p, 0) < 0)
+                return negative_errno();
+        (void)fcntl(p[0], F_SETFD, FD_CLOEXEC);
+        int r = drain_start(p[0], stdio_file);
+        close(p[0]);
+        if (r < 0) {
+                close(p[1]);
+                return r;
+        }
+        *ret_fd = p[1];
+        return 0;
+}
+
 /* stdio the source had from outside, handed to CRIU as this node's
- * equivalents: /dev/null again, and what went to a pipe or file outside
- * into stdio_file. The fds must survive CRIU's exec: no O_CLOEXEC. */
+ * equivalents: /dev/null again, and output that went to a pipe into
+ * stdio_file through a pipe of its own. */
 static int restore_stdio(ckpt_restore_req *req, const char *stdio_file) {
         const ckpt_native *n = req->desc;
         for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++) {
                 const ckpt_native_stdio *s = &n->stdio[i];
-                const char *path = "/dev/null";
                 bool seen = false;
-                int flags;
-                if (s->kind != CKPT_STDIO_NULL && s->kind != CKPT_STDIO_FILE && s->kind != CKPT_STDIO_PIPE)
+                int r;
+                if (s->kind != CKPT_STDIO_NULL && s->kind != CKPT_STDIO_PIPE)
                         continue;
                 for (size_t k = 0; k < i; k++)
                         seen = seen || (n->stdio[k].key && strcmp(n->stdio[k].key, s->key) == 0);
                 if (seen)
                         continue;
-                if (s->kind != CKPT_STDIO_NULL && s->write && stdio_file)
-                        path = stdio_file;
-                flags = s->kind == CKPT_STDIO_NULL ? O_RDWR : s->write ? O_WRONLY | O_APPEND | O_CREAT : O_RDONLY;
-                req->inherit_fds[i] = open(path, flags | O_NOFOLLOW, 0640);
-                if (req->inherit_fds[i] < 0)
-                        return nm_error_errno(&req->error, negative_errno(), "cannot open %s for the container's fd %zu",
-                                              path, i);
+                r = stdio_replacement(s, stdio_file, &req->inherit_fds[i]);
+                if (r < 0)
+                        return nm_error_errno(&req->error, r, "cannot make a replacement for the container's fd %zu",
+                                              i);
                 if (criu_local_add_inherit_fd(req->call.copts, req->inherit_fds[i], s->key) < 0)
                         return -ENOMEM;
         }

@@ -497,6 +497,12 @@ static int check_stdio(const ckpt_native *n, nm_error *err) {
                                             "of a detached nucleus container); CRIU 4.2 cannot find it (\"unix: Unix "
                                             "socket N not found\")",
                                             fd);
+                if (n->stdio[fd].kind == CKPT_STDIO_FILE)
+                        return nm_error_set(err, -EOPNOTSUPP,
+                                            "its fd %d is a file outside the container, which CRIU would need "
+                                            "unchanged (same size) on the target; nucleus gives /dev/null, journald "
+                                            "or a pipe",
+                                            fd);
                 if (n->stdio[fd].kind == CKPT_STDIO_TTY)
                         return nm_error_set(err, -EOPNOTSUPP,
                                             "its fd %d is a terminal (nucleus in the foreground); run it detached", fd);

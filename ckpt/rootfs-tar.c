@@ -431,9 +431,10 @@ static int open_parent(int rootfd, const char *path, const char **ret_base, nm_e
                 snprintf(parent, sizeof(parent), "%.*s", (int)(slash - path), path);
         }
         fd = (int)syscall(SYS_openat2, rootfd, parent, &how, sizeof(how));
-        if (fd < 0)
-                return nm_error_errno(err, negative_errno(),
-                                      "root archive: the parent of '%s' is not a directory inside the root", path);
+        if (fd < 0) /* a symlink on the way, or no such directory: the archive's fault */
+                return nm_error_set(err, -EBADMSG,
+                                    "root archive: the parent of '%s' is not a directory inside the root (%s)", path,
+                                    strerror(errno));
         return fd;
 }
 

@@ -12,19 +12,21 @@
  *               PID 1 checks both are held on every tick;
  *   nm-stopped  stops itself at once; PID 1 reports its state (T: stopped);
  *   nm-probe    waits for SIGUSR2, then makes a forbidden system call
- *               (ptrace): under the seccomp filter it dies of SIGSYS;
+ *               (ptrace): under the seccomp filter it dies of SIGSYS (and
+ *               PID 1 starts another one);
  *   nm-tcp      keeps one TCP connection (server: echoes 8-byte sequence
  *               numbers, one connection after the other; client: sends one
  *               per tick and checks the echo, never reconnecting).
  * Every tick PID 1 rewrites DIR/status (tmp + rename) with one line:
- *   count=N pid=1 tmp=ok shm=ok lock=ok stopped=T probe=waiting
- *   landlock=denied|allowed max_gap_ms=G
- * and nm-tcp rewrites DIR/tcp with "rounds=N err=TEXT". */
+ *   count=N pid=1 tmp=ok shm=ok lock=ok stopped=T probe=waiting|killed-31
+ *   probes_killed=K landlock=denied|allowed max_gap_ms=G
+ * and nm-tcp rewrites DIR/tcp with "rounds=N err=TEXT probes=P". */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -194,9 +196,11 @@ typedef struct tcp_cfg {
         long period;
 } tcp_cfg;
 
+static unsigned long long probes;
+
 static void tcp_report(unsigned long long rounds) {
         char line[256];
-        snprintf(line, sizeof(line), "rounds=%llu err=%s\n", rounds, last_tcp_err);
+        snprintf(line, sizeof(line), "rounds=%llu err=%s probes=%llu\n", rounds, last_tcp_err, probes);
         publish("tcp", line);
 }
 
@@ -215,25 +219,42 @@ static int full_io(int fd, void *buf, size_t n, bool writing) {
         return 0;
 }
 
-/* Echoes one connection at a time; a connection that ends (a probe that
- * only checks the port) is reported and the next one accepted. */
+/* Echoes its peer's sequence numbers. A connection that arrives while one
+ * is served (someone checking that the port answers) is accepted, counted
+ * and closed at once: nothing stays in the accept queue, which CRIU could
+ * not dump ("In-flight connection"). */
 static void tcp_server(const tcp_cfg *t) {
         struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)t->port)};
         unsigned long long rounds = 0, seq;
-        int one = 1, ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        int one = 1, ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), fd = -1;
 
         if (ls < 0 || setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
             bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(ls, 4) < 0)
                 die("listen");
         tcp_report(0);
         for (;;) {
-                int fd = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
-                if (fd < 0)
+                struct pollfd p[2] = {{.fd = ls, .events = POLLIN}, {.fd = fd, .events = POLLIN}};
+                if (poll(p, fd >= 0 ? 2 : 1, -1) < 0)
                         continue;
-                while (full_io(fd, &seq, sizeof(seq), false) == 0 && full_io(fd, &seq, sizeof(seq), true) == 0)
-                        tcp_report(++rounds);
-                tcp_report(rounds);
-                close(fd);
+                if (p[0].revents & POLLIN) {
+                        int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+                        if (c >= 0 && fd < 0)
+                                fd = c;
+                        else if (c >= 0) {
+                                close(c);
+                                probes++;
+                                tcp_report(rounds);
+                        }
+                }
+                if (fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
+                        if (full_io(fd, &seq, sizeof(seq), false) == 0 && full_io(fd, &seq, sizeof(seq), true) == 0)
+                                rounds++;
+                        else {
+                                close(fd);
+                                fd = -1;
+                        }
+                        tcp_report(rounds);
+                }
         }
 }
 
@@ -299,17 +320,21 @@ static const char *landlock_state(void) {
 }
 
 static char probe_state[32] = "waiting";
+static unsigned long probes_killed;
 
-/* Reaps whatever ended; the probe's end is the interesting one. */
-static void reap(pid_t probe) {
+/* Reaps whatever ended. A probe that ended is counted and replaced, so
+ * that the filter can be tried again after every move. */
+static void reap(pid_t *probe) {
         int status;
         pid_t pid;
         while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-                if (pid == probe) {
-                        if (WIFSIGNALED(status))
+                if (pid == *probe) {
+                        if (WIFSIGNALED(status)) {
                                 snprintf(probe_state, sizeof(probe_state), "killed-%d", WTERMSIG(status));
-                        else
+                                probes_killed++;
+                        } else
                                 snprintf(probe_state, sizeof(probe_state), "survived-%d", WEXITSTATUS(status));
+                        *probe = spawn("nm-probe", run_probe, NULL);
                 }
 }
 
@@ -359,13 +384,13 @@ int main(int argc, char **argv) {
                 int n = snprintf(line, sizeof(line), "%llu\n", count);
                 if (write(logfd, line, (size_t)n) != n)
                         die("/tmp/nm-log");
-                reap(probe);
+                reap(&probe);
                 snprintf(line, sizeof(line),
-                         "count=%llu pid=%d tmp=%s shm=%s lock=%s stopped=%c probe=%s landlock=%s "
-                         "max_gap_ms=%lld\n",
+                         "count=%llu pid=%d tmp=%s shm=%s lock=%s stopped=%c probe=%s probes_killed=%lu "
+                         "landlock=%s max_gap_ms=%lld\n",
                          count, (int)getpid(), data_ok(&tmp) ? "ok" : "BAD", data_ok(&shm) ? "ok" : "BAD",
-                         locks_held(lock) ? "ok" : "BAD", proc_state(stopped), probe_state, landlock_state(),
-                         max_gap);
+                         locks_held(lock) ? "ok" : "BAD", proc_state(stopped), probe_state, probes_killed,
+                         landlock_state(), max_gap);
                 publish("status", line);
                 sleep_ms(tcp.period);
         }
