@@ -123,7 +123,7 @@ target_refuses() {
 	[ ! -e "$(fx_cgroup_root n2)/nucleus-$web_id" ] || [ "${keep_cgroup:-}" ] || t_fail "a refused restore made the cgroup"
 	t_log "target refused: $(sed 's/.*cannot take container [0-9a-f]*: //' <<<"$out")"
 }
-ip -n "$(fx_ns n2)" link add "$veth" type dummy
+ip -n "$(fx_ns n2)" link add "$veth" type veth peer name nmpeer0
 target_refuses "interface $veth exists on this node already"
 ip -n "$(fx_ns n2)" link del "$veth"
 
@@ -131,10 +131,10 @@ printf '%s' "$addr" >"$n2state/ip-alloc/0123456789abcdef0123456789abcdef.ip"
 target_refuses "address $addr is reserved for container 0123456789abcdef0123456789abcdef"
 rm "$n2state/ip-alloc/0123456789abcdef0123456789abcdef.ip"
 
-ip -n "$(fx_ns n2)" link add nmdummy type dummy
-ip -n "$(fx_ns n2)" addr add "$addr/32" dev nmdummy
-target_refuses "address $addr is on nmdummy"
-ip -n "$(fx_ns n2)" link del nmdummy
+ip -n "$(fx_ns n2)" link add nmother type veth peer name nmpeer1
+ip -n "$(fx_ns n2)" addr add "$addr/32" dev nmother
+target_refuses "address $addr is on nmother"
+ip -n "$(fx_ns n2)" link del nmother
 
 target_refuses "this node has no bridge nucleus9" --bridge nucleus9
 ip -n "$(fx_ns n2)" addr flush dev nucleus0
