@@ -334,8 +334,8 @@ static void checkpoint_help(void) {
                "\n%s\n%s"
                "\nEXAMPLE\n"
                "  %s checkpoint web1 -o /var/lib/nucleus-migrate/web1.ckpt\n",
-               cli_program, cli_program, cli_program, cli_program, cli_program, criu_options_help, "nm-rootfs.tar",
-               env_help, exit_help, cli_program);
+               cli_program, cli_program, cli_program, cli_program, cli_program, criu_options_help,
+               "nm-rootfs.tar", env_help, exit_help, cli_program);
 }
 
 static void on_dumped(ckpt_dump_req *req, int status) {
@@ -371,7 +371,8 @@ static void print_native(const ckpt_native *n) {
                (unsigned long long)n->root_bytes);
         printf("  mounts:     %zu, %zu of them host binds (external)\n", n->n_mounts, binds);
         if (n->net == CKPT_NET_BRIDGE)
-                printf("  network:    %s (%s/%u) on %s via %s\n", n->vethc, n->address, n->prefix, n->bridge, n->veth);
+                printf("  network:    %s (%s/%u) on %s via %s\n", n->vethc, n->address, n->prefix, n->bridge,
+                       n->veth);
         if (n->cgroup)
                 printf("  cgroup:     %s (seen inside as %s)%s%s\n", n->cgroup, strna(n->cgroup_inside),
                        n->cgroup_dump ? ", dumped from " : "", n->cgroup_dump ? n->cgroup_dump : "");
@@ -457,10 +458,11 @@ int cmd_checkpoint(int argc, char **argv) {
         uv_loop_t loop;
         run_ctx ctx = {.verbose = a.verbose};
         ckpt_dump_req req = {.data = &ctx, .event_cb = print_event};
-        ckpt_dump_opts opts = {.criu = a.opts,
-                               .sign = sign,
-                               .leave_stopped = leave_stopped,
-                               .policy = {.accept_landlock_loss = accept_landlock, .try_anyway = try_anyway}};
+        ckpt_dump_opts opts = {
+                .criu = a.opts,
+                .sign = sign,
+                .leave_stopped = leave_stopped,
+                .policy = {.accept_landlock_loss = accept_landlock, .try_anyway = try_anyway}};
         r = uv_loop_init(&loop);
         if (r < 0) {
                 fail("checkpoint", uv_strerror(r));
@@ -542,10 +544,10 @@ static void on_restored(ckpt_restore_req *req, int status) {
 
 /* What a native restore needs besides the images, decided before CRIU runs. */
 typedef struct native_plan {
-        ckpt_native *n;        /* NULL: not a native container */
+        ckpt_native *n; /* NULL: not a native container */
         char *id;
-        char *cgroup_root;     /* where nucleus-<id> is made, or NULL */
-        bool reserved;         /* the address was reserved here */
+        char *cgroup_root; /* where nucleus-<id> is made, or NULL */
+        bool reserved;     /* the address was reserved here */
 } native_plan;
 
 static void native_plan_done(native_plan *p) {
@@ -577,8 +579,8 @@ static int pick_cgroup_root(const ckpt_metadata *md, const char *given, char **r
 /* Reads the checkpoint before restoring: refuses a second copy, and checks
  * that this node offers what a native container needs (exit 3 when not);
  * reserves its address. */
-static int precheck_restore(const char *dir, const char *state_dir, const criu_args *a, const char *cgroup_root,
-                            const char *bridge, native_plan *plan) {
+static int precheck_restore(const char *dir, const char *state_dir, const criu_args *a,
+                            const char *cgroup_root, const char *bridge, native_plan *plan) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_close_ int dfd = open_dir_nofollow(dir);
         _cleanup_free_ char *cgroup_dir = NULL;

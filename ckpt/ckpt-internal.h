@@ -89,9 +89,9 @@ bool ckpt__same_ns(pid_t pid, const char *kind);
 typedef struct ckpt__mnt {
         int id, parent;
         unsigned major, minor;
-        char *root;       /* the path within its file system */
-        char *target;     /* the mount point, relative to the reader's root */
-        char *opts;       /* per-mount options */
+        char *root;   /* the path within its file system */
+        char *target; /* the mount point, relative to the reader's root */
+        char *opts;   /* per-mount options */
         char *fstype;
         char *source;
         char *super_opts; /* per-superblock options */
@@ -110,8 +110,8 @@ typedef struct ckpt__link {
         int index;
         int master; /* the bridge it is enslaved to, 0 if none */
         char name[16];
-        char kind[32];  /* "veth", "tun", "bridge", "" (lo, physical) */
-        char addr[16];  /* its first IPv4 address, "" if none */
+        char kind[32]; /* "veth", "tun", "bridge", "" (lo, physical) */
+        char addr[16]; /* its first IPv4 address, "" if none */
         unsigned prefix;
 } ckpt__link;
 

@@ -118,7 +118,7 @@ typedef enum ckpt_mount_kind {
 
 typedef struct ckpt_native_mount {
         ckpt_mount_kind kind;
-        char *target;   /* the mount point inside the container */
+        char *target; /* the mount point inside the container */
         char *fstype;
         char *source;   /* HOST_BIND: the host path bound there */
         char *options;  /* ROOT: the tmpfs options to make it again ("size=65536k,mode=755") */
@@ -140,8 +140,8 @@ typedef enum ckpt_stdio_kind {
 
 typedef struct ckpt_native_stdio {
         ckpt_stdio_kind kind;
-        char *key; /* CRIU's name for it: "file[<mnt>:<ino>]" (external on dump, --inherit-fd key on
-                    * restore), "pipe:[<ino>]" (--inherit-fd key); NULL otherwise */
+        char *key;  /* CRIU's name for it: "file[<mnt>:<ino>]" (external on dump, --inherit-fd key on
+                     * restore), "pipe:[<ino>]" (--inherit-fd key); NULL otherwise */
         bool write; /* opened for writing (its replacement is too) */
 } ckpt_native_stdio;
 
@@ -156,10 +156,10 @@ typedef enum ckpt_net_mode {
 } ckpt_net_mode;
 
 typedef enum ckpt_landlock {
-        CKPT_LANDLOCK_NONE,    /* not a nucleus container: nothing applies it */
-        CKPT_LANDLOCK_ASSUMED, /* nucleus applies it by default, and the kernel shows no trace of a
-                                * Landlock domain from outside (no /proc field, ptrace scoping does
-                                * not tell): assumed in force. CRIU 4.2 drops it. */
+        CKPT_LANDLOCK_NONE,          /* not a nucleus container: nothing applies it */
+        CKPT_LANDLOCK_ASSUMED,       /* nucleus applies it by default, and the kernel shows no trace of a
+                                      * Landlock domain from outside (no /proc field, ptrace scoping does
+                                      * not tell): assumed in force. CRIU 4.2 drops it. */
         CKPT_LANDLOCK_ACCEPTED_LOSS, /* assumed, and the operator accepted that the restored copy
                                       * runs without it */
         _CKPT_LANDLOCK_MAX,
@@ -191,11 +191,11 @@ typedef struct ckpt_native {
         char *cgroup_dump;   /* set by the dump: where the tasks were put (host path) */
         char *cgroup_fs;     /* where the unified hierarchy is mounted here ("/sys/fs/cgroup") */
         /* Security, as /proc shows it. */
-        int seccomp;       /* 0, 1, 2 (filter) */
+        int seccomp; /* 0, 1, 2 (filter) */
         bool no_new_privs;
         uint64_t cap_eff;
         ckpt_landlock landlock;
-        bool user_ns;      /* a user namespace of its own */
+        bool user_ns; /* a user namespace of its own */
         /* The init's stdio. */
         ckpt_native_stdio stdio[3];
         /* Things to refuse. */
@@ -240,10 +240,10 @@ int ckpt_native_check_source(const ckpt_native *n, const ckpt_native_policy *p, 
 
 /* What a node that is to restore a container must offer. */
 typedef struct ckpt_native_target {
-        const char *id;         /* the container's id (its own reservation is not a clash) */
-        const char *state_dir;  /* for <state dir>/ip-alloc/ */
-        const char *bridge;     /* NULL: the recorded one */
-        const char *cgroup_dir; /* NULL: no cgroup to be made; else the one to make */
+        const char *id;                   /* the container's id (its own reservation is not a clash) */
+        const char *state_dir;            /* for <state dir>/ip-alloc/ */
+        const char *bridge;               /* NULL: the recorded one */
+        const char *cgroup_dir;           /* NULL: no cgroup to be made; else the one to make */
         const ckpt_ext_mount *ext_mounts; /* restore-side key -> path overrides */
         size_t n_ext_mounts;
 } ckpt_native_target;
@@ -267,7 +267,8 @@ int ckpt_native_address_release(const char *state_dir, const char *id, const cha
  * copy that has none (one restored on this node): the address reservation,
  * the cgroup <cgroup_fs><cgroup> (once empty) and the state file (while it
  * still names pid) are removed. The veth went with the network namespace. */
-int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid, nm_error *err);
+int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid,
+                       nm_error *err);
 
 /* Rollback on the source after a dump that left the tasks stopped: the
  * tasks go back into their cgroup, TCP sockets leave repair mode, CRIU's
@@ -461,10 +462,10 @@ struct ckpt_dump_req {
         ckpt_dump_stats stats;
         ckpt_metadata *metadata; /* as written to metadata.json */
         char *criu_path, *criu_version;
-        bool lazy;         /* a lazy dump (opts->lazy_ps_fd) */
-        char *work_dir;    /* CRIU's log: <work_dir>/dump.log */
-        char warning[512]; /* a non-fatal problem, or "" */
-        nm_error error;    /* when status < 0 (also for synchronous errors) */
+        bool lazy;           /* a lazy dump (opts->lazy_ps_fd) */
+        char *work_dir;      /* CRIU's log: <work_dir>/dump.log */
+        char warning[512];   /* a non-fatal problem, or "" */
+        nm_error error;      /* when status < 0 (also for synchronous errors) */
         ckpt_native *native; /* what the container was (also in metadata.json as nm_native); the
                               * rollback and the commit need it (ckpt_source_resume/_end) */
         /* private */
@@ -529,12 +530,12 @@ struct ckpt_restore_req {
         ckpt_restore_cb cb;
         uint64_t t0;
         bool leave_stopped;
-        ckpt_native *desc;      /* native: from nm_native */
-        int root_tar_fd;        /* native: images/nm-rootfs.tar */
-        char *root_dir;         /* native: where the root is mounted for CRIU */
+        ckpt_native *desc; /* native: from nm_native */
+        int root_tar_fd;   /* native: images/nm-rootfs.tar */
+        char *root_dir;    /* native: where the root is mounted for CRIU */
         bool root_made;
         bool cgroup_made;
-        int inherit_fds[3];     /* native: stdio replacements handed to CRIU */
+        int inherit_fds[3]; /* native: stdio replacements handed to CRIU */
 };
 
 /* Restores the checkpoint in dir, detached. With opts->verify the HMAC is

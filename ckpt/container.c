@@ -381,7 +381,8 @@ int ckpt_state_set_cgroup(ckpt_container *c, const char *cgroup_path, nm_error *
                 return nm_error_set(err, -EINVAL, "%s is a bare process tree; it has no state file", c->id);
         if (cgroup_path && !(copy = strdup(cgroup_path)))
                 return -ENOMEM;
-        if (json_object_set_new(c->json, "cgroup_path", cgroup_path ? json_string(cgroup_path) : json_null()) < 0) {
+        if (json_object_set_new(c->json, "cgroup_path",
+                                cgroup_path ? json_string(cgroup_path) : json_null()) < 0) {
                 free(copy);
                 return -ENOMEM;
         }

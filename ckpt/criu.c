@@ -480,7 +480,8 @@ static int capture_root(ckpt_dump_req *req) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
-        fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
         if (fd < 0)
                 return nm_error_errno(&req->error, negative_errno(), "cannot create %s/%s/%s", call->dir,
                                       CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
@@ -596,7 +597,8 @@ static void dump_work(uv_work_t *w) {
                 nm_error kerr = {};
                 if (ckpt_source_end(req->native, req->pid, req->start_ticks, &kerr) < 0)
                         snprintf(req->warning, sizeof(req->warning),
-                                 "the dumped tasks could not be ended and are stopped: %s", nm_error_msg(&kerr));
+                                 "the dumped tasks could not be ended and are stopped: %s",
+                                 nm_error_msg(&kerr));
                 else
                         req->stopped = false;
         }
@@ -647,9 +649,10 @@ static int dump_describe(ckpt_dump_req *req, const ckpt_container *c, const ckpt
         if (!req->native->own_mount_ns)
                 return 0;
         if (opts->lazy)
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "container %s has a root file system of its own, which a lazy dump cannot carry",
-                                    c->id);
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "container %s has a root file system of its own, which a lazy dump cannot carry",
+                        c->id);
         return ckpt__root_clone(c->pid, &req->root_fd, err);
 }
 
@@ -738,7 +741,8 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         }
         if (req->root_fd >= 0) {
                 json_t *j = NULL;
-                if (ckpt_native_to_json(req->native, &j) < 0 || json_object_set_new(req->metadata->json, "nm_native", j) < 0)
+                if (ckpt_native_to_json(req->native, &j) < 0 ||
+                    json_object_set_new(req->metadata->json, "nm_native", j) < 0)
                         return -ENOMEM;
         }
         r = build_copts(call, &opts->criu, req->criu_path, DUMP_LOG, err);
@@ -980,8 +984,8 @@ static int restore_stdio(ckpt_restore_req *req, const char *stdio_file) {
                         continue;
                 r = stdio_replacement(s, stdio_file, &req->inherit_fds[i]);
                 if (r < 0)
-                        return nm_error_errno(&req->error, r, "cannot make a replacement for the container's fd %zu",
-                                              i);
+                        return nm_error_errno(&req->error, r,
+                                              "cannot make a replacement for the container's fd %zu", i);
                 if (criu_local_add_inherit_fd(req->call.copts, req->inherit_fds[i], s->key) < 0)
                         return -ENOMEM;
         }
@@ -997,8 +1001,9 @@ static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts
         req->native = true;
         req->root_tar_fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (req->root_tar_fd < 0)
-                return nm_error_errno(err, negative_errno(), "checkpoint %s lacks %s/%s (the root file system)",
-                                      call->dir, CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
+                return nm_error_errno(err, negative_errno(),
+                                      "checkpoint %s lacks %s/%s (the root file system)", call->dir,
+                                      CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
         if (opts->root_dir)
                 req->root_dir = strdup(opts->root_dir);
         else if (asprintf(&req->root_dir, "%s/root", call->work_dir) < 0)
@@ -1006,7 +1011,8 @@ static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts
         if (!req->root_dir)
                 return -ENOMEM;
         if (opts->cgroup_root && n->cgroup &&
-            asprintf(&req->cgroup_path, "%s/nucleus-%s", opts->cgroup_root, req->metadata->container_id) < 0) {
+            asprintf(&req->cgroup_path, "%s/nucleus-%s", opts->cgroup_root, req->metadata->container_id) <
+                    0) {
                 req->cgroup_path = NULL;
                 return -ENOMEM;
         }
@@ -1017,7 +1023,8 @@ static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts
                 return nm_error_set(err, r, "cannot add the external mounts");
         if (n->net == CKPT_NET_BRIDGE) {
                 _cleanup_free_ char *veth = NULL;
-                if (asprintf(&veth, "veth[%s]:%s@%s", n->vethc, n->veth, opts->bridge ? opts->bridge : n->bridge) < 0) {
+                if (asprintf(&veth, "veth[%s]:%s@%s", n->vethc, n->veth,
+                             opts->bridge ? opts->bridge : n->bridge) < 0) {
                         veth = NULL;
                         return -ENOMEM;
                 }
@@ -1056,8 +1063,8 @@ static int restore_native_before(ckpt_restore_req *req) {
         req->root_made = true;
         if (!req->cgroup_path)
                 return 0;
-        r = ckpt__cgroup_create(req->cgroup_path, json_object_get(req->metadata->json, "resource_limits"), &skipped,
-                                &req->error);
+        r = ckpt__cgroup_create(req->cgroup_path, json_object_get(req->metadata->json, "resource_limits"),
+                                &skipped, &req->error);
         if (r < 0)
                 return r;
         req->cgroup_made = true;

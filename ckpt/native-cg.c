@@ -142,7 +142,8 @@ int ckpt__cgroup_describe(pid_t pid, const ckpt__mnt *host, size_t n_host, ckpt_
         }
         r = ckpt__in_ns(pid, CLONE_NEWCGROUP, read_inside, &ir);
         if (r < 0)
-                return nm_error_errno(err, r, "cannot see pid %d's cgroup from its cgroup namespace", (int)pid);
+                return nm_error_errno(err, r, "cannot see pid %d's cgroup from its cgroup namespace",
+                                      (int)pid);
         n->cgroup_inside = ir.path;
         if (strncmp(n->cgroup_inside, "/..", 3) != 0)
                 return 0;
@@ -178,8 +179,8 @@ int ckpt__cgroup_move_tree(pid_t pid, const char *dir, nm_error *err) {
                 for (size_t i = 0; i < n; i++) {
                         r = write_pid(dir, pids[i]);
                         if (r < 0)
-                                return nm_error_errno(err, r, "cannot move pid %d into cgroup %s", (int)pids[i],
-                                                      dir);
+                                return nm_error_errno(err, r, "cannot move pid %d into cgroup %s",
+                                                      (int)pids[i], dir);
                         moved++;
                 }
                 _cleanup_free_ pid_t *again = NULL;
@@ -188,8 +189,8 @@ int ckpt__cgroup_move_tree(pid_t pid, const char *dir, nm_error *err) {
                 if (r >= 0 && m == n && memcmp(again, pids, n * sizeof(pid_t)) == 0)
                         return (int)moved;
         }
-        return nm_error_set(err, -EAGAIN, "the tree of %d kept changing while it was moved into %s", (int)pid,
-                            dir);
+        return nm_error_set(err, -EAGAIN, "the tree of %d kept changing while it was moved into %s",
+                            (int)pid, dir);
 }
 
 int ckpt__cgroup_prepare_dump(ckpt_native *n, const char *id, pid_t pid, nm_error *err) {

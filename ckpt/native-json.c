@@ -13,8 +13,10 @@ static const char *const mount_kinds[_CKPT_MOUNT_KIND_MAX] = {
 static const char *const stdio_kinds[_CKPT_STDIO_KIND_MAX] = {
         [CKPT_STDIO_INSIDE] = "inside", [CKPT_STDIO_NULL] = "null",       [CKPT_STDIO_FILE] = "file",
         [CKPT_STDIO_PIPE] = "pipe",     [CKPT_STDIO_FOREIGN] = "foreign", [CKPT_STDIO_TTY] = "tty"};
-static const char *const net_modes[_CKPT_NET_MODE_MAX] = {[CKPT_NET_HOST] = "host",     [CKPT_NET_NONE] = "none",
-                                                          [CKPT_NET_BRIDGE] = "bridge", [CKPT_NET_TAP] = "tap",
+static const char *const net_modes[_CKPT_NET_MODE_MAX] = {[CKPT_NET_HOST] = "host",
+                                                          [CKPT_NET_NONE] = "none",
+                                                          [CKPT_NET_BRIDGE] = "bridge",
+                                                          [CKPT_NET_TAP] = "tap",
                                                           [CKPT_NET_OTHER] = "other"};
 static const char *const landlocks[_CKPT_LANDLOCK_MAX] = {[CKPT_LANDLOCK_NONE] = "none",
                                                           [CKPT_LANDLOCK_ASSUMED] = "assumed",
@@ -22,7 +24,9 @@ static const char *const landlocks[_CKPT_LANDLOCK_MAX] = {[CKPT_LANDLOCK_NONE] =
 static const struct {
         unsigned flag;
         const char *name;
-} mount_flags[] = {{CKPT_MNT_RDONLY, "ro"}, {CKPT_MNT_NOSUID, "nosuid"}, {CKPT_MNT_NODEV, "nodev"},
+} mount_flags[] = {{CKPT_MNT_RDONLY, "ro"},
+                   {CKPT_MNT_NOSUID, "nosuid"},
+                   {CKPT_MNT_NODEV, "nodev"},
                    {CKPT_MNT_NOEXEC, "noexec"}};
 
 static int from_string(const char *const *names, int n, const char *s) {
@@ -123,7 +127,8 @@ static int opt_string(const json_t *o, const char *key, char **ret, nm_error *er
         return s && !*ret ? -ENOMEM : 0;
 }
 
-static int enum_field(const json_t *o, const char *key, const char *const *names, int n, int *ret, nm_error *err) {
+static int enum_field(const json_t *o, const char *key, const char *const *names, int n, int *ret,
+                      nm_error *err) {
         const char *s = NULL;
         int r = ckpt__json_string(o, key, true, &s, err);
         if (r < 0)
@@ -163,8 +168,8 @@ static int mount_from_json(const json_t *o, ckpt_native_mount *m, nm_error *err)
         if (r < 0)
                 return r;
         m->kind = (ckpt_mount_kind)kind;
-        if (!m->target || m->target[0] != '/' || !m->fstype || (m->kind == CKPT_MOUNT_HOST_BIND && !m->source) ||
-            (m->source && m->source[0] != '/'))
+        if (!m->target || m->target[0] != '/' || !m->fstype ||
+            (m->kind == CKPT_MOUNT_HOST_BIND && !m->source) || (m->source && m->source[0] != '/'))
                 return nm_error_set(err, -EBADMSG, "nm_native: mount %s is incomplete", strna(m->target));
         json_array_foreach(flags, i, f) {
                 size_t k;
@@ -202,7 +207,8 @@ static int net_from_json(const json_t *o, ckpt_native *n, nm_error *err) {
         n->net = (ckpt_net_mode)mode;
         n->prefix = (unsigned)prefix;
         if (n->net == CKPT_NET_BRIDGE && (!n->vethc || !n->veth || !n->bridge || !n->address))
-                return nm_error_set(err, -EBADMSG, "nm_native: bridge networking without veth, bridge or address");
+                return nm_error_set(err, -EBADMSG,
+                                    "nm_native: bridge networking without veth, bridge or address");
         return 0;
 }
 
@@ -257,7 +263,8 @@ static int stdio_from_json(const json_t *a, ckpt_native *n, nm_error *err) {
                 if (r < 0)
                         return r;
                 n->stdio[i].kind = (ckpt_stdio_kind)kind;
-                if ((kind == CKPT_STDIO_NULL || kind == CKPT_STDIO_FILE || kind == CKPT_STDIO_PIPE) && !n->stdio[i].key)
+                if ((kind == CKPT_STDIO_NULL || kind == CKPT_STDIO_FILE || kind == CKPT_STDIO_PIPE) &&
+                    !n->stdio[i].key)
                         return nm_error_set(err, -EBADMSG, "nm_native: stdio %zu has no key", i);
         }
         return 0;

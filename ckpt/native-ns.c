@@ -211,8 +211,10 @@ static bool has_opt(const char *opts, const char *name) {
 }
 
 unsigned ckpt__mnt_flags(const char *opts) {
-        return (has_opt(opts, "ro") ? CKPT_MNT_RDONLY : 0) | (has_opt(opts, "nosuid") ? CKPT_MNT_NOSUID : 0) |
-               (has_opt(opts, "nodev") ? CKPT_MNT_NODEV : 0) | (has_opt(opts, "noexec") ? CKPT_MNT_NOEXEC : 0);
+        return (has_opt(opts, "ro") ? CKPT_MNT_RDONLY : 0) |
+               (has_opt(opts, "nosuid") ? CKPT_MNT_NOSUID : 0) |
+               (has_opt(opts, "nodev") ? CKPT_MNT_NODEV : 0) |
+               (has_opt(opts, "noexec") ? CKPT_MNT_NOEXEC : 0);
 }
 
 /* ---- interfaces (rtnetlink) ---------------------------------------------- */
@@ -222,8 +224,10 @@ static int nl_dump(int fd, int type, int family, unsigned seq) {
                 struct nlmsghdr h;
                 struct rtgenmsg g;
         } req = {
-                .h = {.nlmsg_len = sizeof(req), .nlmsg_type = (unsigned short)type,
-                      .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP, .nlmsg_seq = seq},
+                .h = {.nlmsg_len = sizeof(req),
+                      .nlmsg_type = (unsigned short)type,
+                      .nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP,
+                      .nlmsg_seq = seq},
                 .g = {.rtgen_family = (unsigned char)family},
         };
         return send(fd, &req, sizeof(req), 0) < 0 ? negative_errno() : 0;
@@ -285,7 +289,8 @@ static int nl_read(int fd, link_list *ll, void (*parse)(link_list *, struct nlms
                 if (n < 0)
                         return negative_errno();
                 int len = (int)n;
-                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)len); h = NLMSG_NEXT(h, len)) {
+                for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)len);
+                     h = NLMSG_NEXT(h, len)) {
                         if (h->nlmsg_type == NLMSG_DONE)
                                 return 0;
                         if (h->nlmsg_type == NLMSG_ERROR)

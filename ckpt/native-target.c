@@ -34,11 +34,13 @@ static int check_binds(const ckpt_native *n, const ckpt_native_target *t, nm_err
                         continue;
                 path = bind_path(m, t);
                 if (stat(path, &st) < 0)
-                        return nm_error_errno(err, -ENOENT, "the container binds %s at %s, which this node lacks",
-                                              path, m->target);
+                        return nm_error_errno(err, -ENOENT,
+                                              "the container binds %s at %s, which this node lacks", path,
+                                              m->target);
                 if (S_ISDIR(st.st_mode) == m->is_file)
-                        return nm_error_set(err, -ENOENT, "the container binds %s %s at %s; here it is %s", m->is_file ? "the file" : "the directory",
-                                            path, m->target, S_ISDIR(st.st_mode) ? "a directory" : "not a directory");
+                        return nm_error_set(err, -ENOENT, "the container binds %s %s at %s; here it is %s",
+                                            m->is_file ? "the file" : "the directory", path, m->target,
+                                            S_ISDIR(st.st_mode) ? "a directory" : "not a directory");
         }
         return 0;
 }
@@ -94,12 +96,14 @@ static int check_net(const ckpt_native *n, const ckpt_native_target *t, nm_error
         if (!br || strcmp(br->kind, "bridge") != 0)
                 r = nm_error_set(err, -EOPNOTSUPP, "this node has no bridge %s", bridge);
         else if (n->bridge_net && strcmp(net, n->bridge_net) != 0)
-                r = nm_error_set(err, -EOPNOTSUPP, "bridge %s is %s here, %s on the source", bridge, net, n->bridge_net);
+                r = nm_error_set(err, -EOPNOTSUPP, "bridge %s is %s here, %s on the source", bridge, net,
+                                 n->bridge_net);
         else if (ckpt__link_by_name(l, count, n->veth))
                 r = nm_error_set(err, -EEXIST, "interface %s exists on this node already", n->veth);
         for (size_t i = 0; r >= 0 && i < count; i++)
                 if (strcmp(l[i].addr, n->address) == 0)
-                        r = nm_error_set(err, -EADDRINUSE, "address %s is on %s of this node", n->address, l[i].name);
+                        r = nm_error_set(err, -EADDRINUSE, "address %s is on %s of this node", n->address,
+                                         l[i].name);
         free(l);
         if (r < 0 || !t->state_dir)
                 return r;
@@ -107,8 +111,8 @@ static int check_net(const ckpt_native *n, const ckpt_native_target *t, nm_error
         if (r < 0)
                 return nm_error_errno(err, r, "cannot read %s/%s", t->state_dir, IP_ALLOC_DIR);
         if (holder[0] && (!t->id || strcmp(holder, t->id) != 0))
-                return nm_error_set(err, -EADDRINUSE, "address %s is reserved for container %s on this node", n->address,
-                                    holder);
+                return nm_error_set(err, -EADDRINUSE, "address %s is reserved for container %s on this node",
+                                    n->address, holder);
         return 0;
 }
 
@@ -138,8 +142,9 @@ int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, 
                 return r;
         avail = mem_available();
         if (avail < n->root_bytes + ROOT_SLACK)
-                return nm_error_set(err, -ENOMEM, "the root tmpfs holds %llu MiB; this node has %llu MiB available",
-                                    (unsigned long long)(n->root_bytes >> 20), (unsigned long long)(avail >> 20));
+                return nm_error_set(
+                        err, -ENOMEM, "the root tmpfs holds %llu MiB; this node has %llu MiB available",
+                        (unsigned long long)(n->root_bytes >> 20), (unsigned long long)(avail >> 20));
         if (t->cgroup_dir && lstat(t->cgroup_dir, &st) == 0)
                 return nm_error_set(err, -EEXIST, "cgroup %s exists on this node already", t->cgroup_dir);
         return 0;
@@ -158,9 +163,10 @@ int ckpt_native_address_reserve(const char *state_dir, const char *id, const cha
         if (r < 0)
                 return nm_error_errno(err, r, "cannot read %s/%s", state_dir, IP_ALLOC_DIR);
         if (holder[0])
-                return strcmp(holder, id) == 0 ? 0
-                                               : nm_error_set(err, -EADDRINUSE, "address %s is reserved for container %s",
-                                                              address, holder);
+                return strcmp(holder, id) == 0
+                               ? 0
+                               : nm_error_set(err, -EADDRINUSE, "address %s is reserved for container %s",
+                                              address, holder);
         snprintf(dir, sizeof(dir), "%s/%s", state_dir, IP_ALLOC_DIR);
         dfd = mkdir_p_secure(dir, 0700);
         if (dfd < 0)
@@ -168,7 +174,8 @@ int ckpt_native_address_reserve(const char *state_dir, const char *id, const cha
         snprintf(name, sizeof(name), "%s.ip", id);
         fd = openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         if (fd < 0)
-                return nm_error_errno(err, negative_errno(), "cannot reserve %s in %s/%s", address, dir, name);
+                return nm_error_errno(err, negative_errno(), "cannot reserve %s in %s/%s", address, dir,
+                                      name);
         r = loop_write(fd, address, strlen(address));
         if (r >= 0 && fsync(fd) < 0)
                 r = negative_errno();
@@ -225,7 +232,8 @@ int ckpt_source_end(const ckpt_native *n, pid_t root, uint64_t root_start_ticks,
         return 0;
 }
 
-int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid, nm_error *err) {
+int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid,
+                       nm_error *err) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
         _cleanup_free_ char *text = NULL;
         char path[4096];

@@ -28,9 +28,10 @@ ckpt_native *ckpt_native_free(ckpt_native *n) {
                 free(n->mounts[i].options);
         }
         free(n->mounts);
-        char **s[] = {&n->iface,  &n->vethc,      &n->veth,          &n->bridge,      &n->address,
-                      &n->bridge_net, &n->cgroup, &n->cgroup_inside, &n->cgroupns_root, &n->cgroup_dump,
-                      &n->cgroup_fs, &n->init_outside, &n->memfd_mount};
+        char **s[] = {&n->iface,         &n->vethc,       &n->veth,      &n->bridge,
+                      &n->address,       &n->bridge_net,  &n->cgroup,    &n->cgroup_inside,
+                      &n->cgroupns_root, &n->cgroup_dump, &n->cgroup_fs, &n->init_outside,
+                      &n->memfd_mount};
         for (size_t i = 0; i < ARRAY_SIZE(s); i++)
                 free(*s[i]);
         for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++)
@@ -69,7 +70,8 @@ static int bind_source(pid_t pid, const ckpt__mnt *m, const ckpt__mnt *host, siz
                 size_t k;
                 if (!same_dev(&host[i], m) || (k = path_prefix(host[i].root, m->root)) == SIZE_MAX)
                         continue;
-                if (!best || k > best_len || (k == best_len && strlen(host[i].target) < strlen(best->target))) {
+                if (!best || k > best_len ||
+                    (k == best_len && strlen(host[i].target) < strlen(best->target))) {
                         best = &host[i];
                         best_len = k;
                 }
@@ -112,7 +114,8 @@ static char *fs_options(const char *super) {
         return out;
 }
 
-static int describe_mount(pid_t pid, const ckpt__mnt *m, const ckpt__mnt *host, size_t n_host, ckpt_native *n) {
+static int describe_mount(pid_t pid, const ckpt__mnt *m, const ckpt__mnt *host, size_t n_host,
+                          ckpt_native *n) {
         ckpt_native_mount *nm = &n->mounts[n->n_mounts];
         struct stat st;
         char inside[8192];
@@ -233,7 +236,8 @@ static int describe_net(pid_t pid, ckpt_native *n, nm_error *err) {
                 const ckpt__link *k = &in.l[i];
                 if (strcmp(k->name, "lo") == 0)
                         continue;
-                if (n->net == CKPT_NET_NONE && strcmp(k->kind, "veth") == 0 && strncmp(k->name, "vethc-", 6) == 0) {
+                if (n->net == CKPT_NET_NONE && strcmp(k->kind, "veth") == 0 &&
+                    strncmp(k->name, "vethc-", 6) == 0) {
                         n->net = CKPT_NET_BRIDGE;
                         n->vethc = strdup(k->name);
                         n->address = k->addr[0] ? strdup(k->addr) : NULL;
@@ -313,7 +317,8 @@ static bool pipe_closed_inside(pid_t root, const char *link, long accmode) {
                         if (k <= 0)
                                 continue;
                         target[k] = '\0';
-                        if (strcmp(target, link) == 0 && fdinfo_field(pids[i], atoi(de->d_name), "flags:", &flags) == 0 &&
+                        if (strcmp(target, link) == 0 &&
+                            fdinfo_field(pids[i], atoi(de->d_name), "flags:", &flags) == 0 &&
                             (flags & O_ACCMODE) != accmode) {
                                 closedir(d);
                                 return true;
@@ -369,14 +374,16 @@ static int describe_stdio_fd(pid_t pid, int fd, ckpt_native *n, ckpt_native_stdi
         }
         if (link[0] != '/' || stat(path, &st) < 0)
                 return 0; /* anon_inode:..., CRIU's to judge */
-        if (S_ISCHR(st.st_mode) && (major(st.st_rdev) == 136 || major(st.st_rdev) == 4 || major(st.st_rdev) == 5)) {
+        if (S_ISCHR(st.st_mode) &&
+            (major(st.st_rdev) == 136 || major(st.st_rdev) == 4 || major(st.st_rdev) == 5)) {
                 s->kind = CKPT_STDIO_TTY;
                 return 0;
         }
-        if (!n->own_mount_ns || fdinfo_field(pid, fd, "mnt_id:", &mnt_id) < 0 || mount_id_inside(pid, mnt_id))
+        if (!n->own_mount_ns || fdinfo_field(pid, fd, "mnt_id:", &mnt_id) < 0 ||
+            mount_id_inside(pid, mnt_id))
                 return 0;
         s->kind = S_ISCHR(st.st_mode) && major(st.st_rdev) == 1 && minor(st.st_rdev) == 3 ? CKPT_STDIO_NULL
-                                                                                            : CKPT_STDIO_FILE;
+                                                                                          : CKPT_STDIO_FILE;
         return asprintf(&s->key, "file[%lx:%llx]", mnt_id, (unsigned long long)st.st_ino) < 0 ? -ENOMEM : 0;
 }
 
@@ -448,38 +455,45 @@ static int check_mounts(const ckpt_native *n, nm_error *err) {
         if (!root)
                 return nm_error_set(err, -EOPNOTSUPP, "its mount namespace has no root mount");
         if (strcmp(root->fstype, "tmpfs") != 0)
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "its root file system is %s, not the tmpfs of a native nucleus container", root->fstype);
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "its root file system is %s, not the tmpfs of a native nucleus container",
+                        root->fstype);
         if (n->memfd_mount)
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "a memfd is bound over %s (nucleus does this for resolv.conf with --rootfs and "
-                                    "bridge networking); CRIU cannot dump a memfd mount",
-                                    n->memfd_mount);
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "a memfd is bound over %s (nucleus does this for resolv.conf with --rootfs and "
+                        "bridge networking); CRIU cannot dump a memfd mount",
+                        n->memfd_mount);
         for (size_t i = 0; i < n->n_mounts; i++)
                 if (n->mounts[i].kind == CKPT_MOUNT_HOST_BIND && !n->mounts[i].source)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "the host path bound at %s cannot be found on this node (overmounted or "
-                                            "removed), so the target could not be given it",
-                                            n->mounts[i].target);
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "the host path bound at %s cannot be found on this node (overmounted or "
+                                "removed), so the target could not be given it",
+                                n->mounts[i].target);
         return 0;
 }
 
 static int check_net(const ckpt_native *n, nm_error *err) {
         switch (n->net) {
         case CKPT_NET_TAP:
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "it uses tap device %s, as slirp4netns networking (rootless nucleus) does; its "
-                                    "other end is held outside the container, which CRIU cannot dump",
-                                    strna(n->iface));
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "it uses tap device %s, as slirp4netns networking (rootless nucleus) does; its "
+                        "other end is held outside the container, which CRIU cannot dump",
+                        strna(n->iface));
         case CKPT_NET_OTHER:
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "its network interface %s is not one nucleus makes (lo, or one veth vethc-*)",
-                                    strna(n->iface));
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "its network interface %s is not one nucleus makes (lo, or one veth vethc-*)",
+                        strna(n->iface));
         case CKPT_NET_BRIDGE:
                 if (!n->veth || !n->bridge || !n->address)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "its veth %s has no peer %s on a bridge of this node, or no address",
-                                            strna(n->vethc), n->vethc ? n->vethc + 6 : "?");
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "its veth %s has no peer %s on a bridge of this node, or no address",
+                                strna(n->vethc), n->vethc ? n->vethc + 6 : "?");
                 return 0;
         case CKPT_NET_HOST:
         case CKPT_NET_NONE:
@@ -492,20 +506,23 @@ static int check_net(const ckpt_native *n, nm_error *err) {
 static int check_stdio(const ckpt_native *n, nm_error *err) {
         for (int fd = 0; fd < 3; fd++) {
                 if (n->stdio[fd].kind == CKPT_STDIO_FOREIGN)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "its fd %d is a socket of another network namespace (the journald stream "
-                                            "of a detached nucleus container); CRIU 4.2 cannot find it (\"unix: Unix "
-                                            "socket N not found\")",
-                                            fd);
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "its fd %d is a socket of another network namespace (the journald stream "
+                                "of a detached nucleus container); CRIU 4.2 cannot find it (\"unix: Unix "
+                                "socket N not found\")",
+                                fd);
                 if (n->stdio[fd].kind == CKPT_STDIO_FILE)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "its fd %d is a file outside the container, which CRIU would need "
-                                            "unchanged (same size) on the target; nucleus gives /dev/null, journald "
-                                            "or a pipe",
-                                            fd);
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "its fd %d is a file outside the container, which CRIU would need "
+                                "unchanged (same size) on the target; nucleus gives /dev/null, journald "
+                                "or a pipe",
+                                fd);
                 if (n->stdio[fd].kind == CKPT_STDIO_TTY)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "its fd %d is a terminal (nucleus in the foreground); run it detached", fd);
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "its fd %d is a terminal (nucleus in the foreground); run it detached", fd);
         }
         return 0;
 }
@@ -513,34 +530,38 @@ static int check_stdio(const ckpt_native *n, nm_error *err) {
 int ckpt_native_check_source(const ckpt_native *n, const ckpt_native_policy *p, nm_error *err) {
         int r;
         if (n->user_ns)
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "it has a user namespace of its own (rootless or production-mode nucleus); that "
-                                    "is not supported yet");
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "it has a user namespace of its own (rootless or production-mode nucleus); that "
+                        "is not supported yet");
         if (n->own_mount_ns) {
                 r = check_mounts(n, err);
                 if (r < 0)
                         return r;
                 if (n->init_outside)
-                        return nm_error_set(err, -EOPNOTSUPP,
-                                            "its init %s lives on a host path the container does not mount (nucleus's "
-                                            "production-mode init); CRIU cannot dump it (\"Can't lookup mount\")",
-                                            n->init_outside);
+                        return nm_error_set(
+                                err, -EOPNOTSUPP,
+                                "its init %s lives on a host path the container does not mount (nucleus's "
+                                "production-mode init); CRIU cannot dump it (\"Can't lookup mount\")",
+                                n->init_outside);
         }
         r = check_net(n, err);
         if (r < 0)
                 return r;
         if (n->cgroup_inside && strncmp(n->cgroup_inside, "/..", 3) == 0 && !n->cgroupns_root)
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "it sees its cgroup as %s (its cgroup namespace's root is elsewhere) and that root "
-                                    "could not be found; CRIU refuses such a tree (\"invalid cgroup configuration\")",
-                                    n->cgroup_inside);
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "it sees its cgroup as %s (its cgroup namespace's root is elsewhere) and that root "
+                        "could not be found; CRIU refuses such a tree (\"invalid cgroup configuration\")",
+                        n->cgroup_inside);
         r = check_stdio(n, err);
         if (r < 0)
                 return r;
         if (n->landlock == CKPT_LANDLOCK_ASSUMED && !(p && p->accept_landlock_loss))
-                return nm_error_set(err, -EOPNOTSUPP,
-                                    "nucleus confines its containers with Landlock, which CRIU 4.2 does not carry: the "
-                                    "moved copy would run without it (and no kernel interface shows whether this one "
-                                    "has it). Accept that explicitly to move it");
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "nucleus confines its containers with Landlock, which CRIU 4.2 does not carry: the "
+                        "moved copy would run without it (and no kernel interface shows whether this one "
+                        "has it). Accept that explicitly to move it");
         return 0;
 }

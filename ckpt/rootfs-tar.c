@@ -204,7 +204,8 @@ static int w_file(tar_writer *w, int dfd, const char *name, const char *path, co
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0) /* the tree is frozen: a file cannot shrink */
-                        return nm_error_set(w->err, -EIO, "%s in the root changed while it was archived", path);
+                        return nm_error_set(w->err, -EIO, "%s in the root changed while it was archived",
+                                            path);
                 if (w_put(w, buf, (size_t)n) < 0)
                         return -EIO;
                 left -= (uint64_t)n;
@@ -280,7 +281,8 @@ static int w_dir(tar_writer *w, int dfd, const char *prefix, unsigned depth) {
         int fd, r = 0;
 
         if (depth > DEPTH_LIMIT)
-                return nm_error_set(w->err, -ELOOP, "the root is nested deeper than %d at %s", DEPTH_LIMIT, prefix);
+                return nm_error_set(w->err, -ELOOP, "the root is nested deeper than %d at %s", DEPTH_LIMIT,
+                                    prefix);
         fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (fd < 0 || !(d = fdopendir(fd))) {
                 r = negative_errno();
@@ -333,7 +335,8 @@ static int r_get(tar_reader *t, void *p, size_t n) {
                         if (k < 0 && errno == EINTR)
                                 continue;
                         if (k < 0)
-                                return nm_error_errno(t->err, negative_errno(), "cannot read the root archive");
+                                return nm_error_errno(t->err, negative_errno(),
+                                                      "cannot read the root archive");
                         if (k == 0)
                                 return nm_error_set(t->err, -EBADMSG, "the root archive ends early");
                         t->have = (size_t)k;
@@ -379,7 +382,9 @@ static bool checksum_ok(const ustar *h) {
                 return false;
         for (size_t i = 0; i < BLOCK; i++) {
                 unsigned char c = ((const unsigned char *)h)[i];
-                sum += (i >= offsetof(ustar, chksum) && i < offsetof(ustar, chksum) + sizeof(h->chksum)) ? ' ' : c;
+                sum += (i >= offsetof(ustar, chksum) && i < offsetof(ustar, chksum) + sizeof(h->chksum))
+                               ? ' '
+                               : c;
         }
         return sum == want;
 }
@@ -432,9 +437,10 @@ static int open_parent(int rootfd, const char *path, const char **ret_base, nm_e
         }
         fd = (int)syscall(SYS_openat2, rootfd, parent, &how, sizeof(how));
         if (fd < 0) /* a symlink on the way, or no such directory: the archive's fault */
-                return nm_error_set(err, -EBADMSG,
-                                    "root archive: the parent of '%s' is not a directory inside the root (%s)", path,
-                                    strerror(errno));
+                return nm_error_set(
+                        err, -EBADMSG,
+                        "root archive: the parent of '%s' is not a directory inside the root (%s)", path,
+                        strerror(errno));
         return fd;
 }
 
@@ -514,22 +520,27 @@ static int r_entry(tar_reader *t, entry *e) {
                 e->size = v;
         if (!pax_path) {
                 if (h.prefix[0])
-                        snprintf(e->path, sizeof(e->path), "%.*s/%.*s", (int)strnlen(h.prefix, sizeof(h.prefix)),
-                                 h.prefix, (int)strnlen(h.name, sizeof(h.name)), h.name);
+                        snprintf(e->path, sizeof(e->path), "%.*s/%.*s",
+                                 (int)strnlen(h.prefix, sizeof(h.prefix)), h.prefix,
+                                 (int)strnlen(h.name, sizeof(h.name)), h.name);
                 else
-                        snprintf(e->path, sizeof(e->path), "%.*s", (int)strnlen(h.name, sizeof(h.name)), h.name);
+                        snprintf(e->path, sizeof(e->path), "%.*s", (int)strnlen(h.name, sizeof(h.name)),
+                                 h.name);
         }
         if (!pax_link)
                 snprintf(e->link, sizeof(e->link), "%.*s", (int)strnlen(h.linkname, sizeof(h.linkname)),
                          h.linkname);
-        if (parse_octal(h.mode, sizeof(h.mode), &e->mode) < 0 || parse_octal(h.mtime, sizeof(h.mtime), &e->mtime) < 0)
-                return nm_error_set(t->err, -EBADMSG, "root archive: bad number in the header of '%s'", e->path);
+        if (parse_octal(h.mode, sizeof(h.mode), &e->mode) < 0 ||
+            parse_octal(h.mtime, sizeof(h.mtime), &e->mtime) < 0)
+                return nm_error_set(t->err, -EBADMSG, "root archive: bad number in the header of '%s'",
+                                    e->path);
         if (parse_octal(h.uid, sizeof(h.uid), &v) == 0 && !e->uid)
                 e->uid = v;
         if (parse_octal(h.gid, sizeof(h.gid), &v) == 0 && !e->gid)
                 e->gid = v;
-        if ((e->type == '3' || e->type == '4') && (parse_octal(h.devmajor, sizeof(h.devmajor), &e->devmajor) < 0 ||
-                                                   parse_octal(h.devminor, sizeof(h.devminor), &e->devminor) < 0))
+        if ((e->type == '3' || e->type == '4') &&
+            (parse_octal(h.devmajor, sizeof(h.devmajor), &e->devmajor) < 0 ||
+             parse_octal(h.devminor, sizeof(h.devminor), &e->devminor) < 0))
                 return nm_error_set(t->err, -EBADMSG, "root archive: bad device numbers for '%s'", e->path);
         return 1;
 }
@@ -544,7 +555,8 @@ static int x_dir(int pfd, const char *base, const entry *e) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
         if (mkdirat(pfd, base, 0700) < 0) {
-                if (errno != EEXIST || fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+                if (errno != EEXIST || fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+                    !S_ISDIR(st.st_mode))
                         return -EEXIST;
         }
         fd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -552,7 +564,8 @@ static int x_dir(int pfd, const char *base, const entry *e) {
 }
 
 static int x_file(tar_reader *t, int pfd, const char *base, const entry *e) {
-        _cleanup_close_ int fd = openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        _cleanup_close_ int fd =
+                openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
         uint64_t left = e->size;
         char buf[IOBUF];
         int r;
@@ -578,8 +591,8 @@ static int x_file(tar_reader *t, int pfd, const char *base, const entry *e) {
 
 static bool skeleton_device(const entry *e) {
         for (size_t i = 0; i < ARRAY_SIZE(skeleton_devices); i++)
-                if (strcmp(e->path, skeleton_devices[i].path) == 0 && e->devmajor == skeleton_devices[i].major &&
-                    e->devminor == skeleton_devices[i].minor)
+                if (strcmp(e->path, skeleton_devices[i].path) == 0 &&
+                    e->devmajor == skeleton_devices[i].major && e->devminor == skeleton_devices[i].minor)
                         return true;
         return false;
 }
@@ -604,7 +617,8 @@ static int x_hardlink(int rootfd, int pfd, const char *base, entry *e, nm_error 
         if (src_parent < 0)
                 return src_parent;
         if (fstatat(src_parent, src_base, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
-                return nm_error_set(err, -EBADMSG, "root archive: hard link '%s' to '%s', which is no regular file",
+                return nm_error_set(err, -EBADMSG,
+                                    "root archive: hard link '%s' to '%s', which is no regular file",
                                     e->path, e->link);
         return linkat(src_parent, src_base, pfd, base, 0) < 0 ? negative_errno() : 0;
 }
@@ -621,14 +635,15 @@ static int x_entry(tar_reader *t, int rootfd, entry *e) {
         if (pfd < 0)
                 return pfd;
         if (e->type != '0' && e->size != 0)
-                return nm_error_set(t->err, -EBADMSG, "root archive: '%s' of type '%c' carries data", e->path,
-                                    e->type);
+                return nm_error_set(t->err, -EBADMSG, "root archive: '%s' of type '%c' carries data",
+                                    e->path, e->type);
         switch (e->type) {
         case '0': r = x_file(t, pfd, base, e); break;
         case '5': r = x_dir(pfd, base, e); break;
         case '2':
                 if (!e->link[0])
-                        return nm_error_set(t->err, -EBADMSG, "root archive: symlink '%s' without target", e->path);
+                        return nm_error_set(t->err, -EBADMSG, "root archive: symlink '%s' without target",
+                                            e->path);
                 r = symlinkat(e->link, pfd, base) < 0 ? negative_errno() : 0;
                 if (r >= 0 && fchownat(pfd, base, (uid_t)e->uid, (gid_t)e->gid, AT_SYMLINK_NOFOLLOW) < 0)
                         r = negative_errno();
@@ -640,12 +655,13 @@ static int x_entry(tar_reader *t, int rootfd, entry *e) {
                         return nm_error_set(t->err, -EBADMSG,
                                             "root archive: refusing device node '%s' (%llu:%llu): only the "
                                             "skeleton's /dev/null, zero, full, random and urandom are made",
-                                            e->path, (unsigned long long)e->devmajor, (unsigned long long)e->devminor);
+                                            e->path, (unsigned long long)e->devmajor,
+                                            (unsigned long long)e->devminor);
                 r = x_node(pfd, base, e, S_IFCHR, makedev(e->devmajor, e->devminor));
                 break;
         default:
-                return nm_error_set(t->err, -EBADMSG, "root archive: refusing entry '%s' of type '%c'", e->path,
-                                    e->type);
+                return nm_error_set(t->err, -EBADMSG, "root archive: refusing entry '%s' of type '%c'",
+                                    e->path, e->type);
         }
         if (r < 0 && t->err->code == 0)
                 return nm_error_errno(t->err, r == -EEXIST ? -EBADMSG : r, "root archive: cannot make '%s'",
@@ -667,7 +683,8 @@ int ckpt__tar_extract(int infd, int rootfd, nm_error *err) {
         t->err = err ? err : &local;
         for (unsigned n = 0;; n++) {
                 if (n >= ENTRY_LIMIT)
-                        return nm_error_set(t->err, -EBADMSG, "root archive: more than %d entries", ENTRY_LIMIT);
+                        return nm_error_set(t->err, -EBADMSG, "root archive: more than %d entries",
+                                            ENTRY_LIMIT);
                 *e = (entry){};
                 r = r_entry(t, e);
                 if (r <= 0)

@@ -37,7 +37,8 @@ int ckpt__root_clone(pid_t pid, int *ret_fd, nm_error *err) {
         clone_job j = {.fd = -EBADF};
         int r = ckpt__in_ns(pid, CLONE_NEWNS, clone_root, &j);
         if (r < 0)
-                return nm_error_errno(err, r, "cannot take hold of the root file system of pid %d", (int)pid);
+                return nm_error_errno(err, r, "cannot take hold of the root file system of pid %d",
+                                      (int)pid);
         *ret_fd = j.fd;
         return 0;
 }
@@ -52,7 +53,7 @@ int ckpt__fs_used(int fd, uint64_t *ret) {
 
 /* tmpfs options that describe the file system (not the mount). */
 static bool tmpfs_option(const char *key) {
-        static const char *const known[] = {"size", "nr_blocks", "nr_inodes", "mode",  "uid",     "gid",
+        static const char *const known[] = {"size", "nr_blocks", "nr_inodes", "mode",    "uid",   "gid",
                                             "huge", "mpol",      "inode32",   "inode64", "noswap"};
         for (size_t i = 0; i < ARRAY_SIZE(known); i++)
                 if (strcmp(key, known[i]) == 0)
@@ -73,16 +74,18 @@ static int configure_tmpfs(int fs, const char *options, nm_error *err) {
                         *eq = '\0';
                 if (!tmpfs_option(o))
                         continue;
-                r = eq ? fsconfig(fs, FSCONFIG_SET_STRING, o, eq + 1, 0) : fsconfig(fs, FSCONFIG_SET_FLAG, o, NULL, 0);
+                r = eq ? fsconfig(fs, FSCONFIG_SET_STRING, o, eq + 1, 0)
+                       : fsconfig(fs, FSCONFIG_SET_FLAG, o, NULL, 0);
                 if (r < 0)
-                        return nm_error_errno(err, negative_errno(), "tmpfs option %s%s%s refused", o, eq ? "=" : "",
-                                              eq ? eq + 1 : "");
+                        return nm_error_errno(err, negative_errno(), "tmpfs option %s%s%s refused", o,
+                                              eq ? "=" : "", eq ? eq + 1 : "");
         }
         return 0;
 }
 
 static unsigned mount_attrs(unsigned flags) {
-        return (flags & CKPT_MNT_NOSUID ? MOUNT_ATTR_NOSUID : 0) | (flags & CKPT_MNT_NODEV ? MOUNT_ATTR_NODEV : 0) |
+        return (flags & CKPT_MNT_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+               (flags & CKPT_MNT_NODEV ? MOUNT_ATTR_NODEV : 0) |
                (flags & CKPT_MNT_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
 }
 
@@ -98,7 +101,8 @@ int ckpt__root_make(const ckpt_native_mount *root, int tarfd, const char *dir, n
                 return r;
         (void)fsconfig(fs, FSCONFIG_SET_STRING, "source", "tmpfs", 0);
         if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
-                return nm_error_errno(err, negative_errno(), "cannot make a tmpfs (%s) for the root", root->options);
+                return nm_error_errno(err, negative_errno(), "cannot make a tmpfs (%s) for the root",
+                                      root->options);
         mnt = fsmount(fs, FSMOUNT_CLOEXEC, mount_attrs(root->flags));
         if (mnt < 0)
                 return nm_error_errno(err, negative_errno(), "cannot mount the root tmpfs");
@@ -195,7 +199,8 @@ int ckpt__mounts_fixup(pid_t pid, const ckpt_native *n, nm_error *err) {
         for (size_t i = 0; i < n->n_mounts && r >= 0; i++) {
                 const ckpt__mnt *m = mount_at(now, n_now, n->mounts[i].target);
                 if (!m)
-                        r = nm_error_set(err, -EIO, "restored container lacks the mount at %s", n->mounts[i].target);
+                        r = nm_error_set(err, -EIO, "restored container lacks the mount at %s",
+                                         n->mounts[i].target);
                 else if (flags_missing(&n->mounts[i], m))
                         r = nm_error_set(err, -EIO, "restored mount %s is '%s', the source's had flags 0x%x",
                                          n->mounts[i].target, m->opts, n->mounts[i].flags);

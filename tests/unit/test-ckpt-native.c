@@ -236,11 +236,18 @@ static ckpt_native *sample(void) {
         n->own_mount_ns = true;
         n->mounts = calloc(3, sizeof(*n->mounts));
         n->n_mounts = 3;
-        n->mounts[0] = (ckpt_native_mount){CKPT_MOUNT_ROOT, strdup("/"), strdup("tmpfs"), NULL,
-                                           strdup("size=65536k,mode=755"), CKPT_MNT_NOSUID | CKPT_MNT_NODEV, false};
-        n->mounts[1] = (ckpt_native_mount){CKPT_MOUNT_HOST_BIND, strdup("/usr"), strdup("ext4"), strdup("/usr"), NULL,
-                                           CKPT_MNT_RDONLY, false};
-        n->mounts[2] = (ckpt_native_mount){CKPT_MOUNT_CRIU, strdup("/dev/shm"), strdup("tmpfs"), NULL, NULL, 0, false};
+        n->mounts[0] = (ckpt_native_mount){CKPT_MOUNT_ROOT,
+                                           strdup("/"),
+                                           strdup("tmpfs"),
+                                           NULL,
+                                           strdup("size=65536k,mode=755"),
+                                           CKPT_MNT_NOSUID | CKPT_MNT_NODEV,
+                                           false};
+        n->mounts[1] = (ckpt_native_mount){
+                CKPT_MOUNT_HOST_BIND, strdup("/usr"), strdup("ext4"), strdup("/usr"), NULL,
+                CKPT_MNT_RDONLY,      false};
+        n->mounts[2] = (ckpt_native_mount){
+                CKPT_MOUNT_CRIU, strdup("/dev/shm"), strdup("tmpfs"), NULL, NULL, 0, false};
         n->root_bytes = 327680;
         n->net = CKPT_NET_BRIDGE;
         n->vethc = strdup("vethc-2b1");
@@ -381,7 +388,7 @@ static void test_mountinfo(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_tar_refusals),   cmocka_unit_test(test_tar_round_trip),
+                cmocka_unit_test(test_tar_refusals),    cmocka_unit_test(test_tar_round_trip),
                 cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_source_refusals),
                 cmocka_unit_test(test_target_memory),   cmocka_unit_test(test_mountinfo),
         };

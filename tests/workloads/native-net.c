@@ -207,14 +207,16 @@ static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) 
         snprintf(st->vethc, sizeof(st->vethc), "vethc-%x", (unsigned)c2);
         snprintf(pidarg, sizeof(pidarg), "%d", (int)c2);
         snprintf(cidr, sizeof(cidr), "%s/24", st->address);
-        char *pair[] = {"ip", "link", "add", st->veth, "type", "veth", "peer", "name", st->vethc, "netns", pidarg, NULL};
+        char *pair[] = {"ip",   "link", "add",     st->veth, "type", "veth",
+                        "peer", "name", st->vethc, "netns",  pidarg, NULL};
         char *master[] = {"ip", "link", "set", st->veth, "master", (char *)cfg->bridge, "up", NULL};
         char *lo[] = {"link", "set", "lo", "up", NULL};
         char *addr[] = {"addr", "add", cidr, "dev", st->vethc, NULL};
         char *up[] = {"link", "set", st->vethc, "up", NULL};
         char *route[] = {"route", "add", "default", "via", GATEWAY, NULL};
-        char *masq[] = {"iptables", "-t", "nat", "-A", "POSTROUTING", "-s", SUBNET, "!", "-o", (char *)cfg->bridge,
-                        "-j", "MASQUERADE", NULL};
+        char *masq[] = {"iptables", "-t",         "nat", "-A", "POSTROUTING",
+                        "-s",       SUBNET,       "!",   "-o", (char *)cfg->bridge,
+                        "-j",       "MASQUERADE", NULL};
         if (native_run(pair) < 0)
                 return -EIO;
         st->veth_ifindex = ifindex_of(st->veth);
@@ -307,8 +309,9 @@ static void cleanup_cgroup(native_node_state *st) {
 void native_node_cleanup(const native_cfg *cfg, native_node_state *st) {
         cleanup_veth(st);
         if (st->masquerade) {
-                char *masq[] = {"iptables", "-t", "nat", "-D", "POSTROUTING", "-s", SUBNET, "!", "-o",
-                                (char *)cfg->bridge, "-j", "MASQUERADE", NULL};
+                char *masq[] = {"iptables", "-t",         "nat", "-D", "POSTROUTING",
+                                "-s",       SUBNET,       "!",   "-o", (char *)cfg->bridge,
+                                "-j",       "MASQUERADE", NULL};
                 (void)native_run(masq);
                 st->masquerade = false;
         }

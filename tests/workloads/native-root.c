@@ -29,8 +29,8 @@ int native_init_fd = -1;
 
 static const char *const host_dirs[] = {"/bin", "/usr", "/lib", "/lib64", "/nix"};
 static const char *const proc_ro[] = {"bus", "fs", "irq", "sys"};
-static const char *const proc_masked[] = {"kcore", "keys", "timer_list", "sched_debug", "sysrq-trigger",
-                                          "latency_stats", "kallsyms"};
+static const char *const proc_masked[] = {"kcore",         "keys",          "timer_list", "sched_debug",
+                                          "sysrq-trigger", "latency_stats", "kallsyms"};
 static const char *const proc_empty[] = {"acpi", "scsi"};
 
 static const struct {
@@ -86,7 +86,8 @@ static int write_file(const char *root, const char *rel, const char *text, mode_
 }
 
 static int skeleton(const native_cfg *cfg, const char *root) {
-        static const char *const dirs[] = {"dev", "etc", "proc", "run", "root", "home", "var", "var/tmp", "context"};
+        static const char *const dirs[] = {"dev",  "etc", "proc",    "run",    "root",
+                                           "home", "var", "var/tmp", "context"};
         char path[4096];
 
         for (size_t i = 0; i < ARRAY_SIZE(dirs); i++)

@@ -44,12 +44,12 @@
 #include "macro.h"
 #include "native.h"
 
-#define USAGE                                                                                              \
-        "usage: nm-native-start --state-dir DIR [--name NAME] [--runtime-dir DIR] [--context DIR]\n"      \
-        "         [--cgroup-root DIR] [--no-cgroup] [--supervisor-cgroup DIR] [--no-cgroupns]\n"          \
-        "         [--memory BYTES] [--cpu-quota US] [--pids-max N]\n"                                     \
-        "         [--network none|bridge|tap] [--bridge NAME] [--address IP] [--rootfs-size SIZE]\n"      \
-        "         [--volume HOST:CTR[:ro]]... [--secret HOST:NAME]...\n"                                  \
+#define USAGE                                                                                            \
+        "usage: nm-native-start --state-dir DIR [--name NAME] [--runtime-dir DIR] [--context DIR]\n"     \
+        "         [--cgroup-root DIR] [--no-cgroup] [--supervisor-cgroup DIR] [--no-cgroupns]\n"         \
+        "         [--memory BYTES] [--cpu-quota US] [--pids-max N]\n"                                    \
+        "         [--network none|bridge|tap] [--bridge NAME] [--address IP] [--rootfs-size SIZE]\n"     \
+        "         [--volume HOST:CTR[:ro]]... [--secret HOST:NAME]...\n"                                 \
         "         [--stdio journal:SOCKET|pipe:FILE|null] [--landlock] [--init PATH] [--memfd-resolv]\n" \
         "         [--supervisor-log FILE] [--gvisor] -- CMD [ARG...]\n"
 
@@ -138,9 +138,8 @@ static int parse_stdio(const char *arg, native_cfg *cfg) {
 }
 
 static int parse_net(const char *arg, native_cfg *cfg) {
-        static const char *const names[] = {[NATIVE_NET_NONE] = "none",
-                                            [NATIVE_NET_BRIDGE] = "bridge",
-                                            [NATIVE_NET_TAP] = "tap"};
+        static const char *const names[] = {
+                [NATIVE_NET_NONE] = "none", [NATIVE_NET_BRIDGE] = "bridge", [NATIVE_NET_TAP] = "tap"};
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
                 if (strcmp(arg, names[i]) == 0) {
                         cfg->net = (native_net)i;
@@ -370,7 +369,8 @@ static json_t *state_json(const native_cfg *cfg, const native_node_state *st, pi
         json_object_set_new(o, "cpu_limit", u64_or_null(cfg->cpu_quota_us));
         json_object_set_new(o, "using_gvisor", json_boolean(cfg->gvisor));
         json_object_set_new(o, "rootless", json_false());
-        json_object_set_new(o, "cgroup_path", st->cgroup_path[0] ? json_string(st->cgroup_path) : json_null());
+        json_object_set_new(o, "cgroup_path",
+                            st->cgroup_path[0] ? json_string(st->cgroup_path) : json_null());
         json_object_set_new(o, "config_hash", json_null());
         json_object_set_new(o, "creator_uid", json_integer(getuid()));
         json_object_set_new(o, "process_uid", json_integer(0));

@@ -207,7 +207,8 @@ static void tcp_report(unsigned long long rounds) {
 static int full_io(int fd, void *buf, size_t n, bool writing) {
         size_t done = 0;
         while (done < n) {
-                ssize_t k = writing ? write(fd, (char *)buf + done, n - done) : read(fd, (char *)buf + done, n - done);
+                ssize_t k = writing ? write(fd, (char *)buf + done, n - done)
+                                    : read(fd, (char *)buf + done, n - done);
                 if (k < 0 && errno == EINTR)
                         continue;
                 if (k <= 0) {
@@ -247,7 +248,8 @@ static void tcp_server(const tcp_cfg *t) {
                         }
                 }
                 if (fd >= 0 && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-                        if (full_io(fd, &seq, sizeof(seq), false) == 0 && full_io(fd, &seq, sizeof(seq), true) == 0)
+                        if (full_io(fd, &seq, sizeof(seq), false) == 0 &&
+                            full_io(fd, &seq, sizeof(seq), true) == 0)
                                 rounds++;
                         else {
                                 close(fd);
@@ -284,7 +286,8 @@ static void tcp_client(const tcp_cfg *t) {
         }
         snprintf(last_tcp_err, sizeof(last_tcp_err), "none");
         for (seq = 1;; seq++) {
-                if (full_io(fd, &seq, sizeof(seq), true) < 0 || full_io(fd, &echo, sizeof(echo), false) < 0) {
+                if (full_io(fd, &seq, sizeof(seq), true) < 0 ||
+                    full_io(fd, &echo, sizeof(echo), false) < 0) {
                         tcp_report(rounds);
                         for (;;)
                                 pause();
@@ -333,7 +336,8 @@ static void reap(pid_t *probe) {
                                 snprintf(probe_state, sizeof(probe_state), "killed-%d", WTERMSIG(status));
                                 probes_killed++;
                         } else
-                                snprintf(probe_state, sizeof(probe_state), "survived-%d", WEXITSTATUS(status));
+                                snprintf(probe_state, sizeof(probe_state), "survived-%d",
+                                         WEXITSTATUS(status));
                         *probe = spawn("nm-probe", run_probe, NULL);
                 }
 }
