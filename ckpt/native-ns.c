@@ -126,6 +126,29 @@ void ckpt__mountinfo_free(ckpt__mnt *m, size_t n) {
         free(m);
 }
 
+/* A decimal number ending at `stop` (or the string's end). */
+static int parse_num(const char *s, char stop, int *ret) {
+        char *end;
+        long v;
+        errno = 0;
+        v = strtol(s, &end, 10);
+        if (errno || end == s || *end != stop || v < 0 || v > INT32_MAX)
+                return -EBADMSG;
+        *ret = (int)v;
+        return 0;
+}
+
+/* "major:minor". */
+static int parse_dev(const char *s, unsigned *ret_major, unsigned *ret_minor) {
+        const char *colon = strchr(s, ':');
+        int a, b;
+        if (!colon || parse_num(s, ':', &a) < 0 || parse_num(colon + 1, '\0', &b) < 0)
+                return -EBADMSG;
+        *ret_major = (unsigned)a;
+        *ret_minor = (unsigned)b;
+        return 0;
+}
+
 /* "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue" */
 static int parse_line(char *line, ckpt__mnt *m) {
         char *f[16];
@@ -139,8 +162,8 @@ static int parse_line(char *line, ckpt__mnt *m) {
         }
         if (dash == 0 || n < dash + 4)
                 return -EBADMSG;
-        if (sscanf(f[0], "%d", &m->id) != 1 || sscanf(f[1], "%d", &m->parent) != 1 ||
-            sscanf(f[2], "%u:%u", &m->major, &m->minor) != 2)
+        if (parse_num(f[0], '\0', &m->id) < 0 || parse_num(f[1], '\0', &m->parent) < 0 ||
+            parse_dev(f[2], &m->major, &m->minor) < 0)
                 return -EBADMSG;
         m->root = unescape(f[3], strlen(f[3]));
         m->target = unescape(f[4], strlen(f[4]));

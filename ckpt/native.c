@@ -100,16 +100,19 @@ static bool dev_on_host(const ckpt__mnt *m, const ckpt__mnt *host, size_t n_host
 static char *fs_options(const char *super) {
         _cleanup_free_ char *copy = strdup(super);
         char *out = calloc(1, strlen(super) + 1), *save = NULL;
+        size_t used = 0;
         if (!copy || !out) {
                 free(out);
                 return NULL;
         }
         for (char *o = strtok_r(copy, ",", &save); o; o = strtok_r(NULL, ",", &save)) {
+                size_t n = strlen(o);
                 if (strcmp(o, "rw") == 0 || strcmp(o, "ro") == 0)
                         continue;
-                if (out[0])
-                        strcat(out, ",");
-                strcat(out, o);
+                if (used)
+                        out[used++] = ',';
+                memcpy(out + used, o, n + 1); /* out is as long as super */
+                used += n;
         }
         return out;
 }
@@ -191,7 +194,7 @@ static int describe_init(pid_t pid, ckpt_native *n) {
         snprintf(what, sizeof(what), "/proc/self/fdinfo/%d", fd);
         if (read_file_at(AT_FDCWD, what, 4096, &info, NULL) < 0 || !(p = strstr(info, "mnt_id:")))
                 return 0;
-        mnt_id = atoi(p + 7);
+        mnt_id = (int)strtol(p + 7, NULL, 10);
         r = ckpt__mountinfo_read(pid, &m, &count);
         if (r < 0)
                 return r;
@@ -318,7 +321,8 @@ static bool pipe_closed_inside(pid_t root, const char *link, long accmode) {
                                 continue;
                         target[k] = '\0';
                         if (strcmp(target, link) == 0 &&
-                            fdinfo_field(pids[i], atoi(de->d_name), "flags:", &flags) == 0 &&
+                            fdinfo_field(pids[i], (int)strtol(de->d_name, NULL, 10), "flags:", &flags) ==
+                                    0 &&
                             (flags & O_ACCMODE) != accmode) {
                                 closedir(d);
                                 return true;
@@ -395,9 +399,9 @@ static void describe_security(pid_t pid, const ckpt_container *c, ckpt_native *n
         if (ckpt__proc_read(pid, "status", &status, NULL) < 0)
                 return;
         if ((p = strstr(status, "\nSeccomp:")))
-                n->seccomp = atoi(p + 9);
+                n->seccomp = (int)strtol(p + 9, NULL, 10);
         if ((p = strstr(status, "\nNoNewPrivs:")))
-                n->no_new_privs = atoi(p + 12) != 0;
+                n->no_new_privs = strtol(p + 12, NULL, 10) != 0;
         if ((p = strstr(status, "\nCapEff:")))
                 n->cap_eff = strtoull(p + 8, NULL, 16);
         n->user_ns = !ckpt__same_ns(pid, "user");

@@ -253,7 +253,9 @@ static int w_entry(tar_writer *w, int dfd, const char *name, const char *prefix,
                 _cleanup_close_ int sub = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
                 if (sub < 0)
                         return nm_error_errno(w->err, negative_errno(), "cannot open %s in the root", path);
-                strcat(path, "/");
+                size_t len = strlen(path); /* room was checked above */
+                path[len] = '/';
+                path[len + 1] = '\0';
                 r = w_header(w, path, &st, '5', NULL, 0);
                 return r < 0 ? r : w_dir(w, sub, path, depth + 1);
         }
@@ -483,9 +485,9 @@ static int apply_pax(char *p, size_t n, entry *e, bool *has_size, nm_error *err)
 
 /* The next entry; 0 at the end of the archive (two zero blocks). */
 static int r_entry(tar_reader *t, entry *e) {
-        ustar h;
+        ustar h = {};
         bool pax_path = false, pax_link = false, pax_size = false;
-        uint64_t v;
+        uint64_t v = 0;
 
         for (;;) {
                 if (r_get(t, &h, BLOCK) < 0)
@@ -515,7 +517,9 @@ static int r_entry(tar_reader *t, entry *e) {
                 pax_path = e->path[0] != '\0';
                 pax_link = e->link[0] != '\0';
         }
-        e->type = h.typeflag ? h.typeflag : '0';
+        e->type = h.typeflag;
+        if (!e->type) /* old archives */
+                e->type = '0';
         if (!pax_size)
                 e->size = v;
         if (!pax_path) {

@@ -245,7 +245,7 @@ static int repair_off_in(pid_t pid) {
                 target[n] = '\0';
                 if (strncmp(target, "socket:", 7) != 0)
                         continue;
-                target_fd = atoi(de->d_name);
+                target_fd = (int)strtol(de->d_name, NULL, 10);
                 fd = (int)syscall(SYS_pidfd_getfd, pidfd, target_fd, 0);
                 if (fd < 0)
                         continue;

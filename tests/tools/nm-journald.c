@@ -67,7 +67,7 @@ static int listen_on(const char *path) {
                 fprintf(stderr, "nm-journald: socket path too long\n");
                 exit(2);
         }
-        strcpy(sa.sun_path, path);
+        memcpy(sa.sun_path, path, strlen(path) + 1); /* its length was checked */
         (void)unlink(path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 16) < 0) {

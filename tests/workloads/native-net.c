@@ -56,7 +56,8 @@ int native_cgroup_create(const native_cfg *cfg, native_node_state *st) {
         if (cfg->memory_max) {
                 snprintf(v, sizeof(v), "%llu", (unsigned long long)cfg->memory_max);
                 write_limit(st->cgroup_path, "memory.max", v);
-                snprintf(v, sizeof(v), "%llu", (unsigned long long)(cfg->memory_max / 10 * 9));
+                uint64_t high = cfg->memory_max / 10 * 9;
+                snprintf(v, sizeof(v), "%llu", (unsigned long long)high);
                 write_limit(st->cgroup_path, "memory.high", v);
                 write_limit(st->cgroup_path, "memory.swap.max", "0");
                 write_limit(st->cgroup_path, "memory.oom.group", "1");
@@ -156,18 +157,9 @@ static int reserve_address(const native_cfg *cfg, native_node_state *st) {
 
 /* ---- bridge and veth ----------------------------------------------------- */
 
+/* In this (the node's) network namespace; 0 when there is no such link. */
 static int ifindex_of(const char *name) {
-        char cmd[128], line[256];
-        FILE *f;
-        int idx = 0;
-        snprintf(cmd, sizeof(cmd), "ip -o link show dev %s 2>/dev/null", name);
-        f = popen(cmd, "r");
-        if (!f)
-                return 0;
-        if (fgets(line, sizeof(line), f))
-                idx = atoi(line);
-        pclose(f);
-        return idx;
+        return (int)if_nametoindex(name);
 }
 
 /* Created if missing, never deleted (as nucleus does). */
@@ -175,7 +167,8 @@ static int ensure_bridge(const char *br) {
         if (ifindex_of(br) > 0)
                 return 0;
         char *add[] = {"ip", "link", "add", (char *)br, "type", "bridge", NULL};
-        char *addr[] = {"ip", "addr", "add", GATEWAY "/24", "dev", (char *)br, NULL};
+        char gw[] = GATEWAY "/24";
+        char *addr[] = {"ip", "addr", "add", gw, "dev", (char *)br, NULL};
         char *up[] = {"ip", "link", "set", (char *)br, "up", NULL};
         if (native_run(add) < 0 || native_run(addr) < 0 || native_run(up) < 0)
                 return -EIO;

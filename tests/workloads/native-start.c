@@ -277,7 +277,7 @@ static int journal_connect(const native_cfg *cfg) {
 
         if (strlen(cfg->stdio_target) >= sizeof(sa.sun_path))
                 return -ENAMETOOLONG;
-        strcpy(sa.sun_path, cfg->stdio_target);
+        memcpy(sa.sun_path, cfg->stdio_target, strlen(cfg->stdio_target) + 1);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd < 0)
                 return -errno;

@@ -169,7 +169,9 @@ static char proc_state(pid_t pid) {
                 return '-';
         buf[n] = '\0';
         char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' ? p[2] : '?';
+        if (!p || p[1] != ' ')
+                return '?';
+        return p[2];
 }
 
 static void on_usr2(int sig) {
@@ -271,7 +273,7 @@ static void tcp_client(const tcp_cfg *t) {
                 die("--connect wants ADDR:PORT");
         memcpy(addr, t->peer, (size_t)(colon - t->peer));
         addr[colon - t->peer] = '\0';
-        sa.sin_port = htons((uint16_t)atoi(colon + 1));
+        sa.sin_port = htons((uint16_t)strtoul(colon + 1, NULL, 10));
         if (inet_pton(AF_INET, addr, &sa.sin_addr) != 1)
                 die("--connect address");
         for (;;) {
@@ -359,7 +361,7 @@ int main(int argc, char **argv) {
                 switch (c) {
                 case 's': status_dir = optarg; break;
                 case 'p': tcp.period = strtol(optarg, NULL, 10); break;
-                case 'l': tcp.port = atoi(optarg); break;
+                case 'l': tcp.port = (int)strtol(optarg, NULL, 10); break;
                 case 'c': tcp.peer = optarg; break;
                 default: return 2;
                 }
