@@ -104,3 +104,102 @@ int ckpt__images_tcp_close(int imgfd, bool *ret);
 /* ckpt_stopped_tasks_load for an open images directory. */
 typedef struct ckpt_stopped_tasks ckpt_stopped_tasks;
 int ckpt__stopped_tasks_at(int imgfd, ckpt_stopped_tasks *ret, nm_error *err);
+
+/* ---- native containers (native*.c, rootfs*.c) ---------------------------- */
+
+typedef struct ckpt_native ckpt_native;
+typedef struct ckpt_native_mount ckpt_native_mount;
+
+/* Runs fn(arg) on a short-lived thread of its own that has entered the
+ * namespaces of pid named in nstypes (CLONE_NEWNS, CLONE_NEWNET,
+ * CLONE_NEWCGROUP): the rest of this process stays where it is. For a mount
+ * namespace the thread first stops sharing its file system context, so its
+ * root and cwd become the namespace's root. Returns fn's result, or a
+ * negative errno when the namespaces could not be entered. */
+int ckpt__in_ns(pid_t pid, int nstypes, int (*fn)(void *arg), void *arg);
+
+/* True when pid's namespace of that kind ("mnt", "net", "cgroup", "user")
+ * is this process's. */
+bool ckpt__same_ns(pid_t pid, const char *kind);
+
+/* One line of /proc/<pid>/mountinfo. */
+typedef struct ckpt__mnt {
+        int id, parent;
+        unsigned major, minor;
+        char *root;   /* the path within its file system */
+        char *target; /* the mount point, relative to the reader's root */
+        char *opts;   /* per-mount options */
+        char *fstype;
+        char *source;
+        char *super_opts; /* per-superblock options */
+} ckpt__mnt;
+
+/* Parses a mountinfo text (octal escapes undone). */
+int ckpt__mountinfo_parse(const char *text, ckpt__mnt **ret, size_t *ret_n);
+/* /proc/<pid>/mountinfo, pid 0: this process. */
+int ckpt__mountinfo_read(pid_t pid, ckpt__mnt **ret, size_t *ret_n);
+void ckpt__mountinfo_free(ckpt__mnt *m, size_t n);
+/* CKPT_MNT_* from per-mount options. */
+unsigned ckpt__mnt_flags(const char *opts);
+
+/* One network interface of the calling thread's network namespace. */
+typedef struct ckpt__link {
+        int index;
+        int master; /* the bridge it is enslaved to, 0 if none */
+        char name[16];
+        char kind[32]; /* "veth", "tun", "bridge", "" (lo, physical) */
+        char addr[16]; /* its first IPv4 address, "" if none */
+        unsigned prefix;
+} ckpt__link;
+
+/* Every interface with its first IPv4 address, by rtnetlink. */
+int ckpt__links(ckpt__link **ret, size_t *ret_n);
+const ckpt__link *ckpt__link_by_name(const ckpt__link *l, size_t n, const char *name);
+const ckpt__link *ckpt__link_by_index(const ckpt__link *l, size_t n, int index);
+
+/* cgroup v2 (native-cg.c). */
+int ckpt__cgroup_describe(pid_t pid, const ckpt__mnt *host, size_t n_host, ckpt_native *n, nm_error *err);
+/* Puts every process of the tree rooted at pid into the cgroup directory
+ * dir (host path), again until no new process shows up. */
+int ckpt__cgroup_move_tree(pid_t pid, const char *dir, nm_error *err);
+/* For the dump: <cgroupns_root>/nm-dump-<id> made, the tree moved into it,
+ * n->cgroup_dump set. */
+int ckpt__cgroup_prepare_dump(ckpt_native *n, const char *id, pid_t pid, nm_error *err);
+/* The tree back into <cgroup_fs><cgroup>, the dump cgroup removed. */
+int ckpt__cgroup_undo_dump(const ckpt_native *n, pid_t pid, nm_error *err);
+/* rmdir that waits (up to ~2 s) for the last task to leave. */
+int ckpt__cgroup_remove(const char *dir, nm_error *err);
+/* Makes dir (it must not exist) and writes the limits of a resource_limits
+ * object where this hierarchy offers the files; the others are skipped and
+ * counted in *ret_skipped. */
+int ckpt__cgroup_create(const char *dir, const json_t *limits, unsigned *ret_skipped, nm_error *err);
+
+/* The root tmpfs (rootfs.c). */
+#define CKPT_ROOTFS_IMAGE "nm-rootfs.tar"
+/* A detached clone of the root mount of pid's mount namespace, without
+ * anything mounted on top: its contents, alive as long as the fd is. */
+int ckpt__root_clone(pid_t pid, int *ret_fd, nm_error *err);
+/* Bytes in use on the file system of fd. */
+int ckpt__fs_used(int fd, uint64_t *ret);
+/* Writes the tree below rootfd as a POSIX (pax) tar into outfd. */
+int ckpt__tar_write(int rootfd, int outfd, nm_error *err);
+/* Extracts a tar from infd below rootfd, refusing anything that is not
+ * plainly inside: absolute or ".." paths, an entry whose parent is a
+ * symlink (no symlink is ever followed), hard links out of the tree or to
+ * directories, device nodes other than the skeleton's (/dev/null, zero,
+ * full, random, urandom with their numbers), duplicates, unknown entry
+ * types, bad checksums or numbers. -EBADMSG with the reason. */
+int ckpt__tar_extract(int infd, int rootfd, nm_error *err);
+/* A fresh tmpfs with the options of root (size, mode, ...) and its flags,
+ * filled from tarfd and mounted at dir (created 0700 if missing). */
+int ckpt__root_make(const ckpt_native_mount *root, int tarfd, const char *dir, nm_error *err);
+/* Lazily unmounts dir and removes it. */
+void ckpt__root_unmake(const char *dir);
+/* After a restore: sets the flags each mount had on the source (CRIU 4.2.1
+ * restores some read-only external binds read-write), then checks every
+ * mount's flags against the source's. */
+int ckpt__mounts_fixup(pid_t pid, const ckpt_native *n, nm_error *err);
+
+/* TCP sockets of the tree out of repair mode (after a dump that left it
+ * stopped). Returns how many. */
+int ckpt__tcp_repair_off(pid_t root, nm_error *err);

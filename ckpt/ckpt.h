@@ -59,6 +59,10 @@ int ckpt_container_check_movable(const ckpt_container *c, nm_error *err);
 int ckpt_state_write_restored(const char *state_dir, const ckpt_container *c, pid_t new_pid,
                               uint64_t new_start_ticks, nm_error *err);
 
+/* Sets the container's cgroup_path (its state file's field, and c's): a
+ * restored native container lives in the target's own cgroup. NULL: null. */
+int ckpt_state_set_cgroup(ckpt_container *c, const char *cgroup_path, nm_error *err);
+
 /* Removes <state_dir>/<id>.json; a missing file is success. */
 int ckpt_state_remove(const char *state_dir, const char *id, nm_error *err);
 
@@ -105,6 +109,203 @@ int ckpt_resume(pid_t root, uint64_t root_start_ticks, const ckpt_stopped_tasks 
 int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err);
 
 /* ------------------------------------------------------------------------
+ * Native nucleus containers
+ *
+ * A container of nucleus's native runtime has a mount namespace whose root
+ * is a tmpfs, read-only binds of host directories, a cgroup (often seen
+ * through a cgroup namespace rooted elsewhere), a veth on the node's
+ * bridge, seccomp, no capabilities and stdio from outside (see DESIGN.md
+ * "Native containers"). ckpt_native_describe() reads all of that from
+ * /proc while the container runs; the description travels in
+ * metadata.json as "nm_native" and drives both the dump and the restore.
+ * A tree that shares this process's mount namespace (a bare --pid tree, a
+ * plain namespaced process) is described as such and moved as before. */
+
+typedef struct ckpt_ext_mount {
+        const char *key; /* dump: mount point; restore: the key */
+        const char *val; /* dump: the key; restore: the host path */
+} ckpt_ext_mount;
+
+typedef enum ckpt_mount_kind {
+        CKPT_MOUNT_ROOT,      /* the root tmpfs: CRIU never dumps it; its contents travel in images/ */
+        CKPT_MOUNT_HOST_BIND, /* a bind of a host path: external on both sides, the source must exist */
+        CKPT_MOUNT_CRIU,      /* dumped and restored by CRIU itself (tmpfs, proc, their binds, ...) */
+        _CKPT_MOUNT_KIND_MAX,
+        _CKPT_MOUNT_KIND_INVALID = -EINVAL,
+} ckpt_mount_kind;
+
+/* Per-mount flags, as /proc/<pid>/mountinfo shows them. */
+#define CKPT_MNT_RDONLY (1u << 0)
+#define CKPT_MNT_NOSUID (1u << 1)
+#define CKPT_MNT_NODEV (1u << 2)
+#define CKPT_MNT_NOEXEC (1u << 3)
+
+typedef struct ckpt_native_mount {
+        ckpt_mount_kind kind;
+        char *target; /* the mount point inside the container */
+        char *fstype;
+        char *source;   /* HOST_BIND: the host path bound there */
+        char *options;  /* ROOT: the tmpfs options to make it again ("size=65536k,mode=755") */
+        unsigned flags; /* CKPT_MNT_* */
+        bool is_file;   /* a bind of a file, not of a directory */
+} ckpt_native_mount;
+
+typedef enum ckpt_stdio_kind {
+        CKPT_STDIO_INSIDE,  /* something CRIU dumps by itself */
+        CKPT_STDIO_NULL,    /* the host's /dev/null (not visible inside): external, /dev/null again */
+        CKPT_STDIO_FILE,    /* another file outside the container: CRIU would want it unchanged */
+        CKPT_STDIO_PIPE,    /* a pipe whose other end is outside the tree: replaced on restore */
+        CKPT_STDIO_FOREIGN, /* a socket of another network namespace (journald's stream): CRIU
+                             * cannot dump it ("unix: Unix socket N not found") */
+        CKPT_STDIO_TTY,     /* a terminal (nucleus in the foreground) */
+        _CKPT_STDIO_KIND_MAX,
+        _CKPT_STDIO_KIND_INVALID = -EINVAL,
+} ckpt_stdio_kind;
+
+typedef struct ckpt_native_stdio {
+        ckpt_stdio_kind kind;
+        char *key;  /* CRIU's name for it: "file[<mnt>:<ino>]" (external on dump, --inherit-fd key on
+                     * restore), "pipe:[<ino>]" (--inherit-fd key); NULL otherwise */
+        bool write; /* opened for writing (its replacement is too) */
+} ckpt_native_stdio;
+
+typedef enum ckpt_net_mode {
+        CKPT_NET_HOST,   /* the node's network namespace */
+        CKPT_NET_NONE,   /* a namespace with lo only */
+        CKPT_NET_BRIDGE, /* one veth vethc-<hex> whose peer veth-<hex> is on a bridge of the node */
+        CKPT_NET_TAP,    /* a tun/tap device: slirp4netns networking, which CRIU cannot dump */
+        CKPT_NET_OTHER,  /* any other interface */
+        _CKPT_NET_MODE_MAX,
+        _CKPT_NET_MODE_INVALID = -EINVAL,
+} ckpt_net_mode;
+
+typedef enum ckpt_landlock {
+        CKPT_LANDLOCK_NONE,          /* not a nucleus container: nothing applies it */
+        CKPT_LANDLOCK_ASSUMED,       /* nucleus applies it by default, and the kernel shows no trace of a
+                                      * Landlock domain from outside (no /proc field, ptrace scoping does
+                                      * not tell): assumed in force. CRIU 4.2 drops it. */
+        CKPT_LANDLOCK_ACCEPTED_LOSS, /* assumed, and the operator accepted that the restored copy
+                                      * runs without it */
+        _CKPT_LANDLOCK_MAX,
+        _CKPT_LANDLOCK_INVALID = -EINVAL,
+} ckpt_landlock;
+
+typedef struct ckpt_native {
+        bool own_mount_ns; /* false: everything below but stdio/security is unset */
+        /* Mounts, in mountinfo order (parents first). */
+        ckpt_native_mount *mounts;
+        size_t n_mounts;
+        uint64_t root_bytes; /* in use on the root tmpfs */
+        /* Network. */
+        ckpt_net_mode net;
+        char *iface;      /* TAP/OTHER: the offending interface */
+        char *vethc;      /* BRIDGE: the container side ("vethc-2b1") */
+        char *veth;       /* BRIDGE: the node side ("veth-2b1") */
+        char *bridge;     /* BRIDGE: its master on the node ("nucleus0") */
+        char *address;    /* BRIDGE: the container's IPv4 address ("10.0.42.17") */
+        unsigned prefix;  /* its prefix length (24) */
+        char *bridge_net; /* the bridge's own address/prefix on the source ("10.0.42.1/24") */
+        /* cgroup (v2). */
+        char *cgroup;        /* the container's cgroup, host view ("/nucleus-<id>"), or NULL */
+        char *cgroup_inside; /* the same seen from inside ("/../../nucleus-<id>") */
+        char *cgroupns_root; /* when the inside view climbs above the namespace's root (which CRIU
+                              * refuses: "invalid cgroup configuration ... is not a suffix of ..."):
+                              * the host path of the namespace's root cgroup, below which the tasks
+                              * are put for the dump; NULL otherwise */
+        char *cgroup_dump;   /* set by the dump: where the tasks were put (host path) */
+        char *cgroup_fs;     /* where the unified hierarchy is mounted here ("/sys/fs/cgroup") */
+        /* Security, as /proc shows it. */
+        int seccomp; /* 0, 1, 2 (filter) */
+        bool no_new_privs;
+        uint64_t cap_eff;
+        ckpt_landlock landlock;
+        bool user_ns; /* a user namespace of its own */
+        /* The init's stdio. */
+        ckpt_native_stdio stdio[3];
+        /* Things to refuse. */
+        char *init_outside; /* the init's executable is on no mount of the container (nucleus's
+                             * production-mode init): its host path */
+        char *memfd_mount;  /* a memfd bound over this path (resolv.conf with --rootfs) */
+        /* CRIU options the dump used; the restore uses the same. */
+        bool tcp_established;
+        bool file_locks;
+} ckpt_native;
+
+/* Describes c (which must run) from /proc and its state file. Fails only
+ * when /proc cannot be read; what cannot be moved is described, and
+ * ckpt_native_check_source says why. */
+int ckpt_native_describe(const ckpt_container *c, ckpt_native **ret, nm_error *err);
+ckpt_native *ckpt_native_free(ckpt_native *n);
+DEFINE_TRIVIAL_CLEANUP_FUNC(ckpt_native *, ckpt_native_free);
+
+/* The "nm_native" object of metadata.json, and back (every field checked:
+ * -EBADMSG names the bad one). */
+int ckpt_native_to_json(const ckpt_native *n, json_t **ret);
+int ckpt_native_from_json(const json_t *o, ckpt_native **ret, nm_error *err);
+/* The tree a checkpoint was dumped from: original_pid, and its start time
+ * from nm_container_state (0 when unknown, e.g. a --pid tree). */
+void ckpt_metadata_source(const ckpt_metadata *md, pid_t *ret_pid, uint64_t *ret_start_ticks);
+
+/* The description in a checkpoint's metadata; *ret NULL when it has none. */
+int ckpt_native_from_metadata(const ckpt_metadata *md, ckpt_native **ret, nm_error *err);
+
+typedef struct ckpt_native_policy {
+        bool accept_landlock_loss; /* move a container that (presumably) runs under Landlock */
+        bool try_anyway;           /* skip the refusals and let CRIU fail with its own reason (diagnosis) */
+} ckpt_native_policy;
+
+/* What the source alone can judge, before anything is frozen: -EOPNOTSUPP
+ * with the reason for gVisor-like trees CRIU cannot handle here: tap
+ * (slirp4netns) or unknown interfaces, the production-mode init, memfd
+ * mounts, a root that is not a tmpfs, a cgroup namespace whose root could
+ * not be found, a user namespace, stdio from another network namespace or
+ * a terminal, and Landlock unless the policy accepts losing it. */
+int ckpt_native_check_source(const ckpt_native *n, const ckpt_native_policy *p, nm_error *err);
+
+/* What a node that is to restore a container must offer. */
+typedef struct ckpt_native_target {
+        const char *id;                   /* the container's id (its own reservation is not a clash) */
+        const char *state_dir;            /* for <state dir>/ip-alloc/ */
+        const char *bridge;               /* NULL: the recorded one */
+        const char *cgroup_dir;           /* NULL: no cgroup to be made; else the one to make */
+        const ckpt_ext_mount *ext_mounts; /* restore-side key -> path overrides */
+        size_t n_ext_mounts;
+} ckpt_native_target;
+
+/* Checks this node for a restore of n: the bridge exists with the
+ * source's subnet, the veth name and the address are free (not on a link
+ * here, not reserved in ip-alloc by another id), every bind source exists
+ * with the same type, the memory the root tmpfs holds is available, the
+ * cgroup does not exist yet. -EADDRINUSE / -EEXIST / -ENOENT / -ENOMEM /
+ * -EOPNOTSUPP with the reason. Published ports are not checked (nucleus's
+ * DNAT rules are not described yet). */
+int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, nm_error *err);
+
+/* <state dir>/ip-alloc/<id>.ip holding address (created 0600 with
+ * O_EXCL; an existing one of the same id with the same address is fine),
+ * and its removal (only while it still holds that address). */
+int ckpt_native_address_reserve(const char *state_dir, const char *id, const char *address, nm_error *err);
+int ckpt_native_address_release(const char *state_dir, const char *id, const char *address, nm_error *err);
+
+/* What nucleus's supervisor does when its container has exited, for a
+ * copy that has none (one restored on this node): the address reservation,
+ * the cgroup <cgroup_fs><cgroup> (once empty) and the state file (while it
+ * still names pid) are removed. The veth went with the network namespace. */
+int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid,
+                       nm_error *err);
+
+/* Rollback on the source after a dump that left the tasks stopped: the
+ * tasks go back into their cgroup, TCP sockets leave repair mode, CRIU's
+ * network lock is removed, and the tree is continued (ckpt_resume; what
+ * keep_stopped names stays stopped). n may be NULL for a tree that is not
+ * native. */
+int ckpt_source_resume(const ckpt_native *n, pid_t root, uint64_t root_start_ticks,
+                       const ckpt_stopped_tasks *keep_stopped, nm_error *err);
+/* Commit on the source: the stopped tree is killed (ckpt_kill_tree) and the
+ * cgroup the dump made is removed once empty. */
+int ckpt_source_end(const ckpt_native *n, pid_t root, uint64_t root_start_ticks, nm_error *err);
+
+/* ------------------------------------------------------------------------
  * The criu binary */
 
 #define CKPT_CRIU_MIN_VERSION 40200 /* 4.2: see DESIGN.md "CRIU" */
@@ -146,11 +347,6 @@ typedef enum ckpt_cgroup_mode {
 
 const char *ckpt_cgroup_mode_to_string(ckpt_cgroup_mode m);
 ckpt_cgroup_mode ckpt_cgroup_mode_from_string(const char *s);
-
-typedef struct ckpt_ext_mount {
-        const char *key; /* dump: mount point; restore: the key */
-        const char *val; /* dump: the key; restore: the host path */
-} ckpt_ext_mount;
 
 /* Established TCP connections of a dumped tree. */
 typedef enum ckpt_tcp_mode {
@@ -220,6 +416,13 @@ typedef struct ckpt_dump_opts {
          * metadata.json is not rewritten after the dump. */
         bool lazy;
         int lazy_ps_fd;
+        /* Every task is left stopped after a good dump, not killed: the
+         * caller ends it at the commit (ckpt_source_end) or resumes it in
+         * place (ckpt_source_resume), which is a rollback that cannot fail
+         * on the way back. A native container is always dumped this way;
+         * without leave_stopped the tree is killed right after it. */
+        bool leave_stopped;
+        ckpt_native_policy policy; /* native containers: what may be lost */
 } ckpt_dump_opts;
 
 typedef struct ckpt_restore_opts {
@@ -238,6 +441,22 @@ typedef struct ckpt_restore_opts {
          * page files is cleared first. Where the file system cannot punch
          * holes the pages are read as usual (see consumed_pages). */
         bool consume_pages;
+        /* Native containers (a checkpoint with nm_native). The root tmpfs is
+         * made again with the source's options, filled from
+         * images/nm-rootfs.tar and mounted at root_dir for CRIU (NULL:
+         * <work dir>/root; unmounted again once CRIU is done). Host binds
+         * keep their source path unless criu.ext_mounts gives one for their
+         * key (the mount point). The cgroup <cgroup_root>/nucleus-<id> is
+         * made with the source's limits (where this node's hierarchy offers
+         * the files) and receives the tasks (NULL: no cgroup; the tasks stay
+         * in this process's). The veth is made again on bridge (NULL: the
+         * source's). stdio that went to /dev/null goes to /dev/null here;
+         * what went to a pipe or file outside goes to stdio_file (NULL:
+         * /dev/null). */
+        const char *root_dir;
+        const char *cgroup_root;
+        const char *bridge;
+        const char *stdio_file;
 } ckpt_restore_opts;
 
 typedef enum ckpt_op_state {
@@ -303,7 +522,9 @@ struct ckpt_dump_req {
         ckpt_event_cb event_cb; /* public, optional; set before ckpt_dump() */
         ckpt_op_state state;    /* read-only */
         /* Results, valid in the callback until ckpt_dump_req_done(): */
-        bool dumped;                      /* CRIU wrote the images: the source copy is gone */
+        bool dumped;                      /* CRIU wrote the images: the source copy is gone (or, with
+                                           * leave_stopped, stopped until ended or resumed) */
+        bool stopped;                     /* leave_stopped: the tree is stopped now */
         bool source_running;              /* on failure: the container still runs */
         char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
         ckpt_dump_stats stats;
@@ -312,10 +533,12 @@ struct ckpt_dump_req {
          * ckpt_resume must leave stopped when the tree is resumed in place. */
         ckpt_stopped_tasks stopped_tasks;
         char *criu_path, *criu_version;
-        bool lazy;         /* a lazy dump (opts->lazy_ps_fd) */
-        char *work_dir;    /* CRIU's log: <work_dir>/dump.log */
-        char warning[512]; /* a non-fatal problem, or "" */
-        nm_error error;    /* when status < 0 (also for synchronous errors) */
+        bool lazy;           /* a lazy dump (opts->lazy_ps_fd) */
+        char *work_dir;      /* CRIU's log: <work_dir>/dump.log */
+        char warning[512];   /* a non-fatal problem, or "" */
+        nm_error error;      /* when status < 0 (also for synchronous errors) */
+        ckpt_native *native; /* what the container was (also in metadata.json as nm_native); the
+                              * rollback and the commit need it (ckpt_source_resume/_end) */
         /* private */
         ckpt__call call;
         ckpt_dump_cb cb;
@@ -323,6 +546,9 @@ struct ckpt_dump_req {
         uint64_t start_ticks;
         uint64_t t0;
         bool created_dir;
+        bool keep_stopped; /* CRIU leaves the tasks stopped */
+        bool end_after;    /* ... and they are killed once the images are complete */
+        int root_fd;       /* native: the root tmpfs, detached */
 };
 
 /* Dumps c into dir (created 0700 and required empty: <dir>/metadata.json,
@@ -366,6 +592,8 @@ struct ckpt_restore_req {
         uint64_t start_ticks; /* its start time, for the state file */
         bool stopped;         /* tasks left stopped: ckpt_resume() or ckpt_kill_tree() */
         bool verified;        /* the HMAC matched */
+        bool native;          /* a native container: the root, mounts, veth and cgroup were made */
+        char *cgroup_path;    /* native: the cgroup that holds the tasks (for the state file), or NULL */
         bool consumed_pages;  /* consume_pages was asked and the file system can punch holes */
         char hmac[CKPT_HMAC_HEX_LEN + 1];
         ckpt_restore_stats stats;
@@ -382,6 +610,12 @@ struct ckpt_restore_req {
         ckpt_restore_cb cb;
         uint64_t t0;
         bool leave_stopped;
+        ckpt_native *desc; /* native: from nm_native */
+        int root_tar_fd;   /* native: images/nm-rootfs.tar */
+        char *root_dir;    /* native: where the root is mounted for CRIU */
+        bool root_made;
+        bool cgroup_made;
+        int inherit_fds[3]; /* native: stdio replacements handed to CRIU */
 };
 
 /* Restores the checkpoint in dir, detached. With opts->verify the HMAC is

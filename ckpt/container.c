@@ -374,3 +374,19 @@ int ckpt_state_check_not_running(const char *state_dir, const char *id, nm_error
                         c->id, c->name, (int)c->pid);
         return 0;
 }
+
+int ckpt_state_set_cgroup(ckpt_container *c, const char *cgroup_path, nm_error *err) {
+        char *copy = NULL;
+        if (!c->json)
+                return nm_error_set(err, -EINVAL, "%s is a bare process tree; it has no state file", c->id);
+        if (cgroup_path && !(copy = strdup(cgroup_path)))
+                return -ENOMEM;
+        if (json_object_set_new(c->json, "cgroup_path",
+                                cgroup_path ? json_string(cgroup_path) : json_null()) < 0) {
+                free(copy);
+                return -ENOMEM;
+        }
+        free(c->cgroup_path);
+        c->cgroup_path = copy;
+        return 0;
+}

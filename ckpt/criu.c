@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ckpt-internal.h"
@@ -433,6 +435,9 @@ static void dump_finish(ckpt__call *call) {
         int rc = call->rc;
 
         call_release(call);
+        if (req->root_fd >= 0)
+                close(req->root_fd);
+        req->root_fd = -EBADF;
         req->stats.total_usec = ckpt__now_usec() - req->t0;
         req->state = CKPT_OP_DONE;
         if (rc < 0 && req->error.code == 0)
@@ -521,18 +526,81 @@ static int dump_after(ckpt_dump_req *req) {
         return 0;
 }
 
+/* The root tmpfs into images/, while the tasks are stopped: CRIU never
+ * dumps the root mount. */
+static int capture_root(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+        if (fd < 0)
+                return nm_error_errno(&req->error, negative_errno(), "cannot create %s/%s/%s", call->dir,
+                                      CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
+        r = ckpt__tar_write(req->root_fd, fd, &req->error);
+        if (r >= 0 && fsync(fd) < 0)
+                r = nm_error_errno(&req->error, negative_errno(), "cannot sync %s", CKPT_ROOTFS_IMAGE);
+        return r;
+}
+
+/* A dump that kept the tasks stopped but cannot be completed: they run on
+ * where they are, and nothing of the attempt stays. */
+static void dump_roll_back(ckpt_dump_req *req) {
+        nm_error rerr = {};
+        /* Tasks stopped before the dump stay stopped: read from the images
+         * if dump_after did not get that far. */
+        if (req->stopped_tasks.n == 0)
+                (void)ckpt__stopped_tasks_at(req->call.imgfd, &req->stopped_tasks, &rerr);
+        rerr = (nm_error){};
+        if (ckpt_source_resume(req->native, req->pid, req->start_ticks, &req->stopped_tasks, &rerr) < 0) {
+                snprintf(req->warning, sizeof(req->warning),
+                         "resuming it in place failed too, its tasks are stopped: %s", nm_error_msg(&rerr));
+                req->stopped = true;
+                return;
+        }
+        req->dumped = false;
+        req->source_running = true;
+        dump_discard(req);
+}
+
+/* The native part before CRIU: the tasks into a cgroup CRIU accepts, and
+ * the description as it then is into the metadata. */
+static int dump_native_before(ckpt_dump_req *req) {
+        json_t *j = NULL;
+        int r = ckpt__cgroup_prepare_dump(req->native, req->metadata->container_id, req->pid, &req->error);
+        if (r < 0)
+                return r;
+        r = ckpt_native_to_json(req->native, &j);
+        if (r < 0 || json_object_set_new(req->metadata->json, "nm_native", j) < 0)
+                return nm_error_set(&req->error, -ENOMEM, "cannot describe the container in the metadata");
+        return 0;
+}
+
 static void dump_work(uv_work_t *w) {
         ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
         ckpt__call *call = &req->call;
+        bool native = req->root_fd >= 0;
         char excerpt[1024];
         sigset_t old;
         uint64_t t;
         int ret, e;
 
+        if (native) {
+                call->rc = dump_native_before(req);
+                if (call->rc < 0) {
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
+                        req->source_running = true;
+                        dump_discard(req);
+                        return;
+                }
+        }
         /* Written before CRIU runs: a failure here leaves the container as
          * it was. */
         call->rc = ckpt_metadata_write(call->dfd, req->metadata, &req->error);
         if (call->rc < 0) {
+                if (native)
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
                 req->source_running = true;
                 dump_discard(req);
                 return;
@@ -559,12 +627,39 @@ static void dump_work(uv_work_t *w) {
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
                 req->source_running = pid_still(req->pid, req->start_ticks);
-                if (req->source_running)
+                if (req->source_running) {
+                        if (native)
+                                (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
                         dump_discard(req);
+                }
                 return;
         }
         req->dumped = true;
+        req->stopped = req->keep_stopped;
+        if (native) {
+                call->rc = capture_root(req);
+                if (call->rc < 0) {
+                        nm_error_prefix(&req->error, "the root file system could not be saved");
+                        dump_roll_back(req);
+                        return;
+                }
+        }
         call->rc = dump_after(req);
+        if (call->rc < 0 && req->keep_stopped) {
+                /* Still stopped: the images are of no use unsigned, the copy
+                 * that is there is. */
+                dump_roll_back(req);
+                return;
+        }
+        if (call->rc >= 0 && req->end_after) {
+                nm_error kerr = {};
+                if (ckpt_source_end(req->native, req->pid, req->start_ticks, &kerr) < 0)
+                        snprintf(req->warning, sizeof(req->warning),
+                                 "the dumped tasks could not be ended and are stopped: %s",
+                                 nm_error_msg(&kerr));
+                else
+                        req->stopped = false;
+        }
 }
 
 static int dir_is_empty(int dfd) {
@@ -589,6 +684,57 @@ static int dir_is_empty(int dfd) {
         return r;
 }
 
+/* What the container is, whether it can move, and for a native one a hold
+ * on its root: all before anything is frozen. */
+static int dump_describe(ckpt_dump_req *req, const ckpt_container *c, const ckpt_dump_opts *opts) {
+        nm_error *err = &req->error;
+        int r;
+
+        r = ckpt_native_describe(c, &req->native, err);
+        if (r < 0) {
+                nm_error_prefix(err, "describing %s (nothing was frozen)", c->id);
+                return r;
+        }
+        r = opts->policy.try_anyway ? 0 : ckpt_native_check_source(req->native, &opts->policy, err);
+        if (r < 0) {
+                nm_error_prefix(err, "cannot move %s %s", c->bare ? "process tree" : "container", c->id);
+                return r;
+        }
+        if (req->native->landlock == CKPT_LANDLOCK_ASSUMED)
+                req->native->landlock = CKPT_LANDLOCK_ACCEPTED_LOSS;
+        req->native->tcp_established = opts->criu.tcp == CKPT_TCP_MOVE;
+        req->native->file_locks = opts->criu.locks == CKPT_FILE_LOCKS_MOVE;
+        if (!req->native->own_mount_ns)
+                return 0;
+        if (opts->lazy)
+                return nm_error_set(
+                        err, -EOPNOTSUPP,
+                        "container %s has a root file system of its own, which a lazy dump cannot carry",
+                        c->id);
+        return ckpt__root_clone(c->pid, &req->root_fd, err);
+}
+
+/* Host binds and stdio outside the container, declared external. */
+static int dump_native_copts(ckpt_dump_req *req) {
+        const ckpt_native *n = req->native;
+        struct criu_opts *c = req->call.copts;
+
+        for (size_t i = 0; i < n->n_mounts; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_HOST_BIND &&
+                    criu_local_add_ext_mount(c, n->mounts[i].target, n->mounts[i].target) < 0)
+                        return -ENOMEM;
+        for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++) {
+                bool seen = false;
+                if (n->stdio[i].kind != CKPT_STDIO_NULL && n->stdio[i].kind != CKPT_STDIO_FILE)
+                        continue;
+                for (size_t k = 0; k < i; k++)
+                        seen = seen || (n->stdio[k].key && strcmp(n->stdio[k].key, n->stdio[i].key) == 0);
+                if (!seen && criu_local_add_external(c, n->stdio[i].key) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
 static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char *dir,
                         const ckpt_dump_opts *opts) {
         static const char *const stale[] = {DUMP_LOG, "stats-dump", NULL};
@@ -601,6 +747,9 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
                 return r;
         req->pid = c->pid;
         req->start_ticks = c->start_ticks;
+        r = dump_describe(req, c, opts);
+        if (r < 0)
+                return r;
         r = resolve_criu(&opts->criu, &req->criu_path, &req->criu_version, err);
         if (r < 0)
                 return r;
@@ -648,20 +797,40 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
                 nm_error_prefix(err, "capturing metadata of %s (nothing was dumped)", c->id);
                 return r;
         }
+        if (req->root_fd >= 0) {
+                json_t *j = NULL;
+                if (ckpt_native_to_json(req->native, &j) < 0 ||
+                    json_object_set_new(req->metadata->json, "nm_native", j) < 0)
+                        return -ENOMEM;
+        }
         r = build_copts(call, &opts->criu, req->criu_path, DUMP_LOG, err);
         if (r < 0)
                 return r;
         criu_local_set_pid(call->copts, (int)c->pid);
         criu_local_set_leave_running(call->copts, false);
-        if (opts->lazy) {
-                if (opts->lazy_ps_fd < 0)
-                        return nm_error_set(err, -EBADF, "a lazy dump needs a page-server socket");
-                /* libcriu has no setter for a lazy dump nor for the page
-                 * server's socket: the RPC configuration file has both. */
-                r = rpc_config(call, "dump.conf", "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
+        if (req->root_fd >= 0) {
+                r = dump_native_copts(req);
+                if (r < 0)
+                        return r;
+        }
+        if (opts->lazy && opts->lazy_ps_fd < 0)
+                return nm_error_set(err, -EBADF, "a lazy dump needs a page-server socket");
+        req->lazy = opts->lazy;
+        /* A native container is always dumped with its tasks kept stopped:
+         * its root is saved afterwards, and a failure until the images are
+         * complete then resumes it in place. */
+        req->keep_stopped = (opts->leave_stopped || req->root_fd >= 0) && !opts->lazy;
+        req->end_after = req->keep_stopped && !opts->leave_stopped;
+        if (opts->lazy || req->keep_stopped) {
+                /* libcriu has no setter for a lazy dump, the page server's
+                 * socket or leave-stopped: the RPC configuration file has
+                 * them. */
+                char lazy[64] = "";
+                if (opts->lazy)
+                        snprintf(lazy, sizeof(lazy), "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
+                r = rpc_config(call, "dump.conf", "%s%s", lazy, req->keep_stopped ? "leave-stopped\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/dump.conf", call->work_dir);
-                req->lazy = true;
         }
         return 0;
 }
@@ -683,6 +852,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
                 return -EINVAL;
         req_reset(req, sizeof(*req), &req->data, &req->event_cb);
         call_init(&req->call);
+        req->root_fd = -EBADF;
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = dump_event;
@@ -694,6 +864,9 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
         if (r < 0) {
                 dump_discard(req);
                 call_release(&req->call);
+                if (req->root_fd >= 0)
+                        close(req->root_fd);
+                req->root_fd = -EBADF;
                 ckpt_dump_req_done(req);
                 if (req->error.code == 0)
                         nm_error_errno(&req->error, r, "cannot checkpoint %s", c->id);
@@ -715,6 +888,7 @@ int ckpt_dump_cancel(ckpt_dump_req *req) {
 void ckpt_dump_req_done(ckpt_dump_req *req) {
         if (!req)
                 return;
+        req->native = ckpt_native_free(req->native);
         req->metadata = ckpt_metadata_free(req->metadata);
         ckpt_stopped_tasks_done(&req->stopped_tasks);
         free(req->criu_path);
@@ -731,11 +905,26 @@ static void restore_event(ckpt__call *call, const char *name, uint64_t at) {
                 req->event_cb(req->data, name, at);
 }
 
+static void restore_release(ckpt_restore_req *req) {
+        if (req->root_tar_fd >= 0)
+                close(req->root_tar_fd);
+        req->root_tar_fd = -EBADF;
+        for (size_t i = 0; i < ARRAY_SIZE(req->inherit_fds); i++)
+                if (req->inherit_fds[i] >= 0) {
+                        close(req->inherit_fds[i]);
+                        req->inherit_fds[i] = -EBADF;
+                }
+        free(req->root_dir);
+        req->root_dir = NULL;
+        req->desc = ckpt_native_free(req->desc);
+}
+
 static void restore_finish(ckpt__call *call) {
         ckpt_restore_req *req = container_of(call, ckpt_restore_req, call);
         int rc = call->rc;
 
         call_release(call);
+        restore_release(req);
         req->stats.total_usec = ckpt__now_usec() - req->t0;
         req->state = CKPT_OP_DONE;
         if (rc < 0 && req->error.code == 0)
@@ -761,6 +950,245 @@ static int restore_facts(ckpt_restore_req *req) {
                 req->tcp_closed = true;
         }
         return ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &req->error);
+}
+
+/* ---- restore of a native container ----------------------------------------- */
+
+static const char *override_for(const ckpt_criu_opts *o, const char *key) {
+        for (size_t i = 0; i < o->n_ext_mounts; i++)
+                if (o->ext_mounts[i].key && strcmp(o->ext_mounts[i].key, key) == 0)
+                        return o->ext_mounts[i].val;
+        return NULL;
+}
+
+static bool is_host_bind_key(const ckpt_native *n, const char *key) {
+        for (size_t i = 0; i < n->n_mounts; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_HOST_BIND && strcmp(n->mounts[i].target, key) == 0)
+                        return true;
+        return false;
+}
+
+/* Host binds (key: the mount point) at their source path or the caller's
+ * override, and any other external mount the caller named. */
+static int restore_ext_mounts(ckpt_restore_req *req, const ckpt_criu_opts *o) {
+        const ckpt_native *n = req->desc;
+        struct criu_opts *c = req->call.copts;
+        for (size_t i = 0; i < n->n_mounts; i++) {
+                const char *path;
+                if (n->mounts[i].kind != CKPT_MOUNT_HOST_BIND)
+                        continue;
+                path = override_for(o, n->mounts[i].target);
+                if (criu_local_add_ext_mount(c, n->mounts[i].target, path ? path : n->mounts[i].source) < 0)
+                        return -ENOMEM;
+        }
+        for (size_t i = 0; i < o->n_ext_mounts; i++)
+                if (!is_host_bind_key(n, o->ext_mounts[i].key) &&
+                    criu_local_add_ext_mount(c, o->ext_mounts[i].key, o->ext_mounts[i].val) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+/* A process of its own (double-forked, so that nobody has to reap it) that
+ * copies a pipe into a file until every writer is gone: the restored
+ * container's output goes on through a pipe, as it did from the source's
+ * supervisor, and is kept. Only async-signal-safe calls after the fork. */
+static int drain_start(int rfd, const char *file) {
+        pid_t pid = fork();
+        if (pid < 0)
+                return negative_errno();
+        if (pid == 0) {
+                if (fork() != 0)
+                        _exit(0);
+                (void)setsid();
+                /* Nothing but the pipe: a write end kept here (its own, or
+                 * another drain's) would never let it see the end, and the
+                 * caller's stdio (a pipe of its own caller) must not stay
+                 * open either. */
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                for (int k = 0; k < 3 && null >= 0; k++)
+                        (void)dup2(null, k);
+                if (rfd > 3)
+                        (void)syscall(SYS_close_range, 3U, (unsigned)rfd - 1, 0U);
+                (void)syscall(SYS_close_range, (unsigned)rfd + 1, ~0U, 0U);
+                int out = open(file ? file : "/dev/null", O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+                char buf[4096];
+                for (;;) {
+                        ssize_t n = read(rfd, buf, sizeof(buf));
+                        if (n < 0 && errno == EINTR)
+                                continue;
+                        if (n <= 0)
+                                _exit(0);
+                        if (out >= 0 && write(out, buf, (size_t)n) < 0)
+                                out = -1; /* keep reading: the writer must not block */
+                }
+        }
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+        return 0;
+}
+
+/* One replacement for a stdio object the source had from outside. The fds
+ * handed to CRIU must survive its exec: no O_CLOEXEC. */
+static int stdio_replacement(const ckpt_native_stdio *s, const char *stdio_file, int *ret_fd) {
+        int p[2];
+        if (s->kind == CKPT_STDIO_NULL) {
+                *ret_fd = open("/dev/null", O_RDWR);
+                return *ret_fd < 0 ? negative_errno() : 0;
+        }
+        if (!s->write) {
+                *ret_fd = open("/dev/null", O_RDONLY);
+                return *ret_fd < 0 ? negative_errno() : 0;
+        }
+        /* Output to a pipe stays a pipe (a file would be reopened by CRIU,
+         * which then insists on its size), drained into stdio_file. */
+        if (pipe2(p, 0) < 0)
+                return negative_errno();
+        (void)fcntl(p[0], F_SETFD, FD_CLOEXEC);
+        int r = drain_start(p[0], stdio_file);
+        close(p[0]);
+        if (r < 0) {
+                close(p[1]);
+                return r;
+        }
+        *ret_fd = p[1];
+        return 0;
+}
+
+/* stdio the source had from outside, handed to CRIU as this node's
+ * equivalents: /dev/null again, and output that went to a pipe into
+ * stdio_file through a pipe of its own. */
+static int restore_stdio(ckpt_restore_req *req, const char *stdio_file) {
+        const ckpt_native *n = req->desc;
+        for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++) {
+                const ckpt_native_stdio *s = &n->stdio[i];
+                bool seen = false;
+                int r;
+                if (s->kind != CKPT_STDIO_NULL && s->kind != CKPT_STDIO_PIPE)
+                        continue;
+                for (size_t k = 0; k < i; k++)
+                        seen = seen || (n->stdio[k].key && strcmp(n->stdio[k].key, s->key) == 0);
+                if (seen)
+                        continue;
+                r = stdio_replacement(s, stdio_file, &req->inherit_fds[i]);
+                if (r < 0)
+                        return nm_error_errno(&req->error, r,
+                                              "cannot make a replacement for the container's fd %zu", i);
+                if (criu_local_add_inherit_fd(req->call.copts, req->inherit_fds[i], s->key) < 0)
+                        return -ENOMEM;
+        }
+        return 0;
+}
+
+static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts *opts) {
+        ckpt__call *call = &req->call;
+        const ckpt_native *n = req->desc;
+        nm_error *err = &req->error;
+        int r;
+
+        req->native = true;
+        req->root_tar_fd = openat(call->imgfd, CKPT_ROOTFS_IMAGE, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (req->root_tar_fd < 0)
+                return nm_error_errno(err, negative_errno(),
+                                      "checkpoint %s lacks %s/%s (the root file system)", call->dir,
+                                      CKPT_IMAGES_DIR, CKPT_ROOTFS_IMAGE);
+        if (opts->root_dir)
+                req->root_dir = strdup(opts->root_dir);
+        else if (asprintf(&req->root_dir, "%s/root", call->work_dir) < 0)
+                req->root_dir = NULL;
+        if (!req->root_dir)
+                return -ENOMEM;
+        if (opts->cgroup_root && n->cgroup &&
+            asprintf(&req->cgroup_path, "%s/nucleus-%s", opts->cgroup_root, req->metadata->container_id) <
+                    0) {
+                req->cgroup_path = NULL;
+                return -ENOMEM;
+        }
+        if (criu_local_set_root(call->copts, req->root_dir) < 0)
+                return -ENOMEM;
+        r = restore_ext_mounts(req, &opts->criu);
+        if (r < 0)
+                return nm_error_set(err, r, "cannot add the external mounts");
+        if (n->net == CKPT_NET_BRIDGE) {
+                _cleanup_free_ char *veth = NULL;
+                if (asprintf(&veth, "veth[%s]:%s@%s", n->vethc, n->veth,
+                             opts->bridge ? opts->bridge : n->bridge) < 0) {
+                        veth = NULL;
+                        return -ENOMEM;
+                }
+                if (criu_local_add_external(call->copts, veth) < 0)
+                        return -ENOMEM;
+        }
+        /* CRIU puts the tasks into no cgroup of its own (it could not bring
+         * back the namespace's view anyway): they are moved into the one
+         * made here once CRIU is done. */
+        if (opts->criu.manage_cgroups == CKPT_CGROUP_DEFAULT) {
+                criu_local_set_manage_cgroups(call->copts, true);
+                criu_local_set_manage_cgroups_mode(call->copts, CRIU_CG_MODE_IGNORE);
+        }
+        return restore_stdio(req, opts->stdio_file);
+}
+
+/* On the worker, once the images verified: the root and the cgroup. */
+static int restore_native_before(ckpt_restore_req *req) {
+        const ckpt_native *n = req->desc;
+        const ckpt_native_mount *root = NULL;
+        unsigned skipped = 0;
+        int r;
+
+        for (size_t i = 0; i < n->n_mounts && !root; i++)
+                if (n->mounts[i].kind == CKPT_MOUNT_ROOT)
+                        root = &n->mounts[i];
+        if (!root)
+                return nm_error_set(&req->error, -EBADMSG, "nm_native describes no root mount");
+        r = ckpt__root_make(root, req->root_tar_fd, req->root_dir, &req->error);
+        if (r < 0)
+                return r;
+        req->root_made = true;
+        if (!req->cgroup_path)
+                return 0;
+        r = ckpt__cgroup_create(req->cgroup_path, json_object_get(req->metadata->json, "resource_limits"),
+                                &skipped, &req->error);
+        if (r < 0)
+                return r;
+        req->cgroup_made = true;
+        return 0;
+}
+
+static void restore_native_undo(ckpt_restore_req *req) {
+        if (req->root_made)
+                ckpt__root_unmake(req->root_dir);
+        req->root_made = false;
+        if (req->cgroup_made)
+                (void)ckpt__cgroup_remove(req->cgroup_path, NULL);
+        req->cgroup_made = false;
+}
+
+/* The tasks are restored and stopped: the mount flags CRIU lost, the
+ * cgroup, then (unless asked not to) they run. A failure kills them again. */
+static int restore_native_after(ckpt_restore_req *req) {
+        nm_error kerr = {};
+        int r;
+
+        r = ckpt__mounts_fixup(req->pid, req->desc, &req->error);
+        if (r >= 0 && req->cgroup_path)
+                r = ckpt__cgroup_move_tree(req->pid, req->cgroup_path, &req->error);
+        if (req->root_made)
+                ckpt__root_unmake(req->root_dir);
+        req->root_made = false;
+        if (r < 0) {
+                nm_error_prefix(&req->error, "the restored copy (pid %d) was killed again", (int)req->pid);
+                (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
+                restore_native_undo(req);
+                req->stopped = false;
+                return r;
+        }
+        if (!req->leave_stopped) {
+                r = ckpt_resume(req->pid, req->start_ticks, &req->stopped_tasks, &req->error);
+                if (r < 0)
+                        return r;
+                req->stopped = false;
+        }
+        return 0;
 }
 
 static void restore_work(uv_work_t *w) {
@@ -789,6 +1217,13 @@ static void restore_work(uv_work_t *w) {
                 nm_error_prefix(&req->error, "checkpoint %s: nothing was restored", call->dir);
                 return;
         }
+        if (req->desc) {
+                call->rc = restore_native_before(req);
+                if (call->rc < 0) {
+                        restore_native_undo(req);
+                        return;
+                }
+        }
         unblock_signals(&old);
         t = ckpt__now_usec();
         ret = criu_local_restore(call->copts);
@@ -802,11 +1237,18 @@ static void restore_work(uv_work_t *w) {
                         &req->error, code,
                         "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
                         excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
+                if (req->desc)
+                        restore_native_undo(req);
                 return;
         }
         req->pid = ret;
         req->stopped = req->leave_stopped;
         (void)ckpt_proc_start_ticks(req->pid, &req->start_ticks);
+        if (req->desc) {
+                call->rc = restore_native_after(req);
+                if (call->rc < 0)
+                        return;
+        }
         read_stats(call->workfd, "stats-restore", &st);
         if (st.restore) {
                 req->stats.restore_usec = st.restore_us;
@@ -913,7 +1355,19 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         copts = opts->criu;
         copts.tcp = opts->criu.tcp == CKPT_TCP_CLOSE ? CKPT_TCP_CLOSE : CKPT_TCP_MOVE;
         req->tcp_closed = copts.tcp == CKPT_TCP_CLOSE;
-        r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
+        r = ckpt_native_from_metadata(req->metadata, &req->desc, err);
+        if (r < 0)
+                return r;
+        if (req->desc && !req->desc->own_mount_ns)
+                req->desc = ckpt_native_free(req->desc);
+        if (req->desc) {
+                /* Host binds are added with their sources (or overrides). */
+                copts.n_ext_mounts = 0;
+                r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
+                if (r >= 0)
+                        r = restore_native_prepare(req, opts);
+        } else
+                r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
         if (opts->consume_pages) {
@@ -925,14 +1379,17 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 if (req->consumed_pages)
                         criu_local_set_auto_dedup(call->copts, true);
         }
-        if (opts->leave_stopped || opts->lazy_pages) {
+        req->leave_stopped = opts->leave_stopped;
+        if (opts->leave_stopped || opts->lazy_pages || req->desc) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy
-                 * pages: the RPC configuration file has them. */
-                r = rpc_config(call, RESTORE_CONF, "%s%s", opts->leave_stopped ? "leave-stopped\n" : "",
+                 * pages: the RPC configuration file has them. A native
+                 * container is always restored stopped: its mounts and cgroup
+                 * are set right before it runs. */
+                r = rpc_config(call, RESTORE_CONF, "%s%s",
+                               opts->leave_stopped || req->desc ? "leave-stopped\n" : "",
                                opts->lazy_pages ? "lazy-pages\n" : "");
                 if (r < 0)
                         return nm_error_errno(err, r, "cannot write %s/%s", call->work_dir, RESTORE_CONF);
-                req->leave_stopped = opts->leave_stopped;
         }
         return 0;
 }
@@ -946,6 +1403,9 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
                 return -EINVAL;
         req_reset(req, sizeof(*req), &req->data, &req->event_cb);
         call_init(&req->call);
+        req->root_tar_fd = -EBADF;
+        for (size_t i = 0; i < ARRAY_SIZE(req->inherit_fds); i++)
+                req->inherit_fds[i] = -EBADF;
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = restore_event;
@@ -956,6 +1416,7 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
                 r = call_start(&req->call, loop, restore_work, &req->error);
         if (r < 0) {
                 call_release(&req->call);
+                restore_release(req);
                 ckpt_restore_req_done(req);
                 if (req->error.code == 0)
                         nm_error_errno(&req->error, r, "cannot restore %s", dir);
@@ -976,6 +1437,8 @@ void ckpt_restore_req_done(ckpt_restore_req *req) {
                 return;
         req->metadata = ckpt_metadata_free(req->metadata);
         ckpt_stopped_tasks_done(&req->stopped_tasks);
+        free(req->cgroup_path);
+        req->cgroup_path = NULL;
         free(req->criu_path);
         free(req->criu_version);
         free(req->work_dir);

@@ -309,6 +309,14 @@ static int metadata_views(ckpt_metadata *md, nm_error *err) {
         return 0;
 }
 
+static bool has_any_limit_file(int dfd) {
+        static const char *const files[] = {"memory.max", "cpu.max", "pids.max", "io.max"};
+        for (size_t i = 0; i < ARRAY_SIZE(files); i++)
+                if (faccessat(dfd, files[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                        return true;
+        return false;
+}
+
 static int capture_limits(const char *cgroup_path, json_t **ret, nm_error *err) {
         _cleanup_close_ int dfd = -EBADF;
         int r;
@@ -320,6 +328,13 @@ static int capture_limits(const char *cgroup_path, json_t **ret, nm_error *err) 
         dfd = open_dir_nofollow(cgroup_path);
         if (dfd < 0)
                 return nm_error_errno(err, dfd, "cannot open the container's cgroup %s", cgroup_path);
+        /* A cgroup in a hierarchy that offers no controller (the unified
+         * hierarchy of a hybrid host) has no limits to read at all: null,
+         * as for a container without a cgroup. */
+        if (!has_any_limit_file(dfd)) {
+                *ret = json_null();
+                return 0;
+        }
         r = ckpt_resource_limits_read(dfd, ret, err);
         if (r < 0) {
                 nm_error_prefix(err, "cgroup %s", cgroup_path);

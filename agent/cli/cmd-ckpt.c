@@ -65,6 +65,7 @@ static const char *const exit_help =
         "  1  failure (the message says what happened and what state things are in)\n"
         "  2  bad command line\n"
         "  6  no such container, or the reference is ambiguous\n"
+        "  3  refused: the container cannot be moved (the reason is given); nothing was frozen\n"
         "  7  the checkpoint failed HMAC verification\n";
 
 /* ---- sign / verify ------------------------------------------------------ */
@@ -183,6 +184,12 @@ enum {
         OPT_PID,
         OPT_NO_SIGN,
         OPT_LEAVE_STOPPED,
+        OPT_ACCEPT_LANDLOCK,
+        OPT_TRY_ANYWAY,
+        OPT_ROOT_DIR,
+        OPT_CGROUP_ROOT,
+        OPT_BRIDGE,
+        OPT_STDOUT,
 };
 
 #define CRIU_LONG_OPTIONS                                                                                   \
@@ -326,6 +333,15 @@ static void checkpoint_help(void) {
                "                         (it must lead its own session, and should have its own\n"
                "                         pid namespace)\n"
                "  --no-sign              do not write checkpoint.hmac\n"
+               "  --leave-stopped        keep every task stopped after the dump instead of killing it;\n"
+               "                         then either roll back ('%s resume -i DIR': the\n"
+               "                         container runs on where it was) or commit ('%s\n"
+               "                         kill-tree -i DIR')\n"
+               "  --accept-landlock-loss move a nucleus container although the copy restored from DIR\n"
+               "                         runs without the Landlock rules nucleus gives it (CRIU does not\n"
+               "                         carry them; recorded in metadata.json)\n"
+               "  --try-anyway           skip the refusals below and let CRIU fail with its own\n"
+               "                         reason (to diagnose; the container runs on if it fails)\n"
                "%s"
                "\nTCP\n"
                "  --tcp auto (the default) moves established connections when the tree has a network\n"
@@ -334,10 +350,19 @@ static void checkpoint_help(void) {
                "  its state (CRIU's tcp-established); use it only where both ends stay reachable.\n"
                "  'close' dumps the tree whatever it has connected and every connection is closed on\n"
                "  restore, here too (CRIU's tcp-close). 'refuse' fails on any connection.\n"
+               "\nNATIVE CONTAINERS\n"
+               "  A container with a mount namespace of its own (nucleus's native runtime) is\n"
+               "  described first: its root tmpfs (saved into images/%s), host binds (declared\n"
+               "  external), veth, cgroup, stdio and security settings go into metadata.json\n"
+               "  (nm_native). Its tasks are kept stopped while the root is saved. What CRIU cannot\n"
+               "  move is refused before anything is frozen (exit 3): tap (slirp4netns) networking,\n"
+               "  the production-mode init, memfd mounts, a user namespace, stdio from another\n"
+               "  network namespace (journald) or a terminal, and Landlock unless accepted.\n"
                "\n%s\n%s"
                "\nEXAMPLE\n"
                "  %s checkpoint web1 -o /var/lib/nucleus-migrate/web1.ckpt\n",
-               cli_program, cli_program, cli_program, criu_options_help, env_help, exit_help, cli_program);
+               cli_program, cli_program, cli_program, cli_program, cli_program, criu_options_help,
+               "nm-rootfs.tar", env_help, exit_help, cli_program);
 }
 
 static void on_dumped(ckpt_dump_req *req, int status) {
@@ -365,6 +390,23 @@ static int find_target(const char *ref, pid_t pid, ckpt_container **ret) {
         return NM_EXIT_OK;
 }
 
+static void print_native(const ckpt_native *n) {
+        size_t binds = 0;
+        for (size_t i = 0; i < n->n_mounts; i++)
+                binds += n->mounts[i].kind == CKPT_MOUNT_HOST_BIND;
+        printf("  root:       tmpfs, %llu bytes in use, saved as images/nm-rootfs.tar\n",
+               (unsigned long long)n->root_bytes);
+        printf("  mounts:     %zu, %zu of them host binds (external)\n", n->n_mounts, binds);
+        if (n->net == CKPT_NET_BRIDGE)
+                printf("  network:    %s (%s/%u) on %s via %s\n", n->vethc, n->address, n->prefix, n->bridge,
+                       n->veth);
+        if (n->cgroup)
+                printf("  cgroup:     %s (seen inside as %s)%s%s\n", n->cgroup, strna(n->cgroup_inside),
+                       n->cgroup_dump ? ", dumped from " : "", n->cgroup_dump ? n->cgroup_dump : "");
+        if (n->landlock == CKPT_LANDLOCK_ACCEPTED_LOSS)
+                printf("  landlock:   accepted: the restored copy runs without it\n");
+}
+
 static void print_dump(const ckpt_dump_req *req, const ckpt_container *c, const char *dir, bool signed_,
                        ckpt_tcp_mode tcp) {
         printf("checkpointed %s %s (%s), pid %d, into %s\n", c->bare ? "process tree" : "container", c->id,
@@ -382,10 +424,17 @@ static void print_dump(const ckpt_dump_req *req, const ckpt_container *c, const 
                 printf("  signed:     %s (%.1f ms)\n", req->hmac, ms(req->stats.sign_usec));
         printf("  total:      %.1f ms\n", ms(req->stats.total_usec));
         printf("  criu log:   %s/dump.log\n", req->work_dir);
+        if (req->native && req->native->own_mount_ns)
+                print_native(req->native);
         if (req->warning[0])
                 printf("  warning:    %s\n", req->warning);
-        printf("The %s no longer runs here; restore it with: %s restore -i %s\n",
-               c->bare ? "process tree" : "container", cli_program, dir);
+        if (req->stopped)
+                printf("Every task is stopped here. Roll back with '%s resume -i %s', or end it with '%s "
+                       "kill-tree -i %s' once a copy runs elsewhere.\n",
+                       cli_program, dir, cli_program, dir);
+        else
+                printf("The %s no longer runs here; restore it with: %s restore -i %s\n",
+                       c->bare ? "process tree" : "container", cli_program, dir);
 }
 
 int cmd_checkpoint(int argc, char **argv) {
@@ -393,6 +442,9 @@ int cmd_checkpoint(int argc, char **argv) {
                 {"output", required_argument, NULL, 'o'},
                 {"pid", required_argument, NULL, OPT_PID},
                 {"no-sign", no_argument, NULL, OPT_NO_SIGN},
+                {"leave-stopped", no_argument, NULL, OPT_LEAVE_STOPPED},
+                {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
+                {"try-anyway", no_argument, NULL, OPT_TRY_ANYWAY},
                 CRIU_LONG_OPTIONS,
                 {},
         };
@@ -400,7 +452,7 @@ int cmd_checkpoint(int argc, char **argv) {
         _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
         criu_args a = {.tcp_auto = true};
         const char *dir = NULL;
-        bool sign = true;
+        bool sign = true, leave_stopped = false, accept_landlock = false, try_anyway = false;
         pid_t pid = 0;
         int opt, r;
 
@@ -414,6 +466,9 @@ int cmd_checkpoint(int argc, char **argv) {
                 case 'h': checkpoint_help(); return NM_EXIT_OK;
                 case 'o': dir = optarg; break;
                 case OPT_NO_SIGN: sign = false; break;
+                case OPT_LEAVE_STOPPED: leave_stopped = true; break;
+                case OPT_ACCEPT_LANDLOCK: accept_landlock = true; break;
+                case OPT_TRY_ANYWAY: try_anyway = true; break;
                 case OPT_PID:
                         if (parse_pid(optarg, &pid) < 0)
                                 return usage_error("checkpoint", "--pid wants a process id > 1");
@@ -437,7 +492,11 @@ int cmd_checkpoint(int argc, char **argv) {
         uv_loop_t loop;
         run_ctx ctx = {.verbose = a.verbose};
         ckpt_dump_req req = {.data = &ctx, .event_cb = print_event};
-        ckpt_dump_opts opts = {.criu = a.opts, .sign = sign};
+        ckpt_dump_opts opts = {
+                .criu = a.opts,
+                .sign = sign,
+                .leave_stopped = leave_stopped,
+                .policy = {.accept_landlock_loss = accept_landlock, .try_anyway = try_anyway}};
         r = uv_loop_init(&loop);
         if (r < 0) {
                 fail("checkpoint", uv_strerror(r));
@@ -447,7 +506,7 @@ int cmd_checkpoint(int argc, char **argv) {
         if (r < 0) {
                 (void)uv_loop_close(&loop);
                 failf("checkpoint", &req.error);
-                return NM_EXIT_FAILURE;
+                return r == -EOPNOTSUPP ? NM_EXIT_REFUSED : NM_EXIT_FAILURE;
         }
         (void)run_loop(&loop);
         if (!ctx.done || ctx.status < 0) {
@@ -459,6 +518,8 @@ int cmd_checkpoint(int argc, char **argv) {
                                 cli_program, c->bare ? "process tree" : "container", c->id, dir);
                 else if (req.source_running)
                         fprintf(stderr, "%s checkpoint: note: %s still runs\n", cli_program, c->id);
+                if (req.warning[0])
+                        fprintf(stderr, "%s checkpoint: warning: %s\n", cli_program, req.warning);
                 ckpt_dump_req_done(&req);
                 return NM_EXIT_FAILURE;
         }
@@ -488,11 +549,25 @@ static void restore_help(void) {
                "  --leave-stopped        leave every task stopped; continue them later with\n"
                "                         '%s resume -i DIR PID', or drop them with\n"
                "                         '%s kill-tree PID'\n"
+               "  --root-dir DIR         native: where the root tmpfs is mounted for CRIU (default:\n"
+               "                         WORK-DIR/root; unmounted again afterwards)\n"
+               "  --cgroup-root DIR      native: make the cgroup DIR/nucleus-<id> with the source's\n"
+               "                         limits and put the tasks there (default: $NUCLEUS_CGROUP_ROOT,\n"
+               "                         else the parent of the source's cgroup)\n"
+               "  --bridge NAME          native: the bridge for the veth (default: the source's)\n"
+               "  --stdout FILE          native: where output the container sent to a pipe or file\n"
+               "                         outside it goes now (default: /dev/null)\n"
                "%s"
                "\nTasks that were stopped when the checkpoint was taken (SIGSTOP, SIGTSTP) stay\n"
                "stopped. Established TCP connections come back as the checkpoint kept them; with\n"
                "--tcp close they are restored closed, as they are anyway when the checkpoint was\n"
                "taken with --tcp close.\n"
+               "\nNATIVE CONTAINERS\n"
+               "  For a checkpoint with nm_native this node is checked first (exit 3 when it cannot\n"
+               "  take it): the bridge and its subnet, a free veth name and address, every bind\n"
+               "  source, memory for the root tmpfs, no cgroup of that name. The address is\n"
+               "  reserved in the state directory's ip-alloc/. Bind sources are the source's paths;\n"
+               "  --external-mount MOUNTPOINT:PATH gives another.\n"
                "\n%s\n%s"
                "\nEXAMPLE\n"
                "  %s restore -i /var/lib/nucleus-migrate/web1.ckpt\n",
@@ -505,27 +580,95 @@ static void on_restored(ckpt_restore_req *req, int status) {
         ctx->done = true;
 }
 
-/* Reads the checkpoint's id before restoring, to refuse a second copy. */
-static int precheck_restore(const char *dir, const char *state_dir, bool *ret_bare) {
+/* What a native restore needs besides the images, decided before CRIU runs. */
+typedef struct native_plan {
+        ckpt_native *n; /* NULL: not a native container */
+        char *id;
+        char *cgroup_root; /* where nucleus-<id> is made, or NULL */
+        bool reserved;     /* the address was reserved here */
+} native_plan;
+
+static void native_plan_done(native_plan *p) {
+        p->n = ckpt_native_free(p->n);
+        free(p->id);
+        free(p->cgroup_root);
+        *p = (native_plan){};
+}
+
+/* --cgroup-root, else $NUCLEUS_CGROUP_ROOT, else the parent of the source's
+ * cgroup (nodes set up alike have the same). */
+static int pick_cgroup_root(const ckpt_metadata *md, const char *given, char **ret) {
+        const char *env = getenv("NUCLEUS_CGROUP_ROOT");
+        const char *slash;
+        *ret = NULL;
+        if (!md->cgroup_path)
+                return 0;
+        if (given)
+                *ret = strdup(given);
+        else if (env && env[0])
+                *ret = strdup(env);
+        else if ((slash = strrchr(md->cgroup_path, '/')) && slash != md->cgroup_path)
+                *ret = strndup(md->cgroup_path, (size_t)(slash - md->cgroup_path));
+        else
+                return 0;
+        return *ret ? 0 : -ENOMEM;
+}
+
+/* Reads the checkpoint before restoring: refuses a second copy, and checks
+ * that this node offers what a native container needs (exit 3 when not);
+ * reserves its address. */
+static int precheck_restore(const char *dir, const char *state_dir, const criu_args *a,
+                            const char *cgroup_root, const char *bridge, native_plan *plan) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        _cleanup_free_ char *cgroup_dir = NULL;
         nm_error err = {};
         int r;
 
         if (dfd < 0) {
                 nm_error_errno(&err, dfd, "cannot open checkpoint directory %s", dir);
                 failf("restore", &err);
-                return dfd;
+                return NM_EXIT_FAILURE;
         }
         r = ckpt_metadata_load(dfd, &md, &err);
         if (r >= 0 && !md->bare)
                 r = ckpt_state_check_not_running(state_dir, md->container_id, &err);
+        if (r >= 0)
+                r = ckpt_native_from_metadata(md, &plan->n, &err);
         if (r < 0) {
                 failf("restore", &err);
-                return r;
+                return NM_EXIT_FAILURE;
         }
-        *ret_bare = md->bare;
-        return 0;
+        plan->id = strdup(md->container_id);
+        if (!plan->id || pick_cgroup_root(md, cgroup_root, &plan->cgroup_root) < 0)
+                return NM_EXIT_FAILURE;
+        if (!plan->n || !plan->n->own_mount_ns)
+                return NM_EXIT_OK;
+        if (plan->cgroup_root && asprintf(&cgroup_dir, "%s/nucleus-%s", plan->cgroup_root, plan->id) < 0)
+                return NM_EXIT_FAILURE;
+        ckpt_native_target t = {.id = plan->id,
+                                .state_dir = state_dir,
+                                .bridge = bridge,
+                                .cgroup_dir = cgroup_dir,
+                                .ext_mounts = a->opts.ext_mounts,
+                                .n_ext_mounts = a->opts.n_ext_mounts};
+        r = ckpt_native_check_target(plan->n, &t, &err);
+        if (r >= 0 && plan->n->net == CKPT_NET_BRIDGE)
+                r = ckpt_native_address_reserve(state_dir, plan->id, plan->n->address, &err);
+        if (r < 0) {
+                nm_error_prefix(&err, "this node cannot take container %s", plan->id);
+                failf("restore", &err);
+                return NM_EXIT_REFUSED;
+        }
+        plan->reserved = plan->n->net == CKPT_NET_BRIDGE;
+        return NM_EXIT_OK;
+}
+
+static void release_plan(native_plan *plan, const char *state_dir) {
+        nm_error err = {};
+        if (plan->reserved && ckpt_native_address_release(state_dir, plan->id, plan->n->address, &err) < 0)
+                fprintf(stderr, "%s restore: %s\n", cli_program, nm_error_msg(&err));
+        plan->reserved = false;
 }
 
 /* After CRIU: the state file, then (maybe) resume. Kills the copy again if
@@ -537,6 +680,8 @@ static int finish_restore(ckpt_restore_req *req, const char *dir, const char *st
         int r;
 
         r = ckpt_container_from_metadata(req->metadata, &c, &err);
+        if (r >= 0 && !c->bare && req->native)
+                r = ckpt_state_set_cgroup(c, req->cgroup_path, &err);
         if (r >= 0 && !c->bare)
                 r = ckpt_state_write_restored(state_dir, c, req->pid, req->start_ticks, &err);
         if (r < 0) {
@@ -569,6 +714,9 @@ static int finish_restore(ckpt_restore_req *req, const char *dir, const char *st
                        req->stopped_tasks.n);
         printf("  total:       %.1f ms\n", ms(req->stats.total_usec));
         printf("  criu log:    %s/restore.log\n", req->work_dir);
+        if (req->native)
+                printf("  native:      root tmpfs, mounts and veth made again; cgroup %s\n",
+                       req->cgroup_path ? req->cgroup_path : "none");
         if (!c->bare)
                 printf("  state file:  %s/%s.json\n", state_dir, c->id);
         if (leave_stopped)
@@ -582,14 +730,19 @@ int cmd_restore(int argc, char **argv) {
         static const struct option long_opts[] = {
                 {"input", required_argument, NULL, 'i'},
                 {"leave-stopped", no_argument, NULL, OPT_LEAVE_STOPPED},
+                {"root-dir", required_argument, NULL, OPT_ROOT_DIR},
+                {"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
+                {"bridge", required_argument, NULL, OPT_BRIDGE},
+                {"stdout", required_argument, NULL, OPT_STDOUT},
                 CRIU_LONG_OPTIONS,
                 {},
         };
         _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
         _cleanup_free_ char *state_dir = NULL;
         criu_args a = {};
-        const char *dir = NULL;
-        bool leave_stopped = false, bare = false;
+        const char *dir = NULL, *root_dir = NULL, *cgroup_root = NULL, *bridge = NULL, *stdout_file = NULL;
+        bool leave_stopped = false;
+        native_plan plan = {};
         int opt, r;
 
         while ((opt = getopt_long(argc, argv, "i:vh", long_opts, NULL)) >= 0) {
@@ -602,6 +755,10 @@ int cmd_restore(int argc, char **argv) {
                 case 'h': restore_help(); return NM_EXIT_OK;
                 case 'i': dir = optarg; break;
                 case OPT_LEAVE_STOPPED: leave_stopped = true; break;
+                case OPT_ROOT_DIR: root_dir = optarg; break;
+                case OPT_CGROUP_ROOT: cgroup_root = optarg; break;
+                case OPT_BRIDGE: bridge = optarg; break;
+                case OPT_STDOUT: stdout_file = optarg; break;
                 default: return usage_error("restore", "bad option");
                 }
         }
@@ -609,10 +766,16 @@ int cmd_restore(int argc, char **argv) {
                 return usage_error("restore", "-i DIR is required, and nothing else");
         if (ckpt_state_dir(&state_dir) < 0)
                 return NM_EXIT_FAILURE;
-        if (precheck_restore(dir, state_dir, &bare) < 0)
+        r = precheck_restore(dir, state_dir, &a, cgroup_root, bridge, &plan);
+        if (r != NM_EXIT_OK) {
+                native_plan_done(&plan);
+                return r;
+        }
+        if (resolve_criu(&a, "restore", &criu) < 0) {
+                release_plan(&plan, state_dir);
+                native_plan_done(&plan);
                 return NM_EXIT_FAILURE;
-        if (resolve_criu(&a, "restore", &criu) < 0)
-                return NM_EXIT_FAILURE;
+        }
         a.opts.criu = criu;
 
         uv_loop_t loop;
@@ -620,58 +783,142 @@ int cmd_restore(int argc, char **argv) {
         ckpt_restore_req req = {.data = &ctx, .event_cb = print_event};
         /* Always stopped first: the state file is written before anything of
          * the container runs again. */
-        ckpt_restore_opts opts = {.criu = a.opts, .verify = true, .leave_stopped = true};
+        ckpt_restore_opts opts = {.criu = a.opts,
+                                  .verify = true,
+                                  .leave_stopped = true,
+                                  .root_dir = root_dir,
+                                  .cgroup_root = plan.cgroup_root,
+                                  .bridge = bridge,
+                                  .stdio_file = stdout_file};
         r = uv_loop_init(&loop);
         if (r < 0) {
                 fail("restore", uv_strerror(r));
+                release_plan(&plan, state_dir);
+                native_plan_done(&plan);
                 return NM_EXIT_FAILURE;
         }
         r = ckpt_restore(&loop, &req, dir, &opts, on_restored);
         if (r < 0) {
                 (void)uv_loop_close(&loop);
                 failf("restore", &req.error);
+                release_plan(&plan, state_dir);
+                native_plan_done(&plan);
                 return r == -EBADMSG ? NM_EXIT_INTEGRITY : NM_EXIT_FAILURE;
         }
         (void)run_loop(&loop);
         if (!ctx.done || ctx.status < 0) {
                 failf("restore", &req.error);
                 ckpt_restore_req_done(&req);
+                release_plan(&plan, state_dir);
+                native_plan_done(&plan);
                 return ctx.status == -EBADMSG && !req.verified ? NM_EXIT_INTEGRITY : NM_EXIT_FAILURE;
         }
         r = finish_restore(&req, dir, state_dir, leave_stopped);
+        if (r != NM_EXIT_OK)
+                release_plan(&plan, state_dir);
         ckpt_restore_req_done(&req);
+        native_plan_done(&plan);
         return r;
 }
 
 /* ---- resume / kill-tree ------------------------------------------------- */
 
-/* The verbs' fn: pid, start ticks (0: unchecked), the checkpoint DIR of
- * -i (NULL when not given). */
+/* The verbs' fn: pid, the checkpoint DIR of -i (NULL when not given). */
 typedef int (*pid_fn)(pid_t pid, const char *dir, nm_error *err);
 
-static int pid_verb(int argc, char **argv, void (*help)(void), bool takes_dir, pid_fn fn, const char *done) {
-        static const struct option opts[] = {
-                {"input", required_argument, NULL, 'i'}, {"help", no_argument, NULL, 'h'}, {}};
-        const char *dir = NULL;
-        nm_error err = {};
+/* The source's tree of a checkpoint made with --leave-stopped. */
+typedef struct source_tree {
+        ckpt_native *n; /* NULL for a tree that is not native */
+        char *id;
         pid_t pid;
-        int c;
+        uint64_t start_ticks;
+        bool bare;
+} source_tree;
 
-        while ((c = getopt_long(argc, argv, takes_dir ? "i:h" : "h", opts, NULL)) >= 0) {
+static int source_of(const char *dir, source_tree *s, nm_error *err) {
+        _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
+        _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        int r;
+
+        if (dfd < 0)
+                return nm_error_errno(err, dfd, "cannot open checkpoint directory %s", dir);
+        r = ckpt_metadata_load(dfd, &md, err);
+        if (r >= 0)
+                r = ckpt_native_from_metadata(md, &s->n, err);
+        if (r < 0)
+                return r;
+        ckpt_metadata_source(md, &s->pid, &s->start_ticks);
+        s->bare = md->bare;
+        s->id = strdup(md->container_id);
+        return s->id ? 0 : -ENOMEM;
+}
+
+typedef enum source_op {
+        SOURCE_RESUME,
+        SOURCE_END,
+        SOURCE_END_FORGET,
+} source_op;
+
+/* Tasks that were stopped before the checkpoint stay stopped. */
+static int source_resume(const char *dir, const source_tree *s, nm_error *err) {
+        ckpt_stopped_tasks keep = {};
+        int r = ckpt_stopped_tasks_load(dir, &keep, err);
+
+        if (r >= 0)
+                r = ckpt_source_resume(s->n, s->pid, s->start_ticks, &keep, err);
+        ckpt_stopped_tasks_done(&keep);
+        return r;
+}
+
+static int source_act(const char *dir, source_op op, pid_t *ret_pid, nm_error *err) {
+        _cleanup_free_ char *state_dir = NULL;
+        source_tree s = {};
+        int r = source_of(dir, &s, err);
+
+        if (r >= 0 && op == SOURCE_RESUME)
+                r = source_resume(dir, &s, err);
+        else if (r >= 0)
+                r = ckpt_source_end(s.n, s.pid, s.start_ticks, err);
+        if (r >= 0 && op == SOURCE_END_FORGET && !s.bare) {
+                r = ckpt_state_dir(&state_dir);
+                if (r >= 0)
+                        r = ckpt_native_forget(state_dir, s.id, s.n, s.pid, err);
+        }
+        *ret_pid = s.pid;
+        ckpt_native_free(s.n);
+        free(s.id);
+        return r;
+}
+
+static int pid_verb(int argc, char **argv, void (*help)(void), pid_fn fn, source_op op, const char *done) {
+        static const struct option opts[] = {{"input", required_argument, NULL, 'i'},
+                                             {"forget", no_argument, NULL, 'f'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {}};
+        const char *dir = NULL;
+        bool forget = false;
+        nm_error err = {};
+        pid_t pid = 0;
+        int c, r;
+
+        while ((c = getopt_long(argc, argv, "i:h", opts, NULL)) >= 0) {
                 switch (c) {
                 case 'h': help(); return NM_EXIT_OK;
-                case 'i':
-                        if (takes_dir) {
-                                dir = optarg;
-                                break;
-                        }
-                        return usage_error(argv[0], "bad option");
+                case 'i': dir = optarg; break;
+                case 'f': forget = true; break;
                 default: return usage_error(argv[0], "bad option");
                 }
         }
-        if (optind + 1 != argc || parse_pid(argv[optind], &pid) < 0)
-                return usage_error(argv[0], "expects one PID (> 1)");
-        if (fn(pid, dir, &err) < 0) {
+        if (forget && (op != SOURCE_END || !dir))
+                return usage_error(argv[0], "--forget goes with kill-tree -i DIR");
+        if (dir && optind == argc) {
+                r = source_act(dir, forget ? SOURCE_END_FORGET : op, &pid, &err);
+        } else {
+                if (forget || optind + 1 != argc || parse_pid(argv[optind], &pid) < 0)
+                        return usage_error(argv[0], "expects one PID (> 1), or -i DIR");
+                r = fn(pid, dir, &err);
+        }
+        if (r < 0) {
                 failf(argv[0], &err);
                 return err.code == -ESRCH ? NM_EXIT_NOT_FOUND : NM_EXIT_FAILURE;
         }
@@ -681,30 +928,47 @@ static int pid_verb(int argc, char **argv, void (*help)(void), bool takes_dir, p
 
 static void resume_help(void) {
         printf("Usage: %s resume [-i DIR] PID\n"
+               "       %s resume -i DIR\n"
                "\n"
                "Continues a process tree restored with --leave-stopped: sends SIGCONT to PID and\n"
-               "every descendant (CRIU leaves every task stopped, not only the root). With -i, the\n"
-               "tasks that the checkpoint DIR found stopped stay stopped, as they were before it\n"
-               "was taken; without it every task continues.\n"
+               "every descendant (CRIU leaves every task stopped, not only the root). With -i DIR,\n"
+               "the tasks that the checkpoint DIR found stopped stay stopped, as they were before\n"
+               "it was taken; without it every task continues.\n"
+               "\n"
+               "With -i DIR and no PID, rolls back a 'checkpoint --leave-stopped' into DIR on this\n"
+               "node: the dumped tree (its pid and start time from DIR) goes back into its cgroup,\n"
+               "its TCP sockets leave repair mode, CRIU's network lock is removed, and it runs on\n"
+               "where it was (tasks stopped before the checkpoint stay stopped). Nothing is\n"
+               "restored.\n"
                "\n"
                "OPTIONS\n"
-               "  -i, --input DIR   the checkpoint the tree was restored from\n"
+               "  -i, --input DIR   with PID: the checkpoint the tree was restored from; alone:\n"
+               "                    the checkpoint made with --leave-stopped\n"
                "  -h, --help        this text\n"
                "\n%s",
-               cli_program, exit_help);
+               cli_program, cli_program, exit_help);
 }
 
 static void kill_tree_help(void) {
         printf("Usage: %s kill-tree PID\n"
+               "       %s kill-tree -i DIR\n"
                "\n"
                "Kills a restored process tree (PID and every descendant) with SIGKILL and waits\n"
                "until each process is gone. Meant for a tree restored with --leave-stopped that is\n"
                "not wanted after all. It does not touch state files.\n"
                "\n"
+               "With -i DIR, ends the source of a 'checkpoint --leave-stopped' into DIR (the commit,\n"
+               "once a copy runs elsewhere): its stopped tree is killed and the cgroup the dump made\n"
+               "is removed; nucleus's supervisor then cleans up the rest.\n"
+               "\n"
                "OPTIONS\n"
-               "  -h, --help   this text\n"
+               "  -i, --input DIR   the checkpoint made with --leave-stopped\n"
+               "  --forget          with -i: also do the supervisor's cleanup (address reservation,\n"
+               "                    cgroup, state file), for a copy that has no supervisor (one\n"
+               "                    restored on this node)\n"
+               "  -h, --help        this text\n"
                "\n%s",
-               cli_program, exit_help);
+               cli_program, cli_program, exit_help);
 }
 
 static int resume_tree(pid_t pid, const char *dir, nm_error *err) {
@@ -727,9 +991,9 @@ static int kill_tree(pid_t pid, const char *dir, nm_error *err) {
 }
 
 int cmd_resume(int argc, char **argv) {
-        return pid_verb(argc, argv, resume_help, true, resume_tree, "resumed");
+        return pid_verb(argc, argv, resume_help, resume_tree, SOURCE_RESUME, "resumed");
 }
 
 int cmd_kill_tree(int argc, char **argv) {
-        return pid_verb(argc, argv, kill_tree_help, false, kill_tree, "killed");
+        return pid_verb(argc, argv, kill_tree_help, kill_tree, SOURCE_END, "killed");
 }

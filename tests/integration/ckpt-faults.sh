@@ -4,7 +4,7 @@
 #  - a restore that CRIU fails leaves the images intact, and a retry works;
 #  - a stopped restored tree can be killed (kill-tree) and restored again;
 #  - a second copy of a running container is refused;
-#  - a missing or ambiguous container (exit 6) and a gVisor one are refused,
+#  - a missing or ambiguous container (exit 6) and a gVisor one (exit 3) are refused,
 #    and the refused containers keep running.
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
@@ -59,7 +59,7 @@ t_assert "containers named ambiguously still run" alive "$dup2"
 mkdir -p "$(fx_ctr_dir n1 gv)"
 gv=$(fx_in n1 "$FX_BUILD/tests/workloads/nm-ctr-start" --state-dir "$NUCLEUS_STATE_DIR" --name gv --gvisor \
 	-- "$FX_BUILD/tests/workloads/nm-counter" "$(fx_ctr_dir n1 gv)")
-t_expect_exit 1 "checkpoint of a gVisor container" nm checkpoint gv -o "$FX_ROOT/x3"
+t_expect_exit 3 "checkpoint of a gVisor container (refused: exit 3)" nm checkpoint gv -o "$FX_ROOT/x3"
 t_says "gVisor refusal" gVisor
 t_assert "the gVisor container still runs" alive "${gv#* }"
 [ ! -e "$FX_ROOT/x1" ] && [ ! -e "$FX_ROOT/x3/images" ] || t_fail "a refused checkpoint created images"

@@ -51,6 +51,7 @@ FX_USER=nucleus
 FX_NODES=${FX_NODES:-n1 n2}
 FX_TAG=""
 FX_ROOT=""
+FX_TEARDOWN_HOOKS=()
 
 fx_ns() { echo "nmfx-$FX_TAG-$1"; }
 fx_addr() { echo "$FX_NET.${1#n}"; }
@@ -436,7 +437,7 @@ fx_kill_pids() {
 }
 
 fx_teardown() {
-	local rc=$? n pids
+	local rc=$? n pids hook
 	trap - EXIT INT TERM
 	# Teardown must run to the end whatever fails on the way.
 	set +e
@@ -451,6 +452,8 @@ fx_teardown() {
 		[ -e "/run/netns/$(fx_ns $n)" ] && pids+=($(ip netns pids "$(fx_ns $n)" 2>/dev/null))
 	done
 	[ "${#pids[@]}" -eq 0 ] || fx_kill_pids "${pids[@]}"
+	# Helpers sourced on top (tests/lib/native.sh) clean up what they made.
+	for hook in "${FX_TEARDOWN_HOOKS[@]}"; do "$hook"; done
 	for n in $FX_NODES sw; do
 		[ -e "/run/netns/$(fx_ns $n)" ] && ip netns del "$(fx_ns $n)"
 	done
