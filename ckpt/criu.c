@@ -992,7 +992,7 @@ static int restore_ext_mounts(ckpt_restore_req *req, const ckpt_criu_opts *o) {
  * copies a pipe into a file until every writer is gone: the restored
  * container's output goes on through a pipe, as it did from the source's
  * supervisor, and is kept. Only async-signal-safe calls after the fork. */
-static int drain_start(int rfd, const char *file) {
+static int stdio_drain_start(int rfd, const char *file) {
         pid_t pid = fork();
         if (pid < 0)
                 return negative_errno();
@@ -1044,7 +1044,7 @@ static int stdio_replacement(const ckpt_native_stdio *s, const char *stdio_file,
         if (pipe2(p, 0) < 0)
                 return negative_errno();
         (void)fcntl(p[0], F_SETFD, FD_CLOEXEC);
-        int r = drain_start(p[0], stdio_file);
+        int r = stdio_drain_start(p[0], stdio_file);
         close(p[0]);
         if (r < 0) {
                 close(p[1]);
