@@ -24,7 +24,11 @@ NUCLEUS_STATE_DIR=$(fx_dir n1)/nucleus NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$key \
 # The same images with pstree.img replaced by noise: signed by the peer, so
 # they verify, but CRIU cannot restore them.
 cp -a "$ck" "$FX_ROOT/ckpt-bad"
-head -c "$(stat -c %s "$ck/images/pstree.img")" /dev/urandom >"$FX_ROOT/ckpt-bad/images/pstree.img"
+# A task's memory map image (which the agent itself never reads, unlike
+# pstree.img and core-*.img): only CRIU finds it broken.
+mm=$(find "$ck/images" -name 'mm-*.img' | head -n1)
+[ -n "$mm" ] || t_fail "the checkpoint has no mm-*.img"
+head -c "$(stat -c %s "$mm")" /dev/urandom >"$FX_ROOT/ckpt-bad/images/${mm##*/}"
 # Another key of the right size: what a node outside the cluster would use.
 head -c 32 /dev/urandom >"$FX_ROOT/other.key"
 
@@ -112,7 +116,7 @@ case_ssh other-container hello "expect HELLO" "offer s3 container=0123456789abcd
 
 t_log "verified images CRIU cannot restore: CRIU's reason reaches the peer"
 case_ssh criu-fails "${O[@]}" "put-dir s1 $FX_ROOT/ckpt-bad" "images-done s1" "expect VERIFIED" \
-	"restore s1" "expect ERROR Head magic doesn't match for pstree.img"
+	"restore s1" "expect ERROR Head magic doesn't match for mm-"
 pc_said criu-fails "restore on node2 failed: criu restore"
 
 t_log "a peer that leaves after VERIFIED, and one that aborts a restored copy"
