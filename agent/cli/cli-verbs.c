@@ -17,7 +17,8 @@ typedef struct common_opts {
         bool json;
 } common_opts;
 
-enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY, OPT_TCP };
+enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY, OPT_TCP,
+       OPT_ACCEPT_LANDLOCK };
 
 #define COMMON_OPTIONS                                                                                    \
         {"socket", required_argument, NULL, OPT_SOCKET}, {"config", required_argument, NULL, OPT_CONFIG}, \
@@ -173,10 +174,25 @@ static void migrate_help(FILE *f) {
                 "                        closes them too). 'auto' moves them when the container\n"
                 "                        has a network namespace of its own and closes them\n"
                 "                        when it shares this node's, whose addresses stay "
-                "here.\n" COMMON_HELP "\n"
+                "here.\n"
+                "      --accept-landlock-loss\n"
+                "                        move a nucleus container although it runs under\n"
+                "                        Landlock, which CRIU cannot carry: the copy on TARGET\n"
+                "                        runs without it. Recorded in the journal and the result\n"
+                "                        (\"landlock\": \"accepted-loss\"); refused (exit 3) without it.\n" COMMON_HELP
+                "\n"
                 "Everything else CRIU can checkpoint moves as it is: file locks (flock, POSIX,\n"
                 "open-file-description locks, leases) stay held, and tasks that were stopped\n"
                 "(SIGSTOP, SIGTSTP) before the move stay stopped on TARGET.\n"
+                "\n"
+                "The dump leaves the tasks stopped here until the commit, which ends them: a\n"
+                "failure before it resumes them in place. A container of nucleus's native\n"
+                "runtime moves whole (root tmpfs, mounts, cgroup, its veth and address on the\n"
+                "bridge, seccomp, capabilities); what cannot move is refused before anything\n"
+                "is frozen (exit 3, with the reason): checks here (tap networking, the\n"
+                "production-mode init, a user namespace, journald stdio, Landlock without\n"
+                "--accept-landlock-loss, ...) and on TARGET before it accepts (bridge and\n"
+                "subnet, the address and veth name free, bind sources, memory for the root).\n"
                 "\n"
                 "On a terminal a live progress line shows the phase, bytes, rate and ETA.\n"
                 "\n"
@@ -197,12 +213,13 @@ int verb_migrate(int argc, char **argv) {
         static const struct option options[] = {{"pid", required_argument, NULL, OPT_PID},
                                                 {"lazy", no_argument, NULL, OPT_LAZY},
                                                 {"tcp", required_argument, NULL, OPT_TCP},
+                                                {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
                                                 COMMON_OPTIONS,
                                                 {}};
         common_opts o = {};
         const char *ref = NULL, *target = NULL;
         unsigned long pid = 0;
-        bool lazy = false;
+        bool lazy = false, accept_landlock = false;
         const char *tcp = NULL;
         json_t *doc = NULL;
         cli_out out;
@@ -215,6 +232,7 @@ int verb_migrate(int argc, char **argv) {
                 switch (c) {
                 case OPT_PID: pid = strtoul(optarg, NULL, 10); break;
                 case OPT_LAZY: lazy = true; break;
+                case OPT_ACCEPT_LANDLOCK: accept_landlock = true; break;
                 case OPT_TCP:
                         if (agent_tcp_policy_from_string(optarg) < 0) {
                                 fprintf(stderr, "%s: --tcp wants auto, move or close, not '%s'\n",
@@ -236,12 +254,14 @@ int verb_migrate(int argc, char **argv) {
                         cli_program);
                 return NM_EXIT_USAGE;
         }
-        proto_opt opts[2];
+        proto_opt opts[3];
         size_t n_opts = 0;
         if (lazy)
                 opts[n_opts++] = (proto_opt){.key = "lazy", .kind = PROTO_OPT_BOOL, .b = true};
         if (tcp)
                 opts[n_opts++] = (proto_opt){.key = "tcp", .kind = PROTO_OPT_STR, .s = tcp};
+        if (accept_landlock)
+                opts[n_opts++] = (proto_opt){.key = "accept_landlock_loss", .kind = PROTO_OPT_BOOL, .b = true};
         proto_msg req = {.type = PROTO_MSG_MIGRATE,
                          .migrate = {.container = ref,
                                      .has_pid = pid > 0,

@@ -383,6 +383,7 @@ static handoff_verdict on_recover(step *st, const dst_event *ev) {
                 return HANDOFF_TAKEN;
         case MIG_RECOVER_MARK_FAILED:
         case MIG_RECOVER_ROLLBACK:
+        case MIG_RECOVER_RESUME:
         case MIG_RECOVER_FORWARD:
         case _MIG_RECOVER_MAX:
         case _MIG_RECOVER_INVALID: break;

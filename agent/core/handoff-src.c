@@ -37,6 +37,18 @@ static const char *const postcopy_names[_SRC_PC_MAX] = {
         [SRC_PC_RETURNED] = "returned",
 };
 
+static const char *const hold_names[_SRC_HOLD_MAX] = {
+        [SRC_HOLD_NONE] = "none",
+        [SRC_HOLD_STOPPED] = "stopped",
+        [SRC_HOLD_ENDED] = "ended",
+};
+
+static const char *const tree_names[_SRC_TREE_MAX] = {
+        [SRC_TREE_GONE] = "gone",
+        [SRC_TREE_RUNNING] = "running",
+        [SRC_TREE_STOPPED] = "stopped",
+};
+
 static const char *const link_names[_SRC_LINK_MAX] = {
         [SRC_LINK_NONE] = "none",
         [SRC_LINK_OPENING] = "opening",
@@ -73,6 +85,8 @@ static const char *const event_names[_SRC_EVENT_MAX] = {
         [SRC_EV_JOURNAL_FAILED] = "journal-failed",
         [SRC_EV_ROLLBACK_OK] = "rollback-ok",
         [SRC_EV_ROLLBACK_FAILED] = "rollback-failed",
+        [SRC_EV_RESUMED] = "resumed",
+        [SRC_EV_RESUME_FAILED] = "resume-failed",
         [SRC_EV_TIMER] = "timer",
         [SRC_EV_QUERY] = "QUERY",
 };
@@ -110,6 +124,8 @@ static const char *const action_names[_SRC_ACTION_MAX] = {
         [SRC_DO_DROP_RELAY] = "drop-relay",
         [SRC_DO_UNLOCK_NETWORK] = "unlock-network",
         [SRC_DO_KILL_COPY] = "kill-copy",
+        [SRC_DO_RESUME_HELD] = "resume-held",
+        [SRC_DO_END_HELD] = "end-held",
         [SRC_DO_WRITE_STATE] = "write-state",
         [SRC_DO_REMOVE_STATE] = "remove-state",
         [SRC_DO_REMOVE_IMAGES] = "remove-images",
@@ -132,6 +148,14 @@ src_phase src_phase_from_string(const char *s) {
 
 const char *src_postcopy_to_string(src_postcopy p) {
         return NAME(postcopy_names, p);
+}
+
+const char *src_hold_to_string(src_hold h) {
+        return NAME(hold_names, h);
+}
+
+const char *src_tree_to_string(src_tree t) {
+        return NAME(tree_names, t);
 }
 
 const char *src_link_to_string(src_link l) {
@@ -206,17 +230,26 @@ src_state src_state_from_journal(src_phase phase) {
 
 /* ---- recovery ---- */
 
-mig_recovery src_recovery_for(src_phase phase, bool container_running) {
+mig_recovery src_recovery_for(src_phase phase, src_tree tree) {
+        if (tree < 0 || tree >= _SRC_TREE_MAX)
+                return _MIG_RECOVER_INVALID;
         switch (phase) {
         case SRC_PRECHECK: return MIG_RECOVER_MARK_FAILED;
         case SRC_DUMPING:
                 /* CRIU resumes the tasks when a dump fails; if they still run,
-                 * nothing was lost and nothing moved. */
-                return container_running ? MIG_RECOVER_MARK_FAILED : MIG_RECOVER_ROLLBACK;
+                 * nothing was lost and nothing moved. Stopped, the dump left
+                 * them so (or died with them frozen). */
+                return tree == SRC_TREE_RUNNING   ? MIG_RECOVER_MARK_FAILED
+                       : tree == SRC_TREE_STOPPED ? MIG_RECOVER_RESUME
+                                                  : MIG_RECOVER_ROLLBACK;
         case SRC_DUMPED:
         case SRC_STREAMING:
         case SRC_RESTORING:
-        case SRC_ROLLING_BACK: return MIG_RECOVER_ROLLBACK;
+        case SRC_ROLLING_BACK:
+                /* The dumped tasks are still here (held stopped, or resumed
+                 * already): resuming them is the rollback, and restoring our
+                 * images beside them would make two copies. */
+                return tree == SRC_TREE_GONE ? MIG_RECOVER_ROLLBACK : MIG_RECOVER_RESUME;
         case SRC_COMMITTED: return MIG_RECOVER_FORWARD;
         case SRC_DONE:
         case SRC_ROLLED_BACK:
@@ -349,8 +382,14 @@ static void start_rollback(step *st) {
         add(st, (src_action){.kind = SRC_DO_START_ROLLBACK, .attempt = 0});
 }
 
+static void resume_held(step *st) {
+        st->s->hold = SRC_HOLD_STOPPED;
+        act(st, SRC_DO_RESUME_HELD);
+}
+
 /* Any failure before COMMITTED: the target is told to abort, and our copy
- * comes back, from our images or (post-copy) from the frozen tasks. */
+ * comes back: the held tasks resume in place, or it is restored from our
+ * images, or (post-copy) the frozen tasks run on. */
 static void rollback(step *st) {
         src_state *s = st->s;
 
@@ -371,6 +410,10 @@ static void rollback(step *st) {
                 /* The memory is still in the frozen tasks, not in images. */
                 s->postcopy = SRC_PC_RESUMING;
                 act(st, SRC_DO_RESUME_IN_PLACE);
+                return;
+        }
+        if (s->hold == SRC_HOLD_STOPPED) {
+                resume_held(st);
                 return;
         }
         start_rollback(st);
@@ -478,7 +521,9 @@ static handoff_verdict on_start(step *st) {
 }
 
 static handoff_verdict on_recover(step *st, const src_event *ev) {
-        switch (src_recovery_for(st->s->phase, ev->container_running)) {
+        /* A restart knows of held tasks only what it finds (ev->tree). */
+        st->s->hold = SRC_HOLD_NONE;
+        switch (src_recovery_for(st->s->phase, ev->tree)) {
         case MIG_RECOVER_FINISH: act(st, SRC_DO_FINISH); return HANDOFF_TAKEN;
         case MIG_RECOVER_MARK_FAILED:
                 note(st, SRC_WHY_STOPPED_BEFORE_DUMP);
@@ -493,7 +538,20 @@ static handoff_verdict on_recover(step *st, const src_event *ev) {
                 enter(st, SRC_ROLLING_BACK);
                 start_rollback(st);
                 return HANDOFF_TAKEN;
+        case MIG_RECOVER_RESUME:
+                note(st, SRC_WHY_STOPPED_DURING_MOVE);
+                close_link(st);
+                enter(st, SRC_ROLLING_BACK);
+                resume_held(st);
+                return HANDOFF_TAKEN;
         case MIG_RECOVER_FORWARD:
+                if (ev->tree != SRC_TREE_GONE) {
+                        /* Committed, but the agent stopped before it ended
+                         * the held tasks: the target's copy is the
+                         * container now. */
+                        act(st, SRC_DO_END_HELD);
+                        st->s->hold = SRC_HOLD_ENDED;
+                }
                 st->s->forward_tries = 0;
                 forward(st);
                 return HANDOFF_TAKEN;
@@ -681,14 +739,17 @@ static handoff_verdict on_lazy_dump_ended(step *st, bool ok) {
         return HANDOFF_TAKEN;
 }
 
-static handoff_verdict on_dump_ended(step *st, src_event_kind kind) {
+static handoff_verdict on_dump_ended(step *st, const src_event *ev) {
         src_state *s = st->s;
+        src_event_kind kind = ev->kind;
 
         if (postcopy_holds_tasks(s->postcopy))
                 return on_lazy_dump_ended(st, kind == SRC_EV_DUMP_OK);
         if (s->phase != SRC_DUMPING)
                 return HANDOFF_REFUSED; /* one dump, and it ends once */
         if (kind == SRC_EV_DUMP_OK) {
+                if (ev->held && s->postcopy == SRC_PC_OFF)
+                        s->hold = SRC_HOLD_STOPPED;
                 images_ready(st);
                 return HANDOFF_TAKEN;
         }
@@ -768,9 +829,14 @@ static handoff_verdict on_verified(step *st) {
 static handoff_verdict on_restored(step *st) {
         if (st->s->phase != SRC_RESTORING)
                 return HANDOFF_IGNORED;
-        /* The point of no return: once this is on disk we never roll back. */
+        /* The point of no return: once this is on disk we never roll back,
+         * and the tasks held here end before the target's copy may run. */
         enter(st, SRC_COMMITTED);
         st->s->forward_tries = 0;
+        if (st->s->hold == SRC_HOLD_STOPPED) {
+                act(st, SRC_DO_END_HELD);
+                st->s->hold = SRC_HOLD_ENDED;
+        }
         act(st, SRC_DO_SEND_COMMIT);
         return HANDOFF_TAKEN;
 }
@@ -796,8 +862,11 @@ static handoff_verdict on_journal_failed(step *st) {
         case SRC_RESTORING: rollback(st); return HANDOFF_TAKEN;
         case SRC_COMMITTED:
                 /* COMMITTED is not on disk, so we never committed: the disk
-                 * says RESTORING, and so does the rollback. */
+                 * says RESTORING, and so does the rollback. The list ended
+                 * at that write: the held tasks were not ended. */
                 s->phase = SRC_RESTORING;
+                if (s->hold == SRC_HOLD_ENDED)
+                        s->hold = SRC_HOLD_STOPPED;
                 rollback(st);
                 return HANDOFF_TAKEN;
         case SRC_ROLLING_BACK:
@@ -805,6 +874,8 @@ static handoff_verdict on_journal_failed(step *st) {
                  * rollback too: go on with it. */
                 if (s->postcopy == SRC_PC_RESUMING)
                         act(st, SRC_DO_RESUME_IN_PLACE);
+                else if (s->hold == SRC_HOLD_STOPPED)
+                        act(st, SRC_DO_RESUME_HELD);
                 else
                         add(st,
                             (src_action){.kind = SRC_DO_START_ROLLBACK, .attempt = s->rollback_failures});
@@ -827,7 +898,7 @@ static handoff_verdict on_journal_failed(step *st) {
 static handoff_verdict on_rollback_ended(step *st, bool ok) {
         src_state *s = st->s;
 
-        if (s->phase != SRC_ROLLING_BACK || s->postcopy == SRC_PC_RESUMING)
+        if (s->phase != SRC_ROLLING_BACK || s->postcopy == SRC_PC_RESUMING || s->hold == SRC_HOLD_STOPPED)
                 return HANDOFF_REFUSED;
         if (ok) {
                 act(st, SRC_DO_WRITE_STATE);
@@ -848,7 +919,8 @@ static handoff_verdict on_rollback_ended(step *st, bool ok) {
 static handoff_verdict on_timer(step *st) {
         src_state *s = st->s;
 
-        if (s->phase == SRC_ROLLING_BACK && s->rollback_failures > 0 && s->postcopy != SRC_PC_RESUMING) {
+        if (s->phase == SRC_ROLLING_BACK && s->rollback_failures > 0 && s->postcopy != SRC_PC_RESUMING &&
+            s->hold != SRC_HOLD_STOPPED) {
                 add(st, (src_action){.kind = SRC_DO_START_ROLLBACK, .attempt = s->rollback_failures});
                 return HANDOFF_TAKEN;
         }
@@ -857,6 +929,30 @@ static handoff_verdict on_timer(step *st) {
                 return HANDOFF_TAKEN;
         }
         return HANDOFF_IGNORED; /* a timer of a step that is over */
+}
+
+/* The held tasks run again in place: nothing was restored, so the state
+ * file still names them. */
+static handoff_verdict on_resumed(step *st) {
+        if (st->s->phase != SRC_ROLLING_BACK || st->s->hold != SRC_HOLD_STOPPED)
+                return HANDOFF_REFUSED;
+        st->s->hold = SRC_HOLD_NONE;
+        act(st, SRC_DO_REMOVE_IMAGES);
+        end(st, SRC_ROLLED_BACK);
+        return HANDOFF_TAKEN;
+}
+
+/* They could not be resumed (gone, or a step of the resume failed): what
+ * is left of them ends (never two copies), and our images bring the
+ * container back. */
+static handoff_verdict on_resume_failed(step *st) {
+        if (st->s->phase != SRC_ROLLING_BACK || st->s->hold != SRC_HOLD_STOPPED)
+                return HANDOFF_REFUSED;
+        note(st, SRC_WHY_EVENT);
+        act(st, SRC_DO_END_HELD);
+        st->s->hold = SRC_HOLD_NONE;
+        start_rollback(st);
+        return HANDOFF_TAKEN;
 }
 
 /* A destination holding a stopped copy asks how we ended. */
@@ -892,7 +988,7 @@ handoff_verdict src_step(const src_state *s, const src_event *ev, src_state *ret
         case SRC_EV_IMAGES_READY: v = on_images_ready(&st); break;
         case SRC_EV_DUMP_OK:
         case SRC_EV_DUMP_FAILED_RUNNING:
-        case SRC_EV_DUMP_FAILED_GONE: v = on_dump_ended(&st, ev->kind); break;
+        case SRC_EV_DUMP_FAILED_GONE: v = on_dump_ended(&st, ev); break;
         case SRC_EV_STREAM_SENT: v = on_stream_sent(&st); break;
         case SRC_EV_STREAM_FAILED: v = on_stream_failed(&st); break;
         case SRC_EV_VERIFIED: v = on_verified(&st); break;
@@ -904,6 +1000,8 @@ handoff_verdict src_step(const src_state *s, const src_event *ev, src_state *ret
         case SRC_EV_JOURNAL_FAILED: v = on_journal_failed(&st); break;
         case SRC_EV_ROLLBACK_OK: v = on_rollback_ended(&st, true); break;
         case SRC_EV_ROLLBACK_FAILED: v = on_rollback_ended(&st, false); break;
+        case SRC_EV_RESUMED: v = on_resumed(&st); break;
+        case SRC_EV_RESUME_FAILED: v = on_resume_failed(&st); break;
         case SRC_EV_TIMER: v = on_timer(&st); break;
         case SRC_EV_QUERY: v = on_query(&st, ev); break;
         case _SRC_EVENT_MAX:

@@ -7,16 +7,19 @@
  * rules as a table; tests/unit/test-handoff-src.c checks every one.
  *
  *   PRECHECK   connect to the target, OFFER; nothing touched yet
- *   DUMPING    journaled, then CRIU dumps (leave-running off)
- *   DUMPED     the images are complete here; the container is gone
+ *   DUMPING    journaled, then CRIU dumps, leaving the tasks stopped
+ *   DUMPED     the images are complete here; the tasks are held stopped
+ *              (post-copy: frozen, serving pages)
  *   STREAMING  images on the wire, hashed as they pass; then VERIFIED
  *   RESTORING  RESTORE sent; the target restores with tasks stopped
  *   COMMITTED  journaled on RESTORED: from here on there is no way back
  *   DONE       RUNNING heard; images and our state file removed
  *
  * Any failure before COMMITTED rolls back (ROLLING_BACK -> ROLLED_BACK, or
- * LOST when the images cannot be restored); after it we only go forward,
- * reconnecting until the target confirms RUNNING. */
+ * LOST when the images cannot be restored): the held tasks resume in place,
+ * or, when they are gone, our images are restored here. COMMITTED ends the
+ * held tasks; after it we only go forward, reconnecting until the target
+ * confirms RUNNING. */
 
 #include <stddef.h>
 
@@ -86,9 +89,33 @@ typedef enum src_stream {
 
 const char *src_stream_to_string(src_stream s);
 
+/* The tasks a good dump left stopped here (leave-stopped): until the
+ * commit, a rollback only resumes them. */
+typedef enum src_hold {
+        SRC_HOLD_NONE,    /* none held: not dumped yet, post-copy, or resumed */
+        SRC_HOLD_STOPPED, /* held stopped: a rollback resumes them in place */
+        SRC_HOLD_ENDED,   /* ended at COMMITTED (after its journal write) */
+        _SRC_HOLD_MAX,
+        _SRC_HOLD_INVALID = -EINVAL,
+} src_hold;
+
+const char *src_hold_to_string(src_hold h);
+
+/* What a restarted agent finds of the tree it was moving. */
+typedef enum src_tree {
+        SRC_TREE_GONE,    /* no task of it (its root's start ticks do not match) */
+        SRC_TREE_RUNNING, /* there and running */
+        SRC_TREE_STOPPED, /* there and stopped: held by our dump */
+        _SRC_TREE_MAX,
+        _SRC_TREE_INVALID = -EINVAL,
+} src_tree;
+
+const char *src_tree_to_string(src_tree t);
+
 typedef struct src_state {
         src_phase phase;
         src_postcopy postcopy;
+        src_hold hold;
         src_link link;
         src_stream stream;
         unsigned rollback_failures; /* ROLLING_BACK: restore attempts that failed */
@@ -124,6 +151,8 @@ typedef enum src_event_kind {
         SRC_EV_JOURNAL_FAILED,      /* the last journal write failed: the phase is not on disk */
         SRC_EV_ROLLBACK_OK,         /* our images were restored here */
         SRC_EV_ROLLBACK_FAILED,     /* restoring them failed */
+        SRC_EV_RESUMED,             /* the held tasks run again in place */
+        SRC_EV_RESUME_FAILED,       /* they could not be resumed (gone, or a step failed) */
         SRC_EV_TIMER,               /* a retry is due */
         SRC_EV_QUERY,               /* a destination asks how this migration ended */
         _SRC_EVENT_MAX,
@@ -134,8 +163,9 @@ const char *src_event_to_string(src_event_kind e);
 
 typedef struct src_event {
         src_event_kind kind;
-        int code;               /* PEER_ERROR: the target's -errno */
-        bool container_running; /* RECOVER: the container's tasks still run (start ticks match) */
+        int code;      /* PEER_ERROR: the target's -errno */
+        src_tree tree; /* RECOVER: what is left of the tree here */
+        bool held;     /* DUMP_OK: the dump left the tasks stopped (leave-stopped) */
         bool settled;           /* QUERY: no step of this migration is being carried out */
 } src_event;
 
@@ -177,6 +207,8 @@ typedef enum src_action_kind {
         SRC_DO_DROP_RELAY,      /* post-copy: end the page relay (CRIU ends the tasks) */
         SRC_DO_UNLOCK_NETWORK,  /* post-copy: remove CRIU's network lock of the resumed tasks */
         SRC_DO_KILL_COPY,       /* end the tasks CRIU resumed here (never two copies) */
+        SRC_DO_RESUME_HELD,     /* resume the held tasks in place (RESUMED or RESUME_FAILED follows) */
+        SRC_DO_END_HELD,        /* end the held tasks (the commit, or a resume that failed) */
         SRC_DO_WRITE_STATE,     /* our state file names the restored pid */
         SRC_DO_REMOVE_STATE,    /* the container is no longer ours: remove its state file */
         SRC_DO_REMOVE_IMAGES,   /* our images are no longer needed */
@@ -219,10 +251,12 @@ typedef struct src_actions {
 handoff_verdict src_step(const src_state *s, const src_event *ev, src_state *ret_state,
                          src_actions *ret_actions);
 
-/* What a restarted agent does with a journaled phase. container_running:
- * for DUMPING, whether the container still runs (start ticks match): CRIU
- * either never started or resumed it. */
-mig_recovery src_recovery_for(src_phase phase, bool container_running);
+/* What a restarted agent does with a journaled phase, given what is left
+ * of the tree: a tree that still runs in DUMPING was never frozen or was
+ * resumed by CRIU; one that is there (stopped, or resumed already) after a
+ * good dump is resumed in place; one that is gone is restored from our
+ * images. */
+mig_recovery src_recovery_for(src_phase phase, src_tree tree);
 
 /* The answer to QUERY from an archived record's phase. (An active
  * migration answers through src_step, which may also roll it back.) */

@@ -26,7 +26,7 @@ static const char *const recovery_names[_MIG_RECOVER_MAX] = {
         [MIG_RECOVER_FINISH] = "finish",     [MIG_RECOVER_MARK_FAILED] = "mark-failed",
         [MIG_RECOVER_ROLLBACK] = "rollback", [MIG_RECOVER_FORWARD] = "forward",
         [MIG_RECOVER_DISCARD] = "discard",   [MIG_RECOVER_ASK_SOURCE] = "ask-source",
-        [MIG_RECOVER_COMPLETE] = "complete",
+        [MIG_RECOVER_COMPLETE] = "complete", [MIG_RECOVER_RESUME] = "resume",
 };
 
 const char *mig_role_to_string(mig_role r) {

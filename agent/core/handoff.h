@@ -62,6 +62,7 @@ typedef enum mig_recovery {
         MIG_RECOVER_FINISH,      /* final already: archive the record */
         MIG_RECOVER_MARK_FAILED, /* nothing changed: record the failure, clean images */
         MIG_RECOVER_ROLLBACK,    /* source: restore own images, tell the destination to abort */
+        MIG_RECOVER_RESUME,      /* source: the dumped tasks are still here: resume them in place */
         MIG_RECOVER_FORWARD,     /* source: (re)send COMMIT until RUNNING */
         MIG_RECOVER_DISCARD,     /* destination: delete staging (and kill a copy if any) */
         MIG_RECOVER_ASK_SOURCE,  /* destination: hold the stopped copy, ask the source */

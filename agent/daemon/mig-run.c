@@ -33,6 +33,8 @@ struct mig_io {
         uint64_t ticks;
         bool archive;
         mig_event failure; /* JOURNAL: what a failed write becomes */
+        mig_work_fn work_fn;  /* mig_work: the work, and its end on the loop */
+        mig_work_done_fn work_done;
         nm_error err;
         int r;
 };
@@ -180,6 +182,26 @@ mig_act_result mig_remove_dir(mig *m, const char *path) {
         }
         io_start(io);
         return MIG_ACT_WAIT;
+}
+
+static int run_work(mig_io *io) {
+        return io->work_fn(io->m, &io->err);
+}
+
+static void work_done(mig_io *io, int r) {
+        if (!io->m->finished)
+                io->work_done(io->m, r, &io->err);
+}
+
+int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done) {
+        mig_io *io = io_new(m, run_work, work_done);
+
+        if (!io)
+                return -ENOMEM;
+        io->work_fn = fn;
+        io->work_done = done;
+        io_start(io);
+        return 0;
 }
 
 /* ---- the runner: one event at a time, its actions in order ---- */

@@ -122,15 +122,57 @@ static int src_check_lazy(mig *m, nm_error *err) {
         return ckpt_lazy_dump_check(err);
 }
 
+/* A container of nucleus's native runtime: what this node alone can judge
+ * is checked before anything is frozen (-EOPNOTSUPP: refused, with the
+ * reason), and the description goes into the offer's metadata, so that
+ * the target checks its side before it accepts. */
+static int src_describe_native(mig *m, ckpt_metadata *md, nm_error *err) {
+        _cleanup_(ckpt_native_freep) ckpt_native *n = NULL;
+        json_t *j = NULL;
+        int r;
+
+        r = ckpt_native_describe(m->ctr, &n, err);
+        if (r < 0)
+                return nm_error_prefix(err, "describing %s (nothing was frozen)", m->container_id), -EIO;
+        r = ckpt_native_check_source(n, &m->policy, err);
+        if (r < 0)
+                return nm_error_prefix(err, "cannot move container %s", m->container_id), r;
+        if (!n->own_mount_ns)
+                return 0;
+        if (n->landlock == CKPT_LANDLOCK_ASSUMED) {
+                /* check_source let it through: the operator accepted it. */
+                n->landlock = CKPT_LANDLOCK_ACCEPTED_LOSS;
+                mig_rec_set_str(m, "landlock", "accepted-loss");
+                log_ctx_warning(m->id, "container %s moves without Landlock (--accept-landlock-loss)",
+                                m->container_id);
+        }
+        n->tcp_established = m->tcp == CKPT_TCP_MOVE;
+        n->file_locks = true;
+        if (ckpt_native_to_json(n, &j) < 0 || json_object_set_new(md->json, "nm_native", j) < 0)
+                return nm_error_set(err, -ENOMEM, "cannot describe container %s: out of memory",
+                                    m->container_id);
+        if (n->net == CKPT_NET_BRIDGE)
+                mig_rec_set_str(m, "address", n->address);
+        return 0;
+}
+
 static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_free_ char *text = NULL;
         agent *a = m->a;
         nm_error err = {};
         ckpt_capture_info info = {.criu_version = a->criu->version, .node_name = a->cfg.node};
+        int r;
 
-        if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0 ||
-            ckpt_metadata_format(md, &text, &err) < 0) {
+        if (ckpt_metadata_capture(m->ctr, &info, &md, &err) < 0) {
+                nm_error_prefix(&err, "cannot describe container %s", m->container_id);
+                return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
+        }
+        r = m->ctr->bare ? 0 : src_describe_native(m, md, &err);
+        if (r < 0)
+                return mig_act_failed(ret, SRC_EV(r == -EOPNOTSUPP ? SRC_EV_OFFER_REFUSED : SRC_EV_OFFER_FAILED),
+                                      &err);
+        if (ckpt_metadata_format(md, &text, &err) < 0) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
         }
@@ -297,7 +339,7 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                      (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
         m->t_dumped = now_usec();
         m->bytes_total = req->stats.image_bytes;
-        src_feed(m, SRC_EV_DUMP_OK, NULL);
+        mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_DUMP_OK, .held = req->stopped}});
 }
 
 /* ckpt/ runs it once the CRIU work before it has ended. */
@@ -312,6 +354,10 @@ static void src_dump_start(mig *m) {
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
+                /* Held stopped until the commit ends them: a rollback
+                 * before it resumes them in place. */
+                .leave_stopped = m->src.postcopy == SRC_PC_OFF,
+                .policy = m->policy,
         };
         m->dump.data = m;
         if (m->src.postcopy != SRC_PC_OFF) {
@@ -378,6 +424,98 @@ static void src_start_rollback(mig *m, unsigned attempt) {
                               m->rollback.error.msg);
                 src_feed(m, SRC_EV_ROLLBACK_FAILED, &m->rollback.error);
         }
+}
+
+/* ---- the tasks the dump holds stopped ---- */
+
+/* The dump's facts (its description, the tasks it found stopped), or,
+ * after a restart, the same read from our images. */
+static int src_hold_facts(mig *m, nm_error *err) {
+        _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
+        _cleanup_close_ int dfd = -EBADF;
+        int r;
+
+        if (m->dump.native || !m->images_dir)
+                return 0;
+        dfd = open_dir_nofollow(m->images_dir);
+        if (dfd < 0)
+                return nm_error_errno(err, dfd, "cannot open %s", m->images_dir);
+        r = ckpt_metadata_load(dfd, &md, err);
+        if (r >= 0)
+                r = ckpt_native_from_metadata(md, &m->dump.native, err);
+        if (r >= 0 && m->dump.stopped_tasks.n == 0)
+                /* Images CRIU did not complete name no stopped task: then
+                 * none stays stopped. */
+                (void)ckpt_stopped_tasks_load(m->images_dir, &m->dump.stopped_tasks, &(nm_error){});
+        return r;
+}
+
+static int src_resume_work(mig *m, nm_error *err) {
+        int r = src_hold_facts(m, err);
+        if (r < 0)
+                return r;
+        return ckpt_source_resume(m->dump.native, m->ctr->pid, m->ctr->start_ticks, &m->dump.stopped_tasks,
+                                  err);
+}
+
+static void src_resume_done(mig *m, int r, const nm_error *err) {
+        if (r < 0) {
+                log_ctx_error(m->id, "cannot resume the stopped tasks in place: %s", err->msg);
+                src_feed(m, SRC_EV_RESUME_FAILED, err);
+                return;
+        }
+        m->t_resumed = now_usec();
+        m->new_pid = m->ctr->pid;
+        log_ctx_info(m->id, "rolled back: container %s runs on in place as pid %d", m->container_id,
+                     (int)m->ctr->pid);
+        src_feed(m, SRC_EV_RESUMED, NULL);
+}
+
+/* Resumes the held tasks where they are: their cgroup, TCP sockets out of
+ * repair mode, the network lock gone, SIGCONT (but for what was stopped
+ * before the move). */
+static void src_resume_held(mig *m) {
+        nm_error err = {};
+
+        mig_progress(m, "rolling back: the container resumes in place");
+        if (!m->ctr) {
+                nm_error_set(&err, -ESRCH, "the container's tasks are not known here");
+                src_feed(m, SRC_EV_RESUME_FAILED, &err);
+                return;
+        }
+        if (mig_work(m, src_resume_work, src_resume_done) < 0) {
+                nm_error_set(&err, -ENOMEM, "cannot resume the stopped tasks: out of memory");
+                src_feed(m, SRC_EV_RESUME_FAILED, &err);
+        }
+}
+
+static int src_end_work(mig *m, nm_error *err) {
+        (void)src_hold_facts(m, &(nm_error){}); /* without them the tree still ends */
+        return ckpt_source_end(m->dump.native, m->ctr->pid, m->ctr->start_ticks, err);
+}
+
+static void src_end_done(mig *m, int r, const nm_error *err) {
+        if (r < 0)
+                log_ctx_error(m->id, "cannot end the stopped tasks of %s (pid %d): %s", m->container_id,
+                              (int)m->ctr->pid, err->msg);
+        else
+                log_ctx_info(m->id, "ended the stopped tasks of %s here", m->container_id);
+        mig_act_done(m, NULL);
+}
+
+/* The commit (or a resume that failed): the held tasks end here. Never a
+ * failure for the list: after COMMITTED we only go forward, and a tree
+ * that cannot be killed stays stopped, never runs. */
+static mig_act_result src_end_held(mig *m) {
+        if (!m->ctr)
+                return MIG_ACT_DONE;
+        if (mig_work(m, src_end_work, src_end_done) < 0) {
+                nm_error err = {};
+                if (ckpt_source_end(m->dump.native, m->ctr->pid, m->ctr->start_ticks, &err) < 0)
+                        log_ctx_error(m->id, "cannot end the stopped tasks: %s", err.msg);
+                return MIG_ACT_DONE;
+        }
+        return MIG_ACT_WAIT;
 }
 
 /* ---- post-copy ---- */
@@ -546,6 +684,8 @@ static mig_act_result src_perform(mig *m, size_t i, mig_event *ret) {
                 if (!m->ctr)
                         return MIG_ACT_DONE;
                 return mig_kill_tree(m, m->ctr->pid, m->ctr->start_ticks, "the copy CRIU resumed here");
+        case SRC_DO_RESUME_HELD: src_resume_held(m); return MIG_ACT_DONE;
+        case SRC_DO_END_HELD: return src_end_held(m);
         case SRC_DO_WRITE_STATE: src_write_state(m); return MIG_ACT_DONE;
         case SRC_DO_REMOVE_STATE: src_remove_state(m); return MIG_ACT_DONE;
         case SRC_DO_REMOVE_IMAGES: return m->images_dir ? mig_remove_dir(m, m->images_dir) : MIG_ACT_DONE;
@@ -732,6 +872,8 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         lazy = proto_opts_get(&req->opts, "lazy");
         m->src = src_state_new(lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b);
         m->tcp = tcp;
+        const proto_opt *ll = proto_opts_get(&req->opts, "accept_landlock_loss");
+        m->policy.accept_landlock_loss = ll && ll->kind == PROTO_OPT_BOOL && ll->b;
         if (watch)
                 (void)mig_watch_add(m, watch, ud);
         mig_rec_set_str(m, "container_id", c->id);
@@ -742,6 +884,7 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         mig_rec_set_str(m, "peer", p->name);
         mig_rec_set_str(m, "images_dir", m->images_dir);
         mig_rec_set_str(m, "tcp", ckpt_tcp_mode_to_string(tcp));
+        mig_rec_set(m, "accept_landlock_loss", json_boolean(m->policy.accept_landlock_loss));
         log_ctx_info(id, "moving container %s (%s, pid %d) to %s; established TCP connections: %s", c->id,
                      strna(c->name), (int)c->pid, p->name, ckpt_tcp_mode_to_string(tcp));
         snprintf(ret_id, PROTO_ID_MAX + 1, "%s", id);
@@ -826,10 +969,10 @@ static char *rec_strdup(const mig *m, const char *key) {
         return v ? strdup(v) : NULL;
 }
 
-int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err) {
+int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err) {
         const char *id = json_string_value(json_object_get(rec, "mig"));
         src_phase phase = src_phase_from_string(json_string_value(json_object_get(rec, "phase")));
-        mig_recovery action = src_recovery_for(phase, container_running);
+        mig_recovery action = src_recovery_for(phase, tree);
         mig *m;
 
         if (action < 0)
@@ -848,13 +991,13 @@ int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err
         m->images_dir = rec_strdup(m, "images_dir");
         log_ctx_info(id, "recovering source migration of %s to %s from phase %s: %s", strna(m->container_id),
                      strna(m->peer), src_phase_to_string(phase), mig_recovery_to_string(action));
-        if (action == MIG_RECOVER_ROLLBACK || action == MIG_RECOVER_FORWARD) {
+        if (action == MIG_RECOVER_ROLLBACK || action == MIG_RECOVER_FORWARD || action == MIG_RECOVER_RESUME) {
                 /* The state file to rewrite after a rollback, or to remove
-                 * once the target runs it. */
+                 * once the target runs it; the tasks to resume or end. */
                 nm_error e = {};
-                if (src_load_container(m, &e) < 0 && action == MIG_RECOVER_ROLLBACK)
-                        log_ctx_warning(id, "no state to rewrite after rollback: %s", e.msg);
+                if (src_load_container(m, &e) < 0 && action != MIG_RECOVER_FORWARD)
+                        log_ctx_warning(id, "cannot read the container from its images: %s", e.msg);
         }
-        mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_RECOVER, .container_running = container_running}});
+        mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_RECOVER, .tree = tree}});
         return 0;
 }

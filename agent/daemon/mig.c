@@ -160,6 +160,8 @@ json_t *mig_result_doc(const mig *m) {
         json_object_set_new(doc, m->role == MIG_ROLE_SOURCE ? "target" : "source",
                             m->peer ? json_string(m->peer) : json_null());
         json_object_set_new(doc, "phase", json_string(mig_phase_name(m)));
+        if (mig_rec_str(m, "landlock")) /* what the move gave up, accepted by the operator */
+                json_object_set_new(doc, "landlock", json_string(mig_rec_str(m, "landlock")));
         json_object_set_new(doc, "outcome", json_string(outcome_of(m)));
         json_object_set_new(doc, "exit_code", json_integer(exit_code_of(m)));
         json_object_set_new(doc, "new_pid",

@@ -109,7 +109,8 @@ struct mig {
 
         /* source */
         ckpt_container *ctr;
-        ckpt_tcp_mode tcp; /* established TCP connections: moved or closed */
+        ckpt_tcp_mode tcp;         /* established TCP connections: moved or closed */
+        ckpt_native_policy policy; /* what the move may lose (--accept-landlock-loss) */
         char *images_dir;
         ckpt_dump_req dump;
         ckpt_restore_req rollback;
@@ -172,6 +173,12 @@ mig_act_result mig_journal(mig *m, const char *phase, const mig_event *on_failur
 mig_act_result mig_kill_tree(mig *m, pid_t pid, uint64_t ticks, const char *what);
 /* Removes a directory tree (images, a staging). */
 mig_act_result mig_remove_dir(mig *m, const char *path);
+/* Any other blocking work: fn runs on the thread pool (what it reads of m
+ * must not change until done), done on the loop, unless m ended
+ * meanwhile. -ENOMEM: neither runs. */
+typedef int (*mig_work_fn)(mig *m, nm_error *err);
+typedef void (*mig_work_done_fn)(mig *m, int r, const nm_error *err);
+int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done);
 
 /* Sets a fact in the journal record (written with the next phase). */
 void mig_rec_set(mig *m, const char *key, json_t *value);
@@ -223,7 +230,7 @@ void fault_point(mig *m, const char *point);
  * through the watch, from the loop. */
 int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch, void *ud,
                   char ret_id[PROTO_ID_MAX + 1], nm_error *err);
-int mig_src_recover(agent *a, json_t *rec, bool container_running, nm_error *err);
+int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err);
 /* The answer to a destination's QUERY about one of our migrations. */
 proto_outcome mig_src_outcome(agent *a, const char *id);
 

@@ -14,10 +14,29 @@
 #include "macro.h"
 #include "mig.h"
 
-static bool source_still_runs(json_t *rec) {
+/* Its state letter in /proc/<pid>/stat: T (stopped by a signal, as CRIU's
+ * leave-stopped does) or t (traced). */
+static bool pid_stopped(pid_t pid) {
+        _cleanup_free_ char *text = NULL;
+        char path[64];
+        const char *p;
+
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+        if (read_file_at(AT_FDCWD, path, 4096, &text, NULL) < 0)
+                return false;
+        p = strrchr(text, ')');
+        return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
+}
+
+/* What is left of the tree a source record was moving: its root by pid
+ * and start ticks, and whether it is stopped (held by our dump). */
+static src_tree source_tree(json_t *rec) {
         pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
         uint64_t want = (uint64_t)json_integer_value(json_object_get(rec, "start_ticks")), ticks = 0;
-        return pid > 0 && want && ckpt_proc_start_ticks(pid, &ticks) >= 0 && ticks == want;
+
+        if (pid <= 0 || !want || ckpt_proc_start_ticks(pid, &ticks) < 0 || ticks != want)
+                return SRC_TREE_GONE;
+        return pid_stopped(pid) ? SRC_TREE_STOPPED : SRC_TREE_RUNNING;
 }
 
 static int recover_one(agent *a, json_t *rec, nm_error *err) {
@@ -30,7 +49,7 @@ static int recover_one(agent *a, json_t *rec, nm_error *err) {
         /* A phase of the other side is a corrupt record, never guessed at:
          * each role knows only its own phases. */
         if (role == MIG_ROLE_SOURCE)
-                return mig_src_recover(a, rec, source_still_runs(rec), err);
+                return mig_src_recover(a, rec, source_tree(rec), err);
         return mig_dst_recover(a, rec, err);
 }
 

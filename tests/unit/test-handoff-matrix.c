@@ -4,8 +4,10 @@
  * of two nodes carries out both cores' actions the way the agents do: the
  * journal (what survives a killed agent), the session between them (which a
  * cut link stalls until the idle timeout, and a killed sshd or agent ends at
- * once), CRIU (a dump kills the container's tasks, a restore leaves a
- * stopped copy), the retry timers, and the CLI's answer. Each fault lands
+ * once), CRIU (a dump kills the container's tasks, or, in the held variant
+ * of every cell, leaves them stopped until the commit ends or a rollback
+ * resumes them; a restore leaves a stopped copy), the retry timers, and
+ * the CLI's answer. Each fault lands
  * where the integration test lands it (right after the journal write, or
  * on RESTORED, that its row names); what stays broken is mended once the CLI
  * has answered, as the test does. Then both nodes must have settled with
@@ -117,10 +119,12 @@ typedef struct world {
         const point *at;
         fault fault;
         bool injected, cut, sshd_down, disk_full, restore_fails;
+        bool held; /* the dump leaves the tasks stopped (leave-stopped) */
         char trace[4096];
 
         /* source node */
         bool src_up, src_active, src_tasks, images;
+        bool src_held; /* the dumped tasks, stopped here */
         unsigned src_incarnation;
         src_state src;
         int src_journal; /* durable phase, -1: none */
@@ -239,7 +243,7 @@ static void src_perform(world *w, const src_action *a, src_event *failure, bool 
                 to_dst(w, w->link, MSG_RESTORE, (dst_event){.kind = DST_EV_RESTORE});
                 return;
         case SRC_DO_SEND_COMMIT: to_dst(w, w->link, MSG_COMMIT, (dst_event){.kind = DST_EV_COMMIT}); return;
-        case SRC_DO_START_DUMP: src_local(w, (src_event){.kind = SRC_EV_DUMP_OK}); return;
+        case SRC_DO_START_DUMP: src_local(w, (src_event){.kind = SRC_EV_DUMP_OK, .held = w->held}); return;
         case SRC_DO_START_STREAM:
                 /* The images, then IMAGES_DONE queued: both need the link. */
                 to_dst(w, w->link, MSG_STREAM, (dst_event){.kind = DST_EV_RECEIVED});
@@ -256,6 +260,14 @@ static void src_perform(world *w, const src_action *a, src_event *failure, bool 
                         w->cli_rc = NM_EXIT_IN_DOUBT;
                 return;
         case SRC_DO_KILL_COPY: w->src_tasks = false; return;
+        case SRC_DO_RESUME_HELD:
+                if (w->src_held) {
+                        w->src_held = false;
+                        w->src_tasks = true;
+                }
+                src_local(w, (src_event){.kind = w->src_tasks ? SRC_EV_RESUMED : SRC_EV_RESUME_FAILED});
+                return;
+        case SRC_DO_END_HELD: w->src_held = false; return;
         case SRC_DO_REMOVE_IMAGES: w->images = false; return;
         case SRC_DO_ANSWER: w->answer = a->outcome; return;
         case SRC_DO_FINISH:
@@ -428,7 +440,10 @@ static void src_start(world *w) {
                 return;
         w->src_active = true;
         w->src = src_state_from_journal((src_phase)w->src_journal);
-        src_feed(w, (src_event){.kind = SRC_EV_RECOVER, .container_running = w->src_tasks});
+        src_feed(w, (src_event){.kind = SRC_EV_RECOVER,
+                                .tree = w->src_tasks ? SRC_TREE_RUNNING
+                                        : w->src_held ? SRC_TREE_STOPPED
+                                                      : SRC_TREE_GONE});
 }
 
 static void dst_kill(world *w) {
@@ -551,6 +566,7 @@ static void deliver_to_src(world *w, const item *it) {
                 hook(w, SRC, "got-restored");
         if (it->src.kind == SRC_EV_DUMP_OK) {
                 w->src_tasks = false; /* leave-running off */
+                w->src_held = it->src.held;
                 w->images = true;
         }
         if (it->src.kind == SRC_EV_ROLLBACK_OK)
@@ -637,6 +653,7 @@ static void run(world *w) {
 typedef struct cell {
         const point *at;
         fault fault;
+        bool held;
         expect want;
         char name[64];
 } cell;
@@ -649,6 +666,7 @@ static void test_cell(void **state) {
                    .dst_up = true,
                    .src_active = true,
                    .src_tasks = true,
+                   .held = c->held,
                    .src_journal = -1,
                    .dst_journal = -1,
                    .cli_rc = -1};
@@ -663,7 +681,7 @@ static void test_cell(void **state) {
         run(&w);
 
         running = w.src_tasks + (w.dst_copy == RUNNING_COPY);
-        stopped = w.dst_copy == STOPPED_COPY;
+        stopped = (w.dst_copy == STOPPED_COPY) + w.src_held;
         if (!w.injected || w.src_active || w.dst_active || running != 1 || stopped != 0 ||
             strcmp(src_phase_to_string(w.src.phase), c->want.outcome) != 0 || w.cli_rc != c->want.rc ||
             (strcmp(c->want.outcome, "done") == 0) != (w.dst_copy == RUNNING_COPY))
@@ -679,17 +697,21 @@ static void test_cell(void **state) {
 }
 
 int main(void) {
-        static cell cells[ARRAY_SIZE(points) * N_FAULTS];
-        static struct CMUnitTest tests[ARRAY_SIZE(points) * N_FAULTS];
+        static cell cells[ARRAY_SIZE(points) * N_FAULTS * 2];
+        static struct CMUnitTest tests[ARRAY_SIZE(points) * N_FAULTS * 2];
         size_t n = 0;
 
-        for (size_t r = 0; r < ARRAY_SIZE(points); r++)
+        /* The same outcomes whether the dump kills the tasks or holds them
+         * stopped: only the way back differs. */
+        for (int held = 0; held < 2; held++)
+                for (size_t r = 0; r < ARRAY_SIZE(points); r++)
                 for (int f = 0; f < N_FAULTS; f++) {
                         if (!expected[r][f].outcome)
                                 continue; /* n/a in the matrix too */
-                        cells[n] = (cell){.at = &points[r], .fault = (fault)f, .want = expected[r][f]};
-                        snprintf(cells[n].name, sizeof(cells[n].name), "%s/%s", points[r].row,
-                                 fault_names[f]);
+                        cells[n] = (cell){
+                                .at = &points[r], .fault = (fault)f, .held = held, .want = expected[r][f]};
+                        snprintf(cells[n].name, sizeof(cells[n].name), "%s/%s%s", points[r].row,
+                                 fault_names[f], held ? "/held" : "");
                         tests[n] = (struct CMUnitTest){
                                 .name = cells[n].name, .test_func = test_cell, .initial_state = &cells[n]};
                         n++;

@@ -50,20 +50,20 @@ static void test_phase_names_round_trip(void **state) {
 static void test_recovery_table(void **state) {
         static const struct {
                 src_phase phase;
-                mig_recovery running, gone;
+                mig_recovery running, stopped, gone;
         } src[] = {
-                {SRC_PRECHECK, MIG_RECOVER_MARK_FAILED, MIG_RECOVER_MARK_FAILED},
-                {SRC_DUMPING, MIG_RECOVER_MARK_FAILED, MIG_RECOVER_ROLLBACK},
-                {SRC_DUMPED, MIG_RECOVER_ROLLBACK, MIG_RECOVER_ROLLBACK},
-                {SRC_STREAMING, MIG_RECOVER_ROLLBACK, MIG_RECOVER_ROLLBACK},
-                {SRC_RESTORING, MIG_RECOVER_ROLLBACK, MIG_RECOVER_ROLLBACK},
-                {SRC_COMMITTED, MIG_RECOVER_FORWARD, MIG_RECOVER_FORWARD},
-                {SRC_DONE, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
-                {SRC_ROLLING_BACK, MIG_RECOVER_ROLLBACK, MIG_RECOVER_ROLLBACK},
-                {SRC_ROLLED_BACK, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
-                {SRC_FAILED, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
-                {SRC_REFUSED, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
-                {SRC_LOST, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
+                {SRC_PRECHECK, MIG_RECOVER_MARK_FAILED, MIG_RECOVER_MARK_FAILED, MIG_RECOVER_MARK_FAILED},
+                {SRC_DUMPING, MIG_RECOVER_MARK_FAILED, MIG_RECOVER_RESUME, MIG_RECOVER_ROLLBACK},
+                {SRC_DUMPED, MIG_RECOVER_RESUME, MIG_RECOVER_RESUME, MIG_RECOVER_ROLLBACK},
+                {SRC_STREAMING, MIG_RECOVER_RESUME, MIG_RECOVER_RESUME, MIG_RECOVER_ROLLBACK},
+                {SRC_RESTORING, MIG_RECOVER_RESUME, MIG_RECOVER_RESUME, MIG_RECOVER_ROLLBACK},
+                {SRC_COMMITTED, MIG_RECOVER_FORWARD, MIG_RECOVER_FORWARD, MIG_RECOVER_FORWARD},
+                {SRC_DONE, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
+                {SRC_ROLLING_BACK, MIG_RECOVER_RESUME, MIG_RECOVER_RESUME, MIG_RECOVER_ROLLBACK},
+                {SRC_ROLLED_BACK, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
+                {SRC_FAILED, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
+                {SRC_REFUSED, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
+                {SRC_LOST, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH, MIG_RECOVER_FINISH},
         };
         static const struct {
                 dst_phase phase;
@@ -79,19 +79,22 @@ static void test_recovery_table(void **state) {
         assert_int_equal(sizeof(src) / sizeof(src[0]), _SRC_PHASE_MAX);
         for (size_t i = 0; i < sizeof(src) / sizeof(src[0]); i++) {
                 assert_int_equal(src[i].phase, (src_phase)i);
-                assert_int_equal(src_recovery_for(src[i].phase, true), src[i].running);
-                assert_int_equal(src_recovery_for(src[i].phase, false), src[i].gone);
+                assert_int_equal(src_recovery_for(src[i].phase, SRC_TREE_RUNNING), src[i].running);
+                assert_int_equal(src_recovery_for(src[i].phase, SRC_TREE_STOPPED), src[i].stopped);
+                assert_int_equal(src_recovery_for(src[i].phase, SRC_TREE_GONE), src[i].gone);
         }
         assert_int_equal(sizeof(dst) / sizeof(dst[0]), _DST_PHASE_MAX);
         for (size_t i = 0; i < sizeof(dst) / sizeof(dst[0]); i++) {
                 assert_int_equal(dst[i].phase, (dst_phase)i);
                 assert_int_equal(dst_recovery_for(dst[i].phase), dst[i].want);
         }
-        assert_int_equal(src_recovery_for(_SRC_PHASE_INVALID, false), _MIG_RECOVER_INVALID);
+        assert_int_equal(src_recovery_for(_SRC_PHASE_INVALID, SRC_TREE_GONE), _MIG_RECOVER_INVALID);
+        assert_int_equal(src_recovery_for(SRC_DUMPED, _SRC_TREE_MAX), _MIG_RECOVER_INVALID);
         assert_int_equal(dst_recovery_for(_DST_PHASE_MAX), _MIG_RECOVER_INVALID);
         /* No source phase before COMMITTED goes forward. */
         for (int p = SRC_PRECHECK; p < SRC_COMMITTED; p++)
-                assert_int_not_equal(src_recovery_for((src_phase)p, false), MIG_RECOVER_FORWARD);
+                for (int t = 0; t < _SRC_TREE_MAX; t++)
+                        assert_int_not_equal(src_recovery_for((src_phase)p, (src_tree)t), MIG_RECOVER_FORWARD);
         assert_string_equal(mig_recovery_to_string(MIG_RECOVER_ASK_SOURCE), "ask-source");
 }
 

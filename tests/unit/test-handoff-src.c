@@ -25,6 +25,8 @@
 #define READY .link = SRC_LINK_READY
 #define OPENING .link = SRC_LINK_OPENING
 #define PC(x) .postcopy = SRC_PC_##x
+#define HOLD(x) .hold = SRC_HOLD_##x
+#define TREE(x) .tree = SRC_TREE_##x
 #define EV(k, ...) \
         { .kind = SRC_EV_##k, .settled = true, __VA_ARGS__ }
 
@@ -37,6 +39,8 @@ typedef struct row {
 
 #define ROLLBACK "close-link journal(rolling-back) start-rollback(0)"
 #define ROLLBACK_ABORT "send-ABORT " ROLLBACK
+#define RESUME "close-link journal(rolling-back) resume-held"
+#define RESUME_ABORT "send-ABORT " RESUME
 #define END(p) "journal(" p ") close-link finish"
 
 static const row rows[] = {
@@ -45,14 +49,24 @@ static const row rows[] = {
 
         /* RECOVER: what the journal says (src_recovery_for) */
         {ST(PRECHECK), EV(RECOVER), SRC_FAILED, "note(stopped-before-dump) remove-images " END("failed")},
-        {ST(DUMPING), EV(RECOVER, .container_running = true), SRC_FAILED,
+        {ST(DUMPING), EV(RECOVER, TREE(RUNNING)), SRC_FAILED,
          "note(stopped-before-dump) remove-images " END("failed")},
         {ST(DUMPING), EV(RECOVER), SRC_ROLLING_BACK, "note(stopped-during-move) " ROLLBACK},
         {ST(DUMPED), EV(RECOVER), SRC_ROLLING_BACK, "note(stopped-during-move) " ROLLBACK},
         {ST(STREAMING), EV(RECOVER), SRC_ROLLING_BACK, "note(stopped-during-move) " ROLLBACK},
         {ST(RESTORING), EV(RECOVER), SRC_ROLLING_BACK, "note(stopped-during-move) " ROLLBACK},
         {ST(ROLLING_BACK), EV(RECOVER), SRC_ROLLING_BACK, "note(stopped-during-move) " ROLLBACK},
+        /* The dumped tasks are still here: they resume in place (never a
+         * second copy from the images beside them). */
+        {ST(DUMPING), EV(RECOVER, TREE(STOPPED)), SRC_ROLLING_BACK, "note(stopped-during-move) " RESUME},
+        {ST(DUMPED), EV(RECOVER, TREE(STOPPED)), SRC_ROLLING_BACK, "note(stopped-during-move) " RESUME},
+        {ST(STREAMING), EV(RECOVER, TREE(STOPPED)), SRC_ROLLING_BACK, "note(stopped-during-move) " RESUME},
+        {ST(RESTORING), EV(RECOVER, TREE(STOPPED)), SRC_ROLLING_BACK, "note(stopped-during-move) " RESUME},
+        {ST(ROLLING_BACK), EV(RECOVER, TREE(RUNNING)), SRC_ROLLING_BACK,
+         "note(stopped-during-move) " RESUME},
         {ST(COMMITTED), EV(RECOVER), SRC_COMMITTED, "open-link"},
+        /* Committed before the held tasks were ended: they end first. */
+        {ST(COMMITTED), EV(RECOVER, TREE(STOPPED)), SRC_COMMITTED, "end-held open-link"},
         {ST(DONE), EV(RECOVER), SRC_DONE, "finish"},
         {ST(ROLLED_BACK), EV(RECOVER), SRC_ROLLED_BACK, "finish"},
         {ST(FAILED), EV(RECOVER), SRC_FAILED, "finish"},
@@ -87,6 +101,10 @@ static const row rows[] = {
 
         /* the dump */
         {ST(DUMPING, READY), EV(DUMP_OK), SRC_STREAMING, "journal(dumped) start-stream journal(streaming)"},
+        {ST(DUMPING, READY), EV(DUMP_OK, .held = true), SRC_STREAMING,
+         "journal(dumped) start-stream journal(streaming)"},
+        {ST(DUMPING), EV(DUMP_OK, .held = true), SRC_ROLLING_BACK,
+         "journal(dumped) note(target-gone-in-dump) " RESUME},
         {ST(DUMPING), EV(DUMP_OK), SRC_ROLLING_BACK, "journal(dumped) note(target-gone-in-dump) " ROLLBACK},
         {ST(DUMPING, READY, PC(PENDING)), EV(IMAGES_READY), SRC_STREAMING,
          "journal(dumped) start-stream journal(streaming)"},
@@ -151,6 +169,9 @@ static const row rows[] = {
         {ST(RESTORING, READY), EV(VERIFIED), SRC_ROLLING_BACK, "note(event) " ROLLBACK_ABORT},
         {ST(COMMITTED, READY), EV(VERIFIED), SRC_COMMITTED, "note(event) close-link open-link"},
         {ST(RESTORING, READY), EV(RESTORED), SRC_COMMITTED, "journal(committed) send-COMMIT"},
+        /* The commit ends the held tasks, before the target may resume. */
+        {ST(RESTORING, READY, HOLD(STOPPED)), EV(RESTORED), SRC_COMMITTED,
+         "journal(committed) end-held send-COMMIT"},
         {ST(COMMITTED, READY), EV(RUNNING), SRC_DONE, "remove-images remove-state " END("done")},
         {ST(COMMITTED, READY, PC(SERVING)), EV(RUNNING), SRC_COMMITTED, ""},
         {ST(COMMITTED, READY, PC(RETURNED)), EV(RUNNING), SRC_DONE,
@@ -171,6 +192,12 @@ static const row rows[] = {
          "note(event) " ROLLBACK_ABORT},
         {ST(RESTORING, READY), EV(PEER_ERROR, .code = -EIO), SRC_ROLLING_BACK,
          "note(event) " ROLLBACK_ABORT},
+        /* Held stopped: the rollback is a resume in place. */
+        {ST(STREAMING, READY, HOLD(STOPPED)), EV(PEER_ERROR, .code = -EIO), SRC_ROLLING_BACK,
+         "note(event) " RESUME_ABORT},
+        {ST(RESTORING, READY, HOLD(STOPPED)), EV(PEER_ERROR, .code = -EIO), SRC_ROLLING_BACK,
+         "note(event) " RESUME_ABORT},
+        {ST(DUMPED, READY, HOLD(STOPPED)), EV(LINK_LOST), SRC_ROLLING_BACK, "note(event) " RESUME},
         {ST(COMMITTED, READY), EV(PEER_ERROR, .code = -EIO), SRC_COMMITTED,
          "note(event) close-link open-link"},
         /* -ESRCH after COMMITTED: the target holds no copy and never resumed
@@ -198,6 +225,10 @@ static const row rows[] = {
         {ST(RESTORING, READY), EV(JOURNAL_FAILED), SRC_ROLLING_BACK, "note(event) " ROLLBACK_ABORT},
         /* COMMITTED not on disk: we never committed. */
         {ST(COMMITTED, READY), EV(JOURNAL_FAILED), SRC_ROLLING_BACK, "note(event) " ROLLBACK_ABORT},
+        /* ... and the held tasks were not ended: they resume. */
+        {ST(COMMITTED, READY, HOLD(ENDED)), EV(JOURNAL_FAILED), SRC_ROLLING_BACK,
+         "note(event) " RESUME_ABORT},
+        {ST(ROLLING_BACK, HOLD(STOPPED)), EV(JOURNAL_FAILED), SRC_ROLLING_BACK, "note(event) resume-held"},
         {ST(COMMITTED, READY, PC(SERVING)), EV(JOURNAL_FAILED), SRC_ROLLING_BACK,
          "note(event) send-ABORT close-link journal(rolling-back) resume-in-place"},
         {ST(ROLLING_BACK), EV(JOURNAL_FAILED), SRC_ROLLING_BACK, "note(event) start-rollback(0)"},
@@ -218,6 +249,10 @@ static const row rows[] = {
         {ST(ROLLING_BACK, .rollback_failures = 2), EV(ROLLBACK_FAILED), SRC_LOST,
          "note(rollback-exhausted) " END("lost")},
         {ST(ROLLING_BACK, .rollback_failures = 1), EV(TIMER), SRC_ROLLING_BACK, "start-rollback(1)"},
+        /* the resume in place; a failed one ends what is left, then restores */
+        {ST(ROLLING_BACK, HOLD(STOPPED)), EV(RESUMED), SRC_ROLLED_BACK, "remove-images " END("rolled-back")},
+        {ST(ROLLING_BACK, HOLD(STOPPED)), EV(RESUME_FAILED), SRC_ROLLING_BACK,
+         "note(event) end-held start-rollback(0)"},
         {ST(COMMITTED, .forward_tries = 2), EV(TIMER), SRC_COMMITTED, "open-link"},
 
         /* QUERY: answered from the phase; "aborted" is made true first */
@@ -302,6 +337,26 @@ static void test_state_carried(void **state) {
         assert_int_equal(next.stream, SRC_STREAM_SENDING);
         s = next;
         assert_int_equal(src_step(&s, &(src_event)EV(IMAGES_READY), &next, &acts), HANDOFF_IGNORED);
+        /* Held stopped: the commit ends them (and a failed COMMITTED write
+         * takes that back), a resume releases them. */
+        s = (src_state)ST(DUMPING, READY);
+        assert_int_equal(src_step(&s, &(src_event)EV(DUMP_OK, .held = true), &next, &acts), HANDOFF_TAKEN);
+        assert_int_equal(next.hold, SRC_HOLD_STOPPED);
+        s = (src_state)ST(DUMPING, READY, PC(PENDING));
+        assert_int_equal(src_step(&s, &(src_event)EV(IMAGES_READY), &next, &acts), HANDOFF_TAKEN);
+        assert_int_equal(next.hold, SRC_HOLD_NONE);
+        s = (src_state)ST(RESTORING, READY, HOLD(STOPPED));
+        assert_int_equal(src_step(&s, &(src_event)EV(RESTORED), &next, &acts), HANDOFF_TAKEN);
+        assert_int_equal(next.hold, SRC_HOLD_ENDED);
+        s = next;
+        assert_int_equal(src_step(&s, &(src_event)EV(JOURNAL_FAILED), &next, &acts), HANDOFF_TAKEN);
+        assert_int_equal(next.hold, SRC_HOLD_STOPPED);
+        s = next;
+        assert_int_equal(src_step(&s, &(src_event)EV(RESUMED), &next, &acts), HANDOFF_TAKEN);
+        assert_int_equal(next.hold, SRC_HOLD_NONE);
+        assert_int_equal(next.phase, SRC_ROLLED_BACK);
+        s = (src_state)ST(ROLLING_BACK, HOLD(STOPPED));
+        assert_int_equal(src_step(&s, &(src_event)EV(ROLLBACK_OK), &next, &acts), HANDOFF_REFUSED);
         /* A new migration: post-copy or not. */
         assert_int_equal(src_state_new(true).postcopy, SRC_PC_PENDING);
         assert_int_equal(src_state_new(false).postcopy, SRC_PC_OFF);
@@ -360,11 +415,11 @@ static void check_step(const src_state *s, const src_event *ev, handoff_verdict 
 #define CHECK(cond)                                                                                       \
         do {                                                                                              \
                 if (!(cond))                                                                              \
-                        fail_msg("%s in %s (postcopy %s, link %s, stream %s, failures %u, tries %u%s): "  \
-                                 "%s, now "                                                               \
-                                 "%s, \"%s\": %s",                                                        \
+                        fail_msg("%s in %s (postcopy %s, hold %s, link %s, stream %s, failures %u, "      \
+                                 "tries %u%s): %s, now %s, \"%s\": %s",                                   \
                                  src_event_to_string(ev->kind), src_phase_to_string(s->phase),            \
-                                 src_postcopy_to_string(s->postcopy), src_link_to_string(s->link),        \
+                                 src_postcopy_to_string(s->postcopy), src_hold_to_string(s->hold),        \
+                                 src_link_to_string(s->link),                                             \
                                  src_stream_to_string(s->stream), s->rollback_failures, s->forward_tries, \
                                  ev->settled ? "" : ", busy", handoff_verdict_to_string(v),               \
                                  src_phase_to_string(n->phase), text, #cond);                             \
@@ -420,6 +475,25 @@ static void check_step(const src_state *s, const src_event *ev, handoff_verdict 
         if (src_find(a, SRC_DO_REMOVE_IMAGES, -1) >= 0)
                 CHECK(n->phase == SRC_DONE || n->phase == SRC_ROLLED_BACK ||
                       (n->phase == SRC_FAILED && ev->kind == SRC_EV_RECOVER));
+        /* Held tasks resume only in a rollback, and end only at the commit
+         * (before COMMIT goes out) or when their resume failed. */
+        i = src_find(a, SRC_DO_RESUME_HELD, -1);
+        CHECK(i < 0 || (n->phase == SRC_ROLLING_BACK && n->hold == SRC_HOLD_STOPPED &&
+                        (s->phase == SRC_ROLLING_BACK || (src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) >= 0 &&
+                                                          src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) < i))));
+        i = src_find(a, SRC_DO_END_HELD, -1);
+        CHECK(i < 0 || ev->kind == SRC_EV_RESUME_FAILED ||
+              (n->phase == SRC_COMMITTED &&
+               (s->phase == SRC_COMMITTED || (src_find(a, SRC_DO_JOURNAL, SRC_COMMITTED) >= 0 &&
+                                              src_find(a, SRC_DO_JOURNAL, SRC_COMMITTED) < i))));
+        if (i >= 0 && src_find(a, SRC_DO_SEND_COMMIT, -1) >= 0)
+                CHECK(i < src_find(a, SRC_DO_SEND_COMMIT, -1));
+        /* Never a restore from our images beside tasks held here. */
+        if (src_find(a, SRC_DO_START_ROLLBACK, -1) >= 0)
+                CHECK(n->hold != SRC_HOLD_STOPPED);
+        /* COMMIT never goes out while tasks are held stopped here. */
+        if (src_find(a, SRC_DO_SEND_COMMIT, -1) >= 0)
+                CHECK(n->hold != SRC_HOLD_STOPPED);
         /* Our resumed copy is killed only when the target's runs. */
         if (src_find(a, SRC_DO_KILL_COPY, -1) >= 0)
                 CHECK(s->phase == SRC_COMMITTED);
@@ -479,6 +553,14 @@ static bool consistent(const src_state *s) {
         }
         if (s->stream != SRC_STREAM_NONE && s->phase != SRC_STREAMING)
                 return false;
+        /* Tasks are held from a good dump (not post-copy) until the commit
+         * ends them or a rollback resumes them. */
+        if (s->hold == SRC_HOLD_STOPPED &&
+            (s->postcopy != SRC_PC_OFF || s->phase == SRC_PRECHECK || s->phase == SRC_DUMPING ||
+             s->phase == SRC_COMMITTED || src_phase_is_final(s->phase)))
+                return false;
+        if (s->hold == SRC_HOLD_ENDED && (s->postcopy != SRC_PC_OFF || precommit(s->phase)))
+                return false;
         /* Links open in PRECHECK and COMMITTED; rollbacks and ends close
          * them. */
         if (s->link == SRC_LINK_OPENING && s->phase != SRC_PRECHECK && s->phase != SRC_COMMITTED)
@@ -515,13 +597,14 @@ static void walk_one(const src_state *s, const src_event *ev) {
 
 static void walk_events(const src_state *s, size_t *steps) {
         static const int codes[] = {0, -EIO, -ESRCH};
-        size_t n = (size_t)_SRC_EVENT_MAX * ARRAY_SIZE(codes) * 4;
+        size_t n = (size_t)_SRC_EVENT_MAX * ARRAY_SIZE(codes) * _SRC_TREE_MAX * 2 * 2;
 
         for (size_t i = 0; i < n; i++) {
                 size_t k = i;
                 src_event ev = {.kind = (src_event_kind)digit(&k, _SRC_EVENT_MAX)};
                 ev.code = codes[digit(&k, ARRAY_SIZE(codes))];
-                ev.container_running = digit(&k, 2);
+                ev.tree = (src_tree)digit(&k, _SRC_TREE_MAX);
+                ev.held = digit(&k, 2);
                 ev.settled = digit(&k, 2);
                 walk_one(s, &ev);
                 (*steps)++;
@@ -530,7 +613,7 @@ static void walk_events(const src_state *s, size_t *steps) {
 
 static void test_every_pair(void **state) {
         static const unsigned counts[] = {0, 1, 2, 3, 9};
-        size_t n = (size_t)_SRC_PHASE_MAX * _SRC_PC_MAX * _SRC_LINK_MAX * _SRC_STREAM_MAX *
+        size_t n = (size_t)_SRC_PHASE_MAX * _SRC_PC_MAX * _SRC_HOLD_MAX * _SRC_LINK_MAX * _SRC_STREAM_MAX *
                    ARRAY_SIZE(counts) * ARRAY_SIZE(counts);
         size_t steps = 0, missing = 0;
         (void)state;
@@ -539,6 +622,7 @@ static void test_every_pair(void **state) {
                 size_t k = i;
                 src_state s = {.phase = (src_phase)digit(&k, _SRC_PHASE_MAX)};
                 s.postcopy = (src_postcopy)digit(&k, _SRC_PC_MAX);
+                s.hold = (src_hold)digit(&k, _SRC_HOLD_MAX);
                 s.link = (src_link)digit(&k, _SRC_LINK_MAX);
                 s.stream = (src_stream)digit(&k, _SRC_STREAM_MAX);
                 s.rollback_failures = counts[digit(&k, ARRAY_SIZE(counts))];
@@ -576,6 +660,10 @@ static void test_names(void **state) {
                 assert_non_null(src_postcopy_to_string((src_postcopy)i));
         for (int i = 0; i < _SRC_LINK_MAX; i++)
                 assert_non_null(src_link_to_string((src_link)i));
+        for (int i = 0; i < _SRC_HOLD_MAX; i++)
+                assert_non_null(src_hold_to_string((src_hold)i));
+        for (int i = 0; i < _SRC_TREE_MAX; i++)
+                assert_non_null(src_tree_to_string((src_tree)i));
         for (int i = 0; i < _SRC_STREAM_MAX; i++)
                 assert_non_null(src_stream_to_string((src_stream)i));
         for (int i = 0; i < _HANDOFF_VERDICT_MAX; i++)
