@@ -48,6 +48,7 @@ agent_tcp_policy agent_tcp_policy_from_string(const char *s) {
 
 int agent_config_init(agent_config *c) {
         const char *state_dir = getenv("NUCLEUS_STATE_DIR");
+        const char *cgroup_root = getenv("NUCLEUS_CGROUP_ROOT");
         char host[HOST_NAME_MAX + 1] = "";
         *c = (agent_config){
                 .connect_timeout_s = 10,
@@ -65,7 +66,8 @@ int agent_config_init(agent_config *c) {
             set_str(&c->log_level, "info") < 0 || set_str(&c->ssh_key, "/etc/nucleus/ssh/id_ed25519") < 0 ||
             set_str(&c->known_hosts, "/etc/nucleus/ssh/known_hosts") < 0 ||
             set_str(&c->ssh_user, "nucleus") < 0 ||
-            set_str(&c->remote_command, "nucleus-agent dial-stdio") < 0) {
+            set_str(&c->remote_command, "nucleus-agent dial-stdio") < 0 ||
+            (cgroup_root && *cgroup_root && set_str(&c->cgroup_root, cgroup_root) < 0)) {
                 agent_config_done(c);
                 return -ENOMEM;
         }
@@ -75,7 +77,8 @@ int agent_config_init(agent_config *c) {
 void agent_config_done(agent_config *c) {
         char **strs[] = {&c->node,     &c->socket,      &c->socket_group, &c->state_dir,
                          &c->work_dir, &c->hmac_key,    &c->criu,         &c->log_level,
-                         &c->ssh_key,  &c->known_hosts, &c->ssh_user,     &c->remote_command};
+                         &c->ssh_key,  &c->known_hosts, &c->ssh_user,     &c->remote_command,
+                         &c->cgroup_root, &c->bridge};
         for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
                 free(*strs[i]);
                 *strs[i] = NULL;
@@ -200,6 +203,8 @@ static const str_key str_keys[] = {
         STR_KEY("agent", "hmac_key", hmac_key),
         STR_KEY("agent", "criu", criu),
         STR_KEY("agent", "log_level", log_level),
+        STR_KEY("agent", "cgroup_root", cgroup_root),
+        STR_KEY("agent", "bridge", bridge),
         STR_KEY("ssh", "key", ssh_key),
         STR_KEY("ssh", "known_hosts", known_hosts),
         STR_KEY("ssh", "user", ssh_user),
@@ -408,6 +413,9 @@ int agent_config_check(const agent_config *c, nm_error *err) {
                                             names[i], strna(paths[i]));
         if (c->criu && c->criu[0] != '/')
                 return nm_error_set(err, -EINVAL, "criu must be an absolute path (got \"%s\")", c->criu);
+        if (c->cgroup_root && c->cgroup_root[0] != '/')
+                return nm_error_set(err, -EINVAL, "cgroup_root must be an absolute path (got \"%s\")",
+                                    c->cgroup_root);
         if (log_level_from_string(c->log_level) < 0)
                 return nm_error_set(err, -EINVAL, "log_level \"%s\" is not error, warning, info or debug",
                                     c->log_level);

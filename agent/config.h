@@ -47,6 +47,12 @@ typedef struct agent_config {
         bool consume_staging; /* the restore punches out the staged pages it read */
         bool lazy;            /* accept post-copy (--lazy) migrations */
         agent_tcp_policy tcp; /* established TCP connections of a moved container */
+        /* Native containers restored here: their cgroup nucleus-<id> is made
+         * below cgroup_root (NULL: $NUCLEUS_CGROUP_ROOT at start, else the
+         * parent of the source's cgroup), their veth goes on bridge (NULL:
+         * the source's). */
+        char *cgroup_root;
+        char *bridge;
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

@@ -102,6 +102,7 @@ static const char *const action_names[_DST_ACTION_MAX] = {
         [DST_DO_KILL_COPY] = "kill-copy",
         [DST_DO_WRITE_STATE] = "write-state",
         [DST_DO_REMOVE_STATE] = "remove-state",
+        [DST_DO_RELEASE] = "release",
         [DST_DO_REMOVE_STAGING] = "remove-staging",
         [DST_DO_DROP_RELAY] = "drop-relay",
         [DST_DO_OPEN_ASK] = "open-ask",
@@ -257,6 +258,10 @@ static void detach_session(step *st) {
 }
 
 static void end(step *st, dst_phase final) {
+        /* Before the journal says so: a restart from the older phase
+         * releases again (it is idempotent), never forgets it. */
+        if (final == DST_ABORTED && st->s->phase != DST_ABORTED)
+                act(st, DST_DO_RELEASE);
         if (st->s->phase != final)
                 enter(st, final);
         if (st->s->ask != DST_ASK_NONE)

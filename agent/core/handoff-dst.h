@@ -191,6 +191,8 @@ typedef enum dst_action_kind {
         DST_DO_WRITE_STATE,    /* the container's state file, naming our copy */
         DST_DO_REMOVE_STATE,   /* our copy is no more: remove its state file */
         DST_DO_REMOVE_STAGING, /* the images are no longer needed */
+        DST_DO_RELEASE,        /* what was set aside for the container (its address, a cgroup made for
+                                * the copy) goes: it will not run here */
         DST_DO_DROP_RELAY,     /* post-copy: the pages cannot come any more (the daemon fails) */
         DST_DO_OPEN_ASK,       /* connect to the source (ASK_READY or ASK_LOST follows) */
         DST_DO_SEND_QUERY,     /* QUERY on that link */

@@ -24,6 +24,7 @@ typedef struct agent agent;
 typedef struct ctl_conn ctl_conn;
 typedef struct mig mig;
 typedef struct drain drain;
+typedef struct keeper keeper;
 
 /* A connection on the control socket: the local CLI, or a peer agent
  * arriving through `nucleus-agent dial-stdio` over SSH. */
@@ -64,6 +65,7 @@ struct agent {
         ctl_conn *conns;
         mig *migs;
         unsigned n_src, n_dst; /* active migrations per role */
+        keeper *keepers;       /* native containers restored here, watched until they exit */
         /* A migration is over (its watchers heard): the daemon's policy
          * (prune CRIU's logs, exit when stopping). */
         void (*on_mig_end)(agent *a);

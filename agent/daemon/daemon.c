@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "exit-codes.h"
 #include "fs-util.h"
+#include "keeper.h"
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
@@ -138,7 +139,10 @@ static int agent_setup(agent *a, nm_error *err) {
         r = ctl_listen(a, err);
         if (r < 0)
                 return r;
-        return recover_all(a, err);
+        r = recover_all(a, err);
+        if (r >= 0)
+                keeper_load_all(a);
+        return r;
 }
 
 static void agent_teardown(agent *a) {
@@ -146,6 +150,7 @@ static void agent_teardown(agent *a) {
         LIST_FOREACH_SAFE(migs, m, n, a->migs)
         mig_park(m);
         ctl_close_all(a);
+        keeper_close_all(a);
         uv_close((uv_handle_t *)&a->sig_term, NULL);
         uv_close((uv_handle_t *)&a->sig_int, NULL);
         uv_run(a->loop, UV_RUN_DEFAULT);

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "fs-util.h"
+#include "keeper.h"
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
@@ -137,6 +138,134 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
         return 0;
 }
 
+/* ---- a native container: this node's side, before ACCEPT ---- */
+
+/* [agent] cgroup_root (or $NUCLEUS_CGROUP_ROOT), else the parent of the
+ * source's cgroup (nodes set up alike have the same); NULL: no cgroup. */
+static int native_cgroup_root(agent *a, const ckpt_metadata *md, char **ret) {
+        const char *slash;
+
+        *ret = NULL;
+        if (!md->cgroup_path)
+                return 0;
+        if (a->cfg.cgroup_root)
+                *ret = strdup(a->cfg.cgroup_root);
+        else if ((slash = strrchr(md->cgroup_path, '/')) && slash != md->cgroup_path)
+                *ret = strndup(md->cgroup_path, (size_t)(slash - md->cgroup_path));
+        else
+                return 0;
+        return *ret ? 0 : -ENOMEM;
+}
+
+static proto_reject_code native_reject_code(int r) {
+        switch (r) {
+        case -EADDRINUSE:
+        case -EEXIST: return PROTO_REJECT_EXISTS;
+        case -ENOMEM: return PROTO_REJECT_NO_SPACE;
+        default: return PROTO_REJECT_INCOMPATIBLE;
+        }
+}
+
+/* What the offer says of a container of nucleus's native runtime, checked
+ * against this node (bridge and subnet, the address and veth name free,
+ * bind sources, memory for the root, no cgroup of that name), and its
+ * address reserved: before ACCEPT, so before the source freezes anything.
+ * *ret_native stays NULL for any other container. */
+static int dst_check_native(agent *a, const proto_offer *o, ckpt_native **ret_native, char **ret_cgroup_root,
+                            proto_reject_code *ret_code, char *why, size_t n) {
+        _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
+        _cleanup_(ckpt_native_freep) ckpt_native *nat = NULL;
+        _cleanup_free_ char *root = NULL, *cgroup_dir = NULL;
+        nm_error err = {};
+        int r;
+
+        r = ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &err);
+        if (r >= 0 && strcmp(md->container_id, o->container_id) != 0)
+                r = nm_error_set(&err, -EBADMSG, "the offer's metadata is of container %s", md->container_id);
+        if (r >= 0)
+                r = ckpt_native_from_metadata(md, &nat, &err);
+        if (r < 0)
+                return *ret_code = PROTO_REJECT_INVALID, snprintf(why, n, "%s", err.msg), -1;
+        if (!nat || !nat->own_mount_ns)
+                return 0;
+        if (native_cgroup_root(a, md, &root) < 0 ||
+            (root && asprintf(&cgroup_dir, "%s/nucleus-%s", root, o->container_id) < 0))
+                return *ret_code = PROTO_REJECT_BUSY, snprintf(why, n, "out of memory"), -1;
+        ckpt_native_target t = {.id = o->container_id,
+                                .state_dir = a->cfg.state_dir,
+                                .bridge = a->cfg.bridge,
+                                .cgroup_dir = cgroup_dir};
+        r = ckpt_native_check_target(nat, &t, &err);
+        if (r >= 0 && nat->net == CKPT_NET_BRIDGE)
+                r = ckpt_native_address_reserve(a->cfg.state_dir, o->container_id, nat->address, &err);
+        if (r < 0)
+                return *ret_code = native_reject_code(r),
+                       snprintf(why, n, "%s cannot take container %s: %s", a->cfg.node, o->container_id,
+                                err.msg),
+                       -1;
+        *ret_native = TAKE_PTR(nat);
+        *ret_cgroup_root = TAKE_PTR(root);
+        return 0;
+}
+
+/* What was set aside here for a copy that will not run: the address, and
+ * the cgroup its restore made. From the journal record, so that a restarted
+ * agent releases it too. */
+typedef struct native_here {
+        char *id, *address, *cgroup_path;
+} native_here;
+
+static void native_here_free(void *ud) {
+        native_here *h = ud;
+        if (!h)
+                return;
+        free(h->id);
+        free(h->address);
+        free(h->cgroup_path);
+        free(h);
+}
+
+static int dst_release_work(mig *m, void *ud, nm_error *err) {
+        native_here *h = ud;
+        ckpt_native here = {.net = h->address ? CKPT_NET_BRIDGE : CKPT_NET_NONE,
+                            .address = h->address,
+                            .cgroup = h->cgroup_path,
+                            .cgroup_fs = (char *)""};
+        /* pid 0: the state file (never written before COMMIT) stays as it is. */
+        return ckpt_native_forget(m->a->cfg.state_dir, h->id, &here, 0, err);
+}
+
+static void dst_release_done(mig *m, void *ud, int r, const nm_error *err) {
+        native_here *h = ud;
+        if (r < 0)
+                log_ctx_warning(m->id, "cannot release what was set aside for %s: %s", h->id, err->msg);
+        else
+                log_ctx_info(m->id, "released %s%s%s", h->address ? "the address " : "",
+                             h->address ? h->address : "", h->cgroup_path ? " and the cgroup made for the copy" : "");
+        mig_act_done(m, NULL);
+}
+
+static mig_act_result dst_release(mig *m) {
+        const char *address = mig_rec_str(m, "address"), *cgroup = mig_rec_str(m, "cgroup_path");
+        native_here *h;
+
+        if (!m->container_id || (!address && !cgroup))
+                return MIG_ACT_DONE;
+        h = calloc(1, sizeof(*h));
+        if (h) {
+                h->id = strdup(m->container_id);
+                h->address = address ? strdup(address) : NULL;
+                h->cgroup_path = cgroup ? strdup(cgroup) : NULL;
+        }
+        if (!h || !h->id || (address && !h->address) || (cgroup && !h->cgroup_path) ||
+            mig_work(m, dst_release_work, dst_release_done, h, native_here_free) < 0) {
+                log_ctx_error(m->id, "out of memory: %s stays reserved for %s", strna(address), m->container_id);
+                native_here_free(h);
+                return MIG_ACT_DONE;
+        }
+        return MIG_ACT_WAIT;
+}
+
 static void dst_on_progress(const xfer_progress *p, void *ud) {
         mig *m = ud;
         m->bytes_done = p->bytes;
@@ -217,6 +346,8 @@ static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         }
         m->restored_pid = m->restore.pid;
         m->restored_ticks = m->restore.start_ticks;
+        if (req->cgroup_path)
+                mig_rec_set_str(m, "cgroup_path", req->cgroup_path);
         mig_rec_set_int(m, "restored_pid", m->restored_pid);
         mig_rec_set_int(m, "restored_ticks", (int64_t)m->restored_ticks);
         log_ctx_info(m->id, "restored container %s as pid %d, every task stopped", m->container_id,
@@ -244,7 +375,11 @@ static void dst_restore_run(mig *m) {
                                 * read it frees, and the restore reuses. Not
                                 * under post-copy, whose daemon reads the same
                                 * images. */
-                               .consume_pages = a->cfg.consume_staging && !lazy};
+                               .consume_pages = a->cfg.consume_staging && !lazy,
+                               /* Native: the root tmpfs under the work dir, the
+                                * cgroup below ours, the veth on our bridge. */
+                               .cgroup_root = m->cgroup_root,
+                               .bridge = a->cfg.bridge};
         m->restore.data = m;
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
@@ -384,11 +519,26 @@ static void dst_write_state(mig *m) {
                 if (dfd >= 0)
                         (void)ckpt_metadata_load(dfd, &m->md, &err);
         }
+        const char *cgroup = mig_rec_str(m, "cgroup_path");
         if (!m->md || ckpt_container_from_metadata(m->md, &c, &err) < 0 ||
-            ckpt_state_write_restored(m->a->cfg.state_dir, c, m->restored_pid, m->restored_ticks, &err) < 0)
+            (cgroup && ckpt_state_set_cgroup(c, cgroup, &err) < 0) ||
+            ckpt_state_write_restored(m->a->cfg.state_dir, c, m->restored_pid, m->restored_ticks, &err) < 0) {
                 log_ctx_error(m->id,
                               "container %s runs as pid %d, but its state file could not be written: %s",
                               m->container_id, (int)m->restored_pid, err.msg);
+                return;
+        }
+        if (!json_is_true(json_object_get(m->rec, "native")))
+                return;
+        /* No nucleus supervisor here: we clean up after it when it exits. */
+        keeper_entry e = {.id = m->container_id,
+                          .pid = m->restored_pid,
+                          .start_ticks = m->restored_ticks,
+                          .address = mig_rec_str(m, "address"),
+                          .cgroup_path = cgroup};
+        if (keeper_adopt(m->a, &e, &err) < 0)
+                log_ctx_error(m->id, "nothing will clean up after container %s here: %s", m->container_id,
+                              err.msg);
 }
 
 static mig_act_result dst_kill_copy(mig *m) {
@@ -617,6 +767,7 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         case DST_DO_WRITE_STATE: dst_write_state(m); return MIG_ACT_DONE;
         case DST_DO_REMOVE_STATE: dst_remove_state(m); return MIG_ACT_DONE;
         case DST_DO_REMOVE_STAGING: return m->staging ? mig_remove_dir(m, m->staging) : MIG_ACT_DONE;
+        case DST_DO_RELEASE: return dst_release(m);
         case DST_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
         case DST_DO_OPEN_ASK: return dst_open_ask(m, ret);
         case DST_DO_SEND_QUERY:
@@ -676,7 +827,10 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
                 (void)ctl_send(cc, &rj);
                 return;
         }
-        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0) {
+        ckpt_native *native = NULL;
+        char *cgroup_root = NULL;
+        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0 ||
+            dst_check_native(a, o, &native, &cgroup_root, &code, why, sizeof(why)) < 0) {
                 log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node,
                              why);
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
@@ -685,8 +839,22 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
                 return;
         }
         m = mig_new(a, MIG_ROLE_DEST, o->mig, &dst_ops);
-        if (!m)
+        if (!m) {
+                nm_error e = {};
+                if (native && native->net == CKPT_NET_BRIDGE)
+                        (void)ckpt_native_address_release(a->cfg.state_dir, o->container_id, native->address,
+                                                          &e);
+                ckpt_native_free(native);
+                free(cgroup_root);
                 return;
+        }
+        m->native = native;
+        m->cgroup_root = cgroup_root;
+        if (native) {
+                mig_rec_set(m, "native", json_true());
+                if (native->net == CKPT_NET_BRIDGE)
+                        mig_rec_set_str(m, "address", native->address);
+        }
         m->peer_cc = cc;
         cc->dest = m;
         m->container_id = strdup(o->container_id);

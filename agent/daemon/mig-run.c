@@ -33,8 +33,10 @@ struct mig_io {
         uint64_t ticks;
         bool archive;
         mig_event failure; /* JOURNAL: what a failed write becomes */
-        mig_work_fn work_fn;  /* mig_work: the work, and its end on the loop */
+        mig_work_fn work_fn; /* mig_work: the work, and its end on the loop */
         mig_work_done_fn work_done;
+        void *ud;
+        void (*free_ud)(void *ud);
         nm_error err;
         int r;
 };
@@ -185,21 +187,25 @@ mig_act_result mig_remove_dir(mig *m, const char *path) {
 }
 
 static int run_work(mig_io *io) {
-        return io->work_fn(io->m, &io->err);
+        return io->work_fn(io->m, io->ud, &io->err);
 }
 
 static void work_done(mig_io *io, int r) {
         if (!io->m->finished)
-                io->work_done(io->m, r, &io->err);
+                io->work_done(io->m, io->ud, r, &io->err);
+        if (io->free_ud)
+                io->free_ud(io->ud);
 }
 
-int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done) {
+int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done, void *ud, void (*free_ud)(void *ud)) {
         mig_io *io = io_new(m, run_work, work_done);
 
         if (!io)
                 return -ENOMEM;
         io->work_fn = fn;
         io->work_done = done;
+        io->ud = ud;
+        io->free_ud = free_ud;
         io_start(io);
         return 0;
 }

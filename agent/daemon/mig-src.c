@@ -450,7 +450,8 @@ static int src_hold_facts(mig *m, nm_error *err) {
         return r;
 }
 
-static int src_resume_work(mig *m, nm_error *err) {
+static int src_resume_work(mig *m, void *ud, nm_error *err) {
+        (void)ud;
         int r = src_hold_facts(m, err);
         if (r < 0)
                 return r;
@@ -458,7 +459,8 @@ static int src_resume_work(mig *m, nm_error *err) {
                                   err);
 }
 
-static void src_resume_done(mig *m, int r, const nm_error *err) {
+static void src_resume_done(mig *m, void *ud, int r, const nm_error *err) {
+        (void)ud;
         if (r < 0) {
                 log_ctx_error(m->id, "cannot resume the stopped tasks in place: %s", err->msg);
                 src_feed(m, SRC_EV_RESUME_FAILED, err);
@@ -483,18 +485,20 @@ static void src_resume_held(mig *m) {
                 src_feed(m, SRC_EV_RESUME_FAILED, &err);
                 return;
         }
-        if (mig_work(m, src_resume_work, src_resume_done) < 0) {
+        if (mig_work(m, src_resume_work, src_resume_done, NULL, NULL) < 0) {
                 nm_error_set(&err, -ENOMEM, "cannot resume the stopped tasks: out of memory");
                 src_feed(m, SRC_EV_RESUME_FAILED, &err);
         }
 }
 
-static int src_end_work(mig *m, nm_error *err) {
+static int src_end_work(mig *m, void *ud, nm_error *err) {
+        (void)ud;
         (void)src_hold_facts(m, &(nm_error){}); /* without them the tree still ends */
         return ckpt_source_end(m->dump.native, m->ctr->pid, m->ctr->start_ticks, err);
 }
 
-static void src_end_done(mig *m, int r, const nm_error *err) {
+static void src_end_done(mig *m, void *ud, int r, const nm_error *err) {
+        (void)ud;
         if (r < 0)
                 log_ctx_error(m->id, "cannot end the stopped tasks of %s (pid %d): %s", m->container_id,
                               (int)m->ctr->pid, err->msg);
@@ -509,7 +513,7 @@ static void src_end_done(mig *m, int r, const nm_error *err) {
 static mig_act_result src_end_held(mig *m) {
         if (!m->ctr)
                 return MIG_ACT_DONE;
-        if (mig_work(m, src_end_work, src_end_done) < 0) {
+        if (mig_work(m, src_end_work, src_end_done, NULL, NULL) < 0) {
                 nm_error err = {};
                 if (ckpt_source_end(m->dump.native, m->ctr->pid, m->ctr->start_ticks, &err) < 0)
                         log_ctx_error(m->id, "cannot end the stopped tasks: %s", err.msg);

@@ -244,4 +244,6 @@ void mig__release(mig *m) {
         free(m->peer);
         free(m->images_dir);
         free(m->staging);
+        m->native = ckpt_native_free(m->native);
+        free(m->cgroup_root);
 }

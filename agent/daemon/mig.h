@@ -136,6 +136,8 @@ struct mig {
         pid_t restored_pid;
         uint64_t restored_ticks;
         uint64_t offered_bytes;
+        ckpt_native *native; /* a native container (nm_native of the offer), else NULL */
+        char *cgroup_root;   /* native: where its cgroup nucleus-<id> is made, or NULL */
 };
 
 mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops);
@@ -173,12 +175,13 @@ mig_act_result mig_journal(mig *m, const char *phase, const mig_event *on_failur
 mig_act_result mig_kill_tree(mig *m, pid_t pid, uint64_t ticks, const char *what);
 /* Removes a directory tree (images, a staging). */
 mig_act_result mig_remove_dir(mig *m, const char *path);
-/* Any other blocking work: fn runs on the thread pool (what it reads of m
- * must not change until done), done on the loop, unless m ended
- * meanwhile. -ENOMEM: neither runs. */
-typedef int (*mig_work_fn)(mig *m, nm_error *err);
-typedef void (*mig_work_done_fn)(mig *m, int r, const nm_error *err);
-int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done);
+/* Any other blocking work: fn runs on the thread pool with ud (what it
+ * reads of m must not change until done), done on the loop (skipped if m
+ * ended meanwhile; ud is the caller's to free in free_ud, which always
+ * runs). -ENOMEM: none of them runs. */
+typedef int (*mig_work_fn)(mig *m, void *ud, nm_error *err);
+typedef void (*mig_work_done_fn)(mig *m, void *ud, int r, const nm_error *err);
+int mig_work(mig *m, mig_work_fn fn, mig_work_done_fn done, void *ud, void (*free_ud)(void *ud));
 
 /* Sets a fact in the journal record (written with the next phase). */
 void mig_rec_set(mig *m, const char *key, json_t *value);

@@ -38,7 +38,7 @@ typedef struct row {
         const char *acts;
 } row;
 
-#define END "journal(aborted) detach-session finish"
+#define END "release journal(aborted) detach-session finish"
 #define DISCARD(why) "note-discard(" why ") stop-sink remove-staging " END
 #define DISCARD_COPY(why) "note-discard(" why ") stop-sink kill-copy remove-staging " END
 #define RUNS_HERE \
@@ -150,7 +150,7 @@ static const row rows[] = {
          DST_RUNNING, "drop-ask " RUNS_HERE},
         {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(READY)), EV(OUTCOME, .outcome = HANDOFF_OUTCOME_ABORTED),
          DST_ABORTED,
-         "note-discard(source-aborted) stop-sink kill-copy remove-staging journal(aborted) drop-ask "
+         "note-discard(source-aborted) stop-sink kill-copy remove-staging release journal(aborted) drop-ask "
          "detach-session finish"},
         /* Never guess: keep the copy stopped and ask again. */
         {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(READY), .ask_tries = 9),

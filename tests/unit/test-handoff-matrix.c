@@ -387,6 +387,7 @@ static void dst_perform(world *w, const dst_action *a, dst_event *failure, bool 
         case DST_DO_WRITE_STATE:
         case DST_DO_REMOVE_STATE:
         case DST_DO_REMOVE_STAGING:
+        case DST_DO_RELEASE:
         case DST_DO_DROP_RELAY:
         case _DST_ACTION_MAX:
         case _DST_ACTION_INVALID: return;
