@@ -135,6 +135,14 @@ static int src_describe_native(mig *m, ckpt_metadata *md, nm_error *err) {
         if (r < 0)
                 return nm_error_prefix(err, "describing %s (nothing was frozen)", m->container_id), -EIO;
         r = ckpt_native_check_source(n, &m->policy, err);
+        if (r < 0 && !m->policy.accept_landlock_loss &&
+            ckpt_native_check_source(n, &(ckpt_native_policy){.accept_landlock_loss = true}, NULL) >= 0) {
+                /* Landlock was the only reason: say how to accept it. */
+                char why[NM_ERROR_MSG_MAX];
+                memcpy(why, err->msg, sizeof(why));
+                nm_error_clear(err);
+                nm_error_set(err, r, "%s: nucleus-migrate --accept-landlock-loss", why);
+        }
         if (r < 0)
                 return nm_error_prefix(err, "cannot move container %s", m->container_id), r;
         if (!n->own_mount_ns)

@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# A native-shaped nucleus container moves n1 -> n2 -> n1 through the agents
+# (`nucleus-migrate CONTAINER TARGET --accept-landlock-loss`), with real
+# CRIU and sshd.
+#
+# Before any move: what cannot move is refused before anything is frozen,
+# exit 3 with the reason, the container untouched (same pid and start
+# ticks, never stopped, no CRIU dump started): Landlock without the option,
+# and a target whose address for it is taken. Then a move whose restore
+# fails on the target rolls back: the source's tasks, held stopped since
+# the dump, resume in place (same pid), back in their cgroup, and the
+# target released the address it had reserved.
+#
+# Checked after each move: the counter continues, /tmp and /dev/shm content
+# and the held lock are intact, the address answers from the target node,
+# the target's cgroup (recorded in the state file) holds every task, the
+# seccomp filter still kills a forbidden call, capabilities are still
+# dropped, no_new_privs is set; the result records the Landlock loss; and
+# the source has no task, veth, cgroup, address reservation or state file
+# left. Copies restored by an agent have no supervisor: after the move back
+# the agent on n2 cleaned up behind the copy that left.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+. "$(dirname "$0")/../lib/native.sh"
+
+fx_nodes_up
+fx_native_node_up n1
+fx_native_node_up n2
+# Each agent makes the cgroups of the containers it restores below its
+# node's cgroup root (as NUCLEUS_CGROUP_ROOT tells nucleus there).
+for n in n1 n2; do
+	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root "$n")" fx_agent_start "$n"
+done
+
+json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
+field() { fx_native_field n1 web "$1" "${2:-}"; } # the volume is shared storage
+state_of() { echo "$(fx_native_state "$1")/$id.json"; }
+pid_of() { json "$(state_of "$1")" 'd["pid"]'; }
+gt() { [ "$(field "$1" "${3:-}")" -gt "$2" ] 2>/dev/null; }
+stopped() { grep -q '^State:.*T' "/proc/$1/status"; }
+gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status"; }
+node_name() { echo "node${1#n}"; }
+
+read -r id pid < <(fx_native_start n1 web --landlock --stdio null -- \
+	/context/nm-native-work --status /data --listen 7000)
+addr=$(cat "$(fx_native_state n1)/ip-alloc/$id.ip")
+veth=$(grep -o 'vethc-[0-9a-f]*' <<<"$(nsenter -t "$pid" -n ip -o link)" | sed -n '1s/vethc-/veth-/p')
+ticks=$(fx_start_ticks "$pid")
+t_wait_until 5 "Landlock confines web" bash -c "grep -q landlock=denied $(fx_dir n1)/vol/web/status" ||
+	t_fail "web is not under Landlock"
+
+# untouched NODE PID: the container runs where it ran, as it was.
+untouched() {
+	local n=$1 p=$2 count
+	t_assert_eq "$(pid_of "$n")" "$p" "web's pid on $n"
+	t_assert_eq "$(fx_start_ticks "$p")" "$ticks" "web's start ticks"
+	! stopped "$p" || t_fail "web is stopped on $n"
+	count=$(field count)
+	t_wait_until 10 "web counts on $n" gt count "$((count + 2))" || t_fail "web does not count on $n"
+}
+
+# ---- refused before the freeze ---------------------------------------------------
+dumps=$(fx_criu_dumps n1)
+t_log "Landlock without --accept-landlock-loss is refused"
+t_expect_exit 3 "a move that would drop Landlock" fx_nm n1 migrate "$id" node2
+t_says "a move that would drop Landlock" Landlock --accept-landlock-loss
+untouched n1 "$pid"
+
+t_log "a target where the address is taken refuses before the dump"
+echo "$addr" >"$(fx_native_state n2)/ip-alloc/squatter.ip"
+t_expect_exit 3 "a target whose address is taken" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_says "a target whose address is taken" "$addr"
+rm -f "$(fx_native_state n2)/ip-alloc/squatter.ip"
+untouched n1 "$pid"
+t_assert_eq "$(fx_criu_dumps n1)" "$dumps" "CRIU dumps started although every move was refused"
+[ ! -e "$(fx_native_state n2)/ip-alloc/$id.ip" ] || t_fail "n2 kept a reservation for a refused move"
+
+# ---- a restore that fails on the target: resumed in place ----------------------------
+t_log "a failed restore on n2 rolls back: the held tasks resume in place"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2 NM_FAULT=fail=dest-restore
+t_expect_exit 4 "a move whose restore fails" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+untouched n1 "$pid"
+grep -qx "$pid" "$(fx_cgroup_root n1)/nucleus-$id/cgroup.procs" || t_fail "web is not back in its cgroup"
+[ ! -e "$(fx_native_state n2)/ip-alloc/$id.ip" ] || t_fail "n2 did not release the address after the rollback"
+[ ! -e "$(fx_cgroup_root n2)/nucleus-$id" ] || t_fail "n2 kept a cgroup after the rollback"
+grep -q "runs on in place as pid $pid" "$(fx_agent_log n1)" || t_fail "the rollback did not resume in place"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
+
+# move FROM TO: through the agents; checked on TO, and nothing left on FROM.
+move() {
+	local from=$1 to=$2 oldpid newpid count probes cg p out
+	oldpid=$(pid_of "$from")
+	count=$(field count)
+	out=$(fx_nm "$from" migrate "$id" "$(node_name "$to")" --accept-landlock-loss --json 2>&1) ||
+		t_fail "moving web $from -> $to failed: $out"
+	t_assert_eq "$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["result"].get("landlock"))' <<<"$out")" \
+		accepted-loss "the result records the accepted loss of Landlock"
+	t_assert_eq "$(fx_ctr_where "$id")" "$to" "where web runs after the move"
+	newpid=$(pid_of "$to")
+	fx_track_pid "$newpid"
+
+	# ---- on the target ---------------------------------------------------------
+	t_wait_until 10 "web counts on $to" gt count "$((count + 3))" ||
+		t_fail "web's counter does not continue on $to: $(cat "$(fx_dir n1)/vol/web/status" 2>&1)"
+	grep -q "tmp=ok shm=ok lock=ok" "$(fx_dir n1)/vol/web/status" ||
+		t_fail "web's state on $to: $(cat "$(fx_dir n1)/vol/web/status")"
+	cg=$(fx_cgroup_root "$to")/nucleus-$id
+	t_assert_eq "$(json "$(state_of "$to")" 'd["cgroup_path"]')" "$cg" "web's cgroup_path on $to"
+	for p in $(fx_tree "$newpid"); do
+		grep -qx "$p" "$cg/cgroup.procs" || t_fail "task $p of web is not in $cg"
+		t_assert_eq "$(awk '/^CapEff:/ { print $2 }' "/proc/$p/status")" 0000000000000000 "CapEff of $p on $to"
+		t_assert_eq "$(awk '/^Seccomp:/ { print $2 }' "/proc/$p/status")" 2 "seccomp of $p on $to"
+		t_assert_eq "$(awk '/^NoNewPrivs:/ { print $2 }' "/proc/$p/status")" 1 "no_new_privs of $p on $to"
+	done
+	[ -e "$(fx_native_state "$to")/ip-alloc/$id.ip" ] || t_fail "web's address is not reserved on $to"
+	grep -q "master nucleus0" <<<"$(ip -n "$(fx_ns "$to")" -o link show "$veth")" ||
+		t_fail "$veth is not on $to's nucleus0"
+	probes=$(field probes tcp)
+	fx_in "$to" bash -c "exec 3<>/dev/tcp/$addr/7000" || t_fail "$addr does not answer from $to"
+	t_wait_until 5 "the probe connection accepted" gt probes "$probes" tcp ||
+		t_fail "web did not take the probe connection on $to"
+	probes=$(field probes_killed)
+	kill -USR2 "$(fx_native_child "$newpid" nm-probe)"
+	t_wait_until 5 "the filter kills on $to" gt probes_killed "$probes" ||
+		t_fail "the forbidden call was not killed on $to: $(cat "$(fx_dir n1)/vol/web/status")"
+	t_assert_eq "$(field landlock)" allowed "Landlock after the move (CRIU does not carry it)"
+
+	# ---- nothing left on the source -----------------------------------------------
+	t_wait_until 5 "web's old tasks gone" gone "$oldpid" || t_fail "web still has task $oldpid on $from"
+	t_wait_until 10 "$from cleaned up after web" test ! -e "$(state_of "$from")" ||
+		t_fail "web's state file is left on $from"
+	t_wait_until 10 "$from released web's address" test ! -e "$(fx_native_state "$from")/ip-alloc/$id.ip" ||
+		t_fail "web's address is still reserved on $from"
+	t_wait_until 10 "web's cgroup removed on $from" test ! -e "$(fx_cgroup_root "$from")/nucleus-$id" ||
+		t_fail "web's cgroup is left on $from"
+	! ip -n "$(fx_ns "$from")" link show "$veth" >/dev/null 2>&1 || t_fail "$veth is left on $from"
+	t_log "ok: web moved $from -> $to through the agents (counter $count -> $(field count))"
+}
+
+move n1 n2
+grep -q "keeping container $id" "$(fx_agent_log n2)" || t_fail "n2's agent does not keep the copy it restored"
+move n2 n1
+grep -q "container $id (pid [0-9]*) exited: its address, cgroup and state file are gone" "$(fx_agent_log n2)" ||
+	t_fail "n2's agent did not clean up after the copy that left"
+t_log "ok"
