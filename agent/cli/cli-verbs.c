@@ -201,7 +201,7 @@ static void migrate_help(FILE *f) {
                 "  1  failed before anything changed\n"
                 "  2  bad command line\n"
                 "  3  refused (cordoned target, no space, already there, ...): not touched\n"
-                "  4  rolled back: it was stopped, then restored here, and runs here\n"
+                "  4  rolled back: it runs here again (resumed in place, or restored here)\n"
                 "  5  in doubt: committed, TARGET has not confirmed yet; the agent keeps trying\n"
                 "  6  no such container, or the name is ambiguous\n"
                 "  8  the local agent is not running\n"

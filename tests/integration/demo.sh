@@ -18,6 +18,9 @@ a=$(sed -n 's/.*right after: \([0-9]*\) .*/\1/p' "$out")
 [ -n "$b" ] && [ -n "$a" ] && [ "$a" -ge "$b" ] || t_fail "counter did not continue: before '$b', after '$a'"
 grep -q "downtime measured by the agents: [0-9]* ms" "$out" || t_fail "no downtime reported"
 grep -q "image bytes moved and verified: [0-9]*$" "$out" || t_fail "no byte count reported"
+grep -q "^  from node1, .*:7000 answers: hello-n1$" "$out" || t_fail "the native container's address did not answer on node1"
+grep -q "^  from node2, .*:7000 answers: hello-n2$" "$out" || t_fail "the native container's address did not answer on node2"
+grep -q "^  node1 left behind: state file no, address reservation no$" "$out" || t_fail "the native move left something on node1"
 tag=$(sed -n 's/.*namespaces nmfx-\([A-Za-z0-9]*\)-.*/\1/p' "$out" | head -n1)
 [ -n "$tag" ] || t_fail "the demo did not name its namespaces"
 ! ip netns list | grep -q "nmfx-$tag-" || t_fail "the demo left its namespaces nmfx-$tag-* behind"

@@ -67,10 +67,12 @@ fx_native_start() {
 	shift 2
 	d=$(fx_dir "$n")
 	ctx=$d/ctx
-	mkdir -p "$ctx" "$d/vol/$name" "$d/run"
+	# Not $d/run: the agent's control socket lives there (0750 root:nucleus),
+	# and nucleus makes its runtime directory 0700.
+	mkdir -p "$ctx" "$d/vol/$name" "$d/native-run"
 	install -m 0755 "$FX_NATIVE_WORK" "$ctx/nm-native-work"
 	out=$(fx_in "$n" "$FX_NATIVE_START" --state-dir "$(fx_native_state "$n")" --name "$name" \
-		--runtime-dir "$d/run" --context "$ctx" --cgroup-root "$(fx_cgroup_root "$n")" \
+		--runtime-dir "$d/native-run" --context "$ctx" --cgroup-root "$(fx_cgroup_root "$n")" \
 		--supervisor-cgroup "$(fx_cgroup_root "$n")/system.slice/nucleus-$name.service" \
 		--network bridge --rootfs-size 64m --volume "$d/vol/$name:/data" \
 		--stdio "journal:$(fx_journal_sock "$n")" --supervisor-log "$d/supervisor-$name.log" "$@") ||
