@@ -217,6 +217,86 @@ void keeper_load_all(agent *a) {
         closedir(d);
 }
 
+/* ---- MASQUERADE for the bridge's subnet ---- */
+
+typedef struct masq {
+        uv_process_t proc;
+        char *ctx, *subnet, *bridge;
+        bool adding; /* the check said it is missing: this is the -A */
+} masq;
+
+static void masq_free(uv_handle_t *h) {
+        masq *q = h->data;
+        free(q->ctx);
+        free(q->subnet);
+        free(q->bridge);
+        free(q);
+}
+
+static void masq_exited(uv_process_t *p, int64_t status, int signal);
+
+/* q->proc.data is set first: a failed uv_spawn still needs uv_close. */
+static int masq_spawn(uv_loop_t *loop, masq *q) {
+        char *args[] = {(char *)"iptables", (char *)"-w",     (char *)"-t",         (char *)"nat",
+                        (char *)(q->adding ? "-A" : "-C"),  (char *)"POSTROUTING", (char *)"-s", q->subnet,
+                        (char *)"!",        (char *)"-o",     q->bridge,         (char *)"-j",
+                        (char *)"MASQUERADE", NULL};
+        uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
+        uv_process_options_t o = {.exit_cb = masq_exited,
+                                  .file = "iptables",
+                                  .args = args,
+                                  .stdio_count = 3,
+                                  .stdio = stdio};
+        q->proc.data = q;
+        return uv_spawn(loop, &q->proc, &o);
+}
+
+static void masq_exited(uv_process_t *p, int64_t status, int signal) {
+        masq *q = p->data;
+        bool missing = !q->adding && status == 1 && !signal; /* -C: 1 means "no such rule" */
+
+        if (q->adding && (status || signal))
+                log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node (iptables exit %lld)", q->subnet,
+                                (long long)status);
+        else if (q->adding)
+                log_ctx_info(q->ctx, "added MASQUERADE for %s (not via %s) on this node", q->subnet, q->bridge);
+        else if (status && !missing)
+                log_ctx_warning(q->ctx, "cannot check MASQUERADE for %s (iptables exit %lld)", q->subnet,
+                                (long long)status);
+        if (missing) {
+                masq *n = calloc(1, sizeof(*n));
+                int r = -ENOMEM;
+                if (n && (n->ctx = strdup(q->ctx)) && (n->subnet = strdup(q->subnet)) &&
+                    (n->bridge = strdup(q->bridge))) {
+                        n->adding = true;
+                        r = masq_spawn(p->loop, n);
+                        if (r < 0) /* uv_spawn initialized the handle anyway */
+                                uv_close((uv_handle_t *)&n->proc, masq_free);
+                } else if (n) {
+                        masq_free(&(uv_handle_t){.data = n});
+                }
+                if (r < 0)
+                        log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node", q->subnet);
+        }
+        uv_close((uv_handle_t *)p, masq_free);
+}
+
+void keeper_ensure_masquerade(agent *a, const char *ctx, const char *subnet, const char *bridge) {
+        masq *q = calloc(1, sizeof(*q));
+        int r = -ENOMEM;
+
+        if (q && (q->ctx = strdup(ctx)) && (q->subnet = strdup(subnet)) && (q->bridge = strdup(bridge))) {
+                r = masq_spawn(a->loop, q);
+                if (r < 0) /* uv_spawn initialized the handle anyway */
+                        uv_close((uv_handle_t *)&q->proc, masq_free);
+        } else if (q) {
+                masq_free(&(uv_handle_t){.data = q});
+        }
+        if (r < 0)
+                log_ctx_warning(ctx, "cannot check MASQUERADE for %s: %s", subnet,
+                                r == -ENOMEM ? "out of memory" : uv_strerror(r));
+}
+
 void keeper_close_all(agent *a) {
         keeper *k, *n;
         LIST_FOREACH_SAFE(keepers, k, n, a->keepers)

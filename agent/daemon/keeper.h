@@ -27,6 +27,14 @@ typedef struct keeper_entry {
 /* Starts keeping a container that runs here (recorded first). */
 int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err);
 
+/* nucleus masquerades its bridge's subnet on the node that runs the
+ * container; a node that never ran one has no such rule. Adds
+ * `POSTROUTING -s SUBNET ! -o BRIDGE -j MASQUERADE` to the nat table of
+ * this node's network namespace unless it is there (iptables, on the loop
+ * through uv_spawn; failures are logged). The rule stays, as the bridge
+ * does. */
+void keeper_ensure_masquerade(agent *a, const char *ctx, const char *subnet, const char *bridge);
+
 /* At start-up: every recorded container is kept again, or, if it exited
  * while the agent was away, cleaned up after. */
 void keeper_load_all(agent *a);

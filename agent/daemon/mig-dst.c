@@ -539,6 +539,9 @@ static void dst_write_state(mig *m) {
         if (keeper_adopt(m->a, &e, &err) < 0)
                 log_ctx_error(m->id, "nothing will clean up after container %s here: %s", m->container_id,
                               err.msg);
+        if (m->native && m->native->net == CKPT_NET_BRIDGE && m->native->bridge_net)
+                keeper_ensure_masquerade(m->a, m->id, m->native->bridge_net,
+                                         m->a->cfg.bridge ? m->a->cfg.bridge : m->native->bridge);
 }
 
 static mig_act_result dst_kill_copy(mig *m) {

@@ -9,13 +9,15 @@
 # and a target whose address for it is taken. Then a move whose restore
 # fails on the target rolls back: the source's tasks, held stopped since
 # the dump, resume in place (same pid), back in their cgroup, and the
-# target released the address it had reserved.
+# target released the address it had reserved. So does a source agent
+# killed right after the dump, once it is restarted.
 #
 # Checked after each move: the counter continues, /tmp and /dev/shm content
 # and the held lock are intact, the address answers from the target node,
 # the target's cgroup (recorded in the state file) holds every task, the
 # seccomp filter still kills a forbidden call, capabilities are still
-# dropped, no_new_privs is set; the result records the Landlock loss; and
+# dropped, no_new_privs is set, the subnet is masqueraded on the target;
+# the result records the Landlock loss; and
 # the source has no task, veth, cgroup, address reservation or state file
 # left. Copies restored by an agent have no supervisor: after the move back
 # the agent on n2 cleaned up behind the copy that left.
@@ -89,6 +91,24 @@ grep -q "runs on in place as pid $pid" "$(fx_agent_log n1)" || t_fail "the rollb
 fx_agent_stop n2
 FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
 
+# ---- the source's agent dies with the tasks held stopped: its restart resumes them ---
+t_log "n1's agent killed right after it journals 'dumped': the restart resumes web in place"
+no_active() { ! fx_nm n1 status --json | grep -q '"active":true' && ! fx_nm n2 status --json | grep -q '"active":true'; }
+fx_agent_stop n1
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n1)" fx_agent_start n1 NM_FAULT=crash-after=dumped
+t_expect_exit 5 "a move whose source agent dies after the dump" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_wait_until 30 "n1's agent is dead" bash -c "! kill -0 $(fx_agent_pid n1) 2>/dev/null" || t_fail "the fault did not kill n1's agent"
+wait "$(fx_agent_pid n1)" 2>/dev/null || true
+for p in $(fx_tree "$pid"); do stopped "$p" || t_fail "task $p of web is not held stopped after the dump"; done
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n1)" fx_agent_start n1
+t_wait_until 60 "both agents settle" no_active || t_fail "migrations still active after n1's agent came back"
+untouched n1 "$pid"
+grep -qx "$pid" "$(fx_cgroup_root n1)/nucleus-$id/cgroup.procs" || t_fail "web is not back in its cgroup after the restart"
+grep -q "resume" <<<"$(grep "recovering source migration" "$(fx_agent_log n1)" | tail -n1)" ||
+	t_fail "n1's agent did not recover by resuming the held tasks"
+t_wait_until 10 "n2 released web's address" test ! -e "$(fx_native_state n2)/ip-alloc/$id.ip" ||
+	t_fail "n2 did not release the address when the source went away"
+
 # move FROM TO: through the agents; checked on TO, and nothing left on FROM.
 move() {
 	local from=$1 to=$2 oldpid newpid count probes cg p out
@@ -118,6 +138,11 @@ move() {
 	[ -e "$(fx_native_state "$to")/ip-alloc/$id.ip" ] || t_fail "web's address is not reserved on $to"
 	grep -q "master nucleus0" <<<"$(ip -n "$(fx_ns "$to")" -o link show "$veth")" ||
 		t_fail "$veth is not on $to's nucleus0"
+	# The fixture's nodes have no MASQUERADE of their own: the agent that
+	# restored web made the rule nucleus would have.
+	t_wait_until 5 "MASQUERADE on $to" bash -c \
+		"ip netns exec $(fx_ns "$to") iptables -w -t nat -S POSTROUTING | grep -q -- '-s 10.0.42.0/24 ! -o nucleus0 -j MASQUERADE'" ||
+		t_fail "no MASQUERADE for web's subnet on $to"
 	# web echoes what its one client sends: ask it from the target node.
 	t_assert_eq "$(fx_in "$to" timeout "$(t_secs 5)" bash -c "exec 3<>/dev/tcp/$addr/7000 && printf nm-probe >&3 && head -c 8 <&3")" \
 		nm-probe "web's answer at $addr:7000 from $to"
