@@ -7,9 +7,10 @@
  * rules as a table; tests/unit/test-handoff-src.c checks every one.
  *
  *   PRECHECK   connect to the target, OFFER; nothing touched yet
- *   DUMPING    journaled, then CRIU dumps, leaving the tasks stopped
- *   DUMPED     the images are complete here; the tasks are held stopped
- *              (post-copy: frozen, serving pages)
+ *   DUMPING    journaled, then CRIU dumps
+ *   DUMPED     the images are complete here; the tasks are gone, or held
+ *              stopped (a native container), or (post-copy) frozen,
+ *              serving pages
  *   STREAMING  images on the wire, hashed as they pass; then VERIFIED
  *   RESTORING  RESTORE sent; the target restores with tasks stopped
  *   COMMITTED  journaled on RESTORED: from here on there is no way back

@@ -147,6 +147,7 @@ static int src_describe_native(mig *m, ckpt_metadata *md, nm_error *err) {
                 return nm_error_prefix(err, "cannot move container %s", m->container_id), r;
         if (!n->own_mount_ns)
                 return 0;
+        mig_rec_set(m, "native", json_true());
         if (n->landlock == CKPT_LANDLOCK_ASSUMED) {
                 /* check_source let it through: the operator accepted it. */
                 n->landlock = CKPT_LANDLOCK_ACCEPTED_LOSS;
@@ -362,9 +363,13 @@ static void src_dump_start(mig *m) {
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
-                /* Held stopped until the commit ends them: a rollback
-                 * before it resumes them in place. */
-                .leave_stopped = m->src.postcopy == SRC_PC_OFF,
+                /* A native container is held stopped until the commit
+                 * ends them: its supervisor must not see it die before,
+                 * and a rollback only resumes it in place. Other trees
+                 * are ended by the dump: they may hold objects of this
+                 * kernel (a pty index of the host's devpts, host pids)
+                 * that their copy needs on a target sharing it. */
+                .leave_stopped = m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
                 .policy = m->policy,
         };
         m->dump.data = m;
