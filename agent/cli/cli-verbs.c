@@ -17,8 +17,17 @@ typedef struct common_opts {
         bool json;
 } common_opts;
 
-enum { OPT_SOCKET = 256, OPT_CONFIG, OPT_JSON, OPT_PID, OPT_TO, OPT_PARALLEL, OPT_LAZY, OPT_TCP,
-       OPT_ACCEPT_LANDLOCK };
+enum {
+        OPT_SOCKET = 256,
+        OPT_CONFIG,
+        OPT_JSON,
+        OPT_PID,
+        OPT_TO,
+        OPT_PARALLEL,
+        OPT_LAZY,
+        OPT_TCP,
+        OPT_ACCEPT_LANDLOCK
+};
 
 #define COMMON_OPTIONS                                                                                    \
         {"socket", required_argument, NULL, OPT_SOCKET}, {"config", required_argument, NULL, OPT_CONFIG}, \
@@ -179,8 +188,8 @@ static void migrate_help(FILE *f) {
                 "                        move a nucleus container although it runs under\n"
                 "                        Landlock, which CRIU cannot carry: the copy on TARGET\n"
                 "                        runs without it. Recorded in the journal and the result\n"
-                "                        (\"landlock\": \"accepted-loss\"); refused (exit 3) without it.\n" COMMON_HELP
-                "\n"
+                "                        (\"landlock\": \"accepted-loss\"); refused (exit 3) without "
+                "it.\n" COMMON_HELP "\n"
                 "Everything else CRIU can checkpoint moves as it is: file locks (flock, POSIX,\n"
                 "open-file-description locks, leases) stay held, and tasks that were stopped\n"
                 "(SIGSTOP, SIGTSTP) before the move stay stopped on TARGET.\n"
@@ -210,12 +219,13 @@ static void migrate_help(FILE *f) {
 }
 
 int verb_migrate(int argc, char **argv) {
-        static const struct option options[] = {{"pid", required_argument, NULL, OPT_PID},
-                                                {"lazy", no_argument, NULL, OPT_LAZY},
-                                                {"tcp", required_argument, NULL, OPT_TCP},
-                                                {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
-                                                COMMON_OPTIONS,
-                                                {}};
+        static const struct option options[] = {
+                {"pid", required_argument, NULL, OPT_PID},
+                {"lazy", no_argument, NULL, OPT_LAZY},
+                {"tcp", required_argument, NULL, OPT_TCP},
+                {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
+                COMMON_OPTIONS,
+                {}};
         common_opts o = {};
         const char *ref = NULL, *target = NULL;
         unsigned long pid = 0;
@@ -261,7 +271,8 @@ int verb_migrate(int argc, char **argv) {
         if (tcp)
                 opts[n_opts++] = (proto_opt){.key = "tcp", .kind = PROTO_OPT_STR, .s = tcp};
         if (accept_landlock)
-                opts[n_opts++] = (proto_opt){.key = "accept_landlock_loss", .kind = PROTO_OPT_BOOL, .b = true};
+                opts[n_opts++] =
+                        (proto_opt){.key = "accept_landlock_loss", .kind = PROTO_OPT_BOOL, .b = true};
         proto_msg req = {.type = PROTO_MSG_MIGRATE,
                          .migrate = {.container = ref,
                                      .has_pid = pid > 0,

@@ -167,7 +167,7 @@ typedef struct src_event {
         int code;      /* PEER_ERROR: the target's -errno */
         src_tree tree; /* RECOVER: what is left of the tree here */
         bool held;     /* DUMP_OK: the dump left the tasks stopped (leave-stopped) */
-        bool settled;           /* QUERY: no step of this migration is being carried out */
+        bool settled;  /* QUERY: no step of this migration is being carried out */
 } src_event;
 
 /* Why a migration failed, when the core decides it (the agent words it). */

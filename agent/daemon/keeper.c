@@ -76,8 +76,8 @@ static void forget_done(uv_work_t *w, int status) {
         (void)status;
 
         if (k->r < 0)
-                log_ctx_warning(k->id, "container %s (pid %d) exited; cleaning up after it failed: %s", k->id,
-                                (int)k->pid, k->err.msg);
+                log_ctx_warning(k->id, "container %s (pid %d) exited; cleaning up after it failed: %s",
+                                k->id, (int)k->pid, k->err.msg);
         else
                 log_ctx_info(k->id,
                              "container %s (pid %d) exited: its address, cgroup and state file are gone",
@@ -237,16 +237,23 @@ static void masq_exited(uv_process_t *p, int64_t status, int signal);
 
 /* q->proc.data is set first: a failed uv_spawn still needs uv_close. */
 static int masq_spawn(uv_loop_t *loop, masq *q) {
-        char *args[] = {(char *)"iptables", (char *)"-w",     (char *)"-t",         (char *)"nat",
-                        (char *)(q->adding ? "-A" : "-C"),  (char *)"POSTROUTING", (char *)"-s", q->subnet,
-                        (char *)"!",        (char *)"-o",     q->bridge,         (char *)"-j",
-                        (char *)"MASQUERADE", NULL};
+        char *args[] = {(char *)"iptables",
+                        (char *)"-w",
+                        (char *)"-t",
+                        (char *)"nat",
+                        (char *)(q->adding ? "-A" : "-C"),
+                        (char *)"POSTROUTING",
+                        (char *)"-s",
+                        q->subnet,
+                        (char *)"!",
+                        (char *)"-o",
+                        q->bridge,
+                        (char *)"-j",
+                        (char *)"MASQUERADE",
+                        NULL};
         uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
-        uv_process_options_t o = {.exit_cb = masq_exited,
-                                  .file = "iptables",
-                                  .args = args,
-                                  .stdio_count = 3,
-                                  .stdio = stdio};
+        uv_process_options_t o = {
+                .exit_cb = masq_exited, .file = "iptables", .args = args, .stdio_count = 3, .stdio = stdio};
         q->proc.data = q;
         return uv_spawn(loop, &q->proc, &o);
 }
@@ -256,10 +263,11 @@ static void masq_exited(uv_process_t *p, int64_t status, int signal) {
         bool missing = !q->adding && status == 1 && !signal; /* -C: 1 means "no such rule" */
 
         if (q->adding && (status || signal))
-                log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node (iptables exit %lld)", q->subnet,
-                                (long long)status);
+                log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node (iptables exit %lld)",
+                                q->subnet, (long long)status);
         else if (q->adding)
-                log_ctx_info(q->ctx, "added MASQUERADE for %s (not via %s) on this node", q->subnet, q->bridge);
+                log_ctx_info(q->ctx, "added MASQUERADE for %s (not via %s) on this node", q->subnet,
+                             q->bridge);
         else if (status && !missing)
                 log_ctx_warning(q->ctx, "cannot check MASQUERADE for %s (iptables exit %lld)", q->subnet,
                                 (long long)status);

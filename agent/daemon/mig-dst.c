@@ -181,7 +181,8 @@ static int dst_check_native(agent *a, const proto_offer *o, ckpt_native **ret_na
 
         r = ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &err);
         if (r >= 0 && strcmp(md->container_id, o->container_id) != 0)
-                r = nm_error_set(&err, -EBADMSG, "the offer's metadata is of container %s", md->container_id);
+                r = nm_error_set(&err, -EBADMSG, "the offer's metadata is of container %s",
+                                 md->container_id);
         if (r >= 0)
                 r = ckpt_native_from_metadata(md, &nat, &err);
         if (r < 0)
@@ -241,7 +242,8 @@ static void dst_release_done(mig *m, void *ud, int r, const nm_error *err) {
                 log_ctx_warning(m->id, "cannot release what was set aside for %s: %s", h->id, err->msg);
         else
                 log_ctx_info(m->id, "released %s%s%s", h->address ? "the address " : "",
-                             h->address ? h->address : "", h->cgroup_path ? " and the cgroup made for the copy" : "");
+                             h->address ? h->address : "",
+                             h->cgroup_path ? " and the cgroup made for the copy" : "");
         mig_act_done(m, NULL);
 }
 
@@ -259,7 +261,8 @@ static mig_act_result dst_release(mig *m) {
         }
         if (!h || !h->id || (address && !h->address) || (cgroup && !h->cgroup_path) ||
             mig_work(m, dst_release_work, dst_release_done, h, native_here_free) < 0) {
-                log_ctx_error(m->id, "out of memory: %s stays reserved for %s", strna(address), m->container_id);
+                log_ctx_error(m->id, "out of memory: %s stays reserved for %s", strna(address),
+                              m->container_id);
                 native_here_free(h);
                 return MIG_ACT_DONE;
         }
@@ -522,7 +525,8 @@ static void dst_write_state(mig *m) {
         const char *cgroup = mig_rec_str(m, "cgroup_path");
         if (!m->md || ckpt_container_from_metadata(m->md, &c, &err) < 0 ||
             (cgroup && ckpt_state_set_cgroup(c, cgroup, &err) < 0) ||
-            ckpt_state_write_restored(m->a->cfg.state_dir, c, m->restored_pid, m->restored_ticks, &err) < 0) {
+            ckpt_state_write_restored(m->a->cfg.state_dir, c, m->restored_pid, m->restored_ticks, &err) <
+                    0) {
                 log_ctx_error(m->id,
                               "container %s runs as pid %d, but its state file could not be written: %s",
                               m->container_id, (int)m->restored_pid, err.msg);

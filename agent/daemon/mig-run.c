@@ -32,7 +32,7 @@ struct mig_io {
         pid_t pid;
         uint64_t ticks;
         bool archive;
-        mig_event failure; /* JOURNAL: what a failed write becomes */
+        mig_event failure;   /* JOURNAL: what a failed write becomes */
         mig_work_fn work_fn; /* mig_work: the work, and its end on the loop */
         mig_work_done_fn work_done;
         void *ud;

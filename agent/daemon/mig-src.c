@@ -179,8 +179,8 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         }
         r = m->ctr->bare ? 0 : src_describe_native(m, md, &err);
         if (r < 0)
-                return mig_act_failed(ret, SRC_EV(r == -EOPNOTSUPP ? SRC_EV_OFFER_REFUSED : SRC_EV_OFFER_FAILED),
-                                      &err);
+                return mig_act_failed(
+                        ret, SRC_EV(r == -EOPNOTSUPP ? SRC_EV_OFFER_REFUSED : SRC_EV_OFFER_FAILED), &err);
         if (ckpt_metadata_format(md, &text, &err) < 0) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
@@ -369,7 +369,8 @@ static void src_dump_start(mig *m) {
                  * are ended by the dump: they may hold objects of this
                  * kernel (a pty index of the host's devpts, host pids)
                  * that their copy needs on a target sharing it. */
-                .leave_stopped = m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
+                .leave_stopped =
+                        m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
                 .policy = m->policy,
         };
         m->dump.data = m;
@@ -1008,7 +1009,8 @@ int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err) {
         m->images_dir = rec_strdup(m, "images_dir");
         log_ctx_info(id, "recovering source migration of %s to %s from phase %s: %s", strna(m->container_id),
                      strna(m->peer), src_phase_to_string(phase), mig_recovery_to_string(action));
-        if (action == MIG_RECOVER_ROLLBACK || action == MIG_RECOVER_FORWARD || action == MIG_RECOVER_RESUME) {
+        if (action == MIG_RECOVER_ROLLBACK || action == MIG_RECOVER_FORWARD ||
+            action == MIG_RECOVER_RESUME) {
                 /* The state file to rewrite after a rollback, or to remove
                  * once the target runs it; the tasks to resume or end. */
                 nm_error e = {};

@@ -442,7 +442,7 @@ static void src_start(world *w) {
         w->src_active = true;
         w->src = src_state_from_journal((src_phase)w->src_journal);
         src_feed(w, (src_event){.kind = SRC_EV_RECOVER,
-                                .tree = w->src_tasks ? SRC_TREE_RUNNING
+                                .tree = w->src_tasks  ? SRC_TREE_RUNNING
                                         : w->src_held ? SRC_TREE_STOPPED
                                                       : SRC_TREE_GONE});
 }
@@ -706,16 +706,19 @@ int main(void) {
          * stopped: only the way back differs. */
         for (int held = 0; held < 2; held++)
                 for (size_t r = 0; r < ARRAY_SIZE(points); r++)
-                for (int f = 0; f < N_FAULTS; f++) {
-                        if (!expected[r][f].outcome)
-                                continue; /* n/a in the matrix too */
-                        cells[n] = (cell){
-                                .at = &points[r], .fault = (fault)f, .held = held, .want = expected[r][f]};
-                        snprintf(cells[n].name, sizeof(cells[n].name), "%s/%s%s", points[r].row,
-                                 fault_names[f], held ? "/held" : "");
-                        tests[n] = (struct CMUnitTest){
-                                .name = cells[n].name, .test_func = test_cell, .initial_state = &cells[n]};
-                        n++;
-                }
+                        for (int f = 0; f < N_FAULTS; f++) {
+                                if (!expected[r][f].outcome)
+                                        continue; /* n/a in the matrix too */
+                                cells[n] = (cell){.at = &points[r],
+                                                  .fault = (fault)f,
+                                                  .held = held,
+                                                  .want = expected[r][f]};
+                                snprintf(cells[n].name, sizeof(cells[n].name), "%s/%s%s", points[r].row,
+                                         fault_names[f], held ? "/held" : "");
+                                tests[n] = (struct CMUnitTest){.name = cells[n].name,
+                                                               .test_func = test_cell,
+                                                               .initial_state = &cells[n]};
+                                n++;
+                        }
         return _cmocka_run_group_tests("handoff-matrix", tests, n, NULL, NULL);
 }

@@ -94,7 +94,8 @@ static void test_recovery_table(void **state) {
         /* No source phase before COMMITTED goes forward. */
         for (int p = SRC_PRECHECK; p < SRC_COMMITTED; p++)
                 for (int t = 0; t < _SRC_TREE_MAX; t++)
-                        assert_int_not_equal(src_recovery_for((src_phase)p, (src_tree)t), MIG_RECOVER_FORWARD);
+                        assert_int_not_equal(src_recovery_for((src_phase)p, (src_tree)t),
+                                             MIG_RECOVER_FORWARD);
         assert_string_equal(mig_recovery_to_string(MIG_RECOVER_ASK_SOURCE), "ask-source");
 }
 

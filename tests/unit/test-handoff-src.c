@@ -412,17 +412,16 @@ static void check_step(const src_state *s, const src_event *ev, handoff_verdict 
         int i;
 
         src_acts_text(a, text);
-#define CHECK(cond)                                                                                       \
-        do {                                                                                              \
-                if (!(cond))                                                                              \
-                        fail_msg("%s in %s (postcopy %s, hold %s, link %s, stream %s, failures %u, "      \
-                                 "tries %u%s): %s, now %s, \"%s\": %s",                                   \
-                                 src_event_to_string(ev->kind), src_phase_to_string(s->phase),            \
-                                 src_postcopy_to_string(s->postcopy), src_hold_to_string(s->hold),        \
-                                 src_link_to_string(s->link),                                             \
-                                 src_stream_to_string(s->stream), s->rollback_failures, s->forward_tries, \
-                                 ev->settled ? "" : ", busy", handoff_verdict_to_string(v),               \
-                                 src_phase_to_string(n->phase), text, #cond);                             \
+#define CHECK(cond)                                                                                         \
+        do {                                                                                                \
+                if (!(cond))                                                                                \
+                        fail_msg("%s in %s (postcopy %s, hold %s, link %s, stream %s, failures %u, "        \
+                                 "tries %u%s): %s, now %s, \"%s\": %s",                                     \
+                                 src_event_to_string(ev->kind), src_phase_to_string(s->phase),              \
+                                 src_postcopy_to_string(s->postcopy), src_hold_to_string(s->hold),          \
+                                 src_link_to_string(s->link), src_stream_to_string(s->stream),              \
+                                 s->rollback_failures, s->forward_tries, ev->settled ? "" : ", busy",       \
+                                 handoff_verdict_to_string(v), src_phase_to_string(n->phase), text, #cond); \
         } while (0)
 
         CHECK(v == HANDOFF_TAKEN || v == HANDOFF_IGNORED || v == HANDOFF_REFUSED);
@@ -478,9 +477,10 @@ static void check_step(const src_state *s, const src_event *ev, handoff_verdict 
         /* Held tasks resume only in a rollback, and end only at the commit
          * (before COMMIT goes out) or when their resume failed. */
         i = src_find(a, SRC_DO_RESUME_HELD, -1);
-        CHECK(i < 0 || (n->phase == SRC_ROLLING_BACK && n->hold == SRC_HOLD_STOPPED &&
-                        (s->phase == SRC_ROLLING_BACK || (src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) >= 0 &&
-                                                          src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) < i))));
+        CHECK(i < 0 ||
+              (n->phase == SRC_ROLLING_BACK && n->hold == SRC_HOLD_STOPPED &&
+               (s->phase == SRC_ROLLING_BACK || (src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) >= 0 &&
+                                                 src_find(a, SRC_DO_JOURNAL, SRC_ROLLING_BACK) < i))));
         i = src_find(a, SRC_DO_END_HELD, -1);
         CHECK(i < 0 || ev->kind == SRC_EV_RESUME_FAILED ||
               (n->phase == SRC_COMMITTED &&
