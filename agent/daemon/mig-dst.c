@@ -179,12 +179,13 @@ static int dst_check_native(agent *a, const proto_offer *o, ckpt_native **ret_na
         nm_error err = {};
         int r;
 
-        r = ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &err);
-        if (r >= 0 && strcmp(md->container_id, o->container_id) != 0)
-                r = nm_error_set(&err, -EBADMSG, "the offer's metadata is of container %s",
-                                 md->container_id);
-        if (r >= 0)
-                r = ckpt_native_from_metadata(md, &nat, &err);
+        /* Metadata that does not parse describes no native container: the
+         * images' own metadata is checked once they are in (an nm_native
+         * there that the offer did not carry is refused then). */
+        if (ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &err) < 0 ||
+            strcmp(md->container_id, o->container_id) != 0)
+                return 0;
+        r = ckpt_native_from_metadata(md, &nat, &err);
         if (r < 0)
                 return *ret_code = PROTO_REJECT_INVALID, snprintf(why, n, "%s", err.msg), -1;
         if (!nat || !nat->own_mount_ns)
@@ -304,6 +305,16 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                                 "the images are of container %s, but the offer was for container %s: "
                                 "refusing them",
                                 m->md->container_id, m->container_id);
+                return;
+        }
+        /* A native container is checked against this node and its address
+         * reserved before ACCEPT, from the offer: images that are one,
+         * offered as something else, were never checked. */
+        _cleanup_(ckpt_native_freep) ckpt_native *nat = NULL;
+        if (!m->native && (ckpt_native_from_metadata(m->md, &nat, &e) < 0 || (nat && nat->own_mount_ns))) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG,
+                                "the images hold a native container that the offer did not describe: "
+                                "refusing them");
                 return;
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
