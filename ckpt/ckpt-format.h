@@ -164,6 +164,22 @@ int ckpt_key_path(char **ret);
 
 /* path NULL: ckpt_key_path(). The key is freed with ckpt_key_free. */
 int ckpt_key_load(const char *path, uint8_t **ret_key, size_t *ret_len, nm_error *err);
+
+/* What a missing key (or key directory) means: the local tools make one, as
+ * nucleus does; the agent, on a node meant to share the cluster's key, never
+ * does (-ENOENT, and the message says how to install it). */
+typedef enum ckpt_key_missing {
+        CKPT_KEY_CREATE,
+        CKPT_KEY_REFUSE,
+} ckpt_key_missing;
+int ckpt_key_load_mode(const char *path, ckpt_key_missing missing, uint8_t **ret_key, size_t *ret_len,
+                       nm_error *err);
+
+/* The key's identity, which agents exchange in HELLO so that nodes holding
+ * different keys refuse a move before anything is frozen: HMAC-SHA256 under
+ * the key of a fixed, domain-separating message, as 64 hex digits. It says
+ * nothing about the key. */
+int ckpt_key_identity(const uint8_t *key, size_t len, char ret_hex[static CKPT_HMAC_HEX_LEN + 1]);
 void ckpt_key_free(uint8_t *key, size_t len);
 
 /* ------------------------------------------------------------------------

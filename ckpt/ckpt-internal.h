@@ -49,6 +49,13 @@ int ckpt__parse_start_ticks(const char *stat, uint64_t *ret);
 /* Microseconds of CLOCK_MONOTONIC. */
 uint64_t ckpt__now_usec(void);
 
+/* Runs path with argv, a clean environment and stdin from /dev/null, and
+ * collects its stdout and stderr (together) into out (NUL-terminated, cut at
+ * size - 1) for at most timeout_ms; then it is killed. Blocking: for
+ * start-up and the thread pool. 0 and the wait status, or -errno. */
+int ckpt__run_capture(const char *path, char *const argv[], unsigned timeout_ms, char *out, size_t size,
+                      int *ret_status);
+
 /* Criu binary resolution with an explicit candidate list (tests). */
 typedef struct ckpt_criu ckpt_criu;
 int ckpt__criu_resolve_from(const char *const *candidates, const char *configured, ckpt_criu **ret,

@@ -330,6 +330,21 @@ int ckpt_criu_resolve(const char *configured, ckpt_criu **ret, nm_error *err);
 ckpt_criu *ckpt_criu_free(ckpt_criu *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ckpt_criu *, ckpt_criu_free);
 
+/* What this node's CRIU says about the node, for the checks a move makes
+ * before anything is frozen. Each runs the criu binary and blocks (up to
+ * 60 s): call them at start-up or on the thread pool.
+ * ckpt_criu_check: `criu check`; -EOPNOTSUPP with CRIU's error lines when it
+ * fails. ckpt_cpuinfo_dump: `criu cpuinfo dump` of this CPU, the image's
+ * bytes in ret (free()). ckpt_cpuinfo_check: `criu cpuinfo check
+ * --cpu-cap=fpu,ins` of another node's image on this CPU, in a fresh
+ * directory under tmp_parent; -EOPNOTSUPP with CRIU's reason when this CPU
+ * lacks an instruction feature, or the FPU state layout, the image has. */
+int ckpt_criu_check(const ckpt_criu *c, nm_error *err);
+int ckpt_cpuinfo_dump(const ckpt_criu *c, const char *tmp_parent, uint8_t **ret, size_t *ret_len,
+                      nm_error *err);
+int ckpt_cpuinfo_check(const ckpt_criu *c, const char *tmp_parent, const uint8_t *img, size_t len,
+                       nm_error *err);
+
 /* ------------------------------------------------------------------------
  * Dump and restore */
 

@@ -166,10 +166,9 @@ int ckpt__criu_parse_version(const char *out, char **ret_version, unsigned *ret_
         return 0;
 }
 
-/* Runs `<path> --version` with a clean environment and a timeout. */
-static int run_version(const char *path, char *out, size_t size, char *why, size_t whysize) {
+int ckpt__run_capture(const char *path, char *const argv[], unsigned timeout_ms, char *out, size_t size,
+                      int *ret_status) {
         static char *const envp[] = {(char *)"PATH=/usr/sbin:/usr/bin:/sbin:/bin", (char *)"LC_ALL=C", NULL};
-        char *const argv[] = {(char *)path, (char *)"--version", NULL};
         posix_spawn_file_actions_t fa;
         int p[2], status = 0, r;
         size_t used = 0;
@@ -180,16 +179,15 @@ static int run_version(const char *path, char *out, size_t size, char *why, size
         posix_spawn_file_actions_init(&fa);
         posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
         posix_spawn_file_actions_adddup2(&fa, p[1], 1);
-        posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, p[1], 2);
         r = posix_spawn(&pid, path, &fa, NULL, argv, envp);
         posix_spawn_file_actions_destroy(&fa);
         close(p[1]);
         if (r != 0) {
                 close(p[0]);
-                snprintf(why, whysize, "cannot run it: %s", strerror(r));
                 return -r;
         }
-        uint64_t deadline = ckpt__now_usec() + VERSION_TIMEOUT_MS * 1000ull;
+        uint64_t deadline = ckpt__now_usec() + timeout_ms * 1000ull;
         for (;;) {
                 uint64_t now = ckpt__now_usec();
                 struct pollfd pfd = {.fd = p[0], .events = POLLIN};
@@ -219,12 +217,22 @@ static int run_version(const char *path, char *out, size_t size, char *why, size
         /* Only our own child, by pid. */
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
                 ;
+        *ret_status = status;
+        return r;
+}
+
+/* Runs `<path> --version` with a clean environment and a timeout. */
+static int run_version(const char *path, char *out, size_t size, char *why, size_t whysize) {
+        char *const argv[] = {(char *)path, (char *)"--version", NULL};
+        int status = 0, r;
+
+        r = ckpt__run_capture(path, argv, VERSION_TIMEOUT_MS, out, size, &status);
         if (r == -ETIMEDOUT) {
                 snprintf(why, whysize, "`--version` did not answer within %d s", VERSION_TIMEOUT_MS / 1000);
                 return r;
         }
         if (r < 0) {
-                snprintf(why, whysize, "reading its `--version`: %s", strerror(-r));
+                snprintf(why, whysize, "cannot run it: %s", strerror(-r));
                 return r;
         }
         if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,17 +44,19 @@ void ckpt_key_free(uint8_t *key, size_t len) {
 
 /* Opens (or creates 0700) the key's directory and checks it on the open fd,
  * so that what was checked is what is used. */
-static int open_key_dir(const char *dir, nm_error *err) {
+static int open_key_dir(const char *dir, ckpt_key_missing missing, nm_error *err) {
         _cleanup_close_ int fd = -EBADF;
         struct stat st;
 
         fd = open_dir_nofollow(dir);
-        if (fd == -ENOENT) {
+        if (fd == -ENOENT && missing == CKPT_KEY_CREATE) {
                 fd = mkdir_p_secure(dir, 0700);
                 if (fd < 0)
                         return nm_error_errno(err, fd, "cannot create checkpoint HMAC key directory %s",
                                               dir);
         }
+        if (fd == -ENOENT)
+                return fd; /* the caller says what to do */
         if (fd == -ELOOP)
                 return nm_error_set(
                         err, -ELOOP,
@@ -174,7 +177,18 @@ static int read_key(int fd, const char *path, uint8_t **ret_key, size_t *ret_len
         return 0;
 }
 
-int ckpt_key_load(const char *path, uint8_t **ret_key, size_t *ret_len, nm_error *err) {
+static int key_missing(const char *path, nm_error *err) {
+        return nm_error_set(err, -ENOENT,
+                            "checkpoint HMAC key %s does not exist; every node of a cluster must hold the "
+                            "same key, so none is made here: install the cluster's key with "
+                            "`nucleus-provision hmac-key --print | ssh root@THIS-NODE nucleus-provision "
+                            "hmac-key --install -` run on a node that has it (or `nucleus-provision "
+                            "hmac-key --generate` on the first node of a new cluster)",
+                            path);
+}
+
+int ckpt_key_load_mode(const char *path, ckpt_key_missing missing, uint8_t **ret_key, size_t *ret_len,
+                       nm_error *err) {
         _cleanup_free_ char *own = NULL, *dcopy = NULL, *bcopy = NULL;
         _cleanup_close_ int dfd = -EBADF;
         const char *dir, *base;
@@ -194,7 +208,9 @@ int ckpt_key_load(const char *path, uint8_t **ret_key, size_t *ret_len, nm_error
         base = basename(bcopy);
         if (!base[0] || strcmp(base, "/") == 0 || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
                 return nm_error_set(err, -EINVAL, "checkpoint HMAC key path '%s' names no file", path);
-        dfd = open_key_dir(dir, err);
+        dfd = open_key_dir(dir, missing, err);
+        if (dfd == -ENOENT)
+                return key_missing(path, err);
         if (dfd < 0)
                 return dfd;
         /* Two tries: another process may create the key between our open
@@ -208,9 +224,37 @@ int ckpt_key_load(const char *path, uint8_t **ret_key, size_t *ret_len, nm_error
                 if (errno != ENOENT)
                         return nm_error_errno(err, negative_errno(), "cannot open checkpoint HMAC key %s",
                                               path);
+                if (missing == CKPT_KEY_REFUSE)
+                        return key_missing(path, err);
                 r = create_key(dfd, base, path, ret_key, ret_len, err);
                 if (r != -EEXIST)
                         return r;
         }
         return nm_error_set(err, -EBUSY, "checkpoint HMAC key %s keeps changing", path);
+}
+
+int ckpt_key_load(const char *path, uint8_t **ret_key, size_t *ret_len, nm_error *err) {
+        return ckpt_key_load_mode(path, CKPT_KEY_CREATE, ret_key, ret_len, err);
+}
+
+/* Not the key's hash: a MAC under the key of a message no tree record
+ * stream can begin with (those begin with "D\0" or "F\0"), so the identity
+ * is no tag any checkpoint could carry, and tells nothing about the key. */
+#define KEY_IDENTITY_DOMAIN "nucleus-migrate key identity v1"
+
+int ckpt_key_identity(const uint8_t *key, size_t len, char ret_hex[static CKPT_HMAC_HEX_LEN + 1]) {
+        static const char hex[] = "0123456789abcdef";
+        uint8_t mac[CKPT_HMAC_HEX_LEN / 2];
+        size_t n = 0;
+
+        if (!EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, key, len, (const uint8_t *)KEY_IDENTITY_DOMAIN,
+                       strlen(KEY_IDENTITY_DOMAIN), mac, sizeof(mac), &n) ||
+            n != sizeof(mac))
+                return -EIO;
+        for (size_t i = 0; i < sizeof(mac); i++) {
+                ret_hex[2 * i] = hex[mac[i] >> 4];
+                ret_hex[2 * i + 1] = hex[mac[i] & 15];
+        }
+        ret_hex[CKPT_HMAC_HEX_LEN] = '\0';
+        return 0;
 }

@@ -59,3 +59,7 @@ static inline int negative_errno(void) {
 static inline const char *strna(const char *s) {
         return s ? s : "n/a";
 }
+
+static inline const char *strempty(const char *s) {
+        return s ? s : "";
+}

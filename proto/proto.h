@@ -45,6 +45,7 @@
 #define PROTO_FILE_NAME_MAX 255u                  /* a name under images/ */
 #define PROTO_PATH_MAX (7u + PROTO_FILE_NAME_MAX) /* "images/" + name */
 #define PROTO_METADATA_MAX PROTO_DATA_MAX
+#define PROTO_CPUINFO_MAX (64u << 10) /* OFFER cpuinfo: CRIU writes a few hundred bytes */
 #define PROTO_SHA256_LEN 32u
 #define PROTO_HMAC_HEX_LEN 64u
 #define PROTO_FEATURES_MAX 32u
@@ -172,6 +173,7 @@ typedef struct proto_hello {
         const char *node;
         proto_role role;
         proto_strv features; /* optional */
+        const char *key_id;  /* optional: the HMAC key's identity, 64 hex digits (ckpt_key_identity) */
 } proto_hello;
 
 typedef struct proto_error {
@@ -203,6 +205,7 @@ typedef struct proto_offer {
         const char *criu_version;
         const char *kernel;
         bool lazy;
+        proto_bin cpuinfo; /* optional: the source's `criu cpuinfo dump` image, 1..PROTO_CPUINFO_MAX */
 } proto_offer;
 
 /* ACCEPT, VERIFIED, RESTORE, COMMIT, QUERY: the migration id only. */

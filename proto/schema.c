@@ -42,6 +42,7 @@ const char *const proto__outcome_names[_PROTO_OUTCOME_MAX] = {
 #define STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, true, mem, -1, lo, hi, 0, chk, NULL, 0)
 #define OPT_STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, false, mem, -1, lo, hi, 0, chk, NULL, 0)
 #define BIN(k, mem, lo, hi) FIELD(k, PROTO__BIN, true, mem, -1, lo, hi, 0, PROTO__CHECK_TEXT, NULL, 0)
+#define OPT_BIN(k, mem, lo, hi) FIELD(k, PROTO__BIN, false, mem, -1, lo, hi, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define SHA256(k, mem)                                                                                   \
         FIELD(k, PROTO__SHA256, true, mem, -1, PROTO_SHA256_LEN, PROTO_SHA256_LEN, 0, PROTO__CHECK_TEXT, \
               NULL, 0)
@@ -81,6 +82,7 @@ static const proto__field hello_fields[] = {
         NAME("node", hello.node),
         ENUM("role", hello.role, proto__role_names),
         STRV("features", false, hello.features, 0, PROTO_FEATURES_MAX, PROTO__CHECK_NAME, PROTO_FEATURE_MAX),
+        OPT_STR("key_id", hello.key_id, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
 };
 
 static const proto__field error_fields[] = {
@@ -112,6 +114,7 @@ static const proto__field offer_fields[] = {
         NAME("criu_version", offer.criu_version),
         NAME("kernel", offer.kernel),
         BOOL("lazy", offer.lazy),
+        OPT_BIN("cpuinfo", offer.cpuinfo, 1, PROTO_CPUINFO_MAX),
 };
 
 static const proto__field mig_only_fields[] = {

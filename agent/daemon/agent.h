@@ -25,6 +25,8 @@ typedef struct ctl_conn ctl_conn;
 typedef struct mig mig;
 typedef struct drain drain;
 typedef struct keeper keeper;
+typedef struct precheck precheck;
+typedef struct cpu_check cpu_check;
 
 /* A connection on the control socket: the local CLI, or a peer agent
  * arriving through `nucleus-agent dial-stdio` over SSH. */
@@ -36,10 +38,12 @@ struct ctl_conn {
         proto_role role;
         char peer_node[PROTO_NAME_MAX + 1];
         unsigned features; /* the peer's HELLO: peer_feature bits */
+        char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if it sent none */
         mig *dest;         /* the destination migration this peer session carries */
         mig *watch;        /* CLI: the migration whose events it receives */
         bool answered;     /* CLI: it has its RESULT */
         drain *drain;      /* CLI: the drain it runs */
+        cpu_check *cpu_check; /* peer: an OFFER whose CPU check is under way (precheck.h) */
         LIST_FIELDS(ctl_conn, conns);
 };
 
@@ -50,7 +54,9 @@ struct agent {
         ckpt_criu *criu;
         uint8_t *key;
         size_t key_len;
+        char key_id[PROTO_HMAC_HEX_LEN + 1]; /* ckpt_key_identity: sent in HELLO */
         char kernel[65];
+        precheck *precheck; /* what CRIU says about this node (precheck.h) */
         char *checkpoints_dir;  /* <work_dir>/checkpoints: source images */
         char *staging_dir;      /* <work_dir>/staging: incoming images */
         char *criu_work_dir;    /* <work_dir>/criu: CRIU's logs, outside signed trees */

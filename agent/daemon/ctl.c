@@ -165,6 +165,7 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
         cc->role = h->role;
         snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
         cc->features = peer_features_of(h);
+        snprintf(cc->key_id, sizeof(cc->key_id), "%s", strempty(h->key_id));
         xfer_conn_set_idle_timeout(cc->conn,
                                    h->role == PROTO_ROLE_PEER ? (uint64_t)a->cfg.idle_timeout_s * 1000 : 0);
         proto_msg reply = {.type = PROTO_MSG_HELLO,
@@ -172,7 +173,8 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                                      .min_version = PROTO_MIN_VERSION,
                                      .node = a->cfg.node,
                                      .role = PROTO_ROLE_PEER,
-                                     .features = peer_features_offered()}};
+                                     .features = peer_features_offered(),
+                                     .key_id = a->key_id}};
         (void)ctl_send(cc, &reply);
         log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node,
                   (unsigned)cc->cred.uid);

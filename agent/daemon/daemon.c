@@ -19,6 +19,7 @@
 #include "macro.h"
 #include "mig.h"
 #include "nm-config.h"
+#include "precheck.h"
 
 static void close_walk(uv_handle_t *h, void *arg) {
         (void)arg;
@@ -121,15 +122,23 @@ static int agent_setup(agent *a, nm_error *err) {
         if (r < 0)
                 return r;
         log_info("using %s (CRIU %s)", a->criu->path, a->criu->version);
-        r = ckpt_key_load(a->cfg.hmac_key, &a->key, &a->key_len, err);
+        /* A key made here would differ from every other node's: each move
+         * would freeze the container, then fail verification. */
+        r = ckpt_key_load_mode(a->cfg.hmac_key, CKPT_KEY_REFUSE, &a->key, &a->key_len, err);
         if (r < 0)
                 return r;
+        r = ckpt_key_identity(a->key, a->key_len, a->key_id);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot derive the HMAC key's identity");
         r = check_ssh_files(a, err);
         if (r < 0)
                 return r;
         uname(&u);
         snprintf(a->kernel, sizeof(a->kernel), "%s", u.release);
         r = make_dirs(a, err);
+        if (r < 0)
+                return r;
+        r = precheck_setup(a, err);
         if (r < 0)
                 return r;
         r = journal_open(jdir, &a->journal, err);
@@ -162,6 +171,7 @@ static void agent_teardown(agent *a) {
                 (void)uv_loop_close(a->loop);
         }
         journal_free(a->journal);
+        precheck_free(a);
         ckpt_criu_free(a->criu);
         ckpt_key_free(a->key, a->key_len);
         if (a->staging_fd >= 0)

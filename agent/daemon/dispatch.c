@@ -7,6 +7,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
+#include "precheck.h"
 
 static void answer_query(ctl_conn *cc, const char *id) {
         proto_msg r = {.type = PROTO_MSG_OUTCOME,
@@ -43,5 +44,6 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
 }
 
 void peer_session_closed(ctl_conn *cc, int status, const nm_error *err) {
+        precheck_conn_closed(cc);
         mig_dst_conn_closed(cc, status, err);
 }

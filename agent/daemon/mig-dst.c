@@ -17,6 +17,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
+#include "precheck.h"
 
 static const mig_role_ops dst_ops;
 static const peer_link_ops ask_ops;
@@ -824,36 +825,78 @@ static const mig_role_ops dst_ops = {
 
 /* ---- the peer session ---- */
 
-void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
+static void dst_reject(ctl_conn *cc, const proto_offer *o, proto_reject_code code, const char *why) {
+        log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node, why);
+        proto_msg rj = {.type = PROTO_MSG_REJECT, .reject = {.mig = o->mig, .code = code, .reason = why}};
+        (void)ctl_send(cc, &rj);
+}
+
+/* Every check an OFFER must pass but the CPU's; false when it was answered. */
+static bool dst_offer_passes(ctl_conn *cc, const proto_offer *o) {
         agent *a = cc->a;
         proto_reject_code code;
-        char why[512], path[PATH_MAX];
-        mig *m;
+        char why[1024];
 
-        if (cc->dest) {
+        if (cc->dest || cc->cpu_check) {
                 proto_msg e = {
                         .type = PROTO_MSG_ERROR,
                         .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
                 (void)ctl_send(cc, &e);
-                return;
+                return false;
         }
         if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig)) {
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig,
-                                           .code = PROTO_REJECT_EXISTS,
-                                           .reason = "migration id in use"}};
-                (void)ctl_send(cc, &rj);
+                dst_reject(cc, o, PROTO_REJECT_EXISTS, "migration id in use");
+                return false;
+        }
+        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0 ||
+            precheck_target(a, cc, &code, why, sizeof(why)) < 0) {
+                dst_reject(cc, o, code, why);
+                return false;
+        }
+        return true;
+}
+
+static void dst_offer_accept(ctl_conn *cc, const proto_offer *o);
+
+/* CRIU said whether this CPU runs what the source's ran; meanwhile the
+ * node may have changed (cordoned, busy): everything is checked again. */
+static void dst_offer_cpu_checked(ctl_conn *cc, const proto_offer *o, int status, const nm_error *err) {
+        char why[2048];
+
+        if (status < 0) {
+                snprintf(why, sizeof(why), "the CPU of %s lacks what %s's offers (%s)", cc->a->cfg.node,
+                         cc->peer_node, err->msg);
+                dst_reject(cc, o, status == -EOPNOTSUPP ? PROTO_REJECT_INCOMPATIBLE : PROTO_REJECT_BUSY, why);
                 return;
         }
+        if (dst_offer_passes(cc, o))
+                dst_offer_accept(cc, o);
+}
+
+void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
+        nm_error err = {};
+
+        if (!dst_offer_passes(cc, o))
+                return;
+        if (!o->cpuinfo.ptr) { /* a source that cannot say (CRIU failed there, or an older agent) */
+                dst_offer_accept(cc, o);
+                return;
+        }
+        if (precheck_cpu_start(cc, o, dst_offer_cpu_checked, &err) < 0)
+                dst_reject(cc, o, PROTO_REJECT_BUSY, err.msg);
+}
+
+/* Last, as it reserves what a native container needs here (its address). */
+static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
+        agent *a = cc->a;
+        proto_reject_code code;
+        char why[512], path[PATH_MAX];
         ckpt_native *native = NULL;
         char *cgroup_root = NULL;
-        if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0 ||
-            dst_check_native(a, o, &native, &cgroup_root, &code, why, sizeof(why)) < 0) {
-                log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node,
-                             why);
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig, .code = code, .reason = why}};
-                (void)ctl_send(cc, &rj);
+        mig *m;
+
+        if (dst_check_native(a, o, &native, &cgroup_root, &code, why, sizeof(why)) < 0) {
+                dst_reject(cc, o, code, why);
                 return;
         }
         m = mig_new(a, MIG_ROLE_DEST, o->mig, &dst_ops);

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
+#include "precheck.h"
 
 /* Post-copy: page-server bytes queued for the link before CRIU must wait,
  * and the level at which it may go on. */
@@ -185,9 +186,11 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
         }
-        if (src_check_lazy(m, &err) < 0)
+        if (src_check_lazy(m, &err) < 0 || precheck_source(a, m->peer, peer_link_key_id(m->link), &err) < 0)
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_REFUSED), &err);
         m->bytes_total = estimate_image_bytes(m->ctr);
+        size_t cpuinfo_len;
+        const uint8_t *cpuinfo = precheck_cpuinfo(a, &cpuinfo_len);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
                            .offer = {.mig = m->id,
                                      .container_id = m->container_id,
@@ -196,7 +199,8 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                                      .image_bytes = m->bytes_total,
                                      .criu_version = a->criu->version,
                                      .kernel = a->kernel,
-                                     .lazy = m->src.postcopy != SRC_PC_OFF}};
+                                     .lazy = m->src.postcopy != SRC_PC_OFF,
+                                     .cpuinfo = {cpuinfo, cpuinfo_len}}};
         mig_progress(m, "offering to the target");
         return src_send(m, &offer, ret);
 }

@@ -32,6 +32,7 @@ struct peer_link {
         nm_error err;
         bool closed_reported;
         unsigned features; /* the peer's HELLO */
+        char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
 
 static const char *const feature_names[] = {"zstd", "file-mac", "lazy"};
@@ -50,6 +51,10 @@ proto_strv peer_features_offered(void) {
 
 unsigned peer_link_features(const peer_link *l) {
         return l->features;
+}
+
+const char *peer_link_key_id(const peer_link *l) {
+        return l->key_id;
 }
 
 static void link_report_closed(peer_link *l) {
@@ -117,7 +122,8 @@ static void send_hello(peer_link *l) {
                                  .min_version = PROTO_MIN_VERSION,
                                  .node = l->a->cfg.node,
                                  .role = PROTO_ROLE_PEER,
-                                 .features = peer_features_offered()}};
+                                 .features = peer_features_offered(),
+                                 .key_id = l->a->key_id}};
         if (xfer_conn_send(l->conn, &m, &err) < 0)
                 link_shutdown(l, err.code, &err);
 }
@@ -162,6 +168,7 @@ static void on_hello(peer_link *l, const proto_msg *msg) {
                 log_ctx_warning(l->ctx, "peer %s calls itself \"%s\"", l->peer, msg->hello.node);
         l->state = LINK_READY;
         l->features = peer_features_of(&msg->hello);
+        snprintf(l->key_id, sizeof(l->key_id), "%s", strempty(msg->hello.key_id));
         l->last_heard = l->last_tick = uv_now(l->a->loop);
         uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
         uv_timer_start(&l->ping, on_ping_timer, every ? every : 1000, every ? every : 1000);

@@ -39,6 +39,9 @@ int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
 xfer_conn *peer_link_conn(peer_link *l);
 /* The peer's features (peer_feature bits) once the link is ready. */
 unsigned peer_link_features(const peer_link *l);
+/* The identity of the peer's HMAC key (HELLO key_id) once the link is
+ * ready; "" when the peer sent none. */
+const char *peer_link_key_id(const peer_link *l);
 
 /* Ends the link; closed still runs (with status). */
 void peer_link_close(peer_link *l, int status, const nm_error *err);

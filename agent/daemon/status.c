@@ -12,6 +12,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
+#include "precheck.h"
 
 #define CORDON_FILE "cordoned"
 
@@ -135,10 +136,11 @@ static json_t *migrations_json(agent *a, const char *ref) {
 json_t *status_doc(agent *a, const char *ref) {
         unsigned running = 0;
         json_t *ctrs = containers_json(a, &running);
-        return json_pack("{s:s, s:b, s:s, s:s, s:I, s:i, s:o, s:o}", "node", a->cfg.node, "cordoned",
+        return json_pack("{s:s, s:b, s:s, s:s, s:I, s:i, s:o, s:o, s:o}", "node", a->cfg.node, "cordoned",
                          a->cordoned, "criu", a->criu->path, "criu_version", a->criu->version,
                          "staging_free", (json_int_t)status_staging_free(a), "running", running,
-                         "containers", ctrs, "migrations", migrations_json(a, ref));
+                         "containers", ctrs, "migrations", migrations_json(a, ref), "precheck",
+                         precheck_status(a));
 }
 
 json_t *list_doc(agent *a) {

@@ -67,6 +67,57 @@ static void test_missing_key_is_created(void **state) {
         ckpt_key_free(third, len3);
 }
 
+/* The agent's way: a missing key (or key directory) is an error that says
+ * how to install the cluster's key, and nothing is created. */
+static void test_missing_key_refused(void **state) {
+        key_env *k = *state;
+        uint8_t *key = NULL;
+        size_t len = 0;
+        nm_error err = {};
+        struct stat st;
+        _cleanup_free_ char *nodir = tu_join(k->root, "absent/hmac.key");
+
+        assert_int_equal(ckpt_key_load_mode(k->keypath, CKPT_KEY_REFUSE, &key, &len, &err), -ENOENT);
+        assert_null(key);
+        assert_non_null(strstr(err.msg, "does not exist"));
+        assert_non_null(strstr(err.msg, "nucleus-provision hmac-key --print"));
+        assert_int_equal(lstat(k->keypath, &st), -1);
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_key_load_mode(nodir, CKPT_KEY_REFUSE, &key, &len, &err), -ENOENT);
+        assert_non_null(strstr(err.msg, "hmac-key --install"));
+        _cleanup_free_ char *dir = tu_join(k->root, "absent");
+        assert_int_equal(lstat(dir, &st), -1);
+        /* An existing key loads as ever. */
+        write_key(k, 40, 0600);
+        assert_int_equal(ckpt_key_load_mode(k->keypath, CKPT_KEY_REFUSE, &key, &len, NULL), 0);
+        assert_int_equal(len, 40);
+        ckpt_key_free(key, len);
+}
+
+/* The identity agents exchange: the same for the same key, different for
+ * another, and neither the key nor its plain SHA-256. */
+static void test_key_identity(void **state) {
+        uint8_t a[32], b[32];
+        char ia[65], ia2[65], ib[65];
+        (void)state;
+
+        memset(a, 7, sizeof(a));
+        memset(b, 7, sizeof(b));
+        b[31] = 8;
+        assert_int_equal(ckpt_key_identity(a, sizeof(a), ia), 0);
+        assert_int_equal(ckpt_key_identity(a, sizeof(a), ia2), 0);
+        assert_int_equal(ckpt_key_identity(b, sizeof(b), ib), 0);
+        assert_int_equal(strlen(ia), 64);
+        assert_string_equal(ia, ia2);
+        assert_string_not_equal(ia, ib);
+        assert_null(strstr(ia, "0707070707"));
+        /* not sha256 of the key */
+        assert_string_not_equal(ia, "4bb06f8e4e3a7715d201d573d0aa423762e55dabd61a2c02278fa56cc6d294e0");
+        /* the format, pinned (agents of different builds compare it):
+         * openssl dgst -sha256 -mac HMAC -macopt hexkey:0707...07 of the domain */
+        assert_string_equal(ia, "cf857e3b032307d12340c767b87623d6d963c4a28832d541ebaf706125d0eb9e");
+}
+
 static void test_missing_dir_is_created_0700(void **state) {
         key_env *k = *state;
         _cleanup_free_ char *path = tu_join(k->root, "new/dir/hmac.key");
@@ -234,6 +285,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_special_file_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_wrong_owner_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_key_path_from_env, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_missing_key_refused, setup, teardown),
+                cmocka_unit_test(test_key_identity),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,8 @@ static const proto_opt opts[] = {
         {.key = "compress", .kind = PROTO_OPT_STR, .s = "zstd"},
 };
 
+static const uint8_t cpuinfo[] = {0x54, 0x50, 0x46, 0x55, 0x08, 0x01, 0x10, 0x06};
+
 size_t proto_samples(proto_msg *out, size_t max) {
         const proto_msg all[] = {
                 {.type = PROTO_MSG_HELLO,
@@ -23,7 +25,8 @@ size_t proto_samples(proto_msg *out, size_t max) {
                            .min_version = 1,
                            .node = "host1",
                            .role = PROTO_ROLE_PEER,
-                           .features = {.v = features, .n = 3}}},
+                           .features = {.v = features, .n = 3},
+                           .key_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0"}},
                 {.type = PROTO_MSG_ERROR,
                  .error = {.mig = MIG, .code = -ENOSPC, .reason = "disk full\non /var"}},
                 {.type = PROTO_MSG_PING, .ping = {.seq = 0}},
@@ -45,7 +48,8 @@ size_t proto_samples(proto_msg *out, size_t max) {
                            .image_bytes = 123456789,
                            .criu_version = "4.2.1",
                            .kernel = "6.1.0",
-                           .lazy = true}},
+                           .lazy = true,
+                           .cpuinfo = {cpuinfo, sizeof(cpuinfo)}}},
                 {.type = PROTO_MSG_ACCEPT, .accept = {.mig = "m"}},
                 {.type = PROTO_MSG_REJECT,
                  .reject = {.mig = MIG, .code = PROTO_REJECT_NO_SPACE, .reason = "need 2 GiB, have 1 GiB"}},

@@ -29,7 +29,8 @@ static void assert_str_eq_or_null(const char *a, const char *b) {
 
 static void assert_bin_eq(proto_bin a, proto_bin b) {
         assert_int_equal(a.len, b.len);
-        assert_memory_equal(a.ptr, b.ptr, a.len);
+        if (a.len)
+                assert_memory_equal(a.ptr, b.ptr, a.len);
 }
 
 static void assert_strv_eq(proto_strv a, proto_strv b) {
@@ -64,6 +65,7 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_string_equal(a->hello.node, b->hello.node);
                 assert_int_equal(a->hello.role, b->hello.role);
                 assert_strv_eq(a->hello.features, b->hello.features);
+                assert_str_eq_or_null(a->hello.key_id, b->hello.key_id);
                 break;
         case PROTO_MSG_ERROR:
                 assert_str_eq_or_null(a->error.mig, b->error.mig);
@@ -92,6 +94,7 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_string_equal(a->offer.criu_version, b->offer.criu_version);
                 assert_string_equal(a->offer.kernel, b->offer.kernel);
                 assert_int_equal(a->offer.lazy, b->offer.lazy);
+                assert_bin_eq(a->offer.cpuinfo, b->offer.cpuinfo);
                 break;
         case PROTO_MSG_ACCEPT:
         case PROTO_MSG_VERIFIED:
