@@ -66,6 +66,7 @@ const proto__schema *proto__schema_get(int64_t type);
 extern const char *const proto__role_names[_PROTO_ROLE_MAX];
 extern const char *const proto__reject_code_names[_PROTO_REJECT_CODE_MAX];
 extern const char *const proto__outcome_names[_PROTO_OUTCOME_MAX];
+extern const char *const proto__decision_names[_PROTO_DECISION_MAX];
 
 /* Validates a string value of field f of message msg (len bytes at s). */
 int proto__check_str(const char *msg, const proto__field *f, const char *s, size_t len, nm_error *err);

@@ -557,6 +557,8 @@ static int decode_field(const char *msg, const proto__field *f, const msgpack_ob
                         return nm_error_set(err, -EBADMSG, "%s: field '%s' is %s, not a boolean", msg,
                                             f->key, obj_type_name(o->type));
                 *(bool *)v = o->via.boolean;
+                if (f->has_offset >= 0)
+                        *(bool *)((uint8_t *)m + f->has_offset) = true;
                 return 0;
         case PROTO__STR: return decode_str(msg, f, o, z, v, err);
         case PROTO__BIN:
@@ -762,6 +764,10 @@ const char *proto_outcome_to_string(proto_outcome o) {
 
 proto_outcome proto_outcome_from_string(const char *s) {
         return name_from_string(proto__outcome_names, _PROTO_OUTCOME_MAX, s);
+}
+
+const char *proto_decision_to_string(proto_decision d) {
+        return name_to_string(proto__decision_names, _PROTO_DECISION_MAX, d);
 }
 
 const char *proto_msg_mig(const proto_msg *m) {

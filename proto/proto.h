@@ -88,6 +88,7 @@ typedef enum proto_msg_type {
         PROTO_MSG_ZDATA = 35,    /* feature "zstd" */
         PROTO_MSG_FILE_MAC = 36, /* feature "file-mac" */
         PROTO_MSG_PS_DATA = 37,  /* feature "lazy" */
+        PROTO_MSG_RESOLVED = 38, /* an in-doubt migration was settled by `resolve` */
         /* control session (CLI -> local agent) */
         PROTO_MSG_MIGRATE = 64,
         PROTO_MSG_DRAIN = 65,
@@ -96,6 +97,7 @@ typedef enum proto_msg_type {
         PROTO_MSG_LIST = 68,
         PROTO_MSG_EVENT = 69,
         PROTO_MSG_RESULT = 70,
+        PROTO_MSG_RESOLVE = 71,
         _PROTO_MSG_TYPE_MAX,
         _PROTO_MSG_TYPE_INVALID = -EINVAL,
 } proto_msg_type;
@@ -125,6 +127,15 @@ typedef enum proto_outcome {
         _PROTO_OUTCOME_MAX,
         _PROTO_OUTCOME_INVALID = -EINVAL,
 } proto_outcome;
+
+/* RESOLVE: what the operator asks for. */
+typedef enum proto_decision {
+        PROTO_DECISION_AUTO,   /* "auto": decide only from the facts */
+        PROTO_DECISION_COMMIT, /* "commit" */
+        PROTO_DECISION_ABORT,  /* "abort" */
+        _PROTO_DECISION_MAX,
+        _PROTO_DECISION_INVALID = -EINVAL,
+} proto_decision;
 
 typedef enum proto_opt_kind {
         PROTO_OPT_BOOL,
@@ -276,10 +287,30 @@ typedef struct proto_abort {
         const char *reason;
 } proto_abort;
 
+typedef struct proto_query {
+        const char *mig;
+        const char *container_id; /* optional: asks whether a copy of it runs there */
+} proto_query;
+
 typedef struct proto_outcome_msg {
         const char *mig;
         proto_outcome outcome;
+        const char *phase; /* optional: the migration's phase there, as its journal names it */
+        bool has_running;  /* answers a QUERY with container_id: */
+        bool running;      /* a copy of that container runs there */
 } proto_outcome_msg;
+
+typedef struct proto_resolved {
+        const char *mig;
+        proto_outcome outcome; /* committed or aborted */
+        const char *reason;    /* who decided, from which facts */
+} proto_resolved;
+
+typedef struct proto_resolve {
+        const char *mig;
+        proto_decision decision;
+        bool force; /* decide although the facts cannot tell */
+} proto_resolve;
 
 typedef struct proto_migrate {
         const char *container; /* a container reference, or NULL with has_pid */
@@ -300,6 +331,8 @@ typedef struct proto_cordon {
 
 typedef struct proto_status {
         const char *ref; /* optional */
+        bool has_since;
+        uint64_t since; /* optional: finished migrations from this unix time (s) on */
 } proto_status;
 
 typedef struct proto_event {
@@ -346,8 +379,10 @@ typedef struct proto_msg {
                 proto_mig_only commit;
                 proto_pid_reply running;
                 proto_abort abort;
-                proto_mig_only query;
+                proto_query query;
                 proto_outcome_msg outcome;
+                proto_resolved resolved;
+                proto_resolve resolve;
                 proto_zdata zdata;
                 proto_file_mac file_mac;
                 proto_ps_data ps_data;
@@ -385,6 +420,7 @@ const char *proto_reject_code_to_string(proto_reject_code c);
 proto_reject_code proto_reject_code_from_string(const char *s);
 const char *proto_outcome_to_string(proto_outcome o);
 proto_outcome proto_outcome_from_string(const char *s);
+const char *proto_decision_to_string(proto_decision d);
 
 /* The option named key in opts, or NULL. */
 const proto_opt *proto_opts_get(const proto_opts *opts, const char *key);

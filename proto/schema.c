@@ -18,6 +18,12 @@ const char *const proto__reject_code_names[_PROTO_REJECT_CODE_MAX] = {
         [PROTO_REJECT_BUSY] = "busy",         [PROTO_REJECT_INVALID] = "invalid",
 };
 
+const char *const proto__decision_names[_PROTO_DECISION_MAX] = {
+        [PROTO_DECISION_AUTO] = "auto",
+        [PROTO_DECISION_COMMIT] = "commit",
+        [PROTO_DECISION_ABORT] = "abort",
+};
+
 const char *const proto__outcome_names[_PROTO_OUTCOME_MAX] = {
         [PROTO_OUTCOME_COMMITTED] = "committed",
         [PROTO_OUTCOME_ABORTED] = "aborted",
@@ -35,9 +41,13 @@ const char *const proto__outcome_names[_PROTO_OUTCOME_MAX] = {
 #define OPT_U32(k, mem, has, lo, hi)                                                                      \
         FIELD(k, PROTO__U32, false, mem, (ssize_t)offsetof(proto_msg, has), lo, hi, 0, PROTO__CHECK_TEXT, \
               NULL, 0)
+#define OPT_U64(k, mem, has) \
+        FIELD(k, PROTO__U64, false, mem, (ssize_t)offsetof(proto_msg, has), 0, INT64_MAX, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define MODE(k, mem) FIELD(k, PROTO__U32, true, mem, -1, 0, 0644, 0, PROTO__CHECK_MODE, NULL, 0)
 #define U64(k, mem) FIELD(k, PROTO__U64, true, mem, -1, 0, INT64_MAX, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define I32(k, mem, lo, hi) FIELD(k, PROTO__I32, true, mem, -1, lo, hi, 0, PROTO__CHECK_TEXT, NULL, 0)
+#define OPT_BOOL(k, mem, has) \
+        FIELD(k, PROTO__BOOL, false, mem, (ssize_t)offsetof(proto_msg, has), 0, 1, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define BOOL(k, mem) FIELD(k, PROTO__BOOL, true, mem, -1, 0, 1, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, true, mem, -1, lo, hi, 0, chk, NULL, 0)
 #define OPT_STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, false, mem, -1, lo, hi, 0, chk, NULL, 0)
@@ -73,6 +83,12 @@ static int migrate_check(const proto_msg *m, nm_error *err) {
         if (!m->migrate.container == !m->migrate.has_pid)
                 return nm_error_set(err, -EBADMSG,
                                     "MIGRATE: exactly one of 'container' and 'pid' is required");
+        return 0;
+}
+
+static int resolved_check(const proto_msg *m, nm_error *err) {
+        if (m->resolved.outcome == PROTO_OUTCOME_UNKNOWN)
+                return nm_error_set(err, -EBADMSG, "RESOLVED: outcome 'unknown' is no decision");
         return 0;
 }
 
@@ -179,9 +195,28 @@ static const proto__field abort_fields[] = {
         REASON(abort.reason),
 };
 
+static const proto__field query_fields[] = {
+        MIG(query.mig),
+        OPT_STR("container_id", query.container_id, PROTO__CHECK_ID, 1, PROTO_ID_MAX),
+};
+
 static const proto__field outcome_fields[] = {
         MIG(outcome.mig),
         ENUM("outcome", outcome.outcome, proto__outcome_names),
+        OPT_STR("phase", outcome.phase, PROTO__CHECK_ID, 1, PROTO_ID_MAX),
+        OPT_BOOL("running", outcome.running, outcome.has_running),
+};
+
+static const proto__field resolved_fields[] = {
+        MIG(resolved.mig),
+        ENUM("outcome", resolved.outcome, proto__outcome_names),
+        REASON(resolved.reason),
+};
+
+static const proto__field resolve_fields[] = {
+        MIG(resolve.mig),
+        ENUM("decision", resolve.decision, proto__decision_names),
+        BOOL("force", resolve.force),
 };
 
 static const proto__field migrate_fields[] = {
@@ -202,6 +237,7 @@ static const proto__field cordon_fields[] = {
 
 static const proto__field status_fields[] = {
         OPT_STR("ref", status.ref, PROTO__CHECK_TEXT, 1, PROTO_NAME_MAX),
+        OPT_U64("since", status.since, status.has_since),
 };
 
 static const proto__field event_fields[] = {
@@ -248,7 +284,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_COMMIT] = SCHEMA("COMMIT", mig_only_fields, NULL),
         [PROTO_MSG_RUNNING] = SCHEMA("RUNNING", pid_reply_fields, NULL),
         [PROTO_MSG_ABORT] = SCHEMA("ABORT", abort_fields, NULL),
-        [PROTO_MSG_QUERY] = SCHEMA("QUERY", mig_only_fields, NULL),
+        [PROTO_MSG_QUERY] = SCHEMA("QUERY", query_fields, NULL),
         [PROTO_MSG_OUTCOME] = SCHEMA("OUTCOME", outcome_fields, NULL),
         [PROTO_MSG_ZDATA] = SCHEMA("ZDATA", zdata_fields, NULL),
         [PROTO_MSG_FILE_MAC] = SCHEMA("FILE_MAC", file_mac_fields, NULL),
@@ -260,6 +296,8 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_LIST] = SCHEMA_EMPTY("LIST"),
         [PROTO_MSG_EVENT] = SCHEMA("EVENT", event_fields, NULL),
         [PROTO_MSG_RESULT] = SCHEMA("RESULT", result_fields, NULL),
+        [PROTO_MSG_RESOLVED] = SCHEMA("RESOLVED", resolved_fields, resolved_check),
+        [PROTO_MSG_RESOLVE] = SCHEMA("RESOLVE", resolve_fields, NULL),
 };
 
 const proto__schema *proto__schema_get(int64_t type) {

@@ -17,6 +17,7 @@ static const cli_verb verbs[] = {
         {"uncordon", verb_uncordon, "accept incoming migrations again"},
         {"status", verb_status, "this node, its containers, migrations in flight or recent"},
         {"list", verb_list, "containers and migrations, briefly"},
+        {"resolve", verb_resolve, "settle a migration in doubt here, from the facts or by force"},
         {"checkpoint", cmd_checkpoint, "checkpoint a container on this node into a directory"},
         {"restore", cmd_restore, "restore a checkpoint directory on this node"},
         {"resume", cmd_resume, "continue a process tree restored with --leave-stopped"},

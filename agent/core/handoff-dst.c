@@ -63,6 +63,7 @@ static const char *const event_names[_DST_EVENT_MAX] = {
         [DST_EV_OUTCOME] = "OUTCOME",
         [DST_EV_JOURNAL_FAILED] = "journal-failed",
         [DST_EV_TIMER] = "timer",
+        [DST_EV_RESOLVED] = "resolved",
 };
 
 static const char *const why_names[_DST_WHY_MAX] = {
@@ -80,6 +81,7 @@ static const char *const why_names[_DST_WHY_MAX] = {
         [DST_WHY_ABORTED_IN_RESTORE] = "aborted-in-restore",
         [DST_WHY_STOPPED_BEFORE_RESTORED] = "stopped-before-restored",
         [DST_WHY_COPY_VANISHED] = "copy-vanished",
+        [DST_WHY_RESOLVED] = "resolved",
 };
 
 static const char *const action_names[_DST_ACTION_MAX] = {
@@ -669,6 +671,23 @@ static handoff_verdict on_outcome(step *st, handoff_outcome o) {
         return HANDOFF_TAKEN;
 }
 
+/* The operator's decision (dst_resolve_decide): as the source's answer
+ * would be, whether or not a question is out. */
+static handoff_verdict on_resolved(step *st, handoff_outcome o) {
+        if (st->s->phase != DST_IN_DOUBT)
+                return HANDOFF_IGNORED; /* settled meanwhile */
+        if (o == HANDOFF_OUTCOME_COMMITTED) {
+                commit(st);
+                return HANDOFF_TAKEN;
+        }
+        if (o != HANDOFF_OUTCOME_ABORTED)
+                return HANDOFF_REFUSED; /* "unknown" is no decision */
+        if (st->s->ask != DST_ASK_NONE)
+                drop_ask(st);
+        discard(st, DST_WHY_RESOLVED);
+        return HANDOFF_TAKEN;
+}
+
 static handoff_verdict on_timer(step *st) {
         if (st->s->phase != DST_IN_DOUBT || st->s->ask != DST_ASK_NONE)
                 return HANDOFF_IGNORED; /* a timer of a step that is over */
@@ -759,6 +778,7 @@ handoff_verdict dst_step(const dst_state *s, const dst_event *ev, dst_state *ret
         case DST_EV_OUTCOME: v = on_outcome(&st, ev->outcome); break;
         case DST_EV_JOURNAL_FAILED: v = on_journal_failed(&st, ev->phase); break;
         case DST_EV_TIMER: v = on_timer(&st); break;
+        case DST_EV_RESOLVED: v = on_resolved(&st, ev->outcome); break;
         case _DST_EVENT_MAX:
         case _DST_EVENT_INVALID: break;
         }
@@ -770,4 +790,66 @@ handoff_verdict dst_step(const dst_state *s, const dst_event *ev, dst_state *ret
         *ret_state = next;
         *ret_actions = acts;
         return v;
+}
+
+/* ---- resolve ---- */
+
+/* What the facts say, if anything: committed, aborted, or unknown. */
+static handoff_outcome resolve_facts_say(const dst_resolve_facts *f, const char **why) {
+        if (f->copy != DST_COPY_STOPPED)
+                return *why = "the copy here is gone: there is nothing to resume", HANDOFF_OUTCOME_ABORTED;
+        if (!f->source_reached)
+                return *why = "the source cannot be reached: nothing there can be checked",
+                       HANDOFF_OUTCOME_UNKNOWN;
+        if (f->source_says == HANDOFF_OUTCOME_COMMITTED)
+                return *why = "the source's journal says committed", HANDOFF_OUTCOME_COMMITTED;
+        if (f->source_says == HANDOFF_OUTCOME_ABORTED)
+                return *why = "the source's journal says aborted: it runs its own copy",
+                       HANDOFF_OUTCOME_ABORTED;
+        if (f->source_copy_runs == HANDOFF_FACT_YES)
+                return *why = "a copy of the container runs on the source", HANDOFF_OUTCOME_ABORTED;
+        if (f->source_record == HANDOFF_FACT_NO && f->source_copy_runs == HANDOFF_FACT_NO)
+                return *why = "the source has no record of the migration and no copy runs there: "
+                              "the copy here is the only one",
+                       HANDOFF_OUTCOME_COMMITTED;
+        return *why = "the source is in the middle of a step: its answer is not known yet",
+               HANDOFF_OUTCOME_UNKNOWN;
+}
+
+dst_resolve_verdict dst_resolve_decide(const dst_resolve_facts *f, handoff_outcome *ret_outcome,
+                                       const char **ret_why, bool *ret_forced) {
+        handoff_outcome asked = f->ask == DST_RESOLVE_COMMIT  ? HANDOFF_OUTCOME_COMMITTED
+                                : f->ask == DST_RESOLVE_ABORT ? HANDOFF_OUTCOME_ABORTED
+                                                              : HANDOFF_OUTCOME_UNKNOWN;
+        handoff_outcome says;
+        const char *why;
+
+        *ret_forced = false;
+        *ret_outcome = HANDOFF_OUTCOME_UNKNOWN;
+        if (f->phase != DST_IN_DOUBT) {
+                *ret_why = "the migration is not in doubt here";
+                return DST_RESOLVE_REFUSED;
+        }
+        says = resolve_facts_say(f, &why);
+        *ret_why = why;
+        if (says != HANDOFF_OUTCOME_UNKNOWN) {
+                /* The only copy may be given up, knowingly; a second copy
+                 * beside a running one, never. */
+                bool only_copy = says == HANDOFF_OUTCOME_COMMITTED && f->source_copy_runs == HANDOFF_FACT_NO &&
+                                 f->source_record == HANDOFF_FACT_NO;
+                if (asked != HANDOFF_OUTCOME_UNKNOWN && asked != says) {
+                        if (!(only_copy && f->force))
+                                return DST_RESOLVE_REFUSED;
+                        *ret_forced = true;
+                        *ret_outcome = asked;
+                        return DST_RESOLVE_DECIDED;
+                }
+                *ret_outcome = says;
+                return DST_RESOLVE_DECIDED;
+        }
+        if (asked == HANDOFF_OUTCOME_UNKNOWN || !f->force)
+                return DST_RESOLVE_UNDECIDED;
+        *ret_forced = true;
+        *ret_outcome = asked;
+        return DST_RESOLVE_DECIDED;
 }

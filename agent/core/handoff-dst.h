@@ -135,6 +135,7 @@ typedef enum dst_event_kind {
         DST_EV_OUTCOME,           /* the source's answer to QUERY (outcome) */
         DST_EV_JOURNAL_FAILED,    /* a journal write failed (phase: the one not written) */
         DST_EV_TIMER,             /* a retry is due */
+        DST_EV_RESOLVED,          /* an operator settled it (nucleus-migrate resolve): outcome */
         _DST_EVENT_MAX,
         _DST_EVENT_INVALID = -EINVAL,
 } dst_event_kind;
@@ -143,7 +144,7 @@ const char *dst_event_to_string(dst_event_kind e);
 
 typedef struct dst_event {
         dst_event_kind kind;
-        handoff_outcome outcome; /* OUTCOME */
+        handoff_outcome outcome; /* OUTCOME, RESOLVED */
         dst_phase phase;         /* JOURNAL_FAILED: the phase that is not on disk */
         bool copy_alive;         /* RECOVER: the journaled copy still exists (start ticks match) */
 } dst_event;
@@ -164,6 +165,7 @@ typedef enum dst_why {
         DST_WHY_ABORTED_IN_RESTORE,      /* discard: the source aborted during the restore */
         DST_WHY_STOPPED_BEFORE_RESTORED, /* discard: the agent stopped before RESTORED */
         DST_WHY_COPY_VANISHED,           /* discard: the journaled stopped copy no longer exists */
+        DST_WHY_RESOLVED,                /* discard: `resolve` decided abort */
         _DST_WHY_MAX,
         _DST_WHY_INVALID = -EINVAL,
 } dst_why;
@@ -242,3 +244,49 @@ bool dst_commit_finds_copy(dst_phase archived);
 
 /* Whether the agent may exit leaving this migration to the journal. */
 bool dst_parkable(const dst_state *s);
+
+/* `nucleus-migrate resolve`: an operator settles a migration held in doubt
+ * here. What can be known, and what the operator asked for. */
+typedef enum dst_resolve_ask {
+        DST_RESOLVE_AUTO,   /* decide from the facts, or not at all */
+        DST_RESOLVE_COMMIT, /* --commit */
+        DST_RESOLVE_ABORT,  /* --abort */
+        _DST_RESOLVE_ASK_MAX,
+        _DST_RESOLVE_ASK_INVALID = -EINVAL,
+} dst_resolve_ask;
+
+/* A fact that may not be known (the source could not be reached). */
+typedef enum handoff_fact {
+        HANDOFF_FACT_UNKNOWN,
+        HANDOFF_FACT_NO,
+        HANDOFF_FACT_YES,
+        _HANDOFF_FACT_MAX,
+        _HANDOFF_FACT_INVALID = -EINVAL,
+} handoff_fact;
+
+typedef struct dst_resolve_facts {
+        dst_phase phase;               /* ours */
+        dst_copy copy;                 /* ours: still held stopped (DST_COPY_STOPPED) or gone (NONE) */
+        bool source_reached;           /* the source answered the QUERY */
+        handoff_outcome source_says;   /* its answer */
+        handoff_fact source_record;    /* it has a record of the migration */
+        handoff_fact source_copy_runs; /* a copy of the container runs there */
+        dst_resolve_ask ask;
+        bool force; /* decide as asked although the facts cannot tell */
+} dst_resolve_facts;
+
+typedef enum dst_resolve_verdict {
+        DST_RESOLVE_DECIDED,   /* carry out the decision (OUTCOME to the core) */
+        DST_RESOLVE_UNDECIDED, /* the facts cannot tell, and nothing was forced: still in doubt */
+        DST_RESOLVE_REFUSED,   /* not in doubt, or the operator asked against the facts */
+        _DST_RESOLVE_VERDICT_MAX,
+        _DST_RESOLVE_VERDICT_INVALID = -EINVAL,
+} dst_resolve_verdict;
+
+/* Decides only when the facts allow it, or the operator forces it where
+ * they cannot tell; never against a fact (a copy running on the source is
+ * never joined by a second one, the only copy is never killed unless
+ * forced). *ret_outcome: committed or aborted when DECIDED; *ret_why says
+ * why in words, for the operator and both journals. */
+dst_resolve_verdict dst_resolve_decide(const dst_resolve_facts *f, handoff_outcome *ret_outcome,
+                                       const char **ret_why, bool *ret_forced);

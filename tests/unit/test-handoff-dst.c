@@ -156,6 +156,15 @@ static const row rows[] = {
         {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(READY), .ask_tries = 9),
          EV(OUTCOME, .outcome = HANDOFF_OUTCOME_UNKNOWN), DST_IN_DOUBT, "drop-ask ask-later(10000)"},
         {ST(IN_DOUBT, OVER, STOPPED, GONE, .ask_tries = 1), EV(TIMER), DST_IN_DOUBT, "open-ask"},
+        /* resolve: the operator's decision, whether a question is out or not */
+        {ST(IN_DOUBT, OVER, STOPPED, GONE, .ask_tries = 2), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_COMMITTED),
+         DST_RUNNING, "drop-ask " RUNS_HERE},
+        {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(OPENING)), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_ABORTED),
+         DST_ABORTED,
+         "drop-ask note-discard(resolved) stop-sink kill-copy remove-staging journal(aborted) detach-session "
+         "finish"},
+        {ST(IN_DOUBT, OVER, STOPPED, GONE), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_ABORTED), DST_ABORTED,
+         "note-discard(resolved) stop-sink kill-copy remove-staging journal(aborted) detach-session finish"},
 
         /* a journal write that failed */
         {ST(RECEIVING, OPEN), FAILED_TO(RECEIVING), DST_ABORTED, "note(event) send-REJECT " END},
@@ -327,15 +336,18 @@ static void check_step(const dst_state *s, const dst_event *ev, handoff_verdict 
         /* The copy resumes only on COMMIT, or "committed" from the source. */
         if (dst_find(a, DST_DO_RESUME_COPY, -1) >= 0)
                 CHECK((ev->kind == DST_EV_COMMIT ||
-                       (ev->kind == DST_EV_OUTCOME && ev->outcome == HANDOFF_OUTCOME_COMMITTED)) &&
+                       ((ev->kind == DST_EV_OUTCOME || ev->kind == DST_EV_RESOLVED) &&
+                        ev->outcome == HANDOFF_OUTCOME_COMMITTED)) &&
                       s->copy == DST_COPY_STOPPED && s->postcopy != DST_PC_FAILED);
         /* A stopped copy is killed only when the source aborted, or it cannot
          * be the container (post-copy failed, or RESTORED not on disk). */
         if (dst_find(a, DST_DO_KILL_COPY, -1) >= 0 && s->copy == DST_COPY_STOPPED)
                 CHECK(ev->kind == DST_EV_PEER_ABORT ||
-                      (ev->kind == DST_EV_OUTCOME && ev->outcome == HANDOFF_OUTCOME_ABORTED) ||
+                      ((ev->kind == DST_EV_OUTCOME || ev->kind == DST_EV_RESOLVED) &&
+                       ev->outcome == HANDOFF_OUTCOME_ABORTED) ||
                       ev->kind == DST_EV_PAGES_FAILED ||
-                      ((ev->kind == DST_EV_COMMIT || ev->kind == DST_EV_OUTCOME) &&
+                      ((ev->kind == DST_EV_COMMIT || ev->kind == DST_EV_OUTCOME ||
+                        ev->kind == DST_EV_RESOLVED) &&
                        s->postcopy == DST_PC_FAILED) ||
                       (ev->kind == DST_EV_JOURNAL_FAILED && ev->phase == DST_RESTORED));
         if (dst_find(a, DST_DO_KILL_COPY, -1) >= 0 && s->copy == DST_COPY_RUNNING)
@@ -460,8 +472,81 @@ static void test_names(void **state) {
                 assert_non_null(dst_ask_to_string((dst_ask)i));
 }
 
+/* resolve: every row a set of facts, what was asked, and the verdict. */
+static void test_resolve(void **state) {
+        enum { U = HANDOFF_FACT_UNKNOWN, N = HANDOFF_FACT_NO, Y = HANDOFF_FACT_YES };
+        enum { C = HANDOFF_OUTCOME_COMMITTED, A = HANDOFF_OUTCOME_ABORTED, X = HANDOFF_OUTCOME_UNKNOWN };
+        const struct {
+                dst_phase phase;
+                dst_copy copy;
+                bool reached;
+                handoff_outcome says;
+                handoff_fact record, runs;
+                dst_resolve_ask ask;
+                bool force;
+                dst_resolve_verdict verdict;
+                handoff_outcome outcome;
+                bool forced;
+        } cases[] = {
+                /* not in doubt: nothing to resolve, whatever is asked */
+                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED, X},
+                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                /* the source's journal decides */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_COMMIT, false, DST_RESOLVE_DECIDED, C},
+                /* ... and is never overruled, forced or not */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                /* no record there: a copy running there means abort, and a
+                 * second copy is never started beside it */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                /* no record and no copy there: ours is the only one */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, false, DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED, A,
+                 true},
+                /* the source is mid-step: wait, unless forced */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_UNDECIDED, X},
+                /* the source cannot be reached: only a forced, explicit decision */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, true, DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, false, DST_RESOLVE_UNDECIDED,
+                 X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, true, DST_RESOLVE_DECIDED, C,
+                 true},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED, A,
+                 true},
+                /* our copy is gone: abort is all there is */
+                {DST_IN_DOUBT, DST_COPY_NONE, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
+                {DST_IN_DOUBT, DST_COPY_NONE, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+        };
+        (void)state;
+
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                dst_resolve_facts f = {.phase = cases[i].phase,
+                                       .copy = cases[i].copy,
+                                       .source_reached = cases[i].reached,
+                                       .source_says = cases[i].says,
+                                       .source_record = cases[i].record,
+                                       .source_copy_runs = cases[i].runs,
+                                       .ask = cases[i].ask,
+                                       .force = cases[i].force};
+                handoff_outcome o;
+                const char *why = NULL;
+                bool forced;
+                dst_resolve_verdict v = dst_resolve_decide(&f, &o, &why, &forced);
+                if (v != cases[i].verdict || o != cases[i].outcome || forced != cases[i].forced)
+                        fail_msg("resolve row %zu: verdict %d outcome %d forced %d (%s)", i, v, o, forced,
+                                 why);
+                assert_non_null(why);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_resolve),
                 cmocka_unit_test(test_transitions),
                 cmocka_unit_test(test_state_carried),
                 cmocka_unit_test(test_every_pair),

@@ -99,8 +99,11 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
         case PROTO_MSG_ACCEPT:
         case PROTO_MSG_VERIFIED:
         case PROTO_MSG_RESTORE:
-        case PROTO_MSG_COMMIT:
-        case PROTO_MSG_QUERY: assert_string_equal(a->accept.mig, b->accept.mig); break;
+        case PROTO_MSG_COMMIT: assert_string_equal(a->accept.mig, b->accept.mig); break;
+        case PROTO_MSG_QUERY:
+                assert_string_equal(a->query.mig, b->query.mig);
+                assert_str_eq_or_null(a->query.container_id, b->query.container_id);
+                break;
         case PROTO_MSG_REJECT:
                 assert_string_equal(a->reject.mig, b->reject.mig);
                 assert_int_equal(a->reject.code, b->reject.code);
@@ -138,6 +141,19 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
         case PROTO_MSG_OUTCOME:
                 assert_string_equal(a->outcome.mig, b->outcome.mig);
                 assert_int_equal(a->outcome.outcome, b->outcome.outcome);
+                assert_str_eq_or_null(a->outcome.phase, b->outcome.phase);
+                assert_int_equal(a->outcome.has_running, b->outcome.has_running);
+                assert_int_equal(a->outcome.running, b->outcome.running);
+                break;
+        case PROTO_MSG_RESOLVED:
+                assert_string_equal(a->resolved.mig, b->resolved.mig);
+                assert_int_equal(a->resolved.outcome, b->resolved.outcome);
+                assert_string_equal(a->resolved.reason, b->resolved.reason);
+                break;
+        case PROTO_MSG_RESOLVE:
+                assert_string_equal(a->resolve.mig, b->resolve.mig);
+                assert_int_equal(a->resolve.decision, b->resolve.decision);
+                assert_int_equal(a->resolve.force, b->resolve.force);
                 break;
         case PROTO_MSG_MIGRATE:
                 assert_str_eq_or_null(a->migrate.container, b->migrate.container);
@@ -152,7 +168,11 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_int_equal(a->drain.parallel, b->drain.parallel);
                 break;
         case PROTO_MSG_CORDON: assert_int_equal(a->cordon.on, b->cordon.on); break;
-        case PROTO_MSG_STATUS: assert_str_eq_or_null(a->status.ref, b->status.ref); break;
+        case PROTO_MSG_STATUS:
+                assert_str_eq_or_null(a->status.ref, b->status.ref);
+                assert_int_equal(a->status.has_since, b->status.has_since);
+                assert_int_equal(a->status.since, b->status.since);
+                break;
         case PROTO_MSG_EVENT:
                 assert_str_eq_or_null(a->event.mig, b->event.mig);
                 assert_string_equal(a->event.phase, b->event.phase);
@@ -545,7 +565,7 @@ static void test_empty_payload(void **state) {
 /* ---- Message type and fields ---- */
 
 static void test_unknown_message_type(void **state) {
-        const uint64_t bad[] = {0, 5, 12, 63, 71, 200, UINT32_MAX, UINT64_MAX};
+        const uint64_t bad[] = {0, 5, 12, 39, 63, 72, 200, UINT32_MAX, UINT64_MAX};
         raw r;
         (void)state;
 

@@ -1,0 +1,375 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `nucleus-migrate resolve`: a migration held in doubt on this node (its
+ * destination, holding a stopped copy, cannot learn the outcome) is settled
+ * from the facts (the source's answer, whether a copy runs there, whether
+ * the copy here still exists), or by the operator where the facts cannot
+ * tell (--force). The rules are the core's (dst_resolve_decide); this
+ * gathers the facts, carries the decision out through the core (OUTCOME),
+ * and records it in both journals. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "exit-codes.h"
+#include "log.h"
+#include "macro.h"
+#include "mig.h"
+#include "resolve.h"
+
+struct resolver {
+        agent *a;
+        ctl_conn *cc; /* the CLI; NULL once it is gone */
+        char mig[PROTO_ID_MAX + 1];
+        proto_decision ask;
+        bool force;
+        peer_link *link;
+        bool answered; /* the source answered our QUERY */
+        proto_outcome source_says;
+        char source_phase[PROTO_ID_MAX + 1];
+        handoff_fact source_runs;
+        char source_error[512];
+        json_t *doc; /* the answer, facts first */
+};
+
+/* ---- the source's side: facts, and the decision recorded ---- */
+
+/* The phase of migration id in this role (_MIG_ROLE_INVALID: either), ""
+ * when we have no record of it. */
+static void phase_of(agent *a, const char *id, mig_role role, char *buf, size_t n) {
+        mig *m = mig_find(a, id);
+        json_t *rec = NULL;
+
+        buf[0] = '\0';
+        if (!m)
+                m = mig_find_archiving(a, id);
+        if (m) {
+                if (role < 0 || m->role == role)
+                        snprintf(buf, n, "%s", mig_phase_name(m));
+                return;
+        }
+        if (journal_load_done_one(a->journal, id, &rec) >= 0 &&
+            (role < 0 || mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == role))
+                snprintf(buf, n, "%s", strempty(json_string_value(json_object_get(rec, "phase"))));
+        json_decref(rec);
+}
+
+static void source_phase_of(agent *a, const char *id, char *buf, size_t n) {
+        phase_of(a, id, MIG_ROLE_SOURCE, buf, n);
+}
+
+static void ended_phase(agent *a, const char *id, char *buf, size_t n) {
+        phase_of(a, id, _MIG_ROLE_INVALID, buf, n);
+}
+
+static bool container_runs_here(agent *a, const char *container_id) {
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        return ckpt_container_find(a->cfg.state_dir, container_id, &c, NULL) >= 0 &&
+               strcmp(c->id, container_id) == 0 && ckpt_container_is_running(c);
+}
+
+void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
+        char phase[PROTO_ID_MAX + 1];
+        /* The outcome first: for a migration still before its commit, the
+         * answer "aborted" makes it roll back before anything else. */
+        proto_outcome o = mig_src_outcome(cc->a, q->mig);
+        proto_msg r = {.type = PROTO_MSG_OUTCOME, .outcome = {.mig = q->mig, .outcome = o}};
+
+        source_phase_of(cc->a, q->mig, phase, sizeof(phase));
+        r.outcome.phase = phase[0] ? phase : NULL;
+        if (q->container_id) {
+                r.outcome.has_running = true;
+                r.outcome.running = container_runs_here(cc->a, q->container_id);
+        }
+        (void)ctl_send(cc, &r);
+}
+
+typedef struct record_work {
+        uv_work_t work;
+        agent *a;
+        char mig[PROTO_ID_MAX + 1];
+        char *text;
+        nm_error err;
+        int status;
+} record_work;
+
+static void record_run(uv_work_t *w) {
+        record_work *rw = w->data;
+        rw->status = journal_put_text(rw->a->journal, rw->mig, rw->text, &rw->err);
+        if (rw->status >= 0)
+                rw->status = journal_finish(rw->a->journal, rw->mig, &rw->err);
+}
+
+static void record_after(uv_work_t *w, int status) {
+        record_work *rw = w->data;
+        (void)status;
+        if (rw->status < 0)
+                log_ctx_error(rw->mig, "cannot record the decision on the migration: %s", rw->err.msg);
+        free(rw->text);
+        free(rw);
+}
+
+/* The destination settled a migration of ours: an active one carries the
+ * decision in its record; one we have no active record of gets a finished
+ * record of its own that says it, so QUERY answers the same from now on. */
+void resolve_record(ctl_conn *cc, const proto_resolved *r) {
+        agent *a = cc->a;
+        json_t *res = json_pack("{s:s, s:s, s:s, s:I}", "outcome", proto_outcome_to_string(r->outcome), "by",
+                                cc->peer_node, "reason", r->reason, "at_ms", (json_int_t)unix_ms());
+        mig *m = mig_find(a, r->mig);
+        record_work *rw;
+
+        log_ctx_info(r->mig, "%s settled this migration as %s: %s", cc->peer_node,
+                     proto_outcome_to_string(r->outcome), r->reason);
+        if (m && m->role == MIG_ROLE_SOURCE) {
+                mig_rec_set(m, "resolution", res);
+                return;
+        }
+        if (m || mig_find_archiving(a, r->mig) || !journal_valid_id(r->mig)) {
+                json_decref(res);
+                return;
+        }
+        json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "mig", r->mig, "role", "source", "phase",
+                                r->outcome == PROTO_OUTCOME_COMMITTED ? "done" : "failed", "peer",
+                                cc->peer_node, "resolution", res, "ended_ms", (json_int_t)unix_ms());
+        rw = calloc(1, sizeof(*rw));
+        if (!rw || !rec || !(rw->text = journal_record_text(rec))) {
+                log_ctx_error(r->mig, "out of memory recording the decision");
+                free(rw);
+                json_decref(rec);
+                return;
+        }
+        json_decref(rec);
+        rw->work.data = rw;
+        rw->a = a;
+        snprintf(rw->mig, sizeof(rw->mig), "%s", r->mig);
+        if (uv_queue_work(a->loop, &rw->work, record_run, record_after) < 0) {
+                free(rw->text);
+                free(rw);
+        }
+}
+
+/* ---- the destination's side: the operator's command ---- */
+
+static void resolver_free(resolver *rv) {
+        if (rv->link)
+                peer_link_detach(rv->link);
+        if (rv->cc)
+                rv->cc->resolver = NULL;
+        json_decref(rv->doc);
+        free(rv);
+}
+
+void resolve_cli_gone(resolver *rv) {
+        rv->cc = NULL;
+}
+
+static void answer(resolver *rv, int exit_code) {
+        json_object_set_new(rv->doc, "exit_code", json_integer(exit_code));
+        if (rv->cc)
+                ctl_send_result(rv->cc, rv->mig, rv->doc);
+}
+
+/* Our copy: still there (held stopped), or gone. */
+static dst_copy copy_here(const mig *m, json_t *here) {
+        pid_t pid = m->restored_pid ? m->restored_pid : (pid_t)mig_rec_int(m, "restored_pid");
+        uint64_t ticks = m->restored_ticks ? m->restored_ticks : (uint64_t)mig_rec_int(m, "restored_ticks");
+        uint64_t now = 0;
+        bool there = pid > 0 && ckpt_proc_start_ticks(pid, &now) >= 0 && now == ticks;
+
+        json_object_set_new(here, "copy", json_string(there ? "held stopped" : "gone"));
+        json_object_set_new(here, "pid", json_integer(there ? pid : 0));
+        return there ? DST_COPY_STOPPED : DST_COPY_NONE;
+}
+
+static handoff_outcome handoff_of(proto_outcome o) {
+        return o == PROTO_OUTCOME_COMMITTED ? HANDOFF_OUTCOME_COMMITTED
+               : o == PROTO_OUTCOME_ABORTED ? HANDOFF_OUTCOME_ABORTED
+                                            : HANDOFF_OUTCOME_UNKNOWN;
+}
+
+static void resolve_finished(void *ud, const char *mig_id, json_t *doc) {
+        resolver *rv = ud;
+        (void)mig_id;
+        json_object_set_new(rv->doc, "outcome",
+                            json_string(doc ? strempty(json_string_value(json_object_get(doc, "outcome")))
+                                            : "parked"));
+        answer(rv, doc ? NM_EXIT_OK : NM_EXIT_IN_DOUBT);
+        resolver_free(rv);
+}
+
+static const mig_watch_ops resolve_watch = {.finished = resolve_finished};
+
+/* Every fact is in (or the source could not be reached): decide. */
+static void decide(resolver *rv) {
+        mig *m = mig_find(rv->a, rv->mig);
+        json_t *here = json_object(), *there = json_object();
+        handoff_outcome o;
+        const char *why;
+        bool forced;
+        char reason[1024];
+
+        if (!m || m->role != MIG_ROLE_DEST || m->finished) {
+                json_object_set_new(rv->doc, "decision", json_string("none"));
+                json_object_set_new(rv->doc, "reason", json_string("the migration ended while facts were gathered"));
+                answer(rv, NM_EXIT_FAILURE);
+                json_decref(here);
+                json_decref(there);
+                resolver_free(rv);
+                return;
+        }
+        json_object_set_new(here, "node", json_string(rv->a->cfg.node));
+        json_object_set_new(here, "phase", json_string(mig_phase_name(m)));
+        dst_resolve_facts f = {
+                .phase = m->dst.phase,
+                .copy = copy_here(m, here),
+                .source_reached = rv->answered,
+                .source_says = rv->answered ? handoff_of(rv->source_says) : HANDOFF_OUTCOME_UNKNOWN,
+                .source_record = !rv->answered        ? HANDOFF_FACT_UNKNOWN
+                                 : rv->source_phase[0] ? HANDOFF_FACT_YES
+                                                       : HANDOFF_FACT_NO,
+                .source_copy_runs = rv->source_runs,
+                .ask = rv->ask == PROTO_DECISION_COMMIT  ? DST_RESOLVE_COMMIT
+                       : rv->ask == PROTO_DECISION_ABORT ? DST_RESOLVE_ABORT
+                                                         : DST_RESOLVE_AUTO,
+                .force = rv->force,
+        };
+        json_object_set_new(there, "node", json_string(strempty(m->peer)));
+        json_object_set_new(there, "reachable", json_boolean(rv->answered));
+        if (rv->answered) {
+                json_object_set_new(there, "says", json_string(proto_outcome_to_string(rv->source_says)));
+                json_object_set_new(there, "phase",
+                                    rv->source_phase[0] ? json_string(rv->source_phase) : json_null());
+                json_object_set_new(there, "container_running",
+                                    rv->source_runs == HANDOFF_FACT_UNKNOWN
+                                            ? json_null()
+                                            : json_boolean(rv->source_runs == HANDOFF_FACT_YES));
+        } else {
+                json_object_set_new(there, "error", json_string(rv->source_error));
+        }
+        json_object_set_new(rv->doc, "here", here);
+        json_object_set_new(rv->doc, "source", there);
+
+        dst_resolve_verdict v = dst_resolve_decide(&f, &o, &why, &forced);
+        json_object_set_new(rv->doc, "reason", json_string(why));
+        if (v != DST_RESOLVE_DECIDED) {
+                json_object_set_new(rv->doc, "decision", json_string("none"));
+                json_object_set_new(rv->doc, "verdict",
+                                    json_string(v == DST_RESOLVE_UNDECIDED ? "undecided" : "refused"));
+                answer(rv, v == DST_RESOLVE_UNDECIDED ? NM_EXIT_IN_DOUBT : NM_EXIT_FAILURE);
+                resolver_free(rv);
+                return;
+        }
+        snprintf(reason, sizeof(reason), "%s on %s by `nucleus-migrate resolve`%s: %s",
+                 o == HANDOFF_OUTCOME_COMMITTED ? "committed" : "aborted", rv->a->cfg.node,
+                 forced ? " (forced by the operator)" : "", why);
+        json_object_set_new(rv->doc, "decision",
+                            json_string(o == HANDOFF_OUTCOME_COMMITTED ? "commit" : "abort"));
+        json_object_set_new(rv->doc, "forced", json_boolean(forced));
+        log_ctx_warning(m->id, "resolved: %s", reason);
+        mig_rec_set(m, "resolution",
+                    json_pack("{s:s, s:b, s:s, s:I}", "outcome", handoff_outcome_to_string(o), "forced", forced,
+                              "reason", reason, "at_ms", (json_int_t)unix_ms()));
+        /* The source's journal hears it too, when it can be reached. */
+        if (rv->link && rv->answered) {
+                proto_msg r = {.type = PROTO_MSG_RESOLVED,
+                               .resolved = {.mig = m->id,
+                                            .outcome = o == HANDOFF_OUTCOME_COMMITTED ? PROTO_OUTCOME_COMMITTED
+                                                                                      : PROTO_OUTCOME_ABORTED,
+                                            .reason = reason}};
+                (void)peer_link_send(rv->link, &r, NULL);
+                json_object_set_new(rv->doc, "recorded_on_source", json_true());
+        } else {
+                json_object_set_new(rv->doc, "recorded_on_source", json_false());
+        }
+        if (mig_watch_add(m, &resolve_watch, rv) < 0) {
+                answer(rv, NM_EXIT_FAILURE);
+                resolver_free(rv);
+                return;
+        }
+        mig_feed(m, &(mig_event){.dst = {.kind = DST_EV_RESOLVED, .outcome = o}});
+}
+
+static void link_ready(peer_link *l, void *ud) {
+        resolver *rv = ud;
+        mig *m = mig_find(rv->a, rv->mig);
+        proto_msg q = {.type = PROTO_MSG_QUERY,
+                       .query = {.mig = rv->mig, .container_id = m ? m->container_id : NULL}};
+        nm_error err = {};
+        if (peer_link_send(l, &q, &err) < 0)
+                peer_link_close(l, err.code, &err);
+}
+
+static void link_message(peer_link *l, const proto_msg *msg, void *ud) {
+        resolver *rv = ud;
+        (void)l;
+        if (msg->type != PROTO_MSG_OUTCOME || strcmp(msg->outcome.mig, rv->mig) != 0 || rv->answered)
+                return;
+        rv->answered = true;
+        rv->source_says = msg->outcome.outcome;
+        snprintf(rv->source_phase, sizeof(rv->source_phase), "%s", strempty(msg->outcome.phase));
+        rv->source_runs = !msg->outcome.has_running ? HANDOFF_FACT_UNKNOWN
+                          : msg->outcome.running    ? HANDOFF_FACT_YES
+                                                    : HANDOFF_FACT_NO;
+        decide(rv);
+}
+
+static void link_closed(peer_link *l, int status, const nm_error *err, void *ud) {
+        resolver *rv = ud;
+        (void)l;
+        rv->link = NULL;
+        if (rv->answered)
+                return;
+        snprintf(rv->source_error, sizeof(rv->source_error), "%s",
+                 err && err->code ? err->msg : strerror(-(status ? status : -ECONNRESET)));
+        decide(rv);
+}
+
+static const peer_link_ops resolve_link_ops = {
+        .ready = link_ready, .message = link_message, .closed = link_closed};
+
+int resolve_start(ctl_conn *cc, const proto_resolve *req, nm_error *err) {
+        agent *a = cc->a;
+        mig *m = mig_find(a, req->mig);
+        resolver *rv;
+
+        if (cc->watch || cc->resolver)
+                return nm_error_set(err, -EBUSY, "this session is busy with a migration already");
+        if (!m || m->finished) {
+                char phase[PROTO_ID_MAX + 1];
+                ended_phase(a, req->mig, phase, sizeof(phase));
+                if (phase[0])
+                        return nm_error_set(err, -EALREADY, "migration %s is over here (%s): nothing to resolve",
+                                            req->mig, phase);
+                return nm_error_set(err, -ESRCH,
+                                    "no migration %s on %s (`nucleus-migrate status` lists them)", req->mig,
+                                    a->cfg.node);
+        }
+        if (m->role != MIG_ROLE_DEST || m->dst.phase != DST_IN_DOUBT)
+                return nm_error_set(err, -EINVAL,
+                                    "migration %s is not in doubt here: it is the %s's, in phase %s%s", m->id,
+                                    m->role == MIG_ROLE_DEST ? "destination" : "source", mig_phase_name(m),
+                                    m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_COMMITTED
+                                            ? " (a committed source only goes forward; settle it on the target)"
+                                            : "");
+        rv = calloc(1, sizeof(*rv));
+        if (!rv)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        rv->a = a;
+        rv->cc = cc;
+        rv->ask = req->decision;
+        rv->force = req->force;
+        snprintf(rv->mig, sizeof(rv->mig), "%s", m->id);
+        rv->doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "mig", m->id, "role", "destination", "container",
+                            strempty(m->container_id), "name", strempty(m->container_name), "asked",
+                            proto_decision_to_string(req->decision), "force", req->force);
+        cc->resolver = rv;
+        log_ctx_info(m->id, "resolve asked (%s%s): asking %s what it knows", proto_decision_to_string(req->decision),
+                     req->force ? ", forced" : "", m->peer);
+        if (peer_link_open(a, m->peer, m->id, &resolve_link_ops, rv, err, &rv->link) < 0) {
+                snprintf(rv->source_error, sizeof(rv->source_error), "%s", err->msg);
+                nm_error_clear(err);
+                rv->link = NULL;
+                decide(rv);
+        }
+        return 0;
+}
