@@ -57,6 +57,7 @@ int agent_config_init(agent_config *c) {
                 .compress = true,
                 .consume_staging = true,
                 .lazy = true,
+                .history_days = 30,
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
@@ -77,7 +78,8 @@ int agent_config_init(agent_config *c) {
 void agent_config_done(agent_config *c) {
         char **strs[] = {&c->node,     &c->socket,         &c->socket_group, &c->state_dir, &c->work_dir,
                          &c->hmac_key, &c->criu,           &c->log_level,    &c->ssh_key,   &c->known_hosts,
-                         &c->ssh_user, &c->remote_command, &c->cgroup_root,  &c->bridge};
+                         &c->ssh_user, &c->remote_command, &c->cgroup_root,  &c->bridge,
+                         &c->metrics_file};
         for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
                 free(*strs[i]);
                 *strs[i] = NULL;
@@ -204,6 +206,7 @@ static const str_key str_keys[] = {
         STR_KEY("agent", "log_level", log_level),
         STR_KEY("agent", "cgroup_root", cgroup_root),
         STR_KEY("agent", "bridge", bridge),
+        STR_KEY("agent", "metrics_file", metrics_file),
         STR_KEY("ssh", "key", ssh_key),
         STR_KEY("ssh", "known_hosts", known_hosts),
         STR_KEY("ssh", "user", ssh_user),
@@ -229,6 +232,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->lazy);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "tcp") == 0)
                 r = parse_tcp_policy(value, &c->tcp);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "history_days") == 0)
+                r = parse_uint(value, 1, 3650, &c->history_days);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "connect_timeout") == 0)
                 r = parse_uint(value, 1, 3600, &c->connect_timeout_s);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "idle_timeout") == 0)
@@ -415,6 +420,9 @@ int agent_config_check(const agent_config *c, nm_error *err) {
         if (c->cgroup_root && c->cgroup_root[0] != '/')
                 return nm_error_set(err, -EINVAL, "cgroup_root must be an absolute path (got \"%s\")",
                                     c->cgroup_root);
+        if (c->metrics_file && c->metrics_file[0] != '/')
+                return nm_error_set(err, -EINVAL, "metrics_file must be an absolute path (got \"%s\")",
+                                    c->metrics_file);
         if (log_level_from_string(c->log_level) < 0)
                 return nm_error_set(err, -EINVAL, "log_level \"%s\" is not error, warning, info or debug",
                                     c->log_level);

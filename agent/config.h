@@ -53,6 +53,8 @@ typedef struct agent_config {
          * the source's). */
         char *cgroup_root;
         char *bridge;
+        char *metrics_file;   /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
+        unsigned history_days; /* finished migrations' records are kept this long */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

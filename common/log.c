@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include "sd.h"
 
 static log_level max_level = LOG_LEVEL_INFO;
 static const char *ident = "nucleus";
@@ -47,10 +50,65 @@ int log_level_from_string(const char *s) {
         return -EINVAL;
 }
 
+static bool journal;
+static log_ctx_fields_fn ctx_fields;
+static void *ctx_fields_ud;
+static pthread_t ctx_fields_thread;
+
+void log_set_journal(bool on) {
+        journal = on;
+}
+
+void log_set_ctx_fields(log_ctx_fields_fn fn, void *ud) {
+        ctx_fields = fn;
+        ctx_fields_ud = ud;
+        ctx_fields_thread = pthread_self();
+}
+
+/* syslog's priorities, which the journal uses. */
+static const char *const priorities[_LOG_LEVEL_MAX] = {
+        [LOG_LEVEL_ERROR] = "3",
+        [LOG_LEVEL_WARNING] = "4",
+        [LOG_LEVEL_INFO] = "6",
+        [LOG_LEVEL_DEBUG] = "7",
+};
+
+static int journal_write(log_level level, const char *ctx, const char *file, int line, const char *func,
+                         const char *fmt, va_list ap) {
+        char msg[8192], sline[16];
+        const char *kv[32];
+        size_t n = 0;
+
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        snprintf(sline, sizeof(sline), "%d", line);
+        kv[n++] = "MESSAGE", kv[n++] = msg;
+        kv[n++] = "PRIORITY", kv[n++] = priorities[level];
+        kv[n++] = "SYSLOG_IDENTIFIER", kv[n++] = ident;
+        kv[n++] = "CODE_FILE", kv[n++] = file;
+        kv[n++] = "CODE_LINE", kv[n++] = sline;
+        kv[n++] = "CODE_FUNC", kv[n++] = func;
+        if (ctx) {
+                kv[n++] = "NUCLEUS_MIGRATION", kv[n++] = ctx;
+                if (ctx_fields && pthread_equal(pthread_self(), ctx_fields_thread))
+                        n += ctx_fields(ctx, kv + n, ARRAY_SIZE(kv) - n, ctx_fields_ud);
+        }
+        return sd_journal_send_fields(kv, n);
+}
+
 static void log_vwrite(log_level level, const char *ctx, const char *file, int line, const char *func,
                        const char *fmt, va_list ap) {
         char stamp[32] = "";
         int saved = errno;
+
+        if (journal) {
+                va_list aq;
+                va_copy(aq, ap);
+                int r = journal_write(level, ctx, file, line, func, fmt, aq);
+                va_end(aq);
+                errno = saved;
+                if (r >= 0)
+                        return;
+        }
 
         if (timestamps) {
                 struct timespec ts;

@@ -30,6 +30,19 @@ void log_set_ident(const char *ident);
 /* Timestamps are left out under systemd, whose journal stamps lines itself. */
 void log_set_timestamps(bool on);
 
+/* Under systemd: each line goes to the journal as a record with fields
+ * (MESSAGE, PRIORITY, CODE_*, NUCLEUS_MIGRATION=<ctx>, and what the
+ * context provider adds), so that `journalctl NUCLEUS_MIGRATION=<id>`
+ * finds one move. Plain stderr otherwise, and whenever the journal cannot
+ * take a record. */
+void log_set_journal(bool on);
+
+/* Adds fields about a context tag (e.g. a migration's container, peer,
+ * phase): up to max strings, KEY, value, ...; returns how many. Called only
+ * on the thread that set it (the loop's), for journal records. */
+typedef size_t (*log_ctx_fields_fn)(const char *ctx, const char **kv, size_t max, void *ud);
+void log_set_ctx_fields(log_ctx_fields_fn fn, void *ud);
+
 void log_internal(log_level level, const char *ctx, const char *file, int line, const char *func,
                   const char *fmt, ...) _printf_(6, 7);
 

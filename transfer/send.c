@@ -115,6 +115,7 @@ struct xfer_send {
         uv_timer_t pace; /* waits out the bandwidth limit */
         bool pace_open;
         uint64_t rate_limit;
+        uint64_t pace_ms, pace_bytes; /* where the limit's average starts: the start, or its last change */
         bool freed, ended, abort_pending;
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
@@ -610,7 +611,7 @@ static void pace_cb(uv_timer_t *t) {
 }
 
 /* With a bandwidth limit, the next chunk may be read only once the bytes
- * sent so far fit the limit since the start. */
+ * sent so far fit the limit since the start (or since the limit changed). */
 static bool pace_wait(xfer_send *x) {
         uint64_t now, due;
 
@@ -619,11 +620,23 @@ static bool pace_wait(xfer_send *x) {
         if (uv_is_active((uv_handle_t *)&x->pace))
                 return true;
         now = xfer__now_ms(x->loop);
-        due = x->start_ms + x->res.bytes * 1000 / x->rate_limit;
+        due = x->pace_ms + (x->res.bytes - x->pace_bytes) * 1000 / x->rate_limit;
         if (due <= now)
                 return false;
         (void)uv_timer_start(&x->pace, pace_cb, due - now, 0);
         return true;
+}
+
+void xfer_send_set_rate(xfer_send *x, uint64_t rate_limit) {
+        if (!x || x->freed || x->ended || x->rate_limit == rate_limit)
+                return;
+        /* The average starts again here: a larger share must not burst to
+         * catch up, a smaller one must not stall for what was sent before. */
+        x->rate_limit = rate_limit;
+        x->pace_ms = xfer__now_ms(x->loop);
+        x->pace_bytes = x->res.bytes;
+        if (x->pace_open && uv_is_active((uv_handle_t *)&x->pace))
+                (void)uv_timer_start(&x->pace, pace_cb, 0, 0);
 }
 
 static void drain_cb(xfer_conn *c, void *userdata) {
@@ -767,7 +780,7 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
                 send_release_memory(x);
                 return r;
         }
-        x->start_ms = x->last_progress_ms = xfer__now_ms(x->loop);
+        x->start_ms = x->last_progress_ms = x->pace_ms = xfer__now_ms(x->loop);
         (void)uv_timer_init(x->loop, &x->timer);
         x->timer_open = true;
         (void)uv_timer_init(x->loop, &x->pace);

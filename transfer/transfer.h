@@ -227,6 +227,10 @@ typedef struct xfer_send_options {
 int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *opts, xfer_send_done_cb cb,
                   void *userdata, nm_error *err, xfer_send **ret);
 
+/* Changes the bandwidth limit of a running send (bytes/s, 0: none), averaged
+ * from now on. Harmless after the end. */
+void xfer_send_set_rate(xfer_send *x, uint64_t rate_limit);
+
 /* Ends a running send: cb runs with status (< 0). Harmless after the end. */
 void xfer_send_abort(xfer_send *x, int status, const nm_error *err);
 

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "cli-verbs.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli-client.h"
 #include "cli.h"
@@ -26,7 +28,11 @@ enum {
         OPT_PARALLEL,
         OPT_LAZY,
         OPT_TCP,
-        OPT_ACCEPT_LANDLOCK
+        OPT_ACCEPT_LANDLOCK,
+        OPT_COMMIT,
+        OPT_ABORT,
+        OPT_FORCE,
+        OPT_SINCE
 };
 
 #define COMMON_OPTIONS                                                                                    \
@@ -54,7 +60,8 @@ static bool common_opt(common_opts *o, int c) {
 static int exit_for_errno(int code) {
         switch (-code) {
         case ENOENT:
-        case ENOTUNIQ: return NM_EXIT_NOT_FOUND;
+        case ENOTUNIQ:
+        case ESRCH: return NM_EXIT_NOT_FOUND;
         case ECONNREFUSED:
         case EACCES: return NM_EXIT_UNAVAILABLE;
         case ECONNRESET:
@@ -308,6 +315,14 @@ static void drain_text(FILE *f, json_t *doc) {
         }
         fprintf(f, "%lld moved, %lld not moved\n", json_integer_value(json_object_get(doc, "moved")),
                 json_integer_value(json_object_get(doc, "failed")));
+        if (json_is_true(json_object_get(doc, "cordoned")))
+                fprintf(f, "%s is cordoned: it refuses incoming moves (%s uncordon accepts them again)\n",
+                        jstr(doc, "drain"), cli_program);
+        if (json_integer_value(json_object_get(doc, "bandwidth")) > 0) {
+                char bw[32];
+                format_bytes(bw, sizeof(bw), (uint64_t)json_integer_value(json_object_get(doc, "bandwidth")));
+                fprintf(f, "the moves shared limits.bandwidth: %s/s in all\n", bw);
+        }
 }
 
 static void drain_help(FILE *f) {
@@ -317,7 +332,10 @@ static void drain_help(FILE *f) {
                 "Moves every running container off this node. Each goes to the target that\n"
                 "reports the fewest containers and room in its staging area; N moves run at a\n"
                 "time. A container that cannot move (gVisor, refused, failed) stays here and\n"
-                "is reported; the others go on. Cordon this node first if nothing should arrive.\n"
+                "is reported; the others go on. The node is cordoned first (nothing arrives\n"
+                "while it empties) and stays cordoned: `%s uncordon` accepts moves again.\n"
+                "The moves share the node's limits.bandwidth: each stream under way gets an\n"
+                "equal part, given again whenever one starts or ends.\n"
                 "\n"
                 "Options:\n"
                 "      --to NODES        comma-separated targets (default: every configured peer)\n"
@@ -325,7 +343,7 @@ static void drain_help(FILE *f) {
                 "limits.parallel)\n" COMMON_HELP "\n"
                 "Exit status: 0 when every container moved, 4 when some did not (see the table),\n"
                 "8 when the local agent is not running.\n",
-                cli_program);
+                cli_program, cli_program);
 }
 
 int verb_drain(int argc, char **argv) {
@@ -377,6 +395,121 @@ int verb_drain(int argc, char **argv) {
                 return r;
         cli_out_result(&out, doc, drain_text);
         r = json_integer_value(json_object_get(doc, "failed")) ? NM_EXIT_ROLLED_BACK : NM_EXIT_OK;
+        json_decref(doc);
+        return r;
+}
+
+/* ---- resolve ---- */
+
+static void resolve_text(FILE *f, json_t *doc) {
+        json_t *here = json_object_get(doc, "here"), *src = json_object_get(doc, "source");
+        json_t *runs = json_object_get(src, "container_running");
+        const char *decision = jstr(doc, "decision");
+
+        fprintf(f, "migration %s: container %s (%s), destination here\n", jstr(doc, "mig"), jstr(doc, "name"),
+                jstr(doc, "container"));
+        fprintf(f, "  here (%s): phase %s; the copy: %s", jstr(here, "node"), jstr(here, "phase"),
+                jstr(here, "copy"));
+        if (json_integer_value(json_object_get(here, "pid")) > 0)
+                fprintf(f, " (pid %lld)", json_integer_value(json_object_get(here, "pid")));
+        fprintf(f, "\n");
+        if (json_is_true(json_object_get(src, "reachable")))
+                fprintf(f, "  source (%s): says %s; its journal: %s; a copy running there: %s\n",
+                        jstr(src, "node"), jstr(src, "says"),
+                        json_is_string(json_object_get(src, "phase")) ? jstr(src, "phase") : "no record",
+                        json_is_boolean(runs) ? (json_is_true(runs) ? "yes" : "no") : "cannot tell");
+        else
+                fprintf(f, "  source (%s): cannot be reached: %s\n", jstr(src, "node"), jstr(src, "error"));
+        if (strcmp(decision, "none") == 0) {
+                fprintf(f, "no decision (%s): %s\n", jstr(doc, "verdict"), jstr(doc, "reason"));
+                if (strcmp(jstr(doc, "verdict"), "undecided") == 0)
+                        fprintf(f, "still in doubt; to decide without the facts: %s resolve %s --commit|--abort "
+                                   "--force\n",
+                                cli_program, jstr(doc, "mig"));
+                return;
+        }
+        fprintf(f, "decision: %s%s: %s\n", decision, json_is_true(json_object_get(doc, "forced")) ? " (forced)" : "",
+                jstr(doc, "reason"));
+        fprintf(f, "recorded here%s; the migration is now %s\n",
+                json_is_true(json_object_get(doc, "recorded_on_source")) ? " and on the source"
+                                                                         : " (the source could not be told)",
+                jstr(doc, "outcome"));
+}
+
+static void resolve_help(FILE *f) {
+        fprintf(f,
+                "Usage: %s resolve MIGRATION [--commit | --abort] [--force] [OPTIONS...]\n"
+                "\n"
+                "Settles a migration held in doubt on this node: its destination holds the\n"
+                "container's copy stopped and cannot learn from the source whether the move was\n"
+                "committed. Shows what this node's journal says and whether the copy is still\n"
+                "there, asks the source (its journal's phase and answer, and whether a copy of\n"
+                "the container runs there), and decides only when those facts allow it:\n"
+                "  - the source's journal says committed or aborted: that;\n"
+                "  - a copy runs on the source: abort (never a second copy beside it);\n"
+                "  - the source has no record and no copy: commit (ours is the only one).\n"
+                "When the source cannot be reached nothing is decided unless --force is given\n"
+                "with --commit or --abort. A decision against the facts is refused (giving up\n"
+                "the only copy takes --force). The decision is carried out (the copy resumed, or\n"
+                "killed and its staging removed) and recorded in this node's journal and, when\n"
+                "it can be reached, the source's.\n"
+                "The risk of --commit --force with the source unreachable: a source that comes\n"
+                "back with its journal from before its commit restores its own copy. Force a\n"
+                "commit only when the source will not come back with its images.\n"
+                "\n"
+                "Options:\n"
+                "      --commit          the operator's decision: resume the copy here\n"
+                "      --abort           the operator's decision: kill the copy here\n"
+                "      --force           decide as asked where the facts cannot tell\n" COMMON_HELP "\n"
+                "Exit status: 0 decided and carried out, 5 still in doubt (the facts cannot\n"
+                "tell), 1 refused (not in doubt, or against the facts), 6 no such migration.\n",
+                cli_program);
+}
+
+int verb_resolve(int argc, char **argv) {
+        static const struct option options[] = {{"commit", no_argument, NULL, OPT_COMMIT},
+                                                {"abort", no_argument, NULL, OPT_ABORT},
+                                                {"force", no_argument, NULL, OPT_FORCE},
+                                                COMMON_OPTIONS,
+                                                {}};
+        proto_decision decision = PROTO_DECISION_AUTO;
+        bool force = false;
+        common_opts o = {};
+        json_t *doc = NULL;
+        cli_out out;
+        int c, r;
+
+        optind = 1;
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                if (common_opt(&o, c))
+                        continue;
+                switch (c) {
+                case OPT_COMMIT:
+                case OPT_ABORT:
+                        if (decision != PROTO_DECISION_AUTO) {
+                                fprintf(stderr, "%s: give --commit or --abort, not both\n", cli_program);
+                                return NM_EXIT_USAGE;
+                        }
+                        decision = c == OPT_COMMIT ? PROTO_DECISION_COMMIT : PROTO_DECISION_ABORT;
+                        break;
+                case OPT_FORCE: force = true; break;
+                case 'h': resolve_help(stdout); return NM_EXIT_OK;
+                default: resolve_help(stderr); return NM_EXIT_USAGE;
+                }
+        }
+        if (optind + 1 != argc) {
+                resolve_help(stderr);
+                return NM_EXIT_USAGE;
+        }
+        proto_msg req = {.type = PROTO_MSG_RESOLVE,
+                         .resolve = {.mig = argv[optind], .decision = decision, .force = force}};
+        cli_out_init(&out, stdout, o.json);
+        r = call_agent(&o, &req, &out, &doc);
+        if (r >= 0)
+                return r;
+        cli_out_result(&out, doc, resolve_text);
+        r = json_is_integer(json_object_get(doc, "exit_code")) ? (int)json_integer_value(json_object_get(doc, "exit_code"))
+                                                               : NM_EXIT_FAILURE;
         json_decref(doc);
         return r;
 }
@@ -481,8 +614,33 @@ static void list_text(FILE *f, json_t *doc) {
         migrations_text(f, doc);
 }
 
+/* "90s", "30m", "12h", "7d", "2w" (or plain seconds) -> seconds; -1 if bad. */
+static int64_t parse_duration(const char *s) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(s, &end, 10);
+        int64_t mult = 1;
+        if (errno || end == s || v < 0)
+                return -1;
+        switch (*end) {
+        case '\0':
+        case 's': break;
+        case 'm': mult = 60; break;
+        case 'h': mult = 3600; break;
+        case 'd': mult = 86400; break;
+        case 'w': mult = 7 * 86400; break;
+        default: return -1;
+        }
+        if (*end && end[1])
+                return -1;
+        if (v > INT64_MAX / mult)
+                return -1;
+        return v * mult;
+}
+
 static int show(int argc, char **argv, bool is_status) {
-        static const struct option options[] = {COMMON_OPTIONS, {}};
+        static const struct option options[] = {{"since", required_argument, NULL, OPT_SINCE}, COMMON_OPTIONS, {}};
+        int64_t since = 0;
         common_opts o = {};
         json_t *doc = NULL;
         cli_out out;
@@ -492,15 +650,30 @@ static int show(int argc, char **argv, bool is_status) {
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 if (common_opt(&o, c))
                         continue;
+                if (c == OPT_SINCE && is_status) {
+                        int64_t d = parse_duration(optarg);
+                        if (d < 0) {
+                                fprintf(stderr, "%s: --since takes a duration such as 90s, 30m, 12h, 7d, 2w\n",
+                                        cli_program);
+                                return NM_EXIT_USAGE;
+                        }
+                        since = (int64_t)time(NULL) - d;
+                        if (since < 1)
+                                since = 1;
+                        continue;
+                }
                 if (c == 'h') {
                         if (is_status)
-                                printf("Usage: %s status [MIGRATION|CONTAINER] [OPTIONS...]\n\n"
+                                printf("Usage: %s status [MIGRATION|CONTAINER] [--since DURATION] [OPTIONS...]\n\n"
                                        "Shows this node (cordon, CRIU, free staging), the containers it "
                                        "runs, and\n"
                                        "every migration in flight or recent with its phase and error. With "
                                        "an\n"
                                        "argument, only the migrations of that migration id or container.\n\n"
-                                       "Options:\n" COMMON_HELP,
+                                       "Options:\n"
+                                       "      --since DURATION  every migration that ended in the last DURATION\n"
+                                       "                        (90s, 30m, 12h, 7d, 2w), not only the recent ones;\n"
+                                       "                        the history is kept [agent] history_days (30)\n" COMMON_HELP,
                                        cli_program);
                         else
                                 printf("Usage: %s list [OPTIONS...]\n\nLists the containers on this node "
@@ -516,7 +689,9 @@ static int show(int argc, char **argv, bool is_status) {
                 return NM_EXIT_USAGE;
         }
         proto_msg req = is_status ? (proto_msg){.type = PROTO_MSG_STATUS,
-                                                .status = {.ref = optind < argc ? argv[optind] : NULL}}
+                                                .status = {.ref = optind < argc ? argv[optind] : NULL,
+                                                           .has_since = since > 0,
+                                                           .since = (uint64_t)since}}
                                   : (proto_msg){.type = PROTO_MSG_LIST};
         cli_out_init(&out, stdout, o.json);
         r = call_agent(&o, &req, &out, &doc);

@@ -8,3 +8,4 @@ int verb_cordon(int argc, char **argv);
 int verb_uncordon(int argc, char **argv);
 int verb_status(int argc, char **argv);
 int verb_list(int argc, char **argv);
+int verb_resolve(int argc, char **argv);

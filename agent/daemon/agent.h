@@ -20,6 +20,14 @@
 #include "proto.h"
 #include "transfer.h"
 
+/* How the agent was started: what a reload reads again. */
+typedef struct agent_invocation {
+        const char *config;
+        bool config_given;
+        int argc;
+        char **argv;
+} agent_invocation;
+
 typedef struct agent agent;
 typedef struct ctl_conn ctl_conn;
 typedef struct mig mig;
@@ -27,6 +35,8 @@ typedef struct drain drain;
 typedef struct keeper keeper;
 typedef struct precheck precheck;
 typedef struct cpu_check cpu_check;
+typedef struct resolver resolver;
+typedef struct metrics metrics;
 
 /* A connection on the control socket: the local CLI, or a peer agent
  * arriving through `nucleus-agent dial-stdio` over SSH. */
@@ -44,6 +54,7 @@ struct ctl_conn {
         bool answered;     /* CLI: it has its RESULT */
         drain *drain;      /* CLI: the drain it runs */
         cpu_check *cpu_check; /* peer: an OFFER whose CPU check is under way (precheck.h) */
+        resolver *resolver;   /* CLI: the resolve it asked for (resolve.h) */
         LIST_FIELDS(ctl_conn, conns);
 };
 
@@ -57,6 +68,7 @@ struct agent {
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* ckpt_key_identity: sent in HELLO */
         char kernel[65];
         precheck *precheck; /* what CRIU says about this node (precheck.h) */
+        metrics *metrics;   /* NULL without [agent] metrics_file (metrics.h) */
         char *checkpoints_dir;  /* <work_dir>/checkpoints: source images */
         char *staging_dir;      /* <work_dir>/staging: incoming images */
         char *criu_work_dir;    /* <work_dir>/criu: CRIU's logs, outside signed trees */
@@ -67,18 +79,24 @@ struct agent {
         uid_t peer_uid; /* the migration user that dial-stdio runs as */
         uv_pipe_t listener;
         bool listener_open; /* initialized: set-up may fail before */
-        uv_signal_t sig_term, sig_int;
+        uv_signal_t sig_term, sig_int, sig_hup;
+        uv_timer_t watchdog; /* systemd's: pinged from the loop, so a stuck loop is noticed */
+        const agent_invocation *inv;
         ctl_conn *conns;
         mig *migs;
         unsigned n_src, n_dst; /* active migrations per role */
         keeper *keepers;       /* native containers restored here, watched until they exit */
         /* A migration is over (its watchers heard): the daemon's policy
          * (prune CRIU's logs, exit when stopping). */
-        void (*on_mig_end)(agent *a);
+        void (*on_mig_end)(agent *a, const json_t *result);
 };
 
 /* daemon.c */
-int agent_run(agent_config *cfg);
+int agent_run(agent_config *cfg, const agent_invocation *inv);
+
+/* reload.c: takes what can change live from fresh (which it empties), keeps
+ * the rest, saying why; returns how many settings it could not take. */
+unsigned agent_reload_apply(agent *a, agent_config *fresh);
 
 /* ctl.c: the control socket */
 int ctl_listen(agent *a, nm_error *err);
@@ -94,7 +112,7 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg);
 void peer_session_closed(ctl_conn *cc, int status, const nm_error *err);
 
 /* status.c */
-json_t *status_doc(agent *a, const char *ref);
+json_t *status_doc(agent *a, const char *ref, int64_t since_s);
 json_t *list_doc(agent *a);
 void status_node_info(agent *a, proto_node_info *ret);
 uint64_t status_staging_free(agent *a);

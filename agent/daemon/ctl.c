@@ -17,6 +17,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
+#include "resolve.h"
 
 #define CTL_MAX_CONNS 256
 /* Beyond the cap, root (the operator's CLI) still gets this many: a flood
@@ -112,8 +113,13 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);
                 return;
+        case PROTO_MSG_RESOLVE:
+                if (cli_may_change(cc) && resolve_start(cc, &msg->resolve, &err) < 0)
+                        ctl_send_error(cc, msg->resolve.mig, err.code, err.msg);
+                return;
         case PROTO_MSG_STATUS:
-                doc = status_doc(a, msg->status.ref);
+                doc = status_doc(a, msg->status.ref,
+                                 msg->status.has_since ? (int64_t)msg->status.since : 0);
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);
                 return;
@@ -225,6 +231,8 @@ static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud)
                 mig_watch_remove(cc->watch, cc);
         if (cc->drain)
                 drain_cli_gone(cc->drain);
+        if (cc->resolver)
+                resolve_cli_gone(cc->resolver);
         LIST_REMOVE(conns, cc->a->conns, cc);
         n_conns--;
         free(cc);

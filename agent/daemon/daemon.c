@@ -19,7 +19,9 @@
 #include "macro.h"
 #include "mig.h"
 #include "nm-config.h"
+#include "metrics.h"
 #include "precheck.h"
+#include "sd.h"
 
 static void close_walk(uv_handle_t *h, void *arg) {
         (void)arg;
@@ -43,7 +45,8 @@ static void agent_maybe_exit(agent *a) {
 }
 
 /* A migration is over. */
-static void on_mig_end(agent *a) {
+static void on_mig_end(agent *a, const json_t *result) {
+        metrics_mig_end(a, result);
         /* Not at every end: the scan would compete with a move's downtime. */
         if (now_usec() - a->t_logs_pruned >= CRIU_LOGS_PRUNE_EVERY_US)
                 criu_logs_prune(a);
@@ -60,6 +63,7 @@ static void on_signal(uv_signal_t *s, int signum) {
                 _exit(NM_EXIT_FAILURE);
         }
         a->stopping = true;
+        (void)sd_notify_send("STOPPING=1");
         log_info("%s: refusing new work, waiting for %u handoff(s) to reach a safe point", strsignal(signum),
                  a->n_src + a->n_dst);
         agent_maybe_exit(a);
@@ -144,8 +148,13 @@ static int agent_setup(agent *a, nm_error *err) {
         r = journal_open(jdir, &a->journal, err);
         if (r < 0)
                 return r;
+        journal_set_keep(a->journal, (uint64_t)a->cfg.history_days * 86400);
+        journal_prune(a->journal);
         cordon_load(a);
         r = ctl_listen(a, err);
+        if (r < 0)
+                return r;
+        r = metrics_start(a, err);
         if (r < 0)
                 return r;
         r = recover_all(a, err);
@@ -160,8 +169,12 @@ static void agent_teardown(agent *a) {
         mig_park(m);
         ctl_close_all(a);
         keeper_close_all(a);
+        metrics_stop(a);
         uv_close((uv_handle_t *)&a->sig_term, NULL);
         uv_close((uv_handle_t *)&a->sig_int, NULL);
+        uv_close((uv_handle_t *)&a->sig_hup, NULL);
+        uv_close((uv_handle_t *)&a->watchdog, NULL);
+        log_set_ctx_fields(NULL, NULL);
         uv_run(a->loop, UV_RUN_DEFAULT);
         /* Anything still open is a leak: close it, but say so. */
         if (uv_loop_close(a->loop) == UV_EBUSY) {
@@ -181,9 +194,76 @@ static void agent_teardown(agent *a) {
         free(a->criu_work_dir);
 }
 
-int agent_run(agent_config *cfg) {
+static int config_read(agent_config *cfg, const agent_invocation *inv, nm_error *err);
+
+/* ---- systemd ---- */
+
+static void on_watchdog(uv_timer_t *t) {
+        (void)t;
+        (void)sd_notify_send("WATCHDOG=1");
+}
+
+/* The journal's fields for a migration's log lines. */
+static size_t mig_log_fields(const char *ctx, const char **kv, size_t max, void *ud) {
+        mig *m = mig_find(ud, ctx);
+        size_t n = 0;
+
+        if (!m)
+                m = mig_find_archiving(ud, ctx);
+        if (!m || max < 8)
+                return 0;
+        if (m->container_id)
+                kv[n++] = "NUCLEUS_CONTAINER", kv[n++] = m->container_id;
+        if (m->peer)
+                kv[n++] = "NUCLEUS_PEER", kv[n++] = m->peer;
+        kv[n++] = "NUCLEUS_PHASE", kv[n++] = mig_phase_name(m);
+        kv[n++] = "NUCLEUS_ROLE", kv[n++] = mig_role_to_string(m->role);
+        if (m->finished && max >= n + 2)
+                kv[n++] = "NUCLEUS_OUTCOME", kv[n++] = mig_phase_name(m);
+        return n;
+}
+
+/* Recovery is done and the socket answers: systemd may start what waits
+ * for us; from now on the loop pings its watchdog. */
+static void agent_ready(agent *a) {
+        uint64_t wd = sd_watchdog_usec();
+        char status[256];
+
+        snprintf(status, sizeof(status), "READY=1\nSTATUS=node %s ready: %u migration(s) in flight after recovery",
+                 a->cfg.node, a->n_src + a->n_dst);
+        (void)sd_notify_send(status);
+        if (wd) {
+                /* Twice per period, as systemd recommends. */
+                uint64_t every = wd / 2000 ? wd / 2000 : 1;
+                uv_timer_start(&a->watchdog, on_watchdog, every, every);
+                log_info("systemd watchdog: pinging every %llu ms", (unsigned long long)every);
+        }
+}
+
+static void on_hup(uv_signal_t *s, int signum) {
+        agent *a = s->data;
+        agent_config fresh = {};
+        nm_error err = {};
+        char state[128];
+        (void)signum;
+
+        snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%llu", (unsigned long long)now_usec());
+        (void)sd_notify_send(state);
+        log_info("SIGHUP: reading %s again", a->inv->config);
+        if (config_read(&fresh, a->inv, &err) < 0) {
+                log_error("reload refused, nothing changed: %s", err.msg);
+                agent_config_done(&fresh);
+        } else {
+                unsigned kept = agent_reload_apply(a, &fresh);
+                agent_config_done(&fresh);
+                log_info("reloaded%s", kept ? "; some settings need a restart (see above)" : "");
+        }
+        (void)sd_notify_send("READY=1");
+}
+
+int agent_run(agent_config *cfg, const agent_invocation *inv) {
         static uv_loop_t loop;
-        agent a = {.loop = &loop, .cfg = *cfg, .staging_fd = -EBADF, .on_mig_end = on_mig_end};
+        agent a = {.loop = &loop, .cfg = *cfg, .staging_fd = -EBADF, .on_mig_end = on_mig_end, .inv = inv};
         nm_error err = {};
         int r;
 
@@ -191,17 +271,22 @@ int agent_run(agent_config *cfg) {
         signal(SIGPIPE, SIG_IGN);
         uv_signal_init(&loop, &a.sig_term);
         uv_signal_init(&loop, &a.sig_int);
-        a.sig_term.data = a.sig_int.data = &a;
+        uv_signal_init(&loop, &a.sig_hup);
+        uv_timer_init(&loop, &a.watchdog);
+        a.sig_term.data = a.sig_int.data = a.sig_hup.data = &a;
         uv_signal_start(&a.sig_term, on_signal, SIGTERM);
         uv_signal_start(&a.sig_int, on_signal, SIGINT);
+        log_set_ctx_fields(mig_log_fields, &a);
         r = agent_setup(&a, &err);
         if (r < 0) {
                 log_error("cannot start: %s", err.msg);
                 agent_teardown(&a);
                 return r;
         }
+        uv_signal_start(&a.sig_hup, on_hup, SIGHUP);
         log_info("node %s ready on %s (%u peer(s), work dir %s%s)", a.cfg.node, a.cfg.socket,
                  (unsigned)a.cfg.n_peers, a.cfg.work_dir, a.cordoned ? ", cordoned" : "");
+        agent_ready(&a);
         uv_run(&loop, UV_RUN_DEFAULT);
         agent_teardown(&a);
         *cfg = a.cfg;
@@ -242,50 +327,70 @@ static void help(FILE *f) {
                 cli_program, cli_program, AGENT_CONFIG_DEFAULT);
 }
 
-int verb_daemon(int argc, char **argv) {
-        enum {
-                OPT_NODE = 256,
-                OPT_SOCKET,
-                OPT_STATE,
-                OPT_WORK,
-                OPT_KEY,
-                OPT_CRIU,
-                OPT_LEVEL,
-                OPT_SET,
-                OPT_VERSION
-        };
-        static const struct option options[] = {
-                {"config", required_argument, NULL, 'c'},
-                {"node", required_argument, NULL, OPT_NODE},
-                {"socket", required_argument, NULL, OPT_SOCKET},
-                {"state-dir", required_argument, NULL, OPT_STATE},
-                {"work-dir", required_argument, NULL, OPT_WORK},
-                {"hmac-key", required_argument, NULL, OPT_KEY},
-                {"criu", required_argument, NULL, OPT_CRIU},
-                {"log-level", required_argument, NULL, OPT_LEVEL},
-                {"set", required_argument, NULL, OPT_SET},
-                {"help", no_argument, NULL, 'h'},
-                {"version", no_argument, NULL, OPT_VERSION},
-                {},
-        };
+/* The options: parsed once for --config and --help, then again over the
+ * file's settings, at start and at every reload. */
+enum {
+        OPT_NODE = 256,
+        OPT_SOCKET,
+        OPT_STATE,
+        OPT_WORK,
+        OPT_KEY,
+        OPT_CRIU,
+        OPT_LEVEL,
+        OPT_SET,
+        OPT_VERSION
+};
+static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"node", required_argument, NULL, OPT_NODE},
+        {"socket", required_argument, NULL, OPT_SOCKET},
+        {"state-dir", required_argument, NULL, OPT_STATE},
+        {"work-dir", required_argument, NULL, OPT_WORK},
+        {"hmac-key", required_argument, NULL, OPT_KEY},
+        {"criu", required_argument, NULL, OPT_CRIU},
+        {"log-level", required_argument, NULL, OPT_LEVEL},
+        {"set", required_argument, NULL, OPT_SET},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {},
+};
+
+/* The file, then the flags over it. */
+static int config_read(agent_config *cfg, const agent_invocation *inv, nm_error *err) {
         static const struct {
                 int opt;
                 const char *key;
         } keys[] = {{OPT_NODE, "node"},      {OPT_SOCKET, "socket"}, {OPT_STATE, "state_dir"},
                     {OPT_WORK, "work_dir"},  {OPT_KEY, "hmac_key"},  {OPT_CRIU, "criu"},
                     {OPT_LEVEL, "log_level"}};
-        const char *config = AGENT_CONFIG_DEFAULT;
-        bool config_given = false;
-        agent_config cfg;
+        int c;
+
+        if (agent_config_init(cfg) < 0)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        if (agent_config_load(cfg, inv->config, inv->config_given, err) < 0)
+                return err->code;
+        optind = 1;
+        while ((c = getopt_long(inv->argc, inv->argv, "c:h", options, NULL)) >= 0) {
+                for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
+                        if (keys[i].opt == c && agent_config_set(cfg, "agent", keys[i].key, optarg, err) < 0)
+                                return err->code;
+                if (c == OPT_SET && agent_config_set_assignment(cfg, optarg, err) < 0)
+                        return err->code;
+        }
+        return agent_config_check(cfg, err);
+}
+
+int verb_daemon(int argc, char **argv) {
+        agent_invocation inv = {.config = AGENT_CONFIG_DEFAULT, .argc = argc, .argv = argv};
+        agent_config cfg = {};
         nm_error err = {};
         int c, r;
 
-        /* The file first, then the flags over it: read the options twice. */
         optind = 1;
         while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
                 if (c == 'c') {
-                        config = optarg;
-                        config_given = true;
+                        inv.config = optarg;
+                        inv.config_given = true;
                 } else if (c == 'h') {
                         help(stdout);
                         return NM_EXIT_OK;
@@ -301,27 +406,17 @@ int verb_daemon(int argc, char **argv) {
                 fprintf(stderr, "%s: unexpected argument '%s'\n", cli_program, argv[optind]);
                 return NM_EXIT_USAGE;
         }
-        if (agent_config_init(&cfg) < 0 || agent_config_load(&cfg, config, config_given, &err) < 0)
-                goto fail;
-        optind = 1;
-        while ((c = getopt_long(argc, argv, "c:h", options, NULL)) >= 0) {
-                for (size_t i = 0; i < ARRAY_SIZE(keys); i++)
-                        if (keys[i].opt == c &&
-                            agent_config_set(&cfg, "agent", keys[i].key, optarg, &err) < 0)
-                                goto fail;
-                if (c == OPT_SET && agent_config_set_assignment(&cfg, optarg, &err) < 0)
-                        goto fail;
+        if (config_read(&cfg, &inv, &err) < 0) {
+                fprintf(stderr, "%s: %s\n", cli_program, nm_error_msg(&err));
+                agent_config_done(&cfg);
+                return NM_EXIT_USAGE;
         }
-        if (agent_config_check(&cfg, &err) < 0)
-                goto fail;
         log_set_level(log_level_from_string(cfg.log_level));
         if (getenv("JOURNAL_STREAM"))
                 log_set_timestamps(false);
-        r = agent_run(&cfg);
+        if (sd_journal_wanted())
+                log_set_journal(true);
+        r = agent_run(&cfg, &inv);
         agent_config_done(&cfg);
         return r < 0 ? NM_EXIT_FAILURE : NM_EXIT_OK;
-fail:
-        fprintf(stderr, "%s: %s\n", cli_program, nm_error_msg(&err));
-        agent_config_done(&cfg);
-        return NM_EXIT_USAGE;
 }

@@ -8,6 +8,7 @@
 #include "macro.h"
 #include "mig.h"
 #include "precheck.h"
+#include "resolve.h"
 
 static void answer_query(ctl_conn *cc, const char *id) {
         proto_msg r = {.type = PROTO_MSG_OUTCOME,
@@ -26,7 +27,13 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
 
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_NODE_INFO_REQ: answer_node_info(cc); return;
-        case PROTO_MSG_QUERY: answer_query(cc, id); return;
+        case PROTO_MSG_QUERY:
+                if (msg->query.container_id)
+                        resolve_answer_query(cc, &msg->query);
+                else
+                        answer_query(cc, id);
+                return;
+        case PROTO_MSG_RESOLVED: resolve_record(cc, &msg->resolved); return;
         case PROTO_MSG_OFFER: mig_dst_offer(cc, &msg->offer); return;
         case PROTO_MSG_FILE:
         case PROTO_MSG_DATA:

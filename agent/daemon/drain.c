@@ -7,6 +7,7 @@
 
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "mig.h"
 #include "peer.h"
 
@@ -81,11 +82,13 @@ static void drain_finish(drain *d) {
                 json_array_append_new(targets, json_pack("{s:s, s:b, s:s?}", "target", d->targets[i].name,
                                                          "usable", d->targets[i].usable, "reason",
                                                          d->targets[i].why[0] ? d->targets[i].why : NULL));
-        json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o}", "drain", d->a->cfg.node, "outcome",
-                                failed ? "partial" : "done", "moved", moved, "failed", failed, "duration_ms",
-                                (json_int_t)((now_usec() - d->t_start) / 1000), "targets", targets, "items",
-                                items);
+        json_t *doc = json_pack("{s:s, s:s, s:i, s:i, s:I, s:o, s:o, s:b, s:I}", "drain", d->a->cfg.node,
+                                "outcome", failed ? "partial" : "done", "moved", moved, "failed", failed,
+                                "duration_ms", (json_int_t)((now_usec() - d->t_start) / 1000), "targets",
+                                targets, "items", items, "cordoned", d->a->cordoned, "bandwidth",
+                                (json_int_t)d->a->cfg.bandwidth);
         log_info("drain of %s: %u moved, %u not moved", d->a->cfg.node, moved, failed);
+        metrics_drain(d->a, failed ? "partial" : "complete");
         if (d->cli) {
                 ctl_send_result(d->cli, NULL, doc);
                 d->cli->drain = NULL;
@@ -282,10 +285,23 @@ int drain_start(agent *a, ctl_conn *cli, const proto_drain *req, nm_error *err) 
                 return nm_error_set(err, -EINVAL,
                                     "no drain targets: give --to or configure [peer] sections");
         }
+        /* Nothing may arrive while the node empties: cordoned first, and it
+         * stays so (the operator uncordons). */
+        bool was_cordoned = a->cordoned;
+        r = cordon_set(a, true, err);
+        if (r < 0) {
+                drain_free(d);
+                return r;
+        }
         d->cli = cli;
         cli->drain = d;
-        log_info("draining %s: %zu container(s) to %zu target(s), %u at a time", a->cfg.node, d->n_items,
-                 d->n_targets, d->parallel);
+        log_info("draining %s: %zu container(s) to %zu target(s), %u at a time%s", a->cfg.node, d->n_items,
+                 d->n_targets, d->parallel, was_cordoned ? "" : "; cordoned it first");
+        char msg[512];
+        snprintf(msg, sizeof(msg),
+                 "%s %s cordoned: it refuses incoming moves (nucleus-migrate uncordon accepts them again)",
+                 a->cfg.node, was_cordoned ? "was" : "is now");
+        drain_event(d, NULL, "cordoned", msg);
         drain_event(d, NULL, "drain", "asking the targets for room");
         for (size_t i = 0; i < d->n_targets; i++) {
                 drain_target *t = &d->targets[i];

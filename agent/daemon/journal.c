@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs-util.h"
@@ -17,7 +18,8 @@
 
 struct journal {
         int dfd;      /* journal directory */
-        int done_dfd; /* journal/done */
+        int done_dfd;     /* journal/done */
+        uint64_t keep_s; /* finished records are kept this long (by mtime: when they finished) */
 };
 
 bool journal_valid_id(const char *mig) {
@@ -45,6 +47,7 @@ int journal_open(const char *dir, journal **ret, nm_error *err) {
                 return nm_error_set(err, -ENOMEM, "out of memory");
         j->dfd = TAKE_FD(dfd);
         j->done_dfd = TAKE_FD(done);
+        j->keep_s = JOURNAL_KEEP_DEFAULT_S;
         *ret = j;
         return 0;
 }
@@ -184,6 +187,10 @@ static int list_done(journal *j, done_ent **ret, size_t *ret_n) {
 }
 
 int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err) {
+        return journal_load_done_since(j, max, 0, ret, err);
+}
+
+int journal_load_done_since(journal *j, size_t max, int64_t since_s, json_t **ret, nm_error *err) {
         _cleanup_free_ done_ent *v = NULL;
         size_t n = 0;
         json_t *all;
@@ -193,7 +200,7 @@ int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err) {
         if (r < 0)
                 return nm_error_errno(err, r, "cannot list finished migrations");
         all = json_array();
-        for (size_t i = 0; i < n && i < max; i++) {
+        for (size_t i = 0; i < n && i < max && v[i].mtime.tv_sec >= since_s; i++) {
                 nm_error ignored = {};
                 /* A damaged old record must not hide the others. */
                 (void)load_one(j->done_dfd, v[i].name, all, &ignored);
@@ -202,13 +209,44 @@ int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err) {
         return 0;
 }
 
+void journal_set_keep(journal *j, uint64_t keep_s) {
+        j->keep_s = keep_s;
+}
+
+int journal_load_done_one(journal *j, const char *mig, json_t **ret) {
+        json_t *one = json_array();
+        char name[80];
+        int r;
+
+        if (!journal_valid_id(mig)) {
+                json_decref(one);
+                return -EINVAL;
+        }
+        rec_name(name, mig);
+        nm_error ignored = {};
+        r = load_one(j->done_dfd, name, one, &ignored);
+        if (r >= 0)
+                *ret = json_incref(json_array_get(one, 0));
+        json_decref(one);
+        return r;
+}
+
+/* By time, not by count: one drain of a large node must not push this
+ * week's moves out of the history. */
 static void prune_done(journal *j) {
         _cleanup_free_ done_ent *v = NULL;
+        struct timespec now;
         size_t n = 0;
-        if (list_done(j, &v, &n) < 0)
+
+        if (!j->keep_s || list_done(j, &v, &n) < 0 || clock_gettime(CLOCK_REALTIME, &now) < 0)
                 return;
-        for (size_t i = JOURNAL_KEEP_DONE; i < n; i++)
-                (void)unlinkat(j->done_dfd, v[i].name, 0);
+        for (size_t i = 0; i < n; i++)
+                if ((uint64_t)(now.tv_sec - v[i].mtime.tv_sec) > j->keep_s)
+                        (void)unlinkat(j->done_dfd, v[i].name, 0);
+}
+
+void journal_prune(journal *j) {
+        prune_done(j);
 }
 
 int journal_finish(journal *j, const char *mig, nm_error *err) {

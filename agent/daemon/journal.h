@@ -4,15 +4,18 @@
 /* The handoff journal: one JSON record per migration, replaced atomically
  * (write to a temp file, fsync, rename, fsync the directory) at every step,
  * so that after a crash the record says exactly which step was reached.
- * Finished migrations move to done/ and are kept (the newest
- * JOURNAL_KEEP_DONE) for `status`. */
+ * Finished migrations move to done/ and are kept for a time
+ * (journal_set_keep; [agent] history_days) for `status`. */
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "error.h"
 
+/* What status and lookups read at most of done/ at once (newest first). */
 #define JOURNAL_KEEP_DONE 200
+#define JOURNAL_KEEP_DEFAULT_S (30ull * 86400)
 
 typedef struct journal journal;
 
@@ -33,6 +36,15 @@ int journal_load_active(journal *j, json_t **ret, nm_error *err);
 
 /* Recent finished records, newest first, at most max. */
 int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err);
+/* The same, finished at or after since_s (unix time). */
+int journal_load_done_since(journal *j, size_t max, int64_t since_s, json_t **ret, nm_error *err);
+/* The finished record of one migration: 0, -ENOENT, or another -errno. */
+int journal_load_done_one(journal *j, const char *mig, json_t **ret);
+
+/* How long finished records are kept (0: for ever); older ones are removed
+ * when a migration finishes, and by journal_prune (blocking: start-up). */
+void journal_set_keep(journal *j, uint64_t keep_s);
+void journal_prune(journal *j);
 
 /* Moves a finished migration's record to done/ (durable), pruning old ones.
  * Blocking, and safe on any thread, as journal_put_text. */

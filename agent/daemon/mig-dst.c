@@ -16,6 +16,7 @@
 #include "keeper.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "mig.h"
 #include "precheck.h"
 
@@ -590,30 +591,23 @@ static void dst_answer_commit(ctl_conn *cc, const char *id, bool runs, pid_t pid
  * copy that runs: the source would restore its own). */
 static void dst_commit_finished(ctl_conn *cc, const char *id) {
         mig *m = mig_find_archiving(cc->a, id);
-        json_t *done = NULL, *rec;
-        nm_error err = {};
-        size_t i;
+        json_t *rec = NULL;
 
         if (m && m->role == MIG_ROLE_DEST) {
                 dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
                                   (pid_t)mig_rec_int(m, "restored_pid"));
                 return;
         }
-        if (journal_load_done(cc->a->journal, JOURNAL_KEEP_DONE, &done, &err) >= 0)
-                json_array_foreach(done, i, rec) {
-                        const char *rid = json_string_value(json_object_get(rec, "mig"));
-                        if (!rid || strcmp(rid, id) != 0 ||
-                            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) !=
-                                    MIG_ROLE_DEST)
-                                continue;
-                        dst_answer_commit(cc, id,
-                                          dst_commit_finds_copy(dst_phase_from_string(
-                                                  json_string_value(json_object_get(rec, "phase")))),
-                                          (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
-                        json_decref(done);
-                        return;
-                }
-        json_decref(done);
+        if (journal_load_done_one(cc->a->journal, id, &rec) >= 0 &&
+            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_DEST) {
+                dst_answer_commit(cc, id,
+                                  dst_commit_finds_copy(
+                                          dst_phase_from_string(json_string_value(json_object_get(rec, "phase")))),
+                                  (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
+                json_decref(rec);
+                return;
+        }
+        json_decref(rec);
         dst_answer_commit(cc, id, false, 0);
 }
 
@@ -681,6 +675,7 @@ static const char *why_text(dst_why w) {
         case DST_WHY_ABORTED_IN_RESTORE: return "the source aborted during the restore";
         case DST_WHY_STOPPED_BEFORE_RESTORED: return "the agent stopped before RESTORED";
         case DST_WHY_COPY_VANISHED: return "the stopped copy no longer exists";
+        case DST_WHY_RESOLVED: return "settled as aborted by nucleus-migrate resolve";
         case DST_WHY_EVENT:
         case DST_WHY_STOPPED_IN_POSTCOPY:
         case _DST_WHY_MAX:
@@ -826,6 +821,7 @@ static const mig_role_ops dst_ops = {
 /* ---- the peer session ---- */
 
 static void dst_reject(ctl_conn *cc, const proto_offer *o, proto_reject_code code, const char *why) {
+        metrics_refusal(cc->a, "target", strna(proto_reject_code_to_string(code)));
         log_ctx_info(o->mig, "refusing container %s from %s: %s", o->container_id, cc->peer_node, why);
         proto_msg rj = {.type = PROTO_MSG_REJECT, .reject = {.mig = o->mig, .code = code, .reason = why}};
         (void)ctl_send(cc, &rj);

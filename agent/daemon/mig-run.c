@@ -335,6 +335,7 @@ static int run_archive(mig_io *io) {
 static void archive_done(mig_io *io, int r) {
         mig *m = io->m;
         agent *a = m->a;
+        json_t *result = json_incref(m->result);
 
         if (r < 0)
                 log_ctx_error(m->id, "cannot archive journal record: %s", io->err.msg);
@@ -349,7 +350,8 @@ static void archive_done(mig_io *io, int r) {
         mig__release(m);
         mig__free_later(m);
         if (a->on_mig_end)
-                a->on_mig_end(a);
+                a->on_mig_end(a, result);
+        json_decref(result);
 }
 
 void mig_finish(mig *m) {

@@ -13,6 +13,7 @@
 #include "fs-util.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "mig.h"
 #include "precheck.h"
 
@@ -40,7 +41,35 @@ static void src_on_timer(uv_timer_t *t) {
 
 /* ---- the link to the target ---- */
 
+static void src_stream_ended(mig *m) {
+        if (!m->streaming)
+                return;
+        m->streaming = false;
+        mig_share_bandwidth(m->a);
+}
+
+void mig_share_bandwidth(agent *a) {
+        unsigned n = 0;
+        mig *m;
+
+        LIST_FOREACH(migs, m, a->migs)
+        if (m->streaming)
+                n++;
+        if (!n)
+                return;
+        uint64_t share = !a->cfg.bandwidth ? 0 : a->cfg.bandwidth / n ? a->cfg.bandwidth / n : 1;
+        LIST_FOREACH(migs, m, a->migs) {
+                if (!m->streaming || m->rate_limit == share)
+                        continue;
+                m->rate_limit = share;
+                xfer_send_set_rate(m->send, share);
+                log_ctx_info(m->id, "streaming at up to %llu bytes/s: %u stream(s) share limits.bandwidth %llu",
+                             (unsigned long long)share, n, (unsigned long long)a->cfg.bandwidth);
+        }
+}
+
 static void src_close_link(mig *m) {
+        src_stream_ended(m);
         if (m->send)
                 m->send = xfer_send_free(m->send);
         if (m->link) {
@@ -186,8 +215,10 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
         }
-        if (src_check_lazy(m, &err) < 0 || precheck_source(a, m->peer, peer_link_key_id(m->link), &err) < 0)
+        if (src_check_lazy(m, &err) < 0 || precheck_source(a, m->peer, peer_link_key_id(m->link), &err) < 0) {
+                metrics_refusal(a, "source", err.code == -EBUSY ? "busy" : "precheck");
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_REFUSED), &err);
+        }
         m->bytes_total = estimate_image_bytes(m->ctr);
         size_t cpuinfo_len;
         const uint8_t *cpuinfo = precheck_cpuinfo(a, &cpuinfo_len);
@@ -225,6 +256,7 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         mig *m = ud;
         nm_error e = {};
         (void)x;
+        src_stream_ended(m);
         if (status < 0) {
                 if (!err || !err->code)
                         nm_error_set(&e, status, "sending the images failed");
@@ -266,7 +298,6 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                         .mig = m->id,
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,
-                        .rate_limit = m->a->cfg.bandwidth,
                 };
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
@@ -275,6 +306,9 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         }
         if (r < 0)
                 return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
+        /* Its share is set before it sends a byte: the send starts from the loop. */
+        m->streaming = true;
+        mig_share_bandwidth(m->a);
         return MIG_ACT_DONE;
 }
 
@@ -738,6 +772,7 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_ACCEPT: src_feed(m, SRC_EV_ACCEPT, NULL); return;
         case PROTO_MSG_REJECT:
+                metrics_refusal(m->a, "source", strna(proto_reject_code_to_string(msg->reject.code)));
                 mig_feed_errorf(m, SRC_EV(SRC_EV_REJECT), -EPERM, "%s refused: %s (%s)", m->peer,
                                 msg->reject.reason, strna(proto_reject_code_to_string(msg->reject.code)));
                 return;
@@ -947,9 +982,7 @@ static handoff_outcome src_query(mig *m) {
 
 proto_outcome mig_src_outcome(agent *a, const char *id) {
         mig *m = mig_find(a, id);
-        json_t *done = NULL, *rec;
-        nm_error err = {};
-        size_t i;
+        json_t *rec = NULL;
         handoff_outcome o = HANDOFF_OUTCOME_UNKNOWN;
 
         if (m && m->role == MIG_ROLE_SOURCE)
@@ -958,19 +991,10 @@ proto_outcome mig_src_outcome(agent *a, const char *id) {
         m = mig_find_archiving(a, id);
         if (m && m->role == MIG_ROLE_SOURCE)
                 return proto_outcome_of(src_outcome_of(m->src.phase));
-        if (journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
-                return PROTO_OUTCOME_UNKNOWN;
-        json_array_foreach(done, i, rec) {
-                const char *rid = json_string_value(json_object_get(rec, "mig"));
-                if (rid && strcmp(rid, id) == 0 &&
-                    mig_role_from_string(json_string_value(json_object_get(rec, "role"))) ==
-                            MIG_ROLE_SOURCE) {
-                        o = src_outcome_of(
-                                src_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
-                        break;
-                }
-        }
-        json_decref(done);
+        if (journal_load_done_one(a->journal, id, &rec) >= 0 &&
+            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_SOURCE)
+                o = src_outcome_of(src_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
+        json_decref(rec);
         return proto_outcome_of(o);
 }
 

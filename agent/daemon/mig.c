@@ -178,6 +178,10 @@ json_t *mig_result_doc(const mig *m) {
                                     ? json_integer((json_int_t)((resumed - m->t_frozen) / 1000))
                                     : json_null());
         json_object_set_new(doc, "bytes", json_integer((json_int_t)m->bytes_done));
+        if (m->rate_limit) /* its share of [limits] bandwidth, while it streamed */
+                json_object_set_new(doc, "rate_limit", json_integer((json_int_t)m->rate_limit));
+        if (m->streaming)
+                json_object_set_new(doc, "streaming", json_true());
         json_object_set_new(doc, "files", json_integer((json_int_t)m->files_done));
         json_object_set_new(doc, "duration_ms", json_integer((json_int_t)((end - m->t_start) / 1000)));
         json_t *stages = json_object();
@@ -219,6 +223,10 @@ void mig__free_later(mig *m) {
 }
 
 void mig__release(mig *m) {
+        if (m->streaming) {
+                m->streaming = false;
+                mig_share_bandwidth(m->a);
+        }
         if (m->send)
                 m->send = xfer_send_free(m->send);
         if (m->recv)

@@ -116,6 +116,8 @@ struct mig {
         ckpt_restore_req rollback;
         struct peer_link *link;
         xfer_send *send;
+        bool streaming;      /* send under way: it has a share of [limits] bandwidth */
+        uint64_t rate_limit; /* that share, bytes/s (0: none) */
         pid_t new_pid;          /* on the destination */
         nm_error doubt;         /* committed: why the target has not confirmed yet */
         handoff_outcome answer; /* QUERY: what the core said */
@@ -225,6 +227,10 @@ bool fault_fail(const char *point);
  * NM_FAULT "pause-after=<point>" and NM_FAULT_GATE=<file>, the agent stands
  * still there while the file exists. */
 void fault_point(mig *m, const char *point);
+
+/* [limits] bandwidth is the node's, shared by every stream under way: each
+ * gets an equal part, given again whenever one starts or ends. */
+void mig_share_bandwidth(agent *a);
 
 /* source (mig-src.c) */
 

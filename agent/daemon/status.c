@@ -85,7 +85,9 @@ static bool rec_matches(json_t *rec, const char *ref) {
         return false;
 }
 
-static json_t *migrations_json(agent *a, const char *ref) {
+/* ref: one migration or container; since_s > 0: every finished one since
+ * then (the history is kept [agent] history_days), else the recent ones. */
+static json_t *migrations_json(agent *a, const char *ref, int64_t since_s) {
         json_t *arr = json_array(), *done = NULL, *rec;
         nm_error err = {};
         size_t i;
@@ -109,7 +111,8 @@ static json_t *migrations_json(agent *a, const char *ref) {
                 json_object_set_new(doc, "bytes_total", json_integer((json_int_t)m->bytes_total));
                 json_array_append_new(arr, doc);
         }
-        if (journal_load_done(a->journal, ref ? JOURNAL_KEEP_DONE : 20, &done, &err) < 0)
+        if (journal_load_done_since(a->journal, since_s > 0 ? SIZE_MAX : ref ? JOURNAL_KEEP_DONE : 20,
+                                    since_s, &done, &err) < 0)
                 return arr;
         json_array_foreach(done, i, rec) {
                 const char *id = json_string_value(json_object_get(rec, "mig"));
@@ -133,19 +136,19 @@ static json_t *migrations_json(agent *a, const char *ref) {
         return arr;
 }
 
-json_t *status_doc(agent *a, const char *ref) {
+json_t *status_doc(agent *a, const char *ref, int64_t since_s) {
         unsigned running = 0;
         json_t *ctrs = containers_json(a, &running);
         return json_pack("{s:s, s:b, s:s, s:s, s:I, s:i, s:o, s:o, s:o}", "node", a->cfg.node, "cordoned",
                          a->cordoned, "criu", a->criu->path, "criu_version", a->criu->version,
                          "staging_free", (json_int_t)status_staging_free(a), "running", running,
-                         "containers", ctrs, "migrations", migrations_json(a, ref), "precheck",
+                         "containers", ctrs, "migrations", migrations_json(a, ref, since_s), "precheck",
                          precheck_status(a));
 }
 
 json_t *list_doc(agent *a) {
         return json_pack("{s:s, s:o, s:o}", "node", a->cfg.node, "containers", containers_json(a, NULL),
-                         "migrations", migrations_json(a, NULL));
+                         "migrations", migrations_json(a, NULL, 0));
 }
 
 /* The cordon survives restarts: a file in the work directory. */

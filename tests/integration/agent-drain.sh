@@ -2,11 +2,20 @@
 # Draining node 1 onto two targets, two at a time: three containers, one of
 # them unmovable (a gVisor-marked state file). The two others move, spread
 # over the targets; the unmovable one is reported and keeps running at home.
+# The node is cordoned first (the drain says so) and a move towards it while
+# it drains is refused; its limits.bandwidth is the node's, shared: while two
+# streams run each is given half (the agent's log of the rates it assigns),
+# and never more than the budget in all.
 set -euo pipefail
 FX_NODES="n1 n2 n3"
 . "$(dirname "$0")/../lib/agents.sh"
 
-fx_agents_up
+BUDGET=32768 # bytes/s for the node: each ~230 KiB stream takes seconds
+fx_nodes_up
+FX_AGENT_ARGS="--set limits.bandwidth=$BUDGET" fx_agent_start n1
+fx_agent_start n2
+fx_agent_start n3
+read -r incoming _ < <(fx_ctr_start n2 incoming)
 declare -A ids
 for name in d1 d2 gv; do
 	read -r id _ < <(fx_ctr_start n1 "$name")
@@ -15,9 +24,28 @@ done
 sed -i 's/"using_gvisor": false/"using_gvisor": true/' "$(fx_dir n1)/nucleus/${ids[gv]}.json"
 for name in d1 d2 gv; do fx_counter_advances "$(fx_ctr_dir n1 "$name")" || t_fail "$name does not tick"; done
 
+log_off=$(stat -c %s "$(fx_agent_log n1)")
+shares() { tail -c "+$((log_off + 1))" "$(fx_agent_log n1)" | grep -o 'streaming at up to [0-9]* bytes/s: [0-9]* stream(s)' || true; }
+two_streams() { shares | grep -q 'stream(s)' && shares | grep -q ': 2 stream(s)'; }
 rc=0
-out=$(fx_nm n1 drain --to node2,node3 --parallel 2 --json) || rc=$?
+fx_nm n1 drain --to node2,node3 --parallel 2 --json >"$FX_ROOT/drain.out" 2>&1 &
+drain_pid=$!
+t_wait_until 120 "two streams share the budget" two_streams || t_fail "never two streams at once: $(shares)"
+t_log "while it drains, a move towards it is refused"
+t_expect_exit 3 "a move to the draining node" fx_nm n2 migrate "$incoming" node1
+t_says "a move to the draining node" "cordoned"
+t_assert_eq "$(fx_ctr_where "$incoming")" n2 "the container refused by the draining node"
+wait "$drain_pid" || rc=$?
+out=$(cat "$FX_ROOT/drain.out")
 t_assert_eq "$rc" 4 "drain exit code with one unmovable container ($out)"
+grep -q '"phase":"cordoned"' <<<"$out" || t_fail "the drain does not say it cordoned the node: $out"
+grep -q '"cordoned":true' <<<"$(tail -n1 <<<"$out")" || t_fail "the drain's result does not say the node is cordoned"
+fx_nm n1 status --json | grep -q '"cordoned":true' || t_fail "node1 is not cordoned after its drain"
+t_log "the budget: $(shares | sort | uniq -c | tr -s ' ' | tr '\n' ';')"
+while read -r _ _ _ _ rate _ n _; do
+	t_assert_eq "$rate" "$((BUDGET / n))" "the share of one of $n stream(s)"
+	t_assert "$n stream(s) at $rate bytes/s exceed the budget" [ $((rate * n)) -le "$BUDGET" ]
+done < <(shares)
 result=$(tail -n1 <<<"$out")
 grep -q '"moved":2' <<<"$result" || t_fail "two containers should have moved: $result"
 grep -q '"failed":1' <<<"$result" || t_fail "one container should not have moved: $result"

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -132,6 +133,56 @@ static void test_parse_size(void **state) {
         assert_int_equal(parse_size("-1", &v), -EINVAL);
         assert_int_equal(parse_size("12X", &v), -EINVAL);
         assert_int_equal(parse_size("99999999999T", &v), -ERANGE);
+}
+
+/* Finished records are kept by time, not by count: more than
+ * JOURNAL_KEEP_DONE of them stay, those older than the keep are removed at
+ * the next finish (or journal_prune), and `--since` reads by their end. */
+static void test_journal_history_by_time(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        char jdir[512], path[700];
+        journal *j = NULL;
+        json_t *all = NULL, *one = NULL;
+        nm_error err = {};
+        time_t now = time(NULL);
+
+        snprintf(jdir, sizeof(jdir), "%s/journal", dir);
+        assert_int_equal(journal_open(jdir, &j, &err), 0);
+        journal_set_keep(j, 7 * 86400);
+        for (int i = 0; i < JOURNAL_KEEP_DONE + 5; i++) {
+                char id[32];
+                snprintf(id, sizeof(id), "m%d", i);
+                json_t *rec = json_pack("{s:s}", "mig", id);
+                assert_int_equal(journal_put(j, id, rec, &err), 0);
+                json_decref(rec);
+                assert_int_equal(journal_finish(j, id, &err), 0);
+        }
+        /* Two of them ended long ago (their files' mtime says when). */
+        for (int i = 0; i < 2; i++) {
+                struct timespec ts[2] = {{.tv_sec = now - (i ? 10 : 3) * 86400}, {.tv_sec = now - (i ? 10 : 3) * 86400}};
+                snprintf(path, sizeof(path), "%s/done/m%d.json", jdir, i);
+                assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
+        }
+        assert_int_equal(journal_load_done(j, SIZE_MAX, &all, &err), 0);
+        assert_int_equal(json_array_size(all), JOURNAL_KEEP_DONE + 5);
+        json_decref(all);
+        assert_int_equal(journal_load_done_since(j, SIZE_MAX, now - 86400, &all, &err), 0);
+        assert_int_equal(json_array_size(all), JOURNAL_KEEP_DONE + 3);
+        json_decref(all);
+        assert_int_equal(journal_load_done_one(j, "m0", &one), 0);
+        assert_string_equal(json_string_value(json_object_get(one, "mig")), "m0");
+        json_decref(one);
+        journal_prune(j);
+        /* m1 (10 days) is gone, m0 (3 days) stays. */
+        assert_int_equal(journal_load_done_one(j, "m1", &one), -ENOENT);
+        assert_int_equal(journal_load_done_one(j, "m0", &one), 0);
+        json_decref(one);
+        assert_int_equal(journal_load_done(j, SIZE_MAX, &all, &err), 0);
+        assert_int_equal(json_array_size(all), JOURNAL_KEEP_DONE + 4);
+        json_decref(all);
+        journal_free(j);
+        rm_rf_path(dir);
 }
 
 static void test_journal_lifecycle(void **state) {
@@ -313,6 +364,7 @@ int main(void) {
                 cmocka_unit_test(test_config_errors_name_the_line),
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_journal_lifecycle),
+                cmocka_unit_test(test_journal_history_by_time),
                 cmocka_unit_test(test_formatting),
                 cmocka_unit_test(test_progress_json_lines),
                 cmocka_unit_test(test_check_file),

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -15,11 +17,72 @@
 #include "error.h"
 #include "fs-util.h"
 #include "macro.h"
+#include "sd.h"
 
 static char *make_tmpdir(void) {
         char *t = strdup("/tmp/nm-test-common-XXXXXX");
         assert_non_null(mkdtemp(t));
         return t;
+}
+
+/* sd_notify's datagram reaches $NOTIFY_SOCKET, as is; nothing without it. */
+static void test_sd_notify(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        char buf[128];
+        int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/notify", dir);
+        assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        unsetenv("NOTIFY_SOCKET");
+        assert_int_equal(sd_notify_send("READY=1"), 0);
+        setenv("NOTIFY_SOCKET", sa.sun_path, 1);
+        assert_int_equal(sd_notify_send("READY=1\nSTATUS=up"), 0);
+        ssize_t n = recv(fd, buf, sizeof(buf) - 1, MSG_DONTWAIT);
+        assert_int_equal(n, 18);
+        buf[n] = '\0';
+        assert_string_equal(buf, "READY=1\nSTATUS=up");
+        unsetenv("NOTIFY_SOCKET");
+        close(fd);
+        unlink(sa.sun_path);
+        rmdir(dir);
+}
+
+static void test_sd_watchdog(void **state) {
+        char pid[32];
+        (void)state;
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
+        assert_int_equal(sd_watchdog_usec(), 0);
+        setenv("WATCHDOG_USEC", "30000000", 1);
+        assert_int_equal(sd_watchdog_usec(), 30000000);
+        snprintf(pid, sizeof(pid), "%d", (int)getpid() + 1);
+        setenv("WATCHDOG_PID", pid, 1); /* another process's */
+        assert_int_equal(sd_watchdog_usec(), 0);
+        snprintf(pid, sizeof(pid), "%d", (int)getpid());
+        setenv("WATCHDOG_PID", pid, 1);
+        assert_int_equal(sd_watchdog_usec(), 30000000);
+        setenv("WATCHDOG_USEC", "soon", 1);
+        assert_int_equal(sd_watchdog_usec(), 0);
+        unsetenv("WATCHDOG_USEC");
+        unsetenv("WATCHDOG_PID");
+}
+
+/* The journal's native format: KEY=value lines; a value with a newline in
+ * the binary form (KEY, newline, 64-bit little-endian length, value). */
+static void test_sd_journal_format(void **state) {
+        const char *kv[] = {"MESSAGE", "two\nlines", "PRIORITY", "6", "NUCLEUS_MIGRATION", "6b0912", "SKIPPED", NULL};
+        static const char want[] = "MESSAGE\n\x09\0\0\0\0\0\0\0two\nlines\nPRIORITY=6\nNUCLEUS_MIGRATION=6b0912\n";
+        char buf[256];
+        (void)state;
+
+        size_t n = sd_journal_format(buf, sizeof(buf), kv, ARRAY_SIZE(kv));
+        assert_int_equal(n, sizeof(want) - 1);
+        assert_memory_equal(buf, want, n);
+        /* What does not fit is left out, never cut. */
+        assert_int_equal(sd_journal_format(buf, 12, kv + 2, 2), 11);
+        assert_int_equal(sd_journal_format(buf, 10, kv + 2, 2), 0);
 }
 
 static void test_error_keeps_first_cause(void **state) {
@@ -151,6 +214,9 @@ int main(void) {
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),
                 cmocka_unit_test(test_sealed_files_are_removed),
+                cmocka_unit_test(test_sd_notify),
+                cmocka_unit_test(test_sd_watchdog),
+                cmocka_unit_test(test_sd_journal_format),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
