@@ -83,13 +83,14 @@ static void field(char *buf, size_t size, size_t *len, const char *key, const ch
         }
         if (*len + k + 1 + 8 + v + 1 > size)
                 return;
-        memcpy(buf + *len, key, k);
-        *len += k;
+        /* Bytes, not a string: the record is no C string. */
+        for (size_t i = 0; i < k; i++)
+                buf[(*len)++] = key[i];
         buf[(*len)++] = '\n';
         for (int i = 0; i < 8; i++)
                 buf[(*len)++] = (char)((uint64_t)v >> (8 * i));
-        memcpy(buf + *len, value, v);
-        *len += v;
+        for (size_t i = 0; i < v; i++)
+                buf[(*len)++] = value[i];
         buf[(*len)++] = '\n';
 }
 

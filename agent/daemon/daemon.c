@@ -321,7 +321,15 @@ static void help(FILE *f) {
                 "\n"
                 "Signals: SIGTERM or SIGINT stops taking new work and exits once no container\n"
                 "is in the middle of a handoff; a second one exits at once (the journal\n"
-                "finishes the rest at the next start).\n"
+                "finishes the rest at the next start). SIGHUP reads the configuration again:\n"
+                "peers, limits, SSH settings and the log level change live; what was set up\n"
+                "at start (node, socket, directories, HMAC key, criu, metrics_file) is kept,\n"
+                "and the log says why.\n"
+                "\n"
+                "Under systemd (Type=notify) it says READY=1 once its journal is recovered,\n"
+                "pings the watchdog from its loop, and logs to the journal with fields\n"
+                "(journalctl NUCLEUS_MIGRATION=<id>). [agent] metrics_file keeps Prometheus\n"
+                "metrics for node_exporter's textfile collector.\n"
                 "\n"
                 "See nucleus-agent(8) for the configuration file and the handoff.\n",
                 cli_program, cli_program, AGENT_CONFIG_DEFAULT);

@@ -83,7 +83,10 @@ static void label_value(char *out, size_t n, const char *v) {
         for (; v && *v && k + 3 < n; v++) {
                 if (*v == '\\' || *v == '"' || *v == '\n')
                         out[k++] = '\\';
-                out[k++] = *v == '\n' ? 'n' : *v;
+                if (*v == '\n')
+                        out[k++] = 'n';
+                else
+                        out[k++] = *v;
         }
         out[k] = '\0';
 }

@@ -109,6 +109,11 @@ expect n2 'nucleus_migrate_refusals_total{side="target",reason="cordoned"}' 1
 expect n1 'nucleus_migrate_moves_total{role="source",outcome="refused"}' 1
 t_assert_eq "$(metric n1 'nucleus_migrate_moves_total{role="source",outcome="done"}')" 1 "the first move, still counted"
 
+t_log "the history: status --since"
+t_assert_eq "$(fx_nm n1 status --since 1h --json | jq '[.result.migrations[] | .outcome] | sort | join(",")')" \
+	'"done,refused,rolled-back"' "n1's moves of the last hour"
+t_expect_exit 2 "status --since with a bad duration" fx_nm n1 status --since soon
+
 for n in n1 n2; do
 	prom_parse "$(prom "$n")" >/dev/null || t_fail "$n's metrics file does not parse"
 	t_assert_eq "$(find "$FX_ROOT/$n/metrics" -type f | wc -l)" 1 "files in $n's metrics directory"
