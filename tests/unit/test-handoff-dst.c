@@ -161,10 +161,11 @@ static const row rows[] = {
          DST_RUNNING, "drop-ask " RUNS_HERE},
         {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(OPENING)), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_ABORTED),
          DST_ABORTED,
-         "drop-ask note-discard(resolved) stop-sink kill-copy remove-staging journal(aborted) detach-session "
-         "finish"},
+         "drop-ask note-discard(resolved) stop-sink kill-copy remove-staging release journal(aborted) "
+         "detach-session finish"},
         {ST(IN_DOUBT, OVER, STOPPED, GONE), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_ABORTED), DST_ABORTED,
-         "note-discard(resolved) stop-sink kill-copy remove-staging journal(aborted) detach-session finish"},
+         "note-discard(resolved) stop-sink kill-copy remove-staging release journal(aborted) detach-session "
+         "finish"},
 
         /* a journal write that failed */
         {ST(RECEIVING, OPEN), FAILED_TO(RECEIVING), DST_ABORTED, "note(event) send-REJECT " END},
