@@ -76,10 +76,10 @@ int agent_config_init(agent_config *c) {
 }
 
 void agent_config_done(agent_config *c) {
-        char **strs[] = {&c->node,     &c->socket,         &c->socket_group, &c->state_dir, &c->work_dir,
-                         &c->hmac_key, &c->criu,           &c->log_level,    &c->ssh_key,   &c->known_hosts,
-                         &c->ssh_user, &c->remote_command, &c->cgroup_root,  &c->bridge,
-                         &c->metrics_file};
+        char **strs[] = {&c->node,        &c->socket,      &c->socket_group, &c->state_dir,
+                         &c->work_dir,    &c->hmac_key,    &c->criu,         &c->log_level,
+                         &c->ssh_key,     &c->known_hosts, &c->ssh_user,     &c->remote_command,
+                         &c->cgroup_root, &c->bridge,      &c->metrics_file};
         for (size_t i = 0; i < ARRAY_SIZE(strs); i++) {
                 free(*strs[i]);
                 *strs[i] = NULL;

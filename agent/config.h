@@ -53,7 +53,7 @@ typedef struct agent_config {
          * the source's). */
         char *cgroup_root;
         char *bridge;
-        char *metrics_file;   /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
+        char *metrics_file;    /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
         unsigned history_days; /* finished migrations' records are kept this long */
         /* [ssh] */
         char *ssh_key;

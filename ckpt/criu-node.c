@@ -129,8 +129,9 @@ int ckpt_cpuinfo_check(const ckpt_criu *c, const char *tmp_parent, const uint8_t
         }
         /* Instructions the tasks may use, and the FPU state layout CRIU
          * restores: what a task needs from the CPU it wakes up on. */
-        char *const argv[] = {c->path,           (char *)"cpuinfo", (char *)"check", (char *)"-D", dir,
-                              (char *)"--cpu-cap=fpu,ins", NULL};
+        char *const argv[] = {
+                c->path, (char *)"cpuinfo", (char *)"check", (char *)"-D", dir, (char *)"--cpu-cap=fpu,ins",
+                NULL};
         r = run(c, "cpuinfo check", argv, err);
         remove_tmp(dir);
         return r;

@@ -41,13 +41,15 @@ const char *const proto__outcome_names[_PROTO_OUTCOME_MAX] = {
 #define OPT_U32(k, mem, has, lo, hi)                                                                      \
         FIELD(k, PROTO__U32, false, mem, (ssize_t)offsetof(proto_msg, has), lo, hi, 0, PROTO__CHECK_TEXT, \
               NULL, 0)
-#define OPT_U64(k, mem, has) \
-        FIELD(k, PROTO__U64, false, mem, (ssize_t)offsetof(proto_msg, has), 0, INT64_MAX, 0, PROTO__CHECK_TEXT, NULL, 0)
+#define OPT_U64(k, mem, has)                                                                 \
+        FIELD(k, PROTO__U64, false, mem, (ssize_t)offsetof(proto_msg, has), 0, INT64_MAX, 0, \
+              PROTO__CHECK_TEXT, NULL, 0)
 #define MODE(k, mem) FIELD(k, PROTO__U32, true, mem, -1, 0, 0644, 0, PROTO__CHECK_MODE, NULL, 0)
 #define U64(k, mem) FIELD(k, PROTO__U64, true, mem, -1, 0, INT64_MAX, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define I32(k, mem, lo, hi) FIELD(k, PROTO__I32, true, mem, -1, lo, hi, 0, PROTO__CHECK_TEXT, NULL, 0)
-#define OPT_BOOL(k, mem, has) \
-        FIELD(k, PROTO__BOOL, false, mem, (ssize_t)offsetof(proto_msg, has), 0, 1, 0, PROTO__CHECK_TEXT, NULL, 0)
+#define OPT_BOOL(k, mem, has)                                                                            \
+        FIELD(k, PROTO__BOOL, false, mem, (ssize_t)offsetof(proto_msg, has), 0, 1, 0, PROTO__CHECK_TEXT, \
+              NULL, 0)
 #define BOOL(k, mem) FIELD(k, PROTO__BOOL, true, mem, -1, 0, 1, 0, PROTO__CHECK_TEXT, NULL, 0)
 #define STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, true, mem, -1, lo, hi, 0, chk, NULL, 0)
 #define OPT_STR(k, mem, chk, lo, hi) FIELD(k, PROTO__STR, false, mem, -1, lo, hi, 0, chk, NULL, 0)

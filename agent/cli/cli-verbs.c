@@ -320,7 +320,8 @@ static void drain_text(FILE *f, json_t *doc) {
                         jstr(doc, "drain"), cli_program);
         if (json_integer_value(json_object_get(doc, "bandwidth")) > 0) {
                 char bw[32];
-                format_bytes(bw, sizeof(bw), (uint64_t)json_integer_value(json_object_get(doc, "bandwidth")));
+                format_bytes(bw, sizeof(bw),
+                             (uint64_t)json_integer_value(json_object_get(doc, "bandwidth")));
                 fprintf(f, "the moves shared limits.bandwidth: %s/s in all\n", bw);
         }
 }
@@ -406,8 +407,8 @@ static void resolve_text(FILE *f, json_t *doc) {
         json_t *runs = json_object_get(src, "container_running");
         const char *decision = jstr(doc, "decision");
 
-        fprintf(f, "migration %s: container %s (%s), destination here\n", jstr(doc, "mig"), jstr(doc, "name"),
-                jstr(doc, "container"));
+        fprintf(f, "migration %s: container %s (%s), destination here\n", jstr(doc, "mig"),
+                jstr(doc, "name"), jstr(doc, "container"));
         fprintf(f, "  here (%s): phase %s; the copy: %s", jstr(here, "node"), jstr(here, "phase"),
                 jstr(here, "copy"));
         if (json_integer_value(json_object_get(here, "pid")) > 0)
@@ -423,13 +424,15 @@ static void resolve_text(FILE *f, json_t *doc) {
         if (strcmp(decision, "none") == 0) {
                 fprintf(f, "no decision (%s): %s\n", jstr(doc, "verdict"), jstr(doc, "reason"));
                 if (strcmp(jstr(doc, "verdict"), "undecided") == 0)
-                        fprintf(f, "still in doubt; to decide without the facts: %s resolve %s --commit|--abort "
-                                   "--force\n",
+                        fprintf(f,
+                                "still in doubt; to decide without the facts: %s resolve %s "
+                                "--commit|--abort "
+                                "--force\n",
                                 cli_program, jstr(doc, "mig"));
                 return;
         }
-        fprintf(f, "decision: %s%s: %s\n", decision, json_is_true(json_object_get(doc, "forced")) ? " (forced)" : "",
-                jstr(doc, "reason"));
+        fprintf(f, "decision: %s%s: %s\n", decision,
+                json_is_true(json_object_get(doc, "forced")) ? " (forced)" : "", jstr(doc, "reason"));
         fprintf(f, "recorded here%s; the migration is now %s\n",
                 json_is_true(json_object_get(doc, "recorded_on_source")) ? " and on the source"
                                                                          : " (the source could not be told)",
@@ -508,8 +511,9 @@ int verb_resolve(int argc, char **argv) {
         if (r >= 0)
                 return r;
         cli_out_result(&out, doc, resolve_text);
-        r = json_is_integer(json_object_get(doc, "exit_code")) ? (int)json_integer_value(json_object_get(doc, "exit_code"))
-                                                               : NM_EXIT_FAILURE;
+        r = json_is_integer(json_object_get(doc, "exit_code"))
+                    ? (int)json_integer_value(json_object_get(doc, "exit_code"))
+                    : NM_EXIT_FAILURE;
         json_decref(doc);
         return r;
 }
@@ -639,7 +643,8 @@ static int64_t parse_duration(const char *s) {
 }
 
 static int show(int argc, char **argv, bool is_status) {
-        static const struct option options[] = {{"since", required_argument, NULL, OPT_SINCE}, COMMON_OPTIONS, {}};
+        static const struct option options[] = {
+                {"since", required_argument, NULL, OPT_SINCE}, COMMON_OPTIONS, {}};
         int64_t since = 0;
         common_opts o = {};
         json_t *doc = NULL;
@@ -653,7 +658,8 @@ static int show(int argc, char **argv, bool is_status) {
                 if (c == OPT_SINCE && is_status) {
                         int64_t d = parse_duration(optarg);
                         if (d < 0) {
-                                fprintf(stderr, "%s: --since takes a duration such as 90s, 30m, 12h, 7d, 2w\n",
+                                fprintf(stderr,
+                                        "%s: --since takes a duration such as 90s, 30m, 12h, 7d, 2w\n",
                                         cli_program);
                                 return NM_EXIT_USAGE;
                         }
@@ -664,16 +670,20 @@ static int show(int argc, char **argv, bool is_status) {
                 }
                 if (c == 'h') {
                         if (is_status)
-                                printf("Usage: %s status [MIGRATION|CONTAINER] [--since DURATION] [OPTIONS...]\n\n"
+                                printf("Usage: %s status [MIGRATION|CONTAINER] [--since DURATION] "
+                                       "[OPTIONS...]\n\n"
                                        "Shows this node (cordon, CRIU, free staging), the containers it "
                                        "runs, and\n"
                                        "every migration in flight or recent with its phase and error. With "
                                        "an\n"
                                        "argument, only the migrations of that migration id or container.\n\n"
                                        "Options:\n"
-                                       "      --since DURATION  every migration that ended in the last DURATION\n"
-                                       "                        (90s, 30m, 12h, 7d, 2w), not only the recent ones;\n"
-                                       "                        the history is kept [agent] history_days (30)\n" COMMON_HELP,
+                                       "      --since DURATION  every migration that ended in the last "
+                                       "DURATION\n"
+                                       "                        (90s, 30m, 12h, 7d, 2w), not only the "
+                                       "recent ones;\n"
+                                       "                        the history is kept [agent] history_days "
+                                       "(30)\n" COMMON_HELP,
                                        cli_program);
                         else
                                 printf("Usage: %s list [OPTIONS...]\n\nLists the containers on this node "

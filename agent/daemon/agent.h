@@ -47,14 +47,14 @@ struct ctl_conn {
         bool hello_done;
         proto_role role;
         char peer_node[PROTO_NAME_MAX + 1];
-        unsigned features; /* the peer's HELLO: peer_feature bits */
+        unsigned features;                   /* the peer's HELLO: peer_feature bits */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if it sent none */
-        mig *dest;         /* the destination migration this peer session carries */
-        mig *watch;        /* CLI: the migration whose events it receives */
-        bool answered;     /* CLI: it has its RESULT */
-        drain *drain;      /* CLI: the drain it runs */
-        cpu_check *cpu_check; /* peer: an OFFER whose CPU check is under way (precheck.h) */
-        resolver *resolver;   /* CLI: the resolve it asked for (resolve.h) */
+        mig *dest;                           /* the destination migration this peer session carries */
+        mig *watch;                          /* CLI: the migration whose events it receives */
+        bool answered;                       /* CLI: it has its RESULT */
+        drain *drain;                        /* CLI: the drain it runs */
+        cpu_check *cpu_check;                /* peer: an OFFER whose CPU check is under way (precheck.h) */
+        resolver *resolver;                  /* CLI: the resolve it asked for (resolve.h) */
         LIST_FIELDS(ctl_conn, conns);
 };
 
@@ -67,8 +67,8 @@ struct agent {
         size_t key_len;
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* ckpt_key_identity: sent in HELLO */
         char kernel[65];
-        precheck *precheck; /* what CRIU says about this node (precheck.h) */
-        metrics *metrics;   /* NULL without [agent] metrics_file (metrics.h) */
+        precheck *precheck;     /* what CRIU says about this node (precheck.h) */
+        metrics *metrics;       /* NULL without [agent] metrics_file (metrics.h) */
         char *checkpoints_dir;  /* <work_dir>/checkpoints: source images */
         char *staging_dir;      /* <work_dir>/staging: incoming images */
         char *criu_work_dir;    /* <work_dir>/criu: CRIU's logs, outside signed trees */

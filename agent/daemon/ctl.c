@@ -118,8 +118,7 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
                         ctl_send_error(cc, msg->resolve.mig, err.code, err.msg);
                 return;
         case PROTO_MSG_STATUS:
-                doc = status_doc(a, msg->status.ref,
-                                 msg->status.has_since ? (int64_t)msg->status.since : 0);
+                doc = status_doc(a, msg->status.ref, msg->status.has_since ? (int64_t)msg->status.since : 0);
                 ctl_send_result(cc, NULL, doc);
                 json_decref(doc);
                 return;

@@ -229,8 +229,9 @@ static void agent_ready(agent *a) {
         uint64_t wd = sd_watchdog_usec();
         char status[256];
 
-        snprintf(status, sizeof(status), "READY=1\nSTATUS=node %s ready: %u migration(s) in flight after recovery",
-                 a->cfg.node, a->n_src + a->n_dst);
+        snprintf(status, sizeof(status),
+                 "READY=1\nSTATUS=node %s ready: %u migration(s) in flight after recovery", a->cfg.node,
+                 a->n_src + a->n_dst);
         (void)sd_notify_send(status);
         if (wd) {
                 /* Twice per period, as systemd recommends. */
@@ -337,30 +338,14 @@ static void help(FILE *f) {
 
 /* The options: parsed once for --config and --help, then again over the
  * file's settings, at start and at every reload. */
-enum {
-        OPT_NODE = 256,
-        OPT_SOCKET,
-        OPT_STATE,
-        OPT_WORK,
-        OPT_KEY,
-        OPT_CRIU,
-        OPT_LEVEL,
-        OPT_SET,
-        OPT_VERSION
-};
+enum { OPT_NODE = 256, OPT_SOCKET, OPT_STATE, OPT_WORK, OPT_KEY, OPT_CRIU, OPT_LEVEL, OPT_SET, OPT_VERSION };
 static const struct option options[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"node", required_argument, NULL, OPT_NODE},
-        {"socket", required_argument, NULL, OPT_SOCKET},
-        {"state-dir", required_argument, NULL, OPT_STATE},
-        {"work-dir", required_argument, NULL, OPT_WORK},
-        {"hmac-key", required_argument, NULL, OPT_KEY},
-        {"criu", required_argument, NULL, OPT_CRIU},
-        {"log-level", required_argument, NULL, OPT_LEVEL},
-        {"set", required_argument, NULL, OPT_SET},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, OPT_VERSION},
-        {},
+        {"config", required_argument, NULL, 'c'},        {"node", required_argument, NULL, OPT_NODE},
+        {"socket", required_argument, NULL, OPT_SOCKET}, {"state-dir", required_argument, NULL, OPT_STATE},
+        {"work-dir", required_argument, NULL, OPT_WORK}, {"hmac-key", required_argument, NULL, OPT_KEY},
+        {"criu", required_argument, NULL, OPT_CRIU},     {"log-level", required_argument, NULL, OPT_LEVEL},
+        {"set", required_argument, NULL, OPT_SET},       {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},     {},
 };
 
 /* The file, then the flags over it. */

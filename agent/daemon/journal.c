@@ -17,8 +17,8 @@
 #define JOURNAL_REC_MAX (1 << 20)
 
 struct journal {
-        int dfd;      /* journal directory */
-        int done_dfd;     /* journal/done */
+        int dfd;         /* journal directory */
+        int done_dfd;    /* journal/done */
         uint64_t keep_s; /* finished records are kept this long (by mtime: when they finished) */
 };
 

@@ -159,7 +159,8 @@ static void put_histogram(out *o, const char *name, const char *labels, const hi
         const char *sep = labels[0] ? "," : "";
         for (size_t i = 0; i < N_BUCKETS; i++) {
                 cum += h->le[i];
-                put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, buckets[i], (unsigned long long)cum);
+                put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep, buckets[i],
+                    (unsigned long long)cum);
         }
         put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep, (unsigned long long)h->count);
         put(o, "%s_sum%s%s%s %.6f\n", name, labels[0] ? "{" : "", labels, labels[0] ? "}" : "", h->sum);
@@ -182,17 +183,19 @@ static char *render(metrics *mt) {
         json_t *pc = precheck_status(a);
         out o = {};
 
-        head(&o, "nucleus_migrate_agent_start_time_seconds", "gauge", "When this agent started (unix time).");
+        head(&o, "nucleus_migrate_agent_start_time_seconds", "gauge",
+             "When this agent started (unix time).");
         put(&o, "nucleus_migrate_agent_start_time_seconds %.3f\n", (double)mt->started_ms / 1000);
-        put_family(&o, "nucleus_migrate_moves_total", "Migrations that ended on this node, by role and outcome.",
-                   &mt->moves);
+        put_family(&o, "nucleus_migrate_moves_total",
+                   "Migrations that ended on this node, by role and outcome.", &mt->moves);
         head(&o, "nucleus_migrate_rollbacks_total", "counter",
              "Moves this node rolled back: stopped, then restored here from its own images.");
         put(&o, "nucleus_migrate_rollbacks_total %llu\n", (unsigned long long)mt->rollbacks);
         put_family(&o, "nucleus_migrate_refusals_total",
                    "Moves refused before anything was frozen, by side and reason.", &mt->refusals);
         put_family(&o, "nucleus_migrate_drains_total", "Drains of this node, by outcome.", &mt->drains);
-        put_family(&o, "nucleus_migrate_bytes_total", "Image bytes of ended migrations, by role.", &mt->bytes);
+        put_family(&o, "nucleus_migrate_bytes_total", "Image bytes of ended migrations, by role.",
+                   &mt->bytes);
         head(&o, "nucleus_migrate_in_doubt", "gauge",
              "Migrations whose outcome this node cannot learn yet (see nucleus-migrate resolve).");
         put(&o, "nucleus_migrate_in_doubt %u\n", in_doubt(a));
@@ -208,11 +211,13 @@ static char *render(metrics *mt) {
         head(&o, "nucleus_migrate_downtime_seconds", "histogram",
              "Time a moved container did not run: from the freeze until it resumed.");
         put_histogram(&o, "nucleus_migrate_downtime_seconds", "", &mt->downtime);
-        head(&o, "nucleus_migrate_duration_seconds", "histogram", "Time from the request to the end of a move.");
+        head(&o, "nucleus_migrate_duration_seconds", "histogram",
+             "Time from the request to the end of a move.");
         put_histogram(&o, "nucleus_migrate_duration_seconds", "", &mt->duration);
         head(&o, "nucleus_migrate_stage_seconds", "histogram", "Time each stage of a move took, by stage.");
         for (size_t i = 0; i < mt->stages.n; i++)
-                put_histogram(&o, "nucleus_migrate_stage_seconds", mt->stages.v[i].labels, &mt->stages.v[i].h);
+                put_histogram(&o, "nucleus_migrate_stage_seconds", mt->stages.v[i].labels,
+                              &mt->stages.v[i].h);
         if (o.failed) {
                 free(o.buf);
                 return NULL;
@@ -232,8 +237,8 @@ static void write_work(uv_work_t *w) {
                 return;
         }
         dfd = open_dir_nofollow(dirname(d));
-        mt->status = dfd < 0 ? dfd
-                             : write_file_atomic_at(dfd, basename(b), mt->text, strlen(mt->text), 0644);
+        mt->status =
+                dfd < 0 ? dfd : write_file_atomic_at(dfd, basename(b), mt->text, strlen(mt->text), 0644);
 }
 
 static void flush(metrics *mt);
@@ -250,7 +255,8 @@ static void write_done(uv_work_t *w, int status) {
                 return;
         }
         if (mt->status < 0 && !mt->warned) {
-                log_warning("cannot write the metrics file %s: %s (said once)", mt->path, strerror(-mt->status));
+                log_warning("cannot write the metrics file %s: %s (said once)", mt->path,
+                            strerror(-mt->status));
                 mt->warned = true;
         } else if (mt->status >= 0)
                 mt->warned = false;
@@ -339,12 +345,15 @@ void metrics_mig_end(agent *a, const json_t *result) {
         count(&mt->moves, 1, "role=\"%s\",outcome=\"%s\"", lrole, lout);
         if (outcome && strcmp(outcome, "rolled-back") == 0)
                 mt->rollbacks++;
-        count(&mt->bytes, (uint64_t)json_integer_value(json_object_get(result, "bytes")), "role=\"%s\"", lrole);
+        count(&mt->bytes, (uint64_t)json_integer_value(json_object_get(result, "bytes")), "role=\"%s\"",
+              lrole);
         down = json_object_get(result, "downtime_ms");
-        if (json_is_integer(down) && outcome && (strcmp(outcome, "done") == 0 || strcmp(outcome, "running") == 0))
+        if (json_is_integer(down) && outcome &&
+            (strcmp(outcome, "done") == 0 || strcmp(outcome, "running") == 0))
                 observe(&mt->downtime, (double)json_integer_value(down) / 1000);
         if (role && strcmp(role, "source") == 0 && outcome && strcmp(outcome, "done") == 0)
-                observe(&mt->duration, (double)json_integer_value(json_object_get(result, "duration_ms")) / 1000);
+                observe(&mt->duration,
+                        (double)json_integer_value(json_object_get(result, "duration_ms")) / 1000);
         stages = json_object_get(result, "stages");
         json_object_foreach(stages, key, v) {
                 for (size_t i = 0; i < _STAGE_MAX; i++) {

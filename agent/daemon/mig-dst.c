@@ -601,8 +601,8 @@ static void dst_commit_finished(ctl_conn *cc, const char *id) {
         if (journal_load_done_one(cc->a->journal, id, &rec) >= 0 &&
             mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_DEST) {
                 dst_answer_commit(cc, id,
-                                  dst_commit_finds_copy(
-                                          dst_phase_from_string(json_string_value(json_object_get(rec, "phase")))),
+                                  dst_commit_finds_copy(dst_phase_from_string(
+                                          json_string_value(json_object_get(rec, "phase")))),
                                   (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
                 json_decref(rec);
                 return;
@@ -862,7 +862,8 @@ static void dst_offer_cpu_checked(ctl_conn *cc, const proto_offer *o, int status
         if (status < 0) {
                 snprintf(why, sizeof(why), "the CPU of %s lacks what %s's offers (%s)", cc->a->cfg.node,
                          cc->peer_node, err->msg);
-                dst_reject(cc, o, status == -EOPNOTSUPP ? PROTO_REJECT_INCOMPATIBLE : PROTO_REJECT_BUSY, why);
+                dst_reject(cc, o, status == -EOPNOTSUPP ? PROTO_REJECT_INCOMPATIBLE : PROTO_REJECT_BUSY,
+                           why);
                 return;
         }
         if (dst_offer_passes(cc, o))

@@ -63,7 +63,8 @@ void mig_share_bandwidth(agent *a) {
                         continue;
                 m->rate_limit = share;
                 xfer_send_set_rate(m->send, share);
-                log_ctx_info(m->id, "streaming at up to %llu bytes/s: %u stream(s) share limits.bandwidth %llu",
+                log_ctx_info(m->id,
+                             "streaming at up to %llu bytes/s: %u stream(s) share limits.bandwidth %llu",
                              (unsigned long long)share, n, (unsigned long long)a->cfg.bandwidth);
         }
 }
@@ -215,7 +216,8 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                 nm_error_prefix(&err, "cannot describe container %s", m->container_id);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_FAILED), &err);
         }
-        if (src_check_lazy(m, &err) < 0 || precheck_source(a, m->peer, peer_link_key_id(m->link), &err) < 0) {
+        if (src_check_lazy(m, &err) < 0 ||
+            precheck_source(a, m->peer, peer_link_key_id(m->link), &err) < 0) {
                 metrics_refusal(a, "source", err.code == -EBUSY ? "busy" : "precheck");
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_REFUSED), &err);
         }

@@ -116,8 +116,8 @@ struct mig {
         ckpt_restore_req rollback;
         struct peer_link *link;
         xfer_send *send;
-        bool streaming;      /* send under way: it has a share of [limits] bandwidth */
-        uint64_t rate_limit; /* that share, bytes/s (0: none) */
+        bool streaming;         /* send under way: it has a share of [limits] bandwidth */
+        uint64_t rate_limit;    /* that share, bytes/s (0: none) */
         pid_t new_pid;          /* on the destination */
         nm_error doubt;         /* committed: why the target has not confirmed yet */
         handoff_outcome answer; /* QUERY: what the core said */
@@ -214,7 +214,6 @@ void mig_finish(mig *m);
 /* Closes m's handles at agent exit, leaving its journal record active: the
  * next start continues from it. */
 void mig_park(mig *m);
-
 
 /* Fault injection for the fault-matrix tests: NM_FAULT holds a comma list
  * of "crash-after=<point>" (SIGKILL self), "hang-after=<point>" (stop for

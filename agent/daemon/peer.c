@@ -31,7 +31,7 @@ struct peer_link {
         int status;
         nm_error err;
         bool closed_reported;
-        unsigned features; /* the peer's HELLO */
+        unsigned features;                   /* the peer's HELLO */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
 

@@ -79,8 +79,8 @@ static int facts_ident(const agent *a, char *buf, size_t n) {
                 boot[strcspn(boot, "\n")] = '\0';
         snprintf(buf, n, "criu %s dev %llu ino %llu size %lld mtime %lld.%09ld; kernel %s %s; boot %s",
                  a->criu->path, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino,
-                 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, u.release, u.version,
-                 boot ? boot : "unknown");
+                 (long long)st.st_size, (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, u.release,
+                 u.version, boot ? boot : "unknown");
         return 0;
 }
 
@@ -156,9 +156,10 @@ static int facts_load(const char *work_dir, const char *ident, node_facts *f) {
         if (dfd < 0 || read_file_at(dfd, FACTS_FILE, FACTS_MAX, &text, NULL) < 0)
                 return -ENOENT;
         doc = json_loads(text, 0, NULL);
-        if (doc && json_unpack(doc, "{s:s, s:s, s?s, s?s, s?s}", "ident", &id, "criu_check", &check,
-                               "criu_check_error", &check_error, "cpuinfo", &hex, "cpuinfo_error",
-                               &cpu_error) == 0 &&
+        if (doc &&
+            json_unpack(doc, "{s:s, s:s, s?s, s?s, s?s}", "ident", &id, "criu_check", &check,
+                        "criu_check_error", &check_error, "cpuinfo", &hex, "cpuinfo_error",
+                        &cpu_error) == 0 &&
             strcmp(id, ident) == 0 && (strcmp(check, "passed") == 0 || strcmp(check, "failed") == 0)) {
                 snprintf(f->ident, sizeof(f->ident), "%s", id);
                 f->check = strcmp(check, "passed") == 0 ? NODE_CHECK_PASSED : NODE_CHECK_FAILED;

@@ -21,14 +21,16 @@ typedef struct fixed_key {
         const char *why;
 } fixed_key;
 
-#define FIXED(n, field, w) {n, offsetof(agent_config, field), w}
+#define FIXED(n, field, w) \
+        { n, offsetof(agent_config, field), w }
 static const fixed_key fixed[] = {
         FIXED("agent.node", node, "peers and the journal know this node by it"),
         FIXED("agent.socket", socket, "the control socket is open"),
         FIXED("agent.socket_group", socket_group, "the socket's group was set when it was made"),
         FIXED("agent.state_dir", state_dir, "the containers' state files are there"),
         FIXED("agent.work_dir", work_dir, "the journal, checkpoints and staging live there"),
-        FIXED("agent.hmac_key", hmac_key, "the key was checked and loaded at start, and peers know its identity"),
+        FIXED("agent.hmac_key", hmac_key,
+              "the key was checked and loaded at start, and peers know its identity"),
         FIXED("agent.criu", criu, "CRIU was checked at start (criu check, cpuinfo)"),
         FIXED("agent.metrics_file", metrics_file, "the metrics are written there from the start"),
 };
@@ -55,7 +57,8 @@ static bool peers_differ(const agent_config *a, const agent_config *b) {
         if (a->n_peers != b->n_peers)
                 return true;
         for (size_t i = 0; i < a->n_peers; i++)
-                if (!str_eq(a->peers[i].name, b->peers[i].name) || !str_eq(a->peers[i].host, b->peers[i].host) ||
+                if (!str_eq(a->peers[i].name, b->peers[i].name) ||
+                    !str_eq(a->peers[i].host, b->peers[i].host) ||
                     !str_eq(a->peers[i].user, b->peers[i].user) || a->peers[i].port != b->peers[i].port)
                         return true;
         return false;

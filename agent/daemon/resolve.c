@@ -190,9 +190,9 @@ static handoff_outcome handoff_of(proto_outcome o) {
 static void resolve_finished(void *ud, const char *mig_id, json_t *doc) {
         resolver *rv = ud;
         (void)mig_id;
-        json_object_set_new(rv->doc, "outcome",
-                            json_string(doc ? strempty(json_string_value(json_object_get(doc, "outcome")))
-                                            : "parked"));
+        json_object_set_new(
+                rv->doc, "outcome",
+                json_string(doc ? strempty(json_string_value(json_object_get(doc, "outcome"))) : "parked"));
         answer(rv, doc ? NM_EXIT_OK : NM_EXIT_IN_DOUBT);
         resolver_free(rv);
 }
@@ -210,7 +210,8 @@ static void decide(resolver *rv) {
 
         if (!m || m->role != MIG_ROLE_DEST || m->finished) {
                 json_object_set_new(rv->doc, "decision", json_string("none"));
-                json_object_set_new(rv->doc, "reason", json_string("the migration ended while facts were gathered"));
+                json_object_set_new(rv->doc, "reason",
+                                    json_string("the migration ended while facts were gathered"));
                 answer(rv, NM_EXIT_FAILURE);
                 json_decref(here);
                 json_decref(there);
@@ -224,7 +225,7 @@ static void decide(resolver *rv) {
                 .copy = copy_here(m, here),
                 .source_reached = rv->answered,
                 .source_says = rv->answered ? handoff_of(rv->source_says) : HANDOFF_OUTCOME_UNKNOWN,
-                .source_record = !rv->answered        ? HANDOFF_FACT_UNKNOWN
+                .source_record = !rv->answered         ? HANDOFF_FACT_UNKNOWN
                                  : rv->source_phase[0] ? HANDOFF_FACT_YES
                                                        : HANDOFF_FACT_NO,
                 .source_copy_runs = rv->source_runs,
@@ -267,14 +268,15 @@ static void decide(resolver *rv) {
         json_object_set_new(rv->doc, "forced", json_boolean(forced));
         log_ctx_warning(m->id, "resolved: %s", reason);
         mig_rec_set(m, "resolution",
-                    json_pack("{s:s, s:b, s:s, s:I}", "outcome", handoff_outcome_to_string(o), "forced", forced,
-                              "reason", reason, "at_ms", (json_int_t)unix_ms()));
+                    json_pack("{s:s, s:b, s:s, s:I}", "outcome", handoff_outcome_to_string(o), "forced",
+                              forced, "reason", reason, "at_ms", (json_int_t)unix_ms()));
         /* The source's journal hears it too, when it can be reached. */
         if (rv->link && rv->answered) {
                 proto_msg r = {.type = PROTO_MSG_RESOLVED,
                                .resolved = {.mig = m->id,
-                                            .outcome = o == HANDOFF_OUTCOME_COMMITTED ? PROTO_OUTCOME_COMMITTED
-                                                                                      : PROTO_OUTCOME_ABORTED,
+                                            .outcome = o == HANDOFF_OUTCOME_COMMITTED
+                                                               ? PROTO_OUTCOME_COMMITTED
+                                                               : PROTO_OUTCOME_ABORTED,
                                             .reason = reason}};
                 (void)peer_link_send(rv->link, &r, NULL);
                 json_object_set_new(rv->doc, "recorded_on_source", json_true());
@@ -338,19 +340,20 @@ int resolve_start(ctl_conn *cc, const proto_resolve *req, nm_error *err) {
                 char phase[PROTO_ID_MAX + 1];
                 ended_phase(a, req->mig, phase, sizeof(phase));
                 if (phase[0])
-                        return nm_error_set(err, -EALREADY, "migration %s is over here (%s): nothing to resolve",
-                                            req->mig, phase);
+                        return nm_error_set(err, -EALREADY,
+                                            "migration %s is over here (%s): nothing to resolve", req->mig,
+                                            phase);
                 return nm_error_set(err, -ESRCH,
                                     "no migration %s on %s (`nucleus-migrate status` lists them)", req->mig,
                                     a->cfg.node);
         }
         if (m->role != MIG_ROLE_DEST || m->dst.phase != DST_IN_DOUBT)
-                return nm_error_set(err, -EINVAL,
-                                    "migration %s is not in doubt here: it is the %s's, in phase %s%s", m->id,
-                                    m->role == MIG_ROLE_DEST ? "destination" : "source", mig_phase_name(m),
-                                    m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_COMMITTED
-                                            ? " (a committed source only goes forward; settle it on the target)"
-                                            : "");
+                return nm_error_set(
+                        err, -EINVAL, "migration %s is not in doubt here: it is the %s's, in phase %s%s",
+                        m->id, m->role == MIG_ROLE_DEST ? "destination" : "source", mig_phase_name(m),
+                        m->role == MIG_ROLE_SOURCE && m->src.phase == SRC_COMMITTED
+                                ? " (a committed source only goes forward; settle it on the target)"
+                                : "");
         rv = calloc(1, sizeof(*rv));
         if (!rv)
                 return nm_error_set(err, -ENOMEM, "out of memory");
@@ -359,12 +362,12 @@ int resolve_start(ctl_conn *cc, const proto_resolve *req, nm_error *err) {
         rv->ask = req->decision;
         rv->force = req->force;
         snprintf(rv->mig, sizeof(rv->mig), "%s", m->id);
-        rv->doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "mig", m->id, "role", "destination", "container",
-                            strempty(m->container_id), "name", strempty(m->container_name), "asked",
-                            proto_decision_to_string(req->decision), "force", req->force);
+        rv->doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:b}", "mig", m->id, "role", "destination",
+                            "container", strempty(m->container_id), "name", strempty(m->container_name),
+                            "asked", proto_decision_to_string(req->decision), "force", req->force);
         cc->resolver = rv;
-        log_ctx_info(m->id, "resolve asked (%s%s): asking %s what it knows", proto_decision_to_string(req->decision),
-                     req->force ? ", forced" : "", m->peer);
+        log_ctx_info(m->id, "resolve asked (%s%s): asking %s what it knows",
+                     proto_decision_to_string(req->decision), req->force ? ", forced" : "", m->peer);
         if (peer_link_open(a, m->peer, m->id, &resolve_link_ops, rv, err, &rv->link) < 0) {
                 snprintf(rv->source_error, sizeof(rv->source_error), "%s", err->msg);
                 nm_error_clear(err);

@@ -111,7 +111,10 @@ static json_t *migrations_json(agent *a, const char *ref, int64_t since_s) {
                 json_object_set_new(doc, "bytes_total", json_integer((json_int_t)m->bytes_total));
                 json_array_append_new(arr, doc);
         }
-        if (journal_load_done_since(a->journal, since_s > 0 ? SIZE_MAX : ref ? JOURNAL_KEEP_DONE : 20,
+        if (journal_load_done_since(a->journal,
+                                    since_s > 0 ? SIZE_MAX
+                                    : ref       ? JOURNAL_KEEP_DONE
+                                                : 20,
                                     since_s, &done, &err) < 0)
                 return arr;
         json_array_foreach(done, i, rec) {

@@ -160,7 +160,8 @@ static void test_journal_history_by_time(void **state) {
         }
         /* Two of them ended long ago (their files' mtime says when). */
         for (int i = 0; i < 2; i++) {
-                struct timespec ts[2] = {{.tv_sec = now - (i ? 10 : 3) * 86400}, {.tv_sec = now - (i ? 10 : 3) * 86400}};
+                struct timespec ts[2] = {{.tv_sec = now - (i ? 10 : 3) * 86400},
+                                         {.tv_sec = now - (i ? 10 : 3) * 86400}};
                 snprintf(path, sizeof(path), "%s/done/m%d.json", jdir, i);
                 assert_int_equal(utimensat(AT_FDCWD, path, ts, 0), 0);
         }

@@ -72,8 +72,10 @@ static void test_sd_watchdog(void **state) {
 /* The journal's native format: KEY=value lines; a value with a newline in
  * the binary form (KEY, newline, 64-bit little-endian length, value). */
 static void test_sd_journal_format(void **state) {
-        const char *kv[] = {"MESSAGE", "two\nlines", "PRIORITY", "6", "NUCLEUS_MIGRATION", "6b0912", "SKIPPED", NULL};
-        static const char want[] = "MESSAGE\n\x09\0\0\0\0\0\0\0two\nlines\nPRIORITY=6\nNUCLEUS_MIGRATION=6b0912\n";
+        const char *kv[] = {"MESSAGE",           "two\nlines", "PRIORITY", "6",
+                            "NUCLEUS_MIGRATION", "6b0912",     "SKIPPED",  NULL};
+        static const char want[] =
+                "MESSAGE\n\x09\0\0\0\0\0\0\0two\nlines\nPRIORITY=6\nNUCLEUS_MIGRATION=6b0912\n";
         char buf[256];
         (void)state;
 

@@ -157,8 +157,8 @@ static const row rows[] = {
          EV(OUTCOME, .outcome = HANDOFF_OUTCOME_UNKNOWN), DST_IN_DOUBT, "drop-ask ask-later(10000)"},
         {ST(IN_DOUBT, OVER, STOPPED, GONE, .ask_tries = 1), EV(TIMER), DST_IN_DOUBT, "open-ask"},
         /* resolve: the operator's decision, whether a question is out or not */
-        {ST(IN_DOUBT, OVER, STOPPED, GONE, .ask_tries = 2), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_COMMITTED),
-         DST_RUNNING, "drop-ask " RUNS_HERE},
+        {ST(IN_DOUBT, OVER, STOPPED, GONE, .ask_tries = 2),
+         EV(RESOLVED, .outcome = HANDOFF_OUTCOME_COMMITTED), DST_RUNNING, "drop-ask " RUNS_HERE},
         {ST(IN_DOUBT, OVER, STOPPED, GONE, ASK(OPENING)), EV(RESOLVED, .outcome = HANDOFF_OUTCOME_ABORTED),
          DST_ABORTED,
          "drop-ask note-discard(resolved) stop-sink kill-copy remove-staging release journal(aborted) "
@@ -490,38 +490,54 @@ static void test_resolve(void **state) {
                 bool forced;
         } cases[] = {
                 /* not in doubt: nothing to resolve, whatever is asked */
-                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED, X},
-                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED,
+                 X},
+                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
+                 X},
                 /* the source's journal decides */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, C},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_COMMIT, false, DST_RESOLVE_DECIDED, C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                 C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                 A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_COMMIT, false,
+                 DST_RESOLVE_DECIDED, C},
                 /* ... and is never overruled, forced or not */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED,
+                 X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, N, DST_RESOLVE_COMMIT, true,
+                 DST_RESOLVE_REFUSED, X},
                 /* no record there: a copy running there means abort, and a
                  * second copy is never started beside it */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                 A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_COMMIT, true,
+                 DST_RESOLVE_REFUSED, X},
                 /* no record and no copy there: ours is the only one */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, C},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, false, DST_RESOLVE_REFUSED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED, A,
-                 true},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                 C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, false,
+                 DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED,
+                 A, true},
                 /* the source is mid-step: wait, unless forced */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, N, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_UNDECIDED, X},
                 /* the source cannot be reached: only a forced, explicit decision */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_UNDECIDED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, true, DST_RESOLVE_UNDECIDED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, false, DST_RESOLVE_UNDECIDED,
-                 X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, true, DST_RESOLVE_DECIDED, C,
-                 true},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED, A,
-                 true},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, true,
+                 DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, false,
+                 DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, true,
+                 DST_RESOLVE_DECIDED, C, true},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_ABORT, true,
+                 DST_RESOLVE_DECIDED, A, true},
                 /* our copy is gone: abort is all there is */
-                {DST_IN_DOUBT, DST_COPY_NONE, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED, A},
-                {DST_IN_DOUBT, DST_COPY_NONE, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_NONE, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                 A},
+                {DST_IN_DOUBT, DST_COPY_NONE, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
+                 X},
         };
         (void)state;
 
@@ -547,10 +563,8 @@ static void test_resolve(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_resolve),
-                cmocka_unit_test(test_transitions),
-                cmocka_unit_test(test_state_carried),
-                cmocka_unit_test(test_every_pair),
+                cmocka_unit_test(test_resolve),       cmocka_unit_test(test_transitions),
+                cmocka_unit_test(test_state_carried), cmocka_unit_test(test_every_pair),
                 cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
