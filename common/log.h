@@ -7,6 +7,7 @@
  * followed with grep. */
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "macro.h"
 
@@ -29,6 +30,13 @@ void log_set_ident(const char *ident);
 
 /* Timestamps are left out under systemd, whose journal stamps lines itself. */
 void log_set_timestamps(bool on);
+
+/* Every message is written as one line: control characters (line feeds,
+ * carriage returns, escape sequences, DEL; tab passes) become \n, \r or
+ * \xNN, so that text from a peer or a container can never forge a line of
+ * its own. log_escape writes in's escaped form into out (at most size
+ * bytes with the NUL, cut at a whole escape) and returns its full length. */
+size_t log_escape(const char *in, char *out, size_t size);
 
 void log_internal(log_level level, const char *ctx, const char *file, int line, const char *func,
                   const char *fmt, ...) _printf_(6, 7);
