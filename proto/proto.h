@@ -65,6 +65,7 @@ typedef enum proto_msg_type {
         PROTO_MSG_ERROR = 2,
         PROTO_MSG_PING = 3,
         PROTO_MSG_PONG = 4,
+        PROTO_MSG_RELAY = 5, /* dial-stdio to its agent only: who the relayed peer is */
         /* peer session: node selection */
         PROTO_MSG_NODE_INFO_REQ = 10,
         PROTO_MSG_NODE_INFO = 11,
@@ -183,6 +184,13 @@ typedef struct proto_error {
 typedef struct proto_ping {
         uint64_t seq;
 } proto_ping; /* PING and PONG */
+
+/* The first frame dial-stdio writes to its agent, before any byte of the
+ * peer's: the peer whose key ran it (the forced command's --peer), or none.
+ * The peer cannot forge it: its own bytes only follow. */
+typedef struct proto_relay {
+        const char *peer; /* optional */
+} proto_relay;
 
 typedef struct proto_node_info {
         const char *node;
@@ -329,6 +337,7 @@ typedef struct proto_msg {
                 proto_error error;
                 proto_ping ping; /* PING */
                 proto_ping pong; /* PONG */
+                proto_relay relay;
                 proto_node_info node_info;
                 proto_offer offer;
                 proto_mig_only accept;

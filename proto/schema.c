@@ -93,6 +93,10 @@ static const proto__field ping_fields[] = {
         U64("seq", ping.seq),
 };
 
+static const proto__field relay_fields[] = {
+        OPT_STR("peer", relay.peer, PROTO__CHECK_NAME, 1, PROTO_NAME_MAX),
+};
+
 static const proto__field node_info_fields[] = {
         NAME("node", node_info.node),
         BOOL("cordoned", node_info.cordoned),
@@ -230,6 +234,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_ERROR] = SCHEMA("ERROR", error_fields, NULL),
         [PROTO_MSG_PING] = SCHEMA("PING", ping_fields, NULL),
         [PROTO_MSG_PONG] = SCHEMA("PONG", ping_fields, NULL),
+        [PROTO_MSG_RELAY] = SCHEMA("RELAY", relay_fields, NULL),
         [PROTO_MSG_NODE_INFO_REQ] = SCHEMA_EMPTY("NODE_INFO_REQ"),
         [PROTO_MSG_NODE_INFO] = SCHEMA("NODE_INFO", node_info_fields, NULL),
         [PROTO_MSG_OFFER] = SCHEMA("OFFER", offer_fields, NULL),

@@ -298,7 +298,8 @@ typedef void (*xfer_dial_done_cb)(int status, const nm_error *err, void *userdat
 
 /* Connects to the unix socket socket_path and relays stdin to it and its
  * replies to stdout until both directions have ended (EOF is passed on as a
- * shutdown). stdin and stdout may be pipes, sockets, ttys or files. cb runs
+ * shutdown). stdin and stdout may be pipes, sockets, ttys or files. first
+ * (may be NULL) is written to the socket before any byte of stdin. cb runs
  * once, after every handle is closed. */
-int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, xfer_dial_done_cb cb,
-                    void *userdata, nm_error *err);
+int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, const proto_msg *first,
+                    xfer_dial_done_cb cb, void *userdata, nm_error *err);

@@ -4,14 +4,16 @@
 /* The handoff journal: one JSON record per migration, replaced atomically
  * (write to a temp file, fsync, rename, fsync the directory) at every step,
  * so that after a crash the record says exactly which step was reached.
- * Finished migrations move to done/ and are kept (the newest
- * JOURNAL_KEEP_DONE) for `status`. */
+ * Finished migrations move to done/ and are kept for `status` and for
+ * answering late messages, until the daemon forgets them (history.h says
+ * which: never by a count a peer can drive). */
 
 #include <jansson.h>
 #include <stdbool.h>
 
 #include "error.h"
 
+/* `status REF` looks this far back. */
 #define JOURNAL_KEEP_DONE 200
 
 typedef struct journal journal;
@@ -34,9 +36,12 @@ int journal_load_active(journal *j, json_t **ret, nm_error *err);
 /* Recent finished records, newest first, at most max. */
 int journal_load_done(journal *j, size_t max, json_t **ret, nm_error *err);
 
-/* Moves a finished migration's record to done/ (durable), pruning old ones.
- * Blocking, and safe on any thread, as journal_put_text. */
+/* Moves a finished migration's record to done/ (durable). Blocking, and
+ * safe on any thread, as journal_put_text. */
 int journal_finish(journal *j, const char *mig, nm_error *err);
+
+/* Removes a finished record from done/ (none: fine). As journal_finish. */
+int journal_forget(journal *j, const char *mig, nm_error *err);
 
 /* A migration id usable as a file name: [A-Za-z0-9_-], 1..64. */
 bool journal_valid_id(const char *mig);

@@ -589,30 +589,23 @@ static void dst_answer_commit(ctl_conn *cc, const char *id, bool runs, pid_t pid
  * copy that runs: the source would restore its own). */
 static void dst_commit_finished(ctl_conn *cc, const char *id) {
         mig *m = mig_find_archiving(cc->a, id);
-        json_t *done = NULL, *rec;
-        nm_error err = {};
-        size_t i;
+        const json_t *rec = cc->a->history ? history_get(cc->a->history, id) : NULL;
 
         if (m && m->role == MIG_ROLE_DEST) {
-                dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
-                                  (pid_t)mig_rec_int(m, "restored_pid"));
+                if (mig_admits(cc, MIG_ROLE_DEST, id, m->peer, NULL, HANDOFF_MSG_COMMIT))
+                        dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
+                                          (pid_t)mig_rec_int(m, "restored_pid"));
                 return;
         }
-        if (journal_load_done(cc->a->journal, JOURNAL_KEEP_DONE, &done, &err) >= 0)
-                json_array_foreach(done, i, rec) {
-                        const char *rid = json_string_value(json_object_get(rec, "mig"));
-                        if (!rid || strcmp(rid, id) != 0 ||
-                            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) !=
-                                    MIG_ROLE_DEST)
-                                continue;
+        if (rec && mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_DEST) {
+                if (mig_admits(cc, MIG_ROLE_DEST, id, json_string_value(json_object_get(rec, "peer")), NULL,
+                               HANDOFF_MSG_COMMIT))
                         dst_answer_commit(cc, id,
                                           dst_commit_finds_copy(dst_phase_from_string(
                                                   json_string_value(json_object_get(rec, "phase")))),
                                           (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
-                        json_decref(done);
-                        return;
-                }
-        json_decref(done);
+                return;
+        }
         dst_answer_commit(cc, id, false, 0);
 }
 
@@ -837,11 +830,18 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
                 (void)ctl_send(cc, &e);
                 return;
         }
-        if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig)) {
+        /* An id names one migration, for as long as its record is kept: a
+         * reused one would answer later messages from another's record. */
+        if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig) ||
+            (a->history && history_get(a->history, o->mig))) {
+                bool in_use = mig_find(a, o->mig) || mig_find_archiving(a, o->mig);
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
                                 .reject = {.mig = o->mig,
                                            .code = PROTO_REJECT_EXISTS,
-                                           .reason = "migration id in use"}};
+                                           .reason = in_use ? "migration id in use"
+                                                            : "migration id used before: ids are never reused"}};
+                log_ctx_info(o->mig, "refusing an OFFER from %s (session %llu): %s", cc->peer_node,
+                             (unsigned long long)cc->session, rj.reject.reason);
                 (void)ctl_send(cc, &rj);
                 return;
         }
@@ -878,6 +878,7 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
         m->container_id = strdup(o->container_id);
         m->container_name = strdup(o->container_name);
         m->peer = strdup(cc->peer_node);
+        mig_rec_set_int(m, "session", (int64_t)cc->session);
         snprintf(path, sizeof(path), "%s/%s", a->staging_dir, m->id);
         m->staging = strdup(path);
         m->offered_bytes = o->image_bytes;
@@ -893,11 +894,22 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
         dst_feed(m, DST_EV_OFFER, NULL);
 }
 
+/* A message for migration id that this session does not carry: if id is
+ * another's migration here, the refusal is its own (and logged). */
+static bool dst_foreign(ctl_conn *cc, const char *id, handoff_msg what) {
+        mig *m = id ? mig_find(cc->a, id) : NULL;
+        if (!m || m == cc->dest)
+                return false;
+        return !mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL, what);
+}
+
 void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
         mig *m = cc->dest;
         nm_error err = {};
         const char *id = proto_msg_mig(msg);
 
+        if (dst_foreign(cc, id, HANDOFF_MSG_IMAGES))
+                return;
         if (!m || !m->recv || !id || strcmp(id, m->id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
                                .error = {.mig = id,
@@ -914,6 +926,8 @@ void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
 
 void mig_dst_restore(ctl_conn *cc, const char *id) {
         mig *m = cc->dest;
+        if (dst_foreign(cc, id, HANDOFF_MSG_RESTORE))
+                return;
         if (!m || strcmp(m->id, id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
                                .error = {.mig = id,
@@ -931,13 +945,20 @@ void mig_dst_commit(ctl_conn *cc, const char *id) {
                 dst_commit_finished(cc, id);
                 return;
         }
+        if (!mig_admits(cc, MIG_ROLE_DEST, id, m->peer, m->peer_cc, HANDOFF_MSG_COMMIT))
+                return;
         /* The answer goes where the question came from. */
         m->reply_cc = cc;
         dst_feed(m, DST_EV_COMMIT, NULL);
 }
 
-void mig_dst_abort(agent *a, const char *id, const char *reason) {
-        mig *m = mig_find(a, id);
+void mig_dst_abort(ctl_conn *cc, const char *id, const char *reason) {
+        mig *m = mig_find(cc->a, id);
+        /* Only the session that offered it may abort it (a source aborts on
+         * its own link); ABORT of anything else changes nothing. */
+        if (m && !mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL,
+                             HANDOFF_MSG_ABORT))
+                return;
         if (m && m->role == MIG_ROLE_DEST)
                 mig_feed_errorf(m, DST_EV(DST_EV_PEER_ABORT), -ECONNABORTED, "the source aborted: %s",
                                 reason);
@@ -946,7 +967,19 @@ void mig_dst_abort(agent *a, const char *id, const char *reason) {
 /* Post-copy: the source's page server, for our lazy-pages daemon. */
 void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
         mig *m = cc->dest;
-        if (m && m->relay && strcmp(m->id, d->mig) == 0)
+
+        if (dst_foreign(cc, d->mig, HANDOFF_MSG_PAGES))
+                return;
+        /* Pages belong to a lazy migration of this session only; anything
+         * else is refused, never dropped without a word. */
+        if (!m || strcmp(m->id, d->mig) != 0 || m->dst.postcopy == DST_PC_OFF) {
+                ctl_send_error(cc, d->mig, -EPROTO,
+                               !m || strcmp(m->id, d->mig) != 0
+                                       ? "PS_DATA for a migration this session does not carry"
+                                       : "PS_DATA outside a lazy (post-copy) migration");
+                return;
+        }
+        if (m->relay)
                 (void)ps_relay_write(m->relay, d->data.ptr, d->data.len);
 }
 

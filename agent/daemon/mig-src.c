@@ -941,33 +941,51 @@ static handoff_outcome src_query(mig *m) {
         return m->answer;
 }
 
-proto_outcome mig_src_outcome(agent *a, const char *id) {
-        mig *m = mig_find(a, id);
-        json_t *done = NULL, *rec;
-        nm_error err = {};
-        size_t i;
-        handoff_outcome o = HANDOFF_OUTCOME_UNKNOWN;
-
-        if (m && m->role == MIG_ROLE_SOURCE)
+/* The answer to QUERY, once the asker is known to be the target. */
+static proto_outcome src_outcome(agent *a, mig *m, json_t *archived) {
+        if (m && !m->finished)
                 return proto_outcome_of(src_query(m));
         /* Over, its record not in done/ yet: its phase is final already. */
-        m = mig_find_archiving(a, id);
-        if (m && m->role == MIG_ROLE_SOURCE)
+        if (m)
                 return proto_outcome_of(src_outcome_of(m->src.phase));
-        if (journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
-                return PROTO_OUTCOME_UNKNOWN;
-        json_array_foreach(done, i, rec) {
-                const char *rid = json_string_value(json_object_get(rec, "mig"));
-                if (rid && strcmp(rid, id) == 0 &&
-                    mig_role_from_string(json_string_value(json_object_get(rec, "role"))) ==
-                            MIG_ROLE_SOURCE) {
-                        o = src_outcome_of(
-                                src_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
-                        break;
-                }
+        (void)a;
+        return proto_outcome_of(
+                src_outcome_of(src_phase_from_string(json_string_value(json_object_get(archived, "phase")))));
+}
+
+/* Our source migration id: active, being archived, or finished (its
+ * summary in *ret_rec, a new reference). */
+static mig *src_lookup(agent *a, const char *id, json_t **ret_rec) {
+        mig *m = mig_find(a, id);
+        const json_t *rec = a->history ? history_get(a->history, id) : NULL;
+
+        *ret_rec = NULL;
+        if (!m)
+                m = mig_find_archiving(a, id);
+        if (m)
+                return m->role == MIG_ROLE_SOURCE ? m : NULL;
+        if (rec && mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_SOURCE)
+                *ret_rec = json_incref((json_t *)rec);
+        return NULL;
+}
+
+void mig_src_query(ctl_conn *cc, const char *id) {
+        json_t *rec = NULL;
+        mig *m = src_lookup(cc->a, id, &rec);
+        proto_msg r = {.type = PROTO_MSG_OUTCOME, .outcome = {.mig = id, .outcome = PROTO_OUTCOME_UNKNOWN}};
+
+        /* Only the target asks: anyone else's question changes nothing, and
+         * hears nothing about the move. */
+        if ((m || rec) &&
+            !mig_admits(cc, MIG_ROLE_SOURCE, id, m ? m->peer : json_string_value(json_object_get(rec, "peer")),
+                        NULL, HANDOFF_MSG_QUERY)) {
+                json_decref(rec);
+                return;
         }
-        json_decref(done);
-        return proto_outcome_of(o);
+        if (m || rec)
+                r.outcome.outcome = src_outcome(cc->a, m, rec);
+        json_decref(rec);
+        (void)ctl_send(cc, &r);
 }
 
 /* ---- after a restart ---- */

@@ -85,7 +85,7 @@ pc_user=$(pc_user_bin "$PC_BIN")
 # The flood's served connections stay open (and alive) while $hold exists.
 hold=$FX_ROOT/flood.hold
 : >"$hold"
-pc_as "$FX_USER" "" -- "$pc_user" --flood 1000 --socket "$(fx_socket n2)" --timeout "$(t_ms 120000)" \
+pc_as "$FX_USER" "" -- "$pc_user" --flood 1000 --relay node1 --socket "$(fx_socket n2)" --timeout "$(t_ms 120000)" \
 	--hold "@$hold" >"$FX_ROOT/flood.out" 2>&1 &
 flood=$!
 t_wait_until 120 "the flood is served" grep -q '^served=' "$FX_ROOT/flood.out" || t_fail "flood: $(cat "$FX_ROOT/flood.out")"
@@ -118,7 +118,7 @@ read -r line <"$FX_ROOT/flood-root.out"
 t_assert_eq "$(sed -n 's/.*served=\([0-9]*\).*/\1/p' <<<"$line")" 272 "root connections served"
 t_log "a refused connection hears why"
 : >"$hold"
-pc_as "$FX_USER" "" -- "$pc_user" --flood 256 --socket "$(fx_socket n2)" --timeout "$(t_ms 120000)" \
+pc_as "$FX_USER" "" -- "$pc_user" --flood 256 --relay node1 --socket "$(fx_socket n2)" --timeout "$(t_ms 120000)" \
 	--hold "@$hold" >"$FX_ROOT/flood2.out" 2>&1 &
 flood=$!
 t_wait_until 120 "the cap is full" grep -q '^served=256' "$FX_ROOT/flood2.out" || t_fail "flood: $(cat "$FX_ROOT/flood2.out")"

@@ -6,9 +6,9 @@
  * are built with proto/ when they are valid, and by hand (msgpack, raw
  * bytes) when they must not be.
  *
- *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE]
+ *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE] [--node NAME]
  *                  [--script FILE] [-- COMMAND ARGS...]
- *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS]
+ *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS] [--relay NAME]
  *
  * The script (--script FILE, else stdin) has one command per line; # starts
  * a comment. Every frame received is printed on stdout as "< TYPE ...". The
@@ -17,6 +17,7 @@
  *
  * Sending (MIG is a migration id; numbers are decimal or 0x hex):
  *   hello [role=peer|cli] [node=NAME] [version=N] [min=N]
+ *                                       (node: --node, else "hostile")
  *   offer MIG [container=ID] [name=TEXT] [bytes=N] [criu=VER] [kernel=REL]
  *             [lazy=0|1] [metadata=@FILE|TEXT]
  *   file MIG PATH SIZE [mode=N]         FILE (a valid path: see `map`)
@@ -29,6 +30,7 @@
  *   verified|restore|commit|query|accept MIG
  *   abort MIG REASON...
  *   ping SEQ | node-info-req | status [REF] | list | cordon on|off
+ *   relay [NAME]                        RELAY (dial-stdio's own first frame) naming NAME
  *   migrate CONTAINER TARGET
  *   map KEY=TYPE:VALUE...               a frame of one msgpack map built by hand;
  *                                       TYPE: u (uint), i (int), s (string, C escapes
@@ -56,7 +58,9 @@
  * "served=S refused=R answered=A" and holds the connections for --hold ms,
  * or while FILE exists (--hold @FILE, at most --timeout ms), with a PING on
  * each answered one every 200 ms so that the agent's idle timeout does not
- * end them meanwhile. */
+ * end them meanwhile. With --relay NAME each connection first says what
+ * dial-stdio says (RELAY naming NAME), and HELLO as NAME: what the
+ * migration user's connections must do. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -93,6 +97,7 @@ typedef struct client {
         proto_reader *rd;
         bool eof;
         uint64_t timeout_ms;
+        const char *node; /* HELLO's node unless the line names one */
         unsigned line;
         /* the image stream being sent */
         ckpt_hmac *hmac; /* the tree HMAC an honest sender computes (ckpt's) */
@@ -737,7 +742,7 @@ static void run_line(client *c, char *line) {
                         .type = PROTO_MSG_HELLO,
                         .hello = {.version = ver ? (uint32_t)parse_u64(c, ver) : PROTO_VERSION,
                                   .min_version = min ? (uint32_t)parse_u64(c, min) : PROTO_MIN_VERSION,
-                                  .node = node ? node : "hostile",
+                                  .node = node ? node : c->node,
                                   .role = role && strcmp(role, "cli") == 0 ? PROTO_ROLE_CLI
                                                                            : PROTO_ROLE_PEER}};
                 send_msg(c, &m);
@@ -788,6 +793,8 @@ static void run_line(client *c, char *line) {
                 send_msg(c, &m);
         } else if (strcmp(cmd, "node-info-req") == 0) {
                 send_msg(c, &(proto_msg){.type = PROTO_MSG_NODE_INFO_REQ});
+        } else if (strcmp(cmd, "relay") == 0) {
+                send_msg(c, &(proto_msg){.type = PROTO_MSG_RELAY, .relay = {.peer = n > 1 ? args[1] : NULL}});
         } else if (strcmp(cmd, "status") == 0) {
                 send_msg(c,
                          &(proto_msg){.type = PROTO_MSG_STATUS, .status = {.ref = n > 1 ? args[1] : NULL}});
@@ -910,7 +917,7 @@ static void flood_hold(flood_conn *f, unsigned n, uint64_t hold_ms, const char *
 }
 
 static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint64_t hold_ms,
-                 const char *hold_file) {
+                 const char *hold_file, const char *relay) {
         flood_conn *f = calloc(n, sizeof(*f));
         struct pollfd *pfd = calloc(n, sizeof(*pfd));
         unsigned served = 0, refused = 0, answered = 0, connect_failed = 0;
@@ -938,14 +945,19 @@ static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint6
                 proto_msg hello = {.type = PROTO_MSG_HELLO,
                                    .hello = {.version = PROTO_VERSION,
                                              .min_version = PROTO_MIN_VERSION,
-                                             .node = "flood",
+                                             .node = relay ? relay : "flood",
                                              .role = PROTO_ROLE_PEER}};
-                _cleanup_free_ uint8_t *buf = NULL;
-                size_t len;
+                proto_msg first = {.type = PROTO_MSG_RELAY, .relay = {.peer = relay}};
+                proto_buf out = {};
+                bool ok;
                 if (f[i].fd < 0)
                         continue;
                 (void)fcntl(f[i].fd, F_SETFL, O_NONBLOCK);
-                if (proto_encode(&hello, &buf, &len, NULL) < 0 || write(f[i].fd, buf, len) != (ssize_t)len) {
+                ok = (!relay || proto_encode_append(&out, &first, NULL) >= 0) &&
+                     proto_encode_append(&out, &hello, NULL) >= 0 &&
+                     write(f[i].fd, out.data, out.len) == (ssize_t)out.len;
+                proto_buf_done(&out);
+                if (!ok) {
                         /* Closed by the agent already: refused. */
                         f[i].state = 2;
                         refused++;
@@ -1025,10 +1037,12 @@ int main(int argc, char **argv) {
                 {"script", required_argument, NULL, 'f'},
                 {"flood", required_argument, NULL, 'n'},
                 {"hold", required_argument, NULL, 'H'},
+                {"relay", required_argument, NULL, 'R'},
+                {"node", required_argument, NULL, 'N'},
                 {},
         };
-        client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000};
-        const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL;
+        client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000, .node = "hostile"};
+        const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL, *relay = NULL;
         unsigned flood_n = 0;
         uint64_t hold = 0;
         char line[65536];
@@ -1042,6 +1056,8 @@ int main(int argc, char **argv) {
                 case 'k': keyfile = optarg; break;
                 case 'f': script = optarg; break;
                 case 'n': flood_n = (unsigned)parse_u64(&c, optarg); break;
+                case 'R': relay = optarg; break;
+                case 'N': c.node = optarg; break;
                 case 'H':
                         if (optarg[0] == '@')
                                 hold_file = optarg + 1;
@@ -1057,7 +1073,7 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "nm-peer-client: --flood needs --socket\n");
                         return 2;
                 }
-                return flood(sock, flood_n, c.timeout_ms, hold, hold_file);
+                return flood(sock, flood_n, c.timeout_ms, hold, hold_file, relay);
         }
         if (!sock == !(optind < argc)) {
                 fprintf(stderr, "usage: nm-peer-client [--socket PATH | -- COMMAND...] [--timeout MS] "

@@ -118,7 +118,7 @@ static void test_dial_stdio_files(void **state) {
         snprintf(path, sizeof(path), "%s/sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
         echo_start(&loop, &e, path);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in_fd, out_fd, dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in_fd, out_fd, NULL, dial_done, &res, NULL), 0);
         assert_int_equal(res.calls, 0);
         (void)uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
@@ -189,7 +189,7 @@ static void test_dial_stdio_pipes(void **state) {
         snprintf(path, sizeof(path), "%s/sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
         echo_start(&loop, &e, path);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[0], dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[0], NULL, dial_done, &res, NULL), 0);
         uv_poll_init(&loop, &pp.pw, pp.in_w);
         uv_poll_init(&loop, &pp.pr, pp.out_r);
         pp.pw.data = pp.pr.data = &pp;
@@ -219,7 +219,7 @@ static void test_dial_stdio_no_agent(void **state) {
         assert_int_equal(pipe2(out, O_CLOEXEC), 0);
         snprintf(path, sizeof(path), "%s/missing.sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[1], dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[1], NULL, dial_done, &res, NULL), 0);
         (void)uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
         assert_int_equal(res.calls, 1);
