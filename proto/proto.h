@@ -269,6 +269,7 @@ typedef struct proto_images_done {
         const char *hmac; /* 64 lowercase hex digits */
         uint64_t files;
         uint64_t bytes;
+        const char *binding; /* optional: ckpt_binding() of this migration (64 hex digits) */
 } proto_images_done;
 
 typedef struct proto_pid_reply {

@@ -168,6 +168,7 @@ static const proto__field images_done_fields[] = {
         STR("hmac", images_done.hmac, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
         U64("files", images_done.files),
         U64("bytes", images_done.bytes),
+        OPT_STR("binding", images_done.binding, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
 };
 
 static const proto__field pid_reply_fields[] = {

@@ -63,6 +63,15 @@ bool handoff_admits(mig_role role, handoff_msg msg, handoff_sender from) {
         return false;
 }
 
+bool handoff_staging_admits(uint64_t limit, uint64_t others, uint64_t mine, uint64_t more) {
+        if (!limit)
+                return true;
+        /* Each step on its own: a peer chooses sizes up to 2^63. */
+        if (others > limit || mine > limit - others)
+                return false;
+        return more <= limit - others - mine;
+}
+
 handoff_sender handoff_sender_of(const char *mig_peer, const char *msg_peer, bool own_session) {
         if (!mig_peer || !msg_peer || strcmp(mig_peer, msg_peer) != 0)
                 return HANDOFF_FROM_STRANGER;

@@ -11,6 +11,7 @@
  * OFFER came on; a source's to its target. */
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "handoff.h"
 
@@ -42,6 +43,12 @@ const char *handoff_msg_to_string(handoff_msg m);
 /* Whether a message of this kind from this sender may reach the
  * migration's core (role: the migration's on this node). */
 bool handoff_admits(mig_role role, handoff_msg msg, handoff_sender from);
+
+/* Staging is shared by every migration in flight here: whether one that
+ * holds mine bytes may take more, while the others hold others, under
+ * limit ([limits] staging_max; 0: none). Counted as files are announced
+ * (a file's DATA may not exceed its size), not as offered. */
+bool handoff_staging_admits(uint64_t limit, uint64_t others, uint64_t mine, uint64_t more);
 
 /* The sender of a message, from the names of the migration's peer and the
  * message's peer, and whether it came on the migration's own session. */

@@ -277,6 +277,50 @@ static void dst_on_progress(const xfer_progress *p, void *ud) {
         m->rate = (uint64_t)p->rate;
 }
 
+/* The signed metadata's state names the offered container, and this node
+ * can register it: no copy of it or of its name runs here, a state file
+ * can be written. */
+static int dst_check_registrable(mig *m, nm_error *err) {
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        int r = ckpt_container_from_metadata(m->md, &c, err);
+
+        if (r < 0)
+                return nm_error_prefix(err, "the images cannot be registered here"), r;
+        if (strcmp(c->id, m->container_id) != 0)
+                return nm_error_set(err, -EBADMSG, "the images' state is of container %s, not the offered %s",
+                                    c->id, m->container_id);
+        r = ckpt_state_check_restorable(m->a->cfg.state_dir, c, err);
+        if (r < 0)
+                nm_error_prefix(err, "refusing the images of %s before the restore", m->container_id);
+        return r;
+}
+
+static bool dst_binding_ok(mig *m, const xfer_recv_result *res, nm_error *err) {
+        char want[XFER_HMAC_HEX_MAX];
+        unsigned char diff = 0;
+        size_t n = strlen(res->binding);
+
+        if (n == 0)
+                return nm_error_set(err, -EBADMSG,
+                                    "the images carry no binding to migration %s: refusing them (a replayed "
+                                    "or foreign image set?)",
+                                    m->id),
+                       false;
+        if (mig_binding(m, m->peer, m->a->cfg.node, res->hmac, want) < 0)
+                return nm_error_set(err, -EIO, "cannot compute the binding of migration %s", m->id), false;
+        if (n != strlen(want))
+                diff = 1;
+        for (size_t i = 0; i < n && i < strlen(want); i++)
+                diff |= (unsigned char)(res->binding[i] ^ want[i]);
+        if (diff)
+                return nm_error_set(err, -EBADMSG,
+                                    "the images are signed, but not for migration %s of container %s from %s "
+                                    "to %s: refusing them (replayed from another migration?)",
+                                    m->id, m->container_id, m->peer, m->a->cfg.node),
+                       false;
+        return true;
+}
+
 static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
                             void *ud) {
         mig *m = ud;
@@ -291,6 +335,13 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         }
         m->bytes_done = res->bytes;
         m->files_done = res->files;
+        /* Signed under the cluster key is not enough: signed for this move,
+         * by the peer whose key offered it, to us, for the offered
+         * container. */
+        if (!dst_binding_ok(m, res, &e)) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG, "%s", e.msg);
+                return;
+        }
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
                 mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG,
@@ -317,9 +368,44 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                                 "refusing them");
                 return;
         }
+        /* Everything the restored copy needs to be registered is checked
+         * now, before VERIFIED (and so before any restore): afterwards a
+         * failure would leave a copy that no state file describes. */
+        if (dst_check_registrable(m, &e) < 0) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), e.code, "%s", e.msg);
+                return;
+        }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
         dst_feed(m, DST_EV_RECEIVED, NULL);
+}
+
+/* The staging quota, on what lands: each FILE's size as it is announced,
+ * across every migration in flight here (an offer says little: a
+ * migration may send more than it offered). Past its share, the migration
+ * ends with the reason. */
+static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
+        mig *m = ud, *o;
+        agent *a = m->a;
+        uint64_t others = 0;
+
+        LIST_FOREACH(migs, o, a->migs)
+        if (o != m && !o->finished && o->role == MIG_ROLE_DEST)
+                others += o->staging_held > o->offered_bytes ? o->staging_held : o->offered_bytes;
+        if (!handoff_staging_admits(a->cfg.staging_max, others, m->staging_held, bytes)) {
+                log_ctx_warning(m->id, "staging quota: %llu more bytes refused (holding %llu, others %llu, "
+                                       "staging_max %llu)",
+                                (unsigned long long)bytes, (unsigned long long)m->staging_held,
+                                (unsigned long long)others, (unsigned long long)a->cfg.staging_max);
+                return nm_error_set(err, -EDQUOT,
+                                    "staging quota: migration %s would hold %llu MiB of staging on %s, where "
+                                    "staging_max is %llu MiB and other migrations hold %llu MiB: aborted",
+                                    m->id, (unsigned long long)((m->staging_held + bytes) >> 20), a->cfg.node,
+                                    (unsigned long long)(a->cfg.staging_max >> 20),
+                                    (unsigned long long)(others >> 20));
+        }
+        m->staging_held += bytes;
+        return 0;
 }
 
 /* Opens the images' way in: the tree HMAC and the sink. */
@@ -336,6 +422,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 .progress = dst_on_progress,
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
+                .reserve = dst_reserve,
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);

@@ -243,6 +243,13 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         src_feed(m, SRC_EV_STREAM_SENT, NULL);
 }
 
+/* The images are for this move only: its id, us, the target, the
+ * container (IMAGES_DONE's binding). */
+static int src_bind(void *ud, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_MAX]) {
+        mig *m = ud;
+        return mig_binding(m, m->a->cfg.node, m->peer, tree_hex, ret_hex);
+}
+
 static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         _cleanup_close_ int dfd = -EBADF;
         nm_error err = {};
@@ -263,6 +270,7 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,
                         .rate_limit = m->a->cfg.bandwidth,
+                        .binding = src_bind,
                 };
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);

@@ -98,6 +98,15 @@ bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, c
         return false;
 }
 
+int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
+                char ret_hex[XFER_HMAC_HEX_MAX]) {
+        const char *parts[] = {m->id, source, target, m->container_id};
+
+        if (!source || !target || !m->container_id)
+                return -EINVAL;
+        return ckpt_binding(m->a->key, m->a->key_len, parts, ARRAY_SIZE(parts), tree_hex, ret_hex);
+}
+
 const char *mig_phase_name(const mig *m) {
         return m->role == MIG_ROLE_SOURCE ? src_phase_to_string(m->src.phase)
                                           : dst_phase_to_string(m->dst.phase);

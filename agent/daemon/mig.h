@@ -139,6 +139,7 @@ struct mig {
         uint64_t offered_bytes;
         ckpt_native *native; /* a native container (nm_native of the offer), else NULL */
         char *cgroup_root;   /* native: where its cgroup nucleus-<id> is made, or NULL */
+        uint64_t staging_held; /* bytes of files announced into the staging (the quota) */
 };
 
 mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops);
@@ -233,6 +234,11 @@ void fault_point(mig *m, const char *point);
  * who tried what (a bounded number of times per session). */
 bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
                 handoff_msg what);
+
+/* The binding of m's image set (ckpt_binding): its id, the source node,
+ * the target node, its container id and the tree HMAC (hex). */
+int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
+                char ret_hex[XFER_HMAC_HEX_MAX]);
 
 /* source (mig-src.c) */
 

@@ -112,6 +112,15 @@ as n3 reuse-aborted hello "expect HELLO" "offer own1" "expect REJECT migration i
 as n1 commit-after-reuse hello "expect HELLO" "commit $cmig" "expect RUNNING"
 pc_clean n2 "$pid2"
 
+t_log "the staging quota counts what lands, not what was offered"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set limits.staging_max=48M" fx_agent_start n2
+pid2=$(fx_agent_pid n2)
+as n1 quota-one hello "expect HELLO" "offer q1 bytes=1048576" "expect ACCEPT" "file q1 images/a 60000000" \
+	"expect ERROR staging quota: migration q1 would hold 57 MiB"
+pc_clean n2 "$pid2"
+logged "staging quota: 60000000 more bytes refused"
+
 t_log "the agents still move containers, both ways"
 fx_nm n2 migrate "$cid" node1 >/dev/null || t_fail "the move back to node1 failed"
 t_assert_eq "$(fx_ctr_where "$cid")" n1 "the container after the move back"

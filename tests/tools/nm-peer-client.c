@@ -6,7 +6,7 @@
  * are built with proto/ when they are valid, and by hand (msgpack, raw
  * bytes) when they must not be.
  *
- *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE] [--node NAME]
+ *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE] [--node NAME] [--target NAME]
  *                  [--script FILE] [-- COMMAND ARGS...]
  *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS] [--relay NAME]
  *
@@ -23,7 +23,7 @@
  *   file MIG PATH SIZE [mode=N]         FILE (a valid path: see `map`)
  *   data MIG N [fill=BYTE]              DATA of N bytes
  *   file-end MIG [sha=auto|bad]         FILE_END with the SHA-256 of the file's DATA
- *   images-done MIG [hmac=auto|bad|HEX] [files=N] [bytes=N]
+ *   images-done MIG [hmac=auto|bad|HEX] [files=N] [bytes=N] [bind=auto|none|MIG]
  *                                       defaults: what was sent, HMAC under --hmac-key
  *   put MIG SRC PATH                    FILE, DATA..., FILE_END of the file SRC
  *   put-dir MIG DIR                     every file of a checkpoint directory, in order
@@ -97,7 +97,9 @@ typedef struct client {
         proto_reader *rd;
         bool eof;
         uint64_t timeout_ms;
-        const char *node; /* HELLO's node unless the line names one */
+        const char *node;   /* HELLO's node unless the line names one */
+        const char *target; /* the node spoken to, for IMAGES_DONE's binding */
+        char container[PROTO_ID_MAX + 1]; /* the last OFFER's */
         unsigned line;
         /* the image stream being sent */
         ckpt_hmac *hmac; /* the tree HMAC an honest sender computes (ckpt's) */
@@ -549,8 +551,8 @@ static void put_dir(client *c, const char *mig, const char *dir) {
 
 static void cmd_images_done(client *c, char **args, size_t n) {
         const char *hmac = opt(args, n, 2, "hmac"), *files = opt(args, n, 2, "files"),
-                   *bytes = opt(args, n, 2, "bytes");
-        char hex[XFER_HMAC_HEX_MAX] = "";
+                   *bytes = opt(args, n, 2, "bytes"), *bind = opt(args, n, 2, "bind");
+        char hex[XFER_HMAC_HEX_MAX] = "", binding[XFER_HMAC_HEX_MAX] = "";
         nm_error err = {};
 
         if (!hmac || strcmp(hmac, "auto") == 0 || strcmp(hmac, "bad") == 0) {
@@ -565,11 +567,22 @@ static void cmd_images_done(client *c, char **args, size_t n) {
                         hex[0] = hex[0] == '0' ? '1' : '0';
         } else
                 snprintf(hex, sizeof(hex), "%s", hmac);
+        /* The binding an honest source sends (bind=auto, with a key): this
+         * id, our --node, --target and the offered container; bind=none
+         * leaves it out; bind=MIG binds the images to another migration
+         * id (a replay). */
+        if (c->key && (!bind || strcmp(bind, "none") != 0)) {
+                const char *parts[] = {bind && strcmp(bind, "auto") != 0 ? bind : args[1], c->node,
+                                       c->target ? c->target : "", c->container};
+                if (ckpt_binding(c->key, c->key_len, parts, ARRAY_SIZE(parts), hex, binding) < 0)
+                        usage_fail(c, "cannot compute the binding");
+        }
         proto_msg m = {.type = PROTO_MSG_IMAGES_DONE,
                        .images_done = {.mig = args[1],
                                        .hmac = hex,
                                        .files = files ? parse_u64(c, files) : c->files,
-                                       .bytes = bytes ? parse_u64(c, bytes) : c->bytes}};
+                                       .bytes = bytes ? parse_u64(c, bytes) : c->bytes,
+                                       .binding = binding[0] ? binding : NULL}};
         send_msg(c, &m);
         c->hmac = ckpt_hmac_free(c->hmac);
         c->dir_hashed = false;
@@ -602,6 +615,7 @@ static void cmd_offer(client *c, char **args, size_t n) {
                                  .criu_version = criu ? criu : "4.2.1",
                                  .kernel = kernel ? kernel : u.release,
                                  .lazy = lazy && strcmp(lazy, "1") == 0}};
+        snprintf(c->container, sizeof(c->container), "%s", m.offer.container_id);
         send_msg(c, &m);
 }
 
@@ -1039,6 +1053,7 @@ int main(int argc, char **argv) {
                 {"hold", required_argument, NULL, 'H'},
                 {"relay", required_argument, NULL, 'R'},
                 {"node", required_argument, NULL, 'N'},
+                {"target", required_argument, NULL, 'T'},
                 {},
         };
         client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000, .node = "hostile"};
@@ -1058,6 +1073,7 @@ int main(int argc, char **argv) {
                 case 'n': flood_n = (unsigned)parse_u64(&c, optarg); break;
                 case 'R': relay = optarg; break;
                 case 'N': c.node = optarg; break;
+                case 'T': c.target = optarg; break;
                 case 'H':
                         if (optarg[0] == '@')
                                 hold_file = optarg + 1;

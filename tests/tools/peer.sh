@@ -17,7 +17,8 @@ PC_TIMEOUT=${PC_TIMEOUT:-$(t_ms 30000)}
 pc_ssh() {
 	local from=$1 to=$2
 	shift 2
-	fx_in "$from" "$PC_BIN" --timeout "$PC_TIMEOUT" --node "$(fx_node_name "$from")" "$@" -- ssh -T -F none -i "$(fx_agent_key "$from")" \
+	fx_in "$from" "$PC_BIN" --timeout "$PC_TIMEOUT" --node "$(fx_node_name "$from")" --target "$(fx_node_name "$to")" \
+		"$@" -- ssh -T -F none -i "$(fx_agent_key "$from")" \
 		-o IdentitiesOnly=yes -o UserKnownHostsFile="$(fx_agent_known_hosts "$from")" \
 		-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes \
 		-o ConnectTimeout="$(fx_ssh_connect_timeout)" "$FX_USER@$(fx_addr "$to")"

@@ -79,12 +79,31 @@ static void test_sender_of(void **state) {
         assert_int_equal(handoff_sender_of("node1", "node10", false), X);
 }
 
+static void test_staging(void **state) {
+        const uint64_t M = 1u << 20;
+        (void)state;
+        assert_true(handoff_staging_admits(0, UINT64_MAX, UINT64_MAX, UINT64_MAX)); /* no limit */
+        assert_true(handoff_staging_admits(48 * M, 0, 0, 48 * M));
+        assert_false(handoff_staging_admits(48 * M, 0, 0, 48 * M + 1));
+        /* The offer said 1 MiB: what counts is what lands. */
+        assert_true(handoff_staging_admits(48 * M, 0, 40 * M, 8 * M));
+        assert_false(handoff_staging_admits(48 * M, 0, 40 * M, 9 * M));
+        /* Across every migration in flight. */
+        assert_false(handoff_staging_admits(48 * M, 30 * M, 10 * M, 9 * M));
+        assert_true(handoff_staging_admits(48 * M, 30 * M, 10 * M, 8 * M));
+        assert_false(handoff_staging_admits(48 * M, 49 * M, 0, 0));
+        /* Sizes a peer picks do not wrap around. */
+        assert_false(handoff_staging_admits(48 * M, 0, 1, UINT64_MAX));
+        assert_false(handoff_staging_admits(48 * M, 1, UINT64_MAX, 1));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_every_cell),
                 cmocka_unit_test(test_stranger_never),
                 cmocka_unit_test(test_out_of_range),
                 cmocka_unit_test(test_sender_of),
+                cmocka_unit_test(test_staging),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

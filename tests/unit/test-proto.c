@@ -123,6 +123,7 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_string_equal(a->images_done.hmac, b->images_done.hmac);
                 assert_int_equal(a->images_done.files, b->images_done.files);
                 assert_int_equal(a->images_done.bytes, b->images_done.bytes);
+                assert_str_eq_or_null(a->images_done.binding, b->images_done.binding);
                 break;
         case PROTO_MSG_RESTORED:
         case PROTO_MSG_RUNNING:
