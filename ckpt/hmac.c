@@ -233,7 +233,8 @@ int ckpt_binding(const void *key, size_t key_len, const char *const *parts, size
         params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
         params[1] = OSSL_PARAM_construct_end();
         /* Each string with its NUL: no two lists of parts feed the same bytes. */
-        ok = EVP_MAC_init(ctx, key, key_len, params) == 1 && EVP_MAC_update(ctx, (const uint8_t *)tag, sizeof(tag)) == 1;
+        ok = EVP_MAC_init(ctx, key, key_len, params) == 1 &&
+             EVP_MAC_update(ctx, (const uint8_t *)tag, sizeof(tag)) == 1;
         for (size_t i = 0; ok && i < n_parts; i++)
                 ok = EVP_MAC_update(ctx, (const uint8_t *)parts[i], strlen(parts[i]) + 1) == 1;
         ok = ok && EVP_MAC_update(ctx, (const uint8_t *)tree_hex, strlen(tree_hex) + 1) == 1 &&

@@ -35,9 +35,9 @@ struct ctl_conn {
         struct ucred cred;
         bool hello_done;
         proto_role role;
-        uint64_t session;   /* this connection's number, for records and the log */
-        uint64_t frames;    /* frames heard */
-        bool relayed;       /* dial-stdio said who the peer is (RELAY) */
+        uint64_t session;                  /* this connection's number, for records and the log */
+        uint64_t frames;                   /* frames heard */
+        bool relayed;                      /* dial-stdio said who the peer is (RELAY) */
         char key_peer[PROTO_NAME_MAX + 1]; /* the peer whose key runs the relay, or "" */
         /* The peer: the key's (key_peer) when the relay names one, else (a
          * root session) what HELLO says. */

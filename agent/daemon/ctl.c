@@ -24,6 +24,9 @@
  * through dial-stdio never locks the operator out. */
 #define CTL_ROOT_RESERVE 16
 #define CTL_HELLO_TIMEOUT_MS 10000
+/* Sessions one peer key may hold at once: a flood through one key never
+ * takes every connection from the other peers. */
+#define CTL_PEER_SESSIONS_MAX 64
 /* Refusals are logged at most this often (with a count): a flood of
  * connections must not become a flood of log lines. */
 #define CTL_REFUSE_LOG_INTERVAL_MS 1000
@@ -149,6 +152,16 @@ static void ctl_refuse(ctl_conn *cc, int code, const char *fmt, ...) {
         xfer_conn_close(cc->conn, 0, &err);
 }
 
+static void log_refusal(agent *a, const char *why);
+
+static unsigned peer_sessions(agent *a, const char *peer) {
+        unsigned n = 0;
+        ctl_conn *cc;
+        LIST_FOREACH(conns, cc, a->conns)
+        n += cc->relayed && strcmp(cc->key_peer, peer) == 0;
+        return n;
+}
+
 /* The migration user speaks only through dial-stdio, which speaks first:
  * its RELAY frame, not the peer's HELLO, says whose key this is. Root (the
  * operator, or dial-stdio run by hand) may leave it out. */
@@ -160,7 +173,8 @@ static void on_relay(ctl_conn *cc, const proto_relay *r) {
         const agent_peer *p = r->peer ? agent_config_peer(&cc->a->cfg, r->peer) : NULL;
 
         if (r->peer && (!p || strcmp(p->name, r->peer) != 0)) {
-                ctl_refuse(cc, -EPERM, "the key's forced command names peer \"%s\", which is not a [peer] of %s",
+                ctl_refuse(cc, -EPERM,
+                           "the key's forced command names peer \"%s\", which is not a [peer] of %s",
                            r->peer, cc->a->cfg.node);
                 return;
         }
@@ -168,6 +182,18 @@ static void on_relay(ctl_conn *cc, const proto_relay *r) {
                 ctl_refuse(cc, -EPERM,
                            "this peer key's forced command does not name its peer (dial-stdio --peer NAME): "
                            "import the peer's bundle again with nucleus-provision");
+                return;
+        }
+        if (r->peer && peer_sessions(cc->a, r->peer) >= CTL_PEER_SESSIONS_MAX) {
+                char why[256];
+                nm_error err = {};
+                snprintf(why, sizeof(why), "peer %s holds %u sessions already, refusing more (pid %d)",
+                         r->peer, CTL_PEER_SESSIONS_MAX, (int)cc->cred.pid);
+                log_refusal(cc->a, why);
+                nm_error_set(&err, -EBUSY, "peer %s holds %u sessions on %s already; try again later",
+                             r->peer, CTL_PEER_SESSIONS_MAX, cc->a->cfg.node);
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
                 return;
         }
         cc->relayed = true;

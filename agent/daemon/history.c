@@ -87,7 +87,8 @@ int history_add(history *h, const json_t *rec, int64_t now_ms, json_t *forget) {
                 return -EINVAL;
         e = json_pack("{s:O?, s:O?, s:O?, s:O?, s:I, s:I}", "role", json_object_get(rec, "role"), "phase",
                       json_object_get(rec, "phase"), "peer", json_object_get(rec, "peer"), "restored_pid",
-                      json_object_get(rec, "restored_pid"), "ended", at > 0 ? at : (json_int_t)now_ms, "seq", ++h->seq);
+                      json_object_get(rec, "restored_pid"), "ended", at > 0 ? at : (json_int_t)now_ms, "seq",
+                      ++h->seq);
         if (!e || json_object_set_new(h->by_id, id, e) < 0)
                 return -ENOMEM;
         prune(h, str_of(e, "role"), str_of(e, "peer"), now_ms, forget);

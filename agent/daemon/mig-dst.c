@@ -287,8 +287,9 @@ static int dst_check_registrable(mig *m, nm_error *err) {
         if (r < 0)
                 return nm_error_prefix(err, "the images cannot be registered here"), r;
         if (strcmp(c->id, m->container_id) != 0)
-                return nm_error_set(err, -EBADMSG, "the images' state is of container %s, not the offered %s",
-                                    c->id, m->container_id);
+                return nm_error_set(err, -EBADMSG,
+                                    "the images' state is of container %s, not the offered %s", c->id,
+                                    m->container_id);
         r = ckpt_state_check_restorable(m->a->cfg.state_dir, c, err);
         if (r < 0)
                 nm_error_prefix(err, "refusing the images of %s before the restore", m->container_id);
@@ -313,10 +314,11 @@ static bool dst_binding_ok(mig *m, const xfer_recv_result *res, nm_error *err) {
         for (size_t i = 0; i < n && i < strlen(want); i++)
                 diff |= (unsigned char)(res->binding[i] ^ want[i]);
         if (diff)
-                return nm_error_set(err, -EBADMSG,
-                                    "the images are signed, but not for migration %s of container %s from %s "
-                                    "to %s: refusing them (replayed from another migration?)",
-                                    m->id, m->container_id, m->peer, m->a->cfg.node),
+                return nm_error_set(
+                               err, -EBADMSG,
+                               "the images are signed, but not for migration %s of container %s from %s "
+                               "to %s: refusing them (replayed from another migration?)",
+                               m->id, m->container_id, m->peer, m->a->cfg.node),
                        false;
         return true;
 }
@@ -393,16 +395,17 @@ static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
         if (o != m && !o->finished && o->role == MIG_ROLE_DEST)
                 others += o->staging_held > o->offered_bytes ? o->staging_held : o->offered_bytes;
         if (!handoff_staging_admits(a->cfg.staging_max, others, m->staging_held, bytes)) {
-                log_ctx_warning(m->id, "staging quota: %llu more bytes refused (holding %llu, others %llu, "
-                                       "staging_max %llu)",
+                log_ctx_warning(m->id,
+                                "staging quota: %llu more bytes refused (holding %llu, others %llu, "
+                                "staging_max %llu)",
                                 (unsigned long long)bytes, (unsigned long long)m->staging_held,
                                 (unsigned long long)others, (unsigned long long)a->cfg.staging_max);
-                return nm_error_set(err, -EDQUOT,
-                                    "staging quota: migration %s would hold %llu MiB of staging on %s, where "
-                                    "staging_max is %llu MiB and other migrations hold %llu MiB: aborted",
-                                    m->id, (unsigned long long)((m->staging_held + bytes) >> 20), a->cfg.node,
-                                    (unsigned long long)(a->cfg.staging_max >> 20),
-                                    (unsigned long long)(others >> 20));
+                return nm_error_set(
+                        err, -EDQUOT,
+                        "staging quota: migration %s would hold %llu MiB of staging on %s, where "
+                        "staging_max is %llu MiB and other migrations hold %llu MiB: aborted",
+                        m->id, (unsigned long long)((m->staging_held + bytes) >> 20), a->cfg.node,
+                        (unsigned long long)(a->cfg.staging_max >> 20), (unsigned long long)(others >> 20));
         }
         m->staging_held += bytes;
         return 0;
@@ -922,11 +925,12 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
         if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig) ||
             (a->history && history_get(a->history, o->mig))) {
                 bool in_use = mig_find(a, o->mig) || mig_find_archiving(a, o->mig);
-                proto_msg rj = {.type = PROTO_MSG_REJECT,
-                                .reject = {.mig = o->mig,
-                                           .code = PROTO_REJECT_EXISTS,
-                                           .reason = in_use ? "migration id in use"
-                                                            : "migration id used before: ids are never reused"}};
+                proto_msg rj = {
+                        .type = PROTO_MSG_REJECT,
+                        .reject = {.mig = o->mig,
+                                   .code = PROTO_REJECT_EXISTS,
+                                   .reason = in_use ? "migration id in use"
+                                                    : "migration id used before: ids are never reused"}};
                 log_ctx_info(o->mig, "refusing an OFFER from %s (session %llu): %s", cc->peer_node,
                              (unsigned long long)cc->session, rj.reject.reason);
                 (void)ctl_send(cc, &rj);

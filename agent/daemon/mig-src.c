@@ -957,8 +957,8 @@ static proto_outcome src_outcome(agent *a, mig *m, json_t *archived) {
         if (m)
                 return proto_outcome_of(src_outcome_of(m->src.phase));
         (void)a;
-        return proto_outcome_of(
-                src_outcome_of(src_phase_from_string(json_string_value(json_object_get(archived, "phase")))));
+        return proto_outcome_of(src_outcome_of(
+                src_phase_from_string(json_string_value(json_object_get(archived, "phase")))));
 }
 
 /* Our source migration id: active, being archived, or finished (its
@@ -984,9 +984,9 @@ void mig_src_query(ctl_conn *cc, const char *id) {
 
         /* Only the target asks: anyone else's question changes nothing, and
          * hears nothing about the move. */
-        if ((m || rec) &&
-            !mig_admits(cc, MIG_ROLE_SOURCE, id, m ? m->peer : json_string_value(json_object_get(rec, "peer")),
-                        NULL, HANDOFF_MSG_QUERY)) {
+        if ((m || rec) && !mig_admits(cc, MIG_ROLE_SOURCE, id,
+                                      m ? m->peer : json_string_value(json_object_get(rec, "peer")), NULL,
+                                      HANDOFF_MSG_QUERY)) {
                 json_decref(rec);
                 return;
         }

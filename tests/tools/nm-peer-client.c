@@ -97,8 +97,8 @@ typedef struct client {
         proto_reader *rd;
         bool eof;
         uint64_t timeout_ms;
-        const char *node;   /* HELLO's node unless the line names one */
-        const char *target; /* the node spoken to, for IMAGES_DONE's binding */
+        const char *node;                 /* HELLO's node unless the line names one */
+        const char *target;               /* the node spoken to, for IMAGES_DONE's binding */
         char container[PROTO_ID_MAX + 1]; /* the last OFFER's */
         unsigned line;
         /* the image stream being sent */
@@ -808,7 +808,8 @@ static void run_line(client *c, char *line) {
         } else if (strcmp(cmd, "node-info-req") == 0) {
                 send_msg(c, &(proto_msg){.type = PROTO_MSG_NODE_INFO_REQ});
         } else if (strcmp(cmd, "relay") == 0) {
-                send_msg(c, &(proto_msg){.type = PROTO_MSG_RELAY, .relay = {.peer = n > 1 ? args[1] : NULL}});
+                send_msg(c,
+                         &(proto_msg){.type = PROTO_MSG_RELAY, .relay = {.peer = n > 1 ? args[1] : NULL}});
         } else if (strcmp(cmd, "status") == 0) {
                 send_msg(c,
                          &(proto_msg){.type = PROTO_MSG_STATUS, .status = {.ref = n > 1 ? args[1] : NULL}});
@@ -1045,16 +1046,11 @@ static void finish_child(client *c) {
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},
-                {"timeout", required_argument, NULL, 't'},
-                {"hmac-key", required_argument, NULL, 'k'},
-                {"script", required_argument, NULL, 'f'},
-                {"flood", required_argument, NULL, 'n'},
-                {"hold", required_argument, NULL, 'H'},
-                {"relay", required_argument, NULL, 'R'},
-                {"node", required_argument, NULL, 'N'},
-                {"target", required_argument, NULL, 'T'},
-                {},
+                {"socket", required_argument, NULL, 's'},   {"timeout", required_argument, NULL, 't'},
+                {"hmac-key", required_argument, NULL, 'k'}, {"script", required_argument, NULL, 'f'},
+                {"flood", required_argument, NULL, 'n'},    {"hold", required_argument, NULL, 'H'},
+                {"relay", required_argument, NULL, 'R'},    {"node", required_argument, NULL, 'N'},
+                {"target", required_argument, NULL, 'T'},   {},
         };
         client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000, .node = "hostile"};
         const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL, *relay = NULL;

@@ -540,7 +540,8 @@ static void test_binding(void **state) {
         assert_int_equal(ckpt_binding(key, 0, parts, 4, tree, b), -EINVAL);
         assert_int_equal(ckpt_binding(key, strlen(key), parts, 4, NULL, b), -EINVAL);
         assert_int_equal(ckpt_binding(key, strlen(key), (const char *[]){"m1", NULL}, 2, tree, b), -EINVAL);
-        assert_int_equal(ckpt_binding(key, strlen(key), parts, CKPT_BINDING_PARTS_MAX + 1, tree, b), -EINVAL);
+        assert_int_equal(ckpt_binding(key, strlen(key), parts, CKPT_BINDING_PARTS_MAX + 1, tree, b),
+                         -EINVAL);
 }
 
 int main(void) {

@@ -99,10 +99,8 @@ static void test_staging(void **state) {
 
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_every_cell),
-                cmocka_unit_test(test_stranger_never),
-                cmocka_unit_test(test_out_of_range),
-                cmocka_unit_test(test_sender_of),
+                cmocka_unit_test(test_every_cell),   cmocka_unit_test(test_stranger_never),
+                cmocka_unit_test(test_out_of_range), cmocka_unit_test(test_sender_of),
                 cmocka_unit_test(test_staging),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

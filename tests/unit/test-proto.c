@@ -350,9 +350,9 @@ static void test_msg_mig_and_helpers(void **state) {
 
         for (size_t i = 0; i < n; i++) {
                 const proto_msg_type no_mig[] = {
-                        PROTO_MSG_HELLO,     PROTO_MSG_PING,    PROTO_MSG_PONG,  PROTO_MSG_NODE_INFO_REQ, PROTO_MSG_RELAY,
-                        PROTO_MSG_NODE_INFO, PROTO_MSG_MIGRATE, PROTO_MSG_DRAIN, PROTO_MSG_CORDON,
-                        PROTO_MSG_STATUS,    PROTO_MSG_LIST};
+                        PROTO_MSG_HELLO,  PROTO_MSG_PING,      PROTO_MSG_PONG,    PROTO_MSG_NODE_INFO_REQ,
+                        PROTO_MSG_RELAY,  PROTO_MSG_NODE_INFO, PROTO_MSG_MIGRATE, PROTO_MSG_DRAIN,
+                        PROTO_MSG_CORDON, PROTO_MSG_STATUS,    PROTO_MSG_LIST};
                 const char *mig = proto_msg_mig(&s[i]);
                 bool none = false;
 
