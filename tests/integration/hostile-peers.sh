@@ -106,6 +106,12 @@ as n1 commit-source hello "expect HELLO" "commit $cmig" "expect RUNNING"
 t_assert_eq "$(fx_ctr_where "$cid")" n2 "the committed container"
 t_assert_eq "$(fx_ctr_running_copies committed)" 1 "running copies of the committed container"
 
+t_log "205 OFFER+ABORT cycles from node3 do not push node1's migration out of reach"
+as n3 flood-history hello "expect HELLO" "cycles flood 205" node-info-req "expect NODE_INFO"
+grep "^cycles:" "$FX_ROOT/pc-flood-history.out" >&2
+as n1 commit-after-flood hello "expect HELLO" "commit $cmig" "expect RUNNING"
+pc_clean n2 "$pid2"
+
 t_log "migration ids are never reused, whoever offers them"
 as n1 reuse-committed hello "expect HELLO" "offer $cmig" "expect REJECT migration id used before: ids are never reused"
 as n3 reuse-aborted hello "expect HELLO" "offer own1" "expect REJECT migration id used before"

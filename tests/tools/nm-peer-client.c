@@ -31,6 +31,7 @@
  *   abort MIG REASON...
  *   ping SEQ | node-info-req | status [REF] | list | cordon on|off
  *   relay [NAME]                        RELAY (dial-stdio's own first frame) naming NAME
+ *   cycles PREFIX N                     N OFFER+ABORT cycles, ids PREFIX-1..N (see cmd_cycles)
  *   migrate CONTAINER TARGET
  *   map KEY=TYPE:VALUE...               a frame of one msgpack map built by hand;
  *                                       TYPE: u (uint), i (int), s (string, C escapes
@@ -650,6 +651,36 @@ static void cmd_drip(client *c, const char *mig, uint64_t every) {
         fflush(stdout);
 }
 
+/* N OFFER+ABORT cycles (ids PREFIX-1..N) on this one session, as fast as
+ * the agent ends each migration: an OFFER while the last one still ends
+ * is answered "one migration per session", and sent again. */
+static void cmd_cycles(client *c, const char *prefix, uint64_t n) {
+        uint64_t start = now_ms(), retries = 0;
+        char id[PROTO_ID_MAX + 1];
+
+        for (uint64_t i = 1; i <= n; i++) {
+                snprintf(id, sizeof(id), "%s-%llu", prefix, (unsigned long long)i);
+                for (;;) {
+                        _cleanup_proto_msg_ proto_msg m = {};
+                        char *offer[] = {(char *)"offer", id};
+                        cmd_offer(c, offer, 2);
+                        if (read_msg(c, c->timeout_ms, &m) != 1)
+                                fail(c, "cycle %llu: no answer to OFFER %s", (unsigned long long)i, id);
+                        if (m.type == PROTO_MSG_ACCEPT)
+                                break;
+                        if (m.type != PROTO_MSG_ERROR || !strstr(msg_text(&m), "one migration per session"))
+                                fail(c, "cycle %llu: OFFER %s answered %s (%s)", (unsigned long long)i, id,
+                                     strna(proto_msg_type_to_string(m.type)), msg_text(&m));
+                        retries++;
+                        sleep_ms(5);
+                }
+                send_msg(c, &(proto_msg){.type = PROTO_MSG_ABORT, .abort = {.mig = id, .reason = "cycle"}});
+        }
+        printf("cycles: %llu in %llu ms (%llu offers sent again)\n", (unsigned long long)n,
+               (unsigned long long)(now_ms() - start), (unsigned long long)retries);
+        fflush(stdout);
+}
+
 static void cmd_trickle(client *c, uint64_t every, const char *hex) {
         _cleanup_free_ uint8_t *b = NULL;
         size_t n = unhex(c, hex, &b);
@@ -807,6 +838,9 @@ static void run_line(client *c, char *line) {
                 send_msg(c, &m);
         } else if (strcmp(cmd, "node-info-req") == 0) {
                 send_msg(c, &(proto_msg){.type = PROTO_MSG_NODE_INFO_REQ});
+        } else if (strcmp(cmd, "cycles") == 0) {
+                NEED(2);
+                cmd_cycles(c, args[1], parse_u64(c, args[2]));
         } else if (strcmp(cmd, "relay") == 0) {
                 send_msg(c,
                          &(proto_msg){.type = PROTO_MSG_RELAY, .relay = {.peer = n > 1 ? args[1] : NULL}});

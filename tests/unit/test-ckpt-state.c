@@ -399,7 +399,9 @@ static void test_check_restorable(void **state) {
 
         assert_int_equal(ckpt_state_check_restorable(sd, c, &err), 0);
         /* Another id of the same name runs here: refused while it runs. */
-        memcpy(strstr(other_text, "0123456789abcdef0123456789abcdef"), "fedcba9876543210", 16);
+        char *at = strstr(other_text, "0123456789abcdef0123456789abcdef");
+        for (size_t i = 0; i < 16; i++)
+                at[i] = "fedcba9876543210"[i];
         other = parse(other_text);
         assert_int_equal(ckpt_state_write_restored(sd, other, pid, 0, NULL), 0);
         assert_int_equal(ckpt_state_check_restorable(sd, c, &err), -EEXIST);
