@@ -1032,11 +1032,13 @@ void mig_dst_restore(ctl_conn *cc, const char *id) {
 
 void mig_dst_commit(ctl_conn *cc, const char *id) {
         mig *m = mig_find(cc->a, id);
-        if (!m || m->role != MIG_ROLE_DEST) {
+        if (!m) {
                 dst_commit_finished(cc, id);
                 return;
         }
-        if (!mig_admits(cc, MIG_ROLE_DEST, id, m->peer, m->peer_cc, HANDOFF_MSG_COMMIT))
+        /* One of our own moves: nobody commits it for us (refused). */
+        if (!mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL,
+                        HANDOFF_MSG_COMMIT))
                 return;
         /* The answer goes where the question came from. */
         m->reply_cc = cc;

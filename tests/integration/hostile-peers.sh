@@ -70,7 +70,7 @@ as n1 pages-not-lazy hello "expect HELLO" "offer p1" "expect ACCEPT" "map t=u:37
 	"expect ERROR PS_DATA for a migration this session does not carry"
 pc_clean n2 "$pid2"
 
-t_log "QUERY for a migration node2 sources, from node3: refused, and the move goes on"
+t_log "QUERY (and COMMIT, ABORT, RESTORE) for a migration node2 sources, from node3: refused, and the move goes on"
 read -r qid _ < <(fx_ctr_start n2 queried)
 gate=$FX_ROOT/gate
 : >"$gate"
@@ -83,7 +83,9 @@ t_wait_until 120 "node1 paused at verified" grep -q "paused at verified" "$(fx_a
 mig=$(grep "fault injection: paused at verified" "$(fx_agent_log n1)" | tail -n1 |
 	sed -n 's/.* warning \[\([A-Za-z0-9_-]*\)\].*/\1/p')
 [ -n "$mig" ] || t_fail "no migration id in node1's log"
-as n3 query-stranger hello "expect HELLO" "query $mig" "expect ERROR QUERY for migration $mig refused: node3 is not its target"
+as n3 query-stranger hello "expect HELLO" "query $mig" "expect ERROR QUERY for migration $mig refused: node3 is not its target" \
+	"commit $mig" "expect ERROR COMMIT for migration $mig refused" "abort $mig steered" \
+	"expect ERROR ABORT for migration $mig refused" "restore $mig" "expect ERROR RESTORE for migration $mig refused"
 rm -f "$gate"
 wait "$mover" || t_fail "the move node3 asked about failed: $(cat "$FX_ROOT/queried.out")"
 logged "source: refusing QUERY from node3"
