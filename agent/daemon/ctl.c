@@ -134,25 +134,26 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
 
 /* ---- who the peer is ---- */
 
+static void log_refusal(agent *a, const char *why);
+
 /* Ends a connection that may not go on, with the reason for it and the
- * log. */
+ * log (refusals in a burst summed up, as at accept). */
 static void ctl_refuse(ctl_conn *cc, int code, const char *fmt, ...) _printf_(3, 4);
 static void ctl_refuse(ctl_conn *cc, int code, const char *fmt, ...) {
         nm_error err = {};
         va_list ap;
-        char msg[512];
+        char msg[512], why[640];
 
         va_start(ap, fmt);
         vsnprintf(msg, sizeof(msg), fmt, ap);
         va_end(ap);
         nm_error_set(&err, code, "%s", msg);
-        log_warning("control socket: session %llu (uid %u, pid %d): %s", (unsigned long long)cc->session,
-                    (unsigned)cc->cred.uid, (int)cc->cred.pid, msg);
+        snprintf(why, sizeof(why), "session %llu (uid %u, pid %d): %s", (unsigned long long)cc->session,
+                 (unsigned)cc->cred.uid, (int)cc->cred.pid, msg);
+        log_refusal(cc->a, why);
         ctl_send_error(cc, NULL, code, msg);
         xfer_conn_close(cc->conn, 0, &err);
 }
-
-static void log_refusal(agent *a, const char *why);
 
 static unsigned peer_sessions(agent *a, const char *peer) {
         unsigned n = 0;
