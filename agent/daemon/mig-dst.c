@@ -296,31 +296,29 @@ static int dst_check_registrable(mig *m, nm_error *err) {
         return r;
 }
 
-static bool dst_binding_ok(mig *m, const xfer_recv_result *res, nm_error *err) {
+/* IMAGES_DONE's binding, against the one this migration's images must
+ * carry (compared in constant time). */
+static int dst_check_binding(mig *m, const xfer_recv_result *res, nm_error *err) {
         char want[XFER_HMAC_HEX_MAX];
-        unsigned char diff = 0;
-        size_t n = strlen(res->binding);
+        unsigned char diff;
 
-        if (n == 0)
+        if (!res->binding[0])
                 return nm_error_set(err, -EBADMSG,
                                     "the images carry no binding to migration %s: refusing them (a replayed "
                                     "or foreign image set?)",
-                                    m->id),
-                       false;
+                                    m->id);
         if (mig_binding(m, m->peer, m->a->cfg.node, res->hmac, want) < 0)
-                return nm_error_set(err, -EIO, "cannot compute the binding of migration %s", m->id), false;
-        if (n != strlen(want))
-                diff = 1;
-        for (size_t i = 0; i < n && i < strlen(want); i++)
+                return nm_error_set(err, -EIO, "cannot compute the binding of migration %s", m->id);
+        diff = strlen(res->binding) != strlen(want);
+        for (size_t i = 0; want[i] && res->binding[i]; i++)
                 diff |= (unsigned char)(res->binding[i] ^ want[i]);
         if (diff)
                 return nm_error_set(
-                               err, -EBADMSG,
-                               "the images are signed, but not for migration %s of container %s from %s "
-                               "to %s: refusing them (replayed from another migration?)",
-                               m->id, m->container_id, m->peer, m->a->cfg.node),
-                       false;
-        return true;
+                        err, -EBADMSG,
+                        "the images are signed, but not for migration %s of container %s from %s "
+                        "to %s: refusing them (replayed from another migration?)",
+                        m->id, m->container_id, m->peer, m->a->cfg.node);
+        return 0;
 }
 
 static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
@@ -340,8 +338,8 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         /* Signed under the cluster key is not enough: signed for this move,
          * by the peer whose key offered it, to us, for the offered
          * container. */
-        if (!dst_binding_ok(m, res, &e)) {
-                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG, "%s", e.msg);
+        if (dst_check_binding(m, res, &e) < 0) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), e.code, "%s", e.msg);
                 return;
         }
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
@@ -931,8 +929,9 @@ void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
                                    .code = PROTO_REJECT_EXISTS,
                                    .reason = in_use ? "migration id in use"
                                                     : "migration id used before: ids are never reused"}};
-                log_ctx_info(o->mig, "refusing an OFFER from %s (session %llu): %s", cc->peer_node,
-                             (unsigned long long)cc->session, rj.reject.reason);
+                if (cc->refusals++ < MIG_REFUSALS_LOGGED)
+                        log_ctx_info(o->mig, "refusing an OFFER from %s (session %llu): %s", cc->peer_node,
+                                     (unsigned long long)cc->session, rj.reject.reason);
                 (void)ctl_send(cc, &rj);
                 return;
         }

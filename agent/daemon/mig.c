@@ -69,10 +69,6 @@ mig *mig_find_archiving(agent *a, const char *id) {
         return NULL;
 }
 
-/* Past this many refusals a session's further ones are not logged: a peer
- * must not be able to fill the log. */
-#define MIG_REFUSALS_LOGGED 16
-
 bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
                 handoff_msg what) {
         handoff_sender from = handoff_sender_of(peer, cc->peer_node, peer_cc && peer_cc == cc);

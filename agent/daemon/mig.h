@@ -228,6 +228,10 @@ bool fault_fail(const char *point);
  * still there while the file exists. */
 void fault_point(mig *m, const char *point);
 
+/* Past this many refusals a session's further ones are not logged: a peer
+ * must not be able to fill the log. */
+#define MIG_REFUSALS_LOGGED 16
+
 /* Peer trust (core/handoff-trust.h): whether a message of this kind on
  * session cc may reach migration m (role, peer: the migration's; peer_cc:
  * its session, or NULL). If not, cc hears ERROR -EPERM and the log says
