@@ -237,7 +237,7 @@ int agent_run(agent_config *cfg) {
 static void help(FILE *f) {
         fprintf(f,
                 "Usage: %s [OPTIONS...]\n"
-                "       %s dial-stdio [--config FILE | --socket PATH]\n"
+                "       %s dial-stdio [--peer NAME] [--config FILE | --socket PATH]\n"
                 "\n"
                 "The nucleus-migrate node agent. It moves containers to other nodes when\n"
                 "nucleus-migrate asks, takes containers from peer agents that arrive over SSH,\n"
