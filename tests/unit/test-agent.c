@@ -249,7 +249,9 @@ static void test_history_per_peer(void **state) {
         assert_int_equal(history_size(h), HISTORY_KEEP_PER_PEER + 2);
         assert_null(history_get(h, "nope"));
         assert_null(history_get(h, NULL));
-        assert_int_equal(history_add(h, json_object(), now, forget), -EINVAL);
+        json_t *no_id = json_object();
+        assert_int_equal(history_add(h, no_id, now, forget), -EINVAL);
+        json_decref(no_id);
         json_decref(forget);
         history_free(h);
 }
