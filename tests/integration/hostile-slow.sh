@@ -118,6 +118,10 @@ fx_in n2 "$PC_BIN" --flood 300 --socket "$(fx_socket n2)" --timeout "$(t_ms 1200
 	t_fail "root flood: $(cat "$FX_ROOT/flood-root.out")"
 read -r line <"$FX_ROOT/flood-root.out"
 t_assert_eq "$(sed -n 's/.*served=\([0-9]*\).*/\1/p' <<<"$line")" 272 "root connections served"
+# Root's 272 connections set the memory's high-water mark (one key's
+# flood is served 64): the flood after it must not raise it further.
+rss_root=$(rss)
+[ "$rss_root" -gt "$rss_during" ] || rss_root=$rss_during
 t_log "a refused connection hears why"
 : >"$hold"
 pc_as "$FX_USER" "" -- "$pc_user" --flood 64 --relay node1 --socket "$(fx_socket n2)" --timeout "$(t_ms 120000)" \
@@ -133,8 +137,8 @@ t_wait_until 30 "fds back to $fds0" bash -c "[ \$(find /proc/$pid2/fd -mindepth 
 
 # Two more floods came and went: memory does not grow with each (no leak).
 rss_end=$(rss)
-t_log "VmRSS after three floods: $rss_end kB (after the first: $rss_during kB)"
-[ "$rss_end" -le $((rss_during + 8192)) ] || t_fail "the agent's memory grew from $rss_during to $rss_end kB over the floods"
+t_log "VmRSS after three floods: $rss_end kB (after the first: $rss_during kB, the largest: $rss_root kB)"
+[ "$rss_end" -le $((rss_root + 8192)) ] || t_fail "the agent's memory grew from $rss_root to $rss_end kB over the floods"
 
 pc_clean n2 "$pid2"
 t_log "the agent still moves containers"
