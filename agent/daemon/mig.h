@@ -137,8 +137,8 @@ struct mig {
         pid_t restored_pid;
         uint64_t restored_ticks;
         uint64_t offered_bytes;
-        ckpt_native *native; /* a native container (nm_native of the offer), else NULL */
-        char *cgroup_root;   /* native: where its cgroup nucleus-<id> is made, or NULL */
+        ckpt_native *native;   /* a native container (nm_native of the offer), else NULL */
+        char *cgroup_root;     /* native: where its cgroup nucleus-<id> is made, or NULL */
         uint64_t staging_held; /* bytes of files announced into the staging (the quota) */
 };
 
