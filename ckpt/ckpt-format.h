@@ -95,6 +95,17 @@ int ckpt_hmac_mark(ckpt_hmac *h, uint8_t ret_mac[static CKPT_HMAC_HEX_LEN / 2], 
 /* Ends the walk: 64 lowercase hex digits and a NUL. */
 int ckpt_hmac_final(ckpt_hmac *h, char ret_hex[static CKPT_HMAC_HEX_LEN + 1], nm_error *err);
 
+/* The binding of an image set to one migration: HMAC-SHA256 under the
+ * cluster key of "nucleus-migrate binding 1", NUL, then each of parts
+ * (e.g. migration id, source node, target node, container id) and the
+ * tree HMAC (hex), each followed by a NUL; 64 lowercase hex digits. It
+ * lives beside checkpoint.hmac (which stays nucleus's format): a set
+ * signed for one migration does not verify as another's. A part may not
+ * be NULL; n_parts at most 8. */
+#define CKPT_BINDING_PARTS_MAX 8
+int ckpt_binding(const void *key, size_t key_len, const char *const *parts, size_t n_parts,
+                 const char *tree_hex, char ret_hex[static CKPT_HMAC_HEX_LEN + 1]);
+
 /* Compares the contents of a checkpoint.hmac file (surrounding whitespace
  * trimmed, as nucleus does) with a computed digest, in constant time.
  * Mismatch or a malformed file is -EBADMSG with "HMAC mismatch (expected X,

@@ -70,6 +70,12 @@ int ckpt_state_remove(const char *state_dir, const char *id, nm_error *err);
  * copy must never be restored beside it. */
 int ckpt_state_check_not_running(const char *state_dir, const char *id, nm_error *err);
 
+/* What registering a restored c will need, checked before the restore: its
+ * id runs nowhere here (-EEXIST), no other container of its name runs here
+ * (-EEXIST), and a state file can be created in state_dir (its errno: a
+ * read-only or full file system, a symlink). A bare tree needs none. */
+int ckpt_state_check_restorable(const char *state_dir, const ckpt_container *c, nm_error *err);
+
 /* ------------------------------------------------------------------------
  * Restored process trees */
 

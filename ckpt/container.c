@@ -375,6 +375,62 @@ int ckpt_state_check_not_running(const char *state_dir, const char *id, nm_error
         return 0;
 }
 
+/* Whether a file can be created in dfd: an unnamed one where the file
+ * system has them, else a named one, removed at once. */
+static int probe_writable(int dfd, const char *id) {
+        char name[NAME_MAX + 1];
+        int fd = openat(dfd, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+
+        if (fd >= 0) {
+                close(fd);
+                return 0;
+        }
+        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+                return negative_errno();
+        snprintf(name, sizeof(name), ".%s.json.probe", id);
+        fd = openat(dfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+                return negative_errno();
+        close(fd);
+        (void)unlinkat(dfd, name, 0);
+        return 0;
+}
+
+int ckpt_state_check_restorable(const char *state_dir, const ckpt_container *c, nm_error *err) {
+        ckpt_container **all = NULL;
+        _cleanup_close_ int dfd = -EBADF;
+        size_t n = 0;
+        int r;
+
+        if (c->bare)
+                return 0;
+        if (!ckpt_container_id_valid(c->id) || !c->json)
+                return nm_error_set(err, -EINVAL, "container %s has no usable state", strna(c->id));
+        r = ckpt_state_check_not_running(state_dir, c->id, err);
+        if (r < 0)
+                return r;
+        r = ckpt_container_list(state_dir, &all, &n, NULL, err);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n && r >= 0; i++)
+                if (c->name && all[i]->name && strcmp(all[i]->id, c->id) != 0 &&
+                    strcmp(all[i]->name, c->name) == 0 && ckpt_container_is_running(all[i]))
+                        r = nm_error_set(err, -EEXIST,
+                                         "another container named %s (%s) runs on this node as pid %d: the "
+                                         "name would no longer name one container",
+                                         c->name, all[i]->id, (int)all[i]->pid);
+        ckpt_container_list_free(all, n);
+        if (r < 0)
+                return r;
+        dfd = open_state_dir_for_write(state_dir, err);
+        if (dfd < 0)
+                return dfd;
+        r = probe_writable(dfd, c->id);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot write a state file in %s", state_dir);
+        return 0;
+}
+
 int ckpt_state_set_cgroup(ckpt_container *c, const char *cgroup_path, nm_error *err) {
         char *copy = NULL;
         if (!c->json)

@@ -208,6 +208,48 @@ int ckpt_hmac_new(const void *key, size_t key_len, ckpt_hmac **ret) {
         return 0;
 }
 
+int ckpt_binding(const void *key, size_t key_len, const char *const *parts, size_t n_parts,
+                 const char *tree_hex, char ret_hex[static CKPT_HMAC_HEX_LEN + 1]) {
+        static const char tag[] = "nucleus-migrate binding 1";
+        static const char hexdig[] = "0123456789abcdef";
+        uint8_t mac[EVP_MAX_MD_SIZE];
+        unsigned int len = 0;
+        EVP_MAC *alg;
+        EVP_MAC_CTX *ctx;
+        OSSL_PARAM params[2];
+        size_t out = 0;
+        bool ok;
+
+        if (!key || key_len == 0 || !tree_hex || n_parts > CKPT_BINDING_PARTS_MAX || (n_parts && !parts))
+                return -EINVAL;
+        for (size_t i = 0; i < n_parts; i++)
+                if (!parts[i])
+                        return -EINVAL;
+        alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        ctx = alg ? EVP_MAC_CTX_new(alg) : NULL;
+        EVP_MAC_free(alg);
+        if (!ctx)
+                return -ENOMEM;
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[1] = OSSL_PARAM_construct_end();
+        /* Each string with its NUL: no two lists of parts feed the same bytes. */
+        ok = EVP_MAC_init(ctx, key, key_len, params) == 1 &&
+             EVP_MAC_update(ctx, (const uint8_t *)tag, sizeof(tag)) == 1;
+        for (size_t i = 0; ok && i < n_parts; i++)
+                ok = EVP_MAC_update(ctx, (const uint8_t *)parts[i], strlen(parts[i]) + 1) == 1;
+        ok = ok && EVP_MAC_update(ctx, (const uint8_t *)tree_hex, strlen(tree_hex) + 1) == 1 &&
+             EVP_MAC_final(ctx, mac, &out, sizeof(mac)) == 1 && out == CKPT_HMAC_HEX_LEN / 2;
+        EVP_MAC_CTX_free(ctx);
+        if (!ok)
+                return -EIO;
+        for (len = 0; len < out; len++) {
+                ret_hex[2 * len] = hexdig[mac[len] >> 4];
+                ret_hex[2 * len + 1] = hexdig[mac[len] & 15];
+        }
+        ret_hex[2 * out] = '\0';
+        return 0;
+}
+
 ckpt_hmac *ckpt_hmac_free(ckpt_hmac *h) {
         if (!h)
                 return NULL;

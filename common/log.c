@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
@@ -79,9 +80,11 @@ static int journal_write(log_level level, const char *ctx, const char *file, int
         const char *kv[32];
         size_t n = 0;
 
+        char esc[8192];
         vsnprintf(msg, sizeof(msg), fmt, ap);
+        (void)log_escape(msg, esc, sizeof(esc)); /* one line, as on stderr */
         snprintf(sline, sizeof(sline), "%d", line);
-        kv[n++] = "MESSAGE", kv[n++] = msg;
+        kv[n++] = "MESSAGE", kv[n++] = esc;
         kv[n++] = "PRIORITY", kv[n++] = priorities[level];
         kv[n++] = "SYSLOG_IDENTIFIER", kv[n++] = ident;
         kv[n++] = "CODE_FILE", kv[n++] = file;
@@ -93,6 +96,61 @@ static int journal_write(log_level level, const char *ctx, const char *file, int
                         n += ctx_fields(ctx, kv + n, ARRAY_SIZE(kv) - n, ctx_fields_ud);
         }
         return sd_journal_send_fields(kv, n);
+}
+
+/* The escaped form of byte c ("" when it passes as it is). */
+static const char *escape_of(unsigned char c, char buf[5]) {
+        if (c == '\n')
+                return "\\n";
+        if (c == '\r')
+                return "\\r";
+        if ((c < 0x20 && c != '\t') || c == 0x7f) {
+                snprintf(buf, 5, "\\x%02x", c);
+                return buf;
+        }
+        return "";
+}
+
+size_t log_escape(const char *in, char *out, size_t size) {
+        size_t len = 0;
+        char buf[5];
+
+        for (const unsigned char *p = (const unsigned char *)in; *p; p++) {
+                const char *e = escape_of(*p, buf);
+                size_t n = *e ? strlen(e) : 1;
+                if (out && len + n < size)
+                        memcpy(out + len, *e ? e : (const char *)p, n);
+                else if (out && size > 0 && len < size)
+                        size = len + 1; /* no room for this one: stop writing here */
+                len += n;
+        }
+        if (out && size > 0)
+                out[len < size ? len : size - 1] = '\0';
+        return len;
+}
+
+/* The message, formatted, then escaped on its way out. */
+static void fputs_escaped(const char *fmt, va_list ap) {
+        char small[1024], *msg = small, esc[5];
+        va_list copy;
+        int n;
+
+        va_copy(copy, ap);
+        n = vsnprintf(small, sizeof(small), fmt, copy);
+        va_end(copy);
+        if (n >= (int)sizeof(small) && !(msg = malloc((size_t)n + 1)))
+                msg = small; /* out of memory: the message cut short */
+        else if (msg != small)
+                (void)vsnprintf(msg, (size_t)n + 1, fmt, ap);
+        for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
+                const char *e = escape_of(*p, esc);
+                if (*e)
+                        fputs(e, stderr);
+                else
+                        fputc(*p, stderr);
+        }
+        if (msg != small)
+                free(msg);
 }
 
 static void log_vwrite(log_level level, const char *ctx, const char *file, int line, const char *func,
@@ -126,7 +184,7 @@ static void log_vwrite(log_level level, const char *ctx, const char *file, int l
                 fprintf(stderr, " (%s:%d %s)", strrchr(file, '/') ? strrchr(file, '/') + 1 : file, line,
                         func);
         fputs(": ", stderr);
-        vfprintf(stderr, fmt, ap);
+        fputs_escaped(fmt, ap);
         fputc('\n', stderr);
         funlockfile(stderr);
         errno = saved;

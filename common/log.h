@@ -7,6 +7,7 @@
  * followed with grep. */
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "macro.h"
 
@@ -42,6 +43,13 @@ void log_set_journal(bool on);
  * on the thread that set it (the loop's), for journal records. */
 typedef size_t (*log_ctx_fields_fn)(const char *ctx, const char **kv, size_t max, void *ud);
 void log_set_ctx_fields(log_ctx_fields_fn fn, void *ud);
+
+/* Every message is written as one line: control characters (line feeds,
+ * carriage returns, escape sequences, DEL; tab passes) become \n, \r or
+ * \xNN, so that text from a peer or a container can never forge a line of
+ * its own. log_escape writes in's escaped form into out (at most size
+ * bytes with the NUL, cut at a whole escape) and returns its full length. */
+size_t log_escape(const char *in, char *out, size_t size);
 
 void log_internal(log_level level, const char *ctx, const char *file, int line, const char *func,
                   const char *fmt, ...) _printf_(6, 7);

@@ -66,6 +66,7 @@ typedef enum proto_msg_type {
         PROTO_MSG_ERROR = 2,
         PROTO_MSG_PING = 3,
         PROTO_MSG_PONG = 4,
+        PROTO_MSG_RELAY = 5, /* dial-stdio to its agent only: who the relayed peer is */
         /* peer session: node selection */
         PROTO_MSG_NODE_INFO_REQ = 10,
         PROTO_MSG_NODE_INFO = 11,
@@ -197,6 +198,13 @@ typedef struct proto_ping {
         uint64_t seq;
 } proto_ping; /* PING and PONG */
 
+/* The first frame dial-stdio writes to its agent, before any byte of the
+ * peer's: the peer whose key ran it (the forced command's --peer), or none.
+ * The peer cannot forge it: its own bytes only follow. */
+typedef struct proto_relay {
+        const char *peer; /* optional */
+} proto_relay;
+
 typedef struct proto_node_info {
         const char *node;
         bool cordoned;
@@ -275,6 +283,7 @@ typedef struct proto_images_done {
         const char *hmac; /* 64 lowercase hex digits */
         uint64_t files;
         uint64_t bytes;
+        const char *binding; /* optional: ckpt_binding() of this migration (64 hex digits) */
 } proto_images_done;
 
 typedef struct proto_pid_reply {
@@ -365,6 +374,7 @@ typedef struct proto_msg {
                 proto_error error;
                 proto_ping ping; /* PING */
                 proto_ping pong; /* PONG */
+                proto_relay relay;
                 proto_node_info node_info;
                 proto_offer offer;
                 proto_mig_only accept;

@@ -113,6 +113,10 @@ static const proto__field ping_fields[] = {
         U64("seq", ping.seq),
 };
 
+static const proto__field relay_fields[] = {
+        OPT_STR("peer", relay.peer, PROTO__CHECK_NAME, 1, PROTO_NAME_MAX),
+};
+
 static const proto__field node_info_fields[] = {
         NAME("node", node_info.node),
         BOOL("cordoned", node_info.cordoned),
@@ -185,6 +189,7 @@ static const proto__field images_done_fields[] = {
         STR("hmac", images_done.hmac, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
         U64("files", images_done.files),
         U64("bytes", images_done.bytes),
+        OPT_STR("binding", images_done.binding, PROTO__CHECK_HEX, PROTO_HMAC_HEX_LEN, PROTO_HMAC_HEX_LEN),
 };
 
 static const proto__field pid_reply_fields[] = {
@@ -271,6 +276,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_ERROR] = SCHEMA("ERROR", error_fields, NULL),
         [PROTO_MSG_PING] = SCHEMA("PING", ping_fields, NULL),
         [PROTO_MSG_PONG] = SCHEMA("PONG", ping_fields, NULL),
+        [PROTO_MSG_RELAY] = SCHEMA("RELAY", relay_fields, NULL),
         [PROTO_MSG_NODE_INFO_REQ] = SCHEMA_EMPTY("NODE_INFO_REQ"),
         [PROTO_MSG_NODE_INFO] = SCHEMA("NODE_INFO", node_info_fields, NULL),
         [PROTO_MSG_OFFER] = SCHEMA("OFFER", offer_fields, NULL),

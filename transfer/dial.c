@@ -61,6 +61,7 @@ struct relay {
         relay_end in, out, sock;
         relay_dir up, down;
         uv_connect_t connect_req;
+        relay_buf *first; /* the frame that goes to the socket before any relayed byte */
         char *path;
         unsigned handles_open;
         unsigned reqs_pending; /* fs requests on the threadpool */
@@ -81,6 +82,7 @@ static void relay_maybe_done(relay *rl) {
                 rl->cb(rl->status, rl->status < 0 ? &rl->err : NULL, rl->userdata);
         free(rl->up.rbuf);
         free(rl->down.rbuf);
+        free(rl->first);
         free(rl->path);
         free(rl);
 }
@@ -395,12 +397,38 @@ static void connect_cb(uv_connect_t *req, int status) {
                              uv_strerror(status));
                 return;
         }
+        /* Queued before the first read of stdin: writes on a stream keep
+         * their order, so the agent hears our frame before any of the
+         * peer's bytes. */
+        if (rl->first)
+                dir_write(&rl->up, TAKE_PTR(rl->first));
         dir_pump(&rl->up);
         dir_pump(&rl->down);
 }
 
-int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, xfer_dial_done_cb cb,
-                    void *userdata, nm_error *err) {
+/* The first frame, encoded into a buffer of the relay's own. */
+static int first_frame(const proto_msg *m, relay_buf **ret, nm_error *err) {
+        _cleanup_free_ uint8_t *bytes = NULL;
+        relay_buf *b;
+        size_t len;
+        int r;
+
+        r = proto_encode(m, &bytes, &len, err);
+        if (r < 0)
+                return r;
+        if (len > RELAY_BUF)
+                return nm_error_set(err, -E2BIG, "dial-stdio: the first frame is too big");
+        b = calloc(1, sizeof(*b));
+        if (!b)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        memcpy(b->data, bytes, len);
+        b->len = len;
+        *ret = b;
+        return 0;
+}
+
+int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, const proto_msg *first,
+                    xfer_dial_done_cb cb, void *userdata, nm_error *err) {
         relay *rl;
         uv_pipe_t *sock;
         int r;
@@ -410,6 +438,10 @@ int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out
         rl = calloc(1, sizeof(*rl));
         if (!rl)
                 return -ENOMEM;
+        if (first && (r = first_frame(first, &rl->first, err)) < 0) {
+                free(rl);
+                return r;
+        }
         rl->loop = loop;
         rl->cb = cb;
         rl->userdata = userdata;
@@ -421,6 +453,7 @@ int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out
         if (!rl->path || !sock) {
                 free(sock);
                 free(rl->path);
+                free(rl->first);
                 free(rl);
                 return -ENOMEM;
         }

@@ -65,6 +65,7 @@ struct xfer_recv {
         char *mig;
         uint64_t max_bytes, max_files, expected_bytes, idle_ms, progress_ms;
         xfer_progress_cb progress;
+        int (*reserve)(void *userdata, uint64_t bytes, nm_error *err);
         void *userdata;
         xfer_recv_done_cb cb;
 
@@ -363,6 +364,8 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         if (r->max_bytes && (f->size > r->max_bytes || r->res.bytes + f->size > r->max_bytes))
                 return nm_error_set(err, -EFBIG, "FILE %s of %llu bytes exceeds the limit of %llu bytes",
                                     f->path, (unsigned long long)f->size, (unsigned long long)r->max_bytes);
+        if (r->reserve && (q = r->reserve(r->userdata, f->size, err)) < 0)
+                return q;
         if (kind == PROTO_PATH_IMAGE) {
                 name = f->path + strlen("images/");
                 if (r->have_image && strcmp(name, r->last_image) <= 0)
@@ -561,6 +564,7 @@ static int on_images_done(xfer_recv *r, const proto_images_done *d, nm_error *er
                         "the checkpoint HMAC does not verify: the images were altered, or the two "
                         "nodes do not share the same checkpoint key");
         memcpy(r->res.hmac, hex, len + 1);
+        snprintf(r->res.binding, sizeof(r->res.binding), "%s", d->binding ? d->binding : "");
         q = write_hmac_file(r, err);
         if (q < 0)
                 return q;
@@ -703,6 +707,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
         r->progress = o->progress;
         r->file_mac = o->file_mac;
+        r->reserve = o->reserve;
         r->userdata = userdata;
         r->cb = cb;
         r->name = strdup(name);

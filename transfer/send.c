@@ -80,6 +80,7 @@ struct xfer_send {
         size_t chunk_size, max_queued;
         uint64_t overall_ms, progress_ms;
         xfer_progress_cb progress;
+        int (*binding)(void *userdata, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_MAX]);
         void *userdata;
         xfer_send_done_cb cb;
 
@@ -383,14 +384,18 @@ static int end_file(xfer_send *x) {
 
 static int finish_stream(xfer_send *x) {
         nm_error he = {};
+        char binding[XFER_HMAC_HEX_MAX] = "";
         int r = ckpt_hmac_final(x->hmac, x->res.hmac, &he);
         if (r < 0)
                 return hash_error(x, r, &he, "the tree");
+        if (x->binding && (r = x->binding(x->userdata, x->res.hmac, binding)) < 0)
+                return nm_error_set(&x->err, r, "cannot bind the images to migration %s", x->mig);
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
                                         .images_done = {.mig = x->mig,
                                                         .hmac = x->res.hmac,
                                                         .files = x->res.files,
-                                                        .bytes = x->res.bytes}});
+                                                        .bytes = x->res.bytes,
+                                                        .binding = binding[0] ? binding : NULL}});
 }
 
 static void read_work(uv_work_t *w) {
@@ -754,6 +759,7 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->overall_ms = o->overall_timeout_ms;
         x->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
         x->progress = o->progress;
+        x->binding = o->binding;
         x->userdata = userdata;
         x->cb = cb;
         x->mig = strdup(o->mig);

@@ -210,6 +210,10 @@ typedef struct xfer_send_options {
          * ckpt_hmac_mark()) instead of FILE_END, and no SHA-256 per file:
          * each byte is hashed once. */
         bool file_mac;
+        /* Optional: IMAGES_DONE's "binding" from the final tree HMAC (hex),
+         * into ret_hex (64 hex digits); < 0 fails the stream. The caller
+         * knows what the images are bound to (transfer/ does not). */
+        int (*binding)(void *userdata, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_MAX]);
 } xfer_send_options;
 
 /* Streams the checkpoint directory dir_fd (<dir>/images/ flat files, then
@@ -247,6 +251,7 @@ typedef struct xfer_recv_result {
         uint64_t files;
         uint64_t bytes;
         char hmac[XFER_HMAC_HEX_MAX];
+        char binding[XFER_HMAC_HEX_MAX]; /* IMAGES_DONE's binding, "" without one: the caller checks it */
 } xfer_recv_result;
 
 typedef void (*xfer_recv_done_cb)(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
@@ -270,6 +275,11 @@ typedef struct xfer_recv_options {
          * FILE_END is refused; else the reverse. ZDATA is accepted either
          * way. */
         bool file_mac;
+        /* Optional: asked at each FILE for its announced size (which its
+         * DATA may not exceed): < 0 (with err) refuses the file and ends
+         * the transfer. A quota on what lands in staging, across whatever
+         * the caller receives at once. */
+        int (*reserve)(void *userdata, uint64_t bytes, nm_error *err);
 } xfer_recv_options;
 
 /* Creates the staging directory name (one component) below parent_fd, mode
@@ -302,7 +312,8 @@ typedef void (*xfer_dial_done_cb)(int status, const nm_error *err, void *userdat
 
 /* Connects to the unix socket socket_path and relays stdin to it and its
  * replies to stdout until both directions have ended (EOF is passed on as a
- * shutdown). stdin and stdout may be pipes, sockets, ttys or files. cb runs
+ * shutdown). stdin and stdout may be pipes, sockets, ttys or files. first
+ * (may be NULL) is written to the socket before any byte of stdin. cb runs
  * once, after every handle is closed. */
-int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, xfer_dial_done_cb cb,
-                    void *userdata, nm_error *err);
+int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, const proto_msg *first,
+                    xfer_dial_done_cb cb, void *userdata, nm_error *err);

@@ -14,6 +14,7 @@
 #include "ckpt.h"
 #include "config.h"
 #include "error.h"
+#include "history.h"
 #include "journal.h"
 #include "list.h"
 #include "handoff.h"
@@ -46,7 +47,14 @@ struct ctl_conn {
         struct ucred cred;
         bool hello_done;
         proto_role role;
+        uint64_t session;                  /* this connection's number, for records and the log */
+        uint64_t frames;                   /* frames heard */
+        bool relayed;                      /* dial-stdio said who the peer is (RELAY) */
+        char key_peer[PROTO_NAME_MAX + 1]; /* the peer whose key runs the relay, or "" */
+        /* The peer: the key's (key_peer) when the relay names one, else (a
+         * root session) what HELLO says. */
         char peer_node[PROTO_NAME_MAX + 1];
+        unsigned refusals;                   /* messages refused for another's migration: logged up to a bound */
         unsigned features;                   /* the peer's HELLO: peer_feature bits */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if it sent none */
         mig *dest;                           /* the destination migration this peer session carries */
@@ -62,6 +70,7 @@ struct agent {
         uv_loop_t *loop;
         agent_config cfg;
         journal *journal;
+        history *history; /* finished migrations (journal/done/), in memory */
         ckpt_criu *criu;
         uint8_t *key;
         size_t key_len;

@@ -5,6 +5,7 @@
  * migration user only speak as a peer, anyone else is turned away. */
 #include <grp.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,11 +25,15 @@
  * through dial-stdio never locks the operator out. */
 #define CTL_ROOT_RESERVE 16
 #define CTL_HELLO_TIMEOUT_MS 10000
+/* Sessions one peer key may hold at once: a flood through one key never
+ * takes every connection from the other peers. */
+#define CTL_PEER_SESSIONS_MAX 64
 /* Refusals are logged at most this often (with a count): a flood of
  * connections must not become a flood of log lines. */
 #define CTL_REFUSE_LOG_INTERVAL_MS 1000
 
 static unsigned n_conns;
+static uint64_t n_sessions;
 
 /* ---- requests from the CLI ---- */
 
@@ -132,6 +137,75 @@ static void cli_request(ctl_conn *cc, const proto_msg *msg) {
         ctl_send_error(cc, NULL, -EPROTO, "not a request a CLI can make");
 }
 
+/* ---- who the peer is ---- */
+
+static void log_refusal(agent *a, const char *why);
+
+/* Ends a connection that may not go on, with the reason for it and the
+ * log (refusals in a burst summed up, as at accept). */
+static void ctl_refuse(ctl_conn *cc, int code, const char *fmt, ...) _printf_(3, 4);
+static void ctl_refuse(ctl_conn *cc, int code, const char *fmt, ...) {
+        nm_error err = {};
+        va_list ap;
+        char msg[512], why[640];
+
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        nm_error_set(&err, code, "%s", msg);
+        snprintf(why, sizeof(why), "session %llu (uid %u, pid %d): %s", (unsigned long long)cc->session,
+                 (unsigned)cc->cred.uid, (int)cc->cred.pid, msg);
+        log_refusal(cc->a, why);
+        ctl_send_error(cc, NULL, code, msg);
+        xfer_conn_close(cc->conn, 0, &err);
+}
+
+static unsigned peer_sessions(agent *a, const char *peer) {
+        unsigned n = 0;
+        ctl_conn *cc;
+        LIST_FOREACH(conns, cc, a->conns)
+        n += cc->relayed && strcmp(cc->key_peer, peer) == 0;
+        return n;
+}
+
+/* The migration user speaks only through dial-stdio, which speaks first:
+ * its RELAY frame, not the peer's HELLO, says whose key this is. Root (the
+ * operator, or dial-stdio run by hand) may leave it out. */
+static bool relay_required(const ctl_conn *cc) {
+        return cc->cred.uid != 0 && cc->cred.uid == cc->a->peer_uid && cc->cred.uid != getuid();
+}
+
+static void on_relay(ctl_conn *cc, const proto_relay *r) {
+        const agent_peer *p = r->peer ? agent_config_peer(&cc->a->cfg, r->peer) : NULL;
+
+        if (r->peer && (!p || strcmp(p->name, r->peer) != 0)) {
+                ctl_refuse(cc, -EPERM,
+                           "the key's forced command names peer \"%s\", which is not a [peer] of %s",
+                           r->peer, cc->a->cfg.node);
+                return;
+        }
+        if (!r->peer && relay_required(cc)) {
+                ctl_refuse(cc, -EPERM,
+                           "this peer key's forced command does not name its peer (dial-stdio --peer NAME): "
+                           "import the peer's bundle again with nucleus-provision");
+                return;
+        }
+        if (r->peer && peer_sessions(cc->a, r->peer) >= CTL_PEER_SESSIONS_MAX) {
+                char why[256];
+                nm_error err = {};
+                snprintf(why, sizeof(why), "peer %s holds %u sessions already, refusing more (pid %d)",
+                         r->peer, CTL_PEER_SESSIONS_MAX, (int)cc->cred.pid);
+                log_refusal(cc->a, why);
+                nm_error_set(&err, -EBUSY, "peer %s holds %u sessions on %s already; try again later",
+                             r->peer, CTL_PEER_SESSIONS_MAX, cc->a->cfg.node);
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return;
+        }
+        cc->relayed = true;
+        snprintf(cc->key_peer, sizeof(cc->key_peer), "%s", r->peer ? r->peer : "");
+}
+
 /* ---- HELLO ---- */
 
 static void on_hello(ctl_conn *cc, const proto_hello *h) {
@@ -166,9 +240,20 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                 xfer_conn_close(cc->conn, 0, &err);
                 return;
         }
+        if (h->role == PROTO_ROLE_PEER && relay_required(cc) && !cc->relayed) {
+                ctl_refuse(cc, -EPERM, "a peer session of the migration user must come through dial-stdio");
+                return;
+        }
+        /* The key decides who this is: a HELLO that claims another node is
+         * someone speaking for a peer they are not. */
+        if (cc->key_peer[0] && (h->role != PROTO_ROLE_PEER || strcmp(h->node, cc->key_peer) != 0)) {
+                ctl_refuse(cc, -EPERM, "this session's key belongs to peer %s, but its HELLO says %s \"%s\"",
+                           cc->key_peer, proto_role_to_string(h->role), h->node);
+                return;
+        }
         cc->hello_done = true;
         cc->role = h->role;
-        snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", h->node);
+        snprintf(cc->peer_node, sizeof(cc->peer_node), "%s", cc->key_peer[0] ? cc->key_peer : h->node);
         cc->features = peer_features_of(h);
         snprintf(cc->key_id, sizeof(cc->key_id), "%s", strempty(h->key_id));
         xfer_conn_set_idle_timeout(cc->conn,
@@ -181,8 +266,9 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
                                      .features = peer_features_offered(),
                                      .key_id = a->key_id}};
         (void)ctl_send(cc, &reply);
-        log_debug("%s session from %s (uid %u)", proto_role_to_string(h->role), h->node,
-                  (unsigned)cc->cred.uid);
+        log_debug("%s session %llu from %s (uid %u%s)", proto_role_to_string(h->role),
+                  (unsigned long long)cc->session, cc->peer_node, (unsigned)cc->cred.uid,
+                  cc->key_peer[0] ? ", the peer's key" : "");
 }
 
 static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
@@ -192,6 +278,16 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
 
         if (!cc)
                 return;
+        /* Only dial-stdio's own first frame says who the peer is. */
+        if (msg->type == PROTO_MSG_RELAY) {
+                if (cc->frames++ != 0) {
+                        ctl_refuse(cc, -EPERM, "RELAY is dial-stdio's first frame, never the peer's");
+                        return;
+                }
+                on_relay(cc, &msg->relay);
+                return;
+        }
+        cc->frames++;
         if (!cc->hello_done) {
                 if (msg->type != PROTO_MSG_HELLO) {
                         nm_error_set(&err, -EPROTO, "expected HELLO, got %s",
@@ -336,6 +432,7 @@ static void on_connection(uv_stream_t *server, int status) {
                 return;
         }
         cc->a = a;
+        cc->session = ++n_sessions;
         if (xfer_conn_new_stream((uv_stream_t *)client, &conn_cbs, cc, &err, &cc->conn) < 0) {
                 log_warning("control socket: %s", err.msg);
                 free(cc);

@@ -117,6 +117,36 @@ static int check_ssh_files(agent *a, nm_error *err) {
         return 0;
 }
 
+/* What journal/done/ holds, in memory; records no longer kept go. Before
+ * the loop serves anyone. */
+static int history_load(agent *a, nm_error *err) {
+        json_t *done = NULL, *forget = json_array(), *id;
+        size_t i;
+        int r;
+
+        a->history = history_new((int64_t)a->cfg.history_days * 86400 * 1000);
+        if (!a->history || !forget) {
+                json_decref(forget);
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        }
+        r = journal_load_done(a->journal, SIZE_MAX, &done, err);
+        if (r < 0) {
+                json_decref(forget);
+                return r;
+        }
+        /* Oldest first: the order of arrival is the order of age. */
+        for (i = json_array_size(done); i-- > 0;)
+                (void)history_add(a->history, json_array_get(done, i), unix_ms(), forget);
+        json_decref(done);
+        json_array_foreach(forget, i, id) {
+                nm_error e = {};
+                if (journal_forget(a->journal, json_string_value(id), &e) < 0)
+                        log_warning("%s", e.msg);
+        }
+        json_decref(forget);
+        return 0;
+}
+
 static int agent_setup(agent *a, nm_error *err) {
         _cleanup_free_ char *jdir = agent_config_path(&a->cfg, "journal");
         struct utsname u;
@@ -150,6 +180,9 @@ static int agent_setup(agent *a, nm_error *err) {
                 return r;
         journal_set_keep(a->journal, (uint64_t)a->cfg.history_days * 86400);
         journal_prune(a->journal);
+        r = history_load(a, err);
+        if (r < 0)
+                return r;
         cordon_load(a);
         r = ctl_listen(a, err);
         if (r < 0)
@@ -185,6 +218,7 @@ static void agent_teardown(agent *a) {
         }
         journal_free(a->journal);
         precheck_free(a);
+        history_free(a->history);
         ckpt_criu_free(a->criu);
         ckpt_key_free(a->key, a->key_len);
         if (a->staging_fd >= 0)
@@ -299,7 +333,7 @@ int agent_run(agent_config *cfg, const agent_invocation *inv) {
 static void help(FILE *f) {
         fprintf(f,
                 "Usage: %s [OPTIONS...]\n"
-                "       %s dial-stdio [--config FILE | --socket PATH]\n"
+                "       %s dial-stdio [--peer NAME] [--config FILE | --socket PATH]\n"
                 "\n"
                 "The nucleus-migrate node agent. It moves containers to other nodes when\n"
                 "nucleus-migrate asks, takes containers from peer agents that arrive over SSH,\n"

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* nucleus-agent dial-stdio: relays the SSH session's stdin/stdout to the
  * local agent's control socket. It carries no logic of its own, so that
- * authorized_keys can pin it as the only command a peer key may run. */
+ * authorized_keys can pin it as the only command a peer key may run; the
+ * pinned command names the peer whose key it is (--peer), and the relay
+ * says so to the agent (RELAY) before the first byte of the peer's. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,11 +19,13 @@
 
 static void help(FILE *f) {
         fprintf(f,
-                "Usage: %s dial-stdio [--config FILE | --socket PATH]\n"
+                "Usage: %s dial-stdio [--peer NAME] [--config FILE | --socket PATH]\n"
                 "\n"
                 "Relays stdin and stdout to the local agent's socket, for a peer's SSH session.\n"
                 "It is the forced command of peer keys in authorized_keys: it does nothing else.\n"
                 "\n"
+                "  --peer NAME     the peer whose key runs this (authorized_keys pins it): the agent\n"
+                "                  takes the session for that peer's, whatever its HELLO says\n"
                 "  --config FILE   read the socket path from the agent's configuration\n"
                 "  --socket PATH   agent socket (default: from the configuration, else %s)\n"
                 "  -h, --help      show this help\n",
@@ -44,12 +48,13 @@ static void done_cb(int status, const nm_error *err, void *userdata) {
 
 int verb_dial_stdio(int argc, char **argv) {
         static const struct option options[] = {
+                {"peer", required_argument, NULL, 'p'},
                 {"socket", required_argument, NULL, 's'},
                 {"config", required_argument, NULL, 'c'},
                 {"help", no_argument, NULL, 'h'},
                 {},
         };
-        const char *socket_path = NULL, *config = NULL;
+        const char *socket_path = NULL, *config = NULL, *peer = NULL;
         char buf[4096];
         dial_result res = {};
         uv_loop_t loop;
@@ -59,6 +64,7 @@ int verb_dial_stdio(int argc, char **argv) {
         optind = 1;
         while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
                 switch (c) {
+                case 'p': peer = optarg; break;
                 case 's': socket_path = optarg; break;
                 case 'c': config = optarg; break;
                 case 'h': help(stdout); return NM_EXIT_OK;
@@ -82,7 +88,10 @@ int verb_dial_stdio(int argc, char **argv) {
                 log_error("cannot create the event loop: %s", uv_strerror(r));
                 return NM_EXIT_FAILURE;
         }
-        r = xfer_dial_stdio(&loop, socket_path, STDIN_FILENO, STDOUT_FILENO, done_cb, &res, &err);
+        /* Always sent, with or without a name: the agent then knows that the
+         * first frame is ours, never the peer's. */
+        proto_msg relay = {.type = PROTO_MSG_RELAY, .relay = {.peer = peer}};
+        r = xfer_dial_stdio(&loop, socket_path, STDIN_FILENO, STDOUT_FILENO, &relay, done_cb, &res, &err);
         if (r < 0) {
                 log_error("%s", nm_error_msg(&err));
                 (void)uv_run(&loop, UV_RUN_DEFAULT);

@@ -3,18 +3,14 @@
  * each to the role that owns it: what a source sends to us as its
  * destination goes to mig-dst.c; a destination's QUERY about one of our
  * moves goes to mig-src.c; NODE_INFO_REQ to status.c. Anything else is
- * refused with a reason, and the session goes on. */
+ * refused with a reason, and the session goes on. Whether a message may
+ * reach the migration it names (its peer, its session) each role's
+ * adapter asks core/handoff-trust.h. */
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
 #include "precheck.h"
 #include "resolve.h"
-
-static void answer_query(ctl_conn *cc, const char *id) {
-        proto_msg r = {.type = PROTO_MSG_OUTCOME,
-                       .outcome = {.mig = id, .outcome = mig_src_outcome(cc->a, id)}};
-        (void)ctl_send(cc, &r);
-}
 
 static void answer_node_info(ctl_conn *cc) {
         proto_msg r = {.type = PROTO_MSG_NODE_INFO};
@@ -31,7 +27,7 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
                 if (msg->query.container_id)
                         resolve_answer_query(cc, &msg->query);
                 else
-                        answer_query(cc, id);
+                        mig_src_query(cc, id);
                 return;
         case PROTO_MSG_RESOLVED: resolve_record(cc, &msg->resolved); return;
         case PROTO_MSG_OFFER: mig_dst_offer(cc, &msg->offer); return;
@@ -44,7 +40,7 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_RESTORE: mig_dst_restore(cc, id); return;
         case PROTO_MSG_PS_DATA: mig_dst_ps_data(cc, &msg->ps_data); return;
         case PROTO_MSG_COMMIT: mig_dst_commit(cc, id); return;
-        case PROTO_MSG_ABORT: mig_dst_abort(cc->a, id, msg->abort.reason); return;
+        case PROTO_MSG_ABORT: mig_dst_abort(cc, id, msg->abort.reason); return;
         default: break;
         }
         ctl_send_error(cc, id, -EPROTO, "unexpected message on a peer session");

@@ -259,6 +259,16 @@ int journal_finish(journal *j, const char *mig, nm_error *err) {
                 return nm_error_errno(err, negative_errno(), "cannot move journal record %s to done/", name);
         if (fsync(j->done_dfd) < 0 || fsync(j->dfd) < 0)
                 return nm_error_errno(err, negative_errno(), "cannot sync journal");
-        prune_done(j);
+        return 0;
+}
+
+int journal_forget(journal *j, const char *mig, nm_error *err) {
+        char name[80];
+
+        if (!journal_valid_id(mig))
+                return nm_error_set(err, -EINVAL, "invalid migration id \"%s\"", mig);
+        rec_name(name, mig);
+        if (unlinkat(j->done_dfd, name, 0) < 0 && errno != ENOENT)
+                return nm_error_errno(err, negative_errno(), "cannot remove finished record %s", name);
         return 0;
 }

@@ -5,7 +5,8 @@
  * (write to a temp file, fsync, rename, fsync the directory) at every step,
  * so that after a crash the record says exactly which step was reached.
  * Finished migrations move to done/ and are kept for a time
- * (journal_set_keep; [agent] history_days) for `status`. */
+ * (journal_set_keep; [agent] history_days) for `status`, and for answering
+ * late messages (history.h: never by a count a peer can drive). */
 
 #include <jansson.h>
 #include <stdbool.h>
@@ -46,9 +47,12 @@ int journal_load_done_one(journal *j, const char *mig, json_t **ret);
 void journal_set_keep(journal *j, uint64_t keep_s);
 void journal_prune(journal *j);
 
-/* Moves a finished migration's record to done/ (durable), pruning old ones.
- * Blocking, and safe on any thread, as journal_put_text. */
+/* Moves a finished migration's record to done/ (durable). Blocking, and
+ * safe on any thread, as journal_put_text. */
 int journal_finish(journal *j, const char *mig, nm_error *err);
+
+/* Removes a finished record from done/ (none: fine). As journal_finish. */
+int journal_forget(journal *j, const char *mig, nm_error *err);
 
 /* A migration id usable as a file name: [A-Za-z0-9_-], 1..64. */
 bool journal_valid_id(const char *mig);

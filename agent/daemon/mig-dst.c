@@ -279,6 +279,50 @@ static void dst_on_progress(const xfer_progress *p, void *ud) {
         m->rate = (uint64_t)p->rate;
 }
 
+/* The signed metadata's state names the offered container, and this node
+ * can register it: no copy of it or of its name runs here, a state file
+ * can be written. */
+static int dst_check_registrable(mig *m, nm_error *err) {
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        int r = ckpt_container_from_metadata(m->md, &c, err);
+
+        if (r < 0)
+                return nm_error_prefix(err, "the images cannot be registered here"), r;
+        if (strcmp(c->id, m->container_id) != 0)
+                return nm_error_set(err, -EBADMSG,
+                                    "the images' state is of container %s, not the offered %s", c->id,
+                                    m->container_id);
+        r = ckpt_state_check_restorable(m->a->cfg.state_dir, c, err);
+        if (r < 0)
+                nm_error_prefix(err, "refusing the images of %s before the restore", m->container_id);
+        return r;
+}
+
+/* IMAGES_DONE's binding, against the one this migration's images must
+ * carry (compared in constant time). */
+static int dst_check_binding(mig *m, const xfer_recv_result *res, nm_error *err) {
+        char want[XFER_HMAC_HEX_MAX];
+        unsigned char diff;
+
+        if (!res->binding[0])
+                return nm_error_set(err, -EBADMSG,
+                                    "the images carry no binding to migration %s: refusing them (a replayed "
+                                    "or foreign image set?)",
+                                    m->id);
+        if (mig_binding(m, m->peer, m->a->cfg.node, res->hmac, want) < 0)
+                return nm_error_set(err, -EIO, "cannot compute the binding of migration %s", m->id);
+        diff = strlen(res->binding) != strlen(want);
+        for (size_t i = 0; want[i] && res->binding[i]; i++)
+                diff |= (unsigned char)(res->binding[i] ^ want[i]);
+        if (diff)
+                return nm_error_set(
+                        err, -EBADMSG,
+                        "the images are signed, but not for migration %s of container %s from %s "
+                        "to %s: refusing them (replayed from another migration?)",
+                        m->id, m->container_id, m->peer, m->a->cfg.node);
+        return 0;
+}
+
 static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
                             void *ud) {
         mig *m = ud;
@@ -293,6 +337,13 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         }
         m->bytes_done = res->bytes;
         m->files_done = res->files;
+        /* Signed under the cluster key is not enough: signed for this move,
+         * by the peer whose key offered it, to us, for the offered
+         * container. */
+        if (dst_check_binding(m, res, &e) < 0) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), e.code, "%s", e.msg);
+                return;
+        }
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         if (dfd < 0 || ckpt_metadata_load(dfd, &m->md, &e) < 0) {
                 mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), -EBADMSG,
@@ -319,9 +370,45 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
                                 "refusing them");
                 return;
         }
+        /* Everything the restored copy needs to be registered is checked
+         * now, before VERIFIED (and so before any restore): afterwards a
+         * failure would leave a copy that no state file describes. */
+        if (dst_check_registrable(m, &e) < 0) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), e.code, "%s", e.msg);
+                return;
+        }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
         dst_feed(m, DST_EV_RECEIVED, NULL);
+}
+
+/* The staging quota, on what lands: each FILE's size as it is announced,
+ * across every migration in flight here (an offer says little: a
+ * migration may send more than it offered). Past its share, the migration
+ * ends with the reason. */
+static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
+        mig *m = ud, *o;
+        agent *a = m->a;
+        uint64_t others = 0;
+
+        LIST_FOREACH(migs, o, a->migs)
+        if (o != m && !o->finished && o->role == MIG_ROLE_DEST)
+                others += o->staging_held > o->offered_bytes ? o->staging_held : o->offered_bytes;
+        if (!handoff_staging_admits(a->cfg.staging_max, others, m->staging_held, bytes)) {
+                log_ctx_warning(m->id,
+                                "staging quota: %llu more bytes refused (holding %llu, others %llu, "
+                                "staging_max %llu)",
+                                (unsigned long long)bytes, (unsigned long long)m->staging_held,
+                                (unsigned long long)others, (unsigned long long)a->cfg.staging_max);
+                return nm_error_set(
+                        err, -EDQUOT,
+                        "staging quota: migration %s would hold %llu MiB of staging on %s, where "
+                        "staging_max is %llu MiB and other migrations hold %llu MiB: aborted",
+                        m->id, (unsigned long long)((m->staging_held + bytes) >> 20), a->cfg.node,
+                        (unsigned long long)(a->cfg.staging_max >> 20), (unsigned long long)(others >> 20));
+        }
+        m->staging_held += bytes;
+        return 0;
 }
 
 /* Opens the images' way in: the tree HMAC and the sink. */
@@ -338,6 +425,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 .progress = dst_on_progress,
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
+                .reserve = dst_reserve,
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
@@ -591,23 +679,23 @@ static void dst_answer_commit(ctl_conn *cc, const char *id, bool runs, pid_t pid
  * copy that runs: the source would restore its own). */
 static void dst_commit_finished(ctl_conn *cc, const char *id) {
         mig *m = mig_find_archiving(cc->a, id);
-        json_t *rec = NULL;
+        const json_t *rec = cc->a->history ? history_get(cc->a->history, id) : NULL;
 
         if (m && m->role == MIG_ROLE_DEST) {
-                dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
-                                  (pid_t)mig_rec_int(m, "restored_pid"));
+                if (mig_admits(cc, MIG_ROLE_DEST, id, m->peer, NULL, HANDOFF_MSG_COMMIT))
+                        dst_answer_commit(cc, id, dst_commit_finds_copy(m->dst.phase),
+                                          (pid_t)mig_rec_int(m, "restored_pid"));
                 return;
         }
-        if (journal_load_done_one(cc->a->journal, id, &rec) >= 0 &&
-            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_DEST) {
-                dst_answer_commit(cc, id,
-                                  dst_commit_finds_copy(dst_phase_from_string(
-                                          json_string_value(json_object_get(rec, "phase")))),
-                                  (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
-                json_decref(rec);
+        if (rec && mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_DEST) {
+                if (mig_admits(cc, MIG_ROLE_DEST, id, json_string_value(json_object_get(rec, "peer")), NULL,
+                               HANDOFF_MSG_COMMIT))
+                        dst_answer_commit(cc, id,
+                                          dst_commit_finds_copy(dst_phase_from_string(
+                                                  json_string_value(json_object_get(rec, "phase")))),
+                                          (pid_t)json_integer_value(json_object_get(rec, "restored_pid")));
                 return;
         }
-        json_decref(rec);
         dst_answer_commit(cc, id, false, 0);
 }
 
@@ -840,8 +928,14 @@ static bool dst_offer_passes(ctl_conn *cc, const proto_offer *o) {
                 (void)ctl_send(cc, &e);
                 return false;
         }
+        /* An id names one migration, for as long as its record is kept: a
+         * reused one would answer later messages from another's record. */
         if (mig_find(a, o->mig) || mig_find_archiving(a, o->mig)) {
                 dst_reject(cc, o, PROTO_REJECT_EXISTS, "migration id in use");
+                return false;
+        }
+        if (a->history && history_get(a->history, o->mig)) {
+                dst_reject(cc, o, PROTO_REJECT_EXISTS, "migration id used before: ids are never reused");
                 return false;
         }
         if (dst_check_offer(a, cc, o, &code, why, sizeof(why)) < 0 ||
@@ -918,6 +1012,7 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
         m->container_id = strdup(o->container_id);
         m->container_name = strdup(o->container_name);
         m->peer = strdup(cc->peer_node);
+        mig_rec_set_int(m, "session", (int64_t)cc->session);
         snprintf(path, sizeof(path), "%s/%s", a->staging_dir, m->id);
         m->staging = strdup(path);
         m->offered_bytes = o->image_bytes;
@@ -933,11 +1028,22 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
         dst_feed(m, DST_EV_OFFER, NULL);
 }
 
+/* A message for migration id that this session does not carry: if id is
+ * another's migration here, the refusal is its own (and logged). */
+static bool dst_foreign(ctl_conn *cc, const char *id, handoff_msg what) {
+        mig *m = id ? mig_find(cc->a, id) : NULL;
+        if (!m || m == cc->dest)
+                return false;
+        return !mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL, what);
+}
+
 void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
         mig *m = cc->dest;
         nm_error err = {};
         const char *id = proto_msg_mig(msg);
 
+        if (dst_foreign(cc, id, HANDOFF_MSG_IMAGES))
+                return;
         if (!m || !m->recv || !id || strcmp(id, m->id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
                                .error = {.mig = id,
@@ -954,6 +1060,8 @@ void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
 
 void mig_dst_restore(ctl_conn *cc, const char *id) {
         mig *m = cc->dest;
+        if (dst_foreign(cc, id, HANDOFF_MSG_RESTORE))
+                return;
         if (!m || strcmp(m->id, id) != 0) {
                 proto_msg e = {.type = PROTO_MSG_ERROR,
                                .error = {.mig = id,
@@ -967,17 +1075,26 @@ void mig_dst_restore(ctl_conn *cc, const char *id) {
 
 void mig_dst_commit(ctl_conn *cc, const char *id) {
         mig *m = mig_find(cc->a, id);
-        if (!m || m->role != MIG_ROLE_DEST) {
+        if (!m) {
                 dst_commit_finished(cc, id);
                 return;
         }
+        /* One of our own moves: nobody commits it for us (refused). */
+        if (!mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL,
+                        HANDOFF_MSG_COMMIT))
+                return;
         /* The answer goes where the question came from. */
         m->reply_cc = cc;
         dst_feed(m, DST_EV_COMMIT, NULL);
 }
 
-void mig_dst_abort(agent *a, const char *id, const char *reason) {
-        mig *m = mig_find(a, id);
+void mig_dst_abort(ctl_conn *cc, const char *id, const char *reason) {
+        mig *m = mig_find(cc->a, id);
+        /* Only the session that offered it may abort it (a source aborts on
+         * its own link); ABORT of anything else changes nothing. */
+        if (m && !mig_admits(cc, m->role, id, m->peer, m->role == MIG_ROLE_DEST ? m->peer_cc : NULL,
+                             HANDOFF_MSG_ABORT))
+                return;
         if (m && m->role == MIG_ROLE_DEST)
                 mig_feed_errorf(m, DST_EV(DST_EV_PEER_ABORT), -ECONNABORTED, "the source aborted: %s",
                                 reason);
@@ -986,7 +1103,19 @@ void mig_dst_abort(agent *a, const char *id, const char *reason) {
 /* Post-copy: the source's page server, for our lazy-pages daemon. */
 void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
         mig *m = cc->dest;
-        if (m && m->relay && strcmp(m->id, d->mig) == 0)
+
+        if (dst_foreign(cc, d->mig, HANDOFF_MSG_PAGES))
+                return;
+        /* Pages belong to a lazy migration of this session only; anything
+         * else is refused, never dropped without a word. */
+        if (!m || strcmp(m->id, d->mig) != 0 || m->dst.postcopy == DST_PC_OFF) {
+                ctl_send_error(cc, d->mig, -EPROTO,
+                               !m || strcmp(m->id, d->mig) != 0
+                                       ? "PS_DATA for a migration this session does not carry"
+                                       : "PS_DATA outside a lazy (post-copy) migration");
+                return;
+        }
+        if (m->relay)
                 (void)ps_relay_write(m->relay, d->data.ptr, d->data.len);
 }
 

@@ -28,6 +28,7 @@ struct mig_io {
         char id[PROTO_ID_MAX + 1];
         char phase[32];
         char *text, *path;
+        json_t *forget; /* ARCHIVE: finished records no longer kept (history.h) */
         char what[128]; /* KILL: whose tree, for the log */
         pid_t pid;
         uint64_t ticks;
@@ -55,6 +56,7 @@ static void io_after(uv_work_t *w, int status) {
         io->done(io, io->r);
         free(io->text);
         free(io->path);
+        json_decref(io->forget);
         free(io);
         mig__unref(m);
 }
@@ -327,7 +329,17 @@ void mig_act_done(mig *m, const mig_event *failure) {
 
 static int run_archive(mig_io *io) {
         int r = journal_put_text(io->m->a->journal, io->id, io->text, &io->err);
-        return r < 0 ? r : journal_finish(io->m->a->journal, io->id, &io->err);
+        json_t *id;
+        size_t i;
+
+        if (r < 0)
+                return r;
+        r = journal_finish(io->m->a->journal, io->id, &io->err);
+        json_array_foreach(io->forget, i, id) {
+                nm_error e = {};
+                (void)journal_forget(io->m->a->journal, json_string_value(id), &e);
+        }
+        return r;
 }
 
 /* The record is in done/ (status shows it from there): the watchers hear
@@ -376,10 +388,14 @@ void mig_finish(mig *m) {
         else
                 a->n_dst--;
         io = io_new(m, run_archive, archive_done);
-        if (io && !(io->text = journal_record_text(m->rec))) {
+        if (io && (!(io->text = journal_record_text(m->rec)) || !(io->forget = json_array()))) {
+                free(io->text);
                 free(io);
                 io = NULL;
         }
+        /* Late messages for it are answered from memory from now on. */
+        if (a->history && history_add(a->history, m->rec, unix_ms(), io ? io->forget : NULL) < 0)
+                log_ctx_warning(m->id, "cannot keep the finished record in memory");
         if (!io) {
                 mig_io fallback = {.m = m, .err = {.code = -ENOMEM, .msg = "out of memory"}};
                 m->refs++;

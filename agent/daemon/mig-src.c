@@ -281,6 +281,13 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         src_feed(m, SRC_EV_STREAM_SENT, NULL);
 }
 
+/* The images are for this move only: its id, us, the target, the
+ * container (IMAGES_DONE's binding). */
+static int src_bind(void *ud, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_MAX]) {
+        mig *m = ud;
+        return mig_binding(m, m->a->cfg.node, m->peer, tree_hex, ret_hex);
+}
+
 static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         _cleanup_close_ int dfd = -EBADF;
         nm_error err = {};
@@ -300,6 +307,7 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                         .mig = m->id,
                         .progress = src_on_progress,
                         .progress_interval_ms = 500,
+                        .binding = src_bind,
                 };
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
@@ -982,22 +990,58 @@ static handoff_outcome src_query(mig *m) {
         return m->answer;
 }
 
-proto_outcome mig_src_outcome(agent *a, const char *id) {
-        mig *m = mig_find(a, id);
-        json_t *rec = NULL;
-        handoff_outcome o = HANDOFF_OUTCOME_UNKNOWN;
-
-        if (m && m->role == MIG_ROLE_SOURCE)
+/* The answer to QUERY, once the asker is known to be the target. */
+static proto_outcome src_outcome(agent *a, mig *m, json_t *archived) {
+        if (m && !m->finished)
                 return proto_outcome_of(src_query(m));
         /* Over, its record not in done/ yet: its phase is final already. */
-        m = mig_find_archiving(a, id);
-        if (m && m->role == MIG_ROLE_SOURCE)
+        if (m)
                 return proto_outcome_of(src_outcome_of(m->src.phase));
-        if (journal_load_done_one(a->journal, id, &rec) >= 0 &&
-            mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_SOURCE)
-                o = src_outcome_of(src_phase_from_string(json_string_value(json_object_get(rec, "phase"))));
+        (void)a;
+        return proto_outcome_of(src_outcome_of(
+                src_phase_from_string(json_string_value(json_object_get(archived, "phase")))));
+}
+
+/* Our source migration id: active, being archived, or finished (its
+ * summary in *ret_rec, a new reference). */
+static mig *src_lookup(agent *a, const char *id, json_t **ret_rec) {
+        mig *m = mig_find(a, id);
+        const json_t *rec = a->history ? history_get(a->history, id) : NULL;
+
+        *ret_rec = NULL;
+        if (!m)
+                m = mig_find_archiving(a, id);
+        if (m)
+                return m->role == MIG_ROLE_SOURCE ? m : NULL;
+        if (rec && mig_role_from_string(json_string_value(json_object_get(rec, "role"))) == MIG_ROLE_SOURCE)
+                *ret_rec = json_incref((json_t *)rec);
+        return NULL;
+}
+
+bool mig_src_answer(ctl_conn *cc, const char *id, proto_outcome *ret) {
+        json_t *rec = NULL;
+        mig *m = src_lookup(cc->a, id, &rec);
+
+        *ret = PROTO_OUTCOME_UNKNOWN;
+        /* Only the target asks: anyone else's question changes nothing, and
+         * hears nothing about the move. */
+        if ((m || rec) && !mig_admits(cc, MIG_ROLE_SOURCE, id,
+                                      m ? m->peer : json_string_value(json_object_get(rec, "peer")), NULL,
+                                      HANDOFF_MSG_QUERY)) {
+                json_decref(rec);
+                return false;
+        }
+        if (m || rec)
+                *ret = src_outcome(cc->a, m, rec);
         json_decref(rec);
-        return proto_outcome_of(o);
+        return true;
+}
+
+void mig_src_query(ctl_conn *cc, const char *id) {
+        proto_msg r = {.type = PROTO_MSG_OUTCOME, .outcome = {.mig = id, .outcome = PROTO_OUTCOME_UNKNOWN}};
+
+        if (mig_src_answer(cc, id, &r.outcome.outcome))
+                (void)ctl_send(cc, &r);
 }
 
 /* ---- after a restart ---- */

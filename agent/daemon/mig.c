@@ -69,6 +69,40 @@ mig *mig_find_archiving(agent *a, const char *id) {
         return NULL;
 }
 
+bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
+                handoff_msg what) {
+        handoff_sender from = handoff_sender_of(peer, cc->peer_node, peer_cc && peer_cc == cc);
+        char reason[256];
+
+        if (handoff_admits(role, what, from))
+                return true;
+        if (cc->refusals < MIG_REFUSALS_LOGGED)
+                log_ctx_warning(id, "%s: refusing %s from %s (session %llu, %s): the migration's %s is %s%s",
+                                mig_role_to_string(role), handoff_msg_to_string(what), cc->peer_node,
+                                (unsigned long long)cc->session, handoff_sender_to_string(from),
+                                role == MIG_ROLE_SOURCE ? "target" : "source", strna(peer),
+                                peer_cc ? " on another session" : "");
+        else if (cc->refusals == MIG_REFUSALS_LOGGED)
+                log_warning("session %llu from %s: more refusals, no longer logged",
+                            (unsigned long long)cc->session, cc->peer_node);
+        cc->refusals++;
+        snprintf(reason, sizeof(reason), "%s for migration %s refused: %s is not its %s%s",
+                 handoff_msg_to_string(what), id, cc->peer_node,
+                 role == MIG_ROLE_SOURCE ? "target" : "source",
+                 from == HANDOFF_FROM_PEER ? "'s session" : "");
+        ctl_send_error(cc, id, -EPERM, reason);
+        return false;
+}
+
+int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
+                char ret_hex[XFER_HMAC_HEX_MAX]) {
+        const char *parts[] = {m->id, source, target, m->container_id};
+
+        if (!source || !target || !m->container_id)
+                return -EINVAL;
+        return ckpt_binding(m->a->key, m->a->key_len, parts, ARRAY_SIZE(parts), tree_hex, ret_hex);
+}
+
 const char *mig_phase_name(const mig *m) {
         return m->role == MIG_ROLE_SOURCE ? src_phase_to_string(m->src.phase)
                                           : dst_phase_to_string(m->dst.phase);

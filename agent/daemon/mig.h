@@ -12,6 +12,7 @@
 #include "agent.h"
 #include "handoff-dst.h"
 #include "handoff-src.h"
+#include "handoff-trust.h"
 #include "peer.h"
 #include "ps-relay.h"
 
@@ -138,8 +139,9 @@ struct mig {
         pid_t restored_pid;
         uint64_t restored_ticks;
         uint64_t offered_bytes;
-        ckpt_native *native; /* a native container (nm_native of the offer), else NULL */
-        char *cgroup_root;   /* native: where its cgroup nucleus-<id> is made, or NULL */
+        ckpt_native *native;   /* a native container (nm_native of the offer), else NULL */
+        char *cgroup_root;     /* native: where its cgroup nucleus-<id> is made, or NULL */
+        uint64_t staging_held; /* bytes of files announced into the staging (the quota) */
 };
 
 mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops);
@@ -231,6 +233,22 @@ void fault_point(mig *m, const char *point);
  * gets an equal part, given again whenever one starts or ends. */
 void mig_share_bandwidth(agent *a);
 
+/* Past this many refusals a session's further ones are not logged: a peer
+ * must not be able to fill the log. */
+#define MIG_REFUSALS_LOGGED 16
+
+/* Peer trust (core/handoff-trust.h): whether a message of this kind on
+ * session cc may reach migration m (role, peer: the migration's; peer_cc:
+ * its session, or NULL). If not, cc hears ERROR -EPERM and the log says
+ * who tried what (a bounded number of times per session). */
+bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
+                handoff_msg what);
+
+/* The binding of m's image set (ckpt_binding): its id, the source node,
+ * the target node, its container id and the tree HMAC (hex). */
+int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
+                char ret_hex[XFER_HMAC_HEX_MAX]);
+
 /* source (mig-src.c) */
 
 /* Starts moving a container; watch (may be NULL) hears of it. Checks that
@@ -239,15 +257,19 @@ void mig_share_bandwidth(agent *a);
 int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch, void *ud,
                   char ret_id[PROTO_ID_MAX + 1], nm_error *err);
 int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err);
-/* The answer to a destination's QUERY about one of our migrations. */
-proto_outcome mig_src_outcome(agent *a, const char *id);
+/* Answers a destination's QUERY about one of our migrations (OUTCOME), or
+ * refuses a QUERY from a peer that is not the migration's target. */
+void mig_src_query(ctl_conn *cc, const char *id);
+/* The outcome of our source migration id for a QUERY on cc: false (and cc
+ * hears ERROR) when cc may not ask, the target's key alone may. */
+bool mig_src_answer(ctl_conn *cc, const char *id, proto_outcome *ret);
 
 /* destination (mig-dst.c): what a source's peer session says */
 void mig_dst_offer(ctl_conn *cc, const proto_offer *o);
 void mig_dst_stream(ctl_conn *cc, const proto_msg *msg);
 void mig_dst_restore(ctl_conn *cc, const char *id);
 void mig_dst_commit(ctl_conn *cc, const char *id);
-void mig_dst_abort(agent *a, const char *id, const char *reason);
+void mig_dst_abort(ctl_conn *cc, const char *id, const char *reason);
 void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d);
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err);
 int mig_dst_recover(agent *a, json_t *rec, nm_error *err);

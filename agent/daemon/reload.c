@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "history.h"
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
@@ -103,6 +104,8 @@ unsigned agent_reload_apply(agent *a, agent_config *fresh) {
         *fresh = (agent_config){};
         log_set_level(log_level_from_string(a->cfg.log_level));
         journal_set_keep(a->journal, (uint64_t)a->cfg.history_days * 86400);
+        if (a->history)
+                history_set_keep(a->history, (int64_t)a->cfg.history_days * 86400 * 1000);
         mig_share_bandwidth(a);
         return refused;
 }

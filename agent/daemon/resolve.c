@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "exit-codes.h"
+#include "history.h"
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
@@ -71,8 +72,10 @@ void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
         char phase[PROTO_ID_MAX + 1];
         /* The outcome first: for a migration still before its commit, the
          * answer "aborted" makes it roll back before anything else. */
-        proto_outcome o = mig_src_outcome(cc->a, q->mig);
-        proto_msg r = {.type = PROTO_MSG_OUTCOME, .outcome = {.mig = q->mig, .outcome = o}};
+        proto_msg r = {.type = PROTO_MSG_OUTCOME, .outcome = {.mig = q->mig}};
+
+        if (!mig_src_answer(cc, q->mig, &r.outcome.outcome))
+                return;
 
         source_phase_of(cc->a, q->mig, phase, sizeof(phase));
         r.outcome.phase = phase[0] ? phase : NULL;
@@ -118,13 +121,23 @@ void resolve_record(ctl_conn *cc, const proto_resolved *r) {
         mig *m = mig_find(a, r->mig);
         record_work *rw;
 
+        const json_t *old = a->history ? history_get(a->history, r->mig) : NULL;
+
+        /* Only the migration's target settles it (peer trust, as QUERY). */
+        if ((m && m->role == MIG_ROLE_SOURCE &&
+             !mig_admits(cc, MIG_ROLE_SOURCE, r->mig, m->peer, NULL, HANDOFF_MSG_QUERY)) ||
+            (old && !mig_admits(cc, MIG_ROLE_SOURCE, r->mig, json_string_value(json_object_get(old, "peer")),
+                                NULL, HANDOFF_MSG_QUERY))) {
+                json_decref(res);
+                return;
+        }
         log_ctx_info(r->mig, "%s settled this migration as %s: %s", cc->peer_node,
                      proto_outcome_to_string(r->outcome), r->reason);
         if (m && m->role == MIG_ROLE_SOURCE) {
                 mig_rec_set(m, "resolution", res);
                 return;
         }
-        if (m || mig_find_archiving(a, r->mig) || !journal_valid_id(r->mig)) {
+        if (m || old || mig_find_archiving(a, r->mig) || !journal_valid_id(r->mig)) {
                 json_decref(res);
                 return;
         }

@@ -28,7 +28,7 @@ uint64_t status_staging_free(agent *a) {
                 return free_bytes;
         LIST_FOREACH(migs, m, a->migs)
         if (!m->finished && m->role == MIG_ROLE_DEST)
-                used += m->offered_bytes;
+                used += m->staging_held > m->offered_bytes ? m->staging_held : m->offered_bytes;
         if (used >= a->cfg.staging_max)
                 return 0;
         return free_bytes < a->cfg.staging_max - used ? free_bytes : a->cfg.staging_max - used;

@@ -64,7 +64,7 @@ for pair in "n1 n2" "n2 n1"; do
 	grep -q '^root:' <<<"$out" && t_fail "$from's agent key ran 'cat /etc/passwd' on $to"
 	grep -qF "Accepted publickey for $FX_USER from $(fx_addr "$from")" "$log" ||
 		t_fail "$to did not accept $from's agent key for $FX_USER (log: $log)"
-	forced="Starting session: forced-command (key-option) '$(fx_agent_bin) dial-stdio --config $(fx_conf "$to")' for $FX_USER"
+	forced="Starting session: forced-command (key-option) '$(fx_agent_bin) dial-stdio --peer $(fx_node_name "$from") --config $(fx_conf "$to")' for $FX_USER"
 	grep -qF "$forced" "$log" || t_fail "$to did not run the pinned command for $from's key (log: $log)"
 	grep -E "Starting session: (command|shell)" "$log" | grep -q " for $FX_USER " &&
 		t_fail "$to ran a session command other than the pinned one for $FX_USER"

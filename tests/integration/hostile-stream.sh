@@ -36,10 +36,15 @@ marker=$FX_ROOT/marker
 touch "$marker"
 sleep 1
 
+# Each case's migration id is its own (s1 becomes s1-N): an id is never
+# accepted twice.
+ncase=0
+uniq_ids() { sed -E "s/\b(s[0-9])\b/\1-$ncase/g"; }
 case_ssh() {
 	local name=$1
 	shift
-	printf '%s\n' "$@" | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key"
+	ncase=$((ncase + 1))
+	printf '%s\n' "$@" | uniq_ids | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key"
 	pc_clean n2 "$pid2"
 }
 O=(hello "expect HELLO" "offer s1 container=$vid" "expect ACCEPT")
@@ -103,16 +108,38 @@ t_log "digests and the tree HMAC"
 case_ssh bad-sha256 "${O[@]}" "file s1 images/a 10" "data s1 10" "file-end s1 sha=bad" \
 	"expect ERROR does not match what the sender computed"
 case_ssh bad-hmac "${O[@]}" "put-dir s1 $ck" "images-done s1 hmac=bad" "expect ERROR the checkpoint HMAC does not verify"
-printf '%s\n' "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR the checkpoint HMAC does not verify" |
+ncase=$((ncase + 1))
+printf '%s\n' "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR the checkpoint HMAC does not verify" | uniq_ids |
 	pc_case other-key pc_ssh n1 n2 --hmac-key "$FX_ROOT/other.key"
 pc_clean n2 "$pid2"
 case_ssh bad-counts "${O[@]}" "put-dir s1 $ck" "images-done s1 files=3" "expect ERROR IMAGES_DONE announces 3 files"
 case_ssh no-metadata "${O[@]}" "file s1 images/a 1" "data s1 1" "file-end s1" "images-done s1" \
 	"expect ERROR IMAGES_DONE without metadata.json"
 
+t_log "signed images bound to another migration, or to none: refused before anything is restored"
+case_ssh binding-none "${O[@]}" "put-dir s1 $ck" "images-done s1 bind=none" "expect ERROR the images carry no binding"
+case_ssh binding-replay "${O[@]}" "put-dir s1 $ck" "images-done s1 bind=s9" \
+	"expect ERROR the images are signed, but not for migration s1"
+case_ssh binding-reused-id "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect VERIFIED"
+ncase=$((ncase - 1)) # the same id again
+printf '%s\n' hello "expect HELLO" "offer s1" "expect REJECT migration id used before" | uniq_ids |
+	pc_case binding-reused-offer pc_ssh n1 n2
+ncase=$((ncase + 1))
+pc_clean n2 "$pid2"
+
 t_log "verified images of another container than offered"
 case_ssh other-container hello "expect HELLO" "offer s3 container=0123456789abcdef0123456789abcdef" "expect ACCEPT" \
 	"put-dir s3 $ck" "images-done s3" "expect ERROR the images are of container $vid, but the offer was for"
+
+t_log "signed images whose state names another container: refused before the restore"
+other=fedcba9876543210fedcba9876543210
+cp -a "$ck" "$FX_ROOT/ckpt-state"
+sed -i -E "s/\"id\": ?\"$vid\"/\"id\": \"$other\"/" "$FX_ROOT/ckpt-state/metadata.json"
+grep -q "\"id\": \"$other\"" "$FX_ROOT/ckpt-state/metadata.json" || t_fail "the state's id was not changed"
+case_ssh state-other-id "${O[@]}" "put-dir s1 $FX_ROOT/ckpt-state" "images-done s1" \
+	"expect ERROR differs from its state's id" "expect-closed"
+[ ! -e "$(fx_dir n2)/nucleus/$other.json" ] && [ ! -e "$(fx_dir n2)/nucleus/$vid.json" ] ||
+	t_fail "a state file was written for refused images"
 
 t_log "verified images CRIU cannot restore: CRIU's reason reaches the peer"
 case_ssh criu-fails "${O[@]}" "put-dir s1 $FX_ROOT/ckpt-bad" "images-done s1" "expect VERIFIED" \
@@ -128,6 +155,12 @@ restored=$(sed -n 's/^< RESTORED pid=\([0-9]*\).*/\1/p' "$FX_ROOT/pc-abort-resto
 t_wait_until 60 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/null" ||
 	t_fail "the stopped copy (pid $restored) was left after ABORT"
 t_assert_eq "$(fx_ctr_where "$vid")" "" "where the victim runs (nowhere: it was only checkpointed)"
+
+t_log "a container of the same name runs here: refused before the restore"
+read -r rid rpid < <(fx_ctr_start n2 victim)
+case_ssh name-clash "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR another container named victim ($rid) runs"
+t_assert_eq "$(fx_ctr_where "$rid")" n2 "the resident container of the same name"
+t_assert_eq "$(fx_ctr_where "$vid")" "" "where the offered container runs (nowhere)"
 
 t_log "nothing was written outside staging"
 written=$(pc_written_since n2 "$marker")

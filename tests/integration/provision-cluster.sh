@@ -61,7 +61,7 @@ t_log "the agents log in to each other, pinned"
 for n in n1 n2; do
 	o=$(fx_other "$n")
 	fx_agent_ssh "$o" "$n" true </dev/null >/dev/null 2>&1 || true
-	grep -qF "Starting session: forced-command (key-option) '$(fx_agent_bin) dial-stdio --config $(fx_conf "$n")' for $FX_USER from $(fx_addr "$o")" \
+	grep -qF "Starting session: forced-command (key-option) '$(fx_agent_bin) dial-stdio --peer $(fx_node_name "$o") --config $(fx_conf "$n")' for $FX_USER from $(fx_addr "$o")" \
 		"$(fx_dir "$n")/ssh/sshd.log" || t_fail "$n did not run the pinned command for $o's agent key"
 done
 

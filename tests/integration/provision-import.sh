@@ -39,7 +39,7 @@ t_assert_eq "$(grep -c . "$kh")" 1 "known_hosts lines"
 t_assert_eq "$(cat "$kh")" "$(fx_addr n2) ssh-ed25519 $(blob "$(fx_dir n2)/ssh/ssh_host_ed25519_key.pub") nucleus-peer:node2" "known_hosts entry"
 t_assert_eq "$(grep -c . "$ak")" 1 "authorized_keys lines"
 t_assert_eq "$(cat "$ak")" \
-	"restrict,command=\"$(fx_agent_bin) dial-stdio --config $conf\" ssh-ed25519 $(blob "$(fx_agent_key n2).pub") nucleus-agent@node2" \
+	"restrict,command=\"$(fx_agent_bin) dial-stdio --peer node2 --config $conf\" ssh-ed25519 $(blob "$(fx_agent_key n2).pub") nucleus-agent@node2" \
 	"authorized_keys entry (restrict + pinned command)"
 t_assert_eq "$(sed -n '/^\[peer node2\]$/,/^$/p' "$conf")" "[peer node2]
 host = $(fx_addr n2)

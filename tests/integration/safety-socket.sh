@@ -55,10 +55,13 @@ grep -q "refusing a CLI session from uid $(id -u "$FX_USER") (pid [0-9]*): the m
 printf '%s\n' "hello role=cli" "migrate $id node2" "expect-closed only root may" |
 	pc_case nucleus-cli-migrate pc_as "$FX_USER" "" -- "$pc" --socket "$sock"
 # As a peer (what it is for), operator requests are still not requests.
-printf '%s\n' hello "expect HELLO" "migrate $id node2" "expect ERROR unexpected message on a peer session" \
+printf '%s\n' "relay node2" hello "expect HELLO" "migrate $id node2" "expect ERROR unexpected message on a peer session" \
 	"cordon on" "expect ERROR unexpected message on a peer session" \
 	list "expect ERROR unexpected message on a peer session" node-info-req "expect NODE_INFO" |
-	pc_case nucleus-peer pc_as "$FX_USER" "" -- "$pc" --socket "$sock"
+	pc_case nucleus-peer pc_as "$FX_USER" "" -- "$pc" --node node2 --socket "$sock"
+# Straight to the socket, not through dial-stdio: nobody says whose key it is.
+printf '%s\n' hello "expect-closed must come through dial-stdio" |
+	pc_case nucleus-no-relay pc_as "$FX_USER" "" -- "$pc" --node node2 --socket "$sock"
 t_assert_eq "$(fx_ctr_where "$id")" "$n" "the container others asked to move"
 t_assert_eq "$(fx_criu_dumps "$n")" "$dumps" "CRIU dumps started by others' requests (the container was never frozen)"
 fx_nm "$n" status --json | grep -q '"cordoned":false' || t_fail "a refused CORDON took effect"

@@ -6,9 +6,9 @@
  * are built with proto/ when they are valid, and by hand (msgpack, raw
  * bytes) when they must not be.
  *
- *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE]
+ *   nm-peer-client [--socket PATH] [--timeout MS] [--hmac-key FILE] [--node NAME] [--target NAME]
  *                  [--script FILE] [-- COMMAND ARGS...]
- *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS]
+ *   nm-peer-client --flood N --socket PATH [--hold MS|@FILE] [--timeout MS] [--relay NAME]
  *
  * The script (--script FILE, else stdin) has one command per line; # starts
  * a comment. Every frame received is printed on stdout as "< TYPE ...". The
@@ -17,18 +17,21 @@
  *
  * Sending (MIG is a migration id; numbers are decimal or 0x hex):
  *   hello [role=peer|cli] [node=NAME] [version=N] [min=N]
+ *                                       (node: --node, else "hostile")
  *   offer MIG [container=ID] [name=TEXT] [bytes=N] [criu=VER] [kernel=REL]
  *             [lazy=0|1] [metadata=@FILE|TEXT]
  *   file MIG PATH SIZE [mode=N]         FILE (a valid path: see `map`)
  *   data MIG N [fill=BYTE]              DATA of N bytes
  *   file-end MIG [sha=auto|bad]         FILE_END with the SHA-256 of the file's DATA
- *   images-done MIG [hmac=auto|bad|HEX] [files=N] [bytes=N]
+ *   images-done MIG [hmac=auto|bad|HEX] [files=N] [bytes=N] [bind=auto|none|MIG]
  *                                       defaults: what was sent, HMAC under --hmac-key
  *   put MIG SRC PATH                    FILE, DATA..., FILE_END of the file SRC
  *   put-dir MIG DIR                     every file of a checkpoint directory, in order
  *   verified|restore|commit|query|accept MIG
  *   abort MIG REASON...
  *   ping SEQ | node-info-req | status [REF] | list | cordon on|off
+ *   relay [NAME]                        RELAY (dial-stdio's own first frame) naming NAME
+ *   cycles PREFIX N                     N OFFER+ABORT cycles, ids PREFIX-1..N (see cmd_cycles)
  *   migrate CONTAINER TARGET
  *   map KEY=TYPE:VALUE...               a frame of one msgpack map built by hand;
  *                                       TYPE: u (uint), i (int), s (string, C escapes
@@ -56,7 +59,9 @@
  * "served=S refused=R answered=A" and holds the connections for --hold ms,
  * or while FILE exists (--hold @FILE, at most --timeout ms), with a PING on
  * each answered one every 200 ms so that the agent's idle timeout does not
- * end them meanwhile. */
+ * end them meanwhile. With --relay NAME each connection first says what
+ * dial-stdio says (RELAY naming NAME), and HELLO as NAME: what the
+ * migration user's connections must do. */
 #include <ctype.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -93,6 +98,9 @@ typedef struct client {
         proto_reader *rd;
         bool eof;
         uint64_t timeout_ms;
+        const char *node;                 /* HELLO's node unless the line names one */
+        const char *target;               /* the node spoken to, for IMAGES_DONE's binding */
+        char container[PROTO_ID_MAX + 1]; /* the last OFFER's */
         unsigned line;
         /* the image stream being sent */
         ckpt_hmac *hmac; /* the tree HMAC an honest sender computes (ckpt's) */
@@ -544,8 +552,8 @@ static void put_dir(client *c, const char *mig, const char *dir) {
 
 static void cmd_images_done(client *c, char **args, size_t n) {
         const char *hmac = opt(args, n, 2, "hmac"), *files = opt(args, n, 2, "files"),
-                   *bytes = opt(args, n, 2, "bytes");
-        char hex[XFER_HMAC_HEX_MAX] = "";
+                   *bytes = opt(args, n, 2, "bytes"), *bind = opt(args, n, 2, "bind");
+        char hex[XFER_HMAC_HEX_MAX] = "", binding[XFER_HMAC_HEX_MAX] = "";
         nm_error err = {};
 
         if (!hmac || strcmp(hmac, "auto") == 0 || strcmp(hmac, "bad") == 0) {
@@ -560,11 +568,22 @@ static void cmd_images_done(client *c, char **args, size_t n) {
                         hex[0] = hex[0] == '0' ? '1' : '0';
         } else
                 snprintf(hex, sizeof(hex), "%s", hmac);
+        /* The binding an honest source sends (bind=auto, with a key): this
+         * id, our --node, --target and the offered container; bind=none
+         * leaves it out; bind=MIG binds the images to another migration
+         * id (a replay). */
+        if (c->key && (!bind || strcmp(bind, "none") != 0)) {
+                const char *parts[] = {bind && strcmp(bind, "auto") != 0 ? bind : args[1], c->node,
+                                       c->target ? c->target : "", c->container};
+                if (ckpt_binding(c->key, c->key_len, parts, ARRAY_SIZE(parts), hex, binding) < 0)
+                        usage_fail(c, "cannot compute the binding");
+        }
         proto_msg m = {.type = PROTO_MSG_IMAGES_DONE,
                        .images_done = {.mig = args[1],
                                        .hmac = hex,
                                        .files = files ? parse_u64(c, files) : c->files,
-                                       .bytes = bytes ? parse_u64(c, bytes) : c->bytes}};
+                                       .bytes = bytes ? parse_u64(c, bytes) : c->bytes,
+                                       .binding = binding[0] ? binding : NULL}};
         send_msg(c, &m);
         c->hmac = ckpt_hmac_free(c->hmac);
         c->dir_hashed = false;
@@ -597,6 +616,7 @@ static void cmd_offer(client *c, char **args, size_t n) {
                                  .criu_version = criu ? criu : "4.2.1",
                                  .kernel = kernel ? kernel : u.release,
                                  .lazy = lazy && strcmp(lazy, "1") == 0}};
+        snprintf(c->container, sizeof(c->container), "%s", m.offer.container_id);
         send_msg(c, &m);
 }
 
@@ -628,6 +648,36 @@ static void cmd_drip(client *c, const char *mig, uint64_t every) {
                              (unsigned long long)every, (unsigned long long)(now_ms() - start));
         }
         printf("drip: ended after %llu ms\n", (unsigned long long)(now_ms() - start));
+        fflush(stdout);
+}
+
+/* N OFFER+ABORT cycles (ids PREFIX-1..N) on this one session, as fast as
+ * the agent ends each migration: an OFFER while the last one still ends
+ * is answered "one migration per session", and sent again. */
+static void cmd_cycles(client *c, const char *prefix, uint64_t n) {
+        uint64_t start = now_ms(), retries = 0;
+        char id[PROTO_ID_MAX + 1];
+
+        for (uint64_t i = 1; i <= n; i++) {
+                snprintf(id, sizeof(id), "%s-%llu", prefix, (unsigned long long)i);
+                for (;;) {
+                        _cleanup_proto_msg_ proto_msg m = {};
+                        char *offer[] = {(char *)"offer", id};
+                        cmd_offer(c, offer, 2);
+                        if (read_msg(c, c->timeout_ms, &m) != 1)
+                                fail(c, "cycle %llu: no answer to OFFER %s", (unsigned long long)i, id);
+                        if (m.type == PROTO_MSG_ACCEPT)
+                                break;
+                        if (m.type != PROTO_MSG_ERROR || !strstr(msg_text(&m), "one migration per session"))
+                                fail(c, "cycle %llu: OFFER %s answered %s (%s)", (unsigned long long)i, id,
+                                     strna(proto_msg_type_to_string(m.type)), msg_text(&m));
+                        retries++;
+                        sleep_ms(5);
+                }
+                send_msg(c, &(proto_msg){.type = PROTO_MSG_ABORT, .abort = {.mig = id, .reason = "cycle"}});
+        }
+        printf("cycles: %llu in %llu ms (%llu offers sent again)\n", (unsigned long long)n,
+               (unsigned long long)(now_ms() - start), (unsigned long long)retries);
         fflush(stdout);
 }
 
@@ -737,7 +787,7 @@ static void run_line(client *c, char *line) {
                         .type = PROTO_MSG_HELLO,
                         .hello = {.version = ver ? (uint32_t)parse_u64(c, ver) : PROTO_VERSION,
                                   .min_version = min ? (uint32_t)parse_u64(c, min) : PROTO_MIN_VERSION,
-                                  .node = node ? node : "hostile",
+                                  .node = node ? node : c->node,
                                   .role = role && strcmp(role, "cli") == 0 ? PROTO_ROLE_CLI
                                                                            : PROTO_ROLE_PEER}};
                 send_msg(c, &m);
@@ -788,6 +838,12 @@ static void run_line(client *c, char *line) {
                 send_msg(c, &m);
         } else if (strcmp(cmd, "node-info-req") == 0) {
                 send_msg(c, &(proto_msg){.type = PROTO_MSG_NODE_INFO_REQ});
+        } else if (strcmp(cmd, "cycles") == 0) {
+                NEED(2);
+                cmd_cycles(c, args[1], parse_u64(c, args[2]));
+        } else if (strcmp(cmd, "relay") == 0) {
+                send_msg(c,
+                         &(proto_msg){.type = PROTO_MSG_RELAY, .relay = {.peer = n > 1 ? args[1] : NULL}});
         } else if (strcmp(cmd, "status") == 0) {
                 send_msg(c,
                          &(proto_msg){.type = PROTO_MSG_STATUS, .status = {.ref = n > 1 ? args[1] : NULL}});
@@ -910,7 +966,7 @@ static void flood_hold(flood_conn *f, unsigned n, uint64_t hold_ms, const char *
 }
 
 static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint64_t hold_ms,
-                 const char *hold_file) {
+                 const char *hold_file, const char *relay) {
         flood_conn *f = calloc(n, sizeof(*f));
         struct pollfd *pfd = calloc(n, sizeof(*pfd));
         unsigned served = 0, refused = 0, answered = 0, connect_failed = 0;
@@ -938,14 +994,19 @@ static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint6
                 proto_msg hello = {.type = PROTO_MSG_HELLO,
                                    .hello = {.version = PROTO_VERSION,
                                              .min_version = PROTO_MIN_VERSION,
-                                             .node = "flood",
+                                             .node = relay ? relay : "flood",
                                              .role = PROTO_ROLE_PEER}};
-                _cleanup_free_ uint8_t *buf = NULL;
-                size_t len;
+                proto_msg first = {.type = PROTO_MSG_RELAY, .relay = {.peer = relay}};
+                proto_buf out = {};
+                bool ok;
                 if (f[i].fd < 0)
                         continue;
                 (void)fcntl(f[i].fd, F_SETFL, O_NONBLOCK);
-                if (proto_encode(&hello, &buf, &len, NULL) < 0 || write(f[i].fd, buf, len) != (ssize_t)len) {
+                ok = (!relay || proto_encode_append(&out, &first, NULL) >= 0) &&
+                     proto_encode_append(&out, &hello, NULL) >= 0 &&
+                     write(f[i].fd, out.data, out.len) == (ssize_t)out.len;
+                proto_buf_done(&out);
+                if (!ok) {
                         /* Closed by the agent already: refused. */
                         f[i].state = 2;
                         refused++;
@@ -1019,16 +1080,14 @@ static void finish_child(client *c) {
 
 int main(int argc, char **argv) {
         static const struct option options[] = {
-                {"socket", required_argument, NULL, 's'},
-                {"timeout", required_argument, NULL, 't'},
-                {"hmac-key", required_argument, NULL, 'k'},
-                {"script", required_argument, NULL, 'f'},
-                {"flood", required_argument, NULL, 'n'},
-                {"hold", required_argument, NULL, 'H'},
-                {},
+                {"socket", required_argument, NULL, 's'},   {"timeout", required_argument, NULL, 't'},
+                {"hmac-key", required_argument, NULL, 'k'}, {"script", required_argument, NULL, 'f'},
+                {"flood", required_argument, NULL, 'n'},    {"hold", required_argument, NULL, 'H'},
+                {"relay", required_argument, NULL, 'R'},    {"node", required_argument, NULL, 'N'},
+                {"target", required_argument, NULL, 'T'},   {},
         };
-        client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000};
-        const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL;
+        client c = {.in_fd = -EBADF, .out_fd = -EBADF, .timeout_ms = 10000, .node = "hostile"};
+        const char *sock = NULL, *script = NULL, *keyfile = NULL, *hold_file = NULL, *relay = NULL;
         unsigned flood_n = 0;
         uint64_t hold = 0;
         char line[65536];
@@ -1042,6 +1101,9 @@ int main(int argc, char **argv) {
                 case 'k': keyfile = optarg; break;
                 case 'f': script = optarg; break;
                 case 'n': flood_n = (unsigned)parse_u64(&c, optarg); break;
+                case 'R': relay = optarg; break;
+                case 'N': c.node = optarg; break;
+                case 'T': c.target = optarg; break;
                 case 'H':
                         if (optarg[0] == '@')
                                 hold_file = optarg + 1;
@@ -1057,7 +1119,7 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "nm-peer-client: --flood needs --socket\n");
                         return 2;
                 }
-                return flood(sock, flood_n, c.timeout_ms, hold, hold_file);
+                return flood(sock, flood_n, c.timeout_ms, hold, hold_file, relay);
         }
         if (!sock == !(optind < argc)) {
                 fprintf(stderr, "usage: nm-peer-client [--socket PATH | -- COMMAND...] [--timeout MS] "

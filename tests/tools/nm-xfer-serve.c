@@ -87,6 +87,10 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
                                      NULL);
                 return;
         }
+        /* dial-stdio says who the peer is before relaying: nothing to
+         * check here. */
+        if (m->type == PROTO_MSG_RELAY && !s->r)
+                return;
         if (!s->r) {
                 const char *mig = proto_msg_mig(m);
                 xfer_recv_options o = {

@@ -11,12 +11,14 @@ PC_TIMEOUT=${PC_TIMEOUT:-$(t_ms 30000)}
 
 # pc_ssh FROM TO [CLIENT OPTIONS...] < SCRIPT: the client in FROM's namespace,
 # through ssh to TO as the migration user with FROM's agent key: TO's sshd
-# runs the pinned command (nucleus-agent dial-stdio), exactly as a peer agent
-# reaches it.
+# runs the pinned command (nucleus-agent dial-stdio --peer FROM's name),
+# exactly as a peer agent reaches it; HELLO says FROM's name unless the
+# script's hello names another.
 pc_ssh() {
 	local from=$1 to=$2
 	shift 2
-	fx_in "$from" "$PC_BIN" --timeout "$PC_TIMEOUT" "$@" -- ssh -T -F none -i "$(fx_agent_key "$from")" \
+	fx_in "$from" "$PC_BIN" --timeout "$PC_TIMEOUT" --node "$(fx_node_name "$from")" --target "$(fx_node_name "$to")" \
+		"$@" -- ssh -T -F none -i "$(fx_agent_key "$from")" \
 		-o IdentitiesOnly=yes -o UserKnownHostsFile="$(fx_agent_known_hosts "$from")" \
 		-o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes \
 		-o ConnectTimeout="$(fx_ssh_connect_timeout)" "$FX_USER@$(fx_addr "$to")"

@@ -17,6 +17,7 @@
 #include "cli-output.h"
 #include "config.h"
 #include "fs-util.h"
+#include "history.h"
 #include "journal.h"
 #include "macro.h"
 
@@ -240,6 +241,16 @@ static void test_journal_lifecycle(void **state) {
         assert_int_equal(json_array_size(all), 1);
         assert_string_equal(json_string_value(json_object_get(json_array_get(all, 0), "mig")), "m1");
         json_decref(all);
+        /* Forgotten: gone from done/; forgetting again is no error. */
+        assert_int_equal(journal_forget(j, "m1", &err), 0);
+        assert_int_equal(journal_forget(j, "m1", &err), 0);
+        assert_int_equal(journal_load_done(j, 10, &all, &err), 0);
+        assert_int_equal(json_array_size(all), 0);
+        json_decref(all);
+        {
+                nm_error e2 = {};
+                assert_int_equal(journal_forget(j, "../x", &e2), -EINVAL);
+        }
 
         /* A corrupt active record is reported, not skipped silently. */
         snprintf(tmp, sizeof(tmp), "%s/m4.json", jdir);
@@ -251,6 +262,71 @@ static void test_journal_lifecycle(void **state) {
 
         j = journal_free(j);
         rm_rf_path(dir);
+}
+
+static json_t *done_rec(const char *id, const char *role, const char *peer, int64_t created) {
+        return json_pack("{s:s, s:s, s:s, s:s, s:i, s:I}", "mig", id, "role", role, "phase",
+                         strcmp(role, "source") == 0 ? "done" : "running", "peer", peer, "restored_pid", 42,
+                         "created_at", (json_int_t)created);
+}
+
+static void add(history *h, json_t *rec, int64_t now, json_t *forget) {
+        assert_int_equal(history_add(h, rec, now, forget), 0);
+        json_decref(rec);
+}
+
+/* A flood of one peer's records pushes out only that peer's oldest: never
+ * another peer's, never our own moves. */
+static void test_history_per_peer(void **state) {
+        history *h = history_new(HISTORY_KEEP_MS);
+        json_t *forget = json_array();
+        char id[32];
+        const int64_t now = 1700000000000;
+        (void)state;
+
+        add(h, done_rec("real", "destination", "node1", now), now, forget);
+        add(h, done_rec("ours", "source", "node3", now), now, forget);
+        for (int i = 0; i < HISTORY_KEEP_PER_PEER + 205; i++) {
+                snprintf(id, sizeof(id), "flood-%d", i);
+                add(h, done_rec(id, "destination", "node3", now), now, forget);
+        }
+        assert_non_null(history_get(h, "real"));
+        assert_string_equal(json_string_value(json_object_get(history_get(h, "real"), "phase")), "running");
+        assert_int_equal(json_integer_value(json_object_get(history_get(h, "real"), "restored_pid")), 42);
+        assert_non_null(history_get(h, "ours"));
+        assert_int_equal(json_array_size(forget), 205);
+        assert_string_equal(json_string_value(json_array_get(forget, 0)), "flood-0");
+        assert_null(history_get(h, "flood-204"));
+        assert_non_null(history_get(h, "flood-205"));
+        assert_int_equal(history_size(h), HISTORY_KEEP_PER_PEER + 2);
+        assert_null(history_get(h, "nope"));
+        assert_null(history_get(h, NULL));
+        json_t *no_id = json_object();
+        assert_int_equal(history_add(h, no_id, now, forget), -EINVAL);
+        json_decref(no_id);
+        json_decref(forget);
+        history_free(h);
+}
+
+/* Records go by age, counted from their start (a restart does not make
+ * them young again). */
+static void test_history_age(void **state) {
+        history *h = history_new(HISTORY_KEEP_MS);
+        json_t *forget = json_array();
+        const int64_t now = 1700000000000;
+        (void)state;
+
+        add(h, done_rec("old", "destination", "node1", now - HISTORY_KEEP_MS - 1), now, forget);
+        assert_int_equal(json_array_size(forget), 1); /* its own age: gone at once */
+        add(h, done_rec("young", "destination", "node1", now - 1000), now, forget);
+        assert_null(history_get(h, "old"));
+        assert_non_null(history_get(h, "young"));
+        add(h, done_rec("later", "source", "node2", now), now + HISTORY_KEEP_MS, forget);
+        assert_null(history_get(h, "young"));
+        assert_non_null(history_get(h, "later"));
+        assert_int_equal(json_array_size(forget), 2);
+        json_decref(forget);
+        history_free(h);
 }
 
 static void test_formatting(void **state) {
@@ -366,6 +442,8 @@ int main(void) {
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_journal_lifecycle),
                 cmocka_unit_test(test_journal_history_by_time),
+                cmocka_unit_test(test_history_per_peer),
+                cmocka_unit_test(test_history_age),
                 cmocka_unit_test(test_formatting),
                 cmocka_unit_test(test_progress_json_lines),
                 cmocka_unit_test(test_check_file),

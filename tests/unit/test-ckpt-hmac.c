@@ -515,9 +515,39 @@ static void test_compare(void **state) {
         assert_int_equal(ckpt_hmac_compare(upper, 64, a, NULL), -EBADMSG);
 }
 
+/* The binding of an image set to a migration: a known answer (computed
+ * with `openssl dgst -sha256 -mac HMAC` over the same bytes), and parts
+ * that cannot be shifted into one another. */
+static void test_binding(void **state) {
+        const char *key = "0123456789abcdef0123456789abcdef";
+        const char *tree = "abababababababababababababababababababababababababababababababab";
+        const char *parts[] = {"m1", "node1", "node2", "c0ffee"};
+        const char *shifted[] = {"m1", "node1n", "ode2", "c0ffee"};
+        const char *other[] = {"m2", "node1", "node2", "c0ffee"};
+        char a[CKPT_HMAC_HEX_LEN + 1], b[CKPT_HMAC_HEX_LEN + 1];
+        (void)state;
+
+        assert_int_equal(ckpt_binding(key, strlen(key), parts, 4, tree, a), 0);
+        assert_string_equal(a, "dc4dd0b03200dff15ebadaea3804847e11700f5139f53bba4ddd61a83ff15291");
+        assert_int_equal(ckpt_binding(key, strlen(key), shifted, 4, tree, b), 0);
+        assert_string_not_equal(a, b);
+        assert_int_equal(ckpt_binding(key, strlen(key), other, 4, tree, b), 0);
+        assert_string_not_equal(a, b);
+        assert_int_equal(ckpt_binding(key, strlen(key), parts, 3, tree, b), 0);
+        assert_string_not_equal(a, b);
+        assert_int_equal(ckpt_binding("other key", 9, parts, 4, tree, b), 0);
+        assert_string_not_equal(a, b);
+        assert_int_equal(ckpt_binding(key, 0, parts, 4, tree, b), -EINVAL);
+        assert_int_equal(ckpt_binding(key, strlen(key), parts, 4, NULL, b), -EINVAL);
+        assert_int_equal(ckpt_binding(key, strlen(key), (const char *[]){"m1", NULL}, 2, tree, b), -EINVAL);
+        assert_int_equal(ckpt_binding(key, strlen(key), parts, CKPT_BINDING_PARTS_MAX + 1, tree, b),
+                         -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_vector_nested),
+                cmocka_unit_test(test_binding),
                 cmocka_unit_test(test_vector_bytewise_order),
                 cmocka_unit_test(test_vector_hmac_file_in_subdir),
                 cmocka_unit_test(test_vector_empty_tree),

@@ -386,12 +386,51 @@ static void test_write_restored(void **state) {
         tu_rm(dir);
 }
 
+/* What registering a restored copy needs, checked before the restore. */
+static void test_check_restorable(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *sd = tu_join(dir, "state"), *link = tu_join(dir, "link"),
+                            *file = tu_join(dir, "file"), *other_text = strdup(sample);
+        _cleanup_(ckpt_container_freep) ckpt_container *c = parse(sample), *other = NULL;
+        ckpt_container bare = {.id = (char *)"pid-1", .bare = true};
+        pid_t pid = spawn_sleeper();
+        nm_error err = {};
+
+        assert_int_equal(ckpt_state_check_restorable(sd, c, &err), 0);
+        /* Another id of the same name runs here: refused while it runs. */
+        char *at = strstr(other_text, "0123456789abcdef0123456789abcdef");
+        for (size_t i = 0; i < 16; i++)
+                at[i] = "fedcba9876543210"[i];
+        other = parse(other_text);
+        assert_int_equal(ckpt_state_write_restored(sd, other, pid, 0, NULL), 0);
+        assert_int_equal(ckpt_state_check_restorable(sd, c, &err), -EEXIST);
+        assert_msg_contains(&err, "another container named web (fedcba98765432100123456789abcdef) runs");
+        /* The same id running: refused too. */
+        assert_int_equal(ckpt_state_write_restored(sd, c, pid, 0, NULL), 0);
+        nm_error_clear(&err);
+        assert_int_equal(ckpt_state_check_restorable(sd, c, &err), -EEXIST);
+        assert_msg_contains(&err, "already runs");
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        assert_int_equal(ckpt_state_check_restorable(sd, c, NULL), 0);
+        /* Where no state file can be written. */
+        assert_int_equal(symlink(sd, link), 0);
+        assert_int_equal(ckpt_state_check_restorable(link, c, NULL), -ELOOP);
+        tu_write_str(dir, "file", "x");
+        _cleanup_free_ char *below = tu_join(file, "state");
+        assert_true(ckpt_state_check_restorable(below, c, NULL) < 0);
+        /* A bare tree has no state file to write. */
+        assert_int_equal(ckpt_state_check_restorable(below, &bare, NULL), 0);
+        tu_rm(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_fields),      cmocka_unit_test(test_rewrite_is_byte_exact),
                 cmocka_unit_test(test_bad_state_refused), cmocka_unit_test(test_lookup),
                 cmocka_unit_test(test_is_running),        cmocka_unit_test(test_from_pid),
-                cmocka_unit_test(test_write_restored),
+                cmocka_unit_test(test_write_restored),    cmocka_unit_test(test_check_restorable),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,6 +16,7 @@
 
 #include "error.h"
 #include "fs-util.h"
+#include "log.h"
 #include "macro.h"
 #include "sd.h"
 
@@ -209,9 +210,57 @@ static void test_sealed_files_are_removed(void **state) {
         assert_int_equal(rm_rf_path(dir), 0);
 }
 
+static void expect_escaped(const char *in, const char *want) {
+        char out[256];
+        assert_int_equal(log_escape(in, out, sizeof(out)), strlen(want));
+        assert_string_equal(out, want);
+}
+
+static void test_log_escape(void **state) {
+        char small[7];
+        (void)state;
+
+        expect_escaped("plain text, tab\there", "plain text, tab\there");
+        expect_escaped("name\n2026-01-01T00:00:00Z nucleus-agent[1] error: forged",
+                       "name\\n2026-01-01T00:00:00Z nucleus-agent[1] error: forged");
+        expect_escaped("a\r\x1b[2Kb\x7f", "a\\r\\x1b[2Kb\\x7f");
+        expect_escaped("", "");
+        /* Cut at a whole escape, never in the middle of one. */
+        assert_int_equal(log_escape("abcde\nf", small, sizeof(small)), 8);
+        assert_string_equal(small, "abcde");
+        assert_int_equal(log_escape("abc\n", NULL, 0), 5);
+}
+
+/* What the log writes: one line per message, whatever the message holds. */
+static void test_log_one_line(void **state) {
+        char path[] = "/tmp/nm-test-log-XXXXXX", buf[512] = "";
+        int fd = mkstemp(path), saved = dup(STDERR_FILENO);
+        FILE *f;
+        (void)state;
+
+        assert_true(fd >= 0 && saved >= 0);
+        fflush(stderr);
+        assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+        log_set_timestamps(false);
+        log_ctx_info("m1", "container %s from %s", "evil\nnucleus-agent[1] info: forged", "peer\r");
+        fflush(stderr);
+        assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+        close(saved);
+        f = fdopen(fd, "r");
+        assert_non_null(f);
+        rewind(f);
+        assert_non_null(fgets(buf, sizeof(buf), f));
+        assert_non_null(strstr(buf, "[m1]: container evil\\nnucleus-agent[1] info: forged from peer\\r\n"));
+        assert_null(fgets(buf, sizeof(buf), f)); /* one line, no more */
+        fclose(f);
+        unlink(path);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_keeps_first_cause),
+                cmocka_unit_test(test_log_escape),
+                cmocka_unit_test(test_log_one_line),
                 cmocka_unit_test(test_atomic_write_and_read),
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),

@@ -118,7 +118,7 @@ static void test_dial_stdio_files(void **state) {
         snprintf(path, sizeof(path), "%s/sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
         echo_start(&loop, &e, path);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in_fd, out_fd, dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in_fd, out_fd, NULL, dial_done, &res, NULL), 0);
         assert_int_equal(res.calls, 0);
         (void)uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
@@ -129,6 +129,47 @@ static void test_dial_stdio_files(void **state) {
         assert_int_equal(out_len, n);
         assert_memory_equal(out, data, n);
         free(out);
+        free(data);
+        close(dfd);
+        assert_int_equal(rm_rf_path(dir), 0);
+        free(dir);
+}
+
+/* The first frame reaches the socket before any byte of stdin (the agent
+ * trusts dial-stdio's RELAY because the peer's bytes only follow it). */
+static void test_dial_stdio_first_frame(void **state) {
+        char *dir = t_mkdtemp(), path[256];
+        size_t n = 256 * 1024 + 5, flen = 0;
+        uint8_t *data = malloc(n), *frame = NULL;
+        char *out = NULL;
+        size_t out_len = 0;
+        uv_loop_t loop;
+        echo e;
+        dial_res res = {};
+        proto_msg relay = {.type = PROTO_MSG_RELAY, .relay = {.peer = "node3"}};
+        int dfd = open_dir_nofollow(dir), in_fd, out_fd;
+        (void)state;
+
+        t_fill(data, n, 3);
+        t_write_file(dfd, "in", data, n);
+        in_fd = openat(dfd, "in", O_RDONLY | O_CLOEXEC);
+        out_fd = openat(dfd, "out", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        assert_true(in_fd >= 0 && out_fd >= 0);
+        assert_int_equal(proto_encode(&relay, &frame, &flen, NULL), 0);
+        snprintf(path, sizeof(path), "%s/sock", dir);
+        assert_int_equal(uv_loop_init(&loop), 0);
+        echo_start(&loop, &e, path);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in_fd, out_fd, &relay, dial_done, &res, NULL), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(res.calls, 1);
+        assert_int_equal(res.status, 0);
+        assert_int_equal(read_file_at(dfd, "out", n + flen + 1, &out, &out_len), 0);
+        assert_int_equal(out_len, flen + n);
+        assert_memory_equal(out, frame, flen);
+        assert_memory_equal(out + flen, data, n);
+        free(out);
+        free(frame);
         free(data);
         close(dfd);
         assert_int_equal(rm_rf_path(dir), 0);
@@ -189,7 +230,7 @@ static void test_dial_stdio_pipes(void **state) {
         snprintf(path, sizeof(path), "%s/sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
         echo_start(&loop, &e, path);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[0], dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[0], NULL, dial_done, &res, NULL), 0);
         uv_poll_init(&loop, &pp.pw, pp.in_w);
         uv_poll_init(&loop, &pp.pr, pp.out_r);
         pp.pw.data = pp.pr.data = &pp;
@@ -219,7 +260,7 @@ static void test_dial_stdio_no_agent(void **state) {
         assert_int_equal(pipe2(out, O_CLOEXEC), 0);
         snprintf(path, sizeof(path), "%s/missing.sock", dir);
         assert_int_equal(uv_loop_init(&loop), 0);
-        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[1], dial_done, &res, NULL), 0);
+        assert_int_equal(xfer_dial_stdio(&loop, path, in[0], out[1], NULL, dial_done, &res, NULL), 0);
         (void)uv_run(&loop, UV_RUN_DEFAULT);
         assert_int_equal(uv_loop_close(&loop), 0);
         assert_int_equal(res.calls, 1);
@@ -339,10 +380,10 @@ static void test_session_bad_options(void **state) {
 int main(void) {
         signal(SIGPIPE, SIG_IGN);
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_dial_stdio_files),          cmocka_unit_test(test_dial_stdio_pipes),
-                cmocka_unit_test(test_dial_stdio_no_agent),       cmocka_unit_test(test_session_refused),
-                cmocka_unit_test(test_session_handshake_timeout), cmocka_unit_test(test_session_cancel),
-                cmocka_unit_test(test_session_bad_options),
+                cmocka_unit_test(test_dial_stdio_files), cmocka_unit_test(test_dial_stdio_first_frame),
+                cmocka_unit_test(test_dial_stdio_pipes), cmocka_unit_test(test_dial_stdio_no_agent),
+                cmocka_unit_test(test_session_refused),  cmocka_unit_test(test_session_handshake_timeout),
+                cmocka_unit_test(test_session_cancel),   cmocka_unit_test(test_session_bad_options),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
