@@ -414,7 +414,13 @@ typedef struct ckpt_criu_opts {
         const ckpt_ext_mount *ext_mounts;
         size_t n_ext_mounts;
         int log_level; /* 0: 4 (debug) */
+        /* How long CRIU may take for the whole dump or restore; past it,
+         * CRIU and everything it started are killed and the operation
+         * fails with -ETIMEDOUT. 0: CKPT_CRIU_TIMEOUT_MS. */
+        uint64_t timeout_ms;
 } ckpt_criu_opts;
+
+#define CKPT_CRIU_TIMEOUT_MS (600 * 1000ULL)
 
 typedef struct ckpt_dump_opts {
         ckpt_criu_opts criu;
@@ -513,6 +519,9 @@ typedef struct ckpt__call {
         char *work_dir;
         uint8_t *key;
         size_t key_len;
+        const char *criu_bin; /* the request's criu_path */
+        uint64_t timeout_ms;
+        int keeper; /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
         int rc;
 } ckpt__call;
 
@@ -529,6 +538,17 @@ typedef struct ckpt_dump_stats {
         bool from_criu_stats;   /* frozen_usec came from stats-dump */
 } ckpt_dump_stats;
 
+/* What a dump ended with, from facts checked after CRIU returned (or
+ * died): whether the tasks still exist, and whether CRIU had said its
+ * images were complete ("post-dump") before it failed. */
+typedef enum ckpt_dump_outcome {
+        CKPT_DUMP_OK,             /* images complete (and signed when asked) */
+        CKPT_DUMP_FAILED_RUNNING, /* the container runs as before; nothing of the dump is left */
+        CKPT_DUMP_FAILED_IMAGES,  /* CRIU failed after its images were complete and the tasks are
+                                   * gone: the images were signed and can bring it back */
+        CKPT_DUMP_FAILED_GONE,    /* the tasks are gone and no complete image set exists */
+} ckpt_dump_outcome;
+
 typedef struct ckpt_dump_req ckpt_dump_req;
 typedef void (*ckpt_dump_cb)(ckpt_dump_req *req, int status); /* 0 or -errno */
 
@@ -541,6 +561,7 @@ struct ckpt_dump_req {
                                            * leave_stopped, stopped until ended or resumed) */
         bool stopped;                     /* leave_stopped: the tree is stopped now */
         bool source_running;              /* on failure: the container still runs */
+        ckpt_dump_outcome outcome;        /* what the dump's end left, as facts */
         char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
         ckpt_dump_stats stats;
         ckpt_metadata *metadata; /* as written to metadata.json */

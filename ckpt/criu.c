@@ -116,7 +116,7 @@ static void on_async(uv_async_t *a) {
 /* ---- the call's life: begin on the loop, work, finish on the loop ------- */
 
 static void call_init(ckpt__call *call) {
-        *call = (ckpt__call){.dfd = -EBADF, .imgfd = -EBADF, .workfd = -EBADF};
+        *call = (ckpt__call){.dfd = -EBADF, .imgfd = -EBADF, .workfd = -EBADF, .keeper = -1};
 }
 
 /* Frees what the call holds; the results stay in the request. */
@@ -343,8 +343,11 @@ static int build_copts(ckpt__call *call, const ckpt_criu_opts *o, const char *cr
         if (criu_local_init_opts(&c) < 0)
                 return nm_error_set(err, -ENOMEM, "cannot set up libcriu options");
         call->copts = c;
-        if (criu_local_set_service_binary(c, criu_path) < 0 || criu_local_set_log_file(c, log) < 0)
+        if (criu_local_set_log_file(c, log) < 0)
                 return -ENOMEM;
+        /* swrk runs under a keeper of ours (criu_run): libcriu only talks. */
+        call->criu_bin = criu_path;
+        call->timeout_ms = o->timeout_ms ? o->timeout_ms : CKPT_CRIU_TIMEOUT_MS;
         criu_local_set_images_dir_fd(c, call->imgfd);
         criu_local_set_work_dir_fd(c, call->workfd);
         criu_local_set_log_level(c, o->log_level > 0 ? o->log_level : DEFAULT_LOG_LEVEL);
@@ -399,6 +402,45 @@ static void restore_signals(const sigset_t *old) {
         while (sigtimedwait(&pipe_only, NULL, &zero) == SIGPIPE)
                 ;
         pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* One libcriu call (fn: criu_local_dump or criu_local_restore) with CRIU
+ * under a keeper (criu-keeper.c): bounded by the call's timeout, and what
+ * CRIU started is killed unless the call succeeded (a restore: > 0). Runs
+ * on the worker with the signal mask swrk must have. Returns what fn
+ * returned, with CRIU's errno in *ret_errno; a restore the keeper had to end
+ * after all (its deadline passed before the verdict) is -ETIMEDOUT. */
+static int criu_run(ckpt__call *call, int (*fn)(struct criu_opts *), int min_ok, int *ret_errno) {
+        ckpt__keeper k;
+        nm_error kerr = {};
+        int ret, r;
+
+        *ret_errno = 0;
+        r = ckpt__keeper_start(&k, call->criu_bin, call->timeout_ms, &kerr);
+        if (r < 0) {
+                call->keeper = CKPT__KEEPER_NO_CRIU;
+                *ret_errno = -r;
+                return r;
+        }
+        criu_local_set_service_fd(call->copts, k.sk);
+        ret = fn(call->copts);
+        *ret_errno = errno;
+        k.sk = -EBADF; /* libcriu closed it */
+        call->keeper = ckpt__keeper_end(&k, ret >= min_ok);
+        if (ret >= min_ok && call->keeper != CKPT__KEEPER_KEPT && min_ok > 0)
+                return -ETIMEDOUT;
+        if (ret < min_ok && call->keeper == CKPT__KEEPER_TIMED_OUT)
+                return -ETIMEDOUT;
+        return ret;
+}
+
+/* What to say when CRIU did not finish in time. */
+static const char *criu_timeout_note(const ckpt__call *call, char *buf, size_t size) {
+        if (call->keeper != CKPT__KEEPER_TIMED_OUT)
+                return "";
+        snprintf(buf, size, "CRIU did not finish within %llu s; it and everything it had started were killed: ",
+                 (unsigned long long)(call->timeout_ms / 1000));
+        return buf;
 }
 
 /* libcriu returns -EBADE when CRIU answered "failed", with CRIU's errno in
@@ -577,6 +619,72 @@ static int dump_native_before(ckpt_dump_req *req) {
         return 0;
 }
 
+/* True once CRIU said its images were complete (post-dump: every image
+ * flushed, before the tasks are ended). */
+static bool dump_saw_post_dump(ckpt__call *call) {
+        bool seen = false;
+        pthread_mutex_lock(&call->lock);
+        for (unsigned i = 0; i < call->n_events && !seen; i++)
+                seen = strcmp(call->events[i].name, "post-dump") == 0;
+        pthread_mutex_unlock(&call->lock);
+        return seen;
+}
+
+/* CRIU's lock on the container's network, if CRIU left it: only in a
+ * network namespace of the container's own (the node's holds other
+ * operations' locks). */
+static void dump_unlock_network(ckpt_dump_req *req) {
+        nm_error uerr = {};
+        if (ckpt__same_ns(req->pid, "net"))
+                return;
+        if (ckpt_lazy_unlock_network(req->pid, &uerr) < 0)
+                snprintf(req->warning, sizeof(req->warning), "%s", nm_error_msg(&uerr));
+}
+
+/* CRIU failed, died or was killed: what is left decides, never what CRIU
+ * said. The tasks still there: they run on as they were (resumed, if CRIU
+ * stopped them), the network lock CRIU may have left is removed, and
+ * nothing of the dump stays. The tasks gone: the images are the container
+ * if CRIU had said they were complete; they are signed now, so that a
+ * restore can verify them. */
+static void dump_failed(ckpt_dump_req *req, bool native) {
+        ckpt__call *call = &req->call;
+
+        req->source_running = pid_still(req->pid, req->start_ticks);
+        if (req->source_running) {
+                req->outcome = CKPT_DUMP_FAILED_RUNNING;
+                if (native || req->keep_stopped) {
+                        /* CRIU may have stopped them; those stopped before
+                         * stay so. */
+                        nm_error rerr = {};
+                        if (req->stopped_tasks.n == 0 && call->imgfd >= 0)
+                                (void)ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &rerr);
+                        rerr = (nm_error){};
+                        (void)ckpt_source_resume(req->native, req->pid, req->start_ticks, &req->stopped_tasks,
+                                                 &rerr);
+                }
+                dump_unlock_network(req);
+                if (native)
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
+                dump_discard(req);
+                return;
+        }
+        req->outcome = CKPT_DUMP_FAILED_GONE;
+        if (req->lazy || native || !dump_saw_post_dump(call))
+                return;
+        /* dump_after fills req->error only on failure: keep CRIU's. */
+        nm_error crit = req->error;
+        req->error = (nm_error){};
+        if (dump_after(req) < 0) {
+                snprintf(req->warning, sizeof(req->warning), "the images CRIU completed cannot be used: %s",
+                         nm_error_msg(&req->error));
+                req->error = crit;
+                return;
+        }
+        req->error = crit;
+        req->outcome = CKPT_DUMP_FAILED_IMAGES;
+}
+
 static void dump_work(uv_work_t *w) {
         ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
         ckpt__call *call = &req->call;
@@ -616,25 +724,22 @@ static void dump_work(uv_work_t *w) {
         }
         unblock_signals(&old);
         t = ckpt__now_usec();
-        ret = criu_local_dump(call->copts);
-        e = errno;
+        ret = criu_run(call, criu_local_dump, 0, &e);
         req->stats.criu_usec = ckpt__now_usec() - t;
         restore_signals(&old);
         if (ret < 0) {
+                char tnote[160];
                 (void)ckpt__log_excerpt(call->workfd, DUMP_LOG, excerpt, sizeof(excerpt));
-                call->rc = nm_error_set(&req->error, criu_failure_code(ret, e),
-                                        "criu dump of pid %d failed: %s (log: %s/%s)", (int)req->pid,
+                call->rc = nm_error_set(&req->error, ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e),
+                                        "criu dump of pid %d failed: %s%s (log: %s/%s)", (int)req->pid,
+                                        criu_timeout_note(call, tnote, sizeof(tnote)),
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
-                req->source_running = pid_still(req->pid, req->start_ticks);
-                if (req->source_running) {
-                        if (native)
-                                (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
-                        dump_discard(req);
-                }
+                dump_failed(req, native);
                 return;
         }
         req->dumped = true;
+        req->outcome = CKPT_DUMP_OK;
         req->stopped = req->keep_stopped;
         if (native) {
                 call->rc = capture_root(req);
@@ -1226,17 +1331,18 @@ static void restore_work(uv_work_t *w) {
         }
         unblock_signals(&old);
         t = ckpt__now_usec();
-        ret = criu_local_restore(call->copts);
-        e = errno;
+        ret = criu_run(call, criu_local_restore, 1, &e);
         req->stats.criu_usec = ckpt__now_usec() - t;
         restore_signals(&old);
         if (ret <= 0) {
-                int code = ret == 0 ? -EIO : criu_failure_code(ret, e);
+                int code = ret == 0 ? -EIO : ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e);
+                char tnote[160];
                 (void)ckpt__log_excerpt(call->workfd, RESTORE_LOG, excerpt, sizeof(excerpt));
                 call->rc = nm_error_set(
                         &req->error, code,
-                        "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
-                        excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
+                        "criu restore of %s failed: %s%s (log: %s/%s; the images are untouched)", call->dir,
+                        criu_timeout_note(call, tnote, sizeof(tnote)), excerpt[0] ? excerpt : strerror(-code),
+                        call->work_dir, RESTORE_LOG);
                 if (req->desc)
                         restore_native_undo(req);
                 return;

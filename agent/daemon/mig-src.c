@@ -370,6 +370,17 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                         m->t_dumped = now_usec();
                 if (lazy_ended)
                         log_ctx_warning(m->id, "the lazy dump failed: %s", req->error.msg);
+                if (req->outcome == CKPT_DUMP_FAILED_IMAGES) {
+                        /* The tasks are gone but CRIU had completed (and ckpt
+                         * signed) the images: they bring it back here. */
+                        log_ctx_warning(m->id,
+                                        "CRIU failed after its images were complete and the container's "
+                                        "tasks are gone; restoring it here from them: %s",
+                                        req->error.msg);
+                        mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_IMAGES), status, "dump failed: %s",
+                                        req->error.msg);
+                        return;
+                }
                 mig_feed_errorf(
                         m,
                         SRC_EV(req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE),

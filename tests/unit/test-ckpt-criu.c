@@ -594,6 +594,70 @@ static void test_restore_criu_failure_keeps_images(void **state) {
         tu_rm(dir);
 }
 
+/* A CRIU that never answers, and a task it forked that holds CRIU's
+ * socket (as a half-restored tree's init does): the restore still ends
+ * once its time is up, and both are gone, though nobody reported the
+ * task's pid. */
+static void test_restore_hung_criu_is_bounded(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = tu_join(dir, "criu");
+        _cleanup_free_ char *held = tu_join(dir, "held.pid");
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        char text[1024];
+        ckpt_restore_req req;
+        uv_loop_t loop;
+        run r = {};
+
+        snprintf(text, sizeof(text),
+                 "#!/bin/sh\n"
+                 "if [ \"$1\" = --version ]; then echo 'Version: 4.2.1'; exit 0; fi\n"
+                 "sleep 600 &\n"
+                 "echo $! > '%s'\n"
+                 "exec sleep 600\n",
+                 held);
+        tu_write(dir, "criu", text, strlen(text), 0755);
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        make_checkpoint(dir);
+        ckpt_restore_opts opts = {.criu = {.criu = criu, .timeout_ms = 700},
+                                  .verify = true,
+                                  .key = key32,
+                                  .key_len = sizeof(key32),
+                                  .leave_stopped = true};
+        assert_int_equal(uv_loop_init(&loop), 0);
+        req = (ckpt_restore_req){.data = &r};
+        uint64_t t0 = ckpt__now_usec();
+        assert_int_equal(ckpt_restore(&loop, &req, ck, &opts, on_restored), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(r.calls, 1);
+        assert_int_equal(r.status, -ETIMEDOUT);
+        /* Bounded: the deadline, not the 600 s CRIU would have taken (the
+         * upper limit only guards against a hang on a busy machine). */
+        assert_true(ckpt__now_usec() - t0 >= 700 * 1000);
+        assert_true(ckpt__now_usec() - t0 < 120 * 1000 * 1000ULL);
+        assert_msg_contains(&req.error, "did not finish within");
+        assert_int_equal(req.pid, 0);
+        _cleanup_free_ char *pidtext = tu_read(dir, "held.pid", NULL);
+        pid_t pid = (pid_t)strtol(pidtext, NULL, 10);
+        assert_true(pid > 0);
+        /* Reaped by the keeper: no such process (or a pid reused by
+         * something that is not our sleeper). */
+        char comm[64] = "";
+        char path[64];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (f) {
+                size_t n = fread(comm, 1, sizeof(comm) - 1, f);
+                comm[n] = 0;
+                fclose(f);
+        }
+        assert_true(strcmp(comm, "sleep") != 0);
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
 static void test_restore_sync_refusals(void **state) {
         (void)state;
         char *dir = tu_tmpdir();
@@ -725,6 +789,7 @@ int main(void) {
                 cmocka_unit_test(test_restore_refuses_tampered),
                 cmocka_unit_test(test_restore_waits_its_turn),
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),
+                cmocka_unit_test(test_restore_hung_criu_is_bounded),
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
         };
