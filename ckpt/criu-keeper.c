@@ -43,6 +43,10 @@
 #define KEEPER_CTL_FD 3
 #define KEEPER_SK_FD 4
 
+/* After swrk died, how long its answer (if it sent one) may take to reach
+ * the worker before whatever CRIU left is killed. */
+#define KEEPER_GRACE_MS 2000
+
 #define VERDICT_KEEP 'k'
 #define VERDICT_KILL 'x'
 
@@ -120,6 +124,7 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
         pid_t swrk;
         int pidfd, status;
         bool swrk_gone = false;
+        uint64_t grace_until = 0;
         char verdict = 0;
 
         /* The agent's handlers write into descriptors closed here. */
@@ -147,7 +152,19 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
                 int r;
                 if (now >= deadline_ms)
                         break;
-                r = poll(p, swrk_gone || pidfd < 0 ? 1 : 2, poll_ms(deadline_ms, now));
+                if (swrk_gone && !grace_until)
+                        grace_until = now + KEEPER_GRACE_MS;
+                if (grace_until && now >= grace_until) {
+                        /* swrk died and no verdict came: something it
+                         * forked holds its socket (libcriu would wait for
+                         * ever), or it never answered. A success it did
+                         * send and the worker reports late is turned into a
+                         * failure by the worker (the status says SWEPT). */
+                        verdict = VERDICT_KILL;
+                        break;
+                }
+                r = poll(p, swrk_gone || pidfd < 0 ? 1 : 2,
+                         poll_ms(grace_until && grace_until < deadline_ms ? grace_until : deadline_ms, now));
                 if (r < 0 && errno != EINTR)
                         break;
                 if (r <= 0)

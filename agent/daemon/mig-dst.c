@@ -382,7 +382,9 @@ static void dst_restore_run(mig *m) {
          * and the receiver named each file only after its check and sealed it
          * (transfer/recv.c): what CRIU reads is what was hashed, with no
          * second read pass in the downtime. */
-        ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work},
+        ckpt_restore_opts o = {.criu = {.criu = a->criu,
+                                        .work_dir = work,
+                                        .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
                                .key = a->key,
                                .key_len = a->key_len,
                                .leave_stopped = true,

@@ -410,7 +410,10 @@ static void src_dump_start(mig *m) {
 
         snprintf(work, sizeof(work), "%s/%s-dump", a->criu_work_dir, m->id);
         ckpt_dump_opts o = {
-                .criu = {.criu = a->criu, .work_dir = work, .tcp = m->tcp},
+                .criu = {.criu = a->criu,
+                         .work_dir = work,
+                         .tcp = m->tcp,
+                         .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
@@ -479,7 +482,9 @@ static void src_start_rollback(mig *m, unsigned attempt) {
                 mig_progress(m, "rolling back: restoring the container here");
         snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, attempt);
         ckpt_restore_opts o = {
-                .criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
+                .criu = {.criu = a->criu, .work_dir = work, .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
+                .key = a->key,
+                .key_len = a->key_len};
         ckpt_restore_req_done(&m->rollback);
         memset(&m->rollback, 0, sizeof(m->rollback));
         m->rollback.data = m;
