@@ -437,6 +437,12 @@ typedef struct ckpt_dump_opts {
          * metadata.json is not rewritten after the dump. */
         bool lazy;
         int lazy_ps_fd;
+        /* Each file of the checkpoint is sealed immutable (FS_IMMUTABLE_FL)
+         * once CRIU and the metadata are done, before it is signed, and
+         * checkpoint.hmac after: what was signed is what stays (rm_rf_at
+         * unseals). Where the file system has no such flag, req->warning
+         * says so. */
+        bool seal;
         /* Every task is left stopped after a good dump, not killed: the
          * caller ends it at the commit (ckpt_source_end) or resumes it in
          * place (ckpt_source_resume), which is a rollback that cannot fail
@@ -584,6 +590,7 @@ struct ckpt_dump_req {
         bool created_dir;
         bool keep_stopped; /* CRIU leaves the tasks stopped */
         bool end_after;    /* ... and they are killed once the images are complete */
+        bool seal;         /* opts->seal */
         int root_fd;       /* native: the root tmpfs, detached */
 };
 

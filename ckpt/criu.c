@@ -434,12 +434,17 @@ static int criu_run(ckpt__call *call, int (*fn)(struct criu_opts *), int min_ok,
         return ret;
 }
 
-/* What to say when CRIU did not finish in time. */
-static const char *criu_timeout_note(const ckpt__call *call, char *buf, size_t size) {
-        if (call->keeper != CKPT__KEEPER_TIMED_OUT)
-                return "";
-        snprintf(buf, size, "CRIU did not finish within %llu s; it and everything it had started were killed: ",
-                 (unsigned long long)(call->timeout_ms / 1000));
+/* What to say when CRIU did not finish in time, or ended without an
+ * answer. */
+static const char *criu_timeout_note(const ckpt__call *call, int ret, char *buf, size_t size) {
+        if (call->keeper == CKPT__KEEPER_TIMED_OUT)
+                snprintf(buf, size,
+                         "CRIU did not finish within %llu s; it and everything it had started were killed: ",
+                         (unsigned long long)(call->timeout_ms / 1000));
+        else if (call->keeper == CKPT__KEEPER_SWEPT && ret == -ECOMM)
+                snprintf(buf, size, "CRIU ended without answering; everything it had started was killed: ");
+        else
+                buf[0] = '\0';
         return buf;
 }
 
@@ -519,6 +524,59 @@ static void dump_discard(ckpt_dump_req *req) {
                 (void)rmdir(call->dir);
 }
 
+/* Seals name (relative to dfd) immutable. 1 sealed, 0 where the file
+ * system has no such flag, < 0 on error. */
+static int seal_at(int dfd, const char *name) {
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        int r;
+        if (fd < 0)
+                return negative_errno();
+        r = fs_set_immutable(fd, true);
+        if (r == -ENOTTY || r == -EOPNOTSUPP)
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+/* Seals every file CRIU and the metadata wrote, before they are hashed:
+ * from here on nothing changes them without clearing the flag first
+ * (which a plain writer, even root's ordinary file access, cannot). */
+static int seal_images(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        _cleanup_close_ int fd = openat(call->imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+        int r = 0, unsealable = 0;
+
+        if (fd < 0)
+                return nm_error_errno(&req->error, negative_errno(), "cannot list %s/%s", call->dir,
+                                      CKPT_IMAGES_DIR);
+        d = fdopendir(TAKE_FD(fd));
+        if (!d)
+                return nm_error_errno(&req->error, negative_errno(), "cannot list %s/%s", call->dir,
+                                      CKPT_IMAGES_DIR);
+        while (r >= 0 && (de = readdir(d))) {
+                if (de->d_type != DT_REG)
+                        continue;
+                r = seal_at(call->imgfd, de->d_name);
+                unsealable += r == 0;
+                if (r < 0)
+                        nm_error_errno(&req->error, r, "cannot seal %s/%s/%s", call->dir, CKPT_IMAGES_DIR,
+                                       de->d_name);
+        }
+        closedir(d);
+        if (r >= 0) {
+                r = seal_at(call->dfd, CKPT_METADATA_FILE);
+                unsealable += r == 0;
+                if (r < 0)
+                        nm_error_errno(&req->error, r, "cannot seal %s/%s", call->dir, CKPT_METADATA_FILE);
+        }
+        if (r >= 0 && unsealable)
+                snprintf(req->warning, sizeof(req->warning),
+                         "the file system of %s cannot seal files: the images stay writable until sent",
+                         call->dir);
+        return r < 0 ? r : 0;
+}
+
 /* Everything after CRIU's successful dump: the images are complete, the
  * source is gone. Nothing here may make them unusable. */
 static int dump_after(ckpt_dump_req *req) {
@@ -553,11 +611,21 @@ static int dump_after(ckpt_dump_req *req) {
         if (r < 0)
                 snprintf(req->warning, sizeof(req->warning), "image byte count not recorded in %s: %s",
                          CKPT_METADATA_FILE, nm_error_msg(&werr));
+        if (req->seal) {
+                r = seal_images(req);
+                if (r < 0) {
+                        nm_error_prefix(&req->error, "the dump succeeded (its images in %s are complete)",
+                                        call->dir);
+                        return r;
+                }
+        }
         if (!call->key)
                 return 0;
         t = ckpt__now_usec();
         r = ckpt_sign_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
         req->stats.sign_usec = ckpt__now_usec() - t;
+        if (r >= 0 && req->seal)
+                (void)seal_at(call->dfd, CKPT_HMAC_FILE);
         if (r < 0) {
                 nm_error_prefix(&req->error,
                                 "the dump succeeded (the container is no longer running; its images in %s "
@@ -732,7 +800,7 @@ static void dump_work(uv_work_t *w) {
                 (void)ckpt__log_excerpt(call->workfd, DUMP_LOG, excerpt, sizeof(excerpt));
                 call->rc = nm_error_set(&req->error, ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e),
                                         "criu dump of pid %d failed: %s%s (log: %s/%s)", (int)req->pid,
-                                        criu_timeout_note(call, tnote, sizeof(tnote)),
+                                        criu_timeout_note(call, ret, tnote, sizeof(tnote)),
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
                 dump_failed(req, native);
@@ -926,6 +994,7 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
          * complete then resumes it in place. */
         req->keep_stopped = (opts->leave_stopped || req->root_fd >= 0) && !opts->lazy;
         req->end_after = req->keep_stopped && !opts->leave_stopped;
+        req->seal = opts->seal && !opts->lazy;
         if (opts->lazy || req->keep_stopped) {
                 /* libcriu has no setter for a lazy dump, the page server's
                  * socket or leave-stopped: the RPC configuration file has
@@ -1341,7 +1410,7 @@ static void restore_work(uv_work_t *w) {
                 call->rc = nm_error_set(
                         &req->error, code,
                         "criu restore of %s failed: %s%s (log: %s/%s; the images are untouched)", call->dir,
-                        criu_timeout_note(call, tnote, sizeof(tnote)), excerpt[0] ? excerpt : strerror(-code),
+                        criu_timeout_note(call, ret, tnote, sizeof(tnote)), excerpt[0] ? excerpt : strerror(-code),
                         call->work_dir, RESTORE_LOG);
                 if (req->desc)
                         restore_native_undo(req);

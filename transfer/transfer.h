@@ -210,6 +210,11 @@ typedef struct xfer_send_options {
          * ckpt_hmac_mark()) instead of FILE_END, and no SHA-256 per file:
          * each byte is hashed once. */
         bool file_mac;
+        /* The tree HMAC the images were signed with right after CRIU wrote
+         * them (hex; NULL or "": none). A stream whose bytes hash otherwise
+         * fails before IMAGES_DONE: the images changed after they were
+         * signed, and the target must never verify what CRIU did not write. */
+        const char *expect_hmac;
 } xfer_send_options;
 
 /* Streams the checkpoint directory dir_fd (<dir>/images/ flat files, then

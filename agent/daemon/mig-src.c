@@ -283,6 +283,7 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
 
 static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *signed_hmac = NULL;
         nm_error err = {};
         int r;
 
@@ -291,6 +292,8 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 nm_error_errno(&err, dfd, "cannot open %s", m->images_dir);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
         }
+        if (read_file_at(dfd, CKPT_HMAC_FILE, 256, &signed_hmac, NULL) >= 0)
+                signed_hmac[strcspn(signed_hmac, " \n")] = '\0';
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
         r = c ? 0 : nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
         if (r >= 0) {
@@ -304,6 +307,10 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
                 so.file_mac = f & PEER_FEATURE_FILE_MAC;
+                /* The bytes sent must hash as CRIU's did when they were
+                 * signed (checkpoint.hmac, sealed; a lazy dump's images
+                 * have none). */
+                so.expect_hmac = signed_hmac;
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
         if (r < 0)
@@ -426,6 +433,9 @@ static void src_dump_start(mig *m) {
                 .leave_stopped =
                         m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
                 .policy = m->policy,
+                /* What is signed stays: nothing changes the images before
+                 * they are sent. */
+                .seal = true,
         };
         m->dump.data = m;
         if (m->src.postcopy != SRC_PC_OFF) {
