@@ -137,6 +137,17 @@ int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_
  * its exit status (CKPT__KEEPER_*). */
 int ckpt__keeper_end(ckpt__keeper *k, bool keep);
 
+/* The page files' guard (criu-guard.c): while their seal is off for a
+ * consuming restore, only this process and CRIU (the keeper's descendants)
+ * may open them; a change by anyone else fails the restore. */
+typedef struct ckpt__guard ckpt__guard;
+/* Marks every pages-*.img in imgfd; needs CAP_SYS_ADMIN (fanotify). */
+int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err);
+void ckpt__guard_set_keeper(ckpt__guard *g, pid_t keeper);
+/* Stops and frees the guard (NULL: nothing). -EBADMSG when a stranger
+ * changed a page file; msg says who, and any refused opens. */
+int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size);
+
 /* ---- native containers (native*.c, rootfs*.c) ---------------------------- */
 
 typedef struct ckpt_native ckpt_native;

@@ -465,8 +465,12 @@ typedef struct ckpt_restore_opts {
          * (auto-dedup): the images are used up, and the memory they free is
          * reused at once for the next pages. For a copy that exists only to
          * be restored once (a migration's staging); any immutable flag on the
-         * page files is cleared first. Where the file system cannot punch
-         * holes the pages are read as usual (see consumed_pages). */
+         * page files is cleared first, right before CRIU runs, and from then
+         * on only CRIU and this process may open them (a fanotify guard,
+         * root only): a change by another process fails the restore and
+         * kills what was restored. Where the file system cannot punch holes,
+         * or the guard cannot be set up, the pages stay sealed and are read
+         * as usual (see consumed_pages). */
         bool consume_pages;
         /* Native containers (a checkpoint with nm_native). The root tmpfs is
          * made again with the source's options, filled from
@@ -503,6 +507,8 @@ typedef void (*ckpt_event_cb)(void *data, const char *event, uint64_t at_usec);
 #define CKPT__EVENTS_MAX 16
 
 /* Private: the state one libcriu call shares between loop and worker. */
+typedef struct ckpt__guard ckpt__guard;
+
 typedef struct ckpt__call {
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
@@ -528,6 +534,7 @@ typedef struct ckpt__call {
         const char *criu_bin; /* the request's criu_path */
         uint64_t timeout_ms;
         int keeper; /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
+        ckpt__guard *guard; /* told the keeper's pid, if any */
         int rc;
 } ckpt__call;
 
@@ -647,12 +654,15 @@ struct ckpt_restore_req {
         bool tcp_closed; /* established TCP connections were restored closed */
         char *criu_path, *criu_version;
         char *work_dir; /* <work_dir>/restore.log */
+        char warning[256]; /* a non-fatal problem (e.g. refused opens of the page files), or "" */
         nm_error error;
         /* private */
         ckpt__call call;
         ckpt_restore_cb cb;
         uint64_t t0;
         bool leave_stopped;
+        bool consume; /* opts->consume_pages: tried on the worker, under the guard */
+        ckpt__guard *guard;
         ckpt_native *desc; /* native: from nm_native */
         int root_tar_fd;   /* native: images/nm-rootfs.tar */
         char *root_dir;    /* native: where the root is mounted for CRIU */

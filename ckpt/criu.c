@@ -423,6 +423,7 @@ static int criu_run(ckpt__call *call, int (*fn)(struct criu_opts *), int min_ok,
                 return r;
         }
         criu_local_set_service_fd(call->copts, k.sk);
+        ckpt__guard_set_keeper(call->guard, k.pid);
         ret = fn(call->copts);
         *ret_errno = errno;
         k.sk = -EBADF; /* libcriu closed it */
@@ -1365,6 +1366,51 @@ static int restore_native_after(ckpt_restore_req *req) {
         return 0;
 }
 
+static int pages_consumable(int imgfd);
+
+/* Right before CRIU: the page files are unsealed for CRIU's punching, under
+ * the guard (only CRIU and we may open them from here on). Without a guard
+ * they stay sealed and are read as usual. */
+static void restore_consume_start(ckpt_restore_req *req) {
+        ckpt__call *call = &req->call;
+        nm_error gerr = {};
+        int r;
+
+        if (!req->consume)
+                return;
+        if (ckpt__guard_start(call->imgfd, &req->guard, &gerr) < 0)
+                return; /* sealed, read as usual: consumed_pages says so */
+        call->guard = req->guard;
+        r = pages_consumable(call->imgfd);
+        req->consumed_pages = r > 0;
+        if (req->consumed_pages)
+                criu_local_set_auto_dedup(call->copts, true);
+}
+
+/* After CRIU: the guard's verdict. A page file changed by anyone but CRIU
+ * means the restored memory may not be what was verified: the copy (pid,
+ * when restored) is killed before anything can resume it. */
+static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
+        char msg[256];
+        int r;
+
+        if (!req->guard)
+                return 0;
+        r = ckpt__guard_stop(req->guard, msg, sizeof(msg));
+        req->guard = req->call.guard = NULL;
+        if (msg[0])
+                snprintf(req->warning, sizeof(req->warning), "%s", msg);
+        if (r >= 0)
+                return 0;
+        if (pid > 0) {
+                nm_error kerr = {};
+                uint64_t ticks = 0;
+                (void)ckpt_proc_start_ticks(pid, &ticks);
+                (void)ckpt_kill_tree(pid, ticks, &kerr);
+        }
+        return nm_error_set(&req->error, r, "%s: the restored copy was killed, nothing of it ran", msg);
+}
+
 static void restore_work(uv_work_t *w) {
         ckpt_restore_req *req = container_of(w, ckpt_restore_req, call.work);
         ckpt__call *call = &req->call;
@@ -1398,11 +1444,20 @@ static void restore_work(uv_work_t *w) {
                         return;
                 }
         }
+        restore_consume_start(req);
         unblock_signals(&old);
         t = ckpt__now_usec();
         ret = criu_run(call, criu_local_restore, 1, &e);
         req->stats.criu_usec = ckpt__now_usec() - t;
         restore_signals(&old);
+        if (ret > 0 && restore_consume_end(req, ret) < 0) {
+                call->rc = req->error.code;
+                if (req->desc)
+                        restore_native_undo(req);
+                return;
+        }
+        if (ret <= 0)
+                (void)restore_consume_end(req, 0);
         if (ret <= 0) {
                 int code = ret == 0 ? -EIO : ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e);
                 char tnote[160];
@@ -1545,15 +1600,7 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
-        if (opts->consume_pages) {
-                r = pages_consumable(call->imgfd);
-                if (r < 0)
-                        return nm_error_errno(err, r, "cannot prepare %s/%s/pages-*.img for the restore",
-                                              dir, CKPT_IMAGES_DIR);
-                req->consumed_pages = r > 0;
-                if (req->consumed_pages)
-                        criu_local_set_auto_dedup(call->copts, true);
-        }
+        req->consume = opts->consume_pages;
         req->leave_stopped = opts->leave_stopped;
         if (opts->leave_stopped || opts->lazy_pages || req->desc) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy

@@ -353,6 +353,8 @@ static void dst_restore_failed(mig *m, int status) {
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
+        if (req->warning[0])
+                log_ctx_warning(m->id, "restore: %s", req->warning);
         if (m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && !req->consumed_pages)
                 log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
                                     "flags): the restore read them as usual; they go when the move ends");

@@ -66,7 +66,7 @@ declare -A EXPECT=(
 	[after-dump/src-kill]="rolled-back 5"
 	[after-dump/dst-kill]="rolled-back 4"
 	[after-dump/dst-sshd]="rolled-back 4"
-	[after-dump/flip]="n/a: no image is on the destination before the stream"
+	[after-dump/flip]="done 0"
 	[after-dump/restore-fail]="n/a: no restore before the images are verified"
 	[after-dump/disk-full]="rolled-back 4"
 
@@ -189,6 +189,9 @@ fm_mig_doc() {
 }
 
 fm_staged_images() { find "$FM_STAGING" -mindepth 2 -maxdepth 2 -type d -name images 2>/dev/null | head -n 1; }
+# The source's images (after-dump/flip: a byte changed on the source between
+# the dump and the stream).
+fm_source_images() { find "$(fx_dir n1)/migrate/checkpoints" -mindepth 2 -maxdepth 2 -type d -name images 2>/dev/null | head -n 1; }
 
 # fm_left DIR: what DIR holds, but for the disk-full filler and done/.
 fm_left() { find "$1" -mindepth 1 -maxdepth 1 ! -name '.fill*' ! -name 'done' -printf '%f ' 2>/dev/null; }
@@ -196,7 +199,7 @@ fm_left() { find "$1" -mindepth 1 -maxdepth 1 ! -name '.fill*' ! -name 'done' -p
 # The largest image on the destination (flip target), empty if none.
 fm_largest_image() {
 	local d
-	d=$(fm_staged_images)
+	if [ "${FM_FLIP_ON:-n2}" = n1 ]; then d=$(fm_source_images); else d=$(fm_staged_images); fi
 	[ -n "$d" ] || return 0
 	find "$d" -maxdepth 1 -type f -size +0 -printf '%s %p\n' 2>/dev/null | sort -rn | head -n 1 | cut -d' ' -f2-
 }
@@ -216,7 +219,7 @@ fm_midstream() {
 fm_flip() {
 	local f off b nb after out
 	f=$(fm_largest_image)
-	[ -n "$f" ] || t_fail "no image staged on n2 to flip a byte of"
+	[ -n "$f" ] || t_fail "no image on ${FM_FLIP_ON:-n2} to flip a byte of"
 	off=$(($(stat -c %s "$f") / 2))
 	b=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
 	nb=$((b ^ 255))
@@ -309,7 +312,7 @@ fm_child() {
 fm_dump_end() {
 	local p=$1 init=$2 log="" fd line=""
 	kill -CONT "$p"
-	t_wait_until 60 "CRIU's dump log" fm_new_dump_log || t_fail "CRIU wrote no dump log"
+	t_wait_until 60 "CRIU's dump log" fm_new_dump_log >/dev/null || t_fail "CRIU wrote no dump log"
 	log=$(fm_new_dump_log)
 	exec {fd}<"$log"
 	while [ -d "/proc/$p" ]; do
@@ -320,9 +323,11 @@ fm_dump_end() {
 	done
 	exec {fd}<&-
 	[[ $line == *"post-dump"* ]] || t_fail "CRIU on n1 ended before it said post-dump"
+	# SIGKILL cannot be taken back: the tasks end, though their zombies
+	# wait for their tracer (CRIU) to go first.
 	kill -KILL "$init"
-	t_wait_until 30 "the tasks end" fm_gone "$init" || t_fail "the container's init $init does not end"
 	kill -KILL "$p"
+	t_wait_until 30 "the tasks end" fm_gone "$init" || t_fail "the container's init $init does not end"
 	echo "CRIU killed once its images were complete and the tasks had ended, before it answered"
 }
 fm_new_dump_log() {
@@ -517,7 +522,7 @@ fm_cell() {
 			t_fail "never saw the stream under way (CLI: $(cat "$FM_CELL/cli.out" 2>/dev/null))"
 	fi
 	local criu=""
-	if [ "$row" = during-restore ] && [ "$fault" != restore-fail ] && [ "$fault" != flip ]; then
+	if [ "$row" = during-restore ] && [ "$fault" != restore-fail ]; then
 		# Let CRIU start, hold it (SIGSTOP) mid-restore while the fault
 		# lands, then let it go on: the fault really hits a running restore.
 		rm -f "$FM_GATE"
@@ -541,7 +546,20 @@ fm_cell() {
 		fx_agent_start n2
 		;;
 	dst-sshd) fx_sshd_kill_all n2 ;;
-	flip) note=$(fm_flip) ;;
+	flip)
+		# Between the dump and the restore nothing may change the images
+		# (DESIGN.md, "Integrity from CRIU's write to CRIU's read"): on the
+		# source they are sealed once written; on the target sealed as
+		# they arrive, and while CRIU restores (seals lifted for its
+		# punching) only CRIU may open its page files.
+		if [ "$row" = after-dump ]; then note=$(FM_FLIP_ON=n1 fm_flip); else note=$(fm_flip); fi
+		case $row in
+		after-dump | during-restore)
+			[[ $note == refused* ]] || t_fail "a byte of the images changed between the dump and the restore ($note)"
+			note+=" while ${criu:+CRIU restored}${criu:-the source held the images}"
+			;;
+		esac
+		;;
 	restore-fail) ;;
 	disk-full) [ "$row" = precheck ] || fm_fill_staging ;;
 	esac
