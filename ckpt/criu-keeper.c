@@ -178,7 +178,9 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
                         ssize_t n = read(KEEPER_CTL_FD, &c, 1);
                         if (n < 0 && errno == EINTR)
                                 continue;
-                        verdict = n == 1 ? c : VERDICT_KILL;
+                        if (n != 1)
+                                c = VERDICT_KILL; /* the worker's end closed: it is gone */
+                        verdict = c;
                 }
         }
         if (verdict == VERDICT_KEEP) {

@@ -232,7 +232,15 @@ fm_flip() {
 		after=$(od -An -tu1 -j "$off" -N1 "$f" | tr -d ' ')
 		[ "$after" = "$b" ] || t_fail "a refused write changed $(basename "$f")"
 		case $out in
-		*"Operation not permitted"*) echo "refused (immutable)" ;;
+		*"Operation not permitted"*)
+			# Sealed, or not even to be opened (the restore's guard: then
+			# lsattr cannot open it either).
+			if lsattr "$f" 2>/dev/null | grep -q '^[^ ]*i'; then
+				echo "refused (immutable)"
+			else
+				echo "refused (guarded: not sealed, not to be opened)"
+			fi
+			;;
 		*) t_fail "flipping a byte of $(basename "$f") failed oddly: $out" ;;
 		esac
 	fi
@@ -310,19 +318,8 @@ fm_child() {
 # the issue found, made certain. The log is read line by line through one
 # descriptor with builtins (CRIU's steps take microseconds).
 fm_dump_end() {
-	local p=$1 init=$2 log="" fd line=""
-	kill -CONT "$p"
-	t_wait_until 60 "CRIU's dump log" fm_new_dump_log >/dev/null || t_fail "CRIU wrote no dump log"
-	log=$(fm_new_dump_log)
-	exec {fd}<"$log"
-	while [ -d "/proc/$p" ]; do
-		if read -r -u "$fd" line && [[ $line == *"Running post-dump scripts"* ]]; then
-			kill -STOP "$p"
-			break
-		fi
-	done
-	exec {fd}<&-
-	[[ $line == *"post-dump"* ]] || t_fail "CRIU on n1 ended before it said post-dump"
+	local p=$1 init=$2
+	fm_stop_at n1 dump "$p" "Running post-dump scripts" || t_fail "CRIU on n1 ended before it said post-dump"
 	# SIGKILL cannot be taken back: the tasks end, though their zombies
 	# wait for their tracer (CRIU) to go first.
 	kill -KILL "$init"
@@ -330,10 +327,30 @@ fm_dump_end() {
 	t_wait_until 30 "the tasks end" fm_gone "$init" || t_fail "the container's init $init does not end"
 	echo "CRIU killed once its images were complete and the tasks had ended, before it answered"
 }
-fm_new_dump_log() {
+# fm_new_log NODE KIND: this cell's CRIU log of that kind (dump, restore).
+fm_new_log() {
 	local f
-	f=$(find "$(fx_dir n1)/migrate/criu" -newer "$FM_CELL/cli.rc.start" -name dump.log | head -n 1)
+	f=$(find "$(fx_dir "$1")/migrate/criu" -newer "$FM_CELL/cli.rc.start" -name "$2.log" | head -n 1)
 	[ -n "$f" ] && echo "$f"
+}
+
+# fm_stop_at NODE KIND CRIU TEXT: lets CRIU (caught stopped) go on and stops
+# it again as soon as its log has a line with TEXT; fails if CRIU ended
+# first. The log is read line by line through one descriptor with builtins.
+fm_stop_at() {
+	local n=$1 kind=$2 p=$3 text=$4 log fd line="" hit=""
+	kill -CONT "$p"
+	t_wait_until 60 "CRIU's $kind log on $n" fm_new_log "$n" "$kind" >/dev/null || t_fail "CRIU wrote no $kind log"
+	log=$(fm_new_log "$n" "$kind")
+	exec {fd}<"$log"
+	while [ -d "/proc/$p" ]; do
+		if read -r -u "$fd" line && [[ $line == *"$text"* ]]; then
+			kill -STOP "$p" 2>/dev/null && hit=1
+			break
+		fi
+	done
+	exec {fd}<&-
+	[ -n "$hit" ]
 }
 fm_gone() {
 	fm_state "$1"
@@ -365,6 +382,18 @@ fm_criu_fault() {
 		fm_dump_end "$p" "$init"
 		return 0
 	fi
+	if [ "$row/$fault" = criu-restore/criu-kill-end ]; then
+		# The tree is restored and stopped; CRIU writes its stats, then
+		# answers. Stopped there (or it answered already: the note says).
+		if fm_stop_at n2 restore "$p" "Writing stats"; then
+			pgrep -P "$p" >"$FM_CELL/criu-children" 2>/dev/null || true
+			kill -KILL "$p"
+			echo "CRIU killed at the restore's end, its tree complete and stopped"
+		else
+			echo "CRIU had answered before it could be stopped"
+		fi
+		return 0
+	fi
 	kill -CONT "$p"
 	case $row/$fault in
 	criu-dump/criu-kill-mid)
@@ -379,15 +408,6 @@ fm_criu_fault() {
 		while [ -d "/proc/$p" ]; do
 			fm_child "$p"
 			[ -z "$FM_CHILD" ] || break
-		done
-		;;
-	criu-restore/criu-kill-end)
-		# The restored tree stands stopped; CRIU is about to answer.
-		while [ -d "/proc/$p" ]; do
-			fm_child "$p"
-			[ -n "$FM_CHILD" ] || continue
-			fm_state "$FM_CHILD"
-			[ "$FM_ST" != T ] || break
 		done
 		;;
 	esac
@@ -556,7 +576,11 @@ fm_cell() {
 		case $row in
 		after-dump | during-restore)
 			[[ $note == refused* ]] || t_fail "a byte of the images changed between the dump and the restore ($note)"
-			note+=" while ${criu:+CRIU restored}${criu:-the source held the images}"
+			# While CRIU restores, the page file is unsealed (consumed) and
+			# only the guard stands in the way: that is what is tried here.
+			[ "$row" != during-restore ] || [[ $note == *guarded* ]] ||
+				t_fail "the page file was still sealed while CRIU restored ($note): no consuming restore under the guard"
+			if [ -n "$criu" ]; then note+=" while CRIU restored"; else note+=" while the source held the images"; fi
 			;;
 		esac
 		;;
@@ -583,6 +607,10 @@ fm_cell() {
 		t_fail "migrations still active long after the fault"
 	}
 	local settle=$(($(date +%s) - t_fault))
+	if [ "$row/$fault" = during-restore/flip ] && [[ $note == *guarded* ]]; then
+		grep -q 'refused open(s) of the staged page files' <(fm_log_since n2 "$off2") ||
+			t_fail "n2's agent does not report the refused open of a page file"
+	fi
 	if [ -n "$criu_row" ]; then
 		# Bounded: CRIU's deadline and the rollback after it, never "until
 		# someone kills the command".
@@ -640,8 +668,9 @@ fm_cell() {
 		k=$(pgrep -P "$(fx_agent_pid "$n")" -x nm-criu-keeper || true)
 		[ -z "$k" ] || t_fail "a CRIU keeper is left on $n: $k"
 	done
-	# What CRIU had forked when it died (a half-restored tree) is gone.
-	if [ -s "$FM_CELL/criu-children" ]; then
+	# What CRIU had forked when it died (a half-restored tree) is gone,
+	# unless CRIU had answered and it is the copy that runs now.
+	if [ -s "$FM_CELL/criu-children" ] && [ "$outcome" != "done" ]; then
 		while read -r pid; do
 			[ ! -d "/proc/$pid" ] || t_fail "CRIU's child $pid ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)) outlived it"
 		done <"$FM_CELL/criu-children"
