@@ -388,7 +388,7 @@ fm_criu_fault() {
 		if fm_stop_at n2 restore "$p" "Writing stats"; then
 			pgrep -P "$p" >"$FM_CELL/criu-children" 2>/dev/null || true
 			kill -KILL "$p"
-			echo "CRIU killed at the restore's end, its tree complete and stopped"
+			echo "CRIU killed after it logged writing its stats, its tree complete and stopped"
 		else
 			echo "CRIU had answered before it could be stopped"
 		fi
