@@ -714,3 +714,8 @@ ckpt_lazy_pages *ckpt_lazy_pages_free(ckpt_lazy_pages *lp);
  * network locked (its nftables table "inet CRIU-<run id>" in the network
  * namespace of pid): this removes it. Returns the number of tables removed. */
 int ckpt_lazy_unlock_network(pid_t pid, nm_error *err);
+/* The same for any CRIU operation that ended badly (a failed or killed
+ * dump, an agent that died during one): removes CRIU's lock table from
+ * pid's network namespace if it is one of its own; the node's namespace
+ * (shared with other operations) is never touched. Blocks (runs nft). */
+int ckpt_unlock_network_left(pid_t pid, nm_error *err);

@@ -704,9 +704,7 @@ static bool dump_saw_post_dump(ckpt__call *call) {
  * operations' locks). */
 static void dump_unlock_network(ckpt_dump_req *req) {
         nm_error uerr = {};
-        if (ckpt__same_ns(req->pid, "net"))
-                return;
-        if (ckpt_lazy_unlock_network(req->pid, &uerr) < 0)
+        if (ckpt_unlock_network_left(req->pid, &uerr) < 0)
                 snprintf(req->warning, sizeof(req->warning), "%s", nm_error_msg(&uerr));
 }
 

@@ -1073,6 +1073,17 @@ int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err) {
                 if (src_load_container(m, &e) < 0 && action != MIG_RECOVER_FORWARD)
                         log_ctx_warning(id, "cannot read the container from its images: %s", e.msg);
         }
+        if (phase == SRC_DUMPING && tree == SRC_TREE_RUNNING) {
+                /* The dump died with the agent (its keeper killed CRIU):
+                 * CRIU's lock on the container's network may be left. */
+                nm_error e = {};
+                pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
+                int r = pid > 0 ? ckpt_unlock_network_left(pid, &e) : 0;
+                if (r < 0)
+                        log_ctx_warning(id, "%s", e.msg);
+                else if (r > 0)
+                        log_ctx_info(id, "removed the network lock CRIU left in the container's namespace");
+        }
         mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_RECOVER, .tree = tree}});
         return 0;
 }
