@@ -533,7 +533,7 @@ typedef struct ckpt__call {
         size_t key_len;
         const char *criu_bin; /* the request's criu_path */
         uint64_t timeout_ms;
-        int keeper; /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
+        int keeper;         /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
         ckpt__guard *guard; /* told the keeper's pid, if any */
         int rc;
 } ckpt__call;
@@ -653,7 +653,7 @@ struct ckpt_restore_req {
         ckpt_stopped_tasks stopped_tasks;
         bool tcp_closed; /* established TCP connections were restored closed */
         char *criu_path, *criu_version;
-        char *work_dir; /* <work_dir>/restore.log */
+        char *work_dir;    /* <work_dir>/restore.log */
         char warning[256]; /* a non-fatal problem (e.g. refused opens of the page files), or "" */
         nm_error error;
         /* private */

@@ -111,7 +111,8 @@ static void *guard_main(void *arg) {
         char buf[4096] __attribute__((aligned(__alignof__(struct fanotify_event_metadata))));
 
         for (;;) {
-                struct pollfd p[2] = {{.fd = g->fan, .events = POLLIN}, {.fd = g->stop[0], .events = POLLIN}};
+                struct pollfd p[2] = {{.fd = g->fan, .events = POLLIN},
+                                      {.fd = g->stop[0], .events = POLLIN}};
                 ssize_t n;
 
                 if (poll(p, 2, -1) < 0) {

@@ -727,8 +727,8 @@ static void dump_failed(ckpt_dump_req *req, bool native) {
                         if (req->stopped_tasks.n == 0 && call->imgfd >= 0)
                                 (void)ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &rerr);
                         rerr = (nm_error){};
-                        (void)ckpt_source_resume(req->native, req->pid, req->start_ticks, &req->stopped_tasks,
-                                                 &rerr);
+                        (void)ckpt_source_resume(req->native, req->pid, req->start_ticks,
+                                                 &req->stopped_tasks, &rerr);
                 }
                 dump_unlock_network(req);
                 if (native)
@@ -1463,8 +1463,8 @@ static void restore_work(uv_work_t *w) {
                 call->rc = nm_error_set(
                         &req->error, code,
                         "criu restore of %s failed: %s%s (log: %s/%s; the images are untouched)", call->dir,
-                        criu_timeout_note(call, ret, tnote, sizeof(tnote)), excerpt[0] ? excerpt : strerror(-code),
-                        call->work_dir, RESTORE_LOG);
+                        criu_timeout_note(call, ret, tnote, sizeof(tnote)),
+                        excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
                 if (req->desc)
                         restore_native_undo(req);
                 return;

@@ -384,22 +384,21 @@ static void dst_restore_run(mig *m) {
          * and the receiver named each file only after its check and sealed it
          * (transfer/recv.c): what CRIU reads is what was hashed, with no
          * second read pass in the downtime. */
-        ckpt_restore_opts o = {.criu = {.criu = a->criu,
-                                        .work_dir = work,
-                                        .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
-                               .key = a->key,
-                               .key_len = a->key_len,
-                               .leave_stopped = true,
-                               .lazy_pages = lazy,
-                               /* The staging is restored once: what CRIU has
-                                * read it frees, and the restore reuses. Not
-                                * under post-copy, whose daemon reads the same
-                                * images. */
-                               .consume_pages = a->cfg.consume_staging && !lazy,
-                               /* Native: the root tmpfs under the work dir, the
-                                * cgroup below ours, the veth on our bridge. */
-                               .cgroup_root = m->cgroup_root,
-                               .bridge = a->cfg.bridge};
+        ckpt_restore_opts o = {
+                .criu = {.criu = a->criu, .work_dir = work, .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
+                .key = a->key,
+                .key_len = a->key_len,
+                .leave_stopped = true,
+                .lazy_pages = lazy,
+                /* The staging is restored once: what CRIU has
+                 * read it frees, and the restore reuses. Not
+                 * under post-copy, whose daemon reads the same
+                 * images. */
+                .consume_pages = a->cfg.consume_staging && !lazy,
+                /* Native: the root tmpfs under the work dir, the
+                 * cgroup below ours, the veth on our bridge. */
+                .cgroup_root = m->cgroup_root,
+                .bridge = a->cfg.bridge};
         m->restore.data = m;
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
