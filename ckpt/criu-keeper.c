@@ -21,7 +21,8 @@
  * which way it went.
  *
  * The keeper is forked from a threaded process and never execs: it uses
- * system calls only (no malloc, no stdio). */
+ * system calls only (no malloc, no stdio). It holds the agent's descriptors
+ * while CRIU runs, as swrk does. */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -39,10 +40,6 @@
 #include "ckpt-internal.h"
 #include "macro.h"
 
-/* The keeper's descriptors, renumbered so that the rest can be closed. */
-#define KEEPER_CTL_FD 3
-#define KEEPER_SK_FD 4
-
 /* After swrk died, how long its answer (if it sent one) may take to reach
  * the worker before whatever CRIU left is killed. */
 #define KEEPER_GRACE_MS 2000
@@ -57,8 +54,7 @@ static uint64_t mono_ms(void) {
 }
 
 /* fork() without the fork handlers: libuv's would close and remake its
- * signal pipe in the child, by numbers that, after the renumbering here,
- * are ours. */
+ * signal pipe in the child (the keeper and swrk run no libuv). */
 static pid_t raw_fork(void) {
         return (pid_t)syscall(SYS_clone, (unsigned long)SIGCHLD, 0UL, NULL, NULL, 0UL);
 }
@@ -119,7 +115,8 @@ static void sweep(void) {
         }
 }
 
-static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uint64_t deadline_ms) {
+static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uint64_t deadline_ms,
+                                  int ctl_fd, int sk_fd) {
         struct pollfd p[2];
         pid_t swrk;
         int pidfd, status;
@@ -137,15 +134,15 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
         if (swrk == 0) {
                 /* swrk's only descriptor of ours: the socket, open across
                  * exec. */
-                (void)close(KEEPER_CTL_FD);
-                (void)fcntl(KEEPER_SK_FD, F_SETFD, 0);
+                (void)close(ctl_fd);
+                (void)fcntl(sk_fd, F_SETFD, 0);
                 execv(criu_path, argv);
                 _exit(127);
         }
         /* Only swrk holds its end now: it closing is the end of CRIU. */
-        (void)close(KEEPER_SK_FD);
+        (void)close(sk_fd);
         pidfd = (int)syscall(SYS_pidfd_open, swrk, 0);
-        p[0] = (struct pollfd){.fd = KEEPER_CTL_FD, .events = POLLIN};
+        p[0] = (struct pollfd){.fd = ctl_fd, .events = POLLIN};
         p[1] = (struct pollfd){.fd = pidfd, .events = POLLIN};
         while (!verdict) {
                 uint64_t now = mono_ms();
@@ -175,7 +172,7 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
                 }
                 if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
                         char c;
-                        ssize_t n = read(KEEPER_CTL_FD, &c, 1);
+                        ssize_t n = read(ctl_fd, &c, 1);
                         if (n < 0 && errno == EINTR)
                                 continue;
                         if (n != 1)
@@ -206,16 +203,6 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
         _exit(verdict ? CKPT__KEEPER_SWEPT : CKPT__KEEPER_TIMED_OUT);
 }
 
-/* Moves fd to want (no descriptor at want is open beyond those two). */
-static int move_fd(int fd, int want) {
-        if (fd == want)
-                return 0;
-        if (dup2(fd, want) < 0)
-                return -1;
-        close(fd);
-        return 0;
-}
-
 int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, nm_error *err) {
         int sk[2], ctl[2];
         char fdarg[16];
@@ -224,9 +211,9 @@ int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_
         pid_t pid;
 
         *k = (ckpt__keeper){.pid = -1, .sk = -EBADF, .ctl = -EBADF};
-        snprintf(fdarg, sizeof(fdarg), "%d", KEEPER_SK_FD);
         if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sk) < 0)
                 return nm_error_errno(err, negative_errno(), "cannot make CRIU's socket");
+        snprintf(fdarg, sizeof(fdarg), "%d", sk[1]);
         if (pipe2(ctl, O_CLOEXEC) < 0) {
                 int r = negative_errno();
                 close(sk[0]);
@@ -244,13 +231,14 @@ int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_
                 return nm_error_errno(err, r, "cannot fork the CRIU keeper");
         }
         if (pid == 0) {
-                /* Out of the way of the two numbers first, then into them;
-                 * everything else of the agent is closed. */
-                int c = fcntl(ctl[0], F_DUPFD_CLOEXEC, 10), s = fcntl(sk[1], F_DUPFD_CLOEXEC, 10);
-                if (c < 0 || s < 0 || move_fd(c, KEEPER_CTL_FD) < 0 || move_fd(s, KEEPER_SK_FD) < 0)
-                        _exit(CKPT__KEEPER_NO_CRIU);
-                (void)syscall(SYS_close_range, KEEPER_SK_FD + 1, ~0U, 0);
-                keeper_main(criu_path, argv, deadline);
+                /* Descriptors keep their numbers: CRIU inherits those the
+                 * caller left open across exec (--inherit-fd, a lazy dump's
+                 * page-server socket), as with libcriu's own fork. The
+                 * agent's end of the socket goes, or swrk would never see
+                 * it close. */
+                close(sk[0]);
+                close(ctl[1]); /* the worker's alone: its close is the agent's end */
+                keeper_main(criu_path, argv, deadline, ctl[0], sk[1]);
         }
         close(sk[1]);
         close(ctl[0]);
