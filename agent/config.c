@@ -58,6 +58,7 @@ int agent_config_init(agent_config *c) {
                 .consume_staging = true,
                 .lazy = true,
                 .history_days = 30,
+                .criu_timeout_s = 600,
         };
         (void)gethostname(host, sizeof(host) - 1);
         if (set_str(&c->node, host) < 0 || set_str(&c->socket, "/run/nucleus-migrate/agent.sock") < 0 ||
@@ -230,6 +231,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->consume_staging);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "lazy") == 0)
                 r = parse_bool(value, &c->lazy);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "criu_timeout") == 0)
+                r = parse_uint(value, 1, 86400, &c->criu_timeout_s);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "tcp") == 0)
                 r = parse_tcp_policy(value, &c->tcp);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "history_days") == 0)

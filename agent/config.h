@@ -55,6 +55,7 @@ typedef struct agent_config {
         char *bridge;
         char *metrics_file;    /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
         unsigned history_days; /* finished migrations' records are kept this long */
+        unsigned criu_timeout_s; /* a CRIU dump or restore that takes longer is killed with all it started */
         /* [ssh] */
         char *ssh_key;
         char *known_hosts;

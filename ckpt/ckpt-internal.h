@@ -112,6 +112,42 @@ int ckpt__images_tcp_close(int imgfd, bool *ret);
 typedef struct ckpt_stopped_tasks ckpt_stopped_tasks;
 int ckpt__stopped_tasks_at(int imgfd, ckpt_stopped_tasks *ret, nm_error *err);
 
+/* ---- the CRIU keeper (criu-keeper.c) --------------------------------------- */
+
+/* A process that runs `criu swrk` for one operation, bounds it in time and
+ * kills whatever CRIU left unless told the operation succeeded. */
+typedef struct ckpt__keeper {
+        pid_t pid;
+        int sk;  /* libcriu's end of swrk's socket (CRIU_COMM_FD; libcriu closes it) */
+        int ctl; /* the verdict's pipe */
+} ckpt__keeper;
+
+/* The keeper's exit status. */
+enum {
+        CKPT__KEEPER_KEPT = 0,      /* told CRIU succeeded: what it made stays */
+        CKPT__KEEPER_SWEPT = 1,     /* told it failed (or the caller went): CRIU and its tree killed */
+        CKPT__KEEPER_TIMED_OUT = 2, /* no verdict by the deadline: CRIU and its tree killed */
+        CKPT__KEEPER_NO_CRIU = 3,   /* swrk could not be started */
+};
+
+/* Forks the keeper, which runs criu_path as `criu swrk` and waits at most
+ * timeout_ms for the verdict. Call with the signal mask swrk is to have. */
+int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, nm_error *err);
+/* Gives the verdict (keep: CRIU succeeded) and waits for the keeper; returns
+ * its exit status (CKPT__KEEPER_*). */
+int ckpt__keeper_end(ckpt__keeper *k, bool keep);
+
+/* The page files' guard (criu-guard.c): while their seal is off for a
+ * consuming restore, only this process and CRIU (the keeper's descendants)
+ * may open them; a change by anyone else fails the restore. */
+typedef struct ckpt__guard ckpt__guard;
+/* Marks every pages-*.img in imgfd; needs CAP_SYS_ADMIN (fanotify). */
+int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err);
+void ckpt__guard_set_keeper(ckpt__guard *g, pid_t keeper);
+/* Stops and frees the guard (NULL: nothing). -EBADMSG when a stranger
+ * changed a page file; msg says who, and any refused opens. */
+int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size);
+
 /* ---- native containers (native*.c, rootfs*.c) ---------------------------- */
 
 typedef struct ckpt_native ckpt_native;

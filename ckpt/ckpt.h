@@ -420,7 +420,13 @@ typedef struct ckpt_criu_opts {
         const ckpt_ext_mount *ext_mounts;
         size_t n_ext_mounts;
         int log_level; /* 0: 4 (debug) */
+        /* How long CRIU may take for the whole dump or restore; past it,
+         * CRIU and everything it started are killed and the operation
+         * fails with -ETIMEDOUT. 0: CKPT_CRIU_TIMEOUT_MS. */
+        uint64_t timeout_ms;
 } ckpt_criu_opts;
+
+#define CKPT_CRIU_TIMEOUT_MS (600 * 1000ULL)
 
 typedef struct ckpt_dump_opts {
         ckpt_criu_opts criu;
@@ -437,6 +443,12 @@ typedef struct ckpt_dump_opts {
          * metadata.json is not rewritten after the dump. */
         bool lazy;
         int lazy_ps_fd;
+        /* Each file of the checkpoint is sealed immutable (FS_IMMUTABLE_FL)
+         * once CRIU and the metadata are done, before it is signed, and
+         * checkpoint.hmac after: what was signed is what stays (rm_rf_at
+         * unseals). Where the file system has no such flag, req->warning
+         * says so. */
+        bool seal;
         /* Every task is left stopped after a good dump, not killed: the
          * caller ends it at the commit (ckpt_source_end) or resumes it in
          * place (ckpt_source_resume), which is a rollback that cannot fail
@@ -459,8 +471,12 @@ typedef struct ckpt_restore_opts {
          * (auto-dedup): the images are used up, and the memory they free is
          * reused at once for the next pages. For a copy that exists only to
          * be restored once (a migration's staging); any immutable flag on the
-         * page files is cleared first. Where the file system cannot punch
-         * holes the pages are read as usual (see consumed_pages). */
+         * page files is cleared first, right before CRIU runs, and from then
+         * on only CRIU and this process may open them (a fanotify guard,
+         * root only): a change by another process fails the restore and
+         * kills what was restored. Where the file system cannot punch holes,
+         * or the guard cannot be set up, the pages stay sealed and are read
+         * as usual (see consumed_pages). */
         bool consume_pages;
         /* Native containers (a checkpoint with nm_native). The root tmpfs is
          * made again with the source's options, filled from
@@ -497,6 +513,8 @@ typedef void (*ckpt_event_cb)(void *data, const char *event, uint64_t at_usec);
 #define CKPT__EVENTS_MAX 16
 
 /* Private: the state one libcriu call shares between loop and worker. */
+typedef struct ckpt__guard ckpt__guard;
+
 typedef struct ckpt__call {
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
@@ -519,6 +537,10 @@ typedef struct ckpt__call {
         char *work_dir;
         uint8_t *key;
         size_t key_len;
+        const char *criu_bin; /* the request's criu_path */
+        uint64_t timeout_ms;
+        int keeper;         /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
+        ckpt__guard *guard; /* told the keeper's pid, if any */
         int rc;
 } ckpt__call;
 
@@ -535,6 +557,17 @@ typedef struct ckpt_dump_stats {
         bool from_criu_stats;   /* frozen_usec came from stats-dump */
 } ckpt_dump_stats;
 
+/* What a dump ended with, from facts checked after CRIU returned (or
+ * died): whether the tasks still exist, and whether CRIU had said its
+ * images were complete ("post-dump") before it failed. */
+typedef enum ckpt_dump_outcome {
+        CKPT_DUMP_OK,             /* images complete (and signed when asked) */
+        CKPT_DUMP_FAILED_RUNNING, /* the container runs as before; nothing of the dump is left */
+        CKPT_DUMP_FAILED_IMAGES,  /* CRIU failed after its images were complete and the tasks are
+                                   * gone: the images were signed and can bring it back */
+        CKPT_DUMP_FAILED_GONE,    /* the tasks are gone and no complete image set exists */
+} ckpt_dump_outcome;
+
 typedef struct ckpt_dump_req ckpt_dump_req;
 typedef void (*ckpt_dump_cb)(ckpt_dump_req *req, int status); /* 0 or -errno */
 
@@ -547,6 +580,7 @@ struct ckpt_dump_req {
                                            * leave_stopped, stopped until ended or resumed) */
         bool stopped;                     /* leave_stopped: the tree is stopped now */
         bool source_running;              /* on failure: the container still runs */
+        ckpt_dump_outcome outcome;        /* what the dump's end left, as facts */
         char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
         ckpt_dump_stats stats;
         ckpt_metadata *metadata; /* as written to metadata.json */
@@ -569,6 +603,7 @@ struct ckpt_dump_req {
         bool created_dir;
         bool keep_stopped; /* CRIU leaves the tasks stopped */
         bool end_after;    /* ... and they are killed once the images are complete */
+        bool seal;         /* opts->seal */
         int root_fd;       /* native: the root tmpfs, detached */
 };
 
@@ -624,13 +659,16 @@ struct ckpt_restore_req {
         ckpt_stopped_tasks stopped_tasks;
         bool tcp_closed; /* established TCP connections were restored closed */
         char *criu_path, *criu_version;
-        char *work_dir; /* <work_dir>/restore.log */
+        char *work_dir;    /* <work_dir>/restore.log */
+        char warning[256]; /* a non-fatal problem (e.g. refused opens of the page files), or "" */
         nm_error error;
         /* private */
         ckpt__call call;
         ckpt_restore_cb cb;
         uint64_t t0;
         bool leave_stopped;
+        bool consume; /* opts->consume_pages: tried on the worker, under the guard */
+        ckpt__guard *guard;
         ckpt_native *desc; /* native: from nm_native */
         int root_tar_fd;   /* native: images/nm-rootfs.tar */
         char *root_dir;    /* native: where the root is mounted for CRIU */
@@ -682,3 +720,8 @@ ckpt_lazy_pages *ckpt_lazy_pages_free(ckpt_lazy_pages *lp);
  * network locked (its nftables table "inet CRIU-<run id>" in the network
  * namespace of pid): this removes it. Returns the number of tables removed. */
 int ckpt_lazy_unlock_network(pid_t pid, nm_error *err);
+/* The same for any CRIU operation that ended badly (a failed or killed
+ * dump, an agent that died during one): removes CRIU's lock table from
+ * pid's network namespace if it is one of its own; the node's namespace
+ * (shared with other operations) is never touched. Blocks (runs nft). */
+int ckpt_unlock_network_left(pid_t pid, nm_error *err);

@@ -116,7 +116,7 @@ static void on_async(uv_async_t *a) {
 /* ---- the call's life: begin on the loop, work, finish on the loop ------- */
 
 static void call_init(ckpt__call *call) {
-        *call = (ckpt__call){.dfd = -EBADF, .imgfd = -EBADF, .workfd = -EBADF};
+        *call = (ckpt__call){.dfd = -EBADF, .imgfd = -EBADF, .workfd = -EBADF, .keeper = -1};
 }
 
 /* Frees what the call holds; the results stay in the request. */
@@ -343,8 +343,11 @@ static int build_copts(ckpt__call *call, const ckpt_criu_opts *o, const char *cr
         if (criu_local_init_opts(&c) < 0)
                 return nm_error_set(err, -ENOMEM, "cannot set up libcriu options");
         call->copts = c;
-        if (criu_local_set_service_binary(c, criu_path) < 0 || criu_local_set_log_file(c, log) < 0)
+        if (criu_local_set_log_file(c, log) < 0)
                 return -ENOMEM;
+        /* swrk runs under a keeper of ours (criu_run): libcriu only talks. */
+        call->criu_bin = criu_path;
+        call->timeout_ms = o->timeout_ms ? o->timeout_ms : CKPT_CRIU_TIMEOUT_MS;
         criu_local_set_images_dir_fd(c, call->imgfd);
         criu_local_set_work_dir_fd(c, call->workfd);
         criu_local_set_log_level(c, o->log_level > 0 ? o->log_level : DEFAULT_LOG_LEVEL);
@@ -399,6 +402,51 @@ static void restore_signals(const sigset_t *old) {
         while (sigtimedwait(&pipe_only, NULL, &zero) == SIGPIPE)
                 ;
         pthread_sigmask(SIG_SETMASK, old, NULL);
+}
+
+/* One libcriu call (fn: criu_local_dump or criu_local_restore) with CRIU
+ * under a keeper (criu-keeper.c): bounded by the call's timeout, and what
+ * CRIU started is killed unless the call succeeded (a restore: > 0). Runs
+ * on the worker with the signal mask swrk must have. Returns what fn
+ * returned, with CRIU's errno in *ret_errno; a restore the keeper had to end
+ * after all (its deadline passed before the verdict) is -ETIMEDOUT. */
+static int criu_run(ckpt__call *call, int (*fn)(struct criu_opts *), int min_ok, int *ret_errno) {
+        ckpt__keeper k;
+        nm_error kerr = {};
+        int ret, r;
+
+        *ret_errno = 0;
+        r = ckpt__keeper_start(&k, call->criu_bin, call->timeout_ms, &kerr);
+        if (r < 0) {
+                call->keeper = CKPT__KEEPER_NO_CRIU;
+                *ret_errno = -r;
+                return r;
+        }
+        criu_local_set_service_fd(call->copts, k.sk);
+        ckpt__guard_set_keeper(call->guard, k.pid);
+        ret = fn(call->copts);
+        *ret_errno = errno;
+        k.sk = -EBADF; /* libcriu closed it */
+        call->keeper = ckpt__keeper_end(&k, ret >= min_ok);
+        if (ret >= min_ok && call->keeper != CKPT__KEEPER_KEPT && min_ok > 0)
+                return -ETIMEDOUT;
+        if (ret < min_ok && call->keeper == CKPT__KEEPER_TIMED_OUT)
+                return -ETIMEDOUT;
+        return ret;
+}
+
+/* What to say when CRIU did not finish in time, or ended without an
+ * answer. */
+static const char *criu_timeout_note(const ckpt__call *call, int ret, char *buf, size_t size) {
+        if (call->keeper == CKPT__KEEPER_TIMED_OUT)
+                snprintf(buf, size,
+                         "CRIU did not finish within %llu s; it and everything it had started were killed: ",
+                         (unsigned long long)(call->timeout_ms / 1000));
+        else if (call->keeper == CKPT__KEEPER_SWEPT && ret == -ECOMM)
+                snprintf(buf, size, "CRIU ended without answering; everything it had started was killed: ");
+        else
+                buf[0] = '\0';
+        return buf;
 }
 
 /* libcriu returns -EBADE when CRIU answered "failed", with CRIU's errno in
@@ -477,6 +525,59 @@ static void dump_discard(ckpt_dump_req *req) {
                 (void)rmdir(call->dir);
 }
 
+/* Seals name (relative to dfd) immutable. 1 sealed, 0 where the file
+ * system has no such flag, < 0 on error. */
+static int seal_at(int dfd, const char *name) {
+        _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        int r;
+        if (fd < 0)
+                return negative_errno();
+        r = fs_set_immutable(fd, true);
+        if (r == -ENOTTY || r == -EOPNOTSUPP)
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+/* Seals every file CRIU and the metadata wrote, before they are hashed:
+ * from here on nothing changes them without clearing the flag first
+ * (which a plain writer, even root's ordinary file access, cannot). */
+static int seal_images(ckpt_dump_req *req) {
+        ckpt__call *call = &req->call;
+        _cleanup_close_ int fd = openat(call->imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+        int r = 0, unsealable = 0;
+
+        if (fd < 0)
+                return nm_error_errno(&req->error, negative_errno(), "cannot list %s/%s", call->dir,
+                                      CKPT_IMAGES_DIR);
+        d = fdopendir(TAKE_FD(fd));
+        if (!d)
+                return nm_error_errno(&req->error, negative_errno(), "cannot list %s/%s", call->dir,
+                                      CKPT_IMAGES_DIR);
+        while (r >= 0 && (de = readdir(d))) {
+                if (de->d_type != DT_REG)
+                        continue;
+                r = seal_at(call->imgfd, de->d_name);
+                unsealable += r == 0;
+                if (r < 0)
+                        nm_error_errno(&req->error, r, "cannot seal %s/%s/%s", call->dir, CKPT_IMAGES_DIR,
+                                       de->d_name);
+        }
+        closedir(d);
+        if (r >= 0) {
+                r = seal_at(call->dfd, CKPT_METADATA_FILE);
+                unsealable += r == 0;
+                if (r < 0)
+                        nm_error_errno(&req->error, r, "cannot seal %s/%s", call->dir, CKPT_METADATA_FILE);
+        }
+        if (r >= 0 && unsealable)
+                snprintf(req->warning, sizeof(req->warning),
+                         "the file system of %s cannot seal files: the images stay writable until sent",
+                         call->dir);
+        return r < 0 ? r : 0;
+}
+
 /* Everything after CRIU's successful dump: the images are complete, the
  * source is gone. Nothing here may make them unusable. */
 static int dump_after(ckpt_dump_req *req) {
@@ -511,11 +612,21 @@ static int dump_after(ckpt_dump_req *req) {
         if (r < 0)
                 snprintf(req->warning, sizeof(req->warning), "image byte count not recorded in %s: %s",
                          CKPT_METADATA_FILE, nm_error_msg(&werr));
+        if (req->seal) {
+                r = seal_images(req);
+                if (r < 0) {
+                        nm_error_prefix(&req->error, "the dump succeeded (its images in %s are complete)",
+                                        call->dir);
+                        return r;
+                }
+        }
         if (!call->key)
                 return 0;
         t = ckpt__now_usec();
         r = ckpt_sign_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
         req->stats.sign_usec = ckpt__now_usec() - t;
+        if (r >= 0 && req->seal)
+                (void)seal_at(call->dfd, CKPT_HMAC_FILE);
         if (r < 0) {
                 nm_error_prefix(&req->error,
                                 "the dump succeeded (the container is no longer running; its images in %s "
@@ -577,6 +688,70 @@ static int dump_native_before(ckpt_dump_req *req) {
         return 0;
 }
 
+/* True once CRIU said its images were complete (post-dump: every image
+ * flushed, before the tasks are ended). */
+static bool dump_saw_post_dump(ckpt__call *call) {
+        bool seen = false;
+        pthread_mutex_lock(&call->lock);
+        for (unsigned i = 0; i < call->n_events && !seen; i++)
+                seen = strcmp(call->events[i].name, "post-dump") == 0;
+        pthread_mutex_unlock(&call->lock);
+        return seen;
+}
+
+/* CRIU's lock on the container's network, if CRIU left it: only in a
+ * network namespace of the container's own (the node's holds other
+ * operations' locks). */
+static void dump_unlock_network(ckpt_dump_req *req) {
+        nm_error uerr = {};
+        if (ckpt_unlock_network_left(req->pid, &uerr) < 0)
+                snprintf(req->warning, sizeof(req->warning), "%s", nm_error_msg(&uerr));
+}
+
+/* CRIU failed, died or was killed: what is left decides, never what CRIU
+ * said. The tasks still there: they run on as they were (resumed, if CRIU
+ * stopped them), the network lock CRIU may have left is removed, and
+ * nothing of the dump stays. The tasks gone: the images are the container
+ * if CRIU had said they were complete; they are signed now, so that a
+ * restore can verify them. */
+static void dump_failed(ckpt_dump_req *req, bool native) {
+        ckpt__call *call = &req->call;
+
+        req->source_running = pid_still(req->pid, req->start_ticks);
+        if (req->source_running) {
+                req->outcome = CKPT_DUMP_FAILED_RUNNING;
+                if (native || req->keep_stopped) {
+                        /* CRIU may have stopped them; those stopped before
+                         * stay so. */
+                        nm_error rerr = {};
+                        if (req->stopped_tasks.n == 0 && call->imgfd >= 0)
+                                (void)ckpt__stopped_tasks_at(call->imgfd, &req->stopped_tasks, &rerr);
+                        rerr = (nm_error){};
+                        (void)ckpt_source_resume(req->native, req->pid, req->start_ticks,
+                                                 &req->stopped_tasks, &rerr);
+                }
+                dump_unlock_network(req);
+                if (native)
+                        (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
+                dump_discard(req);
+                return;
+        }
+        req->outcome = CKPT_DUMP_FAILED_GONE;
+        if (req->lazy || native || !dump_saw_post_dump(call))
+                return;
+        /* dump_after fills req->error only on failure: keep CRIU's. */
+        nm_error crit = req->error;
+        req->error = (nm_error){};
+        if (dump_after(req) < 0) {
+                snprintf(req->warning, sizeof(req->warning), "the images CRIU completed cannot be used: %s",
+                         nm_error_msg(&req->error));
+                req->error = crit;
+                return;
+        }
+        req->error = crit;
+        req->outcome = CKPT_DUMP_FAILED_IMAGES;
+}
+
 static void dump_work(uv_work_t *w) {
         ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
         ckpt__call *call = &req->call;
@@ -616,25 +791,22 @@ static void dump_work(uv_work_t *w) {
         }
         unblock_signals(&old);
         t = ckpt__now_usec();
-        ret = criu_local_dump(call->copts);
-        e = errno;
+        ret = criu_run(call, criu_local_dump, 0, &e);
         req->stats.criu_usec = ckpt__now_usec() - t;
         restore_signals(&old);
         if (ret < 0) {
+                char tnote[160];
                 (void)ckpt__log_excerpt(call->workfd, DUMP_LOG, excerpt, sizeof(excerpt));
-                call->rc = nm_error_set(&req->error, criu_failure_code(ret, e),
-                                        "criu dump of pid %d failed: %s (log: %s/%s)", (int)req->pid,
+                call->rc = nm_error_set(&req->error, ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e),
+                                        "criu dump of pid %d failed: %s%s (log: %s/%s)", (int)req->pid,
+                                        criu_timeout_note(call, ret, tnote, sizeof(tnote)),
                                         excerpt[0] ? excerpt : strerror(-criu_failure_code(ret, e)),
                                         call->work_dir, DUMP_LOG);
-                req->source_running = pid_still(req->pid, req->start_ticks);
-                if (req->source_running) {
-                        if (native)
-                                (void)ckpt__cgroup_undo_dump(req->native, req->pid, NULL);
-                        dump_discard(req);
-                }
+                dump_failed(req, native);
                 return;
         }
         req->dumped = true;
+        req->outcome = CKPT_DUMP_OK;
         req->stopped = req->keep_stopped;
         if (native) {
                 call->rc = capture_root(req);
@@ -821,6 +993,7 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
          * complete then resumes it in place. */
         req->keep_stopped = (opts->leave_stopped || req->root_fd >= 0) && !opts->lazy;
         req->end_after = req->keep_stopped && !opts->leave_stopped;
+        req->seal = opts->seal && !opts->lazy;
         if (opts->lazy || req->keep_stopped) {
                 /* libcriu has no setter for a lazy dump, the page server's
                  * socket or leave-stopped: the RPC configuration file has
@@ -1191,6 +1364,51 @@ static int restore_native_after(ckpt_restore_req *req) {
         return 0;
 }
 
+static int pages_consumable(int imgfd);
+
+/* Right before CRIU: the page files are unsealed for CRIU's punching, under
+ * the guard (only CRIU and we may open them from here on). Without a guard
+ * they stay sealed and are read as usual. */
+static void restore_consume_start(ckpt_restore_req *req) {
+        ckpt__call *call = &req->call;
+        nm_error gerr = {};
+        int r;
+
+        if (!req->consume)
+                return;
+        if (ckpt__guard_start(call->imgfd, &req->guard, &gerr) < 0)
+                return; /* sealed, read as usual: consumed_pages says so */
+        call->guard = req->guard;
+        r = pages_consumable(call->imgfd);
+        req->consumed_pages = r > 0;
+        if (req->consumed_pages)
+                criu_local_set_auto_dedup(call->copts, true);
+}
+
+/* After CRIU: the guard's verdict. A page file changed by anyone but CRIU
+ * means the restored memory may not be what was verified: the copy (pid,
+ * when restored) is killed before anything can resume it. */
+static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
+        char msg[256];
+        int r;
+
+        if (!req->guard)
+                return 0;
+        r = ckpt__guard_stop(req->guard, msg, sizeof(msg));
+        req->guard = req->call.guard = NULL;
+        if (msg[0])
+                snprintf(req->warning, sizeof(req->warning), "%s", msg);
+        if (r >= 0)
+                return 0;
+        if (pid > 0) {
+                nm_error kerr = {};
+                uint64_t ticks = 0;
+                (void)ckpt_proc_start_ticks(pid, &ticks);
+                (void)ckpt_kill_tree(pid, ticks, &kerr);
+        }
+        return nm_error_set(&req->error, r, "%s: the restored copy was killed, nothing of it ran", msg);
+}
+
 static void restore_work(uv_work_t *w) {
         ckpt_restore_req *req = container_of(w, ckpt_restore_req, call.work);
         ckpt__call *call = &req->call;
@@ -1224,18 +1442,28 @@ static void restore_work(uv_work_t *w) {
                         return;
                 }
         }
+        restore_consume_start(req);
         unblock_signals(&old);
         t = ckpt__now_usec();
-        ret = criu_local_restore(call->copts);
-        e = errno;
+        ret = criu_run(call, criu_local_restore, 1, &e);
         req->stats.criu_usec = ckpt__now_usec() - t;
         restore_signals(&old);
+        if (ret > 0 && restore_consume_end(req, ret) < 0) {
+                call->rc = req->error.code;
+                if (req->desc)
+                        restore_native_undo(req);
+                return;
+        }
+        if (ret <= 0)
+                (void)restore_consume_end(req, 0);
         if (ret <= 0) {
-                int code = ret == 0 ? -EIO : criu_failure_code(ret, e);
+                int code = ret == 0 ? -EIO : ret == -ETIMEDOUT ? ret : criu_failure_code(ret, e);
+                char tnote[160];
                 (void)ckpt__log_excerpt(call->workfd, RESTORE_LOG, excerpt, sizeof(excerpt));
                 call->rc = nm_error_set(
                         &req->error, code,
-                        "criu restore of %s failed: %s (log: %s/%s; the images are untouched)", call->dir,
+                        "criu restore of %s failed: %s%s (log: %s/%s; the images are untouched)", call->dir,
+                        criu_timeout_note(call, ret, tnote, sizeof(tnote)),
                         excerpt[0] ? excerpt : strerror(-code), call->work_dir, RESTORE_LOG);
                 if (req->desc)
                         restore_native_undo(req);
@@ -1370,15 +1598,7 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
                 r = build_copts(call, &copts, req->criu_path, RESTORE_LOG, err);
         if (r < 0)
                 return r;
-        if (opts->consume_pages) {
-                r = pages_consumable(call->imgfd);
-                if (r < 0)
-                        return nm_error_errno(err, r, "cannot prepare %s/%s/pages-*.img for the restore",
-                                              dir, CKPT_IMAGES_DIR);
-                req->consumed_pages = r > 0;
-                if (req->consumed_pages)
-                        criu_local_set_auto_dedup(call->copts, true);
-        }
+        req->consume = opts->consume_pages;
         req->leave_stopped = opts->leave_stopped;
         if (opts->leave_stopped || opts->lazy_pages || req->desc) {
                 /* libcriu has no setter for RPC's leave_stopped nor for lazy

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "ckpt-internal.h"
 #include "ckpt.h"
 #include "fs-util.h"
 #include "macro.h"
@@ -246,6 +247,12 @@ static int nft_in(pid_t pid, char *const args[], char *out, size_t cap) {
                 if (errno != EINTR)
                         return negative_errno();
         return WIFEXITED(status) ? WEXITSTATUS(status) : -EIO;
+}
+
+int ckpt_unlock_network_left(pid_t pid, nm_error *err) {
+        if (ckpt__same_ns(pid, "net"))
+                return 0;
+        return ckpt_lazy_unlock_network(pid, err);
 }
 
 int ckpt_lazy_unlock_network(pid_t pid, nm_error *err) {

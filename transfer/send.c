@@ -77,6 +77,7 @@ struct xfer_send {
         ckpt_hmac *hmac; /* the tree HMAC, fed in canonical order */
         char *mig;
         char *bad_digest;
+        char expect_hmac[XFER_HMAC_HEX_MAX];
         size_t chunk_size, max_queued;
         uint64_t overall_ms, progress_ms;
         xfer_progress_cb progress;
@@ -388,6 +389,11 @@ static int finish_stream(xfer_send *x) {
         int r = ckpt_hmac_final(x->hmac, x->res.hmac, &he);
         if (r < 0)
                 return hash_error(x, r, &he, "the tree");
+        if (x->expect_hmac[0] && strcmp(x->expect_hmac, x->res.hmac) != 0)
+                return nm_error_set(&x->err, -EBADMSG,
+                                    "the images changed after they were signed (they hash to %.16s..., "
+                                    "signed %.16s...): not sent as good",
+                                    x->res.hmac, x->expect_hmac);
         if (x->binding && (r = x->binding(x->userdata, x->res.hmac, binding)) < 0)
                 return nm_error_set(&x->err, r, "cannot bind the images to migration %s", x->mig);
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
@@ -763,6 +769,8 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->userdata = userdata;
         x->cb = cb;
         x->mig = strdup(o->mig);
+        if (o->expect_hmac)
+                snprintf(x->expect_hmac, sizeof(x->expect_hmac), "%s", o->expect_hmac);
         x->bad_digest = o->test_bad_digest ? strdup(o->test_bad_digest) : NULL;
         x->sha = EVP_MD_CTX_new();
         x->file_mac = o->file_mac;

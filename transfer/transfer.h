@@ -214,6 +214,11 @@ typedef struct xfer_send_options {
          * into ret_hex (64 hex digits); < 0 fails the stream. The caller
          * knows what the images are bound to (transfer/ does not). */
         int (*binding)(void *userdata, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_MAX]);
+        /* The tree HMAC the images were signed with right after CRIU wrote
+         * them (hex; NULL or "": none). A stream whose bytes hash otherwise
+         * fails before IMAGES_DONE: the images changed after they were
+         * signed, and the target must never verify what CRIU did not write. */
+        const char *expect_hmac;
 } xfer_send_options;
 
 /* Streams the checkpoint directory dir_fd (<dir>/images/ flat files, then

@@ -516,6 +516,12 @@ int cmd_checkpoint(int argc, char **argv) {
                                 "%s checkpoint: note: %s %s was dumped and no longer runs; its images are "
                                 "in %s\n",
                                 cli_program, c->bare ? "process tree" : "container", c->id, dir);
+                else if (req.outcome == CKPT_DUMP_FAILED_IMAGES)
+                        fprintf(stderr,
+                                "%s checkpoint: note: CRIU failed after its images were complete and %s no "
+                                "longer runs; the images in %s are signed: restore it from them (restore "
+                                "-i)\n",
+                                cli_program, c->id, dir);
                 else if (req.source_running)
                         fprintf(stderr, "%s checkpoint: note: %s still runs\n", cli_program, c->id);
                 if (req.warning[0])

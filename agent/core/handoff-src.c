@@ -74,6 +74,7 @@ static const char *const event_names[_SRC_EVENT_MAX] = {
         [SRC_EV_DUMP_OK] = "dump-ok",
         [SRC_EV_DUMP_FAILED_RUNNING] = "dump-failed-running",
         [SRC_EV_DUMP_FAILED_GONE] = "dump-failed-gone",
+        [SRC_EV_DUMP_FAILED_IMAGES] = "dump-failed-images",
         [SRC_EV_STREAM_SENT] = "stream-sent",
         [SRC_EV_STREAM_FAILED] = "stream-failed",
         [SRC_EV_VERIFIED] = "VERIFIED",
@@ -743,6 +744,8 @@ static handoff_verdict on_dump_ended(step *st, const src_event *ev) {
         src_state *s = st->s;
         src_event_kind kind = ev->kind;
 
+        if (kind == SRC_EV_DUMP_FAILED_IMAGES && s->postcopy != SRC_PC_OFF)
+                return HANDOFF_REFUSED; /* a lazy dump's images never stand alone */
         if (postcopy_holds_tasks(s->postcopy))
                 return on_lazy_dump_ended(st, kind == SRC_EV_DUMP_OK);
         if (s->phase != SRC_DUMPING)
@@ -751,6 +754,16 @@ static handoff_verdict on_dump_ended(step *st, const src_event *ev) {
                 if (ev->held && s->postcopy == SRC_PC_OFF)
                         s->hold = SRC_HOLD_STOPPED;
                 images_ready(st);
+                return HANDOFF_TAKEN;
+        }
+        if (kind == SRC_EV_DUMP_FAILED_IMAGES) {
+                /* CRIU died after its images were complete and the tasks
+                 * are gone: those images are the container now. They are
+                 * journaled, then restored here (a failed dump does not
+                 * move it on). */
+                note(st, SRC_WHY_EVENT);
+                enter(st, SRC_DUMPED);
+                rollback(st);
                 return HANDOFF_TAKEN;
         }
         /* CRIU failed before the images were complete. */
@@ -988,7 +1001,8 @@ handoff_verdict src_step(const src_state *s, const src_event *ev, src_state *ret
         case SRC_EV_IMAGES_READY: v = on_images_ready(&st); break;
         case SRC_EV_DUMP_OK:
         case SRC_EV_DUMP_FAILED_RUNNING:
-        case SRC_EV_DUMP_FAILED_GONE: v = on_dump_ended(&st, ev); break;
+        case SRC_EV_DUMP_FAILED_GONE:
+        case SRC_EV_DUMP_FAILED_IMAGES: v = on_dump_ended(&st, ev); break;
         case SRC_EV_STREAM_SENT: v = on_stream_sent(&st); break;
         case SRC_EV_STREAM_FAILED: v = on_stream_failed(&st); break;
         case SRC_EV_VERIFIED: v = on_verified(&st); break;

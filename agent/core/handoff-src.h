@@ -140,7 +140,9 @@ typedef enum src_event_kind {
         SRC_EV_IMAGES_READY,        /* lazy dump's "post-dump": images complete, pages still here */
         SRC_EV_DUMP_OK,             /* CRIU's dump returned (lazy: every page was served) */
         SRC_EV_DUMP_FAILED_RUNNING, /* CRIU's dump failed and the tasks still run */
-        SRC_EV_DUMP_FAILED_GONE,    /* CRIU's dump failed and the tasks are gone */
+        SRC_EV_DUMP_FAILED_GONE,    /* CRIU's dump failed and the tasks are gone, no complete images */
+        SRC_EV_DUMP_FAILED_IMAGES,  /* CRIU failed after its images were complete (post-dump), the
+                                     * tasks are gone; the images were verified and signed */
         SRC_EV_STREAM_SENT,         /* every image sent, IMAGES_DONE too */
         SRC_EV_STREAM_FAILED,       /* the image stream failed */
         SRC_EV_VERIFIED,            /* the target checked every byte */

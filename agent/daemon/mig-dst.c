@@ -441,6 +441,8 @@ static void dst_restore_failed(mig *m, int status) {
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
+        if (req->warning[0])
+                log_ctx_warning(m->id, "restore: %s", req->warning);
         if (m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && !req->consumed_pages)
                 log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
                                     "flags): the restore read them as usual; they go when the move ends");
@@ -470,20 +472,21 @@ static void dst_restore_run(mig *m) {
          * and the receiver named each file only after its check and sealed it
          * (transfer/recv.c): what CRIU reads is what was hashed, with no
          * second read pass in the downtime. */
-        ckpt_restore_opts o = {.criu = {.criu = a->criu, .work_dir = work},
-                               .key = a->key,
-                               .key_len = a->key_len,
-                               .leave_stopped = true,
-                               .lazy_pages = lazy,
-                               /* The staging is restored once: what CRIU has
-                                * read it frees, and the restore reuses. Not
-                                * under post-copy, whose daemon reads the same
-                                * images. */
-                               .consume_pages = a->cfg.consume_staging && !lazy,
-                               /* Native: the root tmpfs under the work dir, the
-                                * cgroup below ours, the veth on our bridge. */
-                               .cgroup_root = m->cgroup_root,
-                               .bridge = a->cfg.bridge};
+        ckpt_restore_opts o = {
+                .criu = {.criu = a->criu, .work_dir = work, .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
+                .key = a->key,
+                .key_len = a->key_len,
+                .leave_stopped = true,
+                .lazy_pages = lazy,
+                /* The staging is restored once: what CRIU has
+                 * read it frees, and the restore reuses. Not
+                 * under post-copy, whose daemon reads the same
+                 * images. */
+                .consume_pages = a->cfg.consume_staging && !lazy,
+                /* Native: the root tmpfs under the work dir, the
+                 * cgroup below ours, the veth on our bridge. */
+                .cgroup_root = m->cgroup_root,
+                .bridge = a->cfg.bridge};
         m->restore.data = m;
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")

@@ -290,6 +290,7 @@ static int src_bind(void *ud, const char *tree_hex, char ret_hex[XFER_HMAC_HEX_M
 
 static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *signed_hmac = NULL;
         nm_error err = {};
         int r;
 
@@ -298,6 +299,8 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 nm_error_errno(&err, dfd, "cannot open %s", m->images_dir);
                 return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
         }
+        if (read_file_at(dfd, CKPT_HMAC_FILE, 256, &signed_hmac, NULL) >= 0)
+                signed_hmac[strcspn(signed_hmac, " \n")] = '\0';
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
         r = c ? 0 : nm_error_set(&err, -ENOTCONN, "the link to %s was lost before streaming", m->peer);
         if (r >= 0) {
@@ -312,6 +315,10 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
                 so.file_mac = f & PEER_FEATURE_FILE_MAC;
+                /* The bytes sent must hash as CRIU's did when they were
+                 * signed (checkpoint.hmac, sealed; a lazy dump's images
+                 * have none). */
+                so.expect_hmac = signed_hmac;
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
         if (r < 0)
@@ -378,6 +385,17 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                         m->t_dumped = now_usec();
                 if (lazy_ended)
                         log_ctx_warning(m->id, "the lazy dump failed: %s", req->error.msg);
+                if (req->outcome == CKPT_DUMP_FAILED_IMAGES) {
+                        /* The tasks are gone but CRIU had completed (and ckpt
+                         * signed) the images: they bring it back here. */
+                        log_ctx_warning(m->id,
+                                        "CRIU failed after its images were complete and the container's "
+                                        "tasks are gone; restoring it here from them: %s",
+                                        req->error.msg);
+                        mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_IMAGES), status, "dump failed: %s",
+                                        req->error.msg);
+                        return;
+                }
                 mig_feed_errorf(
                         m,
                         SRC_EV(req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE),
@@ -407,7 +425,10 @@ static void src_dump_start(mig *m) {
 
         snprintf(work, sizeof(work), "%s/%s-dump", a->criu_work_dir, m->id);
         ckpt_dump_opts o = {
-                .criu = {.criu = a->criu, .work_dir = work, .tcp = m->tcp},
+                .criu = {.criu = a->criu,
+                         .work_dir = work,
+                         .tcp = m->tcp,
+                         .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
@@ -420,6 +441,9 @@ static void src_dump_start(mig *m) {
                 .leave_stopped =
                         m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
                 .policy = m->policy,
+                /* What is signed stays: nothing changes the images before
+                 * they are sent. */
+                .seal = true,
         };
         m->dump.data = m;
         if (m->src.postcopy != SRC_PC_OFF) {
@@ -476,7 +500,9 @@ static void src_start_rollback(mig *m, unsigned attempt) {
                 mig_progress(m, "rolling back: restoring the container here");
         snprintf(work, sizeof(work), "%s/%s-rollback-%u", a->criu_work_dir, m->id, attempt);
         ckpt_restore_opts o = {
-                .criu = {.criu = a->criu, .work_dir = work}, .key = a->key, .key_len = a->key_len};
+                .criu = {.criu = a->criu, .work_dir = work, .timeout_ms = a->cfg.criu_timeout_s * 1000ULL},
+                .key = a->key,
+                .key_len = a->key_len};
         ckpt_restore_req_done(&m->rollback);
         memset(&m->rollback, 0, sizeof(m->rollback));
         m->rollback.data = m;
@@ -1090,6 +1116,17 @@ int mig_src_recover(agent *a, json_t *rec, src_tree tree, nm_error *err) {
                 nm_error e = {};
                 if (src_load_container(m, &e) < 0 && action != MIG_RECOVER_FORWARD)
                         log_ctx_warning(id, "cannot read the container from its images: %s", e.msg);
+        }
+        if (phase == SRC_DUMPING && tree == SRC_TREE_RUNNING) {
+                /* The dump died with the agent (its keeper killed CRIU):
+                 * CRIU's lock on the container's network may be left. */
+                nm_error e = {};
+                pid_t pid = (pid_t)json_integer_value(json_object_get(rec, "pid"));
+                int r = pid > 0 ? ckpt_unlock_network_left(pid, &e) : 0;
+                if (r < 0)
+                        log_ctx_warning(id, "%s", e.msg);
+                else if (r > 0)
+                        log_ctx_info(id, "removed the network lock CRIU left in the container's namespace");
         }
         mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_RECOVER, .tree = tree}});
         return 0;

@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Start-up: every migration the journal holds is finished or rolled back
- * (the handoff's cores decide which), and staging directories that no migration owns
- * are removed. */
+ * (the handoff's cores decide which), and staging directories and source
+ * images that no migration owns are removed. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -74,6 +76,60 @@ static void sweep_staging(agent *a) {
         closedir(d);
 }
 
+/* The phase a finished migration's archived record ended in; NULL when
+ * there is none (never started here, or pruned from done/). */
+static const char *done_phase(json_t *done, const char *id) {
+        json_t *rec;
+        size_t i;
+        json_array_foreach(done, i, rec) {
+                const char *rid = json_string_value(json_object_get(rec, "mig"));
+                if (rid && strcmp(rid, id) == 0)
+                        return json_string_value(json_object_get(rec, "phase"));
+        }
+        return NULL;
+}
+
+/* Source images are named after their migration. One that no migration
+ * owns is a leftover (a dump CRIU went on with after its agent died, a
+ * removal a crash cut short), except the images of a migration that ended
+ * `lost`, which are the container (the operator restores them), and a
+ * signed set nothing says anything about. */
+static void sweep_checkpoints(agent *a) {
+        _cleanup_close_ int fd = open_dir_nofollow(a->checkpoints_dir);
+        json_t *done = NULL;
+        struct dirent *de;
+        nm_error err = {};
+        DIR *d;
+
+        if (fd < 0 || journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
+                return;
+        d = fdopendir(dup(fd));
+        if (!d) {
+                json_decref(done);
+                return;
+        }
+        while ((de = readdir(d))) {
+                const char *phase;
+                char hmac[PATH_MAX];
+                if (de->d_name[0] == '.' || mig_find(a, de->d_name))
+                        continue;
+                phase = done_phase(done, de->d_name);
+                snprintf(hmac, sizeof(hmac), "%s/%s", de->d_name, CKPT_HMAC_FILE);
+                if ((phase && strcmp(phase, "lost") == 0) ||
+                    (!phase && faccessat(fd, hmac, F_OK, AT_SYMLINK_NOFOLLOW) == 0)) {
+                        log_warning("keeping images %s/%s: %s", a->checkpoints_dir, de->d_name,
+                                    phase ? "its migration ended lost, they are the container"
+                                          : "a complete, signed set no journal record accounts for");
+                        continue;
+                }
+                log_info("removing leftover images %s/%s (migration %s)", a->checkpoints_dir, de->d_name,
+                         phase ? phase : "unknown");
+                (void)rm_rf_at(fd, de->d_name);
+        }
+        closedir(d);
+        json_decref(done);
+}
+
 int recover_all(agent *a, nm_error *err) {
         json_t *active = NULL, *rec;
         size_t i;
@@ -91,6 +147,7 @@ int recover_all(agent *a, nm_error *err) {
         }
         json_decref(active);
         sweep_staging(a);
+        sweep_checkpoints(a);
         criu_logs_prune(a);
         return 0;
 }

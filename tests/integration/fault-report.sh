@@ -13,8 +13,8 @@ set -uo pipefail
 
 FX_BUILD=${NM_BUILD_DIR:-$(cd "$(dirname "$0")/../.." && pwd)/build}
 FM_RESULTS=${FM_RESULTS:-$FX_BUILD/fault-matrix}
-ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored after-committed)
-FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full)
+ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored after-committed criu-dump criu-restore)
+FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kill-start criu-kill-mid criu-kill-end criu-hang)
 [ $# -gt 0 ] && ROWS=("$@")
 
 declare -A CELL DETAIL

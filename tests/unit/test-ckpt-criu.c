@@ -594,6 +594,110 @@ static void test_restore_criu_failure_keeps_images(void **state) {
         tu_rm(dir);
 }
 
+/* A CRIU that never answers, and a task it forked that holds CRIU's
+ * socket (as a half-restored tree's init does): the restore still ends
+ * once its time is up, and both are gone, though nobody reported the
+ * task's pid. */
+/* The sleeper a stand-in CRIU left (its pid in dir/held.pid) is gone:
+ * reaped by the keeper (a reused pid would not be our sleeper). */
+static void assert_sleeper_gone(const char *dir) {
+        _cleanup_free_ char *pidtext = tu_read(dir, "held.pid", NULL);
+        pid_t pid = (pid_t)strtol(pidtext, NULL, 10);
+        char comm[64] = "", path[64];
+        FILE *f;
+
+        assert_true(pid > 0);
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+        f = fopen(path, "r");
+        if (f) {
+                size_t n = fread(comm, 1, sizeof(comm) - 1, f);
+                comm[n] = 0;
+                fclose(f);
+        }
+        assert_true(strcmp(comm, "sleep") != 0);
+}
+
+/* Restores with a stand-in CRIU whose body (after --version) is tail; the
+ * callback's status, and how long it took. */
+static int restore_with(const char *dir, const char *tail, uint64_t timeout_ms, ckpt_restore_req *req,
+                        uint64_t *ret_usec) {
+        _cleanup_free_ char *bin = tu_join(dir, "criu");
+        _cleanup_free_ char *held = tu_join(dir, "held.pid");
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        char text[1024];
+        uv_loop_t loop;
+        run r = {};
+        uint64_t t0;
+
+        snprintf(text, sizeof(text),
+                 "#!/bin/sh\n"
+                 "if [ \"$1\" = --version ]; then echo 'Version: 4.2.1'; exit 0; fi\n"
+                 "sleep 600 &\n"
+                 "echo $! > '%s'\n"
+                 "%s\n",
+                 held, tail);
+        tu_write(dir, "criu", text, strlen(text), 0755);
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        make_checkpoint(dir);
+        ckpt_restore_opts opts = {.criu = {.criu = criu, .timeout_ms = timeout_ms},
+                                  .verify = true,
+                                  .key = key32,
+                                  .key_len = sizeof(key32),
+                                  .leave_stopped = true};
+        assert_int_equal(uv_loop_init(&loop), 0);
+        *req = (ckpt_restore_req){.data = &r};
+        t0 = ckpt__now_usec();
+        assert_int_equal(ckpt_restore(&loop, req, ck, &opts, on_restored), 0);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        *ret_usec = ckpt__now_usec() - t0;
+        assert_int_equal(r.calls, 1);
+        return r.status;
+}
+
+/* A CRIU that never answers, and a task it forked that holds CRIU's
+ * socket (as a half-restored tree's init does): the restore still ends
+ * once its time is up, and both are gone, though nobody reported the
+ * task's pid. */
+static void test_restore_hung_criu_is_bounded(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        ckpt_restore_req req;
+        uint64_t took;
+
+        assert_int_equal(restore_with(dir, "exec sleep 600", 700, &req, &took), -ETIMEDOUT);
+        /* Bounded: the deadline, not the 600 s CRIU would have taken (the
+         * upper limit only guards against a hang on a busy machine). */
+        assert_true(took >= 700 * 1000);
+        assert_true(took < 120 * 1000 * 1000ULL);
+        assert_msg_contains(&req.error, "did not finish within");
+        assert_int_equal(req.pid, 0);
+        assert_sleeper_gone(dir);
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
+/* CRIU dies without answering while a task it forked holds its socket:
+ * libcriu would wait for ever. The keeper ends that task once the answer
+ * had time to arrive, far before the operation's own deadline. */
+static void test_restore_dead_criu_holder_swept(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        ckpt_restore_req req;
+        uint64_t took;
+        int status = restore_with(dir, "exit 1", 600 * 1000, &req, &took);
+
+        assert_true(status < 0);
+        assert_int_not_equal(status, -ETIMEDOUT);
+        assert_true(took < 120 * 1000 * 1000ULL);
+        assert_msg_contains(&req.error, "criu restore of");
+        assert_int_equal(req.pid, 0);
+        assert_sleeper_gone(dir);
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
 static void test_restore_sync_refusals(void **state) {
         (void)state;
         char *dir = tu_tmpdir();
@@ -725,6 +829,8 @@ int main(void) {
                 cmocka_unit_test(test_restore_refuses_tampered),
                 cmocka_unit_test(test_restore_waits_its_turn),
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),
+                cmocka_unit_test(test_restore_hung_criu_is_bounded),
+                cmocka_unit_test(test_restore_dead_criu_holder_swept),
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
         };

@@ -113,6 +113,11 @@ static const row rows[] = {
         {ST(DUMPING, READY), EV(DUMP_FAILED_RUNNING), SRC_FAILED, "note(event) send-ABORT " END("failed")},
         {ST(DUMPING), EV(DUMP_FAILED_RUNNING), SRC_FAILED, "note(event) " END("failed")},
         {ST(DUMPING, READY), EV(DUMP_FAILED_GONE), SRC_LOST, "note(event) send-ABORT " END("lost")},
+        /* CRIU died after its images were complete, the tasks are gone:
+         * the images (verified and signed by ckpt) bring it back here. */
+        {ST(DUMPING, READY), EV(DUMP_FAILED_IMAGES), SRC_ROLLING_BACK,
+         "note(event) journal(dumped) " ROLLBACK_ABORT},
+        {ST(DUMPING), EV(DUMP_FAILED_IMAGES), SRC_ROLLING_BACK, "note(event) journal(dumped) " ROLLBACK},
 
         /* the lazy dump's end, by phase and post-copy state */
         {ST(DUMPED, READY, PC(SERVING)), EV(DUMP_OK), SRC_DUMPED, ""},

@@ -1,0 +1,226 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The page files' guard: while a restore consumes the staged pages, their
+ * immutable seal is off (CRIU punches each page out once it is read), and
+ * only CRIU may touch them.
+ *
+ * The guard is a fanotify group with a permission mark on each page file's
+ * inode (whatever name or link reaches it): every open of one waits for the
+ * guard's answer. Opens by this process (the restore's own probe) and by
+ * the CRIU keeper's descendants (CRIU and the tasks it restores, which read
+ * their own pages) are allowed; any other is denied, so nothing else ever
+ * holds a descriptor that can write them. Writes that need no descriptor of
+ * one's own (truncate by name) are seen afterwards as modifications by a
+ * stranger, and fail the restore before the copy can resume. The marks go
+ * with the group when the guard stops (an open still waiting is then
+ * allowed by the kernel, and only CRIU's can be waiting). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fanotify.h>
+#include <unistd.h>
+
+#include "ckpt-internal.h"
+#include "fs-util.h"
+#include "macro.h"
+
+struct ckpt__guard {
+        int fan;
+        int stop[2];
+        pthread_t thread;
+        bool running;
+        _Atomic pid_t keeper; /* 0 until CRIU runs */
+        pthread_mutex_t lock;
+        unsigned denied, strange_writes;
+        pid_t first_pid; /* the first stranger */
+        char first_comm[32];
+};
+
+static pid_t parent_of(pid_t pid) {
+        char path[64], buf[1024];
+        _cleanup_close_ int fd = -EBADF;
+        ssize_t n;
+        char *p;
+
+        snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return 0;
+        n = read(fd, buf, sizeof(buf) - 1);
+        if (n <= 0)
+                return 0;
+        buf[n] = '\0';
+        p = strstr(buf, "\nPPid:");
+        return p ? (pid_t)strtol(p + 6, NULL, 10) : 0;
+}
+
+/* This process, or a descendant of the keeper (CRIU and its tree). */
+static bool allowed(ckpt__guard *g, pid_t pid) {
+        pid_t keeper = g->keeper;
+
+        if (pid == getpid())
+                return true;
+        for (int depth = 0; keeper > 0 && pid > 1 && depth < 64; depth++) {
+                if (pid == keeper)
+                        return true;
+                pid = parent_of(pid);
+        }
+        return false;
+}
+
+static void note_stranger(ckpt__guard *g, pid_t pid, bool denied) {
+        char path[64];
+        _cleanup_free_ char *comm = NULL;
+
+        snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+        (void)read_file_at(AT_FDCWD, path, 64, &comm, NULL);
+        pthread_mutex_lock(&g->lock);
+        if (denied)
+                g->denied++;
+        else
+                g->strange_writes++;
+        if (!g->first_pid) {
+                g->first_pid = pid;
+                snprintf(g->first_comm, sizeof(g->first_comm), "%s", comm ? comm : "?");
+                g->first_comm[strcspn(g->first_comm, "\n")] = '\0';
+        }
+        pthread_mutex_unlock(&g->lock);
+}
+
+static void handle(ckpt__guard *g, const struct fanotify_event_metadata *m) {
+        bool ok = allowed(g, m->pid);
+
+        if (m->mask & FAN_OPEN_PERM) {
+                struct fanotify_response resp = {.fd = m->fd, .response = ok ? FAN_ALLOW : FAN_DENY};
+                (void)!write(g->fan, &resp, sizeof(resp));
+                if (!ok)
+                        note_stranger(g, m->pid, true);
+        } else if ((m->mask & FAN_MODIFY) && !ok) {
+                note_stranger(g, m->pid, false);
+        }
+        if (m->fd >= 0)
+                close(m->fd);
+}
+
+static void *guard_main(void *arg) {
+        ckpt__guard *g = arg;
+        char buf[4096] __attribute__((aligned(__alignof__(struct fanotify_event_metadata))));
+
+        for (;;) {
+                struct pollfd p[2] = {{.fd = g->fan, .events = POLLIN},
+                                      {.fd = g->stop[0], .events = POLLIN}};
+                ssize_t n;
+
+                if (poll(p, 2, -1) < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        break;
+                }
+                if (p[0].revents & POLLIN) {
+                        n = read(g->fan, buf, sizeof(buf));
+                        if (n > 0) {
+                                const struct fanotify_event_metadata *m = (const void *)buf;
+                                for (; FAN_EVENT_OK(m, n); m = FAN_EVENT_NEXT(m, n))
+                                        if (m->vers == FANOTIFY_METADATA_VERSION)
+                                                handle(g, m);
+                        }
+                        continue; /* answer every waiting open before stopping */
+                }
+                if (p[1].revents)
+                        break;
+        }
+        return NULL;
+}
+
+static bool is_pages(const char *name) {
+        size_t n = strlen(name);
+        return strncmp(name, "pages-", 6) == 0 && n > 10 && strcmp(name + n - 4, ".img") == 0;
+}
+
+int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
+        ckpt__guard *g = calloc(1, sizeof(*g));
+        DIR *d = NULL;
+        struct dirent *de;
+        int fd, r = 0;
+
+        *ret = NULL;
+        if (!g)
+                return -ENOMEM;
+        g->fan = g->stop[0] = g->stop[1] = -EBADF;
+        pthread_mutex_init(&g->lock, NULL);
+        g->fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
+        if (g->fan < 0) {
+                r = nm_error_errno(err, negative_errno(), "cannot guard the staged pages (fanotify)");
+                goto fail;
+        }
+        fd = openat(imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        d = fd >= 0 ? fdopendir(fd) : NULL;
+        if (!d) {
+                r = nm_error_errno(err, negative_errno(), "cannot list the images to guard");
+                if (fd >= 0)
+                        close(fd);
+                goto fail;
+        }
+        while ((de = readdir(d)))
+                if (is_pages(de->d_name) &&
+                    fanotify_mark(g->fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_MODIFY, imgfd, de->d_name) < 0) {
+                        r = nm_error_errno(err, negative_errno(), "cannot guard %s (fanotify)", de->d_name);
+                        break;
+                }
+        closedir(d);
+        if (r < 0)
+                goto fail;
+        if (pipe2(g->stop, O_CLOEXEC) < 0) {
+                r = nm_error_errno(err, negative_errno(), "pipe2");
+                goto fail;
+        }
+        r = -pthread_create(&g->thread, NULL, guard_main, g);
+        if (r < 0) {
+                nm_error_errno(err, r, "cannot start the page files' guard");
+                goto fail;
+        }
+        g->running = true;
+        *ret = g;
+        return 0;
+fail:
+        (void)ckpt__guard_stop(g, NULL, 0);
+        return r;
+}
+
+void ckpt__guard_set_keeper(ckpt__guard *g, pid_t keeper) {
+        if (g)
+                g->keeper = keeper;
+}
+
+int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size) {
+        int r = 0;
+
+        if (!g)
+                return 0;
+        if (g->running) {
+                (void)!write(g->stop[1], "x", 1);
+                pthread_join(g->thread, NULL);
+        }
+        if (g->fan >= 0)
+                close(g->fan);
+        if (g->stop[0] >= 0)
+                close(g->stop[0]);
+        if (g->stop[1] >= 0)
+                close(g->stop[1]);
+        if (g->strange_writes)
+                r = -EBADMSG;
+        if (msg && size && (g->strange_writes || g->denied))
+                snprintf(msg, size,
+                         "%u change(s) and %u refused open(s) of the staged page files by another process "
+                         "(first: pid %d, %s) during the restore",
+                         g->strange_writes, g->denied, (int)g->first_pid, g->first_comm);
+        else if (msg && size)
+                msg[0] = '\0';
+        pthread_mutex_destroy(&g->lock);
+        free(g);
+        return r;
+}
