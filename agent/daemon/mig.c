@@ -289,3 +289,25 @@ void mig__release(mig *m) {
         m->native = ckpt_native_free(m->native);
         free(m->cgroup_root);
 }
+
+void mig_share_bandwidth(agent *a) {
+        unsigned n = 0;
+        mig *m;
+
+        LIST_FOREACH(migs, m, a->migs) {
+                if (m->streaming)
+                        n++;
+        }
+        if (!n)
+                return;
+        uint64_t share = !a->cfg.bandwidth ? 0 : a->cfg.bandwidth / n ? a->cfg.bandwidth / n : 1;
+        LIST_FOREACH(migs, m, a->migs) {
+                if (!m->streaming || m->rate_limit == share)
+                        continue;
+                m->rate_limit = share;
+                xfer_send_set_rate(m->send, share);
+                log_ctx_info(m->id,
+                             "streaming at up to %llu bytes/s: %u stream(s) share limits.bandwidth %llu",
+                             (unsigned long long)share, n, (unsigned long long)a->cfg.bandwidth);
+        }
+}
