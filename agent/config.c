@@ -245,6 +245,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->accept_new);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "parallel") == 0)
                 r = parse_uint(value, 1, 64, &c->parallel);
+        else if (strcmp(section, "limits") == 0 && strcmp(key, "peer_parallel") == 0)
+                r = parse_uint(value, 0, 64, &c->peer_parallel);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "staging_max") == 0)
                 r = parse_size(value, &c->staging_max);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "bandwidth") == 0)

@@ -66,6 +66,9 @@ typedef struct agent_config {
         bool accept_new;
         /* [limits] */
         unsigned parallel;
+        /* Destination migrations one peer may hold at once; 0: as many as
+         * `parallel` (set it lower so no single peer can take every slot). */
+        unsigned peer_parallel;
         uint64_t staging_max; /* bytes; 0: free space is the only bound */
         uint64_t bandwidth;   /* bytes/s; 0: unlimited */
         /* [peer NAME] */

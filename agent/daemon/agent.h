@@ -55,6 +55,7 @@ struct ctl_conn {
          * root session) what HELLO says. */
         char peer_node[PROTO_NAME_MAX + 1];
         unsigned refusals;                   /* messages refused for another's migration: logged up to a bound */
+        unsigned records_made;               /* RESOLVED records for ids this agent had none of (at most one) */
         unsigned features;                   /* the peer's HELLO: peer_feature bits */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if it sent none */
         mig *dest;                           /* the destination migration this peer session carries */

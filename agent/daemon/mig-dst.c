@@ -84,6 +84,15 @@ static int version_num(const char *v) {
         return (int)(part[0] * 10000 + part[1] * 100 + part[2]);
 }
 
+/* Destination migrations in flight that PEER offered. */
+static unsigned dst_peer_in_flight(agent *a, const char *peer) {
+        unsigned n = 0;
+        mig *m;
+        LIST_FOREACH(migs, m, a->migs)
+        n += !m->finished && m->role == MIG_ROLE_DEST && m->peer && strcmp(m->peer, peer) == 0;
+        return n;
+}
+
 static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_reject_code *ret_code,
                            char *why, size_t n) {
         nm_error err = {};
@@ -97,6 +106,13 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                 return *ret_code = PROTO_REJECT_BUSY,
                        snprintf(why, n, "%s is %s", a->cfg.node,
                                 a->stopping ? "shutting down" : "at its limit of parallel migrations"),
+                       -1;
+        /* One peer's share of the slots: a holder of one node's key cannot
+         * keep every other node's moves out. */
+        if (a->cfg.peer_parallel && dst_peer_in_flight(a, cc->peer_node) >= a->cfg.peer_parallel)
+                return *ret_code = PROTO_REJECT_BUSY,
+                       snprintf(why, n, "%s already holds %u migration(s) from %s, its share (limits.peer_parallel)",
+                                a->cfg.node, a->cfg.peer_parallel, cc->peer_node),
                        -1;
         if (!ckpt_container_id_valid(o->container_id))
                 return *ret_code = PROTO_REJECT_INVALID, snprintf(why, n, "invalid container id"), -1;

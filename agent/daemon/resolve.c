@@ -141,6 +141,15 @@ void resolve_record(ctl_conn *cc, const proto_resolved *r) {
                 json_decref(res);
                 return;
         }
+        /* A resolve sends one RESOLVED per session: more records for ids
+         * this agent never had would be a peer filling its journal. */
+        if (cc->records_made++ > 0) {
+                log_ctx_warning(r->mig, "%s sent another RESOLVED for a migration unknown here on session %llu: "
+                                "not recorded (one per session)",
+                                cc->peer_node, (unsigned long long)cc->session);
+                json_decref(res);
+                return;
+        }
         json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I}", "mig", r->mig, "role", "source", "phase",
                                 r->outcome == PROTO_OUTCOME_COMMITTED ? "done" : "failed", "peer",
                                 cc->peer_node, "resolution", res, "ended_ms", (json_int_t)unix_ms());

@@ -129,6 +129,39 @@ as n1 quota-one hello "expect HELLO" "offer q1 bytes=1048576" "expect ACCEPT" "f
 pc_clean n2 "$pid2"
 logged "staging quota: 60000000 more bytes refused"
 
+t_log "one peer's share of the slots: its second move waits, another peer's goes on"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set limits.peer_parallel=1" fx_agent_start n2
+pid2=$(fx_agent_pid n2)
+fifo=$FX_ROOT/share.fifo
+mkfifo "$fifo"
+pc_ssh n3 n2 <"$fifo" >"$FX_ROOT/pc-share.out" 2>&1 &
+holder=$!
+exec 7>"$fifo"
+printf '%s\n' hello "expect HELLO" "offer share1" "expect ACCEPT" "file share1 images/a 100000000" >&7
+t_wait_until 30 "node3's first offer accepted" grep -q "^< ACCEPT" "$FX_ROOT/pc-share.out" ||
+	t_fail "node3's first offer was not accepted: $(cat "$FX_ROOT/pc-share.out")"
+(while printf '%s\n' "data share1 65536"; do sleep 0.5; done) >&7 2>/dev/null &
+feeder=$!
+as n3 share-second hello "expect HELLO" "offer share2 container=0123456789abcdef0123456789abcde2" \
+	"expect REJECT node2 already holds 1 migration(s) from node3, its share (limits.peer_parallel)"
+as n1 share-other hello "expect HELLO" "offer share3 container=0123456789abcdef0123456789abcde3" "expect ACCEPT" "abort share3 done"
+kill "$feeder"
+wait "$feeder" 2>/dev/null || true
+printf '%s\n' "abort share1 done" >&7
+exec 7>&-
+wait "$holder" || t_fail "node3's first session failed: $(cat "$FX_ROOT/pc-share.out")"
+pc_clean n2 "$pid2"
+logged "refusing container .* from node3: node2 already holds 1 migration(s) from node3"
+
+t_log "RESOLVED for migrations node2 never had: one record per session, no more"
+as n3 resolved-unknown hello "expect HELLO" "map t=u:38 mig=s:unknown1 outcome=s:aborted reason=s:settled" \
+	"map t=u:38 mig=s:unknown2 outcome=s:aborted reason=s:settled" node-info-req "expect NODE_INFO"
+t_wait_until 30 "node2 records the first" test -f "$(fx_dir n2)/migrate/journal/done/unknown1.json" ||
+	t_fail "node2 did not record the first RESOLVED"
+logged "node3 sent another RESOLVED for a migration unknown here on session [0-9]*: not recorded"
+[ ! -e "$(fx_dir n2)/migrate/journal/done/unknown2.json" ] || t_fail "node2 recorded a second RESOLVED on one session"
+
 t_log "the agents still move containers, both ways"
 fx_nm n2 migrate "$cid" node1 >/dev/null || t_fail "the move back to node1 failed"
 t_assert_eq "$(fx_ctr_where "$cid")" n1 "the container after the move back"
