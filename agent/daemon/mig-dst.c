@@ -111,7 +111,8 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
          * keep every other node's moves out. */
         if (a->cfg.peer_parallel && dst_peer_in_flight(a, cc->peer_node) >= a->cfg.peer_parallel)
                 return *ret_code = PROTO_REJECT_BUSY,
-                       snprintf(why, n, "%s already holds %u migration(s) from %s, its share (limits.peer_parallel)",
+                       snprintf(why, n,
+                                "%s already holds %u migration(s) from %s, its share (limits.peer_parallel)",
                                 a->cfg.node, a->cfg.peer_parallel, cc->peer_node),
                        -1;
         if (!ckpt_container_id_valid(o->container_id))

@@ -144,7 +144,8 @@ void resolve_record(ctl_conn *cc, const proto_resolved *r) {
         /* A resolve sends one RESOLVED per session: more records for ids
          * this agent never had would be a peer filling its journal. */
         if (cc->records_made++ > 0) {
-                log_ctx_warning(r->mig, "%s sent another RESOLVED for a migration unknown here on session %llu: "
+                log_ctx_warning(r->mig,
+                                "%s sent another RESOLVED for a migration unknown here on session %llu: "
                                 "not recorded (one per session)",
                                 cc->peer_node, (unsigned long long)cc->session);
                 json_decref(res);
