@@ -49,6 +49,7 @@ static void test_config_file_and_overrides(void **state) {
                                                     "accept_new = yes\n"
                                                     "[limits]\n"
                                                     "parallel = 3\n"
+                                                    "peer_parallel = 1\n"
                                                     "staging_max = 2G\n"
                                                     "[peer node2]\n"
                                                     "host = 198.18.0.2\n"
@@ -65,6 +66,7 @@ static void test_config_file_and_overrides(void **state) {
         assert_int_equal(c.idle_timeout_s, 7);
         assert_true(c.accept_new);
         assert_int_equal(c.parallel, 3);
+        assert_int_equal(c.peer_parallel, 1);
         assert_int_equal(c.staging_max, 2ULL << 30);
         assert_int_equal(c.n_peers, 1);
         const agent_peer *p = agent_config_peer(&c, "node2");
