@@ -125,6 +125,16 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                        snprintf(why, n, "container %s is already being moved here (migration %s)",
                                 o->container_id, m->id),
                        -1;
+        /* Checked at IMAGES_DONE anyway; refused here, an older source
+         * is told before it freezes anything, not after it streamed. */
+        if (!(cc->features & PEER_FEATURE_BINDING))
+                return *ret_code = PROTO_REJECT_INCOMPATIBLE,
+                       snprintf(why, n,
+                                "%s does not bind its image sets to their migration (HELLO lists no "
+                                "\"binding\": "
+                                "an older nucleus-migrate); upgrade it to move containers to %s",
+                                cc->peer_node, a->cfg.node),
+                       -1;
         if (version_num(o->criu_version) > (int)a->criu->version_num)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
                        snprintf(why, n, "images from CRIU %s cannot be restored by CRIU %s here",

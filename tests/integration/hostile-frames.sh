@@ -83,6 +83,10 @@ fx_nm n2 status --json | grep -q '"cordoned":false' || t_fail "a peer's CORDON t
 t_log "offers the destination refuses"
 case_ssh offer-twice hello "expect HELLO" "offer o1" "expect ACCEPT" "offer o2" "expect ERROR one migration per session"
 case_ssh offer-lazy hello "expect HELLO" "offer o3 lazy=1" "expect REJECT post-copy offered, but the source did not announce"
+# An older source (no "binding" in HELLO) is refused at its OFFER, before it
+# freezes anything, not after it streamed an image set the target refuses.
+case_ssh offer-unbound "hello features=zstd,file-mac" "expect HELLO" "offer o9" \
+	"expect REJECT does not bind its image sets to their migration (HELLO lists no \"binding\""
 case_ssh offer-newer-criu hello "expect HELLO" "offer o4 criu=99.0.0" "expect REJECT images from CRIU 99.0.0 cannot be restored"
 case_ssh offer-newer-kernel hello "expect HELLO" "offer o5 kernel=99.0.0" "expect REJECT the source runs kernel 99.0.0"
 case_ssh offer-no-space hello "expect HELLO" "offer o6 bytes=9000000000000000" "expect REJECT staging has"

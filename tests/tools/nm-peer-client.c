@@ -16,7 +16,7 @@
  * and exits 1; an unusable script or transport exits 2; 0 otherwise.
  *
  * Sending (MIG is a migration id; numbers are decimal or 0x hex):
- *   hello [role=peer|cli] [node=NAME] [version=N] [min=N]
+ *   hello [role=peer|cli] [node=NAME] [version=N] [min=N] [features=A,B] (default: binding)
  *                                       (node: --node, else "hostile")
  *   offer MIG [container=ID] [name=TEXT] [bytes=N] [criu=VER] [kernel=REL]
  *             [lazy=0|1] [metadata=@FILE|TEXT]
@@ -344,6 +344,26 @@ static uint64_t parse_u64(client *c, const char *s) {
 }
 
 /* key=value among args[from..n); NULL if absent. */
+/* What an honest peer of this build lists in HELLO unless told otherwise:
+ * "binding", without which an agent refuses every OFFER. */
+static const char *const default_features[] = {"binding"};
+#define HELLO_FEATURES_MAX 8
+
+/* HELLO's features: "features=a,b" lists them ("features=" none), else the
+ * defaults. SPEC is cut in place; V holds pointers into it. */
+static proto_strv hello_features(char *spec, const char *v[HELLO_FEATURES_MAX]) {
+        char *save = NULL, *tok;
+        size_t n = 0;
+
+        if (!spec)
+                return (proto_strv){.v = default_features,
+                                    .n = sizeof(default_features) / sizeof(*default_features)};
+        for (tok = strtok_r(spec, ",", &save); tok && n < HELLO_FEATURES_MAX;
+             tok = strtok_r(NULL, ",", &save))
+                v[n++] = tok;
+        return (proto_strv){.v = v, .n = n};
+}
+
 static const char *opt(char **args, size_t n, size_t from, const char *key) {
         size_t k = strlen(key);
         for (size_t i = from; i < n; i++)
@@ -783,13 +803,16 @@ static void run_line(client *c, char *line) {
         if (strcmp(cmd, "hello") == 0) {
                 const char *role = opt(args, n, 1, "role"), *node = opt(args, n, 1, "node"),
                            *ver = opt(args, n, 1, "version"), *min = opt(args, n, 1, "min");
+                const char *fv[HELLO_FEATURES_MAX];
+                proto_strv features = hello_features((char *)opt(args, n, 1, "features"), fv);
                 proto_msg m = {
                         .type = PROTO_MSG_HELLO,
                         .hello = {.version = ver ? (uint32_t)parse_u64(c, ver) : PROTO_VERSION,
                                   .min_version = min ? (uint32_t)parse_u64(c, min) : PROTO_MIN_VERSION,
                                   .node = node ? node : c->node,
                                   .role = role && strcmp(role, "cli") == 0 ? PROTO_ROLE_CLI
-                                                                           : PROTO_ROLE_PEER}};
+                                                                           : PROTO_ROLE_PEER,
+                                  .features = features}};
                 send_msg(c, &m);
         } else if (strcmp(cmd, "offer") == 0) {
                 NEED(1);
@@ -995,7 +1018,8 @@ static int flood(const char *socket_path, unsigned n, uint64_t timeout_ms, uint6
                                    .hello = {.version = PROTO_VERSION,
                                              .min_version = PROTO_MIN_VERSION,
                                              .node = relay ? relay : "flood",
-                                             .role = PROTO_ROLE_PEER}};
+                                             .role = PROTO_ROLE_PEER,
+                                             .features = hello_features(NULL, NULL)}};
                 proto_msg first = {.type = PROTO_MSG_RELAY, .relay = {.peer = relay}};
                 proto_buf out = {};
                 bool ok;
