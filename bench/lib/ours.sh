@@ -79,18 +79,23 @@ ours_available() {
 
 ours__work_dir() { echo "$(b_img_dir "$1")/agent"; }
 
-# ours__agent_start NODE: the provisioned agent, its work directory on the
-# node's tmpfs; waits until it answers on its socket.
+# ours__agent_start NODE [ENV=VALUE...]: the provisioned agent, its work
+# directory on the node's tmpfs, in the node's memory cgroup (the keeper and
+# CRIU follow it there); waits until it answers on its socket. ENV such as
+# NM_FAULT=fail=dest-restore (agent/daemon/fault.c) goes into its
+# environment.
 ours__agent_start() {
 	local n=$1 pid s sets=()
+	shift
 	for s in $OURS_AGENT_SET; do sets+=(--set "$s"); done
 	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
-	nsenter --net="/run/netns/$(fx_ns "$n")" -- "$NM_BUILD_DIR/agent/nucleus-agent" --config "$(fx_conf "$n")" \
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- env "$@" "$NM_BUILD_DIR/agent/nucleus-agent" --config "$(fx_conf "$n")" \
 		--log-level info --set "agent.work_dir=$(ours__work_dir "$n")" \
 		--set "ssh.idle_timeout=$OURS_IDLE_TIMEOUT" "${sets[@]}" >>"$(fx_agent_log "$n")" 2>&1 &
 	pid=$!
 	echo "$pid" >"$(fx_dir "$n")/agent.fxpid"
 	fx_track_pid "$pid"
+	b_mem_join "$n" "$pid"
 	t_wait_until 10 "agent on $n" fx_agent_up "$n" || {
 		tail -n 20 "$(fx_agent_log "$n")" >&2
 		b_log "the agent on $n did not come up"
@@ -100,6 +105,18 @@ ours__agent_start() {
 
 ours_setup() {
 	ours__agent_start n1 && ours__agent_start n2
+}
+
+# ours_agent_restart NODE [ENV=VALUE...]: NODE's agent again, with ENV (none:
+# as ours_setup starts it).
+ours_agent_restart() {
+	local n=$1 pid
+	pid=$(fx_agent_pid "$n")
+	if [ -n "$pid" ]; then
+		kill -TERM "$pid" 2>/dev/null
+		t_wait_until 30 "agent on $n exits" bash -c "! kill -0 $pid 2>/dev/null" || return 1
+	fi
+	ours__agent_start "$@"
 }
 
 # ours_migrate FROM TO ID MODE: prints pid=, the stage times and img_bytes
