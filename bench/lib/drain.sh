@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # A node drain: COUNT nm-memhog containers of MIB MiB on n1, all moved to
-# n2. Ours: one `nucleus-migrate drain` on n1 with its defaults (targets:
-# every peer; parallelism: the CLI's default, capped by limits.parallel).
+# n2. Ours: one `nucleus-migrate drain --to node2` on n1 (parallelism: the
+# CLI's default, capped by limits.parallel).
 # Baseline: the hand-made move (lib/baseline.sh) of each container, one
 # after the other, as an operator's loop would. Measured the same way:
 #   wall      from the drain's start to its end (the last container running
@@ -21,18 +21,6 @@ b_drain_start() {
 		read -r id pid < <(b_hog_start n1 "$name" "$mib" mixed) || return 1
 		echo "$name $id $pid $(fx_start_ticks "$pid")"
 	done
-}
-
-# b_drain_ours: the drain itself; prints the number of containers it moved.
-b_drain_ours() {
-	local out res
-	out=$(fx_nm n1 drain --json)
-	res=$(grep '"event": *"result"' <<<"$out" | tail -n1)
-	fx_nm n1 uncordon >/dev/null 2>&1 || b_log "cannot uncordon n1 after the drain"
-	[ -n "$res" ] || { b_log "ours: the drain gave no result: $(tail -n 3 <<<"$out")"; return 1; }
-	jq -r '.result.moved // 0' <<<"$res"
-	[ "$(jq -r '.result.failed // 0' <<<"$res")" = 0 ] ||
-		b_log "ours: some moves of the drain failed: $(jq -c '[.result.items[] | select(.outcome != "done") | .error]' <<<"$res")"
 }
 
 # b_drain_baseline LIST: moves each "<name> <id> <pid>" of LIST in turn;
@@ -64,7 +52,7 @@ b_drain_once() {
 	done <<<"$list"
 	t0=$(b_now)
 	case $method in
-	ours) out=$(b_drain_ours) ;;
+	ours) out=$(ours_drain n1 n2) ;;
 	baseline) out=$(b_drain_baseline "$list") ;;
 	esac
 	rc=$?

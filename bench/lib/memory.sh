@@ -107,7 +107,7 @@ b_mem__usage() {
 b_mem__ctr_rss() {
 	local cg=$1 p k v u sum=0
 	while read -r p; do
-		[ /proc/$p/ns/pid -ef /proc/self/ns/pid ] && continue
+		[ "/proc/$p/ns/pid" -ef /proc/self/ns/pid ] && continue
 		# A task may end between the two reads.
 		{ while read -r k v u; do
 			[ "$k" = RssAnon: ] && { sum=$((sum + v * 1024)); break; }

@@ -430,6 +430,7 @@ container running on node 2. Downtime: each container's own largest tick gap; wo
 $n containers of a run. Cells: median (min–max) over successful runs.
 
 $(b_load_warning "$m")
+
 | method | runs ok | wall s | worst downtime s | median downtime s |
 | --- | --- | --- | --- | --- |
 EOF
@@ -466,6 +467,7 @@ the tree), from the moment the images arrived. Rollback: from the failure to the
 on node 1 again (its own clock). Downtime: the whole freeze. Cells: median (min–max) over successful runs.
 
 $(b_load_warning "$m")
+
 | size | heap | method | runs ok | rollback s | failure seen after s | downtime s | total s |
 | --- | --- | --- | --- | --- | --- | --- | --- |
 EOF
@@ -632,6 +634,7 @@ Our tool: $(b_meta "$m" ours).
 Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.
 
 $(b_load_warning "$m")
+
 EOF
 	awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s | while IFS=$'\t' read -r mib kind; do
 		echo "### $mib MiB, $kind heap"
@@ -708,6 +711,7 @@ connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and
 MB/s = payload bytes / 10^6 / wall seconds.
 
 $(b_load_warning "$m")
+
 
 | heap | method | runs ok | MB/s | seconds | wire MB |
 | --- | --- | --- | --- | --- | --- |

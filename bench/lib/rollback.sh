@@ -33,21 +33,6 @@ b_log_stamp() {
 
 b_size() { stat -c %s "$1" 2>/dev/null || echo 0; }
 
-# b_rollback_ours ID: the failing move; prints fail_at= seen_at= (epoch s).
-b_rollback_ours() {
-	local id=$1 l1 l2 o1 o2 out rc
-	l1=$(fx_agent_log n1) l2=$(fx_agent_log n2)
-	o1=$(b_size "$l1") o2=$(b_size "$l2")
-	out=$(fx_nm n1 migrate "$id" "$(fx_node_name n2)" --json)
-	rc=$?
-	grep -q '"outcome": *"rolled-back"' <<<"$out" || {
-		b_log "ours: expected a rollback (exit 4), got exit $rc: $(tail -n1 <<<"$out")"
-		return 1
-	}
-	echo "fail_at=$(b_log_stamp "$l2" "$o2" 'fault injection: failing dest-restore')"
-	echo "seen_at=$(b_log_stamp "$l1" "$o1" 'source [a-z-]+ -> rolling-back')"
-}
-
 # b_rollback_baseline PID NAME: dump and transfer as baseline_migrate, then
 # the restore on n1; prints fail_at= seen_at=.
 b_rollback_baseline() {
@@ -86,7 +71,7 @@ b_rollback_once() {
 	t0=$(b_now)
 	case $method in
 	baseline) out=$(b_rollback_baseline "$pid" "$name") ;;
-	ours) out=$(b_rollback_ours "$id") ;;
+	ours) out=$(ours_failed_move n1 n2 "$id") ;;
 	esac
 	rc=$?
 	t1=$(b_now)
