@@ -57,8 +57,9 @@
 #   ours_failed_move FROM TO ID
 #       A move of ID that TO fails at the restore (after ours_agent_restart
 #       TO NM_FAULT=fail=dest-restore); returns once FROM rolled back, non-
-#       zero when it did not. Prints fail_at=T (when TO failed) and
-#       seen_at=T (when FROM knew), epoch seconds.
+#       zero when it did not. Prints fail_at=T (when TO failed), seen_at=T
+#       (when FROM knew) and, optionally, back_at=T (when FROM says the
+#       container runs again), epoch seconds.
 #
 #   ours_cleanup FROM TO ID
 #       Removes whatever a run left (staging directories, journals) so that
@@ -240,8 +241,9 @@ ours_drain() {
 
 # ours_failed_move FROM TO ID: a move that TO's agent (restarted with
 # NM_FAULT=fail=dest-restore) fails at its restore; returns once FROM rolled
-# back. Prints fail_at= (TO's agent logging the injected failure) and
-# seen_at= (FROM's agent journaling rolling-back), epoch seconds.
+# back. Prints fail_at= (TO's agent logging the injected failure), seen_at=
+# (FROM's agent journaling rolling-back) and back_at= (FROM's agent saying
+# the container runs again), epoch seconds.
 ours_failed_move() {
 	local from=$1 to=$2 id=$3 l1 l2 o1 o2 out rc
 	l1=$(fx_agent_log "$from") l2=$(fx_agent_log "$to")
@@ -254,6 +256,7 @@ ours_failed_move() {
 	}
 	echo "fail_at=$(b_log_stamp "$l2" "$o2" 'fault injection: failing dest-restore')"
 	echo "seen_at=$(b_log_stamp "$l1" "$o1" 'source [a-z-]+ -> rolling-back')"
+	echo "back_at=$(b_log_stamp "$l1" "$o1" 'rolled back: container')"
 }
 
 # ours_cleanup FROM TO ID: what a run leaves: the container's state file

@@ -6,7 +6,7 @@
 B_METRICS_MIGRATE=downtime_s,total_s,wire_bytes,img_bytes,dump_s,xfer_s,restore_s,src_extra_bytes,dst_extra_bytes,src_shmem_bytes,dst_shmem_bytes
 B_METRICS_STREAM=mb_per_s,seconds,wire_bytes,payload_bytes
 B_METRICS_DRAIN=wall_s,worst_downtime_s,median_downtime_s
-B_METRICS_ROLLBACK=rollback_s,seen_s,downtime_s,total_s
+B_METRICS_ROLLBACK=rollback_s,seen_s,back_s,downtime_s,total_s
 
 # b_meta FILE KEY: a value from a .meta file (key=value lines).
 b_meta() { [ -f "$1" ] && sed -n "s/^$2=//p" "$1" | head -n1; }
@@ -373,16 +373,17 @@ b_report_targets() {
 	echo
 }
 
-# b_load_warning META: a loud line when the machine was busy when a run
-# started (1-minute load average above 1 on these 2 cores): such numbers
-# check the plumbing and are not the figures.
+# b_load_warning META: a loud paragraph (after a blank line) when other work
+# ran when a run started (the CPU over 25% busy in the second before it, or
+# a 1-minute load average above the 2 cores): such numbers check the
+# plumbing and are not the figures.
 b_load_warning() {
-	local l
+	local l b
 	l=$(b_meta "$1" load_before | cut -d' ' -f1)
-	[ -n "$l" ] || return 0
-	awk -v l="$l" 'BEGIN { exit !(l > 1.0) }' || return 0
-	echo "**Loaded machine (1-minute load average $l at the start): a plumbing check, not the figures; rerun on an idle machine.**"
-	echo
+	b=$(b_meta "$1" busy_before)
+	awk -v l="${l:-0}" -v b="${b%\%}" 'BEGIN { exit !(l > 2.0 || b + 0 > 25) }' || return 0
+	printf '\n\n**Loaded machine (load average %s, CPU %s busy at the start): a plumbing check, not the figures; rerun on an idle machine.**' \
+		"$(b_meta "$1" load_before)" "$b"
 }
 
 # b_report_memory STATS: the memory table, for the sizes sampled.
@@ -424,12 +425,10 @@ b_report_drain() {
 Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
 Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours); a drain without \`--parallel\` runs $(b_meta "$m" drain_parallel) moves at once.
-$n mixed-heap containers of $mib MiB on node 1, all moved to node 2: ours by one \`nucleus-migrate drain\`
-with its defaults, the baseline by its hand-made move of each in turn. Wall: from the start to the last
+$n mixed-heap containers of $mib MiB on node 1, all moved to node 2: ours by one \`nucleus-migrate drain
+--to node2\` at its default parallelism, the baseline by its hand-made move of each in turn. Wall: from the start to the last
 container running on node 2. Downtime: each container's own largest tick gap; worst and median over the
-$n containers of a run. Cells: median (min–max) over successful runs.
-
-$(b_load_warning "$m")
+$n containers of a run. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
 
 | method | runs ok | wall s | worst downtime s | median downtime s |
 | --- | --- | --- | --- | --- |
@@ -464,20 +463,18 @@ A move whose restore fails on node 2. Ours: node 2's agent runs with \`NM_FAULT=
 the failure is that agent's log line, "seen" is node 1's agent journaling \`rolling-back\` (both stamped
 in ms). Baseline: after its dump and transfer, \`criu restore\` of its own images on node 1 (its dump ended
 the tree), from the moment the images arrived. Rollback: from the failure to the container's first tick
-on node 1 again (its own clock). Downtime: the whole freeze. Cells: median (min–max) over successful runs.
+on node 1 again (its own clock). Downtime: the whole freeze. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
 
-$(b_load_warning "$m")
-
-| size | heap | method | runs ok | rollback s | failure seen after s | downtime s | total s |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| size | heap | method | runs ok | rollback s | failure seen after s | mover says running after s | downtime s | total s |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 EOF
 	while IFS=$'\t' read -r mib kind; do
 		for method in baseline ours; do
 			row=$(awk -F'\t' -v a="$mib" -v b="$kind" -v c="$method" '$1 == a && $2 == b && $3 == c' <<<"$stats")
-			[ -n "$row" ] || { echo "| $mib MiB | $kind | $(b_method_label "$method") | not run (missing) | | | | |"; continue; }
-			printf '| %s MiB | %s | %s | %s/%s | %s | %s | %s | %s |\n' "$mib" "$kind" "$(b_method_label "$method")" \
-				"$(cut -f4 <<<"$row")" "$(cut -f5 <<<"$row")" \
-				"$(b_cell_m "$row" 0 1 3)" "$(b_cell_m "$row" 1 1 3)" "$(b_cell_m "$row" 2 1 3)" "$(b_cell_m "$row" 3 1 3)"
+			[ -n "$row" ] || { echo "| $mib MiB | $kind | $(b_method_label "$method") | not run (missing) | | | | | |"; continue; }
+			printf '| %s MiB | %s | %s | %s/%s | %s | %s | %s | %s | %s |\n' "$mib" "$kind" "$(b_method_label "$method")" \
+				"$(cut -f4 <<<"$row")" "$(cut -f5 <<<"$row")" "$(b_cell_m "$row" 0 1 3)" "$(b_cell_m "$row" 1 1 3)" \
+				"$(b_cell_m "$row" 2 1 3)" "$(b_cell_m "$row" 3 1 3)" "$(b_cell_m "$row" 4 1 3)"
 		done
 	done < <(awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s)
 	echo
@@ -552,7 +549,7 @@ b_report_issue14() {
 			-v p="$(b_meta "$B_RESULTS/drain.meta" drain_parallel | cut -d' ' -f1)" \
 			-v single="$(b_stat_migrate "$stats" "$dmib" mixed ours 1)" 'BEGIN {
 			if (w == "" || bw == "" || w == "-" || bw == "-") { printf "- `drain_ratio_%s` (target <= 0.35): both sides not measured yet.\n", n; exit }
-			printf "- `drain_ratio_%s` = %.2f (ours %.2f s, baseline %.2f s for %s x %s MiB; target <= 0.35): **%s**; worst downtime %.3f s (baseline %.3f s).", n, w / bw, w, bw, n, mib, w / bw <= 0.35 ? "met" : "missed", worst, bworst
+			printf "- `drain_ratio_%s` = %.2f (ours %.2f s, baseline %.2f s for %s x %s MiB; target <= 0.35%s): **%s**; worst downtime %.3f s (baseline %.3f s).", n, w / bw, w, bw, n, mib, (n == 16 && mib == 64) ? "" : ", set for 16 x 64 MiB", w / bw <= 0.35 ? "met" : "missed", worst, bworst
 			printf " The baseline takes %.2f s a container; at %s moves at once ours took %.2f s a container, each move %.2f s while the others ran", bw / n, p, w / n, w * p / n
 			if (single != "" && single != "-") printf " (%.2f s alone, `bench/run migrate` at %s MiB): the moves share the same 2 cores, so parallelism buys less than %sx.", single, mib, p
 			else printf "."
@@ -565,11 +562,14 @@ b_report_issue14() {
 		rstats=$(b_stats "$B_RESULTS/rollback.tsv" mib,kind,method "$B_METRICS_ROLLBACK")
 		rmib=$(awk -F'\t' '$2 == "mixed" { print $1 }' <<<"$rstats" | sort -n | tail -n1)
 		awk -v mib="$rmib" -v rb="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 0 0)" -v seen="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 1 0)" \
-			-v brb="$(b_stat_by "$rstats" 3 "$rmib" mixed baseline 0 0)" 'BEGIN {
+			-v back="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 2 0)" -v brb="$(b_stat_by "$rstats" 3 "$rmib" mixed baseline 0 0)" 'BEGIN {
 			if (rb == "" || rb == "-") { printf "- `rollback_s_%s` (target <= 0.1): not measured yet.\n", mib; exit }
-			printf "- `rollback_s_%s` = %.3f s (target <= 0.1): **%s**. The source learns of the failure %.3f s after it; the rest, %.3f s, is the way back on the source.", mib, rb, rb <= 0.1 ? "met" : "missed", seen, rb - seen
+			printf "- `rollback_s_%s` = %.3f s (target <= 0.1): **%s**. The source learns of the failure %.3f s after it", mib, rb, rb <= 0.1 ? "met" : "missed", seen
+			if (back != "" && back != "-")
+				printf "; its agent has the container running again %.3f s later (the rollback proper: the images verified and restored by CRIU), and the container ticks %.3f s after that", back - seen, rb - back
+			printf "."
 			if (brb != "" && brb != "-")
-				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s (%.2f x ours): a rollback that restores from images is bounded by that restore; only tasks held stopped on the source and resumed in place (as native containers are) get under 0.1 s.", mib, brb, rb / brb
+				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s; ours is %.2f x that: a rollback that restores from images is bounded by that restore; only tasks held stopped on the source and resumed in place (as native containers are) get under 0.1 s.", mib, brb, rb / brb
 			printf "\n" }'
 	else
 		echo "- \`rollback_s_1024\` (target <= 0.1): not measured yet (\`bench/run rollback\`)."
@@ -631,9 +631,7 @@ b_report_migrate() {
 Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
 Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
-Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.
-
-$(b_load_warning "$m")
+Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
 
 EOF
 	awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s | while IFS=$'\t' read -r mib kind; do
@@ -708,10 +706,7 @@ Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-
 mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixed)).
 Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
 connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
-MB/s = payload bytes / 10^6 / wall seconds.
-
-$(b_load_warning "$m")
-
+MB/s = payload bytes / 10^6 / wall seconds.$(b_load_warning "$m")
 
 | heap | method | runs ok | MB/s | seconds | wire MB |
 | --- | --- | --- | --- | --- | --- |

@@ -18,9 +18,11 @@
 # largest gap (its own clock), after a reset made just before the move.
 #   rollback  failure -> running again on n1
 #   seen      failure -> the source knows (ours; the baseline's is 0)
+#   back      failure -> the mover says the container runs again (ours: its
+#             log; the baseline: `criu restore -d` returned)
 #   downtime  the whole freeze, dump to running again
 
-B_ROLLBACK_COLUMNS="run	mib	kind	method	status	rollback_s	seen_s	downtime_s	total_s	check_ok	note"
+B_ROLLBACK_COLUMNS="run	mib	kind	method	status	rollback_s	seen_s	back_s	downtime_s	total_s	check_ok	note"
 
 # b_log_stamp FILE OFFSET PATTERN: epoch seconds of the last line matching
 # PATTERN after byte OFFSET of an agent log; empty when none.
@@ -51,17 +53,18 @@ b_rollback_baseline() {
 		{ baseline__log_tail "$img1/restore.log" "criu restore on n1"; return 1; }
 	echo "fail_at=$t"
 	echo "seen_at=$t"
+	echo "back_at=$(b_now)"
 	echo "pid=$(cat "$img1.restored.pid")"
 }
 
 # b_rollback_once FILE RUN MIB KIND METHOD: one measured failed move.
 b_rollback_once() {
 	local file=$1 run=$2 mib=$3 kind=$4 method=$5 name id pid dir out rc t0 t1 fail seen c gap end ok note="" newpid
-	local ticks
+	local ticks back
 	name="rb-$mib-$kind-$run-$method"
 	b_log "run $run: $mib MiB $kind failing at the target's restore, by $method"
 	if ! read -r id pid < <(b_hog_start n1 "$name" "$mib" "$kind"); then
-		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - - - "workload did not start"
+		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - - - - "workload did not start"
 		return 0
 	fi
 	dir=$(b_hog_dir n1 "$name")
@@ -75,9 +78,9 @@ b_rollback_once() {
 	esac
 	rc=$?
 	t1=$(b_now)
-	fail=$(b_kv fail_at "$out") seen=$(b_kv seen_at "$out")
+	fail=$(b_kv fail_at "$out") seen=$(b_kv seen_at "$out") back=$(b_kv back_at "$out")
 	if [ "$rc" -ne 0 ] || [ -z "$fail" ]; then
-		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - "$(b_elapsed "$t0" "$t1")" - \
+		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - - "$(b_elapsed "$t0" "$t1")" - \
 			"no rollback measured (exit $rc)"
 		[ "$(fx_start_ticks "$pid")" = "$ticks" ] && b_hog_stop "$pid"
 		b_rollback_cleanup "$method" "$id" "$name" "$(b_kv pid "$out")"
@@ -94,6 +97,7 @@ b_rollback_once() {
 	b_row "$file" "$run" "$mib" "$kind" "$method" "$([ -z "$note" ] && echo ok || echo suspect)" \
 		"$(awk -v e="$end" -v f="$fail" 'BEGIN { printf "%.3f", e / 1e6 - f }')" \
 		"$(awk -v s="${seen:-$fail}" -v f="$fail" 'BEGIN { printf "%.3f", s - f }')" \
+		"$(awk -v s="$back" -v f="$fail" 'BEGIN { if (s == "") print "-"; else printf "%.3f", s - f }')" \
 		"$(awk -v g="$gap" 'BEGIN { printf "%.3f", g / 1e6 }')" "$(b_elapsed "$t0" "$t1")" "$ok" "${note:--}"
 	newpid=$(b_kv pid "$out")
 	b_rollback_cleanup "$method" "$id" "$name" "$newpid"
