@@ -566,7 +566,7 @@ b_report_issue14() {
 			if (rb == "" || rb == "-") { printf "- `rollback_s_%s` (target <= 0.1): not measured yet.\n", mib; exit }
 			printf "- `rollback_s_%s` = %.3f s (target <= 0.1): **%s**. The source learns of the failure %.3f s after it", mib, rb, rb <= 0.1 ? "met" : "missed", seen
 			if (back != "" && back != "-")
-				printf "; its agent has the container running again %.3f s later (the rollback proper: the images verified and restored by CRIU), and the container ticks %.3f s after that", back - seen, rb - back
+				printf "; its agent has the container running again %.3f s later (the rollback proper: the images verified and restored by CRIU)%s", back - seen, (rb > back ? sprintf(", and the container ticks %.3f s after that", rb - back) : " (the container ticked a little before the agent said so)")
 			printf "."
 			if (brb != "" && brb != "-")
 				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s; ours is %.2f x that: a rollback that restores from images is bounded by that restore; only tasks held stopped on the source and resumed in place (as native containers are) get under 0.1 s.", mib, brb, rb / brb
