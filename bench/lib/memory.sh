@@ -19,7 +19,7 @@
 # before it.
 
 B_MEM_PERIOD=${B_MEM_PERIOD:-0.05}
-B_MEM_CG=()  # per node: the cgroup directory ("" when none could be made)
+B_MEM_CG=()  # NODE=DIR: each node's cgroup (none: memory is not measured)
 B_MEM_V=     # 1 or 2
 B_MEM_ROOT=
 B_MEM_SAMPLERS=()
@@ -53,13 +53,13 @@ b_mem_setup() {
 	root=$B_MEM_ROOT
 	[ "$B_MEM_V" = 2 ] && ! grep -qw memory "$root/cgroup.subtree_control" &&
 		{ echo +memory >"$root/cgroup.subtree_control" || { b_log "cannot enable the memory controller"; return 0; }; }
+	FX_TEARDOWN_HOOKS+=(b_mem_teardown)
 	for n in n1 n2; do
 		cg=$root/nm-bench-$FX_TAG-$n
-		mkdir -p "$cg" || { b_log "cannot make $cg: memory is not measured"; return 0; }
+		mkdir -p "$cg" || { b_log "cannot make $cg: memory is not measured"; B_MEM_CG=(); return 0; }
 		B_MEM_CG+=("$n=$cg")
 		b_mem_join "$n" "$(fx_sshd_pid "$n")"
 	done
-	FX_TEARDOWN_HOOKS+=(b_mem_teardown)
 }
 
 # b_mem_join NODE PID: PID (and what it starts from now on) into NODE's cgroup.
@@ -79,9 +79,10 @@ b_mem_exec() {
 }
 
 b_mem_teardown() {
-	local e cg
-	for e in "${B_MEM_CG[@]}"; do
-		cg=${e#*=}
+	local cg
+	[ -n "$B_MEM_ROOT" ] || return 0
+	for cg in "$B_MEM_ROOT/nm-bench-$FX_TAG-"*; do
+		[ -d "$cg" ] || continue
 		# A cgroup empties a moment after its last task died.
 		t_wait_until 5 "cgroup $cg removed" rmdir "$cg" 2>/dev/null || b_log "left behind: $cg"
 	done
