@@ -516,7 +516,7 @@ b_report_issue14() {
 			big = (x >= d && x >= r) ? "the transfer" : (r >= d ? "the restore" : "the dump")
 			printf " At 16 MiB a move is its fixed cost: ours spends dump %.3f s, transfer %.3f s, restore and resume %.3f s (largest: %s)", d, x, r, big
 			if (dt - d - x - r > 0) printf ", and %.3f s of the downtime outside those stages (freeze to dump, the handshakes);", dt - d - x - r
-			else printf " (as the agent times them, they overlap the freeze by a little);"
+			else printf "; as the agent times them, they overlap the freeze by a little;"
 			if (bd != "-" && bd != "") printf " the baseline dump %.3f s, transfer %.3f s (an ssh set-up alone is %s s), restore %.3f s.", bd, bx, setup, br
 			printf " For 0.5 x, ours must fit in %.3f s: CRIU'"'"'s dump and restore as the baseline runs them take %.3f s of it.", bdt / 2, bd + br
 		}
