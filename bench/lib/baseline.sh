@@ -7,7 +7,8 @@
 #
 # with the installed criu (t_criu), OpenSSH's default cipher (no -c), images
 # on tmpfs on both sides. CRIU writes its logs into the image directory, as
-# it does for an operator who passes -o; they travel with the images.
+# it does for an operator who passes -o; they travel with the images. CRIU
+# runs in the node's memory cgroup (lib/memory.sh), as our agent does.
 
 # baseline_migrate FROM TO PID NAME: moves the process tree PID from node
 # FROM to node TO. Prints key=value lines: dump_s, xfer_s, restore_s, pid
@@ -22,13 +23,13 @@ baseline_migrate() {
 	mkdir -m 0700 "$img1" || return 1
 
 	t0=$(b_now)
-	fx_in "$from" "$criu" dump -t "$pid" -D "$img1" -o dump.log --network-lock nftables ||
+	b_mem_exec "$from" "$criu" dump -t "$pid" -D "$img1" -o dump.log --network-lock nftables ||
 		{ baseline__log_tail "$img1/dump.log" "criu dump"; return 1; }
 	t1=$(b_now)
 	tar -C "$img1" -c . | fx_ssh "$from" "$to" "mkdir -m 0700 '$img2' && tar -C '$img2' -x" ||
 		{ b_log "baseline: transfer failed"; return 1; }
 	t2=$(b_now)
-	fx_in "$to" "$criu" restore -D "$img2" -o restore.log -d --network-lock nftables --pidfile "$pidfile" ||
+	b_mem_exec "$to" "$criu" restore -D "$img2" -o restore.log -d --network-lock nftables --pidfile "$pidfile" ||
 		{ baseline__log_tail "$img2/restore.log" "criu restore"; return 1; }
 	t3=$(b_now)
 

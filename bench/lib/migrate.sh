@@ -9,8 +9,13 @@
 #   wire      bytes through n1's link, both ways, during the move
 #   stages    dump / transfer / restore times, as the mover reports them
 #   check     the heap's checksum still matches after the move
+#   memory    at the sizes chosen (B_MEM_SIZES), the most memory the move
+#             added on each node above the container (lib/memory.sh), and
+#             the tmpfs part of it at that moment
 
-B_MIGRATE_COLUMNS="run	mib	kind	method	status	downtime_s	total_s	wire_bytes	img_bytes	dump_s	xfer_s	restore_s	check_ok	note"
+B_MIGRATE_COLUMNS="run	mib	kind	method	status	downtime_s	total_s	wire_bytes	img_bytes	dump_s	xfer_s	restore_s	check_ok	src_extra_bytes	dst_extra_bytes	src_shmem_bytes	dst_shmem_bytes	note"
+# Sizes (MiB) whose moves are sampled for memory (bench/run migrate --mem-sizes).
+B_MEM_SIZES=${B_MEM_SIZES:-1024}
 
 # b_kv KEY TEXT: the value of KEY=value in key=value lines.
 b_kv() { sed -n "s/^$1=//p" <<<"$2" | head -n1; }
@@ -50,13 +55,17 @@ b_gap_in_window() {
 	awk -v e="$1" -v a="$2" -v b="$3" 'BEGIN { exit !(e / 1e6 >= a && e / 1e6 <= b + 2) }'
 }
 
+# b_mem_wanted MIB: whether moves of MIB MiB are sampled for memory.
+b_mem_wanted() { [[ ",$B_MEM_SIZES," == *",$1,"* ]] && [ "${#B_MEM_CG[@]}" -gt 0 ]; }
+
 # b_migrate_once FILE RUN MIB KIND METHOD: one measured move; appends a row.
 b_migrate_once() {
 	local file=$1 run=$2 mib=$3 kind=$4 method=$5 name id pid dir out rc t0 t1 w0 w1 newpid c gap end ok note=""
+	local mem=0 sx=- dx=- ss=- ds=-
 	name="hog-$mib-$kind-$run-$method"
 	b_log "run $run: $mib MiB $kind by $method"
 	if ! read -r id pid < <(b_hog_start n1 "$name" "$mib" "$kind"); then
-		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - - - - - - "workload did not start"
+		b_row "$file" "$run" "$mib" "$kind" "$method" fail - - - - - - - - - - - - "workload did not start"
 		return 0
 	fi
 	dir=$(b_hog_dir n1 "$name")
@@ -64,16 +73,23 @@ b_migrate_once() {
 	sleep 1
 	b_hog_request "$dir" reset resets || b_die "the workload does not answer its reset file"
 
+	b_mem_wanted "$mib" && mem=1
+	[ "$mem" = 1 ] && b_mem_start
 	w0=$(b_wire_bytes n1)
 	t0=$(b_now)
 	out=$(b_move "$method" "$id" "$pid" "$name")
 	rc=$?
 	t1=$(b_now)
 	w1=$(b_wire_bytes n1)
+	if [ "$mem" = 1 ]; then
+		b_mem_stop
+		read -r sx ss < <(b_mem_extra n1)
+		read -r dx ds < <(b_mem_extra n2)
+	fi
 	newpid=$(b_kv pid "$out")
 	if [ "$rc" -ne 0 ] || [ -z "$newpid" ]; then
 		b_row "$file" "$run" "$mib" "$kind" "$method" fail - "$(b_elapsed "$t0" "$t1")" $((w1 - w0)) - - - - - \
-			"mover failed (exit $rc)"
+			- - - - "mover failed (exit $rc)"
 		b_hog_stop "$pid"
 		b_move_cleanup "$method" "$id" "$name"
 		return 0
@@ -92,7 +108,7 @@ b_migrate_once() {
 		"$(awk -v g="$gap" 'BEGIN { printf "%.3f", g / 1e6 }')" "$(b_elapsed "$t0" "$t1")" $((w1 - w0)) \
 		"$(b_kv img_bytes "$out" | grep . || echo -)" \
 		"$(b_kv dump_s "$out" | grep . || echo -)" "$(b_kv xfer_s "$out" | grep . || echo -)" \
-		"$(b_kv restore_s "$out" | grep . || echo -)" "$ok" "${note:--}"
+		"$(b_kv restore_s "$out" | grep . || echo -)" "$ok" "$sx" "$dx" "$ss" "$ds" "${note:--}"
 	b_hog_stop "$newpid"
 	b_move_cleanup "$method" "$id" "$name"
 }

@@ -43,6 +43,24 @@
 #       a migration) and then discarded or staged on TO's tmpfs. Returns 0
 #       once TO has everything. The driver times the call.
 #
+#   ours_drain FROM TO
+#       Drains node FROM (every running container) to TO at the tool's
+#       default parallelism and makes FROM accept moves again afterwards.
+#       Prints the number of containers moved; non-zero when the drain
+#       itself failed.
+#
+#   ours_agent_restart NODE [ENV=VALUE...]
+#       Restarts NODE's mover with ENV in its environment (none: as
+#       ours_setup starts it). bench/run rollback uses it to make the
+#       target fail its restore: NM_FAULT=fail=dest-restore.
+#
+#   ours_failed_move FROM TO ID
+#       A move of ID that TO fails at the restore (after ours_agent_restart
+#       TO NM_FAULT=fail=dest-restore); returns once FROM rolled back, non-
+#       zero when it did not. Prints fail_at=T (when TO failed), seen_at=T
+#       (when FROM knew) and, optionally, back_at=T (when FROM says the
+#       container runs again), epoch seconds.
+#
 #   ours_cleanup FROM TO ID
 #       Removes whatever a run left (staging directories, journals) so that
 #       the next run starts clean. Must not fail when there is nothing.
@@ -79,18 +97,23 @@ ours_available() {
 
 ours__work_dir() { echo "$(b_img_dir "$1")/agent"; }
 
-# ours__agent_start NODE: the provisioned agent, its work directory on the
-# node's tmpfs; waits until it answers on its socket.
+# ours__agent_start NODE [ENV=VALUE...]: the provisioned agent, its work
+# directory on the node's tmpfs, in the node's memory cgroup (the keeper and
+# CRIU follow it there); waits until it answers on its socket. ENV such as
+# NM_FAULT=fail=dest-restore (agent/daemon/fault.c) goes into its
+# environment.
 ours__agent_start() {
 	local n=$1 pid s sets=()
+	shift
 	for s in $OURS_AGENT_SET; do sets+=(--set "$s"); done
 	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
-	nsenter --net="/run/netns/$(fx_ns "$n")" -- "$NM_BUILD_DIR/agent/nucleus-agent" --config "$(fx_conf "$n")" \
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- env "$@" "$NM_BUILD_DIR/agent/nucleus-agent" --config "$(fx_conf "$n")" \
 		--log-level info --set "agent.work_dir=$(ours__work_dir "$n")" \
 		--set "ssh.idle_timeout=$OURS_IDLE_TIMEOUT" "${sets[@]}" >>"$(fx_agent_log "$n")" 2>&1 &
 	pid=$!
 	echo "$pid" >"$(fx_dir "$n")/agent.fxpid"
 	fx_track_pid "$pid"
+	b_mem_join "$n" "$pid"
 	t_wait_until 10 "agent on $n" fx_agent_up "$n" || {
 		tail -n 20 "$(fx_agent_log "$n")" >&2
 		b_log "the agent on $n did not come up"
@@ -100,6 +123,18 @@ ours__agent_start() {
 
 ours_setup() {
 	ours__agent_start n1 && ours__agent_start n2
+}
+
+# ours_agent_restart NODE [ENV=VALUE...]: NODE's agent again, with ENV (none:
+# as ours_setup starts it).
+ours_agent_restart() {
+	local n=$1 pid
+	pid=$(fx_agent_pid "$n")
+	if [ -n "$pid" ]; then
+		kill -TERM "$pid" 2>/dev/null
+		t_wait_until 30 "agent on $n exits" bash -c "! kill -0 $pid 2>/dev/null" || return 1
+	fi
+	ours__agent_start "$@"
 }
 
 # ours_migrate FROM TO ID MODE: prints pid=, the stage times and img_bytes
@@ -184,6 +219,44 @@ ours_stream() {
 	fx_rm "$(b_img_dir "$to")/stream-staging/$mig" # received files are sealed immutable
 	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
 	b_log "ours_stream: ${out//$'\n'/; }"
+}
+
+# ours_drain FROM TO: FROM drained to TO; prints how many containers moved.
+# The target is named (the only peer, which is also what the default
+# "every configured peer" means): without --to this build's CLI sends an
+# empty target list, which the protocol refuses ("field 'targets' has 0
+# elements").
+ours_drain() {
+	local from=$1 to=$2 out res
+	out=$(fx_nm "$from" drain --to "$(fx_node_name "$to")" --json)
+	res=$(grep '"event": *"result"' <<<"$out" | tail -n1)
+	fx_nm "$from" uncordon >/dev/null 2>&1 || b_log "cannot uncordon $from after the drain"
+	[ -n "$res" ] || { b_log "ours: the drain gave no result: $(tail -n 3 <<<"$out")"; return 1; }
+	[ "$(jq -r '.result.outcome' <<<"$res")" != error ] ||
+		{ b_log "ours: the drain failed: $(jq -r '.result.error' <<<"$res")"; return 1; }
+	jq -r '.result.moved // 0' <<<"$res"
+	[ "$(jq -r '.result.failed // 0' <<<"$res")" = 0 ] ||
+		b_log "ours: some moves of the drain failed: $(jq -c '[.result.items[] | select(.outcome != "done") | .error]' <<<"$res")"
+}
+
+# ours_failed_move FROM TO ID: a move that TO's agent (restarted with
+# NM_FAULT=fail=dest-restore) fails at its restore; returns once FROM rolled
+# back. Prints fail_at= (TO's agent logging the injected failure), seen_at=
+# (FROM's agent journaling rolling-back) and back_at= (FROM's agent saying
+# the container runs again), epoch seconds.
+ours_failed_move() {
+	local from=$1 to=$2 id=$3 l1 l2 o1 o2 out rc
+	l1=$(fx_agent_log "$from") l2=$(fx_agent_log "$to")
+	o1=$(b_size "$l1") o2=$(b_size "$l2")
+	out=$(fx_nm "$from" migrate "$id" "$(fx_node_name "$to")" --json)
+	rc=$?
+	grep -q '"outcome": *"rolled-back"' <<<"$out" || {
+		b_log "ours: expected a rollback (exit 4), got exit $rc: $(tail -n1 <<<"$out")"
+		return 1
+	}
+	echo "fail_at=$(b_log_stamp "$l2" "$o2" 'fault injection: failing dest-restore')"
+	echo "seen_at=$(b_log_stamp "$l1" "$o1" 'source [a-z-]+ -> rolling-back')"
+	echo "back_at=$(b_log_stamp "$l1" "$o1" 'rolled back: container')"
 }
 
 # ours_cleanup FROM TO ID: what a run leaves: the container's state file

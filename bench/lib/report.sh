@@ -3,8 +3,10 @@
 # per run: migrate.tsv, stream.tsv; what ran where: migrate.meta,
 # stream.meta). Numbers are never typed by hand: rerun bench/run.
 
-B_METRICS_MIGRATE=downtime_s,total_s,wire_bytes,img_bytes,dump_s,xfer_s,restore_s
+B_METRICS_MIGRATE=downtime_s,total_s,wire_bytes,img_bytes,dump_s,xfer_s,restore_s,src_extra_bytes,dst_extra_bytes,src_shmem_bytes,dst_shmem_bytes
 B_METRICS_STREAM=mb_per_s,seconds,wire_bytes,payload_bytes
+B_METRICS_DRAIN=wall_s,worst_downtime_s,median_downtime_s
+B_METRICS_ROLLBACK=rollback_s,seen_s,back_s,downtime_s,total_s
 
 # b_meta FILE KEY: a value from a .meta file (key=value lines).
 b_meta() { [ -f "$1" ] && sed -n "s/^$2=//p" "$1" | head -n1; }
@@ -53,16 +55,75 @@ b_method_label() {
 	esac
 }
 
+# b_mem_mib STATS MIB METHOD METRIC: a median memory figure in MiB, or n/a.
+b_mem_mib() { b_ratio "$(b_stat_migrate "$1" "$2" mixed "$3" "$4")" 1048576 0; }
+
+# b_mem_size STATS: the largest size whose moves were sampled for memory
+# (1024 when none was).
+b_mem_size() {
+	local m
+	m=$(awk -F'\t' '$2 == "mixed" && $3 == "ours" && $27 != "-" { print $1 }' <<<"$1" | sort -n | tail -n1)
+	echo "${m:-1024}"
+}
+
 # b_migrate_summary: the final line of `bench/run migrate` (mixed heap).
 b_migrate_summary() {
-	local f=$B_RESULTS/migrate.tsv stats
-	[ -f "$f" ] || { echo "downtime_ratio_1024=n/a lazy_downtime_1024_s=n/a lazy_growth=n/a"; return; }
+	local f=$B_RESULTS/migrate.tsv stats mm
+	[ -f "$f" ] || {
+		echo "downtime_ratio_1024=n/a lazy_downtime_1024_s=n/a lazy_growth=n/a downtime_ratio_16=n/a" \
+			"source_extra_mib_1024=n/a target_extra_mib_1024=n/a"
+		return
+	}
 	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+	mm=$(b_mem_size "$stats")
 	echo "downtime_ratio_1024=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours 0)" \
 		"$(b_stat_migrate "$stats" 1024 mixed baseline 0)")" \
 		"lazy_downtime_1024_s=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours-lazy 0)" 1 3)" \
 		"lazy_growth=$(b_ratio "$(b_stat_migrate "$stats" 1024 mixed ours-lazy 0)" \
-			"$(b_stat_migrate "$stats" 64 mixed ours-lazy 0)")"
+			"$(b_stat_migrate "$stats" 64 mixed ours-lazy 0)")" \
+		"downtime_ratio_16=$(b_ratio "$(b_stat_migrate "$stats" 16 mixed ours 0)" \
+			"$(b_stat_migrate "$stats" 16 mixed baseline 0)")" \
+		"source_extra_mib_$mm=$(b_mem_mib "$stats" "$mm" ours 7)" \
+		"target_extra_mib_$mm=$(b_mem_mib "$stats" "$mm" ours 8)" \
+		"baseline_source_extra_mib_$mm=$(b_mem_mib "$stats" "$mm" baseline 7)" \
+		"baseline_target_extra_mib_$mm=$(b_mem_mib "$stats" "$mm" baseline 8)"
+}
+
+# b_stat_by STATS NKEYS KEYS... METRIC PART: one number from b_stats output
+# grouped by NKEYS keys (PART: 0 median, 1 min, 2 max).
+b_stat_by() {
+	local stats=$1 nk=$2
+	shift 2
+	awk -F'\t' -v nk="$nk" -v want="$(printf '%s\t' "${@:1:$nk}")" -v m="${*:$((nk + 1)):1}" -v part="${*:$((nk + 2)):1}" '{
+		k = ""; for (i = 1; i <= nk; i++) k = k $i "\t"
+		if (k == want) { print $(nk + 3 + m * 3 + part); exit } }' <<<"$stats"
+}
+
+# b_drain_count STATS: the container count of the drains measured.
+b_drain_count() { awk -F'\t' '{ print $1 }' <<<"$1" | sort -n | tail -n1; }
+
+# b_drain_summary: the final line of `bench/run drain`.
+b_drain_summary() {
+	local f=$B_RESULTS/drain.tsv stats n mib
+	[ -f "$f" ] || { echo "drain_ratio_16=n/a drain_worst_downtime_s=n/a"; return; }
+	stats=$(b_stats "$f" count,mib,method "$B_METRICS_DRAIN")
+	n=$(b_drain_count "$stats")
+	mib=$(awk -F'\t' -v n="$n" '$1 == n { print $2; exit }' <<<"$stats")
+	echo "drain_ratio_${n:-16}=$(b_ratio "$(b_stat_by "$stats" 3 "$n" "$mib" ours 0 0)" "$(b_stat_by "$stats" 3 "$n" "$mib" baseline 0 0)")" \
+		"drain_worst_downtime_s=$(b_ratio "$(b_stat_by "$stats" 3 "$n" "$mib" ours 1 2)" 1 3)" \
+		"baseline_drain_worst_downtime_s=$(b_ratio "$(b_stat_by "$stats" 3 "$n" "$mib" baseline 1 2)" 1 3)"
+}
+
+# b_rollback_summary: the final line of `bench/run rollback` (mixed heap,
+# largest size).
+b_rollback_summary() {
+	local f=$B_RESULTS/rollback.tsv stats mib
+	[ -f "$f" ] || { echo "rollback_s_1024=n/a"; return; }
+	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_ROLLBACK")
+	mib=$(awk -F'\t' '$2 == "mixed" { print $1 }' <<<"$stats" | sort -n | tail -n1)
+	echo "rollback_s_${mib:-1024}=$(b_ratio "$(b_stat_by "$stats" 3 "$mib" mixed ours 0 0)" 1 3)" \
+		"baseline_rollback_s_${mib:-1024}=$(b_ratio "$(b_stat_by "$stats" 3 "$mib" mixed baseline 0 0)" 1 3)" \
+		"rollback_ratio_${mib:-1024}=$(b_ratio "$(b_stat_by "$stats" 3 "$mib" mixed ours 0 0)" "$(b_stat_by "$stats" 3 "$mib" mixed baseline 0 0)")"
 }
 
 # b_stream_summary: the final line of `bench/run stream`.
@@ -312,6 +373,212 @@ b_report_targets() {
 	echo
 }
 
+# b_load_warning META: a loud paragraph (after a blank line) when other work
+# ran when a run started (the CPU over 25% busy in the second before it, or
+# a 1-minute load average above the 2 cores): such numbers check the
+# plumbing and are not the figures.
+b_load_warning() {
+	local l b
+	l=$(b_meta "$1" load_before | cut -d' ' -f1)
+	b=$(b_meta "$1" busy_before)
+	awk -v l="${l:-0}" -v b="${b%\%}" 'BEGIN { exit !(l > 2.0 || b + 0 > 25) }' || return 0
+	printf '\n\n**Loaded machine (load average %s, CPU %s busy at the start): a plumbing check, not the figures; rerun on an idle machine.**' \
+		"$(b_meta "$1" load_before)" "$b"
+}
+
+# b_report_memory STATS: the memory table, for the sizes sampled.
+b_report_memory() {
+	local stats=$1 rows mib method
+	rows=$(awk -F'\t' '$27 != "-" && $27 != "" { print $1 "\t" $2 "\t" $3 }' <<<"$stats")
+	[ -n "$rows" ] || return 0
+	echo "### Memory a move adds above the container"
+	echo
+	echo "The most memory each node's movers held above the container during the move, less what they held just"
+	echo "before it: $(b_meta "$B_RESULTS/migrate.meta" memory_cgroup). Counted: what the kernel charges"
+	echo "to that cgroup (the agent or the baseline's criu, CRIU, the keeper, sshd's sessions, \`dial-stdio\`,"
+	echo "the remote \`tar x\`, their page tables and socket and pipe buffers, and every tmpfs page they wrote:"
+	echo "images, staging), less the resident anonymous memory of the container's own tasks restored inside it."
+	echo "\"of it tmpfs\" is the cgroup's shmem at that peak. MiB = 2^20 bytes."
+	echo
+	echo "| size | heap | method | source extra MiB | of it tmpfs | target extra MiB | of it tmpfs |"
+	echo "| --- | --- | --- | --- | --- | --- | --- |"
+	while IFS=$'\t' read -r mib kind method; do
+		printf '| %s MiB | %s | %s | %s | %s | %s | %s |\n' "$mib" "$kind" "$(b_method_label "$method")" \
+			"$(b_cell "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 7)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 7 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 7 2)" 1048576 0)" \
+			"$(b_cell "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 9)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 9 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 9 2)" 1048576 0)" \
+			"$(b_cell "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 8)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 8 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 8 2)" 1048576 0)" \
+			"$(b_cell "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 10)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 10 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" "$method" 10 2)" 1048576 0)"
+	done <<<"$rows"
+	echo
+}
+
+# b_report_drain: the drain section.
+b_report_drain() {
+	local f=$B_RESULTS/drain.tsv m=$B_RESULTS/drain.meta stats n mib method row
+	[ -f "$f" ] || return 0
+	stats=$(b_stats "$f" count,mib,method "$B_METRICS_DRAIN")
+	n=$(b_drain_count "$stats")
+	mib=$(awk -F'\t' -v n="$n" '$1 == n { print $2; exit }' <<<"$stats")
+	cat <<EOF
+## Drain: \`bench/run drain\`
+
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
+Our tool: $(b_meta "$m" ours); a drain without \`--parallel\` runs $(b_meta "$m" drain_parallel) moves at once.
+$n mixed-heap containers of $mib MiB on node 1, all moved to node 2: ours by one \`nucleus-migrate drain
+--to node2\` at its default parallelism, the baseline by its hand-made move of each in turn. Wall: from the start to the last
+container running on node 2. Downtime: each container's own largest tick gap; worst and median over the
+$n containers of a run. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
+
+| method | runs ok | wall s | worst downtime s | median downtime s |
+| --- | --- | --- | --- | --- |
+EOF
+	for method in baseline ours; do
+		row=$(awk -F'\t' -v n="$n" -v c="$method" '$1 == n && $3 == c' <<<"$stats")
+		[ -n "$row" ] || { echo "| $(b_method_label "$method") | not run (missing) | | | |"; continue; }
+		printf '| %s | %s/%s | %s | %s | %s |\n' "$(b_method_label "$method")" "$(cut -f4 <<<"$row")" "$(cut -f5 <<<"$row")" \
+			"$(b_cell "$(cut -f6 <<<"$row")" "$(cut -f7 <<<"$row")" "$(cut -f8 <<<"$row")" 1 3)" \
+			"$(b_cell "$(cut -f9 <<<"$row")" "$(cut -f10 <<<"$row")" "$(cut -f11 <<<"$row")" 1 3)" \
+			"$(b_cell "$(cut -f12 <<<"$row")" "$(cut -f13 <<<"$row")" "$(cut -f14 <<<"$row")" 1 3)"
+	done
+	echo
+	b_report_failures_generic "$f"
+	echo "Summary: \`$(b_drain_summary)\`"
+	echo
+}
+
+# b_report_rollback: the rollback section.
+b_report_rollback() {
+	local f=$B_RESULTS/rollback.tsv m=$B_RESULTS/rollback.meta stats mib kind method row
+	[ -f "$f" ] || return 0
+	stats=$(b_stats "$f" mib,kind,method "$B_METRICS_ROLLBACK")
+	cat <<EOF
+## Rollback: \`bench/run rollback\`
+
+Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
+Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
+Our tool: $(b_meta "$m" ours).
+A move whose restore fails on node 2. Ours: node 2's agent runs with \`NM_FAULT=fail=dest-restore\`
+(agent/daemon/fault.c: the images are streamed and verified, then the restore fails before CRIU runs);
+the failure is that agent's log line, "seen" is node 1's agent journaling \`rolling-back\` (both stamped
+in ms). Baseline: after its dump and transfer, \`criu restore\` of its own images on node 1 (its dump ended
+the tree), from the moment the images arrived. Rollback: from the failure to the container's first tick
+on node 1 again (its own clock). Downtime: the whole freeze. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
+
+| size | heap | method | runs ok | rollback s | failure seen after s | mover says running after s | downtime s | total s |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
+EOF
+	while IFS=$'\t' read -r mib kind; do
+		for method in baseline ours; do
+			row=$(awk -F'\t' -v a="$mib" -v b="$kind" -v c="$method" '$1 == a && $2 == b && $3 == c' <<<"$stats")
+			[ -n "$row" ] || { echo "| $mib MiB | $kind | $(b_method_label "$method") | not run (missing) | | | | | |"; continue; }
+			printf '| %s MiB | %s | %s | %s/%s | %s | %s | %s | %s | %s |\n' "$mib" "$kind" "$(b_method_label "$method")" \
+				"$(cut -f4 <<<"$row")" "$(cut -f5 <<<"$row")" "$(b_cell_m "$row" 0 1 3)" "$(b_cell_m "$row" 1 1 3)" \
+				"$(b_cell_m "$row" 2 1 3)" "$(b_cell_m "$row" 3 1 3)" "$(b_cell_m "$row" 4 1 3)"
+		done
+	done < <(awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s)
+	echo
+	b_report_failures_generic "$f"
+	echo "Summary: \`$(b_rollback_summary)\`"
+	echo
+}
+
+# b_report_failures_generic FILE: runs left out (status not ok), with the
+# note (last column) and the keys before the status.
+b_report_failures_generic() {
+	local bad
+	bad=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "status") s = i; next }
+		$s != "ok" { k = ""; for (i = 1; i < s; i++) k = k (i > 1 ? " " : "") $i; printf "- %s: %s (%s)\n", k, $s, $NF }' "$1")
+	[ -n "$bad" ] || return 0
+	echo "Runs left out of the medians:"
+	echo
+	echo "$bad"
+	echo
+}
+
+# b_report_issue14: issue 14's targets, each met or missed, and what holds
+# a missed one back: the stage and its measured limit, from these results.
+b_report_issue14() {
+	local f=$B_RESULTS/migrate.tsv stats="" dstats="" rstats="" mm n dmib rmib
+	echo "### Issue 14's targets"
+	echo
+	[ -f "$f" ] && stats=$(b_stats "$f" mib,kind,method "$B_METRICS_MIGRATE")
+	# Small containers: the fixed cost of a move.
+	awk -v dt="$(b_stat_migrate "$stats" 16 mixed ours 0)" -v bdt="$(b_stat_migrate "$stats" 16 mixed baseline 0)" \
+		-v d="$(b_stat_migrate "$stats" 16 mixed ours 4)" -v x="$(b_stat_migrate "$stats" 16 mixed ours 5)" \
+		-v r="$(b_stat_migrate "$stats" 16 mixed ours 6)" -v bd="$(b_stat_migrate "$stats" 16 mixed baseline 4)" \
+		-v bx="$(b_stat_migrate "$stats" 16 mixed baseline 5)" -v br="$(b_stat_migrate "$stats" 16 mixed baseline 6)" \
+		-v setup="$(b_meta "$B_RESULTS/migrate.meta" ssh_setup_s)" 'BEGIN {
+		if (dt == "" || bdt == "" || dt == "-" || bdt == "-") { print "- `downtime_ratio_16` (target <= 0.5): not measured yet (`bench/run migrate` with size 16)."; exit }
+		ratio = dt / bdt
+		printf "- `downtime_ratio_16` = %.2f (ours %.3f s, baseline %.3f s; target <= 0.5): **%s**.", ratio, dt, bdt, ratio <= 0.5 ? "met" : "missed"
+		if (d != "-" && x != "-" && r != "-" && d != "") {
+			big = (x >= d && x >= r) ? "the transfer" : (r >= d ? "the restore" : "the dump")
+			printf " At 16 MiB a move is its fixed cost: ours spends dump %.3f s, transfer %.3f s, restore and resume %.3f s (largest: %s)", d, x, r, big
+			if (dt - d - x - r > 0) printf ", and %.3f s of the downtime outside those stages (freeze to dump, the handshakes);", dt - d - x - r
+			else printf "; as the agent times them, they overlap the freeze by a little;"
+			if (bd != "-" && bd != "") printf " the baseline dump %.3f s, transfer %.3f s (an ssh set-up alone is %s s), restore %.3f s.", bd, bx, setup, br
+			printf " For 0.5 x, ours must fit in %.3f s: CRIU'"'"'s dump and restore as the baseline runs them take %.3f s of it.", bdt / 2, bd + br
+		}
+		printf "\n" }'
+	# Memory.
+	if [ -n "$stats" ]; then
+		mm=$(b_mem_size "$stats")
+		awk -v mm="$mm" -v s="$(b_stat_migrate "$stats" "$mm" mixed ours 7)" -v t="$(b_stat_migrate "$stats" "$mm" mixed ours 8)" \
+			-v ss="$(b_stat_migrate "$stats" "$mm" mixed ours 9)" -v ts="$(b_stat_migrate "$stats" "$mm" mixed ours 10)" \
+			-v bs="$(b_stat_migrate "$stats" "$mm" mixed baseline 7)" -v bt="$(b_stat_migrate "$stats" "$mm" mixed baseline 8)" \
+			-v img="$(b_stat_migrate "$stats" "$mm" mixed ours 3)" 'BEGIN {
+			M = 1048576
+			if (s == "" || s == "-") { print "- `source_extra_mib_1024` (target <= 64, pages streamed during the dump): not measured yet (`bench/run migrate`, `--mem-sizes 1024`)."; exit }
+			printf "- `source_extra_mib_%s` = %.0f (target at 1024 MiB <= 64): **%s**; `target_extra_mib_%s` = %.0f. Of the source'"'"'s peak %.0f MiB is tmpfs, of the target'"'"'s %.0f MiB.", mm, s / M, s / M <= 64 ? "met" : "missed", mm, t / M, ss / M, ts / M
+			if (img != "" && img != "-" && ss / img > 0.5)
+				printf " What holds the source back is the local image set: the dump writes every page (%.0f MiB of images) to the node'"'"'s tmpfs before the stream sends it; only pages streamed while CRIU dumps (its page server through the peer session) leave it out.", img / M
+			if (t != "" && t != "-")
+				printf " On the target the peak is %.0f MiB on tmpfs (the staging) and %.0f MiB besides (the agent, CRIU, sshd and the relay, buffers)%s.", ts / M, (t - ts) / M, (img != "" && img != "-" && ts / img > 0.5) ? ": the whole image set is staged before CRIU reads it, and the restore frees it page by page only after that" : ""
+			if (bs != "" && bs != "-")
+				printf " The baseline adds %.0f MiB on the source and %.0f MiB on the target (its images stay on both).", bs / M, bt / M
+			printf "\n" }'
+	else
+		echo "- \`source_extra_mib_1024\`, \`target_extra_mib_1024\`: not measured yet (\`bench/run migrate\`)."
+	fi
+	# Drain.
+	if [ -f "$B_RESULTS/drain.tsv" ]; then
+		dstats=$(b_stats "$B_RESULTS/drain.tsv" count,mib,method "$B_METRICS_DRAIN")
+		n=$(b_drain_count "$dstats")
+		dmib=$(awk -F'\t' -v n="$n" '$1 == n { print $2; exit }' <<<"$dstats")
+		awk -v n="$n" -v mib="$dmib" -v w="$(b_stat_by "$dstats" 3 "$n" "$dmib" ours 0 0)" -v bw="$(b_stat_by "$dstats" 3 "$n" "$dmib" baseline 0 0)" \
+			-v worst="$(b_stat_by "$dstats" 3 "$n" "$dmib" ours 1 2)" -v bworst="$(b_stat_by "$dstats" 3 "$n" "$dmib" baseline 1 2)" \
+			-v p="$(b_meta "$B_RESULTS/drain.meta" drain_parallel | cut -d' ' -f1)" \
+			-v single="$(b_stat_migrate "$stats" "$dmib" mixed ours 1)" 'BEGIN {
+			if (w == "" || bw == "" || w == "-" || bw == "-") { printf "- `drain_ratio_%s` (target <= 0.35): both sides not measured yet.\n", n; exit }
+			printf "- `drain_ratio_%s` = %.2f (ours %.2f s, baseline %.2f s for %s x %s MiB; target <= 0.35%s): **%s**; worst downtime %.3f s (baseline %.3f s).", n, w / bw, w, bw, n, mib, (n == 16 && mib == 64) ? "" : ", set for 16 x 64 MiB", w / bw <= 0.35 ? "met" : "missed", worst, bworst
+			printf " The baseline takes %.2f s a container; at %s moves at once ours took %.2f s a container, each move %.2f s while the others ran", bw / n, p, w / n, w * p / n
+			if (single != "" && single != "-") printf " (%.2f s alone, `bench/run migrate` at %s MiB): the moves share the same 2 cores, so parallelism buys less than %sx.", single, mib, p
+			else printf "."
+			printf " For 0.35 x the drain must take %.2f s, %.2f s a container.\n", 0.35 * bw, 0.35 * bw / n }'
+	else
+		echo "- \`drain_ratio_16\` (target <= 0.35): not measured yet (\`bench/run drain\`)."
+	fi
+	# Rollback.
+	if [ -f "$B_RESULTS/rollback.tsv" ]; then
+		rstats=$(b_stats "$B_RESULTS/rollback.tsv" mib,kind,method "$B_METRICS_ROLLBACK")
+		rmib=$(awk -F'\t' '$2 == "mixed" { print $1 }' <<<"$rstats" | sort -n | tail -n1)
+		awk -v mib="$rmib" -v rb="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 0 0)" -v seen="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 1 0)" \
+			-v back="$(b_stat_by "$rstats" 3 "$rmib" mixed ours 2 0)" -v brb="$(b_stat_by "$rstats" 3 "$rmib" mixed baseline 0 0)" 'BEGIN {
+			if (rb == "" || rb == "-") { printf "- `rollback_s_%s` (target <= 0.1): not measured yet.\n", mib; exit }
+			printf "- `rollback_s_%s` = %.3f s (target <= 0.1): **%s**. The source learns of the failure %.3f s after it", mib, rb, rb <= 0.1 ? "met" : "missed", seen
+			if (back != "" && back != "-")
+				printf "; its agent has the container running again %.3f s later (the rollback proper: the images verified and restored by CRIU)%s", back - seen, (rb > back ? sprintf(", and the container ticks %.3f s after that", rb - back) : " (the container ticked a little before the agent said so)")
+			printf "."
+			if (brb != "" && brb != "-")
+				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s; ours is %.2f x that: a rollback that restores from images is bounded by that restore; only tasks held stopped on the source and resumed in place (as native containers are) get under 0.1 s.", mib, brb, rb / brb
+			printf "\n" }'
+	else
+		echo "- \`rollback_s_1024\` (target <= 0.1): not measured yet (\`bench/run rollback\`)."
+	fi
+	echo
+}
+
 # b_report_levers: what each lever of our default path does, for reading
 # the numbers above (their measurements are in the commit history).
 b_report_levers() {
@@ -366,7 +633,7 @@ b_report_migrate() {
 Command: \`$(b_meta "$m" command)\` (in effect: \`$(b_meta "$m" effective)\`)
 Ran $(b_meta "$m" started) to $(b_meta "$m" finished); load average before $(b_meta "$m" load_before), after $(b_meta "$m" load_after); CPU busy just before the start: $(b_meta "$m" busy_before) of all cores.
 Our tool: $(b_meta "$m" ours).
-Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.
+Runs alternate the methods, and the order of methods and heap kinds flips every other run. Cells: median (min–max) over successful runs.$(b_load_warning "$m")
 
 EOF
 	awk -F'\t' '{ print $1 "\t" $2 }' <<<"$stats" | awk '!seen[$0]++' | sort -n -k1,1 -s | while IFS=$'\t' read -r mib kind; do
@@ -393,6 +660,7 @@ EOF
 			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 1)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 1)")" \
 			"$(b_ratio "$(b_stat_migrate "$stats" "$mib" "$kind" ours 2)" "$(b_stat_migrate "$stats" "$mib" "$kind" baseline 2)")"
 	done
+	b_report_memory "$stats"
 	b_report_failures "$f"
 	b_report_warmup "$B_RESULTS/migrate-warmup.tsv"
 	echo "Summary: \`$(b_migrate_summary)\`"
@@ -440,7 +708,7 @@ Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-
 mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixed)).
 Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
 connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
-MB/s = payload bytes / 10^6 / wall seconds.
+MB/s = payload bytes / 10^6 / wall seconds.$(b_load_warning "$m")
 
 | heap | method | runs ok | MB/s | seconds | wire MB |
 | --- | --- | --- | --- | --- | --- |
@@ -473,8 +741,8 @@ b_report() {
 	local out m=$B_RESULTS/migrate.meta baseline_only=1
 	out=$B_RESULTS/RESULTS.md
 	[ "$B_RESULTS" = "$BENCH_DIR/results" ] && out=$BENCH_DIR/RESULTS.md
-	[ -f "$m" ] || m=$B_RESULTS/stream.meta
-	[ -f "$m" ] || b_die "no results in $B_RESULTS yet: run bench/run migrate or bench/run stream"
+	for m in "$B_RESULTS"/{migrate,stream,drain,rollback}.meta; do [ -f "$m" ] && break; done
+	[ -f "$m" ] || b_die "no results in $B_RESULTS yet: run bench/run migrate, stream, drain or rollback"
 	cat "$B_RESULTS"/*.tsv 2>/dev/null | awk -F'\t' '$0 ~ /\tours/ && $0 ~ /\tok\t/ { found = 1 } END { exit !found }' &&
 		baseline_only=0
 	{
@@ -487,10 +755,13 @@ b_report() {
 			echo
 		fi
 		b_report_analysis
+		b_report_issue14
 		b_report_machine "$m"
 		b_report_recipe
 		b_report_migrate
 		b_report_stream
+		b_report_drain
+		b_report_rollback
 	} >"$out.tmp" && mv "$out.tmp" "$out"
 	b_log "wrote $out"
 }

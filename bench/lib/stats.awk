@@ -35,7 +35,8 @@ NR == 1 {
 		next
 	ok[g]++
 	for (m = 1; m <= nm; m++) {
-		v = $(col[M[m]])
+		# Rows written before a column existed have none: no value.
+		v = (M[m] in col) ? $(col[M[m]]) : "-"
 		if (v == "-" || v == "")
 			continue
 		key = g SUBSEP m
