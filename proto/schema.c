@@ -234,7 +234,8 @@ static const proto__field migrate_fields[] = {
 };
 
 static const proto__field drain_fields[] = {
-        STRV("targets", true, drain.targets, 1, PROTO_TARGETS_MAX, PROTO__CHECK_NAME, PROTO_NAME_MAX),
+        /* Absent: every configured peer. */
+        STRV("targets", false, drain.targets, 1, PROTO_TARGETS_MAX, PROTO__CHECK_NAME, PROTO_NAME_MAX),
         U32("parallel", drain.parallel, 1, 1024),
 };
 

@@ -62,6 +62,12 @@ grep -q "\"id\":\"$id\"" <<<"$s1" || t_fail "node1's status does not list the co
 fx_nm n1 status >/dev/null || t_fail "status (text) fails"
 fx_nm n2 list >/dev/null || t_fail "list fails"
 
+t_log "drain without --to: every configured peer is a target"
+fx_nm n1 drain >"$FX_ROOT/drain.out" 2>&1 || t_fail "drain without --to failed: $(cat "$FX_ROOT/drain.out")"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the drain"
+grep -q "node2" "$FX_ROOT/drain.out" || t_fail "the drain's report names no target: $(cat "$FX_ROOT/drain.out")"
+fx_nm n1 uncordon >/dev/null || t_fail "uncordon after the drain failed"
+
 t_log "SIGTERM: both agents exit cleanly, every handle closed"
 for n in n1 n2; do
 	pid=$(fx_agent_pid "$n")
