@@ -222,13 +222,13 @@ typedef struct ckpt_native {
         uint64_t root_bytes; /* in use on the root tmpfs */
         /* Network. */
         ckpt_net_mode net;
-        char *iface;      /* TAP/OTHER: the offending interface */
-        char *vethc;      /* BRIDGE: the container side ("vethc-2b1") */
-        char *veth;       /* BRIDGE: the node side ("veth-2b1") */
-        char *bridge;     /* BRIDGE: its master on the node ("nucleus0") */
-        char *address;    /* BRIDGE: the container's IPv4 address ("10.0.42.17") */
-        unsigned prefix;  /* its prefix length (24) */
-        char *bridge_net; /* the bridge's own address/prefix on the source ("10.0.42.1/24") */
+        char *iface;             /* TAP/OTHER: the offending interface */
+        char *vethc;             /* BRIDGE: the container side ("vethc-2b1") */
+        char *veth;              /* BRIDGE: the node side ("veth-2b1") */
+        char *bridge;            /* BRIDGE: its master on the node ("nucleus0") */
+        char *address;           /* BRIDGE: the container's IPv4 address ("10.0.42.17") */
+        unsigned prefix;         /* its prefix length (24) */
+        char *bridge_net;        /* the bridge's own address/prefix on the source ("10.0.42.1/24") */
         ckpt_native_port *ports; /* BRIDGE: the ports published to address (DNAT rules on the node) */
         size_t n_ports;
         /* cgroup (v2). */
@@ -317,8 +317,8 @@ int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, 
  * --dst-type LOCAL`. Installing adds them all (or, failing, none); removing
  * deletes one of each, the first error reported. iptables, blocking. */
 typedef struct ckpt_native_nat {
-        const char *address;            /* the container's */
-        const char *subnet;             /* "10.0.42.0/24"; NULL: no MASQUERADE */
+        const char *address; /* the container's */
+        const char *subnet;  /* "10.0.42.0/24"; NULL: no MASQUERADE */
         const ckpt_native_port *ports;
         size_t n_ports;
 } ckpt_native_nat;

@@ -189,8 +189,9 @@ json_t *ckpt_native_ports_to_json(const ckpt_native_port *ports, size_t n_ports)
         json_t *a = json_array();
         for (size_t i = 0; a && i < n_ports; i++) {
                 const ckpt_native_port *p = &ports[i];
-                json_array_append_new(a, json_pack("{s:s, s:s?, s:i, s:i}", "proto", ckpt_proto_to_string(p->proto),
-                                                   "host_ip", p->host_ip[0] ? p->host_ip : NULL, "host_port",
+                json_array_append_new(a, json_pack("{s:s, s:s?, s:i, s:i}", "proto",
+                                                   ckpt_proto_to_string(p->proto), "host_ip",
+                                                   p->host_ip[0] ? p->host_ip : NULL, "host_port",
                                                    (int)p->host_port, "ctr_port", (int)p->ctr_port));
         }
         return a;

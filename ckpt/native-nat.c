@@ -80,8 +80,9 @@ int ckpt_native_parse_dnat(const char *line, ckpt_native_port *ret, char *to_add
                 if (strcmp(w, "!") == 0)
                         return 0; /* a negation: not a rule nucleus writes */
                 if (strcmp(w, "-A") == 0 || strcmp(w, "-p") == 0 || strcmp(w, "-d") == 0 ||
-                    strcmp(w, "--dport") == 0 || strcmp(w, "-j") == 0 || strcmp(w, "--to-destination") == 0 ||
-                    strcmp(w, "-m") == 0 || strcmp(w, "-s") == 0 || strcmp(w, "-i") == 0) {
+                    strcmp(w, "--dport") == 0 || strcmp(w, "-j") == 0 ||
+                    strcmp(w, "--to-destination") == 0 || strcmp(w, "-m") == 0 || strcmp(w, "-s") == 0 ||
+                    strcmp(w, "-i") == 0) {
                         v = strtok_r(NULL, " \t\n", &save);
                         if (!v)
                                 return 0;
@@ -122,8 +123,8 @@ int ckpt_native_parse_dnat(const char *line, ckpt_native_port *ret, char *to_add
 
 /* `iptables -w -t nat -S PREROUTING` into a buffer of its own. */
 static int list_prerouting(char **ret) {
-        char *const argv[] = {(char *)"iptables",   (char *)"-w", (char *)"-t", (char *)"nat",
-                              (char *)"-S",         (char *)"PREROUTING", NULL};
+        char *const argv[] = {(char *)"iptables", (char *)"-w",         (char *)"-t", (char *)"nat",
+                              (char *)"-S",       (char *)"PREROUTING", NULL};
         _cleanup_free_ char *out = malloc(RULES_MAX);
         int status = 0, r;
 
@@ -139,7 +140,8 @@ static int list_prerouting(char **ret) {
 }
 
 /* Calls fn for each DNAT rule of PREROUTING that publishes a port. */
-static int each_dnat(int (*fn)(const ckpt_native_port *p, const char *to, void *ud), void *ud, nm_error *err) {
+static int each_dnat(int (*fn)(const ckpt_native_port *p, const char *to, void *ud), void *ud,
+                     nm_error *err) {
         _cleanup_free_ char *rules = NULL;
         char *save = NULL;
         int r = list_prerouting(&rules);
@@ -203,7 +205,8 @@ static int find_clash(const ckpt_native_port *p, const char *to, void *ud) {
         clash_ctx *c = ud;
         for (size_t i = 0; i < c->n->n_ports; i++) {
                 const ckpt_native_port *q = &c->n->ports[i];
-                if (q->proto == p->proto && q->host_port == p->host_port && same_host_ip(q->host_ip, p->host_ip))
+                if (q->proto == p->proto && q->host_port == p->host_port &&
+                    same_host_ip(q->host_ip, p->host_ip))
                         return nm_error_set(c->err, -EADDRINUSE,
                                             "published port %s/%u is taken on this node (it goes to %s:%u)",
                                             protos[q->proto], q->host_port, to, p->ctr_port);
@@ -344,7 +347,8 @@ int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err) {
         nm_error_errno(err, r, "cannot publish port %s/%u", protos[nat->ports[i].proto],
                        nat->ports[i].host_port);
         /* What was added goes again: half a container's rules help nobody. */
-        ckpt_native_nat undo = {.address = nat->address, .subnet = nat->subnet, .ports = nat->ports, .n_ports = i + 1};
+        ckpt_native_nat undo = {
+                .address = nat->address, .subnet = nat->subnet, .ports = nat->ports, .n_ports = i + 1};
         (void)ckpt_native_nat_remove(&undo, NULL);
         return r;
 }

@@ -65,7 +65,8 @@ static void keeper_drop(keeper *k, bool polling) {
 /* ---- what the supervisor would do, on the thread pool ---- */
 
 static ckpt_native_nat keeper_nat(const keeper *k) {
-        return (ckpt_native_nat){.address = k->address, .subnet = k->subnet, .ports = k->ports, .n_ports = k->n_ports};
+        return (ckpt_native_nat){
+                .address = k->address, .subnet = k->subnet, .ports = k->ports, .n_ports = k->n_ports};
 }
 
 static bool keeper_has_nat(const keeper *k) {
@@ -82,7 +83,9 @@ static void forget_work(uv_work_t *w) {
                 if (ckpt_native_nat_remove(&nat, &e) < 0)
                         log_ctx_warning(k->id, "container %s exited; its NAT rules: %s", k->id, e.msg);
                 else
-                        log_ctx_info(k->id, "container %s exited: its MASQUERADE rule and %zu published port(s) are gone",
+                        log_ctx_info(k->id,
+                                     "container %s exited: its MASQUERADE rule and %zu published port(s) "
+                                     "are gone",
                                      k->id, k->n_ports);
         }
         /* The description as this node knows the copy: its cgroup is the one
@@ -222,9 +225,10 @@ int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err) {
                 return nm_error_errno(err, dfd, "cannot create the agent's kept/ directory");
         if (!ckpt_container_id_valid(e->id))
                 return nm_error_set(err, -EINVAL, "invalid container id");
-        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:o}", "id", e->id, "pid", (int)e->pid, "start_ticks",
-                      (json_int_t)e->start_ticks, "address", e->address, "cgroup_path", e->cgroup_path, "subnet",
-                      e->subnet, "ports", ckpt_native_ports_to_json(e->ports, e->n_ports));
+        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:o}", "id", e->id, "pid", (int)e->pid,
+                      "start_ticks", (json_int_t)e->start_ticks, "address", e->address, "cgroup_path",
+                      e->cgroup_path, "subnet", e->subnet, "ports",
+                      ckpt_native_ports_to_json(e->ports, e->n_ports));
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (!text)

@@ -401,10 +401,11 @@ static void test_dnat_rules(void **state) {
         assert_int_equal(p.host_port, 8080);
         assert_int_equal(p.ctr_port, 80);
         assert_string_equal(to, "10.0.42.17");
-        assert_int_equal(ckpt_native_parse_dnat("-A PREROUTING -d 192.0.2.7/32 -p udp -m udp --dport 53 -j DNAT "
-                                                "--to-destination 10.0.42.9:5353\n",
-                                                &p, to, sizeof(to)),
-                         1);
+        assert_int_equal(
+                ckpt_native_parse_dnat("-A PREROUTING -d 192.0.2.7/32 -p udp -m udp --dport 53 -j DNAT "
+                                       "--to-destination 10.0.42.9:5353\n",
+                                       &p, to, sizeof(to)),
+                1);
         assert_int_equal(p.proto, CKPT_PROTO_UDP);
         assert_string_equal(p.host_ip, "192.0.2.7");
         assert_int_equal(p.ctr_port, 5353);
@@ -417,13 +418,16 @@ static void test_dnat_rules(void **state) {
                 "-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -j DNAT --to-destination "
                 "10.0.42.17:80",
                 "-A PREROUTING -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 80",
-                "-A PREROUTING ! -d 127.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17:80",
-                "-A PREROUTING -s 192.0.2.0/24 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17:80",
+                "-A PREROUTING ! -d 127.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
+                "-A PREROUTING -s 192.0.2.0/24 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
                 "-A PREROUTING -p tcp -m tcp --dport 8080:8090 -j DNAT --to-destination 10.0.42.17:80",
                 "-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17:80-90",
                 "-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17",
                 "-A PREROUTING -p tcp -m tcp --dport 0 -j DNAT --to-destination 10.0.42.17:80",
-                "-A PREROUTING -d 10.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17:80",
+                "-A PREROUTING -d 10.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
                 "-A PREROUTING -p sctp -m sctp --dport 8080 -j DNAT --to-destination 10.0.42.17:80",
                 "-A PREROUTING -p tcp --dport",
                 "",
@@ -434,8 +438,9 @@ static void test_dnat_rules(void **state) {
 }
 
 static void test_ports_json_and_subnet(void **state) {
-        const ckpt_native_port in[] = {{.proto = CKPT_PROTO_TCP, .host_port = 8080, .ctr_port = 80},
-                                       {.proto = CKPT_PROTO_UDP, .host_ip = "192.0.2.7", .host_port = 53, .ctr_port = 53}};
+        const ckpt_native_port in[] = {
+                {.proto = CKPT_PROTO_TCP, .host_port = 8080, .ctr_port = 80},
+                {.proto = CKPT_PROTO_UDP, .host_ip = "192.0.2.7", .host_port = 53, .ctr_port = 53}};
         _cleanup_free_ ckpt_native_port *out = NULL;
         nm_error err = {};
         size_t n = 0;

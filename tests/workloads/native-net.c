@@ -199,7 +199,8 @@ static int port_rules(const native_port *p, const char *address, const char *op)
         snprintf(to, sizeof(to), "%s:%s", address, p->ctr_port);
         for (int i = 0; i < 2; i++) {
                 const char *chain = chains[del][i];
-                char *argv[24] = {"iptables", "-w", "-t", "nat", (char *)op, (char *)chain, "-p", (char *)p->proto};
+                char *argv[24] = {"iptables", "-w",          "-t", "nat",
+                                  (char *)op, (char *)chain, "-p", (char *)p->proto};
                 size_t n = 8;
                 if (strcmp(chain, "OUTPUT") == 0) {
                         argv[n++] = "-m";
@@ -247,7 +248,8 @@ static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) 
         char *route[] = {"route", "add", "default", "via", GATEWAY, NULL};
         /* One rule per container, as nucleus appends it (its supervisor
          * deletes one when the container exits). */
-        char *masq[] = {"iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", SUBNET, "-j", "MASQUERADE", NULL};
+        char *masq[] = {"iptables", "-w",   "-t", "nat",        "-A", "POSTROUTING",
+                        "-s",       SUBNET, "-j", "MASQUERADE", NULL};
         if (native_run(pair) < 0)
                 return -EIO;
         st->veth_ifindex = ifindex_of(st->veth);
@@ -349,8 +351,8 @@ void native_node_cleanup(const native_cfg *cfg, native_node_state *st) {
                 (void)port_rules(&cfg->ports[i], st->address, "-D");
         st->n_published = 0;
         if (st->masquerade) {
-                char *masq[] = {"iptables", "-w", "-t",         "nat", "-D", "POSTROUTING", "-s",
-                                SUBNET,     "-j", "MASQUERADE", NULL};
+                char *masq[] = {"iptables", "-w",   "-t", "nat",        "-D", "POSTROUTING",
+                                "-s",       SUBNET, "-j", "MASQUERADE", NULL};
                 (void)native_run(masq);
                 st->masquerade = false;
         }

@@ -79,8 +79,8 @@ typedef struct native_node_state {
         char address[32];
         bool masquerade;
         unsigned n_published; /* ports whose DNAT rules are installed */
-        char ip_alloc[4096]; /* the reservation file, "" when none */
-        int tap_fd;          /* NATIVE_NET_TAP: held by P0 */
+        char ip_alloc[4096];  /* the reservation file, "" when none */
+        int tap_fd;           /* NATIVE_NET_TAP: held by P0 */
 } native_node_state;
 
 /* ---- native-net.c (P0, in the node's network namespace) ---- */
