@@ -310,8 +310,9 @@ typedef struct ckpt_native_target {
 int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, nm_error *err);
 
 /* The nat-table rules nucleus's supervisor keeps on the node for one
- * bridged container: one `POSTROUTING -s SUBNET -j MASQUERADE` (one per
- * container, appended at start, one deleted at exit) and, per published
+ * bridged container: one `POSTROUTING -s SUBNET [! -o BRIDGE] -j
+ * MASQUERADE` (one per container, appended at start, one deleted at exit;
+ * see DESIGN.md for the `! -o`) and, per published
  * port, `PREROUTING -p PROTO [-d HOST_IP] --dport HOST_PORT -j DNAT
  * --to-destination ADDRESS:PORT` and the same in OUTPUT with `-m addrtype
  * --dst-type LOCAL`. Installing adds them all (or, failing, none); removing
@@ -319,6 +320,7 @@ int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, 
 typedef struct ckpt_native_nat {
         const char *address; /* the container's */
         const char *subnet;  /* "10.0.42.0/24"; NULL: no MASQUERADE */
+        const char *bridge;  /* traffic that stays on it is not masqueraded; NULL: all is */
         const ckpt_native_port *ports;
         size_t n_ports;
 } ckpt_native_nat;

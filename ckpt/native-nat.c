@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The nat-table rules nucleus's supervisor keeps for a bridged container
  * on its node (DESIGN.md "Native containers"): one MASQUERADE rule per
- * container (`POSTROUTING -s SUBNET -j MASQUERADE`, appended at start, one
- * deleted at exit) and, per published port, a DNAT rule in PREROUTING and
+ * container (`POSTROUTING -s SUBNET [! -o BRIDGE] -j MASQUERADE`, appended
+ * at start, one deleted at exit) and, per published port, a DNAT rule in PREROUTING and
  * one in OUTPUT (`-m addrtype --dst-type LOCAL`). nucleus records published
  * ports nowhere but in these rules, so they are read back from the table.
  * Everything here runs iptables: blocking, for the thread pool. */
@@ -260,18 +260,24 @@ typedef enum rule_op {
         RULE_DELETE,
 } rule_op;
 
-static int masquerade(const char *subnet, rule_op op) {
-        char *const argv[] = {(char *)"iptables",
-                              (char *)"-w",
-                              (char *)"-t",
-                              (char *)"nat",
-                              (char *)(op == RULE_ADD ? "-A" : "-D"),
-                              (char *)"POSTROUTING",
-                              (char *)"-s",
-                              (char *)subnet,
-                              (char *)"-j",
-                              (char *)"MASQUERADE",
-                              NULL};
+static int masquerade(const ckpt_native_nat *nat, rule_op op) {
+        char *argv[16] = {(char *)"iptables",
+                          (char *)"-w",
+                          (char *)"-t",
+                          (char *)"nat",
+                          (char *)(op == RULE_ADD ? "-A" : "-D"),
+                          (char *)"POSTROUTING",
+                          (char *)"-s",
+                          (char *)nat->subnet};
+        size_t n = 8;
+        if (nat->bridge) {
+                argv[n++] = (char *)"!";
+                argv[n++] = (char *)"-o";
+                argv[n++] = (char *)nat->bridge;
+        }
+        argv[n++] = (char *)"-j";
+        argv[n++] = (char *)"MASQUERADE";
+        argv[n] = NULL;
         return iptables(argv);
 }
 
@@ -326,7 +332,7 @@ int ckpt_native_nat_remove(const ckpt_native_nat *nat, nm_error *err) {
                 if ((k = port_rules(&nat->ports[i], nat->address, RULE_DELETE)) < 0 && r >= 0)
                         r = nm_error_errno(err, k, "cannot remove the DNAT rules of port %s/%u",
                                            protos[nat->ports[i].proto], nat->ports[i].host_port);
-        if (nat->subnet && (k = masquerade(nat->subnet, RULE_DELETE)) < 0 && r >= 0)
+        if (nat->subnet && (k = masquerade(nat, RULE_DELETE)) < 0 && r >= 0)
                 r = nm_error_errno(err, k, "cannot remove a MASQUERADE rule for %s", nat->subnet);
         return r;
 }
@@ -335,7 +341,7 @@ int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err) {
         int r = 0;
         size_t i;
 
-        if (nat->subnet && (r = masquerade(nat->subnet, RULE_ADD)) < 0)
+        if (nat->subnet && (r = masquerade(nat, RULE_ADD)) < 0)
                 return nm_error_errno(err, r, "cannot add a MASQUERADE rule for %s", nat->subnet);
         for (i = 0; i < nat->n_ports; i++) {
                 r = port_rules(&nat->ports[i], nat->address, RULE_ADD);
@@ -347,8 +353,8 @@ int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err) {
         nm_error_errno(err, r, "cannot publish port %s/%u", protos[nat->ports[i].proto],
                        nat->ports[i].host_port);
         /* What was added goes again: half a container's rules help nobody. */
-        ckpt_native_nat undo = {
-                .address = nat->address, .subnet = nat->subnet, .ports = nat->ports, .n_ports = i + 1};
+        ckpt_native_nat undo = *nat;
+        undo.n_ports = i + 1;
         (void)ckpt_native_nat_remove(&undo, NULL);
         return r;
 }

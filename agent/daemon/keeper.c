@@ -17,7 +17,7 @@
 struct keeper {
         agent *a;
         char *id, *address, *cgroup_path;
-        char *subnet;            /* its MASQUERADE rule's, or NULL */
+        char *subnet, *bridge;   /* its MASQUERADE rule's, or NULL */
         ckpt_native_port *ports; /* published to address */
         size_t n_ports;
         pid_t pid;
@@ -44,6 +44,7 @@ static keeper *keeper_free(keeper *k) {
         free(k->address);
         free(k->cgroup_path);
         free(k->subnet);
+        free(k->bridge);
         free(k->ports);
         free(k);
         return NULL;
@@ -65,8 +66,11 @@ static void keeper_drop(keeper *k, bool polling) {
 /* ---- what the supervisor would do, on the thread pool ---- */
 
 static ckpt_native_nat keeper_nat(const keeper *k) {
-        return (ckpt_native_nat){
-                .address = k->address, .subnet = k->subnet, .ports = k->ports, .n_ports = k->n_ports};
+        return (ckpt_native_nat){.address = k->address,
+                                 .subnet = k->subnet,
+                                 .bridge = k->bridge,
+                                 .ports = k->ports,
+                                 .n_ports = k->n_ports};
 }
 
 static bool keeper_has_nat(const keeper *k) {
@@ -203,12 +207,13 @@ static keeper *keeper_new(agent *a, const keeper_entry *e) {
         k->address = e->address ? strdup(e->address) : NULL;
         k->cgroup_path = e->cgroup_path ? strdup(e->cgroup_path) : NULL;
         k->subnet = e->subnet ? strdup(e->subnet) : NULL;
+        k->bridge = e->bridge ? strdup(e->bridge) : NULL;
         if (e->n_ports && (k->ports = calloc(e->n_ports, sizeof(*k->ports)))) {
                 memcpy(k->ports, e->ports, e->n_ports * sizeof(*k->ports));
                 k->n_ports = e->n_ports;
         }
         if (!k->id || (e->address && !k->address) || (e->cgroup_path && !k->cgroup_path) ||
-            (e->subnet && !k->subnet) || (e->n_ports && !k->ports))
+            (e->subnet && !k->subnet) || (e->bridge && !k->bridge) || (e->n_ports && !k->ports))
                 return keeper_free(k);
         LIST_PREPEND(keepers, a->keepers, k);
         return k;
@@ -225,9 +230,9 @@ int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err) {
                 return nm_error_errno(err, dfd, "cannot create the agent's kept/ directory");
         if (!ckpt_container_id_valid(e->id))
                 return nm_error_set(err, -EINVAL, "invalid container id");
-        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:o}", "id", e->id, "pid", (int)e->pid,
+        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:s?, s:o}", "id", e->id, "pid", (int)e->pid,
                       "start_ticks", (json_int_t)e->start_ticks, "address", e->address, "cgroup_path",
-                      e->cgroup_path, "subnet", e->subnet, "ports",
+                      e->cgroup_path, "subnet", e->subnet, "bridge", e->bridge, "ports",
                       ckpt_native_ports_to_json(e->ports, e->n_ports));
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
@@ -266,6 +271,7 @@ static void load_one(agent *a, int dfd, const char *name) {
                 .address = json_string_value(json_object_get(o, "address")),
                 .cgroup_path = json_string_value(json_object_get(o, "cgroup_path")),
                 .subnet = json_string_value(json_object_get(o, "subnet")),
+                .bridge = json_string_value(json_object_get(o, "bridge")),
         };
         _cleanup_free_ ckpt_native_port *ports = NULL;
         nm_error perr = {};

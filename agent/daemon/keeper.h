@@ -28,6 +28,7 @@ typedef struct keeper_entry {
          * (ckpt_native_nat): installed when the keeping starts, removed
          * when the container exits. */
         const char *subnet; /* its MASQUERADE rule's, or NULL */
+        const char *bridge; /* ... and the bridge it excludes */
         const ckpt_native_port *ports;
         size_t n_ports;
 } keeper_entry;

@@ -682,6 +682,7 @@ static void dst_write_state(mig *m) {
                           .address = mig_rec_str(m, "address"),
                           .cgroup_path = cgroup,
                           .subnet = subnet[0] ? subnet : NULL,
+                          .bridge = bridged ? (m->a->cfg.bridge ? m->a->cfg.bridge : nat->bridge) : NULL,
                           .ports = bridged ? nat->ports : NULL,
                           .n_ports = bridged ? nat->n_ports : 0};
         if (keeper_adopt(m->a, &e, &err) < 0)

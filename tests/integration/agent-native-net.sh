@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The nat table follows a native container through the agents, as nucleus's
-# supervisor keeps it: one `-s SUBNET -j MASQUERADE` rule per running bridged
-# container, and per published port (`--publish 8080:7000`) a DNAT rule in
+# supervisor keeps it: one `-s SUBNET ! -o nucleus0 -j MASQUERADE` rule per
+# running bridged container (DESIGN.md "The nat table" on the `! -o`), and per published port (`--publish 8080:7000`) a DNAT rule in
 # PREROUTING and one in OUTPUT.
 #
 # - A target where the port is published already refuses before the
@@ -32,7 +32,7 @@ stopped() { grep -q '^State:.*T' "/proc/$1/status"; }
 gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status"; }
 nat() { ip netns exec "$(fx_ns "$1")" iptables -w -t nat -S "$2"; }
 # masq NODE: MASQUERADE rules for the subnet; dnat NODE CHAIN: web's DNAT rules.
-masq() { nat "$1" POSTROUTING | grep -c -- '^-A POSTROUTING -s 10.0.42.0/24 -j MASQUERADE$' || true; }
+masq() { nat "$1" POSTROUTING | grep -c -- '^-A POSTROUTING -s 10.0.42.0/24 ! -o nucleus0 -j MASQUERADE$' || true; }
 dnat() { nat "$1" "$2" | grep -c -- "--dport 8080 -j DNAT --to-destination $addr:7000\$" || true; }
 # counts NODE MASQ PRE OUT: the node's rules are these (waited for).
 counts() { [ "$(masq "$1")" = "$2" ] && [ "$(dnat "$1" PREROUTING)" = "$3" ] && [ "$(dnat "$1" OUTPUT)" = "$4" ]; }

@@ -141,7 +141,7 @@ move() {
 	# The fixture's nodes have no MASQUERADE of their own: the agent that
 	# restored web made the rule nucleus would have.
 	t_wait_until 5 "MASQUERADE on $to" bash -c \
-		"ip netns exec $(fx_ns "$to") iptables -w -t nat -S POSTROUTING | grep -q -- '-s 10.0.42.0/24 -j MASQUERADE'" ||
+		"ip netns exec $(fx_ns "$to") iptables -w -t nat -S POSTROUTING | grep -q -- '-s 10.0.42.0/24 ! -o nucleus0 -j MASQUERADE'" ||
 		t_fail "no MASQUERADE for web's subnet on $to"
 	# web echoes what its one client sends: ask it from the target node.
 	t_assert_eq "$(fx_in "$to" timeout "$(t_secs 5)" bash -c "exec 3<>/dev/tcp/$addr/7000 && printf nm-probe >&3 && head -c 8 <&3")" \

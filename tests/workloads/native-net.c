@@ -246,10 +246,12 @@ static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) 
         char *addr[] = {"addr", "add", cidr, "dev", st->vethc, NULL};
         char *up[] = {"link", "set", st->vethc, "up", NULL};
         char *route[] = {"route", "add", "default", "via", GATEWAY, NULL};
-        /* One rule per container, as nucleus appends it (its supervisor
-         * deletes one when the container exits). */
-        char *masq[] = {"iptables", "-w",   "-t", "nat",        "-A", "POSTROUTING",
-                        "-s",       SUBNET, "-j", "MASQUERADE", NULL};
+        /* One rule per container, appended as nucleus does (its supervisor
+         * deletes one when the container exits); `! -o BRIDGE` unlike
+         * nucleus: see DESIGN.md "The nat table". */
+        char *masq[] = {"iptables",          "-w", "-t",         "nat", "-A",
+                        "POSTROUTING",       "-s", SUBNET,       "!",   "-o",
+                        (char *)cfg->bridge, "-j", "MASQUERADE", NULL};
         if (native_run(pair) < 0)
                 return -EIO;
         st->veth_ifindex = ifindex_of(st->veth);
@@ -351,8 +353,9 @@ void native_node_cleanup(const native_cfg *cfg, native_node_state *st) {
                 (void)port_rules(&cfg->ports[i], st->address, "-D");
         st->n_published = 0;
         if (st->masquerade) {
-                char *masq[] = {"iptables", "-w",   "-t", "nat",        "-D", "POSTROUTING",
-                                "-s",       SUBNET, "-j", "MASQUERADE", NULL};
+                char *masq[] = {"iptables",          "-w", "-t",         "nat", "-D",
+                                "POSTROUTING",       "-s", SUBNET,       "!",   "-o",
+                                (char *)cfg->bridge, "-j", "MASQUERADE", NULL};
                 (void)native_run(masq);
                 st->masquerade = false;
         }
