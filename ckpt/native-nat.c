@@ -66,42 +66,60 @@ static int parse_host_ip(const char *s, char *buf, size_t size) {
         return 0;
 }
 
+/* What one line says, option by option. */
+typedef struct dnat_line {
+        ckpt_native_port p;
+        size_t to; /* offset of --to-destination's value; 0: none */
+        bool prerouting, dnat;
+} dnat_line;
+
+/* One option and its value; false when the line cannot be nucleus's. */
+static bool dnat_option(dnat_line *d, const char *w, const char *v, size_t v_off) {
+        if (strcmp(w, "-A") == 0)
+                d->prerouting = strcmp(v, "PREROUTING") == 0;
+        else if (strcmp(w, "-p") == 0)
+                d->p.proto = ckpt_proto_from_string(v);
+        else if (strcmp(w, "-d") == 0)
+                return parse_host_ip(v, d->p.host_ip, sizeof(d->p.host_ip)) >= 0;
+        else if (strcmp(w, "--dport") == 0)
+                return parse_port(v, &d->p.host_port) >= 0;
+        else if (strcmp(w, "-j") == 0)
+                d->dnat = strcmp(v, "DNAT") == 0;
+        else if (strcmp(w, "--to-destination") == 0)
+                d->to = v_off;
+        else if (strcmp(w, "-s") == 0 || strcmp(w, "-i") == 0)
+                return false; /* narrower than a published port */
+        return true;
+}
+
+static bool takes_value(const char *w) {
+        static const char *const opts[] = {"-A", "-p", "-d", "--dport", "-j", "--to-destination",
+                                           "-m", "-s", "-i"};
+        for (size_t i = 0; i < ARRAY_SIZE(opts); i++)
+                if (strcmp(w, opts[i]) == 0)
+                        return true;
+        return false;
+}
+
 int ckpt_native_parse_dnat(const char *line, ckpt_native_port *ret, char *to_addr, size_t to_size) {
         _cleanup_free_ char *copy = strdup(line);
-        ckpt_native_port p = {.proto = _CKPT_PROTO_INVALID};
-        const char *to = NULL;
-        bool prerouting = false, dnat = false;
+        dnat_line d = {.p.proto = _CKPT_PROTO_INVALID};
         char *save = NULL;
 
         if (!copy)
                 return -ENOMEM;
         for (char *w = strtok_r(copy, " \t\n", &save); w; w = strtok_r(NULL, " \t\n", &save)) {
-                char *v = NULL;
                 if (strcmp(w, "!") == 0)
                         return 0; /* a negation: not a rule nucleus writes */
-                if (strcmp(w, "-A") == 0 || strcmp(w, "-p") == 0 || strcmp(w, "-d") == 0 ||
-                    strcmp(w, "--dport") == 0 || strcmp(w, "-j") == 0 ||
-                    strcmp(w, "--to-destination") == 0 || strcmp(w, "-m") == 0 || strcmp(w, "-s") == 0 ||
-                    strcmp(w, "-i") == 0) {
-                        v = strtok_r(NULL, " \t\n", &save);
-                        if (!v)
-                                return 0;
-                }
-                if (strcmp(w, "-A") == 0)
-                        prerouting = strcmp(v, "PREROUTING") == 0;
-                else if (strcmp(w, "-p") == 0)
-                        p.proto = ckpt_proto_from_string(v);
-                else if (strcmp(w, "-d") == 0 && parse_host_ip(v, p.host_ip, sizeof(p.host_ip)) < 0)
+                if (!takes_value(w))
+                        continue;
+                char *v = strtok_r(NULL, " \t\n", &save);
+                if (!v || !dnat_option(&d, w, v, (size_t)(v - copy)))
                         return 0;
-                else if (strcmp(w, "--dport") == 0 && parse_port(v, &p.host_port) < 0)
-                        return 0;
-                else if (strcmp(w, "-j") == 0)
-                        dnat = strcmp(v, "DNAT") == 0;
-                else if (strcmp(w, "--to-destination") == 0)
-                        to = line + (v - copy);
-                else if (strcmp(w, "-s") == 0 || strcmp(w, "-i") == 0)
-                        return 0; /* narrower than a published port */
         }
+        ckpt_native_port p = d.p;
+        const char *to = d.to ? line + d.to : NULL;
+        bool prerouting = d.prerouting, dnat = d.dnat;
         if (!prerouting || !dnat || !to || p.proto < 0 || !p.host_port)
                 return 0;
         /* ADDR:PORT, nothing else (no range, no second port). */
