@@ -151,6 +151,12 @@ int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size);
 /* ---- native containers (native*.c, rootfs*.c) ---------------------------- */
 
 typedef struct ckpt_native ckpt_native;
+
+/* native-nat.c: n's published ports, read from this node's nat table;
+ * and whether they are free here (-EADDRINUSE with the reason). */
+int ckpt__native_describe_ports(ckpt_native *n, nm_error *err);
+int ckpt__native_check_ports(const ckpt_native *n, nm_error *err);
+
 typedef struct ckpt_native_mount ckpt_native_mount;
 
 /* Runs fn(arg) on a short-lived thread of its own that has entered the

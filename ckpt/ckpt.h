@@ -196,6 +196,24 @@ typedef enum ckpt_landlock {
         _CKPT_LANDLOCK_INVALID = -EINVAL,
 } ckpt_landlock;
 
+typedef enum ckpt_proto {
+        CKPT_PROTO_TCP,
+        CKPT_PROTO_UDP,
+        _CKPT_PROTO_MAX,
+        _CKPT_PROTO_INVALID = -EINVAL,
+} ckpt_proto;
+const char *ckpt_proto_to_string(ckpt_proto p);
+ckpt_proto ckpt_proto_from_string(const char *s);
+
+/* A published port: nucleus's `-p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]`,
+ * as its DNAT rule in the node's nat PREROUTING chain shows it. */
+typedef struct ckpt_native_port {
+        ckpt_proto proto;
+        char host_ip[16]; /* "" : every address of the node */
+        uint16_t host_port;
+        uint16_t ctr_port;
+} ckpt_native_port;
+
 typedef struct ckpt_native {
         bool own_mount_ns; /* false: everything below but stdio/security is unset */
         /* Mounts, in mountinfo order (parents first). */
@@ -204,13 +222,15 @@ typedef struct ckpt_native {
         uint64_t root_bytes; /* in use on the root tmpfs */
         /* Network. */
         ckpt_net_mode net;
-        char *iface;      /* TAP/OTHER: the offending interface */
-        char *vethc;      /* BRIDGE: the container side ("vethc-2b1") */
-        char *veth;       /* BRIDGE: the node side ("veth-2b1") */
-        char *bridge;     /* BRIDGE: its master on the node ("nucleus0") */
-        char *address;    /* BRIDGE: the container's IPv4 address ("10.0.42.17") */
-        unsigned prefix;  /* its prefix length (24) */
-        char *bridge_net; /* the bridge's own address/prefix on the source ("10.0.42.1/24") */
+        char *iface;             /* TAP/OTHER: the offending interface */
+        char *vethc;             /* BRIDGE: the container side ("vethc-2b1") */
+        char *veth;              /* BRIDGE: the node side ("veth-2b1") */
+        char *bridge;            /* BRIDGE: its master on the node ("nucleus0") */
+        char *address;           /* BRIDGE: the container's IPv4 address ("10.0.42.17") */
+        unsigned prefix;         /* its prefix length (24) */
+        char *bridge_net;        /* the bridge's own address/prefix on the source ("10.0.42.1/24") */
+        ckpt_native_port *ports; /* BRIDGE: the ports published to address (DNAT rules on the node) */
+        size_t n_ports;
         /* cgroup (v2). */
         char *cgroup;        /* the container's cgroup, host view ("/nucleus-<id>"), or NULL */
         char *cgroup_inside; /* the same seen from inside ("/../../nucleus-<id>") */
@@ -283,9 +303,39 @@ typedef struct ckpt_native_target {
  * here, not reserved in ip-alloc by another id), every bind source exists
  * with the same type, the memory the root tmpfs holds is available, the
  * cgroup does not exist yet. -EADDRINUSE / -EEXIST / -ENOENT / -ENOMEM /
- * -EOPNOTSUPP with the reason. Published ports are not checked (nucleus's
- * DNAT rules are not described yet). */
+ * no published port of n is published here already (a DNAT rule in the
+ * nat table's PREROUTING for the same protocol and port, any or the same
+ * host address). -EADDRINUSE / -EEXIST / -ENOENT / -ENOMEM / -EOPNOTSUPP
+ * with the reason. */
 int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, nm_error *err);
+
+/* The nat-table rules nucleus's supervisor keeps on the node for one
+ * bridged container: one `POSTROUTING -s SUBNET [! -o BRIDGE] -j
+ * MASQUERADE` (one per container, appended at start, one deleted at exit;
+ * see DESIGN.md for the `! -o`) and, per published
+ * port, `PREROUTING -p PROTO [-d HOST_IP] --dport HOST_PORT -j DNAT
+ * --to-destination ADDRESS:PORT` and the same in OUTPUT with `-m addrtype
+ * --dst-type LOCAL`. Installing adds them all (or, failing, none); removing
+ * deletes one of each, the first error reported. iptables, blocking. */
+typedef struct ckpt_native_nat {
+        const char *address; /* the container's */
+        const char *subnet;  /* "10.0.42.0/24"; NULL: no MASQUERADE */
+        const char *bridge;  /* traffic that stays on it is not masqueraded; NULL: all is */
+        const ckpt_native_port *ports;
+        size_t n_ports;
+} ckpt_native_nat;
+int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err);
+int ckpt_native_nat_remove(const ckpt_native_nat *nat, nm_error *err);
+/* The "ports" array of nm_native's net object, and back (a NULL or
+ * absent array: none). The kept records of the agent use the same. */
+json_t *ckpt_native_ports_to_json(const ckpt_native_port *ports, size_t n_ports);
+int ckpt_native_ports_from_json(const json_t *a, ckpt_native_port **ret, size_t *ret_n, nm_error *err);
+/* The network of a bridge address ("10.0.42.1/24" -> "10.0.42.0/24"). */
+int ckpt_native_subnet(const char *bridge_net, char *buf, size_t size);
+/* One line of `iptables -t nat -S`: 1 and the port, its DNAT target's
+ * address in to_addr, when it is a PREROUTING DNAT rule that publishes a
+ * port (as nucleus writes one); 0 for any other line. */
+int ckpt_native_parse_dnat(const char *line, ckpt_native_port *ret, char *to_addr, size_t to_size);
 
 /* <state dir>/ip-alloc/<id>.ip holding address (created 0600 with
  * O_EXCL; an existing one of the same id with the same address is fine),

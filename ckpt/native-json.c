@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The description of a native container as metadata.json's "nm_native"
  * object (our own field: nucleus's serde ignores it), and back. */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,7 @@ int ckpt_native_to_json(const ckpt_native *n, json_t **ret) {
         json_object_set_new(net, "address", str_or_null(n->address));
         json_object_set_new(net, "prefix", json_integer(n->prefix));
         json_object_set_new(net, "bridge_net", str_or_null(n->bridge_net));
+        json_object_set_new(net, "ports", ckpt_native_ports_to_json(n->ports, n->n_ports));
         json_object_set_new(cg, "path", str_or_null(n->cgroup));
         json_object_set_new(cg, "inside", str_or_null(n->cgroup_inside));
         json_object_set_new(cg, "ns_root", str_or_null(n->cgroupns_root));
@@ -183,6 +185,65 @@ static int mount_from_json(const json_t *o, ckpt_native_mount *m, nm_error *err)
         return 0;
 }
 
+json_t *ckpt_native_ports_to_json(const ckpt_native_port *ports, size_t n_ports) {
+        json_t *a = json_array();
+        for (size_t i = 0; a && i < n_ports; i++) {
+                const ckpt_native_port *p = &ports[i];
+                json_array_append_new(a, json_pack("{s:s, s:s?, s:i, s:i}", "proto",
+                                                   ckpt_proto_to_string(p->proto), "host_ip",
+                                                   p->host_ip[0] ? p->host_ip : NULL, "host_port",
+                                                   (int)p->host_port, "ctr_port", (int)p->ctr_port));
+        }
+        return a;
+}
+
+static int port_from_json(const json_t *o, ckpt_native_port *p, nm_error *err) {
+        const char *proto = NULL, *host_ip = NULL;
+        uint64_t host_port = 0, ctr_port = 0;
+        struct in_addr a;
+        int r;
+
+        if (!json_is_object(o))
+                return nm_error_set(err, -EBADMSG, "nm_native: a published port is not an object");
+        r = ckpt__json_string(o, "proto", true, &proto, err);
+        if (r >= 0)
+                r = ckpt__json_string(o, "host_ip", false, &host_ip, err);
+        if (r >= 0)
+                r = ckpt__json_u64_field(o, "host_port", true, 65535, &host_port, NULL, err);
+        if (r >= 0)
+                r = ckpt__json_u64_field(o, "ctr_port", true, 65535, &ctr_port, NULL, err);
+        if (r < 0)
+                return r;
+        p->proto = ckpt_proto_from_string(proto);
+        if (p->proto < 0 || host_port == 0 || ctr_port == 0 ||
+            (host_ip && (strlen(host_ip) >= sizeof(p->host_ip) || inet_pton(AF_INET, host_ip, &a) != 1)))
+                return nm_error_set(err, -EBADMSG, "nm_native: a bad published port");
+        snprintf(p->host_ip, sizeof(p->host_ip), "%s", host_ip ? host_ip : "");
+        p->host_port = (uint16_t)host_port;
+        p->ctr_port = (uint16_t)ctr_port;
+        return 0;
+}
+
+int ckpt_native_ports_from_json(const json_t *a, ckpt_native_port **ret, size_t *ret_n, nm_error *err) {
+        _cleanup_free_ ckpt_native_port *ports = NULL;
+        size_t n = json_array_size(a);
+
+        if (a && !json_is_array(a) && !json_is_null(a))
+                return nm_error_set(err, -EBADMSG, "nm_native: ports is not an array");
+        if (n > 1024)
+                return nm_error_set(err, -EBADMSG, "nm_native: too many published ports");
+        if (n && !(ports = calloc(n, sizeof(*ports))))
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                int r = port_from_json(json_array_get(a, i), &ports[i], err);
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(ports);
+        *ret_n = n;
+        return 0;
+}
+
 static int net_from_json(const json_t *o, ckpt_native *n, nm_error *err) {
         int mode, r;
         uint64_t prefix;
@@ -202,6 +263,8 @@ static int net_from_json(const json_t *o, ckpt_native *n, nm_error *err) {
                 r = opt_string(o, "bridge_net", &n->bridge_net, err);
         if (r >= 0)
                 r = ckpt__json_u64_field(o, "prefix", false, 32, &prefix, NULL, err);
+        if (r >= 0) /* absent from older sources: none */
+                r = ckpt_native_ports_from_json(json_object_get(o, "ports"), &n->ports, &n->n_ports, err);
         if (r < 0)
                 return r;
         n->net = (ckpt_net_mode)mode;

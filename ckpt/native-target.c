@@ -105,6 +105,8 @@ static int check_net(const ckpt_native *n, const ckpt_native_target *t, nm_error
                         r = nm_error_set(err, -EADDRINUSE, "address %s is on %s of this node", n->address,
                                          l[i].name);
         free(l);
+        if (r >= 0)
+                r = ckpt__native_check_ports(n, err);
         if (r < 0 || !t->state_dir)
                 return r;
         r = address_holder(t->state_dir, n->address, holder, sizeof(holder));

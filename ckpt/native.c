@@ -36,6 +36,7 @@ ckpt_native *ckpt_native_free(ckpt_native *n) {
                 free(*s[i]);
         for (size_t i = 0; i < ARRAY_SIZE(n->stdio); i++)
                 free(n->stdio[i].key);
+        free(n->ports);
         free(n);
         return NULL;
 }
@@ -274,7 +275,7 @@ static int describe_net(pid_t pid, ckpt_native *n, nm_error *err) {
                         n->bridge_net = NULL;
         }
         free(here);
-        return 0;
+        return ckpt__native_describe_ports(n, err);
 }
 
 /* ---- stdio ------------------------------------------------------------------------ */

@@ -17,6 +17,9 @@
 struct keeper {
         agent *a;
         char *id, *address, *cgroup_path;
+        char *subnet, *bridge;   /* its MASQUERADE rule's, or NULL */
+        ckpt_native_port *ports; /* published to address */
+        size_t n_ports;
         pid_t pid;
         uint64_t start_ticks;
         int pidfd;
@@ -40,6 +43,9 @@ static keeper *keeper_free(keeper *k) {
         free(k->id);
         free(k->address);
         free(k->cgroup_path);
+        free(k->subnet);
+        free(k->bridge);
+        free(k->ports);
         free(k);
         return NULL;
 }
@@ -59,8 +65,33 @@ static void keeper_drop(keeper *k, bool polling) {
 
 /* ---- what the supervisor would do, on the thread pool ---- */
 
+static ckpt_native_nat keeper_nat(const keeper *k) {
+        return (ckpt_native_nat){.address = k->address,
+                                 .subnet = k->subnet,
+                                 .bridge = k->bridge,
+                                 .ports = k->ports,
+                                 .n_ports = k->n_ports};
+}
+
+static bool keeper_has_nat(const keeper *k) {
+        return k->address && (k->subnet || k->n_ports);
+}
+
 static void forget_work(uv_work_t *w) {
         keeper *k = container_of(w, keeper, work);
+        if (keeper_has_nat(k)) {
+                ckpt_native_nat nat = keeper_nat(k);
+                nm_error e = {};
+                /* The supervisor's share of the nat table: one MASQUERADE
+                 * rule and the published ports' DNAT rules. */
+                if (ckpt_native_nat_remove(&nat, &e) < 0)
+                        log_ctx_warning(k->id, "container %s exited; its NAT rules: %s", k->id, e.msg);
+                else
+                        log_ctx_info(k->id,
+                                     "container %s exited: its MASQUERADE rule and %zu published port(s) "
+                                     "are gone",
+                                     k->id, k->n_ports);
+        }
         /* The description as this node knows the copy: its cgroup is the one
          * made here (an absolute path), its address the reserved one. */
         ckpt_native here = {.net = k->address ? CKPT_NET_BRIDGE : CKPT_NET_NONE,
@@ -136,6 +167,33 @@ static void keeper_watch(keeper *k) {
                      (int)k->pid);
 }
 
+/* ---- the supervisor's nat rules, made at the start of the keeping ---- */
+
+static void install_work(uv_work_t *w) {
+        keeper *k = container_of(w, keeper, work);
+        ckpt_native_nat nat = keeper_nat(k);
+        k->r = ckpt_native_nat_install(&nat, &k->err);
+}
+
+static void install_done(uv_work_t *w, int status) {
+        keeper *k = container_of(w, keeper, work);
+        (void)status;
+
+        if (k->r < 0) {
+                log_ctx_error(k->id, "container %s runs here without its NAT rules: %s", k->id, k->err.msg);
+                /* Nothing of them is left to remove at its exit. */
+                free(k->subnet);
+                k->subnet = NULL;
+                k->n_ports = 0;
+        } else {
+                log_ctx_info(k->id, "container %s: added a MASQUERADE rule for %s and %zu published port(s)",
+                             k->id, k->subnet ? k->subnet : "-", k->n_ports);
+        }
+        nm_error_clear(&k->err);
+        k->r = 0;
+        keeper_watch(k);
+}
+
 static keeper *keeper_new(agent *a, const keeper_entry *e) {
         keeper *k = calloc(1, sizeof(*k));
 
@@ -148,7 +206,14 @@ static keeper *keeper_new(agent *a, const keeper_entry *e) {
         k->id = strdup(e->id);
         k->address = e->address ? strdup(e->address) : NULL;
         k->cgroup_path = e->cgroup_path ? strdup(e->cgroup_path) : NULL;
-        if (!k->id || (e->address && !k->address) || (e->cgroup_path && !k->cgroup_path))
+        k->subnet = e->subnet ? strdup(e->subnet) : NULL;
+        k->bridge = e->bridge ? strdup(e->bridge) : NULL;
+        if (e->n_ports && (k->ports = calloc(e->n_ports, sizeof(*k->ports)))) {
+                memcpy(k->ports, e->ports, e->n_ports * sizeof(*k->ports));
+                k->n_ports = e->n_ports;
+        }
+        if (!k->id || (e->address && !k->address) || (e->cgroup_path && !k->cgroup_path) ||
+            (e->subnet && !k->subnet) || (e->bridge && !k->bridge) || (e->n_ports && !k->ports))
                 return keeper_free(k);
         LIST_PREPEND(keepers, a->keepers, k);
         return k;
@@ -165,8 +230,10 @@ int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err) {
                 return nm_error_errno(err, dfd, "cannot create the agent's kept/ directory");
         if (!ckpt_container_id_valid(e->id))
                 return nm_error_set(err, -EINVAL, "invalid container id");
-        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?}", "id", e->id, "pid", (int)e->pid, "start_ticks",
-                      (json_int_t)e->start_ticks, "address", e->address, "cgroup_path", e->cgroup_path);
+        o = json_pack("{s:s, s:i, s:I, s:s?, s:s?, s:s?, s:s?, s:o}", "id", e->id, "pid", (int)e->pid,
+                      "start_ticks", (json_int_t)e->start_ticks, "address", e->address, "cgroup_path",
+                      e->cgroup_path, "subnet", e->subnet, "bridge", e->bridge, "ports",
+                      ckpt_native_ports_to_json(e->ports, e->n_ports));
         text = o ? json_dumps(o, JSON_COMPACT) : NULL;
         json_decref(o);
         if (!text)
@@ -177,7 +244,16 @@ int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err) {
         k = keeper_new(a, e);
         if (!k)
                 return nm_error_set(err, -ENOMEM, "out of memory");
-        keeper_watch(k);
+        if (!keeper_has_nat(k)) {
+                keeper_watch(k);
+                return 0;
+        }
+        /* The rules first, then the watch: an exit is then seen after them,
+         * and its cleanup cannot run before they are in. */
+        if (uv_queue_work(a->loop, &k->work, install_work, install_done) < 0) {
+                install_work(&k->work);
+                install_done(&k->work, 0);
+        }
         return 0;
 }
 
@@ -194,7 +270,14 @@ static void load_one(agent *a, int dfd, const char *name) {
                 .start_ticks = (uint64_t)json_integer_value(json_object_get(o, "start_ticks")),
                 .address = json_string_value(json_object_get(o, "address")),
                 .cgroup_path = json_string_value(json_object_get(o, "cgroup_path")),
+                .subnet = json_string_value(json_object_get(o, "subnet")),
+                .bridge = json_string_value(json_object_get(o, "bridge")),
         };
+        _cleanup_free_ ckpt_native_port *ports = NULL;
+        nm_error perr = {};
+        if (ckpt_native_ports_from_json(json_object_get(o, "ports"), &ports, &e.n_ports, &perr) < 0)
+                log_warning("kept record %s: %s (its published ports stay)", name, perr.msg);
+        e.ports = ports;
         if (!e.id || strcmp(e.id, name) != 0 || e.pid <= 0) {
                 log_warning("removing the unreadable kept record %s", name);
                 (void)unlinkat(dfd, name, 0);
@@ -215,94 +298,6 @@ void keeper_load_all(agent *a) {
                 if (de->d_name[0] != '.' && !strstr(de->d_name, ".tmp"))
                         load_one(a, dfd, de->d_name);
         closedir(d);
-}
-
-/* ---- MASQUERADE for the bridge's subnet ---- */
-
-typedef struct masq {
-        uv_process_t proc;
-        char *ctx, *subnet, *bridge;
-        bool adding; /* the check said it is missing: this is the -A */
-} masq;
-
-static void masq_free(uv_handle_t *h) {
-        masq *q = h->data;
-        free(q->ctx);
-        free(q->subnet);
-        free(q->bridge);
-        free(q);
-}
-
-static void masq_exited(uv_process_t *p, int64_t status, int signal);
-
-/* q->proc.data is set first: a failed uv_spawn still needs uv_close. */
-static int masq_spawn(uv_loop_t *loop, masq *q) {
-        char *args[] = {(char *)"iptables",
-                        (char *)"-w",
-                        (char *)"-t",
-                        (char *)"nat",
-                        (char *)(q->adding ? "-A" : "-C"),
-                        (char *)"POSTROUTING",
-                        (char *)"-s",
-                        q->subnet,
-                        (char *)"!",
-                        (char *)"-o",
-                        q->bridge,
-                        (char *)"-j",
-                        (char *)"MASQUERADE",
-                        NULL};
-        uv_stdio_container_t stdio[3] = {{.flags = UV_IGNORE}, {.flags = UV_IGNORE}, {.flags = UV_IGNORE}};
-        uv_process_options_t o = {
-                .exit_cb = masq_exited, .file = "iptables", .args = args, .stdio_count = 3, .stdio = stdio};
-        q->proc.data = q;
-        return uv_spawn(loop, &q->proc, &o);
-}
-
-static void masq_exited(uv_process_t *p, int64_t status, int signal) {
-        masq *q = p->data;
-        bool missing = !q->adding && status == 1 && !signal; /* -C: 1 means "no such rule" */
-
-        if (q->adding && (status || signal))
-                log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node (iptables exit %lld)",
-                                q->subnet, (long long)status);
-        else if (q->adding)
-                log_ctx_info(q->ctx, "added MASQUERADE for %s (not via %s) on this node", q->subnet,
-                             q->bridge);
-        else if (status && !missing)
-                log_ctx_warning(q->ctx, "cannot check MASQUERADE for %s (iptables exit %lld)", q->subnet,
-                                (long long)status);
-        if (missing) {
-                masq *n = calloc(1, sizeof(*n));
-                int r = -ENOMEM;
-                if (n && (n->ctx = strdup(q->ctx)) && (n->subnet = strdup(q->subnet)) &&
-                    (n->bridge = strdup(q->bridge))) {
-                        n->adding = true;
-                        r = masq_spawn(p->loop, n);
-                        if (r < 0) /* uv_spawn initialized the handle anyway */
-                                uv_close((uv_handle_t *)&n->proc, masq_free);
-                } else if (n) {
-                        masq_free(&(uv_handle_t){.data = n});
-                }
-                if (r < 0)
-                        log_ctx_warning(q->ctx, "cannot add MASQUERADE for %s on this node", q->subnet);
-        }
-        uv_close((uv_handle_t *)p, masq_free);
-}
-
-void keeper_ensure_masquerade(agent *a, const char *ctx, const char *subnet, const char *bridge) {
-        masq *q = calloc(1, sizeof(*q));
-        int r = -ENOMEM;
-
-        if (q && (q->ctx = strdup(ctx)) && (q->subnet = strdup(subnet)) && (q->bridge = strdup(bridge))) {
-                r = masq_spawn(a->loop, q);
-                if (r < 0) /* uv_spawn initialized the handle anyway */
-                        uv_close((uv_handle_t *)&q->proc, masq_free);
-        } else if (q) {
-                masq_free(&(uv_handle_t){.data = q});
-        }
-        if (r < 0)
-                log_ctx_warning(ctx, "cannot check MASQUERADE for %s: %s", subnet,
-                                r == -ENOMEM ? "out of memory" : uv_strerror(r));
 }
 
 void keeper_close_all(agent *a) {

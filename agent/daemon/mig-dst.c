@@ -665,18 +665,29 @@ static void dst_write_state(mig *m) {
         }
         if (!json_is_true(json_object_get(m->rec, "native")))
                 return;
-        /* No nucleus supervisor here: we clean up after it when it exits. */
+        /* No nucleus supervisor here: we do its part, the nat rules it
+         * would have made and the cleanup when the container exits. */
+        _cleanup_(ckpt_native_freep) ckpt_native *parsed = NULL;
+        const ckpt_native *nat = m->native;
+        char subnet[64] = "";
+        if (!nat && ckpt_native_from_metadata(m->md, &parsed, &err) >= 0)
+                nat = parsed; /* a restarted agent: the images say it */
+        nm_error_clear(&err);
+        bool bridged = nat && nat->net == CKPT_NET_BRIDGE;
+        if (bridged && ckpt_native_subnet(nat->bridge_net, subnet, sizeof(subnet)) < 0)
+                subnet[0] = '\0';
         keeper_entry e = {.id = m->container_id,
                           .pid = m->restored_pid,
                           .start_ticks = m->restored_ticks,
                           .address = mig_rec_str(m, "address"),
-                          .cgroup_path = cgroup};
+                          .cgroup_path = cgroup,
+                          .subnet = subnet[0] ? subnet : NULL,
+                          .bridge = bridged ? (m->a->cfg.bridge ? m->a->cfg.bridge : nat->bridge) : NULL,
+                          .ports = bridged ? nat->ports : NULL,
+                          .n_ports = bridged ? nat->n_ports : 0};
         if (keeper_adopt(m->a, &e, &err) < 0)
                 log_ctx_error(m->id, "nothing will clean up after container %s here: %s", m->container_id,
                               err.msg);
-        if (m->native && m->native->net == CKPT_NET_BRIDGE && m->native->bridge_net)
-                keeper_ensure_masquerade(m->a, m->id, m->native->bridge_net,
-                                         m->a->cfg.bridge ? m->a->cfg.bridge : m->native->bridge);
 }
 
 static mig_act_result dst_kill_copy(mig *m) {

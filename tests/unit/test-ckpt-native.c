@@ -386,8 +386,90 @@ static void test_mountinfo(void **state) {
         assert_int_equal(ckpt__mountinfo_parse("1 2 3\n", &m, &n), -EBADMSG);
 }
 
+/* Lines as `iptables -t nat -S` prints nucleus's rules, and others. */
+static void test_dnat_rules(void **state) {
+        ckpt_native_port p;
+        char to[16];
+        (void)state;
+
+        assert_int_equal(ckpt_native_parse_dnat("-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT "
+                                                "--to-destination 10.0.42.17:80",
+                                                &p, to, sizeof(to)),
+                         1);
+        assert_int_equal(p.proto, CKPT_PROTO_TCP);
+        assert_string_equal(p.host_ip, "");
+        assert_int_equal(p.host_port, 8080);
+        assert_int_equal(p.ctr_port, 80);
+        assert_string_equal(to, "10.0.42.17");
+        assert_int_equal(
+                ckpt_native_parse_dnat("-A PREROUTING -d 192.0.2.7/32 -p udp -m udp --dport 53 -j DNAT "
+                                       "--to-destination 10.0.42.9:5353\n",
+                                       &p, to, sizeof(to)),
+                1);
+        assert_int_equal(p.proto, CKPT_PROTO_UDP);
+        assert_string_equal(p.host_ip, "192.0.2.7");
+        assert_int_equal(p.ctr_port, 5353);
+        assert_string_equal(to, "10.0.42.9");
+
+        /* Not a published port: another chain or target, a negation, a
+         * narrower match, a range, a port or address that does not parse. */
+        const char *other[] = {
+                "-P PREROUTING ACCEPT",
+                "-A OUTPUT -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
+                "-A PREROUTING -p tcp -m tcp --dport 8080 -j REDIRECT --to-ports 80",
+                "-A PREROUTING ! -d 127.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
+                "-A PREROUTING -s 192.0.2.0/24 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
+                "-A PREROUTING -p tcp -m tcp --dport 8080:8090 -j DNAT --to-destination 10.0.42.17:80",
+                "-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17:80-90",
+                "-A PREROUTING -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.42.17",
+                "-A PREROUTING -p tcp -m tcp --dport 0 -j DNAT --to-destination 10.0.42.17:80",
+                "-A PREROUTING -d 10.0.0.0/8 -p tcp -m tcp --dport 8080 -j DNAT --to-destination "
+                "10.0.42.17:80",
+                "-A PREROUTING -p sctp -m sctp --dport 8080 -j DNAT --to-destination 10.0.42.17:80",
+                "-A PREROUTING -p tcp --dport",
+                "",
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(other); i++)
+                if (ckpt_native_parse_dnat(other[i], &p, to, sizeof(to)) != 0)
+                        fail_msg("taken for a published port: %s", other[i]);
+}
+
+static void test_ports_json_and_subnet(void **state) {
+        const ckpt_native_port in[] = {
+                {.proto = CKPT_PROTO_TCP, .host_port = 8080, .ctr_port = 80},
+                {.proto = CKPT_PROTO_UDP, .host_ip = "192.0.2.7", .host_port = 53, .ctr_port = 53}};
+        _cleanup_free_ ckpt_native_port *out = NULL;
+        nm_error err = {};
+        size_t n = 0;
+        char buf[32];
+        (void)state;
+
+        json_t *a = ckpt_native_ports_to_json(in, ARRAY_SIZE(in));
+        assert_int_equal(ckpt_native_ports_from_json(a, &out, &n, &err), 0);
+        assert_int_equal(n, 2);
+        assert_memory_equal(out, in, sizeof(in));
+        json_object_set_new(json_array_get(a, 1), "host_port", json_integer(0));
+        ckpt_native_port *bad = NULL;
+        assert_int_equal(ckpt_native_ports_from_json(a, &bad, &n, &err), -EBADMSG);
+        json_decref(a);
+        assert_int_equal(ckpt_native_ports_from_json(NULL, &bad, &n, &err), 0); /* an older source */
+        assert_int_equal(n, 0);
+
+        assert_int_equal(ckpt_native_subnet("10.0.42.1/24", buf, sizeof(buf)), 0);
+        assert_string_equal(buf, "10.0.42.0/24");
+        assert_int_equal(ckpt_native_subnet("172.16.5.9/12", buf, sizeof(buf)), 0);
+        assert_string_equal(buf, "172.16.0.0/12");
+        assert_int_equal(ckpt_native_subnet("10.0.42.1", buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(ckpt_native_subnet("10.0.42.1/33", buf, sizeof(buf)), -EINVAL);
+        assert_int_equal(ckpt_native_subnet(NULL, buf, sizeof(buf)), -EINVAL);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_dnat_rules),      cmocka_unit_test(test_ports_json_and_subnet),
                 cmocka_unit_test(test_tar_refusals),    cmocka_unit_test(test_tar_round_trip),
                 cmocka_unit_test(test_json_round_trip), cmocka_unit_test(test_source_refusals),
                 cmocka_unit_test(test_target_memory),   cmocka_unit_test(test_mountinfo),

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* P0's side of a native container: its cgroup, and its bridge network
  * (veth pair named after C2's host pid, an address reserved in
- * <state dir>/ip-alloc/<id>.ip, default route, MASQUERADE, ip_forward), or
+ * <state dir>/ip-alloc/<id>.ip, default route, one MASQUERADE rule, the
+ * published ports' DNAT rules, ip_forward), or
  * a tap device held outside the tree (slirp4netns's way). Runs in the
  * node's network namespace, with the `ip` and `iptables` tools, as nucleus
  * runs them. */
@@ -186,6 +187,44 @@ static int in_container(pid_t c2, char **ip_args) {
         return native_run(argv);
 }
 
+/* A published port as nucleus installs it: DNAT in the nat table's
+ * PREROUTING (from outside) and OUTPUT (from this node, to one of its own
+ * addresses); removed OUTPUT first. op is "-A" or "-D". */
+static int port_rules(const native_port *p, const char *address, const char *op) {
+        static const char *const chains[2][2] = {{"PREROUTING", "OUTPUT"}, {"OUTPUT", "PREROUTING"}};
+        bool del = strcmp(op, "-D") == 0;
+        char to[64];
+        int r = 0;
+
+        snprintf(to, sizeof(to), "%s:%s", address, p->ctr_port);
+        for (int i = 0; i < 2; i++) {
+                const char *chain = chains[del][i];
+                char *argv[24] = {"iptables", "-w",          "-t", "nat",
+                                  (char *)op, (char *)chain, "-p", (char *)p->proto};
+                size_t n = 8;
+                if (strcmp(chain, "OUTPUT") == 0) {
+                        argv[n++] = "-m";
+                        argv[n++] = "addrtype";
+                        argv[n++] = "--dst-type";
+                        argv[n++] = "LOCAL";
+                }
+                if (p->host_ip) {
+                        argv[n++] = "-d";
+                        argv[n++] = (char *)p->host_ip;
+                }
+                argv[n++] = "--dport";
+                argv[n++] = (char *)p->host_port;
+                argv[n++] = "-j";
+                argv[n++] = "DNAT";
+                argv[n++] = "--to-destination";
+                argv[n++] = to;
+                argv[n] = NULL;
+                if (native_run(argv) < 0)
+                        r = -EIO;
+        }
+        return r;
+}
+
 static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) {
         char pidarg[16], cidr[48];
         int r;
@@ -207,9 +246,12 @@ static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) 
         char *addr[] = {"addr", "add", cidr, "dev", st->vethc, NULL};
         char *up[] = {"link", "set", st->vethc, "up", NULL};
         char *route[] = {"route", "add", "default", "via", GATEWAY, NULL};
-        char *masq[] = {"iptables", "-t",         "nat", "-A", "POSTROUTING",
-                        "-s",       SUBNET,       "!",   "-o", (char *)cfg->bridge,
-                        "-j",       "MASQUERADE", NULL};
+        /* One rule per container, appended as nucleus does (its supervisor
+         * deletes one when the container exits); `! -o BRIDGE` unlike
+         * nucleus: see DESIGN.md "The nat table". */
+        char *masq[] = {"iptables",          "-w", "-t",         "nat", "-A",
+                        "POSTROUTING",       "-s", SUBNET,       "!",   "-o",
+                        (char *)cfg->bridge, "-j", "MASQUERADE", NULL};
         if (native_run(pair) < 0)
                 return -EIO;
         st->veth_ifindex = ifindex_of(st->veth);
@@ -221,6 +263,12 @@ static int bridge_setup(const native_cfg *cfg, pid_t c2, native_node_state *st) 
         if (native_run(masq) < 0)
                 return -EIO;
         st->masquerade = true;
+        for (unsigned i = 0; i < cfg->n_ports; i++) {
+                r = port_rules(&cfg->ports[i], st->address, "-A");
+                if (r < 0)
+                        return r;
+                st->n_published = i + 1;
+        }
         return 0;
 }
 
@@ -301,10 +349,13 @@ static void cleanup_cgroup(native_node_state *st) {
 
 void native_node_cleanup(const native_cfg *cfg, native_node_state *st) {
         cleanup_veth(st);
+        for (unsigned i = 0; i < st->n_published; i++)
+                (void)port_rules(&cfg->ports[i], st->address, "-D");
+        st->n_published = 0;
         if (st->masquerade) {
-                char *masq[] = {"iptables", "-t",         "nat", "-D", "POSTROUTING",
-                                "-s",       SUBNET,       "!",   "-o", (char *)cfg->bridge,
-                                "-j",       "MASQUERADE", NULL};
+                char *masq[] = {"iptables",          "-w", "-t",         "nat", "-D",
+                                "POSTROUTING",       "-s", SUBNET,       "!",   "-o",
+                                (char *)cfg->bridge, "-j", "MASQUERADE", NULL};
                 (void)native_run(masq);
                 st->masquerade = false;
         }

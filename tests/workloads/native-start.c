@@ -49,6 +49,7 @@
         "         [--cgroup-root DIR] [--no-cgroup] [--supervisor-cgroup DIR] [--no-cgroupns]\n"         \
         "         [--memory BYTES] [--cpu-quota US] [--pids-max N]\n"                                    \
         "         [--network none|bridge|tap] [--bridge NAME] [--address IP] [--rootfs-size SIZE]\n"     \
+        "         [--publish [HOST_IP:]HOST_PORT:CTR_PORT[/tcp|udp]]...\n"                               \
         "         [--volume HOST:CTR[:ro]]... [--secret HOST:NAME]...\n"                                 \
         "         [--stdio journal:SOCKET|pipe:FILE|null] [--landlock] [--init PATH] [--memfd-resolv]\n" \
         "         [--supervisor-log FILE] [--gvisor] -- CMD [ARG...]\n"
@@ -172,7 +173,40 @@ enum {
         O_MEMFD,
         O_SUPLOG,
         O_GVISOR,
+        O_PUBLISH,
 };
+
+/* [HOST_IP:]HOST_PORT:CTR_PORT[/tcp|udp], split in place. */
+static int parse_port(char *arg, native_port *p) {
+        char *slash = strchr(arg, '/'), *f[3];
+        unsigned n = 0;
+
+        p->proto = "tcp";
+        if (slash) {
+                *slash = '\0';
+                p->proto = slash + 1;
+                if (strcmp(p->proto, "tcp") != 0 && strcmp(p->proto, "udp") != 0)
+                        return -EINVAL;
+        }
+        for (char *s = arg; s && n < 3; n++) {
+                f[n] = s;
+                s = strchr(s, ':');
+                if (s)
+                        *s++ = '\0';
+        }
+        if (n < 2)
+                return -EINVAL;
+        p->host_ip = n == 3 ? f[0] : NULL;
+        p->host_port = f[n - 2];
+        p->ctr_port = f[n - 1];
+        for (unsigned i = n - 2; i < n; i++) {
+                char *end;
+                unsigned long v = strtoul(f[i], &end, 10);
+                if (*end || v == 0 || v > 65535)
+                        return -EINVAL;
+        }
+        return 0;
+}
 
 static int parse_args(int argc, char **argv, native_cfg *cfg, const char **suplog) {
         static const struct option opts[] = {
@@ -199,6 +233,7 @@ static int parse_args(int argc, char **argv, native_cfg *cfg, const char **suplo
                 {"memfd-resolv", no_argument, NULL, O_MEMFD},
                 {"supervisor-log", required_argument, NULL, O_SUPLOG},
                 {"gvisor", no_argument, NULL, O_GVISOR},
+                {"publish", required_argument, NULL, O_PUBLISH},
                 {},
         };
         bool no_cgroup = false;
@@ -238,6 +273,10 @@ static int parse_args(int argc, char **argv, native_cfg *cfg, const char **suplo
                 case O_MEMFD: cfg->memfd_resolv = true; break;
                 case O_SUPLOG: *suplog = optarg; break;
                 case O_GVISOR: cfg->gvisor = true; break;
+                case O_PUBLISH:
+                        r = cfg->n_ports < NATIVE_MAX_PORTS ? parse_port(optarg, &cfg->ports[cfg->n_ports++])
+                                                            : -E2BIG;
+                        break;
                 default: r = -EINVAL;
                 }
                 if (r < 0) {

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #define NATIVE_MAX_BINDS 16
+#define NATIVE_MAX_PORTS 8
 
 typedef enum native_net {
         NATIVE_NET_NONE, /* a network namespace with lo only (nucleus's default) */
@@ -32,6 +33,13 @@ typedef struct native_bind {
         bool ro;
 } native_bind;
 
+/* A published port (nucleus's -p [HOST_IP:]HOST_PORT:CONTAINER_PORT[/PROTO]). */
+typedef struct native_port {
+        const char *host_ip; /* NULL: every address of the node */
+        const char *host_port, *ctr_port;
+        const char *proto; /* "tcp" or "udp" */
+} native_port;
+
 typedef struct native_cfg {
         char id[33];
         const char *name;
@@ -48,6 +56,8 @@ typedef struct native_cfg {
         const char *bridge;
         const char *address; /* NULL: a free random one */
         const char *rootfs_size;
+        native_port ports[NATIVE_MAX_PORTS];
+        unsigned n_ports;
         native_bind volumes[NATIVE_MAX_BINDS];
         unsigned n_volumes;
         native_bind secrets[NATIVE_MAX_BINDS]; /* host file, name under /run/secrets */
@@ -68,8 +78,9 @@ typedef struct native_node_state {
         int veth_ifindex;
         char address[32];
         bool masquerade;
-        char ip_alloc[4096]; /* the reservation file, "" when none */
-        int tap_fd;          /* NATIVE_NET_TAP: held by P0 */
+        unsigned n_published; /* ports whose DNAT rules are installed */
+        char ip_alloc[4096];  /* the reservation file, "" when none */
+        int tap_fd;           /* NATIVE_NET_TAP: held by P0 */
 } native_node_state;
 
 /* ---- native-net.c (P0, in the node's network namespace) ---- */
