@@ -260,3 +260,34 @@ int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
                 (void)nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
         }
 }
+
+/* PF_EXITING in the flags field of /proc/<pid>/stat (include/linux/sched.h). */
+#define PROC_PF_EXITING 0x00000004u
+
+static bool sigkill_in(const char *status, const char *field) {
+        const char *line = strstr(status, field);
+        unsigned long long mask;
+        if (!line || sscanf(line + strlen(field), "%llx", &mask) != 1)
+                return false;
+        return mask & (1ULL << (SIGKILL - 1));
+}
+
+/* A task that was sent SIGKILL can never run again, though until it has
+ * torn down its memory (long, for a large heap) it is neither gone nor a
+ * zombie, and a stopped or traced task may not have acted on the signal
+ * yet. */
+bool ckpt__parse_dying(const char *stat, const char *status) {
+        const char *p = stat ? strrchr(stat, ')') : NULL;
+        unsigned flags;
+        if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %u", &flags) == 1 && (flags & PROC_PF_EXITING))
+                return true;
+        return status && (sigkill_in(status, "\nShdPnd:") || sigkill_in(status, "\nSigPnd:"));
+}
+
+bool ckpt__proc_dying(pid_t pid) {
+        _cleanup_free_ char *stat = NULL, *status = NULL;
+        if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
+                return false;
+        (void)ckpt__proc_read(pid, "status", &status, NULL);
+        return ckpt__parse_dying(stat, status);
+}
