@@ -18,6 +18,9 @@
 set -euo pipefail
 # shellcheck source=tests/lib/agents.sh
 . "$(dirname "$0")/../lib/agents.sh"
+NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
+# shellcheck source=bench/lib/workload.sh
+. "$FX_SRC/bench/lib/workload.sh"
 
 ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored after-committed criu-dump criu-restore)
 FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kill-start criu-kill-mid criu-kill-end criu-hang)
@@ -29,6 +32,10 @@ FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kil
 # ended (images complete) / the restored tree stands stopped; hang: CRIU is
 # stopped at mid and never continued, until the agent's criu_timeout.
 CRIU_ROWS=" criu-dump criu-restore "
+# Their container is nm-memhog (bench/workloads/memhog.c), whose heap is
+# checksummed when filled and re-checked on request: a move or a rollback
+# from images must bring back every byte. Random bytes: nothing compresses.
+FM_HOG_MIB=${FM_HOG_MIB:-64}
 # A short CRIU deadline for these cells, scaled; the settle bound follows.
 FM_CRIU_TIMEOUT=$(t_secs 20)
 FM_SETTLE_MAX=$((FM_CRIU_TIMEOUT + $(t_secs 90)))
@@ -452,6 +459,13 @@ fm_kill_container() {
 	for n in n1 n2; do rm -f "$(fx_dir "$n")/nucleus/$id.json"; done
 }
 
+# fm_heap_intact DIR WHEN: the nm-memhog container re-checks its heap now
+# against the checksum it took when it filled it.
+fm_heap_intact() {
+	b_hog_request "$1" check checks || t_fail "the workload does not check its heap $2"
+	[ "$(b_hog_field "$1" check_ok)" = 1 ] || t_fail "the workload's heap checksum differs $2"
+}
+
 fm_agent_alive() { local p; p=$(fx_agent_pid "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
 # Back to a clean start for the next cell, whatever the last one did.
@@ -513,7 +527,12 @@ fm_cell() {
 	FX_AGENT_ARGS=$n1args fx_agent_start n1 "${n1env[@]}"
 	FX_AGENT_ARGS=$n2args fx_agent_start n2 "${n2env[@]}"
 
-	read -r id _ < <(fx_ctr_start n1 "$name")
+	if [ -n "$criu_row" ]; then
+		read -r id _ < <(b_hog_start n1 "$name" "$FM_HOG_MIB" random) || t_fail "could not start $name"
+		fm_heap_intact "$work" "before the move"
+	else
+		read -r id _ < <(fx_ctr_start n1 "$name")
+	fi
 	fx_counter_advances "$work" || t_fail "$name does not tick"
 	c0=$(fx_count "$work")
 	[ -n "$pnode" ] && : >"$FM_GATE"
@@ -660,7 +679,12 @@ fm_cell() {
 	fx_counter_advances "$work" || t_fail "$name stopped ticking"
 	c1=$(fx_count "$work")
 	[ "$c1" -ge "$c0" ] || t_fail "the counter of $name went back: $c0 -> $c1"
-	fx_log_ok "$work" || t_fail "the log of $name has a gap or a repeat"
+	if [ -n "$criu_row" ]; then
+		fm_heap_intact "$work" "after the fault (outcome $outcome)"
+		note+="; heap checksum intact"
+	else
+		fx_log_ok "$work" || t_fail "the log of $name has a gap or a repeat"
+	fi
 
 	# ---- nothing left behind ----
 	local left k
