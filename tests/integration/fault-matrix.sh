@@ -26,9 +26,9 @@ ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored 
 FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kill-start criu-kill-mid criu-kill-end criu-hang)
 # CRIU's own faults land on CRIU itself, in the two rows where it runs: the
 # source's dump (criu-dump) and the destination's restore (criu-restore).
-# start: as soon as `criu swrk` runs; mid: the dump writes pages (tasks
-# frozen, network locked) / the restore forks the tree (a half-restored PID
-# 1 of a new pid namespace holds CRIU's socket); end: the dumped tasks are
+# start: as soon as `criu swrk` runs; mid: the dump has seized the tasks
+# and locked their network, no parasite inside yet / the restore forks the
+# tree (a half-restored PID 1 of a new pid namespace holds CRIU's socket); end: the dumped tasks are
 # ended (images complete) / the restored tree stands stopped; hang: CRIU is
 # stopped at mid and never continued, until the agent's criu_timeout.
 CRIU_ROWS=" criu-dump criu-restore "
@@ -401,15 +401,21 @@ fm_criu_fault() {
 		fi
 		return 0
 	fi
+	if [ "$row/$fault" = criu-dump/criu-kill-mid ]; then
+		# Mid-dump: CRIU has seized the tasks and locked their network,
+		# its parasite not inside them yet (a CRIU killed while it puts the
+		# parasite in may take the tasks with it: DESIGN.md). Stopped at
+		# its log line, not by watching the tasks: a one-process heap is
+		# seized and infected within microseconds.
+		fm_stop_at n1 dump "$p" "Lock network" || t_fail "CRIU on n1 ended before it locked the network"
+		fm_state "$init"
+		[ "$FM_ST" = t ] || t_fail "the container's init is in state '$FM_ST' with its network locked, not seized"
+		kill -KILL "$p"
+		echo "CRIU killed mid-dump, the tasks seized and their network locked"
+		return 0
+	fi
 	kill -CONT "$p"
 	case $row/$fault in
-	criu-dump/criu-kill-mid)
-		# Mid-dump: CRIU has seized the tasks (tracing stop).
-		while [ -d "/proc/$p" ]; do
-			fm_state "$init"
-			[ "$FM_ST" != t ] || break
-		done
-		;;
 	criu-restore/criu-kill-mid | criu-restore/criu-hang)
 		# Mid-restore: CRIU has forked the tree's first task.
 		while [ -d "/proc/$p" ]; do
