@@ -28,9 +28,10 @@ FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kil
 # source's dump (criu-dump) and the destination's restore (criu-restore).
 # start: as soon as `criu swrk` runs; mid: the dump has seized the tasks
 # and locked their network, no parasite inside yet / the restore forks the
-# tree (a half-restored PID 1 of a new pid namespace holds CRIU's socket); end: the dumped tasks are
-# ended (images complete) / the restored tree stands stopped; hang: CRIU is
-# stopped at mid and never continued, until the agent's criu_timeout.
+# tree (a half-restored PID 1 of a new pid namespace holds CRIU's socket);
+# end: the dumped tasks are ended (images complete) / the restored tree
+# stands stopped; hang: CRIU is stopped at mid and never continued, until
+# the agent's criu_timeout.
 CRIU_ROWS=" criu-dump criu-restore "
 # Their container is nm-memhog (bench/workloads/memhog.c), whose heap is
 # checksummed when filled and re-checked on request: a move or a rollback
