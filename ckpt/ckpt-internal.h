@@ -45,6 +45,11 @@ char **ckpt__strv_copy(char *const *l);
 int ckpt__proc_read(pid_t pid, const char *what, char **ret, size_t *ret_len);
 /* Parses field 22 from the text of /proc/<pid>/stat. */
 int ckpt__parse_start_ticks(const char *stat, uint64_t *ret);
+/* Whether the texts of /proc/<pid>/stat and /proc/<pid>/status say the
+ * task is on its way out (exiting, or SIGKILL pending); ckpt__proc_dying
+ * reads them. A task that is gone is not "dying". */
+bool ckpt__parse_dying(const char *stat, const char *status);
+bool ckpt__proc_dying(pid_t pid);
 
 /* Microseconds of CLOCK_MONOTONIC. */
 uint64_t ckpt__now_usec(void);

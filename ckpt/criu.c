@@ -708,6 +708,26 @@ static void dump_unlock_network(ckpt_dump_req *req) {
                 snprintf(req->warning, sizeof(req->warning), "%s", nm_error_msg(&uerr));
 }
 
+/* Whether the dumped tasks are still there to run on. Tasks CRIU had
+ * already ended (SIGKILL after post-dump) may still be tearing down their
+ * memory when libcriu returns: they are neither gone nor zombies yet, and
+ * taking them for running would throw away the only complete copy. They
+ * cannot come back, so they count as gone; their end is waited for
+ * (bounded: this runs on a worker) so that a restore does not race them. */
+#define DUMP_DYING_POLL_MS 10
+#define DUMP_DYING_WAIT_MS 10000
+
+static bool source_still_runs(ckpt_dump_req *req) {
+        for (unsigned waited = 0; pid_still(req->pid, req->start_ticks); waited += DUMP_DYING_POLL_MS) {
+                if (!ckpt__proc_dying(req->pid))
+                        return true;
+                if (waited >= DUMP_DYING_WAIT_MS)
+                        return false;
+                (void)usleep(DUMP_DYING_POLL_MS * 1000);
+        }
+        return false;
+}
+
 /* CRIU failed, died or was killed: what is left decides, never what CRIU
  * said. The tasks still there: they run on as they were (resumed, if CRIU
  * stopped them), the network lock CRIU may have left is removed, and
@@ -717,7 +737,7 @@ static void dump_unlock_network(ckpt_dump_req *req) {
 static void dump_failed(ckpt_dump_req *req, bool native) {
         ckpt__call *call = &req->call;
 
-        req->source_running = pid_still(req->pid, req->start_ticks);
+        req->source_running = source_still_runs(req);
         if (req->source_running) {
                 req->outcome = CKPT_DUMP_FAILED_RUNNING;
                 if (native || req->keep_stopped) {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Restored process trees: listing, resuming and killing them. */
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -259,4 +260,57 @@ int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
                                             left, (int)root, (int)one);
                 (void)nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
         }
+}
+
+/* PF_EXITING in the flags field of /proc/<pid>/stat (include/linux/sched.h). */
+#define PROC_PF_EXITING 0x00000004u
+
+static bool sigkill_in(const char *status, const char *field) {
+        const char *line = strstr(status, field);
+        unsigned long long mask;
+        char *end;
+        if (!line)
+                return false;
+        errno = 0;
+        mask = strtoull(line + strlen(field), &end, 16);
+        if (errno || end == line + strlen(field))
+                return false;
+        return mask & (1ULL << (SIGKILL - 1));
+}
+
+/* Field 9 of /proc/<pid>/stat (flags): the sixth field after the state,
+ * which follows the last ')' (the name may hold spaces and parentheses). */
+static bool stat_flags(const char *stat, unsigned long *ret) {
+        const char *p = stat ? strrchr(stat, ')') : NULL;
+        char *end;
+        if (!p)
+                return false;
+        p++;
+        for (int field = 3; field < 9; field++) {
+                p = strchr(p + 1, ' ');
+                if (!p)
+                        return false;
+        }
+        errno = 0;
+        *ret = strtoul(p + 1, &end, 10);
+        return !errno && end != p + 1;
+}
+
+/* A task that was sent SIGKILL can never run again, though until it has
+ * torn down its memory (long, for a large heap) it is neither gone nor a
+ * zombie, and a stopped or traced task may not have acted on the signal
+ * yet. */
+bool ckpt__parse_dying(const char *stat, const char *status) {
+        unsigned long flags;
+        if (stat_flags(stat, &flags) && (flags & PROC_PF_EXITING))
+                return true;
+        return status && (sigkill_in(status, "\nShdPnd:") || sigkill_in(status, "\nSigPnd:"));
+}
+
+bool ckpt__proc_dying(pid_t pid) {
+        _cleanup_free_ char *stat = NULL, *status = NULL;
+        if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
+                return false;
+        (void)ckpt__proc_read(pid, "status", &status, NULL);
+        return ckpt__parse_dying(stat, status);
 }

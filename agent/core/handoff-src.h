@@ -181,7 +181,7 @@ typedef enum src_why {
         SRC_WHY_POSTCOPY_SERVED,       /* a rollback was needed after every page had left */
         SRC_WHY_POSTCOPY_UNDOABLE,     /* the target lost its copy during post-copy */
         SRC_WHY_ROLLBACK_EXHAUSTED,    /* the rollback failed every attempt */
-        SRC_WHY_STOPPED_BEFORE_DUMP,   /* the agent stopped before the dump */
+        SRC_WHY_STOPPED_BEFORE_DUMP,   /* the agent stopped before its dump completed */
         SRC_WHY_STOPPED_DURING_MOVE,   /* the agent stopped during the move */
         SRC_WHY_ANSWERED_ABORTED,      /* we told an asking destination "aborted" */
         _SRC_WHY_MAX,

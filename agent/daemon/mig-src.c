@@ -682,8 +682,11 @@ static void src_note(mig *m, src_why why) {
                                 SRC_ROLLBACK_ATTEMPTS, e->msg, m->images_dir);
                 return;
         case SRC_WHY_STOPPED_BEFORE_DUMP:
+                /* Journaled `precheck` or `dumping`, and the tree runs:
+                 * CRIU never started, or its keeper killed it with us. */
                 mig_fail_reason(m, -EINTR,
-                                "the agent stopped before the dump; the container was not touched");
+                                "the agent stopped before its dump completed (phase %s); the container runs on here",
+                                m->journaled);
                 return;
         case SRC_WHY_STOPPED_DURING_MOVE:
                 mig_fail_reason(m, -EINTR, "the agent stopped during the move (phase %s); rolling back",

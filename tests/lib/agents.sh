@@ -87,12 +87,12 @@ fx_ctr_where() {
 }
 
 # The host pids of the workload NAME's container inits (pid 1 in their own
-# pid namespace; nm-counter or nm-breadth), on whichever node of this fixture
-# they run (not another test's fixture that uses the same name at the same
-# time).
+# pid namespace; nm-counter, nm-breadth or nm-memhog, whose directory is its
+# last argument), on whichever node of this fixture they run (not another
+# test's fixture that uses the same name at the same time).
 fx_ctr_inits() {
 	local pid
-	for pid in $(pgrep -f "nm-(counter|breadth) $FX_ROOT/n[0-9]+/ctrs/$1 " || true); do
+	for pid in $(pgrep -f "nm-(counter|breadth|memhog) (.* )?$FX_ROOT/n[0-9]+/ctrs/$1( |\$)" || true); do
 		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] && echo "$pid"
 	done
 	return 0

@@ -176,12 +176,44 @@ static void test_kill_tree(void **state) {
         assert_int_equal(ckpt_kill_tree(pid, ticks, NULL), 0);
 }
 
+/* A task on its way out is told from one that runs: PF_EXITING in its
+ * flags, or SIGKILL pending (shared or its own); other pending signals and
+ * other flags are not. */
+static void test_parse_dying(void **state) {
+        (void)state;
+        /* flags 0x400100: PF_RANDOMIZE | PF_FORKNOEXEC, as a running task. */
+        const char *running = "42 (nm memhog) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777 0 0";
+        const char *exiting = "42 (nm memhog) D 1 42 42 0 -1 4194564 100 0 0 0 1 2 0 0 20 0 1 0 777 0 0";
+        const char *quiet = "Name:\tnm-memhog\nSigQ:\t0/1\nSigPnd:\t0000000000000000\n"
+                            "ShdPnd:\t0000000000004000\nSigBlk:\t0000000000000000\n";
+        const char *shared_kill = "Name:\tx\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000100\n";
+        const char *own_kill = "Name:\tx\nSigPnd:\t0000000000000102\nShdPnd:\t0000000000000000\n";
+
+        assert_false(ckpt__parse_dying(running, quiet));
+        assert_true(ckpt__parse_dying(exiting, quiet));
+        assert_true(ckpt__parse_dying(running, shared_kill));
+        assert_true(ckpt__parse_dying(running, own_kill));
+        assert_false(ckpt__parse_dying(running, NULL));
+        assert_false(ckpt__parse_dying(NULL, NULL));
+        assert_false(ckpt__parse_dying("garbage", "garbage"));
+        /* A live task of ours runs: it is not dying. */
+        assert_false(ckpt__proc_dying(getpid()));
+        /* A pid that is gone is not dying either: it is gone. */
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0)
+                _exit(0);
+        assert_int_equal(waitpid(child, NULL, 0), child);
+        assert_false(ckpt__proc_dying(child));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_tree_pids),
                 cmocka_unit_test(test_resume_every_task),
                 cmocka_unit_test(test_resume_keeps_stopped),
                 cmocka_unit_test(test_kill_tree),
+                cmocka_unit_test(test_parse_dying),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

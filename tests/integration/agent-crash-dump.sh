@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# The source agent killed (SIGKILL, by pid) in the middle of CRIU's dump of a
+# 256 MiB container, caught while CRIU writes its pages, then restarted.
+# The CRIU keeper kills CRIU when the agent's end of its pipe closes; the
+# half-written checkpoint stays on disk until the restart, whose recovery
+# removes it. Afterwards the container runs exactly once, at home, its heap
+# intact (the workload re-checks its checksum); the checkpoint directory,
+# CRIU's network lock and the CRIU keeper are gone; the journal records the
+# migration as failed, stopped before its dump completed.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
+# shellcheck source=bench/lib/workload.sh
+. "$FX_SRC/bench/lib/workload.sh"
+
+HOG_MIB=${AGENT_CRASH_DUMP_MIB:-256}
+name=big
+
+fx_nodes_up
+fx_agent_start n1
+fx_agent_start n2
+
+read -r id _ < <(b_hog_start n1 "$name" "$HOG_MIB" random) || t_fail "could not start the $HOG_MIB MiB workload"
+work=$(b_hog_dir n1 "$name")
+b_hog_request "$work" check checks || t_fail "$name does not check its heap"
+t_assert_eq "$(b_hog_field "$work" check_ok)" 1 "heap checksum of $name before the move"
+c0=$(b_hog_field "$work" count)
+cps=$(fx_dir n1)/migrate/checkpoints
+agent=$(fx_agent_pid n1)
+
+# caught_mid_dump: CRIU has begun writing the container's pages (its
+# parasite is inside the tasks, the images are not complete). Builtins only
+# (a glob and a test), polled without forking.
+caught_mid_dump() {
+	local f
+	for f in "$cps"/*/images/pages-*.img "$cps"/*/pages-*.img; do
+		[ -s "$f" ] && CAUGHT=$f && return 0
+	done
+	return 1
+}
+
+fx_nm n1 migrate "$id" node2 >"$FX_ROOT/cli.out" 2>&1 &
+cli=$!
+CAUGHT=""
+deadline=$((SECONDS + $(t_secs 120)))
+while ! caught_mid_dump; do
+	kill -0 "$cli" 2>/dev/null || t_fail "the move ended before CRIU wrote a page: $(cat "$FX_ROOT/cli.out")"
+	[ "$SECONDS" -lt "$deadline" ] || t_fail "CRIU never wrote a page file under $cps"
+done
+# The CRIU keeper and CRIU, before the agent's death hands them to another
+# parent.
+criu_pids=$(pgrep -P "$agent" -x nm-criu-keeper || true)
+for k in $criu_pids; do criu_pids+=" $(pgrep -P "$k" | tr '\n' ' ')"; done
+kill -KILL "$agent"
+t_log "n1's agent ($agent) killed while CRIU wrote ${CAUGHT#"$cps"/}"
+t_wait_until 60 "n1's agent is dead" bash -c "! kill -0 $agent 2>/dev/null" || t_fail "n1's agent outlived SIGKILL"
+wait "$agent" 2>/dev/null || true
+rc=0
+wait "$cli" || rc=$?
+t_assert_eq "$rc" 5 "CLI exit when its agent died mid-dump ($(cat "$FX_ROOT/cli.out"))"
+
+# What the crash left: the migration's checkpoint directory, with the pages
+# CRIU had begun, and nothing of CRIU itself once its keeper saw the pipe
+# close.
+mig=${CAUGHT#"$cps"/}
+mig=${mig%%/*}
+[ -d "$cps/$mig" ] || t_fail "no checkpoint directory left by the crash: the test caught nothing"
+[ -n "$criu_pids" ] || t_fail "no CRIU keeper ran when the agent was killed"
+for p in $criu_pids; do
+	t_wait_until 30 "CRIU's process $p ends with its agent" bash -c "! kill -0 $p 2>/dev/null || grep -q '^State:.*Z' /proc/$p/status" ||
+		t_fail "CRIU's process $p outlived the agent: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null)"
+done
+journal=$(fx_dir n1)/migrate/journal
+grep -q '"phase": *"dumping"' "$journal/$mig.json" ||
+	t_fail "the journal does not hold the migration in 'dumping' after the crash: $(cat "$journal/$mig.json" 2>&1)"
+
+log_off=$(stat -c %s "$(fx_agent_log n1)")
+fx_agent_start n1
+no_active() { ! fx_nm n1 status --json | grep -q '"active":true' && ! fx_nm n2 status --json | grep -q '"active":true'; }
+t_wait_until 300 "both agents settle" no_active || {
+	fx_nm n1 status >&2 || true
+	t_fail "the migration is still active long after the restart"
+}
+
+# ---- the checkpoint directory is gone, and the agent said so ----
+[ ! -e "$cps/$mig" ] || t_fail "the checkpoint directory $mig outlived recovery: $(ls -A "$cps/$mig")"
+[ -z "$(ls -A "$cps")" ] || t_fail "checkpoints left on n1: $(ls -A "$cps")"
+[ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on n2"
+
+tail -c +"$((log_off + 1))" "$(fx_agent_log n1)" | grep -q 'recovering 1 migration(s) from the journal' ||
+	t_fail "the restarted agent does not say it recovered the migration"
+
+# ---- the journal says what happened ----
+rec=$journal/done/$mig.json
+[ -f "$rec" ] || t_fail "no finished journal record of $mig"
+[ ! -e "$journal/$mig.json" ] || t_fail "the migration is still an active journal record"
+t_assert_eq "$(jq -r .phase "$rec")" failed "the journal's outcome of $mig"
+why=$(jq -r .error "$rec")
+[[ $why == *"stopped before its dump completed (phase dumping)"*"runs on here"* ]] ||
+	t_fail "the journal does not say the agent stopped mid-dump: $why"
+src=$(fx_nm n1 status "$id" --json | jq -c '.result.migrations[0] // empty')
+t_assert_eq "$(jq -r '.outcome // .phase' <<<"$src")" failed "n1's status of the migration"
+
+# ---- exactly one copy, at home, heap intact, still ticking ----
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where $name runs after the crash"
+t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+t_assert_eq "$(fx_ctr_stopped_copies "$name")" 0 "stopped copies of $name"
+t_wait_until 60 "$name ticks on" b_hog_ticks_past "$work" "$c0" || t_fail "$name stopped ticking"
+b_hog_request "$work" check checks || t_fail "$name does not check its heap after the crash"
+t_assert_eq "$(b_hog_field "$work" check_ok)" 1 "heap checksum of $name after the crash"
+
+# ---- nothing of CRIU left ----
+k=$(pgrep -P "$(fx_agent_pid n1)" -x nm-criu-keeper || true)
+[ -z "$k" ] || t_fail "a CRIU keeper is left on n1: $k"
+init=$(fx_ctr_inits "$name")
+tables=$(nsenter -t "$init" -n nft list tables | grep -i criu || true)
+[ -z "$tables" ] || t_fail "CRIU's network lock left in the container's namespace: $tables"
+fx_agent_stop n1
+fx_agent_stop n2
+t_log "ok: killed mid-dump ($mig), recovered: runs once on n1, heap intact, checkpoint removed, journal 'failed'"
