@@ -936,6 +936,9 @@ fm_cell() {
 		[ -z "$left" ] || t_fail "images left on $n: $left"
 		left=$(fm_left "$(fx_dir "$n")/migrate/journal")
 		[ -z "$left" ] || t_fail "active journal records left on $n: $left"
+		# A restore's root tmpfs (native) is unmounted whatever ended it.
+		left=$(awk -v d="$(fx_dir "$n")/migrate/criu/" 'index($5, d) == 1 { printf "%s ", $5 }' /proc/self/mountinfo)
+		[ -z "$left" ] || t_fail "mounts left on $n: $left"
 		local tables
 		tables=$(fm_criu_tables "$n" fx_in "$n")
 		[ -z "$tables" ] || t_fail "CRIU's nftables lock left: $tables"
