@@ -548,6 +548,8 @@ fm_reset() {
 fm_wipe() {
 	local n
 	for n in n1 n2; do
+		awk -v d="$(fx_dir "$n")/migrate/criu/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo |
+			sort -r | while read -r mnt; do umount -l "$mnt" || true; done
 		chattr -R -i "$(fx_dir "$n")/migrate" 2>/dev/null || true
 		rm -rf "$(fx_dir "$n")"/migrate/{journal,staging,checkpoints}/* 2>/dev/null || true
 	done
