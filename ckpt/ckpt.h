@@ -343,6 +343,12 @@ int ckpt_native_parse_dnat(const char *line, ckpt_native_port *ret, char *to_add
 int ckpt_native_address_reserve(const char *state_dir, const char *id, const char *address, nm_error *err);
 int ckpt_native_address_release(const char *state_dir, const char *id, const char *address, nm_error *err);
 
+/* The cgroup a restore under cgroup_root makes for container id:
+ * <cgroup_root>/nucleus-<id> (malloc'd; NULL when out of memory). Known
+ * before the restore, so that a target can record it before CRIU makes it
+ * and release it after a crash mid-restore. */
+char *ckpt_native_cgroup_path(const char *cgroup_root, const char *id);
+
 /* What nucleus's supervisor does when its container has exited, for a
  * copy that has none (one restored on this node): the address reservation,
  * the cgroup <cgroup_fs><cgroup> (once empty) and the state file (while it

@@ -1291,11 +1291,8 @@ static int restore_native_prepare(ckpt_restore_req *req, const ckpt_restore_opts
         if (!req->root_dir)
                 return -ENOMEM;
         if (opts->cgroup_root && n->cgroup &&
-            asprintf(&req->cgroup_path, "%s/nucleus-%s", opts->cgroup_root, req->metadata->container_id) <
-                    0) {
-                req->cgroup_path = NULL;
+            !(req->cgroup_path = ckpt_native_cgroup_path(opts->cgroup_root, req->metadata->container_id)))
                 return -ENOMEM;
-        }
         if (criu_local_set_root(call->copts, req->root_dir) < 0)
                 return -ENOMEM;
         r = restore_ext_mounts(req, &opts->criu);

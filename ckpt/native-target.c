@@ -235,6 +235,11 @@ int ckpt_source_end(const ckpt_native *n, pid_t root, uint64_t root_start_ticks,
         return 0;
 }
 
+char *ckpt_native_cgroup_path(const char *cgroup_root, const char *id) {
+        char *path;
+        return asprintf(&path, "%s/nucleus-%s", cgroup_root, id) < 0 ? NULL : path;
+}
+
 int ckpt_native_forget(const char *state_dir, const char *id, const ckpt_native *n, pid_t pid,
                        nm_error *err) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;

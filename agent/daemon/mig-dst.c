@@ -1047,6 +1047,13 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
                 mig_rec_set(m, "native", json_true());
                 if (native->net == CKPT_NET_BRIDGE)
                         mig_rec_set_str(m, "address", native->address);
+                /* Journaled before the restore makes it: an agent that dies
+                 * while CRIU restores releases it on its restart too. */
+                if (native->cgroup && cgroup_root) {
+                        _cleanup_free_ char *cg = ckpt_native_cgroup_path(cgroup_root, o->container_id);
+                        if (cg)
+                                mig_rec_set_str(m, "cgroup_path", cg);
+                }
         }
         m->peer_cc = cc;
         cc->dest = m;

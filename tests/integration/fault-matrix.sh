@@ -7,8 +7,24 @@
 # nodes' `status` agree; and the CLI's exit code and message say what
 # happened.
 #
-#   fault-matrix.sh [ROW...]     rows: the phases below (default: all)
-#   FM_FAULTS="link-cut flip"    only these columns (for debugging)
+#   fault-matrix.sh [--native] [ROW...]   rows: the phases below (default: all)
+#   FM_FAULTS="link-cut flip"             only these columns (for debugging)
+#
+# --native: every cell with a native-shaped nucleus container
+# (tests/lib/native.sh) instead of the bare counter: its tasks are held
+# stopped by the dump until the commit, so a rollback before the commit
+# resumes them in place. Besides what every cell checks, such a cell checks
+# what a rollback or a move must keep: the workload's own state (/tmp,
+# /dev/shm, the held lock), its address answering from the node it runs on,
+# its cgroup holding every task, and nothing of it (state file, address
+# reservation, cgroup, veth) left on the other node. Its results go to
+# native-<row>.tsv.
+#
+# Every cell that rolls back reports its rollback time: from the failure
+# seen on the source (its agent's first error for the migration, or its
+# journaling of rolling-back) to the container running again (its "rolled
+# back: ... runs" line), both from the source agent's log. Reported, never
+# asserted.
 #
 # Each row's results go to $FM_RESULTS/<row>.tsv (default
 # $NM_BUILD_DIR/fault-matrix), headed by the run they belong to
@@ -21,6 +37,8 @@ set -euo pipefail
 NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
 # shellcheck source=bench/lib/workload.sh
 . "$FX_SRC/bench/lib/workload.sh"
+# shellcheck source=tests/lib/native.sh
+. "$(dirname "$0")/../lib/native.sh"
 
 ROWS=(precheck after-dump mid-stream after-verify during-restore after-restored after-committed criu-dump criu-restore)
 FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kill-start criu-kill-mid criu-kill-end criu-hang)
@@ -130,6 +148,12 @@ declare -A EXPECT=(
 	[criu-restore/criu-kill-end]="rolled-back|done 4|0"
 	[criu-restore/criu-hang]="rolled-back 4"
 )
+# A native container's dump holds its tasks stopped, never ends them: CRIU
+# killed once its images were complete finds them still there, continued
+# where they were (the dump failed, nothing to restore).
+if [ "${1:-}" = --native ]; then
+	EXPECT[criu-dump/criu-kill-end]="failed 1"
+fi
 # Every other cell of a CRIU row or column does not apply.
 for r in "${ROWS[@]}"; do
 	for f in "${FAULTS[@]}"; do
@@ -144,6 +168,11 @@ done
 
 FM_RESULTS=${FM_RESULTS:-$FX_BUILD/fault-matrix}
 FM_RUN=$(t_run_id)
+FM_SHAPE=plain
+if [ "${1:-}" = --native ]; then
+	FM_SHAPE=native
+	shift
+fi
 SELECTED=("$@")
 [ ${#SELECTED[@]} -gt 0 ] || SELECTED=("${ROWS[@]}")
 for r in "${SELECTED[@]}"; do
@@ -152,6 +181,10 @@ done
 mkdir -p "$FM_RESULTS"
 
 fx_nodes_up
+if [ "$FM_SHAPE" = native ]; then
+	fx_native_node_up n1
+	fx_native_node_up n2
+fi
 FM_GATE=$FX_ROOT/fault-gate
 FM_STAGING=$(fx_dir n2)/migrate/staging
 FM_CELL=$FX_ROOT/cell
@@ -328,6 +361,13 @@ fm_child() {
 fm_dump_end() {
 	local p=$1 init=$2
 	fm_stop_at n1 dump "$p" "Running post-dump scripts" || t_fail "CRIU on n1 ended before it said post-dump"
+	if [ "$FM_SHAPE" = native ]; then
+		# A native container's dump leaves its tasks stopped: nothing ends
+		# them, CRIU dies holding a complete image set.
+		kill -KILL "$p"
+		echo "CRIU killed once its images were complete, the tasks held stopped, before it answered"
+		return 0
+	fi
 	# SIGKILL cannot be taken back: the tasks end, though their zombies
 	# wait for their tracer (CRIU) to go first.
 	kill -KILL "$init"
@@ -393,7 +433,7 @@ fm_criu_fault() {
 		echo "CRIU stopped as it started, never continued"
 		return 0
 	fi
-	[ "$row" = criu-dump ] && init=$(fx_ctr_inits "$name" | head -n 1)
+	[ "$row" = criu-dump ] && init=$(fm_inits "$name" | head -n 1)
 	if [ "$row/$fault" = criu-dump/criu-kill-end ]; then
 		fm_dump_end "$p" "$init"
 		return 0
@@ -470,7 +510,14 @@ fm_cli_message() {
 
 fm_kill_container() {
 	local name=$1 id=$2 pid n
-	for pid in $(fx_ctr_inits "$name"); do kill -KILL "$pid" 2>/dev/null || true; done
+	for pid in $(fm_inits "$name"); do kill -KILL "$pid" 2>/dev/null || true; done
+	if [ "$FM_SHAPE" = native ]; then
+		# Its supervisor (or the agent that restored it) cleans up after it.
+		for n in n1 n2; do
+			t_wait_until 10 "$name cleaned up on $n" test ! -e "$(fx_native_state "$n")/$id.json" ||
+				t_log "$name's state file stays on $n after it was killed"
+		done
+	fi
 	for n in n1 n2; do rm -f "$(fx_dir "$n")/nucleus/$id.json"; done
 }
 
@@ -501,9 +548,159 @@ fm_reset() {
 fm_wipe() {
 	local n
 	for n in n1 n2; do
+		awk -v d="$(fx_dir "$n")/migrate/criu/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo |
+			sort -r | while read -r mnt; do umount -l "$mnt" || true; done
 		chattr -R -i "$(fx_dir "$n")/migrate" 2>/dev/null || true
 		rm -rf "$(fx_dir "$n")"/migrate/{journal,staging,checkpoints}/* 2>/dev/null || true
 	done
+}
+
+# ---- the container, plain or native-shaped ----
+
+# fm_agent_start NODE EXTRA-ARGS [ENV=VALUE...]: NODE's agent, with what
+# every start of it needs (restarts mid-cell too): for native containers,
+# the node's cgroup root, where it makes the cgroups of what it restores.
+fm_agent_start() {
+	local n=$1 extra=$2 base=""
+	shift 2
+	[ "$FM_SHAPE" != native ] || base="--set agent.cgroup_root=$(fx_cgroup_root "$n")"
+	FX_AGENT_ARGS="$base $extra" fx_agent_start "$n" "$@"
+}
+
+# fm_ctr_start NAME: starts the cell's container on n1; prints "<id> <pid>".
+# The native one listens on port 7000 of its bridge address (its nm-tcp
+# echoes what a client sends).
+fm_ctr_start() {
+	if [ "$FM_SHAPE" = native ]; then
+		# stdio on /dev/null: a detached container's journald stream is
+		# refused (exit 3, native-refuse), before any fault could land.
+		fx_native_start n1 "$1" --stdio null -- /context/nm-native-work --status /data --listen 7000
+	else
+		fx_ctr_start n1 "$1"
+	fi
+}
+
+# fm_vol NAME: the native container's volume (status and tcp records),
+# the same path on both nodes (the volume is shared storage).
+fm_vol() { echo "$(fx_dir n1)/vol/$1"; }
+
+fm_count() {
+	if [ "$FM_SHAPE" = native ]; then fx_native_field n1 "$1" count; else fx_count "$(fx_ctr_dir n1 "$1")"; fi
+}
+# fm_advances NAME: the counter moves on past where it is now.
+fm_advances() {
+	local c
+	c=$(fm_count "$1")
+	t_wait_until 30 "the counter of $1 past $c" bash -c "[ \"\$(sed -n 's/.*\bcount=\([0-9]*\).*/\1/p' '$(fm_status_file "$1")')\" -gt $c ]"
+}
+fm_status_file() {
+	if [ "$FM_SHAPE" = native ]; then echo "$(fm_vol "$1")/status"; else echo "$(fx_ctr_dir n1 "$1")/state"; fi
+}
+
+# fm_inits NAME: the host pids of the container's PID 1s, on either node
+# of this fixture. A native PID 1 is told from other tests' by its volume
+# (device and inode of its /data).
+fm_inits() {
+	local pid vol
+	if [ "$FM_SHAPE" != native ]; then
+		fx_ctr_inits "$1"
+		return 0
+	fi
+	vol=$(stat -c %d:%i "$(fm_vol "$1")")
+	for pid in $(pgrep -x nm-native-work || true); do
+		[ "$(awk '/^NSpid:/ { print $NF }' "/proc/$pid/status" 2>/dev/null)" = 1 ] || continue
+		[ "$(stat -L -c %d:%i "/proc/$pid/root/data" 2>/dev/null)" = "$vol" ] && echo "$pid"
+	done
+	return 0
+}
+fm_running_copies() {
+	local pid n=0
+	for pid in $(fm_inits "$1"); do
+		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
+	done
+	echo "$n"
+}
+fm_stopped_copies() {
+	local pid n=0
+	for pid in $(fm_inits "$1"); do
+		grep -q '^State:.*[Tt]' "/proc/$pid/status" 2>/dev/null && n=$((n + 1))
+	done
+	echo "$n"
+}
+
+# fm_log_ok NAME: the workload's log counts 1..N without a gap or a
+# repeat (the native one keeps it in /tmp of its root tmpfs).
+fm_log_ok() {
+	local pid
+	if [ "$FM_SHAPE" != native ]; then
+		fx_log_ok "$(fx_ctr_dir n1 "$1")"
+		return
+	fi
+	pid=$(fm_inits "$1" | head -n 1)
+	[ -n "$pid" ] || return 1
+	awk 'NR > 1 && prev != "" && prev + 0 != NR - 1 { printf "log line %d is \"%s\"\n", NR - 1, prev > "/dev/stderr"; bad = 1; exit }
+	     { prev = $0 } END { exit bad }' "/proc/$pid/root/tmp/nm-log"
+}
+
+# fm_native_facts ID: FM_ADDR, FM_VETH: the container's bridge address and
+# its veth's host end, as n1's supervisor made them.
+fm_native_facts() {
+	local pid
+	FM_ADDR=$(cat "$(fx_native_state n1)/ip-alloc/$1.ip")
+	pid=$(jq -r .pid "$(fx_native_state n1)/$1.json")
+	FM_VETH=$(nsenter -t "$pid" -n ip -o link | grep -o 'vethc-[0-9a-f]*' | sed -n '1s/vethc-/veth-/p')
+	if [ -z "$FM_ADDR" ] || [ -z "$FM_VETH" ]; then t_fail "no address or veth for container $1"; fi
+}
+
+# fm_native_checks NAME ID NODE: what a rollback or a move must keep of a
+# native container that runs on NODE, and nothing of it on the other node.
+fm_native_checks() {
+	local name=$1 id=$2 on=$3 off st pid cg p answer
+	off=$(fx_other "$on")
+	st=$(fx_native_state "$on")/$id.json
+	pid=$(jq -r .pid "$st")
+	cg=$(jq -r '.cgroup_path // empty' "$st")
+	[ -n "$cg" ] || cg=$(fx_cgroup_root "$on")/nucleus-$id
+	[ -d "$cg" ] || t_fail "$name's cgroup $cg is not on $on"
+	for p in $(fx_tree "$pid"); do
+		grep -qx "$p" "$cg/cgroup.procs" || t_fail "task $p of $name is not in its cgroup $cg on $on"
+	done
+	t_wait_until 10 "$name's own checks pass" grep -q 'tmp=ok shm=ok lock=ok' "$(fm_vol "$name")/status" ||
+		t_fail "$name's state on $on: $(cat "$(fm_vol "$name")/status")"
+	[ -e "$(fx_native_state "$on")/ip-alloc/$id.ip" ] || t_fail "$name's address is not reserved on $on"
+	ip -n "$(fx_ns "$on")" -o link show "$FM_VETH" 2>/dev/null | grep -q "master nucleus0" ||
+		t_fail "$FM_VETH is not on $on's nucleus0"
+	answer=$(fx_in "$on" timeout "$(t_secs 10)" bash -c "exec 3<>/dev/tcp/$FM_ADDR/7000 && printf nm-probe >&3 && head -c 8 <&3" 2>&1) || true
+	t_assert_eq "$answer" nm-probe "$name's answer at $FM_ADDR:7000 from $on"
+	# The node it left (or never reached) keeps nothing of it; a source's
+	# supervisor cleans up a moment after its tasks ended.
+	t_wait_until 10 "no state file of $name on $off" test ! -e "$(fx_native_state "$off")/$id.json" ||
+		t_fail "$name's state file is left on $off"
+	t_wait_until 10 "no address reservation of $name on $off" test ! -e "$(fx_native_state "$off")/ip-alloc/$id.ip" ||
+		t_fail "$name's address is still reserved on $off"
+	t_wait_until 10 "no cgroup of $name on $off" test ! -e "$(fx_cgroup_root "$off")/nucleus-$id" ||
+		t_fail "$name's cgroup is left on $off"
+	! ip -n "$(fx_ns "$off")" link show "$FM_VETH" >/dev/null 2>&1 || t_fail "$FM_VETH is left on $off"
+}
+
+# fm_log_ms LINE: the time of an agent log line (ISO 8601, milliseconds
+# and Z) in milliseconds since the epoch.
+fm_log_ms() { date -d "${1%% *}" +%s%3N; }
+
+# fm_rollback_ms MIG LOG-TEXT: from the failure seen on the source (the
+# first of: its core taking the event that turns to rolling-back, an error
+# logged for MIG, its journaling of rolling-back) to the container running
+# again (its "rolled back: ... runs" line), in milliseconds; "-" when the
+# text lacks either.
+fm_rollback_ms() {
+	local mig=$1 seen run
+	seen=$(grep -m1 -E "^[0-9T:.-]+Z .*(error \[$mig\]|\[$mig\] .*(now|->) rolling-back)" <<<"$2" || true)
+	run=$(grep -m1 -E "^[0-9T:.-]+Z .*\[$mig\] .*rolled back: .*runs" <<<"$2" || true)
+	if [ -z "$seen" ] || [ -z "$run" ]; then
+		echo -
+		return 0
+	fi
+	echo $(($(fm_log_ms "$run") - $(fm_log_ms "$seen")))
 }
 
 # ---- one cell ----
@@ -539,27 +736,34 @@ fm_cell() {
 	fi
 	off1=$(fm_log_size n1)
 	off2=$(fm_log_size n2)
-	FX_AGENT_ARGS=$n1args fx_agent_start n1 "${n1env[@]}"
-	FX_AGENT_ARGS=$n2args fx_agent_start n2 "${n2env[@]}"
+	fm_agent_start n1 "$n1args" "${n1env[@]}"
+	fm_agent_start n2 "$n2args" "${n2env[@]}"
 
-	if [ -n "$criu_row" ]; then
+	if [ "$FM_SHAPE" = native ]; then
+		read -r id _ < <(fm_ctr_start "$name")
+		fm_native_facts "$id"
+	elif [ -n "$criu_row" ]; then
 		# A state file left by an earlier run of this cell would pass
 		# for the new workload's.
 		rm -rf "$work"
 		read -r id _ < <(b_hog_start n1 "$name" "$FM_HOG_MIB" random) || t_fail "could not start $name"
 		fm_heap_intact "$work" "before the move"
 	else
-		read -r id _ < <(fx_ctr_start n1 "$name")
+		read -r id _ < <(fm_ctr_start "$name")
 	fi
-	fx_counter_advances "$work" || t_fail "$name does not tick"
-	c0=$(fx_count "$work")
+	fm_advances "$name" || t_fail "$name does not tick"
+	c0=$(fm_count "$name")
 	[ -n "$pnode" ] && : >"$FM_GATE"
 
 	rm -f "$FM_CELL/cli.out" "$FM_CELL/cli.rc"
+	# Nothing shows whether a native container is under Landlock, which
+	# CRIU does not carry: its move needs the operator's consent.
+	local move_args=()
+	[ "$FM_SHAPE" != native ] || move_args=(--accept-landlock-loss)
 	: >"$FM_CELL/cli.rc.start"
 	(
 		rc=0
-		fx_nm n1 migrate "$id" node2 >"$FM_CELL/cli.out" 2>&1 || rc=$?
+		fx_nm n1 migrate "$id" node2 "${move_args[@]}" >"$FM_CELL/cli.out" 2>&1 || rc=$?
 		echo "$rc" >"$FM_CELL/cli.rc"
 	) &
 	cli=$!
@@ -572,7 +776,9 @@ fm_cell() {
 	elif [ -n "$pnode" ]; then
 		local off=$off1
 		[ "$pnode" = n2 ] && off=$off2
-		t_wait_until 300 "$pnode pauses at $ppoint" bash -c "tail -c +$((off + 1)) '$(fx_agent_log "$pnode")' | grep -q 'fault injection: paused at $ppoint '" ||
+		# An answer of the CLI first ends the wait: the move ended before.
+		t_wait_until 300 "$pnode pauses at $ppoint" bash -c "test -s '$FM_CELL/cli.rc' || tail -c +$((off + 1)) '$(fx_agent_log "$pnode")' | grep -q 'fault injection: paused at $ppoint '" || true
+		grep -q "fault injection: paused at $ppoint " <(fm_log_since "$pnode" "$off") ||
 			t_fail "$pnode never reached $ppoint (CLI: $(cat "$FM_CELL/cli.out" 2>/dev/null))"
 	else
 		t_wait_until 300 "the stream is under way" fm_midstream ||
@@ -594,13 +800,13 @@ fm_cell() {
 	src-kill)
 		fx_agent_kill n1
 		off1=$(fm_log_size n1)
-		fx_agent_start n1
+		fm_agent_start n1 ""
 		;;
 	dst-kill)
 		fx_agent_kill n2
 		[ -z "$criu" ] || kill -CONT "$criu" 2>/dev/null || true
 		off2=$(fm_log_size n2)
-		fx_agent_start n2
+		fm_agent_start n2 ""
 		;;
 	dst-sshd) fx_sshd_kill_all n2 ;;
 	flip)
@@ -692,16 +898,24 @@ fm_cell() {
 	# ---- exactly one copy, where the journal says, state continued ----
 	where=$(fx_ctr_where "$id")
 	t_assert_eq "$where" "$want_where" "where $name runs (source outcome $outcome)"
-	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
-	t_assert_eq "$(fx_ctr_stopped_copies "$name")" 0 "stopped copies of $name"
-	fx_counter_advances "$work" || t_fail "$name stopped ticking"
-	c1=$(fx_count "$work")
+	t_assert_eq "$(fm_running_copies "$name")" 1 "running copies of $name"
+	t_assert_eq "$(fm_stopped_copies "$name")" 0 "stopped copies of $name"
+	fm_advances "$name" || t_fail "$name stopped ticking"
+	c1=$(fm_count "$name")
 	[ "$c1" -ge "$c0" ] || t_fail "the counter of $name went back: $c0 -> $c1"
-	if [ -n "$criu_row" ]; then
+	if [ "$FM_SHAPE" != native ] && [ -n "$criu_row" ]; then
 		fm_heap_intact "$work" "after the fault (outcome $outcome)"
 		note+="; heap checksum intact"
 	else
-		fx_log_ok "$work" || t_fail "the log of $name has a gap or a repeat"
+		fm_log_ok "$name" || t_fail "the log of $name has a gap or a repeat"
+	fi
+	[ "$FM_SHAPE" != native ] || fm_native_checks "$name" "$id" "$want_where"
+
+	# ---- the rollback time (reported, never asserted) ----
+	local rollback=-
+	if [ "$outcome" = rolled-back ]; then
+		rollback=$(fm_rollback_ms "$(jq -r .mig <<<"$src")" "$(fm_log_since n1 "$off1")")
+		[ "$rollback" != - ] || t_log "no failure or no 'rolled back' line in n1's log for this cell"
 	fi
 
 	# ---- nothing left behind ----
@@ -724,12 +938,15 @@ fm_cell() {
 		[ -z "$left" ] || t_fail "images left on $n: $left"
 		left=$(fm_left "$(fx_dir "$n")/migrate/journal")
 		[ -z "$left" ] || t_fail "active journal records left on $n: $left"
+		# A restore's root tmpfs (native) is unmounted whatever ended it.
+		left=$(awk -v d="$(fx_dir "$n")/migrate/criu/" 'index($5, d) == 1 { printf "%s ", $5 }' /proc/self/mountinfo)
+		[ -z "$left" ] || t_fail "mounts left on $n: $left"
 		local tables
 		tables=$(fm_criu_tables "$n" fx_in "$n")
 		[ -z "$tables" ] || t_fail "CRIU's nftables lock left: $tables"
 	done
 	local pid tables
-	pid=$(fx_ctr_inits "$name")
+	pid=$(fm_inits "$name")
 	tables=$(fm_criu_tables "container" nsenter -t "$pid" -n)
 	[ -z "$tables" ] || t_fail "CRIU's nftables lock left in the container's namespace: $tables"
 
@@ -760,8 +977,8 @@ fm_cell() {
 	# The agents are this subshell's children: stop them here, where they
 	# can be reaped at once.
 	fm_reset
-	printf '%s %s exit %s\t%s%s\n' "$outcome" "$where" "$rc" "$msg" \
-		"${note:+ [$note]}" >"$FM_CELL/result"
+	printf '%s %s exit %s\t%s%s\t%s\n' "$outcome" "$where" "$rc" "$msg" \
+		"${note:+ [$note]}" "$rollback" >"$FM_CELL/result"
 }
 
 # ---- the rows ----
@@ -771,6 +988,7 @@ fm_criu_tables_selftest
 failed=0
 for row in "${SELECTED[@]}"; do
 	results=$FM_RESULTS/$row.tsv
+	[ "$FM_SHAPE" != native ] || results=$FM_RESULTS/native-$row.tsv
 	printf '# run %s\n' "$FM_RUN" >"$results"
 	for fault in ${FM_FAULTS:-${FAULTS[*]}}; do
 		want=${EXPECT[$row/$fault]}
@@ -799,9 +1017,9 @@ for row in "${SELECTED[@]}"; do
 		cell_rc=$?
 		set -e
 		if [ "$cell_rc" -eq 0 ]; then
-			IFS=$'\t' read -r verdict detail <"$FM_CELL/result"
-			printf '%s\t%s\tok\t%s\t%s\n' "$row" "$fault" "$verdict" "$detail" >>"$results"
-			t_log "ok: $row / $fault: $verdict ($(($(date +%s) - start)) s)"
+			IFS=$'\t' read -r verdict detail rollback <"$FM_CELL/result"
+			printf '%s\t%s\tok\t%s\t%s\t%s\n' "$row" "$fault" "$verdict" "$detail" "$rollback" >>"$results"
+			t_log "ok: $row / $fault: $verdict (rollback ${rollback} ms; cell $(($(date +%s) - start)) s)"
 		else
 			failed=$((failed + 1))
 			printf '%s\t%s\tFAIL\t%s\n' "$row" "$fault" "$( (cat "$FM_CELL/fail" 2>/dev/null || echo "exited") | tr '\n\t' '  ' | cut -c1-300)" >>"$results"
@@ -812,12 +1030,16 @@ for row in "${SELECTED[@]}"; do
 			done
 			fm_reset || true
 			fm_wipe
-			for pid in $(fx_ctr_inits "fm-$row-$fault"); do kill -KILL "$pid" 2>/dev/null || true; done
+			for pid in $(fm_inits "fm-$row-$fault"); do kill -KILL "$pid" 2>/dev/null || true; done
 			rm -f "$(fx_dir n1)"/nucleus/*.json "$(fx_dir n2)"/nucleus/*.json
 			continue
 		fi
 	done
 done
 
-NM_TEST_RUN=$FM_RUN "$(dirname "$0")/fault-report.sh" "${SELECTED[@]}"
+if [ "$FM_SHAPE" = native ]; then
+	NM_TEST_RUN=$FM_RUN "$(dirname "$0")/fault-report.sh" --native-only "${SELECTED[@]}"
+else
+	NM_TEST_RUN=$FM_RUN "$(dirname "$0")/fault-report.sh" "${SELECTED[@]}"
+fi
 [ "$failed" -eq 0 ] || t_fail "$failed cell(s) failed"
