@@ -136,6 +136,9 @@ int recover_all(agent *a, nm_error *err);
  * days ago: at start, then when a migration ends, at most once an hour. */
 #define CRIU_LOGS_PRUNE_EVERY_US (3600ull * 1000000)
 void criu_logs_prune(agent *a);
+/* At start, before recovery: no restore runs, so a root tmpfs still mounted
+ * in a CRIU work directory is a dead restore's (criu-logs.c). */
+void criu_restore_roots_release(agent *a);
 
 /* util.c: a short random id (hex) for migrations; CLOCK_MONOTONIC in us;
  * the wall clock in ms (for records). */

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -32,6 +33,49 @@ static bool criu_dir_active(agent *a, const char *name) {
         id[n] = '\0';
         m = mig_find(a, id);
         return m && !m->finished;
+}
+
+/* A native restore mounts the container's root tmpfs at <dir>/root and
+ * detaches that view once CRIU is done; an agent that died in between left
+ * it mounted (and its directory unremovable). */
+static void unmount_restore_root(agent *a, int fd, const char *name) {
+        static const char suffix[] = "-restore";
+        size_t n = strlen(name);
+        struct stat dir_st, root_st;
+        char path[PATH_MAX];
+        unsigned k = 0;
+
+        if (n <= strlen(suffix) || strcmp(name + n - strlen(suffix), suffix) != 0)
+                return;
+        if (fstatat(fd, name, &dir_st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(dir_st.st_mode))
+                return;
+        snprintf(path, sizeof(path), "%s/%s/root", a->criu_work_dir, name);
+        if (lstat(path, &root_st) < 0 || !S_ISDIR(root_st.st_mode) || root_st.st_dev == dir_st.st_dev)
+                return;
+        while (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) == 0)
+                k++;
+        if (k)
+                log_warning("unmounted %s: the root of a restore that did not finish (the agent stopped "
+                            "during it)",
+                            path);
+}
+
+void criu_restore_roots_release(agent *a) {
+        int fd = open_dir_nofollow(a->criu_work_dir);
+        struct dirent *de;
+        DIR *d;
+
+        if (fd < 0)
+                return;
+        d = fdopendir(fd);
+        if (!d) {
+                close(fd);
+                return;
+        }
+        while ((de = readdir(d)))
+                if (de->d_name[0] != '.')
+                        unmount_restore_root(a, fd, de->d_name);
+        closedir(d); /* and fd with it */
 }
 
 void criu_logs_prune(agent *a) {

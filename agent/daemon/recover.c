@@ -135,6 +135,7 @@ int recover_all(agent *a, nm_error *err) {
         size_t i;
         int r;
 
+        criu_restore_roots_release(a);
         r = journal_load_active(a->journal, &active, err);
         if (r < 0)
                 return r;
