@@ -19,12 +19,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/native.sh"
 
-fx_nodes_up
-fx_native_node_up n1
-fx_native_node_up n2
-for n in n1 n2; do
-	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root "$n")" fx_agent_start "$n"
-done
+fx_native_agents_up
 
 json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 pid_of() { json "$(fx_native_state "$1")/$id.json" 'd["pid"]'; }

@@ -25,14 +25,7 @@ set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/native.sh"
 
-fx_nodes_up
-fx_native_node_up n1
-fx_native_node_up n2
-# Each agent makes the cgroups of the containers it restores below its
-# node's cgroup root (as NUCLEUS_CGROUP_ROOT tells nucleus there).
-for n in n1 n2; do
-	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root "$n")" fx_agent_start "$n"
-done
+fx_native_agents_up
 
 json() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 field() { fx_native_field n1 web "$1" "${2:-}"; } # the volume is shared storage

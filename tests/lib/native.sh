@@ -58,6 +58,19 @@ fx_native_node_up() {
 	t_wait_until 5 "journald on $n" grep -q ready "$(fx_dir "$n")/journald.out" || t_fail "journald on $n did not start"
 }
 
+# fx_native_agents_up: the fixture's nodes, each with a bridge and an
+# agent (tests/lib/agents.sh) that makes the cgroups of the containers it
+# restores below its node's cgroup root, as NUCLEUS_CGROUP_ROOT tells
+# nucleus there.
+fx_native_agents_up() {
+	local n
+	fx_nodes_up
+	for n in $FX_NODES; do fx_native_node_up "$n"; done
+	for n in $FX_NODES; do
+		FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root "$n")" fx_agent_start "$n"
+	done
+}
+
 # fx_native_start NODE NAME [nm-native-start OPTIONS] -- WORKLOAD ARGS: a
 # native container on NODE named NAME, its workload nm-native-work (copied
 # into /context) with its status in the volume $FX_ROOT/NODE/vol/NAME
