@@ -60,7 +60,8 @@ static void unmount_restore_root(agent *a, int fd, const char *name) {
                             path);
 }
 
-void criu_restore_roots_release(agent *a) {
+/* Calls fn for every entry of the CRIU work directory but dot files. */
+static void criu_work_each(agent *a, void (*fn)(agent *a, int fd, const char *name)) {
         int fd = open_dir_nofollow(a->criu_work_dir);
         struct dirent *de;
         DIR *d;
@@ -74,34 +75,27 @@ void criu_restore_roots_release(agent *a) {
         }
         while ((de = readdir(d)))
                 if (de->d_name[0] != '.')
-                        unmount_restore_root(a, fd, de->d_name);
+                        fn(a, fd, de->d_name);
         closedir(d); /* and fd with it */
 }
 
-void criu_logs_prune(agent *a) {
-        int fd = open_dir_nofollow(a->criu_work_dir);
-        time_t now = time(NULL);
-        struct dirent *de;
-        struct stat st;
-        DIR *d;
+void criu_restore_roots_release(agent *a) {
+        criu_work_each(a, unmount_restore_root);
+}
 
+static void prune_one(agent *a, int fd, const char *name) {
+        struct stat st;
+
+        if (criu_dir_active(a, name))
+                return;
+        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || time(NULL) - st.st_mtime < CRIU_LOGS_KEEP_S)
+                return;
+        log_info("removing CRIU's logs %s/%s (older than %d days)", a->criu_work_dir, name,
+                 CRIU_LOGS_KEEP_S / (24 * 3600));
+        (void)rm_rf_at(fd, name);
+}
+
+void criu_logs_prune(agent *a) {
         a->t_logs_pruned = now_usec();
-        if (fd < 0)
-                return;
-        d = fdopendir(fd);
-        if (!d) {
-                close(fd);
-                return;
-        }
-        while ((de = readdir(d))) {
-                if (de->d_name[0] == '.' || criu_dir_active(a, de->d_name))
-                        continue;
-                if (fstatat(fd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-                    now - st.st_mtime < CRIU_LOGS_KEEP_S)
-                        continue;
-                log_info("removing CRIU's logs %s/%s (older than %d days)", a->criu_work_dir, de->d_name,
-                         CRIU_LOGS_KEEP_S / (24 * 3600));
-                (void)rm_rf_at(fd, de->d_name);
-        }
-        closedir(d); /* and fd with it */
+        criu_work_each(a, prune_one);
 }

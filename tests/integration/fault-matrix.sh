@@ -613,20 +613,10 @@ fm_inits() {
 	done
 	return 0
 }
-fm_running_copies() {
-	local pid n=0
-	for pid in $(fm_inits "$1"); do
-		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
-	done
-	echo "$n"
-}
-fm_stopped_copies() {
-	local pid n=0
-	for pid in $(fm_inits "$1"); do
-		grep -q '^State:.*[Tt]' "/proc/$pid/status" 2>/dev/null && n=$((n + 1))
-	done
-	echo "$n"
-}
+# shellcheck disable=SC2046 # a list of pids
+fm_running_copies() { fx_pids_running $(fm_inits "$1"); }
+# shellcheck disable=SC2046
+fm_stopped_copies() { fx_pids_stopped $(fm_inits "$1"); }
 
 # fm_log_ok NAME: the workload's log counts 1..N without a gap or a
 # repeat (the native one keeps it in /tmp of its root tmpfs).

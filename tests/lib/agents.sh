@@ -98,22 +98,28 @@ fx_ctr_inits() {
 	return 0
 }
 
-# How many copies of NAME run (state R/S/D), and how many are held stopped.
-fx_ctr_running_copies() {
+# fx_pids_running PID...: how many of them run (state R/S/D);
+# fx_pids_stopped PID...: how many are held stopped.
+fx_pids_running() {
 	local pid n=0
-	for pid in $(fx_ctr_inits "$1"); do
+	for pid in "$@"; do
 		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
 	done
 	echo "$n"
 }
-
-fx_ctr_stopped_copies() {
+fx_pids_stopped() {
 	local pid n=0
-	for pid in $(fx_ctr_inits "$1"); do
+	for pid in "$@"; do
 		grep -q '^State:.*[Tt]' "/proc/$pid/status" 2>/dev/null && n=$((n + 1))
 	done
 	echo "$n"
 }
+
+# How many copies of NAME run, and how many are held stopped.
+# shellcheck disable=SC2046 # a list of pids
+fx_ctr_running_copies() { fx_pids_running $(fx_ctr_inits "$1"); }
+# shellcheck disable=SC2046
+fx_ctr_stopped_copies() { fx_pids_stopped $(fx_ctr_inits "$1"); }
 
 fx_count() { fx_ctr_field "$1" count; }
 
