@@ -6,7 +6,8 @@
 # removes it. Afterwards the container runs exactly once, at home, its heap
 # intact (the workload re-checks its checksum); the checkpoint directory,
 # CRIU's network lock and the CRIU keeper are gone; the journal records the
-# migration as failed, stopped before its dump completed.
+# migration as failed, stopped before its dump completed. The same restart
+# sweeps images planted as other crashes leave them (see below).
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
@@ -74,6 +75,24 @@ journal=$(fx_dir n1)/migrate/journal
 grep -q '"phase": *"dumping"' "$journal/$mig.json" ||
 	t_fail "the journal does not hold the migration in 'dumping' after the crash: $(cat "$journal/$mig.json" 2>&1)"
 
+# Beside the crash's leftover, images no active migration owns, planted as
+# other crashes leave them; the restart's sweep decides each on what the
+# journal and the directory say:
+# - no record and no signature (a dump cut short): removed;
+# - no record but a signature (a complete set): kept, it may be a container;
+# - a finished record that says `lost`: kept, they are the container;
+# - a finished record that says `failed`: removed;
+# - a symbolic link: removed as a link, what it points to untouched.
+outside=$FX_ROOT/outside
+mkdir -p "$outside" && echo data >"$outside/keep-me"
+plant_images() { mkdir -p "$cps/$1/images" && echo pages >"$cps/$1/images/pages-1.img"; }
+plant_done() { printf '{"mig": "%s", "phase": "%s", "container": "planted-%s"}\n' "$1" "$2" "$1" >"$journal/done/$1.json"; }
+plant_images orphan-partial
+plant_images orphan-signed && echo sig >"$cps/orphan-signed/checkpoint.hmac"
+plant_images orphan-lost && plant_done orphan-lost lost
+plant_images orphan-failed && plant_done orphan-failed failed
+ln -s "$outside" "$cps/orphan-link"
+
 log_off=$(stat -c %s "$(fx_agent_log n1)")
 fx_agent_start n1
 no_active() { ! fx_nm n1 status --json | grep -q '"active":true' && ! fx_nm n2 status --json | grep -q '"active":true'; }
@@ -84,7 +103,18 @@ t_wait_until 300 "both agents settle" no_active || {
 
 # ---- the checkpoint directory is gone, and the agent said so ----
 [ ! -e "$cps/$mig" ] || t_fail "the checkpoint directory $mig outlived recovery: $(ls -A "$cps/$mig")"
-[ -z "$(ls -A "$cps")" ] || t_fail "checkpoints left on n1: $(ls -A "$cps")"
+t_assert_eq "$(ls -A "$cps" | tr '\n' ' ')" "orphan-lost orphan-signed " "images kept on n1 by the sweep"
+[ -f "$cps/orphan-lost/images/pages-1.img" ] && [ -f "$cps/orphan-signed/images/pages-1.img" ] ||
+	t_fail "the sweep emptied images it kept"
+t_assert_eq "$(cat "$outside/keep-me" 2>&1)" data "what the planted link pointed to"
+swept=$(tail -c +"$((log_off + 1))" "$(fx_agent_log n1)")
+grep -q "keeping images .*/orphan-lost: its migration ended lost" <<<"$swept" ||
+	t_fail "the agent does not say why it keeps orphan-lost"
+grep -q "keeping images .*/orphan-signed: a complete, signed set" <<<"$swept" ||
+	t_fail "the agent does not say why it keeps orphan-signed"
+grep -q "removing leftover images .*/orphan-failed (migration failed)" <<<"$swept" ||
+	t_fail "the agent does not say it removed orphan-failed"
+rm -rf "$cps/orphan-lost" "$cps/orphan-signed" "$journal/done/orphan-lost.json" "$journal/done/orphan-failed.json"
 [ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on n2"
 
 tail -c +"$((log_off + 1))" "$(fx_agent_log n1)" | grep -q 'recovering 1 migration(s) from the journal' ||
