@@ -41,8 +41,14 @@ read -r id _ < <(fx_ctr_start n1 journaled)
 mig=$(fx_nm n1 migrate "$id" node2 --json | tail -n1 | jq -r '.result.mig // .mig')
 [ -n "$mig" ] && [ "$mig" != null ] || t_fail "no migration id"
 # The records of that migration: split at "--", keep those with its id.
-awk -v m="NUCLEUS_MIGRATION=$mig" 'BEGIN { RS = "--\n" } index($0, m "\n") { print; print "--" }' \
-	"$FX_ROOT/journal.out" >"$FX_ROOT/mig.out"
+# The last was sent before the CLI heard the result, but the listener
+# writes it out when it is scheduled: wait for it.
+mig_records() {
+	awk -v m="NUCLEUS_MIGRATION=$mig" 'BEGIN { RS = "--\n" } index($0, m "\n") { print; print "--" }' \
+		"$FX_ROOT/journal.out" >"$FX_ROOT/mig.out"
+	grep -q -x NUCLEUS_OUTCOME=done "$FX_ROOT/mig.out"
+}
+t_wait_until 30 "the record of $mig's outcome" mig_records || true
 for f in "NUCLEUS_CONTAINER=$id" NUCLEUS_PEER=node2 NUCLEUS_ROLE=source NUCLEUS_PHASE=dumping \
 	NUCLEUS_PHASE=committed NUCLEUS_OUTCOME=done; do
 	grep -q -x -- "$f" "$FX_ROOT/mig.out" || t_fail "no record of $mig with $f"
@@ -65,5 +71,5 @@ cp -p "$FX_ROOT/conf.saved" "$conf"
 
 t_log "SIGTERM: STOPPING=1"
 fx_agent_stop n1
-has notify STOPPING=1 || t_fail "no STOPPING=1"
+t_wait_until 30 "STOPPING=1" has notify STOPPING=1 || t_fail "no STOPPING=1"
 t_log "ok"

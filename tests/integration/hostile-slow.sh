@@ -16,6 +16,8 @@ idle_ms=$((FX_IDLE_TIMEOUT * 1000))
 # Each case checks that the agent ended the session not before its timeout
 # (a lower bound: load only makes it later) and because of it (the agent's
 # log says why); how soon after the timeout is not asserted (load decides).
+# The client counts from its own last write, never later than the agent's
+# last frame from it, so the relay's delay cannot make the time look short.
 #
 # closed_no_earlier NAME MIN: the case's "< closed after" line says >= MIN ms.
 closed_no_earlier() {
@@ -108,7 +110,9 @@ t_wait_until 30 "fds back to $fds0" bash -c "[ \$(find /proc/$pid2/fd -mindepth 
 	t_fail "the agent holds $(fds) fds after the flood, $fds0 before"
 refusals=$(grep -c "refusing more" "$(fx_agent_log n2)" || true)
 peer_refusals=$(grep -c "holds 64 sessions already" "$(fx_agent_log n2)" || true)
-[ "$refusals" -le 10 ] && [ "$peer_refusals" -le 10 ] || t_fail "936 refusals became $refusals + $peer_refusals log lines"
+# At most about two lines a second of the flood (one refusal, one sum): far
+# fewer than the refusals, however long a busy machine takes to refuse them.
+[ "$refusals" -le 100 ] && [ "$peer_refusals" -le 100 ] || t_fail "936 refusals became $refusals + $peer_refusals log lines"
 # The sum is logged when the interval after the first refusal has passed.
 t_wait_until 30 "the refusals counted in the log" grep -q "more refusals in the last" "$(fx_agent_log n2)" ||
 	t_fail "the refusals were not counted in the log"

@@ -206,8 +206,8 @@ t_log "cutting the link mid-stream fails cleanly on both sides"
 tc -n "$(fx_ns n1)" qdisc add dev eth0 root tbf rate 16mbit burst 64kb latency 1s
 # The idle timeout is what ends both sides after the cut; it is long
 # enough that a busy machine does not end the stream before the cut.
-serve_start "$FX_ROOT/serve4.log" --idle-timeout 8000
-send_n1 --mig cut-1 --idle-timeout 8000 "$SRC" >"$FX_ROOT/send4.out" 2>&1 &
+serve_start "$FX_ROOT/serve4.log" --idle-timeout "$(t_ms 8000)"
+send_n1 --mig cut-1 --idle-timeout "$(t_ms 8000)" "$SRC" >"$FX_ROOT/send4.out" 2>&1 &
 send_pid=$!
 fx_track_pid "$send_pid"
 # Files have no name until they are checked: watch the receiver's writes.
@@ -225,7 +225,7 @@ wait "$SERVE_PID" || rc=$?
 [ "$rc" -ne 0 ] || t_fail "the receiver reported success over a cut link"
 elapsed=$(($(date +%s) - start))
 t_log "both sides gave up after ${elapsed}s: sender: $(tail -1 "$FX_ROOT/send4.out"); receiver: $(tail -1 "$FX_ROOT/serve4.log")"
-# A bound against a hang only (the idle timeout is 8 s; load decides the rest).
+# A bound against a hang only (the idle timeout is 8 s, scaled; load decides the rest).
 [ "$elapsed" -le "$(t_secs 60)" ] || t_fail "giving up took ${elapsed}s"
 clean "$(cat "$FX_ROOT/send4.out" "$FX_ROOT/serve4.log" "$FX_ROOT/serve3.log")"
 grep -q "idle" "$FX_ROOT/send4.out" || t_fail "sender's message: $(cat "$FX_ROOT/send4.out")"

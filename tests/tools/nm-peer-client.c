@@ -39,7 +39,8 @@
  *                                       nil; e.g. map t=u:23 mig=s:m1 path=s:../x size=u:1 mode=u:384
  *   raw HEX                             bytes as they are
  *   len N                               a bare 4-byte length prefix
- *   trickle MS HEX                      HEX one byte every MS ms
+ *   trickle MS HEX                      HEX one byte every MS ms; if the agent hangs
+ *                                       up, prints how long after our last whole frame
  *   drip MIG MS                         1-byte DATA frames every MS ms until the agent
  *                                       answers or closes (a never-ending slow stream)
  *   shutdown                            end our side of the stream
@@ -50,7 +51,8 @@
  *                                       RESULT and OUTCOME its reason/doc/outcome has TEXT
  *   expect-closed [TEXT...]             the agent ends the session (EOF) within the
  *                                       timeout; only ERRORs may come first, and with
- *                                       TEXT one of them must contain it
+ *                                       TEXT one of them must contain it; prints
+ *                                       "< closed after MS ms", MS since our last write
  *   expect-silence MS                   nothing arrives for MS ms
  *
  * --flood N opens N connections to --socket at once, sends HELLO on each and
@@ -98,6 +100,11 @@ typedef struct client {
         proto_reader *rd;
         bool eof;
         uint64_t timeout_ms;
+        /* When our last write ended, or the session began: the agent
+         * cannot have heard from us later, so its idle clock started no
+         * earlier, and a time counted from here is never shorter than the
+         * agent's (whatever the relay's delay). */
+        uint64_t wrote_ms;
         const char *node;                 /* HELLO's node unless the line names one */
         const char *target;               /* the node spoken to, for IMAGES_DONE's binding */
         char container[PROTO_ID_MAX + 1]; /* the last OFFER's */
@@ -188,6 +195,7 @@ static int spawn(client *c, char **argv) {
         close(from[1]);
         c->out_fd = to[1];
         c->in_fd = from[0];
+        c->wrote_ms = now_ms();
         return 0;
 }
 
@@ -211,6 +219,7 @@ static int write_all(client *c, const void *buf, size_t n) {
                         return -ETIMEDOUT;
                 (void)poll(&pfd, 1, 100);
         }
+        c->wrote_ms = now_ms();
         return 0;
 }
 
@@ -704,7 +713,7 @@ static void cmd_cycles(client *c, const char *prefix, uint64_t n) {
 static void cmd_trickle(client *c, uint64_t every, const char *hex) {
         _cleanup_free_ uint8_t *b = NULL;
         size_t n = unhex(c, hex, &b);
-        uint64_t start = now_ms();
+        uint64_t start = c->wrote_ms; /* the last whole frame we sent */
 
         for (size_t i = 0; i < n; i++) {
                 if (write_all(c, b + i, 1) < 0) {
@@ -742,7 +751,6 @@ static void cmd_expect(client *c, char **args, size_t n) {
 }
 
 static void cmd_expect_closed(client *c, char **args, size_t n) {
-        uint64_t start = now_ms();
         char text[1024] = "";
         bool seen = false;
 
@@ -765,7 +773,7 @@ static void cmd_expect_closed(client *c, char **args, size_t n) {
         }
         if (text[0] && !seen)
                 fail(c, "the session ended without an ERROR saying \"%s\"", text);
-        printf("< closed after %llu ms\n", (unsigned long long)(now_ms() - start));
+        printf("< closed after %llu ms\n", (unsigned long long)(now_ms() - c->wrote_ms));
         fflush(stdout);
 }
 
@@ -1165,6 +1173,7 @@ int main(int argc, char **argv) {
                         return 2;
                 }
                 c.in_fd = c.out_fd = fd;
+                c.wrote_ms = now_ms();
         } else if (spawn(&c, argv + optind) < 0) {
                 fprintf(stderr, "nm-peer-client: cannot run %s\n", argv[optind]);
                 return 2;

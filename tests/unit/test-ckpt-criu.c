@@ -10,6 +10,7 @@
 #include "ckpt-internal.h"
 #include "ckpt.h"
 #include "test-ckpt-util.h"
+#include "test-time.h"
 
 static const uint8_t key32[32] = "0123456789abcdef0123456789abcdef";
 
@@ -666,10 +667,14 @@ static void test_restore_hung_criu_is_bounded(void **state) {
         ckpt_restore_req req;
         uint64_t took;
 
-        assert_int_equal(restore_with(dir, "exec sleep 600", 700, &req, &took), -ETIMEDOUT);
+        /* Scaled: the stand-in must have written its sleeper's pid (after
+         * the image set was verified) before its time is up. */
+        uint64_t deadline_ms = t_ms(700);
+
+        assert_int_equal(restore_with(dir, "exec sleep 600", deadline_ms, &req, &took), -ETIMEDOUT);
         /* Bounded: the deadline, not the 600 s CRIU would have taken (the
          * upper limit only guards against a hang on a busy machine). */
-        assert_true(took >= 700 * 1000);
+        assert_true(took >= deadline_ms * 1000);
         assert_true(took < 120 * 1000 * 1000ULL);
         assert_msg_contains(&req.error, "did not finish within");
         assert_int_equal(req.pid, 0);

@@ -343,10 +343,17 @@ static void test_session_handshake_timeout(void **state) {
         int fd = silent_listener(&port);
         (void)state;
 
-        run_connect(port, 200, false, &res);
+        /* Long enough (scaled) for the name lookup on the thread pool and
+         * the connect to be behind us when the time is up: the silent
+         * listener holds the handshake. */
+        uint64_t timeout_ms = t_ms(2000);
+        char want[64];
+
+        run_connect(port, timeout_ms, false, &res);
         assert_int_equal(res.calls, 1);
         assert_int_equal(res.status, -ETIMEDOUT);
-        assert_non_null(strstr(res.err.msg, "timed out after 200 ms"));
+        snprintf(want, sizeof(want), "timed out after %llu ms", (unsigned long long)timeout_ms);
+        assert_non_null(strstr(res.err.msg, want));
         assert_non_null(strstr(res.err.msg, "handshake"));
         close(fd);
 }

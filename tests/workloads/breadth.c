@@ -758,11 +758,15 @@ static int packet_verify(void) {
 
 /* ---- timers ------------------------------------------------------------- */
 
-/* timerfd: a periodic timer with a 30 s period that a thread reads as it
- * fires (as an event loop would), and a one-shot one due in an hour.
+/* timerfd: a periodic timer with a two-hour period that a thread reads as
+ * it fires (as an event loop would), and a one-shot one due in an hour.
+ * The period is long so that no freeze of a test ever spans an expiry: one
+ * that fires while its reader is frozen comes back disarmed (timerfd-fast,
+ * a known limit of CRIU); with a 30 s period a freeze of a second on a busy
+ * machine would meet an expiry in a few runs in a hundred.
  * timerfd-fast: the same with a 50 ms period. */
 #define TIMERFD_FAST_NS 50000000L
-#define TIMERFD_SLOW_S 30
+#define TIMERFD_SLOW_S 7200
 #define TIMERFD_ONCE_S 3600
 static int tfd_fast = -1, tfd_slow = -1, tfd_once = -1;
 static atomic_ulong tfd_fast_ticks;
@@ -798,11 +802,11 @@ static int timerfd_verify(void) {
                 return fail_errno("timerfd_gettime");
         if (slow.it_interval.tv_sec != TIMERFD_SLOW_S || left_ms(&slow) <= 0 ||
             left_ms(&slow) > TIMERFD_SLOW_S * 1000)
-                return fail("30 s periodic timer: interval %lld s, %lld ms left",
+                return fail("two-hour periodic timer: interval %lld s, %lld ms left",
                             (long long)slow.it_interval.tv_sec, left_ms(&slow));
         if (once.it_interval.tv_sec != 0 || left_ms(&once) <= 0 || left_ms(&once) > TIMERFD_ONCE_S * 1000)
                 return fail("one-shot timer: %lld ms left", left_ms(&once));
-        return ok("a 30 s periodic timer (%lld s left) and a one-hour one-shot (%lld s left) armed",
+        return ok("a two-hour periodic timer (%lld s left) and a one-hour one-shot (%lld s left) armed",
                   left_ms(&slow) / 1000, left_ms(&once) / 1000);
 }
 
@@ -2029,7 +2033,7 @@ static klass classes[] = {
         {"netlink-queued", "a NETLINK_ROUTE socket with an unread notification", netlink_queued_setup,
          netlink_queued_verify},
         {"packet", "a raw packet socket bound to lo", packet_setup, packet_verify},
-        {"timerfd", "a 30 s periodic timerfd read as it fires, a one-hour one-shot", timerfd_setup_,
+        {"timerfd", "a two-hour periodic timerfd read as it fires, a one-hour one-shot", timerfd_setup_,
          timerfd_verify, SETUP_LATE},
         {"timerfd-fast", "a 50 ms periodic timerfd read as it fires", timerfd_fast_setup,
          timerfd_fast_verify, SETUP_LATE},
