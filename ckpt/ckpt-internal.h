@@ -157,10 +157,8 @@ int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size);
 
 typedef struct ckpt_native ckpt_native;
 
-/* native-nat.c: n's published ports, read from this node's nat table;
- * and whether they are free here (-EADDRINUSE with the reason). */
+/* native-nat.c: n's published ports, read from this node's nat table. */
 int ckpt__native_describe_ports(ckpt_native *n, nm_error *err);
-int ckpt__native_check_ports(const ckpt_native *n, nm_error *err);
 
 typedef struct ckpt_native_mount ckpt_native_mount;
 

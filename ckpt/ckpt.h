@@ -296,18 +296,29 @@ typedef struct ckpt_native_target {
         const char *cgroup_dir;           /* NULL: no cgroup to be made; else the one to make */
         const ckpt_ext_mount *ext_mounts; /* restore-side key -> path overrides */
         size_t n_ext_mounts;
+        /* What ckpt_native_check_ports said, asked beforehand where iptables
+         * must not block (an event loop): code 0, no port taken. NULL: it is
+         * asked here. */
+        const nm_error *ports;
 } ckpt_native_target;
 
 /* Checks this node for a restore of n: the bridge exists with the
  * source's subnet, the veth name and the address are free (not on a link
- * here, not reserved in ip-alloc by another id), every bind source exists
- * with the same type, the memory the root tmpfs holds is available, the
- * cgroup does not exist yet. -EADDRINUSE / -EEXIST / -ENOENT / -ENOMEM /
- * no published port of n is published here already (a DNAT rule in the
- * nat table's PREROUTING for the same protocol and port, any or the same
- * host address). -EADDRINUSE / -EEXIST / -ENOENT / -ENOMEM / -EOPNOTSUPP
- * with the reason. */
+ * here, not reserved in ip-alloc by another id), no published port of n
+ * is published here already (ckpt_native_check_ports, or t->ports), every
+ * bind source exists with the same type, the memory the root tmpfs holds
+ * is available, the cgroup does not exist yet. -EADDRINUSE / -EEXIST /
+ * -ENOENT / -ENOMEM / -EOPNOTSUPP with the reason. Runs iptables unless
+ * t->ports is given. */
 int ckpt_native_check_target(const ckpt_native *n, const ckpt_native_target *t, nm_error *err);
+
+/* Whether a published port of n is published on this node already (a DNAT
+ * rule in the nat table's PREROUTING for the same protocol and port, on
+ * any or the same host address): -EADDRINUSE with the rule's destination.
+ * Runs iptables (blocking: a thread pool) for a bridged n with ports; 0 at
+ * once for any other. What it sees is the table of this moment: nothing
+ * holds a port free for n afterwards. */
+int ckpt_native_check_ports(const ckpt_native *n, nm_error *err);
 
 /* The nat-table rules nucleus's supervisor keeps on the node for one
  * bridged container: one `POSTROUTING -s SUBNET [! -o BRIDGE] -j

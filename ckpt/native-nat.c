@@ -232,7 +232,7 @@ static int find_clash(const ckpt_native_port *p, const char *to, void *ud) {
         return 0;
 }
 
-int ckpt__native_check_ports(const ckpt_native *n, nm_error *err) {
+int ckpt_native_check_ports(const ckpt_native *n, nm_error *err) {
         clash_ctx c = {.n = n, .err = err};
         if (n->net != CKPT_NET_BRIDGE || n->n_ports == 0)
                 return 0;

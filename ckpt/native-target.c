@@ -79,6 +79,16 @@ static int address_holder(const char *state_dir, const char *address, char *ret_
         return 0;
 }
 
+/* The published ports: asked here, or what the caller asked before, in
+ * its place among the checks (the first failure is the one reported). */
+static int check_ports(const ckpt_native *n, const ckpt_native_target *t, nm_error *err) {
+        if (!t->ports)
+                return ckpt_native_check_ports(n, err);
+        if (t->ports->code < 0)
+                return nm_error_set(err, t->ports->code, "%s", t->ports->msg);
+        return 0;
+}
+
 static int check_net(const ckpt_native *n, const ckpt_native_target *t, nm_error *err) {
         const char *bridge = t->bridge ? t->bridge : n->bridge;
         ckpt__link *l = NULL;
@@ -106,7 +116,7 @@ static int check_net(const ckpt_native *n, const ckpt_native_target *t, nm_error
                                          l[i].name);
         free(l);
         if (r >= 0)
-                r = ckpt__native_check_ports(n, err);
+                r = check_ports(n, t, err);
         if (r < 0 || !t->state_dir)
                 return r;
         r = address_holder(t->state_dir, n->address, holder, sizeof(holder));

@@ -35,7 +35,7 @@ typedef struct mig mig;
 typedef struct drain drain;
 typedef struct keeper keeper;
 typedef struct precheck precheck;
-typedef struct cpu_check cpu_check;
+typedef struct offer_check offer_check;
 typedef struct resolver resolver;
 typedef struct metrics metrics;
 
@@ -62,7 +62,7 @@ struct ctl_conn {
         mig *watch;                          /* CLI: the migration whose events it receives */
         bool answered;                       /* CLI: it has its RESULT */
         drain *drain;                        /* CLI: the drain it runs */
-        cpu_check *cpu_check;                /* peer: an OFFER whose CPU check is under way (precheck.h) */
+        offer_check *offer_check;            /* peer: an OFFER checked on the pool (offer-check.h) */
         resolver *resolver;                  /* CLI: the resolve it asked for (resolve.h) */
         LIST_FIELDS(ctl_conn, conns);
 };

@@ -9,7 +9,7 @@
 #include "log.h"
 #include "macro.h"
 #include "mig.h"
-#include "precheck.h"
+#include "offer-check.h"
 #include "resolve.h"
 
 static void answer_node_info(ctl_conn *cc) {
@@ -47,6 +47,6 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
 }
 
 void peer_session_closed(ctl_conn *cc, int status, const nm_error *err) {
-        precheck_conn_closed(cc);
+        offer_check_conn_closed(cc);
         mig_dst_conn_closed(cc, status, err);
 }

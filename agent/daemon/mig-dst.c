@@ -18,6 +18,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "mig.h"
+#include "offer-check.h"
 #include "precheck.h"
 
 static const mig_role_ops dst_ops;
@@ -195,29 +196,71 @@ static proto_reject_code native_reject_code(int r) {
         }
 }
 
-/* What the offer says of a container of nucleus's native runtime, checked
- * against this node (bridge and subnet, the address and veth name free,
- * bind sources, memory for the root, no cgroup of that name), and its
- * address reserved: before ACCEPT, so before the source freezes anything.
- * *ret_native stays NULL for any other container. */
-static int dst_check_native(agent *a, const proto_offer *o, ckpt_native **ret_native, char **ret_cgroup_root,
-                            proto_reject_code *ret_code, char *why, size_t n) {
+/* The container of nucleus's native runtime that o describes (its
+ * metadata's nm_native, with a mount namespace of its own): 1 and both set,
+ * or 0 for any other container. Metadata that does not parse describes
+ * none: the images' own metadata is checked once they are in (an
+ * nm_native there that the offer did not carry is refused then). */
+static int dst_native_offered(const proto_offer *o, ckpt_metadata **ret_md, ckpt_native **ret_native,
+                              nm_error *err) {
+        _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
+        _cleanup_(ckpt_native_freep) ckpt_native *nat = NULL;
+        nm_error unparsed = {};
+        int r;
+
+        if (ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &unparsed) < 0 ||
+            strcmp(md->container_id, o->container_id) != 0)
+                return 0;
+        r = ckpt_native_from_metadata(md, &nat, err);
+        if (r < 0)
+                return r;
+        if (!nat || !nat->own_mount_ns)
+                return 0;
+        *ret_md = TAKE_PTR(md);
+        *ret_native = TAKE_PTR(nat);
+        return 1;
+}
+
+/* The native container o describes when it publishes ports, whose check
+ * runs iptables (on the thread pool); NULL when there is none to check. */
+static ckpt_native *dst_ports_to_check(const proto_offer *o) {
+        _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
+        ckpt_native *nat = NULL;
+        nm_error err = {};
+
+        if (dst_native_offered(o, &md, &nat, &err) <= 0)
+                return NULL; /* a bad description is refused with its reason later */
+        if (nat->net == CKPT_NET_BRIDGE && nat->n_ports > 0)
+                return nat;
+        return ckpt_native_free(nat);
+}
+
+/* What the offer says of a native container, checked against this node
+ * (bridge and subnet, the address and veth name free, the published ports
+ * as the pool found them, bind sources, memory for the root, no cgroup of
+ * that name), and its address reserved: before ACCEPT, so before the
+ * source freezes anything. *ret_native stays NULL for any other container.
+ *
+ * A port published here after the pool looked is not caught, here or
+ * later: the keeper appends the container's rules at the commit
+ * (ckpt_native_nat_install: `iptables -A`, without looking at what is
+ * there), iptables takes a second DNAT rule for the same port, and the
+ * first one in PREROUTING wins. So the port keeps going to whoever took it
+ * meanwhile, and reaches the moved container only once that rule goes.
+ * The window is the move (stream, restore, commit); the check only spares
+ * the freeze of a move that is sure to clash. */
+static int dst_check_native(agent *a, const proto_offer *o, const nm_error *ports, ckpt_native **ret_native,
+                            char **ret_cgroup_root, proto_reject_code *ret_code, char *why, size_t n) {
         _cleanup_(ckpt_metadata_freep) ckpt_metadata *md = NULL;
         _cleanup_(ckpt_native_freep) ckpt_native *nat = NULL;
         _cleanup_free_ char *root = NULL, *cgroup_dir = NULL;
         nm_error err = {};
         int r;
 
-        /* Metadata that does not parse describes no native container: the
-         * images' own metadata is checked once they are in (an nm_native
-         * there that the offer did not carry is refused then). */
-        if (ckpt_metadata_parse((const char *)o->metadata.ptr, o->metadata.len, &md, &err) < 0 ||
-            strcmp(md->container_id, o->container_id) != 0)
-                return 0;
-        r = ckpt_native_from_metadata(md, &nat, &err);
+        r = dst_native_offered(o, &md, &nat, &err);
         if (r < 0)
                 return *ret_code = PROTO_REJECT_INVALID, snprintf(why, n, "%s", err.msg), -1;
-        if (!nat || !nat->own_mount_ns)
+        if (r == 0)
                 return 0;
         if (native_cgroup_root(a, md, &root) < 0 ||
             (root && asprintf(&cgroup_dir, "%s/nucleus-%s", root, o->container_id) < 0))
@@ -225,7 +268,8 @@ static int dst_check_native(agent *a, const proto_offer *o, ckpt_native **ret_na
         ckpt_native_target t = {.id = o->container_id,
                                 .state_dir = a->cfg.state_dir,
                                 .bridge = a->cfg.bridge,
-                                .cgroup_dir = cgroup_dir};
+                                .cgroup_dir = cgroup_dir,
+                                .ports = ports};
         r = ckpt_native_check_target(nat, &t, &err);
         if (r >= 0 && nat->net == CKPT_NET_BRIDGE)
                 r = ckpt_native_address_reserve(a->cfg.state_dir, o->container_id, nat->address, &err);
@@ -956,13 +1000,14 @@ static void dst_reject(ctl_conn *cc, const proto_offer *o, proto_reject_code cod
         (void)ctl_send(cc, &rj);
 }
 
-/* Every check an OFFER must pass but the CPU's; false when it was answered. */
+/* Every check of an OFFER that the loop makes (all but offer-check.h's);
+ * false when it was answered. */
 static bool dst_offer_passes(ctl_conn *cc, const proto_offer *o) {
         agent *a = cc->a;
         proto_reject_code code;
         char why[1024];
 
-        if (cc->dest || cc->cpu_check) {
+        if (cc->dest || cc->offer_check) {
                 proto_msg e = {
                         .type = PROTO_MSG_ERROR,
                         .error = {.mig = o->mig, .code = -EBUSY, .reason = "one migration per session"}};
@@ -987,39 +1032,49 @@ static bool dst_offer_passes(ctl_conn *cc, const proto_offer *o) {
         return true;
 }
 
-static void dst_offer_accept(ctl_conn *cc, const proto_offer *o);
+static void dst_offer_accept(ctl_conn *cc, const proto_offer *o, const offer_verdict *v);
 
-/* CRIU said whether this CPU runs what the source's ran; meanwhile the
- * node may have changed (cordoned, busy): everything is checked again. */
-static void dst_offer_cpu_checked(ctl_conn *cc, const proto_offer *o, int status, const nm_error *err) {
+/* The pool's checks are back; meanwhile the node may have changed
+ * (cordoned, busy): the loop's are made again. */
+static void dst_offer_checked(ctl_conn *cc, const proto_offer *o, int status, const offer_verdict *v) {
         char why[2048];
 
         if (status < 0) {
+                dst_reject(cc, o, PROTO_REJECT_BUSY, "the checks of the offer were called off");
+                return;
+        }
+        if (v->cpu.code < 0) {
                 snprintf(why, sizeof(why), "the CPU of %s lacks what %s's offers (%s)", cc->a->cfg.node,
-                         cc->peer_node, err->msg);
-                dst_reject(cc, o, status == -EOPNOTSUPP ? PROTO_REJECT_INCOMPATIBLE : PROTO_REJECT_BUSY,
+                         cc->peer_node, v->cpu.msg);
+                dst_reject(cc, o, v->cpu.code == -EOPNOTSUPP ? PROTO_REJECT_INCOMPATIBLE : PROTO_REJECT_BUSY,
                            why);
                 return;
         }
         if (dst_offer_passes(cc, o))
-                dst_offer_accept(cc, o);
+                dst_offer_accept(cc, o, v);
 }
 
 void mig_dst_offer(ctl_conn *cc, const proto_offer *o) {
+        static const offer_verdict nothing_asked = {};
+        ckpt_native *ports_of;
         nm_error err = {};
 
         if (!dst_offer_passes(cc, o))
                 return;
-        if (!o->cpuinfo.ptr) { /* a source that cannot say (CRIU failed there, or an older agent) */
-                dst_offer_accept(cc, o);
+        ports_of = dst_ports_to_check(o);
+        /* No CPU image: a source that cannot say (CRIU failed there, or an
+         * older agent). */
+        if (!o->cpuinfo.ptr && !ports_of) {
+                dst_offer_accept(cc, o, &nothing_asked);
                 return;
         }
-        if (precheck_cpu_start(cc, o, dst_offer_cpu_checked, &err) < 0)
+        if (offer_check_start(cc, o, ports_of, dst_offer_checked, &err) < 0)
                 dst_reject(cc, o, PROTO_REJECT_BUSY, err.msg);
 }
 
-/* Last, as it reserves what a native container needs here (its address). */
-static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
+/* Last, as it reserves what a native container needs here (its address).
+ * v: what the pool found (nothing asked: nothing to find). */
+static void dst_offer_accept(ctl_conn *cc, const proto_offer *o, const offer_verdict *v) {
         agent *a = cc->a;
         proto_reject_code code;
         char why[512], path[PATH_MAX];
@@ -1027,7 +1082,7 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o) {
         char *cgroup_root = NULL;
         mig *m;
 
-        if (dst_check_native(a, o, &native, &cgroup_root, &code, why, sizeof(why)) < 0) {
+        if (dst_check_native(a, o, &v->ports, &native, &cgroup_root, &code, why, sizeof(why)) < 0) {
                 dst_reject(cc, o, code, why);
                 return;
         }

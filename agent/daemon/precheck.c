@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The checks a move makes before anything is frozen: HMAC keys, CRIU on
- * both nodes, the CPU (see precheck.h). */
+ * both nodes, this CPU's image for the OFFER (see precheck.h). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,17 +34,6 @@ struct precheck {
         uv_work_t work; /* taking the facts again */
         node_facts fresh;
         bool refreshing;
-};
-
-/* A target's CPU check of one OFFER, on the thread pool. */
-struct cpu_check {
-        uv_work_t work;
-        agent *a;
-        ctl_conn *cc; /* NULL once the session ended */
-        precheck_cpu_done done;
-        proto_offer offer; /* its strings and bins are ours */
-        int status;
-        nm_error err;
 };
 
 static const char *const check_state_names[_NODE_CHECK_STATE_MAX] = {
@@ -316,85 +305,6 @@ int precheck_target(agent *a, const ctl_conn *cc, proto_reject_code *ret_code, c
                 return 0;
         *ret_code = r == -EBUSY ? PROTO_REJECT_BUSY : PROTO_REJECT_INCOMPATIBLE;
         return -1;
-}
-
-/* ---- the CPU, on the target ---- */
-
-static void cpu_check_free(cpu_check *c) {
-        free((char *)c->offer.mig);
-        free((char *)c->offer.container_id);
-        free((char *)c->offer.container_name);
-        free((char *)c->offer.criu_version);
-        free((char *)c->offer.kernel);
-        free((uint8_t *)c->offer.cpuinfo.ptr);
-        free((uint8_t *)c->offer.metadata.ptr);
-        free(c);
-}
-
-static void cpu_work(uv_work_t *w) {
-        cpu_check *c = w->data;
-        c->status = ckpt_cpuinfo_check(c->a->criu, c->a->cfg.work_dir, c->offer.cpuinfo.ptr,
-                                       c->offer.cpuinfo.len, &c->err);
-}
-
-static void cpu_after(uv_work_t *w, int status) {
-        cpu_check *c = w->data;
-        ctl_conn *cc = c->cc;
-
-        if (status == UV_ECANCELED && c->status >= 0)
-                c->status = nm_error_set(&c->err, -ECANCELED, "the CPU check was called off");
-        if (cc) {
-                cc->cpu_check = NULL;
-                c->done(cc, &c->offer, c->status, &c->err);
-        }
-        cpu_check_free(c);
-}
-
-static char *dup_or_empty(const char *s) {
-        return strdup(strempty(s));
-}
-
-int precheck_cpu_start(ctl_conn *cc, const proto_offer *o, precheck_cpu_done done, nm_error *err) {
-        cpu_check *c = calloc(1, sizeof(*c));
-        uint8_t *img, *md;
-
-        if (!c)
-                return nm_error_set(err, -ENOMEM, "out of memory");
-        img = malloc(o->cpuinfo.len);
-        md = malloc(o->metadata.len ? o->metadata.len : 1);
-        c->work.data = c;
-        c->a = cc->a;
-        c->cc = cc;
-        c->done = done;
-        c->offer = (proto_offer){.mig = dup_or_empty(o->mig),
-                                 .container_id = dup_or_empty(o->container_id),
-                                 .container_name = dup_or_empty(o->container_name),
-                                 .image_bytes = o->image_bytes,
-                                 .criu_version = dup_or_empty(o->criu_version),
-                                 .kernel = dup_or_empty(o->kernel),
-                                 .lazy = o->lazy,
-                                 .cpuinfo = {img, o->cpuinfo.len},
-                                 .metadata = {md, o->metadata.len}};
-        if (!img || !md || !c->offer.mig || !c->offer.container_id || !c->offer.container_name ||
-            !c->offer.criu_version || !c->offer.kernel) {
-                cpu_check_free(c);
-                return nm_error_set(err, -ENOMEM, "out of memory");
-        }
-        memcpy(img, o->cpuinfo.ptr, o->cpuinfo.len);
-        if (o->metadata.len)
-                memcpy(md, o->metadata.ptr, o->metadata.len);
-        if (uv_queue_work(cc->a->loop, &c->work, cpu_work, cpu_after) < 0) {
-                cpu_check_free(c);
-                return nm_error_set(err, -EIO, "cannot queue the CPU check");
-        }
-        cc->cpu_check = c;
-        return 0;
-}
-
-void precheck_conn_closed(ctl_conn *cc) {
-        if (cc->cpu_check)
-                cc->cpu_check->cc = NULL;
-        cc->cpu_check = NULL;
 }
 
 json_t *precheck_status(agent *a) {

@@ -5,7 +5,8 @@
  * checks: that both nodes hold the same HMAC key (HELLO's key_id), that
  * CRIU works on both (`criu check`), and that the target's CPU offers what
  * the source's did (CRIU's cpuinfo image of the source, checked by CRIU on
- * the target). A failure refuses the move (exit 3) with the reason.
+ * the target, on the thread pool: offer-check.h). A failure refuses the
+ * move (exit 3) with the reason.
  *
  * `criu check` and this CPU's cpuinfo image are facts of the node: taken at
  * start-up, kept in <work_dir>/node-facts.json for as long as the criu
@@ -38,14 +39,6 @@ const uint8_t *precheck_cpuinfo(agent *a, size_t *ret_len);
 /* The target, on an OFFER: the key and `criu check`; 0, or -1 with the
  * REJECT's code and reason. */
 int precheck_target(agent *a, const ctl_conn *cc, proto_reject_code *ret_code, char *why, size_t n);
-
-/* The target: the source's cpuinfo image checked by CRIU here, on the
- * thread pool. done runs on the loop with a copy of the offer unless the
- * session ended first. */
-typedef void (*precheck_cpu_done)(ctl_conn *cc, const proto_offer *o, int status, const nm_error *err);
-int precheck_cpu_start(ctl_conn *cc, const proto_offer *o, precheck_cpu_done done, nm_error *err);
-/* The session ended: a CPU check under way is forgotten. */
-void precheck_conn_closed(ctl_conn *cc);
 
 /* For status: "passed", "failed", "running". */
 const char *node_check_state_to_string(node_check_state s);
