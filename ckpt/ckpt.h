@@ -337,6 +337,8 @@ typedef struct ckpt_native_nat {
 } ckpt_native_nat;
 int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err);
 int ckpt_native_nat_remove(const ckpt_native_nat *nat, nm_error *err);
+/* Adds whichever of the rules install would add is missing; adds none twice. */
+int ckpt_native_nat_ensure(const ckpt_native_nat *nat, nm_error *err);
 /* The "ports" array of nm_native's net object, and back (a NULL or
  * absent array: none). The kept records of the agent use the same. */
 json_t *ckpt_native_ports_to_json(const ckpt_native_port *ports, size_t n_ports);

@@ -276,14 +276,19 @@ static int iptables(char *const argv[]) {
 typedef enum rule_op {
         RULE_ADD,
         RULE_DELETE,
+        RULE_CHECK, /* 0 when the rule is there */
 } rule_op;
+
+static char *op_flag(rule_op op) {
+        return (char *)(op == RULE_ADD ? "-A" : op == RULE_DELETE ? "-D" : "-C");
+}
 
 static int masquerade(const ckpt_native_nat *nat, rule_op op) {
         char *argv[16] = {(char *)"iptables",
                           (char *)"-w",
                           (char *)"-t",
                           (char *)"nat",
-                          (char *)(op == RULE_ADD ? "-A" : "-D"),
+                          op_flag(op),
                           (char *)"POSTROUTING",
                           (char *)"-s",
                           (char *)nat->subnet};
@@ -306,7 +311,7 @@ static int port_rule(const ckpt_native_port *p, const char *address, const char 
                           (char *)"-w",
                           (char *)"-t",
                           (char *)"nat",
-                          (char *)(op == RULE_ADD ? "-A" : "-D"),
+                          op_flag(op),
                           (char *)chain,
                           (char *)"-p",
                           (char *)protos[p->proto]};
@@ -375,4 +380,22 @@ int ckpt_native_nat_install(const ckpt_native_nat *nat, nm_error *err) {
         undo.n_ports = i + 1;
         (void)ckpt_native_nat_remove(&undo, NULL);
         return r;
+}
+
+/* The rules that are missing, added (each looked for with -C first): for a
+ * container kept across an agent restart, whose rules a crash may have cut
+ * short, or someone removed. Never a second copy of a rule. */
+int ckpt_native_nat_ensure(const ckpt_native_nat *nat, nm_error *err) {
+        static const char *const chains[] = {"PREROUTING", "OUTPUT"};
+
+        if (nat->subnet && masquerade(nat, RULE_CHECK) < 0 && masquerade(nat, RULE_ADD) < 0)
+                return nm_error_set(err, -EIO, "cannot add a MASQUERADE rule for %s", nat->subnet);
+        for (size_t i = 0; i < nat->n_ports; i++)
+                for (size_t c = 0; c < ARRAY_SIZE(chains); c++)
+                        if (port_rule(&nat->ports[i], nat->address, chains[c], RULE_CHECK) < 0 &&
+                            port_rule(&nat->ports[i], nat->address, chains[c], RULE_ADD) < 0)
+                                return nm_error_set(err, -EIO, "cannot publish port %s/%u (%s)",
+                                                    protos[nat->ports[i].proto], nat->ports[i].host_port,
+                                                    chains[c]);
+        return 0;
 }

@@ -175,6 +175,14 @@ static void install_work(uv_work_t *w) {
         k->r = ckpt_native_nat_install(&nat, &k->err);
 }
 
+/* After a restart: the record may have been written just before a crash
+ * cut the install short (or someone removed rules since). */
+static void ensure_work(uv_work_t *w) {
+        keeper *k = container_of(w, keeper, work);
+        ckpt_native_nat nat = keeper_nat(k);
+        k->r = ckpt_native_nat_ensure(&nat, &k->err);
+}
+
 static void install_done(uv_work_t *w, int status) {
         keeper *k = container_of(w, keeper, work);
         (void)status;
@@ -186,12 +194,25 @@ static void install_done(uv_work_t *w, int status) {
                 k->subnet = NULL;
                 k->n_ports = 0;
         } else {
-                log_ctx_info(k->id, "container %s: added a MASQUERADE rule for %s and %zu published port(s)",
+                log_ctx_info(k->id, "container %s: a MASQUERADE rule for %s and %zu published port(s) in place",
                              k->id, k->subnet ? k->subnet : "-", k->n_ports);
         }
         nm_error_clear(&k->err);
         k->r = 0;
         keeper_watch(k);
+}
+
+/* The rules first, then the watch: an exit is then seen after them, and
+ * its cleanup cannot run before they are in. */
+static void keeper_nat_then_watch(keeper *k, uv_work_cb work) {
+        if (!keeper_has_nat(k)) {
+                keeper_watch(k);
+                return;
+        }
+        if (uv_queue_work(k->a->loop, &k->work, work, install_done) < 0) {
+                work(&k->work);
+                install_done(&k->work, 0);
+        }
 }
 
 static keeper *keeper_new(agent *a, const keeper_entry *e) {
@@ -244,16 +265,7 @@ int keeper_adopt(agent *a, const keeper_entry *e, nm_error *err) {
         k = keeper_new(a, e);
         if (!k)
                 return nm_error_set(err, -ENOMEM, "out of memory");
-        if (!keeper_has_nat(k)) {
-                keeper_watch(k);
-                return 0;
-        }
-        /* The rules first, then the watch: an exit is then seen after them,
-         * and its cleanup cannot run before they are in. */
-        if (uv_queue_work(a->loop, &k->work, install_work, install_done) < 0) {
-                install_work(&k->work);
-                install_done(&k->work, 0);
-        }
+        keeper_nat_then_watch(k, install_work);
         return 0;
 }
 
@@ -282,7 +294,7 @@ static void load_one(agent *a, int dfd, const char *name) {
                 log_warning("removing the unreadable kept record %s", name);
                 (void)unlinkat(dfd, name, 0);
         } else if ((k = keeper_new(a, &e))) {
-                keeper_watch(k);
+                keeper_nat_then_watch(k, ensure_work);
         }
         json_decref(o);
 }

@@ -102,8 +102,28 @@ expect_counts n2 1 1 1
 expect_counts n1 1 0 0
 probe n2 n2
 probe n1 n2
-grep -q "added a MASQUERADE rule for 10.0.42.0/24 and 1 published port" "$(fx_agent_log n2)" ||
+grep -q "a MASQUERADE rule for 10.0.42.0/24 and 1 published port(s) in place" "$(fx_agent_log n2)" ||
 	t_fail "n2's agent did not say it added web's rules"
+
+# ---- the agent restarted with web's rules gone (a crash between recording the
+# kept container and adding them, or a hand that removed them) -----------------
+t_log "n2's agent restarted without web's rules puts them back, once"
+fx_agent_stop n2
+expect_counts n2 1 1 1
+in_n2() { ip netns exec "$(fx_ns n2)" iptables -w -t nat "$@"; }
+in_n2 -D POSTROUTING -s 10.0.42.0/24 ! -o nucleus0 -j MASQUERADE
+in_n2 -D PREROUTING -p tcp --dport 8080 -j DNAT --to-destination "$addr:7000"
+in_n2 -D OUTPUT -p tcp -m addrtype --dst-type LOCAL --dport 8080 -j DNAT --to-destination "$addr:7000"
+expect_counts n2 0 0 0
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
+expect_counts n2 1 1 1
+probe n1 n2
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
+t_wait_until 10 "n2's agent checked web's rules again" \
+	bash -c "[ \$(grep -c 'and 1 published port(s) in place' '$(fx_agent_log n2)') -ge 3 ]" ||
+	t_fail "n2's agent did not check web's rules after its second restart"
+expect_counts n2 1 1 1
 
 move n2 n1
 expect_counts n1 2 1 1
