@@ -85,7 +85,10 @@ static void cli_migrate(ctl_conn *cc, const proto_migrate *req) {
                 return;
         }
         if (mig_src_start(cc->a, req, &cli_watch, cc, id, &err) < 0) {
-                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", "failed", "container",
+                /* -EOPNOTSUPP: what cannot move (gVisor), refused as the
+                 * drain reports it; anything else did not start. */
+                const char *outcome = err.code == -EOPNOTSUPP ? "refused" : "failed";
+                json_t *doc = json_pack("{s:s, s:s?, s:s, s:i, s:s}", "outcome", outcome, "container",
                                         req->container, "target", req->target, "errno", -err.code, "error",
                                         err.msg);
                 ctl_send_result(cc, NULL, doc);

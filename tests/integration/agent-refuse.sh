@@ -38,8 +38,10 @@ t_log "a gVisor container is refused"
 read -r gid _ < <(fx_ctr_start n1 sandboxed)
 f=$(fx_dir n1)/nucleus/$gid.json
 sed -i 's/"using_gvisor": false/"using_gvisor": true/' "$f"
-t_expect_exit 1 "gVisor container" fx_nm n1 migrate "$gid" node2
+t_expect_exit 3 "gVisor container" fx_nm n1 migrate "$gid" node2
 t_says "gVisor container" gVisor
+t_assert_eq "$(fx_ctr_where "$gid")" n1 "where the gVisor container runs after its refusal"
+fx_counter_advances "$(fx_ctr_dir n1 sandboxed)" || t_fail "the gVisor container stopped counting"
 
 t_log "the same container already running on the target is refused"
 cp "$(fx_dir n1)/nucleus/$id.json" "$(fx_dir n2)/nucleus/$id.json"
