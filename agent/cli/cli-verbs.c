@@ -216,7 +216,7 @@ static void migrate_help(FILE *f) {
                 "  0  moved: the container runs on TARGET\n"
                 "  1  failed before anything changed\n"
                 "  2  bad command line\n"
-                "  3  refused (cannot move, cordoned target, no space, already there, ...): not touched\n"
+                "  3  refused, not touched (cannot move, cordoned target, no space, ...)\n"
                 "  4  rolled back: it runs here again (resumed in place, or restored here)\n"
                 "  5  in doubt: committed, TARGET has not confirmed yet; the agent keeps trying\n"
                 "  6  no such container, or the name is ambiguous\n"
