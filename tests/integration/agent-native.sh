@@ -6,7 +6,9 @@
 # Before any move: what cannot move is refused before anything is frozen,
 # exit 3 with the reason, the container untouched (same pid and start
 # ticks, never stopped, no CRIU dump started): Landlock without the option,
-# and a target whose address for it is taken. Then a move whose restore
+# and a target whose address for it is taken, where its veth name is taken,
+# or whose bridge has another subnet. Each move's result and the source's
+# journal record the accepted loss of Landlock. Then a move whose restore
 # fails on the target rolls back: the source's tasks, held stopped since
 # the dump, resume in place (same pid), back in their cgroup, and the
 # target released the address it had reserved. So does a source agent
@@ -68,6 +70,25 @@ t_expect_exit 3 "a target whose address is taken" fx_nm n1 migrate "$id" node2 -
 t_says "a target whose address is taken" "$addr"
 rm -f "$(fx_native_state n2)/ip-alloc/squatter.ip"
 untouched n1 "$pid"
+
+t_log "a target where web's veth name is taken refuses before the dump"
+vethc=$(nsenter -t "$pid" -n ip -o link show | grep -o 'vethc-[^@:]*' | head -n1)
+[ -n "$vethc" ] || t_fail "web has no vethc- link"
+veth=veth-${vethc#vethc-}
+ip -n "$(fx_ns n2)" link add "$veth" type veth peer name nmpeer0
+t_expect_exit 3 "a target whose veth name is taken" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_says "a target whose veth name is taken" "interface $veth exists on this node already"
+ip -n "$(fx_ns n2)" link del "$veth"
+untouched n1 "$pid"
+
+t_log "a target whose bridge has another subnet refuses before the dump"
+ip -n "$(fx_ns n2)" addr flush dev nucleus0
+ip -n "$(fx_ns n2)" addr add 10.0.43.1/24 dev nucleus0
+t_expect_exit 3 "a target with another subnet" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_says "a target with another subnet" "bridge nucleus0 is 10.0.43.1/24 here, 10.0.42.1/24 on the source"
+ip -n "$(fx_ns n2)" addr flush dev nucleus0
+ip -n "$(fx_ns n2)" addr add 10.0.42.1/24 dev nucleus0
+untouched n1 "$pid"
 t_assert_eq "$(fx_criu_dumps n1)" "$dumps" "CRIU dumps started although every move was refused"
 [ ! -e "$(fx_native_state n2)/ip-alloc/$id.ip" ] || t_fail "n2 kept a reservation for a refused move"
 
@@ -111,6 +132,11 @@ move() {
 		t_fail "moving web $from -> $to failed: $out"
 	t_assert_eq "$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["result"].get("landlock"))' <<<"$out")" \
 		accepted-loss "the result records the accepted loss of Landlock"
+	mig=$(python3 -c 'import json,sys; print(json.loads(sys.stdin.read().strip().splitlines()[-1])["result"]["mig"])' <<<"$out")
+	t_wait_until 10 "$from's journal archives $mig" test -f "$(fx_dir "$from")/migrate/journal/done/$mig.json" ||
+		t_fail "no finished record of $mig on $from"
+	grep -q '"landlock": *"accepted-loss"' "$(fx_dir "$from")/migrate/journal/done/$mig.json" ||
+		t_fail "$from's journal does not record the accepted loss of Landlock"
 	t_assert_eq "$(fx_ctr_where "$id")" "$to" "where web runs after the move"
 	newpid=$(pid_of "$to")
 	fx_track_pid "$newpid"
