@@ -7,7 +7,7 @@
 # exit 3 with the reason, the container untouched (same pid and start
 # ticks, never stopped, no CRIU dump started): Landlock without the option,
 # and a target whose address for it is taken, where its veth name is taken,
-# or whose bridge has another subnet. Each move's result and the source's
+# whose bridge has another subnet, or that lacks its volume. Each move's result and the source's
 # journal record the accepted loss of Landlock. Then a move whose restore
 # fails on the target rolls back: the source's tasks, held stopped since
 # the dump, resume in place (same pid), back in their cgroup, and the
@@ -88,6 +88,25 @@ t_expect_exit 3 "a target with another subnet" fx_nm n1 migrate "$id" node2 --ac
 t_says "a target with another subnet" "bridge nucleus0 is 10.0.43.1/24 here, 10.0.42.1/24 on the source"
 ip -n "$(fx_ns n2)" addr flush dev nucleus0
 ip -n "$(fx_ns n2)" addr add 10.0.42.1/24 dev nucleus0
+untouched n1 "$pid"
+
+t_log "a target that lacks web's volume (a bind source) refuses before the dump"
+# The nodes share one file system: n2's agent gets a mount namespace of its
+# own where the directory of n1's volumes is an empty tmpfs.
+cat >"$FX_ROOT/hide-dir" <<'EOS'
+#!/bin/sh
+dir=$1
+shift
+mount -t tmpfs -o size=1m nm-hidden "$dir" && exec "$@"
+EOS
+chmod 0755 "$FX_ROOT/hide-dir"
+fx_agent_stop n2
+FX_AGENT_WRAP="unshare -m --propagation private $FX_ROOT/hide-dir $(fx_dir n1)/vol" \
+	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
+t_expect_exit 3 "a target without web's volume" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_says "a target without web's volume" "binds $(fx_dir n1)/vol/web at /data, which this node lacks"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
 untouched n1 "$pid"
 t_assert_eq "$(fx_criu_dumps n1)" "$dumps" "CRIU dumps started although every move was refused"
 [ ! -e "$(fx_native_state n2)/ip-alloc/$id.ip" ] || t_fail "n2 kept a reservation for a refused move"

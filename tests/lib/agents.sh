@@ -36,12 +36,14 @@ fx_agent_up() { fx_nm "$1" status --json >/dev/null 2>&1; }
 # such as NM_FAULT=crash-after=committed goes before the binary) and waits
 # until it answers on its socket. FX_AGENT_ARGS adds agent options
 # (FX_AGENT_ARGS="--set limits.bandwidth=64K" fx_agent_start n1).
+# FX_AGENT_WRAP runs the agent through a command that execs it in the end
+# (words, no quoting), such as one that changes its mount namespace first.
 fx_agent_start() {
 	local n=$1 pid
 	shift
 	echo "---- start $(date +%T.%N)" >>"$(fx_agent_log "$n")"
-	# shellcheck disable=SC2086 # FX_AGENT_ARGS is a list of words
-	nsenter --net="/run/netns/$(fx_ns "$n")" -- env "$@" "$FX_BUILD/agent/nucleus-agent" --config "$(fx_conf "$n")" \
+	# shellcheck disable=SC2086 # FX_AGENT_WRAP and FX_AGENT_ARGS are lists of words
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- ${FX_AGENT_WRAP:-} env "$@" "$FX_BUILD/agent/nucleus-agent" --config "$(fx_conf "$n")" \
 		--log-level debug --set "ssh.idle_timeout=$FX_IDLE_TIMEOUT" \
 		--set "ssh.connect_timeout=$FX_CONNECT_TIMEOUT" ${FX_AGENT_ARGS:-} >>"$(fx_agent_log "$n")" 2>&1 &
 	pid=$!
