@@ -10,7 +10,10 @@ set -euo pipefail
 FX_NODES="n1 n2 n3"
 . "$(dirname "$0")/../lib/agents.sh"
 
-BUDGET=32768 # bytes/s for the node: each ~230 KiB stream takes seconds
+# bytes/s for the node: each ~230 KiB stream takes about 14 s, so that the
+# two overlap even when the second dump comes seconds after the first (CRIU
+# dumps one at a time) on a busy machine.
+BUDGET=16384
 fx_nodes_up
 FX_AGENT_ARGS="--set limits.bandwidth=$BUDGET" fx_agent_start n1
 fx_agent_start n2
