@@ -101,11 +101,13 @@ fx_ctr_inits() {
 }
 
 # fx_pids_running PID...: how many of them run (state R/S/D);
-# fx_pids_stopped PID...: how many are held stopped.
+# fx_pids_stopped PID...: how many are held stopped. A pid gone since it was
+# listed counts as neither.
 fx_pids_running() {
-	local pid n=0
+	local pid n=0 state
 	for pid in "$@"; do
-		grep -q '^State:.*[TtZX]' "/proc/$pid/status" 2>/dev/null || n=$((n + 1))
+		state=$(sed -n 's/^State:\t//p' "/proc/$pid/status" 2>/dev/null) && [ -n "$state" ] || continue
+		[[ ${state:0:1} == [TtZX] ]] || n=$((n + 1))
 	done
 	echo "$n"
 }
