@@ -232,7 +232,8 @@ bool fault_fail(const char *point);
 void fault_setup(void);
 
 /* A named point of the handoff (after journaling a phase: the phase's
- * name; "got-restored": the source heard RESTORED, before COMMITTED). With
+ * name; "first-file-sent": the source's stream reported its first whole
+ * file sent; "got-restored": the source heard RESTORED, before COMMITTED). With
  * NM_FAULT "pause-after=<point>" and NM_FAULT_GATE=<file>, the agent stands
  * still there while the file exists. */
 void fault_point(mig *m, const char *point);
