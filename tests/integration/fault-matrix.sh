@@ -429,6 +429,8 @@ fm_criu_fault() {
 		# parasite in may take the tasks with it: DESIGN.md).
 		fm_state "$init"
 		[ "$FM_ST" = t ] || t_fail "the container's init is in state '$FM_ST' with its network locked, not seized"
+		[ -n "$(fm_criu_tables container nsenter -t "$init" -n)" ] ||
+			t_fail "CRIU, held at $point, has not locked the container's network"
 		kill -KILL "$p"
 		echo "CRIU killed mid-dump (at $point), the tasks seized and their network locked"
 		;;
