@@ -478,10 +478,12 @@ fm_no_sanitizer() {
 		t_fail "sanitizer report in $1's agent log$3: $(grep -m1 -E 'SUMMARY|runtime error:' <(fm_log_since "$1" "$2"))"
 }
 
-# The CLI's answer without its progress lines (a phase name, then padding).
+# The CLI's answer without its progress lines (a phase name, then padding),
+# its tabs (CRIU's log lines quoted in it have them) made spaces: it goes
+# into a column of the row's results.
 fm_cli_message() {
 	grep -vE '^(precheck|dumping|dumped|streaming|restoring|committed|done|rolling-back|rolled-back|failed|refused|lost)( |$)' <<<"$1" |
-		head -n 1 | cut -c1-160
+		head -n 1 | tr '\t' ' ' | cut -c1-160
 }
 
 fm_kill_container() {
