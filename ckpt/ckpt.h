@@ -579,6 +579,17 @@ typedef enum ckpt_op_state {
  * on the loop in the order CRIU sent them, at_usec on CLOCK_MONOTONIC. */
 typedef void (*ckpt_event_cb)(void *data, const char *event, uint64_t at_usec);
 
+/* A hold for fault injection: called on the thread pool's worker that talks
+ * to CRIU, at each of CRIU's notifications (the names of ckpt_event_cb),
+ * after the event is queued for the loop and before CRIU is answered. CRIU
+ * blocks on that answer, so it stands at exactly that point until the hook
+ * returns. ckpt knows nothing of fault injection: the caller installs the
+ * policy (the agent: NM_FAULT=criu-hold-at, agent/daemon/fault.c). NULL (the
+ * default): CRIU is answered at once. Set once, before the first dump or
+ * restore. */
+typedef void (*ckpt_criu_hold_fn)(const char *event);
+void ckpt_set_criu_hold(ckpt_criu_hold_fn fn);
+
 #define CKPT__EVENTS_MAX 16
 
 /* Private: the state one libcriu call shares between loop and worker. */

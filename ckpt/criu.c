@@ -38,6 +38,8 @@
  * own locking. */
 static ckpt__call *active;
 static ckpt__call *waiting; /* first come, first served */
+/* ckpt_set_criu_hold: written once before any call, read on the workers. */
+static ckpt_criu_hold_fn criu_hold;
 
 static const enum criu_cg_mode cg_modes[_CKPT_CGROUP_MODE_MAX] = {
         [CKPT_CGROUP_DEFAULT] = CRIU_CG_MODE_DEFAULT, [CKPT_CGROUP_IGNORE] = CRIU_CG_MODE_IGNORE,
@@ -86,8 +88,17 @@ static int notify_cb(char *action, criu_notify_arg_t na) {
                 call->post_usec = now;
         pthread_mutex_unlock(&call->lock);
         (void)uv_async_send(&call->async);
+        /* CRIU waits for this callback's answer: a hold here stops it at
+         * exactly this point, where a signal sent from outside on seeing
+         * its log would land some way past it. */
+        if (criu_hold)
+                criu_hold(action);
         /* 0 lets CRIU go on; the events are only observed. */
         return 0;
+}
+
+void ckpt_set_criu_hold(ckpt_criu_hold_fn fn) {
+        criu_hold = fn;
 }
 
 static void deliver_events(ckpt__call *call) {

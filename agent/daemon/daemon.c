@@ -152,6 +152,7 @@ static int agent_setup(agent *a, nm_error *err) {
         struct utsname u;
         int r;
 
+        fault_setup();
         r = ckpt_criu_resolve(a->cfg.criu, &a->criu, err);
         if (r < 0)
                 return r;

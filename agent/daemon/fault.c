@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt.h"
 #include "log.h"
 #include "mig.h"
 
@@ -51,4 +52,28 @@ void fault_point(mig *m, const char *point) {
                         usleep(20000);
                 log_ctx_warning(m->id, "fault injection: going on from %s", point);
         }
+}
+
+/* The hold runs on the worker that talks to CRIU, never on the loop: the
+ * agent goes on meanwhile (its peers, the CRIU keeper's deadline) as it
+ * does while CRIU works. A hold that comes with the gate already gone lets
+ * CRIU go on at once, so a later notification of the same name (a
+ * rollback's restore) passes. */
+static void criu_hold(const char *event) {
+        const char *gate = getenv("NM_FAULT_GATE");
+        if (!gate || !fault_has("criu-hold-at", event) || access(gate, F_OK) != 0)
+                return;
+        log_warning("fault injection: CRIU held at %s until %s is removed", event, gate);
+        while (access(gate, F_OK) == 0)
+                usleep(20000);
+        log_warning("fault injection: CRIU goes on from %s", event);
+}
+
+void fault_setup(void) {
+        const char *spec = getenv("NM_FAULT");
+        /* ckpt offers the hold point (CRIU's notification, where CRIU waits
+         * for us); whether and where to hold is the fault tests' policy, so
+         * it is decided here and ckpt never reads NM_FAULT. */
+        if (spec && strstr(spec, "criu-hold-at="))
+                ckpt_set_criu_hold(criu_hold);
 }

@@ -223,6 +223,7 @@ static void src_ps_drained(xfer_conn *c, void *ud);
 
 static void src_on_progress(const xfer_progress *p, void *ud) {
         mig *m = ud;
+        bool first_file = p->files > 0 && m->files_done == 0;
         m->bytes_done = p->bytes;
         m->files_done = p->files;
         if (p->total_bytes)
@@ -230,6 +231,10 @@ static void src_on_progress(const xfer_progress *p, void *ud) {
         m->files_total = p->total_files;
         m->rate = (uint64_t)p->rate;
         mig_progress(m, NULL);
+        /* The fault tests' mid-stream point: a file is on its way, or
+         * there, and the rest is not. */
+        if (first_file)
+                fault_point(m, "first-file-sent");
 }
 
 static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfer_send_result *res,

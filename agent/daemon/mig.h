@@ -219,12 +219,21 @@ void mig_park(mig *m);
 
 /* Fault injection for the fault-matrix tests: NM_FAULT holds a comma list
  * of "crash-after=<point>" (SIGKILL self), "hang-after=<point>" (stop for
- * good), "pause-after=<point>" (see fault_point) and "fail=<step>" (make a
- * step fail: dest-restore, dump). Inert unless NM_FAULT is set. */
+ * good), "pause-after=<point>" (see fault_point), "criu-hold-at=<CRIU
+ * notification>" (see fault_setup) and "fail=<step>" (make a step fail:
+ * dest-restore, dump). Inert unless NM_FAULT is set. */
 bool fault_fail(const char *point);
 
+/* At the agent's start. With NM_FAULT "criu-hold-at=<name>" (a CRIU
+ * notification: pre-dump, query-ext-files, post-dump, pre-restore,
+ * setup-namespaces, post-resume, ...) and NM_FAULT_GATE=<file>, CRIU stands
+ * still at that notification, waiting for its answer, while the file exists;
+ * the agent logs "fault injection: CRIU held at <name> " when it begins. */
+void fault_setup(void);
+
 /* A named point of the handoff (after journaling a phase: the phase's
- * name; "got-restored": the source heard RESTORED, before COMMITTED). With
+ * name; "first-file-sent": the source's stream reported its first whole
+ * file sent; "got-restored": the source heard RESTORED, before COMMITTED). With
  * NM_FAULT "pause-after=<point>" and NM_FAULT_GATE=<file>, the agent stands
  * still there while the file exists. */
 void fault_point(mig *m, const char *point);
