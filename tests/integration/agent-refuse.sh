@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The target refuses before anything is dumped: a cordoned node, a container
-# that already runs there, a gVisor container; and unknown or ambiguous
-# containers are errors. In every case the container never stopped.
+# Refused before anything is dumped (exit 3, with the reason): by the
+# target, a cordoned node and a container that already runs there; by the
+# source, a gVisor container and one with a user namespace of its own. An
+# unknown or ambiguous container is an error. No container ever stopped.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -42,6 +43,23 @@ t_expect_exit 3 "gVisor container" fx_nm n1 migrate "$gid" node2
 t_says "gVisor container" gVisor
 t_assert_eq "$(fx_ctr_where "$gid")" n1 "where the gVisor container runs after its refusal"
 fx_counter_advances "$(fx_ctr_dir n1 sandboxed)" || t_fail "the gVisor container stopped counting"
+
+t_log "a container with a user namespace of its own is refused"
+uw=$(fx_ctr_dir n1 userns)
+mkdir -p "$uw"
+read -r uid upid < <(fx_in n1 unshare --user --map-root-user "$FX_BUILD/tests/workloads/nm-ctr-start" \
+	--state-dir "$(fx_dir n1)/nucleus" --name userns --console "$uw/console" -- \
+	"$FX_BUILD/tests/workloads/nm-counter" "$uw" 100) || t_fail "could not start a container in a user namespace"
+fx_track_pid "$upid"
+t_wait_until 30 "the container in a user namespace counts" test -s "$uw/state" ||
+	t_fail "the container in a user namespace did not start"
+[ "$(readlink "/proc/$upid/ns/user")" != "$(readlink /proc/self/ns/user)" ] ||
+	t_fail "the container's init shares the host's user namespace"
+t_expect_exit 3 "a container with its own user namespace" fx_nm n1 migrate "$uid" node2
+t_says "a container with its own user namespace" "user namespace of its own"
+t_assert_eq "$(fx_ctr_where "$uid")" n1 "where the container in a user namespace runs after its refusal"
+grep -q '^State:.*[RS]' "/proc/$upid/status" || t_fail "the container in a user namespace is not running"
+fx_counter_advances "$uw" || t_fail "the container in a user namespace stopped counting"
 
 t_log "the same container already running on the target is refused"
 cp "$(fx_dir n1)/nucleus/$id.json" "$(fx_dir n2)/nucleus/$id.json"
