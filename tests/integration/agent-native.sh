@@ -7,7 +7,8 @@
 # exit 3 with the reason, the container untouched (same pid and start
 # ticks, never stopped, no CRIU dump started): Landlock without the option,
 # and a target whose address for it is taken, where its veth name is taken,
-# whose bridge has another subnet, or that lacks its volume. Each move's result and the source's
+# whose bridge has another subnet, that lacks its volume, or says it lacks
+# the memory for its root tmpfs. Each move's result and the source's
 # journal record the accepted loss of Landlock. Then a move whose restore
 # fails on the target rolls back: the source's tasks, held stopped since
 # the dump, resume in place (same pid), back in their cgroup, and the
@@ -105,6 +106,24 @@ FX_AGENT_WRAP="unshare -m --propagation private $FX_ROOT/hide-dir $(fx_dir n1)/v
 	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
 t_expect_exit 3 "a target without web's volume" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
 t_says "a target without web's volume" "binds $(fx_dir n1)/vol/web at /data, which this node lacks"
+fx_agent_stop n2
+
+t_log "a target without the memory for web's root tmpfs refuses before the dump"
+# The node's available memory is what /proc/meminfo says: n2's agent reads,
+# in a mount namespace of its own, one that says 1 MiB (the machine has far
+# more than any root tmpfs of a test).
+printf 'MemTotal: 1024 kB\nMemFree: 1024 kB\nMemAvailable: 1024 kB\n' >"$FX_ROOT/meminfo"
+cat >"$FX_ROOT/low-mem" <<'EOS'
+#!/bin/sh
+f=$1
+shift
+mount --bind "$f" /proc/meminfo && exec "$@"
+EOS
+chmod 0755 "$FX_ROOT/low-mem"
+FX_AGENT_WRAP="unshare -m --propagation private $FX_ROOT/low-mem $FX_ROOT/meminfo" \
+	FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
+t_expect_exit 3 "a target without the memory" fx_nm n1 migrate "$id" node2 --accept-landlock-loss
+t_says "a target without the memory" "MiB; this node has 1 MiB available"
 fx_agent_stop n2
 FX_AGENT_ARGS="--set agent.cgroup_root=$(fx_cgroup_root n2)" fx_agent_start n2
 untouched n1 "$pid"
