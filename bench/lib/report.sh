@@ -598,6 +598,11 @@ b_report_levers() {
   HMAC so far instead of a per-file SHA-256; the check per file is as strong.
 - **Parallel reads**: up to three chunks read and compressed at once on the
   sender's thread pool, hashed in order.
+- **sshd's pipes grown to 1 MiB** (`transfer/dial.c`): with the default
+  64 KiB pipe between the target's sshd and `dial-stdio`, sshd buffered the
+  channel window itself, growing its buffer in steps whose fresh pages
+  fault in slowly on this VM; the first megabytes of every stream crawled
+  at 64 KiB per ~0.1 s. That was most of a small container's transfer.
 - **Post-copy** (`--lazy`): the container resumes on the target after the
   non-memory images; its pages follow through the same SSH session.
 
@@ -614,7 +619,10 @@ tracking this kernel lacks, so it is not built) or after the resume
 
 Not done: streaming pages while CRIU still dumps (its page server through
 our channel) would overlap the dump with the transfer (at most the dump's
-time), at the price of the source having no local pages to roll back from;
+time); the source then keeps no page images to roll back from, which only
+a source that holds its tasks stopped until the commit can afford (native
+containers are held so; bare trees are still ended by their dump, which is
+also why their rollback is a CRIU restore);
 striping over several SSH sessions on their own threads would spread
 libssh2's encryption over more cores, which on this 2-core machine are
 already busy with the other side of the same transfer (sshd, the receiver).
