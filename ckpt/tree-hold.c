@@ -40,8 +40,12 @@ static int stat_field(pid_t pid, int n, long long *ret) {
         p++;
         for (int i = 3; i <= n; i++) {
                 p += strspn(p, " ");
-                if (i == n)
-                        return sscanf(p, "%lld", ret) == 1 ? 0 : -EINVAL;
+                if (i == n) {
+                        char *end;
+                        errno = 0;
+                        *ret = strtoll(p, &end, 10);
+                        return errno || end == p ? -EINVAL : 0;
+                }
                 p += strcspn(p, " ");
         }
         return -EINVAL;
