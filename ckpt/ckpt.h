@@ -83,6 +83,18 @@ int ckpt_state_check_restorable(const char *state_dir, const ckpt_container *c, 
  * /proc/<pid>/task/<tid>/children), root first. */
 int ckpt_tree_pids(pid_t root, pid_t **ret, size_t *ret_n);
 
+/* Whether a tree that is not native may be held stopped after its dump
+ * (ckpt_dump_opts.leave_stopped) while its copy is restored, on a target
+ * that may share this kernel and this file system (nodes in namespaces of
+ * one machine): 1, or 0 with the reason in why, or a negative errno. Not
+ * when its copy would need what the stopped original still holds: the same
+ * pids (it shares our pid namespace), a terminal's index (any task with a
+ * controlling terminal or a fd on a pty, ptmx or console), a file lock
+ * (its copy takes it again). Read from /proc while the tree runs: a task
+ * that takes one of these later is caught by the restore, which fails and
+ * rolls back. */
+int ckpt_tree_holdable(pid_t root, char *why, size_t n);
+
 /* The tasks that were stopped (SIGSTOP, SIGTSTP, ...) when CRIU froze a
  * tree, as CRIU recorded them in its images (pstree.img and the task state in
  * each core-<pid>.img): their pids inside the tree's own pid namespace, which

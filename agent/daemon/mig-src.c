@@ -401,6 +401,30 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_DUMP_OK, .held = req->stopped}});
 }
 
+/* Whether the dump leaves the tasks stopped until the commit ends them:
+ * a rollback then only resumes them in place (milliseconds, and it cannot
+ * fail on the way back), where a tree the dump ended must be restored from
+ * its images. A native container always is: its supervisor must not see
+ * it die before the commit. Another tree is, unless its copy needs what
+ * the stopped original still holds on a target that shares this kernel
+ * (its pids, a terminal's index, a file lock: ckpt_tree_holdable). Not
+ * under post-copy: the lazy dump serves the pages from the tasks. */
+static bool src_hold_after_dump(mig *m) {
+        char why[256] = "";
+        int r;
+
+        if (m->src.postcopy != SRC_PC_OFF)
+                return false;
+        if (json_is_true(json_object_get(m->rec, "native")))
+                return true;
+        r = ckpt_tree_holdable(m->ctr->pid, why, sizeof(why));
+        if (r > 0)
+                return true;
+        log_ctx_info(m->id, "the dump ends the tree instead of holding it stopped until the commit: %s",
+                     r < 0 ? strerror(-r) : why);
+        return false;
+}
+
 /* ckpt/ runs it once the CRIU work before it has ended. */
 static void src_dump_start(mig *m) {
         agent *a = m->a;
@@ -416,14 +440,7 @@ static void src_dump_start(mig *m) {
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
-                /* A native container is held stopped until the commit
-                 * ends them: its supervisor must not see it die before,
-                 * and a rollback only resumes it in place. Other trees
-                 * are ended by the dump: they may hold objects of this
-                 * kernel (a pty index of the host's devpts, host pids)
-                 * that their copy needs on a target sharing it. */
-                .leave_stopped =
-                        m->src.postcopy == SRC_PC_OFF && json_is_true(json_object_get(m->rec, "native")),
+                .leave_stopped = src_hold_after_dump(m),
                 .policy = m->policy,
                 /* What is signed stays: nothing changes the images before
                  * they are sent. */

@@ -568,10 +568,10 @@ b_report_issue14() {
 			if (rb == "" || rb == "-") { printf "- `rollback_s_%s` (target <= 0.1): not measured yet.\n", mib; exit }
 			printf "- `rollback_s_%s` = %.3f s (target <= 0.1): **%s**. The source learns of the failure %.3f s after it", mib, rb, rb <= 0.1 ? "met" : "missed", seen
 			if (back != "" && back != "-")
-				printf "; its agent has the container running again %.3f s later (the rollback proper: the images verified and restored by CRIU)%s", back - seen, (rb > back ? sprintf(", and the container ticks %.3f s after that", rb - back) : " (the container ticked a little before the agent said so)")
+				printf "; its agent has the container running again %.3f s later (the rollback proper)%s", back - seen, (rb > back ? sprintf(", and the container ticks %.3f s after that", rb - back) : " (the container ticked a little before the agent said so)")
 			printf "."
 			if (brb != "" && brb != "-")
-				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s; ours is %.2f x that: a rollback that restores from images is bounded by that restore; only tasks held stopped on the source and resumed in place (as native containers are) get under 0.1 s.", mib, brb, rb / brb
+				printf " The baseline'"'"'s way back, CRIU restoring its own %s MiB images, takes %.3f s; ours is %.2f x that. Ours resumes the tasks its dump held stopped; only a tree the dump had to end (its copy needs its pids, a terminal or a file lock: `ckpt_tree_holdable`) is restored from its images, bounded by that restore.", mib, brb, rb / brb
 			printf "\n" }'
 	else
 		echo "- \`rollback_s_1024\` (target <= 0.1): not measured yet (\`bench/run rollback\`)."
@@ -620,9 +620,9 @@ tracking this kernel lacks, so it is not built) or after the resume
 Not done: streaming pages while CRIU still dumps (its page server through
 our channel) would overlap the dump with the transfer (at most the dump's
 time); the source then keeps no page images to roll back from, which only
-a source that holds its tasks stopped until the commit can afford (native
-containers are held so; bare trees are still ended by their dump, which is
-also why their rollback is a CRIU restore);
+a source that holds its tasks stopped until the commit can afford (it
+does, for every tree whose copy does not need what the original holds:
+`ckpt_tree_holdable`);
 striping over several SSH sessions on their own threads would spread
 libssh2's encryption over more cores, which on this 2-core machine are
 already busy with the other side of the same transfer (sshd, the receiver).

@@ -676,7 +676,7 @@ fm_rollback_ms() {
 # fm_cell ROW FAULT: runs in a subshell; its verdict goes to $FM_CELL/result
 # as "outcome<TAB>detail", a failure to $FM_CELL/fail.
 fm_cell() {
-	local row=$1 fault=$2 name id work c0 c1 rc out where want_where n
+	local row=$1 fault=$2 name id pid0 work c0 c1 rc out where want_where n
 	local pnode="" ppoint="" n1env=() n2env=() n1args="" note="" off1 off2 src dst outcome dphase=none cli msg
 	local expect_outcome expect_rc
 	read -r expect_outcome expect_rc <<<"${EXPECT[$row/$fault]}"
@@ -710,16 +710,16 @@ fm_cell() {
 	fm_agent_start n2 "$n2args" "${n2env[@]}"
 
 	if [ "$FM_SHAPE" = native ]; then
-		read -r id _ < <(fm_ctr_start "$name")
+		read -r id pid0 < <(fm_ctr_start "$name")
 		fm_native_facts "$id"
 	elif [ -n "$criu_row" ]; then
 		# A state file left by an earlier run of this cell would pass
 		# for the new workload's.
 		rm -rf "$work"
-		read -r id _ < <(b_hog_start n1 "$name" "$FM_HOG_MIB" random) || t_fail "could not start $name"
+		read -r id pid0 < <(b_hog_start n1 "$name" "$FM_HOG_MIB" random) || t_fail "could not start $name"
 		fm_heap_intact "$work" "before the move"
 	else
-		read -r id _ < <(fm_ctr_start "$name")
+		read -r id pid0 < <(fm_ctr_start "$name")
 	fi
 	fm_advances "$name" || t_fail "$name does not tick"
 	c0=$(fm_count "$name")
@@ -863,7 +863,7 @@ fm_cell() {
 		# Where CRIU was when it died decides the outcome; say which.
 		case $outcome in
 		done) note+=" (it had answered: the move went on)" ;;
-		rolled-back) note+=" (before it answered: its images brought it back)" ;;
+		rolled-back) note+=" (before it answered: the source resumed its tree)" ;;
 		esac
 	fi
 
@@ -872,6 +872,20 @@ fm_cell() {
 	t_assert_eq "$where" "$want_where" "where $name runs (source outcome $outcome)"
 	t_assert_eq "$(fm_running_copies "$name")" 1 "running copies of $name"
 	t_assert_eq "$(fm_stopped_copies "$name")" 0 "stopped copies of $name"
+	# Held stopped by its dump and resumed in place (ckpt_tree_holdable),
+	# not restored from its images: the same process runs at home. Where
+	# CRIU itself was killed, the tasks need not be there to resume (at
+	# criu-dump/criu-kill-end they had ended); then the images bring them
+	# back, and the report says which way it went.
+	if [ "$FM_SHAPE" != native ] && [ "$outcome" = rolled-back ]; then
+		if [ -z "$criu_row" ]; then
+			t_assert_eq "$(fm_inits "$name")" "$pid0" "the pid of $name at home after the rollback"
+		elif [ "$(fm_inits "$name")" = "$pid0" ]; then
+			note+="; resumed in place"
+		else
+			note+="; restored from its images (a new process)"
+		fi
+	fi
 	fm_advances "$name" || t_fail "$name stopped ticking"
 	c1=$(fm_count "$name")
 	[ "$c1" -ge "$c0" ] || t_fail "the counter of $name went back: $c0 -> $c1"

@@ -2,7 +2,11 @@
 /* Stopped process trees, as CRIU's --leave-stopped leaves them: listing,
  * resuming every task, killing them all. Our own children stand in for a
  * restored tree, so no root is needed. */
+#include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
@@ -207,6 +211,104 @@ static void test_parse_dying(void **state) {
         assert_false(ckpt__proc_dying(child));
 }
 
+/* A tree in our pid namespace cannot be held: its copy needs its pids. */
+static void test_holdable_shared_pid_ns(void **state) {
+        (void)state;
+        pid_t gc, pid = spawn_tree(&gc);
+        char why[256] = "";
+
+        assert_int_equal(ckpt_tree_holdable(pid, why, sizeof(why)), 0);
+        assert_non_null(strstr(why, "pid namespace"));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        wait_state(gc, "-ZX");
+}
+
+typedef enum holder {
+        HOLDER_PLAIN,
+        HOLDER_FLOCK,
+        HOLDER_PTY,
+} holder;
+
+/* The init of a new pid namespace, holding what h says; its host pid in
+ * *ret_init. The middle process (ours to wait for) dies with it. */
+static pid_t spawn_ns_init(holder h, const char *lock_file, pid_t *ret_init) {
+        int pid_pipe[2], ready[2];
+        pid_t mid, init = 0;
+        char ok = 0;
+
+        assert_int_equal(pipe(pid_pipe), 0);
+        assert_int_equal(pipe(ready), 0);
+        mid = fork();
+        assert_true(mid >= 0);
+        if (mid == 0) {
+                if (unshare(CLONE_NEWPID) < 0)
+                        _exit(1);
+                pid_t c = fork();
+                if (c == 0) {
+                        prctl(PR_SET_PDEATHSIG, SIGKILL);
+                        int fd = -1;
+                        if (h == HOLDER_FLOCK)
+                                fd = open(lock_file, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+                        if (h == HOLDER_FLOCK && (fd < 0 || flock(fd, LOCK_EX) < 0))
+                                _exit(1);
+                        if (h == HOLDER_PTY && posix_openpt(O_RDWR | O_NOCTTY) < 0)
+                                _exit(1);
+                        ok = 1;
+                        (void)!write(ready[1], &ok, 1);
+                        for (;;)
+                                pause();
+                }
+                (void)!write(pid_pipe[1], &c, sizeof(c));
+                (void)waitpid(c, NULL, 0);
+                _exit(0);
+        }
+        close(pid_pipe[1]);
+        close(ready[1]);
+        assert_int_equal(read(pid_pipe[0], &init, sizeof(init)), sizeof(init));
+        assert_int_equal(read(ready[0], &ok, 1), 1);
+        close(pid_pipe[0]);
+        close(ready[0]);
+        *ret_init = init;
+        return mid;
+}
+
+static void ns_init_end(pid_t mid, pid_t init) {
+        kill(init, SIGKILL);
+        assert_int_equal(waitpid(mid, NULL, 0), mid);
+}
+
+/* In a pid namespace of its own (root only: it makes one), a tree is held
+ * unless a task holds a file lock or a terminal its copy needs again. */
+static void test_holdable_own_pid_ns(void **state) {
+        (void)state;
+        if (geteuid() != 0)
+                skip();
+        char *dir = tu_tmpdir(), lock[512], why[256];
+        static const struct {
+                holder h;
+                int expect;
+                const char *reason;
+        } cases[] = {
+                {HOLDER_PLAIN, 1, NULL},
+                {HOLDER_FLOCK, 0, "a file lock"},
+                {HOLDER_PTY, 0, "a terminal"},
+        };
+
+        snprintf(lock, sizeof(lock), "%s/lock", dir);
+        for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+                pid_t init, mid = spawn_ns_init(cases[i].h, lock, &init);
+                why[0] = '\0';
+                int r = ckpt_tree_holdable(init, why, sizeof(why));
+                ns_init_end(mid, init);
+                if (r != cases[i].expect)
+                        fail_msg("case %zu: %d, expected %d (%s)", i, r, cases[i].expect, why);
+                if (cases[i].reason)
+                        assert_non_null(strstr(why, cases[i].reason));
+        }
+        tu_rm(dir);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_tree_pids),
@@ -214,6 +316,8 @@ int main(void) {
                 cmocka_unit_test(test_resume_keeps_stopped),
                 cmocka_unit_test(test_kill_tree),
                 cmocka_unit_test(test_parse_dying),
+                cmocka_unit_test(test_holdable_shared_pid_ns),
+                cmocka_unit_test(test_holdable_own_pid_ns),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
