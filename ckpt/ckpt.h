@@ -49,6 +49,10 @@ int ckpt_container_from_pid(pid_t pid, ckpt_container **ret, nm_error *err);
  * 22 equals it (a reused pid is not the container). A zombie is not running. */
 bool ckpt_container_is_running(const ckpt_container *c);
 
+/* Whether pid's task is stopped by a signal (T) or traced (t): a tree that
+ * CRIU's leave-stopped dump holds is, and is "running" above all the same. */
+bool ckpt_proc_stopped(pid_t pid);
+
 /* Refuses gVisor containers and containers not running, saying why. */
 int ckpt_container_check_movable(const ckpt_container *c, nm_error *err);
 

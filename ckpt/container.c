@@ -232,14 +232,26 @@ int ckpt_container_from_pid(pid_t pid, ckpt_container **ret, nm_error *err) {
         return 0;
 }
 
-/* A zombie keeps its start time; it is still not running. */
-static bool pid_is_zombie(pid_t pid) {
+/* The state letter of /proc/<pid>/stat (R, S, T, Z, ...); 0 when it cannot
+ * be read. */
+static char proc_state(pid_t pid) {
         _cleanup_free_ char *stat = NULL;
         const char *p;
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
-                return true;
+                return 0;
         p = strrchr(stat, ')');
-        return !p || p[1] != ' ' || p[2] == 'Z' || p[2] == 'X';
+        return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/* A zombie keeps its start time; it is still not running. */
+static bool pid_is_zombie(pid_t pid) {
+        char s = proc_state(pid);
+        return s == 0 || s == 'Z' || s == 'X';
+}
+
+bool ckpt_proc_stopped(pid_t pid) {
+        char s = proc_state(pid);
+        return s == 'T' || s == 't';
 }
 
 bool ckpt_container_is_running(const ckpt_container *c) {

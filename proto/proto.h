@@ -307,6 +307,8 @@ typedef struct proto_outcome_msg {
         const char *phase; /* optional: the migration's phase there, as its journal names it */
         bool has_running;  /* answers a QUERY with container_id: */
         bool running;      /* a copy of that container runs there */
+        bool has_held_pid;
+        uint32_t held_pid; /* a copy of it is held stopped there, as this pid (>= 1) */
 } proto_outcome_msg;
 
 typedef struct proto_resolved {

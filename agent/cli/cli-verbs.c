@@ -402,9 +402,24 @@ int verb_drain(int argc, char **argv) {
 
 /* ---- resolve ---- */
 
+/* The source's facts, as its QUERY answer gave them. */
+static void resolve_source_text(FILE *f, json_t *src) {
+        json_t *copy = json_object_get(src, "copy");
+
+        if (!json_is_true(json_object_get(src, "reachable"))) {
+                fprintf(f, "  source (%s): cannot be reached: %s\n", jstr(src, "node"), jstr(src, "error"));
+                return;
+        }
+        fprintf(f, "  source (%s): says %s; its journal: %s; the copy there: %s", jstr(src, "node"),
+                jstr(src, "says"), json_is_string(json_object_get(src, "phase")) ? jstr(src, "phase") : "no record",
+                json_is_string(copy) ? json_string_value(copy) : "cannot tell");
+        if (json_integer_value(json_object_get(src, "pid")) > 0)
+                fprintf(f, " (pid %lld)", json_integer_value(json_object_get(src, "pid")));
+        fprintf(f, "\n");
+}
+
 static void resolve_text(FILE *f, json_t *doc) {
-        json_t *here = json_object_get(doc, "here"), *src = json_object_get(doc, "source");
-        json_t *runs = json_object_get(src, "container_running");
+        json_t *here = json_object_get(doc, "here");
         const char *decision = jstr(doc, "decision");
 
         fprintf(f, "migration %s: container %s (%s), destination here\n", jstr(doc, "mig"),
@@ -414,13 +429,7 @@ static void resolve_text(FILE *f, json_t *doc) {
         if (json_integer_value(json_object_get(here, "pid")) > 0)
                 fprintf(f, " (pid %lld)", json_integer_value(json_object_get(here, "pid")));
         fprintf(f, "\n");
-        if (json_is_true(json_object_get(src, "reachable")))
-                fprintf(f, "  source (%s): says %s; its journal: %s; a copy running there: %s\n",
-                        jstr(src, "node"), jstr(src, "says"),
-                        json_is_string(json_object_get(src, "phase")) ? jstr(src, "phase") : "no record",
-                        json_is_boolean(runs) ? (json_is_true(runs) ? "yes" : "no") : "cannot tell");
-        else
-                fprintf(f, "  source (%s): cannot be reached: %s\n", jstr(src, "node"), jstr(src, "error"));
+        resolve_source_text(f, json_object_get(doc, "source"));
         if (strcmp(decision, "none") == 0) {
                 fprintf(f, "no decision (%s): %s\n", jstr(doc, "verdict"), jstr(doc, "reason"));
                 if (strcmp(jstr(doc, "verdict"), "undecided") == 0)
@@ -437,6 +446,8 @@ static void resolve_text(FILE *f, json_t *doc) {
                 json_is_true(json_object_get(doc, "recorded_on_source")) ? " and on the source"
                                                                          : " (the source could not be told)",
                 jstr(doc, "outcome"));
+        if (json_is_string(json_object_get(doc, "to_do")))
+                fprintf(f, "left to do: %s\n", jstr(doc, "to_do"));
 }
 
 static void resolve_help(FILE *f) {
@@ -447,10 +458,15 @@ static void resolve_help(FILE *f) {
                 "container's copy stopped and cannot learn from the source whether the move was\n"
                 "committed. Shows what this node's journal says and whether the copy is still\n"
                 "there, asks the source (its journal's phase and answer, and whether a copy of\n"
-                "the container runs there), and decides only when those facts allow it:\n"
+                "the container runs there or is held stopped), and decides only when those\n"
+                "facts allow it:\n"
                 "  - the source's journal says committed or aborted: that;\n"
                 "  - a copy runs on the source: abort (never a second copy beside it);\n"
-                "  - the source has no record and no copy: commit (ours is the only one).\n"
+                "  - the source has no record and no copy: commit (ours is the only one);\n"
+                "  - the source has no record and holds a copy stopped (its dump left it so,\n"
+                "    and nothing there resumes it): commit; the answer then says which pid to\n"
+                "    end on the source (`kill-tree PID` there), which the source, not knowing\n"
+                "    that this node was the move's target, does not do on our word.\n"
                 "When the source cannot be reached nothing is decided unless --force is given\n"
                 "with --commit or --abort. A decision against the facts is refused (giving up\n"
                 "the only copy takes --force). The decision is carried out (the copy resumed, or\n"

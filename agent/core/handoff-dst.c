@@ -806,11 +806,17 @@ static handoff_outcome resolve_facts_say(const dst_resolve_facts *f, const char 
         if (f->source_says == HANDOFF_OUTCOME_ABORTED)
                 return *why = "the source's journal says aborted: it runs its own copy",
                        HANDOFF_OUTCOME_ABORTED;
-        if (f->source_copy_runs == HANDOFF_FACT_YES)
+        if (f->source_copy == DST_SOURCE_COPY_RUNS)
                 return *why = "a copy of the container runs on the source", HANDOFF_OUTCOME_ABORTED;
-        if (f->source_record == HANDOFF_FACT_NO && f->source_copy_runs == HANDOFF_FACT_NO)
+        if (f->source_record == HANDOFF_FACT_NO && f->source_copy == DST_SOURCE_COPY_NONE)
                 return *why = "the source has no record of the migration and no copy runs there: "
                               "the copy here is the only one",
+                       HANDOFF_OUTCOME_COMMITTED;
+        /* Its dump left it stopped, and without a record nothing there
+         * resumes it or ends it: the copy here is the one that can run. */
+        if (f->source_record == HANDOFF_FACT_NO && f->source_copy == DST_SOURCE_COPY_HELD)
+                return *why = "the source has no record of the migration and holds its copy stopped, "
+                              "where nothing resumes it: the copy here runs, the one there is to be ended",
                        HANDOFF_OUTCOME_COMMITTED;
         return *why = "the source is in the middle of a step: its answer is not known yet",
                HANDOFF_OUTCOME_UNKNOWN;
@@ -836,7 +842,8 @@ dst_resolve_verdict dst_resolve_decide(const dst_resolve_facts *f, handoff_outco
                 /* The only copy may be given up, knowingly; a second copy
                  * beside a running one, never. */
                 bool only_copy = says == HANDOFF_OUTCOME_COMMITTED &&
-                                 f->source_copy_runs == HANDOFF_FACT_NO &&
+                                 (f->source_copy == DST_SOURCE_COPY_NONE ||
+                                  f->source_copy == DST_SOURCE_COPY_HELD) &&
                                  f->source_record == HANDOFF_FACT_NO;
                 if (asked != HANDOFF_OUTCOME_UNKNOWN && asked != says) {
                         if (!(only_copy && f->force))

@@ -264,13 +264,23 @@ typedef enum handoff_fact {
         _HANDOFF_FACT_INVALID = -EINVAL,
 } handoff_fact;
 
+/* The container's copy on the source, as its QUERY answer says. */
+typedef enum dst_source_copy {
+        DST_SOURCE_COPY_UNKNOWN, /* not reached, or it did not say */
+        DST_SOURCE_COPY_NONE,
+        DST_SOURCE_COPY_RUNS,
+        DST_SOURCE_COPY_HELD, /* stopped, as a dump holds it: not running */
+        _DST_SOURCE_COPY_MAX,
+        _DST_SOURCE_COPY_INVALID = -EINVAL,
+} dst_source_copy;
+
 typedef struct dst_resolve_facts {
         dst_phase phase;               /* ours */
         dst_copy copy;                 /* ours: still held stopped (DST_COPY_STOPPED) or gone (NONE) */
         bool source_reached;           /* the source answered the QUERY */
         handoff_outcome source_says;   /* its answer */
         handoff_fact source_record;    /* it has a record of the migration */
-        handoff_fact source_copy_runs; /* a copy of the container runs there */
+        dst_source_copy source_copy;   /* the container's copy there */
         dst_resolve_ask ask;
         bool force; /* decide as asked although the facts cannot tell */
 } dst_resolve_facts;

@@ -16,20 +16,6 @@
 #include "macro.h"
 #include "mig.h"
 
-/* Its state letter in /proc/<pid>/stat: T (stopped by a signal, as CRIU's
- * leave-stopped does) or t (traced). */
-static bool pid_stopped(pid_t pid) {
-        _cleanup_free_ char *text = NULL;
-        char path[64];
-        const char *p;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        if (read_file_at(AT_FDCWD, path, 4096, &text, NULL) < 0)
-                return false;
-        p = strrchr(text, ')');
-        return p && p[1] == ' ' && (p[2] == 'T' || p[2] == 't');
-}
-
 /* What is left of the tree a source record was moving: its root by pid
  * and start ticks, and whether it is stopped (held by our dump). */
 static src_tree source_tree(json_t *rec) {
@@ -38,7 +24,7 @@ static src_tree source_tree(json_t *rec) {
 
         if (pid <= 0 || !want || ckpt_proc_start_ticks(pid, &ticks) < 0 || ticks != want)
                 return SRC_TREE_GONE;
-        return pid_stopped(pid) ? SRC_TREE_STOPPED : SRC_TREE_RUNNING;
+        return ckpt_proc_stopped(pid) ? SRC_TREE_STOPPED : SRC_TREE_RUNNING;
 }
 
 static int recover_one(agent *a, json_t *rec, nm_error *err) {

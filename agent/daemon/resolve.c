@@ -27,7 +27,8 @@ struct resolver {
         bool answered; /* the source answered our QUERY */
         proto_outcome source_says;
         char source_phase[PROTO_ID_MAX + 1];
-        handoff_fact source_runs;
+        dst_source_copy source_copy;
+        pid_t source_held_pid; /* the copy there, held stopped */
         char source_error[512];
         json_t *doc; /* the answer, facts first */
 };
@@ -62,10 +63,19 @@ static void ended_phase(agent *a, const char *id, char *buf, size_t n) {
         phase_of(a, id, _MIG_ROLE_INVALID, buf, n);
 }
 
-static bool container_runs_here(agent *a, const char *container_id) {
+/* The container's copy here: running, held stopped (a dump of ours left
+ * it so; its pid in *ret_pid), or none. */
+static dst_source_copy container_copy_here(agent *a, const char *container_id, pid_t *ret_pid) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
-        return ckpt_container_find(a->cfg.state_dir, container_id, &c, NULL) >= 0 &&
-               strcmp(c->id, container_id) == 0 && ckpt_container_is_running(c);
+
+        *ret_pid = 0;
+        if (ckpt_container_find(a->cfg.state_dir, container_id, &c, NULL) < 0 ||
+            strcmp(c->id, container_id) != 0 || !ckpt_container_is_running(c))
+                return DST_SOURCE_COPY_NONE;
+        if (!ckpt_proc_stopped(c->pid))
+                return DST_SOURCE_COPY_RUNS;
+        *ret_pid = c->pid;
+        return DST_SOURCE_COPY_HELD;
 }
 
 void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
@@ -80,8 +90,11 @@ void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
         source_phase_of(cc->a, q->mig, phase, sizeof(phase));
         r.outcome.phase = phase[0] ? phase : NULL;
         if (q->container_id) {
+                pid_t held = 0;
                 r.outcome.has_running = true;
-                r.outcome.running = container_runs_here(cc->a, q->container_id);
+                r.outcome.running = container_copy_here(cc->a, q->container_id, &held) == DST_SOURCE_COPY_RUNS;
+                r.outcome.has_held_pid = held > 0;
+                r.outcome.held_pid = (uint32_t)held;
         }
         (void)ctl_send(cc, &r);
 }
@@ -204,6 +217,28 @@ static dst_copy copy_here(const mig *m, json_t *here) {
         return there ? DST_COPY_STOPPED : DST_COPY_NONE;
 }
 
+/* What the source's answer says of its copy. A copy said to run and to be
+ * held at once is taken as running: never a second copy beside it. */
+static dst_source_copy source_copy_of(const proto_outcome_msg *o) {
+        if (!o->has_running)
+                return DST_SOURCE_COPY_UNKNOWN;
+        if (o->running)
+                return DST_SOURCE_COPY_RUNS;
+        return o->has_held_pid ? DST_SOURCE_COPY_HELD : DST_SOURCE_COPY_NONE;
+}
+
+static json_t *source_copy_json(dst_source_copy c) {
+        switch (c) {
+        case DST_SOURCE_COPY_NONE: return json_string("none");
+        case DST_SOURCE_COPY_RUNS: return json_string("running");
+        case DST_SOURCE_COPY_HELD: return json_string("held stopped");
+        case DST_SOURCE_COPY_UNKNOWN:
+        case _DST_SOURCE_COPY_MAX:
+        case _DST_SOURCE_COPY_INVALID: break;
+        }
+        return json_null();
+}
+
 static handoff_outcome handoff_of(proto_outcome o) {
         return o == PROTO_OUTCOME_COMMITTED ? HANDOFF_OUTCOME_COMMITTED
                : o == PROTO_OUTCOME_ABORTED ? HANDOFF_OUTCOME_ABORTED
@@ -221,6 +256,27 @@ static void resolve_finished(void *ud, const char *mig_id, json_t *doc) {
 }
 
 static const mig_watch_ops resolve_watch = {.finished = resolve_finished};
+
+/* A copy the source holds stopped with no record of the move: nothing
+ * there ends or resumes it, and a source without a record cannot tell
+ * that we are the move's target (peer trust), so it is not asked to; the
+ * operator is told what is left to do there. */
+static void note_held_copy(resolver *rv, const mig *m, handoff_outcome o) {
+        char todo[512];
+
+        if (o == HANDOFF_OUTCOME_COMMITTED)
+                snprintf(todo, sizeof(todo),
+                         "%s holds a stopped copy of the container as pid %d, which nothing there ends: "
+                         "end it there with `nucleus-migrate kill-tree %d`",
+                         m->peer, (int)rv->source_held_pid, (int)rv->source_held_pid);
+        else
+                snprintf(todo, sizeof(todo),
+                         "%s holds the container stopped as pid %d, which nothing there resumes: "
+                         "continue it there with `nucleus-migrate resume %d`",
+                         m->peer, (int)rv->source_held_pid, (int)rv->source_held_pid);
+        json_object_set_new(rv->doc, "to_do", json_string(todo));
+        log_ctx_warning(m->id, "left to the operator: %s", todo);
+}
 
 /* Every fact is in (or the source could not be reached): decide. */
 static void decide(resolver *rv) {
@@ -251,7 +307,7 @@ static void decide(resolver *rv) {
                 .source_record = !rv->answered         ? HANDOFF_FACT_UNKNOWN
                                  : rv->source_phase[0] ? HANDOFF_FACT_YES
                                                        : HANDOFF_FACT_NO,
-                .source_copy_runs = rv->source_runs,
+                .source_copy = rv->source_copy,
                 .ask = rv->ask == PROTO_DECISION_COMMIT  ? DST_RESOLVE_COMMIT
                        : rv->ask == PROTO_DECISION_ABORT ? DST_RESOLVE_ABORT
                                                          : DST_RESOLVE_AUTO,
@@ -264,9 +320,12 @@ static void decide(resolver *rv) {
                 json_object_set_new(there, "phase",
                                     rv->source_phase[0] ? json_string(rv->source_phase) : json_null());
                 json_object_set_new(there, "container_running",
-                                    rv->source_runs == HANDOFF_FACT_UNKNOWN
+                                    rv->source_copy == DST_SOURCE_COPY_UNKNOWN
                                             ? json_null()
-                                            : json_boolean(rv->source_runs == HANDOFF_FACT_YES));
+                                            : json_boolean(rv->source_copy == DST_SOURCE_COPY_RUNS));
+                json_object_set_new(there, "copy", source_copy_json(rv->source_copy));
+                if (rv->source_copy == DST_SOURCE_COPY_HELD)
+                        json_object_set_new(there, "pid", json_integer(rv->source_held_pid));
         } else {
                 json_object_set_new(there, "error", json_string(rv->source_error));
         }
@@ -290,6 +349,8 @@ static void decide(resolver *rv) {
                             json_string(o == HANDOFF_OUTCOME_COMMITTED ? "commit" : "abort"));
         json_object_set_new(rv->doc, "forced", json_boolean(forced));
         log_ctx_warning(m->id, "resolved: %s", reason);
+        if (rv->answered && !rv->source_phase[0] && rv->source_copy == DST_SOURCE_COPY_HELD)
+                note_held_copy(rv, m, o);
         mig_rec_set(m, "resolution",
                     json_pack("{s:s, s:b, s:s, s:I}", "outcome", handoff_outcome_to_string(o), "forced",
                               forced, "reason", reason, "at_ms", (json_int_t)unix_ms()));
@@ -332,9 +393,8 @@ static void link_message(peer_link *l, const proto_msg *msg, void *ud) {
         rv->answered = true;
         rv->source_says = msg->outcome.outcome;
         snprintf(rv->source_phase, sizeof(rv->source_phase), "%s", strempty(msg->outcome.phase));
-        rv->source_runs = !msg->outcome.has_running ? HANDOFF_FACT_UNKNOWN
-                          : msg->outcome.running    ? HANDOFF_FACT_YES
-                                                    : HANDOFF_FACT_NO;
+        rv->source_copy = source_copy_of(&msg->outcome);
+        rv->source_held_pid = rv->source_copy == DST_SOURCE_COPY_HELD ? (pid_t)msg->outcome.held_pid : 0;
         decide(rv);
 }
 

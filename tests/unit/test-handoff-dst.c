@@ -476,13 +476,17 @@ static void test_names(void **state) {
 /* resolve: every row a set of facts, what was asked, and the verdict. */
 static void test_resolve(void **state) {
         enum { U = HANDOFF_FACT_UNKNOWN, N = HANDOFF_FACT_NO, Y = HANDOFF_FACT_YES };
+        /* the copy there: unknown, none, running, held stopped */
+        enum { CU = DST_SOURCE_COPY_UNKNOWN, CN = DST_SOURCE_COPY_NONE, CR = DST_SOURCE_COPY_RUNS,
+               CH = DST_SOURCE_COPY_HELD };
         enum { C = HANDOFF_OUTCOME_COMMITTED, A = HANDOFF_OUTCOME_ABORTED, X = HANDOFF_OUTCOME_UNKNOWN };
         const struct {
                 dst_phase phase;
                 dst_copy copy;
                 bool reached;
                 handoff_outcome says;
-                handoff_fact record, runs;
+                handoff_fact record;
+                dst_source_copy there;
                 dst_resolve_ask ask;
                 bool force;
                 dst_resolve_verdict verdict;
@@ -490,53 +494,69 @@ static void test_resolve(void **state) {
                 bool forced;
         } cases[] = {
                 /* not in doubt: nothing to resolve, whatever is asked */
-                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED,
+                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED,
                  X},
-                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
+                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, CN, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
                  X},
                 /* the source's journal decides */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
                  C},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, CR, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
                  A},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_COMMIT, false,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_COMMIT, false,
                  DST_RESOLVE_DECIDED, C},
                 /* ... and is never overruled, forced or not */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED,
                  X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, N, DST_RESOLVE_COMMIT, true,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, CN, DST_RESOLVE_COMMIT, true,
                  DST_RESOLVE_REFUSED, X},
                 /* no record there: a copy running there means abort, and a
                  * second copy is never started beside it */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CR, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
                  A},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, Y, DST_RESOLVE_COMMIT, true,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CR, DST_RESOLVE_COMMIT, true,
                  DST_RESOLVE_REFUSED, X},
                 /* no record and no copy there: ours is the only one */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
                  C},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, false,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_ABORT, false,
                  DST_RESOLVE_REFUSED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, N, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED,
                  A, true},
+                /* no record, and a copy held stopped there (its dump left it
+                 * so): nothing there resumes it, ours runs; giving ours up
+                 * takes force */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CH, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_DECIDED, C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CH, DST_RESOLVE_ABORT, false,
+                 DST_RESOLVE_REFUSED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CH, DST_RESOLVE_ABORT, true,
+                 DST_RESOLVE_DECIDED, A, true},
+                /* a held copy is not a running one: with a record there, the
+                 * source is mid-step (before, a held native container read as
+                 * running, and resolve aborted while the source might commit) */
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, CH, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_UNDECIDED, X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, CH, DST_RESOLVE_ABORT, false,
+                 DST_RESOLVE_UNDECIDED, X},
                 /* the source is mid-step: wait, unless forced */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, N, DST_RESOLVE_AUTO, false,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, Y, CN, DST_RESOLVE_AUTO, false,
                  DST_RESOLVE_UNDECIDED, X},
                 /* the source cannot be reached: only a forced, explicit decision */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, false,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, CU, DST_RESOLVE_AUTO, false,
                  DST_RESOLVE_UNDECIDED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_AUTO, true,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, CU, DST_RESOLVE_AUTO, true,
                  DST_RESOLVE_UNDECIDED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, false,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, CU, DST_RESOLVE_COMMIT, false,
                  DST_RESOLVE_UNDECIDED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_COMMIT, true,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, CU, DST_RESOLVE_COMMIT, true,
                  DST_RESOLVE_DECIDED, C, true},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, U, DST_RESOLVE_ABORT, true,
+                {DST_IN_DOUBT, DST_COPY_STOPPED, false, X, U, CU, DST_RESOLVE_ABORT, true,
                  DST_RESOLVE_DECIDED, A, true},
                 /* our copy is gone: abort is all there is */
-                {DST_IN_DOUBT, DST_COPY_NONE, false, X, U, U, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
+                {DST_IN_DOUBT, DST_COPY_NONE, false, X, U, CU, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
                  A},
-                {DST_IN_DOUBT, DST_COPY_NONE, true, C, Y, N, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
+                {DST_IN_DOUBT, DST_COPY_NONE, true, C, Y, CN, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
                  X},
         };
         (void)state;
@@ -547,7 +567,7 @@ static void test_resolve(void **state) {
                                        .source_reached = cases[i].reached,
                                        .source_says = cases[i].says,
                                        .source_record = cases[i].record,
-                                       .source_copy_runs = cases[i].runs,
+                                       .source_copy = cases[i].there,
                                        .ask = cases[i].ask,
                                        .force = cases[i].force};
                 handoff_outcome o;

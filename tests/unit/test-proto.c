@@ -146,6 +146,8 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_str_eq_or_null(a->outcome.phase, b->outcome.phase);
                 assert_int_equal(a->outcome.has_running, b->outcome.has_running);
                 assert_int_equal(a->outcome.running, b->outcome.running);
+                assert_int_equal(a->outcome.has_held_pid, b->outcome.has_held_pid);
+                assert_int_equal(a->outcome.held_pid, b->outcome.held_pid);
                 break;
         case PROTO_MSG_RESOLVED:
                 assert_string_equal(a->resolved.mig, b->resolved.mig);
