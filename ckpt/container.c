@@ -238,15 +238,15 @@ static char proc_state(pid_t pid) {
         _cleanup_free_ char *stat = NULL;
         const char *p;
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
-                return 0;
+                return '\0';
         p = strrchr(stat, ')');
-        return p && p[1] == ' ' ? p[2] : 0;
+        return p && p[1] == ' ' ? p[2] : '\0';
 }
 
 /* A zombie keeps its start time; it is still not running. */
 static bool pid_is_zombie(pid_t pid) {
         char s = proc_state(pid);
-        return s == 0 || s == 'Z' || s == 'X';
+        return s == '\0' || s == 'Z' || s == 'X';
 }
 
 bool ckpt_proc_stopped(pid_t pid) {

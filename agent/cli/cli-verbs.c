@@ -411,7 +411,8 @@ static void resolve_source_text(FILE *f, json_t *src) {
                 return;
         }
         fprintf(f, "  source (%s): says %s; its journal: %s; the copy there: %s", jstr(src, "node"),
-                jstr(src, "says"), json_is_string(json_object_get(src, "phase")) ? jstr(src, "phase") : "no record",
+                jstr(src, "says"),
+                json_is_string(json_object_get(src, "phase")) ? jstr(src, "phase") : "no record",
                 json_is_string(copy) ? json_string_value(copy) : "cannot tell");
         if (json_integer_value(json_object_get(src, "pid")) > 0)
                 fprintf(f, " (pid %lld)", json_integer_value(json_object_get(src, "pid")));

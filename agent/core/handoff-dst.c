@@ -841,10 +841,10 @@ dst_resolve_verdict dst_resolve_decide(const dst_resolve_facts *f, handoff_outco
         if (says != HANDOFF_OUTCOME_UNKNOWN) {
                 /* The only copy may be given up, knowingly; a second copy
                  * beside a running one, never. */
-                bool only_copy = says == HANDOFF_OUTCOME_COMMITTED &&
-                                 (f->source_copy == DST_SOURCE_COPY_NONE ||
-                                  f->source_copy == DST_SOURCE_COPY_HELD) &&
-                                 f->source_record == HANDOFF_FACT_NO;
+                bool only_copy =
+                        says == HANDOFF_OUTCOME_COMMITTED &&
+                        (f->source_copy == DST_SOURCE_COPY_NONE || f->source_copy == DST_SOURCE_COPY_HELD) &&
+                        f->source_record == HANDOFF_FACT_NO;
                 if (asked != HANDOFF_OUTCOME_UNKNOWN && asked != says) {
                         if (!(only_copy && f->force))
                                 return DST_RESOLVE_REFUSED;

@@ -275,12 +275,12 @@ typedef enum dst_source_copy {
 } dst_source_copy;
 
 typedef struct dst_resolve_facts {
-        dst_phase phase;               /* ours */
-        dst_copy copy;                 /* ours: still held stopped (DST_COPY_STOPPED) or gone (NONE) */
-        bool source_reached;           /* the source answered the QUERY */
-        handoff_outcome source_says;   /* its answer */
-        handoff_fact source_record;    /* it has a record of the migration */
-        dst_source_copy source_copy;   /* the container's copy there */
+        dst_phase phase;             /* ours */
+        dst_copy copy;               /* ours: still held stopped (DST_COPY_STOPPED) or gone (NONE) */
+        bool source_reached;         /* the source answered the QUERY */
+        handoff_outcome source_says; /* its answer */
+        handoff_fact source_record;  /* it has a record of the migration */
+        dst_source_copy source_copy; /* the container's copy there */
         dst_resolve_ask ask;
         bool force; /* decide as asked although the facts cannot tell */
 } dst_resolve_facts;

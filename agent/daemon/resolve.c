@@ -92,7 +92,8 @@ void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
         if (q->container_id) {
                 pid_t held = 0;
                 r.outcome.has_running = true;
-                r.outcome.running = container_copy_here(cc->a, q->container_id, &held) == DST_SOURCE_COPY_RUNS;
+                r.outcome.running =
+                        container_copy_here(cc->a, q->container_id, &held) == DST_SOURCE_COPY_RUNS;
                 r.outcome.has_held_pid = held > 0;
                 r.outcome.held_pid = (uint32_t)held;
         }

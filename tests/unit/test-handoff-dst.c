@@ -477,8 +477,12 @@ static void test_names(void **state) {
 static void test_resolve(void **state) {
         enum { U = HANDOFF_FACT_UNKNOWN, N = HANDOFF_FACT_NO, Y = HANDOFF_FACT_YES };
         /* the copy there: unknown, none, running, held stopped */
-        enum { CU = DST_SOURCE_COPY_UNKNOWN, CN = DST_SOURCE_COPY_NONE, CR = DST_SOURCE_COPY_RUNS,
-               CH = DST_SOURCE_COPY_HELD };
+        enum {
+                CU = DST_SOURCE_COPY_UNKNOWN,
+                CN = DST_SOURCE_COPY_NONE,
+                CR = DST_SOURCE_COPY_RUNS,
+                CH = DST_SOURCE_COPY_HELD
+        };
         enum { C = HANDOFF_OUTCOME_COMMITTED, A = HANDOFF_OUTCOME_ABORTED, X = HANDOFF_OUTCOME_UNKNOWN };
         const struct {
                 dst_phase phase;
@@ -494,35 +498,35 @@ static void test_resolve(void **state) {
                 bool forced;
         } cases[] = {
                 /* not in doubt: nothing to resolve, whatever is asked */
-                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_REFUSED,
-                 X},
-                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, CN, DST_RESOLVE_COMMIT, true, DST_RESOLVE_REFUSED,
-                 X},
+                {DST_RESTORED, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_REFUSED, X},
+                {DST_RUNNING, DST_COPY_RUNNING, true, C, Y, CN, DST_RESOLVE_COMMIT, true,
+                 DST_RESOLVE_REFUSED, X},
                 /* the source's journal decides */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
-                 C},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, CR, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
-                 A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_DECIDED, C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, CR, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_DECIDED, A},
                 {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_COMMIT, false,
                  DST_RESOLVE_DECIDED, C},
                 /* ... and is never overruled, forced or not */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_ABORT, true, DST_RESOLVE_REFUSED,
-                 X},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, C, Y, CN, DST_RESOLVE_ABORT, true,
+                 DST_RESOLVE_REFUSED, X},
                 {DST_IN_DOUBT, DST_COPY_STOPPED, true, A, Y, CN, DST_RESOLVE_COMMIT, true,
                  DST_RESOLVE_REFUSED, X},
                 /* no record there: a copy running there means abort, and a
                  * second copy is never started beside it */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CR, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
-                 A},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CR, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_DECIDED, A},
                 {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CR, DST_RESOLVE_COMMIT, true,
                  DST_RESOLVE_REFUSED, X},
                 /* no record and no copy there: ours is the only one */
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_AUTO, false, DST_RESOLVE_DECIDED,
-                 C},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_AUTO, false,
+                 DST_RESOLVE_DECIDED, C},
                 {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_ABORT, false,
                  DST_RESOLVE_REFUSED, X},
-                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_ABORT, true, DST_RESOLVE_DECIDED,
-                 A, true},
+                {DST_IN_DOUBT, DST_COPY_STOPPED, true, X, N, CN, DST_RESOLVE_ABORT, true,
+                 DST_RESOLVE_DECIDED, A, true},
                 /* no record, and a copy held stopped there (its dump left it
                  * so): nothing there resumes it, ours runs; giving ours up
                  * takes force */
