@@ -352,7 +352,11 @@ b_report_targets() {
 		printf "\n"
 	}'
 	awk -v l64="$(b_stat_migrate "$stats" 64 mixed ours-lazy 0)" -v l="$(b_stat_migrate "$stats" "$mib" mixed ours-lazy 0)" -v mib="$mib" 'BEGIN {
-		if (l == "" || l64 == "" || l == "-" || l64 == "-") { print "- Post-copy (`--lazy`): no successful runs at both sizes."; exit }
+		if (l == "" || l == "-") { print "- Post-copy (`--lazy`): no successful run at " mib " MiB."; exit }
+		if (l64 == "" || l64 == "-") {
+			printf "- Post-copy (`--lazy`), mixed heap: median downtime %.2f s at %s MiB (target <= 1.0 s: **%s**); its growth from 64 MiB is not measured in this run (`--sizes` without 64).\n", l, mib, l <= 1.0 ? "met" : "missed"
+			exit
+		}
 		printf "- Post-copy (`--lazy`), mixed heap: median downtime %.2f s at %s MiB (target <= 1.0 s: **%s**) and %.2f s at 64 MiB: growth %.2fx (target <= 2x: **%s**).\n", l, mib, l <= 1.0 ? "met" : "missed", l64, l / l64, l / l64 <= 2 ? "met" : "missed"
 	}'
 	if [ -f "$sf" ] && grep -q "	ours	ok	" "$sf"; then
