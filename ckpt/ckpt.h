@@ -88,7 +88,7 @@ int ckpt_state_check_restorable(const char *state_dir, const ckpt_container *c, 
 int ckpt_tree_pids(pid_t root, pid_t **ret, size_t *ret_n);
 
 /* Whether a tree that is not native may be held stopped after its dump
- * (ckpt_dump_opts.leave_stopped) while its copy is restored, on a target
+ * (CKPT_HOLD_IF_SAFE) while its copy is restored, on a target
  * that may share this kernel and this file system (nodes in namespaces of
  * one machine): 1, or 0 with the reason in why, or a negative errno. Not
  * when its copy would need what the stopped original still holds: the same
@@ -513,6 +513,23 @@ typedef struct ckpt_criu_opts {
 
 #define CKPT_CRIU_TIMEOUT_MS (600 * 1000ULL)
 
+/* What a good dump does with the tasks. Held tasks are the caller's: it
+ * ends them at the commit (ckpt_source_end) or resumes them in place
+ * (ckpt_source_resume), a rollback that cannot fail on the way back. Ended
+ * tasks are killed once the images are complete (and signed): until then a
+ * failure resumes them in place, as with a native container, which CRIU
+ * always leaves stopped. */
+typedef enum ckpt_dump_hold {
+        CKPT_HOLD_END,
+        CKPT_HOLD_ALWAYS,
+        /* Held unless their copy needs what they hold (ckpt_tree_holdable):
+         * decided on the pool right before CRIU freezes them; req->hold_why
+         * says why they were ended. */
+        CKPT_HOLD_IF_SAFE,
+        _CKPT_HOLD_MAX,
+        _CKPT_HOLD_INVALID = -EINVAL,
+} ckpt_dump_hold;
+
 typedef struct ckpt_dump_opts {
         ckpt_criu_opts criu;
         bool sign;          /* write checkpoint.hmac after the dump */
@@ -534,12 +551,7 @@ typedef struct ckpt_dump_opts {
          * unseals). Where the file system has no such flag, req->warning
          * says so. */
         bool seal;
-        /* Every task is left stopped after a good dump, not killed: the
-         * caller ends it at the commit (ckpt_source_end) or resumes it in
-         * place (ckpt_source_resume), which is a rollback that cannot fail
-         * on the way back. A native container is always dumped this way;
-         * without leave_stopped the tree is killed right after it. */
-        bool leave_stopped;
+        ckpt_dump_hold hold;       /* what a good dump leaves of the tasks */
         ckpt_native_policy policy; /* native containers: what may be lost */
 } ckpt_dump_opts;
 
@@ -672,9 +684,10 @@ struct ckpt_dump_req {
         ckpt_event_cb event_cb; /* public, optional; set before ckpt_dump() */
         ckpt_op_state state;    /* read-only */
         /* Results, valid in the callback until ckpt_dump_req_done(): */
-        bool dumped;                      /* CRIU wrote the images: the source copy is gone (or, with
-                                           * leave_stopped, stopped until ended or resumed) */
-        bool stopped;                     /* leave_stopped: the tree is stopped now */
+        bool dumped;                      /* CRIU wrote the images: the source copy is gone (or, when
+                                           * held, stopped until ended or resumed) */
+        bool stopped;                     /* held: the tree is stopped now */
+        char hold_why[256];               /* CKPT_HOLD_IF_SAFE ended it: why, or "" */
         bool source_running;              /* on failure: the container still runs */
         ckpt_dump_outcome outcome;        /* what the dump's end left, as facts */
         char hmac[CKPT_HMAC_HEX_LEN + 1]; /* when signed */
@@ -697,10 +710,11 @@ struct ckpt_dump_req {
         uint64_t start_ticks;
         uint64_t t0;
         bool created_dir;
-        bool keep_stopped; /* CRIU leaves the tasks stopped */
-        bool end_after;    /* ... and they are killed once the images are complete */
-        bool seal;         /* opts->seal */
-        int root_fd;       /* native: the root tmpfs, detached */
+        bool keep_stopped;   /* CRIU leaves the tasks stopped */
+        bool end_after;      /* ... and they are killed once the images are complete */
+        bool seal;           /* opts->seal */
+        int root_fd;         /* native: the root tmpfs, detached */
+        ckpt_dump_hold hold; /* opts->hold */
 };
 
 /* Dumps c into dir (created 0700 and required empty: <dir>/metadata.json,

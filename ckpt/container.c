@@ -240,7 +240,9 @@ static char proc_state(pid_t pid) {
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
                 return '\0';
         p = strrchr(stat, ')');
-        return p && p[1] == ' ' ? p[2] : '\0';
+        if (!p || p[1] != ' ')
+                return '\0';
+        return p[2];
 }
 
 /* A zombie keeps its start time; it is still not running. */

@@ -783,6 +783,20 @@ static void dump_failed(ckpt_dump_req *req, bool native) {
         req->outcome = CKPT_DUMP_FAILED_IMAGES;
 }
 
+/* CKPT_HOLD_IF_SAFE, right before the freeze: what the tree holds now
+ * decides. One that cannot be held is still dumped with its tasks left
+ * stopped, and ended once the images are complete (end_after). */
+static void dump_decide_hold(ckpt_dump_req *req) {
+        int r = ckpt_tree_holdable(req->pid, req->hold_why, sizeof(req->hold_why));
+
+        if (r > 0)
+                return;
+        if (r < 0)
+                snprintf(req->hold_why, sizeof(req->hold_why), "what it holds cannot be read: %s",
+                         strerror(-r));
+        req->end_after = true;
+}
+
 static void dump_work(uv_work_t *w) {
         ckpt_dump_req *req = container_of(w, ckpt_dump_req, call.work);
         ckpt__call *call = &req->call;
@@ -820,6 +834,8 @@ static void dump_work(uv_work_t *w) {
                 dump_discard(req);
                 return;
         }
+        if (req->keep_stopped && req->hold == CKPT_HOLD_IF_SAFE)
+                dump_decide_hold(req);
         unblock_signals(&old);
         t = ckpt__now_usec();
         ret = criu_run(call, criu_local_dump, 0, &e);
@@ -1021,9 +1037,11 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         req->lazy = opts->lazy;
         /* A native container is always dumped with its tasks kept stopped:
          * its root is saved afterwards, and a failure until the images are
-         * complete then resumes it in place. */
-        req->keep_stopped = (opts->leave_stopped || req->root_fd >= 0) && !opts->lazy;
-        req->end_after = req->keep_stopped && !opts->leave_stopped;
+         * complete then resumes it in place. So is a tree that may be
+         * held: dump_work decides (dump_decide_hold). */
+        req->hold = opts->hold;
+        req->keep_stopped = (opts->hold != CKPT_HOLD_END || req->root_fd >= 0) && !opts->lazy;
+        req->end_after = req->keep_stopped && opts->hold == CKPT_HOLD_END;
         req->seal = opts->seal && !opts->lazy;
         if (opts->lazy || req->keep_stopped) {
                 /* libcriu has no setter for a lazy dump, the page server's

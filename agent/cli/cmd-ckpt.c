@@ -495,7 +495,7 @@ int cmd_checkpoint(int argc, char **argv) {
         ckpt_dump_opts opts = {
                 .criu = a.opts,
                 .sign = sign,
-                .leave_stopped = leave_stopped,
+                .hold = leave_stopped ? CKPT_HOLD_ALWAYS : CKPT_HOLD_END,
                 .policy = {.accept_landlock_loss = accept_landlock, .try_anyway = try_anyway}};
         r = uv_loop_init(&loop);
         if (r < 0) {

@@ -396,6 +396,10 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         log_ctx_info(m->id, "dumped %llu bytes of images; frozen for %llu ms (%s)",
                      (unsigned long long)req->stats.image_bytes,
                      (unsigned long long)req->stats.frozen_usec / 1000, req->criu_path);
+        if (req->hold_why[0])
+                log_ctx_info(m->id,
+                             "the dump ended the tree instead of holding it stopped until the commit: %s",
+                             req->hold_why);
         m->t_dumped = now_usec();
         m->bytes_total = req->stats.image_bytes;
         mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_DUMP_OK, .held = req->stopped}});
@@ -407,22 +411,15 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
  * its images. A native container always is: its supervisor must not see
  * it die before the commit. Another tree is, unless its copy needs what
  * the stopped original still holds on a target that shares this kernel
- * (its pids, a terminal's index, a file lock: ckpt_tree_holdable). Not
- * under post-copy: the lazy dump serves the pages from the tasks. */
-static bool src_hold_after_dump(mig *m) {
-        char why[256] = "";
-        int r;
-
+ * (its pids, a terminal's index, a file lock): ckpt/ looks right before
+ * the freeze, on the pool. Not under post-copy: the lazy dump serves the
+ * pages from the tasks. */
+static ckpt_dump_hold src_dump_hold(const mig *m) {
         if (m->src.postcopy != SRC_PC_OFF)
-                return false;
+                return CKPT_HOLD_END;
         if (json_is_true(json_object_get(m->rec, "native")))
-                return true;
-        r = ckpt_tree_holdable(m->ctr->pid, why, sizeof(why));
-        if (r > 0)
-                return true;
-        log_ctx_info(m->id, "the dump ends the tree instead of holding it stopped until the commit: %s",
-                     r < 0 ? strerror(-r) : why);
-        return false;
+                return CKPT_HOLD_ALWAYS;
+        return CKPT_HOLD_IF_SAFE;
 }
 
 /* ckpt/ runs it once the CRIU work before it has ended. */
@@ -440,7 +437,7 @@ static void src_dump_start(mig *m) {
                 .key = a->key,
                 .key_len = a->key_len,
                 .node_name = a->cfg.node,
-                .leave_stopped = src_hold_after_dump(m),
+                .hold = src_dump_hold(m),
                 .policy = m->policy,
                 /* What is signed stays: nothing changes the images before
                  * they are sent. */
