@@ -67,6 +67,16 @@ struct ctl_conn {
         LIST_FIELDS(ctl_conn, conns);
 };
 
+/* A CPU image (another node's `criu cpuinfo dump`) that CRIU here
+ * accepted, and when (offer-check.c). */
+typedef struct cpu_pass {
+        uint8_t *img; /* NULL: a free slot */
+        size_t len;
+        uint64_t at_usec;
+} cpu_pass;
+
+#define AGENT_CPU_PASSES 8
+
 struct agent {
         uv_loop_t *loop;
         agent_config cfg;
@@ -84,6 +94,8 @@ struct agent {
         char *criu_work_dir;    /* <work_dir>/criu: CRIU's logs, outside signed trees */
         uint64_t t_logs_pruned; /* now_usec() of the last criu_logs_prune */
         int staging_fd;
+        /* CPU images CRIU here accepted lately (offer-check.h) */
+        cpu_pass cpu_passes[AGENT_CPU_PASSES];
         bool cordoned;
         bool stopping;
         uid_t peer_uid; /* the migration user that dial-stdio runs as */

@@ -19,6 +19,7 @@
 #include "macro.h"
 #include "mig.h"
 #include "nm-config.h"
+#include "offer-check.h"
 #include "metrics.h"
 #include "precheck.h"
 #include "sd.h"
@@ -219,6 +220,7 @@ static void agent_teardown(agent *a) {
         }
         journal_free(a->journal);
         precheck_free(a);
+        offer_check_free_passes(a);
         history_free(a->history);
         ckpt_criu_free(a->criu);
         ckpt_key_free(a->key, a->key_len);

@@ -6,7 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "macro.h"
+
+/* A drain sends the same CPU image with each of its moves, and CRIU here
+ * judges it the same as long as the same CRIU runs on the same CPU: a pass
+ * is believed again for CPU_PASS_USEC (`criu cpuinfo check` is a fork and
+ * exec of CRIU, a tenth of a second, in every move's offer). Kept that
+ * long only, for a VM moved to another host or CRIU replaced under a
+ * running agent; a refusal is always asked again. */
+#define CPU_PASS_USEC (10 * 60 * 1000000ULL)
+
+typedef enum offer_cpu {
+        OFFER_CPU_NONE,   /* the offer carries no CPU image */
+        OFFER_CPU_ASK,    /* CRIU judges it on the pool */
+        OFFER_CPU_PASSED, /* CRIU here accepted the same image lately */
+        _OFFER_CPU_MAX,
+        _OFFER_CPU_INVALID = -EINVAL,
+} offer_cpu;
 
 /* One OFFER's checks under way. */
 struct offer_check {
@@ -16,8 +33,45 @@ struct offer_check {
         offer_check_done done;
         proto_offer offer;     /* its strings and bins are ours */
         ckpt_native *ports_of; /* NULL: no ports to check */
+        offer_cpu cpu;
         offer_verdict verdict;
 };
+
+static cpu_pass *cpu_pass_find(agent *a, const proto_bin *img) {
+        uint64_t now = now_usec();
+
+        for (size_t i = 0; i < AGENT_CPU_PASSES; i++) {
+                cpu_pass *p = &a->cpu_passes[i];
+                if (p->img && p->len == img->len && now - p->at_usec < CPU_PASS_USEC &&
+                    memcmp(p->img, img->ptr, img->len) == 0)
+                        return p;
+        }
+        return NULL;
+}
+
+/* Replaces the oldest slot: a peer sending many images only ages the
+ * rest out sooner. */
+static void cpu_pass_add(agent *a, const proto_bin *img) {
+        cpu_pass *oldest = &a->cpu_passes[0];
+        uint8_t *copy;
+
+        for (size_t i = 1; i < AGENT_CPU_PASSES; i++)
+                if (!a->cpu_passes[i].img || a->cpu_passes[i].at_usec < oldest->at_usec)
+                        oldest = &a->cpu_passes[i];
+        copy = malloc(img->len);
+        if (!copy)
+                return;
+        memcpy(copy, img->ptr, img->len);
+        free(oldest->img);
+        *oldest = (cpu_pass){.img = copy, .len = img->len, .at_usec = now_usec()};
+}
+
+void offer_check_free_passes(agent *a) {
+        for (size_t i = 0; i < AGENT_CPU_PASSES; i++) {
+                free(a->cpu_passes[i].img);
+                a->cpu_passes[i] = (cpu_pass){};
+        }
+}
 
 static void offer_done(proto_offer *o) {
         free((char *)o->mig);
@@ -79,7 +133,7 @@ static void check_work(uv_work_t *w) {
         offer_verdict *v = &c->verdict;
         int r;
 
-        if (c->offer.cpuinfo.ptr) {
+        if (c->cpu == OFFER_CPU_ASK) {
                 r = ckpt_cpuinfo_check(c->a->criu, c->a->cfg.work_dir, c->offer.cpuinfo.ptr,
                                        c->offer.cpuinfo.len, &v->cpu);
                 verdict_set(&v->cpu, r, "the CPU check");
@@ -96,6 +150,8 @@ static void check_after(uv_work_t *w, int status) {
         offer_check *c = w->data;
         ctl_conn *cc = c->cc;
 
+        if (c->cpu == OFFER_CPU_ASK && status == 0 && c->verdict.cpu.code == 0)
+                cpu_pass_add(c->a, &c->offer.cpuinfo);
         if (cc) {
                 cc->offer_check = NULL;
                 c->done(cc, &c->offer, status == UV_ECANCELED ? -ECANCELED : 0, &c->verdict);
@@ -120,6 +176,11 @@ int offer_check_start(ctl_conn *cc, const proto_offer *o, ckpt_native *ports_of,
                 offer_check_free(c);
                 return nm_error_set(err, -ENOMEM, "out of memory");
         }
+        c->cpu = !o->cpuinfo.ptr                     ? OFFER_CPU_NONE
+                 : cpu_pass_find(cc->a, &o->cpuinfo) ? OFFER_CPU_PASSED
+                                                     : OFFER_CPU_ASK;
+        if (c->cpu == OFFER_CPU_PASSED)
+                log_ctx_debug(c->offer.mig, "CRIU here accepted this CPU image lately: not asked again");
         if (uv_queue_work(cc->a->loop, &c->work, check_work, check_after) < 0) {
                 offer_check_free(c);
                 return nm_error_set(err, -EIO, "cannot queue the offer's checks");

@@ -30,3 +30,6 @@ int offer_check_start(ctl_conn *cc, const proto_offer *o, ckpt_native *ports_of,
 
 /* The session ended: a check under way is forgotten (it ends unheard). */
 void offer_check_conn_closed(ctl_conn *cc);
+
+/* Forgets the CPU images accepted lately (at exit). */
+void offer_check_free_passes(agent *a);

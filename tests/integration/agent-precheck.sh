@@ -8,7 +8,8 @@
 # made by real CRIU and widened to claim every feature, which real CRIU on
 # the target refuses). A node without a key does not start and says how to
 # install one; it never makes its own. Once all is right again, the move
-# goes through.
+# goes through. A CPU image the target accepted lately is not judged again
+# (the log says so); a different one is, and is refused.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -128,4 +129,21 @@ t_log "all right again: the move goes through"
 restart n1
 fx_nm n1 migrate "$id" node2 >/dev/null || t_fail "the move once every check passes"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "the container after the move"
+
+# n2's log since byte OFF says that CRIU there was not asked again.
+not_asked_since() { tail -c +$(($1 + 1)) "$(fx_agent_log n2)" | grep -q "CRIU here accepted this CPU image lately"; }
+
+t_log "a CPU image accepted lately is not judged again; another one is"
+fx_nm n2 migrate "$id" node1 >/dev/null || t_fail "the move back to n1"
+off=$(stat -c %s "$(fx_agent_log n2)")
+fx_nm n1 migrate "$id" node2 >/dev/null || t_fail "the second move to n2"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "the container after the second move"
+not_asked_since "$off" || t_fail "n2 asked CRIU again about the CPU image it accepted for the first move"
+fx_nm n2 migrate "$id" node1 >/dev/null || t_fail "the move back to n1, again"
+restart n1 "--criu $FX_ROOT/bin/criu-wide-cpu"
+off=$(stat -c %s "$(fx_agent_log n2)")
+t_expect_exit 3 "a wider CPU image after a pass" fx_nm n1 migrate "$id" node2
+t_says "a wider CPU image after a pass" "the CPU of node2 lacks what node1's offers"
+! not_asked_since "$off" || t_fail "n2 took the wider image for the one it had accepted"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "the container after the refusal"
 t_log "ok"
