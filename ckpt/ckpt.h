@@ -530,6 +530,17 @@ typedef enum ckpt_dump_hold {
         _CKPT_HOLD_INVALID = -EINVAL,
 } ckpt_dump_hold;
 
+/* Where a dump's memory pages go. */
+typedef enum ckpt_dump_pages {
+        CKPT_PAGES_HERE, /* pages-*.img and pagemap-*.img in the checkpoint */
+        /* To a page server (ckpt_page_server_start) while CRIU dumps. With
+         * CKPT_HOLD_IF_SAFE and a tree that cannot be held the pages stay
+         * here after all (req->pages), and CRIU never writes to the socket. */
+        CKPT_PAGES_TO_SERVER,
+        _CKPT_PAGES_MAX,
+        _CKPT_PAGES_INVALID = -EINVAL,
+} ckpt_dump_pages;
+
 typedef struct ckpt_dump_opts {
         ckpt_criu_opts criu;
         bool sign;          /* write checkpoint.hmac after the dump */
@@ -553,6 +564,14 @@ typedef struct ckpt_dump_opts {
         bool seal;
         ckpt_dump_hold hold;       /* what a good dump leaves of the tasks */
         ckpt_native_policy policy; /* native containers: what may be lost */
+        /* CKPT_PAGES_TO_SERVER: CRIU sends the memory pages and their
+         * pagemaps over pages_ps_fd (its page-server protocol; inherited by
+         * criu, so without O_CLOEXEC; the caller closes it after the
+         * callback) instead of writing them into dir. Only for tasks that
+         * stay held: their memory is then the only local copy, and a
+         * rollback resumes them. req->pages says where they went. */
+        ckpt_dump_pages pages;
+        int pages_ps_fd;
 } ckpt_dump_opts;
 
 typedef struct ckpt_restore_opts {
@@ -698,6 +717,7 @@ struct ckpt_dump_req {
         ckpt_stopped_tasks stopped_tasks;
         char *criu_path, *criu_version;
         bool lazy;           /* a lazy dump (opts->lazy_ps_fd) */
+        ckpt_dump_pages pages; /* where the pages went (valid once CRIU ran) */
         char *work_dir;      /* CRIU's log: <work_dir>/dump.log */
         char warning[512];   /* a non-fatal problem, or "" */
         nm_error error;      /* when status < 0 (also for synchronous errors) */
@@ -712,6 +732,7 @@ struct ckpt_dump_req {
         bool created_dir;
         bool keep_stopped;   /* CRIU leaves the tasks stopped */
         bool end_after;      /* ... and they are killed once the images are complete */
+        int ps_fd;           /* lazy or CKPT_PAGES_TO_SERVER: CRIU's page-server socket */
         bool seal;           /* opts->seal */
         int root_fd;         /* native: the root tmpfs, detached */
         ckpt_dump_hold hold; /* opts->hold */
@@ -825,6 +846,24 @@ int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *di
 /* Kills the daemon if it still runs (done still runs); frees it once it
  * has exited. Returns NULL. */
 ckpt_lazy_pages *ckpt_lazy_pages_free(ckpt_lazy_pages *lp);
+
+/* ------------------------------------------------------------------------
+ * Pages streamed while CRIU dumps */
+
+typedef struct ckpt_page_server ckpt_page_server;
+typedef void (*ckpt_page_server_cb)(ckpt_page_server *ps, int status, void *userdata);
+
+/* Starts `criu page-server --ps-socket`, which writes the pagemaps and pages
+ * a dump with CKPT_PAGES_TO_SERVER sends on ps_fd (taken over) into dir's
+ * images; its log (page-server.log) in work_dir. done runs once it has
+ * exited: 0 only when the dump's session ended complete (CRIU flushed it);
+ * an empty or cut session fails. */
+int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
+                           int ps_fd, ckpt_page_server_cb done, void *userdata, nm_error *err,
+                           ckpt_page_server **ret);
+/* Kills it if it still runs (done still runs); frees it once it has
+ * exited. Returns NULL. */
+ckpt_page_server *ckpt_page_server_free(ckpt_page_server *ps);
 
 /* After a failed lazy dump CRIU lets the tasks run again but leaves their
  * network locked (its nftables table "inet CRIU-<run id>" in the network

@@ -768,7 +768,8 @@ static void dump_failed(ckpt_dump_req *req, bool native) {
                 return;
         }
         req->outcome = CKPT_DUMP_FAILED_GONE;
-        if (req->lazy || native || !dump_saw_post_dump(call))
+        /* Sent pages are no local copy to restore from. */
+        if (req->lazy || native || req->pages == CKPT_PAGES_TO_SERVER || !dump_saw_post_dump(call))
                 return;
         /* dump_after fills req->error only on failure: keep CRIU's. */
         nm_error crit = req->error;
@@ -781,6 +782,40 @@ static void dump_failed(ckpt_dump_req *req, bool native) {
         }
         req->error = crit;
         req->outcome = CKPT_DUMP_FAILED_IMAGES;
+}
+
+/* libcriu has no setter for a lazy dump, a page server's socket or
+ * leave-stopped: the RPC configuration file has them. */
+static int dump_write_conf(ckpt_dump_req *req) {
+        char ps[64] = "";
+
+        if (req->lazy)
+                snprintf(ps, sizeof(ps), "lazy-pages\nps-socket %d\n", req->ps_fd);
+        else if (req->pages == CKPT_PAGES_TO_SERVER)
+                snprintf(ps, sizeof(ps), "page-server\nps-socket %d\n", req->ps_fd);
+        if (!ps[0] && !req->keep_stopped)
+                return 0;
+        return rpc_config(&req->call, "dump.conf", "%s%s", ps, req->keep_stopped ? "leave-stopped\n" : "");
+}
+
+/* Pages sent away leave no local copy of the memory but the tasks' own:
+ * only a dump that holds them may do it. */
+static int dump_pages_check(ckpt_dump_req *req, const ckpt_dump_opts *opts, nm_error *err) {
+        if (opts->pages < 0 || opts->pages >= _CKPT_PAGES_MAX)
+                return nm_error_set(err, -EINVAL, "unknown page destination %d", (int)opts->pages);
+        req->pages = opts->pages;
+        if (req->lazy)
+                req->ps_fd = opts->lazy_ps_fd;
+        if (opts->pages == CKPT_PAGES_HERE)
+                return 0;
+        if (opts->pages_ps_fd < 0)
+                return nm_error_set(err, -EBADF, "pages sent to a page server need its socket");
+        if (req->lazy || !req->keep_stopped || req->end_after)
+                return nm_error_set(err, -EINVAL,
+                                    "pages are sent to a page server only by a dump that holds the tasks "
+                                    "(not lazy, not ended)");
+        req->ps_fd = opts->pages_ps_fd;
+        return 0;
 }
 
 /* CKPT_HOLD_IF_SAFE, right before the freeze: what the tree holds now
@@ -836,6 +871,18 @@ static void dump_work(uv_work_t *w) {
         }
         if (req->keep_stopped && req->hold == CKPT_HOLD_IF_SAFE)
                 dump_decide_hold(req);
+        if (req->end_after && req->pages == CKPT_PAGES_TO_SERVER) {
+                /* Ended after the dump: its images must hold the memory. */
+                req->pages = CKPT_PAGES_HERE;
+                call->rc = dump_write_conf(req);
+                if (call->rc < 0) {
+                        (void)nm_error_errno(&req->error, call->rc, "cannot write %s/dump.conf",
+                                             call->work_dir);
+                        req->source_running = true;
+                        dump_discard(req);
+                        return;
+                }
+        }
         unblock_signals(&old);
         t = ckpt__now_usec();
         ret = criu_run(call, criu_local_dump, 0, &e);
@@ -1043,17 +1090,12 @@ static int dump_prepare(ckpt_dump_req *req, const ckpt_container *c, const char 
         req->keep_stopped = (opts->hold != CKPT_HOLD_END || req->root_fd >= 0) && !opts->lazy;
         req->end_after = req->keep_stopped && opts->hold == CKPT_HOLD_END;
         req->seal = opts->seal && !opts->lazy;
-        if (opts->lazy || req->keep_stopped) {
-                /* libcriu has no setter for a lazy dump, the page server's
-                 * socket or leave-stopped: the RPC configuration file has
-                 * them. */
-                char lazy[64] = "";
-                if (opts->lazy)
-                        snprintf(lazy, sizeof(lazy), "lazy-pages\nps-socket %d\n", opts->lazy_ps_fd);
-                r = rpc_config(call, "dump.conf", "%s%s", lazy, req->keep_stopped ? "leave-stopped\n" : "");
-                if (r < 0)
-                        return nm_error_errno(err, r, "cannot write %s/dump.conf", call->work_dir);
-        }
+        r = dump_pages_check(req, opts, err);
+        if (r < 0)
+                return r;
+        r = dump_write_conf(req);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot write %s/dump.conf", call->work_dir);
         return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ckpt-internal.h"
+#include "ckpt-ps.h"
 #include "ckpt.h"
 #include "fs-util.h"
 #include "macro.h"
@@ -117,8 +118,6 @@ static void on_poll(uv_timer_t *t) {
 int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
                           int ps_fd, ckpt_lazy_pages_cb ready, ckpt_lazy_pages_cb done, void *userdata,
                           nm_error *err, ckpt_lazy_pages **ret) {
-        _cleanup_free_ char *images = NULL;
-        char fdarg[16];
         ckpt_lazy_pages *lp;
         int r;
 
@@ -133,9 +132,8 @@ int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *di
                 return nm_error_set(err, -ENOMEM, "out of memory");
         }
         lp->work_fd = mkdir_p_secure(work_dir, 0700);
-        if (lp->work_fd < 0 || asprintf(&images, "%s/%s", dir, CKPT_IMAGES_DIR) < 0) {
-                r = lp->work_fd < 0 ? lp->work_fd : -ENOMEM;
-                images = NULL;
+        if (lp->work_fd < 0) {
+                r = lp->work_fd;
                 close(ps_fd);
                 lp_release(lp);
                 return nm_error_errno(err, r, "cannot create CRIU work directory %s", work_dir);
@@ -144,43 +142,16 @@ int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *di
         lp->ready = ready;
         lp->done = done;
         lp->userdata = userdata;
-        snprintf(fdarg, sizeof(fdarg), "%d", 3);
-        char *args[] = {criu->path,
-                        (char *)"lazy-pages",
-                        (char *)"--page-server",
-                        (char *)"--ps-socket",
-                        fdarg,
-                        (char *)"-D",
-                        images,
-                        (char *)"-W",
-                        (char *)work_dir,
-                        (char *)"-o",
-                        (char *)LAZY_LOG,
-                        (char *)"-v4",
-                        NULL};
-        uv_stdio_container_t stdio[4] = {
-                {.flags = UV_IGNORE},
-                {.flags = UV_IGNORE},
-                {.flags = UV_IGNORE},
-                {.flags = UV_INHERIT_FD, .data.fd = ps_fd},
-        };
-        uv_process_options_t po = {
-                .exit_cb = on_exit_cb,
-                .file = criu->path,
-                .args = args,
-                .stdio = stdio,
-                .stdio_count = 4,
-        };
         lp->proc.data = lp->timer.data = lp;
         (void)uv_timer_init(loop, &lp->timer);
         lp->handles = 2;
-        r = uv_spawn(loop, &lp->proc, &po);
-        close(ps_fd); /* the daemon has its own now */
+        r = ckpt__ps_spawn(loop, &lp->proc, criu, "lazy-pages", dir, work_dir, LAZY_LOG, ps_fd, on_exit_cb,
+                           err);
         if (r < 0) {
                 lp->freed = true;
                 uv_close((uv_handle_t *)&lp->timer, lp_handle_closed);
                 uv_close((uv_handle_t *)&lp->proc, lp_handle_closed);
-                return nm_error_set(err, r, "cannot start %s lazy-pages: %s", criu->path, uv_strerror(r));
+                return r;
         }
         uv_timer_start(&lp->timer, on_poll, LAZY_POLL_MS, 0);
         *ret = lp;

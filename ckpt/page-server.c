@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `criu page-server` on a socket the caller relays: the receiving end of a
+ * dump that sends its pages while it runs (CKPT_PAGES_TO_SERVER). Also the
+ * spawn it shares with the lazy-pages daemon (lazy.c). */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt-ps.h"
+#include "ckpt.h"
+#include "fs-util.h"
+#include "macro.h"
+
+#define PS_LOG "page-server.log"
+
+typedef enum ps_phase {
+        PS_RUNNING,
+        PS_EXITED,
+} ps_phase;
+
+struct ckpt_page_server {
+        uv_process_t proc;
+        ps_phase phase;
+        bool freed; /* the caller let go: the exit only closes the handle */
+        ckpt_page_server_cb done;
+        void *userdata;
+};
+
+int ckpt__ps_spawn(uv_loop_t *loop, uv_process_t *proc, const ckpt_criu *criu, const char *mode,
+                   const char *dir, const char *work_dir, const char *log, int ps_fd, uv_exit_cb exit_cb,
+                   nm_error *err) {
+        _cleanup_free_ char *images = NULL;
+        bool lazy = strcmp(mode, "lazy-pages") == 0;
+        int r;
+
+        if (asprintf(&images, "%s/%s", dir, CKPT_IMAGES_DIR) < 0) {
+                images = NULL;
+                close(ps_fd);
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        }
+        /* The socket is the child's fd 3. */
+        char *args[] = {criu->path, (char *)mode, (char *)"--ps-socket", (char *)"3", (char *)"-D", images,
+                        (char *)"-W", (char *)work_dir, (char *)"-o", (char *)log, (char *)"-v4",
+                        /* lazy-pages fetches from a page server, not a socket of its own */
+                        lazy ? (char *)"--page-server" : NULL, NULL};
+        uv_stdio_container_t stdio[4] = {
+                {.flags = UV_IGNORE},
+                {.flags = UV_IGNORE},
+                {.flags = UV_IGNORE},
+                {.flags = UV_INHERIT_FD, .data.fd = ps_fd},
+        };
+        uv_process_options_t po = {
+                .exit_cb = exit_cb,
+                .file = criu->path,
+                .args = args,
+                .stdio = stdio,
+                .stdio_count = 4,
+        };
+        r = uv_spawn(loop, proc, &po);
+        close(ps_fd); /* the child has its own now */
+        if (r < 0)
+                return nm_error_set(err, r, "cannot start %s %s: %s", criu->path, mode, uv_strerror(r));
+        return 0;
+}
+
+static void ps_handle_closed(uv_handle_t *h) {
+        free(h->data);
+}
+
+static void ps_exited(uv_process_t *p, int64_t exit_status, int term_signal) {
+        ckpt_page_server *ps = p->data;
+
+        ps->phase = PS_EXITED;
+        if (!ps->freed) {
+                ps->done(ps, exit_status == 0 && term_signal == 0 ? 0 : -EIO, ps->userdata);
+                return;
+        }
+        uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
+}
+
+int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
+                           int ps_fd, ckpt_page_server_cb done, void *userdata, nm_error *err,
+                           ckpt_page_server **ret) {
+        ckpt_page_server *ps;
+        int wfd, r;
+
+        if (!loop || !criu || !dir || !work_dir || ps_fd < 0 || !done || !ret) {
+                if (ps_fd >= 0)
+                        close(ps_fd);
+                return -EINVAL;
+        }
+        wfd = mkdir_p_secure(work_dir, 0700);
+        if (wfd < 0) {
+                close(ps_fd);
+                return nm_error_errno(err, wfd, "cannot create CRIU work directory %s", work_dir);
+        }
+        close(wfd);
+        ps = calloc(1, sizeof(*ps));
+        if (!ps) {
+                close(ps_fd);
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        }
+        ps->done = done;
+        ps->userdata = userdata;
+        ps->proc.data = ps;
+        r = ckpt__ps_spawn(loop, &ps->proc, criu, "page-server", dir, work_dir, PS_LOG, ps_fd, ps_exited,
+                           err);
+        if (r < 0) {
+                /* uv_spawn initialised the handle even when it failed */
+                uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
+                return r;
+        }
+        *ret = ps;
+        return 0;
+}
+
+ckpt_page_server *ckpt_page_server_free(ckpt_page_server *ps) {
+        if (!ps || ps->freed)
+                return NULL;
+        ps->freed = true;
+        if (ps->phase == PS_RUNNING) {
+                /* Its exit closes the handle (ps_exited). */
+                (void)uv_process_kill(&ps->proc, SIGKILL);
+                return NULL;
+        }
+        uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
+        return NULL;
+}
