@@ -1,0 +1,212 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The page stream's MAC: a vector built by hand with OpenSSL's one-shot
+ * HMAC() over the documented bytes, then every way a hostile or broken peer
+ * could bend a stream (a flipped byte, a dropped, repeated or reordered
+ * frame, another migration's frames, another key, a cut before the end,
+ * frames after it) fails, and stays failed. */
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "ps-mac.h"
+
+static const uint8_t key[32] = "0123456789abcdef0123456789abcdef";
+static const char *const bind_a[] = {"mig-1", "node1", "node2"};
+static const char *const bind_b[] = {"mig-2", "node1", "node2"};
+
+static ps_mac *mac_new(const char *const *parts, const uint8_t *k) {
+        ps_mac *m = NULL;
+        assert_int_equal(ps_mac_new(k, 32, parts, 3, &m), 0);
+        return m;
+}
+
+static size_t put_part(uint8_t *out, const void *p, size_t n) {
+        for (int i = 0; i < 8; i++)
+                out[i] = (uint8_t)((uint64_t)n >> (56 - 8 * i));
+        memcpy(out + 8, p, n);
+        return 8 + n;
+}
+
+/* HMAC-SHA256(key, [len|domain][len|part]... kind number(be64) len(be64) bytes) */
+static void expected_tag(const char *const *parts, size_t n_parts, uint8_t kind, uint64_t number,
+                         uint64_t len, const void *bytes, size_t n, uint8_t out[PS_MAC_LEN]) {
+        static const char domain[] = "nucleus-migrate page stream 1";
+        uint8_t msg[512];
+        size_t at = put_part(msg, domain, strlen(domain));
+        unsigned int out_len = 0;
+
+        for (size_t i = 0; i < n_parts; i++)
+                at += put_part(msg + at, parts[i], strlen(parts[i]));
+        msg[at++] = kind;
+        for (int i = 0; i < 8; i++)
+                msg[at++] = (uint8_t)(number >> (56 - 8 * i));
+        for (int i = 0; i < 8; i++)
+                msg[at++] = (uint8_t)(len >> (56 - 8 * i));
+        memcpy(msg + at, bytes, n);
+        at += n;
+        assert_non_null(HMAC(EVP_sha256(), key, sizeof(key), msg, at, out, &out_len));
+        assert_int_equal(out_len, PS_MAC_LEN);
+}
+
+static void test_vector(void **state) {
+        (void)state;
+        ps_mac *m = mac_new(bind_a, key);
+        uint8_t tag[PS_MAC_LEN], want[PS_MAC_LEN];
+
+        assert_int_equal(ps_mac_sign(m, "hello", 5, tag), 0);
+        expected_tag(bind_a, 3, 1, 0, 5, "hello", 5, want);
+        assert_memory_equal(tag, want, PS_MAC_LEN);
+        assert_int_equal(ps_mac_sign(m, "world!", 6, tag), 0);
+        expected_tag(bind_a, 3, 1, 1, 6, "world!", 6, want);
+        assert_memory_equal(tag, want, PS_MAC_LEN);
+        assert_int_equal(ps_mac_sign_end(m, tag), 0);
+        expected_tag(bind_a, 3, 2, 2, 11, NULL, 0, want);
+        assert_memory_equal(tag, want, PS_MAC_LEN);
+        assert_int_equal(ps_mac_get_state(m), PS_MAC_ENDED);
+        assert_int_equal(ps_mac_sign(m, "x", 1, tag), -EPIPE);
+        ps_mac_free(m);
+}
+
+/* A stream of three frames and its end, as a sender makes it. */
+typedef struct stream {
+        char data[3][16];
+        size_t len[3];
+        uint8_t tag[3][PS_MAC_LEN];
+        uint8_t end[PS_MAC_LEN];
+} stream;
+
+static void make_stream(stream *s, const char *const *parts, const uint8_t *k) {
+        ps_mac *m = mac_new(parts, k);
+        for (int i = 0; i < 3; i++) {
+                s->len[i] = (size_t)snprintf(s->data[i], sizeof(s->data[i]), "frame %d", i);
+                assert_int_equal(ps_mac_sign(m, s->data[i], s->len[i], s->tag[i]), 0);
+        }
+        assert_int_equal(ps_mac_sign_end(m, s->end), 0);
+        ps_mac_free(m);
+}
+
+static void test_round_trip(void **state) {
+        (void)state;
+        stream s;
+        make_stream(&s, bind_a, key);
+        ps_mac *r = mac_new(bind_a, key);
+        for (int i = 0; i < 3; i++)
+                assert_int_equal(ps_mac_check(r, s.data[i], s.len[i], s.tag[i]), 0);
+        assert_int_equal(ps_mac_frames(r), 3);
+        assert_int_equal(ps_mac_bytes(r), s.len[0] + s.len[1] + s.len[2]);
+        assert_int_equal(ps_mac_check_end(r, s.end), 0);
+        assert_int_equal(ps_mac_get_state(r), PS_MAC_ENDED);
+        /* Nothing after the end, not even a valid-looking frame. */
+        assert_int_equal(ps_mac_check(r, s.data[0], s.len[0], s.tag[0]), -EPIPE);
+        ps_mac_free(r);
+}
+
+/* Feeds frames in the given order (-1: the end frame); returns the first
+ * failure's index in order, or -1 when every check passed. */
+static int feed(const stream *s, const char *const *parts, const uint8_t *k, const int *order, int n,
+                int *ret_err) {
+        ps_mac *r = mac_new(parts, k);
+        int failed = -1;
+        for (int i = 0; i < n && failed < 0; i++) {
+                int f = order[i];
+                int e = f < 0 ? ps_mac_check_end(r, s->end)
+                              : ps_mac_check(r, s->data[f], s->len[f], s->tag[f]);
+                if (e < 0) {
+                        failed = i;
+                        *ret_err = e;
+                }
+        }
+        if (failed >= 0) {
+                /* Broken for good: even the right next frame is refused now. */
+                assert_int_equal(ps_mac_get_state(r), PS_MAC_BROKEN);
+                assert_int_equal(ps_mac_check(r, s->data[0], s->len[0], s->tag[0]), -EPIPE);
+                assert_int_equal(ps_mac_check_end(r, s->end), -EPIPE);
+        }
+        ps_mac_free(r);
+        return failed;
+}
+
+static void test_bent_streams_fail(void **state) {
+        (void)state;
+        stream s;
+        int err = 0;
+        make_stream(&s, bind_a, key);
+
+        static const int dropped[] = {0, 2, -1}, repeated[] = {0, 0, 1, 2, -1}, swapped[] = {1, 0, 2, -1},
+                         cut[] = {0, 1, -1}, all[] = {0, 1, 2, -1};
+        assert_int_equal(feed(&s, bind_a, key, dropped, 3, &err), 1);
+        assert_int_equal(err, -EBADMSG);
+        assert_int_equal(feed(&s, bind_a, key, repeated, 5, &err), 1);
+        assert_int_equal(feed(&s, bind_a, key, swapped, 4, &err), 0);
+        /* Cut before the last frame: the end counts what came. */
+        assert_int_equal(feed(&s, bind_a, key, cut, 3, &err), 2);
+        /* Another migration's stream, or another key: the first frame fails. */
+        assert_int_equal(feed(&s, bind_b, key, all, 4, &err), 0);
+        uint8_t other[32];
+        memcpy(other, key, sizeof(other));
+        other[31] ^= 1;
+        assert_int_equal(feed(&s, bind_a, other, all, 4, &err), 0);
+        assert_int_equal(feed(&s, bind_a, key, all, 4, &err), -1);
+
+        /* One flipped bit in a frame's bytes, or in its tag. */
+        stream bad = s;
+        bad.data[1][3] ^= 0x10;
+        assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 1);
+        bad = s;
+        bad.tag[2][0] ^= 1;
+        assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 2);
+        /* The same bytes split differently are other frames. */
+        bad = s;
+        bad.len[0]--;
+        assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 0);
+}
+
+static void test_bindings_do_not_run_together(void **state) {
+        (void)state;
+        /* ("ab","c") and ("a","bc") are different bindings. */
+        static const char *const p1[] = {"ab", "c"}, *const p2[] = {"a", "bc"};
+        ps_mac *a = NULL, *b = NULL;
+        uint8_t ta[PS_MAC_LEN], tb[PS_MAC_LEN];
+        assert_int_equal(ps_mac_new(key, sizeof(key), p1, 2, &a), 0);
+        assert_int_equal(ps_mac_new(key, sizeof(key), p2, 2, &b), 0);
+        assert_int_equal(ps_mac_sign(a, "x", 1, ta), 0);
+        assert_int_equal(ps_mac_sign(b, "x", 1, tb), 0);
+        assert_memory_not_equal(ta, tb, PS_MAC_LEN);
+        ps_mac_free(a);
+        ps_mac_free(b);
+}
+
+static void test_bad_arguments(void **state) {
+        (void)state;
+        static const char *const holes[] = {"a", NULL};
+        ps_mac *m = NULL;
+        uint8_t tag[PS_MAC_LEN] = {0};
+        assert_int_equal(ps_mac_new(NULL, 32, bind_a, 3, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 0, bind_a, 3, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 32, holes, 2, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 32, bind_a, PS_MAC_PARTS_MAX + 1, &m), -EINVAL);
+        m = mac_new(bind_a, key);
+        /* An empty data frame would let a peer pad a stream with nothing. */
+        assert_int_equal(ps_mac_sign(m, "", 0, tag), -EINVAL);
+        assert_int_equal(ps_mac_check(m, "", 0, tag), -EINVAL);
+        assert_int_equal(ps_mac_get_state(m), PS_MAC_OPEN);
+        ps_mac_free(m);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_vector),
+                cmocka_unit_test(test_round_trip),
+                cmocka_unit_test(test_bent_streams_fail),
+                cmocka_unit_test(test_bindings_do_not_run_together),
+                cmocka_unit_test(test_bad_arguments),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}

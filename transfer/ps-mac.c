@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The page stream's MAC (ps-mac.h). The binding is absorbed once into a
+ * keyed context; each frame continues a copy of it, so a frame costs one
+ * HMAC over its own bytes. */
+#include <errno.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ps-mac.h"
+
+static const char domain[] = "nucleus-migrate page stream 1";
+
+typedef enum frame_kind {
+        FRAME_DATA = 1,
+        FRAME_END = 2,
+} frame_kind;
+
+struct ps_mac {
+        EVP_MAC_CTX *bound; /* keyed, the domain and the binding absorbed */
+        ps_mac_state state;
+        uint64_t frames, bytes;
+};
+
+static void put_be64(uint8_t out[8], uint64_t v) {
+        for (int i = 7; i >= 0; i--, v >>= 8)
+                out[i] = (uint8_t)v;
+}
+
+/* Length-prefixed, so that no two bindings read the same. */
+static int absorb_part(EVP_MAC_CTX *ctx, const void *p, size_t n) {
+        uint8_t len[8];
+        put_be64(len, n);
+        return EVP_MAC_update(ctx, len, sizeof(len)) == 1 && EVP_MAC_update(ctx, p, n) == 1 ? 0 : -EIO;
+}
+
+int ps_mac_new(const void *key, size_t key_len, const char *const *parts, size_t n_parts, ps_mac **ret) {
+        OSSL_PARAM params[2];
+        EVP_MAC *alg;
+        ps_mac *m;
+        int r = 0;
+
+        if (!key || key_len == 0 || n_parts > PS_MAC_PARTS_MAX || (n_parts && !parts) || !ret)
+                return -EINVAL;
+        for (size_t i = 0; i < n_parts; i++)
+                if (!parts[i])
+                        return -EINVAL;
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
+        m->bound = alg ? EVP_MAC_CTX_new(alg) : NULL;
+        EVP_MAC_free(alg);
+        params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
+        params[1] = OSSL_PARAM_construct_end();
+        if (!m->bound || EVP_MAC_init(m->bound, key, key_len, params) != 1)
+                r = -EIO;
+        if (r == 0)
+                r = absorb_part(m->bound, domain, sizeof(domain) - 1);
+        for (size_t i = 0; r == 0 && i < n_parts; i++)
+                r = absorb_part(m->bound, parts[i], strlen(parts[i]));
+        if (r < 0) {
+                ps_mac_free(m);
+                return r;
+        }
+        m->state = PS_MAC_OPEN;
+        *ret = m;
+        return 0;
+}
+
+ps_mac *ps_mac_free(ps_mac *m) {
+        if (m) {
+                EVP_MAC_CTX_free(m->bound);
+                free(m);
+        }
+        return NULL;
+}
+
+/* The tag of frame number `number` of kind `kind` over buf[0..n). */
+static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t len, const void *buf,
+                     size_t n, uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t head[17];
+        size_t out = 0;
+        EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(m->bound);
+        int r = 0;
+
+        if (!ctx)
+                return -ENOMEM;
+        head[0] = (uint8_t)kind;
+        put_be64(head + 1, number);
+        put_be64(head + 9, len);
+        if (EVP_MAC_update(ctx, head, sizeof(head)) != 1 || (n && EVP_MAC_update(ctx, buf, n) != 1) ||
+            EVP_MAC_final(ctx, tag, &out, PS_MAC_LEN) != 1 || out != PS_MAC_LEN)
+                r = -EIO;
+        EVP_MAC_CTX_free(ctx);
+        return r;
+}
+
+int ps_mac_sign(ps_mac *m, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
+        int r;
+
+        if (!m || !buf || n == 0)
+                return -EINVAL;
+        if (m->state != PS_MAC_OPEN)
+                return -EPIPE;
+        r = frame_tag(m, FRAME_DATA, m->frames, n, buf, n, ret_tag);
+        if (r < 0)
+                return r;
+        m->frames++;
+        m->bytes += n;
+        return 0;
+}
+
+int ps_mac_sign_end(ps_mac *m, uint8_t ret_tag[static PS_MAC_LEN]) {
+        int r;
+
+        if (!m)
+                return -EINVAL;
+        if (m->state != PS_MAC_OPEN)
+                return -EPIPE;
+        r = frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, ret_tag);
+        if (r < 0)
+                return r;
+        m->state = PS_MAC_ENDED;
+        return 0;
+}
+
+static int check_tag(ps_mac *m, const uint8_t want[static PS_MAC_LEN],
+                     const uint8_t tag[static PS_MAC_LEN]) {
+        if (CRYPTO_memcmp(want, tag, PS_MAC_LEN) != 0) {
+                m->state = PS_MAC_BROKEN;
+                return -EBADMSG;
+        }
+        return 0;
+}
+
+int ps_mac_check(ps_mac *m, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t want[PS_MAC_LEN];
+        int r;
+
+        if (!m || !buf || n == 0 || !tag)
+                return -EINVAL;
+        if (m->state != PS_MAC_OPEN)
+                return -EPIPE;
+        r = frame_tag(m, FRAME_DATA, m->frames, n, buf, n, want);
+        if (r < 0)
+                return r;
+        r = check_tag(m, want, tag);
+        if (r < 0)
+                return r;
+        m->frames++;
+        m->bytes += n;
+        return 0;
+}
+
+int ps_mac_check_end(ps_mac *m, const uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t want[PS_MAC_LEN];
+        int r;
+
+        if (!m || !tag)
+                return -EINVAL;
+        if (m->state != PS_MAC_OPEN)
+                return -EPIPE;
+        r = frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, want);
+        if (r < 0)
+                return r;
+        r = check_tag(m, want, tag);
+        if (r < 0)
+                return r;
+        m->state = PS_MAC_ENDED;
+        return 0;
+}
+
+ps_mac_state ps_mac_get_state(const ps_mac *m) {
+        return m ? m->state : PS_MAC_BROKEN;
+}
+
+uint64_t ps_mac_frames(const ps_mac *m) {
+        return m ? m->frames : 0;
+}
+
+uint64_t ps_mac_bytes(const ps_mac *m) {
+        return m ? m->bytes : 0;
+}
