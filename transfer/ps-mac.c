@@ -98,79 +98,62 @@ static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t
         return r;
 }
 
-int ps_mac_sign(ps_mac *m, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
-        int r;
-
-        if (!m || !buf || n == 0)
-                return -EINVAL;
+/* The tag the next frame of this kind must carry. */
+static int next_tag(const ps_mac *m, frame_kind kind, const void *buf, size_t n,
+                    uint8_t tag[static PS_MAC_LEN]) {
         if (m->state != PS_MAC_OPEN)
                 return -EPIPE;
-        r = frame_tag(m, FRAME_DATA, m->frames, n, buf, n, ret_tag);
-        if (r < 0)
-                return r;
+        if (kind == FRAME_END)
+                return frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, tag);
+        return frame_tag(m, FRAME_DATA, m->frames, n, buf, n, tag);
+}
+
+static void advance(ps_mac *m, frame_kind kind, size_t n) {
+        if (kind == FRAME_END) {
+                m->state = PS_MAC_ENDED;
+                return;
+        }
         m->frames++;
         m->bytes += n;
-        return 0;
 }
 
-int ps_mac_sign_end(ps_mac *m, uint8_t ret_tag[static PS_MAC_LEN]) {
-        int r;
-
-        if (!m)
-                return -EINVAL;
-        if (m->state != PS_MAC_OPEN)
-                return -EPIPE;
-        r = frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, ret_tag);
+static int sign(ps_mac *m, frame_kind kind, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
+        int r = next_tag(m, kind, buf, n, ret_tag);
         if (r < 0)
                 return r;
-        m->state = PS_MAC_ENDED;
+        advance(m, kind, n);
         return 0;
 }
 
-static int check_tag(ps_mac *m, const uint8_t want[static PS_MAC_LEN],
-                     const uint8_t tag[static PS_MAC_LEN]) {
+static int check(ps_mac *m, frame_kind kind, const void *buf, size_t n,
+                 const uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t want[PS_MAC_LEN];
+        int r = next_tag(m, kind, buf, n, want);
+        if (r < 0)
+                return r;
         if (CRYPTO_memcmp(want, tag, PS_MAC_LEN) != 0) {
                 m->state = PS_MAC_BROKEN;
                 return -EBADMSG;
         }
+        advance(m, kind, n);
         return 0;
+}
+
+/* An empty data frame would let a peer pad a stream with nothing. */
+int ps_mac_sign(ps_mac *m, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
+        return m && buf && n ? sign(m, FRAME_DATA, buf, n, ret_tag) : -EINVAL;
+}
+
+int ps_mac_sign_end(ps_mac *m, uint8_t ret_tag[static PS_MAC_LEN]) {
+        return m ? sign(m, FRAME_END, NULL, 0, ret_tag) : -EINVAL;
 }
 
 int ps_mac_check(ps_mac *m, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]) {
-        uint8_t want[PS_MAC_LEN];
-        int r;
-
-        if (!m || !buf || n == 0 || !tag)
-                return -EINVAL;
-        if (m->state != PS_MAC_OPEN)
-                return -EPIPE;
-        r = frame_tag(m, FRAME_DATA, m->frames, n, buf, n, want);
-        if (r < 0)
-                return r;
-        r = check_tag(m, want, tag);
-        if (r < 0)
-                return r;
-        m->frames++;
-        m->bytes += n;
-        return 0;
+        return m && buf && n && tag ? check(m, FRAME_DATA, buf, n, tag) : -EINVAL;
 }
 
 int ps_mac_check_end(ps_mac *m, const uint8_t tag[static PS_MAC_LEN]) {
-        uint8_t want[PS_MAC_LEN];
-        int r;
-
-        if (!m || !tag)
-                return -EINVAL;
-        if (m->state != PS_MAC_OPEN)
-                return -EPIPE;
-        r = frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, want);
-        if (r < 0)
-                return r;
-        r = check_tag(m, want, tag);
-        if (r < 0)
-                return r;
-        m->state = PS_MAC_ENDED;
-        return 0;
+        return m && tag ? check(m, FRAME_END, NULL, 0, tag) : -EINVAL;
 }
 
 ps_mac_state ps_mac_get_state(const ps_mac *m) {

@@ -18,9 +18,7 @@ NM=${NM_MIGRATE:-$FX_BUILD/agent/nucleus-migrate}
 [ -x "$NM" ] || t_fail "$NM is not built"
 criu=$(t_criu)
 fx_nodes_up
-n1=$(fx_dir n1)
-export NUCLEUS_STATE_DIR=$n1/nucleus
-export NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$n1/keys/checkpoint-hmac.key
+fx_use_node n1
 nm() { fx_in n1 "$NM" "$@"; }
 count() { fx_ctr_field "$work" count; }
 # The workload's log holds 1..N without a gap or a repeat. Checked on a copy,

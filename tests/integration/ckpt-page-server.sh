@@ -17,9 +17,7 @@ NM=$FX_BUILD/agent/nucleus-migrate
 PSD=$FX_BUILD/tests/tools/nm-ps-dump
 [ -x "$PSD" ] || t_fail "$PSD is not built"
 fx_nodes_up
-n1=$(fx_dir n1)
-export NUCLEUS_STATE_DIR=$n1/nucleus
-export NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$n1/keys/checkpoint-hmac.key
+fx_use_node n1
 nm() { fx_in n1 "$NM" "$@"; }
 count() { fx_ctr_field "$work" count; }
 gone() { ! kill -0 "$1" 2>/dev/null || grep -q '^State:.*Z' "/proc/$1/status"; }

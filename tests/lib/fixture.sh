@@ -56,6 +56,12 @@ FX_TEARDOWN_HOOKS=()
 fx_ns() { echo "nmfx-$FX_TAG-$1"; }
 fx_addr() { echo "$FX_NET.${1#n}"; }
 fx_dir() { echo "$FX_ROOT/$1"; }
+# fx_use_node NODE: this shell's nucleus state directory and HMAC key are
+# NODE's, as the CLI run on NODE by hand would have them.
+fx_use_node() {
+	export NUCLEUS_STATE_DIR=$FX_ROOT/$1/nucleus
+	export NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$FX_ROOT/$1/keys/checkpoint-hmac.key
+}
 fx_other() { [ "$1" = n1 ] && echo n2 || echo n1; }
 fx_node_name() { echo "node${1#n}"; }
 fx_conf() { echo "$FX_ROOT/$1/etc/agent.conf"; }
