@@ -43,7 +43,11 @@ char **ckpt__strv_copy(char *const *l);
 
 /* Reads "/proc/<pid>/<what>" (e.g. "stat"). */
 int ckpt__proc_read(pid_t pid, const char *what, char **ret, size_t *ret_len);
-/* Parses field 22 from the text of /proc/<pid>/stat. */
+/* The text of /proc/<pid>/stat, read once, parsed here only: field n as
+ * proc(5) numbers them (n >= 3, after the command), as a number; the state
+ * letter (field 3; '\0' when unreadable); the start time (field 22). */
+int ckpt__stat_field(const char *stat, int n, long long *ret);
+char ckpt__stat_state(const char *stat);
 int ckpt__parse_start_ticks(const char *stat, uint64_t *ret);
 /* Whether the texts of /proc/<pid>/stat and /proc/<pid>/status say the
  * task is on its way out (exiting, or SIGKILL pending); ckpt__proc_dying

@@ -236,13 +236,9 @@ int ckpt_container_from_pid(pid_t pid, ckpt_container **ret, nm_error *err) {
  * be read. */
 static char proc_state(pid_t pid) {
         _cleanup_free_ char *stat = NULL;
-        const char *p;
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
                 return '\0';
-        p = strrchr(stat, ')');
-        if (!p || p[1] != ' ')
-                return '\0';
-        return p[2];
+        return ckpt__stat_state(stat);
 }
 
 /* A zombie keeps its start time; it is still not running. */

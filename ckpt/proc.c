@@ -207,14 +207,14 @@ int ckpt_resume(pid_t root, uint64_t root_start_ticks, const ckpt_stopped_tasks 
 static bool pid_gone(pid_t pid, uint64_t ticks) {
         _cleanup_free_ char *stat = NULL;
         uint64_t now;
-        const char *p;
+        char state;
 
         if (ckpt__proc_read(pid, "stat", &stat, NULL) < 0)
                 return true;
         if (ckpt__parse_start_ticks(stat, &now) < 0 || now != ticks)
                 return true;
-        p = strrchr(stat, ')');
-        return p && (p[2] == 'Z' || p[2] == 'X');
+        state = ckpt__stat_state(stat);
+        return state == 'Z' || state == 'X';
 }
 
 int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
@@ -280,29 +280,13 @@ static bool sigkill_in(const char *status, const char *field) {
 
 /* Field 9 of /proc/<pid>/stat (flags): the sixth field after the state,
  * which follows the last ')' (the name may hold spaces and parentheses). */
-static bool stat_flags(const char *stat, unsigned long *ret) {
-        const char *p = stat ? strrchr(stat, ')') : NULL;
-        char *end;
-        if (!p)
-                return false;
-        p++;
-        for (int field = 3; field < 9; field++) {
-                p = strchr(p + 1, ' ');
-                if (!p)
-                        return false;
-        }
-        errno = 0;
-        *ret = strtoul(p + 1, &end, 10);
-        return !errno && end != p + 1;
-}
-
 /* A task that was sent SIGKILL can never run again, though until it has
  * torn down its memory (long, for a large heap) it is neither gone nor a
  * zombie, and a stopped or traced task may not have acted on the signal
  * yet. */
 bool ckpt__parse_dying(const char *stat, const char *status) {
-        unsigned long flags;
-        if (stat_flags(stat, &flags) && (flags & PROC_PF_EXITING))
+        long long flags; /* field 9 */
+        if (ckpt__stat_field(stat, 9, &flags) == 0 && ((unsigned long long)flags & PROC_PF_EXITING))
                 return true;
         return status && (sigkill_in(status, "\nShdPnd:") || sigkill_in(status, "\nSigPnd:"));
 }

@@ -208,31 +208,54 @@ int ckpt__proc_read(pid_t pid, const char *what, char **ret, size_t *ret_len) {
         return r == -ENOENT ? -ESRCH : r;
 }
 
-int ckpt__parse_start_ticks(const char *stat, uint64_t *ret) {
-        /* comm (field 2) may hold spaces and parentheses: fields after the
-         * last ')' are plain; starttime is the 20th of them. */
-        const char *p = strrchr(stat, ')');
-        unsigned long long v;
+/* comm (field 2) may hold spaces and parentheses: the fields after the
+ * last ')' are plain. NULL when there is no such field. */
+static const char *stat_field_at(const char *stat, int n) {
+        const char *p = stat ? strrchr(stat, ')') : NULL;
+
+        if (!p || n < 3)
+                return NULL;
+        p++;
+        for (int field = 3;; field++) {
+                p += strspn(p, " ");
+                if (!*p || *p == '\n')
+                        return NULL;
+                if (field == n)
+                        return p;
+                p += strcspn(p, " \n");
+        }
+}
+
+int ckpt__stat_field(const char *stat, int n, long long *ret) {
+        const char *p = stat_field_at(stat, n);
         char *end;
+        long long v;
 
         if (!p)
                 return -EBADMSG;
-        p++;
-        for (int field = 3; field <= 22; field++) {
-                while (*p == ' ')
-                        p++;
-                if (!*p)
-                        return -EBADMSG;
-                if (field == 22)
-                        break;
-                while (*p && *p != ' ')
-                        p++;
-        }
         errno = 0;
-        v = strtoull(p, &end, 10);
+        v = strtoll(p, &end, 10);
         if (errno != 0 || end == p || (*end && *end != ' ' && *end != '\n'))
                 return -EBADMSG;
         *ret = v;
+        return 0;
+}
+
+char ckpt__stat_state(const char *stat) {
+        const char *p = stat_field_at(stat, 3);
+        if (!p || (p[1] != ' ' && p[1] != '\n' && p[1] != '\0'))
+                return '\0';
+        return p[0];
+}
+
+int ckpt__parse_start_ticks(const char *stat, uint64_t *ret) {
+        long long v;
+        int r = ckpt__stat_field(stat, 22, &v);
+        if (r < 0)
+                return r;
+        if (v < 0)
+                return -EBADMSG;
+        *ret = (uint64_t)v;
         return 0;
 }
 

@@ -24,33 +24,6 @@ static bool is_terminal(dev_t rdev) {
         return (ma >= 136 && ma <= 143) || (ma == 5 && mi <= 2) || ma == 4;
 }
 
-/* The field after the command of /proc/<pid>/stat numbered n (3: state). */
-static int stat_field(pid_t pid, int n, long long *ret) {
-        _cleanup_free_ char *buf = NULL;
-        char path[64];
-        int r;
-
-        snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-        r = read_file_at(AT_FDCWD, path, 4096, &buf, NULL);
-        if (r < 0)
-                return r;
-        const char *p = strrchr(buf, ')');
-        if (!p)
-                return -EINVAL;
-        p++;
-        for (int i = 3; i <= n; i++) {
-                p += strspn(p, " ");
-                if (i == n) {
-                        char *end;
-                        errno = 0;
-                        *ret = strtoll(p, &end, 10);
-                        return errno || end == p ? -EINVAL : 0;
-                }
-                p += strcspn(p, " ");
-        }
-        return -EINVAL;
-}
-
 /* What in one fd keeps a copy from being restored beside the original;
  * NULL when nothing does. A fd that is gone by now holds nothing. */
 static const char *fd_blocker(pid_t pid, const char *fd) {
@@ -69,13 +42,15 @@ static const char *fd_blocker(pid_t pid, const char *fd) {
 }
 
 static int task_blocker(pid_t pid, char *why, size_t n) {
+        _cleanup_free_ char *stat = NULL;
         char path[64];
         long long tty = 0;
         struct dirent *de;
         DIR *d;
 
         /* Field 7: the controlling terminal, with or without a fd on it. */
-        if (stat_field(pid, 7, &tty) == 0 && tty != 0) {
+        if (ckpt__proc_read(pid, "stat", &stat, NULL) == 0 && ckpt__stat_field(stat, 7, &tty) == 0 &&
+            tty != 0) {
                 snprintf(why, n, "process %d has a controlling terminal", (int)pid);
                 return 0;
         }

@@ -180,6 +180,35 @@ static void test_kill_tree(void **state) {
         assert_int_equal(ckpt_kill_tree(pid, ticks, NULL), 0);
 }
 
+/* One parser for /proc/<pid>/stat: a command with spaces and parentheses
+ * in it does not shift the fields after it; a short or bad text is refused. */
+static void test_stat_fields(void **state) {
+        (void)state;
+        const char *odd = "42 (a) (b c)) T 1 42 42 34817 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 777 0 0\n";
+        long long v = 0;
+        uint64_t ticks = 0;
+
+        assert_int_equal(ckpt__stat_state(odd), 'T');
+        assert_int_equal(ckpt__stat_field(odd, 4, &v), 0);
+        assert_int_equal(v, 1);
+        assert_int_equal(ckpt__stat_field(odd, 7, &v), 0); /* tty_nr */
+        assert_int_equal(v, 34817);
+        assert_int_equal(ckpt__stat_field(odd, 8, &v), 0);
+        assert_int_equal(v, -1);
+        assert_int_equal(ckpt__stat_field(odd, 9, &v), 0); /* flags */
+        assert_int_equal(v, 4194560);
+        assert_int_equal(ckpt__parse_start_ticks(odd, &ticks), 0);
+        assert_int_equal(ticks, 777);
+        assert_int_equal(ckpt__stat_field(odd, 25, &v), -EBADMSG); /* past the end */
+        assert_int_equal(ckpt__stat_field(odd, 2, &v), -EBADMSG);  /* the command is not a number */
+        assert_int_equal(ckpt__stat_field(odd, 3, &v), -EBADMSG);  /* nor is the state */
+        assert_int_equal(ckpt__stat_state("42 (x)"), '\0');
+        assert_int_equal(ckpt__stat_state("42 (x) Sx 1"), '\0');
+        assert_int_equal(ckpt__stat_state("no parenthesis S 1"), '\0');
+        assert_int_equal(ckpt__parse_start_ticks("42 (x) S 1 2 3", &ticks), -EBADMSG);
+        assert_int_equal(ckpt__stat_field(NULL, 4, &v), -EBADMSG);
+}
+
 /* A task on its way out is told from one that runs: PF_EXITING in its
  * flags, or SIGKILL pending (shared or its own); other pending signals and
  * other flags are not. */
@@ -315,6 +344,7 @@ int main(void) {
                 cmocka_unit_test(test_resume_every_task),
                 cmocka_unit_test(test_resume_keeps_stopped),
                 cmocka_unit_test(test_kill_tree),
+                cmocka_unit_test(test_stat_fields),
                 cmocka_unit_test(test_parse_dying),
                 cmocka_unit_test(test_holdable_shared_pid_ns),
                 cmocka_unit_test(test_holdable_own_pid_ns),
