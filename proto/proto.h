@@ -309,6 +309,9 @@ typedef struct proto_outcome_msg {
         bool running;      /* a copy of that container runs there */
         bool has_held_pid;
         uint32_t held_pid; /* a copy of it is held stopped there, as this pid (>= 1) */
+        bool has_held_start;
+        uint64_t held_start; /* with held_pid: when that process started (ticks since boot), so that
+                              * the operator acts on it and not on a later process with its pid */
 } proto_outcome_msg;
 
 typedef struct proto_resolved {

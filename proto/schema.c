@@ -213,6 +213,7 @@ static const proto__field outcome_fields[] = {
         OPT_STR("phase", outcome.phase, PROTO__CHECK_ID, 1, PROTO_ID_MAX),
         OPT_BOOL("running", outcome.running, outcome.has_running),
         OPT_U32("held_pid", outcome.held_pid, outcome.has_held_pid, 1, INT32_MAX),
+        OPT_U64("held_start", outcome.held_start, outcome.has_held_start),
 };
 
 static const proto__field resolved_fields[] = {

@@ -2,6 +2,7 @@
 /* nucleus-migrate sign | verify | checkpoint | restore | resume | kill-tree:
  * the checkpoint core on its own, on this node, without an agent or a peer.
  * Useful by themselves and for debugging a migration step by step. */
+#include <inttypes.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -829,8 +830,26 @@ int cmd_restore(int argc, char **argv) {
 
 /* ---- resume / kill-tree ------------------------------------------------- */
 
-/* The verbs' fn: pid, the checkpoint DIR of -i (NULL when not given). */
-typedef int (*pid_fn)(pid_t pid, const char *dir, nm_error *err);
+/* The verbs' fn: pid, its start time (0: not given), the checkpoint DIR of
+ * -i (NULL when not given). */
+typedef int (*pid_fn)(pid_t pid, uint64_t start_ticks, const char *dir, nm_error *err);
+
+/* --start-ticks names one process: a later one with the same pid is not
+ * it, and nothing is done to it. */
+static int check_start_ticks(pid_t pid, uint64_t want, nm_error *err) {
+        uint64_t now = 0;
+
+        if (ckpt_proc_start_ticks(pid, &now) < 0)
+                return nm_error_set(err, -ESRCH, "no process %d: nothing was done", (int)pid);
+        if (now != want)
+                return nm_error_set(err, -ESRCH,
+                                    "process %d is not the one meant: it started at %" PRIu64
+                                    ", not %" PRIu64
+                                    " (that one ended, and its pid is another process's now): nothing was "
+                                    "done",
+                                    (int)pid, now, want);
+        return 0;
+}
 
 /* The source's tree of a checkpoint made with --leave-stopped. */
 typedef struct source_tree {
@@ -899,12 +918,15 @@ static int source_act(const char *dir, source_op op, pid_t *ret_pid, nm_error *e
 static int pid_verb(int argc, char **argv, void (*help)(void), pid_fn fn, source_op op, const char *done) {
         static const struct option opts[] = {{"input", required_argument, NULL, 'i'},
                                              {"forget", no_argument, NULL, 'f'},
+                                             {"start-ticks", required_argument, NULL, 's'},
                                              {"help", no_argument, NULL, 'h'},
                                              {}};
         const char *dir = NULL;
         bool forget = false;
+        uint64_t start_ticks = 0;
         nm_error err = {};
         pid_t pid = 0;
+        char *end;
         int c, r;
 
         while ((c = getopt_long(argc, argv, "i:h", opts, NULL)) >= 0) {
@@ -912,17 +934,27 @@ static int pid_verb(int argc, char **argv, void (*help)(void), pid_fn fn, source
                 case 'h': help(); return NM_EXIT_OK;
                 case 'i': dir = optarg; break;
                 case 'f': forget = true; break;
+                case 's':
+                        errno = 0;
+                        start_ticks = strtoull(optarg, &end, 10);
+                        if (errno || end == optarg || *end || start_ticks == 0 || optarg[0] == '-')
+                                return usage_error(argv[0], "--start-ticks wants a start time > 0");
+                        break;
                 default: return usage_error(argv[0], "bad option");
                 }
         }
         if (forget && (op != SOURCE_END || !dir))
                 return usage_error(argv[0], "--forget goes with kill-tree -i DIR");
         if (dir && optind == argc) {
+                if (start_ticks)
+                        return usage_error(argv[0], "--start-ticks goes with a PID");
                 r = source_act(dir, forget ? SOURCE_END_FORGET : op, &pid, &err);
         } else {
                 if (forget || optind + 1 != argc || parse_pid(argv[optind], &pid) < 0)
                         return usage_error(argv[0], "expects one PID (> 1), or -i DIR");
-                r = fn(pid, dir, &err);
+                r = start_ticks ? check_start_ticks(pid, start_ticks, &err) : 0;
+                if (r == 0)
+                        r = fn(pid, start_ticks, dir, &err);
         }
         if (r < 0) {
                 failf(argv[0], &err);
@@ -933,7 +965,7 @@ static int pid_verb(int argc, char **argv, void (*help)(void), pid_fn fn, source
 }
 
 static void resume_help(void) {
-        printf("Usage: %s resume [-i DIR] PID\n"
+        printf("Usage: %s resume [-i DIR] [--start-ticks T] PID\n"
                "       %s resume -i DIR\n"
                "\n"
                "Continues a process tree restored with --leave-stopped: sends SIGCONT to PID and\n"
@@ -950,13 +982,16 @@ static void resume_help(void) {
                "OPTIONS\n"
                "  -i, --input DIR   with PID: the checkpoint the tree was restored from; alone:\n"
                "                    the checkpoint made with --leave-stopped\n"
+               "  --start-ticks T   only if PID started at T (field 22 of /proc/PID/stat, as\n"
+               "                    'resolve' names a held copy): a later process that took the\n"
+               "                    pid over is left alone (exit 6)\n"
                "  -h, --help        this text\n"
                "\n%s",
                cli_program, cli_program, exit_help);
 }
 
 static void kill_tree_help(void) {
-        printf("Usage: %s kill-tree PID\n"
+        printf("Usage: %s kill-tree [--start-ticks T] PID\n"
                "       %s kill-tree -i DIR\n"
                "\n"
                "Kills a restored process tree (PID and every descendant) with SIGKILL and waits\n"
@@ -972,12 +1007,15 @@ static void kill_tree_help(void) {
                "  --forget          with -i: also do the supervisor's cleanup (address reservation,\n"
                "                    cgroup, state file), for a copy that has no supervisor (one\n"
                "                    restored on this node)\n"
+               "  --start-ticks T   only if PID started at T (field 22 of /proc/PID/stat, as\n"
+               "                    'resolve' names a held copy): a later process that took the\n"
+               "                    pid over is left alone (exit 6)\n"
                "  -h, --help        this text\n"
                "\n%s",
                cli_program, cli_program, exit_help);
 }
 
-static int resume_tree(pid_t pid, const char *dir, nm_error *err) {
+static int resume_tree(pid_t pid, uint64_t start_ticks, const char *dir, nm_error *err) {
         ckpt_stopped_tasks keep = {};
         int r;
 
@@ -986,14 +1024,14 @@ static int resume_tree(pid_t pid, const char *dir, nm_error *err) {
                 if (r < 0)
                         return r;
         }
-        r = ckpt_resume(pid, 0, &keep, err);
+        r = ckpt_resume(pid, start_ticks, &keep, err);
         ckpt_stopped_tasks_done(&keep);
         return r;
 }
 
-static int kill_tree(pid_t pid, const char *dir, nm_error *err) {
+static int kill_tree(pid_t pid, uint64_t start_ticks, const char *dir, nm_error *err) {
         (void)dir;
-        return ckpt_kill_tree(pid, 0, err);
+        return ckpt_kill_tree(pid, start_ticks, err);
 }
 
 int cmd_resume(int argc, char **argv) {

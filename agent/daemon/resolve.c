@@ -6,6 +6,7 @@
  * tell (--force). The rules are the core's (dst_resolve_decide); this
  * gathers the facts, carries the decision out through the core (OUTCOME),
  * and records it in both journals. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +29,8 @@ struct resolver {
         proto_outcome source_says;
         char source_phase[PROTO_ID_MAX + 1];
         dst_source_copy source_copy;
-        pid_t source_held_pid; /* the copy there, held stopped */
+        pid_t source_held_pid;      /* the copy there, held stopped */
+        uint64_t source_held_start; /* ... its start time, or 0 when the source did not say */
         char source_error[512];
         json_t *doc; /* the answer, facts first */
 };
@@ -65,16 +67,19 @@ static void ended_phase(agent *a, const char *id, char *buf, size_t n) {
 
 /* The container's copy here: running, held stopped (a dump of ours left
  * it so; its pid in *ret_pid), or none. */
-static dst_source_copy container_copy_here(agent *a, const char *container_id, pid_t *ret_pid) {
+static dst_source_copy container_copy_here(agent *a, const char *container_id, pid_t *ret_pid,
+                                           uint64_t *ret_start) {
         _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
 
         *ret_pid = 0;
+        *ret_start = 0;
         if (ckpt_container_find(a->cfg.state_dir, container_id, &c, NULL) < 0 ||
             strcmp(c->id, container_id) != 0 || !ckpt_container_is_running(c))
                 return DST_SOURCE_COPY_NONE;
         if (!ckpt_proc_stopped(c->pid))
                 return DST_SOURCE_COPY_RUNS;
         *ret_pid = c->pid;
+        *ret_start = c->start_ticks;
         return DST_SOURCE_COPY_HELD;
 }
 
@@ -91,11 +96,14 @@ void resolve_answer_query(ctl_conn *cc, const proto_query *q) {
         r.outcome.phase = phase[0] ? phase : NULL;
         if (q->container_id) {
                 pid_t held = 0;
+                uint64_t start = 0;
                 r.outcome.has_running = true;
                 r.outcome.running =
-                        container_copy_here(cc->a, q->container_id, &held) == DST_SOURCE_COPY_RUNS;
+                        container_copy_here(cc->a, q->container_id, &held, &start) == DST_SOURCE_COPY_RUNS;
                 r.outcome.has_held_pid = held > 0;
                 r.outcome.held_pid = (uint32_t)held;
+                r.outcome.has_held_start = held > 0 && start > 0;
+                r.outcome.held_start = start;
         }
         (void)ctl_send(cc, &r);
 }
@@ -263,18 +271,26 @@ static const mig_watch_ops resolve_watch = {.finished = resolve_finished};
  * that we are the move's target (peer trust), so it is not asked to; the
  * operator is told what is left to do there. */
 static void note_held_copy(resolver *rv, const mig *m, handoff_outcome o) {
-        char todo[512];
+        const char *verb = o == HANDOFF_OUTCOME_COMMITTED ? "kill-tree" : "resume";
+        char todo[512], cmd[128];
 
+        /* With its start time the command refuses a later process that took
+         * the pid over, should the held copy end before the operator acts. */
+        if (rv->source_held_start)
+                snprintf(cmd, sizeof(cmd), "%s --start-ticks %" PRIu64 " %d", verb, rv->source_held_start,
+                         (int)rv->source_held_pid);
+        else
+                snprintf(cmd, sizeof(cmd), "%s %d", verb, (int)rv->source_held_pid);
         if (o == HANDOFF_OUTCOME_COMMITTED)
                 snprintf(todo, sizeof(todo),
                          "%s holds a stopped copy of the container as pid %d, which nothing there ends: "
-                         "end it there with `nucleus-migrate kill-tree %d`",
-                         m->peer, (int)rv->source_held_pid, (int)rv->source_held_pid);
+                         "end it there with `nucleus-migrate %s`",
+                         m->peer, (int)rv->source_held_pid, cmd);
         else
                 snprintf(todo, sizeof(todo),
                          "%s holds the container stopped as pid %d, which nothing there resumes: "
-                         "continue it there with `nucleus-migrate resume %d`",
-                         m->peer, (int)rv->source_held_pid, (int)rv->source_held_pid);
+                         "continue it there with `nucleus-migrate %s`",
+                         m->peer, (int)rv->source_held_pid, cmd);
         json_object_set_new(rv->doc, "to_do", json_string(todo));
         log_ctx_warning(m->id, "left to the operator: %s", todo);
 }
@@ -325,8 +341,13 @@ static void decide(resolver *rv) {
                                             ? json_null()
                                             : json_boolean(rv->source_copy == DST_SOURCE_COPY_RUNS));
                 json_object_set_new(there, "copy", source_copy_json(rv->source_copy));
-                if (rv->source_copy == DST_SOURCE_COPY_HELD)
+                if (rv->source_copy == DST_SOURCE_COPY_HELD) {
                         json_object_set_new(there, "pid", json_integer(rv->source_held_pid));
+                        json_object_set_new(there, "start_ticks",
+                                            rv->source_held_start
+                                                    ? json_integer((json_int_t)rv->source_held_start)
+                                                    : json_null());
+                }
         } else {
                 json_object_set_new(there, "error", json_string(rv->source_error));
         }
@@ -396,6 +417,8 @@ static void link_message(peer_link *l, const proto_msg *msg, void *ud) {
         snprintf(rv->source_phase, sizeof(rv->source_phase), "%s", strempty(msg->outcome.phase));
         rv->source_copy = source_copy_of(&msg->outcome);
         rv->source_held_pid = rv->source_copy == DST_SOURCE_COPY_HELD ? (pid_t)msg->outcome.held_pid : 0;
+        rv->source_held_start =
+                rv->source_held_pid > 0 && msg->outcome.has_held_start ? msg->outcome.held_start : 0;
         decide(rv);
 }
 

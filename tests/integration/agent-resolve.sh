@@ -54,18 +54,25 @@ t_log "commit: the source lost its record and runs no copy"
 read -r id mig pid < <(in_doubt committed)
 t_assert_eq "$(fx_ctr_stopped_copies committed)" 2 "stopped copies (held by n1's dump, restored on n2)"
 t_assert_eq "$(fx_pids_stopped "$pid")" 1 "n1's original held stopped"
+ticks=$(fx_start_ticks "$pid")
 rm -f "$(fx_dir n1)/migrate/journal/$mig.json"
 fx_agent_start n1
 t_expect_exit 0 "resolve from the facts" fx_nm n2 resolve "$mig"
 t_says "resolve from the facts" "phase in-doubt; the copy: held stopped" "source (node1): says unknown" \
 	"its journal: no record" "the copy there: held stopped (pid $pid)" "decision: commit" \
 	"recorded here and on the source" "left to do: node1 holds a stopped copy of the container as pid $pid" \
-	"kill-tree $pid"
+	"kill-tree --start-ticks $ticks $pid"
 t_log "$(grep decision <<<"$T_OUT")"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after resolve --commit"
 t_assert_eq "$(fx_ctr_running_copies committed)" 1 "running copies"
 t_assert_eq "$(fx_pids_stopped "$pid")" 1 "n1's copy, stopped until the operator ends it"
-t_expect_exit 0 "kill-tree of the held copy on n1" fx_in n1 "$FX_BUILD/agent/nucleus-migrate" kill-tree "$pid"
+# The start time names the process: another one under the same pid is left alone.
+t_expect_exit 6 "kill-tree of pid $pid with another start time" \
+	fx_in n1 "$FX_BUILD/agent/nucleus-migrate" kill-tree --start-ticks $((ticks + 1)) "$pid"
+t_says "kill-tree with another start time" "is not the one meant" "nothing was done"
+t_assert_eq "$(fx_pids_stopped "$pid")" 1 "n1's copy after a kill-tree that named another process"
+t_expect_exit 0 "kill-tree of the held copy on n1" \
+	fx_in n1 "$FX_BUILD/agent/nucleus-migrate" kill-tree --start-ticks "$ticks" "$pid"
 t_assert_eq "$(fx_ctr_stopped_copies committed)" 0 "stopped copies after kill-tree on n1"
 t_assert_eq "$(fx_ctr_running_copies committed)" 1 "running copies after kill-tree on n1"
 fx_counter_advances "$(fx_ctr_dir n1 committed)" || t_fail "the resolved container does not tick"

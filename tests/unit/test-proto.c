@@ -148,6 +148,8 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_int_equal(a->outcome.running, b->outcome.running);
                 assert_int_equal(a->outcome.has_held_pid, b->outcome.has_held_pid);
                 assert_int_equal(a->outcome.held_pid, b->outcome.held_pid);
+                assert_int_equal(a->outcome.has_held_start, b->outcome.has_held_start);
+                assert_int_equal(a->outcome.held_start, b->outcome.held_start);
                 break;
         case PROTO_MSG_RESOLVED:
                 assert_string_equal(a->resolved.mig, b->resolved.mig);
