@@ -118,6 +118,7 @@ static void on_poll(uv_timer_t *t) {
 int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
                           int ps_fd, ckpt_lazy_pages_cb ready, ckpt_lazy_pages_cb done, void *userdata,
                           nm_error *err, ckpt_lazy_pages **ret) {
+        _cleanup_free_ char *images = NULL;
         ckpt_lazy_pages *lp;
         int r;
 
@@ -126,7 +127,8 @@ int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *di
                         close(ps_fd);
                 return -EINVAL;
         }
-        lp = calloc(1, sizeof(*lp));
+        images = ckpt__ps_images(dir);
+        lp = images ? calloc(1, sizeof(*lp)) : NULL;
         if (!lp) {
                 close(ps_fd);
                 return nm_error_set(err, -ENOMEM, "out of memory");
@@ -145,8 +147,8 @@ int ckpt_lazy_pages_start(uv_loop_t *loop, const ckpt_criu *criu, const char *di
         lp->proc.data = lp->timer.data = lp;
         (void)uv_timer_init(loop, &lp->timer);
         lp->handles = 2;
-        r = ckpt__ps_spawn(loop, &lp->proc, criu, "lazy-pages", dir, work_dir, LAZY_LOG, ps_fd, on_exit_cb,
-                           err);
+        r = ckpt__ps_spawn(loop, &lp->proc, criu, "lazy-pages", images, work_dir, LAZY_LOG, ps_fd,
+                           on_exit_cb, err);
         if (r < 0) {
                 lp->freed = true;
                 uv_close((uv_handle_t *)&lp->timer, lp_handle_closed);

@@ -28,18 +28,17 @@ struct ckpt_page_server {
         void *userdata;
 };
 
+char *ckpt__ps_images(const char *dir) {
+        char *images;
+        return asprintf(&images, "%s/%s", dir, CKPT_IMAGES_DIR) < 0 ? NULL : images;
+}
+
 int ckpt__ps_spawn(uv_loop_t *loop, uv_process_t *proc, const ckpt_criu *criu, const char *mode,
-                   const char *dir, const char *work_dir, const char *log, int ps_fd, uv_exit_cb exit_cb,
+                   char *images, const char *work_dir, const char *log, int ps_fd, uv_exit_cb exit_cb,
                    nm_error *err) {
-        _cleanup_free_ char *images = NULL;
         bool lazy = strcmp(mode, "lazy-pages") == 0;
         int r;
 
-        if (asprintf(&images, "%s/%s", dir, CKPT_IMAGES_DIR) < 0) {
-                images = NULL;
-                close(ps_fd);
-                return nm_error_set(err, -ENOMEM, "out of memory");
-        }
         /* The socket is the child's fd 3. */
         char *args[] = {criu->path, (char *)mode, (char *)"--ps-socket", (char *)"3", (char *)"-D", images,
                         (char *)"-W", (char *)work_dir, (char *)"-o", (char *)log, (char *)"-v4",
@@ -83,6 +82,7 @@ static void ps_exited(uv_process_t *p, int64_t exit_status, int term_signal) {
 int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
                            int ps_fd, ckpt_page_server_cb done, void *userdata, nm_error *err,
                            ckpt_page_server **ret) {
+        _cleanup_free_ char *images = NULL;
         ckpt_page_server *ps;
         int wfd, r;
 
@@ -97,7 +97,8 @@ int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *d
                 return nm_error_errno(err, wfd, "cannot create CRIU work directory %s", work_dir);
         }
         close(wfd);
-        ps = calloc(1, sizeof(*ps));
+        images = ckpt__ps_images(dir);
+        ps = images ? calloc(1, sizeof(*ps)) : NULL;
         if (!ps) {
                 close(ps_fd);
                 return nm_error_set(err, -ENOMEM, "out of memory");
@@ -105,10 +106,10 @@ int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *d
         ps->done = done;
         ps->userdata = userdata;
         ps->proc.data = ps;
-        r = ckpt__ps_spawn(loop, &ps->proc, criu, "page-server", dir, work_dir, PS_LOG, ps_fd, ps_exited,
+        r = ckpt__ps_spawn(loop, &ps->proc, criu, "page-server", images, work_dir, PS_LOG, ps_fd, ps_exited,
                            err);
         if (r < 0) {
-                /* uv_spawn initialised the handle even when it failed */
+                /* uv_spawn initialised the handle even though it failed */
                 uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
                 return r;
         }
