@@ -49,7 +49,8 @@ static void expected_tag(const char *const *parts, size_t n_parts, uint8_t kind,
                 msg[at++] = (uint8_t)(number >> (56 - 8 * i));
         for (int i = 0; i < 8; i++)
                 msg[at++] = (uint8_t)(len >> (56 - 8 * i));
-        memcpy(msg + at, bytes, n);
+        if (n) /* the end frame has no bytes (NULL) */
+                memcpy(msg + at, bytes, n);
         at += n;
         assert_non_null(HMAC(EVP_sha256(), key, sizeof(key), msg, at, out, &out_len));
         assert_int_equal(out_len, PS_MAC_LEN);
