@@ -56,6 +56,9 @@ struct xfer_channel {
         char *remote;          /* "'<command>' on <host>", for messages */
         char stderr_tail[512]; /* the last words of the remote command */
         size_t stderr_len;
+        char line[XFER_REMARK_MAX + 1]; /* the stderr line being read, for remark() */
+        size_t line_len;
+        unsigned remarks;        /* lines passed to remark() */
         xfer_chan_op pending_op; /* the call to repeat while holding the send token */
 };
 
@@ -177,8 +180,45 @@ static void stderr_keep(xfer_channel *h, const char *buf, size_t k) {
         h->stderr_tail[h->stderr_len] = '\0';
 }
 
+/* A line the remote command wrote, passed on while it runs (a warning of
+ * the peer's relay would otherwise show only if the connection failed). The
+ * peer may be hostile: what reaches the log is printable, a line is cut at
+ * XFER_REMARK_MAX bytes, and a channel passes on XFER_REMARKS_MAX lines. */
+static void remark_flush(xfer_channel *h) {
+        xfer_conn *c = &h->conn;
+        size_t len = h->line_len;
+
+        h->line_len = 0;
+        if (len == 0 || !c->cbs.remark)
+                return;
+        h->line[len] = '\0';
+        if (h->remarks < XFER_REMARKS_MAX)
+                c->cbs.remark(c, h->line, c->userdata);
+        else if (h->remarks == XFER_REMARKS_MAX)
+                c->cbs.remark(c, "(further lines not shown)", c->userdata);
+        h->remarks++;
+}
+
+static void remark_feed(xfer_channel *h, const char *buf, size_t k) {
+        for (size_t i = 0; i < k; i++) {
+                unsigned char ch = (unsigned char)buf[i];
+
+                if (ch == '\n') {
+                        remark_flush(h);
+                        continue;
+                }
+                if (h->line_len == XFER_REMARK_MAX)
+                        continue; /* the rest of a long line is dropped */
+                if (ch >= 0x20 && ch < 0x7f)
+                        h->line[h->line_len++] = buf[i];
+                else
+                        h->line[h->line_len++] = '?';
+        }
+}
+
 /* The remote command's stderr is read as it comes (unread, it would eat
- * the channel window) and its tail kept for error messages. */
+ * the channel window): its lines are passed on and its tail kept for error
+ * messages. */
 static int chan_read_stderr(xfer_channel *h) {
         char buf[1024];
 
@@ -193,6 +233,7 @@ static int chan_read_stderr(xfer_channel *h) {
                 if (n <= 0)
                         return 1; /* EOF, or an error the stdout read reports */
                 stderr_keep(h, buf, (size_t)n);
+                remark_feed(h, buf, (size_t)n);
         }
 }
 
@@ -204,6 +245,7 @@ static void chan_note_exit(xfer_channel *h) {
         size_t len;
 
         (void)chan_read_stderr(h);
+        remark_flush(h); /* a last line without its newline */
         if (h->exit_status < 0 && libssh2_channel_eof(h->ch) == 1)
                 h->exit_status = libssh2_channel_get_exit_status(h->ch);
         snprintf(said, sizeof(said), "%s", h->stderr_tail);

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "macro.h"
@@ -21,13 +22,6 @@
 
 #define RELAY_BUF (64u * 1024u)
 #define RELAY_HIGH (1024u * 1024u)
-/* What a pipe from or to sshd is grown to (the default pipe-max-size). With
- * the default 64 KiB, sshd hands us 64 KiB per turn of its loop while it
- * reads 256 KiB from the network: its channel buffer grows to the window
- * (MBs) in steps, each a fresh allocation whose pages fault in slowly, and
- * a small image set crawls (measured: 64 KiB per ~100 ms at the start of
- * every stream). */
-#define RELAY_PIPE_SIZE (1024 * 1024)
 
 typedef struct relay relay;
 typedef struct relay_dir relay_dir;
@@ -164,8 +158,6 @@ static int end_open(relay *rl, relay_end *e, int fd, bool readable) {
                 uv_pipe_t *h = malloc(sizeof(*h));
                 if (!h)
                         return -ENOMEM;
-                /* Not a FIFO (a unix socket), or over the limit: as it is. */
-                (void)fcntl(fd, F_SETPIPE_SZ, RELAY_PIPE_SIZE);
                 (void)uv_pipe_init(rl->loop, h, 0);
                 r = uv_pipe_open(h, fd);
                 e->stream = (uv_stream_t *)h;
@@ -483,5 +475,15 @@ int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out
                 return r;
         }
         uv_pipe_connect(&rl->connect_req, sock, socket_path, connect_cb);
+        return 0;
+}
+
+int xfer_dial_grow_pipe(int fd) {
+        struct stat st;
+
+        if (fstat(fd, &st) < 0 || !S_ISFIFO(st.st_mode))
+                return 0; /* a socket, a tty or a file: as it is */
+        if (fcntl(fd, F_SETPIPE_SZ, XFER_DIAL_PIPE_SIZE) < 0)
+                return -errno;
         return 0;
 }

@@ -123,7 +123,15 @@ struct xfer_conn_callbacks {
          * status is 0 when closed with status 0 or when the peer ended the
          * stream at a frame boundary; < 0 otherwise (err says why). */
         void (*closed)(xfer_conn *c, int status, const nm_error *err, void *userdata);
+        /* Optional, SSH channels only: a line the remote command wrote on
+         * stderr, as it comes. Printable ASCII (others are '?'), at most
+         * XFER_REMARK_MAX bytes, at most XFER_REMARKS_MAX lines and then
+         * one "(further lines not shown)". Must not close the connection. */
+        void (*remark)(xfer_conn *c, const char *line, void *userdata);
 };
+
+#define XFER_REMARK_MAX 200
+#define XFER_REMARKS_MAX 16
 
 /* Wraps a connected stream (uv_pipe_t, uv_tcp_t; allocated with malloc()).
  * The stream is transferred: the connection closes and frees it. Starts
@@ -322,3 +330,15 @@ typedef void (*xfer_dial_done_cb)(int status, const nm_error *err, void *userdat
  * once, after every handle is closed. */
 int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, const proto_msg *first,
                     xfer_dial_done_cb cb, void *userdata, nm_error *err);
+
+/* Grows fd, when it is a pipe, to XFER_DIAL_PIPE_SIZE: a relay's pipes from
+ * and to sshd, before xfer_dial_stdio(). With the default 64 KiB, sshd
+ * hands the relay 64 KiB per turn of its loop while it reads 256 KiB from
+ * the network: its channel buffer grows to the window (MBs) in steps, each
+ * a fresh allocation whose pages fault in slowly, and a small image set
+ * crawls (measured: 64 KiB per ~100 ms at the start of every stream).
+ * 0 when grown or not a pipe; -EPERM when the kernel refused (an
+ * unprivileged user whose pipes are over fs.pipe-user-pages-soft, or a
+ * size above fs.pipe-max-size): the relay works, slower. */
+#define XFER_DIAL_PIPE_SIZE (1024 * 1024) /* the default fs.pipe-max-size */
+int xfer_dial_grow_pipe(int fd);

@@ -4,7 +4,9 @@
  * authorized_keys can pin it as the only command a peer key may run; the
  * pinned command names the peer whose key it is (--peer), and the relay
  * says so to the agent (RELAY) before the first byte of the peer's. */
+#include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,6 +32,27 @@ static void help(FILE *f) {
                 "  --socket PATH   agent socket (default: from the configuration, else %s)\n"
                 "  -h, --help      show this help\n",
                 cli_program, XFER_DEFAULT_SOCKET);
+}
+
+/* Grows a pipe from or to sshd. The migration user cannot once its pipes
+ * together hold more than fs.pipe-user-pages-soft, and the stream through
+ * us then only slows: that is said on stderr, which the dialing agent
+ * logs. */
+static void grow_pipe(int fd, const char *name) {
+        struct passwd *pw;
+        int r, size;
+
+        r = xfer_dial_grow_pipe(fd);
+        if (r >= 0)
+                return;
+        size = fcntl(fd, F_GETPIPE_SZ);
+        pw = getpwuid(geteuid());
+        log_warning(
+                "%s stays a pipe of %d KiB, not %d KiB (%s): user %s's pipes are over "
+                "fs.pipe-user-pages-soft, or %d KiB is above fs.pipe-max-size; streams through this relay "
+                "will be slower",
+                name, size > 0 ? size / 1024 : 0, XFER_DIAL_PIPE_SIZE / 1024, strerror(-r),
+                pw ? pw->pw_name : "(unknown)", XFER_DIAL_PIPE_SIZE / 1024);
 }
 
 typedef struct dial_result {
@@ -82,6 +105,8 @@ int verb_dial_stdio(int argc, char **argv) {
         }
         /* A peer that goes away must show up as EPIPE, not kill us. */
         signal(SIGPIPE, SIG_IGN);
+        grow_pipe(STDIN_FILENO, "stdin");
+        grow_pipe(STDOUT_FILENO, "stdout");
 
         r = uv_loop_init(&loop);
         if (r < 0) {

@@ -210,9 +210,19 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
                 l->ops->message(l, msg, l->ud);
 }
 
+/* What the peer's relay (nucleus-agent dial-stdio) says while it runs: a
+ * warning there, such as pipes it could not grow, is otherwise seen by
+ * no one on its node. */
+static void conn_remark(xfer_conn *c, const char *line, void *ud) {
+        peer_link *l = ud;
+        (void)c;
+        log_ctx_warning(l->ctx, "peer %s's relay: %s", l->peer, line);
+}
+
 static const xfer_conn_callbacks conn_cbs = {
         .message = conn_message,
         .closed = conn_closed,
+        .remark = conn_remark,
 };
 
 static void on_exec(xfer_session *s, int status, const nm_error *err, xfer_conn *conn, void *ud) {

@@ -50,7 +50,21 @@ fx_agent_start n1
 
 move n1 n2
 ls -d "$criu_logs"/*-dump >/dev/null 2>&1 || t_fail "the logs of the move that just ended are gone"
+
+t_log "a relay whose pipes cannot grow says so in the dialing agent's log, and the move goes through"
+# The migration user's pipes take all fs.pipe-user-pages-soft allows: the
+# relay node 2 runs on node 1 for this move keeps pipes of a few pages.
+hog_out=$FX_ROOT/pipe-hog.out
+setpriv --reuid="$FX_USER" --regid="$FX_USER" --clear-groups "$FX_BUILD/tests/tools/nm-pipe-hog" >"$hog_out" 2>&1 &
+hog_pid=$!
+fx_track_pid "$hog_pid"
+t_wait_until 30 "the pipe hog took its share" grep -q '^full' "$hog_out" || t_fail "nm-pipe-hog: $(cat "$hog_out")"
+log_off=$(stat -c %s "$(fx_agent_log n2)")
 move n2 n1
+tail -c +$((log_off + 1)) "$(fx_agent_log n2)" | grep -q "peer node1's relay: .*stdin stays a pipe of .*fs.pipe-user-pages-soft" ||
+	t_fail "node 2's log does not say why the relay is slow: $(tail -c +$((log_off + 1)) "$(fx_agent_log n2)" | grep relay)"
+kill "$hog_pid"
+wait "$hog_pid" 2>/dev/null || true
 
 t_log "status on both nodes tells the same story"
 s1=$(fx_nm n1 status --json)

@@ -138,6 +138,29 @@ cmp "$small/images/a.img" "$STAGE/forced-1/images/a.img" || t_fail "a.img differ
 mv "$ak.open" "$ak"
 fx_rm "$STAGE/forced-1"
 
+t_log "the remote command's stderr is passed on as it runs: printable, each line cut, the number bounded"
+chatty=$FX_ROOT/chatty.sh
+cat >"$chatty" <<SH
+#!/bin/sh
+printf 'colour \033[31mred\n' >&2
+printf '%0300d\n' 0 >&2
+i=0
+while [ \$i -lt 18 ]; do echo "line \$i" >&2; i=\$((i + 1)); done
+exec $AGENT dial-stdio --socket $SOCK
+SH
+chmod 0755 "$chatty"
+serve_start "$FX_ROOT/serve-chatty.log"
+out=$(send_n1 --mig chatty-1 --command "$chatty" "$small" 2>&1) || t_fail "transfer with a chatty relay failed: $out"
+wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve-chatty.log")"
+t_assert_eq "$(grep -c '^REMARK ' <<<"$out")" 17 "lines passed on (16 and the note of the rest)"
+grep -qx 'REMARK colour ?\[31mred' <<<"$out" || t_fail "the escape was not made printable: $out"
+grep -qx "REMARK $(printf '%0200d' 0)" <<<"$out" || t_fail "the long line was not cut at 200 bytes: $out"
+grep -qx 'REMARK line 13' <<<"$out" || t_fail "the 16th line is missing: $out"
+! grep -q 'REMARK line 14' <<<"$out" || t_fail "more than 16 lines were passed on: $out"
+grep -qx 'REMARK (further lines not shown)' <<<"$out" || t_fail "no note of the lines not shown: $out"
+! grep -q $'\033' <<<"$out" || t_fail "an escape byte reached the output"
+fx_rm "$STAGE/chatty-1"
+
 # ---------------------------------------------------------------------------
 t_log "a wrong host key is refused, and the message shows the offered key's fingerprint"
 kh=$N1/ssh/known_hosts

@@ -174,8 +174,15 @@ static void exec_cb(xfer_session *s, int status, const nm_error *err, xfer_conn 
         open_next(t);
 }
 
+/* What the remote command says on stderr while it runs, for the test. */
+static void on_remark(xfer_conn *c, const char *line, void *ud) {
+        (void)c;
+        (void)ud;
+        fprintf(stderr, "REMARK %s\n", line);
+}
+
 static void open_next(sender *t) {
-        xfer_conn_callbacks cbs = {.message = on_message, .closed = on_closed};
+        xfer_conn_callbacks cbs = {.message = on_message, .closed = on_closed, .remark = on_remark};
         int r;
 
         if (t->n_opened == t->n_streams || t->status < 0)
