@@ -117,7 +117,7 @@ grep -q "removing leftover images .*/orphan-failed (migration failed)" <<<"$swep
 rm -rf "$cps/orphan-lost" "$cps/orphan-signed" "$journal/done/orphan-lost.json" "$journal/done/orphan-failed.json"
 [ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on n2"
 
-tail -c +"$((log_off + 1))" "$(fx_agent_log n1)" | grep -q 'recovering 1 migration(s) from the journal' ||
+fx_logged_since n1 "$log_off" 'recovering 1 migration(s) from the journal' ||
 	t_fail "the restarted agent does not say it recovered the migration"
 
 # ---- the journal says what happened ----

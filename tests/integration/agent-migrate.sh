@@ -61,7 +61,7 @@ fx_track_pid "$hog_pid"
 t_wait_until 30 "the pipe hog took its share" grep -q '^full' "$hog_out" || t_fail "nm-pipe-hog: $(cat "$hog_out")"
 log_off=$(stat -c %s "$(fx_agent_log n2)")
 move n2 n1
-tail -c +$((log_off + 1)) "$(fx_agent_log n2)" | grep -q "peer node1's relay: .*stdin stays a pipe of .*fs.pipe-user-pages-soft" ||
+fx_logged_since n2 "$log_off" "peer node1's relay: .*stdin stays a pipe of .*fs.pipe-user-pages-soft" ||
 	t_fail "node 2's log does not say why the relay is slow: $(tail -c +$((log_off + 1)) "$(fx_agent_log n2)" | grep relay)"
 kill "$hog_pid"
 wait "$hog_pid" 2>/dev/null || true

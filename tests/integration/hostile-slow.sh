@@ -29,7 +29,7 @@ closed_no_earlier() {
 }
 # logged_since NAME OFFSET TEXT: n2's agent logged TEXT since OFFSET.
 logged_since() {
-	tail -c "+$(($2 + 1))" "$(fx_agent_log n2)" | grep -qF -- "$3" || t_fail "$1: n2's agent did not log '$3'"
+	fx_logged_since n2 "$2" -F -- "$3" || t_fail "$1: n2's agent did not log '$3'"
 }
 log_size() { stat -c %s "$(fx_agent_log n2)"; }
 

@@ -21,6 +21,16 @@ FX_IDLE_TIMEOUT=${FX_IDLE_TIMEOUT:-$(t_secs 20)}
 FX_CONNECT_TIMEOUT=${FX_CONNECT_TIMEOUT:-$(t_secs 15)}
 
 fx_agent_log() { echo "$(fx_dir "$1")/agent.log"; }
+
+# fx_logged_since NODE OFFSET GREP_ARGS...: whether NODE's agent log, from
+# byte OFFSET on, has a line grep matches. Not a pipeline: grep -q ends at
+# its first match, and under pipefail the SIGPIPE of the tail still
+# writing would fail the check (it did, under load, with a long log).
+fx_logged_since() {
+	local log
+	log=$(fx_agent_log "$1")
+	grep -q "${@:3}" < <(tail -c +$(($2 + 1)) "$log")
+}
 fx_agent_pid() { cat "$(fx_dir "$1")/agent.fxpid" 2>/dev/null; }
 
 # fx_nm NODE VERB [ARGS...]: nucleus-migrate on NODE against its agent.
