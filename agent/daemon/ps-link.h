@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/* One agent's end of a page stream: the pages a dump sends its page server
+ * while CRIU runs, carried between two nodes as frames over the peer
+ * session. Each end's CRIU (the source's dump, the target's `criu
+ * page-server`) talks CRIU's page-server protocol on a socketpair
+ * (ps_relay); what it writes leaves as frames, each with a ps_mac tag, and
+ * what arrives is checked before a byte reaches it. Two tagged streams, one
+ * per direction, each bound to the migration and to its direction: the
+ * pages, source to target, closed by an end frame once the dump's CRIU has
+ * closed its socket; and the page server's few replies, target to source.
+ *
+ * A frame that fails its check, or comes after the end, breaks the link
+ * for good: our CRIU is made to fail (a dump then lets the tasks run on,
+ * a page server exits non-zero) and nothing more reaches it. */
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ps-mac.h"
+
+typedef struct ps_link ps_link;
+
+typedef enum ps_link_role {
+        PS_LINK_SOURCE, /* our CRIU is the dump: pages leave, replies arrive */
+        PS_LINK_TARGET, /* our CRIU is the page server: pages arrive, replies leave */
+} ps_link_role;
+
+typedef enum ps_link_state {
+        PS_LINK_OPEN,   /* frames flow */
+        PS_LINK_ENDED,  /* source: its CRIU closed the socket and the end frame left;
+                         * target: the end frame was checked (every page byte is in) */
+        PS_LINK_BROKEN, /* a check or the socket failed: our CRIU was made to fail */
+} ps_link_state;
+
+/* What the two streams are bound to: the migration and its two nodes. */
+typedef struct ps_link_binding {
+        const char *mig, *source, *target;
+} ps_link_binding;
+
+typedef struct ps_link_ops {
+        /* A frame for the peer: bytes our CRIU wrote and their tag (both
+         * valid during the call only). */
+        void (*frame)(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud);
+        /* Source only: the dump's CRIU closed its socket; the end frame for
+         * the peer. */
+        void (*end)(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud);
+        /* Our CRIU's socket failed (once): the link is broken. A failed
+         * check is not reported here: ps_link_feed's return says it. */
+        void (*broken)(ps_link *l, int status, const char *why, void *ud);
+} ps_link_ops;
+
+/* key: the shared key (copied into the MACs). *ret_criu_fd is our CRIU's
+ * end of the socketpair, inherited across an exec when inherit (a libcriu
+ * dump), the caller's to hand over and close. */
+int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_len,
+                const ps_link_binding *b, bool inherit, const ps_link_ops *ops, void *ud, int *ret_criu_fd,
+                ps_link **ret);
+
+/* A frame from the peer: checked, then queued for our CRIU. -EBADMSG when
+ * it failed its check, -EPIPE once the link had ended or broken: either way
+ * the link is broken now (no callback runs). */
+int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]);
+
+/* Target only: the source's end frame. 0: every page byte arrived, in order,
+ * and reached our CRIU's queue; otherwise as ps_link_feed. */
+int ps_link_feed_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN]);
+
+/* Stops or resumes reading from our CRIU (back-pressure on the session). */
+void ps_link_pause(ps_link *l, bool pause);
+
+/* Breaks the link from our side (an abort, a lost peer): our CRIU is made
+ * to fail. No callback runs. */
+void ps_link_break(ps_link *l);
+
+ps_link_state ps_link_get_state(const ps_link *l);
+/* Frames and bytes so far, leaving (sent) and arriving (checked). */
+uint64_t ps_link_frames_out(const ps_link *l);
+uint64_t ps_link_bytes_out(const ps_link *l);
+uint64_t ps_link_frames_in(const ps_link *l);
+uint64_t ps_link_bytes_in(const ps_link *l);
+
+/* Closes our end (our CRIU sees EOF once queued bytes are out); callbacks
+ * no longer run. Returns NULL. */
+ps_link *ps_link_free(ps_link *l);

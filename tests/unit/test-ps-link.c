@@ -1,0 +1,317 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* A page stream's two ends (ps_link) on one loop, with the test in the
+ * place of both CRIUs (the far ends of the socketpairs) and of the peer
+ * session (the frames the source's end hands over, kept, and fed to the
+ * target's as the test likes). Bytes and replies get through intact and the
+ * end frame closes the stream; a flipped, dropped, reordered, replayed or
+ * foreign frame, or one after the end, is refused, and the end whose CRIU
+ * would have read it gets nothing but the poison that makes CRIU fail. */
+#include <errno.h>
+#include <poll.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "ps-link.h"
+
+#define FRAMES_MAX 64u
+/* A hang guard, not a timing check: loop turns of at most 5 ms each. */
+#define SPIN_MAX 20000
+
+static const uint8_t key[32] = "0123456789abcdef0123456789abcdef";
+static const ps_link_binding bind_a = {.mig = "mig-1", .source = "node1", .target = "node2"};
+static const ps_link_binding bind_b = {.mig = "mig-2", .source = "node1", .target = "node2"};
+
+typedef struct frame {
+        uint8_t *buf;
+        size_t n;
+        uint8_t tag[PS_MAC_LEN];
+} frame;
+
+typedef struct pair {
+        uv_loop_t loop;
+        ps_link *s, *t;
+        int s_fd, t_fd; /* the test's ends, in the place of the dump and the page server */
+        frame pages[FRAMES_MAX];
+        size_t n_pages;
+        size_t page_bytes;
+        uint8_t end_tag[PS_MAC_LEN];
+        bool ended;
+        int reply_rc;
+        size_t replies;
+        int broken;
+} pair;
+
+static void s_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+        pair *p = ud;
+        frame *f = &p->pages[p->n_pages++];
+        (void)l;
+
+        assert_true(p->n_pages <= FRAMES_MAX);
+        f->buf = malloc(n);
+        assert_non_null(f->buf);
+        memcpy(f->buf, buf, n);
+        f->n = n;
+        memcpy(f->tag, tag, PS_MAC_LEN);
+        p->page_bytes += n;
+}
+
+static void s_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+        pair *p = ud;
+        (void)l;
+        memcpy(p->end_tag, tag, PS_MAC_LEN);
+        p->ended = true;
+}
+
+/* The page server's replies go straight back, as the session carries them. */
+static void t_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+        pair *p = ud;
+        (void)l;
+        p->reply_rc = ps_link_feed(p->s, buf, n, tag);
+        p->replies++;
+}
+
+static void on_broken(ps_link *l, int status, const char *why, void *ud) {
+        pair *p = ud;
+        (void)l;
+        (void)status;
+        (void)why;
+        p->broken++;
+}
+
+static const ps_link_ops s_ops = {.frame = s_frame, .end = s_end, .broken = on_broken};
+static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken};
+
+static pair *pair_new(const ps_link_binding *target_binding) {
+        pair *p = calloc(1, sizeof(*p));
+
+        assert_non_null(p);
+        assert_int_equal(uv_loop_init(&p->loop), 0);
+        assert_int_equal(ps_link_new(&p->loop, PS_LINK_SOURCE, key, sizeof(key), &bind_a, false, &s_ops, p,
+                                     &p->s_fd, &p->s),
+                         0);
+        assert_int_equal(ps_link_new(&p->loop, PS_LINK_TARGET, key, sizeof(key), target_binding, false,
+                                     &t_ops, p, &p->t_fd, &p->t),
+                         0);
+        return p;
+}
+
+static void pair_free(pair *p) {
+        p->s = ps_link_free(p->s);
+        p->t = ps_link_free(p->t);
+        if (p->s_fd >= 0)
+                close(p->s_fd);
+        if (p->t_fd >= 0)
+                close(p->t_fd);
+        (void)uv_run(&p->loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&p->loop), 0);
+        for (size_t i = 0; i < p->n_pages; i++)
+                free(p->pages[i].buf);
+        free(p);
+}
+
+static void turn(pair *p) {
+        (void)uv_run(&p->loop, UV_RUN_NOWAIT);
+        (void)poll(NULL, 0, 5);
+}
+
+/* The dump writes n bytes; returns once the source's end framed them all. */
+static void dump_writes(pair *p, const char *s) {
+        size_t want = p->page_bytes + strlen(s);
+        assert_int_equal(write(p->s_fd, s, strlen(s)), (ssize_t)strlen(s));
+        for (int i = 0; i < SPIN_MAX && p->page_bytes < want; i++)
+                turn(p);
+        assert_int_equal(p->page_bytes, want);
+}
+
+/* Reads exactly n bytes at fd (our CRIU's end), or what came before EOF. */
+static size_t criu_reads(pair *p, int fd, char *buf, size_t n) {
+        size_t got = 0;
+        for (int i = 0; i < SPIN_MAX && got < n; i++) {
+                ssize_t k = recv(fd, buf + got, n - got, MSG_DONTWAIT);
+                if (k == 0)
+                        break;
+                if (k > 0)
+                        got += (size_t)k;
+                else
+                        turn(p);
+        }
+        return got;
+}
+
+/* What a CRIU whose link broke reads: one byte of a command, then EOF. */
+static void assert_poisoned(pair *p, int fd) {
+        char buf[64];
+        assert_int_equal(criu_reads(p, fd, buf, sizeof(buf)), 1);
+        assert_int_equal(buf[0], 0);
+}
+
+static int feed(pair *p, size_t i) {
+        return ps_link_feed(p->t, p->pages[i].buf, p->pages[i].n, p->pages[i].tag);
+}
+
+static void test_pages_replies_end(void **state) {
+        pair *p = pair_new(&bind_a);
+        char buf[64];
+        (void)state;
+
+        dump_writes(p, "PAGES-ONE ");
+        dump_writes(p, "PAGES-TWO ");
+        dump_writes(p, "FLUSH");
+        for (size_t i = 0; i < p->n_pages; i++)
+                assert_int_equal(feed(p, i), 0);
+        assert_int_equal(criu_reads(p, p->t_fd, buf, 25), 25);
+        assert_memory_equal(buf, "PAGES-ONE PAGES-TWO FLUSH", 25);
+
+        /* The page server answers the flush; the dump reads it. */
+        assert_int_equal(write(p->t_fd, "OK", 2), 2);
+        assert_int_equal(criu_reads(p, p->s_fd, buf, 2), 2);
+        assert_memory_equal(buf, "OK", 2);
+        assert_int_equal(p->reply_rc, 0);
+
+        /* The dump closes its socket: that is the stream's end. */
+        close(p->s_fd);
+        p->s_fd = -1;
+        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
+                turn(p);
+        assert_true(p->ended);
+        assert_int_equal(ps_link_get_state(p->s), PS_LINK_ENDED);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_OPEN);
+        assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_ENDED);
+
+        assert_int_equal(ps_link_frames_out(p->s), p->n_pages);
+        assert_int_equal(ps_link_frames_in(p->t), p->n_pages);
+        assert_int_equal(ps_link_bytes_out(p->s), 25);
+        assert_int_equal(ps_link_bytes_in(p->t), 25);
+        assert_int_equal(ps_link_bytes_out(p->t), 2);
+        assert_int_equal(ps_link_bytes_in(p->s), 2);
+        assert_int_equal(ps_link_frames_in(p->s), p->replies);
+        assert_int_equal(p->broken, 0);
+        pair_free(p);
+}
+
+static void test_flipped_frame(void **state) {
+        pair *p = pair_new(&bind_a);
+        (void)state;
+
+        dump_writes(p, "PAGES-ONE");
+        dump_writes(p, "PAGES-TWO");
+        p->pages[0].buf[3] ^= 1;
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_BROKEN);
+        /* Nothing after a failure is believed, not even a good frame. */
+        assert_int_equal(feed(p, 1), -EPIPE);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+}
+
+static void test_dropped_or_reordered_frame(void **state) {
+        pair *p = pair_new(&bind_a);
+        (void)state;
+
+        dump_writes(p, "PAGES-ONE");
+        dump_writes(p, "PAGES-TWO");
+        assert_int_equal(feed(p, 1), -EBADMSG);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+
+        /* The first frame alone, then the end: the end counts the frames. */
+        p = pair_new(&bind_a);
+        dump_writes(p, "PAGES-ONE");
+        dump_writes(p, "PAGES-TWO");
+        assert_int_equal(feed(p, 0), 0);
+        close(p->s_fd);
+        p->s_fd = -1;
+        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
+                turn(p);
+        assert_true(p->ended);
+        assert_int_equal(ps_link_feed_end(p->t, p->end_tag), -EBADMSG);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_BROKEN);
+        pair_free(p);
+}
+
+static void test_foreign_frames(void **state) {
+        pair *p = pair_new(&bind_b);
+        uint8_t tag[PS_MAC_LEN];
+        (void)state;
+
+        /* Another migration's pages. */
+        dump_writes(p, "PAGES-ONE");
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+
+        /* A page frame sent back to the source as a reply: the directions
+         * are bound apart. */
+        p = pair_new(&bind_a);
+        dump_writes(p, "PAGES-ONE");
+        assert_int_equal(ps_link_feed(p->s, p->pages[0].buf, p->pages[0].n, p->pages[0].tag), -EBADMSG);
+        assert_int_equal(ps_link_get_state(p->s), PS_LINK_BROKEN);
+        assert_poisoned(p, p->s_fd);
+        /* A source has no end to check. */
+        memset(tag, 0, sizeof(tag));
+        assert_int_equal(ps_link_feed_end(p->s, tag), -EPIPE);
+        pair_free(p);
+}
+
+static void test_frame_after_end(void **state) {
+        pair *p = pair_new(&bind_a);
+        char buf[16];
+        (void)state;
+
+        dump_writes(p, "PAGES-ONE");
+        assert_int_equal(feed(p, 0), 0);
+        assert_int_equal(criu_reads(p, p->t_fd, buf, 9), 9);
+        close(p->s_fd);
+        p->s_fd = -1;
+        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
+                turn(p);
+        assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
+        /* Replayed after the end: refused, and the end not taken twice. */
+        assert_int_equal(feed(p, 0), -EPIPE);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_BROKEN);
+        assert_int_equal(ps_link_feed_end(p->t, p->end_tag), -EPIPE);
+        pair_free(p);
+}
+
+static void test_bad_arguments(void **state) {
+        uv_loop_t loop;
+        ps_link *l = NULL;
+        int fd = -1;
+        ps_link_binding half = {.mig = "mig-1", .source = "node1"};
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(
+                ps_link_new(&loop, PS_LINK_SOURCE, key, sizeof(key), &half, false, &s_ops, NULL, &fd, &l),
+                -EINVAL);
+        assert_int_equal(ps_link_new(&loop, PS_LINK_SOURCE, key, 0, &bind_a, false, &s_ops, NULL, &fd, &l),
+                         -EINVAL);
+        assert_int_equal(
+                ps_link_new(&loop, (ps_link_role)7, key, sizeof(key), &bind_a, false, &s_ops, NULL, &fd, &l),
+                -EINVAL);
+        assert_null(l);
+        assert_int_equal(ps_link_feed(NULL, "x", 1, key), -EINVAL);
+        assert_int_equal(ps_link_get_state(NULL), PS_LINK_BROKEN);
+        assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_pages_replies_end),
+                cmocka_unit_test(test_flipped_frame),
+                cmocka_unit_test(test_dropped_or_reordered_frame),
+                cmocka_unit_test(test_foreign_frames),
+                cmocka_unit_test(test_frame_after_end),
+                cmocka_unit_test(test_bad_arguments),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
