@@ -8,7 +8,10 @@
 # counter, pipe and log go on. A dump whose page server is gone fails, and
 # the container runs on where it was, with nothing of the dump left. A tree
 # that cannot be held (it holds a file lock) keeps its pages in its own
-# images, so that they can bring it back.
+# images, so that they can bring it back. Through the two agents' ends of a
+# page stream (ps_link, every frame tagged and checked) the pages arrive
+# the same and restore; a frame flipped on its way is refused before the
+# page server reads it, both CRIUs fail, and the container runs on.
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
 . "$(dirname "$0")/../lib/breadth.sh"
@@ -74,6 +77,51 @@ for p in $newpid $(ps -o pid= --ppid "$newpid" | tr -d ' '); do
 	stopped "$p" && t_fail "task $p stays stopped after the failed dump"
 done
 [ ! -e "$src2" ] || [ -z "$(ls -A "$src2")" ] || t_fail "the failed dump left images: $(ls -R "$src2")"
+
+t_log "the pages through the agents' ends of a page stream"
+src4=$FX_ROOT/ckpt/src4 dst4=$FX_ROOT/ckpt/dst4
+mkdir -p -m 0700 "$dst4/images"
+pid=$newpid
+out=$(fx_in n1 "$PSD" --link web "$src4" "$dst4" "$FX_ROOT/ckpt/work4") || t_fail "the dump through the link failed: $out"
+printf '%s\n' "$out" >&2
+grep -q '^dump: status=0 outcome=ok pages=server stopped=1 ' <<<"$out" || t_fail "the dump through the link did not send its pages: $out"
+grep -q '^page-server: status=0$' <<<"$out" || t_fail "the page server behind the link did not end cleanly: $out"
+link=$(grep '^link: state=' <<<"$out") || t_fail "no link report: $out"
+[[ $link =~ ^link:\ state=ended\ frames=([0-9]+)\ bytes=([0-9]+)\ replies=([0-9]+)$ ]] || t_fail "the page stream did not end: $link"
+frames=${BASH_REMATCH[1]} bytes=${BASH_REMATCH[2]} replies=${BASH_REMATCH[3]}
+pages=$(find "$dst4/images" -name 'pages-*.img' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+[ "$pages" -gt 0 ] && [ "$bytes" -ge "$pages" ] || t_fail "the link carried $bytes bytes for $pages bytes of pages"
+[ "$replies" -ge 1 ] || t_fail "no reply of the page server came back through the link: $link"
+t_assert_eq "$(page_files "$src4")" 0 "page and pagemap files in the linked dump's directory"
+cp "$src4/metadata.json" "$dst4/"
+cp -n "$src4"/images/* "$dst4/images/"
+nm sign "$dst4" >/dev/null || t_fail "sign of the linked halves failed"
+nm kill-tree "$pid" || t_fail "kill-tree of the held source failed"
+t_wait_until 10 "the held source to end" gone "$pid" || t_fail "the held source did not end"
+c3=$(count)
+out=$(nm restore -i "$dst4" 2>&1) || t_fail "restore from the linked page server's pages failed: $out"
+newpid=$(sed -n "s/.* as pid \([0-9]*\).*/\1/p" <<<"$out" | head -n1)
+[ -n "$newpid" ] || t_fail "restore did not print the new pid: $out"
+fx_track_pid "$newpid"
+fx_counter_reaches "$work" $((c3 + 3)) || t_fail "counter did not continue after the restore through the link"
+fx_log_ok "$work" || t_fail "log has a gap or repeats after the restore through the link"
+
+t_log "a page frame flipped on its way ($frames frames in the good run)"
+src5=$FX_ROOT/ckpt/src5
+mkdir -p -m 0700 "$FX_ROOT/ckpt/dst5/images"
+out=$(fx_in n1 "$PSD" --link --flip 2 web "$src5" "$FX_ROOT/ckpt/dst5" "$FX_ROOT/ckpt/work5") &&
+	t_fail "a dump whose page frame was flipped succeeded: $out"
+printf '%s\n' "$out" >&2
+grep -q '^link: frame 2 refused (Bad message)$' <<<"$out" || t_fail "the flipped frame was not refused: $out"
+grep -q '^link: state=broken ' <<<"$out" || t_fail "the link did not break: $out"
+grep -q '^page-server: status=-' <<<"$out" || t_fail "the page server did not fail: $out"
+grep -q '^dump: status=-[0-9]* outcome=failed-running .* running=1$' <<<"$out" || t_fail "the dump did not fail with the container running: $out"
+c4=$(count)
+fx_counter_reaches "$work" $((c4 + 3)) || t_fail "the container does not run on after the refused frame"
+for p in $newpid $(ps -o pid= --ppid "$newpid" | tr -d ' '); do
+	stopped "$p" && t_fail "task $p stays stopped after the refused frame"
+done
+fx_log_ok "$work" || t_fail "log has a gap or repeats after the refused frame"
 
 t_log "a tree that cannot be held keeps its pages"
 bdir=$(fx_ctr_dir n1 locks)

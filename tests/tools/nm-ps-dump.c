@@ -3,15 +3,21 @@
  * CRIU runs (CKPT_PAGES_TO_SERVER), joined by a socketpair on one node,
  * through ckpt exactly as an agent calls it.
  *
- *   nm-ps-dump [--no-server] [--if-safe] CONTAINER SRC DST WORK
+ *   nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] CONTAINER SRC DST WORK
  *
  * CONTAINER (a nucleus id or name in $NUCLEUS_STATE_DIR) is dumped into
  * SRC, held stopped (--if-safe: CKPT_HOLD_IF_SAFE instead of always); its
  * pages go to `criu page-server`, which writes them into DST/images. CRIU's
  * work directories are under WORK. --no-server: nobody reads the socket.
- * Prints one line per end:
+ * --link: the bytes go through two ps_links (the source agent's end and the
+ * target's) as the agents carry them, every frame tagged and checked, the
+ * session being this process; --flip N flips a byte of the Nth page frame
+ * on its way, and the target refusing it aborts both ends, as an agent's
+ * ABORT would. Prints one line per end:
  *   dump: status=S outcome=O pages=here|server stopped=0|1 running=0|1
  *   page-server: status=S     (or "not used" when the pages stayed in SRC)
+ *   link: state=open|ended|broken frames=N bytes=B replies=R   (--link)
+ *   link: frame N refused (...)                                (--flip)
  * and exits 0 when both ends succeeded. */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +27,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "ps-link.h"
 
 typedef enum end_state {
         END_RUNNING,
@@ -33,7 +40,114 @@ typedef struct run {
         end_state dump, server;
         int dump_fd;
         ckpt_page_server *ps;
+        ps_link *src, *dst; /* --link: the two agents' ends */
+        uint64_t flip;      /* the page frame to flip (from 1), 0 for none */
+        uv_timer_t finish;  /* reports the link off the links' own callbacks */
 } run;
+
+static void maybe_finish(run *rn);
+
+static const char *link_state_name(ps_link_state s) {
+        switch (s) {
+        case PS_LINK_OPEN: return "open";
+        case PS_LINK_ENDED: return "ended";
+        case PS_LINK_BROKEN: return "broken";
+        }
+        return "?";
+}
+
+/* The target refused what the source sent: an agent would ABORT, which
+ * breaks the source's end too (its dump fails, the tasks run on). */
+static void link_refused(run *rn, const char *what, int r) {
+        printf("link: %s refused (%s)\n", what, strerror(-r));
+        fflush(stdout);
+        ps_link_break(rn->src);
+}
+
+static void src_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
+                      void *ud) {
+        run *rn = ud;
+        uint64_t number = ps_link_frames_out(l);
+        char what[64];
+        int r;
+
+        if (number == rn->flip) {
+                uint8_t *bent = malloc(n);
+                if (!bent)
+                        abort();
+                memcpy(bent, buf, n);
+                bent[n / 2] ^= 0x01;
+                r = ps_link_feed(rn->dst, bent, n, tag);
+                free(bent);
+        } else {
+                r = ps_link_feed(rn->dst, buf, n, tag);
+        }
+        if (r < 0) {
+                snprintf(what, sizeof(what), "frame %llu", (unsigned long long)number);
+                link_refused(rn, what, r);
+        }
+}
+
+static void src_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+        run *rn = ud;
+        int r = ps_link_feed_end(rn->dst, tag);
+        (void)l;
+        if (r < 0)
+                link_refused(rn, "the end", r);
+        maybe_finish(rn);
+}
+
+static void dst_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
+                      void *ud) {
+        run *rn = ud;
+        (void)l;
+        if (ps_link_feed(rn->src, buf, n, tag) < 0)
+                ps_link_break(rn->dst);
+}
+
+static void link_broken(ps_link *l, int status, const char *why, void *ud) {
+        run *rn = ud;
+        printf("link: %s end broken: %s (%d)\n", l == rn->src ? "source" : "target", why, status);
+        fflush(stdout);
+        ps_link_break(l == rn->src ? rn->dst : rn->src);
+        maybe_finish(rn);
+}
+
+static const ps_link_ops src_link_ops = {.frame = src_frame, .end = src_end, .broken = link_broken};
+static const ps_link_ops dst_link_ops = {.frame = dst_frame, .broken = link_broken};
+
+/* Both ends of the link; *dump_fd and *server_fd are the CRIUs' ends. */
+static int link_up(uv_loop_t *loop, run *rn, int *dump_fd, int *server_fd) {
+        static const ps_link_binding b = {.mig = "nm-ps-dump", .source = "node1", .target = "node2"};
+        uint8_t *key = NULL;
+        size_t key_len = 0;
+        nm_error err = {};
+        int r;
+
+        if (ckpt_key_load(NULL, &key, &key_len, &err) < 0) {
+                fprintf(stderr, "nm-ps-dump: %s\n", nm_error_msg(&err));
+                return -1;
+        }
+        r = ps_link_new(loop, PS_LINK_SOURCE, key, key_len, &b, true, &src_link_ops, rn, dump_fd, &rn->src);
+        if (r >= 0)
+                r = ps_link_new(loop, PS_LINK_TARGET, key, key_len, &b, false, &dst_link_ops, rn, server_fd,
+                                &rn->dst);
+        ckpt_key_free(key, key_len);
+        if (r < 0)
+                fprintf(stderr, "nm-ps-dump: cannot set up the link: %s\n", strerror(-r));
+        return r;
+}
+
+static void link_report(run *rn) {
+        if (!rn->dst)
+                return;
+        printf("link: state=%s frames=%llu bytes=%llu replies=%llu\n",
+               link_state_name(ps_link_get_state(rn->dst)), (unsigned long long)ps_link_frames_in(rn->dst),
+               (unsigned long long)ps_link_bytes_in(rn->dst),
+               (unsigned long long)ps_link_frames_in(rn->src));
+        rn->src = ps_link_free(rn->src);
+        rn->dst = ps_link_free(rn->dst);
+}
 
 static const char *outcome_name(ckpt_dump_outcome o) {
         switch (o) {
@@ -43,6 +157,23 @@ static const char *outcome_name(ckpt_dump_outcome o) {
         case CKPT_DUMP_FAILED_GONE: return "failed-gone";
         }
         return "?";
+}
+
+/* The links keep the loop alive: they go once both CRIUs are done and the
+ * source's end has seen its CRIU's socket close (or broke). */
+static void finish_cb(uv_timer_t *t) {
+        run *rn = t->data;
+
+        if (rn->dump == END_RUNNING || rn->server == END_RUNNING ||
+            (rn->src && ps_link_get_state(rn->src) == PS_LINK_OPEN))
+                return;
+        link_report(rn);
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+static void maybe_finish(run *rn) {
+        if (!uv_is_closing((uv_handle_t *)&rn->finish))
+                (void)uv_timer_start(&rn->finish, finish_cb, 0, 0);
 }
 
 static void on_dumped(ckpt_dump_req *req, int status) {
@@ -65,6 +196,7 @@ static void on_dumped(ckpt_dump_req *req, int status) {
                 printf("page-server: not used\n");
         }
         fflush(stdout);
+        maybe_finish(rn);
 }
 
 static void on_server_done(ckpt_page_server *ps, int status, void *ud) {
@@ -74,6 +206,7 @@ static void on_server_done(ckpt_page_server *ps, int status, void *ud) {
         printf("page-server: status=%d\n", status);
         fflush(stdout);
         rn->ps = ckpt_page_server_free(ps);
+        maybe_finish(rn);
 }
 
 static char *join(const char *a, const char *b) {
@@ -82,8 +215,9 @@ static char *join(const char *a, const char *b) {
 }
 
 int main(int argc, char **argv) {
-        bool no_server = false;
+        bool no_server = false, link = false;
         ckpt_dump_hold hold = CKPT_HOLD_ALWAYS;
+        uint64_t flip = 0;
         int i = 1;
 
         for (; i < argc && argv[i][0] == '-'; i++) {
@@ -91,11 +225,16 @@ int main(int argc, char **argv) {
                         no_server = true;
                 else if (strcmp(argv[i], "--if-safe") == 0)
                         hold = CKPT_HOLD_IF_SAFE;
+                else if (strcmp(argv[i], "--link") == 0)
+                        link = true;
+                else if (strcmp(argv[i], "--flip") == 0 && i + 1 < argc)
+                        flip = strtoull(argv[++i], NULL, 10);
                 else
                         break;
         }
-        if (argc - i != 4) {
-                fprintf(stderr, "usage: nm-ps-dump [--no-server] [--if-safe] CONTAINER SRC DST WORK\n");
+        if (argc - i != 4 || (link && no_server) || (flip && !link)) {
+                fprintf(stderr, "usage: nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] CONTAINER "
+                                "SRC DST WORK\n");
                 return 2;
         }
         const char *ref = argv[i], *src = argv[i + 1], *dst = argv[i + 2], *work = argv[i + 3];
@@ -110,16 +249,21 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "nm-ps-dump: %s\n", nm_error_msg(&err));
                 return 1;
         }
+        uv_loop_t loop;
+        run rn = {.dump = END_RUNNING, .server = no_server ? END_ABSENT : END_RUNNING, .flip = flip};
+        char *ps_work = join(work, "page-server"), *dump_work = join(work, "dump");
+        if (!ps_work || !dump_work || uv_loop_init(&loop) < 0 || uv_timer_init(&loop, &rn.finish) < 0)
+                return 1;
+        rn.finish.data = &rn;
         /* CRIU's end is inherited by `criu swrk`: no close-on-exec. */
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
+        if (link) {
+                if (link_up(&loop, &rn, &sv[0], &sv[1]) < 0)
+                        return 1;
+        } else if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0) {
                 perror("nm-ps-dump: socketpair");
                 return 1;
         }
-        uv_loop_t loop;
-        run rn = {.dump = END_RUNNING, .server = no_server ? END_ABSENT : END_RUNNING, .dump_fd = sv[0]};
-        char *ps_work = join(work, "page-server"), *dump_work = join(work, "dump");
-        if (!ps_work || !dump_work || uv_loop_init(&loop) < 0)
-                return 1;
+        rn.dump_fd = sv[0];
         if (no_server)
                 close(sv[1]);
         else if (ckpt_page_server_start(&loop, criu, dst, ps_work, sv[1], on_server_done, &rn, &err,
