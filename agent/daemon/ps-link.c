@@ -84,7 +84,15 @@ static void relay_closed(ps_relay *r, int status, void *ud) {
                 l->ops.end(l, tag, l->ud);
 }
 
-static const ps_relay_ops link_relay_ops = {.data = relay_data, .closed = relay_closed};
+static void relay_drained(ps_relay *r, void *ud) {
+        ps_link *l = ud;
+        (void)r;
+        if (l->state != PS_LINK_BROKEN && l->ops.drained)
+                l->ops.drained(l, l->ud);
+}
+
+static const ps_relay_ops link_relay_ops = {
+        .data = relay_data, .closed = relay_closed, .drained = relay_drained};
 
 int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_len,
                 const ps_link_binding *b, bool inherit, const ps_link_ops *ops, void *ud, int *ret_criu_fd,
@@ -131,6 +139,10 @@ int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static
         if (r < 0)
                 link_break(l);
         return r;
+}
+
+bool ps_link_full(const ps_link *l) {
+        return l && ps_relay_full(l->relay);
 }
 
 int ps_link_feed_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN]) {

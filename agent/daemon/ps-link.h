@@ -51,6 +51,9 @@ typedef struct ps_link_ops {
         /* Our CRIU's socket failed (once): the link is broken. A failed
          * check is not reported here: ps_link_feed's return says it. */
         void (*broken)(ps_link *l, int status, const char *why, void *ud);
+        /* Optional: our CRIU took what was queued for it after
+         * ps_link_full() said stop; the peer may be read again. */
+        void (*drained)(ps_link *l, void *ud);
 } ps_link_ops;
 
 /* key: the shared key (copied into the MACs). *ret_criu_fd is our CRIU's
@@ -64,6 +67,11 @@ int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_
  * it failed its check, -EPIPE once the link had ended or broken: either way
  * the link is broken now (no callback runs). */
 int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]);
+
+/* Our CRIU has more than it takes at once waiting (PS_RELAY_HIGH): stop
+ * reading frames from the peer until the drained callback. A peer that is
+ * faster than our CRIU must not grow our memory. */
+bool ps_link_full(const ps_link *l);
 
 /* Target only: the source's end frame. 0: every page byte arrived, in order,
  * and reached our CRIU's queue; otherwise as ps_link_feed. */

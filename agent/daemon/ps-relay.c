@@ -11,6 +11,11 @@
 #include "macro.h"
 
 #define PS_READ_CHUNK (256u * 1024u)
+/* Write buffers kept for the next writes. A fresh buffer per frame is a
+ * fresh mapping (glibc maps anything this big) whose pages fault in one by
+ * one, slowly on a VM that hands freed memory back to its host: a GiB of
+ * pages through a link of two relays cost ~6 s of system time that way. */
+#define PS_POOL_MAX 16u
 
 struct ps_relay {
         uv_pipe_t pipe;
@@ -18,10 +23,16 @@ struct ps_relay {
         void *ud;
         bool closed_reported, freed, closing, reading;
         char *buf;
+        struct ps_write *pool; /* idle write buffers, at most PS_POOL_MAX */
+        unsigned pooled;
+        size_t queued; /* bytes written and not yet taken by the socket */
+        bool full;     /* queued went above PS_RELAY_HIGH and not yet down to PS_RELAY_LOW */
 };
 
 typedef struct ps_write {
         uv_write_t req;
+        struct ps_write *next;
+        size_t cap, len;
         char data[];
 } ps_write;
 
@@ -35,8 +46,44 @@ static void relay_report_closed(ps_relay *r, int status) {
 
 static void pipe_closed(uv_handle_t *h) {
         ps_relay *r = container_of((uv_pipe_t *)h, ps_relay, pipe);
+        while (r->pool) {
+                ps_write *w = r->pool;
+                r->pool = w->next;
+                free(w);
+        }
         free(r->buf);
         free(r);
+}
+
+static ps_write *write_get(ps_relay *r, size_t n) {
+        ps_write *w;
+        size_t cap;
+
+        for (ps_write **pp = &r->pool; *pp; pp = &(*pp)->next) {
+                if ((*pp)->cap >= n) {
+                        w = *pp;
+                        *pp = w->next;
+                        r->pooled--;
+                        return w;
+                }
+        }
+        cap = n > PS_READ_CHUNK ? n : PS_READ_CHUNK;
+        w = malloc(sizeof(*w) + cap);
+        if (w)
+                w->cap = cap;
+        return w;
+}
+
+/* Write callbacks run before the handle's close callback, which frees the
+ * pool: a buffer put back while closing is freed at once. */
+static void write_put(ps_relay *r, ps_write *w) {
+        if (r->closing || r->pooled >= PS_POOL_MAX) {
+                free(w);
+                return;
+        }
+        w->next = r->pool;
+        r->pool = w;
+        r->pooled++;
 }
 
 static void relay_close(ps_relay *r) {
@@ -115,9 +162,18 @@ int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *u
 static void write_cb(uv_write_t *req, int status) {
         ps_write *w = container_of(req, ps_write, req);
         ps_relay *r = req->data;
-        free(w);
-        if (status < 0 && status != UV_ECANCELED)
+
+        r->queued -= w->len;
+        write_put(r, w);
+        if (status < 0 && status != UV_ECANCELED) {
                 relay_report_closed(r, -EIO);
+                return;
+        }
+        if (r->full && r->queued <= PS_RELAY_LOW && !r->closing) {
+                r->full = false;
+                if (!r->freed && r->ops.drained)
+                        r->ops.drained(r, r->ud);
+        }
 }
 
 int ps_relay_write(ps_relay *r, const void *buf, size_t n) {
@@ -127,10 +183,11 @@ int ps_relay_write(ps_relay *r, const void *buf, size_t n) {
 
         if (!r || r->closing)
                 return -EPIPE;
-        w = malloc(sizeof(*w) + n);
+        w = write_get(r, n);
         if (!w)
                 return -ENOMEM;
         memcpy(w->data, buf, n);
+        w->len = n;
         w->req.data = r;
         b = uv_buf_init(w->data, (unsigned)n);
         q = uv_write(&w->req, (uv_stream_t *)&r->pipe, &b, 1, write_cb);
@@ -138,7 +195,14 @@ int ps_relay_write(ps_relay *r, const void *buf, size_t n) {
                 free(w);
                 return -EPIPE;
         }
+        r->queued += n;
+        if (r->queued > PS_RELAY_HIGH)
+                r->full = true;
         return 0;
+}
+
+bool ps_relay_full(const ps_relay *r) {
+        return r && r->queued > PS_RELAY_HIGH;
 }
 
 void ps_relay_pause(ps_relay *r, bool pause) {

@@ -17,7 +17,16 @@ typedef struct ps_relay_ops {
         void (*data)(ps_relay *r, const void *buf, size_t n, void *ud);
         /* CRIU closed its end (0) or the socket failed (< 0); runs once. */
         void (*closed)(ps_relay *r, int status, void *ud);
+        /* Optional: the bytes queued for CRIU were above PS_RELAY_HIGH and
+         * are down to PS_RELAY_LOW again. */
+        void (*drained)(ps_relay *r, void *ud);
 } ps_relay_ops;
+
+/* Bytes queued for CRIU above which the caller should stop feeding the
+ * relay (ps_relay_full), and where it may start again (drained). Without
+ * that, a peer faster than CRIU grows the queue as far as it likes. */
+#define PS_RELAY_HIGH (2u * 1024u * 1024u)
+#define PS_RELAY_LOW (512u * 1024u)
 
 /* Makes the socketpair; *ret_criu_fd is CRIU's end, without O_CLOEXEC when
  * inherit (a libcriu call forks and execs criu with it), the caller's to
@@ -27,6 +36,9 @@ int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *u
 
 /* Queues bytes for CRIU (copied). */
 int ps_relay_write(ps_relay *r, const void *buf, size_t n);
+
+/* More than PS_RELAY_HIGH bytes wait for CRIU. */
+bool ps_relay_full(const ps_relay *r);
 
 /* Stops or resumes reading from CRIU (back-pressure). */
 void ps_relay_pause(ps_relay *r, bool pause);

@@ -85,7 +85,16 @@ static void src_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[s
         if (r < 0) {
                 snprintf(what, sizeof(what), "frame %llu", (unsigned long long)number);
                 link_refused(rn, what, r);
+        } else if (ps_link_full(rn->dst)) {
+                /* As an agent stops reading its peer: the dump waits. */
+                ps_link_pause(rn->src, true);
         }
+}
+
+static void dst_drained(ps_link *l, void *ud) {
+        run *rn = ud;
+        (void)l;
+        ps_link_pause(rn->src, false);
 }
 
 static void src_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
@@ -114,7 +123,7 @@ static void link_broken(ps_link *l, int status, const char *why, void *ud) {
 }
 
 static const ps_link_ops src_link_ops = {.frame = src_frame, .end = src_end, .broken = link_broken};
-static const ps_link_ops dst_link_ops = {.frame = dst_frame, .broken = link_broken};
+static const ps_link_ops dst_link_ops = {.frame = dst_frame, .broken = link_broken, .drained = dst_drained};
 
 /* Both ends of the link; *dump_fd and *server_fd are the CRIUs' ends. */
 static int link_up(uv_loop_t *loop, run *rn, int *dump_fd, int *server_fd) {

@@ -20,8 +20,9 @@
 #include <cmocka.h>
 
 #include "ps-link.h"
+#include "ps-relay.h"
 
-#define FRAMES_MAX 64u
+#define FRAMES_MAX 512u
 /* A hang guard, not a timing check: loop turns of at most 5 ms each. */
 #define SPIN_MAX 20000
 
@@ -47,6 +48,7 @@ typedef struct pair {
         int reply_rc;
         size_t replies;
         int broken;
+        int drained;
 } pair;
 
 static void s_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
@@ -86,8 +88,14 @@ static void on_broken(ps_link *l, int status, const char *why, void *ud) {
         p->broken++;
 }
 
+static void on_drained(ps_link *l, void *ud) {
+        pair *p = ud;
+        (void)l;
+        p->drained++;
+}
+
 static const ps_link_ops s_ops = {.frame = s_frame, .end = s_end, .broken = on_broken};
-static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken};
+static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken, .drained = on_drained};
 
 static pair *pair_new(const ps_link_binding *target_binding) {
         pair *p = calloc(1, sizeof(*p));
@@ -282,6 +290,45 @@ static void test_frame_after_end(void **state) {
         pair_free(p);
 }
 
+/* A peer faster than the page server: the target's end says stop once more
+ * than PS_RELAY_HIGH waits for its CRIU, and drained once CRIU took it. */
+static void test_full_and_drained(void **state) {
+        pair *p = pair_new(&bind_a);
+        static char chunk[64 * 1024];
+        size_t total = PS_RELAY_HIGH + 1024u * 1024u, fed = 0, got = 0;
+        char *buf = malloc(total);
+        (void)state;
+
+        assert_non_null(buf);
+        memset(chunk, 'p', sizeof(chunk));
+        for (size_t sent = 0; sent < total;) {
+                ssize_t k = send(p->s_fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+                if (k > 0)
+                        sent += (size_t)k;
+                turn(p);
+        }
+        for (int i = 0; i < SPIN_MAX && p->page_bytes < total; i++)
+                turn(p);
+        assert_int_equal(p->page_bytes, total);
+        for (size_t i = 0; i < p->n_pages; i++) {
+                assert_int_equal(feed(p, i), 0);
+                fed += p->pages[i].n;
+                if (ps_link_full(p->t))
+                        break;
+        }
+        assert_true(ps_link_full(p->t));
+        assert_true(fed > PS_RELAY_HIGH);
+        assert_int_equal(p->drained, 0);
+        got = criu_reads(p, p->t_fd, buf, fed);
+        assert_int_equal(got, fed);
+        for (int i = 0; i < SPIN_MAX && p->drained == 0; i++)
+                turn(p);
+        assert_int_equal(p->drained, 1);
+        assert_false(ps_link_full(p->t));
+        free(buf);
+        pair_free(p);
+}
+
 static void test_bad_arguments(void **state) {
         uv_loop_t loop;
         ps_link *l = NULL;
@@ -311,6 +358,7 @@ int main(void) {
                 cmocka_unit_test(test_dropped_or_reordered_frame),
                 cmocka_unit_test(test_foreign_frames),
                 cmocka_unit_test(test_frame_after_end),
+                cmocka_unit_test(test_full_and_drained),
                 cmocka_unit_test(test_bad_arguments),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
