@@ -96,6 +96,11 @@ static void channel_read_stop(xfer_conn *c) {
         (void)c;
 }
 
+/* The session's next step reads the channel again (chan_read). */
+static void channel_resume(xfer_conn *c) {
+        xfer__ssh_kick(channel_of(c)->io);
+}
+
 static void channel_close(xfer_conn *c) {
         xfer_channel *h = channel_of(c);
 
@@ -514,6 +519,7 @@ void xfer__channels_cancel(xfer_ssh_io *io, int status) {
 static const xfer_conn_ops channel_ops = {
         .write = channel_write_op,
         .read_stop = channel_read_stop,
+        .resume = channel_resume,
         .close = channel_close,
         .abort = channel_abort,
         .abandon = channel_abandon,

@@ -22,11 +22,20 @@ typedef enum xfer_conn_state {
 /* What comes from the peer. */
 typedef enum xfer_conn_input {
         XFER_CONN_INPUT_READING,
-        XFER_CONN_INPUT_PAUSED, /* too much of ours is queued: frames wait in the reader */
+        XFER_CONN_INPUT_PAUSED, /* too much of ours is queued, or the caller holds reading: frames wait in
+                                 * the reader */
         XFER_CONN_INPUT_ENDED,  /* the peer ended its side */
         _XFER_CONN_INPUT_MAX,
         _XFER_CONN_INPUT_INVALID = -EINVAL,
 } xfer_conn_input;
+
+/* Whether the caller takes frames (xfer_conn_hold_reading). */
+typedef enum xfer_conn_taking {
+        XFER_CONN_TAKING,
+        XFER_CONN_HELD, /* what the caller feeds the frames to is behind */
+        _XFER_CONN_TAKING_MAX,
+        _XFER_CONN_TAKING_INVALID = -EINVAL,
+} xfer_conn_taking;
 
 /* One frame on its way out. A DATA segment carries its header inline and
  * points at the caller's payload (no copy). */
@@ -48,9 +57,13 @@ typedef struct xfer_conn_ops {
         /* Takes a queued segment (counted already): writes it, or keeps it
          * for its next step. -EPIPE with a sentence when it cannot. */
         int (*write)(xfer_conn *c, xfer_seg *g, nm_error *err);
-        /* Takes no more bytes from the peer for now (the queue is full, or
-         * a frame was refused). */
+        /* Takes no more bytes from the peer for now (the queue is full, the
+         * caller holds reading, or a frame was refused). */
         void (*read_stop)(xfer_conn *c);
+        /* The caller stopped holding reading: take the frames that waited
+         * and read on, now or at the transport's next step, unless the
+         * queue keeps reading paused. */
+        void (*resume)(xfer_conn *c);
         /* The connection is CLOSING with status 0: the queue, then EOF. */
         void (*close)(xfer_conn *c);
         /* The connection fails (its status is set): the queue goes. The
@@ -73,6 +86,7 @@ struct xfer_conn {
         const xfer_conn_ops *ops;
         xfer_conn_state state;
         xfer_conn_input input;
+        xfer_conn_taking taking;
         uv_loop_t *loop;
         xfer_conn_callbacks cbs;
         void *userdata;
@@ -116,7 +130,8 @@ void xfer__conn_deadline(xfer_conn *c, uint64_t ms);
 void xfer__conn_written(xfer_conn *c, xfer_seg *g, size_t n);
 /* A segment that will never be written, with what was left of it. */
 void xfer__conn_dropped(xfer_conn *c, xfer_seg *g);
-/* The queue shrank enough for reading to go on after a pause. */
+/* Reading may go on after a pause: the queue shrank enough, and the caller
+ * does not hold it. */
 bool xfer__conn_queue_drained(const xfer_conn *c);
 
 /* Decodes and hands out every complete frame in the reader, until the

@@ -189,9 +189,14 @@ static void stream_read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) 
 
 /* ---- construction --------------------------------------------------------------- */
 
+static void stream_resume(xfer_conn *c) {
+        stream_resume_reading(stream_of(c));
+}
+
 static const xfer_conn_ops stream_ops = {
         .write = stream_write,
         .read_stop = stream_read_stop,
+        .resume = stream_resume,
         .close = stream_close,
         .abort = stream_abort,
         .finish = stream_finish,

@@ -93,7 +93,21 @@ static bool queue_full(const xfer_conn *c) {
 }
 
 bool xfer__conn_queue_drained(const xfer_conn *c) {
-        return c->queued <= XFER_CONN_READ_PAUSE_BYTES / 2 && c->n_segs <= XFER_CONN_READ_PAUSE_SEGS / 2;
+        return c->taking == XFER_CONN_TAKING && c->queued <= XFER_CONN_READ_PAUSE_BYTES / 2 &&
+               c->n_segs <= XFER_CONN_READ_PAUSE_SEGS / 2;
+}
+
+void xfer_conn_hold_reading(xfer_conn *c, bool hold) {
+        xfer_conn_taking was = c->taking;
+
+        c->taking = hold ? XFER_CONN_HELD : XFER_CONN_TAKING;
+        if (hold || was == XFER_CONN_TAKING)
+                return;
+        /* The peer's idle window starts again: it waited for us. */
+        touch(c);
+        xfer__conn_timer_arm(c);
+        if (c->state == XFER_CONN_OPEN && c->input == XFER_CONN_INPUT_PAUSED && xfer__conn_queue_drained(c))
+                c->ops->resume(c);
 }
 
 /* ---- timers ---------------------------------------------------------- */
@@ -142,6 +156,8 @@ static void timer_cb(uv_timer_t *t) {
         }
         if (c->state != XFER_CONN_OPEN || c->idle_ms == 0)
                 return;
+        if (c->taking == XFER_CONN_HELD)
+                touch(c); /* we hold reading: the peer is not idle, it waits for us */
         if (uv_now(c->loop) - c->last_activity < c->idle_ms) {
                 xfer__conn_timer_arm(c);
                 return;
@@ -173,8 +189,8 @@ int xfer__conn_new(uv_loop_t *loop, size_t size, const xfer_conn_ops *ops, const
         int r;
 
         assert(size >= sizeof(xfer_conn));
-        assert(ops && ops->write && ops->read_stop && ops->close && ops->abort && ops->finish &&
-               ops->release);
+        assert(ops && ops->write && ops->read_stop && ops->resume && ops->close && ops->abort &&
+               ops->finish && ops->release);
         if (!cbs || !cbs->closed)
                 return -EINVAL;
         c = calloc(1, size);
@@ -402,8 +418,9 @@ int xfer__conn_deliver(xfer_conn *c) {
 
                 if (c->state != XFER_CONN_OPEN)
                         return 0; /* no messages after close */
-                if (queue_full(c)) {
-                        /* The rest waits in the reader until the queue drains. */
+                if (queue_full(c) || c->taking == XFER_CONN_HELD) {
+                        /* The rest waits in the reader until the queue
+                         * drains and the caller takes frames again. */
                         c->input = XFER_CONN_INPUT_PAUSED;
                         c->ops->read_stop(c);
                         return 0;

@@ -169,6 +169,12 @@ size_t xfer_conn_queued(const xfer_conn *c);
 typedef void (*xfer_conn_drain_cb)(xfer_conn *c, void *userdata);
 void xfer_conn_set_drain(xfer_conn *c, size_t low_water, xfer_conn_drain_cb cb, void *userdata);
 
+/* hold: no further frame is handed out (they wait in the socket or the
+ * channel window, and the peer waits) until called again with false, for a
+ * caller whose own consumer is behind (the relay to a CRIU page server).
+ * The idle timeout does not count that time against the peer. */
+void xfer_conn_hold_reading(xfer_conn *c, bool hold);
+
 /* Closes the connection with ms of neither bytes received nor queued bytes
  * leaving (-ETIMEDOUT). 0 turns it off (the default). */
 void xfer_conn_set_idle_timeout(xfer_conn *c, uint64_t ms);

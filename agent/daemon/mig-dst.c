@@ -581,7 +581,24 @@ static void dst_ps_closed(ps_relay *r, int status, void *ud) {
         log_ctx_debug(m->id, "the lazy-pages daemon closed its page-server socket (%d)", status);
 }
 
-static const ps_relay_ops dst_ps_ops = {.data = dst_ps_data, .closed = dst_ps_closed};
+/* The session waited while the daemon had PS_RELAY_HIGH queued: read on. */
+static void dst_session_take(mig *m) {
+        if (m->peer_cc && m->peer_cc->conn)
+                xfer_conn_hold_reading(m->peer_cc->conn, false);
+}
+
+static void dst_ps_drained(ps_relay *r, void *ud) {
+        (void)r;
+        dst_session_take(ud);
+}
+
+static void dst_drop_relay(mig *m) {
+        dst_session_take(m);
+        m->relay = ps_relay_free(m->relay);
+}
+
+static const ps_relay_ops dst_ps_ops = {
+        .data = dst_ps_data, .closed = dst_ps_closed, .drained = dst_ps_drained};
 
 static void dst_lazy_ready(ckpt_lazy_pages *lp, int status, void *ud) {
         mig *m = ud;
@@ -601,7 +618,7 @@ static void dst_lazy_done(ckpt_lazy_pages *lp, int status, void *ud) {
         mig *m = ud;
         (void)lp;
 
-        m->relay = ps_relay_free(m->relay);
+        dst_drop_relay(m);
         if (status >= 0) {
                 log_ctx_info(m->id, "post-copy done: every page of %s is here", m->container_id);
                 dst_feed(m, DST_EV_PAGES_COMPLETE, NULL);
@@ -955,7 +972,7 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         case DST_DO_REMOVE_STATE: dst_remove_state(m); return MIG_ACT_DONE;
         case DST_DO_REMOVE_STAGING: return m->staging ? mig_remove_dir(m, m->staging) : MIG_ACT_DONE;
         case DST_DO_RELEASE: return dst_release(m);
-        case DST_DO_DROP_RELAY: m->relay = ps_relay_free(m->relay); return MIG_ACT_DONE;
+        case DST_DO_DROP_RELAY: dst_drop_relay(m); return MIG_ACT_DONE;
         case DST_DO_OPEN_ASK: return dst_open_ask(m, ret);
         case DST_DO_SEND_QUERY:
                 if (m->link)
@@ -1218,8 +1235,14 @@ void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
                                        : "PS_DATA outside a lazy (post-copy) migration");
                 return;
         }
-        if (m->relay)
-                (void)ps_relay_write(m->relay, d->data.ptr, d->data.len);
+        if (!m->relay)
+                return;
+        (void)ps_relay_write(m->relay, d->data.ptr, d->data.len);
+        /* A source that sends pages faster than the daemon takes them (or
+         * pages nobody asked for) must not grow our memory: the session's
+         * further frames wait in the socket until the daemon caught up. */
+        if (ps_relay_full(m->relay))
+                xfer_conn_hold_reading(cc->conn, true);
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {

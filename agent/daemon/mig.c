@@ -269,6 +269,9 @@ void mig__release(mig *m) {
                 peer_link_detach(m->link);
                 m->link = NULL;
         }
+        /* A post-copy target may hold its session while its relay is full. */
+        if (m->relay && m->peer_cc && m->peer_cc->conn)
+                xfer_conn_hold_reading(m->peer_cc->conn, false);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
         m->relay = ps_relay_free(m->relay);

@@ -639,6 +639,78 @@ static void test_flood_bounded(void **state) {
         }
 }
 
+/* A caller whose consumer is behind holds reading: the peer's frames wait,
+ * for longer than the idle timeout (which does not blame the peer for our
+ * wait), and come out in order once it lets go. */
+#define HELD_PINGS 5u
+
+typedef struct held {
+        xfer_conn *c;
+        uv_timer_t release;
+        unsigned got, got_while_held;
+        bool closed;
+        int status;
+} held;
+
+static void held_message(xfer_conn *c, const proto_msg *m, void *ud) {
+        held *h = ud;
+        (void)c;
+        assert_int_equal(m->type, PROTO_MSG_PING);
+        assert_int_equal(m->ping.seq, h->got + 1);
+        h->got++;
+}
+
+static void held_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
+        held *h = ud;
+        (void)c;
+        printf("# closed after %u PINGs: %d %s\n", h->got, status, err ? err->msg : "");
+        h->status = status;
+        h->closed = true;
+}
+
+static void held_release(uv_timer_t *t) {
+        held *h = t->data;
+        h->got_while_held = h->got;
+        assert_false(h->closed);
+        xfer_conn_hold_reading(h->c, false);
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+static void test_hold_reading(void **state) {
+        xfer_conn_callbacks cb = {.message = held_message, .closed = held_closed};
+        uv_loop_t loop;
+        held h = {};
+        int sv[2];
+        (void)state;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(xfer_conn_new_fd(&loop, sv[0], &cb, &h, NULL, &h.c), 0);
+        xfer_conn_set_idle_timeout(h.c, t_ms(100));
+        xfer_conn_hold_reading(h.c, true);
+        for (unsigned i = 1; i <= HELD_PINGS; i++) {
+                proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = i}};
+                uint8_t *buf = NULL;
+                size_t len;
+                assert_int_equal(proto_encode(&ping, &buf, &len, NULL), 0);
+                assert_int_equal(write(sv[1], buf, len), (ssize_t)len);
+                free(buf);
+        }
+        (void)shutdown(sv[1], SHUT_WR);
+        assert_int_equal(uv_timer_init(&loop, &h.release), 0);
+        h.release.data = &h;
+        /* Four idle windows: without the hold's exemption the peer would be
+         * cut as idle well before. */
+        assert_int_equal(uv_timer_start(&h.release, held_release, t_ms(400), 0), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_true(h.closed);
+        assert_int_equal(h.got_while_held, 0);
+        assert_int_equal(h.got, HELD_PINGS);
+        assert_int_equal(h.status, 0);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        close(sv[1]);
+}
+
 /* A peer that trickles a frame a byte at a time (slowloris) is idle: only
  * whole frames count, so the idle timeout ends it. Its frame is one that
  * would take minutes to complete, so no load can make it arrive first; a
@@ -876,6 +948,7 @@ int main(void) {
                 cmocka_unit_test(test_oversize_frame_refused),
                 cmocka_unit_test(test_refused_frame_answered),
                 cmocka_unit_test(test_flood_bounded),
+                cmocka_unit_test(test_hold_reading),
                 cmocka_unit_test(test_trickle_is_idle),
                 cmocka_unit_test(test_idle_looks_after_a_stall),
                 cmocka_unit_test(test_idle_from_last_frame),
