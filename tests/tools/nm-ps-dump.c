@@ -20,6 +20,7 @@
  *   link: frame N refused (...)                                (--flip)
  * and exits 0 when both ends succeeded. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -241,6 +242,9 @@ int main(int argc, char **argv) {
                 else
                         break;
         }
+        /* A link writes to CRIU's sockets with write(): a CRIU that went
+         * away must be an error, not the end of this process. */
+        signal(SIGPIPE, SIG_IGN);
         if (argc - i != 4 || (link && no_server) || (flip && !link)) {
                 fprintf(stderr, "usage: nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] CONTAINER "
                                 "SRC DST WORK\n");
