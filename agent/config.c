@@ -231,6 +231,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_bool(value, &c->consume_staging);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "lazy") == 0)
                 r = parse_bool(value, &c->lazy);
+        else if (strcmp(section, "agent") == 0 && strcmp(key, "stream_pages") == 0)
+                r = parse_bool(value, &c->stream_pages);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "criu_timeout") == 0)
                 r = parse_uint(value, 1, 86400, &c->criu_timeout_s);
         else if (strcmp(section, "agent") == 0 && strcmp(key, "tcp") == 0)

@@ -46,6 +46,7 @@ typedef struct agent_config {
         bool compress;        /* zstd on the image stream when the peer takes it */
         bool consume_staging; /* the restore punches out the staged pages it read */
         bool lazy;            /* accept post-copy (--lazy) migrations */
+        bool stream_pages;    /* as a source, send the pages while CRIU dumps (feature "ps-stream") */
         agent_tcp_policy tcp; /* established TCP connections of a moved container */
         /* Native containers restored here: their cgroup nucleus-<id> is made
          * below cgroup_root (NULL: $NUCLEUS_CGROUP_ROOT at start, else the

@@ -238,6 +238,38 @@ int fs_set_immutable(int fd, bool on) {
         return ioctl(fd, FS_IOC_SETFLAGS, &flags) < 0 ? negative_errno() : 0;
 }
 
+int fs_seal_dir_files(int dirfd) {
+        int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        struct dirent *de;
+        DIR *d;
+        int r = 0;
+
+        if (fd < 0)
+                return negative_errno();
+        d = fdopendir(fd); /* the DIR takes fd */
+        if (!d) {
+                r = negative_errno();
+                close(fd);
+                return r;
+        }
+        while (r >= 0 && (de = readdir(d))) {
+                int ffd;
+                if (de->d_type != DT_REG)
+                        continue;
+                ffd = openat(dirfd, de->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+                if (ffd < 0) {
+                        r = negative_errno();
+                        break;
+                }
+                r = fs_set_immutable(ffd, true);
+                if (r == -ENOTTY || r == -EOPNOTSUPP)
+                        r = 0;
+                close(ffd);
+        }
+        closedir(d);
+        return r;
+}
+
 /* A sealed (immutable) regular file cannot be unlinked: unseal, then retry. */
 static int unlink_file_at(int dirfd, const char *name) {
         int fd;

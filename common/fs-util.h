@@ -49,3 +49,6 @@ int rm_rf_path(const char *path);
  * sealed file without clearing the flag first. -ENOTTY/-EOPNOTSUPP where the
  * file system has no such flag. rm_rf_at clears it when it must. */
 int fs_set_immutable(int fd, bool on);
+/* Seals every regular file directly in dirfd (symlinks and others are left
+ * alone); a file system without the flag is not an error. */
+int fs_seal_dir_files(int dirfd);

@@ -90,6 +90,8 @@ typedef enum proto_msg_type {
         PROTO_MSG_FILE_MAC = 36, /* feature "file-mac" */
         PROTO_MSG_PS_DATA = 37,  /* feature "lazy" */
         PROTO_MSG_RESOLVED = 38, /* an in-doubt migration was settled by `resolve` */
+        PROTO_MSG_PS_PAGES = 39, /* feature "ps-stream" */
+        PROTO_MSG_PS_END = 40,   /* feature "ps-stream" */
         /* control session (CLI -> local agent) */
         PROTO_MSG_MIGRATE = 64,
         PROTO_MSG_DRAIN = 65,
@@ -225,6 +227,8 @@ typedef struct proto_offer {
         const char *kernel;
         bool lazy;
         proto_bin cpuinfo; /* optional: the source's `criu cpuinfo dump` image, 1..PROTO_CPUINFO_MAX */
+        bool ps_stream;    /* the pages come as PS_PAGES while CRIU dumps (feature "ps-stream") */
+        bool has_ps_stream; /* ps_stream was sent (absent: false) */
 } proto_offer;
 
 /* ACCEPT, VERIFIED, RESTORE, COMMIT, QUERY: the migration id only. */
@@ -269,6 +273,26 @@ typedef struct proto_ps_data {
         const char *mig;
         proto_bin data; /* 1..PROTO_DATA_MAX bytes */
 } proto_ps_data;
+
+/* Feature "ps-stream": bytes of CRIU's page-server protocol between the
+ * source's dump and the target's page server while CRIU dumps, either way
+ * (the pages to the target, the page server's replies back), each chunk
+ * with its ps_mac tag (transfer/ps-mac.h), checked before CRIU reads it. */
+typedef struct proto_ps_pages {
+        const char *mig;
+        proto_bin data; /* 1..PROTO_DATA_MAX bytes */
+        uint8_t tag[PROTO_SHA256_LEN];
+} proto_ps_pages;
+
+/* Feature "ps-stream": the end of the pages, source to target, once the
+ * dump's CRIU closed its socket; tag is ps_mac's end tag. kept: the dump
+ * kept the pages in its own images after all (it could not hold the tree
+ * stopped), so they come with the image stream. */
+typedef struct proto_ps_end {
+        const char *mig;
+        uint8_t tag[PROTO_SHA256_LEN];
+        bool kept;
+} proto_ps_end;
 
 /* Ends a file like FILE_END, with the tree HMAC so far instead of the
  * file's SHA-256: HMAC-SHA256 of the record stream (DESIGN.md) from its
@@ -401,6 +425,8 @@ typedef struct proto_msg {
                 proto_zdata zdata;
                 proto_file_mac file_mac;
                 proto_ps_data ps_data;
+                proto_ps_pages ps_pages;
+                proto_ps_end ps_end;
                 proto_migrate migrate;
                 proto_drain drain;
                 proto_cordon cordon;

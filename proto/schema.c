@@ -137,6 +137,7 @@ static const proto__field offer_fields[] = {
         NAME("kernel", offer.kernel),
         BOOL("lazy", offer.lazy),
         OPT_BIN("cpuinfo", offer.cpuinfo, 1, PROTO_CPUINFO_MAX),
+        OPT_BOOL("ps_stream", offer.ps_stream, offer.has_ps_stream),
 };
 
 static const proto__field mig_only_fields[] = {
@@ -182,6 +183,18 @@ static const proto__field file_mac_fields[] = {
 static const proto__field ps_data_fields[] = {
         MIG(ps_data.mig),
         BIN("data", ps_data.data, 1, PROTO_DATA_MAX),
+};
+
+static const proto__field ps_pages_fields[] = {
+        MIG(ps_pages.mig),
+        BIN("data", ps_pages.data, 1, PROTO_DATA_MAX),
+        SHA256("tag", ps_pages.tag),
+};
+
+static const proto__field ps_end_fields[] = {
+        MIG(ps_end.mig),
+        SHA256("tag", ps_end.tag),
+        BOOL("kept", ps_end.kept),
 };
 
 static const proto__field images_done_fields[] = {
@@ -300,6 +313,8 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_ZDATA] = SCHEMA("ZDATA", zdata_fields, NULL),
         [PROTO_MSG_FILE_MAC] = SCHEMA("FILE_MAC", file_mac_fields, NULL),
         [PROTO_MSG_PS_DATA] = SCHEMA("PS_DATA", ps_data_fields, NULL),
+        [PROTO_MSG_PS_PAGES] = SCHEMA("PS_PAGES", ps_pages_fields, NULL),
+        [PROTO_MSG_PS_END] = SCHEMA("PS_END", ps_end_fields, NULL),
         [PROTO_MSG_MIGRATE] = SCHEMA("MIGRATE", migrate_fields, migrate_check),
         [PROTO_MSG_DRAIN] = SCHEMA("DRAIN", drain_fields, NULL),
         [PROTO_MSG_CORDON] = SCHEMA("CORDON", cordon_fields, NULL),

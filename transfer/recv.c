@@ -624,6 +624,18 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
         return 0;
 }
 
+void xfer_recv_progress(xfer_recv *r, size_t n) {
+        if (!r || r->ended)
+                return;
+        r->window_bytes += n;
+        r->last_msg_ms = xfer__now_ms(r->loop);
+        if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
+                r->last_activity_ms = r->last_msg_ms;
+                r->window_bytes = 0;
+                r->idle_check = XFER__IDLE_WATCHING;
+        }
+}
+
 void xfer_recv_abort(xfer_recv *r, int status, const nm_error *err) {
         nm_error e = {};
 

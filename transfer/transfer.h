@@ -316,6 +316,11 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
  * caller's. */
 int xfer_recv_feed(xfer_recv *r, const proto_msg *msg, nm_error *err);
 
+/* n bytes of the same move that came another way (its pages, streamed to a
+ * page server while CRIU dumps): the sender is making progress, which the
+ * idle timeout must see. */
+void xfer_recv_progress(xfer_recv *r, size_t n);
+
 /* Ends the transfer (dropped connection, ABORT from the peer, ...): removes
  * staging; cb runs with status. Harmless after the end. */
 void xfer_recv_abort(xfer_recv *r, int status, const nm_error *err);

@@ -12,7 +12,7 @@ static const char *const sender_names[_HANDOFF_SENDER_MAX] = {
 };
 
 static const char *const msg_names[_HANDOFF_MSG_MAX] = {
-        [HANDOFF_MSG_IMAGES] = "images", [HANDOFF_MSG_RESTORE] = "RESTORE", [HANDOFF_MSG_PAGES] = "PS_DATA",
+        [HANDOFF_MSG_IMAGES] = "images", [HANDOFF_MSG_RESTORE] = "RESTORE", [HANDOFF_MSG_PAGES] = "pages",
         [HANDOFF_MSG_COMMIT] = "COMMIT", [HANDOFF_MSG_ABORT] = "ABORT",     [HANDOFF_MSG_QUERY] = "QUERY",
 };
 

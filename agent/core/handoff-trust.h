@@ -30,7 +30,7 @@ const char *handoff_sender_to_string(handoff_sender s);
 typedef enum handoff_msg {
         HANDOFF_MSG_IMAGES,  /* FILE, DATA, ZDATA, FILE_END, FILE_MAC, IMAGES_DONE */
         HANDOFF_MSG_RESTORE, /* RESTORE */
-        HANDOFF_MSG_PAGES,   /* PS_DATA */
+        HANDOFF_MSG_PAGES,   /* PS_DATA, PS_PAGES, PS_END */
         HANDOFF_MSG_COMMIT,  /* COMMIT */
         HANDOFF_MSG_ABORT,   /* ABORT */
         HANDOFF_MSG_QUERY,   /* QUERY */

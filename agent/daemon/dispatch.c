@@ -39,6 +39,8 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_IMAGES_DONE: mig_dst_stream(cc, msg); return;
         case PROTO_MSG_RESTORE: mig_dst_restore(cc, id); return;
         case PROTO_MSG_PS_DATA: mig_dst_ps_data(cc, &msg->ps_data); return;
+        case PROTO_MSG_PS_PAGES: mig_dst_ps_pages(cc, &msg->ps_pages); return;
+        case PROTO_MSG_PS_END: mig_dst_ps_end(cc, &msg->ps_end); return;
         case PROTO_MSG_COMMIT: mig_dst_commit(cc, id); return;
         case PROTO_MSG_ABORT: mig_dst_abort(cc, id, msg->abort.reason); return;
         default: break;

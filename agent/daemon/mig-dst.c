@@ -64,6 +64,15 @@ static void dst_detach_conn(mig *m) {
         m->peer_cc = NULL;
 }
 
+static void dst_staging_maybe_complete(mig *m);
+
+/* The session waited while a relay to our CRIU had PS_RELAY_HIGH queued:
+ * read on. */
+static void dst_session_take(mig *m) {
+        if (m->peer_cc && m->peer_cc->conn)
+                xfer_conn_hold_reading(m->peer_cc->conn, false);
+}
+
 /* ---- OFFER ---- */
 
 /* "4.2.1", "6.18.44-fc" -> 40201, 61844; -1 unless it starts with at least
@@ -153,6 +162,15 @@ static int dst_check_offer(agent *a, ctl_conn *cc, const proto_offer *o, proto_r
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
                        snprintf(why, n,
                                 "post-copy offered, but the source did not announce \"lazy\" in its HELLO"),
+                       -1;
+        /* Its pages come as PS_PAGES, checked against the tags of a source
+         * that listed "ps-stream"; never beside post-copy's PS_DATA. */
+        if (o->ps_stream && (!(cc->features & PEER_FEATURE_PS_STREAM) || o->lazy))
+                return *ret_code = PROTO_REJECT_INCOMPATIBLE,
+                       snprintf(why, n,
+                                o->lazy ? "pages streamed during the dump offered with post-copy"
+                                        : "pages streamed during the dump offered, but the source did not "
+                                          "announce \"ps-stream\" in its HELLO"),
                        -1;
         if (o->lazy && !a->cfg.lazy)
                 return *ret_code = PROTO_REJECT_INCOMPATIBLE,
@@ -450,7 +468,8 @@ static void dst_on_received(xfer_recv *r, int status, const nm_error *err, const
         }
         log_ctx_info(m->id, "verified %llu files, %llu bytes (tree HMAC %.16s...)",
                      (unsigned long long)res->files, (unsigned long long)res->bytes, res->hmac);
-        dst_feed(m, DST_EV_RECEIVED, NULL);
+        m->images = MIG_IMAGES_VERIFIED;
+        dst_staging_maybe_complete(m);
 }
 
 /* The staging quota, on what lands: each FILE's size as it is announced,
@@ -482,6 +501,123 @@ static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
         return 0;
 }
 
+/* ---- pages streamed while CRIU dumps (feature "ps-stream") ---- */
+
+/* Every file of the staging sealed (the page server's are not yet), then
+ * the whole of it signed in the nucleus format: the source's MAC covers the
+ * image stream only. On the pool: it reads every page once more. */
+static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
+        _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
+        _cleanup_close_ int ifd = -EBADF;
+        (void)ud;
+
+        if (dfd < 0)
+                return nm_error_errno(err, dfd, "cannot open the staging %s", m->staging);
+        ifd = openat(dfd, "images", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (ifd < 0)
+                return nm_error_errno(err, negative_errno(), "cannot open %s/images", m->staging);
+        int r = fs_seal_dir_files(ifd);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot seal the pages in %s/images", m->staging);
+        return ckpt_sign_at(dfd, m->a->key, m->a->key_len, NULL, err);
+}
+
+static void dst_seal_sign_done(mig *m, void *ud, int r, const nm_error *err) {
+        (void)ud;
+        if (r < 0) {
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
+                                err ? err->msg : strerror(-r));
+                return;
+        }
+        log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is signed");
+        dst_feed(m, DST_EV_RECEIVED, NULL);
+}
+
+/* The staging is complete once the image stream is verified and the pages
+ * are in (or came with it); streamed pages are signed with it first. */
+static void dst_staging_maybe_complete(mig *m) {
+        int r;
+
+        if (m->images != MIG_IMAGES_VERIFIED)
+                return;
+        if (m->pages == MIG_PAGES_WITH_IMAGES) {
+                dst_feed(m, DST_EV_RECEIVED, NULL);
+                return;
+        }
+        if (m->pages != MIG_PAGES_IN)
+                return; /* the end frame or the page server's exit is still to come */
+        r = mig_work(m, dst_seal_sign_work, dst_seal_sign_done, NULL, NULL);
+        if (r < 0)
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
+                                strerror(-r));
+}
+
+/* The page stream failed: the migration with it (the staging goes). */
+static void dst_pages_failed(mig *m, int code, const char *why) {
+        mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), code, "the pages streamed during the dump: %s",
+                        why);
+}
+
+static void dst_page_server_done(ckpt_page_server *ps, int status, void *ud) {
+        mig *m = ud;
+
+        m->page_server = ckpt_page_server_free(ps);
+        if (status < 0) {
+                char why[PATH_MAX + 64];
+                snprintf(why, sizeof(why), "the page server failed (log: %s/%s-pages/page-server.log)",
+                         m->a->criu_work_dir, m->id);
+                dst_pages_failed(m, status, why);
+                return;
+        }
+        m->pages = m->pages == MIG_PAGES_ENDED ? MIG_PAGES_IN : MIG_PAGES_SERVED;
+        dst_staging_maybe_complete(m);
+}
+
+/* The page server's replies, for the source's dump. */
+static void dst_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
+                            void *ud) {
+        mig *m = ud;
+        proto_msg d = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = m->id, .data = {buf, n}}};
+        (void)l;
+        memcpy(d.ps_pages.tag, tag, PS_MAC_LEN);
+        dst_send(m, &d);
+}
+
+static void dst_pages_broken(ps_link *l, int status, const char *why, void *ud) {
+        (void)l;
+        dst_pages_failed(ud, status, why);
+}
+
+static void dst_pages_drained(ps_link *l, void *ud) {
+        (void)l;
+        dst_session_take(ud);
+}
+
+static const ps_link_ops dst_page_link_ops = {
+        .frame = dst_pages_frame, .broken = dst_pages_broken, .drained = dst_pages_drained};
+
+/* With the sink: the page server writes into the staging's images/ (the
+ * receiver made it), fed by our end of the link. */
+static int dst_pages_start(mig *m, nm_error *err) {
+        agent *a = m->a;
+        ps_link_binding b = {.mig = m->id, .source = m->peer, .target = a->cfg.node};
+        char work[PATH_MAX];
+        int fd = -EBADF, r;
+
+        r = ps_link_new(a->loop, PS_LINK_TARGET, a->key, a->key_len, &b, false, &dst_page_link_ops, m, &fd,
+                        &m->page_link);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot set up the page stream");
+        snprintf(work, sizeof(work), "%s/%s-pages", a->criu_work_dir, m->id);
+        return ckpt_page_server_start(a->loop, a->criu, m->staging, work, fd, dst_page_server_done, m, err,
+                                      &m->page_server);
+}
+
+static void dst_pages_stop(mig *m) {
+        m->page_link = ps_link_free(m->page_link);
+        m->page_server = ckpt_page_server_free(m->page_server);
+}
+
 /* Opens the images' way in: the tree HMAC and the sink. */
 static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
         agent *a = m->a;
@@ -500,6 +636,10 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
+        if (m->pages == MIG_PAGES_STREAMING && dst_pages_start(m, &err) < 0) {
+                m->recv = xfer_recv_free(m->recv); /* and the staging it made */
+                return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
+        }
         return MIG_ACT_DONE;
 }
 
@@ -579,12 +719,6 @@ static void dst_ps_closed(ps_relay *r, int status, void *ud) {
         mig *m = ud;
         (void)r;
         log_ctx_debug(m->id, "the lazy-pages daemon closed its page-server socket (%d)", status);
-}
-
-/* The session waited while the daemon had PS_RELAY_HIGH queued: read on. */
-static void dst_session_take(mig *m) {
-        if (m->peer_cc && m->peer_cc->conn)
-                xfer_conn_hold_reading(m->peer_cc->conn, false);
 }
 
 static void dst_ps_drained(ps_relay *r, void *ud) {
@@ -943,7 +1077,10 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         case DST_DO_NOTE_DISCARD: dst_note_discard(m, a->why); return MIG_ACT_DONE;
         case DST_DO_JOURNAL: return dst_journal(m, a->phase, ret);
         case DST_DO_START_SINK: return dst_start_sink(m, ret);
-        case DST_DO_STOP_SINK: m->recv = xfer_recv_free(m->recv); return MIG_ACT_DONE;
+        case DST_DO_STOP_SINK:
+                m->recv = xfer_recv_free(m->recv);
+                dst_pages_stop(m);
+                return MIG_ACT_DONE;
         case DST_DO_SEND_ACCEPT: dst_send_simple(m, PROTO_MSG_ACCEPT); return MIG_ACT_DONE;
         case DST_DO_SEND_REJECT: {
                 proto_msg rj = {.type = PROTO_MSG_REJECT,
@@ -1138,7 +1275,9 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o, const offer_ver
         m->offered_bytes = o->image_bytes;
         m->bytes_total = o->image_bytes;
         m->dst = dst_state_new(o->lazy);
+        m->pages = o->ps_stream ? MIG_PAGES_STREAMING : MIG_PAGES_WITH_IMAGES;
         mig_rec_set(m, "lazy", json_boolean(o->lazy));
+        mig_rec_set(m, "ps_stream", json_boolean(o->ps_stream));
         mig_rec_set_str(m, "container_id", m->container_id);
         mig_rec_set_str(m, "container_name", m->container_name);
         mig_rec_set_str(m, "peer", m->peer);
@@ -1243,6 +1382,79 @@ void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
          * further frames wait in the socket until the daemon caught up. */
         if (ps_relay_full(m->relay))
                 xfer_conn_hold_reading(cc->conn, true);
+}
+
+/* The migration of this session whose pages stream during the dump, or
+ * NULL after an ERROR that says why not. */
+static mig *dst_streaming(ctl_conn *cc, const char *id, const char *what) {
+        mig *m = cc->dest;
+        char why[128];
+
+        if (dst_foreign(cc, id, HANDOFF_MSG_PAGES))
+                return NULL;
+        if (!m || strcmp(m->id, id) != 0 || m->pages == MIG_PAGES_WITH_IMAGES || !m->page_link) {
+                snprintf(why, sizeof(why), "%s %s", what,
+                         !m || strcmp(m->id, id) != 0
+                                 ? "for a migration this session does not carry"
+                                 : "outside a migration whose pages stream during the dump");
+                ctl_send_error(cc, id, -EPROTO, why);
+                return NULL;
+        }
+        return m;
+}
+
+/* Pages for our page server: each frame checked before it reaches CRIU,
+ * and counted against the staging quota like the image stream's files. */
+void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
+        mig *m = dst_streaming(cc, p->mig, "PS_PAGES");
+        nm_error e = {};
+        int r;
+
+        if (!m)
+                return;
+        if (dst_reserve(m, p->data.len, &e) < 0) {
+                dst_pages_failed(m, e.code, e.msg);
+                return;
+        }
+        r = ps_link_feed(m->page_link, p->data.ptr, p->data.len, p->tag);
+        if (r < 0) {
+                char why[160];
+                snprintf(why, sizeof(why), "frame %llu from %s %s: refusing the page stream",
+                         (unsigned long long)ps_link_frames_in(m->page_link) + 1, m->peer,
+                         r == -EBADMSG ? "failed its check" : "came after the end or a failure");
+                dst_pages_failed(m, r, why);
+                return;
+        }
+        xfer_recv_progress(m->recv, p->data.len);
+        if (ps_link_full(m->page_link))
+                xfer_conn_hold_reading(cc->conn, true);
+}
+
+void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
+        mig *m = dst_streaming(cc, p->mig, "PS_END");
+        int r;
+
+        if (!m)
+                return;
+        r = ps_link_feed_end(m->page_link, p->tag);
+        if (r < 0) {
+                dst_pages_failed(m, r, "the end frame failed its check (frames lost, repeated or added)");
+                return;
+        }
+        if (p->kept) {
+                /* Nothing went to the page server: the pages come with the
+                 * images, under the source's MAC. */
+                dst_pages_stop(m);
+                m->pages = MIG_PAGES_WITH_IMAGES;
+                log_ctx_info(m->id,
+                             "the source kept the pages in its images: they come with the image stream");
+        } else {
+                log_ctx_info(m->id, "the page stream ended: %llu bytes in %llu frames, each checked",
+                             (unsigned long long)ps_link_bytes_in(m->page_link),
+                             (unsigned long long)ps_link_frames_in(m->page_link));
+                m->pages = m->pages == MIG_PAGES_SERVED ? MIG_PAGES_IN : MIG_PAGES_ENDED;
+        }
+        dst_staging_maybe_complete(m);
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {

@@ -22,6 +22,14 @@
 #define SRC_PS_HIGH_WATER (8u << 20)
 #define SRC_PS_LOW_WATER (2u << 20)
 
+/* Whether the pages go to the target while CRIU dumps: asked for here
+ * ([agent] stream_pages), announced by the target, and not a post-copy
+ * move (whose pages come after the resume). */
+static bool src_wants_ps_stream(const mig *m) {
+        return m->a->cfg.stream_pages && m->src.postcopy == SRC_PC_OFF && m->link &&
+               (peer_link_features(m->link) & PEER_FEATURE_PS_STREAM);
+}
+
 static const peer_link_ops src_link_ops;
 static const mig_role_ops src_ops;
 
@@ -201,6 +209,8 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                 return mig_act_failed(ret, SRC_EV(SRC_EV_OFFER_REFUSED), &err);
         }
         m->bytes_total = estimate_image_bytes(m->ctr);
+        m->pages = src_wants_ps_stream(m) ? MIG_PAGES_STREAMING : MIG_PAGES_WITH_IMAGES;
+        mig_rec_set(m, "ps_stream", json_boolean(m->pages == MIG_PAGES_STREAMING));
         size_t cpuinfo_len;
         const uint8_t *cpuinfo = precheck_cpuinfo(a, &cpuinfo_len);
         proto_msg offer = {.type = PROTO_MSG_OFFER,
@@ -212,7 +222,9 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                                      .criu_version = a->criu->version,
                                      .kernel = a->kernel,
                                      .lazy = m->src.postcopy != SRC_PC_OFF,
-                                     .cpuinfo = {cpuinfo, cpuinfo_len}}};
+                                     .cpuinfo = {cpuinfo, cpuinfo_len},
+                                     .ps_stream = m->pages == MIG_PAGES_STREAMING,
+                                     .has_ps_stream = m->pages == MIG_PAGES_STREAMING}};
         mig_progress(m, "offering to the target");
         return src_send(m, &offer, ret);
 }
@@ -252,6 +264,7 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
+        m->page_link = ps_link_free(m->page_link);
         if (m->src.postcopy != SRC_PC_OFF && m->link && peer_link_conn(m->link))
                 /* The connection's drain is free again: the relay takes it. */
                 xfer_conn_set_drain(peer_link_conn(m->link), SRC_PS_LOW_WATER, src_ps_drained, m);
@@ -342,6 +355,81 @@ static void src_ps_closed(ps_relay *r, int status, void *ud) {
 
 static const ps_relay_ops src_ps_ops = {.data = src_ps_data, .closed = src_ps_closed};
 
+/* Pages for the target's page server, tagged (feature "ps-stream"). */
+static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
+                            void *ud) {
+        mig *m = ud;
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+        proto_msg d = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = m->id, .data = {buf, n}}};
+        _cleanup_free_ uint8_t *bent = NULL;
+
+        memcpy(d.ps_pages.tag, tag, PS_MAC_LEN);
+        /* The fault tests' bent frame: a byte flipped on its way, as a
+         * broken or hostile link would (the tag is of the true bytes). */
+        if (ps_link_frames_out(l) == 2 && fault_fail("ps-frame") && (bent = malloc(n))) {
+                memcpy(bent, buf, n);
+                bent[n / 2] ^= 0x01;
+                d.ps_pages.data.ptr = bent;
+        }
+        if (!c || xfer_conn_send(c, &d, NULL) < 0)
+                return; /* the link's end decides what happens to the dump */
+        /* The dump waits rather than the queue growing. */
+        if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER)
+                ps_link_pause(l, true);
+}
+
+static void src_pages_drained(xfer_conn *c, void *ud) {
+        mig *m = ud;
+        (void)c;
+        ps_link_pause(m->page_link, false);
+}
+
+/* The dump's CRIU closed its socket (and the dump has returned: our copy
+ * of its end is closed then): the end, and whether the pages went at all. */
+static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+        mig *m = ud;
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+        bool kept = m->dump.pages == CKPT_PAGES_HERE;
+        proto_msg e = {.type = PROTO_MSG_PS_END, .ps_end = {.mig = m->id, .kept = kept}};
+
+        memcpy(e.ps_end.tag, tag, PS_MAC_LEN);
+        if (kept)
+                log_ctx_info(m->id, "the dump kept the pages in its images (the tree was not held): they go "
+                                    "with the images");
+        else
+                log_ctx_info(m->id,
+                             "sent %llu bytes of the page server's session while CRIU dumped (%llu frames)",
+                             (unsigned long long)ps_link_bytes_out(l),
+                             (unsigned long long)ps_link_frames_out(l));
+        if (c)
+                (void)xfer_conn_send(c, &e, NULL);
+}
+
+static void src_pages_broken(ps_link *l, int status, const char *why, void *ud) {
+        mig *m = ud;
+        (void)l;
+        log_ctx_warning(m->id, "the page stream broke (%s: %s): the dump is made to fail", why,
+                        strerror(-status));
+}
+
+static const ps_link_ops src_page_link_ops = {
+        .frame = src_pages_frame, .end = src_pages_end, .broken = src_pages_broken};
+
+static int src_pages_start(mig *m) {
+        agent *a = m->a;
+        ps_link_binding b = {.mig = m->id, .source = a->cfg.node, .target = m->peer};
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+        int r;
+
+        if (!c)
+                return -ENOTCONN;
+        r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, true, &src_page_link_ops, m,
+                        &m->ps_fd, &m->page_link);
+        if (r >= 0)
+                xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
+        return r;
+}
+
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         mig *m = data;
         (void)at_usec;
@@ -365,6 +453,8 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         if (lazy_ended)
                 m->relay = ps_relay_free(m->relay);
         if (status < 0 && !req->dumped) {
+                /* No end for a page stream whose dump failed. */
+                m->page_link = ps_link_free(m->page_link);
                 if (!m->t_dumped)
                         m->t_dumped = now_usec();
                 if (lazy_ended)
@@ -402,6 +492,11 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                              req->hold_why);
         m->t_dumped = now_usec();
         m->bytes_total = req->stats.image_bytes;
+        /* Every page went before the dump returned (CRIU waits for the page
+         * server's answer to its flush), but a paused link would never read
+         * the socket's end, and so never send the end frame; the image
+         * stream takes the connection's drain from here. */
+        ps_link_pause(m->page_link, false);
         mig_feed(m, &(mig_event){.src = {.kind = SRC_EV_DUMP_OK, .held = req->stopped}});
 }
 
@@ -454,6 +549,15 @@ static void src_dump_start(mig *m) {
                 o.lazy = true;
                 o.lazy_ps_fd = m->ps_fd;
                 m->dump.event_cb = src_dump_event;
+        } else if (m->pages == MIG_PAGES_STREAMING) {
+                r = src_pages_start(m);
+                if (r < 0) {
+                        mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_RUNNING), r,
+                                        "cannot set up the page stream: %s", strerror(-r));
+                        return;
+                }
+                o.pages = CKPT_PAGES_TO_SERVER;
+                o.pages_ps_fd = m->ps_fd;
         }
         m->t_frozen = now_usec();
         mig_progress(m, "dumping with CRIU");
@@ -466,8 +570,11 @@ static void src_dump_start(mig *m) {
         }
 }
 
-/* A dump still waiting for its turn never starts; its callback says so. */
+/* A dump still waiting for its turn never starts; its callback says so.
+ * One that sends its pages to the target cannot end well without it: its
+ * page stream is made to fail now, and CRIU lets the tasks run on. */
 static void src_cancel_dump(mig *m) {
+        ps_link_break(m->page_link);
         (void)ckpt_dump_cancel(&m->dump);
 }
 
@@ -831,6 +938,15 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
         case PROTO_MSG_PS_DATA:
                 if (m->relay)
                         (void)ps_relay_write(m->relay, msg->ps_data.data.ptr, msg->ps_data.data.len);
+                return;
+        case PROTO_MSG_PS_PAGES:
+                /* The target's page server answering our dump. */
+                if (m->page_link && ps_link_feed(m->page_link, msg->ps_pages.data.ptr,
+                                                 msg->ps_pages.data.len, msg->ps_pages.tag) < 0)
+                        log_ctx_warning(
+                                m->id,
+                                "a reply of %s's page server failed its check: the dump is made to fail",
+                                m->peer);
                 return;
         case PROTO_MSG_ABORT:
                 mig_feed_errorf(m, SRC_EV(SRC_EV_PEER_ABORT), -ECONNABORTED, "%s aborted: %s", m->peer,

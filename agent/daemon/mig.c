@@ -275,6 +275,8 @@ void mig__release(mig *m) {
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
         m->relay = ps_relay_free(m->relay);
+        m->page_link = ps_link_free(m->page_link);
+        m->page_server = ckpt_page_server_free(m->page_server);
         m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         if (m->ps_fd >= 0)
                 close(m->ps_fd);

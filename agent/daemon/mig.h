@@ -14,6 +14,7 @@
 #include "handoff-src.h"
 #include "handoff-trust.h"
 #include "peer.h"
+#include "ps-link.h"
 #include "ps-relay.h"
 
 /* An event for a migration's core, with what happened in words: the
@@ -78,6 +79,26 @@ typedef struct mig_watch {
 
 #define MIG_WATCHES_MAX 2
 
+/* Pages streamed while CRIU dumps: where a migration's pages are. */
+typedef enum mig_pages {
+        MIG_PAGES_WITH_IMAGES, /* in the image stream (the default path) */
+        MIG_PAGES_STREAMING,   /* through the page link while CRIU dumps */
+        MIG_PAGES_SERVED,      /* destination: its page server exited 0, the end frame not checked yet */
+        MIG_PAGES_ENDED,       /* destination: the end frame checked, its page server still running */
+        MIG_PAGES_IN,          /* destination: every page is in the staging (or they come with the images) */
+        _MIG_PAGES_MAX,
+        _MIG_PAGES_INVALID = -EINVAL,
+} mig_pages;
+
+/* Destination, with streamed pages: whether the image stream's part is
+ * done (verified, and its checks passed) while the pages may still come. */
+typedef enum mig_images {
+        MIG_IMAGES_COMING,
+        MIG_IMAGES_VERIFIED,
+        _MIG_IMAGES_MAX,
+        _MIG_IMAGES_INVALID = -EINVAL,
+} mig_images;
+
 struct mig {
         agent *a;
         char id[PROTO_ID_MAX + 1];
@@ -122,6 +143,13 @@ struct mig {
         pid_t new_pid;          /* on the destination */
         nm_error doubt;         /* committed: why the target has not confirmed yet */
         handoff_outcome answer; /* QUERY: what the core said */
+
+        /* pages streamed while CRIU dumps (feature "ps-stream"): the page
+         * server's session as PS_PAGES through a link of tagged frames */
+        mig_pages pages;
+        ps_link *page_link;
+        ckpt_page_server *page_server; /* destination: writes the pages into the staging */
+        mig_images images;             /* destination: the image stream's part */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;
@@ -280,5 +308,7 @@ void mig_dst_restore(ctl_conn *cc, const char *id);
 void mig_dst_commit(ctl_conn *cc, const char *id);
 void mig_dst_abort(ctl_conn *cc, const char *id, const char *reason);
 void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d);
+void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p);
+void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p);
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err);
 int mig_dst_recover(agent *a, json_t *rec, nm_error *err);

@@ -109,6 +109,8 @@ static int offer_copy(const proto_offer *o, proto_offer *ret) {
                          .criu_version = dup_or_empty(o->criu_version),
                          .kernel = dup_or_empty(o->kernel),
                          .lazy = o->lazy,
+                         .ps_stream = o->ps_stream,
+                         .has_ps_stream = o->has_ps_stream,
                          .cpuinfo = {o->cpuinfo.ptr ? dup_bytes(&o->cpuinfo) : NULL, o->cpuinfo.len},
                          .metadata = {dup_bytes(&o->metadata), o->metadata.len}};
 

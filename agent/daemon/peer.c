@@ -35,7 +35,7 @@ struct peer_link {
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
 
-static const char *const feature_names[] = {"zstd", "file-mac", "lazy", "binding"};
+static const char *const feature_names[] = {"zstd", "file-mac", "lazy", "binding", "ps-stream"};
 
 unsigned peer_features_of(const proto_hello *h) {
         unsigned f = 0;

@@ -13,10 +13,11 @@ typedef struct peer_link peer_link;
 /* What this build offers in HELLO beyond the protocol version's baseline
  * (proto/PROTOCOL.md "Features"), as a bit set. */
 typedef enum peer_feature {
-        PEER_FEATURE_ZSTD = 1u << 0,     /* "zstd": ZDATA */
-        PEER_FEATURE_FILE_MAC = 1u << 1, /* "file-mac": FILE_MAC ends files */
-        PEER_FEATURE_LAZY = 1u << 2,     /* "lazy": post-copy, PS_DATA */
-        PEER_FEATURE_BINDING = 1u << 3,  /* "binding": IMAGES_DONE binds the images to the migration */
+        PEER_FEATURE_ZSTD = 1u << 0,      /* "zstd": ZDATA */
+        PEER_FEATURE_FILE_MAC = 1u << 1,  /* "file-mac": FILE_MAC ends files */
+        PEER_FEATURE_LAZY = 1u << 2,      /* "lazy": post-copy, PS_DATA */
+        PEER_FEATURE_BINDING = 1u << 3,   /* "binding": IMAGES_DONE binds the images to the migration */
+        PEER_FEATURE_PS_STREAM = 1u << 4, /* "ps-stream": pages as PS_PAGES while CRIU dumps */
 } peer_feature;
 
 /* The features a HELLO lists that this build knows. */

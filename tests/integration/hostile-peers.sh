@@ -48,7 +48,10 @@ as n3 steer-abort hello "expect HELLO" "abort own1 steered" "expect ERROR ABORT 
 as n3 steer-commit hello "expect HELLO" "commit own1" "expect ERROR COMMIT for migration own1 refused: node3 is not its source"
 as n3 steer-restore hello "expect HELLO" "restore own1" "expect ERROR RESTORE for migration own1 refused"
 as n3 steer-data hello "expect HELLO" "file own1 images/b 1" "expect ERROR images for migration own1 refused"
-as n3 steer-pages hello "expect HELLO" "map t=u:37 mig=s:own1 data=b:00" "expect ERROR PS_DATA for migration own1 refused"
+as n3 steer-pages hello "expect HELLO" "map t=u:37 mig=s:own1 data=b:00" "expect ERROR pages for migration own1 refused"
+as n3 steer-ps-pages hello "expect HELLO" "map t=u:39 mig=s:own1 data=b:00 tag=b:0000000000000000000000000000000000000000000000000000000000000000" \
+	"expect ERROR pages for migration own1 refused" "map t=u:40 mig=s:own1 tag=b:0000000000000000000000000000000000000000000000000000000000000000 kept=bool:false" \
+	"expect ERROR pages for migration own1 refused"
 # The same key on another session: not the session the offer came on.
 as n1 steer-same-peer hello "expect HELLO" "abort own1 steered" \
 	"expect ERROR ABORT for migration own1 refused: node1 is not its source's session"
@@ -68,6 +71,15 @@ t_log "PS_DATA outside a lazy migration is refused"
 as n1 pages-not-lazy hello "expect HELLO" "offer p1" "expect ACCEPT" "map t=u:37 mig=s:p1 data=b:00" \
 	"expect ERROR PS_DATA outside a lazy (post-copy) migration" "map t=u:37 mig=s:p2 data=b:00" \
 	"expect ERROR PS_DATA for a migration this session does not carry"
+pc_clean n2 "$pid2"
+
+t_log "PS_PAGES and PS_END outside a migration whose pages stream during the dump are refused"
+as n1 ps-pages-not-streamed hello "expect HELLO" "offer p3" "expect ACCEPT" \
+	"map t=u:39 mig=s:p3 data=b:00 tag=b:0000000000000000000000000000000000000000000000000000000000000000" \
+	"expect ERROR PS_PAGES outside a migration whose pages stream during the dump" \
+	"map t=u:40 mig=s:p3 tag=b:0000000000000000000000000000000000000000000000000000000000000000 kept=bool:false" \
+	"expect ERROR PS_END outside a migration whose pages stream during the dump" \
+	"map t=u:39 mig=s:p4 data=b:00 tag=b:0000000000000000000000000000000000000000000000000000000000000000" "expect ERROR PS_PAGES for a migration this session does not carry"
 pc_clean n2 "$pid2"
 
 t_log "QUERY (and COMMIT, ABORT, RESTORE) for a migration node2 sources, from node3: refused, and the move goes on"

@@ -96,6 +96,8 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_string_equal(a->offer.kernel, b->offer.kernel);
                 assert_int_equal(a->offer.lazy, b->offer.lazy);
                 assert_bin_eq(a->offer.cpuinfo, b->offer.cpuinfo);
+                assert_int_equal(a->offer.ps_stream, b->offer.ps_stream);
+                assert_int_equal(a->offer.has_ps_stream, b->offer.has_ps_stream);
                 break;
         case PROTO_MSG_ACCEPT:
         case PROTO_MSG_VERIFIED:
@@ -202,6 +204,16 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
         case PROTO_MSG_PS_DATA:
                 assert_string_equal(a->ps_data.mig, b->ps_data.mig);
                 assert_bin_eq(a->ps_data.data, b->ps_data.data);
+                break;
+        case PROTO_MSG_PS_PAGES:
+                assert_string_equal(a->ps_pages.mig, b->ps_pages.mig);
+                assert_bin_eq(a->ps_pages.data, b->ps_pages.data);
+                assert_memory_equal(a->ps_pages.tag, b->ps_pages.tag, PROTO_SHA256_LEN);
+                break;
+        case PROTO_MSG_PS_END:
+                assert_string_equal(a->ps_end.mig, b->ps_end.mig);
+                assert_memory_equal(a->ps_end.tag, b->ps_end.tag, PROTO_SHA256_LEN);
+                assert_int_equal(a->ps_end.kept, b->ps_end.kept);
                 break;
         case PROTO_MSG_FILE_MAC:
                 assert_string_equal(a->file_mac.mig, b->file_mac.mig);
@@ -571,7 +583,7 @@ static void test_empty_payload(void **state) {
 /* ---- Message type and fields ---- */
 
 static void test_unknown_message_type(void **state) {
-        const uint64_t bad[] = {0, 6, 12, 39, 63, 72, 200, UINT32_MAX, UINT64_MAX};
+        const uint64_t bad[] = {0, 6, 12, 41, 63, 72, 200, UINT32_MAX, UINT64_MAX};
         raw r;
         (void)state;
 

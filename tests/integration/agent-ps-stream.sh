@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Pages streamed while CRIU dumps ([agent] stream_pages on node 1): the dump
+# sends its pages to node 2's page server through the agents' page link,
+# each frame checked before CRIU reads it, and node 1 writes no page images
+# of its own; node 2 signs the staging whole, restores, and the container's
+# counter and log go on, one copy running. A page frame bent on its way
+# (NM_FAULT fail=ps-frame on the source) is refused by the target before its page
+# server reads it; the dump fails, and the container runs on where it was.
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+
+fx_nodes_up
+FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n1
+fx_agent_start n2
+read -r id _ < <(fx_ctr_start n1 pages)
+work=$(fx_ctr_dir n1 pages)
+fx_counter_advances "$work" || t_fail "workload does not tick"
+log1=$(fx_agent_log n1)
+log2=$(fx_agent_log n2)
+
+t_log "a move node1 -> node2 whose pages go while CRIU dumps"
+off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
+out=$(fx_nm n1 migrate "$id" node2 --json) || t_fail "migrate failed: $out"
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" "done" "outcome of the move"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the move"
+t_assert_eq "$(fx_ctr_running_copies pages)" 1 "running copies after the move"
+t_assert_eq "$(fx_ctr_stopped_copies pages)" 0 "stopped copies after the move"
+fx_counter_advances "$work" || t_fail "counter stopped after the move"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move"
+
+sent=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*sent \([0-9]*\) bytes of the page server's session while CRIU dumped.*/\1/p" | tail -n1)
+[ -n "$sent" ] || t_fail "node1 did not send the pages while CRIU dumped: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
+dumped=$(tail -c +$((off1 + 1)) "$log1" | sed -n 's/.*dumped \([0-9]*\) bytes of images;.*/\1/p' | tail -n1)
+[ -n "$dumped" ] || t_fail "node1 did not log its dump"
+# Pages are most of any checkpoint: had they been written here, the dump's
+# own images would outweigh what crossed the link.
+[ "$dumped" -lt "$sent" ] || t_fail "node1's dump wrote $dumped bytes of images, more than the $sent bytes of pages it sent"
+fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked" ||
+	t_fail "node2 did not check the $sent bytes of the page stream to its end"
+fx_logged_since n2 "$off2" "the staging, with the pages streamed during the dump, is signed" ||
+	t_fail "node2 did not sign the staging with the pages"
+[ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on node2"
+[ -z "$(ls -A "$(fx_dir n1)/migrate/checkpoints")" ] || t_fail "images left on node1"
+
+t_log "a page frame bent on its way back: node1 refuses it, the container runs on at node2"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n2 "NM_FAULT=fail=ps-frame"
+pid2=$(sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' "$(fx_dir n2)/nucleus/$id.json")
+off1=$(stat -c %s "$log1")
+rc=0
+out=$(fx_nm n2 migrate "$id" node1 --json) || rc=$?
+# The dump fails with the tasks running on where they were: nothing moved.
+t_assert_eq "$rc" 1 "exit code of the move whose page frame was bent ($out)"
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" failed "outcome of the move whose page frame was bent"
+jq -r .result.error <<<"$res" | grep -q "frame 2 from node2 failed its check" ||
+	t_fail "the result does not say why: $res"
+fx_logged_since n1 "$off1" -E "frame 2 from node2 failed its check: refusing the page stream" ||
+	t_fail "node1 did not refuse the bent frame: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the refused frame"
+t_assert_eq "$(fx_ctr_running_copies pages)" 1 "running copies after the refused frame"
+t_assert_eq "$(fx_ctr_stopped_copies pages)" 0 "stopped copies after the refused frame"
+kill -0 "$pid2" || t_fail "the container is not its old process on node2 any more"
+fx_counter_advances "$work" || t_fail "counter stopped after the refused frame"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the refused frame"
+[ -z "$(ls -A "$(fx_dir n1)/migrate/staging")" ] || t_fail "staging left on node1"
+t_log "ok: $sent bytes of pages crossed while CRIU dumped ($dumped bytes of other images); a bent frame was refused"
