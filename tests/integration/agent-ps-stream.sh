@@ -6,8 +6,12 @@
 # counter and log go on, one copy running. A page frame bent on its way
 # (NM_FAULT fail=ps-frame on the source) is refused by the target before its page
 # server reads it; the dump fails, and the container runs on where it was.
+# A tree that cannot be held (a file lock) keeps its pages in its images:
+# PS_END says so, the target lets its page server go, the pages come with
+# the image stream, and the container moves as usual.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
+. "$(dirname "$0")/../lib/breadth.sh"
 
 fx_nodes_up
 FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n1
@@ -65,4 +69,24 @@ kill -0 "$pid2" || t_fail "the container is not its old process on node2 any mor
 fx_counter_advances "$work" || t_fail "counter stopped after the refused frame"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the refused frame"
 [ -z "$(ls -A "$(fx_dir n1)/migrate/staging")" ] || t_fail "staging left on node1"
+t_log "a tree that cannot be held: its pages go with the images"
+bdir=$(fx_ctr_dir n2 locks)
+read -r bid bpid < <(breadth_start n2 "$(fx_dir n2)/nucleus" "$bdir" locks flock) || t_fail "the locks workload did not start"
+report=$(breadth_check "$bpid" "$bdir" 1) || t_fail "no report from the locks workload"
+bad=$(breadth_all_ok "$report" flock) || t_fail "before the move: $bad"
+fx_agent_stop n2
+FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n2
+off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
+out=$(fx_nm n2 migrate "$bid" node1 --json) || t_fail "the move of the tree that cannot be held failed: $out"
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" "done" "outcome of the move of the tree that cannot be held"
+fx_logged_since n2 "$off2" "the dump kept the pages in its images" || t_fail "node2 did not say the pages stayed in its images"
+fx_logged_since n1 "$off1" "the source kept the pages in its images: they come with the image stream" ||
+	t_fail "node1 did not take the pages from the image stream"
+! fx_logged_since n1 "$off1" "the staging, with the pages streamed during the dump, is signed" ||
+	t_fail "node1 signed a staging whose pages came with the images"
+t_assert_eq "$(fx_ctr_where "$bid")" n1 "where the locks container runs after the move"
+bpid=$(jq -r .result.new_pid <<<"$res")
+report=$(breadth_check "$bpid" "$bdir" 2) || t_fail "no report from the moved locks workload"
+bad=$(breadth_all_ok "$report" flock) || t_fail "after the move: $bad"
 t_log "ok: $sent bytes of pages crossed while CRIU dumped ($dumped bytes of other images); a bent frame was refused"
