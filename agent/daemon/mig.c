@@ -266,6 +266,10 @@ void mig__release(mig *m) {
         if (m->recv)
                 m->recv = xfer_recv_free(m->recv);
         if (m->link) {
+                /* A page relay or link of ours may hold the connection's
+                 * drain; the connection outlives us by its goodbye. */
+                if (peer_link_conn(m->link))
+                        xfer_conn_set_drain(peer_link_conn(m->link), 0, NULL, NULL);
                 peer_link_detach(m->link);
                 m->link = NULL;
         }
