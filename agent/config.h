@@ -54,8 +54,8 @@ typedef struct agent_config {
          * the source's). */
         char *cgroup_root;
         char *bridge;
-        char *metrics_file;    /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
-        unsigned history_days; /* finished migrations' records are kept this long */
+        char *metrics_file;      /* NULL: no metrics; else the Prometheus textfile (metrics.h) */
+        unsigned history_days;   /* finished migrations' records are kept this long */
         unsigned criu_timeout_s; /* a CRIU dump or restore that takes longer is killed with all it started */
         /* [ssh] */
         char *ssh_key;

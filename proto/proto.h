@@ -226,8 +226,8 @@ typedef struct proto_offer {
         const char *criu_version;
         const char *kernel;
         bool lazy;
-        proto_bin cpuinfo; /* optional: the source's `criu cpuinfo dump` image, 1..PROTO_CPUINFO_MAX */
-        bool ps_stream;    /* the pages come as PS_PAGES while CRIU dumps (feature "ps-stream") */
+        proto_bin cpuinfo;  /* optional: the source's `criu cpuinfo dump` image, 1..PROTO_CPUINFO_MAX */
+        bool ps_stream;     /* the pages come as PS_PAGES while CRIU dumps (feature "ps-stream") */
         bool has_ps_stream; /* ps_stream was sent (absent: false) */
 } proto_offer;
 
