@@ -282,6 +282,9 @@ typedef struct proto_ps_pages {
         const char *mig;
         proto_bin data; /* 1..PROTO_DATA_MAX bytes */
         uint8_t tag[PROTO_SHA256_LEN];
+        uint32_t size; /* with has_size: data is one zstd frame of exactly size bytes (feature "zstd" too);
+                        * the tag is of those bytes */
+        bool has_size;
 } proto_ps_pages;
 
 /* Feature "ps-stream": the end of the pages, source to target, once the

@@ -189,6 +189,7 @@ static const proto__field ps_pages_fields[] = {
         MIG(ps_pages.mig),
         BIN("data", ps_pages.data, 1, PROTO_DATA_MAX),
         SHA256("tag", ps_pages.tag),
+        OPT_U32("size", ps_pages.size, ps_pages.has_size, 1, PROTO_DATA_MAX),
 };
 
 static const proto__field ps_end_fields[] = {

@@ -1405,18 +1405,44 @@ static mig *dst_streaming(ctl_conn *cc, const char *id, const char *what) {
 
 /* Pages for our page server: each frame checked before it reaches CRIU,
  * and counted against the staging quota like the image stream's files. */
+/* A compressed page frame's bytes, in m's buffer: exactly p->size of them,
+ * from a session that listed "zstd". */
+static int dst_pages_unzip(mig *m, ctl_conn *cc, const proto_ps_pages *p, proto_bin *ret, nm_error *err) {
+        proto_zdata zd = {.mig = p->mig, .size = p->size, .data = p->data};
+        int r;
+
+        if (!(cc->features & PEER_FEATURE_ZSTD))
+                return nm_error_set(err, -EPROTO,
+                                    "a compressed page frame from a source that did not list \"zstd\"");
+        if (!m->page_z && proto_zctx_new(XFER_ZSTD_LEVEL, &m->page_z) < 0)
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        if (!m->page_zbuf && !(m->page_zbuf = malloc(PROTO_DATA_MAX)))
+                return nm_error_set(err, -ENOMEM, "out of memory");
+        r = proto_zdata_decompress(m->page_z, &zd, m->page_zbuf, PROTO_DATA_MAX, err);
+        if (r < 0)
+                return r;
+        *ret = (proto_bin){m->page_zbuf, p->size};
+        return 0;
+}
+
 void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
         mig *m = dst_streaming(cc, p->mig, "PS_PAGES");
+        proto_bin data;
         nm_error e = {};
         int r;
 
         if (!m)
                 return;
-        if (dst_reserve(m, p->data.len, &e) < 0) {
+        data = p->data;
+        if (p->has_size && dst_pages_unzip(m, cc, p, &data, &e) < 0) {
                 dst_pages_failed(m, e.code, e.msg);
                 return;
         }
-        r = ps_link_feed(m->page_link, p->data.ptr, p->data.len, p->tag);
+        if (dst_reserve(m, data.len, &e) < 0) {
+                dst_pages_failed(m, e.code, e.msg);
+                return;
+        }
+        r = ps_link_feed(m->page_link, data.ptr, data.len, p->tag);
         if (r < 0) {
                 char why[160];
                 snprintf(why, sizeof(why), "frame %llu from %s %s: refusing the page stream",
@@ -1425,7 +1451,7 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
                 dst_pages_failed(m, r, why);
                 return;
         }
-        xfer_recv_progress(m->recv, p->data.len);
+        xfer_recv_progress(m->recv, data.len);
         if (ps_link_full(m->page_link))
                 xfer_conn_hold_reading(cc->conn, true);
 }

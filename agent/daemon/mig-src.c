@@ -362,6 +362,7 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
         proto_msg d = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = m->id, .data = {buf, n}}};
         _cleanup_free_ uint8_t *bent = NULL;
+        size_t zlen = 0;
 
         memcpy(d.ps_pages.tag, tag, PS_MAC_LEN);
         /* The fault tests' bent frame: a byte flipped on its way, as a
@@ -371,8 +372,17 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t
                 bent[n / 2] ^= 0x01;
                 d.ps_pages.data.ptr = bent;
         }
+        /* Compressed where it pays, as the image stream's DATA: the tag
+         * stays that of the bytes CRIU wrote. */
+        if (m->page_z && proto_zdata_compress(m->page_z, d.ps_pages.data.ptr, n, m->page_zbuf, &zlen) == 0 &&
+            zlen > 0) {
+                d.ps_pages.data = (proto_bin){m->page_zbuf, zlen};
+                d.ps_pages.size = (uint32_t)n;
+                d.ps_pages.has_size = true;
+        }
         if (!c || xfer_conn_send(c, &d, NULL) < 0)
                 return; /* the link's end decides what happens to the dump */
+        m->page_wire += d.ps_pages.data.len;
         /* The dump waits rather than the queue growing. */
         if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER)
                 ps_link_pause(l, true);
@@ -398,9 +408,10 @@ static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void
                                     "with the images");
         else
                 log_ctx_info(m->id,
-                             "sent %llu bytes of the page server's session while CRIU dumped (%llu frames)",
+                             "sent %llu bytes of the page server's session while CRIU dumped (%llu frames, "
+                             "%llu bytes as sent)",
                              (unsigned long long)ps_link_bytes_out(l),
-                             (unsigned long long)ps_link_frames_out(l));
+                             (unsigned long long)ps_link_frames_out(l), (unsigned long long)m->page_wire);
         if (c)
                 (void)xfer_conn_send(c, &e, NULL);
 }
@@ -423,6 +434,11 @@ static int src_pages_start(mig *m) {
 
         if (!c)
                 return -ENOTCONN;
+        /* A frame is at most what the link reads at once (256 KiB), far
+         * below PROTO_DATA_MAX. */
+        if ((peer_link_features(m->link) & PEER_FEATURE_ZSTD) && a->cfg.compress &&
+            (proto_zctx_new(XFER_ZSTD_LEVEL, &m->page_z) < 0 || !(m->page_zbuf = malloc(PROTO_DATA_MAX))))
+                return -ENOMEM;
         r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, true, &src_page_link_ops, m,
                         &m->ps_fd, &m->page_link);
         if (r >= 0)

@@ -281,6 +281,9 @@ void mig__release(mig *m) {
         m->relay = ps_relay_free(m->relay);
         m->page_link = ps_link_free(m->page_link);
         m->page_server = ckpt_page_server_free(m->page_server);
+        m->page_z = proto_zctx_free(m->page_z);
+        free(m->page_zbuf);
+        m->page_zbuf = NULL;
         m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         if (m->ps_fd >= 0)
                 close(m->ps_fd);

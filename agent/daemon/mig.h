@@ -149,6 +149,9 @@ struct mig {
         mig_pages pages;
         ps_link *page_link;
         ckpt_page_server *page_server; /* destination: writes the pages into the staging */
+        proto_zctx *page_z;            /* zstd for page frames (the peer listed "zstd"), and */
+        uint8_t *page_zbuf;            /* its buffer (PROTO_DATA_MAX) */
+        uint64_t page_wire;            /* source: page bytes as sent (compressed or not) */
         mig_images images;             /* destination: the image stream's part */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */

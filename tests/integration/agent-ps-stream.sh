@@ -34,12 +34,17 @@ fx_counter_advances "$work" || t_fail "counter stopped after the move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move"
 
 sent=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*sent \([0-9]*\) bytes of the page server's session while CRIU dumped.*/\1/p" | tail -n1)
+wire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent).*/\1/p" | tail -n1)
 [ -n "$sent" ] || t_fail "node1 did not send the pages while CRIU dumped: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
 dumped=$(tail -c +$((off1 + 1)) "$log1" | sed -n 's/.*dumped \([0-9]*\) bytes of images;.*/\1/p' | tail -n1)
 [ -n "$dumped" ] || t_fail "node1 did not log its dump"
 # Pages are most of any checkpoint: had they been written here, the dump's
 # own images would outweigh what crossed the link.
 [ "$dumped" -lt "$sent" ] || t_fail "node1's dump wrote $dumped bytes of images, more than the $sent bytes of pages it sent"
+# Both agents take zstd: page frames that shrink go compressed.
+if [ -z "$wire" ] || [ "$wire" -ge "$sent" ]; then
+	t_fail "the page frames were not compressed: ${wire:-?} bytes sent for $sent"
+fi
 fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked" ||
 	t_fail "node2 did not check the $sent bytes of the page stream to its end"
 fx_logged_since n2 "$off2" "the staging, with the pages streamed during the dump, is signed" ||
@@ -89,4 +94,4 @@ t_assert_eq "$(fx_ctr_where "$bid")" n1 "where the locks container runs after th
 bpid=$(jq -r .result.new_pid <<<"$res")
 report=$(breadth_check "$bpid" "$bdir" 2) || t_fail "no report from the moved locks workload"
 bad=$(breadth_all_ok "$report" flock) || t_fail "after the move: $bad"
-t_log "ok: $sent bytes of pages crossed while CRIU dumped ($dumped bytes of other images); a bent frame was refused"
+t_log "ok: $sent bytes of pages crossed while CRIU dumped ($wire as sent; $dumped bytes of other images); a bent frame was refused"

@@ -209,6 +209,8 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_string_equal(a->ps_pages.mig, b->ps_pages.mig);
                 assert_bin_eq(a->ps_pages.data, b->ps_pages.data);
                 assert_memory_equal(a->ps_pages.tag, b->ps_pages.tag, PROTO_SHA256_LEN);
+                assert_int_equal(a->ps_pages.size, b->ps_pages.size);
+                assert_int_equal(a->ps_pages.has_size, b->ps_pages.has_size);
                 break;
         case PROTO_MSG_PS_END:
                 assert_string_equal(a->ps_end.mig, b->ps_end.mig);
