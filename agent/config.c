@@ -55,6 +55,7 @@ int agent_config_init(agent_config *c) {
                 .idle_timeout_s = 30,
                 .parallel = 2,
                 .compress = true,
+                .stream_pages = true,
                 .consume_staging = true,
                 .lazy = true,
                 .history_days = 30,

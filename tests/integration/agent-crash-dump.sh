@@ -18,7 +18,10 @@ HOG_MIB=${AGENT_CRASH_DUMP_MIB:-256}
 name=big
 
 fx_nodes_up
-fx_agent_start n1
+# The dump writes its pages here, not to the target's page server: what it
+# leaves half-written is what the restart's recovery must sweep. (A dump
+# that streams them ends with its page stream: agent-ps-stream.)
+FX_AGENT_ARGS="--set agent.stream_pages=no" fx_agent_start n1
 fx_agent_start n2
 
 read -r id _ < <(b_hog_start n1 "$name" "$HOG_MIB" random) || t_fail "could not start the $HOG_MIB MiB workload"

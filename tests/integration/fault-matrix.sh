@@ -53,6 +53,9 @@ FAULTS=(link-cut src-kill dst-kill dst-sshd flip restore-fail disk-full criu-kil
 # CRIU is stopped (the dump's at start, the restore's at mid) and never
 # continued, until the agent's criu_timeout.
 CRIU_ROWS=" criu-dump criu-restore "
+# The rows whose fault lands once the dump is complete: its pages crossed
+# while CRIU dumped (checked in every cell of them).
+STREAM_ROWS=" after-dump mid-stream after-verify during-restore after-restored after-committed "
 # Their container is nm-memhog (bench/workloads/memhog.c), whose heap is
 # checksummed when filled and re-checked on request: a move or a rollback
 # from images must bring back every byte. Random bytes: nothing compresses.
@@ -610,6 +613,18 @@ fm_log_ok() {
 	     { prev = $0 } END { exit bad }' "/proc/$pid/root/tmp/nm-log"
 }
 
+# fm_pages_way LOG: how the source's dump sent the pages, from its log
+# (DESIGN.md, "Pages streamed while CRIU dumps"): "streamed" to the
+# target's page server while CRIU dumped, "kept" in its own images, or
+# nothing (the dump never got that far).
+fm_pages_way() {
+	if grep -q "of the page server's session while CRIU dumped" <<<"$1"; then
+		echo streamed
+	elif grep -q 'the dump kept the pages in its images' <<<"$1"; then
+		echo kept
+	fi
+}
+
 # fm_native_facts ID: FM_ADDR, FM_VETH: the container's bridge address and
 # its veth's host end, as n1's supervisor made them.
 fm_native_facts() {
@@ -706,6 +721,7 @@ fm_cell() {
 	fi
 	off1=$(fm_log_size n1)
 	off2=$(fm_log_size n2)
+	local off1_cell=$off1
 	fm_agent_start n1 "$n1args" "${n1env[@]}"
 	fm_agent_start n2 "$n2args" "${n2env[@]}"
 
@@ -832,6 +848,18 @@ fm_cell() {
 		[ "$settle" -le "$FM_SETTLE_MAX" ] || t_fail "settled after ${settle}s (bound ${FM_SETTLE_MAX}s)"
 		note+="; settled in ${settle}s"
 	fi
+
+	# ---- how the pages went ----
+	# Every container here can be held stopped by its dump, so with
+	# stream_pages on (the default) its pages cross while CRIU dumps. In
+	# the rows whose fault lands after the dump, the source must say so:
+	# these cells are then the faults of a page-streamed move.
+	local pages
+	pages=$(fm_pages_way "$(fm_log_since n1 "$off1_cell")")
+	if [[ $STREAM_ROWS == *" $row "* ]]; then
+		[ "$pages" = streamed ] || t_fail "the dump finished, but its pages were not streamed (${pages:-no word of them})"
+	fi
+	[ -z "$pages" ] || note+="${note:+; }pages $pages"
 
 	# ---- both agents alive, no sanitizer report ----
 	fm_no_sanitizer n1 "$off1" ""
