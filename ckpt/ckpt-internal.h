@@ -152,6 +152,9 @@ int ckpt__keeper_end(ckpt__keeper *k, bool keep);
 typedef struct ckpt__guard ckpt__guard;
 /* Marks every pages-*.img in imgfd; needs CAP_SYS_ADMIN (fanotify). */
 int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err);
+/* The same over every file of a directory, those made later too: a page
+ * server's output until it is sealed. */
+int ckpt__guard_start_dir(int dirfd, ckpt__guard **ret, nm_error *err);
 void ckpt__guard_set_keeper(ckpt__guard *g, pid_t keeper);
 /* Stops and frees the guard (NULL: nothing). -EBADMSG when a stranger
  * changed a page file; msg says who, and any refused opens. */

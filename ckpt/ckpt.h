@@ -851,13 +851,17 @@ ckpt_lazy_pages *ckpt_lazy_pages_free(ckpt_lazy_pages *lp);
  * Pages streamed while CRIU dumps */
 
 typedef struct ckpt_page_server ckpt_page_server;
-typedef void (*ckpt_page_server_cb)(ckpt_page_server *ps, int status, void *userdata);
+/* why: what went wrong, or refused opens of its files; "" if nothing. */
+typedef void (*ckpt_page_server_cb)(ckpt_page_server *ps, int status, const char *why, void *userdata);
 
 /* Starts `criu page-server --ps-socket`, which writes the pagemaps and pages
  * a dump with CKPT_PAGES_TO_SERVER sends on ps_fd (taken over) into dir's
  * images; its log (page-server.log) in work_dir. done runs once it has
- * exited: 0 only when the dump's session ended complete (CRIU flushed it);
- * an empty or cut session fails. */
+ * exited: 0 only when the dump's session ended complete (CRIU flushed it)
+ * and its files are sealed; an empty or cut session fails. From the start
+ * until the seal, a guard (fanotify, CAP_SYS_ADMIN) lets only CRIU and this
+ * process open the files of dir's images; a change by anyone else fails it
+ * (-EBADMSG). */
 int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *dir, const char *work_dir,
                            int ps_fd, ckpt_page_server_cb done, void *userdata, nm_error *err,
                            ckpt_page_server **ret);

@@ -12,7 +12,11 @@
  * one's own (truncate by name) are seen afterwards as modifications by a
  * stranger, and fail the restore before the copy can resume. The marks go
  * with the group when the guard stops (an open still waiting is then
- * allowed by the kernel, and only CRIU's can be waiting). */
+ * allowed by the kernel, and only CRIU's can be waiting).
+ *
+ * The same guard keeps a page server's output: a mark on the images
+ * directory covers every file in it, those CRIU has yet to create too,
+ * until the files are sealed (ckpt__guard_start_dir). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -35,6 +39,7 @@ struct ckpt__guard {
         bool running;
         _Atomic pid_t keeper; /* 0 until CRIU runs */
         pthread_mutex_t lock;
+        const char *during; /* for the verdict: when the guard stood */
         unsigned denied, strange_writes;
         pid_t first_pid; /* the first stranger */
         char first_comm[32];
@@ -141,22 +146,50 @@ static bool is_pages(const char *name) {
         return strncmp(name, "pages-", 6) == 0 && n > 10 && strcmp(name + n - 4, ".img") == 0;
 }
 
-int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
+/* The group, before any mark; NULL with *r set on failure. */
+static ckpt__guard *guard_new(const char *during, int *r, nm_error *err) {
         ckpt__guard *g = calloc(1, sizeof(*g));
-        DIR *d = NULL;
-        struct dirent *de;
-        int fd, r = 0;
 
-        *ret = NULL;
-        if (!g)
-                return -ENOMEM;
+        if (!g) {
+                *r = nm_error_set(err, -ENOMEM, "out of memory");
+                return NULL;
+        }
         g->fan = g->stop[0] = g->stop[1] = -EBADF;
+        g->during = during;
         pthread_mutex_init(&g->lock, NULL);
         g->fan = fanotify_init(FAN_CLASS_CONTENT | FAN_CLOEXEC, O_RDONLY | O_LARGEFILE | O_CLOEXEC);
         if (g->fan < 0) {
-                r = nm_error_errno(err, negative_errno(), "cannot guard the staged pages (fanotify)");
-                goto fail;
+                *r = nm_error_errno(err, negative_errno(), "cannot guard the staged pages (fanotify)");
+                (void)ckpt__guard_stop(g, NULL, 0);
+                return NULL;
         }
+        *r = 0;
+        return g;
+}
+
+/* Once marked: the thread that answers. */
+static int guard_run(ckpt__guard *g, nm_error *err) {
+        int r;
+
+        if (pipe2(g->stop, O_CLOEXEC) < 0)
+                return nm_error_errno(err, negative_errno(), "pipe2");
+        r = -pthread_create(&g->thread, NULL, guard_main, g);
+        if (r < 0)
+                return nm_error_errno(err, r, "cannot start the page files' guard");
+        g->running = true;
+        return 0;
+}
+
+int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
+        ckpt__guard *g;
+        DIR *d = NULL;
+        struct dirent *de;
+        int fd, r;
+
+        *ret = NULL;
+        g = guard_new("during the restore", &r, err);
+        if (!g)
+                return r;
         fd = openat(imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         d = fd >= 0 ? fdopendir(fd) : NULL;
         if (!d) {
@@ -172,23 +205,35 @@ int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
                         break;
                 }
         closedir(d);
-        if (r < 0)
+        if (r < 0 || (r = guard_run(g, err)) < 0)
                 goto fail;
-        if (pipe2(g->stop, O_CLOEXEC) < 0) {
-                r = nm_error_errno(err, negative_errno(), "pipe2");
-                goto fail;
-        }
-        r = -pthread_create(&g->thread, NULL, guard_main, g);
-        if (r < 0) {
-                nm_error_errno(err, r, "cannot start the page files' guard");
-                goto fail;
-        }
-        g->running = true;
         *ret = g;
         return 0;
 fail:
         (void)ckpt__guard_stop(g, NULL, 0);
         return r;
+}
+
+int ckpt__guard_start_dir(int dirfd, ckpt__guard **ret, nm_error *err) {
+        ckpt__guard *g;
+        int r;
+
+        *ret = NULL;
+        g = guard_new("while the page server wrote them", &r, err);
+        if (!g)
+                return r;
+        /* Its files, not the directory itself (no FAN_ONDIR): listing it
+         * stays free. */
+        if (fanotify_mark(g->fan, FAN_MARK_ADD, FAN_OPEN_PERM | FAN_MODIFY | FAN_EVENT_ON_CHILD, dirfd,
+                          NULL) < 0)
+                r = nm_error_errno(err, negative_errno(),
+                                   "cannot guard the page server's images (fanotify)");
+        if (r < 0 || (r = guard_run(g, err)) < 0) {
+                (void)ckpt__guard_stop(g, NULL, 0);
+                return r;
+        }
+        *ret = g;
+        return 0;
 }
 
 void ckpt__guard_set_keeper(ckpt__guard *g, pid_t keeper) {
@@ -216,8 +261,8 @@ int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size) {
         if (msg && size && (g->strange_writes || g->denied))
                 snprintf(msg, size,
                          "%u change(s) and %u refused open(s) of the staged page files by another process "
-                         "(first: pid %d, %s) during the restore",
-                         g->strange_writes, g->denied, (int)g->first_pid, g->first_comm);
+                         "(first: pid %d, %s) %s",
+                         g->strange_writes, g->denied, (int)g->first_pid, g->first_comm, g->during);
         else if (msg && size)
                 msg[0] = '\0';
         pthread_mutex_destroy(&g->lock);

@@ -3,11 +3,13 @@
  * dump that sends its pages while it runs (CKPT_PAGES_TO_SERVER). Also the
  * spawn it shares with the lazy-pages daemon (lazy.c). */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt-internal.h"
 #include "ckpt-ps.h"
 #include "ckpt.h"
 #include "fs-util.h"
@@ -24,6 +26,12 @@ struct ckpt_page_server {
         uv_process_t proc;
         ps_phase phase;
         bool freed; /* the caller let go: the exit only closes the handle */
+        int imgfd;
+        /* From before CRIU starts until its files are sealed: nothing but
+         * CRIU and this process opens or changes them (the pages were
+         * checked on their way in, not on the disk). */
+        ckpt__guard *guard;
+        char why[320];
         ckpt_page_server_cb done;
         void *userdata;
 };
@@ -65,15 +73,47 @@ int ckpt__ps_spawn(uv_loop_t *loop, uv_process_t *proc, const ckpt_criu *criu, c
 }
 
 static void ps_handle_closed(uv_handle_t *h) {
-        free(h->data);
+        ckpt_page_server *ps = h->data;
+
+        (void)ckpt__guard_stop(ps->guard, NULL, 0);
+        if (ps->imgfd >= 0)
+                close(ps->imgfd);
+        free(ps);
+}
+
+/* CRIU's files sealed, then the guard's verdict: 0, or why they cannot be
+ * trusted. */
+static int ps_seal(ckpt_page_server *ps) {
+        char msg[256];
+        int r = fs_seal_dir_files(ps->imgfd);
+        int g = ckpt__guard_stop(ps->guard, msg, sizeof(msg));
+
+        ps->guard = NULL;
+        if (g < 0) {
+                snprintf(ps->why, sizeof(ps->why), "%s", msg);
+                return g;
+        }
+        if (r < 0) {
+                snprintf(ps->why, sizeof(ps->why), "cannot seal the page server's files: %s", strerror(-r));
+                return r;
+        }
+        if (msg[0]) /* refused opens only: nothing changed */
+                snprintf(ps->why, sizeof(ps->why), "%s", msg);
+        return 0;
 }
 
 static void ps_exited(uv_process_t *p, int64_t exit_status, int term_signal) {
         ckpt_page_server *ps = p->data;
+        int r = -EIO;
 
         ps->phase = PS_EXITED;
+        if (exit_status == 0 && term_signal == 0)
+                r = ps_seal(ps);
+        else
+                snprintf(ps->why, sizeof(ps->why), "criu page-server exited with %s %d",
+                         term_signal ? "signal" : "status", term_signal ? term_signal : (int)exit_status);
         if (!ps->freed) {
-                ps->done(ps, exit_status == 0 && term_signal == 0 ? 0 : -EIO, ps->userdata);
+                ps->done(ps, r, ps->why, ps->userdata);
                 return;
         }
         uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
@@ -106,6 +146,20 @@ int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *d
         ps->done = done;
         ps->userdata = userdata;
         ps->proc.data = ps;
+        ps->imgfd = open(images, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (ps->imgfd < 0) {
+                r = nm_error_errno(err, negative_errno(), "cannot open %s", images);
+                close(ps_fd);
+                free(ps);
+                return r;
+        }
+        r = ckpt__guard_start_dir(ps->imgfd, &ps->guard, err);
+        if (r < 0) {
+                close(ps_fd);
+                close(ps->imgfd);
+                free(ps);
+                return r;
+        }
         r = ckpt__ps_spawn(loop, &ps->proc, criu, "page-server", images, work_dir, PS_LOG, ps_fd, ps_exited,
                            err);
         if (r < 0) {
@@ -113,6 +167,7 @@ int ckpt_page_server_start(uv_loop_t *loop, const ckpt_criu *criu, const char *d
                 uv_close((uv_handle_t *)&ps->proc, ps_handle_closed);
                 return r;
         }
+        ckpt__guard_set_keeper(ps->guard, ps->proc.pid);
         *ret = ps;
         return 0;
 }

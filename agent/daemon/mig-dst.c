@@ -503,9 +503,10 @@ static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
 
 /* ---- pages streamed while CRIU dumps (feature "ps-stream") ---- */
 
-/* Every file of the staging sealed (the page server's are not yet), then
- * the whole of it signed in the nucleus format: the source's MAC covers the
- * image stream only. On the pool: it reads every page once more. */
+/* Every file of the staging sealed (the page server's are already, by
+ * ckpt, at its exit; this covers any the receiver has not), then the whole
+ * of it signed in the nucleus format: the source's MAC covers the image
+ * stream only. On the pool: it reads every page once more. */
 static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         _cleanup_close_ int ifd = -EBADF;
@@ -558,17 +559,20 @@ static void dst_pages_failed(mig *m, int code, const char *why) {
                         why);
 }
 
-static void dst_page_server_done(ckpt_page_server *ps, int status, void *ud) {
+static void dst_page_server_done(ckpt_page_server *ps, int status, const char *why, void *ud) {
         mig *m = ud;
 
-        m->page_server = ckpt_page_server_free(ps);
         if (status < 0) {
-                char why[PATH_MAX + 64];
-                snprintf(why, sizeof(why), "the page server failed (log: %s/%s-pages/page-server.log)",
-                         m->a->criu_work_dir, m->id);
-                dst_pages_failed(m, status, why);
+                char msg[PATH_MAX + 400];
+                snprintf(msg, sizeof(msg), "the page server failed: %s (log: %s/%s-pages/page-server.log)",
+                         why, m->a->criu_work_dir, m->id);
+                m->page_server = ckpt_page_server_free(ps);
+                dst_pages_failed(m, status, msg);
                 return;
         }
+        if (why[0])
+                log_ctx_warning(m->id, "%s", why);
+        m->page_server = ckpt_page_server_free(ps);
         m->pages = m->pages == MIG_PAGES_ENDED ? MIG_PAGES_IN : MIG_PAGES_SERVED;
         dst_staging_maybe_complete(m);
 }

@@ -335,16 +335,25 @@ b_report_targets() {
 	awk -v mib="$mib" -v dt="$(b_stat_migrate "$stats" "$mib" mixed ours 0)" \
 		-v bdt="$(b_stat_migrate "$stats" "$mib" mixed baseline 0)" -v d="$(b_stat_migrate "$stats" "$mib" mixed ours 4)" \
 		-v x="$(b_stat_migrate "$stats" "$mib" mixed ours 5)" -v r="$(b_stat_migrate "$stats" "$mib" mixed ours 6)" \
-		-v img="$(b_stat_migrate "$stats" "$mib" mixed ours 3)" -v wire="$(b_stat_migrate "$stats" "$mib" mixed ours 2)" 'BEGIN {
+		-v img="$(b_stat_migrate "$stats" "$mib" mixed ours 3)" -v wire="$(b_stat_migrate "$stats" "$mib" mixed ours 2)" \
+		-v bd="$(b_stat_migrate "$stats" "$mib" mixed baseline 4)" 'BEGIN {
 		if (dt == "" || bdt == "" || dt == "-" || bdt == "-") exit
 		t = bdt / 2; ratio = dt / bdt
 		printf "- Default path, %s MiB mixed heap: median downtime %.2f s = %.2f x the baseline'"'"'s %.2f s (target <= 0.50 x, %.2f s): **%s**.", mib, dt, ratio, bdt, t, ratio <= 0.5 ? "met" : "missed"
 		if (ratio > 0.5 && d != "-" && x != "-" && r != "-") {
 			rest = dt - d - x - r
 			big = (x >= d && x >= r) ? "the transfer" : (r >= d ? "the restore" : "the dump")
-			printf " What holds it back is %s: dump %.2f s, transfer %.2f s (%.0f MB/s of images, %.0f MB on the wire for %.0f MB of images), restore and resume %.2f s (the stages, as the agent times them, overlap the freeze by a little either way).", big, d, x, img / x / 1e6, wire / 1e6, img / 1e6, r
+			# Pages streamed while CRIU dumped: the images sent after the
+			# dump are a small part of what crossed.
+			streamed = img * 4 < wire
+			if (streamed)
+				printf " What holds it back is %s: dump %.2f s (the pages crossed while CRIU dumped: %.0f MB on the wire), the other images (%.0f kB) %.2f s, restore and resume %.2f s (the stages, as the agent times them, overlap the freeze by a little either way).", big, d, wire / 1e6, img / 1e3, x, r
+			else
+				printf " What holds it back is %s: dump %.2f s, transfer %.2f s (%.0f MB/s of images, %.0f MB on the wire for %.0f MB of images), restore and resume %.2f s (the stages, as the agent times them, overlap the freeze by a little either way).", big, d, x, img / x / 1e6, wire / 1e6, img / 1e6, r
 			need = t - d - r - (rest > 0 ? rest : 0)
-			if (need > 0)
+			if (streamed)
+				printf " The restore alone is %.0f%% of the %.2f s allowed; the dump, carrying the pages, would have to take %.2f s, where the baseline'"'"'s bare dump takes %.2f s.", 100 * r / t, t, t - r - x - (rest > 0 ? rest : 0), bd
+			else if (need > 0)
 				printf " With dump and restore as they are, the transfer would have to take %.2f s, i.e. %.0f MB/s of images (%.1fx what it did).", need, img / need / 1e6, x / need
 			else
 				printf " Dump and restore alone (%.2f s) already exceed the target.", d + r
@@ -607,30 +616,33 @@ b_report_levers() {
   channel window itself, growing its buffer in steps whose fresh pages
   fault in slowly on this VM; the first megabytes of every stream crawled
   at 64 KiB per ~0.1 s. That was most of a small container's transfer.
+- **Pages stream while CRIU dumps** (`[agent] stream_pages`, on by
+  default, feature `ps-stream`): the dump sends its pages to CRIU's page
+  server on the target through the peer session, each frame MACed,
+  checked, and zstd-compressed where it pays, so the transfer of the pages
+  overlaps the dump, and the source writes no page images (its tasks, held
+  stopped until the commit, are what a rollback resumes). The dump stage
+  above then carries the pages' transfer; the transfer stage is only the
+  other images.
 - **Post-copy** (`--lazy`): the container resumes on the target after the
   non-memory images; its pages follow through the same SSH session.
 
 What keeps the default path above 0.5 x here: every byte is hashed
 (HMAC-SHA256) on both nodes; libssh2 encrypts on one core, with a call into
 libcrypto per 16-byte block; zstd and the receiver's writes add to that, and
-both nodes share the same cores (Machine, above). The transfer is CPU-bound
-at the rate shown above, and it
-happens while the container is frozen: with dump and restore as they are,
-the target needs it in the time computed under "Issue 8's targets". Only
-work done before the freeze (iterative pre-copy, which needs the soft-dirty
-tracking this kernel lacks, so it is not built) or after the resume
-(post-copy, `--lazy`) leaves the downtime.
+both nodes share the same cores (Machine, above). The page stream is
+CPU-bound, and it runs while the container is frozen: it sets the pace
+of the dump, and the restore that follows reads every page again. Only
+work done before the freeze (iterative pre-copy, which needs the
+soft-dirty tracking this kernel lacks, so it is not built) or after the
+resume (post-copy, `--lazy`) leaves the downtime.
 
-Not done: streaming pages while CRIU still dumps (its page server through
-our channel) would overlap the dump with the transfer (at most the dump's
-time); the source then keeps no page images to roll back from, which only
-a source that holds its tasks stopped until the commit can afford (it
-does, for every tree whose copy does not need what the original holds:
-`ckpt_tree_holdable`);
-striping over several SSH sessions on their own threads would spread
-libssh2's encryption over more cores, which on this 2-core machine are
-already busy with the other side of the same transfer (sshd, the receiver).
-On a many-core node both would pay.
+Not done: striping over several SSH sessions on their own threads would
+spread libssh2's encryption over more cores, which on this 2-core machine
+are already busy with the other side of the same transfer (sshd, the
+receiver, the target's CRIU); on a many-core node it would pay.
+Compressing the page frames on the thread pool instead of the source's
+loop thread would do the same for zstd.
 
 EOF
 }

@@ -54,10 +54,18 @@ tree="$pid $(ps -o pid= --ppid "$pid" | tr -d ' ')"
 src=$FX_ROOT/ckpt/src dst=$FX_ROOT/ckpt/dst
 mkdir -p -m 0700 "$FX_ROOT/ckpt" "$dst/images"
 t_log "dump $id (pid $pid), its pages to a page server"
-out=$(fx_in n1 "$PSD" web "$src" "$dst" "$FX_ROOT/ckpt/work") || t_fail "the dump through a page server failed: $out"
+out=$(fx_in n1 "$PSD" --stranger web "$src" "$dst" "$FX_ROOT/ckpt/work") || t_fail "the dump through a page server failed: $out"
 printf '%s\n' "$out" >&2
 grep -q '^dump: status=0 outcome=ok pages=server stopped=1 ' <<<"$out" || t_fail "the dump did not send its pages and hold the tree: $out"
-grep -q '^page-server: status=0$' <<<"$out" || t_fail "the page server did not end its session cleanly: $out"
+# Another process's open of a file in the page server's images, for
+# writing, while it runs: refused, and said (no change was made).
+grep -q '^stranger: refused (EPERM)$' <<<"$out" || t_fail "a stray writer could open a file the page server writes into: $out"
+grep -q '^page-server: status=0 why=0 change(s) and 1 refused open(s) .* while the page server wrote them$' <<<"$out" ||
+	t_fail "the page server did not end its session cleanly, or did not say what it refused: $out"
+# Sealed once the page server is done: no writer gets at them afterwards.
+for f in "$dst"/images/pages-*.img "$dst"/images/pagemap-*.img; do
+	lsattr "$f" | grep -q '^[^ ]*i' || t_fail "$(basename "$f") is not sealed after the page server ended"
+done
 
 t_assert_eq "$(page_files "$src")" 0 "page and pagemap files in the dump's directory"
 [ "$(page_files "$dst")" -ge 2 ] || t_fail "the page server wrote no pages or pagemap into $dst: $(ls "$dst/images")"

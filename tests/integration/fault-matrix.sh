@@ -708,6 +708,11 @@ fm_cell() {
 		criu_row=1
 		n1args="--set agent.criu_timeout=$FM_CRIU_TIMEOUT"
 		n2args=$n1args
+		# The bare tree's dump is made to end its tasks here (fm_dump_end),
+		# as a tree that cannot be held: its pages stay in its images,
+		# which its way back is restored from. A held tree streams them
+		# (the native row: nothing ends its tasks).
+		[ "$row/$fault/$FM_SHAPE" != criu-dump/criu-kill-end/plain ] || n1args+=" --set agent.stream_pages=no"
 		local hold=("NM_FAULT=criu-hold-at=${CRIU_HOLD[$row/$fault]}" "NM_FAULT_GATE=$FM_GATE")
 		if [ "$row" = criu-dump ]; then n1env+=("${hold[@]}"); else n2env+=("${hold[@]}"); fi
 	fi
@@ -805,7 +810,10 @@ fm_cell() {
 		# punching) only CRIU may open its page files.
 		if [ "$row" = after-dump ]; then note=$(FM_FLIP_ON=n1 fm_flip); else note=$(fm_flip); fi
 		case $row in
-		after-dump | during-restore)
+		after-dump | mid-stream | during-restore)
+			# mid-stream: the largest staged image is a page file the page
+			# server wrote (the pages streamed while CRIU dumped), sealed
+			# at its exit, guarded before.
 			[[ $note == refused* ]] || t_fail "a byte of the images changed between the dump and the restore ($note)"
 			# While CRIU restores, the page file is unsealed (consumed) and
 			# only the guard stands in the way: that is what is tried here.

@@ -3,7 +3,7 @@
  * CRIU runs (CKPT_PAGES_TO_SERVER), joined by a socketpair on one node,
  * through ckpt exactly as an agent calls it.
  *
- *   nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] CONTAINER SRC DST WORK
+ *   nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] [--stranger] CONTAINER SRC DST WORK
  *
  * CONTAINER (a nucleus id or name in $NUCLEUS_STATE_DIR) is dumped into
  * SRC, held stopped (--if-safe: CKPT_HOLD_IF_SAFE instead of always); its
@@ -13,9 +13,13 @@
  * target's) as the agents carry them, every frame tagged and checked, the
  * session being this process; --flip N flips a byte of the Nth page frame
  * on its way, and the target refusing it aborts both ends, as an agent's
- * ABORT would. Prints one line per end:
+ * ABORT would. --stranger: once the page server runs, another process (a
+ * child of this one, neither it nor CRIU) opens a file in DST/images for
+ * writing, as a stray writer would; its guard must refuse it. Prints one
+ * line per end:
  *   dump: status=S outcome=O pages=here|server stopped=0|1 running=0|1
- *   page-server: status=S     (or "not used" when the pages stayed in SRC)
+ *   page-server: status=S [why=...]  (or "not used" when the pages stayed in SRC)
+ *   stranger: refused|allowed (...)                             (--stranger)
  *   link: state=open|ended|broken frames=N bytes=B replies=R   (--link)
  *   link: frame N refused (...)                                (--flip)
  * and exits 0 when both ends succeeded. */
@@ -24,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -209,11 +215,11 @@ static void on_dumped(ckpt_dump_req *req, int status) {
         maybe_finish(rn);
 }
 
-static void on_server_done(ckpt_page_server *ps, int status, void *ud) {
+static void on_server_done(ckpt_page_server *ps, int status, const char *why, void *ud) {
         run *rn = ud;
 
         rn->server = status == 0 ? END_OK : END_FAILED;
-        printf("page-server: status=%d\n", status);
+        printf("page-server: status=%d%s%s\n", status, why[0] ? " why=" : "", why);
         fflush(stdout);
         rn->ps = ckpt_page_server_free(ps);
         maybe_finish(rn);
@@ -224,8 +230,42 @@ static char *join(const char *a, const char *b) {
         return asprintf(&s, "%s/%s", a, b) < 0 ? NULL : s;
 }
 
+/* A file of DST/images opened for writing by a process that is neither
+ * this one nor CRIU. The file is made (and removed) by this process, which
+ * the guard lets through. */
+static void stranger_write(const char *dst) {
+        char *path = NULL;
+        int fd, status = 0;
+        pid_t child;
+
+        if (asprintf(&path, "%s/images/stranger.probe", dst) < 0)
+                return;
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (fd < 0) {
+                printf("stranger: cannot make the probe: %s\n", strerror(errno));
+                free(path);
+                return;
+        }
+        close(fd);
+        child = fork();
+        if (child == 0) {
+                fd = open(path, O_WRONLY | O_CLOEXEC);
+                _exit(fd >= 0 ? 0 : errno == EPERM ? 1 : 2);
+        }
+        if (child < 0 || waitpid(child, &status, 0) < 0)
+                printf("stranger: cannot run: %s\n", strerror(errno));
+        else
+                printf("stranger: %s\n", WIFEXITED(status) && WEXITSTATUS(status) == 1 ? "refused (EPERM)"
+                                         : WIFEXITED(status) && WEXITSTATUS(status) == 0
+                                                 ? "allowed"
+                                                 : "failed otherwise");
+        (void)unlink(path);
+        free(path);
+        fflush(stdout);
+}
+
 int main(int argc, char **argv) {
-        bool no_server = false, link = false;
+        bool no_server = false, link = false, stranger = false;
         ckpt_dump_hold hold = CKPT_HOLD_ALWAYS;
         uint64_t flip = 0;
         int i = 1;
@@ -239,15 +279,18 @@ int main(int argc, char **argv) {
                         link = true;
                 else if (strcmp(argv[i], "--flip") == 0 && i + 1 < argc)
                         flip = strtoull(argv[++i], NULL, 10);
+                else if (strcmp(argv[i], "--stranger") == 0)
+                        stranger = true;
                 else
                         break;
         }
         /* A link writes to CRIU's sockets with write(): a CRIU that went
          * away must be an error, not the end of this process. */
         signal(SIGPIPE, SIG_IGN);
-        if (argc - i != 4 || (link && no_server) || (flip && !link)) {
-                fprintf(stderr, "usage: nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] CONTAINER "
-                                "SRC DST WORK\n");
+        if (argc - i != 4 || (link && no_server) || (flip && !link) || (stranger && no_server)) {
+                fprintf(stderr,
+                        "usage: nm-ps-dump [--no-server] [--if-safe] [--link [--flip N]] [--stranger] "
+                        "CONTAINER SRC DST WORK\n");
                 return 2;
         }
         const char *ref = argv[i], *src = argv[i + 1], *dst = argv[i + 2], *work = argv[i + 3];
@@ -284,6 +327,8 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "nm-ps-dump: %s\n", nm_error_msg(&err));
                 return 1;
         }
+        if (stranger)
+                stranger_write(dst);
         ckpt_dump_req req = {.data = &rn};
         ckpt_dump_opts opts = {
                 .criu = {.criu = criu, .work_dir = dump_work},
