@@ -320,7 +320,9 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
         }
         if (r < 0)
                 return mig_act_failed(ret, SRC_EV(SRC_EV_STREAM_FAILED), &err);
-        /* Its share is set before it sends a byte: the send starts from the loop. */
+        /* Its share is set before it sends a byte: the send starts from the
+         * loop. The page stream may have had it already. */
+        xfer_send_set_rate(m->send, m->rate_limit);
         m->streaming = true;
         mig_share_bandwidth(m->a);
         return MIG_ACT_DONE;
@@ -355,6 +357,46 @@ static void src_ps_closed(ps_relay *r, int status, void *ud) {
 
 static const ps_relay_ops src_ps_ops = {.data = src_ps_data, .closed = src_ps_closed};
 
+static void src_pages_resume(mig *m);
+
+static void src_pages_paced(uv_timer_t *t) {
+        src_pages_resume(t->data);
+}
+
+/* [limits] bandwidth paces the page stream as it does the image stream:
+ * once what went outruns the migration's share, the dump waits (CRIU's
+ * writes to its socket block) until the average fits again. */
+static bool src_pages_pacing(mig *m) {
+        uint64_t now, due;
+
+        if (!m->rate_limit)
+                return false;
+        if (uv_is_active((uv_handle_t *)&m->page_pace))
+                return true;
+        now = uv_now(m->a->loop);
+        if (m->page_pace_rate != m->rate_limit) {
+                /* A new share: the average starts again (no burst to
+                 * catch up, no stall for what went before). */
+                m->page_pace_rate = m->rate_limit;
+                m->page_pace_ms = now;
+                m->page_pace_bytes = m->page_wire;
+        }
+        due = m->page_pace_ms + (m->page_wire - m->page_pace_bytes) * 1000 / m->page_pace_rate;
+        if (due <= now)
+                return false;
+        (void)uv_timer_start(&m->page_pace, src_pages_paced, due - now, 0);
+        return true;
+}
+
+/* The dump goes on once the connection has room and the pace allows. */
+static void src_pages_resume(mig *m) {
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+
+        if (!m->page_link || (c && xfer_conn_queued(c) > SRC_PS_HIGH_WATER) || src_pages_pacing(m))
+                return;
+        ps_link_pause(m->page_link, false);
+}
+
 /* Pages for the target's page server, tagged (feature "ps-stream"). */
 static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
                             void *ud) {
@@ -383,15 +425,15 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t
         if (!c || xfer_conn_send(c, &d, NULL) < 0)
                 return; /* the link's end decides what happens to the dump */
         m->page_wire += d.ps_pages.data.len;
-        /* The dump waits rather than the queue growing. */
-        if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER)
+        /* The dump waits rather than the queue growing, or than the
+         * stream outrunning its share of the bandwidth. */
+        if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER || src_pages_pacing(m))
                 ps_link_pause(l, true);
 }
 
 static void src_pages_drained(xfer_conn *c, void *ud) {
-        mig *m = ud;
         (void)c;
-        ps_link_pause(m->page_link, false);
+        src_pages_resume(ud);
 }
 
 /* The dump's CRIU closed its socket (and the dump has returned: our copy
@@ -441,9 +483,14 @@ static int src_pages_start(mig *m) {
                 return -ENOMEM;
         r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, true, &src_page_link_ops, m,
                         &m->ps_fd, &m->page_link);
-        if (r >= 0)
-                xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
-        return r;
+        if (r < 0)
+                return r;
+        xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
+        /* The bulk of the bytes: it takes its share of [limits] bandwidth
+         * from here, and keeps it for the image stream after. */
+        m->streaming = true;
+        mig_share_bandwidth(a);
+        return 0;
 }
 
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
@@ -471,6 +518,7 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         if (status < 0 && !req->dumped) {
                 /* No end for a page stream whose dump failed. */
                 m->page_link = ps_link_free(m->page_link);
+                src_stream_ended(m);
                 if (!m->t_dumped)
                         m->t_dumped = now_usec();
                 if (lazy_ended)

@@ -32,7 +32,9 @@ mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         }
         uv_timer_init(a->loop, &m->timer);
         m->timer.data = m;
-        m->refs = 1; /* the timer's, until it is closed */
+        uv_timer_init(a->loop, &m->page_pace);
+        m->page_pace.data = m;
+        m->refs = 2; /* the timers', until they are closed */
         LIST_PREPEND(migs, a->migs, m);
         if (role == MIG_ROLE_SOURCE)
                 a->n_src++;
@@ -254,6 +256,8 @@ static void timer_closed(uv_handle_t *h) {
 void mig__free_later(mig *m) {
         uv_timer_stop(&m->timer);
         uv_close((uv_handle_t *)&m->timer, timer_closed);
+        uv_timer_stop(&m->page_pace);
+        uv_close((uv_handle_t *)&m->page_pace, timer_closed);
 }
 
 void mig__release(mig *m) {
