@@ -819,7 +819,13 @@ fm_cell() {
 			# only the guard stands in the way: that is what is tried here.
 			[ "$row" != during-restore ] || [[ $note == *guarded* ]] ||
 				t_fail "the page file was still sealed while CRIU restored ($note): no consuming restore under the guard"
-			if [ -n "$criu" ]; then note+=" while CRIU restored"; else note+=" while the source held the images"; fi
+			if [ -n "$criu" ]; then
+				note+=" while CRIU restored"
+			elif [ "$row" = mid-stream ]; then
+				note+=" while the other images streamed"
+			else
+				note+=" while the source held the images"
+			fi
 			;;
 		esac
 		;;
