@@ -140,8 +140,12 @@ enum {
 };
 
 /* Forks the keeper, which runs criu_path as `criu swrk` and waits at most
- * timeout_ms for the verdict. Call with the signal mask swrk is to have. */
-int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, nm_error *err);
+ * timeout_ms for the verdict. Call with the signal mask swrk is to have.
+ * The keeper (and so CRIU) holds no descriptor of this process but stdio
+ * and keep[n_keep]: another operation's CRIU socket, inherited, would keep
+ * that socket open for as long as this CRIU runs. */
+int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, const int *keep,
+                       unsigned n_keep, nm_error *err);
 /* Gives the verdict (keep: CRIU succeeded) and waits for the keeper; returns
  * its exit status (CKPT__KEEPER_*). */
 int ckpt__keeper_end(ckpt__keeper *k, bool keep);

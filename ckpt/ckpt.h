@@ -642,6 +642,8 @@ void ckpt_set_criu_hold(ckpt_criu_hold_fn fn);
 /* Private: the state one libcriu call shares between loop and worker. */
 typedef struct ckpt__guard ckpt__guard;
 
+#define CKPT__KEEP_FDS_MAX 8
+
 typedef struct ckpt__call {
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
@@ -667,6 +669,10 @@ typedef struct ckpt__call {
         const char *criu_bin; /* the request's criu_path */
         uint64_t timeout_ms;
         int keeper;         /* how the CRIU keeper ended (CKPT__KEEPER_*), -1 before */
+        /* What this call's CRIU inherits (a page-server socket, --inherit-fd
+         * replacements): the only descriptors its keeper keeps open. */
+        int keep_fds[CKPT__KEEP_FDS_MAX];
+        unsigned n_keep_fds;
         ckpt__guard *guard; /* told the keeper's pid, if any */
         int rc;
 } ckpt__call;

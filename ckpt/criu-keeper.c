@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "ckpt-internal.h"
+#include "ckpt.h"
 #include "macro.h"
 
 /* After swrk died, how long its answer (if it sent one) may take to reach
@@ -116,7 +117,7 @@ static void sweep(void) {
 }
 
 static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uint64_t deadline_ms,
-                                  int ctl_fd, int sk_fd) {
+                                  int ctl_fd, int sk_fd, const int *keep, unsigned n_keep) {
         struct pollfd p[2];
         pid_t swrk;
         int pidfd, status;
@@ -132,10 +133,11 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
         if (swrk < 0)
                 _exit(CKPT__KEEPER_NO_CRIU);
         if (swrk == 0) {
-                /* swrk's only descriptor of ours: the socket, open across
-                 * exec. */
+                /* swrk's descriptors of ours: the socket and what the
+                 * call keeps for it, open across exec. */
                 (void)close(ctl_fd);
-                (void)fcntl(sk_fd, F_SETFD, 0);
+                for (unsigned i = 0; i < n_keep; i++)
+                        (void)fcntl(keep[i], F_SETFD, 0);
                 execv(criu_path, argv);
                 _exit(127);
         }
@@ -203,7 +205,32 @@ static _Noreturn void keeper_main(const char *criu_path, char *const argv[], uin
         _exit(verdict ? CKPT__KEEPER_SWEPT : CKPT__KEEPER_TIMED_OUT);
 }
 
-int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, nm_error *err) {
+/* In the forked keeper (async-signal-safe only): closes every descriptor
+ * above stdio that is not in keep. */
+static void close_others(int *keep, unsigned n) {
+        unsigned first = 3;
+
+        /* Sorted in place (a few entries; no allocation after fork). */
+        for (unsigned i = 1; i < n; i++)
+                for (unsigned j = i; j > 0 && keep[j - 1] > keep[j]; j--) {
+                        int t = keep[j];
+                        keep[j] = keep[j - 1];
+                        keep[j - 1] = t;
+                }
+        for (unsigned i = 0; i < n; i++) {
+                if (keep[i] < (int)first)
+                        continue;
+                if ((unsigned)keep[i] > first)
+                        (void)syscall(SYS_close_range, first, (unsigned)keep[i] - 1, 0);
+                first = (unsigned)keep[i] + 1;
+        }
+        (void)syscall(SYS_close_range, first, ~0U, 0);
+}
+
+int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_ms, const int *keep,
+                       unsigned n_keep, nm_error *err) {
+        int own[CKPT__KEEP_FDS_MAX + 2];
+        unsigned n_own = 0;
         int sk[2], ctl[2];
         char fdarg[16];
         char *argv[] = {(char *)"criu", (char *)"swrk", fdarg, NULL};
@@ -220,6 +247,11 @@ int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_
                 close(sk[1]);
                 return nm_error_errno(err, r, "cannot make the CRIU keeper's pipe");
         }
+        own[n_own++] = ctl[0];
+        own[n_own++] = sk[1];
+        for (unsigned i = 0; i < n_keep && i < CKPT__KEEP_FDS_MAX; i++)
+                if (keep[i] >= 0)
+                        own[n_own++] = keep[i];
         deadline = mono_ms() + timeout_ms;
         pid = raw_fork();
         if (pid < 0) {
@@ -232,13 +264,14 @@ int ckpt__keeper_start(ckpt__keeper *k, const char *criu_path, uint64_t timeout_
         }
         if (pid == 0) {
                 /* Descriptors keep their numbers: CRIU inherits those the
-                 * caller left open across exec (--inherit-fd, a lazy dump's
-                 * page-server socket), as with libcriu's own fork. The
-                 * agent's end of the socket goes, or swrk would never see
-                 * it close. */
-                close(sk[0]);
-                close(ctl[1]); /* the worker's alone: its close is the agent's end */
-                keeper_main(criu_path, argv, deadline, ctl[0], sk[1]);
+                 * caller left open across exec for it (--inherit-fd, a
+                 * dump's page-server socket), as with libcriu's own fork.
+                 * Everything else goes: the agent's end of the socket (or
+                 * swrk would never see it close), the worker's end of the
+                 * pipe (its close is the agent's end), and what other
+                 * operations left open for their own CRIU. */
+                close_others(own, n_own);
+                keeper_main(criu_path, argv, deadline, ctl[0], sk[1], own, n_own);
         }
         close(sk[1]);
         close(ctl[0]);

@@ -427,7 +427,8 @@ static int criu_run(ckpt__call *call, int (*fn)(struct criu_opts *), int min_ok,
         int ret, r;
 
         *ret_errno = 0;
-        r = ckpt__keeper_start(&k, call->criu_bin, call->timeout_ms, &kerr);
+        r = ckpt__keeper_start(&k, call->criu_bin, call->timeout_ms, call->keep_fds, call->n_keep_fds,
+                               &kerr);
         if (r < 0) {
                 call->keeper = CKPT__KEEPER_NO_CRIU;
                 *ret_errno = -r;
@@ -786,6 +787,12 @@ static void dump_failed(ckpt_dump_req *req, bool native) {
 
 /* libcriu has no setter for a lazy dump, a page server's socket or
  * leave-stopped: the RPC configuration file has them. */
+/* A descriptor this call's CRIU inherits (ckpt__keeper_start). */
+static void call_keep_fd(ckpt__call *call, int fd) {
+        if (fd >= 0 && call->n_keep_fds < CKPT__KEEP_FDS_MAX)
+                call->keep_fds[call->n_keep_fds++] = fd;
+}
+
 static int dump_write_conf(ckpt_dump_req *req) {
         char ps[64] = "";
 
@@ -793,6 +800,8 @@ static int dump_write_conf(ckpt_dump_req *req) {
                 snprintf(ps, sizeof(ps), "lazy-pages\nps-socket %d\n", req->ps_fd);
         else if (req->pages == CKPT_PAGES_TO_SERVER)
                 snprintf(ps, sizeof(ps), "page-server\nps-socket %d\n", req->ps_fd);
+        if (ps[0])
+                call_keep_fd(&req->call, req->ps_fd);
         if (!ps[0] && !req->keep_stopped)
                 return 0;
         return rpc_config(&req->call, "dump.conf", "%s%s", ps, req->keep_stopped ? "leave-stopped\n" : "");
@@ -1339,6 +1348,7 @@ static int restore_stdio(ckpt_restore_req *req, const char *stdio_file) {
                                               "cannot make a replacement for the container's fd %zu", i);
                 if (criu_local_add_inherit_fd(req->call.copts, req->inherit_fds[i], s->key) < 0)
                         return -ENOMEM;
+                call_keep_fd(&req->call, req->inherit_fds[i]);
         }
         return 0;
 }

@@ -264,7 +264,11 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
         m->t_streamed = now_usec();
         m->bytes_done = res->bytes;
         m->files_done = res->files;
-        m->page_link = ps_link_free(m->page_link);
+        /* The page stream ends on its own (PS_END once CRIU's socket is
+         * closed, which may come after these few images went): only one
+         * that is over goes here. */
+        if (ps_link_get_state(m->page_link) != PS_LINK_OPEN)
+                m->page_link = ps_link_free(m->page_link);
         if (m->src.postcopy != SRC_PC_OFF && m->link && peer_link_conn(m->link))
                 /* The connection's drain is free again: the relay takes it. */
                 xfer_conn_set_drain(peer_link_conn(m->link), SRC_PS_LOW_WATER, src_ps_drained, m);

@@ -544,7 +544,7 @@ b_report_issue14() {
 			M = 1048576
 			if (s == "" || s == "-") { print "- `source_extra_mib_1024` (target <= 64, pages streamed during the dump): not measured yet (`bench/run migrate`, `--mem-sizes 1024`)."; exit }
 			printf "- `source_extra_mib_%s` = %.0f (target at 1024 MiB <= 64): **%s**; `target_extra_mib_%s` = %.0f. Of the source'"'"'s peak %.0f MiB is tmpfs, of the target'"'"'s %.0f MiB.", mm, s / M, s / M <= 64 ? "met" : "missed", mm, t / M, ss / M, ts / M
-			if (img != "" && img != "-" && ss / img > 0.5)
+			if (s / M > 64 && img != "" && img != "-" && ss / img > 0.5)
 				printf " What holds the source back is the local image set: the dump writes every page (%.0f MiB of images) to the node'"'"'s tmpfs before the stream sends it; only pages streamed while CRIU dumps (its page server through the peer session) leave it out.", img / M
 			if (t != "" && t != "-")
 				printf " On the target the peak is %.0f MiB on tmpfs (the staging) and %.0f MiB besides (the agent, CRIU, sshd and the relay, buffers)%s.", ts / M, (t - ts) / M, (img != "" && img != "-" && ts / img > 0.5) ? ": the whole image set is staged before CRIU reads it, and the restore frees it page by page only after that" : ""
