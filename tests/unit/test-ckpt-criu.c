@@ -703,6 +703,33 @@ static void test_restore_dead_criu_holder_swept(void **state) {
         tu_rm(dir);
 }
 
+/* A descriptor the agent left open for another operation's CRIU (a page
+ * stream's socket, no close-on-exec) never reaches this one: inherited by
+ * its keeper, it kept that stream open until this CRIU ended. */
+static void test_keeper_closes_strays(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        char tail[512];
+        ckpt_restore_req req;
+        uint64_t took;
+        int p[2];
+
+        assert_int_equal(pipe(p), 0);
+        assert_int_equal(dup2(p[1], 200), 200);
+        close(p[1]);
+        snprintf(tail, sizeof(tail), "for f in /proc/$$/fd/*; do echo \"${f##*/}\"; done > '%s/fds'; exit 1",
+                 dir);
+        assert_true(restore_with(dir, tail, 600 * 1000, &req, &took) < 0);
+        _cleanup_free_ char *fds = tu_read(dir, "fds", NULL);
+        assert_non_null(strstr(fds, "0\n")); /* the listing ran */
+        for (char *line = fds; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+                assert_int_not_equal(strtol(line, NULL, 10), 200);
+        close(200);
+        close(p[0]);
+        ckpt_restore_req_done(&req);
+        tu_rm(dir);
+}
+
 static void test_restore_sync_refusals(void **state) {
         (void)state;
         char *dir = tu_tmpdir();
@@ -836,6 +863,7 @@ int main(void) {
                 cmocka_unit_test(test_restore_criu_failure_keeps_images),
                 cmocka_unit_test(test_restore_hung_criu_is_bounded),
                 cmocka_unit_test(test_restore_dead_criu_holder_swept),
+                cmocka_unit_test(test_keeper_closes_strays),
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
         };
