@@ -641,8 +641,11 @@ Not done: striping over several SSH sessions on their own threads would
 spread libssh2's encryption over more cores, which on this 2-core machine
 are already busy with the other side of the same transfer (sshd, the
 receiver, the target's CRIU); on a many-core node it would pay.
-Compressing the page frames on the thread pool instead of the source's
-loop thread would do the same for zstd.
+A drain is CPU-bound on both cores, and a page streamed while CRIU dumps
+costs the target more passes than one in the image stream (checked by the
+link, copied into CRIU's page server, written, then read again to sign
+the staging); compressing the page frames on the pool instead of the
+loop thread did not help there (DESIGN.md).
 
 EOF
 }
