@@ -26,6 +26,7 @@
 #include "fs-util.h"
 #include "list.h"
 #include "macro.h"
+#include "pace.h"
 #include "transfer-internal.h"
 
 #define XFER_POOL_MAX 8
@@ -116,8 +117,7 @@ struct xfer_send {
         bool timer_open;
         uv_timer_t pace; /* waits out the bandwidth limit */
         bool pace_open;
-        uint64_t rate_limit;
-        uint64_t pace_ms, pace_bytes; /* where the limit's average starts: the start, or its last change */
+        xfer_pace avg; /* [limits] bandwidth's share, averaged over res.bytes */
         bool freed, ended, abort_pending;
         uint64_t start_ms, last_progress_ms;
         xfer_send_result res;
@@ -622,30 +622,26 @@ static void pace_cb(uv_timer_t *t) {
 }
 
 /* With a bandwidth limit, the next chunk may be read only once the bytes
- * sent so far fit the limit since the start (or since the limit changed). */
+ * sent so far fit the limit's average. */
 static bool pace_wait(xfer_send *x) {
-        uint64_t now, due;
+        uint64_t wait;
 
-        if (!x->rate_limit)
+        if (!x->avg.rate)
                 return false;
         if (uv_is_active((uv_handle_t *)&x->pace))
                 return true;
-        now = xfer__now_ms(x->loop);
-        due = x->pace_ms + (x->res.bytes - x->pace_bytes) * 1000 / x->rate_limit;
-        if (due <= now)
+        wait = xfer_pace_wait_ms(&x->avg, xfer__now_ms(x->loop), x->res.bytes);
+        if (!wait)
                 return false;
-        (void)uv_timer_start(&x->pace, pace_cb, due - now, 0);
+        (void)uv_timer_start(&x->pace, pace_cb, wait, 0);
         return true;
 }
 
 void xfer_send_set_rate(xfer_send *x, uint64_t rate_limit) {
-        if (!x || x->freed || x->ended || x->rate_limit == rate_limit)
+        if (!x || x->freed || x->ended ||
+            !xfer_pace_set(&x->avg, rate_limit, xfer__now_ms(x->loop), x->res.bytes))
                 return;
-        /* The average starts again here: a larger share must not burst to
-         * catch up, a smaller one must not stall for what was sent before. */
-        x->rate_limit = rate_limit;
-        x->pace_ms = xfer__now_ms(x->loop);
-        x->pace_bytes = x->res.bytes;
+        /* A timer set for the old rate judges again under the new one. */
         if (x->pace_open && uv_is_active((uv_handle_t *)&x->pace))
                 (void)uv_timer_start(&x->pace, pace_cb, 0, 0);
 }
@@ -794,12 +790,12 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
                 send_release_memory(x);
                 return r;
         }
-        x->start_ms = x->last_progress_ms = x->pace_ms = xfer__now_ms(x->loop);
+        x->start_ms = x->last_progress_ms = xfer__now_ms(x->loop);
+        (void)xfer_pace_set(&x->avg, o->rate_limit, x->start_ms, 0);
         (void)uv_timer_init(x->loop, &x->timer);
         x->timer_open = true;
         (void)uv_timer_init(x->loop, &x->pace);
         x->pace_open = true;
-        x->rate_limit = o->rate_limit;
         /* Start from the loop: the callback never runs inside this call. */
         (void)uv_timer_start(&x->timer, timer_cb, 0, 0);
         xfer_conn_set_drain(c, x->max_queued / 2, drain_cb, x);

@@ -371,24 +371,18 @@ static void src_pages_paced(uv_timer_t *t) {
  * once what went outruns the migration's share, the dump waits (CRIU's
  * writes to its socket block) until the average fits again. */
 static bool src_pages_pacing(mig *m) {
-        uint64_t now, due;
+        uint64_t now, wait;
 
         if (!m->rate_limit)
                 return false;
         if (uv_is_active((uv_handle_t *)&m->page_pace))
                 return true;
         now = uv_now(m->a->loop);
-        if (m->page_pace_rate != m->rate_limit) {
-                /* A new share: the average starts again (no burst to
-                 * catch up, no stall for what went before). */
-                m->page_pace_rate = m->rate_limit;
-                m->page_pace_ms = now;
-                m->page_pace_bytes = m->page_wire;
-        }
-        due = m->page_pace_ms + (m->page_wire - m->page_pace_bytes) * 1000 / m->page_pace_rate;
-        if (due <= now)
+        (void)xfer_pace_set(&m->page_avg, m->rate_limit, now, m->page_wire);
+        wait = xfer_pace_wait_ms(&m->page_avg, now, m->page_wire);
+        if (!wait)
                 return false;
-        (void)uv_timer_start(&m->page_pace, src_pages_paced, due - now, 0);
+        (void)uv_timer_start(&m->page_pace, src_pages_paced, wait, 0);
         return true;
 }
 

@@ -13,6 +13,7 @@
 #include "handoff-dst.h"
 #include "handoff-src.h"
 #include "handoff-trust.h"
+#include "pace.h"
 #include "peer.h"
 #include "ps-link.h"
 #include "ps-relay.h"
@@ -152,11 +153,10 @@ struct mig {
         proto_zctx *page_z;            /* zstd for page frames (the peer listed "zstd"), and */
         uint8_t *page_zbuf;            /* its buffer (PROTO_DATA_MAX) */
         uint64_t page_wire;            /* source: page bytes as sent (compressed or not) */
-        /* source: [limits] bandwidth over the page stream, as xfer_send
-         * paces the image stream: the average since page_pace_ms (the
-         * start, or the last change of the share page_pace_rate). */
+        /* source: [limits] bandwidth over the page stream (page_wire), as
+         * xfer_send paces the image stream */
         uv_timer_t page_pace;
-        uint64_t page_pace_ms, page_pace_bytes, page_pace_rate;
+        xfer_pace page_avg;
         mig_images images;             /* destination: the image stream's part */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */

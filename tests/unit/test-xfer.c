@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 
+#include "pace.h"
 #include "test-time.h"
 #include "test-xfer-util.h"
 
@@ -390,6 +391,28 @@ static void test_rate_limit(void **state) {
          * bound, which load cannot break (how fast it went is bench/'s). */
         assert_true(ms >= 200);
         pair_done(&p);
+}
+
+/* The pacer's arithmetic, on a clock of our own: the average holds from
+ * the mark, and a change of rate moves the mark. */
+static void test_pace_average(void **state) {
+        xfer_pace p = {0};
+        (void)state;
+
+        assert_int_equal(xfer_pace_wait_ms(&p, 1000, 1 << 30), 0); /* no limit */
+        assert_true(xfer_pace_set(&p, 1000, 5000, 0));             /* 1000 B/s from t=5 s */
+        assert_false(xfer_pace_set(&p, 1000, 6000, 700));          /* the same rate: the mark stays */
+        assert_int_equal(xfer_pace_wait_ms(&p, 5000, 0), 0);
+        assert_int_equal(xfer_pace_wait_ms(&p, 5000, 500), 500); /* 500 B are due at 5.5 s */
+        assert_int_equal(xfer_pace_wait_ms(&p, 5400, 500), 100);
+        assert_int_equal(xfer_pace_wait_ms(&p, 5600, 500), 0); /* behind: no wait, no burst owed */
+        /* A new rate at t=6 s with 2000 B gone (1 s ahead): nothing is
+         * owed for the past, only what goes from here at the new rate. */
+        assert_true(xfer_pace_set(&p, 4000, 6000, 2000));
+        assert_int_equal(xfer_pace_wait_ms(&p, 6000, 2000), 0);
+        assert_int_equal(xfer_pace_wait_ms(&p, 6000, 3000), 250);
+        assert_true(xfer_pace_set(&p, 0, 6100, 3000));
+        assert_int_equal(xfer_pace_wait_ms(&p, 6100, 1 << 30), 0);
 }
 
 static void idle_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
@@ -944,6 +967,7 @@ int main(void) {
                 cmocka_unit_test(test_sender_refuses_bad_trees),
                 cmocka_unit_test(test_receiver_hangs_up),
                 cmocka_unit_test(test_rate_limit),
+                cmocka_unit_test(test_pace_average),
                 cmocka_unit_test(test_idle_timeout_and_malformed),
                 cmocka_unit_test(test_oversize_frame_refused),
                 cmocka_unit_test(test_refused_frame_answered),
