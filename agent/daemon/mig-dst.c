@@ -534,6 +534,34 @@ static void dst_seal_sign_done(mig *m, void *ud, int r, const nm_error *err) {
         dst_feed(m, DST_EV_RECEIVED, NULL);
 }
 
+static void dst_pages_failed(mig *m, int code, const char *why);
+
+static void dst_pages_overdue(uv_timer_t *t) {
+        mig *m = t->data;
+        char why[200];
+
+        if (m->finished || m->pages == MIG_PAGES_IN)
+                return;
+        snprintf(why, sizeof(why), "%s within %u s of the verified images: given up",
+                 m->pages == MIG_PAGES_ENDED    ? "the page server did not finish"
+                 : m->pages == MIG_PAGES_SERVED ? "the source did not end the page stream"
+                                                : "the source neither ended the page stream nor did its "
+                                                  "page server finish",
+                 m->a->cfg.idle_timeout_s);
+        dst_pages_failed(m, -ETIMEDOUT, why);
+}
+
+/* Images verified means the source's dump is over: its page stream's end
+ * is due now. A source that keeps its session alive but never ends that
+ * stream (a bug, or a hostile peer) would otherwise hold the staging here,
+ * and its container stopped there, for as long as the session lasts. The
+ * bound is the idle timeout, once. */
+static void dst_pages_bound(mig *m) {
+        if (!uv_is_active((uv_handle_t *)&m->page_timer))
+                (void)uv_timer_start(&m->page_timer, dst_pages_overdue,
+                                     (uint64_t)m->a->cfg.idle_timeout_s * 1000, 0);
+}
+
 /* The staging is complete once the image stream is verified and the pages
  * are in (or came with it); streamed pages are signed with it first. */
 static void dst_staging_maybe_complete(mig *m) {
@@ -545,8 +573,12 @@ static void dst_staging_maybe_complete(mig *m) {
                 dst_feed(m, DST_EV_RECEIVED, NULL);
                 return;
         }
-        if (m->pages != MIG_PAGES_IN)
-                return; /* the end frame or the page server's exit is still to come */
+        if (m->pages != MIG_PAGES_IN) {
+                /* the end frame or the page server's exit is still to come */
+                dst_pages_bound(m);
+                return;
+        }
+        uv_timer_stop(&m->page_timer);
         r = mig_work(m, dst_seal_sign_work, dst_seal_sign_done, NULL, NULL);
         if (r < 0)
                 mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
@@ -618,6 +650,7 @@ static int dst_pages_start(mig *m, nm_error *err) {
 }
 
 static void dst_pages_stop(mig *m) {
+        uv_timer_stop(&m->page_timer); /* the bound on the stream's end */
         m->page_link = ps_link_free(m->page_link);
         m->page_server = ckpt_page_server_free(m->page_server);
 }

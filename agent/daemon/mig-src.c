@@ -375,14 +375,14 @@ static bool src_pages_pacing(mig *m) {
 
         if (!m->rate_limit)
                 return false;
-        if (uv_is_active((uv_handle_t *)&m->page_pace))
+        if (uv_is_active((uv_handle_t *)&m->page_timer))
                 return true;
         now = uv_now(m->a->loop);
         (void)xfer_pace_set(&m->page_avg, m->rate_limit, now, m->page_wire);
         wait = xfer_pace_wait_ms(&m->page_avg, now, m->page_wire);
         if (!wait)
                 return false;
-        (void)uv_timer_start(&m->page_pace, src_pages_paced, wait, 0);
+        (void)uv_timer_start(&m->page_timer, src_pages_paced, wait, 0);
         return true;
 }
 

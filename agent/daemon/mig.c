@@ -32,8 +32,8 @@ mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         }
         uv_timer_init(a->loop, &m->timer);
         m->timer.data = m;
-        uv_timer_init(a->loop, &m->page_pace);
-        m->page_pace.data = m;
+        uv_timer_init(a->loop, &m->page_timer);
+        m->page_timer.data = m;
         m->refs = 2; /* the timers', until they are closed */
         LIST_PREPEND(migs, a->migs, m);
         if (role == MIG_ROLE_SOURCE)
@@ -256,8 +256,8 @@ static void timer_closed(uv_handle_t *h) {
 void mig__free_later(mig *m) {
         uv_timer_stop(&m->timer);
         uv_close((uv_handle_t *)&m->timer, timer_closed);
-        uv_timer_stop(&m->page_pace);
-        uv_close((uv_handle_t *)&m->page_pace, timer_closed);
+        uv_timer_stop(&m->page_timer);
+        uv_close((uv_handle_t *)&m->page_timer, timer_closed);
 }
 
 void mig__release(mig *m) {

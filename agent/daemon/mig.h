@@ -153,9 +153,10 @@ struct mig {
         proto_zctx *page_z;            /* zstd for page frames (the peer listed "zstd"), and */
         uint8_t *page_zbuf;            /* its buffer (PROTO_DATA_MAX) */
         uint64_t page_wire;            /* source: page bytes as sent (compressed or not) */
-        /* source: [limits] bandwidth over the page stream (page_wire), as
-         * xfer_send paces the image stream */
-        uv_timer_t page_pace;
+        /* source: paces the page stream (page_wire) to [limits] bandwidth,
+         * as xfer_send paces the image stream; destination: bounds the wait
+         * for the stream's end once the images are verified */
+        uv_timer_t page_timer;
         xfer_pace page_avg;
         mig_images images;             /* destination: the image stream's part */
 

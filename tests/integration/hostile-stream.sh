@@ -156,6 +156,18 @@ t_wait_until 60 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/n
 	t_fail "the stopped copy (pid $restored) was left after ABORT"
 t_assert_eq "$(fx_ctr_where "$vid")" "" "where the victim runs (nowhere: it was only checkpointed)"
 
+t_log "a peer that streams its pages and never ends them, keeping its session alive"
+# The images verify, so the dump is over: the page stream's end is due.
+# Without it the target gives up after the idle timeout (the PINGs keep the
+# session itself alive), and its page server and staging go.
+ncase=$((ncase + 1))
+printf '%s\n' "hello features=binding,ps-stream" "expect HELLO" "offer s1 container=$vid ps_stream=1" \
+	"expect ACCEPT" "put-dir s1 $ck" "images-done s1" \
+	"expect-pinging $(t_ms 2000) ERROR the source neither ended the page stream nor did its page server finish" |
+	uniq_ids | pc_case ps-end-never pc_ssh n1 n2 --hmac-key "$key" --timeout "$((2 * PC_TIMEOUT))"
+pc_clean n2 "$pid2"
+pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "a page server was left running on node2"
+
 t_log "a container of the same name runs here: refused before the restore"
 read -r rid rpid < <(fx_ctr_start n2 victim)
 case_ssh name-clash "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR another container named victim ($rid) runs"

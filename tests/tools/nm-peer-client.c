@@ -19,7 +19,7 @@
  *   hello [role=peer|cli] [node=NAME] [version=N] [min=N] [features=A,B] (default: binding)
  *                                       (node: --node, else "hostile")
  *   offer MIG [container=ID] [name=TEXT] [bytes=N] [criu=VER] [kernel=REL]
- *             [lazy=0|1] [metadata=@FILE|TEXT]
+ *             [lazy=0|1] [ps_stream=0|1] [metadata=@FILE|TEXT]
  *   file MIG PATH SIZE [mode=N]         FILE (a valid path: see `map`)
  *   data MIG N [fill=BYTE]              DATA of N bytes
  *   file-end MIG [sha=auto|bad]         FILE_END with the SHA-256 of the file's DATA
@@ -54,6 +54,8 @@
  *                                       TEXT one of them must contain it; prints
  *                                       "< closed after MS ms", MS since our last write
  *   expect-silence MS                   nothing arrives for MS ms
+ *   expect-pinging MS TYPE [TEXT...]    as expect, with a PING every MS ms meanwhile (a peer
+ *                                       that keeps its session alive while it waits)
  *
  * --flood N opens N connections to --socket at once, sends HELLO on each and
  * counts those answered with HELLO ("served") and those closed ("refused");
@@ -623,7 +625,7 @@ static void cmd_offer(client *c, char **args, size_t n) {
         const char *container = opt(args, n, 2, "container"), *name = opt(args, n, 2, "name"),
                    *bytes = opt(args, n, 2, "bytes"), *criu = opt(args, n, 2, "criu"),
                    *kernel = opt(args, n, 2, "kernel"), *lazy = opt(args, n, 2, "lazy"),
-                   *md = opt(args, n, 2, "metadata");
+                   *ps_stream = opt(args, n, 2, "ps_stream"), *md = opt(args, n, 2, "metadata");
         _cleanup_free_ char *mdtext = NULL;
         size_t mdlen = 0;
         struct utsname u;
@@ -644,7 +646,9 @@ static void cmd_offer(client *c, char **args, size_t n) {
                                  .image_bytes = bytes ? parse_u64(c, bytes) : 1 << 20,
                                  .criu_version = criu ? criu : "4.2.1",
                                  .kernel = kernel ? kernel : u.release,
-                                 .lazy = lazy && strcmp(lazy, "1") == 0}};
+                                 .lazy = lazy && strcmp(lazy, "1") == 0,
+                                 .ps_stream = ps_stream && strcmp(ps_stream, "1") == 0,
+                                 .has_ps_stream = ps_stream != NULL}};
         snprintf(c->container, sizeof(c->container), "%s", m.offer.container_id);
         send_msg(c, &m);
 }
@@ -726,28 +730,37 @@ static void cmd_trickle(client *c, uint64_t every, const char *hex) {
         }
 }
 
-static void cmd_expect(client *c, char **args, size_t n) {
+/* The next frame is TYPE (with TEXT); with every > 0, a PING goes out
+ * every `every` ms while we wait, as a live peer's would. */
+static void expect_frame(client *c, char **args, size_t n, uint64_t every) {
         _cleanup_proto_msg_ proto_msg m = {};
-        proto_msg_type want = proto_msg_type_from_string(args[1]);
+        proto_msg_type want = proto_msg_type_from_string(args[0]);
+        uint64_t deadline = now_ms() + c->timeout_ms, seq = 0;
         char text[1024] = "";
         int r;
 
         if (want < 0)
-                usage_fail(c, "unknown message type '%s'", args[1]);
-        for (size_t i = 2; i < n; i++)
-                snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s%s", i > 2 ? " " : "",
+                usage_fail(c, "unknown message type '%s'", args[0]);
+        for (size_t i = 1; i < n; i++)
+                snprintf(text + strlen(text), sizeof(text) - strlen(text), "%s%s", i > 1 ? " " : "",
                          args[i]);
-        r = read_msg(c, c->timeout_ms, &m);
+        for (;;) {
+                uint64_t now = now_ms(), left = deadline > now ? deadline - now : 0;
+                r = read_msg(c, every && every < left ? every : left, &m);
+                if (r != -ETIMEDOUT || !every || now_ms() >= deadline)
+                        break;
+                send_msg(c, &(proto_msg){.type = PROTO_MSG_PING, .ping = {.seq = ++seq}});
+        }
         if (r == 0)
-                fail(c, "expected %s, but the agent closed the session", args[1]);
+                fail(c, "expected %s, but the agent closed the session", args[0]);
         if (r < 0)
-                fail(c, "expected %s, got nothing within %llu ms", args[1],
+                fail(c, "expected %s, got nothing within %llu ms", args[0],
                      (unsigned long long)c->timeout_ms);
         if (m.type != want)
-                fail(c, "expected %s, got %s (%s)", args[1], strna(proto_msg_type_to_string(m.type)),
+                fail(c, "expected %s, got %s (%s)", args[0], strna(proto_msg_type_to_string(m.type)),
                      msg_text(&m));
         if (text[0] && !strstr(msg_text(&m), text))
-                fail(c, "expected %s saying \"%s\", got \"%s\"", args[1], text, msg_text(&m));
+                fail(c, "expected %s saying \"%s\", got \"%s\"", args[0], text, msg_text(&m));
 }
 
 static void cmd_expect_closed(client *c, char **args, size_t n) {
@@ -923,7 +936,10 @@ static void run_line(client *c, char *line) {
                 sleep_ms(parse_u64(c, args[1]));
         } else if (strcmp(cmd, "expect") == 0) {
                 NEED(1);
-                cmd_expect(c, args, n);
+                expect_frame(c, args + 1, n - 1, 0);
+        } else if (strcmp(cmd, "expect-pinging") == 0) {
+                NEED(2);
+                expect_frame(c, args + 2, n - 2, parse_u64(c, args[1]));
         } else if (strcmp(cmd, "expect-closed") == 0) {
                 cmd_expect_closed(c, args, n);
         } else if (strcmp(cmd, "expect-silence") == 0) {
