@@ -1300,23 +1300,24 @@ static int stdio_drain_start(int rfd, const char *file) {
         return 0;
 }
 
-/* One replacement for a stdio object the source had from outside. The fds
- * handed to CRIU must survive its exec: no O_CLOEXEC. */
+/* One replacement for a stdio object the source had from outside.
+ * Close-on-exec like every descriptor of ours: the keeper clears it for
+ * this call's CRIU alone (call_keep_fd), so no other child (a page server,
+ * another move's CRIU) holds the pipe's write end open. */
 static int stdio_replacement(const ckpt_native_stdio *s, const char *stdio_file, int *ret_fd) {
         int p[2];
         if (s->kind == CKPT_STDIO_NULL) {
-                *ret_fd = open("/dev/null", O_RDWR);
+                *ret_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
                 return *ret_fd < 0 ? negative_errno() : 0;
         }
         if (!s->write) {
-                *ret_fd = open("/dev/null", O_RDONLY);
+                *ret_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
                 return *ret_fd < 0 ? negative_errno() : 0;
         }
         /* Output to a pipe stays a pipe (a file would be reopened by CRIU,
          * which then insists on its size), drained into stdio_file. */
-        if (pipe2(p, 0) < 0)
+        if (pipe2(p, O_CLOEXEC) < 0)
                 return negative_errno();
-        (void)fcntl(p[0], F_SETFD, FD_CLOEXEC);
         int r = stdio_drain_start(p[0], stdio_file);
         close(p[0]);
         if (r < 0) {
