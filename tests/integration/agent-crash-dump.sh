@@ -8,6 +8,11 @@
 # CRIU's network lock and the CRIU keeper are gone; the journal records the
 # migration as failed, stopped before its dump completed. The same restart
 # sweeps images planted as other crashes leave them (see below).
+#
+# With --streamed the dump sends its pages to the target's page server as
+# it goes ([agent] stream_pages, the default), and the agent is killed once
+# a page file has grown in the target's staging: besides the above, the
+# target's page server ends with the session and its staging goes.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
@@ -17,11 +22,17 @@ NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
 HOG_MIB=${AGENT_CRASH_DUMP_MIB:-256}
 name=big
 
+MODE=local
+[ "${1:-}" != --streamed ] || MODE=streamed
+
 fx_nodes_up
-# The dump writes its pages here, not to the target's page server: what it
-# leaves half-written is what the restart's recovery must sweep. (A dump
-# that streams them ends with its page stream: agent-ps-stream.)
-FX_AGENT_ARGS="--set agent.stream_pages=no" fx_agent_start n1
+if [ "$MODE" = local ]; then
+	# The dump writes its pages here, not to the target's page server:
+	# what it leaves half-written is what the restart's recovery must sweep.
+	FX_AGENT_ARGS="--set agent.stream_pages=no" fx_agent_start n1
+else
+	FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n1
+fi
 fx_agent_start n2
 
 read -r id _ < <(b_hog_start n1 "$name" "$HOG_MIB" random) || t_fail "could not start the $HOG_MIB MiB workload"
@@ -30,14 +41,19 @@ b_hog_request "$work" check checks || t_fail "$name does not check its heap"
 t_assert_eq "$(b_hog_field "$work" check_ok)" 1 "heap checksum of $name before the move"
 c0=$(b_hog_field "$work" count)
 cps=$(fx_dir n1)/migrate/checkpoints
+stg=$(fx_dir n2)/migrate/staging
 agent=$(fx_agent_pid n1)
+# Where CRIU's page files grow: the source's checkpoint, or the target's
+# staging (written by its page server from the stream).
+pages_in=$cps
+[ "$MODE" = local ] || pages_in=$stg
 
 # caught_mid_dump: CRIU has begun writing the container's pages (its
 # parasite is inside the tasks, the images are not complete). Builtins only
 # (a glob and a test), polled without forking.
 caught_mid_dump() {
 	local f
-	for f in "$cps"/*/images/pages-*.img "$cps"/*/pages-*.img; do
+	for f in "$pages_in"/*/images/pages-*.img "$pages_in"/*/pages-*.img; do
 		[ -s "$f" ] && CAUGHT=$f && return 0
 	done
 	return 1
@@ -49,14 +65,14 @@ CAUGHT=""
 deadline=$((SECONDS + $(t_secs 120)))
 while ! caught_mid_dump; do
 	kill -0 "$cli" 2>/dev/null || t_fail "the move ended before CRIU wrote a page: $(cat "$FX_ROOT/cli.out")"
-	[ "$SECONDS" -lt "$deadline" ] || t_fail "CRIU never wrote a page file under $cps"
+	[ "$SECONDS" -lt "$deadline" ] || t_fail "CRIU never wrote a page file under $pages_in"
 done
 # The CRIU keeper and CRIU, before the agent's death hands them to another
 # parent.
 criu_pids=$(pgrep -P "$agent" -x nm-criu-keeper || true)
 for k in $criu_pids; do criu_pids+=" $(pgrep -P "$k" | tr '\n' ' ')"; done
 kill -KILL "$agent"
-t_log "n1's agent ($agent) killed while CRIU wrote ${CAUGHT#"$cps"/}"
+t_log "n1's agent ($agent) killed while CRIU wrote ${CAUGHT#"$pages_in"/} ($MODE)"
 t_wait_until 60 "n1's agent is dead" bash -c "! kill -0 $agent 2>/dev/null" || t_fail "n1's agent outlived SIGKILL"
 wait "$agent" 2>/dev/null || true
 rc=0
@@ -66,8 +82,16 @@ t_assert_eq "$rc" 5 "CLI exit when its agent died mid-dump ($(cat "$FX_ROOT/cli.
 # What the crash left: the migration's checkpoint directory, with the pages
 # CRIU had begun, and nothing of CRIU itself once its keeper saw the pipe
 # close.
-mig=${CAUGHT#"$cps"/}
+mig=${CAUGHT#"$pages_in"/}
 mig=${mig%%/*}
+if [ "$MODE" = streamed ]; then
+	# The target heard the session end: its page server and staging go
+	# without any restart.
+	t_wait_until 60 "n2's staging of $mig is removed" bash -c "[ ! -e '$stg/$mig' ]" ||
+		t_fail "n2 kept the staging of $mig after its source died: $(ls -A "$stg/$mig/images" | head -5)"
+	ps_left=$(pgrep -f "page-server.*$mig" || true)
+	[ -z "$ps_left" ] || t_fail "n2's page server for $mig outlived the session: $ps_left"
+fi
 [ -d "$cps/$mig" ] || t_fail "no checkpoint directory left by the crash: the test caught nothing"
 [ -n "$criu_pids" ] || t_fail "no CRIU keeper ran when the agent was killed"
 for p in $criu_pids; do
@@ -150,4 +174,4 @@ tables=$(nsenter -t "$init" -n nft list tables | grep -i criu || true)
 [ -z "$tables" ] || t_fail "CRIU's network lock left in the container's namespace: $tables"
 fx_agent_stop n1
 fx_agent_stop n2
-t_log "ok: killed mid-dump ($mig), recovered: runs once on n1, heap intact, checkpoint removed, journal 'failed'"
+t_log "ok: killed mid-dump ($mig, pages $MODE), recovered: runs once on n1, heap intact, checkpoint removed, journal 'failed'"
