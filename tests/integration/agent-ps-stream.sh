@@ -8,10 +8,15 @@
 # server reads it; the dump fails, and the container runs on where it was.
 # A tree that cannot be held (a file lock) keeps its pages in its images:
 # PS_END says so, the target lets its page server go, the pages come with
-# the image stream, and the container moves as usual.
+# the image stream, and the container moves as usual. Under [limits]
+# bandwidth the page stream keeps to it: a move of incompressible pages
+# takes at least what the bytes sent allow at that rate.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/breadth.sh"
+NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
+# shellcheck source=bench/lib/workload.sh
+. "$FX_SRC/bench/lib/workload.sh"
 
 fx_nodes_up
 FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n1
@@ -94,4 +99,24 @@ t_assert_eq "$(fx_ctr_where "$bid")" n1 "where the locks container runs after th
 bpid=$(jq -r .result.new_pid <<<"$res")
 report=$(breadth_check "$bpid" "$bdir" 2) || t_fail "no report from the moved locks workload"
 bad=$(breadth_all_ok "$report" flock) || t_fail "after the move: $bad"
-t_log "ok: $sent bytes of pages crossed while CRIU dumped ($wire as sent; $dumped bytes of other images); a bent frame was refused"
+t_log "[limits] bandwidth paces the page stream"
+# A lower bound only, which load cannot break: the pacer lets no more than
+# rate x time go, plus the frame in flight at either end (at most 1 MiB
+# each). Unpaced, the same move takes a fraction of it.
+rate=$((4 << 20))
+fx_agent_stop n1
+FX_AGENT_ARGS="--set agent.stream_pages=yes --set limits.bandwidth=4M" fx_agent_start n1
+read -r hid _ < <(b_hog_start n1 paced 32 random) || t_fail "could not start the 32 MiB workload"
+off1=$(stat -c %s "$log1")
+t0=$(date +%s%N)
+out=$(fx_nm n1 migrate "$hid" node2 --json) || t_fail "the paced move failed: $out"
+took_ms=$((($(date +%s%N) - t0) / 1000000))
+t_assert_eq "$(fx_ctr_where "$hid")" n2 "where the paced container runs after the move"
+pwire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent).*/\1/p" | tail -n1)
+[ -n "$pwire" ] || t_fail "node1 did not stream the paced move's pages: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
+[ "$pwire" -gt $((24 << 20)) ] || t_fail "only $pwire bytes of incompressible pages went: the test proves nothing"
+least_ms=$(((pwire - (2 << 20)) * 1000 / rate))
+[ "$took_ms" -ge "$least_ms" ] ||
+	t_fail "the move sent $pwire bytes of pages in $took_ms ms, faster than 4 MiB/s allows ($least_ms ms)"
+
+t_log "ok: $sent bytes of pages crossed while CRIU dumped ($wire as sent; $dumped bytes of other images); a bent frame was refused; $pwire paced bytes took $took_ms ms (at least $least_ms)"
