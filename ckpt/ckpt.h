@@ -548,8 +548,8 @@ typedef struct ckpt_dump_opts {
         size_t key_len;
         const char *node_name; /* nm_source_node; NULL: the host name */
         /* Post-copy: a lazy dump (--lazy-pages) whose page server talks on
-         * lazy_ps_fd (inherited by criu, so without O_CLOEXEC; the caller
-         * closes it after the callback). The images are complete at
+         * lazy_ps_fd (this call's CRIU alone inherits it, close-on-exec
+         * or not; the caller closes it after the callback). The images are complete at
          * the "post-dump" event; the call (and the callback) ends only when
          * the last page has been served, or the transfer failed, in which
          * case CRIU lets the tasks run again (see ckpt_lazy_unlock_network).
@@ -565,9 +565,9 @@ typedef struct ckpt_dump_opts {
         ckpt_dump_hold hold;       /* what a good dump leaves of the tasks */
         ckpt_native_policy policy; /* native containers: what may be lost */
         /* CKPT_PAGES_TO_SERVER: CRIU sends the memory pages and their
-         * pagemaps over pages_ps_fd (its page-server protocol; inherited by
-         * criu, so without O_CLOEXEC; the caller closes it after the
-         * callback) instead of writing them into dir. Only for tasks that
+         * pagemaps over pages_ps_fd (its page-server protocol; this call's
+         * CRIU alone inherits it, close-on-exec or not; the caller closes
+         * it after the callback) instead of writing them into dir. Only for tasks that
          * stay held: their memory is then the only local copy, and a
          * rollback resumes them. req->pages says where they went. */
         ckpt_dump_pages pages;

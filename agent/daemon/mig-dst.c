@@ -640,7 +640,7 @@ static int dst_pages_start(mig *m, nm_error *err) {
         char work[PATH_MAX];
         int fd = -EBADF, r;
 
-        r = ps_link_new(a->loop, PS_LINK_TARGET, a->key, a->key_len, &b, false, &dst_page_link_ops, m, &fd,
+        r = ps_link_new(a->loop, PS_LINK_TARGET, a->key, a->key_len, &b, &dst_page_link_ops, m, &fd,
                         &m->page_link);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot set up the page stream");
@@ -816,7 +816,7 @@ static void dst_restore_start(mig *m) {
         /* The daemon listens in the restore's work directory, and talks to
          * the source's dump through our relay. */
         snprintf(work, sizeof(work), "%s/%s-restore", a->criu_work_dir, m->id);
-        r = ps_relay_new(a->loop, false, &dst_ps_ops, m, &fd, &m->relay);
+        r = ps_relay_new(a->loop, &dst_ps_ops, m, &fd, &m->relay);
         if (r >= 0)
                 r = ckpt_lazy_pages_start(a->loop, a->criu, m->staging, work, fd, dst_lazy_ready,
                                           dst_lazy_done, m, &err, &m->lazy_pages);

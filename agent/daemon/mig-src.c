@@ -479,8 +479,8 @@ static int src_pages_start(mig *m) {
         if ((peer_link_features(m->link) & PEER_FEATURE_ZSTD) && a->cfg.compress &&
             (proto_zctx_new(XFER_ZSTD_LEVEL, &m->page_z) < 0 || !(m->page_zbuf = malloc(PROTO_DATA_MAX))))
                 return -ENOMEM;
-        r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, true, &src_page_link_ops, m,
-                        &m->ps_fd, &m->page_link);
+        r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, &src_page_link_ops, m, &m->ps_fd,
+                        &m->page_link);
         if (r < 0)
                 return r;
         xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
@@ -602,7 +602,7 @@ static void src_dump_start(mig *m) {
         };
         m->dump.data = m;
         if (m->src.postcopy != SRC_PC_OFF) {
-                r = ps_relay_new(a->loop, true, &src_ps_ops, m, &m->ps_fd, &m->relay);
+                r = ps_relay_new(a->loop, &src_ps_ops, m, &m->ps_fd, &m->relay);
                 if (r < 0) {
                         mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_RUNNING), r,
                                         "cannot set up the post-copy relay: %s", strerror(-r));

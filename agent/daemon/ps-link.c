@@ -95,7 +95,7 @@ static const ps_relay_ops link_relay_ops = {
         .data = relay_data, .closed = relay_closed, .drained = relay_drained};
 
 int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_len,
-                const ps_link_binding *b, bool inherit, const ps_link_ops *ops, void *ud, int *ret_criu_fd,
+                const ps_link_binding *b, const ps_link_ops *ops, void *ud, int *ret_criu_fd,
                 ps_link **ret) {
         ps_direction out = role == PS_LINK_SOURCE ? PS_DIR_PAGES : PS_DIR_REPLIES;
         ps_direction in = role == PS_LINK_SOURCE ? PS_DIR_REPLIES : PS_DIR_PAGES;
@@ -115,7 +115,7 @@ int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_
         if (r >= 0)
                 r = mac_for(in, key, key_len, b, &l->in);
         if (r >= 0)
-                r = ps_relay_new(loop, inherit, &link_relay_ops, l, ret_criu_fd, &l->relay);
+                r = ps_relay_new(loop, &link_relay_ops, l, ret_criu_fd, &l->relay);
         if (r < 0) {
                 ps_mac_free(l->out);
                 ps_mac_free(l->in);

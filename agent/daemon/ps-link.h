@@ -57,11 +57,10 @@ typedef struct ps_link_ops {
 } ps_link_ops;
 
 /* key: the shared key (copied into the MACs). *ret_criu_fd is our CRIU's
- * end of the socketpair, inherited across an exec when inherit (a libcriu
- * dump), the caller's to hand over and close. */
+ * end of the socketpair (close-on-exec, see ps_relay_new), the caller's
+ * to hand over and close. */
 int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_len,
-                const ps_link_binding *b, bool inherit, const ps_link_ops *ops, void *ud, int *ret_criu_fd,
-                ps_link **ret);
+                const ps_link_binding *b, const ps_link_ops *ops, void *ud, int *ret_criu_fd, ps_link **ret);
 
 /* A frame from the peer: checked, then queued for our CRIU. -EBADMSG when
  * it failed its check, -EPIPE once the link had ended or broken: either way

@@ -114,8 +114,7 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
         relay_report_closed(r, n == UV_EOF ? 0 : -EIO);
 }
 
-int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *ud, int *ret_criu_fd,
-                 ps_relay **ret) {
+int ps_relay_new(uv_loop_t *loop, const ps_relay_ops *ops, void *ud, int *ret_criu_fd, ps_relay **ret) {
         int sv[2], r;
         ps_relay *p;
 
@@ -123,13 +122,6 @@ int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *u
                 return -EINVAL;
         if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
                 return negative_errno();
-        /* CRIU's end crosses an exec. */
-        if (inherit && fcntl(sv[0], F_SETFD, 0) < 0) {
-                r = negative_errno();
-                close(sv[0]);
-                close(sv[1]);
-                return r;
-        }
         p = calloc(1, sizeof(*p));
         if (p)
                 p->buf = malloc(PS_READ_CHUNK);

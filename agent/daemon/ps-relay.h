@@ -28,11 +28,11 @@ typedef struct ps_relay_ops {
 #define PS_RELAY_HIGH (2u * 1024u * 1024u)
 #define PS_RELAY_LOW (512u * 1024u)
 
-/* Makes the socketpair; *ret_criu_fd is CRIU's end, without O_CLOEXEC when
- * inherit (a libcriu call forks and execs criu with it), the caller's to
- * hand over and close. */
-int ps_relay_new(uv_loop_t *loop, bool inherit, const ps_relay_ops *ops, void *ud, int *ret_criu_fd,
-                 ps_relay **ret);
+/* Makes the socketpair; *ret_criu_fd is CRIU's end, close-on-exec like
+ * every descriptor of ours (ckpt hands it to exactly the CRIU it is for:
+ * a keeper's call_keep_fd, or uv_spawn's stdio), the caller's to hand over
+ * and close. */
+int ps_relay_new(uv_loop_t *loop, const ps_relay_ops *ops, void *ud, int *ret_criu_fd, ps_relay **ret);
 
 /* Queues bytes for CRIU (copied). */
 int ps_relay_write(ps_relay *r, const void *buf, size_t n);

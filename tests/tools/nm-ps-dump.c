@@ -144,9 +144,9 @@ static int link_up(uv_loop_t *loop, run *rn, int *dump_fd, int *server_fd) {
                 fprintf(stderr, "nm-ps-dump: %s\n", nm_error_msg(&err));
                 return -1;
         }
-        r = ps_link_new(loop, PS_LINK_SOURCE, key, key_len, &b, true, &src_link_ops, rn, dump_fd, &rn->src);
+        r = ps_link_new(loop, PS_LINK_SOURCE, key, key_len, &b, &src_link_ops, rn, dump_fd, &rn->src);
         if (r >= 0)
-                r = ps_link_new(loop, PS_LINK_TARGET, key, key_len, &b, false, &dst_link_ops, rn, server_fd,
+                r = ps_link_new(loop, PS_LINK_TARGET, key, key_len, &b, &dst_link_ops, rn, server_fd,
                                 &rn->dst);
         ckpt_key_free(key, key_len);
         if (r < 0)

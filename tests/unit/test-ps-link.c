@@ -102,11 +102,11 @@ static pair *pair_new(const ps_link_binding *target_binding) {
 
         assert_non_null(p);
         assert_int_equal(uv_loop_init(&p->loop), 0);
-        assert_int_equal(ps_link_new(&p->loop, PS_LINK_SOURCE, key, sizeof(key), &bind_a, false, &s_ops, p,
-                                     &p->s_fd, &p->s),
-                         0);
-        assert_int_equal(ps_link_new(&p->loop, PS_LINK_TARGET, key, sizeof(key), target_binding, false,
-                                     &t_ops, p, &p->t_fd, &p->t),
+        assert_int_equal(
+                ps_link_new(&p->loop, PS_LINK_SOURCE, key, sizeof(key), &bind_a, &s_ops, p, &p->s_fd, &p->s),
+                0);
+        assert_int_equal(ps_link_new(&p->loop, PS_LINK_TARGET, key, sizeof(key), target_binding, &t_ops, p,
+                                     &p->t_fd, &p->t),
                          0);
         return p;
 }
@@ -337,13 +337,12 @@ static void test_bad_arguments(void **state) {
         (void)state;
 
         assert_int_equal(uv_loop_init(&loop), 0);
-        assert_int_equal(
-                ps_link_new(&loop, PS_LINK_SOURCE, key, sizeof(key), &half, false, &s_ops, NULL, &fd, &l),
-                -EINVAL);
-        assert_int_equal(ps_link_new(&loop, PS_LINK_SOURCE, key, 0, &bind_a, false, &s_ops, NULL, &fd, &l),
+        assert_int_equal(ps_link_new(&loop, PS_LINK_SOURCE, key, sizeof(key), &half, &s_ops, NULL, &fd, &l),
+                         -EINVAL);
+        assert_int_equal(ps_link_new(&loop, PS_LINK_SOURCE, key, 0, &bind_a, &s_ops, NULL, &fd, &l),
                          -EINVAL);
         assert_int_equal(
-                ps_link_new(&loop, (ps_link_role)7, key, sizeof(key), &bind_a, false, &s_ops, NULL, &fd, &l),
+                ps_link_new(&loop, (ps_link_role)7, key, sizeof(key), &bind_a, &s_ops, NULL, &fd, &l),
                 -EINVAL);
         assert_null(l);
         assert_int_equal(ps_link_feed(NULL, "x", 1, key), -EINVAL);
