@@ -67,6 +67,18 @@ while ! caught_mid_dump; do
 	kill -0 "$cli" 2>/dev/null || t_fail "the move ended before CRIU wrote a page: $(cat "$FX_ROOT/cli.out")"
 	[ "$SECONDS" -lt "$deadline" ] || t_fail "CRIU never wrote a page file under $pages_in"
 done
+# Mid-dump the agent holds CRIU's end of the page stream's socket: like
+# every descriptor of the agent but stdio it is close-on-exec (only the keeper opens
+# it for its own CRIU), so no other child the agent spawns inherits it.
+if [ "$MODE" = streamed ]; then
+	for f in /proc/"$agent"/fdinfo/*; do
+		[ "${f##*/}" -gt 2 ] || continue # stdio
+		flags=$(sed -n 's/^flags:[[:space:]]*//p' "$f" 2>/dev/null) || continue
+		[ -n "$flags" ] || continue
+		(((8#$flags & 8#2000000) != 0)) ||
+			t_fail "n1's agent holds fd ${f##*/} without close-on-exec: $(readlink "/proc/$agent/fd/${f##*/}")"
+	done
+fi
 # The CRIU keeper and CRIU, before the agent's death hands them to another
 # parent.
 criu_pids=$(pgrep -P "$agent" -x nm-criu-keeper || true)
