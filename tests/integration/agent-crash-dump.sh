@@ -100,7 +100,7 @@ if [ "$MODE" = streamed ]; then
 	# The target heard the session end: its page server and staging go
 	# without any restart.
 	t_wait_until 60 "n2's staging of $mig is removed" bash -c "[ ! -e '$stg/$mig' ]" ||
-		t_fail "n2 kept the staging of $mig after its source died: $(ls -A "$stg/$mig/images" | head -5)"
+		t_fail "n2 kept the staging of $mig after its source died: $(find "$stg/$mig" -maxdepth 2 | head -n 5)"
 	ps_left=$(pgrep -f "page-server.*$mig" || true)
 	[ -z "$ps_left" ] || t_fail "n2's page server for $mig outlived the session: $ps_left"
 fi
