@@ -548,12 +548,13 @@ typedef struct ckpt_dump_opts {
         size_t key_len;
         const char *node_name; /* nm_source_node; NULL: the host name */
         /* Post-copy: a lazy dump (--lazy-pages) whose page server talks on
-         * lazy_ps_fd (this call's CRIU alone inherits it, close-on-exec
-         * or not; the caller closes it after the callback). The images are complete at
-         * the "post-dump" event; the call (and the callback) ends only when
-         * the last page has been served, or the transfer failed, in which
-         * case CRIU lets the tasks run again (see ckpt_lazy_unlock_network).
-         * metadata.json is not rewritten after the dump. */
+         * lazy_ps_fd (this call's CRIU alone inherits it, close-on-exec or
+         * not; the caller closes it after the callback). The images are
+         * complete at the "post-dump" event; the call (and the callback)
+         * ends only when the last page has been served, or the transfer
+         * failed, in which case CRIU lets the tasks run again (see
+         * ckpt_lazy_unlock_network). metadata.json is not rewritten after
+         * the dump. */
         bool lazy;
         int lazy_ps_fd;
         /* Each file of the checkpoint is sealed immutable (FS_IMMUTABLE_FL)
@@ -567,9 +568,9 @@ typedef struct ckpt_dump_opts {
         /* CKPT_PAGES_TO_SERVER: CRIU sends the memory pages and their
          * pagemaps over pages_ps_fd (its page-server protocol; this call's
          * CRIU alone inherits it, close-on-exec or not; the caller closes
-         * it after the callback) instead of writing them into dir. Only for tasks that
-         * stay held: their memory is then the only local copy, and a
-         * rollback resumes them. req->pages says where they went. */
+         * it after the callback) instead of writing them into dir. Only for
+         * tasks that stay held: their memory is then the only local copy,
+         * and a rollback resumes them. req->pages says where they went. */
         ckpt_dump_pages pages;
         int pages_ps_fd;
 } ckpt_dump_opts;

@@ -2,6 +2,7 @@
 #include "fs-util.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
@@ -48,6 +49,21 @@ ssize_t loop_read(int fd, void *buf, size_t len) {
 }
 
 static int open_subdir_nofollow(int dirfd, const char *name);
+
+DIR *fs_opendir_dup(int dirfd) {
+        int fd = fcntl(dirfd, F_DUPFD_CLOEXEC, 3);
+        DIR *d;
+
+        if (fd < 0)
+                return NULL;
+        d = fdopendir(fd);
+        if (!d) {
+                int e = errno;
+                close(fd);
+                errno = e;
+        }
+        return d;
+}
 
 int open_dir_nofollow(const char *path) {
         return open_subdir_nofollow(AT_FDCWD, path);

@@ -6,6 +6,7 @@
  * O_NOFOLLOW, so a symlink planted anywhere below that directory is refused
  * rather than followed. */
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -13,6 +14,11 @@
 /* Writes or reads all of buf, retrying on EINTR and short counts. */
 int loop_write(int fd, const void *buf, size_t len);
 ssize_t loop_read(int fd, void *buf, size_t len);
+
+/* A listing of dirfd's directory with a descriptor of its own
+ * (close-on-exec; closedir() closes it, dirfd stays the caller's). NULL
+ * with errno set on failure. */
+DIR *fs_opendir_dup(int dirfd);
 
 /* Opens the directory at path; the last component must not be a symlink. */
 int open_dir_nofollow(const char *path);

@@ -120,7 +120,7 @@ int journal_load_active(journal *j, json_t **ret, nm_error *err) {
         struct dirent *de;
         int r = 0;
 
-        d = fdopendir(fcntl(j->dfd, F_DUPFD_CLOEXEC, 3));
+        d = fs_opendir_dup(j->dfd);
         if (!d) {
                 json_decref(all);
                 return nm_error_errno(err, negative_errno(), "cannot list journal");
@@ -157,7 +157,7 @@ static int list_done(journal *j, done_ent **ret, size_t *ret_n) {
         _cleanup_free_ done_ent *v = NULL;
         size_t n = 0, cap = 0;
         struct dirent *de;
-        DIR *d = fdopendir(fcntl(j->done_dfd, F_DUPFD_CLOEXEC, 3));
+        DIR *d = fs_opendir_dup(j->done_dfd);
 
         if (!d)
                 return negative_errno();

@@ -304,7 +304,7 @@ void keeper_load_all(agent *a) {
         struct dirent *de;
         DIR *d;
 
-        if (dfd < 0 || !(d = fdopendir(fcntl(dfd, F_DUPFD_CLOEXEC, 3))))
+        if (dfd < 0 || !(d = fs_opendir_dup(dfd)))
                 return;
         while ((de = readdir(d)))
                 if (de->d_name[0] != '.' && !strstr(de->d_name, ".tmp"))

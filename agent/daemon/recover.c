@@ -44,7 +44,7 @@ static int recover_one(agent *a, json_t *rec, nm_error *err) {
 /* Staging directories are named after their migration; one without an
  * active destination record is a leftover. */
 static void sweep_staging(agent *a) {
-        DIR *d = fdopendir(fcntl(a->staging_fd, F_DUPFD_CLOEXEC, 3));
+        DIR *d = fs_opendir_dup(a->staging_fd);
         struct dirent *de;
         if (!d)
                 return;
@@ -89,7 +89,7 @@ static void sweep_checkpoints(agent *a) {
 
         if (fd < 0 || journal_load_done(a->journal, JOURNAL_KEEP_DONE, &done, &err) < 0)
                 return;
-        d = fdopendir(fcntl(fd, F_DUPFD_CLOEXEC, 3));
+        d = fs_opendir_dup(fd);
         if (!d) {
                 json_decref(done);
                 return;
