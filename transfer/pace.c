@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: Apache-2.0 */
 #include "pace.h"
 
 bool xfer_pace_set(xfer_pace *p, uint64_t rate, uint64_t now_ms, uint64_t bytes) {
