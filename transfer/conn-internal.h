@@ -92,7 +92,8 @@ struct xfer_conn {
         void *userdata;
 
         size_t queued, low_water;
-        size_t n_segs; /* segments queued (each one an allocation) */
+        size_t n_segs;    /* segments queued (each one an allocation) */
+        uint64_t written; /* bytes handed on since the start */
         xfer_conn_drain_cb drain_cb;
         void *drain_ud;
 

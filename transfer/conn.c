@@ -36,6 +36,10 @@ size_t xfer_conn_queued(const xfer_conn *c) {
         return c->queued;
 }
 
+uint64_t xfer_conn_written(const xfer_conn *c) {
+        return c->written;
+}
+
 void xfer_conn_set_drain(xfer_conn *c, size_t low_water, xfer_conn_drain_cb cb, void *userdata) {
         c->low_water = low_water;
         c->drain_cb = cb;
@@ -65,6 +69,7 @@ static void dequeued(xfer_conn *c, size_t n) {
 
         assert(n <= c->queued);
         c->queued -= n;
+        c->written += n;
         touch(c);
         if (c->state == XFER_CONN_OPEN && c->drain_cb && before > c->low_water && c->queued <= c->low_water)
                 c->drain_cb(c, c->drain_ud);

@@ -162,6 +162,9 @@ int xfer_conn_send_zdata(xfer_conn *c, const char *mig, uint32_t size, const voi
 
 /* Bytes queued and not yet handed to the kernel (or to libssh2). */
 size_t xfer_conn_queued(const xfer_conn *c);
+/* Bytes handed to the kernel (or to libssh2) since the start: grows while
+ * the peer takes what we send. */
+uint64_t xfer_conn_written(const xfer_conn *c);
 
 /* Back-pressure for one producer at a time (xfer_send_dir uses it): cb runs
  * whenever the queue shrinks from above low_water to at most low_water,

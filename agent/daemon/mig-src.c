@@ -463,8 +463,24 @@ static void src_pages_broken(ps_link *l, int status, const char *why, void *ud) 
                         strerror(-status));
 }
 
-static const ps_link_ops src_page_link_ops = {
-        .frame = src_pages_frame, .end = src_pages_end, .broken = src_pages_broken};
+/* A reply the dump waits for is overdue: the target may still be taking
+ * the pages queued before the request (a slow link); once nothing of ours
+ * waits, or nothing of it moves, the target has had the request. */
+static bool src_pages_overdue(ps_link *l, void *ud) {
+        mig *m = ud;
+        xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
+        uint64_t taken = c ? xfer_conn_written(c) : 0;
+        bool moving = c && xfer_conn_queued(c) > 0 && taken != m->page_taken;
+        (void)l;
+
+        m->page_taken = taken;
+        return moving;
+}
+
+static const ps_link_ops src_page_link_ops = {.frame = src_pages_frame,
+                                              .end = src_pages_end,
+                                              .broken = src_pages_broken,
+                                              .overdue = src_pages_overdue};
 
 static int src_pages_start(mig *m) {
         agent *a = m->a;
@@ -483,6 +499,10 @@ static int src_pages_start(mig *m) {
                         &m->page_link);
         if (r < 0)
                 return r;
+        /* A target that leaves the dump waiting for a reply gets as long as
+         * a silent peer does, not CRIU's whole timeout. */
+        ps_link_set_reply_timeout(m->page_link, (uint64_t)a->cfg.idle_timeout_s * 1000);
+        m->page_taken = xfer_conn_written(c);
         xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
         /* The bulk of the bytes: it takes its share of [limits] bandwidth
          * from here, and keeps it for the image stream after. */
@@ -514,6 +534,12 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
         if (lazy_ended)
                 m->relay = ps_relay_free(m->relay);
         if (status < 0 && !req->dumped) {
+                /* CRIU's own words for a page stream we broke would be
+                 * only that its page server went away. */
+                char why[256] = "";
+                if (ps_link_why(m->page_link)[0])
+                        snprintf(why, sizeof(why), "the page stream broke: %s; CRIU: ",
+                                 ps_link_why(m->page_link));
                 /* No end for a page stream whose dump failed. */
                 m->page_link = ps_link_free(m->page_link);
                 src_stream_ended(m);
@@ -535,7 +561,7 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                 mig_feed_errorf(
                         m,
                         SRC_EV(req->source_running ? SRC_EV_DUMP_FAILED_RUNNING : SRC_EV_DUMP_FAILED_GONE),
-                        status, "%s%s", lazy_ended ? "" : "dump failed: ", req->error.msg);
+                        status, "%s%s%s", lazy_ended ? "" : "dump failed: ", why, req->error.msg);
                 return;
         }
         if (lazy_ended) {

@@ -158,6 +158,7 @@ struct mig {
          * for the stream's end once the images are verified */
         uv_timer_t page_timer;
         xfer_pace page_avg;
+        uint64_t page_taken; /* source: the session's bytes written, at the last look (src_pages_overdue) */
         mig_images images;             /* destination: the image stream's part */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */

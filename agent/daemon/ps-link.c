@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* A page stream's end on one agent (ps-link.h): a ps_relay to our CRIU and
  * two ps_macs, one signing what our CRIU writes, one checking what the peer
- * sends it. */
+ * sends it; at the source, a ps_owed reading what the dump asks, and a
+ * timer on the replies it waits for. */
 #include "ps-link.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
+#include "log.h"
+#include "macro.h"
+#include "proto.h"
+#include "ps-owed.h"
 #include "ps-relay.h"
 
 /* Each direction's MAC is bound to the direction too, so that a frame of
@@ -18,13 +24,26 @@ typedef enum ps_direction {
         PS_DIR_REPLIES, /* target to source */
 } ps_direction;
 
+/* The reply timer lives apart from the link: its handle is closed on the
+ * loop's time, and may outlive the link it watched. */
+typedef struct ps_watch {
+        uv_timer_t timer;
+        ps_link *l; /* NULL once the link is freed */
+} ps_watch;
+
 struct ps_link {
+        uv_loop_t *loop;
         ps_link_role role;
         ps_link_state state;
         ps_relay *relay;
         ps_mac *out, *in; /* signs what our CRIU writes; checks what the peer sends it */
         ps_link_ops ops;
         void *ud;
+        char mig[PROTO_ID_MAX + 1]; /* for the log */
+        char why[160];              /* what broke it, through the broken callback */
+        ps_owed owed;               /* source: the replies the dump waits for */
+        uint64_t reply_timeout_ms;
+        ps_watch *watch; /* source, with a reply timeout: armed while a reply is owed */
 };
 
 static int mac_for(ps_direction d, const void *key, size_t key_len, const ps_link_binding *b, ps_mac **ret) {
@@ -32,11 +51,72 @@ static int mac_for(ps_direction d, const void *key, size_t key_len, const ps_lin
         return ps_mac_new(key, key_len, parts, sizeof(parts) / sizeof(parts[0]), ret);
 }
 
+static void watch_stop(ps_link *l) {
+        if (l->watch)
+                (void)uv_timer_stop(&l->watch->timer);
+}
+
 static void link_break(ps_link *l) {
         if (l->state == PS_LINK_BROKEN)
                 return;
         l->state = PS_LINK_BROKEN;
+        watch_stop(l);
         ps_relay_poison(l->relay);
+}
+
+/* Broken from within: our CRIU fails, the owner hears why. */
+static void link_fail(ps_link *l, int status, const char *why) {
+        link_break(l);
+        snprintf(l->why, sizeof(l->why), "%s", why);
+        if (l->ops.broken)
+                l->ops.broken(l, status, l->why, l->ud);
+}
+
+static void watch_fired(uv_timer_t *t);
+
+/* The wait for a reply: starts when one becomes owed, starts again with
+ * each reply byte (fresh), ends when none is owed. */
+static void watch_update(ps_link *l, bool fresh) {
+        if (!l->watch || l->state != PS_LINK_OPEN)
+                return;
+        if (!ps_owed_bytes(&l->owed)) {
+                watch_stop(l);
+                return;
+        }
+        if (fresh || !uv_is_active((uv_handle_t *)&l->watch->timer))
+                (void)uv_timer_start(&l->watch->timer, watch_fired, l->reply_timeout_ms, 0);
+}
+
+static void watch_fired(uv_timer_t *t) {
+        ps_watch *w = container_of(t, ps_watch, timer);
+        ps_link *l = w->l;
+        char why[160];
+
+        if (!l || l->state != PS_LINK_OPEN)
+                return;
+        if (l->ops.overdue && l->ops.overdue(l, l->ud)) {
+                watch_update(l, true);
+                return;
+        }
+        snprintf(why, sizeof(why), "the target left the dump's page-server request unanswered for %llu ms",
+                 (unsigned long long)l->reply_timeout_ms);
+        link_fail(l, -ETIMEDOUT, why);
+}
+
+/* What the dump asks, read as it goes; once that reading is lost, the
+ * replies are not watched any more (CRIU's timeout still is). */
+static void owed_request(ps_link *l, const void *buf, size_t n) {
+        ps_owed_state was = l->owed.state;
+
+        if (l->role != PS_LINK_SOURCE)
+                return;
+        ps_owed_request(&l->owed, buf, n);
+        if (was == PS_OWED_FOLLOWING && l->owed.state == PS_OWED_LOST)
+                log_ctx_warning(l->mig,
+                                "cannot follow the dump's page-server protocol (%s): a target that leaves "
+                                "it unanswered holds the dump until [agent] criu_timeout",
+                                l->owed.why);
+        watch_update(l, false);
 }
 
 static void relay_data(ps_relay *r, const void *buf, size_t n, void *ud) {
@@ -47,11 +127,10 @@ static void relay_data(ps_relay *r, const void *buf, size_t n, void *ud) {
         if (l->state != PS_LINK_OPEN)
                 return;
         if (ps_mac_sign(l->out, buf, n, tag) < 0) {
-                link_break(l);
-                if (l->ops.broken)
-                        l->ops.broken(l, -EIO, "cannot sign a page-stream frame", l->ud);
+                link_fail(l, -EIO, "cannot sign a page-stream frame");
                 return;
         }
+        owed_request(l, buf, n);
         if (l->ops.frame)
                 l->ops.frame(l, buf, n, tag, l->ud);
 }
@@ -66,19 +145,16 @@ static void relay_closed(ps_relay *r, int status, void *ud) {
         if (l->state != PS_LINK_OPEN)
                 return;
         if (status < 0) {
-                link_break(l);
-                if (l->ops.broken)
-                        l->ops.broken(l, status, "our CRIU's page-stream socket failed", l->ud);
+                link_fail(l, status, "our CRIU's page-stream socket failed");
                 return;
         }
         if (l->role != PS_LINK_SOURCE)
                 return;
         if (ps_mac_sign_end(l->out, tag) < 0) {
-                link_break(l);
-                if (l->ops.broken)
-                        l->ops.broken(l, -EIO, "cannot sign the page stream's end", l->ud);
+                link_fail(l, -EIO, "cannot sign the page stream's end");
                 return;
         }
+        watch_stop(l);
         l->state = PS_LINK_ENDED;
         if (l->ops.end)
                 l->ops.end(l, tag, l->ud);
@@ -108,9 +184,12 @@ int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_
         l = calloc(1, sizeof(*l));
         if (!l)
                 return -ENOMEM;
+        l->loop = loop;
         l->role = role;
         l->ops = *ops;
         l->ud = ud;
+        snprintf(l->mig, sizeof(l->mig), "%s", b->mig);
+        ps_owed_init(&l->owed);
         r = mac_for(out, key, key_len, b, &l->out);
         if (r >= 0)
                 r = mac_for(in, key, key_len, b, &l->in);
@@ -136,8 +215,14 @@ int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static
         r = l->state == PS_LINK_OPEN ? ps_mac_check(l->in, buf, n, tag) : -EPIPE;
         if (r >= 0)
                 r = ps_relay_write(l->relay, buf, n);
-        if (r < 0)
+        if (r < 0) {
                 link_break(l);
+                return r;
+        }
+        if (l->role == PS_LINK_SOURCE) {
+                ps_owed_reply(&l->owed, n);
+                watch_update(l, true);
+        }
         return r;
 }
 
@@ -159,6 +244,24 @@ int ps_link_feed_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN]) {
         return 0;
 }
 
+static void watch_closed(uv_handle_t *h) {
+        free(container_of((uv_timer_t *)h, ps_watch, timer));
+}
+
+void ps_link_set_reply_timeout(ps_link *l, uint64_t ms) {
+        if (!l || l->role != PS_LINK_SOURCE)
+                return;
+        l->reply_timeout_ms = ms;
+        if (ms && !l->watch && (l->watch = calloc(1, sizeof(*l->watch)))) {
+                (void)uv_timer_init(l->loop, &l->watch->timer);
+                l->watch->l = l;
+        }
+        if (!ms)
+                watch_stop(l);
+        else
+                watch_update(l, true);
+}
+
 void ps_link_pause(ps_link *l, bool pause) {
         if (l)
                 ps_relay_pause(l->relay, pause);
@@ -171,6 +274,14 @@ void ps_link_break(ps_link *l) {
 
 ps_link_state ps_link_get_state(const ps_link *l) {
         return l ? l->state : PS_LINK_BROKEN;
+}
+
+const char *ps_link_why(const ps_link *l) {
+        return l ? l->why : "";
+}
+
+uint64_t ps_link_replies_owed(const ps_link *l) {
+        return l ? ps_owed_bytes(&l->owed) : 0;
 }
 
 uint64_t ps_link_frames_out(const ps_link *l) {
@@ -192,6 +303,11 @@ uint64_t ps_link_bytes_in(const ps_link *l) {
 ps_link *ps_link_free(ps_link *l) {
         if (!l)
                 return NULL;
+        if (l->watch) {
+                watch_stop(l);
+                l->watch->l = NULL;
+                uv_close((uv_handle_t *)&l->watch->timer, watch_closed);
+        }
         l->relay = ps_relay_free(l->relay);
         ps_mac_free(l->out);
         ps_mac_free(l->in);

@@ -13,7 +13,12 @@
  *
  * A frame that fails its check, or comes after the end, breaks the link
  * for good: our CRIU is made to fail (a dump then lets the tasks run on,
- * a page server exits non-zero) and nothing more reaches it. */
+ * a page server exits non-zero) and nothing more reaches it.
+ *
+ * The source's end also reads what its dump asks (ps-owed.h): a target
+ * that lets a reply the dump waits for go unanswered past the reply
+ * timeout breaks the link the same way, rather than hold the tasks frozen
+ * until CRIU's own timeout. */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -54,6 +59,12 @@ typedef struct ps_link_ops {
         /* Optional: our CRIU took what was queued for it after
          * ps_link_full() said stop; the peer may be read again. */
         void (*drained)(ps_link *l, void *ud);
+        /* Optional, source: a reply has been owed for the reply timeout
+         * and none of it came. True when the peer is still taking our
+         * bytes (the request may still be on its way behind pages): the
+         * wait starts again. Otherwise, or without this, the link breaks
+         * and broken runs with -ETIMEDOUT. */
+        bool (*overdue)(ps_link *l, void *ud);
 } ps_link_ops;
 
 /* key: the shared key (copied into the MACs). *ret_criu_fd is our CRIU's
@@ -76,6 +87,10 @@ bool ps_link_full(const ps_link *l);
  * and reached our CRIU's queue; otherwise as ps_link_feed. */
 int ps_link_feed_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN]);
 
+/* Source: how long a reply the dump waits for may stay unanswered (0, the
+ * default: as long as CRIU waits). */
+void ps_link_set_reply_timeout(ps_link *l, uint64_t ms);
+
 /* Stops or resumes reading from our CRIU (back-pressure on the session). */
 void ps_link_pause(ps_link *l, bool pause);
 
@@ -84,6 +99,12 @@ void ps_link_pause(ps_link *l, bool pause);
 void ps_link_break(ps_link *l);
 
 ps_link_state ps_link_get_state(const ps_link *l);
+/* BROKEN by the link itself (a socket, a signature, an unanswered
+ * request): what broke it, else "". */
+const char *ps_link_why(const ps_link *l);
+/* Source: bytes of replies the dump waits for now, as far as its requests
+ * could be read (ps-owed.h). */
+uint64_t ps_link_replies_owed(const ps_link *l);
 /* Frames and bytes so far, leaving (sent) and arriving (checked). */
 uint64_t ps_link_frames_out(const ps_link *l);
 uint64_t ps_link_bytes_out(const ps_link *l);

@@ -20,6 +20,7 @@
 #include <cmocka.h>
 
 #include "ps-link.h"
+#include "ps-owed.h"
 #include "ps-relay.h"
 
 #define FRAMES_MAX 512u
@@ -48,7 +49,11 @@ typedef struct pair {
         int reply_rc;
         size_t replies;
         int broken;
+        int broken_status;
+        char broken_why[160];
         int drained;
+        int overdue;      /* times the source's overdue callback ran */
+        int overdue_keep; /* ... of which it says the peer still takes bytes */
 } pair;
 
 static void s_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
@@ -83,9 +88,15 @@ static void t_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[sta
 static void on_broken(ps_link *l, int status, const char *why, void *ud) {
         pair *p = ud;
         (void)l;
-        (void)status;
-        (void)why;
         p->broken++;
+        p->broken_status = status;
+        snprintf(p->broken_why, sizeof(p->broken_why), "%s", why);
+}
+
+static bool on_overdue(ps_link *l, void *ud) {
+        pair *p = ud;
+        (void)l;
+        return ++p->overdue <= p->overdue_keep;
 }
 
 static void on_drained(ps_link *l, void *ud) {
@@ -94,7 +105,7 @@ static void on_drained(ps_link *l, void *ud) {
         p->drained++;
 }
 
-static const ps_link_ops s_ops = {.frame = s_frame, .end = s_end, .broken = on_broken};
+static const ps_link_ops s_ops = {.frame = s_frame, .end = s_end, .broken = on_broken, .overdue = on_overdue};
 static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken, .drained = on_drained};
 
 static pair *pair_new(const ps_link_binding *target_binding) {
@@ -329,6 +340,174 @@ static void test_full_and_drained(void **state) {
         pair_free(p);
 }
 
+/* A request header as CRIU 4.x's dump writes it (ps-owed.h). */
+static void psi(uint8_t b[static PS_OWED_HDR_LEN], uint32_t cmd, uint64_t nr_pages, uint64_t vaddr,
+                uint64_t dst_id) {
+        memset(b, 0, PS_OWED_HDR_LEN);
+        memcpy(b, &cmd, 4);
+        memcpy(b + 8, &nr_pages, 8);
+        memcpy(b + 16, &vaddr, 8);
+        memcpy(b + 24, &dst_id, 8);
+}
+
+#define OPEN2 4u
+#define ADD_F 6u
+#define CLOSE 0x1023u
+#define FORCE_CLOSE 0x1024u
+#define PRESENT (4u << 16)
+#define PARENT_ONLY (1u << 16)
+#define PID_PAGEMAP(id) (((uint64_t)(id) << 8) | 1u)
+
+/* Feeds n bytes in pieces of at most step (headers and pages split
+ * anywhere, as a socket may). */
+static void request_in_steps(ps_owed *o, const uint8_t *b, size_t n, size_t step) {
+        for (size_t off = 0; off < n; off += step)
+                ps_owed_request(o, b + off, n - off < step ? n - off : step);
+}
+
+/* A dump's whole session: an open per pagemap (a byte each), pages, a hole,
+ * the close (a 32-bit status); pages that look like a close are pages. */
+static void test_owed_follows_a_dump(void **state) {
+        const long page = sysconf(_SC_PAGESIZE);
+        const size_t steps[] = {1, 7, 32, 4096, 1 << 20};
+        (void)state;
+
+        for (size_t s = 0; s < sizeof(steps) / sizeof(steps[0]); s++) {
+                uint8_t hdr[PS_OWED_HDR_LEN];
+                uint8_t *pages = calloc(3, (size_t)page);
+                ps_owed o;
+
+                assert_non_null(pages);
+                psi(pages + page, CLOSE, 0, 0, 0); /* a page's bytes, not a request */
+                ps_owed_init(&o);
+                psi(hdr, OPEN2, 0, 0, PID_PAGEMAP(7));
+                request_in_steps(&o, hdr, sizeof(hdr), steps[s]);
+                assert_int_equal(ps_owed_bytes(&o), 1);
+                ps_owed_reply(&o, 1);
+                assert_int_equal(ps_owed_bytes(&o), 0);
+                psi(hdr, ADD_F | PRESENT, 3, 0x400000, PID_PAGEMAP(7));
+                request_in_steps(&o, hdr, sizeof(hdr), steps[s]);
+                request_in_steps(&o, pages, 3 * (size_t)page, steps[s]);
+                assert_int_equal(ps_owed_bytes(&o), 0);
+                psi(hdr, ADD_F | PARENT_ONLY, 2, 0x500000, PID_PAGEMAP(7));
+                request_in_steps(&o, hdr, sizeof(hdr), steps[s]);
+                psi(hdr, FORCE_CLOSE, 0, 0, 0);
+                request_in_steps(&o, hdr, sizeof(hdr), steps[s]);
+                assert_int_equal(ps_owed_bytes(&o), 4);
+                ps_owed_reply(&o, 3);
+                assert_int_equal(ps_owed_bytes(&o), 1);
+                ps_owed_reply(&o, 1);
+                assert_int_equal(ps_owed_bytes(&o), 0);
+                assert_int_equal(o.state, PS_OWED_FOLLOWING);
+                free(pages);
+        }
+}
+
+/* What cannot be read loses the reading for good, and nothing is owed. */
+static void test_owed_lost(void **state) {
+        uint8_t hdr[PS_OWED_HDR_LEN], b[24] = {0};
+        uint32_t cmd = OPEN2;
+        uint64_t dst = PID_PAGEMAP(1);
+        ps_owed o;
+        (void)state;
+
+        ps_owed_init(&o);
+        psi(hdr, 99, 0, 0, 0);
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        assert_int_equal(o.state, PS_OWED_LOST);
+        psi(hdr, CLOSE, 0, 0, 0);
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        assert_int_equal(ps_owed_bytes(&o), 0);
+
+        /* A reply nobody asked for. */
+        ps_owed_init(&o);
+        psi(hdr, OPEN2, 0, 0, PID_PAGEMAP(1));
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        ps_owed_reply(&o, 2);
+        assert_int_equal(o.state, PS_OWED_LOST);
+        assert_int_equal(ps_owed_bytes(&o), 0);
+
+        /* An older CRIU's 24-byte header: its open, read as a 32-byte one,
+         * takes the next request's first bytes for a pagemap it cannot be. */
+        ps_owed_init(&o);
+        memcpy(b, &cmd, 4);
+        memcpy(b + 16, &dst, 8);
+        ps_owed_request(&o, b, sizeof(b));
+        psi(hdr, ADD_F | PRESENT, 1, 0x400000, dst);
+        ps_owed_request(&o, hdr, 24);
+        assert_int_equal(o.state, PS_OWED_LOST);
+        assert_int_equal(ps_owed_bytes(&o), 0);
+
+        /* Unknown flags, an absurd length, a close with arguments. */
+        ps_owed_init(&o);
+        psi(hdr, ADD_F | (0x80u << 16), 1, 0, dst);
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        assert_int_equal(o.state, PS_OWED_LOST);
+        ps_owed_init(&o);
+        psi(hdr, ADD_F | PRESENT, UINT64_MAX / 2, 0, dst);
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        assert_int_equal(o.state, PS_OWED_LOST);
+        ps_owed_init(&o);
+        psi(hdr, CLOSE, 1, 0, 0);
+        ps_owed_request(&o, hdr, sizeof(hdr));
+        assert_int_equal(o.state, PS_OWED_LOST);
+}
+
+/* The dump writes one request header; returns once its end framed it. */
+static void dump_requests(pair *p, uint32_t cmd, uint64_t dst_id) {
+        uint8_t hdr[PS_OWED_HDR_LEN];
+        size_t want = p->page_bytes + sizeof(hdr);
+
+        psi(hdr, cmd, 0, 0, dst_id);
+        assert_int_equal(write(p->s_fd, hdr, sizeof(hdr)), (ssize_t)sizeof(hdr));
+        for (int i = 0; i < SPIN_MAX && p->page_bytes < want; i++)
+                turn(p);
+        assert_int_equal(p->page_bytes, want);
+}
+
+/* The source's end counts what its dump waits for, and the target's
+ * replies pay it off. */
+static void test_replies_owed(void **state) {
+        pair *p = pair_new(&bind_a);
+        char buf[8];
+        (void)state;
+
+        ps_link_set_reply_timeout(p->s, 3600u * 1000u); /* never, in this test */
+        dump_requests(p, OPEN2, PID_PAGEMAP(1));
+        assert_int_equal(ps_link_replies_owed(p->s), 1);
+        assert_int_equal(feed(p, 0), 0);
+        assert_int_equal(criu_reads(p, p->t_fd, buf, PS_OWED_HDR_LEN), PS_OWED_HDR_LEN);
+        assert_int_equal(write(p->t_fd, "\0", 1), 1);
+        assert_int_equal(criu_reads(p, p->s_fd, buf, 1), 1);
+        assert_int_equal(ps_link_replies_owed(p->s), 0);
+        dump_requests(p, FORCE_CLOSE, 0);
+        assert_int_equal(ps_link_replies_owed(p->s), 4);
+        assert_int_equal(p->broken, 0);
+        assert_int_equal(ps_link_get_state(p->s), PS_LINK_OPEN);
+        pair_free(p);
+}
+
+/* A reply left owed past the timeout breaks the source's end (its dump
+ * sees the poison), once the owner says the peer no longer takes bytes. */
+static void test_reply_timeout(void **state) {
+        pair *p = pair_new(&bind_a);
+        (void)state;
+
+        p->overdue_keep = 2; /* twice still "taking bytes": the wait starts again */
+        ps_link_set_reply_timeout(p->s, 20);
+        dump_requests(p, OPEN2, PID_PAGEMAP(1));
+        for (int i = 0; i < SPIN_MAX && !p->broken; i++)
+                turn(p);
+        assert_int_equal(p->broken, 1);
+        assert_int_equal(p->overdue, 3);
+        assert_int_equal(p->broken_status, -ETIMEDOUT);
+        assert_non_null(strstr(p->broken_why, "unanswered for 20 ms"));
+        assert_string_equal(ps_link_why(p->s), p->broken_why);
+        assert_int_equal(ps_link_get_state(p->s), PS_LINK_BROKEN);
+        assert_poisoned(p, p->s_fd);
+        pair_free(p);
+}
+
 static void test_bad_arguments(void **state) {
         uv_loop_t loop;
         ps_link *l = NULL;
@@ -358,6 +537,10 @@ int main(void) {
                 cmocka_unit_test(test_foreign_frames),
                 cmocka_unit_test(test_frame_after_end),
                 cmocka_unit_test(test_full_and_drained),
+                cmocka_unit_test(test_owed_follows_a_dump),
+                cmocka_unit_test(test_owed_lost),
+                cmocka_unit_test(test_replies_owed),
+                cmocka_unit_test(test_reply_timeout),
                 cmocka_unit_test(test_bad_arguments),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
