@@ -449,9 +449,10 @@ static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void
         else
                 log_ctx_info(m->id,
                              "sent %llu bytes of the page server's session while CRIU dumped (%llu frames, "
-                             "%llu bytes as sent)",
+                             "%llu bytes as sent; the dump waited on %llu replies)",
                              (unsigned long long)ps_link_bytes_out(l),
-                             (unsigned long long)ps_link_frames_out(l), (unsigned long long)m->page_wire);
+                             (unsigned long long)ps_link_frames_out(l), (unsigned long long)m->page_wire,
+                             (unsigned long long)ps_link_replies_asked(l));
         if (c)
                 (void)xfer_conn_send(c, &e, NULL);
 }

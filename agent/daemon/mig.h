@@ -259,7 +259,9 @@ void mig_park(mig *m);
  * of "crash-after=<point>" (SIGKILL self), "hang-after=<point>" (stop for
  * good), "pause-after=<point>" (see fault_point), "criu-hold-at=<CRIU
  * notification>" (see fault_setup) and "fail=<step>" (make a step fail:
- * dest-restore, dump). Inert unless NM_FAULT is set. */
+ * dest-restore, dump; ps-frame bends a page frame on the source, ps-replies
+ * drops the page server's replies on the target). Inert unless NM_FAULT is
+ * set. */
 bool fault_fail(const char *point);
 
 /* At the agent's start. With NM_FAULT "criu-hold-at=<name>" (a CRIU

@@ -284,6 +284,10 @@ uint64_t ps_link_replies_owed(const ps_link *l) {
         return l ? ps_owed_bytes(&l->owed) : 0;
 }
 
+uint64_t ps_link_replies_asked(const ps_link *l) {
+        return l && l->owed.state == PS_OWED_FOLLOWING ? l->owed.asked : 0;
+}
+
 uint64_t ps_link_frames_out(const ps_link *l) {
         return l ? ps_mac_frames(l->out) : 0;
 }

@@ -105,6 +105,9 @@ const char *ps_link_why(const ps_link *l);
 /* Source: bytes of replies the dump waits for now, as far as its requests
  * could be read (ps-owed.h). */
 uint64_t ps_link_replies_owed(const ps_link *l);
+/* Source: the dump's requests that wanted a reply so far (0 when its
+ * requests could not be read). */
+uint64_t ps_link_replies_asked(const ps_link *l);
 /* Frames and bytes so far, leaving (sent) and arriving (checked). */
 uint64_t ps_link_frames_out(const ps_link *l);
 uint64_t ps_link_bytes_out(const ps_link *l);

@@ -109,7 +109,10 @@ static void on_header(ps_owed *o, const ps_hdr *h) {
                         lose(o, "an open of %#llx", (unsigned long long)h->dst_id);
                         return;
                 }
-                o->owed += cmd == PS_CMD_OPEN2 ? 1 : cmd == PS_CMD_PARENT ? 4 : 0;
+                if (cmd != PS_CMD_OPEN) {
+                        o->owed += cmd == PS_CMD_OPEN2 ? 1 : 4;
+                        o->asked++;
+                }
                 return;
         case PS_CMD_CLOSE:
         case PS_CMD_FORCE_CLOSE:
@@ -118,6 +121,7 @@ static void on_header(ps_owed *o, const ps_hdr *h) {
                         return;
                 }
                 o->owed += 4;
+                o->asked++;
                 return;
         default: lose(o, "request %#x", h->cmd); return;
         }

@@ -40,6 +40,7 @@ typedef struct ps_owed {
         size_t hdr_have;
         uint64_t pages_left; /* bytes of the current ADD's pages still to come */
         uint64_t owed;       /* bytes of replies the dump waits for */
+        uint64_t asked;      /* requests that wanted a reply, so far */
         uint64_t page_size;
         char why[96]; /* LOST: what could not be read */
 } ps_owed;

@@ -399,6 +399,7 @@ static void test_owed_follows_a_dump(void **state) {
                 ps_owed_reply(&o, 1);
                 assert_int_equal(ps_owed_bytes(&o), 0);
                 assert_int_equal(o.state, PS_OWED_FOLLOWING);
+                assert_int_equal(o.asked, 2);
                 free(pages);
         }
 }
