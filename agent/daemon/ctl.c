@@ -309,20 +309,23 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
         }
         if (msg->type == PROTO_MSG_PONG || msg->type == PROTO_MSG_HELLO)
                 return;
-        if (cc->role == PROTO_ROLE_CLI)
+        if (cc->role == PROTO_ROLE_CLI) {
                 cli_request(cc, msg);
-        else
-                peer_dispatch(cc, msg);
+                return;
+        }
+        if (msg->type == PROTO_MSG_DATA || msg->type == PROTO_MSG_PS_PAGES)
+                fault_peer_bytes(cc->a, cc->conn);
+        peer_dispatch(cc, msg);
 }
 
 static void conn_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {
         ctl_conn *cc = ud;
-        (void)c;
         if (!cc)
                 return;
         if (status < 0 && err && err->code)
                 log_debug("%s session from %s ended: %s", proto_role_to_string(cc->role), cc->peer_node,
                           err->msg);
+        fault_peer_closed(c);
         if (cc->hello_done && cc->role == PROTO_ROLE_PEER)
                 peer_session_closed(cc, status, err);
         if (cc->watch)

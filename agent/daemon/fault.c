@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "ckpt.h"
 #include "log.h"
 #include "mig.h"
@@ -76,4 +77,42 @@ void fault_setup(void) {
          * it is decided here and ckpt never reads NM_FAULT. */
         if (spec && strstr(spec, "criu-hold-at="))
                 ckpt_set_criu_hold(criu_hold);
+}
+
+/* The deaf session (fault_peer_bytes): one per agent, enough for a test. */
+static struct {
+        uv_timer_t timer;
+        xfer_conn *conn; /* NULL: none */
+        uint64_t seq;
+        bool made;
+} deaf;
+
+static void deaf_tick(uv_timer_t *t) {
+        proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = ++deaf.seq}};
+        proto_msg pong = {.type = PROTO_MSG_PONG, .pong = {.seq = deaf.seq}};
+        (void)t;
+        if (!deaf.conn)
+                return;
+        (void)xfer_conn_send(deaf.conn, &ping, NULL);
+        (void)xfer_conn_send(deaf.conn, &pong, NULL);
+}
+
+void fault_peer_bytes(agent *a, xfer_conn *c) {
+        if (deaf.conn || !fault_fail("peer-reading"))
+                return;
+        if (!deaf.made) {
+                (void)uv_timer_init(a->loop, &deaf.timer);
+                uv_unref((uv_handle_t *)&deaf.timer);
+                deaf.made = true;
+        }
+        deaf.conn = c;
+        xfer_conn_hold_reading(c, true);
+        (void)uv_timer_start(&deaf.timer, deaf_tick, 2000, 2000);
+}
+
+void fault_peer_closed(xfer_conn *c) {
+        if (!deaf.conn || deaf.conn != c)
+                return;
+        deaf.conn = NULL;
+        (void)uv_timer_stop(&deaf.timer);
 }

@@ -278,6 +278,14 @@ void fault_setup(void);
  * still there while the file exists. */
 void fault_point(mig *m, const char *point);
 
+/* A peer session of the target that carries a migration's bytes. With
+ * NM_FAULT "fail=peer-reading" it stops reading for good, yet sends a PING
+ * and a PONG of its own every 2 s: a hostile target that would look alive
+ * while its source waits to send it the rest. */
+void fault_peer_bytes(agent *a, xfer_conn *c);
+/* That session closed: its sending stops. */
+void fault_peer_closed(xfer_conn *c);
+
 /* [limits] bandwidth is the node's, shared by every stream under way: each
  * gets an equal part, given again whenever one starts or ends. */
 void mig_share_bandwidth(agent *a);

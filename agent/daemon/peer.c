@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "log.h"
 #include "macro.h"
@@ -26,8 +27,10 @@ struct peer_link {
         xfer_session *session;
         xfer_conn *conn;
         uv_timer_t ping;
-        uint64_t ping_seq;
-        uint64_t last_heard, last_tick; /* uv_now() of the peer's last frame, of our last ping */
+        /* Our PINGs carry ping_base + 1, + 2, ...: a random base, so that
+         * only a peer that read a PING can answer it. */
+        uint64_t ping_base, ping_seq, pong_seq; /* pong_seq: the last PING answered */
+        uint64_t last_heard, last_tick; /* uv_now() of the last PING answered, of our last ping */
         int status;
         nm_error err;
         bool closed_reported;
@@ -130,7 +133,7 @@ static void send_hello(peer_link *l) {
 
 static void on_ping_timer(uv_timer_t *t) {
         peer_link *l = t->data;
-        proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = ++l->ping_seq}};
+        proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = l->ping_base + ++l->ping_seq}};
         uint64_t idle = (uint64_t)l->a->cfg.idle_timeout_s * 1000, now = uv_now(l->a->loop);
         nm_error err = {};
 
@@ -139,19 +142,35 @@ static void on_ping_timer(uv_timer_t *t) {
         /* Our pings leave through the kernel's buffers whether or not anyone
          * is there, so the connection's own idle timer never fires on a cut
          * link while we only wait: the peer's answers are what prove it is
-         * there. A loop that stood still itself heard nothing either: then
-         * the peer gets a fresh period. */
+         * there, and that it reads what we send (a PING waits behind what
+         * we queued before it). Anything else it sends proves neither: a
+         * peer that stopped reading could go on sending, and hold our
+         * container frozen while we wait to send it the rest. A loop that
+         * stood still itself heard nothing either: then the peer gets a
+         * fresh period. */
         if (now - l->last_tick > 2 * uv_timer_get_repeat(t))
                 l->last_heard = now;
         l->last_tick = now;
         if (idle && now - l->last_heard >= idle) {
                 nm_error_set(&err, -ETIMEDOUT,
-                             "heard nothing from %s for %llu ms: the link is down or the peer is stuck",
+                             "%s answered none of our PINGs for %llu ms: the link is down, or the peer is "
+                             "stuck or does not read what we send",
                              l->peer, (unsigned long long)(now - l->last_heard));
                 link_shutdown(l, err.code, &err);
                 return;
         }
         (void)xfer_conn_send(l->conn, &m, NULL);
+}
+
+/* A PONG counts when it answers a PING of ours not answered before; any
+ * other (a guess, a replay) is ignored. */
+static void on_pong(peer_link *l, uint64_t seq) {
+        uint64_t n = seq - l->ping_base;
+
+        if (n <= l->pong_seq || n > l->ping_seq)
+                return;
+        l->pong_seq = n;
+        l->last_heard = uv_now(l->a->loop);
 }
 
 static void on_hello(peer_link *l, const proto_msg *msg) {
@@ -182,7 +201,6 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
 
         if (l->state == LINK_CLOSING)
                 return;
-        l->last_heard = uv_now(l->a->loop);
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_HELLO:
                 if (l->state != LINK_HELLO) {
@@ -197,7 +215,7 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
                 (void)xfer_conn_send(c, &pong, NULL);
                 return;
         }
-        case PROTO_MSG_PONG: return;
+        case PROTO_MSG_PONG: on_pong(l, msg->pong.seq); return;
         default: break;
         }
         if (l->state != LINK_READY) {
@@ -275,6 +293,13 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
         if (!l)
                 return nm_error_set(err, -ENOMEM, "out of memory");
         *l = (peer_link){.a = a, .ops = ops, .ud = ud, .state = LINK_CONNECTING};
+        /* Without the kernel's randomness the base is guessable: a peer
+         * could answer PINGs it never read, as it always could before. */
+        if (getrandom(&l->ping_base, sizeof(l->ping_base), 0) != sizeof(l->ping_base))
+                l->ping_base = 0;
+        /* A seq is at most INT64_MAX on the wire (proto's U64): 62 random
+         * bits, and room to count. */
+        l->ping_base &= (UINT64_C(1) << 62) - 1;
         snprintf(l->peer, sizeof(l->peer), "%s", p->name);
         snprintf(l->ctx, sizeof(l->ctx), "%s", log_ctx ? log_ctx : p->name);
         xfer_ssh_options o = {

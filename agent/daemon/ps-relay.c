@@ -217,10 +217,13 @@ void ps_relay_poison(ps_relay *r) {
                 return;
         /* Less than one page_server_iov header, then the end: CRIU reads a
          * short command and fails. Written synchronously: the socket has
-         * room for a byte unless CRIU stopped reading altogether. */
+         * room for a byte unless CRIU stopped reading altogether. Our side
+         * stops reading too: a CRIU blocked writing into a socket we had
+         * paused (a dump that outran its link) gets EPIPE now, rather than
+         * wait until its own timeout for room that never comes. */
         if (uv_fileno((uv_handle_t *)&r->pipe, &fd) == 0) {
                 (void)!write(fd, &half, 1);
-                (void)shutdown(fd, SHUT_WR);
+                (void)shutdown(fd, SHUT_RDWR);
         }
 }
 

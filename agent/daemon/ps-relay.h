@@ -45,7 +45,8 @@ void ps_relay_pause(ps_relay *r, bool pause);
 
 /* Makes CRIU's page server fail rather than see a clean end: a lazy dump
  * whose transfer fails lets the tasks run again, while an orderly close
- * (EOF) counts as success and ends them. Then closes. */
+ * (EOF) counts as success and ends them. CRIU then reads a short command
+ * and EOF, and its writes fail (EPIPE), blocked ones too. */
 void ps_relay_poison(ps_relay *r);
 
 /* Closes our end (CRIU sees EOF once queued bytes are out); ops no longer

@@ -509,6 +509,28 @@ static void test_reply_timeout(void **state) {
         pair_free(p);
 }
 
+/* A dump that outran its link blocks writing into a socket its end no
+ * longer reads; a break must fail that write, not leave it waiting. */
+static void test_break_while_paused(void **state) {
+        pair *p = pair_new(&bind_a);
+        static char chunk[64 * 1024];
+        ssize_t k;
+        (void)state;
+
+        memset(chunk, 'p', sizeof(chunk));
+        ps_link_pause(p->s, true);
+        do {
+                k = send(p->s_fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+                turn(p);
+        } while (k > 0);
+        assert_int_equal(errno, EAGAIN);
+        ps_link_break(p->s);
+        k = send(p->s_fd, chunk, sizeof(chunk), MSG_DONTWAIT | MSG_NOSIGNAL);
+        assert_int_equal(k, -1);
+        assert_int_equal(errno, EPIPE);
+        pair_free(p);
+}
+
 static void test_bad_arguments(void **state) {
         uv_loop_t loop;
         ps_link *l = NULL;
@@ -542,6 +564,7 @@ int main(void) {
                 cmocka_unit_test(test_owed_lost),
                 cmocka_unit_test(test_replies_owed),
                 cmocka_unit_test(test_reply_timeout),
+                cmocka_unit_test(test_break_while_paused),
                 cmocka_unit_test(test_bad_arguments),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
