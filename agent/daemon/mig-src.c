@@ -539,8 +539,8 @@ static void src_on_dumped(ckpt_dump_req *req, int status) {
                  * only that its page server went away. */
                 char why[256] = "";
                 if (ps_link_why(m->page_link)[0])
-                        snprintf(why, sizeof(why), "the page stream broke: %s; CRIU: ",
-                                 ps_link_why(m->page_link));
+                        snprintf(why, sizeof(why),
+                                 "the page stream broke: %s; CRIU: ", ps_link_why(m->page_link));
                 /* No end for a page stream whose dump failed. */
                 m->page_link = ps_link_free(m->page_link);
                 src_stream_ended(m);

@@ -30,7 +30,7 @@ struct peer_link {
         /* Our PINGs carry ping_base + 1, + 2, ...: a random base, so that
          * only a peer that read a PING can answer it. */
         uint64_t ping_base, ping_seq, pong_seq; /* pong_seq: the last PING answered */
-        uint64_t last_heard, last_tick; /* uv_now() of the last PING answered, of our last ping */
+        uint64_t last_heard, last_tick;         /* uv_now() of the last PING answered, of our last ping */
         int status;
         nm_error err;
         bool closed_reported;

@@ -105,7 +105,8 @@ static void on_drained(ps_link *l, void *ud) {
         p->drained++;
 }
 
-static const ps_link_ops s_ops = {.frame = s_frame, .end = s_end, .broken = on_broken, .overdue = on_overdue};
+static const ps_link_ops s_ops = {
+        .frame = s_frame, .end = s_end, .broken = on_broken, .overdue = on_overdue};
 static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken, .drained = on_drained};
 
 static pair *pair_new(const ps_link_binding *target_binding) {
@@ -344,7 +345,7 @@ static void test_full_and_drained(void **state) {
 static void psi(uint8_t b[static PS_OWED_HDR_LEN], uint32_t cmd, uint64_t nr_pages, uint64_t vaddr,
                 uint64_t dst_id) {
         memset(b, 0, PS_OWED_HDR_LEN);
-        memcpy(b, &cmd, 4);
+        memcpy(b, &cmd, sizeof(cmd));
         memcpy(b + 8, &nr_pages, 8);
         memcpy(b + 16, &vaddr, 8);
         memcpy(b + 24, &dst_id, 8);
@@ -431,7 +432,7 @@ static void test_owed_lost(void **state) {
         /* An older CRIU's 24-byte header: its open, read as a 32-byte one,
          * takes the next request's first bytes for a pagemap it cannot be. */
         ps_owed_init(&o);
-        memcpy(b, &cmd, 4);
+        memcpy(b, &cmd, sizeof(cmd));
         memcpy(b + 16, &dst, 8);
         ps_owed_request(&o, b, sizeof(b));
         psi(hdr, ADD_F | PRESENT, 1, 0x400000, dst);
