@@ -471,7 +471,7 @@ static void dump_requests(pair *p, uint32_t cmd, uint64_t dst_id) {
  * replies pay it off. */
 static void test_replies_owed(void **state) {
         pair *p = pair_new(&bind_a);
-        char buf[8];
+        char buf[PS_OWED_HDR_LEN];
         (void)state;
 
         ps_link_set_reply_timeout(p->s, 3600u * 1000u); /* never, in this test */
