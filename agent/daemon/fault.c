@@ -70,6 +70,15 @@ static void criu_hold(const char *event) {
         log_warning("fault injection: CRIU goes on from %s", event);
 }
 
+/* The deaf session (fault_peer_bytes): one per agent, enough for a test. */
+static struct {
+        uv_timer_t timer;
+        xfer_conn *conn; /* NULL: none */
+        uint64_t seq;
+        bool wanted; /* NM_FAULT has fail=peer-reading: read once, as the hook runs per frame */
+        bool made;
+} deaf;
+
 void fault_setup(void) {
         const char *spec = getenv("NM_FAULT");
         /* ckpt offers the hold point (CRIU's notification, where CRIU waits
@@ -77,15 +86,8 @@ void fault_setup(void) {
          * it is decided here and ckpt never reads NM_FAULT. */
         if (spec && strstr(spec, "criu-hold-at="))
                 ckpt_set_criu_hold(criu_hold);
+        deaf.wanted = fault_has("fail", "peer-reading");
 }
-
-/* The deaf session (fault_peer_bytes): one per agent, enough for a test. */
-static struct {
-        uv_timer_t timer;
-        xfer_conn *conn; /* NULL: none */
-        uint64_t seq;
-        bool made;
-} deaf;
 
 static void deaf_tick(uv_timer_t *t) {
         proto_msg ping = {.type = PROTO_MSG_PING, .ping = {.seq = ++deaf.seq}};
@@ -98,7 +100,7 @@ static void deaf_tick(uv_timer_t *t) {
 }
 
 void fault_peer_bytes(agent *a, xfer_conn *c) {
-        if (deaf.conn || !fault_fail("peer-reading"))
+        if (!deaf.wanted || deaf.conn || !fault_fail("peer-reading"))
                 return;
         if (!deaf.made) {
                 (void)uv_timer_init(a->loop, &deaf.timer);
