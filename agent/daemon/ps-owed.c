@@ -56,7 +56,7 @@ _printf_(2, 3) static void lose(ps_owed *o, const char *fmt, ...) {
 
 void ps_owed_init(ps_owed *o) {
         long ps = sysconf(_SC_PAGESIZE);
-        *o = (ps_owed){.state = PS_OWED_FOLLOWING, .part = PS_OWED_AT_HEADER};
+        *o = (ps_owed){.state = PS_OWED_FOLLOWING};
         o->page_size = ps > 0 ? (uint64_t)ps : 4096;
 }
 
@@ -88,7 +88,6 @@ static void add_pages(ps_owed *o, const ps_hdr *h, uint32_t flags) {
                 return;
         }
         o->pages_left = h->nr_pages * o->page_size;
-        o->part = PS_OWED_IN_PAGES;
 }
 
 static void on_header(ps_owed *o, const ps_hdr *h) {
@@ -131,13 +130,11 @@ void ps_owed_request(ps_owed *o, const void *buf, size_t n) {
         const uint8_t *p = buf;
 
         while (n > 0 && o->state == PS_OWED_FOLLOWING) {
-                if (o->part == PS_OWED_IN_PAGES) {
+                if (o->pages_left) {
                         size_t k = n < o->pages_left ? n : (size_t)o->pages_left;
                         o->pages_left -= k;
                         p += k;
                         n -= k;
-                        if (!o->pages_left)
-                                o->part = PS_OWED_AT_HEADER;
                         continue;
                 }
                 size_t k = PS_OWED_HDR_LEN - o->hdr_have;

@@ -28,17 +28,11 @@ typedef enum ps_owed_state {
         PS_OWED_LOST,      /* something this does not know: no more judgments */
 } ps_owed_state;
 
-typedef enum ps_owed_part {
-        PS_OWED_AT_HEADER, /* the next bytes are (the rest of) a request's header */
-        PS_OWED_IN_PAGES,  /* the next bytes are pages of an ADD */
-} ps_owed_part;
-
 typedef struct ps_owed {
         ps_owed_state state;
-        ps_owed_part part;
         uint8_t hdr[PS_OWED_HDR_LEN];
-        size_t hdr_have;
-        uint64_t pages_left; /* bytes of the current ADD's pages still to come */
+        size_t hdr_have;     /* of the request header being read, once no pages are left */
+        uint64_t pages_left; /* bytes of the current ADD's pages still to come: read before any header */
         uint64_t owed;       /* bytes of replies the dump waits for */
         uint64_t asked;      /* requests that wanted a reply, so far */
         uint64_t page_size;

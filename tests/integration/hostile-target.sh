@@ -55,7 +55,8 @@ move_refused() {
 	took_ms=$((($(date +%s%N) - t0) / 1000000))
 	res=$(grep '"event":"result"' <<<"$out" | tail -n1)
 	t_assert_eq "$(jq -r .result.outcome <<<"$res")" "$outcome" "$name: outcome ($out)"
-	[ "$rc" -ne 0 ] || t_fail "$name: the move exited 0"
+	# The CLI's exit codes: 1 failed (nothing moved), 4 rolled back.
+	t_assert_eq "$rc" "$([ "$outcome" = failed ] && echo 1 || echo 4)" "$name: exit code"
 	jq -r .result.error <<<"$res" | grep -qF -- "$why" || t_fail "$name: the result does not say why: $res"
 	[ "$took_ms" -ge "$idle_ms" ] || t_fail "$name: the move gave up after $took_ms ms, before ssh.idle_timeout"
 	t_log "$name: given up after $took_ms ms (exit $rc)"
