@@ -279,7 +279,7 @@ static int hash_entry(void *userdata, ckpt_entry_type type, const char *relpath,
 int ckpt_hmac_tree(int dirfd, const void *key, size_t key_len, char ret_hex[static CKPT_HMAC_HEX_LEN + 1],
                    nm_error *err) {
         _cleanup_(ckpt_hmac_freep) ckpt_hmac *h = NULL;
-        _cleanup_free_ uint8_t *buf = malloc(HASH_BUF_SIZE);
+        _cleanup_free_ uint8_t *buf = io_buf_alloc(HASH_BUF_SIZE);
         hash_walk w;
         int r;
 

@@ -48,6 +48,12 @@ ssize_t loop_read(int fd, void *buf, size_t len) {
         return (ssize_t)done;
 }
 
+void *io_buf_alloc(size_t len) {
+        size_t line = 64;
+        /* aligned_alloc() wants a multiple of the alignment */
+        return aligned_alloc(line, (len + line - 1) / line * line);
+}
+
 static int open_subdir_nofollow(int dirfd, const char *name);
 
 DIR *fs_opendir_dup(int dirfd) {

@@ -53,7 +53,9 @@ struct xfer_chunk {
         xfer_send *owner;                /* NULL once the sender is gone: free on release */
         size_t cap;
         size_t zlen;    /* compressed bytes at data + cap, or 0 */
-        uint8_t data[]; /* cap bytes, then (with zstd) room for the compressed chunk */
+        /* cap bytes, then (with zstd) room for the compressed chunk; on a
+         * cache line, as io_buf_alloc() says why */
+        uint8_t data[] __attribute__((aligned(64)));
 };
 
 /* One read on the thread pool: read, hash (in order), compress. */
@@ -138,7 +140,7 @@ static xfer_chunk *chunk_get(xfer_send *x) {
                 x->pool_n--;
                 return k;
         }
-        k = malloc(sizeof(*k) + x->chunk_size + (x->zstd ? x->chunk_size : 0));
+        k = io_buf_alloc(sizeof(*k) + x->chunk_size + (x->zstd ? x->chunk_size : 0));
         if (!k)
                 return NULL;
         k->cap = x->chunk_size;

@@ -124,6 +124,20 @@ static void test_atomic_write_and_read(void **state) {
         assert_int_equal(rm_rf_path(dir), 0);
 }
 
+/* Sizes on both sides of malloc()'s mmap threshold, whose blocks start 16
+ * bytes into a page, and sizes that are no multiple of a line. */
+static void test_io_buf_aligned(void **state) {
+        static const size_t sizes[] = {1, 63, 64 * 1024, 256 * 1024, 256 * 1024 + 1, 4u << 20};
+        (void)state;
+
+        for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+                _cleanup_free_ uint8_t *b = io_buf_alloc(sizes[i]);
+                assert_non_null(b);
+                assert_int_equal((uintptr_t)b % 64, 0);
+                memset(b, 0xa5, sizes[i]);
+        }
+}
+
 static void test_symlinks_refused(void **state) {
         (void)state;
         _cleanup_free_ char *dir = make_tmpdir();
@@ -262,6 +276,7 @@ int main(void) {
                 cmocka_unit_test(test_log_escape),
                 cmocka_unit_test(test_log_one_line),
                 cmocka_unit_test(test_atomic_write_and_read),
+                cmocka_unit_test(test_io_buf_aligned),
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),
                 cmocka_unit_test(test_sealed_files_are_removed),
