@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fs-util.h"
 #include "macro.h"
 
 #define PS_READ_CHUNK (256u * 1024u)
@@ -124,7 +125,7 @@ int ps_relay_new(uv_loop_t *loop, const ps_relay_ops *ops, void *ud, int *ret_cr
                 return negative_errno();
         p = calloc(1, sizeof(*p));
         if (p)
-                p->buf = malloc(PS_READ_CHUNK);
+                p->buf = io_buf_alloc(PS_READ_CHUNK); /* CRIU splices page-aligned pages in */
         if (!p || !p->buf) {
                 if (p)
                         free(p);
