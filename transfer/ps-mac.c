@@ -16,6 +16,7 @@ static const char domain[] = "nucleus-migrate page stream 1";
 typedef enum frame_kind {
         FRAME_DATA = 1,
         FRAME_END = 2,
+        FRAME_ZDATA = 3, /* compressed: the length is the decompressed one, the bytes the wire's */
 } frame_kind;
 
 struct ps_mac {
@@ -98,62 +99,74 @@ static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t
         return r;
 }
 
-/* The tag the next frame of this kind must carry. */
-static int next_tag(const ps_mac *m, frame_kind kind, const void *buf, size_t n,
+/* The tag the next frame of this kind must carry; len is what it adds to
+ * the stream (buf[0..n) is compressed for FRAME_ZDATA). */
+static int next_tag(const ps_mac *m, frame_kind kind, size_t len, const void *buf, size_t n,
                     uint8_t tag[static PS_MAC_LEN]) {
         if (m->state != PS_MAC_OPEN)
                 return -EPIPE;
         if (kind == FRAME_END)
                 return frame_tag(m, FRAME_END, m->frames, m->bytes, NULL, 0, tag);
-        return frame_tag(m, FRAME_DATA, m->frames, n, buf, n, tag);
+        return frame_tag(m, kind, m->frames, len, buf, n, tag);
 }
 
-static void advance(ps_mac *m, frame_kind kind, size_t n) {
+static void advance(ps_mac *m, frame_kind kind, size_t len) {
         if (kind == FRAME_END) {
                 m->state = PS_MAC_ENDED;
                 return;
         }
         m->frames++;
-        m->bytes += n;
+        m->bytes += len;
 }
 
-static int sign(ps_mac *m, frame_kind kind, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
-        int r = next_tag(m, kind, buf, n, ret_tag);
+static int sign(ps_mac *m, frame_kind kind, size_t len, const void *buf, size_t n,
+                uint8_t ret_tag[static PS_MAC_LEN]) {
+        int r = next_tag(m, kind, len, buf, n, ret_tag);
         if (r < 0)
                 return r;
-        advance(m, kind, n);
+        advance(m, kind, len);
         return 0;
 }
 
-static int check(ps_mac *m, frame_kind kind, const void *buf, size_t n,
+static int check(ps_mac *m, frame_kind kind, size_t len, const void *buf, size_t n,
                  const uint8_t tag[static PS_MAC_LEN]) {
         uint8_t want[PS_MAC_LEN];
-        int r = next_tag(m, kind, buf, n, want);
+        int r = next_tag(m, kind, len, buf, n, want);
         if (r < 0)
                 return r;
         if (CRYPTO_memcmp(want, tag, PS_MAC_LEN) != 0) {
                 m->state = PS_MAC_BROKEN;
                 return -EBADMSG;
         }
-        advance(m, kind, n);
+        advance(m, kind, len);
         return 0;
 }
 
 /* An empty data frame would let a peer pad a stream with nothing. */
 int ps_mac_sign(ps_mac *m, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]) {
-        return m && buf && n ? sign(m, FRAME_DATA, buf, n, ret_tag) : -EINVAL;
+        return m && buf && n ? sign(m, FRAME_DATA, n, buf, n, ret_tag) : -EINVAL;
 }
 
 int ps_mac_sign_end(ps_mac *m, uint8_t ret_tag[static PS_MAC_LEN]) {
-        return m ? sign(m, FRAME_END, NULL, 0, ret_tag) : -EINVAL;
+        return m ? sign(m, FRAME_END, 0, NULL, 0, ret_tag) : -EINVAL;
+}
+
+int ps_mac_sign_z(ps_mac *m, size_t raw_len, const void *zbuf, size_t zn,
+                  uint8_t ret_tag[static PS_MAC_LEN]) {
+        return m && raw_len && zbuf && zn ? sign(m, FRAME_ZDATA, raw_len, zbuf, zn, ret_tag) : -EINVAL;
 }
 
 int ps_mac_check(ps_mac *m, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]) {
-        return m && buf && n && tag ? check(m, FRAME_DATA, buf, n, tag) : -EINVAL;
+        return m && buf && n && tag ? check(m, FRAME_DATA, n, buf, n, tag) : -EINVAL;
 }
 
 int ps_mac_check_end(ps_mac *m, const uint8_t tag[static PS_MAC_LEN]) {
-        return m && tag ? check(m, FRAME_END, NULL, 0, tag) : -EINVAL;
+        return m && tag ? check(m, FRAME_END, 0, NULL, 0, tag) : -EINVAL;
+}
+
+int ps_mac_check_z(ps_mac *m, size_t raw_len, const void *zbuf, size_t zn,
+                   const uint8_t tag[static PS_MAC_LEN]) {
+        return m && raw_len && zbuf && zn && tag ? check(m, FRAME_ZDATA, raw_len, zbuf, zn, tag) : -EINVAL;
 }
 
 ps_mac_state ps_mac_get_state(const ps_mac *m) {

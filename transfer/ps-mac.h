@@ -6,6 +6,10 @@
  * the shared key over the stream's binding (the migration's id and whatever
  * else the caller binds it to), the frame's number, its kind and its bytes;
  * the end frame carries no bytes and counts the frames and bytes before it.
+ * A compressed frame (ps_mac_sign_z) is tagged as it travels: its kind, its
+ * number, the length it decompresses to and its compressed bytes, so that
+ * the receiver checks it before a decompressor sees it, and hashes each
+ * byte of the wire once; its length counts in the stream's bytes.
  * The receiver checks a frame before its bytes go anywhere: a flipped,
  * dropped, repeated or reordered frame, one of another migration, or a
  * stream cut before its end fails, and so does every frame after. */
@@ -32,11 +36,17 @@ ps_mac *ps_mac_free(ps_mac *m);
 /* The sender: the tag of the next data frame (n >= 1), or of the end. */
 int ps_mac_sign(ps_mac *m, const void *buf, size_t n, uint8_t ret_tag[static PS_MAC_LEN]);
 int ps_mac_sign_end(ps_mac *m, uint8_t ret_tag[static PS_MAC_LEN]);
+/* The tag of the next frame sent compressed: zbuf[0..zn) decompresses to
+ * exactly raw_len bytes (which the receiver must then enforce). */
+int ps_mac_sign_z(ps_mac *m, size_t raw_len, const void *zbuf, size_t zn,
+                  uint8_t ret_tag[static PS_MAC_LEN]);
 
 /* The receiver: 0 when tag is the next data frame's (or the end's), else
  * -EBADMSG (and the stream is broken for good); -EPIPE once ended or broken. */
 int ps_mac_check(ps_mac *m, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]);
 int ps_mac_check_end(ps_mac *m, const uint8_t tag[static PS_MAC_LEN]);
+int ps_mac_check_z(ps_mac *m, size_t raw_len, const void *zbuf, size_t zn,
+                   const uint8_t tag[static PS_MAC_LEN]);
 
 ps_mac_state ps_mac_get_state(const ps_mac *m);
 /* Data frames and bytes so far. */

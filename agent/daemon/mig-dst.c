@@ -610,10 +610,11 @@ static void dst_page_server_done(ckpt_page_server *ps, int status, const char *w
 }
 
 /* The page server's replies, for the source's dump. */
-static void dst_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
-                            void *ud) {
+static void dst_pages_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                            const uint8_t tag[static PS_MAC_LEN], void *ud) {
         mig *m = ud;
-        proto_msg d = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = m->id, .data = {buf, n}}};
+        proto_msg d = {.type = PROTO_MSG_PS_PAGES,
+                       .ps_pages = {.mig = m->id, .data = {buf, n}, .size = size, .has_size = size > 0}};
         (void)l;
         /* The fault tests' target that leaves the dump waiting (it answers
          * PINGs, never the page server's replies). */
@@ -646,8 +647,14 @@ static int dst_pages_start(mig *m, nm_error *err) {
 
         r = ps_link_new(a->loop, PS_LINK_TARGET, a->key, a->key_len, &b, &dst_page_link_ops, m, &fd,
                         &m->page_link);
-        if (r < 0)
+        if (r >= 0)
+                r = ps_link_set_zstd(m->page_link, mig_pages_zstd(m->peer_cc ? m->peer_cc->features : 0),
+                                     XFER_ZSTD_LEVEL);
+        if (r < 0) {
+                if (fd >= 0)
+                        close(fd);
                 return nm_error_errno(err, r, "cannot set up the page stream");
+        }
         snprintf(work, sizeof(work), "%s/%s-pages", a->criu_work_dir, m->id);
         return ckpt_page_server_start(a->loop, a->criu, m->staging, work, fd, dst_page_server_done, m, err,
                                       &m->page_server);
@@ -1446,53 +1453,34 @@ static mig *dst_streaming(ctl_conn *cc, const char *id, const char *what) {
 
 /* Pages for our page server: each frame checked before it reaches CRIU,
  * and counted against the staging quota like the image stream's files. */
-/* A compressed page frame's bytes, in m's buffer: exactly p->size of them,
- * from a session that listed "zstd". */
-static int dst_pages_unzip(mig *m, ctl_conn *cc, const proto_ps_pages *p, proto_bin *ret, nm_error *err) {
-        proto_zdata zd = {.mig = p->mig, .size = p->size, .data = p->data};
-        int r;
-
-        if (!(cc->features & PEER_FEATURE_ZSTD))
-                return nm_error_set(err, -EPROTO,
-                                    "a compressed page frame from a source that did not list \"zstd\"");
-        if (!m->page_z && proto_zctx_new(XFER_ZSTD_LEVEL, &m->page_z) < 0)
-                return nm_error_set(err, -ENOMEM, "out of memory");
-        if (!m->page_zbuf && !(m->page_zbuf = malloc(PROTO_DATA_MAX)))
-                return nm_error_set(err, -ENOMEM, "out of memory");
-        r = proto_zdata_decompress(m->page_z, &zd, m->page_zbuf, PROTO_DATA_MAX, err);
-        if (r < 0)
-                return r;
-        *ret = (proto_bin){m->page_zbuf, p->size};
-        return 0;
-}
-
 void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
         mig *m = dst_streaming(cc, p->mig, "PS_PAGES");
-        proto_bin data;
+        uint32_t size;
+        size_t len;
         nm_error e = {};
         int r;
 
         if (!m)
                 return;
-        data = p->data;
-        if (p->has_size && dst_pages_unzip(m, cc, p, &data, &e) < 0) {
+        size = p->has_size ? p->size : 0;
+        len = size ? size : p->data.len;
+        if (dst_reserve(m, len, &e) < 0) {
                 dst_pages_failed(m, e.code, e.msg);
                 return;
         }
-        if (dst_reserve(m, data.len, &e) < 0) {
-                dst_pages_failed(m, e.code, e.msg);
-                return;
-        }
-        r = ps_link_feed(m->page_link, data.ptr, data.len, p->tag);
+        r = ps_link_feed(m->page_link, p->data.ptr, p->data.len, size, p->tag);
         if (r < 0) {
-                char why[160];
-                snprintf(why, sizeof(why), "frame %llu from %s %s: refusing the page stream",
+                char why[400];
+                snprintf(why, sizeof(why), "frame %llu from %s %s%s: refusing the page stream",
                          (unsigned long long)ps_link_frames_in(m->page_link) + 1, m->peer,
-                         r == -EBADMSG ? "failed its check" : "came after the end or a failure");
+                         r == -EBADMSG  ? "failed its check"
+                         : r == -EPROTO ? "is not what the HELLOs agreed: "
+                                        : "came after the end or a failure",
+                         r == -EPROTO ? ps_link_why(m->page_link) : "");
                 dst_pages_failed(m, r, why);
                 return;
         }
-        xfer_recv_progress(m->recv, data.len);
+        xfer_recv_progress(m->recv, len);
         if (ps_link_full(m->page_link))
                 xfer_conn_hold_reading(cc->conn, true);
 }

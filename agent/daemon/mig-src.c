@@ -395,14 +395,15 @@ static void src_pages_resume(mig *m) {
         ps_link_pause(m->page_link, false);
 }
 
-/* Pages for the target's page server, tagged (feature "ps-stream"). */
-static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
-                            void *ud) {
+/* Pages for the target's page server, tagged (feature "ps-stream"), and
+ * compressed where it paid (ps_link_set_zstd). */
+static void src_pages_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                            const uint8_t tag[static PS_MAC_LEN], void *ud) {
         mig *m = ud;
         xfer_conn *c = m->link ? peer_link_conn(m->link) : NULL;
-        proto_msg d = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = m->id, .data = {buf, n}}};
+        proto_msg d = {.type = PROTO_MSG_PS_PAGES,
+                       .ps_pages = {.mig = m->id, .data = {buf, n}, .size = size, .has_size = size > 0}};
         _cleanup_free_ uint8_t *bent = NULL;
-        size_t zlen = 0;
 
         memcpy(d.ps_pages.tag, tag, PS_MAC_LEN);
         /* The fault tests' bent frame: a byte flipped on its way, as a
@@ -411,14 +412,6 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, const uint8_t
                 memcpy(bent, buf, n);
                 bent[n / 2] ^= 0x01;
                 d.ps_pages.data.ptr = bent;
-        }
-        /* Compressed where it pays, as the image stream's DATA: the tag
-         * stays that of the bytes CRIU wrote. */
-        if (m->page_z && proto_zdata_compress(m->page_z, d.ps_pages.data.ptr, n, m->page_zbuf, &zlen) == 0 &&
-            zlen > 0) {
-                d.ps_pages.data = (proto_bin){m->page_zbuf, zlen};
-                d.ps_pages.size = (uint32_t)n;
-                d.ps_pages.has_size = true;
         }
         if (!c || xfer_conn_send(c, &d, NULL) < 0)
                 return; /* the link's end decides what happens to the dump */
@@ -491,13 +484,15 @@ static int src_pages_start(mig *m) {
 
         if (!c)
                 return -ENOTCONN;
-        /* A frame is at most what the link reads at once (256 KiB), far
-         * below PROTO_DATA_MAX. */
-        if ((peer_link_features(m->link) & PEER_FEATURE_ZSTD) && a->cfg.compress &&
-            (proto_zctx_new(XFER_ZSTD_LEVEL, &m->page_z) < 0 || !(m->page_zbuf = malloc(PROTO_DATA_MAX))))
-                return -ENOMEM;
         r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, &src_page_link_ops, m, &m->ps_fd,
                         &m->page_link);
+        if (r < 0)
+                return r;
+        /* A frame is at most what the link reads at once (256 KiB), far
+         * below PROTO_DATA_MAX. */
+        r = ps_link_set_zstd(m->page_link,
+                             a->cfg.compress ? mig_pages_zstd(peer_link_features(m->link)) : PS_ZSTD_OFF,
+                             XFER_ZSTD_LEVEL);
         if (r < 0)
                 return r;
         /* A target that leaves the dump waiting for a reply gets as long as
@@ -1030,8 +1025,9 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
                 return;
         case PROTO_MSG_PS_PAGES:
                 /* The target's page server answering our dump. */
-                if (m->page_link && ps_link_feed(m->page_link, msg->ps_pages.data.ptr,
-                                                 msg->ps_pages.data.len, msg->ps_pages.tag) < 0)
+                if (m->page_link &&
+                    ps_link_feed(m->page_link, msg->ps_pages.data.ptr, msg->ps_pages.data.len,
+                                 msg->ps_pages.has_size ? msg->ps_pages.size : 0, msg->ps_pages.tag) < 0)
                         log_ctx_warning(
                                 m->id,
                                 "a reply of %s's page server failed its check: the dump is made to fail",

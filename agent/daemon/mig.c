@@ -96,6 +96,12 @@ bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, c
         return false;
 }
 
+ps_link_zstd mig_pages_zstd(unsigned peer_features) {
+        if (!(peer_features & PEER_FEATURE_ZSTD))
+                return PS_ZSTD_OFF;
+        return peer_features & PEER_FEATURE_PS_ZTAG ? PS_ZSTD_WIRE : PS_ZSTD_RAW;
+}
+
 int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
                 char ret_hex[XFER_HMAC_HEX_MAX]) {
         const char *parts[] = {m->id, source, target, m->container_id};
@@ -285,9 +291,6 @@ void mig__release(mig *m) {
         m->relay = ps_relay_free(m->relay);
         m->page_link = ps_link_free(m->page_link);
         m->page_server = ckpt_page_server_free(m->page_server);
-        m->page_z = proto_zctx_free(m->page_z);
-        free(m->page_zbuf);
-        m->page_zbuf = NULL;
         m->lazy_pages = ckpt_lazy_pages_free(m->lazy_pages);
         if (m->ps_fd >= 0)
                 close(m->ps_fd);

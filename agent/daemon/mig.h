@@ -150,8 +150,6 @@ struct mig {
         mig_pages pages;
         ps_link *page_link;
         ckpt_page_server *page_server; /* destination: writes the pages into the staging */
-        proto_zctx *page_z;            /* zstd for page frames (the peer listed "zstd"), and */
-        uint8_t *page_zbuf;            /* its buffer (PROTO_DATA_MAX) */
         uint64_t page_wire;            /* source: page bytes as sent (compressed or not) */
         /* source: paces the page stream (page_wire) to [limits] bandwidth,
          * as xfer_send paces the image stream; destination: bounds the wait
@@ -303,6 +301,11 @@ bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, c
 
 /* The binding of m's image set (ckpt_binding): its id, the source node,
  * the target node, its container id and the tree HMAC (hex). */
+/* How the page stream's frames are compressed and tagged with a peer
+ * whose HELLO listed features (peer_feature bits): both sides compute it
+ * from the two HELLOs, ours listing every feature. */
+ps_link_zstd mig_pages_zstd(unsigned peer_features);
+
 int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
                 char ret_hex[XFER_HMAC_HEX_MAX]);
 

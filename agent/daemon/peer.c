@@ -38,7 +38,7 @@ struct peer_link {
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
 
-static const char *const feature_names[] = {"zstd", "file-mac", "lazy", "binding", "ps-stream"};
+static const char *const feature_names[] = {"zstd", "file-mac", "lazy", "binding", "ps-stream", "ps-ztag"};
 
 unsigned peer_features_of(const proto_hello *h) {
         unsigned f = 0;

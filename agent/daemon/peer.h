@@ -18,6 +18,7 @@ typedef enum peer_feature {
         PEER_FEATURE_LAZY = 1u << 2,      /* "lazy": post-copy, PS_DATA */
         PEER_FEATURE_BINDING = 1u << 3,   /* "binding": IMAGES_DONE binds the images to the migration */
         PEER_FEATURE_PS_STREAM = 1u << 4, /* "ps-stream": pages as PS_PAGES while CRIU dumps */
+        PEER_FEATURE_PS_ZTAG = 1u << 5,   /* "ps-ztag": a compressed PS_PAGES is tagged as it travels */
 } peer_feature;
 
 /* The features a HELLO lists that this build knows. */

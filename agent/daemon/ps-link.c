@@ -44,6 +44,9 @@ struct ps_link {
         ps_owed owed;               /* source: the replies the dump waits for */
         uint64_t reply_timeout_ms;
         ps_watch *watch; /* source, with a reply timeout: armed while a reply is owed */
+        ps_link_zstd zstd;
+        proto_zctx *z; /* with zstd: its context, and */
+        uint8_t *zbuf; /* its buffer (PROTO_DATA_MAX), for a frame in or out */
 };
 
 static int mac_for(ps_direction d, const void *key, size_t key_len, const ps_link_binding *b, ps_mac **ret) {
@@ -119,20 +122,34 @@ static void owed_request(ps_link *l, const void *buf, size_t n) {
         watch_update(l, false);
 }
 
+/* Our CRIU's bytes compressed into l->zbuf where that pays: its length,
+ * else 0 (they leave plain). */
+static size_t frame_compress(ps_link *l, const void *buf, size_t n) {
+        size_t zlen = 0;
+        if (l->zstd == PS_ZSTD_OFF || proto_zdata_compress(l->z, buf, n, l->zbuf, &zlen) < 0)
+                return 0;
+        return zlen;
+}
+
 static void relay_data(ps_relay *r, const void *buf, size_t n, void *ud) {
         ps_link *l = ud;
         uint8_t tag[PS_MAC_LEN];
+        size_t zlen;
+        int k;
         (void)r;
 
         if (l->state != PS_LINK_OPEN)
                 return;
-        if (ps_mac_sign(l->out, buf, n, tag) < 0) {
+        zlen = frame_compress(l, buf, n);
+        k = zlen && l->zstd == PS_ZSTD_WIRE ? ps_mac_sign_z(l->out, n, l->zbuf, zlen, tag)
+                                            : ps_mac_sign(l->out, buf, n, tag);
+        if (k < 0) {
                 link_fail(l, -EIO, "cannot sign a page-stream frame");
                 return;
         }
         owed_request(l, buf, n);
         if (l->ops.frame)
-                l->ops.frame(l, buf, n, tag, l->ud);
+                l->ops.frame(l, zlen ? l->zbuf : buf, zlen ? zlen : n, zlen ? (uint32_t)n : 0, tag, l->ud);
 }
 
 /* The dump's CRIU closing its socket is the page stream's end; the page
@@ -206,21 +223,67 @@ int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_
         return 0;
 }
 
-int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]) {
+int ps_link_set_zstd(ps_link *l, ps_link_zstd mode, int level) {
+        if (!l)
+                return -EINVAL;
+        if (mode != PS_ZSTD_OFF && !l->z &&
+            (proto_zctx_new(level, &l->z) < 0 || !(l->zbuf = malloc(PROTO_DATA_MAX))))
+                return -ENOMEM;
+        l->zstd = mode;
+        return 0;
+}
+
+/* Into l->zbuf; why not, in l->why. */
+static int frame_decompress(ps_link *l, const void *buf, size_t n, uint32_t size) {
+        proto_zdata zd = {.mig = l->mig, .size = size, .data = {buf, n}};
+        nm_error e = {};
+
+        if (l->zstd == PS_ZSTD_OFF) {
+                snprintf(l->why, sizeof(l->why), "a compressed frame, where the HELLOs agreed on none");
+                return -EPROTO;
+        }
+        if (proto_zdata_decompress(l->z, &zd, l->zbuf, PROTO_DATA_MAX, &e) < 0) {
+                snprintf(l->why, sizeof(l->why), "%s", e.msg);
+                return -EPROTO;
+        }
+        return 0;
+}
+
+/* A frame checked and, if compressed, decompressed into l->zbuf: in the
+ * order its tag asks, so that under PS_ZSTD_WIRE nothing unchecked reaches
+ * the decompressor. */
+static int frame_open(ps_link *l, const void *buf, size_t n, uint32_t size,
+                      const uint8_t tag[static PS_MAC_LEN]) {
+        int r;
+
+        if (l->state != PS_LINK_OPEN)
+                return -EPIPE; /* after the end nothing may follow: the page server is done */
+        if (size == 0)
+                return ps_mac_check(l->in, buf, n, tag);
+        if (l->zstd == PS_ZSTD_WIRE) {
+                r = ps_mac_check_z(l->in, size, buf, n, tag);
+                return r < 0 ? r : frame_decompress(l, buf, n, size);
+        }
+        r = frame_decompress(l, buf, n, size);
+        return r < 0 ? r : ps_mac_check(l->in, l->zbuf, size, tag);
+}
+
+int ps_link_feed(ps_link *l, const void *buf, size_t n, uint32_t size,
+                 const uint8_t tag[static PS_MAC_LEN]) {
+        size_t len = size ? size : n;
         int r;
 
         if (!l || !buf || n == 0 || !tag)
                 return -EINVAL;
-        /* After the end nothing may follow: the page server is done. */
-        r = l->state == PS_LINK_OPEN ? ps_mac_check(l->in, buf, n, tag) : -EPIPE;
+        r = frame_open(l, buf, n, size, tag);
         if (r >= 0)
-                r = ps_relay_write(l->relay, buf, n);
+                r = ps_relay_write(l->relay, size ? l->zbuf : buf, len);
         if (r < 0) {
                 link_break(l);
                 return r;
         }
         if (l->role == PS_LINK_SOURCE) {
-                ps_owed_reply(&l->owed, n);
+                ps_owed_reply(&l->owed, len);
                 watch_update(l, true);
         }
         return r;
@@ -315,6 +378,8 @@ ps_link *ps_link_free(ps_link *l) {
         l->relay = ps_relay_free(l->relay);
         ps_mac_free(l->out);
         ps_mac_free(l->in);
+        proto_zctx_free(l->z);
+        free(l->zbuf);
         free(l);
         return NULL;
 }

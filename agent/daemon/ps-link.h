@@ -41,15 +41,26 @@ typedef enum ps_link_state {
         PS_LINK_BROKEN, /* a check or the socket failed: our CRIU was made to fail */
 } ps_link_state;
 
+/* Whether frames are compressed, and what a compressed frame's tag covers
+ * (the two HELLOs decide, proto/PROTOCOL.md "ps-ztag"). */
+typedef enum ps_link_zstd {
+        PS_ZSTD_OFF,  /* frames leave plain; a compressed frame arriving is refused */
+        PS_ZSTD_RAW,  /* compressed where it pays, tagged over the bytes CRIU wrote */
+        PS_ZSTD_WIRE, /* compressed where it pays, tagged as it travels: checked before
+                       * it is decompressed, each wire byte hashed once */
+} ps_link_zstd;
+
 /* What the two streams are bound to: the migration and its two nodes. */
 typedef struct ps_link_binding {
         const char *mig, *source, *target;
 } ps_link_binding;
 
 typedef struct ps_link_ops {
-        /* A frame for the peer: bytes our CRIU wrote and their tag (both
-         * valid during the call only). */
-        void (*frame)(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud);
+        /* A frame for the peer and its tag (both valid during the call
+         * only): bytes our CRIU wrote (size 0), or one zstd frame of
+         * exactly size of them. */
+        void (*frame)(ps_link *l, const void *buf, size_t n, uint32_t size,
+                      const uint8_t tag[static PS_MAC_LEN], void *ud);
         /* Source only: the dump's CRIU closed its socket; the end frame for
          * the peer. */
         void (*end)(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud);
@@ -73,10 +84,16 @@ typedef struct ps_link_ops {
 int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_len,
                 const ps_link_binding *b, const ps_link_ops *ops, void *ud, int *ret_criu_fd, ps_link **ret);
 
-/* A frame from the peer: checked, then queued for our CRIU. -EBADMSG when
- * it failed its check, -EPIPE once the link had ended or broken: either way
- * the link is broken now (no callback runs). */
-int ps_link_feed(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN]);
+/* How frames are compressed and checked from now on (PS_ZSTD_OFF until
+ * then); level is zstd's. 0, or -ENOMEM. */
+int ps_link_set_zstd(ps_link *l, ps_link_zstd mode, int level);
+
+/* A frame from the peer (size as in the frame callback): checked, then
+ * queued for our CRIU. -EBADMSG when it failed its check, -EPROTO when it
+ * came compressed unasked or is not one zstd frame of exactly size bytes,
+ * -EPIPE once the link had ended or broken: in each case the link is
+ * broken now (no callback runs). */
+int ps_link_feed(ps_link *l, const void *buf, size_t n, uint32_t size, const uint8_t tag[static PS_MAC_LEN]);
 
 /* Our CRIU has more than it takes at once waiting (PS_RELAY_HIGH): stop
  * reading frames from the peer until the drained callback. A peer that is
@@ -100,7 +117,8 @@ void ps_link_break(ps_link *l);
 
 ps_link_state ps_link_get_state(const ps_link *l);
 /* BROKEN by the link itself (a socket, a signature, an unanswered
- * request): what broke it, else "". */
+ * request), or by a frame ps_link_feed refused with -EPROTO: what broke
+ * it, else "". */
 const char *ps_link_why(const ps_link *l);
 /* Source: bytes of replies the dump waits for now, as far as its requests
  * could be read (ps-owed.h). */

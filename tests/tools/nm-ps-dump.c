@@ -71,8 +71,8 @@ static void link_refused(run *rn, const char *what, int r) {
         ps_link_break(rn->src);
 }
 
-static void src_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
-                      void *ud) {
+static void src_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                      const uint8_t tag[static PS_MAC_LEN], void *ud) {
         run *rn = ud;
         uint64_t number = ps_link_frames_out(l);
         char what[64];
@@ -84,10 +84,10 @@ static void src_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[s
                         abort();
                 memcpy(bent, buf, n);
                 bent[n / 2] ^= 0x01;
-                r = ps_link_feed(rn->dst, bent, n, tag);
+                r = ps_link_feed(rn->dst, bent, n, size, tag);
                 free(bent);
         } else {
-                r = ps_link_feed(rn->dst, buf, n, tag);
+                r = ps_link_feed(rn->dst, buf, n, size, tag);
         }
         if (r < 0) {
                 snprintf(what, sizeof(what), "frame %llu", (unsigned long long)number);
@@ -113,11 +113,11 @@ static void src_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) 
         maybe_finish(rn);
 }
 
-static void dst_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN],
-                      void *ud) {
+static void dst_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                      const uint8_t tag[static PS_MAC_LEN], void *ud) {
         run *rn = ud;
         (void)l;
-        if (ps_link_feed(rn->src, buf, n, tag) < 0)
+        if (ps_link_feed(rn->src, buf, n, size, tag) < 0)
                 ps_link_break(rn->dst);
 }
 

@@ -19,6 +19,8 @@
 
 #include <cmocka.h>
 
+#include "mig.h"
+#include "peer.h"
 #include "ps-link.h"
 #include "ps-owed.h"
 #include "ps-relay.h"
@@ -34,6 +36,7 @@ static const ps_link_binding bind_b = {.mig = "mig-2", .source = "node1", .targe
 typedef struct frame {
         uint8_t *buf;
         size_t n;
+        uint32_t size; /* compressed: the bytes it stands for */
         uint8_t tag[PS_MAC_LEN];
 } frame;
 
@@ -56,7 +59,8 @@ typedef struct pair {
         int overdue_keep; /* ... of which it says the peer still takes bytes */
 } pair;
 
-static void s_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+static void s_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                    const uint8_t tag[static PS_MAC_LEN], void *ud) {
         pair *p = ud;
         frame *f = &p->pages[p->n_pages++];
         (void)l;
@@ -66,8 +70,9 @@ static void s_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[sta
         assert_non_null(f->buf);
         memcpy(f->buf, buf, n);
         f->n = n;
+        f->size = size;
         memcpy(f->tag, tag, PS_MAC_LEN);
-        p->page_bytes += n;
+        p->page_bytes += size ? size : n;
 }
 
 static void s_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
@@ -78,10 +83,11 @@ static void s_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
 }
 
 /* The page server's replies go straight back, as the session carries them. */
-static void t_frame(ps_link *l, const void *buf, size_t n, const uint8_t tag[static PS_MAC_LEN], void *ud) {
+static void t_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
+                    const uint8_t tag[static PS_MAC_LEN], void *ud) {
         pair *p = ud;
         (void)l;
-        p->reply_rc = ps_link_feed(p->s, buf, n, tag);
+        p->reply_rc = ps_link_feed(p->s, buf, n, size, tag);
         p->replies++;
 }
 
@@ -143,12 +149,16 @@ static void turn(pair *p) {
 }
 
 /* The dump writes n bytes; returns once the source's end framed them all. */
-static void dump_writes(pair *p, const char *s) {
-        size_t want = p->page_bytes + strlen(s);
-        assert_int_equal(write(p->s_fd, s, strlen(s)), (ssize_t)strlen(s));
+static void dump_writes_n(pair *p, const void *buf, size_t n) {
+        size_t want = p->page_bytes + n;
+        assert_int_equal(write(p->s_fd, buf, n), (ssize_t)n);
         for (int i = 0; i < SPIN_MAX && p->page_bytes < want; i++)
                 turn(p);
         assert_int_equal(p->page_bytes, want);
+}
+
+static void dump_writes(pair *p, const char *s) {
+        dump_writes_n(p, s, strlen(s));
 }
 
 /* Reads exactly n bytes at fd (our CRIU's end), or what came before EOF. */
@@ -174,7 +184,7 @@ static void assert_poisoned(pair *p, int fd) {
 }
 
 static int feed(pair *p, size_t i) {
-        return ps_link_feed(p->t, p->pages[i].buf, p->pages[i].n, p->pages[i].tag);
+        return ps_link_feed(p->t, p->pages[i].buf, p->pages[i].n, p->pages[i].size, p->pages[i].tag);
 }
 
 static void test_pages_replies_end(void **state) {
@@ -273,13 +283,115 @@ static void test_foreign_frames(void **state) {
          * are bound apart. */
         p = pair_new(&bind_a);
         dump_writes(p, "PAGES-ONE");
-        assert_int_equal(ps_link_feed(p->s, p->pages[0].buf, p->pages[0].n, p->pages[0].tag), -EBADMSG);
+        assert_int_equal(ps_link_feed(p->s, p->pages[0].buf, p->pages[0].n, 0, p->pages[0].tag), -EBADMSG);
         assert_int_equal(ps_link_get_state(p->s), PS_LINK_BROKEN);
         assert_poisoned(p, p->s_fd);
         /* A source has no end to check. */
         memset(tag, 0, sizeof(tag));
         assert_int_equal(ps_link_feed_end(p->s, tag), -EPIPE);
         pair_free(p);
+}
+
+/* Compressible pages: log-like text, as a mixed heap holds. */
+static void fill_text(char *buf, size_t n) {
+        size_t at = 0;
+        for (unsigned i = 0; at < n; i++) {
+                int k = snprintf(buf + at, n - at, "{\"seq\": %u, \"user\": \"u%u\", \"status\": \"ok\"}\n",
+                                 i, i % 7);
+                at += k > 0 ? (size_t)k : n;
+        }
+}
+
+static pair *pair_zstd(ps_link_zstd source, ps_link_zstd target) {
+        pair *p = pair_new(&bind_a);
+        assert_int_equal(ps_link_set_zstd(p->s, source, -2), 0);
+        assert_int_equal(ps_link_set_zstd(p->t, target, -2), 0);
+        return p;
+}
+
+/* Under either tagging, compressed frames arrive as the bytes the dump
+ * wrote, and count as those. */
+static void test_compressed_round_trip(void **state) {
+        static const ps_link_zstd modes[] = {PS_ZSTD_WIRE, PS_ZSTD_RAW};
+        static char text[64 * 1024], got[sizeof(text)];
+        (void)state;
+
+        fill_text(text, sizeof(text));
+        for (size_t m = 0; m < sizeof(modes) / sizeof(modes[0]); m++) {
+                pair *p = pair_zstd(modes[m], modes[m]);
+                size_t wire = 0;
+                dump_writes_n(p, text, sizeof(text));
+                for (size_t i = 0; i < p->n_pages; i++) {
+                        assert_true(p->pages[i].size > p->pages[i].n); /* it paid */
+                        wire += p->pages[i].n;
+                        assert_int_equal(feed(p, i), 0);
+                }
+                assert_true(wire < sizeof(text) / 4);
+                assert_int_equal(criu_reads(p, p->t_fd, got, sizeof(got)), sizeof(got));
+                assert_memory_equal(got, text, sizeof(text));
+                assert_int_equal(ps_link_bytes_out(p->s), sizeof(text));
+                assert_int_equal(ps_link_bytes_in(p->t), sizeof(text));
+                /* Bytes that do not shrink leave plain. */
+                dump_writes(p, "PAGES");
+                assert_int_equal(p->pages[p->n_pages - 1].size, 0);
+                assert_int_equal(feed(p, p->n_pages - 1), 0);
+                pair_free(p);
+        }
+}
+
+/* Tagged as it travels: a bent compressed byte fails the check (before a
+ * decompressor sees it); a frame tagged one way fails a target that checks
+ * the other; a compressed frame where none was agreed, or one whose size
+ * is not its content's, is refused with the reason. */
+static void test_compressed_refused(void **state) {
+        static char text[16 * 1024];
+        pair *p;
+        (void)state;
+
+        fill_text(text, sizeof(text));
+        p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_WIRE);
+        dump_writes_n(p, text, sizeof(text));
+        p->pages[0].buf[p->pages[0].n / 2] ^= 0x20;
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+
+        p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_RAW);
+        dump_writes_n(p, text, sizeof(text));
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        pair_free(p);
+        p = pair_zstd(PS_ZSTD_RAW, PS_ZSTD_WIRE);
+        dump_writes_n(p, text, sizeof(text));
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        pair_free(p);
+
+        p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_OFF);
+        dump_writes_n(p, text, sizeof(text));
+        assert_int_equal(feed(p, 0), -EPROTO);
+        assert_non_null(strstr(ps_link_why(p->t), "agreed on none"));
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+
+        p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_RAW);
+        dump_writes_n(p, text, sizeof(text));
+        p->pages[0].size--; /* RAW decompresses first: the size is checked */
+        assert_int_equal(feed(p, 0), -EPROTO);
+        assert_non_null(strstr(ps_link_why(p->t), "ZDATA"));
+        pair_free(p);
+}
+
+/* Both agents pick the tagging from the two HELLOs; ours lists every
+ * feature, so a peer's list decides. */
+static void test_zstd_from_hellos(void **state) {
+        proto_strv ours = peer_features_offered();
+        proto_hello h = {.features = ours};
+        (void)state;
+
+        assert_true(peer_features_of(&h) & PEER_FEATURE_PS_ZTAG);
+        assert_int_equal(mig_pages_zstd(peer_features_of(&h)), PS_ZSTD_WIRE);
+        assert_int_equal(mig_pages_zstd(PEER_FEATURE_ZSTD), PS_ZSTD_RAW); /* an older peer */
+        assert_int_equal(mig_pages_zstd(PEER_FEATURE_PS_ZTAG), PS_ZSTD_OFF);
+        assert_int_equal(mig_pages_zstd(0), PS_ZSTD_OFF);
 }
 
 static void test_frame_after_end(void **state) {
@@ -548,7 +660,8 @@ static void test_bad_arguments(void **state) {
                 ps_link_new(&loop, (ps_link_role)7, key, sizeof(key), &bind_a, &s_ops, NULL, &fd, &l),
                 -EINVAL);
         assert_null(l);
-        assert_int_equal(ps_link_feed(NULL, "x", 1, key), -EINVAL);
+        assert_int_equal(ps_link_feed(NULL, "x", 1, 0, key), -EINVAL);
+        assert_int_equal(ps_link_set_zstd(NULL, PS_ZSTD_WIRE, -2), -EINVAL);
         assert_int_equal(ps_link_get_state(NULL), PS_LINK_BROKEN);
         assert_int_equal(uv_loop_close(&loop), 0);
 }
@@ -560,6 +673,9 @@ int main(void) {
                 cmocka_unit_test(test_dropped_or_reordered_frame),
                 cmocka_unit_test(test_foreign_frames),
                 cmocka_unit_test(test_frame_after_end),
+                cmocka_unit_test(test_compressed_round_trip),
+                cmocka_unit_test(test_compressed_refused),
+                cmocka_unit_test(test_zstd_from_hellos),
                 cmocka_unit_test(test_full_and_drained),
                 cmocka_unit_test(test_owed_follows_a_dump),
                 cmocka_unit_test(test_owed_lost),

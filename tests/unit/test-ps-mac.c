@@ -169,6 +169,57 @@ static void test_bent_streams_fail(void **state) {
         assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 0);
 }
 
+/* A compressed frame is tagged as it travels (kind 3, the length it
+ * decompresses to, the compressed bytes), counts that length, and can pass
+ * neither for a plain frame of the same bytes nor with another length. */
+static void test_compressed_frames(void **state) {
+        (void)state;
+        static const char z[] = "zstd bytes";
+        ps_mac *m = mac_new(bind_a, key), *r;
+        uint8_t t0[PS_MAC_LEN], t1[PS_MAC_LEN], end[PS_MAC_LEN], want[PS_MAC_LEN];
+
+        assert_int_equal(ps_mac_sign(m, "hello", 5, t0), 0);
+        assert_int_equal(ps_mac_sign_z(m, 4096, z, sizeof(z) - 1, t1), 0);
+        expected_tag(bind_a, 3, 3, 1, 4096, z, sizeof(z) - 1, want);
+        assert_memory_equal(t1, want, PS_MAC_LEN);
+        assert_int_equal(ps_mac_bytes(m), 5 + 4096);
+        assert_int_equal(ps_mac_sign_end(m, end), 0);
+        expected_tag(bind_a, 3, 2, 2, 5 + 4096, NULL, 0, want);
+        assert_memory_equal(end, want, PS_MAC_LEN);
+        ps_mac_free(m);
+
+        r = mac_new(bind_a, key);
+        assert_int_equal(ps_mac_check(r, "hello", 5, t0), 0);
+        assert_int_equal(ps_mac_check_z(r, 4096, z, sizeof(z) - 1, t1), 0);
+        assert_int_equal(ps_mac_check_end(r, end), 0);
+        ps_mac_free(r);
+
+        /* Another length, a flipped compressed byte, or the frame taken as
+         * plain: each fails, and the stream with it. */
+        r = mac_new(bind_a, key);
+        assert_int_equal(ps_mac_check(r, "hello", 5, t0), 0);
+        assert_int_equal(ps_mac_check_z(r, 4095, z, sizeof(z) - 1, t1), -EBADMSG);
+        assert_int_equal(ps_mac_check_z(r, 4096, z, sizeof(z) - 1, t1), -EPIPE);
+        ps_mac_free(r);
+        char bent[sizeof(z)];
+        memcpy(bent, z, sizeof(z));
+        bent[2] ^= 0x04;
+        r = mac_new(bind_a, key);
+        assert_int_equal(ps_mac_check(r, "hello", 5, t0), 0);
+        assert_int_equal(ps_mac_check_z(r, 4096, bent, sizeof(z) - 1, t1), -EBADMSG);
+        ps_mac_free(r);
+        r = mac_new(bind_a, key);
+        assert_int_equal(ps_mac_check(r, "hello", 5, t0), 0);
+        assert_int_equal(ps_mac_check(r, z, sizeof(z) - 1, t1), -EBADMSG);
+        ps_mac_free(r);
+        /* Nothing compressed to nothing, nor from nothing. */
+        r = mac_new(bind_a, key);
+        assert_int_equal(ps_mac_sign_z(r, 0, z, 1, t1), -EINVAL);
+        assert_int_equal(ps_mac_sign_z(r, 1, z, 0, t1), -EINVAL);
+        assert_int_equal(ps_mac_check_z(r, 0, z, 1, t1), -EINVAL);
+        ps_mac_free(r);
+}
+
 static void test_bindings_do_not_run_together(void **state) {
         (void)state;
         /* ("ab","c") and ("a","bc") are different bindings. */
@@ -206,6 +257,7 @@ int main(void) {
                 cmocka_unit_test(test_vector),
                 cmocka_unit_test(test_round_trip),
                 cmocka_unit_test(test_bent_streams_fail),
+                cmocka_unit_test(test_compressed_frames),
                 cmocka_unit_test(test_bindings_do_not_run_together),
                 cmocka_unit_test(test_bad_arguments),
         };
