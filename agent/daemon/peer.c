@@ -30,7 +30,8 @@ struct peer_link {
         /* Our PINGs carry ping_base + 1, + 2, ...: a random base, so that
          * only a peer that read a PING can answer it. */
         uint64_t ping_base, ping_seq, pong_seq; /* pong_seq: the last PING answered */
-        uint64_t last_heard, last_tick;         /* uv_now() of the last PING answered, of our last ping */
+        /* uv_now() of the last PING answered, of our last look, of our next PING */
+        uint64_t last_heard, last_tick, next_ping;
         int status;
         nm_error err;
         bool closed_reported;
@@ -131,9 +132,27 @@ static void send_hello(peer_link *l) {
                 link_shutdown(l, err.code, &err);
 }
 
+static uint64_t ping_every(const peer_link *l) {
+        uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
+        return every ? every : 1000;
+}
+
+static void on_ping_timer(uv_timer_t *t);
+
+/* The next look: at our next PING, or when the peer will have answered
+ * none for the idle timeout, whichever comes first, so that the verdict
+ * comes at that bound and not up to a PING period after it. */
+static void ping_arm(peer_link *l) {
+        uint64_t now = uv_now(l->a->loop), idle = (uint64_t)l->a->cfg.idle_timeout_s * 1000;
+        uint64_t due = l->next_ping;
+
+        if (idle && l->last_heard + idle < due)
+                due = l->last_heard + idle;
+        (void)uv_timer_start(&l->ping, on_ping_timer, due > now ? due - now : 0, 0);
+}
+
 static void on_ping_timer(uv_timer_t *t) {
         peer_link *l = t->data;
-        proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = l->ping_base + ++l->ping_seq}};
         uint64_t idle = (uint64_t)l->a->cfg.idle_timeout_s * 1000, now = uv_now(l->a->loop);
         nm_error err = {};
 
@@ -146,9 +165,9 @@ static void on_ping_timer(uv_timer_t *t) {
          * we queued before it). Anything else it sends proves neither: a
          * peer that stopped reading could go on sending, and hold our
          * container frozen while we wait to send it the rest. A loop that
-         * stood still itself heard nothing either: then the peer gets a
-         * fresh period. */
-        if (now - l->last_tick > 2 * uv_timer_get_repeat(t))
+         * stood still itself heard nothing either (we look at least once a
+         * PING period): then the peer gets a fresh period. */
+        if (now - l->last_tick > 2 * ping_every(l))
                 l->last_heard = now;
         l->last_tick = now;
         if (idle && now - l->last_heard >= idle) {
@@ -159,7 +178,12 @@ static void on_ping_timer(uv_timer_t *t) {
                 link_shutdown(l, err.code, &err);
                 return;
         }
-        (void)xfer_conn_send(l->conn, &m, NULL);
+        if (now >= l->next_ping) {
+                proto_msg m = {.type = PROTO_MSG_PING, .ping = {.seq = l->ping_base + ++l->ping_seq}};
+                (void)xfer_conn_send(l->conn, &m, NULL);
+                l->next_ping = now + ping_every(l);
+        }
+        ping_arm(l);
 }
 
 /* A PONG counts when it answers a PING of ours not answered before; any
@@ -189,8 +213,8 @@ static void on_hello(peer_link *l, const proto_msg *msg) {
         l->features = peer_features_of(&msg->hello);
         snprintf(l->key_id, sizeof(l->key_id), "%s", strempty(msg->hello.key_id));
         l->last_heard = l->last_tick = uv_now(l->a->loop);
-        uint64_t every = (uint64_t)l->a->cfg.idle_timeout_s * 1000 / 3;
-        uv_timer_start(&l->ping, on_ping_timer, every ? every : 1000, every ? every : 1000);
+        l->next_ping = l->last_heard + ping_every(l);
+        ping_arm(l);
         if (l->ops && l->ops->ready)
                 l->ops->ready(l, l->ud);
 }
