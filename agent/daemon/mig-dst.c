@@ -1471,12 +1471,12 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
         r = ps_link_feed(m->page_link, p->data.ptr, p->data.len, size, p->tag);
         if (r < 0) {
                 char why[400];
-                snprintf(why, sizeof(why), "frame %llu from %s %s%s: refusing the page stream",
+                snprintf(why, sizeof(why), "frame %llu from %s %s%s%s: refusing the page stream",
                          (unsigned long long)ps_link_frames_in(m->page_link) + 1, m->peer,
                          r == -EBADMSG  ? "failed its check"
-                         : r == -EPROTO ? "is not what the HELLOs agreed: "
+                         : r == -EPROTO ? "is malformed ("
                                         : "came after the end or a failure",
-                         r == -EPROTO ? ps_link_why(m->page_link) : "");
+                         r == -EPROTO ? ps_link_why(m->page_link) : "", r == -EPROTO ? ")" : "");
                 dst_pages_failed(m, r, why);
                 return;
         }

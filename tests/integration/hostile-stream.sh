@@ -168,6 +168,31 @@ printf '%s\n' "hello features=binding,ps-stream" "expect HELLO" "offer s1 contai
 pc_clean n2 "$pid2"
 pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "a page server was left running on node2"
 
+# ps_frame_case NAME FEATURES WHY: a page frame that claims to be compressed
+# (size=4096) but holds bytes that are no zstd frame, under a tag of zeros,
+# from a peer whose HELLO lists FEATURES; the target must refuse the page
+# stream with WHY, and leave no page server behind.
+ps_frame_case() {
+	local name=$1 features=$2 why=$3 zeros
+	zeros=$(printf '0%.0s' $(seq 64))
+	ncase=$((ncase + 1))
+	printf '%s\n' "hello features=$features" "expect HELLO" "offer s1 container=$vid ps_stream=1" \
+		"expect ACCEPT" "map t=u:39 mig=s:s1 data=b:0102030405060708 tag=b:$zeros size=u:4096" \
+		"expect ERROR $why" |
+		uniq_ids | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key"
+	pc_clean n2 "$pid2"
+	pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "$name: a page server was left running on node2"
+	return 0
+}
+
+t_log "a compressed page frame where the HELLOs agreed on no compression"
+ps_frame_case ps-zstd-unagreed binding,ps-stream "is malformed (a compressed frame, where the HELLOs agreed on none)"
+t_log "a compressed page frame under ps-ztag: its tag is checked before anything decompresses it"
+ps_frame_case ps-ztag-first binding,ps-stream,zstd,ps-ztag "frame 1 from"
+pc_said ps-ztag-first "failed its check"
+t_log "the same frame from a peer without ps-ztag: decompressed first, refused as no zstd frame"
+ps_frame_case ps-ztag-raw binding,ps-stream,zstd "is malformed (ZDATA:"
+
 t_log "a container of the same name runs here: refused before the restore"
 read -r rid rpid < <(fx_ctr_start n2 victim)
 case_ssh name-clash "${O[@]}" "put-dir s1 $ck" "images-done s1" "expect ERROR another container named victim ($rid) runs"

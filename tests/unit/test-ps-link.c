@@ -356,6 +356,14 @@ static void test_compressed_refused(void **state) {
         assert_poisoned(p, p->t_fd);
         pair_free(p);
 
+        /* Its zstd magic bent too: still the tag that refuses it, not the
+         * decompressor, which never saw it. */
+        p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_WIRE);
+        dump_writes_n(p, text, sizeof(text));
+        p->pages[0].buf[0] ^= 0xff;
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        pair_free(p);
+
         p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_RAW);
         dump_writes_n(p, text, sizeof(text));
         assert_int_equal(feed(p, 0), -EBADMSG);
