@@ -641,15 +641,18 @@ b_report_levers() {
 - **Post-copy** (`--lazy`): the container resumes on the target after the
   non-memory images; its pages follow through the same SSH session.
 
-What keeps the default path above 0.5 x here: every byte is hashed
-(HMAC-SHA256) on both nodes; libssh2 encrypts on one core, with a call into
-libcrypto per 16-byte block; zstd and the receiver's writes add to that, and
-both nodes share the same cores (Machine, above). The page stream is
-CPU-bound, and it runs while the container is frozen: it sets the pace
-of the dump, and the restore that follows reads every page again. Only
-work done before the freeze (iterative pre-copy, which needs the
-soft-dirty tracking this kernel lacks, so it is not built) or after the
-resume (post-copy, `--lazy`) leaves the downtime.
+What sets the default path's downtime here: the dump, which carries the
+pages at the page stream's pace (each frame read from CRIU, compressed,
+tagged and encrypted on the source agent's loop thread, libssh2 calling
+libcrypto per 16-byte block; checked, decompressed and handed to CRIU's
+page server on the target, whose sshd and relay share the same 2 cores);
+then the signing of the staging (one HMAC pass, about 0.8 s per GiB) and
+CRIU's restore. Only work done before the freeze (iterative pre-copy,
+which needs the soft-dirty tracking this kernel lacks, so it is not built)
+or after the resume (post-copy, `--lazy`) leaves the downtime. The
+baseline's restore swings most with the VM's memory state (4.2 s on one
+day, 14 s on another, for the same 1 GiB), and the ratio with it: compare
+our own downtime across runs too.
 
 Not done: striping over several SSH sessions on their own threads would
 spread libssh2's encryption over more cores, which on this 2-core machine
