@@ -22,8 +22,11 @@
 #include "macro.h"
 #include "transfer-internal.h"
 
-#define RELAY_BUF (64u * 1024u)
+#define RELAY_BUF (256u * 1024u)
 #define RELAY_HIGH (1024u * 1024u)
+/* Buffers a direction keeps for reuse: enough for RELAY_HIGH in flight and
+ * one being read, so a steady stream allocates nothing. */
+#define RELAY_SPARE (RELAY_HIGH / RELAY_BUF + 1u)
 
 typedef struct relay relay;
 typedef struct relay_dir relay_dir;
@@ -51,6 +54,8 @@ struct relay_dir {
         const char *name; /* for messages */
         relay_end *src, *dst;
         size_t pending; /* bytes read and not yet written */
+        relay_buf *spare; /* written buffers kept for the next reads */
+        unsigned n_spare;
         bool src_eof, done;
         /* file source */
         relay_buf *rbuf;
@@ -80,6 +85,34 @@ struct relay {
 static void dir_pump(relay_dir *d);
 static void relay_finish(relay *rl, int status, const char *fmt, ...) _printf_(3, 4);
 
+/* A buffer from the direction's spares, or a fresh one. Freeing each
+ * buffer after its write cost more than the copy it carried: glibc gave the
+ * memory back, and the next read faulted it in again. */
+static relay_buf *buf_get(relay_dir *d) {
+        relay_buf *b = d->spare;
+
+        if (!b)
+                return io_buf_alloc(sizeof(*b));
+        d->spare = b->next;
+        d->n_spare--;
+        return b;
+}
+
+static void buf_put(relay_dir *d, relay_buf *b) {
+        if (d->n_spare >= RELAY_SPARE) {
+                free(b);
+                return;
+        }
+        b->next = d->spare;
+        d->spare = b;
+        d->n_spare++;
+}
+
+static void dir_free_spares(relay_dir *d) {
+        while (d->spare)
+                free(buf_get(d));
+}
+
 static void relay_maybe_done(relay *rl) {
         if (!rl->finishing || rl->handles_open > 0 || rl->reqs_pending > 0)
                 return;
@@ -87,6 +120,8 @@ static void relay_maybe_done(relay *rl) {
                 rl->cb(rl->status, rl->status < 0 ? &rl->err : NULL, rl->userdata);
         free(rl->up.rbuf);
         free(rl->down.rbuf);
+        dir_free_spares(&rl->up);
+        dir_free_spares(&rl->down);
         free(rl->first);
         free(rl->path);
         free(rl);
@@ -176,7 +211,7 @@ static void dir_wrote(relay_dir *d, relay_buf *b, int status) {
         relay *rl = d->rl;
 
         d->pending -= b->len;
-        free(b);
+        buf_put(d, b);
         if (rl->finishing)
                 return;
         if (status < 0) {
@@ -292,7 +327,7 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
         (void)suggested;
 
         if (!d->rbuf)
-                d->rbuf = io_buf_alloc(sizeof(relay_buf));
+                d->rbuf = buf_get(d);
         *buf = d->rbuf ? uv_buf_init(d->rbuf->data, RELAY_BUF) : uv_buf_init(NULL, 0);
 }
 
@@ -373,7 +408,7 @@ static void dir_pump(relay_dir *d) {
                 return;
         }
         if (want && !d->read_in_flight) {
-                relay_buf *b = io_buf_alloc(sizeof(*b));
+                relay_buf *b = buf_get(d);
                 uv_buf_t ub;
                 if (!b) {
                         relay_finish(rl, -ENOMEM, "out of memory");
