@@ -66,7 +66,8 @@ typedef enum proto_msg_type {
         PROTO_MSG_ERROR = 2,
         PROTO_MSG_PING = 3,
         PROTO_MSG_PONG = 4,
-        PROTO_MSG_RELAY = 5, /* dial-stdio to its agent only: who the relayed peer is */
+        PROTO_MSG_RELAY = 5,     /* dial-stdio to its agent only: who the relayed peer is */
+        PROTO_MSG_RELAY_FDS = 6, /* the same, with the SSH session's pipes attached; the agent's answer */
         /* peer session: node selection */
         PROTO_MSG_NODE_INFO_REQ = 10,
         PROTO_MSG_NODE_INFO = 11,
@@ -206,6 +207,11 @@ typedef struct proto_ping {
 typedef struct proto_relay {
         const char *peer; /* optional */
 } proto_relay;
+/* RELAY_FDS carries the same, with the session's stdin and stdout attached
+ * (SCM_RIGHTS): an agent that takes them reads and writes the session itself
+ * and answers RELAY_FDS (no peer) on the socket, which it then holds open
+ * until the session ends. An agent that does not answers ERROR or closes, and
+ * dial-stdio relays as with RELAY. */
 
 typedef struct proto_node_info {
         const char *node;

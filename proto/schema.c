@@ -294,6 +294,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_PING] = SCHEMA("PING", ping_fields, NULL),
         [PROTO_MSG_PONG] = SCHEMA("PONG", ping_fields, NULL),
         [PROTO_MSG_RELAY] = SCHEMA("RELAY", relay_fields, NULL),
+        [PROTO_MSG_RELAY_FDS] = SCHEMA("RELAY_FDS", relay_fields, NULL),
         [PROTO_MSG_NODE_INFO_REQ] = SCHEMA_EMPTY("NODE_INFO_REQ"),
         [PROTO_MSG_NODE_INFO] = SCHEMA("NODE_INFO", node_info_fields, NULL),
         [PROTO_MSG_OFFER] = SCHEMA("OFFER", offer_fields, NULL),

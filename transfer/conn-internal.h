@@ -104,6 +104,10 @@ struct xfer_conn {
         xfer__idle_check idle_check;
         unsigned handles_open;
 
+        /* A session dial-stdio handed over (xfer_conn_take_relay) and the
+         * socket dial-stdio waits on: each ends the other. */
+        xfer_conn *lifeline, *session;
+
         int status;
         nm_error err;
 };

@@ -241,10 +241,31 @@ void xfer__conn_discard(xfer_conn *c) {
         uv_close((uv_handle_t *)&c->timer, xfer__conn_handle_closed);
 }
 
+/* A handed-over session that ends lets dial-stdio go (our EOF on its
+ * socket); a dial-stdio that goes first ends the session: sshd stops
+ * passing the peer's bytes on once its command has exited. */
+static void untie(xfer_conn *c) {
+        xfer_conn *l = c->lifeline, *s = c->session;
+        nm_error e = {};
+
+        c->lifeline = c->session = NULL;
+        if (l) {
+                l->session = NULL;
+                xfer_conn_close(l, 0, NULL);
+        }
+        if (s) {
+                s->lifeline = NULL;
+                nm_error_set(&e, -ECONNRESET, "dial-stdio, which held this session, ended%s%s",
+                             c->status < 0 ? ": " : "", c->status < 0 ? c->err.msg : "");
+                xfer_conn_close(s, e.code, &e);
+        }
+}
+
 void xfer__conn_finish(xfer_conn *c) {
         if (c->state == XFER_CONN_FINISHING)
                 return;
         c->state = XFER_CONN_FINISHING;
+        untie(c);
         c->ops->finish(c);
         c->timer.data = c;
         uv_close((uv_handle_t *)&c->timer, xfer__conn_handle_closed);

@@ -144,6 +144,23 @@ int xfer_conn_new_stream(uv_stream_t *stream, const xfer_conn_callbacks *cbs, vo
 int xfer_conn_new_fd(uv_loop_t *loop, int fd, const xfer_conn_callbacks *cbs, void *userdata, nm_error *err,
                      xfer_conn **ret);
 
+/* Same, reading in and writing out (both malloc()ed, transferred on
+ * success; the caller keeps them when this fails). */
+int xfer_conn_new_pair(uv_stream_t *in, uv_stream_t *out, const xfer_conn_callbacks *cbs, void *userdata,
+                       nm_error *err, xfer_conn **ret);
+
+/* From the message callback of a RELAY_FDS frame on c, a control-socket
+ * connection made on a uv_pipe_t initialised with ipc 1: the two fds that
+ * came with the frame (the SSH session's stdin and stdout, as dial-stdio had
+ * them) become *ret, a connection with cbs and userdata that the caller
+ * takes for c. c's callbacks are not called again: c answers RELAY_FDS to
+ * dial-stdio and stays open until *ret ends (then dial-stdio exits); if
+ * dial-stdio goes first, *ret ends with -ECONNRESET. Fails, leaving c as it
+ * was, when the frame did not come with exactly two pipes or sockets. fds
+ * that came with any other frame are closed once it has been handed out. */
+int xfer_conn_take_relay(xfer_conn *c, const xfer_conn_callbacks *cbs, void *userdata, nm_error *err,
+                         xfer_conn **ret);
+
 /* Encodes msg and queues it. Fails with -EPIPE once the connection is
  * closing; err says why. */
 int xfer_conn_send(xfer_conn *c, const proto_msg *msg, nm_error *err);
@@ -344,6 +361,16 @@ typedef void (*xfer_dial_done_cb)(int status, const nm_error *err, void *userdat
  * once, after every handle is closed. */
 int xfer_dial_stdio(uv_loop_t *loop, const char *socket_path, int in_fd, int out_fd, const proto_msg *first,
                     xfer_dial_done_cb cb, void *userdata, nm_error *err);
+
+/* Hands stdin and stdout (pipes or sockets, as sshd gives them) to the
+ * agent on socket_path with first, a RELAY_FDS frame, instead of relaying
+ * them (xfer_conn_take_relay() on the agent's side), and waits until the
+ * agent has ended the session. Blocking. 1: the agent took them and the
+ * session is over (in_fd and out_fd are /dev/null now). 0: it did not (an
+ * older agent answers ERROR), nothing was read from in_fd, and err says why:
+ * relay with xfer_dial_stdio(). < 0: the agent cannot be reached
+ * (-ECONNREFUSED), or the session broke after the hand-over. */
+int xfer_dial_handoff(const char *socket_path, int in_fd, int out_fd, const proto_msg *first, nm_error *err);
 
 /* Grows fd, when it is a pipe, to XFER_DIAL_PIPE_SIZE: a relay's pipes from
  * and to sshd, before xfer_dial_stdio(). With the default 64 KiB, sshd

@@ -209,6 +209,28 @@ static void on_relay(ctl_conn *cc, const proto_relay *r) {
         snprintf(cc->key_peer, sizeof(cc->key_peer), "%s", r->peer ? r->peer : "");
 }
 
+static const xfer_conn_callbacks conn_cbs;
+
+/* dial-stdio handed the SSH session's pipes over: the session is read and
+ * written here from now on, and the socket only tells dial-stdio when it
+ * ends. A refusal after this reaches the peer itself. */
+static int take_session(ctl_conn *cc) {
+        xfer_conn *session;
+        nm_error err = {};
+
+        if (xfer_conn_take_relay(cc->conn, &conn_cbs, cc, &err, &session) < 0) {
+                /* dial-stdio relays instead, on a connection of its own */
+                ctl_send_error(cc, NULL, err.code, err.msg);
+                xfer_conn_close(cc->conn, 0, &err);
+                return -1;
+        }
+        cc->conn = session;
+        xfer_conn_set_idle_timeout(session, CTL_HELLO_TIMEOUT_MS);
+        log_debug("session %llu: dial-stdio (pid %d) handed the SSH session over",
+                  (unsigned long long)cc->session, (int)cc->cred.pid);
+        return 0;
+}
+
 /* ---- HELLO ---- */
 
 static void on_hello(ctl_conn *cc, const proto_hello *h) {
@@ -282,11 +304,13 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
         if (!cc)
                 return;
         /* Only dial-stdio's own first frame says who the peer is. */
-        if (msg->type == PROTO_MSG_RELAY) {
+        if (msg->type == PROTO_MSG_RELAY || msg->type == PROTO_MSG_RELAY_FDS) {
                 if (cc->frames++ != 0) {
                         ctl_refuse(cc, -EPERM, "RELAY is dial-stdio's first frame, never the peer's");
                         return;
                 }
+                if (msg->type == PROTO_MSG_RELAY_FDS && take_session(cc) < 0)
+                        return;
                 on_relay(cc, &msg->relay);
                 return;
         }
@@ -430,7 +454,9 @@ static void on_connection(uv_stream_t *server, int status) {
                 free(cc);
                 return;
         }
-        uv_pipe_init(a->loop, client, 0);
+        /* ipc: dial-stdio may attach the SSH session's pipes (RELAY_FDS);
+         * fds that come with anything else are closed (conn-stream.c). */
+        uv_pipe_init(a->loop, client, 1);
         if (uv_accept(server, (uv_stream_t *)client) < 0 || uv_fileno((uv_handle_t *)client, &fd) < 0 ||
             getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cc->cred, &len) < 0 || !conn_admit(a, &cc->cred, fd)) {
                 free(cc);

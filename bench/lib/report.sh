@@ -379,9 +379,11 @@ b_report_targets() {
 		echo
 		echo "A missed stream target is held back by CPU: one libssh2 channel hands libcrypto"
 		echo "16 bytes per call, and both nodes of this fixture share the same 2 cores, so the"
-		echo "sender (read, HMAC, zstd, libssh2), sshd, the dial-stdio relay and the receiver"
-		echo "(decompress, HMAC, write) all compete for them; OpenSSH's stream does no hashing,"
-		echo "no compression and writes nothing on the far side."
+		echo "sender (read, HMAC, zstd, libssh2), sshd and the receiver (decompress, HMAC,"
+		echo "write to tmpfs) all compete for them; OpenSSH's stream does no hashing, no"
+		echo "compression and writes nothing on the far side. When the VM's free memory is"
+		echo "cold, the receiver's writes into fresh tmpfs pages set the pace (ours swung"
+		echo "between about 110 and 235 MB/s on one day for the same bytes)."
 	fi
 	echo
 }
@@ -616,6 +618,14 @@ b_report_levers() {
   channel window itself, growing its buffer in steps whose fresh pages
   fault in slowly on this VM; the first megabytes of every stream crawled
   at 64 KiB per ~0.1 s. That was most of a small container's transfer.
+- **sshd's pipes go to the agent itself** (RELAY_FDS): `dial-stdio`, the
+  peer key's forced command, hands the session's stdin and stdout to the
+  target's agent over the control socket instead of copying every byte
+  between them and the socket (a read, a write and two wake-ups per 256
+  KiB; before that change per 64 KiB into a buffer freed and faulted in
+  again each time: 1.5 s of system time per 2 GiB). In a same-day
+  stream A/B against the build before (3 rounds of 2 runs, alternating),
+  the incompressible stream ran at 160-233 MB/s against 95-198 MB/s.
 - **Pages stream while CRIU dumps** (`[agent] stream_pages`, on by
   default, feature `ps-stream`): the dump sends its pages to CRIU's page
   server on the target through the peer session, each frame MACed,
@@ -645,7 +655,7 @@ What sets the default path's downtime here: the dump, which carries the
 pages at the page stream's pace (each frame read from CRIU, compressed,
 tagged and encrypted on the source agent's loop thread, libssh2 calling
 libcrypto per 16-byte block; checked, decompressed and handed to CRIU's
-page server on the target, whose sshd and relay share the same 2 cores);
+page server on the target, whose sshd shares the same 2 cores);
 then the signing of the staging (one HMAC pass, about 0.8 s per GiB) and
 CRIU's restore. Only work done before the freeze (iterative pre-copy,
 which needs the soft-dirty tracking this kernel lacks, so it is not built)

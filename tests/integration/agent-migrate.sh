@@ -48,8 +48,12 @@ fx_agent_start n1
 [ ! -e "$criu_logs/00000000000000aa-dump" ] || t_fail "CRIU's logs of 15 days ago were not pruned"
 [ -d "$criu_logs/00000000000000bb-restore" ] || t_fail "CRIU's logs of 13 days ago were pruned"
 
+log_off=$(stat -c %s "$(fx_agent_log n2)")
 move n1 n2
 ls -d "$criu_logs"/*-dump >/dev/null 2>&1 || t_fail "the logs of the move that just ended are gone"
+# sshd's pipes went to the agent itself: no relay copied the images
+fx_logged_since n2 "$log_off" "dial-stdio (pid [0-9]*) handed the SSH session over" ||
+	t_fail "node 2's agent did not take the session from dial-stdio"
 
 t_log "a relay whose pipes cannot grow says so in the dialing agent's log, and the move goes through"
 # The migration user's pipes take all fs.pipe-user-pages-soft allows: the

@@ -87,6 +87,7 @@ t_log "sent $files files, $bytes bytes in ${secs}s: $rate MB/s"
 t_assert_eq "$files" "$nfiles" "files sent"
 t_assert_eq "$hmac" "$want" "HMAC announced by the sender vs. openssl"
 grep -q "^RECEIVED big-1 $nfiles $bytes $want\$" "$FX_ROOT/serve1.log" || t_fail "receiver: $(cat "$FX_ROOT/serve1.log")"
+grep -q "^TAKEN " "$FX_ROOT/serve1.log" || t_fail "dial-stdio relayed instead of handing the session over: $(cat "$FX_ROOT/serve1.log")"
 DST=$STAGE/big-1
 t_assert_eq "$(cat "$DST/checkpoint.hmac")" "$want" "checkpoint.hmac written by the receiver"
 t_assert_eq "$(hmac_tree "$DST")" "$want" "HMAC of the received tree"
@@ -122,6 +123,17 @@ for i in 1 2 3; do
 	cmp "$mid/images/pages-1.img" "$STAGE/par-$i/images/pages-1.img" || t_fail "par-$i: pages-1.img differs"
 	fx_rm "$STAGE/par-$i"
 done
+
+t_log "dial-stdio --relay (as for an agent that does not take the session's pipes) carries the same bytes"
+serve_start "$FX_ROOT/serve-relay.log"
+out=$(fx_in n1 "$SEND" --host "$(fx_addr n2)" --key "$N1/ssh/id_ed25519" --known-hosts "$N1/ssh/known_hosts" \
+	--command "$AGENT dial-stdio --relay --socket $SOCK" --hmac-key "$KEY" --connect-timeout "$(t_ms 30000)" \
+	--mig relayed "$mid") || t_fail "relayed transfer failed: $out"
+wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve-relay.log")"
+grep -q "^RECEIVED relayed 7 .* $want_mid\$" "$FX_ROOT/serve-relay.log" || t_fail "relayed: $(cat "$FX_ROOT/serve-relay.log")"
+! grep -q "^TAKEN " "$FX_ROOT/serve-relay.log" || t_fail "--relay handed the session over"
+cmp "$mid/images/pages-1.img" "$STAGE/relayed/images/pages-1.img" || t_fail "relayed: pages-1.img differs"
+fx_rm "$STAGE/relayed"
 
 t_log "a forced command in authorized_keys wins over the command asked for"
 ak=$N2/ssh/authorized_keys.root

@@ -5,6 +5,8 @@
  * --hmac-key. Answers VERIFIED or ERROR. Prints one line per transfer:
  *   RECEIVED <mig> <files> <bytes> <hmac>
  *   FAILED <mig> <reason>
+ * and one per session dial-stdio handed over (RELAY_FDS):
+ *   TAKEN the session's pipes from dial-stdio
  * With --once (--count N) it exits after the first (N) transfers ended: 0
  * if all verified. */
 #include <getopt.h>
@@ -77,6 +79,25 @@ static void recv_done(xfer_recv *r, int status, const nm_error *err, const xfer_
         xfer_conn_close(s->c, 0, NULL);
 }
 
+static void on_closed(xfer_conn *c, int status, const nm_error *err, void *ud);
+static void on_message(xfer_conn *c, const proto_msg *m, void *ud);
+
+/* dial-stdio hands the SSH session's pipes over, as to the agent. */
+static void take_session(session *s, xfer_conn *c) {
+        xfer_conn_callbacks cbs = {.message = on_message, .closed = on_closed};
+        nm_error e = {};
+
+        if (xfer_conn_take_relay(c, &cbs, s, &e, &s->c) < 0) {
+                (void)xfer_conn_send(
+                        c, &(proto_msg){.type = PROTO_MSG_ERROR, .error = {.code = e.code, .reason = e.msg}},
+                        NULL);
+                xfer_conn_close(c, 0, NULL);
+                return;
+        }
+        printf("TAKEN the session's pipes from dial-stdio\n");
+        fflush(stdout);
+}
+
 static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
         session *s = ud;
         nm_error e = {};
@@ -91,6 +112,10 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
          * check here. */
         if (m->type == PROTO_MSG_RELAY && !s->r)
                 return;
+        if (m->type == PROTO_MSG_RELAY_FDS && !s->r) {
+                take_session(s, c);
+                return;
+        }
         if (!s->r) {
                 const char *mig = proto_msg_mig(m);
                 xfer_recv_options o = {
@@ -154,7 +179,7 @@ static void on_connection(uv_stream_t *listener, int status) {
                 free(s);
                 return;
         }
-        (void)uv_pipe_init(srv->loop, client, 0);
+        (void)uv_pipe_init(srv->loop, client, 1); /* ipc: RELAY_FDS */
         if (uv_accept(listener, (uv_stream_t *)client) < 0 ||
             xfer_conn_new_stream((uv_stream_t *)client, &cbs, s, &e, &s->c) < 0) {
                 uv_close((uv_handle_t *)client, free_handle);

@@ -32,6 +32,7 @@ size_t proto_samples(proto_msg *out, size_t max) {
                 {.type = PROTO_MSG_PING, .ping = {.seq = 0}},
                 {.type = PROTO_MSG_PONG, .pong = {.seq = INT64_MAX}},
                 {.type = PROTO_MSG_RELAY, .relay = {.peer = "host3"}},
+                {.type = PROTO_MSG_RELAY_FDS, .relay = {.peer = "host3"}},
                 {.type = PROTO_MSG_NODE_INFO_REQ},
                 {.type = PROTO_MSG_NODE_INFO,
                  .node_info = {.node = "host2",

@@ -74,7 +74,8 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 break;
         case PROTO_MSG_PING:
         case PROTO_MSG_PONG: assert_int_equal(a->ping.seq, b->ping.seq); break;
-        case PROTO_MSG_RELAY: assert_str_eq_or_null(a->relay.peer, b->relay.peer); break;
+        case PROTO_MSG_RELAY:
+        case PROTO_MSG_RELAY_FDS: assert_str_eq_or_null(a->relay.peer, b->relay.peer); break;
         case PROTO_MSG_NODE_INFO_REQ:
         case PROTO_MSG_LIST: break;
         case PROTO_MSG_NODE_INFO:
@@ -376,7 +377,7 @@ static void test_type_names(void **state) {
         assert_int_equal(proto_msg_type_from_string("IMAGES_DONE"), PROTO_MSG_IMAGES_DONE);
         assert_int_equal(proto_msg_type_from_string("NOPE"), -EINVAL);
         assert_null(proto_msg_type_to_string(0));
-        assert_null(proto_msg_type_to_string(6));
+        assert_null(proto_msg_type_to_string(7));
         assert_null(proto_msg_type_to_string(_PROTO_MSG_TYPE_MAX));
         assert_string_equal(proto_role_to_string(PROTO_ROLE_CLI), "cli");
         assert_int_equal(proto_reject_code_from_string("no_space"), PROTO_REJECT_NO_SPACE);
@@ -393,7 +394,7 @@ static void test_msg_mig_and_helpers(void **state) {
                 const proto_msg_type no_mig[] = {
                         PROTO_MSG_HELLO,  PROTO_MSG_PING,      PROTO_MSG_PONG,    PROTO_MSG_NODE_INFO_REQ,
                         PROTO_MSG_RELAY,  PROTO_MSG_NODE_INFO, PROTO_MSG_MIGRATE, PROTO_MSG_DRAIN,
-                        PROTO_MSG_CORDON, PROTO_MSG_STATUS,    PROTO_MSG_LIST};
+                        PROTO_MSG_CORDON, PROTO_MSG_STATUS,    PROTO_MSG_LIST,    PROTO_MSG_RELAY_FDS};
                 const char *mig = proto_msg_mig(&s[i]);
                 bool none = false;
 
@@ -408,8 +409,8 @@ static void test_msg_mig_and_helpers(void **state) {
         }
         assert_true(proto_hello_has_feature(&s[0].hello, "stripe"));
         assert_false(proto_hello_has_feature(&s[0].hello, "strip"));
-        assert_int_equal(proto_opts_get(&s[22].migrate.opts, "parallel")->u, 4);
-        assert_null(proto_opts_get(&s[22].migrate.opts, "nope"));
+        assert_int_equal(proto_opts_get(&s[23].migrate.opts, "parallel")->u, 4);
+        assert_null(proto_opts_get(&s[23].migrate.opts, "nope"));
 }
 
 static void test_data_header_matches_encoder(void **state) {
@@ -585,7 +586,7 @@ static void test_empty_payload(void **state) {
 /* ---- Message type and fields ---- */
 
 static void test_unknown_message_type(void **state) {
-        const uint64_t bad[] = {0, 6, 12, 41, 63, 72, 200, UINT32_MAX, UINT64_MAX};
+        const uint64_t bad[] = {0, 7, 12, 41, 63, 72, 200, UINT32_MAX, UINT64_MAX};
         raw r;
         (void)state;
 
