@@ -156,33 +156,36 @@ t_wait_until 60 "the aborted copy is gone" bash -c "! kill -0 $restored 2>/dev/n
 	t_fail "the stopped copy (pid $restored) was left after ABORT"
 t_assert_eq "$(fx_ctr_where "$vid")" "" "where the victim runs (nowhere: it was only checkpointed)"
 
+# ps_case NAME TIMEOUT STEP...: a case on the page stream (each STEP a line
+# of pc_case's), TIMEOUT ms for all of it (empty: pc_case's default); the
+# target must leave no page server behind.
+ps_case() {
+	local name=$1 timeout=$2
+	shift 2
+	ncase=$((ncase + 1))
+	printf '%s\n' "$@" | uniq_ids | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key" ${timeout:+--timeout "$timeout"}
+	pc_clean n2 "$pid2"
+	pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "$name: a page server was left running on node2"
+	return 0
+}
+
 t_log "a peer that streams its pages and never ends them, keeping its session alive"
 # The images verify, so the dump is over: the page stream's end is due.
 # Without it the target gives up after the idle timeout (the PINGs keep the
 # session itself alive), and its page server and staging go.
-ncase=$((ncase + 1))
-printf '%s\n' "hello features=binding,ps-stream" "expect HELLO" "offer s1 container=$vid ps_stream=1" \
-	"expect ACCEPT" "put-dir s1 $ck" "images-done s1" \
-	"expect-pinging $(t_ms 2000) ERROR the source neither ended the page stream nor did its page server finish" |
-	uniq_ids | pc_case ps-end-never pc_ssh n1 n2 --hmac-key "$key" --timeout "$((2 * PC_TIMEOUT))"
-pc_clean n2 "$pid2"
-pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "a page server was left running on node2"
+ps_case ps-end-never "$((2 * PC_TIMEOUT))" "hello features=binding,ps-stream" "expect HELLO" \
+	"offer s1 container=$vid ps_stream=1" "expect ACCEPT" "put-dir s1 $ck" "images-done s1" \
+	"expect-pinging $(t_ms 2000) ERROR the source neither ended the page stream nor did its page server finish"
 
 # ps_frame_case NAME FEATURES WHY: a page frame that claims to be compressed
 # (size=4096) but holds bytes that are no zstd frame, under a tag of zeros,
 # from a peer whose HELLO lists FEATURES; the target must refuse the page
-# stream with WHY, and leave no page server behind.
+# stream with WHY.
 ps_frame_case() {
-	local name=$1 features=$2 why=$3 zeros
+	local zeros
 	zeros=$(printf '0%.0s' $(seq 64))
-	ncase=$((ncase + 1))
-	printf '%s\n' "hello features=$features" "expect HELLO" "offer s1 container=$vid ps_stream=1" \
-		"expect ACCEPT" "map t=u:39 mig=s:s1 data=b:0102030405060708 tag=b:$zeros size=u:4096" \
-		"expect ERROR $why" |
-		uniq_ids | pc_case "$name" pc_ssh n1 n2 --hmac-key "$key"
-	pc_clean n2 "$pid2"
-	pgrep -f "page-server.*$(fx_dir n2)" >/dev/null && t_fail "$name: a page server was left running on node2"
-	return 0
+	ps_case "$1" "" "hello features=$2" "expect HELLO" "offer s1 container=$vid ps_stream=1" "expect ACCEPT" \
+		"map t=u:39 mig=s:s1 data=b:0102030405060708 tag=b:$zeros size=u:4096" "expect ERROR $3"
 }
 
 t_log "a compressed page frame where the HELLOs agreed on no compression"
