@@ -6,6 +6,7 @@
  * into the frame reader's buffer; a close flushes, then shuts down our
  * side. */
 #include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "conn-internal.h"
@@ -343,7 +344,13 @@ static const xfer_conn_callbacks lifeline_cbs = {.message = lifeline_message, .c
 
 /* The next fd that came with the frame, as a pipe handle: a pipe or a unix
  * socket (what sshd gives its command), nothing else. */
+static int fd_nonblock(int fd) {
+        int fl = fcntl(fd, F_GETFL);
+        return fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ? -errno : 0;
+}
+
 static int take_pipe(uv_pipe_t *from, uv_pipe_t **ret, nm_error *err) {
+        uv_os_fd_t fd;
         uv_pipe_t *p;
         int r;
 
@@ -362,6 +369,11 @@ static int take_pipe(uv_pipe_t *from, uv_pipe_t **ret, nm_error *err) {
                 return nm_error_set(err, -EIO, "cannot take the session's pipe: %s", uv_strerror(r));
         }
         *ret = p;
+        /* libuv takes a received fd as it comes, and sshd's pipes block: a
+         * read of an empty one would hold the whole loop until the peer
+         * spoke again. */
+        if (uv_fileno((uv_handle_t *)p, &fd) < 0 || fd_nonblock(fd) < 0)
+                return nm_error_set(err, -EIO, "cannot make the session's pipe non-blocking");
         return 0;
 }
 

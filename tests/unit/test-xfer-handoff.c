@@ -374,6 +374,10 @@ static void test_dialer_gone_ends_session(void **state) {
         fds[1] = out[1];
         send_frame_with_fds(sock, &(proto_msg){.type = PROTO_MSG_RELAY_FDS}, fds, 2);
         RUN_UNTIL(&loop, a.session != NULL);
+        /* the agent's copies share these file descriptions: a blocking one
+         * would hold its loop in read() until the peer spoke again */
+        assert_true(fcntl(in[0], F_GETFL) & O_NONBLOCK);
+        assert_true(fcntl(out[1], F_GETFL) & O_NONBLOCK);
         /* dial-stdio reads the answer before it can go: unread bytes would
          * make its going a reset, not an EOF */
         uint8_t ack[64];
