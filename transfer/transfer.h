@@ -155,8 +155,9 @@ int xfer_conn_new_pair(uv_stream_t *in, uv_stream_t *out, const xfer_conn_callba
  * them) become *ret, a connection with cbs and userdata that the caller
  * takes for c. c's callbacks are not called again: c answers RELAY_FDS to
  * dial-stdio and stays open until *ret ends (then dial-stdio exits); if
- * dial-stdio goes first, *ret ends with -ECONNRESET. Fails, leaving c as it
- * was, when the frame did not come with exactly two pipes or sockets. fds
+ * dial-stdio goes first, *ret ends with -ECONNRESET. Fails, leaving c's
+ * callbacks as they were (the fds are closed), when the frame did not come
+ * with exactly two pipes or sockets. fds
  * that came with any other frame are closed once it has been handed out. */
 int xfer_conn_take_relay(xfer_conn *c, const xfer_conn_callbacks *cbs, void *userdata, nm_error *err,
                          xfer_conn **ret);

@@ -120,6 +120,19 @@ static void write_frame(int fd, const proto_msg *m) {
         assert_int_equal(loop_write(fd, b, n), 0);
 }
 
+/* The agent's side on a loop of its own, dial-stdio's on a thread, until
+ * both are done. */
+static void run_dial(agent_side *a, dialer *d) {
+        uv_loop_t loop;
+
+        assert_int_equal(uv_loop_init(&loop), 0);
+        agent_start(&loop, a, d->path);
+        assert_int_equal(pthread_create(&d->thread, NULL, dial_thread, d), 0);
+        (void)uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(pthread_join(d->thread, NULL), 0);
+        assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 /* Everything until EOF (at most max bytes). */
 static size_t read_to_eof(int fd, uint8_t *buf, size_t max) {
         size_t got = 0;
@@ -141,7 +154,6 @@ static void test_handoff_taken(void **state) {
         int in[2], out[2];
         uint8_t got[256];
         proto_msg pong = {};
-        uv_loop_t loop;
         (void)state;
 
         snprintf(path, sizeof(path), "%s/sock", dir);
@@ -150,12 +162,7 @@ static void test_handoff_taken(void **state) {
         write_frame(in[1], &(proto_msg){.type = PROTO_MSG_PING, .ping = {.seq = 77}});
         d.in_fd = in[0];
         d.out_fd = out[1];
-        assert_int_equal(uv_loop_init(&loop), 0);
-        agent_start(&loop, &a, path);
-        assert_int_equal(pthread_create(&d.thread, NULL, dial_thread, &d), 0);
-        (void)uv_run(&loop, UV_RUN_DEFAULT);
-        assert_int_equal(pthread_join(d.thread, NULL), 0);
-        assert_int_equal(uv_loop_close(&loop), 0);
+        run_dial(&a, &d);
 
         assert_int_equal(d.r, 1);
         assert_int_equal(a.take_status, 0);
@@ -189,7 +196,6 @@ static void test_handoff_refused(void **state) {
         dialer d = {.path = path};
         int in[2], out[2];
         uint8_t got[64];
-        uv_loop_t loop;
         (void)state;
 
         snprintf(path, sizeof(path), "%s/sock", dir);
@@ -198,12 +204,7 @@ static void test_handoff_refused(void **state) {
         assert_int_equal(write(in[1], "peer", 4), 4);
         d.in_fd = in[0];
         d.out_fd = out[1];
-        assert_int_equal(uv_loop_init(&loop), 0);
-        agent_start(&loop, &a, path);
-        assert_int_equal(pthread_create(&d.thread, NULL, dial_thread, &d), 0);
-        (void)uv_run(&loop, UV_RUN_DEFAULT);
-        assert_int_equal(pthread_join(d.thread, NULL), 0);
-        assert_int_equal(uv_loop_close(&loop), 0);
+        run_dial(&a, &d);
 
         assert_int_equal(d.r, 0);
         assert_string_equal(d.err.msg, "the agent answered: no such frame");
