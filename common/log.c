@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "sd.h"
 
@@ -129,34 +130,54 @@ size_t log_escape(const char *in, char *out, size_t size) {
         return len;
 }
 
-/* The message, formatted, then escaped on its way out. */
-static void fputs_escaped(const char *fmt, va_list ap) {
-        char small[1024], *msg = small, esc[5];
+/* fmt with its arguments, in small when it fits, else in memory of its own
+ * (*ret_free, to be freed). */
+static const char *format_msg(char *small, size_t size, char **ret_free, const char *fmt, va_list ap) {
         va_list copy;
         int n;
 
+        *ret_free = NULL;
         va_copy(copy, ap);
-        n = vsnprintf(small, sizeof(small), fmt, copy);
+        n = vsnprintf(small, size, fmt, copy);
         va_end(copy);
-        if (n >= (int)sizeof(small) && !(msg = malloc((size_t)n + 1)))
-                msg = small; /* out of memory: the message cut short */
-        else if (msg != small)
-                (void)vsnprintf(msg, (size_t)n + 1, fmt, ap);
-        for (const unsigned char *p = (const unsigned char *)msg; *p; p++) {
-                const char *e = escape_of(*p, esc);
-                if (*e)
-                        fputs(e, stderr);
-                else
-                        fputc(*p, stderr);
+        if (n < (int)size || !(*ret_free = malloc((size_t)n + 1)))
+                return small; /* fits, or out of memory: the message cut short */
+        (void)vsnprintf(*ret_free, (size_t)n + 1, fmt, ap);
+        return *ret_free;
+}
+
+/* The head, the escaped message and the newline leave in one write():
+ * lines of processes appending to one log file never interleave, and a line
+ * costs one system call, not one per byte (stderr has no buffer). */
+static void write_line(const char *head, const char *msg) {
+        char small[2048], *line = small;
+        size_t cap = sizeof(small), want = strlen(head) + log_escape(msg, NULL, 0) + 2, n;
+
+        if (want > cap) {
+                char *big = malloc(want);
+                if (big) { /* else the line is cut short */
+                        line = big;
+                        cap = want;
+                }
         }
-        if (msg != small)
-                free(msg);
+        n = strlen(head);
+        if (n > cap - 2)
+                n = cap - 2;
+        memcpy(line, head, n);
+        (void)log_escape(msg, line + n, cap - n - 1);
+        n += strlen(line + n);
+        line[n++] = '\n';
+        (void)fwrite(line, 1, n, stderr);
+        if (line != small)
+                free(line);
 }
 
 static void log_vwrite(log_level level, const char *ctx, const char *file, int line, const char *func,
                        const char *fmt, va_list ap) {
-        char stamp[32] = "";
+        char stamp[32] = "", head[512], small[1024], *msg_free;
+        const char *msg;
         int saved = errno;
+        size_t n;
 
         if (journal) {
                 va_list aq;
@@ -173,20 +194,22 @@ static void log_vwrite(log_level level, const char *ctx, const char *file, int l
                 struct tm tm;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 gmtime_r(&ts.tv_sec, &tm);
-                size_t n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+                n = strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
                 snprintf(stamp + n, sizeof(stamp) - n, ".%03ldZ ", ts.tv_nsec / 1000000);
         }
-        flockfile(stderr);
-        fprintf(stderr, "%s%s[%d] %s", stamp, ident, (int)getpid(), level_names[level]);
-        if (ctx)
-                fprintf(stderr, " [%s]", ctx);
-        if (max_level >= LOG_LEVEL_DEBUG)
-                fprintf(stderr, " (%s:%d %s)", strrchr(file, '/') ? strrchr(file, '/') + 1 : file, line,
-                        func);
-        fputs(": ", stderr);
-        fputs_escaped(fmt, ap);
-        fputc('\n', stderr);
-        funlockfile(stderr);
+        n = (size_t)snprintf(head, sizeof(head), "%s%s[%d] %s", stamp, ident, (int)getpid(),
+                             level_names[level]);
+        if (ctx && n < sizeof(head))
+                n += (size_t)snprintf(head + n, sizeof(head) - n, " [%s]", ctx);
+        if (max_level >= LOG_LEVEL_DEBUG && n < sizeof(head))
+                n += (size_t)snprintf(head + n, sizeof(head) - n, " (%s:%d %s)",
+                                      strrchr(file, '/') ? strrchr(file, '/') + 1 : file, line, func);
+        if (n < sizeof(head))
+                snprintf(head + n, sizeof(head) - n, ": ");
+        errno = saved; /* %m */
+        msg = format_msg(small, sizeof(small), &msg_free, fmt, ap);
+        write_line(head, msg);
+        free(msg_free);
         errno = saved;
 }
 

@@ -270,11 +270,52 @@ static void test_log_one_line(void **state) {
         unlink(path);
 }
 
+/* Each line leaves in one write(): on a SOCK_SEQPACKET socket as stderr,
+ * every write is a packet of its own. A short line, and one long enough
+ * (escaped) to need memory of its own. */
+static void test_log_line_one_write(void **state) {
+        static char long_msg[6000], got[16384];
+        int sv[2], saved = dup(STDERR_FILENO);
+        ssize_t n;
+        (void)state;
+
+        memset(long_msg, 'a', sizeof(long_msg) - 1);
+        long_msg[100] = '\n'; /* escaped as two bytes */
+        assert_true(saved >= 0);
+        /* Non-blocking: a line in pieces fills the socket and fails, not hangs. */
+        assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, sv), 0);
+        fflush(stderr);
+        assert_int_equal(dup2(sv[0], STDERR_FILENO), STDERR_FILENO);
+        log_set_timestamps(false);
+        log_ctx_info("m2", "short %d", 42);
+        log_info("%s", long_msg);
+        fflush(stderr);
+        assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+        close(saved);
+        close(sv[0]);
+
+        n = recv(sv[1], got, sizeof(got) - 1, MSG_DONTWAIT);
+        assert_true(n > 0);
+        got[n] = '\0';
+        assert_non_null(strstr(got, "[m2]: short 42\n"));
+        assert_int_equal(got[n - 1], '\n');
+        n = recv(sv[1], got, sizeof(got) - 1, MSG_DONTWAIT);
+        assert_true(n > (ssize_t)sizeof(long_msg));
+        got[n] = '\0';
+        assert_non_null(strstr(got, ": aaa"));
+        assert_non_null(strstr(got, "a\\na"));
+        assert_int_equal(got[n - 1], '\n');
+        assert_int_equal(got[n - 2], 'a');
+        assert_int_equal(recv(sv[1], got, sizeof(got), MSG_DONTWAIT), 0); /* the end, nothing more */
+        close(sv[1]);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_keeps_first_cause),
                 cmocka_unit_test(test_log_escape),
                 cmocka_unit_test(test_log_one_line),
+                cmocka_unit_test(test_log_line_one_write),
                 cmocka_unit_test(test_atomic_write_and_read),
                 cmocka_unit_test(test_io_buf_aligned),
                 cmocka_unit_test(test_symlinks_refused),
