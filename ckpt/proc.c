@@ -3,10 +3,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -217,9 +219,29 @@ static bool pid_gone(pid_t pid, uint64_t ticks) {
         return state == 'Z' || state == 'X';
 }
 
+/* Each task's pidfd (-1 where there is none), to wait on their exits. */
+static struct pollfd *exit_watch(const pid_t *pids, const uint64_t *ticks, size_t n) {
+        struct pollfd *p = calloc(n, sizeof(*p));
+
+        for (size_t i = 0; p && i < n; i++)
+                p[i] = (struct pollfd){
+                        .fd = ticks[i] ? (int)syscall(SYS_pidfd_open, pids[i], 0) : -1,
+                        .events = POLLIN,
+                };
+        return p;
+}
+
+static void exit_watch_free(struct pollfd *p, size_t n) {
+        for (size_t i = 0; p && i < n; i++)
+                if (p[i].fd >= 0)
+                        close(p[i].fd);
+        free(p);
+}
+
 int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
         _cleanup_free_ pid_t *pids = NULL;
         _cleanup_free_ uint64_t *ticks = NULL;
+        struct pollfd *watch;
         size_t n = 0;
         uint64_t deadline;
         int r;
@@ -243,23 +265,42 @@ int ckpt_kill_tree(pid_t root, uint64_t root_start_ticks, nm_error *err) {
         for (size_t i = 0; i < n; i++)
                 if (ticks[i] && kill(pids[i], SIGKILL) < 0 && errno != ESRCH)
                         return nm_error_errno(err, negative_errno(), "cannot kill pid %d", (int)pids[i]);
+        /* The source ends its stopped copy while the container is frozen on
+         * the target: woken by the exits (a pidfd is readable once its task
+         * has exited), not by the next look every 5 ms. /proc decides, as a
+         * pid may have been taken by another process before its pidfd. */
+        watch = exit_watch(pids, ticks, n);
         deadline = ckpt__now_usec() + KILL_WAIT_USEC;
         for (;;) {
                 size_t left = 0;
                 pid_t one = 0;
-                for (size_t i = 0; i < n; i++)
-                        if (ticks[i] && !pid_gone(pids[i], ticks[i])) {
-                                left++;
-                                one = pids[i];
+                for (size_t i = 0; i < n; i++) {
+                        if (!ticks[i])
+                                continue;
+                        if (pid_gone(pids[i], ticks[i])) {
+                                ticks[i] = 0;
+                                if (watch && watch[i].fd >= 0) {
+                                        close(watch[i].fd);
+                                        watch[i].fd = -1;
+                                }
+                                continue;
                         }
+                        left++;
+                        one = pids[i];
+                }
                 if (left == 0)
-                        return 0;
-                if (ckpt__now_usec() > deadline)
+                        break;
+                if (ckpt__now_usec() > deadline) {
+                        exit_watch_free(watch, n);
                         return nm_error_set(err, -ETIMEDOUT,
                                             "%zu process(es) of the tree of %d survived SIGKILL (e.g. %d)",
                                             left, (int)root, (int)one);
-                (void)nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
+                }
+                if (!watch || poll(watch, n, 5) < 0)
+                        (void)nanosleep(&(struct timespec){.tv_nsec = 5 * 1000 * 1000}, NULL);
         }
+        exit_watch_free(watch, n);
+        return 0;
 }
 
 /* PF_EXITING in the flags field of /proc/<pid>/stat (include/linux/sched.h). */
