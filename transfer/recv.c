@@ -9,11 +9,12 @@
  * canonical order once more). Files are created without a name (O_TMPFILE) in a
  * staging directory we create ourselves, named (never over an existing
  * name) once their SHA-256 matched, and sealed immutable: nothing can be
- * written outside staging, and no path ever leads to unchecked bytes. Data
- * is written with plain write() on the loop thread: it lands in the page
- * cache, and the slow part, fsync, runs on the threadpool, per file as soon
- * as the file is complete, overlapping with the next one. Any failure
- * removes the staging directory. */
+ * written outside staging, and no path ever leads to unchecked bytes. The
+ * loop checks and hashes; the writes run on the threadpool, in order
+ * (recv-write.c), and fsync too, per file as soon as the file is sealed,
+ * overlapping with the next one. When the writes fall behind, the caller
+ * stops reading the peer (xfer_recv_full()) until they caught up. Any
+ * failure removes the staging directory. */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -38,6 +39,29 @@ static_assert(PROTO_SHA256_LEN == CKPT_HMAC_HEX_LEN / 2, "FILE_MAC carries ckpt_
  * never-ending slow stream) ends like a silent one. Any real sender moves
  * this much in a fraction of a second. */
 #define XFER_RECV_PROGRESS_BYTES (64u * 1024u)
+
+/* How far the writes into staging may fall behind the stream before the
+ * caller stops reading, and where it reads on. In bytes, and in steps: each
+ * write holds a buffer of PROTO_DATA_MAX, however small its frame. */
+#define XFER_RECV_BEHIND_BYTES (8u * 1024u * 1024u)
+#define XFER_RECV_BEHIND_STEPS 64u
+#define XFER_RECV_CAUGHT_UP_BYTES (2u * 1024u * 1024u)
+#define XFER_RECV_CAUGHT_UP_STEPS 16u
+
+typedef enum xfer_recv_staging {
+        XFER_RECV_STAGING_ABSENT, /* not made yet, or removed */
+        XFER_RECV_STAGING_PRESENT,
+        XFER_RECV_STAGING_DOOMED, /* removed when the running batch of writes ends */
+        _XFER_RECV_STAGING_MAX,
+        _XFER_RECV_STAGING_INVALID = -EINVAL,
+} xfer_recv_staging;
+
+typedef enum xfer_recv_throttle {
+        XFER_RECV_READING,
+        XFER_RECV_THROTTLED, /* xfer_recv_full() said so; drained() ends it */
+        _XFER_RECV_THROTTLE_MAX,
+        _XFER_RECV_THROTTLE_INVALID = -EINVAL,
+} xfer_recv_throttle;
 
 typedef enum xfer_recv_state {
         XFER_RECV_EXPECT_FILE,
@@ -66,26 +90,24 @@ struct xfer_recv {
         uint64_t max_bytes, max_files, expected_bytes, idle_ms, progress_ms;
         xfer_progress_cb progress;
         int (*reserve)(void *userdata, uint64_t bytes, nm_error *err);
+        void (*drained)(void *userdata);
         void *userdata;
         xfer_recv_done_cb cb;
 
         int parent_fd, dir_fd, images_fd;
         char *name;
-        bool staging_removed;
+        xfer_recv_staging staging;
+        xfer_writer *w;
+        xfer_recv_throttle throttle;
 
         char last_image[PROTO_FILE_NAME_MAX + 1];
         bool have_image, images_hashed, metadata_done;
 
-        int fd;
-        int fd_dir;        /* where the file being received gets its name */
-        bool fd_anonymous; /* O_TMPFILE: no name until FILE_END checked it */
-        char file_name[PROTO_FILE_NAME_MAX + 1];
         char path[PROTO_PATH_MAX + 1];
         uint64_t size, got;
         EVP_MD_CTX *sha;
         bool file_mac;
         proto_zctx *zctx; /* ZDATA: made at the first one */
-        uint8_t *zbuf;    /* PROTO_DATA_MAX bytes */
 
         unsigned jobs_pending;
         uv_timer_t timer; /* idle deadline, then the deferred callback */
@@ -118,21 +140,22 @@ static void report_progress(xfer_recv *r, bool force) {
         r->progress(&p, r->userdata);
 }
 
-static void close_cur(xfer_recv *r) {
-        if (r->fd >= 0)
-                close(TAKE_FD(r->fd));
-}
-
+/* Now, or when the running batch of writes ends: a file it names while
+ * the directory is being removed would outlive the removal. */
 static void remove_staging(xfer_recv *r) {
-        if (r->staging_removed)
+        if (r->staging == XFER_RECV_STAGING_ABSENT)
                 return;
-        close_cur(r);
+        xfer__writer_cancel(r->w);
+        if (xfer__writer_busy(r->w)) {
+                r->staging = XFER_RECV_STAGING_DOOMED;
+                return;
+        }
         if (r->images_fd >= 0)
                 close(TAKE_FD(r->images_fd));
         if (r->dir_fd >= 0)
                 close(TAKE_FD(r->dir_fd));
         (void)rm_rf_at(r->parent_fd, r->name);
-        r->staging_removed = true;
+        r->staging = XFER_RECV_STAGING_ABSENT;
 }
 
 /* Ends the transfer. The callback runs from the timer, so never inside
@@ -148,6 +171,13 @@ static int recv_fail(xfer_recv *r, int code, const nm_error *err) {
         r->status = code;
         r->state = XFER_RECV_FAILED;
         remove_staging(r);
+        if (r->throttle == XFER_RECV_THROTTLED) {
+                /* Nothing more is written: a caller that stopped reading
+                 * for us must not wait for a drain that never comes. */
+                r->throttle = XFER_RECV_READING;
+                if (r->drained && !r->freed)
+                        r->drained(r->userdata);
+        }
         r->cb_pending = true;
         (void)uv_timer_stop(&r->timer);
         (void)uv_timer_start(&r->timer, timer_cb, 0, 0);
@@ -169,6 +199,8 @@ static void timer_cb(uv_timer_t *t) {
         nm_error e = {};
 
         if (r->cb_pending) {
+                if (r->staging == XFER_RECV_STAGING_DOOMED)
+                        return; /* writer_batch_done() starts us again */
                 r->cb_pending = false;
                 if (r->cb && !r->freed)
                         r->cb(r, r->status, &r->err, NULL, r->userdata);
@@ -176,6 +208,11 @@ static void timer_cb(uv_timer_t *t) {
         }
         if (r->ended || r->idle_ms == 0)
                 return;
+        if (r->throttle == XFER_RECV_THROTTLED) {
+                /* The peer waits for our writes, not we for it. */
+                r->last_activity_ms = r->last_msg_ms = uv_now(r->loop);
+                r->idle_check = XFER__IDLE_WATCHING;
+        }
         if (uv_now(r->loop) - r->last_activity_ms < r->idle_ms) {
                 (void)uv_timer_start(&r->timer, timer_cb, r->last_activity_ms + r->idle_ms - uv_now(r->loop),
                                      0);
@@ -217,7 +254,7 @@ static void sync_work(uv_work_t *w) {
         }
 }
 
-static int start_final_sync(xfer_recv *r);
+static void final_sync_maybe(xfer_recv *r);
 
 static void sync_done(uv_work_t *w, int status) {
         xfer_sync_job *j = container_of(w, xfer_sync_job, work);
@@ -239,19 +276,11 @@ static void sync_done(uv_work_t *w, int status) {
                 recv_fail(r, result, &e);
                 return;
         }
-        if (r->state != XFER_RECV_SYNCING)
-                return;
-        if (final) {
+        if (final && r->state == XFER_RECV_SYNCING) {
                 recv_succeed(r);
                 return;
         }
-        if (r->jobs_pending == 0) {
-                int q = start_final_sync(r);
-                if (q < 0) {
-                        nm_error_errno(&e, q, "cannot flush the received images to disk");
-                        recv_fail(r, q, &e);
-                }
-        }
+        final_sync_maybe(r);
 }
 
 /* Queues fsync+close of fds (taken over, also on failure). */
@@ -301,46 +330,73 @@ static int start_final_sync(xfer_recv *r) {
         return queue_sync(r, fds, n, true);
 }
 
+/* After IMAGES_DONE, once every file is written and flushed. */
+static void final_sync_maybe(xfer_recv *r) {
+        nm_error e = {};
+        int q;
+
+        if (r->state != XFER_RECV_SYNCING || r->jobs_pending > 0 || xfer__writer_busy(r->w))
+                return;
+        q = start_final_sync(r);
+        if (q < 0) {
+                nm_error_errno(&e, q, "cannot flush the received images to disk");
+                recv_fail(r, q, &e);
+        }
+}
+
+/* ---- the writes (recv-write.c) ----------------------------------------------- */
+
+static void writer_sealed(int fd, void *userdata) {
+        xfer_recv *r = userdata;
+        nm_error e = {};
+        int q;
+
+        if (r->ended) {
+                close(fd);
+                return;
+        }
+        q = queue_sync(r, &fd, 1, false);
+        if (q < 0) {
+                nm_error_errno(&e, q, "cannot flush a received image");
+                recv_fail(r, q, &e);
+        }
+}
+
+static void writer_batch_done(int status, const nm_error *err, void *userdata) {
+        xfer_recv *r = userdata;
+
+        if (r->staging == XFER_RECV_STAGING_DOOMED) {
+                remove_staging(r);
+                if (r->cb_pending)
+                        (void)uv_timer_start(&r->timer, timer_cb, 0, 0);
+        }
+        if (r->freed) {
+                recv_maybe_free(r);
+                return;
+        }
+        if (status < 0) {
+                recv_fail(r, status, err);
+                return;
+        }
+        if (r->ended)
+                return;
+        if (r->throttle == XFER_RECV_THROTTLED &&
+            !xfer__writer_above(r->w, XFER_RECV_CAUGHT_UP_BYTES, XFER_RECV_CAUGHT_UP_STEPS)) {
+                /* The peer's idle window starts again: it waited for us. */
+                r->last_activity_ms = r->last_msg_ms = xfer__now_ms(r->loop);
+                r->throttle = XFER_RECV_READING;
+                if (r->drained)
+                        r->drained(r->userdata);
+        }
+        final_sync_maybe(r);
+}
+
 /* ---- the messages ------------------------------------------------------------- */
 
 static int hash_error(nm_error *err, int code, const nm_error *he, const char *what) {
         if (he->msg[0])
                 return nm_error_set(err, code, "hashing %s failed: %s", what, he->msg);
         return nm_error_errno(err, code, "hashing %s failed", what);
-}
-
-/* A file is written without a name (O_TMPFILE) and named only once its
- * SHA-256 matched, then sealed (immutable): no path ever leads to bytes that
- * were not checked, so what CRIU reads is what was hashed, without a second
- * read pass. Where O_TMPFILE is missing, the name is made at once, O_EXCL. */
-static int open_anonymous(xfer_recv *r) {
-        r->fd = openat(r->fd_dir, ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
-        r->fd_anonymous = r->fd >= 0;
-        if (r->fd >= 0)
-                return 0;
-        if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
-                return negative_errno();
-        r->fd = openat(r->fd_dir, r->file_name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        return r->fd < 0 ? negative_errno() : 0;
-}
-
-static int publish_file(xfer_recv *r) {
-        char proc[64];
-        int q;
-
-        if (r->fd_anonymous) {
-                /* AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; /proc works without. */
-                q = linkat(r->fd, "", r->fd_dir, r->file_name, AT_EMPTY_PATH);
-                if (q < 0 && (errno == ENOENT || errno == EPERM)) {
-                        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", r->fd);
-                        q = linkat(AT_FDCWD, proc, r->fd_dir, r->file_name, AT_SYMLINK_FOLLOW);
-                }
-                if (q < 0)
-                        return negative_errno();
-                r->fd_anonymous = false;
-        }
-        q = fs_set_immutable(r->fd, true);
-        return q == -ENOTTY || q == -EOPNOTSUPP || q == -EPERM ? 0 : q;
 }
 
 static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
@@ -383,9 +439,11 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
                         return hash_error(err, q, &he, "images/");
                 r->images_hashed = true;
         }
-        r->fd_dir = kind == PROTO_PATH_IMAGE ? r->images_fd : r->dir_fd;
-        snprintf(r->file_name, sizeof(r->file_name), "%s", name);
-        q = open_anonymous(r);
+        /* Created without a name (O_TMPFILE), named and sealed immutable
+         * only once its SHA-256 matched: no path ever leads to bytes that
+         * were not checked, so what CRIU reads is what was hashed. */
+        q = xfer__writer_open(r->w, kind == PROTO_PATH_IMAGE ? XFER_WDIR_IMAGES : XFER_WDIR_TOP, f->path,
+                              name);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot create %s in the staging directory", f->path);
         q = ckpt_hmac_file_begin(r->hmac, f->path, f->size, &he);
@@ -405,18 +463,23 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         return 0;
 }
 
-static int on_bytes(xfer_recv *r, const uint8_t *p, size_t n, nm_error *err) {
+/* Hashed here, then written as it is: buf (a writer's buffer) is taken. */
+static int on_bytes(xfer_recv *r, uint8_t *buf, size_t n, nm_error *err) {
         nm_error he = {};
         int q;
 
-        q = loop_write(r->fd, p, n);
+        if (!r->file_mac && EVP_DigestUpdate(r->sha, buf, n) != 1) {
+                xfer__writer_unget(r->w, buf);
+                return nm_error_set(err, -EIO, "SHA-256 failed");
+        }
+        q = ckpt_hmac_update(r->hmac, buf, n, &he);
+        if (q < 0) {
+                xfer__writer_unget(r->w, buf);
+                return hash_error(err, q, &he, r->path);
+        }
+        q = xfer__writer_write(r->w, buf, n);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
-        if (!r->file_mac && EVP_DigestUpdate(r->sha, p, n) != 1)
-                return nm_error_set(err, -EIO, "SHA-256 failed");
-        q = ckpt_hmac_update(r->hmac, p, n, &he);
-        if (q < 0)
-                return hash_error(err, q, &he, r->path);
         r->got += n;
         r->res.bytes += n;
         r->window_bytes += n; /* file bytes, plain or decompressed: progress */
@@ -433,11 +496,20 @@ static int check_more(xfer_recv *r, const char *what, uint64_t n, nm_error *err)
 }
 
 static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
+        uint8_t *buf;
         int q = check_more(r, "DATA", d->data.len, err);
-        return q < 0 ? q : on_bytes(r, d->data.ptr, d->data.len, err);
+
+        if (q < 0)
+                return q;
+        buf = xfer__writer_buf(r->w);
+        if (!buf)
+                return nm_error_set(err, -ENOMEM, "cannot buffer %s", r->path);
+        memcpy(buf, d->data.ptr, d->data.len);
+        return on_bytes(r, buf, d->data.len, err);
 }
 
 static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
+        uint8_t *buf;
         int q;
 
         /* The announced size is checked before anything is decoded. */
@@ -446,23 +518,23 @@ static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
                 return q;
         if (!r->zctx && proto_zctx_new(XFER_ZSTD_LEVEL, &r->zctx) < 0)
                 return nm_error_set(err, -ENOMEM, "cannot set up zstd");
-        if (!r->zbuf && !(r->zbuf = malloc(PROTO_DATA_MAX)))
-                return nm_error_set(err, -ENOMEM, "cannot set up zstd");
-        q = proto_zdata_decompress(r->zctx, d, r->zbuf, PROTO_DATA_MAX, err);
-        if (q < 0)
+        buf = xfer__writer_buf(r->w);
+        if (!buf)
+                return nm_error_set(err, -ENOMEM, "cannot buffer %s", r->path);
+        q = proto_zdata_decompress(r->zctx, d, buf, PROTO_DATA_MAX, err);
+        if (q < 0) {
+                xfer__writer_unget(r->w, buf);
                 return nm_error_prefix(err, "refusing %s", r->path);
-        return on_bytes(r, r->zbuf, d->size, err);
+        }
+        return on_bytes(r, buf, d->size, err);
 }
 
-/* The file is complete and checked: name it, flush it in the background. */
+/* The file is complete and checked: name it once it is written, then
+ * flush it in the background (writer_sealed()). */
 static int file_done(xfer_recv *r, nm_error *err) {
-        int q = publish_file(r);
+        int q = xfer__writer_seal(r->w);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot name %s in the staging directory", r->path);
-        q = queue_sync(r, &r->fd, 1, false);
-        r->fd = -EBADF;
-        if (q < 0)
-                return nm_error_errno(err, q, "cannot flush %s", r->path);
         r->res.files++;
         r->state = XFER_RECV_EXPECT_FILE;
         return 0;
@@ -620,8 +692,14 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                 r->window_bytes = 0;
                 r->idle_check = XFER__IDLE_WATCHING;
         }
+        if (xfer__writer_above(r->w, XFER_RECV_BEHIND_BYTES, XFER_RECV_BEHIND_STEPS))
+                r->throttle = XFER_RECV_THROTTLED;
         report_progress(r, false);
         return 0;
+}
+
+bool xfer_recv_full(const xfer_recv *r) {
+        return r && !r->ended && r->throttle == XFER_RECV_THROTTLED;
 }
 
 void xfer_recv_progress(xfer_recv *r, size_t n) {
@@ -651,7 +729,7 @@ void xfer_recv_abort(xfer_recv *r, int status, const nm_error *err) {
 /* ---- lifetime ----------------------------------------------------------------- */
 
 static void recv_release(xfer_recv *r) {
-        close_cur(r);
+        xfer__writer_free(r->w);
         if (r->images_fd >= 0)
                 close(r->images_fd);
         if (r->dir_fd >= 0)
@@ -661,7 +739,6 @@ static void recv_release(xfer_recv *r) {
         EVP_MD_CTX_free(r->sha);
         ckpt_hmac_free(r->hmac);
         proto_zctx_free(r->zctx);
-        free(r->zbuf);
         free(r->mig);
         free(r->name);
         free(r);
@@ -674,7 +751,7 @@ static void timer_closed_cb(uv_handle_t *h) {
 }
 
 static void recv_maybe_free(xfer_recv *r) {
-        if (!r->freed || r->jobs_pending > 0)
+        if (!r->freed || r->jobs_pending > 0 || xfer__writer_busy(r->w))
                 return;
         if (r->timer_open) {
                 if (!uv_is_closing((uv_handle_t *)&r->timer))
@@ -711,7 +788,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         if (!r)
                 return -ENOMEM;
         r->loop = loop;
-        r->fd = r->dir_fd = r->images_fd = -EBADF;
+        r->dir_fd = r->images_fd = -EBADF;
         r->max_bytes = o->max_bytes;
         r->max_files = o->max_files ? o->max_files : XFER_RECV_MAX_FILES;
         r->expected_bytes = o->expected_bytes;
@@ -720,6 +797,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->progress = o->progress;
         r->file_mac = o->file_mac;
         r->reserve = o->reserve;
+        r->drained = o->drained;
         r->userdata = userdata;
         r->cb = cb;
         r->name = strdup(name);
@@ -727,7 +805,6 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->sha = EVP_MD_CTX_new();
         r->parent_fd = fcntl(parent_fd, F_DUPFD_CLOEXEC, 3);
         q = r->parent_fd < 0 ? negative_errno() : ckpt_hmac_new(o->key, o->key_len, &r->hmac);
-        r->staging_removed = true; /* nothing of ours exists yet */
         if (!r->name || (o->mig && !r->mig) || !r->sha || q < 0) {
                 q = q < 0 ? q : -ENOMEM;
                 recv_release(r);
@@ -739,12 +816,18 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
                 recv_release(r);
                 return nm_error_errno(err, q, "cannot create staging directory '%s'", name);
         }
-        r->staging_removed = false;
+        r->staging = XFER_RECV_STAGING_PRESENT;
         r->dir_fd = openat(r->parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (r->dir_fd >= 0 && mkdirat(r->dir_fd, "images", 0700) == 0)
                 r->images_fd = openat(r->dir_fd, "images", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (r->images_fd < 0) {
+        if (r->images_fd < 0)
                 q = negative_errno();
+        else
+                q = xfer__writer_new(
+                        loop, r->dir_fd, r->images_fd,
+                        &(xfer_writer_callbacks){.sealed = writer_sealed, .batch_done = writer_batch_done},
+                        r, &r->w);
+        if (q < 0) {
                 remove_staging(r);
                 recv_release(r);
                 return nm_error_errno(err, q, "cannot set up staging directory '%s'", name);

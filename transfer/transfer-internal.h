@@ -3,6 +3,8 @@
 
 /* Declarations shared by transfer/'s files; not part of the public API. */
 
+#include <errno.h>
+
 #include <libssh2.h>
 
 #include "transfer.h"
@@ -64,6 +66,47 @@ bool xfer__channels_step(xfer_ssh_io *io);
 /* Asks every channel to end (status < 0), e.g. when the session closes;
  * the next step finishes them. */
 void xfer__channels_cancel(xfer_ssh_io *io, int status);
+
+/* ---- recv-write.c: the receiver's writes, off the loop ---------------------- */
+
+typedef struct xfer_writer xfer_writer;
+
+typedef enum xfer_wdir {
+        XFER_WDIR_TOP,    /* the staging directory itself */
+        XFER_WDIR_IMAGES, /* its images/ */
+        _XFER_WDIR_MAX,
+        _XFER_WDIR_INVALID = -EINVAL,
+} xfer_wdir;
+
+typedef struct xfer_writer_callbacks {
+        /* A file is written, named and sealed: fd is the callee's. */
+        void (*sealed)(int fd, void *userdata);
+        /* A batch ended: status < 0 (err says what) when a step failed or
+         * the writer was cancelled; nothing more is written then. */
+        void (*batch_done)(int status, const nm_error *err, void *userdata);
+} xfer_writer_callbacks;
+
+/* The writer keeps its own copies of the two directories' descriptors. */
+int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const xfer_writer_callbacks *cbs,
+                     void *userdata, xfer_writer **ret);
+/* Only while no batch runs (xfer__writer_busy() false). */
+xfer_writer *xfer__writer_free(xfer_writer *w);
+/* A buffer of PROTO_DATA_MAX bytes for one write, or NULL; given back by
+ * xfer__writer_write() or xfer__writer_unget(). */
+uint8_t *xfer__writer_buf(xfer_writer *w);
+void xfer__writer_unget(xfer_writer *w, uint8_t *buf);
+/* The steps, run in this order: create the file path (whose last component
+ * is name) in dir without a name; write buf (taken, also on failure); name
+ * it and seal it immutable. < 0: the writer has failed. */
+int xfer__writer_open(xfer_writer *w, xfer_wdir dir, const char *path, const char *name);
+int xfer__writer_write(xfer_writer *w, uint8_t *buf, size_t len);
+int xfer__writer_seal(xfer_writer *w);
+/* At least this many bytes or steps wait or run. */
+bool xfer__writer_above(const xfer_writer *w, size_t bytes, size_t ops);
+/* A batch is the thread's: the staging directory must not be removed. */
+bool xfer__writer_busy(const xfer_writer *w);
+/* Drops the waiting steps and stops a running batch at its next step. */
+void xfer__writer_cancel(xfer_writer *w);
 
 /* ---- conn.c ---------------------------------------------------------------- */
 

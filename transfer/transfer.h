@@ -320,6 +320,9 @@ typedef struct xfer_recv_options {
          * the transfer. A quota on what lands in staging, across whatever
          * the caller receives at once. */
         int (*reserve)(void *userdata, uint64_t bytes, nm_error *err);
+        /* Optional: the writes into staging caught up after
+         * xfer_recv_full() said stop; the peer may be read again. */
+        void (*drained)(void *userdata);
 } xfer_recv_options;
 
 /* Creates the staging directory name (one component) below parent_fd, mode
@@ -329,8 +332,9 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
 
 /* Feeds one FILE, DATA, ZDATA, FILE_END, FILE_MAC or IMAGES_DONE message
  * (others: -EPROTO).
- * Returns < 0 when the stream is refused: the staging directory is then
- * already removed, err says why, and cb runs later with the same error.
+ * Returns < 0 when the stream is refused: err says why, and cb runs later
+ * with the same error, once the staging directory is removed (at once, or
+ * when the batch of writes running on the threadpool has ended).
  * After IMAGES_DONE has been verified the files and directories are fsynced
  * on the threadpool and cb runs with 0: the staging directory is then a
  * complete checkpoint directory with checkpoint.hmac, and it is the
@@ -341,6 +345,11 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *msg, nm_error *err);
  * page server while CRIU dumps): the sender is making progress, which the
  * idle timeout must see. */
 void xfer_recv_progress(xfer_recv *r, size_t n);
+
+/* The writes into staging run on the threadpool, and they are far behind
+ * what was fed: stop reading the peer until the drained callback. A caller
+ * that reads on anyway grows the receiver's memory, nothing worse. */
+bool xfer_recv_full(const xfer_recv *r);
 
 /* Ends the transfer (dropped connection, ABORT from the peer, ...): removes
  * staging; cb runs with status. Harmless after the end. */

@@ -66,11 +66,18 @@ static void dst_detach_conn(mig *m) {
 
 static void dst_staging_maybe_complete(mig *m);
 
-/* The session waited while a relay to our CRIU had PS_RELAY_HIGH queued:
- * read on. */
+/* The session waited while a relay to our CRIU had PS_RELAY_HIGH queued,
+ * or the staging writes fell behind: read on once none of them is full. */
 static void dst_session_take(mig *m) {
+        if ((m->relay && ps_relay_full(m->relay)) || (m->page_link && ps_link_full(m->page_link)) ||
+            (m->recv && xfer_recv_full(m->recv)))
+                return;
         if (m->peer_cc && m->peer_cc->conn)
                 xfer_conn_hold_reading(m->peer_cc->conn, false);
+}
+
+static void dst_recv_drained(void *userdata) {
+        dst_session_take(userdata);
 }
 
 /* ---- OFFER ---- */
@@ -681,6 +688,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
                 .reserve = dst_reserve,
+                .drained = dst_recv_drained,
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
@@ -1360,9 +1368,13 @@ void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
                 return;
         }
         if (xfer_recv_feed(m->recv, msg, &err) < 0) {
-                /* The sink removed staging; its callback ends the migration. */
+                /* The sink removes staging; its callback ends the migration. */
                 log_ctx_error(m->id, "refusing the image stream: %s", err.msg);
+                return;
         }
+        /* Frames must not pile up in memory while staging writes lag. */
+        if (xfer_recv_full(m->recv))
+                xfer_conn_hold_reading(cc->conn, true);
 }
 
 void mig_dst_restore(ctl_conn *cc, const char *id) {

@@ -94,6 +94,8 @@ static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_re
         u->status = status;
         if (status < 0 && (!err || !err->msg[0]))
                 die("refused without a reason", NULL);
+        if (status < 0 && faccessat(parent_fd, STAGING, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                die("staging still there when the refusal was reported", NULL);
         if (status == 0) {
                 if (!res)
                         die("success without a result", NULL);
@@ -172,8 +174,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         if (xfer_recv_feed(r, &m, &err) < 0) {
                                 if (!err.msg[0])
                                         die("a refused message without a reason", NULL);
-                                if (faccessat(parent_fd, STAGING, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
-                                        die("staging left after a refusal", err.msg);
                                 refused = true;
                                 break;
                         }
@@ -183,6 +183,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         }
                 }
         (void)uv_run(&loop, UV_RUN_DEFAULT);
+        /* Removed before the report, once a running batch of writes ended. */
+        if (refused && faccessat(parent_fd, STAGING, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+                die("staging left after a refusal", err.msg);
         if ((refused || done) && u.calls != 1)
                 die("the sink did not report exactly once", NULL);
         if (!refused && !done && u.calls != 0)

@@ -98,6 +98,13 @@ static void take_session(session *s, xfer_conn *c) {
         fflush(stdout);
 }
 
+/* The staging writes caught up: read the peer again. */
+static void on_drained(void *ud) {
+        session *s = ud;
+        if (s->c)
+                xfer_conn_hold_reading(s->c, false);
+}
+
 static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
         session *s = ud;
         nm_error e = {};
@@ -124,6 +131,7 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
                         .mig = mig,
                         .idle_timeout_ms = s->srv->idle_ms,
                         .file_mac = s->srv->file_mac,
+                        .drained = on_drained,
                 };
                 if (m->type != PROTO_MSG_FILE || !mig) {
                         report(s, -EPROTO, "the stream did not start with FILE", NULL);
@@ -139,7 +147,8 @@ static void on_message(xfer_conn *c, const proto_msg *m, void *ud) {
                 }
         }
         /* A refusal reaches recv_done, which answers the peer. */
-        (void)xfer_recv_feed(s->r, m, &e);
+        if (xfer_recv_feed(s->r, m, &e) == 0 && xfer_recv_full(s->r))
+                xfer_conn_hold_reading(c, true);
 }
 
 static void on_closed(xfer_conn *c, int status, const nm_error *err, void *ud) {

@@ -2,8 +2,10 @@
 /* The receiving sink fed hostile sequences directly, without a network:
  * every refusal removes the staging directory, reports once, and nothing
  * lands outside staging. */
+#include <signal.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "test-time.h"
@@ -18,6 +20,8 @@ typedef struct fixture {
         ckpt_hmac *reference; /* computes what an honest sender sends (ckpt's HMAC) */
         xfer_recv *r;
         int calls, status;
+        int drained_calls;
+        bool staging_at_cb; /* staging existed when a failure was reported */
         nm_error err;
         xfer_recv_result res;
 } fixture;
@@ -28,10 +32,19 @@ static void done_cb(xfer_recv *r, int status, const nm_error *err, const xfer_re
         assert_ptr_equal(r, f->r);
         f->calls++;
         f->status = status;
+        if (status < 0)
+                f->staging_at_cb = t_exists_at(f->parent_fd, "staging");
         if (err)
                 f->err = *err;
         if (res)
                 f->res = *res;
+}
+
+static void drained_cb(void *userdata) {
+        fixture *f = userdata;
+        f->drained_calls++;
+        /* Said once the writes caught up, or when nothing more is written. */
+        assert_false(xfer_recv_full(f->r));
 }
 
 static bool setup_file_mac;
@@ -60,6 +73,7 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
                 .max_bytes = max_bytes,
                 .max_files = setup_max_files,
                 .file_mac = setup_file_mac,
+                .drained = drained_cb,
         };
         setup_max_files = 0; /* for this test only */
         assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &f->r), 0);
@@ -158,12 +172,15 @@ static int feed_done(fixture *f, uint64_t files, uint64_t bytes, const char *hma
                                 .images_done = {.mig = MIG, .hmac = hmac, .files = files, .bytes = bytes}});
 }
 
-/* The failure was reported once, from the loop, and staging is gone. */
+/* The failure was reported once, from the loop, and staging was gone by
+ * then (a batch of writes still running when the stream was refused ends
+ * first). */
 static void assert_refused(fixture *f, int code) {
         assert_int_equal(f->calls, 0); /* never from inside feed */
-        assert_false(t_exists_at(f->parent_fd, "staging"));
         (void)uv_run(&f->loop, UV_RUN_DEFAULT);
         assert_int_equal(f->calls, 1);
+        assert_false(f->staging_at_cb);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
         assert_int_equal(f->status, code);
         assert_true(f->err.msg[0] != '\0');
         /* Further input is refused and reports nothing more. */
@@ -193,10 +210,13 @@ static void test_good_stream(void **state) {
                 assert_int_equal(feed_file_hdr(f, "images/pages-1.img", sizeof(big)), 0);
                 for (size_t off = 0; off < sizeof(big); off += 65536)
                         assert_int_equal(feed_data(f, big + off, MIN(65536, sizeof(big) - off)), 0);
-                /* Before its digest is checked a file has no name: nothing
-                 * can change the bytes that are being hashed. */
+                /* Before its digest is checked a file has no name, even
+                 * once its bytes are written: nothing can change the bytes
+                 * that are being hashed. */
+                (void)uv_run(&f->loop, UV_RUN_DEFAULT);
                 assert_false(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
                 assert_int_equal(feed_end(f, sha), 0);
+                (void)uv_run(&f->loop, UV_RUN_DEFAULT);
                 assert_true(t_exists_at(f->parent_fd, "staging/images/pages-1.img"));
         }
         assert_int_equal(feed_file(f, "metadata.json", meta, sizeof(meta) - 1), 0);
@@ -679,9 +699,126 @@ static void test_free_midway(void **state) {
         fixture *f = *state;
         assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
         f->r = xfer_recv_free(f->r);
-        assert_false(t_exists_at(f->parent_fd, "staging"));
         (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
         assert_int_equal(f->calls, 0);
+}
+
+/* ---- the writes, on the threadpool ---- */
+
+#define BEHIND_MIB 12 /* beyond what the receiver lets the writes lag (8 MiB) */
+
+/* Feeds one file of BEHIND_MIB MiB in 1 MiB DATA frames without running the
+ * loop, so no batch of writes can be reported done meanwhile: returns the
+ * frame after which xfer_recv_full() first said stop, or 0. */
+static size_t feed_behind(fixture *f, const uint8_t *mib, uint8_t sha[32]) {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        size_t full_at = 0;
+
+        assert_non_null(ctx);
+        assert_int_equal(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+        if (!reference_dir_done) {
+                ckpt_hmac_dir(f->reference, "images", NULL);
+                reference_dir_done = true;
+        }
+        ckpt_hmac_file_begin(f->reference, "images/pages-1.img", (uint64_t)BEHIND_MIB << 20, NULL);
+        assert_int_equal(feed_file_hdr(f, "images/pages-1.img", (uint64_t)BEHIND_MIB << 20), 0);
+        for (size_t i = 1; i <= BEHIND_MIB; i++) {
+                assert_int_equal(feed_data(f, mib, 1u << 20), 0);
+                ckpt_hmac_update(f->reference, mib, 1u << 20, NULL);
+                assert_int_equal(EVP_DigestUpdate(ctx, mib, 1u << 20), 1);
+                if (!full_at && xfer_recv_full(f->r))
+                        full_at = i;
+        }
+        assert_int_equal(EVP_DigestFinal_ex(ctx, sha, NULL), 1);
+        EVP_MD_CTX_free(ctx);
+        return full_at;
+}
+
+/* The loop hashes and queues; the writes follow on the threadpool. A
+ * stream that outruns them is told to wait (the caller stops reading the
+ * peer) and to read on once they caught up, and every byte still lands. */
+static void test_writes_behind_say_stop(void **state) {
+        fixture *f = *state;
+        uint8_t *mib = malloc(1u << 20), sha[32], meta[] = "{}";
+        char *data = NULL;
+        size_t full_at, len = 0;
+        int sfd;
+
+        assert_non_null(mib);
+        t_fill(mib, 1u << 20, 3);
+        reference_dir_done = false;
+        full_at = feed_behind(f, mib, sha);
+        /* Nothing was reported written, so it said stop at 8 MiB. */
+        assert_int_equal(full_at, 8);
+        assert_true(xfer_recv_full(f->r));
+        assert_int_equal(f->drained_calls, 0);
+        assert_int_equal(feed_end(f, sha), 0);
+        assert_int_equal(feed_file(f, "metadata.json", meta, 2), 0);
+        assert_int_equal(feed_done(f, 2, ((uint64_t)BEHIND_MIB << 20) + 2, NULL), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->drained_calls, 1);
+        assert_false(xfer_recv_full(f->r));
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, 0);
+        sfd = openat_dir_beneath(f->parent_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_int_equal(read_file_at(sfd, "images/pages-1.img", (size_t)BEHIND_MIB << 20, &data, &len), 0);
+        assert_int_equal(len, (size_t)BEHIND_MIB << 20);
+        for (size_t i = 0; i < BEHIND_MIB; i++)
+                assert_memory_equal(data + (i << 20), mib, 1u << 20);
+        free(data);
+        close(sfd);
+        f->r = xfer_recv_free(f->r);
+        assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
+        free(mib);
+}
+
+/* A write the file system refuses (here: past RLIMIT_FSIZE, as a full disk
+ * would) ends the transfer with the file's name and the reason; staging is
+ * gone before the report, and a caller told to wait is let go. */
+static void test_write_refused(void **state) {
+        fixture *f = *state;
+        uint8_t *mib = malloc(1u << 20), sha[32];
+        struct rlimit old, lim = {.rlim_cur = 3u << 20};
+        void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+
+        assert_non_null(mib);
+        t_fill(mib, 1u << 20, 4);
+        assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+        lim.rlim_max = old.rlim_max;
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+        reference_dir_done = false;
+        assert_int_equal(feed_behind(f, mib, sha), 8);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+        (void)signal(SIGXFSZ, old_xfsz);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -EFBIG);
+        printf("# %s\n", f->err.msg);
+        assert_non_null(strstr(f->err.msg, "cannot write images/pages-1.img in the staging directory"));
+        assert_false(f->staging_at_cb);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+        assert_int_equal(f->drained_calls, 1);
+        assert_false(xfer_recv_full(f->r));
+        assert_int_equal(feed_end(f, sha), -ESTALE);
+        free(mib);
+}
+
+/* Freed while a batch of writes still runs: staging goes once it ended. */
+static void test_free_while_writing(void **state) {
+        fixture *f = *state;
+        uint8_t *mib = malloc(1u << 20), sha[32];
+
+        assert_non_null(mib);
+        t_fill(mib, 1u << 20, 5);
+        reference_dir_done = false;
+        assert_int_equal(feed_behind(f, mib, sha), 8);
+        f->r = xfer_recv_free(f->r);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+        assert_int_equal(f->calls, 0);
+        free(mib);
 }
 
 /* The key is what every check below rests on: no sink without one. */
@@ -867,6 +1004,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_file_limit, setup_two_files, teardown),
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_writes_behind_say_stop, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_free_while_writing, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_key_required, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_file_mac_and_zstd_stream, setup_mac, teardown),
                 cmocka_unit_test_setup_teardown(test_wrong_file_mac, setup_mac, teardown),
