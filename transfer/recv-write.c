@@ -8,11 +8,12 @@
  * the next frames meanwhile. So the loop only hashes; what it checked
  * goes here as an ordered list of steps (create a file, write a buffer,
  * name and seal the file), run in batches on the threadpool, one batch at
- * a time, in order. The loop owns the list; a running batch is the
- * thread's until its completion runs on the loop. The writer holds its own
- * copies of the staging directories' descriptors, so the receiver may close
- * its own at any time; it must not remove the directory while a batch
- * runs (a file named meanwhile would survive the removal). */
+ * a time, in order. Frames that arrive while a batch runs fill the last
+ * waiting buffer before a new one is taken: one write per MiB, and a few
+ * buffers that are used again instead of fresh memory for every frame. The loop owns the list; a running
+ * batch is the thread's until its completion runs on the loop. The writer holds its own copies of the
+ * staging directories' descriptors, so the receiver may close its own at any time; it must not remove the
+ * directory while a batch runs (a file named meanwhile would survive the removal). */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -70,6 +71,9 @@ struct xfer_writer {
         uv_work_t work;
 
         xfer_wop *pending, **pending_tail; /* the loop's */
+        xfer_wop *last_write;              /* the last of pending, when it is a WRITE */
+        xfer_wop *fresh;                   /* a WRITE of buffer, not queued yet */
+        xfer_wop *filling;                 /* where the last space went: last_write or fresh */
         xfer_wop *running;                 /* the batch's while RUNNING */
         size_t queued_bytes, queued_ops;   /* pending and running */
         xfer_wbuf *spare;
@@ -192,6 +196,7 @@ static void drop_queued(xfer_writer *w) {
         ops_free(w, TAKE_PTR(w->pending));
         ops_free(w, TAKE_PTR(w->running));
         w->pending_tail = &w->pending;
+        w->last_write = NULL;
         w->queued_bytes = w->queued_ops = 0;
 }
 
@@ -203,6 +208,7 @@ static int batch_start(xfer_writer *w) {
                 return 0;
         w->running = TAKE_PTR(w->pending);
         w->pending_tail = &w->pending;
+        w->last_write = NULL;
         w->state = XFER_WRITER_RUNNING;
         if (uv_queue_work(w->loop, &w->work, batch_work, batch_done) < 0) {
                 w->state = XFER_WRITER_FAILED;
@@ -262,6 +268,7 @@ static int op_push(xfer_writer *w, xfer_wop *op) {
         op->next = NULL;
         *w->pending_tail = op;
         w->pending_tail = &op->next;
+        w->last_write = op->kind == XFER_WOP_WRITE ? op : NULL;
         w->queued_ops++;
         w->queued_bytes += op->len;
         return batch_start(w);
@@ -276,7 +283,7 @@ static xfer_wop *op_new(xfer_wop_kind kind) {
         return op;
 }
 
-uint8_t *xfer__writer_buf(xfer_writer *w) {
+static uint8_t *buf_get(xfer_writer *w) {
         xfer_wbuf *b = w->spare;
 
         if (!b)
@@ -286,8 +293,41 @@ uint8_t *xfer__writer_buf(xfer_writer *w) {
         return (uint8_t *)b;
 }
 
-void xfer__writer_unget(xfer_writer *w, uint8_t *buf) {
-        buf_put(w, buf);
+uint8_t *xfer__writer_space(xfer_writer *w, size_t len) {
+        xfer_wop *op = w->last_write;
+
+        assert(len <= PROTO_DATA_MAX);
+        w->filling = NULL;
+        if (op && PROTO_DATA_MAX - op->len >= len) {
+                /* Still waiting: no batch has it, and none starts before
+                 * the running one ends, which is a turn of the loop away. */
+                w->filling = op;
+                return op->buf + op->len;
+        }
+        if (!w->fresh) {
+                op = op_new(XFER_WOP_WRITE);
+                if (!op || !(op->buf = buf_get(w))) {
+                        free(op);
+                        return NULL;
+                }
+                w->fresh = op;
+        }
+        w->filling = w->fresh;
+        return w->fresh->buf;
+}
+
+int xfer__writer_commit(xfer_writer *w, size_t len) {
+        xfer_wop *op = TAKE_PTR(w->filling);
+
+        assert(op);
+        if (op != w->fresh) {
+                op->len += len;
+                w->queued_bytes += len;
+                return 0;
+        }
+        w->fresh = NULL;
+        op->len = len;
+        return op_push(w, op);
 }
 
 int xfer__writer_open(xfer_writer *w, xfer_wdir dir, const char *path, const char *name) {
@@ -305,18 +345,6 @@ int xfer__writer_open(xfer_writer *w, xfer_wdir dir, const char *path, const cha
         }
         op->dir = dir;
         op->name = op->path + off;
-        return op_push(w, op);
-}
-
-int xfer__writer_write(xfer_writer *w, uint8_t *buf, size_t len) {
-        xfer_wop *op = op_new(XFER_WOP_WRITE);
-
-        if (!op) {
-                buf_put(w, buf);
-                return -ENOMEM;
-        }
-        op->buf = buf;
-        op->len = len;
         return op_push(w, op);
 }
 
@@ -340,6 +368,7 @@ void xfer__writer_cancel(xfer_writer *w) {
                 /* The batch stops at its next step; its completion says so. */
                 ops_free(w, TAKE_PTR(w->pending));
                 w->pending_tail = &w->pending;
+                w->last_write = NULL;
                 atomic_store(&w->cancelled, true);
                 return;
         }
@@ -352,6 +381,7 @@ xfer_writer *xfer__writer_free(xfer_writer *w) {
                 return NULL;
         assert(w->state != XFER_WRITER_RUNNING);
         drop_queued(w);
+        ops_free(w, w->fresh);
         if (w->fd >= 0)
                 close(w->fd);
         for (size_t i = 0; i < _XFER_WDIR_MAX; i++)

@@ -463,21 +463,17 @@ static int on_file(xfer_recv *r, const proto_file *f, nm_error *err) {
         return 0;
 }
 
-/* Hashed here, then written as it is: buf (a writer's buffer) is taken. */
-static int on_bytes(xfer_recv *r, uint8_t *buf, size_t n, nm_error *err) {
+/* Hashed here, in the writer's space, then queued to be written as it is. */
+static int on_bytes(xfer_recv *r, const uint8_t *buf, size_t n, nm_error *err) {
         nm_error he = {};
         int q;
 
-        if (!r->file_mac && EVP_DigestUpdate(r->sha, buf, n) != 1) {
-                xfer__writer_unget(r->w, buf);
+        if (!r->file_mac && EVP_DigestUpdate(r->sha, buf, n) != 1)
                 return nm_error_set(err, -EIO, "SHA-256 failed");
-        }
         q = ckpt_hmac_update(r->hmac, buf, n, &he);
-        if (q < 0) {
-                xfer__writer_unget(r->w, buf);
+        if (q < 0)
                 return hash_error(err, q, &he, r->path);
-        }
-        q = xfer__writer_write(r->w, buf, n);
+        q = xfer__writer_commit(r->w, n);
         if (q < 0)
                 return nm_error_errno(err, q, "cannot write %s in the staging directory", r->path);
         r->got += n;
@@ -501,7 +497,10 @@ static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
 
         if (q < 0)
                 return q;
-        buf = xfer__writer_buf(r->w);
+        if (d->data.len > PROTO_DATA_MAX)
+                return nm_error_set(err, -EBADMSG, "DATA of %zu bytes for %s, more than a frame holds",
+                                    d->data.len, r->path);
+        buf = xfer__writer_space(r->w, d->data.len);
         if (!buf)
                 return nm_error_set(err, -ENOMEM, "cannot buffer %s", r->path);
         memcpy(buf, d->data.ptr, d->data.len);
@@ -510,6 +509,7 @@ static int on_data(xfer_recv *r, const proto_data *d, nm_error *err) {
 
 static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
         uint8_t *buf;
+        size_t cap;
         int q;
 
         /* The announced size is checked before anything is decoded. */
@@ -518,14 +518,14 @@ static int on_zdata(xfer_recv *r, const proto_zdata *d, nm_error *err) {
                 return q;
         if (!r->zctx && proto_zctx_new(XFER_ZSTD_LEVEL, &r->zctx) < 0)
                 return nm_error_set(err, -ENOMEM, "cannot set up zstd");
-        buf = xfer__writer_buf(r->w);
+        /* The decoder refuses a size beyond PROTO_DATA_MAX, or 0. */
+        cap = MIN((size_t)d->size, (size_t)PROTO_DATA_MAX);
+        buf = xfer__writer_space(r->w, cap);
         if (!buf)
                 return nm_error_set(err, -ENOMEM, "cannot buffer %s", r->path);
-        q = proto_zdata_decompress(r->zctx, d, buf, PROTO_DATA_MAX, err);
-        if (q < 0) {
-                xfer__writer_unget(r->w, buf);
+        q = proto_zdata_decompress(r->zctx, d, buf, cap, err);
+        if (q < 0)
                 return nm_error_prefix(err, "refusing %s", r->path);
-        }
         return on_bytes(r, buf, d->size, err);
 }
 

@@ -91,15 +91,15 @@ int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const xfer_writ
                      void *userdata, xfer_writer **ret);
 /* Only while no batch runs (xfer__writer_busy() false). */
 xfer_writer *xfer__writer_free(xfer_writer *w);
-/* A buffer of PROTO_DATA_MAX bytes for one write, or NULL; given back by
- * xfer__writer_write() or xfer__writer_unget(). */
-uint8_t *xfer__writer_buf(xfer_writer *w);
-void xfer__writer_unget(xfer_writer *w, uint8_t *buf);
 /* The steps, run in this order: create the file path (whose last component
- * is name) in dir without a name; write buf (taken, also on failure); name
- * it and seal it immutable. < 0: the writer has failed. */
+ * is name) in dir without a name; write bytes; name it and seal it
+ * immutable. < 0: the writer has failed. Bytes are written where
+ * xfer__writer_space() says (room for len <= PROTO_DATA_MAX bytes, or NULL
+ * without memory), and queued by xfer__writer_commit(len) before any other
+ * call; space that is not committed is given out again. */
 int xfer__writer_open(xfer_writer *w, xfer_wdir dir, const char *path, const char *name);
-int xfer__writer_write(xfer_writer *w, uint8_t *buf, size_t len);
+uint8_t *xfer__writer_space(xfer_writer *w, size_t len);
+int xfer__writer_commit(xfer_writer *w, size_t len);
 int xfer__writer_seal(xfer_writer *w);
 /* At least this many bytes or steps wait or run. */
 bool xfer__writer_above(const xfer_writer *w, size_t bytes, size_t ops);
