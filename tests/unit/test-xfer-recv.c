@@ -774,6 +774,54 @@ static void test_writes_behind_say_stop(void **state) {
         free(mib);
 }
 
+/* Small frames that arrive while a batch runs share one buffer and one
+ * write: a stream of them is not held up as if each were a step. */
+static void test_small_frames_share_a_write(void **state) {
+        fixture *f = *state;
+        uint8_t part[1000], sha[32], meta[] = "{}";
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        char *data = NULL;
+        size_t len = 0, n = 200;
+        int sfd;
+
+        assert_non_null(ctx);
+        assert_int_equal(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
+        reference_dir_done = false;
+        ckpt_hmac_dir(f->reference, "images", NULL);
+        reference_dir_done = true;
+        ckpt_hmac_file_begin(f->reference, "images/pages-1.img", n * sizeof(part), NULL);
+        assert_int_equal(feed_file_hdr(f, "images/pages-1.img", n * sizeof(part)), 0);
+        /* The loop does not run: the first batch (the file's creation) is
+         * not reported done, so every frame waits. */
+        for (size_t i = 0; i < n; i++) {
+                memset(part, (int)(i & 0xff), sizeof(part));
+                assert_int_equal(feed_data(f, part, sizeof(part)), 0);
+                ckpt_hmac_update(f->reference, part, sizeof(part), NULL);
+                assert_int_equal(EVP_DigestUpdate(ctx, part, sizeof(part)), 1);
+        }
+        assert_false(xfer_recv_full(f->r)); /* 200 frames, more than 64 steps */
+        assert_int_equal(EVP_DigestFinal_ex(ctx, sha, NULL), 1);
+        EVP_MD_CTX_free(ctx);
+        assert_int_equal(feed_end(f, sha), 0);
+        assert_int_equal(feed_file(f, "metadata.json", meta, 2), 0);
+        assert_int_equal(feed_done(f, 2, n * sizeof(part) + 2, NULL), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, 0);
+        sfd = openat_dir_beneath(f->parent_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_int_equal(read_file_at(sfd, "images/pages-1.img", n * sizeof(part), &data, &len), 0);
+        assert_int_equal(len, n * sizeof(part));
+        for (size_t i = 0; i < n; i++) {
+                memset(part, (int)(i & 0xff), sizeof(part));
+                assert_memory_equal(data + i * sizeof(part), part, sizeof(part));
+        }
+        free(data);
+        close(sfd);
+        f->r = xfer_recv_free(f->r);
+        assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
+}
+
 /* A write the file system refuses (here: past RLIMIT_FSIZE, as a full disk
  * would) ends the transfer with the file's name and the reason; staging is
  * gone before the report, and a caller told to wait is let go. */
@@ -1005,6 +1053,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_abort, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_midway, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_writes_behind_say_stop, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_small_frames_share_a_write, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_write_refused, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_free_while_writing, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_key_required, setup, teardown),
