@@ -382,8 +382,10 @@ b_report_targets() {
 		echo "sender (read, HMAC, zstd, libssh2), sshd and the receiver (decompress, HMAC,"
 		echo "write to tmpfs) all compete for them; OpenSSH's stream does no hashing, no"
 		echo "compression and writes nothing on the far side. When the VM's free memory is"
-		echo "cold, the receiver's writes into fresh tmpfs pages set the pace (ours swung"
-		echo "between about 110 and 235 MB/s on one day for the same bytes)."
+		echo "cold, the receiver's writes into fresh tmpfs pages set the pace: they now run"
+		echo "on a thread of their own, at about one core's worth, while the loop checks the"
+		echo "next frames (ours swung between about 110 and 270 MB/s on one day for the"
+		echo "same bytes, the first runs after the payload's dump the slowest)."
 	fi
 	echo
 }
@@ -626,6 +628,21 @@ b_report_levers() {
   again each time: 1.5 s of system time per 2 GiB). In a same-day
   stream A/B against the build before (3 rounds of 2 runs, alternating),
   the incompressible stream ran at 160-233 MB/s against 95-198 MB/s.
+- **The receiver's writes off the loop** (`transfer/recv-write.c`): the
+  loop checks, decompresses and hashes each frame into a buffer of the
+  writer's; the writes run on the threadpool, in order, a MiB at a time,
+  and the session is not read while 8 MiB wait. Into memory the VM had
+  handed back, `write()` had taken 3.8 s of a 7.3 s 1 GiB stream on the
+  loop (`perf`), which meanwhile could not read, check or decompress.
+  The price is one copy of each uncompressed frame into the writer's
+  buffer (about 0.4 s of the loop's time per GiB here; a ZDATA frame is
+  decompressed into it directly). Same day, 7 alternating rounds of 2
+  runs against the build before (the first 3 before waiting frames shared
+  a buffer): mixed heap 236 against 233 MB/s, incompressible 189 against
+  198 MB/s (medians of the round medians; 168 against 134 and 135 against
+  122 MB/s in the first, coldest round):
+  no gain on this 2-core machine, whose cores the copy competes for,
+  but a slow staging file system no longer stalls the agent.
 - **Pages stream while CRIU dumps** (`[agent] stream_pages`, on by
   default, feature `ps-stream`): the dump sends its pages to CRIU's page
   server on the target through the peer session, each frame MACed,
