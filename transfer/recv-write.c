@@ -86,6 +86,7 @@ struct xfer_writer {
         bool anonymous;
         const char *name;
         char path[PROTO_PATH_MAX + 1];
+        char *gate;           /* a test's stalled file system: see xfer_recv_options */
         int result;           /* the batch's: 0, or -errno of the failed step */
         xfer_wop_kind failed; /* which step */
         atomic_bool cancelled;
@@ -148,6 +149,8 @@ static void batch_work(uv_work_t *wk) {
         xfer_writer *w = container_of(wk, xfer_writer, work);
 
         w->result = 0;
+        while (w->gate && access(w->gate, F_OK) == 0 && !atomic_load(&w->cancelled))
+                usleep(20000);
         for (xfer_wop *op = w->running; op; op = op->next) {
                 int q;
 
@@ -387,6 +390,7 @@ xfer_writer *xfer__writer_free(xfer_writer *w) {
         for (size_t i = 0; i < _XFER_WDIR_MAX; i++)
                 if (w->dirs[i] >= 0)
                         close(w->dirs[i]);
+        free(w->gate);
         while (w->spare) {
                 xfer_wbuf *next = w->spare->next;
                 free(w->spare);
@@ -396,8 +400,8 @@ xfer_writer *xfer__writer_free(xfer_writer *w) {
         return NULL;
 }
 
-int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const xfer_writer_callbacks *cbs,
-                     void *userdata, xfer_writer **ret) {
+int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate,
+                     const xfer_writer_callbacks *cbs, void *userdata, xfer_writer **ret) {
         xfer_writer *w = calloc(1, sizeof(*w));
 
         if (!w)
@@ -409,8 +413,10 @@ int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const xfer_writ
         w->pending_tail = &w->pending;
         w->dirs[XFER_WDIR_TOP] = fcntl(top_fd, F_DUPFD_CLOEXEC, 3);
         w->dirs[XFER_WDIR_IMAGES] = fcntl(images_fd, F_DUPFD_CLOEXEC, 3);
-        if (w->dirs[XFER_WDIR_TOP] < 0 || w->dirs[XFER_WDIR_IMAGES] < 0) {
-                int q = negative_errno();
+        w->gate = gate ? strdup(gate) : NULL;
+        if (w->dirs[XFER_WDIR_TOP] < 0 || w->dirs[XFER_WDIR_IMAGES] < 0 || (gate && !w->gate)) {
+                int q = w->dirs[XFER_WDIR_TOP] < 0 || w->dirs[XFER_WDIR_IMAGES] < 0 ? negative_errno()
+                                                                                    : -ENOMEM;
                 xfer__writer_free(w);
                 return q;
         }

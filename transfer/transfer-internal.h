@@ -86,9 +86,10 @@ typedef struct xfer_writer_callbacks {
         void (*batch_done)(int status, const nm_error *err, void *userdata);
 } xfer_writer_callbacks;
 
-/* The writer keeps its own copies of the two directories' descriptors. */
-int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const xfer_writer_callbacks *cbs,
-                     void *userdata, xfer_writer **ret);
+/* The writer keeps its own copies of the two directories' descriptors.
+ * gate: a test's stalled file system (xfer_recv_options), or NULL. */
+int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate,
+                     const xfer_writer_callbacks *cbs, void *userdata, xfer_writer **ret);
 /* Only while no batch runs (xfer__writer_busy() false). */
 xfer_writer *xfer__writer_free(xfer_writer *w);
 /* The steps, run in this order: create the file path (whose last component

@@ -323,6 +323,9 @@ typedef struct xfer_recv_options {
         /* Optional: the writes into staging caught up after
          * xfer_recv_full() said stop; the peer may be read again. */
         void (*drained)(void *userdata);
+        /* Test hook: while this file exists, the writes into staging wait,
+         * as on a stalled file system (copied). NULL in production. */
+        const char *test_write_gate;
 } xfer_recv_options;
 
 /* Creates the staging directory name (one component) below parent_fd, mode

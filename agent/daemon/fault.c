@@ -32,6 +32,14 @@ bool fault_fail(const char *point) {
         return true;
 }
 
+const char *fault_stall_gate(const char *what) {
+        const char *gate = getenv("NM_FAULT_GATE");
+        if (!gate || !fault_has("stall", what))
+                return NULL;
+        log_warning("fault injection: %s stall while %s exists (NM_FAULT)", what, gate);
+        return gate;
+}
+
 void fault_point(mig *m, const char *point) {
         const char *gate = getenv("NM_FAULT_GATE");
         if (fault_has("crash-after", point)) {

@@ -77,7 +77,9 @@ static void dst_session_take(mig *m) {
 }
 
 static void dst_recv_drained(void *userdata) {
-        dst_session_take(userdata);
+        mig *m = userdata;
+        log_ctx_debug(m->id, "the writes into staging caught up: reading the session on");
+        dst_session_take(m);
 }
 
 /* ---- OFFER ---- */
@@ -689,6 +691,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),
                 .reserve = dst_reserve,
                 .drained = dst_recv_drained,
+                .test_write_gate = fault_stall_gate("staging-writes"),
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
@@ -1373,8 +1376,10 @@ void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
                 return;
         }
         /* Frames must not pile up in memory while staging writes lag. */
-        if (xfer_recv_full(m->recv))
+        if (xfer_recv_full(m->recv)) {
+                log_ctx_debug(m->id, "the writes into staging lag: the session waits for them");
                 xfer_conn_hold_reading(cc->conn, true);
+        }
 }
 
 void mig_dst_restore(ctl_conn *cc, const char *id) {

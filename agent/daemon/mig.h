@@ -262,6 +262,11 @@ void mig_park(mig *m);
  * set. */
 bool fault_fail(const char *point);
 
+/* With NM_FAULT "stall=<what>" and NM_FAULT_GATE=<file>: the gate, else
+ * NULL. staging-writes: the target's writes into staging wait while the
+ * file exists, as on a stalled file system. */
+const char *fault_stall_gate(const char *what);
+
 /* At the agent's start. With NM_FAULT "criu-hold-at=<name>" (a CRIU
  * notification: pre-dump, query-ext-files, post-dump, pre-restore,
  * setup-namespaces, post-resume, ...) and NM_FAULT_GATE=<file>, CRIU stands
