@@ -1,19 +1,22 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The receiver's writes into staging, off the loop thread.
  *
- * A write into staging is not always quick: into memory the VM handed back
- * to its host it ran at a quarter of a GiB a second, and on a disk it may
+ * A write into staging is not always quick: into memory a VM's host must
+ * fault back in it ran at a quarter of a GiB a second, and on a disk it may
  * wait for writeback. On the loop that stalled every other session of the
  * agent, and the stream itself, which could not read, check and decompress
- * the next frames meanwhile. So the loop only hashes; what it checked
- * goes here as an ordered list of steps (create a file, write a buffer,
- * name and seal the file), run in batches on the threadpool, one batch at
- * a time, in order. Frames that arrive while a batch runs fill the last
- * waiting buffer before a new one is taken: one write per MiB, and a few
- * buffers that are used again instead of fresh memory for every frame. The loop owns the list; a running
- * batch is the thread's until its completion runs on the loop. The writer holds its own copies of the
- * staging directories' descriptors, so the receiver may close its own at any time; it must not remove the
- * directory while a batch runs (a file named meanwhile would survive the removal). */
+ * the next frames meanwhile. So the loop only checks and hashes; what it
+ * checked goes here as an ordered list of steps (create a file, write a
+ * buffer, name and seal the file), run in batches on the threadpool, one
+ * batch at a time, in order. Frames that arrive while a batch runs fill the
+ * last waiting buffer before a new one is taken: one write per MiB, and a
+ * few buffers used again instead of fresh memory for every frame.
+ *
+ * The loop owns the list; a running batch is the thread's until its
+ * completion runs on the loop. The writer holds its own copies of the
+ * staging directories' descriptors, so the receiver may close its own at
+ * any time; it must not remove the directory while a batch runs (a file
+ * named meanwhile would survive the removal). */
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
