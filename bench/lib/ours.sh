@@ -43,6 +43,10 @@
 #       a migration) and then discarded or staged on TO's tmpfs. Returns 0
 #       once TO has everything. The driver times the call.
 #
+#   ours_stream_pair FROM TO DIR1 DIR2
+#       Two such streams at once, each in its own SSH session; returns 0
+#       once TO has both. The driver times the call.
+#
 #   ours_drain FROM TO
 #       Drains node FROM (every running container) to TO at the tool's
 #       default parallelism and makes FROM accept moves again afterwards.
@@ -203,14 +207,16 @@ ours__stream_serve() {
 	t_wait_until 10 "stream receiver on n2" grep -q LISTENING "$log"
 }
 
-# ours_stream FROM TO DIR: DIR's files through our image stream into a
+# ours_stream FROM TO DIR [MIG]: DIR's files through our image stream into a
 # receiver on TO that checks every byte (per-file SHA-256, tree HMAC) and
 # stages it on TO's tmpfs; VERIFIED ends it. Staging is removed afterwards.
 ours_stream() {
-	local from=$1 to=$2 dir tree out rc mig
+	local from=$1 to=$2 dir tree out rc mig=${4:-}
 	tree=$(ours__stream_tree "$3") && ours__stream_serve || return 1
-	OURS_STREAM_N=$((OURS_STREAM_N + 1))
-	mig=bench-$OURS_STREAM_N-$$
+	if [ -z "$mig" ]; then
+		OURS_STREAM_N=$((OURS_STREAM_N + 1))
+		mig=bench-$OURS_STREAM_N-$$
+	fi
 	out=$(fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
 		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
 		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock" \
@@ -219,6 +225,25 @@ ours_stream() {
 	fx_rm "$(b_img_dir "$to")/stream-staging/$mig" # received files are sealed immutable
 	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
 	b_log "ours_stream: ${out//$'\n'/; }"
+}
+
+# ours_stream_pair FROM TO DIR1 DIR2: two image streams at once, each in its
+# own SSH session and sender process, into the one receiver on TO; fails if
+# either fails.
+ours_stream_pair() {
+	local from=$1 to=$2 p1 p2 rc1 rc2
+	# Trees and receiver made here: the background shells would each start one.
+	ours__stream_tree "$3" >/dev/null && ours__stream_tree "$4" >/dev/null && ours__stream_serve || return 1
+	OURS_STREAM_N=$((OURS_STREAM_N + 2))
+	ours_stream "$from" "$to" "$3" "bench-$((OURS_STREAM_N - 1))-$$" &
+	p1=$!
+	ours_stream "$from" "$to" "$4" "bench-$OURS_STREAM_N-$$" &
+	p2=$!
+	wait "$p1"
+	rc1=$?
+	wait "$p2"
+	rc2=$?
+	[ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ]
 }
 
 # ours_drain FROM TO: FROM drained to TO; prints how many containers moved.

@@ -18,7 +18,26 @@ b_stream_prepare() {
 	mkdir -m 0700 "$dir"
 	fx_in n1 "$(t_criu)" dump -t "$pid" -D "$dir" -o dump.log --network-lock nftables ||
 		b_die "criu dump of the stream source failed (log: $dir/dump.log)"
+	b_stream_halves "$dir"
 	b_tree_bytes "$dir"
+}
+
+# b_stream_halves DIR: DIR-half1 and DIR-half2, which together hold DIR's
+# bytes: its largest file (the pages) cut in two, the other files in the
+# first half. Two sessions, each sending one half at the same time, are the
+# most that striping one image set over two sessions could give here: no
+# reordering, each session with its own sender, sshd and receiver loop.
+b_stream_halves() {
+	local dir=$1 big size half f
+	big=$(find "$dir" -maxdepth 1 -type f -printf '%s %f\n' | sort -n | tail -n1 | cut -d' ' -f2)
+	size=$(stat -c %s "$dir/$big")
+	half=$((size / 2 / 4096 * 4096))
+	mkdir -m 0700 "$dir-half1" "$dir-half2"
+	head -c "$half" "$dir/$big" >"$dir-half1/$big"
+	tail -c $((size - half)) "$dir/$big" >"$dir-half2/$big"
+	for f in "$dir"/*; do
+		[ "$(basename "$f")" = "$big" ] || cp "$f" "$dir-half1/"
+	done
 }
 
 # b_zstd_ratio DIR: how well the directory compresses (zstd -1, one thread),
@@ -35,6 +54,7 @@ b_stream_move() {
 	case $1 in
 	baseline) baseline_stream n1 n2 "$2" ;;
 	ours) ours_stream n1 n2 "$2" ;;
+	ours-2) ours_stream_pair n1 n2 "$2-half1" "$2-half2" ;;
 	*) b_die "unknown method $1" ;;
 	esac
 }
