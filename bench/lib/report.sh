@@ -382,7 +382,7 @@ b_report_targets() {
 		awk -v tm="$(b_stat_stream "$sstats" mixed ours-2 0)" -v om="$(b_stat_stream "$sstats" mixed ours 0)" \
 			-v tr="$(b_stat_stream "$sstats" random ours-2 0)" -v orr="$(b_stat_stream "$sstats" random ours 0)" 'BEGIN {
 			if (tm == "" || tr == "" || tm == "-" || tr == "-") exit
-			printf "- The bound of striping here: the set sent as two halves at once, each in its own SSH session (its own sender, sshd and receiver loop, no reordering), ran at %.0f MB/s incompressible = %.2f x one session, and %.0f MB/s mixed = %.2f x.\n", tr, tr / orr, tm, tm / om
+			printf "- The bound of striping here: the set sent as two halves at once, each in its own SSH session (its own sender process, sshd and writer thread; one receiving process; no reordering), ran at %.0f MB/s incompressible = %.2f x one session, and %.0f MB/s mixed = %.2f x.\n", tr, tr / orr, tm, tm / om
 		}'
 		echo
 		echo "A missed stream target is held back by CPU: one libssh2 channel hands libcrypto"
@@ -393,7 +393,9 @@ b_report_targets() {
 		echo "cold, the receiver's writes into fresh tmpfs pages set the pace: they now run"
 		echo "on a thread of their own, at about one core's worth, while the loop checks the"
 		echo "next frames (ours swung between about 110 and 270 MB/s on one day for the"
-		echo "same bytes, the first runs after the payload's dump the slowest)."
+		echo "same bytes, the first runs after the payload's dump the slowest). The line on"
+		echo "the bound of striping says how much of the sender's share a second session,"
+		echo "encrypting on another core, takes back here."
 	fi
 	echo
 }
@@ -689,13 +691,16 @@ baseline's restore swings most with the VM's memory state (4.2 s on one
 day, 14 s on another, for the same 1 GiB), and the ratio with it: compare
 our own downtime across runs too.
 
-Not done: striping over several SSH sessions on their own threads would
-spread libssh2's encryption over more cores, which on this 2-core machine
-are already busy with the other side of the same transfer (sshd, the
-receiver, the target's CRIU); on a many-core node it would pay. The stream
-section measures its bound here in the same runs: the set sent as two
-halves at once, in two sessions (the row "two sessions at once" and the
-`stream_two_sessions_x` keys).
+Not done: striping one image set over several SSH sessions, each
+encrypting on its own thread (DESIGN.md, "Striping the image stream":
+designed, not built). The stream section measures its bound in the same
+runs: the set sent as two halves at once, in two sessions (the row "two
+sessions at once", the `stream_two_sessions_x` keys). Before that row
+existed, the guess was that this 2-core machine, busy with both ends of
+the transfer, had nothing to give a second session; on 2026-12-05 two
+sessions ran 1.37 x one (incompressible) and 1.21 x (mixed), ahead in
+each of the six pairs: libssh2's 16-byte calls on one thread leave both
+cores short of busy.
 A drain is CPU-bound on both cores, and a page streamed while CRIU dumps
 costs the target more passes than one in the image stream (checked by the
 link, copied into CRIU's page server, written, then read again to sign
@@ -798,7 +803,10 @@ Payload: a real CRIU checkpoint directory of a $(b_meta "$m" stream_mib) MiB nm-
 mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixed)).
 Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
 connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
-MB/s = payload bytes / 10^6 / wall seconds.$(b_load_warning "$m")
+MB/s = payload bytes / 10^6 / wall seconds. Where ours sent the set as two halves as well, the baseline
+ran before each of our streams (twice a run), so that both of ours started from the same state of the
+target's memory: here a write into staging freed seconds before is several times faster than one into
+memory the VM had handed back (see the note after the targets).$(b_load_warning "$m")
 
 | heap | method | runs ok | MB/s | seconds | wire MB |
 | --- | --- | --- | --- | --- | --- |

@@ -26,7 +26,7 @@ b_stream_prepare() {
 # bytes: its largest file (the pages) cut in two, the other files in the
 # first half. Two sessions, each sending one half at the same time, are the
 # most that striping one image set over two sessions could give here: no
-# reordering, each session with its own sender, sshd and receiver loop.
+# reordering, each session with its own sender process, sshd and writer.
 b_stream_halves() {
 	local dir=$1 big size half f
 	big=$(find "$dir" -maxdepth 1 -type f -printf '%s %f\n' | sort -n | tail -n1 | cut -d' ' -f2)
