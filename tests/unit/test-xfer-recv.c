@@ -735,15 +735,36 @@ static size_t feed_behind(fixture *f, const uint8_t *mib, uint8_t sha[32]) {
         return full_at;
 }
 
+/* Ends a stream whose images/pages-1.img of size bytes (SHA-256 sha) was
+ * fed, lets it finish, and returns that file as staged (free() it). */
+static char *finish_and_read_pages(fixture *f, const uint8_t sha[32], size_t size) {
+        uint8_t meta[] = "{}";
+        char *data = NULL;
+        size_t len = 0;
+        int sfd;
+
+        assert_int_equal(feed_end(f, sha), 0);
+        assert_int_equal(feed_file(f, "metadata.json", meta, 2), 0);
+        assert_int_equal(feed_done(f, 2, (uint64_t)size + 2, NULL), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, 0);
+        sfd = openat_dir_beneath(f->parent_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_int_equal(read_file_at(sfd, "images/pages-1.img", size, &data, &len), 0);
+        assert_int_equal(len, size);
+        close(sfd);
+        return data;
+}
+
 /* The loop hashes and queues; the writes follow on the threadpool. A
  * stream that outruns them is told to wait (the caller stops reading the
  * peer) and to read on once they caught up, and every byte still lands. */
 static void test_writes_behind_say_stop(void **state) {
         fixture *f = *state;
-        uint8_t *mib = malloc(1u << 20), sha[32], meta[] = "{}";
-        char *data = NULL;
-        size_t full_at, len = 0;
-        int sfd;
+        uint8_t *mib = malloc(1u << 20), sha[32];
+        char *data;
+        size_t full_at;
 
         assert_non_null(mib);
         t_fill(mib, 1u << 20, 3);
@@ -753,22 +774,12 @@ static void test_writes_behind_say_stop(void **state) {
         assert_int_equal(full_at, 8);
         assert_true(xfer_recv_full(f->r));
         assert_int_equal(f->drained_calls, 0);
-        assert_int_equal(feed_end(f, sha), 0);
-        assert_int_equal(feed_file(f, "metadata.json", meta, 2), 0);
-        assert_int_equal(feed_done(f, 2, ((uint64_t)BEHIND_MIB << 20) + 2, NULL), 0);
-        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        data = finish_and_read_pages(f, sha, (size_t)BEHIND_MIB << 20);
         assert_int_equal(f->drained_calls, 1);
         assert_false(xfer_recv_full(f->r));
-        assert_int_equal(f->calls, 1);
-        assert_int_equal(f->status, 0);
-        sfd = openat_dir_beneath(f->parent_fd, "staging");
-        assert_true(sfd >= 0);
-        assert_int_equal(read_file_at(sfd, "images/pages-1.img", (size_t)BEHIND_MIB << 20, &data, &len), 0);
-        assert_int_equal(len, (size_t)BEHIND_MIB << 20);
         for (size_t i = 0; i < BEHIND_MIB; i++)
                 assert_memory_equal(data + (i << 20), mib, 1u << 20);
         free(data);
-        close(sfd);
         f->r = xfer_recv_free(f->r);
         assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
         free(mib);
@@ -778,11 +789,10 @@ static void test_writes_behind_say_stop(void **state) {
  * write: a stream of them is not held up as if each were a step. */
 static void test_small_frames_share_a_write(void **state) {
         fixture *f = *state;
-        uint8_t part[1000], sha[32], meta[] = "{}";
+        uint8_t part[1000], sha[32];
         EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-        char *data = NULL;
-        size_t len = 0, n = 200;
-        int sfd;
+        char *data;
+        size_t n = 200;
 
         assert_non_null(ctx);
         assert_int_equal(EVP_DigestInit_ex(ctx, EVP_sha256(), NULL), 1);
@@ -802,22 +812,12 @@ static void test_small_frames_share_a_write(void **state) {
         assert_false(xfer_recv_full(f->r)); /* 200 frames, more than 64 steps */
         assert_int_equal(EVP_DigestFinal_ex(ctx, sha, NULL), 1);
         EVP_MD_CTX_free(ctx);
-        assert_int_equal(feed_end(f, sha), 0);
-        assert_int_equal(feed_file(f, "metadata.json", meta, 2), 0);
-        assert_int_equal(feed_done(f, 2, n * sizeof(part) + 2, NULL), 0);
-        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
-        assert_int_equal(f->calls, 1);
-        assert_int_equal(f->status, 0);
-        sfd = openat_dir_beneath(f->parent_fd, "staging");
-        assert_true(sfd >= 0);
-        assert_int_equal(read_file_at(sfd, "images/pages-1.img", n * sizeof(part), &data, &len), 0);
-        assert_int_equal(len, n * sizeof(part));
+        data = finish_and_read_pages(f, sha, n * sizeof(part));
         for (size_t i = 0; i < n; i++) {
                 memset(part, (int)(i & 0xff), sizeof(part));
                 assert_memory_equal(data + i * sizeof(part), part, sizeof(part));
         }
         free(data);
-        close(sfd);
         f->r = xfer_recv_free(f->r);
         assert_int_equal(rm_rf_at(f->parent_fd, "staging"), 0);
 }
