@@ -695,12 +695,13 @@ Not done: striping one image set over several SSH sessions, each
 encrypting on its own thread (DESIGN.md, "Striping the image stream":
 designed, not built). The stream section measures its bound in the same
 runs: the set sent as two halves at once, in two sessions (the row "two
-sessions at once", the `stream_two_sessions_x` keys). Before that row
-existed, the guess was that this 2-core machine, busy with both ends of
-the transfer, had nothing to give a second session; on 2026-12-05 two
-sessions ran 1.37 x one (incompressible) and 1.21 x (mixed), ahead in
-each of the six pairs: libssh2's 16-byte calls on one thread leave both
-cores short of busy.
+sessions at once", the `stream_two_sessions_x` keys). On 2026-12-05,
+over 8 runs, that was 1.18 x one session incompressible (ahead in all 8
+pairs) and 1.01 x mixed: a second session fills the time the first one's
+loop thread spends waiting (70 % busy, `perf`), and no core is idle here
+beyond that. Three runs are too few for this row: the slow runs into
+cold memory decide the median (a first `--runs 3` said 1.37 x and 1.21 x),
+so `bench/run stream` now makes 8 by default.
 A drain is CPU-bound on both cores, and a page streamed while CRIU dumps
 costs the target more passes than one in the image stream (checked by the
 link, copied into CRIU's page server, written, then read again to sign
