@@ -18,7 +18,8 @@ b_stream_prepare() {
 	mkdir -m 0700 "$dir"
 	fx_in n1 "$(t_criu)" dump -t "$pid" -D "$dir" -o dump.log --network-lock nftables ||
 		b_die "criu dump of the stream source failed (log: $dir/dump.log)"
-	b_stream_halves "$dir"
+	# Only our two-session row sends the halves.
+	[ "$OURS_OK" = 1 ] && b_stream_halves "$dir"
 	b_tree_bytes "$dir"
 }
 
