@@ -47,6 +47,12 @@
 #       Two such streams at once, each in its own SSH session; returns 0
 #       once TO has both. The driver times the call.
 #
+#   ours_stream_sender FROM TO DIR
+#       Our sender alone: DIR's files through the same image stream into
+#       `cat >/dev/null` on TO, the far side the baseline has (nothing
+#       checked or staged there); returns 0 once the bytes have left and
+#       the channel closed. The driver times the call.
+#
 #   ours_drain FROM TO
 #       Drains node FROM (every running container) to TO at the tool's
 #       default parallelism and makes FROM accept moves again afterwards.
@@ -207,6 +213,18 @@ ours__stream_serve() {
 	t_wait_until 10 "stream receiver on n2" grep -q LISTENING "$log"
 }
 
+# ours__xfer_send FROM TO TREE MIG ARGS...: nm-xfer-send from FROM over SSH to
+# TO with what two agents negotiate, and ARGS (the remote command); its
+# output, stderr included.
+ours__xfer_send() {
+	local from=$1 to=$2 tree=$3 mig=$4
+	shift 4
+	# shellcheck disable=SC2086 # the flags are a word list
+	fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
+		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
+		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" $OURS_STREAM_FLAGS "$@" "$tree" 2>&1
+}
+
 # ours_stream FROM TO DIR [MIG]: DIR's files through our image stream into a
 # receiver on TO that checks every byte (per-file SHA-256, tree HMAC) and
 # stages it on TO's tmpfs; VERIFIED ends it. Staging is removed afterwards.
@@ -217,14 +235,24 @@ ours_stream() {
 		OURS_STREAM_N=$((OURS_STREAM_N + 1))
 		mig=bench-$OURS_STREAM_N-$$
 	fi
-	out=$(fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
-		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
-		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock" \
-		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" $OURS_STREAM_FLAGS "$tree" 2>&1)
+	out=$(ours__xfer_send "$from" "$to" "$tree" "$mig" \
+		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock")
 	rc=$?
 	fx_rm "$(b_img_dir "$to")/stream-staging/$mig" # received files are sealed immutable
 	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
 	b_log "ours_stream: ${out//$'\n'/; }"
+}
+
+# ours_stream_sender FROM TO DIR: DIR's files as ours_stream sends them (the
+# same sender, flags and SSH session) into `cat >/dev/null` on TO: the
+# sending stage alone, with the far side OpenSSH's stream has.
+ours_stream_sender() {
+	local from=$1 to=$2 tree out
+	tree=$(ours__stream_tree "$3") || return 1
+	OURS_STREAM_N=$((OURS_STREAM_N + 1))
+	out=$(ours__xfer_send "$from" "$to" "$tree" "bench-$OURS_STREAM_N-$$" --command 'cat >/dev/null' --no-verify) ||
+		{ b_log "ours_stream_sender: nm-xfer-send failed: $out"; return 1; }
+	b_log "ours_stream_sender: ${out//$'\n'/; }"
 }
 
 # ours_stream_pair FROM TO DIR1 DIR2: two image streams at once, each in its

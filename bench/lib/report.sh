@@ -51,6 +51,7 @@ b_method_label() {
 	ours) echo "nucleus-migrate" ;;
 	stream-ours) echo "nucleus-migrate image stream" ;;
 	stream-ours-2) echo "nucleus-migrate, two sessions at once (half the set each)" ;;
+	stream-ours-sender) echo "nucleus-migrate's sender alone (into 'cat >/dev/null')" ;;
 	ours-lazy) echo "nucleus-migrate --lazy" ;;
 	*) echo "$1" ;;
 	esac
@@ -135,7 +136,9 @@ b_stream_summary() {
 	echo "stream_ratio=$(b_ratio "$(b_stat_stream "$stats" random ours 0)" "$(b_stat_stream "$stats" random baseline 0)")" \
 		"stream_ratio_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours 0)" "$(b_stat_stream "$stats" mixed baseline 0)")" \
 		"stream_two_sessions_x=$(b_ratio "$(b_stat_stream "$stats" random ours-2 0)" "$(b_stat_stream "$stats" random ours 0)")" \
-		"stream_two_sessions_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-2 0)" "$(b_stat_stream "$stats" mixed ours 0)")"
+		"stream_two_sessions_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-2 0)" "$(b_stat_stream "$stats" mixed ours 0)")" \
+		"stream_sender_x=$(b_ratio "$(b_stat_stream "$stats" random ours-sender 0)" "$(b_stat_stream "$stats" random baseline 0)")" \
+		"stream_sender_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-sender 0)" "$(b_stat_stream "$stats" mixed baseline 0)")"
 }
 
 b_report_machine() {
@@ -384,18 +387,25 @@ b_report_targets() {
 			if (tm == "" || tr == "" || tm == "-" || tr == "-") exit
 			printf "- The bound of striping here: the set sent as two halves at once, each in its own SSH session (its own sender process, sshd and writer thread; one receiving process; no reordering), ran at %.0f MB/s incompressible = %.2f x one session, and %.0f MB/s mixed = %.2f x.\n", tr, tr / orr, tm, tm / om
 		}'
+		awk -v sm="$(b_stat_stream "$sstats" mixed ours-sender 0)" -v om="$(b_stat_stream "$sstats" mixed ours 0)" \
+			-v bm="$(b_stat_stream "$sstats" mixed baseline 0)" -v sr="$(b_stat_stream "$sstats" random ours-sender 0)" \
+			-v orr="$(b_stat_stream "$sstats" random ours 0)" -v br="$(b_stat_stream "$sstats" random baseline 0)" 'BEGIN {
+			if (sm == "" || sr == "" || sm == "-" || sr == "-") exit
+			printf "- The sending stage alone: our sender, the same bytes through the same SSH session into `cat >/dev/null` (the far side OpenSSH'"'"'s stream has), ran at %.0f MB/s = %.2f x OpenSSH'"'"'s incompressible and %.0f MB/s = %.2f x mixed. Checking and staging every byte on the target, on the same 2 cores, takes ours from there to %.2f x and %.2f x of it.\n", sr, sr / br, sm, sm / bm, orr / sr, om / sm
+		}'
 		echo
-		echo "A missed stream target is held back by CPU: one libssh2 channel hands libcrypto"
-		echo "16 bytes per call, and both nodes of this fixture share the same 2 cores, so the"
-		echo "sender (read, HMAC, zstd, libssh2), sshd and the receiver (decompress, HMAC,"
-		echo "write to tmpfs) all compete for them; OpenSSH's stream does no hashing, no"
-		echo "compression and writes nothing on the far side. When the VM's free memory is"
-		echo "cold, the receiver's writes into fresh tmpfs pages set the pace: they now run"
-		echo "on a thread of their own, at about one core's worth, while the loop checks the"
-		echo "next frames (ours swung between about 110 and 270 MB/s on one day for the"
-		echo "same bytes, the first runs after the payload's dump the slowest). The line on"
-		echo "the bound of striping says how much of the sender's share a second session,"
-		echo "encrypting on another core, takes back here."
+		echo "A missed stream target is held back by CPU, at the stage the last lines"
+		echo "measure. Both nodes of this fixture share the same 2 cores. Our sender reads,"
+		echo "hashes, compresses and encrypts through libssh2, which negotiates aes128-ctr"
+		echo "with hmac-sha2-256 (it has no chacha20 or GCM) and hands libcrypto 16 bytes"
+		echo "per call; OpenSSH's client encrypts with chacha20-poly1305, much faster on a"
+		echo "CPU with AVX-512, and its stream does no hashing or compression and writes"
+		echo "nothing on the far side. Our receiver checks, decompresses, hashes and"
+		echo "writes every byte into tmpfs; when the VM's free memory is cold those writes"
+		echo "pay for pages the host must fault in (ours swung between about 110 and 270"
+		echo "MB/s in one bench on an earlier machine, for the same bytes). The line on"
+		echo "the bound of striping says how much a second session, encrypting on another"
+		echo "core, takes back here."
 	fi
 	echo
 }
@@ -805,20 +815,21 @@ mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixe
 Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
 connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
 MB/s = payload bytes / 10^6 / wall seconds. Where ours sent the set as two halves as well, the baseline
-ran before each of our streams (twice a run), so that both of ours started from the same state of the
+ran before each of our streams that stage (twice a run), so that both started from the same state of the
 target's memory: here a write into staging freed seconds before is several times faster than one into
-memory the VM had handed back (see the note after the targets).$(b_load_warning "$m")
+memory the VM had handed back (see the note after the targets). Our sender alone, which like the
+baseline writes nothing on the target, opened each run.$(b_load_warning "$m")
 
 | heap | method | runs ok | MB/s | seconds | wire MB |
 | --- | --- | --- | --- | --- | --- |
 EOF
 	for kind in random mixed; do
-		for method in baseline ours ours-2; do
+		for method in baseline ours ours-2 ours-sender; do
 			local row
 			row=$(awk -F'\t' -v a="$kind" -v b="$method" '$1 == a && $2 == b' <<<"$stats")
 			if [ -z "$row" ]; then
-				# Results from before the two-session row have none.
-				[ "$method" = ours-2 ] && continue
+				# Results from before these rows have none.
+				case $method in ours-2 | ours-sender) continue ;; esac
 				[ "$method" = baseline ] || grep -q "^$kind	baseline" <<<"$stats" &&
 					echo "| $kind | $(b_method_label "stream-$method") | not run (missing) | | | |"
 				continue
