@@ -705,13 +705,20 @@ Not done: striping one image set over several SSH sessions, each
 encrypting on its own thread (DESIGN.md, "Striping the image stream":
 designed, not built). The stream section measures its bound in the same
 runs: the set sent as two halves at once, in two sessions (the row "two
-sessions at once", the `stream_two_sessions_x` keys). On 2026-12-05,
-over 8 runs, that was 1.18 x one session incompressible (ahead in all 8
-pairs) and 1.01 x mixed: a second session fills the time the first one's
-loop thread spends waiting (70 % busy, `perf`), and no core is idle here
-beyond that. Three runs are too few for this row: the slow runs into
+sessions at once", the `stream_two_sessions_x` keys). Over 8 runs that
+was 1.18 x one session incompressible and 1.01 x mixed on an AMD EPYC
+machine of this kind, and 1.07 x and 0.91 x on an Intel Xeon with
+AVX-512 (both 2026-12-05): a second session fills the time the first
+one's loop thread spends waiting (70 % busy, `perf`), and no core is idle
+here beyond that. Three runs are too few for this row: the slow runs into
 cold memory decide the median (a first `--runs 3` said 1.37 x and 1.21 x),
 so `bench/run stream` now makes 8 by default.
+The sending stage's own limit is measured in the same runs too (the row
+"sender alone", the `stream_sender_x` keys): our sender into `cat
+>/dev/null`, the far side OpenSSH's stream has. Where OpenSSH's
+chacha20-poly1305 runs at twice the speed of libssh2's aes128-ctr (the
+Xeon: about 620 against 370 MB/s), that limit alone keeps the stream
+below its targets, whatever the receiver does.
 A drain is CPU-bound on both cores, and a page streamed while CRIU dumps
 costs the target more passes than one in the image stream (checked by the
 link, copied into CRIU's page server, written, then read again to sign
