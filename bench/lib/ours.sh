@@ -53,6 +53,12 @@
 #       checked or staged there); returns 0 once the bytes have left and
 #       the channel closed. The driver times the call.
 #
+#   ours_stream_local TO DIR
+#       Our stream without SSH: the same sender and receiver, joined by the
+#       receiver's unix socket on TO (the nodes share the machine's files
+#       and cores); every byte read, hashed, compressed, checked and staged
+#       as by ours_stream, none encrypted. The driver times the call.
+#
 #   ours_drain FROM TO
 #       Drains node FROM (every running container) to TO at the tool's
 #       default parallelism and makes FROM accept moves again afterwards.
@@ -253,6 +259,23 @@ ours_stream_sender() {
 	out=$(ours__xfer_send "$from" "$to" "$tree" "bench-$OURS_STREAM_N-$$" --command 'cat >/dev/null' --no-verify) ||
 		{ b_log "ours_stream_sender: nm-xfer-send failed: $out"; return 1; }
 	b_log "ours_stream_sender: ${out//$'\n'/; }"
+}
+
+# ours_stream_local TO DIR: DIR's files through our image stream without SSH:
+# the sender on TO, connected to the receiver's socket; staging removed
+# afterwards, as by ours_stream.
+ours_stream_local() {
+	local to=$1 tree out rc mig
+	tree=$(ours__stream_tree "$2") && ours__stream_serve || return 1
+	OURS_STREAM_N=$((OURS_STREAM_N + 1))
+	mig=bench-$OURS_STREAM_N-$$
+	# shellcheck disable=SC2086 # the flags are a word list
+	out=$(fx_in "$to" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --local-socket "$(b_img_dir "$to")/stream.sock" \
+		--hmac-key "$(fx_hmac_key "$to")" --mig "$mig" $OURS_STREAM_FLAGS "$tree" 2>&1)
+	rc=$?
+	fx_rm "$(b_img_dir "$to")/stream-staging/$mig"
+	[ "$rc" -eq 0 ] || { b_log "ours_stream_local: nm-xfer-send failed: $out"; return 1; }
+	b_log "ours_stream_local: ${out//$'\n'/; }"
 }
 
 # ours_stream_pair FROM TO DIR1 DIR2: two image streams at once, each in its
