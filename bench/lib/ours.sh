@@ -232,8 +232,9 @@ ours__xfer_send() {
 }
 
 # ours_stream FROM TO DIR [MIG]: DIR's files through our image stream into a
-# receiver on TO that checks every byte (per-file SHA-256, tree HMAC) and
-# stages it on TO's tmpfs; VERIFIED ends it. Staging is removed afterwards.
+# receiver on TO that checks every byte (the tree HMAC; a per-file SHA-256
+# too without --file-mac) and stages it on TO's tmpfs; VERIFIED ends it.
+# Staging is removed afterwards.
 ours_stream() {
 	local from=$1 to=$2 dir tree out rc mig=${4:-}
 	tree=$(ours__stream_tree "$3") && ours__stream_serve || return 1
