@@ -333,6 +333,20 @@ EOF
 	b_report_levers
 }
 
+# b_stream_stage_line STATS METHOD FORMAT: one line on a stage of the stream
+# measured by METHOD, or nothing when these results have no such row.
+# FORMAT takes, in order: METHOD's MB/s and its ratio to OpenSSH's,
+# incompressible, then mixed; ours end to end over METHOD, incompressible
+# and mixed.
+b_stream_stage_line() {
+	awk -v f="$3" -v xr="$(b_stat_stream "$1" random "$2" 0)" -v xm="$(b_stat_stream "$1" mixed "$2" 0)" \
+		-v orr="$(b_stat_stream "$1" random ours 0)" -v om="$(b_stat_stream "$1" mixed ours 0)" \
+		-v br="$(b_stat_stream "$1" random baseline 0)" -v bm="$(b_stat_stream "$1" mixed baseline 0)" 'BEGIN {
+		if (xr == "" || xm == "" || xr == "-" || xm == "-") exit
+		printf f "\n", xr, xr / br, xm, xm / bm, orr / xr, om / xm
+	}'
+}
+
 # b_report_targets STATS: issue 8's targets, met or not, and what holds a
 # missed one back, from the medians of this run.
 b_report_targets() {
@@ -390,18 +404,8 @@ b_report_targets() {
 			if (tm == "" || tr == "" || tm == "-" || tr == "-") exit
 			printf "- The bound of striping here: the set sent as two halves at once, each in its own SSH session (its own sender process, sshd and writer thread; one receiving process; no reordering), ran at %.0f MB/s incompressible = %.2f x one session, and %.0f MB/s mixed = %.2f x.\n", tr, tr / orr, tm, tm / om
 		}'
-		awk -v sm="$(b_stat_stream "$sstats" mixed ours-sender 0)" -v om="$(b_stat_stream "$sstats" mixed ours 0)" \
-			-v bm="$(b_stat_stream "$sstats" mixed baseline 0)" -v sr="$(b_stat_stream "$sstats" random ours-sender 0)" \
-			-v orr="$(b_stat_stream "$sstats" random ours 0)" -v br="$(b_stat_stream "$sstats" random baseline 0)" 'BEGIN {
-			if (sm == "" || sr == "" || sm == "-" || sr == "-") exit
-			printf "- The sending stage alone: our sender, the same bytes through the same SSH session into `cat >/dev/null` (the far side OpenSSH'"'"'s stream has), ran at %.0f MB/s = %.2f x OpenSSH'"'"'s incompressible and %.0f MB/s = %.2f x mixed. Checking and staging every byte on the target, on the same 2 cores, takes ours from there to %.2f x and %.2f x of it.\n", sr, sr / br, sm, sm / bm, orr / sr, om / sm
-		}'
-		awk -v lm="$(b_stat_stream "$sstats" mixed ours-local 0)" -v om="$(b_stat_stream "$sstats" mixed ours 0)" \
-			-v bm="$(b_stat_stream "$sstats" mixed baseline 0)" -v lr="$(b_stat_stream "$sstats" random ours-local 0)" \
-			-v orr="$(b_stat_stream "$sstats" random ours 0)" -v br="$(b_stat_stream "$sstats" random baseline 0)" 'BEGIN {
-			if (lm == "" || lr == "" || lm == "-" || lr == "-") exit
-			printf "- Everything but the transport: the same sender and receiver joined by a unix socket on the target instead of SSH (every byte read, hashed, compressed, checked and staged, none encrypted) ran at %.0f MB/s = %.2f x OpenSSH'"'"'s incompressible and %.0f MB/s = %.2f x mixed; SSH through libssh2 takes ours from there to %.2f x and %.2f x of it.\n", lr, lr / br, lm, lm / bm, orr / lr, om / lm
-		}'
+		b_stream_stage_line "$sstats" ours-sender "- The sending stage alone: our sender, the same bytes through the same SSH session into \`cat >/dev/null\` (the far side OpenSSH's stream has), ran at %.0f MB/s = %.2f x OpenSSH's incompressible and %.0f MB/s = %.2f x mixed. Checking and staging every byte on the target, on the same 2 cores, takes ours from there to %.2f x and %.2f x of it."
+		b_stream_stage_line "$sstats" ours-local "- Everything but the transport: the same sender and receiver joined by a unix socket on the target instead of SSH (every byte read, hashed, compressed, checked and staged, none encrypted) ran at %.0f MB/s = %.2f x OpenSSH's incompressible and %.0f MB/s = %.2f x mixed; SSH through libssh2 takes ours from there to %.2f x and %.2f x of it."
 		echo
 		echo "A missed stream target is held back by CPU, at the stage the last lines"
 		echo "measure. Both nodes of this fixture share the same 2 cores. Our sender reads,"
