@@ -236,7 +236,7 @@ ours__xfer_send() {
 # too without --file-mac) and stages it on TO's tmpfs; VERIFIED ends it.
 # Staging is removed afterwards.
 ours_stream() {
-	local from=$1 to=$2 dir tree out rc mig=${4:-}
+	local from=$1 to=$2 tree out rc mig=${4:-}
 	tree=$(ours__stream_tree "$3") && ours__stream_serve || return 1
 	if [ -z "$mig" ]; then
 		OURS_STREAM_N=$((OURS_STREAM_N + 1))
@@ -245,9 +245,16 @@ ours_stream() {
 	out=$(ours__xfer_send "$from" "$to" "$tree" "$mig" \
 		--command "$NM_BUILD_DIR/agent/nucleus-agent dial-stdio --socket $(b_img_dir "$to")/stream.sock")
 	rc=$?
-	fx_rm "$(b_img_dir "$to")/stream-staging/$mig" # received files are sealed immutable
-	[ "$rc" -eq 0 ] || { b_log "ours_stream: nm-xfer-send failed: $out"; return 1; }
-	b_log "ours_stream: ${out//$'\n'/; }"
+	ours__stream_end "$to" "$mig" "$rc" "$out" ours_stream
+}
+
+# ours__stream_end TO MIG RC OUT WHO: after a stream into the receiver on TO,
+# removes MIG's staging (received files are sealed immutable) and logs the
+# sender's OUT under WHO; fails when the sender did (RC).
+ours__stream_end() {
+	fx_rm "$(b_img_dir "$1")/stream-staging/$2"
+	[ "$3" -eq 0 ] || { b_log "$5: nm-xfer-send failed: $4"; return 1; }
+	b_log "$5: ${4//$'\n'/; }"
 }
 
 # ours_stream_sender FROM TO DIR: DIR's files as ours_stream sends them (the
@@ -274,9 +281,7 @@ ours_stream_local() {
 	out=$(fx_in "$to" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --local-socket "$(b_img_dir "$to")/stream.sock" \
 		--hmac-key "$(fx_hmac_key "$to")" --mig "$mig" $OURS_STREAM_FLAGS "$tree" 2>&1)
 	rc=$?
-	fx_rm "$(b_img_dir "$to")/stream-staging/$mig"
-	[ "$rc" -eq 0 ] || { b_log "ours_stream_local: nm-xfer-send failed: $out"; return 1; }
-	b_log "ours_stream_local: ${out//$'\n'/; }"
+	ours__stream_end "$to" "$mig" "$rc" "$out" ours_stream_local
 }
 
 # ours_stream_pair FROM TO DIR1 DIR2: two image streams at once, each in its
