@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "ssh-ctr.h"
 #include "transfer-internal.h"
 
 /* How long a closing session may spend saying goodbye before its socket is
@@ -111,6 +112,8 @@ static pthread_once_t libssh2_once = PTHREAD_ONCE_INIT;
 static int libssh2_init_result;
 static void libssh2_init_once(void) {
         libssh2_init_result = libssh2_init(0);
+        /* Only speed depends on it: without it, OpenSSL's own AES-CTR. */
+        (void)xfer_ssh_ctr_install(NULL);
 }
 
 const char *xfer_session_fingerprint(const xfer_session *s) {
