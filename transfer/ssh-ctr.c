@@ -325,6 +325,13 @@ static int self_test(nm_error *err) {
 
 static int install_result;
 static nm_error install_err;
+static OSSL_PROVIDER *ctr_provider;
+
+/* Registered after OpenSSL's own exit handler, so it runs first: OpenSSL's
+ * cleanup then frees the provider with everything else. */
+static void unload_at_exit(void) {
+        (void)OSSL_PROVIDER_unload(TAKE_PTR(ctr_provider));
+}
 
 static int install(nm_error *err) {
         for (size_t a = 0; a < ARRAY_SIZE(ctr_algs); a++) {
@@ -337,8 +344,10 @@ static int install(nm_error *err) {
                 return nm_error_set(err, -EIO, "cannot register the OpenSSL provider %s", XFER_SSH_CTR_PROVIDER);
         /* retain_fallbacks: loading ours must not stop the default provider
          * from loading as it would have. */
-        if (!OSSL_PROVIDER_try_load(NULL, XFER_SSH_CTR_PROVIDER, 1))
+        ctr_provider = OSSL_PROVIDER_try_load(NULL, XFER_SSH_CTR_PROVIDER, 1);
+        if (!ctr_provider)
                 return nm_error_set(err, -EIO, "cannot load the OpenSSL provider %s", XFER_SSH_CTR_PROVIDER);
+        (void)atexit(unload_at_exit);
         int r = self_test(err);
         if (r < 0)
                 return r;
