@@ -34,10 +34,16 @@ static ctr_alg ctr_algs[] = {
         {"AES-256-CTR", 32, NULL},
 };
 
+typedef enum ctr_phase {
+        CTR_UNUSED,    /* no keystream fetched since the last counter was set */
+        CTR_STREAMING, /* the inner counter runs ahead of what was handed out */
+} ctr_phase;
+
 typedef struct ctr_ctx {
         const ctr_alg *alg;
         EVP_CIPHER_CTX *inner; /* advances CTR_KEYSTREAM bytes per refill */
-        size_t used;           /* of ks; CTR_KEYSTREAM: none left */
+        ctr_phase phase;
+        size_t used; /* of ks; CTR_KEYSTREAM: none left */
         unsigned char ks[CTR_KEYSTREAM];
 } ctr_ctx;
 
@@ -92,10 +98,14 @@ static void *ctr_dup(void *vctx) {
         }
         memcpy(c->ks, src->ks, sizeof(c->ks));
         c->used = src->used;
+        c->phase = src->phase;
         return c;
 }
 
-/* A new key or counter: whatever keystream is left belongs to the old one. */
+/* A new key or counter: whatever keystream is left belongs to the old one.
+ * A new key alone, once keystream was fetched, would go on from the inner
+ * counter, up to 4 KiB past where OpenSSL's own would: refused rather than
+ * different (libssh2 always sets both). */
 static int ctr_init(void *vctx, const unsigned char *key, size_t key_len, const unsigned char *iv,
                     size_t iv_len, const OSSL_PARAM params[]) {
         ctr_ctx *c = vctx;
@@ -104,8 +114,12 @@ static int ctr_init(void *vctx, const unsigned char *key, size_t key_len, const 
                 return 0; /* nothing is settable */
         if ((key && key_len != c->alg->key_len) || (iv && iv_len != CTR_IV_LEN))
                 return 0;
+        if (key && !iv && c->phase == CTR_STREAMING)
+                return 0;
         OPENSSL_cleanse(c->ks, sizeof(c->ks));
         c->used = CTR_KEYSTREAM;
+        if (iv)
+                c->phase = CTR_UNUSED;
         return EVP_EncryptInit_ex(c->inner, NULL, NULL, key, iv);
 }
 
@@ -116,6 +130,7 @@ static int ctr_refill(ctr_ctx *c) {
         if (!EVP_EncryptUpdate(c->inner, c->ks, &n, c->ks, (int)sizeof(c->ks)) || n != (int)sizeof(c->ks))
                 return 0;
         c->used = 0;
+        c->phase = CTR_STREAMING;
         return 1;
 }
 

@@ -141,6 +141,26 @@ static void test_new_iv_restarts(void **state) {
         EVP_CIPHER_CTX_free(c);
 }
 
+/* Key and counter in two calls, as EVP allows, give the same stream; a new
+ * key alone once keystream was handed out is refused, since ours would go
+ * on from further along the counter than OpenSSL's own. */
+static void test_key_then_iv(void **state) {
+        EVP_CIPHER *ours = EVP_CIPHER_fetch(NULL, "AES-128-CTR", "provider=" XFER_SSH_CTR_PROVIDER);
+        EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        (void)state;
+
+        assert_non_null(ours);
+        assert_true(EVP_EncryptInit_ex(c, ours, NULL, key, NULL));
+        assert_true(EVP_EncryptInit_ex(c, NULL, NULL, key, NULL)); /* nothing fetched yet */
+        assert_true(EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv));
+        reference("AES-128-CTR", key, iv, plain, want, BUF);
+        cipher_pieces(c, plain, got, 0, 100);
+        assert_memory_equal(got, want, 100);
+        assert_false(EVP_EncryptInit_ex(c, NULL, NULL, key, NULL));
+        EVP_CIPHER_CTX_free(c);
+        EVP_CIPHER_free(ours);
+}
+
 /* A copy taken mid-stream goes on exactly where the original does. */
 static void test_copy_continues(void **state) {
         EVP_CIPHER_CTX *c = as_libssh2(EVP_aes_192_ctr, 1), *d = EVP_CIPHER_CTX_new();
@@ -205,6 +225,7 @@ int main(void) {
                 cmocka_unit_test(test_pieces_match_openssl),
                 cmocka_unit_test(test_decrypt_in_place),
                 cmocka_unit_test(test_new_iv_restarts),
+                cmocka_unit_test(test_key_then_iv),
                 cmocka_unit_test(test_copy_continues),
                 cmocka_unit_test(test_other_algorithms_unchanged),
                 cmocka_unit_test(test_wrong_key_length_refused),
