@@ -9,7 +9,9 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <openssl/provider.h>
+#include <openssl/rand.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,8 +37,9 @@ static ctr_alg ctr_algs[] = {
 };
 
 typedef enum ctr_phase {
-        CTR_UNUSED,    /* no keystream fetched since the last counter was set */
-        CTR_STREAMING, /* the inner counter runs ahead of what was handed out */
+        CTR_UNUSED,    /* no keystream fetched since the counter was set */
+        CTR_STREAMING, /* keystream fetched: the inner counter runs ahead */
+        CTR_NEEDS_IV,  /* re-initialised without a counter while streaming */
 } ctr_phase;
 
 typedef struct ctr_ctx {
@@ -47,11 +50,14 @@ typedef struct ctr_ctx {
         unsigned char ks[CTR_KEYSTREAM];
 } ctr_ctx;
 
+static atomic_ulong contexts_made;
+
 static ctr_ctx *ctr_new(const ctr_alg *alg) {
         ctr_ctx *c = OPENSSL_zalloc(sizeof(*c));
 
         if (!c)
                 return NULL;
+        atomic_fetch_add(&contexts_made, 1);
         c->alg = alg;
         c->used = CTR_KEYSTREAM;
         c->inner = EVP_CIPHER_CTX_new();
@@ -103,9 +109,11 @@ static void *ctr_dup(void *vctx) {
 }
 
 /* A new key or counter: whatever keystream is left belongs to the old one.
- * A new key alone, once keystream was fetched, would go on from the inner
- * counter, up to 4 KiB past where OpenSSL's own would: refused rather than
- * different (libssh2 always sets both). */
+ * Re-initialised without a counter once keystream was fetched, OpenSSL's
+ * own would go on from where its caller stopped, ours from up to 4 KiB
+ * further: every byte is refused until a counter is set, rather than
+ * encrypted differently. (libssh2 sets key and counter together; a key
+ * first and the counter in a second call, before any byte, is fine.) */
 static int ctr_init(void *vctx, const unsigned char *key, size_t key_len, const unsigned char *iv,
                     size_t iv_len, const OSSL_PARAM params[]) {
         ctr_ctx *c = vctx;
@@ -114,12 +122,12 @@ static int ctr_init(void *vctx, const unsigned char *key, size_t key_len, const 
                 return 0; /* nothing is settable */
         if ((key && key_len != c->alg->key_len) || (iv && iv_len != CTR_IV_LEN))
                 return 0;
-        if (key && !iv && c->phase == CTR_STREAMING)
-                return 0;
         OPENSSL_cleanse(c->ks, sizeof(c->ks));
         c->used = CTR_KEYSTREAM;
         if (iv)
                 c->phase = CTR_UNUSED;
+        else if (c->phase == CTR_STREAMING)
+                c->phase = CTR_NEEDS_IV;
         return EVP_EncryptInit_ex(c->inner, NULL, NULL, key, iv);
 }
 
@@ -155,7 +163,7 @@ static int ctr_cipher(void *vctx, unsigned char *out, size_t *out_len, size_t ou
         ctr_ctx *c = vctx;
         size_t done = 0;
 
-        if (out_size < in_len || (in_len && (!out || !in)))
+        if (c->phase == CTR_NEEDS_IV || out_size < in_len || (in_len && (!out || !in)))
                 return 0;
         while (done < in_len) {
                 size_t n;
@@ -366,6 +374,16 @@ static int install(nm_error *err) {
         int r = self_test(err);
         if (r < 0)
                 return r;
+        /* OpenSSL's random generator (CTR-DRBG) fetches AES-256-CTR too: it
+         * is pinned to the default provider, so that no random byte of the
+         * process ever depends on ours. Only possible before its first use
+         * (each thread's generator is made later, from the same settings);
+         * after it, ours is not preferred at all. */
+        if (!RAND_set_DRBG_type(NULL, NULL, "provider=default", NULL, NULL))
+                return nm_error_set(err, -EBUSY,
+                                    "OpenSSL's random generator was set up before the provider %s could be kept "
+                                    "out of it",
+                                    XFER_SSH_CTR_PROVIDER);
         /* Optional ("?"): a fetch ours cannot serve matches as before. */
         if (!EVP_set_default_properties(NULL, "?" CTR_PROPS))
                 return nm_error_set(err, -EIO, "cannot make OpenSSL prefer the provider %s", XFER_SSH_CTR_PROVIDER);
@@ -383,4 +401,8 @@ int xfer_ssh_ctr_install(nm_error *err) {
         if (install_result < 0 && err)
                 *err = install_err;
         return install_result;
+}
+
+unsigned long xfer_ssh_ctr_contexts(void) {
+        return atomic_load(&contexts_made);
 }

@@ -18,7 +18,11 @@
  * names only (an optional "provider=nm-ctr" in the default properties);
  * every other algorithm, and any fetch naming its own provider, is as
  * before. libssh2's legacy EVP_aes_*_ctr() objects are fetched implicitly
- * at EVP_CipherInit(), so its sessions pick it up. If installing fails,
+ * at EVP_CipherInit(), so its sessions pick it up. OpenSSL's random
+ * generator, which would too, is pinned to the default provider first:
+ * no random byte depends on this code. A caller that re-initialises a
+ * context without a counter after bytes went through gets its next bytes
+ * refused, not encrypted differently from OpenSSL's. If installing fails,
  * OpenSSL's own AES-CTR stays in use: slower, never wrong. */
 
 #include "error.h"
@@ -28,3 +32,7 @@
 /* Registers and prefers the provider, once per process; later calls return
  * the first call's result (0, or a negative errno with err set). */
 int xfer_ssh_ctr_install(nm_error *err);
+
+/* How many cipher contexts the provider has made: the tests' way to see
+ * who uses it. */
+unsigned long xfer_ssh_ctr_contexts(void);

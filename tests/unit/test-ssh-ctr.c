@@ -6,6 +6,8 @@
  * OpenSSL's own AES-CTR; other algorithms stay where they were. */
 #include <openssl/evp.h>
 #include <openssl/provider.h>
+#include <openssl/rand.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -141,12 +143,15 @@ static void test_new_iv_restarts(void **state) {
         EVP_CIPHER_CTX_free(c);
 }
 
-/* Key and counter in two calls, as EVP allows, give the same stream; a new
- * key alone once keystream was handed out is refused, since ours would go
- * on from further along the counter than OpenSSL's own. */
+/* Key and counter in two calls, as EVP allows (and OpenSSL's random
+ * generator does: a new key, then a counter, then bytes), give OpenSSL's
+ * stream. Re-initialised without a counter after bytes went through, ours
+ * would go on from further along the counter than OpenSSL's own: its bytes
+ * are refused until a counter is set. */
 static void test_key_then_iv(void **state) {
         EVP_CIPHER *ours = EVP_CIPHER_fetch(NULL, "AES-128-CTR", "provider=" XFER_SSH_CTR_PROVIDER);
         EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+        uint8_t iv2[16];
         (void)state;
 
         assert_non_null(ours);
@@ -156,9 +161,47 @@ static void test_key_then_iv(void **state) {
         reference("AES-128-CTR", key, iv, plain, want, BUF);
         cipher_pieces(c, plain, got, 0, 100);
         assert_memory_equal(got, want, 100);
-        assert_false(EVP_EncryptInit_ex(c, NULL, NULL, key, NULL));
+
+        assert_true(EVP_EncryptInit_ex(c, NULL, NULL, key, NULL));
+        assert_int_equal(EVP_Cipher(c, got, plain, 16), -1);
+        assert_true(EVP_EncryptInit_ex(c, NULL, NULL, NULL, NULL));
+        assert_int_equal(EVP_Cipher(c, got, plain, 16), -1);
+
+        memset(iv2, 0x22, sizeof(iv2));
+        assert_true(EVP_EncryptInit_ex(c, NULL, NULL, NULL, iv2));
+        reference("AES-128-CTR", key, iv2, plain, want, BUF);
+        cipher_pieces(c, plain, got, 0, BUF);
+        assert_memory_equal(got, want, BUF);
         EVP_CIPHER_CTX_free(c);
         EVP_CIPHER_free(ours);
+}
+
+/* Random bytes of both kinds; non-NULL when OpenSSL gave them. */
+static void *random_bytes(void *arg) {
+        static int ok;
+        uint8_t buf[4096];
+        (void)arg;
+        return RAND_bytes(buf, sizeof(buf)) == 1 && RAND_priv_bytes(buf, sizeof(buf)) == 1 ? &ok : NULL;
+}
+
+/* OpenSSL's random generator, in this thread and in a new one (each thread
+ * gets its own), never makes a context of ours. */
+static void test_random_generator_not_ours(void **state) {
+        unsigned long before = xfer_ssh_ctr_contexts();
+        pthread_t t;
+        void *ok = NULL;
+        (void)state;
+
+        assert_non_null(random_bytes(NULL));
+        assert_int_equal(pthread_create(&t, NULL, random_bytes, NULL), 0);
+        assert_int_equal(pthread_join(t, &ok), 0);
+        assert_non_null(ok);
+        assert_int_equal(xfer_ssh_ctr_contexts(), before);
+
+        /* and the counter does see ours */
+        EVP_CIPHER_CTX *c = as_libssh2(EVP_aes_128_ctr, 1);
+        assert_int_equal(xfer_ssh_ctr_contexts(), before + 1);
+        EVP_CIPHER_CTX_free(c);
 }
 
 /* A copy taken mid-stream goes on exactly where the original does. */
@@ -226,6 +269,7 @@ int main(void) {
                 cmocka_unit_test(test_decrypt_in_place),
                 cmocka_unit_test(test_new_iv_restarts),
                 cmocka_unit_test(test_key_then_iv),
+                cmocka_unit_test(test_random_generator_not_ours),
                 cmocka_unit_test(test_copy_continues),
                 cmocka_unit_test(test_other_algorithms_unchanged),
                 cmocka_unit_test(test_wrong_key_length_refused),
