@@ -246,6 +246,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
                 r = parse_uint(value, 1, 86400, &c->idle_timeout_s);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "accept_new") == 0)
                 r = parse_bool(value, &c->accept_new);
+        else if (strcmp(section, "ssh") == 0 && strcmp(key, "thread") == 0)
+                r = parse_bool(value, &c->ssh_thread);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "parallel") == 0)
                 r = parse_uint(value, 1, 64, &c->parallel);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "peer_parallel") == 0)

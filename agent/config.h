@@ -65,6 +65,9 @@ typedef struct agent_config {
         unsigned connect_timeout_s;
         unsigned idle_timeout_s;
         bool accept_new;
+        /* Each session to a peer runs its SSH work on a thread of its own
+         * (XFER_SSH_ON_THREAD): its encryption beside the loop's work. */
+        bool ssh_thread;
         /* [limits] */
         unsigned parallel;
         /* Destination migrations one peer may hold at once; 0: as many as

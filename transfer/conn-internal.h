@@ -131,6 +131,11 @@ void xfer__conn_timer_arm(xfer_conn *c);
 /* A deadline of ms for a transport's goodbye. */
 void xfer__conn_deadline(xfer_conn *c, uint64_t ms);
 
+/* Queues n bytes that are framed already (a relay of our own frames),
+ * without a copy, as xfer_conn_send_data() queues a payload. */
+int xfer__conn_send_raw(xfer_conn *c, const void *bytes, size_t n, void (*release)(void *ud), void *release_ud,
+                        nm_error *err);
+
 /* n bytes of the queue left; g (may be NULL) is then complete and freed. */
 void xfer__conn_written(xfer_conn *c, xfer_seg *g, size_t n);
 /* A segment that will never be written, with what was left of it. */

@@ -385,6 +385,17 @@ static int payload_seg_new(xfer_conn *c, const char *what, size_t n, xfer_seg **
         return *ret ? 0 : -ENOMEM;
 }
 
+/* Bytes framed already (at most a frame's payload at a time): a payload
+ * with no header of its own. */
+int xfer__conn_send_raw(xfer_conn *c, const void *bytes, size_t n, void (*release)(void *ud), void *release_ud,
+                        nm_error *err) {
+        xfer_seg *g;
+        int r = payload_seg_new(c, "relayed", n, &g, err);
+        if (r < 0)
+                return r;
+        return send_payload(c, g, 0, bytes, n, release, release_ud, err);
+}
+
 int xfer_conn_send_data(xfer_conn *c, const char *mig, const void *payload, size_t n,
                         void (*release)(void *ud), void *release_ud, nm_error *err) {
         xfer_seg *g;

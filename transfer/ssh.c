@@ -61,6 +61,7 @@ typedef enum xfer_close_phase {
 } xfer_close_phase;
 
 struct xfer_session {
+        xfer__ssh_thread *thread; /* XFER_SSH_ON_THREAD: everything below is the thread's */
         uv_loop_t *loop;
         char *host, *user, *key_file, *pub_file, *known_hosts;
         uint16_t port;
@@ -117,6 +118,8 @@ static void libssh2_init_once(void) {
 }
 
 const char *xfer_session_fingerprint(const xfer_session *s) {
+        if (s->thread)
+                return xfer__ssh_thread_fingerprint(s->thread);
         return s->fingerprint[0] ? s->fingerprint : NULL;
 }
 
@@ -154,6 +157,23 @@ static void session_free_memory(xfer_session *s) {
         free(s);
 }
 
+static int session_new_threaded(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err,
+                                xfer_session **ret) {
+        xfer_session *s = calloc(1, sizeof(*s));
+        int r;
+
+        if (!s)
+                return -ENOMEM;
+        r = xfer__ssh_thread_new(loop, o, s, err, &s->thread);
+        if (r < 0) {
+                free(s);
+                return r;
+        }
+        s->loop = loop;
+        *ret = s;
+        return 0;
+}
+
 int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err, xfer_session **ret) {
         xfer_session *s;
         bool oom = false;
@@ -168,6 +188,8 @@ int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err, 
         pthread_once(&libssh2_once, libssh2_init_once);
         if (libssh2_init_result != 0)
                 return nm_error_set(err, -EIO, "libssh2 failed to initialise");
+        if (o->thread == XFER_SSH_ON_THREAD)
+                return session_new_threaded(loop, o, err, ret);
 
         s = calloc(1, sizeof(*s));
         if (!s)
@@ -384,6 +406,8 @@ int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *user
 
         if (!s || !cb)
                 return -EINVAL;
+        if (s->thread)
+                return xfer__ssh_thread_connect(s->thread, cb, userdata);
         if (s->state != XFER_SESSION_NEW)
                 return -EALREADY;
         snprintf(port, sizeof(port), "%u", s->port);
@@ -644,6 +668,8 @@ int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_call
 
         if (!s || !cbs || !cbs->closed || !cb)
                 return -EINVAL;
+        if (s->thread)
+                return xfer__ssh_thread_exec(s->thread, command, cbs, conn_userdata, cb, userdata);
         if (s->state == XFER_SESSION_CLOSING)
                 return -ECANCELED;
         if (s->state != XFER_SESSION_READY)
@@ -795,6 +821,10 @@ static void close_kick_cb(uv_timer_t *t) {
 }
 
 void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdata) {
+        if (s && s->thread) {
+                xfer__ssh_thread_close(s->thread, cb, userdata);
+                return;
+        }
         if (!s || s->state == XFER_SESSION_CLOSING)
                 return;
         s->close_cb = cb;

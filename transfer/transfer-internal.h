@@ -55,6 +55,22 @@ void xfer__ssh_detach(xfer_ssh_io *io, const void *who);
 /* Maps the session's last libssh2 error to -errno with a sentence. */
 int xfer__ssh_error(xfer_ssh_io *io, int rc, nm_error *err, const char *what);
 
+/* ---- ssh-thread.c: a session on a thread of its own ------------------------
+ *
+ * xfer_session_new() with XFER_SSH_ON_THREAD makes one of these for the
+ * session it returns, and the session's public functions hand over to it. */
+
+typedef struct xfer__ssh_thread xfer__ssh_thread;
+
+int xfer__ssh_thread_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_session *outer, nm_error *err,
+                         xfer__ssh_thread **ret);
+int xfer__ssh_thread_connect(xfer__ssh_thread *t, xfer_session_connect_cb cb, void *userdata);
+int xfer__ssh_thread_exec(xfer__ssh_thread *t, const char *command, const xfer_conn_callbacks *cbs,
+                          void *conn_userdata, xfer_session_exec_cb cb, void *userdata);
+/* Frees outer after cb, as xfer_session_close() does. */
+void xfer__ssh_thread_close(xfer__ssh_thread *t, xfer_session_close_cb cb, void *userdata);
+const char *xfer__ssh_thread_fingerprint(const xfer__ssh_thread *t);
+
 /* ---- conn-channel.c: a connection over an SSH channel ---------------------- */
 
 /* Wraps a started exec channel and links it into io->channels. */

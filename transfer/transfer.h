@@ -68,6 +68,14 @@ typedef void (*xfer_progress_cb)(const xfer_progress *p, void *userdata);
 typedef struct xfer_session xfer_session;
 typedef struct xfer_conn xfer_conn;
 
+/* Where a session's SSH work (libssh2: encryption, MACs, packets) runs. */
+typedef enum xfer_ssh_thread {
+        XFER_SSH_ON_LOOP,   /* on the caller's loop, beside the caller's own work */
+        XFER_SSH_ON_THREAD, /* on a thread of its own (ssh-thread.c); the caller's loop relays frames */
+        _XFER_SSH_THREAD_MAX,
+        _XFER_SSH_THREAD_INVALID = -EINVAL,
+} xfer_ssh_thread;
+
 typedef struct xfer_ssh_options {
         const char *host;            /* name or address */
         uint16_t port;               /* 0: 22 */
@@ -76,6 +84,11 @@ typedef struct xfer_ssh_options {
         const char *known_hosts;     /* required */
         bool accept_new;             /* unknown hosts: append their key instead of refusing */
         uint64_t connect_timeout_ms; /* resolve + TCP + handshake + auth; 0: 30 s */
+        /* XFER_SSH_ON_THREAD: the session runs on a thread of its own, and
+         * its exec channel's frames come and go through a socketpair: the
+         * same API, callbacks and errors, with the encryption on another
+         * core than the caller's work. */
+        xfer_ssh_thread thread;
 } xfer_ssh_options;
 
 typedef void (*xfer_session_connect_cb)(xfer_session *s, int status, const nm_error *err, void *userdata);

@@ -291,7 +291,8 @@ static void on_connected(xfer_session *s, int status, const nm_error *err, void 
                 link_shutdown(l, status, err);
                 return;
         }
-        log_ctx_debug(l->ctx, "connected to %s (host key %s)", l->peer, xfer_session_fingerprint(s));
+        log_ctx_debug(l->ctx, "connected to %s (host key %s; SSH %s)", l->peer, xfer_session_fingerprint(s),
+                      l->a->cfg.ssh_thread ? "on a thread of its own" : "on the agent's loop");
         if (xfer_session_exec(s, l->a->cfg.remote_command, &conn_cbs, l, on_exec, l) < 0) {
                 nm_error_set(&e, -EIO, "cannot start \"%s\" on %s", l->a->cfg.remote_command, l->peer);
                 link_shutdown(l, e.code, &e);
@@ -334,6 +335,7 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
                 .known_hosts = a->cfg.known_hosts,
                 .accept_new = a->cfg.accept_new,
                 .connect_timeout_ms = (uint64_t)a->cfg.connect_timeout_s * 1000,
+                .thread = a->cfg.ssh_thread ? XFER_SSH_ON_THREAD : XFER_SSH_ON_LOOP,
         };
         r = xfer_session_new(a->loop, &o, err, &l->session);
         if (r < 0) {

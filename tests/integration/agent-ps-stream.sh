@@ -12,6 +12,8 @@
 # bandwidth the page stream keeps to it: a move of incompressible pages
 # takes at least what the bytes sent allow at that rate. (Targets that
 # never reply to the dump: hostile-target.)
+# --ssh-thread: the same, every agent running its SSH sessions on threads of
+# their own ([ssh] thread), and saying so.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 . "$(dirname "$0")/../lib/breadth.sh"
@@ -19,9 +21,12 @@ NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
 # shellcheck source=bench/lib/workload.sh
 . "$FX_SRC/bench/lib/workload.sh"
 
+SSH_THREAD=""
+[ "${1:-}" = --ssh-thread ] && SSH_THREAD="--set ssh.thread=yes"
+
 fx_nodes_up
-FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n1
-fx_agent_start n2
+FX_AGENT_ARGS="--set agent.stream_pages=yes $SSH_THREAD" fx_agent_start n1
+FX_AGENT_ARGS="$SSH_THREAD" fx_agent_start n2
 read -r id _ < <(fx_ctr_start n1 pages)
 work=$(fx_ctr_dir n1 pages)
 fx_counter_advances "$work" || t_fail "workload does not tick"
@@ -61,12 +66,17 @@ fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ fram
 	t_fail "node2 did not check the $sent bytes of the page stream to its end"
 fx_logged_since n2 "$off2" "the staging, with the pages streamed during the dump, is signed" ||
 	t_fail "node2 did not sign the staging with the pages"
+if [ -n "$SSH_THREAD" ]; then
+	fx_logged_since n1 "$off1" "SSH on a thread of its own" || t_fail "node1's link did not run SSH on its own thread"
+else
+	fx_logged_since n1 "$off1" "SSH on the agent's loop" || t_fail "node1's link did not run SSH on its loop"
+fi
 [ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "staging left on node2"
 [ -z "$(ls -A "$(fx_dir n1)/migrate/checkpoints")" ] || t_fail "images left on node1"
 
 t_log "a page frame bent on its way back: node1 refuses it, the container runs on at node2"
 fx_agent_stop n2
-FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n2 "NM_FAULT=fail=ps-frame"
+FX_AGENT_ARGS="--set agent.stream_pages=yes $SSH_THREAD" fx_agent_start n2 "NM_FAULT=fail=ps-frame"
 pid2=$(sed -n 's/^ *"pid": *\([0-9]*\).*/\1/p' "$(fx_dir n2)/nucleus/$id.json")
 off1=$(stat -c %s "$log1")
 rc=0
@@ -92,7 +102,7 @@ read -r bid bpid < <(breadth_start n2 "$(fx_dir n2)/nucleus" "$bdir" locks flock
 report=$(breadth_check "$bpid" "$bdir" 1) || t_fail "no report from the locks workload"
 bad=$(breadth_all_ok "$report" flock) || t_fail "before the move: $bad"
 fx_agent_stop n2
-FX_AGENT_ARGS="--set agent.stream_pages=yes" fx_agent_start n2
+FX_AGENT_ARGS="--set agent.stream_pages=yes $SSH_THREAD" fx_agent_start n2
 off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
 out=$(fx_nm n2 migrate "$bid" node1 --json) || t_fail "the move of the tree that cannot be held failed: $out"
 res=$(grep '"event":"result"' <<<"$out" | tail -n1)
@@ -112,7 +122,7 @@ t_log "[limits] bandwidth paces the page stream"
 # each). Unpaced, the same move takes a fraction of it.
 rate=$((4 << 20))
 fx_agent_stop n1
-FX_AGENT_ARGS="--set agent.stream_pages=yes --set limits.bandwidth=4M" fx_agent_start n1
+FX_AGENT_ARGS="--set agent.stream_pages=yes --set limits.bandwidth=4M $SSH_THREAD" fx_agent_start n1
 read -r hid _ < <(b_hog_start n1 paced 32 random) || t_fail "could not start the 32 MiB workload"
 off1=$(stat -c %s "$log1")
 t0=$(date +%s%N)

@@ -3,8 +3,16 @@
 # libuv from node 1, `nucleus-agent dial-stdio` on node 2 relaying to a
 # receiver on a unix socket. Bytes and HMAC must arrive intact; host keys,
 # keys, link cuts and corruption must be refused cleanly.
+# --thread: the same, with each session on a thread of its own
+# (XFER_SSH_ON_THREAD): every byte, error and message must be the same.
 set -euo pipefail
 . "$(dirname "$0")/../lib/fixture.sh"
+
+THREAD=()
+if [ "${1:-}" = --thread ]; then
+	THREAD=(--thread)
+	t_log "every session on a thread of its own"
+fi
 
 SEND=$FX_BUILD/tests/tools/nm-xfer-send
 SERVE=$FX_BUILD/tests/tools/nm-xfer-serve
@@ -54,7 +62,8 @@ serve_start() {
 # send_n1 ARGS...: nm-xfer-send from node 1 to node 2 over SSH.
 send_n1() {
 	fx_in n1 "$SEND" --host "$(fx_addr n2)" --key "$N1/ssh/id_ed25519" --known-hosts "$N1/ssh/known_hosts" \
-		--command "$AGENT dial-stdio --socket $SOCK" --hmac-key "$KEY" --connect-timeout "$(t_ms 30000)" "$@"
+		--command "$AGENT dial-stdio --socket $SOCK" --hmac-key "$KEY" --connect-timeout "$(t_ms 30000)" \
+		"${THREAD[@]}" "$@"
 }
 
 # A failing run must fail for the reason the test expects, not because a
@@ -107,13 +116,15 @@ out=$(send_n1 --mig cat-1 --no-verify --command 'cat >/dev/null' "$SRC") || t_fa
 t_log "ours into 'cat >/dev/null' (framing and hashing, no receiver): $(awk '{print $6}' <<<"$out") MB/s"
 fx_rm "$DST"
 
-t_log "three streams at once on three channels of one SSH session"
 mid=$FX_ROOT/mid
 mkdir -p "$mid/images"
 head -c $((24 * 1024 * 1024 + 7)) /dev/urandom >"$mid/images/pages-1.img"
 for i in 1 2 3 4 5; do head -c $((i * 4099)) /dev/urandom >"$mid/images/core-$i.img"; done
 echo '{"container_id":"mid"}' >"$mid/metadata.json"
 want_mid=$(hmac_tree "$mid")
+# A session on its own thread opens one channel.
+if [ ${#THREAD[@]} -eq 0 ]; then
+t_log "three streams at once on three channels of one SSH session"
 serve_start "$FX_ROOT/serve-par.log" --count 3
 out=$(send_n1 --mig par --parallel 3 "$mid") || t_fail "parallel transfer failed: $out"
 wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve-par.log")"
@@ -123,6 +134,7 @@ for i in 1 2 3; do
 	cmp "$mid/images/pages-1.img" "$STAGE/par-$i/images/pages-1.img" || t_fail "par-$i: pages-1.img differs"
 	fx_rm "$STAGE/par-$i"
 done
+fi
 
 t_log "dial-stdio --relay (as for an agent that does not take the session's pipes) carries the same bytes"
 serve_start "$FX_ROOT/serve-relay.log"

@@ -253,6 +253,7 @@ int main(int argc, char **argv) {
                 {"no-verify", no_argument, NULL, 'V'},
                 {"zstd", optional_argument, NULL, 'Z'},
                 {"file-mac", no_argument, NULL, 'M'},
+                {"thread", no_argument, NULL, 'T'},
                 {},
         };
         xfer_ssh_options so = {0};
@@ -287,15 +288,17 @@ int main(int argc, char **argv) {
                         t.zstd_level = zstd_level_arg(optarg);
                         break;
                 case 'M': t.file_mac = true; break;
+                case 'T': so.thread = XFER_SSH_ON_THREAD; break;
                 default: return 2;
                 }
         }
+        /* A session on its own thread opens one channel. */
         if (optind + 1 != argc || !keyfile || (!local && !so.host) || t.n_streams < 1 ||
-            t.n_streams > MAX_STREAMS) {
+            t.n_streams > MAX_STREAMS || (so.thread == XFER_SSH_ON_THREAD && t.n_streams > 1)) {
                 fprintf(stderr,
                         "usage: nm-xfer-send (--host H --key K --known-hosts F [--command CMD] | "
                         "--local-socket PATH) --hmac-key FILE [--mig ID] [--parallel N] [--zstd[=LEVEL]] "
-                        "[--file-mac] DIR\n");
+                        "[--file-mac] [--thread] DIR\n");
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
