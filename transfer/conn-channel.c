@@ -36,6 +36,15 @@ typedef enum xfer_chan_close {
         _XFER_CHAN_CLOSE_INVALID = -EINVAL,
 } xfer_chan_close;
 
+/* What the queue's last write waited for. */
+typedef enum xfer_chan_write_wait {
+        XFER_CHAN_WRITE_WAITS_NOT,
+        XFER_CHAN_WRITE_WAITS_SOCKET, /* the TCP connection took no more */
+        XFER_CHAN_WRITE_WAITS_WINDOW, /* the peer's channel window was shut */
+        _XFER_CHAN_WRITE_WAIT_MAX,
+        _XFER_CHAN_WRITE_WAIT_INVALID = -EINVAL,
+} xfer_chan_write_wait;
+
 /* The libssh2 calls of a channel that may leave a packet half sent. */
 typedef enum xfer_chan_op {
         XFER_CHAN_OP_WRITE,
@@ -60,6 +69,7 @@ struct xfer_channel {
         size_t line_len;
         unsigned remarks;        /* lines passed to remark() */
         xfer_chan_op pending_op; /* the call to repeat while holding the send token */
+        xfer_chan_write_wait write_wait;
 };
 
 static xfer_channel *channel_of(xfer_conn *c) {
@@ -292,8 +302,11 @@ static int chan_write(xfer_channel *h) {
                 n = libssh2_channel_write(h->ch, (const char *)p, left);
                 if (n == LIBSSH2_ERROR_EAGAIN) {
                         chan_blocked(h, XFER_CHAN_OP_WRITE);
+                        h->write_wait = libssh2_channel_window_write(h->ch) == 0 ? XFER_CHAN_WRITE_WAITS_WINDOW
+                                                                                 : XFER_CHAN_WRITE_WAITS_SOCKET;
                         return progress;
                 }
+                h->write_wait = XFER_CHAN_WRITE_WAITS_NOT;
                 xfer__ssh_unblocked(h->io, h);
                 if (n < 0)
                         return chan_error(h, (int)n, "sending to the peer");
@@ -491,6 +504,18 @@ static bool channel_step(xfer_channel *h) {
         return progress;
 }
 
+/* A read (this channel's or another's: libssh2 takes in whatever packet
+ * comes) may have taken in the window adjust a write waited for. libssh2
+ * then has nothing left to read, and the session's poll would wait for the
+ * peer, which waits for our bytes: the write must go again now. */
+static bool chan_window_opened(xfer_channel *h) {
+        if (h->conn.state != XFER_CONN_OPEN || !h->head || h->write_wait != XFER_CHAN_WRITE_WAITS_WINDOW ||
+            libssh2_channel_window_write(h->ch) == 0)
+                return false;
+        h->write_wait = XFER_CHAN_WRITE_WAITS_NOT;
+        return true;
+}
+
 bool xfer__channels_step(xfer_ssh_io *io) {
         xfer_channel *h, *next;
         bool progress = false;
@@ -499,6 +524,9 @@ bool xfer__channels_step(xfer_ssh_io *io) {
                 if (channel_step(h))
                         progress = true;
         }
+        LIST_FOREACH(channels, h, io->channels)
+        if (chan_window_opened(h))
+                progress = true;
         return progress;
 }
 
