@@ -389,7 +389,7 @@ static int payload_seg_new(xfer_conn *c, const char *what, size_t n, xfer_seg **
  * with no header of its own. */
 int xfer__conn_send_raw(xfer_conn *c, const void *bytes, size_t n, void (*release)(void *ud), void *release_ud,
                         nm_error *err) {
-        xfer_seg *g;
+        xfer_seg *g = NULL;
         int r = payload_seg_new(c, "relayed", n, &g, err);
         if (r < 0)
                 return r;

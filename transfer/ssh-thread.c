@@ -107,6 +107,10 @@ struct xfer__ssh_thread {
         pthread_t tid;
         th_phase phase;
 
+        /* The events that come once (not TH_EV_REMARK): the thread fills
+         * one in before it queues it, the caller reads it after. */
+        th_event once[_TH_EV_KIND_MAX];
+
         pthread_mutex_t lock;
         /* under the lock */
         th_event *ev_head, *ev_tail;
@@ -145,13 +149,16 @@ struct xfer__ssh_thread {
 
 /* ---- the thread ------------------------------------------------------------- */
 
+/* Every kind but a remark comes once per session: those have their place
+ * in t, so that no allocation can lose one (the caller would wait for it
+ * for good); a remark that cannot be allocated is dropped. */
 static void th_post(xfer__ssh_thread *t, th_event_kind kind, int status, const nm_error *err,
                     const char *text) {
-        th_event *e = calloc(1, sizeof(*e));
+        th_event *e = kind == TH_EV_REMARK ? calloc(1, sizeof(*e)) : &t->once[kind];
 
         if (!e)
-                return; /* only a remark can be lost: the others are posted after a failed one too */
-        e->kind = kind;
+                return;
+        *e = (th_event){.kind = kind};
         e->status = status;
         if (err)
                 e->err = *err;
@@ -504,7 +511,8 @@ static void th_free(xfer__ssh_thread *t) {
         }
         while ((e = t->ev_head)) {
                 t->ev_head = e->next;
-                free(e);
+                if (e->kind == TH_EV_REMARK)
+                        free(e);
         }
         if (t->fd_local >= 0)
                 close(t->fd_local);
@@ -650,7 +658,8 @@ static void notify_cb(uv_async_t *a) {
                 case _TH_EV_KIND_MAX:
                 case _TH_EV_KIND_INVALID: break;
                 }
-                free(e);
+                if (e->kind == TH_EV_REMARK)
+                        free(e);
                 if (t->phase == TH_FINISHED)
                         return; /* th_maybe_finish may have begun closing this handle */
         }
