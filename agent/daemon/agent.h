@@ -106,8 +106,7 @@ struct agent {
         const agent_invocation *inv;
         ctl_conn *conns;
         mig *migs;
-        struct peer_link *warm_links; /* opened ahead, for the next migration to a peer (peer.h) */
-        unsigned n_src, n_dst;        /* active migrations per role */
+        unsigned n_src, n_dst; /* active migrations per role */
         keeper *keepers;       /* native containers restored here, watched until they exit */
         /* A migration is over (its watchers heard): the daemon's policy
          * (prune CRIU's logs, exit when stopping). */

@@ -218,7 +218,6 @@ static void agent_teardown(agent *a) {
         mig *m, *n;
         LIST_FOREACH_SAFE(migs, m, n, a->migs)
         mig_park(m);
-        peer_links_cool(a, NULL);
         ctl_close_all(a);
         keeper_close_all(a);
         metrics_stop(a);

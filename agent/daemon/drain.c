@@ -88,8 +88,6 @@ static void drain_finish(drain *d) {
                                 targets, "items", items, "cordoned", d->a->cordoned, "bandwidth",
                                 (json_int_t)d->a->cfg.bandwidth);
         log_info("drain of %s: %u moved, %u not moved", d->a->cfg.node, moved, failed);
-        for (size_t i = 0; i < d->n_targets; i++)
-                peer_links_cool(d->a, d->targets[i].name);
         metrics_drain(d->a, failed ? "partial" : "complete");
         if (d->cli) {
                 ctl_send_result(d->cli, NULL, doc);
@@ -123,23 +121,6 @@ static void item_result(drain *d, drain_item *it, const char *outcome, const cha
 
 static const mig_watch_ops item_watch;
 
-/* The link the next move will want is opened while the moves before it
- * run: its SSH set-up is then out of its way. The target is the one it
- * would get now; if another is picked when its turn comes, the link is not
- * used, and goes at the drain's end. */
-static void warm_next(drain *d) {
-        nm_error err = {};
-        drain_target *t;
-        size_t i = d->next;
-
-        while (i < d->n_items && d->items[i].result) /* refused up front */
-                i++;
-        if (i == d->n_items || !(t = pick_target(d, d->items[i].bytes_est)))
-                return;
-        if (peer_link_warm(d->a, t->name, &err) < 0)
-                log_debug("drain: cannot open a link to %s ahead: %s", t->name, err.msg);
-}
-
 static void drain_pump(drain *d) {
         while (d->in_flight < d->parallel && d->next < d->n_items) {
                 drain_item *it = &d->items[d->next++];
@@ -164,8 +145,6 @@ static void drain_pump(drain *d) {
                 t->running++;
                 t->assigned += it->bytes_est;
         }
-        if (d->in_flight > 0)
-                warm_next(d);
         if (d->n_done == d->n_items && d->in_flight == 0)
                 drain_finish(d);
 }

@@ -70,9 +70,6 @@ static void src_close_link(mig *m) {
 static mig_act_result src_open_link(mig *m, mig_event *ret) {
         nm_error err = {};
 
-        m->link = peer_link_take_warm(m->a, m->peer, m->id, &src_link_ops, m);
-        if (m->link)
-                return MIG_ACT_DONE;
         if (peer_link_open(m->a, m->peer, m->id, &src_link_ops, m, &err, &m->link) >= 0)
                 return MIG_ACT_DONE;
         log_ctx_warning(m->id, "%s", err.msg);

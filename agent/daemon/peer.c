@@ -5,17 +5,8 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "list.h"
 #include "log.h"
 #include "macro.h"
-
-/* Who the link is for. */
-typedef enum link_owner {
-        LINK_OWNED, /* the caller of peer_link_open, or the taker of a link opened ahead */
-        LINK_AHEAD, /* opened ahead (peer_link_warm), no migration took it yet */
-        _LINK_OWNER_MAX,
-        _LINK_OWNER_INVALID = -EINVAL,
-} link_owner;
 
 typedef enum link_state {
         LINK_CONNECTING,
@@ -28,8 +19,6 @@ typedef enum link_state {
 
 struct peer_link {
         agent *a;
-        link_owner owner;
-        LIST_FIELDS(peer_link, warm); /* while LINK_AHEAD */
         link_state state;
         const peer_link_ops *ops; /* NULL once detached */
         void *ud;
@@ -384,95 +373,4 @@ void peer_link_close(peer_link *l, int status, const nm_error *err) {
 void peer_link_detach(peer_link *l) {
         l->ops = NULL;
         link_shutdown(l, -ECANCELED, NULL);
-}
-
-/* ---- links opened ahead ---- */
-
-static void warm_forget(peer_link *l) {
-        if (l->owner != LINK_AHEAD)
-                return;
-        l->owner = LINK_OWNED;
-        LIST_REMOVE(warm, l->a->warm_links, l);
-}
-
-static void warm_ready(peer_link *l, void *ud) {
-        (void)ud;
-        log_ctx_debug(l->ctx, "a link to %s is ready for the next migration", l->peer);
-}
-
-/* Nothing is owed on a link no migration took yet. */
-static void warm_message(peer_link *l, const proto_msg *msg, void *ud) {
-        nm_error err = {};
-        (void)ud;
-        nm_error_set(&err, -EPROTO, "peer %s sent %s on a link no migration uses yet", l->peer,
-                     strna(proto_msg_type_to_string(msg->type)));
-        link_shutdown(l, err.code, &err);
-}
-
-static void warm_closed(peer_link *l, int status, const nm_error *err, void *ud) {
-        (void)ud;
-        warm_forget(l);
-        log_ctx_debug(l->ctx, "the link to %s opened ahead closed before a migration took it (%s)", l->peer,
-                      err && err->code ? err->msg : strerror(-status));
-}
-
-static const peer_link_ops warm_ops = {.ready = warm_ready, .message = warm_message, .closed = warm_closed};
-
-static peer_link *warm_find(agent *a, const char *peer_name) {
-        peer_link *l;
-        LIST_FOREACH(warm, l, a->warm_links)
-        if (strcmp(l->peer, peer_name) == 0 && l->state != LINK_CLOSING)
-                return l;
-        return NULL;
-}
-
-int peer_link_warm(agent *a, const char *peer_name, nm_error *err) {
-        const agent_peer *p = agent_config_peer(&a->cfg, peer_name);
-        peer_link *l;
-        int r;
-
-        if (p && warm_find(a, p->name))
-                return 0;
-        r = peer_link_open(a, peer_name, peer_name, &warm_ops, NULL, err, &l);
-        if (r < 0)
-                return r;
-        l->owner = LINK_AHEAD;
-        LIST_PREPEND(warm, a->warm_links, l);
-        return 0;
-}
-
-static void on_taken(uv_timer_t *t) {
-        peer_link *l = t->data;
-
-        ping_arm(l);
-        if (l->state == LINK_READY && l->ops && l->ops->ready)
-                l->ops->ready(l, l->ud);
-}
-
-peer_link *peer_link_take_warm(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops,
-                               void *ud) {
-        const agent_peer *p = agent_config_peer(&a->cfg, peer_name);
-        peer_link *l = p ? warm_find(a, p->name) : NULL;
-
-        if (!l)
-                return NULL;
-        warm_forget(l);
-        l->ops = ops;
-        l->ud = ud;
-        snprintf(l->ctx, sizeof(l->ctx), "%s", log_ctx ? log_ctx : l->peer);
-        log_ctx_debug(l->ctx, "takes the link to %s opened ahead (%s)", l->peer,
-                      l->state == LINK_READY ? "ready" : "still opening");
-        /* Its ready callback comes from the loop, as for a link just opened. */
-        if (l->state == LINK_READY)
-                (void)uv_timer_start(&l->ping, on_taken, 0, 0);
-        return l;
-}
-
-void peer_links_cool(agent *a, const char *peer_name) {
-        peer_link *l, *n;
-        LIST_FOREACH_SAFE(warm, l, n, a->warm_links)
-        if (!peer_name || strcmp(l->peer, peer_name) == 0) {
-                warm_forget(l);
-                peer_link_detach(l);
-        }
 }

@@ -51,17 +51,3 @@ void peer_link_close(peer_link *l, int status, const nm_error *err);
 
 /* Ends the link without any further callback. */
 void peer_link_detach(peer_link *l);
-
-/* Links opened ahead: a drain opens the link its next move to a peer will
- * take while the moves before it run, so that the SSH set-up (connect,
- * authentication, the relay's start, HELLO) is not in that move's way. At
- * most one per peer. Each is a fresh session that carries one migration,
- * like any other link; one that closes before it is taken is forgotten. */
-int peer_link_warm(agent *a, const char *peer_name, nm_error *err);
-/* The link opened ahead to peer_name, now the caller's (as from
- * peer_link_open: ops->ready runs from the loop, at once if it is ready
- * already), or NULL when there is none. */
-peer_link *peer_link_take_warm(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops,
-                               void *ud);
-/* Closes the links opened ahead to peer_name (NULL: to every peer). */
-void peer_links_cool(agent *a, const char *peer_name);

@@ -67,18 +67,6 @@ for name in d1 d2 gv; do
 	fx_log_ok "$(fx_ctr_dir n1 "$name")" || t_fail "log of $name has a gap"
 done
 
-t_log "one at a time: the next move takes the link its drain opened while the one before ran"
-n2_off=$(stat -c %s "$(fx_agent_log n2)")
-out=$(fx_nm n2 drain --to node3 --parallel 1 --json 2>&1) || t_fail "draining node2 one at a time failed: $out"
-grep -q '"moved":2' <<<"$(tail -n1 <<<"$out")" || t_fail "node2's drain should have moved two containers: $out"
-for name in incoming "$(if [ "$w1" = n2 ]; then echo d1; else echo d2; fi)"; do
-	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name after node2's drain"
-done
-t_assert_eq "$(fx_ctr_where "$incoming")" n3 "where the container of node2 runs after its drain"
-fx_logged_since n2 "$n2_off" "takes the link to node3 opened ahead" ||
-	t_fail "node2's second move did not take the link opened ahead: $(tail -c "+$((n2_off + 1))" "$(fx_agent_log n2)" | tail -n 30)"
-fx_nm n2 uncordon >/dev/null
-
 t_log "the text table"
 fx_nm n1 drain --to node2,node3 >"$FX_ROOT/table" || true
 grep -q "CONTAINER" "$FX_ROOT/table" && grep -q "gVisor\|gvisor" "$FX_ROOT/table" ||
