@@ -53,6 +53,7 @@ b_method_label() {
 	stream-ours-2) echo "nucleus-migrate, two sessions at once (half the set each)" ;;
 	stream-ours-sender) echo "nucleus-migrate's sender alone (into 'cat >/dev/null')" ;;
 	stream-ours-local) echo "nucleus-migrate image stream without SSH (a unix socket)" ;;
+	stream-ours-thread) echo "nucleus-migrate, its SSH session on a thread of its own" ;;
 	ours-lazy) echo "nucleus-migrate --lazy" ;;
 	*) echo "$1" ;;
 	esac
@@ -141,7 +142,9 @@ b_stream_summary() {
 		"stream_sender_x=$(b_ratio "$(b_stat_stream "$stats" random ours-sender 0)" "$(b_stat_stream "$stats" random baseline 0)")" \
 		"stream_sender_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-sender 0)" "$(b_stat_stream "$stats" mixed baseline 0)")" \
 		"stream_local_x=$(b_ratio "$(b_stat_stream "$stats" random ours-local 0)" "$(b_stat_stream "$stats" random baseline 0)")" \
-		"stream_local_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-local 0)" "$(b_stat_stream "$stats" mixed baseline 0)")"
+		"stream_local_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-local 0)" "$(b_stat_stream "$stats" mixed baseline 0)")" \
+		"stream_thread_x=$(b_ratio "$(b_stat_stream "$stats" random ours-thread 0)" "$(b_stat_stream "$stats" random ours 0)")" \
+		"stream_thread_x_mixed=$(b_ratio "$(b_stat_stream "$stats" mixed ours-thread 0)" "$(b_stat_stream "$stats" mixed ours 0)")"
 }
 
 b_report_machine() {
@@ -405,6 +408,11 @@ b_report_targets() {
 			printf "- The bound of striping here: the set sent as two halves at once, each in its own SSH session (its own sender process, sshd and writer thread; one receiving process; no reordering), ran at %.0f MB/s incompressible = %.2f x one session, and %.0f MB/s mixed = %.2f x.\n", tr, tr / orr, tm, tm / om
 		}'
 		b_stream_stage_line "$sstats" ours-sender "- The sending stage alone: our sender, the same bytes through the same SSH session into \`cat >/dev/null\` (the far side OpenSSH's stream has), ran at %.0f MB/s = %.2f x OpenSSH's incompressible and %.0f MB/s = %.2f x mixed. Checking and staging every byte on the target, on the same 2 cores, takes ours from there to %.2f x and %.2f x of it."
+		awk -v hm="$(b_stat_stream "$sstats" mixed ours-thread 0)" -v om="$(b_stat_stream "$sstats" mixed ours 0)" \
+			-v hr="$(b_stat_stream "$sstats" random ours-thread 0)" -v orr="$(b_stat_stream "$sstats" random ours 0)" 'BEGIN {
+			if (hm == "" || hr == "" || hm == "-" || hr == "-") exit
+			printf "- The SSH session on a thread of its own (`[ssh] thread`: libssh2 encrypts on that thread, the sender'"'"'s loop reads, hashes and compresses, a socketpair between them) ran at %.0f MB/s incompressible = %.2f x on the loop, and %.0f MB/s mixed = %.2f x.\n", hr, hr / orr, hm, hm / om
+		}'
 		b_stream_stage_line "$sstats" ours-local "- Everything but the transport: the same sender and receiver joined by a unix socket on the target instead of SSH (every byte read, hashed, compressed, checked and staged, none encrypted) ran at %.0f MB/s = %.2f x OpenSSH's incompressible and %.0f MB/s = %.2f x mixed; SSH through libssh2 takes ours from there to %.2f x and %.2f x of it."
 		echo
 		echo "A missed stream target is held back by CPU, at the stage the last lines"
@@ -727,13 +735,22 @@ one's loop thread spends waiting (70 % busy, `perf`), and no core is idle
 here beyond that. Three runs are too few for this row: the slow runs into
 cold memory decide the median (a first `--runs 3` said 1.37 x and 1.21 x),
 so `bench/run stream` now makes 8 by default.
+Its first piece is built: one session whose SSH work runs on a thread of
+its own (`[ssh] thread`, off by default; the row "its SSH session on a
+thread of its own", the `stream_thread_x` keys). On this fixture it costs
+more than it gives (0.95 x and 0.94 x on the Xeon, 8 runs, 2026-12-05):
+the handover through a socketpair adds CPU and waits, and there is no
+idle core to take the encryption.
 The sending stage's own limit is measured in the same runs too (the row
 "sender alone", the `stream_sender_x` keys): our sender into `cat
 >/dev/null`, the far side OpenSSH's stream has. Where OpenSSH's
 chacha20-poly1305 runs at twice the speed of libssh2's aes128-ctr (the
 Xeon: about 620 against 370 MB/s), that limit alone keeps the stream
 below its targets, whatever the receiver does.
-A drain is CPU-bound on both cores, and a page streamed while CRIU dumps
+A drain is CPU-bound on both cores (opening the next move's SSH link
+ahead gained nothing: it took as long ahead as in its move; a third move
+at once about 6 %, at a tenth more downtime per container; DESIGN.md),
+and a page streamed while CRIU dumps
 costs the target more passes than one in the image stream (checked by the
 link, copied into CRIU's page server, written, then read again to sign
 the staging); compressing the page frames on the pool instead of the
@@ -836,7 +853,7 @@ mixed: $(b_meta "$m" payload_mixed) bytes, zstd -1 ratio $(b_meta "$m" zstd_mixe
 Baseline: \`tar -C DIR -c . | ssh n2 'cat >/dev/null'\`, OpenSSH defaults; an ssh
 connection set-up alone (\`ssh n2 true\`) takes $(b_meta "$m" ssh_setup_s) s and is inside every baseline time.
 MB/s = payload bytes / 10^6 / wall seconds. Where ours sent the set as two halves as well, the baseline
-ran before each of our streams that stage (two or three a run, their order rotating), so that all started from the same state of the
+ran before each of our streams that stage (up to four a run, their order rotating), so that all started from the same state of the
 target's memory: here a write into staging freed seconds before is several times faster than one into
 memory the VM had handed back (see the note after the targets). Our sender alone, which like the
 baseline writes nothing on the target, opened each run. Ours without SSH has no wire bytes: its sender
@@ -846,12 +863,12 @@ runs on the target node, joined to the receiver by its unix socket.$(b_load_warn
 | --- | --- | --- | --- | --- | --- |
 EOF
 	for kind in random mixed; do
-		for method in baseline ours ours-2 ours-sender ours-local; do
+		for method in baseline ours ours-2 ours-sender ours-local ours-thread; do
 			local row
 			row=$(awk -F'\t' -v a="$kind" -v b="$method" '$1 == a && $2 == b' <<<"$stats")
 			if [ -z "$row" ]; then
 				# Results from before these rows have none.
-				case $method in ours-2 | ours-sender | ours-local) continue ;; esac
+				case $method in ours-2 | ours-sender | ours-local | ours-thread) continue ;; esac
 				[ "$method" = baseline ] || grep -q "^$kind	baseline" <<<"$stats" &&
 					echo "| $kind | $(b_method_label "stream-$method") | not run (missing) | | | |"
 				continue

@@ -58,6 +58,7 @@ b_stream_move() {
 	ours-2) ours_stream_pair n1 n2 "$2-half1" "$2-half2" ;;
 	ours-sender) ours_stream_sender n1 n2 "$2" ;;
 	ours-local) ours_stream_local n2 "$2" ;;
+	ours-thread) OURS_STREAM_FLAGS="$OURS_STREAM_FLAGS --thread" ours_stream n1 n2 "$2" ;;
 	*) b_die "unknown method $1" ;;
 	esac
 }
