@@ -3,9 +3,10 @@
 
 /* transfer/: moves bytes between agents. An SSH client session driven by the
  * caller's libuv loop (libssh2 in non-blocking mode, one uv_poll_t per
- * session, no I/O threads), a framed message connection (xfer_conn) over an
- * SSH exec channel or a uv stream, the image stream (xfer_send_dir on the
- * source, the xfer_recv sink on the destination) and the dial-stdio relay.
+ * session), or by a loop on a thread of its own (XFER_SSH_ON_THREAD); a
+ * framed message connection (xfer_conn) over an SSH exec channel or a uv
+ * stream; the image stream (xfer_send_dir on the source, the xfer_recv sink
+ * on the destination) and the dial-stdio relay.
  *
  * transfer/ does not know what a container is. It knows the checkpoint tree
  * format, from ckpt/'s libckpt_format (ckpt-format.h), the one home of the
