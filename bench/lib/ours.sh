@@ -221,14 +221,16 @@ ours__stream_serve() {
 
 # ours__xfer_send FROM TO TREE MIG ARGS...: nm-xfer-send from FROM over SSH to
 # TO with what two agents negotiate, and ARGS (the remote command); its
-# output, stderr included.
+# output, stderr included. A stream that stands still for a minute fails
+# its run instead of holding the bench for good.
 ours__xfer_send() {
 	local from=$1 to=$2 tree=$3 mig=$4
 	shift 4
 	# shellcheck disable=SC2086 # the flags are a word list
 	fx_in "$from" "$NM_BUILD_DIR/tests/tools/nm-xfer-send" --host "$(fx_addr "$to")" \
 		--key "$(fx_dir "$from")/ssh/id_ed25519" --known-hosts "$(fx_dir "$from")/ssh/known_hosts" \
-		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --mig "$mig" $OURS_STREAM_FLAGS "$@" "$tree" 2>&1
+		--hmac-key "$(fx_hmac_key "$from")" --connect-timeout 10000 --idle-timeout 60000 --mig "$mig" \
+		$OURS_STREAM_FLAGS "$@" "$tree" 2>&1
 }
 
 # ours_stream FROM TO DIR [MIG]: DIR's files through our image stream into a
