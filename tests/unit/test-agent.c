@@ -47,6 +47,7 @@ static void test_config_file_and_overrides(void **state) {
                                                     "[ssh]\n"
                                                     "idle_timeout = 7\n"
                                                     "accept_new = yes\n"
+                                                    "thread = yes\n"
                                                     "[limits]\n"
                                                     "parallel = 3\n"
                                                     "peer_parallel = 1\n"
@@ -59,12 +60,14 @@ static void test_config_file_and_overrides(void **state) {
 
         assert_int_equal(agent_config_init(&c), 0);
         assert_int_equal(c.tcp, AGENT_TCP_AUTO);
+        assert_false(c.ssh_thread);
         assert_int_equal(agent_config_load(&c, path, true, &err), 0);
         assert_string_equal(c.node, "node1");
         assert_int_equal(c.tcp, AGENT_TCP_CLOSE);
         assert_string_equal(c.work_dir, "/srv/nm");
         assert_int_equal(c.idle_timeout_s, 7);
         assert_true(c.accept_new);
+        assert_true(c.ssh_thread);
         assert_int_equal(c.parallel, 3);
         assert_int_equal(c.peer_parallel, 1);
         assert_int_equal(c.staging_max, 2ULL << 30);
