@@ -4,7 +4,7 @@
  * libssh2 encrypts and MACs every packet on the thread that calls it. On
  * the caller's loop that is the same core that reads, hashes and
  * compresses what the session carries, so a stream runs at the speed of
- * one core doing both. Here the session (an ordinary xfer_session) runs on
+ * one core doing both. Here the session (ssh.c's, as on the caller's loop) runs on
  * a loop of its own, on its own thread; its exec channel's frames are
  * relayed, one frame at a time, to and from a socketpair whose other end is
  * the connection the caller gets, on the caller's loop. The caller sees
@@ -124,7 +124,7 @@ struct xfer__ssh_thread {
         /* the thread's */
         uv_loop_t tloop;
         uv_async_t wake; /* requests set */
-        xfer_session *inner;
+        xfer__ssh_loop *inner;
         xfer_conn *remote; /* the exec channel */
         uv_pipe_t lpipe;   /* our end of the socketpair, as bytes */
         th_local local;
@@ -403,7 +403,10 @@ static void inner_exec_done(xfer_session *s, int status, const nm_error *err, xf
 }
 
 static void inner_connected(xfer_session *s, int status, const nm_error *err, void *ud) {
-        th_post(ud, TH_EV_CONNECTED, status, err, status >= 0 ? strempty(xfer_session_fingerprint(s)) : NULL);
+        xfer__ssh_thread *t = ud;
+        (void)s;
+        th_post(t, TH_EV_CONNECTED, status, err,
+                status >= 0 ? strempty(xfer__ssh_loop_fingerprint(t->inner)) : NULL);
 }
 
 static void wake_closed(uv_handle_t *h) {
@@ -452,7 +455,7 @@ static void th_take_requests(xfer__ssh_thread *t) {
         /* What the close overtook is cancelled, as the session itself
          * cancels what is pending when it closes. */
         if (connect_req == TH_REQ_PENDING) {
-                r = close_req == TH_REQ_NONE ? xfer_session_connect(t->inner, inner_connected, t) : -ECANCELED;
+                r = close_req == TH_REQ_NONE ? xfer__ssh_loop_connect(t->inner, inner_connected, t) : -ECANCELED;
                 if (r < 0) {
                         nm_error_set(&e, r, "SSH connection: %s", strerror(-r));
                         th_post(t, TH_EV_CONNECTED, r, &e, NULL);
@@ -460,7 +463,7 @@ static void th_take_requests(xfer__ssh_thread *t) {
         }
         if (exec_req == TH_REQ_PENDING) {
                 r = close_req == TH_REQ_NONE
-                            ? xfer_session_exec(t->inner, cmd, &remote_cbs, t, inner_exec_done, t)
+                            ? xfer__ssh_loop_exec(t->inner, cmd, &remote_cbs, t, inner_exec_done, t)
                             : -ECANCELED;
                 if (r < 0) {
                         nm_error_set(&e, r, "opening an SSH channel: %s", strerror(-r));
@@ -472,7 +475,7 @@ static void th_take_requests(xfer__ssh_thread *t) {
         if (closed_req == TH_REQ_PENDING && t->remote && caller_status < 0)
                 xfer_conn_close(t->remote, caller_status, NULL);
         if (close_req == TH_REQ_PENDING && t->inner)
-                xfer_session_close(t->inner, inner_closed, t);
+                xfer__ssh_loop_close(t->inner, inner_closed, t);
 }
 
 static void wake_cb(uv_async_t *a) {
@@ -530,10 +533,8 @@ static void notify_closed(uv_handle_t *h) {
         void *ud = t->close_ud;
 
         th_free(t);
-        /* As transfer.h promises: the callback first, then the memory. */
         if (cb)
                 cb(outer, ud);
-        free(outer);
 }
 
 /* Both ends reached: the thread has ended and the caller's connection is
@@ -675,7 +676,6 @@ static void grow_buffer(int fd) {
 
 int xfer__ssh_thread_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_session *outer, nm_error *err,
                          xfer__ssh_thread **ret) {
-        xfer_ssh_options inner = *o;
         xfer__ssh_thread *t;
         int fds[2], r;
 
@@ -700,9 +700,9 @@ int xfer__ssh_thread_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_sessio
                 th_free(t);
                 return nm_error_set(err, r, "cannot make a loop for the SSH thread: %s", uv_strerror(r));
         }
-        inner.thread = XFER_SSH_ON_LOOP;
-        r = xfer_session_new(&t->tloop, &inner, err, &t->inner);
+        r = xfer__ssh_loop_new(&t->tloop, o, NULL, &t->inner);
         if (r < 0) {
+                nm_error_set(err, r, "cannot make an SSH session: %s", strerror(-r));
                 (void)uv_loop_close(&t->tloop);
                 th_free(t);
                 return r;

@@ -14,7 +14,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,7 +21,6 @@
 #include <unistd.h>
 
 #include "macro.h"
-#include "ssh-ctr.h"
 #include "transfer-internal.h"
 
 /* How long a closing session may spend saying goodbye before its socket is
@@ -60,8 +58,8 @@ typedef enum xfer_close_phase {
         _XFER_CLOSE_PHASE_INVALID = -EINVAL,
 } xfer_close_phase;
 
-struct xfer_session {
-        xfer__ssh_thread *thread; /* XFER_SSH_ON_THREAD: everything below is the thread's */
+struct xfer__ssh_loop {
+        xfer_session *outer; /* what the callbacks are given */
         uv_loop_t *loop;
         char *host, *user, *key_file, *pub_file, *known_hosts;
         uint16_t port;
@@ -106,30 +104,20 @@ struct xfer_session {
         nm_error err;
 };
 
-static void session_step(xfer_session *s);
-static void session_close_continue(xfer_session *s);
+static void session_step(xfer__ssh_loop *s);
+static void session_close_continue(xfer__ssh_loop *s);
 
-static pthread_once_t libssh2_once = PTHREAD_ONCE_INIT;
-static int libssh2_init_result;
-static void libssh2_init_once(void) {
-        libssh2_init_result = libssh2_init(0);
-        /* Only speed depends on it: without it, OpenSSL's own AES-CTR. */
-        (void)xfer_ssh_ctr_install(NULL);
-}
-
-const char *xfer_session_fingerprint(const xfer_session *s) {
-        if (s->thread)
-                return xfer__ssh_thread_fingerprint(s->thread);
+const char *xfer__ssh_loop_fingerprint(const xfer__ssh_loop *s) {
         return s->fingerprint[0] ? s->fingerprint : NULL;
 }
 
 static void kick_cb(uv_timer_t *t) {
-        session_step(container_of(t, xfer_session, io.kick));
+        session_step(container_of(t, xfer__ssh_loop, io.kick));
 }
 
 /* A channel (or the session itself) hit a socket error. */
 static void session_lost(xfer_ssh_io *io) {
-        xfer_session *s = container_of(io, xfer_session, io);
+        xfer__ssh_loop *s = container_of(io, xfer__ssh_loop, io);
 
         if (s->state != XFER_SESSION_CLOSING)
                 s->state = XFER_SESSION_FAILED;
@@ -145,7 +133,7 @@ static char *strdup_or_null(const char *p, bool *oom) {
         return c;
 }
 
-static void session_free_memory(xfer_session *s) {
+static void session_free_memory(xfer__ssh_loop *s) {
         free(s->host);
         free(s->user);
         free(s->key_file);
@@ -157,43 +145,15 @@ static void session_free_memory(xfer_session *s) {
         free(s);
 }
 
-static int session_new_threaded(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err,
-                                xfer_session **ret) {
-        xfer_session *s = calloc(1, sizeof(*s));
-        int r;
-
-        if (!s)
-                return -ENOMEM;
-        r = xfer__ssh_thread_new(loop, o, s, err, &s->thread);
-        if (r < 0) {
-                free(s);
-                return r;
-        }
-        s->loop = loop;
-        *ret = s;
-        return 0;
-}
-
-int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err, xfer_session **ret) {
-        xfer_session *s;
+int xfer__ssh_loop_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_session *outer,
+                       xfer__ssh_loop **ret) {
+        xfer__ssh_loop *s;
         bool oom = false;
-
-        if (!loop || !o || !ret)
-                return -EINVAL;
-        if (!o->host || !o->host[0])
-                return nm_error_set(err, -EINVAL, "no host to connect to");
-        if (!o->key_file || !o->known_hosts)
-                return nm_error_set(err, -EINVAL, "SSH to %s needs a key file and a known hosts file",
-                                    o->host);
-        pthread_once(&libssh2_once, libssh2_init_once);
-        if (libssh2_init_result != 0)
-                return nm_error_set(err, -EIO, "libssh2 failed to initialise");
-        if (o->thread == XFER_SSH_ON_THREAD)
-                return session_new_threaded(loop, o, err, ret);
 
         s = calloc(1, sizeof(*s));
         if (!s)
                 return -ENOMEM;
+        s->outer = outer;
         s->loop = loop;
         s->fd = -EBADF;
         s->host = strdup_or_null(o->host, &oom);
@@ -226,7 +186,7 @@ int xfer_session_new(uv_loop_t *loop, const xfer_ssh_options *o, nm_error *err, 
 
 /* ---- connect ---------------------------------------------------------- */
 
-static void connect_done(xfer_session *s, int status) {
+static void connect_done(xfer__ssh_loop *s, int status) {
         xfer_session_connect_cb cb = s->connect_cb;
 
         s->connect_cb = NULL;
@@ -234,11 +194,11 @@ static void connect_done(xfer_session *s, int status) {
         if (status < 0 && s->state != XFER_SESSION_CLOSING)
                 s->state = XFER_SESSION_FAILED;
         if (cb)
-                cb(s, status, status < 0 ? &s->err : NULL, s->connect_ud);
+                cb(s->outer, status, status < 0 ? &s->err : NULL, s->connect_ud);
 }
 
-static int connect_fail(xfer_session *s, int code, const char *fmt, ...) _printf_(3, 4);
-static int connect_fail(xfer_session *s, int code, const char *fmt, ...) {
+static int connect_fail(xfer__ssh_loop *s, int code, const char *fmt, ...) _printf_(3, 4);
+static int connect_fail(xfer__ssh_loop *s, int code, const char *fmt, ...) {
         char msg[NM_ERROR_MSG_MAX - 64];
         va_list ap;
 
@@ -251,7 +211,7 @@ static int connect_fail(xfer_session *s, int code, const char *fmt, ...) {
 }
 
 static void connect_timeout_cb(uv_timer_t *t) {
-        xfer_session *s = container_of(t, xfer_session, timer);
+        xfer__ssh_loop *s = container_of(t, xfer__ssh_loop, timer);
 
         if (s->state < XFER_SESSION_READY && s->connect_cb) {
                 nm_error_set(&s->err, -ETIMEDOUT,
@@ -275,14 +235,14 @@ static void connect_timeout_cb(uv_timer_t *t) {
                 s->exec_ch = NULL;
                 nm_error_set(&e, -ETIMEDOUT, "opening an SSH channel to %s timed out after %llu ms", s->host,
                              (unsigned long long)s->connect_timeout_ms);
-                cb(s, -ETIMEDOUT, &e, NULL, s->exec_ud);
+                cb(s->outer, -ETIMEDOUT, &e, NULL, s->exec_ud);
         }
 }
 
 static void poll_cb(uv_poll_t *p, int status, int events);
 
 static void attempt_closed_cb(uv_handle_t *h);
-static void try_next_address(xfer_session *s);
+static void try_next_address(xfer__ssh_loop *s);
 
 static int describe_addr(const struct addrinfo *ai, char *buf, size_t size) {
         char ip[INET6_ADDRSTRLEN];
@@ -297,7 +257,7 @@ static int describe_addr(const struct addrinfo *ai, char *buf, size_t size) {
 
 /* Ends one failed TCP attempt: the poll handle must be closed before the fd
  * it watches, and the next address tried only after that. */
-static void attempt_failed(xfer_session *s, int code) {
+static void attempt_failed(xfer__ssh_loop *s, int code) {
         s->connect_errno = code;
         if (s->poll_inited) {
                 (void)uv_poll_stop(&s->poll);
@@ -310,7 +270,7 @@ static void attempt_failed(xfer_session *s, int code) {
 }
 
 static void attempt_closed_cb(uv_handle_t *h) {
-        xfer_session *s = container_of((uv_poll_t *)h, xfer_session, poll);
+        xfer__ssh_loop *s = container_of((uv_poll_t *)h, xfer__ssh_loop, poll);
 
         s->poll_inited = false;
         s->handles_open--;
@@ -325,7 +285,7 @@ static void attempt_closed_cb(uv_handle_t *h) {
         try_next_address(s);
 }
 
-static int connect_errno_message(xfer_session *s, int code) {
+static int connect_errno_message(xfer__ssh_loop *s, int code) {
         switch (code) {
         case -ECONNREFUSED:
                 return connect_fail(s, code,
@@ -345,7 +305,7 @@ static int connect_errno_message(xfer_session *s, int code) {
         }
 }
 
-static void try_next_address(xfer_session *s) {
+static void try_next_address(xfer__ssh_loop *s) {
         for (; s->next_addr; s->next_addr = s->next_addr->ai_next) {
                 const struct addrinfo *ai = s->next_addr;
                 int one = 1, r;
@@ -380,7 +340,7 @@ static void try_next_address(xfer_session *s) {
 }
 
 static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
-        xfer_session *s = container_of(req, xfer_session, gai);
+        xfer__ssh_loop *s = container_of(req, xfer__ssh_loop, gai);
 
         s->gai_pending = false;
         s->addrs = res;
@@ -399,15 +359,11 @@ static void gai_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
         try_next_address(s);
 }
 
-int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *userdata) {
+int xfer__ssh_loop_connect(xfer__ssh_loop *s, xfer_session_connect_cb cb, void *userdata) {
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
         char port[8];
         int r;
 
-        if (!s || !cb)
-                return -EINVAL;
-        if (s->thread)
-                return xfer__ssh_thread_connect(s->thread, cb, userdata);
         if (s->state != XFER_SESSION_NEW)
                 return -EALREADY;
         snprintf(port, sizeof(port), "%u", s->port);
@@ -425,7 +381,7 @@ int xfer_session_connect(xfer_session *s, xfer_session_connect_cb cb, void *user
 
 /* ---- steps ---------------------------------------------------------------- */
 
-static void step_handshake(xfer_session *s) {
+static void step_handshake(xfer__ssh_loop *s) {
         int rc = libssh2_session_handshake(s->io.ssh, s->fd);
         if (rc == LIBSSH2_ERROR_EAGAIN) {
                 xfer__ssh_blocked(&s->io);
@@ -453,7 +409,7 @@ static void step_handshake(xfer_session *s) {
         s->state = XFER_SESSION_AUTH;
 }
 
-static void step_auth(xfer_session *s) {
+static void step_auth(xfer__ssh_loop *s) {
         const char *pub = access(s->pub_file, R_OK) == 0 ? s->pub_file : NULL;
         int rc = libssh2_userauth_publickey_fromfile_ex(s->io.ssh, s->user, (unsigned)strlen(s->user), pub,
                                                         s->key_file, NULL);
@@ -483,7 +439,7 @@ static void step_auth(xfer_session *s) {
         connect_done(s, 0);
 }
 
-static void exec_done(xfer_session *s, int status, nm_error *e, xfer_conn *conn) {
+static void exec_done(xfer__ssh_loop *s, int status, nm_error *e, xfer_conn *conn) {
         xfer_session_exec_cb cb = s->exec_cb;
 
         s->exec_cb = NULL;
@@ -491,10 +447,10 @@ static void exec_done(xfer_session *s, int status, nm_error *e, xfer_conn *conn)
         s->exec_ch = NULL;
         (void)uv_timer_stop(&s->timer);
         if (cb)
-                cb(s, status, e, conn, s->exec_ud);
+                cb(s->outer, status, e, conn, s->exec_ud);
 }
 
-static void step_exec(xfer_session *s) {
+static void step_exec(xfer__ssh_loop *s) {
         char remote[512];
         nm_error e = {};
         xfer_conn *conn = NULL;
@@ -548,7 +504,7 @@ static void step_exec(xfer_session *s) {
  * may bring the window adjust a write waits for and the other way round.
  * The round limit keeps one busy session from starving the loop; a kick
  * continues the work on the next iteration. */
-static void step_conns(xfer_session *s) {
+static void step_conns(xfer__ssh_loop *s) {
         for (int round = 0; round < 64; round++) {
                 if (!xfer__channels_step(&s->io))
                         return;
@@ -558,7 +514,7 @@ static void step_conns(xfer_session *s) {
         xfer__ssh_kick(&s->io);
 }
 
-static void rearm(xfer_session *s) {
+static void rearm(xfer__ssh_loop *s) {
         int events = 0;
 
         if (!s->poll_inited || s->state == XFER_SESSION_TCP_CONNECT)
@@ -576,7 +532,7 @@ static void rearm(xfer_session *s) {
                 (void)uv_poll_stop(&s->poll);
 }
 
-static void session_step(xfer_session *s) {
+static void session_step(xfer__ssh_loop *s) {
         xfer_session_state before;
 
         if (s->in_step)
@@ -618,7 +574,7 @@ static void session_step(xfer_session *s) {
                 rearm(s);
 }
 
-static void start_ssh(xfer_session *s) {
+static void start_ssh(xfer__ssh_loop *s) {
         s->io.ssh = libssh2_session_init_ex(NULL, NULL, NULL, s);
         if (!s->io.ssh) {
                 connect_fail(s, -ENOMEM, "cannot allocate an SSH session");
@@ -636,7 +592,7 @@ static void start_ssh(xfer_session *s) {
 }
 
 static void poll_cb(uv_poll_t *p, int status, int events) {
-        xfer_session *s = container_of(p, xfer_session, poll);
+        xfer__ssh_loop *s = container_of(p, xfer__ssh_loop, poll);
         (void)events;
 
         /* libuv reports POLLERR as UV_EBADF and stops the handle. */
@@ -662,14 +618,10 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
 
 /* ---- exec ----------------------------------------------------------------- */
 
-int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_callbacks *cbs,
-                      void *conn_userdata, xfer_session_exec_cb cb, void *userdata) {
+int xfer__ssh_loop_exec(xfer__ssh_loop *s, const char *command, const xfer_conn_callbacks *cbs,
+                        void *conn_userdata, xfer_session_exec_cb cb, void *userdata) {
         char *cmd;
 
-        if (!s || !cbs || !cbs->closed || !cb)
-                return -EINVAL;
-        if (s->thread)
-                return xfer__ssh_thread_exec(s->thread, command, cbs, conn_userdata, cb, userdata);
         if (s->state == XFER_SESSION_CLOSING)
                 return -ECANCELED;
         if (s->state != XFER_SESSION_READY)
@@ -694,7 +646,7 @@ int xfer_session_exec(xfer_session *s, const char *command, const xfer_conn_call
 /* ---- close ---------------------------------------------------------------- */
 
 static void close_timeout_cb(uv_timer_t *t) {
-        xfer_session *s = container_of(t, xfer_session, timer);
+        xfer__ssh_loop *s = container_of(t, xfer__ssh_loop, timer);
 
         /* Peer gone or not reading: make every further libssh2 call fail at
          * once instead of waiting for a socket that never drains. */
@@ -705,7 +657,7 @@ static void close_timeout_cb(uv_timer_t *t) {
 }
 
 static void handle_closed_cb(uv_handle_t *h) {
-        xfer_session *s = h->data;
+        xfer__ssh_loop *s = h->data;
 
         if (h == (uv_handle_t *)&s->poll)
                 s->poll_inited = false;
@@ -713,7 +665,7 @@ static void handle_closed_cb(uv_handle_t *h) {
         session_close_continue(s);
 }
 
-static void session_finish(xfer_session *s) {
+static void session_finish(xfer__ssh_loop *s) {
         xfer_session_close_cb cb = s->close_cb;
         void *ud = s->close_ud;
 
@@ -721,11 +673,11 @@ static void session_finish(xfer_session *s) {
                 close(TAKE_FD(s->fd));
         /* As transfer.h promises: the callback first, then the memory. */
         if (cb)
-                cb(s, ud);
+                cb(s->outer, ud);
         session_free_memory(s);
 }
 
-static void close_handles(xfer_session *s) {
+static void close_handles(xfer__ssh_loop *s) {
         s->close_phase = XFER_CLOSE_HANDLES;
         s->timer.data = s->io.kick.data = s;
         uv_close((uv_handle_t *)&s->timer, handle_closed_cb);
@@ -736,7 +688,7 @@ static void close_handles(xfer_session *s) {
         }
 }
 
-static void session_close_continue(xfer_session *s) {
+static void session_close_continue(xfer__ssh_loop *s) {
         int rc;
 
         if (s->in_step)
@@ -799,7 +751,7 @@ static void session_close_continue(xfer_session *s) {
         }
 }
 
-static void close_cancel_pending(xfer_session *s) {
+static void close_cancel_pending(xfer__ssh_loop *s) {
         nm_error e = {};
 
         if (s->connect_cb) {
@@ -813,19 +765,15 @@ static void close_cancel_pending(xfer_session *s) {
 }
 
 static void close_kick_cb(uv_timer_t *t) {
-        xfer_session *s = container_of(t, xfer_session, io.kick);
+        xfer__ssh_loop *s = container_of(t, xfer__ssh_loop, io.kick);
 
         if (s->close_phase == XFER_CLOSE_CHANNELS && (s->connect_cb || s->exec_cb))
                 close_cancel_pending(s);
         session_close_continue(s);
 }
 
-void xfer_session_close(xfer_session *s, xfer_session_close_cb cb, void *userdata) {
-        if (s && s->thread) {
-                xfer__ssh_thread_close(s->thread, cb, userdata);
-                return;
-        }
-        if (!s || s->state == XFER_SESSION_CLOSING)
+void xfer__ssh_loop_close(xfer__ssh_loop *s, xfer_session_close_cb cb, void *userdata) {
+        if (s->state == XFER_SESSION_CLOSING)
                 return;
         s->close_cb = cb;
         s->close_ud = userdata;

@@ -55,11 +55,26 @@ void xfer__ssh_detach(xfer_ssh_io *io, const void *who);
 /* Maps the session's last libssh2 error to -errno with a sentence. */
 int xfer__ssh_error(xfer_ssh_io *io, int rc, nm_error *err, const char *what);
 
-/* ---- ssh-thread.c: a session on a thread of its own ------------------------
+/* ---- the two ways an xfer_session runs ------------------------------------
  *
- * xfer_session_new() with XFER_SSH_ON_THREAD makes one of these for the
- * session it returns, and the session's public functions hand over to it. */
+ * ssh-session.c holds the public xfer_session_*() functions and hands each
+ * call to one of these, as the session's options chose. Both take their
+ * arguments as checked, and give their callbacks the handle `outer`. */
 
+/* ssh.c: on the caller's loop. */
+typedef struct xfer__ssh_loop xfer__ssh_loop;
+
+/* outer may be NULL: the thread's own session has no public handle. */
+int xfer__ssh_loop_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_session *outer,
+                       xfer__ssh_loop **ret);
+int xfer__ssh_loop_connect(xfer__ssh_loop *l, xfer_session_connect_cb cb, void *userdata);
+int xfer__ssh_loop_exec(xfer__ssh_loop *l, const char *command, const xfer_conn_callbacks *cbs,
+                        void *conn_userdata, xfer_session_exec_cb cb, void *userdata);
+/* Calls cb, then frees l. */
+void xfer__ssh_loop_close(xfer__ssh_loop *l, xfer_session_close_cb cb, void *userdata);
+const char *xfer__ssh_loop_fingerprint(const xfer__ssh_loop *l);
+
+/* ssh-thread.c: on a thread of its own, running an xfer__ssh_loop there. */
 typedef struct xfer__ssh_thread xfer__ssh_thread;
 
 int xfer__ssh_thread_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_session *outer, nm_error *err,
@@ -67,7 +82,7 @@ int xfer__ssh_thread_new(uv_loop_t *loop, const xfer_ssh_options *o, xfer_sessio
 int xfer__ssh_thread_connect(xfer__ssh_thread *t, xfer_session_connect_cb cb, void *userdata);
 int xfer__ssh_thread_exec(xfer__ssh_thread *t, const char *command, const xfer_conn_callbacks *cbs,
                           void *conn_userdata, xfer_session_exec_cb cb, void *userdata);
-/* Frees outer after cb, as xfer_session_close() does. */
+/* Calls cb, then frees t. */
 void xfer__ssh_thread_close(xfer__ssh_thread *t, xfer_session_close_cb cb, void *userdata);
 const char *xfer__ssh_thread_fingerprint(const xfer__ssh_thread *t);
 
