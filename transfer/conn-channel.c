@@ -326,6 +326,39 @@ static int chan_write(xfer_channel *h) {
         return progress;
 }
 
+/* A caller that holds reading still hears at once that the remote command
+ * failed, as it does from a session on a thread of its own: the frames wait,
+ * but the SSH packets after them are taken in (a read of no bytes takes no
+ * data), and once the peer has ended with nothing left unread and closed
+ * the channel, a non-zero exit status ends the connection now (its goodbye
+ * makes that status and the command's last words the error). A clean end
+ * waits for the caller to take the frames before it. Returns 1 on
+ * progress, 0 when waiting, < 0 after failing the conn. */
+static int chan_watch_end(xfer_channel *h) {
+        char none;
+        int rc;
+
+        if (h->exit_status < 0) {
+                rc = (int)libssh2_channel_read(h->ch, &none, 0);
+                if (rc == 0 && libssh2_channel_eof(h->ch) == 1)
+                        rc = libssh2_channel_wait_closed(h->ch);
+                else if (rc == 0)
+                        rc = LIBSSH2_ERROR_EAGAIN; /* data the caller has yet to take, or none yet */
+                if (rc == LIBSSH2_ERROR_EAGAIN) {
+                        chan_blocked(h, XFER_CHAN_OP_READ);
+                        return 0;
+                }
+                xfer__ssh_unblocked(h->io, h);
+                if (rc < 0)
+                        return chan_error(h, rc, "receiving from the peer");
+                h->exit_status = libssh2_channel_get_exit_status(h->ch);
+        }
+        if (h->exit_status == 0)
+                return 0;
+        xfer_conn_close(&h->conn, 0, NULL);
+        return 1;
+}
+
 /* Reads what the peer sent, or (discard) reads and drops it while closing.
  * Returns 1 on progress, 0 when blocked, < 0 after failing the conn. */
 static int chan_read(xfer_channel *h, bool discard) {
@@ -337,6 +370,8 @@ static int chan_read(xfer_channel *h, bool discard) {
                 return 0;
         if (!discard && c->input == XFER_CONN_INPUT_PAUSED) {
                 /* Not reading leaves the channel window shut: the peer waits. */
+                if (c->taking == XFER_CONN_HELD)
+                        return chan_watch_end(h);
                 if (!xfer__conn_queue_drained(c))
                         return 0;
                 r = xfer__conn_resume(c);

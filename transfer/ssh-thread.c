@@ -616,8 +616,8 @@ static void on_exec(xfer__ssh_thread *t, const th_event *e) {
 }
 
 /* The channel failed: a caller that holds reading would not see the
- * socketpair's EOF until it reads again, where the channel's own failure
- * reaches it at once. */
+ * socketpair's EOF until it reads again, where a held channel on the
+ * caller's loop hears its failure at once (conn-channel.c, chan_watch_end). */
 static void on_remote_closed(xfer__ssh_thread *t, const th_event *e) {
         if (e->status < 0 && t->conn && t->conn->taking == XFER_CONN_HELD)
                 xfer_conn_close(t->conn, e->status, &e->err);

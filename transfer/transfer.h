@@ -207,7 +207,10 @@ void xfer_conn_set_drain(xfer_conn *c, size_t low_water, xfer_conn_drain_cb cb, 
 /* hold: no further frame is handed out (they wait in the socket or the
  * channel window, and the peer waits) until called again with false, for a
  * caller whose own consumer is behind (the relay to a CRIU page server).
- * The idle timeout does not count that time against the peer. */
+ * The idle timeout does not count that time against the peer. A remote
+ * command over SSH that fails meanwhile still closes the connection at
+ * once, with its status; one that ends cleanly is seen after the frames
+ * before its end. */
 void xfer_conn_hold_reading(xfer_conn *c, bool hold);
 
 /* Closes the connection with ms of neither bytes received nor queued bytes

@@ -7,7 +7,9 @@
  * ids <mig>-1 ... <mig>-N). Prints on success:
  *   SENT <files> <bytes> <hmac> <seconds> <MB/s>
  * (files and bytes summed over the streams) and on failure the reason on
- * stderr, exit 1. */
+ * stderr, exit 1. With --hold-reading it never reads its connections (what
+ * the peer says must reach it anyway when the peer ends) and says
+ * ALL-SENT <mig> on stderr once a stream's bytes have left. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -42,7 +44,7 @@ struct sender {
         int dir_fd;
         const char *command, *mig, *bad_digest;
         uint64_t idle_ms;
-        bool progress, no_verify;
+        bool progress, no_verify, hold;
         bool zstd, file_mac;
         int zstd_level;
         int status;
@@ -92,6 +94,8 @@ static void send_done(xfer_send *x, int status, const nm_error *err, const xfer_
                 return;
         }
         st->res = *res;
+        if (st->t->hold)
+                fprintf(stderr, "ALL-SENT %s\n", st->mig);
         if (st->t->no_verify) {
                 /* Throughput runs against `cat >/dev/null`: done once the
                  * bytes have left and the channel closed. */
@@ -150,6 +154,8 @@ static void start_send(stream *st) {
 
         if (t->idle_ms)
                 xfer_conn_set_idle_timeout(st->c, t->idle_ms);
+        if (t->hold)
+                xfer_conn_hold_reading(st->c, true);
         if (xfer_send_dir(st->c, t->dir_fd, &o, send_done, st, &e, &st->x) < 0) {
                 fail(t, e.code, &e, "cannot send");
                 end(t);
@@ -254,6 +260,7 @@ int main(int argc, char **argv) {
                 {"zstd", optional_argument, NULL, 'Z'},
                 {"file-mac", no_argument, NULL, 'M'},
                 {"thread", no_argument, NULL, 'T'},
+                {"hold-reading", no_argument, NULL, 'R'},
                 {},
         };
         xfer_ssh_options so = {0};
@@ -289,6 +296,7 @@ int main(int argc, char **argv) {
                         break;
                 case 'M': t.file_mac = true; break;
                 case 'T': so.thread = XFER_SSH_ON_THREAD; break;
+                case 'R': t.hold = true; break;
                 default: return 2;
                 }
         }
@@ -298,7 +306,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr,
                         "usage: nm-xfer-send (--host H --key K --known-hosts F [--command CMD] | "
                         "--local-socket PATH) --hmac-key FILE [--mig ID] [--parallel N] [--zstd[=LEVEL]] "
-                        "[--file-mac] [--thread] DIR\n");
+                        "[--file-mac] [--thread] [--hold-reading] DIR\n");
                 return 2;
         }
         signal(SIGPIPE, SIG_IGN);
