@@ -147,6 +147,21 @@ grep -q "^RECEIVED relayed 7 .* $want_mid\$" "$FX_ROOT/serve-relay.log" || t_fai
 cmp "$mid/images/pages-1.img" "$STAGE/relayed/images/pages-1.img" || t_fail "relayed: pages-1.img differs"
 fx_rm "$STAGE/relayed"
 
+# The bench's row without SSH; the same for either kind of session.
+if [ ${#THREAD[@]} -eq 0 ]; then
+	t_log "the same stream straight into the receiver's unix socket (--local-socket), no SSH"
+	serve_start "$FX_ROOT/serve-local.log"
+	out=$("$SEND" --local-socket "$SOCK" --hmac-key "$KEY" --mig local-1 "$mid") || t_fail "local transfer failed: $out"
+	wait "$SERVE_PID" || t_fail "receiver failed: $(cat "$FX_ROOT/serve-local.log")"
+	read -r _ files _ hmac _ <<<"$out"
+	t_assert_eq "$files" 7 "files sent over the unix socket"
+	t_assert_eq "$hmac" "$want_mid" "HMAC announced over the unix socket vs. openssl"
+	grep -q "^RECEIVED local-1 7 .* $want_mid\$" "$FX_ROOT/serve-local.log" ||
+		t_fail "local-1: $(cat "$FX_ROOT/serve-local.log")"
+	cmp "$mid/images/pages-1.img" "$STAGE/local-1/images/pages-1.img" || t_fail "local-1: pages-1.img differs"
+	fx_rm "$STAGE/local-1"
+fi
+
 t_log "a forced command in authorized_keys wins over the command asked for"
 ak=$N2/ssh/authorized_keys.root
 cp "$ak" "$ak.open"
