@@ -180,6 +180,13 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes yes
 LogLevel VERBOSE
+# The fixture's own root logins (test set-up, the bench's hand-made
+# baseline) run their commands without root's ~/.bashrc: bash sources it for
+# a command from sshd only as a top-level shell (SHLVL unset), and what a
+# machine's root keeps there would be timed as part of the baseline's every
+# transfer. The agents log in as the migration user, whose shell is sh.
+Match User root
+	SetEnv SHLVL=1
 CFG
 }
 
