@@ -58,7 +58,9 @@ t_wait_until 30 "the container in a user namespace counts" test -s "$uw/state" |
 t_expect_exit 3 "a container with its own user namespace" fx_nm n1 migrate "$uid" node2
 t_says "a container with its own user namespace" "user namespace of its own"
 t_assert_eq "$(fx_ctr_where "$uid")" n1 "where the container in a user namespace runs after its refusal"
-grep -q '^State:.*[RS]' "/proc/$upid/status" || t_fail "the container in a user namespace is not running"
+# Running, sleeping or in a disk wait; not stopped, traced or gone.
+grep -q '^State:[[:space:]]*[RSD]' "/proc/$upid/status" ||
+	t_fail "the container in a user namespace is not running: $(grep '^State:' "/proc/$upid/status" 2>&1)"
 fx_counter_advances "$uw" || t_fail "the container in a user namespace stopped counting"
 
 t_log "the same container already running on the target is refused"

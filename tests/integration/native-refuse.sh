@@ -29,7 +29,10 @@ running_on() {
 	local name=$1 pid=$2 c
 	c=$(fx_native_field n1 "$name" count)
 	t_wait_until 10 "$name counts on" gt n1 "$name" "$c" || t_fail "$name does not run on after the refusal"
-	grep -q '^State:.*[RS]' "/proc/$pid/status" || t_fail "$name's PID 1 is not running"
+	# Running, sleeping or in a disk wait (where a busy machine can catch
+	# its writes); not stopped, traced or gone.
+	grep -q '^State:[[:space:]]*[RSD]' "/proc/$pid/status" ||
+		t_fail "$name's PID 1 is not running: $(grep '^State:' "/proc/$pid/status" 2>&1)"
 	grep -qx "$pid" "$(fx_cgroup_root n1)/nucleus-$3/cgroup.procs" || t_fail "$name left its cgroup"
 }
 # refused NAME PID ID PATTERN [checkpoint options]: exit 3, the reason, no
