@@ -7,6 +7,7 @@
  * EOF, close, wait, free, one non-blocking call per step. Only the session's
  * shared part (xfer_ssh_io) is used here, never the session itself. */
 #include <assert.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,7 +62,8 @@ struct xfer_channel {
         LIST_FIELDS(xfer_channel, channels);
         xfer_seg *head, *tail; /* queued, not yet written (FIFO) */
         xfer_chan_close close_step;
-        int exit_status;
+        int exit_status;       /* -1 until the peer reported the command's end */
+        char exit_signal[32];  /* the signal that ended it, or "" */
         char *remote;          /* "'<command>' on <host>", for messages */
         char stderr_tail[512]; /* the last words of the remote command */
         size_t stderr_len;
@@ -252,28 +254,60 @@ static int chan_read_stderr(xfer_channel *h) {
         }
 }
 
+/* The remote command's end as the peer reported it. A command killed by a
+ * signal has no exit status (libssh2 says 0), only the signal's name, which
+ * comes from the peer: kept to the characters a signal name has. */
+static void chan_take_exit(xfer_channel *h) {
+        char *sig = NULL;
+        size_t len = 0, i, n = 0;
+
+        h->exit_status = libssh2_channel_get_exit_status(h->ch);
+        if (libssh2_channel_get_exit_signal(h->ch, &sig, &len, NULL, NULL, NULL, NULL) < 0 || !sig)
+                return;
+        for (i = 0; i < len && n + 1 < sizeof(h->exit_signal); i++)
+                if (isalnum((unsigned char)sig[i]) || sig[i] == '_' || sig[i] == '-')
+                        h->exit_signal[n++] = sig[i];
+        h->exit_signal[n] = '\0';
+        if (n == 0)
+                snprintf(h->exit_signal, sizeof(h->exit_signal), "?");
+        libssh2_free(h->io->ssh, sig);
+}
+
+static bool chan_exit_failed(const xfer_channel *h) {
+        return h->exit_status > 0 || h->exit_signal[0];
+}
+
+/* "exited with status 9", "was killed by signal KILL" */
+static const char *chan_exit_words(const xfer_channel *h, char *buf, size_t size) {
+        if (h->exit_signal[0])
+                snprintf(buf, size, "was killed by signal %s", h->exit_signal);
+        else
+                snprintf(buf, size, "exited with status %d", h->exit_status);
+        return buf;
+}
+
 /* A remote command that failed makes the end of its connection an error,
  * with what it said on stderr. */
 static void chan_note_exit(xfer_channel *h) {
         xfer_conn *c = &h->conn;
-        char said[sizeof(h->stderr_tail)];
+        char said[sizeof(h->stderr_tail)], how[64];
         size_t len;
 
         (void)chan_read_stderr(h);
         remark_flush(h); /* a last line without its newline */
         if (h->exit_status < 0 && libssh2_channel_eof(h->ch) == 1)
-                h->exit_status = libssh2_channel_get_exit_status(h->ch);
+                chan_take_exit(h);
         snprintf(said, sizeof(said), "%s", h->stderr_tail);
         for (len = strlen(said); len > 0 && (said[len - 1] == '\n' || said[len - 1] == ' '); len--)
                 said[len - 1] = '\0';
-        if (h->exit_status > 0 && c->status == 0) {
+        if (chan_exit_failed(h) && c->status == 0) {
                 c->status = -ECONNABORTED;
-                nm_error_set(&c->err, -ECONNABORTED, "%s exited with status %d%s%s", strna(h->remote),
-                             h->exit_status, said[0] ? ": " : "", said);
-        } else if (c->status < 0 && h->exit_status > 0) {
+                nm_error_set(&c->err, -ECONNABORTED, "%s %s%s%s", strna(h->remote),
+                             chan_exit_words(h, how, sizeof(how)), said[0] ? ": " : "", said);
+        } else if (c->status < 0 && chan_exit_failed(h)) {
                 len = strlen(c->err.msg);
-                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s exited with status %d%s%s)",
-                         strna(h->remote), h->exit_status, said[0] ? ": " : "", said);
+                snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s %s%s%s)", strna(h->remote),
+                         chan_exit_words(h, how, sizeof(how)), said[0] ? ": " : "", said);
         } else if (c->status < 0 && said[0]) {
                 len = strlen(c->err.msg);
                 snprintf(c->err.msg + len, sizeof(c->err.msg) - len, " (%s said: %s)", strna(h->remote),
@@ -330,8 +364,9 @@ static int chan_write(xfer_channel *h) {
  * failed, as it does from a session on a thread of its own: the frames wait,
  * but the SSH packets after them are taken in (a read of no bytes takes no
  * data), and once the peer has ended with nothing left unread and closed
- * the channel, a non-zero exit status ends the connection now (its goodbye
- * makes that status and the command's last words the error). A clean end
+ * the channel, a non-zero exit status or a killing signal ends the
+ * connection now (its goodbye makes that end and the command's last words
+ * the error). A clean end
  * waits for the caller to take the frames before it. Returns 1 on
  * progress, 0 when waiting, < 0 after failing the conn. */
 static int chan_watch_end(xfer_channel *h) {
@@ -351,9 +386,9 @@ static int chan_watch_end(xfer_channel *h) {
                 xfer__ssh_unblocked(h->io, h);
                 if (rc < 0)
                         return chan_error(h, rc, "receiving from the peer");
-                h->exit_status = libssh2_channel_get_exit_status(h->ch);
+                chan_take_exit(h);
         }
-        if (h->exit_status == 0)
+        if (!chan_exit_failed(h))
                 return 0;
         xfer_conn_close(&h->conn, 0, NULL);
         return 1;
@@ -475,7 +510,7 @@ static int chan_close_step(xfer_channel *h) {
                 }
                 xfer__ssh_unblocked(h->io, h);
                 if (rc == 0)
-                        h->exit_status = libssh2_channel_get_exit_status(h->ch);
+                        chan_take_exit(h);
                 h->close_step = XFER_CHAN_NOTE_EXIT;
                 return 1;
         case XFER_CHAN_NOTE_EXIT:

@@ -208,9 +208,9 @@ void xfer_conn_set_drain(xfer_conn *c, size_t low_water, xfer_conn_drain_cb cb, 
  * channel window, and the peer waits) until called again with false, for a
  * caller whose own consumer is behind (the relay to a CRIU page server).
  * The idle timeout does not count that time against the peer. A remote
- * command over SSH that fails meanwhile still closes the connection at
- * once, with its status; one that ends cleanly is seen after the frames
- * before its end. */
+ * command over SSH that fails meanwhile (a non-zero status, or killed by a
+ * signal) still closes the connection at once, with that end; one that
+ * ends cleanly is seen after the frames before its end. */
 void xfer_conn_hold_reading(xfer_conn *c, bool hold);
 
 /* Closes the connection with ms of neither bytes received nor queued bytes

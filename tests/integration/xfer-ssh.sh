@@ -249,29 +249,33 @@ clean "$out"
 grep -q "exited with status 8" <<<"$out" || t_fail "unexpected message without an agent: $out"
 grep -q "cannot connect to the agent at $SOCK" <<<"$out" || t_fail "dial-stdio's reason is missing: $out"
 
-t_log "a remote command that ends while the sender holds its reading: its failure reaches the sender at once"
 # The remote command sends one frame (PING, seq 1), which the held sender
 # does not take: its connection stops reading there, before the channel's
 # end. Then it waits for a gate the test opens only once every byte has
 # left, so the sender is idle when the channel ends: nothing but the
 # channel's own end can tell it, or it would wait for its idle timeout,
-# longer than the test allows.
-gate=$FX_ROOT/held.gate
-rm -f "$gate"
+# longer than the test allows. The command ends with a failing status, or
+# killed by a signal (sshd then reports the signal and no status).
 ping_frame='\000\000\000\011\202\241t\003\243seq\001'
-send_n1 --mig held-1 --hold-reading --idle-timeout "$(t_ms 600000)" \
-	--command "printf '$ping_frame'; while [ ! -e $gate ]; do sleep 0.05; done; exit 9" \
-	"$small" >"$FX_ROOT/held.out" 2>&1 &
-held_pid=$!
-t_wait_until 60 "the held sender's bytes to leave" grep -q '^ALL-SENT held-1' "$FX_ROOT/held.out" ||
-	t_fail "the held sender did not send: $(cat "$FX_ROOT/held.out")"
-touch "$gate"
-t_wait_until 60 "the held sender to hear of the channel's end" grep -q '^nm-xfer-send: ' "$FX_ROOT/held.out" ||
-	t_fail "the sender holding its reading did not hear of the channel's end: $(cat "$FX_ROOT/held.out")"
-if wait "$held_pid"; then t_fail "the held sender reported success"; fi
-out=$(cat "$FX_ROOT/held.out")
-clean "$out"
-grep -q "exited with status 9" <<<"$out" || t_fail "unexpected message for the held sender: $out"
+held_case() { # name, how it ends (words), the command's end, the sender's expected words
+	local name=$1 how=$2 ending=$3 words=$4 gate=$FX_ROOT/held-$1.gate held_pid out
+	t_log "a remote command that $how while the sender holds its reading: the sender hears it at once"
+	send_n1 --mig "held-$name" --hold-reading --idle-timeout "$(t_ms 600000)" \
+		--command "printf '$ping_frame'; while [ ! -e $gate ]; do sleep 0.05; done; $ending" \
+		"$small" >"$FX_ROOT/held-$name.out" 2>&1 &
+	held_pid=$!
+	t_wait_until 60 "the held sender's bytes to leave" grep -q "^ALL-SENT held-$name" "$FX_ROOT/held-$name.out" ||
+		t_fail "the held sender did not send: $(cat "$FX_ROOT/held-$name.out")"
+	touch "$gate"
+	t_wait_until 60 "the held sender to hear of the channel's end" grep -q '^nm-xfer-send: ' "$FX_ROOT/held-$name.out" ||
+		t_fail "the sender holding its reading did not hear of the channel's end: $(cat "$FX_ROOT/held-$name.out")"
+	if wait "$held_pid"; then t_fail "the held sender reported success"; fi
+	out=$(cat "$FX_ROOT/held-$name.out")
+	clean "$out"
+	grep -q "$words" <<<"$out" || t_fail "unexpected message for the held sender: $out"
+}
+held_case exit "exits with status 9" 'exit 9' "exited with status 9"
+held_case kill "is killed by a signal" 'kill -KILL $$' "was killed by signal KILL"
 
 # ---------------------------------------------------------------------------
 t_log "a corrupted byte (wrong SHA-256) is refused and staging removed"
