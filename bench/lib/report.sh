@@ -747,10 +747,16 @@ The sending stage's own limit is measured in the same runs too (the row
 chacha20-poly1305 runs at twice the speed of libssh2's aes128-ctr (the
 Xeon: about 620 against 370 MB/s), that limit alone keeps the stream
 below its targets, whatever the receiver does.
-A drain is CPU-bound on both cores (opening the next move's SSH link
-ahead gained nothing: it took as long ahead as in its move; a third move
-at once about 6 %, at a tenth more downtime per container; DESIGN.md),
-and a page streamed while CRIU dumps
+A drain is mostly CPU-bound, with no one thread setting its pace: under
+`perf record -a` (one drain of 16 x 64 MiB, 2026-12-06) 83 % of the two
+cores were busy (the agents 41 %, CRIU 22 %, sshd 9 %, the `ip` and
+`iptables` runs with which CRIU saves and restores each container's
+network namespace 5 %) and 17 % idle, while the busiest thread, the
+source agent's loop, never passed 64 % of a core in any quarter second.
+The idle part is the gaps between the moves' steps: a third move at once
+fills them for about 6 %, at a tenth more downtime per container, and
+opening the next move's SSH link ahead gained nothing (DESIGN.md). A page
+streamed while CRIU dumps
 costs the target more passes than one in the image stream (checked by the
 link, copied into CRIU's page server, written, then read again to sign
 the staging); compressing the page frames on the pool instead of the
