@@ -254,16 +254,20 @@ static void batch_done(uv_work_t *wk, int status) {
         }
         ops_free(w, done);
         w->state = XFER_WRITER_IDLE;
-        if (w->result == 0 && batch_start(w) < 0) {
+        if (w->result == 0) {
+                /* Once the next batch is queued, result, failed, path and fd
+                 * are its thread's: nothing here may read them after. */
+                if (batch_start(w) == 0) {
+                        w->cbs.batch_done(0, NULL, w->userdata);
+                        return;
+                }
                 w->result = -EIO;
                 w->failed = XFER_WOP_WRITE;
         }
-        if (w->result < 0) {
-                w->state = XFER_WRITER_FAILED;
-                drop_queued(w);
-                fail_message(w, &e);
-        }
-        w->cbs.batch_done(w->result, w->result < 0 ? &e : NULL, w->userdata);
+        w->state = XFER_WRITER_FAILED;
+        drop_queued(w);
+        fail_message(w, &e);
+        w->cbs.batch_done(w->result, &e, w->userdata);
 }
 
 static int op_push(xfer_writer *w, xfer_wop *op) {
