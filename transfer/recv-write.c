@@ -90,6 +90,7 @@ struct xfer_writer {
         const char *name;
         char path[PROTO_PATH_MAX + 1];
         char *gate;           /* a test's stalled file system: see xfer_recv_options */
+        xfer_gate_after gate_after;
         int result;           /* the batch's: 0, or -errno of the failed step */
         xfer_wop_kind failed; /* which step */
         atomic_bool cancelled;
@@ -148,12 +149,26 @@ static int step_run(xfer_writer *w, xfer_wop *op) {
         return step_seal(w, op);
 }
 
+/* Waits while the test's gate exists; says what the batch does next. */
+static xfer_gate_after test_gate_wait(xfer_writer *w) {
+        bool waited = false;
+
+        while (access(w->gate, F_OK) == 0 && !atomic_load(&w->cancelled)) {
+                waited = true;
+                usleep(20000);
+        }
+        return waited ? w->gate_after : XFER_GATE_THEN_WRITE;
+}
+
 static void batch_work(uv_work_t *wk) {
         xfer_writer *w = container_of(wk, xfer_writer, work);
 
         w->result = 0;
-        while (w->gate && access(w->gate, F_OK) == 0 && !atomic_load(&w->cancelled))
-                usleep(20000);
+        if (w->gate && test_gate_wait(w) == XFER_GATE_THEN_FAIL) {
+                w->result = -EIO;
+                w->failed = XFER_WOP_WRITE;
+                return;
+        }
         for (xfer_wop *op = w->running; op; op = op->next) {
                 int q;
 
@@ -407,7 +422,7 @@ xfer_writer *xfer__writer_free(xfer_writer *w) {
         return NULL;
 }
 
-int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate,
+int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate, xfer_gate_after after,
                      const xfer_writer_callbacks *cbs, void *userdata, xfer_writer **ret) {
         xfer_writer *w = calloc(1, sizeof(*w));
 
@@ -421,6 +436,7 @@ int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gat
         w->dirs[XFER_WDIR_TOP] = fcntl(top_fd, F_DUPFD_CLOEXEC, 3);
         w->dirs[XFER_WDIR_IMAGES] = fcntl(images_fd, F_DUPFD_CLOEXEC, 3);
         w->gate = gate ? strdup(gate) : NULL;
+        w->gate_after = after;
         if (w->dirs[XFER_WDIR_TOP] < 0 || w->dirs[XFER_WDIR_IMAGES] < 0 || (gate && !w->gate)) {
                 int q = w->dirs[XFER_WDIR_TOP] < 0 || w->dirs[XFER_WDIR_IMAGES] < 0 ? negative_errno()
                                                                                     : -ENOMEM;

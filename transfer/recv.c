@@ -824,7 +824,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
                 q = negative_errno();
         else
                 q = xfer__writer_new(
-                        loop, r->dir_fd, r->images_fd, o->test_write_gate,
+                        loop, r->dir_fd, r->images_fd, o->test_write_gate, o->test_gate_after,
                         &(xfer_writer_callbacks){.sealed = writer_sealed, .batch_done = writer_batch_done},
                         r, &r->w);
         if (q < 0) {

@@ -118,8 +118,8 @@ typedef struct xfer_writer_callbacks {
 } xfer_writer_callbacks;
 
 /* The writer keeps its own copies of the two directories' descriptors.
- * gate: a test's stalled file system (xfer_recv_options), or NULL. */
-int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate,
+ * gate, after: a test's stalled file system (xfer_recv_options), or NULL. */
+int xfer__writer_new(uv_loop_t *loop, int top_fd, int images_fd, const char *gate, xfer_gate_after after,
                      const xfer_writer_callbacks *cbs, void *userdata, xfer_writer **ret);
 /* Only while no batch runs (xfer__writer_busy() false). */
 xfer_writer *xfer__writer_free(xfer_writer *w);

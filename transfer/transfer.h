@@ -314,6 +314,14 @@ typedef struct xfer_recv_result {
 typedef void (*xfer_recv_done_cb)(xfer_recv *r, int status, const nm_error *err, const xfer_recv_result *res,
                                   void *userdata);
 
+/* A test's stalled file system, once it recovers (xfer_recv_options). */
+typedef enum xfer_gate_after {
+        XFER_GATE_THEN_WRITE, /* the writes go on */
+        XFER_GATE_THEN_FAIL,  /* the write that waited fails with EIO: it broke meanwhile */
+        _XFER_GATE_AFTER_MAX,
+        _XFER_GATE_AFTER_INVALID = -EINVAL,
+} xfer_gate_after;
+
 typedef struct xfer_recv_options {
         /* The checkpoint HMAC key (required; copied): the tree HMAC is
          * recomputed with ckpt's as bytes arrive and compared at IMAGES_DONE. */
@@ -343,6 +351,9 @@ typedef struct xfer_recv_options {
         /* Test hook: while this file exists, the writes into staging wait,
          * as on a stalled file system (copied). NULL in production. */
         const char *test_write_gate;
+        /* Test hook: what a write that waited at the gate does once it is
+         * gone. */
+        xfer_gate_after test_gate_after;
 } xfer_recv_options;
 
 /* Creates the staging directory name (one component) below parent_fd, mode

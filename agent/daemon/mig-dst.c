@@ -58,7 +58,26 @@ static void dst_send_error(mig *m, int code, const char *reason) {
         dst_send(m, &e);
 }
 
+/* The session's further frames wait in its socket until our consumer
+ * caught up (dst_session_take). */
+static void dst_session_hold(mig *m) {
+        if (!m->peer_cc || !m->peer_cc->conn)
+                return;
+        xfer_conn_hold_reading(m->peer_cc->conn, true);
+        m->session_read = MIG_SESSION_HELD;
+}
+
+static void dst_session_release(mig *m) {
+        if (m->session_read == MIG_SESSION_HELD && m->peer_cc && m->peer_cc->conn)
+                xfer_conn_hold_reading(m->peer_cc->conn, false);
+        m->session_read = MIG_SESSION_READING;
+}
+
+/* A session the migration no longer reads from is read on: a held one
+ * would never hear its peer's end (a held connection has no idle timeout),
+ * and would stay, with its sshd and dial-stdio, until the agent's end. */
 static void dst_detach_conn(mig *m) {
+        dst_session_release(m);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
         m->peer_cc = NULL;
@@ -72,8 +91,7 @@ static void dst_session_take(mig *m) {
         if ((m->relay && ps_relay_full(m->relay)) || (m->page_link && ps_link_full(m->page_link)) ||
             (m->recv && xfer_recv_full(m->recv)))
                 return;
-        if (m->peer_cc && m->peer_cc->conn)
-                xfer_conn_hold_reading(m->peer_cc->conn, false);
+        dst_session_release(m);
 }
 
 static void dst_recv_drained(void *userdata) {
@@ -692,6 +710,7 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 .reserve = dst_reserve,
                 .drained = dst_recv_drained,
                 .test_write_gate = fault_stall_gate("staging-writes"),
+                .test_gate_after = fault_fail("staging-writes") ? XFER_GATE_THEN_FAIL : XFER_GATE_THEN_WRITE,
         };
         if (xfer_recv_new(a->loop, a->staging_fd, m->id, &ro, dst_on_received, m, &err, &m->recv) < 0)
                 return mig_act_failed(ret, DST_EV(DST_EV_SINK_FAILED), &err);
@@ -1378,7 +1397,7 @@ void mig_dst_stream(ctl_conn *cc, const proto_msg *msg) {
         /* Frames must not pile up in memory while staging writes lag. */
         if (xfer_recv_full(m->recv)) {
                 log_ctx_debug(m->id, "the writes into staging lag: the session waits for them");
-                xfer_conn_hold_reading(cc->conn, true);
+                dst_session_hold(m);
         }
 }
 
@@ -1445,8 +1464,10 @@ void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
         /* A source that sends pages faster than the daemon takes them (or
          * pages nobody asked for) must not grow our memory: the session's
          * further frames wait in the socket until the daemon caught up. */
-        if (ps_relay_full(m->relay))
-                xfer_conn_hold_reading(cc->conn, true);
+        if (ps_relay_full(m->relay)) {
+                log_ctx_debug(m->id, "the lazy-pages daemon lags: the session waits for it");
+                dst_session_hold(m);
+        }
 }
 
 /* The migration of this session whose pages stream during the dump, or
@@ -1498,8 +1519,10 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
                 return;
         }
         xfer_recv_progress(m->recv, len);
-        if (ps_link_full(m->page_link))
-                xfer_conn_hold_reading(cc->conn, true);
+        if (ps_link_full(m->page_link)) {
+                log_ctx_debug(m->id, "the page server lags: the session waits for it");
+                dst_session_hold(m);
+        }
 }
 
 void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {

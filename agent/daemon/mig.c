@@ -283,8 +283,10 @@ void mig__release(mig *m) {
                 peer_link_detach(m->link);
                 m->link = NULL;
         }
-        /* A post-copy target may hold its session while its relay is full. */
-        if (m->relay && m->peer_cc && m->peer_cc->conn)
+        /* A destination detaches its session, and so reads it on, before it
+         * ends (mig-dst.c, dst_detach_conn); one that did not must not leave
+         * the session held either. */
+        if (m->session_read == MIG_SESSION_HELD && m->peer_cc && m->peer_cc->conn)
                 xfer_conn_hold_reading(m->peer_cc->conn, false);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;

@@ -100,6 +100,16 @@ typedef enum mig_images {
         _MIG_IMAGES_INVALID = -EINVAL,
 } mig_images;
 
+/* Destination: whether the migration stopped reading its session, while
+ * one of its consumers (the staging writes, the page link, the post-copy
+ * relay) is behind. */
+typedef enum mig_session_read {
+        MIG_SESSION_READING,
+        MIG_SESSION_HELD,
+        _MIG_SESSION_READ_MAX,
+        _MIG_SESSION_READ_INVALID = -EINVAL,
+} mig_session_read;
+
 struct mig {
         agent *a;
         char id[PROTO_ID_MAX + 1];
@@ -167,6 +177,7 @@ struct mig {
 
         /* destination */
         ctl_conn *peer_cc;  /* the session the migration came on */
+        mig_session_read session_read;
         ctl_conn *reply_cc; /* the session whose COMMIT we answer, if another */
         xfer_recv *recv;
         char *staging;

@@ -10,6 +10,9 @@
 # (NM_FAULT=stall=staging-writes: its writes wait while a gate file exists):
 # its agent stops reading the session once 8 MiB wait to be written, and
 # reads on when they caught up after the gate is gone; the move completes.
+# Last, the stalled staging breaks (NM_FAULT=fail=staging-writes: the write
+# that waited fails once the gate is gone): the move rolls back, the
+# container runs on at home, and node2 lets the session go.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
@@ -69,4 +72,35 @@ t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the move"
 fx_logged_since n2 "$off2" "the writes into staging caught up: reading the session on" ||
 	t_fail "node2 did not read the session on after its writes caught up"
 heap_intact "$work" "after the move to stalled staging"
+
+t_log "again, with node2's staging breaking while the session waits for it"
+# NM_FAULT=fail=staging-writes: the write that waited at the gate fails
+# once the gate is gone. node2 ends the move while it holds the session,
+# and the source rolls back and closes its channel: node2 must read the
+# session on to hear that end, or the session, its sshd and its dial-stdio
+# stay until the agent's own end.
+fx_agent_stop n2
+fx_agent_start n2 NM_FAULT=stall=staging-writes,fail=staging-writes "NM_FAULT_GATE=$gate"
+read -r id _ < <(b_hog_start n1 broken "$MIB" random) || t_fail "the third workload did not start"
+work=$(b_hog_dir n1 broken)
+off2=$(stat -c %s "$log2")
+: >"$gate"
+fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/broken.out" 2>&1 &
+cli=$!
+t_wait_until 120 "node2 holds the session for its stalled writes" bash -c \
+	"tail -c +$((off2 + 1)) '$log2' | grep -q 'the writes into staging lag: the session waits for them'" ||
+	t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
+rm -f "$gate"
+rc=0
+wait "$cli" || rc=$?
+t_assert_eq "$rc" 4 "exit code of the move whose staging broke ($(cat "$FX_ROOT/broken.out"))"
+res=$(grep '"event":"result"' "$FX_ROOT/broken.out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" "rolled-back" "outcome of the move whose staging broke"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the failed move"
+heap_intact "$work" "after the move whose staging broke"
+# node1's peer sessions on node2 run its pinned command with node2's
+# configuration.
+sessions_on_n2() { pgrep -f "dial-stdio --peer node1 --config $(fx_conf n2)" || true; }
+t_wait_until 60 "node2 lets go of the failed move's session" test -z "$(sessions_on_n2)" ||
+	t_fail "node2 still holds the failed move's session: dial-stdio $(sessions_on_n2 | tr '\n' ' ')"
 t_log "ok"

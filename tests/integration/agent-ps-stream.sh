@@ -10,8 +10,10 @@
 # PS_END says so, the target lets its page server go, the pages come with
 # the image stream, and the container moves as usual. Under [limits]
 # bandwidth the page stream keeps to it: a move of incompressible pages
-# takes at least what the bytes sent allow at that rate. (Targets that
-# never reply to the dump: hostile-target.)
+# takes at least what the bytes sent allow at that rate. A page server
+# stopped mid-dump, then killed: node2 held the session meanwhile, ends the
+# move, and lets the session go (the container runs on at home). (Targets
+# that never reply to the dump: hostile-target.)
 # --ssh-thread: the same, every agent running its SSH sessions on threads of
 # their own ([ssh] thread), and saying so.
 set -euo pipefail
@@ -135,5 +137,37 @@ pwire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* f
 least_ms=$(((pwire - (2 << 20)) * 1000 / rate))
 [ "$took_ms" -ge "$least_ms" ] ||
 	t_fail "the move sent $pwire bytes of pages in $took_ms ms, faster than 4 MiB/s allows ($least_ms ms)"
+
+t_log "node2's page server stops mid-dump, then dies: node2 ends the move and reads its session on"
+# While its page server is stopped the page link fills and node2 holds the
+# session. The page server's death then ends the move on node2 while the
+# session is held; the source's dump fails, and it closes its channel. A
+# session still held would never hear that end, and would stay, with its
+# sshd and dial-stdio, until node2's agent ends. (n1 still paces its pages
+# at 4 MiB/s: the dump lasts long enough to stop the page server in it.)
+read -r sid spid < <(b_hog_start n1 stuck 32 random) || t_fail "could not start the workload for the stuck page server"
+off2=$(stat -c %s "$log2")
+fx_nm n1 migrate "$sid" node2 --json >"$FX_ROOT/stuck.out" 2>&1 &
+cli=$!
+ps_pid() { pgrep -f "page-server --ps-socket 3 -D $(fx_dir n2)/" | head -n1; }
+pages_arrive() { [ "$(find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img' -size +1024k 2>/dev/null | wc -l)" -gt 0 ]; }
+t_wait_until 60 "pages arrive in node2's staging" pages_arrive || t_fail "no pages arrived on node2: $(cat "$FX_ROOT/stuck.out")"
+pspid=$(ps_pid)
+[ -n "$pspid" ] || t_fail "no page server runs on node2"
+kill -STOP "$pspid"
+t_wait_until 60 "node2 holds the session for its stopped page server" \
+	fx_logged_since n2 "$off2" "the page server lags: the session waits for it" ||
+	t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
+kill -KILL "$pspid"
+rc=0
+wait "$cli" || rc=$?
+t_assert_eq "$rc" 1 "exit code of the move whose page server died ($(cat "$FX_ROOT/stuck.out"))"
+t_assert_eq "$(fx_ctr_where "$sid")" n1 "where the container runs after its page server died"
+kill -0 "$spid" || t_fail "the container is not its old process on node1 any more"
+# node1's peer sessions on node2 run its pinned command with node2's
+# configuration.
+sessions_on_n2() { pgrep -f "dial-stdio --peer node1 --config $(fx_conf n2)" || true; }
+t_wait_until 60 "node2 lets go of the failed move's session" test -z "$(sessions_on_n2)" ||
+	t_fail "node2 still holds the failed move's session: dial-stdio $(sessions_on_n2 | tr '\n' ' ')"
 
 t_log "ok: $sent bytes of pages crossed while CRIU dumped ($wire as sent; $dumped bytes of other images; $asked replies awaited); a bent frame was refused; $pwire paced bytes took $took_ms ms (at least $least_ms)"
