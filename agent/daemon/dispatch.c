@@ -14,6 +14,14 @@
 
 static void answer_node_info(ctl_conn *cc) {
         proto_msg r = {.type = PROTO_MSG_NODE_INFO};
+        /* The fault tests' node that refuses the question, or ignores it
+         * (and answers PINGs). */
+        if (fault_fail("node-info")) {
+                ctl_send_error(cc, NULL, -EPERM, "node information refused (fault injection)");
+                return;
+        }
+        if (fault_fail("node-info-silent"))
+                return;
         status_node_info(cc->a, &r.node_info);
         (void)ctl_send(cc, &r);
 }

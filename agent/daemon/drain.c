@@ -179,8 +179,10 @@ void drain_cli_gone(drain *d) {
 
 static void target_ready(peer_link *l, void *ud) {
         proto_msg q = {.type = PROTO_MSG_NODE_INFO_REQ};
+        nm_error err = {};
         (void)ud;
-        (void)peer_link_send(l, &q, NULL);
+        if (peer_link_ask(l, &q, &err) < 0)
+                peer_link_close(l, err.code, &err);
 }
 
 /* Every target answered: the moves start. May free d. */
@@ -204,6 +206,7 @@ static void target_message(peer_link *l, const proto_msg *msg, void *ud) {
         drain_target *t = ud;
         if (msg->type != PROTO_MSG_NODE_INFO)
                 return;
+        peer_link_answered(l);
         t->staging_free = msg->node_info.staging_free;
         t->running = msg->node_info.running;
         t->usable = !msg->node_info.cordoned;

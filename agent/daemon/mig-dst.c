@@ -1022,9 +1022,9 @@ static void ask_ready(peer_link *l, void *ud) {
 
 static void ask_message(peer_link *l, const proto_msg *msg, void *ud) {
         mig *m = ud;
-        (void)l;
         if (msg->type != PROTO_MSG_OUTCOME || strcmp(msg->outcome.mig, m->id) != 0)
                 return;
+        peer_link_answered(l);
         log_ctx_info(m->id, "the source says: %s", proto_outcome_to_string(msg->outcome.outcome));
         handoff_outcome o = msg->outcome.outcome == PROTO_OUTCOME_COMMITTED ? HANDOFF_OUTCOME_COMMITTED
                             : msg->outcome.outcome == PROTO_OUTCOME_ABORTED ? HANDOFF_OUTCOME_ABORTED
@@ -1191,9 +1191,9 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
         case DST_DO_OPEN_ASK: return dst_open_ask(m, ret);
         case DST_DO_SEND_QUERY:
                 if (m->link)
-                        (void)peer_link_send(m->link,
-                                             &(proto_msg){.type = PROTO_MSG_QUERY, .query = {.mig = m->id}},
-                                             NULL);
+                        (void)peer_link_ask(m->link,
+                                            &(proto_msg){.type = PROTO_MSG_QUERY, .query = {.mig = m->id}},
+                                            NULL);
                 return MIG_ACT_DONE;
         case DST_DO_DROP_ASK: dst_drop_ask(m); return MIG_ACT_DONE;
         case DST_DO_ASK_LATER:

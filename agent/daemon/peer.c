@@ -17,6 +17,14 @@ typedef enum link_state {
         _LINK_STATE_INVALID = -EINVAL,
 } link_state;
 
+/* A question asked with peer_link_ask(), until its asker takes the answer. */
+typedef enum link_question {
+        LINK_QUESTION_NONE,
+        LINK_QUESTION_OPEN,
+        _LINK_QUESTION_MAX,
+        _LINK_QUESTION_INVALID = -EINVAL,
+} link_question;
+
 struct peer_link {
         agent *a;
         link_state state;
@@ -35,6 +43,9 @@ struct peer_link {
         int status;
         nm_error err;
         bool closed_reported;
+        link_question question;
+        proto_msg_type asked; /* the question's type, for messages */
+        uint64_t answer_due;  /* uv_now() by which its answer is due */
         unsigned features;                   /* the peer's HELLO */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
@@ -148,6 +159,8 @@ static void ping_arm(peer_link *l) {
 
         if (idle && l->last_heard + idle < due)
                 due = l->last_heard + idle;
+        if (idle && l->question == LINK_QUESTION_OPEN && l->answer_due < due)
+                due = l->answer_due;
         (void)uv_timer_start(&l->ping, on_ping_timer, due > now ? due - now : 0, 0);
 }
 
@@ -167,14 +180,26 @@ static void on_ping_timer(uv_timer_t *t) {
          * container frozen while we wait to send it the rest. A loop that
          * stood still itself heard nothing either (we look at least once a
          * PING period): then the peer gets a fresh period. */
-        if (now - l->last_tick > 2 * ping_every(l))
+        if (now - l->last_tick > 2 * ping_every(l)) {
                 l->last_heard = now;
+                if (l->question == LINK_QUESTION_OPEN && l->answer_due < now + idle)
+                        l->answer_due = now + idle;
+        }
         l->last_tick = now;
         if (idle && now - l->last_heard >= idle) {
                 nm_error_set(&err, -ETIMEDOUT,
                              "%s answered none of our PINGs for %llu ms: the link is down, or the peer is "
                              "stuck or does not read what we send",
                              l->peer, (unsigned long long)(now - l->last_heard));
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        /* A peer that answers our PINGs, but never the question, would
+         * otherwise hold its asker (a drain, a resolve, a copy in doubt)
+         * for as long as the link lasts. */
+        if (idle && l->question == LINK_QUESTION_OPEN && now >= l->answer_due) {
+                nm_error_set(&err, -ETIMEDOUT, "%s did not answer our %s within %llu ms", l->peer,
+                             strna(proto_msg_type_to_string(l->asked)), (unsigned long long)idle);
                 link_shutdown(l, err.code, &err);
                 return;
         }
@@ -245,6 +270,12 @@ static void conn_message(xfer_conn *c, const proto_msg *msg, void *ud) {
         if (l->state != LINK_READY) {
                 nm_error_set(&err, -EPROTO, "peer %s sent %s before HELLO", l->peer,
                              strna(proto_msg_type_to_string(msg->type)));
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        if (l->question == LINK_QUESTION_OPEN && msg->type == PROTO_MSG_ERROR) {
+                nm_error_set(&err, msg->error.code < 0 ? msg->error.code : -EIO, "%s refused our %s: %s",
+                             l->peer, strna(proto_msg_type_to_string(l->asked)), strna(msg->error.reason));
                 link_shutdown(l, err.code, &err);
                 return;
         }
@@ -360,6 +391,22 @@ int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err) {
         if (l->state != LINK_READY || !l->conn)
                 return nm_error_set(err, -ENOTCONN, "the link to %s is not open", l->peer);
         return xfer_conn_send(l->conn, m, err);
+}
+
+int peer_link_ask(peer_link *l, const proto_msg *q, nm_error *err) {
+        int r = peer_link_send(l, q, err);
+
+        if (r < 0)
+                return r;
+        l->question = LINK_QUESTION_OPEN;
+        l->asked = q->type;
+        l->answer_due = uv_now(l->a->loop) + (uint64_t)l->a->cfg.idle_timeout_s * 1000;
+        ping_arm(l);
+        return 0;
+}
+
+void peer_link_answered(peer_link *l) {
+        l->question = LINK_QUESTION_NONE;
 }
 
 xfer_conn *peer_link_conn(peer_link *l) {

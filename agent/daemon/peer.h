@@ -39,6 +39,11 @@ typedef struct peer_link_ops {
 int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops, void *ud,
                    nm_error *err, peer_link **ret);
 int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
+/* Sends a question whose answer the owner waits for: until it calls
+ * peer_link_answered(), an ERROR from the peer, or no answer within the
+ * idle timeout (PONGs do not count), closes the link with that reason. */
+int peer_link_ask(peer_link *l, const proto_msg *q, nm_error *err);
+void peer_link_answered(peer_link *l);
 xfer_conn *peer_link_conn(peer_link *l);
 /* The peer's features (peer_feature bits) once the link is ready. */
 unsigned peer_link_features(const peer_link *l);

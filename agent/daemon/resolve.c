@@ -403,15 +403,15 @@ static void link_ready(peer_link *l, void *ud) {
         proto_msg q = {.type = PROTO_MSG_QUERY,
                        .query = {.mig = rv->mig, .container_id = m ? m->container_id : NULL}};
         nm_error err = {};
-        if (peer_link_send(l, &q, &err) < 0)
+        if (peer_link_ask(l, &q, &err) < 0)
                 peer_link_close(l, err.code, &err);
 }
 
 static void link_message(peer_link *l, const proto_msg *msg, void *ud) {
         resolver *rv = ud;
-        (void)l;
         if (msg->type != PROTO_MSG_OUTCOME || strcmp(msg->outcome.mig, rv->mig) != 0 || rv->answered)
                 return;
+        peer_link_answered(l);
         rv->answered = true;
         rv->source_says = msg->outcome.outcome;
         snprintf(rv->source_phase, sizeof(rv->source_phase), "%s", strempty(msg->outcome.phase));

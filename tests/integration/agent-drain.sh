@@ -33,6 +33,7 @@ two_streams() { shares | grep -q 'stream(s)' && shares | grep -q ': 2 stream(s)'
 rc=0
 fx_nm n1 drain --to node2,node3 --parallel 2 --json >"$FX_ROOT/drain.out" 2>&1 &
 drain_pid=$!
+fx_track_pid "$drain_pid"
 t_wait_until 120 "two streams share the budget" two_streams || t_fail "never two streams at once: $(shares)"
 t_log "while it drains, a move towards it is refused"
 t_expect_exit 3 "a move to the draining node" fx_nm n2 migrate "$incoming" node1
@@ -78,4 +79,31 @@ out=$(fx_nm n1 drain --to nosuch1,nosuch2 --json 2>&1) || rc=$?
 grep -q '"event":"result"' <<<"$out" || t_fail "no result from a drain to unknown targets: $out"
 fx_agent_up n1 || t_fail "the agent on n1 died in a drain to unknown targets"
 t_assert_eq "$(fx_ctr_where "${ids[gv]}")" n1 "where gv runs after a drain to unknown targets"
-t_log "ok: d1 -> $w1, d2 -> $w2, gv stays on n1"
+
+t_log "targets that refuse the drain's question, or never answer it: not usable, with the reason"
+# node3 answers NODE_INFO_REQ with ERROR, node2 not at all (it answers
+# PINGs, so its link stays up): each is asked once, and neither may hold
+# the drain for longer than the idle timeout (20 s here; the wait allows
+# three).
+fx_agent_stop n2
+fx_agent_stop n3
+fx_agent_start n2 NM_FAULT=fail=node-info-silent
+fx_agent_start n3 NM_FAULT=fail=node-info
+read -r id3 _ < <(fx_ctr_start n1 d3)
+fx_nm n1 drain --to node2,node3 --json >"$FX_ROOT/asked.out" 2>&1 &
+drain_pid=$!
+fx_track_pid "$drain_pid"
+t_wait_until 60 "the drain ends" bash -c "! kill -0 $drain_pid 2>/dev/null" ||
+	t_fail "the drain still waits for its targets: $(cat "$FX_ROOT/asked.out")"
+rc=0
+wait "$drain_pid" || rc=$?
+result=$(tail -n1 "$FX_ROOT/asked.out")
+t_assert_eq "$rc" 4 "exit code of a drain whose targets did not answer ($result)"
+reason() { jq -r --arg t "$1" '[.. | objects | select(.target? == $t and has("usable"))][0] | "\(.usable) \(.reason)"' <<<"$result"; }
+grep -q "^false node3 refused our NODE_INFO_REQ: node information refused" <<<"$(reason node3)" ||
+	t_fail "node3's refusal is not the drain's reason: $(reason node3)"
+grep -q "^false node2 did not answer our NODE_INFO_REQ within" <<<"$(reason node2)" ||
+	t_fail "node2's silence is not the drain's reason: $(reason node2)"
+t_assert_eq "$(fx_ctr_where "$id3")" n1 "where d3 runs after a drain without targets"
+fx_counter_advances "$(fx_ctr_dir n1 d3)" || t_fail "d3 stopped ticking"
+t_log "ok: d1 -> $w1, d2 -> $w2, gv stays on n1; targets that refused or ignored the question were left out"
