@@ -708,11 +708,22 @@ static handoff_verdict on_lazy_dump_ended(step *st, bool ok) {
                  * never two copies. */
                 note(st, SRC_WHY_POSTCOPY_AFTER_COMMIT);
                 act(st, SRC_DO_KILL_COPY);
-                if (was == SRC_PC_RUNNING_HEARD)
+                if (was == SRC_PC_RUNNING_HEARD) {
                         /* It said RUNNING (every page there) already: that
                          * was the answer. */
                         target_runs(st);
-                return HANDOFF_TAKEN; /* else the target's answer (RUNNING or ERROR) decides */
+                        return HANDOFF_TAKEN;
+                }
+                if (was == SRC_PC_SERVING) {
+                        /* Nobody serves the target's daemon any more: it
+                         * would wait for its pages, and we for its answer,
+                         * for good. The link's end tells it (its relay goes,
+                         * the daemon fails, an incomplete copy ends), and a
+                         * new link's COMMIT asks for the verdict. */
+                        close_link(st);
+                        forward(st);
+                }
+                return HANDOFF_TAKEN; /* the target's answer (RUNNING or ERROR) decides */
         }
         if (ok && was == SRC_PC_RESUMING) {
                 /* The rollback came too late: every page had left with the

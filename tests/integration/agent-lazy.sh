@@ -4,9 +4,15 @@
 # follow through the agents' SSH session; its counter, log and pipe go on,
 # exactly one copy runs. A restore that fails before the commit makes the
 # lazy dump fail, and the frozen container resumes where it was, its network
-# lock undone.
+# lock undone. A lazy dump that dies after COMMIT, its pages not all
+# served: the source's link ends, so the target ends its incomplete copy,
+# and the source hears on a new link that no copy is left (lost, the
+# documented risk of post-copy) instead of both waiting for good.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
+NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
+# shellcheck source=bench/lib/workload.sh
+. "$FX_SRC/bench/lib/workload.sh"
 
 fx_agents_up
 read -r id pid < <(fx_ctr_start n1 lazy)
@@ -61,4 +67,34 @@ fx_counter_advances "$work" || t_fail "counter stopped after the rollback"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the rollback"
 tables=$(nsenter --net="/proc/$new_pid/ns/net" nft list tables) || t_fail "cannot list the container's nftables tables"
 ! grep -q CRIU <<<"$tables" || t_fail "CRIU's network lock is still in the container's network namespace: $tables"
+
+t_log "a lazy move whose dump dies after COMMIT, its pages not all served: both sides end it"
+# node2 (the source) stops at `committed` (its loop still, so no page
+# leaves) with most of a 256 MiB heap not yet fetched; its CRIU is killed
+# there, and node2 goes on.
+gate=$FX_ROOT/lazy-gate
+fx_agent_stop n1
+fx_agent_start n1
+fx_agent_stop n2
+: >"$gate"
+fx_agent_start n2 NM_FAULT=pause-after=committed "NM_FAULT_GATE=$gate"
+read -r hid _ < <(b_hog_start n2 lazyhog 256 random) || t_fail "the 256 MiB workload did not start"
+off2=$(stat -c %s "$(fx_agent_log n2)")
+fx_nm n2 migrate "$hid" node1 --lazy --json >"$FX_ROOT/lazy-dies.out" 2>&1 &
+cli=$!
+fx_track_pid "$cli"
+t_wait_until 120 "node2 stops at committed" fx_logged_since n2 "$off2" "fault injection: paused at committed" ||
+	t_fail "node2 never reached committed: $(cat "$FX_ROOT/lazy-dies.out")"
+criu=$(fx_criu_pid n2) || t_fail "no lazy dump runs on node2 at committed"
+kill -KILL "$criu"
+rm -f "$gate"
+t_wait_until 120 "the move ends on node2" bash -c "! kill -0 $cli 2>/dev/null" ||
+	t_fail "node2's move still waits after its lazy dump died: $(tail -c +$((off2 + 1)) "$(fx_agent_log n2)" | tail -n 20)"
+wait "$cli" || true
+res=$(grep '"event":"result"' "$FX_ROOT/lazy-dies.out" | tail -n1)
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" lost "outcome of the lazy move whose dump died after COMMIT ($res)"
+dst_outcome() { fx_nm n1 status "$hid" --json 2>/dev/null | jq -r '.result.migrations[0] | .outcome // .phase // empty'; }
+t_wait_until 60 "node1 ends its incomplete copy" test "$(dst_outcome)" = aborted ||
+	t_fail "node1's copy is not aborted: $(fx_nm n1 status "$hid" --json 2>&1)"
+t_assert_eq "$(fx_ctr_running_copies lazyhog)" 0 "running copies of a container whose pages were lost"
 t_log "ok"

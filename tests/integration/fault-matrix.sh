@@ -309,29 +309,13 @@ fm_mount_staging() {
 	mount -t tmpfs -o "size=$1,mode=0700,uid=0,gid=0" nucleus-fx-staging "$FM_STAGING"
 }
 
-# fm_find_criu NODE: the pid of the node's `criu swrk` (a child of the
-# agent's CRIU keeper, in the keeper's pid namespace: a restored tree's
-# first task, forked by swrk, lives in a new one), if one runs.
-fm_find_criu() {
-	local agent k c
-	agent=$(fx_agent_pid "$1")
-	for k in $(pgrep -P "$agent" -x nm-criu-keeper); do
-		for c in $(pgrep -P "$k" -x criu); do
-			[ "$(readlink "/proc/$c/ns/pid")" = "$(readlink "/proc/$k/ns/pid")" ] || continue
-			echo "$c"
-			return 0
-		done
-	done
-	return 1
-}
-
 # fm_catch_criu NODE: waits for the node's agent to run CRIU, stops it
 # (SIGSTOP) and prints its pid. For a fault that may land anywhere in a
 # restore (during-restore); the CRIU rows hold CRIU at an exact point
 # instead (fm_criu_held).
 fm_catch_criu() {
 	local p="" deadline=$((SECONDS + $(t_secs 120)))
-	until p=$(fm_find_criu "$1"); do
+	until p=$(fx_criu_pid "$1"); do
 		[ "$SECONDS" -lt "$deadline" ] || return 1
 	done
 	kill -STOP "$p" || return 1
@@ -376,7 +360,7 @@ fm_criu_held() {
 	t_wait_until 300 "CRIU on $n held at $point" bash -c "test -s '$FM_CELL/cli.rc' || tail -c +$((off + 1)) '$(fx_agent_log "$n")' | grep -q 'fault injection: CRIU held at $point '" || true
 	grep -q "fault injection: CRIU held at $point " <(fm_log_since "$n" "$off") ||
 		t_fail "CRIU on $n was never held at $point (CLI: $(cat "$FM_CELL/cli.out" 2>/dev/null))"
-	p=$(fm_find_criu "$n") || t_fail "no CRIU runs on $n while held at $point"
+	p=$(fx_criu_pid "$n") || t_fail "no CRIU runs on $n while held at $point"
 	echo "$p"
 }
 

@@ -77,6 +77,22 @@ fx_agent_stop() {
 
 fx_agent_kill() { fx_agent_stop "$1" KILL; }
 
+# fx_criu_pid NODE: the pid of the node's `criu swrk` (a child of the
+# agent's CRIU keeper, in the keeper's pid namespace: a restored tree's
+# first task, forked by swrk, lives in a new one), if one runs.
+fx_criu_pid() {
+	local agent k c
+	agent=$(fx_agent_pid "$1")
+	for k in $(pgrep -P "$agent" -x nm-criu-keeper); do
+		for c in $(pgrep -P "$k" -x criu); do
+			[ "$(readlink "/proc/$c/ns/pid")" = "$(readlink "/proc/$k/ns/pid")" ] || continue
+			echo "$c"
+			return 0
+		done
+	done
+	return 1
+}
+
 fx_agents_up() {
 	local n
 	fx_nodes_up

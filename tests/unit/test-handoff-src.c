@@ -150,7 +150,14 @@ static const row rows[] = {
          "unlock-network remove-images " END("rolled-back")},
         {ST(ROLLING_BACK, PC(RESUMING)), EV(DUMP_FAILED_GONE), SRC_ROLLED_BACK,
          "unlock-network remove-images " END("rolled-back")},
+        /* Nobody serves the target's pages any more: the link's end tells
+         * it, a new link asks for the verdict. */
         {ST(COMMITTED, READY, PC(SERVING)), EV(DUMP_FAILED_RUNNING), SRC_COMMITTED,
+         "note(postcopy-after-commit) kill-copy close-link open-link"},
+        {ST(COMMITTED, READY, PC(SERVING), .forward_tries = 2), EV(DUMP_FAILED_GONE), SRC_COMMITTED,
+         "note(postcopy-after-commit) kill-copy close-link reconnect-later(2000)"},
+        /* Cut already: the target heard the link's end. */
+        {ST(COMMITTED, PC(CUT), .forward_tries = 1), EV(DUMP_FAILED_RUNNING), SRC_COMMITTED,
          "note(postcopy-after-commit) kill-copy"},
         {ST(COMMITTED, READY, PC(TARGET_LOST)), EV(DUMP_FAILED_GONE), SRC_LOST, "kill-copy " END("lost")},
         /* RUNNING came first: the target has every page and runs. */
