@@ -283,6 +283,8 @@ static void on_hello(ctl_conn *cc, const proto_hello *h) {
         snprintf(cc->key_id, sizeof(cc->key_id), "%s", strempty(h->key_id));
         xfer_conn_set_idle_timeout(cc->conn,
                                    h->role == PROTO_ROLE_PEER ? (uint64_t)a->cfg.idle_timeout_s * 1000 : 0);
+        if (h->role == PROTO_ROLE_PEER && fault_peer_hello(a, cc->conn))
+                return;
         proto_msg reply = {.type = PROTO_MSG_HELLO,
                            .hello = {.version = PROTO_VERSION,
                                      .min_version = PROTO_MIN_VERSION,

@@ -107,9 +107,7 @@ static void deaf_tick(uv_timer_t *t) {
         (void)xfer_conn_send(deaf.conn, &pong, NULL);
 }
 
-void fault_peer_bytes(agent *a, xfer_conn *c) {
-        if (!deaf.wanted || deaf.conn || !fault_fail("peer-reading"))
-                return;
+static void deaf_start(agent *a, xfer_conn *c) {
         if (!deaf.made) {
                 (void)uv_timer_init(a->loop, &deaf.timer);
                 uv_unref((uv_handle_t *)&deaf.timer);
@@ -118,6 +116,19 @@ void fault_peer_bytes(agent *a, xfer_conn *c) {
         deaf.conn = c;
         xfer_conn_hold_reading(c, true);
         (void)uv_timer_start(&deaf.timer, deaf_tick, 2000, 2000);
+}
+
+void fault_peer_bytes(agent *a, xfer_conn *c) {
+        if (!deaf.wanted || deaf.conn || !fault_fail("peer-reading"))
+                return;
+        deaf_start(a, c);
+}
+
+bool fault_peer_hello(agent *a, xfer_conn *c) {
+        if (deaf.conn || !fault_fail("peer-hello"))
+                return false;
+        deaf_start(a, c);
+        return true;
 }
 
 void fault_peer_closed(xfer_conn *c) {

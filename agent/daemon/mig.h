@@ -297,6 +297,9 @@ void fault_point(mig *m, const char *point);
  * and a PONG of its own every 2 s: a hostile target that would look alive
  * while its source waits to send it the rest. */
 void fault_peer_bytes(agent *a, xfer_conn *c);
+/* A peer's HELLO. With NM_FAULT "fail=peer-hello" it goes unanswered, and
+ * the session turns deaf as above: true, and the HELLO is not answered. */
+bool fault_peer_hello(agent *a, xfer_conn *c);
 /* That session closed: its sending stops. */
 void fault_peer_closed(xfer_conn *c);
 

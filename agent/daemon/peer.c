@@ -164,12 +164,20 @@ static void ping_arm(peer_link *l) {
         (void)uv_timer_start(&l->ping, on_ping_timer, due > now ? due - now : 0, 0);
 }
 
+/* Asked (our HELLO, or peer_link_ask): the answer is due within the idle
+ * timeout. */
+static void question_open(peer_link *l, proto_msg_type asked) {
+        l->question = LINK_QUESTION_OPEN;
+        l->asked = asked;
+        l->answer_due = uv_now(l->a->loop) + (uint64_t)l->a->cfg.idle_timeout_s * 1000;
+}
+
 static void on_ping_timer(uv_timer_t *t) {
         peer_link *l = t->data;
         uint64_t idle = (uint64_t)l->a->cfg.idle_timeout_s * 1000, now = uv_now(l->a->loop);
         nm_error err = {};
 
-        if (l->state != LINK_READY || !l->conn)
+        if ((l->state != LINK_READY && l->state != LINK_HELLO) || !l->conn)
                 return;
         /* Our pings leave through the kernel's buffers whether or not anyone
          * is there, so the connection's own idle timer never fires on a cut
@@ -179,27 +187,33 @@ static void on_ping_timer(uv_timer_t *t) {
          * peer that stopped reading could go on sending, and hold our
          * container frozen while we wait to send it the rest. A loop that
          * stood still itself heard nothing either (we look at least once a
-         * PING period): then the peer gets a fresh period. */
-        if (now - l->last_tick > 2 * ping_every(l)) {
+         * PING period): then the peer gets a fresh period. (Before HELLO
+         * the timer looks only once, at the answer's due time.) */
+        if (l->state == LINK_READY && now - l->last_tick > 2 * ping_every(l)) {
                 l->last_heard = now;
                 if (l->question == LINK_QUESTION_OPEN && l->answer_due < now + idle)
                         l->answer_due = now + idle;
         }
         l->last_tick = now;
+        /* A peer that sends PINGs, but never the answer (to our HELLO, or a
+         * question), would otherwise hold the link's owner (a move's
+         * precheck, a drain, a resolve, a copy in doubt) for as long as the
+         * link lasts. */
+        if (idle && l->question == LINK_QUESTION_OPEN && now >= l->answer_due) {
+                nm_error_set(&err, -ETIMEDOUT, "%s did not answer our %s within %llu ms", l->peer,
+                             strna(proto_msg_type_to_string(l->asked)), (unsigned long long)idle);
+                link_shutdown(l, err.code, &err);
+                return;
+        }
+        if (l->state == LINK_HELLO) {
+                (void)uv_timer_start(&l->ping, on_ping_timer, l->answer_due - now, 0);
+                return;
+        }
         if (idle && now - l->last_heard >= idle) {
                 nm_error_set(&err, -ETIMEDOUT,
                              "%s answered none of our PINGs for %llu ms: the link is down, or the peer is "
                              "stuck or does not read what we send",
                              l->peer, (unsigned long long)(now - l->last_heard));
-                link_shutdown(l, err.code, &err);
-                return;
-        }
-        /* A peer that answers our PINGs, but never the question, would
-         * otherwise hold its asker (a drain, a resolve, a copy in doubt)
-         * for as long as the link lasts. */
-        if (idle && l->question == LINK_QUESTION_OPEN && now >= l->answer_due) {
-                nm_error_set(&err, -ETIMEDOUT, "%s did not answer our %s within %llu ms", l->peer,
-                             strna(proto_msg_type_to_string(l->asked)), (unsigned long long)idle);
                 link_shutdown(l, err.code, &err);
                 return;
         }
@@ -235,6 +249,7 @@ static void on_hello(peer_link *l, const proto_msg *msg) {
         if (strcmp(msg->hello.node, l->peer) != 0)
                 log_ctx_warning(l->ctx, "peer %s calls itself \"%s\"", l->peer, msg->hello.node);
         l->state = LINK_READY;
+        l->question = LINK_QUESTION_NONE;
         l->features = peer_features_of(&msg->hello);
         snprintf(l->key_id, sizeof(l->key_id), "%s", strempty(msg->hello.key_id));
         l->last_heard = l->last_tick = uv_now(l->a->loop);
@@ -313,6 +328,12 @@ static void on_exec(xfer_session *s, int status, const nm_error *err, xfer_conn 
         l->state = LINK_HELLO;
         xfer_conn_set_idle_timeout(conn, (uint64_t)l->a->cfg.idle_timeout_s * 1000);
         send_hello(l);
+        /* The connection's idle timer counts any frame: PINGs without a
+         * HELLO would keep it quiet. */
+        if (l->state == LINK_HELLO && l->a->cfg.idle_timeout_s) {
+                question_open(l, PROTO_MSG_HELLO);
+                (void)uv_timer_start(&l->ping, on_ping_timer, (uint64_t)l->a->cfg.idle_timeout_s * 1000, 0);
+        }
 }
 
 static void on_connected(xfer_session *s, int status, const nm_error *err, void *ud) {
@@ -398,9 +419,7 @@ int peer_link_ask(peer_link *l, const proto_msg *q, nm_error *err) {
 
         if (r < 0)
                 return r;
-        l->question = LINK_QUESTION_OPEN;
-        l->asked = q->type;
-        l->answer_due = uv_now(l->a->loop) + (uint64_t)l->a->cfg.idle_timeout_s * 1000;
+        question_open(l, q->type);
         ping_arm(l);
         return 0;
 }

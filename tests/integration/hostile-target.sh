@@ -9,6 +9,8 @@
 #   sends a PING and a PONG of its own every 2 s (fail=peer-reading): while
 #   the dump streams a 32 MiB heap that cannot fit in the pipes between the
 #   nodes, and while the image stream waits to be verified.
+# - One that never answers the source's HELLO, and sends the same PINGs
+#   (fail=peer-hello): the move fails before anything is frozen.
 # And the control: an honest target on a move paced to outlast the idle
 # timeout completes (its PONGs count).
 # Each time the source gives up at ssh.idle_timeout, not before (a lower
@@ -118,6 +120,16 @@ pid=$(ctr_pid "$id")
 move_refused deaf-images "$id" rolled-back "node1 answered none of our PINGs for"
 counter_runs_on_n2 deaf-images "$pid"
 nothing_left_on_n1 deaf-images
+
+t_log "a target that never answers HELLO, and sends PINGs of its own"
+# Its PINGs keep the connection's own idle timer quiet: only a bound on
+# the HELLO ends the wait, before anything is frozen.
+hostile_target peer-hello
+off1=$(stat -c %s "$log1")
+pid=$(ctr_pid "$id")
+move_refused no-hello "$id" failed "node1 did not answer our HELLO within $idle_ms ms"
+fx_logged_since n1 "$off1" "fault injection: failing peer-hello" || t_fail "no-hello: node1 answered the HELLO"
+counter_runs_on_n2 no-hello "$pid"
 
 t_log "an honest target on a move that outlasts the idle timeout: its PONGs keep the link"
 # The control: PONGs to our PINGs must count (a paced move of the 32 MiB
