@@ -38,6 +38,27 @@ static void dst_on_timer(uv_timer_t *t) {
         dst_feed(t->data, DST_EV_TIMER, NULL);
 }
 
+static void dst_send_error(mig *m, int code, const char *reason);
+
+/* After VERIFIED the source owes RESTORE, which an honest one sends at
+ * once. One that keeps its session alive (PINGs) but never sends it would
+ * hold our staging and a slot for as long as the session lasts: past the
+ * idle timeout the session is dropped, as if lost, and the move discarded. */
+static void dst_restore_overdue(uv_timer_t *t) {
+        mig *m = t->data;
+        char why[200];
+        nm_error err = {};
+
+        if (m->finished || m->dst.phase != DST_VERIFIED || !m->peer_cc || !m->peer_cc->conn)
+                return;
+        snprintf(why, sizeof(why), "%s sent no RESTORE within %u s of our VERIFIED: dropping its session", m->peer,
+                 m->a->cfg.idle_timeout_s);
+        log_ctx_warning(m->id, "%s", why);
+        dst_send_error(m, -ETIMEDOUT, why);
+        nm_error_set(&err, -ETIMEDOUT, "%s", why);
+        xfer_conn_close(m->peer_cc->conn, 0, &err);
+}
+
 /* ---- the source's session ---- */
 
 /* Answers go to the session that asked (COMMIT may come on a new one after
@@ -1166,7 +1187,12 @@ static mig_act_result dst_perform(mig *m, size_t i, mig_event *ret) {
                 dst_send(m, &rj);
                 return MIG_ACT_DONE;
         }
-        case DST_DO_SEND_VERIFIED: dst_send_simple(m, PROTO_MSG_VERIFIED); return MIG_ACT_DONE;
+        case DST_DO_SEND_VERIFIED:
+                dst_send_simple(m, PROTO_MSG_VERIFIED);
+                if (m->a->cfg.idle_timeout_s)
+                        (void)uv_timer_start(&m->timer, dst_restore_overdue,
+                                             (uint64_t)m->a->cfg.idle_timeout_s * 1000, 0);
+                return MIG_ACT_DONE;
         case DST_DO_SEND_RESTORED: dst_send_simple(m, PROTO_MSG_RESTORED); return MIG_ACT_DONE;
         case DST_DO_SEND_RUNNING: dst_send_simple(m, PROTO_MSG_RUNNING); return MIG_ACT_DONE;
         case DST_DO_SEND_ERROR:

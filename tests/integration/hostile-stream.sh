@@ -4,7 +4,8 @@
 # that verifies: paths that try to leave staging (.., /, NUL, absolute,
 # hidden, checkpoint.hmac), names that collide, files larger than offered,
 # more or less DATA than announced, wrong digests and HMACs, images of
-# another container than offered, and images CRIU cannot restore. Each is
+# another container than offered, images CRIU cannot restore, and a peer
+# that never asks for the restore of images that verified. Each is
 # refused with its reason; no canary appears where a traversal would land;
 # nothing is written outside staging, no staging directory or stopped
 # process is left; and the agent keeps serving.
@@ -176,6 +177,15 @@ t_log "a peer that streams its pages and never ends them, keeping its session al
 ps_case ps-end-never "$((2 * PC_TIMEOUT))" "hello features=binding,ps-stream" "expect HELLO" \
 	"offer s1 container=$vid ps_stream=1" "expect ACCEPT" "put-dir s1 $ck" "images-done s1" \
 	"expect-pinging $(t_ms 2000) ERROR the source neither ended the page stream nor did its page server finish"
+
+t_log "a peer whose images verify, that never asks for the restore, keeping its session alive"
+# VERIFIED calls for RESTORE at once. Without it the target gives up after
+# the idle timeout (the PINGs keep the session itself alive) and lets the
+# staging and its slot go.
+ps_case restore-never "$((2 * PC_TIMEOUT))" hello "expect HELLO" "offer s1 container=$vid" "expect ACCEPT" \
+	"put-dir s1 $ck" "images-done s1" "expect VERIFIED" \
+	"expect-pinging $(t_ms 2000) ERROR sent no RESTORE within"
+[ -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ] || t_fail "restore-never: staging left on node2"
 
 # ps_frame_case NAME FEATURES WHY: a page frame that claims to be compressed
 # (size=4096) but holds bytes that are no zstd frame, under a tag of zeros,
