@@ -48,6 +48,14 @@ static_assert(PROTO_SHA256_LEN == CKPT_HMAC_HEX_LEN / 2, "FILE_MAC carries ckpt_
 #define XFER_RECV_CAUGHT_UP_BYTES (2u * 1024u * 1024u)
 #define XFER_RECV_CAUGHT_UP_STEPS 16u
 
+/* Whether the sender's first frame came: the idle timeout runs from it. */
+typedef enum xfer_recv_begun {
+        XFER_RECV_NOT_BEGUN,
+        XFER_RECV_BEGUN,
+        _XFER_RECV_BEGUN_MAX,
+        _XFER_RECV_BEGUN_INVALID = -EINVAL,
+} xfer_recv_begun;
+
 typedef enum xfer_recv_staging {
         XFER_RECV_STAGING_ABSENT, /* not made yet, or removed */
         XFER_RECV_STAGING_PRESENT,
@@ -115,6 +123,8 @@ struct xfer_recv {
         int status;
         uint64_t start_ms, last_activity_ms, last_progress_ms;
         uint64_t last_msg_ms, window_bytes; /* since last_activity_ms */
+        uint64_t first_ms;                  /* the wait for the first frame */
+        xfer_recv_begun begun;
         xfer__idle_check idle_check;
         xfer_recv_result res;
         nm_error err;
@@ -122,6 +132,23 @@ struct xfer_recv {
 
 static void recv_maybe_free(xfer_recv *r);
 static void timer_cb(uv_timer_t *t);
+
+/* How long the sender may stay quiet now. */
+static uint64_t recv_window(const xfer_recv *r) {
+        return r->begun == XFER_RECV_BEGUN || r->first_ms == 0 ? r->idle_ms : r->first_ms;
+}
+
+/* The sender's first frame, or page bytes that count as its progress: the
+ * idle timeout runs from here. */
+static void recv_begin(xfer_recv *r) {
+        if (r->begun == XFER_RECV_BEGUN)
+                return;
+        r->begun = XFER_RECV_BEGUN;
+        r->last_activity_ms = r->last_msg_ms = xfer__now_ms(r->loop);
+        r->window_bytes = 0;
+        if (r->idle_ms && r->timer_open && !r->cb_pending)
+                (void)uv_timer_start(&r->timer, timer_cb, r->idle_ms, 0);
+}
 
 static void report_progress(xfer_recv *r, bool force) {
         uint64_t now = uv_now(r->loop);
@@ -197,6 +224,7 @@ static void recv_succeed(xfer_recv *r) {
 static void timer_cb(uv_timer_t *t) {
         xfer_recv *r = container_of(t, xfer_recv, timer);
         nm_error e = {};
+        uint64_t window;
 
         if (r->cb_pending) {
                 if (r->staging == XFER_RECV_STAGING_DOOMED)
@@ -208,14 +236,14 @@ static void timer_cb(uv_timer_t *t) {
         }
         if (r->ended || r->idle_ms == 0)
                 return;
+        window = recv_window(r);
         if (r->throttle == XFER_RECV_THROTTLED) {
                 /* The peer waits for our writes, not we for it. */
                 r->last_activity_ms = r->last_msg_ms = uv_now(r->loop);
                 r->idle_check = XFER__IDLE_WATCHING;
         }
-        if (uv_now(r->loop) - r->last_activity_ms < r->idle_ms) {
-                (void)uv_timer_start(&r->timer, timer_cb, r->last_activity_ms + r->idle_ms - uv_now(r->loop),
-                                     0);
+        if (uv_now(r->loop) - r->last_activity_ms < window) {
+                (void)uv_timer_start(&r->timer, timer_cb, r->last_activity_ms + window - uv_now(r->loop), 0);
                 return;
         }
         if (r->idle_check == XFER__IDLE_WATCHING) {
@@ -224,7 +252,13 @@ static void timer_cb(uv_timer_t *t) {
                 (void)uv_timer_start(&r->timer, timer_cb, XFER__IDLE_LOOK_MS, 0);
                 return;
         }
-        if (uv_now(r->loop) - r->last_msg_ms >= r->idle_ms)
+        if (r->begun == XFER_RECV_NOT_BEGUN)
+                nm_error_set(&e, -ETIMEDOUT,
+                             "the sender sent nothing for %llu ms: its dump never began to send (after "
+                             "%llu files, %llu bytes)",
+                             (unsigned long long)window, (unsigned long long)r->res.files,
+                             (unsigned long long)r->res.bytes);
+        else if (uv_now(r->loop) - r->last_msg_ms >= r->idle_ms)
                 nm_error_set(&e, -ETIMEDOUT,
                              "the sender went silent: nothing received for %llu ms (after %llu files, %llu "
                              "bytes)",
@@ -684,6 +718,7 @@ int xfer_recv_feed(xfer_recv *r, const proto_msg *m, nm_error *err) {
                         nm_error_set(err, q, "%s", r->err.msg);
                 return q;
         }
+        recv_begin(r);
         /* Stamped now, not at the start of the loop's iteration: a long
          * iteration of frames must not look like silence. */
         r->last_msg_ms = xfer__now_ms(r->loop);
@@ -705,6 +740,7 @@ bool xfer_recv_full(const xfer_recv *r) {
 void xfer_recv_progress(xfer_recv *r, size_t n) {
         if (!r || r->ended)
                 return;
+        recv_begin(r);
         r->window_bytes += n;
         r->last_msg_ms = xfer__now_ms(r->loop);
         if (r->window_bytes >= XFER_RECV_PROGRESS_BYTES) {
@@ -793,6 +829,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->max_files = o->max_files ? o->max_files : XFER_RECV_MAX_FILES;
         r->expected_bytes = o->expected_bytes;
         r->idle_ms = o->idle_timeout_ms;
+        r->first_ms = o->first_frame_timeout_ms;
         r->progress_ms = o->progress_interval_ms ? o->progress_interval_ms : 1000;
         r->progress = o->progress;
         r->file_mac = o->file_mac;
@@ -836,7 +873,7 @@ int xfer_recv_new(uv_loop_t *loop, int parent_fd, const char *name, const xfer_r
         r->timer_open = true;
         r->start_ms = r->last_activity_ms = r->last_progress_ms = r->last_msg_ms = xfer__now_ms(loop);
         if (r->idle_ms)
-                (void)uv_timer_start(&r->timer, timer_cb, r->idle_ms, 0);
+                (void)uv_timer_start(&r->timer, timer_cb, recv_window(r), 0);
         *ret = r;
         return 0;
 }

@@ -334,6 +334,10 @@ typedef struct xfer_recv_options {
         /* Ends the transfer when it makes no progress for this long: no frame,
          * or less than 64 KiB of file data (a trickle); 0: none. */
         uint64_t idle_timeout_ms;
+        /* How long the sender may take before its first frame (a source's
+         * dump, which may first wait for its node's CRIU): the idle timeout
+         * applies from that frame on; 0: idle_timeout_ms from the start. */
+        uint64_t first_frame_timeout_ms;
         uint64_t progress_interval_ms; /* 0: 1000 */
         xfer_progress_cb progress;     /* optional */
         /* Files end with FILE_MAC (both sides listed "file-mac") and

@@ -725,6 +725,11 @@ static mig_act_result dst_start_sink(mig *m, mig_event *ret) {
                 .expected_bytes = 0,
                 .max_bytes = m->offered_bytes * 4 + (256u << 20),
                 .idle_timeout_ms = (uint64_t)a->cfg.idle_timeout_s * 1000,
+                /* Before its first frame the source dumps, and its dump may
+                 * first wait for its node's CRIU (another move's dump, at
+                 * most criu_timeout): a live source that never begins is
+                 * bounded here, a dead one by its session's end. */
+                .first_frame_timeout_ms = (uint64_t)a->cfg.criu_timeout_s * 2000,
                 .progress = dst_on_progress,
                 /* The source ends files with FILE_MAC when we both offer it. */
                 .file_mac = m->peer_cc && (m->peer_cc->features & PEER_FEATURE_FILE_MAC),

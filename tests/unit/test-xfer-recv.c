@@ -53,6 +53,7 @@ static bool setup_file_mac;
 static bool reference_dir_done;
 
 static uint64_t setup_max_files;
+static uint64_t setup_first_ms;
 
 static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
         fixture *f = calloc(1, sizeof(*f));
@@ -72,10 +73,12 @@ static int setup_opts(void **state, uint64_t idle_ms, uint64_t max_bytes) {
                 .idle_timeout_ms = idle_ms,
                 .max_bytes = max_bytes,
                 .max_files = setup_max_files,
+                .first_frame_timeout_ms = setup_first_ms,
                 .file_mac = setup_file_mac,
                 .drained = drained_cb,
         };
         setup_max_files = 0; /* for this test only */
+        setup_first_ms = 0;
         assert_int_equal(xfer_recv_new(&f->loop, f->parent_fd, "staging", &o, done_cb, f, &err, &f->r), 0);
         *state = f;
         return 0;
@@ -440,6 +443,46 @@ static void test_staging_exists(void **state) {
 
 static int setup_idle(void **state) {
         return setup_opts(state, 50, 0);
+}
+
+/* The first frame may take longer than the idle timeout (a source's dump
+ * waiting for its CRIU): 50 ms idle, 100 x that before the first frame. */
+static int setup_first_frame(void **state) {
+        setup_first_ms = t_ms(5000);
+        return setup_opts(state, 50, 0);
+}
+
+static void stop_loop(uv_timer_t *t) {
+        uv_stop(t->loop);
+}
+
+/* Quiet for several idle timeouts before anything came: still waiting. */
+static void test_first_frame_waits(void **state) {
+        fixture *f = *state;
+        uv_timer_t t;
+
+        assert_int_equal(uv_timer_init(&f->loop, &t), 0);
+        assert_int_equal(uv_timer_start(&t, stop_loop, 300, 0), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 0);
+        uv_close((uv_handle_t *)&t, NULL);
+        /* Then silence past the first frame's bound too. */
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        assert_non_null(strstr(f->err.msg, "never began"));
+        assert_false(t_exists_at(f->parent_fd, "staging"));
+}
+
+/* Once a frame came, the idle timeout applies: the verdict is silence. */
+static void test_first_frame_then_idle(void **state) {
+        fixture *f = *state;
+
+        assert_int_equal(feed_file_hdr(f, "images/a", 10), 0);
+        (void)uv_run(&f->loop, UV_RUN_DEFAULT);
+        assert_int_equal(f->calls, 1);
+        assert_int_equal(f->status, -ETIMEDOUT);
+        assert_non_null(strstr(f->err.msg, "silent"));
 }
 
 /* A sender that stops mid-file. It first moves a whole progress window's
@@ -1043,6 +1086,8 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_unexpected_message, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_staging_exists, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup_idle, teardown),
+                cmocka_unit_test_setup_teardown(test_first_frame_waits, setup_first_frame, teardown),
+                cmocka_unit_test_setup_teardown(test_first_frame_then_idle, setup_first_frame, teardown),
                 cmocka_unit_test_setup_teardown(test_trickle_timeout, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_progress_keeps_alive, setup_idle100, teardown),
                 cmocka_unit_test_setup_teardown(test_zdata_progress_keeps_alive, setup_idle100, teardown),

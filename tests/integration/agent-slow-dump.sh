@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A source whose dump begins late: node1's CRIU stands still before it
+# dumps (NM_FAULT criu-hold-at=pre-dump) for longer than the idle timeout,
+# as a dump queued behind another move's does. node2 accepted and waits:
+# before the first frame the wait is twice its criu_timeout, not the idle
+# timeout (the PINGs keep the session; a dead source would end it). The
+# move completes, one copy runs. (A source that never begins: hostile-slow.)
+set -euo pipefail
+. "$(dirname "$0")/../lib/agents.sh"
+
+fx_nodes_up
+gate=$FX_ROOT/dump-gate
+: >"$gate"
+fx_agent_start n1 NM_FAULT=criu-hold-at=pre-dump "NM_FAULT_GATE=$gate"
+fx_agent_start n2
+read -r id _ < <(fx_ctr_start n1 late)
+work=$(fx_ctr_dir n1 late)
+fx_counter_advances "$work" || t_fail "workload does not tick"
+off1=$(stat -c %s "$(fx_agent_log n1)")
+
+t_log "a move whose dump waits longer than the idle timeout before it sends anything"
+fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/late.out" 2>&1 &
+cli=$!
+fx_track_pid "$cli"
+t_wait_until 60 "node1's CRIU holds before its dump" \
+	fx_logged_since n1 "$off1" "fault injection: CRIU held at pre-dump" ||
+	t_fail "node1's CRIU never held: $(cat "$FX_ROOT/late.out")"
+# Past the idle timeout, and a little more: nothing has left node1 yet.
+sleep $((FX_IDLE_TIMEOUT + 5))
+kill -0 "$cli" || t_fail "the move ended while node1's CRIU held: $(cat "$FX_ROOT/late.out")"
+rm -f "$gate"
+rc=0
+wait "$cli" || rc=$?
+res=$(grep '"event":"result"' "$FX_ROOT/late.out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the late move ($res)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the late move"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the late move"
+t_assert_eq "$(fx_ctr_running_copies late)" 1 "running copies after the late move"
+fx_counter_advances "$work" || t_fail "counter stopped after the late move"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the late move"
+t_log "ok"
