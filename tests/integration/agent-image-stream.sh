@@ -48,25 +48,34 @@ got=$(tail -c +$((off2 + 1)) "$log2" | sed -n 's/.*verified [0-9]* files, \([0-9
 t_log "node2 verified $got bytes of images"
 heap_intact "$work" "after the move"
 
-t_log "again, with node2's writes into staging stalled"
+# stalled_move NAME FAULT: node2's agent again with NM_FAULT=FAULT, and a
+# move from node1 of a fresh MIB MiB workload NAME whose writes into
+# node2's staging wait at the gate until node2 holds the session; then the
+# gate goes. Sets id, work, off2, rc (the CLI's exit) and res (its result).
 gate=$FX_ROOT/stage-gate
-fx_agent_stop n2
-fx_agent_start n2 NM_FAULT=stall=staging-writes "NM_FAULT_GATE=$gate"
-read -r id _ < <(b_hog_start n1 stalled "$MIB" random) || t_fail "the second workload did not start"
-work=$(b_hog_dir n1 stalled)
-heap_intact "$work" "before the move"
-off2=$(stat -c %s "$log2")
-: >"$gate"
-fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/stalled.out" 2>&1 &
-cli=$!
-t_wait_until 120 "node2 holds the session for its stalled writes" bash -c \
-	"tail -c +$((off2 + 1)) '$log2' | grep -q 'the writes into staging lag: the session waits for them'" ||
-	t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
-rm -f "$gate"
-rc=0
-wait "$cli" || rc=$?
-t_assert_eq "$rc" 0 "exit code of the move ($(cat "$FX_ROOT/stalled.out"))"
-res=$(grep '"event":"result"' "$FX_ROOT/stalled.out" | tail -n1)
+stalled_move() {
+	local name=$1 fault=$2 cli
+	fx_agent_stop n2
+	fx_agent_start n2 "NM_FAULT=$fault" "NM_FAULT_GATE=$gate"
+	read -r id _ < <(b_hog_start n1 "$name" "$MIB" random) || t_fail "the workload $name did not start"
+	work=$(b_hog_dir n1 "$name")
+	heap_intact "$work" "before the move of $name"
+	off2=$(stat -c %s "$log2")
+	: >"$gate"
+	fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/$name.out" 2>&1 &
+	cli=$!
+	t_wait_until 120 "node2 holds the session for its stalled writes" bash -c \
+		"tail -c +$((off2 + 1)) '$log2' | grep -q 'the writes into staging lag: the session waits for them'" ||
+		t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
+	rm -f "$gate"
+	rc=0
+	wait "$cli" || rc=$?
+	res=$(grep '"event":"result"' "$FX_ROOT/$name.out" | tail -n1)
+}
+
+t_log "again, with node2's writes into staging stalled"
+stalled_move stalled stall=staging-writes
+t_assert_eq "$rc" 0 "exit code of the move ($res)"
 t_assert_eq "$(jq -r .result.outcome <<<"$res")" "done" "outcome of the move to stalled staging"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the move"
 fx_logged_since n2 "$off2" "the writes into staging caught up: reading the session on" ||
@@ -75,26 +84,11 @@ heap_intact "$work" "after the move to stalled staging"
 
 t_log "again, with node2's staging breaking while the session waits for it"
 # NM_FAULT=fail=staging-writes: the write that waited at the gate fails
-# once the gate is gone. node2 ends the move while it holds the session,
-# and the source rolls back and closes its channel: node2 must read the
-# session on to hear that end, or the session, its sshd and its dial-stdio
-# stay until the agent's own end.
-fx_agent_stop n2
-fx_agent_start n2 NM_FAULT=stall=staging-writes,fail=staging-writes "NM_FAULT_GATE=$gate"
-read -r id _ < <(b_hog_start n1 broken "$MIB" random) || t_fail "the third workload did not start"
-work=$(b_hog_dir n1 broken)
-off2=$(stat -c %s "$log2")
-: >"$gate"
-fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/broken.out" 2>&1 &
-cli=$!
-t_wait_until 120 "node2 holds the session for its stalled writes" bash -c \
-	"tail -c +$((off2 + 1)) '$log2' | grep -q 'the writes into staging lag: the session waits for them'" ||
-	t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
-rm -f "$gate"
-rc=0
-wait "$cli" || rc=$?
-t_assert_eq "$rc" 4 "exit code of the move whose staging broke ($(cat "$FX_ROOT/broken.out"))"
-res=$(grep '"event":"result"' "$FX_ROOT/broken.out" | tail -n1)
+# once the gate is gone. node2 ends the move, the source rolls back and
+# closes its channel, and node2 lets the session go: its sshd and its
+# dial-stdio end.
+stalled_move broken stall=staging-writes,fail=staging-writes
+t_assert_eq "$rc" 4 "exit code of the move whose staging broke ($res)"
 t_assert_eq "$(jq -r .result.outcome <<<"$res")" "rolled-back" "outcome of the move whose staging broke"
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the failed move"
 heap_intact "$work" "after the move whose staging broke"
