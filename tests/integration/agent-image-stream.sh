@@ -92,9 +92,6 @@ t_assert_eq "$rc" 4 "exit code of the move whose staging broke ($res)"
 t_assert_eq "$(jq -r .result.outcome <<<"$res")" "rolled-back" "outcome of the move whose staging broke"
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the failed move"
 heap_intact "$work" "after the move whose staging broke"
-# node1's peer sessions on node2 run its pinned command with node2's
-# configuration.
-sessions_on_n2() { pgrep -f "dial-stdio --peer node1 --config $(fx_conf n2)" || true; }
-t_wait_until 60 "node2 lets go of the failed move's session" test -z "$(sessions_on_n2)" ||
-	t_fail "node2 still holds the failed move's session: dial-stdio $(sessions_on_n2 | tr '\n' ' ')"
+t_wait_until 60 "node2 lets go of the failed move's session" fx_no_peer_sessions n2 n1 ||
+	t_fail "node2 still holds the failed move's session: dial-stdio $(fx_peer_sessions n2 n1 | tr '\n' ' ')"
 t_log "ok"

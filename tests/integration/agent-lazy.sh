@@ -94,7 +94,8 @@ wait "$cli" || true
 res=$(grep '"event":"result"' "$FX_ROOT/lazy-dies.out" | tail -n1)
 t_assert_eq "$(jq -r .result.outcome <<<"$res")" lost "outcome of the lazy move whose dump died after COMMIT ($res)"
 dst_outcome() { fx_nm n1 status "$hid" --json 2>/dev/null | jq -r '.result.migrations[0] | .outcome // .phase // empty'; }
-t_wait_until 60 "node1 ends its incomplete copy" test "$(dst_outcome)" = aborted ||
+dst_aborted() { [ "$(dst_outcome)" = aborted ]; }
+t_wait_until 60 "node1 ends its incomplete copy" dst_aborted ||
 	t_fail "node1's copy is not aborted: $(fx_nm n1 status "$hid" --json 2>&1)"
 t_assert_eq "$(fx_ctr_running_copies lazyhog)" 0 "running copies of a container whose pages were lost"
 t_log "ok"

@@ -164,10 +164,7 @@ wait "$cli" || rc=$?
 t_assert_eq "$rc" 1 "exit code of the move whose page server died ($(cat "$FX_ROOT/stuck.out"))"
 t_assert_eq "$(fx_ctr_where "$sid")" n1 "where the container runs after its page server died"
 kill -0 "$spid" || t_fail "the container is not its old process on node1 any more"
-# node1's peer sessions on node2 run its pinned command with node2's
-# configuration.
-sessions_on_n2() { pgrep -f "dial-stdio --peer node1 --config $(fx_conf n2)" || true; }
-t_wait_until 60 "node2 lets go of the failed move's session" test -z "$(sessions_on_n2)" ||
-	t_fail "node2 still holds the failed move's session: dial-stdio $(sessions_on_n2 | tr '\n' ' ')"
+t_wait_until 60 "node2 lets go of the failed move's session" fx_no_peer_sessions n2 n1 ||
+	t_fail "node2 still holds the failed move's session: dial-stdio $(fx_peer_sessions n2 n1 | tr '\n' ' ')"
 
 t_log "ok: $sent bytes of pages crossed while CRIU dumped ($wire as sent; $dumped bytes of other images; $asked replies awaited); a bent frame was refused; $pwire paced bytes took $took_ms ms (at least $least_ms)"

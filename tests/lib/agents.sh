@@ -77,6 +77,13 @@ fx_agent_stop() {
 
 fx_agent_kill() { fx_agent_stop "$1" KILL; }
 
+# fx_peer_sessions NODE PEER: the pids of the dial-stdio that PEER's
+# sessions on NODE run (its pinned command names NODE's configuration).
+fx_peer_sessions() {
+	pgrep -f "dial-stdio --peer $(fx_node_name "$2") --config $(fx_conf "$1")" || true
+}
+fx_no_peer_sessions() { [ -z "$(fx_peer_sessions "$1" "$2")" ]; }
+
 # fx_criu_pid NODE: the pid of the node's `criu swrk` (a child of the
 # agent's CRIU keeper, in the keeper's pid namespace: a restored tree's
 # first task, forked by swrk, lives in a new one), if one runs.
