@@ -89,9 +89,13 @@ static void dst_session_hold(mig *m) {
 }
 
 static void dst_session_release(mig *m) {
-        if (m->session_read == MIG_SESSION_HELD && m->peer_cc && m->peer_cc->conn)
-                xfer_conn_hold_reading(m->peer_cc->conn, false);
+        mig_session_read was = m->session_read;
+
+        /* Noted first: reading on may deliver frames at once, and one of
+         * them may hold the session again before this returns. */
         m->session_read = MIG_SESSION_READING;
+        if (was == MIG_SESSION_HELD && m->peer_cc && m->peer_cc->conn)
+                xfer_conn_hold_reading(m->peer_cc->conn, false);
 }
 
 /* A session the migration no longer reads from is read on: a held one
