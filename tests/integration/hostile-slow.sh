@@ -85,6 +85,10 @@ for i in $(seq 1 $((FX_IDLE_TIMEOUT + 3))); do script+=("ping $i" "sleep 1000");
 script+=("expect ERROR the sender sent nothing for" node-info-req "expect NODE_INFO")
 printf '%s\n' "${script[@]}" | pc_case ping-only pc_ssh n1 n2
 pc_clean n2 "$pid2"
+# The rest with the default criu_timeout: a real move restores on n2.
+fx_agent_stop n2
+fx_agent_start n2
+pid2=$(fx_agent_pid n2)
 
 t_log "1000 connections at once, as the migration user through one peer's key (what dial-stdio runs as)"
 fds() { find "/proc/$pid2/fd" -mindepth 1 -maxdepth 1 | wc -l; }
