@@ -254,7 +254,7 @@ static void timer_cb(uv_timer_t *t) {
         }
         if (r->begun == XFER_RECV_NOT_BEGUN)
                 nm_error_set(&e, -ETIMEDOUT,
-                             "the sender sent nothing for %llu ms: its dump never began to send (after "
+                             "the sender sent nothing for %llu ms: it never began (after "
                              "%llu files, %llu bytes)",
                              (unsigned long long)window, (unsigned long long)r->res.files,
                              (unsigned long long)r->res.bytes);
