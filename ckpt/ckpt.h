@@ -8,12 +8,13 @@
  * trees. It links libckpt_format (ckpt-format.h: HMAC, tree walk, key,
  * metadata and state JSON), whose declarations this header includes.
  *
- * One dump or restore runs at a time per process: libcriu's notification
- * callback carries no user data, so the operation in flight is found through
- * a static pointer. ckpt_dump/ckpt_restore check and prepare an operation at
- * once; while another runs, it waits for its turn (first come, first
- * served), and ckpt_dump_cancel/ckpt_restore_cancel end it before it
- * starts. Callers never have to queue CRIU work themselves. */
+ * One dump or restore has the turn at a time per process. ckpt_dump and
+ * ckpt_restore check and prepare an operation at once; while another has the
+ * turn, it waits for it (first come, first served), and
+ * ckpt_dump_cancel/ckpt_restore_cancel end it before it starts. A lazy dump
+ * that only serves its pages (CKPT_OP_SERVING) gives the turn up, one such
+ * dump at a time: it may serve for as long as its copy takes to fetch them.
+ * Callers never have to queue CRIU work themselves. */
 
 #include <pthread.h>
 #include <stdbool.h>
@@ -617,6 +618,9 @@ typedef enum ckpt_op_state {
         CKPT_OP_IDLE,
         CKPT_OP_QUEUED, /* prepared, waiting for the operation before it */
         CKPT_OP_RUNNING,
+        /* A lazy dump past post-dump, serving its pages: it runs on, out of
+         * the way of the operations queued after it. */
+        CKPT_OP_SERVING,
         CKPT_OP_DONE,
         _CKPT_OP_STATE_MAX,
         _CKPT_OP_STATE_INVALID = -EINVAL,
@@ -756,7 +760,8 @@ struct ckpt_dump_req {
  * the same dir can be used again; CRIU's log stays in the work dir. A failure
  * after CRIU's dump succeeded (signing) leaves req->dumped true: the images
  * are complete and restorable. While another dump or restore runs, the
- * prepared dump waits for its turn (req->state CKPT_OP_QUEUED). */
+ * prepared dump waits for its turn (req->state CKPT_OP_QUEUED); a lazy dump
+ * serving its pages may be CKPT_OP_SERVING, out of the others' way. */
 int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
               const ckpt_dump_opts *opts, ckpt_dump_cb cb);
 /* Ends a dump that waits for its turn: nothing was touched (what it

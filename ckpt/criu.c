@@ -30,14 +30,25 @@
 #define RESTORE_CONF "restore.conf"
 #define STATS_MAX (64 * 1024)
 
-/* libcriu's notify callback has no user-data pointer (criu.h:
- * criu_local_set_notify_cb), so the one operation in flight is found here.
- * One dump or restore at a time per process: the others wait in order.
- * Set and cleared on the loop thread; the worker reads it only between
- * uv_queue_work() and the after-work callback, ordered by the thread pool's
- * own locking. */
+/* One dump or restore at a time per process: the others wait in order
+ * (first come, first served). The turn holder, the queue and given_up are
+ * the loop thread's alone. A lazy dump gives up its turn once it only serves pages
+ * (post-dump): that can last as long as the copy takes to fetch them, and a
+ * restore queued behind it would hold another container frozen that long.
+ * So two CRIU operations may run at once, and libcriu's notify callback,
+ * which has no user-data pointer (criu.h: criu_local_set_notify_cb), finds
+ * its call in a thread-local: libcriu calls it on the thread that runs the
+ * call. (libcriu keeps a failed call's CRIU errno in one static as well:
+ * two calls failing in the same instant could swap that number in their
+ * messages, never their outcomes.) */
 static ckpt__call *active;
-static ckpt__call *waiting; /* first come, first served */
+static ckpt__call *waiting;
+static _Thread_local ckpt__call *current;
+/* Every running call holds a thread of the loop's pool (4 by default), which
+ * the agent's short jobs share: one call out of the way at a time, so CRIU
+ * never holds more than two of them. A second lazy dump that serves keeps
+ * its turn until the first is done. */
+static unsigned given_up;
 /* ckpt_set_criu_hold: written once before any call, read on the workers. */
 static ckpt_criu_hold_fn criu_hold;
 
@@ -70,7 +81,7 @@ ckpt_cgroup_mode ckpt_cgroup_mode_from_string(const char *s) {
 /* ---- notifications ------------------------------------------------------ */
 
 static int notify_cb(char *action, criu_notify_arg_t na) {
-        ckpt__call *call = active;
+        ckpt__call *call = current;
         uint64_t now = ckpt__now_usec();
         (void)na;
 
@@ -151,20 +162,43 @@ static void call_release(ckpt__call *call) {
 
 static void call_run(ckpt__call *call);
 
+/* The next one's turn, if any. */
+static void turn_pass(void) {
+        active = NULL;
+        if (waiting) {
+                ckpt__call *next = waiting;
+                waiting = next->queue_next;
+                call_run(next);
+        }
+}
+
 static void on_closed(uv_handle_t *h) {
         ckpt__call *call = container_of((uv_async_t *)h, ckpt__call, async);
-        if (call == active) {
-                /* The next one's turn, before this one's callback can
-                 * queue yet another behind it. */
-                active = NULL;
-                if (waiting) {
-                        ckpt__call *next = waiting;
-                        waiting = next->queue_next;
-                        call_run(next);
-                }
-        }
+        /* Before this one's callback can queue yet another behind it. */
+        if (*call->state == CKPT_OP_RUNNING)
+                turn_pass();
+        else if (*call->state == CKPT_OP_SERVING)
+                given_up--;
         pthread_mutex_destroy(&call->lock);
         call->finish(call);
+}
+
+/* On the loop: the call runs on, out of the others' way. */
+static void call_give_up_turn(ckpt__call *call) {
+        if (*call->state != CKPT_OP_RUNNING || given_up > 0)
+                return;
+        *call->state = CKPT_OP_SERVING;
+        given_up++;
+        turn_pass();
+}
+
+/* On the worker: the call is this thread's until its work returns. */
+static void call_work(uv_work_t *w) {
+        ckpt__call *call = container_of(w, ckpt__call, work);
+
+        current = call;
+        call->work_cb(w);
+        current = NULL;
 }
 
 static void after_work(uv_work_t *w, int status) {
@@ -183,7 +217,7 @@ static void call_run(ckpt__call *call) {
 
         active = call;
         *call->state = CKPT_OP_RUNNING;
-        r = uv_queue_work(call->loop, &call->work, call->work_cb, after_work);
+        r = uv_queue_work(call->loop, &call->work, call_work, after_work);
         if (r < 0) {
                 /* Cannot happen with a work callback given; if it does, the
                  * error still travels the one way out: the callback. */
@@ -486,6 +520,8 @@ static bool pid_still(pid_t pid, uint64_t ticks) {
 
 static void dump_event(ckpt__call *call, const char *name, uint64_t at) {
         ckpt_dump_req *req = container_of(call, ckpt_dump_req, call);
+        if (req->lazy && strcmp(name, "post-dump") == 0)
+                call_give_up_turn(call);
         if (req->event_cb)
                 req->event_cb(req->data, name, at);
 }

@@ -513,9 +513,14 @@ static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         if (strcmp(event, "post-dump") != 0)
                 return;
         /* CRIU flushed every image and now serves the lazy pages from the
-         * frozen tasks until the target has them all. */
-        log_ctx_info(m->id, "dumped everything but the lazy pages; frozen for %llu ms so far",
-                     (unsigned long long)((now_usec() - m->t_frozen) / 1000));
+         * frozen tasks until the target has them all; ckpt lets this node's
+         * next dump or restore run beside it, unless another lazy dump
+         * already does. */
+        log_ctx_info(m->id, "dumped everything but the lazy pages (frozen for %llu ms so far); %s",
+                     (unsigned long long)((now_usec() - m->t_frozen) / 1000),
+                     m->dump.state == CKPT_OP_SERVING
+                             ? "the dump gives up its CRIU turn while it serves them"
+                             : "the dump keeps its CRIU turn: another lazy dump serves beside it");
         m->t_dumped = now_usec();
         m->bytes_total = 0;
         src_feed(m, SRC_EV_IMAGES_READY, NULL);
