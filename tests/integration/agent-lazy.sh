@@ -22,7 +22,10 @@ fx_counter_advances "$work" || t_fail "workload does not tick"
 t_log "fs.pipe-max-size below 4 MiB: --lazy is refused before anything is frozen"
 pipe_max=$(cat /proc/sys/fs/pipe-max-size)
 restore_pipe_max() { sysctl -q -w fs.pipe-max-size="$pipe_max"; }
-trap 'rc=$?; restore_pipe_max; (exit "$rc"); fx_teardown' EXIT
+# set +e first: under errexit, `(exit "$rc")` (which hands the status on
+# to fx_teardown) would end the trap there when rc is not 0, and a failing
+# run would leave its agents and sshd running.
+trap 'rc=$?; set +e; restore_pipe_max; (exit "$rc"); fx_teardown' EXIT
 sysctl -q -w fs.pipe-max-size=1048576
 rc=0
 out=$(fx_nm n1 migrate "$id" node2 --lazy 2>&1) || rc=$?
