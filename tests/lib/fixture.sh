@@ -215,8 +215,11 @@ fx_sshd_start() {
 	# sshd's privilege separation directory; the Debian service would create it.
 	install -d -m 0755 /run/sshd
 	/usr/sbin/sshd -t -f "$d/ssh/sshd_config" || t_fail "sshd config of $n is invalid"
-	# nsenter execs sshd, so $! is sshd's own pid.
-	nsenter --net="/run/netns/$(fx_ns "$n")" -- /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/ssh/sshd.log" &
+	# nsenter execs sshd, so $! is sshd's own pid. Its own output goes to its
+	# log as well: an sshd that outlived its test (a teardown cut short)
+	# must not hold the test's output open, which meson waits on.
+	nsenter --net="/run/netns/$(fx_ns "$n")" -- /usr/sbin/sshd -D -f "$d/ssh/sshd_config" -E "$d/ssh/sshd.log" \
+		</dev/null >>"$d/ssh/sshd.log" 2>&1 &
 	pid=$!
 	echo "$pid" >"$d/ssh/sshd.fxpid"
 	fx_track_pid "$pid"
