@@ -32,15 +32,16 @@
 
 /* One dump or restore at a time per process: the others wait in order
  * (first come, first served). The turn holder, the queue and given_up are
- * the loop thread's alone. A lazy dump gives up its turn once it only serves pages
- * (post-dump): that can last as long as the copy takes to fetch them, and a
- * restore queued behind it would hold another container frozen that long.
- * So two CRIU operations may run at once, and libcriu's notify callback,
- * which has no user-data pointer (criu.h: criu_local_set_notify_cb), finds
- * its call in a thread-local: libcriu calls it on the thread that runs the
- * call. (libcriu keeps a failed call's CRIU errno in one static as well:
- * two calls failing in the same instant could swap that number in their
- * messages, never their outcomes.) */
+ * the loop thread's alone. A lazy dump gives up its turn once it only
+ * serves pages (post-dump): that can last as long as the copy takes to
+ * fetch them, and a restore queued behind it would hold another container
+ * frozen that long. So two CRIU operations may run at once, and libcriu's
+ * notify callback, which has no user-data pointer (criu.h:
+ * criu_local_set_notify_cb), finds its call in a thread-local: libcriu
+ * calls it on the thread that runs the call. (libcriu keeps a failed
+ * call's CRIU errno in one static as well: two calls failing in the same
+ * instant could swap that number in their messages, never their
+ * outcomes.) */
 static ckpt__call *active;
 static ckpt__call *waiting;
 static _Thread_local ckpt__call *current;
