@@ -810,8 +810,11 @@ static void dst_restore_run(mig *m) {
         r = fault_fail("dest-restore")
                     ? nm_error_set(&m->restore.error, -EIO, "restore failed (fault injection)")
                     : ckpt_restore(a->loop, &m->restore, m->staging, &o, dst_on_restore_done);
-        if (r < 0)
+        if (r < 0) {
                 dst_restore_failed(m, r);
+                return;
+        }
+        mig_note_criu_turn(m, m->restore.state, "restore");
 }
 
 /* ---- post-copy: the lazy-pages daemon and its relay ---- */

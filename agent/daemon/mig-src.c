@@ -656,7 +656,9 @@ static void src_dump_start(mig *m) {
                 /* Nothing was touched: checks and captures come before CRIU. */
                 mig_feed_errorf(m, SRC_EV(SRC_EV_DUMP_FAILED_RUNNING), r, "cannot dump: %s",
                                 m->dump.error.msg);
+                return;
         }
+        mig_note_criu_turn(m, m->dump.state, "dump");
 }
 
 /* A dump still waiting for its turn never starts; its callback says so.
@@ -705,7 +707,9 @@ static void src_start_rollback(mig *m, unsigned attempt) {
                 log_ctx_error(m->id, "rollback attempt %u failed: %s", m->src.rollback_failures + 1,
                               m->rollback.error.msg);
                 src_feed(m, SRC_EV_ROLLBACK_FAILED, &m->rollback.error);
+                return;
         }
+        mig_note_criu_turn(m, m->rollback.state, "rollback's restore");
 }
 
 /* ---- the tasks the dump holds stopped ---- */

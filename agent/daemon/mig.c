@@ -173,6 +173,19 @@ void mig_progress(mig *m, const char *message) {
                         m->watches[i].ops->progress(m->watches[i].ud, &ev);
 }
 
+void mig_note_criu_turn(mig *m, ckpt_op_state state, const char *what) {
+        char msg[160];
+
+        if (state != CKPT_OP_QUEUED)
+                return;
+        /* A move that seems to stand still says why: CRIU runs one
+         * operation at a time on a node. */
+        snprintf(msg, sizeof(msg),
+                 "the %s waits for its turn: this node's CRIU runs another migration's dump or restore", what);
+        log_ctx_info(m->id, "%s", msg);
+        mig_progress(m, msg);
+}
+
 void mig_answer(mig *m, json_t *doc) {
         for (size_t i = 0; i < MIG_WATCHES_MAX; i++)
                 if (m->watches[i].ops && m->watches[i].ops->answer)

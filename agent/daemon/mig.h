@@ -250,6 +250,9 @@ void mig_watch_remove(mig *m, void *ud);
 
 /* Publishes a progress event. */
 void mig_progress(mig *m, const char *message);
+/* Logs, and tells the watchers, that a dump or restore just asked for
+ * (`what`) waits behind another one of this node's CRIU; nothing otherwise. */
+void mig_note_criu_turn(mig *m, ckpt_op_state state, const char *what);
 /* Publishes the operator's answer before the end (see mig_watch_ops). */
 void mig_answer(mig *m, json_t *doc);
 

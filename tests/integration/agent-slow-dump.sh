@@ -4,7 +4,9 @@
 # as a dump queued behind another move's does. node2 accepted and waits:
 # before the first frame the wait is twice its criu_timeout, not the idle
 # timeout (the PINGs keep the session; a dead source would end it). The
-# move completes, one copy runs. (A source that never begins: hostile-slow.)
+# move completes, one copy runs. A second move from node1 meanwhile waits
+# for node1's CRIU and says so (log and progress), then completes too. (A
+# source that never begins: hostile-slow.)
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -14,6 +16,7 @@ gate=$FX_ROOT/dump-gate
 fx_agent_start n1 NM_FAULT=criu-hold-at=pre-dump "NM_FAULT_GATE=$gate"
 fx_agent_start n2
 read -r id _ < <(fx_ctr_start n1 late)
+read -r id2 _ < <(fx_ctr_start n1 second)
 work=$(fx_ctr_dir n1 late)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 off1=$(stat -c %s "$(fx_agent_log n1)")
@@ -25,6 +28,18 @@ fx_track_pid "$cli"
 t_wait_until 60 "node1's CRIU holds before its dump" \
 	fx_logged_since n1 "$off1" "fault injection: CRIU held at pre-dump" ||
 	t_fail "node1's CRIU never held: $(cat "$FX_ROOT/late.out")"
+
+t_log "a second move from node1 meanwhile: its dump waits for its turn, and says so"
+fx_nm n1 migrate "$id2" node2 --json >"$FX_ROOT/second.out" 2>&1 &
+cli2=$!
+fx_track_pid "$cli2"
+t_wait_until 60 "node1 says the second dump waits" \
+	fx_logged_since n1 "$off1" "the dump waits for its turn: this node's CRIU runs another" ||
+	t_fail "node1 did not say why the second dump waits: $(cat "$FX_ROOT/second.out")"
+t_wait_until 30 "the second move's progress says why it waits" \
+	grep -q '"message":"the dump waits for its turn' "$FX_ROOT/second.out" ||
+	t_fail "the second move's progress does not say why it waits: $(cat "$FX_ROOT/second.out")"
+
 # Past the idle timeout, and a little more: nothing has left node1 yet.
 sleep $((FX_IDLE_TIMEOUT + 5))
 kill -0 "$cli" || t_fail "the move ended while node1's CRIU held: $(cat "$FX_ROOT/late.out")"
@@ -38,4 +53,10 @@ t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the late 
 t_assert_eq "$(fx_ctr_running_copies late)" 1 "running copies after the late move"
 fx_counter_advances "$work" || t_fail "counter stopped after the late move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the late move"
+rc=0
+wait "$cli2" || rc=$?
+res=$(grep '"event":"result"' "$FX_ROOT/second.out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the second move ($res)"
+t_assert_eq "$(fx_ctr_where "$id2")" n2 "where the second container runs"
+t_assert_eq "$(fx_ctr_running_copies second)" 1 "running copies of the second container"
 t_log "ok"
