@@ -509,8 +509,12 @@ static int src_pages_start(mig *m) {
 
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         mig *m = data;
-        (void)at_usec;
-        if (strcmp(event, "post-dump") != 0)
+        if (strcmp(event, "pre-dump") == 0 && !m->t_frozen) {
+                /* A dump that waited for its turn freezes only now. */
+                m->t_frozen = at_usec;
+                return;
+        }
+        if (strcmp(event, "post-dump") != 0 || m->src.postcopy == SRC_PC_OFF)
                 return;
         /* CRIU flushed every image and now serves the lazy pages from the
          * frozen tasks until the target has them all; ckpt lets this node's
@@ -637,7 +641,6 @@ static void src_dump_start(mig *m) {
                 }
                 o.lazy = true;
                 o.lazy_ps_fd = m->ps_fd;
-                m->dump.event_cb = src_dump_event;
         } else if (m->pages == MIG_PAGES_STREAMING) {
                 r = src_pages_start(m);
                 if (r < 0) {
@@ -648,6 +651,7 @@ static void src_dump_start(mig *m) {
                 o.pages = CKPT_PAGES_TO_SERVER;
                 o.pages_ps_fd = m->ps_fd;
         }
+        m->dump.event_cb = src_dump_event;
         m->t_frozen = now_usec();
         mig_progress(m, "dumping with CRIU");
         r = fault_fail("dump") ? nm_error_set(&m->dump.error, -EIO, "dump failed (fault injection)")
@@ -659,6 +663,8 @@ static void src_dump_start(mig *m) {
                 return;
         }
         mig_note_criu_turn(m, m->dump.state, "dump");
+        if (m->dump.state == CKPT_OP_QUEUED)
+                m->t_frozen = 0; /* the wait freezes nothing: CRIU's pre-dump sets it */
 }
 
 /* A dump still waiting for its turn never starts; its callback says so.

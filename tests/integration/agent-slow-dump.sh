@@ -57,6 +57,12 @@ rc=0
 wait "$cli2" || rc=$?
 res=$(grep '"event":"result"' "$FX_ROOT/second.out" | tail -n1)
 t_assert_eq "$rc" 0 "exit code of the second move ($res)"
+# Its dump waited at least the sleep above for its turn, frozen for none
+# of it: the downtime it reports leaves the wait out.
+dt=$(jq -r .result.downtime_ms <<<"$res")
+dur=$(jq -r .result.duration_ms <<<"$res")
+[ "$dt" != null ] && [ $((dt + (FX_IDLE_TIMEOUT + 5) * 1000)) -le "$dur" ] ||
+	t_fail "the second move's downtime (${dt} ms) counts its wait for node1's CRIU (the move took ${dur} ms)"
 t_assert_eq "$(fx_ctr_where "$id2")" n2 "where the second container runs"
 t_assert_eq "$(fx_ctr_running_copies second)" 1 "running copies of the second container"
 t_log "ok"
