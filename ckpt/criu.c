@@ -47,8 +47,9 @@ static ckpt__call *waiting;
 static _Thread_local ckpt__call *current;
 /* Every running call holds a thread of the loop's pool (4 by default), which
  * the agent's short jobs share: one call out of the way at a time, so CRIU
- * never holds more than two of them. A second lazy dump that serves keeps
- * its turn until the first is done. */
+ * never holds more than two of them. A second lazy dump that serves while
+ * the first does keeps its turn to its own end: the turn is not offered to
+ * it again when the first one ends. */
 static unsigned given_up;
 /* ckpt_set_criu_hold: written once before any call, read on the workers. */
 static ckpt_criu_hold_fn criu_hold;
