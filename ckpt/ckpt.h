@@ -12,8 +12,10 @@
  * ckpt_restore check and prepare an operation at once; while another has the
  * turn, it waits for it (first come, first served), and
  * ckpt_dump_cancel/ckpt_restore_cancel end it before it starts. A lazy dump
- * that only serves its pages (CKPT_OP_SERVING) gives the turn up, one such
- * dump at a time: it may serve for as long as its copy takes to fetch them.
+ * that only serves its pages gives the turn up (CKPT_OP_ASIDE): it may serve
+ * for as long as its copy takes to fetch them. A dump that something else
+ * than this machine paces (the node's bandwidth share) is stepped aside by
+ * its caller, for restores only. One dump aside at a time.
  * Callers never have to queue CRIU work themselves. */
 
 #include <pthread.h>
@@ -618,9 +620,10 @@ typedef enum ckpt_op_state {
         CKPT_OP_IDLE,
         CKPT_OP_QUEUED, /* prepared, waiting for the operation before it */
         CKPT_OP_RUNNING,
-        /* A lazy dump past post-dump, serving its pages: it runs on, out of
-         * the way of the operations queued after it. */
-        CKPT_OP_SERVING,
+        /* A dump that runs on out of the way of the operations queued after
+         * it: a lazy one past post-dump, serving its pages, or, of
+         * restores only, one stepped aside (ckpt_dump_step_aside). */
+        CKPT_OP_ASIDE,
         CKPT_OP_DONE,
         _CKPT_OP_STATE_MAX,
         _CKPT_OP_STATE_INVALID = -EINVAL,
@@ -649,7 +652,15 @@ typedef struct ckpt__guard ckpt__guard;
 
 #define CKPT__KEEP_FDS_MAX 8
 
+typedef enum ckpt__call_kind {
+        CKPT__CALL_DUMP,
+        CKPT__CALL_RESTORE,
+        _CKPT__CALL_KIND_MAX,
+        _CKPT__CALL_KIND_INVALID = -EINVAL,
+} ckpt__call_kind;
+
 typedef struct ckpt__call {
+        ckpt__call_kind kind;
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
         uv_loop_t *loop;
@@ -761,13 +772,22 @@ struct ckpt_dump_req {
  * after CRIU's dump succeeded (signing) leaves req->dumped true: the images
  * are complete and restorable. While another dump or restore runs, the
  * prepared dump waits for its turn (req->state CKPT_OP_QUEUED); a lazy dump
- * serving its pages may be CKPT_OP_SERVING, out of the others' way. */
+ * serving its pages may be CKPT_OP_ASIDE, out of the others' way. */
 int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
               const ckpt_dump_opts *opts, ckpt_dump_cb cb);
 /* Ends a dump that waits for its turn: nothing was touched (what it
  * prepared in dir is removed), and cb runs from the loop with -ECANCELED,
  * req->source_running true. -EBUSY once it has started (or ended). */
 int ckpt_dump_cancel(ckpt_dump_req *req);
+/* Takes a running dump out of the way of restores: for a dump whose pace
+ * is set from outside this machine (the node's bandwidth share), so that a
+ * restore, whose container is frozen on its source, need not wait for it.
+ * Dumps still wait for it (they would take a part of the same bandwidth
+ * and keep their own containers frozen longer). It runs on as
+ * CKPT_OP_ASIDE. 0 once it is aside (or already was); -EBUSY while another
+ * dump is aside (one at a time: see the turn in criu.c); -ESRCH when it is
+ * not running. */
+int ckpt_dump_step_aside(ckpt_dump_req *req);
 /* Frees what the results hold; the req itself stays the caller's. */
 void ckpt_dump_req_done(ckpt_dump_req *req);
 

@@ -31,26 +31,37 @@
 #define STATS_MAX (64 * 1024)
 
 /* One dump or restore at a time per process: the others wait in order
- * (first come, first served). The turn holder, the queue and given_up are
- * the loop thread's alone. A lazy dump gives up its turn once it only
- * serves pages (post-dump): that can last as long as the copy takes to
- * fetch them, and a restore queued behind it would hold another container
- * frozen that long. So two CRIU operations may run at once, and libcriu's
- * notify callback, which has no user-data pointer (criu.h:
- * criu_local_set_notify_cb), finds its call in a thread-local: libcriu
- * calls it on the thread that runs the call. (libcriu keeps a failed
- * call's CRIU errno in one static as well: two calls failing in the same
- * instant could swap that number in their messages, never their
- * outcomes.) */
+ * (first come, first served). The turn holder, the queue and the dump
+ * aside are the loop thread's alone. A dump may run on aside, out of the
+ * way, one at a time:
+ * - a lazy dump once it only serves pages (post-dump): that can last as
+ *   long as the copy takes to fetch them, and a restore queued behind it
+ *   would hold another container frozen that long; anything may run
+ *   beside it;
+ * - a dump its caller steps aside (ckpt_dump_step_aside) because the
+ *   node's bandwidth share sets its pace: restores run beside it, but dumps
+ *   still wait for it, since they would split that bandwidth with it and
+ *   keep two containers frozen at once, each longer.
+ * So two CRIU operations may run at once, and libcriu's notify callback,
+ * which has no user-data pointer (criu.h: criu_local_set_notify_cb), finds
+ * its call in a thread-local: libcriu calls it on the thread that runs the
+ * call. (libcriu keeps a failed call's CRIU errno in one static as well:
+ * two calls failing in the same instant could swap that number in their
+ * messages, never their outcomes.) */
 static ckpt__call *active;
 static ckpt__call *waiting;
 static _Thread_local ckpt__call *current;
 /* Every running call holds a thread of the loop's pool (4 by default), which
- * the agent's short jobs share: one call out of the way at a time, so CRIU
- * never holds more than two of them. A second lazy dump that serves while
- * the first does keeps its turn to its own end: the turn is not offered to
- * it again when the first one ends. */
-static unsigned given_up;
+ * the agent's short jobs share: one call aside at a time, so CRIU never
+ * holds more than two of them. A second lazy dump that serves while the
+ * first does keeps its turn to its own end: the turn is not offered to it
+ * again when the first one ends (a paced dump's caller asks again). */
+typedef enum turn_aside {
+        ASIDE_NONE,
+        ASIDE_SERVING, /* a lazy dump serving its pages: any call runs */
+        ASIDE_PACED,   /* a dump held back by the bandwidth share: restores run */
+} turn_aside;
+static turn_aside aside;
 /* ckpt_set_criu_hold: written once before any call, read on the workers. */
 static ckpt_criu_hold_fn criu_hold;
 
@@ -164,12 +175,21 @@ static void call_release(ckpt__call *call) {
 
 static void call_run(ckpt__call *call);
 
-/* The next one's turn, if any. */
+/* Whether call may have the turn now. */
+static bool turn_free_for(const ckpt__call *call) {
+        return !active && !(aside == ASIDE_PACED && call->kind == CKPT__CALL_DUMP);
+}
+
+/* The next one's turn: the first in the queue that may have it, if any. */
 static void turn_pass(void) {
+        ckpt__call **p = &waiting;
+
         active = NULL;
-        if (waiting) {
-                ckpt__call *next = waiting;
-                waiting = next->queue_next;
+        while (*p && !turn_free_for(*p))
+                p = &(*p)->queue_next;
+        if (*p) {
+                ckpt__call *next = *p;
+                *p = next->queue_next;
                 call_run(next);
         }
 }
@@ -179,19 +199,28 @@ static void on_closed(uv_handle_t *h) {
         /* Before this one's callback can queue yet another behind it. */
         if (*call->state == CKPT_OP_RUNNING)
                 turn_pass();
-        else if (*call->state == CKPT_OP_SERVING)
-                given_up--;
+        else if (*call->state == CKPT_OP_ASIDE) {
+                aside = ASIDE_NONE;
+                /* The dumps a paced one held back, if the turn is free. */
+                if (!active)
+                        turn_pass();
+        }
         pthread_mutex_destroy(&call->lock);
         call->finish(call);
 }
 
-/* On the loop: the call runs on, out of the others' way. */
-static void call_give_up_turn(ckpt__call *call) {
-        if (*call->state != CKPT_OP_RUNNING || given_up > 0)
-                return;
-        *call->state = CKPT_OP_SERVING;
-        given_up++;
+/* On the loop: the call runs on, out of the others' way (why says whose). */
+static int call_give_up_turn(ckpt__call *call, turn_aside why) {
+        if (*call->state == CKPT_OP_ASIDE)
+                return 0;
+        if (*call->state != CKPT_OP_RUNNING)
+                return -ESRCH;
+        if (aside != ASIDE_NONE)
+                return -EBUSY;
+        *call->state = CKPT_OP_ASIDE;
+        aside = why;
         turn_pass();
+        return 0;
 }
 
 /* On the worker: the call is this thread's until its work returns. */
@@ -244,7 +273,7 @@ static int call_start(ckpt__call *call, uv_loop_t *loop, uv_work_cb work, nm_err
                 pthread_mutex_destroy(&call->lock);
                 return nm_error_set(err, r, "uv_async_init: %s", uv_strerror(r));
         }
-        if (!active) {
+        if (turn_free_for(call)) {
                 call_run(call);
                 return 0;
         }
@@ -523,7 +552,7 @@ static bool pid_still(pid_t pid, uint64_t ticks) {
 static void dump_event(ckpt__call *call, const char *name, uint64_t at) {
         ckpt_dump_req *req = container_of(call, ckpt_dump_req, call);
         if (req->lazy && strcmp(name, "post-dump") == 0)
-                call_give_up_turn(call);
+                (void)call_give_up_turn(call, ASIDE_SERVING);
         if (req->event_cb)
                 req->event_cb(req->data, name, at);
 }
@@ -1167,6 +1196,7 @@ int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, cons
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = dump_event;
+        req->call.kind = CKPT__CALL_DUMP;
         req->call.finish = dump_finish;
         req->call.state = &req->state;
         r = dump_prepare(req, c, dir, opts ? opts : &defaults);
@@ -1194,6 +1224,12 @@ int ckpt_dump_cancel(ckpt_dump_req *req) {
         dump_discard(req);
         nm_error_set(&req->error, -ECANCELED, "the dump was called off before it started");
         return call_cancel(&req->call);
+}
+
+int ckpt_dump_step_aside(ckpt_dump_req *req) {
+        if (!req || (req->state != CKPT_OP_RUNNING && req->state != CKPT_OP_ASIDE))
+                return -ESRCH;
+        return call_give_up_turn(&req->call, ASIDE_PACED);
 }
 
 void ckpt_dump_req_done(ckpt_dump_req *req) {
@@ -1766,6 +1802,7 @@ int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const 
         req->t0 = ckpt__now_usec();
         req->cb = cb;
         req->call.event = restore_event;
+        req->call.kind = CKPT__CALL_RESTORE;
         req->call.finish = restore_finish;
         req->call.state = &req->state;
         r = restore_prepare(req, dir, opts ? opts : &defaults);

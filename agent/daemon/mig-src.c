@@ -367,6 +367,24 @@ static void src_pages_paced(uv_timer_t *t) {
         src_pages_resume(t->data);
 }
 
+/* A dump the node's bandwidth share holds back waits on the clock, not on
+ * this machine's cores: a restore coming into this node, its container
+ * frozen on its source, runs beside it instead of waiting for all of its
+ * pages to leave. (This node's other dumps still wait: ckpt keeps them
+ * from splitting the share.) One dump aside at a time; one that finds
+ * another aside asks again the next time it is held back. */
+static void src_dump_step_aside(mig *m) {
+        if (m->dump.state != CKPT_OP_RUNNING)
+                return;
+        int r = ckpt_dump_step_aside(&m->dump);
+        if (r == 0)
+                log_ctx_info(m->id, "the node's bandwidth share holds the dump back: a restore into this "
+                                    "node runs beside it while its pages leave at that pace");
+        else
+                log_ctx_debug(m->id, "the dump, held back by the bandwidth share, keeps its CRIU turn: %s",
+                              r == -EBUSY ? "another dump runs aside" : strerror(-r));
+}
+
 /* [limits] bandwidth paces the page stream as it does the image stream:
  * once what went outruns the migration's share, the dump waits (CRIU's
  * writes to its socket block) until the average fits again. */
@@ -383,6 +401,7 @@ static bool src_pages_pacing(mig *m) {
         if (!wait)
                 return false;
         (void)uv_timer_start(&m->page_timer, src_pages_paced, wait, 0);
+        src_dump_step_aside(m);
         return true;
 }
 
@@ -522,7 +541,7 @@ static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
          * already does. */
         log_ctx_info(m->id, "dumped everything but the lazy pages (frozen for %llu ms so far); %s",
                      (unsigned long long)((now_usec() - m->t_frozen) / 1000),
-                     m->dump.state == CKPT_OP_SERVING
+                     m->dump.state == CKPT_OP_ASIDE
                              ? "the dump gives up its CRIU turn while it serves them"
                              : "the dump keeps its CRIU turn: another lazy dump serves beside it");
         m->t_dumped = now_usec();

@@ -443,6 +443,7 @@ static void on_dumped(ckpt_dump_req *req, int status) {
         run *r = req->data;
         r->calls++;
         r->status = status;
+        r->order = ++callbacks;
 }
 
 static void make_checkpoint(const char *dir) {
@@ -846,6 +847,67 @@ static void test_dump_paths(void **state) {
         tu_rm(dir);
 }
 
+/* A dump stepped aside (held back by the bandwidth share) runs on out of
+ * the restores' way: a restore starts at once, while a dump queued before
+ * it waits on for the one aside. Only a running dump steps aside. */
+static void test_dump_steps_aside(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *bin = fake_criu(dir, "criu", "4.2.1", 0755);
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        _cleanup_(ckpt_container_freep) ckpt_container *c = NULL;
+        pid_t pid = spawn_sleeper();
+        ckpt_dump_req dump[2] = {};
+        ckpt_restore_req restore[2] = {};
+        run rd[2] = {}, rr[2] = {};
+        uv_loop_t loop;
+
+        assert_int_equal(ckpt_criu_resolve(bin, &criu, NULL), 0);
+        assert_int_equal(ckpt_container_from_pid(pid, &c, NULL), 0);
+        make_checkpoint(dir);
+        tu_write_str(dir, "ckpt/images/pages-1.img", "snapshou"); /* each restore ends at its verification */
+        assert_int_equal(uv_loop_init(&loop), 0);
+        callbacks = 0;
+        ckpt_dump_opts dopts = {.criu = {.criu = criu}, .sign = true, .key = key32, .key_len = 32};
+        ckpt_restore_opts ropts = {.criu = {.criu = criu}, .verify = true, .key = key32, .key_len = 32};
+        assert_int_equal(ckpt_dump_step_aside(&dump[0]), -ESRCH); /* not started */
+        for (size_t i = 0; i < 2; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "dump%zu", i);
+                _cleanup_free_ char *out = tu_join(dir, name);
+                dump[i].data = &rd[i];
+                assert_int_equal(ckpt_dump(&loop, &dump[i], c, out, &dopts, on_dumped), 0);
+        }
+        assert_int_equal(ckpt_dump_step_aside(&dump[1]), -ESRCH); /* queued: it has no turn */
+        assert_int_equal(ckpt_dump_step_aside(&dump[0]), 0);
+        assert_int_equal(dump[0].state, CKPT_OP_ASIDE);
+        assert_int_equal(dump[1].state, CKPT_OP_QUEUED); /* dumps wait for the one aside */
+        assert_int_equal(ckpt_dump_step_aside(&dump[0]), 0); /* already aside */
+        for (size_t i = 0; i < 2; i++) {
+                restore[i].data = &rr[i];
+                assert_int_equal(ckpt_restore(&loop, &restore[i], ck, &ropts, on_restored), 0);
+        }
+        assert_int_equal(restore[0].state, CKPT_OP_RUNNING); /* past the dump queued before it */
+        assert_int_equal(restore[1].state, CKPT_OP_QUEUED);
+        assert_int_equal(dump[1].state, CKPT_OP_QUEUED);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        for (size_t i = 0; i < 2; i++) {
+                assert_int_equal(rd[i].calls, 1);
+                assert_true(rd[i].status < 0); /* the stand-in CRIU fails every dump */
+                assert_int_equal(dump[i].state, CKPT_OP_DONE);
+                assert_int_equal(ckpt_dump_step_aside(&dump[i]), -ESRCH);
+                ckpt_dump_req_done(&dump[i]);
+                assert_int_equal(rr[i].calls, 1);
+                assert_int_equal(rr[i].status, -EBADMSG);
+                ckpt_restore_req_done(&restore[i]);
+        }
+        assert_true(rd[0].order < rd[1].order); /* the queued dump began after the one aside ended */
+        assert_true(rr[0].order < rr[1].order);
+        tu_rm(dir);
+}
+
 int main(void) {
         /* libcriu writes to criu swrk's socket; the library blocks SIGPIPE
          * for that itself. Keep the default here to prove it. */
@@ -866,6 +928,7 @@ int main(void) {
                 cmocka_unit_test(test_keeper_closes_strays),
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
+                cmocka_unit_test_teardown(test_dump_steps_aside, kill_sleeper),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

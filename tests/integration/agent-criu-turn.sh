@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# A node runs one CRIU dump or restore at a time, but a dump whose pace is
+# not this machine's steps out of the way: a restore coming in meanwhile
+# runs at once, where it would otherwise wait, its container frozen on its
+# source, for that dump's end.
+#
+# A lazy dump that only serves its pages (past post-dump): node1 moves a
+# container to node2 with --lazy; node2's CRIU is held before its restore
+# (NM_FAULT criu-hold-at=pre-restore), so no page is fetched and node1's
+# lazy dump keeps serving. Meanwhile node3 moves another container to
+# node1: it completes while the lazy dump still runs. Then node2 goes on
+# and the lazy move completes too; one copy of each runs.
+#
+# A dump that node1's bandwidth share holds back: node1, limited to 128
+# KiB/s, moves 16 MiB of incompressible pages to node2, which takes it
+# two minutes at least. A move from node3 into node1 meanwhile completes
+# while that dump still runs; that container's move back to node3 waits
+# (dumps do wait for a paced dump), its container running. Then node2's
+# page server is killed: the paced move fails, its container runs on at
+# node1, its old process, and the move back completes.
+set -euo pipefail
+FX_NODES="n1 n2 n3"
+. "$(dirname "$0")/../lib/agents.sh"
+NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
+# shellcheck source=bench/lib/workload.sh
+. "$FX_SRC/bench/lib/workload.sh"
+
+fx_nodes_up
+gate=$FX_ROOT/restore-gate
+: >"$gate"
+fx_agent_start n1
+fx_agent_start n2 NM_FAULT=criu-hold-at=pre-restore "NM_FAULT_GATE=$gate"
+fx_agent_start n3
+read -r lid _ < <(b_hog_start n1 lazyhog 64 random) || t_fail "the lazy move's workload did not start"
+read -r id pid < <(fx_ctr_start n3 incoming)
+work=$(fx_ctr_dir n3 incoming)
+fx_counter_advances "$work" || t_fail "workload does not tick"
+off1=$(stat -c %s "$(fx_agent_log n1)")
+off2=$(stat -c %s "$(fx_agent_log n2)")
+
+t_log "a lazy move node1 -> node2, node2's restore held: node1's dump serves its pages"
+fx_nm n1 migrate "$lid" node2 --lazy --json >"$FX_ROOT/lazy.out" 2>&1 &
+lazy_cli=$!
+fx_track_pid "$lazy_cli"
+t_wait_until 120 "node2's CRIU holds before its restore" \
+	fx_logged_since n2 "$off2" "fault injection: CRIU held at pre-restore" ||
+	t_fail "node2's restore never held: $(cat "$FX_ROOT/lazy.out")"
+lazy_dump=$(fx_criu_pid n1) || t_fail "no lazy dump runs on node1"
+
+t_log "a move node3 -> node1 meanwhile: its restore does not wait for the lazy dump"
+fx_nm n3 migrate "$id" node1 --json >"$FX_ROOT/incoming.out" 2>&1 &
+cli=$!
+fx_track_pid "$cli"
+# Queued behind the lazy dump, the restore would wait for node1's
+# criu_timeout (600 s): far beyond this bound, which load only scales.
+t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
+	t_fail "the move into node1 still waits while node1's lazy dump serves: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
+rc=0
+wait "$cli" || rc=$?
+out=$(cat "$FX_ROOT/incoming.out")
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the move into node1 ($out)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move into node1"
+kill -0 "$lazy_dump" || t_fail "node1's lazy dump ended before the move into node1 did: the test proves nothing"
+kill -0 "$lazy_cli" || t_fail "the lazy move ended while node2's restore held: $(cat "$FX_ROOT/lazy.out")"
+fx_logged_since n1 "$off1" "gives up its CRIU turn" || t_fail "node1 did not log that its lazy dump gave up its turn"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the moved container runs"
+t_assert_eq "$(fx_ctr_running_copies incoming)" 1 "running copies of the moved container"
+fx_counter_advances "$work" || t_fail "counter stopped after the move into node1"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move into node1"
+
+t_log "node2 goes on: the lazy move completes"
+rm -f "$gate"
+rc=0
+wait "$lazy_cli" || rc=$?
+res=$(grep '"event":"result"' "$FX_ROOT/lazy.out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the lazy move ($res)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the lazy move"
+t_assert_eq "$(fx_ctr_running_copies lazyhog)" 1 "running copies of the lazily moved container"
+t_wait_until 60 "node1's lazy dump ends" bash -c "! kill -0 $lazy_dump 2>/dev/null" ||
+	t_fail "node1's lazy dump still runs after the lazy move"
+
+t_log "node1 limited to 128 KiB/s moves 16 MiB of incompressible pages to node2"
+fx_agent_stop n1
+FX_AGENT_ARGS="--set limits.bandwidth=128K" fx_agent_start n1
+read -r paced_id paced_pid < <(b_hog_start n1 pacedhog 16 random) || t_fail "the paced move's workload did not start"
+off1=$(stat -c %s "$(fx_agent_log n1)")
+off2=$(stat -c %s "$(fx_agent_log n2)")
+fx_nm n1 migrate "$paced_id" node2 --json >"$FX_ROOT/paced.out" 2>&1 &
+paced_cli=$!
+fx_track_pid "$paced_cli"
+t_wait_until 120 "node1's bandwidth share holds its dump back" \
+	fx_logged_since n1 "$off1" "the node's bandwidth share holds the dump back" ||
+	t_fail "node1 never held its dump back: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 20)"
+paced_dump=$(fx_criu_pid n1) || t_fail "no paced dump runs on node1"
+
+t_log "a move node3 -> node1 meanwhile: its restore does not wait for the paced dump"
+read -r id pid < <(fx_ctr_start n3 incoming2)
+work=$(fx_ctr_dir n3 incoming2)
+fx_counter_advances "$work" || t_fail "the second incoming workload does not tick"
+fx_nm n3 migrate "$id" node1 --json >"$FX_ROOT/incoming2.out" 2>&1 &
+cli=$!
+fx_track_pid "$cli"
+# Queued behind the paced dump, the restore would wait for its pages to
+# leave at 128 KiB/s: two minutes at least, however fast the machine.
+t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
+	t_fail "the move into node1 still waits while node1's paced dump runs: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
+rc=0
+wait "$cli" || rc=$?
+out=$(cat "$FX_ROOT/incoming2.out")
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the second move into node1 ($out)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the second move into node1"
+kill -0 "$paced_dump" || t_fail "node1's paced dump ended before the move into node1 did: the test proves nothing"
+kill -0 "$paced_cli" || t_fail "the paced move ended first: $(cat "$FX_ROOT/paced.out")"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the second incoming container runs"
+t_assert_eq "$(fx_ctr_running_copies incoming2)" 1 "running copies of the second incoming container"
+fx_counter_advances "$work" || t_fail "counter stopped after the second move into node1"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the second move into node1"
+
+t_log "a move node1 -> node3 meanwhile: its dump waits for the paced one, its container running"
+# Beside the paced dump it would split node1's share and keep both
+# containers frozen, each longer.
+off1=$(stat -c %s "$(fx_agent_log n1)")
+fx_nm n1 migrate "$id" node3 --json >"$FX_ROOT/back.out" 2>&1 &
+back_cli=$!
+fx_track_pid "$back_cli"
+t_wait_until 60 "node1 says the dump back waits" fx_logged_since n1 "$off1" "the dump waits for its turn" ||
+	t_fail "node1 did not hold the dump back behind the paced one: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 10)"
+fx_counter_advances "$work" || t_fail "the container whose dump waits does not tick"
+kill -0 "$back_cli" || t_fail "the move back ended while the paced dump ran: $(cat "$FX_ROOT/back.out")"
+
+t_log "node2's page server dies: the paced move fails, its container runs on at node1; the move back goes"
+pspid=$(pgrep -f "page-server --ps-socket 3 -D $(fx_dir n2)/" | head -n1)
+[ -n "$pspid" ] || t_fail "no page server runs on node2 for the paced move"
+kill -KILL "$pspid"
+rc=0
+wait "$paced_cli" || rc=$?
+t_assert_eq "$rc" 1 "exit code of the paced move whose page server died ($(cat "$FX_ROOT/paced.out"))"
+t_assert_eq "$(fx_ctr_where "$paced_id")" n1 "where the paced container runs"
+kill -0 "$paced_pid" || t_fail "the paced container is not its old process on node1 any more"
+t_assert_eq "$(fx_ctr_running_copies pacedhog)" 1 "running copies of the paced container"
+t_wait_until 60 "node1's paced dump ends" bash -c "! kill -0 $paced_dump 2>/dev/null" ||
+	t_fail "node1's paced dump still runs after its move failed"
+rc=0
+wait "$back_cli" || rc=$?
+out=$(cat "$FX_ROOT/back.out")
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the move back to node3 ($out)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move back to node3"
+t_assert_eq "$(fx_ctr_where "$id")" n3 "where the container moved back runs"
+t_assert_eq "$(fx_ctr_running_copies incoming2)" 1 "running copies of the container moved back"
+fx_counter_advances "$work" || t_fail "counter stopped after the move back"
+fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move back"
+t_log "ok"
