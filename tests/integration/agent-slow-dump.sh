@@ -5,8 +5,9 @@
 # before the first frame the wait is twice its criu_timeout, not the idle
 # timeout (the PINGs keep the session; a dead source would end it). The
 # move completes, one copy runs. A second move from node1 meanwhile waits
-# for node1's CRIU and says so (log and progress), then completes too. (A
-# source that never begins: hostile-slow.)
+# for node1's CRIU and says so (log and progress), then completes too; so
+# does the restore of a move from node2 into node1. (A source that never
+# begins: hostile-slow.)
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -17,6 +18,7 @@ fx_agent_start n1 NM_FAULT=criu-hold-at=pre-dump "NM_FAULT_GATE=$gate"
 fx_agent_start n2
 read -r id _ < <(fx_ctr_start n1 late)
 read -r id2 _ < <(fx_ctr_start n1 second)
+read -r id3 _ < <(fx_ctr_start n2 incoming)
 work=$(fx_ctr_dir n1 late)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 off1=$(stat -c %s "$(fx_agent_log n1)")
@@ -39,6 +41,14 @@ t_wait_until 60 "node1 says the second dump waits" \
 t_wait_until 30 "the second move's progress says why it waits" \
 	grep -q '"message":"the dump waits for its turn' "$FX_ROOT/second.out" ||
 	t_fail "the second move's progress does not say why it waits: $(cat "$FX_ROOT/second.out")"
+
+t_log "a move from node2 into node1 meanwhile: its restore waits for node1's CRIU, and says so"
+fx_nm n2 migrate "$id3" node1 --json >"$FX_ROOT/incoming.out" 2>&1 &
+cli3=$!
+fx_track_pid "$cli3"
+t_wait_until 60 "node1 says the incoming restore waits" \
+	fx_logged_since n1 "$off1" "the restore waits for its turn: this node's CRIU runs another" ||
+	t_fail "node1 did not say why the incoming restore waits: $(cat "$FX_ROOT/incoming.out")"
 
 # Past the idle timeout, and a little more: nothing has left node1 yet.
 sleep $((FX_IDLE_TIMEOUT + 5))
@@ -65,4 +75,11 @@ dur=$(jq -r .result.duration_ms <<<"$res")
 	t_fail "the second move's downtime (${dt} ms) counts its wait for node1's CRIU (the move took ${dur} ms)"
 t_assert_eq "$(fx_ctr_where "$id2")" n2 "where the second container runs"
 t_assert_eq "$(fx_ctr_running_copies second)" 1 "running copies of the second container"
+rc=0
+wait "$cli3" || rc=$?
+res=$(grep '"event":"result"' "$FX_ROOT/incoming.out" | tail -n1)
+t_assert_eq "$rc" 0 "exit code of the move into node1 ($res)"
+t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move into node1"
+t_assert_eq "$(fx_ctr_where "$id3")" n1 "where the incoming container runs"
+t_assert_eq "$(fx_ctr_running_copies incoming)" 1 "running copies of the incoming container"
 t_log "ok"
