@@ -21,11 +21,11 @@ staged_pages() {
 # node 2 said RESTORED; sets ALLOC and SIZE to the staged pages' numbers at
 # that moment, then lets the move finish and checks its outcome.
 move_paused() {
-	local id=$1 name=$2 off rc=0 cli
+	local id=$1 name=$2 off cli
 	off=$(stat -c %s "$(fx_agent_log n1)")
 	: >"$gate"
-	fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/$name.out" 2>&1 &
-	cli=$!
+	fx_move_start n1 "$id" node2 "$FX_ROOT/$name.out"
+	cli=$FX_MOVE_PID
 	t_wait_until 300 "node1 pauses after RESTORED" bash -c \
 		"tail -c +$((off + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
 		t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/$name.out"))"
@@ -34,8 +34,7 @@ move_paused() {
 		awk '$1 !~ /i/ { print "not sealed: " $2; bad = 1 } END { exit bad }' >&2 ||
 		t_fail "an image other than pages-*.img lost its seal"
 	rm -f "$gate"
-	wait "$cli" || rc=$?
-	t_assert_eq "$rc" 0 "exit code of the move ($(cat "$FX_ROOT/$name.out"))"
+	fx_move_end "$cli" "$FX_ROOT/$name.out" 0 "done" "the move of $name"
 	t_assert_eq "$(fx_ctr_where "$id")" n2 "where $name runs"
 	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
 }
@@ -74,8 +73,8 @@ fx_counter_advances "$(fx_ctr_dir n1 append)" || t_fail "workload append does no
 : >"$gate2"
 : >"$gate"
 off1=$(stat -c %s "$(fx_agent_log n1)")
-fx_nm n1 migrate "$id3" node2 --json >"$FX_ROOT/append.out" 2>&1 &
-cli=$!
+fx_move_start n1 "$id3" node2 "$FX_ROOT/append.out"
+cli=$FX_MOVE_PID
 t_wait_until 300 "node2 pauses after VERIFIED" bash -c \
 	"tail -c +$((off + 1)) '$(fx_agent_log n2)' | grep -q 'fault injection: paused at verified '" ||
 	t_fail "node2 never reached verified ($(cat "$FX_ROOT/append.out"))"
@@ -91,13 +90,11 @@ read -r ALLOC SIZE < <(staged_pages)
 # shellcheck disable=SC2086
 chattr -a $pages
 rm -f "$gate"
-rc=0
-wait "$cli" || rc=$?
+fx_move_end "$cli" "$FX_ROOT/append.out" 0 "done" "the move of append"
 t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
 [ "$ALLOC" -ge "$SIZE" ] || t_fail "append-only staged pages were punched: $ALLOC of $SIZE bytes allocated"
 grep -q "cannot punch holes" <(tail -c +$((off + 1)) "$(fx_agent_log n2)") ||
 	t_fail "node2 did not log that the restore kept the staged pages"
-t_assert_eq "$rc" 0 "exit code of the move ($(cat "$FX_ROOT/append.out"))"
 t_assert_eq "$(fx_ctr_where "$id3")" n2 "where append runs"
 t_assert_eq "$(fx_ctr_running_copies append)" 1 "running copies of append"
 t_log "ok"

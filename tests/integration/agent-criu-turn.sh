@@ -39,28 +39,21 @@ off1=$(stat -c %s "$(fx_agent_log n1)")
 off2=$(stat -c %s "$(fx_agent_log n2)")
 
 t_log "a lazy move node1 -> node2, node2's restore held: node1's dump serves its pages"
-fx_nm n1 migrate "$lid" node2 --lazy --json >"$FX_ROOT/lazy.out" 2>&1 &
-lazy_cli=$!
-fx_track_pid "$lazy_cli"
+fx_move_start n1 "$lid" node2 "$FX_ROOT/lazy.out" --lazy
+lazy_cli=$FX_MOVE_PID
 t_wait_until 120 "node2's CRIU holds before its restore" \
 	fx_logged_since n2 "$off2" "fault injection: CRIU held at pre-restore" ||
 	t_fail "node2's restore never held: $(cat "$FX_ROOT/lazy.out")"
 lazy_dump=$(fx_criu_pid n1) || t_fail "no lazy dump runs on node1"
 
 t_log "a move node3 -> node1 meanwhile: its restore does not wait for the lazy dump"
-fx_nm n3 migrate "$id" node1 --json >"$FX_ROOT/incoming.out" 2>&1 &
-cli=$!
-fx_track_pid "$cli"
+fx_move_start n3 "$id" node1 "$FX_ROOT/incoming.out"
+cli=$FX_MOVE_PID
 # Queued behind the lazy dump, the restore would wait for node1's
 # criu_timeout (600 s): far beyond this bound, which load only scales.
 t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
 	t_fail "the move into node1 still waits while node1's lazy dump serves: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
-rc=0
-wait "$cli" || rc=$?
-out=$(cat "$FX_ROOT/incoming.out")
-res=$(grep '"event":"result"' <<<"$out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the move into node1 ($out)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move into node1"
+fx_move_end "$cli" "$FX_ROOT/incoming.out" 0 "done" "the move into node1"
 kill -0 "$lazy_dump" || t_fail "node1's lazy dump ended before the move into node1 did: the test proves nothing"
 kill -0 "$lazy_cli" || t_fail "the lazy move ended while node2's restore held: $(cat "$FX_ROOT/lazy.out")"
 fx_logged_since n1 "$off1" "gives up its CRIU turn" || t_fail "node1 did not log that its lazy dump gave up its turn"
@@ -71,11 +64,7 @@ fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move into n
 
 t_log "node2 goes on: the lazy move completes"
 rm -f "$gate"
-rc=0
-wait "$lazy_cli" || rc=$?
-res=$(grep '"event":"result"' "$FX_ROOT/lazy.out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the lazy move ($res)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the lazy move"
+fx_move_end "$lazy_cli" "$FX_ROOT/lazy.out" 0 "done" "the lazy move"
 t_assert_eq "$(fx_ctr_running_copies lazyhog)" 1 "running copies of the lazily moved container"
 t_wait_until 60 "node1's lazy dump ends" bash -c "! kill -0 $lazy_dump 2>/dev/null" ||
 	t_fail "node1's lazy dump still runs after the lazy move"
@@ -86,9 +75,8 @@ FX_AGENT_ARGS="--set limits.bandwidth=128K" fx_agent_start n1
 read -r paced_id paced_pid < <(b_hog_start n1 pacedhog 16 random) || t_fail "the paced move's workload did not start"
 off1=$(stat -c %s "$(fx_agent_log n1)")
 off2=$(stat -c %s "$(fx_agent_log n2)")
-fx_nm n1 migrate "$paced_id" node2 --json >"$FX_ROOT/paced.out" 2>&1 &
-paced_cli=$!
-fx_track_pid "$paced_cli"
+fx_move_start n1 "$paced_id" node2 "$FX_ROOT/paced.out"
+paced_cli=$FX_MOVE_PID
 t_wait_until 120 "node1's bandwidth share holds its dump back" \
 	fx_logged_since n1 "$off1" "the node's bandwidth share holds the dump back" ||
 	t_fail "node1 never held its dump back: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 20)"
@@ -98,19 +86,13 @@ t_log "a move node3 -> node1 meanwhile: its restore does not wait for the paced 
 read -r id pid < <(fx_ctr_start n3 incoming2)
 work=$(fx_ctr_dir n3 incoming2)
 fx_counter_advances "$work" || t_fail "the second incoming workload does not tick"
-fx_nm n3 migrate "$id" node1 --json >"$FX_ROOT/incoming2.out" 2>&1 &
-cli=$!
-fx_track_pid "$cli"
+fx_move_start n3 "$id" node1 "$FX_ROOT/incoming2.out"
+cli=$FX_MOVE_PID
 # Queued behind the paced dump, the restore would wait for its pages to
 # leave at 128 KiB/s: two minutes at least, however fast the machine.
 t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
 	t_fail "the move into node1 still waits while node1's paced dump runs: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
-rc=0
-wait "$cli" || rc=$?
-out=$(cat "$FX_ROOT/incoming2.out")
-res=$(grep '"event":"result"' <<<"$out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the second move into node1 ($out)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the second move into node1"
+fx_move_end "$cli" "$FX_ROOT/incoming2.out" 0 "done" "the second move into node1"
 kill -0 "$paced_dump" || t_fail "node1's paced dump ended before the move into node1 did: the test proves nothing"
 kill -0 "$paced_cli" || t_fail "the paced move ended first: $(cat "$FX_ROOT/paced.out")"
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the second incoming container runs"
@@ -122,9 +104,8 @@ t_log "a move node1 -> node3 meanwhile: its dump waits for the paced one, its co
 # Beside the paced dump it would split node1's share and keep both
 # containers frozen, each longer.
 off1=$(stat -c %s "$(fx_agent_log n1)")
-fx_nm n1 migrate "$id" node3 --json >"$FX_ROOT/back.out" 2>&1 &
-back_cli=$!
-fx_track_pid "$back_cli"
+fx_move_start n1 "$id" node3 "$FX_ROOT/back.out"
+back_cli=$FX_MOVE_PID
 t_wait_until 60 "node1 says the dump back waits" fx_logged_since n1 "$off1" "the dump waits for its turn" ||
 	t_fail "node1 did not hold the dump back behind the paced one: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 10)"
 fx_counter_advances "$work" || t_fail "the container whose dump waits does not tick"
@@ -134,20 +115,13 @@ t_log "node2's page server dies: the paced move fails, its container runs on at 
 pspid=$(pgrep -f "page-server --ps-socket 3 -D $(fx_dir n2)/" | head -n1)
 [ -n "$pspid" ] || t_fail "no page server runs on node2 for the paced move"
 kill -KILL "$pspid"
-rc=0
-wait "$paced_cli" || rc=$?
-t_assert_eq "$rc" 1 "exit code of the paced move whose page server died ($(cat "$FX_ROOT/paced.out"))"
+fx_move_end "$paced_cli" "$FX_ROOT/paced.out" 1 "" "the paced move whose page server died"
 t_assert_eq "$(fx_ctr_where "$paced_id")" n1 "where the paced container runs"
 kill -0 "$paced_pid" || t_fail "the paced container is not its old process on node1 any more"
 t_assert_eq "$(fx_ctr_running_copies pacedhog)" 1 "running copies of the paced container"
 t_wait_until 60 "node1's paced dump ends" bash -c "! kill -0 $paced_dump 2>/dev/null" ||
 	t_fail "node1's paced dump still runs after its move failed"
-rc=0
-wait "$back_cli" || rc=$?
-out=$(cat "$FX_ROOT/back.out")
-res=$(grep '"event":"result"' <<<"$out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the move back to node3 ($out)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move back to node3"
+fx_move_end "$back_cli" "$FX_ROOT/back.out" 0 "done" "the move back to node3"
 t_assert_eq "$(fx_ctr_where "$id")" n3 "where the container moved back runs"
 t_assert_eq "$(fx_ctr_running_copies incoming2)" 1 "running copies of the container moved back"
 fx_counter_advances "$work" || t_fail "counter stopped after the move back"

@@ -53,8 +53,10 @@ heap_intact "$work" "after the move"
 # node2's staging wait at the gate until node2 holds the session; then the
 # gate goes. Sets id, work, off2, rc (the CLI's exit) and res (its result).
 gate=$FX_ROOT/stage-gate
+# stalled_move NAME FAULT RC OUTCOME: a move of a new workload NAME to node2,
+# whose agent runs with NM_FAULT=FAULT; it must end with RC and OUTCOME.
 stalled_move() {
-	local name=$1 fault=$2 cli
+	local name=$1 fault=$2 want_rc=$3 want=$4 cli
 	fx_agent_stop n2
 	fx_agent_start n2 "NM_FAULT=$fault" "NM_FAULT_GATE=$gate"
 	read -r id _ < <(b_hog_start n1 "$name" "$MIB" random) || t_fail "the workload $name did not start"
@@ -62,21 +64,17 @@ stalled_move() {
 	heap_intact "$work" "before the move of $name"
 	off2=$(stat -c %s "$log2")
 	: >"$gate"
-	fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/$name.out" 2>&1 &
-	cli=$!
+	fx_move_start n1 "$id" node2 "$FX_ROOT/$name.out"
+	cli=$FX_MOVE_PID
 	t_wait_until 120 "node2 holds the session for its stalled writes" bash -c \
 		"tail -c +$((off2 + 1)) '$log2' | grep -q 'the writes into staging lag: the session waits for them'" ||
 		t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
 	rm -f "$gate"
-	rc=0
-	wait "$cli" || rc=$?
-	res=$(grep '"event":"result"' "$FX_ROOT/$name.out" | tail -n1)
+	fx_move_end "$cli" "$FX_ROOT/$name.out" "$want_rc" "$want" "the move of $name"
 }
 
 t_log "again, with node2's writes into staging stalled"
-stalled_move stalled stall=staging-writes
-t_assert_eq "$rc" 0 "exit code of the move ($res)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" "done" "outcome of the move to stalled staging"
+stalled_move stalled stall=staging-writes 0 "done"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the move"
 fx_logged_since n2 "$off2" "the writes into staging caught up: reading the session on" ||
 	t_fail "node2 did not read the session on after its writes caught up"
@@ -87,9 +85,7 @@ t_log "again, with node2's staging breaking while the session waits for it"
 # once the gate is gone. node2 ends the move, the source rolls back and
 # closes its channel, and node2 lets the session go: its sshd and its
 # dial-stdio end.
-stalled_move broken stall=staging-writes,fail=staging-writes
-t_assert_eq "$rc" 4 "exit code of the move whose staging broke ($res)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" "rolled-back" "outcome of the move whose staging broke"
+stalled_move broken stall=staging-writes,fail=staging-writes 4 rolled-back
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the failed move"
 heap_intact "$work" "after the move whose staging broke"
 t_wait_until 60 "node2 lets go of the failed move's session" fx_no_peer_sessions n2 n1 ||

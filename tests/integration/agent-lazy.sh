@@ -83,9 +83,8 @@ fx_agent_stop n2
 fx_agent_start n2 NM_FAULT=pause-after=committed "NM_FAULT_GATE=$gate"
 read -r hid _ < <(b_hog_start n2 lazyhog 256 random) || t_fail "the 256 MiB workload did not start"
 off2=$(stat -c %s "$(fx_agent_log n2)")
-fx_nm n2 migrate "$hid" node1 --lazy --json >"$FX_ROOT/lazy-dies.out" 2>&1 &
-cli=$!
-fx_track_pid "$cli"
+fx_move_start n2 "$hid" node1 "$FX_ROOT/lazy-dies.out" --lazy
+cli=$FX_MOVE_PID
 t_wait_until 120 "node2 stops at committed" fx_logged_since n2 "$off2" "fault injection: paused at committed" ||
 	t_fail "node2 never reached committed: $(cat "$FX_ROOT/lazy-dies.out")"
 criu=$(fx_criu_pid n2) || t_fail "no lazy dump runs on node2 at committed"

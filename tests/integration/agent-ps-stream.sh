@@ -147,8 +147,8 @@ t_log "node2's page server stops mid-dump, then dies: node2 ends the move and re
 # at 4 MiB/s: the dump lasts long enough to stop the page server in it.)
 read -r sid spid < <(b_hog_start n1 stuck 32 random) || t_fail "could not start the workload for the stuck page server"
 off2=$(stat -c %s "$log2")
-fx_nm n1 migrate "$sid" node2 --json >"$FX_ROOT/stuck.out" 2>&1 &
-cli=$!
+fx_move_start n1 "$sid" node2 "$FX_ROOT/stuck.out"
+cli=$FX_MOVE_PID
 ps_pid() { pgrep -f "page-server --ps-socket 3 -D $(fx_dir n2)/" | head -n1; }
 pages_arrive() { [ "$(find "$(fx_dir n2)/migrate/staging" -name 'pages-*.img' -size +1024k 2>/dev/null | wc -l)" -gt 0 ]; }
 t_wait_until 60 "pages arrive in node2's staging" pages_arrive || t_fail "no pages arrived on node2: $(cat "$FX_ROOT/stuck.out")"
@@ -159,9 +159,7 @@ t_wait_until 60 "node2 holds the session for its stopped page server" \
 	fx_logged_since n2 "$off2" "the page server lags: the session waits for it" ||
 	t_fail "node2 never held the session: $(tail -c +$((off2 + 1)) "$log2" | tail -n 20)"
 kill -KILL "$pspid"
-rc=0
-wait "$cli" || rc=$?
-t_assert_eq "$rc" 1 "exit code of the move whose page server died ($(cat "$FX_ROOT/stuck.out"))"
+fx_move_end "$cli" "$FX_ROOT/stuck.out" 1 "" "the move whose page server died"
 t_assert_eq "$(fx_ctr_where "$sid")" n1 "where the container runs after its page server died"
 kill -0 "$spid" || t_fail "the container is not its old process on node1 any more"
 t_wait_until 60 "node2 lets go of the failed move's session" fx_no_peer_sessions n2 n1 ||

@@ -24,17 +24,15 @@ fx_counter_advances "$work" || t_fail "workload does not tick"
 off1=$(stat -c %s "$(fx_agent_log n1)")
 
 t_log "a move whose dump waits longer than the idle timeout before it sends anything"
-fx_nm n1 migrate "$id" node2 --json >"$FX_ROOT/late.out" 2>&1 &
-cli=$!
-fx_track_pid "$cli"
+fx_move_start n1 "$id" node2 "$FX_ROOT/late.out"
+cli=$FX_MOVE_PID
 t_wait_until 60 "node1's CRIU holds before its dump" \
 	fx_logged_since n1 "$off1" "fault injection: CRIU held at pre-dump" ||
 	t_fail "node1's CRIU never held: $(cat "$FX_ROOT/late.out")"
 
 t_log "a second move from node1 meanwhile: its dump waits for its turn, and says so"
-fx_nm n1 migrate "$id2" node2 --json >"$FX_ROOT/second.out" 2>&1 &
-cli2=$!
-fx_track_pid "$cli2"
+fx_move_start n1 "$id2" node2 "$FX_ROOT/second.out"
+cli2=$FX_MOVE_PID
 t_wait_until 60 "node1 says the second dump waits" \
 	fx_logged_since n1 "$off1" "the dump waits for its turn: this node's CRIU runs another" ||
 	t_fail "node1 did not say why the second dump waits: $(cat "$FX_ROOT/second.out")"
@@ -43,9 +41,8 @@ t_wait_until 30 "the second move's progress says why it waits" \
 	t_fail "the second move's progress does not say why it waits: $(cat "$FX_ROOT/second.out")"
 
 t_log "a move from node2 into node1 meanwhile: its restore waits for node1's CRIU, and says so"
-fx_nm n2 migrate "$id3" node1 --json >"$FX_ROOT/incoming.out" 2>&1 &
-cli3=$!
-fx_track_pid "$cli3"
+fx_move_start n2 "$id3" node1 "$FX_ROOT/incoming.out"
+cli3=$FX_MOVE_PID
 t_wait_until 60 "node1 says the incoming restore waits" \
 	fx_logged_since n1 "$off1" "the restore waits for its turn: this node's CRIU runs another" ||
 	t_fail "node1 did not say why the incoming restore waits: $(cat "$FX_ROOT/incoming.out")"
@@ -54,19 +51,13 @@ t_wait_until 60 "node1 says the incoming restore waits" \
 sleep $((FX_IDLE_TIMEOUT + 5))
 kill -0 "$cli" || t_fail "the move ended while node1's CRIU held: $(cat "$FX_ROOT/late.out")"
 rm -f "$gate"
-rc=0
-wait "$cli" || rc=$?
-res=$(grep '"event":"result"' "$FX_ROOT/late.out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the late move ($res)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the late move"
+fx_move_end "$cli" "$FX_ROOT/late.out" 0 "done" "the late move"
 t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the late move"
 t_assert_eq "$(fx_ctr_running_copies late)" 1 "running copies after the late move"
 fx_counter_advances "$work" || t_fail "counter stopped after the late move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the late move"
-rc=0
-wait "$cli2" || rc=$?
-res=$(grep '"event":"result"' "$FX_ROOT/second.out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the second move ($res)"
+fx_move_end "$cli2" "$FX_ROOT/second.out" 0 "done" "the second move"
+res=$FX_MOVE_RESULT
 # Its dump waited at least the sleep above for its turn, frozen for none
 # of it: the downtime it reports leaves the wait out.
 dt=$(jq -r .result.downtime_ms <<<"$res")
@@ -75,11 +66,7 @@ dur=$(jq -r .result.duration_ms <<<"$res")
 	t_fail "the second move's downtime (${dt} ms) counts its wait for node1's CRIU (the move took ${dur} ms)"
 t_assert_eq "$(fx_ctr_where "$id2")" n2 "where the second container runs"
 t_assert_eq "$(fx_ctr_running_copies second)" 1 "running copies of the second container"
-rc=0
-wait "$cli3" || rc=$?
-res=$(grep '"event":"result"' "$FX_ROOT/incoming.out" | tail -n1)
-t_assert_eq "$rc" 0 "exit code of the move into node1 ($res)"
-t_assert_eq "$(jq -r .result.outcome <<<"$res")" done "outcome of the move into node1"
+fx_move_end "$cli3" "$FX_ROOT/incoming.out" 0 "done" "the move into node1"
 t_assert_eq "$(fx_ctr_where "$id3")" n1 "where the incoming container runs"
 t_assert_eq "$(fx_ctr_running_copies incoming)" 1 "running copies of the incoming container"
 t_log "ok"

@@ -42,6 +42,30 @@ fx_nm() {
 
 fx_agent_up() { fx_nm "$1" status --json >/dev/null 2>&1; }
 
+# fx_move_start NODE ID TARGET OUT [ARGS...]: starts `migrate ID TARGET
+# --json ARGS...` on NODE in the background, its output into OUT, and
+# tracks it for the teardown; FX_MOVE_PID is its pid. (A command
+# substitution would run it in a subshell, whose child the test could not
+# wait for.)
+fx_move_start() {
+	local node=$1 id=$2 to=$3 out=$4
+	shift 4
+	fx_nm "$node" migrate "$id" "$to" --json "$@" >"$out" 2>&1 &
+	FX_MOVE_PID=$!
+	fx_track_pid "$FX_MOVE_PID"
+}
+
+# fx_move_end PID OUT RC [OUTCOME] WHAT: waits for a move fx_move_start
+# began and fails the test unless it exited RC with the result OUTCOME
+# (not checked when empty). FX_MOVE_RESULT is its result record then.
+fx_move_end() {
+	local pid=$1 out=$2 want_rc=$3 want=$4 what=$5 rc=0
+	wait "$pid" || rc=$?
+	FX_MOVE_RESULT=$(grep '"event":"result"' "$out" | tail -n1)
+	t_assert_eq "$rc" "$want_rc" "exit code of $what ($(cat "$out"))"
+	[ -z "$want" ] || t_assert_eq "$(jq -r .result.outcome <<<"$FX_MOVE_RESULT")" "$want" "outcome of $what"
+}
+
 # fx_agent_start NODE [ENV=VALUE...]: starts NODE's agent (environment
 # such as NM_FAULT=crash-after=committed goes before the binary) and waits
 # until it answers on its socket. FX_AGENT_ARGS adds agent options
