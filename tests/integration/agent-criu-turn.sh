@@ -25,6 +25,32 @@ NM_BUILD_DIR=${NM_BUILD_DIR:-$FX_BUILD}
 # shellcheck source=bench/lib/workload.sh
 . "$FX_SRC/bench/lib/workload.sh"
 
+# move_in_beside NAME KIND DUMP MOVE: moves a new counter NAME from node3
+# into node1 while node1's KIND dump (CRIU's pid DUMP, for the move whose
+# client is MOVE) runs on; the move in ends first, done, with one copy and
+# a whole log. Sets ID and WORK.
+move_in_beside() {
+	local name=$1 kind=$2 dump=$3 move=$4 cli off
+	read -r ID _ < <(fx_ctr_start n3 "$name")
+	WORK=$(fx_ctr_dir n3 "$name")
+	fx_counter_advances "$WORK" || t_fail "$name does not tick"
+	off=$(stat -c %s "$(fx_agent_log n1)")
+	fx_move_start n3 "$ID" node1 "$FX_ROOT/$name.out"
+	cli=$FX_MOVE_PID
+	# Queued behind the dump, the restore would wait for its end: a lazy
+	# one's criu_timeout (600 s), a paced one's two minutes at least, far
+	# beyond this bound, which load only scales.
+	t_wait_until 120 "the move of $name into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
+		t_fail "the move of $name into node1 still waits while node1's $kind dump runs: $(tail -c +$((off + 1)) "$(fx_agent_log n1)" | tail -n 5)"
+	fx_move_end "$cli" "$FX_ROOT/$name.out" 0 "done" "the move of $name into node1"
+	kill -0 "$dump" || t_fail "node1's $kind dump ended before the move of $name did: the test proves nothing"
+	kill -0 "$move" || t_fail "node1's $kind move ended before the move of $name did"
+	t_assert_eq "$(fx_ctr_where "$ID")" n1 "where $name runs"
+	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+	fx_counter_advances "$WORK" || t_fail "$name stopped after its move into node1"
+	fx_log_ok "$WORK" || t_fail "the log of $name has a gap or a repeat after its move into node1"
+}
+
 fx_nodes_up
 gate=$FX_ROOT/restore-gate
 : >"$gate"
@@ -32,9 +58,6 @@ fx_agent_start n1
 fx_agent_start n2 NM_FAULT=criu-hold-at=pre-restore "NM_FAULT_GATE=$gate"
 fx_agent_start n3
 read -r lid _ < <(b_hog_start n1 lazyhog 64 random) || t_fail "the lazy move's workload did not start"
-read -r id pid < <(fx_ctr_start n3 incoming)
-work=$(fx_ctr_dir n3 incoming)
-fx_counter_advances "$work" || t_fail "workload does not tick"
 off1=$(stat -c %s "$(fx_agent_log n1)")
 off2=$(stat -c %s "$(fx_agent_log n2)")
 
@@ -47,20 +70,8 @@ t_wait_until 120 "node2's CRIU holds before its restore" \
 lazy_dump=$(fx_criu_pid n1) || t_fail "no lazy dump runs on node1"
 
 t_log "a move node3 -> node1 meanwhile: its restore does not wait for the lazy dump"
-fx_move_start n3 "$id" node1 "$FX_ROOT/incoming.out"
-cli=$FX_MOVE_PID
-# Queued behind the lazy dump, the restore would wait for node1's
-# criu_timeout (600 s): far beyond this bound, which load only scales.
-t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
-	t_fail "the move into node1 still waits while node1's lazy dump serves: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
-fx_move_end "$cli" "$FX_ROOT/incoming.out" 0 "done" "the move into node1"
-kill -0 "$lazy_dump" || t_fail "node1's lazy dump ended before the move into node1 did: the test proves nothing"
-kill -0 "$lazy_cli" || t_fail "the lazy move ended while node2's restore held: $(cat "$FX_ROOT/lazy.out")"
+move_in_beside incoming lazy "$lazy_dump" "$lazy_cli"
 fx_logged_since n1 "$off1" "gives up its CRIU turn" || t_fail "node1 did not log that its lazy dump gave up its turn"
-t_assert_eq "$(fx_ctr_where "$id")" n1 "where the moved container runs"
-t_assert_eq "$(fx_ctr_running_copies incoming)" 1 "running copies of the moved container"
-fx_counter_advances "$work" || t_fail "counter stopped after the move into node1"
-fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move into node1"
 
 t_log "node2 goes on: the lazy move completes"
 rm -f "$gate"
@@ -83,32 +94,17 @@ t_wait_until 120 "node1's bandwidth share holds its dump back" \
 paced_dump=$(fx_criu_pid n1) || t_fail "no paced dump runs on node1"
 
 t_log "a move node3 -> node1 meanwhile: its restore does not wait for the paced dump"
-read -r id pid < <(fx_ctr_start n3 incoming2)
-work=$(fx_ctr_dir n3 incoming2)
-fx_counter_advances "$work" || t_fail "the second incoming workload does not tick"
-fx_move_start n3 "$id" node1 "$FX_ROOT/incoming2.out"
-cli=$FX_MOVE_PID
-# Queued behind the paced dump, the restore would wait for its pages to
-# leave at 128 KiB/s: two minutes at least, however fast the machine.
-t_wait_until 120 "the move into node1 ends" bash -c "! kill -0 $cli 2>/dev/null" ||
-	t_fail "the move into node1 still waits while node1's paced dump runs: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 5)"
-fx_move_end "$cli" "$FX_ROOT/incoming2.out" 0 "done" "the second move into node1"
-kill -0 "$paced_dump" || t_fail "node1's paced dump ended before the move into node1 did: the test proves nothing"
-kill -0 "$paced_cli" || t_fail "the paced move ended first: $(cat "$FX_ROOT/paced.out")"
-t_assert_eq "$(fx_ctr_where "$id")" n1 "where the second incoming container runs"
-t_assert_eq "$(fx_ctr_running_copies incoming2)" 1 "running copies of the second incoming container"
-fx_counter_advances "$work" || t_fail "counter stopped after the second move into node1"
-fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the second move into node1"
+move_in_beside incoming2 paced "$paced_dump" "$paced_cli"
 
 t_log "a move node1 -> node3 meanwhile: its dump waits for the paced one, its container running"
 # Beside the paced dump it would split node1's share and keep both
 # containers frozen, each longer.
 off1=$(stat -c %s "$(fx_agent_log n1)")
-fx_move_start n1 "$id" node3 "$FX_ROOT/back.out"
+fx_move_start n1 "$ID" node3 "$FX_ROOT/back.out"
 back_cli=$FX_MOVE_PID
 t_wait_until 60 "node1 says the dump back waits" fx_logged_since n1 "$off1" "the dump waits for its turn" ||
 	t_fail "node1 did not hold the dump back behind the paced one: $(tail -c +$((off1 + 1)) "$(fx_agent_log n1)" | tail -n 10)"
-fx_counter_advances "$work" || t_fail "the container whose dump waits does not tick"
+fx_counter_advances "$WORK" || t_fail "the container whose dump waits does not tick"
 kill -0 "$back_cli" || t_fail "the move back ended while the paced dump ran: $(cat "$FX_ROOT/back.out")"
 
 t_log "node2's page server dies: the paced move fails, its container runs on at node1; the move back goes"
@@ -122,8 +118,8 @@ t_assert_eq "$(fx_ctr_running_copies pacedhog)" 1 "running copies of the paced c
 t_wait_until 60 "node1's paced dump ends" bash -c "! kill -0 $paced_dump 2>/dev/null" ||
 	t_fail "node1's paced dump still runs after its move failed"
 fx_move_end "$back_cli" "$FX_ROOT/back.out" 0 "done" "the move back to node3"
-t_assert_eq "$(fx_ctr_where "$id")" n3 "where the container moved back runs"
+t_assert_eq "$(fx_ctr_where "$ID")" n3 "where the container moved back runs"
 t_assert_eq "$(fx_ctr_running_copies incoming2)" 1 "running copies of the container moved back"
-fx_counter_advances "$work" || t_fail "counter stopped after the move back"
-fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move back"
+fx_counter_advances "$WORK" || t_fail "counter stopped after the move back"
+fx_log_ok "$WORK" || t_fail "the log has a gap or a repeat after the move back"
 t_log "ok"
