@@ -15,7 +15,8 @@
  * that only serves its pages gives the turn up (CKPT_OP_ASIDE): it may serve
  * for as long as its copy takes to fetch them. A dump that something else
  * than this machine paces (the node's bandwidth share) is stepped aside by
- * its caller, for restores only. One dump aside at a time.
+ * its caller, for restores only. One dump aside at a time: one that would
+ * go aside while another is goes aside when that one ends.
  * Callers never have to queue CRIU work themselves. */
 
 #include <pthread.h>
@@ -659,8 +660,18 @@ typedef enum ckpt__call_kind {
         _CKPT__CALL_KIND_INVALID = -EINVAL,
 } ckpt__call_kind;
 
+/* Why a dump runs aside, out of the others' way (criu.c: the turn). */
+typedef enum ckpt__aside {
+        CKPT__ASIDE_NONE,
+        CKPT__ASIDE_SERVING, /* a lazy dump serving its pages: any call runs beside it */
+        CKPT__ASIDE_PACED,   /* a dump the bandwidth share holds back: restores run beside it */
+        _CKPT__ASIDE_MAX,
+        _CKPT__ASIDE_INVALID = -EINVAL,
+} ckpt__aside;
+
 typedef struct ckpt__call {
         ckpt__call_kind kind;
+        ckpt__aside wants_aside; /* refused while another ran aside: taken when it ends */
         void (*event)(struct ckpt__call *call, const char *name, uint64_t at_usec);
         void (*finish)(struct ckpt__call *call);
         uv_loop_t *loop;
@@ -785,8 +796,8 @@ int ckpt_dump_cancel(ckpt_dump_req *req);
  * Dumps still wait for it (they would take a part of the same bandwidth
  * and keep their own containers frozen longer). It runs on as
  * CKPT_OP_ASIDE. 0 once it is aside (or already was); -EBUSY while another
- * dump is aside (one at a time: see the turn in criu.c); -ESRCH when it is
- * not running. */
+ * dump is aside (one at a time: see the turn in criu.c), and it goes aside
+ * by itself once that one ends; -ESRCH when it is not running. */
 int ckpt_dump_step_aside(ckpt_dump_req *req);
 /* Frees what the results hold; the req itself stays the caller's. */
 void ckpt_dump_req_done(ckpt_dump_req *req);

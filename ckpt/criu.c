@@ -53,15 +53,9 @@ static ckpt__call *waiting;
 static _Thread_local ckpt__call *current;
 /* Every running call holds a thread of the loop's pool (4 by default), which
  * the agent's short jobs share: one call aside at a time, so CRIU never
- * holds more than two of them. A second lazy dump that serves while the
- * first does keeps its turn to its own end: the turn is not offered to it
- * again when the first one ends (a paced dump's caller asks again). */
-typedef enum turn_aside {
-        ASIDE_NONE,
-        ASIDE_SERVING, /* a lazy dump serving its pages: any call runs */
-        ASIDE_PACED,   /* a dump held back by the bandwidth share: restores run */
-} turn_aside;
-static turn_aside aside;
+ * holds more than two of them. A dump that would go aside while another
+ * is keeps the turn until that one ends, then goes aside (wants_aside). */
+static ckpt__aside aside;
 /* ckpt_set_criu_hold: written once before any call, read on the workers. */
 static ckpt_criu_hold_fn criu_hold;
 
@@ -177,7 +171,7 @@ static void call_run(ckpt__call *call);
 
 /* Whether call may have the turn now. */
 static bool turn_free_for(const ckpt__call *call) {
-        return !active && !(aside == ASIDE_PACED && call->kind == CKPT__CALL_DUMP);
+        return !active && !(aside == CKPT__ASIDE_PACED && call->kind == CKPT__CALL_DUMP);
 }
 
 /* The next one's turn: the first in the queue that may have it, if any. */
@@ -194,33 +188,37 @@ static void turn_pass(void) {
         }
 }
 
+/* On the loop: the call runs on, out of the others' way (why says whose),
+ * now or once the one aside ends. */
+static int call_give_up_turn(ckpt__call *call, ckpt__aside why) {
+        if (*call->state == CKPT_OP_ASIDE)
+                return 0;
+        if (*call->state != CKPT_OP_RUNNING)
+                return -ESRCH;
+        if (aside != CKPT__ASIDE_NONE) {
+                call->wants_aside = why;
+                return -EBUSY;
+        }
+        *call->state = CKPT_OP_ASIDE;
+        aside = why;
+        turn_pass();
+        return 0;
+}
+
 static void on_closed(uv_handle_t *h) {
         ckpt__call *call = container_of((uv_async_t *)h, ckpt__call, async);
         /* Before this one's callback can queue yet another behind it. */
         if (*call->state == CKPT_OP_RUNNING)
                 turn_pass();
         else if (*call->state == CKPT_OP_ASIDE) {
-                aside = ASIDE_NONE;
-                /* The dumps a paced one held back, if the turn is free. */
-                if (!active)
+                aside = CKPT__ASIDE_NONE;
+                if (active && active->wants_aside != CKPT__ASIDE_NONE)
+                        (void)call_give_up_turn(active, active->wants_aside);
+                else if (!active) /* the dumps a paced one held back */
                         turn_pass();
         }
         pthread_mutex_destroy(&call->lock);
         call->finish(call);
-}
-
-/* On the loop: the call runs on, out of the others' way (why says whose). */
-static int call_give_up_turn(ckpt__call *call, turn_aside why) {
-        if (*call->state == CKPT_OP_ASIDE)
-                return 0;
-        if (*call->state != CKPT_OP_RUNNING)
-                return -ESRCH;
-        if (aside != ASIDE_NONE)
-                return -EBUSY;
-        *call->state = CKPT_OP_ASIDE;
-        aside = why;
-        turn_pass();
-        return 0;
 }
 
 /* On the worker: the call is this thread's until its work returns. */
@@ -552,7 +550,7 @@ static bool pid_still(pid_t pid, uint64_t ticks) {
 static void dump_event(ckpt__call *call, const char *name, uint64_t at) {
         ckpt_dump_req *req = container_of(call, ckpt_dump_req, call);
         if (req->lazy && strcmp(name, "post-dump") == 0)
-                (void)call_give_up_turn(call, ASIDE_SERVING);
+                (void)call_give_up_turn(call, CKPT__ASIDE_SERVING);
         if (req->event_cb)
                 req->event_cb(req->data, name, at);
 }
@@ -1229,7 +1227,7 @@ int ckpt_dump_cancel(ckpt_dump_req *req) {
 int ckpt_dump_step_aside(ckpt_dump_req *req) {
         if (!req || (req->state != CKPT_OP_RUNNING && req->state != CKPT_OP_ASIDE))
                 return -ESRCH;
-        return call_give_up_turn(&req->call, ASIDE_PACED);
+        return call_give_up_turn(&req->call, CKPT__ASIDE_PACED);
 }
 
 void ckpt_dump_req_done(ckpt_dump_req *req) {

@@ -372,7 +372,7 @@ static void src_pages_paced(uv_timer_t *t) {
  * frozen on its source, runs beside it instead of waiting for all of its
  * pages to leave. (This node's other dumps still wait: ckpt keeps them
  * from splitting the share.) One dump aside at a time; one that finds
- * another aside asks again the next time it is held back. */
+ * another aside goes aside when that one ends. */
 static void src_dump_step_aside(mig *m) {
         if (m->dump.state != CKPT_OP_RUNNING)
                 return;
@@ -382,7 +382,8 @@ static void src_dump_step_aside(mig *m) {
                                     "node runs beside it while its pages leave at that pace");
         else
                 log_ctx_debug(m->id, "the dump, held back by the bandwidth share, keeps its CRIU turn: %s",
-                              r == -EBUSY ? "another dump runs aside" : strerror(-r));
+                              r == -EBUSY ? "another dump runs aside; it steps aside when that one ends"
+                                          : strerror(-r));
 }
 
 /* [limits] bandwidth paces the page stream as it does the image stream:
@@ -537,13 +538,14 @@ static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
                 return;
         /* CRIU flushed every image and now serves the lazy pages from the
          * frozen tasks until the target has them all; ckpt lets this node's
-         * next dump or restore run beside it, unless another lazy dump
-         * already does. */
+         * next dump or restore run beside it, once no other dump runs
+         * aside. */
         log_ctx_info(m->id, "dumped everything but the lazy pages (frozen for %llu ms so far); %s",
                      (unsigned long long)((now_usec() - m->t_frozen) / 1000),
                      m->dump.state == CKPT_OP_ASIDE
                              ? "the dump gives up its CRIU turn while it serves them"
-                             : "the dump keeps its CRIU turn: another lazy dump serves beside it");
+                             : "the dump keeps its CRIU turn while another dump runs aside, and gives it "
+                               "up when that one ends");
         m->t_dumped = now_usec();
         m->bytes_total = 0;
         src_feed(m, SRC_EV_IMAGES_READY, NULL);

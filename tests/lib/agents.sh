@@ -108,15 +108,17 @@ fx_peer_sessions() {
 }
 fx_no_peer_sessions() { [ -z "$(fx_peer_sessions "$1" "$2")" ]; }
 
-# fx_criu_pid NODE: the pid of the node's `criu swrk` (a child of the
-# agent's CRIU keeper, in the keeper's pid namespace: a restored tree's
-# first task, forked by swrk, lives in a new one), if one runs.
+# fx_criu_pid NODE [EXCEPT]: the pid of the node's `criu swrk` (a child of
+# the agent's CRIU keeper, in the keeper's pid namespace: a restored tree's
+# first task, forked by swrk, lives in a new one), if one runs, other than
+# EXCEPT.
 fx_criu_pid() {
 	local agent k c
 	agent=$(fx_agent_pid "$1")
 	for k in $(pgrep -P "$agent" -x nm-criu-keeper); do
 		for c in $(pgrep -P "$k" -x criu); do
 			[ "$(readlink "/proc/$c/ns/pid")" = "$(readlink "/proc/$k/ns/pid")" ] || continue
+			[ "$c" != "${2:-}" ] || continue
 			echo "$c"
 			return 0
 		done
