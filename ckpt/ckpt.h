@@ -783,7 +783,8 @@ struct ckpt_dump_req {
  * after CRIU's dump succeeded (signing) leaves req->dumped true: the images
  * are complete and restorable. While another dump or restore runs, the
  * prepared dump waits for its turn (req->state CKPT_OP_QUEUED); a lazy dump
- * serving its pages may be CKPT_OP_ASIDE, out of the others' way. */
+ * serving its pages, or one stepped aside, is CKPT_OP_ASIDE, out of the
+ * others' way. */
 int ckpt_dump(uv_loop_t *loop, ckpt_dump_req *req, const ckpt_container *c, const char *dir,
               const ckpt_dump_opts *opts, ckpt_dump_cb cb);
 /* Ends a dump that waits for its turn: nothing was touched (what it
