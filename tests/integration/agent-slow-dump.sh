@@ -23,6 +23,14 @@ work=$(fx_ctr_dir n1 late)
 fx_counter_advances "$work" || t_fail "workload does not tick"
 off1=$(stat -c %s "$(fx_agent_log n1)")
 
+# node1_says_waits WHAT OUT: node1 logs that its WHAT (dump, restore) waits
+# for its turn; OUT is that move's output, for the failure message.
+node1_says_waits() {
+	t_wait_until 60 "node1 says the $1 waits" \
+		fx_logged_since n1 "$off1" "the $1 waits for its turn: this node's CRIU runs another" ||
+		t_fail "node1 did not say why the $1 waits: $(cat "$2")"
+}
+
 t_log "a move whose dump waits longer than the idle timeout before it sends anything"
 fx_move_start n1 "$id" node2 "$FX_ROOT/late.out"
 cli=$FX_MOVE_PID
@@ -33,9 +41,7 @@ t_wait_until 60 "node1's CRIU holds before its dump" \
 t_log "a second move from node1 meanwhile: its dump waits for its turn, and says so"
 fx_move_start n1 "$id2" node2 "$FX_ROOT/second.out"
 cli2=$FX_MOVE_PID
-t_wait_until 60 "node1 says the second dump waits" \
-	fx_logged_since n1 "$off1" "the dump waits for its turn: this node's CRIU runs another" ||
-	t_fail "node1 did not say why the second dump waits: $(cat "$FX_ROOT/second.out")"
+node1_says_waits dump "$FX_ROOT/second.out"
 t_wait_until 30 "the second move's progress says why it waits" \
 	grep -q '"message":"the dump waits for its turn' "$FX_ROOT/second.out" ||
 	t_fail "the second move's progress does not say why it waits: $(cat "$FX_ROOT/second.out")"
@@ -43,9 +49,7 @@ t_wait_until 30 "the second move's progress says why it waits" \
 t_log "a move from node2 into node1 meanwhile: its restore waits for node1's CRIU, and says so"
 fx_move_start n2 "$id3" node1 "$FX_ROOT/incoming.out"
 cli3=$FX_MOVE_PID
-t_wait_until 60 "node1 says the incoming restore waits" \
-	fx_logged_since n1 "$off1" "the restore waits for its turn: this node's CRIU runs another" ||
-	t_fail "node1 did not say why the incoming restore waits: $(cat "$FX_ROOT/incoming.out")"
+node1_says_waits restore "$FX_ROOT/incoming.out"
 
 # Past the idle timeout, and a little more: nothing has left node1 yet.
 sleep $((FX_IDLE_TIMEOUT + 5))
