@@ -632,8 +632,14 @@ typedef enum ckpt_op_state {
 
 /* CRIU's notifications ("pre-dump", "network-lock", "post-dump",
  * "pre-restore", "post-restore", "pre-resume", "post-resume", ...), called
- * on the loop in the order CRIU sent them, at_usec on CLOCK_MONOTONIC. */
+ * on the loop in the order CRIU sent them, at_usec on CLOCK_MONOTONIC;
+ * and one of ckpt's own, CKPT_EVENT_ASIDE_LATE. */
 typedef void (*ckpt_event_cb)(void *data, const char *event, uint64_t at_usec);
+
+/* A dump that was refused its way aside while another dump ran aside (a
+ * lazy one at post-dump, or ckpt_dump_step_aside's -EBUSY) has gone aside
+ * now that the other one ended: what was queued behind it may run. */
+#define CKPT_EVENT_ASIDE_LATE "ckpt-aside-late"
 
 /* A hold for fault injection: called on the thread pool's worker that talks
  * to CRIU, at each of CRIU's notifications (the names of ckpt_event_cb),

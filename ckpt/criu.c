@@ -205,6 +205,16 @@ static int call_give_up_turn(ckpt__call *call, ckpt__aside why) {
         return 0;
 }
 
+/* The aside, free again, goes to the running call that was refused it;
+ * its caller hears of it as an event, since it asked long before. */
+static void hand_aside_to(ckpt__call *call) {
+        ckpt__aside why = call->wants_aside;
+
+        call->wants_aside = CKPT__ASIDE_NONE;
+        if (call_give_up_turn(call, why) == 0)
+                call->event(call, CKPT_EVENT_ASIDE_LATE, ckpt__now_usec());
+}
+
 static void on_closed(uv_handle_t *h) {
         ckpt__call *call = container_of((uv_async_t *)h, ckpt__call, async);
         /* Before this one's callback can queue yet another behind it. */
@@ -213,7 +223,7 @@ static void on_closed(uv_handle_t *h) {
         else if (*call->state == CKPT_OP_ASIDE) {
                 aside = CKPT__ASIDE_NONE;
                 if (active && active->wants_aside != CKPT__ASIDE_NONE)
-                        (void)call_give_up_turn(active, active->wants_aside);
+                        hand_aside_to(active);
                 else if (!active) /* the dumps a paced one held back */
                         turn_pass();
         }

@@ -529,6 +529,13 @@ static int src_pages_start(mig *m) {
 
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         mig *m = data;
+        if (strcmp(event, CKPT_EVENT_ASIDE_LATE) == 0) {
+                log_ctx_info(m->id, "the dump aside before this one has ended: this one gives up its CRIU "
+                                    "turn now, and %s may run beside it",
+                             m->src.postcopy != SRC_PC_OFF ? "the node's other dumps and restores"
+                                                           : "restores into this node");
+                return;
+        }
         if (strcmp(event, "pre-dump") == 0 && !m->t_frozen) {
                 /* A dump that waited for its turn freezes only now. */
                 m->t_frozen = at_usec;

@@ -97,6 +97,9 @@ fx_move_end "$lazy_cli" "$FX_ROOT/lazy.out" 0 "done" "the lazy move"
 t_assert_eq "$(fx_ctr_running_copies lazyhog)" 1 "running copies of the lazily moved container"
 t_wait_until 60 "node1's lazy dump ends" bash -c "! kill -0 $lazy_dump 2>/dev/null" ||
 	t_fail "node1's lazy dump still runs after the lazy move"
+t_wait_until 60 "node1 says its second lazy dump has gone aside" \
+	fx_logged_since n1 "$off1" "gives up its CRIU turn now, and the node's other dumps and restores" ||
+	t_fail "node1 did not log that its second lazy dump took the aside the first one left"
 # From node2: node3's CRIU holds the second lazy move's restore.
 move_in_beside n2 incoming3 "second lazy" "$lazy_dump2" "$lazy2_cli"
 
