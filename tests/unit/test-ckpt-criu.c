@@ -5,6 +5,7 @@
  * integration tests). */
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "ckpt-internal.h"
@@ -426,7 +427,8 @@ static void test_stats_parse(void **state) {
 
 typedef struct run {
         int calls, status;
-        int order; /* the n-th callback of the test */
+        int order;                         /* the n-th callback of the test */
+        int pre_dump, post_dump, late_aside; /* events seen (on_event) */
 } run;
 
 static int callbacks;
@@ -444,6 +446,17 @@ static void on_dumped(ckpt_dump_req *req, int status) {
         r->calls++;
         r->status = status;
         r->order = ++callbacks;
+}
+
+static void on_event(void *data, const char *event, uint64_t at_usec) {
+        run *r = data;
+        (void)at_usec;
+        if (strcmp(event, "pre-dump") == 0)
+                r->pre_dump++;
+        else if (strcmp(event, "post-dump") == 0)
+                r->post_dump++;
+        else if (strcmp(event, CKPT_EVENT_ASIDE_LATE) == 0)
+                r->late_aside++;
 }
 
 static void make_checkpoint(const char *dir) {
@@ -765,15 +778,17 @@ static void test_restore_sync_refusals(void **state) {
         tu_rm(dir);
 }
 
-static pid_t sleeper = 0;
+#define SLEEPERS_MAX 2
+static pid_t sleepers[SLEEPERS_MAX];
+static size_t n_sleepers;
 
 static int kill_sleeper(void **state) {
         (void)state;
-        if (sleeper > 0) {
-                kill(sleeper, SIGKILL);
-                waitpid(sleeper, NULL, 0);
+        for (size_t i = 0; i < n_sleepers; i++) {
+                kill(sleepers[i], SIGKILL);
+                waitpid(sleepers[i], NULL, 0);
         }
-        sleeper = 0;
+        n_sleepers = 0;
         return 0;
 }
 
@@ -786,7 +801,8 @@ static pid_t spawn_sleeper(void) {
                 for (;;)
                         pause();
         }
-        sleeper = pid;
+        assert_true(n_sleepers < SLEEPERS_MAX);
+        sleepers[n_sleepers++] = pid;
         return pid;
 }
 
@@ -908,6 +924,117 @@ static void test_dump_steps_aside(void **state) {
         tu_rm(dir);
 }
 
+/* ---- the turn, with a stand-in CRIU that speaks libcriu's RPC -------------- */
+
+/* Its dumps send "pre-dump" (a lazy one "post-dump" too) and then stand
+ * still while DIR/hold-PID exists (tests/tools/nm-fake-criu). */
+static void hold_dump(const char *dir, pid_t pid, bool hold) {
+        char name[32];
+        snprintf(name, sizeof(name), "hold-%d", (int)pid);
+        _cleanup_free_ char *path = tu_join(dir, name);
+        if (hold)
+                tu_write_str(dir, name, "");
+        else
+                assert_int_equal(unlink(path), 0);
+}
+
+static void tick(uv_timer_t *t) {
+        (void)t; /* wakes the loop: run_until looks at the clock */
+}
+
+/* Runs the loop until *flag is set; the bound only guards against a hang. */
+static void run_until(uv_loop_t *loop, const int *flag) {
+        uint64_t deadline = uv_now(loop) + t_ms(60 * 1000);
+        while (!*flag && uv_now(loop) < deadline)
+                uv_run(loop, UV_RUN_ONCE);
+        assert_true(*flag);
+}
+
+static void test_aside_handed_over(void **state) {
+        (void)state;
+        const char *fake = getenv("NM_FAKE_CRIU");
+        char *dir = tu_tmpdir();
+        _cleanup_free_ char *ck = tu_join(dir, "ckpt"), *lazy_out = tu_join(dir, "lazy"),
+                            *paced_out = tu_join(dir, "paced");
+        _cleanup_(ckpt_criu_freep) ckpt_criu *criu = NULL;
+        _cleanup_(ckpt_container_freep) ckpt_container *ca = NULL, *cb = NULL;
+        pid_t pa = spawn_sleeper(), pb = spawn_sleeper();
+        ckpt_dump_req lazy = {}, paced = {};
+        ckpt_restore_req restore = {};
+        run rl = {}, rp = {}, rr = {};
+        uv_timer_t timer;
+        uv_loop_t loop;
+        int ps[2];
+
+        assert_non_null(fake); /* tests/unit/meson.build names it */
+        assert_int_equal(setenv("NM_FAKE_CRIU_DIR", dir, 1), 0);
+        assert_int_equal(ckpt_criu_resolve(fake, &criu, NULL), 0);
+        assert_int_equal(ckpt_container_from_pid(pa, &ca, NULL), 0);
+        assert_int_equal(ckpt_container_from_pid(pb, &cb, NULL), 0);
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ps), 0);
+        make_checkpoint(dir);
+        tu_write_str(dir, "ckpt/images/pages-1.img", "snapshou"); /* the restore ends at its verification */
+        hold_dump(dir, pa, true);
+        hold_dump(dir, pb, true);
+        assert_int_equal(uv_loop_init(&loop), 0);
+        assert_int_equal(uv_timer_init(&loop, &timer), 0);
+        assert_int_equal(uv_timer_start(&timer, tick, 50, 50), 0);
+        callbacks = 0;
+        ckpt_dump_opts lopts = {.criu = {.criu = criu}, .key = key32, .key_len = 32, .lazy = true, .lazy_ps_fd = ps[0]};
+        ckpt_dump_opts popts = {.criu = {.criu = criu}, .sign = true, .key = key32, .key_len = 32};
+        ckpt_restore_opts ropts = {.criu = {.criu = criu}, .verify = true, .key = key32, .key_len = 32};
+        lazy.data = &rl;
+        lazy.event_cb = on_event;
+        paced.data = &rp;
+        paced.event_cb = on_event;
+        restore.data = &rr;
+        assert_int_equal(ckpt_dump(&loop, &lazy, ca, lazy_out, &lopts, on_dumped), 0);
+        assert_int_equal(ckpt_dump(&loop, &paced, cb, paced_out, &popts, on_dumped), 0);
+        assert_int_equal(paced.state, CKPT_OP_QUEUED);
+
+        /* The lazy dump serves its pages: it goes aside, the next one runs. */
+        run_until(&loop, &rl.post_dump);
+        assert_int_equal(lazy.state, CKPT_OP_ASIDE);
+        assert_int_equal(paced.state, CKPT_OP_RUNNING);
+        run_until(&loop, &rp.pre_dump);
+        /* One aside at a time: the second keeps its turn, and a restore waits. */
+        assert_int_equal(ckpt_dump_step_aside(&paced), -EBUSY);
+        assert_int_equal(paced.state, CKPT_OP_RUNNING);
+        assert_int_equal(ckpt_restore(&loop, &restore, ck, &ropts, on_restored), 0);
+        assert_int_equal(restore.state, CKPT_OP_QUEUED);
+
+        /* The lazy dump ends: the aside goes to the one that asked, which
+         * hears so, and the restore runs beside it. */
+        hold_dump(dir, pa, false);
+        run_until(&loop, &rl.calls);
+        assert_int_equal(rp.late_aside, 1);
+        assert_int_equal(paced.state, CKPT_OP_ASIDE);
+        assert_int_not_equal(restore.state, CKPT_OP_QUEUED);
+        run_until(&loop, &rr.calls);
+        assert_int_equal(rp.calls, 0);
+        assert_int_equal(rr.status, -EBADMSG);
+
+        hold_dump(dir, pb, false);
+        run_until(&loop, &rp.calls);
+        uv_close((uv_handle_t *)&timer, NULL);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        assert_int_equal(uv_loop_close(&loop), 0);
+        assert_int_equal(rl.calls, 1);
+        assert_int_equal(rp.calls, 1);
+        assert_int_equal(rr.calls, 1);
+        assert_true(rl.status < 0 && rp.status < 0); /* the stand-in dumps nothing */
+        assert_int_equal(rl.late_aside + rr.late_aside, 0);
+        assert_int_equal(rp.late_aside, 1);
+        assert_true(rl.order < rr.order && rr.order < rp.order);
+        ckpt_dump_req_done(&lazy);
+        ckpt_dump_req_done(&paced);
+        ckpt_restore_req_done(&restore);
+        close(ps[0]);
+        close(ps[1]);
+        assert_int_equal(unsetenv("NM_FAKE_CRIU_DIR"), 0);
+        tu_rm(dir);
+}
+
 int main(void) {
         /* libcriu writes to criu swrk's socket; the library blocks SIGPIPE
          * for that itself. Keep the default here to prove it. */
@@ -929,6 +1056,7 @@ int main(void) {
                 cmocka_unit_test(test_restore_sync_refusals),
                 cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
                 cmocka_unit_test_teardown(test_dump_steps_aside, kill_sleeper),
+                cmocka_unit_test_teardown(test_aside_handed_over, kill_sleeper),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
