@@ -599,6 +599,16 @@ typedef struct ckpt_restore_opts {
          * or the guard cannot be set up, the pages stay sealed and are read
          * as usual (see consumed_pages). */
         bool consume_pages;
+        /* checkpoint.hmac is written with key on a thread of its own while
+         * CRIU restores, instead of before: for images checked some other
+         * way already (a migration's staging, whose streamed pages a MAC
+         * checked as they came), whose signature would otherwise add one
+         * read of every page to the downtime. Only with leave_stopped (a
+         * copy must not run before its images are signed), not with verify,
+         * nor with consume_pages (the signing reads every page, which must
+         * stay). A failed signing fails the restore and kills what CRIU
+         * restored. */
+        bool sign_beside;
         /* Native containers (a checkpoint with nm_native). The root tmpfs is
          * made again with the source's options, filled from
          * images/nm-rootfs.tar and mounted at root_dir for CRIU (NULL:
@@ -656,6 +666,7 @@ void ckpt_set_criu_hold(ckpt_criu_hold_fn fn);
 
 /* Private: the state one libcriu call shares between loop and worker. */
 typedef struct ckpt__guard ckpt__guard;
+typedef struct ckpt__signer ckpt__signer;
 
 #define CKPT__KEEP_FDS_MAX 8
 
@@ -815,6 +826,7 @@ typedef struct ckpt_restore_stats {
         uint64_t criu_usec;    /* the libcriu call */
         uint64_t restore_usec; /* CRIU's stats-restore restore_time (0 when unknown) */
         uint64_t forking_usec; /* CRIU's stats-restore forking_time */
+        uint64_t sign_usec;    /* sign_beside: the signing, beside CRIU */
 } ckpt_restore_stats;
 
 typedef struct ckpt_restore_req ckpt_restore_req;
@@ -850,6 +862,8 @@ struct ckpt_restore_req {
         bool leave_stopped;
         bool consume; /* opts->consume_pages: tried on the worker, under the guard */
         ckpt__guard *guard;
+        bool sign_beside;     /* opts->sign_beside */
+        ckpt__signer *signer; /* the signing beside CRIU, while it runs */
         ckpt_native *desc; /* native: from nm_native */
         int root_tar_fd;   /* native: images/nm-rootfs.tar */
         char *root_dir;    /* native: where the root is mounted for CRIU */
@@ -860,9 +874,10 @@ struct ckpt_restore_req {
 
 /* Restores the checkpoint in dir, detached. With opts->verify the HMAC is
  * checked first, on the thread pool, and a mismatch (-EBADMSG) ends it before
- * CRIU runs. Nothing is written inside dir (CRIU's work dir is elsewhere), so
- * a failed restore can be retried from the same images. Synchronous errors
- * and waiting for its turn as for ckpt_dump. */
+ * CRIU runs. Nothing is written inside dir (CRIU's work dir is elsewhere) but
+ * checkpoint.hmac with opts->sign_beside, so a failed restore can be retried
+ * from the same images. Synchronous errors and waiting for its turn as for
+ * ckpt_dump. */
 int ckpt_restore(uv_loop_t *loop, ckpt_restore_req *req, const char *dir, const ckpt_restore_opts *opts,
                  ckpt_restore_cb cb);
 /* Ends a restore that waits for its turn (cb runs with -ECANCELED, nothing

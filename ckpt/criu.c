@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1590,8 +1591,113 @@ static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
         return nm_error_set(&req->error, r, "%s: the restored copy was killed, nothing of it ran", msg);
 }
 
+/* ---- the signing beside CRIU (opts->sign_beside) ---------------------------- */
+
+typedef enum signer_where {
+        SIGNER_ON_THREAD,
+        SIGNER_INLINE, /* no thread could start: signed before CRIU, as without sign_beside */
+} signer_where;
+
+struct ckpt__signer {
+        pthread_t thread;
+        signer_where where;
+        int dfd;
+        const uint8_t *key;
+        size_t key_len;
+        int rc;
+        uint64_t usec;
+        char hex[CKPT_HMAC_HEX_LEN + 1];
+        nm_error error;
+};
+
+static void *signer_main(void *arg) {
+        ckpt__signer *s = arg;
+        uint64_t t = ckpt__now_usec();
+
+        s->rc = ckpt_sign_at(s->dfd, s->key, s->key_len, s->hex, &s->error);
+        s->usec = ckpt__now_usec() - t;
+        return NULL;
+}
+
+/* Started before anything of the restore, so that it overlaps all of it;
+ * from the worker, whose blocked signals the thread inherits. */
+static int signer_start(ckpt_restore_req *req) {
+        ckpt__call *call = &req->call;
+        ckpt__signer *s;
+
+        if (!req->sign_beside)
+                return 0;
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return nm_error_set(&req->error, -ENOMEM, "cannot sign %s: out of memory", call->dir);
+        *s = (ckpt__signer){.dfd = call->dfd, .key = call->key, .key_len = call->key_len};
+        req->signer = s;
+        if (pthread_create(&s->thread, NULL, signer_main, s) == 0)
+                return 0;
+        s->where = SIGNER_INLINE;
+        signer_main(s);
+        return 0;
+}
+
+/* The signing's outcome, once it is over: 0, or why it failed (in
+ * req->error when the restore has not failed already). */
+static int signer_end(ckpt_restore_req *req) {
+        ckpt__signer *s = req->signer;
+        int r;
+
+        if (!s)
+                return 0;
+        if (s->where == SIGNER_ON_THREAD)
+                (void)pthread_join(s->thread, NULL);
+        req->stats.sign_usec = s->usec;
+        r = s->rc;
+        if (r >= 0)
+                memcpy(req->hmac, s->hex, sizeof(req->hmac));
+        else if (req->call.rc == 0)
+                nm_error_set(&req->error, r, "cannot sign %s beside the restore: %s", req->call.dir,
+                             s->error.msg);
+        free(s);
+        req->signer = NULL;
+        return r < 0 ? r : 0;
+}
+
+/* The copy CRIU restored, held stopped (sign_beside asks for it), of images
+ * that could not be signed: the staging would not verify, so nothing of it
+ * may run. */
+static void restore_unsigned_kill(ckpt_restore_req *req) {
+        nm_error kerr = {};
+
+        (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
+        nm_error_prefix(&req->error, "the restored copy (pid %d) was killed, nothing of it ran",
+                        (int)req->pid);
+        if (req->desc)
+                restore_native_undo(req);
+        req->stopped = false;
+        req->pid = 0;
+}
+
+static void restore_steps(ckpt_restore_req *req);
+
+/* The restore's steps, with the signing beside them when asked: the copy
+ * is reported restored only once its images are signed too. */
 static void restore_work(uv_work_t *w) {
         ckpt_restore_req *req = container_of(w, ckpt_restore_req, call.work);
+        ckpt__call *call = &req->call;
+        int r;
+
+        call->rc = signer_start(req);
+        if (call->rc < 0)
+                return;
+        restore_steps(req);
+        r = signer_end(req);
+        if (r < 0 && call->rc == 0) {
+                call->rc = r;
+                if (req->pid > 0)
+                        restore_unsigned_kill(req);
+        }
+}
+
+static void restore_steps(ckpt_restore_req *req) {
         ckpt__call *call = &req->call;
         char excerpt[1024];
         ckpt__stats st;
@@ -1599,7 +1705,7 @@ static void restore_work(uv_work_t *w) {
         uint64_t t;
         int ret, e;
 
-        if (call->key) {
+        if (call->key && !req->sign_beside) {
                 t = ckpt__now_usec();
                 call->rc = ckpt_verify_at(call->dfd, call->key, call->key_len, req->hmac, &req->error);
                 req->stats.verify_usec = ckpt__now_usec() - t;
@@ -1747,11 +1853,17 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         if (req->metadata->using_gvisor)
                 return nm_error_set(err, -EOPNOTSUPP,
                                     "checkpoint %s is of a gVisor container; CRIU cannot restore it", dir);
-        if (opts->verify) {
+        if (opts->sign_beside && (opts->verify || opts->consume_pages || !opts->leave_stopped))
+                return nm_error_set(err, -EINVAL,
+                                    "checkpoint %s: signing beside the restore needs the tasks left "
+                                    "stopped, and excludes verifying or consuming the images",
+                                    dir);
+        if (opts->verify || opts->sign_beside) {
                 r = copy_key(call, opts->key, opts->key_len, err);
                 if (r < 0)
                         return r;
         }
+        req->sign_beside = opts->sign_beside;
         r = open_work_dir(call, opts->criu.work_dir, dir, err);
         if (r < 0)
                 return r;

@@ -556,9 +556,10 @@ static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
 /* ---- pages streamed while CRIU dumps (feature "ps-stream") ---- */
 
 /* Every file of the staging sealed (the page server's are already, by
- * ckpt, at its exit; this covers any the receiver has not), then the whole
- * of it signed in the nucleus format: the source's MAC covers the image
- * stream only. On the pool: it reads every page once more. */
+ * ckpt, at its exit; this covers any the receiver has not), then, unless
+ * the restore does it beside CRIU, the whole of it signed in the nucleus
+ * format: the source's MAC covers the image stream only. On the pool: the
+ * signing reads every page once more. */
 static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         _cleanup_close_ int ifd = -EBADF;
@@ -572,6 +573,14 @@ static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
         int r = fs_seal_dir_files(ifd);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot seal the pages in %s/images", m->staging);
+        /* The fault tests' signing that fails: a directory where its file
+         * (the source's, as received) is to be replaced. */
+        if (fault_fail("staging-sign") && ((unlinkat(dfd, CKPT_HMAC_FILE, 0) < 0 && errno != ENOENT) ||
+                                           mkdirat(dfd, CKPT_HMAC_FILE, 0700) < 0))
+                return nm_error_errno(err, negative_errno(), "fault injection: cannot block %s",
+                                      CKPT_HMAC_FILE);
+        if (m->sign == MIG_SIGN_BESIDE)
+                return 0;
         return ckpt_sign_at(dfd, m->a->key, m->a->key_len, NULL, err);
 }
 
@@ -582,7 +591,13 @@ static void dst_seal_sign_done(mig *m, void *ud, int r, const nm_error *err) {
                                 err ? err->msg : strerror(-r));
                 return;
         }
-        log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is signed");
+        if (m->sign == MIG_SIGN_BESIDE)
+                log_ctx_info(m->id,
+                             "the staging, with the pages streamed during the dump, is sealed; it is "
+                             "signed beside the restore, which reads its pages whole (consume_staging "
+                             "= no)");
+        else
+                log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is signed");
         dst_feed(m, DST_EV_RECEIVED, NULL);
 }
 
@@ -631,6 +646,9 @@ static void dst_staging_maybe_complete(mig *m) {
                 return;
         }
         uv_timer_stop(&m->page_timer);
+        /* Before a restore that consumes the pages (they are gone once
+         * read), beside one that reads them whole: out of the downtime. */
+        m->sign = m->a->cfg.consume_staging ? MIG_SIGN_FIRST : MIG_SIGN_BESIDE;
         r = mig_work(m, dst_seal_sign_work, dst_seal_sign_done, NULL, NULL);
         if (r < 0)
                 mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
@@ -758,17 +776,28 @@ static void dst_restore_failed(mig *m, int status) {
                         m->restore.error.msg);
 }
 
+/* The restore punches the staged pages out as it reads them: not under
+ * post-copy, whose daemon reads the same images, nor where the staging is
+ * signed beside the restore (the signing reads every page). */
+static bool dst_consumes(const mig *m) {
+        return m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && m->sign != MIG_SIGN_BESIDE;
+}
+
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {
         mig *m = req->data;
         if (req->warning[0])
                 log_ctx_warning(m->id, "restore: %s", req->warning);
-        if (m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && !req->consumed_pages)
+        if (dst_consumes(m) && !req->consumed_pages)
                 log_ctx_info(m->id, "CRIU cannot punch holes into the staged pages (file system or file "
                                     "flags): the restore read them as usual; they go when the move ends");
         if (status < 0) {
                 dst_restore_failed(m, status);
                 return;
         }
+        if (m->sign == MIG_SIGN_BESIDE)
+                log_ctx_info(m->id,
+                             "the staging was signed beside the restore in %llu ms (tree HMAC %.16s...)",
+                             (unsigned long long)(req->stats.sign_usec / 1000), req->hmac);
         m->restored_pid = m->restore.pid;
         m->restored_ticks = m->restore.start_ticks;
         if (req->cgroup_path)
@@ -798,10 +827,9 @@ static void dst_restore_run(mig *m) {
                 .leave_stopped = true,
                 .lazy_pages = lazy,
                 /* The staging is restored once: what CRIU has
-                 * read it frees, and the restore reuses. Not
-                 * under post-copy, whose daemon reads the same
-                 * images. */
-                .consume_pages = a->cfg.consume_staging && !lazy,
+                 * read it frees, and the restore reuses. */
+                .consume_pages = dst_consumes(m),
+                .sign_beside = m->sign == MIG_SIGN_BESIDE,
                 /* Native: the root tmpfs under the work dir, the
                  * cgroup below ours, the veth on our bridge. */
                 .cgroup_root = m->cgroup_root,

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# The target's restore consumes its staged images ([agent] consume_staging):
-# once CRIU has restored the container, the pages it read are punched out of
-# the staged pages-*.img (the memory they held is free again), while the
-# other images stay whole and sealed. With consume_staging = no the staged
-# pages stay allocated. Either way the move completes and one copy runs.
-# Where CRIU could not punch the staged pages (a file system without hole
-# punching; here: an append-only flag set on them), they are read as usual.
+# The target's restore and its staged pages ([agent] consume_staging).
+# - yes: once CRIU has restored the container, the pages it read are punched
+#   out of the staged pages-*.img (the memory they held is free again), while
+#   the other images stay whole and sealed.
+# - no: the staged pages stay allocated, and a staging of pages streamed
+#   during the dump is signed beside the restore: when the target says
+#   RESTORED it verifies in the nucleus format.
+# Either way the move completes and one copy runs. Where CRIU could not
+# punch the staged pages (a file system without hole punching; here: an
+# append-only flag set on them), they are read as usual. A signing beside
+# the restore that fails kills the restored copy, and the move rolls back.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -17,9 +21,19 @@ staged_pages() {
 		awk '{ alloc += $1 * 512; size += $2 } END { print alloc + 0, size + 0 }'
 }
 
+# staging_verifies: node 2's staging, as it is now, verifies against the
+# agents' cluster key in the nucleus format.
+staging_verifies() {
+	local dir
+	dir=$(find "$(fx_dir n2)/migrate/staging" -mindepth 1 -maxdepth 1 -type d | head -n1)
+	[ -n "$dir" ] || t_fail "no staging on node2"
+	NUCLEUS_CHECKPOINT_HMAC_KEY_FILE=$(fx_hmac_key n2) "$FX_BUILD/agent/nucleus-migrate" verify "$dir" >&2
+}
+
 # move_paused ID NAME: moves ID node1 -> node2 with node 1 held right after
 # node 2 said RESTORED; sets ALLOC and SIZE to the staged pages' numbers at
-# that moment, then lets the move finish and checks its outcome.
+# that moment, and SIGNED to whether the staging verified then (yes or no),
+# then lets the move finish and checks its outcome.
 move_paused() {
 	local id=$1 name=$2 off cli
 	off=$(stat -c %s "$(fx_agent_log n1)")
@@ -30,6 +44,8 @@ move_paused() {
 		"tail -c +$((off + 1)) '$(fx_agent_log n1)' | grep -q 'fault injection: paused at got-restored '" ||
 		t_fail "node1 never reached got-restored ($(cat "$FX_ROOT/$name.out"))"
 	read -r ALLOC SIZE < <(staged_pages)
+	SIGNED=no
+	! staging_verifies || SIGNED=yes
 	find "$(fx_dir n2)/migrate/staging" -name '*.img' ! -name 'pages-*' -exec lsattr {} + |
 		awk '$1 !~ /i/ { print "not sealed: " $2; bad = 1 } END { exit bad }' >&2 ||
 		t_fail "an image other than pages-*.img lost its seal"
@@ -51,18 +67,48 @@ move_paused "$id" consume
 t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
 [ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
 [ "$ALLOC" -le $((SIZE / 8)) ] || t_fail "the restore left $ALLOC of $SIZE bytes of staged pages allocated"
+t_assert_eq "$SIGNED" no "whether the consumed staging still verified after the restore"
 fx_counter_advances "$work" || t_fail "counter stopped after the move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat"
 
-t_log "consume_staging = no: the staged pages stay"
+t_log "consume_staging = no: the staged pages stay, the staging is signed beside the restore"
 fx_agent_stop n2
+off=$(stat -c %s "$(fx_agent_log n2)")
 FX_AGENT_ARGS="--set agent.consume_staging=no" fx_agent_start n2
 read -r id2 _ < <(fx_ctr_start n1 keep)
 fx_counter_advances "$(fx_ctr_dir n1 keep)" || t_fail "workload keep does not tick"
 move_paused "$id2" keep
-t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
+t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated; the staging verified: $SIGNED"
 [ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
 [ "$ALLOC" -ge "$SIZE" ] || t_fail "with consume_staging = no only $ALLOC of $SIZE bytes of staged pages are allocated"
+t_assert_eq "$SIGNED" yes "whether the staging verified once node2 said RESTORED"
+fx_logged_since n2 "$off" "is signed beside the restore" ||
+	t_fail "node2 did not log that it signs the staging beside the restore"
+fx_logged_since n2 "$off" "the staging was signed beside the restore in" ||
+	t_fail "node2 did not log the signing beside the restore"
+
+t_log "a signing beside the restore that fails: the restored copy is killed, the move rolls back"
+fx_agent_stop n1
+fx_agent_start n1
+fx_agent_stop n2
+off=$(stat -c %s "$(fx_agent_log n2)")
+FX_AGENT_ARGS="--set agent.consume_staging=no" fx_agent_start n2 "NM_FAULT=fail=staging-sign"
+read -r id4 _ < <(fx_ctr_start n1 unsigned)
+fx_counter_advances "$(fx_ctr_dir n1 unsigned)" || t_fail "workload unsigned does not tick"
+rc=0
+out=$(fx_nm n1 migrate "$id4" "$(fx_node_name n2)" --json) || rc=$?
+t_assert_eq "$rc" 4 "exit status of a move whose staging cannot be signed: $out"
+grep -q '"outcome":"rolled-back"' <<<"$out" || t_fail "not rolled back: $out"
+fx_logged_since n2 "$off" "cannot sign .* beside the restore" ||
+	t_fail "node2 did not say that the signing beside the restore failed"
+fx_logged_since n2 "$off" "was killed, nothing of it ran" ||
+	t_fail "node2 did not say that it killed the restored copy"
+t_assert_eq "$(fx_ctr_where "$id4")" n1 "where unsigned runs after the rollback"
+t_assert_eq "$(fx_ctr_running_copies unsigned)" 1 "running copies of unsigned"
+fx_counter_advances "$(fx_ctr_dir n1 unsigned)" || t_fail "unsigned stopped after the rollback"
+fx_agent_stop n1
+fx_agent_start n1 "NM_FAULT=pause-after=got-restored" "NM_FAULT_GATE=$gate"
+
 t_log "staged pages CRIU cannot punch (append-only): the restore reads them as usual"
 gate2=$FX_ROOT/consume-gate-n2
 fx_agent_stop n2
