@@ -815,7 +815,8 @@ int ckpt_dump_cancel(ckpt_dump_req *req);
  * and keep their own containers frozen longer). It runs on as
  * CKPT_OP_ASIDE. 0 once it is aside (or already was); -EBUSY while another
  * dump is aside (one at a time: see the turn in criu.c), and it goes aside
- * by itself once that one ends; -ESRCH when it is not running. */
+ * by itself once that one ends (CKPT_EVENT_ASIDE_LATE); -EALREADY when
+ * asked again before then; -ESRCH when it is not running. */
 int ckpt_dump_step_aside(ckpt_dump_req *req);
 /* Frees what the results hold; the req itself stays the caller's. */
 void ckpt_dump_req_done(ckpt_dump_req *req);

@@ -196,6 +196,8 @@ static int call_give_up_turn(ckpt__call *call, ckpt__aside why) {
                 return 0;
         if (*call->state != CKPT_OP_RUNNING)
                 return -ESRCH;
+        if (call->wants_aside != CKPT__ASIDE_NONE)
+                return -EALREADY; /* refused before, and promised the aside */
         if (aside != CKPT__ASIDE_NONE) {
                 call->wants_aside = why;
                 return -EBUSY;

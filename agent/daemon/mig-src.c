@@ -380,7 +380,7 @@ static void src_dump_step_aside(mig *m) {
         if (r == 0)
                 log_ctx_info(m->id, "the node's bandwidth share holds the dump back: a restore into this "
                                     "node runs beside it while its pages leave at that pace");
-        else
+        else if (r != -EALREADY) /* said at the first refusal */
                 log_ctx_debug(m->id, "the dump, held back by the bandwidth share, keeps its CRIU turn: %s",
                               r == -EBUSY ? "another dump runs aside; it steps aside when that one ends"
                                           : strerror(-r));

@@ -999,6 +999,7 @@ static void test_aside_handed_over(void **state) {
         run_until(&loop, &rp.pre_dump);
         /* One aside at a time: the second keeps its turn, and a restore waits. */
         assert_int_equal(ckpt_dump_step_aside(&paced), -EBUSY);
+        assert_int_equal(ckpt_dump_step_aside(&paced), -EALREADY); /* asked again: promised already */
         assert_int_equal(paced.state, CKPT_OP_RUNNING);
         assert_int_equal(ckpt_restore(&loop, &restore, ck, &ropts, on_restored), 0);
         assert_int_equal(restore.state, CKPT_OP_QUEUED);
