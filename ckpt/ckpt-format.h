@@ -148,6 +148,12 @@ int ckpt_hmac_tree(int dirfd, const void *key, size_t key_len, char ret_hex[stat
  * via checkpoint.hmac.tmp (O_CREAT|O_EXCL|O_NOFOLLOW, 0600), fsync, rename.
  * A stale checkpoint.hmac.tmp is removed before hashing. ret_hex may be NULL. */
 int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err);
+/* The same, over a checkpoint.hmac already there (a staging's, as
+ * received): its bytes are overwritten in place, so a file system that
+ * filled up since cannot refuse the signature a block. Not atomic on a
+ * crash: for a directory a crash discards anyway. Without one, as
+ * ckpt_sign_at. */
+int ckpt_sign_in_place_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err);
 
 /* Recomputes and compares. -EBADMSG means the checkpoint failed
  * verification: a mismatch, a missing or malformed checkpoint.hmac, or a tree

@@ -154,8 +154,22 @@ int ckpt__keeper_end(ckpt__keeper *k, bool keep);
  * consuming restore, only this process and CRIU (the keeper's descendants)
  * may open them; a change by anyone else fails the restore. */
 typedef struct ckpt__guard ckpt__guard;
-/* Marks every pages-*.img in imgfd; needs CAP_SYS_ADMIN (fanotify). */
-int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err);
+/* What CRIU's opens of the page files wait for: a signing of the staging
+ * that must read every page before a consuming restore punches it out. fd
+ * (an eventfd) turns readable once state is no longer SHUT. */
+typedef enum ckpt__gate_state {
+        CKPT__GATE_SHUT,   /* the signing runs: CRIU's opens wait */
+        CKPT__GATE_OPEN,   /* signed: CRIU's opens go through */
+        CKPT__GATE_BARRED, /* the signing failed: CRIU's opens are refused */
+} ckpt__gate_state;
+typedef struct ckpt__gate {
+        int fd;
+        _Atomic ckpt__gate_state state;
+} ckpt__gate;
+/* Marks every pages-*.img in imgfd; needs CAP_SYS_ADMIN (fanotify). With a
+ * gate (else NULL, which must outlive the guard), CRIU's opens of them wait
+ * until it opens. */
+int ckpt__guard_start(int imgfd, ckpt__gate *gate, ckpt__guard **ret, nm_error *err);
 /* The same over every file of a directory, those made later too: a page
  * server's output until it is sealed. */
 int ckpt__guard_start_dir(int dirfd, ckpt__guard **ret, nm_error *err);

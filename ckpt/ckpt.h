@@ -604,10 +604,15 @@ typedef struct ckpt_restore_opts {
          * way already (a migration's staging, whose streamed pages a MAC
          * checked as they came), whose signature would otherwise add one
          * read of every page to the downtime. Only with leave_stopped (a
-         * copy must not run before its images are signed), not with verify,
-         * nor with consume_pages (the signing reads every page, which must
-         * stay). A failed signing fails the restore and kills what CRIU
-         * restored. */
+         * copy must not run before its images are signed), not with verify.
+         * With consume_pages, CRIU's opens of the page files wait for the
+         * signing (the guard's gate), so every page is read by it before
+         * CRIU can punch one out: the signing overlaps CRIU's work up to its
+         * first page file, not the pages' own restore. A failed signing
+         * fails the restore (CRIU is refused the page files, or what it
+         * restored is killed). The signature overwrites the checkpoint.hmac
+         * there in place (ckpt_sign_in_place_at): a file system that filled
+         * up since the images arrived cannot fail it. */
         bool sign_beside;
         /* Native containers (a checkpoint with nm_native). The root tmpfs is
          * made again with the source's options, filled from

@@ -14,6 +14,12 @@
  * when the guard stops, the group a moment later (an open still waiting is
  * then allowed by the kernel, and only CRIU's can be waiting).
  *
+ * With a gate (a signing of the staging that must read every page before
+ * CRIU punches it out), CRIU's opens are held, unanswered, until the
+ * signing is over: allowed once it succeeded, refused if it failed. CRIU
+ * reads no page without an open, so none is punched before it was signed,
+ * and all of CRIU's work before its first open runs beside the signing.
+ *
  * The same guard keeps a page server's output: a mark on the images
  * directory covers every file in it, those CRIU has yet to create too,
  * until the files are sealed (ckpt__guard_start_dir). */
@@ -44,6 +50,9 @@ struct ckpt__guard {
         unsigned denied, strange_writes;
         pid_t first_pid; /* the first stranger */
         char first_comm[32];
+        ckpt__gate *gate; /* NULL: CRIU's opens are answered at once */
+        int *held;        /* CRIU's opens waiting for the gate (their event fds) */
+        size_t n_held, cap_held;
 };
 
 static pid_t parent_of(pid_t pid) {
@@ -97,17 +106,53 @@ static void note_stranger(ckpt__guard *g, pid_t pid, bool denied) {
         pthread_mutex_unlock(&g->lock);
 }
 
+static ckpt__gate_state gate_state(const ckpt__guard *g) {
+        return g->gate ? g->gate->state : CKPT__GATE_OPEN;
+}
+
+static void answer(ckpt__guard *g, int fd, bool allow) {
+        struct fanotify_response resp = {.fd = fd, .response = allow ? FAN_ALLOW : FAN_DENY};
+        (void)!write(g->fan, &resp, sizeof(resp));
+        close(fd);
+}
+
+/* Keeps CRIU's open waiting; false when there is no room to (out of
+ * memory: it is then refused, and the restore fails). */
+static bool hold(ckpt__guard *g, int fd) {
+        if (g->n_held == g->cap_held) {
+                size_t cap = g->cap_held ? g->cap_held * 2 : 8;
+                int *held = realloc(g->held, cap * sizeof(*held));
+                if (!held)
+                        return false;
+                g->held = held;
+                g->cap_held = cap;
+        }
+        g->held[g->n_held++] = fd;
+        return true;
+}
+
+/* The gate has opened or been barred: every open held for it is answered. */
+static void release_held(ckpt__guard *g, bool allow) {
+        for (size_t i = 0; i < g->n_held; i++)
+                answer(g, g->held[i], allow);
+        g->n_held = 0;
+}
+
 static void handle(ckpt__guard *g, const struct fanotify_event_metadata *m) {
         bool ok = allowed(g, m->pid);
 
         if (m->mask & FAN_OPEN_PERM) {
-                struct fanotify_response resp = {.fd = m->fd, .response = ok ? FAN_ALLOW : FAN_DENY};
-                (void)!write(g->fan, &resp, sizeof(resp));
+                /* ours (the probe, the signing itself) never waits for the gate */
+                bool criu = ok && m->pid != getpid();
+                if (criu && gate_state(g) == CKPT__GATE_SHUT && hold(g, m->fd))
+                        return;
+                answer(g, m->fd, ok && !(criu && gate_state(g) != CKPT__GATE_OPEN));
                 if (!ok)
                         note_stranger(g, m->pid, true);
-        } else if ((m->mask & FAN_MODIFY) && !ok) {
-                note_stranger(g, m->pid, false);
+                return;
         }
+        if ((m->mask & FAN_MODIFY) && !ok)
+                note_stranger(g, m->pid, false);
         if (m->fd >= 0)
                 close(m->fd);
 }
@@ -117,11 +162,15 @@ static void *guard_main(void *arg) {
         char buf[4096] __attribute__((aligned(__alignof__(struct fanotify_event_metadata))));
 
         for (;;) {
-                struct pollfd p[2] = {{.fd = g->fan, .events = POLLIN},
-                                      {.fd = g->stop[0], .events = POLLIN}};
+                ckpt__gate_state gs = gate_state(g);
+                struct pollfd p[3] = {{.fd = g->fan, .events = POLLIN},
+                                      {.fd = g->stop[0], .events = POLLIN},
+                                      {.fd = g->gate ? g->gate->fd : -1, .events = POLLIN}};
                 ssize_t n;
 
-                if (poll(p, 2, -1) < 0) {
+                if (gs != CKPT__GATE_SHUT)
+                        release_held(g, gs == CKPT__GATE_OPEN);
+                if (poll(p, gs == CKPT__GATE_SHUT ? 3 : 2, -1) < 0) {
                         if (errno == EINTR)
                                 continue;
                         break;
@@ -139,6 +188,8 @@ static void *guard_main(void *arg) {
                 if (p[1].revents)
                         break;
         }
+        /* CRIU is over (the guard stops after it): nothing waits for these */
+        release_held(g, false);
         return NULL;
 }
 
@@ -181,7 +232,7 @@ static int guard_run(ckpt__guard *g, nm_error *err) {
         return 0;
 }
 
-int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
+int ckpt__guard_start(int imgfd, ckpt__gate *gate, ckpt__guard **ret, nm_error *err) {
         ckpt__guard *g;
         DIR *d = NULL;
         struct dirent *de;
@@ -191,6 +242,7 @@ int ckpt__guard_start(int imgfd, ckpt__guard **ret, nm_error *err) {
         g = guard_new("during the restore", &r, err);
         if (!g)
                 return r;
+        g->gate = gate;
         fd = openat(imgfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         d = fd >= 0 ? fdopendir(fd) : NULL;
         if (!d) {
@@ -296,6 +348,7 @@ int ckpt__guard_stop(ckpt__guard *g, char *msg, size_t size) {
         else if (msg && size)
                 msg[0] = '\0';
         pthread_mutex_destroy(&g->lock);
+        free(g->held);
         free(g);
         return r;
 }

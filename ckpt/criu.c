@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -1549,10 +1550,12 @@ static int restore_native_after(ckpt_restore_req *req) {
 }
 
 static int pages_consumable(int imgfd);
+static ckpt__gate *signer_gate(ckpt_restore_req *req);
 
 /* Right before CRIU: the page files are unsealed for CRIU's punching, under
- * the guard (only CRIU and we may open them from here on). Without a guard
- * they stay sealed and are read as usual. */
+ * the guard (only CRIU and we may open them from here on; CRIU only once
+ * the signing beside it, if any, has read them). Without a guard they stay
+ * sealed and are read as usual. */
 static void restore_consume_start(ckpt_restore_req *req) {
         ckpt__call *call = &req->call;
         nm_error gerr = {};
@@ -1560,7 +1563,7 @@ static void restore_consume_start(ckpt_restore_req *req) {
 
         if (!req->consume)
                 return;
-        if (ckpt__guard_start(call->imgfd, &req->guard, &gerr) < 0)
+        if (ckpt__guard_start(call->imgfd, signer_gate(req), &req->guard, &gerr) < 0)
                 return; /* sealed, read as usual: consumed_pages says so */
         call->guard = req->guard;
         r = pages_consumable(call->imgfd);
@@ -1597,12 +1600,13 @@ static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
 
 typedef enum signer_where {
         SIGNER_ON_THREAD,
-        SIGNER_INLINE, /* no thread could start: signed before CRIU, as without sign_beside */
+        SIGNER_INLINE, /* no thread (or gate) could start: signed before CRIU, as without sign_beside */
 } signer_where;
 
 struct ckpt__signer {
         pthread_t thread;
         signer_where where;
+        ckpt__gate gate; /* a consuming restore's CRIU opens no page file before it opens */
         int dfd;
         const uint8_t *key;
         size_t key_len;
@@ -1616,9 +1620,15 @@ static void *signer_main(void *arg) {
         ckpt__signer *s = arg;
         uint64_t t = ckpt__now_usec();
 
-        s->rc = ckpt_sign_at(s->dfd, s->key, s->key_len, s->hex, &s->error);
+        s->rc = ckpt_sign_in_place_at(s->dfd, s->key, s->key_len, s->hex, &s->error);
         s->usec = ckpt__now_usec() - t;
+        s->gate.state = s->rc < 0 ? CKPT__GATE_BARRED : CKPT__GATE_OPEN;
+        (void)eventfd_write(s->gate.fd, 1);
         return NULL;
+}
+
+static ckpt__gate *signer_gate(ckpt_restore_req *req) {
+        return req->signer ? &req->signer->gate : NULL;
 }
 
 /* Started before anything of the restore, so that it overlaps all of it;
@@ -1633,8 +1643,9 @@ static int signer_start(ckpt_restore_req *req) {
         if (!s)
                 return nm_error_set(&req->error, -ENOMEM, "cannot sign %s: out of memory", call->dir);
         *s = (ckpt__signer){.dfd = call->dfd, .key = call->key, .key_len = call->key_len};
+        s->gate.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         req->signer = s;
-        if (pthread_create(&s->thread, NULL, signer_main, s) == 0)
+        if (s->gate.fd >= 0 && pthread_create(&s->thread, NULL, signer_main, s) == 0)
                 return 0;
         s->where = SIGNER_INLINE;
         signer_main(s);
@@ -1658,6 +1669,17 @@ static int signer_end(ckpt_restore_req *req) {
         else if (req->call.rc == 0)
                 nm_error_set(&req->error, r, "cannot sign %s beside the restore: %s", req->call.dir,
                              s->error.msg);
+        else if (req->consumed_pages) {
+                /* CRIU's failure (refused its page files) follows from this one */
+                req->error = (nm_error){};
+                nm_error_set(&req->error, r,
+                             "cannot sign %s beside the restore: %s; CRIU was refused the page files, "
+                             "nothing was restored",
+                             req->call.dir, s->error.msg);
+                req->call.rc = r;
+        }
+        if (s->gate.fd >= 0)
+                close(s->gate.fd);
         free(s);
         req->signer = NULL;
         return r < 0 ? r : 0;
@@ -1855,10 +1877,10 @@ static int restore_prepare(ckpt_restore_req *req, const char *dir, const ckpt_re
         if (req->metadata->using_gvisor)
                 return nm_error_set(err, -EOPNOTSUPP,
                                     "checkpoint %s is of a gVisor container; CRIU cannot restore it", dir);
-        if (opts->sign_beside && (opts->verify || opts->consume_pages || !opts->leave_stopped))
+        if (opts->sign_beside && (opts->verify || !opts->leave_stopped))
                 return nm_error_set(err, -EINVAL,
                                     "checkpoint %s: signing beside the restore needs the tasks left "
-                                    "stopped, and excludes verifying or consuming the images",
+                                    "stopped, and excludes verifying the images",
                                     dir);
         if (opts->verify || opts->sign_beside) {
                 r = copy_key(call, opts->key, opts->key_len, err);

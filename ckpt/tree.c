@@ -295,7 +295,35 @@ int ckpt_hmac_tree(int dirfd, const void *key, size_t key_len, char ret_hex[stat
         return ckpt_hmac_final(h, ret_hex, err);
 }
 
-int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err) {
+typedef enum sign_write {
+        SIGN_REPLACE,  /* a new file renamed over the old one */
+        SIGN_IN_PLACE, /* the old file's bytes overwritten */
+} sign_write;
+
+/* -ENOENT when there is no file to overwrite. */
+static int write_in_place_at(int dirfd, const char *name, const void *data, size_t len) {
+        _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        struct stat st;
+        ssize_t n;
+
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        n = pwrite(fd, data, len, 0);
+        if (n < 0)
+                return negative_errno();
+        if ((size_t)n != len)
+                return -EIO;
+        if (ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
+static int sign_tree(int dirfd, const void *key, size_t key_len, sign_write how, char *ret_hex,
+                     nm_error *err) {
         char hex[CKPT_HMAC_HEX_LEN + 1];
         int r;
 
@@ -306,12 +334,22 @@ int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_e
         r = ckpt_hmac_tree(dirfd, key, key_len, hex, err);
         if (r < 0)
                 return r;
-        r = write_file_atomic_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN, 0600);
+        r = how == SIGN_IN_PLACE ? write_in_place_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN) : -ENOENT;
+        if (r == -ENOENT)
+                r = write_file_atomic_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN, 0600);
         if (r < 0)
                 return nm_error_errno(err, r, "cannot write %s", CKPT_HMAC_FILE);
         if (ret_hex)
                 memcpy(ret_hex, hex, sizeof(hex));
         return 0;
+}
+
+int ckpt_sign_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err) {
+        return sign_tree(dirfd, key, key_len, SIGN_REPLACE, ret_hex, err);
+}
+
+int ckpt_sign_in_place_at(int dirfd, const void *key, size_t key_len, char *ret_hex, nm_error *err) {
+        return sign_tree(dirfd, key, key_len, SIGN_IN_PLACE, ret_hex, err);
 }
 
 /* A tree the walk refuses (symlink, special file, bad name, a file changing

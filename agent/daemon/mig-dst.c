@@ -556,11 +556,11 @@ static int dst_reserve(void *ud, uint64_t bytes, nm_error *err) {
 /* ---- pages streamed while CRIU dumps (feature "ps-stream") ---- */
 
 /* Every file of the staging sealed (the page server's are already, by
- * ckpt, at its exit; this covers any the receiver has not), then, unless
- * the restore does it beside CRIU, the whole of it signed in the nucleus
- * format: the source's MAC covers the image stream only. On the pool: the
- * signing reads every page once more. */
-static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
+ * ckpt, at its exit; this covers any the receiver has not). The restore
+ * signs the whole of it in the nucleus format beside CRIU (the source's MAC
+ * covers the image stream only): a consuming restore's CRIU opens the page
+ * files only once the signing has read them. On the pool: one ioctl a file. */
+static int dst_seal_work(mig *m, void *ud, nm_error *err) {
         _cleanup_close_ int dfd = open_dir_nofollow(m->staging);
         _cleanup_close_ int ifd = -EBADF;
         (void)ud;
@@ -579,25 +579,20 @@ static int dst_seal_sign_work(mig *m, void *ud, nm_error *err) {
                                            mkdirat(dfd, CKPT_HMAC_FILE, 0700) < 0))
                 return nm_error_errno(err, negative_errno(), "fault injection: cannot block %s",
                                       CKPT_HMAC_FILE);
-        if (m->sign == MIG_SIGN_BESIDE)
-                return 0;
-        return ckpt_sign_at(dfd, m->a->key, m->a->key_len, NULL, err);
+        return 0;
 }
 
-static void dst_seal_sign_done(mig *m, void *ud, int r, const nm_error *err) {
+static void dst_seal_done(mig *m, void *ud, int r, const nm_error *err) {
         (void)ud;
         if (r < 0) {
-                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot seal the staging: %s",
                                 err ? err->msg : strerror(-r));
                 return;
         }
-        if (m->sign == MIG_SIGN_BESIDE)
-                log_ctx_info(m->id,
-                             "the staging, with the pages streamed during the dump, is sealed; it is "
-                             "signed beside the restore, which reads its pages whole (consume_staging "
-                             "= no)");
-        else
-                log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is signed");
+        log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is sealed; it is signed "
+                            "beside the restore%s",
+                     m->a->cfg.consume_staging ? ", before CRIU may open a page file"
+                                               : ", which reads its pages whole (consume_staging = no)");
         dst_feed(m, DST_EV_RECEIVED, NULL);
 }
 
@@ -630,7 +625,7 @@ static void dst_pages_bound(mig *m) {
 }
 
 /* The staging is complete once the image stream is verified and the pages
- * are in (or came with it); streamed pages are signed with it first. */
+ * are in (or came with it); streamed pages are sealed with it first. */
 static void dst_staging_maybe_complete(mig *m) {
         int r;
 
@@ -646,12 +641,10 @@ static void dst_staging_maybe_complete(mig *m) {
                 return;
         }
         uv_timer_stop(&m->page_timer);
-        /* Before a restore that consumes the pages (they are gone once
-         * read), beside one that reads them whole: out of the downtime. */
-        m->sign = m->a->cfg.consume_staging ? MIG_SIGN_FIRST : MIG_SIGN_BESIDE;
-        r = mig_work(m, dst_seal_sign_work, dst_seal_sign_done, NULL, NULL);
+        m->sign = MIG_SIGN_BESIDE;
+        r = mig_work(m, dst_seal_work, dst_seal_done, NULL, NULL);
         if (r < 0)
-                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot sign the staging: %s",
+                mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot seal the staging: %s",
                                 strerror(-r));
 }
 
@@ -777,10 +770,9 @@ static void dst_restore_failed(mig *m, int status) {
 }
 
 /* The restore punches the staged pages out as it reads them: not under
- * post-copy, whose daemon reads the same images, nor where the staging is
- * signed beside the restore (the signing reads every page). */
+ * post-copy, whose daemon reads the same images. */
 static bool dst_consumes(const mig *m) {
-        return m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF && m->sign != MIG_SIGN_BESIDE;
+        return m->a->cfg.consume_staging && m->dst.postcopy == DST_PC_OFF;
 }
 
 static void dst_on_restore_done(ckpt_restore_req *req, int status) {

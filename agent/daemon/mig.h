@@ -105,8 +105,7 @@ typedef enum mig_images {
  * byte already), decided once every page is in ([agent] consume_staging). */
 typedef enum mig_sign {
         MIG_SIGN_NONE,   /* the source's images carry the pages: signed by it, verified here */
-        MIG_SIGN_FIRST,  /* before the restore, which then consumes the pages */
-        MIG_SIGN_BESIDE, /* beside the restore, which reads the pages whole */
+        MIG_SIGN_BESIDE, /* streamed pages: signed here, beside the restore (ckpt's sign_beside) */
         _MIG_SIGN_MAX,
         _MIG_SIGN_INVALID = -EINVAL,
 } mig_sign;

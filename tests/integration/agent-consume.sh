@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The target's restore and its staged pages ([agent] consume_staging).
-# - yes: once CRIU has restored the container, the pages it read are punched
-#   out of the staged pages-*.img (the memory they held is free again), while
-#   the other images stay whole and sealed.
-# - no: the staged pages stay allocated, and a staging of pages streamed
-#   during the dump is signed beside the restore: when the target says
-#   RESTORED it verifies in the nucleus format.
+# A staging of pages streamed during the dump is signed beside the restore.
+# - yes: CRIU opens the page files only once the signing has read them; once
+#   CRIU has restored the container, the pages it read are punched out of
+#   the staged pages-*.img (the memory they held is free again), while the
+#   other images stay whole and sealed.
+# - no: the staged pages stay allocated, and when the target says RESTORED
+#   the staging verifies in the nucleus format.
 # Either way the move completes and one copy runs. Where CRIU could not
 # punch the staged pages (a file system without hole punching; here: an
 # append-only flag set on them), they are read as usual. A signing beside
-# the restore that fails kills the restored copy, and the move rolls back.
+# the restore that fails fails the restore (yes: CRIU is refused the page
+# files; no: the restored copy is killed), and the move rolls back.
 set -euo pipefail
 . "$(dirname "$0")/../lib/agents.sh"
 
@@ -68,6 +70,10 @@ t_log "staged pages after the restore: $ALLOC of $SIZE bytes allocated"
 [ "$SIZE" -gt 0 ] || t_fail "no staged pages-*.img found on node2"
 [ "$ALLOC" -le $((SIZE / 8)) ] || t_fail "the restore left $ALLOC of $SIZE bytes of staged pages allocated"
 t_assert_eq "$SIGNED" no "whether the consumed staging still verified after the restore"
+fx_logged_since n2 0 "is signed beside the restore, before CRIU may open a page file" ||
+	t_fail "node2 did not log that it signs the staging beside the consuming restore"
+fx_logged_since n2 0 "the staging was signed beside the restore in" ||
+	t_fail "node2 did not log the signing beside the consuming restore"
 fx_counter_advances "$work" || t_fail "counter stopped after the move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat"
 
@@ -87,25 +93,32 @@ fx_logged_since n2 "$off" "is signed beside the restore" ||
 fx_logged_since n2 "$off" "the staging was signed beside the restore in" ||
 	t_fail "node2 did not log the signing beside the restore"
 
-t_log "a signing beside the restore that fails: the restored copy is killed, the move rolls back"
+# sign_fails SETTING NAME WHY: a move whose staging cannot be signed, with
+# consume_staging = SETTING on node 2, rolls back; node 2 says WHY.
+sign_fails() {
+	local setting=$1 name=$2 why=$3 off rc=0 out id
+	fx_agent_stop n2
+	off=$(stat -c %s "$(fx_agent_log n2)")
+	FX_AGENT_ARGS="--set agent.consume_staging=$setting" fx_agent_start n2 "NM_FAULT=fail=staging-sign"
+	read -r id _ < <(fx_ctr_start n1 "$name")
+	fx_counter_advances "$(fx_ctr_dir n1 "$name")" || t_fail "workload $name does not tick"
+	out=$(fx_nm n1 migrate "$id" "$(fx_node_name n2)" --json) || rc=$?
+	t_assert_eq "$rc" 4 "exit status of a move whose staging cannot be signed: $out"
+	grep -q '"outcome":"rolled-back"' <<<"$out" || t_fail "not rolled back: $out"
+	fx_logged_since n2 "$off" "cannot sign .* beside the restore" ||
+		t_fail "node2 did not say that the signing beside the restore failed"
+	fx_logged_since n2 "$off" "$why" || t_fail "node2 did not say: $why"
+	t_assert_eq "$(fx_ctr_where "$id")" n1 "where $name runs after the rollback"
+	t_assert_eq "$(fx_ctr_running_copies "$name")" 1 "running copies of $name"
+	fx_counter_advances "$(fx_ctr_dir n1 "$name")" || t_fail "$name stopped after the rollback"
+}
+
 fx_agent_stop n1
 fx_agent_start n1
-fx_agent_stop n2
-off=$(stat -c %s "$(fx_agent_log n2)")
-FX_AGENT_ARGS="--set agent.consume_staging=no" fx_agent_start n2 "NM_FAULT=fail=staging-sign"
-read -r id4 _ < <(fx_ctr_start n1 unsigned)
-fx_counter_advances "$(fx_ctr_dir n1 unsigned)" || t_fail "workload unsigned does not tick"
-rc=0
-out=$(fx_nm n1 migrate "$id4" "$(fx_node_name n2)" --json) || rc=$?
-t_assert_eq "$rc" 4 "exit status of a move whose staging cannot be signed: $out"
-grep -q '"outcome":"rolled-back"' <<<"$out" || t_fail "not rolled back: $out"
-fx_logged_since n2 "$off" "cannot sign .* beside the restore" ||
-	t_fail "node2 did not say that the signing beside the restore failed"
-fx_logged_since n2 "$off" "was killed, nothing of it ran" ||
-	t_fail "node2 did not say that it killed the restored copy"
-t_assert_eq "$(fx_ctr_where "$id4")" n1 "where unsigned runs after the rollback"
-t_assert_eq "$(fx_ctr_running_copies unsigned)" 1 "running copies of unsigned"
-fx_counter_advances "$(fx_ctr_dir n1 unsigned)" || t_fail "unsigned stopped after the rollback"
+t_log "a signing beside a consuming restore that fails: CRIU is refused the pages, the move rolls back"
+sign_fails yes unsigned "CRIU was refused the page files, nothing was restored"
+t_log "a signing beside a restore that reads the pages whole fails: the copy is killed, the move rolls back"
+sign_fails no unsigned2 "was killed, nothing of it ran"
 fx_agent_stop n1
 fx_agent_start n1 "NM_FAULT=pause-after=got-restored" "NM_FAULT_GATE=$gate"
 

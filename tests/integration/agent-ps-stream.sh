@@ -66,7 +66,7 @@ if [ -z "$wire" ] || [ "$wire" -ge "$sent" ]; then
 fi
 fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked" ||
 	t_fail "node2 did not check the $sent bytes of the page stream to its end"
-fx_logged_since n2 "$off2" "the staging, with the pages streamed during the dump, is signed" ||
+fx_logged_since n2 "$off2" "the staging was signed beside the restore in" ||
 	t_fail "node2 did not sign the staging with the pages"
 if [ -n "$SSH_THREAD" ]; then
 	fx_logged_since n1 "$off1" "SSH on a thread of its own" || t_fail "node1's link did not run SSH on its own thread"
@@ -112,7 +112,7 @@ t_assert_eq "$(jq -r .result.outcome <<<"$res")" "done" "outcome of the move of 
 fx_logged_since n2 "$off2" "the dump kept the pages in its images" || t_fail "node2 did not say the pages stayed in its images"
 fx_logged_since n1 "$off1" "the source kept the pages in its images: they come with the image stream" ||
 	t_fail "node1 did not take the pages from the image stream"
-! fx_logged_since n1 "$off1" "the staging, with the pages streamed during the dump, is signed" ||
+! fx_logged_since n1 "$off1" "signed beside the restore" ||
 	t_fail "node1 signed a staging whose pages came with the images"
 t_assert_eq "$(fx_ctr_where "$bid")" n1 "where the locks container runs after the move"
 bpid=$(jq -r .result.new_pid <<<"$res")

@@ -2,10 +2,13 @@
 /* The page files' guard (ckpt/criu-guard.c) on real fanotify: a stranger's
  * open is refused while it stands, a stranger's write is reported, the
  * keeper's tree passes, and once it has stopped nothing waits on it any
- * more, though the group itself is released on a thread of its own. Needs
- * root (fanotify permission events). */
+ * more, though the group itself is released on a thread of its own. With
+ * a gate, the keeper's opens wait until it opens, and are refused if it is
+ * barred or the guard stops first. Needs root (fanotify permission events). */
 #include <dirent.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 #include "ckpt-internal.h"
@@ -133,7 +136,7 @@ static void test_stranger_refused_keeper_allowed(void **state) {
         int go[2], fd;
         pid_t keeper;
 
-        assert_int_equal(ckpt__guard_start(f->dirfd, &g, &err), 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, NULL, &g, &err), 0);
         /* Ourselves: allowed. */
         fd = openat(f->dirfd, "pages-1.img", O_RDONLY | O_CLOEXEC);
         assert_true(fd >= 0);
@@ -203,7 +206,7 @@ static void test_stopped_holds_nothing(void **state) {
         /* The earlier tests' groups are released on threads of their own:
          * wait until they are, so that the only group here is this one. */
         assert_int_equal(wait_groups(0, &groups), 0);
-        assert_int_equal(ckpt__guard_start(f->dirfd, &g, &err), 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, NULL, &g, &err), 0);
         assert_int_equal(fanotify_marks(&groups, &fan), 1);
         assert_int_equal(groups, 1);
         held = fcntl(fan, F_DUPFD_CLOEXEC, 3);
@@ -217,11 +220,125 @@ static void test_stopped_holds_nothing(void **state) {
         close(held);
 }
 
+/* Waits until PID is inside openat (the guard holds its open unanswered);
+ * -ETIMEDOUT after a bound that only guards against a hang. */
+static int wait_in_openat(pid_t pid) {
+        uint64_t until = t_now_ms() + t_ms(10000);
+        char path[64], want[32];
+
+        snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+        snprintf(want, sizeof(want), "%d ", (int)SYS_openat);
+        for (;;) {
+                _cleanup_free_ char *text = NULL;
+                if (read_file_at(AT_FDCWD, path, 4096, &text, NULL) >= 0 &&
+                    strncmp(text, want, strlen(want)) == 0)
+                        return 0;
+                if (t_now_ms() > until)
+                        return -ETIMEDOUT;
+                t_stall_ms(5);
+        }
+}
+
+/* The keeper (CRIU) opening the page file under a shut gate: held until
+ * the gate says how; a held open has not returned. */
+static pid_t keeper_held(fx *f, ckpt__guard *g) {
+        int go[2];
+        pid_t keeper;
+
+        assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+        keeper = child_open(f->dir, "pages-1.img", go[0]);
+        ckpt__guard_set_keeper(g, keeper);
+        assert_int_equal(write(go[1], "x", 1), 1);
+        close(go[0]);
+        close(go[1]);
+        assert_int_equal(wait_in_openat(keeper), 0);
+        assert_int_equal(waitpid(keeper, NULL, WNOHANG), 0);
+        return keeper;
+}
+
+static void gate_set(ckpt__gate *gate, ckpt__gate_state state) {
+        gate->state = state;
+        assert_int_equal(eventfd_write(gate->fd, 1), 0);
+}
+
+static void test_gate_holds_keeper_until_open(void **state) {
+        fx *f = *state;
+        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
+        ckpt__guard *g = NULL;
+        nm_error err = {};
+        char msg[256];
+        pid_t keeper;
+        int fd;
+
+        assert_true(gate.fd >= 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
+        keeper = keeper_held(f, g);
+        /* Ourselves (the signing): never held, the keeper's open waits on. */
+        fd = openat(f->dirfd, "pages-1.img", O_RDONLY | O_CLOEXEC);
+        assert_true(fd >= 0);
+        close(fd);
+        assert_int_equal(waitpid(keeper, NULL, WNOHANG), 0);
+        /* A stranger: refused at once, gate or not. */
+        assert_int_equal(child_status(child_open(f->dir, "pages-1.img", -1)), EPERM);
+
+        gate_set(&gate, CKPT__GATE_OPEN);
+        assert_int_equal(child_status(keeper), 0);
+        assert_int_equal(ckpt__guard_stop(g, msg, sizeof(msg)), 0);
+        assert_non_null(strstr(msg, "0 change(s) and 1 refused open(s)"));
+        close(gate.fd);
+}
+
+static void test_gate_barred_refuses_keeper(void **state) {
+        fx *f = *state;
+        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
+        ckpt__guard *g = NULL;
+        nm_error err = {};
+        char msg[256];
+        pid_t keeper;
+        int go[2];
+
+        assert_true(gate.fd >= 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
+        keeper = keeper_held(f, g);
+        gate_set(&gate, CKPT__GATE_BARRED);
+        assert_int_equal(child_status(keeper), EPERM);
+        /* Barred stays barred: a later open of CRIU's is refused at once. */
+        assert_int_equal(pipe2(go, O_CLOEXEC), 0);
+        keeper = child_open(f->dir, "pages-1.img", go[0]);
+        ckpt__guard_set_keeper(g, keeper);
+        assert_int_equal(write(go[1], "x", 1), 1);
+        assert_int_equal(child_status(keeper), EPERM);
+        close(go[0]);
+        close(go[1]);
+        /* CRIU refused is not a stranger refused. */
+        assert_int_equal(ckpt__guard_stop(g, msg, sizeof(msg)), 0);
+        assert_string_equal(msg, "");
+        close(gate.fd);
+}
+
+static void test_gate_shut_at_stop_refuses(void **state) {
+        fx *f = *state;
+        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
+        ckpt__guard *g = NULL;
+        nm_error err = {};
+        pid_t keeper;
+
+        assert_true(gate.fd >= 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
+        keeper = keeper_held(f, g);
+        assert_int_equal(ckpt__guard_stop(g, NULL, 0), 0);
+        assert_int_equal(child_status(keeper), EPERM);
+        close(gate.fd);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_stranger_refused_keeper_allowed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stranger_write_reported, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_stopped_holds_nothing, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_gate_holds_keeper_until_open, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_gate_barred_refuses_keeper, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_gate_shut_at_stop_refuses, setup, teardown),
         };
         signal(SIGPIPE, SIG_IGN);
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -393,6 +393,46 @@ static void test_sign_writes_bare_lowercase_hex(void **state) {
         tu_rm(dir);
 }
 
+/* In place: the signature lands in the inode already there (a longer one
+ * is cut to 64 bytes), and verifies; with none there, one is made; a
+ * directory in its place fails it. */
+static void test_sign_in_place(void **state) {
+        (void)state;
+        char *dir = tu_tmpdir();
+        _cleanup_close_ int dfd = -EBADF;
+        _cleanup_free_ char *text = NULL;
+        char hex[65], again[65], old[80];
+        nm_error err = {};
+        struct stat before, after;
+        size_t len;
+
+        make_checkpoint(dir);
+        dfd = tu_open_dir(dir);
+        memset(old, 'x', sizeof(old) - 1);
+        old[sizeof(old) - 1] = '\0';
+        tu_write_str(dir, "checkpoint.hmac", old);
+        assert_int_equal(fstatat(dfd, "checkpoint.hmac", &before, AT_SYMLINK_NOFOLLOW), 0);
+        assert_int_equal(ckpt_sign_in_place_at(dfd, key32, sizeof(key32), hex, &err), 0);
+        assert_int_equal(fstatat(dfd, "checkpoint.hmac", &after, AT_SYMLINK_NOFOLLOW), 0);
+        assert_int_equal(after.st_ino, before.st_ino);
+        text = tu_read(dir, "checkpoint.hmac", &len);
+        assert_int_equal(len, 64);
+        assert_memory_equal(text, hex, 64);
+        assert_int_equal(ckpt_verify_at(dfd, key32, sizeof(key32), again, &err), 0);
+        assert_string_equal(again, hex);
+
+        assert_int_equal(unlinkat(dfd, "checkpoint.hmac", 0), 0);
+        assert_int_equal(ckpt_sign_in_place_at(dfd, key32, sizeof(key32), again, &err), 0);
+        assert_string_equal(again, hex);
+        assert_int_equal(ckpt_verify_at(dfd, key32, sizeof(key32), NULL, &err), 0);
+
+        assert_int_equal(unlinkat(dfd, "checkpoint.hmac", 0), 0);
+        assert_int_equal(mkdirat(dfd, "checkpoint.hmac", 0700), 0);
+        assert_true(ckpt_sign_in_place_at(dfd, key32, sizeof(key32), NULL, &err) < 0);
+        assert_non_null(strstr(err.msg, "cannot write checkpoint.hmac"));
+        tu_rm(dir);
+}
+
 static void assert_verify_fails(int dfd, const char *why) {
         nm_error err = {};
         int r = ckpt_verify_at(dfd, key32, sizeof(key32), NULL, &err);
@@ -558,6 +598,7 @@ int main(void) {
                 cmocka_unit_test(test_incremental_refuses_bad_paths_and_sizes),
                 cmocka_unit_test(test_order_checker_alone),
                 cmocka_unit_test(test_sign_writes_bare_lowercase_hex),
+                cmocka_unit_test(test_sign_in_place),
                 cmocka_unit_test(test_tamper_detected),
                 cmocka_unit_test(test_symlink_and_special_refused),
                 cmocka_unit_test(test_compare),
