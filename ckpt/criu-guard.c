@@ -138,15 +138,35 @@ static void release_held(ckpt__guard *g, bool allow) {
         g->n_held = 0;
 }
 
+typedef enum open_verdict {
+        OPEN_ALLOW,
+        OPEN_HOLD, /* CRIU's, until the gate opens */
+        OPEN_DENY,
+} open_verdict;
+
+/* For an open by this process or the keeper's tree. */
+static open_verdict verdict_for(ckpt__guard *g, pid_t pid) {
+        if (pid == getpid())
+                return OPEN_ALLOW; /* ours: the probe, the signing itself */
+        switch (gate_state(g)) {
+        case CKPT__GATE_SHUT:
+                return OPEN_HOLD;
+        case CKPT__GATE_OPEN:
+                return OPEN_ALLOW;
+        case CKPT__GATE_BARRED:
+                return OPEN_DENY;
+        }
+        return OPEN_DENY;
+}
+
 static void handle(ckpt__guard *g, const struct fanotify_event_metadata *m) {
         bool ok = allowed(g, m->pid);
 
         if (m->mask & FAN_OPEN_PERM) {
-                /* ours (the probe, the signing itself) never waits for the gate */
-                bool criu = ok && m->pid != getpid();
-                if (criu && gate_state(g) == CKPT__GATE_SHUT && hold(g, m->fd))
+                open_verdict v = ok ? verdict_for(g, m->pid) : OPEN_DENY;
+                if (v == OPEN_HOLD && hold(g, m->fd))
                         return;
-                answer(g, m->fd, ok && !(criu && gate_state(g) != CKPT__GATE_OPEN));
+                answer(g, m->fd, v == OPEN_ALLOW);
                 if (!ok)
                         note_stranger(g, m->pid, true);
                 return;

@@ -715,7 +715,8 @@ pages at the page stream's pace (each frame read from CRIU, compressed,
 tagged and encrypted on the source agent's loop thread, libssh2 calling
 libcrypto per 16-byte block; checked, decompressed and handed to CRIU's
 page server on the target, whose sshd shares the same 2 cores);
-then the signing of the staging (one HMAC pass, about 0.8 s per GiB) and
+then the signing of the staging (one HMAC pass, about 0.8 s per GiB, beside
+CRIU's first steps; a consuming restore's page reads wait for it) and
 CRIU's restore. Only work done before the freeze (iterative pre-copy,
 which needs the soft-dirty tracking this kernel lacks, so it is not built)
 or after the resume (post-copy, `--lazy`) leaves the downtime. The
