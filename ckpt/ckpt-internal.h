@@ -156,7 +156,9 @@ int ckpt__keeper_end(ckpt__keeper *k, bool keep);
 typedef struct ckpt__guard ckpt__guard;
 /* What CRIU's opens of the page files wait for: a signing of the staging
  * that must read every page before a consuming restore punches it out. fd
- * (an eventfd) turns readable once state is no longer SHUT. */
+ * (an eventfd) turns readable as the signing ends, an instant before state
+ * leaves SHUT (after that the signer no longer touches the gate): a waiter
+ * polls it, then looks at state again until it has. */
 typedef enum ckpt__gate_state {
         CKPT__GATE_SHUT,   /* the signing runs: CRIU's opens wait */
         CKPT__GATE_OPEN,   /* signed: CRIU's opens go through */

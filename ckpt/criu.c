@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -1599,12 +1600,11 @@ static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
 /* ---- the signing beside CRIU (opts->sign_beside) ---------------------------- */
 
 typedef enum signer_where {
-        SIGNER_ON_THREAD,
+        SIGNER_ON_THREAD, /* detached: the gate says when it is over */
         SIGNER_INLINE, /* no thread (or gate) could start: signed before CRIU, as without sign_beside */
 } signer_where;
 
 struct ckpt__signer {
-        pthread_t thread;
         signer_where where;
         ckpt__gate gate; /* a consuming restore's CRIU opens no page file before it opens */
         int dfd;
@@ -1622,9 +1622,34 @@ static void *signer_main(void *arg) {
 
         s->rc = ckpt_sign_in_place_at(s->dfd, s->key, s->key_len, s->hex, &s->error);
         s->usec = ckpt__now_usec() - t;
-        s->gate.state = s->rc < 0 ? CKPT__GATE_BARRED : CKPT__GATE_OPEN;
         (void)eventfd_write(s->gate.fd, 1);
+        /* The last the thread does with s: whoever sees the state may free
+         * it (the waiters poll the fd, and look again until it is set). */
+        s->gate.state = s->rc < 0 ? CKPT__GATE_BARRED : CKPT__GATE_OPEN;
         return NULL;
+}
+
+/* Detached: a thread ended but not joined when the CRIU keeper forks is
+ * one the keeper's copy of the process can never join. */
+static int signer_spawn(ckpt__signer *s) {
+        pthread_attr_t a;
+        pthread_t t;
+        int r;
+
+        if (s->gate.fd < 0 || pthread_attr_init(&a) != 0)
+                return -1;
+        r = pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        if (r == 0)
+                r = pthread_create(&t, &a, signer_main, s);
+        pthread_attr_destroy(&a);
+        return r == 0 ? 0 : -1;
+}
+
+static void signer_wait(ckpt__signer *s) {
+        struct pollfd p = {.fd = s->gate.fd, .events = POLLIN};
+
+        while (s->gate.state == CKPT__GATE_SHUT)
+                (void)poll(&p, 1, -1);
 }
 
 static ckpt__gate *signer_gate(ckpt_restore_req *req) {
@@ -1645,7 +1670,7 @@ static int signer_start(ckpt_restore_req *req) {
         *s = (ckpt__signer){.dfd = call->dfd, .key = call->key, .key_len = call->key_len};
         s->gate.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         req->signer = s;
-        if (s->gate.fd >= 0 && pthread_create(&s->thread, NULL, signer_main, s) == 0)
+        if (signer_spawn(s) == 0)
                 return 0;
         s->where = SIGNER_INLINE;
         signer_main(s);
@@ -1661,7 +1686,7 @@ static int signer_end(ckpt_restore_req *req) {
         if (!s)
                 return 0;
         if (s->where == SIGNER_ON_THREAD)
-                (void)pthread_join(s->thread, NULL);
+                signer_wait(s);
         req->stats.sign_usec = s->usec;
         r = s->rc;
         if (r >= 0)
