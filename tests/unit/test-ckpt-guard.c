@@ -239,9 +239,9 @@ static int wait_in_openat(pid_t pid) {
         }
 }
 
-/* The keeper (CRIU) opening the page file under a shut gate: held until
- * the gate says how; a held open has not returned. */
-static pid_t keeper_held(fx *f, ckpt__guard *g) {
+/* The keeper (CRIU), made known to the guard before it opens the page
+ * file. */
+static pid_t keeper_open(fx *f, ckpt__guard *g) {
         int go[2];
         pid_t keeper;
 
@@ -251,9 +251,28 @@ static pid_t keeper_held(fx *f, ckpt__guard *g) {
         assert_int_equal(write(go[1], "x", 1), 1);
         close(go[0]);
         close(go[1]);
+        return keeper;
+}
+
+/* The keeper opening the page file under a shut gate: held until the gate
+ * says how; a held open has not returned. */
+static pid_t keeper_held(fx *f, ckpt__guard *g) {
+        pid_t keeper = keeper_open(f, g);
+
         assert_int_equal(wait_in_openat(keeper), 0);
         assert_int_equal(waitpid(keeper, NULL, WNOHANG), 0);
         return keeper;
+}
+
+/* A guard over the fixture's page file, with a shut gate. */
+static ckpt__guard *gated_guard(fx *f, ckpt__gate *gate) {
+        ckpt__guard *g = NULL;
+        nm_error err = {};
+
+        *gate = (ckpt__gate){.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
+        assert_true(gate->fd >= 0);
+        assert_int_equal(ckpt__guard_start(f->dirfd, gate, &g, &err), 0);
+        return g;
 }
 
 static void gate_set(ckpt__gate *gate, ckpt__gate_state state) {
@@ -263,16 +282,12 @@ static void gate_set(ckpt__gate *gate, ckpt__gate_state state) {
 
 static void test_gate_holds_keeper_until_open(void **state) {
         fx *f = *state;
-        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
-        ckpt__guard *g = NULL;
-        nm_error err = {};
+        ckpt__gate gate;
+        ckpt__guard *g = gated_guard(f, &gate);
+        pid_t keeper = keeper_held(f, g);
         char msg[256];
-        pid_t keeper;
         int fd;
 
-        assert_true(gate.fd >= 0);
-        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
-        keeper = keeper_held(f, g);
         /* Ourselves (the signing): never held, the keeper's open waits on. */
         fd = openat(f->dirfd, "pages-1.img", O_RDONLY | O_CLOEXEC);
         assert_true(fd >= 0);
@@ -290,26 +305,15 @@ static void test_gate_holds_keeper_until_open(void **state) {
 
 static void test_gate_barred_refuses_keeper(void **state) {
         fx *f = *state;
-        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
-        ckpt__guard *g = NULL;
-        nm_error err = {};
+        ckpt__gate gate;
+        ckpt__guard *g = gated_guard(f, &gate);
+        pid_t keeper = keeper_held(f, g);
         char msg[256];
-        pid_t keeper;
-        int go[2];
 
-        assert_true(gate.fd >= 0);
-        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
-        keeper = keeper_held(f, g);
         gate_set(&gate, CKPT__GATE_BARRED);
         assert_int_equal(child_status(keeper), EPERM);
         /* Barred stays barred: a later open of CRIU's is refused at once. */
-        assert_int_equal(pipe2(go, O_CLOEXEC), 0);
-        keeper = child_open(f->dir, "pages-1.img", go[0]);
-        ckpt__guard_set_keeper(g, keeper);
-        assert_int_equal(write(go[1], "x", 1), 1);
-        assert_int_equal(child_status(keeper), EPERM);
-        close(go[0]);
-        close(go[1]);
+        assert_int_equal(child_status(keeper_open(f, g)), EPERM);
         /* CRIU refused is not a stranger refused. */
         assert_int_equal(ckpt__guard_stop(g, msg, sizeof(msg)), 0);
         assert_string_equal(msg, "");
@@ -318,14 +322,10 @@ static void test_gate_barred_refuses_keeper(void **state) {
 
 static void test_gate_shut_at_stop_refuses(void **state) {
         fx *f = *state;
-        ckpt__gate gate = {.fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), .state = CKPT__GATE_SHUT};
-        ckpt__guard *g = NULL;
-        nm_error err = {};
-        pid_t keeper;
+        ckpt__gate gate;
+        ckpt__guard *g = gated_guard(f, &gate);
+        pid_t keeper = keeper_held(f, g);
 
-        assert_true(gate.fd >= 0);
-        assert_int_equal(ckpt__guard_start(f->dirfd, &gate, &g, &err), 0);
-        keeper = keeper_held(f, g);
         assert_int_equal(ckpt__guard_stop(g, NULL, 0), 0);
         assert_int_equal(child_status(keeper), EPERM);
         close(gate.fd);
