@@ -102,7 +102,7 @@ typedef enum mig_images {
 
 /* Destination: where a staging of streamed pages gets its signature
  * (checkpoint.hmac, the nucleus format; the stream's own MACs checked every
- * byte already), decided once every page is in ([agent] consume_staging). */
+ * byte already), decided once every page is in. */
 typedef enum mig_sign {
         MIG_SIGN_NONE,   /* the source's images carry the pages: signed by it, verified here */
         MIG_SIGN_BESIDE, /* streamed pages: signed here, beside the restore (ckpt's sign_beside) */
