@@ -641,7 +641,6 @@ static void dst_staging_maybe_complete(mig *m) {
                 return;
         }
         uv_timer_stop(&m->page_timer);
-        m->sign = MIG_SIGN_BESIDE;
         r = mig_work(m, dst_seal_work, dst_seal_done, NULL, NULL);
         if (r < 0)
                 mig_feed_errorf(m, DST_EV(DST_EV_RECEIVED_UNUSABLE), r, "cannot seal the staging: %s",
@@ -769,6 +768,14 @@ static void dst_restore_failed(mig *m, int status) {
                         m->restore.error.msg);
 }
 
+/* Pages streamed during the dump are in the staging, which the restore
+ * signs beside CRIU (the nucleus format; the stream's MACs checked every
+ * byte already). Pages that came with the images were signed by the source
+ * and verified here. */
+static bool dst_signs_staging(const mig *m) {
+        return m->pages == MIG_PAGES_IN;
+}
+
 /* The restore punches the staged pages out as it reads them: not under
  * post-copy, whose daemon reads the same images. */
 static bool dst_consumes(const mig *m) {
@@ -786,7 +793,7 @@ static void dst_on_restore_done(ckpt_restore_req *req, int status) {
                 dst_restore_failed(m, status);
                 return;
         }
-        if (m->sign == MIG_SIGN_BESIDE)
+        if (dst_signs_staging(m))
                 log_ctx_info(m->id,
                              "the staging was signed beside the restore in %llu ms (tree HMAC %.16s...)",
                              (unsigned long long)(req->stats.sign_usec / 1000), req->hmac);
@@ -821,7 +828,7 @@ static void dst_restore_run(mig *m) {
                 /* The staging is restored once: what CRIU has
                  * read it frees, and the restore reuses. */
                 .consume_pages = dst_consumes(m),
-                .sign_beside = m->sign == MIG_SIGN_BESIDE,
+                .sign_beside = dst_signs_staging(m),
                 /* Native: the root tmpfs under the work dir, the
                  * cgroup below ours, the veth on our bridge. */
                 .cgroup_root = m->cgroup_root,

@@ -100,16 +100,6 @@ typedef enum mig_images {
         _MIG_IMAGES_INVALID = -EINVAL,
 } mig_images;
 
-/* Destination: where a staging of streamed pages gets its signature
- * (checkpoint.hmac, the nucleus format; the stream's own MACs checked every
- * byte already), decided once every page is in. */
-typedef enum mig_sign {
-        MIG_SIGN_NONE,   /* the source's images carry the pages: signed by it, verified here */
-        MIG_SIGN_BESIDE, /* streamed pages: signed here, beside the restore (ckpt's sign_beside) */
-        _MIG_SIGN_MAX,
-        _MIG_SIGN_INVALID = -EINVAL,
-} mig_sign;
-
 /* Destination: whether the migration stopped reading its session, while
  * one of its consumers (the staging writes, the page link, the post-copy
  * relay) is behind. */
@@ -178,7 +168,6 @@ struct mig {
         xfer_pace page_avg;
         uint64_t page_taken; /* source: the session's bytes written, at the last look (src_pages_overdue) */
         mig_images images;             /* destination: the image stream's part */
-        mig_sign sign;                 /* destination: where the staging is signed */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;
