@@ -217,14 +217,11 @@ int ckpt_tree_open_file(int dirfd, const char *relpath, uint64_t expected_size, 
                         return nm_error_errno(err, pfd, "cannot open directory of '%s' in checkpoint",
                                               relpath);
         }
-        fd = openat(slash ? pfd : dirfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        fd = open_regular_at(slash ? pfd : dirfd, base, O_RDONLY, 0, &st);
+        if (fd == -EBADFD)
+                return nm_error_set(err, fd, "'%s' in checkpoint is not a regular file", relpath);
         if (fd < 0)
-                return nm_error_errno(err, errno == ELOOP ? -ELOOP : negative_errno(),
-                                      "cannot open '%s' in checkpoint", relpath);
-        if (fstat(fd, &st) < 0)
-                return nm_error_errno(err, negative_errno(), "cannot stat '%s'", relpath);
-        if (!S_ISREG(st.st_mode))
-                return nm_error_set(err, -EBADFD, "'%s' in checkpoint is not a regular file", relpath);
+                return nm_error_errno(err, fd, "cannot open '%s' in checkpoint", relpath);
         if (expected_size != UINT64_MAX && (uint64_t)st.st_size != expected_size)
                 return nm_error_set(err, -EBUSY, "'%s' changed size (%llu bytes, expected %llu)", relpath,
                                     (unsigned long long)st.st_size, (unsigned long long)expected_size);
@@ -248,13 +245,11 @@ static int hash_entry(void *userdata, ckpt_entry_type type, const char *relpath,
 
         if (type == CKPT_ENTRY_DIR)
                 return ckpt_hmac_dir(w->h, relpath, err);
-        fd = openat(parent_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        fd = open_regular_at(parent_fd, name, O_RDONLY, 0, &st);
+        if (fd == -EBADFD)
+                return nm_error_set(err, fd, "checkpoint tree refuses special file '%s'", relpath);
         if (fd < 0)
-                return nm_error_errno(err, negative_errno(), "cannot open '%s' in checkpoint tree", relpath);
-        if (fstat(fd, &st) < 0)
-                return nm_error_errno(err, negative_errno(), "cannot stat '%s'", relpath);
-        if (!S_ISREG(st.st_mode))
-                return nm_error_set(err, -EBADFD, "checkpoint tree refuses special file '%s'", relpath);
+                return nm_error_errno(err, fd, "cannot open '%s' in checkpoint tree", relpath);
         left = (uint64_t)st.st_size;
         int r = ckpt_hmac_file_begin(w->h, relpath, left, err);
         if (r < 0)
@@ -300,28 +295,6 @@ typedef enum sign_write {
         SIGN_IN_PLACE, /* the old file's bytes overwritten */
 } sign_write;
 
-/* -ENOENT when there is no file to overwrite. */
-static int write_in_place_at(int dirfd, const char *name, const void *data, size_t len) {
-        _cleanup_close_ int fd = openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-        struct stat st;
-        ssize_t n;
-
-        if (fd < 0)
-                return negative_errno();
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
-        n = pwrite(fd, data, len, 0);
-        if (n < 0)
-                return negative_errno();
-        if ((size_t)n != len)
-                return -EIO;
-        if (ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0)
-                return negative_errno();
-        return 0;
-}
-
 static int sign_tree(int dirfd, const void *key, size_t key_len, sign_write how, char *ret_hex,
                      nm_error *err) {
         char hex[CKPT_HMAC_HEX_LEN + 1];
@@ -334,7 +307,7 @@ static int sign_tree(int dirfd, const void *key, size_t key_len, sign_write how,
         r = ckpt_hmac_tree(dirfd, key, key_len, hex, err);
         if (r < 0)
                 return r;
-        r = how == SIGN_IN_PLACE ? write_in_place_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN) : -ENOENT;
+        r = how == SIGN_IN_PLACE ? write_file_in_place_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN) : -ENOENT;
         if (r == -ENOENT)
                 r = write_file_atomic_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN, 0600);
         if (r < 0)

@@ -160,6 +160,23 @@ int mkdir_p_secure(const char *path, mode_t mode) {
         return -EINVAL;
 }
 
+int open_regular_at(int dirfd, const char *name, int flags, mode_t mode, struct stat *ret_st) {
+        /* O_NONBLOCK: a FIFO put there must not block the open; a regular
+         * file's reads and writes ignore it. */
+        _cleanup_close_ int fd = openat(dirfd, name, flags | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, mode);
+        struct stat st;
+
+        if (fd < 0)
+                return negative_errno();
+        if (fstat(fd, &st) < 0)
+                return negative_errno();
+        if (!S_ISREG(st.st_mode))
+                return -EBADFD;
+        if (ret_st)
+                *ret_st = st;
+        return TAKE_FD(fd);
+}
+
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode) {
         char tmp[NAME_MAX + 1];
         _cleanup_close_ int fd = -EBADF;
@@ -188,19 +205,29 @@ int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t l
         return 0;
 }
 
+int write_file_in_place_at(int dirfd, const char *name, const void *data, size_t len) {
+        _cleanup_close_ int fd = open_regular_at(dirfd, name, O_WRONLY, 0, NULL);
+        ssize_t n;
+
+        if (fd < 0)
+                return fd;
+        n = pwrite(fd, data, len, 0);
+        if (n < 0)
+                return negative_errno();
+        if ((size_t)n != len)
+                return -EIO;
+        if (ftruncate(fd, (off_t)len) < 0 || fsync(fd) < 0)
+                return negative_errno();
+        return 0;
+}
+
 int read_file_at(int dirfd, const char *name, size_t max, char **ret_data, size_t *ret_len) {
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int fd = open_regular_at(dirfd, name, O_RDONLY, 0, NULL);
         _cleanup_free_ char *buf = NULL;
         size_t len = 0, cap = 0;
-        struct stat st;
 
-        fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
-                return negative_errno();
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
+                return fd;
         /* Read to EOF rather than trusting st_size: /proc files report 0. */
         for (;;) {
                 if (len == cap) {

@@ -9,6 +9,7 @@
 #include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 /* Writes or reads all of buf, retrying on EINTR and short counts. */
@@ -45,9 +46,21 @@ int mkdirat_secure(int dirfd, const char *name, mode_t mode);
  * directories. The final component is checked as in mkdirat_secure. */
 int mkdir_p_secure(const char *path, mode_t mode);
 
+/* Opens name below dirfd (O_NOFOLLOW|O_NONBLOCK|O_CLOEXEC added to flags)
+ * and returns the fd only if it is a regular file: -EBADFD for anything
+ * else, -ELOOP for a symlink. With O_CREAT, mode is the new file's. ret_st
+ * (may be NULL) gets the opened file's stat. */
+int open_regular_at(int dirfd, const char *name, int flags, mode_t mode, struct stat *ret_st);
+
 /* Replaces name below dirfd atomically: writes name.tmp (O_EXCL|O_NOFOLLOW,
  * mode), fsyncs it, renames it over name and fsyncs the directory. */
 int write_file_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode);
+
+/* Overwrites the regular file name below dirfd with data, cut to len, and
+ * fsyncs it: the same inode, so it needs no new block or directory entry (a
+ * full file system still takes it), but a crash can leave it half written.
+ * -ENOENT when there is no file to overwrite. */
+int write_file_in_place_at(int dirfd, const char *name, const void *data, size_t len);
 
 /* Reads a regular file below dirfd (O_NOFOLLOW), at most max bytes; the
  * result is NUL-terminated. Fails with -EFBIG when the file is larger. */

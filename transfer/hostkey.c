@@ -85,13 +85,9 @@ static int known_hosts_append(const char *path, const char *spec, const char *ty
         if (!b64)
                 return -ENOMEM;
         EVP_EncodeBlock((unsigned char *)b64, (const unsigned char *)key, (int)len);
-        fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+        fd = open_regular_at(AT_FDCWD, path, O_RDWR | O_APPEND | O_CREAT, 0600, &st);
         if (fd < 0)
-                return negative_errno();
-        if (fstat(fd, &st) < 0)
-                return negative_errno();
-        if (!S_ISREG(st.st_mode))
-                return -EBADFD;
+                return fd;
         if (st.st_size > 0 && pread(fd, &last, 1, st.st_size - 1) != 1)
                 return negative_errno();
         n = asprintf(&line, "%s%s %s %s\n", last == '\n' ? "" : "\n", spec, type, b64);

@@ -124,6 +124,43 @@ static void test_atomic_write_and_read(void **state) {
         assert_int_equal(rm_rf_path(dir), 0);
 }
 
+/* A FIFO, a directory and a symlink are refused without blocking; a file
+ * written in place keeps its inode and is cut to the new length. */
+static void test_regular_files_only(void **state) {
+        (void)state;
+        _cleanup_free_ char *dir = make_tmpdir();
+        _cleanup_close_ int dfd = open_dir_nofollow(dir);
+        _cleanup_free_ char *data = NULL;
+        struct stat before, after;
+        int fd;
+
+        assert_true(dfd >= 0);
+        assert_int_equal(mkfifoat(dfd, "fifo", 0600), 0);
+        assert_int_equal(open_regular_at(dfd, "fifo", O_RDONLY, 0, NULL), -EBADFD);
+        assert_int_equal(read_file_at(dfd, "fifo", 100, &data, NULL), -EBADFD);
+        assert_int_equal(mkdirat(dfd, "d", 0700), 0);
+        assert_int_equal(open_regular_at(dfd, "d", O_RDONLY, 0, NULL), -EBADFD);
+        assert_int_equal(symlinkat("f", dfd, "link"), 0);
+        assert_int_equal(open_regular_at(dfd, "link", O_RDWR | O_CREAT, 0600, NULL), -ELOOP);
+        assert_int_equal(faccessat(dfd, "f", F_OK, AT_SYMLINK_NOFOLLOW), -1);
+
+        fd = open_regular_at(dfd, "f", O_RDWR | O_CREAT, 0600, &before);
+        assert_true(fd >= 0);
+        assert_int_equal(before.st_size, 0);
+        assert_int_equal(before.st_mode & 0777, 0600);
+        close(fd);
+        assert_int_equal(write_file_in_place_at(dfd, "missing", "x", 1), -ENOENT);
+        /* A FIFO with no reader fails the non-blocking open itself. */
+        assert_int_equal(write_file_in_place_at(dfd, "fifo", "x", 1), -ENXIO);
+        assert_int_equal(write_file_in_place_at(dfd, "f", "a longer text", 13), 0);
+        assert_int_equal(write_file_in_place_at(dfd, "f", "short", 5), 0);
+        assert_int_equal(fstatat(dfd, "f", &after, AT_SYMLINK_NOFOLLOW), 0);
+        assert_int_equal(after.st_ino, before.st_ino);
+        assert_int_equal(read_file_at(dfd, "f", 100, &data, NULL), 0);
+        assert_string_equal(data, "short");
+        assert_int_equal(rm_rf_path(dir), 0);
+}
+
 /* Sizes on both sides of malloc()'s mmap threshold, whose blocks start 16
  * bytes into a page, and sizes that are no multiple of a line. */
 static void test_io_buf_aligned(void **state) {
@@ -317,6 +354,7 @@ int main(void) {
                 cmocka_unit_test(test_log_one_line),
                 cmocka_unit_test(test_log_line_one_write),
                 cmocka_unit_test(test_atomic_write_and_read),
+                cmocka_unit_test(test_regular_files_only),
                 cmocka_unit_test(test_io_buf_aligned),
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),
