@@ -1522,10 +1522,21 @@ static void restore_native_undo(ckpt_restore_req *req) {
         req->cgroup_made = false;
 }
 
+/* The copy CRIU restored (req->pid, held stopped) may not run: it is
+ * killed, and what was made for it undone. */
+static void restore_kill_copy(ckpt_restore_req *req, const char *what) {
+        nm_error kerr = {};
+
+        nm_error_prefix(&req->error, "the restored copy (pid %d) was %s", (int)req->pid, what);
+        (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
+        if (req->desc)
+                restore_native_undo(req);
+        req->stopped = false;
+}
+
 /* The tasks are restored and stopped: the mount flags CRIU lost, the
  * cgroup, then (unless asked not to) they run. A failure kills them again. */
 static int restore_native_after(ckpt_restore_req *req) {
-        nm_error kerr = {};
         int r;
 
         r = ckpt__mounts_fixup(req->pid, req->desc, &req->error);
@@ -1535,10 +1546,7 @@ static int restore_native_after(ckpt_restore_req *req) {
                 ckpt__root_unmake(req->root_dir);
         req->root_made = false;
         if (r < 0) {
-                nm_error_prefix(&req->error, "the restored copy (pid %d) was killed again", (int)req->pid);
-                (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
-                restore_native_undo(req);
-                req->stopped = false;
+                restore_kill_copy(req, "killed again");
                 return r;
         }
         if (!req->leave_stopped) {
@@ -1710,21 +1718,6 @@ static int signer_end(ckpt_restore_req *req) {
         return r < 0 ? r : 0;
 }
 
-/* The copy CRIU restored, held stopped (sign_beside asks for it), of images
- * that could not be signed: the staging would not verify, so nothing of it
- * may run. */
-static void restore_unsigned_kill(ckpt_restore_req *req) {
-        nm_error kerr = {};
-
-        (void)ckpt_kill_tree(req->pid, req->start_ticks, &kerr);
-        nm_error_prefix(&req->error, "the restored copy (pid %d) was killed, nothing of it ran",
-                        (int)req->pid);
-        if (req->desc)
-                restore_native_undo(req);
-        req->stopped = false;
-        req->pid = 0;
-}
-
 static void restore_steps(ckpt_restore_req *req);
 
 /* The restore's steps, with the signing beside them when asked: the copy
@@ -1740,9 +1733,12 @@ static void restore_work(uv_work_t *w) {
         restore_steps(req);
         r = signer_end(req);
         if (r < 0 && call->rc == 0) {
+                /* held stopped (sign_beside asks for it): the staging would
+                 * not verify, so nothing of the copy may run */
                 call->rc = r;
                 if (req->pid > 0)
-                        restore_unsigned_kill(req);
+                        restore_kill_copy(req, "killed, nothing of it ran");
+                req->pid = 0;
         }
 }
 
