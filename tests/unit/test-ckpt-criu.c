@@ -782,7 +782,7 @@ static void test_restore_sync_refusals(void **state) {
 static pid_t sleepers[SLEEPERS_MAX];
 static size_t n_sleepers;
 
-static int kill_sleeper(void **state) {
+static int kill_sleepers(void **state) {
         (void)state;
         for (size_t i = 0; i < n_sleepers; i++) {
                 kill(sleepers[i], SIGKILL);
@@ -1055,9 +1055,9 @@ int main(void) {
                 cmocka_unit_test(test_restore_dead_criu_holder_swept),
                 cmocka_unit_test(test_keeper_closes_strays),
                 cmocka_unit_test(test_restore_sync_refusals),
-                cmocka_unit_test_teardown(test_dump_paths, kill_sleeper),
-                cmocka_unit_test_teardown(test_dump_steps_aside, kill_sleeper),
-                cmocka_unit_test_teardown(test_aside_handed_over, kill_sleeper),
+                cmocka_unit_test_teardown(test_dump_paths, kill_sleepers),
+                cmocka_unit_test_teardown(test_dump_steps_aside, kill_sleepers),
+                cmocka_unit_test_teardown(test_aside_handed_over, kill_sleepers),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
