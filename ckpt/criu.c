@@ -1609,7 +1609,7 @@ static int restore_consume_end(ckpt_restore_req *req, pid_t pid) {
 
 typedef enum signer_where {
         SIGNER_ON_THREAD, /* detached: the gate says when it is over */
-        SIGNER_INLINE, /* no thread (or gate) could start: signed before CRIU, as without sign_beside */
+        SIGNER_INLINE,    /* no thread (or gate) could start: signed before CRIU, as without sign_beside */
 } signer_where;
 
 struct ckpt__signer {

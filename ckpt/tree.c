@@ -307,7 +307,8 @@ static int sign_tree(int dirfd, const void *key, size_t key_len, sign_write how,
         r = ckpt_hmac_tree(dirfd, key, key_len, hex, err);
         if (r < 0)
                 return r;
-        r = how == SIGN_IN_PLACE ? write_file_in_place_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN) : -ENOENT;
+        r = how == SIGN_IN_PLACE ? write_file_in_place_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN)
+                                 : -ENOENT;
         if (r == -ENOENT)
                 r = write_file_atomic_at(dirfd, CKPT_HMAC_FILE, hex, CKPT_HMAC_HEX_LEN, 0600);
         if (r < 0)

@@ -427,7 +427,7 @@ static void test_stats_parse(void **state) {
 
 typedef struct run {
         int calls, status;
-        int order;                         /* the n-th callback of the test */
+        int order;                           /* the n-th callback of the test */
         int pre_dump, post_dump, late_aside; /* events seen (on_event) */
 } run;
 
@@ -898,7 +898,7 @@ static void test_dump_steps_aside(void **state) {
         assert_int_equal(ckpt_dump_step_aside(&dump[1]), -ESRCH); /* queued: it has no turn */
         assert_int_equal(ckpt_dump_step_aside(&dump[0]), 0);
         assert_int_equal(dump[0].state, CKPT_OP_ASIDE);
-        assert_int_equal(dump[1].state, CKPT_OP_QUEUED); /* dumps wait for the one aside */
+        assert_int_equal(dump[1].state, CKPT_OP_QUEUED);     /* dumps wait for the one aside */
         assert_int_equal(ckpt_dump_step_aside(&dump[0]), 0); /* already aside */
         for (size_t i = 0; i < 2; i++) {
                 restore[i].data = &rr[i];
@@ -980,7 +980,8 @@ static void test_aside_handed_over(void **state) {
         assert_int_equal(uv_timer_init(&loop, &timer), 0);
         assert_int_equal(uv_timer_start(&timer, tick, 50, 50), 0);
         callbacks = 0;
-        ckpt_dump_opts lopts = {.criu = {.criu = criu}, .key = key32, .key_len = 32, .lazy = true, .lazy_ps_fd = ps[0]};
+        ckpt_dump_opts lopts = {
+                .criu = {.criu = criu}, .key = key32, .key_len = 32, .lazy = true, .lazy_ps_fd = ps[0]};
         ckpt_dump_opts popts = {.criu = {.criu = criu}, .sign = true, .key = key32, .key_len = 32};
         ckpt_restore_opts ropts = {.criu = {.criu = criu}, .verify = true, .key = key32, .key_len = 32};
         lazy.data = &rl;
