@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The page stream's MAC (ps-mac.h). The binding is absorbed once into a
- * keyed context; each frame continues a copy of it, so a frame costs one
- * HMAC over its own bytes. */
+/* The page stream's MAC (ps-mac.h). With HMAC-SHA256 the binding is
+ * absorbed once into a keyed context, and each frame continues a copy of
+ * it; with Poly1305 the binding makes the stream's key, and each frame is
+ * one AEAD pass with nothing to encrypt. Either way a frame costs one pass
+ * over its own bytes. */
 #include <errno.h>
+#include <limits.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -11,7 +14,14 @@
 
 #include "ps-mac.h"
 
-static const char domain[] = "nucleus-migrate page stream 1";
+static const char *const domain[_PS_MAC_ALG_MAX] = {
+        [PS_MAC_HMAC_SHA256] = "nucleus-migrate page stream 1",
+        [PS_MAC_POLY1305] = "nucleus-migrate page stream key, poly1305 1",
+};
+
+#define POLY1305_TAG_LEN 16
+#define CHACHA_KEY_LEN 32
+#define CHACHA_NONCE_LEN 12
 
 typedef enum frame_kind {
         FRAME_DATA = 1,
@@ -20,7 +30,9 @@ typedef enum frame_kind {
 } frame_kind;
 
 struct ps_mac {
-        EVP_MAC_CTX *bound; /* keyed, the domain and the binding absorbed */
+        ps_mac_alg alg;
+        EVP_MAC_CTX *bound;   /* keyed, the domain and the binding absorbed */
+        EVP_CIPHER_CTX *aead; /* PS_MAC_POLY1305: keyed with the stream's key */
         ps_mac_state state;
         uint64_t frames, bytes;
 };
@@ -37,21 +49,11 @@ static int absorb_part(EVP_MAC_CTX *ctx, const void *p, size_t n) {
         return EVP_MAC_update(ctx, len, sizeof(len)) == 1 && EVP_MAC_update(ctx, p, n) == 1 ? 0 : -EIO;
 }
 
-int ps_mac_new(const void *key, size_t key_len, const char *const *parts, size_t n_parts, ps_mac **ret) {
+static int bind_hmac(ps_mac *m, const void *key, size_t key_len, const char *const *parts, size_t n_parts) {
         OSSL_PARAM params[2];
-        EVP_MAC *alg;
-        ps_mac *m;
+        EVP_MAC *alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
         int r = 0;
 
-        if (!key || key_len == 0 || n_parts > PS_MAC_PARTS_MAX || (n_parts && !parts) || !ret)
-                return -EINVAL;
-        for (size_t i = 0; i < n_parts; i++)
-                if (!parts[i])
-                        return -EINVAL;
-        m = calloc(1, sizeof(*m));
-        if (!m)
-                return -ENOMEM;
-        alg = EVP_MAC_fetch(NULL, "HMAC", NULL);
         m->bound = alg ? EVP_MAC_CTX_new(alg) : NULL;
         EVP_MAC_free(alg);
         params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0);
@@ -59,9 +61,47 @@ int ps_mac_new(const void *key, size_t key_len, const char *const *parts, size_t
         if (!m->bound || EVP_MAC_init(m->bound, key, key_len, params) != 1)
                 r = -EIO;
         if (r == 0)
-                r = absorb_part(m->bound, domain, sizeof(domain) - 1);
+                r = absorb_part(m->bound, domain[m->alg], strlen(domain[m->alg]));
         for (size_t i = 0; r == 0 && i < n_parts; i++)
                 r = absorb_part(m->bound, parts[i], strlen(parts[i]));
+        return r;
+}
+
+/* The stream's key is the bound HMAC's value; the HMAC is not needed after. */
+static int key_aead(ps_mac *m) {
+        uint8_t key[CHACHA_KEY_LEN];
+        size_t out = 0;
+        int r = 0;
+
+        if (EVP_MAC_final(m->bound, key, &out, sizeof(key)) != 1 || out != sizeof(key))
+                r = -EIO;
+        EVP_MAC_CTX_free(m->bound);
+        m->bound = NULL;
+        if (r == 0 && (!(m->aead = EVP_CIPHER_CTX_new()) ||
+                       EVP_EncryptInit_ex(m->aead, EVP_chacha20_poly1305(), NULL, key, NULL) != 1))
+                r = -EIO;
+        OPENSSL_cleanse(key, sizeof(key));
+        return r;
+}
+
+int ps_mac_new(const void *key, size_t key_len, ps_mac_alg alg, const char *const *parts, size_t n_parts,
+               ps_mac **ret) {
+        ps_mac *m;
+        int r;
+
+        if (!key || key_len == 0 || alg < 0 || alg >= _PS_MAC_ALG_MAX || n_parts > PS_MAC_PARTS_MAX ||
+            (n_parts && !parts) || !ret)
+                return -EINVAL;
+        for (size_t i = 0; i < n_parts; i++)
+                if (!parts[i])
+                        return -EINVAL;
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        m->alg = alg;
+        r = bind_hmac(m, key, key_len, parts, n_parts);
+        if (r == 0 && alg == PS_MAC_POLY1305)
+                r = key_aead(m);
         if (r < 0) {
                 ps_mac_free(m);
                 return r;
@@ -74,29 +114,55 @@ int ps_mac_new(const void *key, size_t key_len, const char *const *parts, size_t
 ps_mac *ps_mac_free(ps_mac *m) {
         if (m) {
                 EVP_MAC_CTX_free(m->bound);
+                EVP_CIPHER_CTX_free(m->aead);
                 free(m);
         }
         return NULL;
 }
 
-/* The tag of frame number `number` of kind `kind` over buf[0..n). */
-static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t len, const void *buf,
-                     size_t n, uint8_t tag[static PS_MAC_LEN]) {
-        uint8_t head[17];
+static int tag_hmac(const ps_mac *m, const uint8_t head[static 17], const void *buf, size_t n,
+                    uint8_t tag[static PS_MAC_LEN]) {
         size_t out = 0;
         EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(m->bound);
         int r = 0;
 
         if (!ctx)
                 return -ENOMEM;
-        head[0] = (uint8_t)kind;
-        put_be64(head + 1, number);
-        put_be64(head + 9, len);
-        if (EVP_MAC_update(ctx, head, sizeof(head)) != 1 || (n && EVP_MAC_update(ctx, buf, n) != 1) ||
+        if (EVP_MAC_update(ctx, head, 17) != 1 || (n && EVP_MAC_update(ctx, buf, n) != 1) ||
             EVP_MAC_final(ctx, tag, &out, PS_MAC_LEN) != 1 || out != PS_MAC_LEN)
                 r = -EIO;
         EVP_MAC_CTX_free(ctx);
         return r;
+}
+
+static int tag_poly1305(const ps_mac *m, uint64_t number, const uint8_t head[static 17], const void *buf,
+                        size_t n, uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t nonce[CHACHA_NONCE_LEN] = {0}, none[1];
+        int len;
+
+        put_be64(nonce + CHACHA_NONCE_LEN - 8, number);
+        if (n > INT_MAX)
+                return -EINVAL;
+        memset(tag, 0, PS_MAC_LEN);
+        if (EVP_EncryptInit_ex(m->aead, NULL, NULL, NULL, nonce) != 1 ||
+            EVP_EncryptUpdate(m->aead, NULL, &len, head, 17) != 1 ||
+            (n && EVP_EncryptUpdate(m->aead, NULL, &len, buf, (int)n) != 1) ||
+            EVP_EncryptFinal_ex(m->aead, none, &len) != 1 ||
+            EVP_CIPHER_CTX_ctrl(m->aead, EVP_CTRL_AEAD_GET_TAG, POLY1305_TAG_LEN, tag) != 1)
+                return -EIO;
+        return 0;
+}
+
+/* The tag of frame number `number` of kind `kind` over buf[0..n). */
+static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t len, const void *buf,
+                     size_t n, uint8_t tag[static PS_MAC_LEN]) {
+        uint8_t head[17];
+
+        head[0] = (uint8_t)kind;
+        put_be64(head + 1, number);
+        put_be64(head + 9, len);
+        return m->alg == PS_MAC_POLY1305 ? tag_poly1305(m, number, head, buf, n, tag)
+                                         : tag_hmac(m, head, buf, n, tag);
 }
 
 /* The tag the next frame of this kind must carry; len is what it adds to
@@ -167,6 +233,14 @@ int ps_mac_check_end(ps_mac *m, const uint8_t tag[static PS_MAC_LEN]) {
 int ps_mac_check_z(ps_mac *m, size_t raw_len, const void *zbuf, size_t zn,
                    const uint8_t tag[static PS_MAC_LEN]) {
         return m && raw_len && zbuf && zn && tag ? check(m, FRAME_ZDATA, raw_len, zbuf, zn, tag) : -EINVAL;
+}
+
+const char *ps_mac_alg_name(ps_mac_alg alg) {
+        return alg == PS_MAC_POLY1305 ? "Poly1305" : alg == PS_MAC_HMAC_SHA256 ? "HMAC-SHA256" : "?";
+}
+
+ps_mac_alg ps_mac_get_alg(const ps_mac *m) {
+        return m ? m->alg : _PS_MAC_ALG_MAX;
 }
 
 ps_mac_state ps_mac_get_state(const ps_mac *m) {

@@ -51,8 +51,8 @@ static void dst_restore_overdue(uv_timer_t *t) {
 
         if (m->finished || m->dst.phase != DST_VERIFIED || !m->peer_cc || !m->peer_cc->conn)
                 return;
-        snprintf(why, sizeof(why), "%s sent no RESTORE within %u s of our VERIFIED: dropping its session", m->peer,
-                 m->a->cfg.idle_timeout_s);
+        snprintf(why, sizeof(why), "%s sent no RESTORE within %u s of our VERIFIED: dropping its session",
+                 m->peer, m->a->cfg.idle_timeout_s);
         log_ctx_warning(m->id, "%s", why);
         dst_send_error(m, -ETIMEDOUT, why);
         nm_error_set(&err, -ETIMEDOUT, "%s", why);
@@ -589,8 +589,9 @@ static void dst_seal_done(mig *m, void *ud, int r, const nm_error *err) {
                                 err ? err->msg : strerror(-r));
                 return;
         }
-        log_ctx_info(m->id, "the staging, with the pages streamed during the dump, is sealed; it is signed "
-                            "beside the restore%s",
+        log_ctx_info(m->id,
+                     "the staging, with the pages streamed during the dump, is sealed; it is signed "
+                     "beside the restore%s",
                      m->a->cfg.consume_staging ? ", before CRIU may open a page file"
                                                : ", which reads its pages whole (consume_staging = no)");
         dst_feed(m, DST_EV_RECEIVED, NULL);
@@ -703,15 +704,16 @@ static const ps_link_ops dst_page_link_ops = {
  * receiver made it), fed by our end of the link. */
 static int dst_pages_start(mig *m, nm_error *err) {
         agent *a = m->a;
-        ps_link_binding b = {.mig = m->id, .source = m->peer, .target = a->cfg.node};
+        unsigned features = m->peer_cc ? m->peer_cc->features : 0;
+        ps_link_binding b = {
+                .mig = m->id, .source = m->peer, .target = a->cfg.node, .mac = mig_pages_mac(features)};
         char work[PATH_MAX];
         int fd = -EBADF, r;
 
         r = ps_link_new(a->loop, PS_LINK_TARGET, a->key, a->key_len, &b, &dst_page_link_ops, m, &fd,
                         &m->page_link);
         if (r >= 0)
-                r = ps_link_set_zstd(m->page_link, mig_pages_zstd(m->peer_cc ? m->peer_cc->features : 0),
-                                     XFER_ZSTD_LEVEL);
+                r = ps_link_set_zstd(m->page_link, mig_pages_zstd(features), XFER_ZSTD_LEVEL);
         if (r < 0) {
                 if (fd >= 0)
                         close(fd);
@@ -1609,9 +1611,10 @@ void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
                 log_ctx_info(m->id,
                              "the source kept the pages in its images: they come with the image stream");
         } else {
-                log_ctx_info(m->id, "the page stream ended: %llu bytes in %llu frames, each checked",
+                log_ctx_info(m->id, "the page stream ended: %llu bytes in %llu frames, each checked (%s)",
                              (unsigned long long)ps_link_bytes_in(m->page_link),
-                             (unsigned long long)ps_link_frames_in(m->page_link));
+                             (unsigned long long)ps_link_frames_in(m->page_link),
+                             ps_mac_alg_name(ps_link_mac(m->page_link)));
                 m->pages = m->pages == MIG_PAGES_SERVED ? MIG_PAGES_IN : MIG_PAGES_ENDED;
         }
         dst_staging_maybe_complete(m);

@@ -462,10 +462,10 @@ static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void
         else
                 log_ctx_info(m->id,
                              "sent %llu bytes of the page server's session while CRIU dumped (%llu frames, "
-                             "%llu bytes as sent; the dump waited on %llu replies)",
+                             "%llu bytes as sent, tagged with %s; the dump waited on %llu replies)",
                              (unsigned long long)ps_link_bytes_out(l),
                              (unsigned long long)ps_link_frames_out(l), (unsigned long long)m->page_wire,
-                             (unsigned long long)ps_link_replies_asked(l));
+                             ps_mac_alg_name(ps_link_mac(l)), (unsigned long long)ps_link_replies_asked(l));
         if (c)
                 (void)xfer_conn_send(c, &e, NULL);
 }
@@ -504,6 +504,7 @@ static int src_pages_start(mig *m) {
 
         if (!c)
                 return -ENOTCONN;
+        b.mac = mig_pages_mac(peer_link_features(m->link));
         r = ps_link_new(a->loop, PS_LINK_SOURCE, a->key, a->key_len, &b, &src_page_link_ops, m, &m->ps_fd,
                         &m->page_link);
         if (r < 0)
@@ -530,8 +531,9 @@ static int src_pages_start(mig *m) {
 static void src_dump_event(void *data, const char *event, uint64_t at_usec) {
         mig *m = data;
         if (strcmp(event, CKPT_EVENT_ASIDE_LATE) == 0) {
-                log_ctx_info(m->id, "the dump aside before this one has ended: this one gives up its CRIU "
-                                    "turn now, and %s may run beside it",
+                log_ctx_info(m->id,
+                             "the dump aside before this one has ended: this one gives up its CRIU "
+                             "turn now, and %s may run beside it",
                              m->src.postcopy != SRC_PC_OFF ? "the node's other dumps and restores"
                                                            : "restores into this node");
                 return;
@@ -937,9 +939,10 @@ static void src_note(mig *m, src_why why) {
         case SRC_WHY_STOPPED_BEFORE_DUMP:
                 /* Journaled `precheck` or `dumping`, and the tree runs:
                  * CRIU never started, or its keeper killed it with us. */
-                mig_fail_reason(m, -EINTR,
-                                "the agent stopped before its dump completed (phase %s); the container runs on here",
-                                m->journaled);
+                mig_fail_reason(
+                        m, -EINTR,
+                        "the agent stopped before its dump completed (phase %s); the container runs on here",
+                        m->journaled);
                 return;
         case SRC_WHY_STOPPED_DURING_MOVE:
                 mig_fail_reason(m, -EINTR, "the agent stopped during the move (phase %s); rolling back",

@@ -102,6 +102,10 @@ ps_link_zstd mig_pages_zstd(unsigned peer_features) {
         return peer_features & PEER_FEATURE_PS_ZTAG ? PS_ZSTD_WIRE : PS_ZSTD_RAW;
 }
 
+ps_mac_alg mig_pages_mac(unsigned peer_features) {
+        return peer_features & PEER_FEATURE_PS_POLY ? PS_MAC_POLY1305 : PS_MAC_HMAC_SHA256;
+}
+
 int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
                 char ret_hex[XFER_HMAC_HEX_MAX]) {
         const char *parts[] = {m->id, source, target, m->container_id};
@@ -181,7 +185,8 @@ void mig_note_criu_turn(mig *m, ckpt_op_state state, const char *what) {
         /* A move that seems to stand still says why: CRIU runs one
          * operation at a time on a node. */
         snprintf(msg, sizeof(msg),
-                 "the %s waits for its turn: this node's CRIU runs another migration's dump or restore", what);
+                 "the %s waits for its turn: this node's CRIU runs another migration's dump or restore",
+                 what);
         log_ctx_info(m->id, "%s", msg);
         mig_progress(m, msg);
 }

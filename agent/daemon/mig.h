@@ -167,7 +167,7 @@ struct mig {
         uv_timer_t page_timer;
         xfer_pace page_avg;
         uint64_t page_taken; /* source: the session's bytes written, at the last look (src_pages_overdue) */
-        mig_images images;             /* destination: the image stream's part */
+        mig_images images;   /* destination: the image stream's part */
 
         /* post-copy (--lazy): CRIU's page-server bytes relayed as PS_DATA */
         ps_relay *relay;
@@ -176,7 +176,7 @@ struct mig {
         ckpt_lazy_pages *lazy_pages; /* destination: the daemon */
 
         /* destination */
-        ctl_conn *peer_cc;  /* the session the migration came on */
+        ctl_conn *peer_cc; /* the session the migration came on */
         mig_session_read session_read;
         ctl_conn *reply_cc; /* the session whose COMMIT we answer, if another */
         xfer_recv *recv;
@@ -321,13 +321,15 @@ void mig_share_bandwidth(agent *a);
 bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
                 handoff_msg what);
 
-/* The binding of m's image set (ckpt_binding): its id, the source node,
- * the target node, its container id and the tree HMAC (hex). */
 /* How the page stream's frames are compressed and tagged with a peer
  * whose HELLO listed features (peer_feature bits): both sides compute it
  * from the two HELLOs, ours listing every feature. */
 ps_link_zstd mig_pages_zstd(unsigned peer_features);
+/* The page stream's MAC with a peer that listed peer_features. */
+ps_mac_alg mig_pages_mac(unsigned peer_features);
 
+/* The binding of m's image set (ckpt_binding): its id, the source node,
+ * the target node, its container id and the tree HMAC (hex). */
 int mig_binding(const mig *m, const char *source, const char *target, const char *tree_hex,
                 char ret_hex[XFER_HMAC_HEX_MAX]);
 

@@ -44,13 +44,14 @@ struct peer_link {
         nm_error err;
         bool closed_reported;
         link_question question;
-        proto_msg_type asked; /* the question's type, for messages */
-        uint64_t answer_due;  /* uv_now() by which its answer is due */
+        proto_msg_type asked;                /* the question's type, for messages */
+        uint64_t answer_due;                 /* uv_now() by which its answer is due */
         unsigned features;                   /* the peer's HELLO */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
 };
 
-static const char *const feature_names[] = {"zstd", "file-mac", "lazy", "binding", "ps-stream", "ps-ztag"};
+static const char *const feature_names[] = {"zstd",      "file-mac", "lazy",       "binding",
+                                            "ps-stream", "ps-ztag",  "ps-poly1305"};
 
 unsigned peer_features_of(const proto_hello *h) {
         unsigned f = 0;

@@ -19,6 +19,7 @@ typedef enum peer_feature {
         PEER_FEATURE_BINDING = 1u << 3,   /* "binding": IMAGES_DONE binds the images to the migration */
         PEER_FEATURE_PS_STREAM = 1u << 4, /* "ps-stream": pages as PS_PAGES while CRIU dumps */
         PEER_FEATURE_PS_ZTAG = 1u << 5,   /* "ps-ztag": a compressed PS_PAGES is tagged as it travels */
+        PEER_FEATURE_PS_POLY = 1u << 6,   /* "ps-poly1305": PS_PAGES tags are Poly1305's */
 } peer_feature;
 
 /* The features a HELLO lists that this build knows. */

@@ -51,7 +51,7 @@ struct ps_link {
 
 static int mac_for(ps_direction d, const void *key, size_t key_len, const ps_link_binding *b, ps_mac **ret) {
         const char *parts[] = {direction_name[d], b->mig, b->source, b->target};
-        return ps_mac_new(key, key_len, parts, sizeof(parts) / sizeof(parts[0]), ret);
+        return ps_mac_new(key, key_len, b->mac, parts, sizeof(parts) / sizeof(parts[0]), ret);
 }
 
 static void watch_stop(ps_link *l) {
@@ -337,6 +337,10 @@ void ps_link_break(ps_link *l) {
 
 ps_link_state ps_link_get_state(const ps_link *l) {
         return l ? l->state : PS_LINK_BROKEN;
+}
+
+ps_mac_alg ps_link_mac(const ps_link *l) {
+        return ps_mac_get_alg(l ? l->out : NULL);
 }
 
 const char *ps_link_why(const ps_link *l) {

@@ -50,9 +50,12 @@ typedef enum ps_link_zstd {
                        * it is decompressed, each wire byte hashed once */
 } ps_link_zstd;
 
-/* What the two streams are bound to: the migration and its two nodes. */
+/* What the two streams are bound to: the migration and its two nodes; and
+ * the MAC their frames carry (the two HELLOs decide, proto/PROTOCOL.md
+ * "ps-poly1305"; zero: HMAC-SHA256). */
 typedef struct ps_link_binding {
         const char *mig, *source, *target;
+        ps_mac_alg mac;
 } ps_link_binding;
 
 typedef struct ps_link_ops {
@@ -116,6 +119,8 @@ void ps_link_pause(ps_link *l, bool pause);
 void ps_link_break(ps_link *l);
 
 ps_link_state ps_link_get_state(const ps_link *l);
+/* The MAC its frames carry (its binding's). */
+ps_mac_alg ps_link_mac(const ps_link *l);
 /* BROKEN by the link itself (a socket, a signature, an unanswered
  * request), or by a frame ps_link_feed refused with -EPROTO: what broke
  * it, else "". */

@@ -47,7 +47,7 @@ fx_counter_advances "$work" || t_fail "counter stopped after the move"
 fx_log_ok "$work" || t_fail "the log has a gap or a repeat after the move"
 
 sent=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*sent \([0-9]*\) bytes of the page server's session while CRIU dumped.*/\1/p" | tail -n1)
-wire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent;.*/\1/p" | tail -n1)
+wire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent,.*/\1/p" | tail -n1)
 [ -n "$sent" ] || t_fail "node1 did not send the pages while CRIU dumped: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
 # The source read every request its dump sent (CRIU's page-server protocol
 # as it passed): an open per pagemap and the close wanted a reply.
@@ -64,8 +64,9 @@ dumped=$(tail -c +$((off1 + 1)) "$log1" | sed -n 's/.*dumped \([0-9]*\) bytes of
 if [ -z "$wire" ] || [ "$wire" -ge "$sent" ]; then
 	t_fail "the page frames were not compressed: ${wire:-?} bytes sent for $sent"
 fi
-fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked" ||
-	t_fail "node2 did not check the $sent bytes of the page stream to its end"
+fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked \(Poly1305\)" ||
+	t_fail "node2 did not check the $sent bytes of the page stream to its end with Poly1305"
+fx_logged_since n1 "$off1" "bytes as sent, tagged with Poly1305;" || t_fail "node1 did not tag the page frames with Poly1305"
 fx_logged_since n2 "$off2" "the staging was signed beside the restore in" ||
 	t_fail "node2 did not sign the staging with the pages"
 if [ -n "$SSH_THREAD" ]; then
@@ -131,7 +132,7 @@ t0=$(date +%s%N)
 out=$(fx_nm n1 migrate "$hid" node2 --json) || t_fail "the paced move failed: $out"
 took_ms=$((($(date +%s%N) - t0) / 1000000))
 t_assert_eq "$(fx_ctr_where "$hid")" n2 "where the paced container runs after the move"
-pwire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent;.*/\1/p" | tail -n1)
+pwire=$(tail -c +$((off1 + 1)) "$log1" | sed -n "s/.*while CRIU dumped ([0-9]* frames, \([0-9]*\) bytes as sent,.*/\1/p" | tail -n1)
 [ -n "$pwire" ] || t_fail "node1 did not stream the paced move's pages: $(tail -c +$((off1 + 1)) "$log1" | tail -n 30)"
 [ "$pwire" -gt $((24 << 20)) ] || t_fail "only $pwire bytes of incompressible pages went: the test proves nothing"
 least_ms=$(((pwire - (2 << 20)) * 1000 / rate))

@@ -205,6 +205,9 @@ ps_frame_case ps-ztag-first binding,ps-stream,zstd,ps-ztag "frame 1 from"
 pc_said ps-ztag-first "failed its check"
 t_log "the same frame from a peer without ps-ztag: decompressed first, refused as no zstd frame"
 ps_frame_case ps-ztag-raw binding,ps-stream,zstd "is malformed (ZDATA:"
+t_log "the same frame under ps-poly1305: a tag of zeros fails its Poly1305 check"
+ps_frame_case ps-poly-first binding,ps-stream,zstd,ps-ztag,ps-poly1305 "frame 1 from"
+pc_said ps-poly-first "failed its check"
 
 t_log "a container of the same name runs here: refused before the restore"
 read -r rid rpid < <(fx_ctr_start n2 victim)

@@ -32,6 +32,8 @@
 static const uint8_t key[32] = "0123456789abcdef0123456789abcdef";
 static const ps_link_binding bind_a = {.mig = "mig-1", .source = "node1", .target = "node2"};
 static const ps_link_binding bind_b = {.mig = "mig-2", .source = "node1", .target = "node2"};
+static const ps_link_binding bind_poly = {
+        .mig = "mig-1", .source = "node1", .target = "node2", .mac = PS_MAC_POLY1305};
 
 typedef struct frame {
         uint8_t *buf;
@@ -115,18 +117,22 @@ static const ps_link_ops s_ops = {
         .frame = s_frame, .end = s_end, .broken = on_broken, .overdue = on_overdue};
 static const ps_link_ops t_ops = {.frame = t_frame, .broken = on_broken, .drained = on_drained};
 
-static pair *pair_new(const ps_link_binding *target_binding) {
+static pair *pair_new2(const ps_link_binding *source_binding, const ps_link_binding *target_binding) {
         pair *p = calloc(1, sizeof(*p));
 
         assert_non_null(p);
         assert_int_equal(uv_loop_init(&p->loop), 0);
-        assert_int_equal(
-                ps_link_new(&p->loop, PS_LINK_SOURCE, key, sizeof(key), &bind_a, &s_ops, p, &p->s_fd, &p->s),
-                0);
+        assert_int_equal(ps_link_new(&p->loop, PS_LINK_SOURCE, key, sizeof(key), source_binding, &s_ops, p,
+                                     &p->s_fd, &p->s),
+                         0);
         assert_int_equal(ps_link_new(&p->loop, PS_LINK_TARGET, key, sizeof(key), target_binding, &t_ops, p,
                                      &p->t_fd, &p->t),
                          0);
         return p;
+}
+
+static pair *pair_new(const ps_link_binding *target_binding) {
+        return pair_new2(&bind_a, target_binding);
 }
 
 static void pair_free(pair *p) {
@@ -400,6 +406,49 @@ static void test_zstd_from_hellos(void **state) {
         assert_int_equal(mig_pages_zstd(PEER_FEATURE_ZSTD), PS_ZSTD_RAW); /* an older peer */
         assert_int_equal(mig_pages_zstd(PEER_FEATURE_PS_ZTAG), PS_ZSTD_OFF);
         assert_int_equal(mig_pages_zstd(0), PS_ZSTD_OFF);
+        assert_int_equal(mig_pages_mac(peer_features_of(&h)), PS_MAC_POLY1305);
+        assert_int_equal(mig_pages_mac(PEER_FEATURE_ZSTD | PEER_FEATURE_PS_ZTAG), PS_MAC_HMAC_SHA256);
+}
+
+/* Under Poly1305 on both ends, compressed and plain frames cross and the
+ * end checks; a target that checks HMAC-SHA256 refuses the first frame,
+ * and one under Poly1305 refuses a frame whose tag's zero half is not. */
+static void test_poly1305(void **state) {
+        static char text[64 * 1024], got[sizeof(text)];
+        pair *p;
+        (void)state;
+
+        fill_text(text, sizeof(text));
+        p = pair_new2(&bind_poly, &bind_poly);
+        assert_int_equal(ps_link_set_zstd(p->s, PS_ZSTD_WIRE, -2), 0);
+        assert_int_equal(ps_link_set_zstd(p->t, PS_ZSTD_WIRE, -2), 0);
+        dump_writes_n(p, text, sizeof(text));
+        dump_writes(p, "PAGES");
+        for (size_t i = 0; i < p->n_pages; i++)
+                assert_int_equal(feed(p, i), 0);
+        assert_true(p->pages[0].size > 0 && p->pages[p->n_pages - 1].size == 0); /* both kinds */
+        assert_int_equal(criu_reads(p, p->t_fd, got, sizeof(got)), sizeof(got));
+        assert_memory_equal(got, text, sizeof(text));
+        close(p->s_fd);
+        p->s_fd = -1;
+        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
+                turn(p);
+        assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
+        assert_int_equal(ps_link_get_state(p->t), PS_LINK_ENDED);
+        pair_free(p);
+
+        p = pair_new2(&bind_poly, &bind_a);
+        dump_writes(p, "PAGES-ONE");
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
+
+        p = pair_new2(&bind_poly, &bind_poly);
+        dump_writes(p, "PAGES-ONE");
+        p->pages[0].tag[PS_MAC_LEN - 1] = 1;
+        assert_int_equal(feed(p, 0), -EBADMSG);
+        assert_poisoned(p, p->t_fd);
+        pair_free(p);
 }
 
 static void test_frame_after_end(void **state) {
@@ -684,6 +733,7 @@ int main(void) {
                 cmocka_unit_test(test_compressed_round_trip),
                 cmocka_unit_test(test_compressed_refused),
                 cmocka_unit_test(test_zstd_from_hellos),
+                cmocka_unit_test(test_poly1305),
                 cmocka_unit_test(test_full_and_drained),
                 cmocka_unit_test(test_owed_follows_a_dump),
                 cmocka_unit_test(test_owed_lost),

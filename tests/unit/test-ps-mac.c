@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The page stream's MAC: a vector built by hand with OpenSSL's one-shot
- * HMAC() over the documented bytes, then every way a hostile or broken peer
- * could bend a stream (a flipped byte, a dropped, repeated or reordered
- * frame, another migration's frames, another key, a cut before the end,
- * frames after it) fails, and stays failed. */
+/* The page stream's MAC, under each algorithm: a vector built by hand with
+ * OpenSSL's one-shot calls over the documented bytes, then every way a
+ * hostile or broken peer could bend a stream (a flipped byte, a dropped,
+ * repeated or reordered frame, another migration's frames, another key,
+ * another algorithm, a cut before the end, frames after it) fails, and
+ * stays failed. */
 #include <errno.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -21,9 +22,17 @@ static const uint8_t key[32] = "0123456789abcdef0123456789abcdef";
 static const char *const bind_a[] = {"mig-1", "node1", "node2"};
 static const char *const bind_b[] = {"mig-2", "node1", "node2"};
 
+/* The algorithm under test: each test runs once per algorithm (its prestate). */
+static ps_mac_alg alg;
+static const ps_mac_alg hmac_sha256 = PS_MAC_HMAC_SHA256, poly1305 = PS_MAC_POLY1305;
+
+static void set_alg(void **state) {
+        alg = *(const ps_mac_alg *)*state;
+}
+
 static ps_mac *mac_new(const char *const *parts, const uint8_t *k) {
         ps_mac *m = NULL;
-        assert_int_equal(ps_mac_new(k, 32, parts, 3, &m), 0);
+        assert_int_equal(ps_mac_new(k, 32, alg, parts, 3, &m), 0);
         return m;
 }
 
@@ -34,21 +43,32 @@ static size_t put_part(uint8_t *out, const void *p, size_t n) {
         return 8 + n;
 }
 
-/* HMAC-SHA256(key, [len|domain][len|part]... kind number(be64) len(be64) bytes) */
-static void expected_tag(const char *const *parts, size_t n_parts, uint8_t kind, uint64_t number,
-                         uint64_t len, const void *bytes, size_t n, uint8_t out[PS_MAC_LEN]) {
-        static const char domain[] = "nucleus-migrate page stream 1";
-        uint8_t msg[512];
-        size_t at = put_part(msg, domain, strlen(domain));
-        unsigned int out_len = 0;
+static size_t put_head(uint8_t *out, uint8_t kind, uint64_t number, uint64_t len) {
+        out[0] = kind;
+        for (int i = 0; i < 8; i++) {
+                out[1 + i] = (uint8_t)(number >> (56 - 8 * i));
+                out[9 + i] = (uint8_t)(len >> (56 - 8 * i));
+        }
+        return 17;
+}
 
+/* HMAC-SHA256(key, [len|domain][len|part]...): under HMAC-SHA256 the
+ * start of every frame's message, under Poly1305 the stream's key. */
+static size_t put_binding(uint8_t *msg, const char *domain, const char *const *parts, size_t n_parts) {
+        size_t at = put_part(msg, domain, strlen(domain));
         for (size_t i = 0; i < n_parts; i++)
                 at += put_part(msg + at, parts[i], strlen(parts[i]));
-        msg[at++] = kind;
-        for (int i = 0; i < 8; i++)
-                msg[at++] = (uint8_t)(number >> (56 - 8 * i));
-        for (int i = 0; i < 8; i++)
-                msg[at++] = (uint8_t)(len >> (56 - 8 * i));
+        return at;
+}
+
+/* HMAC-SHA256(key, binding kind number(be64) len(be64) bytes) */
+static void expected_hmac(const char *const *parts, size_t n_parts, uint8_t kind, uint64_t number,
+                          uint64_t len, const void *bytes, size_t n, uint8_t out[PS_MAC_LEN]) {
+        uint8_t msg[512];
+        size_t at = put_binding(msg, "nucleus-migrate page stream 1", parts, n_parts);
+        unsigned int out_len = 0;
+
+        at += put_head(msg + at, kind, number, len);
         if (n) /* the end frame has no bytes (NULL) */
                 memcpy(msg + at, bytes, n);
         at += n;
@@ -56,8 +76,43 @@ static void expected_tag(const char *const *parts, size_t n_parts, uint8_t kind,
         assert_int_equal(out_len, PS_MAC_LEN);
 }
 
+/* ChaCha20-Poly1305 under the stream's key, nonce 0^4 number(be64), the
+ * associated data kind number(be64) len(be64) bytes, nothing encrypted;
+ * its 16-byte tag, then 16 zero bytes. */
+static void expected_poly1305(const char *const *parts, size_t n_parts, uint8_t kind, uint64_t number,
+                              uint64_t len, const void *bytes, size_t n, uint8_t out[PS_MAC_LEN]) {
+        uint8_t msg[512], stream_key[32], nonce[12] = {0}, aad[512], none[1];
+        size_t at = put_binding(msg, "nucleus-migrate page stream key, poly1305 1", parts, n_parts);
+        unsigned int key_len = 0;
+        int ol = 0;
+        EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+
+        assert_non_null(HMAC(EVP_sha256(), key, sizeof(key), msg, at, stream_key, &key_len));
+        for (int i = 0; i < 8; i++)
+                nonce[4 + i] = (uint8_t)(number >> (56 - 8 * i));
+        at = put_head(aad, kind, number, len);
+        if (n)
+                memcpy(aad + at, bytes, n);
+        at += n;
+        memset(out, 0, PS_MAC_LEN);
+        assert_non_null(c);
+        assert_int_equal(EVP_EncryptInit_ex(c, EVP_chacha20_poly1305(), NULL, stream_key, nonce), 1);
+        assert_int_equal(EVP_EncryptUpdate(c, NULL, &ol, aad, (int)at), 1);
+        assert_int_equal(EVP_EncryptFinal_ex(c, none, &ol), 1);
+        assert_int_equal(EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, 16, out), 1);
+        EVP_CIPHER_CTX_free(c);
+}
+
+static void expected_tag(const char *const *parts, size_t n_parts, uint8_t kind, uint64_t number,
+                         uint64_t len, const void *bytes, size_t n, uint8_t out[PS_MAC_LEN]) {
+        if (alg == PS_MAC_POLY1305)
+                expected_poly1305(parts, n_parts, kind, number, len, bytes, n, out);
+        else
+                expected_hmac(parts, n_parts, kind, number, len, bytes, n, out);
+}
+
 static void test_vector(void **state) {
-        (void)state;
+        set_alg(state);
         ps_mac *m = mac_new(bind_a, key);
         uint8_t tag[PS_MAC_LEN], want[PS_MAC_LEN];
 
@@ -94,7 +149,7 @@ static void make_stream(stream *s, const char *const *parts, const uint8_t *k) {
 }
 
 static void test_round_trip(void **state) {
-        (void)state;
+        set_alg(state);
         stream s;
         make_stream(&s, bind_a, key);
         ps_mac *r = mac_new(bind_a, key);
@@ -135,7 +190,7 @@ static int feed(const stream *s, const char *const *parts, const uint8_t *k, con
 }
 
 static void test_bent_streams_fail(void **state) {
-        (void)state;
+        set_alg(state);
         stream s;
         int err = 0;
         make_stream(&s, bind_a, key);
@@ -163,6 +218,14 @@ static void test_bent_streams_fail(void **state) {
         bad = s;
         bad.tag[2][0] ^= 1;
         assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 2);
+        /* A byte in the tag's last half: zeros under Poly1305, checked too. */
+        bad = s;
+        bad.tag[1][PS_MAC_LEN - 1] ^= 1;
+        assert_int_equal(feed(&bad, bind_a, key, all, 4, &err), 1);
+        /* The stream read under the other algorithm. */
+        alg = alg == PS_MAC_POLY1305 ? PS_MAC_HMAC_SHA256 : PS_MAC_POLY1305;
+        assert_int_equal(feed(&s, bind_a, key, all, 4, &err), 0);
+        alg = alg == PS_MAC_POLY1305 ? PS_MAC_HMAC_SHA256 : PS_MAC_POLY1305;
         /* The same bytes split differently are other frames. */
         bad = s;
         bad.len[0]--;
@@ -173,7 +236,7 @@ static void test_bent_streams_fail(void **state) {
  * decompresses to, the compressed bytes), counts that length, and can pass
  * neither for a plain frame of the same bytes nor with another length. */
 static void test_compressed_frames(void **state) {
-        (void)state;
+        set_alg(state);
         static const char z[] = "zstd bytes";
         ps_mac *m = mac_new(bind_a, key), *r;
         uint8_t t0[PS_MAC_LEN], t1[PS_MAC_LEN], end[PS_MAC_LEN], want[PS_MAC_LEN];
@@ -221,13 +284,13 @@ static void test_compressed_frames(void **state) {
 }
 
 static void test_bindings_do_not_run_together(void **state) {
-        (void)state;
+        set_alg(state);
         /* ("ab","c") and ("a","bc") are different bindings. */
         static const char *const p1[] = {"ab", "c"}, *const p2[] = {"a", "bc"};
         ps_mac *a = NULL, *b = NULL;
         uint8_t ta[PS_MAC_LEN], tb[PS_MAC_LEN];
-        assert_int_equal(ps_mac_new(key, sizeof(key), p1, 2, &a), 0);
-        assert_int_equal(ps_mac_new(key, sizeof(key), p2, 2, &b), 0);
+        assert_int_equal(ps_mac_new(key, sizeof(key), alg, p1, 2, &a), 0);
+        assert_int_equal(ps_mac_new(key, sizeof(key), alg, p2, 2, &b), 0);
         assert_int_equal(ps_mac_sign(a, "x", 1, ta), 0);
         assert_int_equal(ps_mac_sign(b, "x", 1, tb), 0);
         assert_memory_not_equal(ta, tb, PS_MAC_LEN);
@@ -236,14 +299,15 @@ static void test_bindings_do_not_run_together(void **state) {
 }
 
 static void test_bad_arguments(void **state) {
-        (void)state;
+        set_alg(state);
         static const char *const holes[] = {"a", NULL};
         ps_mac *m = NULL;
         uint8_t tag[PS_MAC_LEN] = {0};
-        assert_int_equal(ps_mac_new(NULL, 32, bind_a, 3, &m), -EINVAL);
-        assert_int_equal(ps_mac_new(key, 0, bind_a, 3, &m), -EINVAL);
-        assert_int_equal(ps_mac_new(key, 32, holes, 2, &m), -EINVAL);
-        assert_int_equal(ps_mac_new(key, 32, bind_a, PS_MAC_PARTS_MAX + 1, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(NULL, 32, alg, bind_a, 3, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 0, alg, bind_a, 3, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 32, alg, holes, 2, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 32, alg, bind_a, PS_MAC_PARTS_MAX + 1, &m), -EINVAL);
+        assert_int_equal(ps_mac_new(key, 32, _PS_MAC_ALG_MAX, bind_a, 3, &m), -EINVAL);
         m = mac_new(bind_a, key);
         /* An empty data frame would let a peer pad a stream with nothing. */
         assert_int_equal(ps_mac_sign(m, "", 0, tag), -EINVAL);
@@ -252,14 +316,17 @@ static void test_bad_arguments(void **state) {
         ps_mac_free(m);
 }
 
+#define BOTH(t) \
+        cmocka_unit_test_prestate(t, (void *)&hmac_sha256), cmocka_unit_test_prestate(t, (void *)&poly1305)
+
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_vector),
-                cmocka_unit_test(test_round_trip),
-                cmocka_unit_test(test_bent_streams_fail),
-                cmocka_unit_test(test_compressed_frames),
-                cmocka_unit_test(test_bindings_do_not_run_together),
-                cmocka_unit_test(test_bad_arguments),
+                BOTH(test_vector),
+                BOTH(test_round_trip),
+                BOTH(test_bent_streams_fail),
+                BOTH(test_compressed_frames),
+                BOTH(test_bindings_do_not_run_together),
+                BOTH(test_bad_arguments),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
