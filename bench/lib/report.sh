@@ -700,6 +700,12 @@ b_report_levers() {
   `perf`, the source agent's loop thread (the pace-setter of a streamed
   dump) spent 18% fewer samples on a 1 GiB mixed dump (1699 against 2084
   at 499 Hz), its SHA-256 share 285 against 464.
+- **Poly1305 page tags** (feature `ps-poly1305`): each page frame's tag
+  is ChaCha20-Poly1305's over the frame as associated data, under a key of
+  the stream's own, instead of HMAC-SHA256: 0.08 s per GiB on each side
+  instead of 0.62 s. Six alternating pairs against the build before:
+  the dump carrying an incompressible 1 GiB heap 4.41 s against 5.40 s
+  (medians), a mixed one 3.81 against 4.02 s.
 - **Reads into cache-line-aligned buffers** (`io_buf_alloc()`): `malloc()`
   returns large blocks 16 bytes into a page, and on this CPU the kernel's
   copy from page-aligned sources (the page cache, a pipe, CRIU's spliced
