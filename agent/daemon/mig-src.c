@@ -460,12 +460,15 @@ static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void
                 log_ctx_info(m->id, "the dump kept the pages in its images (the tree was not held): they go "
                                     "with the images");
         else
-                log_ctx_info(m->id,
-                             "sent %llu bytes of the page server's session while CRIU dumped (%llu frames, "
-                             "%llu bytes as sent, tagged with %s; the dump waited on %llu replies)",
-                             (unsigned long long)ps_link_bytes_out(l),
-                             (unsigned long long)ps_link_frames_out(l), (unsigned long long)m->page_wire,
-                             ps_mac_alg_name(ps_link_mac(l)), (unsigned long long)ps_link_replies_asked(l));
+                log_ctx_info(
+                        m->id,
+                        "sent %llu bytes of the page server's session while CRIU dumped (%llu frames, "
+                        "%llu bytes as sent, tagged with %s, %llu left untried by zstd; the dump waited "
+                        "on %llu replies)",
+                        (unsigned long long)ps_link_bytes_out(l), (unsigned long long)ps_link_frames_out(l),
+                        (unsigned long long)m->page_wire, ps_mac_alg_name(ps_link_mac(l)),
+                        (unsigned long long)ps_link_frames_untried(l),
+                        (unsigned long long)ps_link_replies_asked(l));
         if (c)
                 (void)xfer_conn_send(c, &e, NULL);
 }

@@ -50,6 +50,12 @@ typedef enum ps_link_zstd {
                        * it is decompressed, each wire byte hashed once */
 } ps_link_zstd;
 
+/* A frame from this size on counts for zstd's backoff: after one that did
+ * not shrink, the next 1, 2, 4... up to PS_ZSTD_SKIP_MAX such frames leave
+ * without a try. */
+#define PS_ZSTD_PROBE_MIN (64u * 1024)
+#define PS_ZSTD_SKIP_MAX 16u
+
 /* What the two streams are bound to: the migration and its two nodes; and
  * the MAC their frames carry (the two HELLOs decide, proto/PROTOCOL.md
  * "ps-poly1305"; zero: HMAC-SHA256). */
@@ -136,6 +142,9 @@ uint64_t ps_link_frames_out(const ps_link *l);
 uint64_t ps_link_bytes_out(const ps_link *l);
 uint64_t ps_link_frames_in(const ps_link *l);
 uint64_t ps_link_bytes_in(const ps_link *l);
+/* Source: large frames sent without trying zstd, after frames that did not
+ * shrink (PS_ZSTD_SKIP_MAX). */
+uint64_t ps_link_frames_untried(const ps_link *l);
 
 /* Closes our end (our CRIU sees EOF once queued bytes are out); callbacks
  * no longer run. Returns NULL. */

@@ -66,7 +66,7 @@ if [ -z "$wire" ] || [ "$wire" -ge "$sent" ]; then
 fi
 fx_logged_since n2 "$off2" -E "the page stream ended: $sent bytes in [0-9]+ frames, each checked \(Poly1305\)" ||
 	t_fail "node2 did not check the $sent bytes of the page stream to its end with Poly1305"
-fx_logged_since n1 "$off1" "bytes as sent, tagged with Poly1305;" || t_fail "node1 did not tag the page frames with Poly1305"
+fx_logged_since n1 "$off1" "bytes as sent, tagged with Poly1305," || t_fail "node1 did not tag the page frames with Poly1305"
 fx_logged_since n2 "$off2" "the staging was signed beside the restore in" ||
 	t_fail "node2 did not sign the staging with the pages"
 if [ -n "$SSH_THREAD" ]; then

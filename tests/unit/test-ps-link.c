@@ -345,6 +345,62 @@ static void test_compressed_round_trip(void **state) {
         }
 }
 
+/* Bytes zstd cannot shrink: xorshift, different for each seed. */
+static void fill_random(uint8_t *buf, size_t n, uint64_t seed) {
+        uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+        for (size_t i = 0; i < n; i++) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf[i] = (uint8_t)(x >> 24);
+        }
+}
+
+/* Incompressible frames: after each large one that did not shrink, the
+ * next 1, 2, 4... large ones leave untried; a small frame is tried and
+ * counts for nothing; once a try pays again, every frame is tried. Every
+ * byte arrives as written, untried or not. */
+static void test_zstd_backoff(void **state) {
+        static uint8_t rnd[12][PS_ZSTD_PROBE_MIN], got[sizeof(rnd) + 5];
+        static char text[10][PS_ZSTD_PROBE_MIN], got_text[sizeof(text)];
+        pair *p = pair_zstd(PS_ZSTD_WIRE, PS_ZSTD_WIRE);
+        (void)state;
+
+        for (size_t i = 0; i < 12; i++) {
+                fill_random(rnd[i], sizeof(rnd[i]), i + 1);
+                dump_writes_n(p, rnd[i], sizeof(rnd[i]));
+                assert_int_equal(p->n_pages, i + 1 + (i > 5)); /* one frame per write */
+                if (i == 5)
+                        dump_writes(p, "PAGES");
+        }
+        /* Tried: 0, 2, 5, the small one, 10 (each failure doubling the wait). */
+        assert_int_equal(ps_link_frames_untried(p->s), 8);
+        for (size_t i = 0; i < p->n_pages; i++) {
+                assert_int_equal(p->pages[i].size, 0);
+                assert_int_equal(feed(p, i), 0);
+        }
+        assert_int_equal(criu_reads(p, p->t_fd, (char *)got, sizeof(got)), sizeof(got));
+        assert_memory_equal(got, rnd, 6 * sizeof(rnd[0]));
+        assert_memory_equal(got + 6 * sizeof(rnd[0]), "PAGES", 5);
+        assert_memory_equal(got + 6 * sizeof(rnd[0]) + 5, rnd[6], 6 * sizeof(rnd[0]));
+
+        /* Text now: the 7 frames the last wait still holds go untried, the
+         * next try pays, and so does every one after. */
+        for (size_t i = 0; i < 10; i++) {
+                fill_text(text[i], sizeof(text[i]));
+                dump_writes_n(p, text[i], sizeof(text[i]));
+        }
+        assert_int_equal(p->n_pages, 13 + 10);
+        assert_int_equal(ps_link_frames_untried(p->s), 8 + 7);
+        for (size_t i = 13; i < p->n_pages; i++) {
+                assert_int_equal(p->pages[i].size != 0, i >= 13 + 7);
+                assert_int_equal(feed(p, i), 0);
+        }
+        assert_int_equal(criu_reads(p, p->t_fd, got_text, sizeof(got_text)), sizeof(got_text));
+        assert_memory_equal(got_text, text, sizeof(text));
+        pair_free(p);
+}
+
 /* Tagged as it travels: a bent compressed byte fails the check (before a
  * decompressor sees it); a frame tagged one way fails a target that checks
  * the other; a compressed frame where none was agreed, or one whose size
@@ -732,6 +788,7 @@ int main(void) {
                 cmocka_unit_test(test_frame_after_end),
                 cmocka_unit_test(test_compressed_round_trip),
                 cmocka_unit_test(test_compressed_refused),
+                cmocka_unit_test(test_zstd_backoff),
                 cmocka_unit_test(test_zstd_from_hellos),
                 cmocka_unit_test(test_poly1305),
                 cmocka_unit_test(test_full_and_drained),
