@@ -17,6 +17,7 @@
 #include "keeper.h"
 #include "log.h"
 #include "macro.h"
+#include "mem.h"
 #include "mig.h"
 #include "nm-config.h"
 #include "offer-check.h"
@@ -156,10 +157,12 @@ static void log_ssh_cipher(void) {
         nm_error e = {};
 
         if (xfer_ssh_ctr_install(&e) < 0)
-                log_warning("SSH streams encrypt through OpenSSL's own AES-CTR, 16 bytes per call (slower): %s",
-                            e.msg);
+                log_warning(
+                        "SSH streams encrypt through OpenSSL's own AES-CTR, 16 bytes per call (slower): %s",
+                        e.msg);
         else
-                log_info("SSH streams encrypt through the %s provider (AES-CTR, 4 KiB of keystream per OpenSSL call)",
+                log_info("SSH streams encrypt through the %s provider (AES-CTR, 4 KiB of keystream per "
+                         "OpenSSL call)",
                          XFER_SSH_CTR_PROVIDER);
 }
 
@@ -321,6 +324,7 @@ int agent_run(agent_config *cfg, const agent_invocation *inv) {
         nm_error err = {};
         int r;
 
+        mem_keep_stream_buffers();
         uv_loop_init(&loop);
         signal(SIGPIPE, SIG_IGN);
         uv_signal_init(&loop, &a.sig_term);

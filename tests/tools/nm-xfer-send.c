@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "fs-util.h"
+#include "mem.h"
 #include "transfer.h"
 
 #define MAX_STREAMS 16
@@ -329,6 +330,7 @@ int main(int argc, char **argv) {
                 fprintf(stderr, "nm-xfer-send: cannot open %s: %s\n", argv[optind], strerror(-t.dir_fd));
                 return 1;
         }
+        mem_keep_stream_buffers(); /* as the agent's sender does */
         (void)uv_loop_init(&t.loop);
         if (local) {
                 if (connect_local(&t, local) < 0)

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include <fcntl.h>
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include "error.h"
 #include "fs-util.h"
 #include "log.h"
+#include "mem.h"
 #include "macro.h"
 #include "sd.h"
 
@@ -347,6 +349,45 @@ static void test_log_line_one_write(void **state) {
         close(sv[1]);
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SANITIZER_HEAP 1 /* its own allocator: glibc's heap holds nothing of ours */
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define SANITIZER_HEAP 1
+#endif
+#endif
+
+/* A stream's frame-sized block comes from the heap, not a mapping of its
+ * own, and once freed stays there for the next one. */
+static void test_stream_buffers_stay_in_heap(void **state) {
+        const size_t frame = 4u << 20;
+        struct mallinfo2 before, used, freed;
+        char *p;
+        (void)state;
+
+#ifdef SANITIZER_HEAP
+        skip(); /* the policy is glibc's; the plain build runs this */
+#endif
+        /* glibc's first threshold, fixed: such a block is mapped alone. */
+        assert_int_equal(mallopt(M_MMAP_THRESHOLD, 128 * 1024), 1);
+        before = mallinfo2();
+        p = malloc(frame);
+        assert_non_null(p);
+        assert_int_equal(mallinfo2().hblks, before.hblks + 1);
+        free(p);
+
+        mem_keep_stream_buffers();
+        before = mallinfo2();
+        p = malloc(frame);
+        assert_non_null(p);
+        memset(p, 1, frame);
+        used = mallinfo2();
+        assert_int_equal(used.hblks, before.hblks); /* not mapped on its own */
+        free(p);
+        freed = mallinfo2();
+        assert_true(freed.fordblks >= frame); /* kept, not given back */
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_error_keeps_first_cause),
@@ -356,6 +397,7 @@ int main(void) {
                 cmocka_unit_test(test_atomic_write_and_read),
                 cmocka_unit_test(test_regular_files_only),
                 cmocka_unit_test(test_io_buf_aligned),
+                cmocka_unit_test(test_stream_buffers_stay_in_heap),
                 cmocka_unit_test(test_symlinks_refused),
                 cmocka_unit_test(test_mkdir_p_secure),
                 cmocka_unit_test(test_sealed_files_are_removed),
