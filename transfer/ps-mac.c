@@ -19,6 +19,7 @@ static const char *const domain[_PS_MAC_ALG_MAX] = {
         [PS_MAC_POLY1305] = "nucleus-migrate page stream key, poly1305 1",
 };
 
+#define FRAME_HEAD_LEN 17 /* kind, number (be64), length (be64) */
 #define POLY1305_TAG_LEN 16
 #define CHACHA_KEY_LEN 32
 #define CHACHA_NONCE_LEN 12
@@ -120,7 +121,7 @@ ps_mac *ps_mac_free(ps_mac *m) {
         return NULL;
 }
 
-static int tag_hmac(const ps_mac *m, const uint8_t head[static 17], const void *buf, size_t n,
+static int tag_hmac(const ps_mac *m, const uint8_t head[static FRAME_HEAD_LEN], const void *buf, size_t n,
                     uint8_t tag[static PS_MAC_LEN]) {
         size_t out = 0;
         EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(m->bound);
@@ -128,14 +129,14 @@ static int tag_hmac(const ps_mac *m, const uint8_t head[static 17], const void *
 
         if (!ctx)
                 return -ENOMEM;
-        if (EVP_MAC_update(ctx, head, 17) != 1 || (n && EVP_MAC_update(ctx, buf, n) != 1) ||
+        if (EVP_MAC_update(ctx, head, FRAME_HEAD_LEN) != 1 || (n && EVP_MAC_update(ctx, buf, n) != 1) ||
             EVP_MAC_final(ctx, tag, &out, PS_MAC_LEN) != 1 || out != PS_MAC_LEN)
                 r = -EIO;
         EVP_MAC_CTX_free(ctx);
         return r;
 }
 
-static int tag_poly1305(const ps_mac *m, uint64_t number, const uint8_t head[static 17], const void *buf,
+static int tag_poly1305(const ps_mac *m, uint64_t number, const uint8_t head[static FRAME_HEAD_LEN], const void *buf,
                         size_t n, uint8_t tag[static PS_MAC_LEN]) {
         uint8_t nonce[CHACHA_NONCE_LEN] = {0}, none[1];
         int len;
@@ -145,7 +146,7 @@ static int tag_poly1305(const ps_mac *m, uint64_t number, const uint8_t head[sta
                 return -EINVAL;
         memset(tag, 0, PS_MAC_LEN);
         if (EVP_EncryptInit_ex(m->aead, NULL, NULL, NULL, nonce) != 1 ||
-            EVP_EncryptUpdate(m->aead, NULL, &len, head, 17) != 1 ||
+            EVP_EncryptUpdate(m->aead, NULL, &len, head, FRAME_HEAD_LEN) != 1 ||
             (n && EVP_EncryptUpdate(m->aead, NULL, &len, buf, (int)n) != 1) ||
             EVP_EncryptFinal_ex(m->aead, none, &len) != 1 ||
             EVP_CIPHER_CTX_ctrl(m->aead, EVP_CTRL_AEAD_GET_TAG, POLY1305_TAG_LEN, tag) != 1)
@@ -156,7 +157,7 @@ static int tag_poly1305(const ps_mac *m, uint64_t number, const uint8_t head[sta
 /* The tag of frame number `number` of kind `kind` over buf[0..n). */
 static int frame_tag(const ps_mac *m, frame_kind kind, uint64_t number, uint64_t len, const void *buf,
                      size_t n, uint8_t tag[static PS_MAC_LEN]) {
-        uint8_t head[17];
+        uint8_t head[FRAME_HEAD_LEN];
 
         head[0] = (uint8_t)kind;
         put_be64(head + 1, number);
