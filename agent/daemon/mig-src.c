@@ -316,9 +316,11 @@ static mig_act_result src_start_stream(mig *m, mig_event *ret) {
                 unsigned f = peer_link_features(m->link);
                 so.zstd = m->a->cfg.compress && (f & PEER_FEATURE_ZSTD);
                 so.file_mac = f & PEER_FEATURE_FILE_MAC;
-                /* The bytes sent must hash as CRIU's did when they were
-                 * signed (checkpoint.hmac, sealed; a lazy dump's images
-                 * have none). */
+                /* A signed tree's bytes must hash as they did when it was
+                 * signed. Our own dumps are sealed, not signed (DESIGN.md
+                 * "Sealed; signed where asked"): for them there is nothing
+                 * to compare, and the target checks what we hash as we
+                 * read. */
                 so.expect_hmac = signed_hmac;
                 r = xfer_send_dir(c, dfd, &so, src_on_sent, m, &err, &m->send);
         }
