@@ -530,6 +530,30 @@ proto_zctx *proto_zctx_free(proto_zctx *z);
  * n - PROTO_ZDATA_MIN_SAVING(n) bytes. */
 int proto_zdata_compress(proto_zctx *z, const void *src, size_t n, void *dst, size_t *ret_len);
 
+/* Whether zstd is worth a try on a stream's next chunk. Incompressible
+ * data (random, encrypted, already compressed) comes in long runs, and
+ * each try costs a whole zstd pass for nothing. So after a chunk of
+ * probe_min bytes or more that did not shrink, the next such chunks leave
+ * untried: one, then two, four... up to skip_max, until a try pays again.
+ * Smaller chunks are always tried and never counted: cheap, and they say
+ * little. Set probe_min and skip_max; the rest starts at zero. */
+typedef struct proto_zbackoff {
+        size_t probe_min;
+        unsigned skip_max;
+        unsigned wait;    /* chunks left untried after the last try that did not pay */
+        unsigned left;    /* of wait, still to come */
+        uint64_t untried; /* in all */
+} proto_zbackoff;
+
+/* Whether to try the next chunk, of n bytes (one that is not tried counts
+ * as left untried). */
+bool proto_zbackoff_try(proto_zbackoff *b, size_t n);
+/* What the try on a chunk of n bytes gave: paid (it shrank) or not. */
+void proto_zbackoff_tried(proto_zbackoff *b, size_t n, bool paid);
+/* The next chunk is tried, whatever the wait: a new file may be another
+ * kind of data. The wait's length stays. */
+void proto_zbackoff_try_next(proto_zbackoff *b);
+
 /* Decompresses a ZDATA payload into dst (cap bytes, at least zd->size).
  * Refuses (-EBADMSG, with the reason) anything but frames that decode to
  * exactly zd->size bytes: memory stays bounded by PROTO_DATA_MAX whatever

@@ -2,8 +2,10 @@
 /* zstd for DATA payloads (ZDATA, feature "zstd"). Each payload is one
  * self-contained zstd frame that records its content size; the receiver
  * decodes it into a buffer of exactly the announced size, so a hostile
- * frame can neither grow memory nor write past the buffer. */
+ * frame can neither grow memory nor write past the buffer. And when a
+ * sender tries it at all (proto_zbackoff), for both streams. */
 #include <stdlib.h>
+#include <sys/param.h>
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -68,6 +70,28 @@ int proto_zdata_compress(proto_zctx *z, const void *src, size_t n, void *dst, si
         }
         *ret_len = r;
         return 0;
+}
+
+bool proto_zbackoff_try(proto_zbackoff *b, size_t n) {
+        if (n < b->probe_min || b->left == 0)
+                return true;
+        b->left--;
+        b->untried++;
+        return false;
+}
+
+void proto_zbackoff_tried(proto_zbackoff *b, size_t n, bool paid) {
+        if (n < b->probe_min)
+                return;
+        if (paid)
+                b->wait = 0;
+        else if (b->wait < b->skip_max)
+                b->wait = b->wait ? MIN(2 * b->wait, b->skip_max) : 1;
+        b->left = b->wait;
+}
+
+void proto_zbackoff_try_next(proto_zbackoff *b) {
+        b->left = 0;
 }
 
 int proto_zdata_decompress(proto_zctx *z, const proto_zdata *zd, void *dst, size_t cap, nm_error *err) {

@@ -33,9 +33,11 @@
 /* Reads in flight: with zstd, compression (the costly part) runs on as many
  * workers while hashing stays in order; without, one read ahead is enough. */
 #define XFER_JOBS_MAX 3
-/* After a chunk that did not shrink, this many go without trying: random
- * pages cost zstd little, but not nothing, and they come in long runs. */
-#define XFER_ZSTD_BACKOFF 32
+/* zstd's backoff (proto_zbackoff): after a chunk that did not shrink, up
+ * to this many go without a try; chunks below 64 KiB (small images, the
+ * tails of files) are always tried. */
+#define XFER_ZSTD_PROBE_MIN (64u * 1024)
+#define XFER_ZSTD_SKIP_MAX 32u
 
 typedef enum xfer_send_state {
         XFER_SEND_START,
@@ -52,7 +54,7 @@ struct xfer_chunk {
         LIST_FIELDS(xfer_chunk, chunks); /* in the pool, or outstanding (in the conn) */
         xfer_send *owner;                /* NULL once the sender is gone: free on release */
         size_t cap;
-        size_t zlen;    /* compressed bytes at data + cap, or 0 */
+        size_t zlen; /* compressed bytes at data + cap, or 0 */
         /* cap bytes, then (with zstd) room for the compressed chunk; on a
          * cache line, as io_buf_alloc() says why */
         uint8_t data[] __attribute__((aligned(64)));
@@ -70,7 +72,7 @@ typedef struct xfer_job {
         int err;
         nm_error hash_err; /* the worker's own: the loop may write x->err meanwhile */
         bool busy, done;
-        bool try_zstd; /* decided when the read starts (see z_skip) */
+        bool try_zstd; /* decided when the read starts (see zb) */
 } xfer_job;
 
 struct xfer_send {
@@ -100,7 +102,7 @@ struct xfer_send {
         EVP_MD_CTX *sha;
         bool file_mac;
         bool zstd;
-        unsigned z_skip; /* chunks to send without trying zstd */
+        proto_zbackoff zb; /* which chunks zstd tries */
 
         /* the reads in flight, oldest first (jobs[(head + i) % n]) */
         xfer_job jobs[XFER_JOBS_MAX];
@@ -345,7 +347,7 @@ static int begin_file(xfer_send *x) {
         if (r < 0)
                 return hash_error(x, r, &he, f->relpath);
         x->off = x->off_rd = 0;
-        x->z_skip = 0; /* every file gets a first try */
+        proto_zbackoff_try_next(&x->zb); /* every file gets a first try */
         return 0;
 }
 
@@ -398,6 +400,7 @@ static int finish_stream(xfer_send *x) {
                                     x->res.hmac, x->expect_hmac);
         if (x->binding && (r = x->binding(x->userdata, x->res.hmac, binding)) < 0)
                 return nm_error_set(&x->err, r, "cannot bind the images to migration %s", x->mig);
+        x->res.zstd_untried = x->zb.untried;
         return send_msg(x, &(proto_msg){.type = PROTO_MSG_IMAGES_DONE,
                                         .images_done = {.mig = x->mig,
                                                         .hmac = x->res.hmac,
@@ -475,7 +478,7 @@ static int flush_jobs(xfer_send *x) {
                         return nm_error_set(&x->err, -ESTALE, "%s shrank while being sent", f->relpath);
                 }
                 if (j->try_zstd)
-                        x->z_skip = k->zlen > 0 ? 0 : XFER_ZSTD_BACKOFF;
+                        proto_zbackoff_tried(&x->zb, j->len, k->zlen > 0);
                 if (k->zlen > 0)
                         r = xfer_conn_send_zdata(x->c, x->mig, (uint32_t)j->len, k->data + k->cap, k->zlen,
                                                  chunk_released, k, &x->err);
@@ -536,9 +539,7 @@ static int start_read(xfer_send *x) {
         j->len = left < x->chunk_size ? (size_t)left : x->chunk_size;
         j->seq = x->seq_next;
         j->done = false;
-        j->try_zstd = j->zctx && x->z_skip == 0;
-        if (j->zctx && x->z_skip > 0)
-                x->z_skip--;
+        j->try_zstd = j->zctx && proto_zbackoff_try(&x->zb, j->len);
         r = uv_queue_work(x->loop, &j->work, read_work, read_done);
         if (r < 0) {
                 free(TAKE_PTR(j->k));
@@ -773,6 +774,7 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->sha = EVP_MD_CTX_new();
         x->file_mac = o->file_mac;
         x->zstd = o->zstd;
+        x->zb = (proto_zbackoff){.probe_min = XFER_ZSTD_PROBE_MIN, .skip_max = XFER_ZSTD_SKIP_MAX};
         x->n_jobs_max = o->zstd ? XFER_JOBS_MAX : 2;
         (void)pthread_mutex_init(&x->hash_lock, NULL);
         (void)pthread_cond_init(&x->hash_cond, NULL);

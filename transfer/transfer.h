@@ -232,6 +232,7 @@ typedef struct xfer_send_result {
         uint64_t files;
         uint64_t bytes;
         uint64_t wire_bytes;          /* DATA and ZDATA payload bytes sent for them */
+        uint64_t zstd_untried;        /* chunks sent without a try (proto_zbackoff) */
         char hmac[XFER_HMAC_HEX_MAX]; /* the tree digest sent in IMAGES_DONE */
 } xfer_send_result;
 

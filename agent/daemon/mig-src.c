@@ -274,10 +274,10 @@ static void src_on_sent(xfer_send *x, int status, const nm_error *err, const xfe
                 xfer_conn_set_drain(peer_link_conn(m->link), SRC_PS_LOW_WATER, src_ps_drained, m);
         log_ctx_info(
                 m->id,
-                "sent %llu files, %llu bytes (%llu on the wire) in %llu ms, tree HMAC %.16s...; waiting "
-                "for the target to verify",
+                "sent %llu files, %llu bytes (%llu on the wire; %llu chunks left untried by zstd) in %llu "
+                "ms, tree HMAC %.16s...; waiting for the target to verify",
                 (unsigned long long)res->files, (unsigned long long)res->bytes,
-                (unsigned long long)res->wire_bytes,
+                (unsigned long long)res->wire_bytes, (unsigned long long)res->zstd_untried,
                 (unsigned long long)((m->t_streamed - m->t_dumped) / 1000), res->hmac);
         src_feed(m, SRC_EV_STREAM_SENT, NULL);
 }

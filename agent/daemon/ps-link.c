@@ -45,12 +45,9 @@ struct ps_link {
         uint64_t reply_timeout_ms;
         ps_watch *watch; /* source, with a reply timeout: armed while a reply is owed */
         ps_link_zstd zstd;
-        proto_zctx *z; /* with zstd: its context, and */
-        uint8_t *zbuf; /* its buffer (PROTO_DATA_MAX), for a frame in or out */
-        /* source: large frames left untried after the last that did not
-         * pay (z_backoff), how many more are (z_untried_left), and in all */
-        unsigned z_backoff, z_untried_left;
-        uint64_t z_untried;
+        proto_zctx *z;     /* with zstd: its context, and */
+        uint8_t *zbuf;     /* its buffer (PROTO_DATA_MAX), for a frame in or out */
+        proto_zbackoff zb; /* source: which frames zstd tries */
 };
 
 static int mac_for(ps_direction d, const void *key, size_t key_len, const ps_link_binding *b, ps_mac **ret) {
@@ -127,30 +124,11 @@ static void owed_request(ps_link *l, const void *buf, size_t n) {
 }
 
 /* Whether a frame of n bytes is worth zstd's try: incompressible memory
- * (random, encrypted, already compressed) costs the loop, which paces the
- * dump, a whole zstd pass per frame for nothing. So after a large frame
- * that did not shrink, the next large ones leave untried, one, then two,
- * up to PS_ZSTD_SKIP_MAX, until a try pays again. Small frames (CRIU's
- * requests, a few pages) are cheap to try and say little: always tried,
- * never counted. */
+ * costs the loop, which paces the dump, a whole zstd pass per frame for
+ * nothing (proto_zbackoff). CRIU's requests, a few pages, are the small
+ * frames it always tries. */
 static bool zstd_worth_trying(ps_link *l, size_t n) {
-        if (l->zstd == PS_ZSTD_OFF)
-                return false;
-        if (n < PS_ZSTD_PROBE_MIN || l->z_untried_left == 0)
-                return true;
-        l->z_untried_left--;
-        l->z_untried++;
-        return false;
-}
-
-static void zstd_tried(ps_link *l, size_t n, bool paid) {
-        if (n < PS_ZSTD_PROBE_MIN)
-                return;
-        if (paid)
-                l->z_backoff = 0;
-        else if (l->z_backoff < PS_ZSTD_SKIP_MAX)
-                l->z_backoff = l->z_backoff ? 2 * l->z_backoff : 1;
-        l->z_untried_left = l->z_backoff;
+        return l->zstd != PS_ZSTD_OFF && proto_zbackoff_try(&l->zb, n);
 }
 
 /* Our CRIU's bytes compressed into l->zbuf where that pays: its length,
@@ -162,7 +140,7 @@ static size_t frame_compress(ps_link *l, const void *buf, size_t n) {
                 return 0;
         if (proto_zdata_compress(l->z, buf, n, l->zbuf, &zlen) < 0)
                 zlen = 0;
-        zstd_tried(l, n, zlen > 0);
+        proto_zbackoff_tried(&l->zb, n, zlen > 0);
         return zlen;
 }
 
@@ -240,6 +218,7 @@ int ps_link_new(uv_loop_t *loop, ps_link_role role, const void *key, size_t key_
         l->role = role;
         l->ops = *ops;
         l->ud = ud;
+        l->zb = (proto_zbackoff){.probe_min = PS_ZSTD_PROBE_MIN, .skip_max = PS_ZSTD_SKIP_MAX};
         snprintf(l->mig, sizeof(l->mig), "%s", b->mig);
         ps_owed_init(&l->owed);
         r = mac_for(out, key, key_len, b, &l->out);
@@ -399,7 +378,7 @@ uint64_t ps_link_bytes_out(const ps_link *l) {
 }
 
 uint64_t ps_link_frames_untried(const ps_link *l) {
-        return l ? l->z_untried : 0;
+        return l ? l->zb.untried : 0;
 }
 
 uint64_t ps_link_frames_in(const ps_link *l) {

@@ -182,12 +182,58 @@ static void test_zdata_decompress_refuses(void **state) {
         proto_zctx_free(z);
 }
 
+/* tries(b, n, k): k chunks of n bytes in a row, none of which pays when
+ * tried; the string of what was tried ('t') and left ('-'). */
+static void tries(proto_zbackoff *b, size_t n, unsigned k, char *out) {
+        for (unsigned i = 0; i < k; i++) {
+                bool t = proto_zbackoff_try(b, n);
+                out[i] = t ? 't' : '-';
+                if (t)
+                        proto_zbackoff_tried(b, n, false);
+        }
+        out[k] = '\0';
+}
+
+/* After a chunk that did not shrink, 1, 2, 4... up to skip_max go untried;
+ * a try that pays ends the wait; small chunks are tried and never counted;
+ * a new file's first chunk is tried, and the wait's length stays. */
+static void test_zbackoff(void **state) {
+        proto_zbackoff b = {.probe_min = 100, .skip_max = 4};
+        char got[64];
+        (void)state;
+
+        tries(&b, 100, 18, got);
+        assert_string_equal(got, "t-t--t----t----t--");
+        assert_int_equal(b.untried, 13);
+        /* Small chunks in the middle of a wait: tried, the wait unchanged. */
+        tries(&b, 99, 3, got);
+        assert_string_equal(got, "ttt");
+        assert_int_equal(b.left, 2);
+        /* A new file: its first chunk is tried; the wait stays at 4. */
+        proto_zbackoff_try_next(&b);
+        tries(&b, 100, 6, got);
+        assert_string_equal(got, "t----t");
+        /* A try that pays: every chunk is tried again. */
+        assert_false(proto_zbackoff_try(&b, 100));
+        b.left = 0;
+        assert_true(proto_zbackoff_try(&b, 100));
+        proto_zbackoff_tried(&b, 100, true);
+        assert_int_equal(b.wait, 0);
+        assert_true(proto_zbackoff_try(&b, 100));
+        assert_true(proto_zbackoff_try(&b, 100));
+        /* A cap that is no power of two is reached, not passed. */
+        b = (proto_zbackoff){.probe_min = 1, .skip_max = 3};
+        tries(&b, 1, 12, got);
+        assert_string_equal(got, "t-t--t---t--");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_zdata_header_matches_encoder),
                 cmocka_unit_test(test_zdata_header_rejects),
                 cmocka_unit_test(test_zdata_compress_roundtrip),
                 cmocka_unit_test(test_zdata_decompress_refuses),
+                cmocka_unit_test(test_zbackoff),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,6 +155,7 @@ static void pair_init(pair *p) {
 }
 
 static uint64_t rate_limit; /* for the next pair_start() */
+static bool zstd;           /* for the next pair_start() */
 
 static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
         xfer_recv_options ro = {
@@ -167,8 +168,11 @@ static int pair_start(pair *p, const char *bad_digest, nm_error *err) {
                 .progress_interval_ms = 1,
                 .test_bad_digest = bad_digest,
                 .rate_limit = rate_limit,
+                .zstd = zstd,
         };
         int r;
+
+        zstd = false;
 
         assert_int_equal(xfer_recv_new(&p->loop, p->tmp_fd, "staging", &ro, recv_done, p, NULL, &p->r), 0);
         r = xfer_send_dir(p->a, p->src_fd, &so, send_done, p, err, &p->x);
@@ -307,6 +311,48 @@ static void test_bad_digest_refused(void **state) {
         assert_non_null(strstr(p.a_err.msg, "SHA-256"));
         assert_false(p.got_verified);
         pair_done(&p);
+}
+
+/* zstd's backoff on the image stream: a long run of random chunks goes
+ * mostly untried, and the next file, text, is tried at its first chunk
+ * and compressed whole. Every byte arrives as it was. */
+static void test_zstd_backoff(void **state) {
+        enum { RANDOM_CHUNKS = 24, TEXT_CHUNKS = 8 };
+        size_t rn = RANDOM_CHUNKS * XFER_CHUNK_SIZE, tn = TEXT_CHUNKS * XFER_CHUNK_SIZE;
+        uint8_t *rnd = malloc(rn), *text = malloc(tn);
+        pair p;
+        int sfd;
+        (void)state;
+
+        assert_non_null(rnd);
+        assert_non_null(text);
+        t_fill(rnd, rn, 21);
+        for (size_t i = 0; i < tn; i++)
+                text[i] = (uint8_t) "the quick brown fox jumps over the lazy dog\n"[i % 44];
+        pair_init(&p);
+        t_write_file(p.src_fd, "images/pages-1.img", rnd, rn);
+        t_write_file(p.src_fd, "images/pages-2.img", text, tn);
+        t_write_file(p.src_fd, "metadata.json", "{}", 2);
+        zstd = true;
+        assert_int_equal(pair_start(&p, NULL, NULL), 0);
+        pair_run_and_close(&p);
+        assert_true(p.got_verified);
+        assert_int_equal(p.send_res.bytes, rn + tn + 2);
+        /* 1, 2, 4, 8... chunks left after each try that did not pay; the
+         * reads in flight (decided before the results) take a few. */
+        assert_true(p.send_res.zstd_untried >= RANDOM_CHUNKS / 2);
+        assert_true(p.send_res.zstd_untried < RANDOM_CHUNKS);
+        /* The random chunks go whole, the text ones compressed: the text
+         * file costs less than a chunk on the wire. */
+        assert_true(p.send_res.wire_bytes < rn + XFER_CHUNK_SIZE);
+        sfd = openat_dir_beneath(p.tmp_fd, "staging");
+        assert_true(sfd >= 0);
+        assert_same_file(p.src_fd, sfd, "images/pages-1.img");
+        assert_same_file(p.src_fd, sfd, "images/pages-2.img");
+        close(sfd);
+        pair_done(&p);
+        free(rnd);
+        free(text);
 }
 
 static void test_sender_refuses_bad_trees(void **state) {
@@ -964,6 +1010,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_stream_directory),
                 cmocka_unit_test(test_bad_digest_refused),
+                cmocka_unit_test(test_zstd_backoff),
                 cmocka_unit_test(test_sender_refuses_bad_trees),
                 cmocka_unit_test(test_receiver_hangs_up),
                 cmocka_unit_test(test_rate_limit),
