@@ -167,6 +167,16 @@ static void dump_writes(pair *p, const char *s) {
         dump_writes_n(p, s, strlen(s));
 }
 
+/* The dump closes its socket, the stream's end: returns once the source's
+ * end has signed it (p->end_tag). */
+static void dump_closes(pair *p) {
+        close(p->s_fd);
+        p->s_fd = -1;
+        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
+                turn(p);
+        assert_true(p->ended);
+}
+
 /* Reads exactly n bytes at fd (our CRIU's end), or what came before EOF. */
 static size_t criu_reads(pair *p, int fd, char *buf, size_t n) {
         size_t got = 0;
@@ -213,11 +223,7 @@ static void test_pages_replies_end(void **state) {
         assert_int_equal(p->reply_rc, 0);
 
         /* The dump closes its socket: that is the stream's end. */
-        close(p->s_fd);
-        p->s_fd = -1;
-        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
-                turn(p);
-        assert_true(p->ended);
+        dump_closes(p);
         assert_int_equal(ps_link_get_state(p->s), PS_LINK_ENDED);
         assert_int_equal(ps_link_get_state(p->t), PS_LINK_OPEN);
         assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
@@ -264,11 +270,7 @@ static void test_dropped_or_reordered_frame(void **state) {
         dump_writes(p, "PAGES-ONE");
         dump_writes(p, "PAGES-TWO");
         assert_int_equal(feed(p, 0), 0);
-        close(p->s_fd);
-        p->s_fd = -1;
-        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
-                turn(p);
-        assert_true(p->ended);
+        dump_closes(p);
         assert_int_equal(ps_link_feed_end(p->t, p->end_tag), -EBADMSG);
         assert_int_equal(ps_link_get_state(p->t), PS_LINK_BROKEN);
         pair_free(p);
@@ -485,10 +487,7 @@ static void test_poly1305(void **state) {
         assert_true(p->pages[0].size > 0 && p->pages[p->n_pages - 1].size == 0); /* both kinds */
         assert_int_equal(criu_reads(p, p->t_fd, got, sizeof(got)), sizeof(got));
         assert_memory_equal(got, text, sizeof(text));
-        close(p->s_fd);
-        p->s_fd = -1;
-        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
-                turn(p);
+        dump_closes(p);
         assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
         assert_int_equal(ps_link_get_state(p->t), PS_LINK_ENDED);
         pair_free(p);
@@ -515,10 +514,7 @@ static void test_frame_after_end(void **state) {
         dump_writes(p, "PAGES-ONE");
         assert_int_equal(feed(p, 0), 0);
         assert_int_equal(criu_reads(p, p->t_fd, buf, 9), 9);
-        close(p->s_fd);
-        p->s_fd = -1;
-        for (int i = 0; i < SPIN_MAX && !p->ended; i++)
-                turn(p);
+        dump_closes(p);
         assert_int_equal(ps_link_feed_end(p->t, p->end_tag), 0);
         /* Replayed after the end: refused, and the end not taken twice. */
         assert_int_equal(feed(p, 0), -EPIPE);
