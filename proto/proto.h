@@ -537,6 +537,7 @@ int proto_zdata_compress(proto_zctx *z, const void *src, size_t n, void *dst, si
  * untried: one, then two, four... up to skip_max, until a try pays again.
  * Smaller chunks are always tried and never counted: cheap, and they say
  * little. Set probe_min and skip_max; the rest starts at zero. */
+#define PROTO_ZBACKOFF_PROBE_MIN (64u * 1024) /* both streams' probe_min */
 typedef struct proto_zbackoff {
         size_t probe_min;
         unsigned skip_max;

@@ -34,9 +34,8 @@
  * workers while hashing stays in order; without, one read ahead is enough. */
 #define XFER_JOBS_MAX 3
 /* zstd's backoff (proto_zbackoff): after a chunk that did not shrink, up
- * to this many go without a try; chunks below 64 KiB (small images, the
- * tails of files) are always tried. */
-#define XFER_ZSTD_PROBE_MIN (64u * 1024)
+ * to this many go without a try; chunks below PROTO_ZBACKOFF_PROBE_MIN
+ * (small images, the tails of files) are always tried. */
 #define XFER_ZSTD_SKIP_MAX 32u
 
 typedef enum xfer_send_state {
@@ -774,7 +773,7 @@ int xfer_send_dir(xfer_conn *c, int dir_fd, const xfer_send_options *o, xfer_sen
         x->sha = EVP_MD_CTX_new();
         x->file_mac = o->file_mac;
         x->zstd = o->zstd;
-        x->zb = (proto_zbackoff){.probe_min = XFER_ZSTD_PROBE_MIN, .skip_max = XFER_ZSTD_SKIP_MAX};
+        x->zb = (proto_zbackoff){.probe_min = PROTO_ZBACKOFF_PROBE_MIN, .skip_max = XFER_ZSTD_SKIP_MAX};
         x->n_jobs_max = o->zstd ? XFER_JOBS_MAX : 2;
         (void)pthread_mutex_init(&x->hash_lock, NULL);
         (void)pthread_cond_init(&x->hash_cond, NULL);

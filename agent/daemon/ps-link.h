@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "proto.h"
 #include "ps-mac.h"
 
 typedef struct ps_link ps_link;
@@ -53,7 +54,7 @@ typedef enum ps_link_zstd {
 /* A frame from this size on counts for zstd's backoff: after one that did
  * not shrink, the next 1, 2, 4... up to PS_ZSTD_SKIP_MAX such frames leave
  * without a try. */
-#define PS_ZSTD_PROBE_MIN (64u * 1024)
+#define PS_ZSTD_PROBE_MIN PROTO_ZBACKOFF_PROBE_MIN
 #define PS_ZSTD_SKIP_MAX 16u
 
 /* What the two streams are bound to: the migration and its two nodes; and
