@@ -53,6 +53,8 @@
 #define PROTO_TARGETS_MAX 256u
 #define PROTO_OPTS_MAX 64u
 #define PROTO_OPT_KEY_MAX 64u
+#define PROTO_LANES_MAX 4u        /* sessions one stream may be dealt over, its own included */
+#define PROTO_LANE_SECRET_LEN 32u /* ACCEPT lane_secret, LANE_JOIN secret */
 /* Bounds on the msgpack structure of one frame, enforced before msgpack-c
  * sees the bytes: msgpack-c allocates for a container's announced element
  * count before it checks that the elements are there. */
@@ -87,12 +89,15 @@ typedef enum proto_msg_type {
         PROTO_MSG_ABORT = 32,
         PROTO_MSG_QUERY = 33,
         PROTO_MSG_OUTCOME = 34,
-        PROTO_MSG_ZDATA = 35,    /* feature "zstd" */
-        PROTO_MSG_FILE_MAC = 36, /* feature "file-mac" */
-        PROTO_MSG_PS_DATA = 37,  /* feature "lazy" */
-        PROTO_MSG_RESOLVED = 38, /* an in-doubt migration was settled by `resolve` */
-        PROTO_MSG_PS_PAGES = 39, /* feature "ps-stream" */
-        PROTO_MSG_PS_END = 40,   /* feature "ps-stream" */
+        PROTO_MSG_ZDATA = 35,       /* feature "zstd" */
+        PROTO_MSG_FILE_MAC = 36,    /* feature "file-mac" */
+        PROTO_MSG_PS_DATA = 37,     /* feature "lazy" */
+        PROTO_MSG_RESOLVED = 38,    /* an in-doubt migration was settled by `resolve` */
+        PROTO_MSG_PS_PAGES = 39,    /* feature "ps-stream" */
+        PROTO_MSG_PS_END = 40,      /* feature "ps-stream" */
+        PROTO_MSG_LANE_JOIN = 41,   /* feature "lanes" */
+        PROTO_MSG_LANE_JOINED = 42, /* feature "lanes" */
+        PROTO_MSG_LANES = 43,       /* feature "lanes" */
         /* control session (CLI -> local agent) */
         PROTO_MSG_MIGRATE = 64,
         PROTO_MSG_DRAIN = 65,
@@ -235,7 +240,38 @@ typedef struct proto_offer {
         proto_bin cpuinfo;  /* optional: the source's `criu cpuinfo dump` image, 1..PROTO_CPUINFO_MAX */
         bool ps_stream;     /* the pages come as PS_PAGES while CRIU dumps (feature "ps-stream") */
         bool has_ps_stream; /* ps_stream was sent (absent: false) */
+        uint32_t lanes; /* with has_lanes: sessions the source would deal the stream over, 2..PROTO_LANES_MAX
+                         * (feature "lanes") */
+        bool has_lanes;
 } proto_offer;
+
+/* ACCEPT. With lanes (the OFFER asked for them, feature "lanes"): how many
+ * sessions the target takes for the stream, 2..the OFFER's, its own
+ * included, and the secret each further session joins with. Both or
+ * neither. */
+typedef struct proto_accept {
+        const char *mig;
+        uint32_t lanes;
+        bool has_lanes;
+        proto_bin lane_secret; /* PROTO_LANE_SECRET_LEN bytes, or absent */
+} proto_accept;
+
+/* LANE_JOIN: the first message after HELLO of a further session of the
+ * migration's source, which asks to carry the stream as lane `lane`
+ * (1..ACCEPT's lanes - 1; the session the OFFER came on is lane 0). */
+typedef struct proto_lane_join {
+        const char *mig;
+        uint32_t lane;
+        uint8_t secret[PROTO_LANE_SECRET_LEN]; /* ACCEPT's lane_secret */
+} proto_lane_join;
+
+/* LANE_JOINED: the target's answer on the joined session. LANES: the
+ * source, on lane 0, before the first frame it deals: the stream's frames
+ * are dealt over lanes 0..lanes-1 from here, in turn (1: none dealt). */
+typedef struct proto_lane {
+        const char *mig;
+        uint32_t lane; /* LANE_JOINED: the lane; LANES: how many */
+} proto_lane;
 
 /* ACCEPT, VERIFIED, RESTORE, COMMIT, QUERY: the migration id only. */
 typedef struct proto_mig_only {
@@ -415,7 +451,7 @@ typedef struct proto_msg {
                 proto_relay relay;
                 proto_node_info node_info;
                 proto_offer offer;
-                proto_mig_only accept;
+                proto_accept accept;
                 proto_reject reject;
                 proto_file file;
                 proto_data data;
@@ -436,6 +472,9 @@ typedef struct proto_msg {
                 proto_ps_data ps_data;
                 proto_ps_pages ps_pages;
                 proto_ps_end ps_end;
+                proto_lane_join lane_join;
+                proto_lane lane_joined;
+                proto_lane lanes;
                 proto_migrate migrate;
                 proto_drain drain;
                 proto_cordon cordon;

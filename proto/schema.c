@@ -88,6 +88,13 @@ static int migrate_check(const proto_msg *m, nm_error *err) {
         return 0;
 }
 
+static int accept_check(const proto_msg *m, nm_error *err) {
+        if (m->accept.has_lanes != (m->accept.lane_secret.ptr != NULL))
+                return nm_error_set(err, -EBADMSG,
+                                    "ACCEPT: 'lanes' and 'lane_secret' come together or not at all");
+        return 0;
+}
+
 static int resolved_check(const proto_msg *m, nm_error *err) {
         if (m->resolved.outcome == PROTO_OUTCOME_UNKNOWN)
                 return nm_error_set(err, -EBADMSG, "RESOLVED: outcome 'unknown' is no decision");
@@ -138,10 +145,33 @@ static const proto__field offer_fields[] = {
         BOOL("lazy", offer.lazy),
         OPT_BIN("cpuinfo", offer.cpuinfo, 1, PROTO_CPUINFO_MAX),
         OPT_BOOL("ps_stream", offer.ps_stream, offer.has_ps_stream),
+        OPT_U32("lanes", offer.lanes, offer.has_lanes, 2, PROTO_LANES_MAX),
 };
 
 static const proto__field mig_only_fields[] = {
+        MIG(verified.mig),
+};
+
+static const proto__field accept_fields[] = {
         MIG(accept.mig),
+        OPT_U32("lanes", accept.lanes, accept.has_lanes, 2, PROTO_LANES_MAX),
+        OPT_BIN("lane_secret", accept.lane_secret, PROTO_LANE_SECRET_LEN, PROTO_LANE_SECRET_LEN),
+};
+
+static const proto__field lane_join_fields[] = {
+        MIG(lane_join.mig), U32("lane", lane_join.lane, 1, PROTO_LANES_MAX - 1),
+        SHA256("secret", lane_join.secret), /* 32 bytes that are no digest: the kind is their size */
+};
+_Static_assert(PROTO_LANE_SECRET_LEN == PROTO_SHA256_LEN, "LANE_JOIN secret travels as a 32-byte field");
+
+static const proto__field lane_joined_fields[] = {
+        MIG(lane_joined.mig),
+        U32("lane", lane_joined.lane, 1, PROTO_LANES_MAX - 1),
+};
+
+static const proto__field lanes_fields[] = {
+        MIG(lanes.mig),
+        U32("lanes", lanes.lane, 1, PROTO_LANES_MAX),
 };
 
 static const proto__field reject_fields[] = {
@@ -284,7 +314,7 @@ static const proto__field result_fields[] = {
 /* The messages whose structs share a layout (proto_mig_only,
  * proto_pid_reply, proto_ping) share a field table: their union members
  * start at the same offset. */
-_Static_assert(offsetof(proto_msg, accept.mig) == offsetof(proto_msg, verified.mig), "layout");
+_Static_assert(offsetof(proto_msg, restore.mig) == offsetof(proto_msg, verified.mig), "layout");
 _Static_assert(offsetof(proto_msg, restored.pid) == offsetof(proto_msg, running.pid), "layout");
 _Static_assert(offsetof(proto_msg, ping.seq) == offsetof(proto_msg, pong.seq), "layout");
 
@@ -298,7 +328,7 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_NODE_INFO_REQ] = SCHEMA_EMPTY("NODE_INFO_REQ"),
         [PROTO_MSG_NODE_INFO] = SCHEMA("NODE_INFO", node_info_fields, NULL),
         [PROTO_MSG_OFFER] = SCHEMA("OFFER", offer_fields, NULL),
-        [PROTO_MSG_ACCEPT] = SCHEMA("ACCEPT", mig_only_fields, NULL),
+        [PROTO_MSG_ACCEPT] = SCHEMA("ACCEPT", accept_fields, accept_check),
         [PROTO_MSG_REJECT] = SCHEMA("REJECT", reject_fields, NULL),
         [PROTO_MSG_FILE] = SCHEMA("FILE", file_fields, NULL),
         [PROTO_MSG_DATA] = SCHEMA("DATA", data_fields, NULL),
@@ -317,6 +347,9 @@ const proto__schema proto__schemas[_PROTO_MSG_TYPE_MAX] = {
         [PROTO_MSG_PS_DATA] = SCHEMA("PS_DATA", ps_data_fields, NULL),
         [PROTO_MSG_PS_PAGES] = SCHEMA("PS_PAGES", ps_pages_fields, NULL),
         [PROTO_MSG_PS_END] = SCHEMA("PS_END", ps_end_fields, NULL),
+        [PROTO_MSG_LANE_JOIN] = SCHEMA("LANE_JOIN", lane_join_fields, NULL),
+        [PROTO_MSG_LANE_JOINED] = SCHEMA("LANE_JOINED", lane_joined_fields, NULL),
+        [PROTO_MSG_LANES] = SCHEMA("LANES", lanes_fields, NULL),
         [PROTO_MSG_MIGRATE] = SCHEMA("MIGRATE", migrate_fields, migrate_check),
         [PROTO_MSG_DRAIN] = SCHEMA("DRAIN", drain_fields, NULL),
         [PROTO_MSG_CORDON] = SCHEMA("CORDON", cordon_fields, NULL),

@@ -7,6 +7,7 @@
 
 static const char *const sender_names[_HANDOFF_SENDER_MAX] = {
         [HANDOFF_FROM_SESSION] = "its session",
+        [HANDOFF_FROM_LANE] = "a lane of its session",
         [HANDOFF_FROM_PEER] = "another session of its peer",
         [HANDOFF_FROM_STRANGER] = "another peer",
 };
@@ -29,12 +30,13 @@ const char *handoff_msg_to_string(handoff_msg m) {
  * lost link it never aborts: it is committed, or it rolled back and the
  * lost session discarded our side already). COMMIT may come on a new
  * session of the same peer: a committed source reconnects and repeats it.
- * Nobody asks a destination QUERY. */
+ * A lane carries its share of the pages, nothing else. Nobody asks a
+ * destination QUERY. */
 static bool dst_admits(handoff_msg msg, handoff_sender from) {
         switch (msg) {
+        case HANDOFF_MSG_PAGES: return from == HANDOFF_FROM_SESSION || from == HANDOFF_FROM_LANE;
         case HANDOFF_MSG_IMAGES:
         case HANDOFF_MSG_RESTORE:
-        case HANDOFF_MSG_PAGES:
         case HANDOFF_MSG_ABORT: return from == HANDOFF_FROM_SESSION;
         case HANDOFF_MSG_COMMIT: return from == HANDOFF_FROM_SESSION || from == HANDOFF_FROM_PEER;
         case HANDOFF_MSG_QUERY:
@@ -46,9 +48,10 @@ static bool dst_admits(handoff_msg msg, handoff_sender from) {
 
 /* Source: only its target asks how it ended (on a session of its own); an
  * answer to anyone else could only mislead or, before COMMITTED, end our
- * move. Everything else the target says comes on our own link. */
+ * move. Everything else the target says comes on our own link. A source
+ * has no lanes: they are sessions into the destination. */
 static bool src_admits(handoff_msg msg, handoff_sender from) {
-        return msg == HANDOFF_MSG_QUERY && from != HANDOFF_FROM_STRANGER;
+        return msg == HANDOFF_MSG_QUERY && (from == HANDOFF_FROM_SESSION || from == HANDOFF_FROM_PEER);
 }
 
 bool handoff_admits(mig_role role, handoff_msg msg, handoff_sender from) {
@@ -72,8 +75,15 @@ bool handoff_staging_admits(uint64_t limit, uint64_t others, uint64_t mine, uint
         return more <= limit - others - mine;
 }
 
-handoff_sender handoff_sender_of(const char *mig_peer, const char *msg_peer, bool own_session) {
+handoff_sender handoff_sender_of(const char *mig_peer, const char *msg_peer, handoff_session session) {
         if (!mig_peer || !msg_peer || strcmp(mig_peer, msg_peer) != 0)
                 return HANDOFF_FROM_STRANGER;
-        return own_session ? HANDOFF_FROM_SESSION : HANDOFF_FROM_PEER;
+        switch (session) {
+        case HANDOFF_SESSION_OWN: return HANDOFF_FROM_SESSION;
+        case HANDOFF_SESSION_LANE: return HANDOFF_FROM_LANE;
+        case HANDOFF_SESSION_OTHER:
+        case _HANDOFF_SESSION_MAX:
+        case _HANDOFF_SESSION_INVALID: break;
+        }
+        return HANDOFF_FROM_PEER;
 }

@@ -18,6 +18,7 @@
 /* Who sent a message about a migration, as the migration sees it. */
 typedef enum handoff_sender {
         HANDOFF_FROM_SESSION,  /* destination: the session the OFFER came on */
+        HANDOFF_FROM_LANE,     /* destination: a session of its source joined as a lane (handoff-lanes.h) */
         HANDOFF_FROM_PEER,     /* another session of the migration's peer (its source, or its target) */
         HANDOFF_FROM_STRANGER, /* any other peer */
         _HANDOFF_SENDER_MAX,
@@ -50,6 +51,15 @@ bool handoff_admits(mig_role role, handoff_msg msg, handoff_sender from);
  * (a file's DATA may not exceed its size), not as offered. */
 bool handoff_staging_admits(uint64_t limit, uint64_t others, uint64_t mine, uint64_t more);
 
+/* Which of the migration's sessions a message came on. */
+typedef enum handoff_session {
+        HANDOFF_SESSION_OTHER, /* none of them */
+        HANDOFF_SESSION_OWN,   /* the migration's own: the one the OFFER came on, or the source's link */
+        HANDOFF_SESSION_LANE,  /* one joined to it as a lane */
+        _HANDOFF_SESSION_MAX,
+        _HANDOFF_SESSION_INVALID = -EINVAL,
+} handoff_session;
+
 /* The sender of a message, from the names of the migration's peer and the
- * message's peer, and whether it came on the migration's own session. */
-handoff_sender handoff_sender_of(const char *mig_peer, const char *msg_peer, bool own_session);
+ * message's peer, and which of the migration's sessions it came on. */
+handoff_sender handoff_sender_of(const char *mig_peer, const char *msg_peer, handoff_session session);

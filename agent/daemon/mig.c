@@ -73,7 +73,8 @@ mig *mig_find_archiving(agent *a, const char *id) {
 
 bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
                 handoff_msg what) {
-        handoff_sender from = handoff_sender_of(peer, cc->peer_node, peer_cc && peer_cc == cc);
+        handoff_sender from = handoff_sender_of(
+                peer, cc->peer_node, peer_cc && peer_cc == cc ? HANDOFF_SESSION_OWN : HANDOFF_SESSION_OTHER);
         char reason[256];
 
         if (handoff_admits(role, what, from))

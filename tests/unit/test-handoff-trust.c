@@ -12,30 +12,32 @@
 #include "macro.h"
 
 #define S HANDOFF_FROM_SESSION
+#define L HANDOFF_FROM_LANE
 #define P HANDOFF_FROM_PEER
 #define X HANDOFF_FROM_STRANGER
 
 typedef struct cell {
         mig_role role;
         handoff_msg msg;
-        bool session, peer, stranger; /* admitted from each sender */
+        bool session, lane, peer, stranger; /* admitted from each sender */
 } cell;
 
 static const cell cells[] = {
-        /* destination: the source's session only, but COMMIT after a lost link */
-        {MIG_ROLE_DEST, HANDOFF_MSG_IMAGES, true, false, false},
-        {MIG_ROLE_DEST, HANDOFF_MSG_RESTORE, true, false, false},
-        {MIG_ROLE_DEST, HANDOFF_MSG_PAGES, true, false, false},
-        {MIG_ROLE_DEST, HANDOFF_MSG_ABORT, true, false, false},
-        {MIG_ROLE_DEST, HANDOFF_MSG_COMMIT, true, true, false},
-        {MIG_ROLE_DEST, HANDOFF_MSG_QUERY, false, false, false},
+        /* destination: the source's session only (and its lanes, for the
+         * pages), but COMMIT after a lost link */
+        {MIG_ROLE_DEST, HANDOFF_MSG_IMAGES, true, false, false, false},
+        {MIG_ROLE_DEST, HANDOFF_MSG_RESTORE, true, false, false, false},
+        {MIG_ROLE_DEST, HANDOFF_MSG_PAGES, true, true, false, false},
+        {MIG_ROLE_DEST, HANDOFF_MSG_ABORT, true, false, false, false},
+        {MIG_ROLE_DEST, HANDOFF_MSG_COMMIT, true, false, true, false},
+        {MIG_ROLE_DEST, HANDOFF_MSG_QUERY, false, false, false, false},
         /* source: only its target asks; nothing else comes on a session */
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_QUERY, true, true, false},
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_IMAGES, false, false, false},
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_RESTORE, false, false, false},
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_PAGES, false, false, false},
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_COMMIT, false, false, false},
-        {MIG_ROLE_SOURCE, HANDOFF_MSG_ABORT, false, false, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_QUERY, true, false, true, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_IMAGES, false, false, false, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_RESTORE, false, false, false, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_PAGES, false, false, false, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_COMMIT, false, false, false, false},
+        {MIG_ROLE_SOURCE, HANDOFF_MSG_ABORT, false, false, false, false},
 };
 
 static void test_every_cell(void **state) {
@@ -44,6 +46,7 @@ static void test_every_cell(void **state) {
                 const cell *c = &cells[i];
                 print_message("%s %s\n", mig_role_to_string(c->role), handoff_msg_to_string(c->msg));
                 assert_int_equal(handoff_admits(c->role, c->msg, S), c->session);
+                assert_int_equal(handoff_admits(c->role, c->msg, L), c->lane);
                 assert_int_equal(handoff_admits(c->role, c->msg, P), c->peer);
                 assert_int_equal(handoff_admits(c->role, c->msg, X), c->stranger);
         }
@@ -67,16 +70,21 @@ static void test_out_of_range(void **state) {
 }
 
 static void test_sender_of(void **state) {
+        const handoff_session own = HANDOFF_SESSION_OWN, lane = HANDOFF_SESSION_LANE,
+                              other = HANDOFF_SESSION_OTHER;
         (void)state;
-        assert_int_equal(handoff_sender_of("node1", "node1", true), S);
-        assert_int_equal(handoff_sender_of("node1", "node1", false), P);
-        assert_int_equal(handoff_sender_of("node1", "node3", false), X);
+        assert_int_equal(handoff_sender_of("node1", "node1", own), S);
+        assert_int_equal(handoff_sender_of("node1", "node1", lane), L);
+        assert_int_equal(handoff_sender_of("node1", "node1", other), P);
+        assert_int_equal(handoff_sender_of("node1", "node1", _HANDOFF_SESSION_INVALID), P);
+        assert_int_equal(handoff_sender_of("node1", "node3", other), X);
         /* The session is not enough: it must be the migration's peer too
          * (a record whose peer is unknown admits nobody). */
-        assert_int_equal(handoff_sender_of("node1", "node3", true), X);
-        assert_int_equal(handoff_sender_of(NULL, "node1", true), X);
-        assert_int_equal(handoff_sender_of("node1", NULL, true), X);
-        assert_int_equal(handoff_sender_of("node1", "node10", false), X);
+        assert_int_equal(handoff_sender_of("node1", "node3", own), X);
+        assert_int_equal(handoff_sender_of("node1", "node3", lane), X);
+        assert_int_equal(handoff_sender_of(NULL, "node1", own), X);
+        assert_int_equal(handoff_sender_of("node1", NULL, own), X);
+        assert_int_equal(handoff_sender_of("node1", "node10", other), X);
 }
 
 static void test_staging(void **state) {

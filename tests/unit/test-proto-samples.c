@@ -16,6 +16,10 @@ static const proto_opt opts[] = {
         {.key = "compress", .kind = PROTO_OPT_STR, .s = "zstd"},
 };
 
+static const uint8_t lane_secret[PROTO_LANE_SECRET_LEN] = {
+        0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf,
+        0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5, 0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf};
+
 static const uint8_t cpuinfo[] = {0x54, 0x50, 0x46, 0x55, 0x08, 0x01, 0x10, 0x06};
 
 size_t proto_samples(proto_msg *out, size_t max) {
@@ -53,8 +57,14 @@ size_t proto_samples(proto_msg *out, size_t max) {
                            .lazy = true,
                            .cpuinfo = {cpuinfo, sizeof(cpuinfo)},
                            .ps_stream = true,
-                           .has_ps_stream = true}},
-                {.type = PROTO_MSG_ACCEPT, .accept = {.mig = "m"}},
+                           .has_ps_stream = true,
+                           .lanes = PROTO_LANES_MAX,
+                           .has_lanes = true}},
+                {.type = PROTO_MSG_ACCEPT,
+                 .accept = {.mig = "m",
+                            .lanes = 2,
+                            .has_lanes = true,
+                            .lane_secret = {lane_secret, sizeof(lane_secret)}}},
                 {.type = PROTO_MSG_REJECT,
                  .reject = {.mig = MIG, .code = PROTO_REJECT_NO_SPACE, .reason = "need 2 GiB, have 1 GiB"}},
                 {.type = PROTO_MSG_FILE,
@@ -135,6 +145,14 @@ size_t proto_samples(proto_msg *out, size_t max) {
                               .reason = "decided on host2 by the operator (forced)"}},
                 {.type = PROTO_MSG_RESOLVE,
                  .resolve = {.mig = MIG, .decision = PROTO_DECISION_COMMIT, .force = true}},
+                {.type = PROTO_MSG_LANE_JOIN,
+                 .lane_join = {.mig = MIG,
+                               .lane = PROTO_LANES_MAX - 1,
+                               .secret = {0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa,
+                                          0xab, 0xac, 0xad, 0xae, 0xaf, 0xb0, 0xb1, 0xb2, 0xb3, 0xb4, 0xb5,
+                                          0xb6, 0xb7, 0xb8, 0xb9, 0xba, 0xbb, 0xbc, 0xbd, 0xbe, 0xbf}}},
+                {.type = PROTO_MSG_LANE_JOINED, .lane_joined = {.mig = MIG, .lane = 1}},
+                {.type = PROTO_MSG_LANES, .lanes = {.mig = MIG, .lane = PROTO_LANES_MAX}},
         };
         size_t n = sizeof(all) / sizeof(all[0]);
 

@@ -99,11 +99,28 @@ static void assert_msg_eq(const proto_msg *a, const proto_msg *b) {
                 assert_bin_eq(a->offer.cpuinfo, b->offer.cpuinfo);
                 assert_int_equal(a->offer.ps_stream, b->offer.ps_stream);
                 assert_int_equal(a->offer.has_ps_stream, b->offer.has_ps_stream);
+                assert_int_equal(a->offer.has_lanes, b->offer.has_lanes);
+                assert_int_equal(a->offer.lanes, b->offer.lanes);
                 break;
         case PROTO_MSG_ACCEPT:
+                assert_string_equal(a->accept.mig, b->accept.mig);
+                assert_int_equal(a->accept.has_lanes, b->accept.has_lanes);
+                assert_int_equal(a->accept.lanes, b->accept.lanes);
+                assert_bin_eq(a->accept.lane_secret, b->accept.lane_secret);
+                break;
+        case PROTO_MSG_LANE_JOIN:
+                assert_string_equal(a->lane_join.mig, b->lane_join.mig);
+                assert_int_equal(a->lane_join.lane, b->lane_join.lane);
+                assert_memory_equal(a->lane_join.secret, b->lane_join.secret, PROTO_LANE_SECRET_LEN);
+                break;
+        case PROTO_MSG_LANE_JOINED:
+        case PROTO_MSG_LANES:
+                assert_string_equal(a->lanes.mig, b->lanes.mig);
+                assert_int_equal(a->lanes.lane, b->lanes.lane);
+                break;
         case PROTO_MSG_VERIFIED:
         case PROTO_MSG_RESTORE:
-        case PROTO_MSG_COMMIT: assert_string_equal(a->accept.mig, b->accept.mig); break;
+        case PROTO_MSG_COMMIT: assert_string_equal(a->verified.mig, b->verified.mig); break;
         case PROTO_MSG_QUERY:
                 assert_string_equal(a->query.mig, b->query.mig);
                 assert_str_eq_or_null(a->query.container_id, b->query.container_id);
@@ -586,7 +603,7 @@ static void test_empty_payload(void **state) {
 /* ---- Message type and fields ---- */
 
 static void test_unknown_message_type(void **state) {
-        const uint64_t bad[] = {0, 7, 12, 41, 63, 72, 200, UINT32_MAX, UINT64_MAX};
+        const uint64_t bad[] = {0, 7, 12, 44, 63, 72, 200, UINT32_MAX, UINT64_MAX};
         raw r;
         (void)state;
 
@@ -944,6 +961,89 @@ static void test_sha256_wrong_length(void **state) {
         raw_str(&r, "mig", "m");
         raw_str(&r, "sha256", "e3b0c44298fc1c149afbf4c8996fb924");
         expect_decode_error(&r, -EBADMSG, "FILE_END: field 'sha256' is a string, not a bin");
+}
+
+/* The lanes' fields: a count outside 2..PROTO_LANES_MAX (1 for LANES),
+ * a lane outside 1..PROTO_LANES_MAX - 1, a secret of any other length,
+ * and an ACCEPT with one of lanes and lane_secret only. */
+static void test_lanes_fields(void **state) {
+        const uint64_t bad_counts[] = {0, 1, PROTO_LANES_MAX + 1};
+        uint8_t secret[PROTO_LANE_SECRET_LEN + 1] = {};
+        raw r;
+        (void)state;
+
+        for (size_t i = 0; i < ARRAY_SIZE(bad_counts); i++) {
+                char want[80];
+                raw_init(&r);
+                msgpack_pack_map(&r.pk, 4);
+                raw_uint(&r, "t", PROTO_MSG_ACCEPT);
+                raw_str(&r, "mig", "m");
+                raw_uint(&r, "lanes", bad_counts[i]);
+                raw_bin(&r, "lane_secret", secret, PROTO_LANE_SECRET_LEN);
+                snprintf(want, sizeof(want), "ACCEPT: field 'lanes' %" PRIu64 " is outside 2..4",
+                         bad_counts[i]);
+                expect_decode_error(&r, -EBADMSG, want);
+        }
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 3);
+        raw_uint(&r, "t", PROTO_MSG_ACCEPT);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lanes", 2);
+        expect_decode_error(&r, -EBADMSG, "ACCEPT: 'lanes' and 'lane_secret' come together or not at all");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 3);
+        raw_uint(&r, "t", PROTO_MSG_ACCEPT);
+        raw_str(&r, "mig", "m");
+        raw_bin(&r, "lane_secret", secret, PROTO_LANE_SECRET_LEN);
+        expect_decode_error(&r, -EBADMSG, "ACCEPT: 'lanes' and 'lane_secret' come together or not at all");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 4);
+        raw_uint(&r, "t", PROTO_MSG_ACCEPT);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lanes", 2);
+        raw_bin(&r, "lane_secret", secret, PROTO_LANE_SECRET_LEN - 1);
+        expect_decode_error(&r, -EBADMSG, "ACCEPT: field 'lane_secret' is 31 bytes long, not 32");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 4);
+        raw_uint(&r, "t", PROTO_MSG_LANE_JOIN);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lane", 0);
+        raw_bin(&r, "secret", secret, PROTO_LANE_SECRET_LEN);
+        expect_decode_error(&r, -EBADMSG, "LANE_JOIN: field 'lane' 0 is outside 1..3");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 4);
+        raw_uint(&r, "t", PROTO_MSG_LANE_JOIN);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lane", PROTO_LANES_MAX);
+        raw_bin(&r, "secret", secret, PROTO_LANE_SECRET_LEN);
+        expect_decode_error(&r, -EBADMSG, "LANE_JOIN: field 'lane' 4 is outside 1..3");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 4);
+        raw_uint(&r, "t", PROTO_MSG_LANE_JOIN);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lane", 1);
+        raw_bin(&r, "secret", secret, PROTO_LANE_SECRET_LEN + 1);
+        expect_decode_error(&r, -EBADMSG, "LANE_JOIN: field 'secret' is 33 bytes long, not 32");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 3);
+        raw_uint(&r, "t", PROTO_MSG_LANES);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lanes", 0);
+        expect_decode_error(&r, -EBADMSG, "LANES: field 'lanes' 0 is outside 1..4");
+
+        raw_init(&r);
+        msgpack_pack_map(&r.pk, 3);
+        raw_uint(&r, "t", PROTO_MSG_LANE_JOINED);
+        raw_str(&r, "mig", "m");
+        raw_uint(&r, "lane", 0);
+        expect_decode_error(&r, -EBADMSG, "LANE_JOINED: field 'lane' 0 is outside 1..3");
 }
 
 static void test_data_size_limits(void **state) {
@@ -1581,6 +1681,7 @@ int main(void) {
                 cmocka_unit_test(test_string_checks),
                 cmocka_unit_test(test_hmac_not_hex),
                 cmocka_unit_test(test_sha256_wrong_length),
+                cmocka_unit_test(test_lanes_fields),
                 cmocka_unit_test(test_data_size_limits),
                 cmocka_unit_test(test_encode_too_big),
                 cmocka_unit_test(test_migrate_and_opts),
