@@ -68,6 +68,9 @@ typedef struct agent_config {
         /* Each session to a peer runs its SSH work on a thread of its own
          * (XFER_SSH_ON_THREAD): its encryption beside the loop's work. */
         bool ssh_thread;
+        /* Sessions a move's pages may be dealt over, its own included
+         * (feature "lanes"; 1: one session, as before). */
+        unsigned lanes;
         /* [limits] */
         unsigned parallel;
         /* Destination migrations one peer may hold at once; 0: as many as

@@ -16,6 +16,7 @@ static const char *const verdict_names[_HANDOFF_LANE_VERDICT_MAX] = {
         [HANDOFF_LANE_SECRET] = "wrong secret",
         [HANDOFF_LANE_UNJOINED] = "the lanes named did not all join, or were named already",
         [HANDOFF_LANE_OUT_OF_TURN] = "a frame on a lane whose turn it is not",
+        [HANDOFF_LANE_LOST] = "a lane the stream was dealt over ended",
 };
 
 const char *handoff_lane_verdict_to_string(handoff_lane_verdict v) {
@@ -84,5 +85,14 @@ handoff_lane_verdict handoff_lanes_took(handoff_lanes *l, uint32_t lane) {
                 return HANDOFF_LANE_OUT_OF_TURN;
         if (l->phase == HANDOFF_LANES_DEALT)
                 l->next++;
+        return HANDOFF_LANE_OK;
+}
+
+handoff_lane_verdict handoff_lanes_leave(handoff_lanes *l, uint32_t lane) {
+        if (lane == 0 || lane >= HANDOFF_LANES_MAX)
+                return HANDOFF_LANE_OK;
+        if (l->phase == HANDOFF_LANES_DEALT)
+                return lane < l->dealt ? HANDOFF_LANE_LOST : HANDOFF_LANE_OK;
+        l->joined &= ~(1u << lane);
         return HANDOFF_LANE_OK;
 }

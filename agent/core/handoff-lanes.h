@@ -38,6 +38,7 @@ typedef enum handoff_lane_verdict {
         HANDOFF_LANE_SECRET,      /* the secret is not the grant's */
         HANDOFF_LANE_UNJOINED,    /* LANES names a lane that did not join, or comes twice */
         HANDOFF_LANE_OUT_OF_TURN, /* a frame on a lane whose turn it is not */
+        HANDOFF_LANE_LOST,        /* a lane dealt to ended: the stream cannot be whole */
         _HANDOFF_LANE_VERDICT_MAX,
         _HANDOFF_LANE_VERDICT_INVALID = -EINVAL,
 } handoff_lane_verdict;
@@ -74,6 +75,12 @@ handoff_lane_verdict handoff_lanes_deal(handoff_lanes *l, uint32_t n);
 
 /* The lane the next frame is due on (0 until LANES). */
 uint32_t handoff_lanes_due(const handoff_lanes *l);
+
+/* Lane's session ended. Before LANES it is simply no longer joined (and
+ * LANES may not name it); once dealt to, the stream is lost
+ * (HANDOFF_LANE_LOST). A lane left out of LANES, or lane 0, changes
+ * nothing here: lane 0's end is its session's, handled as today. */
+handoff_lane_verdict handoff_lanes_leave(handoff_lanes *l, uint32_t lane);
 
 /* A frame of the stream came on lane: admitted only in its turn, which
  * then passes to the next lane. */

@@ -54,11 +54,13 @@ struct ctl_conn {
         /* The peer: the key's (key_peer) when the relay names one, else (a
          * root session) what HELLO says. */
         char peer_node[PROTO_NAME_MAX + 1];
-        unsigned refusals;                   /* messages refused for another's migration: logged up to a bound */
-        unsigned records_made;               /* RESOLVED records for ids this agent had none of (at most one) */
-        unsigned features;                   /* the peer's HELLO: peer_feature bits */
+        unsigned refusals;     /* messages refused for another's migration: logged up to a bound */
+        unsigned records_made; /* RESOLVED records for ids this agent had none of (at most one) */
+        unsigned features;     /* the peer's HELLO: peer_feature bits */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if it sent none */
         mig *dest;                           /* the destination migration this peer session carries */
+        mig *lane_of;                        /* peer: the destination migration it joined as a lane */
+        uint32_t lane;                       /* with lane_of: which (1..) */
         mig *watch;                          /* CLI: the migration whose events it receives */
         bool answered;                       /* CLI: it has its RESULT */
         drain *drain;                        /* CLI: the drain it runs */

@@ -29,6 +29,11 @@ static void answer_node_info(ctl_conn *cc) {
 void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
         const char *id = proto_msg_mig(msg);
 
+        /* A lane carries its share of the pages, and nothing else. */
+        if (cc->lane_of && msg->type != PROTO_MSG_PS_PAGES && msg->type != PROTO_MSG_PS_END) {
+                ctl_send_error(cc, id, -EPROTO, "a lane carries pages only");
+                return;
+        }
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_NODE_INFO_REQ: answer_node_info(cc); return;
         case PROTO_MSG_QUERY:
@@ -49,6 +54,8 @@ void peer_dispatch(ctl_conn *cc, const proto_msg *msg) {
         case PROTO_MSG_PS_DATA: mig_dst_ps_data(cc, &msg->ps_data); return;
         case PROTO_MSG_PS_PAGES: mig_dst_ps_pages(cc, &msg->ps_pages); return;
         case PROTO_MSG_PS_END: mig_dst_ps_end(cc, &msg->ps_end); return;
+        case PROTO_MSG_LANE_JOIN: mig_dst_lane_join(cc, &msg->lane_join); return;
+        case PROTO_MSG_LANES: mig_dst_lanes(cc, &msg->lanes); return;
         case PROTO_MSG_COMMIT: mig_dst_commit(cc, id); return;
         case PROTO_MSG_ABORT: mig_dst_abort(cc, id, msg->abort.reason); return;
         default: break;

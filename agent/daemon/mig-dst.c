@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -79,13 +80,54 @@ static void dst_send_error(mig *m, int code, const char *reason) {
         dst_send(m, &e);
 }
 
+/* Lane i's connection (lane 0: the migration's own session), or NULL. */
+static xfer_conn *dst_lane_conn(const mig *m, uint32_t i) {
+        const ctl_conn *cc = i == 0 ? m->peer_cc : i < HANDOFF_LANES_MAX ? m->lane_cc[i] : NULL;
+        return cc ? cc->conn : NULL;
+}
+
+/* Whether the pages come in turns now: over more than one lane, until
+ * their end frame. */
+static bool dst_in_turns(const mig *m) {
+        return m->lanes.phase == HANDOFF_LANES_DEALT && m->lanes.dealt > 1 &&
+               (m->pages == MIG_PAGES_STREAMING || m->pages == MIG_PAGES_SERVED);
+}
+
+/* Whether lane i is read now: none while our consumers are behind; in
+ * turns, the lane whose turn it is; before LANES, lane 0 alone (a joined
+ * lane's frames must not overtake LANES on lane 0); after the pages, all,
+ * to hear their ends. */
+static bool dst_lane_reads(const mig *m, uint32_t i) {
+        if (m->session_read == MIG_SESSION_HELD)
+                return false;
+        if (dst_in_turns(m))
+                return i == handoff_lanes_due(&m->lanes);
+        return i == 0 || m->lanes.phase == HANDOFF_LANES_DEALT;
+}
+
+/* Sets every lane's hold. The lane whose turn it is goes last: reading
+ * on may deliver its frames at once, and they set the holds anew. */
+static void dst_lanes_read(mig *m) {
+        uint32_t last = dst_in_turns(m) ? handoff_lanes_due(&m->lanes) : 0;
+        xfer_conn *c;
+
+        for (uint32_t i = 0; i < HANDOFF_LANES_MAX; i++)
+                if ((c = dst_lane_conn(m, i)) && !dst_lane_reads(m, i))
+                        xfer_conn_hold_reading(c, true);
+        for (uint32_t i = 0; i < HANDOFF_LANES_MAX; i++)
+                if (i != last && (c = dst_lane_conn(m, i)) && dst_lane_reads(m, i))
+                        xfer_conn_hold_reading(c, false);
+        if ((c = dst_lane_conn(m, last)) && dst_lane_reads(m, last))
+                xfer_conn_hold_reading(c, false);
+}
+
 /* The session's further frames wait in its socket until our consumer
  * caught up (dst_session_take). */
 static void dst_session_hold(mig *m) {
         if (!m->peer_cc || !m->peer_cc->conn)
                 return;
-        xfer_conn_hold_reading(m->peer_cc->conn, true);
         m->session_read = MIG_SESSION_HELD;
+        dst_lanes_read(m);
 }
 
 static void dst_session_release(mig *m) {
@@ -94,14 +136,34 @@ static void dst_session_release(mig *m) {
         /* Noted first: reading on may deliver frames at once, and one of
          * them may hold the session again before this returns. */
         m->session_read = MIG_SESSION_READING;
-        if (was == MIG_SESSION_HELD && m->peer_cc && m->peer_cc->conn)
-                xfer_conn_hold_reading(m->peer_cc->conn, false);
+        if (was == MIG_SESSION_HELD)
+                dst_lanes_read(m);
+}
+
+/* The lanes go with the migration's session: ended, since they carry
+ * nothing else. */
+static void dst_lanes_end(mig *m, uint32_t from) {
+        for (uint32_t i = MAX(from, 1u); i < HANDOFF_LANES_MAX; i++) {
+                ctl_conn *cc = m->lane_cc[i];
+                nm_error e = {};
+                if (!cc)
+                        continue;
+                m->lane_cc[i] = NULL;
+                cc->lane_of = NULL;
+                if (cc->conn) {
+                        nm_error_set(&e, -ECANCELED, "lane %u of migration %s is no longer needed", i,
+                                     m->id);
+                        xfer_conn_hold_reading(cc->conn, false);
+                        xfer_conn_close(cc->conn, 0, &e);
+                }
+        }
 }
 
 /* A session the migration no longer reads from is read on: a held one
  * would never hear its peer's end (a held connection has no idle timeout),
  * and would stay, with its sshd and dial-stdio, until the agent's end. */
 static void dst_detach_conn(mig *m) {
+        dst_lanes_end(m, 1);
         dst_session_release(m);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
@@ -1193,10 +1255,34 @@ static handoff_verdict dst_ops_step(mig *m, const mig_event *ev) {
         return v;
 }
 
+/* ACCEPT grants the lanes the OFFER asked for (up to the protocol's
+ * bound), under a fresh secret: only a session of the source that heard
+ * this ACCEPT can join. Without the kernel's randomness, none. */
+static void dst_lanes_grant(mig *m, proto_accept *acc) {
+        uint8_t secret[HANDOFF_LANE_SECRET_LEN];
+        uint32_t n = MIN(m->lanes_asked, HANDOFF_LANES_MAX);
+
+        if (n < 2 || m->pages != MIG_PAGES_STREAMING)
+                return;
+        if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
+                log_ctx_warning(m->id, "no randomness for the lanes' secret: the pages come on one session");
+                return;
+        }
+        handoff_lanes_grant(&m->lanes, n, secret);
+        explicit_bzero(secret, sizeof(secret));
+        acc->lanes = n;
+        acc->has_lanes = true;
+        acc->lane_secret = (proto_bin){m->lanes.secret, sizeof(m->lanes.secret)};
+        log_ctx_info(m->id, "granting %u lanes for the pages", n);
+}
+
 static void dst_send_simple(mig *m, proto_msg_type type) {
         proto_msg msg = {.type = type};
         switch ((int)type) {
-        case PROTO_MSG_ACCEPT: msg.accept.mig = m->id; break;
+        case PROTO_MSG_ACCEPT:
+                msg.accept.mig = m->id;
+                dst_lanes_grant(m, &msg.accept);
+                break;
         case PROTO_MSG_VERIFIED: msg.verified.mig = m->id; break;
         case PROTO_MSG_RESTORED:
                 msg.restored = (proto_pid_reply){.mig = m->id, .pid = (uint32_t)m->restored_pid};
@@ -1421,6 +1507,8 @@ static void dst_offer_accept(ctl_conn *cc, const proto_offer *o, const offer_ver
         m->bytes_total = o->image_bytes;
         m->dst = dst_state_new(o->lazy);
         m->pages = o->ps_stream ? MIG_PAGES_STREAMING : MIG_PAGES_WITH_IMAGES;
+        handoff_lanes_init(&m->lanes);
+        m->lanes_asked = o->ps_stream && o->has_lanes ? o->lanes : 0;
         mig_rec_set(m, "lazy", json_boolean(o->lazy));
         mig_rec_set(m, "ps_stream", json_boolean(o->ps_stream));
         mig_rec_set_str(m, "container_id", m->container_id);
@@ -1540,7 +1628,7 @@ void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d) {
 /* The migration of this session whose pages stream during the dump, or
  * NULL after an ERROR that says why not. */
 static mig *dst_streaming(ctl_conn *cc, const char *id, const char *what) {
-        mig *m = cc->dest;
+        mig *m = cc->dest ? cc->dest : cc->lane_of;
         char why[128];
 
         if (dst_foreign(cc, id, HANDOFF_MSG_PAGES))
@@ -1556,6 +1644,20 @@ static mig *dst_streaming(ctl_conn *cc, const char *id, const char *what) {
         return m;
 }
 
+/* A frame of the pages on lane cc: only in its turn (the holds keep the
+ * other lanes unread; a frame out of turn is a peer that dealt wrong). */
+static bool dst_took_turn(mig *m, ctl_conn *cc, const char *what) {
+        uint32_t lane = cc == m->peer_cc ? 0 : cc->lane;
+        char why[200];
+
+        if (handoff_lanes_took(&m->lanes, lane) == HANDOFF_LANE_OK)
+                return true;
+        snprintf(why, sizeof(why), "%s on lane %u, where lane %u's turn was: refusing the page stream", what,
+                 lane, handoff_lanes_due(&m->lanes));
+        dst_pages_failed(m, -EPROTO, why);
+        return false;
+}
+
 /* Pages for our page server: each frame checked before it reaches CRIU,
  * and counted against the staging quota like the image stream's files. */
 void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
@@ -1565,7 +1667,7 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
         nm_error e = {};
         int r;
 
-        if (!m)
+        if (!m || !dst_took_turn(m, cc, "PS_PAGES"))
                 return;
         size = p->has_size ? p->size : 0;
         len = size ? size : p->data.len;
@@ -1589,14 +1691,17 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
         if (ps_link_full(m->page_link)) {
                 log_ctx_debug(m->id, "the page server lags: the session waits for it");
                 dst_session_hold(m);
+                return;
         }
+        if (dst_in_turns(m))
+                dst_lanes_read(m);
 }
 
 void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
         mig *m = dst_streaming(cc, p->mig, "PS_END");
         int r;
 
-        if (!m)
+        if (!m || !dst_took_turn(m, cc, "PS_END"))
                 return;
         r = ps_link_feed_end(m->page_link, p->tag);
         if (r < 0) {
@@ -1617,7 +1722,86 @@ void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
                              ps_mac_alg_name(ps_link_mac(m->page_link)));
                 m->pages = m->pages == MIG_PAGES_SERVED ? MIG_PAGES_IN : MIG_PAGES_ENDED;
         }
+        dst_lanes_read(m); /* out of turns: every lane is read, to hear its end */
         dst_staging_maybe_complete(m);
+}
+
+/* A lane's session ended: before LANES it is simply gone; after, a lane
+ * dealt to takes the stream with it, like the migration's own session. */
+static void dst_lane_closed(ctl_conn *cc, int status, const nm_error *err) {
+        mig *m = cc->lane_of;
+        uint32_t lane = cc->lane;
+        bool turns = dst_in_turns(m);
+
+        m->lane_cc[lane] = NULL;
+        cc->lane_of = NULL;
+        if (!turns && m->lanes.phase == HANDOFF_LANES_DEALT)
+                return; /* the pages are over: its end is due */
+        if (handoff_lanes_leave(&m->lanes, lane) == HANDOFF_LANE_OK) {
+                log_ctx_info(m->id, "lane %u left before the pages were dealt", lane);
+                return;
+        }
+        dst_pages_failed(m, status ? status : -ECONNRESET,
+                         err && err->code ? err->msg : "a lane the pages were dealt over ended");
+}
+
+/* ---- lanes (feature "lanes") ---- */
+
+void mig_dst_lane_join(ctl_conn *cc, const proto_lane_join *j) {
+        mig *m = mig_find(cc->a, j->mig);
+        handoff_lane_verdict v = HANDOFF_LANE_CLOSED;
+        char why[256];
+        nm_error e = {};
+
+        if (cc->dest || cc->lane_of) {
+                ctl_send_error(cc, j->mig, -EPROTO,
+                               "LANE_JOIN on a session that carries a migration already");
+                return;
+        }
+        if (m && m->role == MIG_ROLE_DEST && !m->finished && m->pages == MIG_PAGES_STREAMING)
+                v = handoff_lanes_join(&m->lanes, m->peer, cc->peer_node, j->lane, j->secret);
+        if (v == HANDOFF_LANE_OK) {
+                m->lane_cc[j->lane] = cc;
+                cc->lane_of = m;
+                cc->lane = j->lane;
+                log_ctx_info(m->id, "lane %u joined (session %llu)", j->lane,
+                             (unsigned long long)cc->session);
+                (void)ctl_send(cc, &(proto_msg){.type = PROTO_MSG_LANE_JOINED,
+                                                .lane_joined = {.mig = m->id, .lane = j->lane}});
+                /* Until LANES names it, it is not read out of turn. */
+                dst_lanes_read(m);
+                return;
+        }
+        snprintf(why, sizeof(why), "LANE_JOIN for migration %s, lane %u, refused: %s", j->mig, j->lane,
+                 handoff_lane_verdict_to_string(v));
+        if (cc->refusals < MIG_REFUSALS_LOGGED)
+                log_warning("session %llu from %s: %s", (unsigned long long)cc->session, cc->peer_node, why);
+        cc->refusals++;
+        ctl_send_error(cc, j->mig, -EPERM, why);
+        nm_error_set(&e, -EPERM, "%s", why);
+        xfer_conn_close(cc->conn, 0, &e);
+}
+
+void mig_dst_lanes(ctl_conn *cc, const proto_lane *l) {
+        mig *m = dst_streaming(cc, l->mig, "LANES");
+        handoff_lane_verdict v;
+        char why[200];
+
+        if (!m)
+                return;
+        if (cc != m->peer_cc) {
+                ctl_send_error(cc, l->mig, -EPROTO, "LANES comes on the migration's own session");
+                return;
+        }
+        v = handoff_lanes_deal(&m->lanes, l->lane);
+        if (v != HANDOFF_LANE_OK) {
+                snprintf(why, sizeof(why), "LANES %u: %s", l->lane, handoff_lane_verdict_to_string(v));
+                dst_pages_failed(m, -EPROTO, why);
+                return;
+        }
+        dst_lanes_end(m, l->lane); /* joined, but left out */
+        log_ctx_info(m->id, "the pages come over %u lane%s", l->lane, l->lane == 1 ? "" : "s");
+        dst_lanes_read(m);
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
@@ -1627,6 +1811,10 @@ void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {
         LIST_FOREACH(migs, m, cc->a->migs)
         if (m->reply_cc == cc)
                 m->reply_cc = NULL;
+        if (cc->lane_of) {
+                dst_lane_closed(cc, status, err);
+                return;
+        }
         m = cc->dest;
         if (!m)
                 return;

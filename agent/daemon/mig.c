@@ -34,7 +34,9 @@ mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         m->timer.data = m;
         uv_timer_init(a->loop, &m->page_timer);
         m->page_timer.data = m;
-        m->refs = 2; /* the timers', until they are closed */
+        uv_timer_init(a->loop, &m->lane_timer);
+        m->lane_timer.data = m;
+        m->refs = 3; /* the timers', until they are closed */
         LIST_PREPEND(migs, a->migs, m);
         if (role == MIG_ROLE_SOURCE)
                 a->n_src++;
@@ -73,9 +75,15 @@ mig *mig_find_archiving(agent *a, const char *id) {
 
 bool mig_admits(ctl_conn *cc, mig_role role, const char *id, const char *peer, const ctl_conn *peer_cc,
                 handoff_msg what) {
-        handoff_sender from = handoff_sender_of(
-                peer, cc->peer_node, peer_cc && peer_cc == cc ? HANDOFF_SESSION_OWN : HANDOFF_SESSION_OTHER);
+        handoff_session session = HANDOFF_SESSION_OTHER;
+        handoff_sender from;
         char reason[256];
+
+        if (peer_cc && peer_cc == cc)
+                session = HANDOFF_SESSION_OWN;
+        else if (cc->lane_of && strcmp(cc->lane_of->id, id) == 0)
+                session = HANDOFF_SESSION_LANE;
+        from = handoff_sender_of(peer, cc->peer_node, session);
 
         if (handoff_admits(role, what, from))
                 return true;
@@ -283,6 +291,8 @@ void mig__free_later(mig *m) {
         uv_close((uv_handle_t *)&m->timer, timer_closed);
         uv_timer_stop(&m->page_timer);
         uv_close((uv_handle_t *)&m->page_timer, timer_closed);
+        uv_timer_stop(&m->lane_timer);
+        uv_close((uv_handle_t *)&m->lane_timer, timer_closed);
 }
 
 void mig__release(mig *m) {
@@ -309,6 +319,16 @@ void mig__release(mig *m) {
                 xfer_conn_hold_reading(m->peer_cc->conn, false);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
+        for (size_t i = 0; i < ARRAY_SIZE(m->lane_cc); i++)
+                if (m->lane_cc[i] && m->lane_cc[i]->lane_of == m)
+                        m->lane_cc[i]->lane_of = NULL;
+        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
+                if (m->lanes_out[i].link) {
+                        if (peer_link_conn(m->lanes_out[i].link))
+                                xfer_conn_set_drain(peer_link_conn(m->lanes_out[i].link), 0, NULL, NULL);
+                        peer_link_detach(m->lanes_out[i].link);
+                        m->lanes_out[i].link = NULL;
+                }
         m->relay = ps_relay_free(m->relay);
         m->page_link = ps_link_free(m->page_link);
         m->page_server = ckpt_page_server_free(m->page_server);

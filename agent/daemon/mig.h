@@ -11,6 +11,7 @@
 
 #include "agent.h"
 #include "handoff-dst.h"
+#include "handoff-lanes.h"
 #include "handoff-src.h"
 #include "handoff-trust.h"
 #include "pace.h"
@@ -110,6 +111,25 @@ typedef enum mig_session_read {
         _MIG_SESSION_READ_INVALID = -EINVAL,
 } mig_session_read;
 
+/* Source: one further session to the target that would carry its turn of
+ * the pages (feature "lanes"). */
+typedef enum src_lane_state {
+        SRC_LANE_UNUSED,
+        SRC_LANE_DIALING, /* SSH and HELLO under way */
+        SRC_LANE_JOINING, /* LANE_JOIN sent as lane `index` */
+        SRC_LANE_JOINED,  /* LANE_JOINED heard */
+        SRC_LANE_GONE,    /* refused, failed or ended */
+        _SRC_LANE_STATE_MAX,
+        _SRC_LANE_STATE_INVALID = -EINVAL,
+} src_lane_state;
+
+typedef struct src_lane {
+        mig *m;
+        struct peer_link *link;
+        src_lane_state state;
+        uint32_t index; /* JOINING, JOINED: the lane it joins as */
+} src_lane;
+
 struct mig {
         agent *a;
         char id[PROTO_ID_MAX + 1];
@@ -149,9 +169,17 @@ struct mig {
         ckpt_restore_req rollback;
         struct peer_link *link;
         xfer_send *send;
-        bool streaming;         /* send under way: it has a share of [limits] bandwidth */
-        uint64_t rate_limit;    /* that share, bytes/s (0: none) */
-        pid_t new_pid;          /* on the destination */
+        bool streaming;      /* send under way: it has a share of [limits] bandwidth */
+        uint64_t rate_limit; /* that share, bytes/s (0: none) */
+        pid_t new_pid;       /* on the destination */
+        /* lanes (feature "lanes"): sessions beside the link that carry
+         * their turn of the pages, each encrypting on a thread of its own */
+        src_lane lanes_out[HANDOFF_LANES_MAX - 1];
+        uint8_t lane_secret[HANDOFF_LANE_SECRET_LEN]; /* ACCEPT's */
+        uint32_t lanes_named;                         /* indexes handed out so far */
+        uint32_t lanes_dealt;   /* LANES sent: over lanes 0..lanes_dealt-1 (0: none yet) */
+        uint64_t pages_dealt;   /* frames of the pages dealt so far */
+        uv_timer_t lane_timer;  /* the lanes' deadline before the dump */
         nm_error doubt;         /* committed: why the target has not confirmed yet */
         handoff_outcome answer; /* QUERY: what the core said */
 
@@ -178,7 +206,10 @@ struct mig {
         /* destination */
         ctl_conn *peer_cc; /* the session the migration came on */
         mig_session_read session_read;
-        ctl_conn *reply_cc; /* the session whose COMMIT we answer, if another */
+        uint32_t lanes_asked;                 /* the OFFER's lanes (0: none) */
+        handoff_lanes lanes;                  /* the stream's lanes: who joins, whose turn */
+        ctl_conn *lane_cc[HANDOFF_LANES_MAX]; /* lane i's session (i >= 1; lane 0 is peer_cc) */
+        ctl_conn *reply_cc;                   /* the session whose COMMIT we answer, if another */
         xfer_recv *recv;
         char *staging;
         ckpt_metadata *md;
@@ -357,5 +388,10 @@ void mig_dst_abort(ctl_conn *cc, const char *id, const char *reason);
 void mig_dst_ps_data(ctl_conn *cc, const proto_ps_data *d);
 void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p);
 void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p);
+/* Feature "lanes": a further session of a source asks to carry its
+ * stream (LANE_JOIN), and the source names the lanes it deals over
+ * (LANES, on the migration's own session). */
+void mig_dst_lane_join(ctl_conn *cc, const proto_lane_join *j);
+void mig_dst_lanes(ctl_conn *cc, const proto_lane *l);
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err);
 int mig_dst_recover(agent *a, json_t *rec, nm_error *err);

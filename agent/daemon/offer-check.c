@@ -111,6 +111,8 @@ static int offer_copy(const proto_offer *o, proto_offer *ret) {
                          .lazy = o->lazy,
                          .ps_stream = o->ps_stream,
                          .has_ps_stream = o->has_ps_stream,
+                         .lanes = o->lanes,
+                         .has_lanes = o->has_lanes,
                          .cpuinfo = {o->cpuinfo.ptr ? dup_bytes(&o->cpuinfo) : NULL, o->cpuinfo.len},
                          .metadata = {dup_bytes(&o->metadata), o->metadata.len}};
 

@@ -48,10 +48,11 @@ struct peer_link {
         uint64_t answer_due;                 /* uv_now() by which its answer is due */
         unsigned features;                   /* the peer's HELLO */
         char key_id[PROTO_HMAC_HEX_LEN + 1]; /* the peer's HELLO: its key's identity, "" if none */
+        xfer_ssh_thread thread;              /* where its SSH work runs */
 };
 
-static const char *const feature_names[] = {"zstd",      "file-mac", "lazy",       "binding",
-                                            "ps-stream", "ps-ztag",  "ps-poly1305"};
+static const char *const feature_names[] = {"zstd",      "file-mac", "lazy",        "binding",
+                                            "ps-stream", "ps-ztag",  "ps-poly1305", "lanes"};
 
 unsigned peer_features_of(const proto_hello *h) {
         unsigned f = 0;
@@ -345,7 +346,7 @@ static void on_connected(xfer_session *s, int status, const nm_error *err, void 
                 return;
         }
         log_ctx_debug(l->ctx, "connected to %s (host key %s; SSH %s)", l->peer, xfer_session_fingerprint(s),
-                      l->a->cfg.ssh_thread ? "on a thread of its own" : "on the agent's loop");
+                      l->thread == XFER_SSH_ON_THREAD ? "on a thread of its own" : "on the agent's loop");
         if (xfer_session_exec(s, l->a->cfg.remote_command, &conn_cbs, l, on_exec, l) < 0) {
                 nm_error_set(&e, -EIO, "cannot start \"%s\" on %s", l->a->cfg.remote_command, l->peer);
                 link_shutdown(l, e.code, &e);
@@ -354,6 +355,13 @@ static void on_connected(xfer_session *s, int status, const nm_error *err, void 
 
 int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops, void *ud,
                    nm_error *err, peer_link **ret) {
+        return peer_link_open_on(a, peer_name, log_ctx,
+                                 a->cfg.ssh_thread ? XFER_SSH_ON_THREAD : XFER_SSH_ON_LOOP, ops, ud, err,
+                                 ret);
+}
+
+int peer_link_open_on(agent *a, const char *peer_name, const char *log_ctx, xfer_ssh_thread thread,
+                      const peer_link_ops *ops, void *ud, nm_error *err, peer_link **ret) {
         const agent_peer *p = agent_config_peer(&a->cfg, peer_name);
         peer_link *l;
         int r;
@@ -370,7 +378,7 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
         l = calloc(1, sizeof(*l));
         if (!l)
                 return nm_error_set(err, -ENOMEM, "out of memory");
-        *l = (peer_link){.a = a, .ops = ops, .ud = ud, .state = LINK_CONNECTING};
+        *l = (peer_link){.a = a, .ops = ops, .ud = ud, .state = LINK_CONNECTING, .thread = thread};
         /* Without the kernel's randomness the base is guessable: a peer
          * could answer PINGs it never read, as it always could before. */
         if (getrandom(&l->ping_base, sizeof(l->ping_base), 0) != sizeof(l->ping_base))
@@ -388,7 +396,7 @@ int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const p
                 .known_hosts = a->cfg.known_hosts,
                 .accept_new = a->cfg.accept_new,
                 .connect_timeout_ms = (uint64_t)a->cfg.connect_timeout_s * 1000,
-                .thread = a->cfg.ssh_thread ? XFER_SSH_ON_THREAD : XFER_SSH_ON_LOOP,
+                .thread = thread,
         };
         r = xfer_session_new(a->loop, &o, err, &l->session);
         if (r < 0) {

@@ -20,6 +20,7 @@ typedef enum peer_feature {
         PEER_FEATURE_PS_STREAM = 1u << 4, /* "ps-stream": pages as PS_PAGES while CRIU dumps */
         PEER_FEATURE_PS_ZTAG = 1u << 5,   /* "ps-ztag": a compressed PS_PAGES is tagged as it travels */
         PEER_FEATURE_PS_POLY = 1u << 6,   /* "ps-poly1305": PS_PAGES tags are Poly1305's */
+        PEER_FEATURE_LANES = 1u << 7,     /* "lanes": the pages dealt over several sessions */
 } peer_feature;
 
 /* The features a HELLO lists that this build knows. */
@@ -39,6 +40,10 @@ typedef struct peer_link_ops {
 
 int peer_link_open(agent *a, const char *peer_name, const char *log_ctx, const peer_link_ops *ops, void *ud,
                    nm_error *err, peer_link **ret);
+/* The same, its SSH work where thread says rather than where [ssh] thread
+ * does (a lane's is on a thread of its own: that is what it is for). */
+int peer_link_open_on(agent *a, const char *peer_name, const char *log_ctx, xfer_ssh_thread thread,
+                      const peer_link_ops *ops, void *ud, nm_error *err, peer_link **ret);
 int peer_link_send(peer_link *l, const proto_msg *m, nm_error *err);
 /* Sends a question whose answer the owner waits for: until it calls
  * peer_link_answered(), an ERROR from the peer, or no answer within the

@@ -94,6 +94,7 @@ unsigned agent_reload_apply(agent *a, agent_config *fresh) {
         note_u("ssh.connect_timeout", old->connect_timeout_s, fresh->connect_timeout_s);
         note_u("ssh.idle_timeout", old->idle_timeout_s, fresh->idle_timeout_s);
         note_u("ssh.thread", old->ssh_thread, fresh->ssh_thread);
+        note_u("ssh.lanes", old->lanes, fresh->lanes);
         note_u("limits.parallel", old->parallel, fresh->parallel);
         note_u("limits.peer_parallel", old->peer_parallel, fresh->peer_parallel);
         note_u("limits.staging_max", old->staging_max, fresh->staging_max);

@@ -161,6 +161,28 @@ static void test_turns_before_dealing(void **state) {
         assert_memory_equal(&l, &before, sizeof(l));
 }
 
+/* A lane that ends before LANES may no longer be named; one dealt to
+ * loses the stream; one left out, or lane 0, changes nothing. */
+static void test_leave(void **state) {
+        handoff_lanes l = granted(3), before;
+        (void)state;
+        assert_int_equal(handoff_lanes_join(&l, "node1", "node1", 1, secret), HANDOFF_LANE_OK);
+        assert_int_equal(handoff_lanes_join(&l, "node1", "node1", 2, secret), HANDOFF_LANE_OK);
+        assert_int_equal(handoff_lanes_leave(&l, 2), HANDOFF_LANE_OK);
+        assert_int_equal(l.joined, 3u);
+        before = l;
+        expect_refused(&l, handoff_lanes_deal(&l, 3), HANDOFF_LANE_UNJOINED, &before);
+        /* It may join again while joins are taken. */
+        assert_int_equal(handoff_lanes_join(&l, "node1", "node1", 2, secret), HANDOFF_LANE_OK);
+        assert_int_equal(handoff_lanes_deal(&l, 2), HANDOFF_LANE_OK);
+        before = l;
+        assert_int_equal(handoff_lanes_leave(&l, 2), HANDOFF_LANE_OK); /* left out */
+        assert_int_equal(handoff_lanes_leave(&l, 0), HANDOFF_LANE_OK);
+        assert_int_equal(handoff_lanes_leave(&l, UINT32_MAX), HANDOFF_LANE_OK);
+        assert_memory_equal(&l, &before, sizeof(l));
+        assert_int_equal(handoff_lanes_leave(&l, 1), HANDOFF_LANE_LOST);
+}
+
 static void test_names(void **state) {
         (void)state;
         for (int v = 0; v < _HANDOFF_LANE_VERDICT_MAX; v++)
@@ -174,7 +196,7 @@ int main(void) {
                 cmocka_unit_test(test_grant),      cmocka_unit_test(test_join),
                 cmocka_unit_test(test_join_order), cmocka_unit_test(test_deal),
                 cmocka_unit_test(test_turns),      cmocka_unit_test(test_turns_before_dealing),
-                cmocka_unit_test(test_names),
+                cmocka_unit_test(test_leave),      cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
