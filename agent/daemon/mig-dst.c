@@ -1722,7 +1722,11 @@ void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
                              ps_mac_alg_name(ps_link_mac(m->page_link)));
                 m->pages = m->pages == MIG_PAGES_SERVED ? MIG_PAGES_IN : MIG_PAGES_ENDED;
         }
-        dst_lanes_read(m); /* out of turns: every lane is read, to hear its end */
+        /* Every frame was taken: the lanes have done their part, and they
+         * are ours to end (the source's end of one could take frames we
+         * had not read yet with it). */
+        dst_lanes_end(m, 1);
+        dst_lanes_read(m); /* out of turns: lane 0 is read on */
         dst_staging_maybe_complete(m);
 }
 

@@ -278,13 +278,6 @@ static bool src_lanes_dial(mig *m, const proto_accept *acc) {
         return true;
 }
 
-/* After the pages' end the lanes have done their part. */
-static void src_lanes_close(mig *m) {
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].link)
-                        src_lane_drop(&m->lanes_out[i], 0, NULL);
-}
-
 /* A message the link would not take: the link is gone for us. With no
  * link at all its loss has been told already (the link's end is an event
  * of its own, which may still wait behind this list): the message is
@@ -681,7 +674,9 @@ static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void
                         (unsigned long long)ps_link_replies_asked(l));
         if (c)
                 (void)xfer_conn_send(c, &e, NULL);
-        src_lanes_close(m); /* each with its frames sent first */
+        /* The lanes stay until the target ends them, once it took the end:
+         * a session ended here takes its dial-stdio with it there, and with
+         * it what the target has not read yet. */
 }
 
 static void src_pages_broken(ps_link *l, int status, const char *why, void *ud) {

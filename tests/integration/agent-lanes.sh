@@ -67,4 +67,3 @@ EOF
 fx_logged_since n2 "$off2" "LANE_JOIN for migration no-such-move, lane 1, refused: the migration takes no lanes now" ||
 	t_fail "node2 did not log the refused join"
 fx_nm n2 status >/dev/null || t_fail "node2's agent does not answer after the refused join"
-b_hog_stop "$(b_hog_field "$dir" pid)"

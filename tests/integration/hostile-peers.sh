@@ -16,12 +16,8 @@ pid2=$(fx_agent_pid n2)
 log2=$(fx_agent_log n2)
 
 # as NODE NAME SCRIPT-LINE...: the script from NODE's key to node2.
-as() {
-	local from=$1 name=$2
-	shift 2
-	printf '%s\n' "$@" | pc_case "$name" pc_ssh "$from" n2
-}
-logged() { grep -q -- "$1" "$log2" || t_fail "node2's log does not say: $1"; }
+as() { pc_lines "$1" n2 "${@:2}"; }
+logged() { pc_logged n2 "$1"; }
 
 t_log "a key speaks for its own node only"
 as n3 claims-node1 "hello node=node1" "expect-closed this session's key belongs to peer node3, but its HELLO says peer \"node1\""

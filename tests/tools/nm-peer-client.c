@@ -19,7 +19,7 @@
  *   hello [role=peer|cli] [node=NAME] [version=N] [min=N] [features=A,B] (default: binding)
  *                                       (node: --node, else "hostile")
  *   offer MIG [container=ID] [name=TEXT] [bytes=N] [criu=VER] [kernel=REL]
- *             [lazy=0|1] [ps_stream=0|1] [metadata=@FILE|TEXT]
+ *             [lazy=0|1] [ps_stream=0|1] [lanes=N] [metadata=@FILE|TEXT]
  *   file MIG PATH SIZE [mode=N]         FILE (a valid path: see `map`)
  *   data MIG N [fill=BYTE]              DATA of N bytes
  *   file-end MIG [sha=auto|bad]         FILE_END with the SHA-256 of the file's DATA
@@ -28,6 +28,11 @@
  *   put MIG SRC PATH                    FILE, DATA..., FILE_END of the file SRC
  *   put-dir MIG DIR                     every file of a checkpoint directory, in order
  *   verified|restore|commit|query|accept MIG
+ *   lanes MIG N                         LANES: the pages dealt over lanes 0..N-1
+ *   ps-pages MIG NUM HEX                PS_PAGES of the bytes HEX as the stream's frame NUM
+ *                                       (0 first), tagged with HMAC-SHA256 under --hmac-key
+ *                                       as node --node's pages to --target
+ *                                       (LANE_JOIN: `map`, with the secret ACCEPT printed)
  *   abort MIG REASON...
  *   ping SEQ | node-info-req | status [REF] | list | cordon on|off
  *   relay [NAME]                        RELAY (dial-stdio's own first frame) naming NAME
@@ -91,6 +96,7 @@
 #include "fs-util.h"
 #include "macro.h"
 #include "proto.h"
+#include "ps-mac.h"
 #include "transfer.h"
 
 #define ARGS_MAX 64
@@ -263,6 +269,15 @@ static void print_msg(const proto_msg *m) {
                 break;
         case PROTO_MSG_RESTORED:
         case PROTO_MSG_RUNNING: printf(" pid=%u", (unsigned)m->restored.pid); break;
+        case PROTO_MSG_ACCEPT:
+                /* The lanes' grant: a test joins further sessions with it. */
+                if (m->accept.has_lanes) {
+                        printf(" lanes=%u secret=", (unsigned)m->accept.lanes);
+                        for (size_t i = 0; i < m->accept.lane_secret.len; i++)
+                                printf("%02x", m->accept.lane_secret.ptr[i]);
+                }
+                break;
+        case PROTO_MSG_LANE_JOINED: printf(" lane=%u", (unsigned)m->lane_joined.lane); break;
         default: break;
         }
         if (proto_msg_mig(m))
@@ -625,7 +640,8 @@ static void cmd_offer(client *c, char **args, size_t n) {
         const char *container = opt(args, n, 2, "container"), *name = opt(args, n, 2, "name"),
                    *bytes = opt(args, n, 2, "bytes"), *criu = opt(args, n, 2, "criu"),
                    *kernel = opt(args, n, 2, "kernel"), *lazy = opt(args, n, 2, "lazy"),
-                   *ps_stream = opt(args, n, 2, "ps_stream"), *md = opt(args, n, 2, "metadata");
+                   *ps_stream = opt(args, n, 2, "ps_stream"), *md = opt(args, n, 2, "metadata"),
+                   *lanes = opt(args, n, 2, "lanes");
         _cleanup_free_ char *mdtext = NULL;
         size_t mdlen = 0;
         struct utsname u;
@@ -648,7 +664,9 @@ static void cmd_offer(client *c, char **args, size_t n) {
                                  .kernel = kernel ? kernel : u.release,
                                  .lazy = lazy && strcmp(lazy, "1") == 0,
                                  .ps_stream = ps_stream && strcmp(ps_stream, "1") == 0,
-                                 .has_ps_stream = ps_stream != NULL}};
+                                 .has_ps_stream = ps_stream != NULL,
+                                 .lanes = lanes ? (uint32_t)parse_u64(c, lanes) : 0,
+                                 .has_lanes = lanes != NULL}};
         snprintf(c->container, sizeof(c->container), "%s", m.offer.container_id);
         send_msg(c, &m);
 }
@@ -800,6 +818,29 @@ static void cmd_expect_silence(client *c, uint64_t ms) {
                 fail(c, "expected silence, but the agent closed the session");
 }
 
+/* A page frame as an honest source tags it (ps_mac, HMAC-SHA256: the
+ * HELLO lists no ps-poly1305), numbered num: a lane's frames are not
+ * its session's first. */
+static void cmd_ps_pages(client *c, const char *mig, uint64_t num, const char *hex) {
+        const char *parts[] = {"pages", mig, c->node, c->target ? c->target : ""};
+        ps_mac *mac = NULL;
+        uint8_t *b = NULL, skip = 0;
+        size_t n = unhex(c, hex, &b);
+        proto_msg m = {.type = PROTO_MSG_PS_PAGES, .ps_pages = {.mig = mig, .data = {b, n}}};
+
+        if (!c->key)
+                usage_fail(c, "ps-pages needs --hmac-key");
+        if (!n || ps_mac_new(c->key, c->key_len, PS_MAC_HMAC_SHA256, parts, ARRAY_SIZE(parts), &mac) < 0)
+                usage_fail(c, "ps-pages: no bytes, or no MAC");
+        for (uint64_t i = 0; i < num; i++)
+                (void)ps_mac_sign(mac, &skip, 1, m.ps_pages.tag);
+        if (ps_mac_sign(mac, b, n, m.ps_pages.tag) < 0)
+                usage_fail(c, "ps-pages: cannot tag");
+        send_msg(c, &m);
+        ps_mac_free(mac);
+        free(b);
+}
+
 static void mig_only(client *c, proto_msg_type t, const char *mig) {
         proto_msg m = {.type = t, .accept = {.mig = mig}};
         send_msg(c, &m);
@@ -872,6 +913,14 @@ static void run_line(client *c, char *line) {
                 for (size_t i = 0; i <= strlen(cmd); i++)
                         up[i] = (char)toupper((unsigned char)cmd[i]);
                 mig_only(c, proto_msg_type_from_string(up), args[1]);
+        } else if (strcmp(cmd, "ps-pages") == 0) {
+                NEED(3);
+                cmd_ps_pages(c, args[1], parse_u64(c, args[2]), args[3]);
+        } else if (strcmp(cmd, "lanes") == 0) {
+                NEED(2);
+                proto_msg m = {.type = PROTO_MSG_LANES,
+                               .lanes = {.mig = args[1], .lane = (uint32_t)parse_u64(c, args[2])}};
+                send_msg(c, &m);
         } else if (strcmp(cmd, "abort") == 0) {
                 NEED(2);
                 proto_msg m = {.type = PROTO_MSG_ABORT, .abort = {.mig = args[1], .reason = args[2]}};

@@ -47,6 +47,17 @@ pc_case() {
 	fi
 }
 
+# pc_lines FROM TO NAME SCRIPT-LINE...: case NAME, its script (one line
+# per argument) from FROM's key to TO.
+pc_lines() {
+	local from=$1 to=$2 name=$3
+	shift 3
+	printf '%s\n' "$@" | pc_case "$name" pc_ssh "$from" "$to"
+}
+
+# pc_logged NODE TEXT: NODE's agent log says TEXT (a grep pattern).
+pc_logged() { grep -q -- "$2" "$(fx_agent_log "$1")" || t_fail "$(fx_node_name "$1")'s log does not say: $2"; }
+
 # pc_said NAME TEXT: the transcript of case NAME shows TEXT from the agent.
 pc_said() {
 	grep -q "^< .*$2" "$FX_ROOT/pc-$1.out" || {
