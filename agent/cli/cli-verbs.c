@@ -28,6 +28,7 @@ enum {
         OPT_PARALLEL,
         OPT_LAZY,
         OPT_TCP,
+        OPT_LANES,
         OPT_ACCEPT_LANDLOCK,
         OPT_COMMIT,
         OPT_ABORT,
@@ -191,6 +192,12 @@ static void migrate_help(FILE *f) {
                 "                        has a network namespace of its own and closes them\n"
                 "                        when it shares this node's, whose addresses stay "
                 "here.\n"
+                "      --lanes N         deal the pages over up to N SSH sessions to TARGET (1-4;\n"
+                "                        default: [ssh] lanes, 1 unless configured), each further\n"
+                "                        one encrypting on a thread of its own; it pays where\n"
+                "                        both nodes have cores to spare. Dialed before anything\n"
+                "                        is frozen; a session lost while the pages flow rolls\n"
+                "                        the move back.\n"
                 "      --accept-landlock-loss\n"
                 "                        move a nucleus container although it runs under\n"
                 "                        Landlock, which CRIU cannot carry: the copy on TARGET\n"
@@ -230,6 +237,7 @@ int verb_migrate(int argc, char **argv) {
                 {"pid", required_argument, NULL, OPT_PID},
                 {"lazy", no_argument, NULL, OPT_LAZY},
                 {"tcp", required_argument, NULL, OPT_TCP},
+                {"lanes", required_argument, NULL, OPT_LANES},
                 {"accept-landlock-loss", no_argument, NULL, OPT_ACCEPT_LANDLOCK},
                 COMMON_OPTIONS,
                 {}};
@@ -238,6 +246,8 @@ int verb_migrate(int argc, char **argv) {
         unsigned long pid = 0;
         bool lazy = false, accept_landlock = false;
         const char *tcp = NULL;
+        unsigned long lanes = 0;
+        char *end;
         json_t *doc = NULL;
         cli_out out;
         int c, r;
@@ -258,6 +268,14 @@ int verb_migrate(int argc, char **argv) {
                         }
                         tcp = optarg;
                         break;
+                case OPT_LANES:
+                        lanes = strtoul(optarg, &end, 10);
+                        if (*end || lanes < 1 || lanes > PROTO_LANES_MAX) {
+                                fprintf(stderr, "%s: --lanes wants 1 to %u, not '%s'\n", cli_program,
+                                        PROTO_LANES_MAX, optarg);
+                                return NM_EXIT_USAGE;
+                        }
+                        break;
                 case 'h': migrate_help(stdout); return NM_EXIT_OK;
                 default: migrate_help(stderr); return NM_EXIT_USAGE;
                 }
@@ -271,12 +289,14 @@ int verb_migrate(int argc, char **argv) {
                         cli_program);
                 return NM_EXIT_USAGE;
         }
-        proto_opt opts[3];
+        proto_opt opts[4];
         size_t n_opts = 0;
         if (lazy)
                 opts[n_opts++] = (proto_opt){.key = "lazy", .kind = PROTO_OPT_BOOL, .b = true};
         if (tcp)
                 opts[n_opts++] = (proto_opt){.key = "tcp", .kind = PROTO_OPT_STR, .s = tcp};
+        if (lanes)
+                opts[n_opts++] = (proto_opt){.key = "lanes", .kind = PROTO_OPT_UINT, .u = lanes};
         if (accept_landlock)
                 opts[n_opts++] =
                         (proto_opt){.key = "accept_landlock_loss", .kind = PROTO_OPT_BOOL, .b = true};

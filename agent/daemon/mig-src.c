@@ -82,10 +82,10 @@ static mig_act_result src_open_link(mig *m, mig_event *ret) {
 /* The sessions to deal the pages over, the link included: [ssh] lanes,
  * for pages streamed to a target that takes lanes; 0: no lanes. */
 static uint32_t src_lanes_wanted(const mig *m) {
-        if (m->a->cfg.lanes < 2 || m->pages != MIG_PAGES_STREAMING || !m->link ||
+        if (m->lanes_wanted < 2 || m->pages != MIG_PAGES_STREAMING || !m->link ||
             !(peer_link_features(m->link) & PEER_FEATURE_LANES))
                 return 0;
-        return m->a->cfg.lanes;
+        return m->lanes_wanted;
 }
 
 /* Lane i's connection: lane 0 is the link, the others joined ones. */
@@ -1372,6 +1372,19 @@ static int src_prepare(agent *a, const proto_migrate *req, ckpt_container **ret,
         return 0;
 }
 
+/* The move's --lanes, else [ssh] lanes. */
+static int src_lanes_of(agent *a, const proto_migrate *req, uint32_t *ret, nm_error *err) {
+        const proto_opt *o = proto_opts_get(&req->opts, "lanes");
+
+        *ret = a->cfg.lanes;
+        if (!o)
+                return 0;
+        if (o->kind != PROTO_OPT_UINT || o->u < 1 || o->u > PROTO_LANES_MAX)
+                return nm_error_set(err, -EINVAL, "--lanes wants 1 to %u", PROTO_LANES_MAX);
+        *ret = (uint32_t)o->u;
+        return 0;
+}
+
 /* The move's --tcp, else [agent] tcp; auto: what suits the container. */
 static int src_tcp_mode(agent *a, const proto_migrate *req, const ckpt_container *c, ckpt_tcp_mode *ret,
                         nm_error *err) {
@@ -1401,6 +1414,7 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         const agent_peer *p = NULL;
         const proto_opt *lazy;
         ckpt_tcp_mode tcp = CKPT_TCP_CLOSE;
+        uint32_t lanes = 1;
         char id[33], path[PATH_MAX];
         mig *m;
         int r;
@@ -1408,6 +1422,8 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         r = src_prepare(a, req, &c, &p, err);
         if (r >= 0)
                 r = src_tcp_mode(a, req, c, &tcp, err);
+        if (r >= 0)
+                r = src_lanes_of(a, req, &lanes, err);
         if (r < 0) {
                 ckpt_container_free(c);
                 return r;
@@ -1427,6 +1443,7 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         lazy = proto_opts_get(&req->opts, "lazy");
         m->src = src_state_new(lazy && lazy->kind == PROTO_OPT_BOOL && lazy->b);
         m->tcp = tcp;
+        m->lanes_wanted = lanes;
         const proto_opt *ll = proto_opts_get(&req->opts, "accept_landlock_loss");
         m->policy.accept_landlock_loss = ll && ll->kind == PROTO_OPT_BOOL && ll->b;
         if (watch)
@@ -1439,6 +1456,7 @@ int mig_src_start(agent *a, const proto_migrate *req, const mig_watch_ops *watch
         mig_rec_set_str(m, "peer", p->name);
         mig_rec_set_str(m, "images_dir", m->images_dir);
         mig_rec_set_str(m, "tcp", ckpt_tcp_mode_to_string(tcp));
+        mig_rec_set_int(m, "lanes", lanes);
         mig_rec_set(m, "accept_landlock_loss", json_boolean(m->policy.accept_landlock_loss));
         log_ctx_info(id, "moving container %s (%s, pid %d) to %s; established TCP connections: %s", c->id,
                      strna(c->name), (int)c->pid, p->name, ckpt_tcp_mode_to_string(tcp));

@@ -174,6 +174,7 @@ struct mig {
         pid_t new_pid;       /* on the destination */
         /* lanes (feature "lanes"): sessions beside the link that carry
          * their turn of the pages, each encrypting on a thread of its own */
+        uint32_t lanes_wanted; /* --lanes, else [ssh] lanes */
         src_lane lanes_out[HANDOFF_LANES_MAX - 1];
         uint8_t lane_secret[HANDOFF_LANE_SECRET_LEN]; /* ACCEPT's */
         uint32_t lanes_named;                         /* indexes handed out so far */

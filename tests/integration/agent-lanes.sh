@@ -4,7 +4,8 @@
 # sshd and CRIU. The target grants the lanes with a secret, the second
 # session joins with it, LANES names the two, and the target takes the
 # frames in turn; the heap checks out after the move, one copy runs. The
-# same move from a source that asks for no lanes uses one session. A
+# same move from a source that asks for no lanes uses one session, and
+# `--lanes` sets it for one move either way (5 is refused, exit 2). A
 # stranger's session cannot join: LANE_JOIN for no migration taking lanes
 # is refused and the session closed, and the agent goes on.
 set -euo pipefail
@@ -54,6 +55,22 @@ t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the move 
 ! fx_logged_since n2 "$off2" "dialing" || t_fail "node2 dialed lanes it was not set to"
 b_hog_request "$dir" check checks || t_fail "the hog did not check its heap after the move back"
 t_assert_eq "$(b_hog_field "$dir" check_ok)" 1 "the heap's checksum after the move back"
+
+t_log "--lanes for one move: 1 against the configuration's 2, then 2 against its 1"
+off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
+out=$(fx_nm n1 migrate "$id" node2 --lanes 1 --json) || t_fail "the move with --lanes 1 failed: $out"
+t_assert_eq "$(fx_ctr_where "$id")" n2 "where the container runs after the move with --lanes 1"
+! fx_logged_since n2 "$off2" "granting" || t_fail "node2 granted lanes to a move with --lanes 1"
+off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
+out=$(fx_nm n2 migrate "$id" node1 --lanes 2 --json) || t_fail "the move with --lanes 2 failed: $out"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the move with --lanes 2"
+fx_logged_since n2 "$off2" "the pages go over 2 sessions to node1" || t_fail "node2 did not deal over two sessions"
+fx_logged_since n1 "$off1" "the pages come over 2 lanes" || t_fail "node1 did not take the pages in turns"
+b_hog_request "$dir" check checks || t_fail "the hog did not check its heap after the move with --lanes 2"
+t_assert_eq "$(b_hog_field "$dir" check_ok)" 1 "the heap's checksum after the move with --lanes 2"
+rc=0
+fx_nm n1 migrate "$id" node2 --lanes 5 >/dev/null 2>&1 || rc=$?
+t_assert_eq "$rc" 2 "exit code of --lanes 5"
 
 t_log "a LANE_JOIN for no migration that takes lanes: refused, the session closed"
 off2=$(stat -c %s "$log2")
