@@ -140,6 +140,18 @@ static void src_lane_drop(src_lane *ln, int status, const char *why) {
         peer_link_close(l, status, why ? &e : NULL);
 }
 
+/* The fault tests' lane lost mid-stream: its session ends as a cut link
+ * would end it, while it is dealt to. */
+static void src_lane_cut(mig *m, uint32_t lane) {
+        nm_error e = {};
+        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
+                if (m->lanes_out[i].state == SRC_LANE_JOINED && m->lanes_out[i].index == lane &&
+                    m->lanes_out[i].link) {
+                        nm_error_set(&e, -ECONNRESET, "lane %u cut (fault injection)", lane);
+                        peer_link_close(m->lanes_out[i].link, e.code, &e);
+                }
+}
+
 /* Every lane dialed has joined or gone (or the deadline passed): the
  * pages go over lane 0 and the lanes joined after it without a gap.
  * LANES says so on the link before the dump, so before any frame. */
@@ -639,6 +651,8 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, uint32_t size
         if (!c || xfer_conn_send(c, &d, NULL) < 0)
                 return; /* the link's end decides what happens to the dump */
         m->page_wire += d.ps_pages.data.len;
+        if (m->pages_dealt == 16 && m->lanes_dealt > 1 && fault_fail("lane-lost"))
+                src_lane_cut(m, 1);
         /* The dump waits rather than the queue growing, or than the
          * stream outrunning its share of the bandwidth. */
         if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER || src_pages_pacing(m))

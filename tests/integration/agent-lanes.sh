@@ -5,7 +5,9 @@
 # session joins with it, LANES names the two, and the target takes the
 # frames in turn; the heap checks out after the move, one copy runs. The
 # same move from a source that asks for no lanes uses one session, and
-# `--lanes` sets it for one move either way (5 is refused, exit 2). A
+# `--lanes` sets it for one move either way (5 is refused, exit 2). A lane
+# lost while the pages flow (NM_FAULT fail=lane-lost on the source) fails
+# the dump, and the container runs on at home, its heap intact. A
 # stranger's session cannot join: LANE_JOIN for no migration taking lanes
 # is refused and the session closed, and the agent goes on.
 set -euo pipefail
@@ -71,6 +73,25 @@ t_assert_eq "$(b_hog_field "$dir" check_ok)" 1 "the heap's checksum after the mo
 rc=0
 fx_nm n1 migrate "$id" node2 --lanes 5 >/dev/null 2>&1 || rc=$?
 t_assert_eq "$rc" 2 "exit code of --lanes 5"
+
+t_log "a lane lost while the pages flow: the dump fails, the container runs on at home"
+fx_agent_stop n1
+FX_AGENT_ARGS="--set ssh.lanes=2" fx_agent_start n1 "NM_FAULT=fail=lane-lost"
+off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
+rc=0
+out=$(fx_nm n1 migrate "$id" node2 --json) || rc=$?
+t_assert_eq "$rc" 1 "exit code of the move whose lane was lost ($out)"
+t_assert_eq "$(jq -r .result.outcome <<<"$(grep '"event":"result"' <<<"$out" | tail -n1)")" failed \
+	"outcome of the move whose lane was lost"
+fx_logged_since n1 "$off1" "lane 1 to node2 ended while the pages flowed (lane 1 cut (fault injection)): the dump is made to fail" ||
+	t_fail "node1 did not break the dump on the lost lane: $(tail -c +$((off1 + 1)) "$log1" | tail -n 20)"
+t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the lost lane"
+t_assert_eq "$(fx_ctr_running_copies striped)" 1 "running copies after the lost lane"
+t_assert_eq "$(fx_ctr_stopped_copies striped)" 0 "stopped copies after the lost lane"
+b_hog_request "$dir" check checks || t_fail "the hog did not check its heap after the lost lane"
+t_assert_eq "$(b_hog_field "$dir" check_ok)" 1 "the heap's checksum after the lost lane"
+t_wait_until 30 "staging on node2 empty" test -z "$(ls -A "$(fx_dir n2)/migrate/staging")" ||
+	t_fail "staging left on node2 after the lost lane"
 
 t_log "a LANE_JOIN for no migration that takes lanes: refused, the session closed"
 off2=$(stat -c %s "$log2")
