@@ -169,6 +169,7 @@ static void src_lanes_settle(mig *m) {
         while (k < HANDOFF_LANES_MAX && src_lane_conn(m, k))
                 k++;
         m->lanes_dealt = k;
+        explicit_bzero(m->lane_secret, sizeof(m->lane_secret)); /* every lane joined that will */
         for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
                 if (m->lanes_out[i].state == SRC_LANE_JOINED && m->lanes_out[i].index >= k)
                         src_lane_drop(&m->lanes_out[i], 0, NULL);
@@ -209,6 +210,30 @@ static void src_lane_ready(peer_link *l, void *ud) {
         ln->state = SRC_LANE_JOINING;
 }
 
+/* A lane ended or said something it should not. Before the pages were
+ * dealt it is dropped, and the move goes on without it; one dealt to
+ * while the pages still flow takes the dump with it, as the link would
+ * (its frames would be missing). */
+static void src_lane_lost(src_lane *ln, int status, const char *why) {
+        mig *m = ln->m;
+        bool dealt_to = m->lanes_dealt > 1 && ln->state == SRC_LANE_JOINED && ln->index < m->lanes_dealt;
+
+        if (ln->state == SRC_LANE_GONE)
+                return; /* dropped by us: its end was expected */
+        src_lane_drop(ln, status < 0 ? status : -ECONNRESET, why);
+        if (dealt_to && m->page_link && ps_link_get_state(m->page_link) == PS_LINK_OPEN) {
+                log_ctx_warning(m->id,
+                                "lane %u to %s ended while the pages flowed (%s): the dump is made to fail",
+                                ln->index, m->peer, why);
+                ps_link_break(m->page_link);
+                return;
+        }
+        if (!m->lanes_dealt) {
+                log_ctx_info(m->id, "a lane to %s is dropped: %s", m->peer, why);
+                src_lanes_settle(m);
+        }
+}
+
 static void src_lane_message(peer_link *l, const proto_msg *msg, void *ud) {
         src_lane *ln = ud;
         mig *m = ln->m;
@@ -226,35 +251,15 @@ static void src_lane_message(peer_link *l, const proto_msg *msg, void *ud) {
         snprintf(why, sizeof(why), "lane %u: %s sent %s%s%s", ln->index, m->peer,
                  strna(proto_msg_type_to_string(msg->type)), msg->type == PROTO_MSG_ERROR ? ": " : "",
                  msg->type == PROTO_MSG_ERROR ? msg->error.reason : "");
-        log_ctx_warning(m->id, "%s", why);
-        src_lane_drop(ln, -EPROTO, why);
-        src_lanes_settle(m);
+        src_lane_lost(ln, -EPROTO, why);
 }
 
-/* A lane that ends before the pages were dealt is dropped; one dealt to
- * while the pages still flow takes the dump with it, as the link would. */
 static void src_lane_closed(peer_link *l, int status, const nm_error *err, void *ud) {
         src_lane *ln = ud;
-        mig *m = ln->m;
-        bool dealt_to = m->lanes_dealt > 1 && ln->state == SRC_LANE_JOINED && ln->index < m->lanes_dealt;
         (void)l;
 
-        ln->link = NULL;
-        ln->state = SRC_LANE_GONE;
-        if (dealt_to && m->page_link && ps_link_get_state(m->page_link) == PS_LINK_OPEN) {
-                log_ctx_warning(m->id,
-                                "lane %u to %s ended while the pages flowed (%s): the dump is made to fail",
-                                ln->index, m->peer, err && err->code ? err->msg : strerror(-status));
-                ps_link_break(m->page_link);
-                return;
-        }
-        if (!m->lanes_dealt) {
-                log_ctx_info(m->id, "a lane to %s is dropped: %s", m->peer,
-                             err && err->code ? err->msg
-                             : status         ? strerror(-status)
-                                              : "closed");
-                src_lanes_settle(m);
-        }
+        ln->link = NULL; /* gone already: nothing to end */
+        src_lane_lost(ln, status, err && err->code ? err->msg : status ? strerror(-status) : "closed");
 }
 
 static const peer_link_ops src_lane_ops = {
