@@ -54,7 +54,7 @@ int agent_config_init(agent_config *c) {
                 .connect_timeout_s = 10,
                 .idle_timeout_s = 30,
                 .parallel = 2,
-                .lanes = 1,
+                .lanes = 0, /* auto */
                 .compress = true,
                 .stream_pages = true,
                 .consume_staging = true,
@@ -250,7 +250,8 @@ static int set_number(agent_config *c, const char *section, const char *key, con
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "thread") == 0)
                 r = parse_bool(value, &c->ssh_thread);
         else if (strcmp(section, "ssh") == 0 && strcmp(key, "lanes") == 0)
-                r = parse_uint(value, 1, 4, &c->lanes); /* PROTO_LANES_MAX */
+                r = strcmp(value, "auto") == 0 ? (c->lanes = 0, 0)
+                                               : parse_uint(value, 1, 4, &c->lanes); /* PROTO_LANES_MAX */
         else if (strcmp(section, "limits") == 0 && strcmp(key, "parallel") == 0)
                 r = parse_uint(value, 1, 64, &c->parallel);
         else if (strcmp(section, "limits") == 0 && strcmp(key, "peer_parallel") == 0)

@@ -69,7 +69,7 @@ typedef struct agent_config {
          * (XFER_SSH_ON_THREAD): its encryption beside the loop's work. */
         bool ssh_thread;
         /* Sessions a move's pages may be dealt over, its own included
-         * (feature "lanes"; 1: one session, as before). */
+         * (feature "lanes"; 1: one session; 0: auto, handoff_lanes_auto). */
         unsigned lanes;
         /* [limits] */
         unsigned parallel;

@@ -23,6 +23,12 @@ const char *handoff_lane_verdict_to_string(handoff_lane_verdict v) {
         return v >= 0 && v < _HANDOFF_LANE_VERDICT_MAX ? verdict_names[v] : NULL;
 }
 
+uint32_t handoff_lanes_auto(uint64_t bytes, unsigned cores) {
+        if (bytes < HANDOFF_LANES_AUTO_MIN_BYTES || cores <= 2)
+                return 1;
+        return cores - 1 < HANDOFF_LANES_MAX ? cores - 1 : HANDOFF_LANES_MAX;
+}
+
 void handoff_lanes_init(handoff_lanes *l) {
         *l = (handoff_lanes){.phase = HANDOFF_LANES_NONE, .joined = 1u};
 }

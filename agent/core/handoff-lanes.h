@@ -52,6 +52,15 @@ typedef struct handoff_lanes {
         uint8_t secret[HANDOFF_LANE_SECRET_LEN];
 } handoff_lanes;
 
+/* [ssh] lanes = auto: the sessions a move of about `bytes` deals its pages
+ * over from a node of `cores` cores. Each lane beyond the first needs a
+ * core of its own beside the agent's loop and CRIU's (on two cores a
+ * second session made the dump slower: DESIGN.md), and a set large enough
+ * to pay for another SSH handshake (0.1-0.4 s): below
+ * HANDOFF_LANES_AUTO_MIN_BYTES, one. */
+#define HANDOFF_LANES_AUTO_MIN_BYTES (UINT64_C(256) << 20)
+uint32_t handoff_lanes_auto(uint64_t bytes, unsigned cores);
+
 /* "ok", "another peer's session", ...: the reason an ERROR carries. */
 const char *handoff_lane_verdict_to_string(handoff_lane_verdict v);
 

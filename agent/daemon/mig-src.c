@@ -88,6 +88,18 @@ static uint32_t src_lanes_wanted(const mig *m) {
         return m->lanes_wanted;
 }
 
+/* [ssh] lanes = auto, now that the size is known. */
+static void src_lanes_choose(mig *m) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+        if (m->lanes_wanted)
+                return;
+        m->lanes_wanted = handoff_lanes_auto(m->bytes_total, cores > 0 ? (unsigned)cores : 1);
+        mig_rec_set_int(m, "lanes", m->lanes_wanted);
+        log_ctx_debug(m->id, "lanes: auto chose %u for about %llu MiB on %ld cores", m->lanes_wanted,
+                      (unsigned long long)(m->bytes_total >> 20), cores);
+}
+
 /* Lane i's connection: lane 0 is the link, the others joined ones. */
 static xfer_conn *src_lane_conn(mig *m, uint32_t lane) {
         if (lane == 0)
@@ -428,6 +440,7 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         }
         m->bytes_total = estimate_image_bytes(m->ctr);
         m->pages = src_wants_ps_stream(m) ? MIG_PAGES_STREAMING : MIG_PAGES_WITH_IMAGES;
+        src_lanes_choose(m);
         mig_rec_set(m, "ps_stream", json_boolean(m->pages == MIG_PAGES_STREAMING));
         size_t cpuinfo_len;
         const uint8_t *cpuinfo = precheck_cpuinfo(a, &cpuinfo_len);
@@ -1391,7 +1404,8 @@ static int src_prepare(agent *a, const proto_migrate *req, ckpt_container **ret,
         return 0;
 }
 
-/* The move's --lanes, else [ssh] lanes. */
+/* The move's --lanes, else [ssh] lanes (0: auto, chosen at the OFFER
+ * from the size and the cores). */
 static int src_lanes_of(agent *a, const proto_migrate *req, uint32_t *ret, nm_error *err) {
         const proto_opt *o = proto_opts_get(&req->opts, "lanes");
 

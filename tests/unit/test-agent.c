@@ -48,6 +48,7 @@ static void test_config_file_and_overrides(void **state) {
                                                     "idle_timeout = 7\n"
                                                     "accept_new = yes\n"
                                                     "thread = yes\n"
+                                                    "lanes = 3\n"
                                                     "[limits]\n"
                                                     "parallel = 3\n"
                                                     "peer_parallel = 1\n"
@@ -61,6 +62,7 @@ static void test_config_file_and_overrides(void **state) {
         assert_int_equal(agent_config_init(&c), 0);
         assert_int_equal(c.tcp, AGENT_TCP_AUTO);
         assert_false(c.ssh_thread);
+        assert_int_equal(c.lanes, 0); /* auto */
         assert_int_equal(agent_config_load(&c, path, true, &err), 0);
         assert_string_equal(c.node, "node1");
         assert_int_equal(c.tcp, AGENT_TCP_CLOSE);
@@ -68,6 +70,7 @@ static void test_config_file_and_overrides(void **state) {
         assert_int_equal(c.idle_timeout_s, 7);
         assert_true(c.accept_new);
         assert_true(c.ssh_thread);
+        assert_int_equal(c.lanes, 3);
         assert_int_equal(c.parallel, 3);
         assert_int_equal(c.peer_parallel, 1);
         assert_int_equal(c.staging_max, 2ULL << 30);
@@ -82,6 +85,12 @@ static void test_config_file_and_overrides(void **state) {
         /* Flags override the file through the same setter. */
         assert_int_equal(agent_config_set_assignment(&c, "limits.parallel=5", &err), 0);
         assert_int_equal(c.parallel, 5);
+        assert_int_equal(agent_config_set_assignment(&c, "ssh.lanes=auto", &err), 0);
+        assert_int_equal(c.lanes, 0);
+        assert_int_equal(agent_config_set_assignment(&c, "ssh.lanes=5", &err), -EINVAL);
+        nm_error_clear(&err);
+        assert_int_equal(agent_config_set_assignment(&c, "ssh.lanes=0", &err), -EINVAL);
+        nm_error_clear(&err);
         assert_int_equal(agent_config_set_assignment(&c, "peer.node3.host=198.18.0.3", &err), 0);
         assert_int_equal(c.n_peers, 2);
         assert_int_equal(agent_config_check(&c, &err), 0);

@@ -183,6 +183,23 @@ static void test_leave(void **state) {
         assert_int_equal(handoff_lanes_leave(&l, 1), HANDOFF_LANE_LOST);
 }
 
+/* auto: one lane below 256 MiB or on two cores; else one per core beyond
+ * the loop's and CRIU's, at most four. */
+static void test_auto(void **state) {
+        const uint64_t M = UINT64_C(1) << 20;
+        (void)state;
+        assert_int_equal(handoff_lanes_auto(1024 * M, 0), 1);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 1), 1);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 2), 1);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 3), 2);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 4), 3);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 5), 4);
+        assert_int_equal(handoff_lanes_auto(1024 * M, 64), 4);
+        assert_int_equal(handoff_lanes_auto(256 * M, 8), 4);
+        assert_int_equal(handoff_lanes_auto(256 * M - 1, 8), 1);
+        assert_int_equal(handoff_lanes_auto(0, 8), 1);
+}
+
 static void test_names(void **state) {
         (void)state;
         for (int v = 0; v < _HANDOFF_LANE_VERDICT_MAX; v++)
@@ -196,7 +213,8 @@ int main(void) {
                 cmocka_unit_test(test_grant),      cmocka_unit_test(test_join),
                 cmocka_unit_test(test_join_order), cmocka_unit_test(test_deal),
                 cmocka_unit_test(test_turns),      cmocka_unit_test(test_turns_before_dealing),
-                cmocka_unit_test(test_leave),      cmocka_unit_test(test_names),
+                cmocka_unit_test(test_leave),      cmocka_unit_test(test_auto),
+                cmocka_unit_test(test_names),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
