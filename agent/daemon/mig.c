@@ -319,9 +319,16 @@ void mig__release(mig *m) {
                 xfer_conn_hold_reading(m->peer_cc->conn, false);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
+        /* The same for its lanes, which carry nothing else: read on (a held
+         * one would stay) and ended. */
         for (size_t i = 0; i < ARRAY_SIZE(m->lane_cc); i++)
-                if (m->lane_cc[i] && m->lane_cc[i]->lane_of == m)
+                if (m->lane_cc[i] && m->lane_cc[i]->lane_of == m) {
                         m->lane_cc[i]->lane_of = NULL;
+                        if (m->lane_cc[i]->conn) {
+                                xfer_conn_hold_reading(m->lane_cc[i]->conn, false);
+                                xfer_conn_close(m->lane_cc[i]->conn, 0, NULL);
+                        }
+                }
         for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
                 if (m->lanes_out[i].link) {
                         if (peer_link_conn(m->lanes_out[i].link))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Lanes (feature "lanes", [ssh] lanes on the source): a move's pages dealt
-# over two SSH sessions, each encrypting on a thread of its own, through real
+# over two SSH sessions, the second encrypting on a thread of its own, through real
 # sshd and CRIU. The target grants the lanes with a secret, the second
 # session joins with it, LANES names the two, and the target takes the
 # frames in turn; the heap checks out after the move, one copy runs. The
