@@ -80,11 +80,17 @@ FX_AGENT_ARGS="--set ssh.lanes=2" fx_agent_start n1 "NM_FAULT=fail=lane-lost"
 off1=$(stat -c %s "$log1") off2=$(stat -c %s "$log2")
 rc=0
 out=$(fx_nm n1 migrate "$id" node2 --json) || rc=$?
-t_assert_eq "$rc" 1 "exit code of the move whose lane was lost ($out)"
-t_assert_eq "$(jq -r .result.outcome <<<"$(grep '"event":"result"' <<<"$out" | tail -n1)")" failed \
-	"outcome of the move whose lane was lost"
-fx_logged_since n1 "$off1" "lane 1 to node2 ended while the pages flowed (lane 1 cut (fault injection)): the dump is made to fail" ||
-	t_fail "node1 did not break the dump on the lost lane: $(tail -c +$((off1 + 1)) "$log1" | tail -n 20)"
+res=$(grep '"event":"result"' <<<"$out" | tail -n1)
+# Either end may notice first: node1 breaks its dump on the lost lane, or
+# node2 reports the lane's end before that; the dump fails either way
+# (exit 1), or, had it ended meanwhile, the move rolls back (exit 4).
+case "$rc/$(jq -r .result.outcome <<<"$res")" in
+1/failed | 4/rolled-back) ;;
+*) t_fail "the move whose lane was lost: exit $rc, $res" ;;
+esac
+fx_logged_since n1 "$off1" "lane 1 to node2 ended while the pages flowed (lane 1 cut (fault injection))" ||
+	jq -r .result.error <<<"$res" | grep -q "the pages streamed during the dump: " ||
+	t_fail "neither node said the lane was lost: $res"
 t_assert_eq "$(fx_ctr_where "$id")" n1 "where the container runs after the lost lane"
 t_assert_eq "$(fx_ctr_running_copies striped)" 1 "running copies after the lost lane"
 t_assert_eq "$(fx_ctr_stopped_copies striped)" 0 "stopped copies after the lost lane"
