@@ -9,7 +9,12 @@
 # lane 1 sends first (a message that is no page, then frame 1) and is not
 # read until frame 0 came on lane 0; then the other message is refused
 # (a lane carries pages only) and frame 1 taken; lane 1 ends while it is
-# dealt to, and the move ends with nothing left on node2.
+# dealt to, and the move ends with nothing left on node2. A third move:
+# its lane 1 joins and leaves before LANES; the move goes
+# on: LANES may still name it, and its turn then finds its end (node2 does
+# not read a lane before LANES, so it need not notice before), which ends
+# the move. A fourth: LANES leaves a joined lane out, node2 ends that
+# lane's session, and the pages go on over lane 0 alone.
 set -euo pipefail
 . "$(dirname "$0")/../tools/peer.sh"
 
@@ -103,6 +108,40 @@ printf '%s\n' "ps-pages lanes2 2 03" >&7
 t_wait_until 30 "node2 ends lanes2" grep -q "the pages streamed during the dump: " "$log2" ||
 	t_fail "node2 did not end the move whose lane ended: $(tail -n 20 "$log2")"
 ! grep -q "refusing the page stream\|failed its check" "$log2" || t_fail "node2 ended the move for another reason: $(tail -n 20 "$log2")"
+exec 7>&-
+wait "$SRC_PID" "$LANE_PID" || true # their scripts held: what they heard was checked above
+pc_clean n2 "$pid2"
+
+# lane_leaves: the lane's client ends its script and goes, before LANES.
+# node2 holds a lane unread until LANES, so it need not notice yet.
+lane_leaves() {
+	exec 8>&-
+	wait "$LANE_PID" || true # its script held: what it heard was checked above
+}
+
+t_log "move lanes3: a lane that joined leaves before LANES, which still names it"
+source_offers src3 lanes3 2
+lane_joins lane3 lanes3 1
+lane_leaves
+printf '%s\n' "lanes lanes3 2" "ps-pages lanes3 0 01" >&7
+t_wait_until 30 "node2 ends lanes3" grep -q "\[lanes3\].*the pages streamed during the dump: a lane the pages were dealt over ended" "$log2" ||
+	t_fail "node2 did not end the move at the turn of its lane that had left: $(tail -n 20 "$log2")"
+grep -q "\[lanes3\].*the pages come over 2 lanes" "$log2" || t_fail "node2 did not take LANES 2: $(tail -n 20 "$log2")"
+exec 7>&-
+wait "$SRC_PID" || true # its script held: what it heard was checked above
+pc_clean n2 "$pid2"
+
+t_log "move lanes4: LANES leaves a joined lane out: node2 ends it, and the pages go on over lane 0 alone"
+source_offers src4 lanes4 2
+lane_joins lane4 lanes4 1
+printf '%s\n' "lanes lanes4 1" "ps-pages lanes4 0 01" "ps-pages lanes4 1 02" "node-info-req" "expect NODE_INFO" >&7
+printf '%s\n' "expect-closed" >&8
+said lane4 "^< closed after"
+said src4 "^< NODE_INFO"
+grep -q "\[lanes4\].*the pages come over 1 lane$" "$log2" || t_fail "node2 did not take LANES 1: $(tail -n 20 "$log2")"
+! grep -q "^< ERROR" "$FX_ROOT/pc-src4.out" || t_fail "node2 refused lane 0's frames: $(cat "$FX_ROOT/pc-src4.out")"
+fx_nm n2 status --json | grep -q '"active":true' || t_fail "the move ended with a lane left out: $(tail -n 20 "$log2")"
+exec 8>&-
 exec 7>&-
 wait "$SRC_PID" "$LANE_PID" || true # their scripts held: what they heard was checked above
 pc_clean n2 "$pid2"
