@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdint.h>
-#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "mig-dst-lanes.h"
 #include "mig.h"
 #include "offer-check.h"
 #include "precheck.h"
@@ -80,54 +80,13 @@ static void dst_send_error(mig *m, int code, const char *reason) {
         dst_send(m, &e);
 }
 
-/* Lane i's connection (lane 0: the migration's own session), or NULL. */
-static xfer_conn *dst_lane_conn(const mig *m, uint32_t i) {
-        const ctl_conn *cc = i == 0 ? m->peer_cc : i < HANDOFF_LANES_MAX ? m->lane_cc[i] : NULL;
-        return cc ? cc->conn : NULL;
-}
-
-/* Whether the pages come in turns now: over more than one lane, until
- * their end frame. */
-static bool dst_in_turns(const mig *m) {
-        return m->lanes.phase == HANDOFF_LANES_DEALT && m->lanes.dealt > 1 &&
-               (m->pages == MIG_PAGES_STREAMING || m->pages == MIG_PAGES_SERVED);
-}
-
-/* Whether lane i is read now: none while our consumers are behind; in
- * turns, the lane whose turn it is; before LANES, lane 0 alone (a joined
- * lane's frames must not overtake LANES on lane 0); after the pages, all,
- * to hear their ends. */
-static bool dst_lane_reads(const mig *m, uint32_t i) {
-        if (m->session_read == MIG_SESSION_HELD)
-                return false;
-        if (dst_in_turns(m))
-                return i == handoff_lanes_due(&m->lanes);
-        return i == 0 || m->lanes.phase == HANDOFF_LANES_DEALT;
-}
-
-/* Sets every lane's hold. The lane whose turn it is goes last: reading
- * on may deliver its frames at once, and they set the holds anew. */
-static void dst_lanes_read(mig *m) {
-        uint32_t last = dst_in_turns(m) ? handoff_lanes_due(&m->lanes) : 0;
-        xfer_conn *c;
-
-        for (uint32_t i = 0; i < HANDOFF_LANES_MAX; i++)
-                if ((c = dst_lane_conn(m, i)) && !dst_lane_reads(m, i))
-                        xfer_conn_hold_reading(c, true);
-        for (uint32_t i = 0; i < HANDOFF_LANES_MAX; i++)
-                if (i != last && (c = dst_lane_conn(m, i)) && dst_lane_reads(m, i))
-                        xfer_conn_hold_reading(c, false);
-        if ((c = dst_lane_conn(m, last)) && dst_lane_reads(m, last))
-                xfer_conn_hold_reading(c, false);
-}
-
 /* The session's further frames wait in its socket until our consumer
  * caught up (dst_session_take). */
 static void dst_session_hold(mig *m) {
         if (!m->peer_cc || !m->peer_cc->conn)
                 return;
         m->session_read = MIG_SESSION_HELD;
-        dst_lanes_read(m);
+        mig_dst_lanes_read(m);
 }
 
 static void dst_session_release(mig *m) {
@@ -137,33 +96,14 @@ static void dst_session_release(mig *m) {
          * them may hold the session again before this returns. */
         m->session_read = MIG_SESSION_READING;
         if (was == MIG_SESSION_HELD)
-                dst_lanes_read(m);
-}
-
-/* The lanes go with the migration's session: ended, since they carry
- * nothing else. */
-static void dst_lanes_end(mig *m, uint32_t from) {
-        for (uint32_t i = MAX(from, 1u); i < HANDOFF_LANES_MAX; i++) {
-                ctl_conn *cc = m->lane_cc[i];
-                nm_error e = {};
-                if (!cc)
-                        continue;
-                m->lane_cc[i] = NULL;
-                cc->lane_of = NULL;
-                if (cc->conn) {
-                        nm_error_set(&e, -ECANCELED, "lane %u of migration %s is no longer needed", i,
-                                     m->id);
-                        xfer_conn_hold_reading(cc->conn, false);
-                        xfer_conn_close(cc->conn, 0, &e);
-                }
-        }
+                mig_dst_lanes_read(m);
 }
 
 /* A session the migration no longer reads from is read on: a held one
  * would never hear its peer's end (a held connection has no idle timeout),
  * and would stay, with its sshd and dial-stdio, until the agent's end. */
 static void dst_detach_conn(mig *m) {
-        dst_lanes_end(m, 1);
+        mig_dst_lanes_end(m, 1);
         dst_session_release(m);
         if (m->peer_cc && m->peer_cc->dest == m)
                 m->peer_cc->dest = NULL;
@@ -1255,33 +1195,12 @@ static handoff_verdict dst_ops_step(mig *m, const mig_event *ev) {
         return v;
 }
 
-/* ACCEPT grants the lanes the OFFER asked for (up to the protocol's
- * bound), under a fresh secret: only a session of the source that heard
- * this ACCEPT can join. Without the kernel's randomness, none. */
-static void dst_lanes_grant(mig *m, proto_accept *acc) {
-        uint8_t secret[HANDOFF_LANE_SECRET_LEN];
-        uint32_t n = MIN(m->lanes_asked, HANDOFF_LANES_MAX);
-
-        if (n < 2 || m->pages != MIG_PAGES_STREAMING)
-                return;
-        if (getrandom(secret, sizeof(secret), 0) != (ssize_t)sizeof(secret)) {
-                log_ctx_warning(m->id, "no randomness for the lanes' secret: the pages come on one session");
-                return;
-        }
-        handoff_lanes_grant(&m->lanes, n, secret);
-        explicit_bzero(secret, sizeof(secret));
-        acc->lanes = n;
-        acc->has_lanes = true;
-        acc->lane_secret = (proto_bin){m->lanes.secret, sizeof(m->lanes.secret)};
-        log_ctx_info(m->id, "granting %u lanes for the pages", n);
-}
-
 static void dst_send_simple(mig *m, proto_msg_type type) {
         proto_msg msg = {.type = type};
         switch ((int)type) {
         case PROTO_MSG_ACCEPT:
                 msg.accept.mig = m->id;
-                dst_lanes_grant(m, &msg.accept);
+                mig_dst_lanes_grant(m, &msg.accept);
                 break;
         case PROTO_MSG_VERIFIED: msg.verified.mig = m->id; break;
         case PROTO_MSG_RESTORED:
@@ -1693,8 +1612,8 @@ void mig_dst_ps_pages(ctl_conn *cc, const proto_ps_pages *p) {
                 dst_session_hold(m);
                 return;
         }
-        if (dst_in_turns(m))
-                dst_lanes_read(m);
+        if (mig_dst_in_turns(m))
+                mig_dst_lanes_read(m);
 }
 
 void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
@@ -1725,8 +1644,8 @@ void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
         /* Every frame was taken: the lanes have done their part, and they
          * are ours to end (the source's end of one could take frames we
          * had not read yet with it). */
-        dst_lanes_end(m, 1);
-        dst_lanes_read(m); /* out of turns: lane 0 is read on */
+        mig_dst_lanes_end(m, 1);
+        mig_dst_lanes_read(m); /* out of turns: lane 0 is read on */
         dst_staging_maybe_complete(m);
 }
 
@@ -1735,7 +1654,7 @@ void mig_dst_ps_end(ctl_conn *cc, const proto_ps_end *p) {
 static void dst_lane_closed(ctl_conn *cc, int status, const nm_error *err) {
         mig *m = cc->lane_of;
         uint32_t lane = cc->lane;
-        bool turns = dst_in_turns(m);
+        bool turns = mig_dst_in_turns(m);
 
         m->lane_cc[lane] = NULL;
         cc->lane_of = NULL;
@@ -1747,43 +1666,6 @@ static void dst_lane_closed(ctl_conn *cc, int status, const nm_error *err) {
         }
         dst_pages_failed(m, status ? status : -ECONNRESET,
                          err && err->code ? err->msg : "a lane the pages were dealt over ended");
-}
-
-/* ---- lanes (feature "lanes") ---- */
-
-void mig_dst_lane_join(ctl_conn *cc, const proto_lane_join *j) {
-        mig *m = mig_find(cc->a, j->mig);
-        handoff_lane_verdict v = HANDOFF_LANE_CLOSED;
-        char why[256];
-        nm_error e = {};
-
-        if (cc->dest || cc->lane_of) {
-                ctl_send_error(cc, j->mig, -EPROTO,
-                               "LANE_JOIN on a session that carries a migration already");
-                return;
-        }
-        if (m && m->role == MIG_ROLE_DEST && !m->finished && m->pages == MIG_PAGES_STREAMING)
-                v = handoff_lanes_join(&m->lanes, m->peer, cc->peer_node, j->lane, j->secret);
-        if (v == HANDOFF_LANE_OK) {
-                m->lane_cc[j->lane] = cc;
-                cc->lane_of = m;
-                cc->lane = j->lane;
-                log_ctx_info(m->id, "lane %u joined (session %llu)", j->lane,
-                             (unsigned long long)cc->session);
-                (void)ctl_send(cc, &(proto_msg){.type = PROTO_MSG_LANE_JOINED,
-                                                .lane_joined = {.mig = m->id, .lane = j->lane}});
-                /* Until LANES names it, it is not read out of turn. */
-                dst_lanes_read(m);
-                return;
-        }
-        snprintf(why, sizeof(why), "LANE_JOIN for migration %s, lane %u, refused: %s", j->mig, j->lane,
-                 handoff_lane_verdict_to_string(v));
-        if (cc->refusals < MIG_REFUSALS_LOGGED)
-                log_warning("session %llu from %s: %s", (unsigned long long)cc->session, cc->peer_node, why);
-        cc->refusals++;
-        ctl_send_error(cc, j->mig, -EPERM, why);
-        nm_error_set(&e, -EPERM, "%s", why);
-        xfer_conn_close(cc->conn, 0, &e);
 }
 
 void mig_dst_lanes(ctl_conn *cc, const proto_lane *l) {
@@ -1803,9 +1685,9 @@ void mig_dst_lanes(ctl_conn *cc, const proto_lane *l) {
                 dst_pages_failed(m, -EPROTO, why);
                 return;
         }
-        dst_lanes_end(m, l->lane); /* joined, but left out */
+        mig_dst_lanes_end(m, l->lane); /* joined, but left out */
         log_ctx_info(m->id, "the pages come over %u lane%s", l->lane, l->lane == 1 ? "" : "s");
-        dst_lanes_read(m);
+        mig_dst_lanes_read(m);
 }
 
 void mig_dst_conn_closed(ctl_conn *cc, int status, const nm_error *err) {

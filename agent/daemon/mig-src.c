@@ -14,6 +14,7 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "mig-src-lanes.h"
 #include "mig.h"
 #include "precheck.h"
 
@@ -75,236 +76,6 @@ static mig_act_result src_open_link(mig *m, mig_event *ret) {
         log_ctx_warning(m->id, "%s", err.msg);
         m->doubt = err;
         return mig_act_failed(ret, SRC_EV(SRC_EV_LINK_LOST), &err);
-}
-
-/* ---- lanes (feature "lanes") ---- */
-
-/* The sessions to deal the pages over, the link included: [ssh] lanes,
- * for pages streamed to a target that takes lanes; 0: no lanes. */
-static uint32_t src_lanes_wanted(const mig *m) {
-        if (m->lanes_wanted < 2 || m->pages != MIG_PAGES_STREAMING || !m->link ||
-            !(peer_link_features(m->link) & PEER_FEATURE_LANES))
-                return 0;
-        return m->lanes_wanted;
-}
-
-/* [ssh] lanes = auto, now that the size is known. */
-static void src_lanes_choose(mig *m) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-
-        if (m->lanes_wanted)
-                return;
-        m->lanes_wanted = handoff_lanes_auto(m->bytes_total, cores > 0 ? (unsigned)cores : 1);
-        mig_rec_set_int(m, "lanes", m->lanes_wanted);
-        log_ctx_debug(m->id, "lanes: auto chose %u for about %llu MiB on %ld cores", m->lanes_wanted,
-                      (unsigned long long)(m->bytes_total >> 20), cores);
-}
-
-/* Lane i's connection: lane 0 is the link, the others joined ones. */
-static xfer_conn *src_lane_conn(mig *m, uint32_t lane) {
-        if (lane == 0)
-                return m->link ? peer_link_conn(m->link) : NULL;
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].state == SRC_LANE_JOINED && m->lanes_out[i].index == lane &&
-                    m->lanes_out[i].link)
-                        return peer_link_conn(m->lanes_out[i].link);
-        return NULL;
-}
-
-/* The connection the next frame of the pages goes on: lane n mod the
- * lanes dealt over, as the target takes them. */
-static xfer_conn *src_deal(mig *m) {
-        uint32_t lane = m->lanes_dealt > 1 ? (uint32_t)(m->pages_dealt % m->lanes_dealt) : 0;
-        m->pages_dealt++;
-        return src_lane_conn(m, lane);
-}
-
-static size_t src_lanes_queued_max(mig *m) {
-        size_t most = 0;
-        for (uint32_t i = 0; i < MAX(m->lanes_dealt, 1u); i++)
-                if (src_lane_conn(m, i))
-                        most = MAX(most, xfer_conn_queued(src_lane_conn(m, i)));
-        return most;
-}
-
-static uint64_t src_lanes_written(mig *m) {
-        uint64_t sum = 0;
-        for (uint32_t i = 0; i < MAX(m->lanes_dealt, 1u); i++)
-                if (src_lane_conn(m, i))
-                        sum += xfer_conn_written(src_lane_conn(m, i));
-        return sum;
-}
-
-/* Ends a lane; with status 0 after its queued frames. The link stays
- * ours until its end is told (src_lane_closed), or the migration's end
- * detaches it. */
-static void src_lane_drop(src_lane *ln, int status, const char *why) {
-        nm_error e = {};
-        peer_link *l = ln->link;
-
-        ln->state = SRC_LANE_GONE;
-        if (!l)
-                return;
-        if (why)
-                nm_error_set(&e, status, "%s", why);
-        if (peer_link_conn(l))
-                xfer_conn_set_drain(peer_link_conn(l), 0, NULL, NULL);
-        peer_link_close(l, status, why ? &e : NULL);
-}
-
-/* The fault tests' lane lost mid-stream: its session ends as a cut link
- * would end it, while it is dealt to. */
-static void src_lane_cut(mig *m, uint32_t lane) {
-        nm_error e = {};
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].state == SRC_LANE_JOINED && m->lanes_out[i].index == lane &&
-                    m->lanes_out[i].link) {
-                        nm_error_set(&e, -ECONNRESET, "lane %u cut (fault injection)", lane);
-                        peer_link_close(m->lanes_out[i].link, e.code, &e);
-                }
-}
-
-/* Every lane dialed has joined or gone (or the deadline passed): the
- * pages go over lane 0 and the lanes joined after it without a gap.
- * LANES says so on the link before the dump, so before any frame. */
-static void src_lanes_settle(mig *m) {
-        uint32_t k = 1;
-        proto_msg msg = {.type = PROTO_MSG_LANES};
-        nm_error err = {};
-
-        if (m->lanes_dealt)
-                return;
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].state == SRC_LANE_DIALING || m->lanes_out[i].state == SRC_LANE_JOINING)
-                        return;
-        uv_timer_stop(&m->lane_timer);
-        while (k < HANDOFF_LANES_MAX && src_lane_conn(m, k))
-                k++;
-        m->lanes_dealt = k;
-        explicit_bzero(m->lane_secret, sizeof(m->lane_secret)); /* every lane joined that will */
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].state == SRC_LANE_JOINED && m->lanes_out[i].index >= k)
-                        src_lane_drop(&m->lanes_out[i], 0, NULL);
-        msg.lanes = (proto_lane){.mig = m->id, .lane = k};
-        if (!m->link || peer_link_send(m->link, &msg, &err) < 0)
-                return; /* the link's end is the core's event */
-        log_ctx_info(m->id, "the pages go over %u session%s to %s", k, k == 1 ? "" : "s", m->peer);
-        src_feed(m, SRC_EV_ACCEPT, NULL);
-}
-
-static void src_lanes_overdue(uv_timer_t *t) {
-        mig *m = t->data;
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++) {
-                src_lane *ln = &m->lanes_out[i];
-                if (ln->state != SRC_LANE_DIALING && ln->state != SRC_LANE_JOINING)
-                        continue;
-                log_ctx_warning(m->id, "a lane to %s did not join within %u s: the pages go without it",
-                                m->peer, m->a->cfg.connect_timeout_s);
-                src_lane_drop(ln, -ETIMEDOUT, "did not join in time");
-        }
-        src_lanes_settle(m);
-}
-
-static void src_lane_ready(peer_link *l, void *ud) {
-        src_lane *ln = ud;
-        mig *m = ln->m;
-        proto_msg j = {.type = PROTO_MSG_LANE_JOIN, .lane_join = {.mig = m->id, .lane = ++m->lanes_named}};
-        nm_error err = {};
-
-        memcpy(j.lane_join.secret, m->lane_secret, sizeof(j.lane_join.secret));
-        ln->index = j.lane_join.lane;
-        if (peer_link_ask(l, &j, &err) < 0) {
-                log_ctx_warning(m->id, "lane %u to %s: %s", ln->index, m->peer, err.msg);
-                src_lane_drop(ln, err.code, err.msg);
-                src_lanes_settle(m);
-                return;
-        }
-        ln->state = SRC_LANE_JOINING;
-}
-
-/* A lane ended or said something it should not. Before the pages were
- * dealt it is dropped, and the move goes on without it; one dealt to
- * while the pages still flow takes the dump with it, as the link would
- * (its frames would be missing). */
-static void src_lane_lost(src_lane *ln, int status, const char *why) {
-        mig *m = ln->m;
-        bool dealt_to = m->lanes_dealt > 1 && ln->state == SRC_LANE_JOINED && ln->index < m->lanes_dealt;
-
-        if (ln->state == SRC_LANE_GONE)
-                return; /* dropped by us: its end was expected */
-        src_lane_drop(ln, status < 0 ? status : -ECONNRESET, why);
-        if (dealt_to && m->page_link && ps_link_get_state(m->page_link) == PS_LINK_OPEN) {
-                log_ctx_warning(m->id,
-                                "lane %u to %s ended while the pages flowed (%s): the dump is made to fail",
-                                ln->index, m->peer, why);
-                ps_link_break(m->page_link);
-                return;
-        }
-        if (!m->lanes_dealt) {
-                log_ctx_info(m->id, "a lane to %s is dropped: %s", m->peer, why);
-                src_lanes_settle(m);
-        }
-}
-
-static void src_lane_message(peer_link *l, const proto_msg *msg, void *ud) {
-        src_lane *ln = ud;
-        mig *m = ln->m;
-        char why[PROTO_TEXT_MAX + 100];
-
-        if (msg->type == PROTO_MSG_LANE_JOINED && ln->state == SRC_LANE_JOINING &&
-            strcmp(msg->lane_joined.mig, m->id) == 0 && msg->lane_joined.lane == ln->index) {
-                peer_link_answered(l);
-                ln->state = SRC_LANE_JOINED;
-                log_ctx_debug(m->id, "lane %u to %s joined", ln->index, m->peer);
-                src_lanes_settle(m);
-                return;
-        }
-        /* Anything else (an ERROR: refused) makes the lane no use. */
-        snprintf(why, sizeof(why), "lane %u: %s sent %s%s%s", ln->index, m->peer,
-                 strna(proto_msg_type_to_string(msg->type)), msg->type == PROTO_MSG_ERROR ? ": " : "",
-                 msg->type == PROTO_MSG_ERROR ? msg->error.reason : "");
-        src_lane_lost(ln, -EPROTO, why);
-}
-
-static void src_lane_closed(peer_link *l, int status, const nm_error *err, void *ud) {
-        src_lane *ln = ud;
-        (void)l;
-
-        ln->link = NULL; /* gone already: nothing to end */
-        src_lane_lost(ln, status, err && err->code ? err->msg : status ? strerror(-status) : "closed");
-}
-
-static const peer_link_ops src_lane_ops = {
-        .ready = src_lane_ready,
-        .message = src_lane_message,
-        .closed = src_lane_closed,
-};
-
-/* ACCEPT granted lanes: the further sessions are dialed now, while the
- * container still runs, and ACCEPT is taken once they joined or gave up
- * (src_lanes_settle). false: no lanes, ACCEPT is taken now. */
-static bool src_lanes_dial(mig *m, const proto_accept *acc) {
-        uint32_t n = MIN(acc->has_lanes ? acc->lanes : 0, src_lanes_wanted(m));
-        nm_error err = {};
-
-        if (n < 2)
-                return false;
-        memcpy(m->lane_secret, acc->lane_secret.ptr, sizeof(m->lane_secret));
-        log_ctx_info(m->id, "%s takes %u lanes: dialing %u more session%s", m->peer, n, n - 1,
-                     n == 2 ? "" : "s");
-        for (uint32_t i = 0; i + 1 < n; i++) {
-                src_lane *ln = &m->lanes_out[i];
-                *ln = (src_lane){.m = m, .state = SRC_LANE_DIALING};
-                if (peer_link_open_on(m->a, m->peer, m->id, XFER_SSH_ON_THREAD, &src_lane_ops, ln, &err,
-                                      &ln->link) < 0) {
-                        log_ctx_warning(m->id, "a lane to %s: %s", m->peer, err.msg);
-                        ln->state = SRC_LANE_GONE;
-                }
-        }
-        (void)uv_timer_start(&m->lane_timer, src_lanes_overdue, (uint64_t)m->a->cfg.connect_timeout_s * 1000,
-                             0);
-        src_lanes_settle(m);
-        return true;
 }
 
 /* A message the link would not take: the link is gone for us. With no
@@ -440,7 +211,7 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
         }
         m->bytes_total = estimate_image_bytes(m->ctr);
         m->pages = src_wants_ps_stream(m) ? MIG_PAGES_STREAMING : MIG_PAGES_WITH_IMAGES;
-        src_lanes_choose(m);
+        mig_src_lanes_choose(m);
         mig_rec_set(m, "ps_stream", json_boolean(m->pages == MIG_PAGES_STREAMING));
         size_t cpuinfo_len;
         const uint8_t *cpuinfo = precheck_cpuinfo(a, &cpuinfo_len);
@@ -456,8 +227,8 @@ static mig_act_result src_send_offer(mig *m, mig_event *ret) {
                                      .cpuinfo = {cpuinfo, cpuinfo_len},
                                      .ps_stream = m->pages == MIG_PAGES_STREAMING,
                                      .has_ps_stream = m->pages == MIG_PAGES_STREAMING,
-                                     .lanes = src_lanes_wanted(m),
-                                     .has_lanes = src_lanes_wanted(m) > 1}};
+                                     .lanes = mig_src_lanes_wanted(m),
+                                     .has_lanes = mig_src_lanes_wanted(m) > 1}};
         mig_progress(m, "offering to the target");
         return src_send(m, &offer, ret);
 }
@@ -643,7 +414,7 @@ static bool src_pages_pacing(mig *m) {
 
 /* The dump goes on once the connection has room and the pace allows. */
 static void src_pages_resume(mig *m) {
-        if (!m->page_link || src_lanes_queued_max(m) > SRC_PS_HIGH_WATER || src_pages_pacing(m))
+        if (!m->page_link || mig_src_lanes_queued_max(m) > SRC_PS_HIGH_WATER || src_pages_pacing(m))
                 return;
         ps_link_pause(m->page_link, false);
 }
@@ -653,7 +424,7 @@ static void src_pages_resume(mig *m) {
 static void src_pages_frame(ps_link *l, const void *buf, size_t n, uint32_t size,
                             const uint8_t tag[static PS_MAC_LEN], void *ud) {
         mig *m = ud;
-        xfer_conn *c = src_deal(m);
+        xfer_conn *c = mig_src_deal(m);
         proto_msg d = {.type = PROTO_MSG_PS_PAGES,
                        .ps_pages = {.mig = m->id, .data = {buf, n}, .size = size, .has_size = size > 0}};
         _cleanup_free_ uint8_t *bent = NULL;
@@ -670,7 +441,7 @@ static void src_pages_frame(ps_link *l, const void *buf, size_t n, uint32_t size
                 return; /* the link's end decides what happens to the dump */
         m->page_wire += d.ps_pages.data.len;
         if (m->pages_dealt == 16 && m->lanes_dealt > 1 && fault_fail("lane-lost"))
-                src_lane_cut(m, 1);
+                mig_src_lane_cut(m, 1);
         /* The dump waits rather than the queue growing, or than the
          * stream outrunning its share of the bandwidth. */
         if (xfer_conn_queued(c) > SRC_PS_HIGH_WATER || src_pages_pacing(m))
@@ -686,7 +457,7 @@ static void src_pages_drained(xfer_conn *c, void *ud) {
  * of its end is closed then): the end, and whether the pages went at all. */
 static void src_pages_end(ps_link *l, const uint8_t tag[static PS_MAC_LEN], void *ud) {
         mig *m = ud;
-        xfer_conn *c = src_deal(m);
+        xfer_conn *c = mig_src_deal(m);
         bool kept = m->dump.pages == CKPT_PAGES_HERE;
         proto_msg e = {.type = PROTO_MSG_PS_END, .ps_end = {.mig = m->id, .kept = kept}};
 
@@ -723,8 +494,8 @@ static void src_pages_broken(ps_link *l, int status, const char *why, void *ud) 
  * waits, or nothing of it moves, the target has had the request. */
 static bool src_pages_overdue(ps_link *l, void *ud) {
         mig *m = ud;
-        uint64_t taken = src_lanes_written(m);
-        bool moving = src_lanes_queued_max(m) > 0 && taken != m->page_taken;
+        uint64_t taken = mig_src_lanes_written(m);
+        bool moving = mig_src_lanes_queued_max(m) > 0 && taken != m->page_taken;
         (void)l;
 
         m->page_taken = taken;
@@ -759,11 +530,11 @@ static int src_pages_start(mig *m) {
         /* A target that leaves the dump waiting for a reply gets as long as
          * a silent peer does, not CRIU's whole timeout. */
         ps_link_set_reply_timeout(m->page_link, (uint64_t)a->cfg.idle_timeout_s * 1000);
-        m->page_taken = src_lanes_written(m);
+        m->page_taken = mig_src_lanes_written(m);
         xfer_conn_set_drain(c, SRC_PS_LOW_WATER, src_pages_drained, m);
         for (uint32_t i = 1; i < m->lanes_dealt; i++)
-                if (src_lane_conn(m, i))
-                        xfer_conn_set_drain(src_lane_conn(m, i), SRC_PS_LOW_WATER, src_pages_drained, m);
+                if (mig_src_lane_conn(m, i))
+                        xfer_conn_set_drain(mig_src_lane_conn(m, i), SRC_PS_LOW_WATER, src_pages_drained, m);
         /* The bulk of the bytes: it takes its share of [limits] bandwidth
          * from here, and keeps it for the image stream after. */
         m->streaming = true;
@@ -1288,7 +1059,7 @@ static void src_link_message(peer_link *l, const proto_msg *msg, void *ud) {
                 return;
         switch ((int)msg->type) { /* most types are invalid here: default handles them */
         case PROTO_MSG_ACCEPT:
-                if (!src_lanes_dial(m, &msg->accept))
+                if (!mig_src_lanes_dial(m, &msg->accept))
                         src_feed(m, SRC_EV_ACCEPT, NULL);
                 return;
         case PROTO_MSG_REJECT:
