@@ -732,18 +732,36 @@ libcrypto per 16-byte block; checked, decompressed and handed to CRIU's
 page server on the target, whose sshd shares the same 2 cores);
 then the signing of the staging (one HMAC pass, about 0.8 s per GiB, beside
 CRIU's first steps; a consuming restore's page reads wait for it) and
-CRIU's restore. Only work done before the freeze (iterative pre-copy,
+CRIU's restore. The signing's own limit is SHA-256 on this CPU: 1.81
+GB/s (`openssl speed -evp sha256`, 1 MiB blocks, 2026-12-07), 0.59 s per
+GiB, with reading the staging 0.05-0.1 s more (hashing a mapped 1 GiB
+tmpfs file took 0.67 s, reading it 0.71-0.78 s). It cannot start
+before the dump ends: the nucleus tree HMAC is one pass over the tree
+in its canonical order, and images that sort before `pages-*.img`
+(core, inventory, mm and others) reach the target in the image stream,
+after the dump. Only work done before the freeze (iterative pre-copy,
 which needs the soft-dirty tracking this kernel lacks, so it is not built)
 or after the resume (post-copy, `--lazy`) leaves the downtime. The
 baseline's restore swings most with the VM's memory state (4.2 s on one
 day, 14 s on another, for the same 1 GiB), and the ratio with it: compare
 our own downtime across runs too.
 
-Not done: striping one image set over several SSH sessions, each
-encrypting on its own thread (DESIGN.md, "Striping the image stream":
-designed, not built). The stream section measures its bound in the same
-runs: the set sent as two halves at once, in two sessions (the row "two
-sessions at once", the `stream_two_sessions_x` keys). Over 8 runs that
+Lanes (`[ssh] lanes`, `nucleus-migrate --lanes N`; DESIGN.md, "Striping
+the image stream"): a move's page frames dealt in turn over up to four
+SSH sessions, each encrypting on a thread of its own. `auto`, the
+default, takes one session on a node of two cores or fewer, so every
+move above ran over one. On this fixture a second session costs more
+than it gives: in three alternating pairs of 1 GiB moves (2026-12-07,
+`OURS_AGENT_SET=ssh.lanes=1` against `ssh.lanes=2`) the dump carrying a
+mixed heap's pages took 2.47-2.76 s over one session and 2.90-3.25 s
+over two, an incompressible heap's 2.98-3.62 s and 3.66-3.74 s: the
+second session's encryption needs a core beside the agent's loop and
+CRIU's, and the two nodes share two. The image stream is not striped:
+in a default move it carries the non-page images, about 10 kB.
+`bench/run stream` measures that stream carrying every page, and bounds
+what striping it would give in the same runs: the set sent as two
+halves at once, in two sessions (the row "two sessions at once", the
+`stream_two_sessions_x` keys). Over 8 runs that
 was 1.18 x one session incompressible and 1.01 x mixed on an AMD EPYC
 machine of this kind, and 1.07 x and 0.91 x on an Intel Xeon with
 AVX-512 (both 2026-12-05): a second session fills the time the first
