@@ -14,7 +14,8 @@
 # on: LANES may still name it, and its turn then finds its end (node2 does
 # not read a lane before LANES, so it need not notice before), which ends
 # the move. A fourth: LANES leaves a joined lane out, node2 ends that
-# lane's session, and the pages go on over lane 0 alone.
+# lane's session, and the pages go on over lane 0 alone. A fifth: the
+# lane whose turn it is goes silent, and the move ends at the idle timeout.
 set -euo pipefail
 . "$(dirname "$0")/../tools/peer.sh"
 
@@ -141,6 +142,19 @@ said src4 "^< NODE_INFO"
 grep -q "\[lanes4\].*the pages come over 1 lane$" "$log2" || t_fail "node2 did not take LANES 1: $(tail -n 20 "$log2")"
 ! grep -q "^< ERROR" "$FX_ROOT/pc-src4.out" || t_fail "node2 refused lane 0's frames: $(cat "$FX_ROOT/pc-src4.out")"
 fx_nm n2 status --json | grep -q '"active":true' || t_fail "the move ended with a lane left out: $(tail -n 20 "$log2")"
+exec 8>&-
+exec 7>&-
+wait "$SRC_PID" "$LANE_PID" || true # their scripts held: what they heard was checked above
+pc_clean n2 "$pid2"
+
+t_log "move lanes5: the lane whose turn it is goes silent: the move ends at its idle timeout"
+source_offers src5 lanes5 2
+lane_joins lane5 lanes5 1
+printf '%s\n' "lanes lanes5 2" "ps-pages lanes5 0 01" >&7
+# Whichever of node2's bounds fires first (the stream's silence, the
+# lane's idle timeout), the move ends there, not later, with nothing left.
+t_wait_until $((FX_IDLE_TIMEOUT + 30)) "node2 ends lanes5" grep -q "\[lanes5\].*destination finished: aborted: .*\(silent\|idle\)" "$log2" ||
+	t_fail "node2 did not end the move whose lane went silent: $(tail -n 20 "$log2")"
 exec 8>&-
 exec 7>&-
 wait "$SRC_PID" "$LANE_PID" || true # their scripts held: what they heard was checked above
