@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "handoff-lanes.h"
 
-#include <stdbool.h>
-#include <stddef.h>
+#include <openssl/crypto.h>
 #include <string.h>
 
 #include "macro.h"
@@ -42,16 +41,6 @@ void handoff_lanes_grant(handoff_lanes *l, uint32_t n, const uint8_t secret[HAND
         memcpy(l->secret, secret, HANDOFF_LANE_SECRET_LEN);
 }
 
-/* Every byte is compared, whatever the first difference: the time taken
- * tells a guesser nothing. */
-static bool secret_equal(const uint8_t a[HANDOFF_LANE_SECRET_LEN],
-                         const uint8_t b[HANDOFF_LANE_SECRET_LEN]) {
-        volatile uint8_t diff = 0;
-        for (size_t i = 0; i < HANDOFF_LANE_SECRET_LEN; i++)
-                diff |= a[i] ^ b[i];
-        return diff == 0;
-}
-
 handoff_lane_verdict handoff_lanes_join(handoff_lanes *l, const char *mig_peer, const char *session_peer,
                                         uint32_t lane, const uint8_t secret[HANDOFF_LANE_SECRET_LEN]) {
         if (!mig_peer || !session_peer || strcmp(mig_peer, session_peer) != 0)
@@ -62,7 +51,7 @@ handoff_lane_verdict handoff_lanes_join(handoff_lanes *l, const char *mig_peer, 
                 return HANDOFF_LANE_RANGE;
         if (l->joined & (1u << lane))
                 return HANDOFF_LANE_TAKEN;
-        if (!secret_equal(l->secret, secret))
+        if (CRYPTO_memcmp(l->secret, secret, HANDOFF_LANE_SECRET_LEN) != 0) /* in constant time */
                 return HANDOFF_LANE_SECRET;
         l->joined |= 1u << lane;
         return HANDOFF_LANE_OK;

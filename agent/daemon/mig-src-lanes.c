@@ -55,17 +55,19 @@ xfer_conn *mig_src_deal(mig *m) {
 
 size_t mig_src_lanes_queued_max(mig *m) {
         size_t most = 0;
+        xfer_conn *c;
         for (uint32_t i = 0; i < MAX(m->lanes_dealt, 1u); i++)
-                if (mig_src_lane_conn(m, i))
-                        most = MAX(most, xfer_conn_queued(mig_src_lane_conn(m, i)));
+                if ((c = mig_src_lane_conn(m, i)))
+                        most = MAX(most, xfer_conn_queued(c));
         return most;
 }
 
 uint64_t mig_src_lanes_written(mig *m) {
         uint64_t sum = 0;
+        xfer_conn *c;
         for (uint32_t i = 0; i < MAX(m->lanes_dealt, 1u); i++)
-                if (mig_src_lane_conn(m, i))
-                        sum += xfer_conn_written(mig_src_lane_conn(m, i));
+                if ((c = mig_src_lane_conn(m, i)))
+                        sum += xfer_conn_written(c);
         return sum;
 }
 

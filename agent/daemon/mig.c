@@ -10,6 +10,7 @@
 #include "exit-codes.h"
 #include "log.h"
 #include "macro.h"
+#include "mig-dst-lanes.h"
 
 mig *mig_new(agent *a, mig_role role, const char *id, const mig_role_ops *ops) {
         mig *m = calloc(1, sizeof(*m));
@@ -295,6 +296,17 @@ void mig__free_later(mig *m) {
         uv_close((uv_handle_t *)&m->lane_timer, timer_closed);
 }
 
+/* Lets a link of ours go. A page relay or link of ours may hold its
+ * connection's drain; the connection outlives us by its goodbye. */
+static void detach_link(peer_link **l) {
+        if (!*l)
+                return;
+        if (peer_link_conn(*l))
+                xfer_conn_set_drain(peer_link_conn(*l), 0, NULL, NULL);
+        peer_link_detach(*l);
+        *l = NULL;
+}
+
 void mig__release(mig *m) {
         if (m->streaming) {
                 m->streaming = false;
@@ -304,14 +316,9 @@ void mig__release(mig *m) {
                 m->send = xfer_send_free(m->send);
         if (m->recv)
                 m->recv = xfer_recv_free(m->recv);
-        if (m->link) {
-                /* A page relay or link of ours may hold the connection's
-                 * drain; the connection outlives us by its goodbye. */
-                if (peer_link_conn(m->link))
-                        xfer_conn_set_drain(peer_link_conn(m->link), 0, NULL, NULL);
-                peer_link_detach(m->link);
-                m->link = NULL;
-        }
+        detach_link(&m->link);
+        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
+                detach_link(&m->lanes_out[i].link);
         /* A destination detaches its session, and so reads it on, before it
          * ends (mig-dst.c, dst_detach_conn); one that did not must not leave
          * the session held either. */
@@ -321,21 +328,7 @@ void mig__release(mig *m) {
                 m->peer_cc->dest = NULL;
         /* The same for its lanes, which carry nothing else: read on (a held
          * one would stay) and ended. */
-        for (size_t i = 0; i < ARRAY_SIZE(m->lane_cc); i++)
-                if (m->lane_cc[i] && m->lane_cc[i]->lane_of == m) {
-                        m->lane_cc[i]->lane_of = NULL;
-                        if (m->lane_cc[i]->conn) {
-                                xfer_conn_hold_reading(m->lane_cc[i]->conn, false);
-                                xfer_conn_close(m->lane_cc[i]->conn, 0, NULL);
-                        }
-                }
-        for (size_t i = 0; i < ARRAY_SIZE(m->lanes_out); i++)
-                if (m->lanes_out[i].link) {
-                        if (peer_link_conn(m->lanes_out[i].link))
-                                xfer_conn_set_drain(peer_link_conn(m->lanes_out[i].link), 0, NULL, NULL);
-                        peer_link_detach(m->lanes_out[i].link);
-                        m->lanes_out[i].link = NULL;
-                }
+        mig_dst_lanes_end(m, 1);
         m->relay = ps_relay_free(m->relay);
         m->page_link = ps_link_free(m->page_link);
         m->page_server = ckpt_page_server_free(m->page_server);
